@@ -1,0 +1,33 @@
+"""Energy meters as data: register maps, decoding, encoding and block planning.
+
+The maps themselves are TOML files beside this module (one per model, each naming its
+source); :func:`~protocols.meters.registermap.load_map` reads and validates them.
+"""
+
+from protocols.meters.codec import decode_blocks, decode_registers, encode_registers
+from protocols.meters.planner import MAX_REGISTERS_PER_READ, Block, plan_blocks
+from protocols.meters.quantities import Quantity
+from protocols.meters.registermap import (
+    DataType,
+    Register,
+    RegisterMap,
+    WordOrder,
+    available_models,
+    load_map,
+)
+
+__all__ = [
+    "MAX_REGISTERS_PER_READ",
+    "Block",
+    "DataType",
+    "Quantity",
+    "Register",
+    "RegisterMap",
+    "WordOrder",
+    "available_models",
+    "decode_blocks",
+    "decode_registers",
+    "encode_registers",
+    "load_map",
+    "plan_blocks",
+]

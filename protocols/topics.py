@@ -1,0 +1,81 @@
+"""MQTT topics: ``cm/v1/d/{device_id}/{kind}``.
+
+A device may publish and subscribe only under its own ``cm/v1/d/{its id}/``; the broker's
+ACL enforces that (``deploy/mosquitto``), these helpers only build and parse names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.enums import MessageKind
+from protocols.errors import TopicError
+from protocols.ids import validate_device_id
+
+PREFIX = "cm/v1/d"
+
+#: Topics a device publishes; the others (``cmd``, ``ack``) flow cloud → device.
+UPLINK_KINDS = frozenset(
+    {MessageKind.TELEMETRY, MessageKind.SESSION, MessageKind.STATUS, MessageKind.CMD_RESULT}
+)
+DOWNLINK_KINDS = frozenset({MessageKind.CMD, MessageKind.ACK})
+
+#: The shared-subscription group cloud ingest workers join, so N workers split the load.
+INGEST_SHARE_GROUP = "ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed device topic."""
+
+    device_id: str
+    kind: MessageKind
+
+    def __str__(self) -> str:
+        return topic(self.device_id, self.kind)
+
+
+def topic(device_id: str, kind: MessageKind | str) -> str:
+    """Build the topic for ``kind`` messages of ``device_id``."""
+    try:
+        kind = MessageKind(kind)
+    except ValueError:
+        raise TopicError(f"unknown message kind {kind!r}") from None
+    return f"{PREFIX}/{validate_device_id(device_id)}/{kind.value}"
+
+
+def parse_topic(name: str) -> Topic:
+    """Parse ``cm/v1/d/{device_id}/{kind}``; raise :class:`TopicError` for anything else."""
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX:
+        raise TopicError(
+            f"bad topic {name!r}: expected '{PREFIX}/{{device_id}}/{{kind}}'", topic=name
+        )
+    try:
+        kind = MessageKind(parts[4])
+    except ValueError:
+        raise TopicError(
+            f"bad topic {name!r}: unknown kind {parts[4]!r}, expected one of "
+            f"{', '.join(k.value for k in MessageKind)}",
+            topic=name,
+        ) from None
+    try:
+        device_id = validate_device_id(parts[3])
+    except TopicError as exc:
+        raise TopicError(f"bad topic {name!r}: {exc}", topic=name) from None
+    return Topic(device_id, kind)
+
+
+def device_filter(device_id: str) -> str:
+    """Subscription filter for everything of one device (``cm/v1/d/{id}/#``)."""
+    return f"{PREFIX}/{validate_device_id(device_id)}/#"
+
+
+def ingest_filter(kind: MessageKind, *, shared: bool = True) -> str:
+    """Subscription filter the cloud uses for ``kind`` from every device.
+
+    With ``shared`` (the default) it is an MQTT 5 shared subscription, so several ingest
+    workers (or a clustered broker) split the messages between them with no code change.
+    """
+    plain = f"{PREFIX}/+/{MessageKind(kind).value}"
+    return f"$share/{INGEST_SHARE_GROUP}/{plain}" if shared else plain
