@@ -113,7 +113,7 @@ class SerialDefaults:
     unit_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: cached_property needs the instance __dict__
 class RegisterMap:
     model: str
     name: str

@@ -1,0 +1,163 @@
+"""Hypothesis strategies for every wire message (shared by protocol tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import strategies as st
+
+from protocols import messages as m
+from protocols.enums import (
+    AuthListUpdateType,
+    AuthorizationStatus,
+    CommandStatus,
+    ConnectorStatus,
+    CredentialKind,
+    SessionEventType,
+    StopReason,
+)
+from protocols.ids import new_ulid
+from protocols.meters import Quantity
+
+ulids = st.integers(0, 2**48 - 1).map(new_ulid)
+device_ids = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,63}", fullmatch=True)
+# Millisecond precision is what the wire keeps in practice; any aware datetime must survive.
+times = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+seqs = st.integers(0, 2**63 - 1)
+wh = st.integers(0, 2**53)
+connectors = st.integers(1, 32)
+short_text = st.text(max_size=50)
+
+
+def envelope() -> dict[str, st.SearchStrategy[object]]:
+    return {
+        "msg_id": ulids,
+        "device_id": device_ids,
+        "seq": seqs,
+        "ts": times,
+        "clock_synced": st.booleans(),
+    }
+
+
+readings = st.builds(
+    m.MeterReading,
+    meter_id=st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True),
+    ts=times,
+    clock_synced=st.booleans(),
+    values=st.dictionaries(st.sampled_from(list(Quantity)), finite, min_size=1),
+)
+telemetry = st.builds(
+    m.TelemetryBatch, readings=st.lists(readings, min_size=1, max_size=5), **envelope()
+)
+
+
+@st.composite
+def session_events(draw: st.DrawFn) -> m.SessionEvent:
+    event = draw(st.sampled_from(list(SessionEventType)))
+    started_at = draw(times)
+    start = draw(wh)
+    stopping = event is SessionEventType.STOPPED
+    return m.SessionEvent(
+        **{k: draw(v) for k, v in envelope().items()},
+        session_id=draw(ulids),
+        event=event,
+        event_seq=1 if event is SessionEventType.STARTED else draw(st.integers(2, 10**6)),
+        connector=draw(connectors),
+        offline=draw(st.booleans()),
+        credential=m.CredentialRef(kind=draw(st.sampled_from(list(CredentialKind))), ref="x"),
+        booking_id=draw(st.none() | st.text(min_size=1, max_size=64)),
+        started_at=started_at,
+        meter_start_wh=start,
+        meter_wh=draw(wh),
+        energy_wh=draw(wh),
+        power_w=draw(st.none() | st.floats(0, 1e6)),
+        stopped_at=started_at + timedelta(seconds=draw(st.integers(0, 10**6)))
+        if stopping
+        else None,
+        stop_reason=draw(st.sampled_from(list(StopReason))) if stopping else None,
+        meter_went_backwards=draw(st.booleans()),
+    )
+
+
+statuses = st.builds(
+    m.Status,
+    online=st.booleans(),
+    agent_version=st.none() | st.text(max_size=32),
+    meters=st.lists(
+        st.builds(
+            m.MeterHealth,
+            meter_id=st.just("m1"),
+            model=st.sampled_from(["sdm630", "abb_b23"]),
+            available=st.booleans(),
+            errors=st.integers(0, 10**9),
+        ),
+        max_size=4,
+    ),
+    connectors=st.lists(
+        st.builds(
+            m.ConnectorState,
+            connector=connectors,
+            status=st.sampled_from(list(ConnectorStatus)),
+            session_id=st.none() | ulids,
+        ),
+        max_size=4,
+    ),
+    backlog=st.none()
+    | st.builds(
+        m.Backlog,
+        rows=st.integers(0, 10**9),
+        oldest_age_s=st.none() | st.floats(0, 1e9),
+        thinned=st.integers(0, 10**9),
+    ),
+    **envelope(),
+)
+
+hashes = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
+actions = st.one_of(
+    st.builds(m.StartSession, connector=connectors, token=st.text(min_size=1, max_size=100)),
+    st.builds(m.StopSession, session_id=ulids, reason=st.sampled_from(list(StopReason))),
+    st.builds(
+        m.AuthListUpdate,
+        version=st.integers(1, 10**9),
+        update_type=st.just(AuthListUpdateType.DIFFERENTIAL),
+        entries=st.lists(
+            st.builds(
+                m.AuthListEntry,
+                id_tag_hash=hashes,
+                status=st.none() | st.sampled_from(list(AuthorizationStatus)),
+                expires_at=st.none() | times,
+            ),
+            max_size=5,
+        ),
+    ),
+    st.builds(
+        m.ConfigUpdate,
+        settings=st.dictionaries(
+            st.text(max_size=10), st.none() | st.booleans() | st.integers() | short_text, max_size=4
+        ),
+    ),
+    st.builds(m.Diagnostics),
+    st.builds(m.RelayTest, connector=connectors),
+)
+commands = st.builds(m.Command, cmd_id=ulids, expires_at=times, action=actions, **envelope())
+command_results = st.builds(
+    m.CommandResult,
+    cmd_id=ulids,
+    status=st.sampled_from(list(CommandStatus)),
+    auth_status=st.none() | st.sampled_from(list(AuthorizationStatus)),
+    session_id=st.none() | ulids,
+    detail=short_text,
+    data=st.dictionaries(st.text(max_size=10), st.integers() | short_text, max_size=4),
+    **envelope(),
+)
+acks = st.builds(
+    m.Ack,
+    ranges=st.sets(st.integers(0, 10**6), min_size=1, max_size=50).map(m.ack_ranges),
+    dead_lettered=st.lists(seqs, max_size=5),
+    **envelope(),
+)
+
+any_message = st.one_of(telemetry, session_events(), statuses, commands, command_results, acks)
