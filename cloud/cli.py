@@ -1,16 +1,144 @@
-"""``chargemitra-cloud``: run and administer the cloud platform."""
+"""``chargemitra-cloud``: run and administer the cloud platform.
+
+Settings come from the environment (``CHARGEMITRA_*``, see ``docs/cloud.md``); a bad value
+stops the command with the variable, the value and what was expected (exit code 2).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
 
 import click
 
 from cloud import __version__
+from cloud.errors import CloudError, ConfigError
+from cloud.logs import configure_logging
+from cloud.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.UsageError(f"bad configuration: {exc}") from exc
+    configure_logging(settings.app.log_level)
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chargemitra-cloud")
 def main() -> None:
-    """ChargeMitra cloud platform: API server, MQTT ingest, database migrations.
+    """ChargeMitra cloud platform: API server, MQTT ingest, database migrations."""
 
-    Subcommands (serve, ingest, db upgrade) arrive with the cloud platform issue.
-    """
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API."""
+    import uvicorn  # noqa: PLC0415 -- only this command needs the server
+
+    from cloud.app import create_app  # noqa: PLC0415 -- keeps `db` and `ingest` light
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+@main.command()
+@click.option("--index", default=0, show_default=True, type=int, help="Worker index (client id).")
+def ingest(index: int) -> None:
+    """Run one MQTT ingest worker (start several: they share the load)."""
+    from cloud.workers.ingest import run_ingest  # noqa: PLC0415 -- paho only for this command
+
+    settings = _settings()
+    try:
+        asyncio.run(run_ingest(settings, index=index))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # SIGTERM cancels the worker: whatever was not committed stays unacknowledged at the
+        # broker and is redelivered to this worker's session when it starts again.
+        logging.getLogger(__name__).info("ingest worker stopped")
+
+
+@main.group()
+def db() -> None:
+    """Database migrations (Alembic)."""
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    from cloud import migrate  # noqa: PLC0415 -- alembic only for this command
+
+    migrate.upgrade(_settings().db.url, revision)
+
+
+@db.command()
+@click.argument("revision")
+def downgrade(revision: str) -> None:
+    """Downgrade the schema to REVISION (``base`` removes everything)."""
+    from cloud import migrate  # noqa: PLC0415 -- alembic only for this command
+
+    migrate.downgrade(_settings().db.url, revision)
+
+
+@db.command()
+def current() -> None:
+    """Show the schema revision the database is at."""
+    from cloud import migrate  # noqa: PLC0415 -- alembic only for this command
+
+    migrate.current(_settings().db.url)
+
+
+@main.group()
+def device() -> None:
+    """Device provisioning for operators (hosts get the same through the API)."""
+
+
+async def _issue_code(settings: Settings, host_id: str, charger_id: str | None) -> str:
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.devices.service import issue_pairing_code  # noqa: PLC0415
+
+    async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
+        issued = await issue_pairing_code(
+            db, settings, host_id=host_id, charger_id=charger_id, now=datetime.now(UTC)
+        )
+    return f"{issued.code}  (expires {issued.expires_at.isoformat()})"
+
+
+async def _revoke(settings: Settings, device_id: str) -> None:
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.devices.broker_auth import PasswordFile  # noqa: PLC0415
+    from cloud.devices.service import revoke_device  # noqa: PLC0415
+
+    credentials = PasswordFile(
+        settings.provisioning.password_file, settings.provisioning.broker_pid_file
+    )
+    async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
+        await revoke_device(db, credentials, device_id=device_id, now=datetime.now(UTC))
+
+
+@device.command("issue-code")
+@click.option("--host-id", required=True, help="The host the device will belong to.")
+@click.option("--charger-id", default=None, help="Bind the device to this charger.")
+def issue_code(host_id: str, charger_id: str | None) -> None:
+    """Print a one-time pairing code for `chargemitra-agent provision`."""
+    settings = _settings()
+    try:
+        click.echo(asyncio.run(_issue_code(settings, host_id, charger_id)))
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@device.command()
+@click.argument("device_id")
+def revoke(device_id: str) -> None:
+    """Revoke DEVICE_ID: its broker credentials are removed and the broker reloaded."""
+    settings = _settings()
+    try:
+        asyncio.run(_revoke(settings, device_id))
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {device_id}")

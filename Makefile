@@ -1,0 +1,69 @@
+# ChargeMitra developer commands. Every target that runs project code calls the idempotent
+# bootstrap first (a second run takes about a second), so each works on a fresh machine.
+# docs/development.md explains the targets and what bootstrap sets up.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Extra arguments for pytest: make test PYTEST_ARGS='-m "not slow" -x'
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap test check fmt bench demo lock schemas clean
+
+help:
+	@echo "make bootstrap  install packages, start PostgreSQL and Redis, create .venv (idempotent)"
+	@echo "make test       bootstrap, then pytest (extra arguments in PYTEST_ARGS)"
+	@echo "make check      bootstrap, then ruff format --check, ruff check, mypy --strict"
+	@echo "make fmt        ruff format and ruff check --fix"
+	@echo "make bench      run every bench/*.py, printing their JSON lines"
+	@echo "make demo       run the simulated site (Ctrl-C to stop)"
+	@echo "make lock       regenerate requirements/dev.lock and requirements/edge.lock"
+	@echo "make schemas    regenerate protocols/schemas/ (JSON Schema of every message)"
+	@echo "make clean      remove caches and build output (keeps .venv)"
+
+bootstrap:
+	@bash deploy/dev/bootstrap.sh
+
+# pytest exits 5 when it collected no test: a suite that ran nothing must not pass quietly.
+test: bootstrap
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [[ $$rc -eq 5 ]]; then echo "make test: pytest collected no tests (exit 5); failing" >&2; fi; \
+	exit $$rc
+
+check: bootstrap
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: bootstrap
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Every benchmark runs even when an earlier one fails; the target fails if any did.
+bench: bootstrap
+	@failed=(); ran=0; \
+	for file in $$(find bench -maxdepth 1 -name '*.py' ! -name '__init__.py' | LC_ALL=C sort); do \
+		name=$$(basename "$$file" .py); ran=$$((ran + 1)); \
+		echo "make bench: bench.$$name" >&2; \
+		$(PY) -m "bench.$$name" || failed+=("bench.$$name"); \
+	done; \
+	if [[ $$ran -eq 0 ]]; then echo "make bench: no benchmarks in bench/" >&2; fi; \
+	if [[ $${#failed[@]} -gt 0 ]]; then echo "make bench: FAILED: $${failed[*]}" >&2; exit 1; fi
+
+demo: bootstrap
+	@bash deploy/dev/demo.sh
+
+lock: bootstrap
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra edge --python-version 3.11 -o requirements/edge.lock
+
+schemas: bootstrap
+	$(PY) -m protocols.schemas
+
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis ./*.egg-info
+	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -1,0 +1,222 @@
+"""How fast the agent's outbox drains to the broker, against raw paho-mqtt in the same run.
+
+``python -m bench.outbox_drain`` starts the project's cloud broker config (TLS, ACL, on free
+ports), queues ``--readings`` readings in a fresh agent store (4 per telemetry batch, as one
+meter-poll second of a 4-meter site), and drains them with :class:`SyncService` while a
+stand-in for ingest acks every message — so rows leave the outbox only on application acks.
+Figures (BENCHMARKS.md):
+
+* ``drain_msgs_per_s`` / ``drain_readings_per_s`` — queued rows until the outbox is empty,
+  against raw paho QoS 1 publishing of the same payloads from memory (goal ratio >= 0.5);
+* ``first_live_reading_ms`` — a reading queued 0.5 s into the drain, to its arrival at the
+  subscriber: a long backlog must not starve the reading a driver is watching;
+* ``read_to_broker_p50_ms`` / ``_p95_ms`` — with no backlog, from storing a reading (durably:
+  synchronous=FULL) to its arrival at a subscriber (goal p50 <= 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.store.db import connect
+from edge_agent.store.readings import add_batch
+from edge_agent.store.uplink import high_water
+from edge_agent.sync.service import SyncService
+from protocols.messages import MeterReading
+from protocols.meters import Quantity
+from protocols.topics import topic
+from tests.cloud.certs import make_certs
+from tests.cloud.mosquitto import cloud_broker
+from tests.sync.acker import Acker
+from tests.sync.rig import (
+    DEVICE,
+    DEVICE_PASSWORD,
+    INGEST_PASSWORD,
+    USERS,
+    RecordingHandler,
+    outbox_empty,
+    outbox_seqs,
+    queue_readings,
+    sync_settings,
+    wall_clock,
+)
+
+PER_BATCH = 4
+
+
+def figure(name: str, value: float, unit: str, **extra: Any) -> None:
+    print(json.dumps({"bench": "outbox_drain", "figure": name, "value": round(value, 2),
+                      "unit": unit, **extra}))  # fmt: skip
+
+
+def raw_paho_rate(tls_port: int, ca: Path, payloads: list[tuple[str, bytes]]) -> float:
+    """Baseline: raw paho QoS 1 publishing of the same payloads, from memory, to all PUBACKs."""
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(payloads):
+            done.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=paho.MQTTv5)
+    client.username_pw_set(DEVICE, DEVICE_PASSWORD)
+    client.tls_set(ca_certs=str(ca))
+    client.max_inflight_messages_set(100)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", tls_port)
+    client.loop_start()
+    start = time.perf_counter()
+    for name, payload in payloads:
+        client.publish(name, payload, qos=1)
+    if not done.wait(300):
+        raise RuntimeError("raw paho baseline did not finish")
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return len(payloads) / elapsed
+
+
+async def drain(store_path: Path, tls_port: int, ca: Path) -> dict[str, float]:
+    conn = connect(store_path)
+    total = len(outbox_seqs(conn))
+    settings = sync_settings(tls_port, ca, backlog_msgs_per_s=1e9, backlog_burst=1000)
+    service = SyncService(conn, settings, handler=RecordingHandler(), clock=wall_clock())
+    live_seq = 0
+    live_at = 0.0
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(service.run(), name="bench-sync")
+        start = time.perf_counter()
+        await asyncio.sleep(0.5)
+        live_at = time.monotonic()
+        queue_readings(conn, 1, per_batch=1)
+        live_seq = high_water(conn)
+        service.notify()
+        while not outbox_empty(conn):
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        task.cancel()
+    conn.close()
+    return {"msgs_per_s": (total + 1) / elapsed, "live_seq": live_seq, "live_at": live_at}
+
+
+async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: int) -> list[float]:
+    conn = connect(store_path)
+    service = SyncService(
+        conn, sync_settings(tls_port, ca), handler=RecordingHandler(), clock=wall_clock()
+    )
+    samples: list[float] = []
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(service.run(), name="bench-sync")
+        while not service.stats.connected:
+            await asyncio.sleep(0.01)
+        for i in range(n):
+            read_at = time.monotonic()
+            add_batch(
+                conn,
+                [MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
+                              values={Quantity.POWER_W: float(i)})],
+                device_id=DEVICE, now=datetime.now(UTC), clock_synced=True,
+            )  # fmt: skip
+            seq = high_water(conn)
+            service.notify()
+            while seq not in acker.received[DEVICE].first_at:
+                await asyncio.sleep(0.0005)
+            samples.append(acker.received[DEVICE].first_at[seq] - read_at)
+            await asyncio.sleep(0.02)
+        task.cancel()
+    conn.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--readings", type=int, default=100_000)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "certs").mkdir()
+        certs = make_certs(root / "certs")
+        broker = cloud_broker(root / "broker", certs, USERS)
+        broker.start()
+        assert broker.tls_port is not None
+        try:
+            store_path = root / "agent.sqlite"
+            conn = connect(store_path)
+            batches = args.readings // PER_BATCH
+            queue_readings(conn, batches, per_batch=PER_BATCH)
+            payloads = [
+                (topic(DEVICE, kind), payload)
+                for kind, payload in conn.execute("SELECT kind, payload FROM outbox ORDER BY seq")
+            ]
+            conn.close()
+            baseline = raw_paho_rate(broker.tls_port, certs.ca, payloads)
+            arrivals = root / "arrivals.txt"
+            receiver = subprocess.Popen(
+                [sys.executable, "-m", "tests.sync.acker_proc", str(broker.port),
+                 INGEST_PASSWORD, str(arrivals)],
+                stdout=subprocess.PIPE,
+            )  # fmt: skip
+            assert receiver.stdout is not None
+            receiver.stdout.readline()
+            try:
+                result = asyncio.run(drain(store_path, broker.tls_port, certs.ca))
+            finally:
+                receiver.terminate()
+                receiver.wait()
+                receiver.stdout.close()
+            first_at = {
+                int(seq): float(at)
+                for _device, seq, at in (line.split() for line in arrivals.read_text().splitlines())
+            }
+            first_live_s = first_at[int(result["live_seq"])] - result["live_at"]
+            acker = Acker(
+                broker.port, username="cloud-ingest", password=INGEST_PASSWORD, validate=False
+            )
+            try:
+                samples = asyncio.run(
+                    latency(root / "live.sqlite", broker.tls_port, certs.ca, acker,
+                            args.latency_samples)
+                )  # fmt: skip
+            finally:
+                acker.close()
+        finally:
+            broker.stop()
+    params = {"readings": args.readings, "readings_per_msg": PER_BATCH, "rows": batches}
+    base = "raw paho-mqtt QoS1 publish of the same payloads"
+    ratio = result["msgs_per_s"] / baseline
+    figure("drain_msgs_per_s", result["msgs_per_s"], "msg/s", baseline=base,
+           baseline_value=round(baseline, 1), ratio=round(ratio, 3), goal=">= 0.5 ratio",
+           meets_goal=ratio >= 0.5, params=params)  # fmt: skip
+    figure("drain_readings_per_s", result["msgs_per_s"] * PER_BATCH, "readings/s", baseline=base,
+           baseline_value=round(baseline * PER_BATCH, 1), ratio=round(ratio, 3),
+           goal=">= 0.5 ratio", meets_goal=ratio >= 0.5, params=params)  # fmt: skip
+    figure("first_live_reading_ms", first_live_s * 1000, "ms",
+           params={**params, "queued_after_s": 0.5})  # fmt: skip
+    samples.sort()
+    p50 = statistics.median(samples) * 1000
+    p95 = samples[int(0.95 * (len(samples) - 1))] * 1000
+    lat_params = {"samples": len(samples), "backlog": 0}
+    figure("read_to_broker_p50_ms", p50, "ms", goal="<= 50", meets_goal=p50 <= 50,
+           params=lat_params)  # fmt: skip
+    figure("read_to_broker_p95_ms", p95, "ms", params=lat_params)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Users, their roles, and hosts (with KYC state)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.columns import ULID_LEN, text_enum, ulid_pk
+from cloud.db import Base, Timestamped
+
+
+class Role(StrEnum):
+    DRIVER = "driver"
+    HOST = "host"
+    ADMIN = "admin"
+
+
+class KycStatus(StrEnum):
+    NOT_STARTED = "not_started"
+    SUBMITTED = "submitted"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
+class User(Timestamped, Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    #: E.164, e.g. +919812345678: most Indian users sign in with their phone.
+    phone: Mapped[str | None] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    locale: Mapped[str] = mapped_column(String(10), default="en-IN", server_default="en-IN")
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[Role] = mapped_column(text_enum(Role, "role"), primary_key=True)
+
+
+class Host(Timestamped, Base):
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    kyc_status: Mapped[KycStatus] = mapped_column(
+        text_enum(KycStatus, "kyc_status"),
+        default=KycStatus.NOT_STARTED,
+        server_default=KycStatus.NOT_STARTED.value,
+    )
+    #: The KYC provider's reference (documents stay with the provider, not here).
+    kyc_ref: Mapped[str | None] = mapped_column(String(128))
+    kyc_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    kyc_rejection_reason: Mapped[str | None] = mapped_column(String(500))
+    #: Payout destination at the payment provider (linked account / fund account id).
+    payout_account_ref: Mapped[str | None] = mapped_column(String(128))

@@ -1,0 +1,89 @@
+"""The API's composition root: :func:`create_app` builds the FastAPI app; its lifespan opens
+the engine, Redis and the broker link, in that order, and closes them in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from redis.asyncio import Redis
+
+from cloud import __version__
+from cloud.broker import open_broker_link
+from cloud.db import open_engine, session_factory
+from cloud.devices.broker_auth import PasswordFile
+from cloud.devices.router import router as devices_router
+from cloud.devices.service import load_token_key
+from cloud.health.router import router as health_router
+from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cloud.problems import install_problem_handlers
+from cloud.settings import Settings
+from cloud.state import AppState
+from cloud.telemetry.storage import detect_backend
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_state(
+    settings: Settings, *, client_id: str | None = None
+) -> AsyncIterator[AppState]:
+    """Open every resource the API needs; close them all on exit, even after a failure."""
+    token_key = load_token_key(settings.provisioning.token_public_key_file)
+    async with AsyncExitStack() as stack:
+        engine = await stack.enter_async_context(open_engine(settings.db))
+        async with engine.connect() as conn:
+            backend = await detect_backend(conn)
+        log.info("telemetry storage", extra={"telemetry_backend": backend.value})
+        redis = Redis.from_url(settings.redis.url)
+        stack.push_async_callback(redis.aclose)
+        # One client id per process: two API instances sharing an id would keep kicking each
+        # other off the broker.
+        client_id = client_id or f"api-{socket.gethostname()}-{os.getpid()}"
+        broker = await stack.enter_async_context(open_broker_link(settings.mqtt, client_id))
+        yield AppState(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            redis=redis,
+            broker=broker,
+            telemetry_backend=backend,
+            credentials=PasswordFile(
+                settings.provisioning.password_file, settings.provisioning.broker_pid_file
+            ),
+            token_key=token_key,
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API application for ``settings`` (nothing is opened until the lifespan starts)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_state(settings) as state:
+            app.state.cloud = state
+            yield
+
+    app = FastAPI(title="ChargeMitra", version=__version__, lifespan=lifespan)
+    install_problem_handlers(app)
+    app.include_router(health_router)
+    app.include_router(devices_router)
+
+    @app.middleware("http")
+    async def record_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the path: /chargers/{id}, so ids do not explode cardinality.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    return app

@@ -1,0 +1,1 @@
+"""Bookings of a connector for a time range."""

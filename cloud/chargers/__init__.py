@@ -1,0 +1,1 @@
+"""Charger listings, connectors and availability."""

@@ -1,0 +1,1 @@
+"""Edge devices: provisioning, broker credentials, commands."""

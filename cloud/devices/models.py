@@ -1,0 +1,86 @@
+"""Devices (one edge agent each), their pairing codes and the commands sent to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.columns import ULID_LEN, text_enum, ulid_pk
+from cloud.db import Base, Timestamped
+from protocols.enums import CommandName, CommandStatus
+
+
+class DeviceStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class Device(Timestamped, Base):
+    __tablename__ = "devices"
+
+    #: The wire device id (protocols.ids): also the broker username and topic level.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    status: Mapped[DeviceStatus] = mapped_column(
+        text_enum(DeviceStatus, "device_status"),
+        default=DeviceStatus.ACTIVE,
+        server_default=DeviceStatus.ACTIVE.value,
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_version: Mapped[str | None] = mapped_column(String(32))
+    online: Mapped[bool] = mapped_column(default=False, server_default="false")
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The last ``status`` message applied; older ones (lower seq) arriving late are ignored.
+    last_status_seq: Mapped[int] = mapped_column(BigInteger, default=-1, server_default="-1")
+    last_status: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class DownlinkSequence(Base):
+    """The cloud → device ``seq`` counter (acks, commands), shared by every worker.
+
+    Kept apart from :class:`Device` so ingest can ack a device before (or without) its
+    listing row, and so the hot counter row does not bloat the device row.
+    """
+
+    __tablename__ = "downlink_sequences"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class PairingCode(Base):
+    """A one-time code a host gives an agent to claim its identity (stored hashed)."""
+
+    __tablename__ = "pairing_codes"
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    charger_id: Mapped[str | None] = mapped_column(ForeignKey("chargers.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
+
+
+class DeviceCommand(Base):
+    """A command sent to a device and, once it answers, its result."""
+
+    __tablename__ = "device_commands"
+
+    cmd_id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[CommandName | None] = mapped_column(text_enum(CommandName, "command_name"))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result_status: Mapped[CommandStatus | None] = mapped_column(
+        text_enum(CommandStatus, "command_status")
+    )
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    result_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

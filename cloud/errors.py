@@ -1,0 +1,104 @@
+"""The one exception tree of :mod:`cloud`.
+
+Services raise these; :mod:`cloud.problems` maps them to RFC 9457 problem responses in one
+place, so no router builds an error response by hand. Third-party errors (asyncpg, redis,
+paho) are translated where they are caught, with ``raise ... from exc``::
+
+    CloudError
+    ├── ConfigError              a setting is missing or invalid (variable, value)
+    ├── NotFound                 an entity does not exist (entity, key)
+    ├── Conflict                 the request contradicts stored state (entity, key)
+    │   └── BookingOverlap       an active booking already holds that connector and time
+    ├── InvalidRequest           well-formed but semantically wrong input (field)
+    ├── Unauthorized             no or bad credentials
+    ├── Forbidden                authenticated, not allowed
+    ├── RateLimited              too many attempts (retry_after_s)
+    ├── PairingError             a pairing code cannot be claimed
+    │   ├── PairingCodeInvalid   unknown, expired or already claimed (indistinguishable
+    │   │                        on purpose: an attacker learns nothing from the answer)
+    │   └── DeviceRevoked        the device was revoked
+    ├── BrokerError              the MQTT broker or its credential store failed
+    └── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
+"""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Base of every error raised by :mod:`cloud`."""
+
+
+class ConfigError(CloudError):
+    def __init__(self, message: str, *, variable: str, value: object) -> None:
+        super().__init__(message)
+        self.variable = variable
+        self.value = value
+
+
+class NotFound(CloudError):
+    def __init__(self, entity: str, key: object) -> None:
+        super().__init__(f"{entity} {key!r} not found")
+        self.entity = entity
+        self.key = key
+
+
+class Conflict(CloudError):
+    def __init__(self, message: str, *, entity: str, key: object = None) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.key = key
+
+
+class BookingOverlap(Conflict):
+    def __init__(self, connector_id: object) -> None:
+        super().__init__(
+            "an active booking already holds this connector in that time range",
+            entity="booking",
+            key=connector_id,
+        )
+
+
+class InvalidRequest(CloudError):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Unauthorized(CloudError):
+    pass
+
+
+class Forbidden(CloudError):
+    pass
+
+
+class RateLimited(CloudError):
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PairingError(CloudError):
+    pass
+
+
+class PairingCodeInvalid(PairingError):
+    def __init__(self) -> None:
+        super().__init__("the pairing code is unknown, expired or already used")
+
+
+class DeviceRevoked(PairingError):
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id!r} is revoked")
+        self.device_id = device_id
+
+
+class BrokerError(CloudError):
+    pass
+
+
+class DependencyUnavailable(CloudError):
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
+        self.detail = detail

@@ -1,0 +1,1 @@
+"""MQTT ingest: decoding, batching, writing and acknowledging device messages."""

@@ -1,0 +1,88 @@
+"""Live updates ingest publishes to Redis after a commit; API instances fan them out.
+
+Channels: ``cm:live:device:{device_id}`` (latest reading per meter, status),
+``cm:live:session:{session_id}`` and ``cm:live:charger:{charger_id}`` (session row).
+Live values are best effort: Redis being down never stops or slows ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cloud.ingest.plan import BatchPlan
+from cloud.sessions.fold import SessionRow
+
+log = logging.getLogger(__name__)
+
+
+def device_channel(device_id: str) -> str:
+    return f"cm:live:device:{device_id}"
+
+
+def session_channel(session_id: str) -> str:
+    return f"cm:live:session:{session_id}"
+
+
+def charger_channel(charger_id: str) -> str:
+    return f"cm:live:charger:{charger_id}"
+
+
+def live_messages(
+    plan: BatchPlan, sessions: list[tuple[SessionRow, str | None]]
+) -> list[tuple[str, str]]:
+    """(channel, JSON) pairs for one committed batch (pure)."""
+    out: list[tuple[str, str]] = []
+    latest: dict[tuple[str, str], Any] = {}
+    for batch in plan.telemetry.values():
+        for reading in batch.readings:
+            key = (batch.device_id, reading.meter_id)
+            if key not in latest or reading.ts >= latest[key].ts:
+                latest[key] = reading
+    for (device_id, meter_id), reading in sorted(latest.items()):
+        body: dict[str, Any] = {"type": "reading", "device_id": device_id, "meter_id": meter_id}
+        body |= reading.model_dump(mode="json")
+        out.append((device_channel(device_id), json.dumps(body)))
+    for device_id, status in sorted(plan.statuses.items()):
+        out.append(
+            (
+                device_channel(device_id),
+                json.dumps({"type": "status"} | status.model_dump(mode="json")),
+            )
+        )
+    for row, charger_id in sessions:
+        text = json.dumps({"type": "session", "charger_id": charger_id} | asdict(row), default=str)
+        out.append((session_channel(row.device_session_id), text))
+        if charger_id is not None:
+            out.append((charger_channel(charger_id), text))
+    return out
+
+
+class LivePublisher:
+    """Publishes to Redis, logging a failure once until Redis answers again."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._failing = False
+
+    async def publish(self, messages: list[tuple[str, str]]) -> None:
+        if not messages:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, text in messages:
+                    pipe.publish(channel, text)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            if not self._failing:
+                log.error("live updates to Redis failing: %s", exc)
+                self._failing = True
+            return
+        if self._failing:
+            log.info("live updates to Redis recovered")
+            self._failing = False

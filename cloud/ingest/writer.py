@@ -1,0 +1,254 @@
+"""Write one :class:`~cloud.ingest.plan.BatchPlan` in one transaction (asyncpg).
+
+Everything the batch holds commits together or not at all; the worker acks only after this
+returns. Every step takes its row locks in a fixed order (batch keys, then session advisory
+locks, then devices, each sorted) so two workers writing overlapping batches wait for each
+other instead of deadlocking, and a redelivered message is dropped by a key:
+
+* telemetry: each batch is claimed in ``telemetry_batches`` (unique by ``(device_id,
+  msg_id)`` and by ``(device_id, seq)``) with INSERT … ON CONFLICT DO NOTHING RETURNING,
+  then the rows of the batches claimed — and only those — are COPied into ``telemetry``.
+  This is the staging-table pattern without the staging table: the duplicate check happens
+  once per batch, not once per row, and the rows are written once (bench.ingest, one
+  worker: 0.35 of raw COPY, against 0.25 for COPY-to-staging then INSERT … SELECT);
+* session events: ``(device, session, event_seq)`` unique; the session row is then refolded
+  from every stored event of the session (:func:`cloud.sessions.fold.fold_session`) under a
+  transaction-scoped advisory lock, so concurrent workers cannot interleave a stale fold;
+* status: applied only if its ``seq`` is newer than the one stored;
+* cmd_result: the first result of a ``cmd_id`` wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
+from cloud.pg import PgConnection
+from cloud.sessions.fold import SessionRow, fold_session
+from protocols.messages import SessionEvent
+
+#: Claim each batch by its key; only batches this transaction claimed get their rows copied.
+#: A concurrent worker inserting the same key waits for our commit, then claims nothing.
+CLAIM_TELEMETRY_BATCHES = """
+INSERT INTO telemetry_batches (device_id, msg_id, seq, points)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[])
+ORDER BY 1, 2
+ON CONFLICT DO NOTHING
+RETURNING device_id, msg_id"""
+
+LOCK_SESSIONS = """
+SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+FROM unnest($1::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i"""
+
+INSERT_SESSION_EVENTS = """
+INSERT INTO session_events (device_id, device_session_id, event_seq, event, msg_id, seq, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[],
+                     $7::jsonb[])
+ON CONFLICT DO NOTHING"""
+
+LOAD_SESSION_EVENTS = """
+SELECT e.payload::text FROM session_events e
+JOIN unnest($1::text[], $2::text[]) AS k(device_id, sid)
+  ON e.device_id = k.device_id AND e.device_session_id = k.sid"""
+
+UPSERT_SESSION = """
+INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, booking_id,
+    credential_kind, credential_ref, state, started_at, stopped_at, meter_start_wh,
+    meter_stop_wh, energy_wh, power_w, stop_reason, offline, meter_went_backwards,
+    last_event_seq, events_received, billing_state, updated_at)
+VALUES ($1::varchar, $2, $3::smallint,
+    (SELECT c.charger_id FROM connectors c JOIN chargers ch ON ch.id = c.charger_id
+     WHERE ch.device_id = $1::varchar AND c.number = $3::smallint
+     ORDER BY c.charger_id LIMIT 1),
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 'unbilled', now())
+ON CONFLICT (device_id, device_session_id) DO UPDATE SET
+    state = EXCLUDED.state, stopped_at = EXCLUDED.stopped_at,
+    meter_stop_wh = EXCLUDED.meter_stop_wh, energy_wh = EXCLUDED.energy_wh,
+    power_w = EXCLUDED.power_w, stop_reason = EXCLUDED.stop_reason,
+    offline = EXCLUDED.offline, meter_went_backwards = EXCLUDED.meter_went_backwards,
+    last_event_seq = EXCLUDED.last_event_seq, events_received = EXCLUDED.events_received,
+    started_at = EXCLUDED.started_at, meter_start_wh = EXCLUDED.meter_start_wh,
+    credential_kind = EXCLUDED.credential_kind, credential_ref = EXCLUDED.credential_ref,
+    booking_id = EXCLUDED.booking_id, updated_at = now()
+RETURNING charger_id"""
+
+APPLY_STATUS = """
+UPDATE devices SET online = $2, agent_version = coalesce($3, agent_version),
+    last_status = $4::jsonb, last_status_seq = $5, last_seen_at = now(), updated_at = now()
+WHERE id = $1 AND last_status_seq < $5"""
+
+#: The Last Will (seq 0): the device went away; its own newer status is not overwritten.
+APPLY_WILL = "UPDATE devices SET online = false, updated_at = now() WHERE id = $1"
+
+APPLY_CONNECTOR_STATUS = """
+UPDATE connectors c SET status = $3, status_at = now()
+FROM chargers ch WHERE ch.id = c.charger_id AND ch.device_id = $1 AND c.number = $2"""
+
+UPSERT_CMD_RESULT = """
+INSERT INTO device_commands (cmd_id, device_id, result_status, result, result_at)
+VALUES ($1, $2, $3, $4::jsonb, now())
+ON CONFLICT (cmd_id) DO UPDATE SET result_status = EXCLUDED.result_status,
+    result = EXCLUDED.result, result_at = EXCLUDED.result_at
+WHERE device_commands.device_id = EXCLUDED.device_id AND device_commands.result_at IS NULL"""
+
+DEAD_LETTER_COLUMNS = (
+    "topic",
+    "device_id",
+    "payload",
+    "payload_bytes",
+    "error_kind",
+    "reason",
+    "seq",
+)
+
+ALLOCATE_DOWNLINK_SEQS = """
+INSERT INTO downlink_sequences AS d (device_id, last_seq)
+SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+ON CONFLICT (device_id) DO UPDATE SET last_seq = d.last_seq + EXCLUDED.last_seq
+RETURNING device_id, last_seq"""
+
+
+@dataclass
+class WriteResult:
+    #: Rows actually inserted into ``telemetry`` (duplicates excluded).
+    telemetry_rows: int = 0
+    #: Per device, the first downlink seq reserved for its acks.
+    first_downlink_seq: dict[str, int] = field(default_factory=dict)
+    #: Session rows as committed, with the charger they map to (if known).
+    sessions: list[tuple[SessionRow, str | None]] = field(default_factory=list)
+
+
+async def write_batch(
+    conn: PgConnection, plan: BatchPlan, *, dead_letter_payload_max: int
+) -> WriteResult:
+    """Write ``plan`` in one transaction; on return everything is committed."""
+    result = WriteResult()
+    async with conn.transaction():
+        if plan.telemetry:
+            result.telemetry_rows = await _write_telemetry(conn, plan)
+        if plan.session_events:
+            result.sessions = await _write_sessions(conn, plan)
+        for device_id in sorted(plan.statuses):
+            message = plan.statuses[device_id]
+            if message.seq == 0:
+                await conn.execute(APPLY_WILL, device_id)
+                continue
+            applied = await conn.execute(
+                APPLY_STATUS,
+                device_id,
+                message.online,
+                message.agent_version,
+                message.model_dump_json(),
+                message.seq,
+            )
+            if applied.endswith(" 1"):
+                for connector in message.connectors:
+                    await conn.execute(
+                        APPLY_CONNECTOR_STATUS,
+                        device_id,
+                        connector.connector,
+                        connector.status.value,
+                    )
+        for cmd_id in sorted(plan.cmd_results):
+            cmd = plan.cmd_results[cmd_id]
+            await conn.execute(
+                UPSERT_CMD_RESULT, cmd_id, cmd.device_id, cmd.status.value, cmd.model_dump_json()
+            )
+        if plan.dead_letters:
+            await conn.copy_records_to_table(
+                "dead_letters",
+                records=[
+                    (
+                        _text(d.topic_name, 300),
+                        d.device_id,
+                        d.payload[:dead_letter_payload_max],
+                        len(d.payload),
+                        _text(d.error_kind, 40),
+                        _text(d.reason, 2000),
+                        d.seq,
+                    )
+                    for d in plan.dead_letters
+                ],
+                columns=DEAD_LETTER_COLUMNS,
+            )
+        if plan.acks:
+            devices = sorted(plan.acks)
+            counts = [plan.acks[d].messages_needed() for d in devices]
+            rows = await conn.fetch(ALLOCATE_DOWNLINK_SEQS, devices, counts)
+            wanted = dict(zip(devices, counts, strict=True))
+            result.first_downlink_seq = {
+                r["device_id"]: r["last_seq"] - wanted[r["device_id"]] + 1 for r in rows
+            }
+    return result
+
+
+def _text(value: str, limit: int) -> str:
+    # PostgreSQL text cannot hold NUL; a dead letter must always be storable.
+    return value.replace("\x00", "\\0")[:limit]
+
+
+async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
+    keys = sorted(plan.telemetry)
+    batches = [plan.telemetry[k] for k in keys]
+    claimed = await conn.fetch(
+        CLAIM_TELEMETRY_BATCHES,
+        [b.device_id for b in batches],
+        [b.msg_id for b in batches],
+        [b.seq for b in batches],
+        [sum(len(r.values) for r in b.readings) for b in batches],
+    )
+    if not claimed:
+        return 0
+    new = {(r["device_id"], r["msg_id"]) for r in claimed}
+    records = list(plan.telemetry_records(new))
+    await conn.copy_records_to_table("telemetry", records=records, columns=TELEMETRY_COLUMNS)
+    return len(records)
+
+
+async def _write_sessions(
+    conn: PgConnection, plan: BatchPlan
+) -> list[tuple[SessionRow, str | None]]:
+    keys = plan.session_keys()
+    await conn.execute(LOCK_SESSIONS, [f"session:{d}:{s}" for d, s in keys])
+    events = [plan.session_events[k] for k in sorted(plan.session_events)]
+    await conn.execute(
+        INSERT_SESSION_EVENTS,
+        [e.device_id for e in events],
+        [e.session_id for e in events],
+        [e.event_seq for e in events],
+        [e.event.value for e in events],
+        [e.msg_id for e in events],
+        [e.seq for e in events],
+        [e.model_dump_json() for e in events],
+    )
+    stored = await conn.fetch(LOAD_SESSION_EVENTS, [d for d, _ in keys], [s for _, s in keys])
+    by_session: dict[tuple[str, str], list[SessionEvent]] = {}
+    for record in stored:
+        event = SessionEvent.model_validate_json(record[0])
+        by_session.setdefault((event.device_id, event.session_id), []).append(event)
+    written = []
+    for key in keys:
+        row = fold_session(by_session[key])
+        charger_id = await conn.fetchval(
+            UPSERT_SESSION,
+            row.device_id,
+            row.device_session_id,
+            row.connector_number,
+            row.booking_id,
+            row.credential_kind.value,
+            row.credential_ref,
+            row.state.value,
+            row.started_at,
+            row.stopped_at,
+            row.meter_start_wh,
+            row.meter_stop_wh,
+            row.energy_wh,
+            row.power_w,
+            row.stop_reason.value if row.stop_reason else None,
+            row.offline,
+            row.meter_went_backwards,
+            row.last_event_seq,
+            row.events_received,
+        )
+        written.append((row, charger_id))
+    return written

@@ -1,0 +1,1 @@
+"""Alembic revisions (a package so a wheel install ships them)."""

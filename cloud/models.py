@@ -1,0 +1,45 @@
+"""Every table of the platform, imported in one place for Alembic and tests."""
+
+from __future__ import annotations
+
+from cloud.accounts.models import Host, User, UserRole
+from cloud.audit.models import AuditEntry
+from cloud.bookings.models import Booking
+from cloud.chargers.models import AvailabilityWindow, Charger, Connector
+from cloud.db import Base
+from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
+from cloud.ingest.models import DeadLetter
+from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
+from cloud.reviews.models import Dispute, Review
+from cloud.sessions.models import ChargingSession, SessionEventRow
+from cloud.telemetry.models import telemetry, telemetry_batches
+
+metadata = Base.metadata
+
+__all__ = [
+    "AuditEntry",
+    "AvailabilityWindow",
+    "Booking",
+    "Charger",
+    "ChargingSession",
+    "Connector",
+    "DeadLetter",
+    "Device",
+    "DeviceCommand",
+    "Dispute",
+    "DownlinkSequence",
+    "Host",
+    "LedgerEntry",
+    "PairingCode",
+    "Payment",
+    "Payout",
+    "ProviderEvent",
+    "Refund",
+    "Review",
+    "SessionEventRow",
+    "User",
+    "UserRole",
+    "metadata",
+    "telemetry",
+    "telemetry_batches",
+]

@@ -1,0 +1,1 @@
+"""Payments, refunds, the ledger and payouts."""

@@ -1,0 +1,128 @@
+"""Payments, refunds, the double-entry ledger, host payouts and provider webhook events.
+
+Every amount is integer paise (BIGINT). Ledger entries of one ``txn_id`` sum to zero: debit
+positive, credit negative.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.columns import ULID_LEN, Paise, non_negative, text_enum, ulid_pk
+from cloud.db import Base, Timestamped
+
+
+class PaymentStatus(StrEnum):
+    CREATED = "created"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+class PayoutStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+class Payment(Timestamped, Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount_paise > 0", name="amount_positive"),
+        non_negative("captured_paise"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    booking_id: Mapped[str | None] = mapped_column(ForeignKey("bookings.id"), index=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_order_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider_payment_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    amount_paise: Mapped[int] = mapped_column(Paise)
+    captured_paise: Mapped[int] = mapped_column(Paise, default=0, server_default="0")
+    currency: Mapped[str] = mapped_column(String(3), default="INR", server_default="INR")
+    status: Mapped[PaymentStatus] = mapped_column(
+        text_enum(PaymentStatus, "payment_status"),
+        default=PaymentStatus.CREATED,
+        server_default=PaymentStatus.CREATED.value,
+    )
+
+
+class Refund(Timestamped, Base):
+    __tablename__ = "refunds"
+    __table_args__ = (CheckConstraint("amount_paise > 0", name="amount_positive"),)
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount_paise: Mapped[int] = mapped_column(Paise)
+    provider_refund_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[RefundStatus] = mapped_column(
+        text_enum(RefundStatus, "refund_status"),
+        default=RefundStatus.PENDING,
+        server_default=RefundStatus.PENDING.value,
+    )
+    reason: Mapped[str] = mapped_column(String(200))
+
+
+class Payout(Timestamped, Base):
+    __tablename__ = "payouts"
+    __table_args__ = (non_negative("amount_paise"),)
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
+    amount_paise: Mapped[int] = mapped_column(Paise)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[PayoutStatus] = mapped_column(
+        text_enum(PayoutStatus, "payout_status"),
+        default=PayoutStatus.PENDING,
+        server_default=PayoutStatus.PENDING.value,
+    )
+    provider_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (CheckConstraint("amount_paise <> 0", name="amount_non_zero"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    #: Entries written together (one business event) share a txn id and sum to zero.
+    txn_id: Mapped[str] = mapped_column(String(ULID_LEN), index=True)
+    #: ``host:<id>``, ``driver:<id>``, ``platform:fees``, ``provider:clearing`` …
+    account: Mapped[str] = mapped_column(String(80), index=True)
+    amount_paise: Mapped[int] = mapped_column(Paise)
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("payments.id"))
+    refund_id: Mapped[str | None] = mapped_column(ForeignKey("refunds.id"))
+    payout_id: Mapped[str | None] = mapped_column(ForeignKey("payouts.id"))
+    memo: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProviderEvent(Base):
+    """A payment-provider webhook event, stored once: webhooks are at-least-once."""
+
+    __tablename__ = "provider_events"
+
+    provider: Mapped[str] = mapped_column(String(20), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,28 @@
+"""Fixed-window rate limits in Redis, shared by every API instance."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cloud.errors import DependencyUnavailable, RateLimited
+
+
+async def hit(redis: Redis, key: str, *, limit: int, window_s: int) -> None:
+    """Count one attempt under ``key``; raise :class:`RateLimited` past ``limit`` per window.
+
+    Fails closed: without Redis the attempt is refused (a limiter that opens when its store
+    is down protects nothing).
+    """
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(f"cm:rl:{key}")
+            pipe.expire(f"cm:rl:{key}", window_s, nx=True)
+            pipe.ttl(f"cm:rl:{key}")
+            count, _, ttl = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise DependencyUnavailable("redis", str(exc)) from exc
+    if int(count) > limit:
+        raise RateLimited(
+            f"too many attempts; try again in {max(int(ttl), 1)} s", retry_after_s=max(int(ttl), 1)
+        )

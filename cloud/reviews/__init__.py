@@ -1,0 +1,1 @@
+"""Reviews of chargers and disputes about sessions."""

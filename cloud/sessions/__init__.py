@@ -1,0 +1,1 @@
+"""Charging sessions as reported by devices."""

@@ -1,0 +1,97 @@
+"""Charging sessions (one row per device session) and the raw events that built them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.columns import ULID_LEN, Paise, text_enum
+from cloud.db import Base
+from protocols.enums import CredentialKind, SessionEventType, StopReason
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+class BillingState(StrEnum):
+    UNBILLED = "unbilled"
+    PRICED = "priced"
+    CHARGED = "charged"
+    SETTLED = "settled"
+    DISPUTED = "disputed"
+    WAIVED = "waived"
+
+
+class ChargingSession(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("device_id", "device_session_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    #: The session id the edge generated (a ULID), unique per device.
+    device_session_id: Mapped[str] = mapped_column(String(ULID_LEN))
+    connector_number: Mapped[int] = mapped_column(SmallInteger)
+    charger_id: Mapped[str | None] = mapped_column(ForeignKey("chargers.id"), index=True)
+    booking_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    credential_kind: Mapped[CredentialKind] = mapped_column(
+        text_enum(CredentialKind, "credential_kind")
+    )
+    credential_ref: Mapped[str] = mapped_column(String(128))
+    state: Mapped[SessionState] = mapped_column(text_enum(SessionState, "session_state"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    meter_start_wh: Mapped[int] = mapped_column(BigInteger)
+    #: The cumulative register at the latest applied event (at stop once stopped).
+    meter_stop_wh: Mapped[int] = mapped_column(BigInteger)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    power_w: Mapped[float | None] = mapped_column(Float)
+    stop_reason: Mapped[StopReason | None] = mapped_column(text_enum(StopReason, "stop_reason"))
+    #: True when any event of the session happened while the device was offline.
+    offline: Mapped[bool] = mapped_column(default=False, server_default="false")
+    meter_went_backwards: Mapped[bool] = mapped_column(default=False, server_default="false")
+    last_event_seq: Mapped[int] = mapped_column(Integer)
+    events_received: Mapped[int] = mapped_column(Integer)
+    billing_state: Mapped[BillingState] = mapped_column(
+        text_enum(BillingState, "billing_state"),
+        default=BillingState.UNBILLED,
+        server_default=BillingState.UNBILLED.value,
+    )
+    amount_paise: Mapped[int | None] = mapped_column(Paise)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SessionEventRow(Base):
+    __tablename__ = "session_events"
+    __table_args__ = (UniqueConstraint("device_id", "device_session_id", "event_seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    device_session_id: Mapped[str] = mapped_column(String(ULID_LEN))
+    event_seq: Mapped[int] = mapped_column(Integer)
+    event: Mapped[SessionEventType] = mapped_column(
+        text_enum(SessionEventType, "session_event_type")
+    )
+    msg_id: Mapped[str] = mapped_column(String(ULID_LEN))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

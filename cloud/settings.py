@@ -1,0 +1,180 @@
+"""Typed, grouped, immutable settings, read once from the environment and passed down.
+
+Every variable is ``CHARGEMITRA_<GROUP>_<FIELD>`` (``CHARGEMITRA_DB_URL``,
+``CHARGEMITRA_MQTT_PORT`` …); ``docs/cloud.md`` lists them all. :func:`load_settings`
+validates everything at start and raises :class:`~cloud.errors.ConfigError` naming the
+variable, the value and what was expected. Outside ``development``, secrets that still hold a
+placeholder value are refused, so a copy of the dev config cannot reach production.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from cloud.errors import ConfigError
+
+ENV_PREFIX = "CHARGEMITRA_"
+
+#: Values that mean "nobody set this": refused for secrets outside development.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "chargemitra"}
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AppSettings(_Group):
+    env: Environment = Environment.DEVELOPMENT
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    #: Signs sessions and short-lived API tokens.
+    secret_key: SecretStr = SecretStr("changeme")
+
+
+class DbSettings(_Group):
+    url: str = Field(
+        default="postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra",
+        pattern=r"^postgres(ql)?(\+asyncpg)?://",
+    )
+    pool_size: int = Field(default=10, ge=1, le=200)
+    #: Connections to PostgreSQL time out rather than hang a health check or a request.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class RedisSettings(_Group):
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+
+
+class MqttSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str = "cloud-ingest"
+    password: SecretStr = SecretStr("changeme")
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    #: The URL handed to devices at provisioning (their view of the broker, usually TLS).
+    public_url: str = Field(default="mqtts://broker.chargemitra.local:8883", pattern=r"^mqtts?://")
+
+
+class IngestSettings(_Group):
+    #: Client id prefix; each worker appends its index so its persistent session survives a
+    #: restart (the broker keeps unacked QoS 1 messages for it).
+    client_id: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    #: Messages held in memory between the MQTT thread and the database writer. Also sent as
+    #: MQTT 5 Receive Maximum, so the broker never has more unacknowledged messages in flight
+    #: to us than we can hold (DESIGN.md §8: unbounded incoming queues).
+    queue_max: int = Field(default=2000, ge=10, le=65535)
+    batch_max: int = Field(default=500, ge=1, le=20000)
+    flush_interval_s: float = Field(default=0.01, gt=0, le=10)
+    #: Seconds the broker keeps this worker's session (and its queued messages) after a
+    #: disconnect: MQTT 5 Session Expiry Interval.
+    session_expiry_s: int = Field(default=3600, ge=60)
+    #: Dead-lettered payloads are kept only up to this size.
+    dead_letter_payload_max: int = Field(default=8192, ge=256, le=262144)
+
+
+class ProvisioningSettings(_Group):
+    pairing_code_ttl_s: int = Field(default=900, ge=60, le=86400)
+    #: Claim attempts allowed per client address per window before 429.
+    claim_attempts_per_window: int = Field(default=10, ge=1)
+    claim_window_s: int = Field(default=300, ge=1)
+    #: The Mosquitto password file the cloud manages; the broker re-reads it on SIGHUP, sent
+    #: to the pid in ``broker_pid_file``. (The ACL is static: deploy/mosquitto/cloud/acl.)
+    password_file: Path = Path("/var/lib/chargemitra/mosquitto/passwd")
+    broker_pid_file: Path = Path("/run/mosquitto/mosquitto.pid")
+    #: The Ed25519 public key (PEM) agents use to verify unlock tokens.
+    token_public_key_file: Path = Path("/etc/chargemitra/unlock-token.pub.pem")
+
+
+class Settings(_Group):
+    app: AppSettings = AppSettings()
+    db: DbSettings = DbSettings()
+    redis: RedisSettings = RedisSettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "app": AppSettings,
+    "db": DbSettings,
+    "redis": RedisSettings,
+    "mqtt": MqttSettings,
+    "ingest": IngestSettings,
+    "provisioning": ProvisioningSettings,
+}
+
+#: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.
+SECRET_FIELDS = (("app", "secret_key"), ("mqtt", "password"))
+
+
+def env_name(group: str, field: str) -> str:
+    """The environment variable that sets ``group.field``."""
+    return f"{ENV_PREFIX}{group}_{field}".upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``), validated once."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, dict[str, Any]] = {}
+    for group, model in GROUPS.items():
+        values = {
+            field: env[env_name(group, field)]
+            for field in model.model_fields
+            if env_name(group, field) in env
+        }
+        try:
+            model.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            name = env_name(group, field)
+            raise ConfigError(
+                f"{name}={env.get(name)!r}: {err['msg']}", variable=name, value=env.get(name)
+            ) from None
+        raw[group] = values
+    settings = Settings.model_validate(raw)
+    _enforce_non_default_secrets(settings)
+    return settings
+
+
+def _enforce_non_default_secrets(settings: Settings) -> None:
+    if settings.app.env is Environment.DEVELOPMENT:
+        return
+    for group, field in SECRET_FIELDS:
+        secret: SecretStr = getattr(getattr(settings, group), field)
+        if secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            name = env_name(group, field)
+            raise ConfigError(
+                f"{name} holds a placeholder value; set a real secret outside development "
+                f"(env is {settings.app.env.value!r})",
+                variable=name,
+                value="<placeholder>",
+            )
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain ``postgresql://`` DSN asyncpg wants (SQLAlchemy's URL carries ``+asyncpg``)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1).replace(
+        "postgres+asyncpg://", "postgresql://", 1
+    )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The ``postgresql+asyncpg://`` URL SQLAlchemy's async engine wants."""
+    return "postgresql+asyncpg://" + asyncpg_dsn(url).split("://", 1)[1]

@@ -1,0 +1,26 @@
+"""What the API's lifespan opens and every request may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cloud.broker import BrokerLink
+from cloud.devices.broker_auth import BrokerCredentials
+from cloud.devices.service import TokenKey
+from cloud.settings import Settings
+from cloud.telemetry.storage import TelemetryBackend
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    broker: BrokerLink
+    telemetry_backend: TelemetryBackend
+    credentials: BrokerCredentials
+    token_key: TokenKey

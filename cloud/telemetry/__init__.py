@@ -1,0 +1,1 @@
+"""Meter telemetry: storage (Timescale or plain) and the one query interface."""

@@ -1,0 +1,148 @@
+"""How telemetry is stored: a Timescale hypertable when the extension exists, else plain.
+
+The decision is made per database (``pg_available_extensions``) by the migration and read
+back at start by :func:`detect_backend`. Both backends expose the same 15-minute rollup
+``telemetry_15m`` (``bucket, device_id, meter_id, quantity, n, total, min_value,
+max_value``), so :mod:`cloud.telemetry.queries` answers identically on both.
+
+The Timescale statements follow its documented API (TimescaleDB 2.x: ``create_hypertable``,
+``ALTER TABLE … SET (timescaledb.compress …)``, ``add_compression_policy``,
+``add_retention_policy``, ``CREATE MATERIALIZED VIEW … WITH (timescaledb.continuous)``,
+``add_continuous_aggregate_policy``, ``refresh_continuous_aggregate``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from enum import StrEnum
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+ROLLUP_BUCKET = "15 minutes"
+#: time_bucket's default origin for sub-month widths (2000-01-03, a Monday); date_bin on the
+#: plain backend uses the same origin so both cut identical buckets.
+BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
+CHUNK_INTERVAL = "1 day"
+COMPRESS_AFTER = "7 days"
+RETAIN_FOR = "365 days"
+
+
+class TelemetryBackend(StrEnum):
+    TIMESCALE = "timescale"
+    PLAIN = "plain"
+
+
+AVAILABLE_SQL = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+INSTALLED_SQL = "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
+
+TIMESCALE_SETUP = (
+    "CREATE EXTENSION IF NOT EXISTS timescaledb",
+    f"SELECT create_hypertable('telemetry', by_range('ts', INTERVAL '{CHUNK_INTERVAL}'))",
+    (
+        "ALTER TABLE telemetry SET (timescaledb.compress, "
+        "timescaledb.compress_segmentby = 'device_id, quantity', "
+        "timescaledb.compress_orderby = 'ts DESC')"
+    ),
+    f"SELECT add_compression_policy('telemetry', INTERVAL '{COMPRESS_AFTER}')",
+    f"SELECT add_retention_policy('telemetry', INTERVAL '{RETAIN_FOR}')",
+)
+
+#: Continuous aggregates cannot be created inside a transaction: run in autocommit.
+TIMESCALE_ROLLUP = (
+    f"""CREATE MATERIALIZED VIEW telemetry_15m WITH (timescaledb.continuous,
+        timescaledb.materialized_only = true) AS
+    SELECT time_bucket(INTERVAL '{ROLLUP_BUCKET}', ts) AS bucket, device_id, meter_id, quantity,
+           count(*) AS n, sum(value) AS total, min(value) AS min_value, max(value) AS max_value
+    FROM telemetry GROUP BY 1, 2, 3, 4 WITH NO DATA""",  # noqa: S608 -- our constants only
+    (
+        "SELECT add_continuous_aggregate_policy('telemetry_15m', "
+        "start_offset => INTERVAL '3 days', end_offset => INTERVAL '15 minutes', "
+        "schedule_interval => INTERVAL '15 minutes')"
+    ),
+)
+
+TIMESCALE_TEARDOWN = ("DROP MATERIALIZED VIEW IF EXISTS telemetry_15m",)
+
+PLAIN_SETUP = (
+    # BRIN on ts: tiny, and telemetry arrives roughly in time order, so block ranges stay tight.
+    "CREATE INDEX ix_telemetry_ts_brin ON telemetry USING brin (ts)",
+    """CREATE TABLE telemetry_15m (
+        bucket timestamptz NOT NULL,
+        device_id varchar(64) NOT NULL,
+        meter_id varchar(32) NOT NULL,
+        quantity varchar(32) NOT NULL,
+        n bigint NOT NULL,
+        total double precision NOT NULL,
+        min_value double precision NOT NULL,
+        max_value double precision NOT NULL,
+        CONSTRAINT pk_telemetry_15m PRIMARY KEY (device_id, quantity, meter_id, bucket))""",
+)
+
+PLAIN_TEARDOWN = ("DROP TABLE IF EXISTS telemetry_15m", "DROP INDEX IF EXISTS ix_telemetry_ts_brin")
+
+#: Recompute the plain rollup for [:start, :end), both on bucket boundaries (the caller aligns
+#: them, as Timescale refreshes only whole buckets): buckets are replaced, emptied ones removed.
+PLAIN_REFRESH = (
+    """DELETE FROM telemetry_15m
+    WHERE bucket >= :start AND bucket < :end""",
+    f"""INSERT INTO telemetry_15m
+    SELECT date_bin(INTERVAL '{ROLLUP_BUCKET}', ts, TIMESTAMPTZ '{BUCKET_ORIGIN}') AS bucket,
+           device_id, meter_id, quantity, count(*), sum(value), min(value), max(value)
+    FROM telemetry
+    WHERE ts >= :start AND ts < :end
+    GROUP BY 1, 2, 3, 4""",  # noqa: S608 -- our constants only
+)
+
+TIMESCALE_REFRESH = "CALL refresh_continuous_aggregate('telemetry_15m', :start, :end)"
+
+
+def _has(connection: Connection, sql: str) -> bool:
+    return connection.execute(text(sql)).first() is not None
+
+
+def create_storage(
+    connection: Connection, *, autocommit_block: Callable[[], AbstractContextManager[object]]
+) -> TelemetryBackend:
+    """Turn the freshly created ``telemetry`` table into the best storage the server offers.
+
+    Called by the initial migration, inside its transaction; ``autocommit_block`` is
+    Alembic's, for the statements Timescale refuses to run in a transaction.
+    """
+    if _has(connection, AVAILABLE_SQL):
+        for sql in TIMESCALE_SETUP:
+            connection.execute(text(sql))
+        with autocommit_block():
+            for sql in TIMESCALE_ROLLUP:
+                connection.execute(text(sql))
+        backend = TelemetryBackend.TIMESCALE
+    else:
+        for sql in PLAIN_SETUP:
+            connection.execute(text(sql))
+        backend = TelemetryBackend.PLAIN
+    log.info("telemetry storage created", extra={"telemetry_backend": backend.value})
+    return backend
+
+
+def drop_storage(
+    connection: Connection, *, autocommit_block: Callable[[], AbstractContextManager[object]]
+) -> None:
+    """Undo :func:`create_storage` (the ``telemetry`` table itself is dropped by the caller)."""
+    if _has(connection, INSTALLED_SQL):
+        with autocommit_block():
+            for sql in TIMESCALE_TEARDOWN:
+                connection.execute(text(sql))
+    else:
+        for sql in PLAIN_TEARDOWN:
+            connection.execute(text(sql))
+
+
+async def detect_backend(connection: AsyncConnection) -> TelemetryBackend:
+    """Which storage this database has (the extension is installed only on the Timescale path)."""
+    result = await connection.execute(text(INSTALLED_SQL))
+    return TelemetryBackend.TIMESCALE if result.first() is not None else TelemetryBackend.PLAIN

@@ -1,0 +1,1 @@
+"""Long-running processes of the cloud besides the API (``chargemitra-cloud ingest``)."""

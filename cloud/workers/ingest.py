@@ -1,0 +1,290 @@
+"""The MQTT ingest worker: broker → validated batch → one commit → acks.
+
+Flow, and why each step is where it is::
+
+    paho network thread ──on_message──► bounded asyncio.Queue ──► batch loop (asyncio)
+        decode + plan (pure) → write_batch (one transaction) → publish Ack to each device
+        → PUBACK the MQTT messages → live values to Redis
+
+* **Nothing is acknowledged before the commit.** The application ack (``cm/v1/d/{id}/ack``)
+  is what lets the agent delete outbox rows, so it is published only after the transaction
+  commits; the MQTT PUBACKs are sent manually (paho ``manual_ack``) after that, so a worker
+  killed at any point leaves the broker holding the messages for redelivery.
+* **Memory is bounded.** The client announces an MQTT 5 Receive Maximum equal to the queue
+  size: the broker never has more unacknowledged messages in flight to us than the queue
+  holds. The queue is bounded as well; a full queue blocks the paho thread, which stops
+  reading the socket (TCP back-pressure) — DESIGN.md §8.
+* **Restarts lose nothing.** The client id is fixed per worker index, with clean start off
+  and a session expiry, so the broker keeps this worker's shared-subscription messages while
+  it restarts. Several workers join the ``$share/ingest`` group and split the load; the
+  database keys make any redelivery a no-op.
+* PUBACK message ids are per connection: after a reconnect the old ids mean nothing (the
+  broker redelivers those messages), so messages from an older connection are not PUBACKed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from redis.asyncio import Redis
+
+from cloud.broker import BrokerLink, connect_properties, open_broker_link
+from cloud.ingest.decode import Accepted, Rejected, decode
+from cloud.ingest.live import LivePublisher, live_messages
+from cloud.ingest.plan import BatchPlan, build_acks, plan_batch
+from cloud.ingest.writer import WriteResult, write_batch
+from cloud.metrics import INGEST_BATCH_SECONDS, INGEST_MESSAGES, INGEST_READINGS
+from cloud.pg import RETRYABLE, UNWRITABLE, PgPool, open_pool
+from cloud.settings import Settings
+from protocols.enums import MessageKind
+from protocols.ids import new_ulid
+from protocols.messages import encode_message
+from protocols.topics import UPLINK_KINDS, ingest_filter, topic
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_DELAY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    #: Which broker connection delivered it (PUBACK ids are only valid on that one).
+    generation: int
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    messages: int = 0
+    telemetry_rows: int = 0
+    dead_letters: int = 0
+    acks_sent: int = 0
+
+
+@dataclass
+class _ConnectionState:
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class IngestWorker:
+    """One ingest worker; build it with :func:`open_ingest_worker`, then ``await run()``."""
+
+    def __init__(self, settings: Settings, pool: PgPool, redis: Redis) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._live = LivePublisher(redis)
+        self._queue: asyncio.Queue[Received] = asyncio.Queue(settings.ingest.queue_max)
+        self._loop = asyncio.get_running_loop()
+        self._stopping = threading.Event()
+        self._conn = _ConnectionState()
+        self._link: BrokerLink | None = None
+        self.stats = IngestStats()
+
+    # --- paho thread ------------------------------------------------------------------------
+
+    def attach(self, link: BrokerLink) -> None:
+        self._link = link
+        link.on_connected = self._on_connected
+        link.client.on_message = self._on_message
+
+    def _on_connected(self, client: mqtt.Client) -> None:
+        with self._conn.lock:
+            self._conn.generation += 1
+        client.subscribe(
+            [(ingest_filter(kind), SubscribeOptions(qos=1)) for kind in sorted(UPLINK_KINDS)]
+        )
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._conn.generation)
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:  # the event loop is closing: the broker will redeliver
+            return
+        # Blocking here is the back-pressure: the network thread stops reading the socket.
+        while True:
+            try:
+                future.result(timeout=0.5)
+            except TimeoutError:
+                if self._stopping.is_set():
+                    future.cancel()
+                    return
+            else:
+                return
+
+    # --- asyncio side -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Ingest until cancelled: one batch at a time, each acked after its commit.
+
+        (Overlapping the decoding of the next batch with the write of the current one was
+        measured with bench.ingest and gained nothing: both need this process's GIL.)
+        """
+        try:
+            while True:
+                items = await self._next_batch()
+                await self._process(items)
+        finally:
+            self._stopping.set()
+
+    async def _next_batch(self) -> list[Received]:
+        items = [await self._queue.get()]
+        deadline = self._loop.time() + self._settings.ingest.flush_interval_s
+        while len(items) < self._settings.ingest.batch_max:
+            try:
+                items.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    items.append(await self._queue.get())
+            except TimeoutError:
+                break
+        return items
+
+    async def _process(self, items: list[Received]) -> None:
+        started = time.perf_counter()
+        decoded = [decode(r.topic, r.payload) for r in items]
+        written = await self._store(items, decoded)
+        for plan, result in written:
+            self._send_acks(plan, result)
+        self._puback(items)
+        INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+        for plan, result in written:
+            for kind, count in plan.kind_counts().items():
+                INGEST_MESSAGES.labels(kind, "stored").inc(count)
+            INGEST_MESSAGES.labels("invalid", "dead_letter").inc(len(plan.dead_letters))
+            INGEST_READINGS.inc(result.telemetry_rows)
+            self.stats.telemetry_rows += result.telemetry_rows
+            self.stats.dead_letters += len(plan.dead_letters)
+            await self._live.publish(live_messages(plan, result.sessions))
+        self.stats.batches += 1
+        self.stats.messages += len(items)
+
+    async def _store(
+        self, items: list[Received], decoded: list[Accepted | Rejected]
+    ) -> list[tuple[BatchPlan, WriteResult]]:
+        """Commit the batch; if PostgreSQL refuses its data, find the culprit message by
+        writing the batch's messages one at a time and dead-letter only that one, so one
+        poison message can neither stop the worker nor hold back the others."""
+        plan = plan_batch(decoded)
+        try:
+            return [(plan, await self._commit(plan))]
+        except UNWRITABLE as exc:
+            if len(items) > 1:
+                log.warning("batch refused by the database, isolating the message: %s", exc)
+                written = []
+                for item, one in zip(items, decoded, strict=True):
+                    written += await self._store([item], [one])
+                return written
+            item, one = items[0], decoded[0]
+            rejected = Rejected(
+                topic_name=item.topic,
+                device_id=one.topic.device_id if isinstance(one, Accepted) else one.device_id,
+                seq=one.message.seq if isinstance(one, Accepted) else one.seq,
+                payload=item.payload,
+                error_kind="Unstorable",
+                reason=f"{type(exc).__name__}: {exc}",
+            )
+            plan = plan_batch([rejected])
+            return [(plan, await self._commit(plan))]
+
+    async def _commit(self, plan: BatchPlan) -> WriteResult:
+        delay = 0.1
+        failing = False
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    result = await write_batch(
+                        conn,
+                        plan,
+                        dead_letter_payload_max=self._settings.ingest.dead_letter_payload_max,
+                    )
+            except RETRYABLE as exc:
+                if not failing:
+                    log.error("ingest batch not committed, retrying: %s", exc)
+                    failing = True
+                await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
+                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                continue
+            if failing:
+                log.info("ingest batch committed after retrying")
+            return result
+
+    def _send_acks(self, plan: BatchPlan, result: WriteResult) -> None:
+        assert self._link is not None
+        now = datetime.now(UTC)
+        for device_id, ack in sorted(plan.acks.items()):
+            first = result.first_downlink_seq[device_id]
+            for message in build_acks(device_id, ack, first, now, new_ulid):
+                self._link.publish(topic(device_id, MessageKind.ACK), encode_message(message))
+                self.stats.acks_sent += 1
+
+    def _puback(self, items: list[Received]) -> None:
+        assert self._link is not None
+        generation = self._conn.generation
+        for item in items:
+            if item.qos > 0 and item.generation == generation:
+                self._link.client.ack(item.mid, item.qos)
+
+
+@asynccontextmanager
+async def open_ingest_worker(settings: Settings, *, index: int = 0) -> AsyncIterator[IngestWorker]:
+    """Open the database pool, Redis and the broker session of worker ``index``."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool(settings.db, max_size=2))
+        redis = Redis.from_url(settings.redis.url)
+        stack.push_async_callback(redis.aclose)
+        worker = IngestWorker(settings, pool, redis)
+        props = connect_properties(
+            SessionExpiryInterval=settings.ingest.session_expiry_s,
+            ReceiveMaximum=settings.ingest.queue_max,
+        )
+        await stack.enter_async_context(
+            open_broker_link(
+                settings.mqtt,
+                f"{settings.ingest.client_id}-{index}",
+                manual_ack=True,
+                properties=props,
+                clean_start=False,
+                configure=worker.attach,
+            )
+        )
+        # Registered last so it runs first on exit: release a paho thread blocked on a full
+        # queue before the link joins that thread.
+        stack.callback(worker.stop)
+        yield worker
+
+
+async def run_ingest(settings: Settings, *, index: int = 0) -> None:
+    """The ``chargemitra-cloud ingest`` process: run until SIGTERM or Ctrl-C."""
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    log.info("ingest worker starting", extra={"worker_index": index})
+    async with open_ingest_worker(settings, index=index) as worker:
+        await worker.run()

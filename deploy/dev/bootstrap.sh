@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# One idempotent setup for a development or CI machine (Debian/Ubuntu, run as root).
+#
+# What it does, one line of output per step:
+#   1. packages  installs the Debian packages the project needs, if any are missing
+#   2. postgres  creates a cluster if there is none, starts it if it is not running
+#   3. database  role `chargemitra` (password `chargemitra`, LOGIN CREATEDB), databases
+#                `chargemitra` and `chargemitra_test`, extensions btree_gist, cube, earthdistance
+#   4. redis     starts redis-server on 127.0.0.1:6379 if nothing answers there
+#   5. python    finds a python3 >= 3.11
+#   6. venv      creates .venv (recreates it if it is broken)
+#   7. uv        installs the pinned uv into .venv
+#   8. deps      installs requirements/dev.lock and the project (editable), skipped when the
+#                stamp in .venv records the same inputs
+#
+# Mosquitto is installed but not started: tests start their own broker on a free port.
+# Re-running is cheap: every step checks before it acts. docs/development.md has the details.
+#
+# Environment:
+#   CHARGEMITRA_PYTHON  interpreter for .venv (default: python3 on PATH)
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+# uv itself is not in a lock file (it installs the lock files): pin it here. The stamp
+# includes it, so changing this pin reinstalls the dependencies with the new uv.
+UV_VERSION="0.13.9"
+PYTHON="${CHARGEMITRA_PYTHON:-python3}"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.chargemitra-bootstrap"
+APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-server socat tmux)
+PG_ROLE="chargemitra"
+PG_PASSWORD="chargemitra"
+PG_DATABASES=(chargemitra chargemitra_test)
+PG_EXTENSIONS=(btree_gist cube earthdistance)
+PG_SOCKET_DIR="/var/run/postgresql"
+REDIS_PORT=6379
+export DEBIAN_FRONTEND=noninteractive
+# Quiet "extension already exists, skipping" notices: a second run should print one line a step.
+export PGOPTIONS="-c client_min_messages=warning"
+
+STEP="start"
+STEP_STARTED="$EPOCHREALTIME"
+BOOTSTRAP_STARTED="$EPOCHREALTIME"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+on_error() {
+    local rc=$1 line=$2
+    printf '[bootstrap] FAILED at step "%s" (line %s, exit code %s)\n' "$STEP" "$line" "$rc" >&2
+}
+trap 'on_error $? $LINENO' ERR
+
+die() {
+    printf '[bootstrap] FAILED at step "%s": %s\n' "$STEP" "$*" >&2
+    trap - ERR
+    exit 1
+}
+
+step() {
+    STEP="$1"
+    STEP_STARTED="$EPOCHREALTIME"
+}
+
+# Print the step's one line with how long it took.
+done_step() {
+    local ms
+    ms=$(elapsed_ms "$STEP_STARTED")
+    log "$STEP: $* (${ms} ms)"
+}
+
+elapsed_ms() {
+    local start=$1 now=$EPOCHREALTIME
+    # EPOCHREALTIME is "seconds.microseconds"; integer arithmetic on microseconds.
+    echo $(((${now/./} - ${start/./}) / 1000))
+}
+
+is_root() { [[ $EUID -eq 0 ]]; }
+
+# Two bootstraps at once (make -j, two shells) would race on .venv: take a per-checkout lock.
+lock_bootstrap() {
+    local key lock_file
+    key=$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+    lock_file="${TMPDIR:-/tmp}/chargemitra-bootstrap-$key.lock"
+    exec 9>"$lock_file"
+    if ! flock -n 9; then
+        log "lock: another bootstrap of $ROOT is running; waiting for it"
+        flock -w 900 9 || die "gave up waiting for $lock_file"
+    fi
+}
+
+# --- 1. Debian packages ------------------------------------------------------------------
+
+is_installed() {
+    [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || true) == "ii"* ]]
+}
+
+python_needs_packages() {
+    # A Debian/Ubuntu system python needs python3-venv for `python3 -m venv`; a pyenv or
+    # other python brings its own venv and ensurepip.
+    local py_path
+    py_path=$(command -v "$PYTHON" || true)
+    if [[ -z $py_path ]]; then
+        [[ $PYTHON == python3 ]] && echo "python3 python3-venv"
+        return 0
+    fi
+    case "$(readlink -f "$py_path")" in
+    /usr/bin/python3*) echo "python3-venv" ;;
+    esac
+}
+
+ensure_packages() {
+    step "packages"
+    command -v dpkg-query >/dev/null || die "dpkg-query not found: this script supports Debian/Ubuntu only"
+    local wanted=("${APT_PACKAGES[@]}") missing=() pkg extra
+    extra=$(python_needs_packages)
+    # shellcheck disable=SC2206  # word splitting of a space-separated package list is intended
+    [[ -n $extra ]] && wanted+=($extra)
+    for pkg in "${wanted[@]}"; do
+        is_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        done_step "all ${#wanted[@]} present"
+        return
+    fi
+    is_root || die "missing packages (${missing[*]}) and not root: run as root or install them"
+    log "packages: installing ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    done_step "installed ${missing[*]}"
+}
+
+# --- 2. PostgreSQL -----------------------------------------------------------------------
+
+PG_VERSION=""
+PG_PORT=""
+
+pg_status() { pg_lsclusters -h "$PG_VERSION" main 2>/dev/null | awk '{print $4}'; }
+
+ensure_postgres() {
+    step "postgres"
+    local actions=()
+    PG_VERSION=$(find /etc/postgresql -mindepth 2 -maxdepth 2 -name main -printf '%P\n' 2>/dev/null |
+        cut -d/ -f1 | sort -V | tail -n1)
+    if [[ -z $PG_VERSION ]]; then
+        PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null |
+            sort -V | tail -n1)
+        [[ -n $PG_VERSION ]] || die "no PostgreSQL server under /usr/lib/postgresql"
+        is_root || die "no PostgreSQL cluster and not root: cannot create one"
+        pg_createcluster "$PG_VERSION" main >/dev/null
+        actions+=("created cluster")
+    fi
+    if [[ $(pg_status) != online ]]; then
+        is_root || die "PostgreSQL $PG_VERSION/main is not running and not root: cannot start it"
+        pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" main start
+        actions+=("started")
+    fi
+    PG_PORT=$(pg_lsclusters -h "$PG_VERSION" main | awk '{print $3}')
+    local tries=0
+    until pg_isready -q -h "$PG_SOCKET_DIR" -p "$PG_PORT"; do
+        ((++tries <= 60)) || die "PostgreSQL $PG_VERSION/main did not accept connections in 30 s"
+        sleep 0.5
+    done
+    if [[ $PG_PORT != 5432 ]]; then
+        log "postgres: note: cluster listens on port $PG_PORT, tests default to 5432;" \
+            "set CHARGEMITRA_TEST_DATABASE_URL"
+    fi
+    local summary="already running"
+    ((${#actions[@]} == 0)) || summary=$(IFS=,; echo "${actions[*]}")
+    done_step "$PG_VERSION/main on port $PG_PORT, ${summary//,/, }"
+}
+
+# --- 3. role, databases, extensions ------------------------------------------------------
+
+PG_SUPER_MODE=""
+
+# psql as the postgres superuser: directly where local auth is trust (this image), through
+# runuser where it is peer (a fresh Debian install). -w: never prompt for a password.
+psql_super() {
+    local args=(-X -w -q -A -t -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT")
+    case "$PG_SUPER_MODE" in
+    direct) psql "${args[@]}" -U postgres "$@" ;;
+    # cd /: the postgres user may not be able to read the current directory.
+    runuser) (cd / && runuser -u postgres -- psql "${args[@]}" "$@") ;;
+    *) die "internal: superuser access not detected" ;;
+    esac
+}
+
+detect_pg_super() {
+    PG_SUPER_MODE=direct
+    if psql_super -d postgres -c 'select 1' >/dev/null 2>&1; then return; fi
+    PG_SUPER_MODE=runuser
+    if is_root && psql_super -d postgres -c 'select 1' >/dev/null 2>&1; then return; fi
+    PG_SUPER_MODE=""
+    die "cannot connect to PostgreSQL as superuser 'postgres' (tried psql -U postgres and" \
+        "runuser -u postgres): fix local auth in pg_hba.conf or run as root"
+}
+
+ensure_database() {
+    step "database"
+    detect_pg_super
+    local did=() db ext owner
+    if [[ -z $(psql_super -d postgres -c "select 1 from pg_roles where rolname = '$PG_ROLE'") ]]; then
+        psql_super -d postgres -c \
+            "create role $PG_ROLE login createdb password '$PG_PASSWORD'"
+        did+=("created role $PG_ROLE")
+    else
+        # Cheap, and repairs a role someone altered by hand.
+        psql_super -d postgres -c "alter role $PG_ROLE login createdb password '$PG_PASSWORD'"
+    fi
+    for db in "${PG_DATABASES[@]}"; do
+        owner=$(psql_super -d postgres -c \
+            "select pg_get_userbyid(datdba) from pg_database where datname = '$db'")
+        if [[ -z $owner ]]; then
+            psql_super -d postgres -c "create database $db owner $PG_ROLE"
+            did+=("created database $db")
+        elif [[ $owner != "$PG_ROLE" ]]; then
+            psql_super -d postgres -c "alter database $db owner to $PG_ROLE"
+            did+=("gave $db to $PG_ROLE")
+        fi
+        for ext in "${PG_EXTENSIONS[@]}"; do
+            psql_super -d "$db" -c "create extension if not exists $ext cascade"
+        done
+    done
+    # Prove what the tests will do: password login over TCP as the project's role.
+    PGPASSWORD="$PG_PASSWORD" psql -X -w -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" \
+        -U "$PG_ROLE" -d chargemitra_test -c 'select 1' >/dev/null ||
+        die "role $PG_ROLE cannot log in to chargemitra_test over TCP at 127.0.0.1:$PG_PORT" \
+            "(check pg_hba.conf)"
+    local summary="role $PG_ROLE, databases ${PG_DATABASES[*]}, extensions ${PG_EXTENSIONS[*]}"
+    if ((${#did[@]} > 0)); then
+        local joined
+        joined=$(printf '%s, ' "${did[@]}")
+        done_step "${joined%, }; $summary"
+    else
+        done_step "present: $summary"
+    fi
+}
+
+# --- 4. Redis ----------------------------------------------------------------------------
+
+redis_answers() {
+    [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true) == PONG ]]
+}
+
+ensure_redis() {
+    step "redis"
+    if redis_answers; then
+        done_step "already answering on 127.0.0.1:$REDIS_PORT"
+        return
+    fi
+    mkdir -p /var/lib/redis /var/log/redis
+    # Nothing on disk: dev and test data is disposable.
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
+        --save "" --appendonly no --dir /var/lib/redis \
+        --logfile /var/log/redis/chargemitra-dev.log
+    local tries=0
+    until redis_answers; do
+        ((++tries <= 40)) || die "redis-server did not answer on 127.0.0.1:$REDIS_PORT in 10 s"
+        sleep 0.25
+    done
+    done_step "started on 127.0.0.1:$REDIS_PORT"
+}
+
+# --- 5-8. Python, .venv, uv, dependencies ------------------------------------------------
+
+python_ok() {
+    "$1" -c 'import sys; raise SystemExit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null
+}
+
+ensure_python() {
+    step "python"
+    command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found; install Python >= 3.11" \
+        "or set CHARGEMITRA_PYTHON"
+    if ! python_ok "$PYTHON"; then
+        die "Python >= 3.11 is required, but $PYTHON is" \
+            "$("$PYTHON" -c 'import sys; print(sys.version.split()[0])' 2>&1);" \
+            "set CHARGEMITRA_PYTHON=/path/to/python3.11 (or newer)"
+    fi
+    done_step "$("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
+}
+
+ensure_venv() {
+    step "venv"
+    if [[ -x $VENV/bin/python ]] && python_ok "$VENV/bin/python"; then
+        done_step "present ($VENV)"
+        return
+    fi
+    local action="created"
+    if [[ -e $VENV ]]; then
+        log "venv: $VENV is broken or too old; recreating it"
+        rm -rf "$VENV"
+        action="recreated"
+    fi
+    "$PYTHON" -m venv "$VENV"
+    done_step "$action $VENV"
+}
+
+ensure_uv() {
+    step "uv"
+    if [[ $("$VENV/bin/uv" --version 2>/dev/null || true) == "uv $UV_VERSION"* ]]; then
+        done_step "uv $UV_VERSION present"
+        return
+    fi
+    "$VENV/bin/python" -m pip install -qq --disable-pip-version-check "uv==$UV_VERSION"
+    done_step "installed uv $UV_VERSION"
+}
+
+deps_hash() {
+    {
+        echo "uv $UV_VERSION"
+        "$VENV/bin/python" -c 'import sys; print(sys.version)'
+        cat pyproject.toml requirements/*.lock
+    } | sha256sum | cut -d' ' -f1
+}
+
+ensure_deps() {
+    step "deps"
+    local want script scripts_ok=1
+    want=$(deps_hash)
+    for script in chargemitra-agent chargemitra-cloud chargemitra-sim; do
+        [[ -x $VENV/bin/$script ]] || scripts_ok=0
+    done
+    if [[ -f $STAMP && $(<"$STAMP") == "$want" && $scripts_ok == 1 ]]; then
+        done_step "up to date (stamp matches pyproject.toml + requirements/*.lock)"
+        return
+    fi
+    local uv=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python")
+    "${uv[@]}" -r requirements/dev.lock
+    "${uv[@]}" --no-deps -e .
+    echo "$want" >"$STAMP"
+    done_step "installed requirements/dev.lock and the project (editable)"
+}
+
+main() {
+    lock_bootstrap
+    ensure_packages
+    ensure_postgres
+    ensure_database
+    ensure_redis
+    ensure_python
+    ensure_venv
+    ensure_uv
+    ensure_deps
+    STEP="done"
+    log "done in $(elapsed_ms "$BOOTSTRAP_STARTED") ms"
+}
+
+# Sourcing the file (for a test of one step) defines the functions without running them.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

@@ -1,0 +1,467 @@
+"""The composition root: builds every part of the agent from its settings, nests their
+lifetimes, runs the named tasks in one TaskGroup, and shuts down safely.
+
+Start-up order matters (fail-safe first):
+
+1. every relay is commanded open, before anything else can fail;
+2. the store is opened (migrated) and each meter is read once;
+3. sessions found open (the agent crashed or lost power) are closed with PowerLoss or
+   resumed, by :mod:`edge_agent.sessions.recovery`;
+4. the tasks start and systemd hears READY=1.
+
+On SIGTERM/SIGINT the tasks stop, every relay opens, open sessions end with Reboot (or are
+kept for the next start, per ``recovery.on_shutdown``), the last readings are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sqlite3
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
+from edge_agent.auth.lockout import Lockout
+from edge_agent.clock import KernelClockState, always_synced
+from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay, SerialLink, TcpLink
+from edge_agent.control import ControlServer
+from edge_agent.errors import AgentError, RelayError
+from edge_agent.inputs.http import UnlockEndpoint
+from edge_agent.inputs.readers import run_hid, run_rdm6300
+from edge_agent.meters.bus import ModbusBus
+from edge_agent.meters.poller import MeterPoller
+from edge_agent.relay.drivers import make_driver
+from edge_agent.relay.failsafe import SafetyLimits
+from edge_agent.sdnotify import notify, watchdog_interval_s
+from edge_agent.sessions.controller import Clocks, ConnectorController, energy_wh
+from edge_agent.sessions.machine import Connector, EmitSessionEvent, Session, Stop, Thresholds, step
+from edge_agent.sessions.recovery import Resume, plan_recovery
+from edge_agent.store import outbox
+from edge_agent.store import readings as reading_store
+from edge_agent.store.db import connect
+from edge_agent.store.sessions import EventContext, open_sessions, record_event
+from protocols.enums import ConnectorStatus, StopReason
+from protocols.errors import CredentialError
+from protocols.messages import MeterReading
+from protocols.meters import Quantity
+from protocols.tokens import TokenVerifier, load_public_key
+
+log = logging.getLogger(__name__)
+
+#: How often the fail-safe rules run without a poll (a bus stuck behind its lock is silence).
+SAFETY_TICK_S = 0.5
+
+
+def _load_keys(settings: AgentSettings) -> TokenVerifier | None:
+    keys = []
+    for path in settings.auth.public_key_files:
+        try:
+            keys.append(load_public_key(path.read_bytes()))
+        except (OSError, CredentialError) as exc:
+            raise AgentError(f"auth.public_key_files: {path}: {exc}") from exc
+    return TokenVerifier(keys) if keys else None
+
+
+def _load_pin_secret(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise AgentError(f"auth.pin_secret_file: {path}: {exc}") from exc
+    if len(secret) < 16:
+        raise AgentError(f"auth.pin_secret_file: {path}: fewer than 16 bytes")
+    return secret
+
+
+class Agent:
+    """One running agent. ``await Agent(settings).run(stop_event)``."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self._clock_synced: Callable[[], bool] = (
+            always_synced if settings.clock.trust == "always" else KernelClockState()
+        )
+        self.clocks = Clocks(synced=self._clock_synced)
+        self.conn: sqlite3.Connection | None = None
+        self.buses: dict[str, ModbusBus] = {}
+        self.pollers: dict[str, MeterPoller] = {}
+        self.controllers: dict[int, ConnectorController] = {}
+        self.authorizer: Authorizer | None = None
+        self._pending: list[MeterReading] = []
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # --- construction -------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise AgentError("the store is not open")
+        return self.conn
+
+    def _build(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        for meter in s.meters:
+            self._bus(meter.link, stack)
+        for conn_settings in s.connectors:
+            if isinstance(conn_settings.relay, ModbusCoilRelay):
+                self._bus(conn_settings.relay.link, stack)
+        for meter in s.meters:
+            self.pollers[meter.id] = MeterPoller(
+                meter, self.buses[meter.link.bus_key], clock_synced=self._clock_synced
+            )
+        for c in s.connectors:
+            relay = make_driver(c.relay, connector=c.id, buses=self.buses)
+            self.controllers[c.id] = ConnectorController(
+                c.id,
+                relay=relay,
+                conn=self._db(),
+                device_id=s.device_id,
+                limits=SafetyLimits(
+                    rating_a=c.max_current_a,
+                    overcurrent_ratio=s.limits.overcurrent_ratio,
+                    overcurrent_hold_s=s.limits.overcurrent_hold_s,
+                    meter_silence_s=s.limits.meter_silence_s,
+                    stuck_relay_check_s=s.limits.stuck_relay_check_s,
+                    stuck_relay_power_w=s.limits.stuck_relay_power_w,
+                    max_energy_step_wh=s.limits.max_energy_step_wh,
+                ),
+                thresholds=Thresholds(s.limits.charging_power_w, s.limits.suspended_after_s),
+                clocks=self.clocks,
+                read_meter=self._reader(c.meter),
+                session_max_wh=s.limits.max_session_wh,
+                session_max_s=s.limits.max_session_s,
+            )
+        self.authorizer = Authorizer(
+            self._db(),
+            charger_id=s.device_id,
+            verifier=_load_keys(s),
+            pin_secret=_load_pin_secret(s.auth.pin_secret_file),
+            lockout=Lockout(s.auth.pin_max_failures, s.auth.pin_lockout_s),
+            token_leeway=timedelta(seconds=s.auth.token_leeway_s),
+            cache_max_entries=s.auth.cache_max_entries,
+            cache_ttl=timedelta(seconds=s.auth.cache_ttl_s),
+        )
+
+    def _bus(self, link: SerialLink | TcpLink, stack: AsyncExitStack) -> None:
+        if link.bus_key not in self.buses:
+            bus = ModbusBus(link, self.settings.bus)
+            stack.callback(bus.close)
+            self.buses[link.bus_key] = bus
+
+    def _reader(self, meter_id: str) -> Callable[[], Awaitable[dict[Quantity, float] | None]]:
+        async def read() -> dict[Quantity, float] | None:
+            reading = await self.pollers[meter_id].poll()
+            return None if reading is None else dict(reading.values)
+
+        return read
+
+    def _connectors_of(self, meter_id: str) -> list[ConnectorController]:
+        return [self.controllers[c.id] for c in self.settings.connectors if c.meter == meter_id]
+
+    # --- start-up -----------------------------------------------------------------------
+
+    async def _open_all_relays(self) -> None:
+        for controller in self.controllers.values():
+            await controller.force_open()
+
+    async def _recover(self) -> None:
+        """Close or resume sessions left open by a crash (relays are already open)."""
+        live: dict[str, MeterReading | None] = {}
+        for meter_id, poller in self.pollers.items():
+            live[meter_id] = await poller.poll()
+            for fed in self._connectors_of(meter_id):
+                await fed.on_poll(live[meter_id])
+        now, mono = self.clocks.wall(), self.clocks.mono()
+        synced = self._clock_synced()
+        for session in open_sessions(self._db()):
+            controller = self.controllers.get(session.connector)
+            if controller is None:
+                # The connector left the configuration: close the session, bill what is stored.
+                self._close_orphan(session, now, mono)
+                continue
+            meter_id = self.settings.connector(session.connector).meter
+            reading = live.get(meter_id)
+            live_wh = None if reading is None else energy_wh(dict(reading.values))
+            plan = plan_recovery(
+                session, mode=self.settings.recovery.on_restart, live_meter_wh=live_wh,
+                now=now, clock_synced=synced,
+            )  # fmt: skip
+            if isinstance(plan, Resume):
+                elapsed_s = (now - session.started_at).total_seconds() if synced else 0.0
+                log.warning("resuming session %s on connector %s", session.session_id,
+                            session.connector)  # fmt: skip
+                await controller.resume(replace(session, started_mono=mono - elapsed_s))
+                continue
+            log.warning(
+                "closing session %s left open on connector %s (PowerLoss, %s meter value %s Wh)",
+                session.session_id, session.connector, plan.source, plan.meter_wh,
+            )  # fmt: skip
+            await controller.close_recovered(session, plan.meter_wh)
+
+    def _close_orphan(self, session: Session, now: datetime, mono: float) -> None:
+        state = Connector(session.connector, ConnectorStatus.CHARGING, session=session)
+        _, effects = step(state, Stop(StopReason.POWER_LOSS, now, mono, None))
+        for effect in effects:
+            if isinstance(effect, EmitSessionEvent):
+                record_event(self._db(), effect, self._event_context())
+
+    def _event_context(self) -> EventContext:
+        return EventContext(
+            device_id=self.settings.device_id,
+            now=self.clocks.wall(),
+            clock_synced=self._clock_synced(),
+            offline=self.clocks.offline(),
+        )
+
+    # --- tasks --------------------------------------------------------------------------
+
+    async def _poll_bus(self, meters: list[MeterSettings]) -> None:
+        """Poll the meters of one bus in turn, each at its interval (monotonic schedule)."""
+        loop = asyncio.get_running_loop()
+        due = dict.fromkeys((m.id for m in meters), loop.time())
+        while not self._stop.is_set():
+            meter_id = min(due, key=lambda k: due[k])
+            await asyncio.sleep(max(0.0, due[meter_id] - loop.time()))
+            reading = await self.pollers[meter_id].poll()
+            settings = self.settings.meter(meter_id)
+            due[meter_id] = max(due[meter_id] + settings.poll_interval_s, loop.time())
+            if reading is not None:
+                self._pending.append(reading)
+            for controller in self._connectors_of(meter_id):
+                await controller.on_poll(reading)
+
+    def flush_readings(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        sessions = [c.session for c in self.controllers.values() if c.session is not None]
+        result = reading_store.add_batch(
+            self._db(), batch, device_id=self.settings.device_id, now=self.clocks.wall(),
+            clock_synced=self._clock_synced(),
+            open_sessions=[s for s in sessions if s.is_open],
+            max_bytes=self.settings.store.max_bytes,
+        )  # fmt: skip
+        if result.readings or result.batches:
+            log.warning("store over its cap: thinned %d readings, %d telemetry batches",
+                        result.readings, result.batches)  # fmt: skip
+
+    async def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.settings.store.batch_interval_s)
+            self.flush_readings()
+
+    async def _safety_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(SAFETY_TICK_S)
+            for controller in self.controllers.values():
+                await controller.on_tick()
+
+    async def _progress_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.settings.sessions.progress_interval_s)
+            for controller in self.controllers.values():
+                await controller.emit_progress()
+
+    async def _watchdog_loop(self, interval_s: float) -> None:
+        while not self._stop.is_set():
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
+
+    # --- the one decision path -----------------------------------------------------------
+
+    async def present(self, credential: Credential, connector: int) -> dict[str, Any]:
+        """A credential presented at ``connector`` (any input): decide, then start."""
+        controller = self.controllers.get(connector)
+        if controller is None or self.authorizer is None:
+            return {"ok": False, "error": f"no connector {connector}"}
+        at = Moment(self.clocks.wall(), self.clocks.mono(), self._clock_synced())
+        decision = self.authorizer.authorize(
+            credential, connector=connector, at=at, connector_busy=controller.busy
+        )
+        answer: dict[str, Any] = {
+            "ok": decision.accepted, "status": decision.status.value, "reason": decision.reason,
+        }  # fmt: skip
+        if decision.accepted:
+            result = await controller.start(decision)
+            answer.update(ok=result.session_id is not None, session_id=result.session_id,
+                          detail=result.detail)  # fmt: skip
+        log.info("connector %s: %s %s -> %s", connector, decision.kind.value,
+                 decision.ref[:12], answer.get("detail", decision.status.value))  # fmt: skip
+        return answer
+
+    # --- control socket -----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        conn = self._db()
+        thinned = reading_store.thinned_total(conn)
+        return {
+            "ok": True,
+            "device_id": self.settings.device_id,
+            "version": __version__,
+            "clock_synced": self._clock_synced(),
+            "connectors": [
+                {
+                    "connector": c.id,
+                    "status": c.state.status.value,
+                    "session_id": c.session.session_id if c.session else None,
+                    "energy_wh": c.session.energy_wh if c.session else None,
+                    "relay_closed": c.relay_closed,
+                    "fault": c.state.fault.value if c.state.fault else None,
+                }
+                for c in self.controllers.values()
+            ],
+            "meters": [
+                {
+                    "meter_id": p.meter_id,
+                    "available": p.health.available,
+                    "polls": p.health.polls,
+                    "errors": dict(p.health.failures),
+                    "last_error": p.health.last_error,
+                }
+                for p in self.pollers.values()
+            ],
+            "outbox": outbox.depth(conn),
+            "thinned": {"readings": thinned.readings, "batches": thinned.batches},
+        }
+
+    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req["cmd"]
+        if cmd == "status":
+            return self.status()
+        connector = req.get("connector")
+        controller = self.controllers.get(connector) if isinstance(connector, int) else None
+        if controller is None:
+            return {"ok": False, "error": f"unknown connector {connector!r}"}
+        if cmd == "start":
+            credential: Credential
+            if isinstance(req.get("id_tag"), str):
+                credential = IdTag(req["id_tag"])
+            elif isinstance(req.get("token"), str):
+                credential = Token(req["token"])
+            elif isinstance(req.get("pin"), str):
+                credential = Pin(req["pin"])
+            else:
+                return {"ok": False, "error": "start needs id_tag, token or pin"}
+            return await self.present(credential, controller.id)
+        if cmd == "stop":
+            try:
+                reason = StopReason(req.get("reason", StopReason.LOCAL.value))
+            except ValueError:
+                return {"ok": False, "error": f"unknown reason {req.get('reason')!r}"}
+            refused = await controller.stop(reason)
+            return {"ok": refused is None, "error": refused} if refused else {"ok": True}
+        if cmd == "clear_fault":
+            refused = await controller.clear_fault()
+            return {"ok": refused is None, "error": refused} if refused else {"ok": True}
+        if cmd == "relay_test":
+            return await self._relay_test(controller)
+        return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+    async def _relay_test(self, controller: ConnectorController) -> dict[str, Any]:
+        if controller.state.status is not ConnectorStatus.AVAILABLE:
+            return {"ok": False, "error": f"connector is {controller.state.status.value}"}
+        try:
+            await controller.relay.set_closed(True)
+            closed = await controller.relay.is_closed()
+            await controller.relay.set_closed(False)
+            opened = await controller.relay.is_closed()
+        except RelayError as exc:
+            await controller.force_open()
+            return {"ok": False, "error": str(exc)}
+        return {"ok": closed is not False and opened is not True, "closed_read": closed,
+                "open_read": opened}  # fmt: skip
+
+    # --- the whole run ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then shut down safely."""
+        async with AsyncExitStack() as stack:
+            self.conn = connect(self.settings.store.path)
+            stack.callback(self.conn.close)
+            self._build(stack)
+            await self._open_all_relays()
+            await self._recover()
+            await stack.enter_async_context(
+                ControlServer(self.settings.control.socket_path, self.handle)
+            )
+            notify("READY=1")
+            self.ready.set()
+            log.info("agent %s ready: %d meter(s), %d connector(s)", self.settings.device_id,
+                     len(self.pollers), len(self.controllers))  # fmt: skip
+            try:
+                await self._supervise(stop)
+            finally:
+                notify("STOPPING=1")
+                await self._shutdown()
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        """Run the named tasks until ``stop`` is set, then cancel them.
+
+        Each loop also ends when ``stop`` is set: Python 3.11's ``asyncio.wait_for`` (inside
+        pymodbus) can drop a cancellation that lands as an answer arrives (CPython gh-86296).
+        A task that crashes cancels the others and its error propagates (systemd restarts us).
+        """
+        self._stop = stop
+        async with asyncio.TaskGroup() as group:
+            tasks = []
+            by_bus: dict[str, list[MeterSettings]] = {}
+            for meter in self.settings.meters:
+                by_bus.setdefault(meter.link.bus_key, []).append(meter)
+            for key, meters in by_bus.items():
+                tasks.append(group.create_task(self._poll_bus(meters), name=f"poll:{key}"))
+            tasks.append(group.create_task(self._flush_loop(), name="flush-readings"))
+            tasks.append(group.create_task(self._safety_loop(), name="safety"))
+            tasks.append(group.create_task(self._progress_loop(), name="session-progress"))
+            inputs = self.settings.inputs
+            for rdm in inputs.rdm6300:
+                tasks.append(group.create_task(
+                    run_rdm6300(rdm.port, rdm.connector, self.present, baud=rdm.baud),
+                    name=f"rfid:{rdm.port}",
+                ))  # fmt: skip
+            for hid in inputs.hid:
+                tasks.append(group.create_task(
+                    run_hid(hid.device, hid.kind, hid.connector, self.present),
+                    name=f"hid:{hid.device}",
+                ))  # fmt: skip
+            if inputs.http.enabled:
+                endpoint = UnlockEndpoint(inputs.http.host, inputs.http.port, self.present)
+                tasks.append(group.create_task(endpoint.serve(), name="http-unlock"))
+            interval = watchdog_interval_s()
+            if interval is not None:
+                tasks.append(group.create_task(self._watchdog_loop(interval), name="watchdog"))
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    async def _shutdown(self) -> None:
+        for controller in self.controllers.values():
+            session = controller.session
+            if (
+                session is not None
+                and session.is_open
+                and self.settings.recovery.on_shutdown == "end"
+            ):
+                await controller.stop(StopReason.REBOOT)
+            await controller.force_open()
+        self.flush_readings()
+        log.info("agent stopped; relays open")
+
+
+async def run_agent(settings: AgentSettings) -> None:
+    """Run the agent in this process until SIGTERM or SIGINT."""
+    # pymodbus logs every unanswered request at ERROR; our poller logs a meter's failure once
+    # and its recovery once (STYLE.md §6), so pymodbus's own lines would only be a storm.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(settings).run(stop)

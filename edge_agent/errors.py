@@ -1,0 +1,87 @@
+"""The one exception tree of :mod:`edge_agent`.
+
+Hardware, storage and configuration failures reach callers only as one of these; third-party
+errors (pydantic, sqlite3, pymodbus) are translated where they are caught, with ``from``::
+
+    AgentError
+    ├── ConfigError           the TOML file is unreadable or invalid (carries every problem)
+    ├── StoreError            the SQLite store cannot be opened, migrated or written
+    │   └── StaleAuthListVersion  a local-list update whose version does not move forward
+    ├── MeterError            a meter did not answer, or answered garbage (carries meter_id)
+    ├── RelayError            a relay driver could not set or read its output (carries connector)
+    └── LinkError             the MQTT link to the cloud cannot be set up or used
+
+Authorization never raises on what a driver presents: every outcome is a decision with an
+OCPP-style status (see :mod:`edge_agent.auth`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AgentError(Exception):
+    """Base of every error raised by :mod:`edge_agent`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file: where, what was there, what was expected."""
+
+    field: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: got {self.value!r}, expected {self.expected}"
+
+
+class ConfigError(AgentError):
+    """The configuration file cannot be used; ``problems`` lists every field at fault."""
+
+    def __init__(self, path: str, problems: list[ConfigProblem]) -> None:
+        lines = "; ".join(str(p) for p in problems)
+        super().__init__(f"{path}: {lines}")
+        self.path = path
+        self.problems = problems
+
+
+class StoreError(AgentError):
+    """The SQLite store cannot be opened, migrated or written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StaleAuthListVersion(StoreError):
+    """A local authorization list update whose version is not newer than the one held."""
+
+    def __init__(self, offered: int, held: int) -> None:
+        super().__init__(f"local list update version {offered} is not newer than {held}")
+        self.offered = offered
+        self.held = held
+
+
+class MeterError(AgentError):
+    """A meter did not answer in time, answered an exception, or answered garbage."""
+
+    def __init__(self, message: str, *, meter_id: str, address: int | None = None) -> None:
+        super().__init__(f"meter {meter_id}: {message}")
+        self.meter_id = meter_id
+        self.address = address
+
+
+class RelayError(AgentError):
+    """A relay driver could not set or read its output."""
+
+    def __init__(self, message: str, *, connector: int) -> None:
+        super().__init__(f"relay of connector {connector}: {message}")
+        self.connector = connector
+
+
+class LinkError(AgentError):
+    """The MQTT link to the cloud could not be set up or used (unreachable, refused, TLS).
+
+    Raised by :mod:`edge_agent.sync.link`, the one place paho-mqtt's errors are translated.
+    """

@@ -1,0 +1,1 @@
+"""Meters: Modbus buses (the only place pymodbus is imported) and the per-meter poller."""

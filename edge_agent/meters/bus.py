@@ -1,0 +1,222 @@
+"""One Modbus bus (an RS-485 line or a TCP peer): one client, one lock, a gap between frames.
+
+The only module that imports pymodbus (3.11: ``device_id=`` keyword, ``retries`` and
+``timeout`` on the client). Its errors are translated here, once, into
+:class:`~edge_agent.errors.MeterError` with a ``kind`` the poller counts:
+
+* ``timeout`` — no valid answer in time. pymodbus's RTU framer silently drops a frame whose
+  CRC does not match (``framer/rtu.py``), so a corrupted answer is counted here too.
+* ``exception`` — the device answered a Modbus exception (code in the message).
+* ``garbage`` — an answer of the wrong length or type.
+* ``disconnected`` — the port or host cannot be opened; reconnects back off exponentially
+  (with jitter) so an unplugged adapter is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+
+from edge_agent.config import BusTiming, SerialLink, TcpLink
+from edge_agent.errors import MeterError
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 30.0
+
+
+def _propagate_cancellation(exc: ModbusException) -> None:
+    """pymodbus 3.11 turns a CancelledError inside a request into ModbusIOException ("Request
+    cancelled outside pymodbus", ``transaction/transaction.py``): a task cancelled at
+    shutdown would take it for a timeout and poll on. Give the cancellation back."""
+    if isinstance(exc.__cause__, asyncio.CancelledError):
+        raise asyncio.CancelledError from exc
+
+
+class BusError(MeterError):
+    """A bus-level failure; ``kind`` is timeout, exception, garbage or disconnected."""
+
+    def __init__(self, message: str, *, kind: str, device: str, address: int | None = None):
+        super().__init__(message, meter_id=device, address=address)
+        self.kind = kind
+
+
+class ModbusBus:
+    """An async context manager owning one pymodbus client; every request holds the lock.
+
+    One request at a time per serial line (RS-485 is half duplex and the client is not
+    safe for concurrent use), and ``frame_gap_s`` of silence after each answer: many meters
+    need more than the 3.5 characters the Modbus RTU spec (v1.02 §2.5.1.1) requires.
+    """
+
+    def __init__(self, link: SerialLink | TcpLink, timing: BusTiming) -> None:
+        self.link = link
+        self.timing = timing
+        self.key = link.bus_key
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
+        self._last_frame_end = 0.0
+        self._reconnect_at = 0.0
+        self._reconnect_delay = RECONNECT_MIN_S
+        self.frames = 0
+
+    def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
+        # reconnect_delay=0: pymodbus's own reconnect loop is off; ours backs off with jitter.
+        if isinstance(self.link, SerialLink):
+            return AsyncModbusSerialClient(
+                self.link.port,
+                framer=FramerType.RTU,
+                baudrate=self.link.baud,
+                parity=self.link.parity,
+                stopbits=self.link.stop_bits,
+                timeout=self.timing.timeout_s,
+                retries=self.timing.retries,
+                reconnect_delay=0,
+            )
+        return AsyncModbusTcpClient(
+            self.link.host,
+            port=self.link.port,
+            timeout=self.timing.timeout_s,
+            retries=self.timing.retries,
+            reconnect_delay=0,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _connected(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        now = time.monotonic()
+        if now < self._reconnect_at:
+            raise BusError(
+                f"{self.key} not connected (next try in {self._reconnect_at - now:.1f} s)",
+                kind="disconnected", device=self.key,
+            )  # fmt: skip
+        self.close()
+        client = self._make_client()
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException) as exc:
+            ok = False
+            log.debug("connect %s failed: %s", self.key, exc)
+        if not ok:
+            client.close()
+            self._reconnect_at = now + self._reconnect_delay * random.uniform(0.8, 1.2)  # noqa: S311 -- jitter, not crypto
+            self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_S)
+            raise BusError(f"cannot open {self.key}", kind="disconnected", device=self.key)
+        self._reconnect_delay = RECONNECT_MIN_S
+        self._client = client
+        return client
+
+    async def _gap(self) -> None:
+        wait = self._last_frame_end + self.timing.frame_gap_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def read_registers(
+        self, unit_id: int, function_code: int, start: int, count: int
+    ) -> Sequence[int]:
+        """Read ``count`` registers (function 3 or 4) from ``start``: one frame."""
+        async with self._lock:
+            client = await self._connected()
+            await self._gap()
+            self.frames += 1
+            try:
+                if function_code == 4:
+                    response = await client.read_input_registers(
+                        start, count=count, device_id=unit_id
+                    )
+                else:
+                    response = await client.read_holding_registers(
+                        start, count=count, device_id=unit_id
+                    )
+            except ModbusException as exc:
+                _propagate_cancellation(exc)
+                raise BusError(
+                    f"unit {unit_id}: no valid answer reading {count} at {start}: {exc}",
+                    kind="timeout", device=self.key, address=start,
+                ) from exc  # fmt: skip
+            finally:
+                self._last_frame_end = time.monotonic()
+            if response.isError():
+                raise BusError(
+                    f"unit {unit_id}: exception {getattr(response, 'exception_code', '?')} "
+                    f"reading {count} at {start}",
+                    kind="exception", device=self.key, address=start,
+                )  # fmt: skip
+            registers = list(getattr(response, "registers", []))
+            if len(registers) != count:
+                raise BusError(
+                    f"unit {unit_id}: asked {count} registers at {start}, got {len(registers)}",
+                    kind="garbage", device=self.key, address=start,
+                )  # fmt: skip
+            return registers
+
+    async def write_coil(self, unit_id: int, address: int, value: bool) -> None:
+        async with self._lock:
+            client = await self._connected()
+            await self._gap()
+            self.frames += 1
+            try:
+                response = await client.write_coil(address, value, device_id=unit_id)
+            except ModbusException as exc:
+                _propagate_cancellation(exc)
+                raise BusError(
+                    f"unit {unit_id}: no answer writing coil {address}: {exc}",
+                    kind="timeout", device=self.key, address=address,
+                ) from exc  # fmt: skip
+            finally:
+                self._last_frame_end = time.monotonic()
+            if response.isError():
+                raise BusError(
+                    f"unit {unit_id}: exception writing coil {address}",
+                    kind="exception", device=self.key, address=address,
+                )  # fmt: skip
+
+    async def read_coil(self, unit_id: int, address: int) -> bool:
+        async with self._lock:
+            client = await self._connected()
+            await self._gap()
+            self.frames += 1
+            try:
+                response = await client.read_coils(address, count=1, device_id=unit_id)
+            except ModbusException as exc:
+                _propagate_cancellation(exc)
+                raise BusError(
+                    f"unit {unit_id}: no answer reading coil {address}: {exc}",
+                    kind="timeout", device=self.key, address=address,
+                ) from exc  # fmt: skip
+            finally:
+                self._last_frame_end = time.monotonic()
+            bits = getattr(response, "bits", None)
+            if response.isError() or not bits:
+                raise BusError(
+                    f"unit {unit_id}: bad answer reading coil {address}",
+                    kind="exception" if response.isError() else "garbage",
+                    device=self.key, address=address,
+                )  # fmt: skip
+            return bool(bits[0])

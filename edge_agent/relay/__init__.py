@@ -1,0 +1,1 @@
+"""Relays: the driver interface, the drivers, and the pure fail-safe rules."""

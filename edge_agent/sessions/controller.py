@@ -1,0 +1,368 @@
+"""The connector controller: the thin shell that feeds the pure machine and fail-safe rules
+with meter readings and the clock, and applies their effects to the relay and the store.
+
+Fail-safe: on any doubt the relay is open. A relay that cannot be switched, a store that
+cannot record a start, a meter that has not been heard recently enough to bill from — each
+leaves the contactor open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from edge_agent.auth.decision import AuthDecision
+from edge_agent.errors import RelayError, StoreError
+from edge_agent.relay.base import RelayDriver
+from edge_agent.relay.failsafe import (
+    Observation,
+    SafetyLimits,
+    VerdictKind,
+    assess,
+    plausible,
+    relay_opened,
+    start_watch,
+)
+from edge_agent.sessions.machine import (
+    Authorize,
+    ClearFault,
+    Connector,
+    Effect,
+    EmitSessionEvent,
+    Event,
+    Fault,
+    Rejected,
+    RelayConfirmedOpen,
+    Sample,
+    Session,
+    SetRelay,
+    Stop,
+    Thresholds,
+    progress,
+    step,
+)
+from edge_agent.store.sessions import EventContext, record_event
+from protocols.enums import ConnectorStatus, SessionEventType, StopReason
+from protocols.ids import new_ulid
+from protocols.messages import CredentialRef, MeterReading
+from protocols.meters import Quantity
+
+log = logging.getLogger(__name__)
+
+
+def energy_wh(values: dict[Quantity, float]) -> int:
+    """The import register in whole Wh. SDM meters hold kWh as float32 (~7 significant
+    digits), so the decoded Wh carries float noise that rounding removes."""
+    return round(values[Quantity.ENERGY_IMPORT_WH])
+
+
+def _stricter(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None: no limit)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    session_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """The time sources the controller reads (fakes in tests)."""
+
+    wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+    mono: Callable[[], float] = time.monotonic
+    synced: Callable[[], bool] = lambda: True
+    #: Whether the cloud link is down (the sync task knows; True until it says otherwise).
+    offline: Callable[[], bool] = lambda: True
+
+
+class ConnectorController:
+    """Runs one connector: its session, its relay, its fail-safe watch."""
+
+    def __init__(
+        self,
+        connector_id: int,
+        *,
+        relay: RelayDriver,
+        conn: sqlite3.Connection,
+        device_id: str,
+        limits: SafetyLimits,
+        thresholds: Thresholds,
+        clocks: Clocks,
+        read_meter: Callable[[], Awaitable[dict[Quantity, float] | None]] | None = None,
+        session_max_wh: int | None = None,
+        session_max_s: int | None = None,
+    ) -> None:
+        self.id = connector_id
+        self.relay = relay
+        self._conn = conn
+        self._device_id = device_id
+        self._limits = limits
+        self._thresholds = thresholds
+        self._clocks = clocks
+        #: Reads the connector's meter now (the app gives the poller's read); None in tests
+        #: that script readings.
+        self._read_meter = read_meter
+        #: Site-wide caps (``[limits]``); a credential's own limits apply when stricter.
+        self._session_max_wh = session_max_wh
+        self._session_max_s = session_max_s
+        self.state = Connector(connector_id)
+        self.relay_closed = False
+        self.watch = start_watch(clocks.mono())
+        self.last_values: dict[Quantity, float] | None = None
+        #: Whether the latest poll gave a plausible reading (a failed one is doubt).
+        self.last_poll_good = False
+        self.last_stop_detail = ""
+        #: Set by the authorization side when the session's credential is withdrawn.
+        self.authorized = True
+        #: One change at a time: polls, ticks and control requests arrive concurrently, and
+        #: each runs the machine then awaits the relay and the meter.
+        self._lock = asyncio.Lock()
+
+    # --- queries ------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.state.status is not ConnectorStatus.AVAILABLE
+
+    @property
+    def session(self) -> Session | None:
+        return self.state.session
+
+    def fresh_meter_wh(self) -> int | None:
+        """The import register if the last poll was good and within the silence limit."""
+        if self.last_values is None or not self.last_poll_good:
+            return None
+        if self._clocks.mono() - self.watch.last_good_mono > self._limits.meter_silence_s:
+            return None
+        return energy_wh(self.last_values)
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def force_open(self) -> None:
+        """Open the relay whatever the state (start-up, shutdown): power off first."""
+        try:
+            await self.relay.set_closed(False)
+        except RelayError as exc:
+            log.error("connector %s: cannot open relay: %s", self.id, exc)
+        self.relay_closed = False
+
+    async def start(self, decision: AuthDecision) -> StartResult:
+        """Start a session for an accepted decision; the relay closes only after the start
+        is stored."""
+        async with self._lock:
+            return await self._start(decision)
+
+    async def _start(self, decision: AuthDecision) -> StartResult:
+        if not decision.accepted:
+            return StartResult(None, f"not accepted: {decision.status.value}")
+        meter_wh = self.fresh_meter_wh()
+        if meter_wh is None:
+            return StartResult(None, "meter not heard recently: cannot bill, not starting")
+        event = Authorize(
+            session_id=new_ulid(),
+            credential=CredentialRef(kind=decision.kind, ref=decision.ref),
+            now=self._clocks.wall(),
+            mono=self._clocks.mono(),
+            meter_wh=meter_wh,
+            booking_id=decision.booking_id,
+            auth_expires_at=decision.expires_at,
+            max_wh=_stricter(decision.max_wh, self._session_max_wh),
+            max_s=_stricter(decision.max_s, self._session_max_s),
+        )
+        self.authorized = True
+        rejected = await self._feed(event)
+        if rejected:
+            return StartResult(None, rejected)
+        session = self.state.session
+        return StartResult(session.session_id if session else None, "started")
+
+    async def stop(self, reason: StopReason) -> str | None:
+        """Stop the open session; returns a rejection reason, or None when stopped."""
+        async with self._lock:
+            return await self._stop(reason)
+
+    async def _stop(self, reason: StopReason) -> str | None:
+        return await self._feed(
+            Stop(reason, self._clocks.wall(), self._clocks.mono(), self.fresh_meter_wh())
+        )
+
+    async def clear_fault(self) -> str | None:
+        async with self._lock:
+            return await self._feed(ClearFault(self._clocks.mono()))
+
+    async def emit_progress(self) -> None:
+        async with self._lock:
+            self.state, effect = progress(self.state)
+            if effect is not None:
+                await self._apply((effect,))
+
+    async def resume(self, session: Session) -> None:
+        """Adopt a session found open at start (recovery said resume) and close the relay."""
+        async with self._lock:
+            self.state = Connector(self.id, ConnectorStatus.PREPARING, session=session)
+            await self._apply((SetRelay(closed=True),))
+
+    async def close_recovered(self, session: Session, meter_wh: int) -> None:
+        """End a session found open at start with PowerLoss, billing up to ``meter_wh`` (or
+        the register read now, if the meter answers)."""
+        async with self._lock:
+            self.state = Connector(self.id, ConnectorStatus.CHARGING, session=session)
+            await self._feed(
+                Stop(StopReason.POWER_LOSS, self._clocks.wall(), self._clocks.mono(), meter_wh)
+            )
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    async def on_poll(self, reading: MeterReading | None) -> None:
+        """A poll of this connector's meter finished (None: it failed)."""
+        values = None if reading is None else dict(reading.values)
+        async with self._lock:
+            await self._observe(self._clocks.mono(), values, polled=True)
+
+    async def on_tick(self) -> None:
+        """A timer tick with no poll: silence is still silence."""
+        async with self._lock:
+            await self._observe(self._clocks.mono(), None, polled=False)
+
+    async def _observe(
+        self, mono: float, values: dict[Quantity, float] | None, *, polled: bool
+    ) -> None:
+        session = self.state.session
+        energy = session.energy_wh if session else 0
+        elapsed = mono - session.started_mono if session else 0.0
+        obs = Observation(
+            mono=mono,
+            relay_closed=self.relay_closed,
+            values=values,
+            polled=polled,
+            session_energy_wh=energy,
+            session_elapsed_s=elapsed,
+            max_wh=session.max_wh if session else None,
+            max_s=session.max_s if session else None,
+            authorized=self.authorized,
+        )
+        trusted = values is not None and (
+            plausible(values, self.watch.last_energy_wh, self._limits) is None
+        )
+        self.watch, verdict = assess(self.watch, obs, self._limits)
+        if polled:
+            self.last_poll_good = trusted
+        if trusted and values is not None:
+            self.last_values = values
+            await self._feed(
+                Sample(self._clocks.wall(), mono, energy_wh(values), values[Quantity.POWER_W])
+            )
+        if verdict is None:
+            return
+        match verdict.kind:
+            case VerdictKind.STOP:
+                assert verdict.reason is not None
+                self.last_stop_detail = verdict.detail
+                log.warning("connector %s: stopping (%s): %s", self.id, verdict.reason.value,
+                            verdict.detail)  # fmt: skip
+                await self._stop(verdict.reason)
+            case VerdictKind.STUCK_RELAY:
+                log.error("connector %s: stuck relay: %s", self.id, verdict.detail)
+                await self._feed(Fault(StopReason.STUCK_RELAY, self._clocks.wall(), mono))
+            case VerdictKind.RELAY_CONFIRMED_OPEN:
+                await self._feed(RelayConfirmedOpen(mono))
+
+    # --- effects ------------------------------------------------------------------------
+
+    async def _feed(self, event: Event) -> str | None:
+        self.state, effects = step(self.state, event, self._thresholds)
+        return await self._apply(effects)
+
+    async def _apply(self, effects: tuple[Effect, ...]) -> str | None:
+        for effect in effects:
+            match effect:
+                case Rejected(reason):
+                    return reason
+                case SetRelay(closed=True):
+                    try:
+                        await self.relay.set_closed(True)
+                        self.relay_closed = True
+                        self.watch = replace(self.watch, opened_at=None)
+                    except RelayError as exc:
+                        log.error("connector %s: relay would not close: %s", self.id, exc)
+                        await self.force_open()
+                        await self._feed(
+                            Fault(StopReason.OTHER, self._clocks.wall(), self._clocks.mono())
+                        )
+                        return f"relay would not close: {exc}"
+                case SetRelay(closed=False):
+                    was_closed = self.relay_closed
+                    await self.force_open()
+                    if was_closed:
+                        self.watch = relay_opened(self.watch, self._clocks.mono())
+                    else:
+                        # Never closed: there is nothing to check, the opening is confirmed.
+                        self.state, _ = step(self.state, RelayConfirmedOpen(self._clocks.mono()))
+                case EmitSessionEvent():
+                    event = effect
+                    try:
+                        if self._wants_final_reading(event):
+                            event = await self._final_reading(event)
+                    finally:
+                        # Recorded even if cancelled (shutdown) while reading the meter: the
+                        # relay is already open and the stop must not be lost.
+                        refused = self._record(event)
+                    if refused is not None:
+                        return refused
+        return None
+
+    def _wants_final_reading(self, event: EmitSessionEvent) -> bool:
+        return (
+            event.event is SessionEventType.STOPPED
+            and self._read_meter is not None
+            # A silent meter would only make the record wait for its timeout.
+            and event.session.stop_reason is not StopReason.METER_FAILURE
+        )
+
+    def _record(self, event: EmitSessionEvent) -> str | None:
+        try:
+            record_event(self._conn, event, self._context())
+        except StoreError as exc:
+            log.error("connector %s: cannot record %s: %s", self.id, event.event.value, exc)
+            if event.event is SessionEventType.STARTED:
+                # A start that cannot be stored must not close the relay (SetRelay(closed)
+                # comes after it and is not applied).
+                self.state = Connector(self.id)
+            # A stop that cannot be stored leaves the session open in the file: recovery
+            # closes it at the next start (PowerLoss), from its meter.
+            return f"store refused the session event: {exc}"
+        return None
+
+    async def _final_reading(self, effect: EmitSessionEvent) -> EmitSessionEvent:
+        """Bill up to the register read after the relay opened: energy that flowed between
+        the last poll and the contactor opening was delivered and belongs to the session."""
+        assert self._read_meter is not None
+        values = await self._read_meter()
+        if values is None:
+            return effect
+        reason = plausible(values, self.watch.last_energy_wh, self._limits)
+        if reason is not None:
+            log.warning("connector %s: final reading not used: %s", self.id, reason)
+            return effect
+        session = effect.session.with_meter(energy_wh(values), None)
+        if self.state.session is not None:
+            self.state = replace(self.state, session=session)
+        return EmitSessionEvent(effect.event, session)
+
+    def _context(self) -> EventContext:
+        return EventContext(
+            device_id=self._device_id,
+            now=self._clocks.wall(),
+            clock_synced=self._clocks.synced(),
+            offline=self._clocks.offline(),
+        )

@@ -1,0 +1,167 @@
+"""Authorization data in the store: the local list (versioned), the cache (bounded, LRU,
+expiring), used token ids (single use) and the decision log.
+
+Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from edge_agent.auth.decision import AuthDecision, ListEntry
+from edge_agent.errors import StaleAuthListVersion, StoreError
+from edge_agent.store.db import iso
+from protocols.enums import AuthListUpdateType, AuthorizationStatus
+from protocols.messages import AuthListUpdate
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(moment)
+
+
+# --- local list ------------------------------------------------------------------------------
+
+
+def auth_list_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM kv WHERE key = 'auth_list_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def apply_auth_list_update(conn: sqlite3.Connection, update: AuthListUpdate) -> int:
+    """Apply a Full or Differential update whose version moves forward; return entry count.
+
+    Raises :class:`StaleAuthListVersion` for an old or repeated version (OCPP 1.6
+    SendLocalList answers VersionMismatch): a delayed diff must not undo a newer list.
+    """
+    if not conn.in_transaction:
+        raise StoreError("apply_auth_list_update needs a transaction")
+    held = auth_list_version(conn)
+    if update.version <= held:
+        raise StaleAuthListVersion(update.version, held)
+    if update.update_type is AuthListUpdateType.FULL:
+        conn.execute("DELETE FROM auth_list")
+    for entry in update.entries:
+        if entry.status is None:
+            conn.execute("DELETE FROM auth_list WHERE id_tag_hash = ?", (entry.id_tag_hash,))
+        else:
+            conn.execute(
+                "INSERT INTO auth_list (id_tag_hash, status, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id_tag_hash) DO UPDATE SET status = excluded.status, "
+                "expires_at = excluded.expires_at",
+                (entry.id_tag_hash, entry.status.value, _iso(entry.expires_at)),
+            )
+    conn.execute(
+        "INSERT INTO kv (key, value) VALUES ('auth_list_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(update.version),),
+    )
+    return int(conn.execute("SELECT count(*) FROM auth_list").fetchone()[0])
+
+
+def list_entry(conn: sqlite3.Connection, tag_hash: str) -> ListEntry | None:
+    row = conn.execute(
+        "SELECT status, expires_at FROM auth_list WHERE id_tag_hash = ?", (tag_hash,)
+    ).fetchone()
+    return None if row is None else ListEntry(AuthorizationStatus(row[0]), _time(row[1]))
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def cache_get(conn: sqlite3.Connection, tag_hash: str, *, now: datetime) -> ListEntry | None:
+    """The cached entry, or None; an expired entry is deleted and not returned. A hit counts
+    as a use for least-recently-used eviction."""
+    row = conn.execute(
+        "SELECT status, expires_at FROM auth_cache WHERE id_tag_hash = ?", (tag_hash,)
+    ).fetchone()
+    if row is None:
+        return None
+    expires_at = datetime.fromisoformat(row[1])
+    if now >= expires_at:
+        conn.execute("DELETE FROM auth_cache WHERE id_tag_hash = ?", (tag_hash,))
+        return None
+    conn.execute(
+        "UPDATE auth_cache SET last_used = (SELECT coalesce(max(last_used), 0) + 1 "
+        "FROM auth_cache) WHERE id_tag_hash = ?",
+        (tag_hash,),
+    )
+    # The cache's own expiry is not a credential expiry: the cached status stands until then.
+    return ListEntry(AuthorizationStatus(row[0]))
+
+
+def cache_put(
+    conn: sqlite3.Connection,
+    tag_hash: str,
+    status: AuthorizationStatus,
+    *,
+    expires_at: datetime,
+    max_entries: int,
+) -> int:
+    """Insert or refresh an entry, then evict expired and least-recently-used entries beyond
+    ``max_entries``; return how many were evicted."""
+    conn.execute(
+        "INSERT INTO auth_cache (id_tag_hash, status, expires_at, last_used) "
+        "VALUES (?, ?, ?, (SELECT coalesce(max(last_used), 0) + 1 FROM auth_cache)) "
+        "ON CONFLICT (id_tag_hash) DO UPDATE SET status = excluded.status, "
+        "expires_at = excluded.expires_at, last_used = excluded.last_used",
+        (tag_hash, status.value, iso(expires_at)),
+    )
+    count = int(conn.execute("SELECT count(*) FROM auth_cache").fetchone()[0])
+    excess = count - max_entries
+    if excess <= 0:
+        return 0
+    return conn.execute(
+        "DELETE FROM auth_cache WHERE id_tag_hash IN "
+        "(SELECT id_tag_hash FROM auth_cache ORDER BY last_used LIMIT ?)",
+        (excess,),
+    ).rowcount
+
+
+def cache_size(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM auth_cache").fetchone()[0])
+
+
+# --- single-use tokens -----------------------------------------------------------------------
+
+
+def claim_jti(conn: sqlite3.Connection, jti: str, *, now: datetime, expires_at: datetime) -> bool:
+    """Record ``jti`` as used; False when it already was (the token is a replay)."""
+    cursor = conn.execute(
+        "INSERT INTO used_tokens (jti, used_at, expires_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (jti) DO NOTHING",
+        (jti, iso(now), iso(expires_at)),
+    )
+    return cursor.rowcount == 1
+
+
+def prune_used_tokens(conn: sqlite3.Connection, *, before: datetime) -> int:
+    """Forget ids of tokens that expired before ``before`` (they fail on expiry anyway).
+
+    Comparing ISO strings is correct here: every time is stored in UTC with the same format.
+    """
+    return conn.execute("DELETE FROM used_tokens WHERE expires_at < ?", (iso(before),)).rowcount
+
+
+# --- decision log ----------------------------------------------------------------------------
+
+
+def record_decision(
+    conn: sqlite3.Connection, decision: AuthDecision, *, connector: int, now: datetime
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO decisions (ts, connector, kind, ref, status, reason) VALUES (?,?,?,?,?,?)",
+        (
+            iso(now),
+            connector,
+            decision.kind.value,
+            decision.ref,
+            decision.status.value,
+            decision.reason,
+        ),
+    )
+    return int(cursor.lastrowid or 0)

@@ -1,0 +1,289 @@
+"""The sync task: keep a link to the cloud, drain the outbox through it, take commands and acks.
+
+:class:`SyncService` is what the agent's composition root runs (one named task). Per
+connection it runs the drain loop and the downlink consumer in one TaskGroup; when the link
+drops the group ends and the service reconnects after a jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from edge_agent.errors import LinkError
+from edge_agent.store import uplink as q
+from edge_agent.sync.backoff import Backoff
+from edge_agent.sync.downlink import CommandHandler, Downlink, WallClock
+from edge_agent.sync.link import LinkSettings, MqttLink, Will
+from edge_agent.sync.uplink import Uplink, UplinkSettings
+from protocols.enums import MessageKind
+from protocols.errors import ProtocolError
+from protocols.ids import new_ulid
+from protocols.messages import Ack, Backlog, Status, encode_message, last_will, parse_message
+from protocols.topics import topic
+
+log = logging.getLogger(__name__)
+
+#: Downlink messages waiting for the consumer. paho acknowledges a message as soon as it is
+#: received, so this queue is bounded to keep a flood from growing memory (the aiomqtt trap in
+#: DESIGN.md §8); when it is full, acks are dropped first (the rows are simply resent).
+DOWNLINK_QUEUE = 10_000
+#: Acknowledged rows are deleted in one transaction at most this often (or sooner when this
+#: many ack ranges are waiting): each commit is an fsync.
+ACK_FLUSH_S = 0.1
+ACK_FLUSH_RANGES = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    link: LinkSettings
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    backoff: Backoff = field(default_factory=Backoff)
+    status_interval_s: float = 60.0
+    agent_version: str = "0"
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """What ``sync status`` and the status message report."""
+
+    connected: bool = False
+    connects: int = 0
+    published: int = 0
+    acked_rows: int = 0
+    last_ack_at: datetime | None = None
+    last_error: str | None = None
+    dropped_downlink: int = 0
+    resent: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class SyncService:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        settings: SyncSettings,
+        *,
+        handler: CommandHandler,
+        clock: WallClock,
+        thinned: Callable[[], int] = lambda: 0,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._conn = conn
+        self.settings = settings
+        self._clock = clock
+        self._thinned = thinned
+        self._mono = mono
+        self.device_id = settings.link.device_id
+        self.stats = SyncStats()
+        self._wake = asyncio.Event()
+        self._uplink = Uplink(conn, settings.uplink, mono())
+        self._downlink = Downlink(
+            conn, device_id=self.device_id, handler=handler, clock=clock, notify=self.notify
+        )
+        self._mids: dict[int, int] = {}
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_QUEUE)
+        self._dropped = asyncio.Event()
+        self._link: MqttLink | None = None
+
+    # --- called by the agent -----------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Something was queued in the outbox: drain now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def offline(self) -> bool:
+        return not self.stats.connected
+
+    async def run(self) -> None:
+        """Connect, drain, reconnect — until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                await self._connection()
+                attempt = 0
+            except LinkError as exc:
+                if self.stats.last_error != str(exc):
+                    # Once per kind of failure, not once per retry: no log storm while the
+                    # site's 4G is down for hours.
+                    log.error("cloud link: %s", exc)
+                self.stats.last_error = str(exc)
+            delay = self.settings.backoff.delay_s(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    # --- one connection ----------------------------------------------------------------------
+
+    async def _connection(self) -> None:
+        now_wall = self._clock.now()
+        will = last_will(self.device_id, ts=now_wall, clock_synced=self._clock.synced())
+        link = MqttLink(
+            self.settings.link,
+            will=Will(topic(self.device_id, MessageKind.STATUS), encode_message(will)),
+            on_message=self._received,
+            on_puback=self._puback,
+            on_disconnect=self._disconnected,
+        )
+        self._dropped = asyncio.Event()
+        session_present = await link.connect()
+        self._link = link
+        try:
+            await link.subscribe(
+                [topic(self.device_id, MessageKind.CMD), topic(self.device_id, MessageKind.ACK)]
+            )
+            self._mids.clear()
+            self._uplink.reset(self._mono())
+            self.stats.connected = True
+            self.stats.connects += 1
+            self.stats.last_error = None
+            log.info(
+                "cloud link up (%s:%s, session %s)",
+                self.settings.link.host,
+                self.settings.link.port,
+                "resumed" if session_present else "new",
+            )
+            self._publish_status(online=True)
+            async with asyncio.TaskGroup() as group:
+                drain = group.create_task(self._drain(), name="sync-drain")
+                inbox = group.create_task(self._consume(), name="sync-downlink")
+                status = group.create_task(self._status_loop(), name="sync-status")
+                await self._dropped.wait()
+                for task in (drain, inbox, status):
+                    task.cancel()
+            log.warning("cloud link down; %d rows will be resent", len(self._uplink.window))
+        finally:
+            self.stats.connected = False
+            self._link = None
+            self.stats.acked_rows += self._uplink.flush_acks()
+            await link.close()
+
+    def _disconnected(self, reason: str) -> None:
+        self.stats.last_error = f"disconnected: {reason}"
+        self._dropped.set()
+        self._wake.set()
+
+    def _received(self, name: str, payload: bytes) -> None:
+        try:
+            self._inbox.put_nowait((name, payload))
+        except asyncio.QueueFull:
+            self.stats.dropped_downlink += 1
+
+    def _puback(self, mid: int) -> None:
+        seq = self._mids.pop(mid, None)
+        if seq is not None:
+            self._uplink.puback(seq, self._mono())
+            self._wake.set()
+
+    async def _drain(self) -> None:
+        link = self._link
+        assert link is not None
+        device = self.device_id
+        next_expiry_check = 0.0
+        next_flush = 0.0
+        low_water = max(1, self.settings.uplink.max_publishing // 4)
+        while True:
+            now = self._mono()
+            if now >= next_flush or self._uplink.acks_pending >= ACK_FLUSH_RANGES:
+                self.stats.acked_rows += self._uplink.flush_acks()
+                next_flush = now + ACK_FLUSH_S
+            # Timeouts are seconds long: checking them once a second keeps a window scan off
+            # every drain step.
+            late = self._uplink.expire(now) if now >= next_expiry_check else []
+            if now >= next_expiry_check:
+                next_expiry_check = now + 1.0
+            if late:
+                self.stats.resent += len(late)
+                log.info("no ack for %d rows within %.0f s; resending", len(late),
+                         self.settings.uplink.ack_timeout_s)  # fmt: skip
+            # Refill in bursts: a query per PUBACK would cost more than the publish itself.
+            room = self._uplink.window.room()
+            full = room < low_water and len(self._uplink.window) > 0
+            rows = [] if full else self._uplink.next_rows(now)
+            for row in rows:
+                try:
+                    mid = link.publish(topic(device, row.kind), row.payload)
+                except LinkError as exc:
+                    # The link died under us before paho's disconnect callback arrived.
+                    self._disconnected(str(exc))
+                    return
+                self._mids[mid] = row.seq
+                self._uplink.published(row.seq, now)
+                self.stats.published += 1
+            if rows:
+                await asyncio.sleep(0)  # let pubacks and acks in between bursts
+                continue
+            self._wake.clear()
+            wait_s = min(self._uplink.backlog_wait_s(now) or ACK_FLUSH_S, ACK_FLUSH_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+
+    async def _consume(self) -> None:
+        ack_topic = topic(self.device_id, MessageKind.ACK)
+        cmd_topic = topic(self.device_id, MessageKind.CMD)
+        while True:
+            name, payload = await self._inbox.get()
+            if name == ack_topic:
+                self._apply_ack(payload)
+            elif name == cmd_topic:
+                await self._downlink.on_command(payload)
+            else:
+                log.warning("message on unexpected topic %s ignored", name)
+
+    def _apply_ack(self, payload: bytes) -> None:
+        try:
+            ack = parse_message(MessageKind.ACK, payload)
+        except ProtocolError as exc:
+            log.warning("ignored a malformed ack: %s", exc)
+            return
+        assert isinstance(ack, Ack)
+        if ack.device_id != self.device_id:
+            log.warning("ignored an ack addressed to %s", ack.device_id)
+            return
+        self._uplink.acked(ack)
+        self.stats.last_ack_at = self._clock.now()
+        if ack.dead_lettered:
+            log.error("the cloud refused and dead-lettered seqs %s", ack.dead_lettered[:20])
+        self._wake.set()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            self._publish_status(online=True)
+
+    def _publish_status(self, *, online: bool) -> None:
+        link = self._link
+        if link is None or not link.is_connected:
+            return
+        rows, oldest = q.backlog(self._conn)
+        now = self._clock.now()
+        oldest_age = max(0.0, (now - oldest).total_seconds()) if oldest else None
+        status = Status(
+            msg_id=new_ulid(),
+            device_id=self.device_id,
+            # Status is not queued (a stale status is worth nothing), so it takes no place in
+            # the sequence: it reports the high-water mark instead (docs/decisions.md).
+            seq=q.high_water(self._conn),
+            ts=now,
+            clock_synced=self._clock.synced(),
+            online=online,
+            agent_version=self.settings.agent_version,
+            backlog=Backlog(rows=rows, oldest_age_s=oldest_age, thinned=self._thinned()),
+        )
+        try:
+            link.publish(
+                topic(self.device_id, MessageKind.STATUS), encode_message(status), retain=True
+            )
+        except LinkError as exc:
+            self._disconnected(str(exc))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,146 @@
+"""Draining the outbox: choosing what to publish next, and applying the cloud's acks.
+
+Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.UplinkWindow`:
+
+1. **resend** — rows whose ack timed out or that were in flight when the link dropped;
+2. **urgent** — session events and command results, oldest first, whatever their age;
+3. **live** — anything queued after the link came up (the reading a driver is watching);
+4. **backlog** — telemetry queued before the link came up, oldest first, rate-limited by a
+   token bucket so hours of backlog neither starve live readings nor trip broker limits.
+
+Seq order is kept within each lane; the cloud de-duplicates by seq and applies session events
+by their per-session ``event_seq``, so lanes interleaving is safe. A row is deleted only when
+an :class:`~protocols.messages.Ack` covers it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from edge_agent.store import uplink as q
+from edge_agent.store.outbox import OutboxRow
+from edge_agent.sync.window import TokenBucket, UplinkWindow
+from protocols.messages import Ack
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    #: Rows handed to the broker without PUBACK yet (paho's queue is scanned per PUBACK).
+    max_publishing: int = 200
+    #: Rows published and not yet acked by the cloud.
+    max_unacked: int = 10000
+    #: Resend a row if the cloud has not acked it by then.
+    ack_timeout_s: float = 30.0
+    #: Backlog lane rate; live and urgent rows are not limited.
+    backlog_msgs_per_s: float = 500.0
+    backlog_burst: float = 100.0
+
+
+class Uplink:
+    """The drain state of one connection. Call :meth:`reset` when a connection comes up."""
+
+    def __init__(self, conn: sqlite3.Connection, settings: UplinkSettings, now: float) -> None:
+        self._conn = conn
+        self.settings = settings
+        self.window = UplinkWindow(
+            max_publishing=settings.max_publishing,
+            max_unacked=settings.max_unacked,
+            ack_timeout_s=settings.ack_timeout_s,
+        )
+        self._bucket = TokenBucket(settings.backlog_msgs_per_s, settings.backlog_burst, now)
+        self._resend: list[int] = []
+        self._urgent: list[int] = []
+        self._acked: list[tuple[int, int]] = []
+        self._mark = 0  # rows at or below it were queued before this connection
+        self._live_cursor = 0
+        self._backlog_cursor = 0
+        self.reset(now)
+
+    def reset(self, now: float) -> None:
+        """A new connection: everything unacked is sent again, lanes start over."""
+        self.flush_acks()
+        self.window.reset()
+        self._resend = []
+        self._mark = q.high_water(self._conn)
+        self._urgent = q.urgent_seqs(self._conn, self._mark)
+        self._live_cursor = self._mark
+        self._backlog_cursor = 0
+        self._bucket = TokenBucket(
+            self.settings.backlog_msgs_per_s, self.settings.backlog_burst, now
+        )
+
+    def next_rows(self, now: float) -> list[OutboxRow]:
+        """Rows to publish now, at most the window's room. Marks nothing: call
+        :meth:`published` for each row actually handed to the broker."""
+        room = self.window.room()
+        chosen: list[OutboxRow] = []
+        for lane in (self._from_resend, self._from_urgent, self._from_live):
+            if room - len(chosen) <= 0:
+                return chosen
+            chosen += lane(room - len(chosen))
+        wanted = min(room - len(chosen), self._bucket.available(now))
+        if wanted > 0 and self._backlog_cursor < self._mark:
+            rows = q.telemetry_between(self._conn, self._backlog_cursor, self._mark, wanted)
+            # No telemetry left below the mark: the backlog lane is done.
+            self._backlog_cursor = rows[-1].seq if rows else self._mark
+            rows = [r for r in rows if r.seq not in self.window]
+            self._bucket.take(len(rows), now)
+            chosen += rows
+        return chosen
+
+    def _from_resend(self, limit: int) -> list[OutboxRow]:
+        take, self._resend = self._resend[:limit], self._resend[limit:]
+        return [r for r in q.rows_by_seq(self._conn, take) if r.seq not in self.window]
+
+    def _from_urgent(self, limit: int) -> list[OutboxRow]:
+        take, self._urgent = self._urgent[:limit], self._urgent[limit:]
+        return [r for r in q.rows_by_seq(self._conn, take) if r.seq not in self.window]
+
+    def _from_live(self, limit: int) -> list[OutboxRow]:
+        rows = q.rows_after(self._conn, self._live_cursor, limit)
+        if rows:
+            self._live_cursor = rows[-1].seq
+        return [r for r in rows if r.seq not in self.window]
+
+    def backlog_wait_s(self, now: float) -> float:
+        """How long until the backlog lane may send again (0 when it may now)."""
+        if self._backlog_cursor >= self._mark:
+            return 0.0
+        return self._bucket.wait_s(now)
+
+    def published(self, seq: int, now: float) -> None:
+        self.window.published(seq, now)
+
+    def puback(self, seq: int, now: float) -> None:
+        self.window.puback(seq, now)
+
+    def acked(self, ack: Ack) -> None:
+        """Note what the ack covers; :meth:`flush_acks` deletes it.
+
+        Deletes are batched because each commit is an fsync (``synchronous=FULL``): one per
+        ack message would cap the drain at the disk's fsync rate. Rows acked but not yet
+        deleted when the agent dies are simply sent again; the cloud drops the duplicates.
+        """
+        self.window.acked(list(ack.ranges))
+        self._acked.extend(ack.ranges)
+
+    def flush_acks(self) -> int:
+        """Delete the acknowledged rows (also rows sent by an earlier run of the agent)."""
+        ranges, self._acked = self._acked, []
+        return q.delete_ranges(self._conn, ranges) if ranges else 0
+
+    @property
+    def acks_pending(self) -> int:
+        return len(self._acked)
+
+    def expire(self, now: float) -> list[int]:
+        """Move timed-out rows to the resend lane; return their seqs."""
+        late = self.window.timed_out(now)
+        if late:
+            self._resend = sorted(set(self._resend) | set(late))
+        return late
+
+    def backlog_drained(self) -> bool:
+        """Whether every row queued before this connection has been published at least once."""
+        return self._backlog_cursor >= self._mark and not self._urgent and not self._resend

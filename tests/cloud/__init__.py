@@ -1,0 +1,1 @@
+"""Tests of the cloud platform (real PostgreSQL, Redis and Mosquitto)."""

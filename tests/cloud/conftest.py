@@ -1,0 +1,142 @@
+"""Fixtures for the cloud tests: the test database (migrated once), Redis, a real broker.
+
+Services are found through ``CHARGEMITRA_TEST_DATABASE_URL`` and ``CHARGEMITRA_REDIS_URL``.
+A missing service fails the tests: nothing here skips.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cloud import migrate
+from cloud.pg import PgConnection, close, connect
+from cloud.settings import DbSettings, Settings, load_settings
+from tests.cloud.certs import Certs, make_certs
+from tests.cloud.mosquitto import Broker, cloud_broker
+
+DATABASE_URL = os.environ.get(
+    "CHARGEMITRA_TEST_DATABASE_URL",
+    "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_test",
+)
+REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: Everything the migration creates that a test may fill; emptied before each test.
+TABLES = (
+    "audit_log, availability_windows, bookings, chargers, connectors, dead_letters, "
+    "device_commands, devices, disputes, downlink_sequences, hosts, ledger_entries, "
+    "pairing_codes, payments, payouts, provider_events, refunds, reviews, session_events, "
+    "sessions, telemetry, telemetry_15m, telemetry_batches, user_roles, users"
+)
+
+
+@pytest.fixture(scope="session")
+def migrated_db() -> str:
+    """The test database, taken down to ``base`` and migrated to ``head`` once per run."""
+
+    def cycle() -> None:
+        migrate.downgrade(DATABASE_URL, "base")
+        migrate.upgrade(DATABASE_URL, "head")
+
+    # Alembic's env runs asyncio.run(), which resets the calling thread's event loop; in a
+    # thread of its own it cannot disturb the loop pytest-asyncio set up for this thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(cycle).result()
+    return DATABASE_URL
+
+
+@pytest.fixture
+async def db_url(migrated_db: str) -> str:
+    """The migrated test database, emptied."""
+    conn = await connect(DbSettings(url=migrated_db))
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await close(conn)
+    return migrated_db
+
+
+@pytest.fixture
+async def pg(db_url: str) -> AsyncIterator[PgConnection]:
+    conn = await connect(DbSettings(url=db_url))
+    try:
+        yield conn
+    finally:
+        await close(conn)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def service_passwords() -> dict[str, str]:
+    return {"cloud-ingest": secrets.token_urlsafe(16), "cloud-api": secrets.token_urlsafe(16)}
+
+
+@pytest.fixture
+def broker(tmp_path: Path, certs: Certs, service_passwords: dict[str, str]) -> Iterator[Broker]:
+    running = cloud_broker(tmp_path / "broker", certs, service_passwords)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def token_public_key(directory: Path) -> Path:
+    """An unlock-token key pair in ``directory``; returns the public key's PEM file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = directory / "unlock-token.pub.pem"
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        path.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return path
+
+
+def make_settings(
+    db_url: str, broker: Broker, password: str, *, username: str = "cloud-ingest", **extra: str
+) -> Settings:
+    env = {
+        "CHARGEMITRA_APP_ENV": "test",
+        "CHARGEMITRA_APP_SECRET_KEY": secrets.token_urlsafe(32),
+        "CHARGEMITRA_DB_URL": db_url,
+        "CHARGEMITRA_REDIS_URL": REDIS_URL,
+        "CHARGEMITRA_MQTT_HOST": "127.0.0.1",
+        "CHARGEMITRA_MQTT_PORT": str(broker.port),
+        "CHARGEMITRA_MQTT_USERNAME": username,
+        "CHARGEMITRA_MQTT_PASSWORD": password,
+        "CHARGEMITRA_MQTT_KEEPALIVE_S": "10",
+        "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(token_public_key(broker.directory)),
+        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(broker.password_file),
+        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(broker.pid_file),
+    }
+    env |= extra
+    return load_settings(env)
+
+
+@pytest.fixture
+def settings(db_url: str, broker: Broker, service_passwords: dict[str, str]) -> Settings:
+    return make_settings(db_url, broker, service_passwords["cloud-ingest"])
+
+
+def add_device(broker: Broker, device_id: str) -> str:
+    """Give ``device_id`` broker credentials (the broker reloads them at once)."""
+    from cloud.devices.broker_auth import PasswordFile, new_password
+
+    assert broker.password_file is not None
+    password = new_password()
+    PasswordFile(broker.password_file, broker.pid_file).set_user(device_id, password)
+    return password

@@ -1,0 +1,162 @@
+"""Start the project's own Mosquitto configs (deploy/mosquitto) on free ports in a temp dir.
+
+Only listener ports and file paths are replaced; every other directive (authentication,
+ACL, persistence, queue sizes, bridge settings) is the project's file as shipped.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.cloud.certs import Certs
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+CLOUD_CONF = DEPLOY / "cloud" / "mosquitto.conf"
+CLOUD_ACL = DEPLOY / "cloud" / "acl"
+EDGE_CONF = DEPLOY / "edge" / "mosquitto.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def render(text: str, values: dict[str, str], listeners: list[str]) -> str:
+    """Replace the values of the named directives and the ``listener`` lines, in order."""
+    out = []
+    pending = list(listeners)
+    for line in text.splitlines():
+        key = line.split(" ", 1)[0]
+        if key == "listener":
+            out.append(f"listener {pending.pop(0)}")
+        elif key in values:
+            out.append(f"{key} {values[key]}")
+        else:
+            out.append(line)
+    assert not pending, "more listeners given than the config has"
+    return "\n".join(out) + "\n"
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on {port}")
+
+
+@dataclass
+class Broker:
+    """A running Mosquitto, started from one of the project's config files."""
+
+    directory: Path
+    conf: Path
+    port: int
+    tls_port: int | None = None
+    password_file: Path | None = None
+    pid_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.directory / "mosquitto.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(self.port, self.proc)
+        if self.tls_port is not None:
+            wait_for_port(self.tls_port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker:
+    """The cloud broker (deploy/mosquitto/cloud) with ``users`` in its password file."""
+    from cloud.devices.broker_auth import PasswordFile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    password_file = directory / "passwd"
+    pid_file = directory / "mosquitto.pid"
+    store = PasswordFile(password_file, pid_file=None)
+    for user, password in users.items():
+        store.set_user(user, password)
+    acl = directory / "acl"
+    acl.write_text(CLOUD_ACL.read_text())
+    port, tls_port = free_port(), free_port()
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        render(
+            CLOUD_CONF.read_text(),
+            {
+                "user": getpass.getuser(),
+                "password_file": str(password_file),
+                "acl_file": str(acl),
+                "pid_file": str(pid_file),
+                "persistence_location": f"{directory / 'data'}/",
+                "cafile": str(certs.ca),
+                "certfile": str(certs.cert),
+                "keyfile": str(certs.key),
+            },
+            [f"{port} 127.0.0.1", f"{tls_port} 127.0.0.1"],
+        )
+    )
+    return Broker(directory, conf, port, tls_port, password_file, pid_file)
+
+
+def edge_broker(
+    directory: Path, *, device_id: str, password: str, cloud_tls_port: int, ca: Path
+) -> Broker:
+    """The site broker (deploy/mosquitto/edge) bridging ``device_id`` to the cloud broker."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    port = free_port()
+    text = EDGE_CONF.read_text().replace("DEVICE_ID", device_id)
+    text = text.replace("DEVICE_PASSWORD", password)
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        render(
+            text,
+            {
+                "user": getpass.getuser(),
+                "persistence_location": f"{directory / 'data'}/",
+                "address": f"127.0.0.1:{cloud_tls_port}",
+                "bridge_cafile": str(ca),
+            },
+            [f"{port} 127.0.0.1"],
+        )
+    )
+    return Broker(directory, conf, port)

@@ -1,0 +1,91 @@
+"""``chargemitra-cloud db``: upgrade an empty database, downgrade to base, upgrade again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud.devices.broker_auth import PasswordFile
+from cloud.devices.codes import normalize_code
+from cloud.pg import PgConnection, close, connect
+from cloud.settings import DbSettings, Settings
+from tests.cloud.mosquitto import Broker
+
+CLI = Path(sys.executable).with_name("chargemitra-cloud")
+
+
+def _run(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")}
+    return subprocess.run(
+        [str(CLI), *args],
+        env=env | settings_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run({"CHARGEMITRA_DB_URL": db_url}, *args)
+
+
+async def _tables(db_url: str) -> int:
+    conn = await connect(DbSettings(url=db_url))
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+        return count
+    finally:
+        await close(conn)
+
+
+@pytest.mark.integration
+async def test_db_downgrade_base_then_upgrade_head(db_url: str) -> None:
+    down = _cli(db_url, "db", "downgrade", "base")
+    assert down.returncode == 0, down.stderr
+    assert await _tables(db_url) == 0
+    up = _cli(db_url, "db", "upgrade")
+    assert up.returncode == 0, up.stderr
+    assert await _tables(db_url) == 25
+    current = _cli(db_url, "db", "current")
+    assert "0001" in current.stdout
+
+
+def test_a_bad_setting_stops_the_command_with_the_variable() -> None:
+    result = _run({"CHARGEMITRA_DB_POOL_SIZE": "many"}, "db", "current")
+    assert result.returncode == 2
+    assert "CHARGEMITRA_DB_POOL_SIZE" in result.stderr
+
+
+@pytest.mark.integration
+async def test_operator_issues_a_code_and_revokes_a_device(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
+    await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")
+    env = {
+        "CHARGEMITRA_DB_URL": settings.db.url,
+        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(settings.provisioning.password_file),
+        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(settings.provisioning.broker_pid_file),
+    }
+    issued = _run(env, "device", "issue-code", "--host-id", "H1")
+    assert issued.returncode == 0, issued.stderr
+    assert normalize_code(issued.stdout.split()[0]) is not None
+    assert await pg.fetchval("SELECT count(*) FROM pairing_codes WHERE host_id = 'H1'") == 1
+    unknown = _run(env, "device", "issue-code", "--host-id", "nobody")
+    assert unknown.returncode == 1
+    assert "host 'nobody' not found" in unknown.stderr
+
+    await pg.execute("INSERT INTO devices (id, host_id) VALUES ('dev-x', 'H1')")
+    PasswordFile(settings.provisioning.password_file, None).set_user("dev-x", "pw")
+    revoked = _run(env, "device", "revoke", "dev-x")
+    assert revoked.returncode == 0, revoked.stderr
+    assert await pg.fetchval("SELECT status FROM devices WHERE id = 'dev-x'") == "revoked"
+    assert "dev-x" not in PasswordFile(settings.provisioning.password_file, None).users()

@@ -1,0 +1,243 @@
+"""The ingest worker against a real broker, PostgreSQL and Redis (in-process worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from cloud.ingest.live import device_channel
+from cloud.pg import PgConnection, close, connect
+from cloud.settings import DbSettings, Settings
+from cloud.workers.ingest import open_ingest_worker
+from protocols.enums import MessageKind
+from protocols.ids import new_ulid
+from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
+from protocols.topics import topic
+from tests.cloud.conftest import REDIS_URL, add_device
+from tests.cloud.messages import session_events, status, telemetry
+from tests.cloud.mosquitto import Broker
+from tests.cloud.sim_device import SimDevice, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _seed_device(pg: PgConnection, device_id: str) -> None:
+    await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Host') ON CONFLICT DO NOTHING")
+    await pg.execute(
+        "INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'H') "
+        "ON CONFLICT DO NOTHING"
+    )
+    await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, 'H1')", device_id)
+
+
+async def _next_data(pubsub: PubSub) -> dict[str, Any] | None:
+    # get_message answers None for the subscribe confirmation too: read past it.
+    for _ in range(10):
+        message: dict[str, Any] | None = await pubsub.get_message(
+            ignore_subscribe_messages=True, timeout=1
+        )
+        if message is not None:
+            return message
+    return None
+
+
+async def test_backlog_is_stored_once_acked_after_commit_and_published_live(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    await _seed_device(pg, "dev-a")
+    devices = [SimDevice(d, add_device(broker, d), broker.port) for d in ("dev-a", "dev-b")]
+    sessions: dict[str, list[str]] = {}
+    for device in devices:
+        seq = 1
+        batches = []
+        for b in range(20):
+            batches.append(telemetry(device.device_id, seq, readings=100, first_index=b * 100))
+            seq += 1
+        device.queue(batches)
+        sessions[device.device_id] = []
+        for _ in range(2):
+            sid = new_ulid()
+            events = session_events(device.device_id, sid, seq, updates=4)
+            seq += len(events)
+            # Offline delivery: the stop arrives first, one update is lost for good.
+            arrival = [events[-1], *events[:-1]]
+            del arrival[3]
+            device.queue(arrival)
+            sessions[device.device_id].append(sid)
+        device.queue([status(device.device_id, seq)])
+    redis = Redis.from_url(REDIS_URL)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(device_channel("dev-a"))
+    try:
+        async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+            run = tg.create_task(worker.run(), name="ingest")
+            for device in devices:
+                await device.connect()
+            replay = {d.device_id: dict(d.outbox) for d in devices}
+            await asyncio.gather(*(d.drain(timeout_s=60) for d in devices))
+            # Redeliver everything: all acked again, nothing stored twice.
+            for device in devices:
+                device.outbox.update(replay[device.device_id])
+            await asyncio.gather(*(d.drain(timeout_s=60) for d in devices))
+            live = await _next_data(pubsub)
+            run.cancel()
+        for device in devices:
+            device.disconnect()
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+    assert await pg.fetchval("SELECT count(*) FROM telemetry") == 2 * 20 * 100 * 2
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_batches") == 40
+    distinct = await pg.fetchval(
+        "SELECT count(*) FROM (SELECT DISTINCT device_id, meter_id, ts, quantity FROM telemetry) t"
+    )
+    assert distinct == 2 * 20 * 100 * 2
+    rows = await pg.fetch(
+        "SELECT device_id, state, energy_wh, stop_reason, events_received, last_event_seq "
+        "FROM sessions ORDER BY device_id, device_session_id"
+    )
+    assert len(rows) == 4
+    for row in rows:
+        assert row["state"] == "stopped"
+        assert row["energy_wh"] == 500  # from the stopped event, whatever arrived after it
+        assert row["stop_reason"] == "EVDisconnected"
+        assert (row["events_received"], row["last_event_seq"]) == (5, 6)
+    assert await pg.fetchval("SELECT online FROM devices WHERE id = 'dev-a'") is True
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 0
+    assert live is not None
+    assert json.loads(live["data"])["device_id"] == "dev-a"
+    # Every ack carries a fresh downlink seq for its device.
+    for device in devices:
+        ack_seqs = [a.seq for a in device.acks]
+        assert len(set(ack_seqs)) == len(ack_seqs)
+
+
+def _malformed(device_id: str, seq: int, rng: random.Random) -> tuple[MessageKind, bytes]:
+    good = json.loads(encode_message(status(device_id, seq)))
+    kind = rng.choice([MessageKind.STATUS, MessageKind.TELEMETRY, MessageKind.SESSION])
+    variant = seq % 6
+    if variant == 0:
+        return kind, b"\xff\xfe not json"
+    if variant == 1:
+        return kind, json.dumps({**good, "seq": seq, "online": "yes"}).encode()
+    if variant == 2:
+        return kind, json.dumps({**good, "seq": seq, "v": 99}).encode()
+    if variant == 3:
+        return kind, json.dumps({**good, "seq": seq, "device_id": "someone-else"}).encode()
+    if variant == 4:
+        return kind, json.dumps([1, 2, seq]).encode()
+    if seq % 100 == 5:  # a few oversized ones (each 256 KiB +)
+        return kind, json.dumps({**good, "seq": seq, "pad": "x" * MAX_PAYLOAD_BYTES}).encode()
+    return kind, json.dumps({**good, "seq": seq, "extra": True}).encode()
+
+
+async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_lives(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    rng = random.Random(6)
+    device = SimDevice("dev-bad", add_device(broker, "dev-bad"), broker.port)
+    unackable: list[tuple[MessageKind, bytes]] = []
+    for seq in range(1, 1001):
+        kind, payload = _malformed("dev-bad", seq, rng)
+        if seq % 6 in (0, 4):  # no readable seq: stored, but nothing to ack
+            unackable.append((kind, payload))
+        else:
+            device.queue_raw(seq, kind, payload)
+    device.queue([status("dev-bad", 1001)])
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        run = tg.create_task(worker.run(), name="ingest")
+        await device.connect()
+        for kind, payload in unackable:
+            device.client.publish(topic("dev-bad", kind), payload, qos=1)
+        await device.drain(timeout_s=60)
+        await wait_for(lambda: worker.stats.messages >= 1001, timeout_s=30)
+        run.cancel()
+    device.disconnect()
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 1000
+    reasons = await pg.fetch("SELECT error_kind, count(*) AS n FROM dead_letters GROUP BY 1")
+    kinds = {r["error_kind"] for r in reasons}
+    assert kinds == {"MalformedJSON", "InvalidMessage", "UnsupportedVersion", "PayloadTooLarge"}
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters WHERE reason = ''") == 0
+    biggest = await pg.fetchval("SELECT max(length(payload)) FROM dead_letters")
+    assert biggest <= settings.ingest.dead_letter_payload_max
+    # Rejections that carried a seq were acked as dead-lettered; the valid one was stored.
+    assert 1001 not in device.dead_lettered
+    assert len(device.dead_lettered) == 1000 - len(unackable)
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters WHERE seq IS NULL") == len(
+        unackable
+    )
+
+
+async def test_no_ack_before_the_commit_and_the_rows_are_visible_when_it_arrives(
+    settings: Settings, broker: Broker, pg: PgConnection, db_url: str
+) -> None:
+    device = SimDevice("dev-c", add_device(broker, "dev-c"), broker.port)
+    device.queue([telemetry("dev-c", 1, readings=5)])
+    seen_at_ack: list[int] = []
+    blocker = await connect(DbSettings(url=db_url))
+    try:
+        async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+            run = tg.create_task(worker.run(), name="ingest")
+            await device.connect()
+            # Hold the batch table: the worker's transaction waits behind this lock.
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE telemetry_batches IN ACCESS EXCLUSIVE MODE")
+                device.send_unacked()
+                await wait_for(
+                    lambda: "ingest-0" in broker.log_text() and device.unacked() == 1,
+                    timeout_s=5,
+                )
+                await asyncio.sleep(1.0)  # give a wrong implementation time to ack early
+                assert device.acks == []
+            await device.drain(timeout_s=30)
+            seen_at_ack.append(await pg.fetchval("SELECT count(*) FROM telemetry"))
+            run.cancel()
+    finally:
+        await close(blocker)
+        device.disconnect()
+    assert seen_at_ack == [10]
+
+
+async def test_a_message_postgresql_cannot_store_is_isolated_and_dead_lettered(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    device = SimDevice("dev-nul", add_device(broker, "dev-nul"), broker.port)
+    good = session_events("dev-nul", new_ulid(), 1, updates=0)  # started (1), stopped (2)
+    # Valid for the wire contract, refused by PostgreSQL (text cannot hold NUL).
+    poison = session_events("dev-nul", new_ulid(), 3, updates=0, ref="bad\x00ref")[0]
+    device.queue([*good, poison, telemetry("dev-nul", 4, readings=3)])
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        run = tg.create_task(worker.run(), name="ingest")
+        await device.connect()
+        await device.drain(timeout_s=30)
+        run.cancel()
+    device.disconnect()
+    assert device.dead_lettered == {3}
+    assert await pg.fetchval("SELECT count(*) FROM sessions") == 1
+    assert await pg.fetchval("SELECT count(*) FROM telemetry") == 6
+    [row] = await pg.fetch("SELECT error_kind, seq FROM dead_letters")
+    assert (row["error_kind"], row["seq"]) == ("Unstorable", 3)
+
+
+async def test_a_resent_batch_is_dropped_by_seq_even_under_a_new_msg_id(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    device = SimDevice("dev-r", add_device(broker, "dev-r"), broker.port)
+    device.queue([telemetry("dev-r", 1, readings=4)])
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        run = tg.create_task(worker.run(), name="ingest")
+        await device.connect()
+        await device.drain(timeout_s=30)
+        device.queue([telemetry("dev-r", 1, readings=4)])  # same seq, fresh msg_id
+        await device.drain(timeout_s=30)
+        run.cancel()
+    device.disconnect()
+    assert await pg.fetchval("SELECT count(*) FROM telemetry") == 8
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_batches") == 1

@@ -1,0 +1,339 @@
+"""Offline authorization: local list, cache, tokens, PINs, lockout — one decision path."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.auth.authorizer import Authorizer, IdTag, Moment, Pin, Token
+from edge_agent.auth.decision import ListEntry, decide_id_tag
+from edge_agent.auth.lockout import Lockout
+from edge_agent.errors import StaleAuthListVersion, StoreError
+from edge_agent.store import auth as auth_store
+from edge_agent.store.db import connect, transaction
+from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialKind
+from protocols.ids import new_ulid
+from protocols.idtags import hash_id_tag
+from protocols.messages import AuthListEntry, AuthListUpdate
+from protocols.pins import issue_pin
+from protocols.tokens import TokenVerifier, UnlockClaims, sign_unlock_token
+
+from .conftest import T0
+
+S = AuthorizationStatus
+CHARGER = "site-1"
+SECRET = b"0123456789abcdef-secret"
+KEY = Ed25519PrivateKey.generate()
+AT = Moment(now=T0, mono=100.0, clock_synced=True)
+
+
+def _token(
+    key: Ed25519PrivateKey = KEY,
+    *,
+    charger: str = CHARGER,
+    connector: int = 1,
+    nbf: datetime = T0 - timedelta(minutes=5),
+    exp: datetime = T0 + timedelta(minutes=30),
+    jti: str | None = None,
+) -> str:
+    claims = UnlockClaims(
+        charger_id=charger, connector=connector, user_ref="u1", jti=jti or new_ulid(),
+        nbf=nbf, exp=exp, booking_id="b1", max_wh=20_000,
+    )  # fmt: skip
+    return sign_unlock_token(key, claims)
+
+
+def _update(version: int, kind: AuthListUpdateType, entries: list[AuthListEntry]) -> AuthListUpdate:
+    return AuthListUpdate(version=version, update_type=kind, entries=entries)
+
+
+def _entry(tag: str, status: S | None, expires_at: datetime | None = None) -> AuthListEntry:
+    return AuthListEntry(id_tag_hash=hash_id_tag(tag), status=status, expires_at=expires_at)
+
+
+@pytest.fixture
+def authorizer(conn: sqlite3.Connection) -> Authorizer:
+    return Authorizer(
+        conn,
+        charger_id=CHARGER,
+        verifier=TokenVerifier([KEY.public_key()]),
+        pin_secret=SECRET,
+        lockout=Lockout(max_failures=3, lockout_s=60.0),
+    )
+
+
+def _apply(conn: sqlite3.Connection, update: AuthListUpdate) -> int:
+    with transaction(conn):
+        return auth_store.apply_auth_list_update(conn, update)
+
+
+# --- pure decision ---------------------------------------------------------------------------
+
+
+def test_local_list_wins_over_cache_and_expiry_is_checked() -> None:
+    blocked = ListEntry(S.BLOCKED)
+    accepted = ListEntry(S.ACCEPTED)
+    assert decide_id_tag("h", blocked, accepted, T0).status is S.BLOCKED
+    assert decide_id_tag("h", None, accepted, T0).status is S.ACCEPTED
+    assert decide_id_tag("h", None, None, T0).status is S.UNKNOWN
+    old = ListEntry(S.ACCEPTED, T0 - timedelta(seconds=1))
+    assert decide_id_tag("h", old, None, T0).status is S.EXPIRED
+
+
+# --- local list ------------------------------------------------------------------------------
+
+
+def test_local_list_full_then_differential_and_old_versions_refused(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    assert auth_store.auth_list_version(conn) == 0
+    full = [_entry("AA11", S.ACCEPTED), _entry("BB22", S.ACCEPTED), _entry("CC33", S.BLOCKED)]
+    assert _apply(conn, _update(3, AuthListUpdateType.FULL, full)) == 3
+    diff = [_entry("AA11", None), _entry("DD44", S.ACCEPTED), _entry("BB22", S.BLOCKED)]
+    assert _apply(conn, _update(4, AuthListUpdateType.DIFFERENTIAL, diff)) == 3
+    for version in (4, 2):
+        with pytest.raises(StaleAuthListVersion) as info:
+            _apply(conn, _update(version, AuthListUpdateType.DIFFERENTIAL, full))
+        assert (info.value.offered, info.value.held) == (version, 4)
+    assert auth_store.auth_list_version(conn) == 4
+
+    def status(tag: str) -> S:
+        return authorizer.authorize(IdTag(tag), connector=1, at=AT, connector_busy=False).status
+
+    assert status("AA11") is S.UNKNOWN  # removed by the diff
+    assert status("bb:22") is S.BLOCKED  # normalised before hashing
+    assert status("CC33") is S.BLOCKED
+    assert status("DD44") is S.ACCEPTED
+    # A full update replaces everything.
+    _apply(conn, _update(5, AuthListUpdateType.FULL, [_entry("EE55", S.ACCEPTED)]))
+    assert status("DD44") is S.UNKNOWN
+    assert status("EE55") is S.ACCEPTED
+
+
+def test_the_store_holds_only_hashes(conn: sqlite3.Connection, authorizer: Authorizer) -> None:
+    _apply(conn, _update(1, AuthListUpdateType.FULL, [_entry("04A21B", S.ACCEPTED)]))
+    authorizer.authorize(IdTag("04A21B"), connector=1, at=AT, connector_busy=False)
+    dump = "\n".join(conn.iterdump())
+    assert "04A21B" not in dump
+    assert hash_id_tag("04A21B") in dump
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def test_cache_answers_when_the_list_does_not_and_expires(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    with transaction(conn):
+        auth_store.cache_put(
+            conn, hash_id_tag("CA5E"), S.ACCEPTED, expires_at=T0 + timedelta(hours=1),
+            max_entries=10,
+        )  # fmt: skip
+    decision = authorizer.authorize(IdTag("CA5E"), connector=1, at=AT, connector_busy=False)
+    assert decision.status is S.ACCEPTED
+    assert "cache" in decision.reason
+    later = Moment(T0 + timedelta(hours=2), 200.0, clock_synced=True)
+    decision = authorizer.authorize(IdTag("CA5E"), connector=1, at=later, connector_busy=False)
+    assert decision.status is S.UNKNOWN
+    assert auth_store.cache_size(conn) == 0
+
+
+def test_cache_evicts_least_recently_used(conn: sqlite3.Connection) -> None:
+    expires = T0 + timedelta(days=1)
+    with transaction(conn):
+        for tag in ("A1", "A2", "A3"):
+            auth_store.cache_put(conn, hash_id_tag(tag), S.ACCEPTED, expires_at=expires,
+                                 max_entries=3)  # fmt: skip
+        assert auth_store.cache_get(conn, hash_id_tag("A1"), now=T0) is not None  # A1 used
+        evicted = auth_store.cache_put(
+            conn, hash_id_tag("A4"), S.ACCEPTED, expires_at=expires, max_entries=3
+        )
+    assert evicted == 1
+    assert auth_store.cache_get(conn, hash_id_tag("A2"), now=T0) is None  # the LRU one
+    for tag in ("A1", "A3", "A4"):
+        assert auth_store.cache_get(conn, hash_id_tag(tag), now=T0) is not None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=120), st.integers(1, 10))
+def test_cache_never_exceeds_its_bound(tags: list[int], bound: int) -> None:
+    # A real file per example (an in-memory database cannot use WAL), so the real pragmas.
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(Path(tmp) / "c.db")
+        try:
+            with transaction(db):
+                for tag in tags:
+                    auth_store.cache_put(
+                        db, hash_id_tag(f"T{tag}"), S.ACCEPTED,
+                        expires_at=T0 + timedelta(days=1), max_entries=bound,
+                    )  # fmt: skip
+                    assert auth_store.cache_size(db) <= bound
+            last = hash_id_tag(f"T{tags[-1]}")
+            assert auth_store.cache_get(db, last, now=T0) is not None
+        finally:
+            db.close()
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def test_valid_token_is_accepted_once_then_replayed(authorizer: Authorizer) -> None:
+    token = _token()
+    first = authorizer.authorize(Token(token), connector=1, at=AT, connector_busy=False)
+    assert first.status is S.ACCEPTED
+    assert first.kind is CredentialKind.TOKEN
+    assert first.booking_id == "b1"
+    assert first.max_wh == 20_000
+    second = authorizer.authorize(Token(token), connector=1, at=AT, connector_busy=False)
+    assert second.status is S.REPLAYED
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: _token(Ed25519PrivateKey.generate()), S.INVALID),  # wrong key
+        (lambda: _token(charger="site-2"), S.NOT_AT_THIS_CHARGER),
+        (lambda: _token(connector=2), S.NOT_AT_THIS_CHARGER),
+        (lambda: _token(nbf=T0 - timedelta(hours=2), exp=T0 - timedelta(hours=1)), S.EXPIRED),
+        (
+            lambda: _token(nbf=T0 + timedelta(hours=1), exp=T0 + timedelta(hours=2)),
+            S.NOT_AT_THIS_TIME,
+        ),
+        (lambda: "v4.public.garbage", S.INVALID),
+        (lambda: "x" * 10_000, S.INVALID),
+    ],
+)
+def test_bad_tokens_are_rejected_with_the_right_status(
+    authorizer: Authorizer, make: object, expected: S
+) -> None:
+    token = make()  # type: ignore[operator]
+    decision = authorizer.authorize(Token(token), connector=1, at=AT, connector_busy=False)
+    assert decision.status is expected
+
+
+def test_tampered_payload_fails_the_signature(authorizer: Authorizer) -> None:
+    token = _token()
+    body = token.split(".")[2]
+    flipped = body[:10] + ("A" if body[10] != "A" else "B") + body[11:]
+    tampered = token.replace(body, flipped)
+    decision = authorizer.authorize(Token(tampered), connector=1, at=AT, connector_busy=False)
+    assert decision.status is S.INVALID
+
+
+def test_rejected_token_does_not_burn_its_jti(authorizer: Authorizer) -> None:
+    jti = new_ulid()
+    early = _token(jti=jti, nbf=T0 + timedelta(minutes=10), exp=T0 + timedelta(hours=1))
+    assert authorizer.authorize(Token(early), connector=1, at=AT, connector_busy=False).status \
+        is S.NOT_AT_THIS_TIME  # fmt: skip
+    busy = authorizer.authorize(Token(_token(jti=jti)), connector=1, at=AT, connector_busy=True)
+    assert busy.status is S.CONCURRENT_TX
+    ok = authorizer.authorize(Token(_token(jti=jti)), connector=1, at=AT, connector_busy=False)
+    assert ok.status is S.ACCEPTED
+
+
+def test_time_bound_credentials_wait_for_clock_sync(authorizer: Authorizer) -> None:
+    unsynced = Moment(datetime(1970, 1, 1, tzinfo=UTC), 1.0, clock_synced=False)
+    for credential in (Token(_token()), Pin("12345678")):
+        decision = authorizer.authorize(credential, connector=1, at=unsynced, connector_busy=False)
+        assert decision.status is S.CLOCK_UNSYNCED
+
+
+def test_no_verifier_means_tokens_are_invalid(conn: sqlite3.Connection) -> None:
+    bare = Authorizer(conn, charger_id=CHARGER, verifier=None, pin_secret=None)
+    assert bare.authorize(Token(_token()), connector=1, at=AT, connector_busy=False).status \
+        is S.INVALID  # fmt: skip
+    assert bare.authorize(Pin("12345678"), connector=1, at=AT, connector_busy=False).status \
+        is S.INVALID  # fmt: skip
+
+
+# --- PINs and lockout ------------------------------------------------------------------------
+
+
+def test_booking_pin_is_accepted_in_its_window(authorizer: Authorizer) -> None:
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    decision = authorizer.authorize(Pin(booking.pin), connector=1, at=AT, connector_busy=False)
+    assert decision.status is S.ACCEPTED
+    assert decision.expires_at == booking.valid_until
+    assert booking.pin not in decision.ref
+    other = authorizer.authorize(Pin(booking.pin), connector=2, at=AT, connector_busy=False)
+    assert other.status is S.INVALID
+
+
+def test_keypad_locks_after_repeated_wrong_pins(authorizer: Authorizer) -> None:
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    wrong = "0" + ("1234567" if booking.pin[1:] != "1234567" else "7654321")
+    for i in range(3):
+        at = Moment(T0, 100.0 + i, clock_synced=True)
+        assert authorizer.authorize(Pin(wrong), connector=1, at=at, connector_busy=False).status \
+            is S.INVALID  # fmt: skip
+    locked = Moment(T0, 110.0, clock_synced=True)
+    decision = authorizer.authorize(Pin(booking.pin), connector=1, at=locked, connector_busy=False)
+    assert decision.status is S.BLOCKED
+    later = Moment(T0 + timedelta(minutes=2), 170.0, clock_synced=True)
+    decision = authorizer.authorize(Pin(booking.pin), connector=1, at=later, connector_busy=False)
+    assert decision.status is S.ACCEPTED
+
+
+def test_lockout_counts_consecutive_failures_only() -> None:
+    lock = Lockout(max_failures=3, lockout_s=10.0)
+    lock = lock.record(accepted=False, mono=0).record(accepted=False, mono=1)
+    lock = lock.record(accepted=True, mono=2).record(accepted=False, mono=3)
+    assert not lock.locked(3.5)
+    lock = lock.record(accepted=False, mono=4).record(accepted=False, mono=5)
+    assert lock.locked(5.0)
+    assert lock.locked(14.9)
+    assert not lock.locked(15.0)
+
+
+# --- every decision is recorded --------------------------------------------------------------
+
+
+def test_every_decision_is_logged_without_secrets(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    authorizer.authorize(IdTag("NOPE"), connector=1, at=AT, connector_busy=False)
+    authorizer.authorize(IdTag("bad tag!"), connector=1, at=AT, connector_busy=False)
+    authorizer.authorize(Pin("99999999"), connector=1, at=AT, connector_busy=False)
+    rows = conn.execute("SELECT kind, status, ref FROM decisions ORDER BY id").fetchall()
+    assert [(k, s) for k, s, _ in rows] == [
+        ("IdTag", "Unknown"), ("IdTag", "Invalid"), ("Pin", "Invalid"),
+    ]  # fmt: skip
+    assert all("99999999" not in ref and "NOPE" not in ref for _, _, ref in rows)
+
+
+def test_busy_connector_answers_concurrent_tx(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    _apply(conn, _update(1, AuthListUpdateType.FULL, [_entry("AA11", S.ACCEPTED)]))
+    decision = authorizer.authorize(IdTag("AA11"), connector=1, at=AT, connector_busy=True)
+    assert decision.status is S.CONCURRENT_TX
+
+
+def test_decide_refuses_to_run_outside_a_transaction(authorizer: Authorizer) -> None:
+    with pytest.raises(StoreError, match="transaction"):
+        authorizer.decide(IdTag("AA11"), connector=1, at=AT, connector_busy=False)
+
+
+def test_remembered_cloud_answers_are_bounded_and_expire(conn: sqlite3.Connection) -> None:
+    authorizer = Authorizer(
+        conn, charger_id=CHARGER, verifier=None, pin_secret=None,
+        cache_max_entries=2, cache_ttl=timedelta(hours=1),
+    )  # fmt: skip
+    for tag in ("C1", "C2", "C3"):
+        authorizer.remember(tag, S.ACCEPTED, now=T0)
+    assert auth_store.cache_size(conn) == 2
+
+    def status(tag: str, at: Moment = AT) -> S:
+        return authorizer.authorize(IdTag(tag), connector=1, at=at, connector_busy=False).status
+
+    assert status("C1") is S.UNKNOWN  # evicted, least recently used
+    assert status("C3") is S.ACCEPTED
+    later = Moment(T0 + timedelta(hours=2), 500.0, clock_synced=True)
+    assert status("C3", later) is S.UNKNOWN

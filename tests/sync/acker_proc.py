@@ -1,0 +1,35 @@
+"""``python -m tests.sync.acker_proc PORT PASSWORD LOG``: the test acker in its own process.
+
+The cloud's ingest never shares a process (or a GIL) with an agent; benchmarks run the acker
+here so the drain is measured against a separate receiver, as in the field. Each received
+message's seq and arrival time (CLOCK_MONOTONIC, comparable across processes) is appended to
+LOG; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.sync.acker import Acker
+
+
+def main(port: int, password: str, log_path: Path) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    acker = Acker(port, username="cloud-ingest", password=password, validate=False)
+    print("ready", flush=True)
+    stop.wait()
+    acker.close()
+    with log_path.open("w") as log:
+        for device, got in acker.received.items():
+            for seq, at in got.first_at.items():
+                log.write(f"{device} {seq} {at}\n")
+    time.sleep(0)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))

@@ -1,0 +1,151 @@
+"""The outbox reaches the cloud through a real Mosquitto (the project's config, TLS, ACL):
+in priority order, through outages and broker crashes, deleted only on application acks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge_agent.sync.service import SyncService
+from tests.cloud.certs import Certs
+from tests.cloud.mosquitto import Broker
+from tests.sync.acker import Acker
+from tests.sync.rig import (
+    DEVICE,
+    RecordingHandler,
+    outbox_empty,
+    outbox_seqs,
+    queue_readings,
+    queue_session,
+    running,
+    sync_settings,
+    wait_until,
+    wall_clock,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def service(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, **uplink: float
+) -> SyncService:
+    assert broker.tls_port is not None
+    return SyncService(
+        store, sync_settings(broker.tls_port, certs.ca, **uplink),
+        handler=RecordingHandler(), clock=wall_clock(),
+    )  # fmt: skip
+
+
+def no_gaps(seqs: set[int]) -> bool:
+    return seqs == set(range(1, max(seqs) + 1))
+
+
+async def test_session_events_jump_the_backlog_and_rows_go_only_on_acks(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
+) -> None:
+    queue_readings(store, 300)
+    sessions = [queue_session(store), queue_session(store)]
+    total = len(outbox_seqs(store))
+    acker.drop_acks = True  # the broker has everything, the cloud commits nothing
+    sync = service(store, broker, certs, ack_timeout_s=3.0)
+    async with running(sync):
+        await wait_until(lambda: len(acker.seqs(DEVICE)) == total, 20, "every row delivered")
+        await asyncio.sleep(0.3)
+        assert len(outbox_seqs(store)) == total, "a PUBACK alone deleted outbox rows"
+        acker.drop_acks = False  # unacked rows time out, are resent, and are acked this time
+        await wait_until(lambda: outbox_empty(store), 20, "the outbox to empty on acks")
+    got = acker.received[DEVICE]
+    session_seqs = sorted(s for s, m in got.by_seq.items() if hasattr(m, "session_id"))
+    assert len(session_seqs) == 3 * len(sessions)
+    assert got.order[: len(session_seqs)] == session_seqs  # published before the backlog
+    assert no_gaps(set(got.by_seq))
+
+
+@pytest.mark.slow
+async def test_outage_backlog_of_50k_readings_arrives_complete(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
+) -> None:
+    sync = service(store, broker, certs, backlog_msgs_per_s=5000, backlog_burst=500)
+    async with running(sync):
+        await wait_until(lambda: sync.stats.connected, 10, "the link to come up")
+        broker.stop()  # the site's 4G goes down
+        await wait_until(lambda: not sync.stats.connected, 10, "the link to drop")
+        queue_session(store, events=4)
+        queue_readings(store, 1250, per_batch=20)  # 25,000 readings
+        queue_session(store, events=5)
+        queue_readings(store, 1250, per_batch=20)  # 50,000 readings in all
+        sync.notify()
+        total = len(outbox_seqs(store))
+        broker.start()  # same port, same persistence directory
+        await wait_until(lambda: outbox_empty(store), 120, "the backlog to drain")
+    got = acker.received[DEVICE]
+    assert len(got.by_seq) == total
+    assert no_gaps(set(got.by_seq))
+    readings = sum(len(m.readings) for m in got.by_seq.values() if hasattr(m, "readings"))
+    assert readings == 50_000
+    # Duplicates only where acks were lost: with every ack delivered, at most a window's worth
+    # of rows in flight when a link event happened is sent twice.
+    assert got.deliveries - total <= sync.settings.uplink.max_unacked
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+async def test_broker_killed_five_times_mid_drain_loses_nothing(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
+) -> None:
+    queue_readings(store, 3000, per_batch=8)
+    queue_session(store)
+    total = len(outbox_seqs(store))
+    # A SIGKILLed broker loses its sessions (and what it held for the receiver): those rows
+    # come back through the ack timeout, kept short here.
+    sync = service(
+        store, broker, certs, backlog_msgs_per_s=400, backlog_burst=50, ack_timeout_s=3.0
+    )
+    async with running(sync):
+        for _ in range(5):
+            await wait_until(lambda: sync.stats.connected, 15, "the link to come up")
+            await asyncio.sleep(0.6)  # mid-drain
+            delivered_and_acked = total - len(outbox_seqs(store))
+            assert broker.proc is not None
+            broker.proc.kill()  # SIGKILL: no clean shutdown, no persistence flush
+            broker.proc.wait()
+            broker.proc = None
+            # Every row deleted so far was received (and acked) by the cloud side.
+            assert set(range(1, total + 1)) - outbox_seqs(store) <= acker.seqs(DEVICE)
+            assert delivered_and_acked < total, "drained before the kill: slow the drain down"
+            broker.start()
+        await wait_until(lambda: outbox_empty(store), 120, "the backlog to drain")
+    assert acker.seqs(DEVICE) == set(range(1, total + 1))
+
+
+async def test_lost_acks_are_resent_after_the_ack_timeout(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
+) -> None:
+    queue_readings(store, 20)
+    acker.drop_acks = True
+    sync = service(store, broker, certs, ack_timeout_s=1.0)
+    async with running(sync):
+        await wait_until(lambda: len(acker.seqs(DEVICE)) == 20, 10, "first delivery")
+        acker.drop_acks = False
+        await wait_until(lambda: outbox_empty(store), 10, "resend and ack")
+    assert sync.stats.resent >= 20
+    assert acker.received[DEVICE].deliveries >= 40
+
+
+async def test_status_is_retained_with_backlog_and_will_says_offline(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker, tmp_path: Path
+) -> None:
+    queue_readings(store, 5)
+    acker.drop_acks = True
+    sync = service(store, broker, certs)
+    async with running(sync):
+        await wait_until(lambda: bool(acker.statuses), 10, "a status message")
+    first = acker.statuses[0]
+    assert getattr(first, "online", None) is True
+    backlog = getattr(first, "backlog", None)
+    assert backlog is not None
+    assert backlog.rows == 5
+    # A clean stop sends no will; a killed link does (covered by the agent kill test).

@@ -1,0 +1,105 @@
+"""The uplink's pure bookkeeping: window bounds, acks, timeouts, resets, rate, backoff."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.sync.backoff import Backoff
+from edge_agent.sync.window import TokenBucket, UplinkWindow
+
+
+def window() -> UplinkWindow:
+    return UplinkWindow(max_publishing=3, max_unacked=5, ack_timeout_s=10.0)
+
+
+def test_room_is_bounded_by_both_stages() -> None:
+    w = window()
+    assert w.room() == 3
+    for seq in (1, 2, 3):
+        w.published(seq, 0.0)
+    assert w.room() == 0  # three without PUBACK
+    w.puback(1, 0.1)
+    w.puback(2, 0.1)
+    assert w.room() == 2  # publishing 1/3, unacked 3/5
+    w.published(4, 0.2)
+    w.published(5, 0.2)
+    assert w.room() == 0  # five unacked
+
+
+def test_a_puback_is_not_an_ack() -> None:
+    w = window()
+    w.published(1, 0.0)
+    assert w.puback(1, 0.5)
+    assert 1 in w
+    assert w.acked([(1, 1)]) == [1]
+    assert 1 not in w
+    assert not w.puback(1, 0.6)  # late PUBACK for a forgotten seq changes nothing
+
+
+def test_unacked_rows_time_out_oldest_first() -> None:
+    w = window()
+    w.published(2, 0.0)
+    w.published(1, 1.0)
+    w.puback(2, 5.0)
+    # The PUBACK restarted seq 2's clock: it now waits for the cloud's ack until 15.0.
+    assert w.timed_out(10.9) == []
+    assert w.timed_out(11.0) == [1]
+    assert w.timed_out(14.9) == []
+    assert w.timed_out(15.0) == [2]
+    assert len(w) == 0
+
+
+def test_reset_returns_everything_in_flight() -> None:
+    w = window()
+    for seq in (3, 1, 2):
+        w.published(seq, 0.0)
+    w.puback(3, 0.0)
+    assert w.reset() == [1, 2, 3]
+    assert (len(w), w.publishing, w.room()) == (0, 0, 3)
+
+
+def test_publishing_the_same_seq_twice_is_a_bug() -> None:
+    w = window()
+    w.published(1, 0.0)
+    with pytest.raises(ValueError, match="already in flight"):
+        w.published(1, 0.0)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pub", "puback", "ack", "tick"]), st.integers(1, 20))))
+def test_window_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -> None:
+    w = UplinkWindow(max_publishing=4, max_unacked=8, ack_timeout_s=3.0)
+    now = 0.0
+    for op, seq in ops:
+        now += 1.0
+        if op == "pub" and w.room() > 0 and seq not in w:
+            w.published(seq, now)
+        elif op == "puback":
+            w.puback(seq, now)
+        elif op == "ack":
+            w.acked([(seq, seq + 2)])
+        else:
+            w.timed_out(now)
+        assert 0 <= w.publishing <= 4
+        assert len(w) <= 8
+        assert w.room() >= 0
+
+
+def test_token_bucket_limits_rate_and_burst() -> None:
+    bucket = TokenBucket(rate_per_s=10.0, burst=5.0, now=0.0)
+    assert bucket.available(0.0) == 5
+    bucket.take(5, 0.0)
+    assert bucket.available(0.0) == 0
+    assert bucket.wait_s(0.0) == pytest.approx(0.1)
+    assert bucket.available(0.35) == 3
+    assert bucket.available(100.0) == 5  # never more than the burst
+    with pytest.raises(ValueError, match="more tokens"):
+        bucket.take(6, 100.0)
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    b = Backoff(initial_s=1.0, max_s=30.0)
+    assert [b.delay_s(n, lambda: 0.0) for n in range(7)] == [0.5, 1, 2, 4, 8, 15, 15]
+    assert [b.delay_s(n, lambda: 1.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert b.delay_s(10_000, lambda: 0.5) == 22.5
