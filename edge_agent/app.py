@@ -30,6 +30,7 @@ from edge_agent import __version__
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
 from edge_agent.auth.lockout import Lockout
 from edge_agent.clock import KernelClockState, always_synced
+from edge_agent.commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay, SerialLink, TcpLink
 from edge_agent.control import ControlServer
 from edge_agent.errors import AgentError, RelayError
@@ -47,6 +48,10 @@ from edge_agent.store import outbox
 from edge_agent.store import readings as reading_store
 from edge_agent.store.db import connect
 from edge_agent.store.sessions import EventContext, open_sessions, record_event
+from edge_agent.sync.downlink import WallClock
+from edge_agent.sync.link import LinkSettings
+from edge_agent.sync.service import SyncService, SyncSettings
+from edge_agent.sync.uplink import UplinkSettings
 from protocols.enums import ConnectorStatus, StopReason
 from protocols.errors import CredentialError
 from protocols.messages import MeterReading
@@ -89,7 +94,8 @@ class Agent:
         self._clock_synced: Callable[[], bool] = (
             always_synced if settings.clock.trust == "always" else KernelClockState()
         )
-        self.clocks = Clocks(synced=self._clock_synced)
+        self.clocks = Clocks(synced=self._clock_synced, offline=self._offline)
+        self.sync: SyncService | None = None
         self.conn: sqlite3.Connection | None = None
         self.buses: dict[str, ModbusBus] = {}
         self.pollers: dict[str, MeterPoller] = {}
@@ -100,6 +106,43 @@ class Agent:
         self._stop = asyncio.Event()
 
     # --- construction -------------------------------------------------------------------
+
+    def _offline(self) -> bool:
+        """Whether the cloud link is down (session events say so in their ``offline`` flag)."""
+        return self.sync is None or self.sync.offline
+
+    def _build_sync(self) -> None:
+        mqtt = self.settings.mqtt
+        if mqtt is None:
+            log.warning("no [mqtt] table: running standalone, nothing leaves the outbox")
+            return
+        password = None
+        if mqtt.password_file is not None:
+            try:
+                password = mqtt.password_file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise AgentError(f"mqtt.password_file: {mqtt.password_file}: {exc}") from exc
+        link = LinkSettings(
+            device_id=self.settings.device_id, host=mqtt.host, port=mqtt.port,
+            username=mqtt.username or self.settings.device_id, password=password, tls=mqtt.tls,
+            ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file,
+            keepalive_s=mqtt.keepalive_s, session_expiry_s=mqtt.session_expiry_s,
+        )  # fmt: skip
+        conn = self._db()
+        self.sync = SyncService(
+            conn,
+            SyncSettings(
+                link=link,
+                uplink=UplinkSettings(
+                    ack_timeout_s=mqtt.ack_timeout_s, backlog_msgs_per_s=mqtt.backlog_msgs_per_s
+                ),
+                status_interval_s=mqtt.status_interval_s,
+                agent_version=__version__,
+            ),
+            handler=AgentCommands(self),
+            clock=WallClock(now=self.clocks.wall, synced=self._clock_synced),
+            thinned=lambda: reading_store.thinned_total(conn).readings,
+        )
 
     def _db(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -249,6 +292,8 @@ class Agent:
             open_sessions=[s for s in sessions if s.is_open],
             max_bytes=self.settings.store.max_bytes,
         )  # fmt: skip
+        if self.sync is not None:
+            self.sync.notify()
         if result.readings or result.batches:
             log.warning("store over its cap: thinned %d readings, %d telemetry batches",
                         result.readings, result.batches)  # fmt: skip
@@ -386,7 +431,12 @@ class Agent:
         async with AsyncExitStack() as stack:
             self.conn = connect(self.settings.store.path)
             stack.callback(self.conn.close)
+            overridden = load_overrides(self.settings, self.conn)
+            if overridden is not self.settings:
+                log.warning("applying the configuration update received from the cloud")
+                self.settings = overridden
             self._build(stack)
+            self._build_sync()
             await self._open_all_relays()
             await self._recover()
             await stack.enter_async_context(
@@ -420,6 +470,8 @@ class Agent:
             tasks.append(group.create_task(self._flush_loop(), name="flush-readings"))
             tasks.append(group.create_task(self._safety_loop(), name="safety"))
             tasks.append(group.create_task(self._progress_loop(), name="session-progress"))
+            if self.sync is not None:
+                tasks.append(group.create_task(self.sync.run(), name="sync"))
             inputs = self.settings.inputs
             for rdm in inputs.rdm6300:
                 tasks.append(group.create_task(

@@ -215,15 +215,31 @@ class InputSettings(Settings):
 
 
 class MqttSettings(Settings):
-    """Used by the sync issue; validated here so a bad broker address fails at start."""
+    """The cloud link (edge sync). Without a ``[mqtt]`` table the agent runs standalone."""
 
-    host: str = "localhost"
+    host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 8883
     tls: bool = True
+    #: The broker username; defaults to the device id (the broker's ACL keys on it).
     username: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    session_expiry_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    backlog_msgs_per_s: Annotated[float, Field(gt=0)] = 500.0
+    status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _plaintext_only_to_loopback(self) -> MqttSettings:
+        loopback = self.host in {"localhost", "127.0.0.1", "::1"}
+        if not self.tls and not loopback:
+            raise ValueError("tls = false is only allowed to a broker on this machine (localhost)")
+        if self.cert_file is not None and self.key_file is None:
+            raise ValueError("cert_file needs key_file")
+        return self
 
 
 class ControlSettings(Settings):
@@ -244,7 +260,7 @@ class AgentSettings(Settings):
     sessions: SessionSettings = SessionSettings()
     clock: ClockSettings = ClockSettings()
     inputs: InputSettings = InputSettings()
-    mqtt: MqttSettings = MqttSettings()
+    mqtt: MqttSettings | None = None
     control: ControlSettings = ControlSettings()
 
     def meter(self, meter_id: str) -> MeterSettings:

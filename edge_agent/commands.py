@@ -1,0 +1,180 @@
+"""Cloud commands, executed by the agent: the :class:`~edge_agent.sync.downlink.CommandHandler`.
+
+The sync task has already refused what is stale, repeated or malformed; here a command meets
+the same paths as a driver at the charger: a remote start is a :class:`Token` presented to the
+one authorization, a stop is a stop, a relay test is the control socket's relay test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from pydantic import JsonValue
+
+from edge_agent.auth.authorizer import Token
+from edge_agent.config import parse_config
+from edge_agent.errors import ConfigError, StaleAuthListVersion
+from edge_agent.store.auth import apply_auth_list_update
+from edge_agent.store.db import transaction
+from edge_agent.sync.downlink import CommandOutcome
+from protocols.enums import AuthorizationStatus, CommandStatus
+from protocols.messages import (
+    AuthListUpdate,
+    Command,
+    ConfigUpdate,
+    Diagnostics,
+    RelayTest,
+    StartSession,
+    StopSession,
+)
+
+if TYPE_CHECKING:
+    from edge_agent.app import Agent
+    from edge_agent.config import AgentSettings
+
+log = logging.getLogger(__name__)
+
+#: Key of the pending configuration in the store's key/value table (see :meth:`config_update`).
+CONFIG_OVERRIDES_KEY = "config_overrides"
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``patch`` into ``base`` (tables merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+#: Tables a remote update may not touch: identity, and where the store itself lives.
+FIXED_KEYS = frozenset({"device_id", "store"})
+
+
+def load_overrides(settings: AgentSettings, conn: sqlite3.Connection) -> AgentSettings:
+    """``settings`` with the stored cloud configuration update applied (or unchanged).
+
+    An update that no longer validates against the file (the file was edited since) is
+    ignored with a warning rather than keeping the agent from starting.
+    """
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (CONFIG_OVERRIDES_KEY,)).fetchone()
+    if row is None:
+        return settings
+    overrides = json.loads(row[0])
+    try:
+        return parse_config(
+            merge(settings.model_dump(mode="json"), overrides), source="stored config_update"
+        )
+    except ConfigError as exc:
+        log.warning("ignoring the stored configuration update: %s", exc)
+        return settings
+
+
+class AgentCommands:
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    async def execute(self, command: Command) -> CommandOutcome:
+        action = command.action
+        if isinstance(action, StartSession):
+            return await self._start(action)
+        if isinstance(action, StopSession):
+            return await self._stop(action)
+        if isinstance(action, AuthListUpdate):
+            return self._auth_list(action)
+        if isinstance(action, ConfigUpdate):
+            return self._config(action)
+        if isinstance(action, Diagnostics):
+            return CommandOutcome(CommandStatus.ACCEPTED, "snapshot", data=self._snapshot())
+        return await self._relay_test(action)
+
+    async def _start(self, action: StartSession) -> CommandOutcome:
+        answer = await self._agent.present(Token(action.token), action.connector)
+        status = answer.get("status")
+        auth_status = AuthorizationStatus(status) if status else None
+        if answer.get("ok"):
+            return CommandOutcome(
+                CommandStatus.ACCEPTED, str(answer.get("detail", "started")),
+                auth_status=auth_status, session_id=answer.get("session_id"),
+            )  # fmt: skip
+        detail = answer.get("detail") or answer.get("reason") or answer.get("error") or "refused"
+        return CommandOutcome(CommandStatus.REJECTED, str(detail), auth_status=auth_status)
+
+    async def _stop(self, action: StopSession) -> CommandOutcome:
+        for controller in self._agent.controllers.values():
+            session = controller.session
+            if session is not None and session.is_open and session.session_id == action.session_id:
+                refused = await controller.stop(action.reason)
+                if refused:
+                    return CommandOutcome(CommandStatus.REJECTED, refused)
+                return CommandOutcome(
+                    CommandStatus.ACCEPTED, "stopped", session_id=action.session_id
+                )
+        return CommandOutcome(CommandStatus.REJECTED, f"no open session {action.session_id}")
+
+    def _auth_list(self, update: AuthListUpdate) -> CommandOutcome:
+        conn = self._agent.conn
+        assert conn is not None
+        try:
+            with transaction(conn):
+                count = apply_auth_list_update(conn, update)
+        except StaleAuthListVersion as exc:
+            return CommandOutcome(CommandStatus.REJECTED, str(exc), data={"held": exc.held})
+        return CommandOutcome(
+            CommandStatus.ACCEPTED,
+            f"local list at version {update.version}",
+            data={"version": update.version, "entries": count},
+        )
+
+    def _config(self, update: ConfigUpdate) -> CommandOutcome:
+        """Validate the merged configuration; store it for the next start, atomically.
+
+        The running agent keeps its configuration (buses and relays are opened once, at
+        start): an accepted update is written to the store in one transaction and applied
+        when the agent next starts, which the result says. A refused one changes nothing and
+        lists every problem.
+        """
+        agent = self._agent
+        conn = agent.conn
+        assert conn is not None
+        pending = conn.execute(
+            "SELECT value FROM kv WHERE key = ?", (CONFIG_OVERRIDES_KEY,)
+        ).fetchone()
+        overrides = merge(json.loads(pending[0]) if pending else {}, dict(update.settings))
+        fixed = sorted(FIXED_KEYS & overrides.keys())
+        if fixed:
+            return CommandOutcome(
+                CommandStatus.REJECTED, f"{', '.join(fixed)} cannot be changed remotely"
+            )
+        current = agent.settings.model_dump(mode="json")
+        try:
+            parse_config(merge(current, overrides), source="config_update")
+        except ConfigError as exc:
+            return CommandOutcome(
+                CommandStatus.REJECTED, str(exc)[:1000],
+                data={"problems": [str(p) for p in exc.problems[:50]]},
+            )  # fmt: skip
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (CONFIG_OVERRIDES_KEY, json.dumps(overrides, sort_keys=True)),
+            )
+        return CommandOutcome(CommandStatus.ACCEPTED, "saved; applied at the next start")
+
+    def _snapshot(self) -> dict[str, JsonValue]:
+        status = self._agent.status()
+        return json.loads(json.dumps(status, default=str))  # type: ignore[no-any-return]
+
+    async def _relay_test(self, action: RelayTest) -> CommandOutcome:
+        answer = await self._agent.handle({"cmd": "relay_test", "connector": action.connector})
+        data = json.loads(json.dumps(answer, default=str))
+        if answer.get("ok"):
+            return CommandOutcome(CommandStatus.ACCEPTED, "relay closed and opened", data=data)
+        return CommandOutcome(CommandStatus.FAILED, str(answer.get("error", "relay test failed")),
+                              data=data)  # fmt: skip
