@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from pymodbus.exceptions import ModbusIOException, NotImplementedException
 from pymodbus.framer import FramerRTU
@@ -28,6 +29,9 @@ from firmware_sim.line import frame_time_s, poll_time_s, silence_s
 from firmware_sim.serial_line import PseudoTerminal
 
 log = logging.getLogger(__name__)
+
+#: The last stretch before a reply is due is waited out with a blocking sleep (see _send).
+SPIN_S = 0.002
 
 #: How long an incomplete frame may wait for more bytes before it is dropped as garbage.
 #: Longer than 3.5 characters at any baud: a pty delivers a client's write in one piece,
@@ -131,5 +135,14 @@ class RtuServer:
         )
         deadline = start + poll_time_s(request_bytes, len(frame), self.baud, turnaround_s)
         self._busy_until = deadline
-        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        # The event loop's timers are only good to about a millisecond (epoll rounds its
+        # timeout up to whole ms): a short frame at 19200 baud lasts ~15 ms, so that alone
+        # is a 7 % error. Sleep in the loop until just before the deadline, then finish with
+        # one precise blocking sleep (at most SPIN_S, during which the line is busy anyway).
+        remaining = deadline - loop.time()
+        if remaining > SPIN_S:
+            await asyncio.sleep(remaining - SPIN_S)
+            remaining = deadline - loop.time()
+        if remaining > 0:
+            time.sleep(remaining)  # noqa: ASYNC251 -- sub-millisecond precision, see above
         self.pty.write(frame)
