@@ -54,15 +54,14 @@ def rows_after(conn: sqlite3.Connection, after: int, limit: int) -> list[OutboxR
     )
 
 
-def telemetry_between(
-    conn: sqlite3.Connection, after: int, upto: int, limit: int
-) -> list[OutboxRow]:
-    """Telemetry rows with ``after < seq <= upto``, oldest first."""
+def backlog_between(conn: sqlite3.Connection, after: int, upto: int, limit: int) -> list[OutboxRow]:
+    """Rows that are not urgent (telemetry, status) with ``after < seq <= upto``, oldest first."""
+    marks = ",".join("?" * len(URGENT_KINDS))
     return _rows(
         conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? AND seq <= ? AND kind = ? "  # noqa: S608 -- constant columns
-            "ORDER BY seq LIMIT ?",
-            (after, upto, MessageKind.TELEMETRY.value, limit),
+            f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? AND seq <= ? "  # noqa: S608 -- constant columns
+            f"AND kind NOT IN ({marks}) ORDER BY seq LIMIT ?",
+            (after, upto, *URGENT_KINDS, limit),
         )
     )
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 from edge_agent.errors import LinkError
 from edge_agent.store import uplink as q
+from edge_agent.store.db import transaction
+from edge_agent.store.outbox import enqueue
 from edge_agent.sync.backoff import Backoff
 from edge_agent.sync.downlink import CommandHandler, Downlink, WallClock
 from edge_agent.sync.link import LinkSettings, MqttLink, Will
@@ -208,7 +210,9 @@ class SyncService:
             rows = [] if full else self._uplink.next_rows(now)
             for row in rows:
                 try:
-                    mid = link.publish(topic(device, row.kind), row.payload)
+                    # Status is retained: whoever subscribes later sees the latest one.
+                    retain = row.kind is MessageKind.STATUS
+                    mid = link.publish(topic(device, row.kind), row.payload, retain=retain)
                 except LinkError as exc:
                     # The link died under us before paho's disconnect callback arrived.
                     self._disconnected(str(exc))
@@ -259,30 +263,33 @@ class SyncService:
             self._publish_status(online=True)
 
     def _publish_status(self, *, online: bool) -> None:
-        link = self._link
-        if link is None or not link.is_connected:
-            return
+        """Queue a status message; the drain publishes it (retained) in the live lane.
+
+        Status goes through the outbox like every uplink message, so it holds a real place
+        in the sequence and is acked and deleted like the rest: a message the cloud acks must
+        never name a seq that belongs to another row. It is only queued while the link is up,
+        so no pile of stale statuses builds up during an outage.
+        """
         rows, oldest = q.backlog(self._conn)
         now = self._clock.now()
         oldest_age = max(0.0, (now - oldest).total_seconds()) if oldest else None
-        status = Status(
-            msg_id=new_ulid(),
-            device_id=self.device_id,
-            # Status is not queued (a stale status is worth nothing), so it takes no place in
-            # the sequence: it reports the high-water mark instead (docs/decisions.md).
-            seq=q.high_water(self._conn),
-            ts=now,
-            clock_synced=self._clock.synced(),
-            online=online,
-            agent_version=self.settings.agent_version,
-            backlog=Backlog(rows=rows, oldest_age_s=oldest_age, thinned=self._thinned()),
-        )
-        try:
-            link.publish(
-                topic(self.device_id, MessageKind.STATUS), encode_message(status), retain=True
+        synced = self._clock.synced()
+
+        def build(seq: int) -> Status:
+            return Status(
+                msg_id=new_ulid(),
+                device_id=self.device_id,
+                seq=seq,
+                ts=now,
+                clock_synced=synced,
+                online=online,
+                agent_version=self.settings.agent_version,
+                backlog=Backlog(rows=rows, oldest_age_s=oldest_age, thinned=self._thinned()),
             )
-        except LinkError as exc:
-            self._disconnected(str(exc))
+
+        with transaction(self._conn):
+            enqueue(self._conn, build, now=now)
+        self.notify()
 
 
 def utc_now() -> datetime:

@@ -5,8 +5,9 @@ Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.
 1. **resend** — rows whose ack timed out or that were in flight when the link dropped;
 2. **urgent** — session events and command results, oldest first, whatever their age;
 3. **live** — anything queued after the link came up (the reading a driver is watching);
-4. **backlog** — telemetry queued before the link came up, oldest first, rate-limited by a
-   token bucket so hours of backlog neither starve live readings nor trip broker limits.
+4. **backlog** — everything else queued before the link came up (telemetry, a status that
+   was not acked), oldest first, rate-limited by a token bucket so hours of backlog neither
+   starve live readings nor trip broker limits.
 
 Seq order is kept within each lane; the cloud de-duplicates by seq and applies session events
 by their per-session ``event_seq``, so lanes interleaving is safe. A row is deleted only when
@@ -81,8 +82,8 @@ class Uplink:
             chosen += lane(room - len(chosen))
         wanted = min(room - len(chosen), self._bucket.available(now))
         if wanted > 0 and self._backlog_cursor < self._mark:
-            rows = q.telemetry_between(self._conn, self._backlog_cursor, self._mark, wanted)
-            # No telemetry left below the mark: the backlog lane is done.
+            rows = q.backlog_between(self._conn, self._backlog_cursor, self._mark, wanted)
+            # Nothing left below the mark: the backlog lane is done.
             self._backlog_cursor = rows[-1].seq if rows else self._mark
             rows = [r for r in rows if r.seq not in self.window]
             self._bucket.take(len(rows), now)

@@ -85,19 +85,17 @@ class Acker:
             parsed_topic = parse_topic(msg.topic)
             envelope = json.loads(msg.payload)
             kind, device_id, seq = parsed_topic.kind, envelope["device_id"], envelope["seq"]
-        if kind is MessageKind.STATUS:
-            if self.validate:
-                with self._lock:
-                    self.statuses.append(message)
-            return
         with self._lock:
+            if kind is MessageKind.STATUS and self.validate:
+                self.statuses.append(message)
             got = self.received[device_id]
             got.deliveries += 1
             got.order.append(seq)
             if self.validate:
                 got.by_seq.setdefault(seq, message)
             got.first_at.setdefault(seq, at)
-            if not self.drop_acks:
+            # seq 0 is the Last Will: published by the broker, in no outbox, never acked.
+            if not self.drop_acks and seq > 0:
                 self._pending[device_id].add(seq)
 
     def _ack_loop(self) -> None:

@@ -40,6 +40,8 @@ def service(
 
 
 def no_gaps(seqs: set[int]) -> bool:
+    """1..max all present (seq 0, the broker-sent Last Will, is not part of the sequence)."""
+    seqs = seqs - {0}
     return seqs == set(range(1, max(seqs) + 1))
 
 
@@ -48,13 +50,13 @@ async def test_session_events_jump_the_backlog_and_rows_go_only_on_acks(
 ) -> None:
     queue_readings(store, 300)
     sessions = [queue_session(store), queue_session(store)]
-    total = len(outbox_seqs(store))
+    queued = outbox_seqs(store)
     acker.drop_acks = True  # the broker has everything, the cloud commits nothing
     sync = service(store, broker, certs, ack_timeout_s=3.0)
     async with running(sync):
-        await wait_until(lambda: len(acker.seqs(DEVICE)) == total, 20, "every row delivered")
+        await wait_until(lambda: queued <= acker.seqs(DEVICE), 20, "every row delivered")
         await asyncio.sleep(0.3)
-        assert len(outbox_seqs(store)) == total, "a PUBACK alone deleted outbox rows"
+        assert queued <= outbox_seqs(store), "a PUBACK alone deleted outbox rows"
         acker.drop_acks = False  # unacked rows time out, are resent, and are acked this time
         await wait_until(lambda: outbox_empty(store), 20, "the outbox to empty on acks")
     got = acker.received[DEVICE]
@@ -78,17 +80,17 @@ async def test_outage_backlog_of_50k_readings_arrives_complete(
         queue_session(store, events=5)
         queue_readings(store, 1250, per_batch=20)  # 50,000 readings in all
         sync.notify()
-        total = len(outbox_seqs(store))
+        queued = outbox_seqs(store)
         broker.start()  # same port, same persistence directory
         await wait_until(lambda: outbox_empty(store), 120, "the backlog to drain")
     got = acker.received[DEVICE]
-    assert len(got.by_seq) == total
+    assert queued <= set(got.by_seq)
     assert no_gaps(set(got.by_seq))
     readings = sum(len(m.readings) for m in got.by_seq.values() if hasattr(m, "readings"))
     assert readings == 50_000
     # Duplicates only where acks were lost: with every ack delivered, at most a window's worth
     # of rows in flight when a link event happened is sent twice.
-    assert got.deliveries - total <= sync.settings.uplink.max_unacked
+    assert got.deliveries - len(got.by_seq) <= sync.settings.uplink.max_unacked
 
 
 @pytest.mark.slow
@@ -98,7 +100,7 @@ async def test_broker_killed_five_times_mid_drain_loses_nothing(
 ) -> None:
     queue_readings(store, 3000, per_batch=8)
     queue_session(store)
-    total = len(outbox_seqs(store))
+    queued = outbox_seqs(store)
     # A SIGKILLed broker loses its sessions (and what it held for the receiver): those rows
     # come back through the ack timeout, kept short here.
     sync = service(
@@ -108,17 +110,18 @@ async def test_broker_killed_five_times_mid_drain_loses_nothing(
         for _ in range(5):
             await wait_until(lambda: sync.stats.connected, 15, "the link to come up")
             await asyncio.sleep(0.6)  # mid-drain
-            delivered_and_acked = total - len(outbox_seqs(store))
+            still_queued = queued & outbox_seqs(store)
             assert broker.proc is not None
             broker.proc.kill()  # SIGKILL: no clean shutdown, no persistence flush
             broker.proc.wait()
             broker.proc = None
             # Every row deleted so far was received (and acked) by the cloud side.
-            assert set(range(1, total + 1)) - outbox_seqs(store) <= acker.seqs(DEVICE)
-            assert delivered_and_acked < total, "drained before the kill: slow the drain down"
+            assert queued - still_queued <= acker.seqs(DEVICE)
+            assert still_queued, "drained before the kill: slow the drain down"
             broker.start()
         await wait_until(lambda: outbox_empty(store), 120, "the backlog to drain")
-    assert acker.seqs(DEVICE) == set(range(1, total + 1))
+    assert queued <= acker.seqs(DEVICE)
+    assert no_gaps(acker.seqs(DEVICE))
 
 
 async def test_lost_acks_are_resent_after_the_ack_timeout(
@@ -128,7 +131,7 @@ async def test_lost_acks_are_resent_after_the_ack_timeout(
     acker.drop_acks = True
     sync = service(store, broker, certs, ack_timeout_s=1.0)
     async with running(sync):
-        await wait_until(lambda: len(acker.seqs(DEVICE)) == 20, 10, "first delivery")
+        await wait_until(lambda: len(acker.seqs(DEVICE)) >= 20, 10, "first delivery")
         acker.drop_acks = False
         await wait_until(lambda: outbox_empty(store), 10, "resend and ack")
     assert sync.stats.resent >= 20
