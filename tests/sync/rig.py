@@ -49,7 +49,9 @@ def wall_clock() -> WallClock:
     return WallClock(now=lambda: datetime.now(UTC), synced=lambda: True)
 
 
-def queue_readings(conn: sqlite3.Connection, batches: int, per_batch: int = 4) -> None:
+def queue_readings(
+    conn: sqlite3.Connection, batches: int, per_batch: int = 4, *, device_id: str = DEVICE
+) -> None:
     """Queue ``batches`` telemetry messages of ``per_batch`` readings each (as the agent does)."""
     for i in range(batches):
         ts = T0 + timedelta(seconds=i)
@@ -62,11 +64,11 @@ def queue_readings(conn: sqlite3.Connection, batches: int, per_batch: int = 4) -
                 )
                 for m in range(per_batch)
             ],
-            device_id=DEVICE, now=ts, clock_synced=True,
+            device_id=device_id, now=ts, clock_synced=True,
         )  # fmt: skip
 
 
-def queue_session(conn: sqlite3.Connection, *, events: int = 3) -> str:
+def queue_session(conn: sqlite3.Connection, *, events: int = 3, device_id: str = DEVICE) -> str:
     """Queue a session's events (started, updated…, stopped) as the agent would."""
     session_id = new_ulid()
     for n in range(1, events + 1):
@@ -79,7 +81,7 @@ def queue_session(conn: sqlite3.Connection, *, events: int = 3) -> str:
         def build(seq: int, n: int = n, kind: SessionEventType = kind) -> SessionEvent:
             stopping = kind is SessionEventType.STOPPED
             return SessionEvent(
-                msg_id=new_ulid(), device_id=DEVICE, seq=seq, ts=T0, clock_synced=True,
+                msg_id=new_ulid(), device_id=device_id, seq=seq, ts=T0, clock_synced=True,
                 session_id=session_id, event=kind, event_seq=n, connector=1, offline=True,
                 credential=CredentialRef(kind=CredentialKind.ID_TAG, ref="a" * 64),
                 started_at=T0, meter_start_wh=1000, meter_wh=1000 + 10 * n, energy_wh=10 * n,
