@@ -6,12 +6,9 @@
 # SIGTERM stops every part and exits 0. If a part exits by itself, the others are stopped
 # and the demo exits with that part's code.
 #
-# Today: the simulated site (`chargemitra-sim site`), when the simulator has that command.
-# Adding the cloud is a few `start_part` lines in main(), e.g.:
-#   broker_port=$(free_port)
-#   start_part broker mosquitto -c deploy/mosquitto/cloud.conf -p "$broker_port"
-#   start_part api "$BIN/chargemitra-cloud" api --port "$(free_port)"
-#   start_part ingest "$BIN/chargemitra-cloud" ingest --broker "127.0.0.1:$broker_port"
+# Parts: the cloud broker (the project's config, TLS for the device), a simulated site (SDM630
+# + coil relay + a 7.4 kW EV plugged in) on Modbus TCP, cloud ingest, the cloud API, and the
+# edge agent syncing to the broker. deploy/dev/demo_site.py writes their configuration.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -93,13 +90,25 @@ main() {
     mkdir -p "$STATE_DIR"
     trap on_signal INT TERM
 
-    if "$BIN/chargemitra-sim" site --help >/dev/null 2>&1; then
-        start_part sim "$BIN/chargemitra-sim" site
-    else
-        log "the simulator has no 'site' command yet; this is what it offers:"
-        "$BIN/chargemitra-sim" --help >&2
-    fi
-    # The cloud (broker, API, ingest) starts here once it exists: see the header.
+    # Broker config, TLS, credentials, agent config, cloud environment: all in $STATE_DIR.
+    eval "$(PYTHONPATH="$ROOT" "$BIN/python" deploy/dev/demo_site.py "$STATE_DIR")"
+    set -a
+    # shellcheck source=/dev/null
+    source "$CLOUD_ENV"
+    set +a
+    log "migrating the dev database"
+    "$BIN/chargemitra-cloud" db upgrade >&2
+
+    start_part broker /usr/sbin/mosquitto -c "$BROKER_CONF"
+    start_part sim "$BIN/chargemitra-sim" site --tcp "127.0.0.1:$SIM_PORT" --no-serial \
+        --control "$SIM_CONTROL" --state "$STATE_DIR/sim.json" --plugged 7.4kw
+    start_part ingest "$BIN/chargemitra-cloud" ingest
+    start_part api "$BIN/chargemitra-cloud" serve --port "$API_PORT"
+    start_part agent "$BIN/chargemitra-agent" run --config "$AGENT_CONF"
+    log "API:        http://127.0.0.1:$API_PORT/readyz"
+    log "simulator:  $BIN/chargemitra-sim --control http://$SIM_CONTROL state"
+    log "agent:      device $DEVICE_ID, config $AGENT_CONF, store $STATE_DIR/agent.db"
+    log "live data:  redis-cli subscribe cm:live:device:$DEVICE_ID"
 
     if ((${#PART_PIDS[@]} == 0)); then
         log "nothing to run yet; exiting"
