@@ -6,13 +6,15 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.store.db import connect
 from tests.cloud.certs import Certs, make_certs
 from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
-from tests.sync.rig import INGEST_PASSWORD, USERS
+from tests.sync.rig import API_PASSWORD, INGEST_PASSWORD, USERS
 
 
 @pytest.fixture
@@ -22,8 +24,14 @@ def certs(tmp_path: Path) -> Certs:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, certs: Certs) -> Iterator[Broker]:
-    b = cloud_broker(tmp_path / "broker", certs, USERS)
+def broker_users() -> dict[str, str]:
+    """Broker username -> password; a test module may override it for its own device."""
+    return USERS
+
+
+@pytest.fixture
+def broker(tmp_path: Path, certs: Certs, broker_users: dict[str, str]) -> Iterator[Broker]:
+    b = cloud_broker(tmp_path / "broker", certs, broker_users)
     b.start()
     try:
         yield b
@@ -47,3 +55,15 @@ def store(tmp_path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def api(broker: Broker) -> Iterator[paho.Client]:
+    """The cloud API's broker identity, for sending commands."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.username_pw_set("cloud-api", API_PASSWORD)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()

@@ -5,7 +5,6 @@ Accepted, a replayed token and a stale command are refused, session events say o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
@@ -31,8 +29,8 @@ from protocols.messages import (
 )
 from protocols.tokens import UnlockClaims, sign_unlock_token
 from protocols.topics import topic
-from tests.cloud.certs import Certs, make_certs
-from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.cloud.certs import Certs
+from tests.cloud.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import API_PASSWORD, INGEST_PASSWORD, wait_until
 
@@ -44,40 +42,8 @@ KEY = Ed25519PrivateKey.generate()
 
 
 @pytest.fixture
-def certs(tmp_path: Path) -> Certs:
-    (tmp_path / "certs").mkdir()
-    return make_certs(tmp_path / "certs")
-
-
-@pytest.fixture
-def broker(tmp_path: Path, certs: Certs) -> Iterator[Broker]:
-    users = {DEVICE: PASSWORD, "cloud-ingest": INGEST_PASSWORD, "cloud-api": API_PASSWORD}
-    b = cloud_broker(tmp_path / "broker", certs, users)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture
-def acker(broker: Broker) -> Iterator[Acker]:
-    a = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
-    try:
-        yield a
-    finally:
-        a.close()
-
-
-@pytest.fixture
-def api(broker: Broker) -> Iterator[paho.Client]:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.username_pw_set("cloud-api", API_PASSWORD)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
+def broker_users() -> dict[str, str]:
+    return {DEVICE: PASSWORD, "cloud-ingest": INGEST_PASSWORD, "cloud-api": API_PASSWORD}
 
 
 def agent_config(tmp: Path, sim: SimSite, broker: Broker, certs: Certs) -> Path:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.service import SyncService
 from protocols.enums import CommandStatus, MessageKind
@@ -21,7 +19,6 @@ from tests.cloud.certs import Certs
 from tests.cloud.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
-    API_PASSWORD,
     DEVICE,
     RecordingHandler,
     running,
@@ -52,17 +49,6 @@ def results(acker: Acker) -> dict[str, list[CommandResult]]:
         if isinstance(message, CommandResult):
             out.setdefault(message.cmd_id, []).append(message)
     return out
-
-
-@pytest.fixture
-def api(broker: Broker) -> Iterator[paho.Client]:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.username_pw_set("cloud-api", API_PASSWORD)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
 
 
 def send(api: paho.Client, payload: bytes) -> None:
