@@ -80,5 +80,35 @@ def config_validate(file: Path | None) -> None:
     )
 
 
+@main.command()
+@click.option("--code", required=True, help="The one-time pairing code the host was given.")
+@click.option("--cloud", "cloud_url", required=True, help="The cloud's base URL (https://…).")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+    default=None, help="Where to write cloud.toml [default: beside the config file].",
+)  # fmt: skip
+@click.option(
+    "--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    help="CA certificate of the broker (when it is not in the system store).",
+)  # fmt: skip
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+def provision(
+    code: str, cloud_url: str, directory: Path | None, ca_file: Path | None,
+    config_file: Path | None,
+) -> None:  # fmt: skip
+    """Claim this device with a pairing code: writes cloud.toml, mqtt.password and the token
+    key beside the configuration; the agent merges cloud.toml over agent.toml at start."""
+    from edge_agent.provision import ProvisionError, claim, write_claim  # noqa: PLC0415
+
+    target = directory if directory is not None else config_path(config_file).parent
+    try:
+        result = claim(cloud_url, code)
+    except ProvisionError as exc:
+        click.echo(f"chargemitra-agent provision: {exc}", err=True)
+        raise SystemExit(1) from None
+    overlay = write_claim(result, target, ca_file=ca_file)
+    click.echo(f"provisioned as {result.device_id}: wrote {overlay}")
+
+
 if __name__ == "__main__":
     main()

@@ -29,6 +29,8 @@ from protocols.meters import available_models
 #: Where the daemon looks when neither ``--config`` nor ``CHARGEMITRA_AGENT_CONFIG`` is given.
 DEFAULT_CONFIG_PATH = Path("/etc/chargemitra/agent.toml")
 CONFIG_ENV_VAR = "CHARGEMITRA_AGENT_CONFIG"
+#: Written by `chargemitra-agent provision` beside the config file, merged over it at load.
+CLOUD_OVERLAY = "cloud.toml"
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 UnitId = Annotated[int, Field(ge=1, le=247)]  # Modbus serial line spec v1.02 §2.2: 1..247
@@ -374,7 +376,28 @@ def load_config(path: Path) -> AgentSettings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [ConfigProblem("(file)", str(path), f"TOML: {exc}")]) from None
+    overlay = path.with_name(CLOUD_OVERLAY)
+    if overlay.is_file():
+        # What provisioning received from the cloud (identity, broker, token key) lives in
+        # its own file beside the site's, so neither overwrites the other.
+        try:
+            data = _merged(data, tomllib.loads(overlay.read_text("utf-8")))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(
+                str(overlay), [ConfigProblem("(file)", str(overlay), f"readable TOML ({exc})")]
+            ) from None
+        return parse_config(data, source=f"{path} + {overlay.name}")
     return parse_config(data, source=str(path))
+
+
+def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def config_path(flag: Path | None) -> Path:
