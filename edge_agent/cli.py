@@ -23,8 +23,9 @@ EXIT_INVALID = 2
 def main() -> None:
     """ChargeMitra edge agent: runs beside a charger and diagnoses it.
 
-    The daemon and the technician commands (doctor, meter, relay, auth, session, sync,
-    provision, config) arrive with their issues; see docs/edge.md.
+    `run` is the daemon, `provision` claims the device with a pairing code, `config validate`
+    checks a configuration file (docs/edge.md). The technician's diagnostics (doctor, meter,
+    relay, auth, session, sync) are still to come.
     """
 
 
