@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
 
 from edge_agent.auth.authorizer import Token
-from edge_agent.config import parse_config
+from edge_agent.config import merge_tables, parse_config
 from edge_agent.errors import ConfigError, StaleAuthListVersion
 from edge_agent.store.auth import apply_auth_list_update
 from edge_agent.store.db import transaction
@@ -41,17 +41,6 @@ log = logging.getLogger(__name__)
 CONFIG_OVERRIDES_KEY = "config_overrides"
 
 
-def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``patch`` into ``base`` (tables merge, anything else replaces)."""
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 #: Tables a remote update may not touch: identity, and where the store itself lives.
 FIXED_KEYS = frozenset({"device_id", "store"})
 
@@ -68,7 +57,7 @@ def load_overrides(settings: AgentSettings, conn: sqlite3.Connection) -> AgentSe
     overrides = json.loads(row[0])
     try:
         return parse_config(
-            merge(settings.model_dump(mode="json"), overrides), source="stored config_update"
+            merge_tables(settings.model_dump(mode="json"), overrides), source="stored config_update"
         )
     except ConfigError as exc:
         log.warning("ignoring the stored configuration update: %s", exc)
@@ -145,7 +134,7 @@ class AgentCommands:
         pending = conn.execute(
             "SELECT value FROM kv WHERE key = ?", (CONFIG_OVERRIDES_KEY,)
         ).fetchone()
-        overrides = merge(json.loads(pending[0]) if pending else {}, dict(update.settings))
+        overrides = merge_tables(json.loads(pending[0]) if pending else {}, dict(update.settings))
         fixed = sorted(FIXED_KEYS & overrides.keys())
         if fixed:
             return CommandOutcome(
@@ -153,7 +142,7 @@ class AgentCommands:
             )
         current = agent.settings.model_dump(mode="json")
         try:
-            parse_config(merge(current, overrides), source="config_update")
+            parse_config(merge_tables(current, overrides), source="config_update")
         except ConfigError as exc:
             return CommandOutcome(
                 CommandStatus.REJECTED, str(exc)[:1000],

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError, ConfigProblem
+from edge_agent.hosts import is_loopback
 from protocols.errors import TopicError
 from protocols.ids import validate_device_id
 from protocols.meters import available_models
@@ -236,8 +237,7 @@ class MqttSettings(Settings):
 
     @model_validator(mode="after")
     def _plaintext_only_to_loopback(self) -> MqttSettings:
-        loopback = self.host in {"localhost", "127.0.0.1", "::1"}
-        if not self.tls and not loopback:
+        if not self.tls and not is_loopback(self.host):
             raise ValueError("tls = false is only allowed to a broker on this machine (localhost)")
         if self.cert_file is not None and self.key_file is None:
             raise ValueError("cert_file needs key_file")
@@ -381,7 +381,7 @@ def load_config(path: Path) -> AgentSettings:
         # What provisioning received from the cloud (identity, broker, token key) lives in
         # its own file beside the site's, so neither overwrites the other.
         try:
-            data = _merged(data, tomllib.loads(overlay.read_text("utf-8")))
+            data = merge_tables(data, tomllib.loads(overlay.read_text("utf-8")))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(
                 str(overlay), [ConfigProblem("(file)", str(overlay), f"readable TOML ({exc})")]
@@ -390,11 +390,12 @@ def load_config(path: Path) -> AgentSettings:
     return parse_config(data, source=str(path))
 
 
-def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overlay`` into ``base``: tables merge key by key, anything else replaces."""
     out = dict(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out

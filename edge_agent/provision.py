@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.errors import AgentError
+from edge_agent.hosts import is_loopback
 
 CLOUD_OVERLAY = "cloud.toml"
 PASSWORD_FILE = "mqtt.password"  # noqa: S105 -- a file name
@@ -44,10 +45,6 @@ class Claim:
     broker_tls: bool
     password: str
     token_public_key_pem: str
-
-
-def _is_loopback(host: str) -> bool:
-    return host in {"localhost", "127.0.0.1", "::1"}
 
 
 def parse_claim(body: dict[str, Any]) -> Claim:
@@ -74,7 +71,7 @@ def claim(cloud_url: str, code: str, *, timeout_s: float = 15.0) -> Claim:
     """POST the pairing code to ``{cloud_url}/devices/claim``."""
     parts = urlsplit(cloud_url)
     if parts.scheme != "https" and not (
-        parts.scheme == "http" and _is_loopback(parts.hostname or "")
+        parts.scheme == "http" and is_loopback(parts.hostname or "")
     ):
         raise ProvisionError(
             f"refusing {cloud_url}: the pairing code and credentials travel only over https "

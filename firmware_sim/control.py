@@ -20,7 +20,6 @@ such route) or 409 (not possible on this simulator).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import urllib.error
@@ -30,6 +29,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from firmware_sim.errors import ConfigError, ControlError, EndpointError, SimError
+from firmware_sim.serving import ConnectionTasks
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ControlServer:
         self.port = port
         self.url = ""
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._connections = ConnectionTasks()
 
     async def __aenter__(self) -> ControlServer:
         try:
@@ -143,20 +143,13 @@ class ControlServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._connections.close(self._server)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+        with self._connections.track():
+            await self._reply(reader, writer)
+
+    async def _reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, payload = await self._respond(reader)
             data = json.dumps(payload).encode()
@@ -170,7 +163,6 @@ class ControlServer:
         except (ConnectionError, OSError) as exc:
             log.debug("control client went away: %s", exc)
         finally:
-            self._handlers.discard(task)
             writer.close()
 
     async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:

@@ -10,7 +10,6 @@ not apply: TCP frames have no CRC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 from types import TracebackType
@@ -22,6 +21,7 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse
 
 from firmware_sim.bus import BROADCAST, Bus
 from firmware_sim.errors import EndpointError
+from firmware_sim.serving import ConnectionTasks
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class TcpServer:
         self.port = port
         self.address: tuple[str, int] = (host, port)
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._connections = ConnectionTasks()
 
     async def __aenter__(self) -> TcpServer:
         try:
@@ -56,21 +56,13 @@ class TcpServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.close()
-        # asyncio.Server.wait_closed (3.11) does not stop connection handlers: cancel ours.
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._connections.close(self._server)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+        with self._connections.track():
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         framer = FramerSocket(DecodePDU(is_server=True))
         buf = bytearray()
         try:
@@ -105,7 +97,6 @@ class TcpServer:
         except Exception:  # (one bad client must not stop the server)
             log.exception("modbus tcp connection failed")
         finally:
-            self._handlers.discard(task)
             writer.close()
 
     def _refuse_unknown_function(

@@ -1,8 +1,8 @@
 """The transactional outbox: every message the agent sends, written in the transaction of the
 state change it reports, under a per-device ``seq`` that never repeats and never skips.
 
-The sync task (its own issue) reads :func:`pending` in seq order and calls :func:`delete` once
-the cloud's application ack names a seq.
+The sync task reads it through :mod:`edge_agent.store.uplink` (lanes, and deleting the ranges
+the cloud's application acks name); :func:`pending` lists rows in seq order for tools.
 """
 
 from __future__ import annotations
@@ -76,14 +76,6 @@ def pending(conn: sqlite3.Connection, *, after_seq: int = 0, limit: int = 100) -
         (after_seq, limit),
     )
     return [OutboxRow(int(s), MessageKind(k), str(c), bytes(p)) for s, k, c, p in rows]
-
-
-def delete(conn: sqlite3.Connection, seqs: list[int]) -> int:
-    """Delete acknowledged rows; return how many existed."""
-    deleted = 0
-    for seq in seqs:
-        deleted += conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-    return deleted
 
 
 def depth(conn: sqlite3.Connection) -> int:

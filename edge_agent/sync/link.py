@@ -14,7 +14,6 @@ are delivered when it returns.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 import threading
@@ -30,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import LinkError
+from edge_agent.hosts import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ class LinkSettings:
     session_expiry_s: int = 7 * 24 * 3600
     connect_timeout_s: float = 10.0
     #: paho's own in-flight limit; the uplink window bounds what is handed to paho anyway.
-    max_inflight: int = 500
+    max_inflight: int = 200
 
     def __post_init__(self) -> None:
-        if not self.tls and not _is_loopback(self.host):
+        if not self.tls and not is_loopback(self.host):
             # Credentials and sessions cross the internet only inside TLS: no plaintext
             # fallback, and no plaintext at all except to a broker on this machine.
             raise LinkError(
@@ -65,15 +65,6 @@ class LinkSettings:
             )
         if self.cert_file is not None and self.key_file is None:
             raise LinkError("a client certificate needs its key file")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

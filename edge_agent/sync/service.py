@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from edge_agent.errors import LinkError
 from edge_agent.store import uplink as q
@@ -63,7 +63,6 @@ class SyncStats:
     last_error: str | None = None
     dropped_downlink: int = 0
     resent: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class SyncService:
@@ -290,7 +289,3 @@ class SyncService:
         with transaction(self._conn):
             enqueue(self._conn, build, now=now)
         self.notify()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -141,7 +141,3 @@ class Uplink:
         if late:
             self._resend = sorted(set(self._resend) | set(late))
         return late
-
-    def backlog_drained(self) -> bool:
-        """Whether every row queued before this connection has been published at least once."""
-        return self._backlog_cursor >= self._mark and not self._urgent and not self._resend

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.service import SyncService
+from protocols.enums import MessageKind
+from protocols.messages import Status
+from protocols.topics import topic
 from tests.cloud.certs import Certs
 from tests.cloud.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
+    INGEST_PASSWORD,
     RecordingHandler,
     outbox_empty,
     outbox_seqs,
@@ -138,17 +143,31 @@ async def test_lost_acks_are_resent_after_the_ack_timeout(
     assert acker.received[DEVICE].deliveries >= 40
 
 
-async def test_status_is_retained_with_backlog_and_will_says_offline(
-    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker, tmp_path: Path
+async def test_status_reports_the_backlog_and_is_retained(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
 ) -> None:
     queue_readings(store, 5)
     acker.drop_acks = True
     sync = service(store, broker, certs)
     async with running(sync):
         await wait_until(lambda: bool(acker.statuses), 10, "a status message")
+        # A subscriber arriving later still gets it: the broker kept it (retained).
+        late: list[paho.MQTTMessage] = []
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.username_pw_set("cloud-ingest", INGEST_PASSWORD)
+        client.on_message = lambda _c, _u, message: late.append(message)
+        client.connect("127.0.0.1", broker.port)
+        client.subscribe(topic(DEVICE, MessageKind.STATUS), qos=1)
+        client.loop_start()
+        try:
+            await wait_until(lambda: bool(late), 10, "the retained status")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    assert late[0].retain
     first = acker.statuses[0]
-    assert getattr(first, "online", None) is True
-    backlog = getattr(first, "backlog", None)
-    assert backlog is not None
-    assert backlog.rows == 5
-    # A clean stop sends no will; a killed link does (covered by the agent kill test).
+    assert isinstance(first, Status)
+    assert first.online is True
+    assert first.backlog is not None
+    assert first.backlog.rows == 5
+    # The Last Will (online false, seq 0) is seen in tests/sync/test_agent_kill.py.
