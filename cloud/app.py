@@ -14,14 +14,18 @@ from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 
 from cloud import __version__
+from cloud.accounts.router import router as accounts_router
+from cloud.bookings.router import router as bookings_router
 from cloud.broker import open_broker_link
+from cloud.chargers.router import router as chargers_router
 from cloud.db import open_engine, session_factory
 from cloud.devices.broker_auth import PasswordFile
 from cloud.devices.router import router as devices_router
-from cloud.devices.service import load_token_key
+from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cloud.problems import install_problem_handlers
+from cloud.sessions.router import router as sessions_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
@@ -35,6 +39,7 @@ async def open_state(
 ) -> AsyncIterator[AppState]:
     """Open every resource the API needs; close them all on exit, even after a failure."""
     token_key = load_token_key(settings.provisioning.token_public_key_file)
+    unlock_signer = load_unlock_signer(settings.provisioning.token_private_key_file, token_key)
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_engine(settings.db))
         async with engine.connect() as conn:
@@ -57,6 +62,7 @@ async def open_state(
                 settings.provisioning.password_file, settings.provisioning.broker_pid_file
             ),
             token_key=token_key,
+            unlock_signer=unlock_signer,
         )
 
 
@@ -73,6 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(devices_router)
+    app.include_router(accounts_router)
+    app.include_router(chargers_router)
+    app.include_router(bookings_router)
+    app.include_router(sessions_router)
 
     @app.middleware("http")
     async def record_metrics(

@@ -1,13 +1,22 @@
-"""FastAPI dependencies: the app state and a database session per request."""
+"""FastAPI dependencies: the app state, a database session per request, and who is calling.
+
+Authorization is decided in two places only: :func:`require_roles` here (may this kind of
+user call this route at all) and the services' scoped queries (is this row theirs). A route
+never compares ids by hand.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloud.accounts.models import Role
+from cloud.accounts.tokens import Principal, verify_access_token
+from cloud.errors import Forbidden, Unauthorized
 from cloud.state import AppState
 
 
@@ -27,3 +36,37 @@ async def get_db(state: State) -> AsyncIterator[AsyncSession]:
 
 
 Db = Annotated[AsyncSession, Depends(get_db)]
+
+# auto_error=False: a missing header becomes our own 401 problem, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
+
+
+def current_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("an access token is required (Authorization: Bearer …)")
+    return verify_access_token(
+        state.settings.app.secret_key.get_secret_value(), credentials.credentials
+    )
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency admitting callers holding any of ``roles`` (admins always pass)."""
+    allowed = frozenset(roles) | {Role.ADMIN}
+
+    async def check(principal: CurrentUser) -> Principal:
+        if not principal.roles & allowed:
+            raise Forbidden(f"this needs one of the roles: {', '.join(sorted(allowed))}")
+        return principal
+
+    return check
+
+
+HostUser = Annotated[Principal, Depends(require_roles(Role.HOST))]
+AdminUser = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+TechnicianUser = Annotated[Principal, Depends(require_roles(Role.TECHNICIAN))]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from cloud.accounts.models import Host, User, UserRole
+from cloud.accounts.models import Host, RefreshToken, User, UserRole
 from cloud.audit.models import AuditEntry
 from cloud.bookings.models import Booking
-from cloud.chargers.models import AvailabilityWindow, Charger, Connector
+from cloud.chargers.models import (
+    AvailabilityWindow,
+    BlockedPeriod,
+    Charger,
+    ChargerPhoto,
+    Connector,
+)
 from cloud.db import Base
 from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
 from cloud.ingest.models import DeadLetter
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
-from cloud.sessions.models import ChargingSession, SessionEventRow
+from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
 from cloud.telemetry.models import telemetry, telemetry_batches
 
 metadata = Base.metadata
@@ -19,8 +25,10 @@ metadata = Base.metadata
 __all__ = [
     "AuditEntry",
     "AvailabilityWindow",
+    "BlockedPeriod",
     "Booking",
     "Charger",
+    "ChargerPhoto",
     "ChargingSession",
     "Connector",
     "DeadLetter",
@@ -34,9 +42,11 @@ __all__ = [
     "Payment",
     "Payout",
     "ProviderEvent",
+    "RefreshToken",
     "Refund",
     "Review",
     "SessionEventRow",
+    "UnlockRequest",
     "User",
     "UserRole",
     "metadata",

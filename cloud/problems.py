@@ -72,9 +72,11 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
     status, body = problem_for(exc)
     if status >= 500:
         log.error("request failed: %s", exc, exc_info=exc)
-    headers = (
-        {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, errors.RateLimited) else None
-    )
+    headers: dict[str, str] | None = None
+    if isinstance(exc, errors.RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, errors.Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="chargemitra"'}
     return _response(status, body, headers)
 
 

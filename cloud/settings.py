@@ -43,6 +43,8 @@ class AppSettings(_Group):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     #: Signs sessions and short-lived API tokens.
     secret_key: SecretStr = SecretStr("changeme")
+    #: Where the public web/app lives: QR codes encode ``{public_base_url}/c/{code}``.
+    public_base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/]+")
 
 
 class DbSettings(_Group):
@@ -99,6 +101,34 @@ class ProvisioningSettings(_Group):
     broker_pid_file: Path = Path("/run/mosquitto/mosquitto.pid")
     #: The Ed25519 public key (PEM) agents use to verify unlock tokens.
     token_public_key_file: Path = Path("/etc/chargemitra/unlock-token.pub.pem")
+    #: Its private half (PKCS#8 PEM), used by the API to sign unlock tokens. Optional: an
+    #: API without it can list and book but answers unlock requests with 503.
+    token_private_key_file: Path | None = None
+
+
+class AuthSettings(_Group):
+    #: Access tokens (JWT, HS256 with app.secret_key) are short-lived; refresh tokens rotate.
+    access_ttl_s: int = Field(default=900, ge=60, le=86400)
+    refresh_ttl_s: int = Field(default=30 * 86400, ge=3600)
+    #: Login / OTP attempts per identity and per client address before 429.
+    login_attempts_per_window: int = Field(default=10, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+    otp_ttl_s: int = Field(default=300, ge=30, le=3600)
+    otp_max_attempts: int = Field(default=5, ge=1, le=20)
+
+
+class MarketplaceSettings(_Group):
+    #: Photos live behind a storage interface; in development, files under this directory.
+    photo_dir: Path = Path("/var/lib/chargemitra/photos")
+    photo_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    #: A booking awaiting host approval lapses after this long.
+    approval_ttl_s: int = Field(default=1800, ge=60)
+    #: How long ``POST /chargers/{id}/sessions`` waits for the agent's answer.
+    unlock_wait_s: float = Field(default=8.0, gt=0, le=60)
+    #: Lifetime of a start command (the agent refuses it afterwards) and of the unlock token.
+    start_command_ttl_s: int = Field(default=60, ge=5, le=3600)
+    #: A device not heard from for this long counts as offline even without its Last Will.
+    device_offline_after_s: int = Field(default=180, ge=10)
 
 
 class Settings(_Group):
@@ -108,6 +138,8 @@ class Settings(_Group):
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
+    auth: AuthSettings = AuthSettings()
+    marketplace: MarketplaceSettings = MarketplaceSettings()
 
 
 GROUPS: dict[str, type[_Group]] = {
@@ -117,6 +149,8 @@ GROUPS: dict[str, type[_Group]] = {
     "mqtt": MqttSettings,
     "ingest": IngestSettings,
     "provisioning": ProvisioningSettings,
+    "auth": AuthSettings,
+    "marketplace": MarketplaceSettings,
 }
 
 #: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,3 +25,5 @@ class AppState:
     telemetry_backend: TelemetryBackend
     credentials: BrokerCredentials
     token_key: TokenKey
+    #: Signs unlock tokens; None when no private key is configured (unlocks answer 503).
+    unlock_signer: Ed25519PrivateKey | None = None

@@ -16,6 +16,7 @@ class Role(StrEnum):
     DRIVER = "driver"
     HOST = "host"
     ADMIN = "admin"
+    TECHNICIAN = "technician"
 
 
 class KycStatus(StrEnum):
@@ -36,6 +37,8 @@ class User(Timestamped, Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     locale: Mapped[str] = mapped_column(String(10), default="en-IN", server_default="en-IN")
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when the user proved the phone number with a one-time code.
+    phone_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class UserRole(Base):
@@ -64,3 +67,21 @@ class Host(Timestamped, Base):
     kyc_rejection_reason: Mapped[str | None] = mapped_column(String(500))
     #: Payout destination at the payment provider (linked account / fund account id).
     payout_account_ref: Mapped[str | None] = mapped_column(String(128))
+
+
+class RefreshToken(Base):
+    """One issued refresh token (stored hashed). Each use rotates it: the old row gets
+    ``rotated_at`` and a new row joins the same ``family_id``. Presenting a rotated token again
+    means it was stolen (or replayed): the whole family is revoked."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[str] = mapped_column(String(ULID_LEN), index=True)
+    #: SHA-256 of the token (hex): the token is 256 random bits, so no slow hash is needed.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, text
+from sqlalchemy import DateTime, ForeignKey, String, text
 from sqlalchemy.dialects.postgresql import TSTZRANGE, ExcludeConstraint, Range
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -17,6 +17,7 @@ class BookingStatus(StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
+    DECLINED = "declined"
     COMPLETED = "completed"
     EXPIRED = "expired"
     NO_SHOW = "no_show"
@@ -39,6 +40,7 @@ class Booking(Timestamped, Base):
             where=text("status IN ('pending', 'confirmed')"),
         ),
         non_negative("amount_paise"),
+        non_negative("cancellation_fee_paise"),
     )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
@@ -52,5 +54,12 @@ class Booking(Timestamped, Base):
         server_default=BookingStatus.PENDING.value,
     )
     amount_paise: Mapped[int] = mapped_column(Paise, default=0, server_default="0")
+    #: A pending booking lapses (status expired) if the host has not decided by then.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_by: Mapped[str | None] = mapped_column(String(ULID_LEN))
+    cancellation_fee_paise: Mapped[int] = mapped_column(Paise, default=0, server_default="0")
+    note: Mapped[str] = mapped_column(String(500), default="", server_default="")
     #: Hash of the keypad PIN (protocols.pins); the PIN itself is shown to the driver once.
     pin_hash: Mapped[str | None] = mapped_column(String(128))

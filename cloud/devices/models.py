@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String
+from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +38,9 @@ class Device(Timestamped, Base):
     #: The last ``status`` message applied; older ones (lower seq) arriving late are ignored.
     last_status_seq: Mapped[int] = mapped_column(BigInteger, default=-1, server_default="-1")
     last_status: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: The per-device secret booking PINs are derived from (protocols.pins); handed to the
+    #: agent once, at claim. Stored as is: whoever reads this table can also sign tokens.
+    pin_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class DownlinkSequence(Base):

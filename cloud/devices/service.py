@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +26,9 @@ from cloud.devices.schemas import BrokerAccess, ClaimResponse, PairingCodeIssued
 from cloud.errors import CloudError, ConfigError, DeviceRevoked, NotFound, PairingCodeInvalid
 from cloud.settings import Settings
 from protocols.enums import MessageKind
+from protocols.errors import CredentialError
 from protocols.ids import new_ulid
-from protocols.tokens import key_id, load_public_key
+from protocols.tokens import key_id, load_private_key, load_public_key
 from protocols.topics import device_filter, topic
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,28 @@ def load_token_key(path: Path) -> TokenKey:
             variable="provisioning.token_public_key_file",
             value=str(path),
         ) from exc
+
+
+def load_unlock_signer(path: Path | None, public: TokenKey) -> Ed25519PrivateKey | None:
+    """The private unlock-token key, checked to be the half of the published public key (a
+    mismatch would make every token the API signs fail at every agent)."""
+    if path is None:
+        return None
+    try:
+        private = load_private_key(path.read_bytes())
+    except (OSError, CloudError, CredentialError, ValueError) as exc:
+        raise ConfigError(
+            f"token private key {path}: {exc}",
+            variable="provisioning.token_private_key_file",
+            value=str(path),
+        ) from exc
+    if key_id(private.public_key()) != public.key_id:
+        raise ConfigError(
+            f"token private key {path} is not the pair of the configured public key",
+            variable="provisioning.token_private_key_file",
+            value=str(path),
+        )
+    return private
 
 
 def new_device_id() -> str:

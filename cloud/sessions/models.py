@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cloud.columns import ULID_LEN, Paise, text_enum
+from cloud.columns import ULID_LEN, Paise, text_enum, ulid_pk
 from cloud.db import Base
 from protocols.enums import CredentialKind, SessionEventType, StopReason
 
@@ -95,3 +95,42 @@ class SessionEventRow(Base):
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class UnlockOutcome(StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    REFUSED = "refused"
+    OFFLINE = "offline"
+    TIMEOUT = "timeout"
+
+
+class UnlockRequest(Base):
+    """A driver's request to start charging through the API (``POST /chargers/{id}/sessions``).
+
+    Links the API's world (user, booking, charger) to the device's: the unlock token's ``jti``
+    is the credential ref the agent reports in its session events, so ingest and the API can
+    find whose session a device session is. When the charger is offline the driver gets a
+    booking PIN instead and ``outcome`` is ``offline``.
+    """
+
+    __tablename__ = "unlock_requests"
+
+    id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    charger_id: Mapped[str] = mapped_column(ForeignKey("chargers.id"), index=True)
+    connector_number: Mapped[int] = mapped_column(SmallInteger)
+    booking_id: Mapped[str | None] = mapped_column(ForeignKey("bookings.id"), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    token_jti: Mapped[str] = mapped_column(String(64), unique=True)
+    cmd_id: Mapped[str | None] = mapped_column(String(ULID_LEN), unique=True)
+    outcome: Mapped[UnlockOutcome] = mapped_column(
+        text_enum(UnlockOutcome, "unlock_outcome"),
+        default=UnlockOutcome.PENDING,
+        server_default=UnlockOutcome.PENDING.value,
+    )
+    #: The agent's authorization/command status when it refused.
+    agent_status: Mapped[str | None] = mapped_column(String(40))
+    device_session_id: Mapped[str | None] = mapped_column(String(ULID_LEN), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -28,10 +28,11 @@ REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 #: Everything the migration creates that a test may fill; emptied before each test.
 TABLES = (
-    "audit_log, availability_windows, bookings, chargers, connectors, dead_letters, "
-    "device_commands, devices, disputes, downlink_sequences, hosts, ledger_entries, "
-    "pairing_codes, payments, payouts, provider_events, refunds, reviews, session_events, "
-    "sessions, telemetry, telemetry_15m, telemetry_batches, user_roles, users"
+    "audit_log, availability_windows, blocked_periods, bookings, charger_photos, chargers, "
+    "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
+    "ledger_entries, pairing_codes, payments, payouts, provider_events, refresh_tokens, "
+    "refunds, reviews, session_events, sessions, telemetry, telemetry_15m, telemetry_batches, "
+    "unlock_requests, user_roles, users"
 )
 
 
@@ -91,19 +92,31 @@ def broker(tmp_path: Path, certs: Certs, service_passwords: dict[str, str]) -> I
 
 
 def token_public_key(directory: Path) -> Path:
-    """An unlock-token key pair in ``directory``; returns the public key's PEM file."""
+    """An unlock-token key pair in ``directory``; returns the public key's PEM file (the
+    private key is beside it, see :func:`token_private_key`)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = directory / "unlock-token.pub.pem"
     if not path.exists():
         key = Ed25519PrivateKey.generate()
+        token_private_key(directory).write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         path.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
     return path
+
+
+def token_private_key(directory: Path) -> Path:
+    return directory / "unlock-token.pem"
 
 
 def make_settings(
@@ -120,6 +133,8 @@ def make_settings(
         "CHARGEMITRA_MQTT_PASSWORD": password,
         "CHARGEMITRA_MQTT_KEEPALIVE_S": "10",
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(token_public_key(broker.directory)),
+        "CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE": str(token_private_key(broker.directory)),
+        "CHARGEMITRA_MARKETPLACE_PHOTO_DIR": str(broker.directory / "photos"),
         "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(broker.password_file),
         "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(broker.pid_file),
     }
