@@ -14,7 +14,7 @@ from cloud.chargers.models import (
 )
 from cloud.db import Base
 from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
-from cloud.ingest.models import DeadLetter
+from cloud.ingest.models import AuthDecisionRecord, DeadLetter
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
@@ -24,6 +24,7 @@ metadata = Base.metadata
 
 __all__ = [
     "AuditEntry",
+    "AuthDecisionRecord",
     "AvailabilityWindow",
     "BlockedPeriod",
     "Booking",

@@ -19,6 +19,8 @@ class MessageKind(StrEnum):
     CMD = "cmd"
     CMD_RESULT = "cmd_result"
     ACK = "ack"
+    #: Every authorization decision the agent made (the audit trail of who tried what).
+    AUTH = "auth"
 
 
 class AuthorizationStatus(StrEnum):

@@ -14,6 +14,7 @@ Parse with :func:`parse_message` (or :func:`parse_for_topic`); it raises one of 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal, Self
 
@@ -324,6 +325,47 @@ class CommandResult(Envelope):
     data: dict[str, JsonValue] = Field(default_factory=dict)
 
 
+# --- authorization decisions -----------------------------------------------------------------
+
+#: What an id-tag decision's reference may be: the tag's hash, or ``malformed`` for a tag that
+#: does not normalise (protocols.idtags). Never the tag itself.
+_ID_TAG_REF = re.compile(r"[0-9a-f]{64}|malformed")
+#: A PIN's reference is a keyed hash (the agent's ``pin_ref``); a PIN is never sent.
+_PIN_REF = re.compile(r"pin-[0-9a-f]{32}")
+
+
+class AuthDecision(Envelope):
+    """One authorization decision at the charger (``auth`` topic): the audit trail.
+
+    Every credential presented — accepted or not — produces one, queued in the transaction
+    that stored the decision. ``credential`` names it without its secret: an id tag by its
+    hash, a token by its ``jti`` (or a hash when its claims could not be read), a PIN by a
+    keyed hash; the model refuses a reference that could be the credential itself.
+    ``session_id`` is the session an accepted decision starts (the agent reserves the id when
+    it decides: a start that then fails on the meter or the relay leaves it without one).
+    """
+
+    connector: ConnectorId
+    credential: CredentialRef
+    status: AuthorizationStatus
+    reason: Annotated[str, StringConstraints(max_length=500)]
+    decided_at: UtcDatetime
+    session_id: Ulid | None = None
+
+    @model_validator(mode="after")
+    def _redacted_and_consistent(self) -> Self:
+        kind, ref = self.credential.kind, self.credential.ref
+        if kind is CredentialKind.ID_TAG and not _ID_TAG_REF.fullmatch(ref):
+            raise ValueError("an IdTag decision carries the tag's hash (64 hex), never the tag")
+        if kind is CredentialKind.PIN and not _PIN_REF.fullmatch(ref):
+            raise ValueError("a Pin decision carries 'pin-' + 32 hex, never the PIN")
+        if kind is CredentialKind.TOKEN and ref.startswith("v4."):
+            raise ValueError("a Token decision carries the token's jti, never the token")
+        if self.session_id is not None and self.status is not AuthorizationStatus.ACCEPTED:
+            raise ValueError(f"a {self.status.value} decision starts no session")
+        return self
+
+
 # --- application ack -------------------------------------------------------------------------
 
 
@@ -371,7 +413,7 @@ def ack_ranges(seqs: list[int] | set[int]) -> list[SeqRange]:
 
 # --- parsing ---------------------------------------------------------------------------------
 
-Message = TelemetryBatch | SessionEvent | Status | Command | CommandResult | Ack
+Message = TelemetryBatch | SessionEvent | Status | Command | CommandResult | Ack | AuthDecision
 
 MESSAGE_TYPES: dict[MessageKind, type[Envelope]] = {
     MessageKind.TELEMETRY: TelemetryBatch,
@@ -380,6 +422,7 @@ MESSAGE_TYPES: dict[MessageKind, type[Envelope]] = {
     MessageKind.CMD: Command,
     MessageKind.CMD_RESULT: CommandResult,
     MessageKind.ACK: Ack,
+    MessageKind.AUTH: AuthDecision,
 }
 
 

@@ -16,7 +16,13 @@ PREFIX = "cm/v1/d"
 
 #: Topics a device publishes; the others (``cmd``, ``ack``) flow cloud → device.
 UPLINK_KINDS = frozenset(
-    {MessageKind.TELEMETRY, MessageKind.SESSION, MessageKind.STATUS, MessageKind.CMD_RESULT}
+    {
+        MessageKind.TELEMETRY,
+        MessageKind.SESSION,
+        MessageKind.STATUS,
+        MessageKind.CMD_RESULT,
+        MessageKind.AUTH,
+    }
 )
 DOWNLINK_KINDS = frozenset({MessageKind.CMD, MessageKind.ACK})
 

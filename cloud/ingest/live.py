@@ -1,7 +1,9 @@
 """Live updates ingest publishes to Redis after a commit; API instances fan them out.
 
-Channels: ``cm:live:device:{device_id}`` (latest reading per meter, status),
-``cm:live:session:{session_id}`` and ``cm:live:charger:{charger_id}`` (session row).
+Channels: ``cm:live:device:{device_id}`` (latest reading per meter, status, authorization
+decisions — a refused unlock is news to the driver waiting at the charger),
+``cm:live:session:{session_id}`` and ``cm:live:charger:{charger_id}`` (session row),
+``cm:live:cmd:{cmd_id}`` (a command's result: the API waiting on an unlock hears it here).
 Live values are best effort: Redis being down never stops or slows ingest.
 """
 
@@ -33,6 +35,10 @@ def charger_channel(charger_id: str) -> str:
     return f"cm:live:charger:{charger_id}"
 
 
+def cmd_channel(cmd_id: str) -> str:
+    return f"cm:live:cmd:{cmd_id}"
+
+
 def live_messages(
     plan: BatchPlan, sessions: list[tuple[SessionRow, str | None]]
 ) -> list[tuple[str, str]]:
@@ -55,6 +61,11 @@ def live_messages(
                 json.dumps({"type": "status"} | status.model_dump(mode="json")),
             )
         )
+    for (device_id, _), decision in sorted(plan.auth_decisions.items()):
+        body = {"type": "auth_decision"} | decision.model_dump(mode="json")
+        out.append((device_channel(device_id), json.dumps(body)))
+    for cmd_id, result in sorted(plan.cmd_results.items()):
+        out.append((cmd_channel(cmd_id), result.model_dump_json()))
     for row, charger_id in sessions:
         text = json.dumps({"type": "session", "charger_id": charger_id} | asdict(row), default=str)
         out.append((session_channel(row.device_session_id), text))

@@ -13,6 +13,7 @@ from datetime import datetime
 from cloud.ingest.decode import Accepted, Rejected
 from protocols.messages import (
     Ack,
+    AuthDecision,
     CommandResult,
     Envelope,
     SessionEvent,
@@ -58,6 +59,8 @@ class BatchPlan:
     #: The newest status per device (highest seq; the Last Will, seq 0, only if alone).
     statuses: dict[str, Status] = field(default_factory=dict)
     cmd_results: dict[str, CommandResult] = field(default_factory=dict)
+    #: Authorization decisions by ``(device_id, seq)``.
+    auth_decisions: dict[tuple[str, int], AuthDecision] = field(default_factory=dict)
     dead_letters: list[Rejected] = field(default_factory=list)
     acks: dict[str, DeviceAck] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class BatchPlan:
             "session": len(self.session_events),
             "status": len(self.statuses),
             "cmd_result": len(self.cmd_results),
+            "auth": len(self.auth_decisions),
         }
 
     def session_keys(self) -> list[tuple[str, str]]:
@@ -118,6 +122,8 @@ def plan_batch(items: Sequence[Accepted | Rejected]) -> BatchPlan:
                 plan.statuses[device_id] = message
         elif isinstance(message, CommandResult):
             plan.cmd_results.setdefault(message.cmd_id, message)
+        elif isinstance(message, AuthDecision):
+            plan.auth_decisions.setdefault((device_id, message.seq), message)
         # seq 0 is the Last Will: the broker sent it, it is in no outbox, nothing to ack.
         if message.seq > 0:
             _ack(plan, device_id).seqs.add(message.seq)

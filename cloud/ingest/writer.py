@@ -15,7 +15,9 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
   from every stored event of the session (:func:`cloud.sessions.fold.fold_session`) under a
   transaction-scoped advisory lock, so concurrent workers cannot interleave a stale fold;
 * status: applied only if its ``seq`` is newer than the one stored;
-* cmd_result: the first result of a ``cmd_id`` wins.
+* cmd_result: the first result of a ``cmd_id`` wins;
+* auth: one row per decision, unique by ``(device_id, seq)`` and ``(device_id, msg_id)``
+  (INSERT … ON CONFLICT DO NOTHING, rows sorted by key).
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ ON CONFLICT (cmd_id) DO UPDATE SET result_status = EXCLUDED.result_status,
     result = EXCLUDED.result, result_at = EXCLUDED.result_at
 WHERE device_commands.device_id = EXCLUDED.device_id AND device_commands.result_at IS NULL"""
 
+INSERT_AUTH_DECISIONS = """
+INSERT INTO auth_decisions (device_id, seq, msg_id, connector, credential_kind, credential_ref,
+    status, reason, decided_at, clock_synced, device_session_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::smallint[], $5::text[],
+                     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bool[],
+                     $11::text[])
+ON CONFLICT DO NOTHING"""
+
 DEAD_LETTER_COLUMNS = (
     "topic",
     "device_id",
@@ -154,6 +164,8 @@ async def write_batch(
             await conn.execute(
                 UPSERT_CMD_RESULT, cmd_id, cmd.device_id, cmd.status.value, cmd.model_dump_json()
             )
+        if plan.auth_decisions:
+            await _write_auth_decisions(conn, plan)
         if plan.dead_letters:
             await conn.copy_records_to_table(
                 "dead_letters",
@@ -203,6 +215,24 @@ async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
     records = list(plan.telemetry_records(new))
     await conn.copy_records_to_table("telemetry", records=records, columns=TELEMETRY_COLUMNS)
     return len(records)
+
+
+async def _write_auth_decisions(conn: PgConnection, plan: BatchPlan) -> None:
+    decisions = [plan.auth_decisions[k] for k in sorted(plan.auth_decisions)]
+    await conn.execute(
+        INSERT_AUTH_DECISIONS,
+        [d.device_id for d in decisions],
+        [d.seq for d in decisions],
+        [d.msg_id for d in decisions],
+        [d.connector for d in decisions],
+        [d.credential.kind.value for d in decisions],
+        [d.credential.ref for d in decisions],
+        [d.status.value for d in decisions],
+        [d.reason for d in decisions],
+        [d.decided_at for d in decisions],
+        [d.clock_synced for d in decisions],
+        [d.session_id for d in decisions],
+    )
 
 
 async def _write_sessions(

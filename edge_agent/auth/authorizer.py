@@ -1,5 +1,6 @@
 """The authorizer: runs the pure decision rules against the store, one transaction per
-decision, so the lookup, the single-use ``jti`` claim and the decision log commit together.
+decision, so the lookup, the single-use ``jti`` claim, the decision log and the decision's
+report in the outbox (``auth`` topic) commit together.
 
 Every credential input (serial RFID, HID keyboards, keypad, QR scanner, LAN HTTP, a cloud
 command) calls :meth:`Authorizer.authorize`: there is one decision path.
@@ -8,7 +9,7 @@ command) calls :meth:`Authorizer.authorize`: there is one decision path.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edge_agent.auth.decision import (
@@ -27,7 +28,8 @@ from edge_agent.store import auth as auth_store
 from edge_agent.store.db import transaction
 from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.errors import CredentialError
-from protocols.idtags import hash_id_tag
+from protocols.ids import new_ulid
+from protocols.idtags import ID_TAG_MAX_LEN, hash_id_tag
 from protocols.pins import verify_pin
 from protocols.tokens import TokenVerifier
 
@@ -48,6 +50,12 @@ class Pin:
 
 
 Credential = IdTag | Token | Pin
+
+#: What a tag that does not normalise is recorded as: never the presented value itself.
+MALFORMED_TAG_REF = "malformed"
+MALFORMED_TAG_REASON = (
+    f"malformed id tag: expected 1-{ID_TAG_MAX_LEN} letters or digits (value not recorded)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +127,14 @@ class Authorizer:
         if not self._conn.in_transaction:
             raise StoreError("decide() needs an open transaction; use authorize()")
         decision = self._decide(credential, connector, at, connector_busy)
-        auth_store.record_decision(self._conn, decision, connector=connector, now=at.now)
+        if decision.accepted:
+            # The session this acceptance starts gets its id now, so the decision's report
+            # (queued below, in this transaction) can name it.
+            decision = replace(decision, session_id=new_ulid())
+        auth_store.record_decision(
+            self._conn, decision, device_id=self._charger_id, connector=connector,
+            now=at.now, clock_synced=at.clock_synced,
+        )  # fmt: skip
         return decision
 
     def _decide(
@@ -129,10 +144,12 @@ class Authorizer:
             case IdTag(tag):
                 try:
                     tag_hash = hash_id_tag(tag)
-                except CredentialError as exc:
+                except CredentialError:
+                    # Not str(exc): it quotes the tag, and the reason is stored and sent.
                     return AuthDecision(
-                        AuthorizationStatus.INVALID, str(exc), CredentialKind.ID_TAG, "malformed"
-                    )
+                        AuthorizationStatus.INVALID, MALFORMED_TAG_REASON, CredentialKind.ID_TAG,
+                        MALFORMED_TAG_REF,
+                    )  # fmt: skip
                 if connector_busy:
                     return busy(CredentialKind.ID_TAG, tag_hash, connector)
                 listed = auth_store.list_entry(self._conn, tag_hash)

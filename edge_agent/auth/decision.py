@@ -33,7 +33,8 @@ class AuthDecision:
     """The answer to one credential: status, why, and what a session started by it carries.
 
     ``ref`` identifies the credential without its secret: the id-tag hash, the token's
-    ``jti``, or a hash of the PIN.
+    ``jti``, or a hash of the PIN. ``session_id`` is the id reserved, when the decision is
+    recorded, for the session an accepted decision starts (the decision's report names it).
     """
 
     status: AuthorizationStatus
@@ -44,6 +45,7 @@ class AuthDecision:
     booking_id: str | None = None
     max_wh: int | None = None
     max_s: int | None = None
+    session_id: str | None = None
 
     @property
     def accepted(self) -> bool:

@@ -169,7 +169,8 @@ class ConnectorController:
         if meter_wh is None:
             return StartResult(None, "meter not heard recently: cannot bill, not starting")
         event = Authorize(
-            session_id=new_ulid(),
+            # The id the authorizer reserved (and reported with the decision), if any.
+            session_id=decision.session_id or new_ulid(),
             credential=CredentialRef(kind=decision.kind, ref=decision.ref),
             now=self._clocks.wall(),
             mono=self._clocks.mono(),

@@ -1,19 +1,27 @@
 """Authorization data in the store: the local list (versioned), the cache (bounded, LRU,
-expiring), used token ids (single use) and the decision log.
+expiring), used token ids (single use) and the decision log, each decision with its report
+queued in the outbox (``auth`` topic) in the same transaction.
 
 Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import datetime
 
+from pydantic import ValidationError
+
 from edge_agent.auth.decision import AuthDecision, ListEntry
 from edge_agent.errors import StaleAuthListVersion, StoreError
+from edge_agent.store import outbox
 from edge_agent.store.db import iso
-from protocols.enums import AuthListUpdateType, AuthorizationStatus
-from protocols.messages import AuthListUpdate
+from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialKind
+from protocols.errors import PayloadTooLarge
+from protocols.ids import new_ulid
+from protocols.messages import AuthDecision as AuthDecisionMessage
+from protocols.messages import AuthListUpdate, CredentialRef
 
 
 def _time(text: str | None) -> datetime | None:
@@ -149,19 +157,64 @@ def prune_used_tokens(conn: sqlite3.Connection, *, before: datetime) -> int:
 
 # --- decision log ----------------------------------------------------------------------------
 
+#: Longest reason the wire carries (protocols.messages.AuthDecision).
+REASON_MAX_CHARS = 500
+#: Longest credential reference the wire carries (protocols.messages.CredentialRef).
+REF_MAX_CHARS = 128
+
+
+def wire_ref(decision: AuthDecision) -> str:
+    """The reference the decision's report carries: the stored one, unless a token's ``jti``
+    (chosen by whoever signed it) is too long for the wire — then a hash of it."""
+    if decision.kind is CredentialKind.TOKEN and len(decision.ref) > REF_MAX_CHARS:
+        return "jti-" + hashlib.sha256(decision.ref.encode("utf-8", "replace")).hexdigest()[:32]
+    return decision.ref
+
 
 def record_decision(
-    conn: sqlite3.Connection, decision: AuthDecision, *, connector: int, now: datetime
-) -> int:
-    cursor = conn.execute(
-        "INSERT INTO decisions (ts, connector, kind, ref, status, reason) VALUES (?,?,?,?,?,?)",
+    conn: sqlite3.Connection,
+    decision: AuthDecision,
+    *,
+    device_id: str,
+    connector: int,
+    now: datetime,
+    clock_synced: bool,
+) -> AuthDecisionMessage:
+    """Log ``decision`` and queue its report (``auth`` topic) in the caller's transaction;
+    return the report.
+
+    Raises :class:`StoreError` outside a transaction (a decision logged but never reported,
+    or the reverse, is what the outbox exists to prevent) and when the report cannot be
+    built (a bug: the decision is then not recorded either, and the caller refuses).
+    """
+    if not conn.in_transaction:
+        raise StoreError("record_decision needs a transaction")
+
+    def build(seq: int) -> AuthDecisionMessage:
+        return AuthDecisionMessage(
+            msg_id=new_ulid(),
+            device_id=device_id,
+            seq=seq,
+            ts=now,
+            clock_synced=clock_synced,
+            connector=connector,
+            credential=CredentialRef(kind=decision.kind, ref=wire_ref(decision)),
+            status=decision.status,
+            reason=decision.reason[:REASON_MAX_CHARS],
+            decided_at=now,
+            session_id=decision.session_id,
+        )
+
+    try:
+        message, _ = outbox.enqueue(conn, build, now=now)
+    except (ValidationError, PayloadTooLarge) as exc:
+        raise StoreError(f"decision report not built: {exc}") from exc
+    conn.execute(
+        "INSERT INTO decisions (ts, connector, kind, ref, status, reason, outbox_seq, session_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            iso(now),
-            connector,
-            decision.kind.value,
-            decision.ref,
-            decision.status.value,
-            decision.reason,
+            iso(now), connector, decision.kind.value, decision.ref, decision.status.value,
+            decision.reason, message.seq, decision.session_id,
         ),
-    )
-    return int(cursor.lastrowid or 0)
+    )  # fmt: skip
+    return message

@@ -25,6 +25,7 @@ _KIND_OF: dict[str, MessageKind] = {
     "SessionEvent": MessageKind.SESSION,
     "Status": MessageKind.STATUS,
     "CommandResult": MessageKind.CMD_RESULT,
+    "AuthDecision": MessageKind.AUTH,
 }
 
 

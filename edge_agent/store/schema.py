@@ -109,6 +109,11 @@ MIGRATIONS: tuple[str, ...] = (
         outbox_seq INTEGER
     ) STRICT;
     """,
+    # 2: decisions are reported (``auth`` topic, outbox_seq filled from now on) and an
+    # accepted one names the session it starts.
+    """
+    ALTER TABLE decisions ADD COLUMN session_id TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

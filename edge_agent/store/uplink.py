@@ -1,8 +1,9 @@
 """The sync task's view of the outbox: which rows to send next, and deleting acked ranges.
 
-Lanes (see :mod:`edge_agent.sync.uplink`): session events and command results first, then
-telemetry queued since the link came up (live), then the backlog oldest first. Queries walk the
-primary key (``seq``) so a 100,000-row backlog costs index range scans, not table scans.
+Lanes (see :mod:`edge_agent.sync.uplink`): session events, command results and authorization
+decisions first, then telemetry queued since the link came up (live), then the backlog oldest
+first. Queries walk the primary key (``seq``) so a 100,000-row backlog costs index range scans,
+not table scans.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from edge_agent.store.db import transaction
 from edge_agent.store.outbox import OutboxRow
 from protocols.enums import MessageKind
 
-#: Kinds that jump the queue: a session's start/stop and a command's answer are what a driver
-#: and the cloud wait for; telemetry can trail.
-URGENT_KINDS = (MessageKind.SESSION.value, MessageKind.CMD_RESULT.value)
+#: Kinds that jump the queue: a session's start/stop, a command's answer and an authorization
+#: decision (a refused unlock) are what a driver and the cloud wait for; telemetry can trail.
+#: Decisions are few — one per credential presented, PIN guesses bounded by the lockout.
+URGENT_KINDS = (MessageKind.SESSION.value, MessageKind.CMD_RESULT.value, MessageKind.AUTH.value)
 
 _COLUMNS = "seq, kind, created_at, payload"
 # A dict lookup, not MessageKind(value): this runs for every row of a 100,000-row drain.
@@ -35,7 +37,7 @@ def high_water(conn: sqlite3.Connection) -> int:
 
 
 def urgent_seqs(conn: sqlite3.Connection, upto: int) -> list[int]:
-    """Seqs of session events and command results at or below ``upto``, oldest first."""
+    """Seqs of urgent rows (:data:`URGENT_KINDS`) at or below ``upto``, oldest first."""
     marks = ",".join("?" * len(URGENT_KINDS))
     rows = conn.execute(
         f"SELECT seq FROM outbox WHERE seq <= ? AND kind IN ({marks}) ORDER BY seq",  # noqa: S608 -- placeholders only

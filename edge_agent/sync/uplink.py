@@ -3,7 +3,8 @@
 Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.UplinkWindow`:
 
 1. **resend** — rows whose ack timed out or that were in flight when the link dropped;
-2. **urgent** — session events and command results, oldest first, whatever their age;
+2. **urgent** — session events, command results and authorization decisions, oldest first,
+   whatever their age;
 3. **live** — anything queued after the link came up (the reading a driver is watching);
 4. **backlog** — everything else queued before the link came up (telemetry, a status that
    was not acked), oldest first, rate-limited by a token bucket so hours of backlog neither

@@ -28,7 +28,8 @@ REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 #: Everything the migration creates that a test may fill; emptied before each test.
 TABLES = (
-    "audit_log, availability_windows, blocked_periods, bookings, charger_photos, chargers, "
+    "audit_log, auth_decisions, availability_windows, blocked_periods, bookings, "
+    "charger_photos, chargers, "
     "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
     "ledger_entries, pairing_codes, payments, payouts, provider_events, refresh_tokens, "
     "refunds, reviews, session_events, sessions, telemetry, telemetry_15m, telemetry_batches, "

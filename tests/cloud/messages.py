@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from protocols.enums import CredentialKind, SessionEventType, StopReason
+from protocols.enums import AuthorizationStatus, CredentialKind, SessionEventType, StopReason
 from protocols.ids import new_ulid
 from protocols.messages import (
+    AuthDecision,
     CredentialRef,
     MeterReading,
     SessionEvent,
@@ -93,4 +94,28 @@ def session_events(
 def status(device_id: str, seq: int, *, online: bool = True) -> Status:
     return Status(
         msg_id=new_ulid(), device_id=device_id, seq=seq, ts=T0, clock_synced=True, online=online
+    )
+
+
+def auth_decision(
+    device_id: str,
+    seq: int,
+    status: AuthorizationStatus = AuthorizationStatus.ACCEPTED,
+    *,
+    session_id: str | None = None,
+    reason: str = "local list: Accepted",
+) -> AuthDecision:
+    """A decision on an id tag (by its hash) at connector 1."""
+    return AuthDecision(
+        msg_id=new_ulid(),
+        device_id=device_id,
+        seq=seq,
+        ts=T0,
+        clock_synced=True,
+        connector=1,
+        credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=f"{seq:064x}"),
+        status=status,
+        reason=reason,
+        decided_at=T0 + timedelta(seconds=seq),
+        session_id=session_id,
     )

@@ -132,6 +132,7 @@ _KINDS = {
     "SessionEvent": MessageKind.SESSION,
     "Status": MessageKind.STATUS,
     "CommandResult": MessageKind.CMD_RESULT,
+    "AuthDecision": MessageKind.AUTH,
 }
 
 

@@ -12,11 +12,11 @@ import pytest
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
-from protocols.enums import MessageKind
+from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.topics import topic
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import add_device
-from tests.cloud.messages import telemetry
+from tests.cloud.messages import auth_decision, telemetry
 from tests.cloud.mosquitto import Broker, edge_broker
 from tests.cloud.probe import Probe
 from tests.cloud.sim_device import SimDevice, wait_for
@@ -86,6 +86,7 @@ async def test_a_device_behind_the_site_broker_is_ingested_and_acked_through_the
     # The agent talks only to its site broker on loopback; acks come back over the bridge.
     device = SimDevice(DEVICE, "", edge.port)
     device.queue(telemetry(DEVICE, seq, readings=50, first_index=seq * 100) for seq in range(1, 21))
+    device.queue([auth_decision(DEVICE, 21, AuthorizationStatus.UNKNOWN)])  # the auth topic too
     async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
         run = tg.create_task(worker.run(), name="ingest")
         await device.connect()
@@ -94,3 +95,4 @@ async def test_a_device_behind_the_site_broker_is_ingested_and_acked_through_the
     device.disconnect()
     assert await pg.fetchval("SELECT count(*) FROM telemetry_batches") == 20
     assert await pg.fetchval("SELECT count(*) FROM telemetry") == 20 * 50 * 2
+    assert await pg.fetchval("SELECT status FROM auth_decisions WHERE seq = 21") == "Unknown"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.plan import ACK_MAX_ITEMS, DeviceAck, build_acks, plan_batch
-from protocols.enums import MessageKind
+from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, Ack, Envelope, encode_message, last_will
 from protocols.topics import topic
-from tests.cloud.messages import session_events, status, telemetry
+from tests.cloud.messages import auth_decision, session_events, status, telemetry
 
 DEV = "dev-1"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -99,3 +100,21 @@ def test_acks_cover_every_seq_and_split_beyond_the_range_limit() -> None:
     assert messages[0].dead_lettered == [3]
     for m in messages:
         assert len(encode_message(m)) <= MAX_PAYLOAD_BYTES
+
+
+def test_decisions_are_planned_once_per_seq_and_acked() -> None:
+    decision = auth_decision(DEV, 7, AuthorizationStatus.BLOCKED)
+    raw_secret = json.loads(encode_message(decision))
+    raw_secret["credential"]["ref"] = "04A21B9C7F"  # a raw tag: refused, dead-lettered, acked
+    plan = plan_batch(
+        [
+            _accept(decision, MessageKind.AUTH),
+            _accept(decision, MessageKind.AUTH),  # QoS 1 redelivery in the same batch
+            decode(topic(DEV, MessageKind.AUTH), json.dumps({**raw_secret, "seq": 8}).encode()),
+        ]
+    )
+    assert list(plan.auth_decisions) == [(DEV, 7)]
+    assert plan.kind_counts()["auth"] == 1
+    assert [d.error_kind for d in plan.dead_letters] == ["InvalidMessage"]
+    assert "never the tag" in plan.dead_letters[0].reason
+    assert (plan.acks[DEV].seqs, plan.acks[DEV].dead_lettered) == ({7}, {8})

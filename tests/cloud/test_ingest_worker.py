@@ -15,12 +15,12 @@ from cloud.ingest.live import device_channel
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings
 from cloud.workers.ingest import open_ingest_worker
-from protocols.enums import MessageKind
+from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
 from protocols.topics import topic
 from tests.cloud.conftest import REDIS_URL, add_device
-from tests.cloud.messages import session_events, status, telemetry
+from tests.cloud.messages import auth_decision, session_events, status, telemetry
 from tests.cloud.mosquitto import Broker
 from tests.cloud.sim_device import SimDevice, wait_for
 
@@ -241,3 +241,72 @@ async def test_a_resent_batch_is_dropped_by_seq_even_under_a_new_msg_id(
     device.disconnect()
     assert await pg.fetchval("SELECT count(*) FROM telemetry") == 8
     assert await pg.fetchval("SELECT count(*) FROM telemetry_batches") == 1
+
+
+async def test_decisions_are_stored_once_acked_after_commit_and_bad_ones_dead_lettered(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    device = SimDevice("dev-auth", add_device(broker, "dev-auth"), broker.port)
+    session_id = new_ulid()
+    decisions = [
+        auth_decision(
+            "dev-auth",
+            seq,
+            status,
+            session_id=session_id if status is AuthorizationStatus.ACCEPTED else None,
+        )
+        for seq, status in enumerate(AuthorizationStatus, start=1)
+    ]
+    device.queue(decisions)
+    started = session_events("dev-auth", session_id, len(decisions) + 1, updates=0, stop=False)
+    device.queue(started)
+    bad_seq = len(decisions) + 2
+    raw_pin = json.loads(encode_message(auth_decision("dev-auth", bad_seq)))
+    raw_pin["credential"] = {"kind": "Pin", "ref": "12345678"}  # a PIN in the clear: refused
+    device.queue_raw(bad_seq, MessageKind.AUTH, json.dumps(raw_pin).encode())
+    redis = Redis.from_url(REDIS_URL)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(device_channel("dev-auth"))
+    try:
+        async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+            run = tg.create_task(worker.run(), name="ingest")
+            await device.connect()
+            replay = dict(device.outbox)
+            await device.drain(timeout_s=30)
+            device.outbox.update(replay)  # redeliver everything: acked again, stored once
+            await device.drain(timeout_s=30)
+            live = await _next_data(pubsub)
+            run.cancel()
+        device.disconnect()
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+    rows = await pg.fetch(
+        "SELECT seq, msg_id, status, credential_kind, credential_ref, reason, decided_at, "
+        "clock_synced, device_session_id, connector FROM auth_decisions "
+        "WHERE device_id = 'dev-auth' ORDER BY seq"
+    )
+    assert [
+        (r["seq"], r["msg_id"], r["status"], r["credential_ref"], r["decided_at"]) for r in rows
+    ] == [(d.seq, d.msg_id, d.status.value, d.credential.ref, d.decided_at) for d in decisions]
+    assert {(r["credential_kind"], r["connector"], r["clock_synced"]) for r in rows} == {
+        ("IdTag", 1, True)
+    }
+    # The accepted decision names the session it started: the two join.
+    joined = await pg.fetch(
+        "SELECT a.status FROM auth_decisions a JOIN sessions s "
+        "ON s.device_id = a.device_id AND s.device_session_id = a.device_session_id"
+    )
+    assert [r["status"] for r in joined] == ["Accepted"]
+    # Dead letters keep every delivery (no key): the refused decision, sent twice, twice.
+    dead = await pg.fetch("SELECT topic, error_kind, reason, seq FROM dead_letters")
+    assert {(d["topic"], d["error_kind"], d["seq"]) for d in dead} == {
+        ("cm/v1/d/dev-auth/auth", "InvalidMessage", bad_seq)
+    }
+    assert all("never the PIN" in d["reason"] for d in dead)
+    assert device.dead_lettered == {bad_seq}
+    acked = {seq for ack in device.acks for seq in range(1, bad_seq + 1) if ack.covers(seq)}
+    assert acked == set(range(1, bad_seq + 1))
+    assert live is not None
+    assert json.loads(live["data"])["type"] == "auth_decision"

@@ -96,6 +96,7 @@ async def test_a_code_claims_once_and_the_device_works_on_the_broker(
     observer = Probe("cloud-ingest", service_passwords["cloud-ingest"], broker.port, "observer")
     await observer.connect()
     await observer.subscribe("cm/v1/d/+/telemetry")
+    await observer.subscribe("cm/v1/d/+/auth")
     assert not (await device.publish(topic(device_id, MessageKind.TELEMETRY), b"{}")).is_failure
     await wait_for(lambda: len(observer.messages) == 1, timeout_s=10)
     device.close()
@@ -135,6 +136,7 @@ async def test_device_a_cannot_touch_device_b_topics(
     for probe in (a, a_as_b, observer, api_client):
         assert not (await probe.connect()).is_failure
     await observer.subscribe("cm/v1/d/+/telemetry")
+    await observer.subscribe("cm/v1/d/+/auth")
 
     # Mosquitto 2.0 grants the SUBACK and enforces `read` on every delivery instead: what
     # matters is that nothing of B's ever reaches A, checked below.
@@ -144,14 +146,19 @@ async def test_device_a_cannot_touch_device_b_topics(
     assert not (await a.subscribe(topic("dev-a", MessageKind.CMD))).is_failure
     for probe in (a, a_as_b):
         await probe.publish(topic("dev-b", MessageKind.TELEMETRY), b"forged")
+        await probe.publish(topic("dev-b", MessageKind.AUTH), b"forged decision")
     await a.publish(topic("dev-a", MessageKind.TELEMETRY), b"own")
+    await a.publish(topic("dev-a", MessageKind.AUTH), b"own decision")
     await api_client.publish(topic("dev-b", MessageKind.CMD), b"for-b")
     await api_client.publish(topic("dev-a", MessageKind.CMD), b"for-a")
     # Per-connection ordering: once the later, allowed message arrives, a forged one would
     # have arrived before it.
-    await wait_for(lambda: len(observer.messages) >= 1, timeout_s=10)
+    await wait_for(lambda: len(observer.messages) >= 2, timeout_s=10)
     await wait_for(lambda: len(a.messages) >= 1, timeout_s=10)
-    assert observer.messages == [(topic("dev-a", MessageKind.TELEMETRY), b"own")]
+    assert observer.messages == [
+        (topic("dev-a", MessageKind.TELEMETRY), b"own"),
+        (topic("dev-a", MessageKind.AUTH), b"own decision"),
+    ]
     # Overlapping subscriptions may deliver A's own command twice (MQTT allows it).
     assert set(a.messages) == {(topic("dev-a", MessageKind.CMD), b"for-a")}
     for probe in (a, a_as_b, observer, api_client):

@@ -13,15 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.auth.authorizer import Authorizer, IdTag, Moment, Pin, Token
-from edge_agent.auth.decision import ListEntry, decide_id_tag
+from edge_agent.auth.decision import AuthDecision, ListEntry, decide_id_tag
 from edge_agent.auth.lockout import Lockout
 from edge_agent.errors import StaleAuthListVersion, StoreError
 from edge_agent.store import auth as auth_store
+from edge_agent.store import outbox
 from edge_agent.store.db import connect, transaction
-from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialKind
+from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialKind, MessageKind
 from protocols.ids import new_ulid
 from protocols.idtags import hash_id_tag
-from protocols.messages import AuthListEntry, AuthListUpdate
+from protocols.messages import AuthDecision as AuthDecisionMessage
+from protocols.messages import AuthListEntry, AuthListUpdate, parse_message
 from protocols.pins import issue_pin
 from protocols.tokens import TokenVerifier, UnlockClaims, sign_unlock_token
 
@@ -337,3 +339,138 @@ def test_remembered_cloud_answers_are_bounded_and_expire(conn: sqlite3.Connectio
     assert status("C3") is S.ACCEPTED
     later = Moment(T0 + timedelta(hours=2), 500.0, clock_synced=True)
     assert status("C3", later) is S.UNKNOWN
+
+
+# --- every decision is reported through the outbox -------------------------------------------
+
+
+def _present_for(status: S, conn: sqlite3.Connection, authorizer: Authorizer) -> AuthDecision:
+    """Set up, then present, a credential that earns ``status``; returns that decision."""
+
+    def tag(value: str, *, busy: bool = False) -> AuthDecision:
+        return authorizer.authorize(IdTag(value), connector=1, at=AT, connector_busy=busy)
+
+    def token(value: str, at: Moment = AT) -> AuthDecision:
+        return authorizer.authorize(Token(value), connector=1, at=at, connector_busy=False)
+
+    entries = [
+        _entry("AC01", S.ACCEPTED), _entry("B10C", S.BLOCKED),
+        _entry("E0E0", S.ACCEPTED, expires_at=T0 - timedelta(days=1)),
+    ]  # fmt: skip
+    _apply(conn, _update(1, AuthListUpdateType.FULL, entries))
+    if status is S.REPLAYED:
+        used = _token()
+        assert token(used).status is S.ACCEPTED
+        return token(used)
+    unsynced = Moment(datetime(1970, 1, 1, tzinfo=UTC), 1.0, clock_synced=False)
+    present = {
+        S.ACCEPTED: lambda: tag("AC01"),
+        S.BLOCKED: lambda: tag("B10C"),
+        S.EXPIRED: lambda: tag("E0E0"),
+        S.INVALID: lambda: tag("bad tag!"),
+        S.CONCURRENT_TX: lambda: tag("AC01", busy=True),
+        S.NOT_AT_THIS_CHARGER: lambda: token(_token(charger="site-2")),
+        S.NOT_AT_THIS_TIME: lambda: token(
+            _token(nbf=T0 + timedelta(hours=1), exp=T0 + timedelta(hours=2))
+        ),
+        S.UNKNOWN: lambda: tag("FFFF"),
+        S.CLOCK_UNSYNCED: lambda: token(_token(), unsynced),
+    }
+    return present[status]()
+
+
+@pytest.mark.parametrize("status", list(S))
+def test_a_decision_of_every_status_queues_exactly_one_report_with_the_next_seq(
+    conn: sqlite3.Connection, authorizer: Authorizer, status: S
+) -> None:
+    assert outbox.depth(conn) == 0
+    decision = _present_for(status, conn, authorizer)
+    assert decision.status is status
+    rows = outbox.pending(conn, limit=1000)
+    # One report per decision (the setup of Replayed decides once before), nothing else,
+    # and the seqs run 1..n: the one under test took the next seq.
+    decided = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    assert [r.kind for r in rows] == [MessageKind.AUTH] * decided
+    assert [r.seq for r in rows] == list(range(1, decided + 1))
+    stored = conn.execute(
+        "SELECT outbox_seq, status, kind, ref, session_id FROM decisions ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    message = parse_message(MessageKind.AUTH, rows[-1].payload)
+    assert isinstance(message, AuthDecisionMessage)
+    assert stored == (
+        decided, status.value, message.credential.kind.value, message.credential.ref,
+        message.session_id,
+    )  # fmt: skip
+    assert (message.device_id, message.connector, message.status) == (CHARGER, 1, status)
+    synced = status is not S.CLOCK_UNSYNCED
+    assert message.clock_synced is synced
+    assert message.decided_at == (T0 if synced else datetime(1970, 1, 1, tzinfo=UTC))
+    assert message.reason == decision.reason
+    # Only an acceptance names a session, and it is the id the session will be started with.
+    assert message.session_id == decision.session_id
+    assert (message.session_id is not None) is (status is S.ACCEPTED)
+
+
+def test_a_decision_and_its_report_commit_together_or_not_at_all(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    jti = new_ulid()
+    signed = _token(jti=jti)
+    # The outbox refuses the row (as a full disk would): the decision, its jti claim and the
+    # seq all roll back with it, and the caller hears a StoreError, not a silent decision.
+    conn.execute(
+        "CREATE TEMP TRIGGER outbox_full BEFORE INSERT ON outbox "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    with pytest.raises(StoreError, match="disk is full"):
+        authorizer.authorize(Token(signed), connector=1, at=AT, connector_busy=False)
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM used_tokens").fetchone()[0] == 0
+    assert conn.execute("SELECT value FROM counters WHERE name = 'uplink_seq'").fetchone() == (0,)
+    conn.execute("DROP TRIGGER outbox_full")
+    # Decided inside a caller's transaction that then fails: neither the log nor the report.
+
+    def crash_before_commit() -> None:
+        with transaction(conn):
+            authorizer.decide(Token(signed), connector=1, at=AT, connector_busy=False)
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
+    assert outbox.depth(conn) == 0
+    # Nothing was used up: the same token is accepted once the store can write, as seq 1.
+    decision = authorizer.authorize(Token(signed), connector=1, at=AT, connector_busy=False)
+    assert decision.status is S.ACCEPTED
+    assert conn.execute("SELECT outbox_seq FROM decisions").fetchall() == [(1,)]
+    assert [r.seq for r in outbox.pending(conn)] == [1]
+
+
+def test_reports_never_carry_the_credential(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    signed = _token()
+    for credential in (
+        IdTag("04A21B"), IdTag("bad tag! 04A21B"), Pin(booking.pin), Pin("99999999"),
+        Token(signed), Token("v4.public." + "A" * 300),
+    ):  # fmt: skip
+        authorizer.authorize(credential, connector=1, at=AT, connector_busy=False)
+    payloads = b"".join(r.payload for r in outbox.pending(conn))
+    dump = "\n".join(conn.iterdump())
+    for secret in ("04A21B", booking.pin, "99999999", signed, "A" * 300):
+        assert secret.encode() not in payloads
+        assert secret not in dump
+
+
+def test_a_token_id_too_long_for_the_wire_travels_hashed(
+    conn: sqlite3.Connection, authorizer: Authorizer
+) -> None:
+    long_jti = "j" * 300  # signed by the cloud, but nothing bounds it
+    decision = authorizer.authorize(
+        Token(_token(jti=long_jti)), connector=1, at=AT, connector_busy=False
+    )
+    assert decision.status is S.ACCEPTED
+    message = parse_message(MessageKind.AUTH, outbox.pending(conn)[0].payload)
+    assert isinstance(message, AuthDecisionMessage)
+    assert message.credential.ref.startswith("jti-")
+    assert len(message.credential.ref) == 36

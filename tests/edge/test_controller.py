@@ -4,6 +4,7 @@ reach the relay, every change lands in the outbox in order."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -22,6 +23,7 @@ from protocols.enums import (
     SessionEventType,
     StopReason,
 )
+from protocols.ids import new_ulid
 from protocols.messages import MeterReading, SessionEvent, parse_message
 from protocols.meters import Quantity
 
@@ -248,3 +250,14 @@ async def test_site_time_limit_applies_when_the_credential_has_none(
     await _run(rig, 2)
     assert not _commanded(relay)
     assert _events(conn)[-1].stop_reason is StopReason.TIME_LIMIT_REACHED
+
+
+async def test_a_session_takes_the_id_its_decision_reserved_and_reported(
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+) -> None:
+    controller, _, _, _ = rig
+    await _run(rig, 1)
+    reserved = new_ulid()
+    result = await controller.start(replace(ACCEPTED, session_id=reserved))
+    assert result.session_id == reserved
+    assert [e.session_id for e in _events(conn)] == [reserved]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.auth.decision import AuthDecision
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import EmitSessionEvent, Session
 from edge_agent.store import outbox, readings
+from edge_agent.store.auth import record_decision
 from edge_agent.store.db import (
     connect,
     get_state,
@@ -23,7 +25,13 @@ from edge_agent.store.db import (
 )
 from edge_agent.store.schema import SCHEMA_VERSION
 from edge_agent.store.sessions import EventContext, get_session, open_sessions, record_event
-from protocols.enums import CredentialKind, MessageKind, SessionEventType, StopReason
+from protocols.enums import (
+    AuthorizationStatus,
+    CredentialKind,
+    MessageKind,
+    SessionEventType,
+    StopReason,
+)
 from protocols.ids import new_ulid
 from protocols.messages import (
     MAX_PAYLOAD_BYTES,
@@ -244,3 +252,38 @@ def test_large_reading_backlogs_split_into_acceptable_batches(conn: sqlite3.Conn
         assert isinstance(message, TelemetryBatch)
         total += len(message.readings)
     assert total == 1500
+
+
+def test_size_cap_never_thins_decisions_or_their_reports(conn: sqlite3.Connection) -> None:
+    cap = 192 * 1024
+    decisions = [
+        AuthDecision(status, status.value, CredentialKind.ID_TAG, f"{i:064x}")
+        for i, status in enumerate(list(AuthorizationStatus) * 5)
+    ]
+    for i, decision in enumerate(decisions):
+        with transaction(conn):
+            record_decision(
+                conn, decision, device_id="site-1", connector=1,
+                now=T0 + timedelta(seconds=i), clock_synced=True,
+            )  # fmt: skip
+    thinned = 0
+    for second in range(3600):  # an hour of 4 meters at 1 Hz: far over the cap
+        batch = [_reading(1000 + second, second) for _ in range(4)]
+        thinned += readings.add_batch(
+            conn, batch, device_id="site-1", now=T0, clock_synced=True, max_bytes=cap
+        ).batches
+    assert thinned > 0
+    assert used_bytes(conn) <= cap
+    reports = [r for r in outbox.pending(conn, limit=100_000) if r.kind is MessageKind.AUTH]
+    assert [r.seq for r in reports] == list(range(1, len(decisions) + 1))
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == len(decisions)
+    assert conn.execute(
+        "SELECT count(*) FROM decisions d JOIN outbox o ON o.seq = d.outbox_seq"
+    ).fetchone()[0] == len(decisions)  # fmt: skip
+
+
+def test_a_decision_is_only_recorded_inside_a_transaction(conn: sqlite3.Connection) -> None:
+    decision = AuthDecision(AuthorizationStatus.UNKNOWN, "no", CredentialKind.ID_TAG, "0" * 64)
+    with pytest.raises(StoreError, match="transaction"):
+        record_decision(conn, decision, device_id="site-1", connector=1, now=T0, clock_synced=True)
+    assert outbox.depth(conn) == 0

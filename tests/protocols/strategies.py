@@ -160,4 +160,30 @@ acks = st.builds(
     **envelope(),
 )
 
-any_message = st.one_of(telemetry, session_events(), statuses, commands, command_results, acks)
+
+@st.composite
+def auth_decisions(draw: st.DrawFn) -> m.AuthDecision:
+    """Decisions of every kind and status, with references in the shapes the agent writes."""
+    kind = draw(st.sampled_from(list(CredentialKind)))
+    ref = {
+        CredentialKind.ID_TAG: hashes | st.just("malformed"),
+        CredentialKind.PIN: st.from_regex(r"pin-[0-9a-f]{32}", fullmatch=True),
+        CredentialKind.TOKEN: ulids | st.from_regex(r"tok-[0-9a-f]{32}", fullmatch=True),
+        CredentialKind.REMOTE: st.text(min_size=1, max_size=128),
+    }[kind]
+    status = draw(st.sampled_from(list(AuthorizationStatus)))
+    accepted = status is AuthorizationStatus.ACCEPTED
+    return m.AuthDecision(
+        **{k: draw(v) for k, v in envelope().items()},
+        connector=draw(connectors),
+        credential=m.CredentialRef(kind=kind, ref=draw(ref)),
+        status=status,
+        reason=draw(st.text(max_size=500)),
+        decided_at=draw(times),
+        session_id=draw(st.none() | ulids) if accepted else None,
+    )
+
+
+any_message = st.one_of(
+    telemetry, session_events(), statuses, commands, command_results, acks, auth_decisions()
+)

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import messages as m
-from protocols.enums import CredentialKind, MessageKind, SessionEventType, StopReason
+from protocols.enums import (
+    AuthorizationStatus,
+    CredentialKind,
+    MessageKind,
+    SessionEventType,
+    StopReason,
+)
 from protocols.errors import (
     InvalidMessage,
     MalformedJSON,
@@ -218,3 +224,63 @@ def test_last_will_is_offline_with_reserved_seq_zero() -> None:
     will = m.last_will("site-1", ts=NOW, clock_synced=False)
     assert (will.online, will.seq, will.device_id) == (False, 0, "site-1")
     assert m.parse_message("status", m.encode_message(will)) == will
+
+
+def auth_decision(**changes: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "v": 1,
+        "msg_id": new_ulid(),
+        "device_id": "site-1",
+        "seq": 4,
+        "ts": NOW.isoformat(),
+        "clock_synced": True,
+        "connector": 1,
+        "credential": {"kind": "IdTag", "ref": "ab" * 32},
+        "status": "Accepted",
+        "reason": "local list: Accepted",
+        "decided_at": NOW.isoformat(),
+        "session_id": new_ulid(),
+    }
+    fields.update(changes)
+    return fields
+
+
+@pytest.mark.parametrize("status", list(AuthorizationStatus))
+def test_a_decision_of_every_status_parses_on_the_auth_topic(status: AuthorizationStatus) -> None:
+    accepted = status is AuthorizationStatus.ACCEPTED
+    data = auth_decision(status=status.value, session_id=new_ulid() if accepted else None)
+    parsed_topic, message = m.parse_for_topic("cm/v1/d/site-1/auth", json.dumps(data))
+    assert parsed_topic.kind is MessageKind.AUTH
+    assert isinstance(message, m.AuthDecision)
+    assert message.status is status
+
+
+@pytest.mark.parametrize(
+    ("kind", "ref"),
+    [
+        ("IdTag", "04A21B9C7F"),  # a raw RFID UID
+        ("IdTag", "AB" * 32),  # upper case: not how the agent writes a hash
+        ("Pin", "12345678"),  # a raw booking PIN
+        ("Pin", "pin-" + "0" * 31),
+        ("Token", "v4.public.eyJjaGFyZ2VyX2lkIjoic2l0ZS0xIn0"),  # a token itself
+    ],
+)
+def test_a_decision_never_carries_the_credential_itself(kind: str, ref: str) -> None:
+    data = auth_decision(credential={"kind": kind, "ref": ref})
+    with pytest.raises(InvalidMessage, match="never the"):
+        m.parse_message(MessageKind.AUTH, json.dumps(data))
+
+
+@pytest.mark.parametrize("status", [s for s in AuthorizationStatus if s.value != "Accepted"])
+def test_only_an_accepted_decision_names_a_session(status: AuthorizationStatus) -> None:
+    data = auth_decision(status=status.value)
+    with pytest.raises(InvalidMessage, match="starts no session"):
+        m.parse_message(MessageKind.AUTH, json.dumps(data))
+
+
+def test_a_decision_needs_its_fields() -> None:
+    data = auth_decision()
+    del data["decided_at"]
+    with pytest.raises(InvalidMessage) as info:
+        m.parse_message(MessageKind.AUTH, json.dumps(data))
+    assert info.value.fields == ("decided_at",)

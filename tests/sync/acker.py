@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Ack, Envelope, ack_ranges, encode_message, parse_for_topic
-from protocols.topics import ingest_filter, parse_topic, topic
+from protocols.topics import UPLINK_KINDS, ingest_filter, parse_topic, topic
 
 
 @dataclass
@@ -71,9 +71,7 @@ class Acker:
 
     def _connected(self, client: paho.Client, *args: object) -> None:
         # Subscribe on every (re)connect: the broker may have been restarted without our session.
-        for kind in (
-            MessageKind.TELEMETRY, MessageKind.SESSION, MessageKind.CMD_RESULT, MessageKind.STATUS
-        ):  # fmt: skip
+        for kind in sorted(UPLINK_KINDS):
             client.subscribe(ingest_filter(kind, shared=False), qos=1)
 
     def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:

@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge_agent.auth.decision import AuthDecision
 from edge_agent.store import outbox
+from edge_agent.store.auth import record_decision
 from edge_agent.store.db import transaction
 from edge_agent.store.readings import add_batch
 from edge_agent.sync.backoff import Backoff
@@ -18,7 +20,13 @@ from edge_agent.sync.downlink import CommandOutcome, WallClock
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings
-from protocols.enums import CommandStatus, CredentialKind, SessionEventType, StopReason
+from protocols.enums import (
+    AuthorizationStatus,
+    CommandStatus,
+    CredentialKind,
+    SessionEventType,
+    StopReason,
+)
 from protocols.ids import new_ulid
 from protocols.messages import Command, CredentialRef, MeterReading, SessionEvent
 from protocols.meters import Quantity
@@ -92,6 +100,21 @@ def queue_session(conn: sqlite3.Connection, *, events: int = 3, device_id: str =
         with transaction(conn):
             outbox.enqueue(conn, build, now=T0)
     return session_id
+
+
+def queue_decision(
+    conn: sqlite3.Connection,
+    status: AuthorizationStatus = AuthorizationStatus.UNKNOWN,
+    *,
+    device_id: str = DEVICE,
+) -> int:
+    """Record a decision (an unknown tag by default) as the agent does; return its seq."""
+    decision = AuthDecision(status, f"test: {status.value}", CredentialKind.ID_TAG, "b" * 64)
+    with transaction(conn):
+        message = record_decision(
+            conn, decision, device_id=device_id, connector=1, now=T0, clock_synced=True
+        )
+    return message.seq
 
 
 def outbox_empty(conn: sqlite3.Connection) -> bool:

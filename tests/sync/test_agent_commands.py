@@ -1,6 +1,7 @@
 """The agent with its sync task, end to end: a real broker (TLS, the project's ACL), the
 simulated charger, and cloud commands — a signed start closes the relay and is answered
-Accepted, a replayed token and a stale command are refused, session events say online."""
+Accepted, a replayed token and a stale command are refused, session events say online, and
+each decision is reported on the auth topic."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from firmware_sim.site import MeterSpec
 from protocols.enums import AuthorizationStatus, CommandStatus, MessageKind, StopReason
 from protocols.ids import new_ulid
 from protocols.messages import (
+    AuthDecision,
     Command,
     CommandResult,
     SessionEvent,
@@ -201,3 +203,15 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
     first = min(events, key=lambda e: e.event_seq)
     assert first.event.value == "started"
     assert not any(e.offline for e in events)  # the link was up: online events
+    # Each decision went up on the auth topic: the start names its session, the replay none
+    # (the stale command was never executed, so never decided).
+    decisions = sorted(
+        (m for m in acker.received[DEVICE].by_seq.values() if isinstance(m, AuthDecision)),
+        key=lambda d: d.seq,
+    )
+    assert [(d.status, d.session_id) for d in decisions] == [
+        (AuthorizationStatus.ACCEPTED, started.session_id),
+        (AuthorizationStatus.REPLAYED, None),
+    ]
+    assert decisions[0].credential.ref == decisions[1].credential.ref  # the token's jti
+    assert signed not in str(decisions)

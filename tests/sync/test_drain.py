@@ -11,8 +11,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.service import SyncService
-from protocols.enums import MessageKind
-from protocols.messages import Status
+from protocols.enums import AuthorizationStatus, MessageKind
+from protocols.messages import AuthDecision, SessionEvent, Status
 from protocols.topics import topic
 from tests.cloud.certs import Certs
 from tests.cloud.mosquitto import Broker
@@ -23,6 +23,7 @@ from tests.sync.rig import (
     RecordingHandler,
     outbox_empty,
     outbox_seqs,
+    queue_decision,
     queue_readings,
     queue_session,
     running,
@@ -50,11 +51,12 @@ def no_gaps(seqs: set[int]) -> bool:
     return seqs == set(range(1, max(seqs) + 1))
 
 
-async def test_session_events_jump_the_backlog_and_rows_go_only_on_acks(
+async def test_session_events_and_decisions_jump_the_backlog_and_rows_go_only_on_acks(
     store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
 ) -> None:
     queue_readings(store, 300)
     sessions = [queue_session(store), queue_session(store)]
+    decisions = [queue_decision(store, status) for status in AuthorizationStatus]
     queued = outbox_seqs(store)
     acker.drop_acks = True  # the broker has everything, the cloud commits nothing
     sync = service(store, broker, certs, ack_timeout_s=3.0)
@@ -65,9 +67,10 @@ async def test_session_events_jump_the_backlog_and_rows_go_only_on_acks(
         acker.drop_acks = False  # unacked rows time out, are resent, and are acked this time
         await wait_until(lambda: outbox_empty(store), 20, "the outbox to empty on acks")
     got = acker.received[DEVICE]
-    session_seqs = sorted(s for s, m in got.by_seq.items() if hasattr(m, "session_id"))
-    assert len(session_seqs) == 3 * len(sessions)
-    assert got.order[: len(session_seqs)] == session_seqs  # published before the backlog
+    urgent = sorted(s for s, m in got.by_seq.items() if isinstance(m, SessionEvent | AuthDecision))
+    assert len(urgent) == 3 * len(sessions) + len(decisions)
+    assert {s for s, m in got.by_seq.items() if isinstance(m, AuthDecision)} == set(decisions)
+    assert got.order[: len(urgent)] == urgent  # published before the backlog
     assert no_gaps(set(got.by_seq))
 
 
