@@ -1,7 +1,109 @@
-"""HTTP routes of cloud.bookings (being built)."""
+"""HTTP routes of bookings: drivers book and cancel, hosts approve and decline.
+
+Routes only gate by role (:func:`cloud.deps.require_roles`); whether a booking is the
+caller's is decided by the service's scoped queries, which answer 404 for anyone else's.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Query, status
+
+from cloud.accounts.models import Role
+from cloud.accounts.tokens import Principal
+from cloud.bookings import service
+from cloud.bookings.models import BookingStatus
+from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
+from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
+
+router = APIRouter(tags=["bookings"])
+
+DriverUser = Annotated[Principal, Depends(require_roles(Role.DRIVER))]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=100_000)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.post("/bookings", status_code=status.HTTP_201_CREATED)
+async def create_booking(body: BookingCreate, driver: DriverUser, state: State) -> BookingWithPin:
+    """Book a connector for ``[start, end)``: 201 with the booking (confirmed, with the
+    keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an
+    active booking already holds that connector at that time."""
+    # Own transactions, not the request's Db: a deadlock victim is retried from the start.
+    return await service.create_booking(
+        state.sessions,
+        body,
+        user_id=driver.user_id,
+        secret_key=state.settings.app.secret_key.get_secret_value(),
+        approval_ttl_s=state.settings.marketplace.approval_ttl_s,
+        now=_now(),
+    )
+
+
+@router.get("/bookings")
+async def list_my_bookings(
+    *,
+    db: Db,
+    user: CurrentUser,
+    status: BookingStatus | None = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> BookingPage:
+    return await service.list_mine(
+        db, user.user_id, status=status, limit=limit, offset=offset, now=_now()
+    )
+
+
+@router.get("/bookings/{booking_id}")
+async def get_booking(booking_id: str, db: Db, user: CurrentUser) -> BookingOut:
+    return await service.get_booking(db, user, booking_id, _now())
+
+
+@router.post("/bookings/{booking_id}/cancel")
+async def cancel_booking(booking_id: str, db: Db, user: CurrentUser) -> BookingOut:
+    return await service.cancel_booking(db, user, booking_id, _now())
+
+
+@router.post("/bookings/{booking_id}/pin")
+async def reveal_pin(booking_id: str, db: Db, user: CurrentUser, state: State) -> PinOut:
+    """The keypad PIN of the caller's confirmed booking, shown once (for bookings a host
+    approved; instant bookings got it when created)."""
+    return await service.reveal_pin(
+        db, user, booking_id, state.settings.app.secret_key.get_secret_value(), _now()
+    )
+
+
+@router.post("/bookings/{booking_id}/approve")
+async def approve_booking(booking_id: str, db: Db, host: HostUser) -> BookingOut:
+    return await service.approve_booking(db, host, booking_id, _now())
+
+
+@router.post("/bookings/{booking_id}/decline")
+async def decline_booking(booking_id: str, db: Db, host: HostUser) -> BookingOut:
+    return await service.decline_booking(db, host, booking_id, _now())
+
+
+@router.get("/host/bookings")
+async def list_host_bookings(
+    *,
+    db: Db,
+    host: HostUser,
+    status: BookingStatus | None = None,
+    charger_id: Annotated[str | None, Query(max_length=26)] = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> BookingPage:
+    return await service.list_hosted(
+        db,
+        host.user_id,
+        status=status,
+        charger_id=charger_id,
+        limit=limit,
+        offset=offset,
+        now=_now(),
+    )

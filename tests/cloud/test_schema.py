@@ -102,15 +102,16 @@ async def test_concurrent_overlapping_inserts_admit_exactly_one(
 
     async def attempt(i: int, conn: PgConnection) -> bool:
         start = T0 + timedelta(minutes=i)
-        for _ in range(30):
+        for attempt_no in range(30):
             try:
                 await _book(conn, f"R{i}", start, start + timedelta(hours=1))
             except ExclusionViolation:
                 return False
             except DeadlockDetected:
-                # PostgreSQL picked this insert as the victim. Retry after a random pause, as
-                # the booking service must: retrying at once can re-form the same cycle.
-                await asyncio.sleep(random.uniform(0, 0.05))
+                # PostgreSQL picked this insert as the victim. Retry after a random pause
+                # that grows with each round, as the booking service must: retrying at once,
+                # or within the same short window, can re-form the same cycle.
+                await asyncio.sleep(random.uniform(0, min(0.02 * 2**attempt_no, 0.5)))
                 continue
             return True
         raise AssertionError("kept deadlocking")

@@ -1,0 +1,119 @@
+"""The booking rules as pure functions: the time range, opening hours, price, cancellation fee.
+
+No I/O and no clock: callers pass ``now``. Times are timezone-aware. Opening hours and
+blocked periods are the listings' rule (:mod:`cloud.chargers.availability`), applied by the
+service.
+
+Rules (docs/cloud.md, "Bookings"):
+
+* a booking starts and ends on a 15-minute boundary (``SLOT``), lasts 15 minutes to 12 hours,
+  starts no earlier than ``START_GRACE`` ago and no later than ``MAX_ADVANCE`` ahead;
+* it must lie inside the charger's opening windows and outside every blocked period;
+* the amount is an integer number of paise: exact for per-hour pricing, an upper bound
+  (the connector's maximum power for the whole booking) for per-kWh pricing;
+* a driver cancels for free until ``free_cancel_before_min`` minutes before the start (and
+  always while the host has not confirmed); later, the charger's late fee, capped at the
+  booking's amount. A host's (or admin's) cancellation never costs the driver anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cloud.chargers.models import PricingMode
+from cloud.errors import InvalidRequest
+
+SLOT = timedelta(minutes=15)
+MIN_DURATION = SLOT
+MAX_DURATION = timedelta(hours=12)
+#: A start this far in the past is still accepted (the driver tapped "book" at 10:02 for 10:00).
+START_GRACE = timedelta(minutes=5)
+MAX_ADVANCE = timedelta(days=60)
+
+
+def _aligned(moment: datetime) -> bool:
+    epoch_s = moment.timestamp()
+    return epoch_s % SLOT.total_seconds() == 0
+
+
+def check_range(start: datetime, end: datetime, now: datetime) -> None:
+    """Raise :class:`InvalidRequest` naming the field if ``[start, end)`` is not bookable
+    at ``now`` as a time range (opening hours are the service's job)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidRequest(
+            "times need a UTC offset", field="start" if start.tzinfo is None else "end"
+        )
+    if not _aligned(start):
+        raise InvalidRequest("a booking starts on a 15-minute boundary", field="start")
+    if not _aligned(end):
+        raise InvalidRequest("a booking ends on a 15-minute boundary", field="end")
+    if end <= start:
+        raise InvalidRequest("the end must be after the start", field="end")
+    if start < now - START_GRACE:
+        raise InvalidRequest("the start is in the past", field="start")
+    if start > now + MAX_ADVANCE:
+        raise InvalidRequest(
+            f"a booking starts at most {MAX_ADVANCE.days} days ahead", field="start"
+        )
+    if end - start < MIN_DURATION:
+        raise InvalidRequest("a booking lasts at least 15 minutes", field="end")
+    if end - start > MAX_DURATION:
+        raise InvalidRequest("a booking lasts at most 12 hours", field="end")
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    mode: PricingMode
+    price_per_kwh_paise: int
+    price_per_hour_paise: int
+    session_fee_paise: int
+    min_charge_paise: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    amount_paise: int
+    #: True when the amount is a ceiling (per-kWh: the connector at full power throughout).
+    upper_bound: bool
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def estimate_amount(pricing: Pricing, duration: timedelta, max_power_w: int) -> Estimate:
+    """What a booking of ``duration`` costs, in paise, rounded up to the next paisa.
+
+    Per hour: the hourly price pro rata. Per kWh: the kWh price times the most energy the
+    connector can deliver in that time. Then the session fee is added and the total is
+    raised to the charger's minimum charge.
+    """
+    seconds = int(duration.total_seconds())
+    if pricing.mode is PricingMode.PER_HOUR:
+        usage = _ceil_div(pricing.price_per_hour_paise * seconds, 3600)
+        upper_bound = False
+    else:
+        # paise/kWh * W * s / (1000 W/kW * 3600 s/h)
+        usage = _ceil_div(pricing.price_per_kwh_paise * max_power_w * seconds, 3_600_000)
+        upper_bound = True
+    total = max(usage + pricing.session_fee_paise, pricing.min_charge_paise)
+    return Estimate(total, upper_bound)
+
+
+def cancellation_fee(
+    *,
+    now: datetime,
+    start: datetime,
+    confirmed: bool,
+    by_driver: bool,
+    free_cancel_before_min: int,
+    late_cancel_fee_paise: int,
+    amount_paise: int,
+) -> int:
+    """The fee the driver owes for cancelling at ``now`` a booking starting at ``start``."""
+    if not by_driver or not confirmed:
+        return 0
+    if now <= start - timedelta(minutes=free_cancel_before_min):
+        return 0
+    return min(late_cancel_fee_paise, amount_paise)

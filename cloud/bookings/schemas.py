@@ -1,0 +1,75 @@
+"""Booking requests and answers. Money is integer paise; times are ISO 8601 with an offset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from cloud.bookings.models import BookingStatus
+from cloud.schemas import RequestModel
+
+
+class BookingCreate(RequestModel):
+    charger_id: str = Field(min_length=1, max_length=26)
+    #: The connector number as printed on the charger (1, 2 …).
+    connector: int = Field(ge=1, le=32)
+    start: AwareDatetime
+    end: AwareDatetime
+    note: str = Field(default="", max_length=500)
+
+
+class AmountKind(StrEnum):
+    #: Per-hour pricing: the booking costs exactly this.
+    EXACT = "exact"
+    #: Per-kWh pricing: at most this (the connector at full power throughout); the session's
+    #: metered energy decides the final amount.
+    UPPER_BOUND = "upper_bound"
+
+
+class BookingOut(BaseModel):
+    id: str
+    user_id: str
+    charger_id: str
+    connector: int
+    start: datetime
+    end: datetime
+    status: BookingStatus
+    amount_paise: int
+    amount_kind: AmountKind
+    #: When a pending booking lapses if the host has not decided.
+    expires_at: datetime | None
+    decided_at: datetime | None
+    cancelled_at: datetime | None
+    #: "driver", "host" or "admin" once cancelled.
+    cancelled_by: str | None
+    cancellation_fee_paise: int
+    note: str
+    created_at: datetime
+    #: Whether a keypad PIN has been handed out for this booking (the PIN itself never is
+    #: shown again).
+    pin_issued: bool
+
+
+class PinOut(BaseModel):
+    """The keypad PIN for an offline unlock: valid on this connector from ``valid_from``
+    (ten minutes early is accepted) until ``valid_until``, which may be later than the
+    booking's end (PIN windows come in fixed lengths)."""
+
+    pin: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+class BookingWithPin(BookingOut):
+    #: Shown once, only to the driver; null when the charger has no PIN secret (yet).
+    pin: PinOut | None = None
+
+
+class BookingPage(BaseModel):
+    items: list[BookingOut]
+    limit: int
+    offset: int
+    #: Pass as ``offset`` for the next page; null on the last page.
+    next_offset: int | None
