@@ -84,8 +84,16 @@ class BrokerLink:
             log.warning("disconnected from the broker: %s", reason)
         self._connected.clear()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        info = self.client.publish(topic, payload, qos=qos)
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, expiry_s: int | None = None
+    ) -> None:
+        """Queue ``payload`` for ``topic``; ``expiry_s`` sets the MQTT 5 Message Expiry
+        Interval (the broker drops it, undelivered, after that long)."""
+        properties = None
+        if expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
+            properties.MessageExpiryInterval = expiry_s
+        info = self.client.publish(topic, payload, qos=qos, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # NO_CONN: paho queues QoS>0 messages and sends them after reconnecting.
             raise BrokerError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

@@ -8,7 +8,9 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── ConfigError              a setting is missing or invalid (variable, value)
     ├── NotFound                 an entity does not exist (entity, key)
     ├── Conflict                 the request contradicts stored state (entity, key)
-    │   └── BookingOverlap       an active booking already holds that connector and time
+    │   ├── BookingOverlap       an active booking already holds that connector and time
+    │   ├── BookingNotActive     the booking named does not cover now (or is not confirmed)
+    │   └── ConnectorHeld        pay-as-you-go, but someone's booking holds the connector
     ├── InvalidRequest           well-formed but semantically wrong input (field)
     ├── Unauthorized             no or bad credentials
     ├── Forbidden                authenticated, not allowed
@@ -17,6 +19,9 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     │   ├── PairingCodeInvalid   unknown, expired or already claimed (indistinguishable
     │   │                        on purpose: an attacker learns nothing from the answer)
     │   └── DeviceRevoked        the device was revoked
+    ├── UnlockRefused            the agent refused a start/stop (agent_status, detail)
+    ├── ChargerOffline           the charger's agent is not connected (charger_id)
+    ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
     ├── BrokerError              the MQTT broker or its credential store failed
     └── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
 """
@@ -56,6 +61,66 @@ class BookingOverlap(Conflict):
             entity="booking",
             key=connector_id,
         )
+
+
+class BookingNotActive(Conflict):
+    def __init__(self, booking_id: str, reason: str) -> None:
+        super().__init__(f"booking {booking_id!r} {reason}", entity="booking", key=booking_id)
+
+
+class ConnectorHeld(Conflict):
+    def __init__(self, charger_id: str, connector: int) -> None:
+        super().__init__(
+            f"connector {connector} of charger {charger_id!r} is booked by someone else "
+            "now or shortly",
+            entity="connector",
+            key=f"{charger_id}#{connector}",
+        )
+
+
+class UnlockRefused(CloudError):
+    """The charger's agent answered the command with a refusal."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command_status: str,
+        agent_status: str | None,
+        unlock_id: str | None = None,
+        cmd_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.command_status = command_status
+        self.agent_status = agent_status
+        self.unlock_id = unlock_id
+        self.cmd_id = cmd_id
+
+
+class ChargerOffline(CloudError):
+    def __init__(self, charger_id: str, *, unlock_id: str | None = None) -> None:
+        super().__init__(f"charger {charger_id!r} is offline")
+        self.charger_id = charger_id
+        self.unlock_id = unlock_id
+
+
+class ChargerNoAnswer(CloudError):
+    """Sent, but no answer within the wait: the command may still run until it expires."""
+
+    def __init__(
+        self,
+        charger_id: str,
+        *,
+        cmd_id: str,
+        unlock_id: str | None = None,
+        pin: str | None = None,
+    ) -> None:
+        super().__init__(f"charger {charger_id!r} did not answer command {cmd_id} in time")
+        self.charger_id = charger_id
+        self.cmd_id = cmd_id
+        self.unlock_id = unlock_id
+        #: A booking PIN for the keypad, when the driver has a booking (the fallback).
+        self.pin = pin
 
 
 class InvalidRequest(CloudError):

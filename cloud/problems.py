@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud import errors
 
@@ -24,6 +25,11 @@ MEDIA_TYPE = "application/problem+json"
 #: Most specific class first: the first ``isinstance`` match wins.
 STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.BookingOverlap, 409, "booking-overlap"),
+    (errors.BookingNotActive, 409, "booking-not-active"),
+    (errors.ConnectorHeld, 409, "connector-held"),
+    (errors.UnlockRefused, 409, "unlock-refused"),
+    (errors.ChargerOffline, 503, "charger-offline"),
+    (errors.ChargerNoAnswer, 504, "charger-no-answer"),
     (errors.NotFound, 404, "not-found"),
     (errors.Conflict, 409, "conflict"),
     (errors.InvalidRequest, 422, "invalid-request"),
@@ -47,7 +53,9 @@ def problem_for(exc: errors.CloudError) -> tuple[int, dict[str, Any]]:
     # The table ends with CloudError itself, so there is always a match.
     status, slug = next((s, g) for cls, s, g in STATUS_BY_ERROR if isinstance(exc, cls))
     # 5xx details stay in the log, except an unavailable dependency, which operators need.
-    public = status < 500 or isinstance(exc, errors.DependencyUnavailable)
+    public = status < 500 or isinstance(
+        exc, errors.DependencyUnavailable | errors.ChargerOffline | errors.ChargerNoAnswer
+    )
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + slug,
         "title": slug.replace("-", " ").capitalize(),
@@ -70,7 +78,9 @@ def _response(
 async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.CloudError)
     status, body = problem_for(exc)
-    if status >= 500:
+    if isinstance(exc, errors.ChargerOffline | errors.ChargerNoAnswer):
+        log.info("request not served: %s", exc)  # the field, not the cloud, is at fault
+    elif status >= 500:
         log.error("request failed: %s", exc, exc_info=exc)
     headers: dict[str, str] | None = None
     if isinstance(exc, errors.RateLimited):
@@ -108,8 +118,25 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (unknown route 404, 405, unparsable JSON body 400) as
+    problems too, so a client parses one error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    slug = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}.get(
+        exc.status_code, "http-error"
+    )
+    body = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": slug.replace("-", " ").capitalize(),
+        "status": exc.status_code,
+        "detail": str(exc.detail),
+    }
+    return _response(exc.status_code, body, dict(exc.headers) if exc.headers else None)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document."""
     app.add_exception_handler(errors.CloudError, _cloud_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

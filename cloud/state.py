@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cloud.broker import BrokerLink
 from cloud.devices.broker_auth import BrokerCredentials
 from cloud.devices.service import TokenKey
+from cloud.sessions.live import LiveHub, MemoryLiveHub
 from cloud.settings import Settings
 from cloud.telemetry.storage import TelemetryBackend
 
@@ -27,3 +28,5 @@ class AppState:
     token_key: TokenKey
     #: Signs unlock tokens; None when no private key is configured (unlocks answer 503).
     unlock_signer: Ed25519PrivateKey | None = None
+    #: Live updates fanned out to this process's WebSocket streams and unlock waiters.
+    live: LiveHub = field(default_factory=MemoryLiveHub)

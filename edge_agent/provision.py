@@ -7,7 +7,9 @@
   agent merges it over ``agent.toml`` at start (:func:`edge_agent.config.load_config`), so a
   technician never hand-edits credentials into the site's file;
 * ``mqtt.password`` (mode 0600) — the broker password;
-* ``cloud-token.pub.pem`` — the key that signs unlock tokens.
+* ``cloud-token.pub.pem`` — the key that signs unlock tokens;
+* ``pin.secret`` (mode 0600) — the per-device secret booking PINs are checked with
+  (``[auth] pin_secret_file``), when the cloud sends one.
 
 Files are written to a temporary name and renamed, so a half-written file never replaces a
 good one. Only the standard library is used: this runs on the Pi.
@@ -15,6 +17,8 @@ good one. Only the standard library is used: this runs on the Pi.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import urllib.error
@@ -31,6 +35,7 @@ from edge_agent.hosts import is_loopback
 CLOUD_OVERLAY = "cloud.toml"
 PASSWORD_FILE = "mqtt.password"  # noqa: S105 -- a file name
 TOKEN_KEY_FILE = "cloud-token.pub.pem"  # noqa: S105 -- a file name
+PIN_SECRET_FILE = "pin.secret"  # noqa: S105 -- a file name
 
 
 class ProvisionError(AgentError):
@@ -45,6 +50,8 @@ class Claim:
     broker_tls: bool
     password: str
     token_public_key_pem: str
+    #: The booking-PIN secret; None from a cloud that sends none (PINs then stay off).
+    pin_secret: bytes | None = None
 
 
 def parse_claim(body: dict[str, Any]) -> Claim:
@@ -62,9 +69,21 @@ def parse_claim(body: dict[str, Any]) -> Claim:
             broker_tls=tls,
             password=str(broker["password"]),
             token_public_key_pem=str(body["token_public_key_pem"]),
+            pin_secret=_pin_secret(body.get("pin_secret_b64")),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ProvisionError(f"the cloud's answer is not a claim: {exc!r}") from exc
+
+
+def _pin_secret(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("pin_secret_b64 is not a string")
+    secret = base64.b64decode(value, validate=True)
+    if len(secret) < 16:
+        raise ValueError("pin_secret_b64 holds fewer than 16 bytes")
+    return secret
 
 
 def claim(cloud_url: str, code: str, *, timeout_s: float = 15.0) -> Claim:
@@ -106,6 +125,16 @@ def _write(path: Path, text: str, mode: int) -> None:
     tmp.replace(path)
 
 
+def _write_bytes(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
 def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
@@ -130,7 +159,12 @@ def write_claim(result: Claim, directory: Path, *, ca_file: Path | None = None) 
     ]
     if ca_file is not None:
         lines.append(f"ca_file = {_toml_string(str(ca_file))}")
-    lines += ["", "[auth]", f"public_key_files = [{_toml_string(str(key))}]", ""]
+    lines += ["", "[auth]", f"public_key_files = [{_toml_string(str(key))}]"]
+    if result.pin_secret is not None:
+        pin_secret = directory / PIN_SECRET_FILE
+        _write_bytes(pin_secret, result.pin_secret, 0o600)
+        lines.append(f"pin_secret_file = {_toml_string(str(pin_secret))}")
+    lines.append("")
     overlay = directory / CLOUD_OVERLAY
     _write(overlay, "\n".join(lines), 0o644)
     return overlay

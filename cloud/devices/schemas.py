@@ -33,5 +33,16 @@ class ClaimResponse(BaseModel):
     #: PEM of the Ed25519 key that signs unlock tokens, and its key id (protocols.tokens).
     token_public_key_pem: str
     token_key_id: str
+    #: The device's booking-PIN secret (32 random bytes, base64): the agent verifies keypad
+    #: PINs with it offline (protocols.pins). Handed over once, here.
+    pin_secret_b64: str
     #: Ready to write as the agent's cloud section.
     agent_config: dict[str, Any]
+
+
+class DeviceState(BaseModel):
+    """A device as its host sees it (after revoking, for one)."""
+
+    device_id: str
+    status: str
+    revoked_at: datetime | None

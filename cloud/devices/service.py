@@ -8,7 +8,9 @@ access without its row nor a row without working credentials.
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -75,6 +77,10 @@ def load_unlock_signer(path: Path | None, public: TokenKey) -> Ed25519PrivateKey
     return private
 
 
+#: Bytes of a device's booking-PIN secret (protocols.pins wants at least 16).
+PIN_SECRET_BYTES = 32
+
+
 def new_device_id() -> str:
     # Lower case: device ids are ACL usernames and topic levels (protocols.ids).
     return f"cm-{new_ulid().lower()}"
@@ -130,7 +136,15 @@ async def claim_device(
     if pairing is None or pairing.claimed_at is not None or pairing.expires_at <= now:
         raise PairingCodeInvalid
     device_id = new_device_id()
-    db.add(Device(id=device_id, host_id=pairing.host_id, agent_version=agent_version))
+    pin_secret = secrets.token_bytes(PIN_SECRET_BYTES)
+    db.add(
+        Device(
+            id=device_id,
+            host_id=pairing.host_id,
+            agent_version=agent_version,
+            pin_secret=pin_secret,
+        )
+    )
     await db.flush()
     pairing.claimed_at = now
     pairing.device_id = device_id
@@ -150,6 +164,7 @@ async def claim_device(
         broker=broker,
         token_public_key_pem=token_key.pem,
         token_key_id=token_key.key_id,
+        pin_secret_b64=base64.b64encode(pin_secret).decode("ascii"),
         agent_config={
             "device_id": device_id,
             "broker_url": broker.url,

@@ -98,12 +98,17 @@ main() {
     set +a
     log "migrating the dev database"
     "$BIN/chargemitra-cloud" db upgrade >&2
+    log "demo accounts (driver, host, admin, technician; a new password each run):"
+    "$BIN/chargemitra-cloud" seed-demo >&2
 
     start_part broker /usr/sbin/mosquitto -c "$BROKER_CONF"
     start_part sim "$BIN/chargemitra-sim" site --tcp "127.0.0.1:$SIM_PORT" --no-serial \
         --control "$SIM_CONTROL" --state "$STATE_DIR/sim.json" --plugged 7.4kw
     start_part ingest "$BIN/chargemitra-cloud" ingest
-    start_part api "$BIN/chargemitra-cloud" serve --port "$API_PORT"
+    # The API sends commands as cloud-api (the ACL's command sender); assignments before a
+    # function call reach only its children, and keep the password out of the log line.
+    CHARGEMITRA_MQTT_USERNAME=cloud-api CHARGEMITRA_MQTT_PASSWORD="$API_MQTT_PASSWORD" \
+        start_part api "$BIN/chargemitra-cloud" serve --port "$API_PORT"
     start_part agent "$BIN/chargemitra-agent" run --config "$AGENT_CONF"
     log "API:        http://127.0.0.1:$API_PORT/readyz"
     log "simulator:  $BIN/chargemitra-sim --control http://$SIM_CONTROL state"

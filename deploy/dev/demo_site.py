@@ -96,6 +96,8 @@ password_file = "{state / "device.password"}"
         "CHARGEMITRA_MQTT_USERNAME": "cloud-ingest",
         "CHARGEMITRA_MQTT_PASSWORD": passwords["cloud-ingest"],
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(public),
+        # The API signs unlock tokens with the private half (without it unlocks answer 503).
+        "CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE": str(state / "unlock-token.key.pem"),
         "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(broker.password_file),
         "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(broker.pid_file),
     }
@@ -105,6 +107,8 @@ password_file = "{state / "device.password"}"
         "BROKER_CONF": broker.conf, "BROKER_PORT": broker.port, "SIM_PORT": sim_port,
         "SIM_CONTROL": f"127.0.0.1:{sim_control}", "API_PORT": api_port,
         "AGENT_CONF": agent_conf, "CLOUD_ENV": cloud_env, "DEVICE_ID": DEVICE,
+        # The API sends commands (unlock, stop): the broker's ACL allows that to cloud-api.
+        "API_MQTT_PASSWORD": passwords["cloud-api"],
     }  # fmt: skip
     for name, value in out.items():
         print(f"{name}={shlex.quote(str(value))}")

@@ -19,7 +19,13 @@ from cloud.devices.service import issue_pairing_code
 from cloud.pg import PgConnection
 from edge_agent.app import Agent
 from edge_agent.config import load_config
-from edge_agent.provision import CLOUD_OVERLAY, PASSWORD_FILE, ProvisionError, claim
+from edge_agent.provision import (
+    CLOUD_OVERLAY,
+    PASSWORD_FILE,
+    PIN_SECRET_FILE,
+    ProvisionError,
+    claim,
+)
 from edge_agent.store.db import connect
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import REDIS_URL, make_settings
@@ -103,6 +109,15 @@ async def test_pairing_code_to_a_working_broker_link(
     assert mqtt is not None
     assert (mqtt.port, mqtt.tls) == (broker.tls_port, True)
     assert agent_settings.auth.public_key_files
+    # The booking-PIN secret: in a 0600 file the agent's config names, equal to the cloud's.
+    pin_file = agent_settings.auth.pin_secret_file
+    assert pin_file == site / PIN_SECRET_FILE
+    assert stat.S_IMODE(pin_file.stat().st_mode) == 0o600
+    stored = await pg.fetchval(
+        "SELECT pin_secret FROM devices WHERE id = $1", agent_settings.device_id
+    )
+    assert stored == pin_file.read_bytes()
+    assert len(stored) == 32
 
     # The agent's own sync, built from that configuration, connects with those credentials.
     agent = Agent(agent_settings)

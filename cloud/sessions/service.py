@@ -1,0 +1,251 @@
+"""Reading and stopping sessions, scoped to who may see them.
+
+**Session ids.** A session's id in the API is the agent's session ULID
+(``sessions.device_session_id``): it exists before the cloud hears of the session (offline
+starts), it is what the start command's result names, and it keys the live channel
+``cm:live:session:{id}``. Until ingest has stored the first event, ``GET /sessions/{id}``
+answers from the unlock request (state ``starting``).
+
+**Whose session.** ``sessions.user_id`` when set; otherwise the unlock request whose
+``token_jti`` is the session's credential reference on the same device (the token's ``jti``,
+or the reference of a booking PIN the API handed out). The join is done here, when read, so
+ingest never waits for the API and the order of arrival does not matter.
+
+**Who may see it.** Its driver, the charger's host, an admin. Anyone else gets 404, as if it
+did not exist (no probing of ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloud.accounts.models import Host, Role
+from cloud.accounts.tokens import Principal
+from cloud.chargers.models import Charger
+from cloud.devices.models import Device
+from cloud.errors import ChargerNoAnswer, ChargerOffline, Conflict, NotFound, UnlockRefused
+from cloud.sessions.commands import record_command, send_and_wait
+from cloud.sessions.models import ChargingSession, SessionState, UnlockRequest
+from cloud.sessions.pricing import Tariff, cost_so_far_paise
+from cloud.sessions.schemas import SessionOut, StopAccepted
+from cloud.sessions.unlock import device_online
+from cloud.state import AppState
+from protocols.enums import CommandStatus, StopReason
+from protocols.messages import StopSession
+
+#: How long a stop waits for the agent's answer.
+STOP_WAIT_S = 8.0
+#: Lifetime of a stop command: a stop that arrives much later would surprise the driver.
+STOP_COMMAND_TTL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A session as the API sees it: the device's row (if any) and its unlock (if any)."""
+
+    row: ChargingSession | None
+    unlock: UnlockRequest | None
+    charger: Charger | None
+    host_user_id: str | None
+
+    @property
+    def owner_id(self) -> str | None:
+        if self.row is not None and self.row.user_id is not None:
+            return self.row.user_id
+        return self.unlock.user_id if self.unlock is not None else None
+
+    @property
+    def device_id(self) -> str:
+        if self.row is not None:
+            return self.row.device_id
+        assert self.unlock is not None
+        assert self.unlock.device_id is not None
+        return self.unlock.device_id
+
+    @property
+    def session_id(self) -> str:
+        if self.row is not None:
+            return self.row.device_session_id
+        assert self.unlock is not None
+        assert self.unlock.device_session_id is not None
+        return self.unlock.device_session_id
+
+    def visible_to(self, principal: Principal) -> bool:
+        return principal.has(Role.ADMIN) or principal.user_id in {
+            self.owner_id,
+            self.host_user_id,
+        }
+
+
+def tariff_of(charger: Charger) -> Tariff:
+    return Tariff(
+        mode=charger.pricing_mode,
+        price_per_kwh_paise=charger.price_per_kwh_paise,
+        price_per_hour_paise=charger.price_per_hour_paise,
+        session_fee_paise=charger.session_fee_paise,
+        min_charge_paise=charger.min_charge_paise,
+    )
+
+
+def _views() -> Select[tuple[ChargingSession, UnlockRequest]]:
+    """Sessions with their unlock request, if any (an outer join: the unlock may be None)."""
+    return select(ChargingSession, UnlockRequest).outerjoin(
+        UnlockRequest,
+        and_(
+            UnlockRequest.device_id == ChargingSession.device_id,
+            UnlockRequest.token_jti == ChargingSession.credential_ref,
+        ),
+    )
+
+
+async def _with_charger(
+    db: AsyncSession, row: ChargingSession | None, unlock: UnlockRequest | None
+) -> SessionView:
+    charger_id = (row.charger_id if row is not None else None) or (
+        unlock.charger_id if unlock is not None else None
+    )
+    charger = None if charger_id is None else await db.get(Charger, charger_id)
+    if charger is None and row is not None:
+        # A device session on a charger the listing does not name (yet): the device's charger.
+        charger = await db.scalar(select(Charger).where(Charger.device_id == row.device_id))
+    host_user_id = None
+    if charger is not None:
+        host_user_id = await db.scalar(select(Host.user_id).where(Host.id == charger.host_id))
+    return SessionView(row, unlock, charger, host_user_id)
+
+
+async def load_view(db: AsyncSession, principal: Principal, session_id: str) -> SessionView:
+    """The session ``session_id`` if ``principal`` may see it; else :class:`NotFound`."""
+    found = (
+        await db.execute(_views().where(ChargingSession.device_session_id == session_id).limit(1))
+    ).first()
+    if found is not None:
+        view = await _with_charger(db, found[0], found[1])
+    else:
+        unlock = await db.scalar(
+            select(UnlockRequest).where(UnlockRequest.device_session_id == session_id).limit(1)
+        )
+        if unlock is None:
+            raise NotFound("session", session_id)
+        view = await _with_charger(db, None, unlock)
+    if not view.visible_to(principal):
+        raise NotFound("session", session_id)
+    return view
+
+
+def session_out(view: SessionView, now: datetime) -> SessionOut:
+    row, unlock, charger = view.row, view.unlock, view.charger
+    energy = row.energy_wh if row is not None else 0
+    started = row.started_at if row is not None else None
+    final = row is not None and row.amount_paise is not None
+    if final:
+        assert row is not None
+        assert row.amount_paise is not None
+        cost = row.amount_paise
+    elif charger is not None:
+        until = (row.stopped_at if row is not None else None) or now
+        cost = cost_so_far_paise(tariff_of(charger), energy_wh=energy, started_at=started,
+                                 until=until)  # fmt: skip
+    else:
+        cost = 0
+    booking_id = (row.booking_id if row is not None else None) or (
+        unlock.booking_id if unlock is not None else None
+    )
+    return SessionOut(
+        id=view.session_id,
+        unlock_id=unlock.id if unlock is not None else None,
+        user_id=view.owner_id,
+        charger_id=charger.id if charger is not None else None,
+        device_id=view.device_id,
+        connector=row.connector_number if row is not None else unlock.connector_number,  # type: ignore[union-attr]
+        booking_id=booking_id,
+        state="starting" if row is None else row.state.value,
+        started_at=started,
+        stopped_at=row.stopped_at if row is not None else None,
+        meter_start_wh=row.meter_start_wh if row is not None else None,
+        meter_stop_wh=row.meter_stop_wh if row is not None else None,
+        energy_wh=energy,
+        power_w=row.power_w if row is not None else None,
+        stop_reason=row.stop_reason.value if row is not None and row.stop_reason else None,
+        offline=row.offline if row is not None else False,
+        cost_paise=cost,
+        cost_final=final,
+    )
+
+
+async def get_session(
+    db: AsyncSession, principal: Principal, session_id: str, now: datetime
+) -> SessionOut:
+    return session_out(await load_view(db, principal, session_id), now)
+
+
+async def list_my_sessions(
+    db: AsyncSession, principal: Principal, *, limit: int, offset: int, now: datetime
+) -> list[SessionOut]:
+    """The sessions the caller drove (newest first)."""
+    rows = (
+        await db.execute(
+            _views()
+            .where(
+                or_(
+                    ChargingSession.user_id == principal.user_id,
+                    and_(
+                        ChargingSession.user_id.is_(None),
+                        UnlockRequest.user_id == principal.user_id,
+                    ),
+                )
+            )
+            .order_by(ChargingSession.started_at.desc(), ChargingSession.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    return [session_out(await _with_charger(db, r[0], r[1]), now) for r in rows]
+
+
+async def stop_session(
+    state: AppState, principal: Principal, session_id: str, now: datetime
+) -> StopAccepted:
+    """Send ``stop_session`` and wait for the agent's answer (the driver, host or admin)."""
+    async with state.sessions() as db, db.begin():
+        view = await load_view(db, principal, session_id)
+        if view.row is not None and view.row.state is SessionState.STOPPED:
+            raise Conflict(f"session {session_id} is already stopped", entity="session",
+                           key=session_id)  # fmt: skip
+        charger_id = view.charger.id if view.charger is not None else view.device_id
+        device = await db.get(Device, view.device_id)
+        offline_after = state.settings.marketplace.device_offline_after_s
+        if device is None or not device_online(device, now, offline_after):
+            raise ChargerOffline(charger_id)
+        prepared = await record_command(
+            db,
+            view.device_id,
+            StopSession(session_id=view.session_id, reason=StopReason.REMOTE),
+            now=now,
+            ttl_s=STOP_COMMAND_TTL_S,
+        )
+    cmd_id = prepared.command.cmd_id
+    result = await send_and_wait(state, prepared, wait_s=STOP_WAIT_S)
+    if result is None:
+        raise ChargerNoAnswer(charger_id, cmd_id=cmd_id)
+    if result.status is not CommandStatus.ACCEPTED:
+        raise UnlockRefused(
+            f"the charger refused the stop: {result.detail or result.status.value}",
+            command_status=result.status.value, agent_status=None, cmd_id=cmd_id,
+        )  # fmt: skip
+    async with state.sessions() as db:
+        stopped = await db.scalar(
+            select(ChargingSession.state).where(
+                ChargingSession.device_id == view.device_id,
+                ChargingSession.device_session_id == view.session_id,
+            )
+        )
+    return StopAccepted(
+        session_id=session_id,
+        cmd_id=cmd_id,
+        state="stopped" if stopped is SessionState.STOPPED else "stopping",
+    )

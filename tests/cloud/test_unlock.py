@@ -1,0 +1,321 @@
+"""``POST /chargers/{id}/sessions`` and the session routes, against the real API, database,
+Redis and broker — but no agent: what the API decides by itself (who, which booking, which
+connector, online or not), what it sends (a signed, bound, short-lived token in an expiring
+command) and how it answers when nobody answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.accounts.models import Role
+from cloud.app import create_app
+from cloud.chargers.models import PricingMode
+from cloud.pg import PgConnection
+from cloud.sessions.pricing import Tariff, cost_so_far_paise
+from cloud.sessions.unlock import pin_credential_ref
+from edge_agent.auth.decision import pin_ref
+from protocols.enums import AuthorizationStatus
+from protocols.ids import new_ulid
+from protocols.messages import Command, StartSession, parse_message
+from protocols.pins import verify_pin
+from protocols.tokens import TokenVerifier, load_public_key
+from protocols.topics import topic
+from tests.cloud.conftest import add_device, make_settings
+from tests.cloud.market import Api, ApiUser, add_user
+from tests.cloud.mosquitto import Broker
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "cm-01unlocktestdevice0000000"
+SECRET = secrets.token_bytes(32)
+
+
+@pytest.fixture
+async def api(db_url: str, broker: Broker, service_passwords: dict[str, str]) -> AsyncIterator[Api]:
+    settings = make_settings(
+        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        CHARGEMITRA_MARKETPLACE_UNLOCK_WAIT_S="0.6",
+    )  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            for _ in range(100):
+                if app.state.cloud.broker.connected:
+                    break
+                await asyncio.sleep(0.05)
+            yield Api(app, client, settings)
+
+
+class Site:
+    """A listed, approved charger with one connector and a paired device row."""
+
+    def __init__(self, pg: PgConnection, host: ApiUser) -> None:
+        self.pg = pg
+        self.host = host
+        self.charger_id = new_ulid()
+        self.connector_id = new_ulid()
+
+    async def create(self, *, online: bool, approved: bool = True) -> Site:
+        await self.pg.execute(
+            "INSERT INTO devices (id, host_id, online, last_seen_at, pin_secret) "
+            "VALUES ($1, $2, $3, now(), $4)",
+            DEVICE, self.host.host_id, online, SECRET,
+        )  # fmt: skip
+        await self.pg.execute(
+            "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode,"
+            " latitude, longitude, price_per_kwh_paise, qr_code, moderation_status) VALUES "
+            "($1, $2, $3, 'C', 'A', 'Pune', 'MH', '411001', 18.5, 73.8, 1500, $4, $5)",
+            self.charger_id, self.host.host_id, DEVICE, self.charger_id[-10:],
+            "approved" if approved else "pending",
+        )  # fmt: skip
+        await self.pg.execute(
+            "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
+            "VALUES ($1, $2, 1, 'Type2', 7400)",
+            self.connector_id, self.charger_id,
+        )  # fmt: skip
+        return self
+
+    async def book(
+        self, user: ApiUser, start: datetime, end: datetime, status: str = "confirmed"
+    ) -> str:
+        booking_id = new_ulid()
+        await self.pg.execute(
+            "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status) "
+            "VALUES ($1, $2, $3, $4, tstzrange($5, $6, '[)'), $7)",
+            booking_id, user.id, self.charger_id, self.connector_id, start, end, status,
+        )  # fmt: skip
+        return booking_id
+
+
+async def _unlock(api: Api, site: Site, user: ApiUser, **body: Any) -> httpx.Response:
+    return await api.client.post(
+        f"/chargers/{site.charger_id}/sessions", json={"connector": 1} | body,
+        headers=user.headers,
+    )  # fmt: skip
+
+
+def _problem(answer: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    body: dict[str, Any] = answer.json()
+    assert body["type"].endswith("/" + slug), body
+    return body
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def test_who_which_charger_and_which_connector(api: Api, pg: PgConnection) -> None:
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=False, approved=False)
+    _problem(await _unlock(api, site, driver), 404, "not-found")  # not approved: not public
+    await pg.execute("UPDATE chargers SET moderation_status = 'approved'")
+    _problem(await _unlock(api, site, host), 403, "forbidden")  # a host is not a driver
+    missing = await api.client.post("/chargers/NOPE/sessions", json={"connector": 1},
+                                    headers=driver.headers)  # fmt: skip
+    _problem(missing, 404, "not-found")
+    _problem(await _unlock(api, site, driver, connector=2), 404, "not-found")
+    _problem(await _unlock(api, site, driver, extra=1), 422, "invalid-request")
+    anonymous = await api.client.post(
+        f"/chargers/{site.charger_id}/sessions", json={"connector": 1}
+    )
+    _problem(anonymous, 401, "unauthorized")
+
+
+async def test_booking_window_and_pay_as_you_go_rules(api: Api, pg: PgConnection) -> None:
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    other = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=False)
+    now = _now()
+    theirs = await site.book(other, now + timedelta(minutes=5), now + timedelta(hours=1))
+    _problem(await _unlock(api, site, driver, booking_id=theirs), 404, "not-found")
+    # Pay-as-you-go: someone else's booking starts within the clearance: the connector is held.
+    _problem(await _unlock(api, site, driver), 409, "connector-held")
+    await pg.execute("UPDATE bookings SET status = 'cancelled' WHERE id = $1", theirs)
+
+    later = await site.book(driver, now + timedelta(hours=2), now + timedelta(hours=3))
+    body = _problem(await _unlock(api, site, driver, booking_id=later), 409, "booking-not-active")
+    assert "starts at" in body["detail"]
+    past = await site.book(driver, now - timedelta(hours=3), now - timedelta(hours=2))
+    body = _problem(await _unlock(api, site, driver, booking_id=past), 409, "booking-not-active")
+    assert "ended at" in body["detail"]
+    pending = await site.book(
+        driver, now + timedelta(hours=4), now + timedelta(hours=5), status="pending"
+    )
+    body = _problem(await _unlock(api, site, driver, booking_id=pending), 409,
+                    "booking-not-active")  # fmt: skip
+    assert "pending" in body["detail"]
+
+
+async def test_offline_charger_gives_a_booked_driver_a_pin_the_agent_accepts(
+    api: Api, pg: PgConnection
+) -> None:
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=False)
+    now = _now()
+    booking = await site.book(driver, now + timedelta(minutes=5), now + timedelta(hours=1))
+    answer = await _unlock(api, site, driver, booking_id=booking)  # 5 min early: allowed
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["outcome"] == "offline"
+    check = verify_pin(SECRET, DEVICE, 1, body["pin"], now)
+    assert check.status is AuthorizationStatus.ACCEPTED
+    rows = await pg.fetch("SELECT outcome, token_jti, booking_id FROM unlock_requests")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["outcome"], row["booking_id"]) == ("offline", booking)
+    # The reference the agent will report for a session started with that PIN.
+    assert row["token_jti"] == pin_ref(body["pin"], DEVICE, 1)
+
+    # Pay-as-you-go has no PIN to fall back on.
+    await pg.execute("UPDATE bookings SET status = 'cancelled'")
+    body = _problem(await _unlock(api, site, driver), 503, "charger-offline")
+    assert body["charger_id"] == site.charger_id
+    assert await pg.fetchval("SELECT count(*) FROM unlock_requests WHERE outcome = 'offline'") == 2
+
+
+async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_504(
+    api: Api, pg: PgConnection, broker: Broker
+) -> None:
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=True)
+    booking = await site.book(driver, _now() - timedelta(minutes=1), _now() + timedelta(hours=1))
+
+    # Listen as the device (its own ACL), but never answer.
+    received: list[tuple[bytes, Any]] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=paho.MQTTv5)
+    client.username_pw_set(DEVICE, add_device(broker, DEVICE))
+    client.on_message = lambda _c, _u, m: received.append((bytes(m.payload), m.properties))
+    subscribed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_subscribe(*_args: object) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
+    client.on_subscribe = on_subscribe
+    client.on_connect = lambda c, *_a: c.subscribe(topic(DEVICE, "cmd"), qos=1)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        answer = await _unlock(api, site, driver, booking_id=booking)
+        body = _problem(answer, 504, "charger-no-answer")
+        assert len(body["pin"]) == 8  # the keypad fallback
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+    payload, properties = received[0]
+    command = parse_message("cmd", payload)
+    assert isinstance(command, Command)
+    assert isinstance(command.action, StartSession)
+    ttl = api.settings.marketplace.start_command_ttl_s
+    assert 0 < properties.MessageExpiryInterval <= ttl
+    assert command.expires_at - command.ts == timedelta(seconds=ttl)
+    key = load_public_key(api.settings.provisioning.token_public_key_file.read_bytes())
+    check = TokenVerifier([key]).verify(
+        command.action.token, charger_id=DEVICE, connector=1, now=_now()
+    )
+    assert check.accepted, check.reason
+    assert check.claims is not None
+    assert (check.claims.booking_id, check.claims.user_ref) == (booking, driver.id)
+    assert check.claims.exp - check.claims.nbf == timedelta(seconds=ttl)
+    rows = await pg.fetch("SELECT outcome, token_jti, cmd_id FROM unlock_requests")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["outcome"], row["token_jti"], row["cmd_id"]) == (
+        "timeout", check.claims.jti, command.cmd_id,
+    )  # fmt: skip
+    commands = await pg.fetch("SELECT payload::text, expires_at FROM device_commands")
+    assert len(commands) == 1
+    stored = commands[0]
+    assert json.loads(stored[0])["token"] == "<redacted>"
+    assert command.action.token not in stored[0]
+    # The command's seq comes from the counter ingest uses for acks.
+    assert await pg.fetchval("SELECT last_seq FROM downlink_sequences WHERE device_id = $1",
+                             DEVICE) == command.seq  # fmt: skip
+
+
+async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
+    api: Api, pg: PgConnection
+) -> None:
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    stranger = await add_user(pg, api.settings, Role.DRIVER)
+    admin = await add_user(pg, api.settings, Role.ADMIN)
+    site = await Site(pg, host).create(online=False)
+    jti, sid = new_ulid(), new_ulid()
+    await pg.execute(
+        "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
+        "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
+        new_ulid(), driver.id, site.charger_id, DEVICE, jti, sid,
+    )  # fmt: skip
+    path = f"/sessions/{sid}"
+    # Before ingest stores an event, the unlock speaks for the session.
+    starting = await api.client.get(path, headers=driver.headers)
+    assert starting.status_code == 200, starting.text
+    assert starting.json()["state"] == "starting"
+    await pg.execute(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "credential_kind, credential_ref, state, started_at, stopped_at, meter_start_wh, "
+        "meter_stop_wh, energy_wh, stop_reason, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, 'Token', $4, 'stopped', now() - interval '1 hour', now(), 1000, "
+        "3000, 2000, 'Local', 2, 2)",
+        DEVICE, sid, site.charger_id, jti,
+    )  # fmt: skip
+    for user in (driver, host, admin):
+        seen = await api.client.get(path, headers=user.headers)
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["user_id"] == driver.id  # tied through the token's jti
+        assert seen.json()["cost_paise"] == 3000  # 2 kWh at 15 rupees
+    assert (await api.client.get(path, headers=stranger.headers)).status_code == 404
+    assert (await api.client.post(f"{path}/stop", headers=stranger.headers)).status_code == 404
+    _problem(await api.client.post(f"{path}/stop", headers=driver.headers), 409, "conflict")
+    mine = await api.client.get("/sessions", headers=driver.headers)
+    assert [s["id"] for s in mine.json()["items"]] == [sid]
+    assert (await api.client.get("/sessions", headers=stranger.headers)).json()["items"] == []
+
+
+def test_the_cloud_names_a_pin_session_as_the_agent_does() -> None:
+    for pin in ("01234567", "99999999"):
+        assert pin_credential_ref(pin, DEVICE, 2) == pin_ref(pin, DEVICE, 2)
+
+
+@pytest.mark.parametrize(
+    ("tariff", "energy_wh", "minutes", "expected"),
+    [
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 0, 0, 500),
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 1, 0, 502),  # 1.8 paise rounds up
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 0), 7400, 60, 13320),
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 5000), 100, 1, 5000),  # the minimum charge
+        (Tariff(PricingMode.PER_HOUR, 0, 6000, 0, 0), 9999, 30, 3000),
+        (Tariff(PricingMode.PER_HOUR, 0, 6000, 100, 0), 0, 90, 9100),
+    ],
+)
+def test_cost_so_far_is_integer_paise_from_the_charger_pricing(
+    tariff: Tariff, energy_wh: int, minutes: int, expected: int
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    cost = cost_so_far_paise(
+        tariff, energy_wh=energy_wh, started_at=start, until=start + timedelta(minutes=minutes)
+    )
+    assert cost == expected
