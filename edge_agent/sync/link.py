@@ -73,6 +73,15 @@ class Will:
     payload: bytes
 
 
+class _HandshakeClosingSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 class MqttLink:
     """One connection to the broker. Callbacks run on the asyncio loop that called connect."""
 
@@ -142,13 +151,7 @@ class MqttLink:
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls:
-            client.tls_set(
-                ca_certs=str(s.ca_file) if s.ca_file else None,
-                certfile=str(s.cert_file) if s.cert_file else None,
-                keyfile=str(s.key_file) if s.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            client.tls_set_context(self._tls_context())
         client.will_set(self._will.topic, self._will.payload, qos=1, retain=True)
         client.max_inflight_messages_set(s.max_inflight)
         client.max_queued_messages_set(0)
@@ -157,6 +160,22 @@ class MqttLink:
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
         return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the broker's certificate and name (PROTOCOL_TLS_CLIENT's defaults)."""
+        s = self.settings
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if s.ca_file is not None:
+            context.load_verify_locations(cafile=s.ca_file)
+        else:
+            context.load_default_certs()
+        if s.cert_file is not None:
+            context.load_cert_chain(s.cert_file, s.key_file)
+        # paho wraps the socket and calls do_handshake() on a local variable: when the handshake
+        # fails (a broker restarting, a proxy cutting in) the socket is never closed and leaks
+        # until garbage collection. This socket class closes itself on a failed handshake.
+        context.sslsocket_class = _HandshakeClosingSocket
+        return context
 
     def _where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
