@@ -15,7 +15,7 @@ import click
 from cloud import __version__
 from cloud.errors import CloudError, ConfigError
 from cloud.logs import configure_logging
-from cloud.settings import Settings, load_settings
+from cloud.settings import Environment, Settings, load_settings
 
 
 def _settings() -> Settings:
@@ -142,3 +142,46 @@ def revoke(device_id: str) -> None:
     except CloudError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {device_id}")
+
+
+async def _seed_demo(settings: Settings, password: str) -> list[str]:
+    from cloud.accounts.service import seed_demo_accounts  # noqa: PLC0415 -- argon2 only here
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+
+    async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
+        return await seed_demo_accounts(db, password=password, now=datetime.now(UTC))
+
+
+@main.command("seed-demo")
+@click.option(
+    "--password",
+    default=None,
+    help="The demo accounts' password (default: a new random one, printed).",
+)
+def seed_demo(password: str | None) -> None:
+    """Create demo driver, host, admin and technician accounts (development only).
+
+    Running it again resets their password. Refused unless CHARGEMITRA_APP_ENV=development:
+    the accounts share a password that is printed on the terminal.
+    """
+    import secrets  # noqa: PLC0415
+
+    from cloud.accounts.passwords import MIN_PASSWORD_LENGTH  # noqa: PLC0415
+    from cloud.accounts.service import DEMO_ACCOUNTS  # noqa: PLC0415
+
+    settings = _settings()
+    if settings.app.env is not Environment.DEVELOPMENT:
+        raise click.ClickException(
+            f"seed-demo runs only with CHARGEMITRA_APP_ENV=development "
+            f"(this is {settings.app.env.value!r})"
+        )
+    password = password or secrets.token_urlsafe(12)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.UsageError(f"--password needs at least {MIN_PASSWORD_LENGTH} characters")
+    try:
+        asyncio.run(_seed_demo(settings, password))
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for demo in DEMO_ACCOUNTS:
+        click.echo(f"{demo.role.value:<11} {demo.email:<32} {demo.phone}")
+    click.echo(f"password    {password}")

@@ -1,0 +1,156 @@
+"""Request and response bodies of the account routes.
+
+Phones are normalised to E.164 while validating (:func:`cloud.accounts.phones.normalize_phone`),
+emails are lower-cased: the service only ever sees canonical identities.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from cloud.accounts.models import KycStatus, Role
+from cloud.accounts.passwords import MIN_PASSWORD_LENGTH
+from cloud.accounts.phones import normalize_phone
+from cloud.schemas import RequestModel
+
+#: Long enough for any passphrase, short enough that hashing it is not a denial of service.
+MAX_PASSWORD_LENGTH = 128
+
+# Deliberately loose: one @, a dot in the domain, no spaces. Deliverability is for a
+# confirmation mail to prove, not a regular expression.
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("not an email address")
+    return value
+
+
+def _phone(value: str) -> str:
+    # PhoneNumberInvalid is a ValueError: pydantic reports it as a 422 on the field.
+    return normalize_phone(value)
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("a name cannot be blank")
+    return value
+
+
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
+Phone = Annotated[
+    str,
+    Field(min_length=10, max_length=24, examples=["+919812345678", "98123 45678"]),
+    AfterValidator(_phone),
+]
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
+Name = Annotated[str, Field(min_length=1, max_length=120), AfterValidator(_name)]
+#: A BCP 47 tag as the apps use them: en-IN, hi-IN, ta-IN …
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", max_length=10)]
+OtpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+
+
+class RegisterRequest(RequestModel):
+    email: Email
+    password: Password
+    name: Name
+    phone: Phone | None = None
+    #: Also become a host (charger owner): a host profile is created with KYC not started.
+    host: bool = False
+
+
+class LoginRequest(RequestModel):
+    """Exactly one of ``email`` or ``phone``, and the password."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    # No minimum here: a short password is simply wrong, and the answer must not differ.
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> Self:
+        if (self.email is None) == (self.phone is None):
+            raise ValueError("give exactly one of email or phone")
+        return self
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class LogoutRequest(RequestModel):
+    refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class OtpRequest(RequestModel):
+    phone: Phone
+
+
+class OtpVerifyRequest(RequestModel):
+    phone: Phone
+    code: OtpCode
+    #: The name of a new account, when this number has none yet (phone-first sign-up).
+    name: Name | None = None
+
+
+class MeUpdate(RequestModel):
+    """Fields to change; omitted fields stay. A new phone must be verified again (OTP);
+    a new password needs the current one and signs out every other device."""
+
+    name: Name | None = None
+    phone: Phone | None = None
+    locale: Locale | None = None
+    password: Password | None = None
+    current_password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+    @model_validator(mode="after")
+    def _password_needs_current(self) -> Self:
+        if self.password is not None and self.current_password is None:
+            raise ValueError("changing the password needs current_password")
+        return self
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 -- the OAuth token type, not a secret
+    #: Seconds until the access token expires.
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class HostProfile(BaseModel):
+    id: str
+    display_name: str
+    kyc_status: KycStatus
+
+
+class Me(BaseModel):
+    id: str
+    email: str | None
+    phone: str | None
+    phone_verified: bool
+    name: str
+    locale: str
+    roles: list[Role]
+    host: HostProfile | None
+    created_at: datetime
+
+
+class Registered(BaseModel):
+    user: Me
+    tokens: TokenPair
+
+
+class OtpSent(BaseModel):
+    """Always the same answer, whether or not the number has an account."""
+
+    phone: str
+    expires_in: int
