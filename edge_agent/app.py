@@ -52,6 +52,8 @@ from edge_agent.sync.downlink import WallClock
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings
+from edge_agent.tech import agent_commands
+from edge_agent.tech.heartbeat import beat, heartbeat_path
 from protocols.enums import ConnectorStatus, StopReason
 from protocols.errors import CredentialError
 from protocols.messages import MeterReading
@@ -379,6 +381,10 @@ class Agent:
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req["cmd"]
+        # The technician's live actions (meter_read, relay, relay_check, sync_status …).
+        technician = await agent_commands.handle(self, req)
+        if technician is not None:
+            return technician
         if cmd == "status":
             return self.status()
         connector = req.get("connector")
@@ -486,6 +492,12 @@ class Agent:
             if inputs.http.enabled:
                 endpoint = UnlockEndpoint(inputs.http.host, inputs.http.port, self.present)
                 tasks.append(group.create_task(endpoint.serve(), name="http-unlock"))
+            # A file doctor reads to tell a responsive agent from a hung one (docs/cli.md).
+            tasks.append(group.create_task(
+                beat(heartbeat_path(self.settings.control.socket_path), version=__version__,
+                     stop=stop),
+                name="heartbeat",
+            ))  # fmt: skip
             interval = watchdog_interval_s()
             if interval is not None:
                 tasks.append(group.create_task(self._watchdog_loop(interval), name="watchdog"))

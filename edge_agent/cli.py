@@ -1,6 +1,9 @@
 """``chargemitra-agent``: the edge daemon and the field technician's CLI.
 
-Exit codes: 0 success, 2 invalid input (a bad configuration file), 1 anything else.
+The Click root: ``run``, ``config``, ``provision`` live here; the technician's commands
+(doctor, meter, relay, auth, session, sync, logs) live in :mod:`edge_agent.tech` and are
+registered below. Exit codes of the technician's commands: 0 ok, 1 warning, 2 failure or
+bad input (docs/cli.md); ``run`` exits 2 on a bad configuration, 1 on any other error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import click
 from edge_agent import __version__
 from edge_agent.config import config_path, load_config
 from edge_agent.errors import AgentError, ConfigError
+from edge_agent.tech import cmd_misc
+from edge_agent.tech.cmd_doctor import doctor
+from edge_agent.tech.cmd_meter import meter
+from edge_agent.tech.cmd_relay import relay
+from edge_agent.tech.output import boundary, json_option
 
 EXIT_INVALID = 2
 
@@ -23,10 +31,15 @@ EXIT_INVALID = 2
 def main() -> None:
     """ChargeMitra edge agent: runs beside a charger and diagnoses it.
 
-    `run` is the daemon, `provision` claims the device with a pairing code, `config validate`
-    checks a configuration file (docs/edge.md). The technician's diagnostics (doctor, meter,
-    relay, auth, session, sync) are still to come.
+    `run` is the daemon, `provision` claims the device with a pairing code. A technician
+    starts with `doctor`; `meter`, `relay`, `auth`, `session`, `sync`, `config` and `logs`
+    look closer. Every command takes --help and --json; exit 0 ok, 1 warning, 2 failure or
+    bad input. Beside the running agent live actions go through its control socket; with
+    the agent stopped the bus is used directly (and the command says so).
     """
+    # pymodbus logs every unanswered request (a scan is mostly unanswered requests); the
+    # commands report what went wrong themselves. `run` sets its own levels.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 @main.command()
@@ -81,6 +94,34 @@ def config_validate(file: Path | None) -> None:
     )
 
 
+@config.command("show")
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
+)  # fmt: skip
+@json_option
+@boundary
+def config_show(config_file: Path | None, as_json: bool) -> None:
+    """Print the effective configuration (cloud.toml merged, defaults filled in), secrets
+    redacted (paths to secret files are shown: they are not secrets)."""
+    cmd_misc.show_config(config_file, as_json)
+
+
+@main.command()
+@click.option(
+    "--file", type=click.Path(path_type=Path, dir_okay=False),
+    help=f"The agent's log file [default: ${cmd_misc.LOG_ENV}, else the journal].",
+)  # fmt: skip
+@click.option("--lines", "-n", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@json_option
+@boundary
+def logs(file: Path | None, lines: int, follow: bool, as_json: bool) -> None:
+    """The agent's log: its log file (--file or $CHARGEMITRA_AGENT_LOG) if given, else the
+    systemd journal of the chargemitra-agent unit."""
+    cmd_misc.show_logs(file, lines, follow, as_json)
+
+
 @main.command()
 @click.option("--code", required=True, help="The one-time pairing code the host was given.")
 @click.option("--cloud", "cloud_url", required=True, help="The cloud's base URL (https://…).")
@@ -109,6 +150,14 @@ def provision(
         raise SystemExit(1) from None
     overlay = write_claim(result, target, ca_file=ca_file)
     click.echo(f"provisioned as {result.device_id}: wrote {overlay}")
+
+
+main.add_command(doctor)
+main.add_command(meter)
+main.add_command(relay)
+main.add_command(cmd_misc.auth)
+main.add_command(cmd_misc.session)
+main.add_command(cmd_misc.sync)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 The field CLI (its own issue) and the tests use it for live actions beside the running
 daemon. Requests are objects with a ``cmd``: ``status``, ``start`` (with ``connector`` and
 one of ``id_tag``, ``token``, ``pin``), ``stop`` (``connector``, optional ``reason``),
-``relay_test`` (``connector``), ``clear_fault`` (``connector``). Answers always carry ``ok``;
-a bad request gets ``ok: false`` and an ``error``, never a dropped connection.
+``relay_test`` (``connector``), ``clear_fault`` (``connector``); and for the technician's CLI
+(:mod:`edge_agent.tech.agent_commands`, docs/cli.md) ``meter_read``, ``meter_raw``,
+``relay_state``, ``relay``, ``relay_check``, ``sync_status``, ``sync_flush``. Answers always
+carry ``ok``; a bad request gets ``ok: false`` and an ``error``, never a dropped connection.
+Answers must be plain JSON (times as ISO strings).
 
 The socket file is created mode 0600 in a directory only the agent's user can enter: anyone
 who can connect can switch the relay.

@@ -9,7 +9,14 @@ errors (pydantic, sqlite3, pymodbus) are translated where they are caught, with 
     │   └── StaleAuthListVersion  a local-list update whose version does not move forward
     ├── MeterError            a meter did not answer, or answered garbage (carries meter_id)
     ├── RelayError            a relay driver could not set or read its output (carries connector)
-    └── LinkError             the MQTT link to the cloud cannot be set up or used
+    ├── LinkError             the MQTT link to the cloud cannot be set up or used
+    ├── InputError            a technician's request that cannot be served (unknown meter id,
+    │   │                     bad register range; carries the field)
+    │   └── PortBusy          a serial port another process holds (carries port, holder)
+    └── ControlError          the running agent refused a control request, or cannot be reached
+
+The field CLI (:mod:`edge_agent.tech`) maps every one of them to exit code 2 and one line on
+stderr, at one boundary (:func:`edge_agent.tech.output.boundary`).
 
 Authorization never raises on what a driver presents: every outcome is a decision with an
 OCPP-style status (see :mod:`edge_agent.auth`).
@@ -85,3 +92,29 @@ class LinkError(AgentError):
 
     Raised by :mod:`edge_agent.sync.link`, the one place paho-mqtt's errors are translated.
     """
+
+
+class InputError(AgentError):
+    """What a technician asked for cannot be served: an unknown meter id, a register range
+    outside Modbus limits, a port that does not exist. ``field`` names the option at fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PortBusy(InputError):
+    """A serial port is held by another process (the running agent, a terminal program)."""
+
+    def __init__(self, port: str, holder: str) -> None:
+        super().__init__(f"port {port} is busy: {holder}", field="port")
+        self.port = port
+        self.holder = holder
+
+
+class ControlError(AgentError):
+    """The running agent refused a control-socket request, or its socket cannot be used."""
+
+    def __init__(self, message: str, *, cmd: str | None = None) -> None:
+        super().__init__(message)
+        self.cmd = cmd

@@ -170,8 +170,8 @@ def meter(
     "--meter",
     "meters",
     multiple=True,
-    metavar="MODEL[:UNIT]",
-    help="A meter on the bus (repeatable). [default: sdm630:1]",
+    metavar="MODEL[:UNIT[@BAUD]]",
+    help="A meter on the bus (repeatable); @BAUD sets its own speed. [default: sdm630:1]",
 )
 @click.option(
     "--relay-unit", type=int, help="Unit id of the coil relay. [default: after the meters]"
@@ -184,13 +184,18 @@ def meter(
 )
 @click.option("--baud", type=int, default=9600, show_default=True)
 @click.option("--parity", default="N", show_default=True)
+@click.option(
+    "--check-baud", is_flag=True,
+    help="Devices answer only at their own speed (on when a meter has @BAUD).",
+)  # fmt: skip
 @click.option("--rfid/--no-rfid", default=True, show_default=True, help="RDM6300 reader pty.")
 @click.option("--keys/--no-keys", default=True, show_default=True, help="Keypad/QR input pty.")
 @_serving_options
 def site(
     *,
     meters: tuple[str, ...], relay_unit: int | None, serial: bool, baud: int, parity: str,
-    rfid: bool, keys: bool, tcp: str | None, turnaround_ms: float, relay_file: Path | None,
+    check_baud: bool, rfid: bool, keys: bool, tcp: str | None, turnaround_ms: float,
+    relay_file: Path | None,
     state_path: Path | None, control: str, seed: int, manual_clock: bool, plugged: str | None,
 ) -> None:  # fmt: skip
     """Meter(s) + coil relay + EV on one bus, with RFID reader and keypad."""
@@ -210,6 +215,7 @@ def site(
             serial=serial,
             baud=baud,
             parity=parity.upper(),
+            check_baud=check_baud,
             turnaround_s=turnaround_ms / 1000,
             rfid=rfid,
             keys=keys,

@@ -71,7 +71,7 @@ class RelayDevice(SimDevice):
             return ExcCodes.ILLEGAL_FUNCTION
         if address != 0 or count != 1:
             return ExcCodes.ILLEGAL_ADDRESS
-        return [self.site.relay_closed]
+        return [self.site.coil_closed]
 
     def setValues(  # noqa: N802 (pymodbus's name)
         self, func_code: int, address: int, values: list[int] | list[bool]

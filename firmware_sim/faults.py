@@ -4,7 +4,7 @@ Pure bookkeeping: the table stores faults with their scope (one unit id, or the 
 when ``unit`` is None) and their expiry on the simulation clock. What each fault *does*
 lives where it acts: the bus (:mod:`firmware_sim.bus`: exception), the transports
 (:mod:`firmware_sim.rtu`, :mod:`firmware_sim.tcp`: timeout, crc, flapping, slow) and the
-site (:mod:`firmware_sim.site`: frozen, reset, overcurrent).
+site (:mod:`firmware_sim.site`: frozen, reset, overcurrent, welded).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class FaultKind(StrEnum):
     FLAPPING = "flapping"
     #: The meter takes ``turnaround_s`` to answer instead of its configured turnaround.
     SLOW = "slow"
+    #: The contactor is welded closed: power flows whatever the relay's coil says (the coil
+    #: still reads back what was last written to it). ``unit`` is ignored.
+    WELDED = "welded"
 
     @classmethod
     def parse(cls, text: str) -> FaultKind:

@@ -44,11 +44,22 @@ MIN_FRAME_BYTES = 4
 class RtuServer:
     """Serves ``bus`` on ``pty`` at ``baud`` with ``turnaround_s`` per answer."""
 
-    def __init__(self, bus: Bus, pty: PseudoTerminal, *, baud: int, turnaround_s: float) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pty: PseudoTerminal,
+        *,
+        baud: int,
+        turnaround_s: float,
+        device_bauds: dict[int, int] | None = None,
+    ) -> None:
         self.bus = bus
         self.pty = pty
         self.baud = baud
         self.turnaround_s = turnaround_s
+        #: Each device's own speed, checked against the speed the client set on the line
+        #: (None: not checked, every device answers at any speed).
+        self.device_bauds = device_bauds
         self._decoder = DecodePDU(is_server=True)
         self._framer = FramerRTU(self._decoder)
         self._busy_until = 0.0
@@ -98,8 +109,21 @@ class RtuServer:
                 return used, request
         return None
 
+    def _hears(self, unit: int) -> bool:
+        """Whether device ``unit`` can make out the request: a device set to another speed
+        than the client's sees garbage and stays silent, as on a real line."""
+        if self.device_bauds is None or unit not in self.device_bauds:
+            return True
+        return self.pty.line_baud() == self.device_bauds[unit]
+
+    def _baud_of(self, unit: int) -> int:
+        return self.baud if self.device_bauds is None else self.device_bauds.get(unit, self.baud)
+
     async def _exchange(self, request: ModbusPDU, request_bytes: int, arrived_at: float) -> None:
         start = max(arrived_at, self._busy_until)
+        if not self._hears(request.dev_id):
+            await self._send(None, request_bytes, start)
+            return
         try:
             answer = await self.bus.answer(request)
         except Exception:  # a real meter answers "device failure"; it does not die
@@ -107,7 +131,7 @@ class RtuServer:
             failure = ExceptionResponse(request.function_code, 4)
             failure.dev_id = request.dev_id
             answer = Answer(failure)
-        await self._send(answer, request_bytes, start)
+        await self._send(answer, request_bytes, start, self._baud_of(request.dev_id))
 
     async def _on_leftover(self, data: bytes, arrived_at: float) -> None:
         """Bytes followed by silence that made no frame: garbage, a bad CRC, or a function
@@ -118,14 +142,19 @@ class RtuServer:
         if not FramerRTU.check_CRC(data[:-2], crc):
             log.debug("dropped %d bytes with a bad CRC", len(data))
             return
-        answer = self.bus.illegal_function(data[0], data[1])
-        await self._send(answer, len(data), max(arrived_at, self._busy_until))
+        answer = self.bus.illegal_function(data[0], data[1]) if self._hears(data[0]) else None
+        await self._send(
+            answer, len(data), max(arrived_at, self._busy_until), self._baud_of(data[0])
+        )
 
-    async def _send(self, answer: Answer | None, request_bytes: int, start: float) -> None:
+    async def _send(
+        self, answer: Answer | None, request_bytes: int, start: float, baud: int | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
+        baud = self.baud if baud is None else baud
         if answer is None:
             # Silence still costs the request's time on the shared line.
-            self._busy_until = start + frame_time_s(request_bytes, self.baud) + silence_s(self.baud)
+            self._busy_until = start + frame_time_s(request_bytes, baud) + silence_s(baud)
             return
         frame = self._framer.buildFrame(answer.response)
         if answer.corrupt_crc:
@@ -133,7 +162,7 @@ class RtuServer:
         turnaround_s = (
             self.turnaround_s if answer.slow_turnaround_s is None else answer.slow_turnaround_s
         )
-        deadline = start + poll_time_s(request_bytes, len(frame), self.baud, turnaround_s)
+        deadline = start + poll_time_s(request_bytes, len(frame), baud, turnaround_s)
         self._busy_until = deadline
         # The event loop's timers are only good to about a millisecond (epoll rounds its
         # timeout up to whole ms): a short frame at 19200 baud lasts ~15 ms, so that alone

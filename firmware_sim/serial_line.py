@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import termios
 import tty
 from types import TracebackType
 
 from firmware_sim.errors import EndpointError
 
 _READ_SIZE = 4096
+#: termios speed constants → baud rates (the standard RS-485 meter rates).
+_BAUDS = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+}
 
 
 class PseudoTerminal:
@@ -74,6 +80,16 @@ class PseudoTerminal:
                 return await self._chunks.get()
         except TimeoutError:
             return None
+
+    def line_baud(self) -> int | None:
+        """The baud rate the client set on its end (a pty keeps the speed a client asks
+        for, though it moves bytes at any speed; Linux forces 8 bits and no parity, so
+        parity cannot be read back). None if it is not a standard rate."""
+        try:
+            speed = termios.tcgetattr(self._slave)[5]
+        except (OSError, termios.error):
+            return None
+        return _BAUDS.get(speed)
 
     def write(self, data: bytes) -> int:
         """Put ``data`` on the line; returns bytes written. What the pty cannot take (no

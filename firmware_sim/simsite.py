@@ -55,6 +55,9 @@ class SimConfig:
     serial: bool = False
     baud: int = 9600
     parity: str = "N"
+    #: Devices answer only a client whose line speed is theirs (a meter's own ``baud``, else
+    #: ``baud``), as on a real RS-485 line. Always on when a meter has its own baud.
+    check_baud: bool = False
     turnaround_s: float = 0.02
     rfid: bool = False
     keys: bool = False
@@ -75,6 +78,11 @@ class SimConfig:
                 f"{', '.join(map(str, STANDARD_BAUDS))}",
                 field="baud",
             )
+        for meter in self.meters:
+            if meter.baud is not None and meter.baud not in STANDARD_BAUDS:
+                raise ConfigError(
+                    f"meter {meter.unit}: baud {meter.baud} is not a standard rate", field="baud"
+                )
         if self.parity not in ("N", "E", "O"):
             raise ConfigError(f"parity {self.parity!r}: expected N, E or O", field="parity")
         if not 0 <= self.turnaround_s <= 10:
@@ -111,6 +119,15 @@ class SimSite:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def device_bauds(self) -> dict[int, int] | None:
+        """Each device's line speed when speeds are checked (see ``check_baud``), else None."""
+        cfg = self.config
+        if not cfg.check_baud and all(m.baud is None for m in cfg.meters):
+            return None
+        bauds = dict.fromkeys(self.bus.devices, cfg.baud)
+        bauds.update({m.unit: m.baud for m in cfg.meters if m.baud is not None})
+        return bauds
+
     # --- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> SimSite:
@@ -133,7 +150,10 @@ class SimSite:
             group = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._stop_tasks)
             if self.serial is not None:
-                rtu = RtuServer(self.bus, self.serial, baud=cfg.baud, turnaround_s=cfg.turnaround_s)
+                rtu = RtuServer(
+                    self.bus, self.serial, baud=cfg.baud, turnaround_s=cfg.turnaround_s,
+                    device_bauds=self.device_bauds(),
+                )  # fmt: skip
                 self._tasks.append(group.create_task(rtu.serve(), name="sim-rtu"))
             if cfg.state_path is not None:
                 self._tasks.append(group.create_task(self._save_loop(), name="sim-save"))

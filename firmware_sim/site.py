@@ -28,30 +28,38 @@ Phases = tuple[float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class MeterSpec:
-    """One meter on the bus: its model (a register map in :mod:`protocols.meters`) and unit."""
+    """One meter on the bus: its model (a register map in :mod:`protocols.meters`), its unit,
+    and the baud rate it is set to (None: the bus's). A meter set to another speed than the
+    line's sees garbage and stays silent (the RTU server checks when asked to)."""
 
     model: str
     unit: int
+    baud: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> MeterSpec:
-        """``"sdm630:3"`` (or ``"sdm630"`` for unit 1)."""
-        model, _, unit = text.partition(":")
+        """``"sdm630:3"``, ``"sdm630:3@19200"`` (or ``"sdm630"`` for unit 1)."""
+        spec, _, baud = text.partition("@")
+        model, _, unit = spec.partition(":")
         try:
             unit_id = int(unit) if unit else 1
         except ValueError:
             raise ConfigError(f"bad unit id in {text!r}", field="unit") from None
-        return cls.checked(model, unit_id)
+        try:
+            baud_rate = int(baud) if baud else None
+        except ValueError:
+            raise ConfigError(f"bad baud rate in {text!r}", field="baud") from None
+        return cls.checked(model, unit_id, baud_rate)
 
     @classmethod
-    def checked(cls, model: str, unit: int) -> MeterSpec:
+    def checked(cls, model: str, unit: int, baud: int | None = None) -> MeterSpec:
         if model not in available_models():
             raise ConfigError(
                 f"unknown meter model {model!r}; known models: {', '.join(available_models())}",
                 field="model",
             )
         check_unit(unit)
-        return cls(model, unit)
+        return cls(model, unit, baud)
 
 
 def check_unit(unit: int) -> int:
@@ -86,6 +94,8 @@ class Site:
             profile, capacity_wh, soc = saved.ev
             ev = Ev(profile, capacity_wh, soc)
         self.circuit = Circuit(relay_closed=relay_closed, ev=ev, energy_wh=list(saved.energy_wh))
+        #: What the relay's coil was last told; the contactor follows it unless welded.
+        self._coil = relay_closed
         self.faults = FaultTable()
         self._t_s = clock.now_s()
         self._frozen: dict[int, tuple[Fault, dict[int, int]]] = {}
@@ -111,6 +121,11 @@ class Site:
     def _apply_circuit_faults(self) -> None:
         over = [f for f in self.faults.active() if f.kind is FaultKind.OVERCURRENT]
         self.circuit.overcurrent_ratio = max((f.overcurrent_ratio for f in over), default=1.0)
+        # Welded contacts conduct whatever the coil says; once repaired they follow it again.
+        self.circuit.relay_closed = True if self._welded() else self._coil
+
+    def _welded(self) -> bool:
+        return any(f.kind is FaultKind.WELDED for f in self.faults.active())
 
     # --- actions --------------------------------------------------------------------------
 
@@ -129,12 +144,20 @@ class Site:
         self.circuit.ev = None
 
     def set_relay(self, closed: bool) -> None:
+        """Drive the relay's coil; the contactor follows unless it is welded."""
         self.sync()
-        self.circuit.relay_closed = closed
+        self._coil = closed
+        self._apply_circuit_faults()
 
     @property
     def relay_closed(self) -> bool:
+        """Whether the contactor conducts (power can flow)."""
         return self.circuit.relay_closed
+
+    @property
+    def coil_closed(self) -> bool:
+        """What the relay module's coil reads back (the last command)."""
+        return self._coil
 
     def set_fault(self, fault: Fault) -> None:
         self.sync()

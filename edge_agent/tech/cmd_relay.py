@@ -1,0 +1,181 @@
+"""``chargemitra-agent relay on|off|test``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.config import AgentSettings
+from edge_agent.errors import ControlError, MeterError, StoreError
+from edge_agent.tech import daemon, storeview
+from edge_agent.tech.common import config_option, pick_connector, settings_from
+from edge_agent.tech.direct import DirectSite
+from edge_agent.tech.output import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_WARN,
+    boundary,
+    console,
+    emit,
+    escape,
+    json_option,
+    note,
+)
+from edge_agent.tech.relaytest import RelayTestResult, Verdict, run_relay_test
+from protocols.meters import Quantity
+
+connector_option = click.option(
+    "--connector", type=int, help="The connector [default: the only one]."
+)
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Even while a session is active (the agent ends it first, reason Local).",
+)  # fmt: skip
+
+
+@click.group()
+def relay() -> None:
+    """Switch or test a connector's relay (contactor)."""
+
+
+def _stored_session(settings: AgentSettings, connector: int) -> str | None:
+    try:
+        conn = storeview.open_readonly(settings.store.path)
+    except StoreError:
+        return None  # no store yet: no session either
+    try:
+        return storeview.open_session_on(conn, connector)
+    finally:
+        conn.close()
+
+
+def _refuse_if_session(settings: AgentSettings, connector: int, force: bool) -> None:
+    session = _stored_session(settings, connector)
+    if session is not None and not force:
+        raise ControlError(
+            f"connector {connector} has an open session {session} (the agent closes or "
+            "resumes it at its next start): use --force to switch the relay anyway"
+        )
+
+
+async def _switch_direct(settings: AgentSettings, connector: int, closed: bool) -> bool | None:
+    async with DirectSite(settings) as site:
+        driver = site.relay(connector)
+        await driver.set_closed(closed)
+        return await driver.is_closed()
+
+
+def _switch(
+    connector: int | None, *, force: bool, config_file: Path | None, as_json: bool, closed: bool
+) -> None:
+    settings = settings_from(config_file)
+    cid = pick_connector(settings, connector)
+    socket = settings.control.socket_path
+    word = "closed" if closed else "open"
+    if daemon.status(socket) is not None:
+        answer = daemon.call(socket, {"cmd": "relay", "connector": cid, "closed": closed,
+                                      "force": force})  # fmt: skip
+        via, read = "agent", answer.get("read_closed")
+    else:
+        if closed:
+            _refuse_if_session(settings, cid, force)
+        read = asyncio.run(_switch_direct(settings, cid, closed))
+        via = "bus"
+        note("the agent is not running: the relay was switched directly on its bus")
+    data = {"via": via, "connector": cid, "commanded": word, "read_closed": read}
+    mismatch = read is not None and read != closed
+
+    def human() -> None:
+        back = "?" if read is None else ("closed" if read else "open")
+        console().print(f"relay {cid}: commanded {word}, reads back {back} (via {via})")
+        if closed and via == "bus":
+            console().print("it stays closed until `relay off`, or until the agent starts "
+                            "(the agent opens every relay at start)")  # fmt: skip
+
+    emit(as_json, data, human)
+    raise SystemExit(EXIT_FAIL if mismatch else EXIT_OK)
+
+
+@relay.command("on")
+@config_option
+@connector_option
+@force_option
+@json_option
+@boundary
+def relay_on(config_file: Path | None, connector: int | None, force: bool, as_json: bool) -> None:
+    """Close the relay (power may flow). Refused while a session is active unless --force."""
+    _switch(connector, force=force, config_file=config_file, as_json=as_json, closed=True)
+
+
+@relay.command("off")
+@config_option
+@connector_option
+@json_option
+@boundary
+def relay_off(config_file: Path | None, connector: int | None, as_json: bool) -> None:
+    """Open the relay (always allowed: it is the safe state; a running session is stopped)."""
+    _switch(connector, force=True, config_file=config_file, as_json=as_json, closed=False)
+
+
+async def _test_direct(settings: AgentSettings, connector: int) -> RelayTestResult:
+    meter_id = settings.connector(connector).meter
+    async with DirectSite(settings) as site:
+        driver = site.relay(connector)
+
+        async def power() -> float | None:
+            try:
+                return (await site.read(meter_id)).get(Quantity.POWER_W)
+            except MeterError:
+                return None
+
+        return await run_relay_test(
+            driver, power, charging_power_w=settings.limits.charging_power_w,
+            stuck_power_w=settings.limits.stuck_relay_power_w,
+            settle_s=settings.limits.stuck_relay_check_s + 1.0,
+        )  # fmt: skip
+
+
+@relay.command("test")
+@config_option
+@connector_option
+@force_option
+@json_option
+@boundary
+def relay_test(config_file: Path | None, connector: int | None, force: bool, as_json: bool) -> None:
+    """Close, confirm power on the meter, open, confirm it stops.
+
+    Exit 0 passed, 1 closed but no power flowed (no EV asking?), 2 failed (no read-back,
+    power after opening: stuck contactor, meter silent). Refused while a session is active
+    unless --force.
+    """
+    settings = settings_from(config_file)
+    cid = pick_connector(settings, connector)
+    socket = settings.control.socket_path
+    if daemon.status(socket) is not None:
+        answer = daemon.call(socket, {"cmd": "relay_check", "connector": cid, "force": force},
+                             timeout_s=30.0)  # fmt: skip
+        data: dict[str, Any] = {"via": "agent", "connector": cid, **_result_fields(answer)}
+    else:
+        _refuse_if_session(settings, cid, force)
+        result = asyncio.run(_test_direct(settings, cid))
+        note("the agent is not running: the relay was tested directly on its bus")
+        data = {"via": "bus", "connector": cid, **result.to_json()}
+    verdict = Verdict(data["verdict"])
+
+    def human() -> None:
+        colour = {Verdict.PASS: "green", Verdict.NO_POWER: "yellow"}.get(verdict, "bold red")
+        console().print(
+            f"relay {cid} test: [{colour}]{verdict.value}[/] — {escape(data['detail'])}"
+        )
+
+    emit(as_json, data, human)
+    code = {Verdict.PASS: EXIT_OK, Verdict.NO_POWER: EXIT_WARN}.get(verdict, EXIT_FAIL)
+    raise SystemExit(code)
+
+
+def _result_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    keys = ("verdict", "detail", "closed_read", "open_read", "power_closed_w", "power_open_w")
+    return {k: answer.get(k) for k in keys}

@@ -1,0 +1,59 @@
+"""What the technician's commands share: the ``--config`` option, loading the settings, and
+picking a meter or connector by id (an unknown id is bad input, exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edge_agent.config import AgentSettings, MeterSettings, config_path, load_config
+from edge_agent.errors import InputError
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
+)  # fmt: skip
+
+
+def settings_from(config_file: Path | None) -> AgentSettings:
+    """The validated settings (ConfigError, exit 2, when the file is bad)."""
+    return load_config(config_path(config_file))
+
+
+def pick_meters(settings: AgentSettings, meter_id: str | None) -> list[MeterSettings]:
+    if meter_id is None:
+        return list(settings.meters)
+    for meter in settings.meters:
+        if meter.id == meter_id:
+            return [meter]
+    known = ", ".join(m.id for m in settings.meters)
+    raise InputError(f"unknown meter id {meter_id!r}; configured: {known}", field="meter")
+
+
+def pick_connector(settings: AgentSettings, connector: int | None) -> int:
+    ids = [c.id for c in settings.connectors]
+    if connector is None:
+        if len(ids) == 1:
+            return ids[0]
+        raise InputError(
+            f"this site has connectors {ids}: say which with --connector", field="connector"
+        )
+    if connector not in ids:
+        raise InputError(f"unknown connector {connector}; configured: {ids}", field="connector")
+    return connector
+
+
+def unit_of(quantity: str) -> str:
+    """The unit a quantity's name ends in (``power_w`` → W)."""
+    suffixes = {"_wh": "Wh", "_var": "var", "_va": "VA", "_hz": "Hz", "_v": "V", "_a": "A",
+                "_w": "W"}  # fmt: skip
+    for suffix, unit in suffixes.items():
+        if quantity.endswith(suffix):
+            return unit
+    return ""
+
+
+def name_of(quantity: str) -> str:
+    unit = unit_of(quantity)
+    return quantity[: -len(unit) - 1] if unit else quantity

@@ -1,0 +1,232 @@
+"""The hardware used directly, when the agent is not running: serial ports, meters, relays.
+
+Before a serial port is used it is checked: present, openable (permissions: the ``dialout``
+group), and not held by another process — a program holding an exclusive ``flock`` (pyserial
+``exclusive=True``, ModemManager, …) or ``TIOCEXCL``. RS-485 is one shared line: a second
+master on it garbles both, so a busy port is refused, never shared.
+
+pymodbus is reached only through :mod:`edge_agent.meters.bus` (imported lazily).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import grp
+import os
+import stat
+import termios
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from edge_agent.config import (
+    AgentSettings,
+    BusTiming,
+    MeterSettings,
+    ModbusCoilRelay,
+    SerialLink,
+    TcpLink,
+)
+from edge_agent.errors import InputError, MeterError, PortBusy
+from protocols.meters import Quantity, RegisterMap, decode_blocks, load_map, plan_blocks
+
+if TYPE_CHECKING:
+    from edge_agent.meters.bus import ModbusBus
+    from edge_agent.relay.base import RelayDriver
+
+#: Modbus Application Protocol v1.1b3 §6.3/6.4: 1..125 registers per read.
+MAX_READ = 125
+
+
+def lock_holder(port: str) -> str | None:
+    """Which process holds a lock on ``port``, from ``/proc/locks`` (Linux), if we can tell."""
+    try:
+        inode = Path(port).stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:05:7 0 EOF" (after a "->" for waiters)
+        if "->" in fields:
+            continue
+        if len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = fields[4]
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            except OSError:
+                cmd = b"?"
+            return f"pid {pid} ({cmd.decode(errors='replace')[:80]})"
+    return None
+
+
+def dialout_hint(port: str) -> str:
+    try:
+        group = grp.getgrgid(Path(port).stat().st_gid).gr_name
+    except (OSError, KeyError):
+        group = "dialout"
+    return f"add the user to the {group} group (sudo usermod -aG {group} $USER) and log in again"
+
+
+def check_port(port: str) -> None:
+    """Raise :class:`InputError` (missing, no permission) or :class:`PortBusy` unless ``port``
+    can be opened for our exclusive use right now."""
+    try:
+        mode = Path(port).stat().st_mode
+    except FileNotFoundError:
+        raise InputError(
+            f"serial port {port} does not exist (is the RS-485 adapter plugged in? "
+            "see ls /dev/ttyUSB* /dev/serial/by-id/)",
+            field="port",
+        ) from None
+    except OSError as exc:
+        raise InputError(f"serial port {port}: {exc.strerror}", field="port") from None
+    if not stat.S_ISCHR(mode):
+        raise InputError(f"{port} is not a serial device", field="port")
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except PermissionError:
+        raise InputError(
+            f"no permission to open {port}: {dialout_hint(port)}", field="port"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise PortBusy(port, "opened exclusively (TIOCEXCL) by another process") from None
+        raise InputError(f"cannot open {port}: {exc.strerror}", field="port") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock_holder(port) or "another process"
+        raise PortBusy(port, f"locked by {holder}") from None
+    finally:
+        os.close(fd)  # also drops our lock
+
+
+#: Linux device majors of Unix98 pseudo-terminal slaves (Documentation/admin-guide/devices.txt).
+_PTY_MAJORS = range(136, 144)
+
+
+def is_pty(port: str) -> bool:
+    """Whether ``port`` is a pseudo-terminal (the simulator's line). Linux forces 8 bits and
+    no parity on one: asking for parity E fails in tcsetattr, and may leave the port locked."""
+    try:
+        return os.major(Path(port).stat().st_rdev) in _PTY_MAJORS
+    except OSError:
+        return False
+
+
+def serial_ports(links: Sequence[SerialLink | TcpLink]) -> list[str]:
+    return sorted({link.port for link in links if isinstance(link, SerialLink)})
+
+
+def check_register_range(function_code: int, address: int, count: int) -> None:
+    """:class:`InputError` for a request no Modbus device could answer."""
+    if function_code not in (3, 4):
+        raise InputError(
+            f"function code {function_code}: use 3 (holding) or 4 (input registers)", field="fc"
+        )
+    if not 1 <= count <= MAX_READ:
+        raise InputError(f"bad register range: count {count} outside 1..{MAX_READ}", field="count")
+    if not 0 <= address <= 0xFFFF or address + count > 0x10000:
+        raise InputError(
+            f"bad register range: {address}..{address + count - 1} outside 0..65535",
+            field="addr",
+        )
+
+
+@functools.cache
+def _checked_bus_class() -> type[ModbusBus]:
+    from edge_agent.meters.bus import BusError, ModbusBus  # noqa: PLC0415 -- pymodbus when used
+
+    class CheckedBus(ModbusBus):
+        """pyserial raises ``termios.error`` (not an OSError) for line settings the port
+        refuses — a pseudo-terminal refuses even parity — which ModbusBus does not translate;
+        here it becomes the bus's "disconnected" error like any port that cannot be opened."""
+
+        async def _connected(self) -> Any:
+            try:
+                return await super()._connected()
+            except termios.error as exc:
+                self.close()
+                raise BusError(
+                    f"{self.key} refuses the line settings {port_of(self.link)}: {exc}",
+                    kind="disconnected", device=self.key,
+                ) from exc  # fmt: skip
+
+    return CheckedBus
+
+
+def open_bus(link: SerialLink | TcpLink, timing: BusTiming) -> ModbusBus:
+    """A bus for this link; a serial port is checked first (missing, permissions, busy)."""
+    if isinstance(link, SerialLink):
+        check_port(link.port)
+    return _checked_bus_class()(link, timing)
+
+
+async def read_map(bus: ModbusBus, unit: int, register_map: RegisterMap) -> dict[Quantity, float]:
+    """Read every block of ``register_map`` from ``unit``; raises the bus's ``BusError``."""
+    answers = []
+    for block in plan_blocks(register_map):
+        words = await bus.read_registers(unit, block.function_code, block.start, block.count)
+        answers.append((block, words))
+    return decode_blocks(register_map, answers)
+
+
+async def read_meter(meter: MeterSettings, timing: BusTiming) -> dict[Quantity, float]:
+    """One reading of ``meter`` straight from the bus (MeterError when it fails)."""
+    from protocols.errors import DecodeError  # noqa: PLC0415
+
+    async with open_bus(meter.link, timing) as bus:
+        try:
+            return await read_map(bus, meter.unit_id, load_map(meter.model))
+        except DecodeError as exc:
+            raise MeterError(str(exc), meter_id=meter.id) from exc
+
+
+def port_of(link: SerialLink | TcpLink) -> str:
+    if isinstance(link, SerialLink):
+        return f"{link.port} {link.baud} {link.parity}{link.stop_bits}"
+    return f"{link.host}:{link.port}"
+
+
+class DirectSite:
+    """The configured buses, relays and meters, opened on demand and closed together
+    (``async with DirectSite(settings) as site``): one bus per line, shared by the meter
+    and relay on it, as in the agent."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.buses: dict[str, ModbusBus] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for bus in self.buses.values():
+            bus.close()
+        self.buses.clear()
+
+    def bus(self, link: SerialLink | TcpLink) -> ModbusBus:
+        if link.bus_key not in self.buses:
+            self.buses[link.bus_key] = open_bus(link, self.settings.bus)
+        return self.buses[link.bus_key]
+
+    def relay(self, connector: int) -> RelayDriver:
+        from edge_agent.relay.drivers import make_driver  # noqa: PLC0415
+
+        relay = self.settings.connector(connector).relay
+        if isinstance(relay, ModbusCoilRelay):
+            self.bus(relay.link)
+        return make_driver(relay, connector=connector, buses=self.buses)
+
+    async def read(self, meter_id: str) -> dict[Quantity, float]:
+        """One reading (raises the bus's errors, or MeterError for garbage)."""
+        from protocols.errors import DecodeError  # noqa: PLC0415
+
+        meter = self.settings.meter(meter_id)
+        try:
+            return await read_map(self.bus(meter.link), meter.unit_id, load_map(meter.model))
+        except DecodeError as exc:
+            raise MeterError(str(exc), meter_id=meter_id) from exc

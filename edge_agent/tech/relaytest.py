@@ -1,0 +1,124 @@
+"""The relay test: close, confirm power on the meter, open, confirm it stops.
+
+:func:`judge` is the pure verdict; :func:`run_relay_test` drives any
+:class:`~edge_agent.relay.base.RelayDriver` with a meter reader, and is used both by the
+agent (``relay_check`` on the control socket) and by the CLI on the bus when the agent is
+stopped. The relay is always commanded open again, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from edge_agent.relay.base import RelayDriver
+
+PowerReader = Callable[[], Awaitable[float | None]]
+
+
+class Verdict(StrEnum):
+    PASS = "pass"  # noqa: S105 -- a verdict, not a password
+    #: Closed, but no power drawn: nothing plugged in, or the contactor does not close.
+    NO_POWER = "no_power"
+    #: Power still flows after opening: welded contacts.
+    STUCK_CLOSED = "stuck_closed"
+    #: The relay reads back the opposite of what it was told.
+    NO_READBACK = "no_readback"
+    METER_SILENT = "meter_silent"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTestResult:
+    verdict: Verdict
+    detail: str
+    closed_read: bool | None
+    open_read: bool | None
+    power_closed_w: float | None
+    power_open_w: float | None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict not in (Verdict.PASS, Verdict.NO_POWER)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+
+def judge(
+    *,
+    closed_read: bool | None,
+    open_read: bool | None,
+    power_closed_w: float | None,
+    power_open_w: float | None,
+    charging_power_w: float,
+    stuck_power_w: float,
+) -> tuple[Verdict, str]:
+    """The verdict of a test from what was read back and measured."""
+    if closed_read is False:
+        return Verdict.NO_READBACK, "the relay reads open after the close command"
+    if open_read is True:
+        return Verdict.NO_READBACK, "the relay reads closed after the open command"
+    if power_open_w is not None and power_open_w > stuck_power_w:
+        return (
+            Verdict.STUCK_CLOSED,
+            f"{power_open_w:.0f} W still flows after opening: the contactor is stuck closed",
+        )
+    if power_closed_w is None or power_open_w is None:
+        return Verdict.METER_SILENT, "the meter did not answer during the test"
+    if power_closed_w < charging_power_w:
+        return (
+            Verdict.NO_POWER,
+            (
+                f"closed, but only {power_closed_w:.0f} W flowed: is an EV plugged in and "
+                "asking for charge? if so the contactor does not close (check its coil supply)"
+            ),
+        )
+    return (
+        Verdict.PASS,
+        f"closed: {power_closed_w:.0f} W flowed; opened: {power_open_w:.0f} W",
+    )
+
+
+async def _watch(read: PowerReader, done: Callable[[float], bool], settle_s: float) -> float | None:
+    """Read power until ``done`` says so or ``settle_s`` passes; the last value read."""
+    deadline = time.monotonic() + settle_s
+    last: float | None = None
+    while True:
+        power = await read()
+        if power is not None:
+            last = power
+            if done(power):
+                return last
+        if time.monotonic() >= deadline:
+            return last
+        await asyncio.sleep(0.2)
+
+
+async def run_relay_test(
+    relay: RelayDriver,
+    read_power: PowerReader,
+    *,
+    charging_power_w: float,
+    stuck_power_w: float,
+    settle_s: float,
+) -> RelayTestResult:
+    """Close, watch for power, open, watch it stop (each watch at most ``settle_s``)."""
+    try:
+        await relay.set_closed(True)
+        closed_read = await relay.is_closed()
+        power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s)
+    finally:
+        await relay.set_closed(False)
+    open_read = await relay.is_closed()
+    power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s)
+    verdict, detail = judge(
+        closed_read=closed_read, open_read=open_read, power_closed_w=power_closed,
+        power_open_w=power_open, charging_power_w=charging_power_w, stuck_power_w=stuck_power_w,
+    )  # fmt: skip
+    return RelayTestResult(verdict, detail, closed_read, open_read, power_closed, power_open)
