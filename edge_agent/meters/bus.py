@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import termios
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -120,7 +121,10 @@ class ModbusBus:
         client = self._make_client()
         try:
             ok = await client.connect()
-        except (OSError, ModbusException) as exc:
+        except (OSError, termios.error, ModbusException) as exc:
+            # pyserial raises termios.error (not an OSError) when the adapter refuses the line
+            # settings, e.g. a parity a USB-RS485 bridge cannot do: a config fault, retried
+            # with backoff like any other failure to open, never a crash of the poll task.
             ok = False
             log.debug("connect %s failed: %s", self.key, exc)
         if not ok:

@@ -124,3 +124,21 @@ async def test_unreachable_peer_backs_off_without_raising() -> None:
         with pytest.raises(BusError, match="next try"):
             await bus.read_registers(1, 4, 0, 2)
     assert poller.health.failures["disconnected"] == 1
+
+
+async def test_line_settings_the_port_refuses_are_a_bus_error_not_a_crash() -> None:
+    # A pseudo-terminal refuses parity E the way some USB-RS485 adapters do: pyserial raises
+    # termios.error, which is not an OSError.
+    import os
+
+    from edge_agent.config import SerialLink
+
+    master, slave = os.openpty()
+    try:
+        link = SerialLink(transport="rtu", port=os.ttyname(slave), parity="E")
+        async with ModbusBus(link, FAST) as bus:
+            with pytest.raises(BusError, match="cannot open"):
+                await bus.read_registers(1, 4, 0, 2)
+    finally:
+        os.close(master)
+        os.close(slave)
