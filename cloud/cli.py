@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -144,12 +145,20 @@ def revoke(device_id: str) -> None:
     click.echo(f"revoked {device_id}")
 
 
-async def _seed_demo(settings: Settings, password: str) -> list[str]:
+async def _seed_demo(
+    settings: Settings, password: str, site: tuple[str, bytes] | None
+) -> str | None:
     from cloud.accounts.service import seed_demo_accounts  # noqa: PLC0415 -- argon2 only here
     from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.demo import seed_demo_site  # noqa: PLC0415
 
+    now = datetime.now(UTC)
     async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
-        return await seed_demo_accounts(db, password=password, now=datetime.now(UTC))
+        await seed_demo_accounts(db, password=password, now=now)
+        if site is None:
+            return None
+        device_id, pin_secret = site
+        return await seed_demo_site(db, device_id=device_id, pin_secret=pin_secret, now=now)
 
 
 @main.command("seed-demo")
@@ -158,16 +167,30 @@ async def _seed_demo(settings: Settings, password: str) -> list[str]:
     default=None,
     help="The demo accounts' password (default: a new random one, printed).",
 )
-def seed_demo(password: str | None) -> None:
+@click.option(
+    "--device",
+    "device_id",
+    default=None,
+    help="Also give the demo host this device and a listed charger on it (the demo site).",
+)
+@click.option(
+    "--pin-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --device: the device's booking-PIN secret (the file the agent reads).",
+)
+def seed_demo(password: str | None, device_id: str | None, pin_secret_file: Path | None) -> None:
     """Create demo driver, host, admin and technician accounts (development only).
 
     Running it again resets their password. Refused unless CHARGEMITRA_APP_ENV=development:
-    the accounts share a password that is printed on the terminal.
+    the accounts share a password that is printed on the terminal. With --device, the demo
+    host also owns that device and an approved, listed charger on it.
     """
     import secrets  # noqa: PLC0415
 
     from cloud.accounts.passwords import MIN_PASSWORD_LENGTH  # noqa: PLC0415
     from cloud.accounts.service import DEMO_ACCOUNTS  # noqa: PLC0415
+    from protocols.pins import MIN_SECRET_BYTES  # noqa: PLC0415
 
     settings = _settings()
     if settings.app.env is not Environment.DEVELOPMENT:
@@ -178,10 +201,20 @@ def seed_demo(password: str | None) -> None:
     password = password or secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise click.UsageError(f"--password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if (device_id is None) != (pin_secret_file is None):
+        raise click.UsageError("--device and --pin-secret-file go together")
+    site = None
+    if device_id is not None and pin_secret_file is not None:
+        secret = pin_secret_file.read_bytes()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise click.UsageError(f"{pin_secret_file}: fewer than {MIN_SECRET_BYTES} bytes")
+        site = (device_id, secret)
     try:
-        asyncio.run(_seed_demo(settings, password))
+        charger_id = asyncio.run(_seed_demo(settings, password, site))
     except CloudError as exc:
         raise click.ClickException(str(exc)) from exc
     for demo in DEMO_ACCOUNTS:
         click.echo(f"{demo.role.value:<11} {demo.email:<32} {demo.phone}")
     click.echo(f"password    {password}")
+    if charger_id is not None:
+        click.echo(f"charger     {charger_id} (device {device_id})")

@@ -98,8 +98,9 @@ main() {
     set +a
     log "migrating the dev database"
     "$BIN/chargemitra-cloud" db upgrade >&2
-    log "demo accounts (driver, host, admin, technician; a new password each run):"
-    "$BIN/chargemitra-cloud" seed-demo >&2
+    log "demo accounts (driver, host, admin, technician; a new password each run) and the"
+    log "demo site's listing (the agent below is its device):"
+    "$BIN/chargemitra-cloud" seed-demo --device "$DEVICE_ID" --pin-secret-file "$PIN_SECRET_FILE" >&2
 
     start_part broker /usr/sbin/mosquitto -c "$BROKER_CONF"
     start_part sim "$BIN/chargemitra-sim" site --tcp "127.0.0.1:$SIM_PORT" --no-serial \
@@ -114,6 +115,8 @@ main() {
     log "simulator:  $BIN/chargemitra-sim --control http://$SIM_CONTROL state"
     log "agent:      device $DEVICE_ID, config $AGENT_CONF, store $STATE_DIR/agent.db"
     log "live data:  redis-cli subscribe cm:live:device:$DEVICE_ID"
+    log "marketplace: log in as driver@demo.chargemitra.in at http://127.0.0.1:$API_PORT/docs,"
+    log "             search GET /chargers?lat=12.935&lon=77.624&radius_km=5, then book and unlock"
 
     if ((${#PART_PIDS[@]} == 0)); then
         log "nothing to run yet; exiting"

@@ -45,6 +45,11 @@ def main(state: Path) -> None:
         )
     )
     (state / "device.password").write_text(passwords[DEVICE] + "\n")
+    # The booking-PIN secret the cloud and the agent share (a claim would hand it over; the
+    # demo device is seeded instead, by `seed-demo --device`).
+    pin_secret = state / "pin.secret"
+    pin_secret.write_bytes(secrets.token_bytes(32))
+    pin_secret.chmod(0o600)
     sim_port, sim_control, api_port = free_port(), free_port(), free_port()
     agent_conf = state / "agent.toml"
     agent_conf.write_text(
@@ -77,6 +82,7 @@ trust = "always"
 
 [auth]
 public_key_files = ["{public}"]
+pin_secret_file = "{pin_secret}"
 
 [control]
 socket_path = "{state / "agent.sock"}"
@@ -107,6 +113,7 @@ password_file = "{state / "device.password"}"
         "BROKER_CONF": broker.conf, "BROKER_PORT": broker.port, "SIM_PORT": sim_port,
         "SIM_CONTROL": f"127.0.0.1:{sim_control}", "API_PORT": api_port,
         "AGENT_CONF": agent_conf, "CLOUD_ENV": cloud_env, "DEVICE_ID": DEVICE,
+        "PIN_SECRET_FILE": pin_secret,
         # The API sends commands (unlock, stop): the broker's ACL allows that to cloud-api.
         "API_MQTT_PASSWORD": passwords["cloud-api"],
     }  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -525,3 +526,28 @@ def test_seed_demo_runs_in_development_only(db_url: str) -> None:
     assert seeded.returncode == 0, seeded.stderr
     assert "admin@demo.chargemitra.in" in seeded.stdout
     assert "demo password 1" in seeded.stdout
+
+
+async def test_seed_demo_with_a_device_lists_the_demo_site(
+    db_url: str, pg: PgConnection, tmp_path: Path
+) -> None:
+    from tests.cloud.test_cli import _run
+
+    secret = tmp_path / "pin.secret"
+    secret.write_bytes(b"s" * 32)
+    env = {"CHARGEMITRA_DB_URL": db_url, "CHARGEMITRA_APP_ENV": "development"}
+    args = ("seed-demo", "--password", "demo password 1", "--device", "demo-site-9")
+    half = _run(env, *args)
+    assert half.returncode == 2
+    assert "--pin-secret-file" in half.stderr
+    for _ in range(2):  # idempotent: a second run changes nothing but the secret
+        seeded = _run(env, *args, "--pin-secret-file", str(secret))
+        assert seeded.returncode == 0, seeded.stderr
+    rows = await pg.fetch(
+        "SELECT c.moderation_status, c.is_listed, d.pin_secret, u.email "
+        "FROM chargers c JOIN devices d ON d.id = c.device_id "
+        "JOIN hosts h ON h.id = c.host_id JOIN users u ON u.id = h.user_id "
+        "WHERE c.device_id = 'demo-site-9'"
+    )
+    assert [tuple(r) for r in rows] == [("approved", True, b"s" * 32, "host@demo.chargemitra.in")]
+    assert await pg.fetchval("SELECT count(*) FROM availability_windows") == 7
