@@ -25,7 +25,9 @@ from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cloud.problems import install_problem_handlers
+from cloud.sessions.live import RedisLiveHub
 from cloud.sessions.router import router as sessions_router
+from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
@@ -51,6 +53,7 @@ async def open_state(
         # other off the broker.
         client_id = client_id or f"api-{socket.gethostname()}-{os.getpid()}"
         broker = await stack.enter_async_context(open_broker_link(settings.mqtt, client_id))
+        live = await stack.enter_async_context(RedisLiveHub(redis))
         yield AppState(
             settings=settings,
             engine=engine,
@@ -63,6 +66,7 @@ async def open_state(
             ),
             token_key=token_key,
             unlock_signer=unlock_signer,
+            live=live,
         )
 
 
@@ -83,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chargers_router)
     app.include_router(bookings_router)
     app.include_router(sessions_router)
+    app.include_router(sessions_ws_router)
 
     @app.middleware("http")
     async def record_metrics(

@@ -1,7 +1,427 @@
-"""HTTP routes of cloud.chargers (being built)."""
+"""HTTP routes of listings: search, public views, host editing, photos, QR codes, moderation.
+
+Who may do what: creating and editing need the host role, and the service only finds the
+caller's own chargers (another host's is a 404). Reading is public for approved, listed
+chargers; photos and QR pictures of a listing not yet visible are served to its owner and
+admins only. Charts are for the owner and admins; drivers see the live status in the
+public view.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+from zoneinfo import ZoneInfo
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from cloud.accounts.tokens import Principal, verify_access_token
+from cloud.chargers import photos, qr, schemas, search, service
+from cloud.chargers.models import Charger, ModerationStatus, PricingMode
+from cloud.chargers.service import blocked_out
+from cloud.chargers.status import chart, live_status
+from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
+from cloud.deps import AdminUser, Db, HostUser, State
+from cloud.errors import InvalidRequest, NotFound
+from protocols.enums import ConnectorType
+from protocols.meters.quantities import Quantity
+
+router = APIRouter(tags=["chargers"])
+
+ChargerId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
+PhotoId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
+#: Multipart framing around the photo: a body above photo_max_bytes + this is refused unread.
+MULTIPART_OVERHEAD_BYTES = 16 * 1024
+
+_optional_bearer = HTTPBearer(auto_error=False)
+
+
+def optional_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+) -> Principal | None:
+    """The caller if a (valid) bearer token came with the request; anonymous otherwise."""
+    if credentials is None:
+        return None
+    return verify_access_token(
+        state.settings.app.secret_key.get_secret_value(), credentials.credentials
+    )
+
+
+MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def photo_storage(state: State) -> PhotoStorage:
+    """The photo store (a dependency, so tests and deployments can swap it)."""
+    return LocalPhotoStorage(state.settings.marketplace.photo_dir)
+
+
+Storage = Annotated[PhotoStorage, Depends(photo_storage)]
+
+
+# --- search and public views -----------------------------------------------------------------
+
+
+@router.get("/chargers")
+async def search_chargers(
+    *,
+    db: Db,
+    state: State,
+    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
+    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
+    # At least 10 m: a subnormal radius (5e-324 km) underflowed in earth_box() (a 500).
+    radius_km: Annotated[
+        float, Query(ge=0.01, le=search.MAX_RADIUS_KM, allow_inf_nan=False)
+    ] = 10.0,
+    connector_type: ConnectorType | None = None,
+    min_kw: Annotated[float, Query(ge=0, le=400, allow_inf_nan=False)] = 0,
+    max_price_paise: Annotated[int | None, Query(ge=0, le=schemas.MAX_PRICE_PAISE)] = None,
+    pricing_mode: PricingMode | None = None,
+    available_now: bool = False,
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    min_rating: Annotated[float, Query(ge=0, le=5, allow_inf_nan=False)] = 0,
+    page: Annotated[int, Query(ge=1, le=search.MAX_PAGE)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE)] = 20,
+) -> schemas.SearchPage:
+    """Approved, listed chargers within ``radius_km`` of (lat, lon), nearest first.
+
+    Pages are numbered from 1 and ordered by (distance, id), so a page is stable while the
+    data is. ``available_now`` and ``from``/``to`` are exclusive ways to ask for availability.
+    """
+    now = datetime.now(UTC)
+    availability: search.Availability | None = None
+    if (start is None) != (end is None):
+        raise InvalidRequest("from and to go together", field="to" if end is None else "from")
+    if start is not None and end is not None:
+        if available_now:
+            raise InvalidRequest("use available_now or from/to, not both", field="available_now")
+        if not start < end:
+            raise InvalidRequest("from must be before to", field="to")
+        if end - start > search.MAX_WINDOW:
+            raise InvalidRequest(f"a window is at most {search.MAX_WINDOW.days} days", field="to")
+        availability = search.Availability(start.astimezone(UTC), end.astimezone(UTC), live=False)
+    elif available_now:
+        availability = search.Availability(
+            now,
+            now + search.NOW_WINDOW,
+            live=True,
+            online_since=now - timedelta(seconds=state.settings.marketplace.device_offline_after_s),
+        )
+    query = search.SearchQuery(
+        lat=lat,
+        lon=lon,
+        radius_m=radius_km * 1000.0,
+        connector_type=connector_type,
+        min_power_w=math.ceil(round(min_kw * 1000, 6)),
+        max_price_paise=max_price_paise,
+        pricing_mode=pricing_mode,
+        min_rating_hundredths=math.ceil(round(min_rating * 100, 6)),
+        availability=availability,
+        page=page,
+        page_size=page_size,
+    )
+    return await search.search(db, query)
+
+
+async def _view(db: Db, state: State, charger: Charger) -> schemas.ChargerView:
+    public = await service.public_view(db, charger)
+    live = await live_status(
+        db,
+        charger,
+        now=datetime.now(UTC),
+        offline_after_s=state.settings.marketplace.device_offline_after_s,
+    )
+    return schemas.ChargerView(**public.model_dump(), status=live)
+
+
+@router.get("/chargers/{charger_id}")
+async def get_charger(*, charger_id: ChargerId, db: Db, state: State) -> schemas.ChargerView:
+    """An approved, listed charger with its live status (online, connectors, last reading)."""
+    return await _view(db, state, await service.public_charger(db, charger_id))
+
+
+@router.get("/c/{code}")
+async def resolve_code(
+    *, code: Annotated[str, Path(max_length=32)], db: Db, state: State
+) -> schemas.ChargerView:
+    """The charger behind a QR short code (case, hyphens and O/0, I/L/1 forgiven)."""
+    return await _view(db, state, await service.charger_by_code(db, code))
+
+
+# --- host: create, edit, list ----------------------------------------------------------------
+
+
+@router.post("/chargers", status_code=status.HTTP_201_CREATED)
+async def create_charger(
+    *, body: schemas.ChargerCreate, db: Db, principal: HostUser
+) -> schemas.ChargerHostView:
+    """A new listing, ``pending`` until an admin approves it; it gets its QR code now."""
+    charger = await service.create_charger(db, principal, body)
+    return await service.host_view(db, charger)
+
+
+@router.patch("/chargers/{charger_id}")
+async def update_charger(
+    *, charger_id: ChargerId, body: schemas.ChargerUpdate, db: Db, principal: HostUser
+) -> schemas.ChargerHostView:
+    charger = await service.update_charger(db, principal, charger_id, body)
+    return await service.host_view(db, charger)
+
+
+@router.get("/host/chargers")
+async def list_host_chargers(*, db: Db, principal: HostUser) -> schemas.HostChargerList:
+    chargers = await service.host_chargers(db, principal)
+    return schemas.HostChargerList(items=[await service.host_view(db, c) for c in chargers])
+
+
+@router.get("/host/chargers/{charger_id}")
+async def get_host_charger(
+    *, charger_id: ChargerId, db: Db, principal: HostUser
+) -> schemas.ChargerHostView:
+    return await service.host_view(db, await service.editable_charger(db, principal, charger_id))
+
+
+@router.put("/chargers/{charger_id}/availability")
+async def put_availability(
+    *, charger_id: ChargerId, body: schemas.AvailabilityIn, db: Db, principal: HostUser
+) -> schemas.AvailabilityOut:
+    """Replace the weekly schedule (local times in the charger's zone)."""
+    charger = await service.set_availability(db, principal, charger_id, body)
+    return (await service.public_view(db, charger)).availability
+
+
+@router.post("/chargers/{charger_id}/blocked-periods", status_code=status.HTTP_201_CREATED)
+async def add_blocked_period(
+    *, charger_id: ChargerId, body: schemas.BlockedPeriodIn, db: Db, principal: HostUser
+) -> schemas.BlockedPeriodOut:
+    row = await service.add_blocked_period(db, principal, charger_id, body, now=datetime.now(UTC))
+    charger = await service.editable_charger(db, principal, charger_id)
+    return blocked_out(row, ZoneInfo(charger.timezone))
+
+
+@router.delete(
+    "/chargers/{charger_id}/blocked-periods/{period_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+)
+async def delete_blocked_period(
+    *,
+    charger_id: ChargerId,
+    period_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    db: Db,
+    principal: HostUser,
+) -> None:
+    await service.delete_blocked_period(db, principal, charger_id, period_id)
+
+
+# --- photos ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/chargers/{charger_id}/photos",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["photo"],
+                        "properties": {"photo": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_photo(
+    *,
+    charger_id: ChargerId,
+    request: Request,
+    db: Db,
+    state: State,
+    storage: Storage,
+    principal: HostUser,
+) -> schemas.PhotoOut:
+    """One JPEG, PNG or WebP image in the ``photo`` field of a multipart form."""
+    max_bytes = state.settings.marketplace.photo_max_bytes
+    # The form is parsed here, not by FastAPI, so an oversized body is refused by its
+    # declared length before anything is read or spooled to disk.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD_BYTES:
+        raise InvalidRequest(f"the photo is larger than {max_bytes} bytes", field="photo")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("send the photo as multipart/form-data", field="photo")
+    try:
+        async with request.form(max_files=1, max_fields=1) as form:
+            upload = form.get("photo")
+            if upload is None or isinstance(upload, str):
+                raise InvalidRequest("the form needs a file in the photo field", field="photo")
+            # One byte past the limit is enough to know it is too big.
+            data = await upload.read(max_bytes + 1)
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette turns a malformed form into its own 400; ours is a problem document.
+        raise InvalidRequest("the multipart form could not be read", field="photo") from exc
+    photo = await photos.add_photo(db, storage, principal, charger_id, data, max_bytes=max_bytes)
+    return schemas.PhotoOut(
+        id=photo.id,
+        content_type=photo.content_type,
+        size_bytes=photo.size_bytes,
+        url=service.photo_url(charger_id, photo.id),
+    )
+
+
+@router.get(
+    "/chargers/{charger_id}/photos/{photo_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+)
+async def get_photo(
+    *,
+    charger_id: ChargerId,
+    photo_id: PhotoId,
+    db: Db,
+    storage: Storage,
+    principal: MaybeUser,
+) -> Response:
+    photo = await photos.find_photo(db, charger_id, photo_id)
+    if not await service.photo_readable(db, principal, photo.id):
+        raise NotFound("photo", photo_id)
+    data = await storage.get(photo.storage_key)
+    return Response(
+        data,
+        media_type=photo.content_type,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'",
+            "Cache-Control": "public, max-age=86400, immutable",
+        },
+    )
+
+
+@router.delete("/chargers/{charger_id}/photos/{photo_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_photo(
+    *,
+    charger_id: ChargerId,
+    photo_id: PhotoId,
+    state: State,
+    storage: Storage,
+    principal: HostUser,
+) -> None:
+    # Our own transaction: the bytes go only once the row's deletion is committed.
+    async with state.sessions() as db, db.begin():
+        key = await photos.delete_photo(db, principal, charger_id, photo_id)
+    await storage.delete(key)
+
+
+# --- QR --------------------------------------------------------------------------------------
+
+
+async def _qr_url(db: Db, state: State, principal: Principal | None, charger_id: str) -> str:
+    charger = await db.get(Charger, charger_id)
+    if charger is None:
+        raise NotFound("charger", charger_id)
+    if not service.visible(charger):
+        if principal is None:
+            raise NotFound("charger", charger_id)
+        await service.editable_charger(db, principal, charger_id)
+    return qr.unlock_url(state.settings.app.public_base_url, charger.qr_code)
+
+
+@router.get(
+    "/chargers/{charger_id}/qr.svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
+async def qr_svg(*, charger_id: ChargerId, db: Db, state: State, principal: MaybeUser) -> Response:
+    """The QR code for the charger's sticker: ``{public_base_url}/c/{code}``."""
+    url = await _qr_url(db, state, principal, charger_id)
+    return Response(qr.qr_svg(url), media_type="image/svg+xml")
+
+
+@router.get(
+    "/chargers/{charger_id}/qr.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def qr_png(*, charger_id: ChargerId, db: Db, state: State, principal: MaybeUser) -> Response:
+    url = await _qr_url(db, state, principal, charger_id)
+    return Response(qr.qr_png(url), media_type="image/png")
+
+
+# --- telemetry -------------------------------------------------------------------------------
+
+
+@router.get("/chargers/{charger_id}/telemetry")
+async def get_telemetry(
+    *,
+    charger_id: ChargerId,
+    db: Db,
+    state: State,
+    principal: HostUser,
+    start: Annotated[AwareDatetime, Query(alias="from")],
+    end: Annotated[AwareDatetime, Query(alias="to")],
+    bucket: Annotated[str, Query(max_length=4)] = "5m",
+    quantity: Quantity = Quantity.POWER_W,
+    meter_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None,
+) -> schemas.TelemetrySeries:
+    """Bucketed readings for the owner's (or an admin's) charts: count, mean, min, max."""
+    charger = await service.editable_charger(db, principal, charger_id)
+    return await chart(
+        db,
+        state.telemetry_backend,
+        charger,
+        quantity=quantity,
+        start=start,
+        end=end,
+        bucket=bucket,
+        meter_id=meter_id,
+    )
+
+
+# --- moderation ------------------------------------------------------------------------------
+
+
+@router.get("/admin/chargers")
+async def moderation_queue(
+    *,
+    db: Db,
+    _admin: AdminUser,
+    moderation_status: Annotated[ModerationStatus, Query(alias="status")] = (
+        ModerationStatus.PENDING
+    ),
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> schemas.HostChargerList:
+    chargers = await service.moderation_queue(db, moderation_status, limit=limit)
+    return schemas.HostChargerList(items=[await service.host_view(db, c) for c in chargers])
+
+
+@router.post("/admin/chargers/{charger_id}/approve")
+async def approve(
+    *, charger_id: ChargerId, db: Db, _admin: AdminUser, body: schemas.ModerationIn | None = None
+) -> schemas.ChargerHostView:
+    note = body.note if body else None
+    charger = await service.moderate(db, charger_id, ModerationStatus.APPROVED, note)
+    return await service.host_view(db, charger)
+
+
+@router.post("/admin/chargers/{charger_id}/reject")
+async def reject(
+    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
+) -> schemas.ChargerHostView:
+    charger = await service.moderate(db, charger_id, ModerationStatus.REJECTED, body.note)
+    return await service.host_view(db, charger)
+
+
+@router.post("/admin/chargers/{charger_id}/suspend")
+async def suspend(
+    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
+) -> schemas.ChargerHostView:
+    charger = await service.moderate(db, charger_id, ModerationStatus.SUSPENDED, body.note)
+    return await service.host_view(db, charger)

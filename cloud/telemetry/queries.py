@@ -152,3 +152,36 @@ async def refresh_rollup(
     async with engine.begin() as conn:
         for sql in PLAIN_REFRESH:
             await conn.execute(text(sql), window)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    ts: datetime
+    value: float
+
+
+async def latest(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    quantity: str,
+    meter_id: str | None = None,
+    since: datetime | None = None,
+) -> Reading | None:
+    """The newest stored value of ``quantity`` for ``device_id`` (optionally one meter), not
+    older than ``since``. One backward walk of ``(device_id, quantity, ts)``: same SQL on both
+    backends (on a hypertable, chunks newer than ``since`` only)."""
+    row = (
+        await conn.execute(
+            text(
+                """
+                SELECT ts, value FROM telemetry
+                WHERE device_id = :device_id AND quantity = :quantity
+                  AND (CAST(:meter_id AS text) IS NULL OR meter_id = :meter_id)
+                  AND (CAST(:since AS timestamptz) IS NULL OR ts >= :since)
+                ORDER BY ts DESC LIMIT 1"""
+            ),
+            {"device_id": device_id, "quantity": quantity, "meter_id": meter_id, "since": since},
+        )
+    ).first()
+    return None if row is None else Reading(row[0], row[1])
