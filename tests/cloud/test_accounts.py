@@ -549,5 +549,7 @@ async def test_seed_demo_with_a_device_lists_the_demo_site(
         "JOIN hosts h ON h.id = c.host_id JOIN users u ON u.id = h.user_id "
         "WHERE c.device_id = 'demo-site-9'"
     )
-    assert [tuple(r) for r in rows] == [("approved", True, b"s" * 32, "host@demo.chargemitra.in")]
+    assert [
+        (r["moderation_status"], r["is_listed"], r["pin_secret"], r["email"]) for r in rows
+    ] == [("approved", True, b"s" * 32, "host@demo.chargemitra.in")]
     assert await pg.fetchval("SELECT count(*) FROM availability_windows") == 7
