@@ -18,7 +18,7 @@ from cloud.ingest.models import AuthDecisionRecord, DeadLetter
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
-from cloud.telemetry.models import telemetry, telemetry_batches
+from cloud.telemetry.models import telemetry, telemetry_batches, telemetry_rollup_pending
 
 metadata = Base.metadata
 
@@ -53,4 +53,5 @@ __all__ = [
     "metadata",
     "telemetry",
     "telemetry_batches",
+    "telemetry_rollup_pending",
 ]

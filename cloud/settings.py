@@ -88,6 +88,8 @@ class IngestSettings(_Group):
     session_expiry_s: int = Field(default=3600, ge=60)
     #: Dead-lettered payloads are kept only up to this size.
     dead_letter_payload_max: int = Field(default=8192, ge=256, le=262144)
+    #: How often a worker recomputes the 15-minute rollup buckets new telemetry went into.
+    rollup_refresh_s: float = Field(default=60.0, ge=1, le=3600)
 
 
 class ProvisioningSettings(_Group):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
 from cloud.pg import PgConnection
 from cloud.sessions.fold import SessionRow, fold_session
+from cloud.telemetry.rollup import mark_pending
 from protocols.messages import SessionEvent
 
 #: Claim each batch by its key; only batches this transaction claimed get their rows copied.
@@ -214,6 +215,7 @@ async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
     new = {(r["device_id"], r["msg_id"]) for r in claimed}
     records = list(plan.telemetry_records(new))
     await conn.copy_records_to_table("telemetry", records=records, columns=TELEMETRY_COLUMNS)
+    await mark_pending(conn, ((r[0], r[2]) for r in records))
     return len(records)
 
 

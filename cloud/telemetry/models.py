@@ -52,6 +52,17 @@ telemetry_batches = Table(
     UniqueConstraint("device_id", "seq"),
 )
 
+#: Rollup buckets to recompute: one row per (device, bucket) a committed ingest batch wrote
+#: into (cloud.telemetry.rollup). No unique key on purpose: concurrent batches never wait on
+#: each other's markers.
+telemetry_rollup_pending = Table(
+    "telemetry_rollup_pending",
+    Base.metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("bucket", DateTime(timezone=True), nullable=False),
+)
+
 #: The 15-minute rollup: a continuous aggregate under Timescale, a table otherwise. Created by
 #: the migration (cloud.telemetry.storage), not declared here: its kind depends on the server.
 ROLLUP_NAME = "telemetry_15m"

@@ -48,6 +48,8 @@ from cloud.ingest.writer import WriteResult, write_batch
 from cloud.metrics import INGEST_BATCH_SECONDS, INGEST_MESSAGES, INGEST_READINGS
 from cloud.pg import RETRYABLE, UNWRITABLE, PgPool, open_pool
 from cloud.settings import Settings
+from cloud.telemetry.rollup import refresh_pending
+from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
@@ -134,17 +136,46 @@ class IngestWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Ingest until cancelled: one batch at a time, each acked after its commit.
+        """Ingest until cancelled, and keep the telemetry rollup refreshed beside it."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._ingest())
+                tasks.create_task(self._refresh_rollup())
+        finally:
+            self._stopping.set()
+
+    async def _ingest(self) -> None:
+        """One batch at a time, each acked after its commit.
 
         (Overlapping the decoding of the next batch with the write of the current one was
         measured with bench.ingest and gained nothing: both need this process's GIL.)
         """
-        try:
-            while True:
-                items = await self._next_batch()
-                await self._process(items)
-        finally:
-            self._stopping.set()
+        while True:
+            items = await self._next_batch()
+            await self._process(items)
+
+    async def _refresh_rollup(self) -> None:
+        """Every ``rollup_refresh_s``, recompute the rollup buckets new telemetry went into.
+
+        A failure (the database restarting) is logged and retried next round: the markers
+        stay until a refresh commits, so nothing is missed.
+        """
+        backend: TelemetryBackend | None = None
+        while True:
+            await asyncio.sleep(self._settings.ingest.rollup_refresh_s)
+            try:
+                async with self._pool.acquire() as conn:
+                    if backend is None:
+                        installed = await conn.fetchval(INSTALLED_SQL)
+                        backend = (
+                            TelemetryBackend.TIMESCALE if installed else TelemetryBackend.PLAIN
+                        )
+                    refreshed = await refresh_pending(conn, backend)
+            except RETRYABLE as exc:
+                log.warning("rollup refresh failed, retrying next round: %s", exc)
+                continue
+            if refreshed:
+                log.debug("rollup refreshed", extra={"buckets": refreshed})
 
     async def _next_batch(self) -> list[Received]:
         items = [await self._queue.get()]

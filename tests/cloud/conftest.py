@@ -33,6 +33,7 @@ TABLES = (
     "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
     "ledger_entries, pairing_codes, payments, payouts, provider_events, refresh_tokens, "
     "refunds, reviews, session_events, sessions, telemetry, telemetry_15m, telemetry_batches, "
+    "telemetry_rollup_pending, "
     "unlock_requests, user_roles, users"
 )
 

@@ -1,0 +1,150 @@
+"""The 15-minute rollup follows ingest: markers written with the readings, buckets recomputed,
+late data included, batches still in flight left for the next round, one refresher at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cloud.ingest.decode import decode
+from cloud.ingest.plan import plan_batch
+from cloud.ingest.writer import write_batch
+from cloud.pg import PgConnection, close, connect
+from cloud.settings import DbSettings, Settings, sqlalchemy_url
+from cloud.telemetry.queries import align_down, align_up, rollup_series, series
+from cloud.telemetry.rollup import ROLLUP_LOCK_KEY, contiguous_runs, refresh_pending
+from cloud.telemetry.storage import TelemetryBackend
+from cloud.workers.ingest import open_ingest_worker
+from protocols.enums import MessageKind
+from protocols.messages import TelemetryBatch, encode_message
+from protocols.topics import topic
+from tests.cloud.conftest import add_device, make_settings
+from tests.cloud.messages import T0, telemetry
+from tests.cloud.mosquitto import Broker
+from tests.cloud.sim_device import SimDevice
+
+PLAIN = TelemetryBackend.PLAIN
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(sqlalchemy_url(db_url))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _write(conn: PgConnection, *batches: TelemetryBatch) -> None:
+    accepted = [
+        decode(topic(b.device_id, MessageKind.TELEMETRY), encode_message(b)) for b in batches
+    ]
+    await write_batch(conn, plan_batch(accepted), dead_letter_payload_max=1024)
+
+
+async def _rollup_matches_raw(engine: AsyncEngine, device_id: str) -> int:
+    start = align_down(T0 - timedelta(days=8))
+    end = align_up(T0 + timedelta(hours=3))
+    async with engine.connect() as conn:
+        raw = await series(
+            conn, PLAIN, device_id=device_id, quantity="power_w", start=start, end=end,
+            width=timedelta(minutes=15),
+        )  # fmt: skip
+        rolled = await rollup_series(
+            conn, PLAIN, device_id=device_id, quantity="power_w", start=start, end=end
+        )
+    assert [(b.start, b.count, b.min, b.max) for b in rolled] == [
+        (b.start, b.count, b.min, b.max) for b in raw
+    ]
+    return sum(b.count for b in rolled)
+
+
+async def test_ingested_and_late_readings_reach_the_rollup(
+    engine: AsyncEngine, pg: PgConnection
+) -> None:
+    # 40 minutes of one-second readings span three buckets.
+    await _write(
+        pg,
+        telemetry("dev-r", 1, readings=1200),
+        telemetry("dev-r", 2, readings=1200, first_index=1200),
+    )
+    assert await pg.fetchval("SELECT count(DISTINCT bucket) FROM telemetry_rollup_pending") == 3
+    assert await refresh_pending(pg, PLAIN) == 3
+    assert await _rollup_matches_raw(engine, "dev-r") == 2400
+    assert await refresh_pending(pg, PLAIN) == 0  # nothing new, nothing recomputed
+
+    # A device back from a week offline uploads week-old readings, and more of the current
+    # bucket arrives: both buckets are recomputed, nothing else.
+    late = telemetry("dev-r", 3, readings=60, first_index=-7 * 86400)
+    more = telemetry("dev-r", 4, readings=100, first_index=2400)
+    await _write(pg, late, more)
+    assert await refresh_pending(pg, PLAIN) == 2
+    assert await _rollup_matches_raw(engine, "dev-r") == 2560
+
+
+async def test_a_batch_still_in_flight_keeps_its_marker_for_the_next_round(
+    db_url: str, pg: PgConnection
+) -> None:
+    writer = await connect(DbSettings(url=db_url))
+    try:
+        tx = writer.transaction()
+        await tx.start()  # type: ignore[attr-defined]  # asyncpg's Transaction is untyped here
+        await _write(writer, telemetry("dev-f", 1, readings=10))
+        # Not committed: the refresher cannot see the marker (nor the readings) yet.
+        assert await refresh_pending(pg, PLAIN) == 0
+        await tx.commit()  # type: ignore[attr-defined]
+    finally:
+        await close(writer)
+    assert await refresh_pending(pg, PLAIN) == 1
+    assert await pg.fetchval("SELECT sum(n) FROM telemetry_15m WHERE quantity = 'power_w'") == 10
+
+
+async def test_one_refresher_at_a_time_and_the_other_leaves_the_markers(
+    db_url: str, pg: PgConnection
+) -> None:
+    await _write(pg, telemetry("dev-l", 1, readings=10))
+    holder = await connect(DbSettings(url=db_url))
+    try:
+        async with holder.transaction():
+            await holder.fetchval("SELECT pg_advisory_xact_lock($1)", ROLLUP_LOCK_KEY)
+            assert await refresh_pending(pg, PLAIN) == 0
+    finally:
+        await close(holder)
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_rollup_pending") == 1
+    assert await refresh_pending(pg, PLAIN) == 1
+
+
+def test_contiguous_runs_join_adjacent_buckets() -> None:
+    b = align_down(T0)
+    q = timedelta(minutes=15)
+    runs = contiguous_runs([b + 3 * q, b, b + q, b + q, b + 5 * q])
+    assert runs == [(b, b + 2 * q), (b + 3 * q, b + 4 * q), (b + 5 * q, b + 6 * q)]
+
+
+async def test_the_ingest_worker_refreshes_the_rollup_by_itself(
+    db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection
+) -> None:
+    settings: Settings = make_settings(
+        db_url, broker, service_passwords["cloud-ingest"], CHARGEMITRA_INGEST_ROLLUP_REFRESH_S="1"
+    )
+    device = SimDevice("dev-w", add_device(broker, "dev-w"), broker.port)
+    device.queue([telemetry("dev-w", 1, readings=50)])
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        run = tg.create_task(worker.run())
+        await device.connect()
+        try:
+            await device.drain(timeout_s=30)
+            async with asyncio.timeout(30):
+                while await pg.fetchval(_ROLLED, "dev-w") != 50:  # noqa: ASYNC110 -- polling another process's writes
+                    await asyncio.sleep(0.2)
+        finally:
+            device.disconnect()
+            run.cancel()
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_rollup_pending") == 0
+
+
+_ROLLED = "SELECT sum(n) FROM telemetry_15m WHERE device_id = $1 AND quantity = 'power_w'"
