@@ -54,6 +54,7 @@ from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings
 from edge_agent.tech import agent_commands
 from edge_agent.tech.heartbeat import beat, heartbeat_path
+from edge_agent.tech.manual_close import ManualClose
 from protocols.enums import ConnectorStatus, StopReason
 from protocols.errors import CredentialError
 from protocols.messages import MeterReading
@@ -103,6 +104,8 @@ class Agent:
         self.pollers: dict[str, MeterPoller] = {}
         self.controllers: dict[int, ConnectorController] = {}
         self.authorizer: Authorizer | None = None
+        #: Relays a technician closed by hand (``relay on``), watched on the safety tick.
+        self.manual_closes: dict[int, ManualClose] = {}
         self._pending: list[MeterReading] = []
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -310,6 +313,7 @@ class Agent:
             await asyncio.sleep(SAFETY_TICK_S)
             for controller in self.controllers.values():
                 await controller.on_tick()
+            await agent_commands.watch_manual_closes(self)
 
     async def _progress_loop(self) -> None:
         while not self._stop.is_set():
@@ -360,7 +364,8 @@ class Agent:
                     "status": c.state.status.value,
                     "session_id": c.session.session_id if c.session else None,
                     "energy_wh": c.session.energy_wh if c.session else None,
-                    "relay_closed": c.relay_closed,
+                    "relay_closed": c.relay_closed or c.id in self.manual_closes,
+                    "closed_by_hand": c.id in self.manual_closes,
                     "fault": c.state.fault.value if c.state.fault else None,
                 }
                 for c in self.controllers.values()
@@ -481,12 +486,14 @@ class Agent:
             inputs = self.settings.inputs
             for rdm in inputs.rdm6300:
                 tasks.append(group.create_task(
-                    run_rdm6300(rdm.port, rdm.connector, self.present, baud=rdm.baud),
+                    run_rdm6300(rdm.port, rdm.connector, self.present, baud=rdm.baud,
+                                debounce_s=rdm.debounce_s),
                     name=f"rfid:{rdm.port}",
                 ))  # fmt: skip
             for hid in inputs.hid:
                 tasks.append(group.create_task(
-                    run_hid(hid.device, hid.kind, hid.connector, self.present),
+                    run_hid(hid.device, hid.kind, hid.connector, self.present,
+                            debounce_s=hid.debounce_s),
                     name=f"hid:{hid.device}",
                 ))  # fmt: skip
             if inputs.http.enabled:

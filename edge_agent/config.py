@@ -23,6 +23,7 @@ from pydantic import (
 
 from edge_agent.errors import ConfigError, ConfigProblem
 from edge_agent.hosts import is_loopback
+from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S
 from protocols.errors import TopicError
 from protocols.ids import validate_device_id
 from protocols.meters import available_models
@@ -193,16 +194,25 @@ class ClockSettings(Settings):
     trust: Literal["kernel", "always"] = "kernel"
 
 
+#: Seconds within which the same tag or QR code is one presentation (0: off).
+DebounceSeconds = Annotated[float, Field(ge=0, le=60)]
+
+
 class Rdm6300Input(Settings):
     port: Annotated[str, StringConstraints(min_length=1)]
     connector: Annotated[int, Field(ge=1, le=32)] = 1
     baud: Literal[9600] = 9600  # RDM6300 datasheet: fixed 9600 8N1
+    #: The reader repeats its frame while a card lies on it: one decision per presentation.
+    debounce_s: DebounceSeconds = DEFAULT_DEBOUNCE_S
 
 
 class HidInput(Settings):
     device: Annotated[str, StringConstraints(min_length=1)]
     kind: Literal["rfid", "keypad", "qr"]
     connector: Annotated[int, Field(ge=1, le=32)] = 1
+    #: For "rfid" and "qr" (a scanner rescans the code in view); keypad lines are not
+    #: debounced (a PIN typed twice was typed twice).
+    debounce_s: DebounceSeconds = DEFAULT_DEBOUNCE_S
 
 
 class HttpInput(Settings):

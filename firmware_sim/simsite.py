@@ -267,12 +267,15 @@ class SimSite:
         """Switch faults off (all kinds when ``kind`` is None); how many were on."""
         return len(self.site.clear_faults(None if kind is None else FaultKind.parse(kind), unit))
 
-    def tap(self, tag: str) -> None:
-        """Hold ``tag`` to the RFID reader."""
+    def tap(self, tag: str, *, frames: int = 1) -> None:
+        """Hold ``tag`` to the RFID reader. A real RDM6300 repeats its frame for as long as
+        the card lies on it: ``frames`` > 1 is a card held there (back to back)."""
         frame = rdm6300_frame(tag)
         if self.rfid is None:
             raise ControlError("this simulator has no RFID reader (start it with --rfid)")
-        self.rfid.write(frame)
+        if frames < 1:
+            raise ConfigError("frames must be at least 1", field="frames")
+        self.rfid.write(frame * frames)
 
     def keys(self, text: str) -> None:
         """Type ``text`` on the keypad / QR scanner stand-in."""

@@ -3,6 +3,10 @@
 Both are character devices read in non-blocking mode through the event loop. A device that
 is missing or goes away (USB unplugged) is logged once at ERROR and retried with exponential
 back-off; when it is back, once at INFO. Nothing here raises for what a device does.
+
+A tag or QR code read again within ``debounce_s`` is the same presentation and is not
+presented again (:mod:`edge_agent.inputs.debounce`); keypad lines are typed on purpose and
+are never dropped.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import logging
 import os
 import random
 import termios
+import time
 import tty
 from collections.abc import Awaitable, Callable
 
 from edge_agent.auth.authorizer import Credential, IdTag, Pin, Token
 from edge_agent.errors import AgentError
+from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S, Debounce
 from edge_agent.inputs.frames import BadFrame, InputKind, KeyDecoder, Rdm6300Decoder
 
 log = logging.getLogger(__name__)
@@ -115,15 +121,20 @@ async def _present_safely(
         log.error("credential from %s not decided: %s", path, exc)
 
 
-async def run_rdm6300(path: str, connector: int, present: Present, *, baud: int = 9600) -> None:
-    """An RDM6300 reader on a UART: each good frame presents its tag on ``connector``."""
+async def run_rdm6300(
+    path: str, connector: int, present: Present, *, baud: int = 9600,
+    debounce_s: float = DEFAULT_DEBOUNCE_S, mono: Callable[[], float] = time.monotonic,
+) -> None:  # fmt: skip
+    """An RDM6300 reader on a UART: each good frame presents its tag on ``connector``, once
+    per presentation (the reader repeats the frame while the card stays on it)."""
     decoder = Rdm6300Decoder()
+    debounce = Debounce(debounce_s)
 
     async def on_data(chunk: bytes) -> None:
         for item in decoder.feed(chunk):
             if isinstance(item, BadFrame):
                 log.warning("RFID reader %s: ignored %s: %r", path, item.reason, item.raw[:32])
-            else:
+            elif debounce.admit(item, mono()):
                 await _present_safely(present, IdTag(item), connector, path)
 
     await read_device(path, on_data, baud=baud)
@@ -139,12 +150,18 @@ def credential_for(kind: InputKind, line: str) -> Credential:
     return Token(line)
 
 
-async def run_hid(path: str, kind: InputKind, connector: int, present: Present) -> None:
-    """A keyboard-like HID device (evdev node): each finished line is a credential."""
+async def run_hid(
+    path: str, kind: InputKind, connector: int, present: Present, *,
+    debounce_s: float = DEFAULT_DEBOUNCE_S, mono: Callable[[], float] = time.monotonic,
+) -> None:  # fmt: skip
+    """A keyboard-like HID device (evdev node): each finished line is a credential; an RFID
+    or QR line repeated within ``debounce_s`` is one presentation."""
     decoder = KeyDecoder(kind)
+    debounce = Debounce(0.0 if kind == "keypad" else debounce_s)
 
     async def on_data(chunk: bytes) -> None:
         for line in decoder.feed(chunk):
-            await _present_safely(present, credential_for(kind, line), connector, path)
+            if debounce.admit(line, mono()):
+                await _present_safely(present, credential_for(kind, line), connector, path)
 
     await read_device(path, on_data)

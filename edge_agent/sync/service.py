@@ -100,6 +100,11 @@ class SyncService:
         self._wake.set()
 
     @property
+    def awaiting_ack(self) -> int:
+        """Rows handed to the broker and not yet acknowledged by the cloud (read-only)."""
+        return len(self._uplink.window)
+
+    @property
     def offline(self) -> bool:
         return not self.stats.connected
 

@@ -5,14 +5,25 @@
 ``relay_test`` only reads the relay back), ``sync_status`` and ``sync_flush``; it returns None
 for anything else, which the agent's own handler answers. They run inside the agent, on its
 buses and their locks, so a technician never competes with the poller for the RS-485 line.
+
+A relay switched by hand is never left unwatched: while it is closed (``relay`` with
+``closed: true``, or during ``relay_check``) the connector is ``Unavailable`` so no session
+starts under the technician's hands, and :func:`watch_manual_closes`, run on the agent's
+safety tick, opens it when the fail-safe rules trip or its time is up
+(:mod:`edge_agent.tech.manual_close`). Once it is open again the controller's stuck-relay
+check runs as after any opening, so a welded contactor faults the connector.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import AgentError, MeterError, RelayError
+from edge_agent.relay.failsafe import relay_opened
+from edge_agent.sessions.machine import Connector
+from edge_agent.tech import manual_close
 from edge_agent.tech.direct import check_register_range
 from edge_agent.tech.relaytest import run_relay_test
 from protocols.enums import ConnectorStatus, StopReason
@@ -21,6 +32,8 @@ from protocols.meters import Quantity
 if TYPE_CHECKING:
     from edge_agent.app import Agent
     from edge_agent.sessions.controller import ConnectorController
+
+log = logging.getLogger(__name__)
 
 TECH_COMMANDS = frozenset(
     {"meter_read", "meter_raw", "relay_state", "relay", "relay_check", "sync_status", "sync_flush"}
@@ -56,7 +69,10 @@ async def handle(agent: Agent, req: dict[str, Any]) -> dict[str, Any] | None:
         closed = req.get("closed")
         if not isinstance(closed, bool):
             return _refused("relay needs closed: true or false")
-        return await _relay(agent, controller, closed=closed, force=force)
+        hold_s = req.get("hold_s", manual_close.DEFAULT_HOLD_S)
+        if not isinstance(hold_s, int | float) or isinstance(hold_s, bool) or hold_s <= 0:
+            return _refused("relay needs hold_s: a positive number of seconds")
+        return await _relay(agent, controller, closed=closed, force=force, hold_s=float(hold_s))
     return await _relay_check(agent, controller, force=force)
 
 
@@ -100,7 +116,13 @@ async def _meter_raw(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
 async def _relay_state(agent: Agent) -> dict[str, Any]:
     out = []
     for cid, controller in agent.controllers.items():
-        entry: dict[str, Any] = {"connector": cid, "commanded_closed": controller.relay_closed}
+        manual = agent.manual_closes.get(cid)
+        entry: dict[str, Any] = {
+            "connector": cid, "commanded_closed": controller.relay_closed or manual is not None,
+            "closed_by_hand": manual is not None,
+            "opens_in_s": None if manual is None else max(
+                0.0, manual.closed_at + manual.hold_s - agent.clocks.mono()),
+        }  # fmt: skip
         try:
             entry.update(read_closed=await controller.relay.is_closed(), error=None)
         except RelayError as exc:
@@ -120,9 +142,8 @@ def _sync_status(agent: Agent) -> dict[str, Any]:
         "last_ack_at": None if stats.last_ack_at is None else stats.last_ack_at.isoformat(),
         "connects": stats.connects, "published": stats.published,
         "acked_rows": stats.acked_rows, "resent": stats.resent,
-        # Rows handed to the broker and waiting for the cloud's application ack (a read of
-        # the service's private uplink: the sync package is not ours to change).
-        "awaiting_ack": len(sync._uplink.window),
+        # Rows handed to the broker and waiting for the cloud's application ack.
+        "awaiting_ack": sync.awaiting_ack,
     }  # fmt: skip
 
 
@@ -143,30 +164,76 @@ async def _ensure_free(controller: ConnectorController, *, force: bool) -> str |
     return None
 
 
+def _reserve(controller: ConnectorController) -> None:
+    """Make the connector Unavailable while a technician has its relay (no session can
+    start); a Faulted connector stays Faulted (it refuses sessions too, and says why)."""
+    if controller.state.status is not ConnectorStatus.FAULTED:
+        controller.state = Connector(controller.id, ConnectorStatus.UNAVAILABLE)
+    # A stuck check still pending from a session stopped by --force would take the power
+    # the technician lets through for a welded contactor.
+    controller.watch = replace(controller.watch, opened_at=None)
+
+
+def _release(agent: Agent, controller: ConnectorController) -> None:
+    """After a relay closed by hand was opened: the stuck-relay check starts now (power still
+    flowing 2 s later faults the connector), and the connector is Available again."""
+    controller.watch = relay_opened(controller.watch, agent.clocks.mono())
+    if controller.state.status is ConnectorStatus.UNAVAILABLE:
+        controller.state = Connector(controller.id)
+
+
 async def _relay(
-    agent: Agent, controller: ConnectorController, *, closed: bool, force: bool
+    agent: Agent, controller: ConnectorController, *, closed: bool, force: bool, hold_s: float
 ) -> dict[str, Any]:
-    del agent
     if not closed:
         # Opening is always allowed: it is the safe state. An open session is stopped
         # properly first, so it is billed up to now.
         if controller.session is not None and controller.session.is_open:
             await controller.stop(StopReason.LOCAL)
+        by_hand = agent.manual_closes.pop(controller.id, None) is not None
         await controller.force_open()
+        if by_hand:
+            _release(agent, controller)
     else:
         refused = await _ensure_free(controller, force=force)
         if refused:
             return _refused(refused)
+        _reserve(controller)
+        agent.manual_closes[controller.id] = manual_close.start(agent.clocks.mono(), hold_s)
         try:
             await controller.relay.set_closed(True)
         except RelayError as exc:
+            agent.manual_closes.pop(controller.id, None)
             await controller.force_open()
+            _release(agent, controller)
             return _refused(str(exc))
     try:
         read = await controller.relay.is_closed()
     except RelayError as exc:
         return _refused(str(exc))
-    return {"ok": read is None or read == closed, "read_closed": read}
+    answer: dict[str, Any] = {"ok": read is None or read == closed, "read_closed": read}
+    if closed:
+        answer["hold_s"] = agent.manual_closes[controller.id].hold_s
+    return answer
+
+
+async def watch_manual_closes(agent: Agent) -> None:
+    """Open every relay closed by hand whose fail-safe rules tripped or whose time is up
+    (called on the agent's safety tick, like the controllers' own rules)."""
+    for cid, before in list(agent.manual_closes.items()):
+        controller = agent.controllers[cid]
+        manual, why = manual_close.assess(
+            before, mono=agent.clocks.mono(), heard_mono=controller.watch.last_good_mono,
+            values=controller.last_values,
+            limits=manual_close.safety_limits(agent.settings, cid),
+        )  # fmt: skip
+        if why is None:
+            agent.manual_closes[cid] = manual
+            continue
+        log.warning("connector %s: opening the relay closed by hand: %s", cid, why)
+        del agent.manual_closes[cid]
+        await controller.force_open()
+        _release(agent, controller)
 
 
 async def _relay_check(
@@ -175,6 +242,9 @@ async def _relay_check(
     refused = await _ensure_free(controller, force=force)
     if refused:
         return _refused(refused)
+    _reserve(controller)
+    # The test ends with the relay open: a close by hand before it is over.
+    agent.manual_closes.pop(controller.id, None)
     meter_id = agent.settings.connector(controller.id).meter
     poller = agent.pollers[meter_id]
 
@@ -194,5 +264,5 @@ async def _relay_check(
     finally:
         # The test bypassed the controller: its view of the relay is "open", as now.
         controller.relay_closed = False
-        await asyncio.sleep(0)
+        _release(agent, controller)
     return {"ok": not result.failed, **result.to_json()}

@@ -13,6 +13,7 @@ import re
 import sqlite3
 from datetime import datetime, timedelta
 
+from edge_agent.auth.authorizer import MALFORMED_TAG_REASON, MALFORMED_TAG_REF
 from edge_agent.auth.decision import (
     AuthDecision,
     ListEntry,
@@ -20,7 +21,6 @@ from edge_agent.auth.decision import (
     decide_id_tag,
     decide_pin,
     decide_token,
-    pin_ref,
     token_ref,
     unsynced,
 )
@@ -30,7 +30,7 @@ from edge_agent.tech import storeview
 from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.errors import CredentialError
 from protocols.idtags import hash_id_tag
-from protocols.pins import verify_pin
+from protocols.pins import pin_ref, verify_pin
 from protocols.tokens import TokenVerifier, load_public_key
 
 KINDS = ("auto", "tag", "token", "pin")
@@ -82,8 +82,9 @@ def check(
         try:
             tag_hash = hash_id_tag(credential)
         except CredentialError:
-            return AuthDecision(AuthorizationStatus.INVALID, "malformed id tag",
-                                CredentialKind.ID_TAG, "malformed")  # fmt: skip
+            # The agent's own words and reference for it (never the presented value).
+            return AuthDecision(AuthorizationStatus.INVALID, MALFORMED_TAG_REASON,
+                                CredentialKind.ID_TAG, MALFORMED_TAG_REF)  # fmt: skip
         if connector_busy:
             return busy(CredentialKind.ID_TAG, tag_hash, connector)
         row = storeview.list_entry(conn, tag_hash)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import sys
 import time
@@ -358,7 +359,9 @@ def _refuse_agent_port(config_file: Path | None, port: str) -> None:
         return  # scanning needs no configuration
     from edge_agent.tech.probes import serial_ports_of  # noqa: PLC0415
 
-    if port not in serial_ports_of(settings):
+    # By the device itself: /dev/serial/by-id/… and /dev/ttyUSB0 are one port.
+    agent_ports = {os.path.realpath(p) for p in serial_ports_of(settings)}
+    if os.path.realpath(port) not in agent_ports:
         return
     try:
         status = daemon.status(settings.control.socket_path)

@@ -13,6 +13,7 @@ from edge_agent.errors import ControlError, MeterError, StoreError
 from edge_agent.tech import daemon, storeview
 from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.direct import DirectSite
+from edge_agent.tech.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S
 from edge_agent.tech.output import (
     EXIT_FAIL,
     EXIT_OK,
@@ -69,31 +70,38 @@ async def _switch_direct(settings: AgentSettings, connector: int, closed: bool) 
 
 
 def _switch(
-    connector: int | None, *, force: bool, config_file: Path | None, as_json: bool, closed: bool
-) -> None:
+    connector: int | None, *, force: bool, config_file: Path | None, as_json: bool, closed: bool,
+    hold_s: float = DEFAULT_HOLD_S,
+) -> None:  # fmt: skip
     settings = settings_from(config_file)
     cid = pick_connector(settings, connector)
     socket = settings.control.socket_path
     word = "closed" if closed else "open"
+    hold: float | None = None
     if daemon.status(socket) is not None:
         answer = daemon.call(socket, {"cmd": "relay", "connector": cid, "closed": closed,
-                                      "force": force})  # fmt: skip
-        via, read = "agent", answer.get("read_closed")
+                                      "force": force, "hold_s": hold_s})  # fmt: skip
+        via, read, hold = "agent", answer.get("read_closed"), answer.get("hold_s")
     else:
         if closed:
             _refuse_if_session(settings, cid, force)
         read = asyncio.run(_switch_direct(settings, cid, closed))
         via = "bus"
         note("the agent is not running: the relay was switched directly on its bus")
-    data = {"via": via, "connector": cid, "commanded": word, "read_closed": read}
+        if closed:
+            # Nothing watches it now: said on stderr, so a --json caller is told too.
+            note("nothing watches this relay: it stays closed until `relay off`, or until "
+                 "the agent starts (it opens every relay at start)")  # fmt: skip
+    data = {"via": via, "connector": cid, "commanded": word, "read_closed": read,
+            "hold_s": hold}  # fmt: skip
     mismatch = read is not None and read != closed
 
     def human() -> None:
         back = "?" if read is None else ("closed" if read else "open")
         console().print(f"relay {cid}: commanded {word}, reads back {back} (via {via})")
-        if closed and via == "bus":
-            console().print("it stays closed until `relay off`, or until the agent starts "
-                            "(the agent opens every relay at start)")  # fmt: skip
+        if hold is not None:
+            console().print(f"the agent watches it (overcurrent, meter silence) and opens it "
+                            f"after {hold:.0f} s at the latest")  # fmt: skip
 
     emit(as_json, data, human)
     raise SystemExit(EXIT_FAIL if mismatch else EXIT_OK)
@@ -103,11 +111,23 @@ def _switch(
 @config_option
 @connector_option
 @force_option
+@click.option(
+    "--hold-s", type=click.FloatRange(1, MAX_HOLD_S), default=DEFAULT_HOLD_S, show_default=True,
+    help="Beside the agent: it opens the relay after this many seconds.",
+)  # fmt: skip
 @json_option
 @boundary
-def relay_on(config_file: Path | None, connector: int | None, force: bool, as_json: bool) -> None:
-    """Close the relay (power may flow). Refused while a session is active unless --force."""
-    _switch(connector, force=force, config_file=config_file, as_json=as_json, closed=True)
+def relay_on(
+    config_file: Path | None, connector: int | None, force: bool, hold_s: float, as_json: bool
+) -> None:  # fmt: skip
+    """Close the relay (power may flow). Refused while a session is active unless --force.
+
+    Beside the running agent the connector is Unavailable while closed, and the agent opens
+    the relay on overcurrent, meter silence, or after --hold-s. With the agent stopped
+    nothing watches it: it stays closed until `relay off` or the agent's start.
+    """
+    _switch(connector, force=force, config_file=config_file, as_json=as_json, closed=True,
+            hold_s=hold_s)  # fmt: skip
 
 
 @relay.command("off")

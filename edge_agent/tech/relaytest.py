@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from edge_agent.errors import RelayError
 from edge_agent.relay.base import RelayDriver
 
 PowerReader = Callable[[], Awaitable[float | None]]
@@ -100,6 +101,22 @@ async def _watch(read: PowerReader, done: Callable[[float], bool], settle_s: flo
         await asyncio.sleep(0.2)
 
 
+#: Attempts to open before giving up: one garbled frame on RS-485 must not leave it closed.
+OPEN_ATTEMPTS = 3
+
+
+async def open_relay(relay: RelayDriver) -> None:
+    """Command ``relay`` open, retrying a failed command; the last error if all fail."""
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            await relay.set_closed(False)
+            return
+        except RelayError:
+            if attempt == OPEN_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.1 * attempt)
+
+
 async def run_relay_test(
     relay: RelayDriver,
     read_power: PowerReader,
@@ -108,13 +125,17 @@ async def run_relay_test(
     stuck_power_w: float,
     settle_s: float,
 ) -> RelayTestResult:
-    """Close, watch for power, open, watch it stop (each watch at most ``settle_s``)."""
+    """Close, watch for power, open, watch it stop (each watch at most ``settle_s``).
+
+    The relay is commanded open whatever ends the closed phase: an error, a cancellation
+    (Ctrl-C: ``asyncio.run`` cancels the task, and this ``finally`` still runs).
+    """
     try:
         await relay.set_closed(True)
         closed_read = await relay.is_closed()
         power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s)
     finally:
-        await relay.set_closed(False)
+        await open_relay(relay)
     open_read = await relay.is_closed()
     power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s)
     verdict, detail = judge(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edge_agent.errors import InputError, StoreError
 
@@ -23,7 +24,10 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             f"no store at {path} (the agent creates it at its first start)", path=str(path)
         )
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        # Quoted: a `?`, `#` or `%` in the path would otherwise end or garble the URI (and a
+        # lost `mode=ro` would open the file read-write).
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:

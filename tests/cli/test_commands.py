@@ -3,13 +3,19 @@ cores (doctor's verdicts, exit codes, scan's model choice, redaction) decide as 
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from edge_agent.auth.authorizer import MALFORMED_TAG_REASON, MALFORMED_TAG_REF
 from edge_agent.cli import main
+from edge_agent.config import load_config
 from edge_agent.errors import InputError
+from edge_agent.store.db import connect
+from edge_agent.tech.authcheck import check
 from edge_agent.tech.checks import (
     BrokerFacts,
     Check,
@@ -31,6 +37,7 @@ from edge_agent.tech.cmd_misc import REDACTED, redact
 from edge_agent.tech.plausible import implausible
 from edge_agent.tech.relaytest import Verdict, judge
 from edge_agent.tech.scan import ModelFit, best_model, parse_units
+from edge_agent.tech.storeview import open_readonly
 from protocols.meters import Quantity
 from tests.cli.rig import cli, one_line_error
 
@@ -238,3 +245,31 @@ def test_redaction_hides_secrets_but_shows_paths_to_secret_files() -> None:
         "mqtt": {"password": REDACTED, "password_file": "/etc/p", "host": "h"},
         "auth": {"pin_secret_file": "/etc/s", "token": REDACTED}, "list": [{"secret": REDACTED}],
     }  # fmt: skip
+
+
+def test_the_store_opens_read_only_even_under_a_path_a_uri_would_garble(tmp_path: Path) -> None:
+    odd = tmp_path / "site #1?mode=rw%20"
+    odd.mkdir()
+    connect(odd / "agent.db").close()
+    conn = open_readonly(odd / "agent.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        with pytest.raises(sqlite3.OperationalError, match=r"readonly"):
+            conn.execute("INSERT INTO kv (key, value) VALUES ('x', 'y')")
+    finally:
+        conn.close()
+
+
+def test_auth_check_words_a_malformed_tag_as_the_agent_does(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    connect(tmp_path / "agent.db").close()
+    settings = load_config(config)
+    conn = open_readonly(tmp_path / "agent.db")
+    try:
+        decision = check(
+            conn, settings, "not a tag!", kind="tag", connector=1, now=datetime.now(UTC),
+            clock_synced=True, connector_busy=False,
+        )  # fmt: skip
+    finally:
+        conn.close()
+    assert (decision.reason, decision.ref) == (MALFORMED_TAG_REASON, MALFORMED_TAG_REF)

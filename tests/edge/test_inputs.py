@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.auth.authorizer import Credential, IdTag, Pin, Token
+from edge_agent.inputs.debounce import Debounce
 from edge_agent.inputs.frames import BadFrame, KeyDecoder, Rdm6300Decoder, parse_rdm6300
 from edge_agent.inputs.http import UnlockEndpoint
 from edge_agent.inputs.readers import run_hid, run_rdm6300
@@ -187,3 +188,65 @@ async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
         assert status == 400
         task.cancel()
     assert seen == [(Token("v4.public.x"), 1)]
+
+
+# --- one decision per presentation -----------------------------------------------------------
+
+
+def test_debounce_admits_a_value_once_while_it_keeps_being_seen() -> None:
+    debounce = Debounce(3.0)
+    # A card lying on the reader for 10 s, its frame every 0.1 s: one presentation.
+    seen = [debounce.admit("0A1B2C3D4E", t / 10) for t in range(100)]
+    assert seen == [True] + [False] * 99
+    # Another card meanwhile is its own presentation.
+    assert debounce.admit("FFFFFFFFFF", 10.0)
+    # Taken away for the window, then presented again: a new presentation.
+    assert debounce.admit("0A1B2C3D4E", 9.9 + 3.0)
+    assert not debounce.admit("0A1B2C3D4E", 13.0)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=100), min_size=1, max_size=50))
+def test_debounce_of_zero_admits_everything(times: list[float]) -> None:
+    debounce = Debounce(0.0)
+    assert all(debounce.admit("tag", t) for t in sorted(times))
+
+
+async def test_rdm6300_reader_presents_a_held_card_once() -> None:
+    master, slave, path = await _pty()
+    try:
+        # A card held on the reader (its frame repeated), then another card: the second
+        # tag's arrival shows every repeat of the first was read and dropped.
+        os.write(master, rdm6300_frame("0A1B2C3D4E") * 8 + rdm6300_frame("1122334455"))
+
+        async def run(present: object) -> None:
+            await run_rdm6300(path, 1, present, debounce_s=3.0)  # type: ignore[arg-type]
+
+        got = await _collect(run, 2)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert got == [(IdTag("0A1B2C3D4E"), 1), (IdTag("1122334455"), 1)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "line", "credential", "presented"),
+    [("qr", "v4.public.abc", Token("v4.public.abc"), 1), ("rfid", "0A1B2C3D4E",
+     IdTag("0A1B2C3D4E"), 1), ("keypad", "12345678", Pin("12345678"), 3)],
+)  # fmt: skip
+async def test_hid_rfid_and_qr_repeats_are_one_presentation_keypad_lines_never(
+    kind: str, line: str, credential: Credential, presented: int
+) -> None:
+    master, slave, path = await _pty()
+    end = "#" if kind == "keypad" else "\n"
+    last = "87654321" if kind == "keypad" else "LAST"
+    try:
+        os.write(master, encode_events(key_events((line + end) * 3 + last + end)))
+
+        async def run(present: object) -> None:
+            await run_hid(path, kind, 1, present, debounce_s=3.0)  # type: ignore[arg-type]
+
+        got = await _collect(run, presented + 1)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert [c for c, _ in got[:-1]] == [credential] * presented

@@ -277,3 +277,24 @@ async def test_sim_meter_answering_exceptions_is_survived_with_the_relay_open(
         assert not sim.site.relay_closed
         status = await control(sock, cmd="status")
         assert status["meters"][0]["errors"]["exception"] >= 1
+
+
+@pytest.mark.integration
+async def test_a_card_held_on_the_simulated_reader_is_one_decision_and_one_report(
+    tmp_path: Path,
+) -> None:
+    async with sim_agent(tmp_path) as (sim, _sock, db):
+        sim.tap("FFFFFFFFFF", frames=10)  # held: the RDM6300 repeats its frame
+        sim.tap("1122334455")  # then another card: every repeat before it has been read
+
+        async def both_decided() -> bool:
+            return len(rows(db, "SELECT 1 FROM decisions")) >= 2
+
+        await wait_until(both_decided, timeout_s=15)
+    decisions = rows(db, "SELECT kind, status, outbox_seq FROM decisions ORDER BY id")
+    assert [(kind, status) for kind, status, _ in decisions] == [
+        ("IdTag", "Unknown"), ("IdTag", "Unknown"),
+    ]  # fmt: skip
+    reported = {seq for _, _, seq in decisions}
+    assert None not in reported
+    assert len(rows(db, "SELECT 1 FROM outbox WHERE kind = 'auth'")) == 2

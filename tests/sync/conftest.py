@@ -1,4 +1,7 @@
-"""Fixtures for sync tests: the project's cloud broker config on free ports, TLS, a store."""
+"""Fixtures for sync tests: the project's cloud broker config on free ports, TLS, a store.
+
+``certs``, ``broker`` and ``acker`` are shared with tests/cli (its conftest imports them and
+overrides ``broker_users``)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from edge_agent.store.db import connect
 from tests.cloud.certs import Certs, make_certs
 from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
-from tests.sync.rig import API_PASSWORD, INGEST_PASSWORD, USERS
+from tests.sync.rig import API_PASSWORD, USERS
 
 
 @pytest.fixture
@@ -40,8 +43,9 @@ def broker(tmp_path: Path, certs: Certs, broker_users: dict[str, str]) -> Iterat
 
 
 @pytest.fixture
-def acker(broker: Broker) -> Iterator[Acker]:
-    a = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
+def acker(broker: Broker, broker_users: dict[str, str]) -> Iterator[Acker]:
+    """Cloud ingest's stand-in, logged in with whatever password ``broker_users`` gives it."""
+    a = Acker(broker.port, username="cloud-ingest", password=broker_users["cloud-ingest"])
     try:
         yield a
     finally:
