@@ -34,8 +34,7 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,8 @@ from protocols.ids import new_ulid
 from tests.cloud.bookings_fixtures import (
     RacePlan,
     RaceRequest,
-    fire,
-    next_slot,
-    overlapping_pairs,
     race_requests,
+    race_round,
     race_setup,
     serve_api,
 )
@@ -165,8 +162,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         settings = make_settings(db_url, broker, api_password, username="cloud-api")
         plan = await race_setup(conn, settings, drivers=args.drivers)
         try:
-            requests = race_requests(plan, next_slot(datetime.now(UTC), days=2))
-            charger_ids = [c.id for c in plan.chargers]
+            requests = race_requests(plan)
             async with (
                 serve_api(settings, Path(tmp) / "api.log") as base_url,
                 open_pool(
@@ -176,14 +172,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             ):
                 for _ in range(args.runs):
                     await _clear_bookings(conn, plan)
-                    outcomes, elapsed = await fire(base_url, requests)
-                    statuses = Counter(o.status for o in outcomes)
+                    result = await race_round(base_url, conn, plan, requests)
+                    statuses, elapsed = result.statuses, result.elapsed_s
                     server_errors += sum(n for s, n in statuses.items() if s >= 500)
                     confirmed.append(statuses[201])
-                    overlaps.append(await overlapping_pairs(conn, charger_ids))
+                    overlaps.append(result.overlaps)
                     api_rates.append((statuses[201] + statuses[409]) / elapsed)
                     conflict_rates.append(statuses[409] / elapsed)
-                    latencies_ms.extend(o.latency_s * 1000 for o in outcomes)
+                    latencies_ms.extend(o.latency_s * 1000 for o in result.outcomes)
 
                     await _clear_bookings(conn, plan)
                     seconds = await _baseline(pool, requests, plan, connector_lock=True)

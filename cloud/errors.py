@@ -12,6 +12,7 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     │   ├── BookingNotActive     the booking named does not cover now (or is not confirmed)
     │   └── ConnectorHeld        pay-as-you-go, but someone's booking holds the connector
     ├── InvalidRequest           well-formed but semantically wrong input (field)
+    │   └── PayloadTooLarge      the body or a part of it exceeds its limit (field, max_bytes)
     ├── Unauthorized             no or bad credentials
     ├── Forbidden                authenticated, not allowed
     ├── RateLimited              too many attempts (retry_after_s)
@@ -127,6 +128,14 @@ class InvalidRequest(CloudError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class PayloadTooLarge(InvalidRequest):
+    """More bytes than the route accepts (RFC 9110 §15.5.14, 413 Content Too Large)."""
+
+    def __init__(self, message: str, *, field: str | None = None, max_bytes: int) -> None:
+        super().__init__(message, field=field)
+        self.max_bytes = max_bytes
 
 
 class Unauthorized(CloudError):

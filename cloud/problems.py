@@ -32,6 +32,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.ChargerNoAnswer, 504, "charger-no-answer"),
     (errors.NotFound, 404, "not-found"),
     (errors.Conflict, 409, "conflict"),
+    (errors.PayloadTooLarge, 413, "content-too-large"),
     (errors.InvalidRequest, 422, "invalid-request"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),

@@ -16,6 +16,10 @@ Verifying tries every start slot a window of that length could have and still co
 gets Expired or NotAtThisTime instead of Invalid. A random guess succeeds with probability
 about (slots tried) / 10^7 — about 1e-5 in the worst case — so the agent must also rate-limit
 keypad attempts (a lockout after a few failures).
+
+A PIN never travels: the agent reports a session or decision started with one under
+:func:`pin_ref`, and the cloud computes the same reference for the PINs it hands out, which
+is how an offline session finds its driver.
 """
 
 from __future__ import annotations
@@ -60,6 +64,17 @@ def _mac(secret: bytes, charger_id: str, connector: int, start_slot: int, hours:
     offset = digest[-1] & 0x0F
     code = int.from_bytes(digest[offset : offset + 4], "big") & 0x7FFF_FFFF
     return f"{code % 10**MAC_DIGITS:0{MAC_DIGITS}d}"
+
+
+def pin_ref(pin: str, charger_id: str, connector: int) -> str:
+    """The credential reference of ``pin`` at ``charger_id``/``connector``: ``pin-`` and 32
+    hex digits of a SHA-256, so a decision log or a session row never holds a usable code.
+
+    Both sides compute it (the agent when it reports, the cloud when it hands the PIN out);
+    the value is on the wire, so the formula must not change.
+    """
+    digest = hashlib.sha256(f"cm-pin-ref|{charger_id}|{connector}|{pin}".encode())
+    return "pin-" + digest.hexdigest()[:32]
 
 
 def _epoch_s(moment: datetime) -> int:

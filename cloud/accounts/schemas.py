@@ -102,7 +102,8 @@ class OtpVerifyRequest(RequestModel):
 
 class MeUpdate(RequestModel):
     """Fields to change; omitted fields stay. A new phone must be verified again (OTP);
-    a new password needs the current one and signs out every other device."""
+    a new password needs the current one and revokes every refresh token, this device's
+    too (access tokens already issued lapse within ``AUTH_ACCESS_TTL_S``)."""
 
     name: Name | None = None
     phone: Phone | None = None

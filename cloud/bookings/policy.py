@@ -89,7 +89,7 @@ def estimate_amount(pricing: Pricing, duration: timedelta, max_power_w: int) -> 
     connector can deliver in that time. Then the session fee is added and the total is
     raised to the charger's minimum charge.
     """
-    seconds = int(duration.total_seconds())
+    seconds = duration // timedelta(seconds=1)  # integer arithmetic, no float seconds
     if pricing.mode is PricingMode.PER_HOUR:
         usage = _ceil_div(pricing.price_per_hour_paise * seconds, 3600)
         upper_bound = False

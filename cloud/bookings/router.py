@@ -17,6 +17,7 @@ from cloud.bookings import service
 from cloud.bookings.models import BookingStatus
 from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
 from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
+from cloud.schemas import PathId
 
 router = APIRouter(tags=["bookings"])
 
@@ -35,14 +36,14 @@ async def create_booking(body: BookingCreate, driver: DriverUser, state: State) 
     keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an
     active booking already holds that connector at that time."""
     # Own transactions, not the request's Db: a deadlock victim is retried from the start.
-    return await service.create_booking(
-        state.sessions,
-        body,
+    request = service.NewBooking(
+        body=body,
         user_id=driver.user_id,
         secret_key=state.settings.app.secret_key.get_secret_value(),
         approval_ttl_s=state.settings.marketplace.approval_ttl_s,
         now=_now(),
     )
+    return await service.create_booking(state.sessions, request)
 
 
 @router.get("/bookings")
@@ -60,17 +61,17 @@ async def list_my_bookings(
 
 
 @router.get("/bookings/{booking_id}")
-async def get_booking(booking_id: str, db: Db, user: CurrentUser) -> BookingOut:
+async def get_booking(booking_id: PathId, db: Db, user: CurrentUser) -> BookingOut:
     return await service.get_booking(db, user, booking_id, _now())
 
 
 @router.post("/bookings/{booking_id}/cancel")
-async def cancel_booking(booking_id: str, db: Db, user: CurrentUser) -> BookingOut:
+async def cancel_booking(booking_id: PathId, db: Db, user: CurrentUser) -> BookingOut:
     return await service.cancel_booking(db, user, booking_id, _now())
 
 
 @router.post("/bookings/{booking_id}/pin")
-async def reveal_pin(booking_id: str, db: Db, user: CurrentUser, state: State) -> PinOut:
+async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State) -> PinOut:
     """The keypad PIN of the caller's confirmed booking, shown once (for bookings a host
     approved; instant bookings got it when created)."""
     return await service.reveal_pin(
@@ -79,12 +80,12 @@ async def reveal_pin(booking_id: str, db: Db, user: CurrentUser, state: State) -
 
 
 @router.post("/bookings/{booking_id}/approve")
-async def approve_booking(booking_id: str, db: Db, host: HostUser) -> BookingOut:
+async def approve_booking(booking_id: PathId, db: Db, host: HostUser) -> BookingOut:
     return await service.approve_booking(db, host, booking_id, _now())
 
 
 @router.post("/bookings/{booking_id}/decline")
-async def decline_booking(booking_id: str, db: Db, host: HostUser) -> BookingOut:
+async def decline_booking(booking_id: PathId, db: Db, host: HostUser) -> BookingOut:
     return await service.decline_booking(db, host, booking_id, _now())
 
 
@@ -94,7 +95,7 @@ async def list_host_bookings(
     db: Db,
     host: HostUser,
     status: BookingStatus | None = None,
-    charger_id: Annotated[str | None, Query(max_length=26)] = None,
+    charger_id: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> BookingPage:

@@ -5,18 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from cloud.bookings.models import BookingStatus
-from cloud.schemas import RequestModel
+from cloud.schemas import Instant, RequestModel
 
 
 class BookingCreate(RequestModel):
     charger_id: str = Field(min_length=1, max_length=26)
     #: The connector number as printed on the charger (1, 2 …).
     connector: int = Field(ge=1, le=32)
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     note: str = Field(default="", max_length=500)
 
 

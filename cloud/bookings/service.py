@@ -191,15 +191,20 @@ async def _check_open(db: AsyncSession, charger: Charger, start: datetime, end: 
     )
 
 
-async def _create_once(
-    db: AsyncSession,
-    body: BookingCreate,
-    *,
-    user_id: str,
-    secret_key: str,
-    approval_ttl_s: int,
-    now: datetime,
-) -> BookingWithPin:
+@dataclass(frozen=True, slots=True)
+class NewBooking:
+    """A driver's booking request and what it is decided with."""
+
+    body: BookingCreate
+    user_id: str
+    #: ``app.secret_key``: keys the stored PIN hash.
+    secret_key: str
+    approval_ttl_s: int
+    now: datetime
+
+
+async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
+    body, now = request.body, request.now
     target = await _load_target(db, body.charger_id, body.connector)
     charger, connector = target.charger, target.connector
     await _check_open(db, charger, body.start, body.end)
@@ -237,20 +242,22 @@ async def _create_once(
     booking = Booking(
         id=ulid_pk(),
         created_at=now,
-        user_id=user_id,
+        user_id=request.user_id,
         charger_id=charger.id,
         connector_id=connector.id,
         period=period,
         status=BookingStatus.CONFIRMED if instant else BookingStatus.PENDING,
         amount_paise=estimate.amount_paise,
-        expires_at=None if instant else min(now + timedelta(seconds=approval_ttl_s), body.end),
+        expires_at=(
+            None if instant else min(now + timedelta(seconds=request.approval_ttl_s), body.end)
+        ),
         decided_at=now if instant else None,
         note=body.note,
     )
     pin = None
     if instant and target.pin_secret is not None and charger.device_id is not None:
         pin = _issue_pin(
-            secret_key, booking, charger.device_id, connector.number, target.pin_secret
+            request.secret_key, booking, charger.device_id, connector.number, target.pin_secret
         )
     db.add(booking)
     # The exclusion constraint speaks here. Nothing but the commit follows the insert: an
@@ -261,32 +268,20 @@ async def _create_once(
 
 
 async def create_booking(
-    sessions: async_sessionmaker[AsyncSession],
-    body: BookingCreate,
-    *,
-    user_id: str,
-    secret_key: str,
-    approval_ttl_s: int,
-    now: datetime,
+    sessions: async_sessionmaker[AsyncSession], request: NewBooking
 ) -> BookingWithPin:
-    """Book ``body``'s connector and time for ``user_id``: confirmed at once on an
+    """Book the request's connector and time for its driver: confirmed at once on an
     instant-book charger (with a PIN when the charger's device has a PIN secret), else
     pending until the host decides or ``approval_ttl_s`` passes.
 
     Runs its own transactions: a deadlock victim is retried from the start.
     """
-    policy.check_range(body.start, body.end, now)
+    body = request.body
+    policy.check_range(body.start, body.end, request.now)
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
             async with sessions() as db, db.begin():
-                return await _create_once(
-                    db,
-                    body,
-                    user_id=user_id,
-                    secret_key=secret_key,
-                    approval_ttl_s=approval_ttl_s,
-                    now=now,
-                )
+                return await _create_once(db, request)
         except DBAPIError as exc:
             state = _sqlstate(exc)
             if state == EXCLUSION_VIOLATION:

@@ -17,7 +17,7 @@ from cloud.accounts.tokens import Principal
 from cloud.chargers.models import ChargerPhoto
 from cloud.chargers.service import editable_charger
 from cloud.chargers.storage import PhotoStorage, new_storage_key
-from cloud.errors import InvalidRequest, NotFound
+from cloud.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 #: Photos per listing.
 MAX_PHOTOS = 10
@@ -45,11 +45,17 @@ def sniff_image(data: bytes) -> ImageType | None:
     return None
 
 
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the photo is larger than {max_bytes} bytes", field="photo", max_bytes=max_bytes
+    )
+
+
 def check_photo(data: bytes, max_bytes: int) -> ImageType:
     if not data:
         raise InvalidRequest("the photo is empty", field="photo")
     if len(data) > max_bytes:
-        raise InvalidRequest(f"the photo is larger than {max_bytes} bytes", field="photo")
+        raise too_large(max_bytes)
     kind = sniff_image(data)
     if kind is None:
         raise InvalidRequest("a photo must be a JPEG, PNG or WebP image", field="photo")

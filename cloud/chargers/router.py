@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.types import Message
 
 from cloud.accounts.tokens import Principal, verify_access_token
 from cloud.chargers import photos, qr, schemas, search, service
@@ -28,13 +28,14 @@ from cloud.chargers.status import chart, live_status
 from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
 from cloud.deps import AdminUser, Db, HostUser, State
 from cloud.errors import InvalidRequest, NotFound
+from cloud.schemas import Instant, PathId
 from protocols.enums import ConnectorType
 from protocols.meters.quantities import Quantity
 
 router = APIRouter(tags=["chargers"])
 
-ChargerId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
-PhotoId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
+ChargerId = PathId
+PhotoId = PathId
 #: Multipart framing around the photo: a body above photo_max_bytes + this is refused unread.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
 
@@ -83,8 +84,8 @@ async def search_chargers(
     max_price_paise: Annotated[int | None, Query(ge=0, le=schemas.MAX_PRICE_PAISE)] = None,
     pricing_mode: PricingMode | None = None,
     available_now: bool = False,
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[Instant | None, Query(alias="from")] = None,
+    end: Annotated[Instant | None, Query(alias="to")] = None,
     min_rating: Annotated[float, Query(ge=0, le=5, allow_inf_nan=False)] = 0,
     page: Annotated[int, Query(ge=1, le=search.MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE)] = 20,
@@ -251,15 +252,18 @@ async def upload_photo(
 ) -> schemas.PhotoOut:
     """One JPEG, PNG or WebP image in the ``photo`` field of a multipart form."""
     max_bytes = state.settings.marketplace.photo_max_bytes
+    body_max = max_bytes + MULTIPART_OVERHEAD_BYTES
     # The form is parsed here, not by FastAPI, so an oversized body is refused by its
-    # declared length before anything is read or spooled to disk.
+    # declared length before anything is read or spooled to disk ...
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise InvalidRequest(f"the photo is larger than {max_bytes} bytes", field="photo")
+    if declared.isdigit() and int(declared) > body_max:
+        raise photos.too_large(max_bytes)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("send the photo as multipart/form-data", field="photo")
     try:
-        async with request.form(max_files=1, max_fields=1) as form:
+        # ... and a chunked body (no length) as it streams: Starlette spools a file part to
+        # disk without any limit of its own.
+        async with _bounded(request, body_max, max_bytes).form(max_files=1, max_fields=1) as form:
             upload = form.get("photo")
             if upload is None or isinstance(upload, str):
                 raise InvalidRequest("the form needs a file in the photo field", field="photo")
@@ -275,6 +279,22 @@ async def upload_photo(
         size_bytes=photo.size_bytes,
         url=service.photo_url(charger_id, photo.id),
     )
+
+
+def _bounded(request: Request, body_max: int, photo_max: int) -> Request:
+    """``request`` whose body stops with :class:`PayloadTooLarge` past ``body_max`` bytes."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > body_max:
+                raise photos.too_large(photo_max)
+        return message
+
+    return Request(request.scope, receive)
 
 
 @router.get(
@@ -294,13 +314,16 @@ async def get_photo(
     if not await service.photo_readable(db, principal, photo.id):
         raise NotFound("photo", photo_id)
     data = await storage.get(photo.storage_key)
+    charger = await db.get(Charger, charger_id)
+    # A photo of a listing not (yet) visible is its owner's: no shared cache may keep it.
+    shared = charger is not None and service.visible(charger)
     return Response(
         data,
         media_type=photo.content_type,
         headers={
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'",
-            "Cache-Control": "public, max-age=86400, immutable",
+            "Cache-Control": f"{'public' if shared else 'private'}, max-age=86400, immutable",
         },
     )
 
@@ -365,8 +388,8 @@ async def get_telemetry(
     db: Db,
     state: State,
     principal: HostUser,
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[Instant, Query(alias="from")],
+    end: Annotated[Instant, Query(alias="to")],
     bucket: Annotated[str, Query(max_length=4)] = "5m",
     quantity: Quantity = Quantity.POWER_W,
     meter_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None,

@@ -14,7 +14,6 @@ from datetime import datetime, time
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     Field,
@@ -26,7 +25,7 @@ from pydantic import (
 
 from cloud.chargers.availability import END_OF_DAY
 from cloud.chargers.models import CurrentType, ModerationStatus, PricingMode
-from cloud.schemas import RequestModel
+from cloud.schemas import Instant, RequestModel
 from protocols.enums import ConnectorStatus, ConnectorType
 
 #: ₹10,000 per unit / per session: far above any real tariff, low enough to catch x100 slips.
@@ -192,8 +191,8 @@ class ChargerUpdate(RequestModel):
 
 
 class BlockedPeriodIn(RequestModel):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     reason: str = Field(default="", max_length=200)
 
     @model_validator(mode="after")

@@ -1,8 +1,8 @@
 """A charger's live status and its telemetry charts.
 
-* Online: the device's last applied ``status`` said online (the Last Will says otherwise) and
-  it was heard from within ``marketplace.device_offline_after_s`` — a will can be late or lost,
-  so silence counts as offline too. A charger without a device is offline.
+* Online: :func:`cloud.devices.presence.device_online` (the device's last status said online
+  and it was heard from within ``marketplace.device_offline_after_s``). A charger without a
+  device is offline.
 * Connector state: the stored state (ingest applies each status message), shown as
   ``Unavailable`` while the device is offline, because a stored ``Available`` from an agent
   that went silent is a promise nobody can keep.
@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud.chargers import schemas
 from cloud.chargers.models import Charger
 from cloud.chargers.service import connectors_of
-from cloud.devices.models import Device, DeviceStatus
+from cloud.devices.models import Device
+from cloud.devices.presence import device_online
 from cloud.errors import InvalidRequest
 from cloud.telemetry import queries
 from cloud.telemetry.storage import TelemetryBackend
@@ -46,13 +47,6 @@ MAX_POINTS = 1500
 LAST_READING_MAX_AGE = timedelta(days=1)
 #: Meters the live view reports at most (a status names at most 32).
 MAX_METERS = 8
-
-
-def device_online(device: Device | None, now: datetime, offline_after_s: int) -> bool:
-    if device is None or device.status is not DeviceStatus.ACTIVE or not device.online:
-        return False
-    seen = device.last_seen_at
-    return seen is not None and now - seen <= timedelta(seconds=offline_after_s)
 
 
 def _meter_ids(last_status: dict[str, Any] | None) -> list[str | None]:

@@ -22,7 +22,7 @@ from cloud.devices.models import Device, DeviceStatus
 from cloud.devices.schemas import ClaimRequest, ClaimResponse, DeviceState, PairingCodeIssued
 from cloud.devices.service import claim_device, issue_pairing_code, revoke_device, undo_claim
 from cloud.errors import NotFound
-from cloud.schemas import problem_responses
+from cloud.schemas import DeviceId, PathId, problem_responses
 
 router = APIRouter(tags=["devices"])
 
@@ -64,7 +64,7 @@ async def claim(body: ClaimRequest, request: Request, state: State) -> ClaimResp
     responses=problem_responses(401, 403, 404, 429),
 )
 async def pairing_code(
-    charger_id: str, principal: HostUser, state: State, db: Db
+    charger_id: PathId, principal: HostUser, state: State, db: Db
 ) -> PairingCodeIssued:
     """A one-time code binding the next agent that claims it to this charger (15 minutes).
     Issuing again is allowed (replacing the Pi); each code is single use."""
@@ -89,7 +89,7 @@ async def pairing_code(
 
 
 @router.post("/devices/{device_id}/revoke", responses=problem_responses(401, 403, 404))
-async def revoke(device_id: str, principal: HostUser, state: State, db: Db) -> DeviceState:
+async def revoke(device_id: DeviceId, principal: HostUser, state: State, db: Db) -> DeviceState:
     """Cut the device off the broker at once (its credentials are removed). Revoking a
     revoked device changes nothing and answers the same."""
     query = select(Device).where(Device.id == device_id)

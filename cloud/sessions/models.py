@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     SmallInteger,
     String,
@@ -41,7 +42,12 @@ class BillingState(StrEnum):
 
 class ChargingSession(Base):
     __tablename__ = "sessions"
-    __table_args__ = (UniqueConstraint("device_id", "device_session_id"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "device_session_id"),
+        # Whose session: the unlock whose token_jti is the credential ref on this device
+        # (cloud.sessions.service joins on it, from the session or from a driver's unlocks).
+        Index("ix_sessions_device_id_credential_ref", "device_id", "credential_ref"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(64))

@@ -8,7 +8,7 @@ not in it. Rounding is half up, once, on the total.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cloud.chargers.models import PricingMode
 
@@ -33,7 +33,8 @@ def cost_so_far_paise(
     if tariff.mode is PricingMode.PER_HOUR:
         elapsed_ms = 0
         if started_at is not None:
-            elapsed_ms = max(0, int((until - started_at).total_seconds() * 1000))
+            # Floor division of timedeltas is exact integer arithmetic (no float seconds).
+            elapsed_ms = max(0, (until - started_at) // timedelta(milliseconds=1))
         # paise/hour * ms / 3,600,000 ms/hour, rounded half up.
         usage = (tariff.price_per_hour_paise * elapsed_ms + 1_800_000) // 3_600_000
     else:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket
+from fastapi import APIRouter, Depends, Query, Response, WebSocket
 
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
 from cloud.deps import CurrentUser, Db, State, require_roles
-from cloud.schemas import problem_responses
+from cloud.schemas import PathId, problem_responses
 from cloud.sessions import service, ws
 from cloud.sessions.schemas import (
     SessionList,
@@ -31,7 +31,7 @@ router = APIRouter(tags=["sessions"])
 ws_router = APIRouter(tags=["live"])
 
 DriverUser = Annotated[Principal, Depends(require_roles(Role.DRIVER))]
-Id = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
+Id = PathId
 
 
 @router.post(
@@ -85,10 +85,10 @@ async def list_sessions(
 
 
 @ws_router.websocket("/ws/sessions/{session_id}")
-async def session_stream(websocket: WebSocket, session_id: str) -> None:
+async def session_stream(websocket: WebSocket, session_id: Id) -> None:
     await ws.stream_session(websocket, session_id)
 
 
 @ws_router.websocket("/ws/chargers/{charger_id}")
-async def charger_stream(websocket: WebSocket, charger_id: str) -> None:
+async def charger_stream(websocket: WebSocket, charger_id: Id) -> None:
     await ws.stream_charger(websocket, charger_id)

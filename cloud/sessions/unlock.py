@@ -27,19 +27,19 @@ driver, booking and charger (:mod:`cloud.sessions.service`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.dialects.postgresql import Range
+from sqlalchemy.dialects.postgresql import Range, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
 from cloud.bookings.models import ACTIVE_BOOKING_STATUSES, Booking, BookingStatus
 from cloud.chargers.models import Charger, Connector, ModerationStatus
-from cloud.devices.models import Device, DeviceStatus
+from cloud.devices.models import Device
+from cloud.devices.presence import device_online
 from cloud.errors import (
     BookingNotActive,
     ChargerNoAnswer,
@@ -57,7 +57,7 @@ from protocols.enums import CommandStatus
 from protocols.errors import CredentialError
 from protocols.ids import new_ulid
 from protocols.messages import CommandResult, StartSession
-from protocols.pins import BookingPin, issue_pin
+from protocols.pins import BookingPin, issue_pin, pin_ref
 from protocols.tokens import UnlockClaims, sign_unlock_token
 
 log = logging.getLogger(__name__)
@@ -69,28 +69,12 @@ BOOKING_EARLY_S = 600
 PAYG_CLEAR_AHEAD_S = 900
 
 
-def pin_credential_ref(pin: str, device_id: str, connector: int) -> str:
-    """The reference the agent reports for a session started with ``pin`` (must equal
-    ``edge_agent.auth.decision.pin_ref``; a test pins the two together)."""
-    digest = hashlib.sha256(f"cm-pin-ref|{device_id}|{connector}|{pin}".encode())
-    return "pin-" + digest.hexdigest()[:32]
-
-
 @dataclass(frozen=True, slots=True)
 class UnlockTarget:
     charger: Charger
     connector: Connector
     device: Device | None
     booking: Booking | None
-
-
-def device_online(device: Device, now: datetime, offline_after_s: int) -> bool:
-    """Online: its last status said so and it was heard from recently (the Last Will can be
-    late or lost; silence longer than ``offline_after_s`` counts as offline too)."""
-    if device.status is DeviceStatus.REVOKED or not device.online:
-        return False
-    seen = device.last_seen_at
-    return seen is not None and now - seen <= timedelta(seconds=offline_after_s)
 
 
 async def resolve_target(
@@ -253,6 +237,50 @@ async def unlock(
     )  # fmt: skip
 
 
+async def record_pin_unlock(
+    db: AsyncSession,
+    *,
+    user_id: str,
+    charger_id: str,
+    device_id: str,
+    connector: int,
+    booking_id: str,
+    pin: str,
+) -> UnlockRequest:
+    """The unlock record of a booking PIN handed to its driver, keyed by the reference the
+    agent reports for a session the PIN starts (:func:`protocols.pins.pin_ref`): that is how
+    such a session finds its driver.
+
+    One record per PIN (the reference is the unique ``token_jti``): asking again returns the
+    same unlock, and two requests at once cannot both insert it.
+    """
+    ref = pin_ref(pin, device_id, connector)
+    await db.execute(
+        insert(UnlockRequest)
+        .values(
+            id=new_ulid(), user_id=user_id, charger_id=charger_id, connector_number=connector,
+            booking_id=booking_id, device_id=device_id, token_jti=ref,
+            outcome=UnlockOutcome.OFFLINE, resolved_at=func.now(),
+        )
+        .on_conflict_do_nothing(index_elements=[UnlockRequest.token_jti])
+    )  # fmt: skip
+    row = await db.scalar(
+        select(UnlockRequest)
+        .where(UnlockRequest.token_jti == ref)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert row is not None
+    if row.booking_id != booking_id:
+        # A PIN depends on device, connector and window only, so a slot cancelled and booked
+        # again from the same start gets the same PIN. The exclusion constraint lets one
+        # active booking hold that start: the PIN, and the sessions it starts (found through
+        # this row), are now this booking's driver's — not the earlier one's.
+        row.user_id = user_id
+        row.booking_id = booking_id
+    return row
+
+
 async def _offline(
     db: AsyncSession, principal: Principal, target: UnlockTarget, device: Device
 ) -> UnlockOffline | str:
@@ -271,21 +299,14 @@ async def _offline(
         )  # fmt: skip
         # The caller answers 503 after the commit: raising here would roll the record back.
         return unlock_id
-    ref = pin_credential_ref(pin.pin, device.id, target.connector.number)
-    # One record per PIN: asking again while offline returns the same unlock.
-    existing = await db.scalar(select(UnlockRequest).where(UnlockRequest.token_jti == ref))
-    if existing is None:
-        existing = UnlockRequest(
-            id=new_ulid(), user_id=principal.user_id, charger_id=charger_id,
-            connector_number=target.connector.number, booking_id=target.booking.id,
-            device_id=device.id, token_jti=ref, outcome=UnlockOutcome.OFFLINE,
-            resolved_at=func.now(),
-        )  # fmt: skip
-        db.add(existing)
-        await db.flush()
+    booking_id = target.booking.id
+    existing = await record_pin_unlock(
+        db, user_id=principal.user_id, charger_id=charger_id, device_id=device.id,
+        connector=target.connector.number, booking_id=booking_id, pin=pin.pin,
+    )  # fmt: skip
     return UnlockOffline(
         unlock_id=existing.id, charger_id=charger_id, connector=target.connector.number,
-        booking_id=target.booking.id, pin=pin.pin, pin_valid_from=pin.valid_from,
+        booking_id=booking_id, pin=pin.pin, pin_valid_from=pin.valid_from,
         pin_valid_until=pin.valid_until,
     )  # fmt: skip
 
@@ -303,9 +324,17 @@ async def _answer(
     async with state.sessions() as db, db.begin():
         request = await db.get(UnlockRequest, unlock_id, with_for_update=True)
         assert request is not None
+        assert request.device_id is not None  # an online unlock names its device
         request.resolved_at = func.now()
         if result is None:
             request.outcome = UnlockOutcome.TIMEOUT
+            if pin is not None and request.booking_id is not None:
+                # The answer offers the keypad PIN: a session it starts is this driver's too.
+                await record_pin_unlock(
+                    db, user_id=request.user_id, charger_id=charger_id,
+                    device_id=request.device_id, connector=request.connector_number,
+                    booking_id=request.booking_id, pin=pin.pin,
+                )  # fmt: skip
         elif result.status is CommandStatus.ACCEPTED and result.session_id is not None:
             request.outcome = UnlockOutcome.STARTED
             request.device_session_id = result.session_id

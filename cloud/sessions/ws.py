@@ -33,6 +33,7 @@ from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal, verify_access_token
 from cloud.chargers.models import Charger, Connector
 from cloud.devices.models import Device
+from cloud.devices.presence import device_online
 from cloud.errors import NotFound, Unauthorized
 from cloud.sessions.live import Subscription
 from cloud.sessions.pricing import Tariff, cost_so_far_paise
@@ -81,14 +82,18 @@ def _parse_time(value: object) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def session_frame(body: dict[str, Any], tariff: Tariff | None) -> dict[str, Any]:
-    """The client frame for a session row published by ingest (pure)."""
+def session_frame(
+    body: dict[str, Any], tariff: Tariff | None, now: datetime | None = None
+) -> dict[str, Any]:
+    """The client frame for a session row published by ingest; a running session is priced
+    up to ``now`` (default: the clock)."""
+    now = now or datetime.now(UTC)
     energy = int(body.get("energy_wh") or 0)
     started = _parse_time(body.get("started_at"))
     stopped = _parse_time(body.get("stopped_at"))
     cost = None
     if tariff is not None:
-        until = stopped or datetime.now(UTC)
+        until = stopped or now
         cost = cost_so_far_paise(tariff, energy_wh=energy, started_at=started, until=until)
     return {
         "type": "session",
@@ -100,7 +105,7 @@ def session_frame(body: dict[str, Any], tariff: Tariff | None) -> dict[str, Any]
         "cost_paise": cost,
         "offline": bool(body.get("offline")),
         "stop_reason": body.get("stop_reason"),
-        "ts": (stopped or datetime.now(UTC)).isoformat(),
+        "ts": (stopped or now).isoformat(),
     }
 
 
@@ -195,7 +200,13 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
             return
         session_chan = _session_channel(session_id)
 
+        device_id = view.device_id
+
         def frame_for(channel: str, body: dict[str, Any]) -> dict[str, Any] | None:
+            # Session ids are unique per device only: another device reporting the same id
+            # publishes on the same channel, and its session is not this one.
+            if body.get("device_id") != device_id:
+                return None
             if channel == session_chan and body.get("type") == "session":
                 return session_frame(body, tariff)
             if body.get("type") == "reading":
@@ -245,7 +256,9 @@ async def stream_charger(websocket: WebSocket, charger_id: str) -> None:
                 "type": "snapshot",
                 "charger_id": charger_id,
                 "device_id": charger.device_id,
-                "online": bool(device is not None and device.online),
+                "online": device_online(
+                    device, datetime.now(UTC), state.settings.marketplace.device_offline_after_s
+                ),
                 "connectors": [{"connector": n, "status": s.value} for n, s in connectors],
             }
         )

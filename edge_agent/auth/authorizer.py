@@ -18,7 +18,6 @@ from edge_agent.auth.decision import (
     decide_id_tag,
     decide_pin,
     decide_token,
-    pin_ref,
     token_ref,
     unsynced,
 )
@@ -30,7 +29,7 @@ from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.errors import CredentialError
 from protocols.ids import new_ulid
 from protocols.idtags import ID_TAG_MAX_LEN, hash_id_tag
-from protocols.pins import verify_pin
+from protocols.pins import pin_ref, verify_pin
 from protocols.tokens import TokenVerifier
 
 

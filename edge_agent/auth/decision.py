@@ -15,6 +15,11 @@ from datetime import datetime
 
 from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.pins import PinCheck
+
+# The PIN reference is the cloud's too (it maps an offline session to its driver), so the one
+# formula lives in protocols; re-exported (`as`, explicit for mypy) for the callers that know
+# it from here.
+from protocols.pins import pin_ref as pin_ref  # noqa: PLC0414
 from protocols.tokens import TokenCheck
 
 Status = AuthorizationStatus
@@ -92,12 +97,6 @@ def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> Au
     if not jti_fresh:
         return replace(base, status=Status.REPLAYED, reason=f"token {claims.jti} already used")
     return base
-
-
-def pin_ref(pin: str, charger_id: str, connector: int) -> str:
-    """A reference for a PIN: hashed, so the decision log does not hold a usable code."""
-    digest = hashlib.sha256(f"cm-pin-ref|{charger_id}|{connector}|{pin}".encode())
-    return "pin-" + digest.hexdigest()[:32]
 
 
 def decide_pin(check: PinCheck, ref: str) -> AuthDecision:

@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,6 +121,26 @@ async def add_charger(
             closes,
         )
     return ListedCharger(charger_id, device_id, ids, pin_secret)
+
+
+async def insert_booking(
+    pg: PgConnection,
+    user: ApiUser,
+    *,
+    charger_id: str,
+    connector_id: str,
+    start: datetime,
+    end: datetime,
+    status: str = "confirmed",
+) -> str:
+    """A booking row straight in SQL (no rules checked); returns its id."""
+    booking_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status) "
+        "VALUES ($1, $2, $3, $4, tstzrange($5, $6, '[)'), $7)",
+        booking_id, user.id, charger_id, connector_id, start, end, status,
+    )  # fmt: skip
+    return booking_id
 
 
 async def block(pg: PgConnection, charger_id: str, start: datetime, end: datetime) -> None:
@@ -261,9 +282,11 @@ async def race_setup(pg: PgConnection, settings: Settings, drivers: int = 200) -
     return RacePlan(host, chargers, users)
 
 
-def race_requests(plan: RacePlan, t0: datetime) -> list[RaceRequest]:
+def race_requests(plan: RacePlan, t0: datetime | None = None) -> list[RaceRequest]:
     """One request per driver: each slot of :data:`RACE_LANES` gets the four
-    :data:`SLOT_VARIANTS`, so 200 drivers contend for 50 slots."""
+    :data:`SLOT_VARIANTS`, so 200 drivers contend for 50 slots (from ``t0``, by default
+    midnight UTC two days ahead)."""
+    t0 = t0 or next_slot(datetime.now(UTC), days=2)
     requests: list[RaceRequest] = []
     slot = 0
     for charger_index, connector, count, offset_min in RACE_LANES:
@@ -316,6 +339,24 @@ async def fire(base_url: str, requests: Sequence[RaceRequest]) -> tuple[list[Out
             started = time.perf_counter()
             release.set()
         return [t.result() for t in tasks], time.perf_counter() - started
+
+
+@dataclass(frozen=True, slots=True)
+class RaceRound:
+    outcomes: list[Outcome]
+    elapsed_s: float
+    statuses: Counter[int]
+    #: Overlapping active bookings of the plan's chargers afterwards (must be 0).
+    overlaps: int
+
+
+async def race_round(
+    base_url: str, pg: PgConnection, plan: RacePlan, requests: Sequence[RaceRequest]
+) -> RaceRound:
+    """:func:`fire` ``requests`` at the API, then count the answers and the overlaps."""
+    outcomes, elapsed = await fire(base_url, requests)
+    overlaps = await overlapping_pairs(pg, [c.id for c in plan.chargers])
+    return RaceRound(outcomes, elapsed, Counter(o.status for o in outcomes), overlaps)
 
 
 async def overlapping_pairs(pg: PgConnection, charger_ids: Sequence[str]) -> int:

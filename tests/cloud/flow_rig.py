@@ -33,6 +33,7 @@ from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
 from protocols.ids import new_ulid
 from protocols.meters import Quantity, decode_registers, encode_registers, load_map
+from tests.cloud.bookings_fixtures import insert_booking
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import make_settings
 from tests.cloud.market import ApiUser, add_user
@@ -211,13 +212,10 @@ class Market:
     async def book(
         self, user: ApiUser, *, start: datetime, end: datetime, status: str = "confirmed"
     ) -> str:
-        booking_id = new_ulid()
-        await self.pg.execute(
-            "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status) "
-            "VALUES ($1, $2, $3, $4, tstzrange($5, $6, '[)'), $7)",
-            booking_id, user.id, self.charger_id, self.connector_id, start, end, status,
+        return await insert_booking(
+            self.pg, user, charger_id=self.charger_id, connector_id=self.connector_id,
+            start=start, end=end, status=status,
         )  # fmt: skip
-        return booking_id
 
     async def device_online(self) -> bool:
         return bool(await self.pg.fetchval("SELECT online FROM devices WHERE id = $1",

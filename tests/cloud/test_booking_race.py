@@ -8,20 +8,12 @@ moment. The database's exclusion constraint is the only thing deciding who wins.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cloud.pg import PgConnection
-from tests.cloud.bookings_fixtures import (
-    fire,
-    next_slot,
-    overlapping_pairs,
-    race_requests,
-    race_setup,
-    serve_api,
-)
+from tests.cloud.bookings_fixtures import race_requests, race_round, race_setup, serve_api
 from tests.cloud.conftest import make_settings
 from tests.cloud.mosquitto import Broker
 
@@ -37,15 +29,15 @@ async def test_200_drivers_racing_for_50_slots_get_exactly_50_bookings(
 ) -> None:
     settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
     plan = await race_setup(pg, settings, drivers=200)
-    requests = race_requests(plan, next_slot(datetime.now(UTC), days=2))
+    requests = race_requests(plan)
     assert len(requests) == 200
     assert len({r.driver.id for r in requests}) == 200
     assert len({r.slot for r in requests}) == 50
 
     async with serve_api(settings, tmp_path / "api.log") as base_url:
-        outcomes, _elapsed = await fire(base_url, requests)
+        result = await race_round(base_url, pg, plan, requests)
 
-    statuses = Counter(o.status for o in outcomes)
+    outcomes, statuses = result.outcomes, result.statuses
     assert not [o for o in outcomes if o.status >= 500], (tmp_path / "api.log").read_text()
     assert statuses == {201: 50, 409: 150}
     # Every refusal is the overlap problem, and every slot has exactly one winner.
@@ -56,8 +48,8 @@ async def test_200_drivers_racing_for_50_slots_get_exactly_50_bookings(
     assert sorted(winners) == list(range(50))
     assert set(winners.values()) == {1}
 
+    assert result.overlaps == 0
     charger_ids = [c.id for c in plan.chargers]
-    assert await overlapping_pairs(pg, charger_ids) == 0
     rows = await pg.fetch(
         "SELECT status, count(*) AS n FROM bookings WHERE charger_id = ANY($1::text[]) "
         "GROUP BY status",

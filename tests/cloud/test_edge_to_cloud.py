@@ -47,6 +47,18 @@ BATCHES = 2500
 PER_BATCH = 20  # 50,000 readings, 2 quantities each
 
 
+def _sync_settings(
+    broker: Broker, certs: Certs, device: str, password: str, uplink: UplinkSettings
+) -> SyncSettings:
+    """The agent's link to the test broker's TLS listener as ``device``, quick to retry."""
+    assert broker.tls_port is not None
+    link = LinkSettings(
+        device_id=device, host="127.0.0.1", port=broker.tls_port, username=device,
+        password=password, ca_file=certs.ca, keepalive_s=5,
+    )  # fmt: skip
+    return SyncSettings(link=link, uplink=uplink, backoff=Backoff(initial_s=0.05, max_s=0.5))
+
+
 async def test_edge_backlog_reaches_postgres_once_and_leaves_the_outbox_only_on_acks(
     broker: Broker,
     certs: Certs,
@@ -65,13 +77,9 @@ async def test_edge_backlog_reaches_postgres_once_and_leaves_the_outbox_only_on_
     workers.start(0)
     workers.start(1)
     await wait_for(lambda: all(f"as ingest-{i}" in broker.log_text() for i in (0, 1)), timeout_s=30)
-    settings = SyncSettings(
-        link=LinkSettings(
-            device_id=DEVICE, host="127.0.0.1", port=broker.tls_port, username=DEVICE,
-            password=password, ca_file=certs.ca, keepalive_s=5,
-        ),
-        uplink=UplinkSettings(ack_timeout_s=5.0, backlog_msgs_per_s=2000, backlog_burst=200),
-        backoff=Backoff(initial_s=0.05, max_s=0.5),
+    settings = _sync_settings(
+        broker, certs, DEVICE, password,
+        UplinkSettings(ack_timeout_s=5.0, backlog_msgs_per_s=2000, backlog_burst=200),
     )  # fmt: skip
     sync = SyncService(store, settings, handler=RecordingHandler(), clock=wall_clock())
     async with running(sync):
@@ -148,14 +156,7 @@ async def test_decisions_made_at_the_edge_store_arrive_in_postgres_once(
 
     workers.start(0)
     await wait_for(lambda: "as ingest-0" in broker.log_text(), timeout_s=30)
-    settings = SyncSettings(
-        link=LinkSettings(
-            device_id=device, host="127.0.0.1", port=broker.tls_port, username=device,
-            password=password, ca_file=certs.ca, keepalive_s=5,
-        ),
-        uplink=UplinkSettings(ack_timeout_s=5.0),
-        backoff=Backoff(initial_s=0.05, max_s=0.5),
-    )  # fmt: skip
+    settings = _sync_settings(broker, certs, device, password, UplinkSettings(ack_timeout_s=5.0))
     sync = SyncService(store, settings, handler=RecordingHandler(), clock=wall_clock())
     async with running(sync):
         await wait_until(lambda: outbox_empty(store), 60, "the outbox to empty on acks")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 import websockets
 from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection
 
 from cloud.accounts.models import Role
 from cloud.app import create_app
@@ -119,6 +120,27 @@ async def _closed_with(url: str) -> int:
     return closed.value.rcvd.code
 
 
+async def _publish_until(
+    ws: ClientConnection,
+    redis: Redis,
+    publishes: list[tuple[str, str]],
+    frames: list[dict[str, Any]],
+    done: Callable[[], bool],
+) -> None:
+    """Publish ``publishes`` (as ingest would) and collect frames into ``frames`` until
+    ``done()``; repeated, because the hub's subscription may not be in place at first."""
+    async with asyncio.timeout(10):
+        while not done():
+            for channel, text in publishes:
+                await redis.publish(channel, text)
+            try:
+                async with asyncio.timeout(0.3):
+                    while True:
+                        frames.append(json.loads(await ws.recv()))
+            except TimeoutError:
+                pass
+
+
 def _row(device_id: str, session_id: str, energy_wh: int, power_w: float | None) -> SessionRow:
     now = datetime.now(UTC)
     return SessionRow(
@@ -173,18 +195,12 @@ async def test_charger_stream_shows_status_power_energy_and_cost_from_redis(
                 | asdict(_row(device_id, session_id, 1500, 7300.0)),
                 default=str,
             )
-            async with asyncio.timeout(10):
-                while len(frames) < 3:
-                    # Repeat until the hub's subscription is surely in place.
-                    await redis.publish(device_channel(device_id), json.dumps(reading))
-                    await redis.publish(charger_channel(charger_id), row)
-                    await redis.publish(session_channel(session_id), row)
-                    try:
-                        async with asyncio.timeout(0.3):
-                            while True:
-                                frames.append(json.loads(await ws.recv()))
-                    except TimeoutError:
-                        pass
+            publishes = [
+                (device_channel(device_id), json.dumps(reading)),
+                (charger_channel(charger_id), row),
+                (session_channel(session_id), row),
+            ]
+            await _publish_until(ws, redis, publishes, frames, lambda: len(frames) >= 3)
     finally:
         await redis.aclose()
     assert frames[0] == {
@@ -198,3 +214,49 @@ async def test_charger_stream_shows_status_power_energy_and_cost_from_redis(
     assert session_frame["power_w"] == 7300.0
     assert session_frame["cost_paise"] == 100 + 3000  # fee + 1.5 kWh at 20 rupees
     assert session_frame["state"] == "active"
+
+
+async def test_session_stream_ignores_a_same_id_session_of_another_device(
+    api_url: tuple[str, Settings], pg: PgConnection
+) -> None:
+    """Session ids are unique per device only, and the live channel is keyed by the id: a
+    session another device reports under the same id must not reach this driver's stream."""
+    base, settings = api_url
+    host = await add_user(pg, settings, Role.HOST)
+    driver = await add_user(pg, settings, Role.DRIVER)
+    device_id = "cm-01wstestdevice00000000002"
+    charger_id = await _charger(pg, host, device_id)
+    session_id, jti = new_ulid(), new_ulid()
+    await pg.execute(
+        "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
+        "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
+        new_ulid(), driver.id, charger_id, device_id, jti, session_id,
+    )  # fmt: skip
+    foreign = json.dumps(
+        {"type": "session", "charger_id": None}
+        | asdict(_row("cm-someone-else", session_id, 999_999, 1.0)),
+        default=str,
+    )
+    own = json.dumps(
+        {"type": "session", "charger_id": charger_id}
+        | asdict(_row(device_id, session_id, 1500, 7300.0)),
+        default=str,
+    )
+    redis = Redis.from_url(REDIS_URL)
+    frames: list[dict[str, Any]] = []
+    try:
+        async with websockets.connect(
+            f"{base}/ws/sessions/{session_id}?access_token={_token(driver)}"
+        ) as ws:
+            frames.append(json.loads(await ws.recv()))
+            # The foreign row first, each round: it must never come through.
+            publishes = [(session_channel(session_id), foreign), (session_channel(session_id), own)]
+            await _publish_until(
+                ws, redis, publishes, frames,
+                lambda: any(f["type"] == "session" and f["energy_wh"] == 1500 for f in frames),
+            )  # fmt: skip
+    finally:
+        await redis.aclose()
+    assert frames[0]["type"] == "snapshot"
+    assert frames[0]["session"]["state"] == "starting"
+    assert [f["energy_wh"] for f in frames[1:]] == [1500] * (len(frames) - 1)

@@ -61,6 +61,13 @@ async def api(db_url: str, broker: Broker, service_passwords: dict[str, str]) ->
             yield Api(app, client, settings)
 
 
+def assert_too_large(response: httpx.Response) -> None:
+    assert_problem(response, 413, "photo")
+    body = response.json()
+    assert body["type"].endswith("/content-too-large"), body
+    assert body["max_bytes"] == PHOTO_MAX
+
+
 def decode_png_modules(data: bytes, scale: int, border: int) -> list[list[bool]]:
     """The dark/light module grid of a greyscale or palette PNG as segno writes it."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -221,6 +228,8 @@ async def test_photos_upload_serve_and_delete(api: Api, pg: PgConnection) -> Non
     for who in (host, admin):
         response = await client.get(url, headers=who.headers)
         assert response.content == data
+        # Not public yet: a shared cache must not keep it.
+        assert response.headers["cache-control"].startswith("private")
     await approve(api, admin, cid)
     public = (await client.get(f"/chargers/{cid}")).json()
     assert [p["id"] for p in public["photos"]] == list(uploaded)
@@ -230,6 +239,7 @@ async def test_photos_upload_serve_and_delete(api: Api, pg: PgConnection) -> Non
         assert response.content == data
         assert response.headers["content-type"] == kind
         assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"].startswith("public")
     photo_id = next(iter(uploaded))
     # Another host can neither delete nor add.
     other = await add_user(pg, api.settings, Role.HOST)
@@ -266,17 +276,44 @@ async def test_photos_refused_by_type_size_and_form(api: Api, pg: PgConnection) 
             url, files={"photo": ("x.png", data, claimed)}, headers=host.headers
         )
         assert_problem(response, 422, "photo")
+    # Too big is 413 Content Too Large: just over, far over (refused by its declared length,
+    # unread), and far over without a declared length (chunked: refused as it streams).
     too_big = b"\x89PNG\r\n\x1a\n" + b"\x00" * PHOTO_MAX
     response = await client.post(
         url, files={"photo": ("big.png", too_big, "image/png")}, headers=host.headers
     )
-    assert_problem(response, 422, "photo")
-    # Far too big: refused by its declared length, unread.
+    assert_too_large(response)
     huge = b"\x89PNG\r\n\x1a\n" + b"\x00" * (PHOTO_MAX + 64 * 1024)
     response = await client.post(
         url, files={"photo": ("huge.png", huge, "image/png")}, headers=host.headers
     )
-    assert_problem(response, 422, "photo")
+    assert_too_large(response)
+    boundary = "cmboundary"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="h.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + huge
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for i in range(0, len(form), 4096):
+            sent += len(form[i : i + 4096])
+            yield form[i : i + 4096]
+
+    response = await client.post(
+        url,
+        content=chunks(),
+        headers={**host.headers, "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert "content-length" not in response.request.headers
+    assert_too_large(response)
+    assert sent < len(form)  # refused mid-stream, not read (and spooled) to the end
     # Not a form, no file, a text field instead of a file, a broken form.
     assert_problem(
         await client.post(

@@ -22,14 +22,13 @@ from cloud.app import create_app
 from cloud.chargers.models import PricingMode
 from cloud.pg import PgConnection
 from cloud.sessions.pricing import Tariff, cost_so_far_paise
-from cloud.sessions.unlock import pin_credential_ref
-from edge_agent.auth.decision import pin_ref
 from protocols.enums import AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, parse_message
-from protocols.pins import verify_pin
+from protocols.pins import pin_ref, verify_pin
 from protocols.tokens import TokenVerifier, load_public_key
 from protocols.topics import topic
+from tests.cloud.bookings_fixtures import insert_booking
 from tests.cloud.conftest import add_device, make_settings
 from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
@@ -89,13 +88,10 @@ class Site:
     async def book(
         self, user: ApiUser, start: datetime, end: datetime, status: str = "confirmed"
     ) -> str:
-        booking_id = new_ulid()
-        await self.pg.execute(
-            "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status) "
-            "VALUES ($1, $2, $3, $4, tstzrange($5, $6, '[)'), $7)",
-            booking_id, user.id, self.charger_id, self.connector_id, start, end, status,
+        return await insert_booking(
+            self.pg, user, charger_id=self.charger_id, connector_id=self.connector_id,
+            start=start, end=end, status=status,
         )  # fmt: skip
-        return booking_id
 
 
 async def _unlock(api: Api, site: Site, user: ApiUser, **body: Any) -> httpx.Response:
@@ -160,14 +156,22 @@ async def test_booking_window_and_pay_as_you_go_rules(api: Api, pg: PgConnection
     assert "pending" in body["detail"]
 
 
-async def test_offline_charger_gives_a_booked_driver_a_pin_the_agent_accepts(
-    api: Api, pg: PgConnection
-) -> None:
+async def _booked_offline_site(
+    api: Api, pg: PgConnection, *, starts_in: timedelta
+) -> tuple[Site, ApiUser, str]:
+    """An offline charger and a driver's confirmed booking of it, until an hour from now."""
     host = await add_user(pg, api.settings, Role.HOST)
     driver = await add_user(pg, api.settings, Role.DRIVER)
     site = await Site(pg, host).create(online=False)
     now = _now()
-    booking = await site.book(driver, now + timedelta(minutes=5), now + timedelta(hours=1))
+    return site, driver, await site.book(driver, now + starts_in, now + timedelta(hours=1))
+
+
+async def test_offline_charger_gives_a_booked_driver_a_pin_the_agent_accepts(
+    api: Api, pg: PgConnection
+) -> None:
+    site, driver, booking = await _booked_offline_site(api, pg, starts_in=timedelta(minutes=5))
+    now = _now()
     answer = await _unlock(api, site, driver, booking_id=booking)  # 5 min early: allowed
     assert answer.status_code == 202, answer.text
     body = answer.json()
@@ -239,12 +243,20 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
     assert check.claims is not None
     assert (check.claims.booking_id, check.claims.user_ref) == (booking, driver.id)
     assert check.claims.exp - check.claims.nbf == timedelta(seconds=ttl)
-    rows = await pg.fetch("SELECT outcome, token_jti, cmd_id FROM unlock_requests")
+    rows = await pg.fetch(
+        "SELECT outcome, token_jti, cmd_id FROM unlock_requests WHERE cmd_id IS NOT NULL"
+    )
     assert len(rows) == 1
     row = rows[0]
     assert (row["outcome"], row["token_jti"], row["cmd_id"]) == (
         "timeout", check.claims.jti, command.cmd_id,
     )  # fmt: skip
+    # The PIN offered as the fallback is recorded too: a session it starts is the driver's.
+    fallback = await pg.fetch(
+        "SELECT user_id, booking_id FROM unlock_requests WHERE token_jti = $1",
+        pin_ref(body["pin"], DEVICE, 1),
+    )
+    assert [(r["user_id"], r["booking_id"]) for r in fallback] == [(driver.id, booking)]
     commands = await pg.fetch("SELECT payload::text, expires_at FROM device_commands")
     assert len(commands) == 1
     stored = commands[0]
@@ -295,9 +307,62 @@ async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
     assert (await api.client.get("/sessions", headers=stranger.headers)).json()["items"] == []
 
 
-def test_the_cloud_names_a_pin_session_as_the_agent_does() -> None:
-    for pin in ("01234567", "99999999"):
-        assert pin_credential_ref(pin, DEVICE, 2) == pin_ref(pin, DEVICE, 2)
+async def _pin_session(pg: PgConnection, site: Site, pin: str) -> str:
+    """A session row as ingest stores it for a start with ``pin`` at the keypad."""
+    sid = new_ulid()
+    await pg.execute(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "credential_kind, credential_ref, state, started_at, meter_start_wh, meter_stop_wh, "
+        "energy_wh, offline, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, 'Pin', $4, 'active', now(), 0, 0, 0, true, 1, 1)",
+        DEVICE, sid, site.charger_id, pin_ref(pin, DEVICE, 1),
+    )  # fmt: skip
+    return sid
+
+
+async def test_asking_for_the_pin_twice_at_once_gives_one_unlock(
+    api: Api, pg: PgConnection
+) -> None:
+    site, driver, booking = await _booked_offline_site(api, pg, starts_in=timedelta(0))
+    answers = await asyncio.gather(
+        *(_unlock(api, site, driver, booking_id=booking) for _ in range(4))
+    )
+    assert [a.status_code for a in answers] == [202] * 4, [a.text for a in answers]
+    assert len({a.json()["unlock_id"] for a in answers}) == 1
+    assert await pg.fetchval("SELECT count(*) FROM unlock_requests") == 1
+
+
+async def test_a_pin_reissued_for_a_rebooked_slot_belongs_to_the_new_driver(
+    api: Api, pg: PgConnection
+) -> None:
+    """The same slot booked again after a cancellation has the same PIN (a PIN depends on
+    device, connector and window only): its unlock and the sessions it starts are the new
+    driver's, not the earlier driver's."""
+    host = await add_user(pg, api.settings, Role.HOST)
+    first = await add_user(pg, api.settings, Role.DRIVER)
+    second = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=False)
+    now = _now()
+    start, end = now, now + timedelta(hours=1)
+    cancelled = await site.book(first, start, end)
+    earlier = await _unlock(api, site, first, booking_id=cancelled)
+    assert earlier.status_code == 202, earlier.text
+    await pg.execute("UPDATE bookings SET status = 'cancelled' WHERE id = $1", cancelled)
+    rebooked = await site.book(second, start, end)
+    answer = await _unlock(api, site, second, booking_id=rebooked)
+    assert answer.status_code == 202, answer.text
+    pin = answer.json()["pin"]
+    assert pin == earlier.json()["pin"]
+    rows = await pg.fetch(
+        "SELECT user_id, booking_id FROM unlock_requests WHERE id = $1", answer.json()["unlock_id"]
+    )
+    assert [(r["user_id"], r["booking_id"]) for r in rows] == [(second.id, rebooked)]
+    sid = await _pin_session(pg, site, pin)
+    assert (await api.client.get(f"/sessions/{sid}", headers=second.headers)).status_code == 200
+    assert (await api.client.get(f"/sessions/{sid}", headers=first.headers)).status_code == 404
+    mine = await api.client.get("/sessions", headers=second.headers)
+    assert [s["id"] for s in mine.json()["items"]] == [sid]
+    assert (await api.client.get("/sessions", headers=first.headers)).json()["items"] == []
 
 
 @pytest.mark.parametrize(
@@ -319,3 +384,43 @@ def test_cost_so_far_is_integer_paise_from_the_charger_pricing(
         tariff, energy_wh=energy_wh, started_at=start, until=start + timedelta(minutes=minutes)
     )
     assert cost == expected
+
+
+async def test_my_sessions_merge_named_and_unlock_found_rows_newest_first(
+    api: Api, pg: PgConnection
+) -> None:
+    """``GET /sessions`` pages through both kinds of the driver's sessions in one order:
+    rows naming the driver, and rows found through the driver's unlocks."""
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    other = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=False)
+    expected: list[str] = []
+    rows = ((1, driver, False), (2, driver, True), (3, other, False), (4, driver, False),
+            (5, other, True), (6, driver, True))  # fmt: skip
+    for hours_ago, owner, named in rows:
+        jti, sid = new_ulid(), new_ulid()
+        await pg.execute(
+            "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
+            "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
+            new_ulid(), owner.id, site.charger_id, DEVICE, jti, sid,
+        )  # fmt: skip
+        await pg.execute(
+            "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+            "user_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
+            "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
+            "$4, 'Token', $5, 'active', now() - make_interval(hours => $6), 0, 0, 0, 1, 1)",
+            DEVICE, sid, site.charger_id, owner.id if named else None, jti, hours_ago,
+        )  # fmt: skip
+        if owner is driver:
+            expected.append(sid)
+    pages = []
+    for offset in (0, 2, 4):
+        answer = await api.client.get(
+            "/sessions", params={"limit": 2, "offset": offset}, headers=driver.headers
+        )
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+        assert all(s["user_id"] == driver.id for s in items)
+        pages.append([s["id"] for s in items])
+    assert pages == [expected[:2], expected[2:4], []]

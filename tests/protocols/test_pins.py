@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from protocols.enums import AuthorizationStatus as S
 from protocols.errors import CredentialError
-from protocols.pins import PIN_DIGITS, issue_pin, verify_pin
+from protocols.pins import PIN_DIGITS, issue_pin, pin_ref, verify_pin
 
 SECRET = b"per-device-secret-0123456789"
 START = datetime(2026, 11, 24, 18, 20, tzinfo=UTC)
@@ -85,3 +85,14 @@ def test_issuing_refuses_bad_windows_and_short_secrets() -> None:
         issue_pin(SECRET, "c", 1, START, START)
     with pytest.raises(CredentialError, match="16 bytes"):
         issue_pin(b"short", "c", 1, START, START + timedelta(hours=1))
+
+
+def test_the_pin_reference_is_the_wire_value_both_sides_compute() -> None:
+    """The agent reports a PIN session under this reference and the cloud finds the driver
+    by it: the values are pinned so the formula cannot drift on either side."""
+    device = "cm-01unlocktestdevice0000000"
+    assert pin_ref("01234567", device, 2) == "pin-fd482bd587784e9b09a370692707b9c9"
+    assert pin_ref("99999999", device, 1) == "pin-682f91c7b88cd73542cf896a26925cea"
+    # Bound to the charger and connector: the same PIN elsewhere is another credential.
+    assert pin_ref("01234567", device, 1) != pin_ref("01234567", device, 2)
+    assert pin_ref("01234567", "cm-other", 2) != pin_ref("01234567", device, 2)
