@@ -36,6 +36,7 @@ from edge_agent.control import ControlServer
 from edge_agent.errors import AgentError, RelayError
 from edge_agent.inputs.http import UnlockEndpoint
 from edge_agent.inputs.readers import run_hid, run_rdm6300
+from edge_agent.memory import release_startup_memory
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
 from edge_agent.relay.drivers import make_driver
@@ -455,6 +456,7 @@ class Agent:
             )
             notify("READY=1")
             self.ready.set()
+            release_startup_memory()
             log.info("agent %s ready: %d meter(s), %d connector(s)", self.settings.device_id,
                      len(self.pollers), len(self.controllers))  # fmt: skip
             try:

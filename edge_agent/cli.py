@@ -9,6 +9,7 @@ bad input (docs/cli.md); ``run`` exits 2 on a bad configuration, 1 on any other 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from pathlib import Path
 
@@ -17,16 +18,41 @@ import click
 from edge_agent import __version__
 from edge_agent.config import config_path, load_config
 from edge_agent.errors import AgentError, ConfigError
-from edge_agent.tech import cmd_misc
-from edge_agent.tech.cmd_doctor import doctor
-from edge_agent.tech.cmd_meter import meter
-from edge_agent.tech.cmd_relay import relay
+from edge_agent.tech import LOG_ENV
 from edge_agent.tech.output import boundary, json_option
 
 EXIT_INVALID = 2
 
+#: The technician's command groups, imported only when one of them is invoked (or listed by
+#: --help): the daemon (`run`) then carries none of their modules in memory on the Pi.
+LAZY_COMMANDS = {
+    "doctor": "edge_agent.tech.cmd_doctor:doctor",
+    "meter": "edge_agent.tech.cmd_meter:meter",
+    "relay": "edge_agent.tech.cmd_relay:relay",
+    "auth": "edge_agent.tech.cmd_misc:auth",
+    "session": "edge_agent.tech.cmd_misc:session",
+    "sync": "edge_agent.tech.cmd_misc:sync",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands in LAZY_COMMANDS are imported on first use (Click's documented
+    lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chargemitra-agent")
 def main() -> None:
     """ChargeMitra edge agent: runs beside a charger and diagnoses it.
@@ -104,13 +130,15 @@ def config_validate(file: Path | None) -> None:
 def config_show(config_file: Path | None, as_json: bool) -> None:
     """Print the effective configuration (cloud.toml merged, defaults filled in), secrets
     redacted (paths to secret files are shown: they are not secrets)."""
+    from edge_agent.tech import cmd_misc  # noqa: PLC0415 -- see LAZY_COMMANDS
+
     cmd_misc.show_config(config_file, as_json)
 
 
 @main.command()
 @click.option(
     "--file", type=click.Path(path_type=Path, dir_okay=False),
-    help=f"The agent's log file [default: ${cmd_misc.LOG_ENV}, else the journal].",
+    help=f"The agent's log file [default: ${LOG_ENV}, else the journal].",
 )  # fmt: skip
 @click.option("--lines", "-n", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
@@ -119,6 +147,8 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
 def logs(file: Path | None, lines: int, follow: bool, as_json: bool) -> None:
     """The agent's log: its log file (--file or $CHARGEMITRA_AGENT_LOG) if given, else the
     systemd journal of the chargemitra-agent unit."""
+    from edge_agent.tech import cmd_misc  # noqa: PLC0415 -- see LAZY_COMMANDS
+
     cmd_misc.show_logs(file, lines, follow, as_json)
 
 
@@ -150,14 +180,6 @@ def provision(
         raise SystemExit(1) from None
     overlay = write_claim(result, target, ca_file=ca_file)
     click.echo(f"provisioned as {result.device_id}: wrote {overlay}")
-
-
-main.add_command(doctor)
-main.add_command(meter)
-main.add_command(relay)
-main.add_command(cmd_misc.auth)
-main.add_command(cmd_misc.session)
-main.add_command(cmd_misc.sync)
 
 
 if __name__ == "__main__":

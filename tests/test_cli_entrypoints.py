@@ -49,3 +49,16 @@ def test_console_script_help_exits_zero(script: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"Usage: {script}" in result.stdout
+
+
+def test_the_daemon_does_not_load_the_technicians_commands() -> None:
+    # `chargemitra-agent run` imports edge_agent.cli; the technician's command modules load
+    # only when one of them is invoked, so the daemon does not carry them in memory.
+    code = (
+        "import sys, edge_agent.cli as cli\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('edge_agent.tech.cmd_'))\n"
+        "assert not loaded, loaded\n"
+        "assert cli.main.get_command(None, 'doctor') is not None\n"
+        "assert 'edge_agent.tech.cmd_doctor' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,3 +16,6 @@ Pure cores, thin shells:
 Nothing heavy is imported at module level: pymodbus, paho and rich load inside the commands
 that need them, so ``config validate`` starts fast and works without the edge extras.
 """
+
+#: Where ``chargemitra-agent logs`` finds the agent's log file when --file is not given.
+LOG_ENV = "CHARGEMITRA_AGENT_LOG"

@@ -15,7 +15,7 @@ import click
 
 from edge_agent.config import AgentSettings
 from edge_agent.errors import ControlError, InputError
-from edge_agent.tech import daemon, storeview
+from edge_agent.tech import LOG_ENV, daemon, storeview
 from edge_agent.tech.authcheck import KINDS, check, guess_kind
 from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.output import (
@@ -344,7 +344,6 @@ def show_config(config_file: Path | None, as_json: bool) -> None:
 
 # --- logs -------------------------------------------------------------------------------------
 
-LOG_ENV = "CHARGEMITRA_AGENT_LOG"
 UNIT = "chargemitra-agent"
 
 
