@@ -154,9 +154,12 @@ async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_
     async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
         run = tg.create_task(worker.run(), name="ingest")
         await device.connect()
+        # Drain first: its acks prove the worker's shared subscription is in place. A message
+        # published before that has no subscriber and the broker drops it; the device resends
+        # what was not acked, but these carry no readable seq and are never acked.
+        await device.drain(timeout_s=60)
         for kind, payload in unackable:
             device.client.publish(topic("dev-bad", kind), payload, qos=1)
-        await device.drain(timeout_s=60)
         await wait_for(lambda: worker.stats.messages >= 1001, timeout_s=30)
         run.cancel()
     device.disconnect()
