@@ -9,8 +9,10 @@ Rules (docs/cloud.md, "Bookings"):
 * a booking starts and ends on a 15-minute boundary (``SLOT``), lasts 15 minutes to 12 hours,
   starts no earlier than ``START_GRACE`` ago and no later than ``MAX_ADVANCE`` ahead;
 * it must lie inside the charger's opening windows and outside every blocked period;
-* the amount is an integer number of paise: exact for per-hour pricing, an upper bound
-  (the connector's maximum power for the whole booking) for per-kWh pricing;
+* the amount is an integer number of paise, rounded up: exact for per-hour pricing, an upper
+  bound (the connector's maximum power for the whole booking) for per-kWh pricing. It is the
+  charger's tariff priced ahead, so it lives with the session's cost so far in
+  :mod:`cloud.sessions.pricing` (``estimate_amount``);
 * a driver cancels for free until ``free_cancel_before_min`` minutes before the start (and
   always while the host has not confirmed); later, the charger's late fee, capped at the
   booking's amount. A host's (or admin's) cancellation never costs the driver anything.
@@ -18,10 +20,8 @@ Rules (docs/cloud.md, "Bookings"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cloud.chargers.models import PricingMode
 from cloud.errors import InvalidRequest
 
 SLOT = timedelta(minutes=15)
@@ -60,45 +60,6 @@ def check_range(start: datetime, end: datetime, now: datetime) -> None:
         raise InvalidRequest("a booking lasts at least 15 minutes", field="end")
     if end - start > MAX_DURATION:
         raise InvalidRequest("a booking lasts at most 12 hours", field="end")
-
-
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    mode: PricingMode
-    price_per_kwh_paise: int
-    price_per_hour_paise: int
-    session_fee_paise: int
-    min_charge_paise: int
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    amount_paise: int
-    #: True when the amount is a ceiling (per-kWh: the connector at full power throughout).
-    upper_bound: bool
-
-
-def _ceil_div(numerator: int, denominator: int) -> int:
-    return -(-numerator // denominator)
-
-
-def estimate_amount(pricing: Pricing, duration: timedelta, max_power_w: int) -> Estimate:
-    """What a booking of ``duration`` costs, in paise, rounded up to the next paisa.
-
-    Per hour: the hourly price pro rata. Per kWh: the kWh price times the most energy the
-    connector can deliver in that time. Then the session fee is added and the total is
-    raised to the charger's minimum charge.
-    """
-    seconds = duration // timedelta(seconds=1)  # integer arithmetic, no float seconds
-    if pricing.mode is PricingMode.PER_HOUR:
-        usage = _ceil_div(pricing.price_per_hour_paise * seconds, 3600)
-        upper_bound = False
-    else:
-        # paise/kWh * W * s / (1000 W/kW * 3600 s/h)
-        usage = _ceil_div(pricing.price_per_kwh_paise * max_power_w * seconds, 3_600_000)
-        upper_bound = True
-    total = max(usage + pricing.session_fee_paise, pricing.min_charge_paise)
-    return Estimate(total, upper_bound)
 
 
 def cancellation_fee(

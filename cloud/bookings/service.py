@@ -57,6 +57,7 @@ from cloud.chargers.models import (
 from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.sessions.pricing import Tariff, estimate_amount
 from protocols.pins import issue_pin
 
 log = logging.getLogger(__name__)
@@ -227,16 +228,8 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
         .values(status=BookingStatus.EXPIRED)
         .execution_options(synchronize_session=False)
     )
-    estimate = policy.estimate_amount(
-        policy.Pricing(
-            mode=charger.pricing_mode,
-            price_per_kwh_paise=charger.price_per_kwh_paise,
-            price_per_hour_paise=charger.price_per_hour_paise,
-            session_fee_paise=charger.session_fee_paise,
-            min_charge_paise=charger.min_charge_paise,
-        ),
-        body.end - body.start,
-        connector.max_power_w,
+    estimate = estimate_amount(
+        Tariff.from_charger(charger), body.end - body.start, connector.max_power_w
     )
     instant = charger.instant_book
     booking = Booking(

@@ -88,16 +88,6 @@ class SessionView:
         }
 
 
-def tariff_of(charger: Charger) -> Tariff:
-    return Tariff(
-        mode=charger.pricing_mode,
-        price_per_kwh_paise=charger.price_per_kwh_paise,
-        price_per_hour_paise=charger.price_per_hour_paise,
-        session_fee_paise=charger.session_fee_paise,
-        min_charge_paise=charger.min_charge_paise,
-    )
-
-
 def _views() -> Select[tuple[ChargingSession, UnlockRequest]]:
     """Sessions with their unlock request, if any (an outer join: the unlock may be None)."""
     return select(ChargingSession, UnlockRequest).outerjoin(
@@ -155,8 +145,9 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         cost = row.amount_paise
     elif charger is not None:
         until = (row.stopped_at if row is not None else None) or now
-        cost = cost_so_far_paise(tariff_of(charger), energy_wh=energy, started_at=started,
-                                 until=until)  # fmt: skip
+        cost = cost_so_far_paise(
+            Tariff.from_charger(charger), energy_wh=energy, started_at=started, until=until
+        )
     else:
         cost = 0
     booking_id = (row.booking_id if row is not None else None) or (

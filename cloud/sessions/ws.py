@@ -37,7 +37,7 @@ from cloud.devices.presence import device_online
 from cloud.errors import NotFound, Unauthorized
 from cloud.sessions.live import Subscription
 from cloud.sessions.pricing import Tariff, cost_so_far_paise
-from cloud.sessions.service import load_view, session_out, tariff_of
+from cloud.sessions.service import load_view, session_out
 from cloud.state import AppState
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
                 .where(Connector.charger_id == view.charger.id)
             )
             single_connector = count == 1
-    tariff = tariff_of(view.charger) if view.charger is not None else None
+    tariff = Tariff.from_charger(view.charger) if view.charger is not None else None
     snapshot = session_out(view, datetime.now(UTC))
     channels = [_session_channel(session_id)]
     if single_connector:
@@ -246,7 +246,7 @@ async def stream_charger(websocket: WebSocket, charger_id: str) -> None:
             )
         ).all()
         device = None if charger.device_id is None else await db.get(Device, charger.device_id)
-    tariff = tariff_of(charger)
+    tariff = Tariff.from_charger(charger)
     channels = [_charger_channel(charger_id)]
     if device is not None:
         channels.append(_device_channel(device.id))

@@ -14,6 +14,7 @@ from cloud.bookings.service import hash_pin
 from cloud.chargers.models import PricingMode
 from cloud.errors import InvalidRequest
 from cloud.pg import PgConnection
+from cloud.sessions.pricing import Estimate, Tariff, estimate_amount
 from protocols.enums import AuthorizationStatus
 from protocols.pins import verify_pin
 from tests.cloud.bookings_fixtures import (
@@ -585,14 +586,14 @@ def test_check_range_rules() -> None:
 def test_estimates_are_integer_paise(
     mode: PricingMode, minutes: int, expected: int, upper: bool
 ) -> None:
-    pricing = policy.Pricing(mode, 1800, 6000, 0, 0)
-    estimate = policy.estimate_amount(pricing, timedelta(minutes=minutes), 7400)
-    assert estimate == policy.Estimate(expected, upper)
+    pricing = Tariff(mode, 1800, 6000, 0, 0)
+    estimate = estimate_amount(pricing, timedelta(minutes=minutes), 7400)
+    assert estimate == Estimate(expected, upper)
 
 
 def test_estimate_rounds_up_to_the_next_paisa() -> None:
-    pricing = policy.Pricing(PricingMode.PER_HOUR, 0, 100, 0, 0)
-    assert policy.estimate_amount(pricing, timedelta(minutes=20), 1).amount_paise == 34
+    pricing = Tariff(PricingMode.PER_HOUR, 0, 100, 0, 0)
+    assert estimate_amount(pricing, timedelta(minutes=20), 1).amount_paise == 34
 
 
 def test_cancellation_fee_rule() -> None:
