@@ -1,9 +1,15 @@
-"""The authorizer: runs the pure decision rules against the store, one transaction per
-decision, so the lookup, the single-use ``jti`` claim, the decision log and the decision's
-report in the outbox (``auth`` topic) commit together.
+"""The authorizer: runs the pure decision rules against the store, in two steps.
+
+*Evaluate* reads only — the local list, the cache, the used token ids — and checks the
+token's signature or the PIN: it answers what would be decided and why, and what acting on
+it would write. *Commit* writes that: the single-use ``jti`` claim, the cache's bookkeeping
+(an expired entry dropped, a hit counted for LRU), the decision log and the decision's report
+in the outbox (``auth`` topic), and advances the keypad lockout.
 
 Every credential input (serial RFID, HID keyboards, keypad, QR scanner, LAN HTTP, a cloud
-command) calls :meth:`Authorizer.authorize`: there is one decision path.
+command) calls :meth:`Authorizer.authorize`: there is one decision path, evaluate then commit
+in one transaction, so they commit together. The field CLI's ``auth check`` calls only
+:meth:`Authorizer.evaluate`, on a read-only connection: the same rules, nothing used up.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from edge_agent.auth.decision import (
     decide_id_tag,
     decide_pin,
     decide_token,
+    replayed,
     token_ref,
     unsynced,
 )
@@ -65,6 +72,27 @@ class Moment:
     now: datetime
     mono: float
     clock_synced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenUse:
+    """A valid token's ``jti``, to record as used when its acceptance is acted on."""
+
+    jti: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluation:
+    """A decision taken on reads alone, and what acting on it writes."""
+
+    decision: AuthDecision
+    #: The accepted token's ``jti`` to claim (None: not an accepted token).
+    token_use: _TokenUse | None = None
+    #: The id-tag hash whose cache entry answered or had expired: the look-up's bookkeeping.
+    cache_consulted: str | None = None
+    #: The keypad's state after this PIN attempt (None: not a counted attempt).
+    lockout: Lockout | None = None
 
 
 class Authorizer:
@@ -118,6 +146,20 @@ class Authorizer:
         except sqlite3.Error as exc:
             raise StoreError(f"cache entry not stored: {exc}") from exc
 
+    def evaluate(
+        self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
+    ) -> AuthDecision:
+        """What :meth:`authorize` would decide now, and why, without acting on it.
+
+        Reads only, so ``conn`` may be read-only: no ``jti`` is used up, the cache's LRU order
+        and expired entries are left as they are, nothing is logged or reported, the keypad
+        lockout is consulted but not advanced, and no session id is reserved.
+        """
+        try:
+            return self._evaluate(credential, connector, at, connector_busy).decision
+        except sqlite3.Error as exc:
+            raise StoreError(f"authorization not evaluated: {exc}") from exc
+
     def decide(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
     ) -> AuthDecision:
@@ -125,7 +167,25 @@ class Authorizer:
         ``jti`` claim and the log durable); :meth:`authorize` is this plus the commit."""
         if not self._conn.in_transaction:
             raise StoreError("decide() needs an open transaction; use authorize()")
-        decision = self._decide(credential, connector, at, connector_busy)
+        evaluation = self._evaluate(credential, connector, at, connector_busy)
+        return self._commit(evaluation, connector, at)
+
+    def _commit(self, evaluation: _Evaluation, connector: int, at: Moment) -> AuthDecision:
+        """Act on ``evaluation``, taken in the same (write-locked) transaction."""
+        if evaluation.lockout is not None:
+            # First: a PIN guess counts even when the store then fails to record it.
+            self._lockout = evaluation.lockout
+        decision = evaluation.decision
+        if evaluation.cache_consulted is not None:
+            # The look-up's bookkeeping, as cache_get does it: drop the entry if it has
+            # expired, else count the hit as a use for LRU eviction.
+            auth_store.cache_get(self._conn, evaluation.cache_consulted, now=at.now)
+        if evaluation.token_use is not None:
+            use = evaluation.token_use
+            if not auth_store.claim_jti(self._conn, use.jti, now=at.now, expires_at=use.expires_at):
+                # The claim is the authority. Under BEGIN IMMEDIATE nobody can claim the jti
+                # between the evaluation's look-up and here; if someone did, it is a replay.
+                decision = replayed(decision)
         if decision.accepted:
             # The session this acceptance starts gets its id now, so the decision's report
             # (queued below, in this transaction) can name it.
@@ -136,69 +196,81 @@ class Authorizer:
         )  # fmt: skip
         return decision
 
-    def _decide(
+    def _evaluate(
         self, credential: Credential, connector: int, at: Moment, connector_busy: bool
-    ) -> AuthDecision:
+    ) -> _Evaluation:
         match credential:
             case IdTag(tag):
-                try:
-                    tag_hash = hash_id_tag(tag)
-                except CredentialError:
-                    # Not str(exc): it quotes the tag, and the reason is stored and sent.
-                    return AuthDecision(
-                        AuthorizationStatus.INVALID, MALFORMED_TAG_REASON, CredentialKind.ID_TAG,
-                        MALFORMED_TAG_REF,
-                    )  # fmt: skip
-                if connector_busy:
-                    return busy(CredentialKind.ID_TAG, tag_hash, connector)
-                listed = auth_store.list_entry(self._conn, tag_hash)
-                cached = None if listed else auth_store.cache_get(self._conn, tag_hash, now=at.now)
-                return decide_id_tag(tag_hash, listed, cached, at.now)
+                return self._id_tag(tag, connector, at, connector_busy)
             case Token(token):
                 return self._token(token, connector, at, connector_busy)
             case Pin(pin):
                 return self._pin(pin, connector, at, connector_busy)
 
-    def _token(self, token: str, connector: int, at: Moment, connector_busy: bool) -> AuthDecision:
+    def _id_tag(self, tag: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
+        try:
+            tag_hash = hash_id_tag(tag)
+        except CredentialError:
+            # Not str(exc): it quotes the tag, and the reason is stored and sent.
+            return _Evaluation(AuthDecision(
+                AuthorizationStatus.INVALID, MALFORMED_TAG_REASON, CredentialKind.ID_TAG,
+                MALFORMED_TAG_REF,
+            ))  # fmt: skip
+        if connector_busy:
+            return _Evaluation(busy(CredentialKind.ID_TAG, tag_hash, connector))
+        listed = auth_store.list_entry(self._conn, tag_hash)
+        if listed is not None:
+            return _Evaluation(decide_id_tag(tag_hash, listed, None, at.now))
+        held = auth_store.cache_peek(self._conn, tag_hash)
+        if held is None:
+            return _Evaluation(decide_id_tag(tag_hash, None, None, at.now))
+        entry, cache_expires_at = held
+        cached = entry if at.now < cache_expires_at else None
+        return _Evaluation(decide_id_tag(tag_hash, None, cached, at.now), cache_consulted=tag_hash)
+
+    def _token(self, token: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = token_ref(token)
         if self._verifier is None:
-            return AuthDecision(
+            return _Evaluation(AuthDecision(
                 AuthorizationStatus.INVALID, "no token key configured", CredentialKind.TOKEN, ref
-            )
+            ))  # fmt: skip
         if not at.clock_synced:
-            return unsynced(CredentialKind.TOKEN, ref)
+            return _Evaluation(unsynced(CredentialKind.TOKEN, ref))
         check = self._verifier.verify(
             token, charger_id=self._charger_id, connector=connector, now=at.now,
             leeway=self._leeway,
         )  # fmt: skip
-        if check.accepted and connector_busy and check.claims is not None:
+        claims = check.claims
+        if not check.accepted or claims is None:
+            # A rejected token does not burn its jti: single use is not asked.
+            return _Evaluation(decide_token(check, jti_fresh=None, token=token))
+        if connector_busy:
             # Busy is decided before the jti is claimed: the driver may retry once it is free.
-            return busy(CredentialKind.TOKEN, check.claims.jti, connector)
-        fresh = None
-        if check.accepted and check.claims is not None:
-            fresh = auth_store.claim_jti(
-                self._conn, check.claims.jti, now=at.now, expires_at=check.claims.exp
-            )
-        return decide_token(check, jti_fresh=fresh, token=token)
+            return _Evaluation(busy(CredentialKind.TOKEN, claims.jti, connector))
+        used = auth_store.jti_used(self._conn, claims.jti)
+        decision = decide_token(check, jti_fresh=not used, token=token)
+        if not decision.accepted:
+            return _Evaluation(decision)
+        return _Evaluation(decision, token_use=_TokenUse(claims.jti, claims.exp))
 
-    def _pin(self, pin: str, connector: int, at: Moment, connector_busy: bool) -> AuthDecision:
+    def _pin(self, pin: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = pin_ref(pin, self._charger_id, connector)
         if self._lockout.locked(at.mono):
-            return AuthDecision(
+            return _Evaluation(AuthDecision(
                 AuthorizationStatus.BLOCKED, "keypad locked after repeated wrong PINs",
                 CredentialKind.PIN, ref,
-            )  # fmt: skip
+            ))  # fmt: skip
         if self._pin_secret is None:
-            return AuthDecision(
+            return _Evaluation(AuthDecision(
                 AuthorizationStatus.INVALID, "no PIN secret provisioned", CredentialKind.PIN, ref
-            )
+            ))  # fmt: skip
         if not at.clock_synced:
-            return unsynced(CredentialKind.PIN, ref)
+            return _Evaluation(unsynced(CredentialKind.PIN, ref))
         check = verify_pin(self._pin_secret, self._charger_id, connector, pin, at.now)
         # Only a PIN that matches no window counts as a guess; a real but early/late PIN
         # is a driver with the wrong time, not an attacker.
         guessed = check.status is AuthorizationStatus.INVALID
-        self._lockout = self._lockout.record(accepted=not guessed, mono=at.mono)
+        lockout = self._lockout.record(accepted=not guessed, mono=at.mono)
         if check.accepted and connector_busy:
-            return busy(CredentialKind.PIN, ref, connector)
-        return decide_pin(check, ref)
+            return _Evaluation(busy(CredentialKind.PIN, ref, connector), lockout=lockout)
+        return _Evaluation(decide_pin(check, ref), lockout=lockout)

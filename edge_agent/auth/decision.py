@@ -95,8 +95,13 @@ def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> Au
     if not check.accepted:
         return base
     if not jti_fresh:
-        return replace(base, status=Status.REPLAYED, reason=f"token {claims.jti} already used")
+        return replayed(base)
     return base
+
+
+def replayed(decision: AuthDecision) -> AuthDecision:
+    """A valid token's decision once its ``jti`` (the decision's ``ref``) is found used."""
+    return replace(decision, status=Status.REPLAYED, reason=f"token {decision.ref} already used")
 
 
 def decide_pin(check: PinCheck, ref: str) -> AuthDecision:

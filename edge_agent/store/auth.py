@@ -2,7 +2,9 @@
 expiring), used token ids (single use) and the decision log, each decision with its report
 queued in the outbox (``auth`` topic) in the same transaction.
 
-Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes.
+Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes. The look-ups an
+authorization is evaluated with (:func:`list_entry`, :func:`cache_peek`, :func:`jti_used`) only
+read, so they also serve the field CLI on its read-only connection.
 """
 
 from __future__ import annotations
@@ -81,6 +83,18 @@ def list_entry(conn: sqlite3.Connection, tag_hash: str) -> ListEntry | None:
 # --- cache -----------------------------------------------------------------------------------
 
 
+def cache_peek(conn: sqlite3.Connection, tag_hash: str) -> tuple[ListEntry, datetime] | None:
+    """The cached entry and when the cache lets go of it, expired or not; reads only (no
+    eviction, no LRU bookkeeping: :func:`cache_get` does those)."""
+    row = conn.execute(
+        "SELECT status, expires_at FROM auth_cache WHERE id_tag_hash = ?", (tag_hash,)
+    ).fetchone()
+    if row is None:
+        return None
+    # The cache's own expiry is not a credential expiry: the cached status stands until then.
+    return ListEntry(AuthorizationStatus(row[0])), datetime.fromisoformat(row[1])
+
+
 def cache_get(conn: sqlite3.Connection, tag_hash: str, *, now: datetime) -> ListEntry | None:
     """The cached entry, or None; an expired entry is deleted and not returned. A hit counts
     as a use for least-recently-used eviction."""
@@ -135,6 +149,11 @@ def cache_size(conn: sqlite3.Connection) -> int:
 
 
 # --- single-use tokens -----------------------------------------------------------------------
+
+
+def jti_used(conn: sqlite3.Connection, jti: str) -> bool:
+    """Whether ``jti`` is recorded as used; reads only (:func:`claim_jti` records it)."""
+    return conn.execute("SELECT 1 FROM used_tokens WHERE jti = ?", (jti,)).fetchone() is not None
 
 
 def claim_jti(conn: sqlite3.Connection, jti: str, *, now: datetime, expires_at: datetime) -> bool:

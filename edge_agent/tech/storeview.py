@@ -174,26 +174,6 @@ def cache_size(conn: sqlite3.Connection) -> int:
     return int(_query(conn, "SELECT count(*) FROM auth_cache")[0][0])
 
 
-def list_entry(conn: sqlite3.Connection, tag_hash: str) -> tuple[str, str | None] | None:
-    """(status, expires_at) of a local-list entry."""
-    rows = _query(
-        conn, "SELECT status, expires_at FROM auth_list WHERE id_tag_hash = ?", (tag_hash,)
-    )
-    return None if not rows else (str(rows[0][0]), rows[0][1])
-
-
-def cache_entry(conn: sqlite3.Connection, tag_hash: str) -> tuple[str, str] | None:
-    """(status, cache expiry) of a cache entry, without counting it as a use."""
-    rows = _query(
-        conn, "SELECT status, expires_at FROM auth_cache WHERE id_tag_hash = ?", (tag_hash,)
-    )
-    return None if not rows else (str(rows[0][0]), str(rows[0][1]))
-
-
-def jti_used(conn: sqlite3.Connection, jti: str) -> bool:
-    return bool(_query(conn, "SELECT 1 FROM used_tokens WHERE jti = ?", (jti,)))
-
-
 # --- readings ---------------------------------------------------------------------------------
 
 

@@ -95,8 +95,9 @@ async def sim_site(
 
 def write_config(
     tmp: Path, sim: SimSite, *, baud: int = BAUD, meter_unit: int = 1, relay_unit: int = 9,
-    mqtt: str = "", clock: str = "always", name: str = "agent.toml",
+    mqtt: str = "", clock: str = "always", name: str = "agent.toml", tables: str = "",
 ) -> Path:  # fmt: skip
+    """The agent's configuration for ``sim``; ``mqtt`` and ``tables`` are TOML appended."""
     port = sim.endpoints()["serial"]
     link = f'{{ transport = "rtu", port = "{port}", baud = {baud} }}'
     path = tmp / name
@@ -134,6 +135,7 @@ trust = "{clock}"
 [control]
 socket_path = "{tmp / "agent.sock"}"
 {mqtt}
+{tables}
 """)
     return path
 

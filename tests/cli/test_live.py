@@ -4,11 +4,16 @@ control socket, reads come from the store opened read-only."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_sim.site import MeterSpec
+from protocols.ids import new_ulid
+from protocols.tokens import UnlockClaims, sign_unlock_token
 from tests.cli.rig import (
     DEVICE,
     TAG,
@@ -145,3 +150,43 @@ async def test_doctor_beside_the_agent_reports_its_broken_cloud_link(
             assert (status.code, status.json()["connected"]) == (1, False)
             flush = await cli("sync", "flush", config=config)
             assert "link is down" in one_line_error(flush)
+
+
+@pytest.mark.integration
+async def test_auth_check_of_a_token_beside_the_agent_uses_nothing_up(tmp_path: Path) -> None:
+    """``auth check`` answers Accepted for a valid unused token and leaves it unused: the
+    agent then accepts the same token when it is presented, and ``auth check`` of the used
+    token answers Replayed, as the agent does."""
+    key = Ed25519PrivateKey.generate()
+    public = tmp_path / "cloud.pub"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ))  # fmt: skip
+    now = datetime.now(UTC)
+    token = sign_unlock_token(key, UnlockClaims(
+        charger_id=DEVICE, connector=1, user_ref="u-1", jti=new_ulid(),
+        nbf=now - timedelta(minutes=1), exp=now + timedelta(hours=1), booking_id="bk-1",
+    ))  # fmt: skip
+    sock = tmp_path / "agent.sock"
+    async with sim_site(MeterSpec("sdm630", 1)) as sim:
+        tables = f'[auth]\npublic_key_files = ["{public}"]'
+        config = write_config(tmp_path, sim, tables=tables)
+        async with agent_process(config, tmp_path):
+            for _ in range(2):  # the first check used nothing up
+                check = await cli("auth", "check", token, "--json", config=config)
+                assert (check.code, check.json()["status"]) == (0, "Accepted"), check
+                assert (check.json()["kind"], check.json()["recorded"]) == ("Token", False)
+
+            started = await control(sock, cmd="start", connector=1, token=token)
+            assert (started["ok"], started["status"]) == (True, "Accepted"), started
+            assert (await control(sock, cmd="stop", connector=1))["ok"]
+
+            async def available() -> bool:
+                status = await control(sock, cmd="status")
+                return bool(status["connectors"][0]["status"] == "Available")
+
+            await wait_until(available)
+            replay = await cli("auth", "check", token, "--json", config=config)
+            assert (replay.code, replay.json()["status"]) == (1, "Replayed"), replay
+            again = await control(sock, cmd="start", connector=1, token=token)
+            assert (again["ok"], again["status"]) == (False, "Replayed"), again

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.auth.authorizer import Authorizer, IdTag, Moment, Pin, Token
+from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
 from edge_agent.auth.decision import AuthDecision, ListEntry, decide_id_tag
 from edge_agent.auth.lockout import Lockout
 from edge_agent.errors import StaleAuthListVersion, StoreError
@@ -474,3 +476,101 @@ def test_a_token_id_too_long_for_the_wire_travels_hashed(
     assert isinstance(message, AuthDecisionMessage)
     assert message.credential.ref.startswith("jti-")
     assert len(message.credential.ref) == 36
+
+
+# --- evaluate: the decision without acting on it (the field CLI's `auth check`) -------------
+
+
+def _read_only(db_path: Path) -> sqlite3.Connection:
+    """The store as the field CLI opens it beside the running agent."""
+    conn = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class _EvaluatesFirst(Authorizer):
+    """Evaluates every credential before authorizing it, and checks that the evaluation
+    wrote nothing and foresaw the decision exactly (bar the session id it reserves)."""
+
+    def authorize(
+        self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
+    ) -> AuthDecision:
+        before = list(self._conn.iterdump())
+        lockout = self.lockout
+        foreseen = self.evaluate(
+            credential, connector=connector, at=at, connector_busy=connector_busy
+        )
+        assert list(self._conn.iterdump()) == before
+        assert self.lockout == lockout
+        assert foreseen.session_id is None
+        decided = super().authorize(
+            credential, connector=connector, at=at, connector_busy=connector_busy
+        )
+        assert replace(decided, session_id=None) == foreseen
+        return decided
+
+
+@pytest.mark.parametrize("status", list(S))
+def test_evaluate_foresees_a_decision_of_every_status_and_writes_nothing(
+    conn: sqlite3.Connection, status: S
+) -> None:
+    authorizer = _EvaluatesFirst(
+        conn, charger_id=CHARGER, verifier=TokenVerifier([KEY.public_key()]), pin_secret=SECRET,
+    )  # fmt: skip
+    assert _present_for(status, conn, authorizer).status is status
+
+
+def test_evaluating_a_token_read_only_leaves_it_unused_for_the_real_presentation(
+    conn: sqlite3.Connection, db_path: Path, authorizer: Authorizer
+) -> None:
+    verifier = TokenVerifier([KEY.public_key()])
+    reader = _read_only(db_path)
+    try:
+        checker = Authorizer(reader, charger_id=CHARGER, verifier=verifier, pin_secret=SECRET)
+        signed = Token(_token())
+        for _ in range(2):
+            foreseen = checker.evaluate(signed, connector=1, at=AT, connector_busy=False)
+            assert (foreseen.status, foreseen.session_id) == (S.ACCEPTED, None)
+        assert conn.execute("SELECT count(*) FROM used_tokens").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+        assert outbox.depth(conn) == 0
+        # The real presentation still finds the token unused; afterwards it is a replay.
+        decided = authorizer.authorize(signed, connector=1, at=AT, connector_busy=False)
+        assert decided.status is S.ACCEPTED
+        replay = checker.evaluate(signed, connector=1, at=AT, connector_busy=False)
+        assert replay.status is S.REPLAYED
+        assert (
+            replay.reason
+            == authorizer.authorize(signed, connector=1, at=AT, connector_busy=False).reason
+        )
+    finally:
+        reader.close()
+
+
+def test_evaluating_leaves_the_cache_and_the_keypad_lockout_alone(
+    conn: sqlite3.Connection, db_path: Path, authorizer: Authorizer
+) -> None:
+    with transaction(conn):
+        for tag in ("C1", "C2"):
+            auth_store.cache_put(conn, hash_id_tag(tag), S.ACCEPTED,
+                                 expires_at=T0 + timedelta(hours=1), max_entries=10)  # fmt: skip
+    later = Moment(T0 + timedelta(hours=2), 200.0, clock_synced=True)
+    reader = _read_only(db_path)
+    try:
+        checker = Authorizer(reader, charger_id=CHARGER, verifier=None, pin_secret=SECRET)
+        before = list(conn.iterdump())
+        assert checker.evaluate(IdTag("C1"), connector=1, at=AT, connector_busy=False).status \
+            is S.ACCEPTED  # fmt: skip
+        # An expired entry answers Unknown, as at the agent, but is not dropped.
+        assert checker.evaluate(IdTag("C2"), connector=1, at=later, connector_busy=False).status \
+            is S.UNKNOWN  # fmt: skip
+        assert list(conn.iterdump()) == before
+    finally:
+        reader.close()
+    # Wrong PINs evaluated any number of times are not guesses: the keypad stays open.
+    for i in range(5):
+        at = Moment(T0, 100.0 + i, clock_synced=True)
+        wrong = authorizer.evaluate(Pin("99999999"), connector=1, at=at, connector_busy=False)
+        assert wrong.status is S.INVALID
+    assert not authorizer.lockout.locked(110.0)
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
