@@ -19,13 +19,14 @@ import logging
 import random
 import termios
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 
 from edge_agent.config import BusTiming, SerialLink, TcpLink
 from edge_agent.errors import MeterError
@@ -141,86 +142,73 @@ class ModbusBus:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    async def _frame(
+        self,
+        unit_id: int,
+        address: int,
+        what: str,
+        request: Callable[[AsyncModbusSerialClient | AsyncModbusTcpClient], Awaitable[ModbusPDU]],
+    ) -> ModbusPDU:
+        """One request/response on the bus: under the bus lock, after the inter-frame gap,
+        counted; no answer (timeout, CRC) is a ``timeout`` BusError, an exception response an
+        ``exception`` one."""
+        async with self._lock:
+            client = await self._connected()
+            await self._gap()
+            self.frames += 1
+            try:
+                response = await request(client)
+            except ModbusException as exc:
+                _propagate_cancellation(exc)
+                raise BusError(
+                    f"unit {unit_id}: no valid answer {what}: {exc}",
+                    kind="timeout", device=self.key, address=address,
+                ) from exc  # fmt: skip
+            finally:
+                self._last_frame_end = time.monotonic()
+        if response.isError():
+            raise BusError(
+                f"unit {unit_id}: exception {getattr(response, 'exception_code', '?')} {what}",
+                kind="exception", device=self.key, address=address,
+            )  # fmt: skip
+        return response
+
     async def read_registers(
         self, unit_id: int, function_code: int, start: int, count: int
     ) -> Sequence[int]:
         """Read ``count`` registers (function 3 or 4) from ``start``: one frame."""
-        async with self._lock:
-            client = await self._connected()
-            await self._gap()
-            self.frames += 1
-            try:
-                if function_code == 4:
-                    response = await client.read_input_registers(
-                        start, count=count, device_id=unit_id
-                    )
-                else:
-                    response = await client.read_holding_registers(
-                        start, count=count, device_id=unit_id
-                    )
-            except ModbusException as exc:
-                _propagate_cancellation(exc)
-                raise BusError(
-                    f"unit {unit_id}: no valid answer reading {count} at {start}: {exc}",
-                    kind="timeout", device=self.key, address=start,
-                ) from exc  # fmt: skip
-            finally:
-                self._last_frame_end = time.monotonic()
-            if response.isError():
-                raise BusError(
-                    f"unit {unit_id}: exception {getattr(response, 'exception_code', '?')} "
-                    f"reading {count} at {start}",
-                    kind="exception", device=self.key, address=start,
-                )  # fmt: skip
-            registers = list(getattr(response, "registers", []))
-            if len(registers) != count:
-                raise BusError(
-                    f"unit {unit_id}: asked {count} registers at {start}, got {len(registers)}",
-                    kind="garbage", device=self.key, address=start,
-                )  # fmt: skip
-            return registers
+
+        def request(
+            client: AsyncModbusSerialClient | AsyncModbusTcpClient,
+        ) -> Awaitable[ModbusPDU]:
+            if function_code == 4:
+                return client.read_input_registers(start, count=count, device_id=unit_id)
+            return client.read_holding_registers(start, count=count, device_id=unit_id)
+
+        response = await self._frame(unit_id, start, f"reading {count} at {start}", request)
+        registers = list(getattr(response, "registers", []))
+        if len(registers) != count:
+            raise BusError(
+                f"unit {unit_id}: asked {count} registers at {start}, got {len(registers)}",
+                kind="garbage", device=self.key, address=start,
+            )  # fmt: skip
+        return registers
 
     async def write_coil(self, unit_id: int, address: int, value: bool) -> None:
-        async with self._lock:
-            client = await self._connected()
-            await self._gap()
-            self.frames += 1
-            try:
-                response = await client.write_coil(address, value, device_id=unit_id)
-            except ModbusException as exc:
-                _propagate_cancellation(exc)
-                raise BusError(
-                    f"unit {unit_id}: no answer writing coil {address}: {exc}",
-                    kind="timeout", device=self.key, address=address,
-                ) from exc  # fmt: skip
-            finally:
-                self._last_frame_end = time.monotonic()
-            if response.isError():
-                raise BusError(
-                    f"unit {unit_id}: exception writing coil {address}",
-                    kind="exception", device=self.key, address=address,
-                )  # fmt: skip
+        await self._frame(
+            unit_id, address, f"writing coil {address}",
+            lambda client: client.write_coil(address, value, device_id=unit_id),
+        )  # fmt: skip
 
     async def read_coil(self, unit_id: int, address: int) -> bool:
-        async with self._lock:
-            client = await self._connected()
-            await self._gap()
-            self.frames += 1
-            try:
-                response = await client.read_coils(address, count=1, device_id=unit_id)
-            except ModbusException as exc:
-                _propagate_cancellation(exc)
-                raise BusError(
-                    f"unit {unit_id}: no answer reading coil {address}: {exc}",
-                    kind="timeout", device=self.key, address=address,
-                ) from exc  # fmt: skip
-            finally:
-                self._last_frame_end = time.monotonic()
-            bits = getattr(response, "bits", None)
-            if response.isError() or not bits:
-                raise BusError(
-                    f"unit {unit_id}: bad answer reading coil {address}",
-                    kind="exception" if response.isError() else "garbage",
-                    device=self.key, address=address,
-                )  # fmt: skip
-            return bool(bits[0])
+        response = await self._frame(
+            unit_id, address, f"reading coil {address}",
+            lambda client: client.read_coils(address, count=1, device_id=unit_id),
+        )  # fmt: skip
+        bits = getattr(response, "bits", None)
+        if not bits:
+            raise BusError(
+                f"unit {unit_id}: empty answer reading coil {address}",
+                kind="garbage", device=self.key, address=address,
+            )  # fmt: skip
+        return bool(bits[0])

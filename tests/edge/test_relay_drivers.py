@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 
@@ -41,11 +41,11 @@ async def test_modbus_coil_relay_failure_is_a_relay_error() -> None:
     assert info.value.connector == 2
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gpiozero") is not None,
-    reason="checks the path where gpiozero is absent (a development machine)",
-)
-def test_gpio_driver_imports_gpiozero_only_when_configured() -> None:
+def test_gpio_driver_without_gpiozero_is_a_clear_relay_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None in sys.modules makes `import gpiozero` fail, whether or not it is installed here.
+    monkeypatch.setitem(sys.modules, "gpiozero", None)
     with pytest.raises(RelayError, match="gpiozero"):
         make_driver(GpioRelay(driver="gpio", pin=17), connector=1, buses={})
 
