@@ -18,7 +18,9 @@ from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, load_settings
 from tests.cloud.certs import Certs, make_certs
+from tests.cloud.market import market_api  # noqa: F401 -- a fixture for every cloud test
 from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.cloud.workers import workers  # noqa: F401 -- a fixture for every cloud test
 
 DATABASE_URL = os.environ.get(
     "CHARGEMITRA_TEST_DATABASE_URL",

@@ -22,7 +22,6 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.conftest import make_settings
 from tests.cloud.mosquitto import Broker
 
 #: One password for every test user: hashing is slow on purpose, so it is hashed once.
@@ -47,7 +46,11 @@ class Api:
 async def market_api(
     db_url: str, broker: Broker, service_passwords: dict[str, str]
 ) -> AsyncIterator[Api]:
-    """The API (as the ``cloud-api`` broker identity) and an in-process client for it."""
+    """The API (as the ``cloud-api`` broker identity) and an in-process client for it.
+
+    Registered for every cloud test by tests/cloud/conftest.py."""
+    from tests.cloud.conftest import make_settings  # the conftest imports this module
+
     settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
     app = create_app(settings)
     async with app.router.lifespan_context(app):

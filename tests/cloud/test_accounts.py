@@ -22,11 +22,9 @@ from cloud.accounts.sms import RedisSmsOutbox
 from cloud.accounts.tokens import AUDIENCE, ISSUER, issue_access_token
 from cloud.pg import PgConnection
 from tests.cloud.conftest import REDIS_URL
-from tests.cloud.market import TEST_PASSWORD, Api, add_user, market_api
+from tests.cloud.market import TEST_PASSWORD, Api, add_user
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["market_api"]  # the fixture, re-exported for pytest
 
 PASSWORD = "a long enough password"
 

@@ -30,11 +30,9 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, ApiUser, add_user, market_api
+from tests.cloud.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["market_api"]  # the fixture, re-exported for pytest
 
 DENIED = frozenset({403, 404})
 #: Ids the intruders aim at, filled into the path templates.

@@ -24,7 +24,7 @@ from tests.cloud.bookings_fixtures import (
     booking_body,
     next_slot,
 )
-from tests.cloud.market import Api, ApiUser, add_user, market_api  # noqa: F401 -- the fixture
+from tests.cloud.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ class World:
 
 
 @pytest.fixture
-async def world(market_api: Api, pg: PgConnection) -> World:  # noqa: F811 -- the fixture
+async def world(market_api: Api, pg: PgConnection) -> World:
     s = market_api.settings
     return World(
         host=await add_user(pg, s, Role.HOST),
@@ -78,7 +78,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:  # noqa: F811 -- th
 
 
 async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -122,7 +122,7 @@ async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window
 
 
 async def test_booking_without_a_device_secret_has_no_pin(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -134,7 +134,7 @@ async def test_booking_without_a_device_secret_has_no_pin(
 
 
 async def test_per_kwh_amount_is_an_upper_bound_at_full_power_with_fee_and_minimum(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -158,7 +158,7 @@ async def test_per_kwh_amount_is_an_upper_bound_at_full_power_with_fee_and_minim
 
 
 async def test_approval_booking_is_pending_until_the_host_approves(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -215,7 +215,7 @@ async def test_approval_booking_is_pending_until_the_host_approves(
 
 
 async def test_declined_booking_frees_the_slot(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -232,7 +232,7 @@ async def test_declined_booking_frees_the_slot(
 
 
 async def test_lapsed_request_expires_cannot_be_approved_and_does_not_block_the_slot(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -253,7 +253,7 @@ async def test_lapsed_request_expires_cannot_be_approved_and_does_not_block_the_
 
 
 async def test_lapsed_request_reads_as_expired(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -270,7 +270,7 @@ async def test_lapsed_request_reads_as_expired(
 
 
 async def test_overlap_is_a_409_problem_and_adjacent_or_other_connector_is_fine(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -299,7 +299,7 @@ async def test_overlap_is_a_409_problem_and_adjacent_or_other_connector_is_fine(
 
 
 async def test_driver_cancels_free_before_the_deadline(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -320,7 +320,7 @@ async def test_driver_cancels_free_before_the_deadline(
 
 
 async def test_driver_cancelling_late_owes_the_late_fee(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -338,7 +338,7 @@ async def test_driver_cancelling_late_owes_the_late_fee(
 
 
 async def test_host_cancelling_late_costs_the_driver_nothing(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -352,7 +352,7 @@ async def test_host_cancelling_late_costs_the_driver_nothing(
 
 
 async def test_pending_booking_cancelled_by_its_driver_is_free(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -369,7 +369,7 @@ async def test_pending_booking_cancelled_by_its_driver_is_free(
 
 
 async def test_other_drivers_and_other_hosts_get_404(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -401,7 +401,7 @@ async def test_other_drivers_and_other_hosts_get_404(
 
 
 async def test_roles_gate_the_routes(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -417,7 +417,7 @@ async def test_roles_gate_the_routes(
 
 
 async def test_lists_are_paginated_and_filtered(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -467,7 +467,7 @@ def _field(r: httpx.Response) -> str:
 
 
 async def test_time_range_validation_names_the_field(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -493,7 +493,7 @@ async def test_time_range_validation_names_the_field(
 
 
 async def test_request_shape_is_checked(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -509,7 +509,7 @@ async def test_request_shape_is_checked(
 
 
 async def test_unapproved_or_unlisted_chargers_cannot_be_booked(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:
@@ -527,7 +527,7 @@ async def test_unapproved_or_unlisted_chargers_cannot_be_booked(
 
 
 async def test_opening_hours_and_blocked_periods(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
     world: World,
 ) -> None:

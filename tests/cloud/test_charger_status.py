@@ -9,14 +9,10 @@ from typing import Any
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
-from tests.cloud import market
 from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.test_listings import approve, assert_problem, create_listing
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
-
-#: The running API (a fixture of tests.cloud.market).
-market_api = market.market_api
 
 
 async def listed_with_device(

@@ -10,14 +10,12 @@ from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
 from tests.cloud.conftest import REDIS_URL
-from tests.cloud.market import Api, ApiUser, add_user, market_api
+from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
 from tests.cloud.probe import Probe
 from tests.cloud.sim_device import wait_for
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["market_api"]  # the fixture, re-exported for pytest
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from tests.cloud.certs import Certs
 from tests.cloud.conftest import add_device
 from tests.cloud.mosquitto import Broker
 from tests.cloud.sim_device import wait_for
-from tests.cloud.test_ingest_faults import Workers, workers  # noqa: F401 -- the fixture
+from tests.cloud.workers import Workers
 from tests.sync.rig import (
     RecordingHandler,
     outbox_empty,
@@ -63,7 +63,7 @@ async def test_edge_backlog_reaches_postgres_once_and_leaves_the_outbox_only_on_
     broker: Broker,
     certs: Certs,
     pg: PgConnection,
-    workers: Workers,  # noqa: F811 -- the imported fixture
+    workers: Workers,
     tmp_path: Path,
 ) -> None:
     assert broker.tls_port is not None
@@ -117,7 +117,7 @@ async def test_decisions_made_at_the_edge_store_arrive_in_postgres_once(
     broker: Broker,
     certs: Certs,
     pg: PgConnection,
-    workers: Workers,  # noqa: F811 -- the imported fixture
+    workers: Workers,
     tmp_path: Path,
 ) -> None:
     assert broker.tls_port is not None

@@ -15,7 +15,7 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.market import Api, add_user, market_api  # noqa: F401 -- the fixture
+from tests.cloud.market import Api, add_user
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ LATE = "9999-12-31T23:00:00-05:00"  # after 9999-12-31 in UTC
 
 
 async def test_text_with_nul_and_instants_outside_utc_are_refused_not_crashed(
-    market_api: Api,  # noqa: F811 -- the fixture
+    market_api: Api,
     pg: PgConnection,
 ) -> None:
     settings = market_api.settings

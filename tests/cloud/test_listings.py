@@ -14,13 +14,9 @@ import httpx
 from cloud.accounts.models import Role
 from cloud.chargers.qr import ALPHABET, CODE_CHARS
 from cloud.pg import PgConnection
-from tests.cloud import market
 from tests.cloud.market import Api, ApiUser, add_user
 
 PROBLEM = "application/problem+json"
-
-#: The running API (a fixture of tests.cloud.market).
-market_api = market.market_api
 
 
 def listing_body(**overrides: Any) -> dict[str, Any]:

@@ -28,16 +28,12 @@ from cloud.chargers.availability import (
 )
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud import market
 from tests.cloud.market import Api, add_user
 from tests.cloud.test_listings import assert_problem, create_listing
 
 EARTH_RADIUS_M = 6_378_168.0
 CENTRE = (12.9716, 77.5946)  # Bengaluru
 IST = ZoneInfo("Asia/Kolkata")
-
-#: The running API (a fixture of tests.cloud.market).
-market_api = market.market_api
 
 
 def haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
