@@ -215,7 +215,9 @@ async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
     new = {(r["device_id"], r["msg_id"]) for r in claimed}
     records = list(plan.telemetry_records(new))
     await conn.copy_records_to_table("telemetry", records=records, columns=TELEMETRY_COLUMNS)
-    await mark_pending(conn, ((r[0], r[2]) for r in records))
+    # One marker per reading's bucket (not per stored row: a reading is ~10 rows).
+    stored = [plan.telemetry[key] for key in new]
+    await mark_pending(conn, ((b.device_id, r.ts) for b in stored for r in b.readings))
     return len(records)
 
 
