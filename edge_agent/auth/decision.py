@@ -15,11 +15,6 @@ from datetime import datetime
 
 from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.pins import PinCheck
-
-# The PIN reference is the cloud's too (it maps an offline session to its driver), so the one
-# formula lives in protocols; re-exported (`as`, explicit for mypy) for the callers that know
-# it from here.
-from protocols.pins import pin_ref as pin_ref  # noqa: PLC0414
 from protocols.tokens import TokenCheck
 
 Status = AuthorizationStatus
