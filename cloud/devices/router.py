@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cloud import ratelimit
 from cloud.accounts.models import Host, Role
-from cloud.chargers.models import Charger
+from cloud.chargers.service import editable_charger
 from cloud.deps import Db, HostUser, State
 from cloud.devices.models import Device, DeviceStatus
 from cloud.devices.schemas import ClaimRequest, ClaimResponse, DeviceState, PairingCodeIssued
@@ -75,16 +75,9 @@ async def pairing_code(
         limit=limits.claim_attempts_per_window,
         window_s=limits.claim_window_s,
     )
-    query = select(Charger.host_id).where(Charger.id == charger_id)
-    if not principal.has(Role.ADMIN):
-        query = query.join(Host, Host.id == Charger.host_id).where(
-            Host.user_id == principal.user_id
-        )
-    host_id = await db.scalar(query)
-    if host_id is None:
-        raise NotFound("charger", charger_id)
+    charger = await editable_charger(db, principal, charger_id)
     return await issue_pairing_code(
-        db, state.settings, host_id=host_id, charger_id=charger_id, now=datetime.now(UTC)
+        db, state.settings, host_id=charger.host_id, charger_id=charger.id, now=datetime.now(UTC)
     )
 
 
