@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Token
 from edge_agent.store import auth as auth_store
 from edge_agent.store.db import connect, transaction
@@ -30,7 +28,7 @@ from protocols.enums import AuthListUpdateType, AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.idtags import hash_id_tag
 from protocols.messages import AuthListEntry, AuthListUpdate
-from protocols.tokens import TokenVerifier, UnlockClaims, sign_unlock_token
+from protocols.tokens import PrivateKey, TokenVerifier, UnlockClaims, sign_unlock_token
 
 CHARGER = "bench-charger"
 ENTRIES = 100_000
@@ -59,7 +57,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def run(decisions: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    key = Ed25519PrivateKey.generate()
+    key = PrivateKey.generate()
     now = datetime.now(UTC)
     tags = [f"{rng.getrandbits(40):010X}" for _ in range(ENTRIES)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,6 +13,7 @@ from cloud.devices.service import TokenKey
 from cloud.sessions.live import LiveHub, MemoryLiveHub
 from cloud.settings import Settings
 from cloud.telemetry.storage import TelemetryBackend
+from protocols.tokens import PrivateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,6 @@ class AppState:
     credentials: BrokerCredentials
     token_key: TokenKey
     #: Signs unlock tokens; None when no private key is configured (unlocks answer 503).
-    unlock_signer: Ed25519PrivateKey | None = None
+    unlock_signer: PrivateKey | None = None
     #: Live updates fanned out to this process's WebSocket streams and unlock waiters.
     live: LiveHub = field(default_factory=MemoryLiveHub)

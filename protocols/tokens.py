@@ -12,6 +12,11 @@ Format (PASETO v4 spec, https://github.com/paseto-standard/paseto-spec, ``Versio
   assertion ``chargemitra-unlock-v1`` never travels; it makes a token signed with the same key
   for any other purpose fail here.
 
+Keys are Ed25519 in the standard PEM files OpenSSL and the cloud write: SubjectPublicKeyInfo
+(``BEGIN PUBLIC KEY``; a public key may also be given as its 32 raw bytes) and unencrypted
+PKCS#8 v1 (``BEGIN PRIVATE KEY``). :func:`key_id` is unchanged from the ``cryptography``-based
+version, so kids already deployed still match.
+
 Verification never raises on what a driver presents: every outcome is an
 :class:`~protocols.enums.AuthorizationStatus` (Invalid, NotAtThisCharger, NotAtThisTime,
 Expired or Accepted) with a reason. Single use (``jti`` not seen before) is the agent's
@@ -24,13 +29,14 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+import nacl.bindings
+import nacl.signing
+from nacl.exceptions import BadSignatureError
 
 from protocols.enums import AuthorizationStatus
 from protocols.errors import CredentialError
@@ -40,6 +46,30 @@ IMPLICIT_ASSERTION = b"chargemitra-unlock-v1"
 SIGNATURE_BYTES = 64
 #: Tokens travel in QR codes and MQTT commands; anything longer is not ours.
 MAX_TOKEN_CHARS = 4096
+
+#: Bytes of a raw Ed25519 public key and of a private key's seed (RFC 8032).
+KEY_BYTES = 32
+
+# Key files are the standard PEM the cloud writes and the docs describe. For Ed25519 the DER
+# inside has one fixed layout (RFC 8410: no parameters, no optional fields), so a key is a
+# constant prefix followed by its 32 bytes and needs no ASN.1 parser:
+#   SubjectPublicKeyInfo  SEQ { SEQ { OID 1.3.101.112 } BIT STRING (0 unused bits) pub }
+#   PKCS#8 v1             SEQ { INT 0, SEQ { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_ED25519_OID = bytes.fromhex("06032b6570")
+#: Other algorithms' OIDs (DER-encoded), to say what a wrong key file holds.
+_OTHER_ALGORITHMS = {
+    bytes.fromhex("06092a864886f70d010101"): "an RSA key",
+    bytes.fromhex("06072a8648ce3d0201"): "an EC key",
+    bytes.fromhex("06032b656e"): "an X25519 key",
+    bytes.fromhex("06032b656f"): "an X448 key",
+    bytes.fromhex("06032b6571"): "an Ed448 key",
+    bytes.fromhex("06072a8648ce380401"): "a DSA key",
+}
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN (?P<label>[A-Z0-9 ]+)-----(?P<body>.*?)-----END (?P=label)-----", re.DOTALL
+)
 
 
 def _b64encode(data: bytes) -> str:
@@ -61,34 +91,180 @@ def pae(*pieces: bytes) -> bytes:
     return le64(len(pieces)) + b"".join(le64(len(p)) + p for p in pieces)
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
+# Keys are PyNaCl (libsodium), not ``cryptography``: the agent on a Raspberry Pi verifies
+# tokens and nothing else, and ``cryptography``'s Rust extension and OpenSSL bindings cost it
+# 6-7 MiB of a 40 MiB resident budget against about 1.3 MiB for PyNaCl (docs/decisions.md,
+# edge footprint). Ed25519 is deterministic (RFC 8032), so the signatures and tokens are byte
+# for byte those ``cryptography`` made for the same key and claims.
+
+
+class PublicKey:
+    """An Ed25519 public key that verifies unlock-token signatures."""
+
+    __slots__ = ("_raw", "_verify_key")
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes) or len(raw) != KEY_BYTES:
+            raise CredentialError(f"an Ed25519 public key is {KEY_BYTES} bytes")
+        # Refuse bytes that are not a usable curve point now, with the file's name in the
+        # caller's message, rather than as "bad signature" on every token later. (libsodium
+        # built in minimal mode lacks the check; verification still refuses such keys.)
+        if nacl.bindings.has_crypto_core_ed25519 and not (
+            nacl.bindings.crypto_core_ed25519_is_valid_point(raw)
+        ):
+            raise CredentialError("not an Ed25519 public key: not a valid curve point")
+        self._raw = raw
+        self._verify_key = nacl.signing.VerifyKey(raw)
+
+    @property
+    def raw(self) -> bytes:
+        """The 32 bytes of the key (RFC 8032 encoding)."""
+        return self._raw
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> PublicKey:
+        """Parse a ``BEGIN PUBLIC KEY`` (SubjectPublicKeyInfo) PEM holding an Ed25519 key."""
+        der = _pem_der(pem, "PUBLIC KEY")
+        if len(der) != len(SPKI_PREFIX) + KEY_BYTES or not der.startswith(SPKI_PREFIX):
+            raise _wrong_key(der, "public", len(SPKI_PREFIX) + KEY_BYTES)
+        return cls(der[len(SPKI_PREFIX) :])
+
+    def to_pem(self) -> bytes:
+        """SubjectPublicKeyInfo PEM, as ``openssl pkey -pubout`` writes it."""
+        return _pem("PUBLIC KEY", SPKI_PREFIX + self._raw)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """Whether ``signature`` is this key's signature of ``message``."""
+        if len(signature) != SIGNATURE_BYTES:
+            return False
+        try:
+            self._verify_key.verify(message, signature)
+        except BadSignatureError:
+            return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"PublicKey(kid={key_id(self)!r})"
+
+
+class PrivateKey:
+    """An Ed25519 private key (the cloud's) that signs unlock tokens."""
+
+    __slots__ = ("_public", "_signing_key")
+
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes) or len(seed) != KEY_BYTES:
+            raise CredentialError(f"an Ed25519 private key is a {KEY_BYTES}-byte seed")
+        self._signing_key = nacl.signing.SigningKey(seed)
+        self._public = PublicKey(bytes(self._signing_key.verify_key))
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        """A new random key (libsodium's CSPRNG)."""
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @property
+    def seed(self) -> bytes:
+        """The 32-byte seed the key is derived from (RFC 8032): the secret itself."""
+        return bytes(self._signing_key)
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> PrivateKey:
+        """Parse an unencrypted ``BEGIN PRIVATE KEY`` (PKCS#8 v1) PEM holding an Ed25519 key."""
+        der = _pem_der(pem, "PRIVATE KEY")
+        if len(der) != len(PKCS8_PREFIX) + KEY_BYTES or not der.startswith(PKCS8_PREFIX):
+            if _ED25519_OID in der[:20] and not der.startswith(PKCS8_PREFIX):
+                raise CredentialError(
+                    "unsupported PKCS#8 layout for an Ed25519 key (only v1 without attributes "
+                    "or public key, as openssl genpkey writes); rewrite it, e.g. with "
+                    "`openssl pkey -in KEY -out KEY.new`"
+                )
+            raise _wrong_key(der, "private", len(PKCS8_PREFIX) + KEY_BYTES)
+        return cls(der[len(PKCS8_PREFIX) :])
+
+    def to_pem(self) -> bytes:
+        """Unencrypted PKCS#8 v1 PEM, as ``openssl genpkey -algorithm ed25519`` writes it."""
+        return _pem("PRIVATE KEY", PKCS8_PREFIX + self.seed)
+
+    def public_key(self) -> PublicKey:
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message``."""
+        return self._signing_key.sign(message).signature
+
+    def __repr__(self) -> str:  # never the seed
+        return f"PrivateKey(kid={key_id(self._public)!r})"
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    """RFC 7468 PEM: base64 in 64-character lines, the layout OpenSSL writes."""
+    text = base64.b64encode(der).decode("ascii")
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode()
+
+
+def _pem_der(pem: bytes, label: str) -> bytes:
+    """The DER of the one PEM block in ``pem``, which must carry ``label``."""
+    if not isinstance(pem, bytes):
+        raise CredentialError("a PEM key must be bytes")
+    blocks = list(_PEM_BLOCK.finditer(pem))
+    found = blocks[0]["label"].decode() if blocks else None
+    if found == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in pem:
+        raise CredentialError(
+            "encrypted private keys are not supported (the key is read unattended); store it "
+            "unencrypted with owner-only permissions"
+        )
+    if found != label:
+        what = f"a {found}" if found is not None else "no PEM block"
+        raise CredentialError(f"expected a PEM {label} (-----BEGIN {label}-----), found {what}")
+    if len(blocks) != 1 or pem[: blocks[0].start()].strip() or pem[blocks[0].end() :].strip():
+        raise CredentialError(f"a {label} file must hold exactly one PEM block and nothing else")
+    try:
+        return base64.b64decode(b"".join(blocks[0]["body"].split()), validate=True)
+    except binascii.Error as exc:
+        raise CredentialError(f"PEM {label} is not valid base64: {exc}") from exc
+
+
+def _wrong_key(der: bytes, kind: str, size: int) -> CredentialError:
+    """The error for DER that is not an RFC 8410 Ed25519 ``kind`` key of ``size`` bytes."""
+    for oid, what in _OTHER_ALGORITHMS.items():
+        if oid in der[:32]:
+            return CredentialError(f"expected an Ed25519 {kind} key, got {what}")
+    if _ED25519_OID in der[:20]:
+        return CredentialError(
+            f"malformed Ed25519 {kind} key: not RFC 8410's {size}-byte layout "
+            f"({len(der)} bytes of DER)"
+        )
+    return CredentialError(f"expected an Ed25519 {kind} key, got an unknown key type")
+
+
+def key_id(public_key: PublicKey) -> str:
     """Short, stable identifier of a public key (first 16 hex of SHA-256 of its raw bytes)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(public_key.raw).hexdigest()[:16]
 
 
-def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+def generate_private_key() -> PrivateKey:
+    """A new unlock-token signing key; write it with :meth:`PrivateKey.to_pem`."""
+    return PrivateKey.generate()
+
+
+def load_private_key(pem: bytes) -> PrivateKey:
     """Load an Ed25519 private key from PEM (PKCS#8); raise :class:`CredentialError` otherwise."""
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise CredentialError(f"not a PEM private key: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CredentialError(f"expected an Ed25519 key, got {type(key).__name__}")
-    return key
+    return PrivateKey.from_pem(pem)
 
 
-def load_public_key(data: bytes) -> Ed25519PublicKey:
-    """Load an Ed25519 public key from PEM or 32 raw bytes."""
-    try:
-        if len(data) == 32:
-            return Ed25519PublicKey.from_public_bytes(data)
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise CredentialError(f"not an Ed25519 public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise CredentialError(f"expected an Ed25519 key, got {type(key).__name__}")
-    return key
+def load_public_key(data: bytes) -> PublicKey:
+    """Load an Ed25519 public key from PEM (SubjectPublicKeyInfo) or 32 raw bytes."""
+    if len(data) == KEY_BYTES:
+        return PublicKey(data)
+    return PublicKey.from_pem(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +347,7 @@ def _parse_time(value: object) -> datetime:
     return parsed
 
 
-def sign_unlock_token(private_key: Ed25519PrivateKey, claims: UnlockClaims) -> str:
+def sign_unlock_token(private_key: PrivateKey, claims: UnlockClaims) -> str:
     """Sign ``claims`` as a PASETO v4.public token."""
     message = json.dumps(claims.to_json(), separators=(",", ":"), sort_keys=True).encode()
     footer = json.dumps({"kid": key_id(private_key.public_key())}, separators=(",", ":")).encode()
@@ -195,7 +371,7 @@ class TokenCheck:
 class TokenVerifier:
     """Verifies unlock tokens against the cloud's public keys (several during a rotation)."""
 
-    def __init__(self, public_keys: list[Ed25519PublicKey]) -> None:
+    def __init__(self, public_keys: list[PublicKey]) -> None:
         if not public_keys:
             raise CredentialError("a token verifier needs at least one public key")
         self._keys = {key_id(k): k for k in public_keys}
@@ -229,9 +405,7 @@ class TokenVerifier:
         if len(body) <= SIGNATURE_BYTES:
             return TokenCheck(invalid, "token too short")
         message, signature = body[:-SIGNATURE_BYTES], body[-SIGNATURE_BYTES:]
-        try:
-            key.verify(signature, pae(HEADER, message, footer, IMPLICIT_ASSERTION))
-        except InvalidSignature:
+        if not key.verify(signature, pae(HEADER, message, footer, IMPLICIT_ASSERTION)):
             return TokenCheck(invalid, "bad signature")
         try:
             claims = UnlockClaims.from_json(json.loads(message))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +29,7 @@ from cloud.settings import Settings
 from protocols.enums import MessageKind
 from protocols.errors import CredentialError
 from protocols.ids import new_ulid
-from protocols.tokens import key_id, load_private_key, load_public_key
+from protocols.tokens import PrivateKey, key_id, load_private_key, load_public_key
 from protocols.topics import device_filter, topic
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def load_token_key(path: Path) -> TokenKey:
     try:
         pem = path.read_bytes()
         return TokenKey(pem.decode(), key_id(load_public_key(pem)))
-    except (OSError, CloudError, ValueError) as exc:
+    except (OSError, CloudError, CredentialError, ValueError) as exc:
         raise ConfigError(
             f"token public key {path}: {exc}",
             variable="provisioning.token_public_key_file",
@@ -55,7 +54,7 @@ def load_token_key(path: Path) -> TokenKey:
         ) from exc
 
 
-def load_unlock_signer(path: Path | None, public: TokenKey) -> Ed25519PrivateKey | None:
+def load_unlock_signer(path: Path | None, public: TokenKey) -> PrivateKey | None:
     """The private unlock-token key, checked to be the half of the published public key (a
     mismatch would make every token the API signs fail at every agent)."""
     if path is None:

@@ -13,9 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from protocols.tokens import generate_private_key
 from tests.cloud.certs import make_certs
 from tests.cloud.mosquitto import cloud_broker, free_port
 
@@ -30,20 +28,10 @@ def main(state: Path) -> None:
     broker = cloud_broker(state / "broker", certs, passwords)
     assert broker.tls_port is not None
 
-    key = Ed25519PrivateKey.generate()
-    (state / "unlock-token.key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key = generate_private_key()
+    (state / "unlock-token.key.pem").write_bytes(key.to_pem())
     public = state / "unlock-token.pub.pem"
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    public.write_bytes(key.public_key().to_pem())
     (state / "device.password").write_text(passwords[DEVICE] + "\n")
     # The booking-PIN secret the cloud and the agent share (a claim would hand it over; the
     # demo device is seeded instead, by `seed-demo --device`).

@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_sim.site import MeterSpec
 from protocols.ids import new_ulid
-from protocols.tokens import UnlockClaims, sign_unlock_token
+from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from tests.cli.rig import (
     DEVICE,
     TAG,
@@ -157,11 +155,9 @@ async def test_auth_check_of_a_token_beside_the_agent_uses_nothing_up(tmp_path: 
     """``auth check`` answers Accepted for a valid unused token and leaves it unused: the
     agent then accepts the same token when it is presented, and ``auth check`` of the used
     token answers Replayed, as the agent does."""
-    key = Ed25519PrivateKey.generate()
+    key = PrivateKey.generate()
     public = tmp_path / "cloud.pub"
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ))  # fmt: skip
+    public.write_bytes(key.public_key().to_pem())
     now = datetime.now(UTC)
     token = sign_unlock_token(key, UnlockClaims(
         charger_id=DEVICE, connector=1, user_ref="u-1", jti=new_ulid(),

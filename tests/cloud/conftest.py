@@ -17,6 +17,7 @@ import pytest
 from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, load_settings
+from protocols.tokens import generate_private_key
 from tests.cloud.certs import Certs, make_certs
 from tests.cloud.market import market_api  # noqa: F401 -- a fixture for every cloud test
 from tests.cloud.mosquitto import Broker, cloud_broker
@@ -98,24 +99,11 @@ def broker(tmp_path: Path, certs: Certs, service_passwords: dict[str, str]) -> I
 def token_public_key(directory: Path) -> Path:
     """An unlock-token key pair in ``directory``; returns the public key's PEM file (the
     private key is beside it, see :func:`token_private_key`)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     path = directory / "unlock-token.pub.pem"
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        token_private_key(directory).write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        path.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        key = generate_private_key()
+        token_private_key(directory).write_bytes(key.to_pem())
+        path.write_bytes(key.public_key().to_pem())
     return path
 
 

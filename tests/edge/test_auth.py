@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,19 +26,19 @@ from protocols.idtags import hash_id_tag
 from protocols.messages import AuthDecision as AuthDecisionMessage
 from protocols.messages import AuthListEntry, AuthListUpdate, parse_message
 from protocols.pins import issue_pin
-from protocols.tokens import TokenVerifier, UnlockClaims, sign_unlock_token
+from protocols.tokens import PrivateKey, TokenVerifier, UnlockClaims, sign_unlock_token
 
 from .conftest import T0
 
 S = AuthorizationStatus
 CHARGER = "site-1"
 SECRET = b"0123456789abcdef-secret"
-KEY = Ed25519PrivateKey.generate()
+KEY = PrivateKey.generate()
 AT = Moment(now=T0, mono=100.0, clock_synced=True)
 
 
 def _token(
-    key: Ed25519PrivateKey = KEY,
+    key: PrivateKey = KEY,
     *,
     charger: str = CHARGER,
     connector: int = 1,
@@ -202,7 +201,7 @@ def test_valid_token_is_accepted_once_then_replayed(authorizer: Authorizer) -> N
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (lambda: _token(Ed25519PrivateKey.generate()), S.INVALID),  # wrong key
+        (lambda: _token(PrivateKey.generate()), S.INVALID),  # wrong key
         (lambda: _token(charger="site-2"), S.NOT_AT_THIS_CHARGER),
         (lambda: _token(connector=2), S.NOT_AT_THIS_CHARGER),
         (lambda: _token(nbf=T0 - timedelta(hours=2), exp=T0 - timedelta(hours=1)), S.EXPIRED),

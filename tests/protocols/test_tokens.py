@@ -8,15 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 import pyseto
 import pytest
+
+# cryptography is a dev/cloud dependency only: here it is the reference our key files and
+# signatures are checked against, never what the tokens module itself uses.
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x25519
 
 from protocols.enums import AuthorizationStatus as S
 from protocols.errors import CredentialError
 from protocols.tokens import (
     IMPLICIT_ASSERTION,
+    PrivateKey,
+    PublicKey,
     TokenVerifier,
     UnlockClaims,
+    generate_private_key,
     key_id,
     load_private_key,
     load_public_key,
@@ -25,8 +31,19 @@ from protocols.tokens import (
 )
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+KEY = PrivateKey(bytes(range(32)))
+OTHER_KEY = PrivateKey(bytes(range(1, 33)))
+#: KEY's files as ``cryptography`` (and ``openssl genpkey``) write them, and its kid as the
+#: cryptography-based tokens module computed it: deployed kids must not change.
+KEY_PEM = b"""-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
+-----END PRIVATE KEY-----
+"""
+PUBLIC_PEM = b"""-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAA6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=
+-----END PUBLIC KEY-----
+"""
+KEY_KID = "56475aa75463474c"
 
 
 def claims(**changes: object) -> UnlockClaims:
@@ -65,12 +82,8 @@ def test_pae_matches_the_paseto_spec_examples() -> None:
 
 
 def test_interoperates_with_an_independent_paseto_implementation() -> None:
-    pem = KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_pem = KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    # pyseto reads the PEM files we write (through cryptography): they are the standard ones.
+    pem, public_pem = KEY.to_pem(), KEY.public_key().to_pem()
     ours = sign_unlock_token(KEY, claims(exp=datetime(2099, 1, 1, tzinfo=UTC)))
     decoded = pyseto.decode(
         pyseto.Key.new(4, "public", public_pem), ours, implicit_assertion=IMPLICIT_ASSERTION
@@ -129,12 +142,7 @@ def test_tampered_payload_is_invalid() -> None:
 
 
 def test_a_token_signed_for_another_purpose_is_invalid() -> None:
-    public_pem = KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    pem = KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem, public_pem = KEY.to_pem(), KEY.public_key().to_pem()
     other_purpose = pyseto.encode(
         pyseto.Key.new(4, "public", pem),
         json.dumps(claims().to_json()).encode(),
@@ -162,13 +170,140 @@ def test_claims_must_name_one_purpose_and_a_forward_window() -> None:
 
 
 def test_keys_load_from_pem_and_raw_bytes() -> None:
-    pem = KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    assert key_id(load_private_key(pem).public_key()) == key_id(KEY.public_key())
-    raw = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    assert key_id(load_public_key(raw)) == key_id(KEY.public_key())
+    assert load_private_key(KEY_PEM).seed == bytes(range(32))
+    assert load_public_key(PUBLIC_PEM) == KEY.public_key()
+    raw = bytes.fromhex("03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
+    assert load_public_key(raw) == KEY.public_key()
+    # Line endings and surrounding whitespace of a hand-copied file do not matter.
+    assert load_public_key(b"\n  " + PUBLIC_PEM.replace(b"\n", b"\r\n") + b"\n") == KEY.public_key()
     with pytest.raises(CredentialError):
         load_private_key(b"-----BEGIN NONSENSE-----")
     with pytest.raises(CredentialError, match="at least one public key"):
         TokenVerifier([])
+
+
+def test_key_id_and_files_are_unchanged_for_a_known_key() -> None:
+    assert key_id(KEY.public_key()) == KEY_KID
+    assert key_id(load_public_key(PUBLIC_PEM)) == KEY_KID
+    assert key_id(load_private_key(KEY_PEM).public_key()) == KEY_KID
+    assert KEY.to_pem() == KEY_PEM
+    assert KEY.public_key().to_pem() == PUBLIC_PEM
+    assert sign_unlock_token(KEY, claims()).endswith(
+        "." + base64.urlsafe_b64encode(b'{"kid":"%s"}' % KEY_KID.encode()).rstrip(b"=").decode()
+    )
+
+
+def test_key_files_and_signatures_interoperate_with_cryptography() -> None:
+    theirs = ed25519.Ed25519PrivateKey.generate()
+    their_pem = theirs.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    their_public_pem = theirs.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    ours = load_private_key(their_pem)
+    assert ours.public_key() == load_public_key(their_public_pem)
+    assert ours.to_pem() == their_pem
+    assert ours.public_key().to_pem() == their_public_pem
+    raw = theirs.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert ours.public_key().raw == raw
+    # Ed25519 is deterministic: the same key signs the same bytes identically.
+    message = pae(b"v4.public.", b"{}", b"", IMPLICIT_ASSERTION)
+    assert ours.sign(message) == theirs.sign(message)
+    theirs.public_key().verify(ours.sign(message), message)  # raises if not
+    assert ours.public_key().verify(theirs.sign(message), message)
+    assert not ours.public_key().verify(theirs.sign(message), message + b"!")
+    # ... and cryptography reads the files we write.
+    fresh = generate_private_key()
+    loaded = serialization.load_pem_private_key(fresh.to_pem(), password=None)
+    assert isinstance(loaded, ed25519.Ed25519PrivateKey)
+    assert loaded.sign(message) == fresh.sign(message)
+    assert serialization.load_pem_public_key(fresh.public_key().to_pem()) == loaded.public_key()
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode()
+
+
+def _private_pem(key: object, encryption: object = None) -> bytes:
+    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        encryption or serialization.NoEncryption(),
+    )
+
+
+def _public_pem(key: object) -> bytes:
+    return key.public_key().public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+SEED = bytes(range(32))
+PUBLIC_RAW = KEY.public_key().raw
+
+
+@pytest.mark.parametrize(
+    ("pem", "error"),
+    [
+        (_private_pem(x25519.X25519PrivateKey.generate()), "got an X25519 key"),
+        (_private_pem(ed448.Ed448PrivateKey.generate()), "got an Ed448 key"),
+        (_private_pem(ec.generate_private_key(ec.SECP256R1())), "got an EC key"),
+        (
+            _private_pem(
+                ed25519.Ed25519PrivateKey.generate(),
+                serialization.BestAvailableEncryption(b"secret"),
+            ),
+            "encrypted private keys are not supported",
+        ),
+        (PUBLIC_PEM, "expected a PEM PRIVATE KEY .*found a PUBLIC KEY"),
+        (b"", "found no PEM block"),
+        (b"\x00" * 48, "found no PEM block"),
+        (_pem("PRIVATE KEY", bytes.fromhex("302e020100300506032b657004220420") + SEED[:31]),
+         "malformed Ed25519 (private|public) key: not RFC 8410's"),
+        (_pem("PRIVATE KEY", bytes.fromhex("302f020100300506032b65700423042100") + SEED),
+         "unsupported PKCS#8 layout"),
+        # PKCS#8 v2 (OneAsymmetricKey) carrying the public key too: refused, not half-read.
+        (_pem("PRIVATE KEY", bytes.fromhex("3051020101300506032b657004220420") + SEED
+              + bytes.fromhex("812100") + PUBLIC_RAW), "unsupported PKCS#8 layout"),
+        (_pem("PRIVATE KEY", b"\x30\x03\x02\x01\x00"), "private key, got an unknown key type"),
+        (KEY_PEM.replace(b"MC4C", b"M!4C"), "not valid base64"),
+        (KEY_PEM + KEY_PEM, "exactly one PEM block"),
+        (b"junk\n" + KEY_PEM, "exactly one PEM block"),
+    ],
+)  # fmt: skip
+def test_private_key_loader_is_strict(pem: bytes, error: str) -> None:
+    with pytest.raises(CredentialError, match=error):
+        load_private_key(pem)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (_public_pem(x25519.X25519PrivateKey.generate()), "got an X25519 key"),
+        (_public_pem(ec.generate_private_key(ec.SECP256R1())), "got an EC key"),
+        (KEY_PEM, "expected a PEM PUBLIC KEY .*found a PRIVATE KEY"),
+        (_pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032100") + PUBLIC_RAW + b"\x00"),
+         "malformed Ed25519 (private|public) key: not RFC 8410's"),
+        (_pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032101") + PUBLIC_RAW),
+         "malformed Ed25519 (private|public) key: not RFC 8410's"),
+        (PUBLIC_PEM + b"trailing", "exactly one PEM block"),
+        (b"\xff" * 32, "not a valid curve point"),  # not canonical
+        (bytes(32), "not a valid curve point"),  # a point of small order
+        (PUBLIC_RAW[:31], "no PEM block"),
+    ],
+)  # fmt: skip
+def test_public_key_loader_is_strict(data: bytes, error: str) -> None:
+    with pytest.raises(CredentialError, match=error):
+        load_public_key(data)
+
+
+def test_private_keys_do_not_show_their_seed() -> None:
+    assert repr(KEY) == f"PrivateKey(kid={KEY_KID!r})"
+    assert repr(KEY.public_key()) == f"PublicKey(kid={KEY_KID!r})"
+    with pytest.raises(CredentialError):
+        PrivateKey(SEED[:16])
+    assert isinstance(KEY.public_key(), PublicKey)
