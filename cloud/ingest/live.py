@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from cloud.ingest.plan import BatchPlan
 from cloud.sessions.fold import SessionRow
+from protocols.messages import to_builtins, to_json
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,20 @@ def live_messages(
                 latest[key] = reading
     for (device_id, meter_id), reading in sorted(latest.items()):
         body: dict[str, Any] = {"type": "reading", "device_id": device_id, "meter_id": meter_id}
-        body |= reading.model_dump(mode="json")
+        body |= to_builtins(reading)
         out.append((device_channel(device_id), json.dumps(body)))
     for device_id, status in sorted(plan.statuses.items()):
         out.append(
             (
                 device_channel(device_id),
-                json.dumps({"type": "status"} | status.model_dump(mode="json")),
+                json.dumps({"type": "status"} | to_builtins(status)),
             )
         )
     for (device_id, _), decision in sorted(plan.auth_decisions.items()):
-        body = {"type": "auth_decision"} | decision.model_dump(mode="json")
+        body = {"type": "auth_decision"} | to_builtins(decision)
         out.append((device_channel(device_id), json.dumps(body)))
     for cmd_id, result in sorted(plan.cmd_results.items()):
-        out.append((cmd_channel(cmd_id), result.model_dump_json()))
+        out.append((cmd_channel(cmd_id), to_json(result).decode()))
     for row, charger_id in sessions:
         text = json.dumps({"type": "session", "charger_id": charger_id} | asdict(row), default=str)
         out.append((session_channel(row.device_session_id), text))

@@ -28,7 +28,8 @@ from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
 from cloud.pg import PgConnection
 from cloud.sessions.fold import SessionRow, fold_session
 from cloud.telemetry.rollup import mark_pending
-from protocols.messages import SessionEvent
+from protocols.enums import MessageKind
+from protocols.messages import SessionEvent, parse_message, to_json
 
 #: Claim each batch by its key; only batches this transaction claimed get their rows copied.
 #: A concurrent worker inserting the same key waits for our commit, then claims nothing.
@@ -149,7 +150,7 @@ async def write_batch(
                 device_id,
                 message.online,
                 message.agent_version,
-                message.model_dump_json(),
+                to_json(message).decode(),
                 message.seq,
             )
             if applied.endswith(" 1"):
@@ -163,7 +164,7 @@ async def write_batch(
         for cmd_id in sorted(plan.cmd_results):
             cmd = plan.cmd_results[cmd_id]
             await conn.execute(
-                UPSERT_CMD_RESULT, cmd_id, cmd.device_id, cmd.status.value, cmd.model_dump_json()
+                UPSERT_CMD_RESULT, cmd_id, cmd.device_id, cmd.status.value, to_json(cmd).decode()
             )
         if plan.auth_decisions:
             await _write_auth_decisions(conn, plan)
@@ -253,12 +254,14 @@ async def _write_sessions(
         [e.event.value for e in events],
         [e.msg_id for e in events],
         [e.seq for e in events],
-        [e.model_dump_json() for e in events],
+        [to_json(e).decode() for e in events],
     )
     stored = await conn.fetch(LOAD_SESSION_EVENTS, [d for d, _ in keys], [s for _, s in keys])
     by_session: dict[tuple[str, str], list[SessionEvent]] = {}
     for record in stored:
-        event = SessionEvent.model_validate_json(record[0])
+        # Stored by this function from parsed events: parse them back with the one parser.
+        event = parse_message(MessageKind.SESSION, record[0])
+        assert isinstance(event, SessionEvent)
         by_session.setdefault((event.device_id, event.session_id), []).append(event)
     written = []
     for key in keys:

@@ -17,6 +17,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,14 @@ from cloud.sessions.live import cmd_channel
 from cloud.state import AppState
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
-from protocols.messages import Command, CommandAction, CommandResult, encode_message
+from protocols.messages import (
+    Command,
+    CommandAction,
+    CommandResult,
+    encode_message,
+    parse_message,
+    to_builtins,
+)
 from protocols.topics import topic
 
 #: How often a waiter checks the stored result besides listening on Redis.
@@ -47,7 +55,7 @@ class PreparedCommand:
 
 def redacted(action: CommandAction) -> dict[str, object]:
     """What is stored of a command: never an unlock token (a bearer credential)."""
-    data = action.model_dump(mode="json")
+    data = to_builtins(action)
     if "token" in data:
         data["token"] = "<redacted>"  # noqa: S105 -- a placeholder, not a secret
     return data
@@ -106,8 +114,12 @@ async def send_and_wait(
                 if stored is not None:
                     return stored
                 continue
-            result = CommandResult.model_validate_json(body)
-            if result.cmd_id == command.cmd_id and result.device_id == command.device_id:
+            result = parse_message(MessageKind.CMD_RESULT, body)
+            if (
+                isinstance(result, CommandResult)
+                and result.cmd_id == command.cmd_id
+                and result.device_id == command.device_id
+            ):
                 return result
     return await stored_result(state, command.cmd_id)
 
@@ -119,7 +131,8 @@ async def stored_result(state: AppState, cmd_id: str) -> CommandResult | None:
                 DeviceCommand.cmd_id == cmd_id, DeviceCommand.result_at.is_not(None)
             )
         )
-    return None if row is None else CommandResult.model_validate(row)
+    # The stored result is the JSON ingest parsed (jsonb, read back as plain values).
+    return None if row is None else msgspec.convert(row, CommandResult)
 
 
 def utcnow() -> datetime:

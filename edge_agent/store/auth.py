@@ -13,14 +13,12 @@ import hashlib
 import sqlite3
 from datetime import datetime
 
-from pydantic import ValidationError
-
 from edge_agent.auth.decision import AuthDecision, ListEntry
 from edge_agent.errors import StaleAuthListVersion, StoreError
 from edge_agent.store import outbox
 from edge_agent.store.db import iso
 from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialKind
-from protocols.errors import PayloadTooLarge
+from protocols.errors import MessageError
 from protocols.ids import new_ulid
 from protocols.messages import AuthDecision as AuthDecisionMessage
 from protocols.messages import AuthListUpdate, CredentialRef
@@ -226,7 +224,10 @@ def record_decision(
 
     try:
         message, _ = outbox.enqueue(conn, build, now=now)
-    except (ValidationError, PayloadTooLarge) as exc:
+    # ValueError/TypeError: a rule the report's model checks when it is built (a reference
+    # that could be the credential itself); MessageError: one encoding checks (a field out of
+    # range, too large).
+    except (ValueError, TypeError, MessageError) as exc:
         raise StoreError(f"decision report not built: {exc}") from exc
     conn.execute(
         "INSERT INTO decisions (ts, connector, kind, ref, status, reason, outbox_seq, session_id) "

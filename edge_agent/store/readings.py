@@ -20,7 +20,7 @@ from edge_agent.store.db import iso, transaction, used_bytes
 from edge_agent.store.sessions import update_meter
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
-from protocols.messages import MAX_PAYLOAD_BYTES, MeterReading, TelemetryBatch
+from protocols.messages import MAX_PAYLOAD_BYTES, MeterReading, TelemetryBatch, to_json
 
 #: TelemetryBatch holds at most 2000 readings (protocols.messages).
 MAX_READINGS_PER_BATCH = 2000
@@ -74,7 +74,7 @@ def _chunks(readings: Sequence[MeterReading]) -> list[list[MeterReading]]:
     chunks: list[list[MeterReading]] = [[]]
     size = 0
     for reading in readings:
-        reading_bytes = len(reading.model_dump_json()) + 1
+        reading_bytes = len(to_json(reading)) + 1
         full = len(chunks[-1]) >= MAX_READINGS_PER_BATCH
         if chunks[-1] and (full or size + reading_bytes > MAX_BATCH_BYTES):
             chunks.append([])

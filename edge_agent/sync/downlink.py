@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pydantic import JsonValue
-
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import enqueue
 from protocols.enums import AuthorizationStatus, CommandStatus, MessageKind
 from protocols.errors import MessageError
 from protocols.ids import is_ulid, new_ulid
-from protocols.messages import Command, CommandResult, parse_message
+from protocols.messages import Command, CommandResult, JsonValue, parse_message
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from protocols.enums import AuthorizationStatus, CredentialKind, SessionEventType, StopReason
 from protocols.ids import new_ulid
@@ -53,7 +54,7 @@ def session_events(
 ) -> list[SessionEvent]:
     """started, ``updates`` updated events, then stopped: seqs from ``first_seq``, in order."""
     events = []
-    base = {
+    base: dict[str, Any] = {
         "device_id": device_id,
         "session_id": session_id,
         "ts": T0,

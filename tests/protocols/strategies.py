@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -32,7 +33,7 @@ connectors = st.integers(1, 32)
 short_text = st.text(max_size=50)
 
 
-def envelope() -> dict[str, st.SearchStrategy[object]]:
+def envelope() -> dict[str, st.SearchStrategy[Any]]:
     return {
         "msg_id": ulids,
         "device_id": device_ids,
@@ -40,6 +41,10 @@ def envelope() -> dict[str, st.SearchStrategy[object]]:
         "ts": times,
         "clock_synced": st.booleans(),
     }
+
+
+def draw_envelope(draw: st.DrawFn) -> dict[str, Any]:
+    return {k: draw(v) for k, v in envelope().items()}
 
 
 readings = st.builds(
@@ -61,7 +66,7 @@ def session_events(draw: st.DrawFn) -> m.SessionEvent:
     start = draw(wh)
     stopping = event is SessionEventType.STOPPED
     return m.SessionEvent(
-        **{k: draw(v) for k, v in envelope().items()},
+        **draw_envelope(draw),
         session_id=draw(ulids),
         event=event,
         event_seq=1 if event is SessionEventType.STARTED else draw(st.integers(2, 10**6)),
@@ -174,7 +179,7 @@ def auth_decisions(draw: st.DrawFn) -> m.AuthDecision:
     status = draw(st.sampled_from(list(AuthorizationStatus)))
     accepted = status is AuthorizationStatus.ACCEPTED
     return m.AuthDecision(
-        **{k: draw(v) for k, v in envelope().items()},
+        **draw_envelope(draw),
         connector=draw(connectors),
         credential=m.CredentialRef(kind=kind, ref=draw(ref)),
         status=status,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +17,8 @@ from hypothesis import strategies as st
 from protocols import messages as m
 from protocols.enums import (
     AuthorizationStatus,
+    CommandName,
+    CommandStatus,
     CredentialKind,
     MessageKind,
     SessionEventType,
@@ -44,11 +50,13 @@ def telemetry(device_id: str = "site-1", **changes: object) -> m.TelemetryBatch:
         "ts": NOW,
         "clock_synced": True,
         "readings": [
-            m.MeterReading(meter_id="m1", ts=NOW, clock_synced=True, values={"power_w": 7360.0})
+            m.MeterReading(
+                meter_id="m1", ts=NOW, clock_synced=True, values={Quantity.POWER_W: 7360.0}
+            )
         ],
     }
     fields.update(changes)
-    return m.TelemetryBatch.model_validate(fields)
+    return msgspec.convert(fields, m.TelemetryBatch)
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,12 +118,32 @@ def test_wrong_fields_are_refused_naming_the_field(field: str, value: object, wh
     assert where in str(info.value)
 
 
-@pytest.mark.parametrize("value", [1e999, float("nan")])  # json.dumps writes Infinity, NaN
-def test_nan_or_infinity_in_a_reading_is_refused(value: float) -> None:
+def test_a_number_too_large_for_a_float_is_refused() -> None:
     data = json.loads(m.encode_message(telemetry()))
-    data["readings"][0]["values"]["power_w"] = value
-    with pytest.raises(InvalidMessage, match="finite number"):
+    data["readings"][0]["values"]["power_w"] = 1
+    raw = json.dumps(data).replace('"power_w": 1', '"power_w": 1e999')
+    with pytest.raises(InvalidMessage, match="out of range") as info:
+        m.parse_message("telemetry", raw)
+    # msgspec's path names the mapping, not the key inside it.
+    assert info.value.fields == ("readings.0.values",)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_nan_or_infinity_is_not_json(value: float) -> None:
+    data = json.loads(m.encode_message(telemetry()))
+    data["readings"][0]["values"]["power_w"] = value  # json.dumps writes Infinity, NaN
+    with pytest.raises(MalformedJSON):
         m.parse_message("telemetry", json.dumps(data))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_nan_or_infinity_is_never_sent(value: float) -> None:
+    reading = m.MeterReading(
+        meter_id="m1", ts=NOW, clock_synced=True, values={Quantity.POWER_W: value}
+    )
+    with pytest.raises(InvalidMessage, match="refusing to send") as info:
+        m.encode_message(telemetry(readings=[reading]))
+    assert info.value.fields == ("readings.0.values",)
 
 
 def test_oversized_payload_is_refused_before_parsing() -> None:
@@ -171,28 +199,48 @@ def session_event(**changes: object) -> dict[str, object]:
 
 
 def test_a_stopped_event_needs_its_stop_fields() -> None:
-    assert m.SessionEvent.model_validate(session_event()).energy_wh == 1233
+    assert msgspec.convert(session_event(), m.SessionEvent).energy_wh == 1233
     with pytest.raises(ValueError, match="needs stopped_at and stop_reason"):
-        m.SessionEvent.model_validate(session_event(stop_reason=None))
+        msgspec.convert(session_event(stop_reason=None), m.SessionEvent)
     with pytest.raises(ValueError, match="has no stopped_at"):
-        m.SessionEvent.model_validate(session_event(event=SessionEventType.UPDATED))
+        msgspec.convert(session_event(event=SessionEventType.UPDATED), m.SessionEvent)
     with pytest.raises(ValueError, match="event_seq 1"):
-        m.SessionEvent.model_validate(
-            session_event(event=SessionEventType.STARTED, stopped_at=None, stop_reason=None)
+        msgspec.convert(
+            session_event(event=SessionEventType.STARTED, stopped_at=None, stop_reason=None),
+            m.SessionEvent,
         )
+
+
+def test_rules_between_fields_hold_when_code_builds_a_message() -> None:
+    """__post_init__ runs on construction too: a broken event cannot even be built."""
+    event = msgspec.convert(session_event(), m.SessionEvent)
+    with pytest.raises(ValueError, match="needs stopped_at and stop_reason"):
+        msgspec.structs.replace(event, stop_reason=None)
+    with pytest.raises(ValueError, match="needs stopped_at and stop_reason"):
+        m.SessionEvent(
+            msg_id=new_ulid(), device_id="site-1", seq=1, ts=NOW, clock_synced=True,
+            session_id=new_ulid(), event=SessionEventType.STOPPED, event_seq=2, connector=1,
+            offline=False, credential=m.CredentialRef(kind=CredentialKind.REMOTE, ref="u-1"),
+            started_at=NOW, meter_start_wh=0, meter_wh=0, energy_wh=0, stopped_at=NOW,
+        )  # fmt: skip
 
 
 def test_negative_energy_cannot_be_expressed() -> None:
     with pytest.raises(ValueError, match="energy_wh"):
-        m.SessionEvent.model_validate(session_event(energy_wh=-5))
+        msgspec.convert(session_event(energy_wh=-5), m.SessionEvent)
+    # Built in Python, msgspec does not check ranges; encoding (the only way out) does.
+    event = msgspec.structs.replace(msgspec.convert(session_event(), m.SessionEvent), energy_wh=-5)
+    with pytest.raises(InvalidMessage, match="energy_wh") as info:
+        m.encode_message(event)
+    assert info.value.fields == ("energy_wh",)
 
 
 def test_full_auth_list_cannot_remove_entries() -> None:
     entry = {"id_tag_hash": "0" * 64, "status": None}
     with pytest.raises(ValueError, match="Full update cannot remove"):
-        m.AuthListUpdate.model_validate({"version": 2, "update_type": "Full", "entries": [entry]})
-    diff = m.AuthListUpdate.model_validate(
-        {"version": 2, "update_type": "Differential", "entries": [entry]}
+        msgspec.convert({"version": 2, "update_type": "Full", "entries": [entry]}, m.AuthListUpdate)
+    diff = msgspec.convert(
+        {"version": 2, "update_type": "Differential", "entries": [entry]}, m.AuthListUpdate
     )
     assert diff.entries[0].status is None
 
@@ -284,3 +332,164 @@ def test_a_decision_needs_its_fields() -> None:
     with pytest.raises(InvalidMessage) as info:
         m.parse_message(MessageKind.AUTH, json.dumps(data))
     assert info.value.fields == ("decided_at",)
+
+
+# --- what msgspec changes about checking, and what it must not ----------------------------
+
+
+def test_a_version_problem_is_named_wherever_v_is_written() -> None:
+    """msgspec stops at the first problem in document order; the classification does not."""
+    data = json.loads(m.encode_message(telemetry()))
+    data["seq"] = "7"
+    del data["v"]
+    with pytest.raises(UnsupportedVersion, match="v is missing"):
+        m.parse_message("telemetry", json.dumps(data))
+    data["v"] = 2  # written after the bad seq
+    with pytest.raises(UnsupportedVersion) as info:
+        m.parse_message("telemetry", json.dumps(data))
+    assert info.value.version == 2
+
+
+def test_truncated_json_is_malformed_even_after_a_bad_field() -> None:
+    with pytest.raises(MalformedJSON, match="not valid JSON"):
+        m.parse_message("telemetry", b'{"v": 1, "seq": "7", "readings": [')
+
+
+def test_deeply_nested_json_is_refused_as_malformed() -> None:
+    deep = b'{"v": 1, "settings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MalformedJSON, match="nested too deeply"):
+        m.parse_message("cmd", deep)
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        (lambda d: d["readings"][0].update(ts="2026-11-24T03:00:00"), ("readings.0.ts",)),
+        (lambda d: d["readings"][0]["values"].update(power_w="1"), ("readings.0.values",)),
+        (lambda d: d["readings"][0]["values"].update(kwh=1.0), ("readings.0.values",)),
+        (lambda d: d["readings"][0].update(meter_id="m1\n"), ("readings.0.meter_id",)),
+        (lambda d: d["readings"][0].update(extra=1), ("readings.0.extra",)),
+        (lambda d: d["readings"][0].pop("clock_synced"), ("readings.0.clock_synced",)),
+        (lambda d: d.update(msg_id=new_ulid() + "\n"), ("msg_id",)),
+        (lambda d: d.update(clock_synced=1), ("clock_synced",)),
+    ],
+)
+def test_nested_problems_name_their_dotted_path(
+    change: Callable[[dict[str, Any]], object], fields: tuple[str, ...]
+) -> None:
+    data = json.loads(m.encode_message(telemetry()))
+    change(data)
+    with pytest.raises(InvalidMessage) as info:
+        m.parse_message("telemetry", json.dumps(data))
+    assert info.value.fields == fields
+    assert str(info.value).startswith(f"telemetry: {fields[0]}: ")
+
+
+def test_a_command_action_is_named_by_its_tag() -> None:
+    data = {
+        "v": 1, "msg_id": new_ulid(), "device_id": "site-1", "seq": 1,
+        "ts": "2026-11-24T03:00:00Z", "clock_synced": True, "cmd_id": new_ulid(),
+        "expires_at": "2026-11-24T03:05:00+05:30", "action": {"name": "relay_test", "connector": 2},
+    }  # fmt: skip
+    command = m.parse_message(MessageKind.CMD, json.dumps(data))
+    assert isinstance(command, m.Command)
+    assert isinstance(command.action, m.RelayTest)
+    assert command.action.name is CommandName.RELAY_TEST
+    assert command.expires_at == datetime(2026, 11, 23, 21, 35, tzinfo=UTC)
+    assert json.loads(m.encode_message(command))["action"] == {"name": "relay_test", "connector": 2}
+    data["action"] = {"name": "relay_test", "connector": 33}
+    with pytest.raises(InvalidMessage) as info:
+        m.parse_message(MessageKind.CMD, json.dumps(data))
+    assert info.value.fields == ("action.connector",)
+
+
+def test_v_is_defaulted_in_python_and_written_on_the_wire() -> None:
+    message = telemetry()
+    assert message.v == m.SCHEMA_VERSION
+    assert json.loads(m.encode_message(message))["v"] == 1
+    assert m.to_builtins(message)["v"] == 1
+    assert m.parse_message("telemetry", m.encode_message(message)).v == 1
+
+
+def test_times_must_be_aware_when_code_builds_a_message() -> None:
+    with pytest.raises(ValueError, match="ts must be timezone-aware"):
+        m.MeterReading(meter_id="m1", ts=datetime(2026, 1, 1), clock_synced=True, values={})
+    with pytest.raises(ValueError, match="device_id"):
+        telemetry(device_id="Site/1")
+
+
+def test_to_builtins_is_the_wire_form_as_json_values() -> None:
+    message = telemetry()
+    assert m.to_builtins(message) == json.loads(m.encode_message(message))
+
+
+def test_a_message_with_values_json_cannot_carry_is_refused() -> None:
+    result = m.CommandResult(
+        msg_id=new_ulid(), device_id="site-1", seq=2, ts=NOW, clock_synced=True,
+        cmd_id=new_ulid(), status=CommandStatus.ACCEPTED, data={"x": object()},  # type: ignore[dict-item]
+    )  # fmt: skip
+    with pytest.raises(InvalidMessage, match="cannot encode"):
+        m.encode_message(result)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"v": 1, "msg_id": "\xff"}', b'{"v": 1, "seq": "7", "device_id": "\xff"}'],
+)
+def test_a_payload_that_is_not_utf8_is_malformed(payload: bytes) -> None:
+    with pytest.raises(MalformedJSON, match="not UTF-8"):
+        m.parse_message("telemetry", payload)
+
+
+def test_each_action_class_names_its_own_tag() -> None:
+    for action in (
+        m.StartSession, m.StopSession, m.AuthListUpdate, m.ConfigUpdate, m.Diagnostics,
+        m.RelayTest,
+    ):  # fmt: skip
+        assert action.name.value == action.__struct_config__.tag
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+05:30", "9999-12-31T23:59:59-05:00"])
+def test_a_time_with_no_utc_equivalent_is_refused(ts: str) -> None:
+    data = json.loads(m.encode_message(telemetry()))
+    data["readings"][0]["ts"] = ts
+    with pytest.raises(InvalidMessage, match="out of range in UTC") as info:
+        m.parse_message("telemetry", json.dumps(data))
+    assert info.value.fields == ("readings.0",)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(s.any_message, st.data())
+def test_any_damage_to_a_message_is_a_message_error_or_a_valid_message(
+    message: m.Envelope, data: st.DataObject
+) -> None:
+    """Whatever a device sends, the parser answers with a message or a MessageError: nothing
+    else may escape into ingest."""
+    payload = json.loads(m.encode_message(message))
+    target = payload
+    while isinstance(target, dict) and target and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(target)))
+        if not isinstance(target[key], dict):
+            break
+        target = target[key]
+    key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+    target[key] = data.draw(json_values)
+    raw = json.dumps(payload).encode()
+    if data.draw(st.booleans()):
+        cut = data.draw(st.integers(0, len(raw)))
+        raw = raw[:cut] + data.draw(st.binary(max_size=4)) + raw[cut:]
+    with contextlib.suppress(MessageError):
+        m.parse_message(KIND_OF[type(message)], raw)
+
+
+def test_the_version_field_reads_exactly_the_supported_versions() -> None:
+    (v,) = (f for f in msgspec.structs.fields(m.Envelope) if f.name == "v")
+    assert set(get_args(v.type)) == m.SUPPORTED_VERSIONS
+    assert m.SCHEMA_VERSION in m.SUPPORTED_VERSIONS

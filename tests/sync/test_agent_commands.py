@@ -9,10 +9,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import paho.mqtt.client as paho
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
@@ -29,7 +28,7 @@ from protocols.messages import (
     StopSession,
     encode_message,
 )
-from protocols.tokens import UnlockClaims, sign_unlock_token
+from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from protocols.topics import topic
 from tests.cloud.certs import Certs
 from tests.cloud.mosquitto import Broker
@@ -40,7 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEVICE = "site-cmd"
 PASSWORD = "device-secret-cmd"
-KEY = Ed25519PrivateKey.generate()
+KEY = PrivateKey.generate()
 
 
 @pytest.fixture
@@ -50,11 +49,7 @@ def broker_users() -> dict[str, str]:
 
 def agent_config(tmp: Path, sim: SimSite, broker: Broker, certs: Certs) -> Path:
     public = tmp / "cloud.pub"
-    public.write_bytes(
-        KEY.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    public.write_bytes(KEY.public_key().to_pem())
     (tmp / "mqtt.password").write_text(PASSWORD + "\n")
     host, port = sim.endpoints()["tcp"].rsplit(":", 1)
     path = tmp / "agent.toml"
@@ -111,12 +106,13 @@ status_interval_s = 1
 
 def command(action: object, *, expires_in: timedelta = timedelta(seconds=30)) -> Command:
     now = datetime.now(UTC)
-    return Command.model_validate(
+    return msgspec.convert(
         {
             "msg_id": new_ulid(), "device_id": DEVICE, "seq": 1, "ts": now,
             "clock_synced": True, "cmd_id": new_ulid(), "expires_at": now + expires_in,
             "action": action,
-        }
+        },
+        Command,
     )  # fmt: skip
 
 

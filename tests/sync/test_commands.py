@@ -7,6 +7,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 
@@ -34,12 +35,13 @@ def command(
     action: object, *, expires_in: timedelta = timedelta(minutes=1), cmd_id: str | None = None
 ) -> Command:
     now = datetime.now(UTC)
-    return Command.model_validate(
+    return msgspec.convert(
         {
             "msg_id": new_ulid(), "device_id": DEVICE, "seq": 1, "ts": now,
             "clock_synced": True, "cmd_id": cmd_id or new_ulid(),
             "expires_at": now + expires_in, "action": action,
-        }
+        },
+        Command,
     )  # fmt: skip
 
 

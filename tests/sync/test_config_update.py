@@ -14,7 +14,7 @@ from edge_agent.config import parse_config
 from edge_agent.store.db import connect
 from protocols.enums import CommandStatus
 from protocols.ids import new_ulid
-from protocols.messages import Command, ConfigUpdate
+from protocols.messages import Command, ConfigUpdate, JsonValue
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "edge.md"
 
@@ -29,7 +29,7 @@ def example_agent(tmp_path: Path) -> Agent:
     return agent
 
 
-def update(settings: dict[str, object]) -> Command:
+def update(settings: dict[str, JsonValue]) -> Command:
     now = datetime.now(UTC)
     return Command(
         msg_id=new_ulid(), device_id="blr-koramangala-01", seq=1, ts=now, clock_synced=True,
