@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config import BusTiming, MeterSettings, SerialLink, TcpLink
+from edge_agent.config import BusTiming, MeterSettings, SerialLink, TcpLink, build
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
 from edge_agent.store import readings as reading_store
@@ -49,7 +49,8 @@ async def rtu(baud: int, turnaround_s: float, reads: int) -> str:
         control=None,
     )  # fmt: skip
     async with SimSite(config, clock=ManualClock()) as sim:
-        link = SerialLink(transport="rtu", port=sim.endpoints()["serial"], baud=baud)
+        # build: baud is the caller's, and only decoding checks it is a Modbus speed.
+        link = build(SerialLink, {"port": sim.endpoints()["serial"], "baud": baud})
         # The 3.5-character silence is the line's (part of the baseline); no extra gap.
         timing = BusTiming(frame_gap_s=0.0, timeout_s=2.0, retries=0)
         async with ModbusBus(link, timing) as bus:
@@ -81,7 +82,7 @@ async def tcp(seconds: float) -> tuple[str, str]:
     )  # fmt: skip
     async with SimSite(config, clock=ManualClock()) as sim:
         host, port = sim.endpoints()["tcp"].rsplit(":", 1)
-        link = TcpLink(transport="tcp", host=host, port=int(port))
+        link = TcpLink(host=host, port=int(port))
         with tempfile.TemporaryDirectory() as tmp:
             conn = connect(Path(tmp) / "agent.db")
             async with ModbusBus(link, BusTiming(frame_gap_s=0.0, timeout_s=1.0)) as bus:

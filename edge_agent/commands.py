@@ -12,10 +12,8 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from pydantic import JsonValue
-
 from edge_agent.auth.authorizer import Token
-from edge_agent.config import merge_tables, parse_config
+from edge_agent.config import merge_tables, parse_config, settings_to_dict
 from edge_agent.errors import ConfigError, StaleAuthListVersion
 from edge_agent.store.auth import apply_auth_list_update
 from edge_agent.store.db import transaction
@@ -26,6 +24,7 @@ from protocols.messages import (
     Command,
     ConfigUpdate,
     Diagnostics,
+    JsonValue,
     RelayTest,
     StartSession,
     StopSession,
@@ -56,8 +55,9 @@ def load_overrides(settings: AgentSettings, conn: sqlite3.Connection) -> AgentSe
         return settings
     overrides = json.loads(row[0])
     try:
+        # Settings are frozen structs: the update is merged as data and validated again, whole.
         return parse_config(
-            merge_tables(settings.model_dump(mode="json"), overrides), source="stored config_update"
+            merge_tables(settings_to_dict(settings), overrides), source="stored config_update"
         )
     except ConfigError as exc:
         log.warning("ignoring the stored configuration update: %s", exc)
@@ -140,7 +140,7 @@ class AgentCommands:
             return CommandOutcome(
                 CommandStatus.REJECTED, f"{', '.join(fixed)} cannot be changed remotely"
             )
-        current = agent.settings.model_dump(mode="json")
+        current = settings_to_dict(agent.settings)
         try:
             parse_config(merge_tables(current, overrides), source="config_update")
         except ConfigError as exc:

@@ -3,23 +3,33 @@
 Load with :func:`load_config`; a bad file raises :class:`~edge_agent.errors.ConfigError`
 listing every problem as field, value found and what was expected (``docs/edge.md`` has the
 full reference and an example). Nothing here reads the file at import time.
+
+The settings are :class:`msgspec.Struct` classes: the agent must stay within 40 MiB resident
+on a Pi, and the validation library used before (the cloud's), with its schema building, cost
+about 13 MiB of it. msgspec checks types and constraints (the ``Meta`` in each ``Annotated``)
+only when it *decodes*, not when a struct is built in Python. So settings are made with
+:func:`parse_config` (a whole file) or :func:`build` (one group); building a struct directly
+(``SerialLink(port=...)``) runs only its own rules (``__post_init__``), which is fine for
+values the code itself chose and wrong for anything a person typed.
+
+msgspec reports only the first error it meets, with a path but not the value found; to keep
+this module's promise (every problem, each with field, value and expectation) a refused
+document is walked beside its types (:func:`_problems`) and every bad value is reported on
+its own. Rules between tables (:func:`_cross_field_problems`) run once the tables are valid.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+import msgspec
+from msgspec import Meta, inspect
 
 from edge_agent.errors import ConfigError, ConfigProblem
 from edge_agent.hosts import is_loopback
@@ -34,147 +44,185 @@ CONFIG_ENV_VAR = "CHARGEMITRA_AGENT_CONFIG"
 #: Written by `chargemitra-agent provision` beside the config file, merged over it at load.
 CLOUD_OVERLAY = "cloud.toml"
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
-UnitId = Annotated[int, Field(ge=1, le=247)]  # Modbus serial line spec v1.02 §2.2: 1..247
-Seconds = Annotated[float, Field(gt=0, le=3600)]
+# A ``description`` is what a technician reads as "expected ..." instead of the regex.
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="1-32 of A-Z a-z 0-9 _ -")]
+UnitId = Annotated[int, Meta(ge=1, le=247)]  # Modbus serial line spec v1.02 §2.2: 1..247
+Seconds = Annotated[float, Meta(gt=0, le=3600)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+ConnectorId = Annotated[int, Meta(ge=1, le=32)]
+NonEmpty = Annotated[str, Meta(min_length=1)]
 
 
-class Settings(BaseModel):
-    """Base of every settings group: immutable, unknown keys refused (a typo is an error)."""
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every settings group: immutable, unknown keys refused (a typo is an error).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    msgspec passes both options on to subclasses; each repeats ``frozen=True`` because type
+    checkers do not see it inherited.
+
+    Non-finite floats (TOML's ``inf``, ``nan``) are refused by :func:`parse_config`.
+    """
 
 
-class SerialLink(Settings):
+class SettingsRuleError(ValueError):
+    """A settings group's own rule (``__post_init__``) is broken: which field, what it wants.
+
+    msgspec keeps it as the ``__cause__`` of its ``ValidationError``, so :func:`parse_config`
+    can name the field itself rather than the whole table.
+    """
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(f"{field}: got {value!r}, expected {expected}")
+        self.field = field
+        self.value = value
+        self.expected = expected
+
+
+# Links and relays are tagged unions: the ``transport``/``driver`` key picks the struct, and
+# is then not a field but the struct's tag, read back through a property of the same name.
+
+
+class SerialLink(Settings, frozen=True, tag_field="transport", tag="rtu"):
     """An RS-485 line (Modbus RTU). Meters on the same port share one bus and one lock."""
 
-    transport: Literal["rtu"]
-    port: Annotated[str, StringConstraints(min_length=1)]
+    port: NonEmpty
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stop_bits: Literal[1, 2] = 1
+
+    @property
+    def transport(self) -> Literal["rtu"]:
+        return "rtu"
 
     @property
     def bus_key(self) -> str:
         return f"rtu:{self.port}"
 
 
-class TcpLink(Settings):
+class TcpLink(Settings, frozen=True, tag_field="transport", tag="tcp"):
     """A Modbus TCP peer (a meter with Ethernet, or an RTU-over-TCP gateway)."""
 
-    transport: Literal["tcp"]
-    host: Annotated[str, StringConstraints(min_length=1)]
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    host: NonEmpty
+    port: Port = 502
+
+    @property
+    def transport(self) -> Literal["tcp"]:
+        return "tcp"
 
     @property
     def bus_key(self) -> str:
         return f"tcp:{self.host}:{self.port}"
 
 
-Link = Annotated[SerialLink | TcpLink, Field(discriminator="transport")]
+Link = SerialLink | TcpLink
 
 
-class BusTiming(Settings):
+class BusTiming(Settings, frozen=True):
     """How a bus is driven: tuned so a silent meter is noticed within a second."""
 
     #: Silence kept between the end of one answer and the next request; slow meters
     #: (some SDM firmware) need more than the 3.5 characters the Modbus spec asks for.
-    frame_gap_s: Annotated[float, Field(ge=0, le=1)] = 0.005
-    timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.3
-    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    frame_gap_s: Annotated[float, Meta(ge=0, le=1)] = 0.005
+    timeout_s: Annotated[float, Meta(gt=0, le=10)] = 0.3
+    retries: Annotated[int, Meta(ge=0, le=5)] = 1
 
 
-class MeterSettings(Settings):
+class MeterSettings(Settings, frozen=True):
     id: Name
     model: str
     link: Link
     unit_id: UnitId = 1
-    poll_interval_s: Annotated[float, Field(ge=0.05, le=60)] = 1.0
+    poll_interval_s: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
 
-    @model_validator(mode="after")
-    def _known_model(self) -> MeterSettings:
+    def __post_init__(self) -> None:
         if self.model not in available_models():
-            raise ValueError(f"model {self.model!r} is not one of {', '.join(available_models())}")
-        return self
+            raise SettingsRuleError("model", self.model, f"one of {', '.join(available_models())}")
 
 
-class NoRelay(Settings):
+class NoRelay(Settings, frozen=True, tag_field="driver", tag="none"):
     """No relay: the agent meters and authorizes but cannot switch power (monitoring only)."""
 
-    driver: Literal["none"]
+    @property
+    def driver(self) -> Literal["none"]:
+        return "none"
 
 
-class ModbusCoilRelay(Settings):
-    driver: Literal["modbus-coil"]
+class ModbusCoilRelay(Settings, frozen=True, tag_field="driver", tag="modbus-coil"):
     link: Link
     unit_id: UnitId = 1
-    coil: Annotated[int, Field(ge=0, le=65535)] = 0
+    coil: Annotated[int, Meta(ge=0, le=65535)] = 0
+
+    @property
+    def driver(self) -> Literal["modbus-coil"]:
+        return "modbus-coil"
 
 
-class GpioRelay(Settings):
-    driver: Literal["gpio"]
+class GpioRelay(Settings, frozen=True, tag_field="driver", tag="gpio"):
     #: BCM pin number (Raspberry Pi header numbering differs; gpiozero uses BCM).
-    pin: Annotated[int, Field(ge=0, le=27)]
+    pin: Annotated[int, Meta(ge=0, le=27)]
     active_high: bool = True
 
+    @property
+    def driver(self) -> Literal["gpio"]:
+        return "gpio"
 
-class FakeRelay(Settings):
+
+class FakeRelay(Settings, frozen=True, tag_field="driver", tag="fake"):
     """An in-memory relay (tests, demos, the simulator)."""
 
-    driver: Literal["fake"]
+    @property
+    def driver(self) -> Literal["fake"]:
+        return "fake"
 
 
-RelaySettings = Annotated[
-    NoRelay | ModbusCoilRelay | GpioRelay | FakeRelay, Field(discriminator="driver")
-]
+RelaySettings = NoRelay | ModbusCoilRelay | GpioRelay | FakeRelay
 
 
-class ConnectorSettings(Settings):
-    id: Annotated[int, Field(ge=1, le=32)]
+class ConnectorSettings(Settings, frozen=True):
+    id: ConnectorId
     meter: Name
-    max_current_a: Annotated[float, Field(gt=0, le=1000)]
+    max_current_a: Annotated[float, Meta(gt=0, le=1000)]
     relay: RelaySettings
 
 
-class LimitSettings(Settings):
+class LimitSettings(Settings, frozen=True):
     """Fail-safe thresholds (defaults from the issue) and per-session caps."""
 
-    overcurrent_ratio: Annotated[float, Field(ge=1.0, le=2.0)] = 1.10
+    overcurrent_ratio: Annotated[float, Meta(ge=1.0, le=2.0)] = 1.10
     overcurrent_hold_s: Seconds = 5.0
     meter_silence_s: Seconds = 3.0
     stuck_relay_check_s: Seconds = 2.0
     #: Power above this with the relay open is a stuck relay; below it, meter noise.
-    stuck_relay_power_w: Annotated[float, Field(gt=0)] = 50.0
+    stuck_relay_power_w: Annotated[float, Meta(gt=0)] = 50.0
     #: Power below this while charging for ``suspended_after_s`` means the EV paused.
-    charging_power_w: Annotated[float, Field(gt=0)] = 100.0
+    charging_power_w: Annotated[float, Meta(gt=0)] = 100.0
     suspended_after_s: Seconds = 10.0
     #: An import register that jumps more than this between two samples is implausible.
-    max_energy_step_wh: Annotated[int, Field(gt=0)] = 10_000
-    max_session_wh: Annotated[int, Field(gt=0)] | None = None
-    max_session_s: Annotated[int, Field(gt=0)] | None = None
+    max_energy_step_wh: Annotated[int, Meta(gt=0)] = 10_000
+    max_session_wh: Annotated[int, Meta(gt=0)] | None = None
+    max_session_s: Annotated[int, Meta(gt=0)] | None = None
 
 
-class StoreSettings(Settings):
+class StoreSettings(Settings, frozen=True):
     path: Path = Path("/var/lib/chargemitra/agent.db")
-    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024 * 1024
+    max_bytes: Annotated[int, Meta(ge=64 * 1024)] = 256 * 1024 * 1024
     #: Readings are written in batches, at most this often.
-    batch_interval_s: Annotated[float, Field(ge=1.0, le=60)] = 1.0
+    batch_interval_s: Annotated[float, Meta(ge=1.0, le=60)] = 1.0
 
 
-class AuthSettings(Settings):
+class AuthSettings(Settings, frozen=True):
     #: Files holding the cloud's Ed25519 public keys (PEM or 32 raw bytes); several during a
     #: key rotation.
     public_key_files: tuple[Path, ...] = ()
     #: File holding the per-device PIN secret (raw bytes, >= 16), handed over at provisioning.
     pin_secret_file: Path | None = None
-    cache_max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    cache_ttl_s: Annotated[int, Field(ge=1)] = 7 * 24 * 3600
-    pin_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    cache_max_entries: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    cache_ttl_s: Annotated[int, Meta(ge=1)] = 7 * 24 * 3600
+    pin_max_failures: Annotated[int, Meta(ge=1, le=100)] = 5
     pin_lockout_s: Seconds = 300.0
-    token_leeway_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    token_leeway_s: Annotated[float, Meta(ge=0, le=600)] = 30.0
 
 
-class RecoverySettings(Settings):
+class RecoverySettings(Settings, frozen=True):
     #: At start, an open session found in the store is closed (PowerLoss) or resumed if its
     #: authorization is still valid.
     on_restart: Literal["close", "resume"] = "close"
@@ -182,12 +230,12 @@ class RecoverySettings(Settings):
     on_shutdown: Literal["end", "keep"] = "end"
 
 
-class SessionSettings(Settings):
+class SessionSettings(Settings, frozen=True):
     #: How often an open session reports an ``updated`` event (energy so far).
-    progress_interval_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    progress_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 60.0
 
 
-class ClockSettings(Settings):
+class ClockSettings(Settings, frozen=True):
     #: "kernel": the wall clock counts as synchronised when the kernel says so (adjtimex,
     #: cleared STA_UNSYNC: set by NTP/chrony/timesyncd). "always": trust it (development,
     #: tests, a site with an RTC).
@@ -195,43 +243,43 @@ class ClockSettings(Settings):
 
 
 #: Seconds within which the same tag or QR code is one presentation (0: off).
-DebounceSeconds = Annotated[float, Field(ge=0, le=60)]
+DebounceSeconds = Annotated[float, Meta(ge=0, le=60)]
 
 
-class Rdm6300Input(Settings):
-    port: Annotated[str, StringConstraints(min_length=1)]
-    connector: Annotated[int, Field(ge=1, le=32)] = 1
+class Rdm6300Input(Settings, frozen=True):
+    port: NonEmpty
+    connector: ConnectorId = 1
     baud: Literal[9600] = 9600  # RDM6300 datasheet: fixed 9600 8N1
     #: The reader repeats its frame while a card lies on it: one decision per presentation.
     debounce_s: DebounceSeconds = DEFAULT_DEBOUNCE_S
 
 
-class HidInput(Settings):
-    device: Annotated[str, StringConstraints(min_length=1)]
+class HidInput(Settings, frozen=True):
+    device: NonEmpty
     kind: Literal["rfid", "keypad", "qr"]
-    connector: Annotated[int, Field(ge=1, le=32)] = 1
+    connector: ConnectorId = 1
     #: For "rfid" and "qr" (a scanner rescans the code in view); keypad lines are not
     #: debounced (a PIN typed twice was typed twice).
     debounce_s: DebounceSeconds = DEFAULT_DEBOUNCE_S
 
 
-class HttpInput(Settings):
+class HttpInput(Settings, frozen=True):
     enabled: bool = False
     host: str = "0.0.0.0"  # noqa: S104 -- a LAN endpoint for the site's app; off by default
-    port: Annotated[int, Field(ge=1, le=65535)] = 8470
+    port: Port = 8470
 
 
-class InputSettings(Settings):
+class InputSettings(Settings, frozen=True):
     rdm6300: tuple[Rdm6300Input, ...] = ()
     hid: tuple[HidInput, ...] = ()
     http: HttpInput = HttpInput()
 
 
-class MqttSettings(Settings):
+class MqttSettings(Settings, frozen=True):
     """The cloud link (edge sync). Without a ``[mqtt]`` table the agent runs standalone."""
 
     host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    port: Port = 8883
     tls: bool = True
     #: The broker username; defaults to the device id (the broker's ACL keys on it).
     username: str | None = None
@@ -239,31 +287,38 @@ class MqttSettings(Settings):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 60
-    session_expiry_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
-    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    backlog_msgs_per_s: Annotated[float, Field(gt=0)] = 500.0
-    status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
+    session_expiry_s: Annotated[int, Meta(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+    ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    backlog_msgs_per_s: Annotated[float, Meta(gt=0)] = 500.0
+    status_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
 
-    @model_validator(mode="after")
-    def _plaintext_only_to_loopback(self) -> MqttSettings:
+    def __post_init__(self) -> None:
         if not self.tls and not is_loopback(self.host):
-            raise ValueError("tls = false is only allowed to a broker on this machine (localhost)")
+            raise SettingsRuleError(
+                "tls", self.tls,
+                f"true: tls = false is only allowed to a broker on this machine (localhost), "
+                f"not {self.host!r}",
+            )  # fmt: skip
         if self.cert_file is not None and self.key_file is None:
-            raise ValueError("cert_file needs key_file")
-        return self
+            raise SettingsRuleError("key_file", None, "a file: cert_file needs key_file")
 
 
-class ControlSettings(Settings):
+class ControlSettings(Settings, frozen=True):
     socket_path: Path = Path("/run/chargemitra/agent.sock")
 
 
-class AgentSettings(Settings):
+class AgentSettings(Settings, frozen=True):
     """The whole configuration of one agent."""
 
     device_id: str
-    meters: tuple[MeterSettings, ...] = Field(min_length=1)
-    connectors: tuple[ConnectorSettings, ...] = Field(min_length=1)
+    meters: Annotated[
+        tuple[MeterSettings, ...], Meta(min_length=1, description="at least one [[meters]] table")
+    ]
+    connectors: Annotated[
+        tuple[ConnectorSettings, ...],
+        Meta(min_length=1, description="at least one [[connectors]] table"),
+    ]
     bus: BusTiming = BusTiming()
     limits: LimitSettings = LimitSettings()
     store: StoreSettings = StoreSettings()
@@ -280,6 +335,244 @@ class AgentSettings(Settings):
 
     def connector(self, connector_id: int) -> ConnectorSettings:
         return next(c for c in self.connectors if c.id == connector_id)
+
+
+# --- building settings, and saying what is wrong ------------------------------------------
+
+S = TypeVar("S", bound=Settings)
+PathParts = tuple[str | int, ...]
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    # msgspec has no pathlib support of its own: a path is TOML text.
+    if type_ is Path:
+        if isinstance(obj, Path):
+            return obj
+        if isinstance(obj, str):
+            return Path(obj)
+        raise TypeError(f"expected a path, got {type(obj).__name__}")
+    raise NotImplementedError
+
+
+def _enc_hook(obj: object) -> object:
+    if isinstance(obj, Path):
+        return str(obj)
+    raise NotImplementedError
+
+
+def _convert(data: object, type_: Any) -> Any:
+    # strict: TOML values are typed, so "32" is not a number and true is not 1; an integer is
+    # still accepted where a float is wanted (msgspec does that even when strict).
+    return msgspec.convert(data, type_, strict=True, dec_hook=_dec_hook)
+
+
+def build(type_: type[S], data: object, *, source: str = "<settings>") -> S:
+    """``data`` (TOML- or JSON-shaped) validated into ``type_``, or :class:`ConfigError`.
+
+    The way to make settings from anything a person wrote: types, ranges, patterns and the
+    groups' own rules are all checked, which building a struct directly does not do.
+    """
+    if not _has_nonfinite(data):
+        try:
+            return _convert(data, type_)  # type: ignore[no-any-return]
+        except msgspec.ValidationError:
+            pass
+    # msgspec stops at the first error; walking the data beside the types finds every one
+    # (see _problems), so a technician fixes the file in one round.
+    raise ConfigError(source, _problems(data, type_, ()))
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as a TOML/JSON-shaped dict (paths as text, lists, tags as keys): the form
+    :func:`parse_config` takes back, e.g. with a cloud update merged over it."""
+    encoded = msgspec.json.encode(settings, enc_hook=_enc_hook)
+    return msgspec.json.decode(encoded, type=dict[str, Any])
+
+
+def _has_nonfinite(value: object) -> bool:
+    # TOML has inf and nan; msgspec accepts them for a float without bounds. No setting means
+    # "infinitely many watts", and nan passes no comparison the fail-safe rules make.
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+def _dotted(path: PathParts) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _problems(value: object, type_: Any, path: PathParts) -> list[ConfigProblem]:
+    """Every problem of ``value`` as a ``type_``, at ``path`` (empty when it is valid).
+
+    msgspec remains the only judge of what is valid: a value it converts is fine. Where it
+    refuses a table or a list, the walk goes down into the keys and items to report each bad
+    one by its own path; what is left (a single value, or a table's own rule such as "tls =
+    false only to localhost") is reported where msgspec found it.
+    """
+    error: msgspec.ValidationError | None = None
+    if not _has_nonfinite(value):
+        try:
+            _convert(value, type_)
+        except msgspec.ValidationError as exc:
+            error = exc
+        else:
+            return []
+    base = get_args(type_)[0] if get_origin(type_) is Annotated else type_
+    origin = get_origin(base)
+    found: list[ConfigProblem] = []
+    if origin is Union or origin is types.UnionType:
+        members = [m for m in get_args(base) if m is not type(None)]
+        if len(members) == 1 and value is not None:
+            return _problems(value, members[0], path)
+        if isinstance(value, dict) and all(_tag_of(m) is not None for m in members):
+            found = _union_problems(value, members, path)
+    elif origin is tuple and isinstance(value, list | tuple):
+        item_type = get_args(base)[0]
+        found = [p for i, item in enumerate(value) for p in _problems(item, item_type, (*path, i))]
+    elif isinstance(base, type) and issubclass(base, msgspec.Struct) and isinstance(value, dict):
+        found = _struct_problems(value, base, path)
+    return found or [_problem_at(value, type_, path, error)]
+
+
+def _tag_of(type_: Any) -> str | None:
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct):
+        tag = type_.__struct_config__.tag
+        return tag if isinstance(tag, str) else None
+    return None
+
+
+def _union_problems(
+    value: dict[str, Any], members: list[Any], path: PathParts
+) -> list[ConfigProblem]:
+    """A tagged union (``link``, ``relay``): the tag picks the table's type, then its keys."""
+    tag_field = members[0].__struct_config__.tag_field
+    by_tag = {_tag_of(m): m for m in members}
+    choices = ", ".join(f'"{t}"' for t in by_tag)
+    if tag_field not in value:
+        return [ConfigProblem(_dotted((*path, tag_field)), None, f"one of {choices} (required)")]
+    member = by_tag.get(value[tag_field])
+    if member is None:
+        return [ConfigProblem(_dotted((*path, tag_field)), value[tag_field], f"one of {choices}")]
+    return _problems(value, member, path)
+
+
+def _struct_problems(
+    value: dict[str, Any], cls: type[msgspec.Struct], path: PathParts
+) -> list[ConfigProblem]:
+    """A table: unknown keys, bad values (each by its own path), then missing keys."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    tag_field = cls.__struct_config__.tag_field
+    problems: list[ConfigProblem] = []
+    for key, item in value.items():
+        if key == tag_field:
+            continue  # checked by _union_problems
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(fields)
+            problems.append(
+                ConfigProblem(_dotted((*path, key)), item, f"no such key here (known: {known})")
+            )
+        else:
+            problems += _problems(item, field.type, (*path, key))
+    for name, field in fields.items():
+        if field.required and name not in value:
+            expected = f"{_describe(field.type)} (required)"
+            problems.append(ConfigProblem(_dotted((*path, name)), None, expected))
+    return problems
+
+
+def _problem_at(
+    value: object, type_: Any, path: PathParts, error: msgspec.ValidationError | None
+) -> ConfigProblem:
+    if error is None:  # it converted, but holds inf or nan
+        return ConfigProblem(_dotted(path), value, f"a finite value: {_describe(type_)}")
+    cause = error.__cause__
+    if isinstance(cause, SettingsRuleError):
+        return ConfigProblem(_dotted((*path, cause.field)), cause.value, cause.expected)
+    # msgspec says e.g. "Expected `int` >= 1 - at `$.meters[0].unit_id`": only the first
+    # bound broken and a type name, not the value found (looked up in the data instead). The
+    # walk has usually narrowed the error to this very value (no "at" path left), and then
+    # the type itself says it better.
+    message, _, where = str(error).partition(" - at `$")
+    sub = _parse_path(where.removesuffix("`"))
+    if not sub:
+        return ConfigProblem(_dotted(path), value, _describe(type_))
+    return ConfigProblem(_dotted((*path, *sub)), _lookup(value, sub), message)
+
+
+def _parse_path(text: str) -> PathParts:
+    """``.meters[0].unit_id`` (msgspec's path after the ``$``) as ``("meters", 0, "unit_id")``."""
+    parts: list[str | int] = []
+    for match in re.finditer(r"\.([^.\[]+)|\[(\d+)\]", text):
+        key, index = match.groups()
+        parts.append(int(index) if index is not None else key)
+    return tuple(parts)
+
+
+def _lookup(value: object, path: PathParts) -> object:
+    """The value the file holds at ``path`` (None where there is none): msgspec names the
+    place of an error but not what was found there, which the technician needs to see."""
+    for part in path:
+        if isinstance(part, int) and isinstance(value, list | tuple) and part < len(value):
+            value = value[part]
+        elif isinstance(part, str) and isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+def _describe(type_: Any) -> str:
+    """What a field wants, in a technician's words ("an integer from 1 to 247")."""
+    return _describe_info(inspect.type_info(type_))
+
+
+def _describe_info(info: Any) -> str:
+    match info:
+        case inspect.Metadata():
+            description = (info.extra_json_schema or {}).get("description")
+            return str(description) if description else _describe_info(info.type)
+        case inspect.BoolType():
+            return "true or false"
+        case inspect.IntType():
+            return "an integer" + _bounds(info)
+        case inspect.FloatType():
+            return "a number" + _bounds(info)
+        case inspect.StrType():
+            if info.pattern:
+                return f"text matching {info.pattern}"
+            return "non-empty text" if info.min_length else "text"
+        case inspect.LiteralType():
+            return "one of " + ", ".join(
+                f'"{v}"' if isinstance(v, str) else str(v) for v in info.values
+            )
+        case inspect.CustomType() if info.cls is Path:
+            return "a file path (text)"
+        case inspect.StructType():
+            return "a table"
+        case inspect.UnionType():
+            members: list[Any] = [m for m in info.types if not isinstance(m, inspect.NoneType)]
+            if all(isinstance(m, inspect.StructType) and m.tag is not None for m in members):
+                tags = " or ".join(f'"{m.tag}"' for m in members)
+                return f"a table with {members[0].tag_field} = {tags}"
+            return " or ".join(_describe_info(m) for m in members)
+        case inspect.VarTupleType() | inspect.ListType():
+            least = f" of at least {info.min_length}" if info.min_length else ""
+            return f"a list{least}, each {_describe_info(info.item_type)}"
+    return str(info)
+
+
+def _bounds(info: Any) -> str:
+    if info.ge is not None and info.le is not None:
+        return f" from {info.ge} to {info.le}"
+    low = f">= {info.ge}" if info.ge is not None else f"> {info.gt}" if info.gt is not None else ""
+    high = f"<= {info.le}" if info.le is not None else f"< {info.lt}" if info.lt is not None else ""
+    both = " and ".join(b for b in (low, high) if b)
+    return f" {both}" if both else ""
 
 
 def _cross_field_problems(settings: AgentSettings) -> list[ConfigProblem]:
@@ -341,33 +634,9 @@ def _cross_field_problems(settings: AgentSettings) -> list[ConfigProblem]:
     return problems
 
 
-def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
-    problems = []
-    errors = exc.errors(include_url=False)
-    locs = [err["loc"] for err in errors]
-    for err in errors:
-        # A list whose items all failed also reports "too short": the item errors say it.
-        if err["type"] == "too_short" and any(
-            other[: len(err["loc"])] == err["loc"] and other != err["loc"] for other in locs
-        ):
-            continue
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        value = err.get("input")
-        if err["type"] == "missing":
-            value = None
-        expected = err["msg"]
-        # pydantic's "Value error, ..." prefix repeats what the message already says.
-        expected = expected.removeprefix("Value error, ")
-        problems.append(ConfigProblem(loc or "(top level)", value, expected))
-    return problems
-
-
 def parse_config(data: dict[str, Any], *, source: str = "<config>") -> AgentSettings:
     """Validate a parsed TOML document; raise :class:`ConfigError` with every problem."""
-    try:
-        settings = AgentSettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, _problems_from(exc)) from None
+    settings = build(AgentSettings, data, source=source)
     problems = _cross_field_problems(settings)
     if problems:
         raise ConfigError(source, problems)

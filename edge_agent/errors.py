@@ -1,7 +1,7 @@
 """The one exception tree of :mod:`edge_agent`.
 
 Hardware, storage and configuration failures reach callers only as one of these; third-party
-errors (pydantic, sqlite3, pymodbus) are translated where they are caught, with ``from``::
+errors (msgspec, sqlite3, pymodbus) are translated where they are caught, with ``from``::
 
     AgentError
     ├── ConfigError           the TOML file is unreadable or invalid (carries every problem)

@@ -1,7 +1,7 @@
 """Give the memory of startup back once the agent is running.
 
-Building the configuration and wire models (pydantic schemas) and importing pymodbus, paho
-and cryptography leave several MiB of freed heap behind that glibc keeps mapped. On a Pi with
+Building the configuration and wire models (msgspec structs) and importing pymodbus, paho
+and the signature library leave freed heap behind that glibc keeps mapped. On a Pi with
 512 MiB beside other services the daemon's resident set should be its working set, so once
 at startup the garbage is collected, the long-lived startup objects are frozen out of later
 collections, and the freed heap is returned with ``malloc_trim`` (glibc; a no-op elsewhere).

@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from edge_agent.config import AgentSettings, BusTiming, MeterSettings, SerialLink, TcpLink
+from edge_agent.config import (
+    AgentSettings,
+    BusTiming,
+    MeterSettings,
+    SerialLink,
+    TcpLink,
+    build,
+)
 from edge_agent.errors import AgentError, ConfigError, InputError, MeterError, PortBusy
 from edge_agent.tech import daemon
 from edge_agent.tech.common import config_option, name_of, pick_meters, settings_from, unit_of
@@ -192,7 +199,9 @@ def _raw_link(
     parity: str | None,
 ) -> tuple[SerialLink | TcpLink, MeterSettings | None]:  # fmt: skip
     if port is not None:
-        link = SerialLink(transport="rtu", port=port, baud=baud or 9600, parity=parity or "N")
+        # build, not SerialLink(...): only decoding checks what the technician typed.
+        link = build(SerialLink, {"port": port, "baud": baud or 9600, "parity": parity or "N"},
+                     source="--port/--baud/--parity")  # fmt: skip
         return link, None
     if settings is None:
         raise InputError("give --port (no usable configuration to take the link from)",

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from edge_agent.config import AgentSettings
+from edge_agent.config import AgentSettings, settings_to_dict
 from edge_agent.errors import ControlError, InputError
 from edge_agent.tech import LOG_ENV, daemon, storeview
 from edge_agent.tech.authcheck import KINDS, check, guess_kind
@@ -337,7 +337,7 @@ def redact(data: Any, key: str = "") -> Any:
 def show_config(config_file: Path | None, as_json: bool) -> None:
     """Print the effective configuration (cloud.toml merged, defaults filled in)."""
     settings = settings_from(config_file)
-    data = redact(settings.model_dump(mode="json"))
+    data = redact(settings_to_dict(settings))
 
     emit(as_json, data, lambda: console().print_json(dumps(data)))
 

@@ -325,7 +325,7 @@ def versions(schema_version: int | None) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     found = {"agent": __version__, "python": platform.python_version()}
-    for dist in ("pymodbus", "paho-mqtt", "pydantic"):
+    for dist in ("pymodbus", "paho-mqtt", "msgspec"):
         try:
             found[dist] = version(dist)
         except PackageNotFoundError:

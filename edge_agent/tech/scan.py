@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.config import BusTiming, SerialLink
+from edge_agent.config import BusTiming, SerialLink, build
 from edge_agent.errors import InputError, MeterError
 from edge_agent.tech.direct import read_map
 from edge_agent.tech.plausible import implausible, plausibility_score
@@ -171,7 +171,7 @@ async def scan(
     for baud in bauds:
         seen_here: set[int] = set()
         for parity in parities:
-            link = SerialLink(transport="rtu", port=port, baud=baud, parity=parity)
+            link = build(SerialLink, {"port": port, "baud": baud, "parity": parity})
             probe = BusTiming(
                 frame_gap_s=0.002, timeout_s=timeout_s or probe_timeout_s(baud), retries=0
             )
@@ -210,7 +210,7 @@ async def find_meter(
         parities = ["N"]  # a pty has no parity (see is_pty)
     for baud in bauds:
         for parity in dict.fromkeys(parities):
-            link = SerialLink(transport="rtu", port=port, baud=baud, parity=parity)
+            link = build(SerialLink, {"port": port, "baud": baud, "parity": parity})
             timing = BusTiming(frame_gap_s=0.002, timeout_s=probe_timeout_s(baud), retries=0)
             try:
                 async with open_bus(link, timing) as bus:

@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pydantic import ValidationError
 
 from edge_agent.cli import main
 from edge_agent.config import (
     CONFIG_ENV_VAR,
+    GpioRelay,
+    MeterSettings,
     ModbusCoilRelay,
     SerialLink,
     TcpLink,
+    build,
     config_path,
     load_config,
     parse_config,
+    settings_to_dict,
 )
 from edge_agent.errors import ConfigError
 
@@ -77,8 +80,42 @@ def test_good_file_loads_into_typed_frozen_settings(tmp_path: Path) -> None:
     assert settings.limits.overcurrent_ratio == pytest.approx(1.10)
     assert settings.limits.meter_silence_s == pytest.approx(3.0)
     assert settings.inputs.http.enabled is False
-    with pytest.raises(ValidationError):
+    assert settings.meters[0].link.transport == "rtu"
+    assert settings.connectors[1].relay.driver == "gpio"
+    assert settings.meter("m2").model == "sdm120"
+    assert settings.connector(2).max_current_a == 16
+    with pytest.raises(AttributeError):
         settings.device_id = "other"  # type: ignore[misc]
+
+
+def test_toml_integers_are_accepted_for_numbers() -> None:
+    settings = parse_config(_data())
+    max_current = settings.connectors[0].max_current_a  # `max_current_a = 32` in the file
+    assert isinstance(max_current, float)
+    assert max_current == 32.0
+
+
+@pytest.mark.parametrize(
+    ("found", "value"),
+    [("true", True), ('"9"', "9"), ("9.0", 9.0)],
+    ids=["bool", "quoted", "float"],
+)
+def test_only_an_integer_is_an_integer(found: str, value: object) -> None:
+    data = _data(GOOD.replace("unit_id = 9", f"unit_id = {found}"))
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (problem,) = info.value.problems
+    assert (problem.field, problem.value) == ("connectors.0.relay.unit_id", value)
+    assert problem.expected == "an integer from 1 to 247"
+
+
+def test_infinite_and_nan_numbers_are_refused() -> None:
+    data = _data()
+    data["limits"] = {"stuck_relay_power_w": float("inf"), "charging_power_w": float("nan")}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert _problem_fields(info.value) == ["limits.stuck_relay_power_w", "limits.charging_power_w"]
+    assert all("finite" in p.expected for p in info.value.problems)
 
 
 def test_wrong_type_names_field_value_and_expectation() -> None:
@@ -86,9 +123,18 @@ def test_wrong_type_names_field_value_and_expectation() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     (problem,) = info.value.problems
-    assert problem.field == "meters.0.link.rtu.baud"
+    assert problem.field == "meters.0.link.baud"
     assert problem.value == "fast"
     assert "9600" in problem.expected
+
+
+def test_out_of_range_names_the_range() -> None:
+    data = _data(GOOD.replace("unit_id = 1\n", "unit_id = 0\n", 1))
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert str(info.value.problems[0]) == (
+        "meters.0.unit_id: got 0, expected an integer from 1 to 247"
+    )
 
 
 def test_unknown_key_is_refused_so_typos_are_caught() -> None:
@@ -96,13 +142,72 @@ def test_unknown_key_is_refused_so_typos_are_caught() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert _problem_fields(info.value) == ["meters.0.poll_intervl_s"]
+    assert "poll_interval_s" in info.value.problems[0].expected  # the known keys are listed
 
 
 def test_unknown_meter_model_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_data(GOOD.replace('"sdm120"', '"sdm999"')))
     assert "sdm630" in str(info.value)
-    assert _problem_fields(info.value) == ["meters.1"]
+    assert _problem_fields(info.value) == ["meters.1.model"]
+    assert info.value.problems[0].value == "sdm999"
+
+
+@pytest.mark.parametrize(
+    ("link", "value"),
+    [('{ transport = "udp", host = "h" }', "udp"), ('{ host = "h" }', None)],
+    ids=["unknown", "missing"],
+)
+def test_bad_transport_lists_the_transports(link: str, value: object) -> None:
+    data = _data(GOOD.replace('{ transport = "tcp", host = "10.0.0.5", port = 502 }', link))
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (problem,) = info.value.problems
+    assert (problem.field, problem.value) == ("meters.1.link.transport", value)
+    assert '"rtu", "tcp"' in problem.expected
+
+
+def test_plaintext_mqtt_only_to_this_machine() -> None:
+    data = _data(GOOD)
+    data["mqtt"] = {"host": "broker.example", "tls": False}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (problem,) = info.value.problems
+    assert (problem.field, problem.value) == ("mqtt.tls", False)
+    assert "localhost" in problem.expected
+    data["mqtt"] = {"host": "localhost", "port": 1883, "tls": False}
+    assert parse_config(data).mqtt is not None
+
+
+def test_problems_in_different_places_are_reported_together() -> None:
+    bad = (
+        GOOD.replace("unit_id = 1\n", "unit_id = 0\n", 1)
+        .replace('"sdm120"', '"sdm999"')
+        .replace("max_current_a = 16", "max_current_a = 0")
+        .replace("[store]", "[stor]")
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(_data(bad))
+    assert _problem_fields(info.value) == [
+        "meters.0.unit_id", "meters.1.model", "connectors.1.max_current_a", "stor",
+    ]  # fmt: skip
+
+
+def test_settings_round_trip_through_plain_data() -> None:
+    settings = parse_config(_data())
+    data = settings_to_dict(settings)
+    assert data["meters"][0]["link"]["transport"] == "rtu"
+    assert data["store"]["path"] == "/tmp/agent.db"
+    assert parse_config(data) == settings
+
+
+def test_one_group_is_built_validated_through_build() -> None:
+    meter = build(MeterSettings, {"id": "m1", "model": "sdm630",
+                                  "link": {"transport": "tcp", "host": "127.0.0.1"}})  # fmt: skip
+    assert meter.link == TcpLink(host="127.0.0.1")
+    with pytest.raises(ConfigError) as info:
+        build(GpioRelay, {"pin": 40}, source="test")
+    assert str(info.value) == "test: pin: got 40, expected an integer from 0 to 27"
 
 
 def test_cross_field_rules_report_every_problem_at_once() -> None:
@@ -161,4 +266,4 @@ def test_cli_validate_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2
     assert any("connectors.0.max_current_a: got -1" in line for line in lines)
-    assert any("connectors.1.relay.gpio.pin: got 99" in line for line in lines)
+    assert any("connectors.1.relay.pin: got 99" in line for line in lines)

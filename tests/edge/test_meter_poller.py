@@ -28,7 +28,7 @@ FAST = BusTiming(frame_gap_s=0.0, timeout_s=0.2, retries=0)
 def _settings(port: int, unit: int = 1, model: str = "sdm630") -> MeterSettings:
     return MeterSettings(
         id=f"m{unit}", model=model, unit_id=unit,
-        link=TcpLink(transport="tcp", host="127.0.0.1", port=port),
+        link=TcpLink(host="127.0.0.1", port=port),
     )  # fmt: skip
 
 
@@ -135,7 +135,7 @@ async def test_line_settings_the_port_refuses_are_a_bus_error_not_a_crash() -> N
 
     master, slave = os.openpty()
     try:
-        link = SerialLink(transport="rtu", port=os.ttyname(slave), parity="E")
+        link = SerialLink(port=os.ttyname(slave), parity="E")
         async with ModbusBus(link, FAST) as bus:
             with pytest.raises(BusError, match="cannot open"):
                 await bus.read_registers(1, 4, 0, 2)

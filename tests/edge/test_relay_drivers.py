@@ -19,9 +19,9 @@ FAST = BusTiming(frame_gap_s=0.0, timeout_s=0.2, retries=0)
 
 async def test_modbus_coil_relay_switches_and_reads_back() -> None:
     async with ModbusPeer({}, coil_units=(9,)) as peer:
-        link = TcpLink(transport="tcp", host="127.0.0.1", port=peer.port)
+        link = TcpLink(host="127.0.0.1", port=peer.port)
         async with ModbusBus(link, FAST) as bus:
-            settings = ModbusCoilRelay(driver="modbus-coil", link=link, unit_id=9, coil=0)
+            settings = ModbusCoilRelay(link=link, unit_id=9, coil=0)
             driver = make_driver(settings, connector=1, buses={link.bus_key: bus})
             assert isinstance(driver, ModbusCoilDriver)
             await driver.set_closed(True)
@@ -33,7 +33,7 @@ async def test_modbus_coil_relay_switches_and_reads_back() -> None:
 
 
 async def test_modbus_coil_relay_failure_is_a_relay_error() -> None:
-    link = TcpLink(transport="tcp", host="127.0.0.1", port=free_port())
+    link = TcpLink(host="127.0.0.1", port=free_port())
     async with ModbusBus(link, FAST) as bus:
         driver = ModbusCoilDriver(bus, unit_id=9, coil=0, connector=2)
         with pytest.raises(RelayError) as info:
@@ -47,11 +47,11 @@ def test_gpio_driver_without_gpiozero_is_a_clear_relay_error(
     # None in sys.modules makes `import gpiozero` fail, whether or not it is installed here.
     monkeypatch.setitem(sys.modules, "gpiozero", None)
     with pytest.raises(RelayError, match="gpiozero"):
-        make_driver(GpioRelay(driver="gpio", pin=17), connector=1, buses={})
+        make_driver(GpioRelay(pin=17), connector=1, buses={})
 
 
 async def test_fake_and_none_drivers() -> None:
-    fake = make_driver(FakeRelay(driver="fake"), connector=1, buses={})
+    fake = make_driver(FakeRelay(), connector=1, buses={})
     assert isinstance(fake, testing.FakeRelay)
     await fake.set_closed(True)
     assert await fake.is_closed() is True
@@ -62,7 +62,7 @@ async def test_fake_and_none_drivers() -> None:
     fake.fail = True
     with pytest.raises(RelayError):
         await fake.set_closed(False)
-    none = make_driver(NoRelay(driver="none"), connector=1, buses={})
+    none = make_driver(NoRelay(), connector=1, buses={})
     assert isinstance(none, NoRelayDriver)
     await none.set_closed(True)
     assert await none.is_closed() is None
