@@ -16,6 +16,7 @@ class ConnectionTasks:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self._closing = False
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -25,11 +26,19 @@ class ConnectionTasks:
         self._tasks.add(task)
         try:
             yield
+        except asyncio.CancelledError:
+            # Our own close() cancelled it: end the handler normally. asyncio.start_server's
+            # done-callback on Python 3.11 calls task.exception() on a cancelled handler and
+            # logs the CancelledError as "Exception in callback" at every shutdown (3.12 checks
+            # task.cancelled() first). Any other cancellation propagates.
+            if not self._closing:
+                raise
         finally:
             self._tasks.discard(task)
 
     async def close(self, server: asyncio.Server | None) -> None:
         """Stop listening, cancel every open connection's handler, wait for all of it."""
+        self._closing = True
         if server is not None:
             server.close()
         for task in list(self._tasks):
