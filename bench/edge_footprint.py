@@ -1,10 +1,12 @@
 """The running agent's footprint: resident memory and CPU with 4 meters polled at 1 Hz.
 
 ``python -m bench.edge_footprint`` starts the simulator (``chargemitra-sim site``, 4 meters on
-Modbus TCP, a coil relay) and ``chargemitra-agent run`` as separate processes, lets the agent
-settle, then measures the agent process alone with psutil over a window: ``agent_rss_mb``
-(resident set at the end, MiB; goal <= 40) and ``agent_cpu_percent`` (user + system time over
-wall time, % of one core; goal <= 1). One JSON line each (BENCHMARKS.md).
+Modbus TCP, a coil relay), the project's cloud broker config (TLS, ACL) with a stand-in for
+cloud ingest that acknowledges what arrives, and ``chargemitra-agent run`` syncing to it over
+TLS -- the agent as deployed, not without its link. It lets the agent settle, then measures
+the agent process alone with psutil over a window: ``agent_rss_mb`` (resident set at the end,
+MiB; goal <= 40) and ``agent_cpu_percent`` (user + system time over wall time, % of one core;
+goal <= 1). One JSON line each (BENCHMARKS.md). ``--no-sync`` leaves the ``[mqtt]`` table out.
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 # psutil ships no type stubs and pyproject's mypy overrides do not list it yet.
 import psutil  # type: ignore[import-untyped]
 
+from tests.cloud.certs import make_certs
+from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.sync.acker import Acker
+from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
+
 METERS = (("m1", "sdm630", 1), ("m2", "sdm630", 2), ("m3", "sdm120", 3), ("m4", "sdm72d", 4))
 
 
-def _config(tmp: Path, host: str, port: int) -> Path:
+def _mqtt_table(tmp: Path, broker: Broker, ca: Path) -> str:
+    (tmp / "mqtt.password").write_text(DEVICE_PASSWORD)
+    return (
+        f'\n[mqtt]\nhost = "127.0.0.1"\nport = {broker.tls_port}\nca_file = "{ca}"\n'
+        f'password_file = "{tmp / "mqtt.password"}"\n'
+    )
+
+
+def _config(tmp: Path, host: str, port: int, mqtt: str) -> Path:
     link = f'{{ transport = "tcp", host = "{host}", port = {port} }}'
     meters = "".join(
         f'\n[[meters]]\nid = "{mid}"\nmodel = "{model}"\nunit_id = {unit}\n'
@@ -41,9 +57,9 @@ def _config(tmp: Path, host: str, port: int) -> Path:
     )  # fmt: skip
     path = tmp / "agent.toml"
     path.write_text(
-        f'device_id = "bench-footprint"\n{meters}{connectors}\n'
+        f'device_id = "{DEVICE}"\n{meters}{connectors}\n'
         f'[store]\npath = "{tmp / "agent.db"}"\n\n[clock]\ntrust = "always"\n\n'
-        f'[control]\nsocket_path = "{tmp / "agent.sock"}"\n'
+        f'[control]\nsocket_path = "{tmp / "agent.sock"}"\n{mqtt}'
     )
     return path
 
@@ -58,9 +74,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def measure(settle_s: float, window_s: float) -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp_name:
+def measure(settle_s: float, window_s: float, sync: bool) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
+        mqtt = ""
+        acker: Acker | None = None
+        if sync:
+            (tmp / "certs").mkdir()
+            certs = make_certs(tmp / "certs")
+            broker = cloud_broker(tmp / "broker", certs, USERS)
+            broker.start()
+            stack.callback(broker.stop)
+            acker = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
+            stack.callback(acker.close)
+            mqtt = _mqtt_table(tmp, broker, certs.ca)
         sim_args = [str(Path(sys.executable).with_name("chargemitra-sim")), "site", "--tcp",
                     "127.0.0.1:0",
                     "--no-serial", "--no-rfid", "--no-keys", "--control", "127.0.0.1:0",
@@ -75,7 +102,7 @@ def measure(settle_s: float, window_s: float) -> list[str]:
             host, port = endpoints["tcp"].rsplit(":", 1)
             agent = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "WARNING",
-                 "--config", str(_config(tmp, host, int(port)))],
+                 "--config", str(_config(tmp, host, int(port), mqtt))],
                 env={**os.environ}, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             process = psutil.Process(agent.pid)
@@ -88,7 +115,9 @@ def measure(settle_s: float, window_s: float) -> list[str]:
             cpu_end = process.cpu_times()
             wall = time.monotonic() - wall_start
             rss = process.memory_info().rss
-            readings = None
+            readings = received = None
+            if acker is not None:
+                received = len(acker.seqs(DEVICE))
             if agent.poll() is None:
                 _stop(agent)
                 conn = sqlite3.connect(tmp / "agent.db")
@@ -102,7 +131,9 @@ def measure(settle_s: float, window_s: float) -> list[str]:
     cpu_percent = 100 * cpu_s / wall
     rss_mb = rss / (1024 * 1024)
     params = {"meters": [m[1] for m in METERS], "poll_interval_s": 1.0, "transport": "tcp",
+              "sync": "tls to the cloud broker config" if sync else "off",
               "settle_s": settle_s, "window_s": round(wall, 2), "readings_stored": readings,
+              "messages_received": received,
               "python": sys.version.split()[0]}  # fmt: skip
     return [
         json.dumps({"bench": "edge_footprint", "figure": "agent_rss_mb", "value": round(rss_mb, 2),
@@ -118,8 +149,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--window-s", type=float, default=30.0)
+    parser.add_argument("--no-sync", dest="sync", action="store_false",
+                        help="run the agent without its [mqtt] table (no broker)")  # fmt: skip
     args = parser.parse_args()
-    for line in measure(args.settle_s, args.window_s):
+    for line in measure(args.settle_s, args.window_s, args.sync):
         print(line, flush=True)
 
 

@@ -39,6 +39,11 @@ CLOUD_ONLY = frozenset(
     }
 )
 
+# Not cloud-only, but kept off the Pi: the agent's resident-memory budget (<= 40 MiB,
+# bench.edge_footprint) has no room for pydantic's schema machinery or cryptography's
+# OpenSSL bindings (docs/decisions.md, "The agent's memory budget").
+AGENT_EXCLUDED = frozenset({"pydantic", "pydantic-core", "cryptography"})
+
 # What the copy of the source tree leaves out: environments, caches and build output.
 COPY_IGNORE = shutil.ignore_patterns(
     ".git",
@@ -139,6 +144,27 @@ def test_edge_install_has_no_cloud_only_packages(edge_venv: EdgeVenv) -> None:
     # The check is only meaningful if the install really happened with its extra.
     assert {"chargemitra", "pymodbus", "paho-mqtt"} <= installed
     assert installed & CLOUD_ONLY == set()
+    assert installed & AGENT_EXCLUDED == set()
+
+
+@pytest.mark.slow
+def test_edge_install_imports_every_agent_module(edge_venv: EdgeVenv) -> None:
+    """Every module of ``edge_agent`` and ``protocols`` imports with only the edge extra.
+
+    The venv has no pydantic or cryptography, so a module that reaches for either (directly
+    or through a helper) fails here instead of on a Pi, or in its memory budget.
+    """
+    code = (
+        "import importlib, pkgutil, edge_agent, protocols\n"
+        "names = []\n"
+        "for pkg in (edge_agent, protocols):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "        names.append(info.name)\n"
+        "print(len(names))\n"
+    )
+    imported = int(run([str(edge_venv.python), "-c", code], edge_venv.workdir).stdout)
+    assert imported > 50, imported
 
 
 @pytest.mark.slow
@@ -167,3 +193,4 @@ def test_edge_lock_pins_no_cloud_only_package() -> None:
     }
     assert "pymodbus" in pinned, "edge.lock does not look like a lock of the edge extra"
     assert pinned & CLOUD_ONLY == set()
+    assert pinned & AGENT_EXCLUDED == set()
