@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
+from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.auth.lockout import Lockout
 from edge_agent.clock import KernelClockState, always_synced
 from edge_agent.commands import AgentCommands, load_overrides
@@ -57,37 +57,13 @@ from edge_agent.tech import agent_commands
 from edge_agent.tech.heartbeat import beat, heartbeat_path
 from edge_agent.tech.manual_close import ManualClose
 from protocols.enums import ConnectorStatus, StopReason
-from protocols.errors import CredentialError
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
-from protocols.tokens import TokenVerifier, load_public_key
 
 log = logging.getLogger(__name__)
 
 #: How often the fail-safe rules run without a poll (a bus stuck behind its lock is silence).
 SAFETY_TICK_S = 0.5
-
-
-def _load_keys(settings: AgentSettings) -> TokenVerifier | None:
-    keys = []
-    for path in settings.auth.public_key_files:
-        try:
-            keys.append(load_public_key(path.read_bytes()))
-        except (OSError, CredentialError) as exc:
-            raise AgentError(f"auth.public_key_files: {path}: {exc}") from exc
-    return TokenVerifier(keys) if keys else None
-
-
-def _load_pin_secret(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        secret = path.read_bytes()
-    except OSError as exc:
-        raise AgentError(f"auth.pin_secret_file: {path}: {exc}") from exc
-    if len(secret) < 16:
-        raise AgentError(f"auth.pin_secret_file: {path}: fewer than 16 bytes")
-    return secret
 
 
 class Agent:
@@ -191,8 +167,8 @@ class Agent:
         self.authorizer = Authorizer(
             self._db(),
             charger_id=s.device_id,
-            verifier=_load_keys(s),
-            pin_secret=_load_pin_secret(s.auth.pin_secret_file),
+            verifier=load_verifier(s.auth),
+            pin_secret=load_pin_secret(s.auth.pin_secret_file),
             lockout=Lockout(s.auth.pin_max_failures, s.auth.pin_lockout_s),
             token_leeway=timedelta(seconds=s.auth.token_leeway_s),
             cache_max_entries=s.auth.cache_max_entries,

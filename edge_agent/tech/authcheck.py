@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
 from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.config import AgentSettings
-from edge_agent.errors import InputError
-from protocols.errors import CredentialError
-from protocols.tokens import TokenVerifier, load_public_key
+from edge_agent.errors import AgentError, InputError
+from protocols.tokens import TokenVerifier
 
 KINDS = ("auto", "tag", "token", "pin")
 
@@ -33,24 +33,15 @@ def guess_kind(credential: str) -> str:
     return "tag"
 
 
-def _verifier(settings: AgentSettings) -> TokenVerifier | None:
-    keys = []
-    for path in settings.auth.public_key_files:
-        try:
-            keys.append(load_public_key(path.read_bytes()))
-        except (OSError, CredentialError) as exc:
-            raise InputError(f"auth.public_key_files: {path}: {exc}", field="auth") from exc
-    return TokenVerifier(keys) if keys else None
-
-
-def _pin_secret(settings: AgentSettings) -> bytes | None:
-    path = settings.auth.pin_secret_file
-    if path is None:
-        return None
+def _key_material(settings: AgentSettings, kind: str) -> tuple[TokenVerifier | None, bytes | None]:
+    """The agent's own loaders; only what ``kind`` needs is read (a missing PIN secret file
+    does not stop a tag check)."""
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"auth.pin_secret_file: {path}: {exc}", field="auth") from exc
+        verifier = load_verifier(settings.auth) if kind == "token" else None
+        pin_secret = load_pin_secret(settings.auth.pin_secret_file) if kind == "pin" else None
+    except AgentError as exc:
+        raise InputError(str(exc), field="auth") from exc
+    return verifier, pin_secret
 
 
 def check(
@@ -66,7 +57,7 @@ def check(
 ) -> AuthDecision:
     """The agent's decision for ``credential`` at ``now``, evaluated over ``conn`` (which may
     be read-only) without acting on it. Only the key material the credential's kind needs is
-    read: a missing PIN secret file does not stop a tag check."""
+    read."""
     if kind == "auto":
         kind = guess_kind(credential)
     presented: Credential
@@ -76,12 +67,13 @@ def check(
         presented = Token(credential)
     else:
         presented = Pin(credential)
+    verifier, pin_secret = _key_material(settings, kind)
     # A fresh keypad lockout: the agent's is in its memory, out of reach (the command says so).
     authorizer = Authorizer(
         conn,
         charger_id=settings.device_id,
-        verifier=_verifier(settings) if kind == "token" else None,
-        pin_secret=_pin_secret(settings) if kind == "pin" else None,
+        verifier=verifier,
+        pin_secret=pin_secret,
         token_leeway=timedelta(seconds=settings.auth.token_leeway_s),
     )
     at = Moment(now, time.monotonic(), clock_synced)

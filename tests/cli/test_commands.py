@@ -38,6 +38,7 @@ from edge_agent.tech.plausible import implausible
 from edge_agent.tech.relaytest import Verdict, judge
 from edge_agent.tech.scan import ModelFit, best_model, parse_units
 from edge_agent.tech.storeview import open_readonly
+from protocols.enums import AuthorizationStatus
 from protocols.meters import Quantity
 from tests.cli.rig import cli, one_line_error
 
@@ -273,3 +274,29 @@ def test_auth_check_words_a_malformed_tag_as_the_agent_does(tmp_path: Path) -> N
     finally:
         conn.close()
     assert (decision.reason, decision.ref) == (MALFORMED_TAG_REASON, MALFORMED_TAG_REF)
+
+
+def test_auth_check_refuses_a_short_pin_secret_as_the_agent_does(tmp_path: Path) -> None:
+    """``auth check`` loads keys with the agent's own loader: a PIN secret the agent would
+    refuse at start is refused here too, naming the file, instead of giving a verdict."""
+    config = _config(tmp_path)
+    secret = tmp_path / "pin.secret"
+    secret.write_bytes(b"too-short")
+    config.write_text(config.read_text() + f'\n[auth]\npin_secret_file = "{secret}"\n')
+    connect(tmp_path / "agent.db").close()
+    settings = load_config(config)
+    conn = open_readonly(tmp_path / "agent.db")
+    try:
+        with pytest.raises(InputError, match=r"pin_secret_file: .*pin\.secret: fewer than 16"):
+            check(
+                conn, settings, "12345678", kind="pin", connector=1, now=datetime.now(UTC),
+                clock_synced=True, connector_busy=False,
+            )  # fmt: skip
+        # A tag check needs no PIN secret: the bad file does not stand in its way.
+        tag = check(
+            conn, settings, "04A1B2C3", kind="tag", connector=1, now=datetime.now(UTC),
+            clock_synced=True, connector_busy=False,
+        )  # fmt: skip
+    finally:
+        conn.close()
+    assert tag.status is AuthorizationStatus.UNKNOWN  # not in the local list or the cache
