@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,7 +25,11 @@ from protocols.enums import AuthorizationStatus, CredentialKind
 
 
 class DeadLetter(Base):
+    """A message ingest refused, with why. One row per distinct message: a redelivery (the
+    device resends what was not acked) adds to ``deliveries``, not a row."""
+
     __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("topic", "payload_sha256"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     received_at: Mapped[datetime] = mapped_column(
@@ -38,6 +43,12 @@ class DeadLetter(Base):
     error_kind: Mapped[str] = mapped_column(String(40))
     reason: Mapped[str] = mapped_column(String(2000))
     seq: Mapped[int | None] = mapped_column(BigInteger)
+    #: SHA-256 of the full payload (``payload`` may be cut): with the topic, the message.
+    payload_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    deliveries: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    last_received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class AuthDecisionRecord(Base):

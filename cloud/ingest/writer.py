@@ -22,7 +22,9 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
 from cloud.pg import PgConnection
@@ -103,15 +105,17 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::smallint[], $5::t
                      $11::text[])
 ON CONFLICT DO NOTHING"""
 
-DEAD_LETTER_COLUMNS = (
-    "topic",
-    "device_id",
-    "payload",
-    "payload_bytes",
-    "error_kind",
-    "reason",
-    "seq",
-)
+# One row per distinct message (topic + SHA-256 of the full payload): a redelivery adds to
+# ``deliveries``. Rows are merged in Python first, as one INSERT cannot update a row twice.
+INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letters AS d
+    (topic, device_id, payload, payload_bytes, error_kind, reason, seq, payload_sha256,
+     deliveries)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::text[], $6::text[],
+                     $7::bigint[], $8::bytea[], $9::int[])
+ON CONFLICT (topic, payload_sha256) DO UPDATE
+SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()"""
+
 
 ALLOCATE_DOWNLINK_SEQS = """
 INSERT INTO downlink_sequences AS d (device_id, last_seq)
@@ -169,22 +173,7 @@ async def write_batch(
         if plan.auth_decisions:
             await _write_auth_decisions(conn, plan)
         if plan.dead_letters:
-            await conn.copy_records_to_table(
-                "dead_letters",
-                records=[
-                    (
-                        _text(d.topic_name, 300),
-                        d.device_id,
-                        d.payload[:dead_letter_payload_max],
-                        len(d.payload),
-                        _text(d.error_kind, 40),
-                        _text(d.reason, 2000),
-                        d.seq,
-                    )
-                    for d in plan.dead_letters
-                ],
-                columns=DEAD_LETTER_COLUMNS,
-            )
+            await _write_dead_letters(conn, plan, dead_letter_payload_max)
         if plan.acks:
             devices = sorted(plan.acks)
             counts = [plan.acks[d].messages_needed() for d in devices]
@@ -220,6 +209,24 @@ async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
     stored = [plan.telemetry[key] for key in new]
     await mark_pending(conn, ((b.device_id, r.ts) for b in stored for r in b.readings))
     return len(records)
+
+
+async def _write_dead_letters(conn: PgConnection, plan: BatchPlan, payload_max: int) -> None:
+    rows: dict[tuple[str, bytes], list[Any]] = {}
+    for d in plan.dead_letters:
+        topic_name = _text(d.topic_name, 300)
+        digest = hashlib.sha256(d.payload).digest()
+        row = rows.get((topic_name, digest))
+        if row is not None:
+            row[-1] += 1
+            continue
+        rows[(topic_name, digest)] = [
+            topic_name, d.device_id, d.payload[:payload_max], len(d.payload),
+            _text(d.error_kind, 40), _text(d.reason, 2000), d.seq, digest, 1,
+        ]  # fmt: skip
+    await conn.execute(
+        INSERT_DEAD_LETTERS, *(list(col) for col in zip(*rows.values(), strict=True))
+    )
 
 
 async def _write_auth_decisions(conn: PgConnection, plan: BatchPlan) -> None:

@@ -11,7 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from cloud.ingest.decode import Rejected, decode
 from cloud.ingest.live import device_channel
+from cloud.ingest.plan import plan_batch
+from cloud.ingest.writer import write_batch
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings
 from cloud.workers.ingest import open_ingest_worker
@@ -144,8 +147,10 @@ async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_
     rng = random.Random(6)
     device = SimDevice("dev-bad", add_device(broker, "dev-bad"), broker.port)
     unackable: list[tuple[MessageKind, bytes]] = []
+    distinct: set[tuple[MessageKind, bytes]] = set()
     for seq in range(1, 1001):
         kind, payload = _malformed("dev-bad", seq, rng)
+        distinct.add((kind, payload))
         if seq % 6 in (0, 4):  # no readable seq: stored, but nothing to ack
             unackable.append((kind, payload))
         else:
@@ -163,7 +168,10 @@ async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_
         await wait_for(lambda: worker.stats.messages >= 1001, timeout_s=30)
         run.cancel()
     device.disconnect()
-    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 1000
+    # One row per distinct message (the 167 copies of b"\xff\xfe not json" on a topic are
+    # one row each topic), every delivery counted.
+    assert await pg.fetchval("SELECT sum(deliveries) FROM dead_letters") == 1000
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == len(distinct)
     reasons = await pg.fetch("SELECT error_kind, count(*) AS n FROM dead_letters GROUP BY 1")
     kinds = {r["error_kind"] for r in reasons}
     assert kinds == {"MalformedJSON", "InvalidMessage", "UnsupportedVersion", "PayloadTooLarge"}
@@ -173,7 +181,7 @@ async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_
     # Rejections that carried a seq were acked as dead-lettered; the valid one was stored.
     assert 1001 not in device.dead_lettered
     assert len(device.dead_lettered) == 1000 - len(unackable)
-    assert await pg.fetchval("SELECT count(*) FROM dead_letters WHERE seq IS NULL") == len(
+    assert await pg.fetchval("SELECT sum(deliveries) FROM dead_letters WHERE seq IS NULL") == len(
         unackable
     )
 
@@ -313,3 +321,26 @@ async def test_decisions_are_stored_once_acked_after_commit_and_bad_ones_dead_le
     assert acked == set(range(1, bad_seq + 1))
     assert live is not None
     assert json.loads(live["data"])["type"] == "auth_decision"
+
+
+async def test_a_redelivered_dead_letter_is_one_row_counting_its_deliveries(
+    pg: PgConnection,
+) -> None:
+    """A device resends what was not acked (and a crashed worker's batch comes again): one
+    malformed message is one row, whose ``deliveries`` counts every arrival."""
+    status_topic = topic("dev-x", MessageKind.STATUS)
+    bad = decode(status_topic, b'{"not": "a status", "seq": 7}')
+    other = decode(status_topic, b"[1, 2]")
+    elsewhere = decode(topic("dev-y", MessageKind.STATUS), b"[1, 2]")
+    assert all(isinstance(r, Rejected) for r in (bad, other, elsewhere))
+    await write_batch(pg, plan_batch([bad, other, bad]), dead_letter_payload_max=1024)
+    await write_batch(pg, plan_batch([bad, elsewhere]), dead_letter_payload_max=1024)
+    rows = await pg.fetch(
+        "SELECT topic, payload, seq, deliveries, last_received_at > received_at AS again "
+        "FROM dead_letters ORDER BY id"
+    )
+    assert [(r["topic"], r["payload"], r["seq"], r["deliveries"], r["again"]) for r in rows] == [
+        (status_topic, b'{"not": "a status", "seq": 7}', 7, 3, True),
+        (status_topic, b"[1, 2]", None, 1, False),
+        (topic("dev-y", MessageKind.STATUS), b"[1, 2]", None, 1, False),
+    ]
