@@ -13,7 +13,8 @@ from edge_agent.errors import ControlError, MeterError, StoreError
 from edge_agent.tech import daemon, storeview
 from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.direct import DirectSite
-from edge_agent.tech.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S
+from edge_agent.tech.handhold import HoldResult, hold_closed
+from edge_agent.tech.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S, safety_limits
 from edge_agent.tech.output import (
     EXIT_FAIL,
     EXIT_OK,
@@ -25,6 +26,7 @@ from edge_agent.tech.output import (
     json_option,
     note,
 )
+from edge_agent.tech.plausible import implausible
 from edge_agent.tech.relaytest import RelayTestResult, Verdict, run_relay_test
 from protocols.meters import Quantity
 
@@ -78,33 +80,60 @@ def _switch(
     socket = settings.control.socket_path
     word = "closed" if closed else "open"
     hold: float | None = None
+    held: HoldResult | None = None
     if daemon.status(socket) is not None:
         answer = daemon.call(socket, {"cmd": "relay", "connector": cid, "closed": closed,
                                       "force": force, "hold_s": hold_s})  # fmt: skip
         via, read, hold = "agent", answer.get("read_closed"), answer.get("hold_s")
+    elif closed:
+        _refuse_if_session(settings, cid, force)
+        # Said on stderr, so a --json caller is told too.
+        note(f"the agent is not running: this command holds the relay closed on its bus and "
+             f"watches it (overcurrent, meter silence) for up to {hold_s:.0f} s; Ctrl-C "
+             f"opens it")  # fmt: skip
+        held = asyncio.run(_hold_direct(settings, cid, hold_s))
+        via, read, hold = "bus", held.read_closed, hold_s
     else:
-        if closed:
-            _refuse_if_session(settings, cid, force)
         read = asyncio.run(_switch_direct(settings, cid, closed))
         via = "bus"
         note("the agent is not running: the relay was switched directly on its bus")
-        if closed:
-            # Nothing watches it now: said on stderr, so a --json caller is told too.
-            note("nothing watches this relay: it stays closed until `relay off`, or until "
-                 "the agent starts (it opens every relay at start)")  # fmt: skip
     data = {"via": via, "connector": cid, "commanded": word, "read_closed": read,
-            "hold_s": hold}  # fmt: skip
+            "hold_s": hold, **(held.to_json() if held is not None else {})}  # fmt: skip
     mismatch = read is not None and read != closed
+    if held is not None and held.open_read is True:
+        mismatch = True  # commanded open at the end, and it does not read back open
 
     def human() -> None:
         back = "?" if read is None else ("closed" if read else "open")
         console().print(f"relay {cid}: commanded {word}, reads back {back} (via {via})")
-        if hold is not None:
+        if held is not None:
+            after = "?" if held.open_read is None else ("closed" if held.open_read else "open")
+            colour = "bold red" if held.tripped else "green"
+            console().print(f"held {held.held_s:.0f} s, then opened: [{colour}]"
+                            f"{escape(held.opened_because)}[/]; reads back {after}")  # fmt: skip
+        elif hold is not None:
             console().print(f"the agent watches it (overcurrent, meter silence) and opens it "
                             f"after {hold:.0f} s at the latest")  # fmt: skip
 
     emit(as_json, data, human)
-    raise SystemExit(EXIT_FAIL if mismatch else EXIT_OK)
+    raise SystemExit(EXIT_FAIL if mismatch or (held is not None and held.tripped) else EXIT_OK)
+
+
+async def _hold_direct(settings: AgentSettings, connector: int, hold_s: float) -> HoldResult:
+    meter_id = settings.connector(connector).meter
+    async with DirectSite(settings) as site:
+
+        async def trusted() -> dict[Quantity, float] | None:
+            try:
+                values = await site.read(meter_id)
+            except MeterError:
+                return None
+            return None if implausible(values) else values
+
+        return await hold_closed(
+            site.relay(connector), trusted, limits=safety_limits(settings, connector),
+            hold_s=hold_s,
+        )  # fmt: skip
 
 
 @relay.command("on")
@@ -113,7 +142,7 @@ def _switch(
 @force_option
 @click.option(
     "--hold-s", type=click.FloatRange(1, MAX_HOLD_S), default=DEFAULT_HOLD_S, show_default=True,
-    help="Beside the agent: it opens the relay after this many seconds.",
+    help="Open the relay after this many seconds (the agent's or this command's watch).",
 )  # fmt: skip
 @json_option
 @boundary
@@ -123,8 +152,10 @@ def relay_on(
     """Close the relay (power may flow). Refused while a session is active unless --force.
 
     Beside the running agent the connector is Unavailable while closed, and the agent opens
-    the relay on overcurrent, meter silence, or after --hold-s. With the agent stopped
-    nothing watches it: it stays closed until `relay off` or the agent's start.
+    the relay on overcurrent, meter silence, or after --hold-s. With the agent stopped this
+    command holds it instead: it stays in the foreground watching the meter by the same
+    rules, and opens the relay when one trips, after --hold-s, or on Ctrl-C. Exit 2 when a
+    rule tripped or the relay did not read back as commanded.
     """
     _switch(connector, force=force, config_file=config_file, as_json=as_json, closed=True,
             hold_s=hold_s)  # fmt: skip

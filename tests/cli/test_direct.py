@@ -132,8 +132,7 @@ async def test_relay_test_on_the_bus_passes_warns_without_an_ev_and_fails_when_w
         no_ev = await cli("relay", "test", "--json", config=config)
         sim.plug("7.4kw", capacity_wh=400_000.0)
         good = await cli("relay", "test", "--json", config=config)
-        on = await cli("relay", "on", "--json", config=config)
-        closed = sim.site.relay_closed
+        sim.set_relay(True)  # as a `relay on` beside a dead agent could have left it
         off = await cli("relay", "off", "--json", config=config)
         opened = not sim.site.relay_closed
         sim.set_relay(True)
@@ -144,7 +143,6 @@ async def test_relay_test_on_the_bus_passes_warns_without_an_ev_and_fails_when_w
     assert DIRECT in no_ev.stderr
     assert good.code == 0, good
     assert good.json()["verdict"] == "pass"
-    assert (on.code, on.json()["read_closed"], closed) == (0, True, True)
     assert (off.code, off.json()["read_closed"], opened) == (0, False, True)
     assert welded.code == 2, welded
     assert welded.json()["verdict"] == "stuck_closed"

@@ -1,12 +1,14 @@
 """A relay closed by hand is never left unwatched: beside the running agent the connector is
 Unavailable while it is closed and the agent opens it on overcurrent, on meter silence and
-after ``--hold-s``, then checks it really opened; with the agent stopped, Ctrl-C during a
+after ``--hold-s``, then checks it really opened; with the agent stopped, ``relay on`` holds
+the relay itself by the same rules (and Ctrl-C or SIGTERM open it), and Ctrl-C during a
 relay test still opens the relay. (And the agent's port is refused to `meter scan` under any
 of its names.)"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -176,3 +178,82 @@ async def test_ctrl_c_during_a_relay_test_on_the_bus_opens_the_relay(tmp_path: P
         assert not sim.site.relay_closed
     assert "Traceback" not in err.decode()
     assert proc.returncode != 0
+
+
+async def _hold_in_background(config: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(CLI), "relay", "on", "--json", "--config", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _finish(proc: asyncio.subprocess.Process) -> tuple[int, dict[str, object], str]:
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out), err.decode()
+
+
+@pytest.mark.integration
+async def test_relay_on_without_the_agent_holds_the_relay_for_hold_s_then_opens_it(
+    tmp_path: Path,
+) -> None:
+    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
+        config = write_config(tmp_path, sim)
+        proc = await _hold_in_background(config, "--hold-s", "2")
+
+        async def closed() -> bool:
+            return sim.site.relay_closed
+
+        await wait_until(closed, timeout_s=20)
+        code, data, err = await _finish(proc)
+        assert not sim.site.relay_closed
+    assert code == 0, err
+    assert (data["via"], data["read_closed"], data["open_read"]) == ("bus", True, False)
+    assert data["tripped"] is False
+    assert "limit of 2 s" in str(data["opened_because"])
+    assert "holds the relay closed" in err  # a --json caller is told on stderr
+
+
+@pytest.mark.integration
+async def test_relay_on_without_the_agent_opens_on_meter_silence(tmp_path: Path) -> None:
+    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
+        config = write_config(tmp_path, sim)
+        proc = await _hold_in_background(config, "--hold-s", "120")
+
+        async def closed() -> bool:
+            return sim.site.relay_closed
+
+        await wait_until(closed, timeout_s=20)
+        sim.set_fault("timeout", unit=1)
+        code, data, err = await _finish(proc)
+        assert not sim.site.relay_closed
+    assert code == 2, err
+    assert data["tripped"] is True
+    assert "MeterFailure" in str(data["opened_because"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_relay_on_without_the_agent_opens_on_ctrl_c_and_sigterm(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
+        config = write_config(tmp_path, sim)
+        proc = await _hold_in_background(config, "--hold-s", "120")
+
+        async def closed() -> bool:
+            return sim.site.relay_closed
+
+        await wait_until(closed, timeout_s=20)
+        proc.send_signal(sig)
+        code, data, err = await _finish(proc)
+        assert not sim.site.relay_closed
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert (data["tripped"], data["opened_because"]) == (False, "interrupted (Ctrl-C or SIGTERM)")
+    assert data["open_read"] is False

@@ -1,0 +1,100 @@
+"""``relay on`` with the agent stopped: the command itself watches the relay it closed.
+
+Beside the running agent a hand-closed relay is watched by the agent
+(:mod:`edge_agent.tech.agent_commands`). With the agent stopped nothing else would: a relay
+left closed could feed an overcurrent or run on a dead meter until someone remembered it. So
+the command stays in the foreground, reads the connector's meter, and applies the same rules
+(:func:`edge_agent.tech.manual_close.assess`: the fail-safe's overcurrent and meter-silence
+rules plus ``--hold-s``); Ctrl-C or SIGTERM end the hold. Whatever ends it, the relay is
+commanded open before the command returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_agent.relay.base import RelayDriver
+from edge_agent.relay.failsafe import SafetyLimits
+from edge_agent.tech import manual_close
+from edge_agent.tech.relaytest import open_relay
+from protocols.meters import Quantity
+
+#: How often the meter is read while the relay is held (the agent's safety tick).
+POLL_S = 0.5
+
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+
+#: One trusted reading of the connector's meter, or None (no answer, or implausible).
+ReadValues = Callable[[], Awaitable[dict[Quantity, float] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    read_closed: bool | None
+    open_read: bool | None
+    held_s: float
+    opened_because: str
+    #: A fail-safe rule opened it (overcurrent, meter silence), not the time or the person.
+    tripped: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read_closed": self.read_closed, "open_read": self.open_read,
+            "held_s": round(self.held_s, 1), "opened_because": self.opened_because,
+            "tripped": self.tripped,
+        }  # fmt: skip
+
+
+async def hold_closed(
+    relay: RelayDriver,
+    read_values: ReadValues,
+    *,
+    limits: SafetyLimits,
+    hold_s: float,
+    poll_s: float = POLL_S,
+) -> HoldResult:
+    """Close ``relay``, watch it until a rule, the time limit or a signal ends the hold, open it.
+
+    Ctrl-C (``asyncio.run`` cancels this task) and SIGTERM (handled here the same way) end
+    the hold like the time limit does: the relay is opened and the result says why.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    started = time.monotonic()
+    read_closed: bool | None = None
+    why, tripped = INTERRUPTED, False
+    try:
+        await relay.set_closed(True)
+        read_closed = await relay.is_closed()
+        manual = manual_close.start(time.monotonic(), hold_s)
+        while True:
+            values = await read_values()
+            now = time.monotonic()
+            heard = now if values is not None else manual.heard_mono
+            manual, verdict = manual_close.assess(
+                manual, mono=now, heard_mono=heard, values=values, limits=limits
+            )
+            if verdict is not None:
+                # The fail-safe rules are checked before the time limit: a verdict before the
+                # limit is theirs.
+                why, tripped = verdict, now - manual.closed_at < manual.hold_s
+                break
+            await asyncio.sleep(poll_s)
+    except asyncio.CancelledError:
+        # Ended by the technician: reported like any other end, once the relay is open.
+        task.uncancel()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        await open_relay(relay)
+    open_read = await relay.is_closed()
+    return HoldResult(read_closed, open_read, time.monotonic() - started, why, tripped)
