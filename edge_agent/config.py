@@ -45,7 +45,11 @@ CONFIG_ENV_VAR = "CHARGEMITRA_AGENT_CONFIG"
 CLOUD_OVERLAY = "cloud.toml"
 
 # A ``description`` is what a technician reads as "expected ..." instead of the regex.
-Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="1-32 of A-Z a-z 0-9 _ -")]
+# \Z, not $: msgspec matches with re.search, and Python's $ also matches before a final
+# newline ("m1\n" would pass here and then be refused on the wire, as MeterId anchors with \Z).
+Name = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}\Z", description="1-32 of A-Z a-z 0-9 _ -")
+]
 UnitId = Annotated[int, Meta(ge=1, le=247)]  # Modbus serial line spec v1.02 §2.2: 1..247
 Seconds = Annotated[float, Meta(gt=0, le=3600)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
@@ -454,7 +458,9 @@ def _union_problems(
     choices = ", ".join(f'"{t}"' for t in by_tag)
     if tag_field not in value:
         return [ConfigProblem(_dotted((*path, tag_field)), None, f"one of {choices} (required)")]
-    member = by_tag.get(value[tag_field])
+    tag = value[tag_field]
+    # A list or table where the tag belongs is not hashable: a bad value like any other.
+    member = by_tag.get(tag) if isinstance(tag, str) else None
     if member is None:
         return [ConfigProblem(_dotted((*path, tag_field)), value[tag_field], f"one of {choices}")]
     return _problems(value, member, path)

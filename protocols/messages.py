@@ -30,6 +30,7 @@ values (a dict), :func:`msgspec.convert` to build a model from plain data with e
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -109,9 +110,43 @@ ConnectorId = Annotated[int, Meta(ge=1, le=32)]
 IdTagHash = Annotated[str, Meta(pattern=_pattern("[0-9a-f]{64}"))]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 # No NaN or infinity: JSON has neither (msgspec refuses the NaN/Infinity tokens as malformed
-# JSON and an overflowing number such as 1e999 as out of range), and encode_message turns a
-# non-finite float into null, which a float field then refuses.
+# JSON and an overflowing number such as 1e999 as out of range). msgspec *encodes* a
+# non-finite float as null, which a required float field then refuses on the round trip in
+# encode_message; an optional one would take the null, so those are checked in __post_init__.
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
+
+
+def _check_finite(struct: msgspec.Struct, *names: str) -> None:
+    for name in names:
+        value = getattr(struct, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def _check_json(value: object, path: str) -> None:
+    """Refuse what is not a JSON value in a ``JsonValue`` field (decoded JSON always is).
+
+    Built in Python, such a field could hold a datetime, bytes, a set, a non-string key or a
+    NaN, which msgspec would quietly turn into a string, base64, a list, a string key or
+    null: the receiver would read something else than was meant.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {value} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}.{i}")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path}: key {key!r} is not a string")
+            _check_json(item, f"{path}.{key}")
+        return
+    raise TypeError(f"{path}: a {type(value).__name__} is not a JSON value")
 
 
 class _DefaultVersion(IntEnum):
@@ -250,6 +285,7 @@ class SessionEvent(Envelope, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         _normalise_times(self, "started_at", "stopped_at")
+        _check_finite(self, "power_w")
         stopping = self.event is SessionEventType.STOPPED
         if stopping and (self.stopped_at is None or self.stop_reason is None):
             raise ValueError("a 'stopped' event needs stopped_at and stop_reason")
@@ -281,6 +317,9 @@ class Backlog(WireModel, frozen=True, kw_only=True):
     rows: NonNegativeInt
     oldest_age_s: NonNegativeFloat | None = None
     thinned: NonNegativeInt = 0
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "oldest_age_s")
 
 
 class Status(Envelope, frozen=True, kw_only=True):
@@ -374,6 +413,9 @@ class ConfigUpdate(_Action, tag=CommandName.CONFIG_UPDATE.value, frozen=True, kw
     name: ClassVar[CommandName] = CommandName.CONFIG_UPDATE
     settings: dict[str, JsonValue]
 
+    def __post_init__(self) -> None:
+        _check_json(self.settings, "settings")
+
 
 class Diagnostics(_Action, tag=CommandName.DIAGNOSTICS.value, frozen=True, kw_only=True):
     name: ClassVar[CommandName] = CommandName.DIAGNOSTICS
@@ -414,6 +456,10 @@ class CommandResult(Envelope, frozen=True, kw_only=True):
     session_id: Ulid | None = None
     detail: Annotated[str, Meta(max_length=1000)] = ""
     data: dict[str, JsonValue] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_json(self.data, "data")
 
 
 # --- authorization decisions -----------------------------------------------------------------

@@ -46,6 +46,8 @@ IMPLICIT_ASSERTION = b"chargemitra-unlock-v1"
 SIGNATURE_BYTES = 64
 #: Tokens travel in QR codes and MQTT commands; anything longer is not ours.
 MAX_TOKEN_CHARS = 4096
+#: A footer is {"kid": "<16 hex>"} in base64url (36 characters); room for a longer kid.
+MAX_FOOTER_CHARS = 256
 
 #: Bytes of a raw Ed25519 public key and of a private key's seed (RFC 8032).
 KEY_BYTES = 32
@@ -394,10 +396,15 @@ class TokenVerifier:
         parts = token[len(HEADER) :].split(".")
         if len(parts) != 2:
             return TokenCheck(invalid, "token has no footer with a key id")
+        # The footer is read before the signature is checked, so it is hostile input: ours is
+        # {"kid":"<16 hex>"}; a bound keeps a QR code of 2,500 "[" from reaching json.loads'
+        # recursion limit (RecursionError would escape this "never raises").
+        if len(parts[1]) > MAX_FOOTER_CHARS:
+            return TokenCheck(invalid, "token footer too long")
         try:
             body, footer = _b64decode(parts[0]), _b64decode(parts[1])
             kid = json.loads(footer)["kid"]
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
             return TokenCheck(invalid, "token is not decodable")
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
@@ -409,7 +416,7 @@ class TokenVerifier:
             return TokenCheck(invalid, "bad signature")
         try:
             claims = UnlockClaims.from_json(json.loads(message))
-        except (ValueError, TypeError, KeyError, CredentialError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError, CredentialError) as exc:
             return TokenCheck(invalid, f"bad claims: {exc}")
         if claims.charger_id != charger_id or claims.connector != connector:
             return TokenCheck(

@@ -224,9 +224,10 @@ async def _write_dead_letters(conn: PgConnection, plan: BatchPlan, payload_max: 
             topic_name, d.device_id, d.payload[:payload_max], len(d.payload),
             _text(d.error_kind, 40), _text(d.reason, 2000), d.seq, digest, 1,
         ]  # fmt: skip
-    await conn.execute(
-        INSERT_DEAD_LETTERS, *(list(col) for col in zip(*rows.values(), strict=True))
-    )
+    # In key order: two workers upserting the same rows take their locks in one order, so
+    # they queue instead of deadlocking (as every other write here).
+    ordered = [rows[key] for key in sorted(rows)]
+    await conn.execute(INSERT_DEAD_LETTERS, *(list(col) for col in zip(*ordered, strict=True)))
 
 
 async def _write_auth_decisions(conn: PgConnection, plan: BatchPlan) -> None:

@@ -119,6 +119,11 @@ async def _present_safely(
         await present(credential, connector)
     except AgentError as exc:
         log.error("credential from %s not decided: %s", path, exc)
+    except Exception:
+        # Whatever a card or a printed QR code makes the decision path do, it must not end
+        # the reader task (and with it the agent's TaskGroup, stopping every session): a
+        # defect, logged with its traceback, and the next credential is read.
+        log.exception("credential from %s not decided: unexpected error", path)
 
 
 async def run_rdm6300(

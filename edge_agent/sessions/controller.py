@@ -46,8 +46,10 @@ from edge_agent.sessions.machine import (
     progress,
     step,
 )
+from edge_agent.store.auth import wire_ref
 from edge_agent.store.sessions import EventContext, record_event
 from protocols.enums import ConnectorStatus, SessionEventType, StopReason
+from protocols.errors import MessageError
 from protocols.ids import new_ulid
 from protocols.messages import CredentialRef, MeterReading
 from protocols.meters import Quantity
@@ -171,7 +173,9 @@ class ConnectorController:
         event = Authorize(
             # The id the authorizer reserved (and reported with the decision), if any.
             session_id=decision.session_id or new_ulid(),
-            credential=CredentialRef(kind=decision.kind, ref=decision.ref),
+            # The reference the decision was reported under (a foreign token's over-long jti
+            # is hashed), so the session and its decision name the same credential.
+            credential=CredentialRef(kind=decision.kind, ref=wire_ref(decision)),
             now=self._clocks.wall(),
             mono=self._clocks.mono(),
             meter_wh=meter_wh,
@@ -333,7 +337,9 @@ class ConnectorController:
     def _record(self, event: EmitSessionEvent) -> str | None:
         try:
             record_event(self._conn, event, self._context())
-        except StoreError as exc:
+        # MessageError: the event breaks the wire contract (encode_message refuses it before
+        # it is stored) -- the same outcome as a store that refuses it.
+        except (StoreError, MessageError) as exc:
             log.error("connector %s: cannot record %s: %s", self.id, event.event.value, exc)
             if event.event is SessionEventType.STARTED:
                 # A start that cannot be stored must not close the relay (SetRelay(closed)

@@ -5,7 +5,7 @@ Beside the running agent a hand-closed relay is watched by the agent
 left closed could feed an overcurrent or run on a dead meter until someone remembered it. So
 the command stays in the foreground, reads the connector's meter, and applies the same rules
 (:func:`edge_agent.tech.manual_close.assess`: the fail-safe's overcurrent and meter-silence
-rules plus ``--hold-s``); Ctrl-C or SIGTERM end the hold. Whatever ends it, the relay is
+rules plus ``--hold-s``); Ctrl-C, SIGTERM or SIGHUP end the hold. Whatever ends it, the relay is
 commanded open before the command returns.
 """
 
@@ -28,7 +28,7 @@ from protocols.meters import Quantity
 #: How often the meter is read while the relay is held (the agent's safety tick).
 POLL_S = 0.5
 
-INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+INTERRUPTED = "interrupted (Ctrl-C, SIGTERM or SIGHUP)"
 
 #: One trusted reading of the connector's meter, or None (no answer, or implausible).
 ReadValues = Callable[[], Awaitable[dict[Quantity, float] | None]]
@@ -51,6 +51,10 @@ class HoldResult:
         }  # fmt: skip
 
 
+#: What ends a hold from outside: Ctrl-C, a stop, and the technician's SSH session dropping.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def hold_closed(
     relay: RelayDriver,
     read_values: ReadValues,
@@ -61,22 +65,29 @@ async def hold_closed(
 ) -> HoldResult:
     """Close ``relay``, watch it until a rule, the time limit or a signal ends the hold, open it.
 
-    Ctrl-C (``asyncio.run`` cancels this task) and SIGTERM (handled here the same way) end
-    the hold like the time limit does: the relay is opened and the result says why.
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP are handled here for the whole hold *and* the opening:
+    the first ends the hold, later ones are ignored until the relay is open. Left to their
+    defaults, a second Ctrl-C (asyncio raising KeyboardInterrupt into the open), a second
+    SIGTERM or a dropped SSH session would kill the process with the relay still closed.
     """
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    stop = asyncio.Event()
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append(sig)
     started = time.monotonic()
     read_closed: bool | None = None
     why, tripped = INTERRUPTED, False
+    opened = False
     try:
         await relay.set_closed(True)
         read_closed = await relay.is_closed()
         manual = manual_close.start(time.monotonic(), hold_s)
-        while True:
+        while not stop.is_set():
             values = await read_values()
             now = time.monotonic()
             heard = now if values is not None else manual.heard_mono
@@ -88,13 +99,16 @@ async def hold_closed(
                 # limit is theirs.
                 why, tripped = verdict, now - manual.closed_at < manual.hold_s
                 break
-            await asyncio.sleep(poll_s)
-    except asyncio.CancelledError:
-        # Ended by the technician: reported like any other end, once the relay is open.
-        task.uncancel()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
         await open_relay(relay)
-    open_read = await relay.is_closed()
+        opened = True
+        open_read = await relay.is_closed()
+    finally:
+        try:
+            if not opened:  # an error in the bus, the meter or the relay: open, best effort
+                await open_relay(relay)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
     return HoldResult(read_closed, open_read, time.monotonic() - started, why, tripped)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.relay.failsafe import SafetyLimits
-from edge_agent.tech import manual_close
+from edge_agent.tech import handhold, manual_close
 from firmware_sim.site import MeterSpec
 from protocols.meters import Quantity
 from tests.cli.rig import CLI, TAG, agent_process, cli, one_line_error, sim_site, write_config
@@ -238,10 +238,17 @@ async def test_relay_on_without_the_agent_opens_on_meter_silence(tmp_path: Path)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_relay_on_without_the_agent_opens_on_ctrl_c_and_sigterm(
-    tmp_path: Path, sig: signal.Signals
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT] * 3,
+     [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]],
+    ids=["ctrl-c", "sigterm", "sighup-ssh-dropped", "ctrl-c-thrice", "one-of-each"],
+)  # fmt: skip
+async def test_relay_on_without_the_agent_opens_on_ctrl_c_sigterm_and_sighup(
+    tmp_path: Path, signals: list[signal.Signals]
 ) -> None:
+    """Each ends the hold; repeats while the relay is being opened are ignored (left to their
+    defaults, a second one would kill the command with the relay still closed)."""
     async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
         config = write_config(tmp_path, sim)
         proc = await _hold_in_background(config, "--hold-s", "120")
@@ -250,10 +257,11 @@ async def test_relay_on_without_the_agent_opens_on_ctrl_c_and_sigterm(
             return sim.site.relay_closed
 
         await wait_until(closed, timeout_s=20)
-        proc.send_signal(sig)
+        for sig in signals:
+            proc.send_signal(sig)
         code, data, err = await _finish(proc)
         assert not sim.site.relay_closed
     assert code == 0, err
     assert "Traceback" not in err
-    assert (data["tripped"], data["opened_because"]) == (False, "interrupted (Ctrl-C or SIGTERM)")
+    assert (data["tripped"], data["opened_because"]) == (False, handhold.INTERRUPTED)
     assert data["open_read"] is False

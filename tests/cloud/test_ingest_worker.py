@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from cloud import migrate
 from cloud.ingest.decode import Rejected, decode
 from cloud.ingest.live import device_channel
 from cloud.ingest.plan import plan_batch
@@ -343,4 +344,44 @@ async def test_a_redelivered_dead_letter_is_one_row_counting_its_deliveries(
         (status_topic, b'{"not": "a status", "seq": 7}', 7, 3, True),
         (status_topic, b"[1, 2]", None, 1, False),
         (topic("dev-y", MessageKind.STATUS), b"[1, 2]", None, 1, False),
+    ]
+
+
+async def test_migration_0006_merges_stored_copies_and_keeps_cut_payloads_apart(
+    db_url: str,
+) -> None:
+    """Dead letters stored per delivery before revision 0006 become one row per message,
+    counting the copies; payloads stored cut to the size limit are never merged, as two long
+    messages may share the stored prefix."""
+    await asyncio.to_thread(migrate.downgrade, db_url, "0005")
+    try:
+        conn = await connect(DbSettings(url=db_url))
+        try:
+            insert = (
+                "INSERT INTO dead_letters (topic, device_id, payload, payload_bytes, error_kind,"
+                " reason, seq, received_at) VALUES ($1, 'd', $2, $3, 'InvalidMessage', 'r', $4,"
+                " TIMESTAMPTZ '2026-11-24 06:00Z' + $5 * INTERVAL '1 minute')"
+            )
+            for minute in range(3):  # one message, delivered three times
+                await conn.execute(insert, "t/a", b"same", 4, 1, minute)
+            await conn.execute(insert, "t/b", b"same", 4, 1, 0)  # another topic
+            for minute in range(2):  # two different long messages, both cut to one prefix
+                await conn.execute(insert, "t/a", b"prefix", 9000, None, minute)
+        finally:
+            await close(conn)
+    finally:
+        await asyncio.to_thread(migrate.upgrade, db_url, "head")
+    conn = await connect(DbSettings(url=db_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT topic, payload, deliveries, last_received_at - received_at AS span"
+            " FROM dead_letters ORDER BY id"
+        )
+    finally:
+        await close(conn)
+    assert [(r["topic"], r["payload"], r["deliveries"], r["span"].seconds) for r in rows] == [
+        ("t/a", b"same", 3, 120),
+        ("t/b", b"same", 1, 0),
+        ("t/a", b"prefix", 1, 0),
+        ("t/a", b"prefix", 1, 0),
     ]

@@ -155,8 +155,13 @@ def test_unknown_meter_model_lists_the_known_ones() -> None:
 
 @pytest.mark.parametrize(
     ("link", "value"),
-    [('{ transport = "udp", host = "h" }', "udp"), ('{ host = "h" }', None)],
-    ids=["unknown", "missing"],
+    [
+        ('{ transport = "udp", host = "h" }', "udp"),
+        ('{ host = "h" }', None),
+        ('{ transport = ["tcp"], host = "h" }', ["tcp"]),
+        ('{ transport = { tcp = 1 }, host = "h" }', {"tcp": 1}),
+    ],
+    ids=["unknown", "missing", "a-list", "a-table"],
 )
 def test_bad_transport_lists_the_transports(link: str, value: object) -> None:
     data = _data(GOOD.replace('{ transport = "tcp", host = "10.0.0.5", port = 502 }', link))
@@ -165,6 +170,16 @@ def test_bad_transport_lists_the_transports(link: str, value: object) -> None:
     (problem,) = info.value.problems
     assert (problem.field, problem.value) == ("meters.1.link.transport", value)
     assert '"rtu", "tcp"' in problem.expected
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    """Python's ``$`` matches before a final newline; the wire's meter id pattern does not,
+    so a name the config accepted would fail every telemetry batch."""
+    data = _data(GOOD)
+    data["meters"][0]["id"] = "m1\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert "meters.0.id" in _problem_fields(info.value)
 
 
 def test_plaintext_mqtt_only_to_this_machine() -> None:

@@ -261,3 +261,29 @@ async def test_a_session_takes_the_id_its_decision_reserved_and_reported(
     result = await controller.start(replace(ACCEPTED, session_id=reserved))
     assert result.session_id == reserved
     assert [e.session_id for e in _events(conn)] == [reserved]
+
+
+async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+) -> None:
+    """A start whose event cannot be encoded (a booking id longer than the wire allows, from
+    a token whose claims are not bounded) is refused like one the store refuses: the relay
+    stays open and the connector takes the next driver, instead of hanging in Preparing."""
+    controller, relay, _, _ = rig
+    await _run(rig, 1)
+    token = AuthDecision(
+        AuthorizationStatus.ACCEPTED, "ok", CredentialKind.TOKEN, "j" * 200,
+        booking_id="b" * 100,
+    )  # fmt: skip
+    result = await controller.start(token)
+    assert result.session_id is None
+    assert "booking_id" in result.detail
+    assert relay.history == []
+    assert _status(controller) is ConnectorStatus.AVAILABLE
+    assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    # The next driver starts normally; a long jti travels hashed, as its decision did.
+    long_jti = replace(token, booking_id="01JBOOKING")
+    result = await controller.start(long_jti)
+    assert result.session_id is not None
+    [event] = _events(conn)
+    assert event.credential.ref.startswith("jti-")

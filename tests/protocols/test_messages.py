@@ -423,13 +423,36 @@ def test_to_builtins_is_the_wire_form_as_json_values() -> None:
     assert m.to_builtins(message) == json.loads(m.encode_message(message))
 
 
-def test_a_message_with_values_json_cannot_carry_is_refused() -> None:
-    result = m.CommandResult(
-        msg_id=new_ulid(), device_id="site-1", seq=2, ts=NOW, clock_synced=True,
-        cmd_id=new_ulid(), status=CommandStatus.ACCEPTED, data={"x": object()},  # type: ignore[dict-item]
-    )  # fmt: skip
-    with pytest.raises(InvalidMessage, match="cannot encode"):
-        m.encode_message(result)
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"x": object()}, "data.x: a object is not a JSON value"),
+        ({"at": NOW}, "data.at: a datetime is not a JSON value"),
+        ({"raw": b"\x00"}, "data.raw: a bytes is not a JSON value"),
+        ({"s": {1, 2}}, "data.s: a set is not a JSON value"),
+        ({"m": {1: 2}}, "data.m: key 1 is not a string"),
+        ({"l": [1.0, float("nan")]}, "data.l.1: nan is not a JSON number"),
+    ],
+)
+def test_a_message_with_values_json_cannot_carry_is_refused(
+    data: dict[str, Any], error: str
+) -> None:
+    """msgspec would turn these into something else (a string, base64, a list, null) and the
+    receiver would read what was not meant: refused when the message is built."""
+    with pytest.raises((TypeError, ValueError), match=error.replace(".", r"\.")):
+        m.CommandResult(
+            msg_id=new_ulid(), device_id="site-1", seq=2, ts=NOW, clock_synced=True,
+            cmd_id=new_ulid(), status=CommandStatus.ACCEPTED, data=data,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_optional_float_is_never_sent_as_null_for_a_non_finite_value(value: float) -> None:
+    with pytest.raises(ValueError, match="oldest_age_s must be a finite number"):
+        m.Backlog(rows=1, oldest_age_s=value)
+    event = msgspec.convert(session_event(), m.SessionEvent)
+    with pytest.raises(ValueError, match="power_w must be a finite number"):
+        msgspec.structs.replace(event, power_w=value)
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,17 @@ def test_garbage_is_invalid_not_an_exception(token: object) -> None:
     assert verify(token).status is S.INVALID  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("footer", [b"[" * 2500, b'{"kid": ' + b"[" * 150 + b"}"])
+def test_a_deeply_nested_footer_is_invalid_not_an_exception(footer: bytes) -> None:
+    """The footer is parsed before the signature is checked: a printed QR code must not be
+    able to raise out of verify (RecursionError) and stop the agent's reader."""
+    body = base64.urlsafe_b64encode(b"x" * 80).rstrip(b"=").decode()
+    tail = base64.urlsafe_b64encode(footer).rstrip(b"=").decode()
+    check = verify(f"v4.public.{body}.{tail}")
+    assert check.status is S.INVALID
+    assert "footer" in check.reason or "decodable" in check.reason
+
+
 def test_claims_must_name_one_purpose_and_a_forward_window() -> None:
     with pytest.raises(CredentialError, match="exactly one"):
         claims(session_intent_id="si-1")

@@ -38,10 +38,13 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    # Rows from before this revision: the hash of the stored payload (it may have been cut
-    # to the size limit, so a later redelivery of a long one may not merge; nothing is lost).
+    # Rows from before this revision: the hash of the stored payload when it is whole. A
+    # payload cut to the size limit is not the message (two long ones may share the stored
+    # prefix): such a row gets a hash of its own (with its id), so it is never merged away.
     op.execute(
-        "UPDATE dead_letters SET payload_sha256 = sha256(payload), last_received_at = received_at"
+        """UPDATE dead_letters SET last_received_at = received_at,
+               payload_sha256 = CASE WHEN length(payload) = payload_bytes THEN sha256(payload)
+                   ELSE sha256(payload || convert_to('|cut|' || id::text, 'UTF8')) END"""
     )
     # Merge the copies already stored: the first row keeps the sum and the last time.
     op.execute(
