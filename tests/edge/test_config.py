@@ -175,7 +175,7 @@ def test_bad_transport_lists_the_transports(link: str, value: object) -> None:
 def test_a_name_with_a_trailing_newline_is_refused() -> None:
     """Python's ``$`` matches before a final newline; the wire's meter id pattern does not,
     so a name the config accepted would fail every telemetry batch."""
-    data = _data(GOOD)
+    data = tomllib.loads(GOOD)
     data["meters"][0]["id"] = "m1\n"
     with pytest.raises(ConfigError) as info:
         parse_config(data)
