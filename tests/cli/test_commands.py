@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_agent.auth.authorizer import MALFORMED_TAG_REASON, MALFORMED_TAG_REF
+from edge_agent.auth.decision import AuthDecision
 from edge_agent.cli import main
 from edge_agent.config import load_config
 from edge_agent.errors import InputError
@@ -261,18 +262,22 @@ def test_the_store_opens_read_only_even_under_a_path_a_uri_would_garble(tmp_path
         conn.close()
 
 
-def test_auth_check_words_a_malformed_tag_as_the_agent_does(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+def _auth_check(tmp_path: Path, config: Path, credential: str, kind: str) -> AuthDecision:
+    """``auth check``'s evaluation of ``credential`` over a fresh store, read-only."""
     connect(tmp_path / "agent.db").close()
     settings = load_config(config)
     conn = open_readonly(tmp_path / "agent.db")
     try:
-        decision = check(
-            conn, settings, "not a tag!", kind="tag", connector=1, now=datetime.now(UTC),
+        return check(
+            conn, settings, credential, kind=kind, connector=1, now=datetime.now(UTC),
             clock_synced=True, connector_busy=False,
         )  # fmt: skip
     finally:
         conn.close()
+
+
+def test_auth_check_words_a_malformed_tag_as_the_agent_does(tmp_path: Path) -> None:
+    decision = _auth_check(tmp_path, _config(tmp_path), "not a tag!", "tag")
     assert (decision.reason, decision.ref) == (MALFORMED_TAG_REASON, MALFORMED_TAG_REF)
 
 
@@ -283,20 +288,8 @@ def test_auth_check_refuses_a_short_pin_secret_as_the_agent_does(tmp_path: Path)
     secret = tmp_path / "pin.secret"
     secret.write_bytes(b"too-short")
     config.write_text(config.read_text() + f'\n[auth]\npin_secret_file = "{secret}"\n')
-    connect(tmp_path / "agent.db").close()
-    settings = load_config(config)
-    conn = open_readonly(tmp_path / "agent.db")
-    try:
-        with pytest.raises(InputError, match=r"pin_secret_file: .*pin\.secret: fewer than 16"):
-            check(
-                conn, settings, "12345678", kind="pin", connector=1, now=datetime.now(UTC),
-                clock_synced=True, connector_busy=False,
-            )  # fmt: skip
-        # A tag check needs no PIN secret: the bad file does not stand in its way.
-        tag = check(
-            conn, settings, "04A1B2C3", kind="tag", connector=1, now=datetime.now(UTC),
-            clock_synced=True, connector_busy=False,
-        )  # fmt: skip
-    finally:
-        conn.close()
+    with pytest.raises(InputError, match=r"pin_secret_file: .*pin\.secret: fewer than 16"):
+        _auth_check(tmp_path, config, "12345678", "pin")
+    # A tag check needs no PIN secret: the bad file does not stand in its way.
+    tag = _auth_check(tmp_path, config, "04A1B2C3", "tag")
     assert tag.status is AuthorizationStatus.UNKNOWN  # not in the local list or the cache

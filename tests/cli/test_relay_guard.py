@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from edge_agent.relay.failsafe import SafetyLimits
 from edge_agent.tech import handhold, manual_close
+from firmware_sim.simsite import SimSite
 from firmware_sim.site import MeterSpec
 from protocols.meters import Quantity
 from tests.cli.rig import CLI, TAG, agent_process, cli, one_line_error, sim_site, write_config
@@ -154,13 +157,44 @@ async def test_the_agent_watches_a_relay_closed_by_hand_and_opens_it(tmp_path: P
 
 @pytest.mark.integration
 async def test_ctrl_c_during_a_relay_test_on_the_bus_opens_the_relay(tmp_path: Path) -> None:
-    async with sim_site(MeterSpec("sdm630", 1), plugged=False) as sim:
+    # No EV: the test watches for power for stuck_relay_check_s + 1 s with the relay closed.
+    ran = await _while_closed(
+        tmp_path, ["relay", "test"], lambda sim, proc: proc.send_signal(signal.SIGINT),
+        plugged=False,
+        edit=lambda text: text.replace("stuck_relay_check_s = 0.5", "stuck_relay_check_s = 60"),
+    )  # fmt: skip
+    assert not ran.relay_closed_after
+    assert "Traceback" not in ran.stderr
+    assert ran.code != 0
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+    #: The simulator's contactor once the command has returned.
+    relay_closed_after: bool
+
+    def json(self) -> dict[str, object]:
+        data: dict[str, object] = json.loads(self.stdout)
+        return data
+
+
+WhileClosed = Callable[[SimSite, asyncio.subprocess.Process], object]
+
+
+async def _while_closed(
+    tmp_path: Path, argv: list[str], act: WhileClosed, *, plugged: bool = True,
+    edit: Callable[[str], str] = lambda text: text,
+) -> Ran:  # fmt: skip
+    """Run ``chargemitra-agent ARGV`` beside a stopped agent; once the simulator's relay is
+    closed, ``act`` (a fault, a signal), then wait for the command."""
+    async with sim_site(MeterSpec("sdm630", 1), plugged=plugged) as sim:
         config = write_config(tmp_path, sim)
-        # No EV: the test watches for power for stuck_relay_check_s + 1 s with the relay closed.
-        text = config.read_text().replace("stuck_relay_check_s = 0.5", "stuck_relay_check_s = 60")
-        config.write_text(text)
+        config.write_text(edit(config.read_text()))
         proc = await asyncio.create_subprocess_exec(
-            str(CLI), "relay", "test", "--config", str(config),
+            str(CLI), *argv, "--config", str(config),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -169,72 +203,41 @@ async def test_ctrl_c_during_a_relay_test_on_the_bus_opens_the_relay(tmp_path: P
                 return sim.site.relay_closed
 
             await wait_until(closed, timeout_s=20)
-            proc.send_signal(signal.SIGINT)
-            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            act(sim, proc)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        assert not sim.site.relay_closed
-    assert "Traceback" not in err.decode()
-    assert proc.returncode != 0
+        assert proc.returncode is not None
+        return Ran(proc.returncode, out.decode(), err.decode(), sim.site.relay_closed)
 
 
-async def _hold_in_background(config: Path, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(CLI), "relay", "on", "--json", "--config", str(config), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-
-async def _finish(proc: asyncio.subprocess.Process) -> tuple[int, dict[str, object], str]:
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, json.loads(out), err.decode()
+async def _hold(tmp_path: Path, hold_s: float, act: WhileClosed) -> Ran:
+    """``relay on --json --hold-s HOLD_S`` beside a stopped agent."""
+    return await _while_closed(tmp_path, ["relay", "on", "--json", "--hold-s", str(hold_s)], act)
 
 
 @pytest.mark.integration
 async def test_relay_on_without_the_agent_holds_the_relay_for_hold_s_then_opens_it(
     tmp_path: Path,
 ) -> None:
-    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
-        config = write_config(tmp_path, sim)
-        proc = await _hold_in_background(config, "--hold-s", "2")
-
-        async def closed() -> bool:
-            return sim.site.relay_closed
-
-        await wait_until(closed, timeout_s=20)
-        code, data, err = await _finish(proc)
-        assert not sim.site.relay_closed
-    assert code == 0, err
-    assert (data["via"], data["read_closed"], data["open_read"]) == ("bus", True, False)
-    assert data["tripped"] is False
-    assert "limit of 2 s" in str(data["opened_because"])
-    assert "holds the relay closed" in err  # a --json caller is told on stderr
+    held = await _hold(tmp_path, 2, lambda sim, proc: None)
+    assert (held.code, held.relay_closed_after) == (0, False), held.stderr
+    assert (held.json()["via"], held.json()["read_closed"], held.json()["open_read"]) == (
+        "bus", True, False,
+    )  # fmt: skip
+    assert held.json()["tripped"] is False
+    assert "limit of 2 s" in str(held.json()["opened_because"])
+    assert "holds the relay closed" in held.stderr  # a --json caller is told on stderr
 
 
 @pytest.mark.integration
 async def test_relay_on_without_the_agent_opens_on_meter_silence(tmp_path: Path) -> None:
-    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
-        config = write_config(tmp_path, sim)
-        proc = await _hold_in_background(config, "--hold-s", "120")
-
-        async def closed() -> bool:
-            return sim.site.relay_closed
-
-        await wait_until(closed, timeout_s=20)
-        sim.set_fault("timeout", unit=1)
-        code, data, err = await _finish(proc)
-        assert not sim.site.relay_closed
-    assert code == 2, err
-    assert data["tripped"] is True
-    assert "MeterFailure" in str(data["opened_because"])
+    held = await _hold(tmp_path, 120, lambda sim, proc: sim.set_fault("timeout", unit=1))
+    assert (held.code, held.relay_closed_after) == (2, False), held.stderr
+    assert held.json()["tripped"] is True
+    assert "MeterFailure" in str(held.json()["opened_because"])
 
 
 @pytest.mark.integration
@@ -249,19 +252,13 @@ async def test_relay_on_without_the_agent_opens_on_ctrl_c_sigterm_and_sighup(
 ) -> None:
     """Each ends the hold; repeats while the relay is being opened are ignored (left to their
     defaults, a second one would kill the command with the relay still closed)."""
-    async with sim_site(MeterSpec("sdm630", 1), plugged=True) as sim:
-        config = write_config(tmp_path, sim)
-        proc = await _hold_in_background(config, "--hold-s", "120")
 
-        async def closed() -> bool:
-            return sim.site.relay_closed
-
-        await wait_until(closed, timeout_s=20)
+    def send(sim: SimSite, proc: asyncio.subprocess.Process) -> None:
         for sig in signals:
             proc.send_signal(sig)
-        code, data, err = await _finish(proc)
-        assert not sim.site.relay_closed
-    assert code == 0, err
-    assert "Traceback" not in err
-    assert (data["tripped"], data["opened_because"]) == (False, handhold.INTERRUPTED)
-    assert data["open_read"] is False
+
+    held = await _hold(tmp_path, 120, send)
+    assert (held.code, held.relay_closed_after) == (0, False), held.stderr
+    assert "Traceback" not in held.stderr
+    assert (held.json()["tripped"], held.json()["opened_because"]) == (False, handhold.INTERRUPTED)
+    assert held.json()["open_read"] is False
