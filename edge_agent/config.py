@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 import types
 from pathlib import Path
@@ -37,6 +36,7 @@ from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S
 from protocols.errors import TopicError
 from protocols.ids import validate_device_id
 from protocols.meters import available_models
+from protocols.validation import PathParts, error_location
 
 #: Where the daemon looks when neither ``--config`` nor ``CHARGEMITRA_AGENT_CONFIG`` is given.
 DEFAULT_CONFIG_PATH = Path("/etc/chargemitra/agent.toml")
@@ -344,7 +344,6 @@ class AgentSettings(Settings, frozen=True):
 # --- building settings, and saying what is wrong ------------------------------------------
 
 S = TypeVar("S", bound=Settings)
-PathParts = tuple[str | int, ...]
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -355,13 +354,13 @@ def _dec_hook(type_: type, obj: object) -> object:
         if isinstance(obj, str):
             return Path(obj)
         raise TypeError(f"expected a path, got {type(obj).__name__}")
-    raise NotImplementedError
+    raise NotImplementedError  # msgspec's hook protocol: "this type is not mine"
 
 
 def _enc_hook(obj: object) -> object:
     if isinstance(obj, Path):
         return str(obj)
-    raise NotImplementedError
+    raise NotImplementedError  # msgspec's hook protocol: "this type is not mine"
 
 
 def _convert(data: object, type_: Any) -> Any:
@@ -503,20 +502,10 @@ def _problem_at(
     # bound broken and a type name, not the value found (looked up in the data instead). The
     # walk has usually narrowed the error to this very value (no "at" path left), and then
     # the type itself says it better.
-    message, _, where = str(error).partition(" - at `$")
-    sub = _parse_path(where.removesuffix("`"))
+    sub, message = error_location(error)
     if not sub:
         return ConfigProblem(_dotted(path), value, _describe(type_))
     return ConfigProblem(_dotted((*path, *sub)), _lookup(value, sub), message)
-
-
-def _parse_path(text: str) -> PathParts:
-    """``.meters[0].unit_id`` (msgspec's path after the ``$``) as ``("meters", 0, "unit_id")``."""
-    parts: list[str | int] = []
-    for match in re.finditer(r"\.([^.\[]+)|\[(\d+)\]", text):
-        key, index = match.groups()
-        parts.append(int(index) if index is not None else key)
-    return tuple(parts)
 
 
 def _lookup(value: object, path: PathParts) -> object:

@@ -62,6 +62,7 @@ from protocols.errors import (
 from protocols.ids import DEVICE_ID_MAX_LEN, new_ulid, validate_device_id
 from protocols.meters.quantities import Quantity
 from protocols.topics import Topic, parse_topic
+from protocols.validation import error_location
 
 #: The schema version this package writes, and the versions it reads.
 SCHEMA_VERSION = 1
@@ -655,28 +656,11 @@ def _classify(kind: MessageKind, raw: bytes, exc: msgspec.ValidationError) -> Me
     return _invalid(kind, exc)
 
 
-# msgspec ends a message with where it applies: " - at `$.readings[0].values`", or for a
-# mapping's key " - at `key` in `$.readings[0].values`"; nothing when it is the root.
-_AT = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
-# Errors about a field of an object name it in the text, and "at" the object.
-_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
-
-
 def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
     """``(dotted path, message)`` of msgspec's error: ``$.readings[0].values`` becomes
-    ``readings.0.values`` (a mapping's value has no key in msgspec's path: it names the
-    mapping); a missing or unknown field is named itself; the root is ``(root)``."""
-    text = str(exc)
-    parts: list[str] = []
-    at = _AT.search(text)
-    if at is not None:
-        text = text[: at.start()]
-        parts = [m[1] or m[2] for m in _PATH_PART.finditer(at["path"]) if m[1] or m[2]]
-    named = _NAMED_FIELD.match(text)
-    if named is not None:
-        parts.append(named[1])
-    return ".".join(parts) or "(root)", text
+    ``readings.0.values``; the root is ``(root)``."""
+    parts, problem = error_location(exc)
+    return ".".join(str(p) for p in parts) or "(root)", problem
 
 
 def _invalid(kind: MessageKind, exc: msgspec.ValidationError, *, doing: str = "") -> InvalidMessage:

@@ -252,11 +252,6 @@ def key_id(public_key: PublicKey) -> str:
     return hashlib.sha256(public_key.raw).hexdigest()[:16]
 
 
-def generate_private_key() -> PrivateKey:
-    """A new unlock-token signing key; write it with :meth:`PrivateKey.to_pem`."""
-    return PrivateKey.generate()
-
-
 def load_private_key(pem: bytes) -> PrivateKey:
     """Load an Ed25519 private key from PEM (PKCS#8); raise :class:`CredentialError` otherwise."""
     return PrivateKey.from_pem(pem)

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from protocols.tokens import generate_private_key
+from protocols.tokens import PrivateKey
 from tests.cloud.certs import make_certs
 from tests.cloud.mosquitto import cloud_broker, free_port
 
@@ -28,7 +28,7 @@ def main(state: Path) -> None:
     broker = cloud_broker(state / "broker", certs, passwords)
     assert broker.tls_port is not None
 
-    key = generate_private_key()
+    key = PrivateKey.generate()
     (state / "unlock-token.key.pem").write_bytes(key.to_pem())
     public = state / "unlock-token.pub.pem"
     public.write_bytes(key.public_key().to_pem())

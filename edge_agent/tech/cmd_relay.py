@@ -27,7 +27,7 @@ from edge_agent.tech.output import (
     note,
 )
 from edge_agent.tech.plausible import implausible
-from edge_agent.tech.relaytest import RelayTestResult, Verdict, run_relay_test
+from edge_agent.tech.relaytest import RelayTestResult, Verdict, open_relay, run_relay_test
 from protocols.meters import Quantity
 
 connector_option = click.option(
@@ -64,10 +64,10 @@ def _refuse_if_session(settings: AgentSettings, connector: int, force: bool) -> 
         )
 
 
-async def _switch_direct(settings: AgentSettings, connector: int, closed: bool) -> bool | None:
+async def _open_direct(settings: AgentSettings, connector: int) -> bool | None:
     async with DirectSite(settings) as site:
         driver = site.relay(connector)
-        await driver.set_closed(closed)
+        await open_relay(driver)
         return await driver.is_closed()
 
 
@@ -94,7 +94,7 @@ def _switch(
         held = asyncio.run(_hold_direct(settings, cid, hold_s))
         via, read, hold = "bus", held.read_closed, hold_s
     else:
-        read = asyncio.run(_switch_direct(settings, cid, closed))
+        read = asyncio.run(_open_direct(settings, cid))
         via = "bus"
         note("the agent is not running: the relay was switched directly on its bus")
     data = {"via": via, "connector": cid, "commanded": word, "read_closed": read,

@@ -22,7 +22,6 @@ from protocols.tokens import (
     PublicKey,
     TokenVerifier,
     UnlockClaims,
-    generate_private_key,
     key_id,
     load_private_key,
     load_public_key,
@@ -227,7 +226,7 @@ def test_key_files_and_signatures_interoperate_with_cryptography() -> None:
     assert ours.public_key().verify(theirs.sign(message), message)
     assert not ours.public_key().verify(theirs.sign(message), message + b"!")
     # ... and cryptography reads the files we write.
-    fresh = generate_private_key()
+    fresh = PrivateKey.generate()
     loaded = serialization.load_pem_private_key(fresh.to_pem(), password=None)
     assert isinstance(loaded, ed25519.Ed25519PrivateKey)
     assert loaded.sign(message) == fresh.sign(message)
