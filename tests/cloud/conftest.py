@@ -17,7 +17,7 @@ import pytest
 from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, load_settings
-from protocols.tokens import generate_private_key
+from protocols.tokens import PrivateKey
 from tests.cloud.certs import Certs, make_certs
 from tests.cloud.market import market_api  # noqa: F401 -- a fixture for every cloud test
 from tests.cloud.mosquitto import Broker, cloud_broker
@@ -101,7 +101,7 @@ def token_public_key(directory: Path) -> Path:
     private key is beside it, see :func:`token_private_key`)."""
     path = directory / "unlock-token.pub.pem"
     if not path.exists():
-        key = generate_private_key()
+        key = PrivateKey.generate()
         token_private_key(directory).write_bytes(key.to_pem())
         path.write_bytes(key.public_key().to_pem())
     return path
