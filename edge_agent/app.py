@@ -34,7 +34,7 @@ from edge_agent.commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay, SerialLink, TcpLink
 from edge_agent.control import ControlServer
 from edge_agent.errors import AgentError, RelayError
-from edge_agent.inputs.http import UnlockEndpoint
+from edge_agent.inputs.http import HttpLimits, UnlockEndpoint
 from edge_agent.inputs.readers import run_hid, run_rdm6300
 from edge_agent.memory import release_startup_memory
 from edge_agent.meters.bus import ModbusBus
@@ -475,7 +475,10 @@ class Agent:
                     name=f"hid:{hid.device}",
                 ))  # fmt: skip
             if inputs.http.enabled:
-                endpoint = UnlockEndpoint(inputs.http.host, inputs.http.port, self.present)
+                http = inputs.http
+                limits = HttpLimits(http.max_connections, http.header_timeout_s,
+                                    http.body_timeout_s)  # fmt: skip
+                endpoint = UnlockEndpoint(http.host, http.port, self.present, limits=limits)
                 tasks.append(group.create_task(endpoint.serve(), name="http-unlock"))
             # A file doctor reads to tell a responsive agent from a hung one (docs/cli.md).
             tasks.append(group.create_task(

@@ -268,9 +268,20 @@ class HidInput(Settings, frozen=True):
 
 
 class HttpInput(Settings, frozen=True):
+    """The LAN unlock endpoint (:mod:`edge_agent.inputs.http`) and its bounds: anyone on the
+    site's LAN can connect, so a flood of idle clients must not use up the agent."""
+
     enabled: bool = False
     host: str = "0.0.0.0"  # noqa: S104 -- a LAN endpoint for the site's app; off by default
     port: Port = 8470
+    #: Connections served at once; one more is answered 503 at once. The agent lowers it to
+    #: fit its open-file limit (RLIMIT_NOFILE) with room kept for everything else.
+    max_connections: Annotated[int, Meta(ge=1, le=1024)] = 64
+    #: Deadline for the request line and headers, from the accept (not an idle timer: a
+    #: client dribbling bytes is cut like a silent one).
+    header_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    #: Deadline for the body, from the end of the headers.
+    body_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
 class InputSettings(Settings, frozen=True):

@@ -1,11 +1,15 @@
-"""Credential inputs: RDM6300 frames, HID key events, device readers on a pty, LAN HTTP."""
+"""Credential inputs: RDM6300 frames, HID key events, device readers on a pty, LAN HTTP
+(and its bounds)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import resource
 import tty
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.auth.authorizer import Credential, IdTag, Pin, Token
+from edge_agent.config import HttpInput, build
+from edge_agent.errors import ConfigError
 from edge_agent.inputs.debounce import Debounce
 from edge_agent.inputs.frames import BadFrame, KeyDecoder, Rdm6300Decoder, parse_rdm6300
-from edge_agent.inputs.http import UnlockEndpoint
+from edge_agent.inputs.http import FD_RESERVE, HttpLimits, UnlockEndpoint, connection_cap
 from edge_agent.inputs.readers import run_hid, run_rdm6300
 from firmware_sim.keys import encode_events, key_events
 from firmware_sim.rfid import rdm6300_frame
@@ -188,6 +194,91 @@ async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
         assert status == 400
         task.cancel()
     assert seen == [(Token("v4.public.x"), 1)]
+
+
+# --- the LAN endpoint's bounds (issue 13; the flood itself: test_http_input_bounds) ----------
+
+UNLOCK_BODY = json.dumps({"connector": 1, "token": "v4.public.x"}).encode()
+UNLOCK = (b"POST /v1/unlock HTTP/1.1\r\nContent-Length: " + str(len(UNLOCK_BODY)).encode()
+          + b"\r\n\r\n" + UNLOCK_BODY)  # fmt: skip
+
+
+async def _accepted(credential: Credential, connector: int) -> dict[str, object]:
+    return {"ok": True, "status": "Accepted"}
+
+
+@contextlib.asynccontextmanager
+async def _endpoint(limits: HttpLimits) -> AsyncIterator[int]:
+    port = free_port()
+    started = asyncio.Event()
+    serving = UnlockEndpoint("127.0.0.1", port, _accepted, limits=limits)
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(serving.serve(lambda _: started.set()))
+        await started.wait()
+        try:
+            yield port
+        finally:
+            task.cancel()
+
+
+async def test_lan_http_connections_over_the_cap_are_answered_503_until_one_frees() -> None:
+    async with _endpoint(HttpLimits(max_connections=2, header_timeout_s=30)) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both accepted
+        assert await _http(port, UNLOCK) == (503, {"ok": False, "error": "busy"})
+        for _, writer in idle:
+            writer.close()
+            await writer.wait_closed()
+        # The endpoint frees a slot once it has seen the close: nothing to await.
+        async with asyncio.timeout(10):
+            while (await _http(port, UNLOCK))[0] != 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+
+async def test_lan_http_client_dribbling_its_headers_is_cut_at_the_header_deadline() -> None:
+    async with _endpoint(HttpLimits(header_timeout_s=0.5)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(10):
+            # One byte every 50 ms, for ever: each byte would reset an idle timer.
+            reading = asyncio.ensure_future(reader.read(4096))
+            for byte in b"POST /v1/unlock HTTP/1.1\r\n" + b"X-Slow: y\r\n" * 1000:
+                done, _ = await asyncio.wait({reading}, timeout=0.05)
+                if done:
+                    break
+                writer.write(bytes([byte]))
+            answer = await reading
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"headers not received in time" in answer
+
+
+async def test_lan_http_body_that_does_not_arrive_is_cut_at_the_body_deadline() -> None:
+    async with _endpoint(HttpLimits(body_timeout_s=0.3)) as port:
+        answer = await _http(port, b"POST /v1/unlock HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    assert answer == (408, {"ok": False, "error": "body not received in time"})
+
+
+def test_lan_http_cap_is_fitted_under_the_open_file_limit() -> None:
+    assert connection_cap(64, resource.RLIM_INFINITY) == 64
+    assert connection_cap(64, 1024) == 64
+    assert connection_cap(64, 100) == 100 - FD_RESERVE
+    assert connection_cap(64, 10) == 1
+
+
+def test_lan_http_bounds_have_safe_defaults_and_are_validated() -> None:
+    settings = build(HttpInput, {})
+    limits = HttpLimits(settings.max_connections, settings.header_timeout_s,
+                        settings.body_timeout_s)  # fmt: skip
+    assert limits == HttpLimits()
+    with pytest.raises(ConfigError) as caught:
+        build(HttpInput, {"max_connections": 0, "header_timeout_s": 0, "body_timeout_s": 3600})
+    assert {p.field for p in caught.value.problems} == {
+        "max_connections",
+        "header_timeout_s",
+        "body_timeout_s",
+    }
+    with pytest.raises(ConfigError):
+        build(HttpInput, {"header_timeout_s": float("nan")})
 
 
 # --- one decision per presentation -----------------------------------------------------------
