@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 
 from cloud import __version__
+from cloud.accounts.principals import PrincipalCache
 from cloud.accounts.router import router as accounts_router
 from cloud.bookings.router import router as bookings_router
 from cloud.broker import open_broker_link
@@ -54,6 +55,9 @@ async def open_state(
         client_id = client_id or f"api-{socket.gethostname()}-{os.getpid()}"
         broker = await stack.enter_async_context(open_broker_link(settings.mqtt, client_id))
         live = await stack.enter_async_context(RedisLiveHub(redis))
+        principals = await stack.enter_async_context(
+            PrincipalCache(settings.db, ttl_s=settings.auth.principal_cache_s)
+        )
         yield AppState(
             settings=settings,
             engine=engine,
@@ -67,6 +71,7 @@ async def open_state(
             token_key=token_key,
             unlock_signer=unlock_signer,
             live=live,
+            principals=principals,
         )
 
 

@@ -3,6 +3,11 @@
 Authorization is decided in two places only: :func:`require_roles` here (may this kind of
 user call this route at all) and the services' scoped queries (is this row theirs). A route
 never compares ids by hand.
+
+Every bearer token goes through :func:`authenticate`: the JWT is verified, then admitted
+against the account's current state (:mod:`cloud.accounts.principals`), so a deleted,
+disabled or signed-out account, or a token issued before a password change, is a 401, and
+roles are the account's roles now, not the ones the token was issued with.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Role
+from cloud.accounts.principals import PrincipalState, admit, load_state
 from cloud.accounts.tokens import Principal, verify_access_token
 from cloud.errors import Forbidden, Unauthorized
 from cloud.state import AppState
@@ -41,15 +47,38 @@ Db = Annotated[AsyncSession, Depends(get_db)]
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 
 
-def current_principal(
+async def authenticate(state: AppState, token: str) -> Principal:
+    """The caller holding access token ``token``, as the account stands now; raises
+    :class:`Unauthorized` for a bad token and for an account it no longer speaks for."""
+    claims = verify_access_token(state.settings.app.secret_key.get_secret_value(), token)
+
+    async def load() -> PrincipalState | None:
+        async with state.sessions() as db:
+            return await load_state(db, claims.user_id)
+
+    if state.principals is None:
+        return admit(claims, await load())
+    return admit(claims, await state.principals.get(claims.user_id, load))
+
+
+async def current_principal(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("an access token is required (Authorization: Bearer …)")
-    return verify_access_token(
-        state.settings.app.secret_key.get_secret_value(), credentials.credentials
-    )
+    return await authenticate(state, credentials.credentials)
+
+
+async def optional_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller if a bearer token came with the request (checked like
+    :func:`current_principal`: a revoked one is a 401, not anonymous); None otherwise."""
+    if credentials is None:
+        return None
+    return await authenticate(state, credentials.credentials)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

@@ -45,6 +45,11 @@ class AppSettings(_Group):
     secret_key: SecretStr = SecretStr("changeme")
     #: Where the public web/app lives: QR codes encode ``{public_base_url}/c/{code}``.
     public_base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/]+")
+    #: Reverse proxies whose ``X-Forwarded-For``/``-Proto`` are believed (comma-separated
+    #: addresses or networks, e.g. ``10.0.0.5,10.1.0.0/16``). Empty (the default): none, the
+    #: socket's peer is the client (rate limits key on it). Never ``*`` unless only the proxy
+    #: can reach the API.
+    forwarded_allow_ips: str = Field(default="", pattern=r"^[0-9A-Fa-f:.,/* ]*$")
 
 
 class DbSettings(_Group):
@@ -117,6 +122,10 @@ class AuthSettings(_Group):
     login_window_s: int = Field(default=300, ge=1)
     otp_ttl_s: int = Field(default=300, ge=30, le=3600)
     otp_max_attempts: int = Field(default=5, ge=1, le=20)
+    #: How long an API process may reuse an account's state (token version, disabled,
+    #: roles) without reading it again; changes still apply at once, through PostgreSQL
+    #: notifications (cloud/accounts/principals.py). 0: read it on every request.
+    principal_cache_s: float = Field(default=30.0, ge=0, le=3600)
 
 
 class MarketplaceSettings(_Group):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cloud.accounts.principals import PrincipalCache
 from cloud.broker import BrokerLink
 from cloud.devices.broker_auth import BrokerCredentials
 from cloud.devices.service import TokenKey
@@ -30,3 +31,6 @@ class AppState:
     unlock_signer: PrivateKey | None = None
     #: Live updates fanned out to this process's WebSocket streams and unlock waiters.
     live: LiveHub = field(default_factory=MemoryLiveHub)
+    #: Callers' current account state, kept fresh by PostgreSQL notifications; None: read
+    #: from the database on every request.
+    principals: PrincipalCache | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy import DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.columns import ULID_LEN, text_enum, ulid_pk
@@ -39,6 +39,10 @@ class User(Timestamped, Base):
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Set when the user proved the phone number with a one-time code.
     phone_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Access tokens carry the version they were issued at and are refused once it moves:
+    #: bumped on a password change and "log out everywhere", and by a trigger when
+    #: ``disabled_at`` changes (migration 0007, :mod:`cloud.accounts.principals`).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class UserRole(Base):

@@ -31,8 +31,7 @@ from cloud.accounts.schemas import (
     TokenPair,
 )
 from cloud.accounts.sms import RedisSmsOutbox, SmsSender
-from cloud.accounts.tokens import verify_access_token
-from cloud.deps import CurrentUser, Db, State
+from cloud.deps import CurrentUser, Db, State, authenticate
 from cloud.errors import DependencyUnavailable, Unauthorized
 from cloud.schemas import problem_responses
 from cloud.settings import Environment
@@ -125,6 +124,28 @@ async def logout(body: LogoutRequest, db: Db) -> Response:
 
 
 @router.post(
+    "/auth/logout-everywhere",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401),
+)
+async def logout_everywhere(principal: CurrentUser, state: State) -> Response:
+    """End every session of the caller: all refresh tokens are revoked and every access
+    token issued so far (this one included) is refused from now on, on every instance."""
+    async with state.sessions() as db, db.begin():
+        await service.end_all_sessions(db, principal.user_id, now=datetime.now(UTC))
+    _forget(state, principal.user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _forget(state: State, user_id: str) -> None:
+    """Drop this instance's cached state of ``user_id`` after a committed change: the
+    database's notification does the same on every instance, this makes it certain here
+    before the answer leaves."""
+    if state.principals is not None:
+        state.principals.invalidate(user_id)
+
+
+@router.post(
     "/auth/otp/request",
     status_code=status.HTTP_202_ACCEPTED,
     responses=problem_responses(429, 503),
@@ -151,8 +172,7 @@ async def otp_verify(
     await _limit(state, f"otpv:ip:{_client(request)}", f"otpv:id:{body.phone}")
     caller_id = None
     if credentials is not None:
-        secret = state.settings.app.secret_key.get_secret_value()
-        caller_id = verify_access_token(secret, credentials.credentials).user_id
+        caller_id = (await authenticate(state, credentials.credentials)).user_id
     if not await _otp_store(state).check(body.phone, body.code):
         raise Unauthorized("the code is wrong or has expired")
     return await service.otp_login(
@@ -171,5 +191,10 @@ async def me(principal: CurrentUser, db: Db) -> Me:
 
 
 @router.patch("/me", responses=problem_responses(401, 409))
-async def update_me(body: MeUpdate, principal: CurrentUser, db: Db) -> Me:
-    return await service.update_profile(db, principal.user_id, body, now=datetime.now(UTC))
+async def update_me(body: MeUpdate, principal: CurrentUser, state: State) -> Me:
+    """Change the profile. A new password ends every session, the caller's own too: the
+    access token that made the change is refused from the next request on."""
+    async with state.sessions() as db, db.begin():
+        me = await service.update_profile(db, principal.user_id, body, now=datetime.now(UTC))
+    _forget(state, principal.user_id)
+    return me

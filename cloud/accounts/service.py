@@ -70,12 +70,14 @@ async def issue_tokens(
         )
     )
     await db.flush()
+    version = await db.scalar(select(User.token_version).where(User.id == user_id))
     access = issue_access_token(
         settings.app.secret_key.get_secret_value(),
         user_id=user_id,
         roles=roles,
         now=now,
         ttl_s=settings.auth.access_ttl_s,
+        token_version=version or 0,
     )
     return TokenPair(
         access_token=access,
@@ -219,6 +221,16 @@ async def revoke_all(db: AsyncSession, user_id: str, *, now: datetime) -> None:
     )
 
 
+async def end_all_sessions(db: AsyncSession, user_id: str, *, now: datetime) -> None:
+    """Sign the user out everywhere: every refresh token is revoked and every access token
+    issued so far is refused from the commit on (its ``ver`` no longer matches; the
+    trigger's notification empties every API instance's cache, cloud.accounts.principals)."""
+    await db.execute(
+        update(User).where(User.id == user_id).values(token_version=User.token_version + 1)
+    )
+    await revoke_all(db, user_id, now=now)
+
+
 async def otp_login(
     db: AsyncSession,
     settings: Settings,
@@ -293,8 +305,8 @@ async def update_profile(db: AsyncSession, user_id: str, body: MeUpdate, *, now:
         if not verify_password(user.password_hash, body.current_password):
             raise InvalidRequest("current_password is wrong", field="current_password")
         user.password_hash = hash_password(body.password)
-        # Whoever knew the old password may hold a session: end them all.
-        await revoke_all(db, user_id, now=now)
+        # Whoever knew the old password may hold a session: end them all, this one too.
+        await end_all_sessions(db, user_id, now=now)
     if body.name is not None:
         user.name = body.name
     if body.locale is not None:

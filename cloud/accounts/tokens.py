@@ -4,6 +4,10 @@ The verifier accepts exactly HS256 (never ``none``, never an algorithm named by 
 and checks issuer, audience, expiry and the token type, so a refresh token or another
 service's JWT cannot be used as an access token. Refresh tokens are not JWTs: they are random
 strings stored hashed (:mod:`cloud.accounts.models` ``RefreshToken``).
+
+A verified token is only a *claim*: :mod:`cloud.accounts.principals` admits it against the
+account's current state (its ``ver`` claim against ``users.token_version``, not disabled,
+roles as they are now) before any route sees it.
 """
 
 from __future__ import annotations
@@ -27,18 +31,27 @@ LEEWAY_S = 10
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the verified claims of an access token."""
+    """Who is calling: the verified claims of an access token (and, once admitted by
+    :func:`cloud.accounts.principals.admit`, the account's current roles)."""
 
     user_id: str
     roles: frozenset[Role]
     token_id: str
+    #: ``users.token_version`` when the token was issued (0 for tokens without ``ver``).
+    token_version: int = 0
 
     def has(self, role: Role) -> bool:
         return role in self.roles
 
 
 def issue_access_token(
-    secret: str, *, user_id: str, roles: frozenset[Role] | set[Role], now: datetime, ttl_s: int
+    secret: str,
+    *,
+    user_id: str,
+    roles: frozenset[Role] | set[Role],
+    now: datetime,
+    ttl_s: int,
+    token_version: int = 0,
 ) -> str:
     claims = {
         "iss": ISSUER,
@@ -49,6 +62,7 @@ def issue_access_token(
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=ttl_s)).timestamp()),
         "jti": new_ulid(),
+        "ver": token_version,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -75,4 +89,12 @@ def verify_access_token(secret: str, token: str) -> Principal:
         roles = frozenset(Role(r) for r in claims.get("roles", []))
     except (ValueError, TypeError) as exc:
         raise Unauthorized("the access token names an unknown role") from exc
-    return Principal(user_id=str(claims["sub"]), roles=roles, token_id=str(claims["jti"]))
+    version = claims.get("ver", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Unauthorized("the access token is invalid")
+    return Principal(
+        user_id=str(claims["sub"]),
+        roles=roles,
+        token_id=str(claims["jti"]),
+        token_version=version,
+    )

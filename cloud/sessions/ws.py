@@ -1,10 +1,19 @@
 """Live WebSocket streams: ``/ws/sessions/{id}`` and ``/ws/chargers/{id}``.
 
-**Auth.** The access token travels as the ``access_token`` query parameter (browsers cannot
-set headers on a WebSocket). The server accepts, then checks, and closes with **4401** (no or
-bad token) or **4403** (not allowed — also for an id that does not exist, so ids cannot be
-probed). A session stream is for the session's driver, the charger's host and admins; a
-charger stream for its host and admins (drivers see public status through the listing).
+**Auth.** Browsers cannot set headers on a WebSocket, so the access token travels in the
+subprotocol list: the client offers ``chargemitra`` and ``bearer.<access token>``
+(``new WebSocket(url, ["chargemitra", "bearer." + token])``) and the server answers with
+``chargemitra`` only, never echoing the token. The older ``?access_token=…`` query parameter
+still works (the tests' and tools' clients use it), but a URL is what proxies and access logs
+record: the API's log redacts it (:mod:`cloud.logs`), a proxy in front may not. The server
+accepts, then checks the token exactly like the HTTP routes (:func:`cloud.deps.authenticate`:
+account still there, not disabled, token version current, roles as they are now), and closes
+with **4401** (no, bad or revoked token) or **4403** (not allowed — also for an id that does
+not exist, so ids cannot be probed). An open stream is checked again whenever the account
+changes (and every ``auth.principal_cache_s`` at the latest) and closes with 4401 when the
+account is disabled or deleted or the token is revoked. A session stream is for the
+session's driver, the charger's host and admins; a charger stream for its host and admins
+(drivers see public status through the listing).
 
 **Frames** (JSON text): first a snapshot, then one frame per live update:
 
@@ -20,6 +29,7 @@ charger stream for its host and admins (drivers see public status through the li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -30,8 +40,9 @@ from fastapi import WebSocket, WebSocketDisconnect
 from sqlalchemy import func, select
 
 from cloud.accounts.models import Host, Role
-from cloud.accounts.tokens import Principal, verify_access_token
+from cloud.accounts.tokens import Principal
 from cloud.chargers.models import Charger, Connector
+from cloud.deps import authenticate
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
 from cloud.errors import NotFound, Unauthorized
@@ -44,6 +55,12 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+#: The subprotocol the server answers with; the token comes as ``bearer.<token>`` beside it.
+SUBPROTOCOL = "chargemitra"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."  # noqa: S105 -- a prefix, not a secret
+#: An open stream re-checks its caller at least this often even without a notification
+#: (the notification listener may be down), when the principal cache is off.
+RECHECK_DEFAULT_S = 30.0
 
 
 def _session_channel(session_id: str) -> str:
@@ -64,16 +81,54 @@ def _state(websocket: WebSocket) -> AppState:
     return state
 
 
-async def _authenticate(websocket: WebSocket, state: AppState) -> Principal | None:
-    await websocket.accept()
-    token = websocket.query_params.get("access_token")
+def _offered_token(websocket: WebSocket) -> str | None:
+    """The access token from the subprotocol list, else from the query string."""
+    offered: list[str] = websocket.scope.get("subprotocols") or []
+    for protocol in offered:
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX)
+    return websocket.query_params.get("access_token")
+
+
+async def _authenticate(websocket: WebSocket, state: AppState) -> tuple[Principal, str] | None:
+    """Accept, then check the caller: their principal and token, or None once closed 4401."""
+    offered: list[str] = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    token = _offered_token(websocket)
     try:
         if not token:
-            raise Unauthorized("an access token is required (?access_token=…)")
-        return verify_access_token(state.settings.app.secret_key.get_secret_value(), token)
+            raise Unauthorized(
+                f"an access token is required (subprotocol {TOKEN_SUBPROTOCOL_PREFIX}<token>)"
+            )
+        return await authenticate(state, token), token
     except Unauthorized as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc)[:120])
         return None
+
+
+async def _guard(websocket: WebSocket, state: AppState, principal: Principal, token: str) -> None:
+    """Return (after closing 4401) once the caller's token no longer stands; re-checks on
+    every change to the account the cache hears of, and periodically."""
+    recheck_s = state.settings.auth.principal_cache_s or RECHECK_DEFAULT_S
+    cache = state.principals
+    with contextlib.ExitStack() as stack:
+        changed = stack.enter_context(cache.watch(principal.user_id)) if cache else None
+        while True:
+            try:
+                async with asyncio.timeout(recheck_s):
+                    if changed is None:
+                        await asyncio.Future()  # only the timeout wakes us
+                    else:
+                        await changed.wait()
+            except TimeoutError:
+                pass
+            if changed is not None:
+                changed.clear()
+            try:
+                await authenticate(state, token)
+            except Unauthorized as exc:
+                await websocket.close(CLOSE_UNAUTHORIZED, str(exc)[:120])
+                return
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -151,16 +206,21 @@ async def _until_client_leaves(websocket: WebSocket) -> None:
         return
 
 
-async def _serve(websocket: WebSocket, pump: Coroutine[Any, Any, None]) -> None:
-    """Run ``pump`` until it ends or the client leaves, whichever comes first."""
+async def _serve(
+    websocket: WebSocket, pump: Coroutine[Any, Any, None], guard: Coroutine[Any, Any, None]
+) -> None:
+    """Run ``pump`` until it ends, the client leaves or ``guard`` ends the caller's access,
+    whichever comes first."""
     sender = asyncio.create_task(pump, name="ws-send")
     receiver = asyncio.create_task(_until_client_leaves(websocket), name="ws-receive")
+    guarding = asyncio.create_task(guard, name="ws-guard")
+    tasks = (sender, receiver, guarding)
     try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sender, receiver):
+        for task in tasks:
             task.cancel()
-        results = await asyncio.gather(sender, receiver, return_exceptions=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
     for result in results:
         if isinstance(result, WebSocketDisconnect | asyncio.CancelledError):
             continue
@@ -170,9 +230,10 @@ async def _serve(websocket: WebSocket, pump: Coroutine[Any, Any, None]) -> None:
 
 async def stream_session(websocket: WebSocket, session_id: str) -> None:
     state = _state(websocket)
-    principal = await _authenticate(websocket, state)
-    if principal is None:
+    caller = await _authenticate(websocket, state)
+    if caller is None:
         return
+    principal, token = caller
     async with state.sessions() as db:
         try:
             view = await load_view(db, principal, session_id)
@@ -219,14 +280,16 @@ async def stream_session(websocket: WebSocket, session_id: str) -> None:
                 websocket, sub, frame_for,
                 lambda f: f["type"] == "session" and f["state"] == "stopped",
             ),
+            _guard(websocket, state, principal, token),
         )  # fmt: skip
 
 
 async def stream_charger(websocket: WebSocket, charger_id: str) -> None:
     state = _state(websocket)
-    principal = await _authenticate(websocket, state)
-    if principal is None:
+    caller = await _authenticate(websocket, state)
+    if caller is None:
         return
+    principal, token = caller
     async with state.sessions() as db:
         charger = await db.get(Charger, charger_id)
         host_user = None
@@ -278,4 +341,8 @@ async def stream_charger(websocket: WebSocket, charger_id: str) -> None:
                 }
             return None
 
-        await _serve(websocket, _pump(websocket, sub, frame_for, lambda _f: False))
+        await _serve(
+            websocket,
+            _pump(websocket, sub, frame_for, lambda _f: False),
+            _guard(websocket, state, principal, token),
+        )

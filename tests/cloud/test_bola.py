@@ -124,6 +124,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     # the caller's own profile: no ids to aim at; anonymous callers are refused
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),
+    ("POST", "/auth/logout-everywhere"): Row(("anonymous",), expect=frozenset({401})),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
