@@ -44,7 +44,18 @@ def serve(host: str, port: int) -> None:
     from cloud.app import create_app  # noqa: PLC0415 -- keeps `db` and `ingest` light
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    # X-Forwarded-For is believed only from the proxies named in APP_FORWARDED_ALLOW_IPS:
+    # uvicorn's own default trusts any loopback peer, and rate limits key on the address
+    # this yields (cloud/ratelimit.py), so a rotated header would have reset them.
+    trusted = settings.app.forwarded_allow_ips.strip()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+    )
 
 
 @main.command()
