@@ -36,7 +36,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from cloud import migrate
-from cloud.devices.broker_auth import PasswordFile
 from cloud.ingest.plan import BatchPlan
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, env_name
@@ -160,13 +159,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     conn = await connect(DbSettings(url=db_url))
     with tempfile.TemporaryDirectory() as tmp:
         ingest_password = secrets.token_urlsafe(16)
+        device_password = secrets.token_urlsafe(16)
         broker = cloud_broker(
-            Path(tmp) / "broker", make_certs(Path(tmp)), {"cloud-ingest": ingest_password}
+            Path(tmp) / "broker",
+            make_certs(Path(tmp)),
+            {"cloud-ingest": ingest_password, DEVICE: device_password},
         )
         broker.start()
-        device_password = secrets.token_urlsafe(16)
-        assert broker.password_file is not None
-        PasswordFile(broker.password_file, broker.pid_file).set_user(DEVICE, device_password)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")} | {
             env_name("app", "env"): "test",
             env_name("app", "secret_key"): secrets.token_urlsafe(32),

@@ -20,7 +20,7 @@ from cloud.bookings.router import router as bookings_router
 from cloud.broker import open_broker_link
 from cloud.chargers.router import router as chargers_router
 from cloud.db import open_engine, session_factory
-from cloud.devices.broker_auth import PasswordFile
+from cloud.devices.broker_auth import AdminLogin, DynsecCredentials
 from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
@@ -65,9 +65,8 @@ async def open_state(
             redis=redis,
             broker=broker,
             telemetry_backend=backend,
-            credentials=PasswordFile(
-                settings.provisioning.password_file, settings.provisioning.broker_pid_file
-            ),
+            # Device credentials are managed as the API's own broker identity (cloud-api).
+            credentials=DynsecCredentials(AdminLogin.from_settings(settings.mqtt)),
             token_key=token_key,
             unlock_signer=unlock_signer,
             live=live,

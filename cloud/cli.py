@@ -122,12 +122,11 @@ async def _issue_code(settings: Settings, host_id: str, charger_id: str | None) 
 
 async def _revoke(settings: Settings, device_id: str) -> None:
     from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
-    from cloud.devices.broker_auth import PasswordFile  # noqa: PLC0415
+    from cloud.devices.broker_auth import AdminLogin, DynsecCredentials  # noqa: PLC0415
     from cloud.devices.service import revoke_device  # noqa: PLC0415
 
-    credentials = PasswordFile(
-        settings.provisioning.password_file, settings.provisioning.broker_pid_file
-    )
+    # As the API's broker identity (CHARGEMITRA_MQTT_*): it alone may manage credentials.
+    credentials = DynsecCredentials(AdminLogin.from_settings(settings.mqtt))
     async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
         await revoke_device(db, credentials, device_id=device_id, now=datetime.now(UTC))
 
@@ -147,7 +146,7 @@ def issue_code(host_id: str, charger_id: str | None) -> None:
 @device.command()
 @click.argument("device_id")
 def revoke(device_id: str) -> None:
-    """Revoke DEVICE_ID: its broker credentials are removed and the broker reloaded."""
+    """Revoke DEVICE_ID: its broker client is deleted, which disconnects it at once."""
     settings = _settings()
     try:
         asyncio.run(_revoke(settings, device_id))
@@ -229,3 +228,30 @@ def seed_demo(password: str | None, device_id: str | None, pin_secret_file: Path
     click.echo(f"password    {password}")
     if charger_id is not None:
         click.echo(f"charger     {charger_id} (device {device_id})")
+
+
+@main.group()
+def broker() -> None:
+    """The cloud broker's identities (Mosquitto's dynamic-security plugin)."""
+
+
+@broker.command("init-config")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def broker_init_config(path: Path) -> None:
+    """Write the plugin's starting file at PATH: default deny, the service roles of
+    deploy/mosquitto/cloud/dynamic-security.json, and the cloud-ingest and cloud-api
+    identities with the passwords asked for. Refuses to overwrite: the file holds every
+    device's credentials once the broker runs."""
+    import json  # noqa: PLC0415
+
+    from cloud.devices.broker_auth import initial_config  # noqa: PLC0415
+
+    if path.exists():
+        raise click.ClickException(f"{path} exists: it holds the devices' credentials")
+    passwords = {
+        name: click.prompt(f"{name} password", hide_input=True, confirmation_prompt=True)
+        for name in ("cloud-ingest", "cloud-api")
+    }
+    path.write_text(json.dumps(initial_config(passwords), indent=1))
+    path.chmod(0o600)
+    click.echo(f"wrote {path}; the broker must own it (it rewrites it after every change)")

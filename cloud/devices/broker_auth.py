@@ -1,52 +1,62 @@
-"""Broker credentials: the Mosquitto password file the cloud manages, and its reload.
+"""Broker credentials and rights: Mosquitto's dynamic-security plugin, administered over MQTT.
 
-Choice (documented in docs/cloud.md): a password file plus the static ``pattern`` ACL in
-``deploy/mosquitto/cloud/acl`` rather than the dynamic-security plugin, because Mosquitto
-2.0.x's plugin has no ``%u`` patterns (one role per device would be needed). The broker
-re-reads the password file on SIGHUP and disconnects clients whose credentials are gone,
-so revoking a device takes effect at once.
+Choice (issue 13, docs/decisions.md): every broker identity lives in the dynamic-security
+plugin with default deny. Mosquitto 2.0's ``password_file`` + ``acl_file`` cannot be used:
+its ACL-file check grants every SUBSCRIBE (a device's ``$share/ingest/cm/v1/d/+/telemetry``
+was granted, so the broker routed a share of every device's uplink to it and then dropped
+it on the read ACL), and configured beside a plugin it answers before the plugin does.
 
-Lines are ``username:$7$101$<salt b64>$<hash b64>``: PBKDF2-HMAC-SHA512, 101 iterations,
-12-byte salt, 64-byte hash — exactly what ``mosquitto_passwd`` writes in 2.0.
+Each device gets one client and one role (2.0's plugin has no ``%u`` patterns):
+
+- the client: username = client id = device id. The plugin refuses a CONNECT whose client
+  id differs from the one bound to its username, so no device can take another's client id
+  (and with it that device's session and queued commands);
+- the role: publish only its own uplink topics, subscribe to and receive only its own
+  ``cmd`` and ``ack`` topics, by literal name (no wildcard, no ``$share``, no ``$SYS``).
+
+The cloud sends the plugin's commands on ``$CONTROL/dynamic-security/v1`` as the API's broker
+identity (``cloud-api``, whose role allows exactly that topic and its response) on a short
+connection of its own. The change is live when the plugin answers; deleting a client
+disconnects it at once. The plugin saves its file after every change.
+
+Passwords in the plugin's file are PBKDF2-HMAC-SHA512 with a 12-byte salt, both base64
+(:func:`hash_password`) — used only to write the starting file with the service identities
+(:func:`initial_config`); devices' passwords travel in ``createClient`` and the broker
+hashes them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import fcntl
 import hashlib
-import hmac
-import logging
+import json
 import os
 import secrets
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloud.errors import BrokerError
-
-log = logging.getLogger(__name__)
+from cloud.settings import MqttSettings
+from protocols.topics import DOWNLINK_KINDS, UPLINK_KINDS, topic
 
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+#: The starting file of the plugin: default deny, the service roles and clients.
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy/mosquitto/cloud/dynamic-security.json"
+#: Answers the plugin gives to a delete of something that is not there.
+_NOT_FOUND = ("Client not found", "Role not found")
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """The ``$7$`` hash mosquitto_passwd would write for ``password``."""
+def hash_password(password: str, *, salt: bytes | None = None) -> tuple[str, str]:
+    """``(hash, salt)`` as the dynamic-security plugin stores them (both base64)."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    b64 = base64.b64encode
-    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    parts = hashed.split("$")
-    if len(parts) != 5 or parts[1] != "7":
-        return False
-    salt = base64.b64decode(parts[3])
-    return hmac.compare_digest(hash_password(password, salt=salt), hashed)
+    return base64.b64encode(digest).decode(), base64.b64encode(salt).decode()
 
 
 def new_password() -> str:
@@ -54,73 +64,220 @@ def new_password() -> str:
     return secrets.token_urlsafe(32)
 
 
-class BrokerCredentials(Protocol):
-    """Where device credentials live (the seam a dynamic-security backend would fill)."""
-
-    def set_user(self, username: str, password: str) -> None: ...
-
-    def remove_user(self, username: str) -> bool: ...
+def device_role(device_id: str) -> str:
+    return f"device-{device_id}"
 
 
-class PasswordFile:
-    """The broker's password file, changed atomically under a lock, then reloaded."""
+def device_acls(device_id: str) -> list[dict[str, Any]]:
+    """The only rights a device has: its own uplink out, its own cmd/ack in (literal)."""
+    acls = [
+        {"acltype": "publishClientSend", "topic": topic(device_id, kind), "allow": True}
+        for kind in sorted(UPLINK_KINDS)
+    ]
+    for kind in sorted(DOWNLINK_KINDS):
+        name = topic(device_id, kind)
+        acls.append({"acltype": "subscribeLiteral", "topic": name, "allow": True})
+        acls.append({"acltype": "publishClientReceive", "topic": name, "allow": True})
+    return acls
 
-    def __init__(self, path: Path, pid_file: Path | None) -> None:
-        self.path = path
-        self.pid_file = pid_file
 
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, str]]:
-        # Several API processes may provision at once: serialise read-modify-write.
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+def create_device_commands(device_id: str, password: str) -> list[dict[str, Any]]:
+    """Plugin commands giving ``device_id`` its client (bound to its client id) and role."""
+    role = device_role(device_id)
+    return [
+        {"command": "createRole", "rolename": role, "acls": device_acls(device_id)},
+        {
+            "command": "createClient",
+            "username": device_id,
+            "password": password,
+            "clientid": device_id,
+            "roles": [{"rolename": role}],
+        },
+    ]
+
+
+def delete_device_commands(device_id: str) -> list[dict[str, Any]]:
+    # deleteClient first: the plugin disconnects the client the moment it is gone.
+    return [
+        {"command": "deleteClient", "username": device_id},
+        {"command": "deleteRole", "rolename": device_role(device_id)},
+    ]
+
+
+def initial_config(
+    service_passwords: dict[str, str],
+    devices: dict[str, str] | None = None,
+    *,
+    template: Path = TEMPLATE,
+) -> dict[str, Any]:
+    """The plugin's starting file: the shipped template with the service clients' passwords
+    filled in (a service with no password given is left out) and, for tests and demos,
+    ``devices`` (id -> password) already provisioned."""
+    config: dict[str, Any] = json.loads(template.read_text())
+    clients = []
+    for client in config["clients"]:
+        password = service_passwords.get(client["username"])
+        if password is None:
+            continue
+        client["password"], client["salt"] = hash_password(password)
+        client["iterations"] = PBKDF2_ITERATIONS
+        clients.append(client)
+    for device_id, password in (devices or {}).items():
+        role = device_role(device_id)
+        config["roles"].append({"rolename": role, "acls": device_acls(device_id)})
+        pw_hash, salt = hash_password(password)
+        clients.append(
+            {
+                "username": device_id,
+                "clientid": device_id,
+                "password": pw_hash,
+                "salt": salt,
+                "iterations": PBKDF2_ITERATIONS,
+                "roles": [{"rolename": role}],
+            }
+        )
+    config["clients"] = clients
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLogin:
+    """Where and as whom to send plugin commands (the API's own broker identity)."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    tls: bool = False
+    ca_file: Path | None = None
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, mqtt: MqttSettings) -> AdminLogin:
+        return cls(
+            host=mqtt.host,
+            port=mqtt.port,
+            username=mqtt.username,
+            password=mqtt.password.get_secret_value(),
+            tls=mqtt.tls,
+            ca_file=mqtt.ca_file,
+        )
+
+
+class DynsecAdmin:
+    """Sends plugin commands and waits for their answers (blocking; one short connection
+    per call, so there is no admin session to keep alive or to lose)."""
+
+    def __init__(self, login: AdminLogin) -> None:
+        self.login = login
+
+    def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``commands`` in one message; return the plugin's responses, in order."""
+        # Imported here: paho stays out of the import of every module that names this one.
+        import paho.mqtt.client as mqtt  # noqa: PLC0415
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: PLC0415
+
+        login = self.login
+        correlation = secrets.token_hex(8)
+        subscribed = threading.Event()
+        answered = threading.Event()
+        answer: list[dict[str, Any]] = []
+
+        def on_connect(client: mqtt.Client, *_args: Any) -> None:
+            client.subscribe(RESPONSE_TOPIC, qos=1)
+
+        def on_subscribe(*_args: Any) -> None:
+            subscribed.set()
+
+        def on_message(_client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
             try:
-                entries = self._read()
-                yield entries
-                self._write(entries)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        self.reload()
+                body = json.loads(msg.payload)
+            except ValueError:
+                return
+            responses = body.get("responses") if isinstance(body, dict) else None
+            if not isinstance(responses, list) or not responses:
+                return
+            if responses[0].get("correlationData") == correlation:
+                answer.extend(responses)
+                answered.set()
 
-    def _read(self) -> dict[str, str]:
-        if not self.path.exists():
-            return {}
-        entries: dict[str, str] = {}
-        for line in self.path.read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                user, _, hashed = line.partition(":")
-                entries[user] = hashed
-        return entries
-
-    def _write(self, entries: dict[str, str]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(f"{u}:{h}\n" for u, h in sorted(entries.items())))
-        tmp.chmod(0o600)
-        # rename is atomic: the broker never reads a half-written file.
-        tmp.replace(self.path)
-
-    def users(self) -> set[str]:
-        return set(self._read())
-
-    def set_user(self, username: str, password: str) -> None:
-        if ":" in username or "\n" in username:
-            raise BrokerError(f"invalid broker username {username!r}")
-        with self._locked() as entries:
-            entries[username] = hash_password(password)
-
-    def remove_user(self, username: str) -> bool:
-        with self._locked() as entries:
-            return entries.pop(username, None) is not None
-
-    def reload(self) -> None:
-        """Ask the broker to re-read its password and ACL files (SIGHUP)."""
-        if self.pid_file is None:
-            return
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{login.username}-dynsec-{correlation}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        client.username_pw_set(login.username, login.password)
+        if login.tls:
+            client.tls_set(ca_certs=str(login.ca_file) if login.ca_file else None)
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
         try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, signal.SIGHUP)
+            client.connect(login.host, login.port, keepalive=30)
         except (OSError, ValueError) as exc:
-            raise BrokerError(
-                f"cannot signal the broker (pid file {self.pid_file}): {exc}"
-            ) from exc
+            raise BrokerError(f"cannot reach the broker at {login.host}:{login.port}") from exc
+        client.loop_start()
+        try:
+            if not subscribed.wait(login.timeout_s):
+                raise BrokerError("the broker did not accept the dynamic-security admin login")
+            payload = {"commands": [dict(c, correlationData=correlation) for c in commands]}
+            client.publish(CONTROL_TOPIC, json.dumps(payload), qos=1)
+            if not answered.wait(login.timeout_s):
+                raise BrokerError("the broker's dynamic-security plugin did not answer")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return answer
+
+    def _checked(self, commands: list[dict[str, Any]], *, tolerate: tuple[str, ...]) -> int:
+        """Run ``commands``; raise on any error except those in ``tolerate``; return how
+        many were tolerated."""
+        tolerated = 0
+        for response in self.run(commands):
+            error = response.get("error")
+            if error is None:
+                continue
+            if error in tolerate:
+                tolerated += 1
+                continue
+            raise BrokerError(f"dynamic-security {response.get('command')}: {error}")
+        return tolerated
+
+    def set_device(self, device_id: str, password: str) -> None:
+        """Give ``device_id`` (fresh) credentials and its role; an earlier client of that
+        name is deleted first, which disconnects it."""
+        self._checked(delete_device_commands(device_id), tolerate=_NOT_FOUND)
+        self._checked(create_device_commands(device_id, password), tolerate=())
+
+    def remove_device(self, device_id: str) -> bool:
+        """Delete the device's client (disconnecting it at once) and role; False if it had
+        neither."""
+        return self._checked(delete_device_commands(device_id), tolerate=_NOT_FOUND) < 2
+
+    def usernames(self) -> set[str]:
+        (response,) = self.run([{"command": "listClients"}])
+        if "error" in response:
+            raise BrokerError(f"dynamic-security listClients: {response['error']}")
+        return set(response.get("data", {}).get("clients", []))
+
+
+class BrokerCredentials(Protocol):
+    """Where device credentials live (:class:`DynsecCredentials`; tests may fake it)."""
+
+    async def set_user(self, username: str, password: str) -> None: ...
+
+    async def remove_user(self, username: str) -> bool: ...
+
+
+class DynsecCredentials:
+    """:class:`BrokerCredentials` on the dynamic-security plugin; the blocking round trip
+    runs in a thread so the event loop never waits on the broker."""
+
+    def __init__(self, login: AdminLogin) -> None:
+        self.admin = DynsecAdmin(login)
+
+    async def set_user(self, username: str, password: str) -> None:
+        await asyncio.to_thread(self.admin.set_device, username, password)
+
+    async def remove_user(self, username: str) -> bool:
+        return await asyncio.to_thread(self.admin.remove_device, username)

@@ -53,7 +53,7 @@ async def claim(body: ClaimRequest, request: Request, state: State) -> ClaimResp
         except BaseException:
             # The commit failed after the broker learned the credentials: take them back.
             if response is not None:
-                undo_claim(state.credentials, response.device_id)
+                await undo_claim(state.credentials, response.device_id)
             raise
     return response
 

@@ -153,7 +153,7 @@ async def claim_device(
         )
     await db.flush()
     password = new_password()
-    credentials.set_user(device_id, password)
+    await credentials.set_user(device_id, password)
     log.info("device claimed", extra={"device_id": device_id, "host_id": pairing.host_id})
     broker = BrokerAccess(
         url=settings.mqtt.public_url, username=device_id, password=password, client_id=device_id
@@ -177,9 +177,9 @@ async def claim_device(
     )
 
 
-def undo_claim(credentials: BrokerCredentials, device_id: str) -> None:
+async def undo_claim(credentials: BrokerCredentials, device_id: str) -> None:
     """Remove the broker credentials of a claim whose transaction did not commit."""
-    credentials.remove_user(device_id)
+    await credentials.remove_user(device_id)
 
 
 async def revoke_device(
@@ -195,5 +195,5 @@ async def revoke_device(
     device.revoked_at = now
     device.online = False
     await db.flush()
-    credentials.remove_user(device_id)
+    await credentials.remove_user(device_id)
     log.info("device revoked", extra={"device_id": device_id})

@@ -140,10 +140,9 @@ def settings(db_url: str, broker: Broker, service_passwords: dict[str, str]) -> 
 
 
 def add_device(broker: Broker, device_id: str) -> str:
-    """Give ``device_id`` broker credentials (the broker reloads them at once)."""
-    from cloud.devices.broker_auth import PasswordFile, new_password
+    """Give ``device_id`` broker credentials (live at once, through the API's identity)."""
+    from cloud.devices.broker_auth import new_password
 
-    assert broker.password_file is not None
     password = new_password()
-    PasswordFile(broker.password_file, broker.pid_file).set_user(device_id, password)
+    broker.add_device(device_id, password)
     return password

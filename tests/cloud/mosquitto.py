@@ -1,12 +1,16 @@
 """Start the project's own Mosquitto configs (deploy/mosquitto) on free ports in a temp dir.
 
 Only listener ports and file paths are replaced; every other directive (authentication,
-ACL, persistence, queue sizes, bridge settings) is the project's file as shipped.
+ACL, persistence, queue sizes, bridge settings) is the project's file as shipped. The cloud
+broker's dynamic-security file is the shipped template (deploy/mosquitto/cloud/
+dynamic-security.json) with the given service passwords and devices filled in by the
+project's own code (:func:`cloud.devices.broker_auth.initial_config`).
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
 import socket
@@ -14,13 +18,19 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.cloud.certs import Certs
+
+if TYPE_CHECKING:
+    from cloud.devices.broker_auth import DynsecAdmin
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 CLOUD_CONF = DEPLOY / "cloud" / "mosquitto.conf"
-CLOUD_ACL = DEPLOY / "cloud" / "acl"
+#: The services whose identities the shipped dynamic-security template defines; every other
+#: user given to :func:`cloud_broker` is a device.
+SERVICES = ("cloud-ingest", "cloud-api")
 EDGE_CONF = DEPLOY / "edge" / "mosquitto.conf"
 
 
@@ -68,8 +78,14 @@ class Broker:
     conf: Path
     port: int
     tls_port: int | None = None
+    #: Unused by the cloud broker since issue 13 (it has no password file: its identities
+    #: live in ``dynsec_file``); kept so callers that pass it on still work.
     password_file: Path | None = None
     pid_file: Path | None = None
+    #: The cloud broker's dynamic-security file (the plugin rewrites it on every change).
+    dynsec_file: Path | None = None
+    #: The identities the broker was started with (username -> password).
+    users: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -102,20 +118,32 @@ class Broker:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def admin(self) -> DynsecAdmin:
+        """The dynamic-security admin, logged in as the API's identity (as the cloud does)."""
+        from cloud.devices.broker_auth import AdminLogin, DynsecAdmin
+
+        assert "cloud-api" in self.users, "start the broker with a cloud-api password"
+        return DynsecAdmin(AdminLogin("127.0.0.1", self.port, "cloud-api", self.users["cloud-api"]))
+
+    def add_device(self, device_id: str, password: str) -> None:
+        """Provision ``device_id`` on the running broker (live at once)."""
+        self.admin().set_device(device_id, password)
+
 
 def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker:
-    """The cloud broker (deploy/mosquitto/cloud) with ``users`` in its password file."""
-    from cloud.devices.broker_auth import PasswordFile
+    """The cloud broker (deploy/mosquitto/cloud) with ``users`` as its identities: the
+    services of :data:`SERVICES` get their shipped roles, every other user is a device (its
+    client bound to its client id, its role limited to its own topics)."""
+    from cloud.devices.broker_auth import initial_config
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
-    password_file = directory / "passwd"
+    dynsec_file = directory / "dynamic-security.json"
     pid_file = directory / "mosquitto.pid"
-    store = PasswordFile(password_file, pid_file=None)
-    for user, password in users.items():
-        store.set_user(user, password)
-    acl = directory / "acl"
-    acl.write_text(CLOUD_ACL.read_text())
+    services = {u: p for u, p in users.items() if u in SERVICES}
+    devices = {u: p for u, p in users.items() if u not in SERVICES}
+    dynsec_file.write_text(json.dumps(initial_config(services, devices), indent=1))
+    dynsec_file.chmod(0o600)
     port, tls_port = free_port(), free_port()
     conf = directory / "mosquitto.conf"
     conf.write_text(
@@ -123,8 +151,7 @@ def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker
             CLOUD_CONF.read_text(),
             {
                 "user": getpass.getuser(),
-                "password_file": str(password_file),
-                "acl_file": str(acl),
+                "plugin_opt_config_file": str(dynsec_file),
                 "pid_file": str(pid_file),
                 "persistence_location": f"{directory / 'data'}/",
                 "cafile": str(certs.ca),
@@ -134,7 +161,15 @@ def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker
             [f"{port} 127.0.0.1", f"{tls_port} 127.0.0.1"],
         )
     )
-    return Broker(directory, conf, port, tls_port, password_file, pid_file)
+    return Broker(
+        directory,
+        conf,
+        port,
+        tls_port,
+        pid_file=pid_file,
+        dynsec_file=dynsec_file,
+        users=dict(users),
+    )
 
 
 def edge_broker(

@@ -22,6 +22,7 @@ class Probe:
         self.client.username_pw_set(username, password)
         self.port = port
         self.connack: ReasonCode | None = None
+        self.session_present = False
         self.disconnected = threading.Event()
         self.messages: list[tuple[str, bytes]] = []
         self.suback: list[ReasonCode] = []
@@ -32,7 +33,8 @@ class Probe:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
 
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_connect(self, _c: mqtt.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
+        self.session_present = bool(flags.session_present)
         self.connack = rc
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _rc: ReasonCode, _p: Any) -> None:

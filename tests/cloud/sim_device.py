@@ -34,7 +34,8 @@ class SimDevice:
         self._answered = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"sim-{device_id}",
+            # The broker binds a device's client id to it (its device id); no other is let in.
+            client_id=device_id,
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.username_pw_set(device_id, password)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cloud.devices.broker_auth import PasswordFile
 from cloud.devices.codes import normalize_code
 from cloud.models import metadata
 from cloud.pg import PgConnection, close, connect
@@ -78,14 +77,16 @@ def test_a_bad_setting_stops_the_command_with_the_variable() -> None:
 
 @pytest.mark.integration
 async def test_operator_issues_a_code_and_revokes_a_device(
-    settings: Settings, broker: Broker, pg: PgConnection
+    settings: Settings, broker: Broker, pg: PgConnection, service_passwords: dict[str, str]
 ) -> None:
     await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
     await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")
     env = {
         "CHARGEMITRA_DB_URL": settings.db.url,
-        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(settings.provisioning.password_file),
-        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(settings.provisioning.broker_pid_file),
+        # Device credentials are managed as the API's broker identity.
+        "CHARGEMITRA_MQTT_PORT": str(broker.port),
+        "CHARGEMITRA_MQTT_USERNAME": "cloud-api",
+        "CHARGEMITRA_MQTT_PASSWORD": service_passwords["cloud-api"],
     }
     issued = _run(env, "device", "issue-code", "--host-id", "H1")
     assert issued.returncode == 0, issued.stderr
@@ -96,8 +97,8 @@ async def test_operator_issues_a_code_and_revokes_a_device(
     assert "host 'nobody' not found" in unknown.stderr
 
     await pg.execute("INSERT INTO devices (id, host_id) VALUES ('dev-x', 'H1')")
-    PasswordFile(settings.provisioning.password_file, None).set_user("dev-x", "pw")
+    broker.add_device("dev-x", "pw")
     revoked = _run(env, "device", "revoke", "dev-x")
     assert revoked.returncode == 0, revoked.stderr
     assert await pg.fetchval("SELECT status FROM devices WHERE id = 'dev-x'") == "revoked"
-    assert "dev-x" not in PasswordFile(settings.provisioning.password_file, None).users()
+    assert "dev-x" not in broker.admin().usernames()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -11,11 +12,10 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from cloud.app import create_app
-from cloud.devices.broker_auth import PasswordFile, hash_password, verify_password
+from cloud.devices.broker_auth import hash_password
 from cloud.devices.codes import new_pairing_code, normalize_code
 from cloud.devices.service import issue_pairing_code, revoke_device
 from cloud.pg import PgConnection
-from cloud.settings import Settings
 from cloud.state import AppState
 from protocols.enums import MessageKind
 from protocols.topics import topic
@@ -54,15 +54,14 @@ async def _issue(state: AppState, *, now: datetime = NOW) -> str:
     return issued.code
 
 
-def test_password_hash_is_what_mosquitto_passwd_writes() -> None:
-    # Produced by `mosquitto_passwd -b` 2.0.11 for user dev1, password "secret".
+def test_password_hash_is_what_the_dynamic_security_plugin_stores() -> None:
+    # Written by Mosquitto 2.0.11's dynamic-security plugin for `createClient dev-a -p pa`.
+    salt = "JbYDzIDpCCTpvo4P"
     reference = (
-        "$7$101$+MUXEfYWttreTYQE$BMLC+Gu2tyfdraath1Q8q4ye6EiFa2gbLsAaHuf8SFL4q"
-        "p+bb9fpKD3SzYwqjEimh+OnWrh9mMsNl3L/7sEz3Q=="
+        "5IgzK4erWS7wHYhlbuufc8EJjx7I+6a6ErRbj6up/Bbgm5+OBlP+vBZHXytYje6Rh/Zx/ViV6n6msbhckKsOEg=="
     )
-    assert verify_password("secret", reference)
-    assert not verify_password("Secret", reference)
-    assert verify_password("pw", hash_password("pw"))
+    assert hash_password("pa", salt=base64.b64decode(salt)) == (reference, salt)
+    assert hash_password("pA", salt=base64.b64decode(salt)) != (reference, salt)
 
 
 def test_pairing_codes_normalize_what_people_type() -> None:
@@ -123,30 +122,29 @@ async def test_expired_and_guessed_codes_fail_and_attempts_are_rate_limited(
 
 
 async def test_device_a_cannot_touch_device_b_topics(
-    settings: Settings, broker: Broker, service_passwords: dict[str, str]
+    broker: Broker, service_passwords: dict[str, str]
 ) -> None:
-    store = PasswordFile(settings.provisioning.password_file, settings.provisioning.broker_pid_file)
-    store.set_user("dev-a", "pass-a")
-    store.set_user("dev-b", "pass-b")
-    a = Probe("dev-a", "pass-a", broker.port, "client-a")
-    # Client ids are chosen freely: pretending to be dev-b changes nothing (ACL keys on %u).
+    broker.add_device("dev-a", "pass-a")
+    broker.add_device("dev-b", "pass-b")
+    a = Probe("dev-a", "pass-a", broker.port, "dev-a")
+    # A device's client id is bound to it: dev-a may not connect as anything else.
     a_as_b = Probe("dev-a", "pass-a", broker.port, "dev-b")
     observer = Probe("cloud-ingest", service_passwords["cloud-ingest"], broker.port, "observer")
     api_client = Probe("cloud-api", service_passwords["cloud-api"], broker.port, "api")
-    for probe in (a, a_as_b, observer, api_client):
+    for probe in (a, observer, api_client):
         assert not (await probe.connect()).is_failure
+    assert (await a_as_b.connect()).is_failure
     await observer.subscribe("cm/v1/d/+/telemetry")
     await observer.subscribe("cm/v1/d/+/auth")
 
-    # Mosquitto 2.0 grants the SUBACK and enforces `read` on every delivery instead: what
-    # matters is that nothing of B's ever reaches A, checked below.
-    await a.subscribe(topic("dev-b", MessageKind.CMD))
-    await a.subscribe("cm/v1/d/dev-b/#")
-    await a.subscribe("cm/v1/d/+/cmd")
+    # The dynamic-security plugin refuses these SUBSCRIBEs outright (and nothing of B's
+    # reaches A, checked below).
+    assert (await a.subscribe(topic("dev-b", MessageKind.CMD))).is_failure
+    assert (await a.subscribe("cm/v1/d/dev-b/#")).is_failure
+    assert (await a.subscribe("cm/v1/d/+/cmd")).is_failure
     assert not (await a.subscribe(topic("dev-a", MessageKind.CMD))).is_failure
-    for probe in (a, a_as_b):
-        await probe.publish(topic("dev-b", MessageKind.TELEMETRY), b"forged")
-        await probe.publish(topic("dev-b", MessageKind.AUTH), b"forged decision")
+    await a.publish(topic("dev-b", MessageKind.TELEMETRY), b"forged")
+    await a.publish(topic("dev-b", MessageKind.AUTH), b"forged decision")
     await a.publish(topic("dev-a", MessageKind.TELEMETRY), b"own")
     await a.publish(topic("dev-a", MessageKind.AUTH), b"own decision")
     await api_client.publish(topic("dev-b", MessageKind.CMD), b"for-b")
@@ -159,8 +157,7 @@ async def test_device_a_cannot_touch_device_b_topics(
         (topic("dev-a", MessageKind.TELEMETRY), b"own"),
         (topic("dev-a", MessageKind.AUTH), b"own decision"),
     ]
-    # Overlapping subscriptions may deliver A's own command twice (MQTT allows it).
-    assert set(a.messages) == {(topic("dev-a", MessageKind.CMD), b"for-a")}
+    assert a.messages == [(topic("dev-a", MessageKind.CMD), b"for-a")]
     for probe in (a, a_as_b, observer, api_client):
         probe.close()
 
@@ -175,7 +172,7 @@ async def test_revoked_device_is_cut_off_and_refused_on_reconnect(
     assert not (await connected.connect()).is_failure
     async with state.sessions() as db, db.begin():
         await revoke_device(db, state.credentials, device_id=device_id, now=NOW)
-    # Mosquitto re-checks connected clients on reload and drops the revoked one.
+    # Deleting its dynamic-security client disconnects the revoked device at once.
     await wait_for(connected.disconnected.is_set, timeout_s=10)
     connected.close()
     retry = Probe(device_id, password, broker.port, device_id + "-again")
