@@ -2,7 +2,8 @@
 
 The sync task has already refused what is stale, repeated or malformed; here a command meets
 the same paths as a driver at the charger: a remote start is a :class:`Token` presented to the
-one authorization, a stop is a stop, a relay test is the control socket's relay test.
+one authorization, a stop is a stop, a relay test is the control socket's relay test, and
+revoked booking PINs go to the store the authorization reads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from edge_agent.auth.authorizer import Token
 from edge_agent.config import merge_tables, parse_config, settings_to_dict
 from edge_agent.errors import ConfigError, StaleAuthListVersion
-from edge_agent.store.auth import apply_auth_list_update
+from edge_agent.store.auth import apply_auth_list_update, revoke_pins
 from edge_agent.store.db import transaction
 from edge_agent.sync.downlink import CommandOutcome
 from protocols.enums import AuthorizationStatus, CommandStatus
@@ -26,6 +27,7 @@ from protocols.messages import (
     Diagnostics,
     JsonValue,
     RelayTest,
+    RevokePins,
     StartSession,
     StopSession,
 )
@@ -78,6 +80,8 @@ class AgentCommands:
             return self._auth_list(action)
         if isinstance(action, ConfigUpdate):
             return self._config(action)
+        if isinstance(action, RevokePins):
+            return self._revoke_pins(action)
         if isinstance(action, Diagnostics):
             return CommandOutcome(CommandStatus.ACCEPTED, "snapshot", data=self._snapshot())
         return await self._relay_test(action)
@@ -118,6 +122,17 @@ class AgentCommands:
             CommandStatus.ACCEPTED,
             f"local list at version {update.version}",
             data={"version": update.version, "entries": count},
+        )
+
+    def _revoke_pins(self, action: RevokePins) -> CommandOutcome:
+        """Store the cloud's revoked booking PINs: from the commit on, the authorizer refuses
+        them (Blocked), offline too, until their window is over."""
+        conn = self._agent.conn
+        assert conn is not None
+        with transaction(conn):
+            held = revoke_pins(conn, action.pins, now=self._agent.clocks.wall())
+        return CommandOutcome(
+            CommandStatus.ACCEPTED, f"{len(action.pins)} PIN(s) revoked", data={"held": held}
         )
 
     def _config(self, update: ConfigUpdate) -> CommandOutcome:

@@ -111,6 +111,8 @@ class CommandName(StrEnum):
     CONFIG_UPDATE = "config_update"
     DIAGNOSTICS = "diagnostics"
     RELAY_TEST = "relay_test"
+    #: Booking PINs the cloud revoked (a cancelled or declined booking), by ``pin_ref``.
+    REVOKE_PINS = "revoke_pins"
 
 
 class CommandStatus(StrEnum):

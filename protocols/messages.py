@@ -427,8 +427,39 @@ class RelayTest(_Action, tag=CommandName.RELAY_TEST.value, frozen=True, kw_only=
     connector: ConnectorId
 
 
+#: A PIN's reference is a keyed hash (``protocols.pins.pin_ref``); a PIN is never sent.
+PinRef = Annotated[str, Meta(pattern=_pattern("pin-[0-9a-f]{32}"))]
+
+
+class RevokedPin(WireModel, frozen=True, kw_only=True):
+    """A booking PIN that must no longer start a session, until its window ends (``until``,
+    after which it is refused anyway and the agent may forget it)."""
+
+    ref: PinRef
+    until: UtcDatetime
+
+    def __post_init__(self) -> None:
+        _normalise_times(self, "until")
+
+
+class RevokePins(_Action, tag=CommandName.REVOKE_PINS.value, frozen=True, kw_only=True):
+    """Booking PINs whose booking was cancelled or declined, by reference. The agent stores
+    them and refuses them (Blocked) from then on, offline too. Adding only: each command
+    carries every revocation of the device still inside its window, so a lost one is
+    repaired by the next."""
+
+    name: ClassVar[CommandName] = CommandName.REVOKE_PINS
+    pins: Annotated[list[RevokedPin], Meta(min_length=1, max_length=2000)]
+
+
 CommandAction: TypeAlias = (
-    StartSession | StopSession | AuthListUpdate | ConfigUpdate | Diagnostics | RelayTest
+    StartSession
+    | StopSession
+    | AuthListUpdate
+    | ConfigUpdate
+    | Diagnostics
+    | RelayTest
+    | RevokePins
 )
 
 

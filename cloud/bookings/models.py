@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, String, text
+from sqlalchemy import DateTime, ForeignKey, SmallInteger, String, text
 from sqlalchemy.dialects.postgresql import TSTZRANGE, ExcludeConstraint, Range
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,3 +63,9 @@ class Booking(Timestamped, Base):
     note: Mapped[str] = mapped_column(String(500), default="", server_default="")
     #: Hash of the keypad PIN (protocols.pins); the PIN itself is shown to the driver once.
     pin_hash: Mapped[str | None] = mapped_column(String(128))
+    #: The PIN's nonce: tells this booking's PIN from those of earlier bookings of the same
+    #: connector and window (cloud.bookings.pins). Set when a PIN is first computed.
+    pin_nonce: Mapped[int | None] = mapped_column(SmallInteger)
+    #: protocols.pins.pin_ref of the PIN: what the agent reports for a session it starts and
+    #: what a revocation names. Unique: one PIN, one booking.
+    pin_ref: Mapped[str | None] = mapped_column(String(36), unique=True)

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
-from cloud.bookings import service
-from cloud.bookings.models import BookingStatus
+from cloud.bookings import pins, service
+from cloud.bookings.models import Booking, BookingStatus
 from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
 from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
 from cloud.schemas import PathId
@@ -66,8 +67,14 @@ async def get_booking(booking_id: PathId, db: Db, user: CurrentUser) -> BookingO
 
 
 @router.post("/bookings/{booking_id}/cancel")
-async def cancel_booking(booking_id: PathId, db: Db, user: CurrentUser) -> BookingOut:
-    return await service.cancel_booking(db, user, booking_id, _now())
+async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) -> BookingOut:
+    """Cancel; a PIN the booking had is revoked at the charger (sent after the commit)."""
+    now = _now()
+    async with state.sessions() as db, db.begin():
+        out = await service.cancel_booking(db, user, booking_id, now)
+        revoked = await pins.revocation(db, await _booking(db, booking_id), now=now)
+    pins.send_revocation(state, revoked)
+    return out
 
 
 @router.post("/bookings/{booking_id}/pin")
@@ -85,8 +92,21 @@ async def approve_booking(booking_id: PathId, db: Db, host: HostUser) -> Booking
 
 
 @router.post("/bookings/{booking_id}/decline")
-async def decline_booking(booking_id: PathId, db: Db, host: HostUser) -> BookingOut:
-    return await service.decline_booking(db, host, booking_id, _now())
+async def decline_booking(booking_id: PathId, host: HostUser, state: State) -> BookingOut:
+    """Decline; a PIN the booking had is revoked at the charger (sent after the commit)."""
+    now = _now()
+    async with state.sessions() as db, db.begin():
+        out = await service.decline_booking(db, host, booking_id, now)
+        revoked = await pins.revocation(db, await _booking(db, booking_id), now=now)
+    pins.send_revocation(state, revoked)
+    return out
+
+
+async def _booking(db: AsyncSession, booking_id: str) -> Booking:
+    """The booking the service just changed (in this transaction, so it exists)."""
+    booking = await db.get(Booking, booking_id)
+    assert booking is not None
+    return booking
 
 
 @router.get("/host/bookings")

@@ -53,9 +53,9 @@ class BookingOut(BaseModel):
 
 
 class PinOut(BaseModel):
-    """The keypad PIN for an offline unlock: valid on this connector from ``valid_from``
-    (ten minutes early is accepted) until ``valid_until``, which may be later than the
-    booking's end (PIN windows come in fixed lengths)."""
+    """The keypad PIN for an offline unlock: valid on this connector for this booking only,
+    from ``valid_from`` (ten minutes early is accepted) until ``valid_until`` — the booking's
+    start and end — to start one session; cancelling the booking revokes it."""
 
     pin: str
     valid_from: datetime

@@ -1,4 +1,5 @@
-"""Bookings: create, read, cancel, approve, decline, and the keypad PIN.
+"""Bookings: create, read, cancel, approve, decline, and the keypad PIN (issued and revoked
+by :mod:`cloud.bookings.pins`).
 
 Overlap is never checked in Python: the exclusion constraint ``ex_bookings_connector_period``
 refuses a second active booking of a connector, and :func:`create_booking` translates that
@@ -39,6 +40,7 @@ from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
 from cloud.bookings import policy
 from cloud.bookings.models import ACTIVE_BOOKING_STATUSES, Booking, BookingStatus
+from cloud.bookings.pins import booking_pin
 from cloud.bookings.schemas import (
     AmountKind,
     BookingCreate,
@@ -58,7 +60,6 @@ from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.sessions.pricing import Tariff, estimate_amount
-from protocols.pins import issue_pin
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,21 @@ def pin_matches(secret_key: str, booking: Booking, pin: str) -> bool:
     return hmac.compare_digest(booking.pin_hash, hash_pin(secret_key, booking.id, pin))
 
 
-def _issue_pin(
-    secret_key: str, booking: Booking, device_id: str, connector: int, pin_secret: bytes
-) -> PinOut:
-    start, end = _bounds(booking)
+async def _issue_pin(
+    db: AsyncSession,
+    booking: Booking,
+    *,
+    secret_key: str,
+    device_id: str,
+    connector: int,
+    pin_secret: bytes,
+) -> PinOut | None:
     # The agent knows itself by its device id: that is the PIN's charger id on the wire.
-    issued = issue_pin(pin_secret, device_id, connector, start, end)
+    issued = await booking_pin(
+        db, booking, device_id=device_id, connector=connector, secret=pin_secret
+    )
+    if issued is None:
+        return None
     booking.pin_hash = hash_pin(secret_key, booking.id, issued.pin)
     return PinOut(pin=issued.pin, valid_from=issued.valid_from, valid_until=issued.valid_until)
 
@@ -249,9 +259,10 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
     )
     pin = None
     if instant and target.pin_secret is not None and charger.device_id is not None:
-        pin = _issue_pin(
-            request.secret_key, booking, charger.device_id, connector.number, target.pin_secret
-        )
+        pin = await _issue_pin(
+            db, booking, secret_key=request.secret_key, device_id=charger.device_id,
+            connector=connector.number, pin_secret=target.pin_secret,
+        )  # fmt: skip
     db.add(booking)
     # The exclusion constraint speaks here. Nothing but the commit follows the insert: an
     # overlapping insert waits on this transaction's index entry until it ends.
@@ -537,6 +548,11 @@ async def reveal_pin(
         raise Conflict(
             "this charger's device has no PIN secret yet", entity="booking", key=booking_id
         )
-    pin = _issue_pin(secret_key, booking, device_id, locked.connector, bytes(secret))
+    pin = await _issue_pin(
+        db, booking, secret_key=secret_key, device_id=device_id, connector=locked.connector,
+        pin_secret=bytes(secret),
+    )  # fmt: skip
+    if pin is None:
+        raise Conflict("no PIN can be issued for this booking", entity="booking", key=booking_id)
     await db.flush()
     return pin

@@ -8,8 +8,11 @@ answers from the unlock request (state ``starting``).
 
 **Whose session.** ``sessions.user_id`` when set; otherwise the unlock request whose
 ``token_jti`` is the session's credential reference on the same device (the token's ``jti``,
-or the reference of a booking PIN the API handed out). The join is done here, when read, so
-ingest never waits for the API and the order of arrival does not matter.
+or the reference of a booking PIN the API handed out); otherwise, for a session started with
+a booking PIN, the booking of that charger whose ``pin_ref`` is the session's credential
+reference (every PIN the cloud shows is recorded on its booking, :mod:`cloud.bookings.pins`)
+— its driver and its id. The joins are done here, when read, so ingest never waits for the
+API and the order of arrival does not matter.
 
 **Who may see it.** Its driver, the charger's host, an admin. Anyone else gets 404, as if it
 did not exist (no probing of ids).
@@ -20,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
@@ -41,7 +45,7 @@ from cloud.sessions.models import ChargingSession, SessionState, UnlockRequest
 from cloud.sessions.pricing import Tariff, cost_so_far_paise
 from cloud.sessions.schemas import SessionOut, StopAccepted
 from cloud.state import AppState
-from protocols.enums import CommandStatus, StopReason
+from protocols.enums import CommandStatus, CredentialKind, StopReason
 from protocols.messages import StopSession
 
 #: How long a stop waits for the agent's answer.
@@ -58,12 +62,16 @@ class SessionView:
     unlock: UnlockRequest | None
     charger: Charger | None
     host_user_id: str | None
+    #: The booking whose PIN started the session, if it was started with one.
+    booking: Booking | None = None
 
     @property
     def owner_id(self) -> str | None:
         if self.row is not None and self.row.user_id is not None:
             return self.row.user_id
-        return self.unlock.user_id if self.unlock is not None else None
+        if self.unlock is not None:
+            return self.unlock.user_id
+        return self.booking.user_id if self.booking is not None else None
 
     @property
     def device_id(self) -> str:
@@ -88,19 +96,36 @@ class SessionView:
         }
 
 
-def _views() -> Select[tuple[ChargingSession, UnlockRequest]]:
-    """Sessions with their unlock request, if any (an outer join: the unlock may be None)."""
-    return select(ChargingSession, UnlockRequest).outerjoin(
-        UnlockRequest,
-        and_(
-            UnlockRequest.device_id == ChargingSession.device_id,
-            UnlockRequest.token_jti == ChargingSession.credential_ref,
-        ),
+def _pin_booking() -> ColumnElement[bool]:
+    """A session started with a booking PIN, joined to that booking: the reference the agent
+    reported is the booking's ``pin_ref``, on the charger ingest found for the device."""
+    return and_(
+        ChargingSession.credential_kind == CredentialKind.PIN,
+        Booking.pin_ref == ChargingSession.credential_ref,
+        Booking.charger_id == ChargingSession.charger_id,
+    )
+
+
+def _views() -> Select[tuple[ChargingSession, UnlockRequest, Booking]]:
+    """Sessions with their unlock request and PIN booking, if any (outer joins)."""
+    return (
+        select(ChargingSession, UnlockRequest, Booking)
+        .outerjoin(
+            UnlockRequest,
+            and_(
+                UnlockRequest.device_id == ChargingSession.device_id,
+                UnlockRequest.token_jti == ChargingSession.credential_ref,
+            ),
+        )
+        .outerjoin(Booking, _pin_booking())
     )
 
 
 async def _with_charger(
-    db: AsyncSession, row: ChargingSession | None, unlock: UnlockRequest | None
+    db: AsyncSession,
+    row: ChargingSession | None,
+    unlock: UnlockRequest | None,
+    booking: Booking | None = None,
 ) -> SessionView:
     charger_id = (row.charger_id if row is not None else None) or (
         unlock.charger_id if unlock is not None else None
@@ -112,7 +137,7 @@ async def _with_charger(
     host_user_id = None
     if charger is not None:
         host_user_id = await db.scalar(select(Host.user_id).where(Host.id == charger.host_id))
-    return SessionView(row, unlock, charger, host_user_id)
+    return SessionView(row, unlock, charger, host_user_id, booking)
 
 
 async def load_view(db: AsyncSession, principal: Principal, session_id: str) -> SessionView:
@@ -121,7 +146,7 @@ async def load_view(db: AsyncSession, principal: Principal, session_id: str) -> 
         await db.execute(_views().where(ChargingSession.device_session_id == session_id).limit(1))
     ).first()
     if found is not None:
-        view = await _with_charger(db, found[0], found[1])
+        view = await _with_charger(db, found[0], found[1], found[2])
     else:
         unlock = await db.scalar(
             select(UnlockRequest).where(UnlockRequest.device_session_id == session_id).limit(1)
@@ -150,8 +175,10 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         )
     else:
         cost = 0
-    booking_id = (row.booking_id if row is not None else None) or (
-        unlock.booking_id if unlock is not None else None
+    booking_id = (
+        (row.booking_id if row is not None else None)
+        or (unlock.booking_id if unlock is not None else None)
+        or (view.booking.id if view.booking is not None else None)
     )
     return SessionOut(
         id=view.session_id,
@@ -184,11 +211,13 @@ async def get_session(
 def _mine(user_id: str, first: int) -> Select[tuple[int]]:
     """Ids of the first ``first`` sessions ``user_id`` drove, newest first.
 
-    Two indexed lookups in one UNION ALL rather than an OR across the join (which no index
-    serves): sessions whose row names the driver (``ix_sessions_user_id``), and unnamed ones
+    Three indexed lookups in one UNION rather than an OR across the joins (which no index
+    serves): sessions whose row names the driver (``ix_sessions_user_id``), unnamed ones
     found from the driver's unlocks (``ix_unlock_requests_user_id``, then
-    ``ix_sessions_device_id_credential_ref``). The two parts cannot share a row
-    (``user_id`` is the caller's in one, NULL in the other); each stops after ``first``.
+    ``ix_sessions_device_id_credential_ref``), and unnamed ones started with the PIN of one
+    of the driver's bookings (``ix_bookings_user_id``, then the same index). A PIN session
+    can be found both ways (the offline unlock records the PIN's reference too), so the
+    union removes duplicates; each part stops after ``first``.
     """
     order = (ChargingSession.started_at.desc(), ChargingSession.id.desc())
     named = (
@@ -210,8 +239,15 @@ def _mine(user_id: str, first: int) -> Select[tuple[int]]:
         .order_by(*order)
         .limit(first)
     )
-    both = union_all(named, by_unlock).subquery()
-    return select(both.c.id).order_by(both.c.started_at.desc(), both.c.id.desc()).limit(first)
+    by_pin = (
+        select(ChargingSession.id, ChargingSession.started_at)
+        .join(Booking, _pin_booking())
+        .where(Booking.user_id == user_id, ChargingSession.user_id.is_(None))
+        .order_by(*order)
+        .limit(first)
+    )
+    every = union(named, by_unlock, by_pin).subquery()
+    return select(every.c.id).order_by(every.c.started_at.desc(), every.c.id.desc()).limit(first)
 
 
 async def list_my_sessions(
@@ -226,7 +262,7 @@ async def list_my_sessions(
             .order_by(ChargingSession.started_at.desc(), ChargingSession.id.desc())
         )
     ).all()
-    return [session_out(await _with_charger(db, r[0], r[1]), now) for r in rows]
+    return [session_out(await _with_charger(db, r[0], r[1], r[2]), now) for r in rows]
 
 
 async def stop_session(

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
 from cloud.bookings.models import ACTIVE_BOOKING_STATUSES, Booking, BookingStatus
+from cloud.bookings.pins import booking_pin
 from cloud.chargers.models import Charger, Connector, ModerationStatus
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
@@ -54,10 +55,9 @@ from cloud.sessions.models import ChargingSession, UnlockOutcome, UnlockRequest
 from cloud.sessions.schemas import UnlockOffline, UnlockStarted
 from cloud.state import AppState
 from protocols.enums import CommandStatus
-from protocols.errors import CredentialError
 from protocols.ids import new_ulid
 from protocols.messages import CommandResult, StartSession
-from protocols.pins import BookingPin, issue_pin, pin_ref
+from protocols.pins import BookingPin, pin_ref
 from protocols.tokens import UnlockClaims, sign_unlock_token
 
 log = logging.getLogger(__name__)
@@ -159,19 +159,18 @@ async def _booking(
     return None
 
 
-def booking_pin(device: Device | None, target: UnlockTarget) -> BookingPin | None:
-    """The keypad PIN for the target's booking, if the device holds a PIN secret."""
+async def target_pin(
+    db: AsyncSession, device: Device | None, target: UnlockTarget
+) -> BookingPin | None:
+    """The keypad PIN for the target's booking, if the device holds a PIN secret
+    (:func:`cloud.bookings.pins.booking_pin`: bound to the booking, recorded on it)."""
     booking = target.booking
     if booking is None or device is None or device.pin_secret is None:
         return None
-    start, end = booking.period.lower, booking.period.upper
-    if start is None or end is None:
-        return None
-    try:
-        return issue_pin(device.pin_secret, device.id, target.connector.number, start, end)
-    except CredentialError as exc:  # e.g. a booking longer than the longest PIN window
-        log.warning("no PIN for booking %s: %s", booking.id, exc)
-        return None
+    return await booking_pin(
+        db, booking, device_id=device.id, connector=target.connector.number,
+        secret=bytes(device.pin_secret),
+    )  # fmt: skip
 
 
 async def unlock(
@@ -225,7 +224,7 @@ async def unlock(
                     token_jti=jti, cmd_id=cmd_id,
                 )
             )  # fmt: skip
-            pin = booking_pin(device, target)
+            pin = await target_pin(db, device, target)
     if isinstance(offline, str):  # the refusal is recorded (committed); no PIN to offer
         raise ChargerOffline(charger_id, unlock_id=offline)
     if offline is not None:
@@ -272,10 +271,8 @@ async def record_pin_unlock(
     )
     assert row is not None
     if row.booking_id != booking_id:
-        # A PIN depends on device, connector and window only, so a slot cancelled and booked
-        # again from the same start gets the same PIN. The exclusion constraint lets one
-        # active booking hold that start: the PIN, and the sessions it starts (found through
-        # this row), are now this booking's driver's — not the earlier one's.
+        # A PIN is bound to its booking (its nonce, cloud.bookings.pins), so two bookings
+        # should never share a reference; should they, the booking asking now is served.
         row.user_id = user_id
         row.booking_id = booking_id
     return row
@@ -285,7 +282,7 @@ async def _offline(
     db: AsyncSession, principal: Principal, target: UnlockTarget, device: Device
 ) -> UnlockOffline | str:
     """The PIN answer for a booked driver; otherwise the id of the recorded refusal."""
-    pin = booking_pin(device, target)
+    pin = await target_pin(db, device, target)
     charger_id = target.charger.id
     if pin is None or target.booking is None:
         unlock_id = new_ulid()

@@ -1,10 +1,13 @@
 """The authorizer: runs the pure decision rules against the store, in two steps.
 
 *Evaluate* reads only — the local list, the cache, the used token ids — and checks the
-token's signature or the PIN: it answers what would be decided and why, and what acting on
-it would write. *Commit* writes that: the single-use ``jti`` claim, the cache's bookkeeping
-(an expired entry dropped, a hit counted for LRU), the decision log and the decision's report
-in the outbox (``auth`` topic), and advances the keypad lockout.
+token's signature or the PIN (and whether the cloud revoked it or it already started a
+session): it answers what would be decided and why, and what acting on it would write.
+*Commit* writes that: the single-use ``jti`` claim, the cache's bookkeeping (an expired entry
+dropped, a hit counted for LRU), the decision log and the decision's report in the outbox
+(``auth`` topic), and advances the keypad lockout. A booking PIN's single use is written
+later, with the session start it is used for (:mod:`edge_agent.store.sessions`): an accepted
+PIN whose start then fails (meter silent) is not used up.
 
 Every credential input (serial RFID, HID keyboards, keypad, QR scanner, LAN HTTP, a cloud
 command) calls :meth:`Authorizer.authorize`: there is one decision path, evaluate then commit
@@ -24,7 +27,9 @@ from edge_agent.auth.decision import (
     decide_id_tag,
     decide_pin,
     decide_token,
+    pin_replayed,
     replayed,
+    revoked,
     token_ref,
     unsynced,
 )
@@ -267,10 +272,21 @@ class Authorizer:
         if not at.clock_synced:
             return _Evaluation(unsynced(CredentialKind.PIN, ref))
         check = verify_pin(self._pin_secret, self._charger_id, connector, pin, at.now)
-        # Only a PIN that matches no window counts as a guess; a real but early/late PIN
-        # is a driver with the wrong time, not an attacker.
-        guessed = check.status is AuthorizationStatus.INVALID
-        lockout = self._lockout.record(accepted=not guessed, mono=at.mono)
-        if check.accepted and connector_busy:
-            return _Evaluation(busy(CredentialKind.PIN, ref, connector), lockout=lockout)
-        return _Evaluation(decide_pin(check, ref), lockout=lockout)
+        if check.status is AuthorizationStatus.INVALID:
+            # Only a PIN that matches no window counts as a guess.
+            lockout = self._lockout.record(accepted=False, mono=at.mono)
+            return _Evaluation(decide_pin(check, ref), lockout=lockout)
+        decision = decide_pin(check, ref)
+        if check.accepted:
+            if auth_store.pin_revoked(self._conn, ref):
+                decision = revoked(decision)
+            elif (session_id := auth_store.pin_used_by(self._conn, ref)) is not None:
+                decision = pin_replayed(decision, session_id)
+            elif connector_busy:
+                decision = busy(CredentialKind.PIN, ref, connector)
+        if not decision.accepted:
+            # A real PIN refused (early, late, used, revoked, busy) is not a guess, but it
+            # must not clear the failures either: else typing one known old PIN between
+            # guesses would make the lockout useless.
+            return _Evaluation(decision)
+        return _Evaluation(decision, lockout=self._lockout.record(accepted=True, mono=at.mono))

@@ -2,9 +2,9 @@
 
 Order (OCPP 1.6 §3.5 "Local Authorization List" then "Authorization Cache"): an id tag is
 looked up in the local list first, then the cache; a signed token is checked by signature,
-binding, window, then single use; a PIN by the PIN scheme. Every outcome is an
-:class:`~protocols.enums.AuthorizationStatus` with a reason a technician can read. Nothing
-here raises on what a driver presents.
+binding, window, then single use; a PIN by the PIN scheme, then revocation and single use.
+Every outcome is an :class:`~protocols.enums.AuthorizationStatus` with a reason a technician
+can read. Nothing here raises on what a driver presents.
 """
 
 from __future__ import annotations
@@ -101,6 +101,18 @@ def replayed(decision: AuthDecision) -> AuthDecision:
 
 def decide_pin(check: PinCheck, ref: str) -> AuthDecision:
     return AuthDecision(check.status, check.reason, CredentialKind.PIN, ref, check.valid_until)
+
+
+def pin_replayed(decision: AuthDecision, session_id: str) -> AuthDecision:
+    """A valid booking PIN that already started a session: a PIN starts one."""
+    return replace(
+        decision, status=Status.REPLAYED, reason=f"PIN already started session {session_id}"
+    )
+
+
+def revoked(decision: AuthDecision) -> AuthDecision:
+    """A valid booking PIN the cloud revoked: its booking was cancelled or declined."""
+    return replace(decision, status=Status.BLOCKED, reason="PIN revoked: its booking was cancelled")
 
 
 def unsynced(kind: CredentialKind, ref: str) -> AuthDecision:

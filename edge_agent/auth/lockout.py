@@ -1,9 +1,12 @@
 """Keypad lockout, pure: after ``max_failures`` wrong PINs in a row the keypad refuses input
 for ``lockout_s``.
 
-A booking PIN has 7 MAC digits and the verifier tries up to ~100 windows, so one guess
-succeeds with probability about 1e-5 (protocols.pins docstring); five guesses per five
-minutes makes an online brute force take years.
+A booking PIN has 7 MAC digits and the verifier accepts at most 49 start slots, so one guess
+succeeds with probability at most 5e-6 (protocols.pins docstring); five guesses per five
+minutes makes an online brute force take years. Only a PIN the agent accepts clears the
+failures: a real PIN it refuses (used, revoked, early, late) neither counts nor clears
+(:class:`edge_agent.auth.authorizer.Authorizer`), so a known old PIN typed between guesses
+does not reset the count.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """Authorization data in the store: the local list (versioned), the cache (bounded, LRU,
-expiring), used token ids (single use) and the decision log, each decision with its report
-queued in the outbox (``auth`` topic) in the same transaction.
+expiring), used token ids (single use), used and revoked booking PINs, and the decision log,
+each decision with its report queued in the outbox (``auth`` topic) in the same transaction.
 
-Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes. The look-ups an
-authorization is evaluated with (:func:`list_entry`, :func:`cache_peek`, :func:`jti_used`) only
-read, so they also serve the field CLI on its read-only connection.
+Id tags are stored only as :func:`protocols.idtags.hash_id_tag` hashes, PINs only as
+:func:`protocols.pins.pin_ref` references. The look-ups an authorization is evaluated with
+(:func:`list_entry`, :func:`cache_peek`, :func:`jti_used`, :func:`pin_used_by`,
+:func:`pin_revoked`) only read, so they also serve the field CLI on its read-only connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 
 from edge_agent.auth.decision import AuthDecision, ListEntry
@@ -21,7 +23,7 @@ from protocols.enums import AuthListUpdateType, AuthorizationStatus, CredentialK
 from protocols.errors import MessageError
 from protocols.ids import new_ulid
 from protocols.messages import AuthDecision as AuthDecisionMessage
-from protocols.messages import AuthListUpdate, CredentialRef
+from protocols.messages import AuthListUpdate, CredentialRef, RevokedPin
 
 
 def _time(text: str | None) -> datetime | None:
@@ -170,6 +172,67 @@ def prune_used_tokens(conn: sqlite3.Connection, *, before: datetime) -> int:
     Comparing ISO strings is correct here: every time is stored in UTC with the same format.
     """
     return conn.execute("DELETE FROM used_tokens WHERE expires_at < ?", (iso(before),)).rowcount
+
+
+# --- booking PINs ----------------------------------------------------------------------------
+
+
+def pin_used_by(conn: sqlite3.Connection, ref: str) -> str | None:
+    """The session a PIN (by :func:`protocols.pins.pin_ref`) started, if any; reads only."""
+    row = conn.execute("SELECT session_id FROM used_pins WHERE ref = ?", (ref,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def claim_pin(
+    conn: sqlite3.Connection,
+    ref: str,
+    *,
+    session_id: str,
+    now: datetime,
+    expires_at: datetime | None,
+) -> bool:
+    """Record that the PIN ``ref`` started ``session_id``; False when it already started one.
+
+    Called in the transaction that stores the session start (:mod:`edge_agent.store.sessions`):
+    the start and the use commit together or not at all.
+    """
+    cursor = conn.execute(
+        "INSERT INTO used_pins (ref, session_id, used_at, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (ref) DO NOTHING",
+        (ref, session_id, iso(now), _iso(expires_at)),
+    )
+    return cursor.rowcount == 1
+
+
+def pin_revoked(conn: sqlite3.Connection, ref: str) -> bool:
+    """Whether the cloud revoked the PIN ``ref`` (its booking was cancelled); reads only."""
+    return conn.execute("SELECT 1 FROM revoked_pins WHERE ref = ?", (ref,)).fetchone() is not None
+
+
+def revoke_pins(conn: sqlite3.Connection, pins: Iterable[RevokedPin], *, now: datetime) -> int:
+    """Store the revocations (a repeat keeps the later ``until``) and forget those whose window
+    is over; return how many revocations are held."""
+    if not conn.in_transaction:
+        raise StoreError("revoke_pins needs a transaction")
+    for pin in pins:
+        conn.execute(
+            "INSERT INTO revoked_pins (ref, until, revoked_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (ref) DO UPDATE SET until = max(until, excluded.until)",
+            (pin.ref, iso(pin.until), iso(now)),
+        )
+    prune_pins(conn, before=now)
+    return int(conn.execute("SELECT count(*) FROM revoked_pins").fetchone()[0])
+
+
+def prune_pins(conn: sqlite3.Connection, *, before: datetime) -> int:
+    """Forget revocations and uses of PINs whose window ended before ``before``: such a PIN
+    is refused as Expired whatever else is known of it."""
+    cutoff = iso(before)
+    revoked = conn.execute("DELETE FROM revoked_pins WHERE until < ?", (cutoff,)).rowcount
+    used = conn.execute(
+        "DELETE FROM used_pins WHERE expires_at IS NOT NULL AND expires_at < ?", (cutoff,)
+    ).rowcount
+    return revoked + used
 
 
 # --- decision log ----------------------------------------------------------------------------

@@ -114,6 +114,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE decisions ADD COLUMN session_id TEXT;
     """,
+    # 3: booking PINs die with their booking. A PIN starts one session (its use is written
+    # in the session start's transaction), and a PIN the cloud revoked (cancelled booking)
+    # is refused; both by protocols.pins.pin_ref, kept until the PIN's window is over.
+    """
+    CREATE TABLE used_pins (
+        ref        TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        used_at    TEXT NOT NULL,
+        expires_at TEXT
+    ) STRICT;
+
+    CREATE TABLE revoked_pins (
+        ref        TEXT PRIMARY KEY,
+        until      TEXT NOT NULL,
+        revoked_at TEXT NOT NULL
+    ) STRICT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

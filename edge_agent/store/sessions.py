@@ -1,5 +1,6 @@
 """Sessions in the store: each state change of a session and the event that reports it are
-written in ONE transaction (session row, session_events row, outbox row).
+written in ONE transaction (session row, session_events row, outbox row; for a start with a
+booking PIN, the PIN's single use too).
 
 Sessions and session events are never thinned or deleted by the agent.
 """
@@ -12,6 +13,7 @@ from datetime import datetime
 
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import EmitSessionEvent, Session
+from edge_agent.store import auth as auth_store
 from edge_agent.store import outbox
 from edge_agent.store.db import iso, transaction
 from protocols.enums import CredentialKind, SessionEventType, StopReason
@@ -38,6 +40,8 @@ def record_event(
     with transaction(conn):
         if effect.event is SessionEventType.STARTED:
             _insert(conn, session, ctx.now)
+            if session.credential.kind is CredentialKind.PIN:
+                _use_pin(conn, session, ctx.now)
         else:
             _update(conn, session, ctx.now)
 
@@ -93,6 +97,22 @@ def _insert(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
         raise StoreError(
             f"cannot start session {s.session_id} on connector {s.connector}: {exc}"
         ) from exc
+
+
+def _use_pin(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
+    """A booking PIN starts one session: its use commits with the start, or neither does.
+
+    The authorizer refused a used or revoked PIN already; this is the authority should two
+    presentations race, or a revocation land between the decision and the start.
+    """
+    ref = s.credential.ref
+    if auth_store.pin_revoked(conn, ref):
+        raise StoreError(f"cannot start session {s.session_id}: PIN {ref} was revoked")
+    if not auth_store.claim_pin(
+        conn, ref, session_id=s.session_id, now=now, expires_at=s.auth_expires_at
+    ):
+        used_by = auth_store.pin_used_by(conn, ref)
+        raise StoreError(f"cannot start session {s.session_id}: PIN {ref} started {used_by}")
 
 
 def _update(conn: sqlite3.Connection, s: Session, now: datetime) -> None:

@@ -21,6 +21,7 @@ import websockets
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from edge_agent.control import request as control
+from protocols.pins import PIN_DIGITS
 from tests.cloud.certs import Certs
 from tests.cloud.flow_rig import (
     PRICE_PER_KWH_PAISE,
@@ -190,7 +191,7 @@ async def test_offline_pin_authorizes_at_the_agent_and_syncs_later_flagged_offli
     body = answer.json()
     assert body["outcome"] == "offline"
     pin = body["pin"]
-    assert len(pin) == 8
+    assert len(pin) == PIN_DIGITS
     # Asking again while offline gives the same PIN and the same unlock.
     repeat = await market.http.post(
         f"/chargers/{market.charger_id}/sessions",

@@ -25,7 +25,7 @@ from cloud.sessions.pricing import Tariff, cost_so_far_paise
 from protocols.enums import AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, parse_message
-from protocols.pins import pin_ref, verify_pin
+from protocols.pins import PIN_DIGITS, pin_ref, verify_pin
 from protocols.tokens import TokenVerifier, load_public_key
 from protocols.topics import topic
 from tests.cloud.bookings_fixtures import insert_booking
@@ -219,7 +219,7 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
         await asyncio.wait_for(subscribed.wait(), 10)
         answer = await _unlock(api, site, driver, booking_id=booking)
         body = _problem(answer, 504, "charger-no-answer")
-        assert len(body["pin"]) == 8  # the keypad fallback
+        assert len(body["pin"]) == PIN_DIGITS  # the keypad fallback
         for _ in range(100):
             if received:
                 break
@@ -332,12 +332,12 @@ async def test_asking_for_the_pin_twice_at_once_gives_one_unlock(
     assert await pg.fetchval("SELECT count(*) FROM unlock_requests") == 1
 
 
-async def test_a_pin_reissued_for_a_rebooked_slot_belongs_to_the_new_driver(
+async def test_a_rebooked_slot_gets_another_pin_which_belongs_to_the_new_driver(
     api: Api, pg: PgConnection
 ) -> None:
-    """The same slot booked again after a cancellation has the same PIN (a PIN depends on
-    device, connector and window only): its unlock and the sessions it starts are the new
-    driver's, not the earlier driver's."""
+    """The same slot booked again after a cancellation gets another PIN (a PIN is bound to
+    its booking: protocols.pins' nonce): its unlock and the sessions it starts are the new
+    driver's, and the earlier driver's PIN starts nothing of theirs."""
     host = await add_user(pg, api.settings, Role.HOST)
     first = await add_user(pg, api.settings, Role.DRIVER)
     second = await add_user(pg, api.settings, Role.DRIVER)
@@ -352,7 +352,8 @@ async def test_a_pin_reissued_for_a_rebooked_slot_belongs_to_the_new_driver(
     answer = await _unlock(api, site, second, booking_id=rebooked)
     assert answer.status_code == 202, answer.text
     pin = answer.json()["pin"]
-    assert pin == earlier.json()["pin"]
+    assert pin != earlier.json()["pin"]
+    assert verify_pin(SECRET, DEVICE, 1, pin, _now()).accepted
     rows = await pg.fetch(
         "SELECT user_id, booking_id FROM unlock_requests WHERE id = $1", answer.json()["unlock_id"]
     )

@@ -260,7 +260,7 @@ def test_no_verifier_means_tokens_are_invalid(conn: sqlite3.Connection) -> None:
 
 
 def test_booking_pin_is_accepted_in_its_window(authorizer: Authorizer) -> None:
-    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1), nonce=0)
     decision = authorizer.authorize(Pin(booking.pin), connector=1, at=AT, connector_busy=False)
     assert decision.status is S.ACCEPTED
     assert decision.expires_at == booking.valid_until
@@ -270,7 +270,7 @@ def test_booking_pin_is_accepted_in_its_window(authorizer: Authorizer) -> None:
 
 
 def test_keypad_locks_after_repeated_wrong_pins(authorizer: Authorizer) -> None:
-    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1), nonce=0)
     wrong = "0" + ("1234567" if booking.pin[1:] != "1234567" else "7654321")
     for i in range(3):
         at = Moment(T0, 100.0 + i, clock_synced=True)
@@ -449,7 +449,7 @@ def test_a_decision_and_its_report_commit_together_or_not_at_all(
 def test_reports_never_carry_the_credential(
     conn: sqlite3.Connection, authorizer: Authorizer
 ) -> None:
-    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1))
+    booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1), nonce=0)
     signed = _token()
     for credential in (
         IdTag("04A21B"), IdTag("bad tag! 04A21B"), Pin(booking.pin), Pin("99999999"),

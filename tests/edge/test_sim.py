@@ -152,7 +152,7 @@ async def test_rfid_tap_and_keypad_pin_each_charge_and_bill_the_register_delta(
                 await wait_until(available, timeout_s=20)
                 now = datetime.now(UTC)
                 booking = issue_pin(SECRET, "site-test", 1, now - timedelta(minutes=5),
-                                    now + timedelta(hours=1))  # fmt: skip
+                                    now + timedelta(hours=1), nonce=0)  # fmt: skip
                 sim.keys("99#")  # a wrong PIN first: refused, nothing starts
                 sim.keys(booking.pin + "#")
                 start2, stop2 = await charge_and_stop(2)
