@@ -1,12 +1,19 @@
-"""The pure parts of accounts: Indian phone normalisation and the SMS gateway contract."""
+"""The pure parts of accounts: Indian phone normalisation, the SMS gateway contract, and
+admitting an access token against the account's current state."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from cloud.accounts.models import Role
 from cloud.accounts.otp import new_otp, otp_message
 from cloud.accounts.phones import PhoneNumberInvalid, normalize_phone
+from cloud.accounts.principals import PrincipalState, admit
 from cloud.accounts.sms import MemorySmsOutbox, SmsContractError, gsm_septets
+from cloud.accounts.tokens import Principal, issue_access_token, verify_access_token
+from cloud.errors import Unauthorized
 
 
 @pytest.mark.parametrize(
@@ -78,3 +85,42 @@ def test_the_code_message_fits_one_sms(ttl_s: int) -> None:
     message = otp_message(code, ttl_s)
     assert message.startswith(code)
     assert gsm_septets(message) <= 160
+
+
+# --- admitting a token against the account's state (cloud.accounts.principals) -------------
+
+_CLAIMS = Principal(
+    user_id="U1", roles=frozenset({Role.ADMIN, Role.DRIVER}), token_id="J1", token_version=3
+)
+
+
+def test_a_token_is_admitted_with_the_roles_the_account_has_now() -> None:
+    state = PrincipalState(token_version=3, disabled=False, roles=frozenset({Role.DRIVER}))
+    admitted = admit(_CLAIMS, state)
+    assert admitted.roles == {Role.DRIVER}  # the admin role the token names is gone
+    assert (admitted.user_id, admitted.token_id, admitted.token_version) == ("U1", "J1", 3)
+
+
+@pytest.mark.parametrize(
+    ("state", "why"),
+    [
+        (None, "no longer exists"),
+        (PrincipalState(token_version=3, disabled=True, roles=frozenset()), "disabled"),
+        (PrincipalState(token_version=4, disabled=False, roles=frozenset()), "revoked"),
+    ],
+)
+def test_a_token_of_a_deleted_disabled_or_moved_on_account_is_refused(
+    state: PrincipalState | None, why: str
+) -> None:
+    with pytest.raises(Unauthorized, match=why):
+        admit(_CLAIMS, state)
+
+
+def test_the_access_token_carries_the_account_version() -> None:
+    now = datetime.now(UTC)
+    token = issue_access_token(
+        "k" * 32, user_id="U1", roles={Role.DRIVER}, now=now, ttl_s=60, token_version=7
+    )
+    assert verify_access_token("k" * 32, token).token_version == 7
+    old = issue_access_token("k" * 32, user_id="U1", roles={Role.DRIVER}, now=now, ttl_s=60)
+    assert verify_access_token("k" * 32, old).token_version == 0
