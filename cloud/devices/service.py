@@ -30,7 +30,7 @@ from protocols.enums import MessageKind
 from protocols.errors import CredentialError
 from protocols.ids import new_ulid
 from protocols.tokens import PrivateKey, key_id, load_private_key, load_public_key
-from protocols.topics import device_filter, topic
+from protocols.topics import topic
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ async def claim_device(
             "broker_url": broker.url,
             "username": device_id,
             "client_id": device_id,
-            "subscribe": device_filter(device_id),
+            # Exactly what the broker lets the device subscribe to (literal, no wildcard).
+            "subscribe": [topic(device_id, MessageKind.CMD), topic(device_id, MessageKind.ACK)],
             "ack_topic": topic(device_id, MessageKind.ACK),
             "cmd_topic": topic(device_id, MessageKind.CMD),
             "token_key_ids": [token_key.key_id],
