@@ -1,24 +1,34 @@
 """Issue 13, items 2 and 3: the broker refuses a device's foreign subscriptions and client ids.
 
 Against the project's own broker config (deploy/mosquitto/cloud) and, for the shared
-subscription, the real ingest worker process writing to PostgreSQL.
+subscription, the real ingest worker process writing to PostgreSQL. Also: the starting file
+an operator writes with ``chargemitra-cloud broker init-config`` runs that broker, and the
+devices the cloud provisions survive a broker restart (the plugin saves its own file).
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from cloud.pg import PgConnection
 from protocols.enums import MessageKind
 from protocols.topics import UPLINK_KINDS, ingest_filter, topic
+from tests.cloud.certs import Certs
 from tests.cloud.conftest import add_device
 from tests.cloud.messages import status, telemetry
-from tests.cloud.mosquitto import Broker
+from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.cloud.probe import Probe
 from tests.cloud.sim_device import SimDevice, wait_for
 from tests.cloud.workers import Workers
 
 pytestmark = pytest.mark.integration
+
+CLI = Path(sys.executable).with_name("chargemitra-cloud")
 
 #: The MQTT 5 reason code for a refused SUBSCRIBE or CONNECT (0x87, Not authorized).
 NOT_AUTHORIZED = 135
@@ -108,3 +118,46 @@ async def test_a_device_cannot_take_another_devices_client_id_session_or_queue(
     ]
     back.close()
     api.close()
+
+
+async def test_the_operators_starting_file_runs_the_broker_and_devices_survive_a_restart(
+    tmp_path: Path, certs: Certs
+) -> None:
+    ingest_password, api_password = "ingest-secret-1", "api-secret-2"
+    start_file = tmp_path / "dynamic-security.json"
+    answers = f"{ingest_password}\n{ingest_password}\n{api_password}\n{api_password}\n"
+    written = _cli(["broker", "init-config", str(start_file)], answers)
+    assert written.returncode == 0, written.stderr
+    again = _cli(["broker", "init-config", str(start_file)], answers)
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+
+    broker = cloud_broker(tmp_path / "broker", certs, {})
+    assert broker.dynsec_file is not None
+    broker.dynsec_file.write_bytes(start_file.read_bytes())
+    broker.users = {"cloud-ingest": ingest_password, "cloud-api": api_password}
+    broker.start()
+    try:
+        device_password = add_device(broker, "dev-r")
+        broker.stop()
+        broker.start()
+        ingest = Probe("cloud-ingest", ingest_password, broker.port, "ingest-1")
+        device = Probe("dev-r", device_password, broker.port, "dev-r")
+        for probe in (ingest, device):
+            assert not (await probe.connect()).is_failure
+        assert not (await ingest.subscribe(ingest_filter(MessageKind.TELEMETRY))).is_failure
+        assert not (await device.subscribe(topic("dev-r", MessageKind.CMD))).is_failure
+        assert (await device.subscribe("#")).value == NOT_AUTHORIZED
+        await device.publish(topic("dev-r", MessageKind.TELEMETRY), b"after restart")
+        await wait_for(lambda: len(ingest.messages) == 1, timeout_s=10)
+        ingest.close()
+        device.close()
+    finally:
+        broker.stop()
+
+
+def _cli(args: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")}
+    return subprocess.run(
+        [str(CLI), *args], input=stdin, env=env, capture_output=True, text=True, check=False
+    )
