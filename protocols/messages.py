@@ -5,6 +5,18 @@ Every message carries the envelope (:class:`Envelope`): ``v`` (schema version), 
 the receiver drops duplicates and sees gaps), ``ts`` (UTC) and ``clock_synced`` (false while
 a Raspberry Pi without RTC has not reached NTP yet: its ``ts`` may read 1970).
 
+Every value has physical bounds (issue 13: one device's two readings of ``1e308`` once
+overflowed the cloud's rollup and stopped ingest):
+
+* a reading's quantities lie in :data:`~protocols.meters.quantities.QUANTITY_BOUNDS` (volts,
+  amps, watts, Wh, Hz, power factor — generous, finite; no negative energy);
+* every timestamp lies in [:data:`EARLIEST_TS`, :data:`LATEST_TS`): an unsynchronised clock
+  may read 1970, nothing reads past 2099;
+* a timestamp its message calls synchronised (``clock_synced`` true: the envelope's ``ts``,
+  a reading's ``ts``) is not before :data:`EARLIEST_SYNCED_TS` — no device existed then;
+* a receiver may refuse a reading stamped further ahead of its own clock than
+  :data:`MAX_CLOCK_AHEAD` (:func:`readings_ahead_of`; the cloud does).
+
 ``seq`` 0 is reserved for the Last Will (:func:`last_will`): the broker publishes it on the
 device's behalf at an unknown later time, so it cannot take a place in the sequence.
 
@@ -32,7 +44,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, TypeAlias, cast
 
@@ -60,7 +72,7 @@ from protocols.errors import (
     UnsupportedVersion,
 )
 from protocols.ids import DEVICE_ID_MAX_LEN, new_ulid, validate_device_id
-from protocols.meters.quantities import Quantity
+from protocols.meters.quantities import QUANTITY_BOUNDS, Quantity
 from protocols.topics import Topic, parse_topic
 from protocols.validation import error_location
 
@@ -71,6 +83,19 @@ SUPPORTED_VERSIONS = frozenset({1})
 #: Largest payload accepted or produced. Mosquitto's default message size limit is far larger;
 #: this bound is ours, so one hostile or buggy device cannot make ingest parse megabytes.
 MAX_PAYLOAD_BYTES = 256 * 1024
+
+#: Every timestamp on the wire lies in [EARLIEST_TS, LATEST_TS). A Raspberry Pi without RTC
+#: starts at the epoch (docs/protocols.md), so the floor is 1970; the ceiling keeps a broken
+#: clock's year 9999 out of the cloud's time partitions and "latest" queries.
+EARLIEST_TS: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TS: Final = datetime(2100, 1, 1, tzinfo=UTC)
+#: A clock that says it is synchronised cannot read a time before ChargeMitra devices existed.
+EARLIEST_SYNCED_TS: Final = datetime(2020, 1, 1, tzinfo=UTC)
+#: How far ahead of the receiver's clock a reading's time may be (clock skew, generously);
+#: further, and it would stand as the "latest" value for that long.
+MAX_CLOCK_AHEAD: Final = timedelta(days=1)
+#: A session's power has the bound of a reading's ``power_w``.
+MAX_POWER_W: Final = QUANTITY_BOUNDS[Quantity.POWER_W][1]
 
 if TYPE_CHECKING:
     #: Any JSON value. Type checkers see the recursive union; at run time it is ``Any``
@@ -182,12 +207,26 @@ def _utc(value: object, name: str) -> datetime:
 
 
 def _normalise_times(struct: msgspec.Struct, *names: str) -> None:
-    """Store the datetime fields ``names`` of ``struct`` in UTC (they may be None)."""
+    """Store the datetime fields ``names`` of ``struct`` in UTC (they may be None), and refuse
+    one outside [EARLIEST_TS, LATEST_TS)."""
     for name in names:
         value = getattr(struct, name)
+        if value is None:
+            continue
         # Decoding "…Z" yields tzinfo UTC already: the common case costs one comparison.
-        if value is not None and getattr(value, "tzinfo", None) is not UTC:
-            force_setattr(struct, name, _utc(value, name))
+        if getattr(value, "tzinfo", None) is not UTC:
+            value = _utc(value, name)
+            force_setattr(struct, name, value)
+        if not EARLIEST_TS <= value < LATEST_TS:
+            raise ValueError(f"{name} {value.isoformat()} is outside 1970-01-01 .. 2099-12-31")
+
+
+def _check_synced(ts: datetime, clock_synced: bool) -> None:
+    if clock_synced and ts < EARLIEST_SYNCED_TS:
+        raise ValueError(
+            f"ts {ts.isoformat()} is before {EARLIEST_SYNCED_TS.date()} on a clock that says "
+            "it is synchronised (send clock_synced false)"
+        )
 
 
 class WireModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -217,13 +256,18 @@ class Envelope(WireModel, frozen=True, kw_only=True):
         except TopicError as exc:
             raise ValueError(f"device_id: {exc}") from None
         _normalise_times(self, "ts")
+        _check_synced(self.ts, self.clock_synced)
 
 
 # --- telemetry -------------------------------------------------------------------------------
 
 
 class MeterReading(WireModel, frozen=True, kw_only=True):
-    """One poll of one meter: decoded quantities in the units their names carry."""
+    """One poll of one meter: decoded quantities in the units their names carry.
+
+    Each value lies within its quantity's physical bounds (the ``properties`` of ``values``
+    in the JSON Schema); ``ts`` is not before 2020 when ``clock_synced`` is true.
+    """
 
     meter_id: MeterId
     ts: UtcDatetime
@@ -231,17 +275,47 @@ class MeterReading(WireModel, frozen=True, kw_only=True):
     # msgspec's JSON Schema names the keys of str-keyed mappings only; say they are Quantities.
     values: Annotated[
         dict[Quantity, float],
-        Meta(min_length=1, extra_json_schema={"propertyNames": {"$ref": "#/$defs/Quantity"}}),
+        Meta(
+            min_length=1,
+            extra_json_schema={
+                "propertyNames": {"$ref": "#/$defs/Quantity"},
+                "properties": {
+                    q.value: {"minimum": low, "maximum": high}
+                    for q, (low, high) in QUANTITY_BOUNDS.items()
+                },
+            },
+        ),
     ]
 
     def __post_init__(self) -> None:
         _normalise_times(self, "ts")
+        _check_synced(self.ts, self.clock_synced)
+        # One dict lookup and a chained comparison per value: ingest runs this for every
+        # reading of a fleet. `not low <= v <= high` is also true for a NaN built in Python.
+        try:
+            for quantity, value in self.values.items():
+                low, high = QUANTITY_BOUNDS[quantity]
+                if low <= value <= high:
+                    continue
+                raise ValueError(
+                    f"values.{quantity}: {value} is outside its bounds [{low}, {high}]"
+                )
+        except KeyError as exc:  # only code can build such a key; decoding refuses it first
+            raise ValueError(f"values: {exc.args[0]!r} is not a Quantity") from None
 
 
 class TelemetryBatch(Envelope, frozen=True, kw_only=True):
     """A batch of meter readings (``telemetry`` topic)."""
 
     readings: Annotated[list[MeterReading], Meta(min_length=1, max_length=2000)]
+
+
+def readings_ahead_of(batch: TelemetryBatch, now: datetime) -> list[int]:
+    """Indexes of the readings stamped more than :data:`MAX_CLOCK_AHEAD` after ``now`` (the
+    receiver's clock). The contract cannot know the receiver's time; the cloud applies this
+    when a batch arrives and refuses the batch if the list is not empty."""
+    limit = now + MAX_CLOCK_AHEAD
+    return [i for i, reading in enumerate(batch.readings) if reading.ts > limit]
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -278,7 +352,7 @@ class SessionEvent(Envelope, frozen=True, kw_only=True):
     #: Energy delivered so far. Never negative: a register that went backwards (meter replaced
     #: or reset) is flagged with ``meter_went_backwards`` and bills what was seen before.
     energy_wh: Wh
-    power_w: NonNegativeFloat | None = None
+    power_w: Annotated[float, Meta(ge=0, le=MAX_POWER_W)] | None = None
     stopped_at: UtcDatetime | None = None
     stop_reason: StopReason | None = None
     meter_went_backwards: bool = False

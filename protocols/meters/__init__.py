@@ -6,7 +6,7 @@ source); :func:`~protocols.meters.registermap.load_map` reads and validates them
 
 from protocols.meters.codec import decode_blocks, decode_registers, encode_registers
 from protocols.meters.planner import MAX_REGISTERS_PER_READ, Block, plan_blocks
-from protocols.meters.quantities import Quantity
+from protocols.meters.quantities import QUANTITY_BOUNDS, Quantity, in_bounds
 from protocols.meters.registermap import (
     DataType,
     Register,
@@ -18,6 +18,7 @@ from protocols.meters.registermap import (
 
 __all__ = [
     "MAX_REGISTERS_PER_READ",
+    "QUANTITY_BOUNDS",
     "Block",
     "DataType",
     "Quantity",
@@ -28,6 +29,7 @@ __all__ = [
     "decode_blocks",
     "decode_registers",
     "encode_registers",
+    "in_bounds",
     "load_map",
     "plan_blocks",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from protocols.errors import DecodeError
 from protocols.meters.planner import Block
-from protocols.meters.quantities import Quantity
+from protocols.meters.quantities import Quantity, in_bounds
 from protocols.meters.registermap import DataType, Register, RegisterMap, WordOrder
 
 
@@ -70,7 +70,8 @@ def decode_registers(
 ) -> dict[Quantity, float]:
     """Decode every quantity lying wholly inside ``words`` (read from address ``start``).
 
-    Quantities the meter reports as not available are left out of the result.
+    Quantities the meter reports as not available, and values outside the quantity's
+    physical bounds (:data:`~protocols.meters.quantities.QUANTITY_BOUNDS`), are left out.
     """
     for offset, word in enumerate(words):
         if not 0 <= word <= 0xFFFF:
@@ -85,7 +86,9 @@ def decode_registers(
         if start <= reg.address and reg.end <= end:
             i = reg.address - start
             value = decode_value(reg, words[i : i + reg.width], register_map.word_order)
-            if value is not None:
+            # A value no installation can read (a garbage float32, a negative energy register)
+            # is left out like "not available": the wire contract refuses it (issue 13).
+            if value is not None and in_bounds(reg.quantity, value):
                 result[reg.quantity] = value
     return result
 

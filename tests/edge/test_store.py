@@ -237,7 +237,7 @@ def test_key_value_state_round_trips(conn: sqlite3.Connection) -> None:
 
 
 def test_large_reading_backlogs_split_into_acceptable_batches(conn: sqlite3.Connection) -> None:
-    values = dict.fromkeys(Quantity, 1234.5678)
+    values = dict.fromkeys(Quantity, 0.1234567)  # as long as 1234.5678, in every quantity's bounds
     batch = [
         MeterReading(meter_id="m1", ts=T0 + timedelta(seconds=i), clock_synced=True, values=values)
         for i in range(1500)

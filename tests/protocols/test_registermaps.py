@@ -14,6 +14,7 @@ import pytest
 
 from protocols.errors import DecodeError, RegisterMapError
 from protocols.meters import (
+    QUANTITY_BOUNDS,
     Quantity,
     available_models,
     decode_registers,
@@ -132,22 +133,28 @@ def test_little_endian_word_order_is_honoured() -> None:
         "registers": [
             {"quantity": "energy_import_wh", "address": 0, "type": "uint32"},
             {"quantity": "power_w", "address": 2, "type": "float32"},
-            {"quantity": "current_l1_a", "address": 4, "type": "int16", "scale": 0.1},
+            {"quantity": "power_l1_w", "address": 4, "type": "int16", "scale": 0.1},
+            {"quantity": "current_l1_a", "address": 5, "type": "int16", "scale": 0.1},
         ],
     }
     register_map = parse_map("test", doc)
-    values = decode_registers(register_map, 0, [0x0001, 0x0002, 0x0000, 0x4366, 0xFFF6])
+    values = decode_registers(register_map, 0, [0x0001, 0x0002, 0x0000, 0x4366, 0xFFF6, 10])
     assert values == {
         Q.ENERGY_IMPORT_WH: float(0x0002_0001),
         Q.POWER_W: 230.0,
-        Q.CURRENT_L1_A: pytest.approx(-1.0),
+        Q.POWER_L1_W: pytest.approx(-1.0),
+        Q.CURRENT_L1_A: pytest.approx(1.0),
     }
 
 
 def test_encode_then_decode_reproduces_each_map() -> None:
     for model in available_models():
         register_map = load_map(model)
-        values = {r.quantity: 1.0 + i for i, r in enumerate(register_map.registers)}
+        # Distinct values, each within its quantity's bounds (a power factor stops at 1.05).
+        values = {
+            r.quantity: min(1.0 + i, QUANTITY_BOUNDS[r.quantity][1])
+            for i, r in enumerate(register_map.registers)
+        }
         image = encode_registers(register_map, values)
         decoded: dict[Quantity, float] = {}
         for window in register_map.windows:
@@ -158,6 +165,30 @@ def test_encode_then_decode_reproduces_each_map() -> None:
         for quantity, expected in values.items():
             reg = register_map.by_quantity[quantity]
             assert decoded[quantity] == pytest.approx(expected, abs=reg.scale), (model, quantity)
+
+
+def test_a_value_outside_its_physical_bounds_decodes_as_not_available() -> None:
+    """A garbage float32 (3.4e38 V) or a negative energy register is left out, like a NaN, so
+    the agent never builds a reading the wire contract refuses (issue 13)."""
+    doc = {
+        "name": "test",
+        "source": "hand-made",
+        "function": "input",
+        "word_order": "big",
+        "phases": 1,
+        "serial": {"baud": 9600, "parity": "N", "stop_bits": 1},
+        "registers": [
+            {"quantity": "voltage_l1_v", "address": 0, "type": "float32"},
+            {"quantity": "energy_import_wh", "address": 2, "type": "int32"},
+            {"quantity": "power_w", "address": 4, "type": "float32"},
+            {"quantity": "current_l1_a", "address": 6, "type": "int16", "scale": 0.1},
+        ],
+    }
+    register_map = parse_map("test", doc)
+    # 0x7F7FFFFF is float32's largest finite value; 0xFFFFFFFF as int32 is -1 Wh.
+    words = [0x7F7F, 0xFFFF, 0xFFFF, 0xFFFF, 0x4366, 0, 0xFFF6]  # current -1.0 A
+    values = decode_registers(register_map, 0, words)
+    assert values == {Q.POWER_W: 230.0}
 
 
 def test_decoding_refuses_words_that_are_not_16_bit() -> None:
