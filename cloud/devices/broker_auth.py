@@ -229,30 +229,37 @@ class DynsecAdmin:
             client.loop_stop()
         return answer
 
-    def _checked(self, commands: list[dict[str, Any]], *, tolerate: tuple[str, ...]) -> int:
-        """Run ``commands``; raise on any error except those in ``tolerate``; return how
-        many were tolerated."""
+    def _checked(
+        self, commands: list[dict[str, Any]], *, tolerate: dict[int, tuple[str, ...]]
+    ) -> int:
+        """Run ``commands``; raise on any error except, for the command at index ``i``, those
+        in ``tolerate[i]``; return how many were tolerated."""
         tolerated = 0
-        for response in self.run(commands):
+        for index, response in enumerate(self.run(commands)):
             error = response.get("error")
             if error is None:
                 continue
-            if error in tolerate:
+            if error in tolerate.get(index, ()):
                 tolerated += 1
                 continue
             raise BrokerError(f"dynamic-security {response.get('command')}: {error}")
         return tolerated
 
     def set_device(self, device_id: str, password: str) -> None:
-        """Give ``device_id`` (fresh) credentials and its role; an earlier client of that
-        name is deleted first, which disconnects it."""
-        self._checked(delete_device_commands(device_id), tolerate=_NOT_FOUND)
-        self._checked(create_device_commands(device_id, password), tolerate=())
+        """Give ``device_id`` (fresh) credentials and its role, in one message; an earlier
+        client of that name is deleted first, which disconnects it."""
+        deletes = delete_device_commands(device_id)
+        self._checked(
+            [*deletes, *create_device_commands(device_id, password)],
+            tolerate=dict.fromkeys(range(len(deletes)), _NOT_FOUND),
+        )
 
     def remove_device(self, device_id: str) -> bool:
         """Delete the device's client (disconnecting it at once) and role; False if it had
         neither."""
-        return self._checked(delete_device_commands(device_id), tolerate=_NOT_FOUND) < 2
+        deletes = delete_device_commands(device_id)
+        tolerated = self._checked(deletes, tolerate=dict.fromkeys(range(len(deletes)), _NOT_FOUND))
+        return tolerated < len(deletes)
 
     def usernames(self) -> set[str]:
         (response,) = self.run([{"command": "listClients"}])
