@@ -17,3 +17,8 @@ INGEST_READINGS = Counter("chargemitra_ingest_readings_total", "Telemetry readin
 INGEST_BATCH_SECONDS = Histogram(
     "chargemitra_ingest_batch_seconds", "Time to commit one ingest batch"
 )
+WORKER_JOB_FAILURES = Counter(
+    "chargemitra_worker_job_failures_total",
+    "Failures a worker's background job survived (logged, backed off, resumed)",
+    ["job"],
+)

@@ -88,9 +88,12 @@ class IngestSettings(_Group):
     queue_max: int = Field(default=2000, ge=10, le=65535)
     batch_max: int = Field(default=500, ge=1, le=20000)
     flush_interval_s: float = Field(default=0.01, gt=0, le=10)
-    #: Seconds the broker keeps this worker's session (and its queued messages) after a
-    #: disconnect: MQTT 5 Session Expiry Interval.
-    session_expiry_s: int = Field(default=3600, ge=60)
+    #: Seconds the broker keeps this worker's session after a disconnect (MQTT 5 Session
+    #: Expiry Interval). 0, the default: a stopped worker leaves the ``$share/ingest`` group at
+    #: once, so the broker routes every message to the workers still running instead of
+    #: parking a share of all uplink in a session nobody reads (issue 13). Nothing is lost:
+    #: agents keep each message until the cloud's application ack and resend it.
+    session_expiry_s: int = Field(default=0, ge=0, le=3600)
     #: Dead-lettered payloads are kept only up to this size.
     dead_letter_payload_max: int = Field(default=8192, ge=256, le=262144)
     #: How often a worker recomputes the 15-minute rollup buckets new telemetry went into.

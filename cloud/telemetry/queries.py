@@ -22,6 +22,7 @@ from cloud.telemetry.storage import (
     PLAIN_REFRESH,
     TIMESCALE_REFRESH,
     TelemetryBackend,
+    clamped,
 )
 
 ROLLUP_WIDTH = timedelta(minutes=15)
@@ -45,6 +46,8 @@ _ROLLUP_BUCKET_EXPR = {
     TelemetryBackend.TIMESCALE: "time_bucket(:width, bucket)",
     TelemetryBackend.PLAIN: f"date_bin(:width, bucket, TIMESTAMPTZ '{BUCKET_ORIGIN}')",
 }
+#: Aggregates read values clamped (storage.clamped): stored extremes cannot overflow them.
+_VALUE = clamped("value")
 
 
 def align_down(moment: datetime, width: timedelta = ROLLUP_WIDTH) -> datetime:
@@ -78,9 +81,10 @@ async def series(
 ) -> list[Bucket]:
     """Buckets of ``quantity`` for ``device_id`` over [start, end), from the raw rows."""
     _check_window(start, end, width)
-    # Only the two fixed expressions above are interpolated; every value is a bind parameter.
+    # Only the fixed expressions above are interpolated; every value is a bind parameter.
     sql = f"""
-        SELECT {_BUCKET_EXPR[backend]} AS b, count(*), avg(value), min(value), max(value)
+        SELECT {_BUCKET_EXPR[backend]} AS b, count(*), avg({_VALUE}), min({_VALUE}),
+               max({_VALUE})
         FROM telemetry
         WHERE device_id = :device_id AND quantity = :quantity
           AND ts >= :start AND ts < :end
@@ -117,8 +121,8 @@ async def rollup_series(
     if width % ROLLUP_WIDTH or align_down(start) != start or align_down(end) != end:
         raise InvalidRequest("rollup queries use 15-minute multiples and boundaries", field="width")
     sql = f"""
-        SELECT {_ROLLUP_BUCKET_EXPR[backend]} AS b, sum(n)::bigint, sum(total) / sum(n),
-               min(min_value), max(max_value)
+        SELECT {_ROLLUP_BUCKET_EXPR[backend]} AS b, sum(n)::bigint,
+               sum(total) / sum(n), min(min_value), max(max_value)
         FROM telemetry_15m
         WHERE device_id = :device_id AND quantity = :quantity
           AND bucket >= :start AND bucket < :end

@@ -14,17 +14,24 @@ later statement of the same READ COMMITTED transaction, reads telemetry with a n
 every reading behind a taken marker is visible. A batch still in flight keeps its marker for
 the next round. One refresher runs at a time (a transaction-level advisory lock); the others
 skip the round.
+
+A refresh the database refuses for anything but a lost connection (the overflow of issue 13,
+before values were clamped, was one) must not hold up every other bucket: the worker then
+calls :func:`refresh_each`, which recomputes bucket by bucket, each in its own transaction.
+A bucket that still fails keeps its markers — it is retried, and named in the log — and
+every other bucket is brought up to date.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from cloud.pg import PgConnection
+from cloud.pg import RETRYABLE, PgConnection
 from cloud.telemetry.queries import ROLLUP_WIDTH, align_down
-from cloud.telemetry.storage import BUCKET_ORIGIN, ROLLUP_BUCKET, TelemetryBackend
+from cloud.telemetry.storage import BUCKET_ORIGIN, ROLLUP_BUCKET, TelemetryBackend, clamped
 from protocols.meters import Quantity
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,11 @@ MARK_PENDING = """
 INSERT INTO telemetry_rollup_pending (device_id, bucket)
 SELECT * FROM unnest($1::text[], $2::timestamptz[])"""
 
+PENDING_PAIRS = """
+SELECT DISTINCT device_id, bucket FROM telemetry_rollup_pending ORDER BY 1, 2 LIMIT $1"""
+
+TAKE_ONE = "DELETE FROM telemetry_rollup_pending WHERE device_id = $1 AND bucket = $2"
+
 TAKE_PENDING = """
 WITH taken AS (DELETE FROM telemetry_rollup_pending RETURNING device_id, bucket)
 SELECT DISTINCT device_id, bucket FROM taken ORDER BY 1, 2"""
@@ -45,13 +57,15 @@ DELETE FROM telemetry_15m r
 USING unnest($1::text[], $2::timestamptz[]) AS d(device_id, bucket)
 WHERE r.device_id = d.device_id AND r.bucket = d.bucket"""
 
+_VALUE = clamped("t.value")
+
 #: One index range scan of (device_id, quantity, ts) per device, quantity and bucket: the
 #: quantities are the protocol's, so the join names them rather than scanning a device's
 #: whole history for the bucket.
 INSERT_BUCKETS = f"""
 INSERT INTO telemetry_15m (bucket, device_id, meter_id, quantity, n, total, min_value, max_value)
 SELECT date_bin(INTERVAL '{ROLLUP_BUCKET}', t.ts, TIMESTAMPTZ '{BUCKET_ORIGIN}'),
-       t.device_id, t.meter_id, t.quantity, count(*), sum(t.value), min(t.value), max(t.value)
+       t.device_id, t.meter_id, t.quantity, count(*), sum({_VALUE}), min({_VALUE}), max({_VALUE})
 FROM unnest($1::text[], $2::timestamptz[]) AS d(device_id, bucket)
 CROSS JOIN unnest($3::text[]) AS q(quantity)
 JOIN telemetry t ON t.device_id = d.device_id AND t.quantity = q.quantity
@@ -115,3 +129,45 @@ async def refresh_pending(conn: PgConnection, backend: TelemetryBackend) -> int:
     for start, end in contiguous_runs(buckets):
         await conn.execute(TIMESCALE_REFRESH_RUN, start, end)
     return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedBucket:
+    """A (device, bucket) whose recompute the database refused; its markers stay."""
+
+    device_id: str
+    bucket: datetime
+    error: Exception
+
+
+async def refresh_each(
+    conn: PgConnection, backend: TelemetryBackend, *, limit: int = 10_000
+) -> tuple[int, list[RefusedBucket]]:
+    """Recompute up to ``limit`` pending (device, bucket) pairs one at a time; return how many
+    were refreshed and the ones the database refused (their markers stay for the next round).
+
+    Errors that mean the connection is gone (:data:`~cloud.pg.RETRYABLE`) are raised: they
+    say nothing about a bucket. Stops early, quietly, when another worker is refreshing.
+    """
+    pairs = await conn.fetch(PENDING_PAIRS, limit)
+    refreshed = 0
+    refused: list[RefusedBucket] = []
+    for row in pairs:
+        device_id, bucket = str(row["device_id"]), row["bucket"]
+        try:
+            async with conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
+                    return refreshed, refused
+                await conn.execute(TAKE_ONE, device_id, bucket)
+                if backend is TelemetryBackend.PLAIN:
+                    await conn.execute(DELETE_BUCKETS, [device_id], [bucket])
+                    await conn.execute(INSERT_BUCKETS, [device_id], [bucket], QUANTITIES)
+            if backend is TelemetryBackend.TIMESCALE:
+                await conn.execute(TIMESCALE_REFRESH_RUN, bucket, bucket + ROLLUP_WIDTH)
+        except RETRYABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any refusal is this bucket's, reported
+            refused.append(RefusedBucket(device_id, bucket, exc))
+            continue
+        refreshed += 1
+    return refreshed, refused

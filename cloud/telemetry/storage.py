@@ -22,6 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from protocols.meters.quantities import LARGEST_BOUND
+
 log = logging.getLogger(__name__)
 
 ROLLUP_BUCKET = "15 minutes"
@@ -31,6 +33,20 @@ BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
 CHUNK_INTERVAL = "1 day"
 COMPRESS_AFTER = "7 days"
 RETAIN_FOR = "365 days"
+
+
+def clamped(column: str) -> str:
+    """SQL for ``column`` clamped to ±:data:`~protocols.meters.quantities.LARGEST_BOUND`.
+
+    Every aggregate of telemetry values reads them through this (issue 13): float8 ``sum``
+    and ``avg`` raise "value out of range: overflow" on two readings of 1e308 — stored before
+    the wire contract bounded each quantity — and the error took down the rollup refresh and
+    the host's chart. Clamped, a bucket of even 10**290 readings stays finite, ``avg``'s
+    sum of squares too; within the bounds (everything the contract now accepts) it changes
+    nothing. NaN and ±Infinity, never valid JSON, clamp to the bound as well.
+    """
+    bound = int(LARGEST_BOUND)
+    return f"LEAST(GREATEST({column}, -{bound}::float8), {bound}::float8)"
 
 
 class TelemetryBackend(StrEnum):
@@ -93,7 +109,8 @@ PLAIN_REFRESH = (
     WHERE bucket >= :start AND bucket < :end""",
     f"""INSERT INTO telemetry_15m
     SELECT date_bin(INTERVAL '{ROLLUP_BUCKET}', ts, TIMESTAMPTZ '{BUCKET_ORIGIN}') AS bucket,
-           device_id, meter_id, quantity, count(*), sum(value), min(value), max(value)
+           device_id, meter_id, quantity, count(*), sum({clamped("value")}),
+           min({clamped("value")}), max({clamped("value")})
     FROM telemetry
     WHERE ts >= :start AND ts < :end
     GROUP BY 1, 2, 3, 4""",  # noqa: S608 -- our constants only

@@ -14,10 +14,23 @@ Flow, and why each step is where it is::
   size: the broker never has more unacknowledged messages in flight to us than the queue
   holds. The queue is bounded as well; a full queue blocks the paho thread, which stops
   reading the socket (TCP back-pressure) — DESIGN.md §8.
-* **Restarts lose nothing.** The client id is fixed per worker index, with clean start off
-  and a session expiry, so the broker keeps this worker's shared-subscription messages while
-  it restarts. Several workers join the ``$share/ingest`` group and split the load; the
-  database keys make any redelivery a no-op.
+* **A stopped worker parks nothing.** Several workers join the ``$share/ingest`` group and
+  split the load. Each connects with session expiry 0 (``ingest.session_expiry_s``): when it
+  stops — or is killed — its session and its membership of the group end with the
+  connection, and the broker routes everything to the workers still running. (With a
+  persistent session Mosquitto kept queueing this worker's share for it: half of all uplink
+  waited an hour behind one stopped worker of two, issue 13.) What it had received but not
+  committed is not lost: agents keep every message until its application ack and resend it
+  (after ``ack_timeout_s``, 30 s), and the database keys make any redelivery a no-op. Clean
+  start stays off, so a worker upgraded from a persistent session still collects it once.
+* **No job's failure stops the process.** Each background job (ingest, rollup refresh) runs
+  under :meth:`IngestWorker._supervise`: an exception is logged, counted
+  (``chargemitra_worker_job_failures_total``), waited out with exponential backoff and
+  jitter, and the job resumes — a bad bucket or message once took the whole worker down, and
+  every restarted worker with it, issue 13. Inside the ingest job, a batch that fails for an
+  unexpected reason is retried message by message; a message that still fails is neither
+  stored nor acked, only PUBACKed (so it holds no broker window slot): its device resends it
+  and every other message goes through.
 * PUBACK message ids are per connection: after a reconnect the old ids mean nothing (the
   broker redelivers those messages), so messages from an older connection are not PUBACKed.
 """
@@ -30,7 +43,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,10 +58,15 @@ from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.live import LivePublisher, live_messages
 from cloud.ingest.plan import BatchPlan, build_acks, plan_batch
 from cloud.ingest.writer import WriteResult, write_batch
-from cloud.metrics import INGEST_BATCH_SECONDS, INGEST_MESSAGES, INGEST_READINGS
-from cloud.pg import RETRYABLE, UNWRITABLE, PgPool, open_pool
+from cloud.metrics import (
+    INGEST_BATCH_SECONDS,
+    INGEST_MESSAGES,
+    INGEST_READINGS,
+    WORKER_JOB_FAILURES,
+)
+from cloud.pg import RETRYABLE, UNWRITABLE, PgConnection, PgPool, open_pool
 from cloud.settings import Settings
-from cloud.telemetry.rollup import refresh_pending
+from cloud.telemetry.rollup import refresh_each, refresh_pending
 from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
@@ -58,6 +76,13 @@ from protocols.topics import UPLINK_KINDS, ingest_filter, topic
 log = logging.getLogger(__name__)
 
 RETRY_MAX_DELAY_S = 10.0
+#: A job that failed waits from this long, doubling, to JOB_MAX_DELAY_S before resuming.
+JOB_FIRST_DELAY_S = 0.5
+JOB_MAX_DELAY_S = 60.0
+#: A job that ran this long before failing starts its backoff afresh.
+JOB_HEALTHY_S = 60.0
+#: A failing rollup refresh round waits up to this many refresh intervals before the next.
+ROLLUP_MAX_BACKOFF_ROUNDS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +102,11 @@ class IngestStats:
     telemetry_rows: int = 0
     dead_letters: int = 0
     acks_sent: int = 0
+    #: Messages that failed for an unexpected reason: PUBACKed, not acked (their device
+    #: resends them).
+    unprocessed: int = 0
+    #: Failures each background job survived, by job name.
+    job_failures: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +127,11 @@ class IngestWorker:
         self._stopping = threading.Event()
         self._conn = _ConnectionState()
         self._link: BrokerLink | None = None
+        #: The batch being processed: kept across a restart of the ingest job, so a batch
+        #: taken off the queue is never dropped by the job's own failure.
+        self._in_hand: list[Received] = []
+        #: Consecutive messages that could not be processed (their backoff; 0 when healthy).
+        self._unprocessed_streak = 0
         self.stats = IngestStats()
 
     # --- paho thread ------------------------------------------------------------------------
@@ -139,10 +174,37 @@ class IngestWorker:
         """Ingest until cancelled, and keep the telemetry rollup refreshed beside it."""
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._ingest())
-                tasks.create_task(self._refresh_rollup())
+                tasks.create_task(self._supervise("ingest", self._ingest), name="ingest")
+                tasks.create_task(self._supervise("rollup", self._refresh_rollup), name="rollup")
         finally:
             self._stopping.set()
+
+    def _job_failed(self, job: str) -> None:
+        WORKER_JOB_FAILURES.labels(job).inc()
+        self.stats.job_failures[job] = self.stats.job_failures.get(job, 0) + 1
+
+    async def _supervise(self, job: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` for ever: when it raises, log, count, back off with jitter, rerun.
+
+        Only cancellation ends it (``CancelledError`` is not an ``Exception``). One job's
+        failure must never leave the task group: that would stop the process, and a failure
+        that comes back — a bad row, a marker that cannot be refreshed — would then stop
+        every worker started after it too.
+        """
+        delay = JOB_FIRST_DELAY_S
+        while True:
+            started = self._loop.time()
+            try:
+                await body()
+            except Exception:
+                self._job_failed(job)
+                if self._loop.time() - started >= JOB_HEALTHY_S:
+                    delay = JOB_FIRST_DELAY_S
+                log.exception("%s job failed; resuming in about %.1f s", job, delay)
+                await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
+                delay = min(delay * 2, JOB_MAX_DELAY_S)
+            else:  # the jobs loop for ever; returning is a bug, not a reason to stop ingesting
+                log.error("%s job returned; restarting it", job)
 
     async def _ingest(self) -> None:
         """One batch at a time, each acked after its commit.
@@ -151,18 +213,26 @@ class IngestWorker:
         measured with bench.ingest and gained nothing: both need this process's GIL.)
         """
         while True:
-            items = await self._next_batch()
-            await self._process(items)
+            if not self._in_hand:
+                self._in_hand = await self._next_batch()
+            await self._process(self._in_hand)
+            self._in_hand = []
 
     async def _refresh_rollup(self) -> None:
         """Every ``rollup_refresh_s``, recompute the rollup buckets new telemetry went into.
 
-        A failure (the database restarting) is logged and retried next round: the markers
-        stay until a refresh commits, so nothing is missed.
+        A lost connection (the database restarting) is logged and retried next round: the
+        markers stay until a refresh commits, so nothing is missed. Any other refusal falls
+        back to :func:`~cloud.telemetry.rollup.refresh_each`: every bucket but the refused
+        ones is refreshed; those keep their markers, are logged with their device and bucket,
+        counted, and the rounds back off (up to ``ROLLUP_MAX_BACKOFF_ROUNDS`` intervals)
+        until they go through.
         """
+        interval = self._settings.ingest.rollup_refresh_s
         backend: TelemetryBackend | None = None
+        rounds = 1
         while True:
-            await asyncio.sleep(self._settings.ingest.rollup_refresh_s)
+            await asyncio.sleep(interval * rounds * random.uniform(1, 1.5))  # noqa: S311
             try:
                 async with self._pool.acquire() as conn:
                     if backend is None:
@@ -170,12 +240,34 @@ class IngestWorker:
                         backend = (
                             TelemetryBackend.TIMESCALE if installed else TelemetryBackend.PLAIN
                         )
-                    refreshed = await refresh_pending(conn, backend)
+                    refused = await self._refresh_once(conn, backend)
             except RETRYABLE as exc:
                 log.warning("rollup refresh failed, retrying next round: %s", exc)
                 continue
-            if refreshed:
-                log.debug("rollup refreshed", extra={"buckets": refreshed})
+            rounds = min(rounds * 2, ROLLUP_MAX_BACKOFF_ROUNDS) if refused else 1
+
+    async def _refresh_once(self, conn: PgConnection, backend: TelemetryBackend) -> bool:
+        """One refresh round; whether a bucket was refused (and kept pending)."""
+        try:
+            refreshed = await refresh_pending(conn, backend)
+        except RETRYABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- isolated below, then reported
+            self._job_failed("rollup")
+            log.error("rollup refresh refused, refreshing bucket by bucket: %s", exc)
+            refreshed, refused = await refresh_each(conn, backend)
+            for bad in refused:
+                log.error(
+                    "rollup bucket %s of device %s refused, kept pending: %s",
+                    bad.bucket.isoformat(),
+                    bad.device_id,
+                    bad.error,
+                )
+            if refused:
+                return True
+        if refreshed:
+            log.debug("rollup refreshed", extra={"buckets": refreshed})
+        return False
 
     async def _next_batch(self) -> list[Received]:
         items = [await self._queue.get()]
@@ -197,8 +289,49 @@ class IngestWorker:
         return items
 
     async def _process(self, items: list[Received]) -> None:
+        """Process ``items`` as one batch; if that fails for a reason no step already handles
+        (a lost connection is retried, data PostgreSQL refuses dead-lettered), retry them
+        one at a time so only the culprit is held back (:meth:`_unprocessable`)."""
+        try:
+            await self._process_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                await self._unprocessable(items[0], exc)
+                return
+            self._job_failed("ingest")
+            log.exception("ingest batch failed; processing its %d messages one by one", len(items))
+            for item in items:
+                await self._process([item])
+            return
+        self._unprocessed_streak = 0
+
+    async def _unprocessable(self, item: Received, exc: Exception) -> None:
+        """A message that fails on its own: release it, leave it unacked, back off.
+
+        Not dead-lettered: the failure is ours or the database's, not provably the message's
+        (that is what UNWRITABLE and the contract's refusals are for), and a dead letter is
+        acked — the device would delete it. PUBACKed so it holds no slot of the broker's
+        window (Receive Maximum) on this connection; its device resends it after its ack
+        timeout and it goes through once whatever failed is fixed.
+        """
+        self._job_failed("ingest")
+        self.stats.unprocessed += 1
+        INGEST_MESSAGES.labels("unknown", "unprocessed").inc()
+        log.error(
+            "message on %s not processed, left for its device to resend: %s",
+            item.topic,
+            exc,
+            exc_info=exc if self._unprocessed_streak == 0 else None,  # one traceback a streak
+        )
+        self._puback([item])
+        delay = min(0.1 * 2**self._unprocessed_streak, RETRY_MAX_DELAY_S)
+        self._unprocessed_streak += 1
+        await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
+
+    async def _process_batch(self, items: list[Received]) -> None:
         started = time.perf_counter()
-        decoded = [decode(r.topic, r.payload) for r in items]
+        received_at = datetime.now(UTC)
+        decoded = [decode(r.topic, r.payload, received_at) for r in items]
         written = await self._store(items, decoded)
         for plan, result in written:
             self._send_acks(plan, result)
