@@ -15,18 +15,17 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from cloud.accounts.tokens import Principal, verify_access_token
+from cloud.accounts.tokens import Principal
 from cloud.chargers import photos, qr, schemas, search, service
 from cloud.chargers.models import Charger, ModerationStatus, PricingMode
 from cloud.chargers.service import blocked_out
 from cloud.chargers.status import chart, live_status
 from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
-from cloud.deps import AdminUser, Db, HostUser, State
+from cloud.deps import AdminUser, Db, HostUser, State, optional_principal
 from cloud.errors import InvalidRequest, NotFound
 from cloud.schemas import Instant, PathId
 from protocols.enums import ConnectorType
@@ -38,21 +37,6 @@ ChargerId = PathId
 PhotoId = PathId
 #: Multipart framing around the photo: a body above photo_max_bytes + this is refused unread.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
-
-_optional_bearer = HTTPBearer(auto_error=False)
-
-
-def optional_principal(
-    state: State,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
-) -> Principal | None:
-    """The caller if a (valid) bearer token came with the request; anonymous otherwise."""
-    if credentials is None:
-        return None
-    return verify_access_token(
-        state.settings.app.secret_key.get_secret_value(), credentials.credentials
-    )
-
 
 MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
 

@@ -258,3 +258,20 @@ async def test_changes_still_apply_after_the_notification_listener_reconnects(
     assert (await api.get("/me", headers=user.headers)).status_code == 200
     await pg.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
     _is_problem(await _refused_soon(lambda: api.get("/me", headers=user.headers)), 401)
+
+
+async def test_listing_routes_refuse_a_disabled_callers_token(
+    api: httpx.AsyncClient, api_settings: Settings, pg: PgConnection
+) -> None:
+    """The listing routes check an optional token like every other route: a disabled host
+    is refused (401) the QR code of its unlisted charger, which only its owner may see,
+    instead of being served it until the token expires."""
+    host = await add_user(pg, api_settings, Role.HOST)
+    charger = await add_charger(pg, host, is_listed=False)
+    path = f"/chargers/{charger.id}/qr.svg"
+    assert (await api.get(path, headers=host.headers)).status_code == 200
+    assert (await api.get(path)).status_code == 404  # not visible to anyone else
+
+    await pg.execute("UPDATE users SET disabled_at = now() WHERE id = $1", host.id)
+
+    _is_problem(await _refused_soon(partial(api.get, path, headers=host.headers)), 401)
