@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
@@ -22,6 +23,7 @@ from edge_agent.auth.authorizer import Moment, Pin
 from edge_agent.control import request as control
 from protocols.enums import AuthorizationStatus
 from tests.cloud.certs import Certs
+from tests.cloud.conftest import REDIS_URL
 from tests.cloud.flow_rig import Market, relay_closed, running_market, wait_for
 from tests.cloud.market import ApiUser, add_user
 from tests.cloud.mosquitto import Broker
@@ -43,6 +45,20 @@ async def market(
         CHARGEMITRA_PROVISIONING_CLAIM_ATTEMPTS_PER_WINDOW="1000",
     ) as running:  # fmt: skip
         yield running
+    await _forget_the_claim()
+
+
+async def _forget_the_claim() -> None:
+    """Take back the market's pairing-code claim from the per-address count in Redis
+    (``cloud.ratelimit``, key ``claim:{address}``), which outlives the test: else these tests'
+    claims would push later tests that keep the default limit over it (429)."""
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        key = "cm:rl:claim:127.0.0.1"
+        if int(await redis.get(key) or 0) > 0:
+            await redis.decr(key)
+    finally:
+        await redis.aclose()
 
 
 def _this_slot() -> datetime:
