@@ -54,6 +54,10 @@ class LinkSettings:
     connect_timeout_s: float = 10.0
     #: paho's own in-flight limit; the uplink window bounds what is handed to paho anyway.
     max_inflight: int = 200
+    #: Never acknowledge what the broker delivers: a probe connecting under the agent's own
+    #: client id leaves the session's queued commands unacknowledged, so the broker
+    #: redelivers them to the agent when it resumes the session.
+    manual_ack: bool = False
 
     def __post_init__(self) -> None:
         if not self.tls and not is_loopback(self.host):
@@ -147,6 +151,7 @@ class MqttLink:
             client_id=s.device_id,
             protocol=paho.MQTTv5,
             reconnect_on_failure=False,
+            manual_ack=s.manual_ack,
         )
         if s.username is not None:
             client.username_pw_set(s.username, s.password)

@@ -248,7 +248,9 @@ def broker_from_agent(settings: AgentSettings, answer: dict[str, Any] | None) ->
 
 
 async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> BrokerFacts:
-    """Connect once with the agent's credentials under a client id of our own."""
+    """Connect once as the stopped agent: its credentials and its client id (the cloud broker
+    binds a device's client id to it and refuses any other), resuming its session with the
+    agent's own session expiry and acknowledging nothing, so queued commands stay queued."""
     mqtt = settings.mqtt
     if mqtt is None:
         return BrokerFacts(configured=False)
@@ -273,10 +275,11 @@ async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> Br
     try:
         link = MqttLink(
             LinkSettings(
-                device_id=f"{device}-doctor", host=mqtt.host, port=mqtt.port,
+                device_id=device, host=mqtt.host, port=mqtt.port,
                 username=mqtt.username or device, password=password, tls=mqtt.tls,
                 ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file,
-                keepalive_s=30, session_expiry_s=0, connect_timeout_s=timeout_s,
+                keepalive_s=30, session_expiry_s=mqtt.session_expiry_s,
+                connect_timeout_s=timeout_s, manual_ack=True,
             ),
             will=Will(topic(device, MessageKind.STATUS), encode_message(will)),
             on_message=lambda _t, _p: None, on_puback=lambda _m: None,
