@@ -105,10 +105,6 @@ class ProvisioningSettings(_Group):
     #: Claim attempts allowed per client address per window before 429.
     claim_attempts_per_window: int = Field(default=10, ge=1)
     claim_window_s: int = Field(default=300, ge=1)
-    #: Unused since issue 13: device credentials live in the broker's dynamic-security
-    #: plugin (cloud/devices/broker_auth.py). Kept so existing environments still load.
-    password_file: Path = Path("/var/lib/chargemitra/mosquitto/passwd")
-    broker_pid_file: Path = Path("/run/mosquitto/mosquitto.pid")
     #: The Ed25519 public key (PEM) agents use to verify unlock tokens.
     token_public_key_file: Path = Path("/etc/chargemitra/unlock-token.pub.pem")
     #: Its private half (PKCS#8 PEM), used by the API to sign unlock tokens. Optional: an

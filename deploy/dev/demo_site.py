@@ -92,8 +92,6 @@ password_file = "{state / "device.password"}"
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(public),
         # The API signs unlock tokens with the private half (without it unlocks answer 503).
         "CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE": str(state / "unlock-token.key.pem"),
-        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(broker.password_file),
-        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(broker.pid_file),
     }
     cloud_env = state / "cloud.env"
     cloud_env.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))

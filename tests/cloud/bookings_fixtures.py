@@ -189,8 +189,6 @@ def api_env(settings: Settings) -> dict[str, str]:
         "CHARGEMITRA_MQTT_PASSWORD": s.mqtt.password.get_secret_value(),
         "CHARGEMITRA_MQTT_KEEPALIVE_S": str(s.mqtt.keepalive_s),
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(s.provisioning.token_public_key_file),
-        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(s.provisioning.password_file),
-        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(s.provisioning.broker_pid_file),
         "CHARGEMITRA_MARKETPLACE_PHOTO_DIR": str(s.marketplace.photo_dir),
     }
     if s.provisioning.token_private_key_file is not None:

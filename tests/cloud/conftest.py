@@ -127,8 +127,6 @@ def make_settings(
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(token_public_key(broker.directory)),
         "CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE": str(token_private_key(broker.directory)),
         "CHARGEMITRA_MARKETPLACE_PHOTO_DIR": str(broker.directory / "photos"),
-        "CHARGEMITRA_PROVISIONING_PASSWORD_FILE": str(broker.password_file),
-        "CHARGEMITRA_PROVISIONING_BROKER_PID_FILE": str(broker.pid_file),
     }
     env |= extra
     return load_settings(env)

@@ -78,9 +78,6 @@ class Broker:
     conf: Path
     port: int
     tls_port: int | None = None
-    #: Unused by the cloud broker since issue 13 (it has no password file: its identities
-    #: live in ``dynsec_file``); kept so callers that pass it on still work.
-    password_file: Path | None = None
     pid_file: Path | None = None
     #: The cloud broker's dynamic-security file (the plugin rewrites it on every change).
     dynsec_file: Path | None = None
