@@ -322,8 +322,8 @@ def readings_ahead_of(batch: TelemetryBatch, now: datetime) -> list[int]:
 
 
 class CredentialRef(WireModel, frozen=True, kw_only=True):
-    """Who started a session, without the secret: an id-tag hash, a token ``jti``, a booking id
-    for a PIN, or the cloud's user reference for a remote start."""
+    """Who started a session, without the secret: an id-tag hash, a token ``jti``, a booking
+    PIN's :func:`protocols.pins.pin_ref`, or the cloud's user reference for a remote start."""
 
     kind: CredentialKind
     ref: Annotated[str, Meta(min_length=1, max_length=128)]
