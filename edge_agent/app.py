@@ -45,6 +45,7 @@ from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.sessions.controller import Clocks, ConnectorController, energy_wh
 from edge_agent.sessions.machine import Connector, EmitSessionEvent, Session, Stop, Thresholds, step
 from edge_agent.sessions.recovery import Resume, plan_recovery
+from edge_agent.status import StatusParts, gather
 from edge_agent.store import outbox
 from edge_agent.store import readings as reading_store
 from edge_agent.store.db import connect
@@ -124,7 +125,12 @@ class Agent:
             handler=AgentCommands(self),
             clock=WallClock(now=self.clocks.wall, synced=self._clock_synced),
             thinned=lambda: reading_store.thinned_total(conn).readings,
+            status_parts=self.status_parts,
         )
+
+    def status_parts(self) -> StatusParts:
+        """The meters and connectors the ``status`` message reports (edge_agent/status.py)."""
+        return gather(self.pollers.values(), self.controllers.values())
 
     def _db(self) -> sqlite3.Connection:
         if self.conn is None:

@@ -374,13 +374,27 @@ class SessionEvent(Envelope, frozen=True, kw_only=True):
 
 
 class MeterHealth(WireModel, frozen=True, kw_only=True):
+    """One meter as the agent sees it when the status is built.
+
+    ``available``: its last poll answered (false before the first answer). ``errors``: failed
+    polls since the agent started. ``last_reading_age_s``: seconds since its last good
+    reading, by the agent's monotonic clock (right even while the wall clock is unsynced);
+    absent when it has not answered since the agent started.
+    """
+
     meter_id: MeterId
     model: Annotated[str, Meta(max_length=32)]
     available: bool
     errors: NonNegativeInt = 0
+    last_reading_age_s: NonNegativeFloat | None = None
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "last_reading_age_s")
 
 
 class ConnectorState(WireModel, frozen=True, kw_only=True):
+    """One connector: its state-machine status and the session open on it, if any."""
+
     connector: ConnectorId
     status: ConnectorStatus
     session_id: Ulid | None = None

@@ -10,6 +10,7 @@ would flood the journal).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from edge_agent.config import MeterSettings
 from edge_agent.meters.bus import BusError, ModbusBus
 from protocols.errors import DecodeError
-from protocols.messages import MeterReading
+from protocols.messages import MeterHealth, MeterReading
 from protocols.meters import Block, RegisterMap, decode_blocks, load_map, plan_blocks
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class MeterHealthCounters:
     failures: Counter[str] = field(default_factory=Counter)
     available: bool | None = None
     last_error: str = ""
+    #: Monotonic time of the last good reading (None until the meter first answers).
+    last_good_mono: float | None = None
 
     @property
     def errors(self) -> int:
@@ -53,6 +56,7 @@ class MeterPoller:
         *,
         clock: Callable[[], datetime] = utc_now,
         clock_synced: Callable[[], bool] = lambda: True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.meter_id = settings.id
@@ -62,6 +66,19 @@ class MeterPoller:
         self.health = MeterHealthCounters()
         self._clock = clock
         self._clock_synced = clock_synced
+        self._monotonic = monotonic
+
+    def snapshot(self) -> MeterHealth:
+        """This meter's health as the status message reports it: the one place that turns
+        the poller's counters into the wire's :class:`MeterHealth`."""
+        last = self.health.last_good_mono
+        return MeterHealth(
+            meter_id=self.meter_id,
+            model=self.settings.model[:32],
+            available=self.health.available is True,
+            errors=self.health.errors,
+            last_reading_age_s=None if last is None else max(0.0, self._monotonic() - last),
+        )
 
     async def poll(self) -> MeterReading | None:
         """Read every block; None (and a counted failure) if any block fails."""
@@ -84,6 +101,7 @@ class MeterPoller:
             self._failed("garbage", "no quantity decoded")
             return None
         self.health.good += 1
+        self.health.last_good_mono = self._monotonic()
         if self.health.available is not True:
             if self.health.available is False:
                 log.info("meter %s is answering again", self.meter_id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from edge_agent.errors import LinkError
+from edge_agent.status import StatusParts, no_parts
 from edge_agent.store import uplink as q
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import enqueue
@@ -40,6 +41,10 @@ DOWNLINK_QUEUE = 10_000
 #: many ack ranges are waiting): each commit is an fsync.
 ACK_FLUSH_S = 0.1
 ACK_FLUSH_RANGES = 500
+#: How often the status task looks for a change worth an early status, and the least time
+#: between two statuses (a meter flapping on a bad RS-485 line must not flood the outbox).
+STATUS_CHECK_S = 0.5
+STATUS_MIN_GAP_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +79,16 @@ class SyncService:
         handler: CommandHandler,
         clock: WallClock,
         thinned: Callable[[], int] = lambda: 0,
+        status_parts: Callable[[], StatusParts] = no_parts,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self._conn = conn
         self.settings = settings
         self._clock = clock
         self._thinned = thinned
+        self._status_parts = status_parts
+        self._status_sent_mono = 0.0
+        self._status_signature: tuple[object, ...] | None = None
         self._mono = mono
         self.device_id = settings.link.device_id
         self.stats = SyncStats()
@@ -262,11 +271,22 @@ class SyncService:
         self._wake.set()
 
     async def _status_loop(self) -> None:
+        """A status every ``status_interval_s``, and sooner when a connector's state or a
+        meter's availability changes (:mod:`edge_agent.status`), at most one per
+        :data:`STATUS_MIN_GAP_S`."""
         while True:
-            await asyncio.sleep(self.settings.status_interval_s)
-            self._publish_status(online=True)
+            await asyncio.sleep(STATUS_CHECK_S)
+            since = self._mono() - self._status_sent_mono
+            if since >= self.settings.status_interval_s:
+                self._publish_status(online=True)
+                continue
+            if since < STATUS_MIN_GAP_S:
+                continue
+            parts = self._status_parts()
+            if parts.signature() != self._status_signature:
+                self._publish_status(online=True, parts=parts)
 
-    def _publish_status(self, *, online: bool) -> None:
+    def _publish_status(self, *, online: bool, parts: StatusParts | None = None) -> None:
         """Queue a status message; the drain publishes it (retained) in the live lane.
 
         Status goes through the outbox like every uplink message, so it holds a real place
@@ -278,6 +298,10 @@ class SyncService:
         now = self._clock.now()
         oldest_age = max(0.0, (now - oldest).total_seconds()) if oldest else None
         synced = self._clock.synced()
+        if parts is None:
+            parts = self._status_parts()
+        self._status_signature = parts.signature()
+        self._status_sent_mono = self._mono()
 
         def build(seq: int) -> Status:
             return Status(
@@ -288,6 +312,8 @@ class SyncService:
                 clock_synced=synced,
                 online=online,
                 agent_version=self.settings.agent_version,
+                meters=list(parts.meters),
+                connectors=list(parts.connectors),
                 backlog=Backlog(rows=rows, oldest_age_s=oldest_age, thinned=self._thinned()),
             )
 
