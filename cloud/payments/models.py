@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.columns import ULID_LEN, Paise, non_negative, text_enum, ulid_pk
 from cloud.db import Base, Timestamped
+from cloud.ledger.accounts import ACCOUNT_PATTERN, EntrySource
 
 
 class PaymentStatus(StrEnum):
@@ -99,7 +100,11 @@ class Payout(Timestamped, Base):
 
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
-    __table_args__ = (CheckConstraint("amount_paise <> 0", name="amount_non_zero"),)
+    __table_args__ = (
+        CheckConstraint("amount_paise <> 0", name="amount_non_zero"),
+        CheckConstraint(f"account ~ '{ACCOUNT_PATTERN}'", name="account_known"),
+    )
+    # Append-only and balanced per txn_id: triggers of migration 0009 (cloud.ledger).
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     #: Entries written together (one business event) share a txn id and sum to zero.
@@ -110,6 +115,8 @@ class LedgerEntry(Base):
     payment_id: Mapped[str | None] = mapped_column(ForeignKey("payments.id"))
     refund_id: Mapped[str | None] = mapped_column(ForeignKey("refunds.id"))
     payout_id: Mapped[str | None] = mapped_column(ForeignKey("payouts.id"))
+    source: Mapped[EntrySource] = mapped_column(text_enum(EntrySource, "ledger_source"))
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
     memo: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
