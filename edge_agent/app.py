@@ -360,6 +360,7 @@ class Agent:
                     "polls": p.health.polls,
                     "errors": dict(p.health.failures),
                     "last_error": p.health.last_error,
+                    "unavailable_blocks": p.unavailable_report(),
                 }
                 for p in self.pollers.values()
             ],

@@ -35,7 +35,7 @@ class StatusParts:
     def signature(self) -> tuple[object, ...]:
         """What, when it changes, is worth a status now rather than at the next interval."""
         return (
-            tuple((m.meter_id, m.available) for m in self.meters),
+            tuple((m.meter_id, m.available, tuple(m.unavailable_blocks)) for m in self.meters),
             tuple((c.connector, c.status, c.session_id) for c in self.connectors),
         )
 

@@ -15,7 +15,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from firmware_sim.devices import MeterDevice, RelayDevice, SimDevice
-from firmware_sim.faults import FaultKind
+from firmware_sim.faults import Fault, FaultKind
 from firmware_sim.site import Site, check_unit
 
 #: Modbus over Serial Line §2.2: address 0 is broadcast (execute, never answer).
@@ -31,6 +31,13 @@ class Answer:
     slow_turnaround_s: float | None = None
     #: Send the frame with a wrong CRC (``crc`` fault; RTU only).
     corrupt_crc: bool = False
+
+
+def _refused(request: ModbusPDU, fault: Fault) -> bool:
+    """A register read (function 3 or 4) touching the range a ``refuse`` fault took away."""
+    if request.function_code not in (3, 4):
+        return False
+    return fault.refuses(int(request.address), int(request.count))
 
 
 class Bus:
@@ -66,12 +73,15 @@ class Bus:
         slow = faults.find(FaultKind.SLOW, unit)
         corrupt = faults.find(FaultKind.CRC, unit) is not None
         exception = faults.find(FaultKind.EXCEPTION, unit)
+        refuse = faults.find(FaultKind.REFUSE, unit)
         if request.function_code not in device.function_codes:
             response: ModbusPDU = ExceptionResponse(
                 request.function_code, ExcCodes.ILLEGAL_FUNCTION
             )
         elif exception is not None:
             response = ExceptionResponse(request.function_code, exception.exception_code)
+        elif refuse is not None and _refused(request, refuse):
+            response = ExceptionResponse(request.function_code, refuse.exception_code)
         else:
             # pymodbus types the context as its ModbusDeviceContext; any device context works.
             response = await request.update_datastore(device)  # type: ignore[arg-type]

@@ -120,7 +120,9 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--model", required=True, help="Meter model: sdm120, sdm630, sdm72d, abb_b23, iem3155."
+    "--model",
+    required=True,
+    help="Meter model: sdm120, sdm630, sdm72d, abb_b23, iem3155, mfm383a, em6400ng.",
 )
 @click.option("--serial", is_flag=True, help="Serve Modbus RTU on a new pseudo-terminal.")
 @click.option("--baud", type=int, help="RTU baud rate. [default: the model's factory setting]")
@@ -252,15 +254,28 @@ def _call(control_url: str, method: str, path: str, body: dict[str, Any] | None 
 @click.option("--turnaround-ms", type=float, help="Turnaround for `slow`. [default: 700]")
 @click.option("--drop-ratio", type=float, help="Share of frames `flapping` drops. [default: 0.5]")
 @click.option("--ratio", type=float, help="Current multiple for `overcurrent`. [default: 1.5]")
+@click.option(
+    "--first",
+    "first_address",
+    type=int,
+    help="First register (zero-based) `refuse` takes away. [default: 0]",
+)
+@click.option(
+    "--last",
+    "last_address",
+    type=int,
+    help="Last register (zero-based) `refuse` takes away. [default: 65535]",
+)
 @click.option("--off", is_flag=True, help="Switch the fault off instead (KIND `all`: every fault).")
 @_control_url
 def fault(
     *,
     kind: str, unit: int | None, duration: str | None, code: int | None,
-    turnaround_ms: float | None, drop_ratio: float | None, ratio: float | None, off: bool,
-    control_url: str,
+    turnaround_ms: float | None, drop_ratio: float | None, ratio: float | None,
+    first_address: int | None, last_address: int | None, off: bool, control_url: str,
 ) -> None:  # fmt: skip
-    """Inject a fault: timeout, crc, exception, frozen, reset, overcurrent, flapping, slow."""
+    """Inject a fault: timeout, crc, exception, frozen, reset, overcurrent, flapping, slow,
+    welded, refuse."""
     try:
         path = "/faults" if off and kind == "all" else f"/faults/{FaultKind.parse(kind).value}"
         body: dict[str, Any] = {"kind": FaultKind.parse(kind).value} if not off else {}
@@ -272,6 +287,8 @@ def fault(
                 "turnaround_s": None if turnaround_ms is None else turnaround_ms / 1000,
                 "drop_ratio": drop_ratio,
                 "overcurrent_ratio": ratio,
+                "first_address": first_address,
+                "last_address": last_address,
             })  # fmt: skip
             body = {k: v for k, v in body.items() if v is not None}
     except SimError as exc:

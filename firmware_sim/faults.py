@@ -37,6 +37,10 @@ class FaultKind(StrEnum):
     #: The contactor is welded closed: power flows whatever the relay's coil says (the coil
     #: still reads back what was last written to it). ``unit`` is ignored.
     WELDED = "welded"
+    #: The meter lacks registers ``first_address``..``last_address`` (an older firmware or a
+    #: cheaper variant of the model): a register read touching them is answered with
+    #: ``exception_code`` (default 2, illegal data address); the rest of the map reads as usual.
+    REFUSE = "refuse"
 
     @classmethod
     def parse(cls, text: str) -> FaultKind:
@@ -58,9 +62,16 @@ class Fault:
     turnaround_s: float = 0.7
     drop_ratio: float = 0.5
     overcurrent_ratio: float = 1.5
+    #: The register range a ``refuse`` fault takes away (zero-based, inclusive).
+    first_address: int = 0
+    last_address: int = 0xFFFF
 
     def applies_to(self, unit: int) -> bool:
         return self.unit is None or self.unit == unit
+
+    def refuses(self, start: int, count: int) -> bool:
+        """Whether a read of ``count`` registers from ``start`` touches the refused range."""
+        return start <= self.last_address and self.first_address <= start + count - 1
 
     def to_json(self, now_s: float) -> dict[str, Any]:
         return {
@@ -71,6 +82,8 @@ class Fault:
             "turnaround_s": self.turnaround_s,
             "drop_ratio": self.drop_ratio,
             "overcurrent_ratio": self.overcurrent_ratio,
+            "first_address": self.first_address,
+            "last_address": self.last_address,
         }
 
 
@@ -84,9 +97,23 @@ def make_fault(
     turnaround_s: float | None = None,
     drop_ratio: float | None = None,
     overcurrent_ratio: float | None = None,
+    first_address: int | None = None,
+    last_address: int | None = None,
 ) -> Fault:
     """Validate user input into a :class:`Fault` (ConfigError naming the bad field)."""
     fault = Fault(FaultKind.parse(kind), unit=unit)
+    if fault.kind is FaultKind.REFUSE:
+        # Modbus Application Protocol v1.1b3 §7: what a meter answers for registers it lacks.
+        fault = replace(fault, exception_code=2)
+    if first_address is not None:
+        fault = replace(fault, first_address=_address("first_address", first_address))
+    if last_address is not None:
+        fault = replace(fault, last_address=_address("last_address", last_address))
+    if fault.first_address > fault.last_address:
+        raise ConfigError(
+            f"first_address {fault.first_address} is after last_address {fault.last_address}",
+            field="first_address",
+        )
     if unit is not None and not 0 < unit < 248:
         raise ConfigError(f"unit id {unit} outside 1..247", field="unit")
     if for_s is not None:
@@ -112,6 +139,14 @@ def make_fault(
             )
         fault = replace(fault, overcurrent_ratio=overcurrent_ratio)
     return fault
+
+
+def _address(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} {value!r} is not an integer", field=name)
+    if not 0 <= value <= 0xFFFF:
+        raise ConfigError(f"{name} {value} outside 0..65535", field=name)
+    return value
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")

@@ -248,6 +248,8 @@ class SimSite:
             "turnaround_s",
             "drop_ratio",
             "overcurrent_ratio",
+            "first_address",
+            "last_address",
         }
         unknown = set(params) - known
         if unknown:

@@ -379,7 +379,9 @@ class MeterHealth(WireModel, frozen=True, kw_only=True):
     ``available``: its last poll answered (false before the first answer). ``errors``: failed
     polls since the agent started. ``last_reading_age_s``: seconds since its last good
     reading, by the agent's monotonic clock (right even while the wall clock is unsynced);
-    absent when it has not answered since the agent started.
+    absent when it has not answered since the agent started. ``unavailable_blocks``: blocks
+    of its register map the meter refused with a Modbus exception (e.g. ``"input 342-351"``,
+    register table and zero-based addresses); their quantities are missing from its readings.
     """
 
     meter_id: MeterId
@@ -387,6 +389,9 @@ class MeterHealth(WireModel, frozen=True, kw_only=True):
     available: bool
     errors: NonNegativeInt = 0
     last_reading_age_s: NonNegativeFloat | None = None
+    unavailable_blocks: Annotated[
+        list[Annotated[str, Meta(max_length=32)]], Meta(max_length=64)
+    ] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_finite(self, "last_reading_age_s")

@@ -46,11 +46,18 @@ def _propagate_cancellation(exc: ModbusException) -> None:
 
 
 class BusError(MeterError):
-    """A bus-level failure; ``kind`` is timeout, exception, garbage or disconnected."""
+    """A bus-level failure; ``kind`` is timeout, exception, garbage or disconnected.
 
-    def __init__(self, message: str, *, kind: str, device: str, address: int | None = None):
+    ``exception_code`` is the Modbus exception the device answered (``kind`` exception).
+    """
+
+    def __init__(
+        self, message: str, *, kind: str, device: str, address: int | None = None,
+        exception_code: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message, meter_id=device, address=address)
         self.kind = kind
+        self.exception_code = exception_code
 
 
 class ModbusBus:
@@ -167,9 +174,11 @@ class ModbusBus:
             finally:
                 self._last_frame_end = time.monotonic()
         if response.isError():
+            code = getattr(response, "exception_code", None)
             raise BusError(
-                f"unit {unit_id}: exception {getattr(response, 'exception_code', '?')} {what}",
+                f"unit {unit_id}: exception {code if code is not None else '?'} {what}",
                 kind="exception", device=self.key, address=address,
+                exception_code=code if isinstance(code, int) else None,
             )  # fmt: skip
         return response
 

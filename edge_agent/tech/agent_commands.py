@@ -94,6 +94,7 @@ async def _meter_read(agent: Agent, meter_id: object) -> dict[str, Any]:
             "values": None if reading is None else {q.value: v for q, v in reading.values.items()},
             "error": None if reading is not None else poller.health.last_error, "kind": kind,
             "available": poller.health.available,
+            "unavailable_blocks": poller.unavailable_report(),
         })  # fmt: skip
     return {"ok": True, "meters": meters}
 
@@ -144,6 +145,8 @@ def _sync_status(agent: Agent) -> dict[str, Any]:
         "acked_rows": stats.acked_rows, "resent": stats.resent,
         # Rows handed to the broker and waiting for the cloud's application ack.
         "awaiting_ack": sync.awaiting_ack,
+        # By the monotonic clock: right while the wall clock is unsynced (edge_agent/tech/acks.py).
+        "ack_silence_s": round(sync.ack_silence_s, 3),
     }  # fmt: skip
 
 

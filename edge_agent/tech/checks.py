@@ -160,6 +160,8 @@ class MeterFacts:
     configured_serial: tuple[int, str] | None = None
     #: A port problem makes the meter unreachable: the port check says why.
     port_problem: bool = False
+    #: Blocks of the map the meter refused (label, quantities, exception code): read without.
+    unavailable: tuple[tuple[str, tuple[str, ...], int], ...] = ()
 
 
 def check_meter(f: MeterFacts) -> Check:
@@ -179,7 +181,10 @@ def check_meter(f: MeterFacts) -> Check:
         parts = [f"{volts:.1f} V" if volts is not None else "",
                  f"{power:.0f} W" if power is not None else "",
                  f"{energy / 1000:.3f} kWh" if energy is not None else ""]  # fmt: skip
-        return Check(name, Level.PASS, f"{where}: " + ", ".join(p for p in parts if p))
+        detail = f"{where}: " + ", ".join(p for p in parts if p)
+        if f.unavailable:
+            return _partial_meter(name, detail, f)
+        return Check(name, Level.PASS, detail)
     error = f.error or "no reading"
     if f.port_problem:
         return Check(name, Level.FAIL, f"{where}: {error}", "fix the serial port first (above)")
@@ -206,6 +211,28 @@ def check_meter(f: MeterFacts) -> Check:
         "check the meter has power, the RS-485 A/B wires (swap them if unsure) and its unit id "
         f"and baud rate (`{SERVICE} meter scan --port PORT` with the agent stopped)",
     )  # fmt: skip
+
+
+def _partial_meter(name: str, detail: str, f: MeterFacts) -> Check:
+    """A meter that refuses part of its map: WARN (FAIL when billing or a fail-safe loses a
+    quantity it needs), naming each missing block and what it holds."""
+    needed = {q.value for q in (Quantity.ENERGY_IMPORT_WH, Quantity.POWER_W, Quantity.CURRENT_L1_A)}
+    blocks = "; ".join(
+        f"block {label} refused (exception {code}): {', '.join(quantities)} not read"
+        for label, quantities, code in f.unavailable
+    )
+    lost = sorted(needed & {q for _, quantities, _ in f.unavailable for q in quantities})
+    remedy = (
+        f"this {f.model} lacks these registers (older firmware or another variant): leave them "
+        "out with `quantities` in the meter's config, or give it a map of its variant "
+        "(`map_file`); the agent asks again every 10 minutes"
+    )
+    if lost:
+        return Check(
+            name, Level.FAIL, f"{detail}; {blocks}; sessions need {', '.join(lost)}",
+            f"{remedy}; without {', '.join(lost)} no session can be billed or guarded",
+        )  # fmt: skip
+    return Check(name, Level.WARN, f"{detail}; {blocks}", remedy)
 
 
 # --- relay ------------------------------------------------------------------------------------

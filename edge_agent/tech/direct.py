@@ -28,9 +28,10 @@ from edge_agent.config import (
     ModbusCoilRelay,
     SerialLink,
     TcpLink,
+    register_map_of,
 )
 from edge_agent.errors import InputError, MeterError, PortBusy
-from protocols.meters import Quantity, RegisterMap, decode_blocks, load_map, plan_blocks
+from protocols.meters import Quantity, RegisterMap, decode_blocks, plan_blocks
 
 if TYPE_CHECKING:
     from edge_agent.meters.bus import ModbusBus
@@ -174,15 +175,48 @@ async def read_map(bus: ModbusBus, unit: int, register_map: RegisterMap) -> dict
     return decode_blocks(register_map, answers)
 
 
+#: A block the meter refused: its label, its quantities, the Modbus exception code.
+RefusedInfo = tuple[str, tuple[str, ...], int]
+
+
+async def read_configured(
+    bus: ModbusBus, meter: MeterSettings
+) -> tuple[dict[Quantity, float], list[RefusedInfo]]:
+    """Read ``meter`` as the agent does — its own map, its chosen quantities, a refused block
+    costing only its quantities — and say which blocks were refused. Raises the bus's
+    ``BusError`` when the read fails (every block refused included), MeterError for garbage."""
+    from edge_agent.meters.blocks import read_blocks  # noqa: PLC0415
+    from protocols.errors import DecodeError, RegisterMapError  # noqa: PLC0415
+
+    try:
+        register_map = register_map_of(meter)
+        read = await read_blocks(
+            bus, meter.unit_id, plan_blocks(register_map, quantities=meter.quantities)
+        )
+        if read.refused and not read.answers:
+            raise read.refused[0][1]
+        values = decode_blocks(register_map, read.answers)
+    except (DecodeError, RegisterMapError) as exc:
+        raise MeterError(str(exc), meter_id=meter.id) from exc
+    refused = [
+        (block.label, tuple(q.value for q in block.quantities), exc.exception_code or 0)
+        for block, exc in read.refused
+    ]
+    return values, refused
+
+
+async def read_meter_blocks(
+    meter: MeterSettings, timing: BusTiming
+) -> tuple[dict[Quantity, float], list[RefusedInfo]]:
+    """One reading of ``meter`` straight from the bus, with the blocks it refused."""
+    async with open_bus(meter.link, timing) as bus:
+        return await read_configured(bus, meter)
+
+
 async def read_meter(meter: MeterSettings, timing: BusTiming) -> dict[Quantity, float]:
     """One reading of ``meter`` straight from the bus (MeterError when it fails)."""
-    from protocols.errors import DecodeError  # noqa: PLC0415
-
-    async with open_bus(meter.link, timing) as bus:
-        try:
-            return await read_map(bus, meter.unit_id, load_map(meter.model))
-        except DecodeError as exc:
-            raise MeterError(str(exc), meter_id=meter.id) from exc
+    values, _ = await read_meter_blocks(meter, timing)
+    return values
 
 
 def port_of(link: SerialLink | TcpLink) -> str:
@@ -223,10 +257,6 @@ class DirectSite:
 
     async def read(self, meter_id: str) -> dict[Quantity, float]:
         """One reading (raises the bus's errors, or MeterError for garbage)."""
-        from protocols.errors import DecodeError  # noqa: PLC0415
-
         meter = self.settings.meter(meter_id)
-        try:
-            return await read_map(self.bus(meter.link), meter.unit_id, load_map(meter.model))
-        except DecodeError as exc:
-            raise MeterError(str(exc), meter_id=meter_id) from exc
+        values, _ = await read_configured(self.bus(meter.link), meter)
+        return values

@@ -32,7 +32,13 @@ from edge_agent.tech.checks import (
     RelayFacts,
     StoreFacts,
 )
-from edge_agent.tech.direct import check_port, port_of, read_meter, serial_ports
+from edge_agent.tech.direct import (
+    check_port,
+    port_of,
+    read_meter,
+    read_meter_blocks,
+    serial_ports,
+)
 from edge_agent.tech.heartbeat import HEARTBEAT_STALE_S, heartbeat_path, pid_alive, read_heartbeat
 from protocols.meters import Quantity
 
@@ -123,7 +129,7 @@ async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[Me
             facts.append(MeterFacts(**base, error="serial port unusable", port_problem=True))
             continue
         try:
-            values = await read_meter(meter, settings.bus)
+            values, refused = await read_meter_blocks(meter, settings.bus)
         except BusError as exc:
             found = None
             if isinstance(meter.link, SerialLink) and exc.kind == "timeout":
@@ -139,8 +145,19 @@ async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[Me
         except MeterError as exc:
             facts.append(MeterFacts(**base, error=str(exc), error_kind="garbage"))
             continue
-        facts.append(MeterFacts(**base, values=values))
+        facts.append(MeterFacts(**base, values=values, unavailable=tuple(refused)))
     return facts
+
+
+def _unavailable(entries: object) -> tuple[tuple[str, tuple[str, ...], int], ...]:
+    """The agent's ``unavailable_blocks`` (``meter_read`` answer) as MeterFacts holds them."""
+    if not isinstance(entries, list):
+        return ()
+    return tuple(
+        (str(e.get("block")), tuple(str(q) for q in e.get("quantities", [])),
+         int(e.get("exception_code") or 0))
+        for e in entries if isinstance(e, dict)
+    )  # fmt: skip
 
 
 def values_from_json(data: dict[str, Any] | None) -> dict[Quantity, float] | None:
@@ -159,6 +176,7 @@ def meters_from_agent(settings: AgentSettings, answer: dict[str, Any]) -> list[M
             meter.id, meter.model, meter.unit_id, port_of(meter.link),
             values=values_from_json(got.get("values")), error=got.get("error"),
             error_kind=got.get("kind"), configured_serial=_serial_of(meter.link),
+            unavailable=_unavailable(got.get("unavailable_blocks")),
         ))  # fmt: skip
     return facts
 

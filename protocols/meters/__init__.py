@@ -14,6 +14,7 @@ from protocols.meters.registermap import (
     WordOrder,
     available_models,
     load_map,
+    parse_map_text,
 )
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "encode_registers",
     "in_bounds",
     "load_map",
+    "parse_map_text",
     "plan_blocks",
 ]

@@ -96,7 +96,9 @@ def decode_registers(
 def decode_blocks(
     register_map: RegisterMap, answers: Sequence[tuple[Block, Sequence[int]]]
 ) -> dict[Quantity, float]:
-    """Decode the answers to a plan from :func:`~protocols.meters.planner.plan_blocks`."""
+    """Decode the answers to a plan from :func:`~protocols.meters.planner.plan_blocks`: the
+    quantities each block was planned for, not others its gap-bridging words happen to hold
+    (a plan narrowed to some quantities yields only those)."""
     result: dict[Quantity, float] = {}
     for block, words in answers:
         if len(words) != block.count:
@@ -106,7 +108,9 @@ def decode_blocks(
                 model=register_map.model,
                 address=block.start,
             )
-        result.update(decode_registers(register_map, block.start, words))
+        planned = set(block.quantities)
+        decoded = decode_registers(register_map, block.start, words)
+        result.update((q, v) for q, v in decoded.items() if q in planned)
     return result
 
 

@@ -36,6 +36,17 @@ class Block:
     def end(self) -> int:
         return self.start + self.count
 
+    @property
+    def label(self) -> str:
+        """How a technician names the block: its register table and zero-based address range
+        (``"input 342-353"``), what `meter raw` and a Modbus tool would ask for."""
+        table = "input" if self.function_code == 4 else "holding"
+        return f"{table} {self.start}-{self.end - 1}"
+
+    @property
+    def quantities(self) -> tuple[Quantity, ...]:
+        return tuple(r.quantity for r in self.registers)
+
 
 def plan_blocks(
     register_map: RegisterMap,

@@ -152,10 +152,16 @@ def load_map(model: str) -> RegisterMap:
             model=model,
         )
     text = resources.files("protocols.meters").joinpath(f"{model}.toml").read_text("utf-8")
+    return parse_map_text(model, text)
+
+
+def parse_map_text(model: str, text: str) -> RegisterMap:
+    """A map from the text of a TOML file in the catalogue's format (a site's own map file,
+    read by the agent): the same checks as every catalogue map."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RegisterMapError(f"{model}.toml is not valid TOML: {exc}", model=model) from exc
+        raise RegisterMapError(f"{model}: not valid TOML: {exc}", model=model) from exc
     return parse_map(model, data)
 
 

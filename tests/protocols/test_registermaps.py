@@ -9,6 +9,7 @@ each other but not with the meter would fail here.
 from __future__ import annotations
 
 import math
+from importlib import resources
 
 import pytest
 
@@ -17,13 +18,20 @@ from protocols.meters import (
     QUANTITY_BOUNDS,
     Quantity,
     available_models,
+    decode_blocks,
     decode_registers,
     encode_registers,
     load_map,
+    parse_map_text,
+    plan_blocks,
 )
 from protocols.meters.registermap import parse_map
 
 Q = Quantity
+
+
+def load_map_text(model: str) -> str:
+    return resources.files("protocols.meters").joinpath(f"{model}.toml").read_text("utf-8")
 
 
 def words_at(image: dict[int, int], start: int, count: int) -> list[int]:
@@ -38,8 +46,10 @@ def dump(pairs: dict[int, list[int]], start: int, count: int, fill: int = 0) -> 
     return out
 
 
-def test_all_five_models_ship_with_a_source() -> None:
-    assert set(available_models()) == {"sdm120", "sdm630", "sdm72d", "abb_b23", "iem3155"}
+def test_every_catalogue_model_ships_with_a_source() -> None:
+    assert set(available_models()) == {
+        "sdm120", "sdm630", "sdm72d", "abb_b23", "iem3155", "mfm383a", "em6400ng",
+    }  # fmt: skip
     for model in available_models():
         register_map = load_map(model)
         assert register_map.source.strip(), model
@@ -120,6 +130,89 @@ def test_iem3155_golden_one_based_registers_kw_and_int64_wh() -> None:
     # 0xFFFF fill words are NaN floats: "not available", so absent rather than NaN.
     assert Q.CURRENT_L2_A not in values
     assert all(math.isfinite(v) for v in values.values())
+
+
+def test_mfm383a_golden_input_registers_kw_and_kwh() -> None:
+    """Selec MFM383A: input registers 30001-30060, float32 high word first (factory MSRF),
+    powers in kW and energy in kWh; one frame holds the whole map."""
+    register_map = load_map("mfm383a")
+    raw = dump(
+        {
+            0: [0x4366, 0x0000],  # 30001 V1N 230.0 V
+            8: [0x43CF, 0x8000],  # 30009 V12 415.0 V
+            16: [0x4200, 0x0000],  # 30017 I1 32.0 A
+            24: [0x4020, 0x0000],  # 30025 kW1 2.5 kW
+            42: [0x40EB, 0x851F],  # 30043 total kW 7.36 kW
+            54: [0x3F7D, 0x70A4],  # 30055 average PF 0.99
+            56: [0x4247, 0xEB85],  # 30057 frequency 49.98 Hz
+            58: [0x449A, 0x5000],  # 30059 kWh 1234.5 kWh
+        },
+        0,
+        60,
+    )
+    values = decode_registers(register_map, 0, raw)
+    assert values[Q.VOLTAGE_L1_V] == 230.0
+    assert values[Q.VOLTAGE_L1_L2_V] == 415.0
+    assert values[Q.CURRENT_L1_A] == 32.0
+    assert values[Q.POWER_L1_W] == 2500.0
+    assert values[Q.POWER_W] == pytest.approx(7360.0, abs=0.01)  # 7.36 kW in float32
+    assert values[Q.POWER_FACTOR] == pytest.approx(0.99, abs=1e-6)
+    assert values[Q.FREQUENCY_HZ] == pytest.approx(49.98, abs=1e-5)
+    assert values[Q.ENERGY_IMPORT_WH] == 1_234_500.0
+    assert [(b.label, len(b.registers)) for b in plan_blocks(register_map)] == [("input 0-59", 21)]
+
+
+def test_em6400ng_golden_one_based_holding_registers() -> None:
+    """Schneider EM6400NG: registers documented one-based (3060 is address 3059), holding,
+    float32 high word first, kW and kWh; undefined words read 0xFFFF (NaN: not available)."""
+    register_map = load_map("em6400ng")
+    # Register 2700 Active Energy Delivered 1234.5 kWh; 2702 (received) not available.
+    energy = decode_registers(register_map, 2699, [0x449A, 0x5000, 0xFFFF, 0xFFFF])
+    assert energy == {Q.ENERGY_IMPORT_WH: 1_234_500.0}
+    raw = dump(
+        {
+            2999: [0x4200, 0x0000],  # register 3000 I1 32.0 A
+            3019: [0x43CF, 0x8000],  # register 3020 V L1-L2 415.0 V
+            3027: [0x4366, 0x0000],  # register 3028 V L1-N 230.0 V
+            3059: [0x40EC, 0xCCCD],  # register 3060 P total 7.4 kW
+            3109: [0x4248, 0x0000],  # register 3110 frequency 50.0 Hz
+        },
+        2999,
+        112,
+        fill=0xFFFF,
+    )
+    values = decode_registers(register_map, 2999, raw)
+    assert values == {
+        Q.CURRENT_L1_A: 32.0,
+        Q.VOLTAGE_L1_L2_V: 415.0,
+        Q.VOLTAGE_L1_V: 230.0,
+        Q.POWER_W: pytest.approx(7400.0, abs=0.01),
+        Q.FREQUENCY_HZ: 50.0,
+    }
+    assert [b.label for b in plan_blocks(register_map)] == [
+        "holding 2699-2702",
+        "holding 2999-3110",
+    ]
+
+
+def test_a_site_map_file_is_checked_like_the_catalogue() -> None:
+    text = load_map_text("sdm120").replace('quantity = "power_w"', 'quantity = "volts"')
+    with pytest.raises(RegisterMapError, match="bad or missing field"):
+        parse_map_text("site", text)
+    with pytest.raises(RegisterMapError, match="not valid TOML"):
+        parse_map_text("site", "registers = [")
+    assert parse_map_text("site", load_map_text("sdm120")).registers == load_map("sdm120").registers
+
+
+def test_decoding_a_plan_yields_only_the_planned_quantities() -> None:
+    """A plan narrowed to some quantities bridges gaps through others' registers; decoding it
+    gives only the chosen ones."""
+    register_map = load_map("sdm630")
+    chosen = [Q.VOLTAGE_L1_V, Q.ENERGY_IMPORT_WH]
+    [block] = plan_blocks(register_map, quantities=chosen)
+    image = encode_registers(register_map, dict.fromkeys(register_map.by_quantity, 1.0))
+    values = decode_blocks(register_map, [(block, words_at(image, block.start, block.count))])
+    assert set(values) == set(chosen)
 
 
 def test_little_endian_word_order_is_honoured() -> None:

@@ -24,6 +24,8 @@ ALL_METERS = (
     MeterSpec("sdm72d", 3),
     MeterSpec("abb_b23", 4),
     MeterSpec("iem3155", 5),
+    MeterSpec("mfm383a", 6),
+    MeterSpec("em6400ng", 7),
 )
 RELAY_UNIT = 9
 #: Fast line so tests stay quick; timing itself is the benchmark's business.
