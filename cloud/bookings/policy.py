@@ -9,10 +9,10 @@ Rules (docs/cloud.md, "Bookings"):
 * a booking starts and ends on a 15-minute boundary (``SLOT``), lasts 15 minutes to 12 hours,
   starts no earlier than ``START_GRACE`` ago and no later than ``MAX_ADVANCE`` ahead;
 * it must lie inside the charger's opening windows and outside every blocked period;
-* the amount is an integer number of paise, rounded up: exact for per-hour pricing, an upper
-  bound (the connector's maximum power for the whole booking) for per-kWh pricing. It is the
-  charger's tariff priced ahead, so it lives with the session's cost so far in
-  :mod:`cloud.sessions.pricing` (``estimate_amount``);
+* the amount is an integer number of paise, GST included: the window's quote under the one
+  pricing rule (:mod:`cloud.billing.quote`, ``price(tariff, window_usage(...))``), exact for
+  per-hour pricing, an upper bound (the connector's maximum power for the whole booking) for
+  per-kWh pricing, and never below the bill of a session that fits in the booking;
 * a driver cancels for free until ``free_cancel_before_min`` minutes before the start (and
   always while the host has not confirmed); later, the charger's late fee, capped at the
   booking's amount. A host's (or admin's) cancellation never costs the driver anything.

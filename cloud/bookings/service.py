@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.billing.quote import Tariff, price, window_usage
 from cloud.bookings import policy
 from cloud.bookings.models import ACTIVE_BOOKING_STATUSES, Booking, BookingStatus
 from cloud.bookings.pins import booking_pin
@@ -59,7 +60,6 @@ from cloud.chargers.models import (
 from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
-from cloud.sessions.pricing import Tariff, estimate_amount
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,9 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
         .values(status=BookingStatus.EXPIRED)
         .execution_options(synchronize_session=False)
     )
-    estimate = estimate_amount(
-        Tariff.from_charger(charger), body.end - body.start, connector.max_power_w
+    # The booking's amount: the window's quote, GST included (cloud.billing.quote).
+    estimate = price(
+        Tariff.from_charger(charger), window_usage(body.end - body.start, connector.max_power_w)
     )
     instant = charger.instant_book
     booking = Booking(
@@ -250,7 +251,7 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
         connector_id=connector.id,
         period=period,
         status=BookingStatus.CONFIRMED if instant else BookingStatus.PENDING,
-        amount_paise=estimate.amount_paise,
+        amount_paise=estimate.total_paise,
         expires_at=(
             None if instant else min(now + timedelta(seconds=request.approval_ttl_s), body.end)
         ),

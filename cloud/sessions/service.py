@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.billing.quote import Tariff, cost_so_far_paise
 from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
 from cloud.devices.models import Device
@@ -42,7 +43,6 @@ from cloud.errors import (
 )
 from cloud.sessions.commands import record_command, send_and_wait
 from cloud.sessions.models import ChargingSession, SessionState, UnlockRequest
-from cloud.sessions.pricing import Tariff, cost_so_far_paise
 from cloud.sessions.schemas import SessionOut, StopAccepted
 from cloud.state import AppState
 from protocols.enums import CommandStatus, CredentialKind, StopReason

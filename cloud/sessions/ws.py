@@ -41,13 +41,13 @@ from sqlalchemy import func, select
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.billing.quote import Tariff, cost_so_far_paise
 from cloud.chargers.models import Charger, Connector
 from cloud.deps import authenticate
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
 from cloud.errors import NotFound, Unauthorized
 from cloud.sessions.live import Subscription
-from cloud.sessions.pricing import Tariff, cost_so_far_paise
 from cloud.sessions.service import load_view, session_out
 from cloud.state import AppState
 

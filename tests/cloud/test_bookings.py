@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from cloud.accounts.models import Role
+from cloud.billing.quote import Tariff, is_upper_bound, price, window_usage
 from cloud.bookings import policy
 from cloud.bookings.service import hash_pin
 from cloud.chargers.models import PricingMode
 from cloud.errors import InvalidRequest
 from cloud.pg import PgConnection
-from cloud.sessions.pricing import Estimate, Tariff, estimate_amount
 from protocols.enums import AuthorizationStatus
 from protocols.pins import verify_pin
 from tests.cloud.bookings_fixtures import (
@@ -91,8 +91,8 @@ async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window
     assert b["connector"] == 2
     assert b["expires_at"] is None
     assert b["pin_issued"] is True
-    # 60.00 rupees an hour for 90 minutes.
-    assert b["amount_paise"] == 9000
+    # 60.00 rupees an hour for 90 minutes, plus GST at 18 % (CGST 9 % + SGST 9 %).
+    assert b["amount_paise"] == 9000 + 810 + 810
     assert isinstance(b["amount_paise"], int)
     assert b["amount_kind"] == "exact"
 
@@ -148,13 +148,14 @@ async def test_per_kwh_amount_is_an_upper_bound_at_full_power_with_fee_and_minim
     )
     r = await _book(market_api, world.driver, charger, _ahead(hour=1), _ahead(hour=3))
     assert r.status_code == 201
-    # 18.00/kWh x 7.4 kW x 2 h = 266.40 rupees, plus the 5.00 session fee.
-    assert r.json()["amount_paise"] == 26640 + 500
+    # 18.00/kWh x 7.4 kW x 2 h = 266.40 rupees, plus the 5.00 session fee, plus GST:
+    # 9 % of 271.40 is 24.426, so 24.43 each for CGST and SGST.
+    assert r.json()["amount_paise"] == 26640 + 500 + 2443 + 2443
     assert r.json()["amount_kind"] == "upper_bound"
 
     cheap = await add_charger(pg, world.host, price_per_hour_paise=1000, min_charge_paise=5000)
     r = await _book(market_api, world.driver, cheap, _ahead(hour=1), _ahead(hour=2))
-    assert r.json()["amount_paise"] == 5000
+    assert r.json()["amount_paise"] == 5000 + 450 + 450
 
 
 async def test_approval_booking_is_pending_until_the_host_approves(
@@ -329,7 +330,7 @@ async def test_driver_cancelling_late_owes_the_late_fee(
     )
     start = _soon()  # 15 to 30 minutes ahead: inside the 60-minute deadline
     b = (await _book(market_api, world.driver, charger, start, start + timedelta(hours=2))).json()
-    assert b["amount_paise"] == 12000
+    assert b["amount_paise"] == 12000 + 1080 + 1080
     r = await market_api.client.post(f"/bookings/{b['id']}/cancel", headers=world.driver.headers)
     assert r.status_code == 200
     assert r.json()["cancellation_fee_paise"] == 2500
@@ -587,13 +588,16 @@ def test_estimates_are_integer_paise(
     mode: PricingMode, minutes: int, expected: int, upper: bool
 ) -> None:
     pricing = Tariff(mode, 1800, 6000, 0, 0)
-    estimate = estimate_amount(pricing, timedelta(minutes=minutes), 7400)
-    assert estimate == Estimate(expected, upper)
+    estimate = price(pricing, window_usage(timedelta(minutes=minutes), 7400))
+    assert estimate.taxable_paise == expected
+    assert is_upper_bound(pricing) is upper
 
 
-def test_estimate_rounds_up_to_the_next_paisa() -> None:
+def test_a_booking_costs_what_a_session_of_its_length_costs() -> None:
+    """One rule: 100 paise an hour for 20 minutes is 33.3 paise, 33 for both (it was 34 for
+    the booking and 33 for the session)."""
     pricing = Tariff(PricingMode.PER_HOUR, 0, 100, 0, 0)
-    assert estimate_amount(pricing, timedelta(minutes=20), 1).amount_paise == 34
+    assert price(pricing, window_usage(timedelta(minutes=20), 1)).taxable_paise == 33
 
 
 def test_cancellation_fee_rule() -> None:

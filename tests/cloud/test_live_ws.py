@@ -212,7 +212,8 @@ async def test_charger_stream_shows_status_power_energy_and_cost_from_redis(
     session_frame = next(f for f in frames if f["type"] == "session")
     assert session_frame["energy_wh"] == 1500
     assert session_frame["power_w"] == 7300.0
-    assert session_frame["cost_paise"] == 100 + 3000  # fee + 1.5 kWh at 20 rupees
+    # fee + 1.5 kWh at 20 rupees, plus CGST 9 % and SGST 9 %
+    assert session_frame["cost_paise"] == 100 + 3000 + 279 + 279
     assert session_frame["state"] == "active"
 
 

@@ -51,6 +51,12 @@ async def market(
         yield running
 
 
+def _with_gst(taxable_paise: int) -> int:
+    """The driver's amount: the taxable value plus CGST 9 % and SGST 9 %, each to the nearest
+    paisa, halves up (cloud.billing.quote)."""
+    return taxable_paise + 2 * ((taxable_paise * 900 + 5000) // 10_000)
+
+
 async def _session(market: Market, session_id: str) -> dict[str, Any]:
     answer = await market.http.get(f"/sessions/{session_id}", headers=market.driver.headers)
     assert answer.status_code == 200, answer.text
@@ -122,7 +128,9 @@ async def test_book_unlock_watch_stop_bills_the_register_delta(market: Market) -
     assert snapshot["session"]["state"] in {"starting", "active"}
     assert (snapshot["session"]["power_w"] or 0) < max(f.get("power_w") or 0 for f in frames[1:])
     update = next(f for f in frames if f["type"] == "session" and f["energy_wh"] > 0)
-    expected = SESSION_FEE_PAISE + (PRICE_PER_KWH_PAISE * update["energy_wh"] + 500) // 1000
+    expected = _with_gst(
+        SESSION_FEE_PAISE + (PRICE_PER_KWH_PAISE * update["energy_wh"] + 500) // 1000
+    )
     assert update["cost_paise"] == expected
 
     # Another driver can neither read, stop nor watch it; an admin can read it.
@@ -154,9 +162,8 @@ async def test_book_unlock_watch_stop_bills_the_register_delta(market: Market) -
     assert session["offline"] is False
     assert session["booking_id"] == booking_id
     assert session["user_id"] == market.driver.id
-    assert (
-        session["cost_paise"]
-        == SESSION_FEE_PAISE + (PRICE_PER_KWH_PAISE * session["energy_wh"] + 500) // 1000
+    assert session["cost_paise"] == _with_gst(
+        SESSION_FEE_PAISE + (PRICE_PER_KWH_PAISE * session["energy_wh"] + 500) // 1000
     )
     mine = (await market.http.get("/sessions", headers=market.driver.headers)).json()
     assert [s["id"] for s in mine["items"]] == [session_id]

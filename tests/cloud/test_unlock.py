@@ -19,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.accounts.models import Role
 from cloud.app import create_app
+from cloud.billing.quote import Tariff, cost_so_far_paise
 from cloud.chargers.models import PricingMode
 from cloud.pg import PgConnection
-from cloud.sessions.pricing import Tariff, cost_so_far_paise
 from protocols.enums import AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, parse_message
@@ -298,7 +298,7 @@ async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
         seen = await api.client.get(path, headers=user.headers)
         assert seen.status_code == 200, seen.text
         assert seen.json()["user_id"] == driver.id  # tied through the token's jti
-        assert seen.json()["cost_paise"] == 3000  # 2 kWh at 15 rupees
+        assert seen.json()["cost_paise"] == 3000 + 270 + 270  # 2 kWh at 15 rupees, GST 18 %
     assert (await api.client.get(path, headers=stranger.headers)).status_code == 404
     assert (await api.client.post(f"{path}/stop", headers=stranger.headers)).status_code == 404
     _problem(await api.client.post(f"{path}/stop", headers=driver.headers), 409, "conflict")
@@ -369,12 +369,15 @@ async def test_a_rebooked_slot_gets_another_pin_which_belongs_to_the_new_driver(
 @pytest.mark.parametrize(
     ("tariff", "energy_wh", "minutes", "expected"),
     [
-        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 0, 0, 500),
-        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 1, 0, 502),  # 1.8 paise rounds up
-        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 0), 7400, 60, 13320),
-        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 5000), 100, 1, 5000),  # the minimum charge
-        (Tariff(PricingMode.PER_HOUR, 0, 6000, 0, 0), 9999, 30, 3000),
-        (Tariff(PricingMode.PER_HOUR, 0, 6000, 100, 0), 0, 90, 9100),
+        # GST included: CGST 9 % + SGST 9 %, each rounded to the nearest paisa.
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 0, 0, 500 + 45 + 45),
+        # 1.8 paise rounds up; 9 % of 502 is 45.18, 45.
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 500, 0), 1, 0, 502 + 45 + 45),
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 0), 7400, 60, 13320 + 1199 + 1199),
+        # the minimum charge
+        (Tariff(PricingMode.PER_KWH, 1800, 0, 0, 5000), 100, 1, 5000 + 450 + 450),
+        (Tariff(PricingMode.PER_HOUR, 0, 6000, 0, 0), 9999, 30, 3000 + 270 + 270),
+        (Tariff(PricingMode.PER_HOUR, 0, 6000, 100, 0), 0, 90, 9100 + 819 + 819),
     ],
 )
 def test_cost_so_far_is_integer_paise_from_the_charger_pricing(

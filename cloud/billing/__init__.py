@@ -1,0 +1,1 @@
+"""Billing: the one pricing rule (:mod:`cloud.billing.quote`, pure) and ``POST /quotes``."""
