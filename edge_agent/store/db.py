@@ -18,6 +18,34 @@ from edge_agent.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 #: How long a writer waits for another connection (the CLI beside the daemon) to finish.
 BUSY_TIMEOUT_MS = 5000
+#: A store directory the agent creates is its own: the store holds the authorization list,
+#: sessions and every decision (the control socket beside it is 0600 for the same reason).
+STORE_DIR_MODE = 0o700
+
+
+def ensure_store_dir(path: Path | str) -> None:
+    """Create the directories above the store file that are missing, ``0700``.
+
+    An existing directory is left as it is: its owner and mode are the operator's choice.
+    Without this the first start on a fresh system fails with SQLite's bare "unable to open
+    database file".
+    """
+    missing: list[Path] = []
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=STORE_DIR_MODE, exist_ok=True)
+            # mkdir's mode passes through the umask; the store's directory is owner-only
+            # whatever the umask.
+            directory.chmod(STORE_DIR_MODE)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store's directory {directory}: {exc.strerror}",
+                path=str(path),
+            ) from exc
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -25,7 +53,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
     ``synchronous`` is a per-connection setting (SQLite docs, "PRAGMA synchronous"), so every
     connection sets it: WAL with NORMAL may lose the last commits on power loss, FULL cannot.
+    Missing directories above ``path`` are created (:func:`ensure_store_dir`).
     """
+    ensure_store_dir(path)
     try:
         conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000

@@ -65,6 +65,8 @@ class SyncStats:
     published: int = 0
     acked_rows: int = 0
     last_ack_at: datetime | None = None
+    #: Monotonic time of the last ack (None: none since the agent started).
+    last_ack_mono: float | None = None
     last_error: str | None = None
     dropped_downlink: int = 0
     resent: int = 0
@@ -87,6 +89,7 @@ class SyncService:
         self._clock = clock
         self._thinned = thinned
         self._status_parts = status_parts
+        self._started_mono = mono()
         self._status_sent_mono = 0.0
         self._status_signature: tuple[object, ...] | None = None
         self._mono = mono
@@ -112,6 +115,12 @@ class SyncService:
     def awaiting_ack(self) -> int:
         """Rows handed to the broker and not yet acknowledged by the cloud (read-only)."""
         return len(self._uplink.window)
+
+    @property
+    def ack_silence_s(self) -> float:
+        """Seconds since the cloud last acknowledged anything (since the start if never)."""
+        last = self.stats.last_ack_mono
+        return max(0.0, self._mono() - (self._started_mono if last is None else last))
 
     @property
     def offline(self) -> bool:
@@ -266,6 +275,7 @@ class SyncService:
             return
         self._uplink.acked(ack)
         self.stats.last_ack_at = self._clock.now()
+        self.stats.last_ack_mono = self._mono()
         if ack.dead_lettered:
             log.error("the cloud refused and dead-lettered seqs %s", ack.dead_lettered[:20])
         self._wake.set()

@@ -10,7 +10,7 @@ import click
 
 from edge_agent.config import AgentSettings, config_path, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.tech import checks, daemon, probes
+from edge_agent.tech import acks, checks, daemon, probes
 from edge_agent.tech.checks import Level, Report
 from edge_agent.tech.output import boundary, console, emit, json_option
 
@@ -69,6 +69,13 @@ async def _gather(settings: AgentSettings, report: Report, min_free_bytes: int) 
     backlog = probes.backlog_facts(settings)
     if backlog is not None:
         report.add(checks.check_backlog(*backlog))
+    if running and backlog is not None:
+        # Only the running agent knows when it last heard an ack (edge_agent/tech/acks.py).
+        warn_after_s = None if settings.mqtt is None else settings.mqtt.ack_warn_after_s
+        ack_facts = acks.facts_from(warn_after_s, sync if isinstance(sync, dict) else None,
+                                    backlog[0], backlog[1])  # fmt: skip
+        if ack_facts is not None:
+            report.add(acks.check_acks(ack_facts))
     report.add(checks.check_daemon(probes.daemon_facts(settings, status)))
     report.add(checks.check_versions(probes.versions(store.schema_version or None)))
 

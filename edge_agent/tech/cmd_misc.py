@@ -16,6 +16,7 @@ import click
 from edge_agent.config import AgentSettings, settings_to_dict
 from edge_agent.errors import ControlError, InputError
 from edge_agent.tech import LOG_ENV, daemon, storeview
+from edge_agent.tech.acks import describe, facts_from, stalled
 from edge_agent.tech.authcheck import KINDS, check, guess_kind
 from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.output import (
@@ -249,7 +250,8 @@ def _backlog(settings: AgentSettings) -> dict[str, Any]:
 @json_option
 @boundary
 def sync_status(config_file: Path | None, as_json: bool) -> None:
-    """Connected or not, backlog, acks pending, last ack. Exit 1 when not connected."""
+    """Connected or not, backlog, acks pending, last ack. Exit 1 when not connected, or when
+    messages wait and the cloud has acknowledged nothing for ``mqtt.ack_warn_after_s``."""
     settings = settings_from(config_file)
     data: dict[str, Any] = {"configured": settings.mqtt is not None,
                             "backlog": _backlog(settings)}  # fmt: skip
@@ -259,6 +261,10 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
         data.update(agent_running=False, connected=False)
     else:
         data.update(agent_running=True, **{k: v for k, v in answer.items() if k != "ok"})
+    b = data["backlog"]
+    warn_after_s = None if settings.mqtt is None else settings.mqtt.ack_warn_after_s
+    acks = facts_from(warn_after_s, answer, b["rows"], b["oldest_age_s"])
+    data["ack_stalled"] = acks is not None and stalled(acks)
 
     def human() -> None:
         out = console()
@@ -276,9 +282,12 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
                 f"acks pending: {data.get('awaiting_ack', 0)}, last ack: {last}, "
                 f"published {data.get('published')}"
             )
+        if acks is not None and data["ack_stalled"]:
+            out.print(f"[yellow]WARN[/]: {escape(describe(acks))}")
 
     emit(as_json, data, human)
-    raise SystemExit(EXIT_OK if data.get("connected") or not data["configured"] else EXIT_WARN)
+    linked = data.get("connected") or not data["configured"]
+    raise SystemExit(EXIT_OK if linked and not data["ack_stalled"] else EXIT_WARN)
 
 
 @sync.command("flush")
@@ -318,18 +327,33 @@ def sync_flush(config_file: Path | None, timeout_s: float, as_json: bool) -> Non
 
 # --- config show ------------------------------------------------------------------------------
 
-_SECRET = re.compile(r"password|secret|token|private", re.IGNORECASE)
+#: A key names a secret when its last word is one of these (``password``, ``api_token``,
+#: ``pin_secret``, ``private_key``): the noun says what the value *is*. A key that merely
+#: mentions one (``token_leeway_s`` is seconds, ``pin_secret_file`` a path) is not a secret,
+#: and the technician needs to see it.
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials",
+     "apikey"}
+)  # fmt: skip
+_SECRET_KEYS = re.compile(r"(^|_)(private|secret|api|access|signing)_key$")
 REDACTED = "***"
 
 
+def is_secret_name(key: str) -> bool:
+    """Whether a setting called ``key`` holds a secret value (pure)."""
+    name = key.lower().replace("-", "_")
+    return name.rsplit("_", 1)[-1] in _SECRET_WORDS or _SECRET_KEYS.search(name) is not None
+
+
 def redact(data: Any, key: str = "") -> Any:
-    """Secrets replaced by ``***`` (pure). A *path* to a secret file is not a secret and stays
-    visible: the technician needs to know which file to check."""
+    """Secrets replaced by ``***`` (pure), by :func:`is_secret_name`. A *path* to a secret
+    file is not a secret and stays visible: the technician needs to know which file to
+    check."""
     if isinstance(data, dict):
         return {k: redact(v, k) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [redact(v, key) for v in data]
-    if key and _SECRET.search(key) and not key.endswith(("_file", "_files")) and data is not None:
+    if key and is_secret_name(key) and data is not None:
         return REDACTED
     return data
 

@@ -237,6 +237,17 @@ def test_scan_prefers_the_largest_plausible_map_and_reports_ties() -> None:
         parse_units("0-9")
 
 
+async def test_config_show_prints_settings_that_merely_mention_a_secret(tmp_path: Path) -> None:
+    """``auth.token_leeway_s`` is seconds, not a token: it prints as set (it printed ***)."""
+    config = _config(tmp_path)
+    config.write_text(config.read_text() + "[auth]\ntoken_leeway_s = 45\n")
+    shown = await cli("config", "show", "--json", config=config)
+    assert shown.code == 0, shown
+    assert shown.json()["auth"]["token_leeway_s"] == 45
+    assert shown.json()["mqtt"]["ack_warn_after_s"] == 300
+    assert REDACTED not in shown.stdout  # this configuration holds no secret value at all
+
+
 def test_redaction_hides_secrets_but_shows_paths_to_secret_files() -> None:
     data = {
         "mqtt": {"password": "x", "password_file": "/etc/p", "host": "h"},
@@ -246,6 +257,13 @@ def test_redaction_hides_secrets_but_shows_paths_to_secret_files() -> None:
     assert redact(data) == {
         "mqtt": {"password": REDACTED, "password_file": "/etc/p", "host": "h"},
         "auth": {"pin_secret_file": "/etc/s", "token": REDACTED}, "list": [{"secret": REDACTED}],
+    }  # fmt: skip
+    # Secret names, not every key that mentions one.
+    named = {"token_leeway_s": 30, "api_token": "t", "private_key": "k", "key_file": "/k",
+             "public_key_files": ["/a"], "pin_secret": "p", "passwords_ok": True}  # fmt: skip
+    assert redact(named) == {
+        "token_leeway_s": 30, "api_token": REDACTED, "private_key": REDACTED, "key_file": "/k",
+        "public_key_files": ["/a"], "pin_secret": REDACTED, "passwords_ok": True,
     }  # fmt: skip
 
 
