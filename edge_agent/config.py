@@ -33,9 +33,10 @@ from msgspec import Meta, inspect
 from edge_agent.errors import ConfigError, ConfigProblem
 from edge_agent.hosts import is_loopback
 from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S
-from protocols.errors import TopicError
+from protocols.errors import RegisterMapError, TopicError
 from protocols.ids import validate_device_id
-from protocols.meters import available_models
+from protocols.meters import Quantity, RegisterMap, available_models, load_map, parse_map_text
+from protocols.meters.quantities import REQUIRED_QUANTITIES
 from protocols.validation import PathParts, error_location
 
 #: Where the daemon looks when neither ``--config`` nor ``CHARGEMITRA_AGENT_CONFIG`` is given.
@@ -132,14 +133,39 @@ class BusTiming(Settings, frozen=True):
 
 class MeterSettings(Settings, frozen=True):
     id: Name
-    model: str
+    #: A map in the catalogue (``protocols/meters/*.toml``), or, with ``map_file``, the name
+    #: the site gives its own map (shown in status and by ``doctor``).
+    model: Annotated[str, Meta(min_length=1, max_length=32, description="1-32 characters")]
     link: Link
     unit_id: UnitId = 1
     poll_interval_s: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
+    #: The site's own register map (same TOML format as the catalogue), checked at start.
+    map_file: Path | None = None
+    #: Read only these quantities of the map (None: all of it); the three a session needs
+    #: (import energy, power, L1 current) must be among them.
+    quantities: tuple[Quantity, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.model not in available_models():
-            raise SettingsRuleError("model", self.model, f"one of {', '.join(available_models())}")
+        if self.map_file is None and self.model not in available_models():
+            raise SettingsRuleError(
+                "model", self.model,
+                f"one of {', '.join(available_models())} (or any name with map_file)",
+            )  # fmt: skip
+
+
+def register_map_of(meter: MeterSettings) -> RegisterMap:
+    """The register map ``meter`` is read with: its ``map_file`` if it has one, else the
+    catalogue's ``model``. :class:`~protocols.errors.RegisterMapError` names what is wrong
+    (an unreadable file too); the config check (:func:`parse_config`) has already run it."""
+    if meter.map_file is None:
+        return load_map(meter.model)
+    try:
+        text = meter.map_file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegisterMapError(
+            f"{meter.map_file}: cannot read it ({exc})", model=meter.model
+        ) from exc
+    return parse_map_text(meter.model, text)
 
 
 class NoRelay(Settings, frozen=True, tag_field="driver", tag="none"):
@@ -560,6 +586,8 @@ def _describe_info(info: Any) -> str:
             return "one of " + ", ".join(
                 f'"{v}"' if isinstance(v, str) else str(v) for v in info.values
             )
+        case inspect.EnumType():
+            return "one of " + ", ".join(f'"{m.value}"' for m in info.cls)
         case inspect.CustomType() if info.cls is Path:
             return "a file path (text)"
         case inspect.StructType():
@@ -600,6 +628,8 @@ def _cross_field_problems(settings: AgentSettings) -> list[ConfigProblem]:
     for i, meter_id in enumerate(meter_ids):
         if meter_ids.index(meter_id) != i:
             problems.append(ConfigProblem(f"meters.{i}.id", meter_id, "a unique meter id"))
+    for i, meter in enumerate(settings.meters):
+        problems += _meter_map_problems(f"meters.{i}", meter)
     connector_ids = [c.id for c in settings.connectors]
     for i, conn in enumerate(settings.connectors):
         if connector_ids.index(conn.id) != i:
@@ -641,6 +671,41 @@ def _cross_field_problems(settings: AgentSettings) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(f"inputs.hid.{i}.connector", hid.connector, "a connector id")
             )
+    return problems
+
+
+def _meter_map_problems(where: str, meter: MeterSettings) -> list[ConfigProblem]:
+    """The meter's own map file loads and is consistent; its quantity choice fits the map."""
+    try:
+        register_map = register_map_of(meter)
+    except RegisterMapError as exc:
+        return [
+            ConfigProblem(
+                f"{where}.map_file", str(meter.map_file),
+                f"a register map in the catalogue's TOML format (protocols/meters/*.toml): {exc}",
+            )
+        ]  # fmt: skip
+    if meter.quantities is None:
+        return []
+    problems: list[ConfigProblem] = []
+    in_map = [q.value for q in Quantity if q in register_map.by_quantity]
+    for j, quantity in enumerate(meter.quantities):
+        if quantity not in register_map.by_quantity:
+            problems.append(
+                ConfigProblem(
+                    f"{where}.quantities.{j}", quantity.value,
+                    f"a quantity the {meter.model} map holds: {', '.join(in_map)}",
+                )
+            )  # fmt: skip
+    missing = sorted(q.value for q in REQUIRED_QUANTITIES - set(meter.quantities))
+    if missing:
+        problems.append(
+            ConfigProblem(
+                f"{where}.quantities", [q.value for q in meter.quantities],
+                f"a list that includes {', '.join(missing)} (sessions bill from the import "
+                "energy and the fail-safes watch power and current)",
+            )
+        )  # fmt: skip
     return problems
 
 

@@ -94,6 +94,7 @@ async def _meter_read(agent: Agent, meter_id: object) -> dict[str, Any]:
             "values": None if reading is None else {q.value: v for q, v in reading.values.items()},
             "error": None if reading is not None else poller.health.last_error, "kind": kind,
             "available": poller.health.available,
+            "unavailable_blocks": poller.unavailable_report(),
         })  # fmt: skip
     return {"ok": True, "meters": meters}
 
