@@ -18,6 +18,7 @@ from edge_agent.config import BusTiming, MeterSettings, build
 from edge_agent.meters.blocks import REFUSED_BLOCK_RETRY_S
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
+from edge_agent.tech.checks import Level, MeterFacts, check_meter
 from firmware_sim.clock import ManualClock
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
@@ -267,3 +268,21 @@ async def test_each_catalogue_meter_reads_its_simulator_profile(model: str) -> N
     _assert_matches(reading.values, truth, model)
     assert reading.values[Quantity.POWER_W] > 1000
     assert reading.values[Quantity.ENERGY_IMPORT_WH] > 0
+
+
+def test_doctor_warns_for_a_refused_block_and_fails_when_sessions_need_it() -> None:
+    """The pure check: a block of totals missing is a warning (the site charges and bills);
+    a block holding the import register is a failure (no session can be billed)."""
+    values = {Quantity.VOLTAGE_L1_V: 230.0, Quantity.POWER_W: 7000.0}
+    totals = ("input 342-351", ("energy_total_wh", "energy_import_l1_wh"), 2)
+    warn = check_meter(MeterFacts("m1", "sdm630", 1, "tcp", values=values, unavailable=(totals,)))
+    assert warn.level is Level.WARN
+    assert "block input 342-351 refused (exception 2): energy_total_wh" in warn.detail
+    imports = ("input 72-75", ("energy_import_wh", "energy_export_wh"), 2)
+    fail = check_meter(
+        MeterFacts("m1", "sdm630", 1, "tcp", values=values, unavailable=(totals, imports))
+    )
+    assert fail.level is Level.FAIL
+    assert "sessions need energy_import_wh" in fail.detail
+    healthy = check_meter(MeterFacts("m1", "sdm630", 1, "tcp", values=values))
+    assert healthy.level is Level.PASS
