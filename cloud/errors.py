@@ -24,7 +24,11 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── ChargerOffline           the charger's agent is not connected (charger_id)
     ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
     ├── BrokerError              the MQTT broker or its credential store failed
-    └── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
+    ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
+    ├── SignatureInvalid         a payment provider's signature (webhook or Checkout) does
+    │                            not verify (provider, what)
+    └── PaymentProviderError     a payment provider refused or failed a call (provider,
+                                 operation, code)
 """
 
 from __future__ import annotations
@@ -176,3 +180,23 @@ class DependencyUnavailable(CloudError):
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
         self.detail = detail
+
+
+class SignatureInvalid(CloudError):
+    """A webhook or Checkout answer whose signature does not verify: nothing is changed."""
+
+    def __init__(self, provider: str, what: str) -> None:
+        super().__init__(f"{provider} {what} signature does not verify")
+        self.provider = provider
+        self.what = what
+
+
+class PaymentProviderError(CloudError):
+    """The payment provider refused a call or could not be reached (its own error text is in
+    the log, not in the answer: it can name our account)."""
+
+    def __init__(self, provider: str, operation: str, *, code: str = "provider-error") -> None:
+        super().__init__(f"{provider} {operation} failed ({code})")
+        self.provider = provider
+        self.operation = operation
+        self.code = code

@@ -38,6 +38,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.Forbidden, 403, "forbidden"),
     (errors.RateLimited, 429, "rate-limited"),
     (errors.PairingCodeInvalid, 400, "pairing-code-invalid"),
+    (errors.SignatureInvalid, 400, "signature-invalid"),
+    (errors.PaymentProviderError, 502, "payment-provider-error"),
     (errors.DeviceRevoked, 403, "device-revoked"),
     (errors.DependencyUnavailable, 503, "dependency-unavailable"),
     (errors.BrokerError, 502, "broker-error"),

@@ -10,6 +10,7 @@ placeholder value are refused, so a copy of the dev config cannot reach producti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -141,6 +142,40 @@ class MarketplaceSettings(_Group):
     device_offline_after_s: int = Field(default=180, ge=10)
 
 
+class PaymentProviderName(StrEnum):
+    DUMMY = "dummy"
+    RAZORPAY = "razorpay"
+    STRIPE = "stripe"
+
+
+class PaymentSettings(_Group):
+    """Which payment provider the API uses and its keys (cloud/payments/, docs/cloud.md)."""
+
+    #: ``dummy`` (development, the demo, tests; refused in production), ``razorpay``, ``stripe``.
+    provider: PaymentProviderName = PaymentProviderName.DUMMY
+    currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
+    #: Seconds one provider API call may take before it counts as failed.
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+    razorpay_key_id: str = Field(default="rzp_test_changeme", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    razorpay_key_secret: SecretStr = SecretStr("changeme")
+    razorpay_webhook_secret: SecretStr = SecretStr("changeme")
+    #: Tests point the SDK at a fake server on loopback.
+    razorpay_base_url: str = Field(default="https://api.razorpay.com", pattern=r"^https?://")
+    stripe_secret_key: SecretStr = SecretStr("sk_test_changeme")
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_changeme")
+    stripe_base_url: str = Field(default="https://api.stripe.com", pattern=r"^https?://")
+    #: The payee of UPI intent links (``upi://pay?pa=...``): the merchant's VPA and name.
+    upi_vpa: str = Field(default="chargemitra@upi", pattern=r"^[A-Za-z0-9._-]{2,256}@[A-Za-z]+$")
+    upi_payee_name: str = Field(default="ChargeMitra", min_length=1, max_length=60)
+    #: Dummy provider switches (development and tests only): every payment fails; each call
+    #: sleeps this long; webhooks are delivered twice; webhooks are delivered this late.
+    dummy_fail: bool = False
+    dummy_latency_s: float = Field(default=0.0, ge=0, le=30)
+    dummy_duplicate_webhooks: bool = False
+    dummy_webhook_delay_s: float = Field(default=0.0, ge=0, le=3600)
+    dummy_webhook_secret: SecretStr = SecretStr("dummy-webhook-secret")
+
+
 class Settings(_Group):
     app: AppSettings = AppSettings()
     db: DbSettings = DbSettings()
@@ -150,6 +185,7 @@ class Settings(_Group):
     provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
     marketplace: MarketplaceSettings = MarketplaceSettings()
+    payments: PaymentSettings = PaymentSettings()
 
 
 GROUPS: dict[str, type[_Group]] = {
@@ -161,10 +197,37 @@ GROUPS: dict[str, type[_Group]] = {
     "provisioning": ProvisioningSettings,
     "auth": AuthSettings,
     "marketplace": MarketplaceSettings,
+    "payments": PaymentSettings,
 }
 
 #: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.
 SECRET_FIELDS = (("app", "secret_key"), ("mqtt", "password"))
+
+#: The chosen payment provider's keys, checked like SECRET_FIELDS (only the chosen one's: an
+#: unused provider's empty defaults are harmless), and also refused when they look like a
+#: documentation sample (``rzp_test_xxxxxxxx``, ``sk_test_your_key``).
+PROVIDER_SECRET_FIELDS: dict[PaymentProviderName, tuple[str, ...]] = {
+    PaymentProviderName.DUMMY: (),
+    PaymentProviderName.RAZORPAY: (
+        "razorpay_key_id",
+        "razorpay_key_secret",
+        "razorpay_webhook_secret",
+    ),
+    PaymentProviderName.STRIPE: ("stripe_secret_key", "stripe_webhook_secret"),
+}
+#: Fragments that only a sample or placeholder key holds.
+_PLACEHOLDER_MARKS = (
+    "xxxxxx",
+    "changeme",
+    "change-me",
+    "changethis",
+    "your_",
+    "your-",
+    "placeholder",
+    "...",
+)
+#: Prefixes a real key carries before its random part (rzp_live_, sk_test_, whsec_ …).
+_KEY_PREFIX = re.compile(r"^(rzp_(test|live)_|sk_(test|live)_|rk_(test|live)_|whsec_)")
 
 
 def env_name(group: str, field: str) -> str:
@@ -197,12 +260,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def looks_like_placeholder(value: str) -> bool:
+    """Whether ``value`` is a stand-in, not a key: empty, a known placeholder, or a key
+    prefix followed by a sample (``rzp_test_xxxxxxxxxxxx``, ``sk_test_changeme``)."""
+    text = value.strip().lower()
+    rest = _KEY_PREFIX.sub("", text)
+    return (
+        text in PLACEHOLDER_SECRETS
+        or rest in PLACEHOLDER_SECRETS
+        or any(mark in text for mark in _PLACEHOLDER_MARKS)
+    )
+
+
 def _enforce_non_default_secrets(settings: Settings) -> None:
     if settings.app.env is Environment.DEVELOPMENT:
         return
-    for group, field in SECRET_FIELDS:
-        secret: SecretStr = getattr(getattr(settings, group), field)
-        if secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+    provider = settings.payments.provider
+    checked = [*SECRET_FIELDS, *(("payments", f) for f in PROVIDER_SECRET_FIELDS[provider])]
+    for group, field in checked:
+        secret: SecretStr | str = getattr(getattr(settings, group), field)
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        placeholder = (
+            looks_like_placeholder(value)
+            if group == "payments"
+            else value.strip().lower() in PLACEHOLDER_SECRETS
+        )
+        if placeholder:
             name = env_name(group, field)
             raise ConfigError(
                 f"{name} holds a placeholder value; set a real secret outside development "

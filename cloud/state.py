@@ -11,6 +11,7 @@ from cloud.accounts.principals import PrincipalCache
 from cloud.broker import BrokerLink
 from cloud.devices.broker_auth import BrokerCredentials
 from cloud.devices.service import TokenKey
+from cloud.payments.provider import PaymentProvider
 from cloud.sessions.live import LiveHub, MemoryLiveHub
 from cloud.settings import Settings
 from cloud.telemetry.storage import TelemetryBackend
@@ -34,3 +35,6 @@ class AppState:
     #: Callers' current account state, kept fresh by PostgreSQL notifications; None: read
     #: from the database on every request.
     principals: PrincipalCache | None = None
+    #: The payment provider chosen by settings (cloud/payments/factory.py); None only in
+    #: states built by hand without one.
+    payments: PaymentProvider | None = None
