@@ -10,7 +10,10 @@ Start-up order matters (fail-safe first):
 4. the tasks start and systemd hears READY=1.
 
 On SIGTERM/SIGINT the tasks stop, every relay opens, open sessions end with Reboot (or are
-kept for the next start, per ``recovery.on_shutdown``), the last readings are flushed.
+kept for the next start, per ``recovery.on_shutdown``), the readings handed over are committed.
+
+Readings go from the poll task straight to :class:`~edge_agent.store.writer.StoreWriter`
+(a thread that group-commits them) and, once durable, to the uplink: no timer in between.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import logging
 import signal
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -50,6 +54,7 @@ from edge_agent.store import outbox
 from edge_agent.store import readings as reading_store
 from edge_agent.store.db import connect
 from edge_agent.store.sessions import EventContext, open_sessions, record_event
+from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.downlink import WallClock
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
@@ -65,6 +70,30 @@ log = logging.getLogger(__name__)
 
 #: How often the fail-safe rules run without a poll (a bus stuck behind its lock is silence).
 SAFETY_TICK_S = 0.5
+#: Safety ticks whose lateness is kept for ``status`` (one hour at 0.5 s).
+TICKS_KEPT = 7200
+
+
+class TickLateness:
+    """How late the safety tick woke, over the last :data:`TICKS_KEPT` ticks: the event
+    loop's responsiveness, which nothing (an fsync, a slow poll) may take away."""
+
+    def __init__(self) -> None:
+        self._late_s: deque[float] = deque(maxlen=TICKS_KEPT)
+
+    def note(self, late_s: float) -> None:
+        self._late_s.append(max(0.0, late_s))
+
+    def summary(self) -> dict[str, float | int | None]:
+        late = sorted(self._late_s)
+        if not late:
+            return {"ticks": 0, "late_p50_ms": None, "late_p99_ms": None, "late_max_ms": None}
+        return {
+            "ticks": len(late),
+            "late_p50_ms": round(late[len(late) // 2] * 1000, 3),
+            "late_p99_ms": round(late[min(len(late) - 1, int(len(late) * 0.99))] * 1000, 3),
+            "late_max_ms": round(late[-1] * 1000, 3),
+        }
 
 
 class Agent:
@@ -84,7 +113,8 @@ class Agent:
         self.authorizer: Authorizer | None = None
         #: Relays a technician closed by hand (``relay on``), watched on the safety tick.
         self.manual_closes: dict[int, ManualClose] = {}
-        self._pending: list[MeterReading] = []
+        self.writer: StoreWriter | None = None
+        self.safety_ticks = TickLateness()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -126,6 +156,7 @@ class Agent:
             clock=WallClock(now=self.clocks.wall, synced=self._clock_synced),
             thinned=lambda: reading_store.thinned_total(conn).readings,
             status_parts=self.status_parts,
+            writer=self.writer,
         )
 
     def status_parts(self) -> StatusParts:
@@ -207,7 +238,9 @@ class Agent:
         """Close or resume sessions left open by a crash (relays are already open)."""
         live: dict[str, MeterReading | None] = {}
         for meter_id, poller in self.pollers.items():
-            live[meter_id] = await poller.poll()
+            live[meter_id] = reading = await poller.poll()
+            if reading is not None:
+                self._store(reading)
             for fed in self._connectors_of(meter_id):
                 await fed.on_poll(live[meter_id])
         now, mono = self.clocks.wall(), self.clocks.mono()
@@ -265,35 +298,44 @@ class Agent:
             settings = self.settings.meter(meter_id)
             due[meter_id] = max(due[meter_id] + settings.poll_interval_s, loop.time())
             if reading is not None:
-                self._pending.append(reading)
+                # Handed over before the fail-safe rules run: their relay actions may take
+                # bus time, and the reading is on its way to disk meanwhile.
+                self._store(reading)
             for controller in self._connectors_of(meter_id):
                 await controller.on_poll(reading)
 
-    def flush_readings(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        sessions = [c.session for c in self.controllers.values() if c.session is not None]
-        result = reading_store.add_batch(
-            self._db(), batch, device_id=self.settings.device_id, now=self.clocks.wall(),
-            clock_synced=self._clock_synced(),
-            open_sessions=[s for s in sessions if s.is_open],
-            max_bytes=self.settings.store.max_bytes,
-        )  # fmt: skip
-        if self.sync is not None:
-            self.sync.notify()
-        if result.readings or result.batches:
-            log.warning("store over its cap: thinned %d readings, %d telemetry batches",
-                        result.readings, result.batches)  # fmt: skip
+    def _store(self, reading: MeterReading) -> None:
+        if self.writer is None:
+            raise AgentError("the store writer is not running")
+        self.writer.submit(reading)
 
-    async def _flush_loop(self) -> None:
-        while not self._stop.is_set():
-            await asyncio.sleep(self.settings.store.batch_interval_s)
-            self.flush_readings()
+    def _open_sessions(self) -> list[Session]:
+        """The open sessions, read by the writer thread at each commit (a Session is an
+        immutable value: the thread sees either the old one or the new one)."""
+        controllers = list(self.controllers.values())
+        return [c.session for c in controllers if c.session is not None and c.session.is_open]
+
+    def _durable(self, result: Durable) -> None:
+        """A group of readings is committed (event loop): the uplink may publish it now."""
+        if self.sync is not None and result.readings:
+            self.sync.notify()
+        if result.thinned_readings or result.thinned_batches:
+            log.warning("store over its cap: thinned %d readings, %d telemetry batches",
+                        result.thinned_readings, result.thinned_batches)  # fmt: skip
+
+    def _make_writer(self) -> StoreWriter:
+        return StoreWriter(
+            self.settings.store.path, device_id=self.settings.device_id, now=self.clocks.wall,
+            open_sessions=self._open_sessions, max_bytes=self.settings.store.max_bytes,
+            on_durable=self._durable,
+        )  # fmt: skip
 
     async def _safety_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
+            due = loop.time() + SAFETY_TICK_S
             await asyncio.sleep(SAFETY_TICK_S)
+            self.safety_ticks.note(loop.time() - due)
             for controller in self.controllers.values():
                 await controller.on_tick()
             await agent_commands.watch_manual_closes(self)
@@ -365,8 +407,16 @@ class Agent:
                 for p in self.pollers.values()
             ],
             "outbox": outbox.depth(conn),
+            "store_writer": self._writer_status(),
+            "safety_tick": self.safety_ticks.summary(),
             "thinned": {"readings": thinned.readings, "batches": thinned.batches},
         }
+
+    def _writer_status(self) -> dict[str, int] | None:
+        w = self.writer
+        return None if w is None else {
+            "waiting": w.waiting, "committed": w.committed, "commits": w.commits,
+        }  # fmt: skip
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req["cmd"]
@@ -431,6 +481,8 @@ class Agent:
                 log.warning("applying the configuration update received from the cloud")
                 self.settings = overridden
             self._build(stack)
+            # Before sync: the uplink deletes acknowledged rows through the writer too.
+            self.writer = await stack.enter_async_context(self._make_writer())
             self._build_sync()
             await self._open_all_relays()
             await self._recover()
@@ -463,7 +515,8 @@ class Agent:
                 by_bus.setdefault(meter.link.bus_key, []).append(meter)
             for key, meters in by_bus.items():
                 tasks.append(group.create_task(self._poll_bus(meters), name=f"poll:{key}"))
-            tasks.append(group.create_task(self._flush_loop(), name="flush-readings"))
+            assert self.writer is not None
+            tasks.append(group.create_task(self.writer.failed(), name="store-writer"))
             tasks.append(group.create_task(self._safety_loop(), name="safety"))
             tasks.append(group.create_task(self._progress_loop(), name="session-progress"))
             if self.sync is not None:
@@ -510,7 +563,7 @@ class Agent:
             ):
                 await controller.stop(StopReason.REBOOT)
             await controller.force_open()
-        self.flush_readings()
+        # The readings handed over are committed when the writer's context closes (run()).
         log.info("agent stopped; relays open")
 
 

@@ -33,9 +33,17 @@ from msgspec import Meta, inspect
 from edge_agent.errors import ConfigError, ConfigProblem
 from edge_agent.hosts import is_loopback
 from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S
+from edge_agent.meters.line import MIN_TCP_POLL_INTERVAL_S, rtu_read_time_s
 from protocols.errors import RegisterMapError, TopicError
 from protocols.ids import validate_device_id
-from protocols.meters import Quantity, RegisterMap, available_models, load_map, parse_map_text
+from protocols.meters import (
+    Quantity,
+    RegisterMap,
+    available_models,
+    load_map,
+    parse_map_text,
+    plan_blocks,
+)
 from protocols.meters.quantities import REQUIRED_QUANTITIES
 from protocols.validation import PathParts, error_location
 
@@ -138,7 +146,9 @@ class MeterSettings(Settings, frozen=True):
     model: Annotated[str, Meta(min_length=1, max_length=32, description="1-32 characters")]
     link: Link
     unit_id: UnitId = 1
-    poll_interval_s: Annotated[float, Meta(ge=0.05, le=60)] = 1.0
+    #: Down to the bus's own limit: 1 ms on Modbus TCP, the computed wire time of a full read
+    #: on an RS-485 line (checked with the bus settings, :func:`_poll_interval_problems`).
+    poll_interval_s: Annotated[float, Meta(ge=MIN_TCP_POLL_INTERVAL_S, le=60)] = 1.0
     #: The site's own register map (same TOML format as the catalogue), checked at start.
     map_file: Path | None = None
     #: Read only these quantities of the map (None: all of it); the three a session needs
@@ -235,8 +245,6 @@ class LimitSettings(Settings, frozen=True):
 class StoreSettings(Settings, frozen=True):
     path: Path = Path("/var/lib/chargemitra/agent.db")
     max_bytes: Annotated[int, Meta(ge=64 * 1024)] = 256 * 1024 * 1024
-    #: Readings are written in batches, at most this often.
-    batch_interval_s: Annotated[float, Meta(ge=1.0, le=60)] = 1.0
 
 
 class AuthSettings(Settings, frozen=True):
@@ -661,6 +669,7 @@ def _cross_field_problems(settings: AgentSettings) -> list[ConfigProblem]:
                     f"the framing of {first[0]} on the same port {link.port}",
                 )
             )
+    problems += _poll_interval_problems(settings)
     for i, rdm in enumerate(settings.inputs.rdm6300):
         if rdm.connector not in connector_ids:
             problems.append(
@@ -706,6 +715,34 @@ def _meter_map_problems(where: str, meter: MeterSettings) -> list[ConfigProblem]
                 "energy and the fail-safes watch power and current)",
             )
         )  # fmt: skip
+    return problems
+
+
+def _poll_interval_problems(settings: AgentSettings) -> list[ConfigProblem]:
+    """An RS-485 meter cannot be read faster than its full read takes on the wire (plus the
+    bus's frame gap per frame): a shorter interval would only hide a line that cannot keep up.
+    Modbus TCP has no such floor beyond the field's own minimum."""
+    problems: list[ConfigProblem] = []
+    for i, meter in enumerate(settings.meters):
+        if not isinstance(meter.link, SerialLink):
+            continue
+        try:
+            counts = [
+                block.count
+                for block in plan_blocks(register_map_of(meter), quantities=meter.quantities)
+            ]
+        except RegisterMapError:
+            continue  # a map that cannot be loaded is reported by the map rule
+        floor = rtu_read_time_s(counts, meter.link.baud, settings.bus.frame_gap_s)
+        if meter.poll_interval_s < floor:
+            problems.append(
+                ConfigProblem(
+                    f"meters.{i}.poll_interval_s", meter.poll_interval_s,
+                    f"at least {floor:.3f} s: a full {meter.model} read ({len(counts)} frames) "
+                    f"takes that long on the wire at {meter.link.baud} baud with frame_gap_s "
+                    f"{settings.bus.frame_gap_s}",
+                )
+            )  # fmt: skip
     return problems
 
 

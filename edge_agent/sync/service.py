@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from edge_agent.status import StatusParts, no_parts
 from edge_agent.store import uplink as q
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import enqueue
+from edge_agent.store.writer import StoreWriter
 from edge_agent.sync.backoff import Backoff
 from edge_agent.sync.downlink import CommandHandler, Downlink, WallClock
 from edge_agent.sync.link import LinkSettings, MqttLink, Will
@@ -83,8 +85,12 @@ class SyncService:
         thinned: Callable[[], int] = lambda: 0,
         status_parts: Callable[[], StatusParts] = no_parts,
         mono: Callable[[], float] = time.monotonic,
+        writer: StoreWriter | None = None,
     ) -> None:
         self._conn = conn
+        #: Where acknowledged rows are deleted: the agent's writer thread (the delete's fsync
+        #: stays off the event loop); without one, on this connection.
+        self._writer = writer
         self.settings = settings
         self._clock = clock
         self._thinned = thinned
@@ -215,7 +221,7 @@ class SyncService:
         while True:
             now = self._mono()
             if now >= next_flush or self._uplink.acks_pending >= ACK_FLUSH_RANGES:
-                self.stats.acked_rows += self._uplink.flush_acks()
+                self._flush_acks()
                 next_flush = now + ACK_FLUSH_S
             # Timeouts are seconds long: checking them once a second keeps a window scan off
             # every drain step.
@@ -250,6 +256,27 @@ class SyncService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
+
+    def _flush_acks(self) -> None:
+        """Delete what the cloud acknowledged: through the writer when there is one."""
+        if self._writer is None:
+            self.stats.acked_rows += self._uplink.flush_acks()
+            return
+        ranges = self._uplink.take_acks()
+        if not ranges:
+            return
+        loop = asyncio.get_running_loop()
+        future = self._writer.submit_job(lambda conn: q.delete_ranges(conn, ranges))
+
+        def deleted(done: Future[int]) -> None:  # on the writer thread
+            if not done.cancelled() and done.exception() is None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+                    loop.call_soon_threadsafe(self._count_acked, done.result())
+
+        future.add_done_callback(deleted)
+
+    def _count_acked(self, rows: int) -> None:
+        self.stats.acked_rows += rows
 
     async def _consume(self) -> None:
         ack_topic = topic(self.device_id, MessageKind.ACK)

@@ -129,8 +129,14 @@ class Uplink:
 
     def flush_acks(self) -> int:
         """Delete the acknowledged rows (also rows sent by an earlier run of the agent)."""
-        ranges, self._acked = self._acked, []
+        ranges = self.take_acks()
         return q.delete_ranges(self._conn, ranges) if ranges else 0
+
+    def take_acks(self) -> list[tuple[int, int]]:
+        """The acknowledged ranges not yet deleted, for a caller that deletes them itself
+        (the agent's store writer, so the delete's fsync is off the event loop)."""
+        ranges, self._acked = self._acked, []
+        return ranges
 
     @property
     def acks_pending(self) -> int:

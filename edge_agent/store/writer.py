@@ -1,0 +1,251 @@
+"""The store's writer: one thread that owns a write connection and group-commits readings.
+
+A reading is handed over (:meth:`StoreWriter.submit`) the moment the poller has it; the
+writer thread commits it — with whatever else is waiting, in ONE transaction (group commit) —
+to the ``readings`` table and the outbox (one ``TelemetryBatch`` per group), brings the open
+sessions' last register value up to date, enforces the size cap, and then tells the event
+loop (``on_durable``) so the uplink publishes it at once. No timer: a reading waits for the
+commit before it, never for a clock tick.
+
+Why a thread: the commit's fsync (``synchronous=FULL``, milliseconds on a Pi's SD card, far
+more when it is busy) must not stall the event loop, which runs the relay's 0.5 s safety
+tick and the poll schedule. sqlite3 releases the GIL while it writes and syncs.
+
+Other writes that are frequent and not a state change of their own — deleting the rows the
+cloud acknowledged — go through :meth:`StoreWriter.submit_job` and share the group's
+transaction, each inside its own savepoint so one failing job cannot undo the readings.
+
+A reading is durable when its group's COMMIT returns. A ``kill -9`` can lose only the readings
+taken and not yet committed (at most the group being written); a reading the writer reported
+durable is in the store with its outbox row, and reaches the cloud exactly once (the cloud
+de-duplicates redeliveries by ``seq``). If the store cannot be written (disk full, I/O error)
+the writer stops and :meth:`StoreWriter.failed` raises :class:`~edge_agent.errors.StoreError`
+on the event loop, ending the agent (systemd restarts it) rather than dropping readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from edge_agent.errors import StoreError
+from edge_agent.sessions.machine import Session
+from edge_agent.store import readings as reading_store
+from edge_agent.store.db import connect
+from protocols.messages import MeterReading
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_STOP: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """What one group commit made durable (handed to ``on_durable`` on the event loop)."""
+
+    readings: int
+    jobs: int
+    thinned_readings: int
+    thinned_batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    run: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+class StoreWriter:
+    """Owns the store's write connection for readings; one thread, group commit.
+
+    ``async with StoreWriter(path, …) as writer:`` on the event loop; :meth:`submit` from the
+    loop never blocks. Leaving the context commits what was handed over and stops the thread.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        device_id: str,
+        now: Callable[[], datetime],
+        open_sessions: Callable[[], Sequence[Session]] = tuple,
+        max_bytes: int | None = None,
+        on_durable: Callable[[Durable], None] = lambda _d: None,
+    ) -> None:
+        self.path = path
+        self.device_id = device_id
+        self._now = now
+        self._open_sessions = open_sessions
+        self._max_bytes = max_bytes
+        self._on_durable = on_durable
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: asyncio.Future[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._count_lock = threading.Lock()
+        #: Readings handed over and not yet committed.
+        self.waiting = 0
+        #: Readings committed so far, and group commits made.
+        self.committed = 0
+        self.commits = 0
+
+    # --- lifetime (event loop) ---------------------------------------------------------------
+
+    async def __aenter__(self) -> StoreWriter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def start(self) -> None:
+        """Open the write connection (errors raise here, not in the thread) and start."""
+        self._loop = asyncio.get_running_loop()
+        self._failure = self._loop.create_future()
+        self._conn = connect(self.path)
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Commit everything handed over, then stop the thread and close the connection."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join()
+
+    async def failed(self) -> None:
+        """Wait until the writer fails, then raise its :class:`StoreError` (a named task)."""
+        if self._failure is None:
+            raise StoreError("the store writer is not started")
+        await self._failure
+
+    # --- hand-over (event loop; never blocks) -------------------------------------------------
+
+    def submit(self, reading: MeterReading) -> None:
+        """Queue ``reading`` for the next group commit."""
+        if self._thread is None:
+            raise StoreError("the store writer is not running", path=str(self.path))
+        with self._count_lock:
+            self.waiting += 1
+        self._queue.put(reading)
+
+    def submit_job(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run ``run(conn)`` in the next group's transaction (in a savepoint of its own).
+
+        The future resolves on the writer thread once the group is committed.
+        """
+        if self._thread is None:
+            raise StoreError("the store writer is not running", path=str(self.path))
+        future: Future[T] = Future()
+        self._queue.put(_Job(run, future))
+        return future
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            stopping = False
+            while not stopping:
+                items = [self._queue.get()]
+                # Everything that arrived while the last commit was syncing joins this group.
+                while True:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = any(item is _STOP for item in items)
+                readings = [i for i in items if isinstance(i, MeterReading)]
+                jobs = [i for i in items if isinstance(i, _Job)]
+                if readings or jobs:
+                    self._commit(conn, readings, jobs)
+        except BaseException as exc:  # noqa: BLE001 -- reported to the event loop, not lost
+            self._report_failure(exc)
+        finally:
+            conn.close()
+
+    def _commit(
+        self, conn: sqlite3.Connection, readings: list[MeterReading], jobs: list[_Job]
+    ) -> None:
+        thinned = reading_store.Thinned(0, 0)
+        done: list[tuple[_Job, bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if readings:
+                sessions = [s for s in self._open_sessions() if s.is_open]
+                thinned = reading_store.add_batch(
+                    conn, readings, device_id=self.device_id, now=self._now(),
+                    clock_synced=all(r.clock_synced for r in readings),
+                    open_sessions=sessions, max_bytes=self._max_bytes,
+                )  # fmt: skip
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.run(conn)
+                except Exception as exc:  # noqa: BLE001 -- handed to the job's future
+                    conn.execute("ROLLBACK TO job")
+                    done.append((job, False, exc))
+                else:
+                    done.append((job, True, result))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in jobs:
+                job.future.set_exception(exc)
+            raise
+        with self._count_lock:
+            self.waiting -= len(readings)
+            self.committed += len(readings)
+            self.commits += 1
+        for job, ok, value in done:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+        durable = Durable(len(readings), len(jobs), thinned.readings, thinned.batches)
+        self._call(self._on_durable, durable)
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # The loop may close between the check and the call: nobody to tell then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _report_failure(self, exc: BaseException) -> None:
+        log.error("store writer stopped: %s", exc)
+        error = exc if isinstance(exc, StoreError) else None
+        if error is None:
+            error = StoreError(f"cannot write readings to {self.path}: {exc}", path=str(self.path))
+            error.__cause__ = exc
+
+        def fail() -> None:
+            if self._failure is not None and not self._failure.done():
+                self._failure.set_exception(error)
+
+        self._call(fail)
+        # Jobs still queued will never run: fail them rather than leave their waiters hanging.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Job):
+                item.future.set_exception(error)
