@@ -25,6 +25,10 @@ from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cloud.payments.dummy import DummyProvider
+from cloud.payments.factory import open_provider
+from cloud.payments.router import receive_webhook
+from cloud.payments.router import router as payments_router
 from cloud.problems import install_problem_handlers
 from cloud.sessions.live import RedisLiveHub
 from cloud.sessions.router import router as sessions_router
@@ -58,7 +62,9 @@ async def open_state(
         principals = await stack.enter_async_context(
             PrincipalCache(settings.db, ttl_s=settings.auth.principal_cache_s)
         )
-        yield AppState(
+        # After the engine (the dummy's webhooks write through it), so it closes before it.
+        payments = await stack.enter_async_context(open_provider(settings))
+        state = AppState(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
@@ -71,7 +77,14 @@ async def open_state(
             unlock_signer=unlock_signer,
             live=live,
             principals=principals,
+            payments=payments,
         )
+        if isinstance(payments, DummyProvider):
+            # The dummy's webhooks take the real route's path: verified, stored, applied.
+            payments.deliver_to(
+                lambda body, headers: receive_webhook(state, payments.name, body, headers)
+            )
+        yield state
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -92,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(bookings_router)
     app.include_router(sessions_router)
     app.include_router(sessions_ws_router)
+    app.include_router(payments_router)
 
     @app.middleware("http")
     async def record_metrics(
