@@ -1,0 +1,173 @@
+"""Writing ledger transactions and reading balances (the I/O around :mod:`cloud.ledger.entries`).
+
+:func:`post` writes one balanced transaction in the caller's database transaction, so the
+money moves with the state change that caused it (a captured payment, a billed session) or
+not at all. PostgreSQL holds the ledger to its rules whatever the caller (migration 0009):
+entries cannot be updated or deleted, and a transaction that does not sum to zero fails at
+COMMIT.
+
+Balances are sums over the entries, computed when asked, never stored: a stored balance
+could disagree with the entries; a sum cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloud.columns import ulid_pk
+from cloud.ledger.accounts import EntrySource, PlatformAccount, driver_account, host_account
+from cloud.ledger.entries import Txn
+from cloud.payments.models import LedgerEntry
+
+
+async def post(db: AsyncSession, txn: Txn) -> str:
+    """Write ``txn`` (already checked balanced when built); return its new ``txn_id``."""
+    txn_id = ulid_pk()
+    if txn.entries:
+        await db.execute(
+            insert(LedgerEntry),
+            [
+                {
+                    "txn_id": txn_id,
+                    "account": e.account,
+                    "amount_paise": e.amount_paise,
+                    "source": e.source,
+                    "session_id": e.session_id,
+                    "payment_id": e.payment_id,
+                    "refund_id": e.refund_id,
+                    "payout_id": e.payout_id,
+                    "memo": txn.memo[:200],
+                }
+                for e in txn.entries
+            ],
+        )
+    return txn_id
+
+
+async def post_all(db: AsyncSession, txns: Iterable[Txn]) -> list[str]:
+    """Write several transactions, in order, in the caller's database transaction."""
+    return [await post(db, txn) for txn in txns]
+
+
+async def account_balance(db: AsyncSession, account: str) -> int:
+    """The sum of ``account``'s entries (debits positive, credits negative)."""
+    total = await db.scalar(
+        text("SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = :a"),
+        {"a": account},
+    )
+    return int(total or 0)
+
+
+async def ledger_total(db: AsyncSession) -> int:
+    """The sum of every entry: 0, always (a nonzero sum is a broken ledger)."""
+    total = await db.scalar(text("SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries"))
+    return int(total or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class HostBalance:
+    """A host's money, in paise. ``earned = held + payable + paid``.
+
+    * earned — everything billing has credited the host (net of the GST on commission and
+      the TCS withheld, and of dispute adjustments);
+    * held — the part earned within the hold period (disputes and chargebacks come early);
+    * payable — earned, past the hold, not yet paid out;
+    * paid — paid out.
+    """
+
+    earned_paise: int
+    held_paise: int
+    payable_paise: int
+    paid_paise: int
+
+
+_HOST_BALANCE = text(
+    """
+SELECT
+  coalesce(-sum(amount_paise) FILTER (WHERE source <> :payout), 0) AS earned,
+  coalesce(-sum(amount_paise) FILTER (WHERE source <> :payout AND created_at > :cutoff), 0)
+    AS recent,
+  coalesce(sum(amount_paise) FILTER (WHERE source = :payout), 0) AS paid
+FROM ledger_entries WHERE account = :account
+"""
+)
+
+
+async def host_balance(
+    db: AsyncSession, host_id: str, *, now: datetime, hold: timedelta
+) -> HostBalance:
+    row = (
+        await db.execute(
+            _HOST_BALANCE,
+            {
+                "account": host_account(host_id),
+                "payout": EntrySource.PAYOUT.value,
+                "cutoff": now - hold,
+            },
+        )
+    ).one()
+    earned, recent, paid = int(row.earned), int(row.recent), int(row.paid)
+    # A recent dispute debit must not make the held part negative (it reduces the payable).
+    held = max(0, min(recent, earned - paid))
+    return HostBalance(
+        earned_paise=earned,
+        held_paise=held,
+        payable_paise=earned - held - paid,
+        paid_paise=paid,
+    )
+
+
+async def driver_balance(db: AsyncSession, user_id: str) -> int:
+    """The driver's money we hold (positive: prepaid and not yet billed or refunded) or the
+    amount the driver owes (negative: billed beyond the prepayment)."""
+    return -await account_balance(db, driver_account(user_id))
+
+
+async def commission_earned(db: AsyncSession) -> int:
+    """The platform's commission, net of dispute adjustments it absorbed."""
+    return -await account_balance(db, PlatformAccount.PLATFORM_COMMISSION.value)
+
+
+async def gst_collected(db: AsyncSession) -> int:
+    """Output GST the platform owes (on unregistered hosts' charges and on commissions)."""
+    return -await account_balance(db, PlatformAccount.GST_PAYABLE.value)
+
+
+async def tcs_collected(db: AsyncSession) -> int:
+    return -await account_balance(db, PlatformAccount.TCS_PAYABLE.value)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMoney:
+    """A session's money movements, in paise: for a settled session without an amount
+    due, ``captured - refunded == billed``."""
+
+    captured_paise: int
+    refunded_paise: int
+    billed_paise: int
+
+
+# Captures and refunds read on the clearing account, the bill on the driver's.
+_SESSION_MONEY = text(
+    """
+SELECT
+  coalesce(sum(amount_paise) FILTER (
+    WHERE account = :clearing AND source IN ('capture', 'payment')), 0) AS captured,
+  coalesce(-sum(amount_paise) FILTER (
+    WHERE account = :clearing AND source = 'refund'), 0) AS refunded,
+  coalesce(sum(amount_paise) FILTER (
+    WHERE account LIKE 'driver:%' AND source = 'bill'), 0) AS billed
+FROM ledger_entries WHERE session_id = :session_id
+"""
+)
+
+
+async def session_money(db: AsyncSession, session_id: int) -> SessionMoney:
+    params = {"session_id": session_id, "clearing": PlatformAccount.PROVIDER_CLEARING.value}
+    row = (await db.execute(_SESSION_MONEY, params)).one()
+    return SessionMoney(int(row.captured), int(row.refunded), int(row.billed))
