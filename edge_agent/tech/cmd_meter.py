@@ -19,6 +19,7 @@ from edge_agent.config import (
     SerialLink,
     TcpLink,
     build,
+    register_map_of,
 )
 from edge_agent.errors import AgentError, ConfigError, InputError, MeterError, PortBusy
 from edge_agent.tech import daemon
@@ -36,7 +37,7 @@ from edge_agent.tech.output import (
     json_option,
     note,
 )
-from protocols.meters import decode_registers, load_map
+from protocols.meters import decode_registers
 
 DIRECT_NOTE = "the agent is not running: reading the bus directly"
 
@@ -263,7 +264,7 @@ def meter_raw(
             note(DIRECT_NOTE)
     named: dict[str, float] = {}
     if chosen is not None and chosen.unit_id == unit_id:
-        register_map = load_map(chosen.model)
+        register_map = register_map_of(chosen)  # the site's own map_file too
         if register_map.function.code == fc:
             named = {q.value: v for q, v in decode_registers(register_map, addr, words).items()}
     data = {"via": via, "unit": unit_id, "fc": fc, "addr": addr, "count": count,
