@@ -25,6 +25,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.errors import Conflict, NotFound
+from cloud.ledger.entries import capture_txn, refund_txn
+from cloud.ledger.service import post
 from cloud.payments import transitions
 from cloud.payments.models import (
     Payment,
@@ -113,7 +115,9 @@ async def confirm_checkout(
         row = await _lock(db, payment_id)
         target = _REPORTED.get(state.status)
         if target is not None:
-            _move(row, target, payment_ref=state.payment_ref, amount_paise=state.captured_paise)
+            await _move(
+                db, row, target, payment_ref=state.payment_ref, amount_paise=state.captured_paise
+            )
     return row
 
 
@@ -162,7 +166,7 @@ async def settle(
         )
         async with sessions() as db, db.begin():
             payment = await _lock(db, payment_id)
-            _move(payment, PaymentStatus.CAPTURED, amount_paise=state.captured_paise)
+            await _move(db, payment, PaymentStatus.CAPTURED, amount_paise=state.captured_paise)
     refund: Refund | None = None
     if plan.refund_paise:
         refund = await refund_payment(
@@ -262,7 +266,9 @@ async def record_webhook(db: AsyncSession, event: WebhookEvent) -> WebhookOutcom
             event.event_type,
         )
         return WebhookOutcome.UNMATCHED
-    moved = _move(payment, target, payment_ref=event.payment_ref, amount_paise=event.amount_paise)
+    moved = await _move(
+        db, payment, target, payment_ref=event.payment_ref, amount_paise=event.amount_paise
+    )
     return WebhookOutcome.APPLIED if moved else WebhookOutcome.STALE
 
 
@@ -317,10 +323,22 @@ async def _refund_moved(db: AsyncSession, refund: Refund, target: RefundStatus) 
         status = transitions.after_refunds(payment.captured_paise, int(refunded or 0))
         if transitions.advance(payment.status, status) is not None:
             payment.status = status
+        # The money went back: the ledger says so once, with this transition.
+        await post(
+            db,
+            refund_txn(
+                payment_id=payment.id,
+                driver_id=payment.user_id,
+                amount_paise=refund.amount_paise,
+                session_id=payment.session_id,
+                refund_id=refund.id,
+            ),
+        )
     return True
 
 
-def _move(
+async def _move(
+    db: AsyncSession,
     payment: Payment,
     target: PaymentStatus,
     *,
@@ -339,6 +357,17 @@ def _move(
     payment.status = new
     if new is PaymentStatus.CAPTURED:
         payment.captured_paise = amount_paise or payment.amount_paise
+        # Posted with the one transition to captured (the row is locked), so a capture
+        # reported by the API answer and by a webhook is booked once.
+        await post(
+            db,
+            capture_txn(
+                payment_id=payment.id,
+                driver_id=payment.user_id,
+                amount_paise=payment.captured_paise,
+                session_id=payment.session_id,
+            ),
+        )
     return True
 
 

@@ -240,6 +240,16 @@ async def test_razorpay_settlement_captures_in_full_and_refunds_the_rest(
     assert answer.json()["outcome"] == "applied"
     assert await pg.fetchval("SELECT status FROM refunds") == "processed"
     assert (await _payment(pg, payment_id))[0] == "partially_refunded"
+    # The ledger booked the capture and the refund once each, balanced.
+    sources = await pg.fetch(
+        "SELECT source, sum(amount_paise) AS total FROM ledger_entries "
+        "WHERE account = 'provider_clearing' GROUP BY source ORDER BY source"
+    )
+    assert [(r["source"], r["total"]) for r in sources] == [
+        ("capture", 50_000),
+        ("refund", -17_900),
+    ]
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
 
 
 async def test_stripe_webhooks_are_verified_and_applied(
