@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import razorpay  # type: ignore[import-untyped]
+from hypothesis import given
+from hypothesis import strategies as st
 from razorpay.errors import BadRequestError  # type: ignore[import-untyped]
 
 from cloud.errors import ConfigError, PaymentProviderError, SignatureInvalid
@@ -288,3 +290,58 @@ def test_settlement_takes_the_bill_and_no_more(partial: bool, authorized: int, b
 def test_upi_link_carries_rupees_from_integer_paise() -> None:
     link = upi_intent_link(vpa="cm@okaxis", payee_name="CM", amount_paise=12_305, reference="o1")
     assert link == "upi://pay?pa=cm%40okaxis&pn=CM&tr=o1&am=123.05&cu=INR"
+
+
+async def test_dummy_switches_fail_every_payment_and_slow_every_call() -> None:
+    from cloud.payments.dummy import DummySwitches
+
+    switches = DummySwitches(fail=True, latency_s=0.01)
+    async with DummyProvider(env=Environment.TEST, webhook_secret="s", switches=switches) as dummy:
+        order = await dummy.create_order(OrderRequest(receipt="F1", amount_paise=5_000))
+        # Even the good card fails while the switch is on.
+        result = await dummy.pay(order.order_ref, CARD_SUCCEEDS)
+        with pytest.raises(SignatureInvalid):
+            await dummy.verify_checkout(order.order_ref, result)
+        assert json.loads(dummy.sent[-1])["type"] == EventKind.PAYMENT_FAILED.value
+
+
+async def test_the_api_does_not_start_with_the_dummy_in_production() -> None:
+    from cloud.payments.factory import open_provider
+
+    settings = load_settings(_REAL)  # provider left at its default, the dummy
+    with pytest.raises(ConfigError):
+        async with open_provider(settings):
+            pass
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                EventKind.PAYMENT_FAILED,
+                EventKind.PAYMENT_AUTHORIZED,
+                EventKind.PAYMENT_CAPTURED,
+                EventKind.ORDER_PAID,
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_any_order_of_reports_ends_at_the_furthest_one(kinds: list[EventKind]) -> None:
+    """Webhooks duplicated and reordered: the state is the furthest one reported, whatever
+    the order, and a capture is never undone."""
+    status = PaymentStatus.CREATED
+    captured = False
+    for kind in kinds:
+        target = transitions.payment_target(kind)
+        assert target is not None
+        status = transitions.advance(status, target) or status
+        captured = captured or status is PaymentStatus.CAPTURED
+        assert not captured or status is PaymentStatus.CAPTURED
+    targets = {transitions.payment_target(k) for k in kinds}
+    furthest = max(
+        (t for t in targets if t is not None),
+        key=transitions.PAYMENT_ORDER.index,
+        default=PaymentStatus.CREATED,
+    )
+    assert status is furthest
