@@ -176,6 +176,18 @@ class PaymentSettings(_Group):
     dummy_webhook_secret: SecretStr = SecretStr("dummy-webhook-secret")
 
 
+class BillingSettings(_Group):
+    """The platform's rates and the host hold period (cloud/billing/, cloud/ledger/)."""
+
+    #: The platform's commission on a session's taxable value, in basis points (1000 = 10 %).
+    commission_bp: int = Field(default=1000, ge=0, le=5000)
+    #: GST TCS (CGST Act s. 52) withheld from a GST-registered host's earning, in basis points
+    #: of the taxable value: 0.5 % since 10 July 2024.
+    tcs_bp: int = Field(default=50, ge=0, le=200)
+    #: A host's earnings are held this long before they become payable (disputes come early).
+    hold_days: int = Field(default=7, ge=0, le=90)
+
+
 class Settings(_Group):
     app: AppSettings = AppSettings()
     db: DbSettings = DbSettings()
@@ -186,6 +198,7 @@ class Settings(_Group):
     auth: AuthSettings = AuthSettings()
     marketplace: MarketplaceSettings = MarketplaceSettings()
     payments: PaymentSettings = PaymentSettings()
+    billing: BillingSettings = BillingSettings()
 
 
 GROUPS: dict[str, type[_Group]] = {
@@ -198,6 +211,7 @@ GROUPS: dict[str, type[_Group]] = {
     "auth": AuthSettings,
     "marketplace": MarketplaceSettings,
     "payments": PaymentSettings,
+    "billing": BillingSettings,
 }
 
 #: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.
