@@ -135,13 +135,13 @@ class StoreWriter:
 
     # --- hand-over (event loop; never blocks) -------------------------------------------------
 
-    def submit(self, reading: MeterReading) -> None:
-        """Queue ``reading`` for the next group commit."""
+    def submit(self, *readings: MeterReading) -> None:
+        """Queue ``readings`` for the next group commit (always together in one)."""
         if self._thread is None:
             raise StoreError("the store writer is not running", path=str(self.path))
         with self._count_lock:
-            self.waiting += 1
-        self._queue.put(reading)
+            self.waiting += len(readings)
+        self._queue.put(readings)
 
     def submit_job(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``run(conn)`` in the next group's transaction (in a savepoint of its own).
@@ -170,7 +170,7 @@ class StoreWriter:
                     except queue.Empty:
                         break
                 stopping = any(item is _STOP for item in items)
-                readings = [i for i in items if isinstance(i, MeterReading)]
+                readings = [r for i in items if isinstance(i, tuple) for r in i]
                 jobs = [i for i in items if isinstance(i, _Job)]
                 if readings or jobs:
                     self._commit(conn, readings, jobs)

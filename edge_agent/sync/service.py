@@ -43,6 +43,8 @@ DOWNLINK_QUEUE = 10_000
 #: many ack ranges are waiting): each commit is an fsync.
 ACK_FLUSH_S = 0.1
 ACK_FLUSH_RANGES = 500
+#: How long an idle drain (nothing in flight, nothing acked to delete) sleeps unless woken.
+IDLE_WAIT_S = 1.0
 #: How often the status task looks for a change worth an early status, and the least time
 #: between two statuses (a meter flapping on a bad RS-485 line must not flood the outbox).
 STATUS_CHECK_S = 0.5
@@ -110,6 +112,10 @@ class SyncService:
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_QUEUE)
         self._dropped = asyncio.Event()
         self._link: MqttLink | None = None
+        #: Refill the window in bursts of at least this many rows (a query per PUBACK would
+        #: cost more than the publish itself); ``_starved``: the drain waits for room.
+        self._low_water = max(1, settings.uplink.max_publishing // 4)
+        self._starved = False
 
     # --- called by the agent -----------------------------------------------------------------
 
@@ -209,6 +215,14 @@ class SyncService:
         seq = self._mids.pop(mid, None)
         if seq is not None:
             self._uplink.puback(seq, self._mono())
+            self._wake_if_starved()
+
+    def _wake_if_starved(self) -> None:
+        """Wake the drain for room freed by a PUBACK or an ack only when it is waiting for
+        room: at a few messages a second, a wake per PUBACK and per ack was most of the
+        drain's CPU (durable rows wake it through :meth:`notify` anyway)."""
+        if self._starved and self._uplink.window.room() >= self._low_water:
+            self._starved = False
             self._wake.set()
 
     async def _drain(self) -> None:
@@ -217,7 +231,7 @@ class SyncService:
         device = self.device_id
         next_expiry_check = 0.0
         next_flush = 0.0
-        low_water = max(1, self.settings.uplink.max_publishing // 4)
+        low_water = self._low_water
         while True:
             now = self._mono()
             if now >= next_flush or self._uplink.acks_pending >= ACK_FLUSH_RANGES:
@@ -252,7 +266,13 @@ class SyncService:
                 await asyncio.sleep(0)  # let pubacks and acks in between bursts
                 continue
             self._wake.clear()
-            wait_s = min(self._uplink.backlog_wait_s(now) or ACK_FLUSH_S, ACK_FLUSH_S)
+            self._starved = self._uplink.window.room() < low_water
+            if self._uplink.acks_pending or len(self._uplink.window):
+                wait_s = min(self._uplink.backlog_wait_s(now) or ACK_FLUSH_S, ACK_FLUSH_S)
+            else:
+                # Nothing in flight and nothing to delete: sleep until a row is queued
+                # (notify) or the backlog's next token, not ten times a second.
+                wait_s = self._uplink.backlog_wait_s(now) or IDLE_WAIT_S
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
@@ -305,7 +325,7 @@ class SyncService:
         self.stats.last_ack_mono = self._mono()
         if ack.dead_lettered:
             log.error("the cloud refused and dead-lettered seqs %s", ack.dead_lettered[:20])
-        self._wake.set()
+        self._wake_if_starved()
 
     async def _status_loop(self) -> None:
         """A status every ``status_interval_s``, and sooner when a connector's state or a
