@@ -25,6 +25,7 @@ from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cloud.openapi import install_openapi
 from cloud.payments.dummy import DummyProvider
 from cloud.payments.factory import open_provider
 from cloud.payments.router import receive_webhook
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="ChargeMitra", version=__version__, lifespan=lifespan)
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(health_router)
     app.include_router(devices_router)
     app.include_router(accounts_router)

@@ -41,7 +41,10 @@ async def get_db(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-Db = Annotated[AsyncSession, Depends(get_db)]
+# scope="function": the transaction commits before the answer leaves. FastAPI's default ends
+# a yield dependency after the response is sent, so a 201 reached the client before its row
+# was committed (a client reading it at once got a 404; a failed commit, a 201 for nothing).
+Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 # auto_error=False: a missing header becomes our own 401 problem, not FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
@@ -72,11 +75,16 @@ async def current_principal(
 
 async def optional_principal(
     state: State,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal | None:
     """The caller if a bearer token came with the request (checked like
-    :func:`current_principal`: a revoked one is a 401, not anonymous); None otherwise."""
+    :func:`current_principal`: a revoked one is a 401, not anonymous); None when no
+    ``Authorization`` header came at all. A header that is not ``Bearer <token>`` is a 401
+    too: a credential the API cannot read is never taken for no credential."""
     if credentials is None:
+        if request.headers.get("authorization") is not None:
+            raise Unauthorized("the Authorization header must be: Bearer <access token>")
         return None
     return await authenticate(state, credentials.credentials)
 

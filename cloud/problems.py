@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cloud import errors
 
@@ -65,6 +67,9 @@ def problem_for(exc: errors.CloudError) -> tuple[int, dict[str, Any]]:
         "status": status,
         "detail": str(exc) if public else "internal error",
     }
+    if isinstance(exc, errors.InvalidRequest) and status == 422:
+        # The same shape as a validation 422 (cloud.schemas.ValidationProblem).
+        body["errors"] = [{"field": exc.field or "body", "message": str(exc)}]
     if public:
         for key, value in vars(exc).items():
             if key not in _PRIVATE_FIELDS and isinstance(value, str | int | float | bool):
@@ -121,10 +126,28 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at this request's path."""
+    methods: set[str] = set()
+    scope = {**request.scope, "type": "http"}
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own answers (unknown route 404, 405, unparsable JSON body 400) as
-    problems too, so a client parses one error shape."""
+    problems too, so a client parses one error shape.
+
+    A 405's ``Allow`` lists every method of the path: Starlette's names only the first
+    route that matched the path (``OPTIONS /bookings`` said ``Allow: POST``, leaving out GET).
+    """
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     slug = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}.get(
         exc.status_code, "http-error"
     )
@@ -134,7 +157,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         "status": exc.status_code,
         "detail": str(exc.detail),
     }
-    return _response(exc.status_code, body, dict(exc.headers) if exc.headers else None)
+    return _response(exc.status_code, body, headers or None)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -33,7 +33,7 @@ from cloud.accounts.schemas import (
 from cloud.accounts.sms import RedisSmsOutbox, SmsSender
 from cloud.deps import CurrentUser, Db, State, authenticate
 from cloud.errors import DependencyUnavailable, Unauthorized
-from cloud.schemas import problem_responses
+from cloud.openapi import problems
 from cloud.settings import Environment
 
 router = APIRouter(tags=["accounts"])
@@ -77,7 +77,7 @@ def _otp_store(state: State) -> OtpStore:
 @router.post(
     "/auth/register",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(409, 429),
+    responses=problems(409, 429),
 )
 async def register(body: RegisterRequest, request: Request, state: State, db: Db) -> Registered:
     """Create an account (driver; with ``host: true`` also a host) and log it in."""
@@ -86,7 +86,7 @@ async def register(body: RegisterRequest, request: Request, state: State, db: Db
     return Registered(user=user, tokens=tokens)
 
 
-@router.post("/auth/login", responses=problem_responses(401, 429))
+@router.post("/auth/login", responses=problems(401, 429))
 async def login(body: LoginRequest, request: Request, state: State, db: Db) -> TokenPair:
     """Email or phone, and password → an access token and a refresh token."""
     identity = body.email or body.phone
@@ -101,7 +101,7 @@ async def login(body: LoginRequest, request: Request, state: State, db: Db) -> T
     )
 
 
-@router.post("/auth/refresh", responses=problem_responses(401))
+@router.post("/auth/refresh", responses=problems(401))
 async def refresh(body: RefreshRequest, state: State) -> TokenPair:
     """Trade a refresh token for the next pair. A token already used (or logged out) is
     refused *and* revokes every token of its family."""
@@ -126,7 +126,7 @@ async def logout(body: LogoutRequest, db: Db) -> Response:
 @router.post(
     "/auth/logout-everywhere",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401),
+    responses=problems(401),
 )
 async def logout_everywhere(principal: CurrentUser, state: State) -> Response:
     """End every session of the caller: all refresh tokens are revoked and every access
@@ -148,7 +148,7 @@ def _forget(state: State, user_id: str) -> None:
 @router.post(
     "/auth/otp/request",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(429, 503),
+    responses=problems(429, 503),
 )
 async def otp_request(body: OtpRequest, request: Request, state: State, sms: Sms) -> OtpSent:
     """Text a six-digit code to the number, account or not (the answer is the same)."""
@@ -159,7 +159,7 @@ async def otp_request(body: OtpRequest, request: Request, state: State, sms: Sms
     return OtpSent(phone=body.phone, expires_in=store.ttl_s)
 
 
-@router.post("/auth/otp/verify", responses=problem_responses(401, 409, 429))
+@router.post("/auth/otp/verify", responses=problems(401, 409, 429))
 async def otp_verify(
     body: OtpVerifyRequest,
     request: Request,
@@ -185,12 +185,12 @@ async def otp_verify(
     )
 
 
-@router.get("/me", responses=problem_responses(401))
+@router.get("/me", responses=problems(401))
 async def me(principal: CurrentUser, db: Db) -> Me:
     return await service.profile(db, principal.user_id)
 
 
-@router.patch("/me", responses=problem_responses(401, 409))
+@router.patch("/me", responses=problems(403, 409))
 async def update_me(body: MeUpdate, principal: CurrentUser, state: State) -> Me:
     """Change the profile. A new password ends every session, the caller's own too: the
     access token that made the change is refused from the next request on."""

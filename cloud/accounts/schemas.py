@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, model_validator
 
 from cloud.accounts.models import KycStatus, Role
 from cloud.accounts.passwords import MIN_PASSWORD_LENGTH
 from cloud.accounts.phones import normalize_phone
-from cloud.schemas import RequestModel
+from cloud.schemas import NOT_BLANK_PATTERN, WHITESPACE, RequestModel
 
 #: Long enough for any passphrase, short enough that hashing it is not a denial of service.
 MAX_PASSWORD_LENGTH = 128
@@ -44,14 +44,33 @@ def _name(value: str) -> str:
     return value
 
 
-Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
+#: What :data:`_EMAIL` accepts once surrounding whitespace is dropped (no NUL either).
+_WS = WHITESPACE
+EMAIL_PATTERN = rf"^[{_WS}]*[^@{_WS}\x00]{{1,64}}@[^@{_WS}.\x00]+(\.[^@{_WS}.\x00]+)+[{_WS}]*$"
+# What normalize_phone accepts: separators anywhere, then +91, 0091, 91 or 0 before ten
+# digits of which the first is 6-9 (cloud.accounts.phones).
+_SEP = rf"[{WHITESPACE}\-.()]*"
+PHONE_PATTERN = (
+    rf"^{_SEP}(\+{_SEP}9{_SEP}1{_SEP}|0{_SEP}0{_SEP}9{_SEP}1{_SEP}|9{_SEP}1{_SEP}|0{_SEP})?"
+    rf"[6-9]{_SEP}([0-9]{_SEP}){{9}}$"
+)
+Email = Annotated[
+    str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN), AfterValidator(_email)
+]
 Phone = Annotated[
     str,
-    Field(min_length=10, max_length=24, examples=["+919812345678", "98123 45678"]),
+    Field(
+        min_length=10,
+        max_length=24,
+        pattern=PHONE_PATTERN,
+        examples=["+919812345678", "98123 45678"],
+    ),
     AfterValidator(_phone),
 ]
 Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
-Name = Annotated[str, Field(min_length=1, max_length=120), AfterValidator(_name)]
+Name = Annotated[
+    str, Field(min_length=1, max_length=120, pattern=NOT_BLANK_PATTERN), AfterValidator(_name)
+]
 #: A BCP 47 tag as the apps use them: en-IN, hi-IN, ta-IN …
 Locale = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", max_length=10)]
 OtpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
@@ -63,11 +82,16 @@ class RegisterRequest(RequestModel):
     name: Name
     phone: Phone | None = None
     #: Also become a host (charger owner): a host profile is created with KYC not started.
-    host: bool = False
+    host: StrictBool = False
 
 
 class LoginRequest(RequestModel):
     """Exactly one of ``email`` or ``phone``, and the password."""
+
+    # The object has three properties and no others, and password is required: two
+    # properties exactly means one identity. (A oneOf of two `required` arms says the same,
+    # but client generators turn it into an untyped body.)
+    schema_rules: ClassVar[dict[str, Any]] = {"minProperties": 2, "maxProperties": 2}
 
     email: Email | None = None
     phone: Phone | None = None
@@ -104,6 +128,10 @@ class MeUpdate(RequestModel):
     """Fields to change; omitted fields stay. A new phone must be verified again (OTP);
     a new password needs the current one and revokes every refresh token, this device's
     too (access tokens already issued lapse within ``AUTH_ACCESS_TTL_S``)."""
+
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "dependentRequired": {"password": ["current_password"]}
+    }
 
     name: Name | None = None
     phone: Phone | None = None

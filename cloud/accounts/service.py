@@ -26,7 +26,7 @@ from cloud.accounts.models import Host, KycStatus, RefreshToken, Role, User, Use
 from cloud.accounts.passwords import hash_password, needs_rehash, verify_password
 from cloud.accounts.schemas import HostProfile, Me, MeUpdate, RegisterRequest, TokenPair
 from cloud.accounts.tokens import issue_access_token
-from cloud.errors import Conflict, InvalidRequest, Unauthorized
+from cloud.errors import Conflict, Forbidden, Unauthorized
 from cloud.settings import Settings
 from protocols.ids import new_ulid
 
@@ -303,7 +303,8 @@ async def update_profile(db: AsyncSession, user_id: str, body: MeUpdate, *, now:
     if body.password is not None:
         assert body.current_password is not None  # MeUpdate's validator
         if not verify_password(user.password_hash, body.current_password):
-            raise InvalidRequest("current_password is wrong", field="current_password")
+            # The stored password decides, not the request's shape: refused, not invalid.
+            raise Forbidden("current_password is wrong")
         user.password_hash = hash_password(body.password)
         # Whoever knew the old password may hold a session: end them all, this one too.
         await end_all_sessions(db, user_id, now=now)

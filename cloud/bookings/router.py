@@ -18,6 +18,7 @@ from cloud.bookings import pins, service
 from cloud.bookings.models import Booking, BookingStatus
 from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
 from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
+from cloud.openapi import problems
 from cloud.schemas import PathId
 
 router = APIRouter(tags=["bookings"])
@@ -31,11 +32,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@router.post("/bookings", status_code=status.HTTP_201_CREATED)
+@router.post("/bookings", status_code=status.HTTP_201_CREATED, responses=problems(409))
 async def create_booking(body: BookingCreate, driver: DriverUser, state: State) -> BookingWithPin:
     """Book a connector for ``[start, end)``: 201 with the booking (confirmed, with the
     keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an
-    active booking already holds that connector at that time."""
+    active booking already holds that connector at that time.
+
+    Rules the body's schema cannot state (422, naming the field): ``start`` is before
+    ``end``, both on a 15-minute boundary, ``start`` not in the past and within the booking
+    horizon, the booking lasts 15 minutes to 12 hours, and the charger has that connector.
+    An unknown (or not bookable) charger is a 404."""
     # Own transactions, not the request's Db: a deadlock victim is retried from the start.
     request = service.NewBooking(
         body=body,
@@ -66,7 +72,7 @@ async def get_booking(booking_id: PathId, db: Db, user: CurrentUser) -> BookingO
     return await service.get_booking(db, user, booking_id, _now())
 
 
-@router.post("/bookings/{booking_id}/cancel")
+@router.post("/bookings/{booking_id}/cancel", responses=problems(409))
 async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) -> BookingOut:
     """Cancel; a PIN the booking had is revoked at the charger (sent after the commit)."""
     now = _now()
@@ -77,7 +83,7 @@ async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) ->
     return out
 
 
-@router.post("/bookings/{booking_id}/pin")
+@router.post("/bookings/{booking_id}/pin", responses=problems(409))
 async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State) -> PinOut:
     """The keypad PIN of the caller's confirmed booking, shown once (for bookings a host
     approved; instant bookings got it when created)."""
@@ -86,12 +92,12 @@ async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State
     )
 
 
-@router.post("/bookings/{booking_id}/approve")
+@router.post("/bookings/{booking_id}/approve", responses=problems(409))
 async def approve_booking(booking_id: PathId, db: Db, host: HostUser) -> BookingOut:
     return await service.approve_booking(db, host, booking_id, _now())
 
 
-@router.post("/bookings/{booking_id}/decline")
+@router.post("/bookings/{booking_id}/decline", responses=problems(409))
 async def decline_booking(booking_id: PathId, host: HostUser, state: State) -> BookingOut:
     """Decline; a PIN the booking had is revoked at the charger (sent after the commit)."""
     now = _now()

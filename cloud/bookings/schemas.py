@@ -8,13 +8,16 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from cloud.bookings.models import BookingStatus
-from cloud.schemas import Instant, RequestModel
+from cloud.schemas import Instant, RequestModel, WholeNumber
 
 
 class BookingCreate(RequestModel):
+    """``start`` before ``end``, both on 15-minute boundaries (rules written in the route's
+    description: JSON Schema cannot compare two fields)."""
+
     charger_id: str = Field(min_length=1, max_length=26)
     #: The connector number as printed on the charger (1, 2 …).
-    connector: int = Field(ge=1, le=32)
+    connector: WholeNumber = Field(ge=1, le=32)
     start: Instant
     end: Instant
     note: str = Field(default="", max_length=500)

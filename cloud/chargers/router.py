@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
@@ -27,6 +27,7 @@ from cloud.chargers.status import chart, live_status
 from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
 from cloud.deps import AdminUser, Db, HostUser, State, optional_principal
 from cloud.errors import InvalidRequest, NotFound
+from cloud.openapi import problems
 from cloud.schemas import Instant, PathId
 from protocols.enums import ConnectorType
 from protocols.meters.quantities import Quantity
@@ -39,6 +40,8 @@ PhotoId = PathId
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
 
 MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
+#: A chart's bucket width (:data:`cloud.chargers.status.BUCKETS`).
+Bucket = Literal["1m", "5m", "15m", "1h", "6h", "1d"]
 
 
 def photo_storage(state: State) -> PhotoStorage:
@@ -77,7 +80,12 @@ async def search_chargers(
     """Approved, listed chargers within ``radius_km`` of (lat, lon), nearest first.
 
     Pages are numbered from 1 and ordered by (distance, id), so a page is stable while the
-    data is. ``available_now`` and ``from``/``to`` are exclusive ways to ask for availability.
+    data is.
+
+    Rules between parameters, which a parameter's own schema cannot state (each answers 422
+    naming the parameter): ``from`` and ``to`` come together; ``from`` is before ``to``; the
+    window is at most 7 days; ``available_now`` and ``from``/``to`` are exclusive ways to ask
+    for availability.
     """
     now = datetime.now(UTC)
     availability: search.Availability | None = None
@@ -142,7 +150,7 @@ async def resolve_code(
 # --- host: create, edit, list ----------------------------------------------------------------
 
 
-@router.post("/chargers", status_code=status.HTTP_201_CREATED)
+@router.post("/chargers", status_code=status.HTTP_201_CREATED, responses=problems(409))
 async def create_charger(
     *, body: schemas.ChargerCreate, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
@@ -151,7 +159,7 @@ async def create_charger(
     return await service.host_view(db, charger)
 
 
-@router.patch("/chargers/{charger_id}")
+@router.patch("/chargers/{charger_id}", responses=problems(409))
 async def update_charger(
     *, charger_id: ChargerId, body: schemas.ChargerUpdate, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
@@ -181,7 +189,11 @@ async def put_availability(
     return (await service.public_view(db, charger)).availability
 
 
-@router.post("/chargers/{charger_id}/blocked-periods", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/chargers/{charger_id}/blocked-periods",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+)
 async def add_blocked_period(
     *, charger_id: ChargerId, body: schemas.BlockedPeriodIn, db: Db, principal: HostUser
 ) -> schemas.BlockedPeriodOut:
@@ -210,6 +222,7 @@ async def delete_blocked_period(
 @router.post(
     "/chargers/{charger_id}/photos",
     status_code=status.HTTP_201_CREATED,
+    responses=problems(413),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -234,7 +247,12 @@ async def upload_photo(
     storage: Storage,
     principal: HostUser,
 ) -> schemas.PhotoOut:
-    """One JPEG, PNG or WebP image in the ``photo`` field of a multipart form."""
+    """One JPEG, PNG or WebP image in the ``photo`` field of a multipart form.
+
+    What the form's schema cannot state: the bytes must be a JPEG, PNG or WebP image
+    (checked by content, not by name or declared type; 422 otherwise), a listing holds a
+    bounded number of photos (422 past it), and the photo has a size limit (413).
+    """
     max_bytes = state.settings.marketplace.photo_max_bytes
     body_max = max_bytes + MULTIPART_OVERHEAD_BYTES
     # The form is parsed here, not by FastAPI, so an oversized body is refused by its
@@ -365,7 +383,7 @@ async def qr_png(*, charger_id: ChargerId, db: Db, state: State, principal: Mayb
 # --- telemetry -------------------------------------------------------------------------------
 
 
-@router.get("/chargers/{charger_id}/telemetry")
+@router.get("/chargers/{charger_id}/telemetry", responses=problems(409))
 async def get_telemetry(
     *,
     charger_id: ChargerId,
@@ -374,11 +392,16 @@ async def get_telemetry(
     principal: HostUser,
     start: Annotated[Instant, Query(alias="from")],
     end: Annotated[Instant, Query(alias="to")],
-    bucket: Annotated[str, Query(max_length=4)] = "5m",
+    bucket: Bucket = "5m",
     quantity: Quantity = Quantity.POWER_W,
     meter_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None,
 ) -> schemas.TelemetrySeries:
-    """Bucketed readings for the owner's (or an admin's) charts: count, mean, min, max."""
+    """Bucketed readings for the owner's (or an admin's) charts: count, mean, min, max.
+
+    Rules the parameters' schemas cannot state (422, naming the parameter): ``from`` is
+    before ``to``, the range is at most 31 days and holds a bounded number of buckets. A
+    charger with no device attached yet has no readings to chart (409).
+    """
     charger = await service.editable_charger(db, principal, charger_id)
     return await chart(
         db,
@@ -409,7 +432,7 @@ async def moderation_queue(
     return schemas.HostChargerList(items=[await service.host_view(db, c) for c in chargers])
 
 
-@router.post("/admin/chargers/{charger_id}/approve")
+@router.post("/admin/chargers/{charger_id}/approve", responses=problems(409))
 async def approve(
     *, charger_id: ChargerId, db: Db, _admin: AdminUser, body: schemas.ModerationIn | None = None
 ) -> schemas.ChargerHostView:
@@ -418,7 +441,7 @@ async def approve(
     return await service.host_view(db, charger)
 
 
-@router.post("/admin/chargers/{charger_id}/reject")
+@router.post("/admin/chargers/{charger_id}/reject", responses=problems(409))
 async def reject(
     *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
 ) -> schemas.ChargerHostView:
@@ -426,7 +449,7 @@ async def reject(
     return await service.host_view(db, charger)
 
 
-@router.post("/admin/chargers/{charger_id}/suspend")
+@router.post("/admin/chargers/{charger_id}/suspend", responses=problems(409))
 async def suspend(
     *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
 ) -> schemas.ChargerHostView:

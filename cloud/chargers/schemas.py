@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
     PlainSerializer,
+    Strict,
+    StrictBool,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from cloud.chargers.availability import END_OF_DAY
 from cloud.chargers.models import CurrentType, ModerationStatus, PricingMode
-from cloud.schemas import Instant, RequestModel
+from cloud.schemas import NOT_BLANK_PATTERN, Instant, RequestModel, WholeNumber, whole_number
 from protocols.enums import ConnectorStatus, ConnectorType
 
 #: ₹10,000 per unit / per session: far above any real tariff, low enough to catch x100 slips.
@@ -37,27 +41,39 @@ MAX_CONNECTORS = 8
 MAX_AMENITIES = 20
 MAX_WINDOWS = 7 * 6
 
-Paise = Annotated[int, Field(ge=0, le=MAX_PRICE_PAISE, strict=True)]
-Text80 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
-Amenity = Annotated[
+# The BeforeValidator comes last: constraints after it would not reach the integer schema.
+Paise = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE_PAISE), BeforeValidator(whole_number)]
+Text80 = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,39}$"
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=80),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": 80, "pattern": NOT_BLANK_PATTERN}
     ),
 ]
+# Lower-cased and stripped once the pattern has held (a leading space is refused, as the
+# pattern says).
+Amenity = Annotated[
+    str,
+    StringConstraints(to_lower=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,39}$"),
+    AfterValidator(str.strip),
+]
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# fullmatch and [0-9]: "$" would also match before a final newline, and \d any script's digits.
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 def _parse_local_time(value: object) -> object:
     if isinstance(value, str):
         if value == "24:00":
             return END_OF_DAY
-        match = _HHMM.match(value)
+        match = _HHMM.fullmatch(value)
         if match is None:
             raise ValueError("expected HH:MM (00:00 to 24:00), local time")
         return time(int(match[1]), int(match[2]))
-    return value
+    if isinstance(value, time):
+        return value
+    # A number would become seconds past midnight (and 0 a time that broke the schedule).
+    raise ValueError("expected HH:MM (00:00 to 24:00), local time")
 
 
 def _show_local_time(value: time) -> str:
@@ -65,29 +81,44 @@ def _show_local_time(value: time) -> str:
 
 
 LocalTime = Annotated[
-    time, BeforeValidator(_parse_local_time), PlainSerializer(_show_local_time, return_type=str)
+    time,
+    BeforeValidator(_parse_local_time),
+    PlainSerializer(_show_local_time, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"}),
 ]
 
 
 class ConnectorIn(RequestModel):
-    number: int = Field(ge=1, le=32, strict=True)
+    number: WholeNumber = Field(ge=1, le=32)
     type: ConnectorType
     current: CurrentType = CurrentType.AC
-    max_power_w: int = Field(ge=500, le=MAX_POWER_W, strict=True)
+    max_power_w: WholeNumber = Field(ge=500, le=MAX_POWER_W)
 
 
 class PricingIn(RequestModel):
-    """How a session is priced: per kWh or per hour, plus optional fees (all paise)."""
+    """How a session is priced: per kWh or per hour, plus optional fees (all paise). The
+    mode's own price is above zero (the schema's ``if``/``then`` says it)."""
+
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {
+                "if": {"properties": {"mode": {"const": mode.value}}},
+                "then": {
+                    "properties": {f"price_{mode.value}_paise": {"minimum": 1}},
+                    "required": [f"price_{mode.value}_paise"],
+                },
+            }
+            for mode in PricingMode
+        ]
+    }
 
     mode: PricingMode
     price_per_kwh_paise: Paise = 0
     price_per_hour_paise: Paise = 0
-    session_fee_paise: Annotated[int, Field(ge=0, le=MAX_FEE_PAISE, strict=True)] = 0
-    min_charge_paise: Annotated[int, Field(ge=0, le=MAX_FEE_PAISE, strict=True)] = 0
-    idle_fee_per_min_paise: Annotated[
-        int, Field(ge=0, le=MAX_IDLE_FEE_PER_MIN_PAISE, strict=True)
-    ] = 0
-    idle_grace_min: int = Field(default=10, ge=0, le=240, strict=True)
+    session_fee_paise: WholeNumber = Field(default=0, ge=0, le=MAX_FEE_PAISE)
+    min_charge_paise: WholeNumber = Field(default=0, ge=0, le=MAX_FEE_PAISE)
+    idle_fee_per_min_paise: WholeNumber = Field(default=0, ge=0, le=MAX_IDLE_FEE_PER_MIN_PAISE)
+    idle_grace_min: WholeNumber = Field(default=10, ge=0, le=240)
 
     @model_validator(mode="after")
     def _priced_in_its_mode(self) -> PricingIn:
@@ -99,14 +130,14 @@ class PricingIn(RequestModel):
 
 
 class CancellationIn(RequestModel):
-    free_cancel_before_min: int = Field(default=60, ge=0, le=7 * 24 * 60, strict=True)
-    late_cancel_fee_paise: Annotated[int, Field(ge=0, le=MAX_FEE_PAISE, strict=True)] = 0
+    free_cancel_before_min: WholeNumber = Field(default=60, ge=0, le=7 * 24 * 60)
+    late_cancel_fee_paise: WholeNumber = Field(default=0, ge=0, le=MAX_FEE_PAISE)
 
 
 class WindowIn(RequestModel):
     """Open on ``weekday`` (0 = Monday) from ``opens_at`` to ``closes_at`` (local time)."""
 
-    weekday: int = Field(ge=0, le=6, strict=True)
+    weekday: WholeNumber = Field(ge=0, le=6)
     opens_at: LocalTime
     closes_at: LocalTime
 
@@ -128,8 +159,8 @@ class Location(RequestModel):
     city: Text80
     state: Text80
     pincode: str = Field(pattern=r"^[1-9][0-9]{5}$")
-    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
-    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False, strict=True)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False, strict=True)
 
 
 class ChargerCreate(RequestModel):
@@ -139,12 +170,12 @@ class ChargerCreate(RequestModel):
     connectors: list[ConnectorIn] = Field(min_length=1, max_length=MAX_CONNECTORS)
     pricing: PricingIn
     amenities: list[Amenity] = Field(default_factory=list, max_length=MAX_AMENITIES)
-    instant_book: bool = True
+    instant_book: StrictBool = True
     cancellation: CancellationIn = CancellationIn()
     #: Weekly schedule; omitted means open all week, every hour.
     availability: list[WindowIn] | None = Field(default=None, max_length=MAX_WINDOWS)
     #: Listed chargers show in search once approved; a host can pause a listing.
-    listed: bool = True
+    listed: StrictBool = True
 
     @field_validator("connectors")
     @classmethod
@@ -166,9 +197,9 @@ class ChargerUpdate(RequestModel):
     )
     pricing: PricingIn | None = None
     amenities: list[Amenity] | None = Field(default=None, max_length=MAX_AMENITIES)
-    instant_book: bool | None = None
+    instant_book: StrictBool | None = None
     cancellation: CancellationIn | None = None
-    listed: bool | None = None
+    listed: StrictBool | None = None
     #: Attach one of the host's own devices (its agent) to this listing.
     device_id: str | None = Field(default=None, min_length=1, max_length=64)
 
@@ -178,16 +209,6 @@ class ChargerUpdate(RequestModel):
         if value is not None and len({c.number for c in value}) != len(value):
             raise ValueError("connector numbers must be distinct")
         return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, data: Any) -> Any:
-        # null is not "leave unchanged" (omit the field for that) and not "clear" either.
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if value is None:
-                    raise ValueError(f"{key} may be omitted but not null")
-        return data
 
 
 class BlockedPeriodIn(RequestModel):

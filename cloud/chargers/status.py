@@ -27,7 +27,7 @@ from cloud.chargers.models import Charger
 from cloud.chargers.service import connectors_of
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
-from cloud.errors import InvalidRequest
+from cloud.errors import Conflict, InvalidRequest
 from cloud.telemetry import queries
 from cloud.telemetry.storage import TelemetryBackend
 from protocols.enums import ConnectorStatus
@@ -135,7 +135,8 @@ async def chart(
 ) -> schemas.TelemetrySeries:
     width = chart_window(start, end, bucket)
     if charger.device_id is None:
-        raise InvalidRequest("this charger has no device attached yet", field="charger")
+        # State, not shape: the same request succeeds once a device is attached.
+        raise Conflict("this charger has no device attached yet", entity="charger", key=charger.id)
     conn = await db.connection()
     buckets = await queries.series(
         conn,

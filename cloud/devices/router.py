@@ -22,12 +22,13 @@ from cloud.devices.models import Device, DeviceStatus
 from cloud.devices.schemas import ClaimRequest, ClaimResponse, DeviceState, PairingCodeIssued
 from cloud.devices.service import claim_device, issue_pairing_code, revoke_device, undo_claim
 from cloud.errors import NotFound
-from cloud.schemas import DeviceId, PathId, problem_responses
+from cloud.openapi import problems
+from cloud.schemas import DeviceId, PathId
 
 router = APIRouter(tags=["devices"])
 
 
-@router.post("/devices/claim", responses=problem_responses(400, 403, 429))
+@router.post("/devices/claim", responses=problems(400, 403, 429))
 async def claim(body: ClaimRequest, request: Request, state: State) -> ClaimResponse:
     limits = state.settings.provisioning
     client = request.client.host if request.client else "unknown"
@@ -61,7 +62,7 @@ async def claim(body: ClaimRequest, request: Request, state: State) -> ClaimResp
 @router.post(
     "/chargers/{charger_id}/pairing-code",
     status_code=201,
-    responses=problem_responses(401, 403, 404, 429),
+    responses=problems(401, 403, 404, 429),
 )
 async def pairing_code(
     charger_id: PathId, principal: HostUser, state: State, db: Db
@@ -81,7 +82,7 @@ async def pairing_code(
     )
 
 
-@router.post("/devices/{device_id}/revoke", responses=problem_responses(401, 403, 404))
+@router.post("/devices/{device_id}/revoke", responses=problems(401, 403, 404))
 async def revoke(device_id: DeviceId, principal: HostUser, state: State, db: Db) -> DeviceState:
     """Cut the device off the broker at once (its credentials are removed). Revoking a
     revoked device changes nothing and answers the same."""

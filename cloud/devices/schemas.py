@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from cloud.schemas import WHITESPACE, RequestModel
 
 
 class PairingCodeIssued(BaseModel):
@@ -13,10 +15,14 @@ class PairingCodeIssued(BaseModel):
     expires_at: datetime
 
 
-class ClaimRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(min_length=1, max_length=32)
+class ClaimRequest(RequestModel):
+    #: Ten characters of Crockford's base32 (as issued: ``ABCDE-12345``); case, spaces,
+    #: hyphens and O/0, I/L/1 are forgiven (cloud.devices.codes.normalize_code).
+    code: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=rf"^[{WHITESPACE}]*[ -]*([0-9A-TV-Za-tv-z][ -]*){{10}}[{WHITESPACE}]*$",
+    )
     agent_version: str | None = Field(default=None, max_length=32)
 
 

@@ -10,6 +10,7 @@ from cloud.deps import State
 from cloud.errors import DependencyUnavailable
 from cloud.health.schemas import Health, Readiness
 from cloud.health.service import readiness
+from cloud.openapi import problems
 
 router = APIRouter(tags=["health"])
 
@@ -19,8 +20,10 @@ async def healthz() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problems(503))
 async def readyz(state: State) -> Readiness:
+    """200 when PostgreSQL, Redis and the broker answer; 503 (``dependency-unavailable``,
+    naming the failing ones) when any does not."""
     checks = await readiness(state)
     failing = {name: detail for name, detail in checks.items() if detail != "ok"}
     if failing:

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Query, Response, WebSocket
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
 from cloud.deps import CurrentUser, Db, State, require_roles
-from cloud.schemas import PathId, problem_responses
+from cloud.openapi import problems
+from cloud.schemas import PathId
 from cloud.sessions import service, ws
 from cloud.sessions.schemas import (
     SessionList,
@@ -39,7 +40,7 @@ Id = PathId
     status_code=201,
     responses={
         202: {"model": UnlockOffline, "description": "charger offline: use the PIN"},
-        **problem_responses(401, 403, 404, 409, 422, 503, 504),
+        **problems(401, 403, 404, 409, 422, 503, 504),
     },
 )
 async def start_session(
@@ -58,19 +59,19 @@ async def start_session(
 @router.post(
     "/sessions/{session_id}/stop",
     status_code=202,
-    responses=problem_responses(401, 404, 409, 503, 504),
+    responses=problems(401, 404, 409, 503, 504),
 )
 async def stop_session(session_id: Id, state: State, principal: CurrentUser) -> StopAccepted:
     """Stop a session (its driver, the charger's host, or an admin)."""
     return await service.stop_session(state, principal, session_id, datetime.now(UTC))
 
 
-@router.get("/sessions/{session_id}", responses=problem_responses(401, 404, 422))
+@router.get("/sessions/{session_id}", responses=problems(401, 404, 422))
 async def get_session(session_id: Id, db: Db, principal: CurrentUser) -> SessionOut:
     return await service.get_session(db, principal, session_id, datetime.now(UTC))
 
 
-@router.get("/sessions", responses=problem_responses(401, 422))
+@router.get("/sessions", responses=problems(401, 422))
 async def list_sessions(
     db: Db,
     principal: CurrentUser,

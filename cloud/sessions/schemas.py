@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from cloud.schemas import RequestModel
+from cloud.schemas import RequestModel, WholeNumber
 
 
 class UnlockRequestBody(RequestModel):
     #: The connector number as printed on the charger (the device's wire number).
-    connector: int = Field(ge=1, le=32)
+    connector: WholeNumber = Field(ge=1, le=32)
     #: The driver's confirmed booking; omitted for pay-as-you-go.
     booking_id: str | None = Field(default=None, min_length=1, max_length=26)
 
