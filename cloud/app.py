@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from cloud import __version__
 from cloud.accounts.principals import PrincipalCache
 from cloud.accounts.router import router as accounts_router
+from cloud.billing.router import router as billing_router
 from cloud.bookings.router import router as bookings_router
 from cloud.broker import open_broker_link
 from cloud.chargers.router import router as chargers_router
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(chargers_router)
     app.include_router(bookings_router)
+    app.include_router(billing_router)
     app.include_router(sessions_router)
     app.include_router(sessions_ws_router)
     app.include_router(payments_router)

@@ -121,6 +121,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/sessions"): Row(("driver_a", "host_a"), excludes=("session_id",)),
     ("WS", "/ws/sessions/{session_id}"): Row(_DRIVERS),
     ("WS", "/ws/chargers/{charger_id}"): Row(_DRIVERS),
+    # quotes: the id is in the body ("{charger_id}" is filled in like a path's); B's charger
+    # is not approved, so only host B (and admins) may price it
+    ("POST", "/quotes"): Row(
+        _DRIVERS, body={"charger_id": "{charger_id}", "connector": 1, "duration_min": 60}
+    ),
     # the caller's own profile: no ids to aim at; anonymous callers are refused
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),
@@ -336,6 +341,16 @@ def _ws_refused(sent: list[dict[str, Any]], codes: tuple[int, ...] = (4401, 4403
     return not data and bool(closes) and closes[0].get("code") in codes
 
 
+def _body(world: World, row: Row) -> dict[str, Any] | None:
+    """The row's body with ``"{charger_id}"``-style values replaced by B's ids."""
+    if row.body is None:
+        return None
+    return {
+        key: value.format(**world.ids) if isinstance(value, str) and "{" in value else value
+        for key, value in row.body.items()
+    }
+
+
 def _headers(world: World, who: str) -> dict[str, str]:
     return {} if who == "anonymous" else world.users[who].headers
 
@@ -355,7 +370,7 @@ async def test_nobody_reaches_another_users_objects(market_api: Api, world: Worl
                 method,
                 path,
                 params=row.query,
-                json=row.body,
+                json=_body(world, row),
                 files=row.files,
                 headers=_headers(world, who),
             )
@@ -384,6 +399,9 @@ async def test_the_owners_pass_where_intruders_fail(market_api: Api, world: Worl
     for method, path, headers in checks:
         answer = await market_api.client.request(method, path, headers=headers)
         assert answer.status_code == 200, f"{method} {path}: {answer.status_code} {answer.text}"
+    quote = _body(world, MATRIX["POST", "/quotes"])
+    answer = await market_api.client.post("/quotes", json=quote, headers=host_b)
+    assert answer.status_code == 200, answer.text
     token = driver_b["Authorization"].split()[1]
     sent = await _ws_open(market_api.app, f"/ws/sessions/{ids['session_id']}", token)
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"], sent
@@ -402,18 +420,19 @@ async def test_a_stranger_without_a_token_is_refused_everywhere(
             if not _ws_refused(sent, (4401,)):
                 refused.append(f"WS {template}: {sent}")
             continue
-        if method == "GET" and template in (
+        public_view = method == "GET" and template in (
             "/chargers/{charger_id}",
             "/c/{code}",
             "/chargers/{charger_id}/qr.svg",
             "/chargers/{charger_id}/qr.png",
             "/chargers/{charger_id}/photos/{photo_id}",
-        ):
+        )
+        if public_view or (method, template) == ("POST", "/quotes"):
             expected: frozenset[int] = frozenset({404})  # public views; B's is not approved
         else:
             expected = frozenset({401})
         answer = await market_api.client.request(
-            method, path, params=row.query, json=row.body, files=row.files
+            method, path, params=row.query, json=_body(world, row), files=row.files
         )
         if answer.status_code not in expected:
             refused.append(f"{method} {template}: {answer.status_code}")
