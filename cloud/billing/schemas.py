@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from cloud.billing.quote import LineKind
 from cloud.bookings.schemas import AmountKind
 from cloud.chargers.models import PricingMode
-from cloud.schemas import Instant, RequestModel
+from cloud.schemas import Instant, RequestModel, WholeNumber
 
 #: A walk-up lasts at most as long as a booking may (cloud.bookings.policy.MAX_DURATION).
 MAX_DURATION_MIN = 12 * 60
@@ -34,11 +34,11 @@ class QuoteRequest(RequestModel):
 
     charger_id: str = Field(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")
     #: The connector number as printed on the charger (1, 2 …).
-    connector: int = Field(ge=1, le=32, strict=True)
+    connector: WholeNumber = Field(ge=1, le=32)
     start: Instant | None = None
     end: Instant | None = None
-    duration_min: int | None = Field(default=None, ge=1, le=MAX_DURATION_MIN, strict=True)
-    energy_wh: int | None = Field(default=None, ge=1, le=MAX_ENERGY_WH, strict=True)
+    duration_min: WholeNumber | None = Field(default=None, ge=1, le=MAX_DURATION_MIN)
+    energy_wh: WholeNumber | None = Field(default=None, ge=1, le=MAX_ENERGY_WH)
 
     schema_rules: ClassVar[dict[str, Any]] = {
         "oneOf": [

@@ -147,6 +147,9 @@ async def test_walk_up_quotes_for_a_duration_or_an_energy(
         "duration", "exact", "per_hour",
     )  # fmt: skip
     assert (quote["idle_fee_per_min_paise"], quote["idle_grace_min"]) == (300, 15)
+    # JSON Schema counts 45.0 as an integer, so the API does too.
+    same = {"charger_id": hourly.id, "connector": 1.0, "duration_min": 45.0}
+    assert (await _quote(market_api, same)).json() == quote
     short = await _quote(market_api, {"charger_id": hourly.id, "connector": 1, "duration_min": 5})
     assert [(x["kind"], x["amount_paise"]) for x in short.json()["lines"]] == [
         ("time", 500), ("minimum_charge", 1500), ("cgst", 180), ("sgst", 180),
@@ -180,6 +183,7 @@ async def test_walk_up_quotes_for_a_duration_or_an_energy(
         ({"duration_min": 0}, "duration_min"),
         ({"duration_min": 721}, "duration_min"),
         ({"duration_min": 30.5}, "duration_min"),
+        ({"duration_min": True}, "duration_min"),
         ({"duration_min": "30"}, "duration_min"),
         ({"energy_wh": 500_001}, "energy_wh"),
         ({"energy_wh": None}, None),  # null: omit the field instead
