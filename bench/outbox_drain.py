@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.store.db import connect
-from edge_agent.store.readings import add_batch
 from edge_agent.store.uplink import high_water
+from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.service import SyncService
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
 from protocols.topics import topic
 from tests.cloud.certs import make_certs
-from tests.cloud.mosquitto import cloud_broker
+from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
@@ -74,7 +76,9 @@ def raw_paho_rate(tls_port: int, ca: Path, payloads: list[tuple[str, bytes]]) ->
         if acked == len(payloads):
             done.set()
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=paho.MQTTv5)
+    # The device's own client id: the cloud broker binds a device's client id to its username
+    # and refuses any other (deploy/mosquitto/cloud).
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=paho.MQTTv5)
     client.username_pw_set(DEVICE, DEVICE_PASSWORD)
     client.tls_set(ca_certs=str(ca))
     client.max_inflight_messages_set(100)
@@ -84,23 +88,37 @@ def raw_paho_rate(tls_port: int, ca: Path, payloads: list[tuple[str, bytes]]) ->
     start = time.perf_counter()
     for name, payload in payloads:
         client.publish(name, payload, qos=1)
-    if not done.wait(300):
-        raise RuntimeError("raw paho baseline did not finish")
+    if not done.wait(120):
+        raise RuntimeError(f"raw paho baseline did not finish ({acked} of {len(payloads)} acked)")
     elapsed = time.perf_counter() - start
     client.disconnect()
     client.loop_stop()
     return len(payloads) / elapsed
 
 
+def _writer(
+    store_path: Path, on_durable: Callable[[Durable], None] = lambda _d: None
+) -> StoreWriter:
+    return StoreWriter(
+        store_path, device_id=DEVICE, now=lambda: datetime.now(UTC), on_durable=on_durable
+    )
+
+
 async def drain(store_path: Path, tls_port: int, ca: Path) -> dict[str, float]:
     conn = connect(store_path)
     total = len(outbox_seqs(conn))
     settings = sync_settings(tls_port, ca, backlog_msgs_per_s=1e9, backlog_burst=1000)
-    service = SyncService(conn, settings, handler=RecordingHandler(), clock=wall_clock())
     live_seq = 0
     live_at = 0.0
-    async with asyncio.TaskGroup() as group:
+    # As the agent runs it: acknowledged rows are deleted by the store's writer thread.
+    async with _writer(store_path) as writer, asyncio.TaskGroup() as group:
+        service = SyncService(
+            conn, settings, handler=RecordingHandler(), clock=wall_clock(), writer=writer
+        )
         task = group.create_task(service.run(), name="bench-sync")
+        # From the link being up, as the baseline is timed from a connected client.
+        while not service.stats.connected:
+            await asyncio.sleep(0.001)
         start = time.perf_counter()
         await asyncio.sleep(0.5)
         live_at = time.monotonic()
@@ -116,25 +134,32 @@ async def drain(store_path: Path, tls_port: int, ca: Path) -> dict[str, float]:
 
 
 async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: int) -> list[float]:
+    """A reading handed to the store writer (as the poll task does) to its arrival past the
+    broker: the writer commits it (synchronous=FULL), then the uplink publishes it."""
     conn = connect(store_path)
-    service = SyncService(
-        conn, sync_settings(tls_port, ca), handler=RecordingHandler(), clock=wall_clock()
-    )
     samples: list[float] = []
-    async with asyncio.TaskGroup() as group:
+    services: list[SyncService] = []
+    async with (
+        _writer(store_path, lambda _durable: services[0].notify()) as writer,
+        asyncio.TaskGroup() as group,
+    ):
+        service = SyncService(
+            conn, sync_settings(tls_port, ca), handler=RecordingHandler(), clock=wall_clock(),
+            writer=writer,
+        )  # fmt: skip
+        services.append(service)
         task = group.create_task(service.run(), name="bench-sync")
         while not service.stats.connected:
             await asyncio.sleep(0.01)
         for i in range(n):
             read_at = time.monotonic()
-            add_batch(
-                conn,
-                [MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
-                              values={Quantity.POWER_W: float(i)})],
-                device_id=DEVICE, now=datetime.now(UTC), clock_synced=True,
+            writer.submit(
+                MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
+                             values={Quantity.POWER_W: float(i)})
             )  # fmt: skip
+            while writer.committed <= i:
+                await asyncio.sleep(0.0002)
             seq = high_water(conn)
-            service.notify()
             while seq not in acker.received[DEVICE].first_at:
                 await asyncio.sleep(0.0005)
             samples.append(acker.received[DEVICE].first_at[seq] - read_at)
@@ -144,9 +169,43 @@ async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: in
     return samples
 
 
+def pair_run(
+    root: Path, prepared: Path, run: int, broker: Broker, *, ca: Path,
+    payloads: list[tuple[str, bytes]],
+) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """The baseline, then one drain of a copy of the prepared store, with the ingest
+    stand-in (its own process) subscribed throughout: the broker delivers every message to
+    it in both, so only the publisher differs."""
+    store_path = root / f"drain-{run}.sqlite"
+    shutil.copyfile(prepared, store_path)
+    arrivals = root / f"arrivals-{run}.txt"
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.sync.acker_proc", str(broker.port), INGEST_PASSWORD,
+         str(arrivals)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert receiver.stdout is not None
+    receiver.stdout.readline()
+    try:
+        assert broker.tls_port is not None
+        baseline = raw_paho_rate(broker.tls_port, ca, payloads)
+        result = asyncio.run(drain(store_path, broker.tls_port, ca))
+    finally:
+        receiver.terminate()
+        receiver.wait()
+        receiver.stdout.close()
+    first_at = {
+        int(seq): float(at)
+        for _device, seq, at in (line.split() for line in arrivals.read_text().splitlines())
+    }
+    result["first_live_s"] = first_at[int(result["live_seq"])] - result["live_at"]
+    return baseline, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readings", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="baseline/drain pairs (median)")
     parser.add_argument("--latency-samples", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,8 +216,8 @@ def main() -> None:
         broker.start()
         assert broker.tls_port is not None
         try:
-            store_path = root / "agent.sqlite"
-            conn = connect(store_path)
+            prepared = root / "agent.sqlite"
+            conn = connect(prepared)
             batches = args.readings // PER_BATCH
             queue_readings(conn, batches, per_batch=PER_BATCH)
             payloads = [
@@ -166,26 +225,16 @@ def main() -> None:
                 for kind, payload in conn.execute("SELECT kind, payload FROM outbox ORDER BY seq")
             ]
             conn.close()
-            baseline = raw_paho_rate(broker.tls_port, certs.ca, payloads)
-            arrivals = root / "arrivals.txt"
-            receiver = subprocess.Popen(
-                [sys.executable, "-m", "tests.sync.acker_proc", str(broker.port),
-                 INGEST_PASSWORD, str(arrivals)],
-                stdout=subprocess.PIPE,
-            )  # fmt: skip
-            assert receiver.stdout is not None
-            receiver.stdout.readline()
-            try:
-                result = asyncio.run(drain(store_path, broker.tls_port, certs.ca))
-            finally:
-                receiver.terminate()
-                receiver.wait()
-                receiver.stdout.close()
-            first_at = {
-                int(seq): float(at)
-                for _device, seq, at in (line.split() for line in arrivals.read_text().splitlines())
-            }
-            first_live_s = first_at[int(result["live_seq"])] - result["live_at"]
+            # The machine is shared and its load drifts: baseline and drain alternate, and
+            # each drain is compared with the baseline run just before it.
+            baselines: list[float] = []
+            results: list[dict[str, float]] = []
+            for run in range(args.runs):
+                baseline, result = pair_run(
+                    root, prepared, run, broker, ca=certs.ca, payloads=payloads
+                )
+                baselines.append(baseline)
+                results.append(result)
             acker = Acker(
                 broker.port, username="cloud-ingest", password=INGEST_PASSWORD, validate=False
             )
@@ -198,21 +247,31 @@ def main() -> None:
                 acker.close()
         finally:
             broker.stop()
-    params = {"readings": args.readings, "readings_per_msg": PER_BATCH, "rows": batches}
+    rates = [r["msgs_per_s"] for r in results]
+    ratios = [r / b for r, b in zip(rates, baselines, strict=True)]
+    rate, baseline, ratio = (statistics.median(v) for v in (rates, baselines, ratios))
+    params = {"readings": args.readings, "readings_per_msg": PER_BATCH, "rows": batches,
+              "runs": args.runs, "run_ratios": [round(r, 3) for r in ratios],
+              "run_values": [round(r, 1) for r in rates],
+              "baseline_values": [round(b, 1) for b in baselines],
+              "environment": "the ingest stand-in subscribed during baseline and drain alike",
+              "timed": "link up -> outbox empty (every row acked by the ingest stand-in and "
+                       "deleted by the store writer)"}  # fmt: skip
     base = "raw paho-mqtt QoS1 publish of the same payloads"
-    ratio = result["msgs_per_s"] / baseline
-    figure("drain_msgs_per_s", result["msgs_per_s"], "msg/s", baseline=base,
-           baseline_value=round(baseline, 1), ratio=round(ratio, 3), goal=">= 0.5 ratio",
-           meets_goal=ratio >= 0.5, params=params)  # fmt: skip
-    figure("drain_readings_per_s", result["msgs_per_s"] * PER_BATCH, "readings/s", baseline=base,
+    figure("drain_msgs_per_s", rate, "msg/s", baseline=base,
+           baseline_value=round(baseline, 1), ratio=round(ratio, 3), goal=">= 0.8 ratio",
+           meets_goal=ratio >= 0.8, params=params)  # fmt: skip
+    figure("drain_readings_per_s", rate * PER_BATCH, "readings/s", baseline=base,
            baseline_value=round(baseline * PER_BATCH, 1), ratio=round(ratio, 3),
-           goal=">= 0.5 ratio", meets_goal=ratio >= 0.5, params=params)  # fmt: skip
-    figure("first_live_reading_ms", first_live_s * 1000, "ms",
+           goal=">= 0.8 ratio", meets_goal=ratio >= 0.8, params=params)  # fmt: skip
+    first_live_ms = statistics.median(r["first_live_s"] for r in results) * 1000
+    figure("first_live_reading_ms", first_live_ms, "ms",
            params={**params, "queued_after_s": 0.5})  # fmt: skip
     samples.sort()
     p50 = statistics.median(samples) * 1000
     p95 = samples[int(0.95 * (len(samples) - 1))] * 1000
-    lat_params = {"samples": len(samples), "backlog": 0}
+    lat_params = {"samples": len(samples), "backlog": 0,
+                  "durable": "StoreWriter commit (synchronous=FULL) before publishing"}  # fmt: skip
     figure("read_to_broker_p50_ms", p50, "ms", goal="<= 50", meets_goal=p50 <= 50,
            params=lat_params)  # fmt: skip
     figure("read_to_broker_p95_ms", p95, "ms", params=lat_params)
