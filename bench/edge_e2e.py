@@ -13,6 +13,10 @@ is called in-process. Each phase has a fresh store (no backlog). Figures, one JS
   only once it is committed (synchronous=FULL). Goal <= 50 / <= 150.
 * ``e2e_full_reads_per_s``: full SDM630 reads per second with ``poll_interval_s`` at its floor,
   counting only readings that were stored and delivered; goal >= 100.
+* ``store_commit_p50_ms`` with ``synchronous`` FULL (what the agent uses) and NORMAL: one
+  reading handed to :class:`~edge_agent.store.writer.StoreWriter` until it is committed — what
+  durability against power loss costs on this disk (docs/decisions.md says which crash each
+  level survives).
 
 The receiver's arrival time is CLOCK_MONOTONIC mapped to the wall clock in its own process
 (both processes share the machine's clocks), so the figure includes the broker's hop.
@@ -21,6 +25,7 @@ The receiver's arrival time is CLOCK_MONOTONIC mapped to the wall clock in its o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -32,11 +37,13 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from protocols.messages import TelemetryBatch
+from edge_agent.store.writer import StoreWriter
+from protocols.messages import MeterReading, TelemetryBatch
+from protocols.meters import Quantity
 from tests.cloud.certs import make_certs
 from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
@@ -155,6 +162,39 @@ def phase(
     }
 
 
+async def _commit_latencies(
+    directory: Path, synchronous: Literal["FULL", "NORMAL"], n: int
+) -> list[float]:
+    """Hand one reading at a time to a StoreWriter; time until its group is committed."""
+    samples: list[float] = []
+    async with StoreWriter(
+        directory / f"commit-{synchronous}.db", device_id=DEVICE,
+        now=lambda: datetime.now(UTC), synchronous=synchronous,
+    ) as writer:  # fmt: skip
+        for i in range(n):
+            start = time.perf_counter()
+            writer.submit(MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
+                                       values={Quantity.POWER_W: float(i)}))  # fmt: skip
+            while writer.committed <= i:
+                await asyncio.sleep(0)
+            samples.append((time.perf_counter() - start) * 1000)
+    return sorted(samples)
+
+
+def commit_figures(directory: Path, n: int) -> list[str]:
+    """What each ``synchronous`` level costs a reading's commit on this disk."""
+    lines = []
+    for level in ("FULL", "NORMAL"):
+        lat = asyncio.run(_commit_latencies(directory, level, n))
+        survives = ("process kill and power loss" if level == "FULL"
+                    else "process kill; power loss may lose the last commits")  # fmt: skip
+        params = {"synchronous": level, "journal_mode": "WAL", "samples": n,
+                  "p95_ms": round(_percentile(lat, 0.95), 3), "survives": survives,
+                  "disk": "the machine's /tmp (a Pi's SD card syncs far slower)"}  # fmt: skip
+        lines.append(figure("store_commit_p50_ms", statistics.median(lat), "ms", params=params))
+    return lines
+
+
 def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -162,6 +202,7 @@ def _percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="window per phase")
+    parser.add_argument("--commit-samples", type=int, default=300)
     parser.add_argument("--receiver", nargs=3, metavar=("PORT", "PASSWORD", "OUT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
@@ -186,6 +227,7 @@ def main() -> None:
         stack.callback(_stop, sim)
         assert sim.stdout is not None
         sim_port = int(json.loads(sim.stdout.readline())["tcp"].rsplit(":", 1)[1])
+        lines += commit_figures(root, args.commit_samples)
         for hz in (1, 10):
             result = phase(
                 root, broker, certs.ca, sim_port, interval_s=1 / hz, seconds=args.seconds

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import Session
@@ -83,6 +83,7 @@ class StoreWriter:
         open_sessions: Callable[[], Sequence[Session]] = tuple,
         max_bytes: int | None = None,
         on_durable: Callable[[Durable], None] = lambda _d: None,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
     ) -> None:
         self.path = path
         self.device_id = device_id
@@ -90,6 +91,10 @@ class StoreWriter:
         self._open_sessions = open_sessions
         self._max_bytes = max_bytes
         self._on_durable = on_durable
+        #: The agent always writes with FULL; NORMAL exists to measure what FULL costs
+        #: (bench.edge_e2e). WAL + NORMAL survives a process kill but may lose the last
+        #: commits on power loss — after the uplink may have sent them (docs/decisions.md).
+        self._synchronous = synchronous
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,6 +121,8 @@ class StoreWriter:
         self._loop = asyncio.get_running_loop()
         self._failure = self._loop.create_future()
         self._conn = connect(self.path)
+        if self._synchronous != "FULL":
+            self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
