@@ -59,6 +59,23 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: _problem_response(status) for status in statuses}
 
 
+def links(status: int, **targets: dict[str, str]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose ``status`` answer names a resource other
+    operations take: ``links(201, get_booking={"booking_id": "$response.body#/id"})``. The
+    keys are the target operations' ids (their handlers' names); schemathesis' stateful
+    phase and client generators follow them."""
+    return {
+        "responses": {
+            str(status): {
+                "links": {
+                    target: {"operationId": target, "parameters": parameters}
+                    for target, parameters in targets.items()
+                }
+            }
+        }
+    }
+
+
 def _problem_response(status: int) -> dict[str, Any]:
     model = ValidationProblem if status == 422 else Problem
     return {

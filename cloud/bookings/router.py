@@ -18,7 +18,7 @@ from cloud.bookings import pins, service
 from cloud.bookings.models import Booking, BookingStatus
 from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
 from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
-from cloud.openapi import problems
+from cloud.openapi import links, problems
 from cloud.schemas import PathId
 
 router = APIRouter(tags=["bookings"])
@@ -32,7 +32,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@router.post("/bookings", status_code=status.HTTP_201_CREATED, responses=problems(409))
+_BOOKING = {"booking_id": "$response.body#/id"}
+
+
+@router.post(
+    "/bookings",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+    openapi_extra=links(201, get_booking=_BOOKING, cancel_booking=_BOOKING, reveal_pin=_BOOKING),
+)
 async def create_booking(body: BookingCreate, driver: DriverUser, state: State) -> BookingWithPin:
     """Book a connector for ``[start, end)``: 201 with the booking (confirmed, with the
     keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an

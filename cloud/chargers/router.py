@@ -27,7 +27,7 @@ from cloud.chargers.status import chart, live_status
 from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
 from cloud.deps import AdminUser, Db, HostUser, State, optional_principal
 from cloud.errors import InvalidRequest, NotFound
-from cloud.openapi import problems
+from cloud.openapi import links, problems
 from cloud.schemas import Instant, PathId
 from protocols.enums import ConnectorType
 from protocols.meters.quantities import Quantity
@@ -150,7 +150,23 @@ async def resolve_code(
 # --- host: create, edit, list ----------------------------------------------------------------
 
 
-@router.post("/chargers", status_code=status.HTTP_201_CREATED, responses=problems(409))
+_CHARGER = {"charger_id": "$response.body#/id"}
+
+
+@router.post(
+    "/chargers",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+    openapi_extra=links(
+        201,
+        get_host_charger=_CHARGER,
+        update_charger=_CHARGER,
+        put_availability=_CHARGER,
+        add_blocked_period=_CHARGER,
+        upload_photo=_CHARGER,
+        qr_svg=_CHARGER,
+    ),
+)
 async def create_charger(
     *, body: schemas.ChargerCreate, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
@@ -193,6 +209,13 @@ async def put_availability(
     "/chargers/{charger_id}/blocked-periods",
     status_code=status.HTTP_201_CREATED,
     responses=problems(409),
+    openapi_extra=links(
+        201,
+        delete_blocked_period={
+            "charger_id": "$request.path.charger_id",
+            "period_id": "$response.body#/id",
+        },
+    ),
 )
 async def add_blocked_period(
     *, charger_id: ChargerId, body: schemas.BlockedPeriodIn, db: Db, principal: HostUser
@@ -223,7 +246,12 @@ async def delete_blocked_period(
     "/chargers/{charger_id}/photos",
     status_code=status.HTTP_201_CREATED,
     responses=problems(413),
-    openapi_extra={
+    openapi_extra=links(
+        201,
+        get_photo={"charger_id": "$request.path.charger_id", "photo_id": "$response.body#/id"},
+        delete_photo={"charger_id": "$request.path.charger_id", "photo_id": "$response.body#/id"},
+    )
+    | {
         "requestBody": {
             "required": True,
             "content": {

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response, WebSocket
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
 from cloud.deps import CurrentUser, Db, State, require_roles
-from cloud.openapi import problems
+from cloud.openapi import links, problems
 from cloud.schemas import PathId
 from cloud.sessions import service, ws
 from cloud.sessions.schemas import (
@@ -42,6 +42,11 @@ Id = PathId
         202: {"model": UnlockOffline, "description": "charger offline: use the PIN"},
         **problems(401, 403, 404, 409, 422, 503, 504),
     },
+    openapi_extra=links(
+        201,
+        get_session={"session_id": "$response.body#/session_id"},
+        stop_session={"session_id": "$response.body#/session_id"},
+    ),
 )
 async def start_session(
     charger_id: Id, body: UnlockRequestBody, state: State, principal: DriverUser, response: Response

@@ -133,6 +133,22 @@ def test_cross_field_and_format_rules_are_in_the_schema(spec: dict[str, Any]) ->
                     assert "pattern" in prop, (name, field)
 
 
+def test_created_resources_link_to_the_operations_that_take_them(spec: dict[str, Any]) -> None:
+    """Explicit links (followed by schemathesis' stateful phase) name real operations and
+    real parameters of theirs."""
+    operations = {op["operationId"]: op for _, _, op in _operations(spec)}
+    found = 0
+    for method, path, operation in _operations(spec):
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                target = operations[link["operationId"]]
+                names = {p["name"] for p in target.get("parameters", [])}
+                assert set(link["parameters"]) <= names, (method, path, link)
+                found += 1
+    assert found >= 10
+    assert "get_booking" in spec["paths"]["/bookings"]["post"]["responses"]["201"]["links"]
+
+
 async def test_a_405_lists_every_method_of_its_path() -> None:
     app = create_app(Settings())  # no lifespan: a 405 needs no database
     transport = httpx.ASGITransport(app=app)
