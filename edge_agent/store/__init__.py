@@ -5,6 +5,7 @@
 * :mod:`~edge_agent.store.outbox` — the transactional outbox and the uplink ``seq``
 * :mod:`~edge_agent.store.sessions` — sessions and their events (never thinned)
 * :mod:`~edge_agent.store.readings` — reading batches and the size cap's thinning
+* :mod:`~edge_agent.store.writer` — the thread that group-commits readings as they are taken
 * :mod:`~edge_agent.store.auth` — local list, cache, used token ids, decision log
 
 Functions take a :class:`sqlite3.Connection`; those that change state open their own

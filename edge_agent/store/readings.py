@@ -1,5 +1,5 @@
-"""Readings in the store: written in batches (at most one transaction a second, the caller
-batches), each batch also queued as one ``TelemetryBatch``; and the size cap.
+"""Readings in the store: written in groups (whatever :mod:`~edge_agent.store.writer` has
+waiting when it commits), each group also queued as one ``TelemetryBatch``; and the size cap.
 
 The cap thins telemetry oldest first: the oldest readings rows and the oldest unsent telemetry
 batches go; sessions, session events, decisions and every other outbox row stay. What was
