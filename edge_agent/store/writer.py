@@ -18,7 +18,9 @@ transaction, each inside its own savepoint so one failing job cannot undo the re
 A reading is durable when its group's COMMIT returns. A ``kill -9`` can lose only the readings
 taken and not yet committed (at most the group being written); a reading the writer reported
 durable is in the store with its outbox row, and reaches the cloud exactly once (the cloud
-de-duplicates redeliveries by ``seq``). If the store cannot be written (disk full, I/O error)
+de-duplicates redeliveries by ``seq``). A write lock that another connection holds past
+``busy_timeout`` is waited out (the group is kept and tried again; the readings wait in
+memory). If the store cannot be written (disk full, I/O error)
 the writer stops and :meth:`StoreWriter.failed` raises :class:`~edge_agent.errors.StoreError`
 on the event loop, ending the agent (systemd restarts it) rather than dropping readings.
 """
@@ -31,6 +33,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -41,7 +44,7 @@ from typing import Any, Final, Literal, TypeVar
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import Session
 from edge_agent.store import readings as reading_store
-from edge_agent.store.db import connect
+from edge_agent.store.db import BUSY_TIMEOUT_MS, connect
 from protocols.messages import MeterReading
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP: Final = object()
+#: Pause before trying again when the write lock stayed taken past ``busy_timeout``.
+BUSY_RETRY_S = 0.05
+#: SQLITE_BUSY and SQLITE_LOCKED (primary result codes; the low byte of extended ones).
+_BUSY_CODES = (5, 6)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _BUSY_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,7 @@ class StoreWriter:
         max_bytes: int | None = None,
         on_durable: Callable[[Durable], None] = lambda _d: None,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         self.path = path
         self.device_id = device_id
@@ -95,6 +108,7 @@ class StoreWriter:
         #: (bench.edge_e2e). WAL + NORMAL survives a process kill but may lose the last
         #: commits on power loss — after the uplink may have sent them (docs/decisions.md).
         self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +137,7 @@ class StoreWriter:
         self._conn = connect(self.path)
         if self._synchronous != "FULL":
             self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -166,10 +181,12 @@ class StoreWriter:
     def _run(self) -> None:
         conn = self._conn
         assert conn is not None
+        locked_since: float | None = None
+        carried: list[object] = []
         try:
             stopping = False
             while not stopping:
-                items = [self._queue.get()]
+                items = carried or [self._queue.get()]
                 # Everything that arrived while the last commit was syncing joins this group.
                 while True:
                     try:
@@ -179,8 +196,28 @@ class StoreWriter:
                 stopping = any(item is _STOP for item in items)
                 readings = [r for i in items if isinstance(i, tuple) for r in i]
                 jobs = [i for i in items if isinstance(i, _Job)]
-                if readings or jobs:
+                carried = []
+                if not (readings or jobs):
+                    continue
+                try:
                     self._commit(conn, readings, jobs)
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
+                    # Another process (a technician's sqlite3, a stuck CLI) holds the write
+                    # lock past busy_timeout: keep the group and try again; the readings
+                    # wait in memory rather than the agent stopping.
+                    if locked_since is None:
+                        locked_since = time.monotonic()
+                        log.warning("store %s is locked by another connection; %d readings "
+                                    "wait for it", self.path, len(readings))  # fmt: skip
+                    carried, stopping = items, False
+                    time.sleep(BUSY_RETRY_S)
+                    continue
+                if locked_since is not None:
+                    log.info("store %s writable again after %.1f s", self.path,
+                             time.monotonic() - locked_since)  # fmt: skip
+                    locked_since = None
         except BaseException as exc:  # noqa: BLE001 -- reported to the event loop, not lost
             self._report_failure(exc)
         finally:
@@ -214,8 +251,9 @@ class StoreWriter:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for job in jobs:
-                job.future.set_exception(exc)
+            if not (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
+                for job in jobs:
+                    job.future.set_exception(exc)
             raise
         with self._count_lock:
             self.waiting -= len(readings)

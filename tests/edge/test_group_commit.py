@@ -135,6 +135,27 @@ async def test_acknowledged_rows_are_deleted_by_the_writer_and_a_failing_job_und
     assert min(remaining) > seqs[-1]
 
 
+async def test_a_lock_held_past_the_busy_timeout_is_waited_out_not_fatal(
+    db_path: Path, conn: sqlite3.Connection
+) -> None:
+    """A technician's sqlite3 holding the write lock longer than busy_timeout: the writer
+    keeps the readings and commits them once the lock is free; it does not stop."""
+    writer = StoreWriter(
+        db_path, device_id="site-test", now=lambda: datetime.now(UTC), busy_timeout_ms=50
+    )
+    async with writer:
+        failed = asyncio.ensure_future(writer.failed())
+        conn.execute("BEGIN IMMEDIATE")
+        for i in range(5):
+            writer.submit(_reading(i))
+            await asyncio.sleep(0.1)  # several busy timeouts while the lock is held
+        conn.execute("COMMIT")
+        await _until(lambda: writer.committed == 5)
+        assert not failed.done()
+        failed.cancel()
+    assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 5
+
+
 async def test_closing_the_writer_commits_what_was_handed_over(db_path: Path) -> None:
     writer = _writer(db_path, [])
     async with writer:
