@@ -15,6 +15,7 @@ from cloud.chargers.models import (
 from cloud.db import Base
 from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
 from cloud.ingest.models import AuthDecisionRecord, DeadLetter
+from cloud.invoices.models import Invoice, InvoiceCounter
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
@@ -38,6 +39,8 @@ __all__ = [
     "Dispute",
     "DownlinkSequence",
     "Host",
+    "Invoice",
+    "InvoiceCounter",
     "LedgerEntry",
     "PairingCode",
     "Payment",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.columns import ULID_LEN, text_enum, ulid_pk
@@ -54,8 +54,21 @@ class UserRole(Base):
     role: Mapped[Role] = mapped_column(text_enum(Role, "role"), primary_key=True)
 
 
+#: A GSTIN's shape: state code, PAN, entity number, ``Z``, check character (its checksum is
+#: verified in Python, cloud.invoices.gstin). Frozen in migration 0010.
+GSTIN_PATTERN = "^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]$"
+
+
 class Host(Timestamped, Base):
     __tablename__ = "hosts"
+    __table_args__ = (
+        CheckConstraint(f"gstin ~ '{GSTIN_PATTERN}'", name="gstin_format"),
+        # A registered supplier's invoices carry its legal name and address (CGST Rule 46).
+        CheckConstraint(
+            "gstin IS NULL OR (legal_name IS NOT NULL AND address IS NOT NULL)",
+            name="gstin_has_address",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), unique=True)
@@ -71,6 +84,17 @@ class Host(Timestamped, Base):
     kyc_rejection_reason: Mapped[str | None] = mapped_column(String(500))
     #: Payout destination at the payment provider (linked account / fund account id).
     payout_account_ref: Mapped[str | None] = mapped_column(String(128))
+    #: GST registration, when the host has one: they are then the supplier of record of their
+    #: sessions and their invoices carry this GSTIN, legal name and address (cloud/invoices/).
+    gstin: Mapped[str | None] = mapped_column(String(15), unique=True)
+    legal_name: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(300))
+    pincode: Mapped[str | None] = mapped_column(String(6))
+
+    @property
+    def host_gst_registered(self) -> bool:
+        """What the ledger's bill builder takes (cloud.ledger.entries.bill_txn)."""
+        return self.gstin is not None
 
 
 class RefreshToken(Base):

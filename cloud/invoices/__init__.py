@@ -1,0 +1,1 @@
+"""GST tax invoices and credit notes (CGST Rule 46/53): issue, number, render."""
