@@ -199,12 +199,14 @@ def api_env(settings: Settings) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serve_api(settings: Settings, log_file: Path) -> AsyncIterator[str]:
+async def serve_api(settings: Settings, log_file: Path, **extra_env: str) -> AsyncIterator[str]:
     """``chargemitra-cloud serve`` (uvicorn, its own process and connection pool) on a free
-    loopback port; yields its base URL once ``/healthz`` answers."""
+    loopback port, with ``settings``' values and any ``extra_env`` (``CHARGEMITRA_*``
+    variables it does not carry: trusted proxies, the log level); its stdout and stderr go
+    to ``log_file``. Yields its base URL once ``/healthz`` answers, stops it on exit."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")}
-    env |= api_env(settings)
+    env |= api_env(settings) | extra_env
     cli = Path(sys.executable).with_name("chargemitra-cloud")
     base_url = f"http://127.0.0.1:{port}"
     with log_file.open("ab") as log:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from cloud.settings import Settings
-from tests.cloud.api_process import api_process, clear_rate_limits
+from tests.cloud.api_process import clear_rate_limits
+from tests.cloud.bookings_fixtures import serve_api
 from tests.cloud.conftest import make_settings
 from tests.cloud.mosquitto import Broker
 
@@ -63,7 +64,7 @@ async def test_a_rotated_forwarded_for_does_not_reset_the_per_address_limit(
     api_settings: Settings, tmp_path: Path, route: str, refused: int
 ) -> None:
     async with (
-        api_process(api_settings, tmp_path / "api.log", **LIMITS) as url,
+        serve_api(api_settings, tmp_path / "api.log", **LIMITS) as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
         codes = await _attempts(client, route, LIMIT + 2)
@@ -75,7 +76,7 @@ async def test_a_configured_proxy_is_believed(api_settings: Settings, tmp_path: 
     own budget, and one client cannot escape its limit by connecting through the proxy."""
     env = LIMITS | {"CHARGEMITRA_APP_FORWARDED_ALLOW_IPS": "127.0.0.1"}
     async with (
-        api_process(api_settings, tmp_path / "api.log", **env) as url,
+        serve_api(api_settings, tmp_path / "api.log", **env) as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
         # LIMIT + 2 different clients: nobody is over the limit.

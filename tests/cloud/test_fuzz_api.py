@@ -33,7 +33,8 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.api_process import api_process, clear_rate_limits
+from tests.cloud.api_process import clear_rate_limits
+from tests.cloud.bookings_fixtures import serve_api
 from tests.cloud.conftest import REDIS_URL, make_settings
 from tests.cloud.market import TEST_PASSWORD, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
@@ -168,7 +169,7 @@ async def test_schemathesis_all_checks_as_every_role(world: FuzzWorld, tmp_path:
     out = tmp_path  # reports, outputs and each role's configuration stay here
     results = {}
     try:
-        async with api_process(world.settings, tmp_path / "api.log", **env) as base_url:
+        async with serve_api(world.settings, tmp_path / "api.log", **env) as base_url:
             for role in ROLES:
                 results[role] = await asyncio.to_thread(
                     _run_schemathesis, base_url, role, users[role], out

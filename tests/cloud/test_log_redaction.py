@@ -19,8 +19,8 @@ from websockets.typing import Subprotocol
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from cloud.settings import Settings
-from tests.cloud.api_process import api_process, log_entries
-from tests.cloud.bookings_fixtures import add_charger
+from tests.cloud.api_process import log_entries
+from tests.cloud.bookings_fixtures import add_charger, serve_api
 from tests.cloud.conftest import make_settings
 from tests.cloud.market import add_user
 from tests.cloud.mosquitto import Broker
@@ -41,7 +41,7 @@ async def test_tokens_in_urls_never_reach_the_log(
     token = host.headers["Authorization"].removeprefix("Bearer ")
     refresh = secrets.token_urlsafe(32)
     log_file = tmp_path / "api.log"
-    async with api_process(api_settings, log_file, CHARGEMITRA_APP_LOG_LEVEL="INFO") as url:
+    async with serve_api(api_settings, log_file, CHARGEMITRA_APP_LOG_LEVEL="INFO") as url:
         ws_url = url.replace("http://", "ws://") + f"/ws/chargers/{charger.id}"
         async with websockets.connect(f"{ws_url}?access_token={token}") as ws:
             assert json.loads(await ws.recv())["type"] == "snapshot"
@@ -71,7 +71,7 @@ async def test_a_websocket_authenticates_without_its_token_in_the_url(
     charger = await add_charger(pg, host)
     token = host.headers["Authorization"].removeprefix("Bearer ")
     log_file = tmp_path / "api.log"
-    async with api_process(api_settings, log_file, CHARGEMITRA_APP_LOG_LEVEL="INFO") as url:
+    async with serve_api(api_settings, log_file, CHARGEMITRA_APP_LOG_LEVEL="INFO") as url:
         ws_url = url.replace("http://", "ws://") + f"/ws/chargers/{charger.id}"
         offered = [Subprotocol("chargemitra"), Subprotocol(f"bearer.{token}")]
         async with websockets.connect(ws_url, subprotocols=offered) as ws:

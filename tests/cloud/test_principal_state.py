@@ -20,13 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from redis.asyncio import Redis
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from cloud.settings import Settings
+from tests.cloud.api_process import clear_rate_limits
 from tests.cloud.bookings_fixtures import add_charger, booking_body, next_slot, serve_api
-from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.conftest import make_settings
 from tests.cloud.market import TEST_PASSWORD, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
 
@@ -44,23 +44,12 @@ def api_settings(db_url: str, broker: Broker, service_passwords: dict[str, str])
 
 @pytest.fixture
 async def api(api_settings: Settings, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    await _clear_rate_limits()
+    await clear_rate_limits()
     async with (
         serve_api(api_settings, tmp_path / "api.log") as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
         yield client
-
-
-async def _clear_rate_limits() -> None:
-    """Logins here all come from 127.0.0.1: start each test below the per-address limit."""
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in redis.scan_iter(match="cm:rl:*")]
-        if keys:
-            await redis.delete(*keys)
-    finally:
-        await redis.aclose()
 
 
 async def _refused_soon(
