@@ -30,7 +30,9 @@ UV_VERSION="0.13.9"
 PYTHON="${CHARGEMITRA_PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.chargemitra-bootstrap"
-APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-server socat tmux)
+# fonts-dejavu-core: the invoice PDF's font (it has the rupee sign); poppler-utils: the PDF tests.
+APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-server socat tmux
+    fonts-dejavu-core poppler-utils)
 PG_ROLE="chargemitra"
 PG_PASSWORD="chargemitra"
 PG_DATABASES=(chargemitra chargemitra_test)
