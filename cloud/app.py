@@ -25,12 +25,14 @@ from cloud.devices.broker_auth import AdminLogin, DynsecCredentials
 from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
+from cloud.invoices.router import router as invoices_router
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cloud.openapi import install_openapi
 from cloud.payments.dummy import DummyProvider
 from cloud.payments.factory import open_provider
 from cloud.payments.router import receive_webhook
 from cloud.payments.router import router as payments_router
+from cloud.payouts.router import router as payouts_router
 from cloud.problems import install_problem_handlers
 from cloud.sessions.live import RedisLiveHub
 from cloud.sessions.router import router as sessions_router
@@ -107,9 +109,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chargers_router)
     app.include_router(bookings_router)
     app.include_router(billing_router)
+    app.include_router(invoices_router)
     app.include_router(sessions_router)
     app.include_router(sessions_ws_router)
     app.include_router(payments_router)
+    app.include_router(payouts_router)
 
     @app.middleware("http")
     async def record_metrics(

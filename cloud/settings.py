@@ -181,6 +181,17 @@ class BillingSettings(_Group):
 
     #: The platform's commission on a session's taxable value, in basis points (1000 = 10 %).
     commission_bp: int = Field(default=1000, ge=0, le=5000)
+    #: The platform as supplier of record of the sessions of hosts without a GSTIN: what its
+    #: tax invoices print (cloud/invoices/supply.py). The GSTIN's checksum is checked there.
+    supplier_name: str = Field(
+        default="ChargeMitra Technologies Private Limited", min_length=1, max_length=200
+    )
+    supplier_address: str = Field(
+        default="4th Floor, 12 MG Road, Pune, Maharashtra 411001", min_length=1, max_length=300
+    )
+    supplier_gstin: str = Field(
+        default="27AAPFU0939F1ZV", pattern=r"^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]$"
+    )
     #: GST TCS (CGST Act s. 52) withheld from a GST-registered host's earning, in basis points
     #: of the taxable value: 0.5 % since 10 July 2024.
     tcs_bp: int = Field(default=50, ge=0, le=200)

@@ -1,0 +1,117 @@
+"""Answers of the invoice routes (``GET /invoices``, ``GET /invoices/{id}``)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from cloud.invoices.gstin import state_name
+from cloud.invoices.models import Invoice
+
+
+class StateOut(BaseModel):
+    #: The GST state code (``27``) and the state's name (``Maharashtra``).
+    code: str
+    name: str
+
+    @classmethod
+    def of(cls, code: str) -> StateOut:
+        return cls(code=code, name=state_name(code))
+
+
+class SupplierOut(BaseModel):
+    name: str
+    address: str
+    #: Absent only on documents of a supplier without one (never today: see docs/cloud.md).
+    gstin: str | None
+    state: StateOut
+
+
+class RecipientOut(BaseModel):
+    name: str
+    state: StateOut
+
+
+class LineOut(BaseModel):
+    #: ``energy``, ``time``, ``session_fee``, ``minimum_charge``, ``idle_fee`` (an invoice's,
+    #: as cloud/billing/quote.py prices them) or ``refund`` (a credit note's).
+    kind: str
+    amount_paise: int
+    #: How much was priced, in ``unit`` (``Wh``, ``ms``, ``session``, ``paise``, ``refund``).
+    quantity: int
+    unit: str
+
+
+class InvoiceOut(BaseModel):
+    """A GST tax invoice or credit note, as issued (CGST Rules 46 and 53)."""
+
+    id: str
+    kind: Literal["invoice", "credit_note"]
+    #: At most 16 characters, unique and gap-free per supplier, kind and financial year.
+    serial: str
+    #: ``2026-27``: April to March.
+    financial_year: str
+    issue_date: date
+    issued_at: datetime
+    #: The session billed (its id in this API: GET /sessions/{id}).
+    session_id: str
+    #: A credit note's invoice.
+    original_id: str | None
+    supplier: SupplierOut
+    recipient: RecipientOut
+    place_of_supply: StateOut
+    sac: str
+    description: str
+    lines: list[LineOut]
+    taxable_paise: int
+    cgst_paise: int
+    sgst_paise: int
+    igst_paise: int
+    total_paise: int
+    #: The GST rate in basis points (1800 = 18 %).
+    gst_rate_bp: int
+    reason: str | None
+    #: Where the PDF is: GET /invoices/{id}.pdf.
+    pdf_url: str
+
+    @classmethod
+    def of(cls, invoice: Invoice, *, session_id: str) -> InvoiceOut:
+        return cls(
+            id=invoice.id,
+            kind=invoice.kind.value,
+            serial=invoice.serial,
+            financial_year=f"{invoice.fy}-{(invoice.fy + 1) % 100:02d}",
+            issue_date=invoice.issue_date,
+            issued_at=invoice.issued_at,
+            session_id=session_id,
+            original_id=invoice.original_id,
+            supplier=SupplierOut(
+                name=invoice.supplier_name,
+                address=invoice.supplier_address,
+                gstin=invoice.supplier_gstin,
+                state=StateOut.of(invoice.supplier_state_code),
+            ),
+            recipient=RecipientOut(
+                name=invoice.recipient_name, state=StateOut.of(invoice.recipient_state_code)
+            ),
+            place_of_supply=StateOut.of(invoice.place_of_supply_code),
+            sac=invoice.sac,
+            description=invoice.description,
+            lines=[LineOut.model_validate(line) for line in invoice.lines],
+            taxable_paise=invoice.taxable_paise,
+            cgst_paise=invoice.cgst_paise,
+            sgst_paise=invoice.sgst_paise,
+            igst_paise=invoice.igst_paise,
+            total_paise=invoice.total_paise,
+            gst_rate_bp=invoice.gst_bp,
+            reason=invoice.reason,
+            pdf_url=f"/invoices/{invoice.id}.pdf",
+        )
+
+
+class InvoiceList(BaseModel):
+    items: list[InvoiceOut]
+    limit: int
+    offset: int

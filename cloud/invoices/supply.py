@@ -1,0 +1,67 @@
+"""Who supplies a session, to whom, and where (pure).
+
+**Supplier of record** (the split of cloud.ledger.entries): a host with a GSTIN supplies the
+charging and invoices it under their own GSTIN, name and address, in their own series; a
+host without one cannot charge GST, so the platform is the supplier of record and invoices
+under its GSTIN (``CHARGEMITRA_BILLING_SUPPLIER_*``), in the platform's series.
+:attr:`cloud.accounts.models.Host.host_gst_registered` is the flag the ledger's bill takes.
+
+**Place of supply.** The charging is done at the charger, to a vehicle there, for a driver
+who is (nearly always) unregistered and whose address we do not hold: the place of supply is
+the charger's state (IGST Act s. 12(2)(b) and 12(3)(a): the location where the service is
+performed). The recipient's state printed is the same. The supply is inter-state (IGST)
+when the supplier's state, the first two digits of its GSTIN, differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloud.accounts.models import Host
+from cloud.chargers.models import Charger
+from cloud.invoices.gstin import state_code, validate_gstin
+from cloud.settings import BillingSettings
+
+#: The platform's series key (a host's is ``host:<id>``).
+PLATFORM = "platform"
+
+
+@dataclass(frozen=True, slots=True)
+class Supplier:
+    #: Whose series: ``platform`` or ``host:<host id>``.
+    key: str
+    name: str
+    address: str
+    gstin: str
+
+    @property
+    def state_code(self) -> str:
+        return self.gstin[:2]
+
+
+def platform_supplier(billing: BillingSettings) -> Supplier:
+    return Supplier(
+        PLATFORM,
+        billing.supplier_name,
+        billing.supplier_address,
+        validate_gstin(billing.supplier_gstin),
+    )
+
+
+def supplier_for(host: Host, billing: BillingSettings) -> Supplier:
+    """The supplier of record of a session at ``host``'s charger (module docstring)."""
+    if host.gstin is None:
+        return platform_supplier(billing)
+    address = host.address or ""
+    if host.pincode:
+        address = f"{address} {host.pincode}"
+    return Supplier(f"host:{host.id}", host.legal_name or host.display_name, address, host.gstin)
+
+
+def place_of_supply(charger: Charger) -> str:
+    """The GST state code of the charger's state (raises UnknownState)."""
+    return state_code(charger.state)
+
+
+def is_interstate(supplier: Supplier, place_code: str) -> bool:
+    return supplier.state_code != place_code
