@@ -155,6 +155,47 @@ def revoke(device_id: str) -> None:
     click.echo(f"revoked {device_id}")
 
 
+@main.group()
+def payouts() -> None:
+    """Host payouts (cloud/payouts/)."""
+
+
+async def _run_payouts(settings: Settings) -> dict[str, object]:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.payments.factory import open_provider  # noqa: PLC0415
+    from cloud.payouts.service import run_weekly  # noqa: PLC0415
+
+    async with open_engine(settings.db) as engine, open_provider(settings) as provider:
+        run = await run_weekly(
+            session_factory(engine),
+            provider,
+            now=datetime.now(UTC),
+            hold=timedelta(days=settings.billing.hold_days),
+        )
+    return {
+        "paid": run.paid,
+        "failed": run.failed,
+        "processing": run.processing,
+        "skipped": run.skipped,
+    }
+
+
+@payouts.command("run")
+def payouts_run() -> None:
+    """Pay out every host with weekly payouts on (and a verified KYC) their payable balance,
+    once per week however often it runs; retry payouts left processing. A weekly timer
+    calls it (docs/cloud.md, Payouts). Prints what it did as JSON."""
+    import json  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        click.echo(json.dumps(asyncio.run(_run_payouts(settings))))
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 async def _seed_demo(
     settings: Settings, password: str, site: tuple[str, bytes] | None
 ) -> str | None:

@@ -84,6 +84,9 @@ class Host(Timestamped, Base):
     kyc_rejection_reason: Mapped[str | None] = mapped_column(String(500))
     #: Payout destination at the payment provider (linked account / fund account id).
     payout_account_ref: Mapped[str | None] = mapped_column(String(128))
+    #: The host's setting: their payable balance is paid out every week by
+    #: ``chargemitra-cloud payouts run`` (cloud/payouts/service.py), without asking.
+    weekly_payouts: Mapped[bool] = mapped_column(default=False, server_default="false")
     #: GST registration, when the host has one: they are then the supplier of record of their
     #: sessions and their invoices carry this GSTIN, legal name and address (cloud/invoices/).
     gstin: Mapped[str | None] = mapped_column(String(15), unique=True)

@@ -71,28 +71,48 @@ async def ledger_total(db: AsyncSession) -> int:
 
 @dataclass(frozen=True, slots=True)
 class HostBalance:
-    """A host's money, in paise. ``earned = held + payable + paid``.
+    """A host's money, in paise. ``earned = held + requested + payable + paid``.
 
     * earned — everything billing has credited the host (net of the GST on commission and
       the TCS withheld, and of dispute adjustments);
-    * held — the part earned within the hold period (disputes and chargebacks come early);
-    * payable — earned, past the hold, not yet paid out;
-    * paid — paid out.
+    * held — the part earned within the hold period (disputes and chargebacks come early),
+      and the earnings of a session under an open dispute, whatever their age;
+    * requested — asked for in payouts not yet paid (pending or processing): reserved, so
+      two requests cannot both take the same money;
+    * payable — earned, past the hold, neither requested nor paid: what a new payout may
+      take (negative only when a dispute took back more than was left);
+    * paid — paid out (the payout entries of the ledger).
     """
 
     earned_paise: int
     held_paise: int
+    requested_paise: int
     payable_paise: int
     paid_paise: int
+    #: Of ``earned``, the part under an open dispute (held, whatever its age).
+    disputed_paise: int = 0
 
+
+#: Disputes that hold a session's earnings until they are resolved (cloud.reviews.models).
+HOLDING_DISPUTES = ("open", "under_review")
 
 _HOST_BALANCE = text(
     """
+WITH disputed AS (
+  SELECT DISTINCT session_id FROM disputes WHERE status = ANY(:holding)
+)
 SELECT
   coalesce(-sum(amount_paise) FILTER (WHERE source <> :payout), 0) AS earned,
-  coalesce(-sum(amount_paise) FILTER (WHERE source <> :payout AND created_at > :cutoff), 0)
-    AS recent,
-  coalesce(sum(amount_paise) FILTER (WHERE source = :payout), 0) AS paid
+  coalesce(-sum(amount_paise) FILTER (
+    WHERE source <> :payout
+      AND (created_at > :cutoff OR session_id IN (SELECT session_id FROM disputed))), 0)
+    AS withheld,
+  coalesce(-sum(amount_paise) FILTER (
+    WHERE source <> :payout AND session_id IN (SELECT session_id FROM disputed)), 0)
+    AS disputed,
+  coalesce(sum(amount_paise) FILTER (WHERE source = :payout), 0) AS paid,
+  (SELECT coalesce(sum(p.amount_paise), 0) FROM payouts p
+    WHERE p.host_id = :host_id AND p.status IN ('pending', 'processing')) AS requested
 FROM ledger_entries WHERE account = :account
 """
 )
@@ -101,24 +121,33 @@ FROM ledger_entries WHERE account = :account
 async def host_balance(
     db: AsyncSession, host_id: str, *, now: datetime, hold: timedelta
 ) -> HostBalance:
+    """The balance of ``host_id`` at ``now`` with earnings held for ``hold``. A caller about
+    to take money from it (a payout request) locks the host's row first
+    (cloud/payouts/service.py), so two callers never read the same payable."""
     row = (
         await db.execute(
             _HOST_BALANCE,
             {
                 "account": host_account(host_id),
+                "host_id": host_id,
                 "payout": EntrySource.PAYOUT.value,
                 "cutoff": now - hold,
+                "holding": list(HOLDING_DISPUTES),
             },
         )
     ).one()
-    earned, recent, paid = int(row.earned), int(row.recent), int(row.paid)
-    # A recent dispute debit must not make the held part negative (it reduces the payable).
-    held = max(0, min(recent, earned - paid))
+    earned, withheld, paid = int(row.earned), int(row.withheld), int(row.paid)
+    requested = int(row.requested)
+    # Payouts take the oldest earnings first, so what is held is the recent part of what is
+    # left; a recent dispute debit must not make it negative (it reduces the payable).
+    held = max(0, min(withheld, earned - paid - requested))
     return HostBalance(
         earned_paise=earned,
         held_paise=held,
-        payable_paise=earned - held - paid,
+        requested_paise=requested,
+        payable_paise=earned - held - requested - paid,
         paid_paise=paid,
+        disputed_paise=int(row.disputed),
     )
 
 

@@ -100,6 +100,8 @@ class DummyProvider:
         self._orders: dict[str, OrderRequest] = {}
         self._receipts: dict[str, str] = {}
         self._payments: dict[str, _Payment] = {}
+        #: Payouts made, by our reference (the payout id).
+        self._payouts: dict[str, PayoutResult] = {}
         self._sink: WebhookSink | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -248,10 +250,16 @@ class DummyProvider:
         )
 
     async def payout(self, request: PayoutRequest) -> PayoutResult:
+        """Pays at once; like RazorpayX's ``X-Payout-Idempotency``, a reference paid before is
+        answered with the same payout, never paid twice."""
         await self._latency()
+        if request.reference in self._payouts:
+            return self._payouts[request.reference]
         if self.switches.fail:
             raise PaymentProviderError(NAME, "payout", code="failed")
-        return PayoutResult(payout_ref=self._new_id("pout"), status="processed")
+        result = PayoutResult(payout_ref=self._new_id("pout"), status="processed")
+        self._payouts[request.reference] = result
+        return result
 
     # --- internals ------------------------------------------------------------------------
 

@@ -10,7 +10,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    false,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -35,10 +46,16 @@ class RefundStatus(StrEnum):
 
 
 class PayoutStatus(StrEnum):
+    """A payout's life (cloud/payouts/rules.py): ``pending`` (requested, awaiting an admin)
+    → ``processing`` (approved, sent to the provider) → ``paid`` or ``failed``; or
+    ``pending`` → ``rejected``. Pending and processing payouts hold their amount out of the
+    host's payable balance."""
+
     PENDING = "pending"
     PROCESSING = "processing"
     PAID = "paid"
     FAILED = "failed"
+    REJECTED = "rejected"
 
 
 class Payment(Timestamped, Base):
@@ -83,7 +100,18 @@ class Refund(Timestamped, Base):
 
 class Payout(Timestamped, Base):
     __tablename__ = "payouts"
-    __table_args__ = (non_negative("amount_paise"),)
+    __table_args__ = (
+        non_negative("amount_paise"),
+        # One automatic payout per host per week, whoever runs the weekly job how often
+        # (migration 0011): ``period_end`` of an automatic payout is its week's Monday.
+        Index(
+            "uq_payouts_automatic_week",
+            "host_id",
+            "period_end",
+            unique=True,
+            postgresql_where=text("automatic"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
@@ -96,6 +124,15 @@ class Payout(Timestamped, Base):
         server_default=PayoutStatus.PENDING.value,
     )
     provider_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: Made by the weekly job (a host's ``weekly_payouts`` setting), not asked for by hand.
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The host's user who asked (None for an automatic payout).
+    requested_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    #: The admin who approved or rejected it (None: not yet, or automatic).
+    decided_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Why it was rejected, or what the provider said when it failed.
+    note: Mapped[str | None] = mapped_column(String(500))
 
 
 class LedgerEntry(Base):
@@ -103,6 +140,14 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("amount_paise <> 0", name="amount_non_zero"),
         CheckConstraint(f"account ~ '{ACCOUNT_PATTERN}'", name="account_known"),
+        # A payout is debited to its host once, however often its execution is retried
+        # (migration 0011; cloud/payouts/service.py posts it with the move to ``paid``).
+        Index(
+            "uq_ledger_entries_payout_once",
+            "payout_id",
+            unique=True,
+            postgresql_where=text("source = 'payout' AND account LIKE 'host:%'"),
+        ),
     )
     # Append-only and balanced per txn_id: triggers of migration 0009 (cloud.ledger).
 

@@ -7,8 +7,9 @@ caller, must have a row in :data:`MATRIX` (``test_every_guarded_route_is_in_the_
 fails otherwise, so a new route cannot escape it); each row is called as each intruder on
 B's objects and must answer 403 or 404 (WebSockets: close code 4403, or 4401).
 
-Payouts: no payout routes exist yet (payments is a later issue); when they arrive the
-coverage test will demand their rows.
+Payouts: host B also has a pending payout; the host routes take the host from the token
+(tests/cloud/test_payouts.py checks that A's answers hold only A's money), the admin ones
+need the admin role.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ IDS = (
     "photo_id",
     "period_id",
     "code",
+    "payout_id",
 )
 
 
@@ -126,6 +128,17 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/quotes"): Row(
         _DRIVERS, body={"charger_id": "{charger_id}", "connector": 1, "duration_min": 60}
     ),
+    # payouts: the host is the caller's own (from the token); admins decide and see payments
+    ("GET", "/host/earnings"): Row(("driver_a", "technician"), expect=frozenset({403})),
+    ("GET", "/host/payouts"): Row(("host_a",), excludes=("payout_id",)),
+    ("POST", "/host/payouts"): Row(("driver_a", "technician"), body={}, expect=frozenset({403})),
+    ("PUT", "/host/payout-settings"): Row(
+        ("driver_a", "technician"), body={"weekly_payouts": True}, expect=frozenset({403})
+    ),
+    ("GET", "/admin/payouts"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/admin/payouts/{payout_id}/approve"): Row(_ADMIN_ONLY),
+    ("POST", "/admin/payouts/{payout_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
+    ("GET", "/admin/payments"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     # the caller's own profile: no ids to aim at; anonymous callers are refused
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),
@@ -282,6 +295,13 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "tstzrange(now() + interval '5 days', now() + interval '5 days 1 hour')) RETURNING id",
         charger_id,
     )
+    payout_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
+        "VALUES ($1, $2, 100, now() - interval '7 days', now())",
+        payout_id,
+        users["host_b"].host_id,
+    )
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -290,6 +310,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "photo_id": photo_id,
         "period_id": str(period_id),
         "code": charger_id[-10:],
+        "payout_id": payout_id,
     }
     return World(users, ids)
 

@@ -1,0 +1,92 @@
+"""What the payout routes take and answer. Money is integer paise."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from cloud.payments.models import PaymentStatus, PayoutStatus
+from cloud.schemas import NOT_BLANK_PATTERN, RequestModel, WholeNumber
+
+#: A payout no larger than this is a typo, not an earning (₹1 crore).
+MAX_PAYOUT_PAISE = 10_000_000_00
+
+
+class EarningsOut(BaseModel):
+    """The caller's balance as the ledger has it now: ``earned_paise = held_paise +
+    requested_paise + payable_paise + paid_paise``."""
+
+    host_id: str
+    currency: str = "INR"
+    earned_paise: int
+    held_paise: int
+    requested_paise: int
+    payable_paise: int
+    paid_paise: int
+    #: Of the earnings, those of sessions under an open dispute (held until it is resolved).
+    disputed_paise: int
+    #: Earnings become payable this many days after they are billed.
+    hold_days: int
+    weekly_payouts: bool
+
+
+class PayoutRequestIn(RequestModel):
+    """``amount_paise``: how much to pay out, at most the payable balance; omitted, all of
+    it."""
+
+    amount_paise: WholeNumber | None = Field(default=None, ge=1, le=MAX_PAYOUT_PAISE)
+
+
+class PayoutSettingsIn(RequestModel):
+    #: Pay the payable balance out every week without asking (``chargemitra-cloud payouts
+    #: run``, called weekly by a timer); needs a verified KYC.
+    weekly_payouts: bool
+
+
+class PayoutSettingsOut(BaseModel):
+    host_id: str
+    weekly_payouts: bool
+
+
+class RejectIn(RequestModel):
+    reason: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK_PATTERN)
+
+
+class PayoutOut(BaseModel):
+    id: str
+    host_id: str
+    amount_paise: int
+    currency: str = "INR"
+    status: PayoutStatus
+    automatic: bool
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+    decided_at: datetime | None
+    provider_ref: str | None
+    note: str | None
+
+
+class PayoutList(BaseModel):
+    items: list[PayoutOut]
+
+
+class PaymentOut(BaseModel):
+    id: str
+    user_id: str
+    booking_id: str | None
+    session_id: int | None
+    provider: str
+    provider_order_id: str | None
+    provider_payment_id: str | None
+    amount_paise: int
+    captured_paise: int
+    currency: str
+    status: PaymentStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentList(BaseModel):
+    items: list[PaymentOut]

@@ -1,0 +1,372 @@
+"""Payouts in the database, executed through a :class:`~cloud.payments.provider.PaymentProvider`.
+
+- :func:`request_payout` — a host asks for up to their payable balance. The host's row is
+  locked (``SELECT … FOR UPDATE``) before the balance is read and the payout inserted, so
+  concurrent requests (two tabs, the weekly job) queue on it and each sees the others'
+  reservations: requested + paid never exceeds what is past the hold.
+- :func:`approve` / :func:`reject` — an admin's decision on a pending payout. Approval
+  checks again, under the same lock, that the host's earnings still cover every
+  reservation (a dispute may have taken some back), then executes.
+- :func:`execute` — the provider call, outside any database transaction (no lock is held
+  across the network), keyed on the payout's id (the provider pays a reference once); the
+  ledger debit is posted with the one move to ``paid`` on the locked row, and the database
+  refuses a second debit for the same payout (``uq_ledger_entries_payout_once``), so a
+  retried execution — a crash after the provider paid, two admins clicking — pays and books
+  once.
+- :func:`run_weekly` — ``chargemitra-cloud payouts run``: each host with ``weekly_payouts``
+  and a verified KYC gets one automatic payout of their payable balance per week
+  (``uq_payouts_automatic_week``), executed without an admin; payouts left ``processing``
+  by an earlier failure are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cloud.accounts.models import Host, KycStatus
+from cloud.errors import Conflict, NotFound, PaymentProviderError
+from cloud.ledger.entries import payout_txn
+from cloud.ledger.service import HostBalance, host_balance, post
+from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
+from cloud.payments.provider import PaymentProvider, PayoutRequest, PayoutResult
+from cloud.payouts import rules
+
+log = logging.getLogger(__name__)
+
+
+async def host_of_user(db: AsyncSession, user_id: str) -> Host:
+    """The host row of the signed-in ``user_id`` (a 404 for a user who is no host)."""
+    host = await db.scalar(select(Host).where(Host.user_id == user_id))
+    if host is None:
+        raise NotFound("host", user_id)
+    return host
+
+
+async def _lock_host(db: AsyncSession, host_id: str) -> Host:
+    # Every change to what a host may be paid takes this lock first, then the payout's:
+    # one order, so two of them never deadlock.
+    host = await db.get(Host, host_id, with_for_update=True)
+    if host is None:
+        raise NotFound("host", host_id)
+    return host
+
+
+async def earnings(
+    db: AsyncSession, host_id: str, *, now: datetime, hold: timedelta
+) -> HostBalance:
+    return await host_balance(db, host_id, now=now, hold=hold)
+
+
+async def _period_start(db: AsyncSession, host: Host, period_end: datetime) -> datetime:
+    """Where a new payout's period begins: the end of the host's last payout not given up,
+    else when the host joined."""
+    last = await db.scalar(
+        select(func.max(Payout.period_end)).where(
+            Payout.host_id == host.id,
+            Payout.status.not_in([PayoutStatus.REJECTED, PayoutStatus.FAILED]),
+        )
+    )
+    start: datetime = last or host.created_at
+    return min(start, period_end)
+
+
+async def request_payout(
+    db: AsyncSession,
+    *,
+    host_id: str,
+    amount_paise: int | None,
+    now: datetime,
+    hold: timedelta,
+    requested_by: str | None,
+) -> Payout:
+    """A pending payout of ``amount_paise`` (None: the whole payable balance) for
+    ``host_id``, in the caller's transaction; :class:`Conflict` when it exceeds the payable
+    balance (or nothing is payable)."""
+    host = await _lock_host(db, host_id)
+    balance = await host_balance(db, host_id, now=now, hold=hold)
+    amount = balance.payable_paise if amount_paise is None else amount_paise
+    if type(amount) is not int or amount <= 0 or amount > balance.payable_paise:
+        raise Conflict(
+            f"a payout of {amount} paise exceeds the payable balance of "
+            f"{balance.payable_paise} paise",
+            entity="payout",
+            key=host_id,
+        )
+    payout = Payout(
+        host_id=host_id,
+        amount_paise=amount,
+        period_start=await _period_start(db, host, now),
+        period_end=now,
+        status=PayoutStatus.PENDING,
+        requested_by=requested_by,
+    )
+    db.add(payout)
+    await db.flush()
+    return payout
+
+
+async def _covered(db: AsyncSession, host_id: str, now: datetime, hold: timedelta) -> None:
+    """Raise :class:`Conflict` when the host's earnings past the hold no longer cover every
+    reservation and payment (a dispute took money back after the request)."""
+    balance = await host_balance(db, host_id, now=now, hold=hold)
+    if balance.payable_paise < 0:
+        raise Conflict(
+            f"host {host_id}'s earnings no longer cover its payouts "
+            f"({-balance.payable_paise} paise short): reject a request first",
+            entity="payout",
+            key=host_id,
+        )
+
+
+async def approve(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    *,
+    payout_id: str,
+    admin_id: str | None,
+    now: datetime,
+    hold: timedelta,
+) -> Payout:
+    """Approve a pending payout and execute it; for one already ``processing`` (an earlier
+    execution failed midway), retry the execution; a paid one is answered as it is."""
+    async with sessions() as db, db.begin():
+        found = await db.get(Payout, payout_id)
+        if found is None:
+            raise NotFound("payout", payout_id)
+        await _lock_host(db, found.host_id)
+        payout = await _lock_payout(db, payout_id)
+        if payout.status is PayoutStatus.PAID:
+            return payout
+        if payout.status is PayoutStatus.PENDING:
+            await _covered(db, payout.host_id, now, hold)
+            payout.status = PayoutStatus.PROCESSING
+            payout.decided_by = admin_id
+            payout.decided_at = now
+        elif payout.status is not PayoutStatus.PROCESSING:
+            raise Conflict(
+                f"payout {payout_id} is {payout.status.value}", entity="payout", key=payout_id
+            )
+    return await execute(sessions, provider, payout_id=payout_id)
+
+
+async def reject(
+    db: AsyncSession, *, payout_id: str, admin_id: str, reason: str, now: datetime
+) -> Payout:
+    """Reject a pending payout: its amount is payable again."""
+    payout = await _lock_payout(db, payout_id)
+    if not rules.can_move(payout.status, PayoutStatus.REJECTED):
+        raise Conflict(
+            f"payout {payout_id} is {payout.status.value}, not pending",
+            entity="payout",
+            key=payout_id,
+        )
+    payout.status = PayoutStatus.REJECTED
+    payout.decided_by = admin_id
+    payout.decided_at = now
+    payout.note = reason[:500]
+    return payout
+
+
+async def execute(
+    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, *, payout_id: str
+) -> Payout:
+    """Send a ``processing`` payout to the provider and record the answer. Safe to call again
+    at any point: the provider pays a reference once, and the ledger debit is posted with
+    the one move to ``paid``.
+
+    A definite refusal (:data:`cloud.payouts.rules.DEFINITE_FAILURES`, e.g. a provider that
+    cannot pay out) fails the payout, releasing its amount; any other provider error leaves
+    it ``processing`` (the money may have left) and is raised."""
+    async with sessions() as db:
+        payout = await db.get(Payout, payout_id)
+        if payout is None:
+            raise NotFound("payout", payout_id)
+        if payout.status is not PayoutStatus.PROCESSING:
+            return payout
+        host = await db.get(Host, payout.host_id)
+        destination = (host.payout_account_ref if host else None) or ""
+    request = PayoutRequest(
+        reference=payout.id, amount_paise=payout.amount_paise, destination=destination
+    )
+    try:
+        result = await provider.payout(request)
+    except PaymentProviderError as exc:
+        definite = exc.code in rules.DEFINITE_FAILURES
+        async with sessions() as db, db.begin():
+            row = await _lock_payout(db, payout_id)
+            row.note = f"{exc.provider} payout: {exc.code}"[:500]
+            if definite and row.status is PayoutStatus.PROCESSING:
+                row.status = PayoutStatus.FAILED
+        if definite:
+            log.warning("payout %s failed at %s: %s", payout_id, exc.provider, exc.code)
+            return row
+        raise
+    return await _record(sessions, payout_id, result)
+
+
+async def _record(
+    sessions: async_sessionmaker[AsyncSession], payout_id: str, result: PayoutResult
+) -> Payout:
+    async with sessions() as db, db.begin():
+        payout = await _lock_payout(db, payout_id)
+        if payout.status is not PayoutStatus.PROCESSING:
+            return payout  # another execution recorded it first
+        payout.provider_ref = payout.provider_ref or result.payout_ref[:64]
+        if result.status in rules.PROVIDER_PAID:
+            payout.status = PayoutStatus.PAID
+            # With the one move to paid, on the locked row: booked once however often the
+            # execution is retried (and uq_ledger_entries_payout_once backs that up).
+            await post(
+                db,
+                payout_txn(
+                    payout_id=payout.id, host_id=payout.host_id, amount_paise=payout.amount_paise
+                ),
+            )
+        elif result.status in rules.PROVIDER_FAILED:
+            payout.status = PayoutStatus.FAILED
+            payout.note = f"provider: {result.status}"
+        # Anything else (queued, pending at the provider): still processing; a retry asks
+        # again with the same reference.
+    return payout
+
+
+async def _lock_payout(db: AsyncSession, payout_id: str) -> Payout:
+    payout = await db.get(Payout, payout_id, with_for_update=True, populate_existing=True)
+    if payout is None:
+        raise NotFound("payout", payout_id)
+    return payout
+
+
+async def set_weekly(db: AsyncSession, host: Host, *, weekly: bool) -> Host:
+    host.weekly_payouts = weekly
+    await db.flush()
+    return host
+
+
+async def list_payouts(
+    db: AsyncSession,
+    *,
+    host_id: str | None = None,
+    status: PayoutStatus | None = None,
+    limit: int = 100,
+) -> list[Payout]:
+    """Newest first; ``host_id`` scopes it to one host (the host routes always pass it)."""
+    query = select(Payout).order_by(Payout.created_at.desc(), Payout.id.desc()).limit(limit)
+    if host_id is not None:
+        query = query.where(Payout.host_id == host_id)
+    if status is not None:
+        query = query.where(Payout.status == status)
+    return list(await db.scalars(query))
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFilter:
+    status: PaymentStatus | None = None
+    provider: str | None = None
+    user_id: str | None = None
+    booking_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 100
+
+
+async def list_payments(db: AsyncSession, f: PaymentFilter) -> list[Payment]:
+    """The admin's view of payments, newest first."""
+    query = select(Payment).order_by(Payment.created_at.desc(), Payment.id.desc()).limit(f.limit)
+    if f.status is not None:
+        query = query.where(Payment.status == f.status)
+    if f.provider is not None:
+        query = query.where(Payment.provider == f.provider)
+    if f.user_id is not None:
+        query = query.where(Payment.user_id == f.user_id)
+    if f.booking_id is not None:
+        query = query.where(Payment.booking_id == f.booking_id)
+    if f.created_from is not None:
+        query = query.where(Payment.created_at >= f.created_from)
+    if f.created_to is not None:
+        query = query.where(Payment.created_at < f.created_to)
+    return list(await db.scalars(query))
+
+
+@dataclass(slots=True)
+class WeeklyRun:
+    """What one run of the weekly job did: payout ids by outcome, hosts skipped."""
+
+    paid: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    #: Sent, outcome unknown (a provider error): retried by the next run.
+    processing: list[str] = field(default_factory=list)
+    #: Hosts with nothing payable, or already paid out this week.
+    skipped: int = 0
+
+
+async def _weekly_payout(
+    db: AsyncSession, host_id: str, *, now: datetime, hold: timedelta
+) -> Payout | None:
+    host = await _lock_host(db, host_id)
+    week = rules.week_start(now)
+    done = await db.scalar(
+        select(Payout.id).where(
+            Payout.host_id == host_id, Payout.automatic, Payout.period_end == week
+        )
+    )
+    balance = await host_balance(db, host_id, now=now, hold=hold)
+    if done is not None or balance.payable_paise <= 0:
+        return None
+    payout = Payout(
+        host_id=host_id,
+        amount_paise=balance.payable_paise,
+        period_start=await _period_start(db, host, week),
+        period_end=week,
+        automatic=True,
+        # Approved by the host's own standing instruction: no admin in the loop.
+        status=PayoutStatus.PROCESSING,
+        decided_at=now,
+    )
+    db.add(payout)
+    await db.flush()
+    return payout
+
+
+async def run_weekly(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    *,
+    now: datetime,
+    hold: timedelta,
+) -> WeeklyRun:
+    """One run of the weekly job (idempotent within a week; a timer calls it)."""
+    run = WeeklyRun()
+    async with sessions() as db:
+        hosts = list(
+            await db.scalars(
+                select(Host.id).where(Host.weekly_payouts, Host.kyc_status == KycStatus.VERIFIED)
+            )
+        )
+        stuck = list(
+            await db.scalars(select(Payout.id).where(Payout.status == PayoutStatus.PROCESSING))
+        )
+    todo = list(stuck)
+    for host_id in hosts:
+        async with sessions() as db, db.begin():
+            payout = await _weekly_payout(db, host_id, now=now, hold=hold)
+        if payout is None:
+            run.skipped += 1
+        else:
+            todo.append(payout.id)
+    for payout_id in todo:
+        try:
+            done = await execute(sessions, provider, payout_id=payout_id)
+        except PaymentProviderError:
+            log.exception("payout %s: outcome unknown, retried next run", payout_id)
+            run.processing.append(payout_id)
+            continue
+        {PayoutStatus.PAID: run.paid, PayoutStatus.FAILED: run.failed}.get(
+            done.status, run.processing
+        ).append(payout_id)
+    return run
