@@ -45,6 +45,7 @@ IDS = (
     "photo_id",
     "period_id",
     "code",
+    "invoice_id",
     "payout_id",
 )
 
@@ -121,6 +122,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/sessions/{session_id}/stop"): Row(_DRIVERS),
     ("GET", "/sessions/{session_id}"): Row(_DRIVERS),
     ("GET", "/sessions"): Row(("driver_a", "host_a"), excludes=("session_id",)),
+    # invoices: driver B's (the recipient) and host B's (their charger's session) only
+    ("GET", "/invoices/{invoice_id}"): Row(_DRIVERS),
+    ("GET", "/invoices/{invoice_id}.pdf"): Row(_DRIVERS),
+    ("GET", "/invoices"): Row(("driver_a", "host_a"), excludes=("invoice_id",)),
     ("WS", "/ws/sessions/{session_id}"): Row(_DRIVERS),
     ("WS", "/ws/chargers/{charger_id}"): Row(_DRIVERS),
     # quotes: the id is in the body ("{charger_id}" is filled in like a path's); B's charger
@@ -295,6 +300,21 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "tstzrange(now() + interval '5 days', now() + interval '5 days 1 hour')) RETURNING id",
         charger_id,
     )
+    invoice_id = new_ulid()  # driver B's invoice for the session (as issued by cloud.invoices)
+    await pg.execute(
+        "INSERT INTO invoices (id, kind, supplier, fy, number, serial, session_id, host_id, "
+        "driver_id, issue_date, supplier_name, supplier_address, supplier_gstin, "
+        "supplier_state_code, recipient_name, recipient_state_code, place_of_supply_code, sac, "
+        "description, taxable_paise, cgst_paise, sgst_paise, igst_paise, total_paise, gst_bp, "
+        "lines) SELECT $1, 'invoice', 'platform', 2026, 1, 'INV/2627/000001', id, $2, $3, "
+        "current_date, 'ChargeMitra', 'Pune', '27AAPFU0939F1ZV', '27', 'B', '27', '27', "
+        "'998714', 'EV charging', 100, 9, 9, 0, 118, 1800, '[]' FROM sessions "
+        "WHERE device_session_id = $4",
+        invoice_id,
+        users["host_b"].host_id,
+        users["driver_b"].id,
+        session_id,
+    )
     payout_id = new_ulid()
     await pg.execute(
         "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
@@ -310,6 +330,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "photo_id": photo_id,
         "period_id": str(period_id),
         "code": charger_id[-10:],
+        "invoice_id": invoice_id,
         "payout_id": payout_id,
     }
     return World(users, ids)
@@ -416,6 +437,8 @@ async def test_the_owners_pass_where_intruders_fail(market_api: Api, world: Worl
         ("GET", f"/chargers/{ids['charger_id']}/qr.svg", host_b),
         ("GET", f"/bookings/{ids['booking_id']}", driver_b),
         ("GET", f"/sessions/{ids['session_id']}", driver_b),
+        ("GET", f"/invoices/{ids['invoice_id']}", driver_b),
+        ("GET", f"/invoices/{ids['invoice_id']}.pdf", host_b),
     ]
     for method, path, headers in checks:
         answer = await market_api.client.request(method, path, headers=headers)
