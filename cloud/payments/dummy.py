@@ -22,6 +22,7 @@ import hmac
 import itertools
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -97,6 +98,7 @@ class DummyProvider:
         self.switches = switches or DummySwitches()
         self._upi_vpa = upi_vpa
         self._ids = itertools.count(1)
+        self._run = secrets.token_hex(4)
         self._orders: dict[str, OrderRequest] = {}
         self._receipts: dict[str, str] = {}
         self._payments: dict[str, _Payment] = {}
@@ -132,7 +134,10 @@ class DummyProvider:
         self._sink = sink
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_dummy{next(self._ids):012d}"
+        # A run prefix: ids stay unique across restarts, as the real providers' are (orders,
+        # payments and payouts are stored with unique provider ids; webhooks are
+        # de-duplicated on their event id).
+        return f"{prefix}_dummy{self._run}{next(self._ids):012d}"
 
     async def _latency(self) -> None:
         if self.switches.latency_s:
