@@ -32,6 +32,7 @@ from cloud.payments.dummy import DummyProvider
 from cloud.payments.factory import open_provider
 from cloud.payments.router import receive_webhook
 from cloud.payments.router import router as payments_router
+from cloud.payments.settlement import running_settler
 from cloud.payouts.router import router as payouts_router
 from cloud.problems import install_problem_handlers
 from cloud.sessions.live import RedisLiveHub
@@ -88,6 +89,8 @@ async def open_state(
             payments.deliver_to(
                 lambda body, headers: receive_webhook(state, payments.name, body, headers)
             )
+        # Last in, first out: the settle job stops before the provider and the engine close.
+        await stack.enter_async_context(running_settler(state))
         yield state
 
 

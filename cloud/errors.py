@@ -16,6 +16,7 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── Unauthorized             no or bad credentials
     ├── Forbidden                authenticated, not allowed
     ├── RateLimited              too many attempts (retry_after_s)
+    ├── PaymentRequired          nothing paid yet for what is asked (entity, key, amount_paise)
     ├── PairingError             a pairing code cannot be claimed
     │   ├── PairingCodeInvalid   unknown, expired or already claimed (indistinguishable
     │   │                        on purpose: an attacker learns nothing from the answer)
@@ -140,6 +141,17 @@ class PayloadTooLarge(InvalidRequest):
     def __init__(self, message: str, *, field: str | None = None, max_bytes: int) -> None:
         super().__init__(message, field=field)
         self.max_bytes = max_bytes
+
+
+class PaymentRequired(CloudError):
+    """What is asked needs money first: an unlock of an unpaid booking or walk-up, or a
+    booking while an amount is due (``amount_paise``: what to pay)."""
+
+    def __init__(self, message: str, *, entity: str, key: object, amount_paise: int) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.key = key
+        self.amount_paise = amount_paise
 
 
 class Unauthorized(CloudError):

@@ -41,6 +41,7 @@ _REF = "#/components/schemas/"
 _WHY: dict[int, str] = {
     400: "Bad request: the body is not UTF-8 or not parseable",
     401: "No access token, or one that is invalid, expired or revoked",
+    402: "Payment required: pay the problem's amount_paise first (POST /payments)",
     403: "The caller's roles do not allow this",
     404: "Not found (or not the caller's to see)",
     405: "Method not allowed",

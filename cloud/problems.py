@@ -36,6 +36,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.Conflict, 409, "conflict"),
     (errors.PayloadTooLarge, 413, "content-too-large"),
     (errors.InvalidRequest, 422, "invalid-request"),
+    (errors.PaymentRequired, 402, "payment-required"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.RateLimited, 429, "rate-limited"),

@@ -197,6 +197,13 @@ class BillingSettings(_Group):
     tcs_bp: int = Field(default=50, ge=0, le=200)
     #: A host's earnings are held this long before they become payable (disputes come early).
     hold_days: int = Field(default=7, ge=0, le=90)
+    #: How often the API's settle job looks for stopped sessions to bill (cloud/payments/
+    #: settlement.py); 0 turns the job off (a process that must not move money).
+    settle_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    #: A session whose settlement failed (the provider down) is retried after this, doubled
+    #: per failure up to ``settle_backoff_max_s``.
+    settle_backoff_s: float = Field(default=5.0, gt=0, le=3600)
+    settle_backoff_max_s: float = Field(default=900.0, gt=0, le=86400)
 
 
 class Settings(_Group):

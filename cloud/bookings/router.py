@@ -38,13 +38,14 @@ _BOOKING = {"booking_id": "$response.body#/id"}
 @router.post(
     "/bookings",
     status_code=status.HTTP_201_CREATED,
-    responses=problems(409),
+    responses=problems(402, 409),
     openapi_extra=links(201, get_booking=_BOOKING, cancel_booking=_BOOKING, reveal_pin=_BOOKING),
 )
 async def create_booking(body: BookingCreate, driver: DriverUser, state: State) -> BookingWithPin:
     """Book a connector for ``[start, end)``: 201 with the booking (confirmed, with the
     keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an
-    active booking already holds that connector at that time.
+    active booking already holds that connector at that time; 402 ``payment-required``
+    while the driver owes an amount from an earlier session (``POST /amount-due/payment``).
 
     Rules the body's schema cannot state (422, naming the field): ``start`` is before
     ``end``, both on a 15-minute boundary, ``start`` not in the past and within the booking
@@ -91,10 +92,11 @@ async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) ->
     return out
 
 
-@router.post("/bookings/{booking_id}/pin", responses=problems(409))
+@router.post("/bookings/{booking_id}/pin", responses=problems(402, 409))
 async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State) -> PinOut:
     """The keypad PIN of the caller's confirmed booking, shown once (for bookings a host
-    approved; instant bookings got it when created)."""
+    approved; instant bookings got it when created); 402 ``payment-required`` until the
+    booking is paid (``POST /bookings/{id}/payment``)."""
     return await service.reveal_pin(
         db, user, booking_id, state.settings.app.secret_key.get_secret_value(), _now()
     )

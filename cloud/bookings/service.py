@@ -60,6 +60,7 @@ from cloud.chargers.models import (
 from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.payments.checkout import require_booking_paid, require_nothing_due
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,8 @@ class NewBooking:
 
 async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
     body, now = request.body, request.now
+    # An amount due from an earlier session blocks new bookings until paid (402).
+    await require_nothing_due(db, request.user_id)
     target = await _load_target(db, body.charger_id, body.connector)
     charger, connector = target.charger, target.connector
     await _check_open(db, charger, body.start, body.end)
@@ -541,6 +544,8 @@ async def reveal_pin(
         )
     if booking.pin_hash is not None:
         raise Conflict("the PIN was already shown", entity="booking", key=booking_id)
+    # The PIN unlocks the charger offline: paid first, as the QR unlock is (402).
+    await require_booking_paid(db, booking)
     device_id = locked.charger.device_id
     secret: Any = None
     if device_id is not None:

@@ -40,7 +40,7 @@ Id = PathId
     status_code=201,
     responses={
         202: {"model": UnlockOffline, "description": "charger offline: use the PIN"},
-        **problems(401, 403, 404, 409, 422, 503, 504),
+        **problems(401, 402, 403, 404, 409, 422, 503, 504),
     },
     openapi_extra=links(
         201,
@@ -51,7 +51,9 @@ Id = PathId
 async def start_session(
     charger_id: Id, body: UnlockRequestBody, state: State, principal: DriverUser, response: Response
 ) -> UnlockStarted | UnlockOffline:
-    """Unlock a connector: with a booking, or pay-as-you-go when it is free."""
+    """Unlock a connector: with a booking, or pay-as-you-go when it is free. 402
+    ``payment-required`` for a booking not yet paid (``POST /bookings/{id}/payment``) or a
+    walk-up without its prepayment (``POST /payments``)."""
     answer = await unlock(
         state, principal, charger_id=charger_id, connector_number=body.connector,
         booking_id=body.booking_id, now=datetime.now(UTC),

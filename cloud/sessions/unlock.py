@@ -8,7 +8,9 @@ The checks, in order (each failure is one problem answer, see docs/cloud.md):
    connector, with ``now`` in ``[start - BOOKING_EARLY_S, end)`` → else 409
    ``booking-not-active``. Without one (pay-as-you-go) the driver's own booking covering now
    is used if there is one; otherwise nobody else's active booking may overlap
-   ``[now, now + PAYG_CLEAR_AHEAD_S)`` → else 409 ``connector-held``;
+   ``[now, now + PAYG_CLEAR_AHEAD_S)`` → else 409 ``connector-held``; a booking of a
+   non-zero amount must be paid (:mod:`cloud.payments.checkout`) → else 402
+   ``payment-required``, before any PIN is shown;
 3. the device is online (its last status said online, heard within
    ``device_offline_after_s``). If not: a booked driver gets the booking PIN for the keypad
    (202, ``outcome: offline``); pay-as-you-go gets 503 ``charger-offline``;
@@ -17,7 +19,8 @@ The checks, in order (each failure is one problem answer, see docs/cloud.md):
    same expiry; the API waits up to ``unlock_wait_s`` for the agent's answer: accepted →
    201 with the session id; refused → 409 ``unlock-refused`` with the agent's status; no
    answer → 504 ``charger-no-answer`` (with the PIN when booked: the command may still run
-   until it expires, and the keypad is the driver's fallback).
+   until it expires, and the keypad is the driver's fallback). A walk-up (no booking) needs
+   its prepayment before the command is recorded → else 402 ``payment-required``.
 
 Every attempt leaves an :class:`~cloud.sessions.models.UnlockRequest`: its ``token_jti`` is
 the credential reference the agent reports in its session events (the token's ``jti``, or
@@ -50,6 +53,7 @@ from cloud.errors import (
     NotFound,
     UnlockRefused,
 )
+from cloud.payments.checkout import require_booking_paid, require_walkup_paid
 from cloud.sessions.commands import record_command, send_and_wait
 from cloud.sessions.models import ChargingSession, UnlockOutcome, UnlockRequest
 from cloud.sessions.schemas import UnlockOffline, UnlockStarted
@@ -193,6 +197,9 @@ async def unlock(
         )  # fmt: skip
         if signer is None:
             raise DependencyUnavailable("unlock-signer", "no unlock-token private key")
+        if target.booking is not None:
+            # Paid before the relay closes, or the PIN is shown (402 otherwise).
+            await require_booking_paid(db, target.booking)
         device = target.device
         if device is None:
             raise ChargerOffline(charger_id)
@@ -204,6 +211,10 @@ async def unlock(
             # above needs no broker: the PIN is computed here.)
             raise DependencyUnavailable("broker", "the API is not connected to the MQTT broker")
         else:
+            if target.booking is None:
+                # A walk-up: its prepayment first (after the offline answer, which is a 503
+                # for a walk-up whatever was paid).
+                await require_walkup_paid(db, principal.user_id)
             unlock_id, jti = new_ulid(), new_ulid()
             bid = target.booking.id if target.booking else None
             ttl_s = settings.start_command_ttl_s

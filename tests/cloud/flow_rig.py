@@ -330,7 +330,7 @@ async def running_market(
             settings=settings, api_url=api_url, http=http, pg=pg, sim=sim, agent=agent,
             link=link, ingest=worker, host=host, driver=driver, admin=admin,
             charger_id=charger_id, connector_id=connector_id, device_id=claimed.device_id,
-            site=site,
+            site=site, extra={"state": app.state.cloud},
         )  # fmt: skip
         await wait_for(market.device_online, "the device online in the cloud")
         try:

@@ -194,6 +194,18 @@ async def test_approval_booking_is_pending_until_the_host_approves(
     # The PIN is the driver's: not in the host's answer.
     assert "pin" not in approved
 
+    # The PIN unlocks the charger: not before the booking is paid (issue 16).
+    r = await market_api.client.post(f"/bookings/{b['id']}/pin", headers=world.driver.headers)
+    assert r.status_code == 402, r.text
+    order = await market_api.client.post(
+        f"/bookings/{b['id']}/payment", headers=world.driver.headers
+    )
+    assert order.status_code == 201, order.text
+    paid = await market_api.client.post(
+        f"/payments/{order.json()['id']}/verify", json={"card_number": "4111111111111111"},
+        headers=world.driver.headers,
+    )  # fmt: skip
+    assert paid.json()["status"] == "authorized", paid.text
     r = await market_api.client.post(f"/bookings/{b['id']}/pin", headers=world.driver.headers)
     assert r.status_code == 200, r.text
     pin = r.json()["pin"]

@@ -1,0 +1,316 @@
+"""Billing a stopped session: price it by the one rule, take the money, post the ledger.
+
+**The marker.** A session row turning ``stopped`` with ``billing_state = 'unbilled'`` *is* the
+"to settle" marker: ingest writes it in the same transaction as the stop (cloud/ingest/
+writer.py), whether the stop arrives at once or hours later when an offline (PIN) session
+syncs. Nothing here runs inside ingest's batch: the provider's HTTP calls happen in the API
+process (which also holds the dummy provider's in-memory orders), in :class:`Settler`, a
+background job supervised by the API's lifespan.
+
+**The steps, each idempotent by session** (:func:`settle_session`):
+
+1. *price* (one transaction, the session row locked): the bill is :func:`cloud.billing.
+   quote.price` of the session's meter delta and times under its charger's tariff; it is
+   written to ``sessions.amount_paise`` (``cost_final`` from then on), ``billing_state``
+   becomes ``priced``, and the driver's prepayment is claimed for the session
+   (``payments.session_id``: the booking's payment, or for a walk-up the latest walk-up
+   payment made before the unlock);
+2. *take the money* (no transaction open): :func:`cloud.payments.service.settle` captures
+   and refunds the unused part, each provider call keyed on our ids, so a retry after a
+   crash or a failed call repeats nothing;
+3. *bill* (one transaction, the row locked again): if still ``priced``, the bill's ledger
+   transaction (:func:`cloud.ledger.entries.bill_txn`: host earning, commission, GST, TCS)
+   is posted and ``billing_state`` becomes ``settled`` — together, so the bill is posted once
+   however often the stop is redelivered or the job retried, by one API process or several.
+
+A failed step leaves the session ``priced`` — billed, visible with its amount in
+``GET /sessions/{id}`` and its receipt — and the job retries it with exponential backoff.
+A bill beyond the prepayment leaves the driver's ledger balance negative: the amount due
+(:mod:`cloud.payments.checkout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cloud.accounts.models import Host
+from cloud.billing.quote import Quote, Rates, Tariff, price, session_usage
+from cloud.billing.service import rates
+from cloud.bookings.models import Booking
+from cloud.chargers.models import Charger
+from cloud.errors import CloudError
+from cloud.ledger.entries import bill_txn
+from cloud.ledger.service import post
+from cloud.payments import service
+from cloud.payments.checkout import booking_payment, walkup_payment
+from cloud.payments.models import Payment, PaymentStatus
+from cloud.payments.provider import PaymentProvider
+from cloud.sessions.models import BillingState, ChargingSession, SessionState, UnlockRequest
+from cloud.state import AppState
+from protocols.enums import CredentialKind
+
+log = logging.getLogger(__name__)
+
+#: Sessions looked at per round (oldest stop first).
+BATCH = 100
+
+_OPEN = (BillingState.UNBILLED, BillingState.PRICED)
+
+#: The session row is locked FOR NO KEY UPDATE: it serialises the settlers without blocking
+#: the FOR KEY SHARE that a ledger insert naming the session takes (a refund webhook's, which
+#: holds its payment row locked while our bill insert waits on that payment: FOR UPDATE here
+#: made the two wait on each other, a deadlock).
+_NO_KEY_UPDATE = {"key_share": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A session priced in step 1: what steps 2 and 3 need."""
+
+    session_pk: int
+    driver_id: str
+    host_id: str
+    host_gst_registered: bool
+    quote: Quote
+    payment_id: str | None
+
+
+class Unbillable(CloudError):
+    """A stopped session that cannot be billed (no driver or no charger is known for it)."""
+
+    def __init__(self, session_pk: int, why: str) -> None:
+        super().__init__(f"session {session_pk} cannot be billed: {why}")
+        self.session_pk = session_pk
+        self.why = why
+
+
+async def _owner(
+    db: AsyncSession, row: ChargingSession
+) -> tuple[str | None, UnlockRequest | None, Booking | None]:
+    """Whose session and which booking, found as cloud.sessions.service finds them."""
+    unlock = await db.scalar(
+        select(UnlockRequest).where(
+            UnlockRequest.device_id == row.device_id,
+            UnlockRequest.token_jti == row.credential_ref,
+        )
+    )
+    booking_id = row.booking_id or (unlock.booking_id if unlock is not None else None)
+    booking = None if booking_id is None else await db.get(Booking, booking_id)
+    if booking is None and row.credential_kind is CredentialKind.PIN:
+        booking = await db.scalar(
+            select(Booking).where(
+                and_(Booking.pin_ref == row.credential_ref, Booking.charger_id == row.charger_id)
+            )
+        )
+    owner = row.user_id or (unlock.user_id if unlock is not None else None)
+    if owner is None and booking is not None:
+        owner = booking.user_id
+    return owner, unlock, booking
+
+
+def bill_of(row: ChargingSession, charger: Charger, platform: Rates) -> Quote:
+    """The session's bill by the one rule: its meter delta and its times. (Idle time after
+    charging is not reported by the agent yet, so no idle fee is billed.)"""
+    assert row.stopped_at is not None
+    usage = session_usage(
+        energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at
+    )
+    return price(Tariff.from_charger(charger), usage, platform)
+
+
+async def _claim(
+    db: AsyncSession,
+    row: ChargingSession,
+    owner: str,
+    unlock: UnlockRequest | None,
+    booking: Booking | None,
+) -> Payment | None:
+    """The prepayment of the session: already claimed, else the booking's, else (a walk-up)
+    the latest walk-up payment made before the unlock."""
+    claimed: Payment | None = await db.scalar(
+        select(Payment)
+        .where(Payment.session_id == row.id)
+        .order_by(Payment.created_at)
+        .limit(1)
+        .with_for_update()
+    )
+    if claimed is not None:
+        return claimed
+    if booking is not None:
+        payment = await booking_payment(db, booking)
+    elif unlock is not None:
+        payment = await walkup_payment(db, owner, before=unlock.created_at)
+    else:
+        payment = None
+    if payment is not None and payment.session_id is None:
+        payment.session_id = row.id
+    return payment
+
+
+async def price_session(db: AsyncSession, session_pk: int, platform: Rates) -> Priced | None:
+    """Step 1, in the caller's transaction: None when there is nothing (left) to bill."""
+    row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
+    if row is None or row.state is not SessionState.STOPPED or row.billing_state not in _OPEN:
+        return None
+    owner, unlock, booking = await _owner(db, row)
+    charger = None if row.charger_id is None else await db.get(Charger, row.charger_id)
+    if charger is None:
+        raise Unbillable(session_pk, "no listed charger for its device and connector")
+    if owner is None:
+        raise Unbillable(session_pk, "no driver is known for its credential")
+    quote = bill_of(row, charger, platform)
+    if row.billing_state is BillingState.UNBILLED:
+        row.amount_paise = quote.total_paise
+        row.billing_state = BillingState.PRICED
+        row.user_id = row.user_id or owner
+        if row.booking_id is None and booking is not None:
+            row.booking_id = booking.id
+    payment = await _claim(db, row, owner, unlock, booking)
+    host = await db.get(Host, charger.host_id)
+    # Read by name: the GSTIN column arrives with the invoices (migration 0010).
+    registered = getattr(host, "gstin", None) is not None
+    return Priced(
+        session_pk=session_pk, driver_id=owner, host_id=charger.host_id,
+        host_gst_registered=registered, quote=quote,
+        payment_id=payment.id if payment is not None else None,
+    )  # fmt: skip
+
+
+async def settle_session(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    session_pk: int,
+    *,
+    platform: Rates,
+    tcs_bp: int,
+) -> bool:
+    """Steps 1 to 3 for one stopped session; True when this call posted its bill. Safe to
+    call again at any point (module docstring)."""
+    async with sessions() as db, db.begin():
+        priced = await price_session(db, session_pk, platform)
+    if priced is None:
+        return False
+    if priced.payment_id is not None:
+        async with sessions() as db:
+            payment = await db.get(Payment, priced.payment_id)
+        assert payment is not None
+        if payment.status in {PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED}:
+            await service.settle(
+                sessions, provider, payment_id=priced.payment_id,
+                billed_paise=priced.quote.total_paise,
+            )  # fmt: skip
+    async with sessions() as db, db.begin():
+        row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
+        assert row is not None
+        if row.billing_state is not BillingState.PRICED:
+            return False  # another process billed it meanwhile
+        await post(
+            db,
+            bill_txn(
+                session_id=session_pk, driver_id=priced.driver_id, host_id=priced.host_id,
+                quote=priced.quote, host_gst_registered=priced.host_gst_registered,
+                tcs_bp=tcs_bp, payment_id=priced.payment_id,
+            ),
+        )  # fmt: skip
+        row.billing_state = BillingState.SETTLED
+    log.info(
+        "session billed",
+        extra={"session_pk": session_pk, "amount_paise": priced.quote.total_paise,
+               "payment_id": priced.payment_id},
+    )  # fmt: skip
+    return True
+
+
+async def due_sessions(db: AsyncSession, *, limit: int = BATCH) -> list[int]:
+    """Stopped sessions not yet settled, oldest stop first."""
+    rows = await db.scalars(
+        select(ChargingSession.id)
+        .where(
+            ChargingSession.state == SessionState.STOPPED,
+            ChargingSession.billing_state.in_(_OPEN),
+        )
+        .order_by(ChargingSession.stopped_at, ChargingSession.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+class Settler:
+    """The settle job: every ``settle_interval_s``, settle what stopped. A session that
+    fails waits ``settle_backoff_s`` * 2^(failures - 1) (at most ``settle_backoff_max_s``)
+    before its next try; the job itself never stops on an error."""
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+        self._retry_at: dict[int, tuple[int, float]] = {}
+        #: Sessions billed by this process (for logs and tests).
+        self.billed = 0
+
+    async def round(self) -> int:
+        """One pass over the stopped, unsettled sessions; the number billed."""
+        state = self._state
+        provider = state.payments
+        if provider is None:
+            return 0
+        billing = state.settings.billing
+        platform = rates(billing)
+        async with state.sessions() as db:
+            candidates = await due_sessions(db)
+        now = time.monotonic()
+        billed = 0
+        for pk in candidates:
+            failures, at = self._retry_at.get(pk, (0, 0.0))
+            if at > now:
+                continue
+            try:
+                if await settle_session(
+                    state.sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp
+                ):
+                    billed += 1
+                self._retry_at.pop(pk, None)
+            except (CloudError, SQLAlchemyError) as exc:
+                failures += 1
+                delay = min(
+                    billing.settle_backoff_max_s, billing.settle_backoff_s * 2 ** (failures - 1)
+                )
+                self._retry_at[pk] = (failures, time.monotonic() + delay)
+                # ERROR once per session, then quietly until it recovers (no log storms).
+                level = logging.ERROR if failures == 1 else logging.DEBUG
+                log.log(level, "session %s not settled (try %s, next in %.0f s): %s",
+                        pk, failures, delay, exc)  # fmt: skip
+        self.billed += billed
+        return billed
+
+    async def run(self) -> None:
+        interval = self._state.settings.billing.settle_interval_s
+        while True:
+            try:
+                await self.round()
+            except (CloudError, SQLAlchemyError, OSError) as exc:
+                # The database may be restarting: the next round tries again.
+                log.warning("settle round failed: %s", exc)
+            await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_settler(state: AppState) -> AsyncIterator[Settler | None]:
+    """The settle job for the API's lifespan (None when ``settle_interval_s`` is 0)."""
+    if state.settings.billing.settle_interval_s <= 0 or state.payments is None:
+        yield None
+        return
+    settler = Settler(state)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(settler.run(), name="settle")
+        try:
+            yield settler
+        finally:
+            task.cancel()
