@@ -44,7 +44,7 @@ class InvoiceCounter(Base):
     __tablename__ = "invoice_counters"
     __table_args__ = (CheckConstraint("last_number >= 0", name="last_number_non_negative"),)
 
-    #: ``platform`` or ``host:<host id>``: whose series (cloud.invoices.supply).
+    #: Whose series: the supplier's GSTIN (a series is per registration, cloud.invoices.supply).
     supplier: Mapped[str] = mapped_column(String(80), primary_key=True)
     #: The financial year by the calendar year it starts in (April 2026 - March 2027: 2026).
     fy: Mapped[int] = mapped_column(SmallInteger, primary_key=True)

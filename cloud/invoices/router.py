@@ -1,4 +1,5 @@
-"""``GET /invoices``, ``GET /invoices/{id}`` and ``GET /invoices/{id}.pdf``.
+"""``GET /invoices``, ``GET /invoices/{id}``, ``GET /invoices/{id}.pdf``, and a host's GST
+registration (``GET|PUT|DELETE /host/gst-registration``).
 
 Who may read what is :mod:`cloud.invoices.service`'s (its driver, the charger's host, an
 admin; 404 for anyone else); issuing is not a route: the billing flow calls
@@ -13,10 +14,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloud.deps import CurrentUser, Db
+from cloud.deps import CurrentUser, Db, HostUser
 from cloud.invoices import pdf, service
 from cloud.invoices.models import Invoice
-from cloud.invoices.schemas import InvoiceList, InvoiceOut
+from cloud.invoices.schemas import (
+    GstRegistrationIn,
+    GstRegistrationOut,
+    InvoiceList,
+    InvoiceOut,
+)
 from cloud.openapi import problems
 from cloud.schemas import PathId
 
@@ -70,3 +76,34 @@ async def list_invoices(
     a host (of their chargers' sessions); an admin's: all."""
     invoices = await service.list_invoices(db, principal, limit=limit, offset=offset)
     return InvoiceList(items=[await _out(db, i) for i in invoices], limit=limit, offset=offset)
+
+
+# --- a host's GST registration ---------------------------------------------------------------
+
+
+@router.get("/host/gst-registration", responses=problems(404))
+async def get_gst_registration(db: Db, user: HostUser) -> GstRegistrationOut:
+    """The caller's GST registration as a host (``gst_registered`` false without one)."""
+    return GstRegistrationOut.of(await service.registration(db, user.user_id))
+
+
+@router.put("/host/gst-registration", responses=problems(404, 409))
+async def put_gst_registration(
+    db: Db, user: HostUser, body: GstRegistrationIn
+) -> GstRegistrationOut:
+    """Register the caller's GSTIN: they become the supplier of record of the sessions billed
+    from now on, invoiced under this GSTIN, legal name and address in the GSTIN's own series
+    (docs/cloud.md, "Invoices"). A GSTIN whose check character does not match is a 422
+    naming ``gstin`` (JSON Schema cannot state a checksum); one another host holds, a 409."""
+    host = await service.register_gstin(
+        db, user.user_id, gstin=body.gstin, legal_name=body.legal_name, address=body.address,
+        pincode=body.pincode,
+    )  # fmt: skip
+    return GstRegistrationOut.of(host)
+
+
+@router.delete("/host/gst-registration", responses=problems(404))
+async def delete_gst_registration(db: Db, user: HostUser) -> GstRegistrationOut:
+    """The caller is no longer GST-registered: the platform is the supplier of record of the
+    sessions billed from now on. Invoices already issued stay as issued."""
+    return GstRegistrationOut.of(await service.unregister_gstin(db, user.user_id))

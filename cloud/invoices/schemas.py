@@ -1,14 +1,16 @@
-"""Answers of the invoice routes (``GET /invoices``, ``GET /invoices/{id}``)."""
+"""Requests and answers of the invoice routes and of a host's GST registration."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from cloud.accounts.models import Host
 from cloud.invoices.gstin import state_name
 from cloud.invoices.models import Invoice
+from cloud.schemas import NOT_BLANK_PATTERN, RequestModel
 
 
 class StateOut(BaseModel):
@@ -115,3 +117,39 @@ class InvoiceList(BaseModel):
     items: list[InvoiceOut]
     limit: int
     offset: int
+
+
+class GstRegistrationIn(RequestModel):
+    """A host's GST registration: they become the supplier of record of their sessions."""
+
+    #: 15 characters; its check character is verified too (a mistyped GSTIN is a 422).
+    gstin: str = Field(pattern=r"^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]$")
+    #: The legal name registered with the GSTIN, printed on the invoices.
+    legal_name: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK_PATTERN)
+    #: The principal place of business, printed on the invoices.
+    address: str = Field(min_length=1, max_length=300, pattern=NOT_BLANK_PATTERN)
+    pincode: str = Field(pattern=r"^[1-9][0-9]{5}$")
+
+
+class GstRegistrationOut(BaseModel):
+    host_id: str
+    #: Whether the host is GST-registered (the ledger's ``host_gst_registered``).
+    gst_registered: bool
+    gstin: str | None
+    legal_name: str | None
+    address: str | None
+    pincode: str | None
+    #: The GSTIN's state: an invoice is IGST where the charger is in another state.
+    state: StateOut | None
+
+    @classmethod
+    def of(cls, host: Host) -> GstRegistrationOut:
+        return cls(
+            host_id=host.id,
+            gst_registered=host.host_gst_registered,
+            gstin=host.gstin,
+            legal_name=host.legal_name,
+            address=host.address,
+            pincode=host.pincode,
+            state=StateOut.of(host.gstin[:2]) if host.gstin else None,
+        )

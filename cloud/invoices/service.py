@@ -32,6 +32,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, or_, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, Role, User
@@ -41,6 +42,7 @@ from cloud.chargers.models import Charger
 from cloud.errors import Conflict, NotFound
 from cloud.invoices import document
 from cloud.invoices.document import Amounts, Series
+from cloud.invoices.gstin import validate_gstin
 from cloud.invoices.models import DocumentKind, Invoice
 from cloud.invoices.supply import Supplier, is_interstate, place_of_supply, supplier_for
 from cloud.ledger.accounts import EntrySource
@@ -58,6 +60,9 @@ __all__ = [
     "issue_credit_note",
     "issue_invoice",
     "list_invoices",
+    "register_gstin",
+    "registration",
+    "unregister_gstin",
 ]
 
 
@@ -256,10 +261,7 @@ async def issue_credit_note(
     except ValueError:
         raise CreditExceedsInvoice(original.serial, amount_paise) from None
     supplier = Supplier(
-        original.supplier,
-        original.supplier_name,
-        original.supplier_address,
-        original.supplier_gstin or "",
+        original.supplier_name, original.supplier_address, original.supplier_gstin or ""
     )
     return await _insert(
         db,
@@ -348,6 +350,51 @@ async def _insert(
     db.add(invoice)
     await db.flush()
     return invoice
+
+
+# --- a host's GST registration -------------------------------------------------------------
+
+
+async def _own_host(db: AsyncSession, user_id: str) -> Host:
+    host = await db.scalar(select(Host).where(Host.user_id == user_id).with_for_update())
+    if host is None:
+        raise NotFound("host", user_id)
+    return host
+
+
+async def registration(db: AsyncSession, user_id: str) -> Host:
+    """The signed-in host's row (404 for a user who is no host)."""
+    host = await db.scalar(select(Host).where(Host.user_id == user_id))
+    if host is None:
+        raise NotFound("host", user_id)
+    return host
+
+
+async def register_gstin(
+    db: AsyncSession, user_id: str, *, gstin: str, legal_name: str, address: str, pincode: str
+) -> Host:
+    """Record the host's GSTIN (checked to its check character) and the legal name and
+    address invoices print; sessions billed from now on are theirs to invoice, in their
+    GSTIN's series. A GSTIN another host holds is a 409."""
+    value = validate_gstin(gstin)
+    host = await _own_host(db, user_id)
+    host.gstin, host.legal_name, host.address, host.pincode = value, legal_name, address, pincode
+    try:
+        async with db.begin_nested():
+            await db.flush()
+    except IntegrityError:
+        raise Conflict(
+            "that GSTIN is registered to another host", entity="gstin", key=value
+        ) from None
+    return host
+
+
+async def unregister_gstin(db: AsyncSession, user_id: str) -> Host:
+    """The host is no longer GST-registered: the platform supplies their next sessions."""
+    host = await _own_host(db, user_id)
+    host.gstin = None
+    await db.flush()
+    return host
 
 
 # --- reading --------------------------------------------------------------------------------

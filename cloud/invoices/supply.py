@@ -3,7 +3,8 @@
 **Supplier of record** (the split of cloud.ledger.entries): a host with a GSTIN supplies the
 charging and invoices it under their own GSTIN, name and address, in their own series; a
 host without one cannot charge GST, so the platform is the supplier of record and invoices
-under its GSTIN (``CHARGEMITRA_BILLING_SUPPLIER_*``), in the platform's series.
+under its GSTIN (``CHARGEMITRA_BILLING_SUPPLIER_*``), in the platform's series. A series
+belongs to a GSTIN (Rule 46: per registration): a host who registers anew starts one.
 :attr:`cloud.accounts.models.Host.host_gst_registered` is the flag the ledger's bill takes.
 
 **Place of supply.** The charging is done at the charger, to a vehicle there, for a driver
@@ -22,17 +23,17 @@ from cloud.chargers.models import Charger
 from cloud.invoices.gstin import state_code, validate_gstin
 from cloud.settings import BillingSettings
 
-#: The platform's series key (a host's is ``host:<id>``).
-PLATFORM = "platform"
-
 
 @dataclass(frozen=True, slots=True)
 class Supplier:
-    #: Whose series: ``platform`` or ``host:<host id>``.
-    key: str
     name: str
     address: str
     gstin: str
+
+    @property
+    def key(self) -> str:
+        """Whose series: the GSTIN's."""
+        return self.gstin
 
     @property
     def state_code(self) -> str:
@@ -41,7 +42,6 @@ class Supplier:
 
 def platform_supplier(billing: BillingSettings) -> Supplier:
     return Supplier(
-        PLATFORM,
         billing.supplier_name,
         billing.supplier_address,
         validate_gstin(billing.supplier_gstin),
@@ -55,7 +55,7 @@ def supplier_for(host: Host, billing: BillingSettings) -> Supplier:
     address = host.address or ""
     if host.pincode:
         address = f"{address} {host.pincode}"
-    return Supplier(f"host:{host.id}", host.legal_name or host.display_name, address, host.gstin)
+    return Supplier(host.legal_name or host.display_name, address, host.gstin)
 
 
 def place_of_supply(charger: Charger) -> str:

@@ -122,7 +122,7 @@ async def test_a_billed_session_gets_one_invoice_with_the_rule_46_particulars(
         again = await issue_invoice(db, sid, now=NOW)  # idempotent, and repriced the same
     assert again.id == invoice.id
     # A host without a GSTIN: the platform is the supplier of record, in its own series.
-    assert invoice.supplier == "platform"
+    assert invoice.supplier == "27AAPFU0939F1ZV"
     assert invoice.serial == "INV/2627/000001"
     assert invoice.supplier_gstin == market_api.settings.billing.supplier_gstin
     assert (invoice.supplier_state_code, invoice.place_of_supply_code) == ("27", "27")
@@ -135,7 +135,7 @@ async def test_a_billed_session_gets_one_invoice_with_the_rule_46_particulars(
     assert invoice.total_paise == quote.total_paise == 16308
     counters = await pg.fetch("SELECT supplier, fy, kind, last_number FROM invoice_counters")
     assert [(r["supplier"], r["fy"], r["kind"], r["last_number"]) for r in counters] == [
-        ("platform", 2026, "invoice", 1)
+        ("27AAPFU0939F1ZV", 2026, "invoice", 1)
     ]
 
 
@@ -149,7 +149,7 @@ async def test_a_registered_host_invoices_under_their_gstin_with_igst_across_sta
         quote = price(TARIFF, USAGE, interstate=True)
         await _bill(db, site, sid, quote)
         invoice = await issue_invoice(db, sid, now=NOW)
-    assert invoice.supplier == f"host:{site.host.host_id}"
+    assert invoice.supplier == KA_GSTIN
     assert invoice.serial == "INV/2627/000001"  # the host's own series
     assert (invoice.supplier_gstin, invoice.supplier_name) == (KA_GSTIN, "Asha EV Services LLP")
     assert invoice.supplier_address == "5 Residency Road, Bengaluru 560025"
@@ -398,3 +398,39 @@ async def test_a_credit_note_pdf_names_its_invoice(
     for expected in ("CREDIT NOTE", "CN/2627/000001", "INV/2627/000001", "overcharge"):
         assert expected in words
     assert await pg.fetchval("SELECT count(*) FROM invoices") == 2
+
+
+async def test_a_host_registers_a_gstin_and_invoices_under_it(
+    market_api: Api, pg: PgConnection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    site = await _site(pg, market_api)
+    other = await add_user(pg, market_api.settings, Role.HOST)
+    client, path = market_api.client, "/host/gst-registration"
+    body = {"gstin": KA_GSTIN, "legal_name": "Asha EV Services LLP",
+            "address": "5 Residency Road, Bengaluru", "pincode": "560025"}  # fmt: skip
+    before = await client.get(path, headers=site.host.headers)
+    assert before.json()["gst_registered"] is False
+    mistyped = await client.put(
+        path, json={**body, "gstin": KA_GSTIN[:-1] + "8"}, headers=site.host.headers
+    )
+    assert mistyped.status_code == 422
+    assert mistyped.json()["field"] == "gstin"
+    answer = await client.put(path, json=body, headers=site.host.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["gst_registered"] is True
+    assert answer.json()["state"] == {"code": "29", "name": "Karnataka"}
+    taken = await client.put(path, json=body, headers=other.headers)
+    assert taken.status_code == 409
+    refused = await client.put(path, json=body, headers=site.driver.headers)
+    assert refused.status_code == 403
+
+    sid = await _session(pg, site)
+    async with sessions() as db, db.begin():
+        quote = price(TARIFF, USAGE, interstate=await interstate(db, sid))
+        await _bill(db, site, sid, quote)
+        invoice = await issue_invoice(db, sid, now=NOW)
+    assert (invoice.supplier_gstin, invoice.igst_paise) == (KA_GSTIN, 2488)
+
+    cleared = await client.delete(path, headers=site.host.headers)
+    assert cleared.json()["gst_registered"] is False
+    assert await pg.fetchval("SELECT gstin FROM hosts WHERE id = $1", site.host.host_id) is None
