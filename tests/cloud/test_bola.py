@@ -47,6 +47,7 @@ IDS = (
     "code",
     "invoice_id",
     "payout_id",
+    "payment_id",
 )
 
 
@@ -141,6 +142,19 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/quotes"): Row(
         _DRIVERS, body={"charger_id": "{charger_id}", "connector": 1, "duration_min": 60}
     ),
+    # payments: a driver's own only (driver B has one for the booking); a walk-up payment
+    # prices B's charger, which is not approved: the quote's 404
+    ("POST", "/bookings/{booking_id}/payment"): Row(_DRIVERS),
+    ("POST", "/payments"): Row(
+        _DRIVERS, body={"charger_id": "{charger_id}", "connector": 1, "duration_min": 60}
+    ),
+    ("POST", "/amount-due/payment"): Row(("host_a", "technician"), expect=frozenset({403})),
+    ("POST", "/payments/{payment_id}/verify"): Row(
+        _DRIVERS, body={"card_number": "4111111111111111"}
+    ),
+    ("GET", "/payments/{payment_id}"): Row(_DRIVERS),
+    ("GET", "/payments"): Row(("driver_a", "host_a"), excludes=("payment_id",)),
+    ("GET", "/sessions/{session_id}/receipt"): Row(_DRIVERS),
     # payouts: the host is the caller's own (from the token); admins decide and see payments
     ("GET", "/host/earnings"): Row(("driver_a", "technician"), expect=frozenset({403})),
     ("GET", "/host/payouts"): Row(("host_a",), excludes=("payout_id",)),
@@ -330,6 +344,15 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         payout_id,
         users["host_b"].host_id,
     )
+    payment_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO payments (id, user_id, booking_id, provider, provider_order_id, "
+        "amount_paise) VALUES ($1, $2, $3, 'dummy', $4, 100)",
+        payment_id,
+        users["driver_b"].id,
+        booking_id,
+        f"order_{payment_id}",
+    )
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -340,6 +363,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "code": charger_id[-10:],
         "invoice_id": invoice_id,
         "payout_id": payout_id,
+        "payment_id": payment_id,
     }
     return World(users, ids)
 
