@@ -170,7 +170,8 @@ async def interstate(
     if row is None:
         raise NotFound("session", session_id)
     charger, host = await _charger_and_host(db, row)
-    return is_interstate(supplier_for(host, _settings(billing)), place_of_supply(charger))
+    supplier = supplier_for(host, _settings(billing))
+    return is_interstate(supplier, place_of_supply(charger, supplier))
 
 
 async def issue_invoice(
@@ -193,7 +194,7 @@ async def issue_invoice(
     charger, host = await _charger_and_host(db, row)
     driver_id, billed = await _bill(db, session_id)
     supplier = supplier_for(host, settings)
-    place = place_of_supply(charger)
+    place = place_of_supply(charger, supplier)
     inter = is_interstate(supplier, place)
     if quote is None:
         until = row.stopped_at or row.started_at

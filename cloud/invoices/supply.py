@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from cloud.accounts.models import Host
 from cloud.chargers.models import Charger
-from cloud.invoices.gstin import state_code, validate_gstin
+from cloud.invoices.gstin import UnknownState, state_code, validate_gstin
 from cloud.settings import BillingSettings
 
 
@@ -58,9 +58,14 @@ def supplier_for(host: Host, billing: BillingSettings) -> Supplier:
     return Supplier(host.legal_name or host.display_name, address, host.gstin)
 
 
-def place_of_supply(charger: Charger) -> str:
-    """The GST state code of the charger's state (raises UnknownState)."""
-    return state_code(charger.state)
+def place_of_supply(charger: Charger, supplier: Supplier) -> str:
+    """The GST state code of the charger's state; the supplier's when a listing's free-text
+    state names none GST knows (s. 12(2)(b): the location of the supplier, where the
+    recipient's is not on record) — an invoice is never refused for a typo in a listing."""
+    try:
+        return state_code(charger.state)
+    except UnknownState:
+        return supplier.state_code
 
 
 def is_interstate(supplier: Supplier, place_code: str) -> bool:

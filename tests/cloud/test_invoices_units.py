@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud.billing.quote import Tariff, Usage, price
-from cloud.chargers.models import PricingMode
+from cloud.chargers.models import Charger, PricingMode
 from cloud.invoices.document import (
     Amounts,
     Series,
@@ -28,6 +28,7 @@ from cloud.invoices.gstin import (
     validate_gstin,
 )
 from cloud.invoices.pdf import inr
+from cloud.invoices.supply import place_of_supply, platform_supplier
 from cloud.settings import BillingSettings
 
 
@@ -137,3 +138,10 @@ def test_rupees_print_with_indian_grouping() -> None:
     assert inr(123_456) == "\u20b91,234.56"
     assert inr(1_234_567_89) == "\u20b912,34,567.89"
     assert inr(10_00_00_000_00) == "\u20b910,00,00,000.00"
+
+
+def test_a_listing_state_gst_does_not_know_falls_back_to_the_suppliers() -> None:
+    supplier = platform_supplier(BillingSettings())
+    assert place_of_supply(Charger(state="Karnataka"), supplier) == "29"
+    assert place_of_supply(Charger(state="KA"), supplier) == "29"
+    assert place_of_supply(Charger(state="Atlantis"), supplier) == supplier.state_code == "27"
