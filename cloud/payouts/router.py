@@ -7,10 +7,12 @@ technician is refused by role (403). Admin routes need the admin role.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from cloud.deps import AdminUser, Db, HostUser, State
 from cloud.errors import DependencyUnavailable
@@ -35,6 +37,18 @@ from cloud.state import AppState
 router = APIRouter(tags=["payouts"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _iso_text(value: object) -> object:
+    # A query value is always text, and pydantic reads "0.5" as Unix time: only the
+    # date-time text the schema offers is an instant here.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("an instant is ISO 8601 date-time text with an offset")
+    return value
+
+
+QueryInstant = Annotated[Instant, BeforeValidator(_iso_text)]
 IdFilter = Annotated[str | None, Query(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")]
 
 
@@ -197,8 +211,8 @@ async def admin_payments(
     provider: Annotated[str | None, Query(pattern=r"^[a-z]{1,20}$")] = None,
     user_id: IdFilter = None,
     booking_id: IdFilter = None,
-    created_from: Annotated[Instant | None, Query(alias="from")] = None,
-    created_to: Annotated[Instant | None, Query(alias="to")] = None,
+    created_from: Annotated[QueryInstant | None, Query(alias="from")] = None,
+    created_to: Annotated[QueryInstant | None, Query(alias="to")] = None,
     limit: Limit = 100,
 ) -> PaymentList:
     """Payments, newest first; filter by ``status``, ``provider``, ``user_id``,

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, Strict, StrictBool
 
 from cloud.payments.models import PaymentStatus, PayoutStatus
-from cloud.schemas import NOT_BLANK_PATTERN, RequestModel, WholeNumber
+from cloud.schemas import NOT_BLANK_PATTERN, RequestModel, whole_number
 
 #: A payout no larger than this is a typo, not an earning (₹1 crore).
 MAX_PAYOUT_PAISE = 10_000_000_00
+
+
+#: A :data:`cloud.schemas.WholeNumber` with its bounds on the integer itself, so the schema of
+#: the optional field says ``minimum``/``maximum`` (bounds given to the optional field come
+#: out as ``ge``/``le``, words JSON Schema does not know).
+PayoutPaise = Annotated[
+    int, Strict(), Field(ge=1, le=MAX_PAYOUT_PAISE), BeforeValidator(whole_number)
+]
 
 
 class EarningsOut(BaseModel):
@@ -35,13 +44,13 @@ class PayoutRequestIn(RequestModel):
     """``amount_paise``: how much to pay out, at most the payable balance; omitted, all of
     it."""
 
-    amount_paise: WholeNumber | None = Field(default=None, ge=1, le=MAX_PAYOUT_PAISE)
+    amount_paise: PayoutPaise | None = None
 
 
 class PayoutSettingsIn(RequestModel):
     #: Pay the payable balance out every week without asking (``chargemitra-cloud payouts
-    #: run``, called weekly by a timer); needs a verified KYC.
-    weekly_payouts: bool
+    #: run``, called weekly by a timer); needs a verified KYC. true or false only (not 0/1).
+    weekly_payouts: StrictBool
 
 
 class PayoutSettingsOut(BaseModel):

@@ -248,6 +248,35 @@ async def test_a_host_sees_only_their_money_and_a_driver_none(
     assert [p["id"] for p in b_view] == [b_payout["id"]]
 
 
+async def test_admins_filter_payments_and_bad_values_are_refused(
+    payout_api: PayoutApi, pg: PgConnection
+) -> None:
+    s = payout_api.settings
+    admin, host = await add_user(pg, s, Role.ADMIN), await add_user(pg, s, Role.HOST)
+    drivers = [await add_user(pg, s, Role.DRIVER) for _ in range(2)]
+    for driver, status in zip(drivers, ("authorized", "failed"), strict=True):
+        await pg.execute(
+            "INSERT INTO payments (id, user_id, provider, amount_paise, status) "
+            "VALUES ($1, $2, 'dummy', 5000, $3)",
+            new_ulid(), driver.id, status,
+        )  # fmt: skip
+    api, h = payout_api.client, admin.headers
+    failed = (await api.get("/admin/payments?status=failed", headers=h)).json()["items"]
+    assert [p["user_id"] for p in failed] == [drivers[1].id]
+    mine = (await api.get(f"/admin/payments?user_id={drivers[0].id}", headers=h)).json()
+    assert [p["status"] for p in mine["items"]] == ["authorized"]
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    window = await api.get("/admin/payments", params={"from": since}, headers=h)
+    assert len(window.json()["items"]) == 2
+    # Values the schema does not offer: Unix time for an instant, 0/1 for a boolean, 0 paise.
+    assert (await api.get("/admin/payments?to=0.5", headers=h)).status_code == 422
+    for body in ({"weekly_payouts": 0}, {"weekly_payouts": "true"}):
+        answer = await api.put("/host/payout-settings", json=body, headers=host.headers)
+        assert answer.status_code == 422
+    zero = await api.post("/host/payouts", json={"amount_paise": 0}, headers=host.headers)
+    assert zero.status_code == 422
+
+
 async def test_many_requests_at_once_never_exceed_the_payable_balance(
     payout_api: PayoutApi, pg: PgConnection, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
