@@ -16,6 +16,7 @@ from cloud.billing.quote import SAC_EV_CHARGING
 from cloud.billing.schemas import QuoteLineOut
 from cloud.billing.service import rates
 from cloud.errors import Conflict
+from cloud.invoices.service import interstate
 from cloud.ledger.service import session_money
 from cloud.payments.models import Payment
 from cloud.payments.schemas import ReceiptOut
@@ -35,7 +36,8 @@ async def receipt(
             f"session {session_id} has not stopped: its receipt comes with its bill",
             entity="session", key=session_id,
         )  # fmt: skip
-    quote = bill_of(row, view.charger, rates(billing))
+    split = await interstate(db, row.id, billing=billing)
+    quote = bill_of(row, view.charger, rates(billing), interstate=split)
     payment = await db.scalar(
         select(Payment).where(Payment.session_id == row.id).order_by(Payment.created_at).limit(1)
     )

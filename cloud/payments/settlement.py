@@ -20,7 +20,8 @@ background job supervised by the API's lifespan.
    crash or a failed call repeats nothing;
 3. *bill* (one transaction, the row locked again): if still ``priced``, the bill's ledger
    transaction (:func:`cloud.ledger.entries.bill_txn`: host earning, commission, GST, TCS)
-   is posted and ``billing_state`` becomes ``settled`` — together, so the bill is posted once
+   is posted, the GST tax invoice issued (:func:`cloud.invoices.service.issue_invoice`) and
+   ``billing_state`` becomes ``settled`` — together, so the bill is posted and invoiced once
    however often the stop is redelivered or the job retried, by one API process or several.
 
 A failed step leaves the session ``priced`` — billed, visible with its amount in
@@ -48,6 +49,7 @@ from cloud.billing.service import rates
 from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
 from cloud.errors import CloudError
+from cloud.invoices.service import interstate, issue_invoice
 from cloud.ledger.entries import bill_txn
 from cloud.ledger.service import post
 from cloud.payments import service
@@ -55,6 +57,7 @@ from cloud.payments.checkout import booking_payment, walkup_payment
 from cloud.payments.models import Payment, PaymentStatus
 from cloud.payments.provider import PaymentProvider
 from cloud.sessions.models import BillingState, ChargingSession, SessionState, UnlockRequest
+from cloud.settings import BillingSettings, load_settings
 from cloud.state import AppState
 from protocols.enums import CredentialKind
 
@@ -117,14 +120,17 @@ async def _owner(
     return owner, unlock, booking
 
 
-def bill_of(row: ChargingSession, charger: Charger, platform: Rates) -> Quote:
-    """The session's bill by the one rule: its meter delta and its times. (Idle time after
+def bill_of(
+    row: ChargingSession, charger: Charger, platform: Rates, *, interstate: bool = False
+) -> Quote:
+    """The session's bill by the one rule: its meter delta and its times, GST as IGST for an
+    inter-state supply (:func:`cloud.invoices.service.interstate`). (Idle time after
     charging is not reported by the agent yet, so no idle fee is billed.)"""
     assert row.stopped_at is not None
     usage = session_usage(
         energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at
     )
-    return price(Tariff.from_charger(charger), usage, platform)
+    return price(Tariff.from_charger(charger), usage, platform, interstate=interstate)
 
 
 async def _claim(
@@ -156,7 +162,9 @@ async def _claim(
     return payment
 
 
-async def price_session(db: AsyncSession, session_pk: int, platform: Rates) -> Priced | None:
+async def price_session(
+    db: AsyncSession, session_pk: int, platform: Rates, billing: BillingSettings
+) -> Priced | None:
     """Step 1, in the caller's transaction: None when there is nothing (left) to bill."""
     row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
     if row is None or row.state is not SessionState.STOPPED or row.billing_state not in _OPEN:
@@ -167,7 +175,9 @@ async def price_session(db: AsyncSession, session_pk: int, platform: Rates) -> P
         raise Unbillable(session_pk, "no listed charger for its device and connector")
     if owner is None:
         raise Unbillable(session_pk, "no driver is known for its credential")
-    quote = bill_of(row, charger, platform)
+    # Priced with the GST split the invoice will print (CGST + SGST, or IGST).
+    split = await interstate(db, session_pk, billing=billing)
+    quote = bill_of(row, charger, platform, interstate=split)
     if row.billing_state is BillingState.UNBILLED:
         row.amount_paise = quote.total_paise
         row.billing_state = BillingState.PRICED
@@ -176,8 +186,8 @@ async def price_session(db: AsyncSession, session_pk: int, platform: Rates) -> P
             row.booking_id = booking.id
     payment = await _claim(db, row, owner, unlock, booking)
     host = await db.get(Host, charger.host_id)
-    # Read by name: the GSTIN column arrives with the invoices (migration 0010).
-    registered = getattr(host, "gstin", None) is not None
+    assert host is not None  # a foreign key
+    registered = host.host_gst_registered
     return Priced(
         session_pk=session_pk, driver_id=owner, host_id=charger.host_id,
         host_gst_registered=registered, quote=quote,
@@ -192,11 +202,14 @@ async def settle_session(
     *,
     platform: Rates,
     tcs_bp: int,
+    billing: BillingSettings | None = None,
 ) -> bool:
     """Steps 1 to 3 for one stopped session; True when this call posted its bill. Safe to
-    call again at any point (module docstring)."""
+    call again at any point (module docstring). ``billing``: the settings the invoice is
+    issued under (its supplier details); the environment's when None."""
+    billing = billing if billing is not None else load_settings().billing
     async with sessions() as db, db.begin():
-        priced = await price_session(db, session_pk, platform)
+        priced = await price_session(db, session_pk, platform, billing)
     if priced is None:
         return False
     if priced.payment_id is not None:
@@ -209,6 +222,10 @@ async def settle_session(
                 billed_paise=priced.quote.total_paise,
             )  # fmt: skip
     async with sessions() as db, db.begin():
+        if priced.payment_id is not None:
+            # The payment row first, as a refund webhook takes it (then the session, through
+            # its ledger entries' foreign key): one order, no deadlock.
+            await db.get(Payment, priced.payment_id, with_for_update=True)
         row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
         assert row is not None
         if row.billing_state is not BillingState.PRICED:
@@ -222,6 +239,11 @@ async def settle_session(
             ),
         )  # fmt: skip
         row.billing_state = BillingState.SETTLED
+        if priced.quote.total_paise > 0:
+            # The tax invoice with the bill, in its transaction: a supply is never billed
+            # without its invoice, and its serial is taken only if the bill commits
+            # (cloud.invoices.service: gap-free series). A free session gets none.
+            await issue_invoice(db, session_pk, quote=priced.quote, billing=billing)
     log.info(
         "session billed",
         extra={"session_pk": session_pk, "amount_paise": priced.quote.total_paise,
@@ -273,8 +295,9 @@ class Settler:
                 continue
             try:
                 if await settle_session(
-                    state.sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp
-                ):
+                    state.sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp,
+                    billing=billing,
+                ):  # fmt: skip
                     billed += 1
                 self._retry_at.pop(pk, None)
             except (CloudError, SQLAlchemyError) as exc:

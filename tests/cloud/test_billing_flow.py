@@ -183,6 +183,19 @@ async def _check_money(
     assert body["due_paise"] == 0
     assert body["billing_state"] == "settled"
     assert body["sac"] == "998714"
+    # The GST tax invoice came with the bill, and its PDF downloads.
+    invoices = await market.http.get("/invoices", headers=market.driver.headers)
+    assert invoices.status_code == 200, invoices.text
+    (invoice,) = [i for i in invoices.json()["items"] if i["session_id"] == session_id]
+    assert (invoice["kind"], invoice["total_paise"], invoice["sac"]) == (
+        "invoice",
+        billed,
+        "998714",
+    )
+    pdf = await market.http.get(f"/invoices/{invoice['id']}.pdf", headers=market.driver.headers)
+    assert pdf.status_code == 200, pdf.text
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
     mine = await market.http.get(f"/payments/{payment_id}", headers=market.driver.headers)
     assert mine.json()["session_id"] == session_id
     assert mine.json()["refunded_paise"] == prepaid - billed
@@ -214,6 +227,7 @@ async def _settle_again(market: Market, session_pk: int) -> None:
     assert billed is False
     assert await market.pg.fetchval("SELECT count(*) FROM ledger_entries") == before
     assert await market.pg.fetchval("SELECT count(*) FROM refunds") == 1
+    assert await market.pg.fetchval("SELECT count(*) FROM invoices") == 1
 
 
 async def test_book_pay_unlock_charge_stop_bills_the_meter_and_refunds_the_rest(
