@@ -3,7 +3,8 @@
 ``python -m bench.unlock`` starts the whole marketplace on loopback (tests/cloud/flow_rig.py):
 the project's broker (TLS for the device), an ingest worker, the API under uvicorn, the
 simulated charger and a real edge agent provisioned with a pairing code. Then a driver
-unlocks the charger ``--unlocks`` times (pay-as-you-go), each time:
+unlocks the charger ``--unlocks`` times (pay-as-you-go, each walk-up paid first with the dummy
+provider's test card, not timed; the settle job is off), each time:
 
 1. the API call is sent (t0) and a watcher polls the simulator's contactor every 1 ms;
 2. the agent verifies the token, stores the session, closes the relay (t_relay, observed at
@@ -65,7 +66,23 @@ async def _available(market: Market) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _pay_walkup(market: Market) -> None:
+    """The walk-up's prepayment (issue 16: no unlock without it), with the dummy's test card;
+    not timed."""
+    body = {"charger_id": market.charger_id, "connector": 1, "duration_min": 15}
+    order = await market.http.post("/payments", json=body, headers=market.driver.headers)
+    if order.status_code != 201:
+        raise RuntimeError(f"walk-up payment answered {order.status_code}: {order.text}")
+    paid = await market.http.post(
+        f"/payments/{order.json()['id']}/verify", json={"card_number": "4111111111111111"},
+        headers=market.driver.headers,
+    )  # fmt: skip
+    if paid.status_code != 200:
+        raise RuntimeError(f"payment verify answered {paid.status_code}: {paid.text}")
+
+
 async def _one_unlock(market: Market) -> tuple[float, float]:
+    await _pay_walkup(market)
     started = time.perf_counter()
     watcher = asyncio.create_task(_watch_relay(market, started), name="relay-watch")
     try:
@@ -106,6 +123,8 @@ async def _cleanup(pg: PgConnection, market: Market) -> None:
         ("DELETE FROM devices WHERE id = $1", device),
     ):
         await pg.execute(sql, arg)
+    # Authorized, never settled (the settle job is off here): no ledger rows refer to them.
+    await pg.execute("DELETE FROM payments WHERE user_id = ANY($1::text[])", users)
     await pg.execute("DELETE FROM hosts WHERE user_id = ANY($1::text[])", users)
     await pg.execute("DELETE FROM user_roles WHERE user_id = ANY($1::text[])", users)
     await pg.execute("DELETE FROM users WHERE id = ANY($1::text[])", users)
@@ -127,9 +146,11 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             broker = cloud_broker(Path(tmp) / "broker", certs, passwords)
             broker.start()
             try:
+                # No billing: the bench times unlocks, and the rows it made are deleted after
+                # (a billed session's ledger entries could not be: the ledger is append-only).
                 async with running_market(
                     db_url=db_url, broker=broker, certs=certs, service_passwords=passwords,
-                    pg=pg, tmp=Path(tmp),
+                    pg=pg, tmp=Path(tmp), CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0",
                 ) as market:  # fmt: skip
                     try:
                         for _ in range(args.warmup):
