@@ -68,10 +68,12 @@ BATCH = 100
 
 _OPEN = (BillingState.UNBILLED, BillingState.PRICED)
 
-#: The session row is locked FOR NO KEY UPDATE: it serialises the settlers without blocking
-#: the FOR KEY SHARE that a ledger insert naming the session takes (a refund webhook's, which
-#: holds its payment row locked while our bill insert waits on that payment: FOR UPDATE here
-#: made the two wait on each other, a deadlock).
+#: Locks, always in this order: the session row (FOR NO KEY UPDATE), then its payment row.
+#: NO KEY UPDATE serialises the settlers without blocking the FOR KEY SHARE that a ledger
+#: insert naming the session takes — a capture's or refund's, which holds its payment row
+#: (FOR UPDATE here made a refund webhook and our bill wait on each other: a deadlock; so did
+#: taking the payment before the session in step 3 against step 1: tests/cloud/
+#: test_settlement.py races four settlers).
 _NO_KEY_UPDATE = {"key_share": True}
 
 
@@ -222,14 +224,15 @@ async def settle_session(
                 billed_paise=priced.quote.total_paise,
             )  # fmt: skip
     async with sessions() as db, db.begin():
-        if priced.payment_id is not None:
-            # The payment row first, as a refund webhook takes it (then the session, through
-            # its ledger entries' foreign key): one order, no deadlock.
-            await db.get(Payment, priced.payment_id, with_for_update=True)
         row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
         assert row is not None
         if row.billing_state is not BillingState.PRICED:
             return False  # another process billed it meanwhile
+        if priced.payment_id is not None:
+            # Session, then payment, as step 1 takes them. Held before the invoice locks the
+            # session FOR UPDATE: a webhook (payment, then a KEY SHARE on the session through
+            # its ledger entry) either finished before or waits here for the payment.
+            await db.get(Payment, priced.payment_id, with_for_update=True)
         await post(
             db,
             bill_txn(

@@ -1,0 +1,187 @@
+"""The settle step against PostgreSQL and the dummy provider (cloud/payments/settlement.py):
+a provider that fails leaves the session priced and visible, a retry bills it once, and two
+settlers racing for one session bill it once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from cloud.billing.quote import Rates, Tariff, Usage, price
+from cloud.chargers.models import PricingMode
+from cloud.db import session_factory
+from cloud.errors import PaymentProviderError
+from cloud.ledger.service import ledger_total, session_money
+from cloud.payments import service
+from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
+from cloud.payments.provider import PaymentState
+from cloud.payments.settlement import settle_session
+from cloud.pg import PgConnection
+from cloud.settings import BillingSettings, Environment, sqlalchemy_url
+from protocols.ids import new_ulid
+from tests.cloud.flow_rig import wait_for
+
+pytestmark = pytest.mark.integration
+
+#: 7.4 kWh at 18 Rs/kWh, GST 18 % (the charger below: no fee, no minimum).
+BILL = price(Tariff(PricingMode.PER_KWH, 1800, 0, 0, 0), Usage(timedelta(hours=1), 7400))
+PREPAID = 20_000
+
+
+class FlakyDummy(DummyProvider):
+    """The dummy, with captures that fail (the provider down) while ``failures`` > 0."""
+
+    failures = 0
+
+    async def capture(
+        self, payment_ref: str, *, amount_paise: int, currency: str, idempotency_key: str
+    ) -> PaymentState:
+        if self.failures > 0:
+            self.failures -= 1
+            raise PaymentProviderError("dummy", "capture", code="unavailable")
+        return await super().capture(
+            payment_ref, amount_paise=amount_paise, currency=currency,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_engine(sqlalchemy_url(db_url))
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def provider(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[FlakyDummy]:
+    async with FlakyDummy(env=Environment.TEST, webhook_secret="s") as dummy:
+
+        async def apply(body: bytes, headers: Mapping[str, str]) -> None:
+            async with sessions() as db, db.begin():
+                await service.record_webhook(db, dummy.parse_webhook(body, headers))
+
+        dummy.deliver_to(apply)
+        yield dummy
+
+
+async def _paid_session(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy
+) -> tuple[int, str]:
+    """A driver's booking paid through the dummy, and its stopped session (7.4 kWh)."""
+    ids = {k: new_ulid() for k in ("host_user", "host", "driver", "charger", "connector")}
+    device = f"cm-{new_ulid().lower()}"
+    await pg.execute("INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
+                     ids["host_user"], ids["driver"])  # fmt: skip
+    await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
+                     ids["host"], ids["host_user"])  # fmt: skip
+    await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, $2)", device, ids["host"])
+    await pg.execute(
+        "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
+        "latitude, longitude, price_per_kwh_paise, qr_code) VALUES ($1, $2, $3, 'Gate', "
+        "'1 Road', 'Pune', 'Maharashtra', '411001', 18.5, 73.8, 1800, $4)",
+        ids["charger"], ids["host"], device, ids["charger"][-10:],
+    )  # fmt: skip
+    await pg.execute(
+        "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
+        "VALUES ($1, $2, 1, 'Type2', 7400)",
+        ids["connector"], ids["charger"],
+    )  # fmt: skip
+    booking = new_ulid()
+    await pg.execute(
+        "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
+        "amount_paise) VALUES ($1, $2, $3, $4, tstzrange(now() - interval '1 hour', "
+        "now() + interval '1 hour'), 'confirmed', $5)",
+        booking, ids["driver"], ids["charger"], ids["connector"], PREPAID,
+    )  # fmt: skip
+    payment, order = await service.open_order(
+        sessions, provider, user_id=ids["driver"], amount_paise=PREPAID, booking_id=booking
+    )
+    result = await provider.pay(order.order_ref, CARD_SUCCEEDS)
+    await service.confirm_checkout(
+        sessions, provider, payment_id=payment.id, user_id=ids["driver"], result=result
+    )
+    session_pk: int = await pg.fetchval(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "booking_id, credential_kind, credential_ref, state, started_at, stopped_at, "
+        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', now() - interval '1 hour', now(), "
+        "1000, 8400, 7400, 3, 3) RETURNING id",
+        device, new_ulid(), ids["charger"], booking, new_ulid(),
+    )  # fmt: skip
+    return session_pk, payment.id
+
+
+async def _settle(
+    sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy, session_pk: int
+) -> bool:
+    return await settle_session(
+        sessions, provider, session_pk, platform=Rates(), tcs_bp=50, billing=BillingSettings()
+    )
+
+
+async def _bill_entries(pg: PgConnection, session_pk: int) -> int:
+    count: int = await pg.fetchval(
+        "SELECT count(*) FROM ledger_entries WHERE session_id = $1 AND source = 'bill'",
+        session_pk,
+    )
+    return count
+
+
+async def test_a_failed_capture_leaves_the_session_priced_and_a_retry_bills_it_once(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy
+) -> None:
+    session_pk, payment_id = await _paid_session(pg, sessions, provider)
+    provider.failures = 1
+    with pytest.raises(PaymentProviderError):
+        await _settle(sessions, provider, session_pk)
+    # Billable and visible: the amount is written, the prepayment claimed, nothing charged.
+    session_row = (
+        await pg.fetch("SELECT billing_state, amount_paise FROM sessions WHERE id = $1", session_pk)
+    )[0]
+    assert (session_row[0], session_row[1]) == ("priced", BILL.total_paise)
+    payment_row = (
+        await pg.fetch("SELECT status, session_id FROM payments WHERE id = $1", payment_id)
+    )[0]
+    assert (payment_row[0], payment_row[1]) == ("authorized", session_pk)
+    assert await _bill_entries(pg, session_pk) == 0
+
+    assert await _settle(sessions, provider, session_pk) is True
+    bills = await _bill_entries(pg, session_pk)
+    assert bills > 0
+    # Retried again (a redelivered stop, another API process): nothing moves.
+    assert await _settle(sessions, provider, session_pk) is False
+    assert await _bill_entries(pg, session_pk) == bills
+    assert await pg.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id) == 1
+    assert await pg.fetchval("SELECT count(*) FROM invoices WHERE session_id = $1", session_pk) == 1
+
+    async def refunded() -> bool:
+        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", payment_id)
+        return bool(status == "partially_refunded")
+
+    await wait_for(refunded, "the refund webhook")
+    async with sessions() as db:
+        money = await session_money(db, session_pk)
+        assert await ledger_total(db) == 0
+    assert (money.captured_paise, money.billed_paise) == (PREPAID, BILL.total_paise)
+    assert money.captured_paise - money.refunded_paise == money.billed_paise
+
+
+async def test_two_settlers_racing_for_one_session_bill_it_once(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy
+) -> None:
+    session_pk, payment_id = await _paid_session(pg, sessions, provider)
+    results = await asyncio.gather(*(_settle(sessions, provider, session_pk) for _ in range(4)))
+    assert sorted(results) == [False, False, False, True]
+    assert await pg.fetchval(
+        "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
+        "AND source = 'bill'",
+        session_pk,
+    ) == 1  # fmt: skip
+    assert await pg.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id) == 1
+    assert await pg.fetchval("SELECT count(*) FROM invoices WHERE session_id = $1", session_pk) == 1
