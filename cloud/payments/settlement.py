@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -259,10 +259,9 @@ async def due_sessions(db: AsyncSession, *, limit: int = BATCH) -> list[int]:
     """Stopped sessions not yet settled, oldest stop first."""
     rows = await db.scalars(
         select(ChargingSession.id)
-        .where(
-            ChargingSession.state == SessionState.STOPPED,
-            ChargingSession.billing_state.in_(_OPEN),
-        )
+        # Literal, as the partial index ix_sessions_to_settle states it (migration 0012): a
+        # prepared statement's generic plan cannot match bound parameters to its predicate.
+        .where(text("state = 'stopped' AND billing_state IN ('unbilled', 'priced')"))
         .order_by(ChargingSession.stopped_at, ChargingSession.id)
         .limit(limit)
     )

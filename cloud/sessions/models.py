@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -47,6 +48,13 @@ class ChargingSession(Base):
         # Whose session: the unlock whose token_jti is the credential ref on this device
         # (cloud.sessions.service joins on it, from the session or from a driver's unlocks).
         Index("ix_sessions_device_id_credential_ref", "device_id", "credential_ref"),
+        # The settle job's question (cloud.payments.settlement.due_sessions; migration 0012).
+        Index(
+            "ix_sessions_to_settle",
+            "stopped_at",
+            "id",
+            postgresql_where=text("state = 'stopped' AND billing_state IN ('unbilled', 'priced')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
