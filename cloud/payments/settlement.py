@@ -24,6 +24,10 @@ background job supervised by the API's lifespan.
    ``billing_state`` becomes ``settled`` — together, so the bill is posted and invoiced once
    however often the stop is redelivered or the job retried, by one API process or several.
 
+The same job returns the prepayment of a booking that ended unused (cancelled, declined,
+lapsed), keeping its cancellation fee (:func:`release_cancelled`). That fee is captured but
+not yet billed to the host: it stays the driver's credit in the ledger (issue 16: not done).
+
 A failed step leaves the session ``priced`` — billed, visible with its amount in
 ``GET /sessions/{id}`` and its receipt — and the job retries it with exponential backoff.
 A bill beyond the prepayment leaves the driver's ledger balance negative: the amount due
@@ -268,6 +272,39 @@ async def due_sessions(db: AsyncSession, *, limit: int = BATCH) -> list[int]:
     return list(rows)
 
 
+#: A prepayment its booking no longer needs: the booking cancelled, declined or lapsed before
+#: any session used it; still authorized, or captured with its refund not yet sent (a retry).
+_RELEASABLE = text(
+    """
+SELECT p.id, b.cancellation_fee_paise FROM payments p
+JOIN bookings b ON b.id = p.booking_id
+WHERE p.session_id IS NULL
+  AND b.status IN ('cancelled', 'declined', 'expired')
+  AND (p.status = 'authorized' OR (p.status = 'captured' AND EXISTS (
+        SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'
+          AND r.provider_refund_id IS NULL)))
+  AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
+  AND NOT EXISTS (SELECT 1 FROM unlock_requests u WHERE u.booking_id = b.id
+                  AND u.outcome IN ('started', 'offline'))
+ORDER BY p.created_at LIMIT :limit"""
+)
+
+
+async def release_cancelled(
+    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, *, limit: int = BATCH
+) -> int:
+    """Return the prepayments of bookings that ended unused (cancelled, declined, lapsed):
+    the cancellation fee (``bookings.cancellation_fee_paise``, 0 unless the driver cancelled
+    late) is kept, the rest refunded — through :func:`cloud.payments.service.settle`, so a
+    retry refunds once. A booking whose unlock started a session (or was given its PIN) is
+    left to the session's settlement. Returns how many were released."""
+    async with sessions() as db:
+        rows = (await db.execute(_RELEASABLE, {"limit": limit})).tuples().all()
+    for payment_id, fee in rows:
+        await service.settle(sessions, provider, payment_id=payment_id, billed_paise=int(fee))
+    return len(rows)
+
+
 class Settler:
     """The settle job: every ``settle_interval_s``, settle what stopped. A session that
     fails waits ``settle_backoff_s`` * 2^(failures - 1) (at most ``settle_backoff_max_s``)
@@ -313,6 +350,11 @@ class Settler:
                 log.log(level, "session %s not settled (try %s, next in %.0f s): %s",
                         pk, failures, delay, exc)  # fmt: skip
         self.billed += billed
+        try:
+            await release_cancelled(state.sessions, provider)
+        except (CloudError, SQLAlchemyError) as exc:
+            # Every payment in the batch is keyed on its id: the next round resumes.
+            log.warning("releasing cancelled bookings' prepayments failed: %s", exc)
         return billed
 
     async def run(self) -> None:

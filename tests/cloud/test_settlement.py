@@ -1,6 +1,7 @@
 """The settle step against PostgreSQL and the dummy provider (cloud/payments/settlement.py):
-a provider that fails leaves the session priced and visible, a retry bills it once, and two
-settlers racing for one session bill it once."""
+a provider that fails leaves the session priced and visible, a retry bills it once, settlers
+racing for one session bill it once, and a cancelled booking's prepayment comes back less its
+cancellation fee, once."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from cloud.ledger.service import ledger_total, session_money
 from cloud.payments import service
 from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
 from cloud.payments.provider import PaymentState
-from cloud.payments.settlement import settle_session
+from cloud.payments.settlement import release_cancelled, settle_session
 from cloud.pg import PgConnection
 from cloud.settings import BillingSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
@@ -185,3 +186,38 @@ async def test_two_settlers_racing_for_one_session_bill_it_once(
     ) == 1  # fmt: skip
     assert await pg.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id) == 1
     assert await pg.fetchval("SELECT count(*) FROM invoices WHERE session_id = $1", session_pk) == 1
+
+
+@pytest.mark.parametrize("fee", [0, 5_000])
+async def test_a_cancelled_bookings_prepayment_is_returned_less_its_fee(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy, fee: int
+) -> None:
+    session_pk, payment_id = await _paid_session(pg, sessions, provider)
+    booking = await pg.fetchval("SELECT booking_id FROM payments WHERE id = $1", payment_id)
+    await pg.execute(
+        "UPDATE bookings SET status = 'cancelled', cancelled_at = now(), "
+        "cancellation_fee_paise = $2 WHERE id = $1",
+        booking, fee,
+    )  # fmt: skip
+    # Not while a session used the booking: that session's settlement owns the payment.
+    assert await release_cancelled(sessions, provider) == 0
+    await pg.execute("DELETE FROM sessions WHERE id = $1", session_pk)
+    provider.failures = 1  # the provider is down for the first round
+    with pytest.raises(PaymentProviderError):
+        await release_cancelled(sessions, provider)
+    assert await release_cancelled(sessions, provider) == 1
+    assert await release_cancelled(sessions, provider) == 0  # done: nothing more moves
+    refunds = await pg.fetch("SELECT amount_paise FROM refunds WHERE payment_id = $1", payment_id)
+    assert [r[0] for r in refunds] == [PREPAID - fee]
+
+    async def refunded() -> bool:
+        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", payment_id)
+        return bool(status == ("refunded" if fee == 0 else "partially_refunded"))
+
+    await wait_for(refunded, "the refund webhook")
+    driver = await pg.fetchval("SELECT user_id FROM payments WHERE id = $1", payment_id)
+    held = await pg.fetchval(
+        "SELECT -coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver}",
+    )
+    assert held == fee  # the fee is captured and held as the driver's, not yet billed
