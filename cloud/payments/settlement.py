@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -259,9 +259,12 @@ async def settle_session(
     return True
 
 
-async def due_sessions(db: AsyncSession, *, limit: int = BATCH) -> list[int]:
-    """Stopped sessions not yet settled, oldest stop first."""
-    rows = await db.scalars(
+async def due_sessions(
+    db: AsyncSession, *, limit: int = BATCH, waiting: Collection[int] = ()
+) -> list[int]:
+    """Stopped sessions not yet settled, oldest stop first, but for those ``waiting`` out a
+    backoff (so sessions that keep failing cannot fill every batch and starve the rest)."""
+    query = (
         select(ChargingSession.id)
         # Literal, as the partial index ix_sessions_to_settle states it (migration 0012): a
         # prepared statement's generic plan cannot match bound parameters to its predicate.
@@ -269,7 +272,9 @@ async def due_sessions(db: AsyncSession, *, limit: int = BATCH) -> list[int]:
         .order_by(ChargingSession.stopped_at, ChargingSession.id)
         .limit(limit)
     )
-    return list(rows)
+    if waiting:
+        query = query.where(ChargingSession.id.not_in(list(waiting)))
+    return list(await db.scalars(query))
 
 
 #: A prepayment its booking no longer needs: the booking cancelled, declined or lapsed before
@@ -310,23 +315,27 @@ class Settler:
     fails waits ``settle_backoff_s`` * 2^(failures - 1) (at most ``settle_backoff_max_s``)
     before its next try; the job itself never stops on an error."""
 
-    def __init__(self, state: AppState) -> None:
-        self._state = state
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        provider: PaymentProvider,
+        billing: BillingSettings,
+    ) -> None:
+        self._sessions = sessions
+        self._provider = provider
+        self._billing = billing
         self._retry_at: dict[int, tuple[int, float]] = {}
         #: Sessions billed by this process (for logs and tests).
         self.billed = 0
 
     async def round(self) -> int:
         """One pass over the stopped, unsettled sessions; the number billed."""
-        state = self._state
-        provider = state.payments
-        if provider is None:
-            return 0
-        billing = state.settings.billing
+        sessions, provider, billing = self._sessions, self._provider, self._billing
         platform = rates(billing)
-        async with state.sessions() as db:
-            candidates = await due_sessions(db)
         now = time.monotonic()
+        waiting = [pk for pk, (_, at) in self._retry_at.items() if at > now]
+        async with sessions() as db:
+            candidates = await due_sessions(db, waiting=waiting)
         billed = 0
         for pk in candidates:
             failures, at = self._retry_at.get(pk, (0, 0.0))
@@ -334,7 +343,7 @@ class Settler:
                 continue
             try:
                 if await settle_session(
-                    state.sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp,
+                    sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp,
                     billing=billing,
                 ):  # fmt: skip
                     billed += 1
@@ -351,14 +360,14 @@ class Settler:
                         pk, failures, delay, exc)  # fmt: skip
         self.billed += billed
         try:
-            await release_cancelled(state.sessions, provider)
+            await release_cancelled(sessions, provider)
         except (CloudError, SQLAlchemyError) as exc:
             # Every payment in the batch is keyed on its id: the next round resumes.
             log.warning("releasing cancelled bookings' prepayments failed: %s", exc)
         return billed
 
     async def run(self) -> None:
-        interval = self._state.settings.billing.settle_interval_s
+        interval = self._billing.settle_interval_s
         while True:
             try:
                 await self.round()
@@ -374,7 +383,7 @@ async def running_settler(state: AppState) -> AsyncIterator[Settler | None]:
     if state.settings.billing.settle_interval_s <= 0 or state.payments is None:
         yield None
         return
-    settler = Settler(state)
+    settler = Settler(state.sessions, state.payments, state.settings.billing)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(settler.run(), name="settle")
         try:

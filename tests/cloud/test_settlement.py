@@ -6,6 +6,7 @@ cancellation fee, once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from cloud.ledger.service import ledger_total, session_money
 from cloud.payments import service
 from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
 from cloud.payments.provider import PaymentState
-from cloud.payments.settlement import release_cancelled, settle_session
+from cloud.payments.settlement import Settler, due_sessions, release_cancelled, settle_session
 from cloud.pg import PgConnection
 from cloud.settings import BillingSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
@@ -221,3 +222,32 @@ async def test_a_cancelled_bookings_prepayment_is_returned_less_its_fee(
         f"driver:{driver}",
     )
     assert held == fee  # the fee is captured and held as the driver's, not yet billed
+
+
+async def test_the_job_backs_off_a_failing_session_without_starving_the_others(
+    pg: PgConnection,
+    sessions: async_sessionmaker[AsyncSession],
+    provider: FlakyDummy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    billable, _ = await _paid_session(pg, sessions, provider)
+    # Stopped earlier, on a device no listed charger names: it cannot be billed.
+    stuck: int = await pg.fetchval(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, "
+        "credential_kind, credential_ref, state, started_at, stopped_at, meter_start_wh, "
+        "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ('cm-nowhere', $1, "
+        "1, 'Remote', 'r', 'stopped', now() - interval '3 hours', now() - interval '2 hours', "
+        "0, 10, 10, 2, 2) RETURNING id",
+        new_ulid(),
+    )  # fmt: skip
+    async with sessions() as db:
+        assert await due_sessions(db, limit=1) == [stuck]  # the oldest stop first
+        assert await due_sessions(db, limit=1, waiting=[stuck]) == [billable]
+    settler = Settler(sessions, provider, BillingSettings(settle_backoff_s=3600))
+    with caplog.at_level(logging.ERROR, logger="cloud.payments.settlement"):
+        assert await settler.round() == 1  # the billable one, past the stuck one
+        assert await settler.round() == 0  # the stuck one waits out its backoff
+    errors = [r for r in caplog.records if "not settled" in r.getMessage()]
+    assert len(errors) == 1  # logged once, not every round
+    states = {r[0]: r[1] for r in await pg.fetch("SELECT id, billing_state FROM sessions")}
+    assert states == {billable: "settled", stuck: "unbilled"}
