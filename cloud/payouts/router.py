@@ -21,9 +21,9 @@ from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
 from cloud.payments.provider import PaymentProvider
 from cloud.payouts import service
 from cloud.payouts.schemas import (
+    AdminPaymentList,
+    AdminPaymentOut,
     EarningsOut,
-    PaymentList,
-    PaymentOut,
     PayoutList,
     PayoutOut,
     PayoutRequestIn,
@@ -78,8 +78,8 @@ def _payout(p: Payout) -> PayoutOut:
     )
 
 
-def _payment(p: Payment) -> PaymentOut:
-    return PaymentOut(
+def _payment(p: Payment) -> AdminPaymentOut:
+    return AdminPaymentOut(
         id=p.id,
         user_id=p.user_id,
         booking_id=p.booking_id,
@@ -214,7 +214,7 @@ async def admin_payments(
     created_from: Annotated[QueryInstant | None, Query(alias="from")] = None,
     created_to: Annotated[QueryInstant | None, Query(alias="to")] = None,
     limit: Limit = 100,
-) -> PaymentList:
+) -> AdminPaymentList:
     """Payments, newest first; filter by ``status``, ``provider``, ``user_id``,
     ``booking_id`` and creation time (``from`` inclusive, ``to`` exclusive). A payment that
     failed or never arrived stays here for an admin to see."""
@@ -230,4 +230,4 @@ async def admin_payments(
             limit=limit,
         ),
     )
-    return PaymentList(items=[_payment(p) for p in payments])
+    return AdminPaymentList(items=[_payment(p) for p in payments])

@@ -81,7 +81,11 @@ class PayoutList(BaseModel):
     items: list[PayoutOut]
 
 
-class PaymentOut(BaseModel):
+class AdminPaymentOut(BaseModel):
+    """A payment as the admin console lists it (every driver's; the driver's own view is
+    :class:`cloud.payments.schemas.PaymentOut`). Named apart from it: two schemas of one
+    name get module-path names in the OpenAPI document, which generated clients refuse."""
+
     id: str
     user_id: str
     booking_id: str | None
@@ -97,5 +101,5 @@ class PaymentOut(BaseModel):
     updated_at: datetime
 
 
-class PaymentList(BaseModel):
-    items: list[PaymentOut]
+class AdminPaymentList(BaseModel):
+    items: list[AdminPaymentOut]
