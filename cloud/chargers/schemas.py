@@ -154,13 +154,27 @@ class AvailabilityIn(RequestModel):
     windows: list[WindowIn] = Field(max_length=MAX_WINDOWS)
 
 
+def _to_cm(degrees: float) -> float:
+    return round(degrees, 7)
+
+
 class Location(RequestModel):
     address: str = Field(min_length=3, max_length=300)
     city: Text80
     state: Text80
     pincode: str = Field(pattern=r"^[1-9][0-9]{5}$")
-    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False, strict=True)
-    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False, strict=True)
+    # Stored to 7 decimal places (about 1 cm): a subnormal such as 5e-324 would otherwise
+    # underflow PostgreSQL's float arithmetic in earthdistance's ll_to_earth (a 500).
+    latitude: Annotated[
+        float,
+        Field(ge=-90, le=90, allow_inf_nan=False, strict=True),
+        AfterValidator(_to_cm),
+    ]
+    longitude: Annotated[
+        float,
+        Field(ge=-180, le=180, allow_inf_nan=False, strict=True),
+        AfterValidator(_to_cm),
+    ]
 
 
 class ChargerCreate(RequestModel):

@@ -88,6 +88,17 @@ async def test_new_listing_is_pending_with_a_qr_code_and_invisible(
     assert [c["id"] for c in mine["items"]] == [created["id"]]
 
 
+async def test_a_subnormal_coordinate_is_stored_to_the_centimetre_not_a_500(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """5e-324 degrees underflowed PostgreSQL's float arithmetic in ll_to_earth (found by the
+    schemathesis run): coordinates are kept to 7 decimal places, about a centimetre."""
+    host = await add_user(pg, market_api.settings, Role.HOST)
+    location = listing_body()["location"] | {"latitude": 18.52041234567, "longitude": 5e-324}
+    created = await create_listing(market_api, host, location=location)
+    assert (created["latitude"], created["longitude"]) == (18.5204123, 0.0)
+
+
 async def test_approved_listing_is_public_and_found(market_api: Api, pg: PgConnection) -> None:
     host = await add_user(pg, market_api.settings, Role.HOST)
     admin = await add_user(pg, market_api.settings, Role.ADMIN)
