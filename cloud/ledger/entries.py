@@ -124,27 +124,40 @@ def _positive(amount_paise: int, what: str) -> None:
 def capture_txn(
     *, payment_id: str, driver_id: str, amount_paise: int, session_id: int | None = None
 ) -> Txn:
-    _positive(amount_paise, "capture")
-    refs = Refs(payment_id=payment_id, session_id=session_id)
-    return _txn(
-        f"capture of payment {payment_id}",
-        [
-            _entry(CLEARING, amount_paise, EntrySource.CAPTURE, refs),
-            _entry(driver_account(driver_id), -amount_paise, EntrySource.CAPTURE, refs),
-        ],
-    )
+    return _received(
+        EntrySource.CAPTURE, f"capture of payment {payment_id}",
+        payment_id=payment_id, driver_id=driver_id, amount_paise=amount_paise,
+        session_id=session_id,
+    )  # fmt: skip
 
 
 def payment_txn(
     *, payment_id: str, driver_id: str, amount_paise: int, session_id: int | None = None
 ) -> Txn:
-    _positive(amount_paise, "payment")
+    return _received(
+        EntrySource.PAYMENT, f"payment {payment_id}",
+        payment_id=payment_id, driver_id=driver_id, amount_paise=amount_paise,
+        session_id=session_id,
+    )  # fmt: skip
+
+
+def _received(
+    source: EntrySource,
+    memo: str,
+    *,
+    payment_id: str,
+    driver_id: str,
+    amount_paise: int,
+    session_id: int | None,
+) -> Txn:
+    """Money the provider holds for us (clearing) credited to the driver who paid it."""
+    _positive(amount_paise, source.value)
     refs = Refs(payment_id=payment_id, session_id=session_id)
     return _txn(
-        f"payment {payment_id}",
+        memo,
         [
-            _entry(CLEARING, amount_paise, EntrySource.PAYMENT, refs),
-            _entry(driver_account(driver_id), -amount_paise, EntrySource.PAYMENT, refs),
+            _entry(CLEARING, amount_paise, source, refs),
+            _entry(driver_account(driver_id), -amount_paise, source, refs),
         ],
     )
 
