@@ -1,0 +1,25 @@
+"""Host KYC, the append-only audit log and admin user state (issue 18).
+
+Reserved in the migration chain so the pieces of work that fill it can land in any order.
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-05 00:10:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0014"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,25 @@
+"""Booking payment before PIN, cancellation fees, extensions, overstay (issue 16).
+
+Reserved in the migration chain so the pieces of work that fill it can land in any order.
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-05 00:10:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0016"
+down_revision: str | None = "0015"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
