@@ -12,7 +12,7 @@ Lines, in order (each an integer number of paise):
 ``time``           per-hour tariff: ``price_per_hour * ms / 3,600,000``, nearest paisa, halves up
 ``session_fee``    the charger's fee per session, as set
 ``minimum_charge`` the top-up that raises usage + session fee to the charger's minimum charge
-``idle_fee``       ``idle_fee_per_min * idle ms beyond the grace / 60,000``, nearest, halves up
+``idle_fee``       ``idle_fee_per_min *`` every minute, started, of the idle time beyond the grace
 ``cgst``/``sgst``  GST at 18 % (SAC 998714), as CGST 9 % + SGST 9 %, each on the taxable value
                    (the sum of the lines above) to the nearest paisa, halves up
 ``igst``           instead of CGST + SGST for an inter-state supply: 18 %, nearest, halves up
@@ -100,8 +100,8 @@ class Rates:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What is priced: charging time, metered energy, and time parked idle after charging
-    (the grace period not yet deducted)."""
+    """What is priced: charging time, metered energy, and idle time — the bay held beyond
+    the booking (the grace period not yet deducted; cloud.payments.settlement.overstay)."""
 
     duration: timedelta
     energy_wh: int
@@ -160,10 +160,12 @@ def usage_paise(tariff: Tariff, usage: Usage) -> Line:
 
 
 def idle_line(tariff: Tariff, idle: timedelta) -> Line:
-    """The idle (overstay) fee: per minute, pro rata, for the idle time beyond the grace."""
+    """The idle (overstay) fee: ``idle_fee_per_min`` for every started minute of the idle
+    time beyond the grace (a bay is held by the minute, as a car park bills it; an exact
+    multiple of the rate, so there is nothing to round)."""
     billable_ms = max(0, _ms(idle) - tariff.idle_grace_min * _MS_PER_MIN)
-    amount = div_half_up(tariff.idle_fee_per_min_paise * billable_ms, _MS_PER_MIN)
-    return Line(LineKind.IDLE_FEE, amount, billable_ms, "ms")
+    minutes = -(-billable_ms // _MS_PER_MIN)
+    return Line(LineKind.IDLE_FEE, tariff.idle_fee_per_min_paise * minutes, minutes, "min")
 
 
 def price(
@@ -227,11 +229,30 @@ def is_upper_bound(tariff: Tariff) -> bool:
     return tariff.mode is PricingMode.PER_KWH
 
 
-def session_usage(*, energy_wh: int, started_at: datetime | None, until: datetime) -> Usage:
+def session_usage(
+    *,
+    energy_wh: int,
+    started_at: datetime | None,
+    until: datetime,
+    booked_until: datetime | None = None,
+) -> Usage:
     """A session's usage up to ``until`` (its stop, or now while it runs); a session not yet
-    started has used nothing but its place (its fee)."""
+    started has used nothing but its place (its fee). ``booked_until``: the end of the
+    session's booking, when it has one: the time from there to ``until`` is its idle time
+    (:func:`overstay`)."""
     duration = timedelta(0) if started_at is None else until - started_at
-    return Usage(duration=duration, energy_wh=energy_wh)
+    return Usage(duration=duration, energy_wh=energy_wh, idle=overstay(until, booked_until))
+
+
+def overstay(stopped_at: datetime, booked_until: datetime | None) -> timedelta:
+    """How long a session held its bay beyond its booking: from the booking's end to the
+    session's stop (none for a walk-up, which books no time). The agent reports no idle
+    time (a car plugged in, not drawing), so the overstay is what the cloud knows for sure:
+    the booked slot was over and the bay still held. The grace comes off in
+    :func:`idle_line` (docs/decisions.md, "overstay")."""
+    if booked_until is None:
+        return timedelta(0)
+    return max(timedelta(0), stopped_at - booked_until)
 
 
 def cost_so_far_paise(

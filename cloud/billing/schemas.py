@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, Strict, model_validator
 
 from cloud.billing.quote import LineKind
 from cloud.bookings.schemas import AmountKind
 from cloud.chargers.models import PricingMode
-from cloud.schemas import Instant, RequestModel, WholeNumber
+from cloud.schemas import Instant, RequestModel, WholeNumber, whole_number
 
 #: A walk-up lasts at most as long as a booking may (cloud.bookings.policy.MAX_DURATION).
 MAX_DURATION_MIN = 12 * 60
 #: A walk-up energy cap well above any car's battery (the largest are ~200 kWh).
 MAX_ENERGY_WH = 500_000
+
+# The bounds before Strict and the validator: on ``WholeNumber | None`` pydantic writes them
+# into the JSON Schema as "ge"/"le", which no JSON Schema tool reads (minimum/maximum here;
+# tests/cloud/test_openapi_contract.py checks every request body).
+DurationMin = Annotated[
+    int, Field(ge=1, le=MAX_DURATION_MIN), Strict(), BeforeValidator(whole_number)
+]
+EnergyWh = Annotated[int, Field(ge=1, le=MAX_ENERGY_WH), Strict(), BeforeValidator(whole_number)]
 
 
 class QuoteBasis(StrEnum):
@@ -37,8 +45,8 @@ class QuoteRequest(RequestModel):
     connector: WholeNumber = Field(ge=1, le=32)
     start: Instant | None = None
     end: Instant | None = None
-    duration_min: WholeNumber | None = Field(default=None, ge=1, le=MAX_DURATION_MIN)
-    energy_wh: WholeNumber | None = Field(default=None, ge=1, le=MAX_ENERGY_WH)
+    duration_min: DurationMin | None = None
+    energy_wh: EnergyWh | None = None
 
     schema_rules: ClassVar[dict[str, Any]] = {
         "oneOf": [

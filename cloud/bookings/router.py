@@ -42,9 +42,11 @@ _BOOKING = {"booking_id": "$response.body#/id"}
     openapi_extra=links(201, get_booking=_BOOKING, cancel_booking=_BOOKING, reveal_pin=_BOOKING),
 )
 async def create_booking(body: BookingCreate, driver: DriverUser, state: State) -> BookingWithPin:
-    """Book a connector for ``[start, end)``: 201 with the booking (confirmed, with the
-    keypad PIN shown this once, or pending host approval); 409 ``booking-overlap`` when an
-    active booking already holds that connector at that time; 402 ``payment-required``
+    """Book a connector for ``[start, end)``: 201 with the booking (confirmed, or pending
+    host approval; the keypad PIN is in this answer only when the booking costs nothing,
+    else it is fetched once with ``POST /bookings/{id}/pin`` after paying); 409
+    ``booking-overlap`` when an active booking already holds that connector at that time;
+    402 ``payment-required``
     while the driver owes an amount from an earlier session (``POST /amount-due/payment``).
 
     Rules the body's schema cannot state (422, naming the field): ``start`` is before
@@ -94,8 +96,8 @@ async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) ->
 
 @router.post("/bookings/{booking_id}/pin", responses=problems(402, 409))
 async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State) -> PinOut:
-    """The keypad PIN of the caller's confirmed booking, shown once (for bookings a host
-    approved; instant bookings got it when created); 402 ``payment-required`` until the
+    """The keypad PIN of the caller's confirmed booking, shown once (free instant bookings
+    got it when created); 402 ``payment-required`` until the
     booking is paid (``POST /bookings/{id}/payment``)."""
     return await service.reveal_pin(
         db, user, booking_id, state.settings.app.secret_key.get_secret_value(), _now()

@@ -66,7 +66,9 @@ class PinOut(BaseModel):
 
 
 class BookingWithPin(BookingOut):
-    #: Shown once, only to the driver; null when the charger has no PIN secret (yet).
+    #: Shown once, only to the driver, and only for a booking that costs nothing (a paid
+    #: booking's PIN comes from ``POST /bookings/{id}/pin`` once paid); null otherwise, or
+    #: when the charger has no PIN secret (yet).
     pin: PinOut | None = None
 
 

@@ -262,7 +262,15 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
         note=body.note,
     )
     pin = None
-    if instant and target.pin_secret is not None and charger.device_id is not None:
+    # The PIN unlocks the relay offline, so it is shown only once nothing is left to pay:
+    # at once for a free booking, else by POST /bookings/{id}/pin after the payment (402
+    # until then), as the QR unlock needs the payment too.
+    if (
+        instant
+        and booking.amount_paise <= 0
+        and target.pin_secret is not None
+        and charger.device_id is not None
+    ):
         pin = await _issue_pin(
             db, booking, secret_key=request.secret_key, device_id=charger.device_id,
             connector=connector.number, pin_secret=target.pin_secret,
@@ -279,7 +287,8 @@ async def create_booking(
     sessions: async_sessionmaker[AsyncSession], request: NewBooking
 ) -> BookingWithPin:
     """Book the request's connector and time for its driver: confirmed at once on an
-    instant-book charger (with a PIN when the charger's device has a PIN secret), else
+    instant-book charger (with a PIN when the booking costs nothing and the charger's device
+    has a PIN secret; a paid booking's PIN comes from :func:`reveal_pin` once paid), else
     pending until the host decides or ``approval_ttl_s`` passes.
 
     Runs its own transactions: a deadlock victim is retried from the start.
@@ -530,9 +539,9 @@ async def cancel_booking(
 async def reveal_pin(
     db: AsyncSession, principal: Principal, booking_id: str, secret_key: str, now: datetime
 ) -> PinOut:
-    """The keypad PIN of the caller's confirmed booking, once (instant bookings already got
-    it in the create answer). 409 if it was shown before, the booking is not confirmed or
-    over, or the charger's device has no PIN secret yet."""
+    """The keypad PIN of the caller's confirmed booking, once (a free instant booking
+    already got it in the create answer). 409 if it was shown before, the booking is not
+    confirmed or over, or the charger's device has no PIN secret yet."""
     locked = await _lock(db, principal, booking_id)
     booking = locked.booking
     if locked.role is not Role.DRIVER:

@@ -56,6 +56,8 @@ def _quantity(line: dict[str, object]) -> str:
     if unit == "ms":
         minutes = quantity // 60_000
         return f"{minutes // 60} h {minutes % 60:02d} min"
+    if unit == "min":
+        return f"{quantity} min"
     if unit == "session":
         return f"{quantity} session"
     return "1"

@@ -15,12 +15,13 @@ from cloud.accounts.tokens import Principal
 from cloud.billing.quote import SAC_EV_CHARGING
 from cloud.billing.schemas import QuoteLineOut
 from cloud.billing.service import rates
+from cloud.bookings.models import Booking
 from cloud.errors import Conflict
 from cloud.invoices.service import interstate
 from cloud.ledger.service import session_money
 from cloud.payments.models import Payment
 from cloud.payments.schemas import ReceiptOut
-from cloud.payments.settlement import bill_of
+from cloud.payments.settlement import bill_of, booked_until
 from cloud.sessions.models import SessionState
 from cloud.sessions.service import load_view
 from cloud.settings import BillingSettings
@@ -37,7 +38,11 @@ async def receipt(
             entity="session", key=session_id,
         )  # fmt: skip
     split = await interstate(db, row.id, billing=billing)
-    quote = bill_of(row, view.charger, rates(billing), interstate=split)
+    booking_id = row.booking_id or (view.unlock.booking_id if view.unlock else None)
+    booking = None if booking_id is None else await db.get(Booking, booking_id)
+    quote = bill_of(
+        row, view.charger, rates(billing), interstate=split, booked_until=booked_until(booking)
+    )
     payment = await db.scalar(
         select(Payment).where(Payment.session_id == row.id).order_by(Payment.created_at).limit(1)
     )
@@ -47,7 +52,7 @@ async def receipt(
     return ReceiptOut(
         session_id=row.device_session_id,
         charger_id=view.charger.id,
-        booking_id=row.booking_id or (view.unlock.booking_id if view.unlock else None),
+        booking_id=booking_id,
         started_at=row.started_at,
         stopped_at=row.stopped_at,
         meter_start_wh=row.meter_start_wh,

@@ -4,20 +4,13 @@ integer paise; ids are ours (a payment's id is also the provider's ``receipt``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, Field, Strict, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from cloud.billing.schemas import MAX_DURATION_MIN, MAX_ENERGY_WH, QuoteLineOut
+from cloud.billing.schemas import DurationMin, EnergyWh, QuoteLineOut
 from cloud.payments.models import PaymentStatus
-from cloud.schemas import RequestModel, WholeNumber, whole_number
-
-# The bounds before Strict and the validator: on ``WholeNumber | None`` pydantic writes them
-# into the JSON Schema as "ge"/"le", which no JSON Schema tool reads (minimum/maximum here).
-DurationMin = Annotated[
-    int, Field(ge=1, le=MAX_DURATION_MIN), Strict(), BeforeValidator(whole_number)
-]
-EnergyWh = Annotated[int, Field(ge=1, le=MAX_ENERGY_WH), Strict(), BeforeValidator(whole_number)]
+from cloud.schemas import RequestModel, WholeNumber
 
 
 class WalkUpPayment(RequestModel):

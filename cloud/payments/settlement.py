@@ -42,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import and_, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -127,16 +128,30 @@ async def _owner(
 
 
 def bill_of(
-    row: ChargingSession, charger: Charger, platform: Rates, *, interstate: bool = False
+    row: ChargingSession,
+    charger: Charger,
+    platform: Rates,
+    *,
+    interstate: bool = False,
+    booked_until: datetime | None = None,
 ) -> Quote:
     """The session's bill by the one rule: its meter delta and its times, GST as IGST for an
-    inter-state supply (:func:`cloud.invoices.service.interstate`). (Idle time after
-    charging is not reported by the agent yet, so no idle fee is billed.)"""
+    inter-state supply (:func:`cloud.invoices.service.interstate`), and the idle fee for a
+    stop after its booking's end (``booked_until``) beyond the charger's grace."""
     assert row.stopped_at is not None
     usage = session_usage(
-        energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at
-    )
+        energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at,
+        booked_until=booked_until,
+    )  # fmt: skip
     return price(Tariff.from_charger(charger), usage, platform, interstate=interstate)
+
+
+def booked_until(booking: Booking | None) -> datetime | None:
+    """The end of the session's booking (extended, if it was), or None for a walk-up."""
+    if booking is None or booking.period.upper is None:
+        return None
+    end: datetime = booking.period.upper
+    return end
 
 
 async def _claim(
@@ -183,7 +198,7 @@ async def price_session(
         raise Unbillable(session_pk, "no driver is known for its credential")
     # Priced with the GST split the invoice will print (CGST + SGST, or IGST).
     split = await interstate(db, session_pk, billing=billing)
-    quote = bill_of(row, charger, platform, interstate=split)
+    quote = bill_of(row, charger, platform, interstate=split, booked_until=booked_until(booking))
     if row.billing_state is BillingState.UNBILLED:
         row.amount_paise = quote.total_paise
         row.billing_state = BillingState.PRICED

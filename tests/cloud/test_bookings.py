@@ -77,7 +77,18 @@ async def world(market_api: Api, pg: PgConnection) -> World:
 # --- create -------------------------------------------------------------------------------
 
 
-async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window(
+async def _pay(api: Api, driver: ApiUser, booking_id: str) -> None:
+    """Pay the booking's amount with the dummy provider's succeeding test card."""
+    order = await api.client.post(f"/bookings/{booking_id}/payment", headers=driver.headers)
+    assert order.status_code == 201, order.text
+    paid = await api.client.post(
+        f"/payments/{order.json()['id']}/verify", json={"card_number": "4111111111111111"},
+        headers=driver.headers,
+    )  # fmt: skip
+    assert paid.json()["status"] == "authorized", paid.text
+
+
+async def test_instant_booking_is_confirmed_and_its_pin_is_shown_once_paid(
     market_api: Api,
     pg: PgConnection,
     world: World,
@@ -90,13 +101,22 @@ async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window
     assert b["status"] == "confirmed"
     assert b["connector"] == 2
     assert b["expires_at"] is None
-    assert b["pin_issued"] is True
     # 60.00 rupees an hour for 90 minutes, plus GST at 18 % (CGST 9 % + SGST 9 %).
     assert b["amount_paise"] == 9000 + 810 + 810
     assert isinstance(b["amount_paise"], int)
     assert b["amount_kind"] == "exact"
+    # The PIN unlocks the relay offline: not before the booking is paid (issue 16).
+    assert b["pin"] is None
+    assert b["pin_issued"] is False
+    path = f"/bookings/{b['id']}/pin"
+    unpaid = await market_api.client.post(path, headers=world.driver.headers)
+    assert unpaid.status_code == 402, unpaid.text
+    assert unpaid.json()["amount_paise"] == b["amount_paise"]
 
-    pin = b["pin"]["pin"]
+    await _pay(market_api, world.driver, b["id"])
+    reveal = await market_api.client.post(path, headers=world.driver.headers)
+    assert reveal.status_code == 200, reveal.text
+    pin = reveal.json()["pin"]
     assert charger.pin_secret is not None
     assert charger.device_id is not None
     check = verify_pin(charger.pin_secret, charger.device_id, 2, pin, start + timedelta(minutes=1))
@@ -114,9 +134,30 @@ async def test_instant_booking_is_confirmed_with_a_pin_for_the_device_and_window
 
     again = await market_api.client.get(f"/bookings/{b['id']}", headers=world.driver.headers)
     assert again.status_code == 200
+    assert again.json()["pin_issued"] is True
     assert "pin" not in again.json()
     assert pin not in again.text
-    # An instant booking's PIN was shown in the create answer: not a second time.
+    # Shown once.
+    assert (await market_api.client.post(path, headers=world.driver.headers)).status_code == 409
+
+
+async def test_free_instant_booking_has_its_pin_in_the_create_answer(
+    market_api: Api,
+    pg: PgConnection,
+    world: World,
+) -> None:
+    charger = await add_charger(pg, world.host, price_per_hour_paise=0)
+    start, end = _ahead(hour=1), _ahead(hour=2)
+    r = await _book(market_api, world.driver, charger, start, end)
+    assert r.status_code == 201, r.text
+    b = r.json()
+    assert b["amount_paise"] == 0
+    assert b["pin_issued"] is True
+    assert charger.pin_secret is not None
+    assert charger.device_id is not None
+    check = verify_pin(charger.pin_secret, charger.device_id, 1, b["pin"]["pin"], start)
+    assert check.accepted
+    # Nothing to pay, and shown once.
     reveal = await market_api.client.post(f"/bookings/{b['id']}/pin", headers=world.driver.headers)
     assert reveal.status_code == 409
 

@@ -140,6 +140,35 @@ def test_cross_field_and_format_rules_are_in_the_schema(spec: dict[str, Any]) ->
                     assert "pattern" in prop, (name, field)
 
 
+def _request_bodies(spec: dict[str, Any]) -> set[str]:
+    """The component names of every JSON request body."""
+    names = set()
+    for _, _, operation in _operations(spec):
+        content = operation.get("requestBody", {}).get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+        if ref is not None:
+            names.add(ref.rsplit("/", 1)[-1])
+    return names
+
+
+def test_every_number_a_request_body_takes_is_bounded(spec: dict[str, Any]) -> None:
+    """Money, durations and energies in request bodies carry ``minimum`` and ``maximum``
+    (issue 16): pydantic writes ``Field(ge=, le=)`` on an optional annotated integer as
+    ``ge``/``le``, which no JSON Schema tool reads (QuoteRequest's did)."""
+    schemas = spec["components"]["schemas"]
+    bodies = _request_bodies(spec)
+    assert {"QuoteRequest", "WalkUpPayment"} <= bodies
+    for name in bodies:
+        for field, prop in schemas[name].get("properties", {}).items():
+            for option in prop.get("anyOf", [prop]):
+                assert not {"ge", "le", "gt", "lt"} & option.keys(), (name, field)
+                if option.get("type") in {"integer", "number"}:
+                    assert {"minimum", "maximum"} <= option.keys(), (name, field)
+    quote = schemas["QuoteRequest"]["properties"]
+    assert (quote["duration_min"]["minimum"], quote["duration_min"]["maximum"]) == (1, 720)
+    assert (quote["energy_wh"]["minimum"], quote["energy_wh"]["maximum"]) == (1, 500_000)
+
+
 def test_created_resources_link_to_the_operations_that_take_them(spec: dict[str, Any]) -> None:
     """Explicit links (followed by schemathesis' stateful phase) name real operations and
     real parameters of theirs."""

@@ -93,16 +93,23 @@ def _kinds(quote: Quote) -> dict[LineKind, int]:
             Usage(timedelta(hours=1), 0),
             {LineKind.TIME: 6000, LineKind.CGST: 540, LineKind.SGST: 540},
         ),
-        # Idle: 2.00/min after a 10-minute grace; 25.5 minutes idle is 15.5 billable = 31.00.
+        # Idle: 2.00/min after a 10-minute grace, per started minute; 25.5 minutes idle is
+        # 15.5 beyond the grace, 16 started minutes = 32.00.
         (
             Tariff(KWH, 1000, 0, 0, 0, idle_fee_per_min_paise=200, idle_grace_min=10),
             Usage(timedelta(hours=1), 1000, idle=timedelta(minutes=25, seconds=30)),
             {
                 LineKind.ENERGY: 1000,
-                LineKind.IDLE_FEE: 3100,
-                LineKind.CGST: 369,
-                LineKind.SGST: 369,
+                LineKind.IDLE_FEE: 3200,
+                LineKind.CGST: 378,
+                LineKind.SGST: 378,
             },
+        ),
+        # One millisecond beyond the grace starts a minute.
+        (
+            Tariff(KWH, 1000, 0, 0, 0, idle_fee_per_min_paise=200, idle_grace_min=10),
+            Usage(timedelta(hours=1), 1000, idle=timedelta(minutes=10, milliseconds=1)),
+            {LineKind.ENERGY: 1000, LineKind.IDLE_FEE: 200, LineKind.CGST: 108, LineKind.SGST: 108},
         ),
         # Idle within the grace costs nothing (no line).
         (

@@ -1,0 +1,185 @@
+"""A booking's money through the API (in-process, real PostgreSQL, Redis and the dummy
+provider): the overstay beyond a booking's end is billed as an idle fee and left due.
+
+Sessions are written as ingest writes a stop (a ``stopped``, ``unbilled`` row) and settled
+by the settle job's own function (cloud/payments/settlement.py) against the API's provider;
+what the driver sees is read over HTTP.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cloud.accounts.models import Role
+from cloud.billing.quote import LineKind, Rates, Tariff, Usage, price
+from cloud.billing.service import rates
+from cloud.chargers.models import PricingMode
+from cloud.payments.settlement import settle_session
+from cloud.pg import PgConnection
+from cloud.state import AppState
+from protocols.ids import new_ulid
+from tests.cloud.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
+from tests.cloud.market import Api, ApiUser, add_user
+
+pytestmark = pytest.mark.integration
+
+#: The chargers below: 60.00 an hour, an idle fee of 2.00 a minute after 10 minutes' grace.
+PER_HOUR_PAISE = 6000
+IDLE_PER_MIN_PAISE = 200
+GRACE_MIN = 10
+CARD = "4111111111111111"
+
+
+def _state(api: Api) -> AppState:
+    state = api.app.state.cloud
+    assert isinstance(state, AppState)
+    return state
+
+
+async def _charger(pg: PgConnection, host: ApiUser) -> ListedCharger:
+    charger = await add_charger(pg, host, price_per_hour_paise=PER_HOUR_PAISE)
+    await pg.execute(
+        "UPDATE chargers SET idle_fee_per_min_paise = $2, idle_grace_min = $3 WHERE id = $1",
+        charger.id, IDLE_PER_MIN_PAISE, GRACE_MIN,
+    )  # fmt: skip
+    return charger
+
+
+async def _book(api: Api, driver: ApiUser, charger: ListedCharger, hours: int = 1) -> Any:
+    start = next_slot(datetime.now(UTC), days=1)
+    body = booking_body(charger, start, start + timedelta(hours=hours))
+    answer = await api.client.post("/bookings", json=body, headers=driver.headers)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+async def _pay(api: Api, driver: ApiUser, path: str, body: Any = None) -> Any:
+    order = await api.client.post(path, json=body, headers=driver.headers)
+    assert order.status_code == 201, order.text
+    paid = await api.client.post(
+        f"/payments/{order.json()['id']}/verify", json={"card_number": CARD},
+        headers=driver.headers,
+    )  # fmt: skip
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "authorized"
+    return paid.json()
+
+
+async def _stopped_session(
+    pg: PgConnection,
+    charger: ListedCharger,
+    booking_id: str,
+    *,
+    started: datetime,
+    stopped: datetime,
+) -> tuple[int, str]:
+    """The session of ``booking_id`` as ingest writes its stop; (its row id, its API id)."""
+    public_id = new_ulid()
+    pk: int = await pg.fetchval(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "booking_id, credential_kind, credential_ref, state, started_at, stopped_at, "
+        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 1000, 4000, 3000, 3, 3) "
+        "RETURNING id",
+        charger.device_id, public_id, charger.id, booking_id, new_ulid(), started, stopped,
+    )  # fmt: skip
+    return pk, public_id
+
+
+async def _settle(api: Api, session_pk: int) -> None:
+    state = _state(api)
+    assert state.payments is not None
+    billing = api.settings.billing
+    await settle_session(
+        state.sessions, state.payments, session_pk,
+        platform=_rates(api), tcs_bp=billing.tcs_bp, billing=billing,
+    )  # fmt: skip
+
+
+def _rates(api: Api) -> Rates:
+    return rates(api.settings.billing)
+
+
+async def _move_booking(pg: PgConnection, booking_id: str, start: datetime, end: datetime) -> None:
+    """Put a booking made for tomorrow at the time the test plays (the rules are for new
+    bookings; the clock of a settled session is the past)."""
+    await pg.execute(
+        "UPDATE bookings SET period = tstzrange($2, $3, '[)') WHERE id = $1",
+        booking_id, start, end,
+    )  # fmt: skip
+
+
+async def test_a_stop_after_the_bookings_end_bills_the_overstay_per_started_minute(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger)
+    paid = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    assert paid["amount_paise"] == booking["amount_paise"] == 6000 + 540 + 540
+
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    start = end - timedelta(hours=1)
+    await _move_booking(pg, booking["id"], start, end)
+    # Charged through the booking and stayed 25.5 minutes beyond it: 10 of grace, 15.5
+    # billed as 16 started minutes.
+    stopped = end + timedelta(minutes=25, seconds=30)
+    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
+                                           stopped=stopped)  # fmt: skip
+    await _settle(market_api, pk)
+
+    receipt = await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    assert receipt.status_code == 200, receipt.text
+    r = receipt.json()
+    lines = {line["kind"]: line for line in r["lines"]}
+    assert lines["idle_fee"]["amount_paise"] == 16 * IDLE_PER_MIN_PAISE
+    assert (lines["idle_fee"]["quantity"], lines["idle_fee"]["unit"]) == (16, "min")
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
+                    GRACE_MIN)  # fmt: skip
+    bill = price(tariff, Usage(stopped - start, 3000, idle=stopped - end), _rates(market_api))
+    assert bill.line(LineKind.IDLE_FEE) == 3200
+    assert r["total_paise"] == bill.total_paise
+    assert await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", pk) == (
+        bill.total_paise
+    )
+    # The overstay beyond the prepayment is due, and refuses the next booking until paid.
+    assert r["due_paise"] == bill.total_paise - paid["amount_paise"] > 0
+    again = await market_api.client.post(
+        "/bookings", json=booking_body(charger, *_tomorrow(hours=3)), headers=driver.headers
+    )
+    assert again.status_code == 402, again.text
+    assert again.json()["amount_paise"] == r["due_paise"]
+    # The invoice shows the idle line.
+    invoices = await market_api.client.get("/invoices", headers=driver.headers)
+    [invoice] = invoices.json()["items"]
+    assert {"kind": "idle_fee", "amount_paise": 3200} in [
+        {"kind": line["kind"], "amount_paise": line["amount_paise"]} for line in invoice["lines"]
+    ]
+
+
+async def test_a_stop_within_the_grace_bills_no_idle_fee(market_api: Api, pg: PgConnection) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger)
+    await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    start = end - timedelta(hours=1)
+    await _move_booking(pg, booking["id"], start, end)
+    stopped = end + timedelta(minutes=GRACE_MIN)  # exactly the grace: nothing to pay
+    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
+                                           stopped=stopped)  # fmt: skip
+    await _settle(market_api, pk)
+    r = (await market_api.client.get(f"/sessions/{public_id}/receipt",
+                                     headers=driver.headers)).json()  # fmt: skip
+    assert "idle_fee" not in [line["kind"] for line in r["lines"]]
+    assert r["due_paise"] > 0  # 70 minutes at 60.00 an hour: more than the hour prepaid
+
+
+def _tomorrow(hours: int) -> tuple[datetime, datetime]:
+    start = next_slot(datetime.now(UTC), days=1) + timedelta(hours=hours)
+    return start, start + timedelta(hours=1)
