@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from cloud import __version__
 from cloud.accounts.principals import PrincipalCache
 from cloud.accounts.router import router as accounts_router
+from cloud.audit.router import router as audit_router
 from cloud.billing.router import router as billing_router
 from cloud.bookings.router import router as bookings_router
 from cloud.broker import open_broker_link
@@ -35,6 +36,7 @@ from cloud.payments.router import router as payments_router
 from cloud.payments.settlement import running_settler
 from cloud.payouts.router import router as payouts_router
 from cloud.problems import install_problem_handlers
+from cloud.requestid import install_request_id
 from cloud.sessions.live import RedisLiveHub
 from cloud.sessions.router import router as sessions_router
 from cloud.sessions.router import ws_router as sessions_ws_router
@@ -117,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sessions_ws_router)
     app.include_router(payments_router)
     app.include_router(payouts_router)
+    app.include_router(audit_router)
 
     @app.middleware("http")
     async def record_metrics(
@@ -130,4 +133,6 @@ def create_app(settings: Settings) -> FastAPI:
         HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
         return response
 
+    # Added last, so it runs first: every later layer (and the audit log) sees the id.
+    install_request_id(app)
     return app

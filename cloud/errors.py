@@ -15,6 +15,8 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     │   └── PayloadTooLarge      the body or a part of it exceeds its limit (field, max_bytes)
     ├── Unauthorized             no or bad credentials
     ├── Forbidden                authenticated, not allowed
+    │   └── KycRequired          a host whose KYC is not verified asked for money out
+    │                            (host_id, kyc_status)
     ├── RateLimited              too many attempts (retry_after_s)
     ├── PaymentRequired          nothing paid yet for what is asked (entity, key, amount_paise)
     ├── PairingError             a pairing code cannot be claimed
@@ -160,6 +162,19 @@ class Unauthorized(CloudError):
 
 class Forbidden(CloudError):
     pass
+
+
+class KycRequired(Forbidden):
+    """A payout needs the host's KYC verified first (cloud/kyc/): a 403, not a 409 — the
+    host's own standing forbids it, nothing about the payout conflicts."""
+
+    def __init__(self, host_id: str, kyc_status: str) -> None:
+        super().__init__(
+            f"host {host_id!r} cannot be paid out before their KYC is verified "
+            f"(it is {kyc_status}): submit it with POST /host/kyc"
+        )
+        self.host_id = host_id
+        self.kyc_status = kyc_status
 
 
 class RateLimited(CloudError):

@@ -16,6 +16,7 @@ from cloud.db import Base
 from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
 from cloud.ingest.models import AuthDecisionRecord, DeadLetter
 from cloud.invoices.models import Invoice, InvoiceCounter
+from cloud.kyc.models import KycDocument, KycSubmission
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
@@ -41,6 +42,8 @@ __all__ = [
     "Host",
     "Invoice",
     "InvoiceCounter",
+    "KycDocument",
+    "KycSubmission",
     "LedgerEntry",
     "PairingCode",
     "Payment",

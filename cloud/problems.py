@@ -38,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.InvalidRequest, 422, "invalid-request"),
     (errors.PaymentRequired, 402, "payment-required"),
     (errors.Unauthorized, 401, "unauthorized"),
+    (errors.KycRequired, 403, "kyc-required"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.RateLimited, 429, "rate-limited"),
     (errors.PairingCodeInvalid, 400, "pairing-code-invalid"),

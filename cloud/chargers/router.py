@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
 from cloud.accounts.tokens import Principal
+from cloud.audit.actor import AdminActor
 from cloud.chargers import photos, qr, schemas, search, service
 from cloud.chargers.models import Charger, ModerationStatus, PricingMode
 from cloud.chargers.service import blocked_out
@@ -462,24 +463,24 @@ async def moderation_queue(
 
 @router.post("/admin/chargers/{charger_id}/approve", responses=problems(409))
 async def approve(
-    *, charger_id: ChargerId, db: Db, _admin: AdminUser, body: schemas.ModerationIn | None = None
+    *, charger_id: ChargerId, db: Db, actor: AdminActor, body: schemas.ModerationIn | None = None
 ) -> schemas.ChargerHostView:
     note = body.note if body else None
-    charger = await service.moderate(db, charger_id, ModerationStatus.APPROVED, note)
+    charger = await service.moderate(db, charger_id, ModerationStatus.APPROVED, note, actor)
     return await service.host_view(db, charger)
 
 
 @router.post("/admin/chargers/{charger_id}/reject", responses=problems(409))
 async def reject(
-    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
+    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, actor: AdminActor
 ) -> schemas.ChargerHostView:
-    charger = await service.moderate(db, charger_id, ModerationStatus.REJECTED, body.note)
+    charger = await service.moderate(db, charger_id, ModerationStatus.REJECTED, body.note, actor)
     return await service.host_view(db, charger)
 
 
 @router.post("/admin/chargers/{charger_id}/suspend", responses=problems(409))
 async def suspend(
-    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, _admin: AdminUser
+    *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, actor: AdminActor
 ) -> schemas.ChargerHostView:
-    charger = await service.moderate(db, charger_id, ModerationStatus.SUSPENDED, body.note)
+    charger = await service.moderate(db, charger_id, ModerationStatus.SUSPENDED, body.note, actor)
     return await service.host_view(db, charger)

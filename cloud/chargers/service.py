@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.audit.service import Actor, record
 from cloud.bookings.models import Booking
 from cloud.chargers import qr, schemas
 from cloud.chargers.availability import ALWAYS_OPEN
@@ -351,9 +352,10 @@ _TRANSITIONS: dict[ModerationStatus, frozenset[ModerationStatus]] = {
 
 
 async def moderate(
-    db: AsyncSession, charger_id: str, decision: ModerationStatus, note: str | None
+    db: AsyncSession, charger_id: str, decision: ModerationStatus, note: str | None, actor: Actor
 ) -> Charger:
-    """An admin's decision; callers have checked the admin role."""
+    """An admin's decision, audited (``charger.approved`` …); callers have checked the
+    admin role."""
     charger = await db.scalar(select(Charger).where(Charger.id == charger_id).with_for_update())
     if charger is None:
         raise NotFound("charger", charger_id)
@@ -364,9 +366,19 @@ async def moderate(
             entity="charger",
             key=charger_id,
         )
+    before = {"moderation_status": charger.moderation_status, "note": charger.moderation_note}
     charger.moderation_status = decision
     charger.moderation_note = note
     await db.flush()
+    await record(
+        db,
+        actor,
+        action=f"charger.{decision.value}",
+        entity="charger",
+        entity_id=charger.id,
+        before=before,
+        after={"moderation_status": decision, "note": note},
+    )
     return charger
 
 

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
+from cloud.audit.actor import AdminActor, HostActor
 from cloud.deps import AdminUser, Db, HostUser, State
 from cloud.errors import DependencyUnavailable
 from cloud.openapi import problems
@@ -129,11 +130,12 @@ async def host_payouts(db: Db, user: HostUser, limit: Limit = 100) -> PayoutList
 
 @router.post("/host/payouts", status_code=201, responses=problems(404, 409))
 async def request_payout(
-    db: Db, state: State, user: HostUser, body: PayoutRequestIn | None = None
+    db: Db, state: State, user: HostUser, actor: HostActor, body: PayoutRequestIn | None = None
 ) -> PayoutOut:
     """Ask for a payout of ``amount_paise`` (omitted: the whole payable balance). It waits
     for an admin's approval (``pending``) and holds its amount out of the payable balance
-    meanwhile. 409 when the amount exceeds the payable balance (or nothing is payable)."""
+    meanwhile. 403 ``kyc-required`` until the host's KYC is verified (``POST /host/kyc``);
+    409 when the amount exceeds the payable balance (or nothing is payable)."""
     host = await service.host_of_user(db, user.user_id)
     payout = await service.request_payout(
         db,
@@ -142,6 +144,7 @@ async def request_payout(
         now=datetime.now(UTC),
         hold=_hold(state),
         requested_by=user.user_id,
+        actor=actor,
     )
     return _payout(payout)
 
@@ -174,7 +177,9 @@ async def admin_payouts(
 
 
 @router.post("/admin/payouts/{payout_id}/approve", responses=problems(409, 502, 503))
-async def approve_payout(payout_id: PathId, state: State, admin: AdminUser) -> PayoutOut:
+async def approve_payout(
+    payout_id: PathId, state: State, admin: AdminUser, actor: AdminActor
+) -> PayoutOut:
     """Approve a pending payout and pay it out through the payment provider; the answer
     says how it ended: ``paid``, ``failed`` (the provider refused: the amount is payable
     again; Razorpay and Stripe payouts are not supported yet), or ``processing`` (the
@@ -189,15 +194,23 @@ async def approve_payout(payout_id: PathId, state: State, admin: AdminUser) -> P
         admin_id=admin.user_id,
         now=datetime.now(UTC),
         hold=_hold(state),
+        actor=actor,
     )
     return _payout(payout)
 
 
 @router.post("/admin/payouts/{payout_id}/reject", responses=problems(409))
-async def reject_payout(payout_id: PathId, db: Db, admin: AdminUser, body: RejectIn) -> PayoutOut:
+async def reject_payout(
+    payout_id: PathId, db: Db, admin: AdminUser, actor: AdminActor, body: RejectIn
+) -> PayoutOut:
     """Reject a pending payout (its amount is payable again); 409 once it is past pending."""
     payout = await service.reject(
-        db, payout_id=payout_id, admin_id=admin.user_id, reason=body.reason, now=datetime.now(UTC)
+        db,
+        payout_id=payout_id,
+        admin_id=admin.user_id,
+        reason=body.reason,
+        now=datetime.now(UTC),
+        actor=actor,
     )
     return _payout(payout)
 

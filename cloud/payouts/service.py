@@ -13,6 +13,10 @@
   refuses a second debit for the same payout (``uq_ledger_entries_payout_once``), so a
   retried execution — a crash after the provider paid, two admins clicking — pays and books
   once.
+- Every decision and outcome is audited in its own transaction (cloud/audit/):
+  ``payout.request``, ``payout.approve``, ``payout.reject``, ``payout.automatic``, and the
+  provider's verdict ``payout.paid`` / ``payout.failed`` (the system's act). A host whose
+  KYC is not verified cannot request a payout (:class:`~cloud.errors.KycRequired`, 403).
 - :func:`run_weekly` — ``chargemitra-cloud payouts run``: each host with ``weekly_payouts``
   and a verified KYC gets one automatic payout of their payable balance per week
   (``uq_payouts_automatic_week``), executed without an admin; payouts left ``processing``
@@ -29,7 +33,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, KycStatus
-from cloud.errors import Conflict, NotFound, PaymentProviderError
+from cloud.audit.service import SYSTEM, Actor, record
+from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
 from cloud.ledger.entries import payout_txn
 from cloud.ledger.service import HostBalance, host_balance, post
 from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
@@ -83,11 +88,15 @@ async def request_payout(
     now: datetime,
     hold: timedelta,
     requested_by: str | None,
+    actor: Actor | None = None,
 ) -> Payout:
     """A pending payout of ``amount_paise`` (None: the whole payable balance) for
-    ``host_id``, in the caller's transaction; :class:`Conflict` when it exceeds the payable
-    balance (or nothing is payable)."""
+    ``host_id``, in the caller's transaction; :class:`KycRequired` unless the host's KYC is
+    verified; :class:`Conflict` when it exceeds the payable balance (or nothing is
+    payable). Audited as ``payout.request`` (``actor``; default: ``requested_by`` as host)."""
     host = await _lock_host(db, host_id)
+    if host.kyc_status is not KycStatus.VERIFIED:
+        raise KycRequired(host_id, host.kyc_status.value)
     balance = await host_balance(db, host_id, now=now, hold=hold)
     amount = balance.payable_paise if amount_paise is None else amount_paise
     if type(amount) is not int or amount <= 0 or amount > balance.payable_paise:
@@ -107,7 +116,19 @@ async def request_payout(
     )
     db.add(payout)
     await db.flush()
+    await record(
+        db,
+        actor or Actor(user_id=requested_by, kind="host"),
+        action="payout.request",
+        entity="payout",
+        entity_id=payout.id,
+        after={"status": payout.status, "amount_paise": amount, "host_id": host_id},
+    )
     return payout
+
+
+def _admin(admin_id: str | None) -> Actor:
+    return SYSTEM if admin_id is None else Actor(user_id=admin_id, kind="admin")
 
 
 async def _covered(db: AsyncSession, host_id: str, now: datetime, hold: timedelta) -> None:
@@ -131,9 +152,11 @@ async def approve(
     admin_id: str | None,
     now: datetime,
     hold: timedelta,
+    actor: Actor | None = None,
 ) -> Payout:
     """Approve a pending payout and execute it; for one already ``processing`` (an earlier
-    execution failed midway), retry the execution; a paid one is answered as it is."""
+    execution failed midway), retry the execution; a paid one is answered as it is. The
+    approval is audited (``payout.approve``; ``actor`` default: ``admin_id`` as admin)."""
     async with sessions() as db, db.begin():
         found = await db.get(Payout, payout_id)
         if found is None:
@@ -147,6 +170,15 @@ async def approve(
             payout.status = PayoutStatus.PROCESSING
             payout.decided_by = admin_id
             payout.decided_at = now
+            await record(
+                db,
+                actor or _admin(admin_id),
+                action="payout.approve",
+                entity="payout",
+                entity_id=payout.id,
+                before={"status": PayoutStatus.PENDING},
+                after={"status": payout.status, "amount_paise": payout.amount_paise},
+            )
         elif payout.status is not PayoutStatus.PROCESSING:
             raise Conflict(
                 f"payout {payout_id} is {payout.status.value}", entity="payout", key=payout_id
@@ -155,9 +187,15 @@ async def approve(
 
 
 async def reject(
-    db: AsyncSession, *, payout_id: str, admin_id: str, reason: str, now: datetime
+    db: AsyncSession,
+    *,
+    payout_id: str,
+    admin_id: str,
+    reason: str,
+    now: datetime,
+    actor: Actor | None = None,
 ) -> Payout:
-    """Reject a pending payout: its amount is payable again."""
+    """Reject a pending payout: its amount is payable again. Audited (``payout.reject``)."""
     payout = await _lock_payout(db, payout_id)
     if not rules.can_move(payout.status, PayoutStatus.REJECTED):
         raise Conflict(
@@ -165,10 +203,21 @@ async def reject(
             entity="payout",
             key=payout_id,
         )
+    before = {"status": payout.status}
     payout.status = PayoutStatus.REJECTED
     payout.decided_by = admin_id
     payout.decided_at = now
     payout.note = reason[:500]
+    await record(
+        db,
+        actor or _admin(admin_id),
+        action="payout.reject",
+        entity="payout",
+        entity_id=payout.id,
+        before=before,
+        after={"status": payout.status},
+        data={"reason": payout.note},
+    )
     return payout
 
 
@@ -202,6 +251,7 @@ async def execute(
             row.note = f"{exc.provider} payout: {exc.code}"[:500]
             if definite and row.status is PayoutStatus.PROCESSING:
                 row.status = PayoutStatus.FAILED
+                await _record_outcome(db, row)
         if definite:
             log.warning("payout %s failed at %s: %s", payout_id, exc.provider, exc.code)
             return row
@@ -230,9 +280,25 @@ async def _record(
         elif result.status in rules.PROVIDER_FAILED:
             payout.status = PayoutStatus.FAILED
             payout.note = f"provider: {result.status}"
+        if payout.status is not PayoutStatus.PROCESSING:
+            await _record_outcome(db, payout)
         # Anything else (queued, pending at the provider): still processing; a retry asks
         # again with the same reference.
     return payout
+
+
+async def _record_outcome(db: AsyncSession, payout: Payout) -> None:
+    """The provider's verdict on an executed payout, audited as the system's act."""
+    await record(
+        db,
+        SYSTEM,
+        action=f"payout.{payout.status.value}",
+        entity="payout",
+        entity_id=payout.id,
+        before={"status": PayoutStatus.PROCESSING},
+        after={"status": payout.status, "provider_ref": payout.provider_ref},
+        data={"note": payout.note} if payout.note else None,
+    )
 
 
 async def _lock_payout(db: AsyncSession, payout_id: str) -> Payout:
@@ -330,6 +396,14 @@ async def _weekly_payout(
     )
     db.add(payout)
     await db.flush()
+    await record(
+        db,
+        SYSTEM,
+        action="payout.automatic",
+        entity="payout",
+        entity_id=payout.id,
+        after={"status": payout.status, "amount_paise": payout.amount_paise, "host_id": host_id},
+    )
     return payout
 
 

@@ -34,7 +34,7 @@ TABLES = (
     "audit_log, auth_decisions, availability_windows, blocked_periods, bookings, "
     "charger_photos, chargers, "
     "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
-    "invoice_counters, invoices, "
+    "invoice_counters, invoices, kyc_documents, kyc_submissions, "
     "ledger_entries, pairing_codes, payments, payouts, provider_events, refresh_tokens, "
     "refunds, reviews, session_events, sessions, telemetry, telemetry_15m, telemetry_batches, "
     "telemetry_rollup_pending, "

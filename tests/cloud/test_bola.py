@@ -166,6 +166,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/admin/payouts/{payout_id}/approve"): Row(_ADMIN_ONLY),
     ("POST", "/admin/payouts/{payout_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
     ("GET", "/admin/payments"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    # the audit log: admins only
+    ("GET", "/admin/audit"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     # the caller's own profile: no ids to aim at; anonymous callers are refused
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),

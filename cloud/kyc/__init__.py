@@ -1,0 +1,1 @@
+"""Host KYC: PAN and proof-of-address documents, encrypted at rest, verified by an admin."""
