@@ -27,6 +27,8 @@ from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.health.router import router as health_router
 from cloud.invoices.router import router as invoices_router
+from cloud.kyc.router import router as kyc_router
+from cloud.kyc.storage import DocumentStore, load_key
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from cloud.openapi import install_openapi
 from cloud.payments.dummy import DummyProvider
@@ -54,6 +56,10 @@ async def open_state(
     """Open every resource the API needs; close them all on exit, even after a failure."""
     token_key = load_token_key(settings.provisioning.token_public_key_file)
     unlock_signer = load_unlock_signer(settings.provisioning.token_private_key_file, token_key)
+    kyc_key = settings.kyc.key_file
+    kyc_documents = (
+        None if kyc_key is None else DocumentStore(settings.kyc.document_dir, load_key(kyc_key))
+    )
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_engine(settings.db))
         async with engine.connect() as conn:
@@ -85,6 +91,7 @@ async def open_state(
             live=live,
             principals=principals,
             payments=payments,
+            kyc_documents=kyc_documents,
         )
         if isinstance(payments, DummyProvider):
             # The dummy's webhooks take the real route's path: verified, stored, applied.
@@ -120,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(payments_router)
     app.include_router(payouts_router)
     app.include_router(audit_router)
+    app.include_router(kyc_router)
 
     @app.middleware("http")
     async def record_metrics(

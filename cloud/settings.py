@@ -206,6 +206,18 @@ class BillingSettings(_Group):
     settle_backoff_max_s: float = Field(default=900.0, gt=0, le=86400)
 
 
+class KycSettings(_Group):
+    """Host KYC documents (cloud/kyc/): encrypted at rest with AES-256-GCM."""
+
+    #: Where the encrypted documents are stored (development storage, like photos).
+    document_dir: Path = Path("/var/lib/chargemitra/kyc")
+    #: The 32-byte key sealing them, base64 in this file (``openssl rand -base64 32``).
+    #: Without it the API starts, and KYC uploads and document reads answer 503.
+    key_file: Path | None = None
+    #: The largest document accepted (each of the two).
+    document_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+
+
 class Settings(_Group):
     app: AppSettings = AppSettings()
     db: DbSettings = DbSettings()
@@ -217,6 +229,7 @@ class Settings(_Group):
     marketplace: MarketplaceSettings = MarketplaceSettings()
     payments: PaymentSettings = PaymentSettings()
     billing: BillingSettings = BillingSettings()
+    kyc: KycSettings = KycSettings()
 
 
 GROUPS: dict[str, type[_Group]] = {
@@ -230,6 +243,7 @@ GROUPS: dict[str, type[_Group]] = {
     "marketplace": MarketplaceSettings,
     "payments": PaymentSettings,
     "billing": BillingSettings,
+    "kyc": KycSettings,
 }
 
 #: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.

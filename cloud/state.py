@@ -11,6 +11,7 @@ from cloud.accounts.principals import PrincipalCache
 from cloud.broker import BrokerLink
 from cloud.devices.broker_auth import BrokerCredentials
 from cloud.devices.service import TokenKey
+from cloud.kyc.storage import DocumentStore
 from cloud.payments.provider import PaymentProvider
 from cloud.sessions.live import LiveHub, MemoryLiveHub
 from cloud.settings import Settings
@@ -38,3 +39,5 @@ class AppState:
     #: The payment provider chosen by settings (cloud/payments/factory.py); None only in
     #: states built by hand without one.
     payments: PaymentProvider | None = None
+    #: Encrypted KYC documents; None without ``KYC_KEY_FILE`` (KYC uploads answer 503).
+    kyc_documents: DocumentStore | None = None

@@ -75,6 +75,7 @@ async def search_chargers(
     start: Annotated[Instant | None, Query(alias="from")] = None,
     end: Annotated[Instant | None, Query(alias="to")] = None,
     min_rating: Annotated[float, Query(ge=0, le=5, allow_inf_nan=False)] = 0,
+    verified_host: bool = False,
     page: Annotated[int, Query(ge=1, le=search.MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE)] = 20,
 ) -> schemas.SearchPage:
@@ -116,6 +117,7 @@ async def search_chargers(
         max_price_paise=max_price_paise,
         pricing_mode=pricing_mode,
         min_rating_hundredths=math.ceil(round(min_rating * 100, 6)),
+        verified_host=verified_host,
         availability=availability,
         page=page,
         page_size=page_size,

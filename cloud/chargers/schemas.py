@@ -338,6 +338,8 @@ class ChargerPublic(BaseModel):
     amenities: list[str]
     instant_book: bool
     rating: RatingOut
+    #: The trusted badge: the host's KYC is verified (cloud/kyc/).
+    verified_host: bool
     qr_code: str
     photos: list[PhotoOut]
     availability: AvailabilityOut
@@ -386,6 +388,8 @@ class SearchHit(BaseModel):
     amenities: list[str]
     instant_book: bool
     rating: RatingOut
+    #: The trusted badge: the host's KYC is verified (cloud/kyc/).
+    verified_host: bool
 
 
 class SearchPage(BaseModel):

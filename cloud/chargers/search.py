@@ -17,6 +17,8 @@ Filters (every one optional):
 * ``max_price_paise``: the headline price in the listing's own mode (per kWh or per hour);
   ``pricing_mode`` restricts to one mode, so the cap means one unit;
 * ``min_rating``: average rating ≥ the value (chargers without ratings are left out);
+* ``verified_host``: only chargers whose host's KYC is verified (each hit carries that
+  trusted badge as ``verified_host`` either way; cloud/kyc/);
 * availability over ``[start, end)``: inside the weekly windows (local time; touching windows
   join), no overlapping blocked period, and one matching connector that is not Faulted and
   has no overlapping active (pending or confirmed) booking. "Available now" is the window
@@ -72,6 +74,8 @@ class SearchQuery:
     pricing_mode: PricingMode | None = None
     #: Hundredths of a star (4.5 → 450), so the comparison is exact integer arithmetic.
     min_rating_hundredths: int = 0
+    #: Only chargers of hosts with verified KYC.
+    verified_host: bool = False
     availability: Availability | None = None
     page: int = 1
     page_size: int = 20
@@ -83,6 +87,8 @@ SELECT c.id, c.name, c.address, c.city, c.latitude, c.longitude,
        c.pricing_mode, c.price_per_kwh_paise, c.price_per_hour_paise, c.session_fee_paise,
        c.min_charge_paise, c.idle_fee_per_min_paise, c.idle_grace_min, c.amenities,
        c.instant_book, c.rating_sum, c.rating_count,
+       EXISTS (SELECT 1 FROM hosts h WHERE h.id = c.host_id AND h.kyc_status = 'verified')
+         AS verified_host,
        ll_to_earth(c.latitude, c.longitude) <-> ll_to_earth(:lat, :lon) AS chord,
        rank() OVER (ORDER BY ll_to_earth(c.latitude, c.longitude) <-> ll_to_earth(:lat, :lon))
          AS knn_rank
@@ -96,6 +102,8 @@ _PRICE = """
                           ELSE c.price_per_kwh_paise END <= :max_price"""
 _MODE = """
   AND c.pricing_mode = :pricing_mode"""
+_VERIFIED = """
+  AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = c.host_id AND h.kyc_status = 'verified')"""
 _RATING = """
   AND c.rating_count > 0
   AND CAST(c.rating_sum AS bigint) * 100 >= :min_rating_hundredths * c.rating_count"""
@@ -170,6 +178,8 @@ def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
     if query.pricing_mode is not None:
         sql += _MODE
         params["pricing_mode"] = query.pricing_mode.value
+    if query.verified_host:
+        sql += _VERIFIED
     if query.min_rating_hundredths > 0:
         sql += _RATING
         params["min_rating_hundredths"] = query.min_rating_hundredths
@@ -240,6 +250,7 @@ async def search(db: AsyncSession, query: SearchQuery) -> schemas.SearchPage:
             amenities=list(r.amenities),
             instant_book=r.instant_book,
             rating=rating_out(r.rating_sum, r.rating_count),
+            verified_host=r.verified_host,
         )
         for r in rows
     ]

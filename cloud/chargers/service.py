@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloud.accounts.models import Host, Role
+from cloud.accounts.models import Host, KycStatus, Role
 from cloud.accounts.tokens import Principal
 from cloud.audit.service import Actor, record
 from cloud.bookings.models import Booking
@@ -464,6 +464,10 @@ async def public_view(db: AsyncSession, charger: Charger) -> schemas.ChargerPubl
         amenities=list(charger.amenities),
         instant_book=charger.instant_book,
         rating=rating_out(charger.rating_sum, charger.rating_count),
+        verified_host=await db.scalar(
+            select(Host.kyc_status == KycStatus.VERIFIED).where(Host.id == charger.host_id)
+        )
+        is True,
         qr_code=charger.qr_code,
         photos=[
             schemas.PhotoOut(

@@ -6,6 +6,7 @@ A missing service fails the tests: nothing here skips.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -112,6 +113,14 @@ def token_private_key(directory: Path) -> Path:
     return directory / "unlock-token.pem"
 
 
+def kyc_key_file(directory: Path) -> Path:
+    """A KYC document key (32 random bytes, base64) in ``directory``."""
+    path = directory / "kyc-key.b64"
+    if not path.exists():
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return path
+
+
 def make_settings(
     db_url: str, broker: Broker, password: str, *, username: str = "cloud-ingest", **extra: str
 ) -> Settings:
@@ -128,6 +137,8 @@ def make_settings(
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(token_public_key(broker.directory)),
         "CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE": str(token_private_key(broker.directory)),
         "CHARGEMITRA_MARKETPLACE_PHOTO_DIR": str(broker.directory / "photos"),
+        "CHARGEMITRA_KYC_KEY_FILE": str(kyc_key_file(broker.directory)),
+        "CHARGEMITRA_KYC_DOCUMENT_DIR": str(broker.directory / "kyc"),
     }
     env |= extra
     return load_settings(env)

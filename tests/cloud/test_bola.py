@@ -48,6 +48,8 @@ IDS = (
     "invoice_id",
     "payout_id",
     "payment_id",
+    "submission_id",
+    "kind",
 )
 
 
@@ -166,6 +168,14 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/admin/payouts/{payout_id}/approve"): Row(_ADMIN_ONLY),
     ("POST", "/admin/payouts/{payout_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
     ("GET", "/admin/payments"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    # KYC: the host's own (from the token), hosts only; the queue and decisions admins only
+    ("POST", "/host/kyc"): Row(("driver_a", "technician"), expect=frozenset({403})),
+    ("GET", "/host/kyc"): Row(("driver_a", "technician"), expect=frozenset({403})),
+    ("GET", "/admin/kyc"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("GET", "/admin/kyc/{submission_id}"): Row(_ADMIN_ONLY),
+    ("GET", "/admin/kyc/{submission_id}/documents/{kind}"): Row(_ADMIN_ONLY),
+    ("POST", "/admin/kyc/{submission_id}/verify"): Row(_ADMIN_ONLY),
+    ("POST", "/admin/kyc/{submission_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
     # the audit log: admins only
     ("GET", "/admin/audit"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     # the caller's own profile: no ids to aim at; anonymous callers are refused
@@ -355,6 +365,19 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         booking_id,
         f"order_{payment_id}",
     )
+    submission_id = new_ulid()  # host B's KYC, awaiting a decision
+    await pg.execute(
+        "INSERT INTO kyc_submissions (id, host_id, pan) VALUES ($1, $2, 'ABCPE1234F')",
+        submission_id,
+        users["host_b"].host_id,
+    )
+    await pg.execute(
+        "INSERT INTO kyc_documents (id, submission_id, kind, storage_key, content_type, "
+        "size_bytes) VALUES ($1, $2, 'pan_card', $3, 'image/png', 10)",
+        new_ulid(),
+        submission_id,
+        f"{'0' * 32}.bin",
+    )
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -366,6 +389,8 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "invoice_id": invoice_id,
         "payout_id": payout_id,
         "payment_id": payment_id,
+        "submission_id": submission_id,
+        "kind": "pan_card",
     }
     return World(users, ids)
 
