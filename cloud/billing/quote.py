@@ -114,6 +114,8 @@ class LineKind(StrEnum):
     SESSION_FEE = "session_fee"
     MINIMUM_CHARGE = "minimum_charge"
     IDLE_FEE = "idle_fee"
+    #: A late cancellation's fee kept from the prepayment (:func:`fee_quote`).
+    CANCELLATION_FEE = "cancellation_fee"
     CGST = "cgst"
     SGST = "sgst"
     IGST = "igst"
@@ -186,6 +188,12 @@ def price(
     idle = idle_line(tariff, usage.idle)
     if idle.amount_paise:
         lines.append(idle)
+    return _taxed(lines, rates, interstate=interstate)
+
+
+def _taxed(lines: list[Line], rates: Rates, *, interstate: bool) -> Quote:
+    """``lines`` (the taxable value) with their GST lines and the commission split."""
+    lines = list(lines)
     taxable = sum(line.amount_paise for line in lines)
     if interstate:
         lines.append(Line(LineKind.IGST, _share(taxable, rates.gst_bp), rates.gst_bp, "bp"))
@@ -204,6 +212,33 @@ def price(
         commission_paise=commission,
         host_share_paise=taxable - commission,
     )
+
+
+def fee_quote(kept_paise: int, rates: Rates = Rates(), *, interstate: bool = False) -> Quote:
+    """The bill of a late cancellation's fee: ``kept_paise`` (GST included, as every amount
+    a driver sees) as one ``cancellation_fee`` line, its GST by the rule of :func:`price`.
+
+    The taxable value is the largest whose priced total is at most ``kept_paise``. GST
+    rounded per line cannot reach every total (with CGST + SGST, a taxable 5 costs 5 and 6
+    costs 8: 6 and 7 are never totals), so the quote's total may fall a paisa or two short
+    of ``kept_paise``; the caller keeps only the total and refunds the rest. A cancellation
+    fee is consideration for the charging it was booked for (CBIC Circular 178/10/2022-GST),
+    so it is taxed like it, under the same SAC.
+    """
+    if type(kept_paise) is not int or kept_paise < 0:
+        raise ValueError(f"a kept fee is a non-negative int of paise, not {kept_paise!r}")
+
+    def quoted(taxable: int) -> Quote:
+        fee = Line(LineKind.CANCELLATION_FEE, taxable, 1, "booking")
+        return _taxed([fee] if taxable else [], rates, interstate=interstate)
+
+    # The total is strictly increasing in the taxable value: start just below and step up.
+    taxable = kept_paise * _BP // (_BP + rates.gst_bp)
+    while taxable > 0 and quoted(taxable).total_paise > kept_paise:
+        taxable -= 1
+    while quoted(taxable + 1).total_paise <= kept_paise:
+        taxable += 1
+    return quoted(taxable)
 
 
 def _share(amount_paise: int, rate_bp: int) -> int:

@@ -34,6 +34,8 @@ INDIA = ZoneInfo("Asia/Kolkata")
 #: The Services Accounting Code of EV charging, and what the invoice calls the service.
 SAC = SAC_EV_CHARGING
 DESCRIPTION = "Electric vehicle charging service"
+#: A kept late-cancellation fee: consideration for the charging booked (same SAC and rate).
+FEE_DESCRIPTION = "Late cancellation fee, electric vehicle charging booking"
 #: The highest number a 16-character serial holds (``INV/2627/`` leaves 7 digits).
 MAX_NUMBER = 9_999_999
 

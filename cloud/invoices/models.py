@@ -1,6 +1,8 @@
 """Tax invoices and credit notes, and the counters that number them.
 
 One table holds both documents (``kind``): a credit note points at the invoice it reduces.
+An invoice bills a session's charging, or a booking's kept cancellation fee (a supply with
+no session): exactly one of ``session_id`` and ``booking_id``.
 Rows are never changed once written (a trigger of migration 0010 refuses UPDATE and DELETE):
 a mistake on an invoice is corrected by a credit note, as GST law wants.
 
@@ -83,6 +85,14 @@ class Invoice(Base):
         CheckConstraint(
             "(kind = 'invoice') = (original_id IS NULL)", name="credit_note_has_original"
         ),
+        # A session's supply, or a booking's kept cancellation fee (migration 0016).
+        CheckConstraint("(session_id IS NULL) <> (booking_id IS NULL)", name="one_supply"),
+        Index(
+            "uq_invoices_booking_id_invoice",
+            "booking_id",
+            unique=True,
+            postgresql_where=text("kind = 'invoice'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
@@ -92,7 +102,11 @@ class Invoice(Base):
     number: Mapped[int] = mapped_column(Integer)
     #: What the document shows: ``INV/2627/000001`` (at most 16 characters, Rule 46(b)).
     serial: Mapped[str] = mapped_column(String(16))
-    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    #: The session billed; None for a booking's cancellation fee (``booking_id``).
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
+    #: The booking whose late cancellation fee was kept (no session: cloud/payments/
+    #: cancellation.py).
+    booking_id: Mapped[str | None] = mapped_column(ForeignKey("bookings.id"), index=True)
     #: The invoice a credit note reduces.
     original_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"), index=True)
     #: The refund a credit note records (one credit note per refund).

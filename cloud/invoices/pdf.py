@@ -26,6 +26,7 @@ _LINE_NAMES = {
     "session_fee": "Session fee",
     "minimum_charge": "Minimum charge top-up",
     "idle_fee": "Idle fee (after the grace period)",
+    "cancellation_fee": "Late cancellation fee",
     "refund": "Refund of charges",
 }
 
@@ -58,6 +59,8 @@ def _quantity(line: dict[str, object]) -> str:
         return f"{minutes // 60} h {minutes % 60:02d} min"
     if unit == "min":
         return f"{quantity} min"
+    if unit == "booking":
+        return f"{quantity} booking"
     if unit == "session":
         return f"{quantity} session"
     return "1"

@@ -37,11 +37,13 @@ class RecipientOut(BaseModel):
 
 
 class LineOut(BaseModel):
-    #: ``energy``, ``time``, ``session_fee``, ``minimum_charge``, ``idle_fee`` (an invoice's,
+    #: ``energy``, ``time``, ``session_fee``, ``minimum_charge``, ``idle_fee``,
+    #: ``cancellation_fee`` (an invoice's,
     #: as cloud/billing/quote.py prices them) or ``refund`` (a credit note's).
     kind: str
     amount_paise: int
-    #: How much was priced, in ``unit`` (``Wh``, ``ms``, ``session``, ``paise``, ``refund``).
+    #: How much was priced, in ``unit`` (``Wh``, ``ms``, ``min``, ``session``, ``booking``,
+    #: ``paise``, ``refund``).
     quantity: int
     unit: str
 
@@ -57,8 +59,11 @@ class InvoiceOut(BaseModel):
     financial_year: str
     issue_date: date
     issued_at: datetime
-    #: The session billed (its id in this API: GET /sessions/{id}).
-    session_id: str
+    #: The session billed (its id in this API: GET /sessions/{id}); null for a booking's
+    #: cancellation fee.
+    session_id: str | None
+    #: The booking whose late cancellation fee this invoice bills (null for a session's).
+    booking_id: str | None
     #: A credit note's invoice.
     original_id: str | None
     supplier: SupplierOut
@@ -79,7 +84,7 @@ class InvoiceOut(BaseModel):
     pdf_url: str
 
     @classmethod
-    def of(cls, invoice: Invoice, *, session_id: str) -> InvoiceOut:
+    def of(cls, invoice: Invoice, *, session_id: str | None) -> InvoiceOut:
         return cls(
             id=invoice.id,
             kind=invoice.kind.value,
@@ -88,6 +93,7 @@ class InvoiceOut(BaseModel):
             issue_date=invoice.issue_date,
             issued_at=invoice.issued_at,
             session_id=session_id,
+            booking_id=invoice.booking_id,
             original_id=invoice.original_id,
             supplier=SupplierOut(
                 name=invoice.supplier_name,

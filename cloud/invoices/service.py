@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud.accounts.models import Host, Role, User
 from cloud.accounts.tokens import Principal
 from cloud.billing.quote import GST_RATE_BP, Quote, Rates, Tariff, price, session_usage
+from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
 from cloud.errors import Conflict, NotFound
 from cloud.invoices import document
@@ -53,11 +54,14 @@ from cloud.settings import BillingSettings, load_settings
 __all__ = [
     "BillMismatch",
     "CreditExceedsInvoice",
+    "FeeNotBilled",
     "NotBilled",
     "NotInvoiced",
+    "charger_interstate",
     "get_invoice",
     "interstate",
     "issue_credit_note",
+    "issue_fee_invoice",
     "issue_invoice",
     "list_invoices",
     "register_gstin",
@@ -79,6 +83,15 @@ class BillMismatch(Conflict):
             f"session {session_id} was billed {billed} paise, its lines add up to {priced}",
             entity="session",
             key=session_id,
+        )
+
+
+class FeeNotBilled(Conflict):
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(
+            f"no cancellation fee of payment {payment_id} is billed in the ledger",
+            entity="payment",
+            key=payment_id,
         )
 
 
@@ -117,9 +130,13 @@ async def _charger_and_host(db: AsyncSession, row: ChargingSession) -> tuple[Cha
         charger = await db.scalar(select(Charger).where(Charger.device_id == row.device_id))
     if charger is None:
         raise NotFound("charger of session", row.id)
+    return charger, await _host(db, charger)
+
+
+async def _host(db: AsyncSession, charger: Charger) -> Host:
     host = await db.get(Host, charger.host_id)
     assert host is not None  # a foreign key
-    return charger, host
+    return host
 
 
 async def _bill(db: AsyncSession, session_id: int) -> tuple[str, int]:
@@ -172,6 +189,93 @@ async def interstate(
     charger, host = await _charger_and_host(db, row)
     supplier = supplier_for(host, _settings(billing))
     return is_interstate(supplier, place_of_supply(charger, supplier))
+
+
+async def charger_interstate(
+    db: AsyncSession, charger_id: str, *, billing: BillingSettings | None = None
+) -> bool:
+    """Whether a supply at ``charger_id`` is inter-state (a booking's cancellation fee)."""
+    charger = await db.get(Charger, charger_id)
+    if charger is None:
+        raise NotFound("charger", charger_id)
+    supplier = supplier_for(await _host(db, charger), _settings(billing))
+    return is_interstate(supplier, place_of_supply(charger, supplier))
+
+
+async def _fee_bill(db: AsyncSession, payment_id: str) -> tuple[str, int]:
+    """The driver billed a cancellation fee from ``payment_id`` and the total (the
+    ledger's ``bill`` debit naming the payment and no session)."""
+    rows = (
+        await db.execute(
+            select(LedgerEntry.account, func.sum(LedgerEntry.amount_paise))
+            .where(
+                LedgerEntry.payment_id == payment_id,
+                LedgerEntry.session_id.is_(None),
+                LedgerEntry.source == EntrySource.BILL,
+                LedgerEntry.account.like("driver:%"),
+            )
+            .group_by(LedgerEntry.account)
+        )
+    ).all()
+    billed = [(account, int(total)) for account, total in rows if total]
+    if len(billed) != 1:
+        raise FeeNotBilled(payment_id)
+    account, total = billed[0]
+    return account.removeprefix("driver:"), total
+
+
+async def issue_fee_invoice(
+    db: AsyncSession,
+    booking_id: str,
+    *,
+    payment_id: str,
+    quote: Quote,
+    billing: BillingSettings | None = None,
+    now: datetime | None = None,
+) -> Invoice:
+    """The tax invoice of a booking's kept cancellation fee (a supply without a session),
+    issued once per booking, under the same contract as :func:`issue_invoice`: the fee's
+    ``bill`` entries (naming ``payment_id``) must be in the ledger and total ``quote``'s
+    total, and the number is taken in the caller's transaction."""
+    booking = await db.scalar(
+        select(Booking).where(Booking.id == booking_id).with_for_update(key_share=True)
+    )
+    if booking is None:
+        raise NotFound("booking", booking_id)
+    existing = await db.scalar(
+        select(Invoice).where(Invoice.booking_id == booking_id, Invoice.kind == "invoice")
+    )
+    if existing is not None:
+        return existing
+    charger = await db.get(Charger, booking.charger_id)
+    assert charger is not None  # a foreign key
+    host = await _host(db, charger)
+    driver_id, billed = await _fee_bill(db, payment_id)
+    if quote.total_paise != billed:
+        raise Conflict(
+            f"booking {booking_id}'s fee was billed {billed} paise, its lines add up to "
+            f"{quote.total_paise}",
+            entity="booking",
+            key=booking_id,
+        )
+    supplier = supplier_for(host, _settings(billing))
+    place = place_of_supply(charger, supplier)
+    recipient = await db.get(User, driver_id)
+    return await _insert(
+        db,
+        kind=DocumentKind.INVOICE,
+        supplier=supplier,
+        place=place,
+        amounts=document.invoice_amounts(quote, interstate=is_interstate(supplier, place)),
+        session_id=None,
+        booking_id=booking_id,
+        host_id=host.id,
+        driver_id=driver_id,
+        recipient_name=recipient.name if recipient is not None else "",
+        lines=document.invoice_lines(quote),
+        now=now,
+        description=document.FEE_DESCRIPTION,
+    )
 
 
 async def issue_invoice(
@@ -302,7 +406,7 @@ async def _insert(
     supplier: Supplier,
     place: str,
     amounts: Amounts,
-    session_id: int,
+    session_id: int | None,
     host_id: str,
     driver_id: str,
     recipient_name: str,
@@ -311,6 +415,8 @@ async def _insert(
     original: Invoice | None = None,
     refund_id: str | None = None,
     reason: str | None = None,
+    booking_id: str | None = None,
+    description: str = document.DESCRIPTION,
 ) -> Invoice:
     at = now if now is not None else datetime.now(UTC)
     on = document.issue_date(at)
@@ -324,6 +430,7 @@ async def _insert(
         number=number,
         serial=document.serial(series, fy, number),
         session_id=session_id,
+        booking_id=booking_id,
         original_id=original.id if original is not None else None,
         refund_id=refund_id,
         host_id=host_id,
@@ -338,7 +445,7 @@ async def _insert(
         recipient_state_code=place,
         place_of_supply_code=place,
         sac=document.SAC,
-        description=document.DESCRIPTION,
+        description=description,
         taxable_paise=amounts.taxable_paise,
         cgst_paise=amounts.cgst_paise,
         sgst_paise=amounts.sgst_paise,
@@ -429,8 +536,11 @@ async def list_invoices(
     return list(rows)
 
 
-async def session_public_id(db: AsyncSession, session_id: int) -> str:
-    """The API's id of a session (the device's session ULID)."""
+async def session_public_id(db: AsyncSession, session_id: int | None) -> str | None:
+    """The API's id of a session (the device's session ULID); None for none (a fee's
+    invoice)."""
+    if session_id is None:
+        return None
     public = await db.scalar(
         select(ChargingSession.device_session_id).where(ChargingSession.id == session_id)
     )

@@ -8,6 +8,7 @@ every account known, the entries summing to zero. Builders, one per event:
 * :func:`payment_txn` — money received in one step (an amount due paid).
 * :func:`bill_txn` — a session billed: the driver's money becomes the host's earning, the
   platform's commission and tax (the split below).
+* :func:`cancellation_fee_txn` — a late cancellation's kept fee, billed the same way.
 * :func:`refund_txn` — the unused part (or a disputed amount) returned to the driver.
 * :func:`payout_txn` — a host's earnings paid out.
 * :func:`dispute_txn` — an amount taken back from the host (or the platform) for the driver.
@@ -239,12 +240,51 @@ def bill_txn(
     payment_id: str | None = None,
 ) -> Txn:
     """The driver is charged ``quote.total_paise``; host, platform and tax are credited."""
+    return _billed(
+        f"bill of session {session_id}",
+        Refs(session_id=session_id, payment_id=payment_id),
+        driver_id=driver_id, host_id=host_id, quote=quote,
+        host_gst_registered=host_gst_registered, tcs_bp=tcs_bp,
+    )  # fmt: skip
+
+
+def cancellation_fee_txn(
+    *,
+    booking_id: str,
+    payment_id: str,
+    driver_id: str,
+    host_id: str,
+    quote: Quote,
+    host_gst_registered: bool,
+    tcs_bp: int = DEFAULT_TCS_BP,
+) -> Txn:
+    """A late cancellation's kept fee billed like a session (``quote``: its
+    :func:`cloud.billing.quote.fee_quote`): the host earns their share, the platform its
+    commission, tax as for a session. No session: the entries name the booking's payment,
+    whose capture and refund they balance (captured - refunded = billed)."""
+    return _billed(
+        f"cancellation fee of booking {booking_id}",
+        Refs(payment_id=payment_id),
+        driver_id=driver_id, host_id=host_id, quote=quote,
+        host_gst_registered=host_gst_registered, tcs_bp=tcs_bp,
+    )  # fmt: skip
+
+
+def _billed(
+    memo: str,
+    refs: Refs,
+    *,
+    driver_id: str,
+    host_id: str,
+    quote: Quote,
+    host_gst_registered: bool,
+    tcs_bp: int,
+) -> Txn:
     s = split(quote, host_gst_registered=host_gst_registered, tcs_bp=tcs_bp)
     driver, host = driver_account(driver_id), host_account(host_id)
-    refs = Refs(session_id=session_id, payment_id=payment_id)
     src = EntrySource
     return _txn(
-        f"bill of session {session_id}",
+        memo,
         [
             _entry(driver, quote.total_paise, src.BILL, refs),
             _entry(host, -s.host_earning_paise, src.HOST_EARNING, refs),

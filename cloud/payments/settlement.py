@@ -25,8 +25,8 @@ background job supervised by the API's lifespan.
    however often the stop is redelivered or the job retried, by one API process or several.
 
 The same job returns the prepayment of a booking that ended unused (cancelled, declined,
-lapsed), keeping its cancellation fee (:func:`release_cancelled`). That fee is captured but
-not yet billed to the host: it stays the driver's credit in the ledger (issue 16: not done).
+lapsed), keeping its cancellation fee and billing it to the host (:func:`release_cancelled`,
+:mod:`cloud.payments.cancellation`).
 
 A failed step leaves the session ``priced`` — billed, visible with its amount in
 ``GET /sessions/{id}`` and its receipt — and the job retries it with exponential backoff.
@@ -58,6 +58,7 @@ from cloud.invoices.service import interstate, issue_invoice
 from cloud.ledger.entries import bill_txn
 from cloud.ledger.service import post
 from cloud.payments import service
+from cloud.payments.cancellation import release_booking
 from cloud.payments.checkout import booking_payment, walkup_payment
 from cloud.payments.models import Payment, PaymentStatus
 from cloud.payments.provider import PaymentProvider
@@ -296,13 +297,17 @@ async def due_sessions(
 #: any session used it; still authorized, or captured with its refund not yet sent (a retry).
 _RELEASABLE = text(
     """
-SELECT p.id, b.cancellation_fee_paise FROM payments p
+SELECT p.id, b.id FROM payments p
 JOIN bookings b ON b.id = p.booking_id
 WHERE p.session_id IS NULL
   AND b.status IN ('cancelled', 'declined', 'expired')
   AND (p.status = 'authorized' OR (p.status = 'captured' AND EXISTS (
         SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'
-          AND r.provider_refund_id IS NULL)))
+          AND r.provider_refund_id IS NULL))
+       -- a fee kept but not yet billed (cloud/payments/cancellation.py, step 2)
+       OR (b.cancellation_fee_paise > 0 AND p.status IN ('captured', 'partially_refunded')
+           AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.booking_id = b.id
+                           AND i.kind = 'invoice')))
   AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
   AND NOT EXISTS (SELECT 1 FROM unlock_requests u WHERE u.booking_id = b.id
                   AND u.outcome IN ('started', 'offline'))
@@ -311,17 +316,26 @@ ORDER BY p.created_at LIMIT :limit"""
 
 
 async def release_cancelled(
-    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, *, limit: int = BATCH
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    *,
+    limit: int = BATCH,
+    billing: BillingSettings | None = None,
 ) -> int:
     """Return the prepayments of bookings that ended unused (cancelled, declined, lapsed):
     the cancellation fee (``bookings.cancellation_fee_paise``, 0 unless the driver cancelled
-    late) is kept, the rest refunded — through :func:`cloud.payments.service.settle`, so a
-    retry refunds once. A booking whose unlock started a session (or was given its PIN) is
-    left to the session's settlement. Returns how many were released."""
+    late) is kept and billed to the host, the rest refunded
+    (:func:`cloud.payments.cancellation.release_booking`, so a retry refunds and bills
+    once). A booking whose unlock started a session (or was given its PIN) is left to the
+    session's settlement. Returns how many were released."""
+    billing = billing if billing is not None else load_settings().billing
     async with sessions() as db:
         rows = (await db.execute(_RELEASABLE, {"limit": limit})).tuples().all()
-    for payment_id, fee in rows:
-        await service.settle(sessions, provider, payment_id=payment_id, billed_paise=int(fee))
+    for payment_id, booking_id in rows:
+        await release_booking(
+            sessions, provider, booking_id=booking_id, payment_id=payment_id,
+            platform=rates(billing), tcs_bp=billing.tcs_bp, billing=billing,
+        )  # fmt: skip
     return len(rows)
 
 
@@ -375,7 +389,7 @@ class Settler:
                         pk, failures, delay, exc)  # fmt: skip
         self.billed += billed
         try:
-            await release_cancelled(sessions, provider)
+            await release_cancelled(sessions, provider, billing=billing)
         except (CloudError, SQLAlchemyError) as exc:
             # Every payment in the batch is keyed on its id: the next round resumes.
             log.warning("releasing cancelled bookings' prepayments failed: %s", exc)

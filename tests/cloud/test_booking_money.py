@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 
 from cloud.accounts.models import Role
-from cloud.billing.quote import LineKind, Rates, Tariff, Usage, price
+from cloud.billing.quote import LineKind, Rates, Tariff, Usage, fee_quote, price
 from cloud.billing.service import rates
 from cloud.chargers.models import PricingMode
-from cloud.payments.settlement import settle_session
+from cloud.payments.settlement import release_cancelled, settle_session
 from cloud.pg import PgConnection
 from cloud.state import AppState
 from protocols.ids import new_ulid
 from tests.cloud.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
+from tests.cloud.flow_rig import wait_for
 from tests.cloud.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
@@ -183,3 +184,86 @@ async def test_a_stop_within_the_grace_bills_no_idle_fee(market_api: Api, pg: Pg
 def _tomorrow(hours: int) -> tuple[datetime, datetime]:
     start = next_slot(datetime.now(UTC), days=1) + timedelta(hours=hours)
     return start, start + timedelta(hours=1)
+
+
+async def _money_of_payment(pg: PgConnection, payment_id: str) -> tuple[int, int, int]:
+    """(captured, refunded, billed) of a payment, as the ledger has them."""
+    [row] = await pg.fetch(
+        "SELECT coalesce(sum(amount_paise) FILTER (WHERE account = 'provider_clearing' "
+        "  AND source IN ('capture', 'payment')), 0), "
+        "coalesce(-sum(amount_paise) FILTER (WHERE account = 'provider_clearing' "
+        "  AND source = 'refund'), 0), "
+        "coalesce(sum(amount_paise) FILTER (WHERE account LIKE 'driver:%' "
+        "  AND source = 'bill'), 0) "
+        "FROM ledger_entries WHERE payment_id = $1",
+        payment_id,
+    )
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_a_late_cancellations_fee_is_billed_to_the_host_with_an_invoice(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    # A late fee of 50.00 until a day before the start: tomorrow's booking is late already.
+    charger = await add_charger(
+        pg, host, price_per_hour_paise=PER_HOUR_PAISE, late_cancel_fee_paise=5000,
+        free_cancel_before_min=48 * 60,
+    )  # fmt: skip
+    booking = await _book(market_api, driver, charger)
+    paid = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    cancelled = await market_api.client.post(
+        f"/bookings/{booking['id']}/cancel", headers=driver.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    fee = cancelled.json()["cancellation_fee_paise"]
+    assert fee == 5000
+
+    state = _state(market_api)
+    assert state.payments is not None
+    await release_cancelled(state.sessions, state.payments, billing=s.billing)
+    # Again (the job's next round, a second API process): nothing moves twice.
+    await release_cancelled(state.sessions, state.payments, billing=s.billing)
+
+    async def refunded() -> bool:
+        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", paid["id"])
+        return bool(status == "partially_refunded")
+
+    await wait_for(refunded, "the refund webhook")
+    # The fee is 50.00 GST included: 42.38 taxable + 3.81 CGST + 3.81 SGST.
+    bill = fee_quote(fee, _rates(market_api))
+    assert bill.taxable_paise == 4238
+    captured, back, billed = await _money_of_payment(pg, paid["id"])
+    assert (captured, back, billed) == (paid["amount_paise"], paid["amount_paise"] - fee, fee)
+    assert captured - back == billed
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    driver_left = await pg.fetchval(
+        "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver.id}",
+    )
+    assert driver_left == 0  # nothing held as the driver's credit any more
+
+    # The host earns the taxable value less the 10 % commission (an unregistered host).
+    earnings = await market_api.client.get("/host/earnings", headers=host.headers)
+    assert earnings.status_code == 200, earnings.text
+    assert earnings.json()["earned_paise"] == bill.host_share_paise == 4238 - 424
+
+    # A GST tax invoice for a supply without a session, read by the driver and the host.
+    listed = (await market_api.client.get("/invoices", headers=driver.headers)).json()
+    [invoice] = listed["items"]
+    assert (invoice["booking_id"], invoice["session_id"]) == (booking["id"], None)
+    assert invoice["total_paise"] == fee
+    assert invoice["sac"] == "998714"
+    assert [(line["kind"], line["amount_paise"]) for line in invoice["lines"]] == [
+        ("cancellation_fee", 4238)
+    ]
+    assert (invoice["cgst_paise"], invoice["sgst_paise"], invoice["igst_paise"]) == (381, 381, 0)
+    hosted = (await market_api.client.get("/invoices", headers=host.headers)).json()
+    assert [i["id"] for i in hosted["items"]] == [invoice["id"]]
+    other = await add_user(pg, s, Role.DRIVER)
+    unseen = await market_api.client.get(f"/invoices/{invoice['id']}", headers=other.headers)
+    assert unseen.status_code == 404
+    document = await market_api.client.get(invoice["pdf_url"], headers=driver.headers)
+    assert document.status_code == 200
+    assert document.headers["content-type"] == "application/pdf"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud.billing.quote import Quote, Rates, Tariff, Usage, price
+from cloud.billing.quote import Quote, Rates, Tariff, Usage, fee_quote, price
 from cloud.chargers.models import PricingMode
 from cloud.ledger.accounts import (
     EntrySource,
@@ -31,6 +31,7 @@ from cloud.ledger.entries import (
     Settlement,
     Txn,
     bill_txn,
+    cancellation_fee_txn,
     capture_txn,
     dispute_txn,
     payment_txn,
@@ -368,3 +369,66 @@ def test_the_ledger_keeps_its_invariants_over_any_history(
     # Tax and commission accounts only ever hold credits (owed or earned) or nothing.
     assert books.balance(GST_PAYABLE) <= 0
     assert books.balance(TCS_PAYABLE) <= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cancellations=st.lists(
+        st.tuples(
+            st.integers(1, 2_000_000),  # the prepayment authorized
+            st.floats(0, 1),  # the fee's share of it
+            st.booleans(),  # partial capture (Stripe) or capture in full (Razorpay)
+            st.booleans(),  # the host is GST-registered
+            st.integers(0, 3000),  # commission, bp
+            st.booleans(),  # an inter-state supply
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_kept_cancellation_fee_is_billed_and_the_money_adds_up(
+    cancellations: list[tuple[int, float, bool, bool, int, bool]],
+) -> None:
+    """A late cancellation (cloud/payments/cancellation.py): the fee kept from the
+    prepayment is billed to the host by :func:`fee_quote`; per payment captured - refunded =
+    billed, the driver holds nothing afterwards, the ledger sums to zero."""
+    books = Books()
+    for n, (authorized, share, partial, registered, commission, inter) in enumerate(cancellations):
+        fee = int(authorized * share)
+        quote = fee_quote(fee, Rates(commission_bp=commission), interstate=inter)
+        # The bill is the most the rule prices within the fee; what it cannot reach comes back.
+        assert quote.total_paise <= fee <= quote.total_paise + 2
+        assert sum(line.amount_paise for line in quote.lines) == quote.total_paise
+        more = fee_quote(fee + 1, Rates(commission_bp=commission), interstate=inter)
+        assert more.taxable_paise <= quote.taxable_paise + 1
+        plan = plan_settlement(
+            authorized_paise=authorized, billed_paise=quote.total_paise, partial_capture=partial
+        )
+        assert plan.due_paise == 0
+        payment, driver = f"C{n}", f"D{n % 3}"
+        if plan.capture_paise:
+            books.post(capture_txn(payment_id=payment, driver_id=driver,
+                                   amount_paise=plan.capture_paise))  # fmt: skip
+        if quote.total_paise:
+            books.post(
+                cancellation_fee_txn(
+                    booking_id=f"B{n}", payment_id=payment, driver_id=driver, host_id="H0",
+                    quote=quote, host_gst_registered=registered,
+                )
+            )  # fmt: skip
+        if plan.refund_paise:
+            books.post(refund_txn(payment_id=payment, driver_id=driver,
+                                  amount_paise=plan.refund_paise))  # fmt: skip
+        mine = [e for e in books.entries if e.payment_id == payment]
+        captured = sum(e.amount_paise for e in mine
+                       if e.account == CLEARING and e.source is EntrySource.CAPTURE)  # fmt: skip
+        refunded = -sum(e.amount_paise for e in mine
+                        if e.account == CLEARING and e.source is EntrySource.REFUND)  # fmt: skip
+        billed = sum(e.amount_paise for e in mine if e.source is EntrySource.BILL)
+        assert captured - refunded == billed == quote.total_paise
+        assert all(e.session_id is None for e in mine)
+    assert all(type(e.amount_paise) is int for e in books.entries)
+    assert sum(e.amount_paise for e in books.entries) == 0
+    for n in range(3):
+        assert books.balance(driver_account(f"D{n}")) == 0
+    assert books.balance(host_account("H0")) <= 0

@@ -221,7 +221,15 @@ async def test_a_cancelled_bookings_prepayment_is_returned_less_its_fee(
         "SELECT -coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
         f"driver:{driver}",
     )
-    assert held == fee  # the fee is captured and held as the driver's, not yet billed
+    assert held == 0  # the fee is billed (to the host), not left as the driver's credit
+    billed = await pg.fetchval(
+        "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE payment_id = $1 "
+        "AND source = 'bill' AND account LIKE 'driver:%'",
+        payment_id,
+    )
+    assert billed == fee
+    invoices = await pg.fetchval("SELECT count(*) FROM invoices WHERE booking_id = $1", booking)
+    assert invoices == (1 if fee else 0)
 
 
 async def test_the_job_backs_off_a_failing_session_without_starving_the_others(
