@@ -30,6 +30,8 @@ from cloud.invoices.router import router as invoices_router
 from cloud.kyc.router import router as kyc_router
 from cloud.kyc.storage import DocumentStore, load_key
 from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cloud.notifications.delivery import running_notifier
+from cloud.notifications.router import router as notifications_router
 from cloud.openapi import install_openapi
 from cloud.payments.dummy import DummyProvider
 from cloud.payments.factory import open_provider
@@ -100,6 +102,8 @@ async def open_state(
             )
         # Last in, first out: the settle job stops before the provider and the engine close.
         await stack.enter_async_context(running_settler(state))
+        # Beside it, the notification delivery job (it sends nothing inside a request).
+        await stack.enter_async_context(running_notifier(state))
         yield state
 
 
@@ -128,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(payouts_router)
     app.include_router(audit_router)
     app.include_router(kyc_router)
+    app.include_router(notifications_router)
 
     @app.middleware("http")
     async def record_metrics(

@@ -196,6 +196,49 @@ def payouts_run() -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.group()
+def notifications() -> None:
+    """Notification delivery (cloud/notifications/)."""
+
+
+async def _deliver(settings: Settings, *, once: bool) -> int:
+    from redis.asyncio import Redis  # noqa: PLC0415 -- keeps startup light
+
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415
+    from cloud.notifications.channels import open_channels  # noqa: PLC0415
+    from cloud.notifications.delivery import Notifier  # noqa: PLC0415
+
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        async with open_engine(settings.db) as engine, open_channels(settings, redis) as channels:
+            notifier = Notifier(session_factory(engine), channels, settings)
+            if once:
+                return await notifier.round()
+            await notifier.run()
+    finally:
+        await redis.aclose()
+    return notifier.handled
+
+
+@notifications.command("deliver")
+@click.option("--once", is_flag=True, help="One round (expand, then send what is due), then exit.")
+def notifications_deliver(once: bool) -> None:
+    """Run the notification delivery job on its own (the API runs it too, unless
+    NOTIFICATIONS_DELIVER_INTERVAL_S is 0 there). Several may run: they share the work."""
+    settings = _settings()
+    if settings.notifications.deliver_interval_s <= 0 and not once:
+        raise click.UsageError("CHARGEMITRA_NOTIFICATIONS_DELIVER_INTERVAL_S is 0: use --once")
+    try:
+        handled = asyncio.run(_deliver(settings, once=once))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # A message being sent when the job stops is sent again by the next run.
+        logging.getLogger(__name__).info("notification delivery stopped")
+        return
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{handled} messages handled")
+
+
 async def _seed_demo(
     settings: Settings, password: str, site: tuple[str, bytes] | None
 ) -> str | None:

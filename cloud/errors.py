@@ -30,8 +30,10 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
     ├── SignatureInvalid         a payment provider's signature (webhook or Checkout) does
     │                            not verify (provider, what)
-    └── PaymentProviderError     a payment provider refused or failed a call (provider,
-                                 operation, code)
+    ├── PaymentProviderError     a payment provider refused or failed a call (provider,
+    │                            operation, code)
+    └── DeliveryFailed           a notification channel did not take a message (channel,
+                                 permanent: retrying cannot help)
 """
 
 from __future__ import annotations
@@ -227,3 +229,19 @@ class PaymentProviderError(CloudError):
         self.provider = provider
         self.operation = operation
         self.code = code
+
+
+class DeliveryFailed(CloudError):
+    """A notification channel (SMTP relay, SMS gateway, push service) did not take a
+    message. ``permanent``: retrying the same message cannot succeed (an address refused,
+    a push subscription gone); otherwise the delivery job retries it with backoff."""
+
+    def __init__(
+        self, channel: str, reason: str, *, permanent: bool = False, gone: bool = False
+    ) -> None:
+        super().__init__(f"{channel}: {reason}")
+        self.channel = channel
+        self.reason = reason
+        self.permanent = permanent or gone
+        #: The address no longer exists (a push subscription the push service dropped).
+        self.gone = gone

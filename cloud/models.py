@@ -17,6 +17,12 @@ from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, Pairin
 from cloud.ingest.models import AuthDecisionRecord, DeadLetter
 from cloud.invoices.models import Invoice, InvoiceCounter
 from cloud.kyc.models import KycDocument, KycSubmission
+from cloud.notifications.models import (
+    NotificationDelivery,
+    NotificationEvent,
+    NotificationPreference,
+    PushSubscription,
+)
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
 from cloud.reviews.models import Dispute, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
@@ -45,10 +51,14 @@ __all__ = [
     "KycDocument",
     "KycSubmission",
     "LedgerEntry",
+    "NotificationDelivery",
+    "NotificationEvent",
+    "NotificationPreference",
     "PairingCode",
     "Payment",
     "Payout",
     "ProviderEvent",
+    "PushSubscription",
     "RefreshToken",
     "Refund",
     "Review",

@@ -218,6 +218,65 @@ class KycSettings(_Group):
     document_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
 
 
+class SmtpSecurity(StrEnum):
+    #: Plain connection upgraded with STARTTLS (submission, port 587).
+    STARTTLS = "starttls"
+    #: TLS from the first byte (SMTPS, port 465).
+    TLS = "tls"
+    #: No encryption: a relay on the same host or network, and tests.
+    NONE = "none"
+
+
+class NotificationSettings(_Group):
+    """The notification channels and the delivery job (cloud/notifications/, docs/cloud.md)."""
+
+    #: How often the delivery job looks for events to expand and messages due; 0 turns the
+    #: job off in this process (``chargemitra-cloud notifications deliver`` runs it alone).
+    deliver_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    #: Messages sent per round, at most.
+    batch: int = Field(default=50, ge=1, le=1000)
+    #: A failed message is retried after about ``backoff_s`` * 2^(failures - 1) (equal
+    #: jitter), at most ``backoff_max_s``, and given up after ``max_attempts`` tries.
+    backoff_s: float = Field(default=30.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=3600.0, gt=0, le=86400)
+    max_attempts: int = Field(default=12, ge=1, le=100)
+    #: A charger's host hears of it going offline only if it is still offline this long
+    #: after (a reboot or a short link drop says nothing).
+    offline_grace_s: int = Field(default=300, ge=0, le=86400)
+    #: SMTP relay for e-mail; empty: no e-mail channel.
+    smtp_host: str = Field(default="", max_length=253, pattern=r"^[A-Za-z0-9.:_-]*$")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    #: Login at the relay; empty: none.
+    smtp_user: str = Field(default="", max_length=254)
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = Field(
+        default="ChargeMitra <no-reply@chargemitra.in>", min_length=3, max_length=254
+    )
+    #: Seconds one SMTP conversation (or one push request) may take.
+    send_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    #: The VAPID private key (PEM, P-256) that signs Web Push requests; unset: no push
+    #: channel. Its public half is what browsers subscribe with.
+    vapid_private_key_file: Path | None = None
+    #: The VAPID ``sub`` claim: how a push service reaches the sender (RFC 8292 section 2.1).
+    vapid_subject: str = Field(
+        default="mailto:support@chargemitra.in", pattern=r"^(mailto:\S+@\S+|https://\S+)$"
+    )
+    #: How long a push service keeps a message for an offline browser (``TTL``, RFC 8030).
+    push_ttl_s: int = Field(default=86400, ge=0, le=2419200)
+    #: Push services a subscription may point at (host names; a leading dot: any subdomain).
+    #: The delivery job POSTs to the endpoint a browser gave, so without this list anyone
+    #: could make the server send requests to any address.
+    push_hosts: str = Field(
+        default=(
+            "fcm.googleapis.com,updates.push.services.mozilla.com,.notify.windows.com,"
+            ".push.apple.com"
+        ),
+        max_length=2000,
+        pattern=r"^[A-Za-z0-9.,:_ -]*$",
+    )
+
+
 class Settings(_Group):
     app: AppSettings = AppSettings()
     db: DbSettings = DbSettings()
@@ -230,6 +289,7 @@ class Settings(_Group):
     payments: PaymentSettings = PaymentSettings()
     billing: BillingSettings = BillingSettings()
     kyc: KycSettings = KycSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
 
 GROUPS: dict[str, type[_Group]] = {
@@ -244,6 +304,7 @@ GROUPS: dict[str, type[_Group]] = {
     "payments": PaymentSettings,
     "billing": BillingSettings,
     "kyc": KycSettings,
+    "notifications": NotificationSettings,
 }
 
 #: (group, field) pairs holding secrets: checked against PLACEHOLDER_SECRETS.

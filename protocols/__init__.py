@@ -10,6 +10,7 @@ Pure: no I/O, no network, imports nothing of ours. Modules:
 * :mod:`protocols.pins` — offline booking PINs
 * :mod:`protocols.idtags` — id-tag normalisation and hashing
 * :mod:`protocols.errors` — the exception tree
+* :mod:`protocols.backoff` — retry delays with jitter (agent reconnects, cloud retries)
 """
 
 __version__ = "0.1.0"

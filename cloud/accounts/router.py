@@ -30,11 +30,10 @@ from cloud.accounts.schemas import (
     RegisterRequest,
     TokenPair,
 )
-from cloud.accounts.sms import RedisSmsOutbox, SmsSender
+from cloud.accounts.sms import SmsSender, configured_sms_sender
 from cloud.deps import CurrentUser, Db, State, authenticate
 from cloud.errors import DependencyUnavailable, Unauthorized
 from cloud.openapi import problems
-from cloud.settings import Environment
 
 router = APIRouter(tags=["accounts"])
 
@@ -42,9 +41,10 @@ router = APIRouter(tags=["accounts"])
 def get_sms_sender(state: State) -> SmsSender:
     """The SMS gateway. Only the recording fake exists (a real gateway is a paid contract):
     development and test sites use it; elsewhere one-time codes answer 503."""
-    if state.settings.app.env in (Environment.DEVELOPMENT, Environment.TEST):
-        return RedisSmsOutbox(state.redis)
-    raise DependencyUnavailable("sms", "no SMS gateway is configured")
+    sender = configured_sms_sender(state.settings, state.redis)
+    if sender is None:
+        raise DependencyUnavailable("sms", "no SMS gateway is configured")
+    return sender
 
 
 Sms = Annotated[SmsSender, Depends(get_sms_sender)]

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from cloud.accounts.phones import E164
 from cloud.errors import DependencyUnavailable
+from cloud.settings import Environment, Settings
 
 #: One SMS, in septets.
 SMS_MAX_SEPTETS = 160
@@ -128,3 +129,12 @@ class RedisSmsOutbox:
             raise DependencyUnavailable("redis", str(exc)) from exc
         records = [json.loads(item) for item in raw]
         return [SentSms(r["to"], r["text"], datetime.fromisoformat(r["sent_at"])) for r in records]
+
+
+def configured_sms_sender(settings: Settings, redis: Redis) -> SmsSender | None:
+    """The SMS gateway for ``settings``. Only the recording fake exists (a real gateway is a
+    paid contract): development and test sites use it; elsewhere there is none (one-time
+    codes answer 503, notifications skip the SMS channel)."""
+    if settings.app.env in (Environment.DEVELOPMENT, Environment.TEST):
+        return RedisSmsOutbox(redis)
+    return None

@@ -60,6 +60,7 @@ from cloud.chargers.models import (
 from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.notifications import events as notify
 from cloud.payments.checkout import require_booking_paid, require_nothing_due
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,8 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
             db, booking, secret_key=request.secret_key, device_id=charger.device_id,
             connector=connector.number, pin_secret=target.pin_secret,
         )  # fmt: skip
+    # Its notification goes into the outbox in this transaction, before the insert below.
+    await notify.booking_created(db, booking, charger)
     db.add(booking)
     # The exclusion constraint speaks here. Nothing but the commit follows the insert: an
     # overlapping insert waits on this transaction's index entry until it ends.
@@ -484,6 +487,7 @@ async def _decide(
     booking.decided_at = now
     booking.expires_at = None
     await db.flush()
+    await notify.booking_decided(db, booking, locked.charger)
     await db.refresh(booking, ["updated_at"])
     return to_out(booking, locked.connector, locked.charger.pricing_mode)
 
@@ -532,6 +536,7 @@ async def cancel_booking(
     booking.cancelled_by = locked.role.value
     booking.expires_at = None
     await db.flush()
+    await notify.booking_cancelled(db, booking, locked.charger)
     await db.refresh(booking, ["updated_at"])
     return to_out(booking, locked.connector, locked.charger.pricing_mode)
 

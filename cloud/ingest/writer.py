@@ -14,7 +14,11 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
 * session events: ``(device, session, event_seq)`` unique; the session row is then refolded
   from every stored event of the session (:func:`cloud.sessions.fold.fold_session`) under a
   transaction-scoped advisory lock, so concurrent workers cannot interleave a stale fold;
-* status: applied only if its ``seq`` is newer than the one stored;
+* status: applied only if its ``seq`` is newer than the one stored; a device going from
+  online to offline (its Last Will, or a status saying so) queues a "charger offline"
+  notification for its host in the same transaction (:mod:`cloud.notifications.events`),
+  as a session's first fold as active or as stopped queues "started" / "stopped" for its
+  driver (once per session and kind, however often the events are redelivered);
 * cmd_result: the first result of a ``cmd_id`` wins;
 * auth: one row per decision, unique by ``(device_id, seq)`` and ``(device_id, msg_id)``
   (INSERT … ON CONFLICT DO NOTHING, rows sorted by key).
@@ -23,12 +27,15 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
+from cloud.notifications.events import INSERT_OFFLINE_EVENT, INSERT_SESSION_EVENT
 from cloud.pg import PgConnection
 from cloud.sessions.fold import SessionRow, fold_session
+from cloud.sessions.models import SessionState
 from cloud.telemetry.rollup import mark_pending
 from protocols.enums import MessageKind
 from protocols.messages import SessionEvent, parse_message, to_json
@@ -76,15 +83,23 @@ ON CONFLICT (device_id, device_session_id) DO UPDATE SET
     started_at = EXCLUDED.started_at, meter_start_wh = EXCLUDED.meter_start_wh,
     credential_kind = EXCLUDED.credential_kind, credential_ref = EXCLUDED.credential_ref,
     booking_id = EXCLUDED.booking_id, updated_at = now()
-RETURNING charger_id"""
+RETURNING charger_id, id"""
 
+#: Returns whether the device was online before (no row: the status was not newer).
 APPLY_STATUS = """
-UPDATE devices SET online = $2, agent_version = coalesce($3, agent_version),
+UPDATE devices d SET online = $2, agent_version = coalesce($3, d.agent_version),
     last_status = $4::jsonb, last_status_seq = $5, last_seen_at = now(), updated_at = now()
-WHERE id = $1 AND last_status_seq < $5"""
+FROM (SELECT id, online FROM devices WHERE id = $1 FOR UPDATE) before
+WHERE d.id = before.id AND d.last_status_seq < $5
+RETURNING before.online"""
 
 #: The Last Will (seq 0): the device went away; its own newer status is not overwritten.
-APPLY_WILL = "UPDATE devices SET online = false, updated_at = now() WHERE id = $1"
+#: Returns whether it was online before.
+APPLY_WILL = """
+UPDATE devices d SET online = false, updated_at = now()
+FROM (SELECT id, online FROM devices WHERE id = $1 FOR UPDATE) before
+WHERE d.id = before.id
+RETURNING before.online"""
 
 APPLY_CONNECTOR_STATUS = """
 UPDATE connectors c SET status = $3, status_at = now()
@@ -135,9 +150,14 @@ class WriteResult:
 
 
 async def write_batch(
-    conn: PgConnection, plan: BatchPlan, *, dead_letter_payload_max: int
+    conn: PgConnection,
+    plan: BatchPlan,
+    *,
+    dead_letter_payload_max: int,
+    offline_grace_s: int = 300,
 ) -> WriteResult:
-    """Write ``plan`` in one transaction; on return everything is committed."""
+    """Write ``plan`` in one transaction; on return everything is committed.
+    ``offline_grace_s``: how long a device must stay offline before its host is told."""
     result = WriteResult()
     async with conn.transaction():
         if plan.telemetry:
@@ -147,9 +167,10 @@ async def write_batch(
         for device_id in sorted(plan.statuses):
             message = plan.statuses[device_id]
             if message.seq == 0:
-                await conn.execute(APPLY_WILL, device_id)
+                if await conn.fetchval(APPLY_WILL, device_id):
+                    await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
                 continue
-            applied = await conn.execute(
+            was_online = await conn.fetchval(
                 APPLY_STATUS,
                 device_id,
                 message.online,
@@ -157,7 +178,9 @@ async def write_batch(
                 to_json(message).decode(),
                 message.seq,
             )
-            if applied.endswith(" 1"):
+            if was_online and not message.online:
+                await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
+            if was_online is not None:
                 for connector in message.connectors:
                     await conn.execute(
                         APPLY_CONNECTOR_STATUS,
@@ -274,7 +297,7 @@ async def _write_sessions(
     written = []
     for key in keys:
         row = fold_session(by_session[key])
-        charger_id = await conn.fetchval(
+        stored_rows = await conn.fetch(
             UPSERT_SESSION,
             row.device_id,
             row.device_session_id,
@@ -295,5 +318,27 @@ async def _write_sessions(
             row.last_event_seq,
             row.events_received,
         )
+        # An upsert always returns its row.
+        charger_id, session_pk = stored_rows[0]["charger_id"], stored_rows[0]["id"]
+        await conn.execute(INSERT_SESSION_EVENT, *_session_event(row, session_pk))
         written.append((row, charger_id))
     return written
+
+
+def _session_event(row: SessionRow, session_pk: int) -> tuple[str, int, str]:
+    """The notification a folded session queues: started while it is active, stopped once
+    it has stopped (a session first heard of already stopped only says stopped)."""
+    facts: dict[str, Any] = {
+        "session_id": row.device_session_id,
+        "connector": row.connector_number,
+        "started_at": row.started_at.isoformat(),
+    }
+    if row.state is SessionState.ACTIVE:
+        return "session_started", session_pk, json.dumps(facts)
+    stopped = row.stopped_at or row.started_at
+    facts |= {
+        "stopped_at": stopped.isoformat(),
+        "energy_wh": row.energy_wh,
+        "duration_s": (stopped - row.started_at).total_seconds(),
+    }
+    return "session_stopped", session_pk, json.dumps(facts)

@@ -37,6 +37,7 @@ from cloud.audit.service import SYSTEM, Actor, record
 from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
 from cloud.ledger.entries import payout_txn
 from cloud.ledger.service import HostBalance, host_balance, post
+from cloud.notifications import events as notify
 from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
 from cloud.payments.provider import PaymentProvider, PayoutRequest, PayoutResult
 from cloud.payouts import rules
@@ -277,6 +278,7 @@ async def _record(
                     payout_id=payout.id, host_id=payout.host_id, amount_paise=payout.amount_paise
                 ),
             )
+            await notify.payout_paid(db, payout)  # the host hears, in the outbox
         elif result.status in rules.PROVIDER_FAILED:
             payout.status = PayoutStatus.FAILED
             payout.note = f"provider: {result.status}"

@@ -159,6 +159,15 @@ async def load_view(db: AsyncSession, principal: Principal, session_id: str) -> 
     return view
 
 
+async def view_by_pk(db: AsyncSession, session_pk: int) -> SessionView | None:
+    """The session whose ``sessions.id`` is ``session_pk``, unscoped (for the cloud's own
+    jobs, never for a caller: the notification job finds the driver to tell with it)."""
+    found = (await db.execute(_views().where(ChargingSession.id == session_pk).limit(1))).first()
+    if found is None:
+        return None
+    return await _with_charger(db, found[0], found[1], found[2])
+
+
 def session_out(view: SessionView, now: datetime) -> SessionOut:
     row, unlock, charger = view.row, view.unlock, view.charger
     energy = row.energy_wh if row is not None else 0

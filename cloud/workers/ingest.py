@@ -386,6 +386,7 @@ class IngestWorker:
                         conn,
                         plan,
                         dead_letter_payload_max=self._settings.ingest.dead_letter_payload_max,
+                        offline_grace_s=self._settings.notifications.offline_grace_s,
                     )
             except RETRYABLE as exc:
                 if not failing:

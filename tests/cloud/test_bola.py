@@ -50,6 +50,7 @@ IDS = (
     "payment_id",
     "submission_id",
     "kind",
+    "subscription_id",
 )
 
 
@@ -182,6 +183,21 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),
     ("POST", "/auth/logout-everywhere"): Row(("anonymous",), expect=frozenset({401})),
+    # notification settings and push subscriptions: the caller's own (from the token);
+    # driver B has a push subscription the others must neither see nor remove
+    ("GET", "/me/notifications"): Row(("anonymous",), expect=frozenset({401})),
+    ("PUT", "/me/notifications"): Row(
+        ("anonymous",),
+        body={
+            "preferences": [
+                {"kind": "booking_confirmed", "email": True, "sms": False, "push": False}
+            ]
+        },
+        expect=frozenset({401}),
+    ),
+    ("POST", "/me/push-subscriptions"): Row(("anonymous",), body={}, expect=frozenset({401})),
+    ("GET", "/me/push-subscriptions"): Row(("driver_a", "host_a"), excludes=("subscription_id",)),
+    ("DELETE", "/me/push-subscriptions/{subscription_id}"): Row(_DRIVERS),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
@@ -378,6 +394,14 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         submission_id,
         f"{'0' * 32}.bin",
     )
+    subscription_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO push_subscriptions (id, user_id, endpoint, p256dh, auth) "
+        "VALUES ($1, $2, $3, 'k', 'a')",
+        subscription_id,
+        users["driver_b"].id,
+        f"https://fcm.googleapis.com/fcm/send/{subscription_id}",
+    )
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -391,6 +415,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "payment_id": payment_id,
         "submission_id": submission_id,
         "kind": "pan_card",
+        "subscription_id": subscription_id,
     }
     return World(users, ids)
 
@@ -510,6 +535,8 @@ async def test_the_owners_pass_where_intruders_fail(market_api: Api, world: Worl
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"], sent
     bookings = await market_api.client.get("/bookings", headers=driver_b)
     assert ids["booking_id"] in bookings.text
+    pushes = await market_api.client.get("/me/push-subscriptions", headers=driver_b)
+    assert ids["subscription_id"] in pushes.text
 
 
 async def test_a_stranger_without_a_token_is_refused_everywhere(
