@@ -25,6 +25,7 @@ from cloud.db import open_engine, session_factory
 from cloud.devices.broker_auth import AdminLogin, DynsecCredentials
 from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
+from cloud.disputes.router import router as disputes_router
 from cloud.health.router import router as health_router
 from cloud.invoices.router import router as invoices_router
 from cloud.kyc.router import router as kyc_router
@@ -41,6 +42,7 @@ from cloud.payments.settlement import running_settler
 from cloud.payouts.router import router as payouts_router
 from cloud.problems import install_problem_handlers
 from cloud.requestid import install_request_id
+from cloud.reviews.router import router as reviews_router
 from cloud.sessions.live import RedisLiveHub
 from cloud.sessions.router import router as sessions_router
 from cloud.sessions.router import ws_router as sessions_ws_router
@@ -133,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(kyc_router)
     app.include_router(notifications_router)
+    app.include_router(reviews_router)
+    app.include_router(disputes_router)
 
     @app.middleware("http")
     async def record_metrics(

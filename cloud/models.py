@@ -14,6 +14,7 @@ from cloud.chargers.models import (
 )
 from cloud.db import Base
 from cloud.devices.models import Device, DeviceCommand, DownlinkSequence, PairingCode
+from cloud.disputes.models import Dispute, DisputePhoto
 from cloud.ingest.models import AuthDecisionRecord, DeadLetter
 from cloud.invoices.models import Invoice, InvoiceCounter
 from cloud.kyc.models import KycDocument, KycSubmission
@@ -24,7 +25,7 @@ from cloud.notifications.models import (
     PushSubscription,
 )
 from cloud.payments.models import LedgerEntry, Payment, Payout, ProviderEvent, Refund
-from cloud.reviews.models import Dispute, Review
+from cloud.reviews.models import DriverRating, Review
 from cloud.sessions.models import ChargingSession, SessionEventRow, UnlockRequest
 from cloud.telemetry.models import telemetry, telemetry_batches, telemetry_rollup_pending
 
@@ -44,7 +45,9 @@ __all__ = [
     "Device",
     "DeviceCommand",
     "Dispute",
+    "DisputePhoto",
     "DownlinkSequence",
+    "DriverRating",
     "Host",
     "Invoice",
     "InvoiceCounter",

@@ -15,11 +15,14 @@ Rules (docs/cloud.md, "Bookings"):
   per-kWh pricing, and never below the bill of a session that fits in the booking;
 * a driver cancels for free until ``free_cancel_before_min`` minutes before the start (and
   always while the host has not confirmed); later, the charger's late fee, capped at the
-  booking's amount. A host's (or admin's) cancellation never costs the driver anything.
+  booking's amount. A host's (or admin's) cancellation never costs the driver anything;
+* an instant-book charger confirms at once unless hosts' private ratings of the driver say
+  otherwise (:func:`instant_book_allowed`): then its host approves the booking.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cloud.errors import InvalidRequest
@@ -78,3 +81,33 @@ def cancellation_fee(
     if now <= start - timedelta(minutes=free_cancel_before_min):
         return 0
     return min(late_cancel_fee_paise, amount_paise)
+
+
+@dataclass(frozen=True, slots=True)
+class DriverTrust:
+    """What hosts' private ratings say of a driver (cloud/reviews/service.py)."""
+
+    #: Ratings from every host, and their sum.
+    ratings: int
+    rating_sum: int
+    #: The lowest rating the charger's own host gave this driver (None: never rated).
+    lowest_from_host: int | None = None
+
+
+#: A rating at or below this from the charger's own host: that host approves each booking.
+DISTRUSTED_RATING = 2
+#: An average below this (in hundredths) over at least MIN_RATINGS ratings from hosts.
+TRUSTED_AVERAGE_HUNDREDTHS = 300
+MIN_RATINGS = 2
+
+
+def instant_book_allowed(trust: DriverTrust) -> bool:
+    """Whether an instant-book charger confirms this driver's booking at once; otherwise it
+    waits for the host's approval like a request-to-book. A new driver (no ratings) is
+    trusted: instant book is the listing's promise, and a rating needs a first session."""
+    if trust.lowest_from_host is not None and trust.lowest_from_host <= DISTRUSTED_RATING:
+        return False
+    return not (
+        trust.ratings >= MIN_RATINGS
+        and trust.rating_sum * 100 < TRUSTED_AVERAGE_HUNDREDTHS * trust.ratings
+    )

@@ -62,6 +62,7 @@ from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.notifications import events as notify
 from cloud.payments.checkout import require_booking_paid, require_nothing_due
+from cloud.reviews.service import driver_trust
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,10 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
     estimate = price(
         Tariff.from_charger(charger), window_usage(body.end - body.start, connector.max_power_w)
     )
-    instant = charger.instant_book
+    # Instant book, unless hosts' private ratings of this driver ask for the host's approval.
+    instant = charger.instant_book and policy.instant_book_allowed(
+        await driver_trust(db, request.user_id, charger.host_id)
+    )
     booking = Booking(
         id=ulid_pk(),
         created_at=now,

@@ -285,6 +285,20 @@ async def upload_photo(
     bounded number of photos (422 past it), and the photo has a size limit (413).
     """
     max_bytes = state.settings.marketplace.photo_max_bytes
+    data = await read_photo_form(request, max_bytes)
+    photo = await photos.add_photo(db, storage, principal, charger_id, data, max_bytes=max_bytes)
+    return schemas.PhotoOut(
+        id=photo.id,
+        content_type=photo.content_type,
+        size_bytes=photo.size_bytes,
+        url=service.photo_url(charger_id, photo.id),
+    )
+
+
+async def read_photo_form(request: Request, max_bytes: int) -> bytes:
+    """The bytes of the ``photo`` file of a multipart form (at most ``max_bytes`` + 1 of
+    them), refused by size before anything past the limit is read (also for dispute photos,
+    cloud/disputes/router.py)."""
     body_max = max_bytes + MULTIPART_OVERHEAD_BYTES
     # The form is parsed here, not by FastAPI, so an oversized body is refused by its
     # declared length before anything is read or spooled to disk ...
@@ -301,17 +315,10 @@ async def upload_photo(
             if upload is None or isinstance(upload, str):
                 raise InvalidRequest("the form needs a file in the photo field", field="photo")
             # One byte past the limit is enough to know it is too big.
-            data = await upload.read(max_bytes + 1)
+            return await upload.read(max_bytes + 1)
     except (MultiPartException, HTTPException) as exc:
         # Starlette turns a malformed form into its own 400; ours is a problem document.
         raise InvalidRequest("the multipart form could not be read", field="photo") from exc
-    photo = await photos.add_photo(db, storage, principal, charger_id, data, max_bytes=max_bytes)
-    return schemas.PhotoOut(
-        id=photo.id,
-        content_type=photo.content_type,
-        size_bytes=photo.size_bytes,
-        url=service.photo_url(charger_id, photo.id),
-    )
 
 
 def _bounded(request: Request, body_max: int, photo_max: int) -> Request:

@@ -93,7 +93,7 @@ class HostBalance:
     disputed_paise: int = 0
 
 
-#: Disputes that hold a session's earnings until they are resolved (cloud.reviews.models).
+#: Disputes that hold a session's earnings until they are resolved (cloud.disputes.models).
 HOLDING_DISPUTES = ("open", "under_review")
 
 _HOST_BALANCE = text(

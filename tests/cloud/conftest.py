@@ -33,7 +33,7 @@ REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Everything the migration creates that a test may fill; emptied before each test.
 TABLES = (
     "audit_log, auth_decisions, availability_windows, blocked_periods, bookings, "
-    "charger_photos, chargers, "
+    "charger_photos, chargers, dispute_photos, driver_ratings, "
     "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
     "invoice_counters, invoices, kyc_documents, kyc_submissions, "
     "ledger_entries, notification_deliveries, notification_events, notification_preferences, "

@@ -10,6 +10,9 @@ B's objects and must answer 403 or 404 (WebSockets: close code 4403, or 4401).
 Payouts: host B also has a pending payout; the host routes take the host from the token
 (tests/cloud/test_payouts.py checks that A's answers hold only A's money), the admin ones
 need the admin role.
+
+Reviews and disputes: driver B has reviewed B's charger and opened a dispute (with a photo)
+on B's session; a driver sees only their disputes, a host only disputes on their chargers.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ IDS = (
     "submission_id",
     "kind",
     "subscription_id",
+    "review_id",
+    "dispute_id",
 )
 
 
@@ -179,6 +184,27 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/admin/kyc/{submission_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
     # the audit log: admins only
     ("GET", "/admin/audit"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    # reviews: only the session's driver reviews, only the charger's host replies or rates
+    ("POST", "/sessions/{session_id}/review"): Row(_DRIVERS, body={"rating": 5}),
+    ("GET", "/chargers/{charger_id}/reviews"): Row(_DRIVERS),
+    ("POST", "/reviews/{review_id}/reply"): Row(_HOSTS, body={"text": "Thanks"}),
+    ("POST", "/admin/reviews/{review_id}/hide"): Row(_ADMIN_ONLY, body={"reason": "spam"}),
+    ("POST", "/sessions/{session_id}/driver-rating"): Row(_HOSTS, body={"rating": 1}),
+    # disputes: the session's driver, the charger's host, admins
+    ("POST", "/sessions/{session_id}/disputes"): Row(
+        _DRIVERS, body={"reason_code": "other", "description": "Not mine"}
+    ),
+    ("GET", "/disputes"): Row(("driver_a", "host_a"), excludes=("dispute_id",)),
+    ("GET", "/disputes/{dispute_id}"): Row(_DRIVERS),
+    ("POST", "/disputes/{dispute_id}/response"): Row(_HOSTS, body={"text": "Not mine"}),
+    ("POST", "/disputes/{dispute_id}/photos"): Row(
+        _DRIVERS, files={"photo": ("p.png", _PNG, "image/png")}
+    ),
+    ("GET", "/disputes/{dispute_id}/photos/{photo_id}"): Row(_DRIVERS),
+    ("GET", "/admin/disputes"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/admin/disputes/{dispute_id}/resolve"): Row(
+        _ADMIN_ONLY, body={"outcome": "rejected", "note": "no"}
+    ),
     # the caller's own profile: no ids to aim at; anonymous callers are refused
     ("GET", "/me"): Row(("anonymous",), expect=frozenset({401})),
     ("PATCH", "/me"): Row(("anonymous",), body={"name": "x"}, expect=frozenset({401})),
@@ -402,6 +428,22 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         users["driver_b"].id,
         f"https://fcm.googleapis.com/fcm/send/{subscription_id}",
     )
+    review_id, dispute_id = new_ulid(), new_ulid()
+    await pg.execute(
+        "INSERT INTO reviews (id, charger_id, user_id, session_id, rating) SELECT $1, $2, $3, "
+        "id, 4 FROM sessions WHERE device_session_id = $4",
+        review_id, charger_id, users["driver_b"].id, session_id,
+    )  # fmt: skip
+    await pg.execute(
+        "INSERT INTO disputes (id, session_id, raised_by, reason_code, description) SELECT $1, "
+        "id, $2, 'billed_wrong', 'Too much' FROM sessions WHERE device_session_id = $3",
+        dispute_id, users["driver_b"].id, session_id,
+    )  # fmt: skip
+    await pg.execute(  # a dispute photo under the listing photo's id: one id aims at both
+        "INSERT INTO dispute_photos (id, dispute_id, storage_key, content_type, size_bytes) "
+        "VALUES ($1, $2, $3, 'image/png', 10)",
+        photo_id, dispute_id, f"{dispute_id}/{photo_id}.png",
+    )  # fmt: skip
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -416,6 +458,8 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "submission_id": submission_id,
         "kind": "pan_card",
         "subscription_id": subscription_id,
+        "review_id": review_id,
+        "dispute_id": dispute_id,
     }
     return World(users, ids)
 
@@ -523,6 +567,8 @@ async def test_the_owners_pass_where_intruders_fail(market_api: Api, world: Worl
         ("GET", f"/sessions/{ids['session_id']}", driver_b),
         ("GET", f"/invoices/{ids['invoice_id']}", driver_b),
         ("GET", f"/invoices/{ids['invoice_id']}.pdf", host_b),
+        ("GET", f"/disputes/{ids['dispute_id']}", driver_b),
+        ("GET", f"/disputes/{ids['dispute_id']}", host_b),
     ]
     for method, path, headers in checks:
         answer = await market_api.client.request(method, path, headers=headers)
@@ -537,6 +583,9 @@ async def test_the_owners_pass_where_intruders_fail(market_api: Api, world: Worl
     assert ids["booking_id"] in bookings.text
     pushes = await market_api.client.get("/me/push-subscriptions", headers=driver_b)
     assert ids["subscription_id"] in pushes.text
+    for owner in (driver_b, host_b):
+        disputes = await market_api.client.get("/disputes", headers=owner)
+        assert ids["dispute_id"] in disputes.text
 
 
 async def test_a_stranger_without_a_token_is_refused_everywhere(
@@ -556,6 +605,7 @@ async def test_a_stranger_without_a_token_is_refused_everywhere(
             "/chargers/{charger_id}/qr.svg",
             "/chargers/{charger_id}/qr.png",
             "/chargers/{charger_id}/photos/{photo_id}",
+            "/chargers/{charger_id}/reviews",
         )
         if public_view or (method, template) == ("POST", "/quotes"):
             expected: frozenset[int] = frozenset({404})  # public views; B's is not approved

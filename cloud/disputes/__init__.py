@@ -1,0 +1,1 @@
+"""Disputes about sessions: opened by drivers, answered by hosts, resolved by admins."""

@@ -1,0 +1,375 @@
+"""Disputes in the database, around :mod:`cloud.disputes.rules`.
+
+**Who sees a dispute.** The driver who opened it, the host of the session's charger, admins;
+anyone else gets 404, as if it did not exist. Only the driver opens one and adds photos, only
+the host responds, only an admin resolves.
+
+**While it is open** (or under review) the session's earnings are held out of the host's
+payable balance (:func:`cloud.ledger.service.host_balance` reads this table), so a payout
+requested meanwhile cannot take them.
+
+**Resolving with a refund** (:func:`resolve`), in two steps like the billing flow:
+
+1. one transaction, the dispute, the session (FOR NO KEY UPDATE, as the settle job takes
+   it) and the session's payments locked: the amount is checked against what the payments
+   have left to refund, the dispute adjustment is posted to the ledger (the host's earning
+   from the session, the platform's commission for the rest: :func:`cloud.disputes.rules.
+   charge`), one ``refunds`` row per payment is written (reason ``dispute <id>``) and the
+   dispute becomes ``resolved_refund`` — together or not at all;
+2. no transaction open: each refund row is sent to the provider
+   (:func:`cloud.payments.service.refund_payment`, keyed on the refund row's id). Its
+   webhook (or answer) marks it processed and posts the refund to the ledger, returning the
+   money the adjustment credited to the driver.
+
+A crash or a provider failure between the steps leaves the dispute resolved with a refund
+row not yet sent; resolving it again sends what is missing and changes nothing else.
+A rejection moves no money: the dispute is closed and the hold ends.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cloud.accounts.models import Host, Role
+from cloud.accounts.tokens import Principal
+from cloud.chargers.models import Charger
+from cloud.chargers.photos import check_photo
+from cloud.chargers.storage import PhotoStorage, new_storage_key
+from cloud.columns import ulid_pk
+from cloud.disputes import rules
+from cloud.disputes.models import (
+    ChargedTo,
+    Dispute,
+    DisputePhoto,
+    DisputeReason,
+    DisputeStatus,
+)
+from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.ledger.accounts import host_account
+from cloud.ledger.entries import dispute_txn
+from cloud.ledger.service import post
+from cloud.payments.models import LedgerEntry, Payment, PaymentStatus, Refund, RefundStatus
+from cloud.payments.provider import PaymentProvider
+from cloud.payments.service import refund_payment
+from cloud.reviews.rules import completed, within
+from cloud.sessions.models import BillingState, ChargingSession
+
+_NO_KEY_UPDATE = {"key_share": True}
+#: Payments whose captured money a dispute can give back.
+_REFUNDABLE = (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED)
+
+
+def refund_reason(dispute_id: str) -> str:
+    """The refunds' reason: one refund per (payment, reason), so a retry refunds once."""
+    return f"dispute {dispute_id}"
+
+
+async def open_dispute(
+    db: AsyncSession, principal: Principal, session_id: str, *, reason: DisputeReason,
+    description: str, now: datetime,
+) -> Dispute:  # fmt: skip
+    """The driver's dispute on a completed session of theirs, within 14 days of its stop:
+    403 for any other session, 409 for a second dispute on it."""
+    row = await db.scalar(
+        select(ChargingSession).where(
+            ChargingSession.device_session_id == session_id,
+            ChargingSession.user_id == principal.user_id,
+        )
+    )
+    if (
+        row is None
+        or row.charger_id is None
+        or not completed(row.state, row.billing_state)
+        or not within(row.stopped_at, now, rules.DISPUTE_WINDOW)
+    ):
+        raise Forbidden(
+            f"no completed session {session_id!r} of yours within the last "
+            f"{rules.DISPUTE_WINDOW.days} days"
+        )
+    dispute_id = await db.scalar(
+        insert(Dispute)
+        .values(
+            id=ulid_pk(),
+            session_id=row.id,
+            raised_by=principal.user_id,
+            reason_code=reason,
+            description=description,
+        )
+        .on_conflict_do_nothing(index_elements=["session_id"])
+        .returning(Dispute.id)
+    )
+    if dispute_id is None:
+        raise Conflict(f"session {session_id!r} has a dispute already", entity="dispute",
+                       key=session_id)  # fmt: skip
+    found = await db.get(Dispute, dispute_id)
+    assert found is not None
+    return found
+
+
+def _scoped(principal: Principal) -> Select[tuple[Dispute]]:
+    """Disputes the caller may see: raised by them, or on their chargers (admins: all)."""
+    query = (
+        select(Dispute)
+        .join(ChargingSession, ChargingSession.id == Dispute.session_id)
+        .join(Charger, Charger.id == ChargingSession.charger_id)
+        .join(Host, Host.id == Charger.host_id)
+    )
+    if principal.has(Role.ADMIN):
+        return query
+    mine: ColumnElement[bool] = or_(
+        Dispute.raised_by == principal.user_id, Host.user_id == principal.user_id
+    )
+    return query.where(mine)
+
+
+async def get_dispute(
+    db: AsyncSession, principal: Principal, dispute_id: str, *, lock: bool = False
+) -> Dispute:
+    query = _scoped(principal).where(Dispute.id == dispute_id)
+    if lock:
+        query = query.with_for_update(of=Dispute)
+    dispute = await db.scalar(query)
+    if dispute is None:
+        raise NotFound("dispute", dispute_id)
+    return dispute
+
+
+async def list_disputes(
+    db: AsyncSession, principal: Principal, *, status: DisputeStatus | None, limit: int,
+    offset: int = 0, everyone: bool = False,
+) -> list[Dispute]:  # fmt: skip
+    """Newest first: the caller's (raised, or on their chargers); an admin's queue with
+    ``everyone`` (oldest first there: the queue is worked from its head)."""
+    query = _scoped(principal) if not everyone else select(Dispute)
+    if status is not None:
+        query = query.where(Dispute.status == status)
+    order = (
+        (Dispute.created_at, Dispute.id)
+        if everyone
+        else (Dispute.created_at.desc(), Dispute.id.desc())
+    )
+    return list(await db.scalars(query.order_by(*order).limit(limit).offset(offset)))
+
+
+async def session_public_id(db: AsyncSession, dispute: Dispute) -> str:
+    public = await db.scalar(
+        select(ChargingSession.device_session_id).where(ChargingSession.id == dispute.session_id)
+    )
+    assert public is not None
+    return public
+
+
+async def host_user_of(db: AsyncSession, dispute: Dispute) -> str:
+    user_id = await db.scalar(
+        select(Host.user_id)
+        .join(Charger, Charger.host_id == Host.id)
+        .join(ChargingSession, ChargingSession.charger_id == Charger.id)
+        .where(ChargingSession.id == dispute.session_id)
+    )
+    assert user_id is not None
+    return user_id
+
+
+async def respond(
+    db: AsyncSession, principal: Principal, dispute_id: str, *, text: str, now: datetime
+) -> Dispute:
+    """The host's one response, while the dispute is open: it moves to ``under_review``."""
+    dispute = await get_dispute(db, principal, dispute_id, lock=True)
+    if await host_user_of(db, dispute) != principal.user_id:
+        # The driver (or an admin) sees it but is not the host who answers for it.
+        raise Forbidden("only the charger's host responds to a dispute")
+    if dispute.status is not DisputeStatus.OPEN or dispute.host_response is not None:
+        raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}: no response now",
+                       entity="dispute", key=dispute_id)  # fmt: skip
+    dispute.host_response = text
+    dispute.host_responded_at = now
+    dispute.status = DisputeStatus.UNDER_REVIEW
+    await db.flush()
+    return dispute
+
+
+async def add_photo(
+    db: AsyncSession, storage: PhotoStorage, principal: Principal, dispute_id: str,
+    data: bytes, *, max_bytes: int,
+) -> DisputePhoto:  # fmt: skip
+    """A photo for the driver's unresolved dispute (bytes first, then the row)."""
+    dispute = await get_dispute(db, principal, dispute_id, lock=True)
+    if dispute.raised_by != principal.user_id:
+        raise Forbidden("only the driver who opened a dispute adds photos to it")
+    if dispute.status not in rules.UNRESOLVED:
+        raise Conflict(f"dispute {dispute_id!r} is resolved", entity="dispute", key=dispute_id)
+    kind = check_photo(data, max_bytes)
+    count = await db.scalar(
+        select(func.count()).select_from(DisputePhoto).where(DisputePhoto.dispute_id == dispute.id)
+    )
+    if (count or 0) >= rules.MAX_PHOTOS:
+        raise InvalidRequest(f"a dispute has at most {rules.MAX_PHOTOS} photos", field="photo")
+    key = new_storage_key(kind.extension)
+    await storage.put(key, data)
+    photo = DisputePhoto(
+        dispute_id=dispute.id, storage_key=key, content_type=kind.content_type,
+        size_bytes=len(data),
+    )  # fmt: skip
+    db.add(photo)
+    await db.flush()
+    return photo
+
+
+async def photos_of(db: AsyncSession, dispute_id: str) -> list[DisputePhoto]:
+    return list(
+        await db.scalars(
+            select(DisputePhoto)
+            .where(DisputePhoto.dispute_id == dispute_id)
+            .order_by(DisputePhoto.created_at, DisputePhoto.id)
+        )
+    )
+
+
+async def find_photo(
+    db: AsyncSession, principal: Principal, dispute_id: str, photo_id: str
+) -> DisputePhoto:
+    dispute = await get_dispute(db, principal, dispute_id)
+    photo = await db.scalar(
+        select(DisputePhoto).where(
+            DisputePhoto.id == photo_id, DisputePhoto.dispute_id == dispute.id
+        )
+    )
+    if photo is None:
+        raise NotFound("photo", photo_id)
+    return photo
+
+
+# --- resolution -----------------------------------------------------------------------------
+
+
+async def _refundable(db: AsyncSession, session_pk: int) -> list[tuple[str, int]]:
+    """The session's payments (locked, oldest first) and what each has left to refund:
+    captured less every refund not failed (pending ones too: their money is spoken for)."""
+    payments = list(
+        await db.scalars(
+            select(Payment)
+            .where(Payment.session_id == session_pk, Payment.status.in_(_REFUNDABLE))
+            .order_by(Payment.created_at, Payment.id)
+            .with_for_update()
+        )
+    )
+    left: list[tuple[str, int]] = []
+    for payment in payments:
+        refunded = await db.scalar(
+            select(func.coalesce(func.sum(Refund.amount_paise), 0)).where(
+                Refund.payment_id == payment.id, Refund.status != RefundStatus.FAILED
+            )
+        )
+        left.append((payment.id, payment.captured_paise - int(refunded or 0)))
+    return left
+
+
+async def _host_earned(db: AsyncSession, host_id: str, session_pk: int) -> int:
+    """What the session left in the host's account (its bill's credits less adjustments)."""
+    total = await db.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_paise), 0)).where(
+            LedgerEntry.account == host_account(host_id), LedgerEntry.session_id == session_pk
+        )
+    )
+    return -int(total or 0)
+
+
+async def _decide(
+    db: AsyncSession, admin: Principal, dispute_id: str, *, outcome: rules.Outcome,
+    refund_paise: int | None, charged_to: ChargedTo, note: str, now: datetime,
+) -> Dispute:  # fmt: skip
+    """Step 1 (module docstring), in the caller's transaction."""
+    dispute = await db.get(Dispute, dispute_id, with_for_update=True)
+    if dispute is None:
+        raise NotFound("dispute", dispute_id)
+    if dispute.status not in rules.UNRESOLVED:
+        raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}", entity="dispute",
+                       key=dispute_id)  # fmt: skip
+    session = await db.get(ChargingSession, dispute.session_id, with_for_update=_NO_KEY_UPDATE)
+    assert session is not None
+    assert session.charger_id is not None
+    if outcome is not rules.Outcome.REJECTED and session.billing_state is not BillingState.SETTLED:
+        raise Conflict(
+            f"the session of dispute {dispute_id!r} is not settled yet: nothing to refund",
+            entity="dispute", key=dispute_id,
+        )  # fmt: skip
+    left = await _refundable(db, session.id) if outcome is not rules.Outcome.REJECTED else []
+    amount = rules.refund_amount(outcome, refund_paise, sum(a for _, a in left), dispute_id)
+    dispute.resolution = note
+    dispute.resolved_by = admin.user_id
+    dispute.resolved_at = now
+    if amount == 0:
+        dispute.status = DisputeStatus.RESOLVED_NO_ACTION
+        await db.flush()
+        return dispute
+    charger = await db.get(Charger, session.charger_id)
+    assert charger is not None
+    assert session.user_id is not None
+    split = rules.charge(amount, await _host_earned(db, charger.host_id, session.id), charged_to)
+    memo = f"dispute {dispute.id}"
+    for payer, paise in ((charger.host_id, split.host_paise), (None, split.platform_paise)):
+        if paise:
+            await post(
+                db,
+                dispute_txn(
+                    session_id=session.id, driver_id=session.user_id, amount_paise=paise,
+                    host_id=payer, memo=memo,
+                ),
+            )  # fmt: skip
+    for payment_id, paise in rules.allocate(amount, left):
+        db.add(Refund(payment_id=payment_id, amount_paise=paise, reason=refund_reason(dispute.id)))
+    dispute.status = DisputeStatus.RESOLVED_REFUND
+    dispute.refund_paise = amount
+    dispute.charged_to = charged_to
+    await db.flush()
+    return dispute
+
+
+async def resolve(
+    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, admin: Principal,
+    dispute_id: str, *, outcome: rules.Outcome, refund_paise: int | None,
+    charged_to: ChargedTo, note: str, now: datetime,
+) -> Dispute:  # fmt: skip
+    """Resolve a dispute (module docstring); for one already resolved with a refund, send
+    the refunds not yet sent (a retry after a failure) and answer it as it is."""
+    async with sessions() as db, db.begin():
+        dispute = await db.get(Dispute, dispute_id)
+        if dispute is None:
+            raise NotFound("dispute", dispute_id)
+        if dispute.status in rules.UNRESOLVED:
+            dispute = await _decide(
+                db, admin, dispute_id, outcome=outcome, refund_paise=refund_paise,
+                charged_to=charged_to, note=note, now=now,
+            )  # fmt: skip
+        elif dispute.status is not DisputeStatus.RESOLVED_REFUND:
+            raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}",
+                           entity="dispute", key=dispute_id)  # fmt: skip
+    await send_refunds(sessions, provider, dispute_id)
+    return dispute
+
+
+async def send_refunds(
+    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, dispute_id: str
+) -> list[Refund]:
+    """Send each refund of the dispute the provider has not acknowledged (idempotent)."""
+    async with sessions() as db:
+        unsent = list(
+            await db.scalars(
+                select(Refund).where(
+                    Refund.reason == refund_reason(dispute_id),
+                    Refund.provider_refund_id.is_(None),
+                    Refund.status == RefundStatus.PENDING,
+                )
+            )
+        )
+    return [
+        await refund_payment(
+            sessions, provider, payment_id=r.payment_id, amount_paise=r.amount_paise,
+            reason=r.reason,
+        )
+        for r in unsent
+    ]  # fmt: skip

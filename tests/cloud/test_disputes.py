@@ -1,0 +1,410 @@
+"""Disputes over HTTP against the real PostgreSQL, Redis and the dummy provider
+(cloud/disputes/).
+
+The acceptance (issue 18): a session paid through the provider fake and settled by the
+billing flow is disputed; the host responds; a payout requested while the dispute is open
+leaves that session out; an admin resolves it with a partial refund — the ledger balances,
+the driver's refund reaches the provider fake (and comes back by its webhook), the host's
+payable shrinks by the refund. Also: who may open, see, answer and resolve one; a full
+refund charged to the host only as far as the session earned them; a rejection moves no
+money and ends the hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud.accounts.models import Role
+from cloud.app import create_app
+from cloud.billing.service import rates
+from cloud.payments import service as payments
+from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
+from cloud.payments.settlement import settle_session
+from cloud.pg import PgConnection
+from cloud.settings import Settings
+from cloud.state import AppState
+from protocols.ids import new_ulid
+from tests.cloud.bookings_fixtures import ListedCharger, add_charger
+from tests.cloud.conftest import make_settings
+from tests.cloud.flow_rig import wait_for
+from tests.cloud.market import ApiUser, add_user
+from tests.cloud.mosquitto import Broker
+
+pytestmark = pytest.mark.integration
+
+PREPAID = 20_000
+_PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+    b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeApi:
+    client: httpx.AsyncClient
+    settings: Settings
+    state: AppState
+    provider: DummyProvider
+
+
+@pytest.fixture
+async def dispute_api(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> AsyncIterator[DisputeApi]:
+    """The API with the dummy provider (its webhooks go through the real route) and no hold
+    period: earnings are payable once billed, so only a dispute holds them."""
+    settings = make_settings(
+        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        CHARGEMITRA_BILLING_HOLD_DAYS="0",
+    )  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        state = app.state.cloud
+        assert isinstance(state.payments, DummyProvider)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield DisputeApi(client, settings, state, state.payments)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    public_id: str
+    pk: int
+    payment_id: str
+
+
+async def _settled_session(
+    pg: PgConnection, api: DisputeApi, charger: ListedCharger, driver: ApiUser,
+    *, stopped_ago: timedelta = timedelta(minutes=5),
+) -> Settled:  # fmt: skip
+    """A booking prepaid through the dummy's Checkout, its session (1 h, 7.4 kWh) stopped and
+    settled by the billing flow: captured whole, billed, the unused part refunded."""
+    booking = new_ulid()
+    # Each session of a test an hour and a half before the last: bookings of one connector
+    # cannot overlap.
+    earlier = await pg.fetchval("SELECT count(*) FROM bookings WHERE charger_id = $1", charger.id)
+    stopped = datetime.now(UTC) - stopped_ago - earlier * timedelta(minutes=90)
+    await pg.execute(
+        "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
+        "amount_paise) VALUES ($1, $2, $3, $4, tstzrange($5, $6), 'confirmed', $7)",
+        booking, driver.id, charger.id, charger.connectors[1], stopped - timedelta(hours=1),
+        stopped, PREPAID,
+    )  # fmt: skip
+    state, provider = api.state, api.provider
+    payment, order = await payments.open_order(
+        state.sessions, provider, user_id=driver.id, amount_paise=PREPAID, booking_id=booking
+    )
+    result = await provider.pay(order.order_ref, CARD_SUCCEEDS)
+    await payments.confirm_checkout(
+        state.sessions, provider, payment_id=payment.id, user_id=driver.id, result=result
+    )
+    public_id = new_ulid()
+    pk: int = await pg.fetchval(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "booking_id, credential_kind, credential_ref, state, started_at, stopped_at, "
+        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 1000, 8400, 7400, 3, 3) "
+        "RETURNING id",
+        charger.device_id, public_id, charger.id, booking, new_ulid(),
+        stopped - timedelta(hours=1), stopped,
+    )  # fmt: skip
+    billing = api.settings.billing
+    await settle_session(
+        state.sessions, provider, pk, platform=rates(billing), tcs_bp=billing.tcs_bp,
+        billing=billing,
+    )  # fmt: skip
+
+    async def settled() -> bool:
+        unsent = await pg.fetchval(
+            "SELECT count(*) FROM refunds WHERE payment_id = $1 AND status <> 'processed'",
+            payment.id,
+        )
+        state_now = await pg.fetchval("SELECT billing_state FROM sessions WHERE id = $1", pk)
+        return bool(unsent == 0 and state_now == "settled")
+
+    await wait_for(settled, "the session settled and its unused prepayment refunded")
+    return Settled(public_id, pk, payment.id)
+
+
+async def _host_net(pg: PgConnection, host: ApiUser, session_pk: int) -> int:
+    total: int = await pg.fetchval(
+        "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1 AND session_id = $2",
+        f"host:{host.host_id}", session_pk,
+    )  # fmt: skip
+    return total
+
+
+async def _earnings(api: DisputeApi, host: ApiUser) -> dict[str, Any]:
+    answer = await api.client.get("/host/earnings", headers=host.headers)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def _refund_events(api: DisputeApi, receipt: str) -> list[dict[str, Any]]:
+    """The dummy's refund webhooks for our refund row ``receipt``."""
+    events = [json.loads(body) for body in api.provider.sent]
+    return [e for e in events if e.get("refund_receipt") == receipt]
+
+
+async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_payable(
+    dispute_api: DisputeApi, pg: PgConnection
+) -> None:
+    api, s = dispute_api, dispute_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
+    admin = await add_user(pg, s, Role.ADMIN)
+    charger = await add_charger(pg, host, pricing_mode="per_kwh")
+    disputed = await _settled_session(pg, api, charger, driver)
+    clean = await _settled_session(pg, api, charger, driver)
+    net_disputed = await _host_net(pg, host, disputed.pk)
+    net_clean = await _host_net(pg, host, clean.pk)
+    before = await _earnings(api, host)
+    assert before["payable_paise"] == net_disputed + net_clean
+
+    opened = await api.client.post(
+        f"/sessions/{disputed.public_id}/disputes",
+        json={"reason_code": "billed_wrong", "description": "Charged for 7 kWh, got 5."},
+        headers=driver.headers,
+    )
+    assert opened.status_code == 201, opened.text
+    dispute = opened.json()
+    assert (dispute["status"], dispute["session_id"]) == ("open", disputed.public_id)
+    photo = await api.client.post(
+        f"/disputes/{dispute['id']}/photos", files={"photo": ("m.png", _PNG, "image/png")},
+        headers=driver.headers,
+    )  # fmt: skip
+    assert photo.status_code == 201, photo.text
+    seen = await api.client.get(photo.json()["url"], headers=host.headers)
+    assert (seen.status_code, seen.content) == (200, _PNG)
+    responded = await api.client.post(
+        f"/disputes/{dispute['id']}/response", json={"text": "The meter says 7.4 kWh."},
+        headers=host.headers,
+    )  # fmt: skip
+    assert responded.status_code == 200, responded.text
+    assert responded.json()["status"] == "under_review"
+
+    # Open: the disputed session's earning is held; a payout takes only the other one.
+    held = await _earnings(api, host)
+    assert (held["disputed_paise"], held["payable_paise"]) == (net_disputed, net_clean)
+    payout = await api.client.post("/host/payouts", headers=host.headers)
+    assert payout.status_code == 201, payout.text
+    assert payout.json()["amount_paise"] == net_clean
+
+    too_much = await api.client.post(
+        f"/admin/disputes/{dispute['id']}/resolve",
+        json={"outcome": "partial_refund", "refund_paise": PREPAID, "note": "too much"},
+        headers=admin.headers,
+    )
+    assert too_much.status_code == 409, too_much.text
+    refund_paise = 1_000
+    resolved = await api.client.post(
+        f"/admin/disputes/{dispute['id']}/resolve",
+        json={"outcome": "partial_refund", "refund_paise": refund_paise,
+              "note": "Meter drift: 1 kWh back."},
+        headers=admin.headers,
+    )  # fmt: skip
+    assert resolved.status_code == 200, resolved.text
+    body = resolved.json()
+    assert (body["status"], body["refund_paise"], body["charged_to"]) == (
+        "resolved_refund", refund_paise, "host",
+    )  # fmt: skip
+
+    # The refund went through the provider fake and came back by its webhook.
+    refund = await pg.fetchrow(
+        "SELECT id, amount_paise, provider_refund_id FROM refunds WHERE reason = $1",
+        f"dispute {dispute['id']}",
+    )
+    assert refund is not None
+    assert refund["amount_paise"] == refund_paise
+    assert refund["provider_refund_id"] is not None
+
+    async def processed() -> bool:
+        status = await pg.fetchval("SELECT status FROM refunds WHERE id = $1", refund["id"])
+        return bool(status == "processed")
+
+    await wait_for(processed, "the dispute refund's webhook")
+    events = await _refund_events(api, refund["id"])
+    assert [(e["type"], e["amount_paise"]) for e in events] == [("refund_processed", refund_paise)]
+
+    # The ledger balances; the session's money: captured - refunded = billed - the refund.
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    adjustment = await pg.fetch(
+        "SELECT account, amount_paise FROM ledger_entries WHERE session_id = $1 "
+        "AND source = 'dispute_adjustment' ORDER BY amount_paise",
+        disputed.pk,
+    )
+    assert [(r["account"], r["amount_paise"]) for r in adjustment] == [
+        (f"driver:{driver.id}", -refund_paise), (f"host:{host.host_id}", refund_paise),
+    ]  # fmt: skip
+    money = await pg.fetchrow(
+        "SELECT sum(amount_paise) FILTER (WHERE account = 'provider_clearing' "
+        "AND source IN ('capture', 'payment')) AS captured, -sum(amount_paise) FILTER "
+        "(WHERE account = 'provider_clearing' AND source = 'refund') AS refunded, "
+        "sum(amount_paise) FILTER (WHERE account LIKE 'driver:%' AND source = 'bill') AS billed "
+        "FROM ledger_entries WHERE session_id = $1",
+        disputed.pk,
+    )
+    assert money is not None
+    assert money["captured"] - money["refunded"] == money["billed"] - refund_paise
+    assert await pg.fetchval(
+        "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver.id}",
+    ) == 0  # fmt: skip
+
+    # The host's payable shrank by the refund; the hold ended with the dispute.
+    after = await _earnings(api, host)
+    assert after["disputed_paise"] == 0
+    assert after["earned_paise"] == net_disputed + net_clean - refund_paise
+    assert after["requested_paise"] == net_clean
+    assert after["payable_paise"] == net_disputed - refund_paise
+
+    # Resolving again sends nothing twice.
+    again = await api.client.post(
+        f"/admin/disputes/{dispute['id']}/resolve",
+        json={"outcome": "partial_refund", "refund_paise": refund_paise, "note": "again"},
+        headers=admin.headers,
+    )
+    assert again.status_code == 200, again.text
+    assert await pg.fetchval(
+        "SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute['id']}"
+    ) == 1  # fmt: skip
+    assert len(await _refund_events(api, refund["id"])) == 1
+
+
+async def test_who_may_open_see_answer_and_resolve_a_dispute(
+    dispute_api: DisputeApi, pg: PgConnection
+) -> None:
+    api, s = dispute_api, dispute_api.settings
+    host, other_host = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.HOST)
+    driver, other = await add_user(pg, s), await add_user(pg, s)
+    charger = await add_charger(pg, host, pricing_mode="per_kwh")
+    session = await _settled_session(pg, api, charger, driver)
+    old = await _settled_session(pg, api, charger, driver, stopped_ago=timedelta(days=15))
+    body = {"reason_code": "stopped_early", "description": "Stopped at 40 %."}
+
+    for who, sid in ((other, session.public_id), (driver, old.public_id),
+                     (driver, new_ulid())):  # fmt: skip
+        refused = await api.client.post(f"/sessions/{sid}/disputes", json=body,
+                                        headers=who.headers)  # fmt: skip
+        assert refused.status_code == 403, refused.text
+    as_host = await api.client.post(
+        f"/sessions/{session.public_id}/disputes", json=body, headers=host.headers
+    )
+    assert as_host.status_code == 403
+    html = await api.client.post(
+        f"/sessions/{session.public_id}/disputes",
+        json={"reason_code": "other", "description": "<img src=x onerror=alert(1)>"},
+        headers=driver.headers,
+    )
+    assert html.status_code == 422
+    opened = await api.client.post(
+        f"/sessions/{session.public_id}/disputes", json=body, headers=driver.headers
+    )
+    assert opened.status_code == 201, opened.text
+    dispute_id = opened.json()["id"]
+    twice = await api.client.post(
+        f"/sessions/{session.public_id}/disputes", json=body, headers=driver.headers
+    )
+    assert twice.status_code == 409
+
+    for who in (driver, host):
+        seen = await api.client.get(f"/disputes/{dispute_id}", headers=who.headers)
+        assert seen.status_code == 200, seen.text
+        listed = await api.client.get("/disputes", headers=who.headers)
+        assert [d["id"] for d in listed.json()["items"]] == [dispute_id]
+    for who in (other, other_host):
+        assert (await api.client.get(f"/disputes/{dispute_id}", headers=who.headers)
+                ).status_code == 404  # fmt: skip
+        listed = await api.client.get("/disputes", headers=who.headers)
+        assert listed.json()["items"] == []
+    stranger = await api.client.post(
+        f"/disputes/{dispute_id}/response", json={"text": "Not my charger"},
+        headers=other_host.headers,
+    )  # fmt: skip
+    assert stranger.status_code == 404
+    photo = await api.client.post(
+        f"/disputes/{dispute_id}/photos", files={"photo": ("m.png", _PNG, "image/png")},
+        headers=other.headers,
+    )  # fmt: skip
+    assert photo.status_code == 404
+    by_host = await api.client.post(
+        f"/admin/disputes/{dispute_id}/resolve",
+        json={"outcome": "rejected", "note": "mine"}, headers=host.headers,
+    )  # fmt: skip
+    assert by_host.status_code == 403
+
+
+async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its_share(
+    dispute_api: DisputeApi, pg: PgConnection
+) -> None:
+    api, s = dispute_api, dispute_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
+    admin = await add_user(pg, s, Role.ADMIN)
+    charger = await add_charger(pg, host, pricing_mode="per_kwh")
+    rejected_one = await _settled_session(pg, api, charger, driver)
+    refunded_one = await _settled_session(pg, api, charger, driver)
+    body = {"reason_code": "charger_did_not_start", "description": "It never started."}
+    ids = []
+    for session in (rejected_one, refunded_one):
+        opened = await api.client.post(
+            f"/sessions/{session.public_id}/disputes", json=body, headers=driver.headers
+        )
+        ids.append(opened.json()["id"])
+    queue = await api.client.get("/admin/disputes", headers=admin.headers)
+    assert [d["id"] for d in queue.json()["items"]] == ids
+    entries_before = await pg.fetchval("SELECT count(*) FROM ledger_entries")
+
+    no = await api.client.post(
+        f"/admin/disputes/{ids[0]}/resolve",
+        json={"outcome": "rejected", "note": "It charged 7.4 kWh."}, headers=admin.headers,
+    )  # fmt: skip
+    assert (no.status_code, no.json()["status"]) == (200, "resolved_no_action"), no.text
+    assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == entries_before
+    late = await api.client.post(
+        f"/disputes/{ids[0]}/response", json={"text": "late"}, headers=host.headers
+    )
+    assert late.status_code == 409
+
+    billed: int = await pg.fetchval(
+        "SELECT amount_paise FROM ledger_entries WHERE session_id = $1 AND source = 'bill' "
+        "AND account LIKE 'driver:%'",
+        refunded_one.pk,
+    )
+    host_net = await _host_net(pg, host, refunded_one.pk)
+    commission_before = await ledger_commission(pg)
+    full = await api.client.post(
+        f"/admin/disputes/{ids[1]}/resolve",
+        json={"outcome": "full_refund", "note": "Refunded in full."}, headers=admin.headers,
+    )  # fmt: skip
+    assert full.status_code == 200, full.text
+    assert full.json()["refund_paise"] == billed
+
+    async def processed() -> bool:
+        return bool(await pg.fetchval(
+            "SELECT bool_and(status = 'processed') FROM refunds WHERE reason = $1",
+            f"dispute {ids[1]}",
+        ))  # fmt: skip
+
+    await wait_for(processed, "the full refund's webhook")
+    # The host gives back what the session earned them; the platform the rest.
+    assert await _host_net(pg, host, refunded_one.pk) == 0
+    assert await ledger_commission(pg) == commission_before - (billed - host_net)
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    earnings = await _earnings(api, host)
+    assert earnings["payable_paise"] == await _host_net(pg, host, rejected_one.pk)
+
+
+async def ledger_commission(pg: PgConnection) -> int:
+    total: int = await pg.fetchval(
+        "SELECT coalesce(-sum(amount_paise), 0) FROM ledger_entries "
+        "WHERE account = 'platform_commission'"
+    )
+    return total
