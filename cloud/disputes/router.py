@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
+from cloud.audit.actor import AdminActor
 from cloud.chargers.router import Storage, read_photo_form
 from cloud.deps import AdminUser, CurrentUser, Db, HostUser, State, require_roles
 from cloud.disputes import service
@@ -170,7 +171,7 @@ async def dispute_queue(
 
 @router.post("/admin/disputes/{dispute_id}/resolve", responses=problems(409, 502, 503))
 async def resolve_dispute(
-    *, dispute_id: PathId, body: ResolutionIn, state: State, admin: AdminUser
+    *, dispute_id: PathId, body: ResolutionIn, state: State, admin: AdminUser, actor: AdminActor
 ) -> DisputeOut:
     """Resolve: ``full_refund``, ``partial_refund`` (``refund_paise`` at most what the
     session's payments have left to refund: 409 beyond) or ``rejected``. A refund is posted
@@ -182,7 +183,7 @@ async def resolve_dispute(
     if state.payments is None:
         raise DependencyUnavailable("payments", "no payment provider is configured")
     dispute = await service.resolve(
-        state.sessions, state.payments, admin, dispute_id, outcome=body.outcome,
+        state.sessions, state.payments, actor, dispute_id, outcome=body.outcome,
         refund_paise=body.refund_paise, charged_to=body.charged_to, note=body.note.strip(),
         now=datetime.now(UTC),
     )  # fmt: skip

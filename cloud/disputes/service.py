@@ -23,11 +23,14 @@ requested meanwhile cannot take them.
 
 A crash or a provider failure between the steps leaves the dispute resolved with a refund
 row not yet sent; resolving it again sends what is missing and changes nothing else.
-A rejection moves no money: the dispute is closed and the hold ends.
+A rejection moves no money: the dispute is closed and the hold ends. Every resolution writes
+an audit row (``dispute.resolve``: who, the outcome, before and after) in step 1's
+transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
@@ -36,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
+from cloud.audit.service import Actor, record
 from cloud.chargers.models import Charger
 from cloud.chargers.photos import check_photo
 from cloud.chargers.storage import PhotoStorage, new_storage_key
@@ -279,7 +283,7 @@ async def _host_earned(db: AsyncSession, host_id: str, session_pk: int) -> int:
 
 
 async def _decide(
-    db: AsyncSession, admin: Principal, dispute_id: str, *, outcome: rules.Outcome,
+    db: AsyncSession, actor: Actor, dispute_id: str, *, outcome: rules.Outcome,
     refund_paise: int | None, charged_to: ChargedTo, note: str, now: datetime,
 ) -> Dispute:  # fmt: skip
     """Step 1 (module docstring), in the caller's transaction."""
@@ -299,11 +303,13 @@ async def _decide(
         )  # fmt: skip
     left = await _refundable(db, session.id) if outcome is not rules.Outcome.REJECTED else []
     amount = rules.refund_amount(outcome, refund_paise, sum(a for _, a in left), dispute_id)
+    before = {"status": dispute.status}
     dispute.resolution = note
-    dispute.resolved_by = admin.user_id
+    dispute.resolved_by = actor.user_id
     dispute.resolved_at = now
     if amount == 0:
         dispute.status = DisputeStatus.RESOLVED_NO_ACTION
+        await _audit(db, actor, dispute, before, outcome)
         await db.flush()
         return dispute
     charger = await db.get(Charger, session.charger_id)
@@ -325,12 +331,28 @@ async def _decide(
     dispute.status = DisputeStatus.RESOLVED_REFUND
     dispute.refund_paise = amount
     dispute.charged_to = charged_to
+    await _audit(db, actor, dispute, before, outcome, host_paise=split.host_paise,
+                 platform_paise=split.platform_paise)  # fmt: skip
     await db.flush()
     return dispute
 
 
+async def _audit(
+    db: AsyncSession, actor: Actor, dispute: Dispute, before: Mapping[str, object],
+    outcome: rules.Outcome, *, host_paise: int = 0, platform_paise: int = 0,
+) -> None:  # fmt: skip
+    await record(
+        db, actor, action="dispute.resolve", entity="dispute", entity_id=dispute.id,
+        before=before,
+        after={"status": dispute.status, "refund_paise": dispute.refund_paise,
+               "charged_to": dispute.charged_to},
+        data={"outcome": outcome, "note": dispute.resolution, "host_paise": host_paise,
+              "platform_paise": platform_paise},
+    )  # fmt: skip
+
+
 async def resolve(
-    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, admin: Principal,
+    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, actor: Actor,
     dispute_id: str, *, outcome: rules.Outcome, refund_paise: int | None,
     charged_to: ChargedTo, note: str, now: datetime,
 ) -> Dispute:  # fmt: skip
@@ -342,7 +364,7 @@ async def resolve(
             raise NotFound("dispute", dispute_id)
         if dispute.status in rules.UNRESOLVED:
             dispute = await _decide(
-                db, admin, dispute_id, outcome=outcome, refund_paise=refund_paise,
+                db, actor, dispute_id, outcome=outcome, refund_paise=refund_paise,
                 charged_to=charged_to, note=note, now=now,
             )  # fmt: skip
         elif dispute.status is not DisputeStatus.RESOLVED_REFUND:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
+from cloud.audit.actor import AdminActor
 from cloud.deps import AdminUser, Db, HostUser, require_roles
 from cloud.openapi import problems
 from cloud.reviews import rules, service
@@ -98,11 +99,11 @@ async def reply_to_review(
 
 @router.post("/admin/reviews/{review_id}/hide", responses=problems(409))
 async def hide_review(
-    *, review_id: PathId, body: HideIn, db: Db, admin: AdminUser
+    *, review_id: PathId, body: HideIn, db: Db, admin: AdminUser, actor: AdminActor
 ) -> AdminReviewOut:
     """Hide a review, with the reason: it leaves the public list and the listing's average."""
     review = await service.hide(
-        db, admin, review_id, reason=body.reason.strip(), now=datetime.now(UTC)
+        db, actor, review_id, reason=body.reason.strip(), now=datetime.now(UTC)
     )
     return _admin_out(review)
 

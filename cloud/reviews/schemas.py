@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, Strict
 
 from cloud.reviews.models import HIDE_REASON_MAX, RATING_NOTE_MAX, REPLY_TEXT_MAX, REVIEW_TEXT_MAX
 from cloud.reviews.rules import PLAIN_NOT_BLANK_PATTERN, PLAIN_TEXT_PATTERN
-from cloud.schemas import RequestModel, WholeNumber
+from cloud.schemas import RequestModel, whole_number
 
-Stars = Annotated[WholeNumber, Field(ge=1, le=5)]
+#: Bounds on the integer itself, so the schema says minimum/maximum (cloud/payouts/schemas.py).
+Stars = Annotated[int, Strict(), Field(ge=1, le=5), BeforeValidator(whole_number)]
 
 
 class ReviewIn(RequestModel):

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host
 from cloud.accounts.tokens import Principal
+from cloud.audit.service import Actor, record
 from cloud.bookings.policy import DriverTrust
 from cloud.chargers.models import Charger
 from cloud.chargers.service import public_charger
@@ -153,10 +154,10 @@ async def reply(
 
 
 async def hide(
-    db: AsyncSession, admin: Principal, review_id: str, *, reason: str, now: datetime
+    db: AsyncSession, actor: Actor, review_id: str, *, reason: str, now: datetime
 ) -> Review:
-    """Hide a review (an admin's act, with the reason): it leaves the public list and the
-    listing's aggregate in this transaction."""
+    """Hide a review (an admin's act, with the reason, audited): it leaves the public list
+    and the listing's aggregate in this transaction."""
     review = await db.get(Review, review_id, with_for_update=True)
     if review is None:
         raise NotFound("review", review_id)
@@ -164,8 +165,13 @@ async def hide(
         raise Conflict(f"review {review_id!r} is hidden already", entity="review",
                        key=review_id)  # fmt: skip
     review.hidden_at = now
-    review.hidden_by = admin.user_id
+    review.hidden_by = actor.user_id
     review.hidden_reason = reason
+    await record(
+        db, actor, action="review.hide", entity="review", entity_id=review.id,
+        before={"hidden": False, "rating": review.rating},
+        after={"hidden": True, "hidden_at": now}, data={"reason": reason},
+    )  # fmt: skip
     await db.execute(
         update(Charger)
         .where(Charger.id == review.charger_id)

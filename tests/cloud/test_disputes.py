@@ -39,6 +39,13 @@ from tests.cloud.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 
+
+async def _one(pg: PgConnection, query: str, *args: object) -> Any:
+    """The first row of ``query`` (None without one)."""
+    rows = await pg.fetch(query, *args)
+    return rows[0] if rows else None
+
+
 PREPAID = 20_000
 _PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
@@ -217,8 +224,17 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
         "resolved_refund", refund_paise, "host",
     )  # fmt: skip
 
+    audited = await pg.fetch(
+        "SELECT actor_user_id, after, data FROM audit_log WHERE action = 'dispute.resolve' "
+        "AND entity_id = $1",
+        dispute["id"],
+    )
+    assert [(a["actor_user_id"], json.loads(a["after"])["refund_paise"]) for a in audited] == [
+        (admin.id, refund_paise)
+    ]
     # The refund went through the provider fake and came back by its webhook.
-    refund = await pg.fetchrow(
+    refund = await _one(
+        pg,
         "SELECT id, amount_paise, provider_refund_id FROM refunds WHERE reason = $1",
         f"dispute {dispute['id']}",
     )
@@ -244,7 +260,8 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     assert [(r["account"], r["amount_paise"]) for r in adjustment] == [
         (f"driver:{driver.id}", -refund_paise), (f"host:{host.host_id}", refund_paise),
     ]  # fmt: skip
-    money = await pg.fetchrow(
+    money = await _one(
+        pg,
         "SELECT sum(amount_paise) FILTER (WHERE account = 'provider_clearing' "
         "AND source IN ('capture', 'payment')) AS captured, -sum(amount_paise) FILTER "
         "(WHERE account = 'provider_clearing' AND source = 'refund') AS refunded, "

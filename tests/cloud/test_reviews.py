@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,12 @@ from tests.cloud.bookings_fixtures import ListedCharger, add_charger, booking_bo
 from tests.cloud.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
+
+
+async def _one(pg: PgConnection, query: str, *args: object) -> Any:
+    """The first row of ``query`` (None without one)."""
+    rows = await pg.fetch(query, *args)
+    return rows[0] if rows else None
 
 
 async def add_session(
@@ -48,7 +55,8 @@ async def add_session(
 
 
 async def _sql_average(pg: PgConnection, charger_id: str) -> tuple[float | None, int]:
-    row = await pg.fetchrow(
+    row = await _one(
+        pg,
         "SELECT round(avg(rating), 2) AS a, count(*) AS n FROM reviews "
         "WHERE charger_id = $1 AND hidden_at IS NULL",
         charger_id,
@@ -131,8 +139,8 @@ async def test_twenty_concurrent_reviews_keep_the_average_equal_to_sql(
     average, count = await _sql_average(pg, charger.id)
     assert count == 20
     assert average == round(sum(ratings) / 20, 2)
-    stored = await pg.fetchrow(
-        "SELECT rating_sum, rating_count FROM chargers WHERE id = $1", charger.id
+    stored = await _one(
+        pg, "SELECT rating_sum, rating_count FROM chargers WHERE id = $1", charger.id
     )
     assert stored is not None
     assert (stored["rating_sum"], stored["rating_count"]) == (sum(ratings), 20)
@@ -176,6 +184,11 @@ async def test_the_host_replies_once_and_a_hidden_review_leaves_the_average(
                             headers=admin.headers)  # fmt: skip
     assert hidden.status_code == 200, hidden.text
     assert hidden.json()["hidden_reason"] == "abuse"
+    audited = await pg.fetch(
+        "SELECT actor_user_id, action FROM audit_log WHERE entity = 'review' AND entity_id = $1",
+        r1["id"],
+    )
+    assert [(a["actor_user_id"], a["action"]) for a in audited] == [(admin.id, "review.hide")]
     twice = await api.post(f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"},
                            headers=admin.headers)  # fmt: skip
     assert twice.status_code == 409
