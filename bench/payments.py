@@ -19,11 +19,11 @@ JSON line each, per BENCHMARKS.md):
   the latency of as many deliveries sent one at a time (the service time, no queueing).
 * ``settle_sessions_per_s`` (goal ratio ≥ 0.3): ``--sessions`` stopped sessions, each with
   an authorized prepayment at the dummy provider, settled in-process by ``--concurrency``
-  workers through the settle function the API uses (:func:`cloud.payments.settlement.
-  settle_session` when present: price by the one rule, capture in full, refund the unused
-  part, post the bill; else the same steps composed from :func:`cloud.payments.service.
-  settle` and :func:`cloud.ledger.entries.bill_txn`), the dummy's capture and refund
-  webhooks applied as the API applies them (the refund reaches the ledger through its
+  workers through the settle function the API's settle job uses (:func:`cloud.payments.
+  settlement.settle_sessions`, batches of ``--batch`` as the job takes them: price by the
+  one rule, capture in full, refund the unused part, post the bill, issue the invoice), the
+  dummy's capture and refund webhooks applied as the API applies them (through
+  :class:`cloud.payments.webhooks.WebhookBatcher`; the refund reaches the ledger through its
   webhook), timed until every session is billed and every webhook applied. Baseline: the
   ledger rows this produced, inserted again with raw asyncpg, one database transaction per
   ledger transaction, by as many workers over a pool as large.
@@ -41,7 +41,7 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,32 +49,22 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from cloud import migrate
-from cloud.billing.quote import Rates, Tariff, price, session_usage
-from cloud.chargers.models import Charger
-from cloud.ledger.entries import bill_txn
-from cloud.ledger.service import ledger_total, post
-from cloud.payments import service
+from cloud.billing.quote import Rates
+from cloud.ledger.service import ledger_total
 from cloud.payments.dummy import CARD_SUCCEEDS, SIGNATURE_HEADER, DummyProvider
-from cloud.payments.provider import OrderRequest, PaymentProvider
+from cloud.payments.provider import OrderRequest
+from cloud.payments.settlement import BATCH, settle_sessions
+from cloud.payments.webhooks import WebhookBatcher
 from cloud.pg import PgConnection, PgPool, close, connect, open_pool
-from cloud.sessions.models import ChargingSession
 from cloud.settings import DbSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
 from tests.cloud.bookings_fixtures import serve_api
 from tests.cloud.certs import make_certs
 from tests.cloud.conftest import TABLES, make_settings
 from tests.cloud.mosquitto import cloud_broker
-
-Settle = Callable[..., Awaitable[bool]]
-try:  # the API's per-session settle (the billing flow); composed below when absent
-    from cloud.payments import settlement
-
-    FLOW_SETTLE: Settle | None = settlement.settle_session
-except ImportError:  # before the billing flow lands
-    FLOW_SETTLE = None
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_bench_payments"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
@@ -290,42 +280,6 @@ async def _prepare_sessions(
     return session_ids
 
 
-async def _composed_settle(
-    sessions: async_sessionmaker[AsyncSession],
-    provider: PaymentProvider,
-    session_pk: int,
-    *,
-    platform: Rates,
-    tcs_bp: int,
-) -> bool:
-    """Price, take the money, post the bill — the billing flow's steps, composed."""
-    from sqlalchemy import select  # noqa: PLC0415
-
-    from cloud.payments.models import Payment  # noqa: PLC0415
-
-    async with sessions() as db:
-        row = await db.get(ChargingSession, session_pk)
-        assert row is not None
-        assert row.charger_id is not None
-        assert row.stopped_at is not None
-        charger = await db.get(Charger, row.charger_id)
-        assert charger is not None
-        payment = await db.scalar(select(Payment).where(Payment.session_id == session_pk))
-        assert payment is not None
-    usage = session_usage(energy_wh=row.energy_wh, started_at=row.started_at, until=row.stopped_at)
-    quote = price(Tariff.from_charger(charger), usage, platform)
-    await service.settle(sessions, provider, payment_id=payment.id, billed_paise=quote.total_paise)
-    async with sessions() as db, db.begin():
-        await post(
-            db,
-            bill_txn(
-                session_id=session_pk, driver_id=payment.user_id, host_id=charger.host_id,
-                quote=quote, host_gst_registered=False, tcs_bp=tcs_bp, payment_id=payment.id,
-            ),
-        )  # fmt: skip
-    return True
-
-
 async def _settle(
     url: str, conn: PgConnection, ids: dict[str, str], args: Any
 ) -> tuple[float, dict[str, Any]]:
@@ -340,26 +294,25 @@ async def _settle(
         session_ids = await _prepare_sessions(conn, provider, ids, args.sessions)
         before = len(provider.sent)
 
+        batcher = WebhookBatcher(sessions)
+
         async def sink(body: bytes, headers: Mapping[str, str]) -> None:
             nonlocal applied
             try:
-                event = provider.parse_webhook(body, headers)
-                async with sessions() as db, db.begin():
-                    await service.record_webhook(db, event)
+                await batcher.apply(provider.parse_webhook(body, headers))
             finally:
                 applied += 1
 
         provider.deliver_to(sink)
-        settle: Settle = FLOW_SETTLE or _composed_settle
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for sid in session_ids:
-            queue.put_nowait(sid)
+        queue: asyncio.Queue[list[int]] = asyncio.Queue()
+        for chunk in range(0, len(session_ids), args.batch):
+            queue.put_nowait(session_ids[chunk : chunk + args.batch])
         platform = Rates()
 
         async def worker() -> None:
             while not queue.empty():
-                sid = queue.get_nowait()
-                await settle(sessions, provider, sid, platform=platform, tcs_bp=50)
+                batch = queue.get_nowait()
+                await settle_sessions(sessions, provider, batch, platform=platform, tcs_bp=50)
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -379,7 +332,8 @@ async def _settle(
     if billed != args.sessions or refunds != args.sessions or total != 0:
         raise RuntimeError(f"settled {billed}, refunded {refunds}, ledger total {total}")
     return seconds, {
-        "settle": "cloud.payments.settlement.settle_session" if FLOW_SETTLE else "composed",
+        "settle": "cloud.payments.settlement.settle_sessions",
+        "batch": args.batch,
         "webhooks_applied": applied,
     }
 
@@ -515,6 +469,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8, help="settle workers")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="sessions per settle call (the job's batch)"
+    )
     parser.add_argument("--deliveries", type=int, default=50, help="concurrent webhooks")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2, help="webhook rounds not counted")

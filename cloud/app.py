@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from cloud import __version__
@@ -30,7 +29,7 @@ from cloud.health.router import router as health_router
 from cloud.invoices.router import router as invoices_router
 from cloud.kyc.router import router as kyc_router
 from cloud.kyc.storage import DocumentStore, load_key
-from cloud.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from cloud.metrics import MetricsMiddleware
 from cloud.notifications.delivery import running_notifier
 from cloud.notifications.router import router as notifications_router
 from cloud.openapi import install_openapi
@@ -39,6 +38,7 @@ from cloud.payments.factory import open_provider
 from cloud.payments.router import receive_webhook
 from cloud.payments.router import router as payments_router
 from cloud.payments.settlement import running_settler
+from cloud.payments.webhooks import WebhookBatcher
 from cloud.payouts.router import router as payouts_router
 from cloud.problems import install_problem_handlers
 from cloud.requestid import install_request_id
@@ -81,10 +81,11 @@ async def open_state(
         )
         # After the engine (the dummy's webhooks write through it), so it closes before it.
         payments = await stack.enter_async_context(open_provider(settings))
+        sessions = session_factory(engine)
         state = AppState(
             settings=settings,
             engine=engine,
-            sessions=session_factory(engine),
+            sessions=sessions,
             redis=redis,
             broker=broker,
             telemetry_backend=backend,
@@ -96,6 +97,7 @@ async def open_state(
             principals=principals,
             payments=payments,
             kyc_documents=kyc_documents,
+            webhooks=WebhookBatcher(sessions),
         )
         if isinstance(payments, DummyProvider):
             # The dummy's webhooks take the real route's path: verified, stored, applied.
@@ -138,17 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(reviews_router)
     app.include_router(disputes_router)
 
-    @app.middleware("http")
-    async def record_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the path: /chargers/{id}, so ids do not explode cardinality.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MetricsMiddleware)
 
     # Added last, so it runs first: every later layer (and the audit log) sees the id.
     install_request_id(app)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
     "chargemitra_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -22,3 +25,34 @@ WORKER_JOB_FAILURES = Counter(
     "Failures a worker's background job survived (logged, backed off, resumed)",
     ["job"],
 )
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template (``/chargers/{id}``, so ids
+    do not explode cardinality). Plain ASGI rather than ``@app.middleware("http")``: that
+    wrapper runs every request through extra tasks and memory streams, a cost measured at
+    most of a millisecond per request (``bench.payments``; docs/decisions.md)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees when the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()

@@ -13,6 +13,7 @@ from cloud.devices.broker_auth import BrokerCredentials
 from cloud.devices.service import TokenKey
 from cloud.kyc.storage import DocumentStore
 from cloud.payments.provider import PaymentProvider
+from cloud.payments.webhooks import WebhookBatcher
 from cloud.sessions.live import LiveHub, MemoryLiveHub
 from cloud.settings import Settings
 from cloud.telemetry.storage import TelemetryBackend
@@ -41,3 +42,6 @@ class AppState:
     payments: PaymentProvider | None = None
     #: Encrypted KYC documents; None without ``KYC_KEY_FILE`` (KYC uploads answer 503).
     kyc_documents: DocumentStore | None = None
+    #: Webhook deliveries applied many per transaction (cloud/payments/webhooks.py); None:
+    #: one transaction per delivery.
+    webhooks: WebhookBatcher | None = None

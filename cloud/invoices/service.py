@@ -29,6 +29,7 @@ Anyone else gets 404, as if it did not exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, or_, select, text
@@ -63,6 +64,7 @@ __all__ = [
     "issue_credit_note",
     "issue_fee_invoice",
     "issue_invoice",
+    "issue_invoices",
     "list_invoices",
     "register_gstin",
     "registration",
@@ -139,37 +141,20 @@ async def _host(db: AsyncSession, charger: Charger) -> Host:
     return host
 
 
-async def _bill(db: AsyncSession, session_id: int) -> tuple[str, int]:
-    """The driver billed for the session and the total (the ledger's ``bill`` debit)."""
-    rows = (
-        await db.execute(
-            select(LedgerEntry.account, func.sum(LedgerEntry.amount_paise))
-            .where(
-                LedgerEntry.session_id == session_id,
-                LedgerEntry.source == EntrySource.BILL,
-                LedgerEntry.account.like("driver:%"),
-            )
-            .group_by(LedgerEntry.account)
-        )
-    ).all()
-    billed = [(account, int(total)) for account, total in rows if total]
-    if len(billed) != 1:
-        raise NotBilled(session_id)
-    account, total = billed[0]
-    return account.removeprefix("driver:"), total
-
-
-async def _next_number(db: AsyncSession, supplier: str, fy: int, kind: DocumentKind) -> int:
-    """The next number of the series, taken in the caller's transaction (module docstring)."""
+async def _next_number(
+    db: AsyncSession, supplier: str, fy: int, kind: DocumentKind, *, count: int = 1
+) -> int:
+    """The next number of the series (the last of the next ``count``), taken in the caller's
+    transaction (module docstring)."""
     number = await db.scalar(
         text(
             "INSERT INTO invoice_counters (supplier, fy, kind, last_number) "
-            "VALUES (:supplier, :fy, :kind, 1) "
+            "VALUES (:supplier, :fy, :kind, :count) "
             "ON CONFLICT (supplier, fy, kind) "
-            "DO UPDATE SET last_number = invoice_counters.last_number + 1 "
+            "DO UPDATE SET last_number = invoice_counters.last_number + :count "
             "RETURNING last_number"
         ),
-        {"supplier": supplier, "fy": fy, "kind": kind.value},
+        {"supplier": supplier, "fy": fy, "kind": kind.value, "count": count},
     )
     assert isinstance(number, int)
     return number
@@ -288,44 +273,120 @@ async def issue_invoice(
 ) -> Invoice:
     """The tax invoice of billed session ``session_id`` (``sessions.id``), issued once
     (module docstring: the contract)."""
-    row = await _locked_session(db, session_id)
-    existing = await db.scalar(
-        select(Invoice).where(Invoice.session_id == session_id, Invoice.kind == "invoice")
-    )
-    if existing is not None:
-        return existing
-    settings = _settings(billing)
-    charger, host = await _charger_and_host(db, row)
-    driver_id, billed = await _bill(db, session_id)
-    supplier = supplier_for(host, settings)
-    place = place_of_supply(charger, supplier)
-    inter = is_interstate(supplier, place)
-    if quote is None:
-        until = row.stopped_at or row.started_at
-        usage = session_usage(energy_wh=row.energy_wh, started_at=row.started_at, until=until)
-        quote = price(
-            Tariff.from_charger(charger),
-            usage,
-            Rates(commission_bp=settings.commission_bp),
-            interstate=inter,
+    return (await issue_invoices(db, {session_id: quote}, billing=billing, now=now))[session_id]
+
+
+async def issue_invoices(
+    db: AsyncSession,
+    quotes: Mapping[int, Quote | None],
+    *,
+    billing: BillingSettings | None = None,
+    now: datetime | None = None,
+) -> dict[int, Invoice]:
+    """:func:`issue_invoice` for many billed sessions (``{session_id: quote or None}``): the
+    same contract, in a fixed number of statements (the settle job bills in batches). The
+    sessions are locked in id order, and each series' counter is moved once by the number
+    of invoices it gets, in (supplier, year) order, so numbers stay gap-free and two batches
+    never wait on each other's locks in opposite orders."""
+    ids = sorted(quotes)
+    if not ids:
+        return {}
+    rows = {
+        row.id: row
+        for row in await db.scalars(
+            select(ChargingSession)
+            .where(ChargingSession.id.in_(ids))
+            .order_by(ChargingSession.id)
+            .with_for_update()
         )
-    if quote.total_paise != billed:
-        raise BillMismatch(session_id, billed, quote.total_paise)
-    amounts = document.invoice_amounts(quote, interstate=inter)
-    recipient = await db.get(User, driver_id)
-    return await _insert(
-        db,
-        kind=DocumentKind.INVOICE,
-        supplier=supplier,
-        place=place,
-        amounts=amounts,
-        session_id=session_id,
-        host_id=host.id,
-        driver_id=driver_id,
-        recipient_name=recipient.name if recipient is not None else "",
-        lines=document.invoice_lines(quote),
-        now=now,
-    )
+    }
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise NotFound("session", missing[0])
+    issued = {
+        inv.session_id: inv
+        for inv in await db.scalars(
+            select(Invoice).where(Invoice.session_id.in_(ids), Invoice.kind == "invoice")
+        )
+    }
+    todo = [i for i in ids if i not in issued]
+    settings = _settings(billing)
+    bills = await _bills(db, todo)
+    drafts: list[tuple[int, Supplier, str, Amounts, str, str, Quote]] = []
+    for session_id in todo:
+        row = rows[session_id]
+        charger, host = await _charger_and_host(db, row)
+        if session_id not in bills:
+            raise NotBilled(session_id)
+        driver_id, billed = bills[session_id]
+        supplier = supplier_for(host, settings)
+        place = place_of_supply(charger, supplier)
+        inter = is_interstate(supplier, place)
+        quote = quotes[session_id]
+        if quote is None:
+            until = row.stopped_at or row.started_at
+            usage = session_usage(energy_wh=row.energy_wh, started_at=row.started_at, until=until)
+            quote = price(
+                Tariff.from_charger(charger),
+                usage,
+                Rates(commission_bp=settings.commission_bp),
+                interstate=inter,
+            )
+        if quote.total_paise != billed:
+            raise BillMismatch(session_id, billed, quote.total_paise)
+        amounts = document.invoice_amounts(quote, interstate=inter)
+        drafts.append((session_id, supplier, place, amounts, host.id, driver_id, quote))
+    at = now if now is not None else datetime.now(UTC)
+    fy = document.financial_year(document.issue_date(at))
+    counts: dict[str, int] = {}
+    for _, supplier, *_rest in drafts:
+        counts[supplier.key] = counts.get(supplier.key, 0) + 1
+    # Each series moved once, in key order: the first number of the block it took.
+    first = {
+        key: await _next_number(db, key, fy, DocumentKind.INVOICE, count=n) - n + 1
+        for key, n in sorted(counts.items())
+    }
+    for session_id, supplier, place, amounts, host_id, driver_id, quote in drafts:
+        recipient = await db.get(User, driver_id)
+        number = first[supplier.key]
+        first[supplier.key] += 1
+        issued[session_id] = _document(
+            kind=DocumentKind.INVOICE, supplier=supplier, place=place, amounts=amounts,
+            session_id=session_id, host_id=host_id, driver_id=driver_id,
+            recipient_name=recipient.name if recipient is not None else "",
+            lines=document.invoice_lines(quote), at=at, number=number,
+        )  # fmt: skip
+        db.add(issued[session_id])
+    if drafts:
+        await db.flush()
+    return issued
+
+
+async def _bills(db: AsyncSession, session_ids: list[int]) -> dict[int, tuple[str, int]]:
+    """Per session, the driver billed and the total (the ledger's ``bill`` debit); a session
+    without exactly one billed driver is left out (:class:`NotBilled`)."""
+    if not session_ids:
+        return {}
+    rows = (
+        await db.execute(
+            select(LedgerEntry.session_id, LedgerEntry.account, func.sum(LedgerEntry.amount_paise))
+            .where(
+                LedgerEntry.session_id.in_(session_ids),
+                LedgerEntry.source == EntrySource.BILL,
+                LedgerEntry.account.like("driver:%"),
+            )
+            .group_by(LedgerEntry.session_id, LedgerEntry.account)
+        )
+    ).all()
+    found: dict[int, list[tuple[str, int]]] = {}
+    for session_id, account, total in rows:
+        if total and session_id is not None:
+            found.setdefault(session_id, []).append((account, int(total)))
+    return {
+        session_id: (billed[0][0].removeprefix("driver:"), billed[0][1])
+        for session_id, billed in found.items()
+        if len(billed) == 1
+    }
 
 
 async def issue_credit_note(
@@ -419,11 +480,40 @@ async def _insert(
     description: str = document.DESCRIPTION,
 ) -> Invoice:
     at = now if now is not None else datetime.now(UTC)
+    fy = document.financial_year(document.issue_date(at))
+    invoice = _document(
+        kind=kind, supplier=supplier, place=place, amounts=amounts, session_id=session_id,
+        host_id=host_id, driver_id=driver_id, recipient_name=recipient_name, lines=lines,
+        at=at, number=await _next_number(db, supplier.key, fy, kind), original=original,
+        refund_id=refund_id, reason=reason,
+    )  # fmt: skip
+    db.add(invoice)
+    await db.flush()
+    return invoice
+
+
+def _document(
+    *,
+    kind: DocumentKind,
+    supplier: Supplier,
+    place: str,
+    amounts: Amounts,
+    session_id: int,
+    host_id: str,
+    driver_id: str,
+    recipient_name: str,
+    lines: list[dict[str, object]],
+    at: datetime,
+    number: int,
+    original: Invoice | None = None,
+    refund_id: str | None = None,
+    reason: str | None = None,
+) -> Invoice:
+    """An invoice or credit note numbered ``number`` of its series, issued ``at``."""
     on = document.issue_date(at)
     fy = document.financial_year(on)
-    number = await _next_number(db, supplier.key, fy, kind)
     series = Series.INVOICE if kind is DocumentKind.INVOICE else Series.CREDIT_NOTE
-    invoice = Invoice(
+    return Invoice(
         kind=kind,
         supplier=supplier.key,
         fy=fy,
@@ -455,9 +545,6 @@ async def _insert(
         lines=lines,
         reason=reason,
     )
-    db.add(invoice)
-    await db.flush()
-    return invoice
 
 
 # --- a host's GST registration -------------------------------------------------------------

@@ -16,42 +16,60 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.columns import ulid_pk
 from cloud.ledger.accounts import EntrySource, PlatformAccount, driver_account, host_account
 from cloud.ledger.entries import Txn
-from cloud.payments.models import LedgerEntry
+
+#: Every entry of one or more transactions in one statement (one round trip however many):
+#: the columns as arrays, unnested row by row in order.
+_INSERT_ENTRIES = text(
+    """
+INSERT INTO ledger_entries (txn_id, account, amount_paise, source, session_id, payment_id,
+                            refund_id, payout_id, memo)
+SELECT * FROM unnest(CAST(:txn_id AS text[]), CAST(:account AS text[]),
+                     CAST(:amount AS bigint[]), CAST(:source AS text[]),
+                     CAST(:session_id AS bigint[]), CAST(:payment_id AS text[]),
+                     CAST(:refund_id AS text[]), CAST(:payout_id AS text[]),
+                     CAST(:memo AS text[]))"""
+)
 
 
 async def post(db: AsyncSession, txn: Txn) -> str:
     """Write ``txn`` (already checked balanced when built); return its new ``txn_id``."""
-    txn_id = ulid_pk()
-    if txn.entries:
-        await db.execute(
-            insert(LedgerEntry),
-            [
-                {
-                    "txn_id": txn_id,
-                    "account": e.account,
-                    "amount_paise": e.amount_paise,
-                    "source": e.source,
-                    "session_id": e.session_id,
-                    "payment_id": e.payment_id,
-                    "refund_id": e.refund_id,
-                    "payout_id": e.payout_id,
-                    "memo": txn.memo[:200],
-                }
-                for e in txn.entries
-            ],
-        )
-    return txn_id
+    return (await post_all(db, [txn]))[0]
 
 
 async def post_all(db: AsyncSession, txns: Iterable[Txn]) -> list[str]:
-    """Write several transactions, in order, in the caller's database transaction."""
-    return [await post(db, txn) for txn in txns]
+    """Write several transactions, in order, in the caller's database transaction, in one
+    statement (the settle job and the webhook batch post many at once); their new ids."""
+    ids: list[str] = []
+    columns: dict[str, list[object]] = {
+        k: []
+        for k in (
+            "txn_id", "account", "amount", "source", "session_id", "payment_id", "refund_id",
+            "payout_id", "memo",
+        )
+    }  # fmt: skip
+    for txn in txns:
+        txn_id = ulid_pk()
+        ids.append(txn_id)
+        memo = txn.memo[:200]
+        for e in txn.entries:
+            columns["txn_id"].append(txn_id)
+            columns["account"].append(e.account)
+            columns["amount"].append(e.amount_paise)
+            columns["source"].append(e.source.value)
+            columns["session_id"].append(e.session_id)
+            columns["payment_id"].append(e.payment_id)
+            columns["refund_id"].append(e.refund_id)
+            columns["payout_id"].append(e.payout_id)
+            columns["memo"].append(memo)
+    if columns["txn_id"]:
+        await db.execute(_INSERT_ENTRIES, columns)
+    return ids
 
 
 async def account_balance(db: AsyncSession, account: str) -> int:

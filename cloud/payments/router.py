@@ -6,9 +6,9 @@ They take no bearer token: a provider's servers call them, and the caller is aut
 the signature over the raw body instead (:meth:`PaymentProvider.parse_webhook`). A body whose
 signature does not verify is a 400 ``signature-invalid`` problem and changes nothing. Only the
 configured provider's route accepts events (the others answer 404: we hold no secret to check
-them with). A verified event is stored and applied in one transaction
-(:func:`cloud.payments.service.record_webhook`) and answered 200 — also when it is a
-duplicate or stale, so the provider stops retrying it.
+them with). A verified event is stored and applied in one transaction — with the other
+deliveries arriving meanwhile (:class:`cloud.payments.webhooks.WebhookBatcher`) — and
+answered 200, also when it is a duplicate or stale, so the provider stops retrying it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from cloud.payments.schemas import (
     ReceiptOut,
     WalkUpPayment,
 )
-from cloud.payments.service import WebhookOutcome, record_webhook
+from cloud.payments.service import record_webhook
+from cloud.payments.webhooks import WebhookOutcome
 from cloud.problems import MEDIA_TYPE
 from cloud.schemas import PathId
 from cloud.state import AppState
@@ -59,8 +60,12 @@ async def receive_webhook(
     if provider is None or provider.name != name:
         raise NotFound("webhook", name)
     event = provider.parse_webhook(body, headers)
-    async with state.sessions() as db, db.begin():
-        outcome = await record_webhook(db, event)
+    if state.webhooks is not None:
+        # Group commit with the deliveries arriving meanwhile (cloud/payments/webhooks.py).
+        outcome = await state.webhooks.apply(event)
+    else:
+        async with state.sessions() as db, db.begin():
+            outcome = await record_webhook(db, event)
     return WebhookAck(event_id=event.event_id, outcome=outcome)
 
 

@@ -16,35 +16,40 @@ answer and by ``payment.captured`` — changes the row once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import TypeVar
 
-from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.errors import Conflict, NotFound
-from cloud.ledger.entries import capture_txn, refund_txn
-from cloud.ledger.service import post
+from cloud.ledger.entries import Txn, capture_txn, refund_txn
+from cloud.ledger.service import post, post_all
 from cloud.payments import transitions
 from cloud.payments.models import (
     Payment,
     PaymentStatus,
-    ProviderEvent,
     Refund,
     RefundStatus,
 )
 from cloud.payments.provider import (
     CheckoutResult,
-    EventKind,
     Order,
     OrderRequest,
     PaymentProvider,
+    PaymentState,
+    RefundResult,
     WebhookEvent,
 )
+from cloud.payments.webhooks import WebhookOutcome, apply_webhooks
 
 log = logging.getLogger(__name__)
+
+_I = TypeVar("_I")
+_R = TypeVar("_R")
 
 #: The provider's payment states we act on, in ours.
 _REPORTED = {
@@ -52,14 +57,6 @@ _REPORTED = {
     "captured": PaymentStatus.CAPTURED,
     "failed": PaymentStatus.FAILED,
 }
-
-
-class WebhookOutcome(StrEnum):
-    APPLIED = "applied"  # stored, and it moved a payment or refund forward
-    STALE = "stale"  # stored; late or repeated news, nothing moved
-    DUPLICATE = "duplicate"  # this event id was seen before: nothing at all
-    UNMATCHED = "unmatched"  # stored; names no payment or refund of ours
-    IGNORED = "ignored"  # stored; a kind of event we do not act on
 
 
 async def open_order(
@@ -129,6 +126,12 @@ class Settled:
     due_paise: int
 
 
+#: The reason of the refund of a prepayment's unused part (one per payment and reason).
+UNUSED = "unused prepayment"
+#: Provider calls in flight at once while settling many payments.
+PROVIDER_CALLS = 8
+
+
 async def settle(
     sessions: async_sessionmaker[AsyncSession],
     provider: PaymentProvider,
@@ -139,44 +142,83 @@ async def settle(
     """Take ``billed_paise`` from the authorized payment ``payment_id``: capture (in full
     where the provider cannot capture part), refund the unused part. Safe to call again
     after a failure: every step is keyed on our ids."""
+    return (await settle_many(sessions, provider, {payment_id: billed_paise}))[payment_id]
+
+
+async def settle_many(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    bills: Mapping[str, int],
+) -> dict[str, Settled]:
+    """:func:`settle` for many payments (``{payment_id: billed_paise}``): the same provider
+    calls with the same keys, several in flight at once, and the rows written in a few
+    transactions whatever their number (the settle job's batches). Raises NotFound or
+    Conflict before any call when a payment cannot be settled; else, after every call was
+    made and what succeeded was recorded, the first provider error (a retry repeats
+    nothing)."""
+    if not bills:
+        return {}
     async with sessions() as db:
-        payment = await db.get(Payment, payment_id)
-    if payment is None:
-        raise NotFound("payment", payment_id)
-    if payment.provider_payment_id is None or payment.status not in {
-        PaymentStatus.AUTHORIZED,
-        PaymentStatus.CAPTURED,
-    }:
-        raise Conflict(
-            f"payment {payment_id} is {payment.status.value}, not authorized",
-            entity="payment",
-            key=payment_id,
+        found = {
+            p.id: p for p in await db.scalars(select(Payment).where(Payment.id.in_(list(bills))))
+        }
+    plans: dict[str, transitions.Settlement] = {}
+    for payment_id, billed_paise in bills.items():
+        payment = found.get(payment_id)
+        if payment is None:
+            raise NotFound("payment", payment_id)
+        if payment.provider_payment_id is None or payment.status not in {
+            PaymentStatus.AUTHORIZED,
+            PaymentStatus.CAPTURED,
+        }:
+            raise Conflict(
+                f"payment {payment_id} is {payment.status.value}, not authorized",
+                entity="payment",
+                key=payment_id,
+            )
+        plans[payment_id] = transitions.settlement(
+            authorized_paise=payment.amount_paise,
+            billed_paise=billed_paise,
+            partial_capture=provider.partial_capture,
         )
-    plan = transitions.settlement(
-        authorized_paise=payment.amount_paise,
-        billed_paise=billed_paise,
-        partial_capture=provider.partial_capture,
-    )
-    if payment.status is PaymentStatus.AUTHORIZED:
-        state = await provider.capture(
+    authorized = [found[i] for i in sorted(bills) if found[i].status is PaymentStatus.AUTHORIZED]
+
+    async def capture(payment: Payment) -> PaymentState:
+        assert payment.provider_payment_id is not None
+        return await provider.capture(
             payment.provider_payment_id,
-            amount_paise=plan.capture_paise,
+            amount_paise=plans[payment.id].capture_paise,
             currency=payment.currency,
             idempotency_key=payment.id,
         )
+
+    states = await _each(authorized, capture)
+    captured = [
+        (p, s) for p, s in zip(authorized, states, strict=True) if isinstance(s, PaymentState)
+    ]
+    if captured:
         async with sessions() as db, db.begin():
-            payment = await _lock(db, payment_id)
-            await _move(db, payment, PaymentStatus.CAPTURED, amount_paise=state.captured_paise)
-    refund: Refund | None = None
-    if plan.refund_paise:
-        refund = await refund_payment(
-            sessions,
-            provider,
-            payment_id=payment_id,
-            amount_paise=plan.refund_paise,
-            reason="unused prepayment",
-        )
-    return Settled(payment, plan.capture_paise, refund, plan.due_paise)
+            rows = await _lock_many(db, [p.id for p, _ in captured])
+            ledger: list[Txn] = []
+            for payment, state in captured:
+                row = rows[payment.id]
+                await _move(
+                    db, row, PaymentStatus.CAPTURED, amount_paise=state.captured_paise,
+                    ledger=ledger,
+                )  # fmt: skip
+                found[payment.id] = row
+            await post_all(db, ledger)
+    _raise_first(states)
+    refunds = await refund_many(
+        sessions,
+        provider,
+        {i: plan.refund_paise for i, plan in plans.items() if plan.refund_paise},
+        reason=UNUSED,
+    )
+    return {
+        i: Settled(found[i], plan.capture_paise, refunds.get(i), plan.due_paise)
+        for i, plan in plans.items()
+    }
 
 
 async def refund_payment(
@@ -191,120 +233,120 @@ async def refund_payment(
     second call finds the first refund and, if that one never reached the provider (a crash,
     a lost answer), sends it again with its own id as the idempotency key — so a retried
     settlement refunds once."""
+    refunds = await refund_many(sessions, provider, {payment_id: amount_paise}, reason=reason)
+    return refunds[payment_id]
+
+
+async def refund_many(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    amounts: Mapping[str, int],
+    *,
+    reason: str,
+) -> dict[str, Refund]:
+    """:func:`refund_payment` for many payments (``{payment_id: amount_paise}``), in two
+    transactions: the refund rows first (under the payments' locks, taken in id order),
+    then, after the provider calls, what the provider answered (the refunds' locks, then
+    their payments': the webhooks' order, cloud/payments/webhooks.py)."""
+    if not amounts:
+        return {}
+    ids = sorted(amounts)
     async with sessions() as db, db.begin():
-        payment = await _lock(db, payment_id)
-        refund = await db.scalar(
-            select(Refund).where(
-                Refund.payment_id == payment_id,
-                Refund.reason == reason,
-                Refund.status != RefundStatus.FAILED,
+        payments = await _lock_many(db, ids)
+        missing = [i for i in ids if i not in payments]
+        if missing:
+            raise NotFound("payment", missing[0])
+        live = Refund.status != RefundStatus.FAILED
+        existing = {
+            r.payment_id: r
+            for r in await db.scalars(
+                select(Refund).where(Refund.payment_id.in_(ids), Refund.reason == reason, live)
             )
-        )
-        if refund is not None and refund.provider_refund_id is not None:
-            return refund
-        if refund is None:
-            refunded = await db.scalar(
-                select(func.coalesce(func.sum(Refund.amount_paise), 0)).where(
-                    Refund.payment_id == payment_id, Refund.status != RefundStatus.FAILED
+        }
+        refunded = {
+            payment_id: int(total)
+            for payment_id, total in (
+                await db.execute(
+                    select(Refund.payment_id, func.sum(Refund.amount_paise))
+                    .where(Refund.payment_id.in_(ids), live)
+                    .group_by(Refund.payment_id)
                 )
+            ).tuples()
+        }
+        refunds: dict[str, Refund] = {}
+        for payment_id in ids:
+            refund = existing.get(payment_id)
+            if refund is None:
+                amount = amounts[payment_id]
+                if refunded.get(payment_id, 0) + amount > payments[payment_id].captured_paise:
+                    raise Conflict(
+                        f"refund of {amount} paise exceeds what payment {payment_id} has "
+                        "left to refund",
+                        entity="payment",
+                        key=payment_id,
+                    )
+                refund = Refund(payment_id=payment_id, amount_paise=amount, reason=reason)
+                db.add(refund)
+            refunds[payment_id] = refund
+    unsent = [r for r in refunds.values() if r.provider_refund_id is None]
+
+    async def send(refund: Refund) -> RefundResult:
+        payment_ref = payments[refund.payment_id].provider_payment_id
+        assert payment_ref is not None
+        return await provider.refund(
+            payment_ref, amount_paise=refund.amount_paise, idempotency_key=refund.id,
+            reason=reason,
+        )  # fmt: skip
+
+    results = await _each(unsent, send)
+    sent = {
+        r.id: res for r, res in zip(unsent, results, strict=True) if isinstance(res, RefundResult)
+    }
+    if sent:
+        async with sessions() as db, db.begin():
+            rows = await db.scalars(
+                select(Refund)
+                .where(Refund.id.in_(sorted(sent)))
+                .order_by(Refund.id)
+                .with_for_update()
             )
-            if int(refunded or 0) + amount_paise > payment.captured_paise:
-                raise Conflict(
-                    f"refund of {amount_paise} paise exceeds what payment {payment_id} has "
-                    "left to refund",
-                    entity="payment",
-                    key=payment_id,
-                )
-            refund = Refund(payment_id=payment_id, amount_paise=amount_paise, reason=reason)
-            db.add(refund)
-    assert payment.provider_payment_id is not None
-    result = await provider.refund(
-        payment.provider_payment_id,
-        amount_paise=refund.amount_paise,
-        idempotency_key=refund.id,
-        reason=reason,
-    )
-    async with sessions() as db, db.begin():
-        row = await db.get(Refund, refund.id, with_for_update=True)
-        assert row is not None
-        row.provider_refund_id = row.provider_refund_id or result.refund_ref
-        if result.status == "processed":
-            await _refund_moved(db, row, RefundStatus.PROCESSED)
-    return row
+            for row in rows.all():
+                result = sent[row.id]
+                row.provider_refund_id = row.provider_refund_id or result.refund_ref
+                if result.status == "processed":
+                    await _refund_moved(db, row, RefundStatus.PROCESSED)
+                refunds[row.payment_id] = row
+    _raise_first(results)
+    return refunds
+
+
+async def _each(items: Sequence[_I], call: Callable[[_I], Awaitable[_R]]) -> list[_R | Exception]:
+    """``call`` for every item, ``PROVIDER_CALLS`` at a time; an item's error is its answer
+    (the others still happen, and what succeeded is recorded before it is raised)."""
+    gate = asyncio.Semaphore(PROVIDER_CALLS)
+
+    async def one(item: _I) -> _R | Exception:
+        async with gate:
+            try:
+                return await call(item)
+            except Exception as exc:  # noqa: BLE001 -- raised by _raise_first once recorded
+                return exc
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _raise_first(answers: Sequence[object]) -> None:
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
 
 
 async def record_webhook(db: AsyncSession, event: WebhookEvent) -> WebhookOutcome:
     """Store ``event`` once and apply it, in the caller's transaction (so a crash between
-    the two cannot happen: either both are committed, or neither and the provider retries)."""
-    stored = await db.execute(
-        insert(ProviderEvent)
-        .values(
-            provider=event.provider,
-            event_id=event.event_id,
-            event_type=event.event_type[:64],
-            payload=event.payload,
-        )
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-        .returning(ProviderEvent.event_id)
-    )
-    if stored.scalar_one_or_none() is None:
-        # Another delivery of this event committed first (a concurrent one waited on the
-        # primary key above until it did): it has done the work.
-        return WebhookOutcome.DUPLICATE
-    if event.kind is EventKind.IGNORED:
-        return WebhookOutcome.IGNORED
-    if event.kind in {EventKind.REFUND_PROCESSED, EventKind.REFUND_FAILED}:
-        return await _apply_refund_event(db, event)
-    target = transitions.payment_target(event.kind)
-    assert target is not None
-    payment = await _find_payment(db, event)
-    if payment is None:
-        log.warning(
-            "%s webhook %s (%s) names no payment of ours",
-            event.provider,
-            event.event_id,
-            event.event_type,
-        )
-        return WebhookOutcome.UNMATCHED
-    moved = await _move(
-        db, payment, target, payment_ref=event.payment_ref, amount_paise=event.amount_paise
-    )
-    return WebhookOutcome.APPLIED if moved else WebhookOutcome.STALE
-
-
-async def _find_payment(db: AsyncSession, event: WebhookEvent) -> Payment | None:
-    keys: list[ColumnElement[bool]] = []
-    if event.order_ref:
-        keys.append(Payment.provider_order_id == event.order_ref)
-    if event.payment_ref:
-        keys.append(Payment.provider_payment_id == event.payment_ref)
-    if not keys:
-        return None
-    query = select(Payment).where(Payment.provider == event.provider, or_(*keys))
-    found: Payment | None = await db.scalar(query.limit(1).with_for_update())
-    return found
-
-
-async def _apply_refund_event(db: AsyncSession, event: WebhookEvent) -> WebhookOutcome:
-    keys: list[ColumnElement[bool]] = []
-    if event.refund_ref:
-        keys.append(Refund.provider_refund_id == event.refund_ref)
-    if event.refund_receipt:
-        keys.append(Refund.id == event.refund_receipt)
-    refund = (
-        await db.scalar(select(Refund).where(or_(*keys)).limit(1).with_for_update())
-        if keys
-        else None
-    )
-    if refund is None:
-        return WebhookOutcome.UNMATCHED
-    if refund.provider_refund_id is None and event.refund_ref:
-        refund.provider_refund_id = event.refund_ref
-    target = (
-        RefundStatus.PROCESSED if event.kind is EventKind.REFUND_PROCESSED else RefundStatus.FAILED
-    )
-    moved = await _refund_moved(db, refund, target)
-    return WebhookOutcome.APPLIED if moved else WebhookOutcome.STALE
+    the two cannot happen: either both are committed, or neither and the provider retries).
+    One event of :func:`cloud.payments.webhooks.apply_webhooks`, which does it for many."""
+    (outcome,) = await apply_webhooks(db, [event])
+    return outcome
 
 
 async def _refund_moved(db: AsyncSession, refund: Refund, target: RefundStatus) -> bool:
@@ -344,9 +386,11 @@ async def _move(
     *,
     payment_ref: str | None = None,
     amount_paise: int | None = None,
+    ledger: list[Txn] | None = None,
 ) -> bool:
     """Move ``payment`` forward to ``target`` (a locked row); False when it is already there
-    or beyond — a late, repeated or out-of-order report."""
+    or beyond — a late, repeated or out-of-order report. A capture's ledger transaction is
+    posted at once, or appended to ``ledger`` for the caller to post in its transaction."""
     new = transitions.advance(payment.status, target)
     if new is None:
         return False
@@ -359,16 +403,28 @@ async def _move(
         payment.captured_paise = amount_paise or payment.amount_paise
         # Posted with the one transition to captured (the row is locked), so a capture
         # reported by the API answer and by a webhook is booked once.
-        await post(
-            db,
-            capture_txn(
-                payment_id=payment.id,
-                driver_id=payment.user_id,
-                amount_paise=payment.captured_paise,
-                session_id=payment.session_id,
-            ),
+        txn = capture_txn(
+            payment_id=payment.id,
+            driver_id=payment.user_id,
+            amount_paise=payment.captured_paise,
+            session_id=payment.session_id,
         )
+        if ledger is None:
+            await post(db, txn)
+        else:
+            ledger.append(txn)
     return True
+
+
+async def _lock_many(db: AsyncSession, payment_ids: Sequence[str]) -> dict[str, Payment]:
+    """Payment rows locked FOR UPDATE in id order (every batch takes them in this order)."""
+    rows = await db.scalars(
+        select(Payment)
+        .where(Payment.id.in_(sorted(payment_ids)))
+        .order_by(Payment.id)
+        .with_for_update()
+    )
+    return {p.id: p for p in rows}
 
 
 async def _lock(db: AsyncSession, payment_id: str) -> Payment:

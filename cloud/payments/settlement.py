@@ -48,15 +48,15 @@ from sqlalchemy import and_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cloud.accounts.models import Host
+from cloud.accounts.models import Host, User
 from cloud.billing.quote import Quote, Rates, Tariff, price, session_usage
 from cloud.billing.service import rates
 from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
 from cloud.errors import CloudError
-from cloud.invoices.service import interstate, issue_invoice
+from cloud.invoices.service import interstate, issue_invoice, issue_invoices
 from cloud.ledger.entries import bill_txn
-from cloud.ledger.service import post
+from cloud.ledger.service import post, post_all
 from cloud.payments import service
 from cloud.payments.cancellation import release_booking
 from cloud.payments.checkout import booking_payment, walkup_payment
@@ -275,6 +275,112 @@ async def settle_session(
     return True
 
 
+async def settle_sessions(
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    session_pks: Collection[int],
+    *,
+    platform: Rates,
+    tcs_bp: int,
+    billing: BillingSettings | None = None,
+) -> int:
+    """Steps 1 to 3 for many stopped sessions at once (the settle job's batch): the same
+    steps with the same locks and keys as :func:`settle_session`, but each step is one
+    database transaction for the whole batch — the pricing, the money
+    (:func:`cloud.payments.service.settle_many`), and the bills with their invoices posted
+    together. Returns how many this call billed. Raises on the first failure, having
+    committed whole steps only (every step is idempotent): the caller then settles the batch
+    one session at a time, so one bad session holds back only itself."""
+    billing = billing if billing is not None else load_settings().billing
+    pks = sorted(set(session_pks))
+    if not pks:
+        return 0
+    async with sessions() as db, db.begin():
+        # Every session row first, in id order: two batches never wait on each other's.
+        rows = list(
+            await db.scalars(
+                select(ChargingSession)
+                .where(ChargingSession.id.in_(pks))
+                .order_by(ChargingSession.id)
+                .with_for_update(key_share=True)
+            )
+        )
+        # Their chargers and hosts read once and held (the identity map only keeps objects
+        # referenced): pricing and invoicing then find them without a query per session.
+        held = await _hold_parties(db, rows)
+        priced = [
+            p for pk in pks if (p := await price_session(db, pk, platform, billing)) is not None
+        ]
+        claimed = [p.payment_id for p in priced if p.payment_id is not None]
+        settleable = set(
+            await db.scalars(
+                select(Payment.id).where(
+                    Payment.id.in_(claimed),
+                    Payment.status.in_([PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED]),
+                )
+            )
+        )
+    await service.settle_many(
+        sessions,
+        provider,
+        {p.payment_id: p.quote.total_paise for p in priced if p.payment_id in settleable},
+    )
+    async with sessions() as db, db.begin():
+        locked = {
+            row.id: row
+            for row in await db.scalars(
+                select(ChargingSession)
+                .where(ChargingSession.id.in_([p.session_pk for p in priced]))
+                .order_by(ChargingSession.id)
+                .with_for_update(key_share=True)
+            )
+        }
+        held = await _hold_parties(db, list(locked.values()))
+        # Another process may have billed some meanwhile.
+        due = [p for p in priced if locked[p.session_pk].billing_state is BillingState.PRICED]
+        # Sessions, then their payments (in id order), as step 1 takes them; all held before
+        # the invoices lock sessions FOR UPDATE (the single-session step 3's reasoning).
+        paid = sorted({p.payment_id for p in due if p.payment_id is not None})
+        if paid:
+            await db.scalars(
+                select(Payment.id)
+                .where(Payment.id.in_(paid))
+                .order_by(Payment.id)
+                .with_for_update()
+            )
+        await post_all(
+            db,
+            [
+                bill_txn(
+                    session_id=p.session_pk, driver_id=p.driver_id, host_id=p.host_id,
+                    quote=p.quote, host_gst_registered=p.host_gst_registered, tcs_bp=tcs_bp,
+                    payment_id=p.payment_id,
+                )
+                for p in due
+            ],
+        )  # fmt: skip
+        for p in due:
+            locked[p.session_pk].billing_state = BillingState.SETTLED
+        # Their invoices (not a free session's), numbered together in the bills' transaction.
+        await issue_invoices(
+            db, {p.session_pk: p.quote for p in due if p.quote.total_paise > 0}, billing=billing
+        )
+    del held
+    return len(due)
+
+
+async def _hold_parties(db: AsyncSession, rows: list[ChargingSession]) -> list[object]:
+    """The chargers, hosts and drivers of ``rows``, loaded in three queries; the caller holds
+    the list so that ``db.get`` finds them in the identity map."""
+    charger_ids = {r.charger_id for r in rows if r.charger_id is not None}
+    chargers = list(await db.scalars(select(Charger).where(Charger.id.in_(charger_ids))))
+    hosts = list(await db.scalars(select(Host).where(Host.id.in_({c.host_id for c in chargers}))))
+    users = list(
+        await db.scalars(select(User).where(User.id.in_({r.user_id for r in rows if r.user_id})))
+    )
+    return [*chargers, *hosts, *users]
+
+
 async def due_sessions(
     db: AsyncSession, *, limit: int = BATCH, waiting: Collection[int] = ()
 ) -> list[int]:
@@ -366,6 +472,21 @@ class Settler:
         async with sessions() as db:
             candidates = await due_sessions(db, waiting=waiting)
         billed = 0
+        try:
+            # The whole batch in a few transactions (settle_sessions); the usual case.
+            billed = await settle_sessions(
+                sessions, provider, candidates, platform=platform, tcs_bp=billing.tcs_bp,
+                billing=billing,
+            )  # fmt: skip
+            for pk in candidates:
+                self._retry_at.pop(pk, None)
+            candidates = []
+        except (CloudError, SQLAlchemyError) as exc:
+            # Whole steps only were committed: one session at a time now, each with its own
+            # backoff, so a session that keeps failing holds back only itself.
+            log.info(
+                "settling %s sessions as a batch failed (%s); one by one", len(candidates), exc
+            )
         for pk in candidates:
             failures, at = self._retry_at.get(pk, (0, 0.0))
             if at > now:
