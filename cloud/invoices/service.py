@@ -308,6 +308,7 @@ async def issue_invoices(
         for inv in await db.scalars(
             select(Invoice).where(Invoice.session_id.in_(ids), Invoice.kind == "invoice")
         )
+        if inv.session_id is not None
     }
     todo = [i for i in ids if i not in issued]
     settings = _settings(billing)
@@ -485,7 +486,7 @@ async def _insert(
         kind=kind, supplier=supplier, place=place, amounts=amounts, session_id=session_id,
         host_id=host_id, driver_id=driver_id, recipient_name=recipient_name, lines=lines,
         at=at, number=await _next_number(db, supplier.key, fy, kind), original=original,
-        refund_id=refund_id, reason=reason,
+        refund_id=refund_id, reason=reason, booking_id=booking_id, description=description,
     )  # fmt: skip
     db.add(invoice)
     await db.flush()
@@ -498,7 +499,7 @@ def _document(
     supplier: Supplier,
     place: str,
     amounts: Amounts,
-    session_id: int,
+    session_id: int | None,
     host_id: str,
     driver_id: str,
     recipient_name: str,
@@ -508,6 +509,8 @@ def _document(
     original: Invoice | None = None,
     refund_id: str | None = None,
     reason: str | None = None,
+    booking_id: str | None = None,
+    description: str = document.DESCRIPTION,
 ) -> Invoice:
     """An invoice or credit note numbered ``number`` of its series, issued ``at``."""
     on = document.issue_date(at)
