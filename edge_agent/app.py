@@ -22,22 +22,25 @@ import asyncio
 import logging
 import signal
 import sqlite3
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from edge_agent import __version__
-from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
+from edge_agent.auth.authorizer import Authorizer, Credential, Moment
 from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.auth.lockout import Lockout
 from edge_agent.clock import KernelClockState, always_synced
 from edge_agent.commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay, SerialLink, TcpLink
-from edge_agent.control import ControlServer
-from edge_agent.errors import AgentError, RelayError
+from edge_agent.control.messages import Refused, StartAnswer
+from edge_agent.control.ports import Ports
+from edge_agent.control.socket import ControlServer
+from edge_agent.control.status import StatusView
+from edge_agent.control.table import build_table
+from edge_agent.errors import AgentError
+from edge_agent.heartbeat import beat, heartbeat_path
 from edge_agent.inputs.http import HttpLimits, UnlockEndpoint
 from edge_agent.inputs.readers import run_hid, run_rdm6300
 from edge_agent.memory import release_startup_memory
@@ -45,55 +48,24 @@ from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
 from edge_agent.relay.drivers import make_driver
 from edge_agent.relay.failsafe import SafetyLimits
+from edge_agent.safety import TickLateness, safety_loop
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.sessions.controller import Clocks, ConnectorController, energy_wh
 from edge_agent.sessions.machine import Connector, EmitSessionEvent, Session, Stop, Thresholds, step
 from edge_agent.sessions.recovery import Resume, plan_recovery
 from edge_agent.status import StatusParts, gather
-from edge_agent.store import outbox
 from edge_agent.store import readings as reading_store
 from edge_agent.store.db import connect
 from edge_agent.store.sessions import EventContext, open_sessions, record_event
 from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.downlink import WallClock
-from edge_agent.sync.link import LinkSettings
-from edge_agent.sync.service import SyncService, SyncSettings
-from edge_agent.sync.uplink import UplinkSettings
-from edge_agent.tech import agent_commands
-from edge_agent.tech.heartbeat import beat, heartbeat_path
-from edge_agent.tech.manual_close import ManualClose
+from edge_agent.sync.from_config import sync_settings
+from edge_agent.sync.service import SyncService
 from protocols.enums import ConnectorStatus, StopReason
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
 
 log = logging.getLogger(__name__)
-
-#: How often the fail-safe rules run without a poll (a bus stuck behind its lock is silence).
-SAFETY_TICK_S = 0.5
-#: Safety ticks whose lateness is kept for ``status`` (one hour at 0.5 s).
-TICKS_KEPT = 7200
-
-
-class TickLateness:
-    """How late the safety tick woke, over the last :data:`TICKS_KEPT` ticks: the event
-    loop's responsiveness, which nothing (an fsync, a slow poll) may take away."""
-
-    def __init__(self) -> None:
-        self._late_s: deque[float] = deque(maxlen=TICKS_KEPT)
-
-    def note(self, late_s: float) -> None:
-        self._late_s.append(max(0.0, late_s))
-
-    def summary(self) -> dict[str, float | int | None]:
-        late = sorted(self._late_s)
-        if not late:
-            return {"ticks": 0, "late_p50_ms": None, "late_p99_ms": None, "late_max_ms": None}
-        return {
-            "ticks": len(late),
-            "late_p50_ms": round(late[len(late) // 2] * 1000, 3),
-            "late_p99_ms": round(late[min(len(late) - 1, int(len(late) * 0.99))] * 1000, 3),
-            "late_max_ms": round(late[-1] * 1000, 3),
-        }
 
 
 class Agent:
@@ -106,13 +78,11 @@ class Agent:
         )
         self.clocks = Clocks(synced=self._clock_synced, offline=self._offline)
         self.sync: SyncService | None = None
-        self.conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self.buses: dict[str, ModbusBus] = {}
         self.pollers: dict[str, MeterPoller] = {}
         self.controllers: dict[int, ConnectorController] = {}
         self.authorizer: Authorizer | None = None
-        #: Relays a technician closed by hand (``relay on``), watched on the safety tick.
-        self.manual_closes: dict[int, ManualClose] = {}
         self.writer: StoreWriter | None = None
         self.safety_ticks = TickLateness()
         self.ready = asyncio.Event()
@@ -125,34 +95,22 @@ class Agent:
         return self.sync is None or self.sync.offline
 
     def _build_sync(self) -> None:
-        mqtt = self.settings.mqtt
-        if mqtt is None:
+        configured = sync_settings(self.settings)
+        if configured is None:
             log.warning("no [mqtt] table: running standalone, nothing leaves the outbox")
             return
-        password = None
-        if mqtt.password_file is not None:
-            try:
-                password = mqtt.password_file.read_text("utf-8").strip()
-            except OSError as exc:
-                raise AgentError(f"mqtt.password_file: {mqtt.password_file}: {exc}") from exc
-        link = LinkSettings(
-            device_id=self.settings.device_id, host=mqtt.host, port=mqtt.port,
-            username=mqtt.username or self.settings.device_id, password=password, tls=mqtt.tls,
-            ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file,
-            keepalive_s=mqtt.keepalive_s, session_expiry_s=mqtt.session_expiry_s,
-        )  # fmt: skip
         conn = self._db()
         self.sync = SyncService(
             conn,
-            SyncSettings(
-                link=link,
-                uplink=UplinkSettings(
-                    ack_timeout_s=mqtt.ack_timeout_s, backlog_msgs_per_s=mqtt.backlog_msgs_per_s
-                ),
-                status_interval_s=mqtt.status_interval_s,
-                agent_version=__version__,
+            configured,
+            handler=AgentCommands(
+                conn=conn,
+                settings=self.settings,
+                present=self.present,
+                connectors=self.controllers,
+                now=self.clocks.wall,
+                snapshot=self._status_view(),
             ),
-            handler=AgentCommands(self),
             clock=WallClock(now=self.clocks.wall, synced=self._clock_synced),
             thinned=lambda: reading_store.thinned_total(conn).readings,
             status_parts=self.status_parts,
@@ -164,9 +122,28 @@ class Agent:
         return gather(self.pollers.values(), self.controllers.values())
 
     def _db(self) -> sqlite3.Connection:
-        if self.conn is None:
+        if self._conn is None:
             raise AgentError("the store is not open")
-        return self.conn
+        return self._conn
+
+    def _store_writer(self) -> StoreWriter:
+        if self.writer is None:
+            raise AgentError("the store writer is not running")
+        return self.writer
+
+    def _status_view(self) -> StatusView:
+        """The control socket's ``status`` (and the cloud's diagnostics snapshot)."""
+        return StatusView(
+            device_id=self.settings.device_id, clock_synced=self._clock_synced,
+            controllers=self.controllers.values(), pollers=self.pollers.values(),
+            conn=self._db(), writer=self._store_writer(), ticks=self.safety_ticks,
+        )  # fmt: skip
+
+    def _control_ports(self) -> Ports:
+        return Ports(
+            connectors=self.controllers, meters=self.pollers, buses=self.buses, sync=self.sync,
+            present=self.present, status=self._status_view(),
+        )  # fmt: skip
 
     def _build(self, stack: AsyncExitStack) -> None:
         s = self.settings
@@ -321,9 +298,7 @@ class Agent:
                 self._store(*taken)
 
     def _store(self, *readings: MeterReading) -> None:
-        if self.writer is None:
-            raise AgentError("the store writer is not running")
-        self.writer.submit(*readings)
+        self._store_writer().submit(*readings)
 
     def _open_sessions(self) -> list[Session]:
         """The open sessions, read by the writer thread at each commit (a Session is an
@@ -346,16 +321,6 @@ class Agent:
             on_durable=self._durable,
         )  # fmt: skip
 
-    async def _safety_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            due = loop.time() + SAFETY_TICK_S
-            await asyncio.sleep(SAFETY_TICK_S)
-            self.safety_ticks.note(loop.time() - due)
-            for controller in self.controllers.values():
-                await controller.on_tick()
-            await agent_commands.watch_manual_closes(self)
-
     async def _progress_loop(self) -> None:
         while not self._stop.is_set():
             await asyncio.sleep(self.settings.sessions.progress_interval_s)
@@ -369,130 +334,34 @@ class Agent:
 
     # --- the one decision path -----------------------------------------------------------
 
-    async def present(self, credential: Credential, connector: int) -> dict[str, Any]:
+    async def present(self, credential: Credential, connector: int) -> StartAnswer | Refused:
         """A credential presented at ``connector`` (any input): decide, then start."""
         controller = self.controllers.get(connector)
         if controller is None or self.authorizer is None:
-            return {"ok": False, "error": f"no connector {connector}"}
+            return Refused(error=f"no connector {connector}")
         at = Moment(self.clocks.wall(), self.clocks.mono(), self._clock_synced())
         decision = self.authorizer.authorize(
             credential, connector=connector, at=at, connector_busy=controller.busy
         )
-        answer: dict[str, Any] = {
-            "ok": decision.accepted, "status": decision.status.value, "reason": decision.reason,
-        }  # fmt: skip
+        answer = StartAnswer(
+            ok=decision.accepted, status=decision.status.value, reason=decision.reason
+        )
         if decision.accepted:
             result = await controller.start(decision)
-            answer.update(ok=result.session_id is not None, session_id=result.session_id,
-                          detail=result.detail)  # fmt: skip
-        log.info("connector %s: %s %s -> %s", connector, decision.kind.value,
-                 decision.ref[:12], answer.get("detail", decision.status.value))  # fmt: skip
+            answer.ok, answer.session_id = result.session_id is not None, result.session_id
+            answer.detail = result.detail
+        log.info("connector %s: %s %s -> %s", connector, decision.kind.value, decision.ref[:12],
+                 answer.detail if decision.accepted else decision.status.value)  # fmt: skip
         return answer
-
-    # --- control socket -----------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        conn = self._db()
-        thinned = reading_store.thinned_total(conn)
-        return {
-            "ok": True,
-            "device_id": self.settings.device_id,
-            "version": __version__,
-            "clock_synced": self._clock_synced(),
-            "connectors": [
-                {
-                    "connector": c.id,
-                    "status": c.state.status.value,
-                    "session_id": c.session.session_id if c.session else None,
-                    "energy_wh": c.session.energy_wh if c.session else None,
-                    "relay_closed": c.relay_closed or c.id in self.manual_closes,
-                    "closed_by_hand": c.id in self.manual_closes,
-                    "fault": c.state.fault.value if c.state.fault else None,
-                }
-                for c in self.controllers.values()
-            ],
-            "meters": [
-                {
-                    "meter_id": p.meter_id,
-                    "available": p.health.available,
-                    "polls": p.health.polls,
-                    "errors": dict(p.health.failures),
-                    "last_error": p.health.last_error,
-                    "unavailable_blocks": p.unavailable_report(),
-                }
-                for p in self.pollers.values()
-            ],
-            "outbox": outbox.depth(conn),
-            "store_writer": self._writer_status(),
-            "safety_tick": self.safety_ticks.summary(),
-            "thinned": {"readings": thinned.readings, "batches": thinned.batches},
-        }
-
-    def _writer_status(self) -> dict[str, int] | None:
-        w = self.writer
-        return None if w is None else {
-            "waiting": w.waiting, "committed": w.committed, "commits": w.commits,
-        }  # fmt: skip
-
-    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req["cmd"]
-        # The technician's live actions (meter_read, relay, relay_check, sync_status …).
-        technician = await agent_commands.handle(self, req)
-        if technician is not None:
-            return technician
-        if cmd == "status":
-            return self.status()
-        connector = req.get("connector")
-        controller = self.controllers.get(connector) if isinstance(connector, int) else None
-        if controller is None:
-            return {"ok": False, "error": f"unknown connector {connector!r}"}
-        if cmd == "start":
-            credential: Credential
-            if isinstance(req.get("id_tag"), str):
-                credential = IdTag(req["id_tag"])
-            elif isinstance(req.get("token"), str):
-                credential = Token(req["token"])
-            elif isinstance(req.get("pin"), str):
-                credential = Pin(req["pin"])
-            else:
-                return {"ok": False, "error": "start needs id_tag, token or pin"}
-            return await self.present(credential, controller.id)
-        if cmd == "stop":
-            try:
-                reason = StopReason(req.get("reason", StopReason.LOCAL.value))
-            except ValueError:
-                return {"ok": False, "error": f"unknown reason {req.get('reason')!r}"}
-            refused = await controller.stop(reason)
-            return {"ok": refused is None, "error": refused} if refused else {"ok": True}
-        if cmd == "clear_fault":
-            refused = await controller.clear_fault()
-            return {"ok": refused is None, "error": refused} if refused else {"ok": True}
-        if cmd == "relay_test":
-            return await self._relay_test(controller)
-        return {"ok": False, "error": f"unknown cmd {cmd!r}"}
-
-    async def _relay_test(self, controller: ConnectorController) -> dict[str, Any]:
-        if controller.state.status is not ConnectorStatus.AVAILABLE:
-            return {"ok": False, "error": f"connector is {controller.state.status.value}"}
-        try:
-            await controller.relay.set_closed(True)
-            closed = await controller.relay.is_closed()
-            await controller.relay.set_closed(False)
-            opened = await controller.relay.is_closed()
-        except RelayError as exc:
-            await controller.force_open()
-            return {"ok": False, "error": str(exc)}
-        return {"ok": closed is not False and opened is not True, "closed_read": closed,
-                "open_read": opened}  # fmt: skip
 
     # --- the whole run ------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then shut down safely."""
         async with AsyncExitStack() as stack:
-            self.conn = connect(self.settings.store.path)
-            stack.callback(self.conn.close)
-            overridden = load_overrides(self.settings, self.conn)
+            self._conn = connect(self.settings.store.path)
+            stack.callback(self._conn.close)
+            overridden = load_overrides(self.settings, self._conn)
             if overridden is not self.settings:
                 log.warning("applying the configuration update received from the cloud")
                 self.settings = overridden
@@ -503,7 +372,9 @@ class Agent:
             await self._open_all_relays()
             await self._recover()
             await stack.enter_async_context(
-                ControlServer(self.settings.control.socket_path, self.handle)
+                ControlServer(
+                    self.settings.control.socket_path, build_table(self._control_ports()).answer
+                )
             )
             notify("READY=1")
             self.ready.set()
@@ -533,7 +404,9 @@ class Agent:
                 tasks.append(group.create_task(self._poll_bus(meters), name=f"poll:{key}"))
             assert self.writer is not None
             tasks.append(group.create_task(self.writer.failed(), name="store-writer"))
-            tasks.append(group.create_task(self._safety_loop(), name="safety"))
+            tasks.append(group.create_task(
+                safety_loop(self.controllers.values(), self.safety_ticks, stop), name="safety"
+            ))  # fmt: skip
             tasks.append(group.create_task(self._progress_loop(), name="session-progress"))
             if self.sync is not None:
                 tasks.append(group.create_task(self.sync.run(), name="sync"))

@@ -2,8 +2,9 @@
 
 The sync task has already refused what is stale, repeated or malformed; here a command meets
 the same paths as a driver at the charger: a remote start is a :class:`Token` presented to the
-one authorization, a stop is a stop, a relay test is the control socket's relay test, and
-revoked booking PINs go to the store the authorization reads.
+one authorization, a stop is a stop, a relay test is the control socket's relay test (one
+handler, :func:`edge_agent.control.handlers.relay_test`), and revoked booking PINs go to the
+store the authorization reads. It is given the narrow parts it needs, never the agent.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import msgspec
 
 from edge_agent.auth.authorizer import Token
-from edge_agent.config import merge_tables, parse_config, settings_to_dict
+from edge_agent.config import AgentSettings, merge_tables, parse_config, settings_to_dict
+from edge_agent.control import handlers
+from edge_agent.control import messages as control
+from edge_agent.control.ports import ConnectorPort, Present
 from edge_agent.errors import ConfigError, StaleAuthListVersion
 from edge_agent.store.auth import apply_auth_list_update, revoke_pins
 from edge_agent.store.db import transaction
@@ -31,10 +38,6 @@ from protocols.messages import (
     StartSession,
     StopSession,
 )
-
-if TYPE_CHECKING:
-    from edge_agent.app import Agent
-    from edge_agent.config import AgentSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,22 @@ def load_overrides(settings: AgentSettings, conn: sqlite3.Connection) -> AgentSe
 
 
 class AgentCommands:
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+    def __init__(
+        self,
+        *,
+        conn: sqlite3.Connection,
+        settings: AgentSettings,
+        present: Present,
+        connectors: Mapping[int, ConnectorPort],
+        now: Callable[[], datetime],
+        snapshot: Callable[[], control.StatusAnswer],
+    ) -> None:
+        self._conn = conn
+        self._settings = settings
+        self._present = present
+        self._connectors = connectors
+        self._now = now
+        self._snapshot_of = snapshot
 
     async def execute(self, command: Command) -> CommandOutcome:
         action = command.action
@@ -87,19 +104,23 @@ class AgentCommands:
         return await self._relay_test(action)
 
     async def _start(self, action: StartSession) -> CommandOutcome:
-        answer = await self._agent.present(Token(action.token), action.connector)
-        status = answer.get("status")
-        auth_status = AuthorizationStatus(status) if status else None
-        if answer.get("ok"):
+        answer = await self._present(Token(action.token), action.connector)
+        if isinstance(answer, control.Refused):
+            return CommandOutcome(CommandStatus.REJECTED, answer.error)
+        auth_status = AuthorizationStatus(answer.status)
+        detail = answer.detail if isinstance(answer.detail, str) else None
+        if answer.ok:
+            session_id = answer.session_id if isinstance(answer.session_id, str) else None
             return CommandOutcome(
-                CommandStatus.ACCEPTED, str(answer.get("detail", "started")),
-                auth_status=auth_status, session_id=answer.get("session_id"),
+                CommandStatus.ACCEPTED, detail or "started", auth_status=auth_status,
+                session_id=session_id,
             )  # fmt: skip
-        detail = answer.get("detail") or answer.get("reason") or answer.get("error") or "refused"
-        return CommandOutcome(CommandStatus.REJECTED, str(detail), auth_status=auth_status)
+        return CommandOutcome(
+            CommandStatus.REJECTED, detail or answer.reason or "refused", auth_status=auth_status
+        )
 
     async def _stop(self, action: StopSession) -> CommandOutcome:
-        for controller in self._agent.controllers.values():
+        for controller in self._connectors.values():
             session = controller.session
             if session is not None and session.is_open and session.session_id == action.session_id:
                 refused = await controller.stop(action.reason)
@@ -111,8 +132,7 @@ class AgentCommands:
         return CommandOutcome(CommandStatus.REJECTED, f"no open session {action.session_id}")
 
     def _auth_list(self, update: AuthListUpdate) -> CommandOutcome:
-        conn = self._agent.conn
-        assert conn is not None
+        conn = self._conn
         try:
             with transaction(conn):
                 count = apply_auth_list_update(conn, update)
@@ -127,10 +147,9 @@ class AgentCommands:
     def _revoke_pins(self, action: RevokePins) -> CommandOutcome:
         """Store the cloud's revoked booking PINs: from the commit on, the authorizer refuses
         them (Blocked), offline too, until their window is over."""
-        conn = self._agent.conn
-        assert conn is not None
+        conn = self._conn
         with transaction(conn):
-            held = revoke_pins(conn, action.pins, now=self._agent.clocks.wall())
+            held = revoke_pins(conn, action.pins, now=self._now())
         return CommandOutcome(
             CommandStatus.ACCEPTED, f"{len(action.pins)} PIN(s) revoked", data={"held": held}
         )
@@ -143,9 +162,7 @@ class AgentCommands:
         when the agent next starts, which the result says. A refused one changes nothing and
         lists every problem.
         """
-        agent = self._agent
-        conn = agent.conn
-        assert conn is not None
+        conn = self._conn
         pending = conn.execute(
             "SELECT value FROM kv WHERE key = ?", (CONFIG_OVERRIDES_KEY,)
         ).fetchone()
@@ -155,7 +172,7 @@ class AgentCommands:
             return CommandOutcome(
                 CommandStatus.REJECTED, f"{', '.join(fixed)} cannot be changed remotely"
             )
-        current = settings_to_dict(agent.settings)
+        current = settings_to_dict(self._settings)
         try:
             parse_config(merge_tables(current, overrides), source="config_update")
         except ConfigError as exc:
@@ -172,13 +189,15 @@ class AgentCommands:
         return CommandOutcome(CommandStatus.ACCEPTED, "saved; applied at the next start")
 
     def _snapshot(self) -> dict[str, JsonValue]:
-        status = self._agent.status()
-        return json.loads(json.dumps(status, default=str))  # type: ignore[no-any-return]
+        return msgspec.to_builtins(self._snapshot_of())  # type: ignore[no-any-return]
 
     async def _relay_test(self, action: RelayTest) -> CommandOutcome:
-        answer = await self._agent.handle({"cmd": "relay_test", "connector": action.connector})
-        data = json.loads(json.dumps(answer, default=str))
-        if answer.get("ok"):
+        answer = await handlers.relay_test(
+            self._connectors, control.RelayTest(connector=action.connector)
+        )
+        data = msgspec.to_builtins(answer)
+        if isinstance(answer, control.Refused):
+            return CommandOutcome(CommandStatus.FAILED, answer.error, data=data)
+        if answer.ok:
             return CommandOutcome(CommandStatus.ACCEPTED, "relay closed and opened", data=data)
-        return CommandOutcome(CommandStatus.FAILED, str(answer.get("error", "relay test failed")),
-                              data=data)  # fmt: skip
+        return CommandOutcome(CommandStatus.FAILED, "relay test failed", data=data)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
+
 from edge_agent.auth.authorizer import Credential, Token
 from edge_agent.errors import AgentError
 
@@ -59,7 +61,8 @@ ACCEPT_RETRY_MAX_S = 1.0
 #: accept() errors that say "no resources now" (the asyncio server's list): retry later.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-PresentWithAnswer = Callable[[Credential, int], Awaitable[dict[str, Any]]]
+#: The decision path, answering with a struct (edge_agent/control/messages.py's StartAnswer).
+PresentWithAnswer = Callable[[Credential, int], Awaitable[msgspec.Struct]]
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,7 @@ class UnlockEndpoint:
                 raise HttpProblem(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
             connector, token = _unlock_request(body)
             answer = await self._present(Token(token), connector)
-            writer.write(_response(HTTPStatus.OK, answer))
+            writer.write(_response(HTTPStatus.OK, msgspec.to_builtins(answer)))
         except HttpProblem as exc:
             writer.write(_response(exc.status, {"ok": False, "error": str(exc)}))
         except AgentError as exc:

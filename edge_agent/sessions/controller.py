@@ -4,6 +4,12 @@ with meter readings and the clock, and applies their effects to the relay and th
 Fail-safe: on any doubt the relay is open. A relay that cannot be switched, a store that
 cannot record a start, a meter that has not been heard recently enough to bill from — each
 leaves the contactor open.
+
+A technician's live actions beside the running agent (``relay on/off``, ``relay test``, the
+cloud's relay test) go through the controller too: it holds the connector for them (the
+machine's ``Reserve``/``Release`` events, so no session starts meanwhile), runs the one relay
+test (:mod:`edge_agent.relay.check`), and watches a relay closed by hand on the safety tick
+(:mod:`edge_agent.relay.manual_close`). No other module assigns the controller's state.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from edge_agent.auth.decision import AuthDecision
-from edge_agent.errors import RelayError, StoreError
+from edge_agent.errors import MeterError, RelayError, StoreError
+from edge_agent.relay import manual_close
 from edge_agent.relay.base import RelayDriver
+from edge_agent.relay.check import RelayTestResult, run_relay_test
 from edge_agent.relay.failsafe import (
     Observation,
     SafetyLimits,
@@ -31,6 +39,7 @@ from edge_agent.relay.failsafe import (
 from edge_agent.sessions.machine import (
     Authorize,
     ClearFault,
+    CloseByHand,
     Connector,
     Effect,
     EmitSessionEvent,
@@ -38,6 +47,8 @@ from edge_agent.sessions.machine import (
     Fault,
     Rejected,
     RelayConfirmedOpen,
+    Release,
+    Reserve,
     Sample,
     Session,
     SetRelay,
@@ -126,6 +137,8 @@ class ConnectorController:
         self.last_stop_detail = ""
         #: Set by the authorization side when the session's credential is withdrawn.
         self.authorized = True
+        #: The relay closed by hand by a technician, watched on the safety tick.
+        self._hand: manual_close.ManualClose | None = None
         #: One change at a time: polls, ticks and control requests arrive concurrently, and
         #: each runs the machine then awaits the relay and the meter.
         self._lock = asyncio.Lock()
@@ -139,6 +152,21 @@ class ConnectorController:
     @property
     def session(self) -> Session | None:
         return self.state.session
+
+    @property
+    def closed_by_hand(self) -> bool:
+        return self._hand is not None
+
+    @property
+    def hand_hold_s(self) -> float | None:
+        return None if self._hand is None else self._hand.hold_s
+
+    def hand_opens_in_s(self) -> float | None:
+        """Seconds until the relay closed by hand is opened for its time limit."""
+        hand = self._hand
+        return (
+            None if hand is None else max(0.0, hand.closed_at + hand.hold_s - self._clocks.mono())
+        )
 
     def fresh_meter_wh(self) -> int | None:
         """The import register if the last poll was good and within the silence limit."""
@@ -237,7 +265,116 @@ class ConnectorController:
     async def on_tick(self) -> None:
         """A timer tick with no poll: silence is still silence."""
         async with self._lock:
-            await self._observe(self._clocks.mono(), None, polled=False)
+            mono = self._clocks.mono()
+            await self._observe(mono, None, polled=False)
+            await self._watch_hand(mono)
+
+    # --- a technician's hands ---------------------------------------------------------------
+
+    async def close_by_hand(self, hold_s: float, *, force: bool) -> str | None:
+        """Close the relay for a technician, for at most ``hold_s``; a refusal, or None.
+
+        The connector is held (Unavailable) meanwhile; with ``force`` an open session is
+        stopped first (Local), so it is billed and reported as usual.
+        """
+        async with self._lock:
+            refused = await self._hold(force=force)
+            if refused:
+                return refused
+            mono = self._clocks.mono()
+            self.state, effects = step(self.state, CloseByHand(mono))
+            if any(isinstance(e, Rejected) for e in effects):
+                return f"connector {self.id} is not held"
+            self._hand = manual_close.start(mono, hold_s)
+            try:
+                await self.relay.set_closed(True)
+            except RelayError as exc:
+                await self._release()
+                return str(exc)
+            return None
+
+    async def open_by_hand(self) -> None:
+        """Open the relay for a technician: always allowed, it is the safe state. An open
+        session is stopped first (Local), so it is billed up to now."""
+        async with self._lock:
+            if self.session is not None and self.session.is_open:
+                await self._stop(StopReason.LOCAL)
+            if self.state.closed_by_hand:
+                await self._release()
+            else:
+                await self.force_open()
+
+    async def test_relay(self, *, watch_power: bool, force: bool) -> RelayTestResult | str:
+        """The one relay test (:func:`edge_agent.relay.check.run_relay_test`) with the
+        connector held: close, (watch power,) open, (watch it stop). A refusal or an error
+        is a string. The controller's lock is not held while the test runs (seconds of bus
+        time): the poll loop and the safety tick go on, and the hold keeps sessions away."""
+        async with self._lock:
+            refused = await self._hold(force=force)
+            if refused:
+                return refused
+            # The test ends with the relay open: a close by hand before it is over.
+            self._hand = None
+        try:
+            return await run_relay_test(
+                self.relay, self._power if watch_power else None,
+                charging_power_w=self._thresholds.charging_power_w,
+                stuck_power_w=self._limits.stuck_relay_power_w,
+                settle_s=self._limits.stuck_relay_check_s + 1.0,
+            )  # fmt: skip
+        except (RelayError, MeterError) as exc:
+            await self.force_open()
+            return str(exc)
+        finally:
+            async with self._lock:
+                await self._release()
+
+    async def _power(self) -> float | None:
+        values = None if self._read_meter is None else await self._read_meter()
+        return None if values is None else values.get(Quantity.POWER_W)
+
+    async def _hold(self, *, force: bool) -> str | None:
+        """Hold the connector for a technician (the machine's Reserve); a refusal, or None."""
+        status = self.state.status
+        if status is not ConnectorStatus.AVAILABLE and not force:
+            session = self.session
+            what = f"session {session.session_id} is active" if session else f"it is {status.value}"
+            return f"connector {self.id}: {what}; use --force"
+        if self.session is not None and self.session.is_open:
+            refused = await self._stop(StopReason.LOCAL)
+            if refused:
+                return f"could not stop the session first: {refused}"
+        self.state, effects = step(self.state, Reserve(self._clocks.mono()))
+        for effect in effects:
+            if isinstance(effect, Rejected):
+                return f"connector {self.id}: {effect.reason}"
+        # A stuck check still pending from a session stopped by --force would take the power
+        # the technician lets through for a welded contactor.
+        self.watch = replace(self.watch, opened_at=None)
+        return None
+
+    async def _release(self) -> None:
+        """Give the connector back (the machine's Release): the relay is commanded open and
+        the stuck-relay check starts now, whatever the technician let through."""
+        self._hand = None
+        self.state, effects = step(self.state, Release(self._clocks.mono()))
+        if effects:
+            await self.force_open()
+            self.watch = relay_opened(self.watch, self._clocks.mono())
+
+    async def _watch_hand(self, mono: float) -> None:
+        """Open a relay closed by hand whose fail-safe rules tripped or whose time is up."""
+        if self._hand is None:
+            return
+        hand, why = manual_close.assess(
+            self._hand, mono=mono, heard_mono=self.watch.last_good_mono, values=self.last_values,
+            limits=self._limits,
+        )  # fmt: skip
+        if why is None:
+            self._hand = hand
+            return
+        log.warning("connector %s: opening the relay closed by hand: %s", self.id, why)
+        await self._release()
 
     async def _observe(
         self, mono: float, values: dict[Quantity, float] | None, *, polled: bool
@@ -306,7 +443,9 @@ class ConnectorController:
                         )
                         return f"relay would not close: {exc}"
                 case SetRelay(closed=False):
-                    was_closed = self.relay_closed
+                    was_closed = self.relay_closed or self._hand is not None
+                    if not self.state.closed_by_hand:
+                        self._hand = None  # a fault opened a relay closed by hand
                     await self.force_open()
                     if was_closed:
                         self.watch = relay_opened(self.watch, self._clocks.mono())

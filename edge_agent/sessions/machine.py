@@ -9,6 +9,15 @@ States (OCPP 1.6 ``ChargePointStatus``)::
     any ──Fault──► Faulted ──ClearFault──► Available
     Finishing ──StuckRelay──► Faulted
 
+    Available, Finishing ──Reserve──► Unavailable (held) ──CloseByHand──► relay closed by hand
+    Unavailable (held) ──Release──► Available (relay open; the stuck-relay check starts)
+    Faulted ──Reserve──► Faulted (held) ──Release──► Faulted
+
+A technician holds a connector (``relay on``, ``relay test`` beside the running agent) by
+reserving it: no session starts while it is held, and only a held connector's relay may be
+closed by hand. The shell (:class:`~edge_agent.sessions.controller.ConnectorController`)
+watches a relay closed by hand with :mod:`edge_agent.relay.manual_close`.
+
 No I/O and no clock: every event carries the wall time (for the wire) and the monotonic time
 (for durations). Effects are instructions for the shell, in the order it must apply them:
 on start the session is stored before the relay closes (a crash in between leaves a stored
@@ -83,6 +92,10 @@ class Connector:
     #: Monotonic time since power has been below the charging threshold (SuspendedEV timer).
     low_power_since: float | None = None
     fault: StopReason | None = None
+    #: A technician holds the connector (Unavailable, or Faulted): no session starts.
+    held: bool = False
+    #: The technician closed the relay by hand (only while held).
+    closed_by_hand: bool = False
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -147,7 +160,32 @@ class ClearFault:
     mono: float
 
 
-Event = Authorize | Sample | Stop | RelayConfirmedOpen | Fault | ClearFault
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """A technician takes the connector (relay by hand, relay test). A session still open
+    must be stopped first (Rejected otherwise); a Finishing one is left to the technician."""
+
+    mono: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseByHand:
+    """The technician closes the relay of the connector they hold."""
+
+    mono: float
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The technician gives the connector back; its relay is commanded open."""
+
+    mono: float
+
+
+Event = (
+    Authorize | Sample | Stop | RelayConfirmedOpen | Fault | ClearFault
+    | Reserve | CloseByHand | Release
+)  # fmt: skip
 
 
 # --- effects ---------------------------------------------------------------------------------
@@ -203,8 +241,36 @@ def step(
             return _fault(conn, event)
         case ClearFault():
             if conn.status is ConnectorStatus.FAULTED:
+                if conn.held:  # the technician keeps it until they release it
+                    return replace(conn, status=ConnectorStatus.UNAVAILABLE, fault=None), ()
                 return Connector(conn.id), ()
             return conn, (Rejected(f"connector is {conn.status.value}, not Faulted"),)
+        case Reserve():
+            return _reserve(conn)
+        case CloseByHand():
+            if not conn.held:
+                return conn, (Rejected(f"connector {conn.id} is not held by a technician"),)
+            return replace(conn, closed_by_hand=True), (SetRelay(closed=True),)
+        case Release():
+            if not conn.held:
+                return conn, ()
+            if conn.status is ConnectorStatus.FAULTED:
+                released = replace(conn, held=False, closed_by_hand=False)
+            else:
+                released = Connector(conn.id)
+            return released, (SetRelay(closed=False),)
+
+
+def _reserve(conn: Connector) -> tuple[Connector, tuple[Effect, ...]]:
+    if conn.held:
+        return conn, ()
+    if conn.status in _ACTIVE:
+        assert conn.session is not None
+        return conn, (Rejected(f"session {conn.session.session_id} is active"),)
+    if conn.status is ConnectorStatus.FAULTED:
+        return replace(conn, held=True), ()
+    # Available, or Finishing (its session is stored: the stuck check is the technician's now).
+    return Connector(conn.id, ConnectorStatus.UNAVAILABLE, held=True), ()
 
 
 def _authorize(conn: Connector, ev: Authorize) -> tuple[Connector, tuple[Effect, ...]]:
@@ -265,7 +331,8 @@ def _fault(conn: Connector, ev: Fault) -> tuple[Connector, tuple[Effect, ...]]:
     if conn.session is not None and conn.session.is_open:
         session = _closed(conn.session, ev.reason, ev.now, None)
         effects.append(EmitSessionEvent(SessionEventType.STOPPED, session))
-    faulted = Connector(conn.id, status=ConnectorStatus.FAULTED, fault=ev.reason)
+    # A fault opens a relay closed by hand too; the technician still holds the connector.
+    faulted = Connector(conn.id, status=ConnectorStatus.FAULTED, fault=ev.reason, held=conn.held)
     return faulted, tuple(effects)
 
 

@@ -4,11 +4,12 @@ Pure cores, thin shells:
 
 * :mod:`~edge_agent.tech.checks` — doctor's checks as pure functions of gathered facts
 * :mod:`~edge_agent.tech.plausible` — is a meter reading physically plausible (pure)
-* :mod:`~edge_agent.tech.relaytest` — close, confirm power, open, confirm it stops
+* :mod:`~edge_agent.relay.check` — close, confirm power, open, confirm it stops
 * :mod:`~edge_agent.tech.scan` — find meters on a serial line and name their model
 * :mod:`~edge_agent.tech.probes` — doctor's I/O: store, disk, port, bus, clock, broker
 * :mod:`~edge_agent.tech.direct` — the bus used directly when the agent is not running
-* :mod:`~edge_agent.tech.daemon`, :mod:`~edge_agent.tech.heartbeat` — the running agent
+* :mod:`~edge_agent.tech.daemon` — the running agent, through its control socket
+  (:mod:`edge_agent.control`; its heartbeat is :mod:`edge_agent.heartbeat`)
 * :mod:`~edge_agent.tech.storeview` — read-only queries of the agent's SQLite store
 * :mod:`~edge_agent.tech.output` — JSON or tables, exit codes, the error boundary
 * ``cmd_*`` — the Click commands, registered on :func:`edge_agent.cli.main`

@@ -22,9 +22,10 @@ from edge_agent.config import (
     register_map_of,
 )
 from edge_agent.errors import AgentError, ConfigError, InputError, MeterError, PortBusy
+from edge_agent.meters.registers import check_register_range
 from edge_agent.tech import daemon
 from edge_agent.tech.common import config_option, name_of, pick_meters, settings_from, unit_of
-from edge_agent.tech.direct import DirectSite, check_port, check_register_range, open_bus
+from edge_agent.tech.direct import DirectSite, check_port, open_bus
 from edge_agent.tech.output import (
     EXIT_FAIL,
     EXIT_OK,

@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from edge_agent.meters.bus import ModbusBus
     from edge_agent.relay.base import RelayDriver
 
-#: Modbus Application Protocol v1.1b3 §6.3/6.4: 1..125 registers per read.
-MAX_READ = 125
-
 
 def lock_holder(port: str) -> str | None:
     """Which process holds a lock on ``port``, from ``/proc/locks`` (Linux), if we can tell."""
@@ -120,21 +117,6 @@ def is_pty(port: str) -> bool:
 
 def serial_ports(links: Sequence[SerialLink | TcpLink]) -> list[str]:
     return sorted({link.port for link in links if isinstance(link, SerialLink)})
-
-
-def check_register_range(function_code: int, address: int, count: int) -> None:
-    """:class:`InputError` for a request no Modbus device could answer."""
-    if function_code not in (3, 4):
-        raise InputError(
-            f"function code {function_code}: use 3 (holding) or 4 (input registers)", field="fc"
-        )
-    if not 1 <= count <= MAX_READ:
-        raise InputError(f"bad register range: count {count} outside 1..{MAX_READ}", field="count")
-    if not 0 <= address <= 0xFFFF or address + count > 0x10000:
-        raise InputError(
-            f"bad register range: {address}..{address + count - 1} outside 0..65535",
-            field="addr",
-        )
 
 
 @functools.cache

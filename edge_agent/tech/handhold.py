@@ -4,7 +4,7 @@ Beside the running agent a hand-closed relay is watched by the agent
 (:mod:`edge_agent.tech.agent_commands`). With the agent stopped nothing else would: a relay
 left closed could feed an overcurrent or run on a dead meter until someone remembered it. So
 the command stays in the foreground, reads the connector's meter, and applies the same rules
-(:func:`edge_agent.tech.manual_close.assess`: the fail-safe's overcurrent and meter-silence
+(:func:`edge_agent.relay.manual_close.assess`: the fail-safe's overcurrent and meter-silence
 rules plus ``--hold-s``); Ctrl-C, SIGTERM or SIGHUP end the hold. Whatever ends it, the relay is
 commanded open before the command returns.
 """
@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent.relay import manual_close
 from edge_agent.relay.base import RelayDriver
+from edge_agent.relay.check import open_relay
 from edge_agent.relay.failsafe import SafetyLimits
-from edge_agent.tech import manual_close
-from edge_agent.tech.relaytest import open_relay
 from protocols.meters import Quantity
 
 #: How often the meter is read while the relay is held (the agent's safety tick).

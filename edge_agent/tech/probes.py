@@ -23,6 +23,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, ModbusCoilRelay, SerialLink
 from edge_agent.errors import InputError, MeterError, PortBusy, RelayError, StoreError
+from edge_agent.heartbeat import HEARTBEAT_STALE_S, heartbeat_path, pid_alive, read_heartbeat
 from edge_agent.tech import storeview
 from edge_agent.tech.checks import (
     BrokerFacts,
@@ -39,7 +40,6 @@ from edge_agent.tech.direct import (
     read_meter_blocks,
     serial_ports,
 )
-from edge_agent.tech.heartbeat import HEARTBEAT_STALE_S, heartbeat_path, pid_alive, read_heartbeat
 from protocols.meters import Quantity
 
 #: Overrides the kernel's answer to "is the clock synchronised?" ("1" or "0"): for tests, and

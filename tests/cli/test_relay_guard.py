@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.relay import manual_close
 from edge_agent.relay.failsafe import SafetyLimits
-from edge_agent.tech import handhold, manual_close
+from edge_agent.tech import handhold
 from firmware_sim.simsite import SimSite
 from firmware_sim.site import MeterSpec
 from protocols.meters import Quantity

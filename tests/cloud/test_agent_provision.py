@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from cloud.app import create_app
 from cloud.devices.service import issue_pairing_code
 from cloud.pg import PgConnection
-from edge_agent.app import Agent
 from edge_agent.config import load_config
 from edge_agent.provision import (
     CLOUD_OVERLAY,
@@ -27,10 +26,12 @@ from edge_agent.provision import (
     claim,
 )
 from edge_agent.store.db import connect
+from edge_agent.sync.from_config import sync_settings
+from edge_agent.sync.service import SyncService
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import REDIS_URL, make_settings
 from tests.cloud.mosquitto import Broker, free_port
-from tests.sync.rig import running, wait_until
+from tests.sync.rig import RecordingHandler, running, wait_until, wall_clock
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +120,12 @@ async def test_pairing_code_to_a_working_broker_link(
     assert stored == pin_file.read_bytes()
     assert len(stored) == 32
 
-    # The agent's own sync, built from that configuration, connects with those credentials.
-    agent = Agent(agent_settings)
-    agent.conn = connect(tmp_path / "agent.db")
-    agent._build_sync()
-    sync = agent.sync
-    assert sync is not None
+    # The agent's own sync settings, built from that configuration, connect with those
+    # credentials.
+    configured = sync_settings(agent_settings)
+    assert configured is not None
+    conn = connect(tmp_path / "agent.db")
+    sync = SyncService(conn, configured, handler=RecordingHandler(), clock=wall_clock())
     async with running(sync):
         await wait_until(lambda: sync.stats.connected, 20, "the broker link")
-    agent.conn.close()
+    conn.close()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from edge_agent.auth.authorizer import Credential, IdTag, Pin, Token
 from edge_agent.config import HttpInput, build
+from edge_agent.control.messages import StartAnswer
 from edge_agent.errors import ConfigError
 from edge_agent.inputs.debounce import Debounce
 from edge_agent.inputs.frames import BadFrame, KeyDecoder, Rdm6300Decoder, parse_rdm6300
@@ -170,9 +171,9 @@ async def _http(port: int, raw: bytes) -> tuple[int, dict[str, object]]:
 async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
     seen: list[tuple[Credential, int]] = []
 
-    async def present(credential: Credential, connector: int) -> dict[str, object]:
+    async def present(credential: Credential, connector: int) -> StartAnswer:
         seen.append((credential, connector))
-        return {"ok": True, "status": "Accepted"}
+        return StartAnswer(ok=True, status="Accepted", reason=None)
 
     port = free_port()
     endpoint = UnlockEndpoint("127.0.0.1", port, present)
@@ -183,7 +184,8 @@ async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
         body = json.dumps({"connector": 1, "token": "v4.public.x"}).encode()
         request = (b"POST /v1/unlock HTTP/1.1\r\nHost: x\r\nContent-Length: "
                    + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
-        assert await _http(port, request) == (200, {"ok": True, "status": "Accepted"})
+        accepted = {"ok": True, "status": "Accepted", "reason": None}
+        assert await _http(port, request) == (200, accepted)
         status, _ = await _http(port, b"GET /v1/unlock HTTP/1.1\r\n\r\n")
         assert status == 405
         status, _ = await _http(port, b"POST /other HTTP/1.1\r\n\r\n")
@@ -203,8 +205,8 @@ UNLOCK = (b"POST /v1/unlock HTTP/1.1\r\nContent-Length: " + str(len(UNLOCK_BODY)
           + b"\r\n\r\n" + UNLOCK_BODY)  # fmt: skip
 
 
-async def _accepted(credential: Credential, connector: int) -> dict[str, object]:
-    return {"ok": True, "status": "Accepted"}
+async def _accepted(credential: Credential, connector: int) -> StartAnswer:
+    return StartAnswer(ok=True, status="Accepted", reason=None)
 
 
 @contextlib.asynccontextmanager

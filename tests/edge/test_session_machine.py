@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from edge_agent.sessions.machine import (
     Authorize,
     ClearFault,
+    CloseByHand,
     Connector,
     EmitSessionEvent,
     Fault,
     Rejected,
     RelayConfirmedOpen,
+    Release,
+    Reserve,
     Sample,
     SetRelay,
     Stop,
@@ -164,6 +167,51 @@ def test_energy_is_never_negative_and_exact_when_monotonic(start: int, deltas: l
         assert energy == max(seen) - start
 
 
+# --- a technician's hands: reservation, a relay closed by hand, release ---------------------
+
+
+def test_a_technician_holds_an_available_connector_closes_and_releases_it() -> None:
+    held, effects = step(Connector(1), Reserve(0.0))
+    assert (held.status, held.held, effects) == (ConnectorStatus.UNAVAILABLE, True, ())
+    closed, effects = step(held, CloseByHand(1.0))
+    assert closed.closed_by_hand
+    assert effects == (SetRelay(closed=True),)
+    refused, effects = step(closed, _authorize(mono=2.0))
+    assert refused == closed
+    assert isinstance(effects[0], Rejected)
+    released, effects = step(closed, Release(3.0))
+    assert released == Connector(1)
+    assert effects == (SetRelay(closed=False),)
+
+
+def test_an_active_session_cannot_be_held_and_a_relay_is_closed_by_hand_only_when_held() -> None:
+    charging, _ = step(Connector(1), _authorize())
+    same, effects = step(charging, Reserve(1.0))
+    assert same == charging
+    assert isinstance(effects[0], Rejected)
+    same, effects = step(Connector(1), CloseByHand(1.0))
+    assert same == Connector(1)
+    assert isinstance(effects[0], Rejected)
+    # Finishing (the session is stored): the technician takes over; the session is gone.
+    finishing, _ = step(charging, Stop(StopReason.LOCAL, T0, 1.0))
+    held, _ = step(finishing, Reserve(2.0))
+    assert (held.status, held.session) == (ConnectorStatus.UNAVAILABLE, None)
+
+
+def test_a_fault_while_closed_by_hand_opens_the_relay_and_the_technician_keeps_it() -> None:
+    closed, _ = step(step(Connector(1), Reserve(0.0))[0], CloseByHand(0.0))
+    faulted, effects = step(closed, Fault(StopReason.STUCK_RELAY, T0, 1.0))
+    assert effects == (SetRelay(closed=False),)
+    assert (faulted.status, faulted.held, faulted.closed_by_hand) == (
+        ConnectorStatus.FAULTED, True, False,
+    )  # fmt: skip
+    cleared, _ = step(faulted, ClearFault(2.0))
+    assert (cleared.status, cleared.held) == (ConnectorStatus.UNAVAILABLE, True)
+    # A Faulted connector held and released stays Faulted.
+    released, _ = step(faulted, Release(3.0))
+    assert (released.status, released.held) == (ConnectorStatus.FAULTED, False)
+
+
 EVENTS = st.one_of(
     st.builds(lambda m: _authorize(5000, m), st.floats(0, 100)),
     st.builds(lambda m, p: _sample(m, 5000 + int(m), p), st.floats(0, 100), st.floats(0, 10_000)),
@@ -171,17 +219,23 @@ EVENTS = st.one_of(
     st.builds(RelayConfirmedOpen, st.floats(0, 100)),
     st.builds(lambda m: Fault(StopReason.STUCK_RELAY, T0, m), st.floats(0, 100)),
     st.builds(ClearFault, st.floats(0, 100)),
+    st.builds(Reserve, st.floats(0, 100)),
+    st.builds(CloseByHand, st.floats(0, 100)),
+    st.builds(Release, st.floats(0, 100)),
 )
 
 
 @given(st.lists(EVENTS, max_size=30))
 def test_invariants_hold_for_any_event_sequence(events: list[object]) -> None:
-    """Relay closed only with an open session; one start and at most one stop per session;
-    event_seq of each session counts 1, 2, 3 …; Faulted and Available hold no session."""
+    """Relay closed only with an open session or by the hands of a technician who holds the
+    connector; a held connector has no session and no session starts on it; one start and
+    at most one stop per session; event_seq of each session counts 1, 2, 3 …; Faulted and
+    Available hold no session; after a release of a held connector its relay is open."""
     conn = Connector(1)
     relay_closed = False
     seqs: dict[str, list[int]] = {}
     for event in events:
+        before = conn
         conn, effects = step(conn, event, TH)  # type: ignore[arg-type]
         for effect in effects:
             if isinstance(effect, SetRelay):
@@ -189,11 +243,24 @@ def test_invariants_hold_for_any_event_sequence(events: list[object]) -> None:
             elif isinstance(effect, EmitSessionEvent):
                 seqs.setdefault(effect.session.session_id, []).append(effect.session.event_seq)
         if relay_closed:
-            assert conn.session is not None
-            assert conn.session.is_open
+            by_session = conn.session is not None and conn.session.is_open
+            by_hand = conn.held and conn.closed_by_hand
+            assert by_session != by_hand
+        if conn.held:
+            assert conn.session is None
+            assert conn.status in (ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED)
+        if before.held and isinstance(event, Authorize):
+            assert any(isinstance(e, Rejected) for e in effects)
+        if isinstance(event, Release) and before.held:
+            assert not conn.held
+            assert not conn.closed_by_hand
+            assert not relay_closed
+        assert conn.held or not conn.closed_by_hand
         if conn.status in (ConnectorStatus.AVAILABLE, ConnectorStatus.FAULTED):
             assert conn.session is None
-            assert not relay_closed
+            assert not relay_closed or conn.closed_by_hand
+        if conn.status is ConnectorStatus.UNAVAILABLE:
+            assert conn.held
     for numbers in seqs.values():
         assert numbers == list(range(1, len(numbers) + 1))
         assert len(numbers) <= 2

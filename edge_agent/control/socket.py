@@ -1,13 +1,13 @@
 """The local control socket: JSON lines over a Unix domain socket, one request, one answer.
 
-The field CLI (its own issue) and the tests use it for live actions beside the running
+The field CLI (docs/cli.md) and the tests use it for live actions beside the running
 daemon. Requests are objects with a ``cmd``: ``status``, ``start`` (with ``connector`` and
 one of ``id_tag``, ``token``, ``pin``), ``stop`` (``connector``, optional ``reason``),
 ``relay_test`` (``connector``), ``clear_fault`` (``connector``); and for the technician's CLI
-(:mod:`edge_agent.tech.agent_commands`, docs/cli.md) ``meter_read``, ``meter_raw``,
-``relay_state``, ``relay``, ``relay_check``, ``sync_status``, ``sync_flush``. Answers always
-carry ``ok``; a bad request gets ``ok: false`` and an ``error``, never a dropped connection.
-Answers must be plain JSON (times as ISO strings).
+``meter_read``, ``meter_raw``, ``relay_state``, ``relay``, ``relay_check``, ``sync_status``,
+``sync_flush``. Each is a typed struct (:mod:`edge_agent.control.messages`), answered by the
+handler registered for it (:mod:`edge_agent.control.table`). Answers always carry ``ok``; a
+bad request gets ``ok: false`` and an ``error``, never a dropped connection.
 
 The socket file is created mode 0600 in a directory only the agent's user can enter: anyone
 who can connect can switch the relay.
@@ -26,17 +26,18 @@ from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+#: One request line in, one answer line out (:meth:`edge_agent.control.table.Dispatcher.answer`).
+Answerer = Callable[[bytes], Awaitable[bytes]]
 #: A request line longer than this is refused (a client bug, or someone probing).
 MAX_LINE_BYTES = 64 * 1024
 
 
 class ControlServer:
-    """``async with ControlServer(path, handler):`` serves until the block exits."""
+    """``async with ControlServer(path, answer):`` serves until the block exits."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, answer: Answerer) -> None:
         self.path = path
-        self._handler = handler
+        self._answer = answer
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Self:
@@ -64,8 +65,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                answer = await self._answer(line)
-                writer.write(json.dumps(answer).encode() + b"\n")
+                writer.write(await self._answer(line) + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("control client dropped: %s", exc)
@@ -73,15 +73,6 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
-
-    async def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(line)
-        except ValueError as exc:
-            return {"ok": False, "error": f"not JSON: {exc}"}
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return {"ok": False, "error": "a request is a JSON object with a 'cmd' string"}
-        return await self._handler(request)
 
 
 async def request(path: Path, message: dict[str, Any], *, timeout_s: float = 10.0) -> Any:

@@ -1,9 +1,12 @@
 """The relay test: close, confirm power on the meter, open, confirm it stops.
 
 :func:`judge` is the pure verdict; :func:`run_relay_test` drives any
-:class:`~edge_agent.relay.base.RelayDriver` with a meter reader, and is used both by the
-agent (``relay_check`` on the control socket) and by the CLI on the bus when the agent is
-stopped. The relay is always commanded open again, whatever happens in between.
+:class:`~edge_agent.relay.base.RelayDriver` with a meter reader. It is the one relay test:
+the agent runs it for ``relay_check`` and ``relay_test`` on the control socket and for the
+cloud's relay-test command (:meth:`edge_agent.sessions.controller.ConnectorController.test_relay`),
+the CLI on the bus when the agent is stopped. Without a meter reader (``relay_test``: the
+cloud's quick check) only the read-backs are judged. The relay is always commanded open
+again, whatever happens in between.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ class RelayTestResult:
         return data
 
 
+def judge_read_back(*, closed_read: bool | None, open_read: bool | None) -> tuple[Verdict, str]:
+    """The verdict of the read-backs alone (a relay that cannot be read back passes)."""
+    if closed_read is False:
+        return Verdict.NO_READBACK, "the relay reads open after the close command"
+    if open_read is True:
+        return Verdict.NO_READBACK, "the relay reads closed after the open command"
+    return Verdict.PASS, "closed and opened (read back only; power not watched)"
+
+
 def judge(
     *,
     closed_read: bool | None,
@@ -61,10 +73,9 @@ def judge(
     stuck_power_w: float,
 ) -> tuple[Verdict, str]:
     """The verdict of a test from what was read back and measured."""
-    if closed_read is False:
-        return Verdict.NO_READBACK, "the relay reads open after the close command"
-    if open_read is True:
-        return Verdict.NO_READBACK, "the relay reads closed after the open command"
+    read_back = judge_read_back(closed_read=closed_read, open_read=open_read)
+    if read_back[0] is not Verdict.PASS:
+        return read_back
     if power_open_w is not None and power_open_w > stuck_power_w:
         return (
             Verdict.STUCK_CLOSED,
@@ -119,27 +130,35 @@ async def open_relay(relay: RelayDriver) -> None:
 
 async def run_relay_test(
     relay: RelayDriver,
-    read_power: PowerReader,
+    read_power: PowerReader | None,
     *,
     charging_power_w: float,
     stuck_power_w: float,
     settle_s: float,
 ) -> RelayTestResult:
-    """Close, watch for power, open, watch it stop (each watch at most ``settle_s``).
+    """Close, watch for power, open, watch it stop (each watch at most ``settle_s``);
+    ``read_power`` None: close, read back, open, read back.
 
     The relay is commanded open whatever ends the closed phase: an error, a cancellation
     (Ctrl-C: ``asyncio.run`` cancels the task, and this ``finally`` still runs).
     """
+    power_closed = power_open = None
     try:
         await relay.set_closed(True)
         closed_read = await relay.is_closed()
-        power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s)
+        if read_power is not None:
+            power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s)
     finally:
         await open_relay(relay)
     open_read = await relay.is_closed()
-    power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s)
-    verdict, detail = judge(
-        closed_read=closed_read, open_read=open_read, power_closed_w=power_closed,
-        power_open_w=power_open, charging_power_w=charging_power_w, stuck_power_w=stuck_power_w,
-    )  # fmt: skip
+    if read_power is not None:
+        power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s)
+    if read_power is None:
+        verdict, detail = judge_read_back(closed_read=closed_read, open_read=open_read)
+    else:
+        verdict, detail = judge(
+            closed_read=closed_read, open_read=open_read, power_closed_w=power_closed,
+            power_open_w=power_open, charging_power_w=charging_power_w,
+            stuck_power_w=stuck_power_w,
+        )  # fmt: skip
     return RelayTestResult(verdict, detail, closed_read, open_read, power_closed, power_open)

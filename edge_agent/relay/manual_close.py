@@ -10,7 +10,9 @@ technician's hands), and :func:`assess` — the same fail-safe rules
 * a phase current over ``overcurrent_ratio`` x rating for ``overcurrent_hold_s`` → open
 * closed for ``hold_s`` (``relay on --hold-s``, default :data:`DEFAULT_HOLD_S`) → open
 
-Pure: the shell (:mod:`edge_agent.tech.agent_commands`) feeds it on the agent's safety tick.
+Pure: the connector's controller (:mod:`edge_agent.sessions.controller`) feeds it on the
+agent's safety tick; the CLI's own hold (:mod:`edge_agent.tech.handhold`) when the agent is
+stopped.
 """
 
 from __future__ import annotations
