@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
 from cloud import __version__
@@ -49,6 +50,9 @@ from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
+from cloud.web.render import STATIC_DIR
+from cloud.web.router import router as web_router
+from cloud.web.security import install_security_headers
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +143,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(reviews_router)
     app.include_router(disputes_router)
+    # The pages (issue 19): HTML for people, beside the JSON API; their files under /static.
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_security_headers(app, settings)
 
     app.add_middleware(MetricsMiddleware)
 

@@ -30,6 +30,8 @@ from cloud.deps import AdminUser, Db, HostUser, State, optional_principal
 from cloud.errors import InvalidRequest, NotFound
 from cloud.openapi import links, problems
 from cloud.schemas import Instant, PathId
+from cloud.web.render import page_visitor
+from cloud.web.router import qr_page, wants_html
 from protocols.enums import ConnectorType
 from protocols.meters.quantities import Quantity
 
@@ -142,11 +144,19 @@ async def get_charger(*, charger_id: ChargerId, db: Db, state: State) -> schemas
     return await _view(db, state, await service.public_charger(db, charger_id))
 
 
-@router.get("/c/{code}")
+@router.get(
+    "/c/{code}",
+    response_model=schemas.ChargerView,
+    responses={200: {"content": {"text/html": {}}}},
+)
 async def resolve_code(
-    *, code: Annotated[str, Path(max_length=32)], db: Db, state: State
-) -> schemas.ChargerView:
-    """The charger behind a QR short code (case, hyphens and O/0, I/L/1 forgiven)."""
+    *, code: Annotated[str, Path(max_length=32)], db: Db, state: State, request: Request
+) -> schemas.ChargerView | Response:
+    """The charger behind a QR short code (case, hyphens and O/0, I/L/1 forgiven). The QR
+    sticker's target: a browser (``Accept`` preferring ``text/html``) gets the charger's
+    page (cloud/web/router.py), every other client this JSON."""
+    if wants_html(request):
+        return await qr_page(request, await page_visitor(request, state), db, code)
     return await _view(db, state, await service.charger_by_code(db, code))
 
 

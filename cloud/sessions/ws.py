@@ -90,11 +90,14 @@ def _offered_token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("access_token")
 
 
-async def _authenticate(websocket: WebSocket, state: AppState) -> tuple[Principal, str] | None:
-    """Accept, then check the caller: their principal and token, or None once closed 4401."""
+async def _authenticate(
+    websocket: WebSocket, state: AppState, token: str | None = None
+) -> tuple[Principal, str] | None:
+    """Accept, then check the caller (``token`` if given, else the offered one): their
+    principal and token, or None once closed 4401."""
     offered: list[str] = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    token = _offered_token(websocket)
+    token = token or _offered_token(websocket)
     try:
         if not token:
             raise Unauthorized(
@@ -228,9 +231,13 @@ async def _serve(
             log.warning("live stream ended: %r", result)
 
 
-async def stream_session(websocket: WebSocket, session_id: str) -> None:
+async def stream_session(
+    websocket: WebSocket, session_id: str, *, token: str | None = None
+) -> None:
+    """The session stream; ``token``: the caller's access token when it did not come with
+    the handshake (the pages' stream takes it from the browser's web session)."""
     state = _state(websocket)
-    caller = await _authenticate(websocket, state)
+    caller = await _authenticate(websocket, state, token)
     if caller is None:
         return
     principal, token = caller

@@ -13,6 +13,8 @@
 #   8. deps      installs requirements/dev.lock (byte-compiled) and the project (editable),
 #                skipped when the stamp in .venv records the same inputs
 #   9. bytecode  compiles the project's own modules (only what changed since the last run)
+#  10. web       axe-core (the accessibility checker the browser tests inject) from the npm
+#                registry into .cache/npm, and the pages' gettext catalogues compiled (.mo)
 #
 # Mosquitto is installed but not started: tests start their own broker on a free port.
 # Re-running is cheap: every step checks before it acts. docs/development.md has the details.
@@ -31,8 +33,14 @@ PYTHON="${CHARGEMITRA_PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.chargemitra-bootstrap"
 # fonts-dejavu-core: the invoice PDF's font (it has the rupee sign); poppler-utils: the PDF tests.
+# chromium, chromium-driver: Debian's browser, which the page tests drive through Playwright
+# (never `playwright install`: the browser comes from Debian); fonts-lohit-deva: Devanagari for
+# the hi-IN pages.
 APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-server socat tmux
-    fonts-dejavu-core poppler-utils)
+    fonts-dejavu-core poppler-utils chromium chromium-driver fonts-lohit-deva)
+# axe-core for the page tests, pinned; installed under .cache/npm (ignored by git).
+AXE_CORE_VERSION="4.10.3"
+NPM_CACHE_DIR="$ROOT/.cache/npm"
 PG_ROLE="chargemitra"
 PG_PASSWORD="chargemitra"
 PG_DATABASES=(chargemitra chargemitra_test)
@@ -349,6 +357,29 @@ ensure_bytecode() {
     done_step "protocols, edge_agent, cloud, firmware_sim compiled"
 }
 
+# --- 10. the pages' assets ---------------------------------------------------------------
+
+ensure_web() {
+    step "web"
+    local did=() axe="$NPM_CACHE_DIR/node_modules/axe-core"
+    if ! command -v npm >/dev/null; then
+        # Debian's npm brings nodejs; a machine with another node (NodeSource) has npm already.
+        is_root || die "npm is missing and not root: install npm"
+        apt-get install -y -qq --no-install-recommends npm >/dev/null
+        did+=("installed npm")
+    fi
+    if [[ $(node -p "require('$axe/package.json').version" 2>/dev/null || true) != "$AXE_CORE_VERSION" ]]; then
+        mkdir -p "$NPM_CACHE_DIR"
+        npm install --silent --no-audit --no-fund --no-save --prefix "$NPM_CACHE_DIR" \
+            "axe-core@$AXE_CORE_VERSION" >/dev/null
+        did+=("installed axe-core $AXE_CORE_VERSION")
+    fi
+    # The .mo files are committed; compiling again keeps them in step with an edited .po.
+    "$VENV/bin/pybabel" compile -q -d cloud/web/translations -D messages
+    ((${#did[@]} > 0)) || did=("axe-core $AXE_CORE_VERSION present")
+    done_step "$(IFS=,; echo "${did[*]}"), catalogues compiled"
+}
+
 main() {
     lock_bootstrap
     ensure_packages
@@ -360,6 +391,7 @@ main() {
     ensure_uv
     ensure_deps
     ensure_bytecode
+    ensure_web
     STEP="done"
     log "done in $(elapsed_ms "$BOOTSTRAP_STARTED") ms"
 }

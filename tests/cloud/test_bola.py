@@ -67,6 +67,8 @@ class Row:
     body: dict[str, Any] | None = None
     query: dict[str, str] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes, str]] | None = None
+    #: A form body (the pages' POST routes), sent instead of ``body``.
+    form: dict[str, str] | None = None
     expect: frozenset[int] = DENIED
     #: For list routes: B's ids that must not appear in the answer (status must be 200).
     excludes: tuple[str, ...] = ()
@@ -224,6 +226,23 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/me/push-subscriptions"): Row(("anonymous",), body={}, expect=frozenset({401})),
     ("GET", "/me/push-subscriptions"): Row(("driver_a", "host_a"), excludes=("subscription_id",)),
     ("DELETE", "/me/push-subscriptions/{subscription_id}"): Row(_DRIVERS),
+    # The pages (cloud/web/router.py): signed in by the session cookie, or (API clients, and
+    # these rows) a bearer token; another user's object is the 404 page. A bearer caller
+    # needs no CSRF token (no ambient credential to abuse).
+    ("GET", "/app/sessions"): Row(("driver_a", "host_a"), excludes=("session_id",)),
+    ("GET", "/app/bookings"): Row(("driver_a", "host_a"), excludes=("booking_id",)),
+    ("GET", "/app/chargers/{charger_id}/quote"): Row(_DRIVERS),
+    ("POST", "/app/chargers/{charger_id}/pay"): Row(
+        _DRIVERS, form={"connector": "1", "duration_min": "60", "card_number": "4111111111111111"}
+    ),
+    ("POST", "/app/chargers/{charger_id}/unlock"): Row(
+        _DRIVERS, form={"connector": "1", "booking_id": "{booking_id}"}
+    ),
+    ("GET", "/app/sessions/{session_id}"): Row(_DRIVERS),
+    ("POST", "/app/sessions/{session_id}/stop"): Row(_DRIVERS, form={}),
+    ("GET", "/app/sessions/{session_id}/receipt"): Row(_DRIVERS),
+    ("GET", "/app/invoices/{invoice_id}.pdf"): Row(_DRIVERS),
+    ("WS", "/app/sessions/{session_id}/live"): Row(_DRIVERS),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
@@ -247,6 +266,14 @@ PUBLIC = frozenset(
         ("POST", "/webhooks/razorpay"),
         ("POST", "/webhooks/stripe"),
         ("POST", "/webhooks/dummy"),
+        # The pages' sign-in forms and home: nobody's objects (CSRF-checked forms, rate
+        # limited like the API's auth routes); signing out ends only the caller's session.
+        ("GET", "/app"),
+        ("GET", "/app/signin"),
+        ("POST", "/app/signin/otp"),
+        ("POST", "/app/signin/otp/verify"),
+        ("POST", "/app/signin/password"),
+        ("POST", "/app/signout"),
     }
 )
 
@@ -521,6 +548,13 @@ def _body(world: World, row: Row) -> dict[str, Any] | None:
     }
 
 
+def _form(world: World, row: Row) -> dict[str, str] | None:
+    """The row's form body, ids filled in like :func:`_body`'s."""
+    if row.form is None:
+        return None
+    return {key: value.format(**world.ids) for key, value in row.form.items()}
+
+
 def _headers(world: World, who: str) -> dict[str, str]:
     return {} if who == "anonymous" else world.users[who].headers
 
@@ -541,6 +575,7 @@ async def test_nobody_reaches_another_users_objects(market_api: Api, world: Worl
                 path,
                 params=row.query,
                 json=_body(world, row),
+                data=_form(world, row),
                 files=row.files,
                 headers=_headers(world, who),
             )
@@ -609,11 +644,16 @@ async def test_a_stranger_without_a_token_is_refused_everywhere(
         )
         if public_view or (method, template) == ("POST", "/quotes"):
             expected: frozenset[int] = frozenset({404})  # public views; B's is not approved
+        elif template.startswith("/app/"):
+            # A page sends a stranger to sign in (303); a form without the visitor's CSRF
+            # token is refused before anything else (403).
+            expected = frozenset({303}) if method == "GET" else frozenset({403})
         else:
             expected = frozenset({401})
         answer = await market_api.client.request(
-            method, path, params=row.query, json=_body(world, row), files=row.files
-        )
+            method, path, params=row.query, json=_body(world, row), data=_form(world, row),
+            files=row.files,
+        )  # fmt: skip
         if answer.status_code not in expected:
             refused.append(f"{method} {template}: {answer.status_code}")
     assert not refused, "\n".join(refused)
