@@ -23,7 +23,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts import service as accounts
-from cloud.accounts.models import Host, KycStatus
 from cloud.accounts.otp import otp_message
 from cloud.accounts.router import _limit, _otp_store, get_sms_sender
 from cloud.accounts.schemas import OtpRequest, RegisterRequest
@@ -122,11 +121,6 @@ def _is_dummy(state: State) -> bool:
     return isinstance(state.payments, DummyProvider)
 
 
-async def _host_verified(db: AsyncSession, charger: Charger) -> bool:
-    kyc = await db.scalar(select(Host.kyc_status).where(Host.id == charger.host_id))
-    return kyc is KycStatus.VERIFIED
-
-
 # --- the QR page -----------------------------------------------------------------------------
 
 
@@ -166,7 +160,7 @@ async def qr_page(request: Request, visitor: Visitor, db: AsyncSession, code: st
     )  # fmt: skip
     return render(
         request, visitor, "charger.html",
-        charger=public, status=status, verified_host=await _host_verified(db, charger),
+        charger=public, status=status, verified_host=public.verified_host,
         code=code, durations=DURATIONS_MIN, energies=ENERGIES_KWH,
         per_kwh=public.pricing.mode is PricingMode.PER_KWH,
     )  # fmt: skip
