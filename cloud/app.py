@@ -52,7 +52,7 @@ from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
 from cloud.web.render import STATIC_DIR
 from cloud.web.router import router as web_router
-from cloud.web.security import install_security_headers
+from cloud.web.security import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     # The pages (issue 19): HTML for people, beside the JSON API; their files under /static.
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    install_security_headers(app, settings)
+    app.add_middleware(SecurityHeaders, settings=settings)
 
     app.add_middleware(MetricsMiddleware)
 

@@ -4,13 +4,15 @@ Pages run no inline script at all (scripts are files under ``/static``), so the 
 neither ``'unsafe-inline'`` nor nonces: ``script-src 'self'``. Styles are files too. The only
 connections a page opens are to this origin (the live session's WebSocket, the availability
 refresh). Answers outside development also carry HSTS.
+
+Plain ASGI, like :class:`cloud.metrics.MetricsMiddleware`: the headers are added to the
+response's start message, with no per-request tasks or streams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.settings import Environment, Settings
 
@@ -29,26 +31,41 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 #: Static files are named by content (``?v=<hash>``): a browser may keep them a year.
 STATIC_CACHE = "public, max-age=31536000, immutable"
+HSTS = "max-age=31536000; includeSubDomains"
+#: On every answer, unless the route set its own.
+COMMON = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(self)"),
+)
 
 
-def install_security_headers(app: FastAPI, settings: Settings) -> None:
-    hsts = settings.app.env in (Environment.STAGING, Environment.PRODUCTION)
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.hsts = settings.app.env in (Environment.STAGING, Environment.PRODUCTION)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(self)")
-        if headers.get("content-type", "").startswith("text/html"):
-            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        if hsts:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        if request.url.path.startswith("/static/") and request.query_params.get("v"):
-            headers["Cache-Control"] = STATIC_CACHE
-        return response
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        versioned_static = scope["path"].startswith("/static/") and b"v=" in scope.get(
+            "query_string", b""
+        )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in COMMON:
+                    headers.setdefault(name, value)
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                if self.hsts:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
+                if versioned_static:
+                    headers["Cache-Control"] = STATIC_CACHE
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
