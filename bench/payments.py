@@ -190,9 +190,11 @@ async def _deliver(client: httpx.AsyncClient, body: bytes, headers: Mapping[str,
 
 async def _webhooks(
     conn: PgConnection, base_url: str, ids: dict[str, str], args: Any
-) -> tuple[list[float], list[float]]:
-    """Latencies (ms) of the concurrent deliveries, and of as many sent one at a time."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Latencies (ms) of the concurrent deliveries, of as many sent one at a time, and of as
+    many concurrent ``GET /healthz`` (the floor)."""
     latencies: list[float] = []
+    floor: list[float] = []
     for round_no in range(args.warmup + args.rounds):
         deliveries = await _deliveries(conn, ids, args.deliveries)
         clients = [httpx.AsyncClient(base_url=base_url, timeout=30) for _ in deliveries]
@@ -212,8 +214,22 @@ async def _webhooks(
             ]
             start.set()
             measured = await asyncio.gather(*tasks)
+            # The floor, right after on the same connections: as many GET /healthz at once
+            # (no body, no database): what this machine and this client cost at the moment.
+            floor_start = asyncio.Event()
+
+            async def probe(client: httpx.AsyncClient, go: asyncio.Event = floor_start) -> float:
+                await go.wait()
+                began = time.perf_counter()
+                (await client.get("/healthz")).raise_for_status()
+                return (time.perf_counter() - began) * 1000
+
+            probes = [asyncio.create_task(probe(c)) for c in clients]
+            floor_start.set()
+            floor_measured = await asyncio.gather(*probes)
             if round_no >= args.warmup:  # warm-up rounds fill the API's pool, not the figure
                 latencies.extend(measured)
+                floor.extend(floor_measured)
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
     # The service time without queueing: the same deliveries one after another.
@@ -221,7 +237,7 @@ async def _webhooks(
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         for delivery in await _deliveries(conn, ids, args.deliveries):
             serial.append(await _deliver(client, *delivery))
-    return latencies, serial
+    return latencies, serial, floor
 
 
 # --- settling -------------------------------------------------------------------------------
@@ -401,7 +417,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     url, broker, api_password, username="cloud-api", CHARGEMITRA_REDIS_URL=redis_url
                 )
                 async with serve_api(settings, Path(tmp) / "api.log") as base_url:
-                    latencies, serial = await _webhooks(conn, base_url, ids, args)
+                    latencies, serial, floor = await _webhooks(conn, base_url, ids, args)
             finally:
                 broker.stop()
         await conn.execute("TRUNCATE ledger_entries, provider_events")
@@ -433,6 +449,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 # One delivery at a time, same API: what a delivery costs without queueing.
                 "serial_p50_ms": round(statistics.median(serial), 1),
                 "serial_p99_ms": round(_pct(serial, 0.99), 1),
+                # The same connections' concurrent GET /healthz: the machine's floor now.
+                "healthz_floor_p99_ms": round(_pct(floor, 0.99), 1),
             },
         },
         {

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocols.ids import new_ulid
 
@@ -29,17 +30,31 @@ _ACCEPTED = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def install_request_id(app: FastAPI) -> None:
     """Give every request an id (:data:`HEADER` in, or a new ULID), answered in the header."""
+    app.add_middleware(RequestIdMiddleware)
 
-    @app.middleware("http")
-    async def assign_request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        incoming = request.headers.get(HEADER, "")
+
+class RequestIdMiddleware:
+    """Plain ASGI, not ``@app.middleware("http")``: that wrapper costs every request extra
+    tasks and streams (measured by ``bench.payments``, docs/decisions.md). The id goes into
+    the request's state (``request.state.request_id``) and the answer's header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(HEADER, "")
         rid = incoming if _ACCEPTED.fullmatch(incoming) else new_ulid()
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers[HEADER] = rid
-        return response
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def request_id(request: Request) -> str | None:

@@ -361,31 +361,27 @@ class _Pending:
 
 class WebhookBatcher:
     """Group commit for webhook deliveries: :meth:`apply` waits for its event's batch to
-    commit and returns its outcome (or raises what applying it alone raised)."""
+    commit and returns its outcome (or raises what applying it alone raised). Up to
+    ``in_flight`` batches run at once, so the first delivery of a burst, alone in its batch,
+    does not hold back the rest behind its commit."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, in_flight: int = 2) -> None:
         self._sessions = sessions
         self._queue: list[_Pending] = []
-        self._running: asyncio.Task[None] | None = None
+        self._in_flight = in_flight
+        self._drainers: set[asyncio.Task[None]] = set()
 
     async def apply(self, event: WebhookEvent) -> WebhookOutcome:
         pending = _Pending(event, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
-        if self._running is None or self._running.done():
-            self._running = asyncio.create_task(self._drain(), name="webhook-batch")
+        if len(self._drainers) < self._in_flight:
+            task = asyncio.create_task(self._drain(), name="webhook-batch")
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await pending.answer
 
     async def _drain(self) -> None:
-        try:
-            await self._batches()
-        finally:
-            # Cancelled (the API stopping): nobody waits forever for a batch that never ran.
-            for p in self._queue:
-                if not p.answer.done():
-                    p.answer.set_exception(RuntimeError("webhook batcher stopped"))
-
-    async def _batches(self) -> None:
-        # One batch at a time: deliveries arriving meanwhile form the next one.
+        # Batch after batch while deliveries wait: those arriving meanwhile form the next.
         while self._queue:
             batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
             try:
@@ -395,6 +391,12 @@ class WebhookBatcher:
                 log.warning("a webhook batch of %s failed; applying them one by one", len(batch))
                 await asyncio.gather(*(self._alone(p) for p in batch))
                 continue
+            except BaseException:
+                # Cancelled (the API stopping): nobody waits forever for a batch never done.
+                for p in batch + self._queue:
+                    if not p.answer.done():
+                        p.answer.set_exception(RuntimeError("webhook batcher stopped"))
+                raise
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.answer.done():
                     p.answer.set_result(outcome)

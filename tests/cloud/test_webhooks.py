@@ -310,3 +310,64 @@ async def _until(pg: PgConnection, query: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never true: {query}")
+
+
+async def test_one_batch_applies_its_events_in_order_and_a_bad_one_fails_alone(
+    razorpay_api: PayApi, rzp: FakeRazorpay, pg: PgConnection
+) -> None:
+    """The group commit (cloud/payments/webhooks.py): events gathered into one transaction
+    give what they give one at a time, in arrival order — and an event that cannot be
+    stored fails only its own delivery, its neighbours are applied one by one."""
+    from cloud.payments.provider import EventKind, WebhookEvent
+    from cloud.payments.webhooks import WebhookBatcher, WebhookOutcome
+
+    assert razorpay_api.state.payments is not None
+    provider = razorpay_api.state.payments
+    one_id, one_order = await _new_payment(razorpay_api, pg, 25_000)
+    two_id, two_order = await _new_payment(razorpay_api, pg, 12_000)
+    one_pay, _ = rzp.authorize(one_order)
+    two_pay, _ = rzp.authorize(two_order)
+
+    def event(name: str, pay_id: str, status: str) -> WebhookEvent:
+        return provider.parse_webhook(*rzp.webhook(name, payment_id=pay_id, status=status))
+
+    failed = event("payment.failed", one_pay, "failed")
+    captured = event("payment.captured", one_pay, "captured")
+    other = event("payment.captured", two_pay, "captured")
+    stranger = WebhookEvent(
+        provider="razorpay", event_id="evt_stranger", event_type="payment.captured",
+        kind=EventKind.PAYMENT_CAPTURED, payload={}, payment_ref="pay_nobody",
+    )  # fmt: skip
+    batcher = WebhookBatcher(razorpay_api.state.sessions, in_flight=1)
+    # All queued before the first batch runs: one transaction for the lot.
+    outcomes = await asyncio.gather(
+        *(batcher.apply(e) for e in (failed, captured, captured, other, stranger))
+    )
+    assert outcomes == [
+        WebhookOutcome.APPLIED,  # failed first ...
+        WebhookOutcome.APPLIED,  # ... then the bank's late success wins
+        WebhookOutcome.DUPLICATE,
+        WebhookOutcome.APPLIED,
+        WebhookOutcome.UNMATCHED,
+    ]
+    assert await _payment(pg, one_id) == ("captured", 25_000, one_pay)
+    assert await _payment(pg, two_id) == ("captured", 12_000, two_pay)
+    captures = await pg.fetchval(
+        "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE source = 'capture'"
+    )
+    assert captures == 2  # one per payment, whatever the events
+    assert await _events(pg) == 4
+
+    # An event id too long for provider_events fails the batch's statement: that delivery
+    # alone gets the error, the other event of its batch is applied by itself.
+    three_id, three_order = await _new_payment(razorpay_api, pg, 9_000)
+    three_pay, _ = rzp.authorize(three_order)
+    good = event("payment.captured", three_pay, "captured")
+    bad = WebhookEvent(
+        provider="razorpay", event_id="e" * 65, event_type="payment.captured",
+        kind=EventKind.PAYMENT_CAPTURED, payload={}, payment_ref=three_pay,
+    )  # fmt: skip
+    answers = await asyncio.gather(batcher.apply(bad), batcher.apply(good), return_exceptions=True)
+    assert isinstance(answers[0], Exception)
+    assert answers[1] == WebhookOutcome.APPLIED
+    assert await _payment(pg, three_id) == ("captured", 9_000, three_pay)
