@@ -6,6 +6,7 @@ tokens (signing out everywhere ends them). The browser walk is tests/cloud/test_
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -68,10 +69,15 @@ def test_language_and_next_url_choices() -> None:
         assert safe_next(hostile) == "/app"
 
 
+def _address() -> str:
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
 @pytest.fixture
 async def https_client(market_api: Api) -> AsyncIterator[httpx.AsyncClient]:
-    """A client that keeps Secure cookies (the test environment sets them)."""
-    transport = httpx.ASGITransport(app=market_api.app)
+    """A client that keeps Secure cookies (the test environment sets them), from an address
+    of its own: sign-in is rate-limited per client address, in a Redis every test shares."""
+    transport = httpx.ASGITransport(app=market_api.app, client=(_address(), 40000))
     async with httpx.AsyncClient(transport=transport, base_url="https://api") as client:
         yield client
 
@@ -149,8 +155,8 @@ async def test_forms_need_the_visitors_csrf_token(
     wrong = await https_client.post("/app/signin/password", data={**form, "csrf": "0" * 64})
     assert wrong.status_code == 403
     # Another visitor's token (another nonce) is refused too.
-    stranger = httpx.AsyncClient(transport=httpx.ASGITransport(app=market_api.app),
-                                 base_url="https://api")  # fmt: skip
+    transport = httpx.ASGITransport(app=market_api.app, client=(_address(), 40000))
+    stranger = httpx.AsyncClient(transport=transport, base_url="https://api")
     async with stranger:
         taken = await stranger.post("/app/signin/password", data={**form, "csrf": token})
         assert taken.status_code == 403
