@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from cloud import __version__
 from cloud.accounts.principals import PrincipalCache
 from cloud.accounts.router import router as accounts_router
+from cloud.admin.router import router as admin_router
 from cloud.audit.router import router as audit_router
 from cloud.billing.router import router as billing_router
 from cloud.bookings.router import router as bookings_router
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(reviews_router)
     app.include_router(disputes_router)
+    app.include_router(admin_router)
     # The pages (issue 19): HTML for people, beside the JSON API; their files under /static.
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -56,6 +56,7 @@ IDS = (
     "subscription_id",
     "review_id",
     "dispute_id",
+    "user_id",
 )
 
 
@@ -184,6 +185,15 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/admin/kyc/{submission_id}/documents/{kind}"): Row(_ADMIN_ONLY),
     ("POST", "/admin/kyc/{submission_id}/verify"): Row(_ADMIN_ONLY),
     ("POST", "/admin/kyc/{submission_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),
+    # the admin console: users and figures, admins only (driver B is the target)
+    ("GET", "/admin/users"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("GET", "/admin/users/{user_id}"): Row(_ADMIN_ONLY),
+    ("POST", "/admin/users/{user_id}/disable"): Row(_ADMIN_ONLY, body={"reason": "x"}),
+    ("POST", "/admin/users/{user_id}/enable"): Row(_ADMIN_ONLY),
+    ("PUT", "/admin/users/{user_id}/roles"): Row(_ADMIN_ONLY, body={"roles": ["admin"]}),
+    ("GET", "/admin/figures"): Row(
+        _ADMIN_ONLY, query={"from": "2026-11-01", "to": "2026-11-30"}, expect=frozenset({403})
+    ),
     # the audit log: admins only
     ("GET", "/admin/audit"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     # reviews: only the session's driver reviews, only the charger's host replies or rates
@@ -487,6 +497,7 @@ async def world(market_api: Api, pg: PgConnection) -> World:
         "subscription_id": subscription_id,
         "review_id": review_id,
         "dispute_id": dispute_id,
+        "user_id": users["driver_b"].id,
     }
     return World(users, ids)
 
