@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cloud.errors import ConfigError
+from cloud.invoices.gstin import InvalidGstin, validate_gstin
 
 ENV_PREFIX = "CHARGEMITRA_"
 
@@ -364,6 +365,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw[group] = values
     settings = Settings.model_validate(raw)
     _enforce_non_default_secrets(settings)
+    _enforce_real_supplier(settings)
     return settings
 
 
@@ -400,6 +402,37 @@ def _enforce_non_default_secrets(settings: Settings) -> None:
                 variable=name,
                 value="<placeholder>",
             )
+
+
+#: GSTINs that are examples, not registrations: the default (a documentation sample, so that
+#: development can issue invoices) and the samples tutorials print. Invoicing as one of
+#: them in production would put another business's, or nobody's, GSTIN on tax invoices.
+SAMPLE_GSTINS = frozenset(
+    {
+        str(BillingSettings.model_fields["supplier_gstin"].default),
+        "22AAAAA0000A1Z5",
+        "29ABCDE1234F1Z5",
+    }
+)
+
+
+def _enforce_real_supplier(settings: Settings) -> None:
+    """In production the platform's GSTIN must be a real one: not a sample, and with a
+    valid check character (checked at start, not at the first invoice)."""
+    if settings.app.env is not Environment.PRODUCTION:
+        return
+    name = env_name("billing", "supplier_gstin")
+    gstin = settings.billing.supplier_gstin
+    if gstin in SAMPLE_GSTINS:
+        raise ConfigError(
+            f"{name}={gstin!r} is a sample GSTIN; set the platform's own GSTIN in production",
+            variable=name,
+            value=gstin,
+        )
+    try:
+        validate_gstin(gstin)
+    except InvalidGstin as exc:
+        raise ConfigError(f"{name}={gstin!r}: {exc}", variable=name, value=gstin) from None
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -227,6 +227,8 @@ _REAL = {
     "CHARGEMITRA_APP_ENV": "production",
     "CHARGEMITRA_APP_SECRET_KEY": "k" * 40,
     "CHARGEMITRA_MQTT_PASSWORD": "p" * 40,
+    # Production refuses the sample platform GSTIN (tests/cloud/test_settings.py).
+    "CHARGEMITRA_BILLING_SUPPLIER_GSTIN": "27AAECC1234F1Z4",
 }
 
 

@@ -40,15 +40,42 @@ def test_placeholder_secret_refused_outside_development(env: str) -> None:
     assert caught.value.variable == "CHARGEMITRA_MQTT_PASSWORD"
 
 
+#: A GSTIN of the right shape and check character that is no sample (made up for the tests).
+OWN_GSTIN = "27AAECC1234F1Z4"
+_PRODUCTION = {
+    "CHARGEMITRA_APP_ENV": "production",
+    "CHARGEMITRA_APP_SECRET_KEY": "k" * 40,
+    "CHARGEMITRA_MQTT_PASSWORD": "p" * 40,
+    "CHARGEMITRA_BILLING_SUPPLIER_GSTIN": OWN_GSTIN,
+}
+
+
 def test_real_secrets_accepted_in_production() -> None:
-    settings = load_settings(
-        {
-            "CHARGEMITRA_APP_ENV": "production",
-            "CHARGEMITRA_APP_SECRET_KEY": "k" * 40,
-            "CHARGEMITRA_MQTT_PASSWORD": "p" * 40,
-        }
-    )
+    settings = load_settings(_PRODUCTION)
     assert settings.app.env is Environment.PRODUCTION
+    assert settings.billing.supplier_gstin == OWN_GSTIN
+
+
+@pytest.mark.parametrize(
+    ("gstin", "why"),
+    [
+        (None, "sample"),  # the default: a documentation sample
+        ("22AAAAA0000A1Z5", "sample"),  # the sample tutorials print
+        ("27AAECC1234F1Z5", "check character"),  # one character off
+    ],
+)
+def test_sample_or_invalid_gstin_refused_in_production(gstin: str | None, why: str) -> None:
+    env = dict(_PRODUCTION)
+    if gstin is None:
+        del env["CHARGEMITRA_BILLING_SUPPLIER_GSTIN"]
+    else:
+        env["CHARGEMITRA_BILLING_SUPPLIER_GSTIN"] = gstin
+    with pytest.raises(ConfigError, match=why) as caught:
+        load_settings(env)
+    assert caught.value.variable == "CHARGEMITRA_BILLING_SUPPLIER_GSTIN"
+    # Development and staging may invoice as the sample (the demo, a test system).
+    for other in ("development", "staging"):
+        load_settings({**env, "CHARGEMITRA_APP_ENV": other})
 
 
 def test_settings_are_immutable() -> None:
