@@ -39,7 +39,7 @@ from cloud.payments.provider import (
     PayoutResult,
     RefundResult,
     WebhookEvent,
-    upi_intent_link,
+    upi_checkout,
 )
 from cloud.settings import Environment
 
@@ -163,7 +163,7 @@ class DummyProvider:
             currency=request.currency,
             checkout={
                 "order_id": order_ref,
-                "upi_link": upi_intent_link(
+                **upi_checkout(
                     vpa=self._upi_vpa,
                     payee_name="ChargeMitra (test)",
                     amount_paise=request.amount_paise,

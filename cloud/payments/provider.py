@@ -14,11 +14,18 @@ signature does not verify raises :class:`cloud.errors.SignatureInvalid`.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
+
+import segno
+
+#: NPCI's limit on a UPI transaction reference (``tr``).
+UPI_REFERENCE_MAX = 35
 
 
 class EventKind(StrEnum):
@@ -173,9 +180,14 @@ def upi_intent_link(
     *, vpa: str, payee_name: str, amount_paise: int, reference: str, note: str = ""
 ) -> str:
     """A UPI deep link (NPCI's ``upi://pay`` scheme) a phone opens in its UPI app, or that a
-    QR code carries. ``am`` is rupees with two decimals, from integer paise (no float)."""
+    QR code carries: ``pa`` the payee's VPA, ``pn`` its name, ``tr`` our reference (the
+    order id, at most 35 characters), ``am`` rupees with two decimals from integer paise (no
+    float), ``cu`` INR, ``tn`` an optional note. Values are percent-encoded (a space is
+    ``%20``: some UPI apps show a ``+`` as it is)."""
     if type(amount_paise) is not int or amount_paise <= 0:
         raise ValueError(f"amount_paise must be a positive int, got {amount_paise!r}")
+    if not 1 <= len(reference) <= UPI_REFERENCE_MAX:
+        raise ValueError(f"a UPI reference is 1-{UPI_REFERENCE_MAX} characters: {reference!r}")
     rupees, paise = divmod(amount_paise, 100)
     params = {
         "pa": vpa,
@@ -186,4 +198,25 @@ def upi_intent_link(
     }
     if note:
         params["tn"] = note
-    return "upi://pay?" + urlencode(params)
+    return "upi://pay?" + urlencode(params, quote_via=quote)
+
+
+def upi_qr_svg(link: str) -> str:
+    """The QR code of a UPI intent link as an SVG data URI (``<img src>`` on a second
+    screen: the driver scans it with the phone's UPI app). Error correction M, as on the
+    charger stickers (cloud/chargers/qr.py)."""
+    out = io.BytesIO()
+    segno.make_qr(link, error="m", boost_error=False).save(out, kind="svg", border=4)
+    return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def upi_checkout(
+    *, vpa: str, payee_name: str, amount_paise: int, reference: str, note: str = ""
+) -> dict[str, str]:
+    """What a checkout answer carries for UPI: ``upi_link`` (a phone opens it) and
+    ``upi_qr`` (its QR code, for a payment started on another screen)."""
+    link = upi_intent_link(
+        vpa=vpa, payee_name=payee_name, amount_paise=amount_paise, reference=reference,
+        note=note,
+    )  # fmt: skip
+    return {"upi_link": link, "upi_qr": upi_qr_svg(link)}

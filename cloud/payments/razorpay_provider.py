@@ -45,7 +45,7 @@ from cloud.payments.provider import (
     PayoutResult,
     RefundResult,
     WebhookEvent,
-    upi_intent_link,
+    upi_checkout,
 )
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class RazorpayProvider:
             checkout={
                 "key_id": self._key_id,
                 "order_id": order_id,
-                "upi_link": upi_intent_link(
+                **upi_checkout(
                     vpa=self._upi_vpa,
                     payee_name=self._upi_payee_name,
                     amount_paise=request.amount_paise,

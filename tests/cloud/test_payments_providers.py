@@ -4,11 +4,13 @@ that check each API's contract, and the dummy; the pure state rules; the setting
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 
 import pytest
 import razorpay  # type: ignore[import-untyped]
+import segno
 from hypothesis import given
 from hypothesis import strategies as st
 from razorpay.errors import BadRequestError  # type: ignore[import-untyped]
@@ -17,7 +19,13 @@ from cloud.errors import ConfigError, PaymentProviderError, SignatureInvalid
 from cloud.payments import transitions
 from cloud.payments.dummy import CARD_DECLINED, CARD_SUCCEEDS, DummyProvider
 from cloud.payments.models import PaymentStatus
-from cloud.payments.provider import CheckoutResult, EventKind, OrderRequest, upi_intent_link
+from cloud.payments.provider import (
+    CheckoutResult,
+    EventKind,
+    OrderRequest,
+    upi_checkout,
+    upi_intent_link,
+)
 from cloud.payments.razorpay_provider import RazorpayProvider
 from cloud.payments.stripe_provider import StripeProvider
 from cloud.settings import Environment, load_settings
@@ -67,6 +75,8 @@ async def test_razorpay_order_sends_what_the_api_requires(rzp: FakeRazorpay) -> 
     assert order.amount_paise == 25_000
     assert order.checkout["upi_link"].startswith("upi://pay?")
     assert "am=250.00" in order.checkout["upi_link"]
+    assert f"tr={order.order_ref}&" in order.checkout["upi_link"]
+    assert order.checkout["upi_qr"].startswith("data:image/svg+xml;base64,")
     # A receipt is never reused: the second order for it is refused, not duplicated.
     with pytest.raises(PaymentProviderError):
         await provider.create_order(OrderRequest(receipt="PAY01", amount_paise=25_000))
@@ -292,6 +302,40 @@ def test_settlement_takes_the_bill_and_no_more(partial: bool, authorized: int, b
 def test_upi_link_carries_rupees_from_integer_paise() -> None:
     link = upi_intent_link(vpa="cm@okaxis", payee_name="CM", amount_paise=12_305, reference="o1")
     assert link == "upi://pay?pa=cm%40okaxis&pn=CM&tr=o1&am=123.05&cu=INR"
+    for paise, rupees in ((5, "0.05"), (100, "1.00"), (1_00_000_00, "100000.00")):
+        assert f"&am={rupees}&" in upi_intent_link(
+            vpa="cm@okaxis", payee_name="CM", amount_paise=paise, reference="o1"
+        )
+    # A space is %20, not "+" (which some UPI apps print as it is); the note is ``tn``.
+    named = upi_intent_link(
+        vpa="cm@okaxis", payee_name="Charge Mitra", amount_paise=100, reference="o1",
+        note="EV charging",
+    )  # fmt: skip
+    assert "pn=Charge%20Mitra" in named
+    assert named.endswith("&tn=EV%20charging")
+    # Never a float, a bool, nothing, or a reference longer than NPCI's 35 characters.
+    for bad in (123.05, True, 0, -100):
+        with pytest.raises(ValueError, match="amount_paise"):
+            upi_intent_link(vpa="cm@okaxis", payee_name="CM", amount_paise=bad, reference="o1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reference"):
+        upi_intent_link(vpa="cm@okaxis", payee_name="CM", amount_paise=100, reference="r" * 36)
+
+
+def test_upi_checkout_carries_the_link_and_its_qr() -> None:
+    checkout = upi_checkout(vpa="cm@okaxis", payee_name="CM", amount_paise=25_000, reference="o9")
+    link = checkout["upi_link"]
+    assert link == "upi://pay?pa=cm%40okaxis&pn=CM&tr=o9&am=250.00&cu=INR"
+    prefix = "data:image/svg+xml;base64,"
+    assert checkout["upi_qr"].startswith(prefix)
+    svg = base64.b64decode(checkout["upi_qr"].removeprefix(prefix))
+    assert svg.startswith(b"<?xml")
+    assert b"<svg" in svg
+    # The symbol is the link's (error correction M), not another amount's.
+    expected = io.BytesIO()
+    segno.make_qr(link, error="m", boost_error=False).save(expected, kind="svg", border=4)
+    assert svg == expected.getvalue()
+    other = upi_checkout(vpa="cm@okaxis", payee_name="CM", amount_paise=25_001, reference="o9")
+    assert other["upi_qr"] != checkout["upi_qr"]
 
 
 async def test_dummy_switches_fail_every_payment_and_slow_every_call() -> None:
