@@ -61,7 +61,7 @@ async def _available(market: Market) -> None:
     """Wait until the agent's connector is Available again after a stop (with the EV still
     plugged the agent passes through Finishing first: about 2 s, not timed)."""
     while True:
-        if not market.agent.controllers[1].busy and not relay_closed(market.sim):
+        if not market.agent.runtime.controllers[1].busy and not relay_closed(market.sim):
             return
         await asyncio.sleep(0.01)
 

@@ -1,13 +1,18 @@
 """The one exception tree of :mod:`edge_agent`.
 
 Hardware, storage and configuration failures reach callers only as one of these; third-party
-errors (msgspec, sqlite3, pymodbus) are translated where they are caught, with ``from``::
+errors are translated at one boundary per library, with ``from`` (pymodbus:
+:mod:`edge_agent.meters.bus`; paho-mqtt: :mod:`edge_agent.sync.link`; sqlite3:
+:mod:`edge_agent.store`; msgspec: where a message or file is decoded), and
+``tests/edge/test_error_boundaries.py`` fails when another module catches one::
 
     AgentError
     ├── ConfigError           the TOML file is unreadable or invalid (carries every problem)
     ├── StoreError            the SQLite store cannot be opened, migrated or written
     │   └── StaleAuthListVersion  a local-list update whose version does not move forward
     ├── MeterError            a meter did not answer, or answered garbage (carries meter_id)
+    │   └── BusError          a Modbus bus failed; ``kind`` a :class:`BusFault` (timeout,
+    │                         exception, garbage, disconnected; carries exception_code)
     ├── RelayError            a relay driver could not set or read its output (carries connector)
     ├── LinkError             the MQTT link to the cloud cannot be set up or used
     ├── InputError            a technician's request that cannot be served (unknown meter id,
@@ -25,6 +30,7 @@ OCPP-style status (see :mod:`edge_agent.auth`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class AgentError(Exception):
@@ -77,6 +83,32 @@ class MeterError(AgentError):
         super().__init__(f"meter {meter_id}: {message}")
         self.meter_id = meter_id
         self.address = address
+
+
+class BusFault(StrEnum):
+    """How a Modbus request failed (the poller counts each kind; ``doctor`` names it)."""
+
+    #: No valid answer in time (a CRC mismatch is dropped by the framer: it counts here too).
+    TIMEOUT = "timeout"
+    #: The device answered a Modbus exception (``BusError.exception_code``).
+    EXCEPTION = "exception"
+    #: An answer of the wrong length or type.
+    GARBAGE = "garbage"
+    #: The port or host cannot be opened (reconnects back off: :mod:`edge_agent.backoff`).
+    DISCONNECTED = "disconnected"
+
+
+class BusError(MeterError):
+    """A bus-level failure of one request (``device`` names the bus); ``exception_code`` is
+    the Modbus exception the device answered (``kind`` :attr:`BusFault.EXCEPTION`)."""
+
+    def __init__(
+        self, message: str, *, kind: BusFault, device: str, address: int | None = None,
+        exception_code: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message, meter_id=device, address=address)
+        self.kind = kind
+        self.exception_code = exception_code
 
 
 class RelayError(AgentError):

@@ -36,7 +36,7 @@ from edge_agent.auth.decision import (
 from edge_agent.auth.lockout import Lockout
 from edge_agent.errors import StoreError
 from edge_agent.store import auth as auth_store
-from edge_agent.store.db import transaction
+from edge_agent.store.db import transaction, translated
 from protocols.enums import AuthorizationStatus, CredentialKind
 from protocols.errors import CredentialError
 from protocols.ids import new_ulid
@@ -132,24 +132,18 @@ class Authorizer:
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
     ) -> AuthDecision:
         """Decide, record the decision, and return it. Never raises on what was presented."""
-        try:
-            with transaction(self._conn):
-                return self.decide(credential, connector=connector, at=at,
-                                   connector_busy=connector_busy)  # fmt: skip
-        except sqlite3.Error as exc:
-            raise StoreError(f"authorization not recorded: {exc}") from exc
+        with translated("authorization not recorded"), transaction(self._conn):
+            return self.decide(credential, connector=connector, at=at,
+                               connector_busy=connector_busy)  # fmt: skip
 
     def remember(self, tag: str, status: AuthorizationStatus, *, now: datetime) -> None:
         """Cache the cloud's answer for an id tag (OCPP's Authorization Cache): used when the
         tag is not in the local list and the cloud cannot be asked. Bounded, LRU, expiring."""
-        try:
-            with transaction(self._conn):
-                auth_store.cache_put(
-                    self._conn, hash_id_tag(tag), status, expires_at=now + self._cache_ttl,
-                    max_entries=self._cache_max_entries,
-                )  # fmt: skip
-        except sqlite3.Error as exc:
-            raise StoreError(f"cache entry not stored: {exc}") from exc
+        with translated("cache entry not stored"), transaction(self._conn):
+            auth_store.cache_put(
+                self._conn, hash_id_tag(tag), status, expires_at=now + self._cache_ttl,
+                max_entries=self._cache_max_entries,
+            )  # fmt: skip
 
     def evaluate(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
@@ -160,10 +154,8 @@ class Authorizer:
         and expired entries are left as they are, nothing is logged or reported, the keypad
         lockout is consulted but not advanced, and no session id is reserved.
         """
-        try:
+        with translated("authorization not evaluated"):
             return self._evaluate(credential, connector, at, connector_busy).decision
-        except sqlite3.Error as exc:
-            raise StoreError(f"authorization not evaluated: {exc}") from exc
 
     def decide(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 
 from edge_agent.auth.authorizer import Credential, Token
+from edge_agent.backoff import Backoff, Retries
 from edge_agent.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ WRITE_TIMEOUT_S = 5.0
 FD_RESERVE = 64
 #: Connections waiting in the kernel for an accept (the kernel caps it at somaxconn).
 LISTEN_BACKLOG = 128
-ACCEPT_RETRY_MIN_S = 0.05
-ACCEPT_RETRY_MAX_S = 1.0
+#: Accepting again while out of descriptors or buffers: 25-50 ms, doubling to 0.5-1 s.
+ACCEPT_RETRY = Backoff(initial_s=0.05, max_s=1.0)
 #: accept() errors that say "no resources now" (the asyncio server's list): retry later.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -260,7 +261,7 @@ class UnlockEndpoint:
         """Accept for ever: serve up to the cap, answer 503 beyond it, back off when the
         process (or the system) is out of descriptors or buffers."""
         loop = asyncio.get_running_loop()
-        delay = ACCEPT_RETRY_MIN_S
+        retries = Retries(ACCEPT_RETRY)
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
@@ -272,10 +273,9 @@ class UnlockEndpoint:
                 # The connection stays queued in the kernel; Linux keeps reporting the
                 # socket readable, so retrying at once would spin.
                 self._accept_failures.refused(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, ACCEPT_RETRY_MAX_S)
+                await asyncio.sleep(retries.failed())
                 continue
-            delay = ACCEPT_RETRY_MIN_S
+            retries.succeeded()
             self._accept_failures.end()
             if self._active >= self._cap:
                 self._turn_away(conn)

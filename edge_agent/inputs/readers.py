@@ -2,7 +2,8 @@
 
 Both are character devices read in non-blocking mode through the event loop. A device that
 is missing or goes away (USB unplugged) is logged once at ERROR and retried with exponential
-back-off; when it is back, once at INFO. Nothing here raises for what a device does.
+back-off and jitter (:mod:`edge_agent.backoff`); when it is back, once at INFO. Nothing here
+raises for what a device does.
 
 A tag or QR code read again within ``debounce_s`` is the same presentation and is not
 presented again (:mod:`edge_agent.inputs.debounce`); keypad lines are typed on purpose and
@@ -16,13 +17,13 @@ import contextlib
 import fcntl
 import logging
 import os
-import random
 import termios
 import time
 import tty
 from collections.abc import Awaitable, Callable
 
 from edge_agent.auth.authorizer import Credential, IdTag, Pin, Token
+from edge_agent.backoff import Backoff, Retries
 from edge_agent.errors import AgentError
 from edge_agent.inputs.debounce import DEFAULT_DEBOUNCE_S, Debounce
 from edge_agent.inputs.frames import BadFrame, InputKind, KeyDecoder, Rdm6300Decoder
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 Present = Callable[[Credential, int], Awaitable[object]]
 
-RETRY_MIN_S = 1.0
-RETRY_MAX_S = 60.0
+#: Reopening a credential device that is missing: 0.5-1 s, doubling to 30-60 s.
+REOPEN = Backoff(initial_s=1.0, max_s=60.0)
 #: linux/input.h: EVIOCGRAB = _IOW('E', 0x90, int). Grabbing keeps a keypad's keystrokes
 #: from also reaching a console login on the Pi.
 EVIOCGRAB = 0x40044590
@@ -78,7 +79,7 @@ async def read_device(
     path: str, on_data: Callable[[bytes], Awaitable[None]], *, baud: int | None = None
 ) -> None:
     """Read ``path`` for ever, handing each chunk to ``on_data``; reopen with back-off."""
-    delay = RETRY_MIN_S
+    retries = Retries(REOPEN)
     failing = False
     while True:
         try:
@@ -87,13 +88,12 @@ async def read_device(
             if not failing:
                 log.error("credential device %s unavailable: %s", path, exc)
                 failing = True
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 -- jitter
-            delay = min(delay * 2, RETRY_MAX_S)
+            await asyncio.sleep(retries.failed())
             continue
         if failing:
             log.info("credential device %s is back", path)
             failing = False
-        delay = RETRY_MIN_S
+        retries.succeeded()
         try:
             while True:
                 await _readable(fd)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edge_agent.meters.bus import BusError, ModbusBus
+from edge_agent.errors import BusError, BusFault
+from edge_agent.meters.bus import ModbusBus
 from protocols.meters import Block
 
 #: The exception codes that mean "this device has no such registers" (MAP v1.1b3 §7).
@@ -29,7 +30,7 @@ REFUSED_BLOCK_RETRY_S = 600.0
 
 def is_refusal(exc: BusError) -> bool:
     """Whether ``exc`` is the meter saying it has no such registers (not a failed frame)."""
-    return exc.kind == "exception" and exc.exception_code in REFUSAL_CODES
+    return exc.kind is BusFault.EXCEPTION and exc.exception_code in REFUSAL_CODES
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,21 +2,22 @@
 
 The only module that imports pymodbus (3.11: ``device_id=`` keyword, ``retries`` and
 ``timeout`` on the client). Its errors are translated here, once, into
-:class:`~edge_agent.errors.MeterError` with a ``kind`` the poller counts:
+:class:`~edge_agent.errors.BusError` with a :class:`~edge_agent.errors.BusFault` ``kind``
+the poller counts:
 
 * ``timeout`` — no valid answer in time. pymodbus's RTU framer silently drops a frame whose
   CRC does not match (``framer/rtu.py``), so a corrupted answer is counted here too.
 * ``exception`` — the device answered a Modbus exception (code in the message).
 * ``garbage`` — an answer of the wrong length or type.
 * ``disconnected`` — the port or host cannot be opened; reconnects back off exponentially
-  (with jitter) so an unplugged adapter is not hammered.
+  with jitter (:mod:`edge_agent.backoff`, the edge's one retry schedule) so an unplugged
+  adapter is not hammered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import termios
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,13 +29,14 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
+from edge_agent.backoff import Backoff, Retries
 from edge_agent.config import BusTiming, SerialLink, TcpLink
-from edge_agent.errors import MeterError
+from edge_agent.errors import BusError, BusFault
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN_S = 0.5
-RECONNECT_MAX_S = 30.0
+#: Reopening a port or host that failed: 0.25-0.5 s, doubling to 15-30 s.
+RECONNECT = Backoff(initial_s=0.5, max_s=30.0)
 
 
 def _propagate_cancellation(exc: ModbusException) -> None:
@@ -43,21 +45,6 @@ def _propagate_cancellation(exc: ModbusException) -> None:
     shutdown would take it for a timeout and poll on. Give the cancellation back."""
     if isinstance(exc.__cause__, asyncio.CancelledError):
         raise asyncio.CancelledError from exc
-
-
-class BusError(MeterError):
-    """A bus-level failure; ``kind`` is timeout, exception, garbage or disconnected.
-
-    ``exception_code`` is the Modbus exception the device answered (``kind`` exception).
-    """
-
-    def __init__(
-        self, message: str, *, kind: str, device: str, address: int | None = None,
-        exception_code: int | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(message, meter_id=device, address=address)
-        self.kind = kind
-        self.exception_code = exception_code
 
 
 class ModbusBus:
@@ -76,7 +63,7 @@ class ModbusBus:
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._last_frame_end = 0.0
         self._reconnect_at = 0.0
-        self._reconnect_delay = RECONNECT_MIN_S
+        self._reconnects = Retries(RECONNECT)
         self.frames = 0
 
     def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
@@ -123,24 +110,29 @@ class ModbusBus:
         if now < self._reconnect_at:
             raise BusError(
                 f"{self.key} not connected (next try in {self._reconnect_at - now:.1f} s)",
-                kind="disconnected", device=self.key,
+                kind=BusFault.DISCONNECTED, device=self.key,
             )  # fmt: skip
         self.close()
         client = self._make_client()
+        why = ""
         try:
             ok = await client.connect()
-        except (OSError, termios.error, ModbusException) as exc:
+        except termios.error as exc:
             # pyserial raises termios.error (not an OSError) when the adapter refuses the line
-            # settings, e.g. a parity a USB-RS485 bridge cannot do: a config fault, retried
-            # with backoff like any other failure to open, never a crash of the poll task.
+            # settings, e.g. a parity a USB-RS485 bridge (or a pseudo-terminal) cannot do: a
+            # config fault, retried with backoff like any other failure to open, never a crash
+            # of the poll task; the technician is told which.
+            ok, why = False, f": the port refuses its line settings ({exc})"
+        except (OSError, ModbusException) as exc:
             ok = False
             log.debug("connect %s failed: %s", self.key, exc)
         if not ok:
             client.close()
-            self._reconnect_at = now + self._reconnect_delay * random.uniform(0.8, 1.2)  # noqa: S311 -- jitter, not crypto
-            self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_S)
-            raise BusError(f"cannot open {self.key}", kind="disconnected", device=self.key)
-        self._reconnect_delay = RECONNECT_MIN_S
+            self._reconnect_at = now + self._reconnects.failed()
+            raise BusError(
+                f"cannot open {self.key}{why}", kind=BusFault.DISCONNECTED, device=self.key
+            )
+        self._reconnects.succeeded()
         self._client = client
         return client
 
@@ -169,7 +161,7 @@ class ModbusBus:
                 _propagate_cancellation(exc)
                 raise BusError(
                     f"unit {unit_id}: no valid answer {what}: {exc}",
-                    kind="timeout", device=self.key, address=address,
+                    kind=BusFault.TIMEOUT, device=self.key, address=address,
                 ) from exc  # fmt: skip
             finally:
                 self._last_frame_end = time.monotonic()
@@ -177,7 +169,7 @@ class ModbusBus:
             code = getattr(response, "exception_code", None)
             raise BusError(
                 f"unit {unit_id}: exception {code if code is not None else '?'} {what}",
-                kind="exception", device=self.key, address=address,
+                kind=BusFault.EXCEPTION, device=self.key, address=address,
                 exception_code=code if isinstance(code, int) else None,
             )  # fmt: skip
         return response
@@ -199,7 +191,7 @@ class ModbusBus:
         if len(registers) != count:
             raise BusError(
                 f"unit {unit_id}: asked {count} registers at {start}, got {len(registers)}",
-                kind="garbage", device=self.key, address=start,
+                kind=BusFault.GARBAGE, device=self.key, address=start,
             )  # fmt: skip
         return registers
 
@@ -218,6 +210,6 @@ class ModbusBus:
         if not bits:
             raise BusError(
                 f"unit {unit_id}: empty answer reading coil {address}",
-                kind="garbage", device=self.key, address=address,
+                kind=BusFault.GARBAGE, device=self.key, address=address,
             )  # fmt: skip
         return bool(bits[0])

@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.config import MeterSettings, register_map_of
+from edge_agent.errors import BusError
 from edge_agent.meters.blocks import REFUSED_BLOCK_RETRY_S, RefusedBlock, read_blocks
-from edge_agent.meters.bus import BusError, ModbusBus
+from edge_agent.meters.bus import ModbusBus
 from protocols.errors import DecodeError
 from protocols.messages import MeterHealth, MeterReading
 from protocols.meters import Block, RegisterMap, decode_blocks, plan_blocks

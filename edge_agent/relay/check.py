@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from edge_agent.backoff import Backoff, Retries
 from edge_agent.errors import RelayError
 from edge_agent.relay.base import RelayDriver
 
@@ -114,18 +115,21 @@ async def _watch(read: PowerReader, done: Callable[[float], bool], settle_s: flo
 
 #: Attempts to open before giving up: one garbled frame on RS-485 must not leave it closed.
 OPEN_ATTEMPTS = 3
+#: Between them: 0.1-0.2 s, then 0.2-0.4 s (a line busy with another master's frame clears).
+OPEN_RETRY = Backoff(initial_s=0.2, max_s=0.4)
 
 
 async def open_relay(relay: RelayDriver) -> None:
     """Command ``relay`` open, retrying a failed command; the last error if all fail."""
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
+    retries = Retries(OPEN_RETRY)
+    while True:
         try:
             await relay.set_closed(False)
             return
         except RelayError:
-            if attempt == OPEN_ATTEMPTS:
+            if retries.failures + 1 >= OPEN_ATTEMPTS:
                 raise
-            await asyncio.sleep(0.1 * attempt)
+            await asyncio.sleep(retries.failed())
 
 
 async def run_relay_test(

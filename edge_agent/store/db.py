@@ -108,6 +108,17 @@ def _statements(script: str) -> Iterator[str]:
 
 
 @contextmanager
+def translated(what: str, *, path: Path | None = None) -> Iterator[None]:
+    """sqlite3's errors inside the block as :class:`StoreError` ("``what``: …"): the one
+    translation of the standard library's SQLite errors, for code outside :mod:`edge_agent.store`
+    that runs queries of its own (the authorizer's transactions, the CLI's read-only views)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"{what}: {exc}", path=None if path is None else str(path)) from exc
+
+
+@contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on any exception).
 

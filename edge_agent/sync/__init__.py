@@ -4,6 +4,7 @@
 * :mod:`~edge_agent.sync.window` — pure bookkeeping of what is in flight, rate limits
 * :mod:`~edge_agent.sync.uplink` — what to publish next; applying acks
 * :mod:`~edge_agent.sync.downlink` — commands: expiry, de-duplication, one answer each
-* :mod:`~edge_agent.sync.backoff` — reconnect delays with jitter
-* :mod:`~edge_agent.sync.service` — the task the agent runs
+* :mod:`~edge_agent.sync.from_config` — the service's settings from the agent's configuration
+* :mod:`~edge_agent.sync.service` — the task the agent runs (reconnects wait by
+  :mod:`edge_agent.backoff`)
 """

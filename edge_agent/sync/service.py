@@ -17,13 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from edge_agent.backoff import Backoff, Retries
 from edge_agent.errors import LinkError
 from edge_agent.status import StatusParts, no_parts
 from edge_agent.store import uplink as q
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import enqueue
 from edge_agent.store.writer import StoreWriter
-from edge_agent.sync.backoff import Backoff
 from edge_agent.sync.downlink import CommandHandler, Downlink, WallClock
 from edge_agent.sync.link import LinkSettings, MqttLink, Will
 from edge_agent.sync.uplink import Uplink, UplinkSettings
@@ -140,20 +140,18 @@ class SyncService:
 
     async def run(self) -> None:
         """Connect, drain, reconnect — until cancelled."""
-        attempt = 0
+        retries = Retries(self.settings.backoff)
         while True:
             try:
                 await self._connection()
-                attempt = 0
+                retries.succeeded()
             except LinkError as exc:
                 if self.stats.last_error != str(exc):
                     # Once per kind of failure, not once per retry: no log storm while the
                     # site's 4G is down for hours.
                     log.error("cloud link: %s", exc)
                 self.stats.last_error = str(exc)
-            delay = self.settings.backoff.delay_s(attempt)
-            attempt += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(retries.failed())
 
     # --- one connection ----------------------------------------------------------------------
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import grp
 import os
 import stat
-import termios
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from edge_agent.config import (
     AgentSettings,
@@ -119,33 +117,13 @@ def serial_ports(links: Sequence[SerialLink | TcpLink]) -> list[str]:
     return sorted({link.port for link in links if isinstance(link, SerialLink)})
 
 
-@functools.cache
-def _checked_bus_class() -> type[ModbusBus]:
-    from edge_agent.meters.bus import BusError, ModbusBus  # noqa: PLC0415 -- pymodbus when used
-
-    class CheckedBus(ModbusBus):
-        """pyserial raises ``termios.error`` (not an OSError) for line settings the port
-        refuses — a pseudo-terminal refuses even parity — which ModbusBus does not translate;
-        here it becomes the bus's "disconnected" error like any port that cannot be opened."""
-
-        async def _connected(self) -> Any:
-            try:
-                return await super()._connected()
-            except termios.error as exc:
-                self.close()
-                raise BusError(
-                    f"{self.key} refuses the line settings {port_of(self.link)}: {exc}",
-                    kind="disconnected", device=self.key,
-                ) from exc  # fmt: skip
-
-    return CheckedBus
-
-
 def open_bus(link: SerialLink | TcpLink, timing: BusTiming) -> ModbusBus:
     """A bus for this link; a serial port is checked first (missing, permissions, busy)."""
+    from edge_agent.meters.bus import ModbusBus  # noqa: PLC0415 -- pymodbus when used
+
     if isinstance(link, SerialLink):
         check_port(link.port)
-    return _checked_bus_class()(link, timing)
+    return ModbusBus(link, timing)
 
 
 async def read_map(bus: ModbusBus, unit: int, register_map: RegisterMap) -> dict[Quantity, float]:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import platform
 import shutil
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,15 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentSettings, ModbusCoilRelay, SerialLink
-from edge_agent.errors import InputError, MeterError, PortBusy, RelayError, StoreError
+from edge_agent.errors import (
+    BusError,
+    BusFault,
+    InputError,
+    MeterError,
+    PortBusy,
+    RelayError,
+    StoreError,
+)
 from edge_agent.heartbeat import HEARTBEAT_STALE_S, heartbeat_path, pid_alive, read_heartbeat
 from edge_agent.tech import storeview
 from edge_agent.tech.checks import (
@@ -113,7 +120,6 @@ def _serial_of(link: object) -> tuple[int, str] | None:
 async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[MeterFacts]:
     """Read each meter from the bus; a silent one on a serial line is looked for at the
     other speeds (a meter set to another baud is the commonest commissioning mistake)."""
-    from edge_agent.meters.bus import BusError  # noqa: PLC0415
     from edge_agent.tech.scan import PARITIES, STANDARD_BAUDS, find_meter  # noqa: PLC0415
 
     facts = []
@@ -132,7 +138,7 @@ async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[Me
             values, refused = await read_meter_blocks(meter, settings.bus)
         except BusError as exc:
             found = None
-            if isinstance(meter.link, SerialLink) and exc.kind == "timeout":
+            if isinstance(meter.link, SerialLink) and exc.kind is BusFault.TIMEOUT:
                 link = meter.link
                 others = [(b, p) for b in STANDARD_BAUDS for p in PARITIES
                           if (b, p) != (link.baud, link.parity)]  # fmt: skip
@@ -143,7 +149,7 @@ async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[Me
             facts.append(MeterFacts(**base, error=str(exc), error_kind=exc.kind, found_at=found))
             continue
         except MeterError as exc:
-            facts.append(MeterFacts(**base, error=str(exc), error_kind="garbage"))
+            facts.append(MeterFacts(**base, error=str(exc), error_kind=BusFault.GARBAGE))
             continue
         facts.append(MeterFacts(**base, values=values, unavailable=tuple(refused)))
     return facts
@@ -319,7 +325,7 @@ def backlog_facts(settings: AgentSettings) -> tuple[int, float | None, int] | No
         return None
     try:
         backlog = storeview.backlog(conn)
-    except (StoreError, sqlite3.Error):
+    except StoreError:
         return None
     finally:
         conn.close()

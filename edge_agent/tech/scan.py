@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import BusTiming, SerialLink, build
-from edge_agent.errors import InputError, MeterError
+from edge_agent.errors import BusError, BusFault, InputError, MeterError
 from edge_agent.tech.direct import read_map
 from edge_agent.tech.plausible import implausible, plausibility_score
 from protocols.errors import DecodeError
@@ -114,28 +114,24 @@ class Found:
 
 async def answers(bus: ModbusBus, unit: int) -> bool:
     """Whether anything at ``unit`` answers (an exception is an answer)."""
-    from edge_agent.meters.bus import BusError  # noqa: PLC0415
-
     try:
         await bus.read_registers(unit, 4, 0, 2)
     except BusError as exc:
-        if exc.kind == "disconnected":
+        if exc.kind is BusFault.DISCONNECTED:
             raise
-        return exc.kind in ("exception", "garbage")
+        return exc.kind in (BusFault.EXCEPTION, BusFault.GARBAGE)
     return True
 
 
 async def identify(bus: ModbusBus, unit: int) -> tuple[list[ModelFit], dict[Quantity, float]]:
     """Read ``unit`` under every register map; the fits and the best map's values."""
-    from edge_agent.meters.bus import BusError  # noqa: PLC0415
-
     fits: list[ModelFit] = []
     best: dict[Quantity, float] = {}
     for model in available_models():
         try:
             values = await read_map(bus, unit, load_map(model))
         except (BusError, DecodeError) as exc:
-            if isinstance(exc, BusError) and exc.kind == "disconnected":
+            if isinstance(exc, BusError) and exc.kind is BusFault.DISCONNECTED:
                 raise
             fits.append(ModelFit(model, 0, (str(exc),)))
             continue

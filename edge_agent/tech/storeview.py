@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edge_agent.errors import InputError, StoreError
+from edge_agent.store.db import translated
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -23,23 +24,19 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         raise StoreError(
             f"no store at {path} (the agent creates it at its first start)", path=str(path)
         )
-    try:
+    with translated(f"cannot read store {path}", path=path):
         # Quoted: a `?`, `#` or `%` in the path would otherwise end or garble the URI (and a
         # lost `mode=ro` would open the file read-write).
         uri = f"file:{quote(str(path.resolve()))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=5.0)
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read store {path}: {exc}", path=str(path)) from exc
     return conn
 
 
 def _query(conn: sqlite3.Connection, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
-    try:
+    with translated("store query failed"):
         return list(conn.execute(sql, args))
-    except sqlite3.Error as exc:
-        raise StoreError(f"store query failed: {exc}") from exc
 
 
 # --- health -----------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import pytest
 
 from cloud.pg import PgConnection
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin
+from edge_agent.backoff import Backoff
 from edge_agent.store.auth import apply_auth_list_update
 from edge_agent.store.db import connect, transaction
-from edge_agent.sync.backoff import Backoff
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings

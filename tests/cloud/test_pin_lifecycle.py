@@ -100,9 +100,8 @@ async def _stop(market: Market) -> None:
 def _judged(market: Market, pin: str, at: datetime | None = None) -> AuthorizationStatus:
     """What the running agent's authorizer would decide for ``pin`` now (or ``at``), without
     using anything up."""
-    authorizer = market.agent.authorizer
-    assert authorizer is not None
-    moment = Moment(at or datetime.now(UTC), market.agent.clocks.mono(), clock_synced=True)
+    authorizer = market.agent.runtime.authorizer
+    moment = Moment(at or datetime.now(UTC), market.agent.runtime.clocks.mono(), clock_synced=True)
     return authorizer.evaluate(Pin(pin), connector=1, at=moment, connector_busy=False).status
 
 

@@ -181,6 +181,6 @@ socket_path = "{tmp_path / "agent.sock"}"
     # Polled at its interval with reconnect back-off: a few failures, no busy loop.
     assert 1 <= meter["errors"]["disconnected"] <= 3
     assert refused["ok"] is False
-    relay = agent.controllers[1].relay
+    relay = agent.runtime.controllers[1].relay
     assert isinstance(relay, FakeRelay)
     assert True not in relay.history

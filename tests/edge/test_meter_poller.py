@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from edge_agent.config import BusTiming, MeterSettings, TcpLink
-from edge_agent.meters.bus import BusError, ModbusBus
+from edge_agent.errors import BusError
+from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
 from protocols.meters import Quantity
 

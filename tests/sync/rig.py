@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge_agent.auth.decision import AuthDecision
+from edge_agent.backoff import Backoff
 from edge_agent.store import outbox
 from edge_agent.store.auth import record_decision
 from edge_agent.store.db import transaction
 from edge_agent.store.readings import add_batch
-from edge_agent.sync.backoff import Backoff
 from edge_agent.sync.downlink import CommandOutcome, WallClock
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings

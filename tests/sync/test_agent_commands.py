@@ -158,7 +158,7 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
             tasks.create_task(agent.run(stop), name="agent")
             try:
                 await asyncio.wait_for(agent.ready.wait(), 20)
-                sync = agent.sync
+                sync = agent.runtime.sync
                 assert sync is not None
                 await wait_until(lambda: sync.stats.connected, 20, "the cloud link")
 
@@ -177,7 +177,7 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
                 assert (await answer(acker, stop_cmd)).status is CommandStatus.ACCEPTED
                 await wait_until(lambda: not sim.site.relay_closed, 10, "the relay to open")
                 sim.unplug()  # Finishing -> Available: the connector is free again
-                controller = agent.controllers[1]
+                controller = agent.runtime.controllers[1]
                 await wait_until(lambda: not controller.busy, 10, "the connector to be free")
 
                 replay = command(StartSession(connector=1, token=signed))

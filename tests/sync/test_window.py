@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.sync.backoff import Backoff
+from edge_agent.backoff import Backoff
 from edge_agent.sync.window import TokenBucket, UplinkWindow
 
 
