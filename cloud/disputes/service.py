@@ -25,7 +25,8 @@ A crash or a provider failure between the steps leaves the dispute resolved with
 row not yet sent; resolving it again sends what is missing and changes nothing else.
 A rejection moves no money: the dispute is closed and the hold ends. Every resolution writes
 an audit row (``dispute.resolve``: who, the outcome, before and after) in step 1's
-transaction.
+transaction, and every step (opened, answered, resolved) queues a notification for the
+other side in its transaction (:func:`cloud.notifications.events.dispute_updated`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.ledger.accounts import host_account
 from cloud.ledger.entries import dispute_txn
 from cloud.ledger.service import post
+from cloud.notifications.events import dispute_updated
 from cloud.payments.models import LedgerEntry, Payment, PaymentStatus, Refund, RefundStatus
 from cloud.payments.provider import PaymentProvider
 from cloud.payments.service import refund_payment
@@ -111,6 +113,8 @@ async def open_dispute(
                        key=session_id)  # fmt: skip
     found = await db.get(Dispute, dispute_id)
     assert found is not None
+    await _tell(db, found, "opened", "opened", driver=False, host=True,
+                note=f"Reason: {reason.value.replace('_', ' ')}.")  # fmt: skip
     return found
 
 
@@ -178,6 +182,35 @@ async def host_user_of(db: AsyncSession, dispute: Dispute) -> str:
     return user_id
 
 
+async def _parties(db: AsyncSession, dispute: Dispute) -> tuple[str, str]:
+    """The charger's name and its host's user id."""
+    row = (
+        await db.execute(
+            select(Charger.name, Host.user_id)
+            .join(Host, Host.id == Charger.host_id)
+            .join(ChargingSession, ChargingSession.charger_id == Charger.id)
+            .where(ChargingSession.id == dispute.session_id)
+        )
+    ).one()
+    return str(row[0]), str(row[1])
+
+
+async def _tell(
+    db: AsyncSession, dispute: Dispute, step: str, label: str, *, driver: bool, host: bool,
+    note: str = "",
+) -> None:  # fmt: skip
+    """Queue the dispute's news for its driver and/or host in the change's transaction
+    (cloud.notifications.events: sent later, by the delivery job, with retries)."""
+    charger_name, host_user = await _parties(db, dispute)
+    for user_id, wanted in ((dispute.raised_by, driver), (host_user, host)):
+        if wanted:
+            await dispute_updated(
+                db, dispute_id=dispute.id, user_id=user_id, status_label=label,
+                charger_name=charger_name, note=note, refund_paise=dispute.refund_paise,
+                dedupe_key=f"dispute_{step}:{dispute.id}:{user_id}",
+            )  # fmt: skip
+
+
 async def respond(
     db: AsyncSession, principal: Principal, dispute_id: str, *, text: str, now: datetime
 ) -> Dispute:
@@ -193,6 +226,8 @@ async def respond(
     dispute.host_responded_at = now
     dispute.status = DisputeStatus.UNDER_REVIEW
     await db.flush()
+    await _tell(db, dispute, "answered", "under review", driver=True, host=False,
+                note="The host has responded.")  # fmt: skip
     return dispute
 
 
@@ -311,6 +346,8 @@ async def _decide(
         dispute.status = DisputeStatus.RESOLVED_NO_ACTION
         await _audit(db, actor, dispute, before, outcome)
         await db.flush()
+        await _tell(db, dispute, "resolved", "closed without a refund", driver=True, host=True,
+                    note=note)  # fmt: skip
         return dispute
     charger = await db.get(Charger, session.charger_id)
     assert charger is not None
@@ -334,6 +371,8 @@ async def _decide(
     await _audit(db, actor, dispute, before, outcome, host_paise=split.host_paise,
                  platform_paise=split.platform_paise)  # fmt: skip
     await db.flush()
+    await _tell(db, dispute, "resolved", "resolved with a refund", driver=True, host=True,
+                note=note)  # fmt: skip
     return dispute
 
 

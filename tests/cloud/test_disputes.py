@@ -232,6 +232,16 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     assert [(a["actor_user_id"], json.loads(a["after"])["refund_paise"]) for a in audited] == [
         (admin.id, refund_paise)
     ]
+    # Each step queued the other side's notification (cloud.notifications: sent later).
+    told = await pg.fetch(
+        "SELECT user_id, facts->>'status_label' AS label FROM notification_events "
+        "WHERE kind = 'dispute_updated' AND subject_id = $1 ORDER BY id",
+        dispute["id"],
+    )
+    assert [(t["user_id"], t["label"]) for t in told] == [
+        (host.id, "opened"), (driver.id, "under review"),
+        (driver.id, "resolved with a refund"), (host.id, "resolved with a refund"),
+    ]  # fmt: skip
     # The refund went through the provider fake and came back by its webhook.
     refund = await _one(
         pg,
