@@ -24,6 +24,7 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.billing.service import rates
+from cloud.errors import PaymentProviderError
 from cloud.payments import service as payments
 from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
 from cloud.payments.settlement import settle_session
@@ -435,3 +436,67 @@ async def ledger_commission(pg: PgConnection) -> int:
         "WHERE account = 'platform_commission'"
     )
     return total
+
+
+async def test_a_refund_the_provider_refused_is_sent_again_by_resolving_again(
+    dispute_api: DisputeApi, pg: PgConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision commits before the provider is called: a provider failure leaves the
+    dispute resolved, its adjustment posted and its refund row unsent (the API answers 502);
+    resolving again sends that row, once."""
+    api, s = dispute_api, dispute_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
+    admin = await add_user(pg, s, Role.ADMIN)
+    charger = await add_charger(pg, host, pricing_mode="per_kwh")
+    session = await _settled_session(pg, api, charger, driver)
+    opened = await api.client.post(
+        f"/sessions/{session.public_id}/disputes",
+        json={"reason_code": "stopped_early", "description": "Stopped at 20 %."},
+        headers=driver.headers,
+    )
+    dispute_id = opened.json()["id"]
+    real_refund = api.provider.refund
+
+    async def provider_down(*args: Any, **kwargs: Any) -> Any:
+        raise PaymentProviderError("dummy", "refund", code="unavailable")
+
+    # The provider's outage (the fake's, a third party's stand-in; nothing of ours is faked).
+    monkeypatch.setattr(api.provider, "refund", provider_down)
+    body = {"outcome": "partial_refund", "refund_paise": 500, "note": "Half a kWh back."}
+    failed = await api.client.post(
+        f"/admin/disputes/{dispute_id}/resolve", json=body, headers=admin.headers
+    )
+    assert failed.status_code == 502, failed.text
+    row = await _one(pg, "SELECT status, refund_paise FROM disputes WHERE id = $1", dispute_id)
+    assert (row["status"], row["refund_paise"]) == ("resolved_refund", 500)
+    unsent = await pg.fetch(
+        "SELECT id, status, provider_refund_id FROM refunds WHERE reason = $1",
+        f"dispute {dispute_id}",
+    )
+    assert [(r["status"], r["provider_refund_id"]) for r in unsent] == [("pending", None)]
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    # Meanwhile the money is the driver's credit in the ledger, not yet back on their card.
+    assert await pg.fetchval(
+        "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver.id}",
+    ) == 500  # fmt: skip
+
+    monkeypatch.setattr(api.provider, "refund", real_refund)
+    again = await api.client.post(
+        f"/admin/disputes/{dispute_id}/resolve", json=body, headers=admin.headers
+    )
+    assert again.status_code == 200, again.text
+
+    async def processed() -> bool:
+        status = await pg.fetchval("SELECT status FROM refunds WHERE id = $1", unsent[0]["id"])
+        return bool(status == "processed")
+
+    await wait_for(processed, "the re-sent refund's webhook")
+    assert await pg.fetchval(
+        "SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute_id}"
+    ) == 1  # fmt: skip
+    assert len(await _refund_events(api, unsent[0]["id"])) == 1
+    assert await pg.fetchval(
+        "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver.id}",
+    ) == 0  # fmt: skip
