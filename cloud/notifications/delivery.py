@@ -91,7 +91,9 @@ def _rows(
     wanted: set[Channel],
     subscriptions: list[PushSubscription],
 ) -> list[dict[str, Any]]:
-    base = {"event_id": event.id, "user_id": user.id, "subject": rendered.subject}
+    # Every row names every column: one multi-row INSERT takes one shape.
+    base = {"event_id": event.id, "user_id": user.id, "subject": rendered.subject,
+            "body_html": None}  # fmt: skip
     rows = []
     if Channel.EMAIL in wanted and user.email:
         rows.append(base | {"channel": Channel.EMAIL, "address": user.email,
