@@ -7,8 +7,8 @@ retries, never inside a request. Ingest, which writes through asyncpg, uses the 
 :data:`INSERT_SESSION_EVENT` and :data:`INSERT_OFFLINE_EVENT` in its own transaction.
 
 The hooks the services call: :func:`booking_created`, :func:`booking_decided`,
-:func:`booking_cancelled`, :func:`payout_paid` and :func:`dispute_updated` (for the dispute
-service: call it with the dispute's new status in the transaction that sets it).
+:func:`booking_cancelled`, :func:`payout_paid` and :func:`dispute_updated` (the dispute
+service, at each step of a dispute, once per person to tell).
 """
 
 from __future__ import annotations

@@ -200,12 +200,11 @@ TEMPLATES: dict[EventKind, Template] = {
     EventKind.DISPUTE_UPDATED: Template(
         subject="Dispute {{ f.status_label }}: session at {{ f.charger_name }}",
         body=(
-            "Hello {{ name }},\n\nThe dispute about your session at {{ f.charger_name }} "
-            "is now {{ f.status_label }}.{% if f.note %}\n\n{{ f.note }}{% endif %}"
+            "Hello {{ name }},\n\nThe dispute about the session at {{ f.charger_name }}: "
+            "{{ f.status_label }}.{% if f.note %}\n\n{{ f.note }}{% endif %}"
             "{% if f.refund_paise %}\n\nRefund: {{ f.refund_paise|inr }}.{% endif %}"
         ),
-        sms="ChargeMitra: your dispute about the session at {{ f.charger_name }} is now "
-        "{{ f.status_label }}.",
+        sms="ChargeMitra: dispute about the session at {{ f.charger_name }}: {{ f.status_label }}.",
         link="{{ base }}/disputes/{{ f.dispute_id }}",
         link_label="See the dispute",
     ),

@@ -157,6 +157,8 @@ async def test_a_booking_confirmation_reaches_the_smtp_server(
         booking = await _book(api, driver, charger, start)
         assert booking["status"] == "confirmed"
         (mail,) = await smtp.wait_for(1)
+        # The relay answers before the job commits: wait for the row it marks sent.
+        await _wait_row(pg, "SELECT true FROM notification_deliveries WHERE status <> 'pending'")
     assert mail.rcpt_tos == (driver.email,)
     assert mail.message["To"] == driver.email
     assert mail.message["From"] == "ChargeMitra <no-reply@chargemitra.test>"
