@@ -16,7 +16,10 @@ JSON line each, per BENCHMARKS.md):
   (its own process and pool, the dummy provider): each is verified, stored once and moves
   an authorized payment of the database to captured, posting its capture to the ledger.
   Client-side latency, all rounds pooled; ``webhook_p50_ms`` beside it, and in ``params``
-  the latency of as many deliveries sent one at a time (the service time, no queueing).
+  the latency of as many deliveries sent one at a time (the service time, no queueing) and
+  ``healthz_floor_p99_ms``: after each round, as many ``GET /healthz`` at once on the same
+  connections (no body, no database) — what the machine, the server and this client cost
+  at that moment, the floor no webhook can go below on a shared machine.
 * ``settle_sessions_per_s`` (goal ratio ≥ 0.3): ``--sessions`` stopped sessions, each with
   an authorized prepayment at the dummy provider, settled in-process by ``--concurrency``
   workers through the settle function the API's settle job uses (:func:`cloud.payments.

@@ -185,10 +185,17 @@ async def _claim(
 
 
 async def price_session(
-    db: AsyncSession, session_pk: int, platform: Rates, billing: BillingSettings
+    db: AsyncSession,
+    session_pk: int,
+    platform: Rates,
+    billing: BillingSettings,
+    *,
+    locked: ChargingSession | None = None,
 ) -> Priced | None:
-    """Step 1, in the caller's transaction: None when there is nothing (left) to bill."""
-    row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
+    """Step 1, in the caller's transaction: None when there is nothing (left) to bill.
+    ``locked``: the session's row, already locked FOR NO KEY UPDATE in this transaction (a
+    batch locks them all at once); else it is locked here."""
+    row = locked or await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
     if row is None or row.state is not SessionState.STOPPED or row.billing_state not in _OPEN:
         return None
     owner, unlock, booking = await _owner(db, row)
@@ -308,8 +315,12 @@ async def settle_sessions(
         # Their chargers and hosts read once and held (the identity map only keeps objects
         # referenced): pricing and invoicing then find them without a query per session.
         held = await _hold_parties(db, rows)
+        by_pk = {row.id: row for row in rows}
         priced = [
-            p for pk in pks if (p := await price_session(db, pk, platform, billing)) is not None
+            p
+            for pk in pks
+            if (p := await price_session(db, pk, platform, billing, locked=by_pk.get(pk)))
+            is not None
         ]
         claimed = [p.payment_id for p in priced if p.payment_id is not None]
         settleable = set(

@@ -21,7 +21,13 @@ from cloud.ledger.service import ledger_total, session_money
 from cloud.payments import service
 from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
 from cloud.payments.provider import PaymentState
-from cloud.payments.settlement import Settler, due_sessions, release_cancelled, settle_session
+from cloud.payments.settlement import (
+    Settler,
+    due_sessions,
+    release_cancelled,
+    settle_session,
+    settle_sessions,
+)
 from cloud.pg import PgConnection
 from cloud.settings import BillingSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
@@ -259,3 +265,48 @@ async def test_the_job_backs_off_a_failing_session_without_starving_the_others(
     assert len(errors) == 1  # logged once, not every round
     states = {r[0]: r[1] for r in await pg.fetch("SELECT id, billing_state FROM sessions")}
     assert states == {billable: "settled", stuck: "unbilled"}
+
+
+async def test_batches_racing_over_the_same_sessions_bill_each_once(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], provider: FlakyDummy
+) -> None:
+    """The job's batches (settle_sessions) racing each other, a single-session settler and
+    the dummy's webhooks over the same sessions, taken in opposite orders: no deadlock, each
+    session billed and invoiced once, its money taken once, the ledger balanced, the
+    invoice numbers consecutive."""
+    made = [await _paid_session(pg, sessions, provider) for _ in range(6)]
+    pks = [pk for pk, _ in made]
+
+    async def batch(chunk: list[int]) -> int:
+        return await settle_sessions(
+            sessions, provider, chunk, platform=Rates(), tcs_bp=50, billing=BillingSettings()
+        )
+
+    results = await asyncio.gather(
+        batch(pks), batch(list(reversed(pks))), batch(pks[2:]), _settle(sessions, provider, pks[0])
+    )
+    assert sum(int(r) for r in results) == 6
+    for pk, payment_id in made:
+        assert await _bill_entries(pg, pk) > 0
+        assert await pg.fetchval(
+            "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
+            "AND source = 'bill'",
+            pk,
+        ) == 1  # fmt: skip
+        assert await pg.fetchval(
+            "SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id
+        ) == 1  # fmt: skip
+
+    async def refunds_posted() -> bool:  # each refund's two entries, posted by its webhook
+        count = await pg.fetchval("SELECT count(*) FROM ledger_entries WHERE source = 'refund'")
+        return bool(count == 12)
+
+    await wait_for(refunds_posted, "the refunds' webhooks")
+    for pk, _ in made:
+        async with sessions() as db:
+            money = await session_money(db, pk)
+        assert money.captured_paise - money.refunded_paise == money.billed_paise == BILL.total_paise
+    async with sessions() as db:
+        assert await ledger_total(db) == 0
+    numbers = [r["number"] for r in await pg.fetch("SELECT number FROM invoices ORDER BY number")]
+    assert numbers == list(range(1, 7))
