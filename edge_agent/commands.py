@@ -3,8 +3,9 @@
 The sync task has already refused what is stale, repeated or malformed; here a command meets
 the same paths as a driver at the charger: a remote start is a :class:`Token` presented to the
 one authorization, a stop is a stop, a relay test is the control socket's relay test (one
-handler, :func:`edge_agent.control.handlers.relay_test`), and revoked booking PINs go to the
-store the authorization reads. It is given the narrow parts it needs, never the agent.
+handler, :func:`edge_agent.control.handlers.relay_test`), revoked booking PINs go to the
+store the authorization reads, and an extended booking's running session is authorized for
+longer. It is given the narrow parts it needs, never the agent.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from protocols.messages import (
     Command,
     ConfigUpdate,
     Diagnostics,
+    ExtendSession,
     JsonValue,
     RelayTest,
     RevokePins,
@@ -99,6 +101,8 @@ class AgentCommands:
             return self._config(action)
         if isinstance(action, RevokePins):
             return self._revoke_pins(action)
+        if isinstance(action, ExtendSession):
+            return await self._extend(action)
         if isinstance(action, Diagnostics):
             return CommandOutcome(CommandStatus.ACCEPTED, "snapshot", data=self._snapshot())
         return await self._relay_test(action)
@@ -129,6 +133,17 @@ class AgentCommands:
                 return CommandOutcome(
                     CommandStatus.ACCEPTED, "stopped", session_id=action.session_id
                 )
+        return CommandOutcome(CommandStatus.REJECTED, f"no open session {action.session_id}")
+
+    async def _extend(self, action: ExtendSession) -> CommandOutcome:
+        """The cloud extended the booking of a running session: its authorization (stored
+        with it, what a restart's recovery checks) now runs until ``action.until``."""
+        for controller in self._connectors.values():
+            if await controller.extend(action.session_id, action.until):
+                return CommandOutcome(
+                    CommandStatus.ACCEPTED, f"authorized until {action.until.isoformat()}",
+                    session_id=action.session_id,
+                )  # fmt: skip
         return CommandOutcome(CommandStatus.REJECTED, f"no open session {action.session_id}")
 
     def _auth_list(self, update: AuthListUpdate) -> CommandOutcome:

@@ -113,6 +113,8 @@ class CommandName(StrEnum):
     RELAY_TEST = "relay_test"
     #: Booking PINs the cloud revoked (a cancelled or declined booking), by ``pin_ref``.
     REVOKE_PINS = "revoke_pins"
+    #: A running session's booking was extended: its authorization runs until ``until``.
+    EXTEND_SESSION = "extend_session"
 
 
 class CommandStatus(StrEnum):

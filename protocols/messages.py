@@ -545,6 +545,19 @@ class RevokePins(_Action, tag=CommandName.REVOKE_PINS.value, frozen=True, kw_onl
     pins: Annotated[list[RevokedPin], Meta(min_length=1, max_length=2000)]
 
 
+class ExtendSession(_Action, tag=CommandName.EXTEND_SESSION.value, frozen=True, kw_only=True):
+    """The booking of running session ``session_id`` was extended (and its top-up quoted):
+    the session's authorization now runs until ``until``. The agent keeps the later of this
+    and what it holds (never shortens), so a repeated or late command changes nothing."""
+
+    name: ClassVar[CommandName] = CommandName.EXTEND_SESSION
+    session_id: Ulid
+    until: UtcDatetime
+
+    def __post_init__(self) -> None:
+        _normalise_times(self, "until")
+
+
 CommandAction: TypeAlias = (
     StartSession
     | StopSession
@@ -553,6 +566,7 @@ CommandAction: TypeAlias = (
     | Diagnostics
     | RelayTest
     | RevokePins
+    | ExtendSession
 )
 
 

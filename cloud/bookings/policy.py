@@ -13,6 +13,8 @@ Rules (docs/cloud.md, "Bookings"):
   pricing rule (:mod:`cloud.billing.quote`, ``price(tariff, window_usage(...))``), exact for
   per-hour pricing, an upper bound (the connector's maximum power for the whole booking) for
   per-kWh pricing, and never below the bill of a session that fits in the booking;
+* a running booking (started, not ended) may be extended by its driver to a later end on a
+  15-minute boundary, at most ``MAX_DURATION`` in all, while the connector is free then;
 * a driver cancels for free until ``free_cancel_before_min`` minutes before the start (and
   always while the host has not confirmed); later, the charger's late fee, capped at the
   booking's amount. A host's (or admin's) cancellation never costs the driver anything;
@@ -62,6 +64,20 @@ def check_range(start: datetime, end: datetime, now: datetime) -> None:
     if end - start < MIN_DURATION:
         raise InvalidRequest("a booking lasts at least 15 minutes", field="end")
     if end - start > MAX_DURATION:
+        raise InvalidRequest("a booking lasts at most 12 hours", field="end")
+
+
+def check_extension(start: datetime, end: datetime, new_end: datetime) -> None:
+    """Raise :class:`InvalidRequest` (field ``end``) unless a booking ``[start, end)`` may
+    run until ``new_end``: later than now ends, on a 15-minute boundary, and the whole
+    booking no longer than ``MAX_DURATION``."""
+    if new_end.tzinfo is None:
+        raise InvalidRequest("times need a UTC offset", field="end")
+    if not _aligned(new_end):
+        raise InvalidRequest("a booking ends on a 15-minute boundary", field="end")
+    if new_end <= end:
+        raise InvalidRequest("an extension ends after the booking's current end", field="end")
+    if new_end - start > MAX_DURATION:
         raise InvalidRequest("a booking lasts at most 12 hours", field="end")
 
 

@@ -15,8 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud.accounts.models import Role
 from cloud.accounts.tokens import Principal
 from cloud.bookings import pins, service
+from cloud.bookings.extension import send_extension
 from cloud.bookings.models import Booking, BookingStatus
-from cloud.bookings.schemas import BookingCreate, BookingOut, BookingPage, BookingWithPin, PinOut
+from cloud.bookings.schemas import (
+    BookingCreate,
+    BookingExtend,
+    BookingExtended,
+    BookingOut,
+    BookingPage,
+    BookingWithPin,
+    PinOut,
+)
 from cloud.deps import CurrentUser, Db, HostUser, State, require_roles
 from cloud.openapi import links, problems
 from cloud.schemas import PathId
@@ -102,6 +111,29 @@ async def reveal_pin(booking_id: PathId, db: Db, user: CurrentUser, state: State
     return await service.reveal_pin(
         db, user, booking_id, state.settings.app.secret_key.get_secret_value(), _now()
     )
+
+
+@router.post("/bookings/{booking_id}/extend", responses=problems(402, 409))
+async def extend_booking(
+    booking_id: PathId, body: BookingExtend, driver: DriverUser, state: State
+) -> BookingExtended:
+    """Run the caller's running booking (confirmed, started, not ended) until ``end``: on a
+    15-minute boundary after the current end, the whole booking at most 12 hours, inside the
+    charger's opening hours (422 naming ``end``). The extra amount is quoted by the one
+    pricing rule and added to ``amount_paise``; ``topup_paise`` is what is left to pay, with
+    ``POST /bookings/{id}/payment`` (a second payment of the booking; the session's bill is
+    taken from both). A running session's authorization at the charger is extended over the
+    command path (``session_extended``). 409 ``booking-overlap`` when another booking holds
+    the added time, ``conflict`` when the booking is not running; 402 ``payment-required``
+    while the driver owes an amount; anyone else's booking is a 404."""
+    extension = service.Extension(booking_id=booking_id, end=body.end, principal=driver,
+                                  now=_now())  # fmt: skip
+    extended = await service.extend_booking(state.sessions, extension)
+    sent = send_extension(state, extended.command)
+    return BookingExtended(
+        **extended.out.model_dump(), extra_paise=extended.extra_paise,
+        topup_paise=extended.topup_paise, session_extended=sent,
+    )  # fmt: skip
 
 
 @router.post("/bookings/{booking_id}/approve", responses=problems(409))

@@ -23,6 +23,13 @@ class BookingCreate(RequestModel):
     note: str = Field(default="", max_length=500)
 
 
+class BookingExtend(RequestModel):
+    """A running booking's new end, on a 15-minute boundary after the current end (the
+    whole booking at most 12 hours: rules in the route's description)."""
+
+    end: Instant
+
+
 class AmountKind(StrEnum):
     #: Per-hour pricing: the booking costs exactly this.
     EXACT = "exact"
@@ -70,6 +77,18 @@ class BookingWithPin(BookingOut):
     #: booking's PIN comes from ``POST /bookings/{id}/pin`` once paid); null otherwise, or
     #: when the charger has no PIN secret (yet).
     pin: PinOut | None = None
+
+
+class BookingExtended(BookingOut):
+    #: What the extension added to ``amount_paise`` (the one pricing rule's quote of the
+    #: longer window less that of the old one, under the charger's tariff now).
+    extra_paise: int
+    #: What is left to pay of ``amount_paise``: the top-up, paid with
+    #: ``POST /bookings/{id}/payment`` (0 for a free charger).
+    topup_paise: int
+    #: The charger's agent was told the running session may go on until ``end``
+    #: (``extend_session`` command sent); false when no session of the booking runs yet.
+    session_extended: bool
 
 
 class BookingPage(BaseModel):

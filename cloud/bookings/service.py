@@ -40,6 +40,7 @@ from cloud.accounts.models import Host, Role
 from cloud.accounts.tokens import Principal
 from cloud.billing.quote import Tariff, price, window_usage
 from cloud.bookings import policy
+from cloud.bookings.extension import extension_command
 from cloud.bookings.models import ACTIVE_BOOKING_STATUSES, Booking, BookingStatus
 from cloud.bookings.pins import booking_pin
 from cloud.bookings.schemas import (
@@ -61,8 +62,14 @@ from cloud.columns import ulid_pk
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.notifications import events as notify
-from cloud.payments.checkout import require_booking_paid, require_nothing_due
+from cloud.payments.checkout import (
+    booking_unpaid_paise,
+    require_booking_paid,
+    require_nothing_due,
+)
 from cloud.reviews.service import driver_trust
+from cloud.sessions.commands import PreparedCommand
+from cloud.sessions.models import ChargingSession, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +550,132 @@ async def cancel_booking(
     await notify.booking_cancelled(db, booking, locked.charger)
     await db.refresh(booking, ["updated_at"])
     return to_out(booking, locked.connector, locked.charger.pricing_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A driver's request to run their booking until ``end``."""
+
+    booking_id: str
+    end: datetime
+    principal: Principal
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Extended:
+    """An extension committed: the answer, and the device and running session (if any) the
+    agent's authorization is to be extended for (sent after the commit)."""
+
+    out: BookingOut
+    extra_paise: int
+    topup_paise: int
+    #: The ``extend_session`` command for the booking's running session (None: none runs).
+    command: PreparedCommand | None
+
+
+async def _running_session(db: AsyncSession, booking: Booking) -> str | None:
+    """The agent's id of the booking's session still running (started, not stopped)."""
+    found: str | None = await db.scalar(
+        select(ChargingSession.device_session_id)
+        .where(
+            ChargingSession.booking_id == booking.id,
+            ChargingSession.state != SessionState.STOPPED,
+        )
+        .order_by(ChargingSession.id.desc())
+        .limit(1)
+    )
+    if found is not None or booking.pin_ref is None:
+        return found
+    # A PIN session the cloud has not tied to its booking yet (ingest matches it by pin_ref).
+    by_pin: str | None = await db.scalar(
+        select(ChargingSession.device_session_id)
+        .where(
+            ChargingSession.credential_ref == booking.pin_ref,
+            ChargingSession.charger_id == booking.charger_id,
+            ChargingSession.state != SessionState.STOPPED,
+        )
+        .limit(1)
+    )
+    return by_pin
+
+
+async def _extend_once(db: AsyncSession, ext: Extension) -> Extended:
+    locked = await _lock(db, ext.principal, ext.booking_id)
+    booking, charger = locked.booking, locked.charger
+    if locked.role is not Role.DRIVER:
+        # Only the booking's driver extends it (the host and admins see it, nobody else).
+        raise NotFound("booking", ext.booking_id)
+    start, end = _bounds(booking)
+    if booking.status is not BookingStatus.CONFIRMED or not start <= ext.now < end:
+        raise Conflict(
+            "only a running confirmed booking (started, not ended) can be extended",
+            entity="booking", key=ext.booking_id,
+        )  # fmt: skip
+    policy.check_extension(start, end, ext.end)
+    # An amount due blocks more charging time as it blocks a new booking (402).
+    await require_nothing_due(db, booking.user_id)
+    await _check_open(db, charger, end, ext.end)
+    connector = await db.get(Connector, booking.connector_id)
+    assert connector is not None  # a foreign key
+    # The same queue and lazy expiry as a create (the exclusion constraint decides).
+    await db.execute(_CONNECTOR_LOCK, {"key": f"cm-booking|{connector.id}"})
+    added = _period(end, ext.end)
+    await db.execute(
+        update(Booking)
+        .where(
+            Booking.connector_id == connector.id,
+            Booking.status == BookingStatus.PENDING,
+            Booking.expires_at <= ext.now,
+            Booking.period.overlaps(added),
+        )
+        .values(status=BookingStatus.EXPIRED)
+        .execution_options(synchronize_session=False)
+    )
+    # The extra amount by the one rule: the longer window's quote less the shorter one's,
+    # both under the tariff now (so the booking's amount stays the window's quote when the
+    # tariff has not changed, and an earlier price is kept when it has).
+    tariff = Tariff.from_charger(charger)
+    longer = price(tariff, window_usage(ext.end - start, connector.max_power_w)).total_paise
+    shorter = price(tariff, window_usage(end - start, connector.max_power_w)).total_paise
+    extra = max(0, longer - shorter)
+    booking.period = _period(start, ext.end)
+    booking.amount_paise += extra
+    # The exclusion constraint speaks here (another booking holds the added time).
+    await db.flush()
+    await db.refresh(booking, ["updated_at"])
+    topup = await booking_unpaid_paise(db, booking)
+    running = await _running_session(db, booking)
+    command = None
+    if running is not None and charger.device_id is not None:
+        command = await extension_command(
+            db, charger.device_id, running, until=ext.end, now=ext.now
+        )
+    return Extended(
+        out=to_out(booking, locked.connector, charger.pricing_mode),
+        extra_paise=extra,
+        topup_paise=topup,
+        command=command,
+    )
+
+
+async def extend_booking(sessions: async_sessionmaker[AsyncSession], ext: Extension) -> Extended:
+    """Run the caller's running booking until ``ext.end`` while its connector is free then:
+    409 ``booking-overlap`` when another booking holds that time (the exclusion constraint
+    decides, as for a create). Runs its own transactions, retried after a deadlock."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            async with sessions() as db, db.begin():
+                return await _extend_once(db, ext)
+        except DBAPIError as exc:
+            state = _sqlstate(exc)
+            if state == EXCLUSION_VIOLATION:
+                raise BookingOverlap(ext.booking_id) from exc
+            if state not in RETRYABLE_STATES or attempt == CREATE_ATTEMPTS:
+                raise
+            pause = random.uniform(0, RETRY_PAUSE_S * 2**attempt)  # noqa: S311 -- jitter, not a secret
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def reveal_pin(

@@ -4,8 +4,9 @@ What a driver pays for, and what it unlocks:
 
 * a **booking** (``POST /bookings/{id}/payment``): its ``amount_paise``, the upper bound the
   one pricing rule puts on any session in its window. The unlock of a booking (QR or PIN)
-  needs an authorized payment of at least that amount (:func:`require_booking_paid`); a
-  booking of amount 0 (a free charger) needs none;
+  needs authorized payments of at least that amount (:func:`require_booking_paid`); a
+  booking of amount 0 (a free charger) needs none. An extension raises the amount, and the
+  same route then takes the top-up (a second payment of the booking);
 * a **walk-up** (``POST /payments``): the quote of a duration or an energy on a charger. An
   unlock without a booking needs an authorized walk-up payment made after the driver's last
   started walk-up unlock (:func:`require_walkup_paid`): each started walk-up consumes the
@@ -69,9 +70,10 @@ async def require_nothing_due(db: AsyncSession, user_id: str) -> None:
         )  # fmt: skip
 
 
-async def booking_payment(db: AsyncSession, booking: Booking) -> Payment | None:
-    """The payment holding ``booking``'s amount, if one does (the latest)."""
-    found: Payment | None = await db.scalar(
+async def booking_payments(db: AsyncSession, booking: Booking) -> list[Payment]:
+    """The payments holding ``booking``'s amount, oldest first: the prepayment and, after
+    an extension (``POST /bookings/{id}/extend``), its top-ups."""
+    found = await db.scalars(
         select(Payment)
         .where(
             Payment.booking_id == booking.id,
@@ -79,24 +81,29 @@ async def booking_payment(db: AsyncSession, booking: Booking) -> Payment | None:
             # prepayment pays for one session.
             Payment.session_id.is_(None),
             Payment.status.in_(HELD),
-            Payment.amount_paise >= booking.amount_paise,
         )
-        .order_by(Payment.created_at.desc())
-        .limit(1)
+        .order_by(Payment.created_at, Payment.id)
     )
-    return found
+    return list(found)
+
+
+async def booking_unpaid_paise(db: AsyncSession, booking: Booking) -> int:
+    """What is left to pay of ``booking``'s amount (0: paid)."""
+    held = sum(p.amount_paise for p in await booking_payments(db, booking))
+    return max(0, booking.amount_paise - held)
 
 
 async def require_booking_paid(db: AsyncSession, booking: Booking) -> None:
-    """402 unless ``booking``'s amount is held by an authorized payment (none is needed for
+    """402 unless ``booking``'s amount is held by authorized payments (none is needed for
     an amount of 0)."""
     if booking.amount_paise <= 0:
         return
-    if await booking_payment(db, booking) is None:
+    unpaid = await booking_unpaid_paise(db, booking)
+    if unpaid:
         raise PaymentRequired(
-            f"booking {booking.id} is not paid: pay {booking.amount_paise} paise first "
+            f"booking {booking.id} is not paid: pay {unpaid} paise first "
             f"(POST /bookings/{booking.id}/payment)",
-            entity="booking", key=booking.id, amount_paise=booking.amount_paise,
+            entity="booking", key=booking.id, amount_paise=unpaid,
         )  # fmt: skip
 
 
@@ -146,7 +153,8 @@ async def _opened(state: AppState, payment: Payment, order: Order) -> OrderOut:
 
 
 async def pay_booking(state: AppState, principal: Principal, booking_id: str) -> OrderOut:
-    """Open the prepayment of the caller's booking: its amount, GST included."""
+    """Open the prepayment of the caller's booking: what is left to pay of its amount, GST
+    included — all of it, or after an extension the top-up."""
     async with state.sessions() as db:
         booking = await db.get(Booking, booking_id)
         if booking is None or booking.user_id != principal.user_id:
@@ -157,10 +165,10 @@ async def pay_booking(state: AppState, principal: Principal, booking_id: str) ->
         if booking.amount_paise <= 0:
             raise Conflict(f"booking {booking_id} costs nothing: there is nothing to pay",
                            entity="booking", key=booking_id)  # fmt: skip
-        if await booking_payment(db, booking) is not None:
+        amount = await booking_unpaid_paise(db, booking)
+        if not amount:
             raise Conflict(f"booking {booking_id} is already paid",
                            entity="booking", key=booking_id)  # fmt: skip
-        amount = booking.amount_paise
     payment, order = await service.open_order(
         state.sessions, _provider(state), user_id=principal.user_id, amount_paise=amount,
         booking_id=booking_id,

@@ -8,7 +8,7 @@ who may read the session (its driver, the charger's host, an admin; anyone else:
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
@@ -46,6 +46,17 @@ async def receipt(
     payment = await db.scalar(
         select(Payment).where(Payment.session_id == row.id).order_by(Payment.created_at).limit(1)
     )
+    prepaid = payment.amount_paise if payment is not None else 0
+    if booking_id is not None:
+        # A booking's prepayment and an extension's top-ups (not an amount due paid later).
+        prepaid = int(
+            await db.scalar(
+                select(func.coalesce(func.sum(Payment.amount_paise), 0)).where(
+                    Payment.session_id == row.id, Payment.booking_id == booking_id
+                )
+            )
+            or 0
+        )
     money = await session_money(db, row.id)
     kept = money.captured_paise - money.refunded_paise
     billed = row.amount_paise if row.amount_paise is not None else quote.total_paise
@@ -72,7 +83,7 @@ async def receipt(
         gst_paise=quote.gst_paise,
         total_paise=billed,
         sac=SAC_EV_CHARGING,
-        prepaid_paise=payment.amount_paise if payment is not None else 0,
+        prepaid_paise=prepaid,
         captured_paise=money.captured_paise,
         refunded_paise=money.refunded_paise,
         # Only a settled bill can be due: before, the money is still being taken.

@@ -59,7 +59,7 @@ from cloud.ledger.entries import bill_txn
 from cloud.ledger.service import post, post_all
 from cloud.payments import service
 from cloud.payments.cancellation import release_booking
-from cloud.payments.checkout import booking_payment, walkup_payment
+from cloud.payments.checkout import HELD, booking_payments, walkup_payment
 from cloud.payments.models import Payment, PaymentStatus
 from cloud.payments.provider import PaymentProvider
 from cloud.sessions.models import BillingState, ChargingSession, SessionState, UnlockRequest
@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 _OPEN = (BillingState.UNBILLED, BillingState.PRICED)
+#: A claimed prepayment, before or after its settlement (a failed one is not claimed again).
+HELD_OR_SETTLED = (*HELD, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
 
 #: Locks, always in this order: the session row (FOR NO KEY UPDATE), then its payment row.
 #: NO KEY UPDATE serialises the settlers without blocking the FOR KEY SHARE that a ledger
@@ -92,7 +94,11 @@ class Priced:
     host_id: str
     host_gst_registered: bool
     quote: Quote
+    #: The first prepayment claimed (named by the bill's entries), or None.
     payment_id: str | None
+    #: Every prepayment claimed, oldest first: a booking's and, after an extension, its
+    #: top-ups. The bill is taken from them in this order (:func:`allocate`).
+    payment_ids: tuple[str, ...] = ()
 
 
 class Unbillable(CloudError):
@@ -161,27 +167,42 @@ async def _claim(
     owner: str,
     unlock: UnlockRequest | None,
     booking: Booking | None,
-) -> Payment | None:
-    """The prepayment of the session: already claimed, else the booking's, else (a walk-up)
-    the latest walk-up payment made before the unlock."""
-    claimed: Payment | None = await db.scalar(
-        select(Payment)
-        .where(Payment.session_id == row.id)
-        .order_by(Payment.created_at)
-        .limit(1)
-        .with_for_update()
+) -> list[Payment]:
+    """The prepayments of the session, oldest first: already claimed, else the booking's
+    (with an extension's top-ups), else (a walk-up) the latest walk-up payment made before
+    the unlock."""
+    claimed = list(
+        await db.scalars(
+            select(Payment)
+            .where(Payment.session_id == row.id, Payment.status.in_(HELD_OR_SETTLED))
+            .order_by(Payment.created_at, Payment.id)
+            .with_for_update()
+        )
     )
-    if claimed is not None:
+    if claimed:
         return claimed
     if booking is not None:
-        payment = await booking_payment(db, booking)
+        payments = await booking_payments(db, booking)
     elif unlock is not None:
-        payment = await walkup_payment(db, owner, before=unlock.created_at)
+        walkup = await walkup_payment(db, owner, before=unlock.created_at)
+        payments = [] if walkup is None else [walkup]
     else:
-        payment = None
-    if payment is not None and payment.session_id is None:
+        payments = []
+    for payment in payments:
         payment.session_id = row.id
-    return payment
+    return payments
+
+
+def allocate(bill_paise: int, authorized: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The part of ``bill_paise`` each prepayment pays, oldest first, each at most its
+    authorization (what is left beyond them all is the amount due)."""
+    parts = []
+    left = bill_paise
+    for payment_id, amount in authorized:
+        part = min(left, amount)
+        parts.append((payment_id, part))
+        left -= part
+    return parts
 
 
 async def price_session(
@@ -213,14 +234,15 @@ async def price_session(
         row.user_id = row.user_id or owner
         if row.booking_id is None and booking is not None:
             row.booking_id = booking.id
-    payment = await _claim(db, row, owner, unlock, booking)
+    payments = await _claim(db, row, owner, unlock, booking)
     host = await db.get(Host, charger.host_id)
     assert host is not None  # a foreign key
     registered = host.host_gst_registered
     return Priced(
         session_pk=session_pk, driver_id=owner, host_id=charger.host_id,
         host_gst_registered=registered, quote=quote,
-        payment_id=payment.id if payment is not None else None,
+        payment_id=payments[0].id if payments else None,
+        payment_ids=tuple(p.id for p in payments),
     )  # fmt: skip
 
 
@@ -241,25 +263,24 @@ async def settle_session(
         priced = await price_session(db, session_pk, platform, billing)
     if priced is None:
         return False
-    if priced.payment_id is not None:
+    if priced.payment_ids:
         async with sessions() as db:
-            payment = await db.get(Payment, priced.payment_id)
-        assert payment is not None
-        if payment.status in {PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED}:
-            await service.settle(
-                sessions, provider, payment_id=priced.payment_id,
-                billed_paise=priced.quote.total_paise,
-            )  # fmt: skip
+            payments = [await db.get(Payment, pid) for pid in priced.payment_ids]
+        authorized = [(p.id, p.amount_paise) for p in payments if p is not None]
+        status = {p.id: p.status for p in payments if p is not None}
+        for payment_id, part in allocate(priced.quote.total_paise, authorized):
+            if status[payment_id] in {PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED}:
+                await service.settle(sessions, provider, payment_id=payment_id, billed_paise=part)
     async with sessions() as db, db.begin():
         row = await db.get(ChargingSession, session_pk, with_for_update=_NO_KEY_UPDATE)
         assert row is not None
         if row.billing_state is not BillingState.PRICED:
             return False  # another process billed it meanwhile
-        if priced.payment_id is not None:
-            # Session, then payment, as step 1 takes them. Held before the invoice locks the
+        for payment_id in priced.payment_ids:
+            # Session, then payments, as step 1 takes them. Held before the invoice locks the
             # session FOR UPDATE: a webhook (payment, then a KEY SHARE on the session through
             # its ledger entry) either finished before or waits here for the payment.
-            await db.get(Payment, priced.payment_id, with_for_update=True)
+            await db.get(Payment, payment_id, with_for_update=True)
         await post(
             db,
             bill_txn(

@@ -58,7 +58,7 @@ from edge_agent.sessions.machine import (
     step,
 )
 from edge_agent.store.auth import wire_ref
-from edge_agent.store.sessions import EventContext, record_event
+from edge_agent.store.sessions import EventContext, extend_authorization, record_event
 from protocols.enums import ConnectorStatus, SessionEventType, StopReason
 from protocols.errors import MessageError
 from protocols.ids import new_ulid
@@ -228,6 +228,21 @@ class ConnectorController:
         return await self._feed(
             Stop(reason, self._clocks.wall(), self._clocks.mono(), self.fresh_meter_wh())
         )
+
+    async def extend(self, session_id: str, until: datetime) -> bool:
+        """The open session ``session_id``, if it is this connector's, is authorized until
+        ``until`` (never shortened; None — no expiry — stays none). Stored with the session,
+        so a restart during the extension resumes it (sessions/recovery.py). False when the
+        connector has no such open session."""
+        async with self._lock:
+            session = self.state.session
+            if session is None or not session.is_open or session.session_id != session_id:
+                return False
+            extend_authorization(self._conn, session_id, until)
+            held = session.auth_expires_at
+            if held is not None and held < until:
+                self.state = replace(self.state, session=replace(session, auth_expires_at=until))
+            return True
 
     async def clear_fault(self) -> str | None:
         async with self._lock:

@@ -136,6 +136,26 @@ def _update(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
         raise StoreError(f"session {s.session_id} is not open at event_seq {s.event_seq - 1}")
 
 
+def extend_authorization(conn: sqlite3.Connection, session_id: str, until: datetime) -> bool:
+    """Let open session ``session_id`` be authorized until ``until`` (the later of that and
+    what it holds: an extension never shortens; none — no expiry — stays none). False when
+    no such session is open."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT auth_expires_at FROM sessions WHERE session_id = ? AND stopped_at IS NULL",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return False
+        held = None if row[0] is None else datetime.fromisoformat(str(row[0]))
+        if held is not None and held < until:
+            conn.execute(
+                "UPDATE sessions SET auth_expires_at = ? WHERE session_id = ?",
+                (iso(until), session_id),
+            )
+    return True
+
+
 def update_meter(conn: sqlite3.Connection, session: Session, *, now: datetime) -> None:
     """Keep the last register value of an open session current (called with each reading
     batch, in its transaction), so crash recovery bills from a recent value."""

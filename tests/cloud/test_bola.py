@@ -125,6 +125,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/bookings/{booking_id}"): Row(_DRIVERS),
     ("POST", "/bookings/{booking_id}/cancel"): Row(_DRIVERS),
     ("POST", "/bookings/{booking_id}/pin"): Row(_DRIVERS),
+    ("POST", "/bookings/{booking_id}/extend"): Row(_DRIVERS, body={"end": "2030-01-01T10:00:00Z"}),
     ("POST", "/bookings/{booking_id}/approve"): Row(_HOSTS),
     ("POST", "/bookings/{booking_id}/decline"): Row(_HOSTS),
     ("POST", "/bookings"): Row(("technician",), body={}, expect=frozenset({403})),

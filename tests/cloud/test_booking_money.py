@@ -8,6 +8,7 @@ what the driver sees is read over HTTP.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -267,3 +268,180 @@ async def test_a_late_cancellations_fee_is_billed_to_the_host_with_an_invoice(
     document = await market_api.client.get(invoice["pdf_url"], headers=driver.headers)
     assert document.status_code == 200
     assert document.headers["content-type"] == "application/pdf"
+
+
+def _this_slot() -> datetime:
+    """The 15-minute boundary at or before now."""
+    now = datetime.now(UTC)
+    return now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+
+
+async def _running_booking(
+    api: Api, pg: PgConnection, driver: ApiUser, charger: ListedCharger
+) -> tuple[Any, Any, datetime, datetime]:
+    """A booking made and paid through the API, then moved to run now: (booking, payment,
+    start, end)."""
+    booking = await _book(api, driver, charger)
+    paid = await _pay(api, driver, f"/bookings/{booking['id']}/payment")
+    start = _this_slot()
+    end = start + timedelta(hours=1)
+    await _move_booking(pg, booking["id"], start, end)
+    return booking, paid, start, end
+
+
+async def test_extending_a_running_booking_tops_up_and_the_bill_takes_both_payments(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking, first, start, end = await _running_booking(market_api, pg, driver, charger)
+    path = f"/bookings/{booking['id']}/extend"
+    new_end = end + timedelta(minutes=30)
+
+    answer = await market_api.client.post(
+        path, json={"end": new_end.isoformat()}, headers=driver.headers
+    )
+    assert answer.status_code == 200, answer.text
+    extended = answer.json()
+    assert datetime.fromisoformat(extended["end"]) == new_end
+    # 30 more minutes at 60.00 an hour, plus GST: the one rule's quote of 90 minutes less
+    # that of 60.
+    assert extended["extra_paise"] == 3000 + 270 + 270
+    assert extended["amount_paise"] == first["amount_paise"] + extended["extra_paise"]
+    assert extended["topup_paise"] == extended["extra_paise"]
+    assert extended["session_extended"] is False  # no session runs yet: nothing to tell
+    # Not paid in full any more: the unlock and the PIN want the top-up (402 with it).
+    unpaid = await market_api.client.post(f"/bookings/{booking['id']}/pin", headers=driver.headers)
+    assert unpaid.status_code == 402
+    assert unpaid.json()["amount_paise"] == extended["topup_paise"]
+    topup = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    assert topup["amount_paise"] == extended["topup_paise"]
+    assert topup["booking_id"] == booking["id"]
+    again = await market_api.client.post(
+        f"/bookings/{booking['id']}/payment", headers=driver.headers
+    )
+    assert again.status_code == 409  # paid in full
+
+    # The session charged 80 minutes (3 kWh), inside the extended booking: no overstay.
+    stopped = end + timedelta(minutes=20)
+    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
+                                           stopped=stopped)  # fmt: skip
+    await _settle(market_api, pk)
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
+                    GRACE_MIN)  # fmt: skip
+    bill = price(tariff, Usage(stopped - start, 3000), _rates(market_api))
+    assert bill.total_paise > first["amount_paise"]  # the first payment alone is short
+    r = (await market_api.client.get(f"/sessions/{public_id}/receipt",
+                                     headers=driver.headers)).json()  # fmt: skip
+    assert r["total_paise"] == bill.total_paise
+    assert "idle_fee" not in [line["kind"] for line in r["lines"]]
+    assert r["prepaid_paise"] == first["amount_paise"] + topup["amount_paise"]
+
+    async def settled() -> bool:
+        statuses = await pg.fetch(
+            "SELECT status FROM payments WHERE id = ANY($1::text[])", [first["id"], topup["id"]]
+        )
+        return {row[0] for row in statuses} <= {"captured", "partially_refunded"}
+
+    await wait_for(settled, "the capture and refund webhooks")
+    claimed = await pg.fetch(
+        "SELECT id, session_id FROM payments WHERE booking_id = $1", booking["id"]
+    )
+    assert {row[1] for row in claimed} == {pk}  # both payments pay for the session
+    # Per payment and per session, captured - refunded = billed; nothing due, nothing held.
+    first_money = await _money_of_payment(pg, first["id"])
+    topup_money = await _money_of_payment(pg, topup["id"])
+    assert first_money[0] - first_money[1] == first["amount_paise"]  # taken whole
+    assert topup_money[0] - topup_money[1] == bill.total_paise - first["amount_paise"]
+    receipt = (await market_api.client.get(f"/sessions/{public_id}/receipt",
+                                           headers=driver.headers)).json()  # fmt: skip
+    assert receipt["captured_paise"] - receipt["refunded_paise"] == bill.total_paise
+    assert receipt["due_paise"] == 0
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    left = await pg.fetchval(
+        "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+        f"driver:{driver.id}",
+    )
+    assert left == 0
+
+
+async def test_an_extension_into_a_taken_slot_is_409_and_changes_nothing(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    other = await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking, _, _, end = await _running_booking(market_api, pg, driver, charger)
+    next_one = await market_api.client.post(
+        "/bookings", json=booking_body(charger, end, end + timedelta(hours=1)),
+        headers=other.headers,
+    )  # fmt: skip
+    assert next_one.status_code == 201, next_one.text
+    path = f"/bookings/{booking['id']}/extend"
+    taken = await market_api.client.post(
+        path, json={"end": (end + timedelta(minutes=15)).isoformat()}, headers=driver.headers
+    )
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["type"].endswith("/booking-overlap")
+    row = await pg.fetchval("SELECT upper(period) FROM bookings WHERE id = $1", booking["id"])
+    assert row == end
+    amount = await pg.fetchval("SELECT amount_paise FROM bookings WHERE id = $1", booking["id"])
+    assert amount == booking["amount_paise"]
+
+    # The rules: a later end on a 15-minute boundary; only the booking's driver; only while
+    # it runs.
+    for bad in (end, end + timedelta(minutes=10), end + timedelta(hours=12)):
+        refused = await market_api.client.post(
+            path, json={"end": bad.isoformat()}, headers=driver.headers
+        )
+        assert refused.status_code == 422, bad
+        assert refused.json()["errors"][0]["field"] == "end"
+    later = end + timedelta(hours=2)
+    stranger = await market_api.client.post(path, json={"end": later.isoformat()},
+                                            headers=other.headers)  # fmt: skip
+    assert stranger.status_code == 404
+    as_host = await market_api.client.post(path, json={"end": later.isoformat()},
+                                           headers=host.headers)  # fmt: skip
+    assert as_host.status_code in {403, 404}
+    upcoming = next_one.json()["id"]
+    not_running = await market_api.client.post(
+        f"/bookings/{upcoming}/extend",
+        json={"end": (end + timedelta(hours=2)).isoformat()}, headers=other.headers,
+    )  # fmt: skip
+    assert not_running.status_code == 409
+    assert not_running.json()["type"].endswith("/conflict")
+
+
+async def test_extending_a_running_session_sends_the_charger_an_extend_session_command(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking, _, start, end = await _running_booking(market_api, pg, driver, charger)
+    public_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "booking_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
+        "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
+        "$4, 'Remote', $5, 'active', $6, 1000, 1000, 0, 1, 1)",
+        charger.device_id, public_id, charger.id, booking["id"], new_ulid(), start,
+    )  # fmt: skip
+    new_end = end + timedelta(minutes=45)
+    answer = await market_api.client.post(
+        f"/bookings/{booking['id']}/extend", json={"end": new_end.isoformat()},
+        headers=driver.headers,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["session_extended"] is True
+    [command] = await pg.fetch(
+        "SELECT name, payload, expires_at FROM device_commands WHERE device_id = $1",
+        charger.device_id,
+    )
+    assert command[0] == "extend_session"
+    payload = command[1] if isinstance(command[1], dict) else json.loads(command[1])
+    assert payload["session_id"] == public_id
+    assert datetime.fromisoformat(payload["until"].replace("Z", "+00:00")) == new_end
+    assert command[2] >= new_end - timedelta(seconds=1)

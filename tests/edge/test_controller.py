@@ -14,7 +14,9 @@ from edge_agent.relay.failsafe import SafetyLimits
 from edge_agent.relay.testing import FakeRelay
 from edge_agent.sessions.controller import Clocks, ConnectorController
 from edge_agent.sessions.machine import Thresholds
+from edge_agent.sessions.recovery import Resume, plan_recovery
 from edge_agent.store import outbox
+from edge_agent.store.sessions import open_sessions
 from protocols.enums import (
     AuthorizationStatus,
     ConnectorStatus,
@@ -287,3 +289,36 @@ async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
     assert result.session_id is not None
     [event] = _events(conn)
     assert event.credential.ref.startswith("jti-")
+
+
+async def test_an_extended_booking_keeps_its_session_authorized_longer_never_shorter(
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+) -> None:
+    """The cloud's ``extend_session``: the open session's authorization (stored with it,
+    what recovery after a restart checks) runs to the new end; an earlier end or another
+    session changes nothing."""
+    controller, _, _, _ = rig
+    await _run(rig, 1)
+    booked_until = T0 + timedelta(minutes=10)
+    decision = replace(ACCEPTED, expires_at=booked_until)
+    started = await controller.start(decision)
+    assert started.session_id is not None
+    session_id = started.session_id
+    later = T0 + timedelta(hours=1)
+
+    assert not await controller.extend(new_ulid(), later)  # not this connector's session
+    assert await controller.extend(session_id, later)
+    assert controller.session is not None
+    assert controller.session.auth_expires_at == later
+    [stored] = open_sessions(conn)
+    assert stored.auth_expires_at == later
+    # A late or repeated command with an earlier end does not shorten it.
+    assert await controller.extend(session_id, booked_until)
+    assert open_sessions(conn)[0].auth_expires_at == later
+    # After a restart past the old end, the session is resumed, not closed.
+    plan = plan_recovery(stored, mode="resume", live_meter_wh=stored.meter_wh,
+                         now=T0 + timedelta(minutes=30), clock_synced=True)  # fmt: skip
+    assert isinstance(plan, Resume)
+
+    assert await controller.stop(StopReason.LOCAL) is None
+    assert not await controller.extend(session_id, later + timedelta(hours=1))  # stopped

@@ -1,4 +1,6 @@
-"""Billing extensions (issue 16): invoices for a kept cancellation fee.
+"""Billing extensions (issue 16): invoices for a kept cancellation fee; the
+``extend_session`` command of an extended booking (cloud/bookings/extension.py) among the
+names ``device_commands`` admits.
 
 A late cancellation's fee is billed to the host like a session (cloud/payments/
 cancellation.py), and its GST tax invoice is a supply without a session: ``invoices``
@@ -23,8 +25,22 @@ down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+COMMANDS_BEFORE = (
+    "start_session", "stop_session", "auth_list_update", "config_update", "diagnostics",
+    "relay_test", "revoke_pins",
+)  # fmt: skip
+COMMANDS_AFTER = (*COMMANDS_BEFORE, "extend_session")
+
+
+def _command_check(names: tuple[str, ...]) -> None:
+    listed = ", ".join(f"'{n}'" for n in names)
+    name = op.f("ck_device_commands_command_name")
+    op.drop_constraint(name, "device_commands", type_="check")
+    op.create_check_constraint(name, "device_commands", f"name IN ({listed})")
+
 
 def upgrade() -> None:
+    _command_check(COMMANDS_AFTER)
     op.add_column("invoices", sa.Column("booking_id", sa.String(length=26), nullable=True))
     op.create_foreign_key(
         op.f("fk_invoices_booking_id_bookings"), "invoices", "bookings", ["booking_id"], ["id"]
@@ -46,6 +62,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM device_commands WHERE name = 'extend_session'")
+    _command_check(COMMANDS_BEFORE)
     # IF EXISTS: this slot was reserved empty first, so databases migrated then stand at
     # head without these objects, and their first downgrade comes through here.
     op.execute("ALTER TABLE invoices DROP CONSTRAINT IF EXISTS ck_invoices_one_supply")
