@@ -98,7 +98,9 @@ class PushSubscriptionIn(RequestModel):
 
     endpoint: str = Field(min_length=12, max_length=2048, pattern=r"^https?://[^\s/?#@]+/\S*$")
     keys: PushKeysIn
-    expirationTime: int | None = Field(default=None, ge=0)  # noqa: N815 -- the browser's name
+    # At most the largest integer a JavaScript number holds exactly (an epoch in ms): every
+    # request number is bounded (tests/cloud/test_openapi_contract.py).
+    expirationTime: int | None = Field(default=None, ge=0, le=2**53 - 1)  # noqa: N815 -- the browser's name
 
 
 class PushSubscriptionOut(BaseModel):

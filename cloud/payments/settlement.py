@@ -343,7 +343,11 @@ async def settle_sessions(
             if (p := await price_session(db, pk, platform, billing, locked=by_pk.get(pk)))
             is not None
         ]
-        claimed = [p.payment_id for p in priced if p.payment_id is not None]
+        claimed = [pid for p in priced for pid in p.payment_ids]
+        amounts = await db.execute(
+            select(Payment.id, Payment.amount_paise).where(Payment.id.in_(claimed))
+        )
+        authorized = dict(amounts.tuples().all())
         settleable = set(
             await db.scalars(
                 select(Payment.id).where(
@@ -352,11 +356,16 @@ async def settle_sessions(
                 )
             )
         )
-    await service.settle_many(
-        sessions,
-        provider,
-        {p.payment_id: p.quote.total_paise for p in priced if p.payment_id in settleable},
-    )
+    # Each session's bill taken from its payments oldest first (an extension's top-up too).
+    parts = {
+        pid: part
+        for p in priced
+        for pid, part in allocate(
+            p.quote.total_paise, [(pid, authorized[pid]) for pid in p.payment_ids]
+        )
+        if pid in settleable
+    }
+    await service.settle_many(sessions, provider, parts)
     async with sessions() as db, db.begin():
         locked = {
             row.id: row
@@ -372,7 +381,7 @@ async def settle_sessions(
         due = [p for p in priced if locked[p.session_pk].billing_state is BillingState.PRICED]
         # Sessions, then their payments (in id order), as step 1 takes them; all held before
         # the invoices lock sessions FOR UPDATE (the single-session step 3's reasoning).
-        paid = sorted({p.payment_id for p in due if p.payment_id is not None})
+        paid = sorted({pid for p in due for pid in p.payment_ids})
         if paid:
             await db.scalars(
                 select(Payment.id)
