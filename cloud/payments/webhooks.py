@@ -183,6 +183,8 @@ def plan(
                 result.outcomes.append(Outcome.UNMATCHED)
                 continue
             result.outcomes.append(_refund_event(refund, by_id[refund.payment_id], event, result))
+            if refund.provider_refund_id:  # a later event of the batch may name it so
+                refund_by_ref[refund.provider_refund_id] = refund
         else:
             target = transitions.payment_target(event.kind)
             assert target is not None
