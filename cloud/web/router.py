@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request, Response, WebSocket
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +61,7 @@ from cloud.sessions.schemas import UnlockOffline
 from cloud.sessions.unlock import unlock
 from cloud.settings import Environment
 from cloud.web.render import (
+    STATIC_DIR,
     PageVisitor,
     Visitor,
     redirect,
@@ -362,6 +363,43 @@ async def my_bookings(
                   page=page, has_more=more, now=datetime.now(UTC))  # fmt: skip
 
 
+@router.post("/app/bookings/{booking_id}/pin")
+async def booking_pin(
+    *, request: Request, visitor: PageVisitor, db: Db, state: State, booking_id: PathId,
+    csrf: CsrfField = "",
+) -> Response:  # fmt: skip
+    """The booking's keypad PIN, shown once (``POST /bookings/{id}/pin``'s service); the
+    page's script keeps it on the phone for My bookings."""
+    visitor.check_csrf(csrf)
+    if visitor.principal is None:
+        return signin_redirect(request, visitor)
+    try:
+        shown = await bookings.reveal_pin(
+            db, visitor.principal, booking_id, state.settings.app.secret_key.get_secret_value(),
+            datetime.now(UTC),
+        )  # fmt: skip
+        booking = await bookings.get_booking(db, visitor.principal, booking_id, datetime.now(UTC))
+    except NotFound:
+        return _not_found(request, visitor)
+    except CloudError as exc:
+        return render(request, visitor, "message.html", status_code=409,
+                      title=visitor.gettext("No PIN"), error=explain(visitor, exc),
+                      back="/app/bookings")  # fmt: skip
+    return render(
+        request, visitor, "pin.html", offline=False, booking_id=booking_id, pin=shown.pin,
+        valid_from=shown.valid_from, valid_until=shown.valid_until, connector=booking.connector,
+    )  # fmt: skip
+
+
+@router.get("/sw.js")
+async def service_worker() -> Response:
+    """The service worker, from the root so that its scope is the whole site."""
+    return FileResponse(
+        STATIC_DIR / "sw.js", media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+    )  # fmt: skip
+
+
 # --- charge: quote, pay, unlock --------------------------------------------------------------
 
 
@@ -437,7 +475,11 @@ async def _start(
             charger_id=charger_id, connector=connector, booking_id=booking_id, pin=pin,
         )  # fmt: skip
     if isinstance(answer, UnlockOffline):
-        return render(request, visitor, "pin.html", answer=answer)
+        return render(
+            request, visitor, "pin.html", offline=True, booking_id=answer.booking_id,
+            pin=answer.pin, valid_from=answer.pin_valid_from, valid_until=answer.pin_valid_until,
+            connector=answer.connector,
+        )  # fmt: skip
     return redirect(f"/app/sessions/{answer.session_id}", visitor)
 
 

@@ -254,6 +254,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/app/sessions/{session_id}/receipt"): Row(_DRIVERS),
     ("GET", "/app/invoices/{invoice_id}.pdf"): Row(_DRIVERS),
     ("WS", "/app/sessions/{session_id}/live"): Row(_DRIVERS),
+    ("POST", "/app/bookings/{booking_id}/pin"): Row(_DRIVERS, form={}),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
@@ -285,6 +286,8 @@ PUBLIC = frozenset(
         ("POST", "/app/signin/otp/verify"),
         ("POST", "/app/signin/password"),
         ("POST", "/app/signout"),
+        # The service worker's script (a static file at the root, for its scope).
+        ("GET", "/sw.js"),
     }
 )
 

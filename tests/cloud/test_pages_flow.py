@@ -4,7 +4,9 @@
 * online: open the QR URL → sign up by phone OTP → quote → pay with the dummy's test card →
   the simulated relay closes → the live page shows power → stop → receipt → invoice PDF;
 * offline: a booked driver (email sign-in) whose charger lost its link gets the keypad PIN;
-  typed on the simulator's keypad it closes the relay.
+  typed on the simulator's keypad it closes the relay;
+* the phone offline: the service worker serves my bookings (with the PIN shown once) and the
+  last charger page with the browser's network cut.
 
 Each step is screenshot (artifacts/pages/<test>/) and checked with axe-core at 360x640 and
 1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Error as PlaywrightError
 from redis.asyncio import Redis
 
 from cloud.accounts.sms import RedisSmsOutbox
@@ -242,5 +245,48 @@ async def test_offline_charger_gives_a_booked_driver_the_keypad_pin(
         return relay_closed(market.sim)
 
     await wait_for(closed, "the keypad PIN to close the relay")
+    assert not walk.csp_reports, walk.csp_reports
+    assert not walk.axe_failures, "\n".join(walk.axe_failures)
+
+
+async def test_my_bookings_with_the_pin_and_the_last_charger_page_work_offline(
+    market: Market, request: pytest.FixtureRequest
+) -> None:
+    """The service worker keeps my bookings (the PIN shown once is kept on the phone) and
+    the last charger page readable with the browser's network cut."""
+    out = artifacts_dir(request.node.name)
+    start, end = booking_window()
+    booking_id = await market.book(market.driver, start=start, end=end)
+    code = await _qr_code(market)
+    async with chromium() as browser, tour(browser, out) as walk:
+        page = walk.page
+        await page.goto(f"{market.api_url}/app/signin?next=/app/bookings")
+        await page.fill("#email", market.driver.email)
+        await page.fill("#password", TEST_PASSWORD)
+        await page.get_by_role("button", name="Sign in", exact=True).click()
+        await page.wait_for_url("**/app/bookings")
+        assert await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        await page.get_by_role("button", name="Show keypad PIN").click()
+        pin = (await page.inner_text("#pin")).strip()
+        assert re.fullmatch(r"\d{4,12}", pin), pin
+        await walk.check("pin-shown")
+        # Online visits, now under the service worker: these are the copies kept.
+        await page.goto(f"{market.api_url}/c/{code}")
+        await page.goto(f"{market.api_url}/app/bookings")
+        kept = page.locator(f'[data-booking-pin="{booking_id}"]')
+        await kept.wait_for(state="visible")
+
+        await walk.context.set_offline(True)
+        await page.goto(f"{market.api_url}/app/bookings")
+        assert await kept.is_visible()
+        assert await kept.locator(".pin").inner_text() == pin
+        await walk.check("offline-bookings")
+        await page.goto(f"{market.api_url}/c/{code}")
+        await page.get_by_role("heading", name="Asha's garage").wait_for()
+        await walk.check("offline-charger")
+        # Nothing kept that was not visited: an uncached page fails as any offline page.
+        with pytest.raises(PlaywrightError):
+            await page.goto(f"{market.api_url}/app/sessions/{booking_id}")
+        await walk.context.set_offline(False)
     assert not walk.csp_reports, walk.csp_reports
     assert not walk.axe_failures, "\n".join(walk.axe_failures)
