@@ -238,6 +238,13 @@ async def test_offline_charger_gives_a_booked_driver_the_keypad_pin(
         assert re.fullmatch(r"\d{4,12}", pin), pin
         assert "What happens next" in await page.content()
         await walk.check("pin")
+        # The same charger page in Hindi (Devanagari from Debian's fonts-lohit-deva).
+        await page.goto(f"{market.api_url}/c/{code}?lang=hi")
+        assert await page.get_attribute("html", "lang") == "hi-IN"
+        assert await page.inner_text("#online") == "ऑफ़लाइन"
+        # Signed in, but no walk-up to pay for: an offline charger cannot be unlocked online.
+        assert await page.locator("#charge-h").count() == 0
+        await walk.check("qr-hindi")
 
     market.sim.keys(pin + "#")
 
