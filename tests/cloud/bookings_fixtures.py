@@ -190,7 +190,10 @@ def api_env(settings: Settings) -> dict[str, str]:
         "CHARGEMITRA_MQTT_KEEPALIVE_S": str(s.mqtt.keepalive_s),
         "CHARGEMITRA_PROVISIONING_TOKEN_PUBLIC_KEY_FILE": str(s.provisioning.token_public_key_file),
         "CHARGEMITRA_MARKETPLACE_PHOTO_DIR": str(s.marketplace.photo_dir),
+        "CHARGEMITRA_KYC_DOCUMENT_DIR": str(s.kyc.document_dir),
     }
+    if s.kyc.key_file is not None:
+        values["CHARGEMITRA_KYC_KEY_FILE"] = str(s.kyc.key_file)
     if s.provisioning.token_private_key_file is not None:
         values["CHARGEMITRA_PROVISIONING_TOKEN_PRIVATE_KEY_FILE"] = str(
             s.provisioning.token_private_key_file

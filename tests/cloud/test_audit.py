@@ -176,7 +176,7 @@ async def test_admins_filter_and_page_the_log(market_api: Api, pg: PgConnection)
     backwards = await api.get(
         "/admin/audit", params={"from": later, "to": now.isoformat()}, headers=admin.headers
     )
-    assert backwards.status_code == 422
+    assert backwards.json()["items"] == []
     for role in (Role.HOST, Role.DRIVER):
         caller = await add_user(pg, s, role)
         assert (await api.get("/admin/audit", headers=caller.headers)).status_code == 403
