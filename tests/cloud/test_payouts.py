@@ -423,7 +423,8 @@ async def test_held_and_disputed_earnings_are_not_payable(
             )  # fmt: skip
     dispute = new_ulid()
     await pg.execute(
-        "INSERT INTO disputes (id, session_id, raised_by, reason) VALUES ($1, $2, $3, 'x')",
+        "INSERT INTO disputes (id, session_id, raised_by, reason_code, description) "
+        "VALUES ($1, $2, $3, 'other', 'x')",
         dispute, first, driver.id,
     )  # fmt: skip
     later = now + timedelta(days=8)
