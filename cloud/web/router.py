@@ -25,7 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloud.accounts import service as accounts
 from cloud.accounts.otp import otp_message
 from cloud.accounts.router import _limit, _otp_store, get_sms_sender
-from cloud.accounts.schemas import OtpRequest, RegisterRequest
+from cloud.accounts.schemas import (
+    LoginRequest,
+    OtpRequest,
+    OtpVerifyRequest,
+    RegisterRequest,
+)
 from cloud.billing.schemas import QuoteRequest
 from cloud.billing.service import quote
 from cloud.bookings import service as bookings
@@ -244,17 +249,21 @@ async def signin_otp_verify(
     visitor.check_csrf(csrf)
     client = request.client.host if request.client else "unknown"
     try:
-        body = OtpRequest(phone=phone)
+        # The API's own body and its rules (phone normalised, code and name shapes).
+        fields = {"phone": phone, "code": code.strip()}
+        if name.strip():
+            fields["name"] = name.strip()  # omitted, not null, as the API's body takes it
+        body = OtpVerifyRequest.model_validate(fields)
         await _limit(state, f"otpv:ip:{client}", f"otpv:id:{body.phone}")
-        if not await _otp_store(state).check(body.phone, code.strip()):
+        if not await _otp_store(state).check(body.phone, body.code):
             raise Unauthorized("the code is wrong or has expired")
         async with state.sessions() as db, db.begin():
             tokens = await accounts.otp_login(
-                db, state.settings, phone=body.phone, name=name.strip() or None, caller_id=None,
+                db, state.settings, phone=body.phone, name=body.name, caller_id=None,
                 now=datetime.now(UTC),
             )  # fmt: skip
     except ValidationError:
-        bad_phone = visitor.gettext("Enter a 10-digit Indian mobile number.")
+        bad_phone = visitor.gettext("Enter your mobile number and the 6-digit code.")
         return _signin_page(request, visitor, next_url=next_url, phone=phone, status_code=422,
                             error=bad_phone)  # fmt: skip
     except CloudError as exc:
@@ -283,11 +292,13 @@ async def signin_password(
             async with state.sessions() as db, db.begin():
                 _me, tokens = await accounts.register(db, state.settings, body, now=now)
         else:
-            await _limit(state, f"login:ip:{client}", f"login:id:{email}")
+            # The API's own body: the email is normalised by its rule (cloud/accounts/schemas.py).
+            asked = LoginRequest(email=email, password=password)
+            await _limit(state, f"login:ip:{client}", f"login:id:{asked.email}")
             async with state.sessions() as db, db.begin():
                 tokens = await accounts.login(
-                    db, state.settings, email=email.strip().lower(), phone=None,
-                    password=password, now=now,
+                    db, state.settings, email=asked.email, phone=None, password=asked.password,
+                    now=now,
                 )  # fmt: skip
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][-1]) for e in exc.errors() if e["loc"])

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from starlette.requests import Request
 
 from cloud.accounts.models import Role
+from cloud.accounts.sms import RedisSmsOutbox
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
 from cloud.web.format import indian_grouping, ist, rupees
@@ -205,3 +207,27 @@ async def test_signing_out_revokes_the_refresh_token(
     )
     assert revoked == 1
     assert (await https_client.get("/app/sessions")).status_code == 303
+
+
+async def test_a_wrong_one_time_code_signs_nobody_in(
+    https_client: httpx.AsyncClient, market_api: Api
+) -> None:
+    local = f"97{secrets.randbelow(10**8):08d}"
+    token = _csrf((await https_client.get("/app/signin")).text)
+    sent = await https_client.post("/app/signin/otp", data={"phone": local, "csrf": token})
+    assert sent.status_code == 200
+    assert 'id="code"' in sent.text
+    redis = Redis.from_url(market_api.settings.redis.url)
+    try:
+        messages = await RedisSmsOutbox(redis).messages(f"+91{local}")
+    finally:
+        await redis.aclose()
+    right = messages[0].text[:6]
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    form = {"phone": f"+91{local}", "code": wrong, "csrf": token}
+    refused = await https_client.post("/app/signin/otp/verify", data=form)
+    assert refused.status_code == 401
+    assert "cm_session" not in refused.headers.get("set-cookie", "")
+    signed = await https_client.post("/app/signin/otp/verify", data={**form, "code": right})
+    assert signed.status_code == 303
+    assert "cm_session=" in signed.headers["set-cookie"]
