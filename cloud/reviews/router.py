@@ -17,11 +17,13 @@ from cloud.openapi import problems
 from cloud.reviews import rules, service
 from cloud.reviews.models import DriverRating, Review
 from cloud.reviews.schemas import (
+    AdminReviewList,
     AdminReviewOut,
     DriverRatingIn,
     DriverRatingOut,
     HideIn,
     ReplyIn,
+    RestoreIn,
     ReviewIn,
     ReviewOut,
     ReviewPage,
@@ -106,6 +108,35 @@ async def hide_review(
         db, actor, review_id, reason=body.reason.strip(), now=datetime.now(UTC)
     )
     return _admin_out(review)
+
+
+@router.post("/admin/reviews/{review_id}/restore", responses=problems(409))
+async def restore_review(
+    *, review_id: PathId, body: RestoreIn, db: Db, admin: AdminUser, actor: AdminActor
+) -> AdminReviewOut:
+    """Show a hidden review again (a hide undone, with a note): back in the public list and
+    the listing's average; 409 when it is not hidden."""
+    review = await service.restore(db, actor, review_id, note=body.note.strip())
+    return _admin_out(review)
+
+
+@router.get("/admin/reviews")
+async def admin_reviews(
+    *,
+    db: Db,
+    admin: AdminUser,
+    charger_id: Annotated[
+        str | None, Query(min_length=1, max_length=26, pattern=r"^[0-9A-Za-z]+$")
+    ] = None,
+    hidden: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> AdminReviewList:
+    """Every review, hidden ones too (``hidden`` filters), newest first: moderation."""
+    rows = await service.admin_reviews(
+        db, charger_id=charger_id, hidden=hidden, limit=limit, offset=offset
+    )
+    return AdminReviewList(items=[_admin_out(r) for r in rows])
 
 
 @router.post(

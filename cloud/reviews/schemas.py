@@ -30,6 +30,10 @@ class HideIn(RequestModel):
     reason: str = Field(min_length=1, max_length=HIDE_REASON_MAX, pattern=PLAIN_NOT_BLANK_PATTERN)
 
 
+class RestoreIn(RequestModel):
+    note: str = Field(min_length=1, max_length=HIDE_REASON_MAX, pattern=PLAIN_NOT_BLANK_PATTERN)
+
+
 class DriverRatingIn(RequestModel):
     """1 to 5 stars and a private note; the driver never sees either."""
 
@@ -53,6 +57,10 @@ class AdminReviewOut(ReviewOut):
     user_id: str
     hidden_at: datetime | None
     hidden_reason: str | None
+
+
+class AdminReviewList(BaseModel):
+    items: list[AdminReviewOut]
 
 
 class ReviewPage(BaseModel):

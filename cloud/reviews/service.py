@@ -184,6 +184,46 @@ async def hide(
     return review
 
 
+async def restore(db: AsyncSession, actor: Actor, review_id: str, *, note: str) -> Review:
+    """Show a hidden review again (an admin's act, audited): back in the list and the
+    aggregate, in this transaction."""
+    review = await db.get(Review, review_id, with_for_update=True)
+    if review is None:
+        raise NotFound("review", review_id)
+    if review.hidden_at is None:
+        raise Conflict(f"review {review_id!r} is not hidden", entity="review", key=review_id)
+    before = {"hidden": True, "hidden_at": review.hidden_at, "reason": review.hidden_reason}
+    review.hidden_at = None
+    review.hidden_by = None
+    review.hidden_reason = None
+    await record(
+        db, actor, action="review.restore", entity="review", entity_id=review.id,
+        before=before, after={"hidden": False}, data={"note": note},
+    )  # fmt: skip
+    await db.execute(
+        update(Charger)
+        .where(Charger.id == review.charger_id)
+        .values(
+            rating_sum=Charger.rating_sum + review.rating,
+            rating_count=Charger.rating_count + 1,
+        )
+    )
+    await db.flush()
+    return review
+
+
+async def admin_reviews(
+    db: AsyncSession, *, charger_id: str | None, hidden: bool | None, limit: int, offset: int
+) -> list[Review]:
+    """Every review (hidden ones too), newest first, for the admin's moderation."""
+    query = select(Review).order_by(Review.created_at.desc(), Review.id.desc())
+    if charger_id is not None:
+        query = query.where(Review.charger_id == charger_id)
+    if hidden is not None:
+        query = query.where(Review.hidden_at.is_not(None) if hidden else Review.hidden_at.is_(None))
+    return list(await db.scalars(query.limit(limit).offset(offset)))
+
+
 async def rate_driver(
     db: AsyncSession, principal: Principal, session_id: str, *, rating: int, note: str,
     now: datetime,

@@ -202,6 +202,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/chargers/{charger_id}/reviews"): Row(_DRIVERS),
     ("POST", "/reviews/{review_id}/reply"): Row(_HOSTS, body={"text": "Thanks"}),
     ("POST", "/admin/reviews/{review_id}/hide"): Row(_ADMIN_ONLY, body={"reason": "spam"}),
+    ("POST", "/admin/reviews/{review_id}/restore"): Row(_ADMIN_ONLY, body={"note": "ok"}),
+    ("GET", "/admin/reviews"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     ("POST", "/sessions/{session_id}/driver-rating"): Row(_HOSTS, body={"rating": 1}),
     # disputes: the session's driver, the charger's host, admins
     ("POST", "/sessions/{session_id}/disputes"): Row(

@@ -196,6 +196,17 @@ async def test_the_host_replies_once_and_a_hidden_review_leaves_the_average(
     assert (page["average"], page["count"]) == (5.0, 1)
     assert [r["rating"] for r in page["items"]] == [5]
     assert await _sql_average(pg, charger.id) == (5.0, 1)
+    queue = await api.get("/admin/reviews", params={"hidden": "true"}, headers=admin.headers)
+    assert [(r["id"], r["hidden_reason"]) for r in queue.json()["items"]] == [(r1["id"], "abuse")]
+
+    restored = await api.post(f"/admin/reviews/{r1['id']}/restore", json={"note": "appeal"},
+                              headers=admin.headers)  # fmt: skip
+    assert (restored.status_code, restored.json()["hidden_at"]) == (200, None), restored.text
+    assert (await api.get(f"/chargers/{charger.id}/reviews")).json()["average"] == 3.0
+    assert await _sql_average(pg, charger.id) == (3.0, 2)
+    not_hidden = await api.post(f"/admin/reviews/{r1['id']}/restore", json={"note": "x"},
+                                headers=admin.headers)  # fmt: skip
+    assert not_hidden.status_code == 409
 
 
 async def test_hosts_rate_drivers_privately_and_a_low_rating_ends_instant_book(
