@@ -2,7 +2,8 @@
 (tests/cloud/flow_rig.py: API, ingest, broker, a real agent and the simulated charger):
 
 * online: open the QR URL → sign up by phone OTP → quote → pay with the dummy's test card →
-  the simulated relay closes → the live page shows power → stop → receipt → invoice PDF;
+  the simulated relay closes → the live page shows power (and, its stream cut, says
+  "Reconnecting…" and reconnects) → stop → receipt → invoice PDF;
 * offline: a booked driver (email sign-in) whose charger lost its link gets the keypad PIN;
   typed on the simulator's keypad it closes the relay;
 * the phone offline: the service worker serves my bookings (with the PIN shown once) and the
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import WebSocketRoute
 from redis.asyncio import Redis
 
 from cloud.accounts.sms import RedisSmsOutbox
@@ -97,6 +99,14 @@ async def test_scan_sign_up_pay_charge_stop_and_get_the_receipt(
     phone = f"+91{local}"
     async with chromium() as browser, tour(browser, out) as walk:
         page = walk.page
+        # The live page's WebSocket passes through here, so the test can cut it.
+        streams: list[WebSocketRoute] = []
+
+        def relay(stream: WebSocketRoute) -> None:
+            stream.connect_to_server()
+            streams.append(stream)
+
+        await page.route_web_socket(re.compile(r"/app/sessions/\w+/live$"), relay)
         # 1. The QR sticker's URL: a page, not JSON, for a browser.
         answer = await page.goto(f"{market.api_url}/c/{code}")
         assert answer is not None
@@ -159,6 +169,14 @@ async def test_scan_sign_up_pay_charge_stop_and_get_the_receipt(
         assert await page.inner_text("#conn") == "Live"
         assert float((await power.inner_text()).split()[0]) > 1.0
         await walk.check("live")
+        # Patchy data: the stream drops; the page says so, reconnects by itself, goes on.
+        assert len(streams) == 1
+        await streams[0].close(code=4000, reason="link lost")
+        conn = page.locator("#conn")
+        await conn.filter(has_text="Reconnecting…").wait_for()
+        await walk.check("reconnecting")
+        await conn.filter(has_text="Live").wait_for(timeout=30_000)
+        assert len(streams) == 2
 
         # 6. Stop: the relay opens, the page shows the receipt link.
         await page.get_by_role("button", name="Stop charging").click()
