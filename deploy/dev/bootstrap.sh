@@ -375,7 +375,9 @@ ensure_web() {
         did+=("installed axe-core $AXE_CORE_VERSION")
     fi
     # The .mo files are committed; compiling again keeps them in step with an edited .po.
-    "$VENV/bin/pybabel" compile -q -d cloud/web/translations -D messages
+    local out
+    out=$("$VENV/bin/pybabel" compile -d cloud/web/translations -D messages 2>&1) ||
+        die "pybabel compile failed: $out"
     ((${#did[@]} > 0)) || did=("axe-core $AXE_CORE_VERSION present")
     done_step "$(IFS=,; echo "${did[*]}"), catalogues compiled"
 }
