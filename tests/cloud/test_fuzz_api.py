@@ -3,12 +3,12 @@
 ``schemathesis run --checks all --mode all`` — positive and negative data; the examples,
 coverage, fuzzing and stateful (links) phases; status-code, content-type, header, schema,
 auth and Allow conformance; no 5xx — against ``chargemitra-cloud serve`` on the real
-PostgreSQL, Redis and Mosquitto, once as each of anonymous, driver, host and admin, with a
-fixed seed. Each role logs in through ``POST /auth/login`` (and again after a 401: a fuzzed
-``logout-everywhere`` revokes the token). Each must reach ``MIN_CASES_PER_ROLE`` cases with
-no failure; the accepted exceptions, with their reasons, are in ``schemathesis.toml`` beside
-this file and nowhere else. Real rows (an approved charger, its device and connector, a
-booking) give the links and lookups something to find.
+PostgreSQL, Redis and Mosquitto, as each of anonymous, driver, host and admin (one test
+each), with a fixed seed. Each role logs in through ``POST /auth/login`` (and again after a
+401: a fuzzed ``logout-everywhere`` revokes the token). Each must reach
+``MIN_CASES_PER_ROLE`` cases with no failure; the accepted exceptions, with their reasons,
+are in ``schemathesis.toml`` beside this file and nowhere else. Real rows (an approved
+charger, its device and connector, a booking) give the links and lookups something to find.
 
 The last two tests check, statically and live, that every JSON body refuses unknown fields.
 WebSocket routes are not in the OpenAPI document; ``test_bola.py`` covers who may open them.
@@ -159,40 +159,36 @@ def _run_schemathesis(base_url: str, role: str, user: ApiUser | None, out: Path)
     }
 
 
-async def test_schemathesis_all_checks_as_every_role(world: FuzzWorld, tmp_path: Path) -> None:
+#: One test per role: each has its own API process and its own time limit, and a failure
+#: names its role. Run one after the other, the four take about as long as one test did.
+@pytest.mark.parametrize("role", ROLES)
+async def test_schemathesis_all_checks(world: FuzzWorld, tmp_path: Path, role: str) -> None:
     users = {"anonymous": None, "driver": world.driver, "host": world.host, "admin": world.admin}
     env = {
         "CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW": "100000",
         "CHARGEMITRA_PROVISIONING_CLAIM_ATTEMPTS_PER_WINDOW": "100000",
         "CHARGEMITRA_MARKETPLACE_UNLOCK_WAIT_S": "0.2",
     }
-    out = tmp_path  # reports, outputs and each role's configuration stay here
-    results = {}
+    out = tmp_path  # the report, the output and the role's configuration stay here
     try:
         async with serve_api(world.settings, tmp_path / "api.log", **env) as base_url:
-            for role in ROLES:
-                results[role] = await asyncio.to_thread(
-                    _run_schemathesis, base_url, role, users[role], out
-                )
+            result = await asyncio.to_thread(_run_schemathesis, base_url, role, users[role], out)
     finally:
         # Thousands of logins from 127.0.0.1: later tests start below the limits again.
         await clear_rate_limits()
     problems = []
-    for role, result in results.items():
-        report = result["report"]
-        cases = report["test_cases"]["generated"]
-        print(f"schemathesis as {role}: {cases} cases, {report['running_time']:.1f} s")
-        for failure in report["failures"]:
-            problems.append(
-                f"{role}: {failure['code']} {failure['title']}: {failure['operations']}"
-            )
-        for phase, outcome in report["phases"].items():
-            if outcome["status"] not in ("success", "failure"):
-                problems.append(f"{role}: phase {phase} {outcome}")
-        if cases < MIN_CASES_PER_ROLE:
-            problems.append(f"{role}: only {cases} cases")
-        if result["rc"] != 0 and not report["failures"]:
-            problems.append(f"{role}: exit {result['rc']}: {result['output'][-2000:]}")
+    report = result["report"]
+    cases = report["test_cases"]["generated"]
+    print(f"schemathesis as {role}: {cases} cases, {report['running_time']:.1f} s")
+    for failure in report["failures"]:
+        problems.append(f"{role}: {failure['code']} {failure['title']}: {failure['operations']}")
+    for phase, outcome in report["phases"].items():
+        if outcome["status"] not in ("success", "failure"):
+            problems.append(f"{role}: phase {phase} {outcome}")
+    if cases < MIN_CASES_PER_ROLE:
+        problems.append(f"{role}: only {cases} cases")
+    if result["rc"] != 0 and not report["failures"]:
+        problems.append(f"{role}: exit {result['rc']}: {result['output'][-2000:]}")
     assert not problems, "\n".join(problems) + f"\n(full output in {out})"
 
 
