@@ -217,6 +217,11 @@ class WebPush:
             ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed("push", f"push service unreachable: {type(exc).__name__}") from exc
+        except ValueError as exc:
+            # The browser's key is not a point on P-256 (the API checks only its shape): no
+            # message can ever be encrypted for this subscription.
+            raise DeliveryFailed("push", "the subscription's key is not a P-256 point",
+                                 gone=True) from exc  # fmt: skip
 
 
 def load_vapid(settings: NotificationSettings) -> Vapid | None:

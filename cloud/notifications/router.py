@@ -14,7 +14,7 @@ from cloud.notifications.schemas import (
     PushSubscriptionList,
     PushSubscriptionOut,
 )
-from cloud.openapi import problems
+from cloud.openapi import links, problems
 from cloud.schemas import PathId
 
 router = APIRouter(tags=["notifications"])
@@ -33,8 +33,9 @@ async def get_notification_settings(
 async def put_notification_settings(
     body: NotificationSettingsIn, principal: CurrentUser, db: Db, state: State
 ) -> NotificationSettingsOut:
-    """Choose the channels of the kinds listed (the others keep theirs); answers the whole
-    settings, as ``GET`` does."""
+    """Choose the channels of the kinds named (``{"booking_confirmed": {"email": true,
+    "sms": false, "push": true}, …}``; the others keep theirs); answers the whole settings,
+    as ``GET`` does."""
     await service.update_settings(db, principal.user_id, body)
     return await service.settings_of(db, principal.user_id, state.settings)
 
@@ -43,6 +44,7 @@ async def put_notification_settings(
     "/me/push-subscriptions",
     status_code=status.HTTP_201_CREATED,
     responses=problems(401, 503),
+    openapi_extra=links(201, unsubscribe_push={"subscription_id": "$response.body#/id"}),
 )
 async def subscribe_push(
     body: PushSubscriptionIn, principal: CurrentUser, db: Db, state: State

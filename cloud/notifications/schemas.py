@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, StrictBool, field_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 
 from cloud.notifications.models import EventKind
 from cloud.schemas import RequestModel
@@ -42,24 +43,38 @@ class NotificationSettingsOut(BaseModel):
 
 
 class NotificationChoiceIn(RequestModel):
-    kind: EventKind
     email: StrictBool
     sms: StrictBool
     push: StrictBool
 
 
 class NotificationSettingsIn(RequestModel):
-    """The kinds to change (each at most once); kinds not listed keep their channels."""
+    """The kinds to change, each by its name (so none can be listed twice); kinds left out
+    keep their channels. At least one."""
 
-    preferences: list[NotificationChoiceIn] = Field(min_length=1, max_length=len(EventKind))
+    schema_rules: ClassVar[dict[str, Any]] = {"minProperties": 1}
 
-    @field_validator("preferences")
-    @classmethod
-    def _once_each(cls, value: list[NotificationChoiceIn]) -> list[NotificationChoiceIn]:
-        kinds = [p.kind for p in value]
-        if len(set(kinds)) != len(kinds):
-            raise ValueError("each kind may be listed once")
-        return value
+    booking_confirmed: NotificationChoiceIn | None = None
+    booking_pending: NotificationChoiceIn | None = None
+    booking_approved: NotificationChoiceIn | None = None
+    booking_declined: NotificationChoiceIn | None = None
+    booking_cancelled: NotificationChoiceIn | None = None
+    session_started: NotificationChoiceIn | None = None
+    session_stopped: NotificationChoiceIn | None = None
+    charger_offline: NotificationChoiceIn | None = None
+    payout_paid: NotificationChoiceIn | None = None
+    dispute_updated: NotificationChoiceIn | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> NotificationSettingsIn:
+        if not self.chosen():
+            raise ValueError("name at least one kind of event")
+        return self
+
+    def chosen(self) -> dict[EventKind, NotificationChoiceIn]:
+        """The kinds given, by kind."""
+        found = {kind: getattr(self, kind.value) for kind in EventKind}
+        return {kind: choice for kind, choice in found.items() if choice is not None}
 
 
 def _b64url(value: str, size: int, what: str) -> str:
@@ -73,18 +88,19 @@ def _b64url(value: str, size: int, what: str) -> str:
 
 
 class PushKeysIn(RequestModel):
-    #: The browser's P-256 ECDH public key: 65 bytes (an uncompressed point), base64url.
-    p256dh: str = Field(min_length=86, max_length=88, pattern=r"^[A-Za-z0-9_-]+={0,2}$")
-    #: The browser's 16-byte authentication secret, base64url.
-    auth: str = Field(min_length=22, max_length=24, pattern=r"^[A-Za-z0-9_-]+={0,2}$")
+    #: The browser's P-256 ECDH public key, base64url: 65 bytes, an uncompressed point (its
+    #: first byte 0x04, so its first character ``B``; its last character carries 4 bits and
+    #: 2 zero bits). A point off the curve is found when a message is encrypted for it: the
+    #: subscription is then dropped.
+    p256dh: str = Field(pattern=r"^B[A-Za-z0-9_-]{85}[AEIMQUYcgkosw048]=?$")
+    #: The browser's 16-byte authentication secret, base64url (the last character carries
+    #: 2 bits and 4 zero bits).
+    auth: str = Field(pattern=r"^[A-Za-z0-9_-]{21}[AQgw](==)?$")
 
     @field_validator("p256dh")
     @classmethod
     def _point(cls, value: str) -> str:
-        _b64url(value, 65, "p256dh")
-        if base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))[0] != 4:
-            raise ValueError("p256dh must be an uncompressed point (0x04 …)")
-        return value
+        return _b64url(value, 65, "p256dh")
 
     @field_validator("auth")
     @classmethod

@@ -74,8 +74,8 @@ async def settings_of(
 
 async def update_settings(db: AsyncSession, user_id: str, body: NotificationSettingsIn) -> None:
     rows = [
-        {"user_id": user_id, "kind": p.kind, "email": p.email, "sms": p.sms, "push": p.push}
-        for p in body.preferences
+        {"user_id": user_id, "kind": kind, "email": c.email, "sms": c.sms, "push": c.push}
+        for kind, c in body.chosen().items()
     ]
     stmt = insert(NotificationPreference).values(rows)
     await db.execute(

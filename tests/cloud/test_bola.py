@@ -229,11 +229,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/me/notifications"): Row(("anonymous",), expect=frozenset({401})),
     ("PUT", "/me/notifications"): Row(
         ("anonymous",),
-        body={
-            "preferences": [
-                {"kind": "booking_confirmed", "email": True, "sms": False, "push": False}
-            ]
-        },
+        body={"booking_confirmed": {"email": True, "sms": False, "push": False}},
         expect=frozenset({401}),
     ),
     ("POST", "/me/push-subscriptions"): Row(("anonymous",), body={}, expect=frozenset({401})),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from py_vapid import Vapid
 from redis.asyncio import Redis
 
 from cloud.accounts.models import Role
@@ -159,6 +160,14 @@ def _run_schemathesis(base_url: str, role: str, user: ApiUser | None, out: Path)
     }
 
 
+def _vapid_key(directory: Path) -> Path:
+    path = directory / "vapid.pem"
+    vapid = Vapid()
+    vapid.generate_keys()
+    vapid.save_key(str(path))
+    return path
+
+
 #: One test per role: each has its own API process and its own time limit, and a failure
 #: names its role. Run one after the other, the four take about as long as one test did.
 @pytest.mark.parametrize("role", ROLES)
@@ -168,6 +177,8 @@ async def test_schemathesis_all_checks(world: FuzzWorld, tmp_path: Path, role: s
         "CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW": "100000",
         "CHARGEMITRA_PROVISIONING_CLAIM_ATTEMPTS_PER_WINDOW": "100000",
         "CHARGEMITRA_MARKETPLACE_UNLOCK_WAIT_S": "0.2",
+        # Web Push configured, so its routes answer beyond "not configured" (503).
+        "CHARGEMITRA_NOTIFICATIONS_VAPID_PRIVATE_KEY_FILE": str(_vapid_key(tmp_path)),
     }
     out = tmp_path  # the report, the output and the role's configuration stay here
     try:

@@ -537,18 +537,12 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
             }  # fmt: skip
             changed = await api.client.put(
                 "/me/notifications",
-                json={"preferences": [{"kind": "booking_declined", "email": False,
-                                       "sms": False, "push": True}]},
+                json={"booking_declined": {"email": False, "sms": False, "push": True}},
                 headers=driver.headers,
-            )  # fmt: skip
+            )
             assert changed.status_code == 200, changed.text
-            twice = await api.client.put(
-                "/me/notifications",
-                json={"preferences": [{"kind": "payout_paid", "email": False, "sms": False,
-                                       "push": False}] * 2},
-                headers=driver.headers,
-            )  # fmt: skip
-            assert twice.status_code == 422
+            empty = await api.client.put("/me/notifications", json={}, headers=driver.headers)
+            assert empty.status_code == 422
             start = next_slot(datetime.now(UTC), days=3) + timedelta(hours=4, minutes=30)
             booking = await _book(api, driver, charger, start)
             assert booking["status"] == "pending"
