@@ -1,6 +1,8 @@
-"""What the web pages need in the database (issue 19).
+"""What the web pages need in the database (issue 19): nothing, on purpose.
 
-Reserved in the migration chain so the pieces of work that fill it can land in any order.
+Reserved in the migration chain for the pages; it stays empty because the pages' cookie
+sessions live in Redis over the accounts' own refresh tokens (cloud/web/websession.py,
+docs/decisions.md "Pages (issue 19)"), so the chain keeps the revision as a no-op.
 
 Revision ID: 0017
 Revises: 0016
