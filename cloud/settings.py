@@ -165,9 +165,11 @@ class PaymentSettings(_Group):
     stripe_secret_key: SecretStr = SecretStr("sk_test_changeme")
     stripe_webhook_secret: SecretStr = SecretStr("whsec_changeme")
     stripe_base_url: str = Field(default="https://api.stripe.com", pattern=r"^https?://")
-    #: The payee of UPI intent links (``upi://pay?pa=...``): the merchant's VPA and name.
+    #: The payee of the dummy provider's UPI intent links (``upi://pay?pa=...``). Razorpay's
+    #: checkout carries no link of ours (cloud/payments/razorpay_provider.py): only the
+    #: dummy builds one. The default is nobody's VPA of ours: refused in staging
+    #: (:func:`_enforce_own_upi_vpa`).
     upi_vpa: str = Field(default="chargemitra@upi", pattern=r"^[A-Za-z0-9._-]{2,256}@[A-Za-z]+$")
-    upi_payee_name: str = Field(default="ChargeMitra", min_length=1, max_length=60)
     #: Dummy provider switches (development and tests only): every payment fails; each call
     #: sleeps this long; webhooks are delivered twice; webhooks are delivered this late.
     dummy_fail: bool = False
@@ -366,6 +368,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings.model_validate(raw)
     _enforce_non_default_secrets(settings)
     _enforce_real_supplier(settings)
+    _enforce_own_upi_vpa(settings)
     return settings
 
 
@@ -402,6 +405,27 @@ def _enforce_non_default_secrets(settings: Settings) -> None:
                 variable=name,
                 value="<placeholder>",
             )
+
+
+def _enforce_own_upi_vpa(settings: Settings) -> None:
+    """Where a real UPI app may scan the dummy's QR code (staging: production refuses the
+    dummy), its payee must be a VPA of ours: the default ``chargemitra@upi`` is nobody's we
+    know, and money sent to it from a test checkout would go to a stranger. Development and
+    test keep the default (no real phone pays there); production refuses the dummy itself
+    (cloud/payments/dummy.py); Razorpay and Stripe build no link."""
+    if settings.app.env is not Environment.STAGING:
+        return
+    if settings.payments.provider is not PaymentProviderName.DUMMY:
+        return
+    default = PaymentSettings.model_fields["upi_vpa"].default
+    if settings.payments.upi_vpa == default:
+        name = env_name("payments", "upi_vpa")
+        raise ConfigError(
+            f"{name} is the sample {default!r}; set the VPA of the merchant account outside "
+            f"development (env is {settings.app.env.value!r})",
+            variable=name,
+            value=default,
+        )
 
 
 #: GSTINs that are examples, not registrations: the default (a documentation sample, so that

@@ -24,8 +24,6 @@ async def open_provider(settings: Settings) -> AsyncIterator[PaymentProvider]:
             webhook_secret=pay.razorpay_webhook_secret.get_secret_value(),
             base_url=pay.razorpay_base_url,
             timeout_s=pay.timeout_s,
-            upi_vpa=pay.upi_vpa,
-            upi_payee_name=pay.upi_payee_name,
         )
         try:
             yield razorpay

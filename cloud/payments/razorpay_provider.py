@@ -45,7 +45,6 @@ from cloud.payments.provider import (
     PayoutResult,
     RefundResult,
     WebhookEvent,
-    upi_checkout,
 )
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,6 @@ class RazorpayProvider:
         webhook_secret: str,
         base_url: str = "https://api.razorpay.com",
         timeout_s: float = 15.0,
-        upi_vpa: str = "chargemitra@upi",
-        upi_payee_name: str = "ChargeMitra",
     ) -> None:
         self._session = _TimeoutSession(timeout_s)
         self._client = razorpay.Client(
@@ -104,8 +101,6 @@ class RazorpayProvider:
         self._client.set_app_details({"title": "ChargeMitra", "version": "1"})
         self._key_id = key_id
         self._webhook_secret = webhook_secret
-        self._upi_vpa = upi_vpa
-        self._upi_payee_name = upi_payee_name
 
     def close(self) -> None:
         self._session.close()
@@ -147,17 +142,12 @@ class RazorpayProvider:
             order_ref=order_id,
             amount_paise=int(order["amount"]),
             currency=str(order["currency"]),
-            checkout={
-                "key_id": self._key_id,
-                "order_id": order_id,
-                **upi_checkout(
-                    vpa=self._upi_vpa,
-                    payee_name=self._upi_payee_name,
-                    amount_paise=request.amount_paise,
-                    reference=order_id,
-                    note="ChargeMitra charging",
-                ),
-            },
+            # No ``upi_link`` of our own: a hand-built ``upi://pay?pa=<our VPA>&tr=<order>``
+            # pays the VPA directly, and Razorpay never ties that money to the order (it
+            # links a UPI intent to an order only through the intent URL its own API returns,
+            # not to be altered). Razorpay Checkout, opened with these two, offers UPI (the
+            # app intent on a phone, its QR code on a desktop) for this very order.
+            checkout={"key_id": self._key_id, "order_id": order_id},
         )
 
     async def verify_checkout(self, order_ref: str, result: CheckoutResult) -> PaymentState:

@@ -511,6 +511,7 @@ def test_seed_demo_runs_in_development_only(db_url: str) -> None:
         "CHARGEMITRA_APP_ENV": "staging",
         "CHARGEMITRA_APP_SECRET_KEY": "a-real-secret-for-this-test",
         "CHARGEMITRA_MQTT_PASSWORD": "a-real-broker-password",
+        "CHARGEMITRA_PAYMENTS_UPI_VPA": "chargemitra.staging@okaxis",
     }
     refused = _run(staging, "seed-demo")
     assert refused.returncode == 1

@@ -374,7 +374,7 @@ async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
     now = datetime.now(UTC)
     razorpay = RazorpayProvider(
         key_id="rzp_test_k", key_secret="s", webhook_secret="w",
-        base_url="http://127.0.0.1:9", timeout_s=1, upi_vpa="cm@upi", upi_payee_name="CM",
+        base_url="http://127.0.0.1:9", timeout_s=1,
     )  # fmt: skip
     failing = DummyProvider(
         env=Environment.TEST, webhook_secret="s", switches=DummySwitches(fail=True)

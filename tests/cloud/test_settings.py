@@ -47,6 +47,8 @@ _PRODUCTION = {
     "CHARGEMITRA_APP_SECRET_KEY": "k" * 40,
     "CHARGEMITRA_MQTT_PASSWORD": "p" * 40,
     "CHARGEMITRA_BILLING_SUPPLIER_GSTIN": OWN_GSTIN,
+    # Staging (below) runs the dummy, whose UPI link must pay a VPA of ours.
+    "CHARGEMITRA_PAYMENTS_UPI_VPA": "chargemitra.staging@okaxis",
 }
 
 
@@ -82,3 +84,29 @@ def test_settings_are_immutable() -> None:
     settings = load_settings({})
     with pytest.raises(ValueError, match="frozen"):
         settings.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_the_sample_upi_vpa_is_refused_where_a_real_phone_may_pay() -> None:
+    """Staging runs the dummy, whose QR code a real UPI app can scan: its payee must be ours."""
+    staging = {
+        "CHARGEMITRA_APP_ENV": "staging",
+        "CHARGEMITRA_APP_SECRET_KEY": "a-real-long-random-secret-value",
+        "CHARGEMITRA_MQTT_PASSWORD": "a-real-broker-password",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(staging)
+    assert caught.value.variable == "CHARGEMITRA_PAYMENTS_UPI_VPA"
+    own = {**staging, "CHARGEMITRA_PAYMENTS_UPI_VPA": "chargemitra.staging@okaxis"}
+    assert load_settings(own).payments.upi_vpa == "chargemitra.staging@okaxis"
+    # Development and test keep the sample; no link of ours is built for Razorpay.
+    for env in ("development", "test"):
+        load_settings({**staging, "CHARGEMITRA_APP_ENV": env})
+    load_settings(
+        {
+            **staging,
+            "CHARGEMITRA_PAYMENTS_PROVIDER": "razorpay",
+            "CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_ID": "rzp_live_Q8v2kXhT4mZp1a",
+            "CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_SECRET": "Zt4rQm9vX2kP8sLw1nB6cD3f",
+            "CHARGEMITRA_PAYMENTS_RAZORPAY_WEBHOOK_SECRET": "h7Gk2pQz9vLm4xRt",
+        }
+    )

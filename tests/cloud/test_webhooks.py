@@ -11,14 +11,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
+from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.state import AppState
 from tests.cloud import fake_razorpay, fake_stripe
+from tests.cloud.bookings_fixtures import add_charger, booking_body, next_slot
 from tests.cloud.fake_razorpay import FakeRazorpay
 from tests.cloud.fake_stripe import FakeStripe
 from tests.cloud.market import add_user
@@ -371,3 +374,28 @@ async def test_one_batch_applies_its_events_in_order_and_a_bad_one_fails_alone(
     assert isinstance(answers[0], Exception)
     assert answers[1] == WebhookOutcome.APPLIED
     assert await _payment(pg, three_id) == ("captured", 9_000, three_pay)
+
+
+async def test_a_razorpay_checkout_answer_carries_no_upi_link_of_ours(
+    razorpay_api: PayApi, rzp: FakeRazorpay, pg: PgConnection
+) -> None:
+    """A hand-built ``upi://pay?pa=<our VPA>&tr=<order>`` pays the VPA outside the Razorpay
+    order (nothing would ever authorize it); Checkout, opened with the key and the order id,
+    offers UPI for the order itself."""
+    settings = razorpay_api.state.settings
+    host = await add_user(pg, settings, Role.HOST)
+    driver = await add_user(pg, settings, Role.DRIVER)
+    charger = await add_charger(pg, host)
+    start = next_slot(datetime.now(UTC))
+    booked = await razorpay_api.client.post(
+        "/bookings", json=booking_body(charger, start, start + timedelta(hours=1)),
+        headers=driver.headers,
+    )  # fmt: skip
+    assert booked.status_code == 201, booked.text
+    order = await razorpay_api.client.post(
+        f"/bookings/{booked.json()['id']}/payment", headers=driver.headers
+    )
+    assert order.status_code == 201, order.text
+    answer = order.json()
+    assert answer["order_id"] in rzp.orders
+    assert answer["checkout"] == {"key_id": fake_razorpay.KEY_ID, "order_id": answer["order_id"]}
