@@ -28,6 +28,8 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
     ├── BrokerError              the MQTT broker or its credential store failed
     ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
+    ├── DocumentUnreadable       a stored KYC document does not authenticate: altered bytes
+    │                            or another key (the server's fault: a 500 of its own type)
     ├── SignatureInvalid         a payment provider's signature (webhook or Checkout) does
     │                            not verify (provider, what)
     ├── PaymentProviderError     a payment provider refused or failed a call (provider,
@@ -209,6 +211,12 @@ class DependencyUnavailable(CloudError):
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
         self.detail = detail
+
+
+class DocumentUnreadable(CloudError):
+    """A stored document failed authentication: wrong key, or altered bytes
+    (cloud/kyc/storage.py). Retrying cannot help and the client did nothing wrong: a 500
+    whose type names it, so an admin reading a document knows to call an operator."""
 
 
 class SignatureInvalid(CloudError):

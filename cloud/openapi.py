@@ -49,6 +49,7 @@ _WHY: dict[int, str] = {
     413: "Content too large",
     422: "Invalid request: the problem's errors[] name each field and what is wrong with it",
     429: "Too many attempts: wait Retry-After seconds",
+    500: "The server failed; the problem's type says how (details stay in its log)",
     503: "A dependency or the charger is unavailable",
     504: "The charger did not answer in time",
 }

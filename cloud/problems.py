@@ -48,6 +48,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.CloudError], int, str], ...] = (
     (errors.DependencyUnavailable, 503, "dependency-unavailable"),
     (errors.BrokerError, 502, "broker-error"),
     (errors.ConfigError, 500, "config-error"),
+    (errors.DocumentUnreadable, 500, "document-unreadable"),
     (errors.CloudError, 500, "internal"),
 )
 

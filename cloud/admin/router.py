@@ -134,6 +134,19 @@ def vars_of(row: figures.ChargerFigures | figures.CityFigures) -> dict[str, obje
     return {name: getattr(row, name) for name in row.__slots__}
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP's "CSV
+# injection"); chargers' names and cities are the host's text, so such a cell gets a leading
+# apostrophe and opens as the text it is. Numbers are ours and are written as they are.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: object) -> object:
+    """``value`` safe for a spreadsheet cell (the comment above)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv(out: schemas.PlatformFigures, table: str) -> str:
     rows: list[dict[str, object]] = {
         "days": [d.model_dump() for d in out.days],
@@ -149,7 +162,7 @@ def _csv(out: schemas.PlatformFigures, table: str) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: neutralised(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 

@@ -322,7 +322,9 @@ async def _decide(
     refund_paise: int | None, charged_to: ChargedTo, note: str, now: datetime,
 ) -> Dispute:  # fmt: skip
     """Step 1 (module docstring), in the caller's transaction."""
-    dispute = await db.get(Dispute, dispute_id, with_for_update=True)
+    # populate_existing: the caller may have loaded the dispute before this lock; without it
+    # the session would hand back that copy, stale if another resolution committed meanwhile.
+    dispute = await db.get(Dispute, dispute_id, with_for_update=True, populate_existing=True)
     if dispute is None:
         raise NotFound("dispute", dispute_id)
     if dispute.status not in rules.UNRESOLVED:
@@ -398,7 +400,9 @@ async def resolve(
     """Resolve a dispute (module docstring); for one already resolved with a refund, send
     the refunds not yet sent (a retry after a failure) and answer it as it is."""
     async with sessions() as db, db.begin():
-        dispute = await db.get(Dispute, dispute_id)
+        # Locked on this first read: a second resolution at the same moment waits here and
+        # then sees the first one's outcome (a retry of sending, or a Conflict).
+        dispute = await db.get(Dispute, dispute_id, with_for_update=True)
         if dispute is None:
             raise NotFound("dispute", dispute_id)
         if dispute.status in rules.UNRESOLVED:

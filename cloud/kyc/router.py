@@ -219,14 +219,15 @@ async def kyc_submission(
     response_class=Response,
     responses={
         200: {"content": {"application/pdf": {}, "image/jpeg": {}, "image/png": {}}},
-        **problems(503),
+        **problems(500, 503),
     },
 )
 async def kyc_document(
     submission_id: PathId, kind: DocumentKind, db: Db, state: State, actor: AdminActor
 ) -> Response:
     """A document's bytes, decrypted, for the admin deciding; the read itself is audited
-    (``kyc.document_read``). 503 without the document key."""
+    (``kyc.document_read``). 503 without the document key; 500 ``document-unreadable`` if
+    the stored file does not authenticate (altered, or sealed under another key)."""
     store = _store(state)
     doc = await service.document(db, submission_id, kind)
     sub = await service.submission(db, submission_id)

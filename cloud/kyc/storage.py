@@ -21,15 +21,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cloud.errors import ConfigError, NotFound
+from cloud.errors import ConfigError, DocumentUnreadable, NotFound
 
 MAGIC = b"CMK1"
 _NONCE_BYTES = 12
 _KEY = re.compile(r"^[0-9a-f]{32}\.bin$")
-
-
-class DocumentUnreadable(Exception):
-    """A stored document failed authentication: wrong key, or altered bytes."""
 
 
 def load_key(path: Path) -> bytes:

