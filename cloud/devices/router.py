@@ -86,7 +86,10 @@ async def pairing_code(
 async def revoke(device_id: DeviceId, principal: HostUser, state: State, db: Db) -> DeviceState:
     """Cut the device off the broker at once (its credentials are removed). Revoking a
     revoked device changes nothing and answers the same."""
-    query = select(Device).where(Device.id == device_id)
+    # Locked on this first read: a second revocation at the same moment waits, then sees
+    # the device revoked and changes nothing (revoke_device's own lock would hand back this
+    # object without re-reading it).
+    query = select(Device).where(Device.id == device_id).with_for_update(of=Device)
     if not principal.has(Role.ADMIN):
         query = query.join(Host, Host.id == Device.host_id).where(Host.user_id == principal.user_id)
     device = await db.scalar(query)

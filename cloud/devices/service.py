@@ -187,7 +187,8 @@ async def revoke_device(
     db: AsyncSession, credentials: BrokerCredentials, *, device_id: str, now: datetime
 ) -> None:
     """Mark the device revoked and remove its broker credentials (effective at once)."""
-    device = await db.get(Device, device_id, with_for_update=True)
+    # populate_existing: a caller that read the device before this lock gets it re-read.
+    device = await db.get(Device, device_id, with_for_update=True, populate_existing=True)
     if device is None:
         raise NotFound("device", device_id)
     if device.status is DeviceStatus.REVOKED:

@@ -56,7 +56,9 @@ async def host_of_user(db: AsyncSession, user_id: str) -> Host:
 async def _lock_host(db: AsyncSession, host_id: str) -> Host:
     # Every change to what a host may be paid takes this lock first, then the payout's:
     # one order, so two of them never deadlock.
-    host = await db.get(Host, host_id, with_for_update=True)
+    # populate_existing: POST /host/payouts read the host (host_of_user) before this lock;
+    # without it the session would hand back that copy, unrefreshed.
+    host = await db.get(Host, host_id, with_for_update=True, populate_existing=True)
     if host is None:
         raise NotFound("host", host_id)
     return host

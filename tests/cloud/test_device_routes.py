@@ -3,6 +3,9 @@ charger, the agent claims it, the host revokes the device; other hosts see nothi
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+
 import pytest
 from redis.asyncio import Redis
 
@@ -71,6 +74,27 @@ async def test_host_pairs_its_charger_and_revokes_the_device(
     again = await api.client.post(f"/devices/{device_id}/revoke", headers=host.headers)
     assert again.status_code == 200
     assert again.json()["revoked_at"] == revoked.json()["revoked_at"]
+
+
+async def test_two_revocations_at_once_revoke_once(
+    api: Api, pg: PgConnection, broker: Broker
+) -> None:
+    """Two revocations of one device at the same moment: the second waits for the first's row
+    lock and finds the device revoked, so both answer the one revocation (the same
+    ``revoked_at``, the stored one). It used to read the row unlocked and then lock it
+    without re-reading: both revoked, the second overwriting ``revoked_at``."""
+    host = await add_user(pg, api.settings, Role.HOST)
+    charger_id = await add_charger(pg, host)
+    issued = await api.client.post(f"/chargers/{charger_id}/pairing-code", headers=host.headers)
+    claimed = await api.client.post("/devices/claim", json={"code": issued.json()["code"]})
+    assert claimed.status_code == 200, claimed.text
+    device_id = claimed.json()["device_id"]
+    answers = await asyncio.gather(
+        *(api.client.post(f"/devices/{device_id}/revoke", headers=host.headers) for _ in "ab")
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    stored = await pg.fetchval("SELECT revoked_at FROM devices WHERE id = $1", device_id)
+    assert {datetime.fromisoformat(a.json()["revoked_at"]) for a in answers} == {stored}
 
 
 async def test_other_hosts_and_drivers_get_nothing(
