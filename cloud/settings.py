@@ -207,6 +207,11 @@ class BillingSettings(_Group):
     #: per failure up to ``settle_backoff_max_s``.
     settle_backoff_s: float = Field(default=5.0, gt=0, le=3600)
     settle_backoff_max_s: float = Field(default=900.0, gt=0, le=86400)
+    #: A confirmed booking still unused this long after its end is a no-show: its late
+    #: cancellation fee is kept and the rest of its prepayment refunded; a booking whose
+    #: sessions are all billed by then gets back what they left unclaimed (an extension's
+    #: top-up paid after the stop). cloud/bookings/no_show.py, cloud/payments/settlement.py.
+    no_show_after_min: int = Field(default=30, ge=0, le=1440)
 
 
 class KycSettings(_Group):

@@ -25,8 +25,9 @@ background job supervised by the API's lifespan.
    however often the stop is redelivered or the job retried, by one API process or several.
 
 The same job returns the prepayment of a booking that ended unused (cancelled, declined,
-lapsed), keeping its cancellation fee and billing it to the host (:func:`release_cancelled`,
-:mod:`cloud.payments.cancellation`).
+lapsed, a no-show: :mod:`cloud.bookings.no_show`), keeping its cancellation fee and billing
+it to the host (:func:`release_cancelled`, :mod:`cloud.payments.cancellation`), and what a
+used booking's sessions left unclaimed once it ended.
 
 A failed step leaves the session ``priced`` — billed, visible with its amount in
 ``GET /sessions/{id}`` and its receipt — and the job retries it with exponential backoff.
@@ -52,6 +53,7 @@ from cloud.accounts.models import Host, User
 from cloud.billing.quote import Quote, Rates, Tariff, price, session_usage
 from cloud.billing.service import rates
 from cloud.bookings.models import Booking
+from cloud.bookings.no_show import mark_no_shows
 from cloud.chargers.models import Charger
 from cloud.errors import CloudError
 from cloud.invoices.service import interstate, issue_invoice, issue_invoices
@@ -440,14 +442,16 @@ async def due_sessions(
     return list(await db.scalars(query))
 
 
-#: A prepayment its booking no longer needs: the booking cancelled, declined or lapsed before
-#: any session used it; still authorized, or captured with its refund not yet sent (a retry).
+#: A prepayment its booking no longer needs: the booking cancelled, declined, lapsed or a
+#: no-show (cloud/bookings/no_show.py) before any session used it; or, once a used booking's
+#: end is ``:after_min`` minutes behind and all its sessions are billed, a payment none of
+#: them claimed (a top-up paid after the stop): refunded whole, as its fee is 0. Still
+#: authorized, or captured with its refund not yet sent (a retry).
 _RELEASABLE = text(
     """
 SELECT p.id, b.id FROM payments p
 JOIN bookings b ON b.id = p.booking_id
 WHERE p.session_id IS NULL
-  AND b.status IN ('cancelled', 'declined', 'expired')
   AND (p.status = 'authorized' OR (p.status = 'captured' AND EXISTS (
         SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.status = 'pending'
           AND r.provider_refund_id IS NULL))
@@ -455,9 +459,16 @@ WHERE p.session_id IS NULL
        OR (b.cancellation_fee_paise > 0 AND p.status IN ('captured', 'partially_refunded')
            AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.booking_id = b.id
                            AND i.kind = 'invoice')))
-  AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
-  AND NOT EXISTS (SELECT 1 FROM unlock_requests u WHERE u.booking_id = b.id
-                  AND u.outcome IN ('started', 'offline'))
+  AND ((b.status IN ('cancelled', 'declined', 'expired', 'no_show')
+        AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
+        AND NOT EXISTS (SELECT 1 FROM unlock_requests u WHERE u.booking_id = b.id
+                        AND u.outcome IN ('started', 'offline')))
+       OR (b.status = 'confirmed'
+           AND upper(b.period) + make_interval(mins => :after_min) <= now()
+           AND EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
+           -- every session stopped and priced: each has claimed what it was to claim
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id
+                           AND (s.state <> 'stopped' OR s.billing_state = 'unbilled'))))
 ORDER BY p.created_at LIMIT :limit"""
 )
 
@@ -469,15 +480,23 @@ async def release_cancelled(
     limit: int = BATCH,
     billing: BillingSettings | None = None,
 ) -> int:
-    """Return the prepayments of bookings that ended unused (cancelled, declined, lapsed):
-    the cancellation fee (``bookings.cancellation_fee_paise``, 0 unless the driver cancelled
-    late) is kept and billed to the host, the rest refunded
+    """Return the prepayments of bookings that ended unused (cancelled, declined, lapsed, or
+    marked a no-show here first: :func:`cloud.bookings.no_show.mark_no_shows`): the
+    cancellation fee (``bookings.cancellation_fee_paise``, 0 unless the driver cancelled
+    late or did not turn up) is kept and billed to the host, the rest refunded
     (:func:`cloud.payments.cancellation.release_booking`, so a retry refunds and bills
     once). A booking whose unlock started a session (or was given its PIN) is left to the
-    session's settlement. Returns how many were released."""
+    session's settlement; what its sessions left unclaimed is refunded once its end is
+    ``no_show_after_min`` behind. Returns how many were released."""
     billing = billing if billing is not None else load_settings().billing
+    after_min = billing.no_show_after_min
+    async with sessions() as db, db.begin():
+        marked = await mark_no_shows(db, after_min=after_min)
+    if marked:
+        log.info("bookings marked no-show", extra={"booking_ids": marked})
     async with sessions() as db:
-        rows = (await db.execute(_RELEASABLE, {"limit": limit})).tuples().all()
+        found = await db.execute(_RELEASABLE, {"limit": limit, "after_min": after_min})
+        rows = found.tuples().all()
     for payment_id, booking_id in rows:
         await release_booking(
             sessions, provider, booking_id=booking_id, payment_id=payment_id,

@@ -445,3 +445,103 @@ async def test_extending_a_running_session_sends_the_charger_an_extend_session_c
     assert payload["session_id"] == public_id
     assert datetime.fromisoformat(payload["until"].replace("Z", "+00:00")) == new_end
     assert command[2] >= new_end - timedelta(seconds=1)
+
+
+async def _release(api: Api) -> None:
+    """The settle job's release step, twice (its next round, a second API process): nothing
+    moves twice."""
+    state = _state(api)
+    assert state.payments is not None
+    for _ in range(2):
+        await release_cancelled(state.sessions, state.payments, billing=api.settings.billing)
+
+
+async def test_a_paid_booking_nobody_used_is_a_no_show_charged_the_late_fee(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await add_charger(
+        pg, host, price_per_hour_paise=PER_HOUR_PAISE, late_cancel_fee_paise=5000
+    )
+    after = timedelta(minutes=s.billing.no_show_after_min)
+    gone = await _book(market_api, driver, charger)
+    paid = await _pay(market_api, driver, f"/bookings/{gone['id']}/payment")
+    # Ended long enough ago, never unlocked: a no-show.
+    end = _this_slot() - after - timedelta(minutes=15)
+    await _move_booking(pg, gone["id"], end - timedelta(hours=1), end)
+    # Ended, but within the wait (an overstaying or late-syncing session may still report).
+    other = await add_charger(pg, host, price_per_hour_paise=PER_HOUR_PAISE)
+    recent = await _book(market_api, driver, other)
+    recent_paid = await _pay(market_api, driver, f"/bookings/{recent['id']}/payment")
+    recent_end = datetime.now(UTC) - after + timedelta(minutes=10)
+    await _move_booking(pg, recent["id"], recent_end - timedelta(hours=1), recent_end)
+
+    await _release(market_api)
+
+    async def refunded() -> bool:
+        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", paid["id"])
+        return bool(status == "partially_refunded")
+
+    await wait_for(refunded, "the refund webhook")
+    booking = await market_api.client.get(f"/bookings/{gone['id']}", headers=driver.headers)
+    assert booking.status_code == 200, booking.text
+    assert (booking.json()["status"], booking.json()["cancellation_fee_paise"]) == ("no_show", 5000)
+    payment = (await market_api.client.get(f"/payments/{paid['id']}",
+                                           headers=driver.headers)).json()  # fmt: skip
+    assert payment["captured_paise"] == paid["amount_paise"]
+    assert payment["refunded_paise"] == paid["amount_paise"] - 5000
+    captured, back, billed = await _money_of_payment(pg, paid["id"])
+    assert captured - back == billed == 5000
+    # Billed to the host like a late cancellation, with its invoice.
+    [invoice] = (await market_api.client.get("/invoices", headers=host.headers)).json()["items"]
+    assert (invoice["booking_id"], invoice["total_paise"]) == (gone["id"], 5000)
+    earnings = (await market_api.client.get("/host/earnings", headers=host.headers)).json()
+    assert earnings["earned_paise"] == fee_quote(5000, _rates(market_api)).host_share_paise
+    # The recent one is untouched: confirmed, its money still held.
+    still = (await market_api.client.get(f"/bookings/{recent['id']}",
+                                         headers=driver.headers)).json()  # fmt: skip
+    assert still["status"] == "confirmed"
+    held = await pg.fetchval("SELECT status FROM payments WHERE id = $1", recent_paid["id"])
+    assert held == "authorized"
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+
+
+async def test_a_top_up_paid_after_the_session_was_billed_is_refunded_when_the_booking_ends(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking, _, start, end = await _running_booking(market_api, pg, driver, charger)
+    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
+                                   stopped=datetime.now(UTC))  # fmt: skip
+    await _settle(market_api, pk)  # the session claims the prepayment
+    extended = await market_api.client.post(
+        f"/bookings/{booking['id']}/extend",
+        json={"end": (end + timedelta(minutes=30)).isoformat()}, headers=driver.headers,
+    )  # fmt: skip
+    assert extended.status_code == 200, extended.text
+    topup = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    assert topup["session_id"] is None
+    # No second session; the booking ends.
+    gone = _this_slot() - timedelta(minutes=s.billing.no_show_after_min + 15)
+    await _move_booking(pg, booking["id"], gone - timedelta(hours=2), gone)
+
+    await _release(market_api)
+
+    async def refunded() -> bool:
+        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", topup["id"])
+        return bool(status == "refunded")
+
+    await wait_for(refunded, "the refund webhook")
+    payment = (await market_api.client.get(f"/payments/{topup['id']}",
+                                           headers=driver.headers)).json()  # fmt: skip
+    assert payment["refunded_paise"] == topup["amount_paise"]
+    captured, back, billed = await _money_of_payment(pg, topup["id"])
+    assert captured - back == billed == 0
+    # The booking was used: no fee, not a no-show.
+    after = (await market_api.client.get(f"/bookings/{booking['id']}",
+                                         headers=driver.headers)).json()  # fmt: skip
+    assert (after["status"], after["cancellation_fee_paise"]) == ("confirmed", 0)
+    assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
