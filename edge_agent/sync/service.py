@@ -233,7 +233,10 @@ class SyncService:
         low_water = self._low_water
         while True:
             now = self._mono()
-            if now >= next_flush or self._uplink.acks_pending >= ACK_FLUSH_RANGES:
+            acks = self._uplink.acks_pending
+            # Everything sent is acknowledged: delete it now, not at the next tick (the last
+            # rows of a drain would otherwise wait up to ACK_FLUSH_S in the outbox).
+            if acks and (now >= next_flush or acks >= ACK_FLUSH_RANGES or not self._uplink.window):
                 self._flush_acks()
                 next_flush = now + ACK_FLUSH_S
             # Timeouts are seconds long: checking them once a second keeps a window scan off
