@@ -51,6 +51,7 @@ from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
+from cloud.web.host import router as host_pages
 from cloud.web.render import STATIC_DIR
 from cloud.web.router import router as web_router
 from cloud.web.security import SecurityHeaders
@@ -147,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router)
     # The pages (issue 19): HTML for people, beside the JSON API; their files under /static.
     app.include_router(web_router)
+    app.include_router(host_pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders, settings=settings)
 

@@ -37,6 +37,15 @@ def normalize_short_code(text: str) -> str | None:
     return cleaned
 
 
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def code_in_words(code: str) -> str:
+    """``AB12`` → ``A B one two``: a code read aloud or copied by hand, with digits spelt
+    out so that 0 and 1 are never taken for letters."""
+    return " ".join(_DIGIT_WORDS[int(c)] if c.isdigit() else c for c in code if c.isalnum())
+
+
 def unlock_url(public_base_url: str, code: str) -> str:
     return f"{public_base_url.rstrip('/')}/c/{code}"
 

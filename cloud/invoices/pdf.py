@@ -70,8 +70,10 @@ def _state(code: str) -> str:
     return f"{state_name(code)} ({code})"
 
 
-def _pdf() -> FPDF:
-    pdf = FPDF(format="A4")
+def new_pdf(page_format: str | tuple[float, float] = "A4") -> FPDF:
+    """A page with DejaVu Sans (regular, bold) loaded: the rupee sign and Devanagari-safe
+    text (the charger sticker uses it too, in A6)."""
+    pdf = FPDF(format=page_format)
     for style, name in FONTS.items():
         path = FONT_DIR / name
         if not path.is_file():
@@ -88,7 +90,7 @@ def _pdf() -> FPDF:
 
 def render(invoice: Invoice, *, original_serial: str | None = None) -> bytes:
     """The PDF of ``invoice`` (``original_serial``: the invoice a credit note reduces)."""
-    pdf = _pdf()
+    pdf = new_pdf()
     is_note = invoice.kind is DocumentKind.CREDIT_NOTE
     pdf.set_title(f"{'Credit note' if is_note else 'Tax invoice'} {invoice.serial}")
     pdf.set_creator("ChargeMitra")

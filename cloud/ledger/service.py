@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -167,6 +167,29 @@ async def host_balance(
         paid_paise=paid,
         disputed_paise=int(row.disputed),
     )
+
+
+#: A host's earnings per week (Monday 00:00 IST), as ``earned`` counts them: every entry on
+#: the host's account but payouts (billing net of commission, GST and TCS; dispute debits).
+_HOST_WEEKLY = text(
+    """
+SELECT date_trunc('week', created_at AT TIME ZONE 'Asia/Kolkata') AS week,
+       coalesce(-sum(amount_paise), 0) AS earned
+FROM ledger_entries
+WHERE account = :account AND source <> :payout AND created_at >= :since
+GROUP BY week ORDER BY week
+"""
+)
+
+
+async def host_weekly_earned(db: AsyncSession, host_id: str, *, since: datetime) -> dict[date, int]:
+    """What ``host_id`` earned each week since ``since``, keyed by the week's Monday (IST);
+    weeks without an entry are absent."""
+    rows = await db.execute(
+        _HOST_WEEKLY,
+        {"account": host_account(host_id), "payout": EntrySource.PAYOUT.value, "since": since},
+    )
+    return {row.week.date(): int(row.earned) for row in rows}
 
 
 async def driver_balance(db: AsyncSession, user_id: str) -> int:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,13 +37,15 @@ from cloud.accounts.models import Host, KycStatus
 from cloud.audit.service import SYSTEM, Actor, record
 from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
 from cloud.ledger.entries import payout_txn
-from cloud.ledger.service import HostBalance, host_balance, post
+from cloud.ledger.service import HostBalance, host_balance, host_weekly_earned, post
 from cloud.notifications import events as notify
 from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
 from cloud.payments.provider import PaymentProvider, PayoutRequest, PayoutResult
 from cloud.payouts import rules
 
 log = logging.getLogger(__name__)
+#: Weeks of the earnings chart start on Monday in India.
+IST = ZoneInfo("Asia/Kolkata")
 
 
 async def host_of_user(db: AsyncSession, user_id: str) -> Host:
@@ -68,6 +71,19 @@ async def earnings(
     db: AsyncSession, host_id: str, *, now: datetime, hold: timedelta
 ) -> HostBalance:
     return await host_balance(db, host_id, now=now, hold=hold)
+
+
+async def weekly_earnings(
+    db: AsyncSession, host_id: str, *, now: datetime, weeks: int
+) -> list[tuple[date, int]]:
+    """The last ``weeks`` weeks' earnings (Monday in IST, paise), oldest first, the current
+    week last; a week without earnings is 0. The same entries as :func:`earnings`'s
+    ``earned``."""
+    this_week = rules.week_start(now.astimezone(IST)).date()
+    mondays = [this_week - timedelta(weeks=n) for n in range(weeks - 1, -1, -1)]
+    since = datetime.combine(mondays[0], time(0), IST)
+    found = await host_weekly_earned(db, host_id, since=since)
+    return [(monday, found.get(monday, 0)) for monday in mondays]
 
 
 async def _period_start(db: AsyncSession, host: Host, period_end: datetime) -> datetime:

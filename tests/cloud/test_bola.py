@@ -253,6 +253,17 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/app/invoices/{invoice_id}.pdf"): Row(_DRIVERS),
     ("WS", "/app/sessions/{session_id}/live"): Row(_DRIVERS),
     ("POST", "/app/bookings/{booking_id}/pin"): Row(_DRIVERS, form={}),
+    # The host's pages (cloud/web/host.py): another host's charger or booking is the 404
+    # page, a driver or technician gets the 403 page (not a host).
+    ("GET", "/app/host"): Row(("host_a",), excludes=("charger_id", "booking_id")),
+    ("POST", "/app/host/bookings/{booking_id}/approve"): Row(_HOSTS, form={}),
+    ("POST", "/app/host/bookings/{booking_id}/decline"): Row(_HOSTS, form={}),
+    ("GET", "/app/host/chargers/{charger_id}"): Row(_HOSTS),
+    ("POST", "/app/host/chargers/{charger_id}"): Row(_HOSTS, form={"name": "Mine now"}),
+    ("POST", "/app/host/chargers/{charger_id}/pairing-code"): Row(_HOSTS, form={}),
+    ("GET", "/app/host/chargers/{charger_id}/sticker"): Row(_HOSTS),
+    ("GET", "/app/host/chargers/{charger_id}/sticker.pdf"): Row(_HOSTS),
+    ("GET", "/app/host/earnings"): Row(("host_a",), excludes=("payout_id", "charger_id")),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
@@ -284,6 +295,12 @@ PUBLIC = frozenset(
         ("POST", "/app/signin/otp/verify"),
         ("POST", "/app/signin/password"),
         ("POST", "/app/signout"),
+        # The host's new-charger form and payout request: they create the caller's own
+        # objects only (a stranger is sent to sign in, a non-host gets the 403 page:
+        # tests/cloud/test_host_pages.py).
+        ("GET", "/app/host/chargers/new"),
+        ("POST", "/app/host/chargers/new"),
+        ("POST", "/app/host/payouts"),
         # The service worker's script (a static file at the root, for its scope).
         ("GET", "/sw.js"),
     }
