@@ -92,7 +92,8 @@ async def test_the_charger_form_keeps_what_was_typed_and_names_the_wrong_field(
     after = (
         await pg.fetch(
             "SELECT price_per_kwh_paise, min_charge_paise, "
-            "(SELECT count(*) FROM connectors WHERE charger_id = $1) AS n FROM chargers WHERE id = $1",
+            "(SELECT count(*) FROM connectors WHERE charger_id = $1) AS n "
+            "FROM chargers WHERE id = $1",
             charger_id,
         )
     )[0]
