@@ -162,6 +162,9 @@ class PaymentSettings(_Group):
     razorpay_webhook_secret: SecretStr = SecretStr("changeme")
     #: Tests point the SDK at a fake server on loopback.
     razorpay_base_url: str = Field(default="https://api.razorpay.com", pattern=r"^https?://")
+    #: The platform's RazorpayX account number host payouts are paid from (RazorpayX
+    #: dashboard → My Account); empty: RazorpayX payouts are refused (``not-supported``).
+    razorpayx_account_number: str = Field(default="", pattern=r"^([0-9]{9,22})?$")
     stripe_secret_key: SecretStr = SecretStr("sk_test_changeme")
     stripe_webhook_secret: SecretStr = SecretStr("whsec_changeme")
     stripe_base_url: str = Field(default="https://api.stripe.com", pattern=r"^https?://")

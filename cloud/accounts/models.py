@@ -82,8 +82,7 @@ class Host(Timestamped, Base):
     kyc_ref: Mapped[str | None] = mapped_column(String(128))
     kyc_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     kyc_rejection_reason: Mapped[str | None] = mapped_column(String(500))
-    #: Payout destination at the payment provider (linked account / fund account id).
-    payout_account_ref: Mapped[str | None] = mapped_column(String(128))
+    #: Where the host is paid: cloud.payments.models.PayoutAccount (``payout_accounts``).
     #: The host's setting: their payable balance is paid out every week by
     #: ``chargemitra-cloud payouts run`` (cloud/payouts/service.py), without asking.
     weekly_payouts: Mapped[bool] = mapped_column(default=False, server_default="false")

@@ -29,12 +29,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from cloud.errors import ConfigError, PaymentProviderError, SignatureInvalid
+from cloud.payments.models import PayoutAccountKind
 from cloud.payments.provider import (
     CheckoutResult,
+    DestinationRefs,
     EventKind,
     Order,
     OrderRequest,
     PaymentState,
+    PayoutDestination,
     PayoutRequest,
     PayoutResult,
     RefundResult,
@@ -252,6 +255,18 @@ class DummyProvider:
             refund_ref=event.get("refund_ref"),
             refund_receipt=event.get("refund_receipt"),
             amount_paise=event.get("amount_paise"),
+        )
+
+    async def payout_destination(self, destination: PayoutDestination) -> DestinationRefs:
+        """Any kind of destination: a bank account or VPA gets a contact and a fund account
+        as at RazorpayX (the same contact reused), a Stripe account is its own reference."""
+        await self._latency()
+        if destination.kind is PayoutAccountKind.STRIPE_ACCOUNT:
+            assert destination.stripe_account_id is not None  # the row's CHECK says so
+            return DestinationRefs(contact_ref=None, destination_ref=destination.stripe_account_id)
+        return DestinationRefs(
+            contact_ref=destination.contact_ref or self._new_id("cont"),
+            destination_ref=self._new_id("fa"),
         )
 
     async def payout(self, request: PayoutRequest) -> PayoutResult:

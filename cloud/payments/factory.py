@@ -24,11 +24,12 @@ async def open_provider(settings: Settings) -> AsyncIterator[PaymentProvider]:
             webhook_secret=pay.razorpay_webhook_secret.get_secret_value(),
             base_url=pay.razorpay_base_url,
             timeout_s=pay.timeout_s,
+            payout_account_number=pay.razorpayx_account_number,
         )
         try:
             yield razorpay
         finally:
-            razorpay.close()
+            await razorpay.aclose()
     elif pay.provider is PaymentProviderName.STRIPE:
         stripe = StripeProvider(
             secret_key=pay.stripe_secret_key.get_secret_value(),

@@ -58,6 +58,67 @@ class PayoutStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class PayoutAccountKind(StrEnum):
+    """Where a host is paid: a bank account or a UPI VPA (RazorpayX fund accounts), or a
+    Stripe Connect account."""
+
+    BANK_ACCOUNT = "bank_account"
+    VPA = "vpa"
+    STRIPE_ACCOUNT = "stripe_account"
+
+
+#: An Indian Financial System Code: 4 letters (the bank), ``0``, 6 letters or digits (the
+#: branch). Shared by the column's CHECK and the request body's pattern.
+IFSC_PATTERN = "^[A-Z]{4}0[A-Z0-9]{6}$"
+ACCOUNT_NUMBER_PATTERN = "^[0-9]{9,18}$"
+VPA_PATTERN = "^[A-Za-z0-9._-]{2,255}@[A-Za-z][A-Za-z0-9]{1,63}$"
+STRIPE_ACCOUNT_PATTERN = "^acct_[A-Za-z0-9]{1,58}$"
+
+
+class PayoutAccount(Timestamped, Base):
+    """A host's payout destination (one per host; ``PUT /host/payout-account`` replaces it).
+
+    The provider's own records for it are created on the first payout and kept here:
+    RazorpayX's contact and fund account, or the Stripe account id itself. Replacing the
+    destination clears them, so the next payout creates them afresh for the new one."""
+
+    __tablename__ = "payout_accounts"
+    __table_args__ = (
+        CheckConstraint(f"ifsc ~ '{IFSC_PATTERN}'", name="ifsc_format"),
+        CheckConstraint(f"account_number ~ '{ACCOUNT_NUMBER_PATTERN}'", name="account_format"),
+        CheckConstraint(
+            f"stripe_account_id ~ '{STRIPE_ACCOUNT_PATTERN}'", name="stripe_account_format"
+        ),
+        # Each kind has exactly the fields it needs (and the others are empty).
+        CheckConstraint(
+            "(kind = 'bank_account' AND ifsc IS NOT NULL AND account_number IS NOT NULL "
+            "AND vpa IS NULL AND stripe_account_id IS NULL) OR "
+            "(kind = 'vpa' AND vpa IS NOT NULL AND ifsc IS NULL AND account_number IS NULL "
+            "AND stripe_account_id IS NULL) OR "
+            "(kind = 'stripe_account' AND stripe_account_id IS NOT NULL AND ifsc IS NULL "
+            "AND account_number IS NULL AND vpa IS NULL)",
+            name="fields_of_kind",
+        ),
+    )
+
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[PayoutAccountKind] = mapped_column(
+        text_enum(PayoutAccountKind, "payout_account_kind")
+    )
+    holder_name: Mapped[str] = mapped_column(String(120))
+    ifsc: Mapped[str | None] = mapped_column(String(11))
+    account_number: Mapped[str | None] = mapped_column(String(18))
+    vpa: Mapped[str | None] = mapped_column(String(320))
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64))
+    #: RazorpayX's contact for the host (``cont_…``), created once.
+    contact_ref: Mapped[str | None] = mapped_column(String(64))
+    #: What a payout is sent to: RazorpayX's fund account (``fa_…``), created once, or the
+    #: Stripe account id.
+    destination_ref: Mapped[str | None] = mapped_column(String(64))
+
+
 class Payment(Timestamped, Base):
     __tablename__ = "payments"
     __table_args__ = (

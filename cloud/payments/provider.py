@@ -2,7 +2,8 @@
 
 :class:`PaymentProvider` is what the rest of the cloud sees: create an order (Razorpay) or a
 PaymentIntent (Stripe) for an amount in integer paise, verify what the browser's Checkout
-handed back, capture, refund, verify and read a webhook, and (later, item 4) pay a host out.
+handed back, capture, refund, verify and read a webhook, register a host's payout
+destination and pay the host out (RazorpayX payouts, Stripe Connect transfers).
 Implementations: :mod:`cloud.payments.razorpay_provider`, :mod:`cloud.payments.stripe_provider`
 and :mod:`cloud.payments.dummy` (development, the demo, tests). :func:`cloud.payments.factory.
 open_provider` picks one from settings.
@@ -24,6 +25,8 @@ from urllib.parse import quote, urlencode
 
 import segno
 
+from cloud.payments.models import PayoutAccountKind
+
 #: NPCI's limit on a UPI transaction reference (``tr``).
 UPI_REFERENCE_MAX = 35
 
@@ -38,6 +41,10 @@ class EventKind(StrEnum):
     ORDER_PAID = "order_paid"
     REFUND_PROCESSED = "refund_processed"
     REFUND_FAILED = "refund_failed"
+    #: RazorpayX ``payout.processed``: the money reached the host's account.
+    PAYOUT_PROCESSED = "payout_processed"
+    #: RazorpayX ``payout.reversed`` / ``payout.failed`` / ``payout.rejected``: it did not.
+    PAYOUT_FAILED = "payout_failed"
     #: Stored (de-duplicated) but changes nothing.
     IGNORED = "ignored"
 
@@ -96,12 +103,45 @@ class RefundResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PayoutDestination:
+    """A host's payout account (cloud.payments.models.PayoutAccount) as a provider needs it
+    to register it: the fields of its ``kind``, and RazorpayX's contact if one was made."""
+
+    host_id: str
+    kind: PayoutAccountKind
+    holder_name: str
+    ifsc: str | None = None
+    account_number: str | None = None
+    vpa: str | None = None
+    stripe_account_id: str | None = None
+    contact_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRefs:
+    """What a provider made for a destination, stored with it so it is made once."""
+
+    #: RazorpayX's contact (``cont_…``); None for providers without one.
+    contact_ref: str | None
+    #: What payouts are sent to: a RazorpayX fund account, a Stripe account id.
+    destination_ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class PayoutRequest:
+    #: Our payout id: the provider's idempotency key and reference, so it pays it once.
     reference: str
     amount_paise: int
-    #: The host's fund account (RazorpayX) or connected account (Stripe).
+    #: The host's fund account (RazorpayX) or connected account (Stripe)
+    #: (:attr:`DestinationRefs.destination_ref`); empty when the host has none.
     destination: str
+    #: The destination's kind: picks RazorpayX's mode (IMPS/NEFT for a bank, UPI for a VPA).
+    kind: PayoutAccountKind | None = None
     currency: str = "INR"
+
+    def __post_init__(self) -> None:
+        if type(self.amount_paise) is not int or self.amount_paise <= 0:
+            raise ValueError(f"amount_paise must be a positive int, got {self.amount_paise!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +166,9 @@ class WebhookEvent:
     #: Our refund id as the provider echoes it (Razorpay ``receipt``, Stripe metadata): finds
     #: the refund even before we stored the provider's refund id.
     refund_receipt: str | None = None
+    #: The provider's payout id, and ours as it echoes it (RazorpayX ``reference_id``).
+    payout_ref: str | None = None
+    payout_receipt: str | None = None
     amount_paise: int | None = None
 
 
@@ -171,8 +214,18 @@ class PaymentProvider(Protocol):
         read it; raises :class:`cloud.errors.SignatureInvalid` when it does not verify."""
         ...
 
+    async def payout_destination(self, destination: PayoutDestination) -> DestinationRefs:
+        """Register a host's payout account with the provider (RazorpayX: a contact and a
+        fund account; Stripe: the connected account is its own reference). Called once per
+        destination: the answer is stored. A kind this provider cannot pay to, or details it
+        refuses, raise :class:`~cloud.errors.PaymentProviderError` ``invalid-destination``."""
+        ...
+
     async def payout(self, request: PayoutRequest) -> PayoutResult:
-        """Pay a host out (RazorpayX payouts / Stripe transfers; issue 16 item 4)."""
+        """Pay a host out (RazorpayX payouts / Stripe transfers), keyed on
+        ``request.reference``: asked again with it, the provider answers with the same
+        payout. A definite refusal raises a code in :data:`cloud.payouts.rules.
+        DEFINITE_FAILURES`; any other error leaves the outcome unknown."""
         ...
 
 

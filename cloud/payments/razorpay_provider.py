@@ -13,7 +13,11 @@ What Razorpay requires and this module does (DESIGN.md §8):
   decoded to ``str`` as the SDK wants; ``x-razorpay-event-id`` names the delivery;
 - a capture must equal the authorized amount (no partial capture): :attr:`partial_capture`
   is False and settlement refunds the difference;
-- refunds send ``X-Refund-Idempotency`` (our refund id), so a retried refund refunds once.
+- refunds send ``X-Refund-Idempotency`` (our refund id), so a retried refund refunds once;
+- host payouts go through RazorpayX (:mod:`cloud.payments.razorpayx`: contacts, fund
+  accounts, payouts with ``X-Payout-Idempotency``), which the SDK does not cover, and its
+  ``payout.processed`` / ``payout.reversed`` / ``payout.failed`` webhooks, signed like the
+  others, carry our payout id as ``reference_id``.
 """
 
 from __future__ import annotations
@@ -37,15 +41,18 @@ from razorpay.errors import (  # type: ignore[import-untyped]
 from cloud.errors import PaymentProviderError, SignatureInvalid
 from cloud.payments.provider import (
     CheckoutResult,
+    DestinationRefs,
     EventKind,
     Order,
     OrderRequest,
     PaymentState,
+    PayoutDestination,
     PayoutRequest,
     PayoutResult,
     RefundResult,
     WebhookEvent,
 )
+from cloud.payments.razorpayx import RazorpayX
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,10 @@ _EVENT_KINDS = {
     "order.paid": EventKind.ORDER_PAID,
     "refund.processed": EventKind.REFUND_PROCESSED,
     "refund.failed": EventKind.REFUND_FAILED,
+    "payout.processed": EventKind.PAYOUT_PROCESSED,
+    "payout.reversed": EventKind.PAYOUT_FAILED,
+    "payout.failed": EventKind.PAYOUT_FAILED,
+    "payout.rejected": EventKind.PAYOUT_FAILED,
 }
 
 T = TypeVar("T")
@@ -93,8 +104,16 @@ class RazorpayProvider:
         webhook_secret: str,
         base_url: str = "https://api.razorpay.com",
         timeout_s: float = 15.0,
+        payout_account_number: str = "",
     ) -> None:
         self._session = _TimeoutSession(timeout_s)
+        self._x = RazorpayX(
+            key_id=key_id,
+            key_secret=key_secret,
+            account_number=payout_account_number,
+            base_url=base_url,
+            timeout_s=timeout_s,
+        )
         self._client = razorpay.Client(
             session=self._session, auth=(key_id, key_secret), base_url=base_url.rstrip("/")
         )
@@ -102,8 +121,9 @@ class RazorpayProvider:
         self._key_id = key_id
         self._webhook_secret = webhook_secret
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._session.close()
+        await self._x.aclose()
 
     async def _call(self, operation: str, fn: Callable[[], T]) -> T:
         """Run one SDK call in a thread; its errors leave as PaymentProviderError."""
@@ -232,9 +252,11 @@ class RazorpayProvider:
         event_id = lowered.get(EVENT_ID_HEADER) or "sha256:" + hashlib.sha256(body).hexdigest()
         return _read_event(event_id[:64], event_type, payload, event)
 
+    async def payout_destination(self, destination: PayoutDestination) -> DestinationRefs:
+        return await self._x.destination(destination)
+
     async def payout(self, request: PayoutRequest) -> PayoutResult:
-        # RazorpayX payouts are a separate API the SDK does not cover (issue 16, item 4).
-        raise PaymentProviderError(NAME, "payout", code="not-supported")
+        return await self._x.payout(request)
 
 
 def _payment_state(payment: Mapping[str, Any]) -> PaymentState:
@@ -261,9 +283,12 @@ def _read_event(
     payment = _entity(payload, "payment")
     order = _entity(payload, "order")
     refund = _entity(payload, "refund")
+    payout = _entity(payload, "payout")
     amount: Any = None
     if kind in {EventKind.REFUND_PROCESSED, EventKind.REFUND_FAILED}:
         amount = refund.get("amount")
+    elif kind in {EventKind.PAYOUT_PROCESSED, EventKind.PAYOUT_FAILED}:
+        amount = payout.get("amount")
     else:
         amount = payment.get("amount", order.get("amount_paid"))
     return WebhookEvent(
@@ -276,6 +301,8 @@ def _read_event(
         payment_ref=_str_or_none(payment.get("id") or refund.get("payment_id")),
         refund_ref=_str_or_none(refund.get("id")),
         refund_receipt=_str_or_none(refund.get("receipt")),
+        payout_ref=_str_or_none(payout.get("id")),
+        payout_receipt=_str_or_none(payout.get("reference_id")),
         amount_paise=amount if type(amount) is int else None,
     )
 

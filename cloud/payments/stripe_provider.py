@@ -10,6 +10,10 @@ international fallback), with the official ``stripe`` SDK's async client (httpx)
 - Webhooks are verified with ``stripe.Webhook.construct_event`` over the raw body and the
   ``Stripe-Signature`` header (``t=…,v1=HMAC-SHA256(secret, "t.body")``, 5 minutes' tolerance);
   the event's ``id`` de-duplicates it.
+- Host payouts are Connect transfers (``POST /v1/transfers``) from the platform's balance to
+  the host's connected account (``acct_…``, the destination itself: nothing to register),
+  keyed on our payout id (``Idempotency-Key: payout-<id>``) and grouped under it
+  (``transfer_group``). A created transfer has moved the money: it is ``paid``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from typing import Any, TypeVar
 import stripe
 
 from cloud.errors import PaymentProviderError, SignatureInvalid
+from cloud.payments.models import PayoutAccountKind
 from cloud.payments.provider import (
     CheckoutResult,
+    DestinationRefs,
     EventKind,
     Order,
     OrderRequest,
     PaymentState,
+    PayoutDestination,
     PayoutRequest,
     PayoutResult,
     RefundResult,
@@ -188,9 +195,37 @@ class StripeProvider:
             raise SignatureInvalid(NAME, "webhook") from exc
         return _read_event(event_id, event_type, obj if isinstance(obj, dict) else {}, event)
 
+    async def payout_destination(self, destination: PayoutDestination) -> DestinationRefs:
+        if destination.kind is not PayoutAccountKind.STRIPE_ACCOUNT or not (
+            destination.stripe_account_id
+        ):
+            raise PaymentProviderError(NAME, "transfer", code="invalid-destination")
+        return DestinationRefs(contact_ref=None, destination_ref=destination.stripe_account_id)
+
     async def payout(self, request: PayoutRequest) -> PayoutResult:
-        # Stripe Connect transfers come with host payouts (issue 16, item 4).
-        raise PaymentProviderError(NAME, "payout", code="not-supported")
+        if not request.destination.startswith("acct_"):
+            raise PaymentProviderError(NAME, "transfer", code="invalid-destination")
+        try:
+            transfer = await self._call(
+                "transfer",
+                self._client.v1.transfers.create_async(
+                    params={
+                        "amount": request.amount_paise,
+                        "currency": request.currency.lower(),
+                        "destination": request.destination,
+                        "transfer_group": f"payout-{request.reference}",
+                        "metadata": {"payout_id": request.reference},
+                    },
+                    options={"idempotency_key": f"payout-{request.reference}"},
+                ),
+            )
+        except PaymentProviderError as exc:
+            if exc.code == "bad-request":
+                # Stripe refused the transfer (an account that cannot receive, a short
+                # balance): nothing moved.
+                raise PaymentProviderError(NAME, "transfer", code="rejected") from exc
+            raise
+        return PayoutResult(payout_ref=transfer.id, status="paid")
 
 
 def _intent_state(intent: Any) -> PaymentState:

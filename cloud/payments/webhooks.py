@@ -38,8 +38,12 @@ from cloud.ledger.service import post_all
 from cloud.payments import transitions
 from cloud.payments.models import PaymentStatus, RefundStatus
 from cloud.payments.provider import EventKind, WebhookEvent
+from cloud.payouts import service as payouts
 
 log = logging.getLogger(__name__)
+
+#: Payout webhooks (RazorpayX), settled by cloud/payouts/service.py.
+PAYOUT_EVENTS = frozenset({EventKind.PAYOUT_PROCESSED, EventKind.PAYOUT_FAILED})
 
 #: Events applied in one database transaction at most.
 BATCH_MAX = 200
@@ -175,6 +179,10 @@ def plan(
             result.outcomes.append(Outcome.DUPLICATE)
         elif event.kind is EventKind.IGNORED:
             result.outcomes.append(Outcome.IGNORED)
+        elif event.kind in PAYOUT_EVENTS:
+            # Payout rows are not planned here: apply_webhooks settles them afterwards
+            # (cloud.payouts.service.apply_payout_event) and replaces this outcome.
+            result.outcomes.append(Outcome.UNMATCHED)
         elif event.kind in {EventKind.REFUND_PROCESSED, EventKind.REFUND_FAILED}:
             refund = (event.refund_ref and refund_by_ref.get(event.refund_ref)) or (
                 event.refund_receipt and refund_by_id.get(event.refund_receipt)
@@ -351,6 +359,18 @@ async def apply_webhooks(db: AsyncSession, events: list[WebhookEvent]) -> list[W
                 "refs": [p.provider_payment_id for p in moved],
             },
         )
+    # Payouts after the payment rows (their locks: host, then payout, as approve() takes
+    # them); the debit of a payout paid here is posted by the payout's own move to paid.
+    for i, (event, new) in enumerate(zip(events, stored, strict=True)):
+        if new and event.kind in PAYOUT_EVENTS:
+            moved_payout = await payouts.apply_payout_event(db, event)
+            result.outcomes[i] = (
+                Outcome.UNMATCHED
+                if moved_payout is None
+                else Outcome.APPLIED
+                if moved_payout
+                else Outcome.STALE
+            )
     await post_all(db, result.txns)
     return result.outcomes
 

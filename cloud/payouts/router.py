@@ -16,21 +16,33 @@ from pydantic import BeforeValidator
 
 from cloud.audit.actor import AdminActor, HostActor
 from cloud.deps import AdminUser, Db, HostUser, State
-from cloud.errors import DependencyUnavailable
+from cloud.errors import Conflict, DependencyUnavailable, NotFound
 from cloud.openapi import problems
-from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
+from cloud.payments.models import (
+    Payment,
+    PaymentStatus,
+    Payout,
+    PayoutAccount,
+    PayoutAccountKind,
+    PayoutStatus,
+)
 from cloud.payments.provider import PaymentProvider
-from cloud.payouts import service
+from cloud.payouts import accounts, rules, service
 from cloud.payouts.schemas import (
     AdminPaymentList,
     AdminPaymentOut,
+    BankAccountIn,
     EarningsOut,
+    PayoutAccountIn,
+    PayoutAccountOut,
     PayoutList,
     PayoutOut,
     PayoutRequestIn,
     PayoutSettingsIn,
     PayoutSettingsOut,
     RejectIn,
+    StripeAccountIn,
+    VpaIn,
 )
 from cloud.schemas import Instant, PathId
 from cloud.state import AppState
@@ -157,6 +169,61 @@ async def payout_settings(db: Db, user: HostUser, body: PayoutSettingsIn) -> Pay
     host = await service.host_of_user(db, user.user_id)
     await service.set_weekly(db, host, weekly=body.weekly_payouts)
     return PayoutSettingsOut(host_id=host.id, weekly_payouts=host.weekly_payouts)
+
+
+def _account(row: PayoutAccount) -> PayoutAccountOut:
+    return PayoutAccountOut(
+        host_id=row.host_id,
+        kind=row.kind,
+        holder_name=row.holder_name,
+        ifsc=row.ifsc,
+        account_number_masked=accounts.mask(row.account_number),
+        vpa=row.vpa,
+        stripe_account_id=row.stripe_account_id,
+        registered=row.destination_ref is not None,
+        updated_at=row.updated_at,
+    )
+
+
+@router.get("/host/payout-account", responses=problems(404))
+async def get_payout_account(db: Db, user: HostUser) -> PayoutAccountOut:
+    """Where the caller is paid out, the account number masked. 404 for a host who has not
+    set one (or a caller with no host profile)."""
+    host = await service.host_of_user(db, user.user_id)
+    row = await accounts.get_account(db, host.id)
+    if row is None:
+        raise NotFound("payout account", host.id)
+    return _account(row)
+
+
+@router.put("/host/payout-account", responses=problems(404, 409))
+async def put_payout_account(
+    db: Db, state: State, user: HostUser, actor: HostActor, body: PayoutAccountIn
+) -> PayoutAccountOut:
+    """Set where the caller is paid out (replacing any earlier destination): a bank account
+    (IFSC, account number, holder) or a UPI VPA when payouts go through RazorpayX, a Stripe
+    connected account (``acct_…``) when through Stripe; 409 for a kind the configured
+    provider cannot pay to. It is registered with the provider on the next payout."""
+    host = await service.host_of_user(db, user.user_id)
+    kind = PayoutAccountKind(body.kind)
+    provider = state.payments.name if state.payments is not None else None
+    if provider is not None and kind not in rules.PAYABLE_KINDS.get(provider, frozenset()):
+        raise Conflict(
+            f"payouts go through {provider}, which cannot pay to a {kind.value}",
+            entity="payout account",
+            key=host.id,
+        )
+    details = accounts.AccountDetails(
+        kind=kind,
+        holder_name=body.holder_name,
+        ifsc=body.ifsc if isinstance(body, BankAccountIn) else None,
+        account_number=body.account_number if isinstance(body, BankAccountIn) else None,
+        vpa=body.vpa if isinstance(body, VpaIn) else None,
+        stripe_account_id=body.stripe_account_id if isinstance(body, StripeAccountIn) else None,
+    )
+    row = await accounts.set_account(db, host.id, details, actor)
+    await db.refresh(row)
+    return _account(row)
 
 
 # --- the admin's -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cloud.payments.models import PayoutStatus
+from cloud.payments.models import PayoutAccountKind, PayoutStatus
 
 #: Statuses whose amount is reserved (requested, not yet paid, not given up).
 RESERVING = frozenset({PayoutStatus.PENDING, PayoutStatus.PROCESSING})
@@ -36,6 +36,15 @@ DEFINITE_FAILURES = frozenset({"not-supported", "failed", "rejected", "invalid-d
 #: The provider's payout states that mean the money left, and those that mean it never will.
 PROVIDER_PAID = frozenset({"processed", "paid"})
 PROVIDER_FAILED = frozenset({"failed", "rejected", "reversed", "cancelled"})
+
+
+#: The payout destinations each provider pays to (``PUT /host/payout-account`` refuses the
+#: others): RazorpayX bank accounts and VPAs, Stripe connected accounts; the dummy, all.
+PAYABLE_KINDS: dict[str, frozenset[PayoutAccountKind]] = {
+    "razorpay": frozenset({PayoutAccountKind.BANK_ACCOUNT, PayoutAccountKind.VPA}),
+    "stripe": frozenset({PayoutAccountKind.STRIPE_ACCOUNT}),
+    "dummy": frozenset(PayoutAccountKind),
+}
 
 
 def can_move(current: PayoutStatus, target: PayoutStatus) -> bool:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, Strict, StrictBool
 
-from cloud.payments.models import PaymentStatus, PayoutStatus
+from cloud.payments.models import (
+    ACCOUNT_NUMBER_PATTERN,
+    IFSC_PATTERN,
+    STRIPE_ACCOUNT_PATTERN,
+    VPA_PATTERN,
+    PaymentStatus,
+    PayoutAccountKind,
+    PayoutStatus,
+)
 from cloud.schemas import NOT_BLANK_PATTERN, RequestModel, whole_number
 
 #: A payout no larger than this is a typo, not an earning (₹1 crore).
@@ -56,6 +64,57 @@ class PayoutSettingsIn(RequestModel):
 class PayoutSettingsOut(BaseModel):
     host_id: str
     weekly_payouts: bool
+
+
+#: The name on the account, as the bank or RazorpayX takes it: letters first, then letters,
+#: digits, spaces and ``.,'()/_-``.
+HOLDER_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 .,'()/_-]{2,119}$"
+HolderName = Annotated[str, Field(min_length=3, max_length=120, pattern=HOLDER_NAME_PATTERN)]
+
+
+class BankAccountIn(RequestModel):
+    """A bank account paid by RazorpayX (IMPS, NEFT above ₹5 lakh)."""
+
+    kind: Literal["bank_account"]
+    holder_name: HolderName
+    #: 4 letters (the bank), ``0``, 6 letters or digits (the branch); capitals.
+    ifsc: str = Field(min_length=11, max_length=11, pattern=IFSC_PATTERN)
+    account_number: str = Field(min_length=9, max_length=18, pattern=ACCOUNT_NUMBER_PATTERN)
+
+
+class VpaIn(RequestModel):
+    """A UPI VPA (``name@bank``) paid by RazorpayX over UPI."""
+
+    kind: Literal["vpa"]
+    holder_name: HolderName
+    vpa: str = Field(min_length=5, max_length=320, pattern=VPA_PATTERN)
+
+
+class StripeAccountIn(RequestModel):
+    """A Stripe Connect account (``acct_…``) paid by transfers."""
+
+    kind: Literal["stripe_account"]
+    holder_name: HolderName
+    stripe_account_id: str = Field(min_length=6, max_length=63, pattern=STRIPE_ACCOUNT_PATTERN)
+
+
+PayoutAccountIn = Annotated[BankAccountIn | VpaIn | StripeAccountIn, Field(discriminator="kind")]
+
+
+class PayoutAccountOut(BaseModel):
+    """The caller's payout destination; the account number masked to its last four digits."""
+
+    host_id: str
+    kind: PayoutAccountKind
+    holder_name: str
+    ifsc: str | None
+    account_number_masked: str | None
+    vpa: str | None
+    stripe_account_id: str | None
+    #: Registered with the payment provider (RazorpayX fund account made): it is done on
+    #: the first payout after the account is set.
+    registered: bool
+    updated_at: datetime
 
 
 class RejectIn(RequestModel):

@@ -40,8 +40,14 @@ from cloud.ledger.entries import payout_txn
 from cloud.ledger.service import HostBalance, host_balance, host_weekly_earned, post
 from cloud.notifications import events as notify
 from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
-from cloud.payments.provider import PaymentProvider, PayoutRequest, PayoutResult
-from cloud.payouts import rules
+from cloud.payments.provider import (
+    EventKind,
+    PaymentProvider,
+    PayoutRequest,
+    PayoutResult,
+    WebhookEvent,
+)
+from cloud.payouts import accounts, rules
 
 log = logging.getLogger(__name__)
 #: Weeks of the earnings chart start on Monday in India.
@@ -247,22 +253,34 @@ async def execute(
     at any point: the provider pays a reference once, and the ledger debit is posted with
     the one move to ``paid``.
 
+    The host's payout account (cloud/payouts/accounts.py) is registered with the provider
+    first if it has not been (RazorpayX's contact and fund account, made once and stored).
     A definite refusal (:data:`cloud.payouts.rules.DEFINITE_FAILURES`, e.g. a provider that
-    cannot pay out) fails the payout, releasing its amount; any other provider error leaves
-    it ``processing`` (the money may have left) and is raised."""
+    cannot pay out, a destination it refuses) fails the payout, releasing its amount; any
+    other provider error leaves it ``processing`` (the money may have left) and is raised."""
     async with sessions() as db:
         payout = await db.get(Payout, payout_id)
         if payout is None:
             raise NotFound("payout", payout_id)
         if payout.status is not PayoutStatus.PROCESSING:
             return payout
-        host = await db.get(Host, payout.host_id)
-        destination = (host.payout_account_ref if host else None) or ""
-    request = PayoutRequest(
-        reference=payout.id, amount_paise=payout.amount_paise, destination=destination
-    )
+        account = await accounts.get_account(db, payout.host_id)
+        sent = accounts.destination(account) if account else None
+        ref = account.destination_ref if account else None
     try:
-        result = await provider.payout(request)
+        if sent is not None and ref is None:
+            refs = await provider.payout_destination(sent)
+            async with sessions() as db, db.begin():
+                await accounts.store_refs(db, sent, refs)
+            ref = refs.destination_ref
+        result = await provider.payout(
+            PayoutRequest(
+                reference=payout.id,
+                amount_paise=payout.amount_paise,
+                destination=ref or "",
+                kind=sent.kind if sent else None,
+            )
+        )
     except PaymentProviderError as exc:
         definite = exc.code in rules.DEFINITE_FAILURES
         async with sessions() as db, db.begin():
@@ -275,36 +293,66 @@ async def execute(
             log.warning("payout %s failed at %s: %s", payout_id, exc.provider, exc.code)
             return row
         raise
-    return await _record(sessions, payout_id, result)
-
-
-async def _record(
-    sessions: async_sessionmaker[AsyncSession], payout_id: str, result: PayoutResult
-) -> Payout:
     async with sessions() as db, db.begin():
-        payout = await _lock_payout(db, payout_id)
-        if payout.status is not PayoutStatus.PROCESSING:
-            return payout  # another execution recorded it first
-        payout.provider_ref = payout.provider_ref or result.payout_ref[:64]
-        if result.status in rules.PROVIDER_PAID:
-            payout.status = PayoutStatus.PAID
-            # With the one move to paid, on the locked row: booked once however often the
-            # execution is retried (and uq_ledger_entries_payout_once backs that up).
-            await post(
-                db,
-                payout_txn(
-                    payout_id=payout.id, host_id=payout.host_id, amount_paise=payout.amount_paise
-                ),
-            )
-            await notify.payout_paid(db, payout)  # the host hears, in the outbox
-        elif result.status in rules.PROVIDER_FAILED:
-            payout.status = PayoutStatus.FAILED
-            payout.note = f"provider: {result.status}"
-        if payout.status is not PayoutStatus.PROCESSING:
-            await _record_outcome(db, payout)
-        # Anything else (queued, pending at the provider): still processing; a retry asks
-        # again with the same reference.
+        return await _settle(db, payout_id, result)
+
+
+async def _settle(db: AsyncSession, payout_id: str, result: PayoutResult) -> Payout:
+    """Apply the provider's word on a payout (its answer, or a payout webhook) in ``db``'s
+    transaction: ``processing`` moves to ``paid`` (debited once) or ``failed``; any other
+    status, or a payout no longer processing, is left as it is."""
+    payout = await _lock_payout(db, payout_id)
+    if payout.status is not PayoutStatus.PROCESSING:
+        return payout  # another execution (or webhook) recorded it first
+    payout.provider_ref = payout.provider_ref or result.payout_ref[:64] or None
+    if result.status in rules.PROVIDER_PAID:
+        payout.status = PayoutStatus.PAID
+        # With the one move to paid, on the locked row: booked once however often the
+        # execution is retried (and uq_ledger_entries_payout_once backs that up).
+        await post(
+            db,
+            payout_txn(
+                payout_id=payout.id, host_id=payout.host_id, amount_paise=payout.amount_paise
+            ),
+        )
+        await notify.payout_paid(db, payout)  # the host hears, in the outbox
+    elif result.status in rules.PROVIDER_FAILED:
+        payout.status = PayoutStatus.FAILED
+        payout.note = f"provider: {result.status}"
+    if payout.status is not PayoutStatus.PROCESSING:
+        await _record_outcome(db, payout)
+    # Anything else (queued, pending at the provider): still processing; a retry asks
+    # again with the same reference, and the provider's payout webhook settles it.
     return payout
+
+
+async def apply_payout_event(db: AsyncSession, event: WebhookEvent) -> bool | None:
+    """A verified payout webhook (RazorpayX ``payout.processed`` / ``payout.reversed`` …), in
+    the webhook's transaction: True when it moved our payout, False when it changed nothing
+    (not ``processing`` any more — a reversal after ``paid`` is logged for an admin, the
+    state machine has no way back from paid), None when it names no payout of ours."""
+    payout: Payout | None = None
+    if event.payout_receipt:
+        payout = await db.get(Payout, event.payout_receipt)
+    if payout is None and event.payout_ref:
+        payout = await db.scalar(select(Payout).where(Payout.provider_ref == event.payout_ref))
+    if payout is None:
+        return None
+    if event.amount_paise is not None and event.amount_paise != payout.amount_paise:
+        log.warning(
+            "%s payout webhook %s: %s paise for payout %s of %s paise, ignored",
+            event.provider, event.event_id, event.amount_paise, payout.id, payout.amount_paise,
+        )  # fmt: skip
+        return False
+    await _lock_host(db, payout.host_id)  # the lock order of approve()
+    payout = await _lock_payout(db, payout.id)
+    if payout.status is not PayoutStatus.PROCESSING:
+        if payout.status is PayoutStatus.PAID and event.kind is EventKind.PAYOUT_FAILED:
+            log.error("payout %s was reversed after it was paid: an admin must act", payout.id)
+        return False
+    status = "processed" if event.kind is EventKind.PAYOUT_PROCESSED else "reversed"
+    done = await _settle(db, payout.id, PayoutResult(event.payout_ref or "", status))
+    return done.status is not PayoutStatus.PROCESSING
 
 
 async def _record_outcome(db: AsyncSession, payout: Payout) -> None:

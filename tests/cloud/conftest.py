@@ -37,9 +37,9 @@ TABLES = (
     "connectors, dead_letters, device_commands, devices, disputes, downlink_sequences, hosts, "
     "invoice_counters, invoices, kyc_documents, kyc_submissions, "
     "ledger_entries, notification_deliveries, notification_events, notification_preferences, "
-    "pairing_codes, payments, payouts, provider_events, push_subscriptions, refresh_tokens, "
-    "refunds, reviews, session_events, sessions, telemetry, telemetry_15m, telemetry_batches, "
-    "telemetry_rollup_pending, "
+    "pairing_codes, payments, payout_accounts, payouts, provider_events, push_subscriptions, "
+    "refresh_tokens, refunds, reviews, session_events, sessions, telemetry, telemetry_15m, "
+    "telemetry_batches, telemetry_rollup_pending, "
     "unlock_requests, user_roles, users"
 )
 

@@ -3,8 +3,10 @@ a thread serving one handler function, and the record of every request it saw.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ class Seen:
 class Answer:
     status: int
     body: dict[str, Any]
+    #: Answer this late (seconds): the work is done, the client may have given up waiting.
+    delay_s: float = 0.0
 
 
 Handler = Callable[[Seen], Answer]
@@ -59,8 +63,15 @@ def serve(handler: Handler) -> Iterator[FakeServer]:
                     answer = fake.handler(seen)
                 except Exception as exc:  # noqa: BLE001 -- a fake's bug must show, not hang the SDK
                     answer = Answer(500, {"error": {"code": "SERVER_ERROR", "message": repr(exc)}})
+            if answer.delay_s:
+                time.sleep(answer.delay_s)  # outside the lock: other requests go on
             payload = json.dumps(answer.body).encode()
-            self.send_response(answer.status)
+            # A client that timed out has hung up: its answer is lost, as intended.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._send(answer.status, payload)
+
+        def _send(self, status: int, payload: bytes) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

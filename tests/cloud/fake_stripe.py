@@ -4,9 +4,11 @@ It checks the ``Authorization: Bearer <secret key>`` header, form-encoded bodies
 integers in the currency's smallest unit, a lowercase ISO currency, ``capture_method=manual``
 on our PaymentIntents, and an ``Idempotency-Key`` on every POST — replaying the first answer
 for a repeated key, refusing a key reused with other parameters, as Stripe does. Captures may
-be partial (``amount_to_capture`` ≤ ``amount_capturable``). Webhooks are signed with the
-``Stripe-Signature`` scheme (``t=<unix>,v1=HMAC-SHA256(secret, "<t>.<body>")``) and checked
-with ``stripe.Webhook.construct_event`` before they are handed out.
+be partial (``amount_to_capture`` ≤ ``amount_capturable``). Connect transfers
+(``/v1/transfers``) go to a connected account the fake knows (:attr:`FakeStripe.accounts`).
+Webhooks are signed with the ``Stripe-Signature`` scheme
+(``t=<unix>,v1=HMAC-SHA256(secret, "<t>.<body>")``) and checked with
+``stripe.Webhook.construct_event`` before they are handed out.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class FakeStripe:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     replies: dict[str, tuple[str, Answer]] = field(default_factory=dict)
+    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Connected accounts (``acct_…``) transfers may go to.
+    accounts: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -118,6 +123,8 @@ class FakeStripe:
             return self._capture(m[1], form)
         if path == "/v1/refunds":
             return self._refund(form)
+        if path == "/v1/transfers":
+            return self._transfer(form)
         return _bad(f"no such route POST {path}", 404)
 
     def _create_intent(self, form: dict[str, str]) -> Answer:
@@ -178,6 +185,29 @@ class FakeStripe:
         }
         self.refunds[refund["id"]] = refund
         return Answer(200, refund)
+
+    def _transfer(self, form: dict[str, str]) -> Answer:
+        amount = _amount(form.get("amount"))
+        currency = form.get("currency", "")
+        if amount is None:
+            return _bad("amount must be a positive integer in the smallest currency unit")
+        if not re.fullmatch(r"[a-z]{3}", currency):
+            return _bad("currency must be a lowercase ISO code")
+        destination = form.get("destination", "")
+        if destination not in self.accounts:
+            return _bad(f"No such destination: '{destination}'")
+        transfer = {
+            "id": f"tr_{secrets.token_hex(8)}",
+            "object": "transfer",
+            "amount": amount,
+            "currency": currency,
+            "destination": destination,
+            "transfer_group": form.get("transfer_group"),
+            "reversed": False,
+            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+        }
+        self.transfers[str(transfer["id"])] = transfer
+        return Answer(200, transfer)
 
 
 @contextmanager

@@ -174,6 +174,12 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PUT", "/host/payout-settings"): Row(
         ("driver_a", "technician"), body={"weekly_payouts": True}, expect=frozenset({403})
     ),
+    ("GET", "/host/payout-account"): Row(("driver_a", "technician"), expect=frozenset({403})),
+    ("PUT", "/host/payout-account"): Row(
+        ("driver_a", "technician"),
+        body={"kind": "vpa", "holder_name": "Asha Rao", "vpa": "asha@okhdfc"},
+        expect=frozenset({403}),
+    ),
     ("GET", "/admin/payouts"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     ("POST", "/admin/payouts/{payout_id}/approve"): Row(_ADMIN_ONLY),
     ("POST", "/admin/payouts/{payout_id}/reject"): Row(_ADMIN_ONLY, body={"reason": "no"}),

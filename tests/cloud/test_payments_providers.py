@@ -18,16 +18,20 @@ from razorpay.errors import BadRequestError  # type: ignore[import-untyped]
 from cloud.errors import ConfigError, PaymentProviderError, SignatureInvalid
 from cloud.payments import transitions
 from cloud.payments.dummy import CARD_DECLINED, CARD_SUCCEEDS, DummyProvider
-from cloud.payments.models import PaymentStatus
+from cloud.payments.models import PaymentStatus, PayoutAccountKind
 from cloud.payments.provider import (
     CheckoutResult,
+    DestinationRefs,
     EventKind,
     OrderRequest,
+    PayoutDestination,
+    PayoutRequest,
     upi_checkout,
     upi_intent_link,
 )
 from cloud.payments.razorpay_provider import RazorpayProvider
 from cloud.payments.stripe_provider import StripeProvider
+from cloud.payouts import rules
 from cloud.settings import Environment, load_settings
 from tests.cloud import fake_razorpay, fake_stripe
 from tests.cloud.fake_razorpay import FakeRazorpay
@@ -130,7 +134,7 @@ async def test_razorpay_captures_in_full_and_refunds_once_per_key(rzp: FakeRazor
     assert rzp.payments[payment_id]["amount_refunded"] == 20_000
     refunds = [s for s in rzp.seen if s.path.endswith("/refund")]
     assert {s.headers["x-refund-idempotency"] for s in refunds} == {"R1"}
-    provider.close()
+    await provider.aclose()
 
 
 def test_razorpay_webhook_is_verified_over_the_raw_body(rzp: FakeRazorpay) -> None:
@@ -197,6 +201,109 @@ async def test_stripe_captures_part_of_an_intent_with_idempotency_keys(stp: Fake
             provider.parse_webhook(body + b" ", headers)
     finally:
         await provider.aclose()
+
+
+async def test_stripe_transfers_pay_a_connected_account_once(stp: FakeStripe) -> None:
+    """A payout is a Connect transfer keyed on our payout id: asked twice, one transfer; an
+    account Stripe refuses is a definite refusal (``rejected``); a bank account is not a
+    destination Stripe can pay."""
+    provider = StripeProvider(
+        secret_key=fake_stripe.SECRET_KEY,
+        webhook_secret=fake_stripe.WEBHOOK_SECRET,
+        base_url=stp.url,
+        timeout_s=5,
+    )
+    stp.accounts.add("acct_1HostA")
+    try:
+        refs = await provider.payout_destination(
+            PayoutDestination("H1", PayoutAccountKind.STRIPE_ACCOUNT, "Asha Rao",
+                              stripe_account_id="acct_1HostA")
+        )  # fmt: skip
+        assert refs == DestinationRefs(contact_ref=None, destination_ref="acct_1HostA")
+        with pytest.raises(PaymentProviderError) as kind:
+            await provider.payout_destination(
+                PayoutDestination("H1", PayoutAccountKind.VPA, "Asha Rao", vpa="a@okhdfc")
+            )
+        assert kind.value.code == "invalid-destination"
+        request = PayoutRequest("POUT1", 123_456, "acct_1HostA")
+        first, again = await provider.payout(request), await provider.payout(request)
+        assert first == again
+        assert first.status == "paid"
+        (transfer,) = stp.transfers.values()
+        assert (transfer["amount"], transfer["currency"], transfer["destination"]) == (
+            123_456, "inr", "acct_1HostA",
+        )  # fmt: skip
+        assert (transfer["transfer_group"], transfer["metadata"]) == (
+            "payout-POUT1", {"payout_id": "POUT1"},
+        )  # fmt: skip
+        with pytest.raises(PaymentProviderError) as refused:
+            await provider.payout(PayoutRequest("POUT2", 100, "acct_1Unknown"))
+        assert refused.value.code == "rejected"
+        assert refused.value.code in rules.DEFINITE_FAILURES
+    finally:
+        await provider.aclose()
+
+
+# --- RazorpayX --------------------------------------------------------------------------------
+
+
+async def test_razorpayx_registers_once_and_refuses_a_changed_body_under_one_key(
+    rzp: FakeRazorpay,
+) -> None:
+    """The contact is reused for a host's second fund account; a payout asked again with
+    the same key answers the same payout, with another amount under the same key it is
+    refused (a definite refusal); an amount above IMPS's limit goes by NEFT; without the
+    platform's RazorpayX account nothing is sent."""
+    provider = RazorpayProvider(
+        key_id=fake_razorpay.KEY_ID,
+        key_secret=fake_razorpay.KEY_SECRET,
+        webhook_secret=fake_razorpay.WEBHOOK_SECRET,
+        base_url=rzp.url,
+        timeout_s=5,
+        payout_account_number=fake_razorpay.PLATFORM_ACCOUNT,
+    )
+    try:
+        bank = PayoutDestination("H1", PayoutAccountKind.BANK_ACCOUNT, "Asha Rao",
+                                 ifsc="SBIN0000001", account_number="123456789012")  # fmt: skip
+        refs = await provider.payout_destination(bank)
+        assert refs.contact_ref in rzp.contacts
+        vpa = PayoutDestination("H1", PayoutAccountKind.VPA, "Asha Rao", vpa="asha@okaxis",
+                                contact_ref=refs.contact_ref)  # fmt: skip
+        upi = await provider.payout_destination(vpa)
+        assert (upi.contact_ref, len(rzp.contacts), len(rzp.fund_accounts)) == (
+            refs.contact_ref, 1, 2,
+        )  # fmt: skip
+        request = PayoutRequest("POUT1", 60_000_000, refs.destination_ref,
+                                kind=PayoutAccountKind.BANK_ACCOUNT)  # fmt: skip
+        first, again = await provider.payout(request), await provider.payout(request)
+        assert first == again
+        assert rzp.payouts[first.payout_ref]["mode"] == "NEFT"  # above ₹5 lakh
+        changed = PayoutRequest("POUT1", 50_000, refs.destination_ref,
+                                kind=PayoutAccountKind.BANK_ACCOUNT)  # fmt: skip
+        with pytest.raises(PaymentProviderError) as refused:
+            await provider.payout(changed)
+        assert refused.value.code == "rejected"
+        assert len(rzp.payouts) == 1
+        with pytest.raises(PaymentProviderError) as bad:
+            await provider.payout_destination(
+                PayoutDestination("H2", PayoutAccountKind.BANK_ACCOUNT, "Ravi K",
+                                  ifsc="SBIN0000001", account_number="12")
+            )  # fmt: skip
+        assert bad.value.code == "invalid-destination"
+        body, headers = rzp.payout_webhook("payout.processed", first.payout_ref)
+        event = provider.parse_webhook(body, headers)
+        assert (event.kind, event.payout_ref, event.payout_receipt, event.amount_paise) == (
+            EventKind.PAYOUT_PROCESSED, first.payout_ref, "POUT1", 60_000_000,
+        )  # fmt: skip
+    finally:
+        await provider.aclose()
+    unconfigured = razorpay_provider(rzp)
+    try:
+        with pytest.raises(PaymentProviderError) as off:
+            await unconfigured.payout(request)
+        assert off.value.code == "not-supported"
+    finally:
+        await unconfigured.aclose()
 
 
 # --- the dummy --------------------------------------------------------------------------------

@@ -46,7 +46,10 @@ from cloud.payouts import service as payouts
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import AppSettings, DbSettings, Environment, Settings, sqlalchemy_url
 from protocols.ids import new_ulid
+from tests.cloud import fake_razorpay
 from tests.cloud.conftest import TABLES, make_settings
+from tests.cloud.fake_http import Seen
+from tests.cloud.fake_razorpay import FakeRazorpay
 from tests.cloud.market import add_user
 from tests.cloud.mosquitto import Broker
 
@@ -202,6 +205,172 @@ async def test_a_host_requests_an_admin_approves_the_ledger_pays_once(
     assert [p["id"] for p in paid] == [payout["id"]]
     async with sessions() as db:
         assert await ledger.ledger_total(db) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class RazorpayXApi:
+    client: httpx.AsyncClient
+    settings: Settings
+    fake: FakeRazorpay
+
+
+@pytest.fixture
+async def razorpayx_api(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> AsyncIterator[RazorpayXApi]:
+    """The API paying out through RazorpayX — the fake one, which checks the contract — with
+    a 2 s provider timeout (a slow payout answer is a timeout) and no hold period."""
+    with fake_razorpay.fake_razorpay() as fake:
+        settings = make_settings(
+            db_url,
+            broker,
+            service_passwords["cloud-api"],
+            username="cloud-api",
+            CHARGEMITRA_BILLING_HOLD_DAYS="0",
+            CHARGEMITRA_PAYMENTS_PROVIDER="razorpay",
+            CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_ID=fake_razorpay.KEY_ID,
+            CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_SECRET=fake_razorpay.KEY_SECRET,
+            CHARGEMITRA_PAYMENTS_RAZORPAY_WEBHOOK_SECRET=fake_razorpay.WEBHOOK_SECRET,
+            CHARGEMITRA_PAYMENTS_RAZORPAY_BASE_URL=fake.url,
+            CHARGEMITRA_PAYMENTS_RAZORPAYX_ACCOUNT_NUMBER=fake_razorpay.PLATFORM_ACCOUNT,
+            CHARGEMITRA_PAYMENTS_TIMEOUT_S="2",
+            # No settle job: the sessions billed here by hand are not its to settle.
+            CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0",
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                yield RazorpayXApi(client, settings, fake)
+
+
+def _payout_calls(fake: FakeRazorpay) -> list[Seen]:
+    return [s for s in fake.seen if s.method == "POST" and s.path == "/v1/payouts"]
+
+
+async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
+    razorpayx_api: RazorpayXApi, pg: PgConnection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A host with a verified KYC sets a bank account and asks; an admin approves; the
+    payout's answer is lost to a timeout (the payout stays processing), the admin approves
+    again: RazorpayX holds one payout (the same idempotency key, the same body), the
+    contact and fund account were made once, ``payout.processed`` pays ours, the ledger
+    debits once, and a replayed webhook or another approval changes nothing."""
+    s, api, fake = razorpayx_api.settings, razorpayx_api.client, razorpayx_api.fake
+    host = await add_user(pg, s, Role.HOST)
+    driver = await add_user(pg, s, Role.DRIVER)
+    admin = await add_user(pg, s, Role.ADMIN)
+    assert host.host_id is not None
+    await _bill(pg, sessions, host.host_id, driver.id)
+
+    missing = await api.get("/host/payout-account", headers=host.headers)
+    assert missing.status_code == 404
+    bank = {
+        "kind": "bank_account",
+        "holder_name": "Asha Rao",
+        "ifsc": "HDFC0001234",
+        "account_number": "50100012345678",
+    }
+    for bad in ({"ifsc": "HDFC1001234"}, {"account_number": "12345678"}, {"ifsc": "hdfc0001234"}):
+        refused = await api.put("/host/payout-account", json=bank | bad, headers=host.headers)
+        assert refused.status_code == 422, refused.text
+    stripe_kind = {"kind": "stripe_account", "holder_name": "Asha Rao",
+                   "stripe_account_id": "acct_1Abc"}  # fmt: skip
+    wrong = await api.put("/host/payout-account", json=stripe_kind, headers=host.headers)
+    assert wrong.status_code == 409, wrong.text  # RazorpayX cannot pay a Stripe account
+    put = await api.put("/host/payout-account", json=bank, headers=host.headers)
+    assert put.status_code == 200, put.text
+    got = (await api.get("/host/payout-account", headers=host.headers)).json()
+    assert got["account_number_masked"] == "XXXXXXXXXX5678"
+    assert "50100012345678" not in put.text + json.dumps(got)
+    assert (got["ifsc"], got["registered"]) == ("HDFC0001234", False)
+
+    payout = (await api.post("/host/payouts", headers=host.headers)).json()
+    fake.slow_payouts, fake.slow_s = 1, 6.0
+    lost = await api.post(f"/admin/payouts/{payout['id']}/approve", headers=admin.headers)
+    assert lost.status_code == 502, lost.text
+    assert len(fake.payouts) == 1  # RazorpayX made it; we do not know yet
+    status = await pg.fetchval("SELECT status FROM payouts WHERE id = $1", payout["id"])
+    assert status == "processing"
+
+    retried = await api.post(f"/admin/payouts/{payout['id']}/approve", headers=admin.headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "processing"  # RazorpayX is still paying it
+    (made,) = fake.payouts.values()
+    assert retried.json()["provider_ref"] == made["id"]
+    calls = _payout_calls(fake)
+    assert len(calls) == 2
+    assert {c.headers["x-payout-idempotency"] for c in calls} == {payout["id"]}
+    assert calls[0].body == calls[1].body
+    sent = json.loads(calls[0].body)
+    assert (sent["amount"], sent["currency"], sent["mode"], sent["purpose"]) == (
+        payout["amount_paise"], "INR", "IMPS", "payout",
+    )  # fmt: skip
+    assert (sent["reference_id"], sent["account_number"]) == (
+        payout["id"], fake_razorpay.PLATFORM_ACCOUNT,
+    )  # fmt: skip
+    assert (len(fake.contacts), len(fake.fund_accounts)) == (1, 1)
+    assert sent["fund_account_id"] == next(iter(fake.fund_accounts))
+    assert (await api.get("/host/payout-account", headers=host.headers)).json()["registered"]
+    assert await _payout_debits(pg, payout["id"]) == 0
+
+    body, headers = fake.payout_webhook("payout.processed", made["id"])
+    for _ in range(2):  # RazorpayX delivers at least once
+        hook = await api.post("/webhooks/razorpay", content=body, headers=headers)
+        assert hook.status_code == 200, hook.text
+    assert hook.json()["outcome"] == "duplicate"
+    again = await api.post(f"/admin/payouts/{payout['id']}/approve", headers=admin.headers)
+    assert again.json()["status"] == "paid"
+    assert len(fake.payouts) == 1
+    assert await _payout_debits(pg, payout["id"]) == 1
+    earnings = (await api.get("/host/earnings", headers=host.headers)).json()
+    assert (earnings["paid_paise"], earnings["payable_paise"]) == (SHARE, 0)
+    async with sessions() as db:
+        assert await ledger.ledger_total(db) == 0
+
+
+async def test_a_reversed_razorpayx_payout_fails_and_is_payable_again(
+    razorpayx_api: RazorpayXApi, pg: PgConnection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """To a UPI VPA (mode UPI): RazorpayX reverses it, our payout fails, nothing is booked,
+    the amount is payable again; a forged webhook changes nothing. A host with no payout
+    account has its approved payout fail (RazorpayX has nowhere to send it)."""
+    s, api, fake = razorpayx_api.settings, razorpayx_api.client, razorpayx_api.fake
+    host = await add_user(pg, s, Role.HOST)
+    other = await add_user(pg, s, Role.HOST)
+    driver = await add_user(pg, s, Role.DRIVER)
+    admin = await add_user(pg, s, Role.ADMIN)
+    assert host.host_id is not None
+    assert other.host_id is not None
+    await _bill(pg, sessions, host.host_id, driver.id)
+    await _bill(pg, sessions, other.host_id, driver.id)
+    vpa = {"kind": "vpa", "holder_name": "Asha Rao", "vpa": "asha.rao@okhdfc"}
+    assert (await api.put("/host/payout-account", json=vpa, headers=host.headers)).is_success
+    payout = (await api.post("/host/payouts", headers=host.headers)).json()
+    approved = await api.post(f"/admin/payouts/{payout['id']}/approve", headers=admin.headers)
+    assert approved.json()["status"] == "processing", approved.text
+    (made,) = fake.payouts.values()
+    assert made["mode"] == "UPI"
+
+    body, headers = fake.payout_webhook("payout.reversed", made["id"])
+    forged = await api.post(
+        "/webhooks/razorpay", content=body, headers=headers | {"x-razorpay-signature": "0" * 64}
+    )
+    assert forged.status_code == 400
+    hook = await api.post("/webhooks/razorpay", content=body, headers=headers)
+    assert hook.json()["outcome"] == "applied", hook.text
+    (failed,) = await pg.fetch("SELECT status, note FROM payouts WHERE id = $1", payout["id"])
+    assert (failed["status"], failed["note"]) == ("failed", "provider: reversed")
+    assert await _payout_debits(pg, payout["id"]) == 0
+    earnings = (await api.get("/host/earnings", headers=host.headers)).json()
+    assert (earnings["payable_paise"], earnings["paid_paise"]) == (SHARE, 0)
+
+    nowhere = (await api.post("/host/payouts", headers=other.headers)).json()
+    done = await api.post(f"/admin/payouts/{nowhere['id']}/approve", headers=admin.headers)
+    assert (done.json()["status"], done.json()["note"]) == (
+        "failed", "razorpay payout: invalid-destination",
+    )  # fmt: skip
+    assert len(fake.payouts) == 1
 
 
 async def test_a_host_sees_only_their_money_and_a_driver_none(
@@ -365,8 +534,9 @@ async def test_a_retried_execution_pays_and_books_once(
 async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
     pg: PgConnection, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
-    """Razorpay (and Stripe) payouts are not supported yet: the approval ends ``failed``,
-    nothing is booked, and the amount is payable again. So does a dummy told to fail."""
+    """Razorpay with no RazorpayX account configured cannot pay out: the approval ends
+    ``failed``, nothing is booked, and the amount is payable again. So does a dummy told to
+    fail."""
     host = await add_user(pg, settings, Role.HOST)
     driver = await add_user(pg, settings, Role.DRIVER)
     assert host.host_id is not None
@@ -397,7 +567,7 @@ async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
                 balance = await ledger.host_balance(db, host.host_id, now=now, hold=NO_HOLD)
                 assert (balance.requested_paise, balance.payable_paise) == (0, SHARE)
     finally:
-        razorpay.close()
+        await razorpay.aclose()
     with pytest.raises(PaymentProviderError) as refused:
         await razorpay.payout(PayoutRequest("x", 1, "fa_1"))
     assert refused.value.code == "not-supported"
