@@ -212,10 +212,34 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return str(loc[0])
 
 
-def _errors(exc: ValidationError) -> dict[str, str]:
+def _hints(visitor: Visitor) -> dict[str, str]:
+    """What each field needs, said plainly (the schema's own message names a regex)."""
+    _ = visitor.gettext
+    return {
+        "name": _("Enter a name (up to 120 characters)."),
+        "address": _("Enter the street address (at least 3 characters)."),
+        "city": _("Enter the city."),
+        "state": _("Enter the state."),
+        "pincode": _("Enter the 6-digit PIN code."),
+        "latitude": _("Enter the latitude as a number between -90 and 90 (for example 18.5204)."),
+        "longitude": _(
+            "Enter the longitude as a number between -180 and 180 (for example 73.8567)."
+        ),
+        "price": _("Enter the price in rupees, above zero (for example 18.50)."),
+        "session_fee": _("Enter the session fee in rupees (for example 5), or leave it empty."),
+        "connectors": _("Add at least one connector: its type and power."),
+        "type": _("Choose the connector's type."),
+        "power": _("Enter the power in kW (0.5 to 400)."),
+    }
+
+
+def _errors(exc: ValidationError, visitor: Visitor) -> dict[str, str]:
+    hints = _hints(visitor)
     found: dict[str, str] = {}
     for error in exc.errors():
-        found.setdefault(_field_of(tuple(error["loc"])), error["msg"])
+        field = _field_of(tuple(error["loc"]))
+        hint = hints.get(field.rstrip("0123456789").rstrip("_"), error["msg"])
+        found.setdefault(field, hint)
     return found
 
 
@@ -278,8 +302,8 @@ async def create_charger(
         async with state.sessions() as db, db.begin():
             charger = await chargers.create_charger(db, host, body)
     except ValidationError as exc:
-        return _charger_form(request, visitor, form=form, charger_id=None, errors=_errors(exc),
-                             status_code=422)  # fmt: skip
+        return _charger_form(request, visitor, form=form, charger_id=None,
+                             errors=_errors(exc, visitor), status_code=422)  # fmt: skip
     except CloudError as exc:
         return _charger_form(request, visitor, form=form, charger_id=None, status_code=409,
                              errors={"form": explain(visitor, exc)})  # fmt: skip
@@ -329,7 +353,7 @@ async def update_charger(
             await chargers.update_charger(db, host, charger_id, body)
     except ValidationError as exc:
         return _charger_form(request, visitor, form=form, charger_id=charger_id,
-                             errors=_errors(exc), status_code=422)  # fmt: skip
+                             errors=_errors(exc, visitor), status_code=422)  # fmt: skip
     except CloudError as exc:
         return _charger_form(request, visitor, form=form, charger_id=charger_id,
                              status_code=409, errors={"form": explain(visitor, exc)})  # fmt: skip

@@ -68,6 +68,7 @@ async def test_the_charger_form_keeps_what_was_typed_and_names_the_wrong_field(
     assert 'id="e-pincode"' in wrong.text
     assert 'id="e-price"' in wrong.text
     assert 'id="e-city"' not in wrong.text
+    assert "Enter the 6-digit PIN code." in wrong.text
     assert 'value="4 MG Road, Kothrud"' in wrong.text  # nothing typed is lost
     created = await client.post("/app/host/chargers/new", data={**GOOD, "csrf": csrf})
     assert created.status_code == 303, created.text

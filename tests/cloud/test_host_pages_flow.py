@@ -1,0 +1,197 @@
+"""Acceptance (issue 19, the host's pages) in a real browser against the running marketplace
+(tests/cloud/flow_rig.py): the rig's host signs in, adds a charger through the form (a wrong
+PIN code first: the error beside the field, the form kept), gets a pairing code on the page, a
+second real edge agent (its own simulated site) claims that code through
+``POST /devices/claim`` and connects, and the dashboard shows the new charger online; the host
+approves a pending booking request; the QR sticker and the earnings page (a billed entry in
+the ledger: one bar this week) are checked, and a payout is asked for.
+
+Each step is screenshot (artifacts/pages/<test>/) and checked with axe-core at 360x640 and
+1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
+report in the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud.pg import PgConnection
+from edge_agent.app import Agent
+from edge_agent.config import load_config
+from edge_agent.provision import claim, write_claim
+from firmware_sim.simsite import SimConfig, SimSite
+from firmware_sim.site import MeterSpec
+from protocols.ids import new_ulid
+from tests.cloud.browser import artifacts_dir, chromium, tour
+from tests.cloud.certs import Certs
+from tests.cloud.flow_rig import Market, running_market, site_config, wait_for
+from tests.cloud.market import TEST_PASSWORD
+from tests.cloud.mosquitto import Broker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+async def market(
+    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
+    pg: PgConnection, tmp_path: Path,
+) -> Any:  # fmt: skip
+    async with running_market(
+        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
+        pg=pg, tmp=tmp_path, CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
+        # Earnings payable as soon as billed (the ledger stamps entries with the database's
+        # clock, which a test cannot move).
+        CHARGEMITRA_BILLING_HOLD_DAYS="0",
+    ) as running:  # fmt: skip
+        yield running
+
+
+async def _second_agent(
+    stack: AsyncExitStack, market: Market, certs: Certs, code: str, tmp: Path
+) -> str:
+    """An installer's second site: a simulated charger and a real agent provisioned with the
+    pairing code the page showed. Returns the device id it was given."""
+    sim = await stack.enter_async_context(
+        SimSite(
+            SimConfig(
+                meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
+                turnaround_s=0.0, rfid=False, keys=True, control=None, state_path=None,
+            )
+        )
+    )  # fmt: skip
+    site = tmp / "second-site"
+    site.mkdir()
+    config = site_config(site, sim)
+    claimed = await asyncio.to_thread(claim, market.api_url, code)
+    write_claim(claimed, site, ca_file=certs.ca)
+    agent = Agent(load_config(config))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop), name="second-agent")
+
+    async def stop_agent() -> None:
+        stop.set()
+        await asyncio.wait({task}, timeout=30)
+
+    stack.push_async_callback(stop_agent)
+    await asyncio.wait_for(agent.ready.wait(), 20)
+    return claimed.device_id
+
+
+async def test_a_host_adds_pairs_and_runs_a_charger(
+    market: Market, certs: Certs, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    out = artifacts_dir(request.node.name)
+    start = datetime.now(UTC) + timedelta(days=1)
+    booking_id = await market.book(
+        market.driver, start=start, end=start + timedelta(hours=1), status="pending"
+    )
+    async with AsyncExitStack() as stack:
+        browser = await stack.enter_async_context(chromium())
+        walk = await stack.enter_async_context(tour(browser, out, locale="en-IN"))
+        page = walk.page
+        await page.goto(f"{market.api_url}/app/host")
+        await page.wait_for_url(re.compile(r"/app/signin\?next="))
+        await page.fill("#email", market.host.email)
+        await page.fill("#password", TEST_PASSWORD)
+        await page.get_by_role("button", name="Sign in", exact=True).click()
+        await page.wait_for_url("**/app/host")
+        await page.get_by_role("heading", name="My chargers").wait_for()
+        await walk.check("dashboard")
+
+        # Add a charger: a wrong PIN code first.
+        await page.get_by_role("link", name="Add a charger").click()
+        await page.wait_for_url("**/app/host/chargers/new")
+        await walk.check("charger-form")
+        await page.fill("#f-name", "Ravi's driveway")
+        await page.fill("#f-address", "7 FC Road, Shivajinagar")
+        await page.fill("#f-city", "Pune")
+        await page.fill("#f-state", "Maharashtra")
+        await page.fill("#f-pincode", "41100")
+        await page.fill("#f-latitude", "18.5308")
+        await page.fill("#f-longitude", "73.8475")
+        await page.select_option("#f-type_1", "Type2")
+        await page.fill("#f-power_1", "7.4")
+        await page.fill("#f-price", "16.50")
+        await page.get_by_role("button", name="Add the charger").click()
+        assert await page.inner_text("#e-pincode") == "Enter the 6-digit PIN code."
+        assert await page.input_value("#f-address") == "7 FC Road, Shivajinagar"
+        assert await page.get_attribute("#f-pincode", "aria-invalid") == "true"
+        await walk.check("charger-form-error")
+        await page.fill("#f-pincode", "411005")
+        await page.get_by_role("button", name="Add the charger").click()
+        await page.wait_for_url(re.compile(r"/app/host/chargers/\w+$"))
+        charger_id = page.url.rsplit("/", 1)[1]
+        price = await market.pg.fetchval(
+            "SELECT price_per_kwh_paise FROM chargers WHERE id = $1 AND host_id = $2",
+            charger_id, market.host.host_id,
+        )  # fmt: skip
+        assert price == 1650
+        await walk.check("charger-edit")
+
+        # The pairing code, then a second agent claims it and connects.
+        await page.goto(f"{market.api_url}/app/host")
+        card = page.locator(f'[data-charger="{charger_id}"]')
+        assert await card.locator("[data-online]").get_attribute("data-online") == "no"
+        await card.get_by_role("button", name="Pair the agent").click()
+        code = (await page.inner_text("#pairing-code")).strip()
+        assert re.fullmatch(r"[0-9A-Z-]{6,}", code), code
+        await walk.check("pairing-code")
+        device_id = await _second_agent(stack, market, certs, code, tmp_path)
+
+        async def paired_and_online() -> bool:
+            row = await market.pg.fetch(
+                "SELECT d.online FROM chargers c JOIN devices d ON d.id = c.device_id "
+                "WHERE c.id = $1 AND d.id = $2",
+                charger_id, device_id,
+            )  # fmt: skip
+            return bool(row and row[0]["online"])
+
+        await wait_for(paired_and_online, "the second agent online for the new charger")
+        await page.goto(f"{market.api_url}/app/host")
+        card = page.locator(f'[data-charger="{charger_id}"]')
+        assert await card.locator("[data-online]").get_attribute("data-online") == "yes"
+        assert "Online" in await card.inner_text()
+
+        # The booking request, approved.
+        requests = page.locator(f'[data-booking="{booking_id}"]')
+        await requests.wait_for()
+        await walk.check("dashboard-online")
+        await requests.get_by_role("button", name="Approve").click()
+        await page.wait_for_url("**/app/host")
+        status = await market.pg.fetchval("SELECT status FROM bookings WHERE id = $1", booking_id)
+        assert status == "confirmed"
+        assert await page.locator(f'[data-booking="{booking_id}"]').count() == 0
+
+        # The sticker.
+        await page.goto(f"{market.api_url}/app/host/chargers/{charger_id}/sticker")
+        assert await page.locator("img.qr").get_attribute("src") is not None
+        await walk.check("sticker")
+
+        # Earnings: one billed entry this week; the payout is asked for (KYC verified).
+        txn = new_ulid()
+        await market.pg.execute(
+            "INSERT INTO ledger_entries (txn_id, account, amount_paise, source, memo) VALUES "
+            "($1, $2, -250000, 'host_earning', 'flow'), ($1, $3, 250000, 'bill', 'flow')",
+            txn, f"host:{market.host.host_id}", f"driver:{market.driver.id}",
+        )  # fmt: skip
+        await page.goto(f"{market.api_url}/app/host/earnings")
+        assert "₹2,500.00" in await page.inner_text("#earned")
+        bars = page.locator("svg.chart rect.bar")
+        assert await bars.count() == 8
+        assert float(await bars.nth(7).get_attribute("height") or 0) > 0
+        await walk.check("earnings")
+        await page.get_by_role("button", name="Request payout").click()
+        await page.wait_for_url("**/app/host/earnings")
+        assert "Awaiting approval" in await page.inner_text("main")
+        assert await page.inner_text("#payable") == "₹0.00"
+        await walk.check("earnings-after-request")
+
+    assert not walk.axe_failures, "\n".join(walk.axe_failures)
+    assert not walk.csp_reports, walk.csp_reports
