@@ -85,9 +85,12 @@ async def open_state(
         principals = await stack.enter_async_context(
             PrincipalCache(settings.db, ttl_s=settings.auth.principal_cache_s)
         )
+        sessions = session_factory(engine)
+        # Its batches are tasks it owns: on exit they are cancelled and awaited after the
+        # dummy provider's deliveries (which wait on them) and before the engine is disposed.
+        webhooks = await stack.enter_async_context(WebhookBatcher(sessions))
         # After the engine (the dummy's webhooks write through it), so it closes before it.
         payments = await stack.enter_async_context(open_provider(settings))
-        sessions = session_factory(engine)
         state = AppState(
             settings=settings,
             engine=engine,
@@ -103,7 +106,7 @@ async def open_state(
             principals=principals,
             payments=payments,
             kyc_documents=kyc_documents,
-            webhooks=WebhookBatcher(sessions),
+            webhooks=webhooks,
         )
         if isinstance(payments, DummyProvider):
             # The dummy's webhooks take the real route's path: verified, stored, applied.

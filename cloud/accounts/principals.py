@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from cloud.accounts.models import Role, User, UserRole
 from cloud.accounts.tokens import Principal
 from cloud.errors import Unauthorized
 from cloud.settings import DbSettings, asyncpg_dsn
+from protocols.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ LISTENER_NAME = "chargemitra-principal-listener"
 KEEPALIVE_S = 15.0
 #: Cached users per process; past this the cache starts over (a bound, not an LRU).
 MAX_ENTRIES = 100_000
-_BACKOFF_MAX_S = 30.0
+#: Reconnects wait about 0.5 s, doubling up to 30 s (equal jitter).
+_BACKOFF = Backoff(initial_s=0.5, max_s=30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +243,16 @@ class PrincipalCache:
                 conn.terminate()
 
     async def _supervise(self) -> None:
-        backoff_s = 0.5
+        # Its own loop, not cloud.jobs.supervise: a reconnect resets the backoff at once, and
+        # only the loss of a live connection is logged (not every try while the database is
+        # down). The backoff is the shared rule (protocols.backoff).
+        failures = 0
         while True:
             try:
                 if self._conn is None:
                     await self._connect()
                     log.info("principal listener reconnected")
-                    backoff_s = 0.5
+                    failures = 0
                 try:
                     async with asyncio.timeout(KEEPALIVE_S):
                         await self._lost.wait()
@@ -267,5 +271,5 @@ class PrincipalCache:
                         exc,
                     )
                 await self._disconnect()
-                await asyncio.sleep(backoff_s * (0.5 + random.random()))  # noqa: S311 -- jitter
-                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(_BACKOFF.delay_s(failures))
+                failures += 1

@@ -17,11 +17,13 @@ and a process killed mid-send releases it (its transaction rolls back) for the n
 at least once, never lost. The row is marked ``sent``, or its attempt counted and the next
 one set ``Backoff.delay_s`` later (:mod:`protocols.backoff`, exponential with equal jitter,
 the rule the agent reconnects with) until ``max_attempts``; a permanent refusal (an address
-refused, a push subscription gone — then deleted) fails it at once.
+refused, a push subscription gone — then deleted) fails it at once. A sender that raises
+anything else (a bug) is a failed attempt all the same, so a poison message moves aside and
+is given up by the same rules; only a database error rolls the attempt back.
 
 :class:`Notifier` runs both every ``deliver_interval_s`` in the API's lifespan
 (:func:`running_notifier`, beside the settle job) and in ``chargemitra-cloud notifications
-deliver``.
+deliver``, under the jobs' supervisor (:mod:`cloud.jobs`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloud.accounts.models import User
 from cloud.devices.models import Device
 from cloud.errors import CloudError, DeliveryFailed
+from cloud.jobs import every, supervise
 from cloud.notifications.channels import Outgoing, PushTarget, Sender, open_channels
 from cloud.notifications.models import (
     Channel,
@@ -204,11 +207,12 @@ async def deliver_next(
             # Bounded: the row stays locked while it is sent.
             async with asyncio.timeout(settings.send_timeout_s + 5):
                 await sender.send(message)
-        except (DeliveryFailed, TimeoutError) as exc:
-            failure = (
-                exc if isinstance(exc, DeliveryFailed)
-                else DeliveryFailed(row.channel.value, "timed out")
-            )  # fmt: skip
+        except SQLAlchemyError:
+            # The database's failure, not the message's: the round fails (the job backs off)
+            # and the attempt, rolled back, was never made.
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any sender failure is a failed attempt
+            failure = _failure(row.channel.value, exc)
             row.last_error = str(failure)[:500]
             if failure.gone and row.channel is Channel.PUSH:
                 await db.execute(delete(PushSubscription).where(PushSubscription.id == row.address))
@@ -227,6 +231,21 @@ async def deliver_next(
             row.sent_at = datetime.now(UTC)
             row.last_error = None
     return True
+
+
+def _failure(channel: str, exc: Exception) -> DeliveryFailed:
+    """What went wrong sending a message, as a retryable or permanent :class:`DeliveryFailed`.
+
+    A sender that raised something else (a bug, a value a library refused) counts as a failed
+    attempt too, committed with the others: rolled back, the message would stay at the head
+    of the queue and be tried again at once, for ever, in front of every other (issue 14).
+    """
+    if isinstance(exc, DeliveryFailed):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return DeliveryFailed(channel, "timed out")
+    log.error("sending a %s message raised %r", channel, exc, exc_info=exc)
+    return DeliveryFailed(channel, f"unexpected {type(exc).__name__}: {exc}")
 
 
 class Notifier:
@@ -262,14 +281,14 @@ class Notifier:
         return handled
 
     async def run(self) -> None:
-        interval = self._settings.deliver_interval_s
-        while True:
-            try:
-                await self.round()
-            except (CloudError, SQLAlchemyError, OSError) as exc:
-                # The database may be restarting: the next round tries again.
-                log.warning("notification round failed: %s", exc)
-            await asyncio.sleep(interval)
+        """Rounds for ever, under the jobs' supervisor (:func:`cloud.jobs.supervise`): a
+        round that fails — the database restarting, or a bug — is logged, counted and backed
+        off, and the rounds resume; nothing escapes into the lifespan's task group."""
+        await supervise(
+            "notify",
+            every(self._settings.deliver_interval_s, self.round),
+            expected=(CloudError, SQLAlchemyError, OSError),
+        )
 
 
 @asynccontextmanager

@@ -57,6 +57,7 @@ from cloud.bookings.no_show import mark_no_shows
 from cloud.chargers.models import Charger
 from cloud.errors import CloudError
 from cloud.invoices.service import interstate, issue_invoice, issue_invoices
+from cloud.jobs import every, supervise
 from cloud.ledger.entries import bill_txn
 from cloud.ledger.service import post, post_all
 from cloud.payments import service
@@ -541,9 +542,11 @@ class Settler:
             for pk in candidates:
                 self._retry_at.pop(pk, None)
             candidates = []
-        except (CloudError, SQLAlchemyError) as exc:
+        except Exception as exc:  # noqa: BLE001 -- isolated below, session by session
             # Whole steps only were committed: one session at a time now, each with its own
-            # backoff, so a session that keeps failing holds back only itself.
+            # backoff, so a session that keeps failing holds back only itself — also for a
+            # failure no one foresaw (a row the code cannot handle), not only ours or the
+            # database's: otherwise it would fail every round's batch, for ever (issue 14).
             log.info(
                 "settling %s sessions as a batch failed (%s); one by one", len(candidates), exc
             )
@@ -558,7 +561,7 @@ class Settler:
                 ):  # fmt: skip
                     billed += 1
                 self._retry_at.pop(pk, None)
-            except (CloudError, SQLAlchemyError) as exc:
+            except Exception as exc:  # this session alone waits (see above)
                 failures += 1
                 delay = min(
                     billing.settle_backoff_max_s, billing.settle_backoff_s * 2 ** (failures - 1)
@@ -566,8 +569,9 @@ class Settler:
                 self._retry_at[pk] = (failures, time.monotonic() + delay)
                 # ERROR once per session, then quietly until it recovers (no log storms).
                 level = logging.ERROR if failures == 1 else logging.DEBUG
-                log.log(level, "session %s not settled (try %s, next in %.0f s): %s",
-                        pk, failures, delay, exc)  # fmt: skip
+                unforeseen = not isinstance(exc, (CloudError, SQLAlchemyError))
+                log.log(level, "session %s not settled (try %s, next in %.0f s): %r",
+                        pk, failures, delay, exc, exc_info=unforeseen)  # fmt: skip
         self.billed += billed
         try:
             await release_cancelled(sessions, provider, billing=billing)
@@ -577,14 +581,14 @@ class Settler:
         return billed
 
     async def run(self) -> None:
-        interval = self._billing.settle_interval_s
-        while True:
-            try:
-                await self.round()
-            except (CloudError, SQLAlchemyError, OSError) as exc:
-                # The database may be restarting: the next round tries again.
-                log.warning("settle round failed: %s", exc)
-            await asyncio.sleep(interval)
+        """Rounds for ever, under the jobs' supervisor (:func:`cloud.jobs.supervise`): a
+        round that fails — the database restarting, or a bug — is logged, counted and backed
+        off, and the rounds resume; nothing escapes into the lifespan's task group."""
+        await supervise(
+            "settle",
+            every(self._billing.settle_interval_s, self.round),
+            expected=(CloudError, SQLAlchemyError, OSError),
+        )
 
 
 @asynccontextmanager

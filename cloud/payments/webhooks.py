@@ -29,6 +29,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Self
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -385,15 +386,34 @@ class WebhookBatcher:
     """Group commit for webhook deliveries: :meth:`apply` waits for its event's batch to
     commit and returns its outcome (or raises what applying it alone raised). Up to
     ``in_flight`` batches run at once, so the first delivery of a burst, alone in its batch,
-    does not hold back the rest behind its commit."""
+    does not hold back the rest behind its commit.
+
+    Its batches are its own tasks, so it is entered as a context (the API's lifespan, on its
+    exit stack after the engine): leaving it cancels them and waits for them, before the
+    engine they write through is disposed; afterwards :meth:`apply` refuses."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, in_flight: int = 2) -> None:
         self._sessions = sessions
         self._queue: list[_Pending] = []
         self._in_flight = in_flight
         self._drainers: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closed = True
+        drainers = set(self._drainers)
+        for task in drainers:
+            task.cancel()
+        if drainers:
+            # wait() does not raise the batches' CancelledError into this task.
+            await asyncio.wait(drainers)
 
     async def apply(self, event: WebhookEvent) -> WebhookOutcome:
+        if self._closed:
+            raise RuntimeError("webhook batcher stopped")
         pending = _Pending(event, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         if len(self._drainers) < self._in_flight:
@@ -411,17 +431,24 @@ class WebhookBatcher:
                     outcomes = await apply_webhooks(db, [p.event for p in batch])
             except Exception:  # noqa: BLE001 -- each event alone, so one fails only itself
                 log.warning("a webhook batch of %s failed; applying them one by one", len(batch))
-                await asyncio.gather(*(self._alone(p) for p in batch))
+                try:
+                    await asyncio.gather(*(self._alone(p) for p in batch))
+                except BaseException:
+                    self._stopped(batch)
+                    raise
                 continue
             except BaseException:
-                # Cancelled (the API stopping): nobody waits forever for a batch never done.
-                for p in batch + self._queue:
-                    if not p.answer.done():
-                        p.answer.set_exception(RuntimeError("webhook batcher stopped"))
+                self._stopped(batch)
                 raise
             for p, outcome in zip(batch, outcomes, strict=True):
                 if not p.answer.done():
                     p.answer.set_result(outcome)
+
+    def _stopped(self, batch: list[_Pending]) -> None:
+        # Cancelled (the API stopping): nobody waits forever for a batch never done.
+        for p in batch + self._queue:
+            if not p.answer.done():
+                p.answer.set_exception(RuntimeError("webhook batcher stopped"))
 
     async def _alone(self, pending: _Pending) -> None:
         try:

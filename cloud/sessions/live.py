@@ -22,12 +22,17 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from cloud.jobs import supervise
+from protocols.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 #: Messages a subscriber may fall behind before its oldest are dropped.
 QUEUE_MAX = 256
 #: A channel nobody publishes to, subscribed at start so the pub/sub connection exists.
 HUB_CHANNEL = "cm:live:hub"
+#: The reader retries a failing Redis after about 0.1 s, doubling up to 5 s (equal jitter).
+_RECONNECT = Backoff(initial_s=0.1, max_s=5.0)
 
 
 def cmd_channel(cmd_id: str) -> str:
@@ -140,7 +145,11 @@ class RedisLiveHub:
             # Not fatal: the reader keeps retrying; live streams start when Redis answers.
             log.error("live hub: Redis unavailable at start: %s", exc)
             self._failing = True
-        self._reader = asyncio.create_task(self._read(), name="live-hub-reader")
+        # Supervised (cloud/jobs.py): a failure no handler below foresaw must not end the
+        # reader, or every live stream of this process would go quiet for good.
+        self._reader = asyncio.create_task(
+            supervise("live-hub", self._read), name="live-hub-reader"
+        )
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -154,7 +163,7 @@ class RedisLiveHub:
 
     async def _read(self) -> None:
         assert self._pubsub is not None
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 if self._pubsub.connection is None:
@@ -166,13 +175,13 @@ class RedisLiveHub:
                 if not self._failing:
                     log.error("live hub: Redis pub/sub failing: %s", exc)
                     self._failing = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(_RECONNECT.delay_s(failures))
+                failures += 1
                 continue
             if self._failing:
                 log.info("live hub: Redis pub/sub recovered")
                 self._failing = False
-            delay = 0.1
+            failures = 0
             if message is None or message.get("type") != "message":
                 continue
             channel, data = message["channel"], message["data"]

@@ -24,7 +24,7 @@ Flow, and why each step is where it is::
   (after ``ack_timeout_s``, 30 s), and the database keys make any redelivery a no-op. Clean
   start stays off, so a worker upgraded from a persistent session still collects it once.
 * **No job's failure stops the process.** Each background job (ingest, rollup refresh) runs
-  under :meth:`IngestWorker._supervise`: an exception is logged, counted
+  under :func:`cloud.jobs.supervise`: an exception is logged, counted
   (``chargemitra_worker_job_failures_total``), waited out with exponential backoff and
   jitter, and the job resumes — a bad bucket or message once took the whole worker down, and
   every restarted worker with it, issue 13. Inside the ingest job, a batch that fails for an
@@ -43,7 +43,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +58,7 @@ from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.live import LivePublisher, live_messages
 from cloud.ingest.plan import BatchPlan, build_acks, plan_batch
 from cloud.ingest.writer import WriteResult, write_batch
+from cloud.jobs import supervise
 from cloud.metrics import (
     INGEST_BATCH_SECONDS,
     INGEST_MESSAGES,
@@ -76,11 +77,6 @@ from protocols.topics import UPLINK_KINDS, ingest_filter, topic
 log = logging.getLogger(__name__)
 
 RETRY_MAX_DELAY_S = 10.0
-#: A job that failed waits from this long, doubling, to JOB_MAX_DELAY_S before resuming.
-JOB_FIRST_DELAY_S = 0.5
-JOB_MAX_DELAY_S = 60.0
-#: A job that ran this long before failing starts its backoff afresh.
-JOB_HEALTHY_S = 60.0
 #: A failing rollup refresh round waits up to this many refresh intervals before the next.
 ROLLUP_MAX_BACKOFF_ROUNDS = 16
 
@@ -174,37 +170,21 @@ class IngestWorker:
         """Ingest until cancelled, and keep the telemetry rollup refreshed beside it."""
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._supervise("ingest", self._ingest), name="ingest")
-                tasks.create_task(self._supervise("rollup", self._refresh_rollup), name="rollup")
+                # One job's failure must never leave the task group: that would stop the
+                # process, and a failure that comes back (a bad row, a marker that cannot be
+                # refreshed) would then stop every worker started after it too.
+                for job, body in (("ingest", self._ingest), ("rollup", self._refresh_rollup)):
+                    tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
         finally:
             self._stopping.set()
 
     def _job_failed(self, job: str) -> None:
+        """A failure a job handled itself: counted like those its supervisor handles."""
         WORKER_JOB_FAILURES.labels(job).inc()
+        self._tally(job, None)
+
+    def _tally(self, job: str, _exc: Exception | None) -> None:
         self.stats.job_failures[job] = self.stats.job_failures.get(job, 0) + 1
-
-    async def _supervise(self, job: str, body: Callable[[], Awaitable[None]]) -> None:
-        """Run ``body`` for ever: when it raises, log, count, back off with jitter, rerun.
-
-        Only cancellation ends it (``CancelledError`` is not an ``Exception``). One job's
-        failure must never leave the task group: that would stop the process, and a failure
-        that comes back — a bad row, a marker that cannot be refreshed — would then stop
-        every worker started after it too.
-        """
-        delay = JOB_FIRST_DELAY_S
-        while True:
-            started = self._loop.time()
-            try:
-                await body()
-            except Exception:
-                self._job_failed(job)
-                if self._loop.time() - started >= JOB_HEALTHY_S:
-                    delay = JOB_FIRST_DELAY_S
-                log.exception("%s job failed; resuming in about %.1f s", job, delay)
-                await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
-                delay = min(delay * 2, JOB_MAX_DELAY_S)
-            else:  # the jobs loop for ever; returning is a bug, not a reason to stop ingesting
-                log.error("%s job returned; restarting it", job)
 
     async def _ingest(self) -> None:
         """One batch at a time, each acked after its commit.
