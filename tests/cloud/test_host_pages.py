@@ -102,6 +102,10 @@ async def test_the_charger_form_keeps_what_was_typed_and_names_the_wrong_field(
     dashboard = await client.get("/app/host")
     assert "Gate 4 charger" in dashboard.text
     assert 'data-online="no"' in dashboard.text  # no agent yet
+    hindi = await client.get("/app/host?lang=hi")
+    assert "मेरे चार्जर" in hindi.text  # "My chargers"
+    assert "ऑफ़लाइन" in hindi.text
+    assert "Add a charger" not in hindi.text
 
 
 async def test_a_driver_and_another_host_are_kept_out(

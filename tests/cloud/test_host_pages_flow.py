@@ -193,5 +193,11 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
         assert await page.inner_text("#payable") == "₹0.00"
         await walk.check("earnings-after-request")
 
+        # The dashboard in Hindi (Devanagari from Debian's fonts-lohit-deva).
+        await page.goto(f"{market.api_url}/app/host?lang=hi")
+        assert await page.get_attribute("html", "lang") == "hi-IN"
+        await page.get_by_role("heading", name="मेरे चार्जर").wait_for()
+        await walk.check("dashboard-hindi")
+
     assert not walk.axe_failures, "\n".join(walk.axe_failures)
     assert not walk.csp_reports, walk.csp_reports
