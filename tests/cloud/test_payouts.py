@@ -284,6 +284,12 @@ async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
     assert got["account_number_masked"] == "XXXXXXXXXX5678"
     assert "50100012345678" not in put.text + json.dumps(got)
     assert (got["ifsc"], got["registered"]) == ("HDFC0001234", False)
+    audited = await pg.fetchval(
+        "SELECT after::text FROM audit_log WHERE action = 'payout_account.set' AND entity_id = $1",
+        host.host_id,
+    )
+    assert "XXXXXXXXXX5678" in audited
+    assert "50100012345678" not in audited
 
     payout = (await api.post("/host/payouts", headers=host.headers)).json()
     fake.slow_payouts, fake.slow_s = 1, 6.0
@@ -364,6 +370,13 @@ async def test_a_reversed_razorpayx_payout_fails_and_is_payable_again(
     assert await _payout_debits(pg, payout["id"]) == 0
     earnings = (await api.get("/host/earnings", headers=host.headers)).json()
     assert (earnings["payable_paise"], earnings["paid_paise"]) == (SHARE, 0)
+    # The same details keep the fund account; other details are registered afresh.
+    same = await api.put("/host/payout-account", json=vpa, headers=host.headers)
+    assert same.json()["registered"] is True
+    moved = await api.put(
+        "/host/payout-account", json=vpa | {"vpa": "asha@okaxis"}, headers=host.headers
+    )
+    assert moved.json()["registered"] is False
 
     nowhere = (await api.post("/host/payouts", headers=other.headers)).json()
     done = await api.post(f"/admin/payouts/{nowhere['id']}/approve", headers=admin.headers)
