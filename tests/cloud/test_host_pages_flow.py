@@ -3,8 +3,9 @@
 PIN code first: the error beside the field, the form kept), gets a pairing code on the page, a
 second real edge agent (its own simulated site) claims that code through
 ``POST /devices/claim`` and connects, and the dashboard shows the new charger online; the host
-approves a pending booking request; the QR sticker and the earnings page (a billed entry in
-the ledger: one bar this week) are checked, and a payout is asked for.
+approves a pending booking request; the QR sticker is checked; a driver charges on the rig's
+charger and is billed, and the earnings page shows the host's share as this week's bar; a
+payout is asked for; the dashboard in Hindi.
 
 Each step is screenshot (artifacts/pages/<test>/) and checked with axe-core at 360x640 and
 1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
@@ -23,15 +24,15 @@ from typing import Any
 import pytest
 
 from cloud.pg import PgConnection
+from cloud.web.format import rupees
 from edge_agent.app import Agent
 from edge_agent.config import load_config
 from edge_agent.provision import claim, write_claim
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
-from protocols.ids import new_ulid
 from tests.cloud.browser import artifacts_dir, chromium, tour
 from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import Market, running_market, site_config, wait_for
+from tests.cloud.flow_rig import Market, register_wh, running_market, site_config, wait_for
 from tests.cloud.market import TEST_PASSWORD
 from tests.cloud.mosquitto import Broker
 
@@ -48,7 +49,7 @@ async def market(
         pg=pg, tmp=tmp_path, CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
         # Earnings payable as soon as billed (the ledger stamps entries with the database's
         # clock, which a test cannot move).
-        CHARGEMITRA_BILLING_HOLD_DAYS="0",
+        CHARGEMITRA_BILLING_HOLD_DAYS="0", CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
     ) as running:  # fmt: skip
         yield running
 
@@ -82,6 +83,47 @@ async def _second_agent(
     stack.push_async_callback(stop_agent)
     await asyncio.wait_for(agent.ready.wait(), 20)
     return claimed.device_id
+
+
+async def _billed_session(market: Market) -> int:
+    """A walk-up paid, charged through the real agent and meter, stopped and settled (as in
+    tests/cloud/test_billing_flow.py); returns what the ledger credited the host."""
+    walkup = {"charger_id": market.charger_id, "connector": 1, "duration_min": 30}
+    opened = await market.http.post("/payments", json=walkup, headers=market.driver.headers)
+    assert opened.status_code == 201, opened.text
+    paid = await market.http.post(
+        f"/payments/{opened.json()['id']}/verify", json={"card_number": "4111 1111 1111 1111"},
+        headers=market.driver.headers,
+    )  # fmt: skip
+    assert paid.status_code == 200, paid.text
+    started = await market.http.post(
+        f"/chargers/{market.charger_id}/sessions", json={"connector": 1},
+        headers=market.driver.headers,
+    )  # fmt: skip
+    assert started.status_code == 201, started.text
+    session_id = started.json()["session_id"]
+    before_wh = register_wh(market.sim)
+
+    async def energy_flowed() -> bool:
+        return register_wh(market.sim) >= before_wh + 5
+
+    await wait_for(energy_flowed, "energy through the meter")
+    stop = await market.http.post(f"/sessions/{session_id}/stop", headers=market.driver.headers)
+    assert stop.status_code == 202, stop.text
+
+    async def settled() -> bool:
+        state = await market.pg.fetchval(
+            "SELECT billing_state FROM sessions WHERE device_session_id = $1", session_id
+        )
+        return bool(state == "settled")
+
+    await wait_for(settled, "the session settled")
+    credited = await market.pg.fetchval(
+        "SELECT -coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+        f"host:{market.host.host_id}",
+    )
+    assert credited > 0
+    return int(credited)
 
 
 async def test_a_host_adds_pairs_and_runs_a_charger(
@@ -174,15 +216,11 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
         assert await page.locator("img.qr").get_attribute("src") is not None
         await walk.check("sticker")
 
-        # Earnings: one billed entry this week; the payout is asked for (KYC verified).
-        txn = new_ulid()
-        await market.pg.execute(
-            "INSERT INTO ledger_entries (txn_id, account, amount_paise, source, memo) VALUES "
-            "($1, $2, -250000, 'host_earning', 'flow'), ($1, $3, 250000, 'bill', 'flow')",
-            txn, f"host:{market.host.host_id}", f"driver:{market.driver.id}",
-        )  # fmt: skip
+        # Earnings: a driver charges on the rig's charger and is billed (the ledger credits
+        # the host); the page shows it as this week's bar, and a payout is asked for.
+        share = await _billed_session(market)
         await page.goto(f"{market.api_url}/app/host/earnings")
-        assert "₹2,500.00" in await page.inner_text("#earned")
+        assert await page.inner_text("#earned") == rupees(share)
         bars = page.locator("svg.chart rect.bar")
         assert await bars.count() == 8
         assert float(await bars.nth(7).get_attribute("height") or 0) > 0
