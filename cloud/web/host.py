@@ -34,7 +34,7 @@ from cloud.chargers.status import live_status
 from cloud.chargers.sticker import sticker_pdf as render_sticker
 from cloud.deps import Db, State
 from cloud.devices.router import pairing_code as issue_pairing_code
-from cloud.errors import CloudError, Forbidden, KycRequired, NotFound
+from cloud.errors import CloudError, Forbidden, KycRequired, NotFound, RateLimited
 from cloud.payouts import router as payouts_api
 from cloud.payouts import service as payouts
 from cloud.payouts.schemas import PayoutRequestIn
@@ -380,7 +380,9 @@ async def pairing_code(
     except NotFound:
         return _not_found(request, visitor)
     except CloudError as exc:
-        return render(request, visitor, "message.html", status_code=429,
+        # The route's own refusals: too many codes asked for (429), or no host profile.
+        code_status = 429 if isinstance(exc, RateLimited) else 403
+        return render(request, visitor, "message.html", status_code=code_status,
                       title=visitor.gettext("No code"), error=explain(visitor, exc),
                       back="/app/host")  # fmt: skip
     return render(request, visitor, "host_pairing.html", code=issued.code,

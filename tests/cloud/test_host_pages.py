@@ -167,6 +167,13 @@ async def test_pairing_code_and_sticker(
         charger.id,
     )
     assert stored == 1
+    # The API route's rate limit holds on the page too: a 429 page saying so, not a 500.
+    answers = [
+        (await client.post(f"/app/host/chargers/{charger.id}/pairing-code", data={"csrf": csrf}))
+        for _ in range(10)
+    ]
+    assert answers[-1].status_code == 429
+    assert "Too many attempts" in answers[-1].text
     page = await client.get(f"/app/host/chargers/{charger.id}/sticker")
     assert page.status_code == 200
     assert 'src="data:image/svg+xml;base64,' in page.text
