@@ -40,7 +40,7 @@ from cloud.payments.dummy import DummyProvider
 from cloud.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 from cloud.payments.provider import CheckoutResult, Order, PaymentProvider
 from cloud.payments.schemas import CheckoutAnswer, OrderOut, PaymentOut, WalkUpPayment
-from cloud.sessions.models import ChargingSession, UnlockOutcome, UnlockRequest
+from cloud.sessions.models import BillingState, ChargingSession, UnlockOutcome, UnlockRequest
 from cloud.state import AppState
 
 #: A payment holds its money for the unlock once the provider reports it authorized (or
@@ -196,17 +196,30 @@ async def pay_walkup(
 
 async def pay_due(state: AppState, principal: Principal) -> OrderOut:
     """Open a payment of the amount the driver owes, tagged with the session that left it
-    (so the session's money adds up: captured - refunded = billed)."""
+    (so the session's money adds up: captured - refunded = billed).
+
+    Only a *settled* session is named: an amount due comes from a bill already posted, and
+    the settlement claims for a session still to be billed every held payment tagged with it
+    (:func:`cloud.payments.settlement._claim`) — a stopped, unbilled session named here would
+    take the payment of another session's debt as its own prepayment."""
     async with state.sessions() as db:
         due = await amount_due(db, principal.user_id)
         if not due:
             raise Conflict("nothing is due", entity="user", key=principal.user_id)
         session_pk = await db.scalar(
             select(ChargingSession.id)
-            .where(ChargingSession.user_id == principal.user_id)
-            .order_by(ChargingSession.stopped_at.desc().nulls_last())
+            .where(
+                ChargingSession.user_id == principal.user_id,
+                ChargingSession.billing_state == BillingState.SETTLED,
+            )
+            .order_by(ChargingSession.stopped_at.desc(), ChargingSession.id.desc())
             .limit(1)
         )
+        if session_pk is None:
+            # A debt is only ever left by a settled session's bill; untagged, the payment
+            # would pass for a walk-up prepayment.
+            raise Conflict("no billed session left the amount due",
+                           entity="user", key=principal.user_id)  # fmt: skip
     payment, order = await service.open_order(
         state.sessions, _provider(state), user_id=principal.user_id, amount_paise=due,
         session_id=session_pk,

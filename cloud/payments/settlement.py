@@ -173,7 +173,12 @@ async def _claim(
 ) -> list[Payment]:
     """The prepayments of the session, oldest first: already claimed, else the booking's
     (with an extension's top-ups), else (a walk-up) the latest walk-up payment made before
-    the unlock."""
+    the unlock.
+
+    Never a payment of an amount due: it names a *settled* session
+    (:func:`cloud.payments.checkout.pay_due`), and a settled session is never priced again
+    (:func:`price_session` returns None for it), so the payments found tagged with this,
+    unsettled, session are the ones claimed here by an earlier try."""
     claimed = list(
         await db.scalars(
             select(Payment)

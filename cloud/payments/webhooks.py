@@ -221,7 +221,8 @@ _STORE = text(
 INSERT INTO provider_events (provider, event_id, event_type, payload)
 SELECT p, e, t, j::jsonb FROM unnest(CAST(:provider AS text[]), CAST(:event_id AS text[]),
                                      CAST(:event_type AS text[]), CAST(:payload AS text[]))
-  AS u(p, e, t, j)
+  WITH ORDINALITY AS u(p, e, t, j, n)
+ORDER BY n
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING provider, event_id"""
 )
@@ -278,7 +279,11 @@ async def apply_webhooks(db: AsyncSession, events: list[WebhookEvent]) -> list[W
     first: dict[tuple[str, str], int] = {}
     for i, e in enumerate(events):
         first.setdefault((e.provider, e.event_id), i)
-    unique = [events[i] for i in sorted(first.values())]
+    # Inserted in key order, (provider, event_id): each insert holds its key until the commit,
+    # so two batches holding the same events in different orders would each wait for the
+    # other's next key (a deadlock) — in one order, the later batch waits at its first
+    # shared key while holding none of the other's.
+    unique = [events[first[key]] for key in sorted(first)]
     rows = await db.execute(
         _STORE,
         {

@@ -545,3 +545,58 @@ async def test_a_top_up_paid_after_the_session_was_billed_is_refunded_when_the_b
                                          headers=driver.headers)).json()  # fmt: skip
     assert (after["status"], after["cancellation_fee_paise"]) == ("confirmed", 0)
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+
+
+async def test_paying_an_amount_due_pays_the_settled_session_not_the_next_one(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger)
+    paid = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    start = end - timedelta(hours=1)
+    await _move_booking(pg, booking["id"], start, end)
+    # The overstay leaves an amount due (the test above).
+    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
+                                           stopped=end + timedelta(minutes=30))  # fmt: skip
+    await _settle(market_api, pk)
+    due = (await market_api.client.get(f"/sessions/{public_id}/receipt",
+                                       headers=driver.headers)).json()["due_paise"]  # fmt: skip
+    assert due > 0
+    # A later session of the driver's has stopped but is not billed yet.
+    later = await pg.fetchval(
+        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
+        "user_id, credential_kind, credential_ref, state, started_at, stopped_at, "
+        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
+        "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 4000, 5000, 1000, 3, 3) "
+        "RETURNING id",
+        charger.device_id, new_ulid(), charger.id, driver.id, new_ulid(),
+        end + timedelta(minutes=40), end + timedelta(minutes=50),
+    )  # fmt: skip
+
+    order = await market_api.client.post("/amount-due/payment", headers=driver.headers)
+    assert order.status_code == 201, order.text
+    answer = await market_api.client.post(
+        f"/payments/{order.json()['id']}/verify", json={"card_number": CARD},
+        headers=driver.headers,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    settled = answer.json()
+    assert (settled["amount_paise"], settled["status"]) == (due, "captured")  # taken at once
+    assert settled["session_id"] == public_id  # the session that left the debt
+    await _settle(market_api, later)
+    # The later session's bill takes no prepayment: all of it is due, the debt paid stays paid.
+    [row] = await pg.fetch(
+        "SELECT session_id, captured_paise FROM payments WHERE id = $1", settled["id"]
+    )
+    assert (row["session_id"], row["captured_paise"]) == (pk, due)
+    bill = await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", later)
+    assert bill > 0
+    again = await market_api.client.post(
+        "/bookings", json=booking_body(charger, *_tomorrow(hours=3)), headers=driver.headers
+    )
+    assert again.status_code == 402, again.text
+    assert again.json()["amount_paise"] == bill  # the later bill only: the debt is paid
+    assert paid["session_id"] is None
