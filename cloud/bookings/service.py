@@ -59,6 +59,7 @@ from cloud.chargers.models import (
     PricingMode,
 )
 from cloud.columns import ulid_pk
+from cloud.constant_time import same
 from cloud.devices.models import Device
 from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.notifications import events as notify
@@ -115,7 +116,7 @@ def hash_pin(secret_key: str, booking_id: str, pin: str) -> str:
 def pin_matches(secret_key: str, booking: Booking, pin: str) -> bool:
     if booking.pin_hash is None:
         return False
-    return hmac.compare_digest(booking.pin_hash, hash_pin(secret_key, booking.id, pin))
+    return same(booking.pin_hash, hash_pin(secret_key, booking.id, pin))
 
 
 async def _issue_pin(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from cloud.constant_time import same
 from cloud.errors import ConfigError, PaymentProviderError, SignatureInvalid
 from cloud.payments.models import PayoutAccountKind
 from cloud.payments.provider import (
@@ -201,7 +202,7 @@ class DummyProvider:
         expected = self.sign(f"{order_ref}|{result.payment_ref}".encode())
         payment = self._payments.get(result.payment_ref)
         if (
-            not hmac.compare_digest(expected, result.signature)
+            not same(expected, result.signature)
             or payment is None
             or payment.order_ref != order_ref
         ):
@@ -241,7 +242,7 @@ class DummyProvider:
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         lowered = {k.lower(): v for k, v in headers.items()}
-        if not hmac.compare_digest(self.sign(body), lowered.get(SIGNATURE_HEADER, "")):
+        if not same(self.sign(body), lowered.get(SIGNATURE_HEADER, "")):
             raise SignatureInvalid(NAME, "webhook")
         event = json.loads(body)
         return WebhookEvent(

@@ -176,6 +176,10 @@ class RazorpayProvider:
             "razorpay_payment_id": result.payment_ref,
             "razorpay_signature": result.signature,
         }
+        if not result.signature or not result.signature.isascii():
+            # The SDK's hmac.compare_digest raises TypeError on non-ASCII text
+            # (cloud/constant_time.py): such a signature is not Razorpay's.
+            raise SignatureInvalid(NAME, "checkout")
         try:
             self._client.utility.verify_payment_signature(params)
         except SignatureVerificationError as exc:
@@ -233,6 +237,9 @@ class RazorpayProvider:
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         lowered = {k.lower(): v for k, v in headers.items()}
         signature = lowered.get(SIGNATURE_HEADER, "")
+        if not signature.isascii():
+            # As for Checkout: the SDK's compare_digest would raise TypeError.
+            raise SignatureInvalid(NAME, "webhook")
         try:
             # The signature covers the raw bytes; the SDK wants them as str (DESIGN.md §8).
             text = body.decode("utf-8")

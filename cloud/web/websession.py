@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from cloud.accounts import service
 from cloud.accounts.schemas import TokenPair
 from cloud.accounts.tokens import Principal, verify_access_token
+from cloud.constant_time import same
 from cloud.deps import authenticate
 from cloud.errors import DependencyUnavailable, Forbidden, Unauthorized
 from cloud.settings import Environment, Settings
@@ -175,5 +176,5 @@ def check_csrf(
     """403 unless ``token`` is this visitor's form token."""
     if not nonce or not token:
         raise Forbidden("the form's CSRF token is missing: reload the page and try again")
-    if not hmac.compare_digest(csrf_token(secret_key, nonce, session), token):
+    if not same(csrf_token(secret_key, nonce, session), token):
         raise Forbidden("the form's CSRF token is wrong: reload the page and try again")

@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: The acceptance floor (issue 17): generated cases per role.
 MIN_CASES_PER_ROLE = 1000
 #: Per operation and phase.
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 10
 
 
 @dataclass(frozen=True, slots=True)

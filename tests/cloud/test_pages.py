@@ -156,6 +156,9 @@ async def test_forms_need_the_visitors_csrf_token(
     token = _csrf(page.text)
     wrong = await https_client.post("/app/signin/password", data={**form, "csrf": "0" * 64})
     assert wrong.status_code == 403
+    # A token outside ASCII is just as wrong (compare_digest would raise on it: a 500).
+    odd = await https_client.post("/app/signin/password", data={**form, "csrf": "é" * 64})
+    assert odd.status_code == 403
     # Another visitor's token (another nonce) is refused too.
     transport = httpx.ASGITransport(app=market_api.app, client=(_address(), 40000))
     stranger = httpx.AsyncClient(transport=transport, base_url="https://api")

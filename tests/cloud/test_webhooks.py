@@ -399,3 +399,34 @@ async def test_a_razorpay_checkout_answer_carries_no_upi_link_of_ours(
     answer = order.json()
     assert answer["order_id"] in rzp.orders
     assert answer["checkout"] == {"key_id": fake_razorpay.KEY_ID, "order_id": answer["order_id"]}
+
+
+async def test_a_signature_with_non_ascii_characters_is_refused_not_a_500(
+    razorpay_api: PayApi, rzp: FakeRazorpay, pg: PgConnection
+) -> None:
+    """``hmac.compare_digest`` (ours and the Razorpay SDK's) raises TypeError on non-ASCII
+    text; a header or Checkout signature like that is simply not the provider's
+    (cloud/constant_time.py). Found by schemathesis as a 500 on the verify route."""
+    from cloud.errors import SignatureInvalid
+    from cloud.payments.dummy import SIGNATURE_HEADER, DummyProvider
+    from cloud.payments.provider import CheckoutResult
+    from cloud.settings import Environment
+
+    payment_id, order_id = await _new_payment(razorpay_api, pg, 10_000)
+    pay_id, _ = rzp.authorize(order_id)
+    body, headers = rzp.webhook("payment.captured", payment_id=pay_id, status="captured")
+    # A header value is latin-1 on the wire: "é" arrives as a non-ASCII str.
+    forged: dict[str, str | bytes] = {**headers, "x-razorpay-signature": "é".encode("latin-1") * 64}
+    answer = await razorpay_api.client.post("/webhooks/razorpay", content=body, headers=forged)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["type"].endswith("/signature-invalid")
+    assert await _payment(pg, payment_id) == ("created", 0, None)
+    provider = razorpay_api.state.payments
+    assert provider is not None
+    with pytest.raises(SignatureInvalid):
+        await provider.verify_checkout(order_id, CheckoutResult(pay_id, "^\u00f9"))
+    dummy = DummyProvider(env=Environment.TEST, webhook_secret="k" * 32)
+    with pytest.raises(SignatureInvalid):
+        await dummy.verify_checkout("order_x", CheckoutResult("pay_x", "^\u00f9"))
+    with pytest.raises(SignatureInvalid):
+        dummy.parse_webhook(b"{}", {SIGNATURE_HEADER: "é"})
