@@ -416,7 +416,8 @@ async def test_a_signature_with_non_ascii_characters_is_refused_not_a_500(
     pay_id, _ = rzp.authorize(order_id)
     body, headers = rzp.webhook("payment.captured", payment_id=pay_id, status="captured")
     # A header value is latin-1 on the wire: "é" arrives as a non-ASCII str.
-    forged: dict[str, str | bytes] = {**headers, "x-razorpay-signature": "é".encode("latin-1") * 64}
+    forged = {k.encode(): v.encode() for k, v in headers.items()}
+    forged[b"x-razorpay-signature"] = "é".encode("latin-1") * 64
     answer = await razorpay_api.client.post("/webhooks/razorpay", content=body, headers=forged)
     assert answer.status_code == 400, answer.text
     assert answer.json()["type"].endswith("/signature-invalid")
