@@ -35,9 +35,12 @@ STAMP="$VENV/.chargemitra-bootstrap"
 # fonts-dejavu-core: the invoice PDF's font (it has the rupee sign); poppler-utils: the PDF tests.
 # chromium, chromium-driver: Debian's browser, which the page tests drive through Playwright
 # (never `playwright install`: the browser comes from Debian); fonts-lohit-deva: Devanagari for
-# the hi-IN pages.
+# the hi-IN pages. systemd (systemd-analyze verify), debootstrap: the deploy tests check the unit
+# files and run the Pi installer in a bookworm root; iproute2, iptables: the end-to-end chaos
+# tests partition agent and broker with a network namespace they make and remove themselves.
 APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-server socat tmux
-    fonts-dejavu-core poppler-utils chromium chromium-driver fonts-lohit-deva)
+    fonts-dejavu-core poppler-utils chromium chromium-driver fonts-lohit-deva
+    systemd debootstrap iproute2 iptables)
 # axe-core for the page tests, pinned; installed under .cache/npm (ignored by git).
 AXE_CORE_VERSION="4.10.3"
 NPM_CACHE_DIR="$ROOT/.cache/npm"
