@@ -53,7 +53,7 @@ from edge_agent.polling import poll_bus
 from edge_agent.relay.drivers import make_driver
 from edge_agent.relay.manual_close import safety_limits
 from edge_agent.safety import TickLateness, safety_loop
-from edge_agent.sdnotify import notify, watchdog_interval_s, watchdog_loop
+from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.sessions.controller import Clocks, ConnectorController
 from edge_agent.sessions.machine import Session, Thresholds
 from edge_agent.sessions.progress import progress_loop
@@ -65,6 +65,7 @@ from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.downlink import WallClock
 from edge_agent.sync.from_config import sync_settings
 from edge_agent.sync.service import SyncService
+from edge_agent.watchdog import AgentHealth, watchdog_loop
 from protocols.meters import Quantity
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,9 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
         task(beat(path, version=__version__, stop=stop), "heartbeat")
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
-            task(watchdog_loop(watchdog_s, stop), "watchdog")
+            # Fed by the loops' progress, never by a bare timer (edge_agent/watchdog.py).
+            health = AgentHealth(list(rt.pollers.values()), rt.writer, timeout_s=2 * watchdog_s)
+            task(watchdog_loop(health, watchdog_s, stop), "watchdog")
         await stop.wait()
         for running in tasks:
             running.cancel()

@@ -3,7 +3,6 @@ in ``NOTIFY_SOCKET``. No dependency: the protocol is a line of text."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 
@@ -47,10 +46,3 @@ def watchdog_interval_s() -> float | None:
         return int(usec) / 2_000_000
     except ValueError:
         return None
-
-
-async def watchdog_loop(interval_s: float, stop: asyncio.Event) -> None:
-    """``WATCHDOG=1`` every ``interval_s`` (half systemd's ``WatchdogSec``) until ``stop``."""
-    while not stop.is_set():
-        notify("WATCHDOG=1")
-        await asyncio.sleep(interval_s)

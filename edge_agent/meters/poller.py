@@ -49,6 +49,9 @@ class MeterHealthCounters:
     last_error: str = ""
     #: Monotonic time of the last good reading (None until the meter first answers).
     last_good_mono: float | None = None
+    #: Monotonic time the last poll finished, answered or not: the bus loop is turning
+    #: (systemd's watchdog is fed only while it does, :mod:`edge_agent.watchdog`).
+    last_poll_mono: float | None = None
 
     @property
     def errors(self) -> int:
@@ -116,6 +119,12 @@ class MeterPoller:
         A block refused while another answered costs its own quantities only; a meter that
         refuses every block is a failed read (``exception``), as a wrong model or unit is.
         """
+        try:
+            return await self._poll()
+        finally:
+            self.health.last_poll_mono = self._monotonic()
+
+    async def _poll(self) -> MeterReading | None:
         self.health.polls += 1
         now = self._monotonic()
         try:

@@ -120,6 +120,10 @@ class StoreWriter:
         #: Readings committed so far, and group commits made.
         self.committed = 0
         self.commits = 0
+        #: Monotonic times: the thread's last commit (or retry of a locked store), and when
+        #: readings last started waiting with none before them (:meth:`stalled_s`).
+        self._progress_mono = 0.0
+        self._waiting_since_mono = 0.0
 
     # --- lifetime (event loop) ---------------------------------------------------------------
 
@@ -162,8 +166,19 @@ class StoreWriter:
         if self._thread is None:
             raise StoreError("the store writer is not running", path=str(self.path))
         with self._count_lock:
+            if self.waiting == 0:
+                self._waiting_since_mono = time.monotonic()
             self.waiting += len(readings)
         self._queue.put(readings)
+
+    def stalled_s(self, now_mono: float) -> float:
+        """How long readings have waited with no commit (nor retry) from the thread: 0 when
+        none wait. A thread stuck in an fsync grows it; an idle or busy-retrying one never
+        does (systemd's watchdog reads it, :mod:`edge_agent.watchdog`)."""
+        with self._count_lock:
+            if self.waiting == 0:
+                return 0.0
+            return max(0.0, now_mono - max(self._progress_mono, self._waiting_since_mono))
 
     def submit_job(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``run(conn)`` in the next group's transaction (in a savepoint of its own).
@@ -212,6 +227,8 @@ class StoreWriter:
                         log.warning("store %s is locked by another connection; %d readings "
                                     "wait for it", self.path, len(readings))  # fmt: skip
                     carried, stopping = items, False
+                    with self._count_lock:
+                        self._progress_mono = time.monotonic()  # alive, waiting on purpose
                     time.sleep(BUSY_RETRY_S)
                     continue
                 if locked_since is not None:
@@ -259,6 +276,7 @@ class StoreWriter:
             self.waiting -= len(readings)
             self.committed += len(readings)
             self.commits += 1
+            self._progress_mono = time.monotonic()
         for job, ok, value in done:
             if ok:
                 job.future.set_result(value)
