@@ -51,9 +51,11 @@ from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
+from cloud.web.driver import router as driver_pages
 from cloud.web.host import router as host_pages
 from cloud.web.render import STATIC_DIR
 from cloud.web.router import router as web_router
+from cloud.web.search import router as search_pages
 from cloud.web.security import SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,12 @@ def create_app(settings: Settings) -> FastAPI:
     # The pages (issue 19): HTML for people, beside the JSON API; their files under /static.
     app.include_router(web_router)
     app.include_router(host_pages)
+    app.include_router(driver_pages)
+    app.include_router(search_pages)
+    if settings.marketplace.leaflet_dir.is_dir():
+        # Leaflet from npm (deploy/dev/bootstrap.sh), before /static so its prefix wins.
+        leaflet = StaticFiles(directory=settings.marketplace.leaflet_dir)
+        app.mount("/static/vendor/leaflet", leaflet, name="leaflet")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders, settings=settings)
 

@@ -141,6 +141,20 @@ class MarketplaceSettings(_Group):
     start_command_ttl_s: int = Field(default=60, ge=5, le=3600)
     #: A device not heard from for this long counts as offline even without its Last Will.
     device_offline_after_s: int = Field(default=180, ge=10)
+    #: The search page's map tiles (issue 19): a URL template with ``{z}``, ``{x}``, ``{y}``
+    #: (e.g. ``https://tile.openstreetmap.org/{z}/{x}/{y}.png``); its origin is added to the
+    #: page's ``img-src``. Empty: the map shows the chargers without a background.
+    map_tile_url: str = Field(
+        default="", max_length=300, pattern=r"^(https?://[A-Za-z0-9.:-]+/[A-Za-z0-9{}./_-]*)?$"
+    )
+    #: The credit the tile server asks for, shown under the map.
+    map_tile_attribution: str = Field(default="", max_length=200)
+    #: Where the search page looks before the driver shares a location (default: Bengaluru).
+    search_centre_lat: float = Field(default=12.9716, ge=-90, le=90)
+    search_centre_lon: float = Field(default=77.5946, ge=-180, le=180)
+    #: Leaflet's ``dist`` directory (installed from npm by deploy/dev/bootstrap.sh), served
+    #: under ``/static/vendor/leaflet/``. Missing: the search page is the list alone.
+    leaflet_dir: Path = Path(__file__).resolve().parents[1] / ".cache/npm/node_modules/leaflet/dist"
 
 
 class PaymentProviderName(StrEnum):
@@ -168,6 +182,9 @@ class PaymentSettings(_Group):
     stripe_secret_key: SecretStr = SecretStr("sk_test_changeme")
     stripe_webhook_secret: SecretStr = SecretStr("whsec_changeme")
     stripe_base_url: str = Field(default="https://api.stripe.com", pattern=r"^https?://")
+    #: Stripe's publishable key (``pk_…``) for the pages' Payment Element (stripe.js);
+    #: empty: the pages cannot take a Stripe payment (the API still can).
+    stripe_publishable_key: str = Field(default="", pattern=r"^(pk_[A-Za-z0-9_]{1,200})?$")
     #: The payee of the dummy provider's UPI intent links (``upi://pay?pa=...``). Razorpay's
     #: checkout carries no link of ours (cloud/payments/razorpay_provider.py): only the
     #: dummy builds one. The default is nobody's VPA of ours: refused in staging

@@ -270,6 +270,23 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/app/host/chargers/{charger_id}/sticker"): Row(_HOSTS),
     ("GET", "/app/host/chargers/{charger_id}/sticker.pdf"): Row(_HOSTS),
     ("GET", "/app/host/earnings"): Row(("host_a",), excludes=("payout_id", "charger_id")),
+    # The driver's later pages (cloud/web/driver.py): payments, reviews, disputes.
+    ("GET", "/app/chargers/{charger_id}"): Row(_DRIVERS),
+    ("POST", "/app/chargers/{charger_id}/checkout"): Row(
+        _DRIVERS, form={"connector": "1", "duration_min": "60"}
+    ),
+    ("POST", "/app/payments/{payment_id}/verify"): Row(
+        _DRIVERS, form={"card_number": "4111111111111111"}
+    ),
+    ("GET", "/app/due"): Row(("driver_a", "host_a"), excludes=("payment_id",)),
+    ("GET", "/app/sessions/{session_id}/review"): Row(_DRIVERS),
+    ("POST", "/app/sessions/{session_id}/review"): Row(_DRIVERS, form={"rating": "5"}),
+    ("GET", "/app/sessions/{session_id}/dispute"): Row(_DRIVERS),
+    ("POST", "/app/sessions/{session_id}/dispute"): Row(
+        _DRIVERS, form={"reason_code": "damage", "description": "Cable cut"}
+    ),
+    ("GET", "/app/disputes"): Row(("driver_a", "host_a"), excludes=("dispute_id",)),
+    ("GET", "/app/disputes/{dispute_id}/photos/{photo_id}"): Row(_DRIVERS),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
@@ -307,6 +324,11 @@ PUBLIC = frozenset(
         ("GET", "/app/host/chargers/new"),
         ("POST", "/app/host/chargers/new"),
         ("POST", "/app/host/payouts"),
+        # The search page (anyone may search; GET /chargers's handler) and paying the
+        # caller's own amount due (the amount and the payment are the caller's, from the
+        # session; nothing due is a 409 page).
+        ("GET", "/app/search"),
+        ("POST", "/app/due/pay"),
         # The service worker's script (a static file at the root, for its scope).
         ("GET", "/sw.js"),
     }
@@ -677,6 +699,7 @@ async def test_a_stranger_without_a_token_is_refused_everywhere(
             "/chargers/{charger_id}/qr.png",
             "/chargers/{charger_id}/photos/{photo_id}",
             "/chargers/{charger_id}/reviews",
+            "/app/chargers/{charger_id}",
         )
         if public_view or (method, template) == ("POST", "/quotes"):
             expected: frozenset[int] = frozenset({404})  # public views; B's is not approved

@@ -1,10 +1,11 @@
 // The service worker (scope /): pages from the network first, and a copy of my bookings,
-// my sessions and the last charger page kept for when there is none; static files from
+// my sessions, the last search (any query: one copy) and the last charger page kept for when there is none; static files from
 // the cache first (their URLs change with their content). "forget" (sign-out) empties it.
 "use strict";
 var PAGES = "cm-pages-v1";
 var STATIC = "cm-static-v1";
-var KEPT = [/^\/app\/bookings$/, /^\/app\/sessions$/, /^\/c\/[^/]+$/, /^\/app$/];
+var KEPT = [/^\/app\/bookings$/, /^\/app\/sessions$/, /^\/c\/[^/]+$/, /^\/app$/,
+            /^\/app\/search$/];
 
 self.addEventListener("install", function () { self.skipWaiting(); });
 self.addEventListener("activate", function (event) { event.waitUntil(self.clients.claim()); });

@@ -1,0 +1,272 @@
+"""The driver's pages without a browser (cloud/web/search.py, cloud/web/driver.py): the search
+form as a plain ``GET`` (no JavaScript) answering what ``GET /chargers`` answers for the same
+filters, its field errors; paying with Razorpay Checkout on the pages (the form posts the
+handler's fields to the verify route; the signature is checked against the fake Razorpay's
+order, a forged one is refused); a review and a dispute with photos through their services.
+The browser walk is tests/cloud/test_driver_pages_flow.py."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from cloud.accounts.models import Role
+from cloud.app import create_app
+from cloud.pg import PgConnection
+from tests.cloud import fake_razorpay
+from tests.cloud.bookings_fixtures import ListedCharger, add_charger
+from tests.cloud.fake_razorpay import FakeRazorpay
+from tests.cloud.market import TEST_PASSWORD, Api, ApiUser, add_user
+from tests.cloud.mosquitto import Broker
+from tests.cloud.test_pages import _address, _csrf
+from tests.cloud.test_reviews import add_session
+
+#: A 1x1 PNG: a real image for the dispute's photo check.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+@asynccontextmanager
+async def signed_in(app: Any, user: ApiUser) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client signed in by the password form (a cookie session)."""
+    transport = httpx.ASGITransport(app=app, client=(_address(), 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://api") as client:
+        token = _csrf((await client.get("/app/signin")).text)
+        form = {"email": user.email, "password": TEST_PASSWORD, "action": "signin", "csrf": token}
+        signed = await client.post("/app/signin/password", data=form)
+        assert signed.status_code == 303, signed.text
+        yield client
+
+
+def _ids(html: str) -> list[str]:
+    return re.findall(r'<li class="card" id="hit-([0-9A-Z]+)"', html)
+
+
+async def test_the_search_form_answers_what_the_api_answers_without_javascript(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host = await add_user(pg, s, Role.HOST)
+    cheap = await add_charger(pg, host, pricing_mode="per_kwh", price_per_kwh_paise=1500)
+    dear = await add_charger(pg, host, pricing_mode="per_kwh", price_per_kwh_paise=2500)
+    hourly = await add_charger(pg, host, pricing_mode="per_hour", max_power_w=22000)
+    await pg.execute("UPDATE chargers SET rating_sum = 9, rating_count = 2 WHERE id = $1", dear.id)
+    where = {"lat": "18.52", "lon": "73.85", "radius_km": "10"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=market_api.app), base_url="https://api"
+    ) as client:
+        cases: list[tuple[dict[str, str], dict[str, str | int]]] = [
+            ({}, {}),
+            ({"max_price": "20", "mode": "per_kwh"}, {"max_price_paise": 2000,
+                                                      "pricing_mode": "per_kwh"}),
+            ({"min_kw": "11"}, {"min_kw": 11}),
+            ({"rating": "4"}, {"min_rating": 4}),
+            ({"connector": "Type2", "verified": "1"}, {"connector_type": "Type2",
+                                                        "verified_host": "true"}),
+        ]  # fmt: skip
+        for form, api in cases:
+            page = await client.get("/app/search?" + urlencode({**where, **form}))
+            assert page.status_code == 200, page.text
+            assert "<script" not in page.text.split("<main", 1)[1].split("</main>")[0]
+            listed = await client.get(
+                "/chargers?" + urlencode({**where, **api}), headers={"accept": "application/json"}
+            )
+            assert listed.status_code == 200, listed.text
+            assert _ids(page.text) == [hit["id"] for hit in listed.json()["items"]], form
+        assert set(_ids((await client.get("/app/search?" + urlencode(where))).text)) == {
+            cheap.id, dear.id, hourly.id,
+        }  # fmt: skip
+        # The filters really filter (not vacuous): a price cap leaves the cheap one only.
+        capped = await client.get("/app/search?" + urlencode({**where, "max_price": "20",
+                                                             "mode": "per_kwh"}))  # fmt: skip
+        assert _ids(capped.text) == [cheap.id]
+        assert _ids(
+            (await client.get("/app/search?" + urlencode({**where, "rating": "4"}))).text
+        ) == [dear.id]
+        # A wrong field: 422, the message beside it, what was typed kept.
+        wrong = await client.get("/app/search?" + urlencode({**where, "max_price": "abc"}))
+        assert wrong.status_code == 422
+        assert 'id="max_price-error"' in wrong.text
+        assert 'value="abc"' in wrong.text
+        # The API's own rule between parameters (a window of at most 7 days), on the form.
+        long = {**where, "when": "at", "date": "2030-01-01", "time": "10:00", "hours": "200"}
+        refused = await client.get("/app/search?" + urlencode(long))
+        assert refused.status_code == 422
+        assert 'id="hours-error"' in refused.text
+        # The list links to the charger's page.
+        jump = await client.get(f"/app/chargers/{cheap.id}")
+        assert jump.status_code == 303
+        assert jump.headers["location"].startswith("/c/")
+
+
+@pytest.fixture
+def rzp() -> object:
+    with fake_razorpay.fake_razorpay() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def razorpay_app(
+    db_url: str, broker: Broker, service_passwords: dict[str, str], rzp: FakeRazorpay
+) -> AsyncIterator[Api]:
+    from tests.cloud.conftest import make_settings
+
+    settings = make_settings(
+        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        CHARGEMITRA_PAYMENTS_PROVIDER="razorpay",
+        CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_ID=fake_razorpay.KEY_ID,
+        CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_SECRET=fake_razorpay.KEY_SECRET,
+        CHARGEMITRA_PAYMENTS_RAZORPAY_WEBHOOK_SECRET=fake_razorpay.WEBHOOK_SECRET,
+        CHARGEMITRA_PAYMENTS_RAZORPAY_BASE_URL=rzp.url,
+    )  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield Api(app, client, settings)
+
+
+def _hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, name
+    return found.group(1)
+
+
+async def test_razorpay_checkout_on_the_pages_posts_the_handler_fields_and_is_verified(
+    razorpay_app: Api, rzp: FakeRazorpay, pg: PgConnection
+) -> None:
+    s = razorpay_app.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await add_charger(pg, host)
+    async with signed_in(razorpay_app.app, driver) as client:
+        quote = await client.get(f"/app/chargers/{charger.id}/quote?connector=1&duration_min=60")
+        assert quote.status_code == 200, quote.text
+        assert f'action="/app/chargers/{charger.id}/checkout"' in quote.text
+        form = {"csrf": _csrf(quote.text), "connector": "1", "duration_min": "60"}
+        page = await client.post(f"/app/chargers/{charger.id}/checkout", data=form)
+        assert page.status_code == 200, page.text
+        # The only external script: Razorpay's checkout.js, and the CSP allows exactly it.
+        scripts = re.findall(r'<script src="([^"]+)"', page.text)
+        assert [u for u in scripts if not u.startswith("/")] == [
+            "https://checkout.razorpay.com/v1/checkout.js"
+        ]
+        csp = page.headers["content-security-policy"]
+        script_src = next(p for p in csp.split("; ") if p.startswith("script-src"))
+        assert script_src == "script-src 'self' https://checkout.razorpay.com/v1/checkout.js"
+        assert "'unsafe-inline'" not in csp
+        action = re.search(r'action="(/app/payments/([0-9A-Z]+)/verify)"', page.text)
+        assert action, page.text
+        url, payment_id = action.group(1), action.group(2)
+        order_id = re.search(r'data-order="([^"]+)"', page.text)
+        assert order_id
+        assert order_id.group(1) in rzp.orders
+        fields = {name: _hidden(page.text, name) for name in (
+            "csrf", "charger_id", "connector", "razorpay_payment_id", "razorpay_order_id",
+            "razorpay_signature")}  # fmt: skip
+        # Razorpay's handler fills the three fields; a forged signature is refused.
+        paid_id, signature = rzp.authorize(order_id.group(1))
+        forged = {**fields, "razorpay_payment_id": paid_id, "razorpay_order_id": order_id.group(1),
+                  "razorpay_signature": "0" * 64}  # fmt: skip
+        refused = await client.post(url, data=forged)
+        assert refused.status_code == 400, refused.text
+        status = "SELECT status FROM payments WHERE id = $1"
+        assert await pg.fetchval(status, payment_id) == "created"
+        # A genuine signature for another order (a cheaper one) does not verify either.
+        other = await rzp_order(razorpay_app, driver)
+        other_pay, other_sig = rzp.authorize(other)
+        swapped = {**forged, "razorpay_payment_id": other_pay, "razorpay_signature": other_sig}
+        assert (await client.post(url, data=swapped)).status_code == 400
+        assert await pg.fetchval(status, payment_id) == "created"
+        # The handler's own answer is verified and the payment authorized; the unlock that
+        # follows finds the charger's agent offline (none runs here) and says so.
+        good = {**forged, "razorpay_signature": signature}
+        answered = await client.post(url, data=good)
+        assert await pg.fetchval(status, payment_id) == "authorized"
+        assert answered.status_code == 409, answered.text
+        # Without the CSRF token nothing is verified.
+        assert (await client.post(url, data={**good, "csrf": "x"})).status_code == 403
+
+
+async def rzp_order(api: Api, driver: ApiUser) -> str:
+    """Another order of the fake Razorpay's (another payment of the driver's)."""
+    from cloud.payments.service import open_order
+
+    state = api.app.state.cloud
+    _payment, order = await open_order(
+        state.sessions, state.payments, user_id=driver.id, amount_paise=100
+    )
+    return order.order_ref
+
+
+async def _completed(pg: PgConnection, market_api: Api) -> tuple[ListedCharger, ApiUser, str]:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await add_charger(pg, host)
+    return charger, driver, await add_session(pg, charger, driver)
+
+
+async def test_a_review_and_a_dispute_with_photos_from_the_receipt(
+    market_api: Api, pg: PgConnection
+) -> None:
+    charger, driver, session_id = await _completed(pg, market_api)
+    other = await add_user(pg, market_api.settings, Role.DRIVER)
+    async with signed_in(market_api.app, driver) as client:
+        form = await client.get(f"/app/sessions/{session_id}/review")
+        token = _csrf(form.text)
+        url = f"/app/sessions/{session_id}/review"
+        no_stars = await client.post(url, data={"csrf": token, "text": "ok"})
+        assert no_stars.status_code == 422
+        assert "review-error" in no_stars.text
+        sent = await client.post(url, data={"csrf": token, "rating": "4", "text": "Clean spot"})
+        assert sent.status_code == 303, sent.text
+        (row,) = await pg.fetch(
+            "SELECT rating, body FROM reviews WHERE charger_id = $1", charger.id
+        )
+        assert (row["rating"], row["body"]) == (4, "Clean spot")
+        again = await client.post(url, data={"csrf": token, "rating": "5"})
+        assert again.status_code == 409
+
+        # A dispute with two photos, one multipart form.
+        dispute_url = f"/app/sessions/{session_id}/dispute"
+        token = _csrf((await client.get(dispute_url)).text)
+        files = [("photos", ("a.png", PNG, "image/png")), ("photos", ("b.png", PNG, "image/png"))]
+        bad = await client.post(dispute_url, data={"csrf": token, "reason_code": "damage",
+                                "description": "x"}, files=[("photos", ("c.txt", b"not an image",
+                                "text/plain"))])  # fmt: skip
+        assert bad.status_code == 422
+        assert "dispute-error" in bad.text
+        assert await pg.fetchval("SELECT count(*) FROM disputes") == 0  # all or nothing
+        opened = await client.post(
+            dispute_url, files=files,
+            data={"csrf": token, "reason_code": "damage", "description": "Cable was cut"},
+        )  # fmt: skip
+        assert opened.status_code == 303, opened.text
+        dispute_id = await pg.fetchval("SELECT id FROM disputes")
+        assert (
+            await pg.fetchval(
+                "SELECT count(*) FROM dispute_photos WHERE dispute_id = $1", dispute_id
+            )
+            == 2
+        )
+        listed = await client.get("/app/disputes")
+        photo_urls = re.findall(r'src="(/app/disputes/[0-9A-Z]+/photos/[0-9A-Z]+)"', listed.text)
+        assert len(photo_urls) == 2
+        assert "Cable was cut" in listed.text
+        photo = await client.get(photo_urls[0])
+        assert photo.status_code == 200
+        assert photo.content == PNG
+    # Someone else sees neither the dispute nor its photos.
+    async with signed_in(market_api.app, other) as stranger:
+        assert (await stranger.get(photo_urls[0])).status_code == 404
+        assert "Cable was cut" not in (await stranger.get("/app/disputes")).text
+        token = _csrf((await stranger.get(url)).text)
+        review = await stranger.post(url, data={"csrf": token, "rating": "1"})
+        assert review.status_code == 403
