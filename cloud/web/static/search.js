@@ -20,7 +20,10 @@
   var markers = JSON.parse(box.getAttribute("data-markers") || "[]");
   var centre = box.getAttribute("data-centre").split(",").map(Number);
   box.hidden = false;
-  var map = L.map(box, { scrollWheelZoom: false }).setView(centre, 12);
+  // No animations: a resize (or a screenshot's) never catches the markers mid-zoom.
+  var map = L.map(box, {
+    scrollWheelZoom: false, zoomAnimation: false, fadeAnimation: false, markerZoomAnimation: false
+  }).setView(centre, 12);
   var tiles = box.getAttribute("data-tiles");
   if (tiles) {
     L.tileLayer(tiles, { maxZoom: 19, attribution: box.getAttribute("data-attribution") || "" })
