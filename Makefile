@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 # Extra arguments for pytest: make test PYTEST_ARGS='-m "not slow" -x'
 PYTEST_ARGS ?=
+# make demo SCENARIO=auto plays the demo's story unattended and exits (deploy/dev/demo.sh).
+SCENARIO ?=
 
 .PHONY: help bootstrap test check fmt bench demo lock schemas clean
 
@@ -20,7 +22,7 @@ help:
 	@echo "make check      bootstrap, then ruff format --check, ruff check, mypy --strict"
 	@echo "make fmt        ruff format and ruff check --fix"
 	@echo "make bench      run every bench/*.py, printing their JSON lines"
-	@echo "make demo       run the simulated site (Ctrl-C to stop)"
+	@echo "make demo       run the demo city on :8000 (Ctrl-C stops; SCENARIO=auto plays the story)"
 	@echo "make lock       regenerate requirements/dev.lock and requirements/edge.lock"
 	@echo "make schemas    regenerate protocols/schemas/ (JSON Schema of every message)"
 	@echo "make clean      remove caches and build output (keeps .venv)"
@@ -55,7 +57,7 @@ bench: bootstrap
 	if [[ $${#failed[@]} -gt 0 ]]; then echo "make bench: FAILED: $${failed[*]}" >&2; exit 1; fi
 
 demo: bootstrap
-	@bash deploy/dev/demo.sh
+	@SCENARIO='$(SCENARIO)' bash deploy/dev/demo.sh
 
 lock: bootstrap
 	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements/dev.lock

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -312,6 +313,42 @@ def seed_demo(password: str | None, device_id: str | None, pin_secret_file: Path
     click.echo(f"password    {password}")
     if charger_id is not None:
         click.echo(f"charger     {charger_id} (device {device_id})")
+
+
+async def _seed_city(settings: Settings) -> dict[str, Any]:
+    import dataclasses  # noqa: PLC0415
+
+    from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.demo.city import seed_city  # noqa: PLC0415
+
+    async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
+        return dataclasses.asdict(await seed_city(db, now=datetime.now(UTC)))
+
+
+@main.command("seed-city")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def seed_city_command(as_json: bool) -> None:
+    """Seed the brief's demo world (development only): its accounts, 10 hosts, 50 chargers
+    across Indian metros, 100 drivers, 200 past bookings with sessions, telemetry, payments
+    through the ledger and reviews (cloud/demo/city.py). A second run adds nothing."""
+    import json  # noqa: PLC0415
+
+    settings = _settings()
+    if settings.app.env is not Environment.DEVELOPMENT:
+        raise click.ClickException(
+            f"seed-city runs only with CHARGEMITRA_APP_ENV=development "
+            f"(this is {settings.app.env.value!r})"
+        )
+    try:
+        fields = asyncio.run(_seed_city(settings))
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(fields))
+        return
+    verb = "seeded" if fields["created"] else "already there, nothing added"
+    click.echo(f"city {verb}: {fields['hosts']} hosts, {fields['chargers']} chargers, "
+               f"{fields['drivers']} drivers, {fields['bookings']} past bookings")  # fmt: skip
 
 
 @main.group()
