@@ -12,7 +12,8 @@ JSON line each, per BENCHMARKS.md):
 * ``webhook_p99_ms`` (goal ≤ 50; Razorpay counts an answer after 5 s as a failure):
   ``--rounds`` rounds (after ``--warmup`` uncounted ones, which fill the API's pool) of
   ``--deliveries`` concurrent signed ``payment.captured`` deliveries, each on its own
-  connection, to ``POST /webhooks/dummy`` of ``chargemitra-cloud serve``
+  connection (a bare HTTP/1.1 client, :mod:`bench.rawhttp`: httpx's own per-request cost
+  queued the client, not the server), to ``POST /webhooks/dummy`` of ``chargemitra-cloud serve``
   (its own process and pool, the dummy provider): each is verified, stored once and moves
   an authorized payment of the database to captured, posting its capture to the ledger.
   Client-side latency, all rounds pooled; ``webhook_p50_ms`` beside it, and in ``params``
@@ -46,14 +47,16 @@ import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import uvloop
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from bench.rawhttp import Http1
 from cloud import migrate
 from cloud.billing.quote import Rates
 from cloud.ledger.service import ledger_total
@@ -181,14 +184,22 @@ async def _deliveries(conn: PgConnection, ids: dict[str, str], n: int) -> list[D
     ]
 
 
-async def _deliver(client: httpx.AsyncClient, body: bytes, headers: Mapping[str, str]) -> float:
+async def _deliver(client: Http1, body: bytes, headers: Mapping[str, str]) -> float:
     """One delivery's latency (ms); it must be answered 200 ``applied``."""
     began = time.perf_counter()
-    answer = await client.post("/webhooks/dummy", content=body, headers=headers)
+    status, answer = await client.request("POST", "/webhooks/dummy", body, headers)
     elapsed = (time.perf_counter() - began) * 1000
-    if answer.status_code != 200 or answer.json()["outcome"] != "applied":
-        raise RuntimeError(f"webhook answered {answer.status_code}: {answer.text}")
+    if status != 200 or json.loads(answer)["outcome"] != "applied":
+        raise RuntimeError(f"webhook answered {status}: {answer!r}")
     return elapsed
+
+
+async def _healthz(client: Http1) -> float:
+    began = time.perf_counter()
+    status, answer = await client.request("GET", "/healthz")
+    if status != 200:
+        raise RuntimeError(f"/healthz answered {status}: {answer!r}")
+    return (time.perf_counter() - began) * 1000
 
 
 async def _webhooks(
@@ -196,20 +207,21 @@ async def _webhooks(
 ) -> tuple[list[float], list[float], list[float]]:
     """Latencies (ms) of the concurrent deliveries, of as many sent one at a time, and of as
     many concurrent ``GET /healthz`` (the floor)."""
+    where = urlsplit(base_url)
+    host, port = where.hostname or "127.0.0.1", where.port or 80
     latencies: list[float] = []
     floor: list[float] = []
     for round_no in range(args.warmup + args.rounds):
         deliveries = await _deliveries(conn, ids, args.deliveries)
-        clients = [httpx.AsyncClient(base_url=base_url, timeout=30) for _ in deliveries]
-        try:
-            # Connections opened before the clock starts: a provider's delivery reuses one.
-            await asyncio.gather(*(c.get("/healthz") for c in clients))
+        async with AsyncExitStack() as stack:
+            # Connections opened (and used once) before the clock starts: a provider's
+            # delivery reuses one.
+            clients = [await stack.enter_async_context(Http1(host, port)) for _ in deliveries]
+            await asyncio.gather(*(_healthz(c) for c in clients))
             start = asyncio.Event()
 
-            async def one(
-                client: httpx.AsyncClient, delivery: Delivery, start: asyncio.Event = start
-            ) -> float:
-                await start.wait()
+            async def one(client: Http1, delivery: Delivery, go: asyncio.Event = start) -> float:
+                await go.wait()
                 return await _deliver(client, *delivery)
 
             tasks = [
@@ -221,11 +233,9 @@ async def _webhooks(
             # (no body, no database): what this machine and this client cost at the moment.
             floor_start = asyncio.Event()
 
-            async def probe(client: httpx.AsyncClient, go: asyncio.Event = floor_start) -> float:
+            async def probe(client: Http1, go: asyncio.Event = floor_start) -> float:
                 await go.wait()
-                began = time.perf_counter()
-                (await client.get("/healthz")).raise_for_status()
-                return (time.perf_counter() - began) * 1000
+                return await _healthz(client)
 
             probes = [asyncio.create_task(probe(c)) for c in clients]
             floor_start.set()
@@ -233,11 +243,9 @@ async def _webhooks(
             if round_no >= args.warmup:  # warm-up rounds fill the API's pool, not the figure
                 latencies.extend(measured)
                 floor.extend(floor_measured)
-        finally:
-            await asyncio.gather(*(c.aclose() for c in clients))
     # The service time without queueing: the same deliveries one after another.
     serial: list[float] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with Http1(host, port) as client:
         for delivery in await _deliveries(conn, ids, args.deliveries):
             serial.append(await _deliver(client, *delivery))
     return latencies, serial, floor
@@ -437,6 +445,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         "rounds": args.rounds,
         "warmup_rounds": args.warmup,
         "samples": len(latencies),
+        "client": "bench/rawhttp.py: bare HTTP/1.1, one connection per delivery, uvloop",
     }
     return [
         {
@@ -496,7 +505,8 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=50, help="concurrent webhooks")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2, help="webhook rounds not counted")
-    for line in asyncio.run(run(parser.parse_args())):
+    # uvloop, as the API itself runs on: the load generator's own loop costs less CPU.
+    for line in uvloop.run(run(parser.parse_args())):
         print(json.dumps(line))
 
 

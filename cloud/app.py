@@ -37,7 +37,7 @@ from cloud.notifications.router import router as notifications_router
 from cloud.openapi import install_openapi
 from cloud.payments.dummy import DummyProvider
 from cloud.payments.factory import open_provider
-from cloud.payments.router import receive_webhook
+from cloud.payments.router import receive_webhook, webhook_router
 from cloud.payments.router import router as payments_router
 from cloud.payments.settlement import running_settler
 from cloud.payments.webhooks import WebhookBatcher
@@ -135,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(health_router)
+    # Matched before the rest: a provider's burst of deliveries (cloud/payments/router.py).
+    app.include_router(webhook_router)
     app.include_router(devices_router)
     app.include_router(accounts_router)
     app.include_router(chargers_router)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
@@ -87,23 +87,62 @@ async def booking_payments(db: AsyncSession, booking: Booking) -> list[Payment]:
     return list(found)
 
 
-async def booking_unpaid_paise(db: AsyncSession, booking: Booking) -> int:
-    """What is left to pay of ``booking``'s amount (0: paid)."""
+#: The bills of a booking's sessions that stand (priced, being charged, settled or
+#: disputed; a waived session took nothing), and the booking's payments those sessions
+#: claimed (before or after their settlement).
+_CONSUMED = text(
+    """
+SELECT
+  (SELECT coalesce(sum(s.amount_paise), 0) FROM sessions s
+   WHERE s.booking_id = :booking AND s.state = 'stopped'
+     AND s.billing_state IN ('priced', 'charged', 'settled', 'disputed')) AS billed,
+  (SELECT coalesce(sum(p.amount_paise), 0) FROM payments p
+   WHERE p.booking_id = :booking AND p.session_id IS NOT NULL
+     AND p.status IN ('authorized', 'captured', 'partially_refunded', 'refunded')) AS claimed"""
+)
+
+
+async def _held_and_consumed(db: AsyncSession, booking: Booking) -> tuple[int, int]:
     held = sum(p.amount_paise for p in await booking_payments(db, booking))
-    return max(0, booking.amount_paise - held)
+    row = (await db.execute(_CONSUMED, {"booking": booking.id})).one()
+    return held, min(int(row.billed), int(row.claimed))
+
+
+async def booking_unpaid_paise(db: AsyncSession, booking: Booking) -> int:
+    """What is left to pay of ``booking``'s amount (0: paid): the amount, less the payments
+    still holding money for it, less what its stopped sessions already took of it.
+
+    ``amount_paise`` bounds the whole booking, every session in its window together. A
+    stopped session claims the payments it found (cloud/payments/settlement.py) and is
+    billed from them, the unused part refunded: its bill is spent of the booking's amount,
+    so after it only the rest is to hold again — for an extension's top-up as for a second
+    unlock in the window. What a session took counts up to the payments it claimed (an
+    overstay beyond them is an amount due, :func:`require_nothing_due`, not part of the
+    booking's amount)."""
+    held, consumed = await _held_and_consumed(db, booking)
+    return max(0, booking.amount_paise - held - consumed)
 
 
 async def require_booking_paid(db: AsyncSession, booking: Booking) -> None:
-    """402 unless ``booking``'s amount is held by authorized payments (none is needed for
-    an amount of 0)."""
+    """402 unless ``booking``'s amount is held by authorized payments, less what its
+    stopped sessions already took of it (none is needed for an amount of 0)."""
     if booking.amount_paise <= 0:
         return
-    unpaid = await booking_unpaid_paise(db, booking)
+    held, consumed = await _held_and_consumed(db, booking)
+    unpaid = max(0, booking.amount_paise - held - consumed)
     if unpaid:
         raise PaymentRequired(
             f"booking {booking.id} is not paid: pay {unpaid} paise first "
             f"(POST /bookings/{booking.id}/payment)",
             entity="booking", key=booking.id, amount_paise=unpaid,
+        )  # fmt: skip
+    if held == 0:
+        # Its earlier sessions spent the whole amount: another session would charge on
+        # credit. More time (and money to hold for it) comes with an extension.
+        raise PaymentRequired(
+            f"booking {booking.id}'s amount is spent by its earlier sessions: extend it "
+            f"(POST /bookings/{booking.id}/extend) and pay the top-up",
+            entity="booking", key=booking.id, amount_paise=0,
         )  # fmt: skip
 
 

@@ -42,6 +42,11 @@ from cloud.schemas import PathId
 from cloud.state import AppState
 
 router = APIRouter(tags=["payments"])
+#: The provider webhook routes, on a router of their own that the app includes first: FastAPI
+#: matches a request against the routes in order at a few microseconds each, and a provider's
+#: burst of deliveries should not pay for walking the ~200 routes of the pages and the API
+#: before reaching its own (bench.payments webhook_p99_ms; docs/decisions.md).
+webhook_router = APIRouter(tags=["payments"])
 
 #: Razorpay's and Stripe's events are a few KiB; anything this big is not one of theirs.
 WEBHOOK_MAX_BYTES = 256 * 1024
@@ -91,20 +96,20 @@ _ANSWERS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("/webhooks/razorpay", responses=_ANSWERS)
+@webhook_router.post("/webhooks/razorpay", responses=_ANSWERS)
 async def razorpay_webhook(request: Request, state: State) -> WebhookAck:
     """A Razorpay event, verified with ``X-Razorpay-Signature`` (HMAC-SHA256 of the raw body
     with the webhook secret) and de-duplicated on ``X-Razorpay-Event-Id``."""
     return await receive_webhook(state, "razorpay", await _read_body(request), request.headers)
 
 
-@router.post("/webhooks/stripe", responses=_ANSWERS)
+@webhook_router.post("/webhooks/stripe", responses=_ANSWERS)
 async def stripe_webhook(request: Request, state: State) -> WebhookAck:
     """A Stripe event, verified with ``Stripe-Signature`` and de-duplicated on its ``id``."""
     return await receive_webhook(state, "stripe", await _read_body(request), request.headers)
 
 
-@router.post("/webhooks/dummy", responses=_ANSWERS)
+@webhook_router.post("/webhooks/dummy", responses=_ANSWERS)
 async def dummy_webhook(request: Request, state: State) -> WebhookAck:
     """The dummy provider's events (development and tests), signed like Razorpay's."""
     return await receive_webhook(state, "dummy", await _read_body(request), request.headers)

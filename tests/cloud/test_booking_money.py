@@ -513,7 +513,7 @@ async def test_a_top_up_paid_after_the_session_was_billed_is_refunded_when_the_b
     s = market_api.settings
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
     charger = await _charger(pg, host)
-    booking, _, start, end = await _running_booking(market_api, pg, driver, charger)
+    booking, first, start, end = await _running_booking(market_api, pg, driver, charger)
     pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
                                    stopped=datetime.now(UTC))  # fmt: skip
     await _settle(market_api, pk)  # the session claims the prepayment
@@ -522,7 +522,14 @@ async def test_a_top_up_paid_after_the_session_was_billed_is_refunded_when_the_b
         json={"end": (end + timedelta(minutes=30)).isoformat()}, headers=driver.headers,
     )  # fmt: skip
     assert extended.status_code == 200, extended.text
+    # The stopped session spent its bill of the booking's amount (its prepayment claimed,
+    # the rest refunded): the top-up is the longer window's amount less that bill, not the
+    # whole amount again (the claimed prepayment counted as if never paid).
+    bill = await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", pk)
+    assert 0 < bill < first["amount_paise"]
+    assert extended.json()["topup_paise"] == extended.json()["amount_paise"] - bill
     topup = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    assert topup["amount_paise"] == extended.json()["topup_paise"]
     assert topup["session_id"] is None
     # No second session; the booking ends.
     gone = _this_slot() - timedelta(minutes=s.billing.no_show_after_min + 15)
