@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from edge_agent import __version__
 from edge_agent.auth.authorizer import Authorizer
@@ -37,7 +38,7 @@ from edge_agent.auth.lockout import Lockout
 from edge_agent.clock import KernelClockState, always_synced
 from edge_agent.commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay
-from edge_agent.control.ports import Ports
+from edge_agent.control.ports import Ports, Present
 from edge_agent.control.socket import ControlServer
 from edge_agent.control.status import StatusView
 from edge_agent.control.table import build_table
@@ -68,6 +69,9 @@ from edge_agent.sync.service import SyncService
 from edge_agent.watchdog import AgentHealth, watchdog_loop
 from protocols.meters import Quantity
 
+if TYPE_CHECKING:
+    from edge_agent.ocpp.uplink import OcppUplink
+
 log = logging.getLogger(__name__)
 
 
@@ -85,12 +89,17 @@ class Runtime:
     fed_by: dict[str, list[ConnectorController]]
     writer: StoreWriter
     authorizer: Authorizer
-    present: DecisionPath
+    #: The one decision path (with the CSMS asked about unknown id tags when [ocpp] is on).
+    present: Present
     #: None by configuration (no ``[mqtt]``: standalone), never by phase.
     sync: SyncService | None
     ticks: TickLateness
     #: The control socket's ``status`` (and the cloud's diagnostics snapshot).
     status: StatusView
+    #: None by configuration (no ``[ocpp]``).
+    ocpp: OcppUplink | None = None
+    #: Set when the agent should stop and be started again (OCPP Reset).
+    restart: asyncio.Event | None = None
 
     def control_ports(self) -> Ports:
         return Ports(
@@ -158,7 +167,17 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
             cache_max_entries=auth.cache_max_entries,
             cache_ttl=timedelta(seconds=auth.cache_ttl_s),
         )
-        present = DecisionPath(authorizer, controllers, clocks=clocks, clock_synced=synced)
+        present: Present = DecisionPath(authorizer, controllers, clocks=clocks, clock_synced=synced)
+        restart = asyncio.Event()
+        ocpp: OcppUplink | None = None
+        if settings.ocpp is not None:
+            # Imported only when enabled: the WebSocket client costs RSS (docs/edge.md).
+            from edge_agent.ocpp.wiring import build_uplink  # noqa: PLC0415
+
+            ocpp, present = build_uplink(
+                settings.ocpp, device_id=settings.device_id, conn=conn, controllers=controllers,
+                authorizer=authorizer, clocks=clocks, present=present, restart=restart.set,
+            )  # fmt: skip
 
         def durable(result: Durable) -> None:
             """A group of readings is committed (event loop): the uplink may publish it now."""
@@ -208,7 +227,7 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
             settings=settings, clocks=clocks, conn=conn, buses=buses, pollers=pollers,
             controllers=controllers, fed_by=fed_by, writer=writer, authorizer=authorizer,
             present=present, sync=sync,
-            ticks=ticks, status=status,
+            ticks=ticks, status=status, ocpp=ocpp, restart=restart,
         )  # fmt: skip
 
 
@@ -229,6 +248,8 @@ class Agent:
         self.settings = settings
         self.ready = asyncio.Event()
         self._runtime: Runtime | None = None
+        #: The run ended because a restart was asked for (OCPP Reset), not by a signal.
+        self.restart_requested = False
 
     @property
     def runtime(self) -> Runtime:
@@ -259,6 +280,7 @@ class Agent:
                     notify("STOPPING=1")
                     end = rt.settings.recovery.on_shutdown == "end"
                     await shut_down(rt.controllers.values(), end_sessions=end)
+                    self.restart_requested = rt.restart is not None and rt.restart.is_set()
 
 
 async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
@@ -286,6 +308,10 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
         task(progress_loop(rt.controllers.values(), interval_s, stop), "session-progress")
         if rt.sync is not None:
             task(rt.sync.run(), "sync")
+        if rt.ocpp is not None:
+            task(rt.ocpp.run(stop), "ocpp")
+        if rt.restart is not None:
+            task(_stop_on(rt.restart, stop), "restart")
         for rdm in s.inputs.rdm6300:
             task(run_rdm6300(rdm.port, rdm.connector, rt.present, baud=rdm.baud,
                              debounce_s=rdm.debounce_s), f"rfid:{rdm.port}")  # fmt: skip
@@ -310,8 +336,21 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
             running.cancel()
 
 
-async def run_agent(settings: AgentSettings) -> None:
-    """Run the agent in this process until SIGTERM or SIGINT."""
+async def _stop_on(restart: asyncio.Event, stop: asyncio.Event) -> None:
+    """Stop the agent when a restart is asked for (OCPP Reset): it shuts down as on SIGTERM."""
+    restart_wait = asyncio.ensure_future(restart.wait())
+    stop_wait = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((restart_wait, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        restart_wait.cancel()
+        stop_wait.cancel()
+    stop.set()
+
+
+async def run_agent(settings: AgentSettings) -> bool:
+    """Run the agent in this process until SIGTERM or SIGINT (False), or until a restart is
+    asked for (True: OCPP Reset)."""
     # pymodbus logs every unanswered request at ERROR; our poller logs a meter's failure once
     # and its recovery once (STYLE.md §6), so pymodbus's own lines would only be a storm.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -319,4 +358,6 @@ async def run_agent(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Agent(settings).run(stop)
+    agent = Agent(settings)
+    await agent.run(stop)
+    return agent.restart_requested

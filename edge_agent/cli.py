@@ -3,7 +3,8 @@
 The Click root: ``run``, ``config``, ``provision`` live here; the technician's commands
 (doctor, meter, relay, auth, session, sync, logs) live in :mod:`edge_agent.tech` and are
 registered below. Exit codes of the technician's commands: 0 ok, 1 warning, 2 failure or
-bad input (docs/cli.md); ``run`` exits 2 on a bad configuration, 1 on any other error.
+bad input (docs/cli.md); ``run`` exits 2 on a bad configuration, 1 on any other error, 75
+after an OCPP Reset (to be started again).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from edge_agent.tech import LOG_ENV
 from edge_agent.tech.output import boundary, json_option
 
 EXIT_INVALID = 2
+#: `run` after an OCPP Reset: EX_TEMPFAIL (sysexits.h), "try again" — the service restarts it.
+EXIT_RESTART = 75
 
 #: The technician's command groups, imported only when one of them is invoked (or listed by
 #: --help): the daemon (`run`) then carries none of their modules in memory on the Pi.
@@ -89,10 +92,14 @@ def run(config_file: Path | None, log_level: str) -> None:
     from edge_agent.app import run_agent  # noqa: PLC0415
 
     try:
-        asyncio.run(run_agent(settings))
+        restart = asyncio.run(run_agent(settings))
     except AgentError as exc:
         click.echo(f"chargemitra-agent: {exc}", err=True)
         raise SystemExit(1) from None
+    if restart:
+        # An OCPP Reset: a non-zero status, so a service manager restarts it
+        # (systemd Restart=on-failure as well as Restart=always).
+        raise SystemExit(EXIT_RESTART)
 
 
 @main.group()

@@ -357,6 +357,66 @@ class MqttSettings(Settings, frozen=True):
             raise SettingsRuleError("key_file", None, "a file: cert_file needs key_file")
 
 
+class OcppSettings(Settings, frozen=True):
+    """The OCPP 1.6-J uplink (edge_agent/ocpp/): the agent as a charge point of an operator's
+    CSMS, beside or instead of ``[mqtt]``. Without an ``[ocpp]`` table it is off (and its
+    WebSocket client is never imported).
+
+    ``security_profile`` is the OCPP 1.6 security whitepaper's: 1 is HTTP Basic auth
+    (charge point id / AuthorizationKey) over ``ws://``, 2 the same over TLS 1.2+ with the
+    CSMS's certificate and host name checked (``wss://``). 0 (no auth, ``ws://``) is allowed
+    only to a CSMS on this machine.
+    """
+
+    #: The CSMS endpoint; the charge point id is appended as the last path segment.
+    url: Annotated[str, Meta(pattern=r"^wss?://[^\s]+\Z", description="a ws:// or wss:// URL")]
+    #: The identity at the CSMS (default: ``device_id``). OCPP's CiString20 … the URL path.
+    charge_point_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,48}\Z")] | None = None
+    security_profile: Literal[0, 1, 2] = 2
+    #: The initial AuthorizationKey (Basic auth password); a CSMS may change it with
+    #: ChangeConfiguration, and the changed key is kept in the store.
+    authorization_key_file: Path | None = None
+    #: CA bundle for the CSMS's certificate (profile 2); default: the system's.
+    ca_file: Path | None = None
+    vendor: Annotated[str, Meta(min_length=1, max_length=20)] = "ChargeMitra"
+    model: Annotated[str, Meta(min_length=1, max_length=20)] = "EdgeAgent"
+    #: The idTag StartTransaction carries for a session started by a ChargeMitra credential
+    #: (an unlock token or a booking PIN), which has no OCPP idTag of its own.
+    foreign_id_tag: Annotated[str, Meta(pattern=r"^[!-~]{1,20}\Z")] = "ChargeMitra"
+    #: How long a call waits for the CSMS's answer before it counts as failed.
+    call_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    #: Initial values of the OCPP configuration keys of the same names (the CSMS may change
+    #: them; changes are kept in the store).
+    heartbeat_interval_s: Annotated[int, Meta(ge=0, le=86400)] = 300
+    meter_value_sample_interval_s: Annotated[int, Meta(ge=0, le=86400)] = 60
+    transaction_message_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    transaction_message_retry_interval_s: Annotated[int, Meta(ge=0, le=86400)] = 60
+    #: First and longest wait between connection attempts (exponential with jitter).
+    reconnect_min_s: Annotated[float, Meta(gt=0, le=600)] = 1.0
+    reconnect_max_s: Annotated[float, Meta(gt=0, le=3600)] = 120.0
+
+    def __post_init__(self) -> None:
+        tls = self.url.startswith("wss://")
+        if self.security_profile == 2 and not tls:
+            raise SettingsRuleError("url", self.url, "a wss:// URL: security_profile 2 is TLS")
+        if self.security_profile < 2 and tls:
+            raise SettingsRuleError("security_profile", self.security_profile, "2 for a wss:// URL")
+        if self.security_profile >= 1 and self.authorization_key_file is None:
+            raise SettingsRuleError(
+                "authorization_key_file", None, "a file: security profiles 1 and 2 use Basic auth"
+            )
+        if self.security_profile == 0:
+            host = self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if not is_loopback(host):
+                raise SettingsRuleError(
+                    "security_profile", 0,
+                    f"1 or 2: no authentication is only allowed to a CSMS on this machine, "
+                    f"not {host!r}",
+                )  # fmt: skip
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise SettingsRuleError("reconnect_max_s", self.reconnect_max_s, ">= reconnect_min_s")
+
+
 class ControlSettings(Settings, frozen=True):
     socket_path: Path = Path("/run/chargemitra/agent.sock")
 
@@ -382,6 +442,7 @@ class AgentSettings(Settings, frozen=True):
     inputs: InputSettings = InputSettings()
     mqtt: MqttSettings | None = None
     control: ControlSettings = ControlSettings()
+    ocpp: OcppSettings | None = None
 
     def meter(self, meter_id: str) -> MeterSettings:
         return next(m for m in self.meters if m.id == meter_id)

@@ -2,7 +2,8 @@
 
 Hardware, storage and configuration failures reach callers only as one of these; third-party
 errors are translated at one boundary per library, with ``from`` (pymodbus:
-:mod:`edge_agent.meters.bus`; paho-mqtt: :mod:`edge_agent.sync.link`; sqlite3:
+:mod:`edge_agent.meters.bus`; paho-mqtt: :mod:`edge_agent.sync.link`; websockets:
+:mod:`edge_agent.ocpp.link`; sqlite3:
 :mod:`edge_agent.store`; msgspec: where a message or file is decoded), and
 ``tests/edge/test_error_boundaries.py`` fails when another module catches one::
 
@@ -15,6 +16,10 @@ errors are translated at one boundary per library, with ``from`` (pymodbus:
     │                         exception, garbage, disconnected; carries exception_code)
     ├── RelayError            a relay driver could not set or read its output (carries connector)
     ├── LinkError             the MQTT link to the cloud cannot be set up or used
+    │   └── OcppLinkError     the OCPP WebSocket to the CSMS cannot be set up or used
+    │       ├── OcppFrameError    a message from the CSMS that is not OCPP-J (carries unique_id)
+    │       └── OcppCallFailed    the CSMS answered a call with a CALLERROR, or not in time
+    │                             (carries action, code)
     ├── InputError            a technician's request that cannot be served (unknown meter id,
     │   │                     bad register range; carries the field)
     │   └── PortBusy          a serial port another process holds (carries port, holder)
@@ -124,6 +129,31 @@ class LinkError(AgentError):
 
     Raised by :mod:`edge_agent.sync.link`, the one place paho-mqtt's errors are translated.
     """
+
+
+class OcppLinkError(LinkError):
+    """The OCPP 1.6-J WebSocket to the CSMS could not be opened or broke (refused, TLS, auth,
+    closed). Raised by :mod:`edge_agent.ocpp.link`, where websockets' errors are translated."""
+
+
+class OcppFrameError(OcppLinkError):
+    """A text message from the CSMS that is not an OCPP-J frame (:mod:`edge_agent.ocpp.frames`);
+    ``unique_id`` when one could be read, so a malformed CALL can still be answered."""
+
+    def __init__(self, message: str, *, unique_id: str | None = None) -> None:
+        super().__init__(message)
+        self.unique_id = unique_id
+
+
+class OcppCallFailed(OcppLinkError):
+    """A call to the CSMS got a CALLERROR (``code`` its errorCode) or no answer in time
+    (``code`` None)."""
+
+    def __init__(self, action: str, code: str | None, description: str = "") -> None:
+        what = "no answer in time" if code is None else f"{code}: {description}"
+        super().__init__(f"{action}: {what}")
+        self.action = action
+        self.code = code
 
 
 class InputError(AgentError):

@@ -308,6 +308,20 @@ class ConnectorController:
                 return str(exc)
             return None
 
+    async def set_available(self, available: bool) -> str | None:
+        """Take the connector out of service (OCPP ChangeAvailability Inoperative: the
+        machine's hold, so it is Unavailable and no session starts) or put it back; a
+        refusal, or None. A connector a technician holds is not released from here."""
+        async with self._lock:
+            if not available:
+                return None if self.state.held else await self._hold(force=False)
+            if not self.state.held:
+                return None
+            if self._hand is not None:
+                return f"connector {self.id}: a technician holds it"
+            await self._release()
+            return None
+
     async def open_by_hand(self) -> None:
         """Open the relay for a technician: always allowed, it is the safe state. An open
         session is stopped first (Local), so it is billed up to now."""

@@ -131,6 +131,37 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at TEXT NOT NULL
     ) STRICT;
     """,
+    # 4: the OCPP 1.6-J uplink (edge_agent/ocpp/). Transaction messages wait here, in order,
+    # until the CSMS answers them (OCPP 1.6 §4.7 "Transaction-related messages"); a
+    # session's transactionId is kept once the CSMS gave it, so a StopTransaction never
+    # carries an id the CSMS did not hand out. ``id_tag`` is the idTag a session started
+    # with, in clear (StartTransaction must carry it), dropped once the stop is delivered.
+    """
+    CREATE TABLE ocpp_transactions (
+        session_id     TEXT PRIMARY KEY,
+        connector      INTEGER NOT NULL,
+        id_tag         TEXT,
+        transaction_id INTEGER,
+        -- 1: StartTransaction was given up after its attempts; the session's later
+        -- messages are not sent (there is no transaction id they could name).
+        abandoned      INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    CREATE TABLE ocpp_queue (
+        id         INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES ocpp_transactions (session_id),
+        action     TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    ) STRICT;
+
+    -- Id tags presented and accepted at this charger, in clear, for StartTransaction.
+    CREATE TABLE ocpp_id_tags (
+        id_tag_hash TEXT PRIMARY KEY,
+        id_tag      TEXT NOT NULL
+    ) STRICT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

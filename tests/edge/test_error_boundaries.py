@@ -21,6 +21,7 @@ EDGE = Path(__file__).resolve().parents[2] / "edge_agent"
 BOUNDARIES = {
     "pymodbus": ("meters/bus.py",),
     "paho": ("sync/link.py",),
+    "websockets": ("ocpp/link.py",),
     # The store, and its helper for queries run elsewhere (edge_agent.store.db.translated).
     "sqlite3": ("store/",),
 }
@@ -93,7 +94,8 @@ def test_pymodbus_and_paho_are_imported_only_at_their_boundary() -> None:
     outside = []
     for path in sorted(EDGE.rglob("*.py")):
         relative = path.relative_to(EDGE).as_posix()
-        for library in imported_libraries(path.read_text("utf-8")) & {"pymodbus", "paho"}:
+        libraries = {"pymodbus", "paho", "websockets"}
+        for library in imported_libraries(path.read_text("utf-8")) & libraries:
             if not _inside(relative, BOUNDARIES[library]):
                 outside.append(f"edge_agent/{relative} imports {library}")
     assert outside == []
