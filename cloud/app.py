@@ -52,7 +52,11 @@ from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
 from cloud.web.driver import router as driver_pages
+from cloud.web.admin import router as admin_pages
 from cloud.web.host import router as host_pages
+from cloud.web.host_calendar import router as host_calendar_page
+from cloud.web.host_kyc import router as host_kyc_page
+from cloud.web.host_reviews import router as host_reviews_page
 from cloud.web.render import STATIC_DIR
 from cloud.web.router import router as web_router
 from cloud.web.search import router as search_pages
@@ -162,6 +166,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Leaflet from npm (deploy/dev/bootstrap.sh), before /static so its prefix wins.
         leaflet = StaticFiles(directory=settings.marketplace.leaflet_dir)
         app.mount("/static/vendor/leaflet", leaflet, name="leaflet")
+    app.include_router(host_calendar_page)
+    app.include_router(host_kyc_page)
+    app.include_router(host_reviews_page)
+    app.include_router(admin_pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders, settings=settings)
 

@@ -10,15 +10,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
-from starlette.types import Message
 
 from cloud.audit.actor import AdminActor, HostActor
 from cloud.audit.service import record
 from cloud.deps import AdminUser, Db, HostUser, State
-from cloud.errors import DependencyUnavailable, InvalidRequest, PayloadTooLarge
-from cloud.kyc import identity, schemas, service
+from cloud.errors import DependencyUnavailable
+from cloud.kyc import schemas, service
+from cloud.kyc.form import checked_kyc, read_kyc_form
 from cloud.kyc.models import DocumentKind, KycDocument, KycSubmission, SubmissionStatus
 from cloud.kyc.storage import DocumentStore
 from cloud.openapi import problems
@@ -28,37 +26,12 @@ from cloud.state import AppState
 router = APIRouter(tags=["kyc"])
 
 #: Multipart framing and the two text fields around the documents.
-FORM_OVERHEAD_BYTES = 16 * 1024
-_FILES = (DocumentKind.PAN_CARD, DocumentKind.ADDRESS_PROOF)
 
 
 def _store(state: AppState) -> DocumentStore:
     if state.kyc_documents is None:
         raise DependencyUnavailable("kyc", "no KYC document key is configured")
     return state.kyc_documents
-
-
-def _too_large(max_bytes: int, field: str = "body") -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"a KYC document is at most {max_bytes} bytes", field=field, max_bytes=max_bytes
-    )
-
-
-def _bounded(request: Request, body_max: int, doc_max: int) -> Request:
-    """``request`` whose body stops with :class:`PayloadTooLarge` past ``body_max`` bytes
-    (a chunked body has no length to refuse it by)."""
-    received = 0
-
-    async def receive() -> Message:
-        nonlocal received
-        message = await request.receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > body_max:
-                raise _too_large(doc_max)
-        return message
-
-    return Request(request.scope, receive)
 
 
 def _submission_out(sub: KycSubmission, docs: list[KycDocument]) -> schemas.KycSubmissionOut:
@@ -114,46 +87,8 @@ async def submit_kyc(
     most ``KYC_DOCUMENT_MAX_BYTES`` (413). 409 while a submission awaits a decision or once
     verified; 503 when the API holds no document key."""
     store = _store(state)
-    max_bytes = state.settings.kyc.document_max_bytes
-    body_max = 2 * max_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_max:
-        raise _too_large(max_bytes)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send KYC as multipart/form-data", field="body")
-    files: dict[DocumentKind, bytes] = {}
-    texts: dict[str, str] = {}
-    try:
-        async with _bounded(request, body_max, max_bytes).form(max_files=2, max_fields=2) as form:
-            for name, value in form.multi_items():
-                if isinstance(value, str):
-                    if name not in ("pan", "aadhaar") or name in texts:
-                        raise InvalidRequest(f"unexpected form field {name!r}", field=name)
-                    texts[name] = value
-                    continue
-                kind = next((k for k in _FILES if k.value == name), None)
-                if kind is None or kind in files:
-                    raise InvalidRequest(f"unexpected file field {name!r}", field=name)
-                data = await value.read(max_bytes + 1)
-                if len(data) > max_bytes:
-                    raise _too_large(max_bytes, name)
-                files[kind] = data
-    except (MultiPartException, HTTPException) as exc:
-        raise InvalidRequest("the multipart form could not be read", field="body") from exc
-    try:
-        pan = identity.check_pan(texts.get("pan", ""))
-        aadhaar = texts.get("aadhaar")
-        masked = None if aadhaar is None else identity.mask_aadhaar(aadhaar)
-        uploads = []
-        for kind in _FILES:
-            if kind not in files:
-                raise identity.IdentityError(
-                    f"the form needs a file in {kind.value}", field=kind.value
-                )
-            found = identity.check_document(files[kind], kind.value)
-            uploads.append(service.Upload(kind, found.content_type, files[kind]))
-    except identity.IdentityError as exc:
-        raise InvalidRequest(str(exc), field=exc.field) from None
+    texts, files = await read_kyc_form(request, state.settings.kyc.document_max_bytes)
+    pan, masked, uploads = checked_kyc(texts, files)
     await service.submit(
         db, store, actor, user_id=user.user_id, pan=pan, aadhaar_masked=masked, uploads=uploads
     )

@@ -51,9 +51,12 @@ router = APIRouter(include_in_schema=False)
 CONNECTOR_ROWS = 3
 #: Weeks in the earnings chart.
 CHART_WEEKS = 8
+#: How often the dashboard's charger list refreshes itself (seconds): a device's state
+#: changes on the scale of its heartbeat, so faster polling would only load the database.
+LIVE_REFRESH_S = 10
 
 
-def _host(request: Request, visitor: Visitor) -> Principal | Response:
+def host_or_answer(request: Request, visitor: Visitor) -> Principal | Response:
     """The signed-in host, or the answer for anyone else (sign in; a 403 page)."""
     if visitor.principal is None:
         return signin_redirect(request, visitor)
@@ -72,30 +75,47 @@ def _not_found(request: Request, visitor: Visitor) -> HTMLResponse:
 # --- the dashboard ---------------------------------------------------------------------------
 
 
-@router.get("/app/host")
-async def dashboard(request: Request, visitor: PageVisitor, db: Db, state: State) -> Response:
-    """The host's chargers with their live state, and the booking requests to decide."""
-    host = _host(request, visitor)
-    if isinstance(host, Response):
-        return host
+async def _charger_rows(
+    db: AsyncSession, state: State, host: Principal
+) -> list[tuple[Charger, Any]]:
+    """The host's chargers, each with its live state (device online, connectors' status)."""
     now = datetime.now(UTC)
     try:
         mine = await chargers.host_chargers(db, host)
     except Forbidden:
         mine = []
-    rows = []
-    for charger in mine:
-        status = await live_status(
-            db, charger, now=now, offline_after_s=state.settings.marketplace.device_offline_after_s
-        )
-        rows.append((charger, status))
+    offline_after_s = state.settings.marketplace.device_offline_after_s
+    return [
+        (charger, await live_status(db, charger, now=now, offline_after_s=offline_after_s))
+        for charger in mine
+    ]
+
+
+@router.get("/app/host")
+async def dashboard(request: Request, visitor: PageVisitor, db: Db, state: State) -> Response:
+    """The host's chargers with their live state, and the booking requests to decide."""
+    host = host_or_answer(request, visitor)
+    if isinstance(host, Response):
+        return host
+    rows = await _charger_rows(db, state, host)
     pending = await bookings.list_hosted(
         db, host.user_id, status=BookingStatus.PENDING, charger_id=None, limit=50, offset=0,
-        now=now,
+        now=datetime.now(UTC),
     )  # fmt: skip
-    names = {c.id: c.name for c in mine}
+    names = {c.id: c.name for c, _ in rows}
     return render(request, visitor, "host.html", chargers=rows, pending=pending.items,
-                  names=names)  # fmt: skip
+                  names=names, refresh_s=LIVE_REFRESH_S, now=datetime.now(UTC))  # fmt: skip
+
+
+@router.get("/app/host/live")
+async def live_chargers(request: Request, visitor: PageVisitor, db: Db, state: State) -> Response:
+    """The dashboard's charger list alone (an HTML fragment), for static/host.js to swap in
+    every ``LIVE_REFRESH_S`` seconds; without JavaScript the dashboard is reloaded instead."""
+    host = host_or_answer(request, visitor)
+    if isinstance(host, Response):
+        return host
+    rows = await _charger_rows(db, state, host)
+    return render(request, visitor, "_host_chargers.html", chargers=rows, now=datetime.now(UTC))
 
 
 async def _decide(
@@ -104,7 +124,7 @@ async def _decide(
 ) -> Response:  # fmt: skip
     """Approve or decline a booking request (the bookings service decides who may)."""
     visitor.check_csrf(csrf)
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     decide_with = bookings.approve_booking if approve else bookings.decline_booking
@@ -139,7 +159,7 @@ async def decline(
 # --- add and edit a charger ------------------------------------------------------------------
 
 
-def _paise(text: str) -> int | str:
+def paise_of(text: str) -> int | str:
     """Rupees as typed (``12.50``) → paise; the text back when it is not an amount (the
     schema then names the field)."""
     try:
@@ -174,9 +194,9 @@ def _form_body(form: dict[str, str], pricing_kept: schemas.PricingOut | None) ->
         mode=mode,
         price_per_kwh_paise=0,
         price_per_hour_paise=0,
-        session_fee_paise=_paise(form.get("session_fee", "")),
+        session_fee_paise=paise_of(form.get("session_fee", "")),
     )
-    pricing[f"price_{mode}_paise"] = _paise(form.get("price", ""))
+    pricing[f"price_{mode}_paise"] = paise_of(form.get("price", ""))
     connectors = []
     for row in range(1, CONNECTOR_ROWS + 1):
         kind, power = form.get(f"type_{row}", ""), form.get(f"power_{row}", "").strip()
@@ -279,7 +299,7 @@ async def _posted(request: Request) -> dict[str, str]:
 
 @router.get("/app/host/chargers/new")
 async def new_charger(request: Request, visitor: PageVisitor) -> Response:
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     return _charger_form(request, visitor, form={"mode": "per_kwh", "type_1": "Type2"},
@@ -293,7 +313,7 @@ async def create_charger(
     """Create through ``ChargerCreate`` and the charger service: a wrong field is shown next
     to it, with everything typed kept."""
     visitor.check_csrf(csrf)
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     form = await _posted(request)
@@ -321,7 +341,7 @@ async def _owned(db: AsyncSession, host: Principal, charger_id: str) -> Charger 
 async def edit_charger(
     request: Request, visitor: PageVisitor, db: Db, charger_id: PathId
 ) -> Response:
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     charger = await _owned(db, host, charger_id)
@@ -339,7 +359,7 @@ async def update_charger(
 ) -> Response:  # fmt: skip
     """Edit through ``ChargerUpdate`` (pricing fields the form does not show are kept)."""
     visitor.check_csrf(csrf)
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     form = await _posted(request)
@@ -371,7 +391,7 @@ async def pairing_code(
     """A one-time code for the agent (``POST /chargers/{id}/pairing-code``'s own answer,
     its rate limit included), shown once."""
     visitor.check_csrf(csrf)
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     try:
@@ -396,7 +416,7 @@ async def sticker_page(
 ) -> Response:
     """The printable QR sticker: the QR (cloud/chargers/qr.py), the short code and the code
     spelt out, for a driver whose camera fails."""
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     charger = await _owned(db, host, charger_id)
@@ -413,7 +433,7 @@ async def sticker_pdf(
     request: Request, visitor: PageVisitor, db: Db, state: State, charger_id: PathId
 ) -> Response:
     """The same sticker as an A6 PDF (cloud/chargers/sticker.py), to print at a shop."""
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     charger = await _owned(db, host, charger_id)
@@ -471,7 +491,7 @@ def _earnings_page(
 @router.get("/app/host/earnings")
 async def earnings(request: Request, visitor: PageVisitor, db: Db, state: State) -> Response:
     """``GET /host/earnings``'s figures, the last weeks as a bar chart, and the payouts."""
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     return _earnings_page(request, visitor, await _earnings_context(db, state, host, visitor))
@@ -485,14 +505,14 @@ async def request_payout(
     """``POST /host/payouts`` (its KYC and balance rules): a refusal is explained on the
     earnings page, kindly."""
     visitor.check_csrf(csrf)
-    host = _host(request, visitor)
+    host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     _ = visitor.gettext
     error: str | None = None
     status_code = 409
     try:
-        asked = _paise(amount) if amount.strip() else None
+        asked = paise_of(amount) if amount.strip() else None
         body = None if asked is None else PayoutRequestIn.model_validate({"amount_paise": asked})
         async with state.sessions() as db, db.begin():
             await payouts_api.request_payout(db, state, host, actor_of(host, request, "host"),

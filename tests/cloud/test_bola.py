@@ -287,6 +287,45 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/app/disputes"): Row(("driver_a", "host_a"), excludes=("dispute_id",)),
     ("GET", "/app/disputes/{dispute_id}/photos/{photo_id}"): Row(_DRIVERS),
+    # The host's live charger list, KYC, reviews and calendar pages (cloud/web/host.py,
+    # host_kyc.py, host_reviews.py, host_calendar.py): the KYC is the caller's own (no id).
+    ("GET", "/app/host/live"): Row(("host_a",), excludes=("charger_id",)),
+    ("GET", "/app/host/kyc"): Row(("driver_a", "technician"), expect=frozenset({403})),
+    ("POST", "/app/host/kyc"): Row(("driver_a", "technician"), form={}, expect=frozenset({403})),
+    ("GET", "/app/host/reviews"): Row(("host_a",), excludes=("review_id", "charger_id")),
+    ("POST", "/app/host/reviews/{review_id}/reply"): Row(_HOSTS, form={"text": "Thanks"}),
+    ("GET", "/app/host/chargers/{charger_id}/availability"): Row(_HOSTS),
+    ("POST", "/app/host/chargers/{charger_id}/availability"): Row(
+        _HOSTS, form={"open_0_1": "08:00", "close_0_1": "20:00"}
+    ),
+    ("POST", "/app/host/chargers/{charger_id}/blocked-periods"): Row(
+        _HOSTS, form={"start": "2030-01-01T10:00", "end": "2030-01-01T11:00"}
+    ),
+    ("POST", "/app/host/chargers/{charger_id}/blocked-periods/{period_id}/delete"): Row(
+        _HOSTS, form={}
+    ),
+    # The admin console (cloud/web/admin.py): admins only, the 403 page for anyone else.
+    ("GET", "/app/admin"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("GET", "/app/admin/chargers"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/app/admin/chargers/{charger_id}/approve"): Row(_ADMIN_ONLY, form={}),
+    ("POST", "/app/admin/chargers/{charger_id}/reject"): Row(_ADMIN_ONLY, form={"note": "x"}),
+    ("POST", "/app/admin/chargers/{charger_id}/suspend"): Row(_ADMIN_ONLY, form={"note": "x"}),
+    ("GET", "/app/admin/kyc"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("GET", "/app/admin/kyc/{submission_id}"): Row(_ADMIN_ONLY),
+    ("GET", "/app/admin/kyc/{submission_id}/documents/{kind}"): Row(_ADMIN_ONLY),
+    ("POST", "/app/admin/kyc/{submission_id}/verify"): Row(_ADMIN_ONLY, form={}),
+    ("POST", "/app/admin/kyc/{submission_id}/reject"): Row(_ADMIN_ONLY, form={"reason": "no"}),
+    ("GET", "/app/admin/disputes"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/app/admin/disputes/{dispute_id}/resolve"): Row(
+        _ADMIN_ONLY, form={"outcome": "rejected", "note": "no"}
+    ),
+    ("GET", "/app/admin/reviews"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/app/admin/reviews/{review_id}/hide"): Row(_ADMIN_ONLY, form={"reason": "spam"}),
+    ("POST", "/app/admin/reviews/{review_id}/restore"): Row(_ADMIN_ONLY, form={"note": "ok"}),
+    ("GET", "/app/admin/users"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/app/admin/users/{user_id}/disable"): Row(_ADMIN_ONLY, form={"reason": "x"}),
+    ("POST", "/app/admin/users/{user_id}/enable"): Row(_ADMIN_ONLY, form={}),
+    ("GET", "/app/admin/money"): Row(_ADMIN_ONLY, expect=frozenset({403})),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.

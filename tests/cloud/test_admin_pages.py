@@ -1,0 +1,219 @@
+"""The admin console's pages without a browser (cloud/web/admin.py) and the host's KYC,
+reviews, calendar and live-list pages (cloud/web/host_kyc.py, host_reviews.py,
+host_calendar.py, host.py): what each refuses and how, that the data shown is masked, that a
+document read is audited, and that every decision lands through the services. The browser
+walk is tests/cloud/test_admin_pages_flow.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cloud.pg import PgConnection, PgRecord
+from tests.cloud.console_world import AADHAAR, PAN, PNG, console_world, kyc_files, unverified
+from tests.cloud.market import Api
+from tests.cloud.page_clients import csrf_of, signed_in
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_console_refuses_clearly_and_decides_through_the_services(
+    market_api: Api, pg: PgConnection
+) -> None:
+    state = market_api.app.state.cloud
+    world = await console_world(pg, market_api.client, market_api.settings, state)
+    async with signed_in(market_api, world.host) as host_client:
+        # Not an admin: the 403 page, on every console page.
+        page = await host_client.get("/app/admin")
+        assert page.status_code == 403
+        assert "This page is for the platform" in page.text
+    async with signed_in(market_api, world.admin) as client:
+        home = await client.get("/app/admin")
+        assert home.status_code == 200, home.text
+        assert await _text(home.text, "q-kyc") == "1"
+        assert await _text(home.text, "q-disputes") == "1"
+        token = csrf_of(home.text)
+
+        # KYC: masked on the page, the document decrypted for the admin (and the read
+        # audited), a rejection needs a reason.
+        detail = await client.get(f"/app/admin/kyc/{world.submission_id}")
+        assert detail.status_code == 200
+        assert PAN not in detail.text
+        assert "XXXXX1234F" in detail.text
+        assert AADHAAR.replace(" ", "") not in detail.text.replace(" ", "")
+        assert "XXXX-XXXX-0124" in detail.text
+        doc = await client.get(f"/app/admin/kyc/{world.submission_id}/documents/pan_card")
+        assert (doc.status_code, doc.content) == (200, PNG)
+        assert doc.headers["cache-control"] == "no-store"
+        audited = await pg.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'kyc.document_read' "
+            "AND actor_user_id = $1",
+            world.admin.id,
+        )
+        assert audited == 1
+        no_reason = await client.post(f"/app/admin/kyc/{world.submission_id}/reject",
+                                      data={"csrf": token, "reason": "  "})  # fmt: skip
+        assert no_reason.status_code == 422
+        assert "reason" in no_reason.text
+        no_token = await client.post(f"/app/admin/kyc/{world.submission_id}/verify")
+        assert no_token.status_code == 403
+        verified = await client.post(f"/app/admin/kyc/{world.submission_id}/verify",
+                                     data={"csrf": token})  # fmt: skip
+        assert verified.status_code == 303
+        again = await client.post(f"/app/admin/kyc/{world.submission_id}/verify",
+                                  data={"csrf": token})  # fmt: skip
+        assert again.status_code == 409, again.text
+        assert await pg.fetchval("SELECT kyc_status FROM hosts WHERE id = $1",
+                                 world.host.host_id) == "verified"  # fmt: skip
+
+        # Disputes: a refund above what the session's payments have left is refused (the
+        # service's rule); a partial refund without an amount is the schema's refusal.
+        url = f"/app/admin/disputes/{world.dispute_id}/resolve"
+        base = {"csrf": token, "outcome": "partial_refund", "charged_to": "host",
+                "note": "Meter read 5 kWh."}  # fmt: skip
+        missing = await client.post(url, data={**base, "refund": ""})
+        assert missing.status_code == 422, missing.text
+        too_much = await client.post(url, data={**base, "refund": "1,00,000"})
+        assert too_much.status_code == 409, too_much.text
+        status = await pg.fetchval("SELECT status FROM disputes WHERE id = $1", world.dispute_id)
+        assert status == "open"
+
+        # Users: disabled with a reason (its bearer token stops working), enabled again.
+        users = await client.get("/app/admin/users", params={"q": world.driver.email})
+        assert world.driver.id in users.text
+        disable = f"/app/admin/users/{world.driver.id}/disable"
+        assert (await client.post(disable, data={"csrf": token})).status_code == 422
+        done = await client.post(disable, data={"csrf": token, "reason": "Chargeback fraud"})
+        assert done.status_code == 303
+        me = await market_api.client.get("/me", headers=world.driver.headers)
+        assert me.status_code == 401
+        enabled = await client.post(f"/app/admin/users/{world.driver.id}/enable",
+                                    data={"csrf": token})  # fmt: skip
+        assert enabled.status_code == 303
+        assert await pg.fetchval("SELECT disabled_at FROM users WHERE id = $1",
+                                 world.driver.id) is None  # fmt: skip
+
+        # Reviews: hidden with a reason, shown again with a note.
+        hide = await client.post(f"/app/admin/reviews/{world.review_id}/hide",
+                                 data={"csrf": token, "reason": "Abusive"})  # fmt: skip
+        assert hide.status_code == 303
+        hidden = await client.get("/app/admin/reviews", params={"hidden": "true"})
+        assert world.review_id in hidden.text
+        assert "Abusive" in hidden.text
+        restore = await client.post(f"/app/admin/reviews/{world.review_id}/restore",
+                                    data={"csrf": token, "note": "Checked: fair"})  # fmt: skip
+        assert restore.status_code == 303
+        assert await pg.fetchval("SELECT hidden_at FROM reviews WHERE id = $1",
+                                 world.review_id) is None  # fmt: skip
+
+        # Payments and payouts: the driver's prepayment is listed.
+        money = await client.get("/app/admin/money")
+        assert money.status_code == 200
+        assert "data-payment=" in money.text
+
+
+async def _text(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', html)
+    assert found, f"no #{element_id}"
+    return found.group(1).strip()
+
+
+async def test_the_hosts_kyc_reviews_calendar_and_live_list(
+    market_api: Api, pg: PgConnection
+) -> None:
+    state = market_api.app.state.cloud
+    world = await console_world(pg, market_api.client, market_api.settings, state)
+    # A second host, with nothing sent yet, for the KYC form.
+    from cloud.accounts.models import Role
+    from tests.cloud.market import add_user
+
+    fresh = await add_user(pg, market_api.settings, Role.HOST)
+    await unverified(pg, fresh)
+    async with signed_in(market_api, fresh) as client:
+        page = await client.get("/app/host/kyc")
+        assert page.status_code == 200
+        assert 'enctype="multipart/form-data"' in page.text
+        token = csrf_of(page.text)
+        wrong = await client.post("/app/host/kyc", data={"csrf": token, "pan": "ABC123"},
+                                  files=kyc_files())  # fmt: skip
+        assert wrong.status_code == 422
+        assert 'id="e-pan"' in wrong.text
+        assert 'value="ABC123"' in wrong.text
+        no_token = await client.post("/app/host/kyc", data={"pan": PAN}, files=kyc_files())
+        assert no_token.status_code == 403
+        sent = await client.post("/app/host/kyc", data={"csrf": token, "pan": PAN, "aadhaar": ""},
+                                 files=kyc_files())  # fmt: skip
+        assert sent.status_code == 303, sent.text
+        row = await _row(pg, "SELECT status, aadhaar_masked FROM kyc_submissions s JOIN hosts "
+                                "h ON h.id = s.host_id WHERE h.user_id = $1", fresh.id)  # fmt: skip
+        assert (row["status"], row["aadhaar_masked"]) == ("submitted", None)
+        after = await client.get("/app/host/kyc")
+        assert "Being checked" in after.text
+        assert 'type="file"' not in after.text
+
+    async with signed_in(market_api, world.host) as client:
+        reviews = await client.get("/app/host/reviews")
+        assert world.review_id in reviews.text
+        token = csrf_of(reviews.text)
+        url = f"/app/host/reviews/{world.review_id}/reply"
+        assert (await client.post(url, data={"csrf": token, "text": " "})).status_code == 422
+        replied = await client.post(url, data={"csrf": token, "text": "Sorry: fixed the cable."})
+        assert replied.status_code == 303
+        second = await client.post(url, data={"csrf": token, "text": "Again"})
+        assert second.status_code == 409
+        public = await market_api.client.get(f"/chargers/{world.approved_charger}/reviews")
+        assert public.json()["items"][0]["host_reply"] == "Sorry: fixed the cable."
+
+        # The calendar: a wrong time is named and the form kept; the week is replaced.
+        cal = f"/app/host/chargers/{world.approved_charger}/availability"
+        assert (await client.get(cal)).status_code == 200
+        bad = await client.post(cal, data={"csrf": token, "open_0_1": "08:00",
+                                           "close_0_1": "25:00"})  # fmt: skip
+        assert bad.status_code == 422
+        assert 'value="25:00"' in bad.text
+        saved = await client.post(cal, data={"csrf": token, "open_0_1": "08:00",
+                                             "close_0_1": "20:00", "open_5_1": "10:00",
+                                             "close_5_1": "24:00"})  # fmt: skip
+        assert saved.status_code == 303
+        windows = await pg.fetch(
+            "SELECT weekday, opens_at::text, closes_at::text FROM availability_windows "
+            "WHERE charger_id = $1 ORDER BY weekday", world.approved_charger,
+        )  # fmt: skip
+        assert [(w[0], w[1], w[2]) for w in windows] == [(0, "08:00:00", "20:00:00"),
+                                               (5, "10:00:00", "23:59:59.999999")]  # fmt: skip
+        shown = await client.get(cal)  # midnight is shown as typed: 24:00
+        assert re.search(r'name="close_5_1"[^>]*value="24:00"', shown.text)
+        period_form = {"csrf": token, "start": "2031-01-01T10:00", "end": "2031-01-01T12:30",
+                       "reason": "Repairs"}  # fmt: skip
+        block = await client.post(
+            f"/app/host/chargers/{world.approved_charger}/blocked-periods", data=period_form
+        )
+        assert block.status_code == 303, block.text
+        period = await _row(
+            pg,
+            "SELECT id, lower(period) AS s FROM blocked_periods WHERE charger_id = $1",
+            world.approved_charger,
+        )
+        assert period["s"].isoformat() == "2031-01-01T04:30:00+00:00"  # 10:00 IST
+        gone = await client.post(
+            f"/app/host/chargers/{world.approved_charger}/blocked-periods/{period['id']}/delete",
+            data={"csrf": token},
+        )
+        assert gone.status_code == 303
+        assert await pg.fetchval("SELECT count(*) FROM blocked_periods WHERE charger_id = $1",
+                                 world.approved_charger) == 0  # fmt: skip
+
+        # The live list: the fragment alone, with both chargers' state.
+        live = await client.get("/app/host/live")
+        assert live.status_code == 200
+        assert "<html" not in live.text
+        assert world.approved_charger in live.text
+        assert world.pending_charger in live.text
+        assert live.headers["cache-control"] == "private, no-store"
+
+
+async def _row(pg: PgConnection, query: str, *args: object) -> PgRecord:
+    rows = await pg.fetch(query, *args)
+    assert len(rows) == 1, rows
+    return rows[0]
