@@ -51,8 +51,8 @@ from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
 from cloud.state import AppState
 from cloud.telemetry.storage import detect_backend
-from cloud.web.driver import router as driver_pages
 from cloud.web.admin import router as admin_pages
+from cloud.web.driver import router as driver_pages
 from cloud.web.host import router as host_pages
 from cloud.web.host_calendar import router as host_calendar_page
 from cloud.web.host_kyc import router as host_kyc_page
