@@ -76,7 +76,8 @@ class TransactionQueue:
                 return 0
             messages: list[queue.NewMessage] = []
             starts: list[tuple[str, int, str | None]] = []
-            started = set[str]()
+            #: Sessions started in this batch, and their tags (not in the store yet).
+            started: dict[str, str] = {}
             for _, payload in events:
                 try:
                     event = parse_message(MessageKind.SESSION, payload)
@@ -90,7 +91,7 @@ class TransactionQueue:
                 if event.event is SessionEventType.STARTED:
                     tag = self._id_tag(event)
                     starts.append((sid, event.connector, tag))
-                    started.add(sid)
+                    started[sid] = tag
                     start = build.start_transaction(event, tag)
                     messages.append(queue.NewMessage(sid, queue.START, start))
                 elif not known:
@@ -101,10 +102,9 @@ class TransactionQueue:
                         messages.append(queue.NewMessage(sid, queue.METER_VALUES, sample))
                 else:
                     self._sampled.pop(sid, None)
-                    messages.append(queue.NewMessage(
-                        sid, queue.STOP,
-                        build.stop_transaction(event, queue.session_id_tag(self._conn, sid)),
-                    ))  # fmt: skip
+                    held = started.get(sid) or queue.session_id_tag(self._conn, sid)
+                    stop = build.stop_transaction(event, held)
+                    messages.append(queue.NewMessage(sid, queue.STOP, stop))
             queue.enqueue(self._conn, messages, starts=starts, cursor_to=events[-1][0],
                           now=datetime.now(UTC))  # fmt: skip
         return len(events)

@@ -109,6 +109,9 @@ class OcppUplink:
         self._link: Link | None = None
         self._in_flight = asyncio.Lock()
         self._pending: tuple[str, asyncio.Future[frames.Frame]] | None = None
+        #: New session events may be in the store (set by :meth:`wake`).
+        self._events = asyncio.Event()
+        #: New rows may be in the queue.
         self._wake = asyncio.Event()
         self._reconnect = asyncio.Event()
         self._told: dict[int, tuple[str, StopReason | None]] = {}
@@ -133,7 +136,7 @@ class OcppUplink:
 
     def wake(self) -> None:
         """New session events may be in the store: read them now."""
-        self._wake.set()
+        self._events.set()
 
     # --- calls to the CSMS ------------------------------------------------------------------
 
@@ -195,7 +198,24 @@ class OcppUplink:
         )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, serve, reconnect — until ``stop`` is set or the task is cancelled."""
+        """Queue transaction messages (online or not), and connect, serve, reconnect —
+        until ``stop`` is set or the task is cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._fill(stop), name="ocpp-queue-fill")
+            await self._connect(stop)
+
+    async def _fill(self, stop: asyncio.Event) -> None:
+        """Turn new session events into queue rows as they are recorded, connected or not:
+        offline, the queue in the store is what ``sync status`` shows waiting."""
+        while not stop.is_set():
+            self._events.clear()
+            if self.queue.fill():
+                self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(QUEUE_POLL_S):
+                    await _first(self._events, stop)
+
+    async def _connect(self, stop: asyncio.Event) -> None:
         s = self.settings
         retries = Retries(Backoff(initial_s=s.reconnect_min_s, max_s=s.reconnect_max_s))
         await self._apply_availability()
@@ -384,7 +404,6 @@ class OcppUplink:
 
     async def _drain(self) -> None:
         while True:
-            self.queue.fill()
             if await self.queue.send_head(self.call):
                 continue
             wait_s = self.queue.wait_s()
@@ -451,3 +470,13 @@ class OcppUplink:
                 )
         self.wake()
         self._restart()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -211,6 +211,28 @@ async def running_csms(certs: Certs, *, password: str) -> AsyncIterator[Csms]:
         await csms.stop()
 
 
+def ocpp_config(tmp: Path, url: str, ca: Path, *, key: str, **keys: object) -> str:
+    """The agent's ``[sessions]`` (a progress event every 5 s) and ``[ocpp]`` tables for a
+    test CSMS: profile 2, fast reconnects, a sample with every progress event."""
+    key_file = tmp / "ocpp.key"
+    key_file.write_text(key + "\n")
+    extra = "".join(f"{k} = {v}\n" for k, v in keys.items())
+    return f"""
+[sessions]
+progress_interval_s = 5
+
+[ocpp]
+url = "{url}"
+charge_point_id = "CM-TEST-1"
+security_profile = 2
+authorization_key_file = "{key_file}"
+ca_file = "{ca}"
+meter_value_sample_interval_s = 1
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+{extra}"""
+
+
 def _schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = json.loads((SCHEMAS / f"{name}.json").read_text("utf-8"))
     return schema

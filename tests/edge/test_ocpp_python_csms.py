@@ -25,7 +25,7 @@ from tests.cloud.certs import Certs, make_certs
 
 from .agent_rig import control, rows, write_config
 from .modbus_peer import ChargingMeter, ModbusPeer
-from .ocpp_csms import Csms, check_frames, eventually, running_csms
+from .ocpp_csms import Csms, check_frames, eventually, ocpp_config, running_csms
 
 pytestmark = [pytest.mark.integration]
 
@@ -49,25 +49,6 @@ def certs(tmp_path: Path) -> Certs:
     return make_certs(tmp_path / "certs")
 
 
-def ocpp_table(tmp: Path, url: str, ca: Path) -> str:
-    key_file = tmp / "ocpp.key"
-    key_file.write_text(KEY + "\n")
-    return f"""
-[sessions]
-progress_interval_s = 5
-
-[ocpp]
-url = "{url}"
-charge_point_id = "CM-TEST-1"
-security_profile = 2
-authorization_key_file = "{key_file}"
-ca_file = "{ca}"
-meter_value_sample_interval_s = 1
-reconnect_min_s = 0.1
-reconnect_max_s = 0.5
-"""
-
-
 @asynccontextmanager
 async def agent_with_csms(
     tmp: Path, certs: Certs
@@ -77,7 +58,9 @@ async def agent_with_csms(
         ModbusPeer({1: ("sdm630", {})}, coil_units=(9,)) as peer,
     ):
         meter = ChargingMeter(peer, meter_unit=1, relay_unit=9, tick_s=0.2)
-        path = write_config(tmp, port=peer.port, extra=ocpp_table(tmp, csms.url, certs.ca))
+        path = write_config(
+            tmp, port=peer.port, extra=ocpp_config(tmp, csms.url, certs.ca, key=KEY)
+        )
         agent = Agent(load_config(path))
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:

@@ -1,0 +1,259 @@
+"""The OCPP uplink's pure parts and its durable queue on a real store file: OCPP-J framing,
+the configuration keys, and the transaction-message queue (order, transaction ids, CallError
+attempts and retry interval, giving up) with a scripted CSMS call and a fake clock."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.config import OcppSettings, build
+from edge_agent.errors import OcppCallFailed, OcppFrameError
+from edge_agent.ocpp import frames
+from edge_agent.ocpp.keys import Change, KeyStore, core_keys
+from edge_agent.ocpp.transactions import TransactionQueue
+from edge_agent.sessions.machine import EmitSessionEvent, Session
+from edge_agent.store import ocpp as queue
+from edge_agent.store.db import connect
+from edge_agent.store.sessions import EventContext, record_event
+from protocols.enums import CredentialKind, SessionEventType, StopReason
+from protocols.ids import new_ulid
+from protocols.idtags import hash_id_tag
+from protocols.messages import CredentialRef
+
+from .conftest import T0
+
+TAG = "04A2B3C4D5"
+
+
+def _settings(**over: Any) -> OcppSettings:
+    return build(OcppSettings, {"url": "ws://127.0.0.1:9/ocpp", "security_profile": 0, **over})
+
+
+def _keys(conn: sqlite3.Connection, **over: Any) -> KeyStore:
+    return KeyStore(conn, core_keys(_settings(**over), connectors=1), initial_key=None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Csms:
+    """A scripted CSMS: answers or refuses each call, and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse: dict[str, int] = {}
+        self.next_id = 7
+
+    async def __call__(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((action, payload))
+        if self.refuse.get(action, 0) > 0:
+            self.refuse[action] -= 1
+            raise OcppCallFailed(action, "InternalError", "scripted")
+        if action == "StartTransaction":
+            self.next_id += 1
+            return {"transactionId": self.next_id, "idTagInfo": {"status": "Accepted"}}
+        return {} if action == "MeterValues" else {"idTagInfo": {"status": "Accepted"}}
+
+
+def _ctx() -> EventContext:
+    return EventContext(device_id="site-test", now=T0, clock_synced=True, offline=True)
+
+
+def _charge(conn: sqlite3.Connection, *, samples: int = 1, start_wh: int = 1000) -> Session:
+    """Record one whole session (started, ``samples`` updates, stopped) in the store."""
+    session = Session(
+        session_id=new_ulid(), connector=1,
+        credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
+        started_at=T0, started_mono=0.0, meter_start_wh=start_wh, meter_wh=start_wh,
+        max_meter_wh=start_wh,
+    )  # fmt: skip
+    record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
+    for i in range(1, samples + 1):
+        session = replace(session.with_meter(start_wh + 100 * i, 7200.0), event_seq=i + 1)
+        record_event(conn, EmitSessionEvent(SessionEventType.UPDATED, session), _ctx())
+    session = replace(
+        session, event_seq=session.event_seq + 1, stopped_at=T0 + timedelta(minutes=5),
+        stop_reason=StopReason.REMOTE,
+    )  # fmt: skip
+    record_event(conn, EmitSessionEvent(SessionEventType.STOPPED, session), _ctx())
+    return session
+
+
+def _queue(conn: sqlite3.Connection, clock: Clock, **over: Any) -> TransactionQueue:
+    async def deauthorize(session_id: str) -> None:
+        raise AssertionError("not expected")
+
+    return TransactionQueue(conn, _keys(conn, **over), foreign_id_tag="ChargeMitra",
+                            deauthorize=deauthorize, mono=clock)  # fmt: skip
+
+
+async def _drain(q: TransactionQueue, csms: Csms, clock: Clock) -> None:
+    for _ in range(100):
+        q.fill()
+        if not await q.send_head(csms):
+            if q.depth() == 0:
+                return
+            clock.now += 1.0
+    raise AssertionError("the queue did not drain")
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def test_frames_round_trip_and_a_bad_call_keeps_its_id() -> None:
+    for frame in (
+        frames.Call("a1", "Heartbeat", {}),
+        frames.CallResult("a2", {"currentTime": "2026-03-01T10:00:00Z"}),
+        frames.CallError("a3", "NotSupported", "no", {"k": 1}),
+    ):
+        assert frames.decode(frames.encode(frame)) == frame
+    with pytest.raises(OcppFrameError) as caught:
+        frames.decode('[2, "id-9", "Reset"]')
+    assert caught.value.unique_id == "id-9"
+    for bad in ("not json", "{}", '[5, "x", {}]', '[3, "", {}]', '[3, "' + "x" * 37 + '", {}]'):
+        with pytest.raises(OcppFrameError):
+            frames.decode(bad)
+
+
+# --- configuration keys ----------------------------------------------------------------------
+
+
+def test_keys_are_checked_kept_in_the_store_and_the_authorization_key_is_write_only(
+    db_path: Path,
+) -> None:
+    conn = connect(db_path)
+    keys = _keys(conn)
+    assert keys.change("HeartbeatInterval", "45") == (Change.ACCEPTED, False)
+    assert keys.change("HeartbeatInterval", "-1")[0] is Change.REJECTED
+    assert (
+        keys.change("MeterValuesSampledData", "Energy.Active.Import.Register")[0] is Change.ACCEPTED
+    )
+    assert keys.change("MeterValuesSampledData", "Voltage")[0] is Change.REJECTED
+    assert keys.change("NumberOfConnectors", "2")[0] is Change.REJECTED
+    assert keys.change("Nope", "1")[0] is Change.NOT_SUPPORTED
+    assert keys.change("AuthorizationKey", "short")[0] is Change.REJECTED
+    assert keys.change("AuthorizationKey", "a-new-key-of-20chars") == (Change.ACCEPTED, True)
+    assert keys.value("AuthorizationKey") is None
+    conn.close()
+    again = _keys(connect(db_path))
+    assert again.value("HeartbeatInterval") == "45"
+    assert again.value("MeterValuesSampledData") == "Energy.Active.Import.Register"
+    assert again.authorization_key == "a-new-key-of-20chars"
+
+
+# --- the transaction queue -------------------------------------------------------------------
+
+
+async def test_a_session_goes_in_order_and_its_stop_carries_the_csms_transaction_id(
+    conn: sqlite3.Connection,
+) -> None:
+    queue.cursor(conn)  # the uplink enabled before the session
+    queue.remember_id_tag(conn, TAG)
+    session = _charge(conn, samples=2)
+    clock, csms = Clock(), Csms()
+    q = _queue(conn, clock, meter_value_sample_interval_s=0)
+    assert q.fill() == 4
+    assert q.fill() == 0  # nothing is queued twice
+    assert [r[0] for r in conn.execute("SELECT action FROM ocpp_queue ORDER BY id")] == [
+        "StartTransaction",
+        "StopTransaction",
+    ]  # fmt: skip  (MeterValueSampleInterval 0: no samples)
+    await _drain(q, csms, clock)
+    (start_action, start), (stop_action, stop) = csms.calls
+    assert (start_action, stop_action) == ("StartTransaction", "StopTransaction")
+    assert start["idTag"] == stop["idTag"] == TAG
+    assert stop["transactionId"] == 8
+    assert stop["meterStop"] - start["meterStart"] == session.energy_wh == 200
+    assert stop["reason"] == "Remote"
+    assert queue.transaction_of(conn, session.session_id) == 8
+    # The tag in clear is no longer needed once the stop is delivered.
+    assert queue.session_id_tag(conn, session.session_id) is None
+
+
+async def test_callerrors_are_retried_by_the_configured_interval_then_given_up(
+    conn: sqlite3.Connection,
+) -> None:
+    queue.cursor(conn)
+    _charge(conn, samples=1)
+    clock, csms = Clock(), Csms()
+    q = _queue(conn, clock, transaction_message_attempts=3,
+               transaction_message_retry_interval_s=10)  # fmt: skip
+    q.fill()
+    assert await q.send_head(csms)  # StartTransaction
+    csms.refuse["MeterValues"] = 5
+    assert await q.send_head(csms)  # refused: attempt 1
+    assert q.wait_s() == 10
+    assert not await q.send_head(csms)  # waits: not sent again
+    clock.now += 9.5
+    assert not await q.send_head(csms)
+    clock.now += 0.5
+    assert await q.send_head(csms)  # attempt 2, then 2 x the interval
+    assert q.wait_s() == 20
+    clock.now += 20
+    assert await q.send_head(csms)  # attempt 3: given up
+    assert [a for a, _ in csms.calls] == ["StartTransaction"] + ["MeterValues"] * 3
+    assert q.given_up == 1
+    assert await q.send_head(csms)  # the stop goes on
+    assert csms.calls[-1][0] == "StopTransaction"
+    assert q.depth() == 0
+
+
+async def test_a_start_given_up_takes_its_session_with_it_and_no_stop_names_an_unknown_id(
+    conn: sqlite3.Connection,
+) -> None:
+    queue.cursor(conn)
+    _charge(conn, samples=1)
+    second = _charge(conn, samples=0, start_wh=5000)
+    clock, csms = Clock(), Csms()
+    csms.refuse["StartTransaction"] = 2
+    q = _queue(conn, clock, transaction_message_attempts=2,
+               transaction_message_retry_interval_s=0)  # fmt: skip
+    await _drain(q, csms, clock)
+    actions = [a for a, _ in csms.calls]
+    assert actions == ["StartTransaction"] * 3 + ["StopTransaction"]
+    assert csms.calls[-1][1]["transactionId"] == 8
+    assert queue.transaction_of(conn, second.session_id) == 8
+
+
+async def test_no_answer_is_not_an_attempt_and_the_message_stays(conn: sqlite3.Connection) -> None:
+    queue.cursor(conn)
+    _charge(conn, samples=0)
+    clock = Clock()
+    q = _queue(conn, clock, transaction_message_attempts=1)
+
+    async def silent(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        raise OcppCallFailed(action, None)
+
+    q.fill()
+    for _ in range(3):
+        with pytest.raises(OcppCallFailed):
+            await q.send_head(silent)
+    assert q.depth() == 2
+    assert [r[0] for r in conn.execute("SELECT attempts FROM ocpp_queue")] == [0, 0]
+
+
+def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
+    conn: sqlite3.Connection,
+) -> None:
+    _charge(conn, samples=1)  # history, before the uplink
+    q = _queue(conn, Clock())
+    assert q.fill() == 0
+    assert q.depth() == 0
+    _charge(conn, samples=0)
+    assert q.fill() == 2
+    # A session started by a credential without a tag in clear reports the foreign tag.
+    (payload,) = [r[0] for r in conn.execute(
+        "SELECT payload FROM ocpp_queue WHERE action = 'StartTransaction'"
+    )]  # fmt: skip
+    assert '"idTag": "ChargeMitra"' in payload
