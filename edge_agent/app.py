@@ -35,7 +35,7 @@ from edge_agent import __version__
 from edge_agent.auth.authorizer import Authorizer
 from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.auth.lockout import Lockout
-from edge_agent.clock import KernelClockState, always_synced
+from edge_agent.clock import KernelClockState, always_synced, wall_clock
 from edge_agent.commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay
 from edge_agent.control.ports import Ports, Present
@@ -124,7 +124,10 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
         )
         # Set once the sync service is built (below): the parts built before it read it late.
         sync: SyncService | None = None
-        clocks = Clocks(synced=synced, offline=lambda: sync is None or sync.offline)
+        clocks = Clocks(
+            wall=wall_clock(settings.clock.offset_file), synced=synced,
+            offline=lambda: sync is None or sync.offline,
+        )  # fmt: skip
 
         buses: dict[str, ModbusBus] = {}
         links = [m.link for m in settings.meters] + [
@@ -134,7 +137,7 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
             if link.bus_key not in buses:
                 buses[link.bus_key] = await stack.enter_async_context(ModbusBus(link, settings.bus))
         pollers = {
-            m.id: MeterPoller(m, buses[m.link.bus_key], clock_synced=synced)
+            m.id: MeterPoller(m, buses[m.link.bus_key], clock_synced=synced, clock=clocks.wall)
             for m in settings.meters
         }
         limits = settings.limits

@@ -278,6 +278,10 @@ class ClockSettings(Settings, frozen=True):
     #: cleared STA_UNSYNC: set by NTP/chrony/timesyncd). "always": trust it (development,
     #: tests, a site with an RTC).
     trust: Literal["kernel", "always"] = "kernel"
+    #: Drills and tests only: a file holding seconds added to the wall clock, re-read when it
+    #: changes — steps the agent's clock as NTP would, leaving the host's alone
+    #: (edge_agent/clock.py ``SteppedWallClock``; tests/e2e step it mid-session).
+    offset_file: Path | None = None
 
 
 #: Seconds within which the same tag or QR code is one presentation (0: off).

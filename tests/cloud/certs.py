@@ -24,7 +24,9 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, *, addresses: tuple[str, ...] = ()) -> Certs:
+    """``addresses``: more IP addresses the server certificate is valid for (besides
+    127.0.0.1 and localhost), e.g. the host end of tests/e2e's veth pair."""
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -50,6 +52,7 @@ def make_certs(directory: Path) -> Certs:
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
             ),
             critical=False,
         )

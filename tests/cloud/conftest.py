@@ -7,6 +7,7 @@ A missing service fails the tests: nothing here skips.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -44,9 +45,10 @@ TABLES = (
 )
 
 
-@pytest.fixture(scope="session")
-def migrated_db() -> str:
-    """The test database, taken down to ``base`` and migrated to ``head`` once per run."""
+@functools.cache
+def migrate_once() -> str:
+    """The test database, taken down to ``base`` and migrated to ``head`` once per run
+    (tests/cloud and tests/e2e share it)."""
 
     def cycle() -> None:
         migrate.downgrade(DATABASE_URL, "base")
@@ -57,6 +59,11 @@ def migrated_db() -> str:
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(cycle).result()
     return DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def migrated_db() -> str:
+    return migrate_once()
 
 
 @pytest.fixture

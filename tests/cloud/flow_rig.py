@@ -222,7 +222,7 @@ class Market:
                                             self.device_id))  # fmt: skip
 
 
-async def _list_charger(pg: PgConnection, host: ApiUser, admin: ApiUser) -> tuple[str, str]:
+async def list_charger(pg: PgConnection, host: ApiUser, admin: ApiUser) -> tuple[str, str]:
     """The host lists a charger with one connector; the admin approves it (SQL: the listing
     routes are tested on their own)."""
     charger_id, connector_id = new_ulid(), new_ulid()
@@ -300,7 +300,7 @@ async def running_market(
         host = await add_user(pg, settings, Role.HOST)
         driver = await add_user(pg, settings, Role.DRIVER)
         admin = await add_user(pg, settings, Role.ADMIN)
-        charger_id, connector_id = await _list_charger(pg, host, admin)
+        charger_id, connector_id = await list_charger(pg, host, admin)
 
         sim = await stack.enter_async_context(
             SimSite(

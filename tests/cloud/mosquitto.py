@@ -57,13 +57,15 @@ def render(text: str, values: dict[str, str], listeners: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10.0, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -83,6 +85,8 @@ class Broker:
     dynsec_file: Path | None = None
     #: The identities the broker was started with (username -> password).
     users: dict[str, str] = field(default_factory=dict)
+    #: The address the devices' TLS listener binds.
+    tls_host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -96,7 +100,7 @@ class Broker:
             )
         wait_for_port(self.port, self.proc)
         if self.tls_port is not None:
-            wait_for_port(self.tls_port, self.proc)
+            wait_for_port(self.tls_port, self.proc, host=self.tls_host)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -127,10 +131,13 @@ class Broker:
         self.admin().set_device(device_id, password)
 
 
-def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker:
+def cloud_broker(
+    directory: Path, certs: Certs, users: dict[str, str], *, tls_host: str = "127.0.0.1"
+) -> Broker:
     """The cloud broker (deploy/mosquitto/cloud) with ``users`` as its identities: the
     services of :data:`SERVICES` get their shipped roles, every other user is a device (its
-    client bound to its client id, its role limited to its own topics)."""
+    client bound to its client id, its role limited to its own topics). The devices' TLS
+    listener binds ``tls_host`` (tests/e2e: the host end of the agent's veth pair)."""
     from cloud.devices.broker_auth import initial_config
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -155,7 +162,7 @@ def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker
                 "certfile": str(certs.cert),
                 "keyfile": str(certs.key),
             },
-            [f"{port} 127.0.0.1", f"{tls_port} 127.0.0.1"],
+            [f"{port} 127.0.0.1", f"{tls_port} {tls_host}"],
         )
     )
     return Broker(
@@ -166,6 +173,7 @@ def cloud_broker(directory: Path, certs: Certs, users: dict[str, str]) -> Broker
         pid_file=pid_file,
         dynsec_file=dynsec_file,
         users=dict(users),
+        tls_host=tls_host,
     )
 
 
