@@ -13,9 +13,10 @@
 #   8. deps      installs requirements/dev.lock (byte-compiled) and the project (editable),
 #                skipped when the stamp in .venv records the same inputs
 #   9. bytecode  compiles the project's own modules (only what changed since the last run)
-#  10. web       axe-core (the accessibility checker the browser tests inject) and Leaflet (the
-#                search page's map, served by the app) from the npm registry into .cache/npm, and
-#                the pages' gettext catalogues compiled (.mo)
+#  10. web       axe-core (the accessibility checker the browser tests inject), Leaflet (the
+#                search page's map, served by the app) and ocpp-rpc (the strict CSMS of the OCPP
+#                uplink tests) from the npm registry into .cache/npm, and the pages' gettext
+#                catalogues compiled (.mo)
 #
 # Mosquitto is installed but not started: tests start their own broker on a free port.
 # Re-running is cheap: every step checks before it acts. docs/development.md has the details.
@@ -46,6 +47,9 @@ APT_PACKAGES=(postgresql postgresql-contrib mosquitto mosquitto-clients redis-se
 AXE_CORE_VERSION="4.10.3"
 # Leaflet for the search page's map, pinned; served by the app from .cache/npm (never a CDN).
 LEAFLET_VERSION="1.9.4"
+# ocpp-rpc, the strict OCPP 1.6 CSMS the agent's OCPP uplink is tested against
+# (tests/edge/ocpp_rpc_csms.js), pinned.
+OCPP_RPC_VERSION="2.2.1"
 NPM_CACHE_DIR="$ROOT/.cache/npm"
 PG_ROLE="chargemitra"
 PG_PASSWORD="chargemitra"
@@ -374,20 +378,23 @@ ensure_web() {
         apt-get install -y -qq --no-install-recommends npm >/dev/null
         did+=("installed npm")
     fi
-    local leaflet="$NPM_CACHE_DIR/node_modules/leaflet"
+    local leaflet="$NPM_CACHE_DIR/node_modules/leaflet" rpc="$NPM_CACHE_DIR/node_modules/ocpp-rpc"
     if [[ $(node -p "require('$axe/package.json').version" 2>/dev/null || true) != "$AXE_CORE_VERSION" ||
-          $(node -p "require('$leaflet/package.json').version" 2>/dev/null || true) != "$LEAFLET_VERSION" ]]; then
+          $(node -p "require('$leaflet/package.json').version" 2>/dev/null || true) != "$LEAFLET_VERSION" ||
+          $(node -p "require('$rpc/package.json').version" 2>/dev/null || true) != "$OCPP_RPC_VERSION" ]]; then
         mkdir -p "$NPM_CACHE_DIR"
-        # Both in one command: npm prunes what a later --no-save install does not name.
+        # All in one command: npm prunes what a later --no-save install does not name.
         npm install --silent --no-audit --no-fund --no-save --prefix "$NPM_CACHE_DIR" \
-            "axe-core@$AXE_CORE_VERSION" "leaflet@$LEAFLET_VERSION" >/dev/null
-        did+=("installed axe-core $AXE_CORE_VERSION, leaflet $LEAFLET_VERSION")
+            "axe-core@$AXE_CORE_VERSION" "leaflet@$LEAFLET_VERSION" \
+            "ocpp-rpc@$OCPP_RPC_VERSION" >/dev/null
+        did+=("installed axe-core $AXE_CORE_VERSION, leaflet $LEAFLET_VERSION, ocpp-rpc $OCPP_RPC_VERSION")
     fi
     # The .mo files are committed; compiling again keeps them in step with an edited .po.
     local out
     out=$("$VENV/bin/pybabel" compile -d cloud/web/translations -D messages 2>&1) ||
         die "pybabel compile failed: $out"
-    ((${#did[@]} > 0)) || did=("axe-core $AXE_CORE_VERSION, leaflet $LEAFLET_VERSION present")
+    ((${#did[@]} > 0)) ||
+        did=("axe-core $AXE_CORE_VERSION, leaflet $LEAFLET_VERSION, ocpp-rpc $OCPP_RPC_VERSION present")
     done_step "$(IFS=,; echo "${did[*]}"), catalogues compiled"
 }
 
