@@ -165,8 +165,13 @@ async def _run_payouts(settings: Settings) -> dict[str, object]:
     from datetime import timedelta  # noqa: PLC0415
 
     from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
+    from cloud.kyc.storage import Sealer, load_key  # noqa: PLC0415
     from cloud.payments.factory import open_provider  # noqa: PLC0415
     from cloud.payouts.service import run_weekly  # noqa: PLC0415
+
+    # The KYC key also seals the hosts' bank account numbers (cloud/payouts/accounts.py).
+    key_file = settings.kyc.key_file
+    sealer = None if key_file is None else Sealer(load_key(key_file))
 
     async with open_engine(settings.db) as engine, open_provider(settings) as provider:
         run = await run_weekly(
@@ -174,6 +179,7 @@ async def _run_payouts(settings: Settings) -> dict[str, object]:
             provider,
             now=datetime.now(UTC),
             hold=timedelta(days=settings.billing.hold_days),
+            sealer=sealer,
         )
     return {
         "paid": run.paid,

@@ -239,7 +239,8 @@ class KycSettings(_Group):
 
     #: Where the encrypted documents are stored (development storage, like photos).
     document_dir: Path = Path("/var/lib/chargemitra/kyc")
-    #: The 32-byte key sealing them, base64 in this file (``openssl rand -base64 32``).
+    #: The 32-byte key sealing them (and the hosts' payout bank account numbers:
+    #: cloud/payouts/accounts.py), base64 in this file (``openssl rand -base64 32``).
     #: Without it the API starts, and KYC uploads and document reads answer 503.
     key_file: Path | None = None
     #: The largest document accepted (each of the two).

@@ -56,30 +56,46 @@ def check_key(key: str) -> str:
     return key
 
 
+class Sealer:
+    """AES-256-GCM sealing under the KYC key, for anything small kept at rest: ``CMK1``, a
+    96-bit random nonce, the ciphertext and its tag. ``associated`` (authenticated, not
+    stored) names what was sealed — a document's storage key, a payout account's host — so
+    a sealed value moved to another name does not open. The KYC documents and the hosts'
+    payout account numbers (cloud/payouts/accounts.py) are sealed by this one class."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, data: bytes, associated: bytes) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return MAGIC + nonce + self._aead.encrypt(nonce, data, associated)
+
+    def open(self, sealed: bytes, associated: bytes, *, what: str) -> bytes:
+        if sealed[: len(MAGIC)] != MAGIC:
+            raise DocumentUnreadable(f"{what}: not sealed")
+        nonce = sealed[len(MAGIC) : len(MAGIC) + _NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, sealed[len(MAGIC) + _NONCE_BYTES :], associated)
+        except InvalidTag as exc:
+            raise DocumentUnreadable(f"{what}: wrong key or altered") from exc
+
+
 class DocumentStore:
     """Encrypted files ``{root}/{key[:2]}/{key}``, written atomically."""
 
     def __init__(self, root: Path, key: bytes) -> None:
         self.root = root
-        self._aead = AESGCM(key)
+        #: The same key seals the hosts' payout account numbers (cloud/payouts/accounts.py).
+        self.sealer = Sealer(key)
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)[:2] / key
 
     def seal(self, key: str, data: bytes) -> bytes:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        return MAGIC + nonce + self._aead.encrypt(nonce, data, check_key(key).encode())
+        return self.sealer.seal(data, check_key(key).encode())
 
     def open(self, key: str, sealed: bytes) -> bytes:
-        if sealed[: len(MAGIC)] != MAGIC:
-            raise DocumentUnreadable(f"{key}: not a sealed document")
-        nonce = sealed[len(MAGIC) : len(MAGIC) + _NONCE_BYTES]
-        try:
-            return self._aead.decrypt(
-                nonce, sealed[len(MAGIC) + _NONCE_BYTES :], check_key(key).encode()
-            )
-        except InvalidTag as exc:
-            raise DocumentUnreadable(f"{key}: wrong key or altered file") from exc
+        return self.sealer.open(sealed, check_key(key).encode(), what=key)
 
     async def put(self, data: bytes) -> str:
         """Encrypt and store ``data``; returns its new key."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     false,
     func,
@@ -71,6 +72,7 @@ class PayoutAccountKind(StrEnum):
 #: branch). Shared by the column's CHECK and the request body's pattern.
 IFSC_PATTERN = "^[A-Z]{4}0[A-Z0-9]{6}$"
 ACCOUNT_NUMBER_PATTERN = "^[0-9]{9,18}$"
+MASKED_ACCOUNT_PATTERN = "^X{5,14}[0-9]{4}$"
 VPA_PATTERN = "^[A-Za-z0-9._-]{2,255}@[A-Za-z][A-Za-z0-9]{1,63}$"
 STRIPE_ACCOUNT_PATTERN = "^acct_[A-Za-z0-9]{1,58}$"
 
@@ -85,18 +87,23 @@ class PayoutAccount(Timestamped, Base):
     __tablename__ = "payout_accounts"
     __table_args__ = (
         CheckConstraint(f"ifsc ~ '{IFSC_PATTERN}'", name="ifsc_format"),
-        CheckConstraint(f"account_number ~ '{ACCOUNT_NUMBER_PATTERN}'", name="account_format"),
+        CheckConstraint(
+            f"account_number_masked ~ '{MASKED_ACCOUNT_PATTERN}'", name="masked_account_format"
+        ),
         CheckConstraint(
             f"stripe_account_id ~ '{STRIPE_ACCOUNT_PATTERN}'", name="stripe_account_format"
         ),
         # Each kind has exactly the fields it needs (and the others are empty).
         CheckConstraint(
-            "(kind = 'bank_account' AND ifsc IS NOT NULL AND account_number IS NOT NULL "
-            "AND vpa IS NULL AND stripe_account_id IS NULL) OR "
-            "(kind = 'vpa' AND vpa IS NOT NULL AND ifsc IS NULL AND account_number IS NULL "
+            "(kind = 'bank_account' AND ifsc IS NOT NULL AND account_number_sealed IS NOT NULL "
+            "AND account_number_masked IS NOT NULL AND vpa IS NULL "
+            "AND stripe_account_id IS NULL) OR "
+            "(kind = 'vpa' AND vpa IS NOT NULL AND ifsc IS NULL "
+            "AND account_number_sealed IS NULL AND account_number_masked IS NULL "
             "AND stripe_account_id IS NULL) OR "
             "(kind = 'stripe_account' AND stripe_account_id IS NOT NULL AND ifsc IS NULL "
-            "AND account_number IS NULL AND vpa IS NULL)",
+            "AND account_number_sealed IS NULL AND account_number_masked IS NULL "
+            "AND vpa IS NULL)",
             name="fields_of_kind",
         ),
     )
@@ -109,7 +116,11 @@ class PayoutAccount(Timestamped, Base):
     )
     holder_name: Mapped[str] = mapped_column(String(120))
     ifsc: Mapped[str | None] = mapped_column(String(11))
-    account_number: Mapped[str | None] = mapped_column(String(18))
+    #: The account number sealed with the KYC key (AES-256-GCM, the host id authenticated
+    #: with it: cloud/kyc/storage.py ``Sealer``); only a provider registration opens it.
+    account_number_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: What answers and the audit log show: ``X``s and the last four digits.
+    account_number_masked: Mapped[str | None] = mapped_column(String(18))
     vpa: Mapped[str | None] = mapped_column(String(320))
     stripe_account_id: Mapped[str | None] = mapped_column(String(64))
     #: RazorpayX's contact for the host (``cont_…``), created once.

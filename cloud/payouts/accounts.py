@@ -11,6 +11,13 @@
   it between registering a destination and paying to it).
 - :func:`mask` — an account number as answers and the audit log show it: the last four
   digits.
+
+The account number is never stored in the clear: it is sealed with the KYC key
+(:class:`cloud.kyc.storage.Sealer`, AES-256-GCM, the host id authenticated with it, so a
+sealed number copied to another host's row does not open) and kept beside its masked form,
+which is all that answers show. Only :func:`destination` (registering it with the provider)
+and a replacement (is it the same account?) open it. Without ``KYC_KEY_FILE`` a bank
+account cannot be set or registered (503).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.audit.service import Actor, record
+from cloud.errors import DependencyUnavailable
+from cloud.kyc.storage import Sealer
 from cloud.payments.models import PayoutAccount, PayoutAccountKind
 from cloud.payments.provider import DestinationRefs, PayoutDestination
 
@@ -42,12 +51,37 @@ def mask(account_number: str | None) -> str | None:
     return "X" * (len(account_number) - 4) + account_number[-4:]
 
 
-def _details(row: PayoutAccount) -> AccountDetails:
+def _associated(host_id: str) -> bytes:
+    return f"payout_account|{host_id}".encode()
+
+
+def seal_number(sealer: Sealer, host_id: str, account_number: str) -> bytes:
+    return sealer.seal(account_number.encode(), _associated(host_id))
+
+
+def _sealer(sealer: Sealer | None) -> Sealer:
+    if sealer is None:
+        raise DependencyUnavailable(
+            "payout account", "no KYC key is configured to seal bank account numbers"
+        )
+    return sealer
+
+
+def _number(row: PayoutAccount, sealer: Sealer | None) -> str | None:
+    if row.account_number_sealed is None:
+        return None
+    opened = _sealer(sealer).open(
+        row.account_number_sealed, _associated(row.host_id), what=f"payout account {row.host_id}"
+    )
+    return opened.decode()
+
+
+def _details(row: PayoutAccount, sealer: Sealer | None) -> AccountDetails:
     return AccountDetails(
         kind=row.kind,
         holder_name=row.holder_name,
         ifsc=row.ifsc,
-        account_number=row.account_number,
+        account_number=_number(row, sealer),
         vpa=row.vpa,
         stripe_account_id=row.stripe_account_id,
     )
@@ -69,20 +103,28 @@ async def get_account(db: AsyncSession, host_id: str) -> PayoutAccount | None:
 
 
 async def set_account(
-    db: AsyncSession, host_id: str, details: AccountDetails, actor: Actor
+    db: AsyncSession, host_id: str, details: AccountDetails, actor: Actor, sealer: Sealer | None
 ) -> PayoutAccount:
-    """Store ``details`` as ``host_id``'s payout destination, in the caller's transaction."""
+    """Store ``details`` as ``host_id``'s payout destination, in the caller's transaction,
+    the account number sealed (503 without a key to seal it, or to open the one it
+    replaces)."""
+    if details.account_number is not None:
+        _sealer(sealer)
     row = await db.get(PayoutAccount, host_id, with_for_update=True)
-    before = None if row is None else _audited(_details(row))
+    before = None if row is None else _audited(_details(row, sealer))
     if row is None:
         row = PayoutAccount(host_id=host_id, kind=details.kind, holder_name=details.holder_name)
         db.add(row)
-    elif _details(row) != details:
+    elif _details(row, sealer) != details:
         row.destination_ref = None  # registered afresh by the next payout
     row.kind = details.kind
     row.holder_name = details.holder_name
     row.ifsc = details.ifsc
-    row.account_number = details.account_number
+    number = details.account_number
+    row.account_number_sealed = (
+        None if number is None else seal_number(_sealer(sealer), host_id, number)
+    )
+    row.account_number_masked = mask(number)
     row.vpa = details.vpa
     row.stripe_account_id = details.stripe_account_id
     await db.flush()
@@ -98,20 +140,24 @@ async def set_account(
     return row
 
 
-def destination(row: PayoutAccount) -> PayoutDestination:
+def destination(row: PayoutAccount, sealer: Sealer | None) -> PayoutDestination:
+    """What the provider needs to register the account: the number opened (503 without the
+    key)."""
     return PayoutDestination(
         host_id=row.host_id,
         kind=row.kind,
         holder_name=row.holder_name,
         ifsc=row.ifsc,
-        account_number=row.account_number,
+        account_number=_number(row, sealer),
         vpa=row.vpa,
         stripe_account_id=row.stripe_account_id,
         contact_ref=row.contact_ref,
     )
 
 
-async def store_refs(db: AsyncSession, sent: PayoutDestination, refs: DestinationRefs) -> None:
+async def store_refs(
+    db: AsyncSession, sent: PayoutDestination, refs: DestinationRefs, sealer: Sealer | None
+) -> None:
     """Keep what the provider made for ``sent`` — unless the host replaced the account
     meanwhile (then the new one is registered by the next payout)."""
     row = await db.get(PayoutAccount, sent.host_id, with_for_update=True, populate_existing=True)
@@ -126,5 +172,5 @@ async def store_refs(db: AsyncSession, sent: PayoutDestination, refs: Destinatio
         vpa=sent.vpa,
         stripe_account_id=sent.stripe_account_id,
     )
-    if _details(row) == same:
+    if _details(row, sealer) == same:
         row.destination_ref = refs.destination_ref[:64]

@@ -17,6 +17,7 @@ from pydantic import BeforeValidator
 from cloud.audit.actor import AdminActor, HostActor
 from cloud.deps import AdminUser, Db, HostUser, State
 from cloud.errors import Conflict, DependencyUnavailable, NotFound
+from cloud.kyc.storage import Sealer
 from cloud.openapi import problems
 from cloud.payments.models import (
     Payment,
@@ -177,7 +178,7 @@ def _account(row: PayoutAccount) -> PayoutAccountOut:
         kind=row.kind,
         holder_name=row.holder_name,
         ifsc=row.ifsc,
-        account_number_masked=accounts.mask(row.account_number),
+        account_number_masked=row.account_number_masked,
         vpa=row.vpa,
         stripe_account_id=row.stripe_account_id,
         registered=row.destination_ref is not None,
@@ -196,7 +197,7 @@ async def get_payout_account(db: Db, user: HostUser) -> PayoutAccountOut:
     return _account(row)
 
 
-@router.put("/host/payout-account", responses=problems(404, 409))
+@router.put("/host/payout-account", responses=problems(404, 409, 503))
 async def put_payout_account(
     db: Db, state: State, user: HostUser, actor: HostActor, body: PayoutAccountIn
 ) -> PayoutAccountOut:
@@ -221,9 +222,14 @@ async def put_payout_account(
         vpa=body.vpa if isinstance(body, VpaIn) else None,
         stripe_account_id=body.stripe_account_id if isinstance(body, StripeAccountIn) else None,
     )
-    row = await accounts.set_account(db, host.id, details, actor)
+    row = await accounts.set_account(db, host.id, details, actor, _sealer(state))
     await db.refresh(row)
     return _account(row)
+
+
+def _sealer(state: AppState) -> Sealer | None:
+    # The KYC key seals bank account numbers too (cloud/payouts/accounts.py).
+    return state.kyc_documents.sealer if state.kyc_documents is not None else None
 
 
 # --- the admin's -----------------------------------------------------------------------------
@@ -261,6 +267,7 @@ async def approve_payout(
         admin_id=admin.user_id,
         now=datetime.now(UTC),
         hold=_hold(state),
+        sealer=_sealer(state),
         actor=actor,
     )
     return _payout(payout)

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloud.accounts.models import Host, KycStatus
 from cloud.audit.service import SYSTEM, Actor, record
 from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
+from cloud.kyc.storage import Sealer
 from cloud.ledger.entries import payout_txn
 from cloud.ledger.service import HostBalance, host_balance, host_weekly_earned, post
 from cloud.notifications import events as notify
@@ -177,9 +178,11 @@ async def approve(
     admin_id: str | None,
     now: datetime,
     hold: timedelta,
+    sealer: Sealer | None,
     actor: Actor | None = None,
 ) -> Payout:
-    """Approve a pending payout and execute it; for one already ``processing`` (an earlier
+    """Approve a pending payout and execute it (``sealer`` opens a bank account number:
+    cloud/payouts/accounts.py); for one already ``processing`` (an earlier
     execution failed midway), retry the execution; a paid one is answered as it is. The
     approval is audited (``payout.approve``; ``actor`` default: ``admin_id`` as admin)."""
     async with sessions() as db, db.begin():
@@ -208,7 +211,7 @@ async def approve(
             raise Conflict(
                 f"payout {payout_id} is {payout.status.value}", entity="payout", key=payout_id
             )
-    return await execute(sessions, provider, payout_id=payout_id)
+    return await execute(sessions, provider, payout_id=payout_id, sealer=sealer)
 
 
 async def reject(
@@ -247,7 +250,11 @@ async def reject(
 
 
 async def execute(
-    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, *, payout_id: str
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    *,
+    payout_id: str,
+    sealer: Sealer | None,
 ) -> Payout:
     """Send a ``processing`` payout to the provider and record the answer. Safe to call again
     at any point: the provider pays a reference once, and the ledger debit is posted with
@@ -265,13 +272,13 @@ async def execute(
         if payout.status is not PayoutStatus.PROCESSING:
             return payout
         account = await accounts.get_account(db, payout.host_id)
-        sent = accounts.destination(account) if account else None
+        sent = accounts.destination(account, sealer) if account else None
         ref = account.destination_ref if account else None
     try:
         if sent is not None and ref is None:
             refs = await provider.payout_destination(sent)
             async with sessions() as db, db.begin():
-                await accounts.store_refs(db, sent, refs)
+                await accounts.store_refs(db, sent, refs, sealer)
             ref = refs.destination_ref
         result = await provider.payout(
             PayoutRequest(
@@ -481,6 +488,7 @@ async def run_weekly(
     *,
     now: datetime,
     hold: timedelta,
+    sealer: Sealer | None,
 ) -> WeeklyRun:
     """One run of the weekly job (idempotent within a week; a timer calls it)."""
     run = WeeklyRun()
@@ -503,7 +511,7 @@ async def run_weekly(
             todo.append(payout.id)
     for payout_id in todo:
         try:
-            done = await execute(sessions, provider, payout_id=payout_id)
+            done = await execute(sessions, provider, payout_id=payout_id, sealer=sealer)
         except PaymentProviderError:
             log.exception("payout %s: outcome unknown, retried next run", payout_id)
             run.processing.append(payout_id)

@@ -290,6 +290,15 @@ async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
     )
     assert "XXXXXXXXXX5678" in audited
     assert "50100012345678" not in audited
+    # At rest only sealed (AES-256-GCM under the KYC key) and masked: a dump reads neither.
+    (stored,) = await pg.fetch("SELECT * FROM payout_accounts WHERE host_id = $1", host.host_id)
+    dumped = await pg.fetchval(
+        "SELECT row_to_json(a)::text FROM payout_accounts a WHERE host_id = $1", host.host_id
+    )
+    assert "50100012345678" not in dumped
+    assert b"50100012345678" not in stored["account_number_sealed"]
+    assert stored["account_number_masked"] == "XXXXXXXXXX5678"
+    assert stored["account_number_sealed"].startswith(b"CMK1")
 
     payout = (await api.post("/host/payouts", headers=host.headers)).json()
     fake.slow_payouts, fake.slow_s = 1, 6.0
@@ -316,6 +325,9 @@ async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
         payout["id"], fake_razorpay.PLATFORM_ACCOUNT,
     )  # fmt: skip
     assert (len(fake.contacts), len(fake.fund_accounts)) == (1, 1)
+    # Opened for the registration only: RazorpayX got the real number.
+    (fund,) = fake.fund_accounts.values()
+    assert fund["bank_account"]["account_number"] == "50100012345678"
     assert sent["fund_account_id"] == next(iter(fake.fund_accounts))
     assert (await api.get("/host/payout-account", headers=host.headers)).json()["registered"]
     assert await _payout_debits(pg, payout["id"]) == 0
@@ -511,7 +523,13 @@ async def test_a_retried_execution_pays_and_books_once(
         await pg.execute("UPDATE payouts SET status = 'processing' WHERE id = $1", first.id)
         sent = await provider.payout(PayoutRequest(first.id, first.amount_paise, ""))
         done = await payouts.approve(
-            sessions, provider, payout_id=first.id, admin_id=None, now=now, hold=NO_HOLD
+            sessions,
+            provider,
+            payout_id=first.id,
+            admin_id=None,
+            now=now,
+            hold=NO_HOLD,
+            sealer=None,
         )
         # Paid as the provider's first answer says: the retry did not pay again.
         assert (done.status, done.provider_ref) == (PayoutStatus.PAID, sent.payout_ref)
@@ -524,7 +542,13 @@ async def test_a_retried_execution_pays_and_books_once(
         results = await asyncio.gather(
             *(
                 payouts.approve(
-                    sessions, provider, payout_id=second.id, admin_id=None, now=now, hold=NO_HOLD
+                    sessions,
+                    provider,
+                    payout_id=second.id,
+                    admin_id=None,
+                    now=now,
+                    hold=NO_HOLD,
+                    sealer=None,
                 )
                 for _ in range(10)
             )
@@ -570,7 +594,13 @@ async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
                     requested_by=host.id,
                 )  # fmt: skip
             done = await payouts.approve(
-                sessions, provider, payout_id=payout.id, admin_id=None, now=now, hold=NO_HOLD
+                sessions,
+                provider,
+                payout_id=payout.id,
+                admin_id=None,
+                now=now,
+                hold=NO_HOLD,
+                sealer=None,
             )
             assert done.status is PayoutStatus.FAILED
             assert done.note
@@ -638,17 +668,21 @@ async def test_the_weekly_run_pays_opted_in_hosts_once_a_week(
     )
     assert on.json() == {"host_id": weekly.host_id, "weekly_payouts": True}
     now = datetime.now(UTC)
-    run = await payouts.run_weekly(sessions, payout_api.provider, now=now, hold=NO_HOLD)
+    run = await payouts.run_weekly(
+        sessions, payout_api.provider, now=now, hold=NO_HOLD, sealer=None
+    )
     assert (len(run.paid), run.skipped) == (1, 0)
     await _bill(pg, sessions, weekly.host_id, driver.id)  # more earned later that week
-    again = await payouts.run_weekly(sessions, payout_api.provider, now=now, hold=NO_HOLD)
+    again = await payouts.run_weekly(
+        sessions, payout_api.provider, now=now, hold=NO_HOLD, sealer=None
+    )
     assert (again.paid, again.skipped) == ([], 1)
     rows = await pg.fetch("SELECT host_id, amount_paise, automatic, status FROM payouts")
     assert [(r["host_id"], r["amount_paise"], r["automatic"], r["status"]) for r in rows] == [
         (weekly.host_id, SHARE, True, "paid")
     ]
     next_week = await payouts.run_weekly(
-        sessions, payout_api.provider, now=now + timedelta(days=7), hold=NO_HOLD
+        sessions, payout_api.provider, now=now + timedelta(days=7), hold=NO_HOLD, sealer=None
     )
     assert len(next_week.paid) == 1
     earnings = (await payout_api.client.get("/host/earnings", headers=weekly.headers)).json()
@@ -771,7 +805,7 @@ async def _run_history(db_url: str, steps: list[tuple[str, int]]) -> None:
                         provider = failing if kind == "approve_failing" else ok
                         await payouts.approve(
                             make, provider, payout_id=target, admin_id=None, now=now,
-                            hold=NO_HOLD,
+                            hold=NO_HOLD, sealer=None,
                         )  # fmt: skip
                 except Conflict:
                     pass  # rejected, failed, or past pending: refused, nothing moved
