@@ -105,6 +105,7 @@ class Runtime:
         return Ports(
             connectors=self.controllers, meters=self.pollers, buses=self.buses, sync=self.sync,
             present=self.present, status=self.status,
+            ocpp=None if self.ocpp is None else self.ocpp.status_answer,
         )  # fmt: skip
 
 

@@ -192,6 +192,12 @@ async def sync_status(sync: SyncPort | None, req: m.SyncStatus) -> m.SyncStatusA
     return _sync_status(sync)
 
 
+async def ocpp_status(
+    view: Callable[[], m.OcppStatusAnswer] | None, req: m.OcppStatus
+) -> m.OcppStatusAnswer:
+    return m.OcppStatusAnswer(configured=False) if view is None else view()
+
+
 async def sync_flush(sync: SyncPort | None, req: m.SyncFlush) -> m.SyncStatusAnswer:
     if sync is not None:
         sync.notify()

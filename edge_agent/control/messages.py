@@ -176,6 +176,26 @@ class SyncStatusAnswer(Answer, kw_only=True):
     ack_silence_s: float | UnsetType = UNSET
 
 
+class OcppStatusAnswer(Answer, kw_only=True):
+    """The OCPP uplink (edge_agent/ocpp/): its link to the CSMS and its transaction queue."""
+
+    configured: bool
+    connected: bool = False
+    #: The last BootNotification.conf status (Accepted, Pending, Rejected), None before one.
+    registration: str | None = None
+    url: str | None = None
+    charge_point_id: str | None = None
+    last_error: str | None = None
+    connects: int = 0
+    calls: int = 0
+    call_errors: int = 0
+    last_answer_at: str | None = None
+    #: Transaction messages waiting in the store for the CSMS.
+    queued: int = 0
+    #: Messages dropped after TransactionMessageAttempts CALLERRORs (since the start).
+    given_up: int = 0
+
+
 # --- requests ----------------------------------------------------------------------------------
 
 HoldS = Annotated[float, Meta(gt=0)]
@@ -259,7 +279,11 @@ class SyncFlush(Request, tag="sync_flush", frozen=True, kw_only=True):
     answer = (SyncStatusAnswer,)
 
 
+class OcppStatus(Request, tag="ocpp_status", frozen=True, kw_only=True):
+    answer = (OcppStatusAnswer,)
+
+
 AnyRequest = (
     Status | Start | Stop | ClearFault | RelayTest | RelayCheck | Relay | RelayState
-    | MeterRead | MeterRaw | SyncStatus | SyncFlush
+    | MeterRead | MeterRaw | SyncStatus | SyncFlush | OcppStatus
 )  # fmt: skip

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from edge_agent.auth.authorizer import Credential
-from edge_agent.control.messages import Refused, StartAnswer, StatusAnswer
+from edge_agent.control.messages import OcppStatusAnswer, Refused, StartAnswer, StatusAnswer
 from edge_agent.meters.poller import MeterPoller
 from edge_agent.relay.base import RelayDriver
 from edge_agent.relay.check import RelayTestResult
@@ -88,3 +88,5 @@ class Ports:
     sync: SyncPort | None
     present: Present
     status: Callable[[], StatusAnswer]
+    #: The OCPP uplink's state (None: no ``[ocpp]`` table).
+    ocpp: Callable[[], OcppStatusAnswer] | None = None

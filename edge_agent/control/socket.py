@@ -5,9 +5,9 @@ daemon. Requests are objects with a ``cmd``: ``status``, ``start`` (with ``conne
 one of ``id_tag``, ``token``, ``pin``), ``stop`` (``connector``, optional ``reason``),
 ``relay_test`` (``connector``), ``clear_fault`` (``connector``); and for the technician's CLI
 ``meter_read``, ``meter_raw``, ``relay_state``, ``relay``, ``relay_check``, ``sync_status``,
-``sync_flush``. Each is a typed struct (:mod:`edge_agent.control.messages`), answered by the
-handler registered for it (:mod:`edge_agent.control.table`). Answers always carry ``ok``; a
-bad request gets ``ok: false`` and an ``error``, never a dropped connection.
+``sync_flush``, ``ocpp_status``. Each is a typed struct (:mod:`edge_agent.control.messages`),
+answered by the handler registered for it (:mod:`edge_agent.control.table`). Answers always
+carry ``ok``; a bad request gets ``ok: false`` and an ``error``, never a dropped connection.
 
 The socket file is created mode 0600 in a directory only the agent's user can enter: anyone
 who can connect can switch the relay.

@@ -87,4 +87,5 @@ def build_table(ports: Ports) -> Dispatcher:
     table.register(m.MeterRaw, partial(h.meter_raw, ports.buses))
     table.register(m.SyncStatus, partial(h.sync_status, ports.sync))
     table.register(m.SyncFlush, partial(h.sync_flush, ports.sync))
+    table.register(m.OcppStatus, partial(h.ocpp_status, ports.ocpp))
     return table

@@ -138,6 +138,18 @@ class OcppUplink:
         """New session events may be in the store: read them now."""
         self._events.set()
 
+    def status_answer(self) -> control.OcppStatusAnswer:
+        """The control socket's ``ocpp_status`` (``sync status``, ``doctor``)."""
+        st = self.stats
+        return control.OcppStatusAnswer(
+            configured=True, connected=st.connected, registration=st.registration,
+            url=self.settings.url, charge_point_id=self.charge_point_id,
+            last_error=st.last_error, connects=st.connects, calls=st.calls,
+            call_errors=st.call_errors,
+            last_answer_at=None if st.last_answer_at is None else st.last_answer_at.isoformat(),
+            queued=self.queue.depth(), given_up=self.queue.given_up,
+        )  # fmt: skip
+
     # --- calls to the CSMS ------------------------------------------------------------------
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import click
 
 from edge_agent.config import AgentSettings, config_path, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.tech import acks, checks, daemon, probes
+from edge_agent.tech import acks, checks, csms, daemon, probes
 from edge_agent.tech.checks import Level, Report
 from edge_agent.tech.output import boundary, console, emit, json_option
 
@@ -65,6 +65,13 @@ async def _gather(settings: AgentSettings, report: Report, min_free_bytes: int) 
     else:
         broker = await probes.probe_broker(settings)
     report.add(checks.check_broker(broker))
+    if settings.ocpp is not None:  # the OCPP uplink is rare: no line at all without it
+        if running:
+            answer = await daemon.aask(settings.control.socket_path, {"cmd": "ocpp_status"})
+            csms_link = csms.csms_from_agent(settings, answer if isinstance(answer, dict) else None)
+        else:
+            csms_link = await csms.probe_csms(settings)
+        report.add(csms.check_csms(csms_link))
 
     backlog = probes.backlog_facts(settings)
     if backlog is not None:

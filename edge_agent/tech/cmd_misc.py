@@ -15,7 +15,7 @@ import click
 
 from edge_agent.config import AgentSettings, settings_to_dict
 from edge_agent.errors import ControlError, InputError
-from edge_agent.tech import LOG_ENV, daemon, storeview
+from edge_agent.tech import LOG_ENV, csms, daemon, storeview
 from edge_agent.tech.acks import describe, facts_from, stalled
 from edge_agent.tech.authcheck import KINDS, check, guess_kind
 from edge_agent.tech.common import config_option, pick_connector, settings_from
@@ -236,13 +236,15 @@ def _backlog(settings: AgentSettings) -> dict[str, Any]:
     conn = storeview.open_readonly(settings.store.path)
     try:
         backlog = storeview.backlog(conn)
+        ocpp_queue = csms.ocpp_queue(conn)
     finally:
         conn.close()
     age = None
     if backlog.oldest is not None:
         age = max(0.0, (datetime.now(UTC) - backlog.oldest).total_seconds())
     return {"rows": backlog.rows, "oldest_age_s": age, "thinned_readings":
-            backlog.thinned_readings, "thinned_batches": backlog.thinned_batches}  # fmt: skip
+            backlog.thinned_readings, "thinned_batches": backlog.thinned_batches,
+            "ocpp_queue": ocpp_queue.to_json()}  # fmt: skip
 
 
 @sync.command("status")
@@ -250,11 +252,13 @@ def _backlog(settings: AgentSettings) -> dict[str, Any]:
 @json_option
 @boundary
 def sync_status(config_file: Path | None, as_json: bool) -> None:
-    """Connected or not, backlog, acks pending, last ack. Exit 1 when not connected, or when
-    messages wait and the cloud has acknowledged nothing for ``mqtt.ack_warn_after_s``."""
+    """Connected or not, backlog, acks pending, last ack; the OCPP link and its queue. Exit 1
+    when a configured link is down, or when messages wait and the cloud has acknowledged
+    nothing for ``mqtt.ack_warn_after_s``."""
     settings = settings_from(config_file)
     data: dict[str, Any] = {"configured": settings.mqtt is not None,
                             "backlog": _backlog(settings)}  # fmt: skip
+    data["ocpp"] = _ocpp(settings, data["backlog"].pop("ocpp_queue"))
     answer = daemon.ask(settings.control.socket_path, {"cmd": "sync_status"})
     if answer is None:
         note("the agent is not running: backlog from the store only")
@@ -284,10 +288,33 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
             )
         if acks is not None and data["ack_stalled"]:
             out.print(f"[yellow]WARN[/]: {escape(describe(acks))}")
+        o = data["ocpp"]
+        if o["configured"]:
+            state = "[green]connected[/]" if o["connected"] else "[red]not connected[/]"
+            error = f" ({escape(o['last_error'])})" if o.get("last_error") else ""
+            registration = f", {o['registration']}" if o.get("registration") else ""
+            out.print(f"OCPP link: {state}{registration} to {escape(o['url'])}{error}")
+            q = o["queue"]
+            age = "" if q["oldest_age_s"] is None else f", oldest {q['oldest_age_s']:.0f} s"
+            parts = ", ".join(f"{n} {a}" for a, n in sorted(q["by_action"].items()))
+            out.print(f"OCPP queue: {q['rows']} transaction message(s){age}"
+                      + (f" ({parts})" if parts else ""))  # fmt: skip
 
     emit(as_json, data, human)
-    linked = data.get("connected") or not data["configured"]
+    ocpp_ok = data["ocpp"]["connected"] or not data["ocpp"]["configured"]
+    linked = (data.get("connected") or not data["configured"]) and ocpp_ok
     raise SystemExit(EXIT_OK if linked and not data["ack_stalled"] else EXIT_WARN)
+
+
+def _ocpp(settings: AgentSettings, queue: dict[str, Any]) -> dict[str, Any]:
+    """The OCPP uplink as ``sync status`` shows it: the agent's link state, the store's
+    queue."""
+    if settings.ocpp is None:
+        return {"configured": False, "connected": False, "queue": queue}
+    answer = daemon.ask(settings.control.socket_path, {"cmd": "ocpp_status"})
+    live = {k: v for k, v in (answer or {}).items() if k not in {"ok", "queued"}}
+    return {"configured": True, "connected": False, "url": settings.ocpp.url, **live,
+            "queue": queue}  # fmt: skip
 
 
 @sync.command("flush")

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.control import request
+from tests.cli.rig import cli
 from tests.cloud.certs import Certs, make_certs
 
 from .agent_rig import TAG, rows, seed_local_list, wait_for_socket, wait_until, write_config
@@ -129,6 +130,15 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
 
                 await wait_until(both_stops, timeout_s=5)
                 assert _queued(db, "StartTransaction") == 1
+                # The technician sees the link down and the queue waiting.
+                status = await cli("sync", "status", "--json", config=config)
+                assert status.code == 1, status
+                ocpp = status.json()["ocpp"]
+                assert ocpp["connected"] is False
+                assert ocpp["queue"]["by_action"]["StopTransaction"] == 2
+                assert ocpp["queue"]["rows"] == _queued(db, "MeterValues") + 3
+                doctor = await cli("doctor", "--json", config=config)
+                assert doctor.check("CSMS link")["level"] == "FAIL", doctor.stdout
                 # Back online: the first sample is refused until given up, the first stop
                 # twice (then accepted).
                 csms.refusals = {"MeterValues": 3, "StopTransaction": 2}
@@ -136,6 +146,14 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
                 await eventually(lambda: len([a for a, _ in rec.transactions
                                               if a == "StopTransaction"]) == 2)  # fmt: skip
                 await wait_until(lambda: _empty(db), timeout_s=10)
+                status = await cli("sync", "status", "--json", config=config)
+                assert status.code == 0, status
+                ocpp = status.json()["ocpp"]
+                assert (ocpp["connected"], ocpp["registration"]) == (True, "Accepted")
+                assert ocpp["queue"]["rows"] == 0
+                assert ocpp["given_up"] == 1
+                doctor = await cli("doctor", "--json", config=config)
+                assert doctor.check("CSMS link")["level"] == "PASS", doctor.stdout
         finally:
             physics.cancel()
     assert csms.refused == ["MeterValues"] * 3 + ["StopTransaction"] * 2

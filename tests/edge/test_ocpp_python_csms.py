@@ -21,6 +21,8 @@ from ocpp.v16 import call
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
+from edge_agent.tech.checks import Level
+from edge_agent.tech.csms import check_csms, probe_csms
 from tests.cloud.certs import Certs, make_certs
 
 from .agent_rig import control, rows, write_config
@@ -216,8 +218,19 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         reset = await csms.call(call.Reset(type="Soft"))
         assert reset.status == "Accepted"
         await asyncio.wait_for(_stopped(agent), 10)
-    assert check_frames(csms.received, csms.sent) >= len(received) > 20
-    del sent_frames
+        await eventually(lambda: agent.restart_requested)  # its run is over
+        assert check_frames(list(csms.received), list(csms.sent)) >= len(received) > 20
+        del sent_frames
+        # `doctor` with the agent stopped: one test connection with the stored key, then the
+        # same with a key the CSMS refuses.
+        settings = load_config(tmp_path / "agent.toml")
+        facts = await probe_csms(settings)
+        assert facts.connected, facts
+        assert check_csms(facts).level is Level.PASS
+        csms.password = "not-this-one-at-all"
+        refused = check_csms(await probe_csms(settings))
+        assert refused.level is Level.FAIL
+        assert "credentials" in refused.remedy
 
 
 async def _stopped(agent: Agent) -> None:
