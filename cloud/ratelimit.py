@@ -8,17 +8,19 @@ from redis.exceptions import RedisError
 from cloud.errors import DependencyUnavailable, RateLimited
 
 
-async def hit(redis: Redis, key: str, *, limit: int, window_s: int) -> None:
+async def hit(redis: Redis, key: str, *, limit: int, window_s: int, prefix: str) -> None:
     """Count one attempt under ``key``; raise :class:`RateLimited` past ``limit`` per window.
+    ``prefix``: the deployment's ``redis.key_prefix``.
 
     Fails closed: without Redis the attempt is refused (a limiter that opens when its store
     is down protects nothing).
     """
+    name = f"{prefix}rl:{key}"
     try:
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(f"cm:rl:{key}")
-            pipe.expire(f"cm:rl:{key}", window_s, nx=True)
-            pipe.ttl(f"cm:rl:{key}")
+            pipe.incr(name)
+            pipe.expire(name, window_s, nx=True)
+            pipe.ttl(name)
             count, _, ttl = await pipe.execute()
     except (RedisError, OSError) as exc:
         raise DependencyUnavailable("redis", str(exc)) from exc

@@ -43,10 +43,11 @@ class OtpStore:
     secret: str
     ttl_s: int
     max_attempts: int
+    #: The deployment's ``redis.key_prefix``.
+    prefix: str = "cm:"
 
-    @staticmethod
-    def key(phone: str) -> str:
-        return f"cm:otp:{phone}"
+    def key(self, phone: str) -> str:
+        return f"{self.prefix}otp:{phone}"
 
     def _digest(self, phone: str, code: str) -> str:
         return hmac.new(

@@ -60,8 +60,9 @@ async def _limit(state: State, *keys: str) -> None:
     auth = state.settings.auth
     for key in keys:
         await ratelimit.hit(
-            state.redis, key, limit=auth.login_attempts_per_window, window_s=auth.login_window_s
-        )
+            state.redis, key, limit=auth.login_attempts_per_window, window_s=auth.login_window_s,
+            prefix=state.settings.redis.key_prefix,
+        )  # fmt: skip
 
 
 def _otp_store(state: State) -> OtpStore:
@@ -71,6 +72,7 @@ def _otp_store(state: State) -> OtpStore:
         state.settings.app.secret_key.get_secret_value(),
         ttl_s=auth.otp_ttl_s,
         max_attempts=auth.otp_max_attempts,
+        prefix=state.settings.redis.key_prefix,
     )
 
 

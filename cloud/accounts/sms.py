@@ -104,10 +104,11 @@ class RedisSmsOutbox:
     """An :class:`SmsSender` that keeps messages in Redis, per number, newest first."""
 
     redis: Redis
+    #: The deployment's ``redis.key_prefix``.
+    prefix: str = "cm:"
 
-    @staticmethod
-    def key(to: str) -> str:
-        return f"cm:sms:outbox:{to}"
+    def key(self, to: str) -> str:
+        return f"{self.prefix}sms:outbox:{to}"
 
     async def send(self, to: str, text: str) -> None:
         check_sms(to, text)
@@ -136,5 +137,5 @@ def configured_sms_sender(settings: Settings, redis: Redis) -> SmsSender | None:
     paid contract): development and test sites use it; elsewhere there is none (one-time
     codes answer 503, notifications skip the SMS channel)."""
     if settings.app.env in (Environment.DEVELOPMENT, Environment.TEST):
-        return RedisSmsOutbox(redis)
+        return RedisSmsOutbox(redis, settings.redis.key_prefix)
     return None

@@ -410,7 +410,10 @@ async def _console(demo: Demo, stop: asyncio.Event) -> None:
     """Read ``drop SITE``, ``restore SITE`` and ``story`` from the terminal."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):
+        return  # input from a regular file: no commands
     while not stop.is_set() and (raw := await reader.readline()):
         words = raw.decode().split()
         match words:
@@ -503,14 +506,12 @@ async def main_async(site_json: dict[str, Any], api_port: int, scenario: str | N
                 say("[demo] the story ran to the end; stopping everything")
                 return 0
             say("[demo] running; press Ctrl-C to stop")
-            tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(demo.sup.exited.wait())]
-            if sys.stdin.isatty():
-                tasks.append(asyncio.ensure_future(_console(demo, stop)))
-            await until_stopped(
-                asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
-            )
-            for task in tasks:
-                task.cancel()
+            # The terminal's commands (a pipe works too); its end of input ends only them.
+            console = asyncio.ensure_future(_console(demo, stop))
+            await until_stopped(asyncio.ensure_future(demo.sup.exited.wait()))
+            console.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await console
             dead = demo.sup.dead()
             if dead:
                 say(f"[demo] {dead[0].name} exited ({dead[0].proc.returncode}); stopping the rest")

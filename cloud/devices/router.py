@@ -37,6 +37,7 @@ async def claim(body: ClaimRequest, request: Request, state: State) -> ClaimResp
         f"claim:{client}",
         limit=limits.claim_attempts_per_window,
         window_s=limits.claim_window_s,
+        prefix=state.settings.redis.key_prefix,
     )
     response: ClaimResponse | None = None
     async with state.sessions() as db:
@@ -75,6 +76,7 @@ async def pairing_code(
         f"pairing:{principal.user_id}",
         limit=limits.claim_attempts_per_window,
         window_s=limits.claim_window_s,
+        prefix=state.settings.redis.key_prefix,
     )
     charger = await editable_charger(db, principal, charger_id)
     return await issue_pairing_code(

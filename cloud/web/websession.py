@@ -74,14 +74,16 @@ def cookie_secure(settings: Settings) -> bool:
 class WebSessions:
     """The Redis store of web sessions; every entry expires with its refresh token."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, prefix: str = "cm:") -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        #: The deployment's ``redis.key_prefix`` before SESSION_KEY_PREFIX's ``web:session:``.
+        self.key_prefix = prefix + SESSION_KEY_PREFIX.removeprefix("cm:")
 
     async def _put(self, session: WebSession) -> None:
         try:
             await self.redis.set(
-                SESSION_KEY_PREFIX + session.key, json.dumps(asdict(session)), ex=self.ttl_s
+                self.key_prefix + session.key, json.dumps(asdict(session)), ex=self.ttl_s
             )
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
@@ -95,7 +97,7 @@ class WebSessions:
 
     async def get(self, cookie: str) -> WebSession | None:
         try:
-            raw = await self.redis.get(SESSION_KEY_PREFIX + _digest(cookie))
+            raw = await self.redis.get(self.key_prefix + _digest(cookie))
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
         if raw is None:
@@ -110,13 +112,16 @@ class WebSessions:
 
     async def end(self, session: WebSession) -> None:
         try:
-            await self.redis.delete(SESSION_KEY_PREFIX + session.key)
+            await self.redis.delete(self.key_prefix + session.key)
         except (RedisError, OSError) as exc:
             raise DependencyUnavailable("redis", str(exc)) from exc
 
 
 def sessions_of(state: AppState) -> WebSessions:
-    return WebSessions(state.redis, ttl_s=state.settings.auth.refresh_ttl_s)
+    return WebSessions(
+        state.redis, ttl_s=state.settings.auth.refresh_ttl_s,
+        prefix=state.settings.redis.key_prefix,
+    )  # fmt: skip
 
 
 async def sign_in(state: AppState, tokens: TokenPair) -> tuple[str, WebSession]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.cloud.conftest import REDIS_URL
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
 
 
 def log_entries(log_file: Path) -> list[dict[str, Any]]:
@@ -28,7 +28,7 @@ async def clear_rate_limits() -> None:
     """Every client of these tests is 127.0.0.1: start below the per-address limits."""
     redis = Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in redis.scan_iter(match="cm:rl:*")]
+        keys = [key async for key in redis.scan_iter(match=REDIS_KEY_PREFIX + "rl:*")]
         if keys:
             await redis.delete(*keys)
     finally:

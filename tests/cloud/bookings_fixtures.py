@@ -183,6 +183,7 @@ def api_env(settings: Settings) -> dict[str, str]:
         "CHARGEMITRA_DB_URL": s.db.url,
         "CHARGEMITRA_DB_POOL_SIZE": str(s.db.pool_size),
         "CHARGEMITRA_REDIS_URL": s.redis.url,
+        "CHARGEMITRA_REDIS_KEY_PREFIX": s.redis.key_prefix,
         "CHARGEMITRA_MQTT_HOST": s.mqtt.host,
         "CHARGEMITRA_MQTT_PORT": str(s.mqtt.port),
         "CHARGEMITRA_MQTT_USERNAME": s.mqtt.username,

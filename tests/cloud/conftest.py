@@ -31,6 +31,10 @@ DATABASE_URL = os.environ.get(
     "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_test",
 )
 REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: This run's own Redis key prefix (issue 20): rate limits, one-time codes and the SMS outbox
+#: of a test run, a benchmark (bench/ builds its settings here too) or another run beside it
+#: never meet in a shared Redis, so `make test` and `make bench` pass in any order and at once.
+REDIS_KEY_PREFIX = f"cm:run-{secrets.token_hex(6)}:"
 
 #: Everything the migration creates that a test may fill; emptied before each test.
 TABLES = (
@@ -154,6 +158,7 @@ def make_settings(
         "CHARGEMITRA_APP_SECRET_KEY": secrets.token_urlsafe(32),
         "CHARGEMITRA_DB_URL": db_url,
         "CHARGEMITRA_REDIS_URL": REDIS_URL,
+        "CHARGEMITRA_REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
         "CHARGEMITRA_MQTT_HOST": "127.0.0.1",
         "CHARGEMITRA_MQTT_PORT": str(broker.port),
         "CHARGEMITRA_MQTT_USERNAME": username,

@@ -21,7 +21,7 @@ from cloud.accounts.models import Role
 from cloud.accounts.sms import RedisSmsOutbox
 from cloud.accounts.tokens import AUDIENCE, ISSUER, issue_access_token
 from cloud.pg import PgConnection
-from tests.cloud.conftest import REDIS_URL
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
 from tests.cloud.market import TEST_PASSWORD, Api, add_user
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,11 @@ PASSWORD = "a long enough password"
 async def redis() -> AsyncIterator[Redis]:
     """Redis with this module's keys (rate limits, codes, the SMS outbox) cleared."""
     client = Redis.from_url(REDIS_URL)
-    for pattern in ("cm:rl:*", "cm:otp:*", "cm:sms:*"):
+    for pattern in (
+        REDIS_KEY_PREFIX + "rl:*",
+        REDIS_KEY_PREFIX + "otp:*",
+        REDIS_KEY_PREFIX + "sms:*",
+    ):
         keys = [key async for key in client.scan_iter(match=pattern)]
         if keys:
             await client.delete(*keys)
@@ -316,7 +320,7 @@ async def test_a_deleted_or_disabled_account_cannot_use_its_access_token(
 
 
 async def _last_code(redis: Redis, phone: str) -> str:
-    sent = await RedisSmsOutbox(redis).messages(phone)
+    sent = await RedisSmsOutbox(redis, REDIS_KEY_PREFIX).messages(phone)
     assert sent, f"no SMS to {phone}"
     return sent[0].text[:6]
 
@@ -326,7 +330,7 @@ async def test_otp_logs_in_the_owner_and_verifies_the_phone(api: Api, redis: Red
     asked = await api.client.post("/auth/otp/request", json={"phone": "98123 45678"})
     assert asked.status_code == 202
     assert asked.json() == {"phone": "+919812345678", "expires_in": api.settings.auth.otp_ttl_s}
-    sent = await RedisSmsOutbox(redis).messages("+919812345678")
+    sent = await RedisSmsOutbox(redis, REDIS_KEY_PREFIX).messages("+919812345678")
     assert len(sent) == 1
     assert sent[0].text[:6].isdigit()
     assert len(sent[0].text) <= 160

@@ -29,7 +29,7 @@ from edge_agent.store.db import connect
 from edge_agent.sync.from_config import sync_settings
 from edge_agent.sync.service import SyncService
 from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.cloud.mosquitto import Broker, free_port
 from tests.sync.rig import RecordingHandler, running, wait_until, wall_clock
 
@@ -59,7 +59,7 @@ async def test_pairing_code_to_a_working_broker_link(
     pg: PgConnection, tmp_path: Path,
 ) -> None:  # fmt: skip
     redis = Redis.from_url(REDIS_URL)
-    await redis.delete("cm:rl:claim:127.0.0.1")
+    await redis.delete(REDIS_KEY_PREFIX + "rl:claim:127.0.0.1")
     await redis.aclose()
     await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
     await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_URL
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
 from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
 from tests.cloud.probe import Probe
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def api(market_api: Api) -> Api:
     redis = Redis.from_url(REDIS_URL)
-    keys = [key async for key in redis.scan_iter(match="cm:rl:*")]
+    keys = [key async for key in redis.scan_iter(match=REDIS_KEY_PREFIX + "rl:*")]
     if keys:
         await redis.delete(*keys)
     await redis.aclose()

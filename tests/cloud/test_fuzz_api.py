@@ -36,7 +36,7 @@ from cloud.settings import Settings
 from protocols.ids import new_ulid
 from tests.cloud.api_process import clear_rate_limits
 from tests.cloud.bookings_fixtures import serve_api
-from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.cloud.market import TEST_PASSWORD, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
 
@@ -71,7 +71,11 @@ async def world(
         CHARGEMITRA_MARKETPLACE_UNLOCK_WAIT_S="0.2",
     )
     redis = Redis.from_url(REDIS_URL)
-    for pattern in ("cm:rl:*", "cm:otp:*", "cm:sms:*"):
+    for pattern in (
+        REDIS_KEY_PREFIX + "rl:*",
+        REDIS_KEY_PREFIX + "otp:*",
+        REDIS_KEY_PREFIX + "sms:*",
+    ):
         keys = [key async for key in redis.scan_iter(match=pattern)]
         if keys:
             await redis.delete(*keys)

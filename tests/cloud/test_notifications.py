@@ -53,7 +53,7 @@ from protocols.ids import new_ulid
 from protocols.messages import Message, encode_message
 from protocols.topics import topic
 from tests.cloud.bookings_fixtures import add_charger, api_env, booking_body, next_slot
-from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.cloud.fake_http import Answer, Seen, serve
 from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.messages import session_events, status
@@ -519,7 +519,7 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
     settings = _settings(db_url, broker, service_passwords, **smtp_env(smtp.port))
     phone = f"+9198{secrets.randbelow(10**8):08d}"
     redis = Redis.from_url(REDIS_URL)
-    await redis.delete(RedisSmsOutbox.key(phone))
+    await redis.delete(RedisSmsOutbox(redis, REDIS_KEY_PREFIX).key(phone))
     try:
         async with running_api(settings) as api:
             host = await add_user(pg, settings, Role.HOST, phone=phone)
@@ -552,7 +552,7 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
                 "SELECT true FROM notification_deliveries WHERE channel = 'sms' "
                 "AND status = 'sent'",
             )
-            texts = await RedisSmsOutbox(redis).messages(phone)
+            texts = await RedisSmsOutbox(redis, REDIS_KEY_PREFIX).messages(phone)
             decline = await api.client.post(
                 f"/bookings/{booking['id']}/decline", headers=host.headers
             )

@@ -25,6 +25,7 @@ from cloud.web.render import safe_next
 from cloud.web.router import wants_html
 from cloud.web.security import CONTENT_SECURITY_POLICY
 from protocols.ids import new_ulid
+from tests.cloud.conftest import REDIS_KEY_PREFIX
 from tests.cloud.market import TEST_PASSWORD, Api, add_user
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -222,7 +223,7 @@ async def test_a_wrong_one_time_code_signs_nobody_in(
     assert 'id="code"' in sent.text
     redis = Redis.from_url(market_api.settings.redis.url)
     try:
-        messages = await RedisSmsOutbox(redis).messages(f"+91{local}")
+        messages = await RedisSmsOutbox(redis, REDIS_KEY_PREFIX).messages(f"+91{local}")
     finally:
         await redis.aclose()
     right = messages[0].text[:6]

@@ -35,6 +35,7 @@ from cloud.pg import PgConnection
 from cloud.web.format import rupees
 from tests.cloud.browser import artifacts_dir, chromium, tour
 from tests.cloud.certs import Certs
+from tests.cloud.conftest import REDIS_KEY_PREFIX
 from tests.cloud.flow_rig import (
     PRICE_PER_KWH_PAISE,
     SESSION_FEE_PAISE,
@@ -73,7 +74,7 @@ async def _otp(market: Market, phone: str) -> str:
     """The code the development SMS gateway recorded for ``phone`` (what the driver reads)."""
     redis = Redis.from_url(market.settings.redis.url)
     try:
-        sent = await RedisSmsOutbox(redis).messages(phone)
+        sent = await RedisSmsOutbox(redis, REDIS_KEY_PREFIX).messages(phone)
     finally:
         await redis.aclose()
     assert sent, f"no SMS recorded for {phone}"

@@ -23,7 +23,7 @@ from edge_agent.auth.authorizer import Moment, Pin
 from edge_agent.control import request as control
 from protocols.enums import AuthorizationStatus
 from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_URL
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
 from tests.cloud.flow_rig import Market, relay_closed, running_market, wait_for
 from tests.cloud.market import ApiUser, add_user
 from tests.cloud.mosquitto import Broker
@@ -54,7 +54,7 @@ async def _forget_the_claim() -> None:
     claims would push later tests that keep the default limit over it (429)."""
     redis = Redis.from_url(REDIS_URL)
     try:
-        key = "cm:rl:claim:127.0.0.1"
+        key = REDIS_KEY_PREFIX + "rl:claim:127.0.0.1"
         if int(await redis.get(key) or 0) > 0:
             await redis.decr(key)
     finally:

@@ -19,7 +19,7 @@ from cloud.pg import PgConnection
 from cloud.state import AppState
 from protocols.enums import MessageKind
 from protocols.topics import topic
-from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.cloud.mosquitto import Broker
 from tests.cloud.probe import Probe
 from tests.cloud.sim_device import wait_for
@@ -34,7 +34,7 @@ async def api(
     db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection
 ) -> AsyncIterator[tuple[AppState, httpx.AsyncClient]]:
     redis = Redis.from_url(REDIS_URL)
-    await redis.delete("cm:rl:claim:127.0.0.1")
+    await redis.delete(REDIS_KEY_PREFIX + "rl:claim:127.0.0.1")
     await redis.aclose()
     await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
     await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")

@@ -58,7 +58,7 @@ class Workers:
 def workers(
     db_url: str, broker: Broker, service_passwords: dict[str, str], tmp_path: Path
 ) -> Iterator[Workers]:
-    from tests.cloud.conftest import REDIS_URL  # the conftest imports this module
+    from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL  # the conftest imports this
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")}
     env |= {
@@ -66,6 +66,7 @@ def workers(
         env_name("app", "secret_key"): new_ulid() + new_ulid(),
         env_name("db", "url"): db_url,
         env_name("redis", "url"): REDIS_URL,
+        env_name("redis", "key_prefix"): REDIS_KEY_PREFIX,
         env_name("mqtt", "port"): str(broker.port),
         env_name("mqtt", "username"): "cloud-ingest",
         env_name("mqtt", "password"): service_passwords["cloud-ingest"],
