@@ -313,6 +313,20 @@ def payout_txn(*, payout_id: str, host_id: str, amount_paise: int) -> Txn:
     )
 
 
+def payout_reversal_txn(*, payout_id: str, host_id: str, amount_paise: int) -> Txn:
+    """``amount_paise`` of a paid payout came back (a Stripe transfer reversal): the
+    payout's debit undone for that much, so the host's account owes it again (payable)."""
+    _positive(amount_paise, "payout reversal")
+    refs = Refs(payout_id=payout_id)
+    return _txn(
+        f"payout {payout_id} reversed",
+        [
+            _entry(host_account(host_id), -amount_paise, EntrySource.PAYOUT, refs),
+            _entry(CLEARING, amount_paise, EntrySource.PAYOUT, refs),
+        ],
+    )
+
+
 def dispute_txn(
     *,
     session_id: int,

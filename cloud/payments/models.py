@@ -225,12 +225,16 @@ class LedgerEntry(Base):
         CheckConstraint("amount_paise <> 0", name="amount_non_zero"),
         CheckConstraint(f"account ~ '{ACCOUNT_PATTERN}'", name="account_known"),
         # A payout is debited to its host once, however often its execution is retried
-        # (migration 0011; cloud/payouts/service.py posts it with the move to ``paid``).
+        # (migration 0011; cloud/payouts/service.py posts it with the move to ``paid``). The
+        # debit only (amount > 0, migration 0020): a reversal's credits back to the host
+        # (Stripe ``transfer.reversed``) are entries of the same payout.
         Index(
             "uq_ledger_entries_payout_once",
             "payout_id",
             unique=True,
-            postgresql_where=text("source = 'payout' AND account LIKE 'host:%'"),
+            postgresql_where=text(
+                "source = 'payout' AND account LIKE 'host:%' AND amount_paise > 0"
+            ),
         ),
     )
     # Append-only and balanced per txn_id: triggers of migration 0009 (cloud.ledger).

@@ -45,6 +45,9 @@ class EventKind(StrEnum):
     PAYOUT_PROCESSED = "payout_processed"
     #: RazorpayX ``payout.reversed`` / ``payout.failed`` / ``payout.rejected``: it did not.
     PAYOUT_FAILED = "payout_failed"
+    #: Stripe ``transfer.reversed``: money of a transfer already paid was pulled back from the
+    #: connected account (``amount_paise``: the transfer's ``amount_reversed`` so far).
+    PAYOUT_REVERSED = "payout_reversed"
     #: Stored (de-duplicated) but changes nothing.
     IGNORED = "ignored"
 

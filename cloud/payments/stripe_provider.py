@@ -246,6 +246,8 @@ def _read_event(
     intent_id: object = None
     refund_id: object = None
     receipt: object = None
+    transfer_ref: str | None = None
+    payout_receipt: str | None = None
     if event_type.startswith("payment_intent."):
         intent_id = obj.get("id")
         kind = {
@@ -264,6 +266,15 @@ def _read_event(
             kind = EventKind.REFUND_PROCESSED
         elif status in {"failed", "canceled"}:
             kind = EventKind.REFUND_FAILED
+    elif event_type == "transfer.reversed":
+        # A Connect transfer (one payout of ours) pulled back, in part or whole; the
+        # amount is the reversed total so far, so a late or repeated event moves nothing.
+        kind, amount = EventKind.PAYOUT_REVERSED, obj.get("amount_reversed")
+        transfer_id = obj.get("id")
+        metadata = obj.get("metadata")
+        payout_id = metadata.get("payout_id") if isinstance(metadata, dict) else None
+        transfer_ref = transfer_id if isinstance(transfer_id, str) and transfer_id else None
+        payout_receipt = payout_id if isinstance(payout_id, str) and payout_id else None
     ref = intent_id if isinstance(intent_id, str) and intent_id else None
     return WebhookEvent(
         provider=NAME,
@@ -276,5 +287,7 @@ def _read_event(
         payment_ref=ref,
         refund_ref=refund_id if isinstance(refund_id, str) and refund_id else None,
         refund_receipt=receipt if isinstance(receipt, str) and receipt else None,
+        payout_ref=transfer_ref,
+        payout_receipt=payout_receipt,
         amount_paise=amount if type(amount) is int else None,
     )

@@ -43,8 +43,11 @@ from cloud.payouts import service as payouts
 
 log = logging.getLogger(__name__)
 
-#: Payout webhooks (RazorpayX), settled by cloud/payouts/service.py.
-PAYOUT_EVENTS = frozenset({EventKind.PAYOUT_PROCESSED, EventKind.PAYOUT_FAILED})
+#: Payout webhooks (RazorpayX payouts, Stripe transfer reversals), settled by
+#: cloud/payouts/service.py.
+PAYOUT_EVENTS = frozenset(
+    {EventKind.PAYOUT_PROCESSED, EventKind.PAYOUT_FAILED, EventKind.PAYOUT_REVERSED}
+)
 
 #: Events applied in one database transaction at most.
 BATCH_MAX = 200

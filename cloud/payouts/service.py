@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, KycStatus
 from cloud.audit.service import SYSTEM, Actor, record
 from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
 from cloud.kyc.storage import Sealer
-from cloud.ledger.entries import payout_txn
+from cloud.ledger.accounts import host_account
+from cloud.ledger.entries import payout_reversal_txn, payout_txn
 from cloud.ledger.service import HostBalance, host_balance, host_weekly_earned, post
 from cloud.notifications import events as notify
 from cloud.payments.models import Payment, PaymentStatus, Payout, PayoutStatus
@@ -345,6 +346,8 @@ async def apply_payout_event(db: AsyncSession, event: WebhookEvent) -> bool | No
         payout = await db.scalar(select(Payout).where(Payout.provider_ref == event.payout_ref))
     if payout is None:
         return None
+    if event.kind is EventKind.PAYOUT_REVERSED:
+        return await _reverse(db, payout, event)
     if event.amount_paise is not None and event.amount_paise != payout.amount_paise:
         log.warning(
             "%s payout webhook %s: %s paise for payout %s of %s paise, ignored",
@@ -360,6 +363,55 @@ async def apply_payout_event(db: AsyncSession, event: WebhookEvent) -> bool | No
     status = "processed" if event.kind is EventKind.PAYOUT_PROCESSED else "reversed"
     done = await _settle(db, payout.id, PayoutResult(event.payout_ref or "", status))
     return done.status is not PayoutStatus.PROCESSING
+
+
+#: What a payout's debit stands at on its host's account: the payout less what came back.
+_NET_PAID = text(
+    "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries "
+    "WHERE payout_id = :payout AND account = :account AND source = 'payout'"
+)
+
+
+async def _reverse(db: AsyncSession, payout: Payout, event: WebhookEvent) -> bool:
+    """A paid payout pulled back, in part or whole (Stripe ``transfer.reversed``, carrying
+    the transfer's reversed total so far): what was not yet undone is posted back to the
+    host's account (:func:`cloud.ledger.entries.payout_reversal_txn`: payable again) and
+    audited. The total makes it idempotent and order-proof: a repeated or late event
+    (a smaller total) finds nothing left to undo. The payout stays ``paid`` — it was — with
+    the reversal in its note and the audit log."""
+    await _lock_host(db, payout.host_id)  # the lock order of approve()
+    payout = await _lock_payout(db, payout.id)
+    reversed_total = event.amount_paise
+    if payout.status is not PayoutStatus.PAID or reversed_total is None:
+        log.warning(
+            "%s reversal %s for payout %s (%s): nothing to undo",
+            event.provider, event.event_id, payout.id, payout.status.value,
+        )  # fmt: skip
+        return False
+    account = host_account(payout.host_id)
+    net = int(await db.scalar(_NET_PAID, {"payout": payout.id, "account": account}) or 0)
+    target = payout.amount_paise - min(reversed_total, payout.amount_paise)
+    undo = net - target
+    if undo <= 0:
+        return False
+    await post(db, payout_reversal_txn(payout_id=payout.id, host_id=payout.host_id,
+                                       amount_paise=undo))  # fmt: skip
+    before_note = payout.note
+    payout.note = (
+        f"{event.provider} reversed {payout.amount_paise - target} of "
+        f"{payout.amount_paise} paise ({event.payout_ref or event.event_id})"
+    )[:500]
+    await record(
+        db,
+        SYSTEM,
+        action="payout.reversed",
+        entity="payout",
+        entity_id=payout.id,
+        before={"net_paid_paise": net, "note": before_note},
+        after={"net_paid_paise": target, "note": payout.note},
+        data={"event_id": event.event_id, "undone_paise": undo},
+    )
+    return True
 
 
 async def _record_outcome(db: AsyncSession, payout: Payout) -> None:

@@ -66,6 +66,21 @@ class FakeStripe:
         intent = self.intents[intent_id]
         intent.update(status="requires_capture", amount_capturable=intent["amount"])
 
+    def reverse(self, transfer_id: str, amount: int) -> dict[str, Any]:
+        """The platform pulls ``amount`` of a transfer back (``POST /v1/transfers/{id}/
+        reversals`` in the dashboard or by support): the transfer as Stripe then shows it,
+        ``amount_reversed`` the total so far, for a ``transfer.reversed`` event."""
+        transfer = self.transfers[transfer_id]
+        left = int(transfer["amount"]) - int(transfer.get("amount_reversed", 0))
+        assert 0 < amount <= left, "Stripe refuses to reverse more than is left"
+        reversal = {"id": f"trr_{secrets.token_hex(8)}", "object": "transfer_reversal",
+                    "amount": amount, "transfer": transfer_id}  # fmt: skip
+        transfer["amount_reversed"] = int(transfer.get("amount_reversed", 0)) + amount
+        transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+        transfer.setdefault("reversals", {"object": "list", "data": []})["data"].append(reversal)
+        snapshot: dict[str, Any] = json.loads(json.dumps(transfer))  # later reversals: not here
+        return snapshot
+
     def webhook(self, event_type: str, obj: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(
             {
@@ -204,6 +219,7 @@ class FakeStripe:
             "destination": destination,
             "transfer_group": form.get("transfer_group"),
             "reversed": False,
+            "amount_reversed": 0,
             "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
         }
         self.transfers[str(transfer["id"])] = transfer

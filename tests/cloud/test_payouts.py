@@ -46,7 +46,7 @@ from cloud.payouts import service as payouts
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import AppSettings, DbSettings, Environment, Settings, sqlalchemy_url
 from protocols.ids import new_ulid
-from tests.cloud import fake_razorpay
+from tests.cloud import fake_razorpay, fake_stripe
 from tests.cloud.conftest import TABLES, make_settings
 from tests.cloud.fake_http import Seen
 from tests.cloud.fake_razorpay import FakeRazorpay
@@ -841,3 +841,73 @@ def test_random_histories_keep_payouts_within_earnings(
     # in its own thread: the main thread's loop belongs to pytest-asyncio.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _run_history(migrated_db, steps)).result()
+
+
+# --- Stripe transfer reversals ------------------------------------------------------------------
+
+
+async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_again(
+    db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:  # fmt: skip
+    """A payout paid as a Connect transfer, then pulled back in two parts: each
+    ``transfer.reversed`` (signed by the fake Stripe, through ``POST /webhooks/stripe``) undoes
+    that much of the payout's debit once — the host's payable grows back, audited — and a
+    repeated or late event (a smaller reversed total) moves nothing."""
+    with fake_stripe.fake_stripe() as stp:
+        stp.accounts.add("acct_1HostA")
+        settings = make_settings(
+            db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+            CHARGEMITRA_BILLING_HOLD_DAYS="0", CHARGEMITRA_PAYMENTS_PROVIDER="stripe",
+            CHARGEMITRA_PAYMENTS_STRIPE_SECRET_KEY=fake_stripe.SECRET_KEY,
+            CHARGEMITRA_PAYMENTS_STRIPE_WEBHOOK_SECRET=fake_stripe.WEBHOOK_SECRET,
+            CHARGEMITRA_PAYMENTS_STRIPE_BASE_URL=stp.url,
+        )  # fmt: skip
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api"
+        ) as api:  # fmt: skip
+            host = await add_user(pg, settings, Role.HOST)
+            driver = await add_user(pg, settings, Role.DRIVER)
+            admin = await add_user(pg, settings, Role.ADMIN)
+            assert host.host_id is not None
+            await _bill(pg, sessions, host.host_id, driver.id)
+            account = {"kind": "stripe_account", "holder_name": "Asha Rao",
+                       "stripe_account_id": "acct_1HostA"}  # fmt: skip
+            put = await api.put("/host/payout-account", json=account, headers=host.headers)
+            assert put.status_code == 200, put.text
+            payout = (await api.post("/host/payouts", headers=host.headers)).json()
+            paid = await api.post(f"/admin/payouts/{payout['id']}/approve", headers=admin.headers)
+            assert paid.json()["status"] == "paid", paid.text
+            (transfer,) = stp.transfers.values()
+
+            async def earnings() -> tuple[int, int]:
+                got = (await api.get("/host/earnings", headers=host.headers)).json()
+                return got["paid_paise"], got["payable_paise"]
+
+            assert await earnings() == (SHARE, 0)
+            part = SHARE // 3
+            first = stp.webhook("transfer.reversed", stp.reverse(transfer["id"], part))
+            for expected in ("applied", "duplicate"):
+                hook = await api.post("/webhooks/stripe", content=first[0], headers=first[1])
+                assert (hook.status_code, hook.json()["outcome"]) == (200, expected), hook.text
+            assert await earnings() == (SHARE - part, part)
+            rest = stp.webhook("transfer.reversed", stp.reverse(transfer["id"], SHARE - part))
+            hook = await api.post("/webhooks/stripe", content=rest[0], headers=rest[1])
+            assert hook.json()["outcome"] == "applied"
+            assert await earnings() == (0, SHARE)
+            # The first reversal's news again under a new event id (a smaller total): stale.
+            late_transfer = json.loads(first[0])["data"]["object"]
+            late = stp.webhook("transfer.reversed", late_transfer)
+            hook = await api.post("/webhooks/stripe", content=late[0], headers=late[1])
+            assert hook.json()["outcome"] == "stale"
+            assert await earnings() == (0, SHARE)
+
+            audited = await pg.fetch(
+                "SELECT data FROM audit_log WHERE action = 'payout.reversed' AND entity_id = $1 "
+                "ORDER BY id", payout["id"],
+            )  # fmt: skip
+            assert [json.loads(r["data"])["undone_paise"] for r in audited] == [part, SHARE - part]
+            status = await pg.fetchval("SELECT status FROM payouts WHERE id = $1", payout["id"])
+            assert status == "paid"
+            assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0

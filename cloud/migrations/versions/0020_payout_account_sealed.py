@@ -5,6 +5,11 @@ under the KYC key, ``CHARGEMITRA_KYC_KEY_FILE``, with ``payout_account|{host_id}
 authenticated beside it: cloud/kyc/storage.py ``Sealer``, cloud/payouts/accounts.py) and
 ``account_number_masked`` (``X``s and the last four digits, all that answers show).
 
+Also ``uq_ledger_entries_payout_once`` (a payout's debit to its host, once) covers the debit
+only (``amount_paise > 0``): a payout pulled back after it was paid (Stripe
+``transfer.reversed``, cloud/payouts/service.py) is credited back to the host as entries of
+the same payout.
+
 Existing rows are sealed here, so the upgrade needs the key when any bank account is stored
 (and refuses, naming the variable, without it); with none stored it needs nothing. The
 downgrade opens them again with the same key.
@@ -70,7 +75,21 @@ def _associated(host_id: str) -> bytes:
     return f"payout_account|{host_id}".encode()
 
 
+_PAYOUT_ONCE = "uq_ledger_entries_payout_once"
+_DEBIT_ONLY = "source = 'payout' AND account LIKE 'host:%' AND amount_paise > 0"
+_ANY_ENTRY = "source = 'payout' AND account LIKE 'host:%'"
+
+
+def _payout_once(where: str) -> None:
+    op.execute(f"DROP INDEX IF EXISTS {_PAYOUT_ONCE}")
+    op.create_index(
+        _PAYOUT_ONCE, "ledger_entries", ["payout_id"], unique=True,
+        postgresql_where=sa.text(where),
+    )  # fmt: skip
+
+
 def upgrade() -> None:
+    _payout_once(_DEBIT_ONLY)
     op.add_column("payout_accounts", sa.Column("account_number_sealed", sa.LargeBinary()))
     op.add_column("payout_accounts", sa.Column("account_number_masked", sa.String(length=18)))
     conn = op.get_bind()
@@ -108,6 +127,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _payout_once(_ANY_ENTRY)
     op.add_column("payout_accounts", sa.Column("account_number", sa.String(length=18)))
     conn = op.get_bind()
     rows = conn.execute(
