@@ -59,7 +59,24 @@ def _meter_ids(last_status: dict[str, Any] | None) -> list[str | None]:
 async def live_status(
     db: AsyncSession, charger: Charger, *, now: datetime, offline_after_s: int
 ) -> schemas.ChargerStatusOut:
-    device = await db.get(Device, charger.device_id) if charger.device_id else None
+    return await live_state(
+        db, charger.id, charger.device_id, now=now, offline_after_s=offline_after_s
+    )
+
+
+async def live_state(
+    db: AsyncSession,
+    charger_id: str,
+    device_id: str | None,
+    *,
+    now: datetime,
+    offline_after_s: int,
+    readings: bool = True,
+) -> schemas.ChargerStatusOut:
+    """:func:`live_status` by ids; ``readings=False`` leaves out the last meter readings
+    (two telemetry reads per meter) for a caller that shows only online and the connectors'
+    states (the QR page, cloud/web/qrview.py)."""
+    device = await db.get(Device, device_id) if device_id else None
     online = device_online(device, now, offline_after_s)
     connectors = [
         schemas.ConnectorLive(
@@ -70,10 +87,10 @@ async def live_status(
             status=k.status if online else ConnectorStatus.UNAVAILABLE,
             status_at=k.status_at,
         )
-        for k in await connectors_of(db, charger.id)
+        for k in await connectors_of(db, charger_id)
     ]
-    readings: list[schemas.LastReading] = []
-    if device is not None:
+    last: list[schemas.LastReading] = []
+    if device is not None and readings:
         conn = await db.connection()
         for meter_id in _meter_ids(device.last_status):
             since = now - LAST_READING_MAX_AGE
@@ -88,7 +105,7 @@ async def live_status(
                 since=since,
             )
             stamps = [r.ts for r in (power, energy) if r is not None]
-            readings.append(
+            last.append(
                 schemas.LastReading(
                     meter_id=meter_id,
                     ts=max(stamps) if stamps else None,
@@ -100,7 +117,7 @@ async def live_status(
         online=online,
         last_seen_at=device.last_seen_at if device else None,
         connectors=connectors,
-        last_readings=readings,
+        last_readings=last,
     )
 
 

@@ -45,6 +45,8 @@ def environment() -> Environment:
         extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship with the code: no stat() of every template file on every render.
+        auto_reload=False,
     )
     env.filters.update(
         rupees=fmt.rupees, kw=fmt.kilowatts, kwh=fmt.kilowatt_hours, elapsed=fmt.elapsed

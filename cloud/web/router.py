@@ -36,7 +36,7 @@ from cloud.billing.service import quote
 from cloud.bookings import service as bookings
 from cloud.chargers import service as chargers
 from cloud.chargers.models import Charger, PricingMode
-from cloud.chargers.status import live_status
+from cloud.chargers.status import live_state
 from cloud.deps import Db, State
 from cloud.errors import (
     BookingNotActive,
@@ -65,6 +65,7 @@ from cloud.sessions.models import ChargingSession
 from cloud.sessions.schemas import UnlockOffline
 from cloud.sessions.unlock import unlock
 from cloud.settings import Environment
+from cloud.web import qrview
 from cloud.web.render import (
     STATIC_DIR,
     PageVisitor,
@@ -153,16 +154,17 @@ def wants_html(request: Request) -> bool:
 
 
 async def qr_page(request: Request, visitor: Visitor, db: AsyncSession, code: str) -> Response:
-    """``GET /c/{code}`` for a browser: the charger, its live state, price and what to do."""
+    """``GET /c/{code}`` for a browser: the charger, its live state, price and what to do.
+    The listing is kept a few seconds, the live state read each time (cloud/web/qrview.py)."""
     try:
-        charger = await chargers.charger_by_code(db, code)
+        found = await qrview.listing(db, request.app.state, code)
     except NotFound:
         return _not_found(request, visitor)
     state = visitor.state
-    public = await chargers.public_view(db, charger)
-    status = await live_status(
-        db, charger, now=datetime.now(UTC),
-        offline_after_s=state.settings.marketplace.device_offline_after_s,
+    public = found.public
+    status = await live_state(
+        db, public.id, found.device_id, now=datetime.now(UTC),
+        offline_after_s=state.settings.marketplace.device_offline_after_s, readings=False,
     )  # fmt: skip
     return render(
         request, visitor, "charger.html",

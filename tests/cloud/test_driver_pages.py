@@ -16,9 +16,11 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from cloud.accounts.models import Role
 from cloud.app import create_app
+from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
 from tests.cloud import fake_razorpay
 from tests.cloud.bookings_fixtures import ListedCharger, add_charger
@@ -270,3 +272,49 @@ async def test_a_review_and_a_dispute_with_photos_from_the_receipt(
         token = _csrf((await stranger.get(url)).text)
         review = await stranger.post(url, data={"csrf": token, "rating": "1"})
         assert review.status_code == 403
+
+
+async def test_the_qr_page_keeps_the_listing_and_reads_the_live_state_each_visit(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """cloud/web/qrview.py: a second scan reads only the device and its connectors (no listing,
+    no meter readings), and a connector's new state shows at once although the listing is
+    kept; a code that matches nothing is not kept (a listing that appears is found)."""
+    host = await add_user(pg, market_api.settings, Role.HOST)
+    charger = await add_charger(pg, host)
+    code = new_short_code()
+    await pg.execute("UPDATE chargers SET qr_code = $2 WHERE id = $1", charger.id, code)
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    engine = market_api.app.state.cloud.engine.sync_engine
+    html = {"accept": "text/html"}
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        first = await market_api.client.get(f"/c/{code}", headers=html)
+        assert first.status_code == 200
+        listing_reads = len(statements)
+        statements.clear()
+        # The device's presence counts as online: the stored connector state is shown.
+        await pg.execute(
+            "UPDATE devices SET online = true, last_seen_at = now() WHERE id = $1",
+            charger.device_id,
+        )  # fmt: skip
+        await pg.execute(
+            "UPDATE connectors SET status = 'Faulted' WHERE charger_id = $1", charger.id
+        )
+        second = await market_api.client.get(f"/c/{code}", headers=html)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert second.status_code == 200
+    assert "Out of order" in second.text  # the live state, read again
+    tables = [re.search(r"FROM (\w+)", s) for s in statements]
+    assert sorted(t.group(1) for t in tables if t) == ["connectors", "devices"]
+    assert listing_reads > len(statements)
+    # A code nobody has yet: 404, and not kept once it is given to a charger.
+    other = new_short_code()
+    assert (await market_api.client.get(f"/c/{other}", headers=html)).status_code == 404
+    await pg.execute("UPDATE chargers SET qr_code = $2 WHERE id = $1", charger.id, other)
+    assert (await market_api.client.get(f"/c/{other}", headers=html)).status_code == 200
