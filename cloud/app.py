@@ -56,6 +56,7 @@ from cloud.web.driver import router as driver_pages
 from cloud.web.host import router as host_pages
 from cloud.web.host_calendar import router as host_calendar_page
 from cloud.web.host_kyc import router as host_kyc_page
+from cloud.web.host_photos import router as host_photos_page
 from cloud.web.host_reviews import router as host_reviews_page
 from cloud.web.render import STATIC_DIR
 from cloud.web.router import router as web_router
@@ -168,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.mount("/static/vendor/leaflet", leaflet, name="leaflet")
     app.include_router(host_calendar_page)
     app.include_router(host_kyc_page)
+    app.include_router(host_photos_page)
     app.include_router(host_reviews_page)
     app.include_router(admin_pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -309,6 +309,15 @@ async def read_photo_form(request: Request, max_bytes: int) -> bytes:
     """The bytes of the ``photo`` file of a multipart form (at most ``max_bytes`` + 1 of
     them), refused by size before anything past the limit is read (also for dispute photos,
     cloud/disputes/router.py)."""
+    data, _ = await read_photo_and_fields(request, max_bytes)
+    return data
+
+
+async def read_photo_and_fields(
+    request: Request, max_bytes: int, *, fields: tuple[str, ...] = ()
+) -> tuple[bytes, dict[str, str]]:
+    """:func:`read_photo_form`, also returning the text ``fields`` named (a page's CSRF
+    token travels in the same multipart body); any other text field is ignored."""
     body_max = max_bytes + MULTIPART_OVERHEAD_BYTES
     # The form is parsed here, not by FastAPI, so an oversized body is refused by its
     # declared length before anything is read or spooled to disk ...
@@ -320,12 +329,15 @@ async def read_photo_form(request: Request, max_bytes: int) -> bytes:
     try:
         # ... and a chunked body (no length) as it streams: Starlette spools a file part to
         # disk without any limit of its own.
-        async with _bounded(request, body_max, max_bytes).form(max_files=1, max_fields=1) as form:
+        async with _bounded(request, body_max, max_bytes).form(
+            max_files=1, max_fields=max(1, len(fields))
+        ) as form:
+            texts = {k: v for k in fields if isinstance(v := form.get(k), str)}
             upload = form.get("photo")
             if upload is None or isinstance(upload, str):
                 raise InvalidRequest("the form needs a file in the photo field", field="photo")
             # One byte past the limit is enough to know it is too big.
-            return await upload.read(max_bytes + 1)
+            return await upload.read(max_bytes + 1), texts
     except (MultiPartException, HTTPException) as exc:
         # Starlette turns a malformed form into its own 400; ours is a problem document.
         raise InvalidRequest("the multipart form could not be read", field="photo") from exc

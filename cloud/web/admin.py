@@ -329,7 +329,7 @@ async def dispute_queue(
     for s in wanted:
         for d in await disputes.list_disputes(db, admin, status=s, limit=PAGE_ROWS, offset=0,
                                               everyone=True):  # fmt: skip
-            photos = len(await disputes.photos_of(db, d.id))
+            photos = await disputes.photos_of(db, d.id)
             rows.append((d, await disputes.session_public_id(db, d), photos))
     return render(request, visitor, "admin_disputes.html", rows=rows, status=status,
                   statuses=list(DisputeStatus))  # fmt: skip

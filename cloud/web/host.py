@@ -284,11 +284,12 @@ def _form_of(charger: Charger, connectors: list[schemas.ConnectorOut]) -> dict[s
 def _charger_form(
     request: Request, visitor: Visitor, *, form: dict[str, str], charger_id: str | None,
     errors: dict[str, str] | None = None, status_code: int = 200,
+    photos: list[schemas.PhotoOut] | None = None,
 ) -> HTMLResponse:  # fmt: skip
     return render(
         request, visitor, "host_charger.html", status_code=status_code, form=form,
         errors=errors or {}, charger_id=charger_id, rows=range(1, CONNECTOR_ROWS + 1),
-        types=list(ConnectorType), modes=list(PricingMode),
+        types=list(ConnectorType), modes=list(PricingMode), photos=photos,
     )  # fmt: skip
 
 
@@ -348,8 +349,9 @@ async def edit_charger(
     if charger is None:
         return _not_found(request, visitor)
     connectors = [chargers.connector_out(k) for k in await chargers.connectors_of(db, charger.id)]
+    shown = (await chargers.host_view(db, charger)).photos
     return _charger_form(request, visitor, form=_form_of(charger, connectors),
-                         charger_id=charger.id)  # fmt: skip
+                         charger_id=charger.id, photos=shown)  # fmt: skip
 
 
 @router.post("/app/host/chargers/{charger_id}")

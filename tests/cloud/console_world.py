@@ -72,6 +72,9 @@ async def console_world(
         json={"reason_code": "billed_wrong", "description": "Charged for 7 kWh, got 5."},
     )  # fmt: skip
     assert opened.status_code == 201, opened.text
+    photo = await client.post(f"/disputes/{opened.json()['id']}/photos", headers=driver.headers,
+                              files={"photo": ("cable.png", PNG, "image/png")})  # fmt: skip
+    assert photo.status_code == 201, photo.text
     review = {"rating": 2, "text": "Slow, and the host was rude."}
     reviewed = await client.post(f"/sessions/{settled.public_id}/review", headers=driver.headers,
                                  json=review)  # fmt: skip

@@ -204,6 +204,26 @@ async def test_the_hosts_kyc_reviews_calendar_and_live_list(
         assert await pg.fetchval("SELECT count(*) FROM blocked_periods WHERE charger_id = $1",
                                  world.approved_charger) == 0  # fmt: skip
 
+        # Photos: uploaded in a multipart form carrying the CSRF token, shown, removed.
+        edit = f"/app/host/chargers/{world.approved_charger}"
+        photo_form = {"photo": ("gate.png", PNG, "image/png")}
+        no_token = await client.post(f"{edit}/photos", files=photo_form)
+        assert no_token.status_code == 403
+        fake = {"photo": ("x.png", b"GIF89a not a png", "image/png")}
+        not_image = await client.post(f"{edit}/photos", data={"csrf": token}, files=fake)
+        assert not_image.status_code == 422
+        added = await client.post(f"{edit}/photos", data={"csrf": token}, files=photo_form)
+        assert added.status_code == 303, added.text
+        photo_id = await pg.fetchval("SELECT id FROM charger_photos WHERE charger_id = $1",
+                                     world.approved_charger)  # fmt: skip
+        assert f'data-photo="{photo_id}"' in (await client.get(edit)).text
+        shown = await client.get(f"{edit}/photos/{photo_id}")
+        assert (shown.status_code, shown.content) == (200, PNG)
+        removed = await client.post(f"{edit}/photos/{photo_id}/delete", data={"csrf": token})
+        assert removed.status_code == 303
+        assert await pg.fetchval("SELECT count(*) FROM charger_photos WHERE charger_id = $1",
+                                 world.approved_charger) == 0  # fmt: skip
+
         # The live list: the fragment alone, with both chargers' state.
         live = await client.get("/app/host/live")
         assert live.status_code == 200

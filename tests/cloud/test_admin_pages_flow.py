@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from playwright.async_api import FilePayload
 
 from cloud.app import create_app
 from cloud.pg import PgConnection, PgRecord
 from cloud.state import AppState
 from tests.cloud.browser import Tour, artifacts_dir, chromium, tour
 from tests.cloud.conftest import make_settings
-from tests.cloud.console_world import ConsoleWorld, console_world
+from tests.cloud.console_world import PNG, ConsoleWorld, console_world
 from tests.cloud.flow_rig import wait_for
 from tests.cloud.market import TEST_PASSWORD, ApiUser
 from tests.cloud.mosquitto import Broker, free_port
@@ -137,6 +138,8 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     # Resolve the dispute: a partial refund of ₹50, sent through the dummy provider.
     await page.goto(f"{url}/app/admin/disputes")
     card = page.locator(f'[data-dispute="{world.dispute_id}"]')
+    shown = card.locator("img")
+    assert await shown.evaluate("img => img.complete && img.naturalWidth > 0")
     await walk.check("admin-disputes")
     await card.get_by_label("Partial refund", exact=True).check()
     await card.get_by_label("Partial refund in ₹").fill("50")
@@ -192,6 +195,15 @@ async def _host_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnection
                              "AND weekday = 6", world.approved_charger)  # fmt: skip
     assert sundays == 0
     await walk.check("host-calendar")
+
+    # A photo for the listing, uploaded from the edit page.
+    await page.goto(f"{url}/app/host/chargers/{world.approved_charger}")
+    picture: FilePayload = {"name": "gate.png", "mimeType": "image/png", "buffer": PNG}
+    await page.set_input_files("#f-photo", files=[picture])
+    await page.get_by_role("button", name="Upload").click()
+    await page.locator("#photo-list img").wait_for()
+    assert await page.locator("#photo-list img").evaluate("img => img.naturalWidth > 0")
+    await walk.check("host-charger-photos")
 
     # The dashboard's list refreshes itself: the device comes online, and the list follows
     # without a reload (the refresh is asked for at once by the page becoming visible).

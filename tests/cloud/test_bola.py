@@ -304,6 +304,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/app/host/chargers/{charger_id}/blocked-periods/{period_id}/delete"): Row(
         _HOSTS, form={}
     ),
+    ("GET", "/app/host/chargers/{charger_id}/photos/{photo_id}"): Row(_HOSTS),
+    ("POST", "/app/host/chargers/{charger_id}/photos"): Row(
+        _HOSTS, files={"photo": ("p.png", _PNG, "image/png")}
+    ),
+    ("POST", "/app/host/chargers/{charger_id}/photos/{photo_id}/delete"): Row(_HOSTS, form={}),
     # The admin console (cloud/web/admin.py): admins only, the 403 page for anyone else.
     ("GET", "/app/admin"): Row(_ADMIN_ONLY, expect=frozenset({403})),
     ("GET", "/app/admin/chargers"): Row(_ADMIN_ONLY, expect=frozenset({403})),
