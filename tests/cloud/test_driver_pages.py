@@ -11,6 +11,7 @@ import base64
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -318,3 +319,47 @@ async def test_the_qr_page_keeps_the_listing_and_reads_the_live_state_each_visit
     assert (await market_api.client.get(f"/c/{other}", headers=html)).status_code == 404
     await pg.execute("UPDATE chargers SET qr_code = $2 WHERE id = $1", charger.id, other)
     assert (await market_api.client.get(f"/c/{other}", headers=html)).status_code == 200
+
+
+async def test_an_amount_due_is_paid_from_its_page(market_api: Api, pg: PgConnection) -> None:
+    """An overstay leaves an amount due (as in tests/cloud/test_booking_money.py); the page
+    shows it, "Pay" opens its payment (``POST /amount-due/payment``'s service) on the checkout
+    page, the test card pays it through the verify route, and nothing is due any more."""
+    from tests.cloud.test_booking_money import (
+        _book,
+        _charger,
+        _move_booking,
+        _pay,
+        _settle,
+        _stopped_session,
+    )
+
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger)
+    await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    await _move_booking(pg, booking["id"], end - timedelta(hours=1), end)
+    pk, _public_id = await _stopped_session(pg, charger, booking["id"],
+                                            started=end - timedelta(hours=1),
+                                            stopped=end + timedelta(minutes=30))  # fmt: skip
+    await _settle(market_api, pk)
+    async with signed_in(market_api.app, driver) as client:
+        page = await client.get("/app/due")
+        due = re.search(r'<p class="price" id="due">([^<]+)</p>', page.text)
+        assert due, page.text
+        checkout_page = await client.post("/app/due/pay", data={"csrf": _csrf(page.text)})
+        assert checkout_page.status_code == 200, checkout_page.text
+        assert due.group(1) in checkout_page.text  # the same amount, to the paisa
+        action = re.search(r'action="(/app/payments/[0-9A-Z]+/verify)"', checkout_page.text)
+        assert action
+        form = {"csrf": _csrf(checkout_page.text), "card_number": "4111 1111 1111 1111"}
+        paid = await client.post(action.group(1), data=form)
+        assert paid.status_code == 303
+        assert paid.headers["location"] == "/app/due?paid=1"
+        after = await client.get("/app/due")
+        assert 'id="due">Nothing is due.' in after.text
+        # Nothing due: a second "Pay" is a page saying so, no payment opened.
+        again = await client.post("/app/due/pay", data={"csrf": _csrf(after.text)})
+        assert again.status_code == 409
