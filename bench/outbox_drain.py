@@ -182,18 +182,27 @@ def pair_run(
     receiver = subprocess.Popen(
         [sys.executable, "-m", "tests.sync.acker_proc", str(broker.port), INGEST_PASSWORD,
          str(arrivals)],
-        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert receiver.stdout is not None
+    assert receiver.stdin is not None
     receiver.stdout.readline()
     try:
         assert broker.tls_port is not None
         baseline = raw_paho_rate(broker.tls_port, ca, payloads)
+        # The baseline publishes the drain's seqs: the stand-in's acks for them must be past
+        # the broker before the drain subscribes, or they would delete rows the drain never
+        # published (they did: ~15 % of the rows, counted as drained).
+        receiver.stdin.write(f"settle {DEVICE} {len(payloads)}\n")
+        receiver.stdin.flush()
+        if receiver.stdout.readline().strip() != "settled":
+            raise RuntimeError("the ingest stand-in did not settle after the baseline")
         result = asyncio.run(drain(store_path, broker.tls_port, ca))
     finally:
         receiver.terminate()
         receiver.wait()
         receiver.stdout.close()
+        receiver.stdin.close()
     first_at = {
         int(seq): float(at)
         for _device, seq, at in (line.split() for line in arrivals.read_text().splitlines())

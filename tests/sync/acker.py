@@ -51,6 +51,10 @@ class Acker:
         self._pending: dict[str, set[int]] = defaultdict(set)
         self._lock = threading.Lock()
         self._ack_seq = 0
+        #: The ack loop has taken pending seqs and not yet handed all their acks to paho.
+        self._acking = False
+        #: Acks published and not yet PUBACKed by the broker (for :meth:`settle`).
+        self._ack_infos: list[paho.MQTTMessageInfo] = []
         self._stop = threading.Event()
         self._ack_every_s = ack_every_s
         self._client = paho.Client(
@@ -100,6 +104,7 @@ class Acker:
         while not self._stop.wait(self._ack_every_s):
             with self._lock:
                 pending, self._pending = self._pending, defaultdict(set)
+                self._acking = True
             for device_id, seqs in pending.items():
                 if not seqs:
                     continue
@@ -111,9 +116,29 @@ class Acker:
                         ts=datetime.now(UTC), clock_synced=True,
                         ranges=ranges[first : first + 1000],
                     )  # fmt: skip
-                    self._client.publish(
+                    info = self._client.publish(
                         topic(device_id, MessageKind.ACK), encode_message(ack), qos=1
                     )
+                    with self._lock:
+                        self._ack_infos.append(info)
+            self._acking = False
+
+    def settle(self, device_id: str, deliveries: int, timeout_s: float = 120.0) -> None:
+        """Wait until ``deliveries`` messages from ``device_id`` have arrived and every ack
+        for them has reached the broker (PUBACKed): a benchmark phase that republishes the
+        same seqs must not be answered by acks meant for the phase before it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                arrived = self.received[device_id].deliveries >= deliveries
+                pending = bool(self._pending.get(device_id))
+                self._ack_infos = [i for i in self._ack_infos if not i.is_published()]
+                unacked = bool(self._ack_infos)
+            if arrived and not pending and not unacked and not self._acking:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"acker: {deliveries} messages from {device_id} not settled")
+            time.sleep(0.005)
 
     def forget(self, device_id: str) -> None:
         """Start counting ``device_id`` afresh (a benchmark phase with a new store)."""

@@ -3,7 +3,8 @@
 The cloud's ingest never shares a process (or a GIL) with an agent; benchmarks run the acker
 here so the drain is measured against a separate receiver, as in the field. Each received
 message's seq and arrival time (CLOCK_MONOTONIC, comparable across processes) is appended to
-LOG; SIGTERM stops it.
+LOG; SIGTERM stops it. A line ``settle DEVICE N`` on stdin is answered with ``settled`` once N
+messages from DEVICE have arrived and all their acks are at the broker (``Acker.settle``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def main(port: int, password: str, log_path: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     acker = Acker(port, username="cloud-ingest", password=password, validate=False)
     print("ready", flush=True)
+
+    def commands() -> None:
+        for line in sys.stdin:
+            _verb, device, count = line.split()
+            acker.settle(device, int(count))
+            print("settled", flush=True)
+
+    threading.Thread(target=commands, name="acker-commands", daemon=True).start()
     stop.wait()
     acker.close()
     with log_path.open("w") as log:
