@@ -382,12 +382,16 @@ class MeterHealth(WireModel, frozen=True, kw_only=True):
     absent when it has not answered since the agent started. ``unavailable_blocks``: blocks
     of its register map the meter refused with a Modbus exception (e.g. ``"input 342-351"``,
     register table and zero-based addresses); their quantities are missing from its readings.
+    ``consecutive_errors``: failed polls since its last good one (0 while it answers);
+    ``last_error``: what the last failed poll said (absent if none has failed).
     """
 
     meter_id: MeterId
     model: Annotated[str, Meta(max_length=32)]
     available: bool
     errors: NonNegativeInt = 0
+    consecutive_errors: NonNegativeInt = 0
+    last_error: Annotated[str, Meta(max_length=120)] | None = None
     last_reading_age_s: NonNegativeFloat | None = None
     unavailable_blocks: Annotated[
         list[Annotated[str, Meta(max_length=32)]], Meta(max_length=64)

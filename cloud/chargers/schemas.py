@@ -358,11 +358,32 @@ class ChargerView(ChargerPublic):
     status: ChargerStatusOut
 
 
+class MeterHealthOut(BaseModel):
+    """One meter of the attached device, as its latest status said (``device_meters``).
+
+    ``last_good_at``: the estimated time of its last good reading (null: never, as far as
+    the cloud knows); ``consecutive_errors``: failed polls since then; ``unavailable_blocks``:
+    register blocks the meter refuses (their quantities are not read); ``reported_at``: when
+    the status arrived (the device may be offline since)."""
+
+    meter_id: str
+    model: str
+    available: bool
+    errors: int
+    consecutive_errors: int
+    last_error: str | None
+    last_good_at: datetime | None
+    unavailable_blocks: list[str]
+    reported_at: datetime
+
+
 class ChargerHostView(ChargerPublic):
-    """The owner's (and admins') view: moderation state and the attached device too."""
+    """The owner's (and admins') view: moderation state and the attached device too, with
+    the health of the device's meters (``meters``)."""
 
     host_id: str
     device_id: str | None
+    meters: list[MeterHealthOut]
     listed: bool
     moderation_status: ModerationStatus
     moderation_note: str | None

@@ -31,7 +31,7 @@ from cloud.chargers.models import (
     Connector,
     ModerationStatus,
 )
-from cloud.devices.models import Device, DeviceStatus
+from cloud.devices.models import Device, DeviceMeter, DeviceStatus
 from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
 
 #: Attempts at a fresh QR code before giving up (a collision among 10^12 codes is rare;
@@ -502,6 +502,29 @@ def blocked_out(row: BlockedPeriod, zone: ZoneInfo) -> schemas.BlockedPeriodOut:
     )
 
 
+async def meter_health(db: AsyncSession, device_id: str | None) -> list[schemas.MeterHealthOut]:
+    """The attached device's meters as its latest status reported them (ingest writes them)."""
+    if device_id is None:
+        return []
+    rows = await db.scalars(
+        select(DeviceMeter).where(DeviceMeter.device_id == device_id).order_by(DeviceMeter.meter_id)
+    )
+    return [
+        schemas.MeterHealthOut(
+            meter_id=m.meter_id,
+            model=m.model,
+            available=m.available,
+            errors=m.errors,
+            consecutive_errors=m.consecutive_errors,
+            last_error=m.last_error,
+            last_good_at=m.last_good_at,
+            unavailable_blocks=list(m.unavailable_blocks),
+            reported_at=m.reported_at,
+        )
+        for m in rows
+    ]
+
+
 async def host_view(db: AsyncSession, charger: Charger) -> schemas.ChargerHostView:
     public = await public_view(db, charger)
     zone = ZoneInfo(charger.timezone)
@@ -515,6 +538,7 @@ async def host_view(db: AsyncSession, charger: Charger) -> schemas.ChargerHostVi
         **public.model_dump(),
         host_id=charger.host_id,
         device_id=charger.device_id,
+        meters=await meter_health(db, charger.device_id),
         listed=charger.is_listed,
         moderation_status=charger.moderation_status,
         moderation_note=charger.moderation_note,

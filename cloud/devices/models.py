@@ -6,8 +6,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, LargeBinary, String
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.columns import ULID_LEN, text_enum, ulid_pk
@@ -41,6 +41,37 @@ class Device(Timestamped, Base):
     #: The per-device secret booking PINs are derived from (protocols.pins); handed to the
     #: agent once, at claim. Stored as is: whoever reads this table can also sign tokens.
     pin_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class DeviceMeter(Base):
+    """A meter the device's latest status names, with its health as of that status
+    (cloud/ingest/writer.py writes it; meters the status no longer names are deleted).
+
+    ``last_good_at`` is the cloud's estimate of the meter's last good reading: the status's
+    time (the agent's clock when synced, else the cloud's receipt) minus the agent's
+    monotonic ``last_reading_age_s``. It is kept when a status has no age (an agent restarted
+    while the meter is dead has not read it since), so it says when the meter last answered
+    at all.
+    """
+
+    __tablename__ = "device_meters"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    meter_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(32))
+    available: Mapped[bool]
+    #: Failed polls since the agent started, and since the meter's last good poll.
+    errors: Mapped[int] = mapped_column(Integer)
+    consecutive_errors: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(120))
+    last_good_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Register blocks the meter refused (partial map), e.g. ``input 342-351``.
+    unavailable_blocks: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    #: When the cloud applied the status this row comes from, and that status's seq.
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class DownlinkSequence(Base):

@@ -19,6 +19,8 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
   notification for its host in the same transaction (:mod:`cloud.notifications.events`),
   as a session's first fold as active or as stopped queues "started" / "stopped" for its
   driver (once per session and kind, however often the events are redelivered);
+  A status applied also replaces the device's ``device_meters`` rows (meter health: one row
+  per meter it names, the others deleted, rows in meter id order);
 * cmd_result: the first result of a ``cmd_id`` wins;
 * auth: one row per decision, unique by ``(device_id, seq)`` and ``(device_id, msg_id)``
   (INSERT … ON CONFLICT DO NOTHING, rows sorted by key).
@@ -38,7 +40,7 @@ from cloud.sessions.fold import SessionRow, fold_session
 from cloud.sessions.models import SessionState
 from cloud.telemetry.rollup import mark_pending
 from protocols.enums import MessageKind
-from protocols.messages import SessionEvent, parse_message, to_json
+from protocols.messages import SessionEvent, Status, parse_message, to_json
 
 #: Claim each batch by its key; only batches this transaction claimed get their rows copied.
 #: A concurrent worker inserting the same key waits for our commit, then claims nothing.
@@ -100,6 +102,25 @@ UPDATE devices d SET online = false, updated_at = now()
 FROM (SELECT id, online FROM devices WHERE id = $1 FOR UPDATE) before
 WHERE d.id = before.id
 RETURNING before.online"""
+
+#: A meter's health from an applied status. ``$8`` is the status's time (NULL: the agent's
+#: clock was not synced, so the cloud's own), ``$9`` the agent's monotonic age of the meter's
+#: last good reading; without an age the last known time is kept.
+UPSERT_METER_HEALTH = """
+INSERT INTO device_meters AS m (device_id, meter_id, model, available, errors,
+    consecutive_errors, last_error, last_good_at, unavailable_blocks, reported_at, status_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+    coalesce($8, now()) - make_interval(secs => $9), $10::text[], now(), $11)
+ON CONFLICT (device_id, meter_id) DO UPDATE SET model = EXCLUDED.model,
+    available = EXCLUDED.available, errors = EXCLUDED.errors,
+    consecutive_errors = EXCLUDED.consecutive_errors, last_error = EXCLUDED.last_error,
+    last_good_at = coalesce(EXCLUDED.last_good_at, m.last_good_at),
+    unavailable_blocks = EXCLUDED.unavailable_blocks, reported_at = EXCLUDED.reported_at,
+    status_seq = EXCLUDED.status_seq"""
+
+#: Meters the applied status no longer names (removed from the agent's configuration).
+DELETE_GONE_METERS = """
+DELETE FROM device_meters WHERE device_id = $1 AND NOT (meter_id = ANY($2::text[]))"""
 
 APPLY_CONNECTOR_STATUS = """
 UPDATE connectors c SET status = $3, status_at = now()
@@ -181,6 +202,7 @@ async def write_batch(
             if was_online and not message.online:
                 await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
             if was_online is not None:
+                await _write_meter_health(conn, message)
                 for connector in message.connectors:
                     await conn.execute(
                         APPLY_CONNECTOR_STATUS,
@@ -251,6 +273,19 @@ async def _write_dead_letters(conn: PgConnection, plan: BatchPlan, payload_max: 
     # they queue instead of deadlocking (as every other write here).
     ordered = [rows[key] for key in sorted(rows)]
     await conn.execute(INSERT_DEAD_LETTERS, *(list(col) for col in zip(*ordered, strict=True)))
+
+
+async def _write_meter_health(conn: PgConnection, message: Status) -> None:
+    """Replace the device's meter health with what this (newer) status says."""
+    at = message.ts if message.clock_synced else None
+    meters = sorted(message.meters, key=lambda m: m.meter_id)
+    await conn.execute(DELETE_GONE_METERS, message.device_id, [m.meter_id for m in meters])
+    for meter in meters:
+        await conn.execute(
+            UPSERT_METER_HEALTH, message.device_id, meter.meter_id, meter.model, meter.available,
+            meter.errors, meter.consecutive_errors, meter.last_error, at,
+            meter.last_reading_age_s, list(meter.unavailable_blocks), message.seq,
+        )  # fmt: skip
 
 
 async def _write_auth_decisions(conn: PgConnection, plan: BatchPlan) -> None:

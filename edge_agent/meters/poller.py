@@ -47,6 +47,8 @@ class MeterHealthCounters:
     failures: Counter[str] = field(default_factory=Counter)
     available: bool | None = None
     last_error: str = ""
+    #: Failed polls since the last good one (what tells a dying meter from a flaky line).
+    consecutive: int = 0
     #: Monotonic time of the last good reading (None until the meter first answers).
     last_good_mono: float | None = None
     #: Monotonic time the last poll finished, answered or not: the bus loop is turning
@@ -109,6 +111,8 @@ class MeterPoller:
             model=self.settings.model[:32],
             available=self.health.available is True,
             errors=self.health.errors,
+            consecutive_errors=self.health.consecutive,
+            last_error=self.health.last_error[:120] or None,
             last_reading_age_s=None if last is None else max(0.0, self._monotonic() - last),
             unavailable_blocks=[b.label for b in self.unavailable_blocks()],
         )
@@ -147,6 +151,7 @@ class MeterPoller:
             self._failed("garbage", "no quantity decoded")
             return None
         self.health.good += 1
+        self.health.consecutive = 0
         self.health.last_good_mono = self._monotonic()
         if self.health.available is not True:
             if self.health.available is False:
@@ -185,6 +190,7 @@ class MeterPoller:
 
     def _failed(self, kind: str, message: str) -> None:
         self.health.failures[kind] += 1
+        self.health.consecutive += 1
         self.health.last_error = message
         if self.health.available is not False:
             log.error("meter %s unavailable: %s", self.meter_id, message)

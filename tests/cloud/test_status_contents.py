@@ -2,7 +2,8 @@
 (``chargemitra-agent run`` as a process) polls the simulated meter over RTU and publishes
 over TLS to the project's broker; a real ingest worker stores each status in PostgreSQL; the
 cloud's charger status (``GET /chargers/{id}``) shows the connector state the agent reported,
-and the last reading of the meter the status names. A session started at the charger turns
+and the last reading of the meter the status names; the host's view (``GET
+/host/chargers/{id}``) the meter's health. A session started at the charger turns
 the cloud's connector to Charging at once (a status on change, not at the next interval)."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from firmware_sim.site import MeterSpec
 from tests.cli.rig import DEVICE, TAG, agent_process, mqtt_table, sim_site, write_config
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import add_device
-from tests.cloud.market import Api, add_user
+from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.mosquitto import Broker
 from tests.cloud.sim_device import wait_for
 from tests.cloud.test_listings import approve, create_listing
@@ -29,7 +30,7 @@ from tests.edge.agent_rig import control, seed_local_list, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-async def _listed(api: Api, pg: PgConnection) -> str:
+async def _listed(api: Api, pg: PgConnection) -> tuple[str, ApiUser]:
     """A listed charger with connectors 1 and 2, driven by the device ``DEVICE``; the cloud
     holds connector 1 as Charging, a state the agent has not reported."""
     host = await add_user(pg, api.settings, Role.HOST)
@@ -50,7 +51,7 @@ async def _listed(api: Api, pg: PgConnection) -> str:
     )
     await approve(api, admin, created["id"])
     charger_id: str = created["id"]
-    return charger_id
+    return charger_id, host
 
 
 async def _last_status(pg: PgConnection) -> dict[str, Any]:
@@ -70,7 +71,7 @@ async def test_status_carries_meters_and_connectors_into_the_cloud_charger_statu
     market_api: Api,
 ) -> None:
     assert broker.tls_port is not None
-    charger_id = await _listed(market_api, pg)
+    charger_id, host = await _listed(market_api, pg)
     password = add_device(broker, DEVICE)
     workers.start(0)
     await wait_for(lambda: "as ingest-0" in broker.log_text(), timeout_s=30)
@@ -108,6 +109,18 @@ async def test_status_carries_meters_and_connectors_into_the_cloud_charger_statu
             assert status["connectors"] == [
                 {"connector": 1, "status": "Available", "session_id": None}
             ]
+
+            # The host's view of the charger: the meter's health as ingest stored it.
+            host_view = await market_api.client.get(
+                f"/host/chargers/{charger_id}", headers=host.headers
+            )
+            assert host_view.status_code == 200, host_view.text
+            [health] = host_view.json()["meters"]
+            assert (health["meter_id"], health["model"], health["available"]) == (
+                "m1", "sdm630", True,
+            )  # fmt: skip
+            assert (health["consecutive_errors"], health["unavailable_blocks"]) == (0, [])
+            assert health["last_good_at"] is not None
 
             # The cloud's charger status: the connector as the agent reported it (connector
             # 2, which the agent does not drive, keeps its stored state: Unavailable).

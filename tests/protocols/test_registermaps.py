@@ -48,7 +48,7 @@ def dump(pairs: dict[int, list[int]], start: int, count: int, fill: int = 0) -> 
 
 def test_every_catalogue_model_ships_with_a_source() -> None:
     assert set(available_models()) == {
-        "sdm120", "sdm630", "sdm72d", "abb_b23", "iem3155", "mfm383a", "em6400ng",
+        "sdm120", "sdm630", "sdm72d", "abb_b23", "iem3155", "mfm383a", "em6400ng", "lgplus",
     }  # fmt: skip
     for model in available_models():
         register_map = load_map(model)
@@ -192,6 +192,42 @@ def test_em6400ng_golden_one_based_holding_registers() -> None:
     assert [b.label for b in plan_blocks(register_map)] == [
         "holding 2699-2702",
         "holding 2999-3110",
+    ]
+
+
+def test_lgplus_golden_holding_floats_low_word_first() -> None:
+    """Elmeasure LG+: holding registers from 40101 (address 100), float32 in W, VAR, V, A, Hz
+    and Wh (no scaling), the low word first (the map's stated assumption); one frame reads
+    the whole window 100-159."""
+    register_map = load_map("lgplus")
+    raw = dump(
+        {
+            100: [0x0000, 0x45E6],  # 40101 Watts total 7360.0 W
+            102: [0x2000, 0x4519],  # 40103 Watts R phase 2450.0 W
+            116: [0x70A4, 0x3F7D],  # 40117 PF average 0.99
+            134: [0x8000, 0x43CF],  # 40135 V RY 415.0 V
+            142: [0x0000, 0x4366],  # 40143 V R phase 230.0 V
+            150: [0x0000, 0x4200],  # 40151 A R phase 32.0 A
+            156: [0x0000, 0x4248],  # 40157 Hz 50.0
+            158: [0xB438, 0x4996],  # 40159 Wh received 1,234,567 Wh
+        },
+        100,
+        60,
+    )
+    values = decode_registers(register_map, 100, raw)
+    assert values[Q.POWER_W] == 7360.0
+    assert values[Q.POWER_L1_W] == 2450.0
+    assert values[Q.POWER_FACTOR] == pytest.approx(0.99, abs=1e-6)
+    assert values[Q.VOLTAGE_L1_L2_V] == 415.0
+    assert values[Q.VOLTAGE_L1_V] == 230.0
+    assert values[Q.CURRENT_L1_A] == 32.0
+    assert values[Q.FREQUENCY_HZ] == 50.0
+    assert values[Q.ENERGY_IMPORT_WH] == 1_234_567.0
+    # Read high word first (a meter set the other way), the same words are nonsense: the
+    # word order is what the map asserts, not a guess the decoder repairs.
+    assert decode_registers(register_map, 100, [0x45E6, 0x0000])[Q.POWER_W] != 7360.0
+    assert [(b.label, len(b.registers)) for b in plan_blocks(register_map)] == [
+        ("holding 100-159", 21)
     ]
 
 

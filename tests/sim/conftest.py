@@ -26,6 +26,7 @@ ALL_METERS = (
     MeterSpec("iem3155", 5),
     MeterSpec("mfm383a", 6),
     MeterSpec("em6400ng", 7),
+    MeterSpec("lgplus", 8),
 )
 RELAY_UNIT = 9
 #: Fast line so tests stay quick; timing itself is the benchmark's business.
