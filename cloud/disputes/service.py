@@ -14,8 +14,10 @@ requested meanwhile cannot take them.
    it) and the session's payments locked: the amount is checked against what the payments
    have left to refund, the dispute adjustment is posted to the ledger (the host's earning
    from the session, the platform's commission for the rest: :func:`cloud.disputes.rules.
-   charge`), one ``refunds`` row per payment is written (reason ``dispute <id>``) and the
-   dispute becomes ``resolved_refund`` — together or not at all;
+   charge`), one ``refunds`` row per payment is written (reason ``dispute <id>``) with a GST
+   credit note for it against the session's invoice (:func:`cloud.invoices.service.
+   issue_credit_note`: the credit-note series, GST reversed on the refunded taxable value)
+   and the dispute becomes ``resolved_refund`` — together or not at all;
 2. no transaction open: each refund row is sent to the provider
    (:func:`cloud.payments.service.refund_payment`, keyed on the refund row's id). Its
    webhook (or answer) marks it processed and posts the refund to the ledger, returning the
@@ -54,6 +56,7 @@ from cloud.disputes.models import (
     DisputeStatus,
 )
 from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.invoices.service import issue_credit_note
 from cloud.ledger.accounts import host_account
 from cloud.ledger.entries import dispute_txn
 from cloud.ledger.service import post
@@ -365,8 +368,21 @@ async def _decide(
                     host_id=payer, memo=memo,
                 ),
             )  # fmt: skip
-    for payment_id, paise in rules.allocate(amount, left):
-        db.add(Refund(payment_id=payment_id, amount_paise=paise, reason=refund_reason(dispute.id)))
+    refunds = [
+        Refund(payment_id=payment_id, amount_paise=paise, reason=refund_reason(dispute.id))
+        for payment_id, paise in rules.allocate(amount, left)
+    ]
+    db.add_all(refunds)
+    await db.flush()
+    # The supply's value is reduced by the refund: a GST credit note per refund against the
+    # session's invoice (its own series; taxable value and GST reversed in the invoice's
+    # proportion: cloud/invoices/document.py credit_amounts), keyed on the refund so a
+    # retried resolution issues none twice.
+    for refund in refunds:
+        await issue_credit_note(
+            db, session.id, amount_paise=refund.amount_paise, reason=memo,
+            refund_id=refund.id, now=now,
+        )  # fmt: skip
     dispute.status = DisputeStatus.RESOLVED_REFUND
     dispute.refund_paise = amount
     dispute.charged_to = charged_to

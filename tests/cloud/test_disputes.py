@@ -253,6 +253,29 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     assert refund is not None
     assert refund["amount_paise"] == refund_paise
     assert refund["provider_refund_id"] is not None
+    # A GST credit note for the refund, in its own series, against the session's invoice:
+    # the refunded taxable value and its GST reversed in the invoice's proportion.
+    [original] = await pg.fetch(
+        "SELECT id, serial, taxable_paise, total_paise FROM invoices "
+        "WHERE session_id = $1 AND kind = 'invoice'", disputed.pk,
+    )  # fmt: skip
+    [note_row] = await pg.fetch(
+        "SELECT serial, original_id, refund_id, reason, taxable_paise, cgst_paise, sgst_paise, "
+        "igst_paise, total_paise FROM invoices WHERE session_id = $1 AND kind = 'credit_note'",
+        disputed.pk,
+    )  # fmt: skip
+    assert (note_row["original_id"], note_row["refund_id"]) == (original["id"], refund["id"])
+    assert note_row["reason"] == f"dispute {dispute['id']}"
+    assert note_row["serial"] != original["serial"]
+    assert note_row["total_paise"] == refund_paise
+    taxable = (refund_paise * original["taxable_paise"] * 2 + original["total_paise"]) // (
+        2 * original["total_paise"]
+    )  # half up
+    assert note_row["taxable_paise"] == taxable
+    tax = note_row["cgst_paise"] + note_row["sgst_paise"] + note_row["igst_paise"]
+    assert tax == refund_paise - taxable > 0
+    listed = (await api.client.get("/invoices", headers=driver.headers)).json()
+    assert note_row["serial"] in json.dumps(listed)
 
     async def processed() -> bool:
         status = await pg.fetchval("SELECT status FROM refunds WHERE id = $1", refund["id"])
