@@ -20,7 +20,8 @@ In order, it
    exits 0 when the receipt is printed (1 when a step did not happen).
 
 Every process it starts runs in its own process group and is stopped (SIGTERM, then SIGKILL
-after :data:`STOP_GRACE_S`) in reverse order on the way out, whatever the reason.
+after :data:`STOP_GRACE_S`) in reverse order on the way out, whatever the reason; should the
+demo itself be killed outright, the kernel sends each of them SIGTERM (PR_SET_PDEATHSIG).
 
 The cloud never imports the agent or the simulator: they run as their own commands here.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -58,6 +60,19 @@ DRIVER_PASSWORD = "renter123"  # noqa: S105 -- the brief's published demo passwo
 BIN = Path(sys.executable).parent
 
 
+#: prctl(2) option: the signal a child gets when the process that started it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_demo() -> None:
+    """In each child before it runs (Linux): SIGTERM it when the demo dies, even by SIGKILL,
+    which leaves no chance to stop the children in order. Their own process groups keep a
+    terminal's Ctrl-C from reaching them first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
 class DemoError(RuntimeError):
     """The demo could not start (the message says what to do)."""
 
@@ -84,6 +99,7 @@ class Supervisor:
         proc = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_the_demo,
         )  # fmt: skip
         part = Part(name, proc)
         self.parts.append(part)
@@ -165,7 +181,7 @@ async def _wait_port(port: int, sup: Supervisor, what: str) -> None:
 async def _run(argv: Sequence[str], env: dict[str, str], what: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_die_with_the_demo,
     )  # fmt: skip
     out, err = await proc.communicate()
     if proc.returncode != 0:

@@ -31,8 +31,12 @@ from cloud.settings import DbSettings
 #: The dummy provider's card that always succeeds (cloud/payments/dummy.py).
 TEST_CARD = "4111111111111111"
 SLOT = timedelta(minutes=15)
-#: A booking may start this far in the past (cloud/bookings/policy.py START_GRACE).
+#: A booking may start this far in the past (cloud/bookings/policy.py START_GRACE); the story
+#: keeps a margin for the request's own time.
 START_GRACE = timedelta(minutes=5)
+REQUEST_MARGIN = timedelta(seconds=10)
+#: A booking may be unlocked this early (cloud/sessions/unlock.py BOOKING_EARLY_S).
+UNLOCK_EARLY = timedelta(minutes=10)
 #: Energy that must flow through the meter in each phase before the story moves on.
 PHASE_WH = 5
 POLL_S = 0.2
@@ -98,9 +102,10 @@ class StoryResult:
 
 def booking_slot(now: datetime) -> tuple[datetime, datetime]:
     """The slot a driver arriving ``now`` books: from the current 15-minute boundary when it
-    is within the start grace, else from the next one (which the unlock accepts early)."""
+    is within the start grace, else from the next one (unlocked up to :data:`UNLOCK_EARLY`
+    before it starts: :func:`play_story` waits the few seconds it may be further away)."""
     floor = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
-    start = floor if now - floor <= START_GRACE - timedelta(seconds=30) else floor + SLOT
+    start = floor if now - floor <= START_GRACE - REQUEST_MARGIN else floor + SLOT
     return start, start + 2 * SLOT
 
 
@@ -223,6 +228,10 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
         say(f"4. pays {_rupees(order['amount_paise'])} with the dummy provider's test card: "
             f"payment {payment['id']} {payment['status']}")  # fmt: skip
 
+        early = start - UNLOCK_EARLY - datetime.now(UTC)
+        if early > timedelta(0):
+            # Booked just past the start grace: the slot opens for unlocking in seconds.
+            await asyncio.sleep(early.total_seconds() + 1)
         unlock = _ok(await http.post(f"/chargers/{charger_id}/sessions", headers=auth,
                                      json={"connector": 1, "booking_id": booking["id"]}),
                      "unlock", 201)  # fmt: skip

@@ -169,6 +169,10 @@ async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_run
         assert [p for p in ports if await _listening(p)] == []
     finally:
         if demo.returncode is None:
-            demo.kill()
-            await demo.wait()
+            demo.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(demo.wait(), 30)
+            except TimeoutError:
+                demo.kill()
+                await demo.wait()
         log.close()
