@@ -141,3 +141,9 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         await wait_for(rig.device_online, "the device online in the cloud")
         print(f"\ne2e rig up at {datetime.now(UTC).isoformat()}: logs in {tmp}")
         yield rig
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def recovered(rig: Rig) -> None:
+    """Each scenario starts from a whole rig, whatever the previous one left."""
+    await rig.recover()

@@ -257,6 +257,39 @@ class Rig:
         proc.wait()
         self.broker.proc = None
 
+    def freeze_worker(self, index: int) -> None:
+        """SIGSTOP ingest worker ``index``: it keeps its connection and what it received,
+        and does nothing (a stalled process; it is killed -9 or thawed afterwards)."""
+        os.kill(self.workers.procs[index].pid, signal.SIGSTOP)
+
+    def thaw_worker(self, index: int) -> None:
+        os.kill(self.workers.procs[index].pid, signal.SIGCONT)
+
+    async def recover(self) -> None:
+        """Before a scenario: every process up, the link whole, no session open — so one
+        scenario's failure does not fail the next ones too."""
+        if self.broker.proc is None or self.broker.proc.poll() is not None:
+            self.broker.start()
+        for index, proc in list(self.workers.procs.items()):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+            else:
+                self.workers.start(index)
+        port = self.broker.tls_port
+        assert port is not None
+        self.ns.restore(port)
+        with contextlib.suppress(RuntimeError):
+            self.ns.heal(port)
+        self.step_clock(0)
+        if self.agent is None or self.agent.returncode is not None:
+            await self.start_agent()
+        if self.relay_closed():
+            await self.control({"cmd": "stop", "connector": 1})
+        for charged in self.charged:
+            if charged.after_wh < 0:  # left open by a failed scenario: stopped above
+                charged.after_wh = self.meter_wh()
+        await wait_for(self.device_online, "the device online")
+
     async def device_online(self) -> bool:
         online = await self.pg.fetchval("SELECT online FROM devices WHERE id = $1", self.device_id)
         return bool(online)
