@@ -30,7 +30,7 @@ from protocols.ids import new_ulid
 from tests.cloud.api_process import clear_rate_limits
 from tests.cloud.bookings_fixtures import serve_api
 from tests.cloud.certs import make_certs
-from tests.cloud.conftest import REDIS_URL, TABLES, make_settings, migrate_once
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, TABLES, make_settings, migrate_once
 from tests.cloud.flow_rig import list_charger
 from tests.cloud.market import add_user
 from tests.cloud.mosquitto import cloud_broker
@@ -48,6 +48,7 @@ def _worker_env(db_url: str, broker_port: int, password: str) -> dict[str, str]:
         env_name("app", "secret_key"): new_ulid() + new_ulid(),
         env_name("db", "url"): db_url,
         env_name("redis", "url"): REDIS_URL,
+        env_name("redis", "key_prefix"): REDIS_KEY_PREFIX,
         env_name("mqtt", "port"): str(broker_port),
         env_name("mqtt", "username"): "cloud-ingest",
         env_name("mqtt", "password"): password,

@@ -21,7 +21,7 @@ import pytest
 
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
-from tests.cloud.conftest import REDIS_URL, TABLES, migrate_once
+from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, TABLES, migrate_once
 from tests.cloud.mosquitto import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,8 +58,9 @@ async def _play(state: Path, db_url: str) -> str:
         "CHARGEMITRA_DEMO_API_PORT": str(free_port()),
         "CHARGEMITRA_DEMO_DB_URL": db_url,
         "CHARGEMITRA_DEMO_STATE_DIR": str(state),
-        # This run's Redis database (rate limits live there), as for every other test.
+        # This run's Redis database and key prefix (rate limits live there), as for every test.
         "CHARGEMITRA_REDIS_URL": REDIS_URL,
+        "CHARGEMITRA_REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
     }
     proc = await asyncio.create_subprocess_exec(
         "bash", str(ROOT / "deploy" / "dev" / "demo.sh"), cwd=ROOT, env=env,
