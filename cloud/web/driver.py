@@ -107,6 +107,7 @@ async def charger_by_id(
 def _checkout_page(
     request: Request, visitor: Visitor, state: State, order: OrderOut, *, title: str,
     charger_id: str | None = None, connector: int | None = None, back: str,
+    booking_id: str | None = None,
 ) -> HTMLResponse:  # fmt: skip
     """The provider's checkout for an open order; its answer posts to the verify route."""
     payments = state.settings.payments
@@ -117,7 +118,7 @@ def _checkout_page(
             back)  # fmt: skip
     response = render(
         request, visitor, "checkout.html", order=order, provider=provider.value, title=title,
-        charger_id=charger_id, connector=connector, back=back,
+        charger_id=charger_id, connector=connector, back=back, booking_id=booking_id,
         stripe_key=payments.stripe_publishable_key,
         test_card=state.settings.app.env in (Environment.DEVELOPMENT, Environment.TEST),
     )  # fmt: skip
@@ -168,6 +169,7 @@ async def verify_payment(
     card_number: Annotated[str, Form(max_length=23)] = "",
     charger_id: Annotated[str, Form(max_length=26)] = "",
     connector: Annotated[int | None, Form(ge=1, le=32)] = None,
+    booking_id: Annotated[str, Form(max_length=26)] = "",
 ) -> Response:  # fmt: skip
     """Checkout's answer for the caller's payment, as ``POST /payments/{id}/verify`` takes it:
     Razorpay's handler fields (``razorpay_order_id`` is not trusted: the signature is checked
@@ -177,7 +179,8 @@ async def verify_payment(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
-    back = f"/app/chargers/{charger_id}/quote" if charger_id else "/app/due"
+    back = (f"/app/chargers/{charger_id}/quote" if charger_id
+            else "/app/bookings" if booking_id else "/app/due")  # fmt: skip
     answer: dict[str, Any]
     if razorpay_payment_id or razorpay_signature:
         answer = {"provider_payment_id": razorpay_payment_id, "signature": razorpay_signature}
@@ -208,7 +211,30 @@ async def verify_payment(
     if charger_id and connector is not None:
         return await _start(request, visitor, state, charger_id=charger_id,
                             connector=connector, booking_id=None)  # fmt: skip
+    if booking_id:
+        return redirect("/app/bookings?paid=1", visitor)
     return redirect("/app/due?paid=1", visitor)
+
+
+@router.post("/app/bookings/{booking_id}/pay")
+async def pay_booking(
+    request: Request, visitor: PageVisitor, state: State, booking_id: PathId, csrf: CsrfField = ""
+) -> Response:
+    """Open the booking's prepayment (``POST /bookings/{id}/payment``'s service: what is left
+    to pay of its amount) and show the checkout; paid, back to My bookings."""
+    visitor.check_csrf(csrf)
+    if visitor.principal is None:
+        return signin_redirect(request, visitor)
+    try:
+        order = await checkout.pay_booking(state, visitor.principal, booking_id)
+    except NotFound:
+        return _not_found(request, visitor)
+    except CloudError as exc:
+        return _message(request, visitor, 409, visitor.gettext("Payment"),
+                        explain(visitor, exc), "/app/bookings")  # fmt: skip
+    title = visitor.gettext("Pay for the booking")
+    return _checkout_page(request, visitor, state, order, title=title, back="/app/bookings",
+                          booking_id=booking_id)  # fmt: skip
 
 
 # --- amounts due -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from cloud.accounts.schemas import (
 from cloud.billing.schemas import QuoteRequest
 from cloud.billing.service import quote
 from cloud.bookings import service as bookings
+from cloud.bookings.models import Booking, BookingStatus
 from cloud.chargers import service as chargers
 from cloud.chargers.models import Charger, PricingMode
 from cloud.chargers.status import live_state
@@ -84,6 +85,8 @@ router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form(max_length=200)]
 OptionalText = Annotated[str, Form(max_length=200)]
 CsrfField = Annotated[str, Form(alias="csrf", max_length=128)]
+#: A booking in these states can be paid (``POST /bookings/{id}/payment``'s rule).
+PAYABLE = (BookingStatus.PENDING, BookingStatus.CONFIRMED)
 #: Walk-up choices offered on the charger page (minutes; energies in kWh).
 DURATIONS_MIN = (30, 60, 120, 180)
 ENERGIES_KWH = (5, 10, 20, 30)
@@ -367,13 +370,19 @@ async def my_bookings(
         now=datetime.now(UTC),
     )  # fmt: skip
     names = {}
+    unpaid: dict[str, int] = {}
     for item in found.items:
         if item.charger_id not in names:
             charger = await db.get(Charger, item.charger_id)
             names[item.charger_id] = charger.name if charger else item.charger_id
+        if item.status in PAYABLE and item.amount_paise > 0:
+            row = await db.get(Booking, item.id)
+            if row is not None:
+                unpaid[item.id] = await checkout.booking_unpaid_paise(db, row)
     more = found.next_offset is not None
     return render(request, visitor, "bookings.html", bookings=found.items, names=names,
-                  page=page, has_more=more, now=datetime.now(UTC))  # fmt: skip
+                  page=page, has_more=more, now=datetime.now(UTC), unpaid=unpaid,
+                  paid="paid" in request.query_params)  # fmt: skip
 
 
 @router.post("/app/bookings/{booking_id}/pin")

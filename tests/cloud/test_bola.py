@@ -279,6 +279,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         _DRIVERS, form={"card_number": "4111111111111111"}
     ),
     ("GET", "/app/due"): Row(("driver_a", "host_a"), excludes=("payment_id",)),
+    ("POST", "/app/bookings/{booking_id}/pay"): Row(_DRIVERS, form={}),
     ("GET", "/app/sessions/{session_id}/review"): Row(_DRIVERS),
     ("POST", "/app/sessions/{session_id}/review"): Row(_DRIVERS, form={"rating": "5"}),
     ("GET", "/app/sessions/{session_id}/dispute"): Row(_DRIVERS),

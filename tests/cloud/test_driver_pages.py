@@ -321,15 +321,33 @@ async def test_the_qr_page_keeps_the_listing_and_reads_the_live_state_each_visit
     assert (await market_api.client.get(f"/c/{other}", headers=html)).status_code == 200
 
 
-async def test_an_amount_due_is_paid_from_its_page(market_api: Api, pg: PgConnection) -> None:
-    """An overstay leaves an amount due (as in tests/cloud/test_booking_money.py); the page
-    shows it, "Pay" opens its payment (``POST /amount-due/payment``'s service) on the checkout
-    page, the test card pays it through the verify route, and nothing is due any more."""
+async def _pay_on_the_checkout_page(client: httpx.AsyncClient, page: httpx.Response) -> str:
+    """The dummy's checkout page paid with the test card; returns where it led."""
+    assert page.status_code == 200, page.text
+    action = re.search(r'action="(/app/payments/[0-9A-Z]+/verify)"', page.text)
+    assert action, page.text
+    form = {"csrf": _csrf(page.text), "card_number": "4111 1111 1111 1111"}
+    for name in ("booking_id", "charger_id", "connector"):
+        found = re.search(rf'name="{name}" value="([^"]*)"', page.text)
+        if found:
+            form[name] = found.group(1)
+    paid = await client.post(action.group(1), data=form)
+    assert paid.status_code == 303, paid.text
+    return paid.headers["location"]
+
+
+async def test_a_booking_and_an_amount_due_are_paid_from_their_pages(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """My bookings offers "Pay" for an unpaid booking (``POST /bookings/{id}/payment``'s
+    service, the amount left to pay), paid on the checkout page; then an overstay leaves an
+    amount due (as in tests/cloud/test_booking_money.py): its page shows it, "Pay" opens its
+    payment (``POST /amount-due/payment``'s service) for the same amount, the test card pays it
+    through the verify route, and nothing is due any more."""
     from tests.cloud.test_booking_money import (
         _book,
         _charger,
         _move_booking,
-        _pay,
         _settle,
         _stopped_session,
     )
@@ -338,7 +356,18 @@ async def test_an_amount_due_is_paid_from_its_page(market_api: Api, pg: PgConnec
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
     charger = await _charger(pg, host)
     booking = await _book(market_api, driver, charger)
-    await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    async with signed_in(market_api.app, driver) as client:
+        listed = await client.get("/app/bookings")
+        assert f'action="/app/bookings/{booking["id"]}/pay"' in listed.text
+        page = await client.post(f"/app/bookings/{booking['id']}/pay",
+                                 data={"csrf": _csrf(listed.text)})  # fmt: skip
+        assert await _pay_on_the_checkout_page(client, page) == "/app/bookings?paid=1"
+        assert f"/app/bookings/{booking['id']}/pay" not in (await client.get("/app/bookings")).text
+    held = (
+        "SELECT coalesce(sum(amount_paise), 0) FROM payments "
+        "WHERE booking_id = $1 AND status = 'authorized'"
+    )
+    assert await pg.fetchval(held, booking["id"]) == booking["amount_paise"]
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     await _move_booking(pg, booking["id"], end - timedelta(hours=1), end)
     pk, _public_id = await _stopped_session(pg, charger, booking["id"],
@@ -350,14 +379,8 @@ async def test_an_amount_due_is_paid_from_its_page(market_api: Api, pg: PgConnec
         due = re.search(r'<p class="price" id="due">([^<]+)</p>', page.text)
         assert due, page.text
         checkout_page = await client.post("/app/due/pay", data={"csrf": _csrf(page.text)})
-        assert checkout_page.status_code == 200, checkout_page.text
         assert due.group(1) in checkout_page.text  # the same amount, to the paisa
-        action = re.search(r'action="(/app/payments/[0-9A-Z]+/verify)"', checkout_page.text)
-        assert action
-        form = {"csrf": _csrf(checkout_page.text), "card_number": "4111 1111 1111 1111"}
-        paid = await client.post(action.group(1), data=form)
-        assert paid.status_code == 303
-        assert paid.headers["location"] == "/app/due?paid=1"
+        assert await _pay_on_the_checkout_page(client, checkout_page) == "/app/due?paid=1"
         after = await client.get("/app/due")
         assert 'id="due">Nothing is due.' in after.text
         # Nothing due: a second "Pay" is a page saying so, no payment opened.
