@@ -3,9 +3,11 @@
 One demo run, as a user meets it: it starts (broker, ingest, API, two simulated sites —
 Modbus TCP and RS-485 RTU on a pseudo-terminal — with agents paired through the real pairing
 flow), prints the guide; the TCP site's QR URL it printed opens in Chromium and shows the
-charger online; seeding again adds nothing; ``story`` typed on its terminal plays the story
-to a settled, invoiced session with a balanced ledger (cloud/demo/story.py); Ctrl-C (SIGINT)
-then stops it with status 0 and nothing it started is left running or listening.
+charger online; seeding again adds nothing; the story (cloud/demo/story.py ``play_story``,
+the link dropped and restored by typing ``drop tcp`` / ``restore tcp`` on the demo's
+terminal) ends with a session billed from the meter, settled, invoiced, its ledger balanced;
+Ctrl-C (SIGINT) then stops the demo with status 0 and nothing it started is left running or
+listening.
 
 ``make demo SCENARIO=auto`` plays the same story, then exits (tests/e2e/ runs it that way).
 """
@@ -22,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from cloud.demo.city import DRIVER_EMAIL, PLACES
+from cloud.demo.runner import DRIVER_PASSWORD
+from cloud.demo.story import SimControl, StoryResult, play_story
 from cloud.pg import PgConnection
 from tests.cloud.browser import chromium
 from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
@@ -91,6 +96,55 @@ async def _read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str
     raise AssertionError(f"the demo ended before printing /{pattern}/:\n{''.join(seen)}")
 
 
+class TerminalLink:
+    """The demo site's uplink, dropped and restored by typing on the demo's terminal."""
+
+    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, site: str,
+                 seen: list[str]) -> None:  # fmt: skip
+        self.stdin, self.stdout, self.site, self.seen = stdin, stdout, site, seen
+
+    async def _say(self, command: str, answer: str) -> None:
+        self.stdin.write(f"{command} {self.site}\n".encode())
+        await self.stdin.drain()
+        await asyncio.wait_for(_read_until(self.stdout, answer, self.seen), 30)
+
+    async def drop(self) -> None:
+        await self._say("drop", f"{self.site} site's link dropped")
+
+    async def restore(self) -> None:
+        await self._say("restore", f"{self.site} site's link restored")
+
+
+def _check_story(result: StoryResult) -> None:
+    """The final session, ledger and invoice: billed from the meter, paid, balanced."""
+    session, receipt, invoice = result.session, result.receipt, result.invoice
+    assert session["state"] == "stopped"
+    assert receipt["billing_state"] == "settled"
+    # The bill is the meter's delta as the agent read it; the simulator agrees on the stop.
+    assert receipt["meter_stop_wh"] == result.meter_stop_wh
+    assert receipt["meter_start_wh"] <= result.meter_start_wh
+    assert receipt["energy_wh"] == receipt["meter_stop_wh"] - receipt["meter_start_wh"] > 0
+    assert session["energy_wh"] == receipt["energy_wh"]
+    assert sum(line["amount_paise"] for line in receipt["lines"]) == receipt["total_paise"]
+    assert receipt["taxable_paise"] + receipt["gst_paise"] == receipt["total_paise"] > 0
+    # Paid before the relay closed; the prepayment captured, the unused part refunded.
+    assert receipt["prepaid_paise"] == result.payment["amount_paise"] == receipt["captured_paise"]
+    assert receipt["refunded_paise"] == receipt["prepaid_paise"] - receipt["total_paise"]
+    assert receipt["due_paise"] == 0
+    # The ledger: balanced, the driver billed the total, credited what they paid and got back.
+    ledger = result.ledger
+    assert sum(e["amount_paise"] for e in ledger) == 0
+    sources = {e["source"] for e in ledger}
+    assert {"capture", "bill", "refund"} <= sources, sources
+    bill = [e for e in ledger if e["source"] == "bill"]
+    assert [e["amount_paise"] for e in bill] == [receipt["total_paise"]]
+    # The GST invoice of this session, for the billed amount.
+    assert invoice["kind"] == "invoice"
+    assert invoice["session_id"] == session["id"]
+    assert invoice["total_paise"] == receipt["total_paise"]
+    assert invoice["sac"] == receipt["sac"] == "998714"
+
+
 async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_running(
     db_url: str, pg: PgConnection, tmp_path: Path
 ) -> None:
@@ -146,20 +200,25 @@ async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_run
         assert again["created"] is False
         assert await _counts(pg) == before
 
-        # The story, typed on the demo's terminal, ends with the receipt.
-        demo.stdin.write(b"story\n")
-        await demo.stdin.drain()
-        await asyncio.wait_for(_read_until(demo.stdout, r"ChargeMitra receipt", seen), 150)
-        ledger = await asyncio.wait_for(_read_until(demo.stdout, r"ledger\s+\d+ entries", seen), 10)
-        assert "balanced: True" in ledger
-        story = "".join(seen)
-        assert "charging continues offline" in story
-        assert re.search(r"invoice\s+INV/", story), story
-        billed = await pg.fetchval(
-            "SELECT count(*) FROM sessions WHERE booking_id IN (SELECT id FROM bookings WHERE "
-            "note = 'make demo SCENARIO=auto') AND billing_state = 'settled'"
-        )
-        assert billed == 1
+        # The story, played from here through the demo's own site: its uplink dropped and
+        # restored with the demo's terminal commands, its simulator read over its control.
+        control = re.search(r"--control (http://127\.0\.0\.1:\d+) state\s+\(TCP site\)", guide)
+        assert control is not None, guide
+        code = qr_urls[0][0].rsplit("/", 1)[1]
+        charger_id = await pg.fetchval("SELECT id FROM chargers WHERE qr_code = $1", code)
+        told: list[str] = []
+        result = await asyncio.wait_for(
+            play_story(
+                f"http://127.0.0.1:{api_port}", db_url=db_url,
+                link=TerminalLink(demo.stdin, demo.stdout, "tcp", seen),
+                site=SimControl(control.group(1)), charger_id=charger_id,
+                driver_email=DRIVER_EMAIL, password=DRIVER_PASSWORD,
+                near=(PLACES[0].lat, PLACES[0].lon), say=told.append,
+            ),
+            150,
+        )  # fmt: skip
+        assert any("charging continues offline" in line for line in told), told
+        _check_story(result)
 
         # Ctrl-C stops everything it started.
         ports = [api_port, site["broker_port"], site["broker_tls_port"]]
