@@ -9,8 +9,13 @@ MiB; goal <= 40) and ``agent_cpu_percent`` (user + system time over wall time, %
 goal <= 1). Then the same site polled at 10 Hz (40 readings a second, each fsynced by the
 store's writer thread as it is taken): ``safety_tick_jitter_p99_ms``, how late the agent's
 0.5 s relay safety tick woke (p99, as the agent itself measures it: control ``status``,
-``safety_tick``); goal <= 50. One JSON line each (BENCHMARKS.md). ``--no-sync`` leaves the
-``[mqtt]`` table out.
+``safety_tick``); goal <= 50. Then the 1 Hz site again with the OCPP 1.6-J uplink on as well
+(``[ocpp]``: TLS, Basic auth, to the ``ocpp`` package's CSMS run in this process,
+tests/edge/ocpp_csms.py): ``agent_rss_mb`` and ``agent_cpu_percent`` with ``params.ocpp``
+"on" and the same figure without the uplink, measured in this run, as the baseline (the
+uplink's cost is the difference; its WebSocket client is imported only then). One JSON line
+each (BENCHMARKS.md). ``--no-sync`` leaves the ``[mqtt]`` table out; ``--no-ocpp`` skips the
+OCPP run.
 """
 
 from __future__ import annotations
@@ -24,20 +29,49 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 # psutil ships no type stubs and pyproject's mypy overrides do not list it yet.
 import psutil  # type: ignore[import-untyped]
 
 from edge_agent.control import request
-from tests.cloud.certs import make_certs
+from tests.cloud.certs import Certs, make_certs
 from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.edge.ocpp_csms import Csms
 from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 
 METERS = (("m1", "sdm630", 1), ("m2", "sdm630", 2), ("m3", "sdm120", 3), ("m4", "sdm72d", 4))
+OCPP_KEY = "bench-ocpp-key-0123456789"
+
+
+@contextmanager
+def _csms(certs: Certs) -> Iterator[Csms]:
+    """The ocpp package's CSMS (TLS, Basic auth) on its own event loop in a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="csms", daemon=True)
+    thread.start()
+    csms = Csms(certs, password=OCPP_KEY)
+    try:
+        asyncio.run_coroutine_threadsafe(csms.start(), loop).result(10)
+        yield csms
+    finally:
+        asyncio.run_coroutine_threadsafe(csms.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def _ocpp_table(tmp: Path, csms: Csms, ca: Path) -> str:
+    (tmp / "ocpp.key").write_text(OCPP_KEY)
+    return (
+        f'\n[ocpp]\nurl = "{csms.url}"\nsecurity_profile = 2\n'
+        f'authorization_key_file = "{tmp / "ocpp.key"}"\nca_file = "{ca}"\n'
+    )
 
 
 def _mqtt_table(tmp: Path, broker: Broker, ca: Path) -> str:
@@ -80,20 +114,27 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def measure(settle_s: float, window_s: float, sync: bool, interval_s: float = 1.0) -> list[str]:
+def measure(
+    settle_s: float, window_s: float, sync: bool, interval_s: float = 1.0,
+    *, ocpp: bool = False, baseline: dict[str, float] | None = None,
+) -> list[str]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         mqtt = ""
         acker: Acker | None = None
+        (tmp / "certs").mkdir()
+        certs = make_certs(tmp / "certs")
+        csms: Csms | None = None
+        if ocpp:
+            csms = stack.enter_context(_csms(certs))
+            mqtt += _ocpp_table(tmp, csms, certs.ca)
         if sync:
-            (tmp / "certs").mkdir()
-            certs = make_certs(tmp / "certs")
             broker = cloud_broker(tmp / "broker", certs, USERS)
             broker.start()
             stack.callback(broker.stop)
             acker = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
             stack.callback(acker.close)
-            mqtt = _mqtt_table(tmp, broker, certs.ca)
+            mqtt += _mqtt_table(tmp, broker, certs.ca)
         sim_args = [str(Path(sys.executable).with_name("chargemitra-sim")), "site", "--tcp",
                     "127.0.0.1:0",
                     "--no-serial", "--no-rfid", "--no-keys", "--control", "127.0.0.1:0",
@@ -143,6 +184,30 @@ def measure(settle_s: float, window_s: float, sync: bool, interval_s: float = 1.
               "settle_s": settle_s, "window_s": round(wall, 2), "readings_stored": readings,
               "messages_received": received,
               "python": sys.version.split()[0]}  # fmt: skip
+    if csms is not None:
+        rec = csms.record
+        params["ocpp"] = (
+            "on: OCPP 1.6-J over TLS with Basic auth to the ocpp package's CSMS "
+            "(booted, status watch, heartbeat per the CSMS's 300 s)"
+        )
+        params["ocpp_seen_by_csms"] = {
+            "boots": rec.boots,
+            "status_notifications": len(rec.statuses),
+            "heartbeats": rec.heartbeats,
+        }
+    if baseline is not None:
+        return [
+            json.dumps({"bench": "edge_footprint", "figure": figure, "value": round(value, 3),
+                        "unit": unit, "goal": goal, "meets_goal": value <= limit,
+                        "baseline": "the same agent without [ocpp], this run",
+                        "baseline_value": round(baseline[figure], 3),
+                        "ratio": round(value / baseline[figure], 3) if baseline[figure] else None,
+                        "params": params})
+            for figure, value, unit, goal, limit in (
+                ("agent_rss_mb", rss_mb, "MiB", "<= 40", 40.0),
+                ("agent_cpu_percent", cpu_percent, "% of one core", "<= 1", 1.0),
+            )
+        ]  # fmt: skip
     if interval_s < 1.0:
         late_p99 = ticks.get("late_p99_ms")
         return [
@@ -173,9 +238,17 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=30.0)
     parser.add_argument("--no-sync", dest="sync", action="store_false",
                         help="run the agent without its [mqtt] table (no broker)")  # fmt: skip
+    parser.add_argument("--no-ocpp", dest="ocpp", action="store_false",
+                        help="skip the run with the OCPP uplink on")  # fmt: skip
     args = parser.parse_args()
+    without: dict[str, float] = {}
     for line in measure(args.settle_s, args.window_s, args.sync):
+        figure = json.loads(line)
+        without[figure["figure"]] = figure["value"]
         print(line, flush=True)
+    if args.ocpp:
+        for line in measure(args.settle_s, args.window_s, args.sync, ocpp=True, baseline=without):
+            print(line, flush=True)
     for line in measure(args.settle_s, args.window_s, args.sync, interval_s=0.1):
         print(line, flush=True)
 

@@ -2,8 +2,8 @@
 
 Hardware, storage and configuration failures reach callers only as one of these; third-party
 errors are translated at one boundary per library, with ``from`` (pymodbus:
-:mod:`edge_agent.meters.bus`; paho-mqtt: :mod:`edge_agent.sync.link`; websockets:
-:mod:`edge_agent.ocpp.link`; sqlite3:
+:mod:`edge_agent.meters.bus`; paho-mqtt: :mod:`edge_agent.sync.link`; the OCPP
+uplink's sockets and TLS: :mod:`edge_agent.ocpp.websocket`; sqlite3:
 :mod:`edge_agent.store`; msgspec: where a message or file is decoded), and
 ``tests/edge/test_error_boundaries.py`` fails when another module catches one::
 
@@ -133,7 +133,8 @@ class LinkError(AgentError):
 
 class OcppLinkError(LinkError):
     """The OCPP 1.6-J WebSocket to the CSMS could not be opened or broke (refused, TLS, auth,
-    closed). Raised by :mod:`edge_agent.ocpp.link`, where websockets' errors are translated."""
+    closed). Raised by :mod:`edge_agent.ocpp.websocket` and :mod:`edge_agent.ocpp.link`, where
+    the socket and TLS errors of the connection are translated."""
 
 
 class OcppFrameError(OcppLinkError):

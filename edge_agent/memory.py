@@ -19,6 +19,12 @@ def release_startup_memory() -> None:
     # Everything alive now lives as long as the process: later collections skip it, which
     # also keeps the collector from touching (and dirtying) those pages again.
     gc.freeze()
+    return_freed_heap()
+
+
+def return_freed_heap() -> None:
+    """``malloc_trim(0)``: give the heap glibc holds free back to the system (also once the
+    OCPP uplink's first connection is up: its TLS handshake and buffers leave freed heap)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return

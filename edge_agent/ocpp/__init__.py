@@ -1,8 +1,8 @@
 """The OCPP 1.6-J uplink: the agent as a charge point of an operator's CSMS (issue 22).
 
 * :mod:`~edge_agent.ocpp.frames` — OCPP-J framing (CALL, CALLRESULT, CALLERROR), pure
-* :mod:`~edge_agent.ocpp.link` — the WebSocket (subprotocol ocpp1.6, Basic auth, TLS);
-  the only importer of ``websockets``, lazily
+* :mod:`~edge_agent.ocpp.link` — the connection (subprotocol ocpp1.6, Basic auth, TLS)
+* :mod:`~edge_agent.ocpp.websocket` — a minimal RFC 6455 client (the RSS budget)
 * :mod:`~edge_agent.ocpp.uplink` — the supervisor: connect, boot, heartbeat, status,
   reconnect with backoff, one call in flight
 * :mod:`~edge_agent.ocpp.transactions` — the durable transaction-message queue, in order

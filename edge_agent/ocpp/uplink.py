@@ -35,6 +35,7 @@ from edge_agent.config import OcppSettings
 from edge_agent.control import handlers
 from edge_agent.control import messages as control
 from edge_agent.errors import AgentError, OcppCallFailed, OcppFrameError, OcppLinkError
+from edge_agent.memory import return_freed_heap
 from edge_agent.ocpp import frames
 from edge_agent.ocpp import messages as build
 from edge_agent.ocpp import requests as r
@@ -269,6 +270,7 @@ class OcppUplink:
                 group.create_task(coro, name=f"ocpp-{name}")
 
             task(self._read(link, group), "reader")
+            task(link.keepalive(), "keepalive")
             task(self._watch_reconnect(), "reconnect")
             await self._boot()
             await self._send_statuses(only_changed=False)
@@ -359,6 +361,8 @@ class OcppUplink:
             if status == "Accepted":
                 if isinstance(interval, int) and interval > 0:
                     self.keys.change("HeartbeatInterval", str(interval))
+                if self.stats.connects == 1:
+                    return_freed_heap()  # the first connection's setup garbage (RSS budget)
                 log.info("OCPP: registered at %s as %s", self.settings.url, self.charge_point_id)
                 return
             log.warning("OCPP: BootNotification %s", status)
