@@ -38,7 +38,9 @@ from cloud.kyc import router as kyc_api
 from cloud.kyc import service as kyc
 from cloud.kyc.models import DocumentKind, SubmissionStatus
 from cloud.kyc.schemas import KycRejectIn
+from cloud.payouts import router as payouts_api
 from cloud.payouts import service as payouts
+from cloud.payouts.schemas import RejectIn
 from cloud.problems import problem_for
 from cloud.reviews import service as reviews
 from cloud.reviews.schemas import HideIn, RestoreIn
@@ -479,3 +481,40 @@ async def money(*, request: Request, visitor: PageVisitor, db: Db) -> Response:
     paid = await payouts.list_payments(db, payouts.PaymentFilter(limit=PAGE_ROWS))
     out = await payouts.list_payouts(db, limit=PAGE_ROWS)
     return render(request, visitor, "admin_money.html", payments=paid, payouts=out)
+
+
+@router.post("/app/admin/payouts/{payout_id}/approve")
+async def approve_payout(
+    *, request: Request, visitor: PageVisitor, state: State, payout_id: PathId,
+    csrf: CsrfField = "",
+) -> Response:  # fmt: skip
+    """``POST /admin/payouts/{id}/approve``'s own handler: paid out through the provider
+    (the page then shows how it ended: paid, failed, or still processing)."""
+
+    def build() -> Action:
+        async def run(state: AppState, actor: Actor) -> None:
+            assert visitor.principal is not None  # _act let only an admin through
+            await payouts_api.approve_payout(payout_id, state, visitor.principal, actor)
+
+        return run
+
+    return await _act(request, visitor, state, csrf, "/app/admin/money", build=build)
+
+
+@router.post("/app/admin/payouts/{payout_id}/reject")
+async def reject_payout(
+    *, request: Request, visitor: PageVisitor, state: State, payout_id: PathId,
+    csrf: CsrfField = "", reason: Reason = "",
+) -> Response:  # fmt: skip
+    """``POST /admin/payouts/{id}/reject``'s own handler (the amount is payable again)."""
+
+    def build() -> Action:
+        body = _valid(RejectIn, reason=reason.strip())
+
+        async def work(db: AsyncSession, actor: Actor) -> None:
+            assert visitor.principal is not None  # _act let only an admin through
+            await payouts_api.reject_payout(payout_id, db, visitor.principal, actor, body)
+
+        return _in_tx(work)
+
+    return await _act(request, visitor, state, csrf, "/app/admin/money", build=build)

@@ -2,7 +2,7 @@
 listing and a KYC submission (sent through ``POST /host/kyc``, documents encrypted), a
 driver's session on the host's approved charger paid through the dummy provider and settled
 by the billing flow, its dispute (through ``POST /sessions/{id}/disputes``) and its review
-(``POST /sessions/{id}/review``)."""
+(``POST /sessions/{id}/review``), and a payout the host asked for."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cloud.payments.dummy import DummyProvider
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.state import AppState
+from protocols.ids import new_ulid
 from tests.cloud.bookings_fixtures import add_charger
 from tests.cloud.market import ApiUser, add_user
 from tests.cloud.test_disputes import DisputeApi, _settled_session
@@ -79,6 +80,11 @@ async def console_world(
     reviewed = await client.post(f"/sessions/{settled.public_id}/review", headers=driver.headers,
                                  json=review)  # fmt: skip
     assert reviewed.status_code == 201, reviewed.text
+    await pg.execute(  # a payout the host asked for, awaiting an admin
+        "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
+        "VALUES ($1, $2, 100, now() - interval '7 days', now())",
+        new_ulid(), host.host_id,
+    )  # fmt: skip
     return ConsoleWorld(
         host=host, driver=driver, admin=admin, approved_charger=charger.id,
         pending_charger=pending.id, submission_id=sent.json()["submission"]["id"],

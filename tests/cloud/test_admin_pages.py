@@ -11,6 +11,7 @@ import re
 import pytest
 
 from cloud.pg import PgConnection, PgRecord
+from protocols.ids import new_ulid
 from tests.cloud.console_world import AADHAAR, PAN, PNG, console_world, kyc_files, unverified
 from tests.cloud.market import Api
 from tests.cloud.page_clients import csrf_of, signed_in
@@ -107,10 +108,25 @@ async def test_the_console_refuses_clearly_and_decides_through_the_services(
         assert await pg.fetchval("SELECT hidden_at FROM reviews WHERE id = $1",
                                  world.review_id) is None  # fmt: skip
 
-        # Payments and payouts: the driver's prepayment is listed.
+        # Payments and payouts: the driver's prepayment is listed; a pending payout is
+        # rejected with a reason, and approving it then is the service's refusal.
+        payout_id = new_ulid()
+        await pg.execute(
+            "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
+            "VALUES ($1, $2, 100, now() - interval '7 days', now())",
+            payout_id, world.host.host_id,
+        )  # fmt: skip
         money = await client.get("/app/admin/money")
-        assert money.status_code == 200
         assert "data-payment=" in money.text
+        assert f'data-payout="{payout_id}"' in money.text
+        url = f"/app/admin/payouts/{payout_id}"
+        assert (await client.post(f"{url}/reject", data={"csrf": token})).status_code == 422
+        rejected = await client.post(f"{url}/reject", data={"csrf": token, "reason": "Wrong IFSC"})
+        assert rejected.status_code == 303
+        status = await pg.fetchval("SELECT status FROM payouts WHERE id = $1", payout_id)
+        assert status == "rejected"
+        late = await client.post(f"{url}/approve", data={"csrf": token})
+        assert late.status_code == 409, late.text
 
 
 async def _text(html: str, element_id: str) -> str:

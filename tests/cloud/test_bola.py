@@ -332,6 +332,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/app/admin/users/{user_id}/disable"): Row(_ADMIN_ONLY, form={"reason": "x"}),
     ("POST", "/app/admin/users/{user_id}/enable"): Row(_ADMIN_ONLY, form={}),
     ("GET", "/app/admin/money"): Row(_ADMIN_ONLY, expect=frozenset({403})),
+    ("POST", "/app/admin/payouts/{payout_id}/approve"): Row(_ADMIN_ONLY, form={}),
+    ("POST", "/app/admin/payouts/{payout_id}/reject"): Row(_ADMIN_ONLY, form={"reason": "no"}),
 }
 
 #: Routes that are public and take no id: outside the matrix on purpose.
