@@ -280,7 +280,10 @@ async def _pair(
 ) -> None:  # fmt: skip
     """Pair the site's agent unless its earlier pairing still holds the charger."""
     overlay = config.parent / "cloud.toml"
-    view = (await http.get(f"/host/chargers/{site.charger_id}", headers=host)).json()
+    answer = await http.get(f"/host/chargers/{site.charger_id}", headers=host)
+    if answer.status_code != 200:
+        raise DemoError(f"the host's view of {site.name}: {answer.status_code} {answer.text}")
+    view = answer.json()
     if overlay.exists():
         match = re.search(r'(?m)^device_id = "([^"]+)"$', overlay.read_text())
         if match and view.get("device_id") == match.group(1):
@@ -410,14 +413,15 @@ ChargeMitra demo city is running.
                {BIN / "chargemitra-sim"} --control {rtu.control} state   (RTU site)
 
 Try this:
-  1. As the driver, search near Koramangala:
-     {u}/chargers?lat={tcp.lat}&lon={tcp.lon}&radius_km=5
+  1. Sign in as the driver and search near Koramangala (list and map):
+     {u}/app/search?lat={tcp.lat}&lon={tcp.lon}&radius_km=5
   2. Open the TCP site's QR URL above (what a phone opens on the sticker), sign in as the
      driver, pay with test card 4111 1111 1111 1111 and unlock: the relay closes.
   3. Type `drop tcp` here and Enter: the site's uplink goes down; the charger stays on
      (watch the simulator's meter), the cloud shows it offline.
   4. Type `restore tcp`: the session syncs; stop it from the page and open the receipt.
-  5. As the host, see both sites online and the city's earnings: {u}/app/host
+  5. As the host, see both sites online and their earnings: {u}/app/host
+     As the admin, the platform's listings, KYC, disputes and money: {u}/app/admin
   `story` plays the whole story unattended; Ctrl-C stops everything.
 """
 
@@ -536,6 +540,9 @@ async def main_async(site_json: dict[str, Any], api_port: int, scenario: str | N
             return 0
     except (DemoError, StoryFailed) as exc:
         say(f"[demo] {exc}")
+        return 1
+    except httpx.HTTPError as exc:
+        say(f"[demo] the API stopped answering ({exc!r}); see [api] above")
         return 1
     finally:
         say("[demo] stopped")
