@@ -117,6 +117,8 @@ class OcppUplink:
         self._reconnect = asyncio.Event()
         self._told: dict[int, tuple[str, StopReason | None]] = {}
         self._calls: CsmsCalls | None = None
+        #: The CSMS accepted this run's BootNotification (reconnects do not boot again).
+        self._registered = False
 
     # --- wiring -------------------------------------------------------------------------
 
@@ -272,7 +274,13 @@ class OcppUplink:
             task(self._read(link, group), "reader")
             task(link.keepalive(), "keepalive")
             task(self._watch_reconnect(), "reconnect")
-            await self._boot()
+            if self._registered:
+                # OCPP 1.6 §4.2: a BootNotification after a (re)boot, not after a reconnect;
+                # the statuses below tell the CSMS what changed meanwhile.
+                self.stats.registration = "Accepted"
+            else:
+                await self._boot()
+                self._registered = True
             await self._send_statuses(only_changed=False)
             task(self._heartbeat(), "heartbeat")
             task(self._status_watch(), "status")
