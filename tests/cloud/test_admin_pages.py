@@ -1,6 +1,7 @@
 """The admin console's pages without a browser (cloud/web/admin.py) and the host's KYC,
-reviews, calendar and live-list pages (cloud/web/host_kyc.py, host_reviews.py,
-host_calendar.py, host.py): what each refuses and how, that the data shown is masked, that a
+reviews, calendar, photos and live-list pages (cloud/web/host_kyc.py, host_reviews.py,
+host_calendar.py, host_photos.py, host.py), in one test over one world (it is costly: a
+session paid and settled): what each refuses and how, that the data shown is masked, that a
 document read is audited, and that every decision lands through the services. The browser
 walk is tests/cloud/test_admin_pages_flow.py."""
 
@@ -10,16 +11,25 @@ import re
 
 import pytest
 
+from cloud.accounts.models import Role
 from cloud.pg import PgConnection, PgRecord
 from protocols.ids import new_ulid
-from tests.cloud.console_world import AADHAAR, PAN, PNG, console_world, kyc_files, unverified
-from tests.cloud.market import Api
+from tests.cloud.console_world import (
+    AADHAAR,
+    PAN,
+    PNG,
+    ConsoleWorld,
+    console_world,
+    kyc_files,
+    unverified,
+)
+from tests.cloud.market import Api, add_user
 from tests.cloud.page_clients import csrf_of, signed_in
 
 pytestmark = pytest.mark.integration
 
 
-async def test_the_console_refuses_clearly_and_decides_through_the_services(
+async def test_the_console_and_the_hosts_pages_refuse_clearly_and_decide_through_the_services(
     market_api: Api, pg: PgConnection
 ) -> None:
     state = market_api.app.state.cloud
@@ -128,6 +138,8 @@ async def test_the_console_refuses_clearly_and_decides_through_the_services(
         late = await client.post(f"{url}/approve", data={"csrf": token})
         assert late.status_code == 409, late.text
 
+    await _the_hosts_pages(market_api, pg, world)
+
 
 async def _text(html: str, element_id: str) -> str:
     found = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', html)
@@ -135,15 +147,10 @@ async def _text(html: str, element_id: str) -> str:
     return found.group(1).strip()
 
 
-async def test_the_hosts_kyc_reviews_calendar_and_live_list(
-    market_api: Api, pg: PgConnection
-) -> None:
-    state = market_api.app.state.cloud
-    world = await console_world(pg, market_api.client, market_api.settings, state)
+async def _the_hosts_pages(market_api: Api, pg: PgConnection, world: ConsoleWorld) -> None:
+    """The host's KYC form, reviews, calendar, photos and live list (after the console's
+    part: the same world, which the console left with the review shown)."""
     # A second host, with nothing sent yet, for the KYC form.
-    from cloud.accounts.models import Role
-    from tests.cloud.market import add_user
-
     fresh = await add_user(pg, market_api.settings, Role.HOST)
     await unverified(pg, fresh)
     async with signed_in(market_api, fresh) as client:
