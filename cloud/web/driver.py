@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from cloud.accounts.models import Role
 from cloud.chargers import router as chargers_api
 from cloud.chargers import service as chargers
 from cloud.deps import Db, State
@@ -73,6 +74,14 @@ PROVIDER_SOURCES: dict[PaymentProviderName, dict[str, tuple[str, ...]]] = {
 }
 #: A form's own fields besides the photos (csrf, reason_code, description).
 DISPUTE_FIELDS = 3
+
+
+def _for_drivers(request: Request, visitor: Visitor) -> HTMLResponse:
+    """The API's ``require_roles(Role.DRIVER)`` on these actions, as a page."""
+    return render(request, visitor, "message.html", status_code=403,
+                  title=visitor.gettext("For drivers"), back="/app",
+                  error=visitor.gettext("Paying, reviewing and disputes are for driver "
+                                        "accounts."))  # fmt: skip
 
 
 def _not_found(request: Request, visitor: Visitor) -> HTMLResponse:
@@ -139,6 +148,8 @@ async def walkup_checkout(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
+    if not visitor.principal.has(Role.DRIVER):
+        return _for_drivers(request, visitor)
     back = f"/app/chargers/{charger_id}/quote?connector={connector}"
     try:
         body = WalkUpPayment.model_validate(
@@ -179,6 +190,8 @@ async def verify_payment(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
+    if not visitor.principal.has(Role.DRIVER):
+        return _for_drivers(request, visitor)
     back = (f"/app/chargers/{charger_id}/quote" if charger_id
             else "/app/bookings" if booking_id else "/app/due")  # fmt: skip
     answer: dict[str, Any]
@@ -225,6 +238,8 @@ async def pay_booking(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
+    if not visitor.principal.has(Role.DRIVER):
+        return _for_drivers(request, visitor)
     try:
         order = await checkout.pay_booking(state, visitor.principal, booking_id)
     except NotFound:
@@ -259,6 +274,8 @@ async def pay_due(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
+    if not visitor.principal.has(Role.DRIVER):
+        return _for_drivers(request, visitor)
     try:
         order = await checkout.pay_due(state, visitor.principal)
     except CloudError as exc:
@@ -303,6 +320,8 @@ async def review_post(
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
+    if not visitor.principal.has(Role.DRIVER):
+        return _for_drivers(request, visitor)
     _ = visitor.gettext
     stars = int(rating) if rating.isdigit() else None
     try:
@@ -408,6 +427,8 @@ async def dispute_post(
             visitor.check_csrf(token if isinstance(token, str) else None)
             if visitor.principal is None:
                 return signin_redirect(request, visitor)
+            if not visitor.principal.has(Role.DRIVER):
+                return _for_drivers(request, visitor)
             reason = str(form.get("reason_code") or "")
             description = str(form.get("description") or "")
             uploads = [

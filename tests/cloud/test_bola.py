@@ -280,6 +280,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/app/due"): Row(("driver_a", "host_a"), excludes=("payment_id",)),
     ("POST", "/app/bookings/{booking_id}/pay"): Row(_DRIVERS, form={}),
+    # Paying the caller's own amount due: drivers only, as POST /amount-due/payment.
+    ("POST", "/app/due/pay"): Row(("host_a", "technician"), form={}, expect=frozenset({403})),
     ("GET", "/app/sessions/{session_id}/review"): Row(_DRIVERS),
     ("POST", "/app/sessions/{session_id}/review"): Row(_DRIVERS, form={"rating": "5"}),
     ("GET", "/app/sessions/{session_id}/dispute"): Row(_DRIVERS),
@@ -371,11 +373,8 @@ PUBLIC = frozenset(
         ("GET", "/app/host/chargers/new"),
         ("POST", "/app/host/chargers/new"),
         ("POST", "/app/host/payouts"),
-        # The search page (anyone may search; GET /chargers's handler) and paying the
-        # caller's own amount due (the amount and the payment are the caller's, from the
-        # session; nothing due is a 409 page).
+        # The search page (anyone may search; GET /chargers's handler).
         ("GET", "/app/search"),
-        ("POST", "/app/due/pay"),
         # The service worker's script (a static file at the root, for its scope).
         ("GET", "/sw.js"),
     }

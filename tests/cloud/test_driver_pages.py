@@ -23,7 +23,7 @@ from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
-from tests.cloud import fake_razorpay
+from tests.cloud import fake_razorpay, fake_stripe
 from tests.cloud.bookings_fixtures import ListedCharger, add_charger
 from tests.cloud.fake_razorpay import FakeRazorpay
 from tests.cloud.market import TEST_PASSWORD, Api, ApiUser, add_user
@@ -386,3 +386,55 @@ async def test_a_booking_and_an_amount_due_are_paid_from_their_pages(
         # Nothing due: a second "Pay" is a page saying so, no payment opened.
         again = await client.post("/app/due/pay", data={"csrf": _csrf(after.text)})
         assert again.status_code == 409
+
+
+async def test_stripe_checkout_on_the_pages_posts_the_payment_intent_and_is_verified(
+    db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection
+) -> None:
+    """With Stripe configured the checkout page loads exactly stripe.js (its CSP names it and
+    Stripe's frames), carries the PaymentIntent's client secret and the publishable key, and
+    the intent id posted back is verified by reading the intent from (the fake) Stripe: not
+    yet authorized is refused, authorized is held."""
+    from tests.cloud.conftest import make_settings
+
+    with fake_stripe.fake_stripe() as stp:
+        settings = make_settings(
+            db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+            CHARGEMITRA_PAYMENTS_PROVIDER="stripe",
+            CHARGEMITRA_PAYMENTS_STRIPE_SECRET_KEY=fake_stripe.SECRET_KEY,
+            CHARGEMITRA_PAYMENTS_STRIPE_WEBHOOK_SECRET=fake_stripe.WEBHOOK_SECRET,
+            CHARGEMITRA_PAYMENTS_STRIPE_BASE_URL=stp.url,
+            CHARGEMITRA_PAYMENTS_STRIPE_PUBLISHABLE_KEY="pk_test_pages",
+        )  # fmt: skip
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            host = await add_user(pg, settings, Role.HOST)
+            driver = await add_user(pg, settings, Role.DRIVER)
+            charger = await add_charger(pg, host)
+            async with signed_in(app, driver) as client:
+                quote = await client.get(f"/app/chargers/{charger.id}/quote?duration_min=60")
+                form = {"csrf": _csrf(quote.text), "connector": "1", "duration_min": "60"}
+                page = await client.post(f"/app/chargers/{charger.id}/checkout", data=form)
+                assert page.status_code == 200, page.text
+                scripts = re.findall(r'<script src="([^"]+)"', page.text)
+                assert [u for u in scripts if not u.startswith("/")] == [
+                    "https://js.stripe.com/v3/"
+                ]
+                csp = page.headers["content-security-policy"]
+                assert "script-src 'self' https://js.stripe.com/v3/;" in csp
+                assert 'data-key="pk_test_pages"' in page.text
+                secret = re.search(r'data-secret="([^"]+)"', page.text)
+                assert secret
+                intent = secret.group(1).split("_secret_")[0]
+                action = re.search(r'action="(/app/payments/([0-9A-Z]+)/verify)"', page.text)
+                assert action
+                fields = {"csrf": _csrf(page.text), "payment_intent": intent,
+                          "charger_id": charger.id, "connector": "1"}  # fmt: skip
+                status = "SELECT status FROM payments WHERE id = $1"
+                early = await client.post(action.group(1), data=fields)
+                assert early.status_code in {400, 402, 409}, early.text
+                assert await pg.fetchval(status, action.group(2)) != "authorized"
+                stp.authorize(intent)
+                held = await client.post(action.group(1), data=fields)
+                assert held.status_code == 409, held.text  # paid; the agent is offline
+                assert await pg.fetchval(status, action.group(2)) == "authorized"
