@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 HOST_ADDRESS = "169.254.77.1"
@@ -110,11 +111,23 @@ class AgentNamespace:
         ]
 
 
+def remove_stale() -> None:
+    """Namespaces (and their veth ends) left by a run that was killed before its cleanup:
+    named for a process that no longer exists."""
+    listing = subprocess.run([IP, "netns", "list"], capture_output=True, text=True, check=False)
+    for line in listing.stdout.splitlines():
+        name = line.split(" ", 1)[0]
+        pid = name.removeprefix("cm-e2e-")
+        if name.startswith("cm-e2e-") and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run([IP, "link", "del", f"cmh{pid}"], capture_output=True, check=False)
+            subprocess.run([IP, "netns", "del", name], capture_output=True, check=False)
+
+
 @contextmanager
-def agent_namespace(tag: str = "") -> Iterator[AgentNamespace]:
+def agent_namespace() -> Iterator[AgentNamespace]:
     """A fresh namespace (named for this process, so parallel runs do not meet) with the
     veth pair up and addressed; removed on exit."""
-    suffix = f"{tag}{os.getpid() % 100_000}"
+    suffix = str(os.getpid())
     name, host_if, agent_if = f"cm-e2e-{suffix}", f"cmh{suffix}", f"cma{suffix}"
     if os.geteuid() != 0:
         raise NetnsUnavailable("the chaos suite needs root for `ip netns add` (run as root)")
@@ -123,6 +136,7 @@ def agent_namespace(tag: str = "") -> Iterator[AgentNamespace]:
             raise NetnsUnavailable(
                 f"{tool} is not installed: run `make bootstrap` (it installs iproute2, iptables)"
             )
+    remove_stale()
     try:
         _run(IP, "netns", "add", name)
     except RuntimeError as exc:

@@ -190,6 +190,13 @@ class Rig:
         if wait:
             await self.wait_ready()
 
+    async def answers(self) -> bool:
+        """Whether the agent's control socket answers now."""
+        with contextlib.suppress(OSError, ValueError, TimeoutError):
+            status = await control_request(self.sock, {"cmd": "status"}, timeout_s=1)
+            return bool(status["ok"])
+        return False
+
     async def wait_ready(self) -> None:
         agent = self.agent
         assert agent is not None
@@ -197,10 +204,7 @@ class Rig:
         async def answers() -> bool:
             if agent.returncode is not None:
                 raise AssertionError(f"the agent exited {agent.returncode}: see {self.site}")
-            with contextlib.suppress(OSError, ValueError, TimeoutError):
-                status = await control_request(self.sock, {"cmd": "status"}, timeout_s=2)
-                return bool(status["ok"])
-            return False
+            return await self.answers()
 
         await wait_for(answers, "the agent's control socket", timeout_s=60)
 

@@ -44,12 +44,14 @@ async def test_agent_killed_9_ten_times_mid_session_loses_and_doubles_nothing(ri
     rng = random.Random(SEED)
     charged = await rig.unlock()
     points = []
+    ready = 0  # kills that found the agent up (its control socket answering), not starting
     for _ in range(KILLS):
         # From the moment the process was spawned: some kills land while it imports, opens
         # the relay or recovers the session, others while it polls, commits or drains.
         point = rng.uniform(0.2, 3.0)
         points.append(round(point, 2))
         await asyncio.sleep(point)
+        ready += await rig.answers()
         await rig.kill_agent()
         await rig.start_agent(wait=False)
     await rig.wait_ready()
@@ -61,7 +63,13 @@ async def test_agent_killed_9_ten_times_mid_session_loses_and_doubles_nothing(ri
     await rig.energy_flows(charged, 5)
     await rig.stop_at_charger(charged)
     figures = await rig.check_books()
-    report("kill9", kill_points_s=points, **figures, energy_wh=charged.after_wh - charged.before_wh)
+    report(
+        "kill9",
+        kill_points_s=points,
+        killed_when_up=ready,
+        **figures,
+        energy_wh=charged.after_wh - charged.before_wh,
+    )
 
 
 async def _backlog(rig: Rig, rows: int) -> int:
