@@ -61,11 +61,22 @@ def serve(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--index", default=0, show_default=True, type=int, help="Worker index (client id).")
-def ingest(index: int) -> None:
+@click.option(
+    "--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+    help="Serve this worker's Prometheus /metrics on this port + --index (0: not served).",
+)  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
     """Run one MQTT ingest worker (start several: they share the load)."""
     from cloud.workers.ingest import run_ingest  # noqa: PLC0415 -- paho only for this command
 
     settings = _settings()
+    if metrics_port:
+        # The ingest figures live in this process, not the API's: Prometheus scrapes each
+        # worker (deploy/cloud/prometheus.yml). A daemon thread of prometheus_client's.
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(metrics_port + index, addr=metrics_host)
     try:
         asyncio.run(run_ingest(settings, index=index))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -15,8 +15,9 @@
 #   9. bytecode  compiles the project's own modules (only what changed since the last run)
 #  10. web       axe-core (the accessibility checker the browser tests inject), Leaflet (the
 #                search page's map, served by the app) and ocpp-rpc (the strict CSMS of the OCPP
-#                uplink tests) from the npm registry into .cache/npm, and the pages' gettext
-#                catalogues compiled (.mo)
+#                uplink tests) from the npm registry into .cache/npm, the Compose
+#                specification's JSON schema (from the dclint package) into .cache/compose-spec,
+#                and the pages' gettext catalogues compiled (.mo)
 #
 # Mosquitto is installed but not started: tests start their own broker on a free port.
 # Re-running is cheap: every step checks before it acts. docs/development.md has the details.
@@ -50,6 +51,10 @@ LEAFLET_VERSION="1.9.4"
 # ocpp-rpc, the strict OCPP 1.6 CSMS the agent's OCPP uplink is tested against
 # (tests/edge/ocpp_rpc_csms.js), pinned.
 OCPP_RPC_VERSION="2.2.1"
+# The Compose specification's JSON schema, as dclint (a compose linter) ships it: the deploy
+# tests validate deploy/cloud/compose.yaml against it. Only the schema is unpacked.
+DCLINT_VERSION="3.1.0"
+COMPOSE_SCHEMA="$ROOT/.cache/compose-spec/dclint-$DCLINT_VERSION/compose.schema.json"
 NPM_CACHE_DIR="$ROOT/.cache/npm"
 PG_ROLE="chargemitra"
 PG_PASSWORD="chargemitra"
@@ -388,6 +393,16 @@ ensure_web() {
             "axe-core@$AXE_CORE_VERSION" "leaflet@$LEAFLET_VERSION" \
             "ocpp-rpc@$OCPP_RPC_VERSION" >/dev/null
         did+=("installed axe-core $AXE_CORE_VERSION, leaflet $LEAFLET_VERSION, ocpp-rpc $OCPP_RPC_VERSION")
+    fi
+    if [[ ! -f $COMPOSE_SCHEMA ]]; then
+        local tmp
+        tmp=$(mktemp -d)
+        (cd "$tmp" && npm pack --silent "dclint@$DCLINT_VERSION" >/dev/null)
+        tar -xzf "$tmp/dclint-$DCLINT_VERSION.tgz" -C "$tmp" package/schemas/compose.schema.json
+        mkdir -p "$(dirname "$COMPOSE_SCHEMA")"
+        mv "$tmp/package/schemas/compose.schema.json" "$COMPOSE_SCHEMA"
+        rm -rf "$tmp"
+        did+=("compose schema (dclint $DCLINT_VERSION)")
     fi
     # The .mo files are committed; compiling again keeps them in step with an edited .po.
     local out

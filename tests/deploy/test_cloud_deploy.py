@@ -1,0 +1,216 @@
+"""deploy/cloud/: the environment example names every setting, the compose file is valid
+Compose, the dashboard queries only (and all of) what /metrics exports, each ingest worker
+serves its own /metrics, and each broker config starts Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from cloud.app import create_app
+from cloud.settings import GROUPS, env_name, load_settings
+from tests.cloud.certs import Certs
+from tests.cloud.conftest import REDIS_URL, make_settings
+from tests.cloud.mosquitto import Broker, cloud_broker, edge_broker, free_port
+from tests.sync.rig import wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLOUD = REPO_ROOT / "deploy" / "cloud"
+#: Unpacked by deploy/dev/bootstrap.sh from the dclint npm package (its Compose spec schema).
+COMPOSE_SCHEMA = REPO_ROOT / ".cache" / "compose-spec" / "dclint-3.1.0" / "compose.schema.json"
+NAME = re.compile(r"^#?(CHARGEMITRA_[A-Z0-9_]+)=(.*)$")
+METRIC = re.compile(r"\bchargemitra_[a-z0-9_]+")
+
+
+def _example(path: Path) -> tuple[set[str], dict[str, str]]:
+    """(every variable named, set or commented out; the ones set, with their values)."""
+    named: set[str] = set()
+    active: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if match := NAME.match(line):
+            named.add(match[1])
+            if not line.startswith("#"):
+                active[match[1]] = match[2]
+    return named, active
+
+
+def test_env_example_names_every_setting_with_its_default() -> None:
+    every = {
+        env_name(group, field) for group, model in GROUPS.items() for field in model.model_fields
+    }
+    named, active = _example(CLOUD / "cloud.env.example")
+    missing, unknown = sorted(every - named), sorted(named - every)
+    assert (missing, unknown) == ([], []), (
+        f"deploy/cloud/cloud.env.example lacks {missing} and names unknown {unknown}: add each "
+        "with its default and the comment cloud/settings.py gives it"
+    )
+    # The values written are the defaults: loading the file changes nothing.
+    assert load_settings(active) == load_settings({})
+    api_named, api_active = _example(CLOUD / "api.env.example")
+    assert api_named <= every
+    assert api_active["CHARGEMITRA_MQTT_USERNAME"] == "cloud-api"
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((CLOUD / "compose.yaml").read_text())
+    return data
+
+
+def test_compose_file_is_valid_compose_and_starts_what_the_cloud_needs() -> None:
+    # The Compose specification's schema (draft-07), as a compose linter ships it.
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    compose = _compose()
+    jsonschema.Draft7Validator(schema).validate(compose)
+    services = compose["services"]
+    assert services["db"]["image"].startswith("timescale/timescaledb:")
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["migrate"]["command"] == ["chargemitra-cloud", "db", "upgrade", "head"]
+    assert services["migrate"]["restart"] == "no"  # a one-shot
+    workers = [s for s in services if s.startswith("ingest-")]
+    assert len(workers) >= 2
+    indexes = {services[w]["command"][services[w]["command"].index("--index") + 1] for w in workers}
+    assert len(indexes) == len(workers)  # each its own MQTT client id
+    for name in ("api", *workers):
+        after = services[name]["depends_on"]
+        assert after["migrate"]["condition"] == "service_completed_successfully"
+    # Every file the compose file builds from or reads exists (env files as their examples).
+    for service in services.values():
+        build = service.get("build")
+        if build:
+            assert (CLOUD / build["context"] / build["dockerfile"]).is_file()
+        env_files = service.get("env_file", [])
+        for env_file in [env_files] if isinstance(env_files, str) else env_files:
+            assert (CLOUD / f"{env_file}.example").is_file()
+    # The broker image runs the project's cloud config itself (started below).
+    assert (
+        "COPY deploy/mosquitto/cloud/mosquitto.conf " in (CLOUD / "Dockerfile.broker").read_text()
+    )
+
+
+def _dashboard_metrics() -> set[str]:
+    dashboard = json.loads((CLOUD / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert exprs
+    return {m for expr in exprs for m in METRIC.findall(expr)}
+
+
+def _exported(text: str) -> tuple[set[str], set[str]]:
+    """(every series name /metrics can carry, the metric families) from the text format."""
+    series: set[str] = set()
+    families: set[str] = set()
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "gauge": ("",),
+        "summary": ("", "_count", "_sum", "_created"),
+    }
+    for line in text.splitlines():
+        if line.startswith("# TYPE chargemitra_"):
+            _, _, name, kind = line.split()
+            base = name.removesuffix("_total")
+            series |= {base + s for s in suffixes[kind]}
+            # prometheus_client also declares each counter's and histogram's creation time
+            # as a gauge family of its own: a timestamp, not a figure.
+            if not name.endswith("_created"):
+                families.add(base)
+        elif line.startswith("chargemitra_"):
+            series.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return series, families
+
+
+async def test_dashboard_queries_exactly_the_figures_metrics_exports() -> None:
+    # The real application's /metrics (no lifespan: the route needs no database).
+    app = create_app(load_settings({}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        await client.get("/healthz")
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    series, families = _exported(response.text)
+    queried = _dashboard_metrics()
+    assert queried - series == set(), (
+        f"the dashboard queries what /metrics lacks: {queried - series}"
+    )
+    shown = {m.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum")
+             .removesuffix("_count") for m in queried}  # fmt: skip
+    assert families - shown == set(), f"figures /metrics exports with no panel: {families - shown}"
+    # Prometheus scrapes the jobs the dashboard filters on.
+    scrape = yaml.safe_load((CLOUD / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in scrape["scrape_configs"]}
+    assert jobs == {"chargemitra-api", "chargemitra-ingest"}
+
+
+@pytest.mark.integration
+async def test_each_ingest_worker_serves_its_metrics_on_base_plus_index(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> None:
+    settings = make_settings(db_url, broker, service_passwords["cloud-ingest"])
+    env = {
+        **os.environ,
+        "CHARGEMITRA_APP_ENV": "test",
+        "CHARGEMITRA_APP_SECRET_KEY": settings.app.secret_key.get_secret_value(),
+        "CHARGEMITRA_DB_URL": db_url,
+        "CHARGEMITRA_REDIS_URL": REDIS_URL,
+        "CHARGEMITRA_MQTT_PORT": str(broker.port),
+        "CHARGEMITRA_MQTT_PASSWORD": service_passwords["cloud-ingest"],
+    }
+    base = free_port() - 2  # worker 2 listens on base + 2: a port known to be free
+    cli = Path(sys.executable).with_name("chargemitra-cloud")
+    proc = await asyncio.create_subprocess_exec(
+        str(cli), "ingest", "--index", "2", "--metrics-port", str(base), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        def scraped() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{base + 2}/metrics", timeout=2) as r:
+                    return str(r.read().decode())
+            except OSError:
+                return None
+
+        await wait_until(lambda: proc.returncode is not None or scraped() is not None, 30,
+                         "the worker's /metrics")  # fmt: skip
+        text = await asyncio.to_thread(scraped)
+        assert text is not None, (await proc.communicate())[1].decode()
+        series, _ = _exported(text)
+        ingest = {m for m in _dashboard_metrics() if m.startswith("chargemitra_ingest_")}
+        assert ingest
+        assert ingest <= series
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+def test_mosquitto_starts_with_each_broker_config(tmp_path: Path, certs: Certs) -> None:
+    """`mosquitto -c` with the cloud config (which the compose broker image runs unchanged)
+    and the site bridge's, each with only its ports and paths replaced
+    (tests/cloud/mosquitto.py), listens on every listener it declares."""
+    cloud = cloud_broker(tmp_path / "cloud", certs, {"cloud-ingest": "a" * 16,
+                                                      "cloud-api": "b" * 16})  # fmt: skip
+    cloud.start()  # returns once the plain and the TLS listener accept connections
+    try:
+        site = edge_broker(tmp_path / "site", device_id="cm-site", password="c" * 16,
+                           cloud_tls_port=cloud.tls_port or 0, ca=certs.ca)  # fmt: skip
+        site.start()
+        try:
+            assert site.proc is not None
+            assert site.proc.poll() is None
+        finally:
+            site.stop()
+        assert cloud.proc is not None
+        assert cloud.proc.poll() is None
+    finally:
+        cloud.stop()
