@@ -85,6 +85,15 @@ def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
         logging.getLogger(__name__).info("ingest worker stopped")
 
 
+@main.command("env-example")
+def env_example() -> None:
+    """Print every CHARGEMITRA_* setting with its default and what it does (the file
+    deploy/cloud/cloud.env.example is this output)."""
+    from cloud.env_example import render  # noqa: PLC0415 -- reads the settings' source
+
+    click.echo(render(), nl=False)
+
+
 @main.group()
 def db() -> None:
     """Database migrations (Alembic)."""
