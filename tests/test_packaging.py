@@ -48,6 +48,8 @@ AGENT_EXCLUDED = frozenset({"pydantic", "pydantic-core", "cryptography"})
 COPY_IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
+    # Bootstrap's and the tests' caches (a whole Debian root for tests/deploy/).
+    ".cache",
     ".state",
     "build",
     "dist",
