@@ -106,9 +106,15 @@ def overlay_root(lower: Path, scratch: Path) -> Iterator[Path]:
         try:
             yield merged
         finally:
-            _run(["umount", str(merged / "proc")])
+            _unmount(merged / "proc")
     finally:
-        _run(["umount", str(merged)])
+        _unmount(merged)
+
+
+def _unmount(path: Path) -> None:
+    """Unmount ``path``; lazily if something still holds it, so no mount outlives the test."""
+    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
+        _run(["umount", "--lazy", str(path)])
 
 
 def in_root(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
