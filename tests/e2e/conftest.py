@@ -35,7 +35,7 @@ from tests.cloud.flow_rig import list_charger
 from tests.cloud.market import add_user
 from tests.cloud.mosquitto import cloud_broker
 from tests.cloud.workers import Workers
-from tests.e2e.netns import HOST_ADDRESS, agent_namespace
+from tests.e2e.netns import agent_namespace
 from tests.e2e.rig import BIN, Rig, agent_config, wait_for
 
 INGEST_WORKERS = 2
@@ -81,10 +81,10 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
 
         ns = stack.enter_context(agent_namespace())
         (tmp / "certs").mkdir()
-        certs = make_certs(tmp / "certs", addresses=(HOST_ADDRESS,))
+        certs = make_certs(tmp / "certs", addresses=(ns.host_address,))
         passwords = {"cloud-ingest": secrets.token_urlsafe(16),
                      "cloud-api": secrets.token_urlsafe(16)}  # fmt: skip
-        broker = cloud_broker(tmp / "broker", certs, passwords, tls_host=HOST_ADDRESS)
+        broker = cloud_broker(tmp / "broker", certs, passwords, tls_host=ns.host_address)
         broker.start()
         stack.callback(broker.stop)
         assert broker.tls_port is not None
@@ -100,7 +100,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         api_url = await stack.enter_async_context(
             serve_api(
                 settings, tmp / "api.log",
-                CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://{HOST_ADDRESS}:{broker.tls_port}",
+                CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://{ns.host_address}:{broker.tls_port}",
                 CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
             )
         )  # fmt: skip

@@ -1,8 +1,9 @@
 """A network namespace for the agent, joined to this one by a veth pair, that a test can
 partition (iptables) and make slow and lossy (tc, iptables) — made and removed by the test itself.
 
-The addresses are link-local (169.254.0.0/16): the two ends of one veth link, both on this
-machine, in a namespace this test made; nothing is routed anywhere else. The agent runs inside
+The addresses are a link-local /30 (169.254.0.0/16, one no interface here uses): the two ends
+of one veth link, both on this machine, in a namespace this test made; nothing is routed
+anywhere else. The agent runs inside
 (``ip netns exec``) and reaches the broker's TLS listener on the host end; its Modbus line is a
 pseudo-terminal (a file, not a socket), so a partition cuts the cloud link and nothing else,
 like a site whose uplink fails while its RS-485 bus carries on.
@@ -14,6 +15,7 @@ exit however the test ended (deleting the namespace deletes its rules and the pa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
-HOST_ADDRESS = "169.254.77.1"
-AGENT_ADDRESS = "169.254.77.2"
 PREFIX = 30
+#: Link-local /30 blocks to choose from: 169.254.1.0-169.254.168.255 (RFC 3927 reserves the
+#: first and last /24; 169.254.169.0/24 holds the cloud metadata address, never used here).
+FIRST_BLOCK, LAST_BLOCK = 256 // 4, 169 * 256 // 4 - 1
 
 
 class NetnsUnavailable(RuntimeError):
@@ -41,11 +44,14 @@ def _run(*args: str) -> str:
 
 @dataclass
 class AgentNamespace:
-    """The namespace ``name``; ``host_if`` is the veth end in this namespace."""
+    """The namespace ``name``; ``host_if`` is the veth end in this namespace (addressed
+    ``host_address``), ``agent_if`` the end inside (``agent_address``)."""
 
     name: str
     host_if: str
     agent_if: str
+    host_address: str = ""
+    agent_address: str = ""
 
     def exec_prefix(self) -> list[str]:
         """Put before a command to run it inside the namespace."""
@@ -111,6 +117,22 @@ class AgentNamespace:
         ]
 
 
+def free_block() -> tuple[str, str]:
+    """A link-local /30 no interface here uses: two runs side by side (CI and a developer)
+    must not route each other's agent. Starts from this process's id."""
+    shown = subprocess.run([IP, "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout  # fmt: skip
+    used = {int(ipaddress.ip_address(f.split("/")[0])) >> 2 for f in shown.split()
+            if f.startswith("169.254.") and "/" in f}  # fmt: skip
+    span = LAST_BLOCK - FIRST_BLOCK + 1
+    for step in range(span):
+        block = FIRST_BLOCK + (os.getpid() + step) % span
+        base = int(ipaddress.ip_address("169.254.0.0")) + block * 4
+        if base >> 2 not in used:
+            return str(ipaddress.ip_address(base + 1)), str(ipaddress.ip_address(base + 2))
+    raise NetnsUnavailable("every link-local /30 is in use on this machine")
+
+
 def remove_stale() -> None:
     """Namespaces (and their veth ends) left by a run that was killed before its cleanup:
     named for a process that no longer exists."""
@@ -141,13 +163,14 @@ def agent_namespace() -> Iterator[AgentNamespace]:
         _run(IP, "netns", "add", name)
     except RuntimeError as exc:
         raise NetnsUnavailable(f"cannot make a network namespace here: {exc}") from exc
-    ns = AgentNamespace(name, host_if, agent_if)
+    host_address, agent_address = free_block()
+    ns = AgentNamespace(name, host_if, agent_if, host_address, agent_address)
     try:
         _run(IP, "link", "add", host_if, "type", "veth", "peer", "name", agent_if)
         _run(IP, "link", "set", agent_if, "netns", name)
-        _run(IP, "addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", host_if)
+        _run(IP, "addr", "add", f"{host_address}/{PREFIX}", "dev", host_if)
         _run(IP, "link", "set", host_if, "up")
-        ns._in(IP, "addr", "add", f"{AGENT_ADDRESS}/{PREFIX}", "dev", agent_if)
+        ns._in(IP, "addr", "add", f"{agent_address}/{PREFIX}", "dev", agent_if)
         ns._in(IP, "link", "set", agent_if, "up")
         ns._in(IP, "link", "set", "lo", "up")
         yield ns
