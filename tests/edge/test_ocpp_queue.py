@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.config import OcppSettings, build
-from edge_agent.errors import OcppCallFailed, OcppFrameError
+from edge_agent.config import OcppSettings, build, parse_config
+from edge_agent.errors import ConfigError, OcppCallFailed, OcppFrameError
 from edge_agent.ocpp import frames
 from edge_agent.ocpp.keys import Change, KeyStore, core_keys
 from edge_agent.ocpp.transactions import TransactionQueue
@@ -257,3 +257,36 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
         "SELECT payload FROM ocpp_queue WHERE action = 'StartTransaction'"
     )]  # fmt: skip
     assert '"idTag": "ChargeMitra"' in payload
+
+
+# --- the [ocpp] table ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [
+        ({"url": "ws://csms.example/ocpp", "security_profile": 2,
+          "authorization_key_file": "/k"}, "url"),
+        ({"url": "wss://csms.example/ocpp", "security_profile": 1,
+          "authorization_key_file": "/k"}, "security_profile"),
+        ({"url": "wss://csms.example/ocpp"}, "authorization_key_file"),
+        ({"url": "ws://csms.example/ocpp", "security_profile": 0}, "security_profile"),
+        ({"url": "http://csms.example/ocpp", "security_profile": 0}, "url"),
+    ],
+)  # fmt: skip
+def test_an_ocpp_table_that_breaks_a_security_rule_is_refused_naming_the_field(
+    tmp_path: Path, table: dict[str, Any], field: str
+) -> None:
+    document = {
+        "device_id": "site-1",
+        "meters": [{"id": "m1", "model": "sdm630", "link": {"transport": "tcp", "host": "h"}}],
+        "connectors": [{"id": 1, "meter": "m1", "max_current_a": 32,
+                        "relay": {"driver": "none"}}],
+        "ocpp": table,
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, source="test")
+    assert any(p.field == f"ocpp.{field}" for p in caught.value.problems), caught.value.problems
+    profile1 = {"url": "ws://csms.example/ocpp", "security_profile": 1,
+                "authorization_key_file": "/k"}  # fmt: skip
+    assert parse_config({**document, "ocpp": profile1}, source="test").ocpp is not None
