@@ -288,17 +288,17 @@ async def find_photo(
 # --- resolution -----------------------------------------------------------------------------
 
 
-async def _refundable(db: AsyncSession, session_pk: int) -> list[tuple[str, int]]:
+async def _refundable(
+    db: AsyncSession, session_pk: int, *, lock: bool = True
+) -> list[tuple[str, int]]:
     """The session's payments (locked, oldest first) and what each has left to refund:
     captured less every refund not failed (pending ones too: their money is spoken for)."""
-    payments = list(
-        await db.scalars(
-            select(Payment)
-            .where(Payment.session_id == session_pk, Payment.status.in_(_REFUNDABLE))
-            .order_by(Payment.created_at, Payment.id)
-            .with_for_update()
-        )
+    query = (
+        select(Payment)
+        .where(Payment.session_id == session_pk, Payment.status.in_(_REFUNDABLE))
+        .order_by(Payment.created_at, Payment.id)
     )
+    payments = list(await db.scalars(query.with_for_update() if lock else query))
     left: list[tuple[str, int]] = []
     for payment in payments:
         refunded = await db.scalar(
@@ -308,6 +308,12 @@ async def _refundable(db: AsyncSession, session_pk: int) -> list[tuple[str, int]
         )
         left.append((payment.id, payment.captured_paise - int(refunded or 0)))
     return left
+
+
+async def left_to_refund(db: AsyncSession, dispute: Dispute) -> int:
+    """What the disputed session's payments have left to refund (the most a partial refund
+    may be), read without locks: for the admin's page; resolving checks it again, locked."""
+    return sum(left for _, left in await _refundable(db, dispute.session_id, lock=False))
 
 
 async def _host_earned(db: AsyncSession, host_id: str, session_pk: int) -> int:

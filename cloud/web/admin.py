@@ -332,7 +332,8 @@ async def dispute_queue(
         for d in await disputes.list_disputes(db, admin, status=s, limit=PAGE_ROWS, offset=0,
                                               everyone=True):  # fmt: skip
             photos = await disputes.photos_of(db, d.id)
-            rows.append((d, await disputes.session_public_id(db, d), photos))
+            left = await disputes.left_to_refund(db, d)
+            rows.append((d, await disputes.session_public_id(db, d), photos, left))
     return render(request, visitor, "admin_disputes.html", rows=rows, status=status,
                   statuses=list(DisputeStatus))  # fmt: skip
 

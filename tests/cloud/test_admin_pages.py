@@ -85,6 +85,17 @@ async def test_the_console_and_the_hosts_pages_refuse_clearly_and_decide_through
                 "note": "Meter read 5 kWh."}  # fmt: skip
         missing = await client.post(url, data={**base, "refund": ""})
         assert missing.status_code == 422, missing.text
+        queue = await client.get("/app/admin/disputes")
+        left = re.search(r'data-left="(\d+)"', queue.text)
+        assert left, "no amount left to refund on the dispute"
+        captured = await pg.fetchval(
+            "SELECT sum(p.captured_paise) - coalesce((SELECT sum(r.amount_paise) FROM refunds r "
+            "JOIN payments q ON q.id = r.payment_id JOIN sessions s ON s.id = q.session_id "
+            "WHERE s.device_session_id = $1 AND r.status <> 'failed'), 0) FROM payments p "
+            "JOIN sessions s ON s.id = p.session_id WHERE s.device_session_id = $1",
+            world.session_id,
+        )
+        assert int(left.group(1)) == captured > 0
         too_much = await client.post(url, data={**base, "refund": "1,00,000"})
         assert too_much.status_code == 409, too_much.text
         status = await pg.fetchval("SELECT status FROM disputes WHERE id = $1", world.dispute_id)
