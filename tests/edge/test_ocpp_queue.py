@@ -4,6 +4,7 @@ attempts and retry interval, giving up) with a scripted CSMS call and a fake clo
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
@@ -290,3 +291,28 @@ def test_an_ocpp_table_that_breaks_a_security_rule_is_refused_naming_the_field(
     profile1 = {"url": "ws://csms.example/ocpp", "security_profile": 1,
                 "authorization_key_file": "/k"}  # fmt: skip
     assert parse_config({**document, "ocpp": profile1}, source="test").ocpp is not None
+
+
+def test_samples_follow_meter_value_sample_interval_with_progress_jitter(
+    conn: sqlite3.Connection,
+) -> None:
+    queue.cursor(conn)
+    session = Session(
+        session_id=new_ulid(), connector=1,
+        credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
+        started_at=T0, started_mono=0.0, meter_start_wh=1000, meter_wh=1000, max_meter_wh=1000,
+    )  # fmt: skip
+    record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
+    for i, after_s in enumerate((59.5, 119.0, 150.0, 181.0), start=2):
+        session = replace(session.with_meter(1000 + i, 7000.0), event_seq=i)
+        ctx = EventContext(device_id="site-test", now=T0 + timedelta(seconds=after_s),
+                           clock_synced=True, offline=True)  # fmt: skip
+        record_event(conn, EmitSessionEvent(SessionEventType.UPDATED, session), ctx)
+    q = _queue(conn, Clock(), meter_value_sample_interval_s=60)
+    q.fill()
+    samples = [
+        json.loads(p)["meterValue"][0]["sampledValue"][0]["value"]
+        for (p,) in conn.execute("SELECT payload FROM ocpp_queue WHERE action = 'MeterValues'")
+    ]
+    # 59.5 s and 119 s apart (a little early: still a sample), 150 s too soon, 181 s again.
+    assert samples == ["1002", "1003", "1005"]
