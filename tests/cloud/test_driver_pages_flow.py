@@ -1,9 +1,10 @@
 """Acceptance (issue 19, the driver's later pages) in a real browser against the API served by
 uvicorn on loopback: the search page with its list and the Leaflet map (served by the app from
-npm's files; no tile server: markers without a background), a review and a dispute with a photo
-from a receipt, my disputes showing the photo, amounts due, and the checkout page (the dummy's
-UPI link and QR, paid with the test card through ``POST /app/payments/{id}/verify``); the search
-page in Hindi.
+npm's files; no tile server: markers without a background) and a field error, a review and a
+dispute with a photo from a receipt, my disputes showing the photo, amounts due, and the
+checkout page (the dummy's UPI link and QR, paid with the test card through
+``POST /app/payments/{id}/verify``); the search page in Hindi, served again by the service
+worker with the network cut (the last search).
 
 Each step is screenshot (artifacts/pages/<test>/) and checked with axe-core at 360x640 and
 1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
@@ -99,6 +100,13 @@ async def test_search_review_dispute_due_and_checkout_in_the_browser(
         await page.locator("#map.leaflet-container").wait_for()
         assert await page.locator("#map path.leaflet-interactive").count() == 3
         await walk.check("search")
+        assert await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        # A wrong field: the message beside it (axe checks the error state too).
+        await page.fill("#max_price", "cheap")
+        await page.click("button[type=submit].primary")
+        await page.locator("#max_price-error").wait_for()
+        assert await page.get_attribute("#max_price", "aria-invalid") == "true"
+        await walk.check("search-error")
 
         # Sign in, then the receipt's review.
         await page.goto(f"{url}/app/signin?next=/app/sessions/{session_id}/review")
@@ -154,7 +162,15 @@ async def test_search_review_dispute_due_and_checkout_in_the_browser(
         await page.goto(f"{url}/app/search?{where}&lang=hi")
         assert await page.get_attribute("html", "lang") == "hi-IN"
         await page.get_by_role("heading", name="चार्जर खोजें").wait_for()
+        assert await page.evaluate("navigator.serviceWorker.controller !== null")
         await walk.check("search-hindi")
+
+        # With the network cut, the service worker serves the last search (whatever is asked).
+        await walk.context.set_offline(True)
+        await page.goto(f"{url}/app/search?lat=18.6&lon=73.9")
+        await page.get_by_role("heading", name="चार्जर खोजें").wait_for()
+        assert await page.locator("#results > li").count() == 2
+        await walk.context.set_offline(False)
 
     assert not walk.axe_failures, "\n".join(walk.axe_failures)
     assert not walk.csp_reports, walk.csp_reports
