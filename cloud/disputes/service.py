@@ -16,8 +16,11 @@ requested meanwhile cannot take them.
    from the session, the platform's commission for the rest: :func:`cloud.disputes.rules.
    charge`), one ``refunds`` row per payment is written (reason ``dispute <id>``) with a GST
    credit note for it against the session's invoice (:func:`cloud.invoices.service.
-   issue_credit_note`: the credit-note series, GST reversed on the refunded taxable value)
-   and the dispute becomes ``resolved_refund`` — together or not at all;
+   issue_credit_note`: the credit-note series, GST reversed on the refunded taxable value);
+   the adjustment is the notes' taxable value (from the host, the platform for the rest)
+   and their GST (:func:`cloud.ledger.entries.dispute_gst_txn`: from ``gst_payable``, or
+   the GST-registered host who supplied it); the dispute becomes ``resolved_refund`` —
+   together or not at all;
 2. no transaction open: each refund row is sent to the provider
    (:func:`cloud.payments.service.refund_payment`, keyed on the refund row's id). Its
    webhook (or answer) marks it processed and posts the refund to the ledger, returning the
@@ -58,7 +61,7 @@ from cloud.disputes.models import (
 from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from cloud.invoices.service import issue_credit_note
 from cloud.ledger.accounts import host_account
-from cloud.ledger.entries import dispute_txn
+from cloud.ledger.entries import dispute_refund_txn
 from cloud.ledger.service import post
 from cloud.notifications.events import dispute_updated
 from cloud.payments.models import LedgerEntry, Payment, PaymentStatus, Refund, RefundStatus
@@ -66,6 +69,7 @@ from cloud.payments.provider import PaymentProvider
 from cloud.payments.service import refund_payment
 from cloud.reviews.rules import completed, within
 from cloud.sessions.models import BillingState, ChargingSession
+from cloud.settings import load_settings
 
 _NO_KEY_UPDATE = {"key_share": True}
 #: Payments whose captured money a dispute can give back.
@@ -363,17 +367,7 @@ async def _decide(
     charger = await db.get(Charger, session.charger_id)
     assert charger is not None
     assert session.user_id is not None
-    split = rules.charge(amount, await _host_earned(db, charger.host_id, session.id), charged_to)
     memo = f"dispute {dispute.id}"
-    for payer, paise in ((charger.host_id, split.host_paise), (None, split.platform_paise)):
-        if paise:
-            await post(
-                db,
-                dispute_txn(
-                    session_id=session.id, driver_id=session.user_id, amount_paise=paise,
-                    host_id=payer, memo=memo,
-                ),
-            )  # fmt: skip
     refunds = [
         Refund(payment_id=payment_id, amount_paise=paise, reason=refund_reason(dispute.id))
         for payment_id, paise in rules.allocate(amount, left)
@@ -384,16 +378,42 @@ async def _decide(
     # session's invoice (its own series; taxable value and GST reversed in the invoice's
     # proportion: cloud/invoices/document.py credit_amounts), keyed on the refund so a
     # retried resolution issues none twice.
-    for refund in refunds:
+    notes = [
         await issue_credit_note(
-            db, session.id, amount_paise=refund.amount_paise, reason=memo,
-            refund_id=refund.id, now=now,
-        )  # fmt: skip
+            db,
+            session.id,
+            amount_paise=refund.amount_paise,
+            reason=memo,
+            refund_id=refund.id,
+            now=now,
+        )
+        for refund in refunds
+    ]
+    # The notes' GST comes back from whoever owes it (the supplier of the invoice: the
+    # GST-registered host, else the platform); the taxable part is the adjustment charged to
+    # the host (up to what the session left them beside that GST) or the platform.
+    gst = sum(n.cgst_paise + n.sgst_paise + n.igst_paise for n in notes)
+    # The invoice's supplier of record is the host when it is not the platform (a host with a
+    # GSTIN at the time of the bill: cloud/invoices/supply.py supplier_for).
+    platform_gstin = load_settings().billing.supplier_gstin
+    host_supplies = any(n.supplier_gstin != platform_gstin for n in notes)
+    earned = await _host_earned(db, charger.host_id, session.id)
+    split = rules.charge(
+        amount - gst, max(0, earned - gst) if host_supplies else earned, charged_to
+    )
+    await post(
+        db,
+        dispute_refund_txn(
+            session_id=session.id, driver_id=session.user_id, host_id=charger.host_id,
+            host_paise=split.host_paise, platform_paise=split.platform_paise, gst_paise=gst,
+            gst_from_host=host_supplies, memo=memo,
+        ),
+    )  # fmt: skip
     dispute.status = DisputeStatus.RESOLVED_REFUND
     dispute.refund_paise = amount
     dispute.charged_to = charged_to
     await _audit(db, actor, dispute, before, outcome, host_paise=split.host_paise,
-                 platform_paise=split.platform_paise)  # fmt: skip
+                 platform_paise=split.platform_paise, gst_paise=gst)  # fmt: skip
     await db.flush()
     await _tell(db, dispute, "resolved", "resolved with a refund", driver=True, host=True,
                 note=note)  # fmt: skip
@@ -402,7 +422,7 @@ async def _decide(
 
 async def _audit(
     db: AsyncSession, actor: Actor, dispute: Dispute, before: Mapping[str, object],
-    outcome: rules.Outcome, *, host_paise: int = 0, platform_paise: int = 0,
+    outcome: rules.Outcome, *, host_paise: int = 0, platform_paise: int = 0, gst_paise: int = 0,
 ) -> None:  # fmt: skip
     await record(
         db, actor, action="dispute.resolve", entity="dispute", entity_id=dispute.id,
@@ -410,7 +430,7 @@ async def _audit(
         after={"status": dispute.status, "refund_paise": dispute.refund_paise,
                "charged_to": dispute.charged_to},
         data={"outcome": outcome, "note": dispute.resolution, "host_paise": host_paise,
-              "platform_paise": platform_paise},
+              "platform_paise": platform_paise, "gst_paise": gst_paise},
     )  # fmt: skip
 
 

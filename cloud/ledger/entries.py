@@ -11,7 +11,8 @@ every account known, the entries summing to zero. Builders, one per event:
 * :func:`cancellation_fee_txn` — a late cancellation's kept fee, billed the same way.
 * :func:`refund_txn` — the unused part (or a disputed amount) returned to the driver.
 * :func:`payout_txn` — a host's earnings paid out.
-* :func:`dispute_txn` — an amount taken back from the host (or the platform) for the driver.
+* :func:`dispute_refund_txn` — a dispute's refund given back to the driver: its taxable value
+  from the host (or the platform), its GST from whoever owes that tax.
 * :func:`settle_session` — a stopped session's capture, bill and refund, by
   :func:`plan_settlement`.
 
@@ -327,26 +328,39 @@ def payout_reversal_txn(*, payout_id: str, host_id: str, amount_paise: int) -> T
     )
 
 
-def dispute_txn(
+def dispute_refund_txn(
     *,
     session_id: int,
     driver_id: str,
-    amount_paise: int,
-    host_id: str | None,
-    memo: str = "dispute adjustment",
+    host_id: str,
+    host_paise: int,
+    platform_paise: int,
+    gst_paise: int,
+    gst_from_host: bool,
+    memo: str,
 ) -> Txn:
-    """``amount_paise`` given back to the driver's account (then refunded, or set against an
-    amount due), taken from the host's earning, or from the platform's commission when
-    ``host_id`` is None (the platform absorbs it)."""
-    _positive(amount_paise, "dispute adjustment")
-    payer = host_account(host_id) if host_id is not None else COMMISSION
+    """A dispute's refund given back to the driver's account in one transaction, split as
+    its credit notes split it (cloud/disputes/service.py): the taxable value from the host's
+    earning (``host_paise``) and the platform's commission (``platform_paise``), and the
+    GST the notes reverse (``gst_paise``) from whoever owes that tax — the host's account
+    when the host is the GST-registered supplier (``gst_from_host``: its bill credited it
+    the GST to remit), else the platform's ``gst_payable``. The supply's value went down,
+    so does the tax on it."""
+    total = host_paise + platform_paise + gst_paise
+    _positive(total, "dispute adjustment")
+    for part in (host_paise, platform_paise, gst_paise):
+        if type(part) is not int or part < 0:
+            raise InvalidEntry("dispute adjustment", part, "parts must be non-negative ints")
     src = EntrySource.DISPUTE_ADJUSTMENT
     refs = Refs(session_id=session_id)
+    host = host_account(host_id)
     return _txn(
         f"{memo} (session {session_id})"[:200],
         [
-            _entry(payer, amount_paise, src, refs),
-            _entry(driver_account(driver_id), -amount_paise, src, refs),
+            _entry(host, host_paise, src, refs),
+            _entry(COMMISSION, platform_paise, src, refs),
+            _entry(host if gst_from_host else GST_PAYABLE, gst_paise, EntrySource.GST, refs),
+            _entry(driver_account(driver_id), -total, src, refs),
         ],
     )
 

@@ -292,9 +292,16 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
         "AND source = 'dispute_adjustment' ORDER BY amount_paise",
         disputed.pk,
     )
+    # The credit note's taxable value from the host (unregistered: the platform supplied the
+    # GST), its GST back from the platform's gst_payable.
     assert [(r["account"], r["amount_paise"]) for r in adjustment] == [
-        (f"driver:{driver.id}", -refund_paise), (f"host:{host.host_id}", refund_paise),
+        (f"driver:{driver.id}", -refund_paise), (f"host:{host.host_id}", taxable),
     ]  # fmt: skip
+    reversed_gst = await pg.fetchval(
+        "SELECT sum(amount_paise) FROM ledger_entries WHERE session_id = $1 "
+        "AND account = 'gst_payable' AND source = 'gst' AND amount_paise > 0", disputed.pk,
+    )  # fmt: skip
+    assert reversed_gst == tax
     money = await _one(
         pg,
         "SELECT sum(amount_paise) FILTER (WHERE account = 'provider_clearing' "
@@ -311,12 +318,12 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
         f"driver:{driver.id}",
     ) == 0  # fmt: skip
 
-    # The host's payable shrank by the refund; the hold ended with the dispute.
+    # The host's payable shrank by the refund's taxable value; the hold ended with the dispute.
     after = await _earnings(api, host)
     assert after["disputed_paise"] == 0
-    assert after["earned_paise"] == net_disputed + net_clean - refund_paise
+    assert after["earned_paise"] == net_disputed + net_clean - taxable
     assert after["requested_paise"] == net_clean
-    assert after["payable_paise"] == net_disputed - refund_paise
+    assert after["payable_paise"] == net_disputed - taxable
 
     # Resolving again sends nothing twice.
     again = await api.client.post(
@@ -446,9 +453,14 @@ async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its
         ))  # fmt: skip
 
     await wait_for(processed, "the full refund's webhook")
-    # The host gives back what the session earned them; the platform the rest.
+    # The host gives back what the session earned them; the GST comes back from gst_payable
+    # (the credit note's tax, the whole invoice's), the platform's commission the rest.
     assert await _host_net(pg, host, refunded_one.pk) == 0
-    assert await ledger_commission(pg) == commission_before - (billed - host_net)
+    invoice_gst = await pg.fetchval(
+        "SELECT cgst_paise + sgst_paise + igst_paise FROM invoices WHERE session_id = $1 "
+        "AND kind = 'invoice'", refunded_one.pk,
+    )  # fmt: skip
+    assert await ledger_commission(pg) == commission_before - (billed - invoice_gst - host_net)
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
     earnings = await _earnings(api, host)
     assert earnings["payable_paise"] == await _host_net(pg, host, rejected_one.pk)

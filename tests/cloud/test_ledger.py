@@ -33,7 +33,7 @@ from cloud.ledger.entries import (
     bill_txn,
     cancellation_fee_txn,
     capture_txn,
-    dispute_txn,
+    dispute_refund_txn,
     payment_txn,
     payout_txn,
     plan_settlement,
@@ -120,13 +120,31 @@ def test_capture_refund_payment_payout_and_dispute_move_the_money_both_ways() ->
         (H, EntrySource.PAYOUT): 900,
         (CLEARING, EntrySource.PAYOUT): -900,
     }
-    dispute = dispute_txn(session_id=3, driver_id=DRIVER, amount_paise=40, host_id=HOST)
-    assert _by_account(dispute) == {
+
+    def dispute(host: int, platform: int, gst: int, *, gst_from_host: bool = False) -> Txn:
+        return dispute_refund_txn(
+            session_id=3, driver_id=DRIVER, host_id=HOST, host_paise=host,
+            platform_paise=platform, gst_paise=gst, gst_from_host=gst_from_host, memo="dispute",
+        )  # fmt: skip
+
+    assert _by_account(dispute(40, 0, 0)) == {
         (H, EntrySource.DISPUTE_ADJUSTMENT): 40,
         (D, EntrySource.DISPUTE_ADJUSTMENT): -40,
     }
-    absorbed = dispute_txn(session_id=3, driver_id=DRIVER, amount_paise=40, host_id=None)
-    assert (COMMISSION, EntrySource.DISPUTE_ADJUSTMENT) in _by_account(absorbed)
+    # The credit note's GST back from gst_payable (the platform supplied), the rest absorbed.
+    assert _by_account(dispute(0, 30, 10)) == {
+        (COMMISSION, EntrySource.DISPUTE_ADJUSTMENT): 30,
+        (GST_PAYABLE, EntrySource.GST): 10,
+        (D, EntrySource.DISPUTE_ADJUSTMENT): -40,
+    }
+    # A GST-registered host supplied it: the GST is the host's to give back.
+    assert _by_account(dispute(30, 0, 10, gst_from_host=True)) == {
+        (H, EntrySource.DISPUTE_ADJUSTMENT): 30,
+        (H, EntrySource.GST): 10,
+        (D, EntrySource.DISPUTE_ADJUSTMENT): -40,
+    }
+    with pytest.raises(InvalidEntry):
+        dispute(40, -1, 1)
 
 
 @pytest.mark.parametrize(
@@ -297,11 +315,15 @@ def run_history(
         back = int(quote.host_share_paise * plan.dispute_share)
         if back:
             books.post(
-                dispute_txn(
+                dispute_refund_txn(
                     session_id=session_id,
                     driver_id=driver,
-                    amount_paise=back,
-                    host_id=None if plan.platform_absorbs else host,
+                    host_id=host,
+                    host_paise=0 if plan.platform_absorbs else back,
+                    platform_paise=back if plan.platform_absorbs else 0,
+                    gst_paise=0,
+                    gst_from_host=False,
+                    memo="dispute",
                 )
             )
             left = back
