@@ -1,7 +1,9 @@
 """deploy/edge/install.sh in a Debian bookworm root made by debootstrap (Raspberry Pi OS is
 bookworm): it installs the agent, provisions it with a pairing code through the real API,
-and a second run changes nothing on disk; systemd accepts the units as installed; the
-uninstaller keeps the store unless told to purge it.
+and a second run changes nothing on disk; systemd accepts the units as installed; a real
+systemd booted in the root runs the agent under the installed unit and restarts it when its
+event loop is frozen (SIGSTOP) and the watchdog starves; the uninstaller keeps the store
+unless told to purge it.
 
 The root is cached under .cache/deploy/ (tests/deploy/bookworm.py): a cold run spends about
 a minute on debootstrap and the wheels, a warm one none.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from cloud.pg import PgConnection
 from tests.cloud.certs import Certs
 from tests.cloud.conftest import REDIS_URL, make_settings
 from tests.cloud.mosquitto import Broker, free_port
+from tests.edge.test_daemon import site
 from tests.sync.rig import wait_until
 
 from .bookworm import (
@@ -36,6 +41,7 @@ from .bookworm import (
     overlay_root,
     project_wheel,
 )
+from .systemd_boot import Booted, booted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,6 +52,68 @@ def _owner(root: Path, path: str) -> tuple[str, str, int]:
     """(user, group, mode) of ``path`` as the root's own /etc/passwd names them."""
     out = in_root(root, "stat", "-c", "%U %G %a", path).stdout.split()
     return out[0], out[1], int(out[2], 8)
+
+
+SITE = """
+[[meters]]
+id = "m1"
+model = "sdm630"
+unit_id = 1
+poll_interval_s = 0.25
+link = {{ transport = "tcp", host = "127.0.0.1", port = {port} }}
+
+[[connectors]]
+id = 1
+meter = "m1"
+max_current_a = 32
+
+[connectors.relay]
+driver = "modbus-coil"
+unit_id = 2
+coil = 0
+link = {{ transport = "tcp", host = "127.0.0.1", port = {port} }}
+
+[clock]
+trust = "always"
+"""
+#: The shipped WatchdogSec=30 would make the test wait a minute: an administrator's drop-in.
+DROP_IN = "[Service]\nWatchdogSec=2\nRestartSec=0.5\n"
+
+
+def _wait(booted: Booted, what: str, ok: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    deadline = time.monotonic() + 60
+    while True:
+        state = booted.show("chargemitra-agent.service", "ActiveState", "SubState", "MainPID",
+                            "NRestarts", "StatusText", "Result")  # fmt: skip
+        if ok(state):
+            return state
+        if time.monotonic() > deadline:
+            journal = booted.run("journalctl", "-u", "chargemitra-agent", "--no-pager").stdout
+            raise AssertionError(f"timed out waiting for {what}: {state}\n{journal[-3000:]}")
+        time.sleep(0.1)
+
+
+def _run_under_systemd(root: Path, sim_port: int, log_path: Path) -> None:
+    """The site's configuration (the simulator's meter and relay coil), then boot."""
+    conf = root / "etc/chargemitra/agent.toml"
+    conf.write_text('device_id = "unprovisioned"\n' + SITE.format(port=sim_port))
+    drop_in = root / "etc/systemd/system/chargemitra-agent.service.d/test-watchdog.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(DROP_IN)
+    with booted(root, log_path) as systemd:
+        first = _wait(systemd, "the agent to report healthy",
+                      lambda s: s["StatusText"].startswith("healthy"))  # fmt: skip
+        assert (first["ActiveState"], first["NRestarts"]) == ("active", "0")
+        stop = systemd.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP",
+                           "chargemitra-agent.service")  # fmt: skip
+        assert stop.returncode == 0, stop.stderr
+        again = _wait(systemd, "the watchdog's restart",
+                      lambda s: s["NRestarts"] == "1" and s["ActiveState"] == "active"
+                      and s["StatusText"].startswith("healthy"))  # fmt: skip
+        assert again["MainPID"] != first["MainPID"]
+        # systemd's own account, in its journal beside the agent's lines.
+        journal = systemd.run("journalctl", "-u", "chargemitra-agent", "--no-pager").stdout
+        assert "chargemitra-agent.service: Watchdog timeout" in journal, journal[-3000:]
 
 
 def _unpack_release(root: Path, scratch: Path) -> list[str]:
@@ -155,11 +223,11 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
         assert changed == [], f"the second run changed {changed[:20]}"
 
-        # The store, made by the agent's own code as its user (what a running agent leaves).
-        in_root(root, "runuser", "-u", "chargemitra", "--", "/opt/chargemitra/venv/bin/python",
-                "-c", "from edge_agent.store.db import connect; "
-                "connect('/var/lib/chargemitra/agent.db').close()")  # fmt: skip
-        assert (root / "var/lib/chargemitra/agent.db").is_file()
+        # Under a real systemd: the installed unit, hardening and all, runs the agent against
+        # the simulator; frozen by SIGSTOP, the agent stops petting and the watchdog restarts it.
+        async with site(tmp_path / "sim") as (_sim, sim_port):
+            await asyncio.to_thread(_run_under_systemd, root, sim_port, tmp_path / "systemd.log")
+        assert (root / "var/lib/chargemitra/agent.db").is_file()  # the running agent's store
         removed = in_root(root, "bash", f"{SRC}/deploy/edge/uninstall.sh")
         assert "kept /var/lib/chargemitra" in removed.stderr
         assert not (root / "opt/chargemitra").exists()

@@ -1,10 +1,11 @@
 """systemd's watchdog is fed by the agent's own health, never by a bare timer.
 
-No systemd can run as a service manager in this container (PID 1 is not systemd), so the
-process test stands in for it with a fake ``NOTIFY_SOCKET`` listener: a real agent process
+Here a fake ``NOTIFY_SOCKET`` listener stands in for systemd: a real agent process
 (``chargemitra-agent run`` against the simulator) pets the watchdog, sends nothing while it
-is frozen by SIGSTOP, and pets again after SIGCONT. The unit tests pin what "healthy" means:
-every meter's poll loop finishing polls, and the store writer committing what it is given.
+is frozen by SIGSTOP, and pets again after SIGCONT. The same under a real systemd (the
+installed unit restarting the frozen agent) is in tests/deploy/test_edge_install.py. The
+unit tests pin what "healthy" means: every meter's poll loop finishing polls, and the store
+writer committing what it is given.
 """
 
 from __future__ import annotations
