@@ -1,8 +1,10 @@
 """The one exception tree of :mod:`cloud`.
 
 Services raise these; :mod:`cloud.problems` maps them to RFC 9457 problem responses in one
-place, so no router builds an error response by hand. Third-party errors (asyncpg, redis,
-paho) are translated where they are caught, with ``raise ... from exc``::
+place, so no router builds an error response by hand. Third-party errors are translated at
+one boundary per library, with ``raise ... from exc`` (SQLAlchemy in cloud/db_errors.py,
+redis-py in cloud/redis_errors.py, each payment SDK in its provider module; the list is
+``BOUNDARIES`` in tests/cloud/test_error_boundaries.py, which fails on a catch elsewhere)::
 
     CloudError
     ├── ConfigError              a setting is missing or invalid (variable, value)
@@ -28,6 +30,8 @@ paho) are translated where they are caught, with ``raise ... from exc``::
     ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
     ├── BrokerError              the MQTT broker or its credential store failed
     ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
+    ├── DatabaseRefused          PostgreSQL refused a statement: a constraint, a deadlock
+    │                            (sqlstate, constraint; cloud/db_errors.py raises it)
     ├── DocumentUnreadable       a stored KYC document does not authenticate: altered bytes
     │                            or another key (the server's fault: a 500 of its own type)
     ├── SignatureInvalid         a payment provider's signature (webhook or Checkout) does
@@ -211,6 +215,23 @@ class DependencyUnavailable(CloudError):
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
         self.detail = detail
+
+
+class DatabaseRefused(CloudError):
+    """PostgreSQL refused a statement with an SQLSTATE (PostgreSQL appendix A): a service
+    turns the refusal it expects (a unique or exclusion violation, a deadlock) into its own
+    error; any other stays a 500."""
+
+    def __init__(self, sqlstate: str, constraint: str | None, detail: str) -> None:
+        super().__init__(f"database refused ({sqlstate}): {detail}")
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+        self.detail = detail
+
+    @property
+    def integrity(self) -> bool:
+        """A constraint refused the change (SQLSTATE class 23)."""
+        return self.sqlstate.startswith("23")
 
 
 class DocumentUnreadable(CloudError):

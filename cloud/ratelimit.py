@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from cloud.errors import DependencyUnavailable, RateLimited
+from cloud.errors import RateLimited
+from cloud.redis_errors import redis_unavailable
 
 
 async def hit(redis: Redis, key: str, *, limit: int, window_s: int, prefix: str) -> None:
@@ -16,14 +16,12 @@ async def hit(redis: Redis, key: str, *, limit: int, window_s: int, prefix: str)
     is down protects nothing).
     """
     name = f"{prefix}rl:{key}"
-    try:
+    with redis_unavailable():
         async with redis.pipeline(transaction=True) as pipe:
             pipe.incr(name)
             pipe.expire(name, window_s, nx=True)
             pipe.ttl(name)
             count, _, ttl = await pipe.execute()
-    except (RedisError, OSError) as exc:
-        raise DependencyUnavailable("redis", str(exc)) from exc
     if int(count) > limit:
         raise RateLimited(
             f"too many attempts; try again in {max(int(ttl), 1)} s", retry_after_s=max(int(ttl), 1)

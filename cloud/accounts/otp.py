@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from cloud.errors import DependencyUnavailable
+from cloud.redis_errors import redis_unavailable
 
 OTP_DIGITS = 6
 
@@ -57,20 +56,18 @@ class OtpStore:
     async def issue(self, phone: str) -> str:
         """A fresh code for ``phone`` (replacing any earlier one); returns it for sending."""
         code = new_otp()
-        try:
+        with redis_unavailable():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.key(phone))
                 pipe.hset(self.key(phone), mapping={"h": self._digest(phone, code), "n": 0})
                 pipe.expire(self.key(phone), self.ttl_s)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
         return code
 
     async def check(self, phone: str, code: str) -> bool:
         """True once for the right code within its lifetime; a code is burnt after
         ``max_attempts`` guesses, right or wrong."""
-        try:
+        with redis_unavailable():
             verdict = await cast(
                 "Awaitable[int]",
                 self.redis.eval(
@@ -81,8 +78,6 @@ class OtpStore:
                     str(self.max_attempts),
                 ),
             )
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
         return int(verdict) == 1
 
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, KycStatus, RefreshToken, Role, User, UserRole
 from cloud.accounts.passwords import hash_password, needs_rehash, verify_password
 from cloud.accounts.schemas import HostProfile, Me, MeUpdate, RegisterRequest, TokenPair
 from cloud.accounts.tokens import issue_access_token
-from cloud.errors import Conflict, Forbidden, Unauthorized
+from cloud.db_errors import refusals
+from cloud.errors import Conflict, DatabaseRefused, Forbidden, Unauthorized
 from cloud.settings import Settings
 from protocols.ids import new_ulid
 
@@ -90,8 +90,11 @@ async def issue_tokens(
 async def _flush_unique(db: AsyncSession, what: str) -> None:
     """Flush; a unique violation (a concurrent registration) becomes :class:`Conflict`."""
     try:
-        await db.flush()
-    except IntegrityError as exc:
+        with refusals():
+            await db.flush()
+    except DatabaseRefused as exc:
+        if not exc.integrity:
+            raise
         raise Conflict(f"an account with this {what} already exists", entity="user") from exc
 
 

@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from typing import Protocol, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from cloud.accounts.phones import E164
-from cloud.errors import DependencyUnavailable
+from cloud.redis_errors import redis_unavailable
 from cloud.settings import Environment, Settings
 
 #: One SMS, in septets.
@@ -113,21 +112,17 @@ class RedisSmsOutbox:
     async def send(self, to: str, text: str) -> None:
         check_sms(to, text)
         record = json.dumps({"to": to, "text": text, "sent_at": datetime.now(UTC).isoformat()})
-        try:
+        with redis_unavailable():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lpush(self.key(to), record)
                 pipe.ltrim(self.key(to), 0, OUTBOX_MAX - 1)
                 pipe.expire(self.key(to), OUTBOX_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
 
     async def messages(self, to: str) -> list[SentSms]:
         """What was sent to ``to``, newest first."""
-        try:
+        with redis_unavailable():
             raw = await cast("Awaitable[list[bytes]]", self.redis.lrange(self.key(to), 0, -1))
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
         records = [json.loads(item) for item in raw]
         return [SentSms(r["to"], r["text"], datetime.fromisoformat(r["sent_at"])) for r in records]
 

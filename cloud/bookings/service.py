@@ -33,7 +33,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import Range
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, Role
@@ -60,8 +59,16 @@ from cloud.chargers.models import (
 )
 from cloud.columns import ulid_pk
 from cloud.constant_time import same
+from cloud.db_errors import EXCLUSION_VIOLATION, RETRYABLE_STATES, refusals
 from cloud.devices.models import Device
-from cloud.errors import BookingOverlap, Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.errors import (
+    BookingOverlap,
+    Conflict,
+    DatabaseRefused,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
 from cloud.notifications import events as notify
 from cloud.payments.checkout import (
     booking_unpaid_paise,
@@ -74,21 +81,12 @@ from cloud.sessions.models import ChargingSession, SessionState
 
 log = logging.getLogger(__name__)
 
-#: SQLSTATEs (PostgreSQL appendix A).
-EXCLUSION_VIOLATION = "23P01"
-RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 #: Attempts at a create that keeps losing a deadlock, and the first pause's ceiling.
 CREATE_ATTEMPTS = 5
 RETRY_PAUSE_S = 0.01
 
 
 _CONNECTOR_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    # SQLAlchemy's asyncpg adapter copies asyncpg's sqlstate onto the error it raises.
-    state = getattr(exc.orig, "sqlstate", None)
-    return state if isinstance(state, str) else None
 
 
 def _period(start: datetime, end: datetime) -> Range[datetime]:
@@ -312,10 +310,11 @@ async def create_booking(
     policy.check_range(body.start, body.end, request.now)
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
-            async with sessions() as db, db.begin():
-                return await _create_once(db, request)
-        except DBAPIError as exc:
-            state = _sqlstate(exc)
+            with refusals():
+                async with sessions() as db, db.begin():
+                    return await _create_once(db, request)
+        except DatabaseRefused as exc:
+            state = exc.sqlstate
             if state == EXCLUSION_VIOLATION:
                 raise BookingOverlap(f"{body.charger_id}/{body.connector}") from exc
             if state not in RETRYABLE_STATES:
@@ -666,10 +665,11 @@ async def extend_booking(sessions: async_sessionmaker[AsyncSession], ext: Extens
     decides, as for a create). Runs its own transactions, retried after a deadlock."""
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
-            async with sessions() as db, db.begin():
-                return await _extend_once(db, ext)
-        except DBAPIError as exc:
-            state = _sqlstate(exc)
+            with refusals():
+                async with sessions() as db, db.begin():
+                    return await _extend_once(db, ext)
+        except DatabaseRefused as exc:
+            state = exc.sqlstate
             if state == EXCLUSION_VIOLATION:
                 raise BookingOverlap(ext.booking_id) from exc
             if state not in RETRYABLE_STATES or attempt == CREATE_ATTEMPTS:

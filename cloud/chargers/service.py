@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects.postgresql import Range
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, KycStatus, Role
@@ -31,8 +30,9 @@ from cloud.chargers.models import (
     Connector,
     ModerationStatus,
 )
+from cloud.db_errors import refusals
 from cloud.devices.models import Device, DeviceMeter, DeviceStatus
-from cloud.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from cloud.errors import Conflict, DatabaseRefused, Forbidden, InvalidRequest, NotFound
 
 #: Attempts at a fresh QR code before giving up (a collision among 10^12 codes is rare;
 #: five in a row means something else is wrong).
@@ -163,11 +163,12 @@ async def create_charger(
         _apply_cancellation(charger, body.cancellation)
         try:
             # A savepoint, so a QR code collision costs one retry, not the transaction.
-            async with db.begin_nested():
-                db.add(charger)
-                await db.flush()
-        except IntegrityError as exc:
-            if "uq_chargers_qr_code" not in str(exc.orig):
+            with refusals():
+                async with db.begin_nested():
+                    db.add(charger)
+                    await db.flush()
+        except DatabaseRefused as exc:
+            if exc.constraint != "uq_chargers_qr_code":
                 raise
             continue
         break

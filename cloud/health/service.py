@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
+from cloud.db_errors import is_database_error
+from cloud.errors import DependencyUnavailable
+from cloud.redis_errors import redis_unavailable
 from cloud.state import AppState
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ async def _database(state: AppState) -> str | None:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except Exception as exc:
+        if not (is_database_error(exc) or isinstance(exc, OSError | TimeoutError)):
+            raise
         return f"{type(exc).__name__}: {exc}"[:200]
     return None
 
@@ -28,9 +31,12 @@ async def _database(state: AppState) -> str | None:
 async def _redis(state: AppState) -> str | None:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
-            await state.redis.ping()
-    except (RedisError, OSError, TimeoutError) as exc:
-        return f"{type(exc).__name__}: {exc}"[:200]
+            with redis_unavailable():
+                await state.redis.ping()
+    except (DependencyUnavailable, TimeoutError) as exc:
+        # The report names redis-py's error, as the database's names SQLAlchemy's.
+        cause = exc.__cause__ if isinstance(exc, DependencyUnavailable) else exc
+        return f"{type(cause).__name__}: {cause}"[:200]
     return None
 
 

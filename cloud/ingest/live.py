@@ -15,9 +15,10 @@ from dataclasses import asdict
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from cloud.errors import DependencyUnavailable
 from cloud.ingest.plan import BatchPlan
+from cloud.redis_errors import redis_unavailable
 from cloud.sessions.fold import SessionRow
 from protocols.messages import to_builtins, to_json
 
@@ -86,11 +87,12 @@ class LivePublisher:
         if not messages:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel, text in messages:
-                    pipe.publish(channel, text)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            with redis_unavailable():
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, text in messages:
+                        pipe.publish(channel, text)
+                    await pipe.execute()
+        except DependencyUnavailable as exc:
             if not self._failing:
                 log.error("live updates to Redis failing: %s", exc)
                 self._failing = True

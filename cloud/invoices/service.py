@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, or_, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.models import Host, Role, User
@@ -41,7 +40,8 @@ from cloud.accounts.tokens import Principal
 from cloud.billing.quote import GST_RATE_BP, Quote, Rates, Tariff, price, session_usage
 from cloud.bookings.models import Booking
 from cloud.chargers.models import Charger
-from cloud.errors import Conflict, NotFound
+from cloud.db_errors import refusals
+from cloud.errors import Conflict, DatabaseRefused, NotFound
 from cloud.invoices import document
 from cloud.invoices.document import Amounts, Series
 from cloud.invoices.gstin import validate_gstin
@@ -578,9 +578,12 @@ async def register_gstin(
     host = await _own_host(db, user_id)
     host.gstin, host.legal_name, host.address, host.pincode = value, legal_name, address, pincode
     try:
-        async with db.begin_nested():
-            await db.flush()
-    except IntegrityError:
+        with refusals():
+            async with db.begin_nested():
+                await db.flush()
+    except DatabaseRefused as exc:
+        if not exc.integrity:
+            raise
         raise Conflict(
             "that GSTIN is registered to another host", entity="gstin", key=value
         ) from None

@@ -38,10 +38,10 @@ from typing import Any
 from jinja2 import TemplateError
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import User
+from cloud.db_errors import DATABASE_ERRORS, is_database_error
 from cloud.devices.models import Device
 from cloud.errors import CloudError, DeliveryFailed
 from cloud.jobs import every, supervise
@@ -207,11 +207,11 @@ async def deliver_next(
             # Bounded: the row stays locked while it is sent.
             async with asyncio.timeout(settings.send_timeout_s + 5):
                 await sender.send(message)
-        except SQLAlchemyError:
-            # The database's failure, not the message's: the round fails (the job backs off)
-            # and the attempt, rolled back, was never made.
-            raise
-        except Exception as exc:  # noqa: BLE001 -- any sender failure is a failed attempt
+        except Exception as exc:
+            if is_database_error(exc):
+                # The database's failure, not the message's: the round fails (the job backs
+                # off) and the attempt, rolled back, was never made.
+                raise
             failure = _failure(row.channel.value, exc)
             row.last_error = str(failure)[:500]
             if failure.gone and row.channel is Channel.PUSH:
@@ -287,7 +287,7 @@ class Notifier:
         await supervise(
             "notify",
             every(self._settings.deliver_interval_s, self.round),
-            expected=(CloudError, SQLAlchemyError, OSError),
+            expected=(CloudError, *DATABASE_ERRORS, OSError),
         )
 
 

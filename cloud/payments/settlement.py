@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, User
@@ -55,6 +54,7 @@ from cloud.billing.service import rates
 from cloud.bookings.models import Booking
 from cloud.bookings.no_show import mark_no_shows
 from cloud.chargers.models import Charger
+from cloud.db_errors import DATABASE_ERRORS, is_database_error
 from cloud.errors import CloudError
 from cloud.invoices.service import interstate, issue_invoice, issue_invoices
 from cloud.jobs import every, supervise
@@ -574,13 +574,15 @@ class Settler:
                 self._retry_at[pk] = (failures, time.monotonic() + delay)
                 # ERROR once per session, then quietly until it recovers (no log storms).
                 level = logging.ERROR if failures == 1 else logging.DEBUG
-                unforeseen = not isinstance(exc, (CloudError, SQLAlchemyError))
+                unforeseen = not (isinstance(exc, CloudError) or is_database_error(exc))
                 log.log(level, "session %s not settled (try %s, next in %.0f s): %r",
                         pk, failures, delay, exc, exc_info=unforeseen)  # fmt: skip
         self.billed += billed
         try:
             await release_cancelled(sessions, provider, billing=billing)
-        except (CloudError, SQLAlchemyError) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, CloudError) or is_database_error(exc)):
+                raise
             # Every payment in the batch is keyed on its id: the next round resumes.
             log.warning("releasing cancelled bookings' prepayments failed: %s", exc)
         return billed
@@ -592,7 +594,7 @@ class Settler:
         await supervise(
             "settle",
             every(self._billing.settle_interval_s, self.round),
-            expected=(CloudError, SQLAlchemyError, OSError),
+            expected=(CloudError, *DATABASE_ERRORS, OSError),
         )
 
 

@@ -20,9 +20,10 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
+from cloud.errors import DependencyUnavailable
 from cloud.jobs import supervise
+from cloud.redis_errors import redis_unavailable
 from protocols.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,9 @@ class RedisLiveHub:
     async def __aenter__(self) -> RedisLiveHub:
         self._pubsub = self._redis.pubsub()
         try:
-            await self._pubsub.subscribe(HUB_CHANNEL)
-        except (RedisError, OSError) as exc:
+            with redis_unavailable():
+                await self._pubsub.subscribe(HUB_CHANNEL)
+        except DependencyUnavailable as exc:
             # Not fatal: the reader keeps retrying; live streams start when Redis answers.
             log.error("live hub: Redis unavailable at start: %s", exc)
             self._failing = True
@@ -158,7 +160,7 @@ class RedisLiveHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(DependencyUnavailable), redis_unavailable():
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py
 
     async def _read(self) -> None:
@@ -166,12 +168,13 @@ class RedisLiveHub:
         failures = 0
         while True:
             try:
-                if self._pubsub.connection is None:
-                    await self._pubsub.subscribe(HUB_CHANNEL)
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-            except (RedisError, OSError) as exc:
+                with redis_unavailable():
+                    if self._pubsub.connection is None:
+                        await self._pubsub.subscribe(HUB_CHANNEL)
+                    message = await self._pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=1.0
+                    )
+            except DependencyUnavailable as exc:
                 if not self._failing:
                     log.error("live hub: Redis pub/sub failing: %s", exc)
                     self._failing = True
@@ -208,14 +211,16 @@ class RedisLiveHub:
 
     async def _redis_call(self, method: object, channels: list[str]) -> None:
         try:
-            await method(*channels)  # type: ignore[operator]  # redis-py's untyped pub/sub
-        except (RedisError, OSError) as exc:
+            with redis_unavailable():
+                await method(*channels)  # type: ignore[operator]  # redis-py's untyped pub/sub
+        except DependencyUnavailable as exc:
             # The reader reconnects and redis-py re-subscribes what it holds; a subscriber
             # simply sees nothing until then (live values are best effort).
             log.warning("live hub: (un)subscribe failed: %s", exc)
 
     async def publish(self, channel: str, text: str) -> None:
         try:
-            await self._redis.publish(channel, text)
-        except (RedisError, OSError) as exc:
+            with redis_unavailable():
+                await self._redis.publish(channel, text)
+        except DependencyUnavailable as exc:
             log.warning("live hub: publish failed: %s", exc)

@@ -32,14 +32,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from cloud.accounts import service
 from cloud.accounts.schemas import TokenPair
 from cloud.accounts.tokens import Principal, verify_access_token
 from cloud.constant_time import same
 from cloud.deps import authenticate
-from cloud.errors import DependencyUnavailable, Forbidden, Unauthorized
+from cloud.errors import Forbidden, Unauthorized
+from cloud.redis_errors import redis_unavailable
 from cloud.settings import Environment, Settings
 from cloud.state import AppState
 
@@ -81,12 +81,10 @@ class WebSessions:
         self.key_prefix = prefix + SESSION_KEY_PREFIX.removeprefix("cm:")
 
     async def _put(self, session: WebSession) -> None:
-        try:
+        with redis_unavailable():
             await self.redis.set(
                 self.key_prefix + session.key, json.dumps(asdict(session)), ex=self.ttl_s
             )
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
 
     async def start(self, user_id: str, tokens: TokenPair) -> tuple[str, WebSession]:
         """A new session for a fresh sign-in; returns the cookie value and the session."""
@@ -96,10 +94,8 @@ class WebSessions:
         return cookie, session
 
     async def get(self, cookie: str) -> WebSession | None:
-        try:
+        with redis_unavailable():
             raw = await self.redis.get(self.key_prefix + _digest(cookie))
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
         if raw is None:
             return None
         return WebSession(**json.loads(raw))
@@ -111,10 +107,8 @@ class WebSessions:
         return renewed
 
     async def end(self, session: WebSession) -> None:
-        try:
+        with redis_unavailable():
             await self.redis.delete(self.key_prefix + session.key)
-        except (RedisError, OSError) as exc:
-            raise DependencyUnavailable("redis", str(exc)) from exc
 
 
 def sessions_of(state: AppState) -> WebSessions:
