@@ -454,34 +454,29 @@ async def _console(demo: Demo, stop: asyncio.Event) -> None:
                 say("[demo] commands: drop tcp|rtu, restore tcp|rtu, story (Ctrl-C stops)")
 
 
-async def free_story_charger(db_url: str, charger_id: str) -> None:
-    """Complete the bookings on ``charger_id`` whose session stopped, so the
-    slot an earlier story booked is free for the next one. (Nothing in the cloud completes a
-    booking when its session ends early yet; docs/decisions.md, issue 20.)"""
+async def wait_story_charger_free(db_url: str, charger_id: str) -> None:
+    """Wait until no session on ``charger_id`` is running or unbilled: the settle job then
+    has completed the booking an earlier story used (cloud/bookings/completion.py), so its
+    slot is free for the next story."""
     conn = await connect(DbSettings(url=db_url))
     try:
         # A session an interrupted run left open (its stop still in the agent's outbox)
-        # ends first: the agent resends the stop once it is online.
+        # ends first: the agent resends the stop once it is online; then it is billed.
         for _ in range(int(START_TIMEOUT_S / 0.5)):
             if not await conn.fetchval(
-                "SELECT count(*) FROM sessions WHERE charger_id = $1 AND state = 'active'",
+                "SELECT count(*) FROM sessions WHERE charger_id = $1 "
+                "AND (state = 'active' OR billing_state = 'unbilled')",
                 charger_id,
             ):
                 break
             await asyncio.sleep(0.5)
-        await conn.execute(
-            "UPDATE bookings SET status = 'completed' WHERE charger_id = $1 "
-            "AND status = 'confirmed' AND EXISTS (SELECT 1 FROM sessions s WHERE "
-            "s.booking_id = bookings.id AND s.state = 'stopped')",
-            charger_id,
-        )
     finally:
         await close(conn)
 
 
 async def story(demo: Demo) -> None:
     site = demo.sites["tcp"]
-    await free_story_charger(demo.db_url, site.charger_id)
+    await wait_story_charger_free(demo.db_url, site.charger_id)
     await play_story(
         demo.api_url, db_url=demo.db_url, link=site.relay, site=SimControl(site.control),
         charger_id=site.charger_id, driver_email=DRIVER_EMAIL, password=DRIVER_PASSWORD,

@@ -12,7 +12,8 @@ background job supervised by the API's lifespan.
 1. *price* (one transaction, the session row locked): the bill is :func:`cloud.billing.
    quote.price` of the session's meter delta and times under its charger's tariff; it is
    written to ``sessions.amount_paise`` (``cost_final`` from then on), ``billing_state``
-   becomes ``priced``, and the driver's prepayment is claimed for the session
+   becomes ``priced``, its booking ``completed`` (:mod:`cloud.bookings.completion`), and
+   the driver's prepayment is claimed for the session
    (``payments.session_id``: the booking's payment, or for a walk-up the latest walk-up
    payment made before the unlock);
 2. *take the money* (no transaction open): :func:`cloud.payments.service.settle` captures
@@ -51,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloud.accounts.models import Host, User
 from cloud.billing.quote import Quote, Rates, Tariff, price, session_usage
 from cloud.billing.service import rates
+from cloud.bookings.completion import complete_booking
 from cloud.bookings.models import Booking
 from cloud.bookings.no_show import mark_no_shows
 from cloud.chargers.models import Charger
@@ -242,6 +244,8 @@ async def price_session(
         row.user_id = row.user_id or owner
         if row.booking_id is None and booking is not None:
             row.booking_id = booking.id
+        if booking is not None:  # the session is over: so is its booking, the slot frees
+            await complete_booking(db, booking)
     payments = await _claim(db, row, owner, unlock, booking)
     host = await db.get(Host, charger.host_id)
     assert host is not None  # a foreign key
@@ -469,7 +473,7 @@ WHERE p.session_id IS NULL
         AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
         AND NOT EXISTS (SELECT 1 FROM unlock_requests u WHERE u.booking_id = b.id
                         AND u.outcome IN ('started', 'offline')))
-       OR (b.status = 'confirmed'
+       OR (b.status IN ('confirmed', 'completed')
            AND upper(b.period) + make_interval(mins => :after_min) <= now()
            AND EXISTS (SELECT 1 FROM sessions s WHERE s.booking_id = b.id)
            -- every session stopped and priced: each has claimed what it was to claim

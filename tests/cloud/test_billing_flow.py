@@ -294,10 +294,11 @@ async def test_book_pay_unlock_charge_stop_bills_the_meter_and_refunds_the_rest(
     assert receipt["booking_id"] == booking_id
     listed = (await market.http.get("/payments", headers=market.driver.headers)).json()["items"]
     assert [p["id"] for p in listed] == [paid["id"], opened.json()["id"]]
-    # One prepayment pays for one session: the booking's next unlock needs another.
-    assert (
-        await market.http.post(path, json=unlock, headers=market.driver.headers)
-    ).status_code == 402
+    # The billed session completed its booking (cloud/bookings/completion.py): the slot is
+    # free for others, and the booking starts nothing more.
+    again_unlock = await market.http.post(path, json=unlock, headers=market.driver.headers)
+    assert again_unlock.status_code == 409, again_unlock.text
+    assert "completed" in again_unlock.json()["detail"]
     row = await _one(market, "SELECT id FROM sessions WHERE device_session_id = $1", session_id)
     await _settle_again(market, row["id"])
 

@@ -507,51 +507,37 @@ async def test_a_paid_booking_nobody_used_is_a_no_show_charged_the_late_fee(
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
 
 
-async def test_a_top_up_paid_after_the_session_was_billed_is_refunded_when_the_booking_ends(
+async def test_a_billed_booking_is_completed_and_takes_no_extension_or_top_up(
     market_api: Api, pg: PgConnection
 ) -> None:
     s = market_api.settings
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
     charger = await _charger(pg, host)
-    booking, first, start, end = await _running_booking(market_api, pg, driver, charger)
+    booking, _, start, end = await _running_booking(market_api, pg, driver, charger)
     pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
                                    stopped=datetime.now(UTC))  # fmt: skip
-    await _settle(market_api, pk)  # the session claims the prepayment
+    await _settle(market_api, pk)  # the session claims the prepayment, completes the booking
     extended = await market_api.client.post(
         f"/bookings/{booking['id']}/extend",
         json={"end": (end + timedelta(minutes=30)).isoformat()}, headers=driver.headers,
     )  # fmt: skip
-    assert extended.status_code == 200, extended.text
-    # The stopped session spent its bill of the booking's amount (its prepayment claimed,
-    # the rest refunded): the top-up is the longer window's amount less that bill, not the
-    # whole amount again (the claimed prepayment counted as if never paid).
-    bill = await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", pk)
-    assert 0 < bill < first["amount_paise"]
-    assert extended.json()["topup_paise"] == extended.json()["amount_paise"] - bill
-    topup = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
-    assert topup["amount_paise"] == extended.json()["topup_paise"]
-    assert topup["session_id"] is None
-    # No second session; the booking ends.
-    gone = _this_slot() - timedelta(minutes=s.billing.no_show_after_min + 15)
-    await _move_booking(pg, booking["id"], gone - timedelta(hours=2), gone)
-
-    await _release(market_api)
-
-    async def refunded() -> bool:
-        status = await pg.fetchval("SELECT status FROM payments WHERE id = $1", topup["id"])
-        return bool(status == "refunded")
-
-    await wait_for(refunded, "the refund webhook")
-    payment = (await market_api.client.get(f"/payments/{topup['id']}",
-                                           headers=driver.headers)).json()  # fmt: skip
-    assert payment["refunded_paise"] == topup["amount_paise"]
-    captured, back, billed = await _money_of_payment(pg, topup["id"])
-    assert captured - back == billed == 0
-    # The booking was used: no fee, not a no-show.
+    assert extended.status_code == 409, extended.text
+    order = await market_api.client.post(
+        f"/bookings/{booking['id']}/payment", headers=driver.headers
+    )
+    assert order.status_code == 409, order.text
     after = (await market_api.client.get(f"/bookings/{booking['id']}",
                                          headers=driver.headers)).json()  # fmt: skip
-    assert (after["status"], after["cancellation_fee_paise"]) == ("confirmed", 0)
+    assert (after["status"], after["cancellation_fee_paise"]) == ("completed", 0)
+    # A release round later refunds nothing and bills no fee: the session paid its bill.
+    await _move_booking(pg, booking["id"], start - timedelta(hours=3), start - timedelta(hours=2))
+    await _release(market_api)
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    fee_invoices = await pg.fetchval(
+        "SELECT count(*) FROM invoices WHERE booking_id = $1 AND session_id IS NULL",
+        booking["id"],
+    )
+    assert fee_invoices == 0
 
 
 async def test_paying_an_amount_due_pays_the_settled_session_not_the_next_one(
@@ -607,3 +593,33 @@ async def test_paying_an_amount_due_pays_the_settled_session_not_the_next_one(
     assert again.status_code == 402, again.text
     assert again.json()["amount_paise"] == bill  # the later bill only: the debt is paid
     assert paid["session_id"] is None
+
+
+async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_the_rest(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host = await add_user(pg, s, Role.HOST)
+    driver, other = await add_user(pg, s, Role.DRIVER), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger, hours=2)
+    await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    start = datetime.fromisoformat(booking["start"])
+    # The driver unplugged after 30 minutes of a two-hour booking; the stop is billed.
+    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
+                                   stopped=start + timedelta(minutes=30))  # fmt: skip
+    later = booking_body(charger, start + timedelta(hours=1), start + timedelta(hours=2))
+    taken = await market_api.client.post("/bookings", json=later, headers=other.headers)
+    assert taken.status_code == 409, taken.text  # still held while the stop is unbilled
+    await _settle(market_api, pk)
+
+    mine = await market_api.client.get(f"/bookings/{booking['id']}", headers=driver.headers)
+    assert mine.json()["status"] == "completed"
+    listed = await market_api.client.get(
+        "/bookings", params={"status": "confirmed"}, headers=driver.headers
+    )
+    assert booking["id"] not in [b["id"] for b in listed.json()["items"]]
+    # The rest of the window is free for someone else.
+    freed = await market_api.client.post("/bookings", json=later, headers=other.headers)
+    assert freed.status_code == 201, freed.text
+    assert freed.json()["status"] in {"confirmed", "pending"}
