@@ -1,10 +1,11 @@
 """Third-party errors are translated at one boundary per library (edge_agent/errors.py).
 
-Every ``except`` clause of :mod:`edge_agent` is read (its syntax tree, imports resolved): a
-clause that names an exception of pymodbus, paho-mqtt or sqlite3 outside that library's
-boundary fails the test, and so does importing pymodbus or paho anywhere else. Within the
-boundary, the clause that translates must cover every exception the library defines (as
-httpx's ``test_httpcore_all_exceptions_mapped`` does for httpcore).
+Every ``except`` clause and ``suppress`` of :mod:`edge_agent` is read (the walker in
+tests/support/error_boundaries.py resolves imports): a clause that names an exception of
+pymodbus, paho-mqtt, websockets or sqlite3 outside that library's boundary fails the test,
+and so does importing pymodbus or paho anywhere else. Within the boundary, the clause that
+translates must cover every exception the library defines (as httpx's
+``test_httpcore_all_exceptions_mapped`` does for httpcore).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import inspect
 from pathlib import Path
 
 import pymodbus.exceptions
+
+from tests.support.error_boundaries import aliases, catches_outside, inside
+from tests.support.error_boundaries import caught_libraries as _caught
 
 EDGE = Path(__file__).resolve().parents[2] / "edge_agent"
 
@@ -27,67 +31,16 @@ BOUNDARIES = {
 }
 
 
-def _aliases(tree: ast.Module) -> dict[str, str]:
-    """Local name -> the dotted module path it stands for."""
-    names: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names[(alias.asname or alias.name).split(".")[0]] = (
-                    alias.name if alias.asname else alias.name.split(".")[0]
-                )
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            for alias in node.names:
-                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-    return names
-
-
-def _dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return None if head is None else f"{head}.{node.attr}"
-    return None
-
-
 def caught_libraries(source: str) -> list[tuple[int, str]]:
-    """(line, library) for each exception type of a watched library an ``except`` names."""
-    tree = ast.parse(source)
-    aliases = _aliases(tree)
-    found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ExceptHandler) or node.type is None:
-            continue
-        types = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
-        for expr in types:
-            dotted = _dotted(expr)
-            if dotted is None:
-                continue
-            head, _, rest = dotted.partition(".")
-            resolved = aliases.get(head, head) + (f".{rest}" if rest else "")
-            library = resolved.split(".")[0]
-            if library in BOUNDARIES:
-                found.append((node.lineno, library))
-    return found
+    return _caught(source, BOUNDARIES)
 
 
 def imported_libraries(source: str) -> set[str]:
-    return {module.split(".")[0] for module in _aliases(ast.parse(source)).values()}
-
-
-def _inside(relative: str, boundary: tuple[str, ...]) -> bool:
-    return any(relative == b or (b.endswith("/") and relative.startswith(b)) for b in boundary)
+    return {module.split(".")[0] for module in aliases(ast.parse(source)).values()}
 
 
 def test_third_party_errors_are_caught_only_at_their_boundary() -> None:
-    outside = []
-    for path in sorted(EDGE.rglob("*.py")):
-        relative = path.relative_to(EDGE).as_posix()
-        for line, library in caught_libraries(path.read_text("utf-8")):
-            if not _inside(relative, BOUNDARIES[library]):
-                outside.append(f"edge_agent/{relative}:{line} catches a {library} error")
-    assert outside == []
+    assert catches_outside(EDGE, BOUNDARIES) == []
 
 
 def test_pymodbus_and_paho_are_imported_only_at_their_boundary() -> None:
@@ -96,7 +49,7 @@ def test_pymodbus_and_paho_are_imported_only_at_their_boundary() -> None:
         relative = path.relative_to(EDGE).as_posix()
         libraries = {"pymodbus", "paho", "websockets"}
         for library in imported_libraries(path.read_text("utf-8")) & libraries:
-            if not _inside(relative, BOUNDARIES[library]):
+            if not inside(relative, BOUNDARIES[library]):
                 outside.append(f"edge_agent/{relative} imports {library}")
     assert outside == []
 
@@ -107,8 +60,8 @@ def test_the_checker_sees_a_catch_outside_the_boundary() -> None:
         "try:\n    pass\nexcept (db.OperationalError, E, ValueError):\n    pass\n"
     )
     assert caught_libraries(source) == [(5, "sqlite3"), (5, "pymodbus")]
-    assert not _inside("sessions/controller.py", BOUNDARIES["sqlite3"])
-    assert _inside("store/writer.py", BOUNDARIES["sqlite3"])
+    assert not inside("sessions/controller.py", BOUNDARIES["sqlite3"])
+    assert inside("store/writer.py", BOUNDARIES["sqlite3"])
 
 
 def test_every_pymodbus_exception_is_translated_by_the_bus() -> None:
