@@ -105,6 +105,11 @@ class IngestSettings(_Group):
     dead_letter_payload_max: int = Field(default=8192, ge=256, le=262144)
     #: How often a worker recomputes the 15-minute rollup buckets new telemetry went into.
     rollup_refresh_s: float = Field(default=60.0, ge=1, le=3600)
+    #: Raw telemetry is kept this many days on both storage backends, then dropped once the
+    #: 15-minute rollup (kept for ever) covers it (cloud/telemetry/partitions.py, issue 21).
+    raw_retention_days: int = Field(default=365, ge=7, le=36500)
+    #: How often a worker runs telemetry maintenance (partitions ahead, retention).
+    maintenance_s: float = Field(default=3600.0, ge=10, le=86400)
 
 
 class ProvisioningSettings(_Group):

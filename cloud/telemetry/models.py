@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     func,
+    text,
 )
 
 from cloud.db import Base
@@ -37,6 +38,8 @@ telemetry = Table(
     Column("seq", BigInteger, nullable=False),
     Column("clock_synced", Boolean, nullable=False),
     Index("ix_telemetry_device_quantity_ts", "device_id", "quantity", "ts"),
+    # Named as create_hypertable names it; the plain migration creates the same (issue 21).
+    Index("telemetry_ts_idx", text("ts DESC")),
 )
 
 telemetry_batches = Table(

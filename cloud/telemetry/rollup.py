@@ -15,6 +15,12 @@ every reading behind a taken marker is visible. A batch still in flight keeps it
 the next round. One refresher runs at a time (a transaction-level advisory lock); the others
 skip the round.
 
+Under Timescale the markers are *read*, the continuous aggregate refreshed, and only then
+are exactly the markers read deleted (by id): a refresher killed mid-refresh leaves them for
+the next round (issue 21), and a marker committed meanwhile is not among them, so it stays.
+Leadership is then a session-level advisory lock on the same key, held across the CALLs
+(which Timescale refuses inside a transaction).
+
 A refresh the database refuses for anything but a lost connection (the overflow of issue 13,
 before values were clamped, was one) must not hold up every other bucket: the worker then
 calls :func:`refresh_each`, which recomputes bucket by bucket, each in its own transaction.
@@ -47,6 +53,14 @@ PENDING_PAIRS = """
 SELECT DISTINCT device_id, bucket FROM telemetry_rollup_pending ORDER BY 1, 2 LIMIT $1"""
 
 TAKE_ONE = "DELETE FROM telemetry_rollup_pending WHERE device_id = $1 AND bucket = $2"
+
+#: Timescale: the markers seen, grouped per (device, bucket) with their ids, deleted by those
+#: ids only once the refresh went through.
+SEE_PENDING = """
+SELECT device_id, bucket, array_agg(id) AS ids FROM telemetry_rollup_pending
+GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $1"""
+
+DROP_SEEN = "DELETE FROM telemetry_rollup_pending WHERE id = ANY($1::bigint[])"
 
 TAKE_PENDING = """
 WITH taken AS (DELETE FROM telemetry_rollup_pending RETURNING device_id, bucket)
@@ -105,11 +119,16 @@ def contiguous_runs(buckets: Iterable[datetime]) -> list[tuple[datetime, datetim
     return runs
 
 
-async def refresh_pending(conn: PgConnection, backend: TelemetryBackend) -> int:
+async def refresh_pending(
+    conn: PgConnection, backend: TelemetryBackend, *, limit: int = 100_000
+) -> int:
     """Recompute every bucket with a pending marker; return how many (device, bucket) pairs.
 
-    Returns 0 without waiting when another worker is refreshing.
+    Returns 0 without waiting when another worker is refreshing. ``limit`` bounds a Timescale
+    round (the rest waits for the next); the plain round takes every marker at once.
     """
+    if backend is TelemetryBackend.TIMESCALE:
+        return await _refresh_timescale(conn, limit)
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
             return 0
@@ -118,17 +137,25 @@ async def refresh_pending(conn: PgConnection, backend: TelemetryBackend) -> int:
             return 0
         devices = [str(r["device_id"]) for r in rows]
         buckets = [r["bucket"] for r in rows]
-        if backend is TelemetryBackend.PLAIN:
-            await conn.execute(DELETE_BUCKETS, devices, buckets)
-            await conn.execute(INSERT_BUCKETS, devices, buckets, QUANTITIES)
-            return len(rows)
-    # Timescale refuses refresh_continuous_aggregate inside a transaction: the markers are
-    # taken (committed) above, then each run of adjacent buckets is refreshed on its own. A
-    # failure here loses those markers (the caller logs it); the continuous-aggregate policy
-    # still covers the recent days.
-    for start, end in contiguous_runs(buckets):
-        await conn.execute(TIMESCALE_REFRESH_RUN, start, end)
-    return len(rows)
+        await conn.execute(DELETE_BUCKETS, devices, buckets)
+        await conn.execute(INSERT_BUCKETS, devices, buckets, QUANTITIES)
+        return len(rows)
+
+
+async def _refresh_timescale(conn: PgConnection, limit: int) -> int:
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROLLUP_LOCK_KEY):
+        return 0
+    try:
+        rows = await conn.fetch(SEE_PENDING, limit)
+        if not rows:
+            return 0
+        for start, end in contiguous_runs(r["bucket"] for r in rows):
+            await conn.execute(TIMESCALE_REFRESH_RUN, start, end)
+        # Only now: a failure above (or a kill) leaves every marker for the next round.
+        await conn.execute(DROP_SEEN, [i for r in rows for i in r["ids"]])
+        return len(rows)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", ROLLUP_LOCK_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +176,8 @@ async def refresh_each(
     Errors that mean the connection is gone (:data:`~cloud.pg.RETRYABLE`) are raised: they
     say nothing about a bucket. Stops early, quietly, when another worker is refreshing.
     """
+    if backend is TelemetryBackend.TIMESCALE:
+        return await _each_timescale(conn, limit)
     pairs = await conn.fetch(PENDING_PAIRS, limit)
     refreshed = 0
     refused: list[RefusedBucket] = []
@@ -159,15 +188,35 @@ async def refresh_each(
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
                     return refreshed, refused
                 await conn.execute(TAKE_ONE, device_id, bucket)
-                if backend is TelemetryBackend.PLAIN:
-                    await conn.execute(DELETE_BUCKETS, [device_id], [bucket])
-                    await conn.execute(INSERT_BUCKETS, [device_id], [bucket], QUANTITIES)
-            if backend is TelemetryBackend.TIMESCALE:
-                await conn.execute(TIMESCALE_REFRESH_RUN, bucket, bucket + ROLLUP_WIDTH)
+                await conn.execute(DELETE_BUCKETS, [device_id], [bucket])
+                await conn.execute(INSERT_BUCKETS, [device_id], [bucket], QUANTITIES)
         except RETRYABLE:
             raise
         except Exception as exc:  # noqa: BLE001 -- any refusal is this bucket's, reported
             refused.append(RefusedBucket(device_id, bucket, exc))
             continue
         refreshed += 1
+    return refreshed, refused
+
+
+async def _each_timescale(conn: PgConnection, limit: int) -> tuple[int, list[RefusedBucket]]:
+    """refresh_each under Timescale: a bucket's markers go only after its refresh did."""
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROLLUP_LOCK_KEY):
+        return 0, []
+    refreshed = 0
+    refused: list[RefusedBucket] = []
+    try:
+        for row in await conn.fetch(SEE_PENDING, limit):
+            device_id, bucket = str(row["device_id"]), row["bucket"]
+            try:
+                await conn.execute(TIMESCALE_REFRESH_RUN, bucket, bucket + ROLLUP_WIDTH)
+            except RETRYABLE:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- any refusal is this bucket's, reported
+                refused.append(RefusedBucket(device_id, bucket, exc))
+                continue
+            await conn.execute(DROP_SEEN, list(row["ids"]))
+            refreshed += 1
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", ROLLUP_LOCK_KEY)
     return refreshed, refused

@@ -1,6 +1,9 @@
 """How telemetry is stored: a Timescale hypertable when the extension exists, else plain.
 
-The decision is made per database (``pg_available_extensions``) by the migration and read
+The decision is made per database by the migration — Timescale only when the extension can
+actually be *loaded* here (already created, or a trial ``CREATE EXTENSION`` in a savepoint
+succeeds): a server that merely ships the package (``pg_available_extensions``) but does not
+preload the library falls back to plain instead of failing the migration (issue 21) — and read
 back at start by :func:`detect_backend`. Both backends expose the same 15-minute rollup
 ``telemetry_15m`` (``bucket, device_id, meter_id, quantity, n, total, min_value,
 max_value``), so :mod:`cloud.telemetry.queries` answers identically on both.
@@ -20,6 +23,7 @@ from enum import StrEnum
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from protocols.meters.quantities import LARGEST_BOUND
@@ -32,7 +36,6 @@ ROLLUP_BUCKET = "15 minutes"
 BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
 CHUNK_INTERVAL = "1 day"
 COMPRESS_AFTER = "7 days"
-RETAIN_FOR = "365 days"
 
 
 def clamped(column: str) -> str:
@@ -54,11 +57,12 @@ class TelemetryBackend(StrEnum):
     PLAIN = "plain"
 
 
-AVAILABLE_SQL = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
 INSTALLED_SQL = "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
+CREATE_EXTENSION = "CREATE EXTENSION IF NOT EXISTS timescaledb"
 
+#: No add_retention_policy: raw retention is one rule for both backends, applied by the
+#: maintenance job (cloud.telemetry.partitions) only once the rollup covers what it drops.
 TIMESCALE_SETUP = (
-    "CREATE EXTENSION IF NOT EXISTS timescaledb",
     f"SELECT create_hypertable('telemetry', by_range('ts', INTERVAL '{CHUNK_INTERVAL}'))",
     (
         "ALTER TABLE telemetry SET (timescaledb.compress, "
@@ -66,7 +70,6 @@ TIMESCALE_SETUP = (
         "timescaledb.compress_orderby = 'ts DESC')"
     ),
     f"SELECT add_compression_policy('telemetry', INTERVAL '{COMPRESS_AFTER}')",
-    f"SELECT add_retention_policy('telemetry', INTERVAL '{RETAIN_FOR}')",
 )
 
 #: Continuous aggregates cannot be created inside a transaction: run in autocommit.
@@ -86,8 +89,8 @@ TIMESCALE_ROLLUP = (
 TIMESCALE_TEARDOWN = ("DROP MATERIALIZED VIEW IF EXISTS telemetry_15m",)
 
 PLAIN_SETUP = (
-    # BRIN on ts: tiny, and telemetry arrives roughly in time order, so block ranges stay tight.
-    "CREATE INDEX ix_telemetry_ts_brin ON telemetry USING brin (ts)",
+    # The index create_hypertable makes on the Timescale path, so both schemas match the models.
+    "CREATE INDEX telemetry_ts_idx ON telemetry (ts DESC)",
     """CREATE TABLE telemetry_15m (
         bucket timestamptz NOT NULL,
         device_id varchar(64) NOT NULL,
@@ -100,7 +103,7 @@ PLAIN_SETUP = (
         CONSTRAINT pk_telemetry_15m PRIMARY KEY (device_id, quantity, meter_id, bucket))""",
 )
 
-PLAIN_TEARDOWN = ("DROP TABLE IF EXISTS telemetry_15m", "DROP INDEX IF EXISTS ix_telemetry_ts_brin")
+PLAIN_TEARDOWN = ("DROP TABLE IF EXISTS telemetry_15m", "DROP INDEX IF EXISTS telemetry_ts_idx")
 
 #: Recompute the plain rollup for [:start, :end), both on bucket boundaries (the caller aligns
 #: them, as Timescale refreshes only whole buckets): buckets are replaced, emptied ones removed.
@@ -116,11 +119,33 @@ PLAIN_REFRESH = (
     GROUP BY 1, 2, 3, 4""",  # noqa: S608 -- our constants only
 )
 
-TIMESCALE_REFRESH = "CALL refresh_continuous_aggregate('telemetry_15m', :start, :end)"
+#: Typed: a CALL's parameters are otherwise of unknown type and Timescale's
+#: refresh_continuous_aggregate(regclass, "any", "any") cannot infer them
+#: (IndeterminateDatatypeError, issue 21).
+TIMESCALE_REFRESH = (
+    "CALL refresh_continuous_aggregate('telemetry_15m', "
+    "CAST(:start AS timestamptz), CAST(:end AS timestamptz))"
+)
 
 
 def _has(connection: Connection, sql: str) -> bool:
     return connection.execute(text(sql)).first() is not None
+
+
+def timescale_loadable(connection: Connection) -> bool:
+    """Whether Timescale is installed here or can be: a trial ``CREATE EXTENSION`` in a
+    savepoint. It fails (and rolls back alone) when the package is missing or the library is
+    not in ``shared_preload_libraries``; on success the extension stays created."""
+    if _has(connection, INSTALLED_SQL):
+        return True
+    savepoint = connection.begin_nested()
+    try:
+        connection.execute(text(CREATE_EXTENSION))
+    except DBAPIError:
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
 
 
 def create_storage(
@@ -131,7 +156,7 @@ def create_storage(
     Called by the initial migration, inside its transaction; ``autocommit_block`` is
     Alembic's, for the statements Timescale refuses to run in a transaction.
     """
-    if _has(connection, AVAILABLE_SQL):
+    if timescale_loadable(connection):
         for sql in TIMESCALE_SETUP:
             connection.execute(text(sql))
         with autocommit_block():

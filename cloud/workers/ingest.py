@@ -58,7 +58,7 @@ from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.live import LivePublisher, live_messages
 from cloud.ingest.plan import BatchPlan, build_acks, plan_batch
 from cloud.ingest.writer import WriteResult, write_batch
-from cloud.jobs import supervise
+from cloud.jobs import every, supervise
 from cloud.metrics import (
     INGEST_BATCH_SECONDS,
     INGEST_MESSAGES,
@@ -67,6 +67,7 @@ from cloud.metrics import (
 )
 from cloud.pg import RETRYABLE, UNWRITABLE, PgConnection, PgPool, open_pool
 from cloud.settings import Settings
+from cloud.telemetry.partitions import maintain
 from cloud.telemetry.rollup import refresh_each, refresh_pending
 from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
 from protocols.enums import MessageKind
@@ -167,13 +168,22 @@ class IngestWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Ingest until cancelled, and keep the telemetry rollup refreshed beside it."""
+        """Ingest until cancelled, and keep the telemetry rollup refreshed and the raw table
+        partitioned and within its retention beside it."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 # One job's failure must never leave the task group: that would stop the
                 # process, and a failure that comes back (a bad row, a marker that cannot be
                 # refreshed) would then stop every worker started after it too.
-                for job, body in (("ingest", self._ingest), ("rollup", self._refresh_rollup)):
+                jobs = (
+                    ("ingest", self._ingest),
+                    ("rollup", self._refresh_rollup),
+                    (
+                        "telemetry-maintenance",
+                        every(self._settings.ingest.maintenance_s, self._maintain),
+                    ),
+                )
+                for job, body in jobs:
                     tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
         finally:
             self._stopping.set()
@@ -197,6 +207,19 @@ class IngestWorker:
                 self._in_hand = await self._next_batch()
             await self._process(self._in_hand)
             self._in_hand = []
+
+    async def _maintain(self) -> None:
+        """Partitions ahead and raw retention (cloud.telemetry.partitions); one worker's round
+        at a time, the others skip theirs."""
+        async with self._pool.acquire() as conn:
+            installed = await conn.fetchval(INSTALLED_SQL)
+            backend = TelemetryBackend.TIMESCALE if installed else TelemetryBackend.PLAIN
+            await maintain(
+                conn,
+                backend,
+                now=datetime.now(UTC),
+                retention_days=self._settings.ingest.raw_retention_days,
+            )
 
     async def _refresh_rollup(self) -> None:
         """Every ``rollup_refresh_s``, recompute the rollup buckets new telemetry went into.

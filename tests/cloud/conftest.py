@@ -20,6 +20,7 @@ import pytest
 from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, load_settings
+from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
 from protocols.tokens import PrivateKey
 from tests.cloud.certs import Certs, make_certs
 from tests.cloud.market import market_api  # noqa: F401 -- a fixture for every cloud test
@@ -106,6 +107,14 @@ async def pg(db_url: str) -> AsyncIterator[PgConnection]:
         yield conn
     finally:
         await close(conn)
+
+
+@pytest.fixture
+async def telemetry_backend(pg: PgConnection) -> TelemetryBackend:
+    """The telemetry storage the test server's migration chose (issue 21): tests that depend
+    on it follow it, so the suite passes against plain PostgreSQL and TimescaleDB alike."""
+    installed = await pg.fetchval(INSTALLED_SQL)
+    return TelemetryBackend.TIMESCALE if installed else TelemetryBackend.PLAIN
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from cloud.app import create_app
 from cloud.errors import NotFound, RateLimited
 from cloud.problems import MEDIA_TYPE, install_problem_handlers
+from cloud.telemetry.storage import TelemetryBackend
 from tests.cloud.conftest import make_settings
 from tests.cloud.mosquitto import Broker
 from tests.cloud.sim_device import wait_for
@@ -40,7 +41,7 @@ async def _ready_status(client: httpx.AsyncClient, wanted: int) -> httpx.Respons
 
 
 async def test_health_and_readiness_with_every_dependency_up(
-    api: tuple[FastAPI, httpx.AsyncClient],
+    api: tuple[FastAPI, httpx.AsyncClient], telemetry_backend: TelemetryBackend
 ) -> None:
     _, client = api
     health = await client.get("/healthz")
@@ -49,7 +50,7 @@ async def test_health_and_readiness_with_every_dependency_up(
     ready = await _ready_status(client, 200)
     body = ready.json()
     assert body["checks"] == {"database": "ok", "redis": "ok", "broker": "ok"}
-    assert body["telemetry_backend"] == "plain"
+    assert body["telemetry_backend"] == telemetry_backend.value
 
 
 async def test_readiness_reports_the_broker_down_as_a_problem(

@@ -1,7 +1,7 @@
 """One telemetry query interface: raw date_bin series and the 15-minute rollup agree.
 
-TimescaleDB is not installable on this machine: the migration must have taken the plain
-path (and skipped every Timescale statement) — checked here against the catalog.
+Every test runs on the backend the test server's migration chose (``telemetry_backend``):
+plain PostgreSQL here, TimescaleDB when ``CHARGEMITRA_TEST_DATABASE_URL`` points at one.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloud.errors import InvalidRequest
 from cloud.pg import PgConnection
 from cloud.settings import sqlalchemy_url
 from cloud.telemetry.queries import align_down, align_up, refresh_rollup, rollup_series, series
-from cloud.telemetry.storage import TelemetryBackend, detect_backend
+from cloud.telemetry.storage import TelemetryBackend, detect_backend, timescale_loadable
 
 T0 = datetime(2026, 3, 1, 10, 7, 30, tzinfo=UTC)  # deliberately not on a bucket boundary
 
@@ -44,26 +45,40 @@ async def _fill(pg: PgConnection) -> None:
     )
 
 
-async def test_this_server_uses_the_plain_backend_and_skipped_timescale(
+async def test_the_storage_matches_the_backend_the_server_offers(
     engine: AsyncEngine, pg: PgConnection
 ) -> None:
     async with engine.connect() as conn:
-        assert await detect_backend(conn) is TelemetryBackend.PLAIN
-    assert await pg.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
-    kind = await pg.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'telemetry_15m'")
-    assert kind == "r"  # a plain table, not a continuous aggregate view
-    brin = await pg.fetchval(
-        "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_telemetry_ts_brin'"
+        backend = await detect_backend(conn)
+    loaded = await pg.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    assert backend is (TelemetryBackend.TIMESCALE if loaded else TelemetryBackend.PLAIN)
+    async with engine.begin() as conn:
+        # The migration's probe: a trial CREATE EXTENSION in a savepoint. Where it cannot load
+        # (not installed, or not in shared_preload_libraries) it answers False and leaves the
+        # transaction usable; nothing is created.
+        loadable = await conn.run_sync(timescale_loadable)
+        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        assert loadable is (backend is TelemetryBackend.TIMESCALE)
+        await conn.rollback()
+    rows = await pg.fetch(
+        "SELECT relname, relkind::text FROM pg_class "
+        "WHERE relname IN ('telemetry', 'telemetry_15m', 'telemetry_ts_idx')"
     )
-    assert brin == 1
+    kinds = {str(r[0]): str(r[1]) for r in rows}
+    if backend is TelemetryBackend.PLAIN:
+        # Partitioned by time (cloud.telemetry.partitions); the rollup a plain table.
+        assert kinds == {"telemetry": "p", "telemetry_15m": "r", "telemetry_ts_idx": "I"}
+    else:
+        assert kinds["telemetry_15m"] == "v"  # a continuous aggregate
+        assert kinds["telemetry_ts_idx"] == "i"
 
 
 @pytest.mark.parametrize("width_min", [15, 60])
 async def test_rollup_answers_like_the_raw_series(
-    engine: AsyncEngine, pg: PgConnection, width_min: int
+    engine: AsyncEngine, pg: PgConnection, width_min: int, telemetry_backend: TelemetryBackend
 ) -> None:
     await _fill(pg)
-    backend = TelemetryBackend.PLAIN
+    backend = telemetry_backend
     start, end = align_down(T0), align_up(T0 + timedelta(hours=2))
     await refresh_rollup(engine, backend, start, end)
     width = timedelta(minutes=width_min)
@@ -82,9 +97,11 @@ async def test_rollup_answers_like_the_raw_series(
     assert all(b.start == align_down(b.start) for b in raw)
 
 
-async def test_refresh_recomputes_changed_buckets(engine: AsyncEngine, pg: PgConnection) -> None:
+async def test_refresh_recomputes_changed_buckets(
+    engine: AsyncEngine, pg: PgConnection, telemetry_backend: TelemetryBackend
+) -> None:
     await _fill(pg)
-    backend = TelemetryBackend.PLAIN
+    backend = telemetry_backend
     start, end = align_down(T0), align_up(T0 + timedelta(hours=2))
     await refresh_rollup(engine, backend, start, end)
     await pg.execute(
@@ -98,12 +115,14 @@ async def test_refresh_recomputes_changed_buckets(engine: AsyncEngine, pg: PgCon
     assert rolled[0].start == start + timedelta(minutes=15)
 
 
-async def test_rollup_refuses_unaligned_windows(engine: AsyncEngine) -> None:
+async def test_rollup_refuses_unaligned_windows(
+    engine: AsyncEngine, telemetry_backend: TelemetryBackend
+) -> None:
     async with engine.connect() as conn:
         with pytest.raises(InvalidRequest):
             await rollup_series(
                 conn,
-                TelemetryBackend.PLAIN,
+                telemetry_backend,
                 device_id="dev-q",
                 quantity="power_w",
                 start=T0,
