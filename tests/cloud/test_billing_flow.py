@@ -61,6 +61,8 @@ async def market(
     async with running_market(
         db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
         pg=pg, tmp=tmp_path, CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
+        # Earnings payable at once: the acceptance ends with the host's payout paid.
+        CHARGEMITRA_BILLING_HOLD_DAYS="0",
     ) as running:  # fmt: skip
         yield running
 
@@ -163,8 +165,21 @@ async def _check_money(
     host_id = await market.pg.fetchval(
         "SELECT host_id FROM chargers WHERE id = $1", market.charger_id
     )
-    assert -await _balance(market, host_account(host_id)) == _host_share(billed, energy)
+    share = _host_share(billed, energy)
+    assert -await _balance(market, host_account(host_id)) == share
     assert await _balance(market, driver_account(market.driver.id)) == 0
+    assert await market.pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
+    # The host's share is payable (no hold period here); a payout moves it to paid.
+    asked = await market.http.post("/host/payouts", headers=market.host.headers)
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["amount_paise"] == share
+    paid = await market.http.post(
+        f"/admin/payouts/{asked.json()['id']}/approve", headers=market.admin.headers
+    )
+    assert (paid.status_code, paid.json()["status"]) == (200, "paid"), paid.text
+    earnings = (await market.http.get("/host/earnings", headers=market.host.headers)).json()
+    assert (earnings["paid_paise"], earnings["payable_paise"]) == (share, 0)
+    assert await _balance(market, host_account(host_id)) == 0
     assert await market.pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
 
     session = await market.http.get(f"/sessions/{session_id}", headers=market.driver.headers)
