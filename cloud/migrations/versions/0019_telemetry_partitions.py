@@ -70,6 +70,12 @@ def downgrade() -> None:
             f"SELECT add_retention_policy('telemetry', INTERVAL '{OLD_TIMESCALE_RETENTION}')"
         )
         return
+    kind = op.get_bind().execute(
+        sa.text("SELECT relkind::text FROM pg_class WHERE relname = 'telemetry'")
+    )
+    if kind.scalar() != "p":
+        # A database migrated while this slot was still empty: nothing of ours to undo.
+        return
     op.execute("ALTER TABLE telemetry RENAME TO telemetry_partitioned")
     op.execute("ALTER INDEX ix_telemetry_device_quantity_ts RENAME TO ix_telemetry_part_dqt")
     op.execute("ALTER INDEX telemetry_ts_idx RENAME TO ix_telemetry_part_ts")
