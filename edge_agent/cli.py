@@ -32,9 +32,9 @@ LAZY_COMMANDS = {
     "doctor": "edge_agent.tech.cmd_doctor:doctor",
     "meter": "edge_agent.tech.cmd_meter:meter",
     "relay": "edge_agent.tech.cmd_relay:relay",
-    "auth": "edge_agent.tech.cmd_misc:auth",
-    "session": "edge_agent.tech.cmd_misc:session",
-    "sync": "edge_agent.tech.cmd_misc:sync",
+    "auth": "edge_agent.tech.cmd_auth:auth",
+    "session": "edge_agent.tech.cmd_session:session",
+    "sync": "edge_agent.tech.cmd_sync:sync",
 }
 
 
@@ -137,9 +137,9 @@ def config_validate(file: Path | None) -> None:
 def config_show(config_file: Path | None, as_json: bool) -> None:
     """Print the effective configuration (cloud.toml merged, defaults filled in), secrets
     redacted (paths to secret files are shown: they are not secrets)."""
-    from edge_agent.tech import cmd_misc  # noqa: PLC0415 -- see LAZY_COMMANDS
+    from edge_agent.tech import cmd_config  # noqa: PLC0415 -- see LAZY_COMMANDS
 
-    cmd_misc.show_config(config_file, as_json)
+    cmd_config.show_config(config_file, as_json)
 
 
 @main.command()
@@ -154,9 +154,9 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
 def logs(file: Path | None, lines: int, follow: bool, as_json: bool) -> None:
     """The agent's log: its log file (--file or $CHARGEMITRA_AGENT_LOG) if given, else the
     systemd journal of the chargemitra-agent unit."""
-    from edge_agent.tech import cmd_misc  # noqa: PLC0415 -- see LAZY_COMMANDS
+    from edge_agent.tech import cmd_logs  # noqa: PLC0415 -- see LAZY_COMMANDS
 
-    cmd_misc.show_logs(file, lines, follow, as_json)
+    cmd_logs.show_logs(file, lines, follow, as_json)
 
 
 @main.command()

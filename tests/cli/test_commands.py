@@ -35,7 +35,7 @@ from edge_agent.tech.checks import (
     check_relay,
     exit_code,
 )
-from edge_agent.tech.cmd_misc import REDACTED, redact
+from edge_agent.tech.cmd_config import REDACTED, redact
 from edge_agent.tech.plausible import implausible
 from edge_agent.tech.scan import ModelFit, best_model, parse_units
 from edge_agent.tech.storeview import open_readonly
