@@ -7,10 +7,10 @@ with the date as people in India write it (day first), in the page's language.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_timedelta
 
 IST = ZoneInfo("Asia/Kolkata")
 
@@ -49,6 +49,16 @@ def ist_time(moment: datetime | None, locale: str = "en_IN") -> str:
     if moment is None:
         return "—"
     return format_datetime(moment.astimezone(IST), "HH:mm", locale=locale)
+
+
+def ago(moment: datetime | None, now: datetime, locale: str = "en_IN") -> str:
+    """``3 minutes ago`` (``3 मिनट पहले`` in hi_IN): how long before ``now``, rounded the way
+    people say it. A moment after ``now`` (the device's clock ahead of ours) reads as a
+    second ago rather than "in 2 seconds"."""
+    if moment is None:
+        return "—"
+    before = min(moment - now, timedelta(seconds=-1))
+    return format_timedelta(before, add_direction=True, locale=locale)
 
 
 def kilowatts(power_w: float | None) -> str:

@@ -285,11 +285,12 @@ def _charger_form(
     request: Request, visitor: Visitor, *, form: dict[str, str], charger_id: str | None,
     errors: dict[str, str] | None = None, status_code: int = 200,
     photos: list[schemas.PhotoOut] | None = None,
+    meters: list[schemas.MeterHealthOut] | None = None,
 ) -> HTMLResponse:  # fmt: skip
     return render(
         request, visitor, "host_charger.html", status_code=status_code, form=form,
         errors=errors or {}, charger_id=charger_id, rows=range(1, CONNECTOR_ROWS + 1),
-        types=list(ConnectorType), modes=list(PricingMode), photos=photos,
+        types=list(ConnectorType), modes=list(PricingMode), photos=photos, meters=meters,
     )  # fmt: skip
 
 
@@ -349,9 +350,10 @@ async def edit_charger(
     if charger is None:
         return _not_found(request, visitor)
     connectors = [chargers.connector_out(k) for k in await chargers.connectors_of(db, charger.id)]
-    shown = (await chargers.host_view(db, charger)).photos
+    view = await chargers.host_view(db, charger)
     return _charger_form(request, visitor, form=_form_of(charger, connectors),
-                         charger_id=charger.id, photos=shown)  # fmt: skip
+                         charger_id=charger.id, photos=view.photos,
+                         meters=view.meters)  # fmt: skip
 
 
 @router.post("/app/host/chargers/{charger_id}")

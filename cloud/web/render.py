@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -143,6 +144,7 @@ def render(
             ngettext=catalogue.ngettext,
             when=lambda moment: fmt.ist(moment, visitor.locale),
             clock=lambda moment: fmt.ist_time(moment, visitor.locale),
+            ago=lambda moment: fmt.ago(moment, datetime.now(UTC), visitor.locale),
             **context,
         )
     )

@@ -17,6 +17,7 @@ from cloud.accounts.models import Role
 from cloud.chargers.qr import code_in_words
 from cloud.pg import PgConnection
 from cloud.web.chart import bar_chart
+from cloud.web.format import IST
 from protocols.ids import new_ulid
 from tests.cloud.bookings_fixtures import add_charger, booking_body
 from tests.cloud.market import TEST_PASSWORD, Api, ApiUser, add_user
@@ -184,6 +185,55 @@ async def test_pairing_code_and_sticker(
     assert pdf.content.startswith(b"%PDF")
     # A6 portrait: 105 x 148 mm is 297.64 x 419.53 points.
     assert re.search(rb"/MediaBox \[0 0 297\.6\d* 419\.5\d*\]", pdf.content), pdf.content[:600]
+
+
+async def test_the_charger_page_shows_its_meters_health(
+    host_browser: tuple[httpx.AsyncClient, ApiUser], pg: PgConnection
+) -> None:
+    """What the device's last status said of each meter (``device_meters``, written by ingest:
+    tests/cloud/test_meter_health.py), in the page's language, last good reading relative."""
+    client, host = host_browser
+    charger = await add_charger(pg, host)
+    page = await client.get(f"/app/host/chargers/{charger.id}")
+    assert 'id="no-meters"' in page.text  # no device yet: nothing claimed about meters
+    device = f"cm-{new_ulid().lower()}"
+    await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, $2)", device, host.host_id)
+    await pg.execute("UPDATE chargers SET device_id = $1 WHERE id = $2", device, charger.id)
+    now = datetime.now(UTC)
+    meters = [
+        ("m1", "sdm630", True, 0, 0, None, now - timedelta(minutes=3)),
+        ("m2", "em4m", False, 9, 4, "timeout after 0.3 s", now - timedelta(hours=2, minutes=5)),
+    ]
+    for meter in meters:
+        await pg.execute(
+            "INSERT INTO device_meters (device_id, meter_id, model, available, errors, "
+            "consecutive_errors, last_error, last_good_at, reported_at, status_seq) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+            device, *meter, now,
+        )  # fmt: skip
+    page = await client.get(f"/app/host/chargers/{charger.id}")
+    assert page.status_code == 200
+    cards = re.findall(r'<li class="card" data-meter="(\w+)">(.*?)</li>', page.text, re.S)
+    assert [meter for meter, _ in cards] == ["m1", "m2"]
+    m1, m2 = (body for _, body in cards)
+    assert "sdm630" in m1
+    assert 'data-available="yes"' in m1
+    assert "3 minutes ago (" in m1
+    assert 'data-consecutive-errors="0"' in m1
+    assert "data-last-error" not in m1
+    assert "em4m" in m2
+    assert 'data-available="no"' in m2
+    assert "2 hours ago (" in m2
+    assert 'data-consecutive-errors="4"' in m2
+    assert "Last error: timeout after 0.3 s" in m2
+    # The absolute time is IST: 2 h 5 min ago, written as Indians read a clock.
+    ist_clock = (now - timedelta(hours=2, minutes=5)).astimezone(IST).strftime("%H:%M")
+    assert f"{ist_clock} IST)" in m2
+    hindi = await client.get(f"/app/host/chargers/{charger.id}?lang=hi")
+    assert "आख़िरी सही रीडिंग" in hindi.text  # "last good reading"
+    assert "3 मिनट पहले" in hindi.text  # "3 minutes ago"
+    assert "जवाब नहीं दे रहा" in hindi.text  # "not answering"
+    assert "Last good reading" not in hindi.text
 
 
 def test_code_in_words_spells_digits() -> None:

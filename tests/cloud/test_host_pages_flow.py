@@ -2,10 +2,11 @@
 (tests/cloud/flow_rig.py): the rig's host signs in, adds a charger through the form (a wrong
 PIN code first: the error beside the field, the form kept), gets a pairing code on the page, a
 second real edge agent (its own simulated site) claims that code through
-``POST /devices/claim`` and connects, and the dashboard shows the new charger online; the host
+``POST /devices/claim`` and connects, and the dashboard shows the new charger online and its
+page the agent's meter health; the host
 approves a pending booking request; the QR sticker is checked; a driver charges on the rig's
 charger and is billed, and the earnings page shows the host's share as this week's bar; a
-payout is asked for; the dashboard in Hindi.
+payout is asked for; the dashboard and the charger's page in Hindi.
 
 Each step is screenshot (artifacts/pages/<test>/) and checked with axe-core at 360x640 and
 1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
@@ -196,6 +197,23 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
             return bool(row and row[0]["online"])
 
         await wait_for(paired_and_online, "the second agent online for the new charger")
+
+        # The charger's page: the second agent's meter as its status reported it (ingest's
+        # device_meters), its last good reading a moment ago.
+        async def meter_reported() -> bool:
+            return bool(await market.pg.fetchval(
+                "SELECT count(*) FROM device_meters WHERE device_id = $1 AND available "
+                "AND last_good_at IS NOT NULL", device_id,
+            ))  # fmt: skip
+
+        await wait_for(meter_reported, "the second agent's meter health")
+        await page.goto(f"{market.api_url}/app/host/chargers/{charger_id}")
+        meter = page.locator("#meter-list [data-meter]")
+        assert await meter.count() == 1
+        assert "sdm630" in await meter.inner_text()
+        assert await meter.locator("[data-available]").get_attribute("data-available") == "yes"
+        assert "ago (" in await meter.locator("[data-last-good]").inner_text()
+        await walk.check("charger-meters")
         await page.goto(f"{market.api_url}/app/host")
         card = page.locator(f'[data-charger="{charger_id}"]')
         assert await card.locator("[data-online]").get_attribute("data-online") == "yes"
@@ -236,6 +254,10 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
         assert await page.get_attribute("html", "lang") == "hi-IN"
         await page.get_by_role("heading", name="मेरे चार्जर").wait_for()
         await walk.check("dashboard-hindi")
+        await page.goto(f"{market.api_url}/app/host/chargers/{charger_id}")
+        await page.get_by_role("heading", name="मीटर").wait_for()  # "Meters"
+        assert "आख़िरी सही रीडिंग" in await page.inner_text("#meter-list")  # "last good reading"
+        await walk.check("charger-meters-hindi")
 
     assert not walk.axe_failures, "\n".join(walk.axe_failures)
     assert not walk.csp_reports, walk.csp_reports

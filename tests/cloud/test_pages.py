@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -19,7 +19,7 @@ from cloud.accounts.models import Role
 from cloud.accounts.sms import RedisSmsOutbox
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
-from cloud.web.format import indian_grouping, ist, rupees
+from cloud.web.format import ago, indian_grouping, ist, rupees
 from cloud.web.i18n import accepted
 from cloud.web.render import safe_next
 from cloud.web.router import wants_html
@@ -47,6 +47,15 @@ def test_times_are_ist_24_hour_day_first() -> None:
     assert ist(moment) == "5 Dec 2026, 14:05"
     assert ist(moment, "hi_IN").endswith("2026, 14:05")
     assert ist(moment, "hi_IN") != ist(moment)  # the month is named in Hindi
+
+
+def test_relative_times_in_the_pages_language() -> None:
+    now = datetime(2026, 12, 5, 8, 35, tzinfo=UTC)
+    assert ago(now - timedelta(minutes=3), now) == "3 minutes ago"
+    assert ago(now - timedelta(hours=2, minutes=5), now, "hi_IN") == "2 घंटे पहले"
+    # A device clock a little ahead of ours is not "in 2 seconds".
+    assert ago(now + timedelta(seconds=2), now) == "1 second ago"
+    assert ago(None, now) == "—"
 
 
 def _request(accept: str) -> Request:
