@@ -11,8 +11,8 @@ import click
 
 from edge_agent.tech import daemon, storeview
 from edge_agent.tech.authcheck import KINDS, check, guess_kind
-from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.output import EXIT_OK, EXIT_WARN, boundary, console, emit, escape, json_option
+from edge_agent.tech.selection import config_option, pick_connector, settings_from
 from protocols.enums import AuthorizationStatus
 
 

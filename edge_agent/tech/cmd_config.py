@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import settings_to_dict
-from edge_agent.tech.common import settings_from
 from edge_agent.tech.output import console, dumps, emit
+from edge_agent.tech.selection import settings_from
 
 #: A key names a secret when its last word is one of these (``password``, ``api_token``,
 #: ``pin_secret``, ``private_key``): the noun says what the value *is*. A key that merely

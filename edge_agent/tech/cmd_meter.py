@@ -24,7 +24,6 @@ from edge_agent.config import (
 from edge_agent.errors import AgentError, ConfigError, InputError, MeterError, PortBusy
 from edge_agent.meters.registers import check_register_range
 from edge_agent.tech import daemon
-from edge_agent.tech.common import config_option, name_of, pick_meters, settings_from, unit_of
 from edge_agent.tech.direct import DirectSite, check_port, open_bus
 from edge_agent.tech.output import (
     EXIT_FAIL,
@@ -38,6 +37,8 @@ from edge_agent.tech.output import (
     json_option,
     note,
 )
+from edge_agent.tech.quantities import name_of, unit_of
+from edge_agent.tech.selection import config_option, pick_meters, settings_from
 from protocols.meters import decode_registers
 
 DIRECT_NOTE = "the agent is not running: reading the bus directly"

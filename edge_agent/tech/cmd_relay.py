@@ -13,7 +13,6 @@ from edge_agent.errors import ControlError, MeterError, StoreError
 from edge_agent.relay.check import RelayTestResult, Verdict, open_relay, run_relay_test
 from edge_agent.relay.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S, safety_limits
 from edge_agent.tech import daemon, storeview
-from edge_agent.tech.common import config_option, pick_connector, settings_from
 from edge_agent.tech.direct import DirectSite
 from edge_agent.tech.handhold import HoldResult, hold_closed
 from edge_agent.tech.output import (
@@ -28,6 +27,7 @@ from edge_agent.tech.output import (
     note,
 )
 from edge_agent.tech.plausible import implausible
+from edge_agent.tech.selection import config_option, pick_connector, settings_from
 from protocols.meters import Quantity
 
 connector_option = click.option(

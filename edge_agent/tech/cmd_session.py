@@ -8,8 +8,8 @@ import click
 
 from edge_agent.errors import ControlError, InputError
 from edge_agent.tech import daemon, storeview
-from edge_agent.tech.common import config_option, settings_from
 from edge_agent.tech.output import boundary, console, emit, json_option
+from edge_agent.tech.selection import config_option, settings_from
 
 
 @click.group()

@@ -14,7 +14,6 @@ from edge_agent.config import AgentSettings
 from edge_agent.errors import ControlError
 from edge_agent.tech import csms, daemon, storeview
 from edge_agent.tech.acks import describe, facts_from, stalled
-from edge_agent.tech.common import config_option, settings_from
 from edge_agent.tech.output import (
     EXIT_OK,
     EXIT_WARN,
@@ -25,6 +24,7 @@ from edge_agent.tech.output import (
     json_option,
     note,
 )
+from edge_agent.tech.selection import config_option, settings_from
 
 
 @click.group()

@@ -1,5 +1,5 @@
-"""What the technician's commands share: the ``--config`` option, loading the settings, and
-picking a meter or connector by id (an unknown id is bad input, exit 2)."""
+"""What a technician's command works on: the ``--config`` option, the settings it loads, and
+the meter or connector picked by id (an unknown id is bad input, exit 2)."""
 
 from __future__ import annotations
 
@@ -42,18 +42,3 @@ def pick_connector(settings: AgentSettings, connector: int | None) -> int:
     if connector not in ids:
         raise InputError(f"unknown connector {connector}; configured: {ids}", field="connector")
     return connector
-
-
-def unit_of(quantity: str) -> str:
-    """The unit a quantity's name ends in (``power_w`` → W)."""
-    suffixes = {"_wh": "Wh", "_var": "var", "_va": "VA", "_hz": "Hz", "_v": "V", "_a": "A",
-                "_w": "W"}  # fmt: skip
-    for suffix, unit in suffixes.items():
-        if quantity.endswith(suffix):
-            return unit
-    return ""
-
-
-def name_of(quantity: str) -> str:
-    unit = unit_of(quantity)
-    return quantity[: -len(unit) - 1] if unit else quantity
