@@ -128,12 +128,14 @@ async def open_state(
         yield state
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API application for ``settings`` (nothing is opened until the lifespan starts)."""
+def create_app(settings: Settings, *, client_id: str | None = None) -> FastAPI:
+    """The API application for ``settings`` (nothing is opened until the lifespan starts).
+    ``client_id``: its MQTT client id, by default one per process (:func:`open_state`); a
+    test running two instances in one process names the second."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_state(settings) as state:
+        async with open_state(settings, client_id=client_id) as state:
             app.state.cloud = state
             # Everything built so far (routes, schemas, modules, the pools) lives as long as
             # the process: frozen out of the collector, a full collection no longer walks it.
