@@ -2,7 +2,8 @@
 against the API served over HTTP: an admin signs in, approves a listing, opens a KYC
 submission (masked data; the document decrypted on its own audited route) and verifies it,
 resolves a dispute with a partial refund (through the dummy provider: the refund row is
-there), hides a review with a reason, and sees users, payments and the platform's figures.
+there), hides a review with a reason, and sees users, payments and the platform's figures;
+then the overview and the resolved dispute in Hindi.
 The host then sees the KYC verified, replies to a review, edits the week's opening hours,
 and watches the dashboard's charger list refresh itself when the device comes online.
 
@@ -167,6 +168,23 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     await page.goto(f"{url}/app/admin/money")
     assert await page.locator("[data-payment]").count() >= 1
     await walk.check("admin-money")
+
+    # Two pages in Hindi (the choice remembered by its cookie from the first): the overview,
+    # and the dispute just resolved, under the list's filter.
+    await page.goto(f"{url}/app/admin?lang=hi")
+    assert await page.get_attribute("html", "lang") == "hi-IN"
+    await page.get_by_role("heading", name="एडमिन कंसोल").wait_for()  # "Admin console"
+    main = await page.inner_text("main")
+    assert "फ़ैसले की प्रतीक्षा में" in main  # "Waiting for a decision"
+    assert "Waiting for a decision" not in main
+    await walk.check("admin-overview-hindi")
+    await page.goto(f"{url}/app/admin/disputes?status=resolved_refund")
+    card = page.locator(f'[data-dispute="{world.dispute_id}"]')
+    shown = await card.inner_text()
+    assert "रिफ़ंड के लिए बाक़ी" in shown  # "Left to refund"
+    assert "निपटाया गया: रिफ़ंड दिया गया" in shown  # "Resolved: refunded"
+    assert await page.get_by_label("दिखाएँ", exact=True).count() == 1  # "Show" (the filter)
+    await walk.check("admin-disputes-hindi")
 
 
 async def _host_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnection) -> None:
