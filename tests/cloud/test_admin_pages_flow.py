@@ -180,9 +180,9 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     await walk.check("admin-overview-hindi")
     await page.goto(f"{url}/app/admin/disputes?status=resolved_refund")
     card = page.locator(f'[data-dispute="{world.dispute_id}"]')
-    shown = await card.inner_text()
-    assert "रिफ़ंड के लिए बाक़ी" in shown  # "Left to refund"
-    assert "निपटाया गया: रिफ़ंड दिया गया" in shown  # "Resolved: refunded"
+    hindi = await card.inner_text()
+    assert "रिफ़ंड के लिए बाक़ी" in hindi  # "Left to refund"
+    assert "निपटाया गया: रिफ़ंड दिया गया" in hindi  # "Resolved: refunded"
     assert await page.get_by_label("दिखाएँ", exact=True).count() == 1  # "Show" (the filter)
     await walk.check("admin-disputes-hindi")
 
