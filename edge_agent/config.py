@@ -26,6 +26,7 @@ import tomllib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, inspect
@@ -401,6 +402,22 @@ class OcppSettings(Settings, frozen=True):
 
     def __post_init__(self) -> None:
         tls = self.url.startswith("wss://")
+        # The WebSocket client (edge_agent/ocpp/websocket.py) connects to urlsplit's host, so
+        # the rules below must read the same host: a hand split took "ws://127.0.0.1:1@csms/"
+        # for this machine. Credentials in the URL are refused: they belong in
+        # authorization_key_file, and a URL is logged and shown by ``sync status``.
+        parts = urlsplit(self.url)
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise SettingsRuleError(
+                "url", "<redacted>", "a URL without user:password@ (use authorization_key_file)"
+            )
+        try:
+            host = parts.hostname or ""
+            _ = parts.port  # raises ValueError on a bad port, as the client would
+        except ValueError:
+            raise SettingsRuleError("url", self.url, "a URL with a valid host and port") from None
+        if not host:
+            raise SettingsRuleError("url", self.url, "a URL with a host")
         if self.security_profile == 2 and not tls:
             raise SettingsRuleError("url", self.url, "a wss:// URL: security_profile 2 is TLS")
         if self.security_profile < 2 and tls:
@@ -409,14 +426,12 @@ class OcppSettings(Settings, frozen=True):
             raise SettingsRuleError(
                 "authorization_key_file", None, "a file: security profiles 1 and 2 use Basic auth"
             )
-        if self.security_profile == 0:
-            host = self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-            if not is_loopback(host):
-                raise SettingsRuleError(
-                    "security_profile", 0,
-                    f"1 or 2: no authentication is only allowed to a CSMS on this machine, "
-                    f"not {host!r}",
-                )  # fmt: skip
+        if self.security_profile == 0 and not is_loopback(host):
+            raise SettingsRuleError(
+                "security_profile", 0,
+                f"1 or 2: no authentication is only allowed to a CSMS on this machine, "
+                f"not {host!r}",
+            )  # fmt: skip
         if self.reconnect_max_s < self.reconnect_min_s:
             raise SettingsRuleError("reconnect_max_s", self.reconnect_max_s, ">= reconnect_min_s")
 

@@ -273,6 +273,11 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
         ({"url": "wss://csms.example/ocpp"}, "authorization_key_file"),
         ({"url": "ws://csms.example/ocpp", "security_profile": 0}, "security_profile"),
         ({"url": "http://csms.example/ocpp", "security_profile": 0}, "url"),
+        # urlsplit (what the client connects to) reads csms.example as the host here.
+        ({"url": "ws://127.0.0.1:1@csms.example/ocpp", "security_profile": 0}, "url"),
+        ({"url": "ws://localhost@csms.example/ocpp", "security_profile": 0}, "url"),
+        ({"url": "ws://[::1]:1@csms.example/ocpp", "security_profile": 0}, "url"),
+        ({"url": "wss://cp:secret@csms.example/ocpp", "authorization_key_file": "/k"}, "url"),
     ],
 )  # fmt: skip
 def test_an_ocpp_table_that_breaks_a_security_rule_is_refused_naming_the_field(
@@ -288,6 +293,7 @@ def test_an_ocpp_table_that_breaks_a_security_rule_is_refused_naming_the_field(
     with pytest.raises(ConfigError) as caught:
         parse_config(document, source="test")
     assert any(p.field == f"ocpp.{field}" for p in caught.value.problems), caught.value.problems
+    assert "secret" not in str(caught.value), "a password in the URL is never echoed"
     profile1 = {"url": "ws://csms.example/ocpp", "security_profile": 1,
                 "authorization_key_file": "/k"}  # fmt: skip
     assert parse_config({**document, "ocpp": profile1}, source="test").ocpp is not None
