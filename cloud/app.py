@@ -47,6 +47,7 @@ from cloud.problems import install_problem_handlers
 from cloud.requestid import install_request_id
 from cloud.reviews.router import router as reviews_router
 from cloud.sessions.live import RedisLiveHub
+from cloud.sessions.republish import running_republisher
 from cloud.sessions.router import router as sessions_router
 from cloud.sessions.router import ws_router as sessions_ws_router
 from cloud.settings import Settings
@@ -125,6 +126,8 @@ async def open_state(
         await stack.enter_async_context(running_settler(state))
         # Beside it, the notification delivery job (it sends nothing inside a request).
         await stack.enter_async_context(running_notifier(state))
+        # And the republisher of deferred commands a request recorded but never sent.
+        await stack.enter_async_context(running_republisher(state))
         yield state
 
 

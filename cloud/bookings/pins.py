@@ -14,14 +14,16 @@ records a ``revoke_pins`` command in the same transaction, carrying every revoke
 device whose window has not ended (so a revocation lost on the way is repaired by the next),
 and :func:`send_revocation` publishes it after the commit: QoS 1 with a message expiry at the
 end of the latest window, so a charger that is away gets it from its persistent session when
-it reconnects. The agent stores the references and refuses those PINs from then on, offline
-too.
+it reconnects. It is a deferred command (``device_commands.sent_at`` NULL until published): if
+the API dies between the commit and the publish, or the broker link refuses it, the republish
+job (:mod:`cloud.sessions.republish`) publishes it. The agent stores the references and
+refuses those PINs from then on, offline too.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +32,7 @@ from cloud.bookings.models import Booking, BookingStatus
 from cloud.chargers.models import Charger
 from cloud.errors import BrokerError
 from cloud.sessions.commands import PreparedCommand, record_command
+from cloud.sessions.republish import mark_sent
 from cloud.state import AppState
 from protocols.enums import MessageKind
 from protocols.errors import CredentialError
@@ -122,12 +125,15 @@ async def revocation(
         return None
     latest = max(p.until for p in pins)
     ttl_s = max(MIN_REVOCATION_TTL_S, int((latest - now).total_seconds()) + 1)
-    return await record_command(db, device_id, RevokePins(pins=pins), now=now, ttl_s=ttl_s)
+    return await record_command(
+        db, device_id, RevokePins(pins=pins), now=now, ttl_s=ttl_s, deferred=True
+    )
 
 
-def send_revocation(state: AppState, prepared: PreparedCommand | None) -> None:
-    """Publish a committed revocation. Not waited for: the charger may be away, and the
-    broker keeps it for the charger's persistent session until the command expires."""
+async def send_revocation(state: AppState, prepared: PreparedCommand | None) -> None:
+    """Publish a committed revocation and record that it was. Not waited for: the charger may
+    be away, and the broker keeps it for the charger's persistent session until the command
+    expires."""
     if prepared is None:
         return
     command = prepared.command
@@ -137,5 +143,8 @@ def send_revocation(state: AppState, prepared: PreparedCommand | None) -> None:
             expiry_s=prepared.ttl_s,
         )  # fmt: skip
     except BrokerError as exc:
-        # Recorded, not sent: the next revocation for this device carries it again.
+        # Recorded, not sent: the republish job sends it (cloud/sessions/republish.py).
         log.warning("revocation %s not published: %s", command.cmd_id, exc)
+        return
+    async with state.sessions() as db, db.begin():
+        await mark_sent(db, command.cmd_id, datetime.now(UTC))

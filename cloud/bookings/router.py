@@ -99,7 +99,7 @@ async def cancel_booking(booking_id: PathId, user: CurrentUser, state: State) ->
     async with state.sessions() as db, db.begin():
         out = await service.cancel_booking(db, user, booking_id, now)
         revoked = await pins.revocation(db, await _booking(db, booking_id), now=now)
-    pins.send_revocation(state, revoked)
+    await pins.send_revocation(state, revoked)
     return out
 
 
@@ -148,7 +148,7 @@ async def decline_booking(booking_id: PathId, host: HostUser, state: State) -> B
     async with state.sessions() as db, db.begin():
         out = await service.decline_booking(db, host, booking_id, now)
         revoked = await pins.revocation(db, await _booking(db, booking_id), now=now)
-    pins.send_revocation(state, revoked)
+    await pins.send_revocation(state, revoked)
     return out
 
 

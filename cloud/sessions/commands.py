@@ -69,17 +69,22 @@ async def record_command(
     now: datetime,
     ttl_s: int,
     cmd_id: str | None = None,
+    deferred: bool = False,
 ) -> PreparedCommand:
     """Store the command and take its downlink seq in ``db``'s transaction, which the caller
     commits *before* :func:`send_and_wait`: the seq counter row is shared with ingest and
-    must not stay locked while we wait (call this last in a short transaction)."""
+    must not stay locked while we wait (call this last in a short transaction).
+
+    ``deferred``: published after the commit without waiting, its delivery guaranteed by
+    the republish job (:mod:`cloud.sessions.republish`): ``sent_at`` stays NULL until the
+    publish is recorded."""
     cmd_id = cmd_id or new_ulid()
     expires_at = now + timedelta(seconds=ttl_s)
     seq = (await db.execute(NEXT_DOWNLINK_SEQ, {"device_id": device_id})).scalar_one()
     db.add(
         DeviceCommand(
             cmd_id=cmd_id, device_id=device_id, name=action.name,
-            payload=redacted(action), sent_at=now, expires_at=expires_at,
+            payload=redacted(action), sent_at=None if deferred else now, expires_at=expires_at,
         )
     )  # fmt: skip
     command = Command(

@@ -1,0 +1,102 @@
+"""A booking PIN's revocation recorded in the cancel's transaction but never published (the
+API died between the commit and the publish) is published by the republish job
+(cloud/sessions/republish.py) to the device's command topic — real API state, PostgreSQL and
+broker, a real MQTT client subscribed as the device."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.accounts.models import Role
+from cloud.bookings import pins
+from cloud.bookings.models import Booking, BookingStatus
+from cloud.pg import PgConnection
+from cloud.sessions.republish import GRACE_S, republish_round
+from cloud.state import AppState
+from protocols.messages import Command, RevokePins, parse_message
+from protocols.topics import topic
+from tests.cloud.conftest import add_device
+from tests.cloud.market import Api, add_user
+from tests.cloud.mosquitto import Broker
+from tests.cloud.test_unlock import DEVICE, Site, api  # noqa: F401 -- the fixture
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_revocation_recorded_but_never_published_is_published_by_the_job(
+    api: Api,  # noqa: F811 -- the fixture imported above
+    pg: PgConnection,
+    broker: Broker,
+) -> None:
+    state = api.app.state.cloud
+    assert isinstance(state, AppState)
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=True)
+    now = datetime.now(UTC)
+    booking_id = await site.book(driver, now + timedelta(hours=1), now + timedelta(hours=2))
+    # The booking had a PIN and is cancelled: the cancel's transaction records the
+    # revocation, commits, and the process dies before publishing it.
+    async with state.sessions() as db, db.begin():
+        booking = await db.get(Booking, booking_id)
+        assert booking is not None
+        await pins.booking_pin(db, booking, device_id=DEVICE, connector=1, secret=b"s" * 32)
+        booking.status = BookingStatus.CANCELLED
+        await db.flush()
+        prepared = await pins.revocation(db, booking, now=now)
+    assert prepared is not None
+    ref = booking.pin_ref
+    unsent = await pg.fetchval(
+        "SELECT sent_at IS NULL FROM device_commands WHERE cmd_id = $1", prepared.command.cmd_id
+    )
+    assert unsent
+
+    received: list[tuple[bytes, Any]] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=paho.MQTTv5)
+    client.username_pw_set(DEVICE, add_device(broker, DEVICE))
+    client.on_message = lambda _c, _u, m: received.append((bytes(m.payload), m.properties))
+    subscribed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_subscribe(*_args: object) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
+    client.on_subscribe = on_subscribe
+    client.on_connect = lambda c, *_a: c.subscribe(topic(DEVICE, "cmd"), qos=1)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        # Within the grace the job leaves it to the request that recorded it.
+        assert await republish_round(state.sessions, state.broker, now=now) == 0
+        later = now + timedelta(seconds=GRACE_S + 1)
+        assert await republish_round(state.sessions, state.broker, now=later) == 1
+        for _ in range(200):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+        # Published once: the next round finds nothing left to send.
+        assert await republish_round(state.sessions, state.broker, now=later) == 0
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+    assert len(received) == 1
+    payload, properties = received[0]
+    command = parse_message("cmd", payload)
+    assert isinstance(command, Command)
+    assert command.cmd_id == prepared.command.cmd_id
+    assert isinstance(command.action, RevokePins)
+    assert [p.ref for p in command.action.pins] == [ref]
+    assert command.seq > prepared.command.seq  # a fresh downlink seq
+    assert 0 < properties.MessageExpiryInterval <= prepared.ttl_s
+    sent = await pg.fetchval(
+        "SELECT sent_at FROM device_commands WHERE cmd_id = $1", command.cmd_id
+    )
+    assert sent == later
