@@ -28,8 +28,6 @@ from tests.cloud.messages import T0, telemetry
 from tests.cloud.mosquitto import Broker
 from tests.cloud.sim_device import SimDevice
 
-PLAIN = TelemetryBackend.PLAIN
-
 
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
@@ -47,16 +45,18 @@ async def _write(conn: PgConnection, *batches: TelemetryBatch) -> None:
     await write_batch(conn, plan_batch(accepted), dead_letter_payload_max=1024)
 
 
-async def _rollup_matches_raw(engine: AsyncEngine, device_id: str) -> int:
+async def _rollup_matches_raw(
+    engine: AsyncEngine, device_id: str, backend: TelemetryBackend
+) -> int:
     start = align_down(T0 - timedelta(days=8))
     end = align_up(T0 + timedelta(hours=3))
     async with engine.connect() as conn:
         raw = await series(
-            conn, PLAIN, device_id=device_id, quantity="power_w", start=start, end=end,
+            conn, backend, device_id=device_id, quantity="power_w", start=start, end=end,
             width=timedelta(minutes=15),
         )  # fmt: skip
         rolled = await rollup_series(
-            conn, PLAIN, device_id=device_id, quantity="power_w", start=start, end=end
+            conn, backend, device_id=device_id, quantity="power_w", start=start, end=end
         )
     assert [(b.start, b.count, b.min, b.max) for b in rolled] == [
         (b.start, b.count, b.min, b.max) for b in raw
@@ -65,7 +65,7 @@ async def _rollup_matches_raw(engine: AsyncEngine, device_id: str) -> int:
 
 
 async def test_ingested_and_late_readings_reach_the_rollup(
-    engine: AsyncEngine, pg: PgConnection
+    engine: AsyncEngine, pg: PgConnection, telemetry_backend: TelemetryBackend
 ) -> None:
     # 40 minutes of one-second readings span three buckets.
     await _write(
@@ -74,9 +74,9 @@ async def test_ingested_and_late_readings_reach_the_rollup(
         telemetry("dev-r", 2, readings=1200, first_index=1200),
     )
     assert await pg.fetchval("SELECT count(DISTINCT bucket) FROM telemetry_rollup_pending") == 3
-    assert await refresh_pending(pg, PLAIN) == 3
-    assert await _rollup_matches_raw(engine, "dev-r") == 2400
-    assert await refresh_pending(pg, PLAIN) == 0  # nothing new, nothing recomputed
+    assert await refresh_pending(pg, telemetry_backend) == 3
+    assert await _rollup_matches_raw(engine, "dev-r", telemetry_backend) == 2400
+    assert await refresh_pending(pg, telemetry_backend) == 0  # nothing new, nothing recomputed
 
     # A device back from a week offline uploads week-old readings, and more of the current
     # bucket arrives: both buckets are recomputed, nothing else.
@@ -89,12 +89,12 @@ async def test_ingested_and_late_readings_reach_the_rollup(
     )
     more = telemetry("dev-r", 4, readings=100, first_index=2400)
     await _write(pg, late, more)
-    assert await refresh_pending(pg, PLAIN) == 2
-    assert await _rollup_matches_raw(engine, "dev-r") == 2560
+    assert await refresh_pending(pg, telemetry_backend) == 2
+    assert await _rollup_matches_raw(engine, "dev-r", telemetry_backend) == 2560
 
 
 async def test_a_batch_still_in_flight_keeps_its_marker_for_the_next_round(
-    db_url: str, pg: PgConnection
+    db_url: str, pg: PgConnection, telemetry_backend: TelemetryBackend
 ) -> None:
     writer = await connect(DbSettings(url=db_url))
     try:
@@ -102,27 +102,27 @@ async def test_a_batch_still_in_flight_keeps_its_marker_for_the_next_round(
         await tx.start()  # type: ignore[attr-defined]  # asyncpg's Transaction is untyped here
         await _write(writer, telemetry("dev-f", 1, readings=10))
         # Not committed: the refresher cannot see the marker (nor the readings) yet.
-        assert await refresh_pending(pg, PLAIN) == 0
+        assert await refresh_pending(pg, telemetry_backend) == 0
         await tx.commit()  # type: ignore[attr-defined]
     finally:
         await close(writer)
-    assert await refresh_pending(pg, PLAIN) == 1
+    assert await refresh_pending(pg, telemetry_backend) == 1
     assert await pg.fetchval("SELECT sum(n) FROM telemetry_15m WHERE quantity = 'power_w'") == 10
 
 
 async def test_one_refresher_at_a_time_and_the_other_leaves_the_markers(
-    db_url: str, pg: PgConnection
+    db_url: str, pg: PgConnection, telemetry_backend: TelemetryBackend
 ) -> None:
     await _write(pg, telemetry("dev-l", 1, readings=10))
     holder = await connect(DbSettings(url=db_url))
     try:
         async with holder.transaction():
             await holder.fetchval("SELECT pg_advisory_xact_lock($1)", ROLLUP_LOCK_KEY)
-            assert await refresh_pending(pg, PLAIN) == 0
+            assert await refresh_pending(pg, telemetry_backend) == 0
     finally:
         await close(holder)
     assert await pg.fetchval("SELECT count(*) FROM telemetry_rollup_pending") == 1
-    assert await refresh_pending(pg, PLAIN) == 1
+    assert await refresh_pending(pg, telemetry_backend) == 1
 
 
 def test_contiguous_runs_join_adjacent_buckets() -> None:
