@@ -25,6 +25,7 @@ from cloud.errors import ConfigError, DocumentUnreadable, NotFound
 
 MAGIC = b"CMK1"
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
 _KEY = re.compile(r"^[0-9a-f]{32}\.bin$")
 
 
@@ -73,6 +74,10 @@ class Sealer:
     def open(self, sealed: bytes, associated: bytes, *, what: str) -> bytes:
         if sealed[: len(MAGIC)] != MAGIC:
             raise DocumentUnreadable(f"{what}: not sealed")
+        # A value cut short (a truncated file or column) is unreadable like an altered one:
+        # AESGCM raises a bare ValueError for a short nonce, which would be an untyped 500.
+        if len(sealed) < len(MAGIC) + _NONCE_BYTES + _TAG_BYTES:
+            raise DocumentUnreadable(f"{what}: truncated")
         nonce = sealed[len(MAGIC) : len(MAGIC) + _NONCE_BYTES]
         try:
             return self._aead.decrypt(nonce, sealed[len(MAGIC) + _NONCE_BYTES :], associated)

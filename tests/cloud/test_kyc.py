@@ -12,7 +12,7 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.errors import DocumentUnreadable
 from cloud.kyc import identity
-from cloud.kyc.storage import DocumentStore
+from cloud.kyc.storage import MAGIC, DocumentStore
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
 from tests.cloud.market import Api, ApiUser, add_user
@@ -86,6 +86,12 @@ async def test_documents_on_disk_are_unreadable_without_the_key(tmp_path: Path) 
     path.write_bytes(bytes(flipped))
     with pytest.raises(DocumentUnreadable):
         await store.get(key)
+    # Cut short anywhere — inside the nonce, or before the tag is whole — it is the same
+    # typed problem, not a bare ValueError from the cipher.
+    for cut in (len(MAGIC), len(MAGIC) + 5, len(MAGIC) + 12, len(MAGIC) + 27):
+        path.write_bytes(sealed[:cut])
+        with pytest.raises(DocumentUnreadable):
+            await store.get(key)
 
 
 # --- over HTTP -------------------------------------------------------------------------------
