@@ -13,9 +13,10 @@ at most one :class:`Verdict`:
 * relay opened ``stuck_relay_check_s`` (2 s) ago: power above ``stuck_relay_power_w`` →
   StuckRelay fault; otherwise the opening is confirmed.
 
-"Implausible": a reading without the import register or power, a negative power beyond the
-meter's noise, or an import register that jumps by more than ``max_energy_step_wh`` between two
-samples (a corrupted frame that passed its CRC, or the wrong meter answering).
+"Implausible" is :func:`edge_agent.plausible.untrusted` (the one definition, shared with
+``doctor`` and ``meter scan``): a reading without the import register or power, a negative
+power beyond the meter's noise, an import register that jumps by more than
+``max_energy_step_wh`` between two samples, or any value outside physical ranges.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from edge_agent.plausible import untrusted
 from protocols.enums import StopReason
 from protocols.meters import Quantity
 
@@ -94,18 +96,14 @@ def relay_opened(watch: Watch, mono: float) -> Watch:
 
 def plausible(values: dict[Quantity, float], previous_energy_wh: float | None, lim: SafetyLimits
               ) -> str | None:  # fmt: skip
-    """Why ``values`` cannot be trusted, or None when they can."""
-    energy = values.get(Quantity.ENERGY_IMPORT_WH)
-    power = values.get(Quantity.POWER_W)
-    if energy is None or power is None:
-        return "reading lacks the import register or power"
-    if energy < 0:
-        return f"import register negative ({energy})"
-    if power < -lim.negative_power_noise_w:
-        return f"power {power} W is negative"
-    if previous_energy_wh is not None and abs(energy - previous_energy_wh) > lim.max_energy_step_wh:
-        return f"import register jumped from {previous_energy_wh} to {energy}"
-    return None
+    """Why ``values`` cannot be trusted, or None when they can (:func:`untrusted` with this
+    charger's limits)."""
+    return untrusted(
+        values,
+        previous_energy_wh,
+        max_energy_step_wh=lim.max_energy_step_wh,
+        negative_power_noise_w=lim.negative_power_noise_w,
+    )
 
 
 def assess(watch: Watch, obs: Observation, lim: SafetyLimits) -> tuple[Watch, Verdict | None]:

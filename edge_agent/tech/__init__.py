@@ -3,7 +3,8 @@
 Pure cores, thin shells:
 
 * :mod:`~edge_agent.tech.checks` — doctor's checks as pure functions of gathered facts
-* :mod:`~edge_agent.tech.plausible` — is a meter reading physically plausible (pure)
+* :mod:`~edge_agent.plausible` (outside tech/: the fail-safe shares it) — is a meter reading
+  physically plausible (pure)
 * :mod:`~edge_agent.relay.check` — close, confirm power, open, confirm it stops
 * :mod:`~edge_agent.tech.scan` — find meters on a serial line and name their model
 * :mod:`~edge_agent.tech.probes` — doctor's I/O: store, disk, port, bus, clock, broker

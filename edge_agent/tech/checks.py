@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from edge_agent.plausible import implausible
 from edge_agent.tech.output import EXIT_FAIL, EXIT_OK, EXIT_WARN
-from edge_agent.tech.plausible import implausible
 from protocols.meters import Quantity
 
 SERVICE = "chargemitra-agent"

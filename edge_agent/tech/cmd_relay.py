@@ -10,6 +10,7 @@ import click
 
 from edge_agent.config import AgentSettings
 from edge_agent.errors import ControlError, MeterError, StoreError
+from edge_agent.plausible import implausible
 from edge_agent.relay.check import RelayTestResult, Verdict, open_relay, run_relay_test
 from edge_agent.relay.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S, safety_limits
 from edge_agent.tech import daemon, storeview
@@ -26,7 +27,6 @@ from edge_agent.tech.output import (
     json_option,
     note,
 )
-from edge_agent.tech.plausible import implausible
 from edge_agent.tech.selection import config_option, pick_connector, settings_from
 from protocols.meters import Quantity
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import BusTiming, SerialLink, build
 from edge_agent.errors import BusError, BusFault, InputError, MeterError
+from edge_agent.plausible import implausible, plausibility_score
 from edge_agent.tech.direct import read_map
-from edge_agent.tech.plausible import implausible, plausibility_score
 from protocols.errors import DecodeError
 from protocols.meters import Quantity, available_models, load_map
 

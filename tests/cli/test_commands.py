@@ -15,6 +15,7 @@ from edge_agent.auth.decision import AuthDecision
 from edge_agent.cli import main
 from edge_agent.config import load_config
 from edge_agent.errors import InputError
+from edge_agent.plausible import implausible
 from edge_agent.relay.check import Verdict, judge
 from edge_agent.store.db import connect
 from edge_agent.tech.authcheck import check
@@ -36,7 +37,6 @@ from edge_agent.tech.checks import (
     exit_code,
 )
 from edge_agent.tech.cmd_config import REDACTED, redact
-from edge_agent.tech.plausible import implausible
 from edge_agent.tech.scan import ModelFit, best_model, parse_units
 from edge_agent.tech.storeview import open_readonly
 from protocols.enums import AuthorizationStatus

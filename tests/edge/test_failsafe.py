@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -163,3 +165,11 @@ def test_meter_silence_is_always_caught_within_the_limit(
             assert verdict.reason is StopReason.METER_FAILURE
             return
         assert isinstance(watch, Watch)
+
+
+def test_a_physically_impossible_reading_is_not_trusted() -> None:
+    """The fail-safe shares doctor's physics (edge_agent/plausible.py): a NaN import register
+    or a 50 kV phase is no reading, however complete."""
+    assert plausible(_values(energy=math.nan), None, LIM) is not None
+    assert plausible({**_values(), Quantity.VOLTAGE_L1_V: 50_000.0}, None, LIM) is not None
+    assert plausible({**_values(), Quantity.VOLTAGE_L1_V: 231.0}, None, LIM) is None

@@ -1,9 +1,13 @@
-"""Is a meter reading physically plausible? Pure.
+"""Is a meter reading plausible? The one definition, pure.
 
-Used by ``doctor`` (a meter that answers with nonsense is as broken as a silent one) and by
-``meter scan`` (the register map under which a device's answer makes physical sense names
-its model). Limits are for the Indian grid and an EV charging circuit, with a wide margin:
-230 V ±, 50 Hz ±, no more than a few hundred amps.
+:func:`implausible` is physics: every value within what the Indian grid and an EV charging
+circuit can show, with a wide margin (230 V ±, 50 Hz ±, no more than a few hundred amps).
+``doctor`` uses it (a meter that answers with nonsense is as broken as a silent one), and
+``meter scan`` (the register map under which a device's answer makes physical sense names its
+model). :func:`untrusted` is what the relay fail-safe (edge_agent/relay/failsafe.py) asks of
+each reading while a session runs: the same physics, and the import register and power
+present, no power negative beyond the meter's noise, no import register jump between two
+samples (a corrupted frame that passed its CRC, or the wrong meter answering).
 """
 
 from __future__ import annotations
@@ -83,3 +87,25 @@ def plausibility_score(values: Mapping[Quantity, float]) -> int:
     """How many quantities a map decoded with plausible values (0 when any is implausible):
     the larger map that still makes sense is the better explanation of a device."""
     return 0 if implausible(values) else len(values)
+
+
+def untrusted(
+    values: Mapping[Quantity, float],
+    previous_energy_wh: float | None,
+    *,
+    max_energy_step_wh: float,
+    negative_power_noise_w: float,
+) -> str | None:
+    """Why the fail-safe cannot trust ``values`` as a running session's reading, or None."""
+    energy = values.get(Quantity.ENERGY_IMPORT_WH)
+    power = values.get(Quantity.POWER_W)
+    if energy is None or power is None:
+        return "reading lacks the import register or power"
+    if energy < 0:
+        return f"import register negative ({energy})"
+    if power < -negative_power_noise_w:
+        return f"power {power} W is negative"
+    if previous_energy_wh is not None and abs(energy - previous_energy_wh) > max_energy_step_wh:
+        return f"import register jumped from {previous_energy_wh} to {energy}"
+    problems = implausible(values)
+    return "; ".join(problems) if problems else None
