@@ -143,8 +143,9 @@ def create_app(settings: Settings, *, client_id: str | None = None) -> FastAPI:
             # Everything built so far (routes, schemas, modules, the pools) lives as long as
             # the process: frozen out of the collector, a full collection no longer walks it.
             # Unfrozen, each walked the whole heap — a ~95 ms pause of every request every few
-            # hundred requests (bench.payments webhook_p99_ms; docs/decisions.md).
-            gc.collect()
+            # hundred requests (bench.payments webhook_p99_ms; docs/decisions.md). No collect
+            # first: it costs that pause at every start (a test run starts hundreds of apps),
+            # and start-up garbage held until the unfreeze is a few cycles of import debris.
             gc.freeze()
             try:
                 yield
