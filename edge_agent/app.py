@@ -333,7 +333,10 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
             # Fed by the loops' progress, never by a bare timer (edge_agent/watchdog.py).
-            health = AgentHealth(list(rt.pollers.values()), rt.writer, timeout_s=2 * watchdog_s)
+            health = AgentHealth(
+                list(rt.pollers.values()), rt.writer, timeout_s=2 * watchdog_s, ticks=rt.ticks,
+                locked_max_s=s.store.locked_max_s,
+            )  # fmt: skip
             task(watchdog_loop(health, watchdog_s, stop), "watchdog")
         await stop.wait()
         for running in tasks:

@@ -237,6 +237,10 @@ class LimitSettings(Settings, frozen=True):
 class StoreSettings(Settings, frozen=True):
     path: Path = Path("/var/lib/chargemitra/agent.db")
     max_bytes: Annotated[int, Meta(ge=64 * 1024)] = 256 * 1024 * 1024
+    #: How long the store writer may keep retrying a store another process holds locked (a
+    #: technician's sqlite3) and still count as healthy; past it systemd's watchdog is no
+    #: longer fed and the agent is restarted (edge_agent/watchdog.py).
+    locked_max_s: Annotated[float, Meta(ge=10, le=86400)] = 300.0
 
 
 class AuthSettings(Settings, frozen=True):

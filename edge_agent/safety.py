@@ -35,6 +35,10 @@ class TickLateness:
 
     def __init__(self) -> None:
         self._late_s: deque[float] = deque(maxlen=TICKS_KEPT)
+        #: Monotonic time the last tick *finished* (every controller's rules ran): systemd's
+        #: watchdog stops being fed when it grows (edge_agent/watchdog.py) — a hung tick means
+        #: no fail-safe rule opens a relay. None before the first.
+        self.last_done_mono: float | None = None
 
     def note(self, late_s: float) -> None:
         self._late_s.append(max(0.0, late_s))
@@ -62,3 +66,4 @@ async def safety_loop(
         ticks.note(loop.time() - due)
         for controller in controllers:
             await controller.on_tick()
+        ticks.last_done_mono = loop.time()  # the loop's clock is time.monotonic

@@ -1,6 +1,6 @@
 """systemd's watchdog, fed by the agent's own health: ``WATCHDOG=1`` is sent only while the
-event loop runs (the task that sends it is on it) and every meter's poll loop and the store
-writer have made progress recently. A loop that hangs starves the watchdog and systemd
+event loop runs (the task that sends it is on it) and every meter's poll loop, the safety tick
+and the store writer have made progress recently. A loop that hangs starves the watchdog and systemd
 restarts the agent (``WatchdogSec=``, ``Restart=always`` in
 ``deploy/edge/chargemitra-agent.service``); a bare timer would pet a hung agent forever.
 
@@ -13,7 +13,12 @@ What counts as progress, and why:
 * the store writer: readings waiting with no commit (:meth:`StoreWriter.stalled_s
   <edge_agent.store.writer.StoreWriter.stalled_s>`). An idle writer is healthy; one
   retrying a store another process has locked is alive and keeps its readings in memory
-  on purpose; one stuck in an fsync is not.
+  on purpose — for ``[store] locked_max_s`` (default 300 s), not forever: a lock nobody
+  releases is a fault systemd should see; one stuck in an fsync is not alive.
+* the safety tick (:func:`edge_agent.safety.safety_loop`): a tick *finished*
+  (``TickLateness.last_done_mono``). It runs the fail-safe rules that open a relay; a hung
+  controller must not be hidden by healthy meters. Its limit is the watchdog timeout, plus
+  a tick, plus the worst bus round (a relay driven over Modbus waits for its bus).
 
 A meter may go without a finished poll for the watchdog timeout, plus its interval, plus
 the worst a round of its bus can take (every block of every meter timing out on every
@@ -31,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from edge_agent.meters.poller import MeterPoller
+from edge_agent.safety import SAFETY_TICK_S, TickLateness
 from edge_agent.sdnotify import notify
 from edge_agent.store.writer import StoreWriter
 
@@ -69,11 +75,15 @@ class AgentHealth:
         writer: StoreWriter,
         *,
         timeout_s: float,
+        ticks: TickLateness | None = None,
+        locked_max_s: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pollers = list(pollers)
         self._writer = writer
         self._timeout_s = timeout_s
+        self._ticks = ticks
+        self._locked_max_s = locked_max_s
         self._monotonic = monotonic
         #: Before its first finished poll a meter counts from here (start-up).
         self._since = monotonic()
@@ -85,6 +95,8 @@ class AgentHealth:
             for key, pollers_on_bus in by_bus.items()
             for p in pollers_on_bus
         }
+        worst_round = max((bus_round_s(ps) for ps in by_bus.values()), default=0.0)
+        self._tick_limit_s = timeout_s + SAFETY_TICK_S + worst_round
 
     def stalls(self) -> list[Stall]:
         """Every loop that is stuck now; empty when the agent is healthy."""
@@ -96,14 +108,27 @@ class AgentHealth:
             limit = self._limit_s[poller.meter_id]
             if idle > limit:
                 found.append(Stall(f"meter {poller.meter_id}'s poll loop", idle, limit))
+        if self._ticks is not None:
+            last = self._ticks.last_done_mono
+            idle = now - (self._since if last is None else max(last, self._since))
+            if idle > self._tick_limit_s:
+                found.append(Stall("the safety tick", idle, self._tick_limit_s))
         waiting = self._writer.stalled_s(now)
         if waiting > self._timeout_s:
             found.append(Stall("the store writer", waiting, self._timeout_s))
+        locked = self._writer.locked_s(now)
+        if locked > self._locked_max_s:
+            found.append(Stall("the store writer (store locked by another process)",
+                               locked, self._locked_max_s))  # fmt: skip
         return found
 
     def summary(self) -> str:
         """The healthy ``STATUS=`` line (stable: sent once, not at every pet)."""
-        return f"healthy: {len(self._pollers)} meter poll loop(s) and the store writer progressing"
+        tick = ", the safety tick" if self._ticks is not None else ""
+        return (
+            f"healthy: {len(self._pollers)} meter poll loop(s){tick} and the store writer "
+            "progressing"
+        )
 
 
 async def watchdog_loop(health: AgentHealth, interval_s: float, stop: asyncio.Event) -> None:

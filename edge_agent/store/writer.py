@@ -124,6 +124,9 @@ class StoreWriter:
         #: readings last started waiting with none before them (:meth:`stalled_s`).
         self._progress_mono = 0.0
         self._waiting_since_mono = 0.0
+        #: Since when the thread has been retrying a store another process has locked (None:
+        #: not locked). Retrying counts as progress only for a while (:meth:`locked_s`).
+        self._locked_since_mono: float | None = None
 
     # --- lifetime (event loop) ---------------------------------------------------------------
 
@@ -180,6 +183,14 @@ class StoreWriter:
                 return 0.0
             return max(0.0, now_mono - max(self._progress_mono, self._waiting_since_mono))
 
+    def locked_s(self, now_mono: float) -> float:
+        """How long the thread has been retrying a store another process holds locked (0: it
+        is not). :meth:`stalled_s` counts those retries as progress; the watchdog caps how
+        long that may last (``[store] locked_max_s``, :mod:`edge_agent.watchdog`)."""
+        with self._count_lock:
+            since = self._locked_since_mono
+        return 0.0 if since is None else max(0.0, now_mono - since)
+
     def submit_job(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``run(conn)`` in the next group's transaction (in a savepoint of its own).
 
@@ -224,6 +235,8 @@ class StoreWriter:
                     # wait in memory rather than the agent stopping.
                     if locked_since is None:
                         locked_since = time.monotonic()
+                        with self._count_lock:
+                            self._locked_since_mono = locked_since
                         log.warning("store %s is locked by another connection; %d readings "
                                     "wait for it", self.path, len(readings))  # fmt: skip
                     carried, stopping = items, False
@@ -235,6 +248,8 @@ class StoreWriter:
                     log.info("store %s writable again after %.1f s", self.path,
                              time.monotonic() - locked_since)  # fmt: skip
                     locked_since = None
+                    with self._count_lock:
+                        self._locked_since_mono = None
         except BaseException as exc:  # noqa: BLE001 -- reported to the event loop, not lost
             self._report_failure(exc)
         finally:

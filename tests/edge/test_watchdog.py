@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from edge_agent.config import BusTiming, MeterSettings, TcpLink
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
+from edge_agent.safety import SAFETY_TICK_S, TickLateness, safety_loop
+from edge_agent.sessions.controller import ConnectorController
 from edge_agent.store.writer import StoreWriter
 from edge_agent.watchdog import AgentHealth, Stall, bus_round_s, watchdog_loop
 from protocols.messages import MeterReading
@@ -130,6 +135,94 @@ async def test_a_store_writer_stuck_in_a_commit_stalls_the_watchdog(tmp_path: Pa
         await asyncio.wrap_future(blocked)
         await wait_until(lambda: writer.committed >= 1, 20, "the reading's commit")
         assert writer.stalled_s(now() + 1000) == 0.0
+        assert health.stalls() == []
+
+
+class HungController:
+    """A connector controller whose tick never returns until released (a relay write stuck,
+    a rule waiting on a lock): the fail-safe rules of every connector stop running."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def on_tick(self) -> None:
+        self.entered += 1
+        await self.release.wait()
+
+
+async def test_a_hung_safety_tick_stalls_the_watchdog_though_meters_progress(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    poller = _poller("m1", _bus(), clock)
+    ticks = TickLateness()
+    writer = StoreWriter(tmp_path / "agent.db", device_id="d", now=lambda: datetime.now(UTC))
+    health = AgentHealth([poller], writer, timeout_s=10.0, ticks=ticks, monotonic=clock)
+    limit = 10.0 + SAFETY_TICK_S + bus_round_s([poller])
+    clock.now += limit - 0.001
+    poller.health.last_poll_mono = clock.now  # the meter keeps polling throughout
+    assert health.stalls() == []
+    clock.now += 0.002
+    poller.health.last_poll_mono = clock.now
+    (stall,) = health.stalls()
+    assert stall.what == "the safety tick"
+    ticks.last_done_mono = clock.now  # a tick finished: healthy again
+    assert health.stalls() == []
+    assert "the safety tick" in health.summary()
+    # The real loop marks a tick done only once every controller's rules ran.
+    hung, stop, real = HungController(), asyncio.Event(), TickLateness()
+    controllers = cast("list[ConnectorController]", [hung])
+    task = asyncio.create_task(safety_loop(controllers, real, stop))
+    await wait_until(lambda: hung.entered == 1, 20, "the first tick")
+    assert real.last_done_mono is None
+    hung.release.set()
+    await wait_until(lambda: real.last_done_mono is not None, 20, "a finished tick")
+    stop.set()
+    await task
+
+
+async def test_a_store_locked_by_another_process_is_healthy_only_for_locked_max_s(
+    tmp_path: Path,
+) -> None:
+    offset = [0.0]
+    path = tmp_path / "agent.db"
+    async with StoreWriter(
+        path, device_id="d", now=lambda: datetime.now(UTC), busy_timeout_ms=20
+    ) as writer:
+        health = AgentHealth(
+            [], writer, timeout_s=10.0, locked_max_s=60.0,
+            monotonic=lambda: time.monotonic() + offset[0],
+        )  # fmt: skip
+        other = sqlite3.connect(path, isolation_level=None)  # a technician's sqlite3
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            writer.submit(
+                MeterReading(
+                    meter_id="m1",
+                    ts=datetime.now(UTC),
+                    clock_synced=True,
+                    values={Quantity.ENERGY_IMPORT_WH: 1.0},
+                )
+            )
+            await wait_until(lambda: writer.locked_s(time.monotonic()) > 0, 20, "the lock")
+            # Retrying is progress: the writer is alive and keeps the reading on purpose ...
+            assert health.stalls() == []
+            # ... but not forever: past locked_max_s systemd is told, by a starved watchdog.
+            # (The clock jumps here, so the plain "no commit" rule fires too; only the
+            # locked rule is under test.)
+            locked_stall = "the store writer (store locked by another process)"
+            offset[0] = 59.0
+            assert locked_stall not in [s.what for s in health.stalls()]
+            offset[0] = 61.0
+            (stall,) = [s for s in health.stalls() if s.what == locked_stall]
+            assert stall.limit_s == 60.0
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        await wait_until(lambda: writer.committed >= 1, 20, "the reading's commit")
+        assert writer.locked_s(time.monotonic() + 1000) == 0.0
+        offset[0] = 0.0
         assert health.stalls() == []
 
 
