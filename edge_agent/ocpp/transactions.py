@@ -12,7 +12,10 @@ queue to the CSMS, one at a time and in order (OCPP 1.6 §4.7, §4.10 and §3.1.
   messages with it). No answer at all is not an attempt: the link is considered broken and
   the message goes again after reconnecting.
 * A StartTransaction answered with an idTagInfo other than Accepted stops the session
-  (StopTransactionOnInvalidId: DeAuthorized), through the control layer's stop.
+  (StopTransactionOnInvalidId: DeAuthorized), through the control layer's stop. The refusal
+  is stored in the same commit that takes the message off the queue, and marked acted on
+  only after the stop was asked for: killed in between, the agent stops the session at its
+  next start (:meth:`TransactionQueue.stop_refused`).
 """
 
 from __future__ import annotations
@@ -168,18 +171,40 @@ class TransactionQueue:
             self._failed(head, exc)
             return True
         transaction_id = answer.get("transactionId") if head.action == queue.START else None
-        with translated("OCPP queue not updated"):
-            queue.delivered(self._conn, head, transaction_id=transaction_id)
         info = answer.get("idTagInfo")
+        refused: str | None = None
         if (
             head.action == queue.START
             and isinstance(info, dict)
             and info.get("status") != "Accepted"
         ):
+            refused = str(info.get("status"))
+        with translated("OCPP queue not updated"):
+            queue.delivered(self._conn, head, transaction_id=transaction_id, refused=refused)
+        if refused is not None:
             log.warning("OCPP: the CSMS refused session %s's id tag (%s): stopping it",
-                        head.session_id, info.get("status"))  # fmt: skip
-            await self._deauthorize(head.session_id)
+                        head.session_id, refused)  # fmt: skip
+            await self._act_on_refusal(head.session_id)
         return True
+
+    async def stop_refused(self) -> int:
+        """Stop every session the CSMS refused whose stop was not asked for yet (the agent
+        was killed between storing the refusal and stopping): at the uplink's start. Returns
+        how many refusals were acted on."""
+        with translated("OCPP queue not read"):
+            pending = queue.refusals_to_act_on(self._conn)
+        for session_id in pending:
+            log.warning("OCPP: session %s was refused by the CSMS before a restart: stopping "
+                        "it if it is still open", session_id)  # fmt: skip
+            await self._act_on_refusal(session_id)
+        return len(pending)
+
+    async def _act_on_refusal(self, session_id: str) -> None:
+        # Marked only after the stop was asked for: a crash in between repeats the stop
+        # (a no-op for a session no longer open), never skips it.
+        await self._deauthorize(session_id)
+        with translated("OCPP queue not updated"):
+            queue.refusal_acted_on(self._conn, session_id)
 
     def _failed(self, head: queue.Queued, exc: OcppCallFailed) -> None:
         with translated("OCPP queue not updated"):

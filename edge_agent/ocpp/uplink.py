@@ -222,6 +222,8 @@ class OcppUplink:
     async def _fill(self, stop: asyncio.Event) -> None:
         """Turn new session events into queue rows as they are recorded, connected or not:
         offline, the queue in the store is what ``sync status`` shows waiting."""
+        # First, a refusal stored before a kill -9 and not acted on: stop that session now.
+        await self.queue.stop_refused()
         while not stop.is_set():
             self._events.clear()
             if self.queue.fill():

@@ -146,10 +146,17 @@ def depth(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM ocpp_queue").fetchone()[0])
 
 
-def delivered(conn: sqlite3.Connection, message: Queued, *, transaction_id: int | None) -> None:
+def delivered(
+    conn: sqlite3.Connection,
+    message: Queued,
+    *,
+    transaction_id: int | None,
+    refused: str | None = None,
+) -> None:
     """The CSMS answered ``message``: it leaves the queue; a StartTransaction's answer gives
-    the session its transaction id, in the same commit; after a StopTransaction the id tag
-    in clear is no longer needed."""
+    the session its transaction id and, when its idTagInfo was not Accepted, the refusal
+    (``refused``: the status), in the same commit; after a StopTransaction the id tag in
+    clear is no longer needed."""
     with transaction(conn):
         conn.execute("DELETE FROM ocpp_queue WHERE id = ?", (message.id,))
         if message.action == START and transaction_id is not None:
@@ -157,11 +164,34 @@ def delivered(conn: sqlite3.Connection, message: Queued, *, transaction_id: int 
                 "UPDATE ocpp_transactions SET transaction_id = ? WHERE session_id = ?",
                 (transaction_id, message.session_id),
             )
+        if message.action == START and refused is not None:
+            conn.execute(
+                "UPDATE ocpp_transactions SET refused = ? WHERE session_id = ?",
+                (refused, message.session_id),
+            )
         elif message.action == STOP:
             conn.execute(
                 "UPDATE ocpp_transactions SET id_tag = NULL WHERE session_id = ?",
                 (message.session_id,),
             )
+
+
+def refusals_to_act_on(conn: sqlite3.Connection) -> list[str]:
+    """Sessions the CSMS refused whose stop has not been asked for yet (oldest first)."""
+    rows = conn.execute(
+        "SELECT session_id FROM ocpp_transactions WHERE refused IS NOT NULL "
+        "AND refusal_stopped = 0 ORDER BY rowid"
+    )
+    return [str(r[0]) for r in rows]
+
+
+def refusal_acted_on(conn: sqlite3.Connection, session_id: str) -> None:
+    """The stop of a refused session was asked for (or it was no longer open)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE ocpp_transactions SET refusal_stopped = 1 WHERE session_id = ?",
+            (session_id,),
+        )
 
 
 def attempt_failed(conn: sqlite3.Connection, message: Queued) -> int:

@@ -162,6 +162,15 @@ MIGRATIONS: tuple[str, ...] = (
         id_tag      TEXT NOT NULL
     ) STRICT;
     """,
+    # 5: a StartTransaction the CSMS answered with an idTagInfo other than Accepted. The
+    # refusal is stored in the commit that takes the message off the queue, so a kill -9
+    # before the session is stopped cannot forget it: at the next start the uplink stops
+    # any open session still carrying it (edge_agent/ocpp/transactions.py).
+    # ``refusal_stopped`` is 1 once the stop was asked for (or the session was not open).
+    """
+    ALTER TABLE ocpp_transactions ADD COLUMN refused TEXT;
+    ALTER TABLE ocpp_transactions ADD COLUMN refusal_stopped INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -55,6 +55,8 @@ class Csms:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.refuse: dict[str, int] = {}
         self.next_id = 7
+        #: The idTagInfo status StartTransaction is answered with.
+        self.start_status = "Accepted"
 
     async def __call__(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.calls.append((action, payload))
@@ -63,7 +65,7 @@ class Csms:
             raise OcppCallFailed(action, "InternalError", "scripted")
         if action == "StartTransaction":
             self.next_id += 1
-            return {"transactionId": self.next_id, "idTagInfo": {"status": "Accepted"}}
+            return {"transactionId": self.next_id, "idTagInfo": {"status": self.start_status}}
         return {} if action == "MeterValues" else {"idTagInfo": {"status": "Accepted"}}
 
 
@@ -180,6 +182,52 @@ async def test_a_session_goes_in_order_and_its_stop_carries_the_csms_transaction
     assert queue.transaction_of(conn, session.session_id) == 8
     # The tag in clear is no longer needed once the stop is delivered.
     assert queue.session_id_tag(conn, session.session_id) is None
+
+
+class Killed(BaseException):
+    """The process dying (kill -9) at this point: nothing after it runs."""
+
+
+async def test_a_refusal_survives_a_kill_before_the_stop_and_is_acted_on_at_the_next_start(
+    conn: sqlite3.Connection,
+) -> None:
+    queue.cursor(conn)
+    queue.remember_id_tag(conn, TAG)
+    session = Session(
+        session_id=new_ulid(), connector=1,
+        credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
+        started_at=T0, started_mono=0.0, meter_start_wh=1000, meter_wh=1000,
+        max_meter_wh=1000,
+    )  # fmt: skip
+    record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
+    clock, csms = Clock(), Csms()
+    csms.start_status = "Invalid"
+
+    async def killed(session_id: str) -> None:
+        raise Killed  # the CSMS's answer is committed; the agent dies before the stop
+
+    first = TransactionQueue(conn, _keys(conn), foreign_id_tag="ChargeMitra",
+                             deauthorize=killed, mono=clock)  # fmt: skip
+    assert first.fill() == 1
+    with pytest.raises(Killed):
+        await first.send_head(csms)
+    assert first.depth() == 0  # delivered: the StartTransaction is not sent again
+    # The next start: the refusal is in the store and the open session is stopped.
+    stopped: list[str] = []
+
+    async def deauthorize(session_id: str) -> None:
+        stopped.append(session_id)
+
+    again = TransactionQueue(conn, _keys(conn), foreign_id_tag="ChargeMitra",
+                             deauthorize=deauthorize, mono=clock)  # fmt: skip
+    assert await again.stop_refused() == 1
+    assert stopped == [session.session_id]
+    # Acted on once: later starts leave it alone.
+    assert await again.stop_refused() == 0
+    assert stopped == [session.session_id]
+    assert conn.execute(
+        "SELECT refused FROM ocpp_transactions WHERE session_id = ?", (session.session_id,)
+    ).fetchone() == ("Invalid",)
 
 
 async def test_callerrors_are_retried_by_the_configured_interval_then_given_up(
