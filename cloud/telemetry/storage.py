@@ -23,9 +23,10 @@ from enum import StrEnum
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloud.db_errors import refusals
+from cloud.errors import DatabaseRefused
 from protocols.meters.quantities import LARGEST_BOUND
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,9 @@ def timescale_loadable(connection: Connection) -> bool:
         return True
     savepoint = connection.begin_nested()
     try:
-        connection.execute(text(CREATE_EXTENSION))
-    except DBAPIError:
+        with refusals():
+            connection.execute(text(CREATE_EXTENSION))
+    except DatabaseRefused:
         savepoint.rollback()
         return False
     savepoint.commit()
