@@ -20,8 +20,8 @@ from cloud.billing.quote import (
 from cloud.billing.schemas import QuoteBasis, QuoteLineOut, QuoteOut, QuoteRequest
 from cloud.bookings import policy
 from cloud.bookings.schemas import AmountKind
+from cloud.chargers.access import editable_charger, public_charger
 from cloud.chargers.models import Charger, Connector, PricingMode
-from cloud.chargers.service import editable_charger, public_charger
 from cloud.errors import InvalidRequest, NotFound
 from cloud.settings import BillingSettings
 

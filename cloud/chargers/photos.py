@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
+from cloud.chargers.access import editable_charger
 from cloud.chargers.models import ChargerPhoto
-from cloud.chargers.service import editable_charger
 from cloud.chargers.storage import PhotoStorage, new_storage_key
 from cloud.errors import InvalidRequest, NotFound, PayloadTooLarge
 

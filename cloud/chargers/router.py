@@ -21,11 +21,11 @@ from starlette.types import Message
 
 from cloud.accounts.tokens import Principal
 from cloud.audit.actor import AdminActor
-from cloud.chargers import photos, qr, schemas, search, service
+from cloud.chargers import access, editing, moderation, photos, qr, schemas, search, views
 from cloud.chargers.models import Charger, ModerationStatus, PricingMode
-from cloud.chargers.service import blocked_out
 from cloud.chargers.status import chart, live_status
 from cloud.chargers.storage import LocalPhotoStorage, PhotoStorage
+from cloud.chargers.views import blocked_out
 from cloud.deps import AdminUser, Db, HostUser, State, optional_principal
 from cloud.errors import InvalidRequest, NotFound
 from cloud.openapi import links, problems
@@ -128,7 +128,7 @@ async def search_chargers(
 
 
 async def _view(db: Db, state: State, charger: Charger) -> schemas.ChargerView:
-    public = await service.public_view(db, charger)
+    public = await views.public_view(db, charger)
     live = await live_status(
         db,
         charger,
@@ -141,7 +141,7 @@ async def _view(db: Db, state: State, charger: Charger) -> schemas.ChargerView:
 @router.get("/chargers/{charger_id}")
 async def get_charger(*, charger_id: ChargerId, db: Db, state: State) -> schemas.ChargerView:
     """An approved, listed charger with its live status (online, connectors, last reading)."""
-    return await _view(db, state, await service.public_charger(db, charger_id))
+    return await _view(db, state, await access.public_charger(db, charger_id))
 
 
 @router.get(
@@ -157,7 +157,7 @@ async def resolve_code(
     page (cloud/web/router.py), every other client this JSON."""
     if wants_html(request):
         return await qr_page(request, await page_visitor(request, state), db, code)
-    return await _view(db, state, await service.charger_by_code(db, code))
+    return await _view(db, state, await access.charger_by_code(db, code))
 
 
 # --- host: create, edit, list ----------------------------------------------------------------
@@ -184,29 +184,29 @@ async def create_charger(
     *, body: schemas.ChargerCreate, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
     """A new listing, ``pending`` until an admin approves it; it gets its QR code now."""
-    charger = await service.create_charger(db, principal, body)
-    return await service.host_view(db, charger)
+    charger = await editing.create_charger(db, principal, body)
+    return await views.host_view(db, charger)
 
 
 @router.patch("/chargers/{charger_id}", responses=problems(409))
 async def update_charger(
     *, charger_id: ChargerId, body: schemas.ChargerUpdate, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
-    charger = await service.update_charger(db, principal, charger_id, body)
-    return await service.host_view(db, charger)
+    charger = await editing.update_charger(db, principal, charger_id, body)
+    return await views.host_view(db, charger)
 
 
 @router.get("/host/chargers")
 async def list_host_chargers(*, db: Db, principal: HostUser) -> schemas.HostChargerList:
-    chargers = await service.host_chargers(db, principal)
-    return schemas.HostChargerList(items=[await service.host_view(db, c) for c in chargers])
+    chargers = await editing.host_chargers(db, principal)
+    return schemas.HostChargerList(items=[await views.host_view(db, c) for c in chargers])
 
 
 @router.get("/host/chargers/{charger_id}")
 async def get_host_charger(
     *, charger_id: ChargerId, db: Db, principal: HostUser
 ) -> schemas.ChargerHostView:
-    return await service.host_view(db, await service.editable_charger(db, principal, charger_id))
+    return await views.host_view(db, await access.editable_charger(db, principal, charger_id))
 
 
 @router.put("/chargers/{charger_id}/availability")
@@ -214,8 +214,8 @@ async def put_availability(
     *, charger_id: ChargerId, body: schemas.AvailabilityIn, db: Db, principal: HostUser
 ) -> schemas.AvailabilityOut:
     """Replace the weekly schedule (local times in the charger's zone)."""
-    charger = await service.set_availability(db, principal, charger_id, body)
-    return (await service.public_view(db, charger)).availability
+    charger = await editing.set_availability(db, principal, charger_id, body)
+    return (await views.public_view(db, charger)).availability
 
 
 @router.post(
@@ -233,8 +233,8 @@ async def put_availability(
 async def add_blocked_period(
     *, charger_id: ChargerId, body: schemas.BlockedPeriodIn, db: Db, principal: HostUser
 ) -> schemas.BlockedPeriodOut:
-    row = await service.add_blocked_period(db, principal, charger_id, body, now=datetime.now(UTC))
-    charger = await service.editable_charger(db, principal, charger_id)
+    row = await editing.add_blocked_period(db, principal, charger_id, body, now=datetime.now(UTC))
+    charger = await access.editable_charger(db, principal, charger_id)
     return blocked_out(row, ZoneInfo(charger.timezone))
 
 
@@ -249,7 +249,7 @@ async def delete_blocked_period(
     db: Db,
     principal: HostUser,
 ) -> None:
-    await service.delete_blocked_period(db, principal, charger_id, period_id)
+    await editing.delete_blocked_period(db, principal, charger_id, period_id)
 
 
 # --- photos ----------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ async def upload_photo(
         id=photo.id,
         content_type=photo.content_type,
         size_bytes=photo.size_bytes,
-        url=service.photo_url(charger_id, photo.id),
+        url=views.photo_url(charger_id, photo.id),
     )
 
 
@@ -373,12 +373,12 @@ async def get_photo(
     principal: MaybeUser,
 ) -> Response:
     photo = await photos.find_photo(db, charger_id, photo_id)
-    if not await service.photo_readable(db, principal, photo.id):
+    if not await access.photo_readable(db, principal, photo.id):
         raise NotFound("photo", photo_id)
     data = await storage.get(photo.storage_key)
     charger = await db.get(Charger, charger_id)
     # A photo of a listing not (yet) visible is its owner's: no shared cache may keep it.
-    shared = charger is not None and service.visible(charger)
+    shared = charger is not None and access.visible(charger)
     return Response(
         data,
         media_type=photo.content_type,
@@ -412,10 +412,10 @@ async def _qr_url(db: Db, state: State, principal: Principal | None, charger_id:
     charger = await db.get(Charger, charger_id)
     if charger is None:
         raise NotFound("charger", charger_id)
-    if not service.visible(charger):
+    if not access.visible(charger):
         if principal is None:
             raise NotFound("charger", charger_id)
-        await service.editable_charger(db, principal, charger_id)
+        await access.editable_charger(db, principal, charger_id)
     return qr.unlock_url(state.settings.app.public_base_url, charger.qr_code)
 
 
@@ -462,7 +462,7 @@ async def get_telemetry(
     before ``to``, the range is at most 31 days and holds a bounded number of buckets. A
     charger with no device attached yet has no readings to chart (409).
     """
-    charger = await service.editable_charger(db, principal, charger_id)
+    charger = await access.editable_charger(db, principal, charger_id)
     return await chart(
         db,
         state.telemetry_backend,
@@ -488,8 +488,8 @@ async def moderation_queue(
     ),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> schemas.HostChargerList:
-    chargers = await service.moderation_queue(db, moderation_status, limit=limit)
-    return schemas.HostChargerList(items=[await service.host_view(db, c) for c in chargers])
+    chargers = await moderation.moderation_queue(db, moderation_status, limit=limit)
+    return schemas.HostChargerList(items=[await views.host_view(db, c) for c in chargers])
 
 
 @router.post("/admin/chargers/{charger_id}/approve", responses=problems(409))
@@ -497,21 +497,23 @@ async def approve(
     *, charger_id: ChargerId, db: Db, actor: AdminActor, body: schemas.ModerationIn | None = None
 ) -> schemas.ChargerHostView:
     note = body.note if body else None
-    charger = await service.moderate(db, charger_id, ModerationStatus.APPROVED, note, actor)
-    return await service.host_view(db, charger)
+    charger = await moderation.moderate(db, charger_id, ModerationStatus.APPROVED, note, actor)
+    return await views.host_view(db, charger)
 
 
 @router.post("/admin/chargers/{charger_id}/reject", responses=problems(409))
 async def reject(
     *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, actor: AdminActor
 ) -> schemas.ChargerHostView:
-    charger = await service.moderate(db, charger_id, ModerationStatus.REJECTED, body.note, actor)
-    return await service.host_view(db, charger)
+    charger = await moderation.moderate(db, charger_id, ModerationStatus.REJECTED, body.note, actor)
+    return await views.host_view(db, charger)
 
 
 @router.post("/admin/chargers/{charger_id}/suspend", responses=problems(409))
 async def suspend(
     *, charger_id: ChargerId, body: schemas.ModerationNoteIn, db: Db, actor: AdminActor
 ) -> schemas.ChargerHostView:
-    charger = await service.moderate(db, charger_id, ModerationStatus.SUSPENDED, body.note, actor)
-    return await service.host_view(db, charger)
+    charger = await moderation.moderate(
+        db, charger_id, ModerationStatus.SUSPENDED, body.note, actor
+    )
+    return await views.host_view(db, charger)

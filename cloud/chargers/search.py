@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.chargers import schemas
 from cloud.chargers.models import PricingMode
-from cloud.chargers.service import rating_out
+from cloud.chargers.views import rating_out
 from protocols.enums import ConnectorType
 
 #: "Available now" means free and open for at least this long from now.

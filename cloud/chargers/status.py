@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.chargers import schemas
 from cloud.chargers.models import Charger
-from cloud.chargers.service import connectors_of
+from cloud.chargers.views import connectors_of
 from cloud.devices.models import Device
 from cloud.devices.presence import device_online
 from cloud.errors import Conflict, InvalidRequest

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cloud import ratelimit
 from cloud.accounts.models import Host, Role
-from cloud.chargers.service import editable_charger
+from cloud.chargers.access import editable_charger
 from cloud.deps import Db, HostUser, State
 from cloud.devices.models import Device, DeviceStatus
 from cloud.devices.schemas import ClaimRequest, ClaimResponse, DeviceState, PairingCodeIssued

@@ -28,8 +28,8 @@ from cloud.accounts.models import Host
 from cloud.accounts.tokens import Principal
 from cloud.audit.service import Actor, record
 from cloud.bookings.policy import DriverTrust
+from cloud.chargers.access import public_charger
 from cloud.chargers.models import Charger
-from cloud.chargers.service import public_charger
 from cloud.columns import ulid_pk
 from cloud.errors import Conflict, Forbidden, NotFound
 from cloud.reviews import rules

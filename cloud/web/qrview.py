@@ -3,7 +3,7 @@ read on every visit.
 
 A charger's listing — name, address, photos, price, connectors, opening hours, rating, the
 host's badge — changes when a host edits it or an admin moderates it, not between two scans
-of its sticker; reading it costs five queries (cloud/chargers/service.py ``charger_by_code``
+of its sticker; reading it costs five queries (cloud/chargers/access.py ``charger_by_code``
 and ``public_view``). The page keeps each listing for :data:`TTL_S` seconds per API process
 (on the app's ``state``, so each app has its own), keyed by the canonical short code. What
 must be live is read on every visit through cloud/chargers/status.py ``live_state``: the

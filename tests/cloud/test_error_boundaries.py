@@ -169,7 +169,7 @@ def _caught_classes(boundary: str, library: str) -> tuple[type[BaseException], .
 
 
 async def test_a_refusal_carries_its_sqlstate_and_constraint(migrated_db: str) -> None:
-    """cloud/chargers/service.py retries a QR code collision by the constraint's name."""
+    """cloud/chargers/editing.py retries a QR code collision by the constraint's name."""
     engine = create_async_engine(sqlalchemy_url(migrated_db))
     try:
         async with engine.connect() as conn:
