@@ -1,4 +1,5 @@
-"""Live WebSocket streams: ``/ws/sessions/{id}`` and ``/ws/chargers/{id}``.
+"""Live WebSocket streams: ``/ws/sessions/{id}`` and ``/ws/chargers/{id}`` (and the pages'
+``/app/sessions/{id}/live`` and ``/app/host/live/ws``, :func:`stream_host`).
 
 **Auth.** Browsers cannot set headers on a WebSocket, so the access token travels in the
 subprotocol list: the client offers ``chargemitra`` and ``bearer.<access token>``
@@ -347,6 +348,49 @@ async def stream_charger(websocket: WebSocket, charger_id: str) -> None:
                     "ts": body.get("ts"),
                 }
             return None
+
+        await _serve(
+            websocket,
+            _pump(websocket, sub, frame_for, lambda _f: False),
+            _guard(websocket, state, principal, token),
+        )
+
+
+async def stream_host(websocket: WebSocket, *, token: str | None = None) -> None:
+    """The host dashboard's nudges: one ``{"type": "changed", "charger_id"}`` frame whenever
+    one of the caller's chargers has news its list shows (its device's status: online,
+    connectors; a session's row on it). The page then fetches its list again
+    (``/app/host/live``, the server's one rendering of it); meter readings are not news for
+    the list and are not forwarded. Hosts only (4403 otherwise); the chargers are the
+    caller's as they are when the stream opens (a new one shows on the next reload or the
+    page's slow poll)."""
+    state = _state(websocket)
+    caller = await _authenticate(websocket, state, token)
+    if caller is None:
+        return
+    principal, token = caller
+    if not principal.has(Role.HOST):
+        await websocket.close(CLOSE_FORBIDDEN, "for hosts")
+        return
+    async with state.sessions() as db:
+        host_id = await db.scalar(select(Host.id).where(Host.user_id == principal.user_id))
+        rows = (
+            await db.execute(
+                select(Charger.id, Charger.device_id).where(Charger.host_id == host_id)
+            )
+        ).all()
+    by_channel: dict[str, str] = {}
+    for charger_id, device_id in rows:
+        by_channel[_charger_channel(charger_id)] = charger_id
+        if device_id is not None:
+            by_channel[_device_channel(device_id)] = charger_id
+    async with state.live.subscribe(*by_channel) as sub:
+        await websocket.send_json({"type": "snapshot", "chargers": len(rows)})
+
+        def frame_for(channel: str, body: dict[str, Any]) -> dict[str, Any] | None:
+            if body.get("type") not in ("status", "session"):
+                return None
+            return {"type": "changed", "charger_id": by_channel.get(channel)}
 
         await _serve(
             websocket,

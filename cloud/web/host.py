@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Request, Response, WebSocket
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,10 +39,11 @@ from cloud.payouts import router as payouts_api
 from cloud.payouts import service as payouts
 from cloud.payouts.schemas import PayoutRequestIn
 from cloud.schemas import PathId
+from cloud.sessions import ws
 from cloud.web.chart import bar_chart
 from cloud.web.format import rupees
 from cloud.web.render import PageVisitor, Visitor, redirect, render, signin_redirect
-from cloud.web.router import CsrfField, explain
+from cloud.web.router import CsrfField, explain, page_socket_token
 from protocols.enums import ConnectorType
 
 router = APIRouter(include_in_schema=False)
@@ -51,9 +52,13 @@ router = APIRouter(include_in_schema=False)
 CONNECTOR_ROWS = 3
 #: Weeks in the earnings chart.
 CHART_WEEKS = 8
-#: How often the dashboard's charger list refreshes itself (seconds): a device's state
-#: changes on the scale of its heartbeat, so faster polling would only load the database.
+#: How often the dashboard's charger list refreshes itself without its push socket (seconds):
+#: a device's state changes on the scale of its heartbeat, so faster polling would only load
+#: the database.
 LIVE_REFRESH_S = 10
+#: ... and with it: news arrives pushed, but a device that goes silent publishes nothing (it
+#: turns offline by age, ``device_offline_after_s``), so the list is still fetched this often.
+LIVE_PUSHED_REFRESH_S = 60
 
 
 def host_or_answer(request: Request, visitor: Visitor) -> Principal | Response:
@@ -104,18 +109,30 @@ async def dashboard(request: Request, visitor: PageVisitor, db: Db, state: State
     )  # fmt: skip
     names = {c.id: c.name for c, _ in rows}
     return render(request, visitor, "host.html", chargers=rows, pending=pending.items,
-                  names=names, refresh_s=LIVE_REFRESH_S, now=datetime.now(UTC))  # fmt: skip
+                  names=names, refresh_s=LIVE_REFRESH_S, pushed_refresh_s=LIVE_PUSHED_REFRESH_S,
+                  now=datetime.now(UTC))  # fmt: skip
 
 
 @router.get("/app/host/live")
 async def live_chargers(request: Request, visitor: PageVisitor, db: Db, state: State) -> Response:
     """The dashboard's charger list alone (an HTML fragment), for static/host.js to swap in
-    every ``LIVE_REFRESH_S`` seconds; without JavaScript the dashboard is reloaded instead."""
+    when the push socket says a charger changed (every ``LIVE_REFRESH_S`` seconds while the
+    socket is down); without JavaScript the dashboard is reloaded instead."""
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     rows = await _charger_rows(db, state, host)
     return render(request, visitor, "_host_chargers.html", chargers=rows, now=datetime.now(UTC))
+
+
+@router.websocket("/app/host/live/ws")
+async def live_pushes(websocket: WebSocket) -> None:
+    """The dashboard's push socket (cloud/sessions/ws.py ``stream_host``): a frame when one
+    of the host's chargers has news, so static/host.js fetches ``/app/host/live`` then rather
+    than every ``LIVE_REFRESH_S`` seconds. Same-origin pages only, signed in by the cookie."""
+    same_origin, token = await page_socket_token(websocket)
+    if same_origin:
+        await ws.stream_host(websocket, token=token)
 
 
 async def _decide(

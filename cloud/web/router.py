@@ -642,20 +642,26 @@ async def session_live(websocket: WebSocket, session_id: PathId) -> None:
     ``/ws/sessions/{id}``, authenticated by the session cookie (with the stored access
     token). Only same-origin pages may open it (a cookie rides along on a cross-site
     WebSocket too: the Origin check stops cross-site WebSocket hijacking)."""
-    state = websocket.app.state.cloud
-    token = None
+    same_origin, token = await page_socket_token(websocket)
+    if same_origin:
+        await ws.stream_session(websocket, session_id, token=token)
+
+
+async def page_socket_token(websocket: WebSocket) -> tuple[bool, str | None]:
+    """For a page's WebSocket: (False, None) once a cross-origin socket is closed 4403;
+    otherwise True and the access token of the browser's web session (None without one: the
+    stream then asks for a token the usual way)."""
     origin = websocket.headers.get("origin")
     host = websocket.headers.get("host")
     if origin is not None and origin.split("://", 1)[-1] != host:
         await websocket.accept()
         await websocket.close(ws.CLOSE_FORBIDDEN, "cross-origin")
-        return
+        return False, None
     cookie = websocket.cookies.get(SESSION_COOKIE)
-    if cookie:
-        try:
-            resumed = await resume(state, cookie)
-        except CloudError:
-            resumed = None
-        if resumed is not None:
-            token = resumed[1].access_token
-    await ws.stream_session(websocket, session_id, token=token)
+    if not cookie:
+        return True, None
+    try:
+        resumed = await resume(websocket.app.state.cloud, cookie)
+    except CloudError:
+        resumed = None
+    return True, None if resumed is None else resumed[1].access_token

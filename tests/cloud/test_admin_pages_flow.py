@@ -5,7 +5,8 @@ resolves a dispute with a partial refund (through the dummy provider: the refund
 there), hides a review with a reason, and sees users, payments and the platform's figures;
 then the overview and the resolved dispute in Hindi.
 The host then sees the KYC verified, replies to a review, edits the week's opening hours,
-and watches the dashboard's charger list refresh itself when the device comes online.
+and watches the dashboard's charger list refresh itself, pushed, when the device comes
+online.
 
 Every page is screenshot (artifacts/pages/<test>/) and checked by axe-core at 360x640 and
 1280x800, light and dark: no serious or critical violation, and no Content-Security-Policy
@@ -14,6 +15,7 @@ report in the console. One browser, two contexts (the admin's, the host's).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +27,9 @@ import uvicorn
 from playwright.async_api import FilePayload
 
 from cloud.app import create_app
+from cloud.ingest.live import device_channel
 from cloud.pg import PgConnection, PgRecord
+from cloud.sessions.live import LiveHub
 from cloud.state import AppState
 from tests.cloud.browser import Tour, artifacts_dir, chromium, tour
 from tests.cloud.conftest import make_settings
@@ -96,7 +100,7 @@ async def test_an_admin_decides_and_a_host_follows_up(
         admin_failures, admin_csp = walk.axe_failures, walk.csp_reports
         async with tour(browser, out, locale="en-IN") as host_walk:
             host_walk.steps = walk.steps
-            await _host_walk(host_walk, url, world, pg)
+            await _host_walk(host_walk, url, world, pg, served.state.live)
     failures = admin_failures + host_walk.axe_failures
     assert not failures, "\n".join(failures)
     assert not admin_csp + host_walk.csp_reports, admin_csp + host_walk.csp_reports
@@ -187,7 +191,9 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     await walk.check("admin-disputes-hindi")
 
 
-async def _host_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnection) -> None:
+async def _host_walk(
+    walk: Tour, url: str, world: ConsoleWorld, pg: PgConnection, live: LiveHub
+) -> None:
     page = walk.page
     await pg.execute(
         "UPDATE reviews SET hidden_at = NULL, hidden_reason = NULL WHERE id = $1", world.review_id
@@ -223,17 +229,21 @@ async def _host_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnection
     assert await page.locator("#photo-list img").evaluate("img => img.naturalWidth > 0")
     await walk.check("host-charger-photos")
 
-    # The dashboard's list refreshes itself: the device comes online, and the list follows
-    # without a reload (the refresh is asked for at once by the page becoming visible).
+    # The dashboard's list refreshes itself when pushed: the device comes online, ingest
+    # publishes its status on the device's live channel, and the list follows without a
+    # reload (the page's own timer is a minute away once its push socket is open, longer
+    # than the locator waits).
     await page.goto(f"{url}/app/host")
     card = page.locator(f'[data-charger="{world.approved_charger}"]')
     assert await card.locator("[data-online]").get_attribute("data-online") == "no"
-    await pg.execute(
+    await page.locator('#live[data-push="yes"]').wait_for()
+    device_id = await pg.fetchval(
         "UPDATE devices SET online = true, last_seen_at = now() WHERE id = "
-        "(SELECT device_id FROM chargers WHERE id = $1)",
+        "(SELECT device_id FROM chargers WHERE id = $1) RETURNING id",
         world.approved_charger,
     )
-    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    status = {"type": "status", "device_id": device_id, "online": True, "connectors": []}
+    await live.publish(device_channel(device_id), json.dumps(status))
     # (No axe pass here: the dashboard, this list included, is checked by
     # tests/cloud/test_host_pages_flow.py.)
     await page.locator(f'[data-charger="{world.approved_charger}"] [data-online="yes"]').wait_for()

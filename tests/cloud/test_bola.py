@@ -293,6 +293,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     # The host's live charger list, KYC, reviews and calendar pages (cloud/web/host.py,
     # host_kyc.py, host_reviews.py, host_calendar.py): the KYC is the caller's own (no id).
     ("GET", "/app/host/live"): Row(("host_a",), excludes=("charger_id",)),
+    # Its push socket subscribes the caller's own chargers only; not a host: closed 4403.
+    ("WS", "/app/host/live/ws"): Row(("driver_a", "technician")),
     ("GET", "/app/host/kyc"): Row(("driver_a", "technician"), expect=frozenset({403})),
     ("POST", "/app/host/kyc"): Row(("driver_a", "technician"), form={}, expect=frozenset({403})),
     ("GET", "/app/host/reviews"): Row(("host_a",), excludes=("review_id", "charger_id")),
