@@ -1,10 +1,11 @@
 """How telemetry is stored: a Timescale hypertable when the extension exists, else plain.
 
 The decision is made per database by the migration — Timescale only when the extension can
-actually be *loaded* here (already created, or a trial ``CREATE EXTENSION`` in a savepoint
-succeeds): a server that merely ships the package (``pg_available_extensions``) but does not
-preload the library falls back to plain instead of failing the migration (issue 21) — and read
-back at start by :func:`detect_backend`. Both backends expose the same 15-minute rollup
+actually be *loaded* here (:func:`timescale_loadable`: already created, or available with its
+loader preloaded, and a ``CREATE EXTENSION`` in a savepoint succeeds): a server that merely
+ships the package (``pg_available_extensions``) but does not preload the library falls back to
+plain instead of failing the migration (issue 21) — and read back at start by
+:func:`detect_backend`. Both backends expose the same 15-minute rollup
 ``telemetry_15m`` (``bucket, device_id, meter_id, quantity, n, total, min_value,
 max_value``), so :mod:`cloud.telemetry.queries` answers identically on both.
 
@@ -59,6 +60,9 @@ class TelemetryBackend(StrEnum):
 
 
 INSTALLED_SQL = "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
+AVAILABLE_SQL = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+#: Defined by Timescale's loader only when it is in shared_preload_libraries.
+PRELOADED_SQL = "SELECT 1 FROM pg_settings WHERE name = 'timescaledb.disable_load'"
 CREATE_EXTENSION = "CREATE EXTENSION IF NOT EXISTS timescaledb"
 
 #: No add_retention_policy: raw retention is one rule for both backends, applied by the
@@ -134,11 +138,20 @@ def _has(connection: Connection, sql: str) -> bool:
 
 
 def timescale_loadable(connection: Connection) -> bool:
-    """Whether Timescale is installed here or can be: a trial ``CREATE EXTENSION`` in a
-    savepoint. It fails (and rolls back alone) when the package is missing or the library is
-    not in ``shared_preload_libraries``; on success the extension stays created."""
+    """Whether Timescale is installed here or can be, creating it in the latter case.
+
+    Installable means: the package is on the server (``pg_available_extensions``) *and* its
+    loader is preloaded — it then defines ``timescaledb.disable_load``, visible to any role in
+    ``pg_settings`` (``shared_preload_libraries`` itself is readable only by privileged roles).
+    Both are needed before trying: ``CREATE EXTENSION`` of a package that is not preloaded is
+    FATAL in Timescale (it ends the connection, no savepoint catches it). The create itself
+    then runs in a savepoint, so any other refusal (a role that may not create it) falls back
+    to plain instead of failing the migration.
+    """
     if _has(connection, INSTALLED_SQL):
         return True
+    if not (_has(connection, AVAILABLE_SQL) and _has(connection, PRELOADED_SQL)):
+        return False
     savepoint = connection.begin_nested()
     try:
         with refusals():

@@ -53,9 +53,8 @@ async def test_the_storage_matches_the_backend_the_server_offers(
     loaded = await pg.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
     assert backend is (TelemetryBackend.TIMESCALE if loaded else TelemetryBackend.PLAIN)
     async with engine.begin() as conn:
-        # The migration's probe: a trial CREATE EXTENSION in a savepoint. Where it cannot load
-        # (not installed, or not in shared_preload_libraries) it answers False and leaves the
-        # transaction usable; nothing is created.
+        # The migration's probe. Where Timescale cannot load (not installed, or not in
+        # shared_preload_libraries) it answers False and leaves the transaction usable.
         loadable = await conn.run_sync(timescale_loadable)
         assert (await conn.execute(text("SELECT 1"))).scalar() == 1
         assert loadable is (backend is TelemetryBackend.TIMESCALE)
