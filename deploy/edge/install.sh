@@ -10,9 +10,11 @@
 #   1. packages   python3, python3-venv (and a compiler and headers when wheels come from
 #                 the package index: evdev ships only a source archive)
 #   2. user       system user `chargemitra` in dialout (RS-485) and gpio (relay board)
-#   3. dirs       /etc/chargemitra (root:chargemitra 0770), /var/lib/chargemitra (the store,
-#                 chargemitra 0750), /opt/chargemitra
-#   4. venv       /opt/chargemitra/venv with `pip install '<wheel>[edge]'` constrained by
+#   3. dirs       /etc/chargemitra (root:chargemitra 0750: the agent cannot replace
+#                 agent.toml), /etc/chargemitra/cloud (chargemitra 0700: what provisioning
+#                 writes), /var/lib/chargemitra (the store, chargemitra 0750), /opt/chargemitra
+#   4. venv       /opt/chargemitra/venv (the wheel, when not given, built by its own pip:
+#                 Debian's python3 has no pip) with `pip install '<wheel>[edge]'` constrained by
 #                 requirements/edge.lock; skipped when the stamp records the same wheel
 #                 contents, lock and interpreter
 #   5. config     /etc/chargemitra/agent.toml from agent.toml.example, only if absent
@@ -21,8 +23,10 @@
 #                 too, not enabled: a site that bridges through a local broker sets it up
 #                 as deploy/edge/README.md says)
 #   8. provision  the pairing code (--code, or asked on a terminal) through
-#                 `chargemitra-agent provision`, run as the agent's user; skipped once
-#                 cloud.toml exists (a pairing code is single use)
+#                 `chargemitra-agent provision`, run as the agent's user into
+#                 /etc/chargemitra/cloud; root then installs its cloud.toml as
+#                 /etc/chargemitra/cloud.toml (root:chargemitra 0640); skipped once that
+#                 exists (a pairing code is single use)
 #   9. service    (re)started when systemd runs and something changed
 #
 # --wheel: the project's wheel (default: built from the checkout this script is in).
@@ -39,6 +43,9 @@ PREFIX="/opt/chargemitra"
 VENV="$PREFIX/venv"
 STAMP="$VENV/.chargemitra-install"
 CONFIG_DIR="/etc/chargemitra"
+# Provisioning (run as the agent's user) writes here; the secrets stay here, the overlay is
+# copied up by root so the agent's user can change neither agent.toml nor cloud.toml.
+CLAIM_DIR="$CONFIG_DIR/cloud"
 STATE_DIR="/var/lib/chargemitra"
 UNIT_DIR="/etc/systemd/system"
 UDEV_RULE="/etc/udev/rules.d/70-chargemitra-rs485.rules"
@@ -52,6 +59,7 @@ CLOUD=""
 CA_FILE=""
 CHANGED=0
 STEP="start"
+WORK_DIR=""
 
 log() { printf '[install] %s\n' "$*" >&2; }
 die() {
@@ -59,8 +67,10 @@ die() {
     exit 1
 }
 trap 'printf "[install] FAILED at step \"%s\" (line %s, exit code %s)\n" "$STEP" "$LINENO" "$?" >&2' ERR
+# The wheel built from the checkout goes to a temporary directory: removed however we exit.
+trap '[[ -z $WORK_DIR ]] || rm -rf -- "$WORK_DIR"' EXIT
 
-usage() { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 parse_args() {
     while (($#)); do
@@ -163,28 +173,33 @@ ensure_user() {
 ensure_dirs() {
     STEP="dirs"
     local did=()
-    # The agent's user writes here only through `provision` (cloud.toml, secrets): at run
-    # time systemd's ProtectSystem=strict makes /etc read-only to the daemon.
-    put_dir "$CONFIG_DIR" root "$AGENT_USER" 0770 && did+=("$CONFIG_DIR")
+    # 0750: the agent's user reads agent.toml but cannot rename or delete it (a group-writable
+    # directory would let it). It writes only through `provision`, into $CLAIM_DIR; at run
+    # time systemd's ProtectSystem=strict makes /etc read-only to the daemon anyway.
+    put_dir "$CONFIG_DIR" root "$AGENT_USER" 0750 && did+=("$CONFIG_DIR")
+    put_dir "$CLAIM_DIR" "$AGENT_USER" "$AGENT_USER" 0700 && did+=("$CLAIM_DIR")
     put_dir "$STATE_DIR" "$AGENT_USER" "$AGENT_USER" 0750 && did+=("$STATE_DIR")
     put_dir "$PREFIX" root root 0755 && did+=("$PREFIX")
     if ((${#did[@]})); then
         log "dirs: set up ${did[*]}"
     else
-        log "dirs: $CONFIG_DIR, $STATE_DIR, $PREFIX present with their owners"
+        log "dirs: $CONFIG_DIR, $CLAIM_DIR, $STATE_DIR, $PREFIX present with their owners"
     fi
 }
 
 # --- 4. the virtualenv --------------------------------------------------------------------
 
 build_wheel() {
-    # From the checkout this script lives in (pip builds it with setuptools).
+    # From the checkout this script lives in, by the venv's own pip (python3-venv brings it
+    # through ensurepip; Debian's and Pi OS's python3 has no pip of its own). It builds with
+    # setuptools fetched from the package index.
     [[ -f $CHECKOUT/pyproject.toml ]] || die "no --wheel given and $CHECKOUT is not a checkout"
-    local out
-    out=$(mktemp -d)
-    python3 -m pip wheel --quiet --no-deps --wheel-dir "$out" "$CHECKOUT" >/dev/null ||
+    WORK_DIR=$(mktemp -d)
+    "$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+        --wheel-dir "$WORK_DIR" "$CHECKOUT" >/dev/null ||
         die "could not build a wheel from $CHECKOUT (pass --wheel FILE)"
-    WHEEL=$(find "$out" -name 'chargemitra-*.whl' | head -n1)
+    WHEEL=$(find "$WORK_DIR" -name 'chargemitra-*.whl' | head -n1)
+    [[ -n $WHEEL ]] || die "pip built no chargemitra wheel from $CHECKOUT"
 }
 
 # What the install depends on: the files inside the wheel (its RECORD hashes every one, so
@@ -204,10 +219,7 @@ PY
 
 ensure_venv() {
     STEP="venv"
-    if [[ -z $WHEEL ]]; then
-        build_wheel
-    fi
-    [[ -f $WHEEL ]] || die "wheel $WHEEL not found"
+    [[ -z $WHEEL || -f $WHEEL ]] || die "wheel $WHEEL not found"
     if [[ -z $LOCK ]]; then
         if [[ -f $CHECKOUT/requirements/edge.lock ]]; then
             LOCK="$CHECKOUT/requirements/edge.lock"
@@ -223,6 +235,9 @@ ensure_venv() {
         # GPIO relay driver) as Debian packages; the venv's own pins still come first.
         python3 -m venv --system-site-packages "$VENV"
         action="created $VENV, "
+    fi
+    if [[ -z $WHEEL ]]; then
+        build_wheel
     fi
     want=$(install_stamp)
     if [[ -f $STAMP && $(<"$STAMP") == "$want" ]]; then
@@ -303,7 +318,7 @@ ensure_units() {
 
 ensure_provisioned() {
     STEP="provision"
-    local overlay="$CONFIG_DIR/cloud.toml" device
+    local overlay="$CONFIG_DIR/cloud.toml" claimed="$CLAIM_DIR/cloud.toml" device
     if [[ -f $overlay ]]; then
         device=$(sed -n 's/^device_id = "\(.*\)"$/\1/p' "$overlay")
         log "provision: already provisioned as ${device:-?} ($overlay); a new code is not used"
@@ -321,7 +336,7 @@ ensure_provisioned() {
         return
     fi
     [[ -n $CLOUD ]] || die "--code needs --cloud URL"
-    local args=(provision --code "$CODE" --cloud "$CLOUD" --config "$CONFIG_DIR/agent.toml")
+    local args=(provision --code "$CODE" --cloud "$CLOUD" --dir "$CLAIM_DIR")
     if [[ -n $CA_FILE ]]; then
         # Readable by the agent's user, which runs the claim and later the daemon.
         put_file "$CA_FILE" "$CONFIG_DIR/ca.pem" root "$AGENT_USER" 0640 || true
@@ -331,6 +346,9 @@ ensure_provisioned() {
     runuser -u "$AGENT_USER" -- "$VENV/bin/chargemitra-agent" "${args[@]}" >&2 ||
         die "provisioning failed (the message above says why); the code is still unused" \
             "unless the cloud said otherwise"
+    # The overlay (identity, broker, key paths: absolute, into $CLAIM_DIR) is merged over
+    # agent.toml from beside it; root's copy, so the agent's user cannot rewrite it.
+    install -o root -g "$AGENT_USER" -m 0640 "$claimed" "$overlay"
     CHANGED=1
     device=$(sed -n 's/^device_id = "\(.*\)"$/\1/p' "$overlay")
     log "provision: claimed as $device; wrote $overlay"

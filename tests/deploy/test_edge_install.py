@@ -180,12 +180,19 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
             .stdout.strip()
             .endswith(":/var/lib/chargemitra:/usr/sbin/nologin")
         )
-        assert _owner(root, "/etc/chargemitra") == ("root", "chargemitra", 0o770)
+        # 0750, not group-writable: the agent's user cannot rename or delete agent.toml.
+        assert _owner(root, "/etc/chargemitra") == ("root", "chargemitra", 0o750)
         assert _owner(root, "/etc/chargemitra/agent.toml") == ("root", "chargemitra", 0o640)
+        assert _owner(root, "/etc/chargemitra/cloud.toml") == ("root", "chargemitra", 0o640)
         assert _owner(root, "/var/lib/chargemitra") == ("chargemitra", "chargemitra", 0o750)
         # The claim's secrets belong to the agent's user, readable by nobody else.
-        assert _owner(root, "/etc/chargemitra/mqtt.password") == ("chargemitra",) * 2 + (0o600,)
-        assert _owner(root, "/etc/chargemitra/pin.secret") == ("chargemitra",) * 2 + (0o600,)
+        claim = "/etc/chargemitra/cloud"
+        assert _owner(root, claim) == ("chargemitra",) * 2 + (0o700,)
+        assert _owner(root, f"{claim}/mqtt.password") == ("chargemitra",) * 2 + (0o600,)
+        assert _owner(root, f"{claim}/pin.secret") == ("chargemitra",) * 2 + (0o600,)
+        move = ["mv", "/etc/chargemitra/agent.toml", "/etc/chargemitra/x"]
+        refused = in_root(root, "runuser", "-u", "chargemitra", "--", *move, check=False)
+        assert refused.returncode != 0, "the agent's user moved agent.toml"
         assert (root / "etc/udev/rules.d/70-chargemitra-rs485.rules").is_file()
         wants = root / "etc/systemd/system/multi-user.target.wants/chargemitra-agent.service"
         assert wants.is_symlink()
