@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edge_agent.auth.decision import (
-    AuthDecision,
+    AuthVerdict,
     busy,
     decide_id_tag,
     decide_pin,
@@ -91,7 +91,7 @@ class _TokenUse:
 class _Evaluation:
     """A decision taken on reads alone, and what acting on it writes."""
 
-    decision: AuthDecision
+    decision: AuthVerdict
     #: The accepted token's ``jti`` to claim (None: not an accepted token).
     token_use: _TokenUse | None = None
     #: The id-tag hash whose cache entry answered or had expired: the look-up's bookkeeping.
@@ -130,7 +130,7 @@ class Authorizer:
 
     def authorize(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
-    ) -> AuthDecision:
+    ) -> AuthVerdict:
         """Decide, record the decision, and return it. Never raises on what was presented."""
         with translated("authorization not recorded"), transaction(self._conn):
             return self.decide(credential, connector=connector, at=at,
@@ -147,7 +147,7 @@ class Authorizer:
 
     def evaluate(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
-    ) -> AuthDecision:
+    ) -> AuthVerdict:
         """What :meth:`authorize` would decide now, and why, without acting on it.
 
         Reads only, so ``conn`` may be read-only: no ``jti`` is used up, the cache's LRU order
@@ -159,7 +159,7 @@ class Authorizer:
 
     def decide(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
-    ) -> AuthDecision:
+    ) -> AuthVerdict:
         """Decide and record inside the caller's open transaction (its commit makes the
         ``jti`` claim and the log durable); :meth:`authorize` is this plus the commit."""
         if not self._conn.in_transaction:
@@ -167,7 +167,7 @@ class Authorizer:
         evaluation = self._evaluate(credential, connector, at, connector_busy)
         return self._commit(evaluation, connector, at)
 
-    def _commit(self, evaluation: _Evaluation, connector: int, at: Moment) -> AuthDecision:
+    def _commit(self, evaluation: _Evaluation, connector: int, at: Moment) -> AuthVerdict:
         """Act on ``evaluation``, taken in the same (write-locked) transaction."""
         if evaluation.lockout is not None:
             # First: a PIN guess counts even when the store then fails to record it.
@@ -209,7 +209,7 @@ class Authorizer:
             tag_hash = hash_id_tag(tag)
         except CredentialError:
             # Not str(exc): it quotes the tag, and the reason is stored and sent.
-            return _Evaluation(AuthDecision(
+            return _Evaluation(AuthVerdict(
                 AuthorizationStatus.INVALID, MALFORMED_TAG_REASON, CredentialKind.ID_TAG,
                 MALFORMED_TAG_REF,
             ))  # fmt: skip
@@ -228,7 +228,7 @@ class Authorizer:
     def _token(self, token: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = token_ref(token)
         if self._verifier is None:
-            return _Evaluation(AuthDecision(
+            return _Evaluation(AuthVerdict(
                 AuthorizationStatus.INVALID, "no token key configured", CredentialKind.TOKEN, ref
             ))  # fmt: skip
         if not at.clock_synced:
@@ -253,12 +253,12 @@ class Authorizer:
     def _pin(self, pin: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = pin_ref(pin, self._charger_id, connector)
         if self._lockout.locked(at.mono):
-            return _Evaluation(AuthDecision(
+            return _Evaluation(AuthVerdict(
                 AuthorizationStatus.BLOCKED, "keypad locked after repeated wrong PINs",
                 CredentialKind.PIN, ref,
             ))  # fmt: skip
         if self._pin_secret is None:
-            return _Evaluation(AuthDecision(
+            return _Evaluation(AuthVerdict(
                 AuthorizationStatus.INVALID, "no PIN secret provisioned", CredentialKind.PIN, ref
             ))  # fmt: skip
         if not at.clock_synced:

@@ -29,8 +29,11 @@ class ListEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthDecision:
+class AuthVerdict:
     """The answer to one credential: status, why, and what a session started by it carries.
+
+    The agent's own verdict; its report to the cloud is the wire message
+    :class:`protocols.messages.AuthDecision` (edge_agent/store/auth.py builds it).
 
     ``ref`` identifies the credential without its secret: the id-tag hash, the token's
     ``jti``, or a hash of the PIN. ``session_id`` is the id reserved, when the decision is
@@ -54,21 +57,21 @@ class AuthDecision:
 
 def decide_id_tag(
     tag_hash: str, listed: ListEntry | None, cached: ListEntry | None, now: datetime
-) -> AuthDecision:
+) -> AuthVerdict:
     """The local list wins over the cache; an entry past its ``expires_at`` is Expired."""
     kind = CredentialKind.ID_TAG
     for source, entry in (("local list", listed), ("cache", cached)):
         if entry is None:
             continue
         if entry.expires_at is not None and now >= entry.expires_at:
-            return AuthDecision(
+            return AuthVerdict(
                 Status.EXPIRED, f"{source} entry expired {entry.expires_at.isoformat()}",
                 kind, tag_hash,
             )  # fmt: skip
-        return AuthDecision(
+        return AuthVerdict(
             entry.status, f"{source}: {entry.status.value}", kind, tag_hash, entry.expires_at
         )
-    return AuthDecision(Status.UNKNOWN, "not in the local list or the cache", kind, tag_hash)
+    return AuthVerdict(Status.UNKNOWN, "not in the local list or the cache", kind, tag_hash)
 
 
 def token_ref(token: str) -> str:
@@ -76,14 +79,14 @@ def token_ref(token: str) -> str:
     return "tok-" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> AuthDecision:
+def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> AuthVerdict:
     """``jti_fresh`` is whether the store could claim the ``jti`` (None: not asked, because
     the token failed before single use mattered)."""
     kind = CredentialKind.TOKEN
     claims = check.claims
     if claims is None:
-        return AuthDecision(check.status, check.reason, kind, token_ref(token))
-    base = AuthDecision(
+        return AuthVerdict(check.status, check.reason, kind, token_ref(token))
+    base = AuthVerdict(
         check.status, check.reason, kind, claims.jti, claims.exp,
         claims.booking_id, claims.max_wh, claims.max_s,
     )  # fmt: skip
@@ -94,37 +97,37 @@ def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> Au
     return base
 
 
-def replayed(decision: AuthDecision) -> AuthDecision:
+def replayed(decision: AuthVerdict) -> AuthVerdict:
     """A valid token's decision once its ``jti`` (the decision's ``ref``) is found used."""
     return replace(decision, status=Status.REPLAYED, reason=f"token {decision.ref} already used")
 
 
-def decide_pin(check: PinCheck, ref: str) -> AuthDecision:
-    return AuthDecision(check.status, check.reason, CredentialKind.PIN, ref, check.valid_until)
+def decide_pin(check: PinCheck, ref: str) -> AuthVerdict:
+    return AuthVerdict(check.status, check.reason, CredentialKind.PIN, ref, check.valid_until)
 
 
-def pin_replayed(decision: AuthDecision, session_id: str) -> AuthDecision:
+def pin_replayed(decision: AuthVerdict, session_id: str) -> AuthVerdict:
     """A valid booking PIN that already started a session: a PIN starts one."""
     return replace(
         decision, status=Status.REPLAYED, reason=f"PIN already started session {session_id}"
     )
 
 
-def revoked(decision: AuthDecision) -> AuthDecision:
+def revoked(decision: AuthVerdict) -> AuthVerdict:
     """A valid booking PIN the cloud revoked: its booking was cancelled or declined."""
     return replace(decision, status=Status.BLOCKED, reason="PIN revoked: its booking was cancelled")
 
 
-def unsynced(kind: CredentialKind, ref: str) -> AuthDecision:
+def unsynced(kind: CredentialKind, ref: str) -> AuthVerdict:
     """Tokens and PINs are bound to a time window: a Pi whose clock has not reached NTP
     (no RTC; it may read 1970 or the last shutdown) cannot judge them."""
-    return AuthDecision(
+    return AuthVerdict(
         Status.CLOCK_UNSYNCED, "the clock is not synchronised; time-bound credentials wait",
         kind, ref,
     )  # fmt: skip
 
 
-def busy(kind: CredentialKind, ref: str, connector: int) -> AuthDecision:
-    return AuthDecision(
+def busy(kind: CredentialKind, ref: str, connector: int) -> AuthVerdict:
+    return AuthVerdict(
         Status.CONCURRENT_TX, f"connector {connector} already has a session", kind, ref
     )

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.errors import MeterError, RelayError, StoreError
 from edge_agent.relay import manual_close
 from edge_agent.relay.base import RelayDriver
@@ -186,13 +186,13 @@ class ConnectorController:
             log.error("connector %s: cannot open relay: %s", self.id, exc)
         self.relay_closed = False
 
-    async def start(self, decision: AuthDecision) -> StartResult:
+    async def start(self, decision: AuthVerdict) -> StartResult:
         """Start a session for an accepted decision; the relay closes only after the start
         is stored."""
         async with self._lock:
             return await self._start(decision)
 
-    async def _start(self, decision: AuthDecision) -> StartResult:
+    async def _start(self, decision: AuthVerdict) -> StartResult:
         if not decision.accepted:
             return StartResult(None, f"not accepted: {decision.status.value}")
         meter_wh = self.fresh_meter_wh()

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 
-from edge_agent.auth.decision import AuthDecision, ListEntry
+from edge_agent.auth.decision import AuthVerdict, ListEntry
 from edge_agent.errors import StaleAuthListVersion, StoreError
 from edge_agent.store import outbox
 from edge_agent.store.db import iso
@@ -243,7 +243,7 @@ REASON_MAX_CHARS = 500
 REF_MAX_CHARS = 128
 
 
-def wire_ref(decision: AuthDecision) -> str:
+def wire_ref(decision: AuthVerdict) -> str:
     """The reference the decision's report carries: the stored one, unless a token's ``jti``
     (chosen by whoever signed it) is too long for the wire — then a hash of it."""
     if decision.kind is CredentialKind.TOKEN and len(decision.ref) > REF_MAX_CHARS:
@@ -253,7 +253,7 @@ def wire_ref(decision: AuthDecision) -> str:
 
 def record_decision(
     conn: sqlite3.Connection,
-    decision: AuthDecision,
+    decision: AuthVerdict,
     *,
     device_id: str,
     connector: int,

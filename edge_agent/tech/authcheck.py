@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timedelta
 
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.config import AgentSettings
 from edge_agent.errors import AgentError, InputError
@@ -54,7 +54,7 @@ def check(
     now: datetime,
     clock_synced: bool,
     connector_busy: bool,
-) -> AuthDecision:
+) -> AuthVerdict:
     """The agent's decision for ``credential`` at ``now``, evaluated over ``conn`` (which may
     be read-only) without acting on it. Only the key material the credential's kind needs is
     read."""

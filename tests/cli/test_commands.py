@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_agent.auth.authorizer import MALFORMED_TAG_REASON, MALFORMED_TAG_REF
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.cli import main
 from edge_agent.config import load_config
 from edge_agent.errors import InputError
@@ -280,7 +280,7 @@ def test_the_store_opens_read_only_even_under_a_path_a_uri_would_garble(tmp_path
         conn.close()
 
 
-def _auth_check(tmp_path: Path, config: Path, credential: str, kind: str) -> AuthDecision:
+def _auth_check(tmp_path: Path, config: Path, credential: str, kind: str) -> AuthVerdict:
     """``auth check``'s evaluation of ``credential`` over a fresh store, read-only."""
     connect(tmp_path / "agent.db").close()
     settings = load_config(config)

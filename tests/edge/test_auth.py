@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.auth.authorizer import Authorizer, Credential, IdTag, Moment, Pin, Token
-from edge_agent.auth.decision import AuthDecision, ListEntry, decide_id_tag
+from edge_agent.auth.decision import AuthVerdict, ListEntry, decide_id_tag
 from edge_agent.auth.lockout import Lockout
 from edge_agent.errors import StaleAuthListVersion, StoreError
 from edge_agent.store import auth as auth_store
@@ -345,13 +345,13 @@ def test_remembered_cloud_answers_are_bounded_and_expire(conn: sqlite3.Connectio
 # --- every decision is reported through the outbox -------------------------------------------
 
 
-def _present_for(status: S, conn: sqlite3.Connection, authorizer: Authorizer) -> AuthDecision:
+def _present_for(status: S, conn: sqlite3.Connection, authorizer: Authorizer) -> AuthVerdict:
     """Set up, then present, a credential that earns ``status``; returns that decision."""
 
-    def tag(value: str, *, busy: bool = False) -> AuthDecision:
+    def tag(value: str, *, busy: bool = False) -> AuthVerdict:
         return authorizer.authorize(IdTag(value), connector=1, at=AT, connector_busy=busy)
 
-    def token(value: str, at: Moment = AT) -> AuthDecision:
+    def token(value: str, at: Moment = AT) -> AuthVerdict:
         return authorizer.authorize(Token(value), connector=1, at=at, connector_busy=False)
 
     entries = [
@@ -493,7 +493,7 @@ class _EvaluatesFirst(Authorizer):
 
     def authorize(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
-    ) -> AuthDecision:
+    ) -> AuthVerdict:
         before = list(self._conn.iterdump())
         lockout = self.lockout
         foreseen = self.evaluate(

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.relay.failsafe import SafetyLimits
 from edge_agent.relay.testing import FakeRelay
 from edge_agent.sessions.controller import Clocks, ConnectorController
@@ -31,7 +31,7 @@ from protocols.meters import Quantity
 
 from .conftest import T0
 
-ACCEPTED = AuthDecision(AuthorizationStatus.ACCEPTED, "ok", CredentialKind.ID_TAG, "a" * 64)
+ACCEPTED = AuthVerdict(AuthorizationStatus.ACCEPTED, "ok", CredentialKind.ID_TAG, "a" * 64)
 
 
 def _status(controller: ConnectorController) -> ConnectorStatus:
@@ -186,7 +186,7 @@ async def test_energy_limit_of_the_credential_stops_the_session(
 ) -> None:
     controller, relay, _, _ = rig
     await _run(rig, 1)
-    limited = AuthDecision(
+    limited = AuthVerdict(
         AuthorizationStatus.ACCEPTED, "ok", CredentialKind.TOKEN, "jti-1", max_wh=50
     )
     await controller.start(limited)
@@ -273,7 +273,7 @@ async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
     stays open and the connector takes the next driver, instead of hanging in Preparing."""
     controller, relay, _, _ = rig
     await _run(rig, 1)
-    token = AuthDecision(
+    token = AuthVerdict(
         AuthorizationStatus.ACCEPTED, "ok", CredentialKind.TOKEN, "j" * 200,
         booking_id="b" * 100,
     )  # fmt: skip

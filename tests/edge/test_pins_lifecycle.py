@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.auth.authorizer import Authorizer, Moment, Pin
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.auth.lockout import Lockout
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import EmitSessionEvent, Session
@@ -42,7 +42,7 @@ def authorizer(conn: sqlite3.Connection) -> Authorizer:
     )  # fmt: skip
 
 
-def _start(conn: sqlite3.Connection, decision: AuthDecision, connector: int = 1) -> None:
+def _start(conn: sqlite3.Connection, decision: AuthVerdict, connector: int = 1) -> None:
     """Store the start of the session ``decision`` reserved, as the connector controller does."""
     assert decision.session_id is not None
     session = Session(
@@ -60,7 +60,7 @@ def _start(conn: sqlite3.Connection, decision: AuthDecision, connector: int = 1)
     record_event(conn, EmitSessionEvent(SessionEventType.STOPPED, stopped), ctx)
 
 
-def _present(authorizer: Authorizer, pin: str, at: Moment = AT) -> AuthDecision:
+def _present(authorizer: Authorizer, pin: str, at: Moment = AT) -> AuthVerdict:
     return authorizer.authorize(Pin(pin), connector=1, at=at, connector_busy=False)
 
 

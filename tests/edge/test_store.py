@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.errors import StoreError
 from edge_agent.sessions.machine import EmitSessionEvent, Session
 from edge_agent.store import outbox, readings
@@ -257,7 +257,7 @@ def test_large_reading_backlogs_split_into_acceptable_batches(conn: sqlite3.Conn
 def test_size_cap_never_thins_decisions_or_their_reports(conn: sqlite3.Connection) -> None:
     cap = 192 * 1024
     decisions = [
-        AuthDecision(status, status.value, CredentialKind.ID_TAG, f"{i:064x}")
+        AuthVerdict(status, status.value, CredentialKind.ID_TAG, f"{i:064x}")
         for i, status in enumerate(list(AuthorizationStatus) * 5)
     ]
     for i, decision in enumerate(decisions):
@@ -283,7 +283,7 @@ def test_size_cap_never_thins_decisions_or_their_reports(conn: sqlite3.Connectio
 
 
 def test_a_decision_is_only_recorded_inside_a_transaction(conn: sqlite3.Connection) -> None:
-    decision = AuthDecision(AuthorizationStatus.UNKNOWN, "no", CredentialKind.ID_TAG, "0" * 64)
+    decision = AuthVerdict(AuthorizationStatus.UNKNOWN, "no", CredentialKind.ID_TAG, "0" * 64)
     with pytest.raises(StoreError, match="transaction"):
         record_decision(conn, decision, device_id="site-1", connector=1, now=T0, clock_synced=True)
     assert outbox.depth(conn) == 0

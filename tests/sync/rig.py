@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.auth.decision import AuthDecision
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.backoff import Backoff
 from edge_agent.store import outbox
 from edge_agent.store.auth import record_decision
@@ -109,7 +109,7 @@ def queue_decision(
     device_id: str = DEVICE,
 ) -> int:
     """Record a decision (an unknown tag by default) as the agent does; return its seq."""
-    decision = AuthDecision(status, f"test: {status.value}", CredentialKind.ID_TAG, "b" * 64)
+    decision = AuthVerdict(status, f"test: {status.value}", CredentialKind.ID_TAG, "b" * 64)
     with transaction(conn):
         message = record_decision(
             conn, decision, device_id=device_id, connector=1, now=T0, clock_synced=True
