@@ -254,6 +254,19 @@ class DynsecAdmin:
             tolerate=dict.fromkeys(range(len(deletes)), _NOT_FOUND),
         )
 
+    def set_devices(self, devices: dict[str, str]) -> None:
+        """:meth:`set_device` for many devices (id -> password) in one plugin message: the
+        same commands, one round trip (firmware_sim/fleet.py provisions thousands of sites)."""
+        commands: list[dict[str, Any]] = []
+        tolerate: dict[int, tuple[str, ...]] = {}
+        for device_id, password in devices.items():
+            for delete in delete_device_commands(device_id):
+                tolerate[len(commands)] = _NOT_FOUND
+                commands.append(delete)
+            commands.extend(create_device_commands(device_id, password))
+        if commands:
+            self._checked(commands, tolerate=tolerate)
+
     def remove_device(self, device_id: str) -> bool:
         """Delete the device's client (disconnecting it at once) and role; False if it had
         neither."""

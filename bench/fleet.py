@@ -1,0 +1,441 @@
+"""A city of chargers on one box: how many sites one cloud node carries (issue 21).
+
+``python -m bench.fleet`` starts, on loopback, the project's cloud broker (deploy/mosquitto),
+two ``chargemitra-cloud ingest`` worker processes, the API (``chargemitra-cloud serve``) over a
+seeded charger catalogue (bench/search.py's seed), and the fleet simulator
+(firmware_sim/fleet.py: one MQTT connection per site, each with its own credentials
+provisioned through the cloud's dynamic-security path). Figures (one JSON line each, per
+BENCHMARKS.md):
+
+* ``fleet_sites_sustained``: N is stepped up (``--steps``); a step passes when, over
+  ``--window-s`` (the issue's 5 minutes by default) at one telemetry batch per second per site
+  (plus sessions, commands, 10 % of sites dropping off and draining a backlog), the live
+  batches' ingest lag p99 is ≤ 2 s and nothing is lost (every message acked, none left in an
+  outbox after the drain). The value is the largest passing N (0 if none). Baseline: the same
+  steps with the database taken out — a bare acker (one paho subscriber acking every message
+  at once as ``cloud-ingest``) in place of the two ingest workers; the ratio says how much of
+  the box's MQTT capacity the cloud's ingest keeps.
+* ``fleet_ingest_lag_p99_ms``: publish → application ack p99 of live telemetry batches at the
+  largest passing N (the first step if none passed), against the bare acker at the same N.
+* ``fleet_api_search_p95_ms``: ``GET /chargers`` p95 while that fleet runs, against the same
+  searches with the fleet idle, in the same run.
+* ``reconnect_storm_s``: ``--storm-sites`` sites connected, the broker stopped (each site
+  queues ``--storm-backlog-s`` seconds of batches, as an agent's outbox holds after that long
+  offline) and started again: time from the restart until every site's backlog is acked.
+
+``fleet_unlock_p95_ms`` is not measured yet (docs/fleet.md says why). The lag includes the
+simulator's own scheduling on the same cores: a loaded box shows it, which is the point.
+The database is ``CHARGEMITRA_BENCH_DATABASE_URL`` (default: the development database, migrated
+to head); the rows of the bench's devices and chargers are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from bench import search as search_bench
+from cloud import migrate
+from cloud.pg import PgConnection, close, connect
+from cloud.settings import DbSettings, env_name
+from firmware_sim.fleet import FleetConfig, SiteReport, provision, run_fleet, site_ids
+from protocols.enums import MessageKind
+from protocols.ids import new_ulid
+from protocols.messages import Ack, ack_ranges, encode_message
+from protocols.topics import PREFIX, topic
+from tests.cloud.certs import make_certs
+from tests.cloud.conftest import token_public_key
+from tests.cloud.mosquitto import Broker, cloud_broker, free_port
+
+DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
+LAG_GOAL_MS = 2000.0
+PREFIX_IDS = "fleetb"
+DEVICE_TABLES = (
+    "telemetry", "telemetry_batches", "session_events", "sessions", "device_commands",
+    "downlink_sequences", "dead_letters", "device_meters", "auth_decisions",
+)  # fmt: skip
+
+
+def _p(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+
+
+class BareAcker:
+    """The baseline's ingest: every uplink message acked at once, nothing stored."""
+
+    def __init__(self, port: int, password: str) -> None:
+        self._ready = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="bench-acker",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.client.username_pw_set("cloud-ingest", password)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._ready.set()
+        kinds = ("telemetry", "session", "status", "cmd_result")
+        self.client.on_connect = lambda c, *_: c.subscribe([(f"{PREFIX}/+/{k}", 1) for k in kinds])
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the bare acker did not subscribe")
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        seq, device_id = body["seq"], body["device_id"]
+        if not seq:
+            return  # a Last Will: nothing to ack
+        ack = Ack(
+            msg_id=new_ulid(), device_id=device_id, seq=1, ts=datetime.now(UTC), clock_synced=True,
+            ranges=ack_ranges([seq]),
+        )  # fmt: skip
+        self.client.publish(topic(device_id, MessageKind.ACK), encode_message(ack), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _passed(report: SiteReport) -> bool:
+    lost = report.unacked or report.messages_acked != report.messages_sent
+    return not lost and bool(report.lags_ms) and _p(report.lags_ms, 0.99) <= LAG_GOAL_MS
+
+
+def _step_config(args: argparse.Namespace, port: int) -> FleetConfig:
+    return FleetConfig(
+        port=port, duration_s=args.window_s, rate_hz=1.0, offline_fraction=0.1,
+        offline_s=min(60.0, args.window_s / 4), drain_timeout_s=args.drain_s,
+    )  # fmt: skip
+
+
+def _step_up(
+    args: argparse.Namespace, port: int, passwords: dict[str, str], label: str
+) -> tuple[int, dict[int, SiteReport]]:
+    """Run each step until one fails; return the largest passing N and every step's report."""
+    best, reports = 0, {}
+    ids = sorted(passwords)
+    for n in args.steps:
+        subset = {d: passwords[d] for d in ids[:n]}
+        report = run_fleet(subset, _step_config(args, port), processes=args.sim_processes)
+        reports[n] = report
+        ok = _passed(report)
+        p99 = _p(report.lags_ms, 0.99) if report.lags_ms else None
+        print(
+            f"bench.fleet: {label} {n} sites: lag p99 {p99} ms, unacked {report.unacked}, "
+            f"{'pass' if ok else 'FAIL'}",
+            file=sys.stderr,
+        )
+        if not ok:
+            break
+        best = n
+    return best, reports
+
+
+def _raise_fd_limit() -> None:
+    # Every site is a socket in the simulator and in the broker (which inherits this limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _clear(conn: PgConnection) -> None:
+    like = f"{PREFIX_IDS}-%"
+    for table in DEVICE_TABLES:
+        # Table names come from the literal tuple above, never from input.
+        await conn.execute(f"DELETE FROM {table} WHERE device_id LIKE $1", like)
+
+
+async def _searches(
+    client: httpx.AsyncClient, queries: list[tuple[str, dict[str, Any]]]
+) -> list[float]:
+    timings, _by_kind, _hits = await search_bench._api(client, queries)
+    return timings
+
+
+async def _storm(
+    args: argparse.Namespace, broker: Broker, passwords: dict[str, str]
+) -> tuple[float, SiteReport]:
+    ids = sorted(passwords)[: args.storm_sites]
+    config = FleetConfig(
+        port=broker.port, rate_hz=1.0,
+        duration_s=args.storm_settle_s + args.storm_down_s + 30 + args.storm_sites / 20,
+        session_every_s=0, offline_fraction=0.0,
+        backlog_batches_on_loss=int(args.storm_backlog_s), drain_timeout_s=args.storm_timeout_s,
+    )  # fmt: skip
+    subset = {d: passwords[d] for d in ids}
+    fleet = asyncio.create_task(
+        asyncio.to_thread(run_fleet, subset, config, processes=args.sim_processes, start_in_s=1.0)
+    )
+    log_from = len(broker.log_text())
+    # Every storm site connected (the broker logs each connect), then a moment of live load.
+    async with asyncio.timeout(120 + args.storm_sites / 10):
+        while True:
+            log = broker.log_text()[log_from:]
+            if sum(f" as {d} " in log for d in ids) == len(ids):
+                break
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(args.storm_settle_s)
+    broker.stop()
+    await asyncio.sleep(args.storm_down_s)
+    restarted = time.time()
+    broker.start()
+    report = await fleet
+    if len(report.drained_at) < len(ids) or report.unacked:
+        raise RuntimeError(
+            f"reconnect storm: {len(report.drained_at)} of {len(ids)} sites drained, "
+            f"{report.unacked} messages unacked"
+        )
+    return max(report.drained_at) - restarted, report
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    _raise_fd_limit()
+    db_url = os.environ.get("CHARGEMITRA_BENCH_DATABASE_URL", DEFAULT_DB)
+    await asyncio.to_thread(migrate.upgrade, db_url, "head")
+    conn = await connect(DbSettings(url=db_url))
+    max_sites = max([*args.steps, args.storm_sites])
+    rng = random.Random(args.seed)
+    warmup, measured = search_bench._queries(rng, 50), search_bench._queries(rng, args.searches)
+    workers: list[asyncio.subprocess.Process] = []
+    server: asyncio.subprocess.Process | None = None
+    try:
+        await _clear(conn)
+        await search_bench._seed(conn, args.chargers, args.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            passwords_svc = {
+                "cloud-ingest": secrets.token_urlsafe(16),
+                "cloud-api": secrets.token_urlsafe(16),
+            }
+            broker = cloud_broker(Path(tmp) / "broker", make_certs(Path(tmp)), passwords_svc)
+            broker.start()
+            try:
+                passwords = await asyncio.to_thread(
+                    provision, broker.admin(), site_ids(max_sites, PREFIX_IDS)
+                )
+                # Baseline first, before any ingest worker holds a session on the broker.
+                acker = BareAcker(broker.port, passwords_svc["cloud-ingest"])
+                try:
+                    base_best, base_reports = await asyncio.to_thread(
+                        _step_up, args, broker.port, passwords, "bare acker"
+                    )
+                finally:
+                    acker.close()
+                env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")} | {
+                    env_name("app", "env"): "test",
+                    env_name("app", "secret_key"): secrets.token_urlsafe(32),
+                    env_name("app", "log_level"): "WARNING",
+                    env_name("db", "url"): db_url,
+                    env_name("mqtt", "port"): str(broker.port),
+                    env_name("redis", "key_prefix"): f"bench-fleet-{secrets.token_hex(4)}:",
+                }
+                cli = Path(sys.executable).with_name("chargemitra-cloud")
+                ingest_env = env | {env_name("mqtt", "password"): passwords_svc["cloud-ingest"]}
+                workers = [
+                    await asyncio.create_subprocess_exec(
+                        str(cli), "ingest", "--index", str(i), env=ingest_env,
+                        stdout=subprocess.DEVNULL,
+                    )
+                    for i in range(2)
+                ]  # fmt: skip
+                async with asyncio.timeout(30):
+                    names = [f"as ingest-{i}" for i in range(2)]
+                    while not all(name in broker.log_text() for name in names):
+                        await asyncio.sleep(0.05)
+                port = free_port()
+                server = await asyncio.create_subprocess_exec(
+                    str(cli), "serve", "--port", str(port),
+                    env=env | {
+                        env_name("mqtt", "username"): "cloud-api",
+                        env_name("mqtt", "password"): passwords_svc["cloud-api"],
+                        env_name("provisioning", "token_public_key_file"): str(
+                            token_public_key(Path(tmp))
+                        ),
+                        env_name("marketplace", "device_offline_after_s"): "180",
+                    },
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    async with asyncio.timeout(30):
+                        while True:
+                            try:
+                                if (await client.get("/healthz")).status_code == 200:
+                                    break
+                            except httpx.TransportError:
+                                pass
+                            await asyncio.sleep(0.1)
+                    await _searches(client, warmup)
+                    idle_search = await _searches(client, measured)
+                    best, reports = await asyncio.to_thread(
+                        _step_up, args, broker.port, passwords, "ingest"
+                    )
+                    load_n = best or args.steps[0]
+                    subset = {d: passwords[d] for d in sorted(passwords)[:load_n]}
+                    loaded = asyncio.create_task(
+                        asyncio.to_thread(
+                            run_fleet, subset, _step_config(args, broker.port),
+                            processes=args.sim_processes,
+                        )
+                    )  # fmt: skip
+                    await asyncio.sleep(2.0 + 0.5 * args.sim_processes)
+                    loaded_search: list[float] = []
+                    while not loaded.done():
+                        loaded_search.extend(await _searches(client, measured[:20]))
+                    load_report = await loaded
+                storm_s, storm_report = await _storm(args, broker, passwords)
+            finally:
+                if server is not None:
+                    server.terminate()
+                    await server.wait()
+                for worker in workers:
+                    worker.terminate()
+                    await worker.wait()
+                broker.stop()
+    finally:
+        await _clear(conn)
+        if not args.keep:
+            await search_bench._remove_seed(conn)
+        await close(conn)
+
+    common = {
+        "window_s": args.window_s,
+        "steps": args.steps,
+        "batch_per_site_hz": 1.0,
+        "offline_fraction": 0.1,
+        "ingest_workers": 2,
+        "sim_processes": args.sim_processes,
+        "cpus": os.cpu_count(),
+    }
+    base_lag = base_reports.get(load_n)
+    lag_line: dict[str, Any] = {
+        "bench": "fleet",
+        "figure": "fleet_ingest_lag_p99_ms",
+        "value": round(_p(load_report.lags_ms, 0.99), 1),
+        "unit": "ms",
+        "params": common | {"sites": load_n, "passed": _passed(load_report)},
+    }
+    if base_lag is not None and base_lag.lags_ms:
+        baseline = _p(base_lag.lags_ms, 0.99)
+        lag_line |= {
+            "baseline": "the same fleet acked by a bare subscriber (no database), same run",
+            "baseline_value": round(baseline, 1),
+            "ratio": round(lag_line["value"] / baseline, 2) if baseline else None,
+        }
+    search_p95, idle_p95 = _p(loaded_search, 0.95), _p(idle_search, 0.95)
+    return [
+        {
+            "bench": "fleet",
+            "figure": "fleet_sites_sustained",
+            "value": best,
+            "unit": "sites",
+            "baseline": "the same steps acked by a bare subscriber (no database), same run",
+            "baseline_value": base_best,
+            "ratio": round(best / base_best, 2) if base_best else None,
+            "goal": ">= 5000",
+            "meets_goal": best >= 5000,
+            "params": common
+            | {
+                "lag_p99_ms_by_step": {
+                    n: round(_p(r.lags_ms, 0.99), 1) if r.lags_ms else None
+                    for n, r in reports.items()
+                },
+                "unacked_by_step": {n: r.unacked for n, r in reports.items()},
+            },
+        },
+        lag_line,
+        {
+            "bench": "fleet",
+            "figure": "fleet_api_search_p95_ms",
+            "value": round(search_p95, 2),
+            "unit": "ms",
+            "baseline": "the same searches with the fleet idle, same run",
+            "baseline_value": round(idle_p95, 2),
+            "ratio": round(search_p95 / idle_p95, 2),
+            "goal": "<= 50 ms",
+            "meets_goal": search_p95 <= 50,
+            "params": common
+            | {"sites": load_n, "chargers": args.chargers, "searches": len(loaded_search)},
+        },
+        {
+            "bench": "fleet",
+            "figure": "reconnect_storm_s",
+            "value": round(storm_s, 2),
+            "unit": "s",
+            "params": {
+                "sites": args.storm_sites,
+                "backlog_s": args.storm_backlog_s,
+                "backlog_batches": int(args.storm_backlog_s) * args.storm_sites,
+                "broker_down_s": args.storm_down_s,
+                "batches_per_s_drained": round(
+                    int(args.storm_backlog_s) * args.storm_sites / storm_s, 1
+                ),
+                "connect_failures": storm_report.connect_failures,
+            },
+        },
+    ]
+
+
+def _steps(text: str) -> list[int]:
+    steps = [int(s) for s in text.split(",")]
+    if not steps or steps != sorted(steps) or steps[0] < 1:
+        raise argparse.ArgumentTypeError("steps: increasing positive site counts, comma-separated")
+    return steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--steps", type=_steps, default=_steps("500,1000,2000,3000,4000,5000,6000,8000"),
+        help="site counts to try, in order, until one fails",
+    )  # fmt: skip
+    parser.add_argument("--window-s", type=float, default=300.0, help="each step's window")
+    parser.add_argument(
+        "--drain-s", type=float, default=120.0, help="after a window, wait this long for every ack"
+    )
+    parser.add_argument("--storm-sites", type=int, default=2000)
+    parser.add_argument("--storm-backlog-s", type=float, default=600.0)
+    parser.add_argument(
+        "--storm-down-s", type=float, default=5.0, help="how long the broker is down"
+    )
+    parser.add_argument("--storm-settle-s", type=float, default=10.0)
+    parser.add_argument("--storm-timeout-s", type=float, default=1800.0)
+    parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
+    parser.add_argument("--searches", type=int, default=300)
+    parser.add_argument("--sim-processes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--keep", action="store_true", help="keep the seeded chargers")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a small run for a busy machine: steps 20,50,100, 30 s windows, storm of 50 sites "
+        "with 30 s of backlog, 5,000 chargers",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.window_s, args.drain_s = [20, 50, 100], 30.0, 30.0
+        args.storm_sites, args.storm_backlog_s, args.storm_timeout_s = 50, 30.0, 300.0
+        args.chargers, args.searches = 5_000, 100
+    for line in asyncio.run(run(args)):
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""A minimal MQTT 5 client on asyncio streams, for the fleet simulator (firmware_sim/fleet.py).
+
+Why not paho: paho's network loop is a thread per client (``loop_start``), and thousands of
+simulated sites in one process would be thousands of threads; paho's external-loop hooks work
+but paho then also keeps and re-sends its own in-flight queue on reconnect, beside the
+outbox the simulator owns (as the edge agent does), so every backlog would go out twice.
+This client does exactly what a site needs and nothing else: CONNECT (credentials, Last Will,
+clean start), QoS 1 PUBLISH out with a bounded in-flight window, SUBSCRIBE, QoS 0/1 PUBLISH in
+(PUBACKed), keep-alive PINGREQ and DISCONNECT with a reason code (0x04 sends the Will).
+QoS 2, AUTH and topic aliases are not spoken; a packet it does not expect closes the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+#: DISCONNECT reason "Disconnect with Will Message": the broker publishes the Will.
+DISCONNECT_WITH_WILL = 0x04
+
+
+class MqttError(Exception):
+    """The broker refused us or spoke something this client does not."""
+
+
+def _vbi(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str) -> bytes:
+    data = s.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _bin(b: bytes) -> bytes:
+    return struct.pack("!H", len(b)) + b
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    return bytes([kind << 4 | flags]) + _vbi(len(body)) + body
+
+
+def _read_vbi(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+class MqttLink:
+    """One connection. ``on_message(topic, payload)`` is called for every PUBLISH received;
+    ``on_puback(packet_id)`` when a QoS 1 publish of ours is acknowledged by the broker."""
+
+    def __init__(
+        self,
+        on_message: Callable[[str, bytes], None],
+        on_puback: Callable[[int], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        self._on_message = on_message
+        self._on_puback = on_puback
+        self._on_close = on_close
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_id = 0
+        self.closed = True
+
+    def next_packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        username: str,
+        password: str,
+        will: Will | None,
+        keepalive_s: int = 30,
+        timeout_s: float = 10.0,
+    ) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        flags = 0x80 | 0x40 | 0x02  # username, password, clean start
+        will_part = b""
+        if will is not None:
+            flags |= 0x04 | 0x08 | (0x20 if will.retain else 0)  # will, will QoS 1, retain
+            will_part = _vbi(0) + _str(will.topic) + _bin(will.payload)
+        # Session expiry 0 (the default) with clean start: the simulator's outbox, not the
+        # broker's session, carries what is unacked across a reconnect — as the agent does.
+        body = (
+            _str("MQTT")
+            + bytes([5, flags])
+            + struct.pack("!H", keepalive_s)
+            + _vbi(0)
+            + _str(client_id)
+            + will_part
+            + _str(username)
+            + _bin(password.encode())
+        )
+        writer.write(_packet(CONNECT, 0, body))
+        try:
+            kind, _flags, data = await asyncio.wait_for(self._read_packet(reader), timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        if kind != CONNACK or len(data) < 2 or data[1] != 0:
+            writer.close()
+            code = data[1] if kind == CONNACK and len(data) > 1 else None
+            raise MqttError(f"connection refused (CONNACK reason {code!r})")
+        self._reader, self._writer, self.closed = reader, writer, False
+        self._tasks = [
+            asyncio.create_task(self._read_loop(reader), name=f"mqtt-read-{client_id}"),
+            asyncio.create_task(self._ping_loop(keepalive_s), name=f"mqtt-ping-{client_id}"),
+        ]
+
+    @staticmethod
+    async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+        first = (await reader.readexactly(1))[0]
+        length, shift = 0, 0
+        while True:
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        data = await reader.readexactly(length) if length else b""
+        return first >> 4, first & 0x0F, data
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                kind, flags, data = await self._read_packet(reader)
+                if kind == PUBLISH:
+                    self._incoming(flags, data)
+                elif kind == PUBACK:
+                    self._on_puback(struct.unpack_from("!H", data)[0])
+                elif kind in (SUBACK, PINGRESP):
+                    continue
+                else:  # DISCONNECT from the broker, or a packet we do not speak
+                    break
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._lost()
+
+    def _incoming(self, flags: int, data: bytes) -> None:
+        qos = (flags >> 1) & 0x03
+        (topic_len,) = struct.unpack_from("!H", data)
+        at = 2 + topic_len
+        topic = data[2:at].decode()
+        packet_id = None
+        if qos:
+            (packet_id,) = struct.unpack_from("!H", data, at)
+            at += 2
+        props_len, at = _read_vbi(data, at)
+        payload = data[at + props_len :]
+        if packet_id is not None:
+            self._send(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
+        self._on_message(topic, payload)
+
+    async def _ping_loop(self, keepalive_s: int) -> None:
+        while not self.closed:
+            await asyncio.sleep(keepalive_s / 2)
+            self._send(_packet(PINGREQ, 0, b""))
+
+    def _send(self, data: bytes) -> None:
+        if self._writer is not None and not self.closed:
+            self._writer.write(data)
+
+    def _lost(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        self._on_close()
+
+    def subscribe(self, topics: list[str]) -> None:
+        body = struct.pack("!H", self.next_packet_id()) + _vbi(0)
+        body += b"".join(_str(t) + b"\x01" for t in topics)
+        self._send(_packet(SUBSCRIBE, 0x02, body))
+
+    def publish(self, topic: str, payload: bytes, packet_id: int) -> None:
+        """QoS 1 publish; the broker's PUBACK comes back through ``on_puback``."""
+        body = _str(topic) + struct.pack("!H", packet_id) + _vbi(0) + payload
+        self._send(_packet(PUBLISH, 0x02, body))
+
+    async def drain(self) -> None:
+        if self._writer is not None and not self.closed:
+            try:
+                await self._writer.drain()
+            except OSError:
+                self._lost()
+
+    def disconnect(self, reason: int = 0) -> None:
+        """DISCONNECT with ``reason`` (0: normal, the Will is dropped; 0x04: it is sent)."""
+        self._send(_packet(DISCONNECT, 0, bytes([reason]) + _vbi(0)))
+        self._lost()

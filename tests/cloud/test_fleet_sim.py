@@ -1,0 +1,119 @@
+"""The fleet simulator (firmware_sim/fleet.py) against the real broker, ingest and PostgreSQL:
+a few sites with their own provisioned credentials, sessions, a command, every site going
+offline once (its Last Will) and draining its backlog — and nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from cloud.pg import PgConnection
+from cloud.settings import Settings
+from cloud.workers.ingest import open_ingest_worker
+from firmware_sim.fleet import FleetConfig, provision, run_sites, site_ids
+from protocols.enums import MessageKind
+from protocols.ids import new_ulid
+from protocols.messages import Command, StartSession, encode_message
+from protocols.topics import topic
+from tests.cloud.mosquitto import Broker
+
+pytestmark = pytest.mark.integration
+
+SITES = 4
+
+
+async def _seed_devices(pg: PgConnection, device_ids: list[str]) -> None:
+    await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Host')")
+    await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'H')")
+    for device_id in device_ids:
+        await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, 'H1')", device_id)
+
+
+def _send_command(broker: Broker, device_id: str, cmd_id: str) -> None:
+    """Publish a StartSession as the API does (its own identity, QoS 1, on ``cmd``)."""
+    now = datetime.now(UTC)
+    command = Command(
+        msg_id=new_ulid(), device_id=device_id, seq=1, ts=now, clock_synced=True,
+        cmd_id=cmd_id, expires_at=now + timedelta(seconds=60),
+        action=StartSession(connector=1, token="fleet-test-token"),
+    )  # fmt: skip
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="cloud-api-test", protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.username_pw_set("cloud-api", broker.users["cloud-api"])
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish(
+            topic(device_id, MessageKind.CMD), encode_message(command), qos=1
+        ).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_a_small_fleet_loses_nothing(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    device_ids = site_ids(SITES, "fleet-t")
+    passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
+    await _seed_devices(pg, device_ids)
+    config = FleetConfig(
+        port=broker.port, duration_s=6.0, rate_hz=2.0, readings=2,
+        session_every_s=1.0, session_s=2.0, update_every_s=1.0,
+        offline_fraction=1.0, offline_s=1.5, drain_timeout_s=15.0,
+    )  # fmt: skip
+    cmd_id = new_ulid()
+    await pg.execute(
+        "INSERT INTO device_commands (cmd_id, device_id, name, payload, sent_at, expires_at) "
+        "VALUES ($1, $2, 'start_session', '{}'::jsonb, now(), now() + interval '1 minute')",
+        cmd_id, device_ids[0],
+    )  # fmt: skip
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        ingest = tg.create_task(worker.run(), name="ingest")
+        fleet = asyncio.create_task(run_sites(sorted(passwords.items()), config, start_at=0))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_send_command, broker, device_ids[0], cmd_id)
+        report = await fleet
+        ingest.cancel()
+
+    # Every site connected with its own credentials, went offline once and came back.
+    assert report.sites == SITES
+    assert report.went_offline == SITES
+    assert report.connects >= 2 * SITES
+    assert report.sessions_started >= 1
+    assert report.sessions_stopped >= 1
+    assert report.commands_answered == 1
+    # Nothing lost: every message acked, every telemetry batch stored exactly once.
+    assert report.unacked == 0
+    assert report.messages_acked == report.messages_sent
+    stored = await pg.fetch("SELECT device_id, seq FROM telemetry_batches ORDER BY device_id, seq")
+    by_device: dict[str, list[int]] = {}
+    for row in stored:
+        by_device.setdefault(row["device_id"], []).append(row["seq"])
+    assert by_device == report.telemetry_seqs
+    readings = await pg.fetchval("SELECT count(*) FROM telemetry")
+    assert readings == report.telemetry_sent * 2 * 4  # 2 readings x 4 quantities per batch
+    # The command's answer and the session it started are stored.
+    (row,) = await pg.fetch(
+        "SELECT result_status, result FROM device_commands WHERE cmd_id = $1", cmd_id
+    )
+    assert row["result_status"] == "Accepted"
+    session_id = json.loads(row["result"])["session_id"]
+    assert (
+        await pg.fetchval("SELECT count(*) FROM sessions WHERE device_session_id = $1", session_id)
+        == 1
+    )
+    # Sessions that stopped are stopped in the cloud too; the Last Will reached the devices.
+    stopped = await pg.fetchval("SELECT count(*) FROM sessions WHERE stopped_at IS NOT NULL")
+    assert stopped == report.sessions_stopped
+    wills = await pg.fetchval(
+        "SELECT count(DISTINCT subject_id) FROM notification_events WHERE kind = 'charger_offline'"
+    )
+    assert wills == SITES
+    assert await pg.fetchval("SELECT count(*) FROM devices WHERE online") == SITES
