@@ -96,6 +96,8 @@ EARLIEST_SYNCED_TS: Final = datetime(2020, 1, 1, tzinfo=UTC)
 MAX_CLOCK_AHEAD: Final = timedelta(days=1)
 #: A session's power has the bound of a reading's ``power_w``.
 MAX_POWER_W: Final = QUANTITY_BOUNDS[Quantity.POWER_W][1]
+#: A session's elapsed seconds are below a year (a bound, not a business rule).
+MAX_ELAPSED_S: Final = 366 * 86400
 
 if TYPE_CHECKING:
     #: Any JSON value. Type checkers see the recursive union; at run time it is ``Any``
@@ -356,10 +358,15 @@ class SessionEvent(Envelope, frozen=True, kw_only=True):
     stopped_at: UtcDatetime | None = None
     stop_reason: StopReason | None = None
     meter_went_backwards: bool = False
+    #: Seconds the session ran by the agent's monotonic clock, across restarts (``stopped``
+    #: events; optional: older agents omit it). The cloud bills time from it, as the wall
+    #: clock's ``stopped_at - started_at`` is wrong after an NTP step.
+    elapsed_s: Annotated[float, Meta(ge=0, le=MAX_ELAPSED_S)] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _normalise_times(self, "started_at", "stopped_at")
+        _check_finite(self, "elapsed_s")
         _check_finite(self, "power_w")
         stopping = self.event is SessionEventType.STOPPED
         if stopping and (self.stopped_at is None or self.stop_reason is None):

@@ -270,11 +270,17 @@ def session_usage(
     started_at: datetime | None,
     until: datetime,
     booked_until: datetime | None = None,
+    elapsed: timedelta | None = None,
 ) -> Usage:
     """A session's usage up to ``until`` (its stop, or now while it runs); a session not yet
     started has used nothing but its place (its fee). ``booked_until``: the end of the
     session's booking, when it has one: the time from there to ``until`` is its idle time
-    (:func:`overstay`)."""
+    (:func:`overstay`). ``elapsed``: the agent's monotonic measure of a stopped session
+    (:mod:`cloud.sessions.elapsed`), billed instead of ``until - started_at``, and its stop
+    taken as ``started_at + elapsed`` for the overstay: a wall clock stepped during the
+    session changes neither."""
+    if started_at is not None and elapsed is not None:
+        until = started_at + elapsed
     duration = timedelta(0) if started_at is None else until - started_at
     return Usage(duration=duration, energy_wh=energy_wh, idle=overstay(until, booked_until))
 

@@ -22,6 +22,7 @@ from cloud.ledger.service import session_money
 from cloud.payments.models import Payment
 from cloud.payments.schemas import ReceiptOut
 from cloud.payments.settlement import bill_of, booked_until
+from cloud.sessions.elapsed import billed_elapsed
 from cloud.sessions.models import SessionState
 from cloud.sessions.service import load_view
 from cloud.settings import BillingSettings
@@ -41,8 +42,9 @@ async def receipt(
     booking_id = row.booking_id or (view.unlock.booking_id if view.unlock else None)
     booking = None if booking_id is None else await db.get(Booking, booking_id)
     quote = bill_of(
-        row, view.charger, rates(billing), interstate=split, booked_until=booked_until(booking)
-    )
+        row, view.charger, rates(billing), interstate=split, booked_until=booked_until(booking),
+        elapsed=await billed_elapsed(db, row),
+    )  # fmt: skip
     payment = await db.scalar(
         select(Payment).where(Payment.session_id == row.id).order_by(Payment.created_at).limit(1)
     )

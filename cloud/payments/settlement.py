@@ -44,7 +44,7 @@ import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,6 +67,7 @@ from cloud.payments.cancellation import release_booking
 from cloud.payments.checkout import HELD, booking_payments, walkup_payment
 from cloud.payments.models import Payment, PaymentStatus
 from cloud.payments.provider import PaymentProvider
+from cloud.sessions.elapsed import billed_elapsed, flag_stepped_clock
 from cloud.sessions.models import BillingState, ChargingSession, SessionState, UnlockRequest
 from cloud.settings import BillingSettings, load_settings
 from cloud.state import AppState
@@ -146,6 +147,7 @@ def bill_of(
     *,
     interstate: bool = False,
     booked_until: datetime | None = None,
+    elapsed: timedelta | None = None,
 ) -> Quote:
     """The session's bill by the one rule: its meter delta and its times, GST as IGST for an
     inter-state supply (:func:`cloud.invoices.service.interstate`), and the idle fee for a
@@ -153,7 +155,7 @@ def bill_of(
     assert row.stopped_at is not None
     usage = session_usage(
         energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at,
-        booked_until=booked_until,
+        booked_until=booked_until, elapsed=elapsed,
     )  # fmt: skip
     return price(Tariff.from_charger(charger), usage, platform, interstate=interstate)
 
@@ -237,8 +239,13 @@ async def price_session(
         raise Unbillable(session_pk, "no driver is known for its credential")
     # Priced with the GST split the invoice will print (CGST + SGST, or IGST).
     split = await interstate(db, session_pk, billing=billing)
-    quote = bill_of(row, charger, platform, interstate=split, booked_until=booked_until(booking))
+    elapsed = await billed_elapsed(db, row)
+    quote = bill_of(
+        row, charger, platform, interstate=split, booked_until=booked_until(booking),
+        elapsed=elapsed,
+    )  # fmt: skip
     if row.billing_state is BillingState.UNBILLED:
+        await flag_stepped_clock(db, row, elapsed)
         row.amount_paise = quote.total_paise
         row.billing_state = BillingState.PRICED
         row.user_id = row.user_id or owner

@@ -410,7 +410,7 @@ class ConnectorController:
     ) -> None:
         session = self.state.session
         energy = session.energy_wh if session else 0
-        elapsed = mono - session.started_mono if session else 0.0
+        elapsed = session.elapsed_at(mono) if session else 0.0
         obs = Observation(
             mono=mono,
             relay_closed=self.relay_closed,

@@ -63,6 +63,17 @@ class Session:
     power_w: float | None = None
     stopped_at: datetime | None = None
     stop_reason: StopReason | None = None
+    #: Seconds the session ran before ``started_mono`` was taken (a run of the agent before a
+    #: restart: the monotonic clock does not survive a reboot, the store keeps this).
+    elapsed_before_s: float = 0.0
+    #: Seconds it ran, by the monotonic clock, fixed at the stop: what time is billed from,
+    #: whatever the wall clock did meanwhile (``stopped_at - started_at`` does not survive an
+    #: NTP step).
+    elapsed_s: float | None = None
+
+    def elapsed_at(self, mono: float) -> float:
+        """Seconds run by the monotonic clock ``mono`` (never negative)."""
+        return self.elapsed_before_s + max(0.0, mono - self.started_mono)
 
     @property
     def energy_wh(self) -> int:
@@ -308,18 +319,21 @@ def _sample(conn: Connector, ev: Sample, th: Thresholds) -> Connector:
     return replace(conn, status=status, session=session, low_power_since=since)
 
 
-def _closed(session: Session, reason: StopReason, now: datetime, meter_wh: int | None) -> Session:
+def _closed(
+    session: Session, reason: StopReason, now: datetime, mono: float, meter_wh: int | None
+) -> Session:
     if meter_wh is not None:
         session = session.with_meter(meter_wh, session.power_w)
     return replace(
-        session, stopped_at=now, stop_reason=reason, event_seq=session.event_seq + 1, power_w=None
-    )
+        session, stopped_at=now, stop_reason=reason, event_seq=session.event_seq + 1,
+        power_w=None, elapsed_s=session.elapsed_at(mono),
+    )  # fmt: skip
 
 
 def _stop(conn: Connector, ev: Stop) -> tuple[Connector, tuple[Effect, ...]]:
     if conn.session is None or conn.status not in _ACTIVE:
         return conn, (Rejected(f"no session to stop on connector {conn.id}"),)
-    session = _closed(conn.session, ev.reason, ev.now, ev.meter_wh)
+    session = _closed(conn.session, ev.reason, ev.now, ev.mono, ev.meter_wh)
     finishing = replace(
         conn, status=ConnectorStatus.FINISHING, session=session, low_power_since=None
     )
@@ -329,7 +343,7 @@ def _stop(conn: Connector, ev: Stop) -> tuple[Connector, tuple[Effect, ...]]:
 def _fault(conn: Connector, ev: Fault) -> tuple[Connector, tuple[Effect, ...]]:
     effects: list[Effect] = [SetRelay(closed=False)]
     if conn.session is not None and conn.session.is_open:
-        session = _closed(conn.session, ev.reason, ev.now, None)
+        session = _closed(conn.session, ev.reason, ev.now, ev.mono, None)
         effects.append(EmitSessionEvent(SessionEventType.STOPPED, session))
     # A fault opens a relay closed by hand too; the technician still holds the connector.
     faulted = Connector(conn.id, status=ConnectorStatus.FAULTED, fault=ev.reason, held=conn.held)

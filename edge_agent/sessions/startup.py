@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 
 from edge_agent.config import AgentSettings
 from edge_agent.meters.poller import MeterPoller
@@ -51,7 +50,7 @@ async def recover(
             await fed.on_poll(reading)
     now, mono = clocks.wall(), clocks.mono()
     synced = clocks.synced()
-    for session in open_sessions(conn):
+    for session in open_sessions(conn, started_mono=mono):
         controller = controllers.get(session.connector)
         if controller is None:
             # The connector left the configuration: close the session, bill what is stored.
@@ -65,10 +64,11 @@ async def recover(
             clock_synced=synced,
         )  # fmt: skip
         if isinstance(plan, Resume):
-            elapsed_s = (now - session.started_at).total_seconds() if synced else 0.0
+            # It counts on from its stored elapsed seconds (open_sessions), not from the
+            # wall clock, which may have stepped while the agent was down.
             log.warning("resuming session %s on connector %s", session.session_id,
                         session.connector)  # fmt: skip
-            await controller.resume(replace(session, started_mono=mono - elapsed_s))
+            await controller.resume(session)
             continue
         log.warning(
             "closing session %s left open on connector %s (PowerLoss, %s meter value %s Wh)",

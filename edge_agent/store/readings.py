@@ -45,6 +45,7 @@ def add_batch(
     clock_synced: bool,
     open_sessions: Sequence[Session] = (),
     max_bytes: int | None = None,
+    mono: float | None = None,
 ) -> Thinned:
     """Store ``readings``, queue them, bring open sessions' last meter value up to date and
     enforce the size cap — one transaction."""
@@ -62,7 +63,7 @@ def add_batch(
         for chunk in _chunks(readings):
             outbox.enqueue(conn, _batch_builder(chunk, device_id, now, clock_synced), now=now)
         for session in open_sessions:
-            update_meter(conn, session, now=now)
+            update_meter(conn, session, now=now, mono=mono)
         if max_bytes is None:
             return Thinned(0, 0)
         return thin(conn, max_bytes)

@@ -171,6 +171,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ocpp_transactions ADD COLUMN refused TEXT;
     ALTER TABLE ocpp_transactions ADD COLUMN refusal_stopped INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: a session's elapsed seconds by the monotonic clock, kept current with its meter value
+    # (edge_agent/store/sessions.py): a restart resumes counting from it, the stop reports
+    # it (SessionEvent.elapsed_s) and the cloud bills time from it, not from the wall clock.
+    """
+    ALTER TABLE sessions ADD COLUMN elapsed_s REAL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

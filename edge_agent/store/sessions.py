@@ -67,6 +67,7 @@ def record_event(
                 stopped_at=session.stopped_at,
                 stop_reason=session.stop_reason,
                 meter_went_backwards=session.went_backwards,
+                elapsed_s=session.elapsed_s,
             )
 
         message, payload = outbox.enqueue(conn, build, now=ctx.now)
@@ -120,7 +121,7 @@ def _update(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
     cursor = conn.execute(
         "UPDATE sessions SET last_meter_wh = ?, last_meter_at = ?, max_meter_wh = ?, "
         "meter_went_backwards = ?, event_seq = ?, stopped_at = ?, meter_stop_wh = ?, "
-        "energy_wh = ?, stop_reason = ? "
+        "energy_wh = ?, stop_reason = ?, elapsed_s = coalesce(?, elapsed_s) "
         "WHERE session_id = ? AND stopped_at IS NULL AND event_seq = ? - 1",
         (
             s.meter_wh, iso(now), s.max_meter_wh, int(s.went_backwards), s.event_seq,
@@ -128,7 +129,7 @@ def _update(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
             s.meter_wh if stopped else None,
             s.energy_wh if stopped else None,
             None if s.stop_reason is None else s.stop_reason.value,
-            s.session_id, s.event_seq,
+            s.elapsed_s, s.session_id, s.event_seq,
         ),
     )  # fmt: skip
     if cursor.rowcount != 1:
@@ -156,15 +157,20 @@ def extend_authorization(conn: sqlite3.Connection, session_id: str, until: datet
     return True
 
 
-def update_meter(conn: sqlite3.Connection, session: Session, *, now: datetime) -> None:
+def update_meter(
+    conn: sqlite3.Connection, session: Session, *, now: datetime, mono: float | None = None
+) -> None:
     """Keep the last register value of an open session current (called with each reading
-    batch, in its transaction), so crash recovery bills from a recent value."""
+    batch, in its transaction), so crash recovery bills from a recent value; and, given the
+    monotonic clock ``mono``, its elapsed seconds, so a restart counts on from them."""
+    elapsed = None if mono is None else session.elapsed_at(mono)
     conn.execute(
         "UPDATE sessions SET last_meter_wh = ?, last_meter_at = ?, max_meter_wh = ?, "
-        "meter_went_backwards = ? WHERE session_id = ? AND stopped_at IS NULL",
+        "meter_went_backwards = ?, elapsed_s = coalesce(?, elapsed_s) "
+        "WHERE session_id = ? AND stopped_at IS NULL",
         (
             session.meter_wh, iso(now), session.max_meter_wh, int(session.went_backwards),
-            session.session_id,
+            elapsed, session.session_id,
         ),
     )  # fmt: skip
 
@@ -172,13 +178,14 @@ def update_meter(conn: sqlite3.Connection, session: Session, *, now: datetime) -
 _COLUMNS = (
     "session_id, connector, credential_kind, credential_ref, booking_id, started_at, "
     "meter_start_wh, last_meter_wh, max_meter_wh, meter_went_backwards, auth_expires_at, "
-    "max_wh, max_s, event_seq, stopped_at, stop_reason"
+    "max_wh, max_s, event_seq, stopped_at, stop_reason, elapsed_s"
 )
 
 
 def _session(row: sqlite3.Row | tuple[object, ...], started_mono: float) -> Session:
     (sid, connector, kind, ref, booking_id, started_at, start_wh, last_wh, max_wh_seen,
-     backwards, auth_exp, max_wh, max_s, event_seq, stopped_at, reason) = row  # fmt: skip
+     backwards, auth_exp, max_wh, max_s, event_seq, stopped_at, reason, elapsed) = row  # fmt: skip
+    elapsed_s = None if elapsed is None else float(str(elapsed))
     return Session(
         session_id=str(sid),
         connector=int(str(connector)),
@@ -196,14 +203,17 @@ def _session(row: sqlite3.Row | tuple[object, ...], started_mono: float) -> Sess
         went_backwards=bool(backwards),
         stopped_at=None if stopped_at is None else datetime.fromisoformat(str(stopped_at)),
         stop_reason=None if reason is None else StopReason(str(reason)),
+        # Open: what it ran until the store last heard of it, counted on from started_mono.
+        elapsed_before_s=(elapsed_s or 0.0) if stopped_at is None else 0.0,
+        elapsed_s=elapsed_s if stopped_at is not None else None,
     )
 
 
 def open_sessions(conn: sqlite3.Connection, *, started_mono: float = 0.0) -> list[Session]:
     """Sessions not yet stopped (after a crash: the ones recovery must close or resume).
 
-    The monotonic clock does not survive a restart; ``started_mono`` is what the caller
-    reconstructs from the wall clock, if it trusts it.
+    The monotonic clock does not survive a restart: ``started_mono`` is the caller's
+    monotonic clock now, from which each session counts on from its stored elapsed seconds.
     """
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM sessions WHERE stopped_at IS NULL ORDER BY connector"  # noqa: S608 -- constant column list

@@ -267,7 +267,7 @@ class StoreWriter:
                 thinned = reading_store.add_batch(
                     conn, readings, device_id=self.device_id, now=self._now(),
                     clock_synced=all(r.clock_synced for r in readings),
-                    open_sessions=sessions, max_bytes=self._max_bytes,
+                    open_sessions=sessions, max_bytes=self._max_bytes, mono=time.monotonic(),
                 )  # fmt: skip
             for job in jobs:
                 conn.execute("SAVEPOINT job")

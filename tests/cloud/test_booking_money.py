@@ -623,3 +623,40 @@ async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_t
     freed = await market_api.client.post("/bookings", json=later, headers=other.headers)
     assert freed.status_code == 201, freed.text
     assert freed.json()["status"] in {"confirmed", "pending"}
+
+
+async def test_time_is_billed_from_the_agents_monotonic_elapsed_when_its_clock_stepped(
+    market_api: Api, pg: PgConnection
+) -> None:
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking = await _book(market_api, driver, charger, hours=2)
+    await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
+    start = datetime.fromisoformat(booking["start"])
+    # 30 minutes of charging, during which NTP stepped the agent's clock back an hour: its
+    # stop reads before its start. The stop event carries the monotonic elapsed seconds.
+    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
+                                           stopped=start - timedelta(minutes=30))  # fmt: skip
+    await pg.execute(
+        "INSERT INTO session_events (device_id, device_session_id, event_seq, event, msg_id, "
+        "seq, payload) VALUES ($1, $2, 3, 'stopped', $3, 3, $4::jsonb)",
+        charger.device_id, public_id, new_ulid(), json.dumps({"elapsed_s": 1800.0}),
+    )  # fmt: skip
+    await _settle(market_api, pk)
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
+                    GRACE_MIN)  # fmt: skip
+    bill = price(tariff, Usage(timedelta(minutes=30), 3000), _rates(market_api))
+    receipt = (await market_api.client.get(f"/sessions/{public_id}/receipt",
+                                           headers=driver.headers)).json()  # fmt: skip
+    assert receipt["total_paise"] == bill.total_paise
+    assert await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", pk) == (
+        bill.total_paise
+    )
+    # Flagged for the admin: the audit log names the session and both times.
+    flagged = await pg.fetch(
+        "SELECT actor_kind, data FROM audit_log WHERE action = 'session.clock_stepped' "
+        "AND entity = 'session' AND entity_id = $1", public_id,
+    )  # fmt: skip
+    assert [r["actor_kind"] for r in flagged] == ["system"]
+    assert json.loads(flagged[0]["data"])["elapsed_s"] == 1800.0
