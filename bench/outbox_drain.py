@@ -35,7 +35,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.store.db import connect
-from edge_agent.store.uplink import high_water
+from edge_agent.store.outbox_lanes import high_water
 from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.service import SyncService
 from protocols.messages import MeterReading

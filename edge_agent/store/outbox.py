@@ -1,7 +1,7 @@
 """The transactional outbox: every message the agent sends, written in the transaction of the
 state change it reports, under a per-device ``seq`` that never repeats and never skips.
 
-The sync task reads it through :mod:`edge_agent.store.uplink` (lanes, and deleting the ranges
+The sync task reads it through :mod:`edge_agent.store.outbox_lanes` (lanes, and deleting the ranges
 the cloud's application acks name); :func:`pending` lists rows in seq order for tools.
 """
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from edge_agent.backoff import Backoff, Retries
 from edge_agent.errors import LinkError
 from edge_agent.status import StatusParts, no_parts
-from edge_agent.store import uplink as q
+from edge_agent.store import outbox_lanes as q
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import enqueue
 from edge_agent.store.writer import StoreWriter

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from edge_agent.store import uplink as q
+from edge_agent.store import outbox_lanes as q
 from edge_agent.store.outbox import OutboxRow
 from edge_agent.sync.window import TokenBucket, UplinkWindow
 from protocols.messages import Ack

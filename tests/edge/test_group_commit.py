@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.store.db import connect
-from edge_agent.store.uplink import delete_ranges
+from edge_agent.store.outbox_lanes import delete_ranges
 from edge_agent.store.writer import Durable, StoreWriter
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
