@@ -36,7 +36,7 @@ from edge_agent.auth.authorizer import Authorizer
 from edge_agent.auth.keys import load_pin_secret, load_verifier
 from edge_agent.auth.lockout import Lockout
 from edge_agent.clock import KernelClockState, always_synced, wall_clock
-from edge_agent.commands import AgentCommands, load_overrides
+from edge_agent.cloud_commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, MeterSettings, ModbusCoilRelay
 from edge_agent.control.ports import Ports, Present
 from edge_agent.control.socket import ControlServer

@@ -9,7 +9,7 @@ session starts) and its safety tick opens the relay when the fail-safe rules tri
 time is up. There is one relay test (:meth:`ConnectorController.test_relay
 <edge_agent.sessions.controller.ConnectorController.test_relay>`): ``relay_check`` watches the
 meter's power (the technician's ``relay test``), ``relay_test`` (and the cloud's relay-test
-command, :mod:`edge_agent.commands`) only reads the relay back.
+command, :mod:`edge_agent.cloud_commands`) only reads the relay back.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge_agent.auth.authorizer import Credential
-from edge_agent.commands import AgentCommands, load_overrides
+from edge_agent.cloud_commands import AgentCommands, load_overrides
 from edge_agent.config import AgentSettings, parse_config
 from edge_agent.control.messages import Refused, StartAnswer, StatusAnswer
 from edge_agent.store.db import connect
