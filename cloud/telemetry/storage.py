@@ -82,7 +82,8 @@ TIMESCALE_ROLLUP = (
     f"""CREATE MATERIALIZED VIEW telemetry_15m WITH (timescaledb.continuous,
         timescaledb.materialized_only = true) AS
     SELECT time_bucket(INTERVAL '{ROLLUP_BUCKET}', ts) AS bucket, device_id, meter_id, quantity,
-           count(*) AS n, sum(value) AS total, min(value) AS min_value, max(value) AS max_value
+           count(*) AS n, sum({clamped("value")}) AS total,
+           min({clamped("value")}) AS min_value, max({clamped("value")}) AS max_value
     FROM telemetry GROUP BY 1, 2, 3, 4 WITH NO DATA""",  # noqa: S608 -- our constants only
     (
         "SELECT add_continuous_aggregate_policy('telemetry_15m', "
