@@ -14,6 +14,8 @@ CSMS came back), meter start/stop equal the meter's delta, and every frame valid
 against the official schemas. The issue's "10 minutes" offline is compressed: what matters
 is that messages queue while away and a kill happens during it; a progress event every
 5 s (the shortest ``[sessions] progress_interval_s``) gives several samples in seconds.
+``CM_OCPP_OUTAGE_S=600`` runs the issue's full outage by hand: the CSMS then stays away at least
+that long, half of it before the kill and the rest after.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +43,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 AGENT = [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "INFO", "--config"]
 KEY = "offline-key-0123456789"
+#: The least time the CSMS stays away (s); 0 in the suite, the issue's 600 by hand.
+OUTAGE_S = float(os.environ.get("CM_OCPP_OUTAGE_S", "0"))
+
+
+async def _away_until(since: float, share: float) -> None:
+    """Keep the CSMS away until ``share`` of :data:`OUTAGE_S` has passed since ``since``."""
+    await asyncio.sleep(max(0.0, since + OUTAGE_S * share - time.monotonic()))
 
 
 @pytest.fixture
@@ -108,11 +118,13 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
                 await eventually(lambda: [a for a, _ in rec.transactions] == ["StartTransaction"])
                 # The CSMS goes away mid-session; samples queue in the store.
                 await csms.stop()
+                away_since = time.monotonic()
 
                 async def sampled(n: int) -> bool:
                     return _queued(db, "MeterValues") >= n
 
                 await wait_until(lambda: sampled(1), timeout_s=20)
+                await _away_until(away_since, 0.5)
                 first.send_signal(signal.SIGKILL)
                 await first.wait()
             async with agent_process(config):
@@ -142,6 +154,7 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
                 # Back online: the first sample is refused until given up, the first stop
                 # twice (then accepted).
                 csms.refusals = {"MeterValues": 3, "StopTransaction": 2}
+                await _away_until(away_since, 1.0)
                 await csms.start()
                 await eventually(lambda: len([a for a, _ in rec.transactions
                                               if a == "StopTransaction"]) == 2)  # fmt: skip
