@@ -5,8 +5,11 @@ settlement.price_session`); in that same transaction the session's booking, if s
 ``confirmed``, becomes ``completed``. Completed is not an active status
 (:data:`cloud.bookings.models.ACTIVE_BOOKING_STATUSES`), so the exclusion constraint and the
 search stop counting it: the rest of the window frees for other drivers, as a marketplace
-does once a driver has unplugged and left. The driver's PIN stops opening the charger with
-it (:data:`cloud.bookings.pins.REVOKED_STATUSES`).
+does once a driver has unplugged and left. A PIN it had is revoked at the charger
+(:data:`cloud.bookings.pins.REVOKED_STATUSES`): the revocation is recorded in the same
+transaction as a deferred command, which the republish job publishes
+(:mod:`cloud.sessions.republish`), so the PIN cannot open the rest of the window for its
+driver while another driver holds it.
 
 One conditional UPDATE rather than a read then a write: a cancel holding the booking's row
 lock (:func:`cloud.bookings.service.cancel_booking`) is waited for, and a booking it
@@ -15,10 +18,13 @@ cancelled stays cancelled.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.bookings.models import Booking, BookingStatus
+from cloud.bookings.pins import revocation
 
 
 async def complete_booking(db: AsyncSession, booking: Booking) -> bool:
@@ -32,4 +38,5 @@ async def complete_booking(db: AsyncSession, booking: Booking) -> bool:
     completed = done.scalar_one_or_none() is not None
     if completed:
         booking.status = BookingStatus.COMPLETED
+        await revocation(db, booking, now=datetime.now(UTC))
     return completed

@@ -42,8 +42,9 @@ from protocols.topics import topic
 
 log = logging.getLogger(__name__)
 
-#: Statuses whose PIN must no longer start a session.
-REVOKED_STATUSES = (BookingStatus.CANCELLED, BookingStatus.DECLINED)
+#: Statuses whose PIN must no longer start a session (completed: its session was billed and
+#: the rest of its window is free for others, cloud/bookings/completion.py).
+REVOKED_STATUSES = (BookingStatus.CANCELLED, BookingStatus.DECLINED, BookingStatus.COMPLETED)
 #: A revocation command lives at least this long, even for a window ending sooner.
 MIN_REVOCATION_TTL_S = 60
 #: Most revocations one command carries (the wire's bound), latest windows first.

@@ -605,6 +605,10 @@ async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_t
     booking = await _book(market_api, driver, charger, hours=2)
     await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
     start = datetime.fromisoformat(booking["start"])
+    await pg.execute(
+        "UPDATE bookings SET pin_ref = 'pin-0123456789abcdef0123456789abcdef' WHERE id = $1",
+        booking["id"],
+    )
     # The driver unplugged after 30 minutes of a two-hour booking; the stop is billed.
     pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
                                    stopped=start + timedelta(minutes=30))  # fmt: skip
@@ -619,6 +623,15 @@ async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_t
         "/bookings", params={"status": "confirmed"}, headers=driver.headers
     )
     assert booking["id"] not in [b["id"] for b in listed.json()["items"]]
+    # Its PIN is revoked at the charger, recorded with the completion for the republish job.
+    revoked = await pg.fetch(
+        "SELECT payload, sent_at FROM device_commands WHERE device_id = $1 "
+        "AND name = 'revoke_pins'", charger.device_id,
+    )  # fmt: skip
+    assert [json.loads(r["payload"])["pins"][0]["ref"] for r in revoked] == [
+        "pin-0123456789abcdef0123456789abcdef"
+    ]
+    assert revoked[0]["sent_at"] is None
     # The rest of the window is free for someone else.
     freed = await market_api.client.post("/bookings", json=later, headers=other.headers)
     assert freed.status_code == 201, freed.text
