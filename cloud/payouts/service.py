@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloud.accounts.models import Host, KycStatus
 from cloud.audit.service import SYSTEM, Actor, record
-from cloud.errors import Conflict, KycRequired, NotFound, PaymentProviderError
+from cloud.errors import CloudError, Conflict, KycRequired, NotFound, PaymentProviderError
 from cloud.kyc.storage import Sealer
 from cloud.ledger.accounts import host_account
 from cloud.ledger.entries import payout_reversal_txn, payout_txn
@@ -273,8 +273,11 @@ async def execute(
         if payout.status is not PayoutStatus.PROCESSING:
             return payout
         account = await accounts.get_account(db, payout.host_id)
-        sent = accounts.destination(account, sealer) if account else None
         ref = account.destination_ref if account else None
+        kind = account.kind if account else None
+        # The number is opened only to register the account: a registered one is paid by its
+        # reference, so a missing or rotated key does not stop its payouts.
+        sent = accounts.destination(account, sealer) if account and ref is None else None
     try:
         if sent is not None and ref is None:
             refs = await provider.payout_destination(sent)
@@ -286,7 +289,7 @@ async def execute(
                 reference=payout.id,
                 amount_paise=payout.amount_paise,
                 destination=ref or "",
-                kind=sent.kind if sent else None,
+                kind=kind,
             )
         )
     except PaymentProviderError as exc:
@@ -564,8 +567,10 @@ async def run_weekly(
     for payout_id in todo:
         try:
             done = await execute(sessions, provider, payout_id=payout_id, sealer=sealer)
-        except PaymentProviderError:
-            log.exception("payout %s: outcome unknown, retried next run", payout_id)
+        except CloudError:
+            # One host's failure (an unknown outcome, an account that cannot be opened) must
+            # not stop the others' payouts: this one stays processing, retried next run.
+            log.exception("payout %s: not paid this run, retried next run", payout_id)
             run.processing.append(payout_id)
             continue
         {PayoutStatus.PAID: run.paid, PayoutStatus.FAILED: run.failed}.get(

@@ -35,6 +35,7 @@ from cloud.chargers.models import PricingMode
 from cloud.cli import main as cli
 from cloud.db import session_factory
 from cloud.errors import Conflict, PaymentProviderError
+from cloud.kyc.storage import Sealer
 from cloud.ledger import service as ledger
 from cloud.ledger.entries import bill_txn, payout_txn
 from cloud.payments.dummy import DummyProvider, DummySwitches
@@ -43,6 +44,7 @@ from cloud.payments.provider import PayoutRequest
 from cloud.payments.razorpay_provider import RazorpayProvider
 from cloud.payouts import rules
 from cloud.payouts import service as payouts
+from cloud.payouts.accounts import seal_number
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import AppSettings, DbSettings, Environment, Settings, sqlalchemy_url
 from protocols.ids import new_ulid
@@ -695,6 +697,44 @@ async def test_the_weekly_run_pays_opted_in_hosts_once_a_week(
             "automatic) VALUES ($1, $2, 1, $3, $3, true)",
             new_ulid(), weekly.host_id, rules.week_start(now),
         )  # fmt: skip
+
+
+async def test_a_payout_account_that_cannot_be_opened_stops_only_its_own_payout(
+    pg: PgConnection, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Bank accounts sealed under a key the weekly run does not have: the two already
+    registered with the provider are paid by their reference (the number is not opened);
+    the one still to register stays ``processing`` without stopping the run, and is paid by
+    the next run that has the key."""
+    key = Sealer(secrets.token_bytes(32))
+    driver = await add_user(pg, settings, Role.DRIVER)
+    hosts = [await add_user(pg, settings, Role.HOST) for _ in range(3)]
+    for i, host in enumerate(hosts):
+        assert host.host_id is not None
+        await _bill(pg, sessions, host.host_id, driver.id)
+        await pg.execute("UPDATE hosts SET weekly_payouts = true WHERE id = $1", host.host_id)
+        await pg.execute(
+            "INSERT INTO payout_accounts (host_id, kind, holder_name, ifsc, "
+            "account_number_sealed, account_number_masked, destination_ref) "
+            "VALUES ($1, 'bank_account', 'Asha Rao', 'HDFC0001234', $2, 'XXXXXXXX5678', $3)",
+            host.host_id, seal_number(key, host.host_id, "50100012345678"),
+            None if i == 1 else f"fa_{i}",
+        )  # fmt: skip
+    unregistered = hosts[1].host_id
+    now = datetime.now(UTC)
+    async with DummyProvider(env=Environment.TEST, webhook_secret="s") as provider:
+        run = await payouts.run_weekly(sessions, provider, now=now, hold=NO_HOLD, sealer=None)
+        assert (len(run.paid), len(run.processing), run.failed) == (2, 1, [])
+        rows = await pg.fetch("SELECT host_id, status FROM payouts")
+        assert {r["host_id"]: r["status"] for r in rows} == {
+            h.host_id: "processing" if h.host_id == unregistered else "paid" for h in hosts
+        }
+        later = await payouts.run_weekly(sessions, provider, now=now, hold=NO_HOLD, sealer=key)
+        assert (len(later.paid), later.processing) == (1, [])
+    assert await pg.fetchval("SELECT count(*) FROM payouts WHERE status = 'paid'") == 3
+    assert await pg.fetchval(
+        "SELECT destination_ref FROM payout_accounts WHERE host_id = $1", unregistered
+    )
 
 
 def test_week_start_is_the_monday() -> None:
