@@ -186,4 +186,17 @@ async def test_agent_clock_stepped_back_and_forward_mid_session_bills_the_meter(
     # The agent's clock as it was: the stop is stamped an hour before the start (the bill is
     # the meter's energy, whatever the stamps say).
     assert times["stopped_at"] < times["started_at"]
+    # The agent measured the session by its monotonic clock and said so in the stop (time is
+    # billed from it, cloud/sessions/elapsed.py); the cloud flagged the stop before the start.
+    elapsed = await rig.pg.fetchval(
+        "SELECT (payload->>'elapsed_s')::float FROM session_events "
+        "WHERE device_session_id = $1 AND event = 'stopped'", charged.device_session_id,
+    )  # fmt: skip
+    assert elapsed is not None
+    assert elapsed > 0
+    flagged = await rig.pg.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'session.clock_stepped' "
+        "AND entity_id = $1", charged.device_session_id,
+    )  # fmt: skip
+    assert flagged == 1
     report("clock", started_at=times["started_at"], stopped_at=times["stopped_at"], **figures)
