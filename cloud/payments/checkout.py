@@ -33,7 +33,7 @@ from cloud.accounts.tokens import Principal
 from cloud.billing.schemas import QuoteRequest
 from cloud.billing.service import quote
 from cloud.bookings.models import Booking, BookingStatus
-from cloud.errors import Conflict, InvalidRequest, NotFound, PaymentRequired
+from cloud.errors import BookingNotActive, Conflict, InvalidRequest, NotFound, PaymentRequired
 from cloud.ledger.service import driver_balance
 from cloud.payments import service
 from cloud.payments.dummy import DummyProvider
@@ -123,11 +123,40 @@ async def booking_unpaid_paise(db: AsyncSession, booking: Booking) -> int:
     return max(0, booking.amount_paise - held - consumed)
 
 
+#: A session of the booking that stopped and is not priced yet: found as the settlement
+#: finds its booking (cloud/payments/settlement.py ``_owner``): the row's booking, the
+#: unlock whose token it ran on, or the booking's keypad PIN on its charger.
+_STOPPED_UNBILLED = text(
+    """
+SELECT EXISTS (
+  SELECT 1 FROM sessions s
+  WHERE s.state = 'stopped' AND s.billing_state = 'unbilled'
+    AND (s.booking_id = :booking
+         OR EXISTS (SELECT 1 FROM unlock_requests u
+                    WHERE u.booking_id = :booking AND u.device_id = s.device_id
+                      AND u.token_jti = s.credential_ref)
+         OR (s.credential_kind = 'Pin' AND s.credential_ref = :pin_ref
+             AND s.charger_id = :charger)))"""
+)
+
+
 async def require_booking_paid(db: AsyncSession, booking: Booking) -> None:
     """402 unless ``booking``'s amount is held by authorized payments, less what its
-    stopped sessions already took of it (none is needed for an amount of 0)."""
+    stopped sessions already took of it (none is needed for an amount of 0); 409 while a
+    session of a paid booking has stopped and is not billed yet."""
     if booking.amount_paise <= 0:
         return
+    stopped = await db.scalar(
+        _STOPPED_UNBILLED,
+        {"booking": booking.id, "pin_ref": booking.pin_ref, "charger": booking.charger_id},
+    )
+    if stopped:
+        # Its settlement will claim every payment the booking holds and complete the booking
+        # (cloud/payments/settlement.py): until then those payments look unspent, and a
+        # second session would run on them and then on credit.
+        raise BookingNotActive(
+            booking.id, "has a stopped session being billed: the booking ends with it"
+        )
     held, consumed = await _held_and_consumed(db, booking)
     unpaid = max(0, booking.amount_paise - held - consumed)
     if unpaid:

@@ -17,7 +17,10 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.billing.quote import LineKind, Rates, Tariff, Usage, fee_quote, price
 from cloud.billing.service import rates
+from cloud.bookings.models import Booking
 from cloud.chargers.models import PricingMode
+from cloud.errors import BookingNotActive
+from cloud.payments.checkout import require_booking_paid
 from cloud.payments.settlement import release_cancelled, settle_session
 from cloud.pg import PgConnection
 from cloud.state import AppState
@@ -673,3 +676,31 @@ async def test_time_is_billed_from_the_agents_monotonic_elapsed_when_its_clock_s
     )  # fmt: skip
     assert [r["actor_kind"] for r in flagged] == ["system"]
     assert json.loads(flagged[0]["data"])["elapsed_s"] == 1800.0
+
+
+async def test_a_stopped_unbilled_session_keeps_its_booking_from_starting_another(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """Between a booking's stop and its pricing the prepayment is still unclaimed: a second
+    unlock must not run on it (the settlement gives it all to the first session, the second
+    would charge on credit). Refused (409) until the stop is billed, which ends the booking."""
+    s = market_api.settings
+    host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
+    charger = await _charger(pg, host)
+    booking, _, start, _ = await _running_booking(market_api, pg, driver, charger)
+    sessions = _state(market_api).sessions
+
+    async def check() -> None:
+        async with sessions() as db:
+            row = await db.get(Booking, booking["id"])
+            assert row is not None
+            await require_booking_paid(db, row)
+
+    await check()  # paid, nothing used: the unlock may go ahead
+    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
+                                   stopped=datetime.now(UTC))  # fmt: skip
+    with pytest.raises(BookingNotActive, match="stopped session being billed"):
+        await check()
+    await _settle(market_api, pk)
+    status = await pg.fetchval("SELECT status FROM bookings WHERE id = $1", booking["id"])
+    assert status == "completed"
