@@ -381,10 +381,21 @@ async def _reverse(db: AsyncSession, payout: Payout, event: WebhookEvent) -> boo
     host's account (:func:`cloud.ledger.entries.payout_reversal_txn`: payable again) and
     audited. The total makes it idempotent and order-proof: a repeated or late event
     (a smaller total) finds nothing left to undo. The payout stays ``paid`` — it was — with
-    the reversal in its note and the audit log."""
+    the reversal in its note and the audit log. A reversal of a payout still ``processing``
+    is a 409 (:class:`Conflict`), not stored, so the provider retries it."""
     await _lock_host(db, payout.host_id)  # the lock order of approve()
     payout = await _lock_payout(db, payout.id)
     reversed_total = event.amount_paise
+    if payout.status is PayoutStatus.PROCESSING and reversed_total:
+        # The transfer exists but its answer is not recorded yet (the debit is posted with
+        # the move to paid): stored now as stale, this reversal would be lost for good.
+        # Refused instead — the webhook's transaction rolls back, the event is not stored,
+        # and the provider delivers it again (Stripe retries a non-2xx for days), by then
+        # onto a paid payout.
+        raise Conflict(
+            f"payout {payout.id} is still processing: its reversal is applied once it is paid",
+            entity="payout", key=payout.id,
+        )  # fmt: skip
     if payout.status is not PayoutStatus.PAID or reversed_total is None:
         log.warning(
             "%s reversal %s for payout %s (%s): nothing to undo",

@@ -928,6 +928,13 @@ async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_a
             assert await earnings() == (SHARE, 0)
             part = SHARE // 3
             first = stp.webhook("transfer.reversed", stp.reverse(transfer["id"], part))
+            # Delivered while our payout is still processing (the transfer's answer not yet
+            # recorded): refused, not stored, so Stripe delivers it again once it is paid.
+            await pg.execute("UPDATE payouts SET status = 'processing' WHERE id = $1",
+                             payout["id"])  # fmt: skip
+            early = await api.post("/webhooks/stripe", content=first[0], headers=first[1])
+            assert early.status_code == 409, early.text
+            await pg.execute("UPDATE payouts SET status = 'paid' WHERE id = $1", payout["id"])
             for expected in ("applied", "duplicate"):
                 hook = await api.post("/webhooks/stripe", content=first[0], headers=first[1])
                 assert (hook.status_code, hook.json()["outcome"]) == (200, expected), hook.text
