@@ -181,6 +181,7 @@ async def _storm(
         duration_s=args.storm_settle_s + args.storm_down_s + 30 + args.storm_sites / 20,
         session_every_s=0, offline_fraction=0.0,
         backlog_batches_on_loss=int(args.storm_backlog_s), drain_timeout_s=args.storm_timeout_s,
+        resend_after_s=args.resend_after_s,
     )  # fmt: skip
     subset = {d: passwords[d] for d in ids}
     fleet = asyncio.create_task(
@@ -389,6 +390,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     int(args.storm_backlog_s) * args.storm_sites / storm_s, 1
                 ),
                 "connect_failures": storm_report.connect_failures,
+                "resend_after_s": args.resend_after_s,
+                "publishes": storm_report.publishes,
+                "messages_sent": storm_report.messages_sent,
             },
         },
     ]
@@ -418,6 +422,10 @@ def main() -> None:
     )
     parser.add_argument("--storm-settle-s", type=float, default=10.0)
     parser.add_argument("--storm-timeout-s", type=float, default=1800.0)
+    parser.add_argument(
+        "--resend-after-s", type=float, default=30.0,
+        help="a site resends what is unacked this long (the agent's mqtt.ack_timeout_s default)",
+    )  # fmt: skip
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument("--searches", type=int, default=300)
     parser.add_argument("--sim-processes", type=int, default=2)
