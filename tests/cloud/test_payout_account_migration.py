@@ -35,6 +35,9 @@ async def test_existing_account_numbers_are_sealed_by_the_migration(
             "VALUES ('H1', 'bank_account', 'Asha Rao', 'HDFC0001234', $1)",
             NUMBER,
         )
+        plain_file = await pg.fetchval(
+            "SELECT relfilenode FROM pg_class WHERE relname = 'payout_accounts'"
+        )
         monkeypatch.delenv("CHARGEMITRA_KYC_KEY_FILE", raising=False)
         with pytest.raises(RuntimeError, match="CHARGEMITRA_KYC_KEY_FILE"):
             await asyncio.to_thread(migrate.upgrade, db_url, "0020")
@@ -49,6 +52,13 @@ async def test_existing_account_numbers_are_sealed_by_the_migration(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'payout_accounts'"
     )
     assert "account_number" not in {c["column_name"] for c in columns}
+    # The table was rewritten into a new file: the dropped column's plaintext (and the
+    # cleared row versions) are not left in its pages. (Reading the file itself needs the
+    # server's data directory and a CHECKPOINT, both superuser's: not from this role.)
+    rewritten = await pg.fetchval(
+        "SELECT relfilenode FROM pg_class WHERE relname = 'payout_accounts'"
+    )
+    assert rewritten != plain_file
     dumped = await pg.fetchval("SELECT row_to_json(a)::text FROM payout_accounts a")
     assert NUMBER not in dumped
     (row,) = await pg.fetch(

@@ -12,7 +12,9 @@ the same payout.
 
 Existing rows are sealed here, so the upgrade needs the key when any bank account is stored
 (and refuses, naming the variable, without it); with none stored it needs nothing. The
-downgrade opens them again with the same key.
+downgrade opens them again with the same key. The plaintext is cleared and the table
+rewritten (CLUSTER), so the numbers do not linger in its pages behind the dropped column
+(the server's WAL and freed disk blocks are beyond a migration's reach).
 
 Revision ID: 0020
 Revises: 0019
@@ -99,13 +101,18 @@ def upgrade() -> None:
             "WHERE account_number IS NOT NULL FOR UPDATE"
         )
     ).all()
+    # The checks name the plaintext column (and want it set for a bank account): dropped
+    # before the number is cleared below.
+    op.drop_constraint(op.f("ck_payout_accounts_fields_of_kind"), "payout_accounts", type_="check")
+    op.drop_constraint(op.f("ck_payout_accounts_account_format"), "payout_accounts", type_="check")
     if rows:
         sealer = _sealer(len(rows))
         for host_id, number in rows:
             conn.execute(
                 sa.text(
                     "UPDATE payout_accounts SET account_number_sealed = :sealed, "
-                    "account_number_masked = :masked WHERE host_id = :host"
+                    "account_number_masked = :masked, account_number = NULL "
+                    "WHERE host_id = :host"
                 ),
                 {
                     "sealed": sealer.seal(number.encode(), _associated(host_id)),
@@ -113,9 +120,14 @@ def upgrade() -> None:
                     "host": host_id,
                 },
             )
-    op.drop_constraint(op.f("ck_payout_accounts_fields_of_kind"), "payout_accounts", type_="check")
-    op.drop_constraint(op.f("ck_payout_accounts_account_format"), "payout_accounts", type_="check")
     op.drop_column("payout_accounts", "account_number")
+    # DROP COLUMN only hides the column, and the UPDATE above leaves the old row versions in
+    # the table's pages: the plaintext numbers stay on disk until the table is rewritten.
+    # VACUUM FULL cannot run in the transaction alembic runs this in; CLUSTER of a named
+    # table can: it copies only the live rows, with dropped columns as NULL, into a new
+    # file and unlinks the old one at commit. The clustering mark is removed again.
+    op.execute("CLUSTER payout_accounts USING pk_payout_accounts")
+    op.execute("ALTER TABLE payout_accounts SET WITHOUT CLUSTER")
     op.create_check_constraint(
         op.f("ck_payout_accounts_masked_account_format"),
         "payout_accounts",
