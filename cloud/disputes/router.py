@@ -185,7 +185,7 @@ async def resolve_dispute(
     dispute = await service.resolve(
         state.sessions, state.payments, actor, dispute_id, outcome=body.outcome,
         refund_paise=body.refund_paise, charged_to=body.charged_to, note=body.note.strip(),
-        now=datetime.now(UTC),
+        now=datetime.now(UTC), billing=state.settings.billing,
     )  # fmt: skip
     async with state.sessions() as db:
         fresh = await db.get(Dispute, dispute.id)

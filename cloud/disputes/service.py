@@ -69,7 +69,7 @@ from cloud.payments.provider import PaymentProvider
 from cloud.payments.service import refund_payment
 from cloud.reviews.rules import completed, within
 from cloud.sessions.models import BillingState, ChargingSession
-from cloud.settings import load_settings
+from cloud.settings import BillingSettings
 
 _NO_KEY_UPDATE = {"key_share": True}
 #: Payments whose captured money a dispute can give back.
@@ -333,6 +333,7 @@ async def _host_earned(db: AsyncSession, host_id: str, session_pk: int) -> int:
 async def _decide(
     db: AsyncSession, actor: Actor, dispute_id: str, *, outcome: rules.Outcome,
     refund_paise: int | None, charged_to: ChargedTo, note: str, now: datetime,
+    billing: BillingSettings,
 ) -> Dispute:  # fmt: skip
     """Step 1 (module docstring), in the caller's transaction."""
     # populate_existing: the caller may have loaded the dispute before this lock; without it
@@ -394,8 +395,10 @@ async def _decide(
     # the host (up to what the session left them beside that GST) or the platform.
     gst = sum(n.cgst_paise + n.sgst_paise + n.igst_paise for n in notes)
     # The invoice's supplier of record is the host when it is not the platform (a host with a
-    # GSTIN at the time of the bill: cloud/invoices/supply.py supplier_for).
-    platform_gstin = load_settings().billing.supplier_gstin
+    # GSTIN at the time of the bill: cloud/invoices/supply.py supplier_for). The platform's
+    # GSTIN is the API's own settings' (as settlement issues invoices with), not the process
+    # environment read now.
+    platform_gstin = billing.supplier_gstin
     host_supplies = any(n.supplier_gstin != platform_gstin for n in notes)
     earned = await _host_earned(db, charger.host_id, session.id)
     split = rules.charge(
@@ -437,7 +440,7 @@ async def _audit(
 async def resolve(
     sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, actor: Actor,
     dispute_id: str, *, outcome: rules.Outcome, refund_paise: int | None,
-    charged_to: ChargedTo, note: str, now: datetime,
+    charged_to: ChargedTo, note: str, now: datetime, billing: BillingSettings,
 ) -> Dispute:  # fmt: skip
     """Resolve a dispute (module docstring); for one already resolved with a refund, send
     the refunds not yet sent (a retry after a failure) and answer it as it is."""
@@ -450,7 +453,7 @@ async def resolve(
         if dispute.status in rules.UNRESOLVED:
             dispute = await _decide(
                 db, actor, dispute_id, outcome=outcome, refund_paise=refund_paise,
-                charged_to=charged_to, note=note, now=now,
+                charged_to=charged_to, note=note, now=now, billing=billing,
             )  # fmt: skip
         elif dispute.status is not DisputeStatus.RESOLVED_REFUND:
             raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}",

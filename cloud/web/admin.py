@@ -359,7 +359,7 @@ async def resolve_dispute(
             await disputes.resolve(
                 state.sessions, state.payments, actor, dispute_id, outcome=body.outcome,
                 refund_paise=body.refund_paise, charged_to=body.charged_to, note=body.note,
-                now=datetime.now(UTC),
+                now=datetime.now(UTC), billing=state.settings.billing,
             )  # fmt: skip
 
         return run
