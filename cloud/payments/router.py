@@ -8,7 +8,9 @@ signature does not verify is a 400 ``signature-invalid`` problem and changes not
 configured provider's route accepts events (the others answer 404: we hold no secret to check
 them with). A verified event is stored and applied in one transaction — with the other
 deliveries arriving meanwhile (:class:`cloud.payments.webhooks.WebhookBatcher`) — and
-answered 200, also when it is a duplicate or stale, so the provider stops retrying it.
+answered 200, also when it is a duplicate or stale, so the provider stops retrying it — except
+a Stripe ``transfer.reversed`` for a payout still ``processing``: a 409, not stored, so Stripe
+delivers it again once the payout is paid (cloud/payouts/service.py ``_reverse``).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ _ANSWERS: dict[int | str, dict[str, object]] = {
         (400, "signature-invalid: the signature does not verify over the raw body"),
         (404, "not-found: this provider is not the one configured"),
         (413, "content-too-large: the body exceeds 256 KiB"),
+        (409, "conflict: a payout reversal for a payout still processing (not stored: retry)"),
     )
 }
 
