@@ -131,10 +131,13 @@ async def open_state(
         yield state
 
 
-def create_app(settings: Settings, *, client_id: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, client_id: str | None = None, freeze_gc: bool = False
+) -> FastAPI:
     """The API application for ``settings`` (nothing is opened until the lifespan starts).
     ``client_id``: its MQTT client id, by default one per process (:func:`open_state`); a
-    test running two instances in one process names the second."""
+    test running two instances in one process names the second. ``freeze_gc``: only for a
+    process that is this one app (``chargemitra-cloud serve``), see the lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,11 +149,17 @@ def create_app(settings: Settings, *, client_id: str | None = None) -> FastAPI:
             # hundred requests (bench.payments webhook_p99_ms; docs/decisions.md). No collect
             # first: it costs that pause at every start (a test run starts hundreds of apps),
             # and start-up garbage held until the unfreeze is a few cycles of import debris.
-            gc.freeze()
+            # A process-wide choice, so only the process that is this app makes it: a test
+            # run makes hundreds of apps in one process, and freezing there held each test's
+            # garbage (an unclosed socket) until a later test's collection finalized it — a
+            # ResourceWarning failing an unrelated test.
+            if freeze_gc:
+                gc.freeze()
             try:
                 yield
             finally:
-                gc.unfreeze()  # back to the collector: an app made again (tests) frees them
+                if freeze_gc:
+                    gc.unfreeze()
 
     app = FastAPI(title="ChargeMitra", version=__version__, lifespan=lifespan)
     install_problem_handlers(app)

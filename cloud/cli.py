@@ -50,7 +50,7 @@ def serve(host: str, port: int) -> None:
     # this yields (cloud/ratelimit.py), so a rotated header would have reset them.
     trusted = settings.app.forwarded_allow_ips.strip()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_gc=True),
         host=host,
         port=port,
         log_config=None,

@@ -137,6 +137,10 @@ async def maintain(
     if created or dropped_names or default_rows:
         log.info(
             "telemetry maintenance",
-            extra={"created": created, "dropped": dropped_names, "default_rows": default_rows},
+            extra={
+                "partitions_created": created,
+                "dropped": dropped_names,
+                "default_rows": default_rows,
+            },
         )
     return result

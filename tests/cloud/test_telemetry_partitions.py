@@ -5,6 +5,7 @@ Timescale the days are the hypertable's 1-day chunks instead of partitions."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -146,8 +147,10 @@ async def test_old_raw_partitions_go_after_the_rollup_covers_them_and_answers_st
 
 
 async def test_a_day_without_partition_lands_in_the_default_and_moves_when_created(
-    pg: PgConnection, telemetry_backend: TelemetryBackend
+    pg: PgConnection, telemetry_backend: TelemetryBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # At INFO the maintenance logs what it did (a reserved LogRecord key there once raised).
+    caplog.set_level(logging.INFO, logger="cloud.telemetry.partitions")
     later = datetime.now(UTC) + timedelta(days=30)
     await _ingest(pg, [("dev-d", "m1", later, "power_w", 1.0, 1, True)])
     assert await pg.fetchval("SELECT count(*) FROM telemetry WHERE device_id = 'dev-d'") == 1
@@ -160,6 +163,7 @@ async def test_a_day_without_partition_lands_in_the_default_and_moves_when_creat
     assert name in done.created
     assert await pg.fetchval(f"SELECT count(*) FROM {DEFAULT_PARTITION}") == 0
     assert await pg.fetchval(f"SELECT count(*) FROM {name}") == 1
+    assert any(r.message == "telemetry maintenance" for r in caplog.records)
     for made in done.created:  # the far-future days are this test's alone
         await pg.execute(f"DROP TABLE {made}")
 
