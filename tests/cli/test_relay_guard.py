@@ -185,6 +185,13 @@ class Ran:
 WhileClosed = Callable[[SimSite, asyncio.subprocess.Process], object]
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C as a technician's terminal delivers it: a suite started as a background job
+    (``cmd &`` in a script) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt for the command under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _while_closed(
     tmp_path: Path, argv: list[str], act: WhileClosed, *, plugged: bool = True,
     edit: Callable[[str], str] = lambda text: text,
@@ -197,6 +204,7 @@ async def _while_closed(
         proc = await asyncio.create_subprocess_exec(
             str(CLI), *argv, "--config", str(config),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_as_at_a_terminal,
         )  # fmt: skip
         try:
 
