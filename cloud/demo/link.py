@@ -13,7 +13,7 @@ a network namespace instead of this relay.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, Self
 
 
 class Link(Protocol):
@@ -41,7 +41,7 @@ class LinkRelay:
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> LinkRelay:
+    async def __aenter__(self) -> Self:
         await self.restore()
         return self
 

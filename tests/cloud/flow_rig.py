@@ -22,6 +22,7 @@ import uvicorn
 
 from cloud.accounts.models import Role
 from cloud.app import create_app
+from cloud.demo.link import LinkRelay
 from cloud.devices.service import issue_pairing_code
 from cloud.pg import PgConnection
 from cloud.settings import Settings
@@ -44,71 +45,14 @@ PRICE_PER_KWH_PAISE = 1800
 SESSION_FEE_PAISE = 500
 
 
-class LinkCutter:
-    """A TCP relay from ``port`` to the broker's TLS port that can be cut and restored."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._cut = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> LinkCutter:
-        await self.restore()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.cut()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+class LinkCutter(LinkRelay):
+    """A relay from ``port`` to the broker's TLS port that can be cut and restored: the demo's
+    own site uplink (:class:`cloud.demo.link.LinkRelay`), which the flow tests cut."""
 
     async def cut(self) -> None:
         """Drop every connection now and stop listening until :meth:`restore`: a reconnect
         is refused at TCP level, like a site whose uplink is down."""
-        self._cut = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        self._close_all()
-
-    async def restore(self) -> None:
-        self._cut = False
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def _close_all(self) -> None:
-        for writer in list(self._writers):
-            writer.close()
-        self._writers.clear()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._cut:
-            writer.close()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst), name="link-pipe")
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            dst.close()
-            self._writers.discard(dst)
+        await self.drop()
 
 
 def relay_closed(sim: SimSite) -> bool:
@@ -179,10 +123,11 @@ ack_timeout_s = 5
 async def wait_for(
     predicate: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = 30.0
 ) -> None:
+    """Poll state held by another process (nothing to await); fail naming ``what``."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await predicate():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.05)
 
 

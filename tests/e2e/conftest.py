@@ -31,12 +31,12 @@ from tests.cloud.api_process import clear_rate_limits
 from tests.cloud.bookings_fixtures import serve_api
 from tests.cloud.certs import make_certs
 from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, TABLES, make_settings, migrate_once
-from tests.cloud.flow_rig import list_charger
+from tests.cloud.flow_rig import list_charger, wait_for
 from tests.cloud.market import add_user
 from tests.cloud.mosquitto import cloud_broker
 from tests.cloud.workers import Workers
 from tests.e2e.netns import agent_namespace
-from tests.e2e.rig import BIN, Rig, agent_config, wait_for
+from tests.e2e.rig import BIN, Rig, agent_config
 
 INGEST_WORKERS = 2
 

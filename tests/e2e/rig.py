@@ -29,7 +29,6 @@ import signal
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from edge_agent.control import request as control_request
 from firmware_sim.simsite import SimSite
-from tests.cloud.flow_rig import PRICE_PER_KWH_PAISE, SESSION_FEE_PAISE, register_wh
+from tests.cloud.flow_rig import PRICE_PER_KWH_PAISE, SESSION_FEE_PAISE, register_wh, wait_for
 from tests.cloud.market import ApiUser
 from tests.cloud.mosquitto import Broker
 from tests.cloud.workers import Workers
@@ -119,17 +118,6 @@ def host_share(energy_wh: int) -> int:
     """The unregistered host's share: the taxable value less the 10 % commission."""
     taxable = SESSION_FEE_PAISE + (PRICE_PER_KWH_PAISE * energy_wh + 500) // 1000
     return taxable - (taxable * 1000 + 5000) // 10_000
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = 30.0
-) -> None:
-    """Poll state held by another process (nothing to await); fail naming ``what``."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -20,7 +20,8 @@ import secrets
 
 import pytest
 
-from tests.e2e.rig import Rig, wait_for
+from tests.cloud.flow_rig import wait_for
+from tests.e2e.rig import Rig
 
 pytestmark = [
     pytest.mark.integration,
