@@ -76,10 +76,14 @@ def run(decisions: int, seed: int) -> list[str]:
                 plan.append(("unknown_tag", IdTag(f"{rng.getrandbits(40):010X}")))
             else:
                 claims = UnlockClaims(
-                    charger_id=CHARGER, connector=1, user_ref="u", jti=new_ulid(),
-                    nbf=now - timedelta(minutes=1), exp=now + timedelta(hours=1),
+                    charger_id=CHARGER,
+                    connector=1,
+                    user_ref="u",
+                    jti=new_ulid(),
+                    nbf=now - timedelta(minutes=1),
+                    exp=now + timedelta(hours=1),
                     session_intent_id="intent",
-                )  # fmt: skip
+                )
                 plan.append(("token", Token(sign_unlock_token(key, claims))))
         for _, credential in plan[:50]:  # warm up (page cache, code paths)
             authorizer.authorize(credential, connector=1, at=at, connector_busy=False)
@@ -109,23 +113,43 @@ def run(decisions: int, seed: int) -> list[str]:
         "by_kind_p50_ms": {k: round(statistics.median(v), 4) for k, v in timings.items()},
         "by_kind_p99_ms": {k: round(_pct(v, 0.99), 4) for k, v in timings.items()},
         "includes": "lookup (local list, cache), token verify, jti claim, decision-log row, "
-                    "inside an open SQLite transaction; the commit is timed separately",
+        "inside an open SQLite transaction; the commit is timed separately",
         "store_dir": tempfile.gettempdir(),
-    }  # fmt: skip
+    }
     lines = []
     for name, q in (("auth_decision_p50_ms", 0.5), ("auth_decision_p99_ms", 0.99)):
         value = _pct(every, q)
-        lines.append(json.dumps({
-            "bench": "edge_auth", "figure": name, "value": round(value, 4), "unit": "ms",
-            "goal": "p99 <= 1 ms", "meets_goal": _pct(every, 0.99) <= 1.0, "params": params,
-        }))  # fmt: skip
-    for name, q in (("auth_decision_committed_p50_ms", 0.5),
-                    ("auth_decision_committed_p99_ms", 0.99)):  # fmt: skip
-        lines.append(json.dumps({
-            "bench": "edge_auth", "figure": name, "value": round(_pct(committed, q), 4),
-            "unit": "ms", "params": {"note": "decision + COMMIT (WAL fsync, synchronous=FULL)",
-                                     "store_dir": tempfile.gettempdir()},
-        }))  # fmt: skip
+        lines.append(
+            json.dumps(
+                {
+                    "bench": "edge_auth",
+                    "figure": name,
+                    "value": round(value, 4),
+                    "unit": "ms",
+                    "goal": "p99 <= 1 ms",
+                    "meets_goal": _pct(every, 0.99) <= 1.0,
+                    "params": params,
+                }
+            )
+        )
+    for name, q in (
+        ("auth_decision_committed_p50_ms", 0.5),
+        ("auth_decision_committed_p99_ms", 0.99),
+    ):
+        lines.append(
+            json.dumps(
+                {
+                    "bench": "edge_auth",
+                    "figure": name,
+                    "value": round(_pct(committed, q), 4),
+                    "unit": "ms",
+                    "params": {
+                        "note": "decision + COMMIT (WAL fsync, synchronous=FULL)",
+                        "store_dir": tempfile.gettempdir(),
+                    },
+                }
+            )
+        )
     return lines
 
 

@@ -51,8 +51,9 @@ from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 
 
 def figure(name: str, value: float, unit: str, **extra: Any) -> str:
-    return json.dumps({"bench": "edge_e2e", "figure": name, "value": round(value, 3),
-                       "unit": unit, **extra})  # fmt: skip
+    return json.dumps(
+        {"bench": "edge_e2e", "figure": name, "value": round(value, 3), "unit": unit, **extra}
+    )
 
 
 # --- the ingest stand-in (its own process) -------------------------------------------------
@@ -117,17 +118,32 @@ def phase(
     tmp.mkdir()
     arrivals = tmp / "arrivals.txt"
     recv = subprocess.Popen(
-        [sys.executable, "-m", "bench.edge_e2e", "--receiver", str(broker.port),
-         INGEST_PASSWORD, str(arrivals)],
+        [
+            sys.executable,
+            "-m",
+            "bench.edge_e2e",
+            "--receiver",
+            str(broker.port),
+            INGEST_PASSWORD,
+            str(arrivals),
+        ],
         stdout=subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert recv.stdout is not None
     recv.stdout.readline()
     agent = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "WARNING", "--config",
-         str(_config(tmp, sim_port, broker, ca, interval_s))],
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "run",
+            "--log-level",
+            "WARNING",
+            "--config",
+            str(_config(tmp, sim_port, broker, ca, interval_s)),
+        ],
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         time.sleep(2.0)
         if agent.poll() is not None:
@@ -168,13 +184,21 @@ async def _commit_latencies(
     """Hand one reading at a time to a StoreWriter; time until its group is committed."""
     samples: list[float] = []
     async with StoreWriter(
-        directory / f"commit-{synchronous}.db", device_id=DEVICE,
-        now=lambda: datetime.now(UTC), synchronous=synchronous,
-    ) as writer:  # fmt: skip
+        directory / f"commit-{synchronous}.db",
+        device_id=DEVICE,
+        now=lambda: datetime.now(UTC),
+        synchronous=synchronous,
+    ) as writer:
         for i in range(n):
             start = time.perf_counter()
-            writer.submit(MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
-                                       values={Quantity.POWER_W: float(i)}))  # fmt: skip
+            writer.submit(
+                MeterReading(
+                    meter_id="m1",
+                    ts=datetime.now(UTC),
+                    clock_synced=True,
+                    values={Quantity.POWER_W: float(i)},
+                )
+            )
             while writer.committed <= i:
                 await asyncio.sleep(0)
             samples.append((time.perf_counter() - start) * 1000)
@@ -186,11 +210,19 @@ def commit_figures(directory: Path, n: int) -> list[str]:
     lines = []
     for level in ("FULL", "NORMAL"):
         lat = asyncio.run(_commit_latencies(directory, level, n))
-        survives = ("process kill and power loss" if level == "FULL"
-                    else "process kill; power loss may lose the last commits")  # fmt: skip
-        params = {"synchronous": level, "journal_mode": "WAL", "samples": n,
-                  "p95_ms": round(_percentile(lat, 0.95), 3), "survives": survives,
-                  "disk": "the machine's /tmp (a Pi's SD card syncs far slower)"}  # fmt: skip
+        survives = (
+            "process kill and power loss"
+            if level == "FULL"
+            else "process kill; power loss may lose the last commits"
+        )
+        params = {
+            "synchronous": level,
+            "journal_mode": "WAL",
+            "samples": n,
+            "p95_ms": round(_percentile(lat, 0.95), 3),
+            "survives": survives,
+            "disk": "the machine's /tmp (a Pi's SD card syncs far slower)",
+        }
         lines.append(figure("store_commit_p50_ms", statistics.median(lat), "ms", params=params))
     return lines
 
@@ -203,8 +235,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="window per phase")
     parser.add_argument("--commit-samples", type=int, default=300)
-    parser.add_argument("--receiver", nargs=3, metavar=("PORT", "PASSWORD", "OUT"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--receiver", nargs=3, metavar=("PORT", "PASSWORD", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.receiver:
         receiver(int(args.receiver[0]), args.receiver[1], Path(args.receiver[2]))
@@ -219,11 +252,24 @@ def main() -> None:
         stack.callback(broker.stop)
         assert broker.tls_port is not None
         sim = subprocess.Popen(
-            [str(Path(sys.executable).with_name("chargemitra-sim")), "site", "--tcp",
-             "127.0.0.1:0", "--no-serial", "--no-rfid", "--no-keys", "--control", "127.0.0.1:0",
-             "--meter", "sdm630:1", "--state", str(root / "sim.json")],
-            stdout=subprocess.PIPE, env={**os.environ},
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).with_name("chargemitra-sim")),
+                "site",
+                "--tcp",
+                "127.0.0.1:0",
+                "--no-serial",
+                "--no-rfid",
+                "--no-keys",
+                "--control",
+                "127.0.0.1:0",
+                "--meter",
+                "sdm630:1",
+                "--state",
+                str(root / "sim.json"),
+            ],
+            stdout=subprocess.PIPE,
+            env={**os.environ},
+        )
         stack.callback(_stop, sim)
         assert sim.stdout is not None
         sim_port = int(json.loads(sim.stdout.readline())["tcp"].rsplit(":", 1)[1])
@@ -233,28 +279,59 @@ def main() -> None:
                 root, broker, certs.ca, sim_port, interval_s=1 / hz, seconds=args.seconds
             )
             lat = result["latencies_ms"]
-            params = {"poll_hz": hz, "model": "sdm630", "transport": "tcp",
-                      "samples": len(lat), "stored": result["stored_in_window"],
-                      "window_s": round(result["seconds"], 1),
-                      "synchronous": "FULL",
-                      "max_ms": round(lat[-1], 2) if lat else None}  # fmt: skip
+            params = {
+                "poll_hz": hz,
+                "model": "sdm630",
+                "transport": "tcp",
+                "samples": len(lat),
+                "stored": result["stored_in_window"],
+                "window_s": round(result["seconds"], 1),
+                "synchronous": "FULL",
+                "max_ms": round(lat[-1], 2) if lat else None,
+            }
             p50, p95 = statistics.median(lat), _percentile(lat, 0.95)
-            lines.append(figure("e2e_read_to_broker_p50_ms", p50, "ms", goal="<= 50",
-                                meets_goal=p50 <= 50, params=params))  # fmt: skip
-            lines.append(figure("e2e_read_to_broker_p95_ms", p95, "ms", goal="<= 150",
-                                meets_goal=p95 <= 150, params=params))  # fmt: skip
+            lines.append(
+                figure(
+                    "e2e_read_to_broker_p50_ms",
+                    p50,
+                    "ms",
+                    goal="<= 50",
+                    meets_goal=p50 <= 50,
+                    params=params,
+                )
+            )
+            lines.append(
+                figure(
+                    "e2e_read_to_broker_p95_ms",
+                    p95,
+                    "ms",
+                    goal="<= 150",
+                    meets_goal=p95 <= 150,
+                    params=params,
+                )
+            )
         result = phase(root, broker, certs.ca, sim_port, interval_s=0.001, seconds=args.seconds)
         lat = result["latencies_ms"]
         rate = result["delivered_in_window"] / result["seconds"]
-        lines.append(figure(
-            "e2e_full_reads_per_s", rate, "reads/s", goal=">= 100", meets_goal=rate >= 100,
-            params={"poll_interval_s": 0.001, "model": "sdm630", "transport": "tcp",
+        lines.append(
+            figure(
+                "e2e_full_reads_per_s",
+                rate,
+                "reads/s",
+                goal=">= 100",
+                meets_goal=rate >= 100,
+                params={
+                    "poll_interval_s": 0.001,
+                    "model": "sdm630",
+                    "transport": "tcp",
                     "stored_in_window": result["stored_in_window"],
                     "delivered_in_window": result["delivered_in_window"],
                     "window_s": round(result["seconds"], 1),
                     "latency_p50_ms": round(statistics.median(lat), 2) if lat else None,
-                    "latency_p95_ms": round(_percentile(lat, 0.95), 2) if lat else None},
-        ))  # fmt: skip
+                    "latency_p95_ms": round(_percentile(lat, 0.95), 2) if lat else None,
+                },
+            )
+        )
     for line in lines:
         print(line, flush=True)
 

@@ -91,10 +91,13 @@ def _config(tmp: Path, host: str, port: int, mqtt: str, interval_s: float) -> Pa
     )
     connectors = "".join(
         f'\n[[connectors]]\nid = {i}\nmeter = "{mid}"\nmax_current_a = 32\n'
-        + (f'relay = {{ driver = "modbus-coil", unit_id = 5, coil = 0, link = {link} }}\n'
-           if i == 1 else 'relay = { driver = "none" }\n')
+        + (
+            f'relay = {{ driver = "modbus-coil", unit_id = 5, coil = 0, link = {link} }}\n'
+            if i == 1
+            else 'relay = { driver = "none" }\n'
+        )
         for i, (mid, _, _) in enumerate(METERS, start=1)
-    )  # fmt: skip
+    )
     path = tmp / "agent.toml"
     path.write_text(
         f'device_id = "{DEVICE}"\n{meters}{connectors}\n'
@@ -115,9 +118,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure(
-    settle_s: float, window_s: float, sync: bool, interval_s: float = 1.0,
-    *, ocpp: bool = False, baseline: dict[str, float] | None = None,
-) -> list[str]:  # fmt: skip
+    settle_s: float,
+    window_s: float,
+    sync: bool,
+    interval_s: float = 1.0,
+    *,
+    ocpp: bool = False,
+    baseline: dict[str, float] | None = None,
+) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         mqtt = ""
@@ -135,10 +143,21 @@ def measure(
             acker = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
             stack.callback(acker.close)
             mqtt += _mqtt_table(tmp, broker, certs.ca)
-        sim_args = [str(Path(sys.executable).with_name("chargemitra-sim")), "site", "--tcp",
-                    "127.0.0.1:0",
-                    "--no-serial", "--no-rfid", "--no-keys", "--control", "127.0.0.1:0",
-                    "--relay-unit", "5", "--state", str(tmp / "sim.json")]  # fmt: skip
+        sim_args = [
+            str(Path(sys.executable).with_name("chargemitra-sim")),
+            "site",
+            "--tcp",
+            "127.0.0.1:0",
+            "--no-serial",
+            "--no-rfid",
+            "--no-keys",
+            "--control",
+            "127.0.0.1:0",
+            "--relay-unit",
+            "5",
+            "--state",
+            str(tmp / "sim.json"),
+        ]
         for _, model, unit in METERS:
             sim_args += ["--meter", f"{model}:{unit}"]
         sim = subprocess.Popen(sim_args, stdout=subprocess.PIPE)
@@ -148,10 +167,19 @@ def measure(
             endpoints = json.loads(sim.stdout.readline())
             host, port = endpoints["tcp"].rsplit(":", 1)
             agent = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "WARNING",
-                 "--config", str(_config(tmp, host, int(port), mqtt, interval_s))],
-                env={**os.environ}, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent.cli",
+                    "run",
+                    "--log-level",
+                    "WARNING",
+                    "--config",
+                    str(_config(tmp, host, int(port), mqtt, interval_s)),
+                ],
+                env={**os.environ},
+                stderr=subprocess.DEVNULL,
+            )
             process = psutil.Process(agent.pid)
             time.sleep(settle_s)
             if agent.poll() is not None:
@@ -179,11 +207,17 @@ def measure(
     cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     cpu_percent = 100 * cpu_s / wall
     rss_mb = rss / (1024 * 1024)
-    params = {"meters": [m[1] for m in METERS], "poll_interval_s": interval_s, "transport": "tcp",
-              "sync": "tls to the cloud broker config" if sync else "off",
-              "settle_s": settle_s, "window_s": round(wall, 2), "readings_stored": readings,
-              "messages_received": received,
-              "python": sys.version.split()[0]}  # fmt: skip
+    params = {
+        "meters": [m[1] for m in METERS],
+        "poll_interval_s": interval_s,
+        "transport": "tcp",
+        "sync": "tls to the cloud broker config" if sync else "off",
+        "settle_s": settle_s,
+        "window_s": round(wall, 2),
+        "readings_stored": readings,
+        "messages_received": received,
+        "python": sys.version.split()[0],
+    }
     if csms is not None:
         rec = csms.record
         params["ocpp"] = (
@@ -197,49 +231,88 @@ def measure(
         }
     if baseline is not None:
         return [
-            json.dumps({"bench": "edge_footprint", "figure": figure, "value": round(value, 3),
-                        "unit": unit, "goal": goal, "meets_goal": value <= limit,
-                        "baseline": "the same agent without [ocpp], this run",
-                        "baseline_value": round(baseline[figure], 3),
-                        "ratio": round(value / baseline[figure], 3) if baseline[figure] else None,
-                        "params": params})
+            json.dumps(
+                {
+                    "bench": "edge_footprint",
+                    "figure": figure,
+                    "value": round(value, 3),
+                    "unit": unit,
+                    "goal": goal,
+                    "meets_goal": value <= limit,
+                    "baseline": "the same agent without [ocpp], this run",
+                    "baseline_value": round(baseline[figure], 3),
+                    "ratio": round(value / baseline[figure], 3) if baseline[figure] else None,
+                    "params": params,
+                }
+            )
             for figure, value, unit, goal, limit in (
                 ("agent_rss_mb", rss_mb, "MiB", "<= 40", 40.0),
                 ("agent_cpu_percent", cpu_percent, "% of one core", "<= 1", 1.0),
             )
-        ]  # fmt: skip
+        ]
     if interval_s < 1.0:
         late_p99 = ticks.get("late_p99_ms")
         return [
-            json.dumps({"bench": "edge_footprint", "figure": "safety_tick_jitter_p99_ms",
-                        "value": late_p99, "unit": "ms", "goal": "<= 50",
-                        "meets_goal": late_p99 is not None and late_p99 <= 50,
-                        "params": {**params, "ticks": ticks.get("ticks"),
-                                   "late_p50_ms": ticks.get("late_p50_ms"),
-                                   "late_max_ms": ticks.get("late_max_ms"),
-                                   "agent_cpu_percent": round(cpu_percent, 3),
-                                   "agent_rss_mb": round(rss_mb, 2),
-                                   "store": "synchronous=FULL, one commit per group of "
-                                            "readings ready (StoreWriter)"}}),
-        ]  # fmt: skip
+            json.dumps(
+                {
+                    "bench": "edge_footprint",
+                    "figure": "safety_tick_jitter_p99_ms",
+                    "value": late_p99,
+                    "unit": "ms",
+                    "goal": "<= 50",
+                    "meets_goal": late_p99 is not None and late_p99 <= 50,
+                    "params": {
+                        **params,
+                        "ticks": ticks.get("ticks"),
+                        "late_p50_ms": ticks.get("late_p50_ms"),
+                        "late_max_ms": ticks.get("late_max_ms"),
+                        "agent_cpu_percent": round(cpu_percent, 3),
+                        "agent_rss_mb": round(rss_mb, 2),
+                        "store": "synchronous=FULL, one commit per group of "
+                        "readings ready (StoreWriter)",
+                    },
+                }
+            ),
+        ]
     return [
-        json.dumps({"bench": "edge_footprint", "figure": "agent_rss_mb", "value": round(rss_mb, 2),
-                    "unit": "MiB", "goal": "<= 40", "meets_goal": rss_mb <= 40,
-                    "params": params}),
-        json.dumps({"bench": "edge_footprint", "figure": "agent_cpu_percent",
-                    "value": round(cpu_percent, 3), "unit": "% of one core", "goal": "<= 1",
-                    "meets_goal": cpu_percent <= 1, "params": params}),
-    ]  # fmt: skip
+        json.dumps(
+            {
+                "bench": "edge_footprint",
+                "figure": "agent_rss_mb",
+                "value": round(rss_mb, 2),
+                "unit": "MiB",
+                "goal": "<= 40",
+                "meets_goal": rss_mb <= 40,
+                "params": params,
+            }
+        ),
+        json.dumps(
+            {
+                "bench": "edge_footprint",
+                "figure": "agent_cpu_percent",
+                "value": round(cpu_percent, 3),
+                "unit": "% of one core",
+                "goal": "<= 1",
+                "meets_goal": cpu_percent <= 1,
+                "params": params,
+            }
+        ),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle-s", type=float, default=5.0)
     parser.add_argument("--window-s", type=float, default=30.0)
-    parser.add_argument("--no-sync", dest="sync", action="store_false",
-                        help="run the agent without its [mqtt] table (no broker)")  # fmt: skip
-    parser.add_argument("--no-ocpp", dest="ocpp", action="store_false",
-                        help="skip the run with the OCPP uplink on")  # fmt: skip
+    parser.add_argument(
+        "--no-sync",
+        dest="sync",
+        action="store_false",
+        help="run the agent without its [mqtt] table (no broker)",
+    )
+    parser.add_argument(
+        "--no-ocpp", dest="ocpp", action="store_false", help="skip the run with the OCPP uplink on"
+    )
     args = parser.parse_args()
     without: dict[str, float] = {}
     for line in measure(args.settle_s, args.window_s, args.sync):

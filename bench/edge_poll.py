@@ -40,15 +40,19 @@ RUNS = 5
 
 
 def figure(name: str, value: float, unit: str, **extra: Any) -> str:
-    return json.dumps({"bench": "edge_poll", "figure": name, "value": round(value, 3),
-                       "unit": unit, **extra})  # fmt: skip
+    return json.dumps(
+        {"bench": "edge_poll", "figure": name, "value": round(value, 3), "unit": unit, **extra}
+    )
 
 
 async def rtu(baud: int, turnaround_s: float, reads: int) -> str:
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), serial=True, baud=baud, turnaround_s=turnaround_s,
+        meters=(MeterSpec("sdm630", 1),),
+        serial=True,
+        baud=baud,
+        turnaround_s=turnaround_s,
         control=None,
-    )  # fmt: skip
+    )
     async with SimSite(config, clock=ManualClock()) as sim:
         # build: baud is the caller's, and only decoding checks it is a Modbus speed.
         link = build(SerialLink, {"port": sim.endpoints()["serial"], "baud": baud})
@@ -67,20 +71,33 @@ async def rtu(baud: int, turnaround_s: float, reads: int) -> str:
     wire_s = sum(read_poll_time_s(b.count, baud, turnaround_s) for b in poller.blocks)
     value, baseline = statistics.median(rates), 1 / wire_s
     return figure(
-        "rtu_polls_per_s", value, "polls/s",
+        "rtu_polls_per_s",
+        value,
+        "polls/s",
         baseline="computed RTU wire limit of the same frames (firmware_sim.line)",
-        baseline_value=round(baseline, 3), ratio=round(value / baseline, 4),
-        goal=">= 0.9 ratio", meets_goal=value / baseline >= 0.9,
-        params={"baud": baud, "turnaround_ms": turnaround_s * 1000, "model": "sdm630",
-                "frames_per_read": len(poller.blocks), "reads_per_run": reads, "runs": RUNS,
-                "run_values": [round(r, 3) for r in rates]},
-    )  # fmt: skip
+        baseline_value=round(baseline, 3),
+        ratio=round(value / baseline, 4),
+        goal=">= 0.9 ratio",
+        meets_goal=value / baseline >= 0.9,
+        params={
+            "baud": baud,
+            "turnaround_ms": turnaround_s * 1000,
+            "model": "sdm630",
+            "frames_per_read": len(poller.blocks),
+            "reads_per_run": reads,
+            "runs": RUNS,
+            "run_values": [round(r, 3) for r in rates],
+        },
+    )
 
 
 async def tcp(seconds: float) -> tuple[str, str]:
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), tcp=("127.0.0.1", 0), turnaround_s=0.0, control=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        tcp=("127.0.0.1", 0),
+        turnaround_s=0.0,
+        control=None,
+    )
     async with SimSite(config, clock=ManualClock()) as sim:
         host, port = sim.endpoints()["tcp"].rsplit(":", 1)
         link = TcpLink(host=host, port=int(port))
@@ -119,21 +136,35 @@ async def tcp(seconds: float) -> tuple[str, str]:
     per_quantity = len(load_map("sdm630").registers)
     return (
         figure(
-            "tcp_full_reads_per_s", value, "reads/s", goal=">= 100", meets_goal=value >= 100,
-            params={"model": "sdm630", "turnaround_ms": 0, "stored_readings": stored,
-                    "seconds_per_run": seconds, "runs": RUNS,
-                    "run_values": [round(r, 1) for r in rates],
-                    "group_commits": commits,
-                    "note": "decoded, handed to the StoreWriter, committed in SQLite (WAL, "
-                            "synchronous=FULL) with its outbox row, as the daemon does"},
+            "tcp_full_reads_per_s",
+            value,
+            "reads/s",
+            goal=">= 100",
+            meets_goal=value >= 100,
+            params={
+                "model": "sdm630",
+                "turnaround_ms": 0,
+                "stored_readings": stored,
+                "seconds_per_run": seconds,
+                "runs": RUNS,
+                "run_values": [round(r, 1) for r in rates],
+                "group_commits": commits,
+                "note": "decoded, handed to the StoreWriter, committed in SQLite (WAL, "
+                "synchronous=FULL) with its outbox row, as the daemon does",
+            },
         ),
         figure(
-            "frames_per_sdm630_read", frames, "frames",
-            baseline="one frame per quantity", baseline_value=per_quantity,
-            ratio=round(frames / per_quantity, 4), goal="value <= 3", meets_goal=frames <= 3,
+            "frames_per_sdm630_read",
+            frames,
+            "frames",
+            baseline="one frame per quantity",
+            baseline_value=per_quantity,
+            ratio=round(frames / per_quantity, 4),
+            goal="value <= 3",
+            meets_goal=frames <= 3,
             params={"blocks": [(b.start, b.count) for b in poller.blocks]},
         ),
-    )  # fmt: skip
+    )
 
 
 async def main_async(args: argparse.Namespace) -> None:

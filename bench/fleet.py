@@ -68,9 +68,16 @@ DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 LAG_GOAL_MS = 2000.0
 PREFIX_IDS = "fleetb"
 DEVICE_TABLES = (
-    "telemetry", "telemetry_batches", "session_events", "sessions", "device_commands",
-    "downlink_sequences", "dead_letters", "device_meters", "auth_decisions",
-)  # fmt: skip
+    "telemetry",
+    "telemetry_batches",
+    "session_events",
+    "sessions",
+    "device_commands",
+    "downlink_sequences",
+    "dead_letters",
+    "device_meters",
+    "auth_decisions",
+)
 
 
 def _p(values: list[float], q: float) -> float:
@@ -106,9 +113,13 @@ class BareAcker:
         if not seq:
             return  # a Last Will: nothing to ack
         ack = Ack(
-            msg_id=new_ulid(), device_id=device_id, seq=1, ts=datetime.now(UTC), clock_synced=True,
+            msg_id=new_ulid(),
+            device_id=device_id,
+            seq=1,
+            ts=datetime.now(UTC),
+            clock_synced=True,
             ranges=ack_ranges([seq]),
-        )  # fmt: skip
+        )
         self.client.publish(topic(device_id, MessageKind.ACK), encode_message(ack), qos=1)
 
     def close(self) -> None:
@@ -123,9 +134,13 @@ def _passed(report: SiteReport) -> bool:
 
 def _step_config(args: argparse.Namespace, port: int) -> FleetConfig:
     return FleetConfig(
-        port=port, duration_s=args.window_s, rate_hz=1.0, offline_fraction=0.1,
-        offline_s=min(60.0, args.window_s / 4), drain_timeout_s=args.drain_s,
-    )  # fmt: skip
+        port=port,
+        duration_s=args.window_s,
+        rate_hz=1.0,
+        offline_fraction=0.1,
+        offline_s=min(60.0, args.window_s / 4),
+        drain_timeout_s=args.drain_s,
+    )
 
 
 def _step_up(
@@ -177,12 +192,15 @@ async def _storm(
 ) -> tuple[float, SiteReport]:
     ids = sorted(passwords)[: args.storm_sites]
     config = FleetConfig(
-        port=broker.port, rate_hz=1.0,
+        port=broker.port,
+        rate_hz=1.0,
         duration_s=args.storm_settle_s + args.storm_down_s + 30 + args.storm_sites / 20,
-        session_every_s=0, offline_fraction=0.0,
-        backlog_batches_on_loss=int(args.storm_backlog_s), drain_timeout_s=args.storm_timeout_s,
+        session_every_s=0,
+        offline_fraction=0.0,
+        backlog_batches_on_loss=int(args.storm_backlog_s),
+        drain_timeout_s=args.storm_timeout_s,
         resend_after_s=args.resend_after_s,
-    )  # fmt: skip
+    )
     subset = {d: passwords[d] for d in ids}
     fleet = asyncio.create_task(
         asyncio.to_thread(run_fleet, subset, config, processes=args.sim_processes, start_in_s=1.0)
@@ -253,19 +271,27 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ingest_env = env | {env_name("mqtt", "password"): passwords_svc["cloud-ingest"]}
                 workers = [
                     await asyncio.create_subprocess_exec(
-                        str(cli), "ingest", "--index", str(i), env=ingest_env,
+                        str(cli),
+                        "ingest",
+                        "--index",
+                        str(i),
+                        env=ingest_env,
                         stdout=subprocess.DEVNULL,
                     )
                     for i in range(2)
-                ]  # fmt: skip
+                ]
                 async with asyncio.timeout(30):
                     names = [f"as ingest-{i}" for i in range(2)]
                     while not all(name in broker.log_text() for name in names):
                         await asyncio.sleep(0.05)
                 port = free_port()
                 server = await asyncio.create_subprocess_exec(
-                    str(cli), "serve", "--port", str(port),
-                    env=env | {
+                    str(cli),
+                    "serve",
+                    "--port",
+                    str(port),
+                    env=env
+                    | {
                         env_name("mqtt", "username"): "cloud-api",
                         env_name("mqtt", "password"): passwords_svc["cloud-api"],
                         env_name("provisioning", "token_public_key_file"): str(
@@ -273,8 +299,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         ),
                         env_name("marketplace", "device_offline_after_s"): "180",
                     },
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                     async with asyncio.timeout(30):
                         while True:
@@ -293,10 +320,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     subset = {d: passwords[d] for d in sorted(passwords)[:load_n]}
                     loaded = asyncio.create_task(
                         asyncio.to_thread(
-                            run_fleet, subset, _step_config(args, broker.port),
+                            run_fleet,
+                            subset,
+                            _step_config(args, broker.port),
                             processes=args.sim_processes,
                         )
-                    )  # fmt: skip
+                    )
                     await asyncio.sleep(2.0 + 0.5 * args.sim_processes)
                     loaded_search: list[float] = []
                     while not loaded.done():
@@ -408,9 +437,11 @@ def _steps(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
-        "--steps", type=_steps, default=_steps("500,1000,2000,3000,4000,5000,6000,8000"),
+        "--steps",
+        type=_steps,
+        default=_steps("500,1000,2000,3000,4000,5000,6000,8000"),
         help="site counts to try, in order, until one fails",
-    )  # fmt: skip
+    )
     parser.add_argument("--window-s", type=float, default=300.0, help="each step's window")
     parser.add_argument(
         "--drain-s", type=float, default=120.0, help="after a window, wait this long for every ack"
@@ -423,19 +454,22 @@ def main() -> None:
     parser.add_argument("--storm-settle-s", type=float, default=10.0)
     parser.add_argument("--storm-timeout-s", type=float, default=1800.0)
     parser.add_argument(
-        "--resend-after-s", type=float, default=30.0,
+        "--resend-after-s",
+        type=float,
+        default=30.0,
         help="a site resends what is unacked this long (the agent's mqtt.ack_timeout_s default)",
-    )  # fmt: skip
+    )
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument("--searches", type=int, default=300)
     parser.add_argument("--sim-processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--keep", action="store_true", help="keep the seeded chargers")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="a small run for a busy machine: steps 20,50,100, 30 s windows, storm of 50 sites "
         "with 30 s of backlog, 5,000 chargers",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.window_s, args.drain_s = [20, 50, 100], 30.0, 30.0

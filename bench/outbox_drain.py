@@ -61,8 +61,17 @@ PER_BATCH = 4
 
 
 def figure(name: str, value: float, unit: str, **extra: Any) -> None:
-    print(json.dumps({"bench": "outbox_drain", "figure": name, "value": round(value, 2),
-                      "unit": unit, **extra}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "outbox_drain",
+                "figure": name,
+                "value": round(value, 2),
+                "unit": unit,
+                **extra,
+            }
+        )
+    )
 
 
 def raw_paho_rate(tls_port: int, ca: Path, payloads: list[tuple[str, bytes]]) -> float:
@@ -144,9 +153,12 @@ async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: in
         asyncio.TaskGroup() as group,
     ):
         service = SyncService(
-            conn, sync_settings(tls_port, ca), handler=RecordingHandler(), clock=wall_clock(),
+            conn,
+            sync_settings(tls_port, ca),
+            handler=RecordingHandler(),
+            clock=wall_clock(),
             writer=writer,
-        )  # fmt: skip
+        )
         services.append(service)
         task = group.create_task(service.run(), name="bench-sync")
         while not service.stats.connected:
@@ -154,9 +166,13 @@ async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: in
         for i in range(n):
             read_at = time.monotonic()
             writer.submit(
-                MeterReading(meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
-                             values={Quantity.POWER_W: float(i)})
-            )  # fmt: skip
+                MeterReading(
+                    meter_id="m1",
+                    ts=datetime.now(UTC),
+                    clock_synced=True,
+                    values={Quantity.POWER_W: float(i)},
+                )
+            )
             while writer.committed <= i:
                 await asyncio.sleep(0.0002)
             seq = high_water(conn)
@@ -170,9 +186,14 @@ async def latency(store_path: Path, tls_port: int, ca: Path, acker: Acker, n: in
 
 
 def pair_run(
-    root: Path, prepared: Path, run: int, broker: Broker, *, ca: Path,
+    root: Path,
+    prepared: Path,
+    run: int,
+    broker: Broker,
+    *,
+    ca: Path,
     payloads: list[tuple[str, bytes]],
-) -> tuple[float, dict[str, float]]:  # fmt: skip
+) -> tuple[float, dict[str, float]]:
     """The baseline, then one drain of a copy of the prepared store, with the ingest
     stand-in (its own process) subscribed throughout: the broker delivers every message to
     it in both, so only the publisher differs."""
@@ -180,10 +201,18 @@ def pair_run(
     shutil.copyfile(prepared, store_path)
     arrivals = root / f"arrivals-{run}.txt"
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "tests.sync.acker_proc", str(broker.port), INGEST_PASSWORD,
-         str(arrivals)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tests.sync.acker_proc",
+            str(broker.port),
+            INGEST_PASSWORD,
+            str(arrivals),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert receiver.stdout is not None
     assert receiver.stdin is not None
     receiver.stdout.readline()
@@ -249,9 +278,10 @@ def main() -> None:
             )
             try:
                 samples = asyncio.run(
-                    latency(root / "live.sqlite", broker.tls_port, certs.ca, acker,
-                            args.latency_samples)
-                )  # fmt: skip
+                    latency(
+                        root / "live.sqlite", broker.tls_port, certs.ca, acker, args.latency_samples
+                    )
+                )
             finally:
                 acker.close()
         finally:
@@ -259,30 +289,54 @@ def main() -> None:
     rates = [r["msgs_per_s"] for r in results]
     ratios = [r / b for r, b in zip(rates, baselines, strict=True)]
     rate, baseline, ratio = (statistics.median(v) for v in (rates, baselines, ratios))
-    params = {"readings": args.readings, "readings_per_msg": PER_BATCH, "rows": batches,
-              "runs": args.runs, "run_ratios": [round(r, 3) for r in ratios],
-              "run_values": [round(r, 1) for r in rates],
-              "baseline_values": [round(b, 1) for b in baselines],
-              "environment": "the ingest stand-in subscribed during baseline and drain alike",
-              "timed": "link up -> outbox empty (every row acked by the ingest stand-in and "
-                       "deleted by the store writer)"}  # fmt: skip
+    params = {
+        "readings": args.readings,
+        "readings_per_msg": PER_BATCH,
+        "rows": batches,
+        "runs": args.runs,
+        "run_ratios": [round(r, 3) for r in ratios],
+        "run_values": [round(r, 1) for r in rates],
+        "baseline_values": [round(b, 1) for b in baselines],
+        "environment": "the ingest stand-in subscribed during baseline and drain alike",
+        "timed": "link up -> outbox empty (every row acked by the ingest stand-in and "
+        "deleted by the store writer)",
+    }
     base = "raw paho-mqtt QoS1 publish of the same payloads"
-    figure("drain_msgs_per_s", rate, "msg/s", baseline=base,
-           baseline_value=round(baseline, 1), ratio=round(ratio, 3), goal=">= 0.8 ratio",
-           meets_goal=ratio >= 0.8, params=params)  # fmt: skip
-    figure("drain_readings_per_s", rate * PER_BATCH, "readings/s", baseline=base,
-           baseline_value=round(baseline * PER_BATCH, 1), ratio=round(ratio, 3),
-           goal=">= 0.8 ratio", meets_goal=ratio >= 0.8, params=params)  # fmt: skip
+    figure(
+        "drain_msgs_per_s",
+        rate,
+        "msg/s",
+        baseline=base,
+        baseline_value=round(baseline, 1),
+        ratio=round(ratio, 3),
+        goal=">= 0.8 ratio",
+        meets_goal=ratio >= 0.8,
+        params=params,
+    )
+    figure(
+        "drain_readings_per_s",
+        rate * PER_BATCH,
+        "readings/s",
+        baseline=base,
+        baseline_value=round(baseline * PER_BATCH, 1),
+        ratio=round(ratio, 3),
+        goal=">= 0.8 ratio",
+        meets_goal=ratio >= 0.8,
+        params=params,
+    )
     first_live_ms = statistics.median(r["first_live_s"] for r in results) * 1000
-    figure("first_live_reading_ms", first_live_ms, "ms",
-           params={**params, "queued_after_s": 0.5})  # fmt: skip
+    figure("first_live_reading_ms", first_live_ms, "ms", params={**params, "queued_after_s": 0.5})
     samples.sort()
     p50 = statistics.median(samples) * 1000
     p95 = samples[int(0.95 * (len(samples) - 1))] * 1000
-    lat_params = {"samples": len(samples), "backlog": 0,
-                  "durable": "StoreWriter commit (synchronous=FULL) before publishing"}  # fmt: skip
-    figure("read_to_broker_p50_ms", p50, "ms", goal="<= 50", meets_goal=p50 <= 50,
-           params=lat_params)  # fmt: skip
+    lat_params = {
+        "samples": len(samples),
+        "backlog": 0,
+        "durable": "StoreWriter commit (synchronous=FULL) before publishing",
+    }
+    figure(
+        "read_to_broker_p50_ms", p50, "ms", goal="<= 50", meets_goal=p50 <= 50, params=lat_params
+    )
     figure("read_to_broker_p95_ms", p95, "ms", params=lat_params)
 
 

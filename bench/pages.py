@@ -117,8 +117,9 @@ async def _scan_to_charging(page: Page, market: Market, qr_url: str) -> float:
 
 async def _measure(market: Market, args: argparse.Namespace) -> dict[str, Any]:
     code = new_short_code()
-    await market.pg.execute("UPDATE chargers SET qr_code = $2 WHERE id = $1",
-                            market.charger_id, code)  # fmt: skip
+    await market.pg.execute(
+        "UPDATE chargers SET qr_code = $2 WHERE id = $1", market.charger_id, code
+    )
     qr_url = f"{market.api_url}/c/{code}"
     async with chromium() as browser:
         page_bytes, responses = await _qr_page_bytes(browser, qr_url)
@@ -130,8 +131,13 @@ async def _measure(market: Market, args: argparse.Namespace) -> dict[str, Any]:
             scans = [await _scan_to_charging(page, market, qr_url) for _ in range(args.scans)]
         finally:
             await context.close()
-    return {"bytes": page_bytes, "responses": responses, "ttfb": ttfb, "baseline": baseline,
-            "scans": sorted(scans)}  # fmt: skip
+    return {
+        "bytes": page_bytes,
+        "responses": responses,
+        "ttfb": ttfb,
+        "baseline": baseline,
+        "scans": sorted(scans),
+    }
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -149,9 +155,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             broker.start()
             try:
                 async with running_market(
-                    db_url=db_url, broker=broker, certs=certs, service_passwords=passwords,
-                    pg=pg, tmp=Path(tmp), CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0",
-                ) as market:  # fmt: skip
+                    db_url=db_url,
+                    broker=broker,
+                    certs=certs,
+                    service_passwords=passwords,
+                    pg=pg,
+                    tmp=Path(tmp),
+                    CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0",
+                ) as market:
                     try:
                         found = await _measure(market, args)
                     finally:
@@ -166,21 +177,48 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     scan_s = statistics.median(scans)
     common = {"transport": "loopback, plain HTTP", "browser": "Debian chromium, headless"}
     return [
-        {"bench": "pages", "figure": "qr_page_bytes", "value": found["bytes"], "unit": "B",
-         "goal": "<= 153600", "meets_goal": found["bytes"] <= QR_PAGE_GOAL_BYTES,
-         "params": {**common, "responses": found["responses"], "cache": "empty",
-                    "encoding": "none (uncompressed: an upper bound)"}},
-        {"bench": "pages", "figure": "qr_page_ttfb_p95_ms", "value": round(p95, 2), "unit": "ms",
-         "baseline": "GET /healthz on the same server, interleaved (routing, middleware, "
-                     "HTTP; no database, no template)",
-         "baseline_value": round(base_p95, 2), "ratio": round(p95 / base_p95, 2),
-         "goal": "<= 50", "meets_goal": p95 <= 50,
-         "params": {**common, "requests": args.requests, "p50_ms": round(p50, 2)}},
-        {"bench": "pages", "figure": "scan_to_charging_s", "value": round(scan_s, 2), "unit": "s",
-         "goal": "<= 10", "meets_goal": scan_s <= 10,
-         "params": {**common, "scans": args.scans, "all_s": [round(s, 2) for s in scans],
-                    "flow": "QR page -> price of 1 h -> dummy card -> relay closed, signed in"}},
-    ]  # fmt: skip
+        {
+            "bench": "pages",
+            "figure": "qr_page_bytes",
+            "value": found["bytes"],
+            "unit": "B",
+            "goal": "<= 153600",
+            "meets_goal": found["bytes"] <= QR_PAGE_GOAL_BYTES,
+            "params": {
+                **common,
+                "responses": found["responses"],
+                "cache": "empty",
+                "encoding": "none (uncompressed: an upper bound)",
+            },
+        },
+        {
+            "bench": "pages",
+            "figure": "qr_page_ttfb_p95_ms",
+            "value": round(p95, 2),
+            "unit": "ms",
+            "baseline": "GET /healthz on the same server, interleaved (routing, middleware, "
+            "HTTP; no database, no template)",
+            "baseline_value": round(base_p95, 2),
+            "ratio": round(p95 / base_p95, 2),
+            "goal": "<= 50",
+            "meets_goal": p95 <= 50,
+            "params": {**common, "requests": args.requests, "p50_ms": round(p50, 2)},
+        },
+        {
+            "bench": "pages",
+            "figure": "scan_to_charging_s",
+            "value": round(scan_s, 2),
+            "unit": "s",
+            "goal": "<= 10",
+            "meets_goal": scan_s <= 10,
+            "params": {
+                **common,
+                "scans": args.scans,
+                "all_s": [round(s, 2) for s in scans],
+                "flow": "QR page -> price of 1 h -> dummy card -> relay closed, signed in",
+            },
+        },
+    ]
 
 
 def main() -> None:

@@ -116,12 +116,14 @@ async def _world(conn: PgConnection) -> dict[str, str]:
     ids["device"] = f"cm-{new_ulid().lower()}"
     await conn.execute(
         "INSERT INTO users (id, name) VALUES ($1, 'Bench host'), ($2, 'Bench driver')",
-        ids["host_user"], ids["driver"],
-    )  # fmt: skip
+        ids["host_user"],
+        ids["driver"],
+    )
     await conn.execute(
         "INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Bench')",
-        ids["host"], ids["host_user"],
-    )  # fmt: skip
+        ids["host"],
+        ids["host_user"],
+    )
     await conn.execute(
         "INSERT INTO devices (id, host_id) VALUES ($1, $2)", ids["device"], ids["host"]
     )
@@ -129,8 +131,11 @@ async def _world(conn: PgConnection) -> dict[str, str]:
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, session_fee_paise, qr_code) VALUES ($1, $2, "
         "$3, 'Bench', '1 Road', 'Pune', 'MH', '411001', 18.5, 73.8, 1800, 500, $4)",
-        ids["charger"], ids["host"], ids["device"], ids["charger"][-10:],
-    )  # fmt: skip
+        ids["charger"],
+        ids["host"],
+        ids["device"],
+        ids["charger"][-10:],
+    )
     return ids
 
 
@@ -166,10 +171,15 @@ async def _deliveries(conn: PgConnection, ids: dict[str, str], n: int) -> list[D
         "payments",
         records=rows,
         columns=[
-            "id", "user_id", "provider", "provider_order_id", "provider_payment_id",
-            "amount_paise", "status",
+            "id",
+            "user_id",
+            "provider",
+            "provider_order_id",
+            "provider_payment_id",
+            "amount_paise",
+            "status",
         ],
-    )  # fmt: skip
+    )
     return [
         _signed(
             {
@@ -300,10 +310,16 @@ async def _prepare_sessions(
         "payments",
         records=payments,
         columns=[
-            "id", "user_id", "session_id", "provider", "provider_order_id",
-            "provider_payment_id", "amount_paise", "status",
+            "id",
+            "user_id",
+            "session_id",
+            "provider",
+            "provider_order_id",
+            "provider_payment_id",
+            "amount_paise",
+            "status",
         ],
-    )  # fmt: skip
+    )
     return session_ids
 
 

@@ -34,9 +34,12 @@ MIN_POLLS = 4
 
 async def measure(baud: int, registers: int, turnaround_s: float) -> dict[str, Any]:
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), serial=True, baud=baud, turnaround_s=turnaround_s,
+        meters=(MeterSpec("sdm630", 1),),
+        serial=True,
+        baud=baud,
+        turnaround_s=turnaround_s,
         control=None,
-    )  # fmt: skip
+    )
     expected_s = read_poll_time_s(registers, baud, turnaround_s)
     polls = max(MIN_POLLS, round(RUN_S / expected_s))
     async with SimSite(config, clock=ManualClock()) as sim:
@@ -92,9 +95,11 @@ async def main_async(turnarounds_ms: tuple[float, ...]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--turnaround-ms", type=float, action="append",
+        "--turnaround-ms",
+        type=float,
+        action="append",
         help="meter turnaround(s) to measure (default: 0 and 20)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     asyncio.run(main_async(tuple(args.turnaround_ms or TURNAROUNDS_MS)))
 

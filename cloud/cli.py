@@ -62,9 +62,12 @@ def serve(host: str, port: int) -> None:
 @main.command()
 @click.option("--index", default=0, show_default=True, type=int, help="Worker index (client id).")
 @click.option(
-    "--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+    "--metrics-port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
     help="Serve this worker's Prometheus /metrics on this port + --index (0: not served).",
-)  # fmt: skip
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
     """Run one MQTT ingest worker (start several: they share the load)."""
@@ -373,8 +376,10 @@ def seed_city_command(as_json: bool) -> None:
         click.echo(json.dumps(fields))
         return
     verb = "seeded" if fields["created"] else "already there, nothing added"
-    click.echo(f"city {verb}: {fields['hosts']} hosts, {fields['chargers']} chargers, "
-               f"{fields['drivers']} drivers, {fields['bookings']} past bookings")  # fmt: skip
+    click.echo(
+        f"city {verb}: {fields['hosts']} hosts, {fields['chargers']} chargers, "
+        f"{fields['drivers']} drivers, {fields['bookings']} past bookings"
+    )
 
 
 @main.group()

@@ -28,11 +28,24 @@ REDACTED = "[REDACTED]"
 #: Query parameters (and form-style ``name=value`` pairs) that carry a credential.
 _SECRET_PARAMS = "|".join(
     (
-        "access_token", "refresh_token", "id_token", "token", "password", "passwd", "secret",
-        "client_secret", "api_key", "apikey", "key", "signature", "sig", "auth",
-        "authorization", "code_verifier",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "key",
+        "signature",
+        "sig",
+        "auth",
+        "authorization",
+        "code_verifier",
     )
-)  # fmt: skip
+)
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # ?access_token=…, &password=… (up to the next separator or quote).
     (re.compile(rf"(?i)([?&;](?:{_SECRET_PARAMS})=)[^&;#\s\"'\\]*"), rf"\1{REDACTED}"),

@@ -103,10 +103,14 @@ class Runtime:
 
     def control_ports(self) -> Ports:
         return Ports(
-            connectors=self.controllers, meters=self.pollers, buses=self.buses, sync=self.sync,
-            present=self.present, status=self.status,
+            connectors=self.controllers,
+            meters=self.pollers,
+            buses=self.buses,
+            sync=self.sync,
+            present=self.present,
+            status=self.status,
             ocpp=None if self.ocpp is None else self.ocpp.status_answer,
-        )  # fmt: skip
+        )
 
 
 @asynccontextmanager
@@ -126,9 +130,10 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
         # Set once the sync service is built (below): the parts built before it read it late.
         sync: SyncService | None = None
         clocks = Clocks(
-            wall=wall_clock(settings.clock.offset_file), synced=synced,
+            wall=wall_clock(settings.clock.offset_file),
+            synced=synced,
             offline=lambda: sync is None or sync.offline,
-        )  # fmt: skip
+        )
 
         buses: dict[str, ModbusBus] = {}
         links = [m.link for m in settings.meters] + [
@@ -179,17 +184,26 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
             from edge_agent.ocpp.wiring import build_uplink  # noqa: PLC0415
 
             ocpp, present = build_uplink(
-                settings.ocpp, device_id=settings.device_id, conn=conn, controllers=controllers,
-                authorizer=authorizer, clocks=clocks, present=present, restart=restart.set,
-            )  # fmt: skip
+                settings.ocpp,
+                device_id=settings.device_id,
+                conn=conn,
+                controllers=controllers,
+                authorizer=authorizer,
+                clocks=clocks,
+                present=present,
+                restart=restart.set,
+            )
 
         def durable(result: Durable) -> None:
             """A group of readings is committed (event loop): the uplink may publish it now."""
             if sync is not None and result.readings:
                 sync.notify()
             if result.thinned_readings or result.thinned_batches:
-                log.warning("store over its cap: thinned %d readings, %d telemetry batches",
-                            result.thinned_readings, result.thinned_batches)  # fmt: skip
+                log.warning(
+                    "store over its cap: thinned %d readings, %d telemetry batches",
+                    result.thinned_readings,
+                    result.thinned_batches,
+                )
 
         def open_now() -> list[Session]:
             """The open sessions, read by the writer thread at each commit (a Session is an
@@ -198,15 +212,26 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
             return [s for s in sessions if s is not None and s.is_open]
 
         # Before sync: the uplink deletes acknowledged rows through the writer too.
-        writer = await stack.enter_async_context(StoreWriter(
-            settings.store.path, device_id=settings.device_id, now=clocks.wall,
-            open_sessions=open_now, max_bytes=settings.store.max_bytes, on_durable=durable,
-        ))  # fmt: skip
+        writer = await stack.enter_async_context(
+            StoreWriter(
+                settings.store.path,
+                device_id=settings.device_id,
+                now=clocks.wall,
+                open_sessions=open_now,
+                max_bytes=settings.store.max_bytes,
+                on_durable=durable,
+            )
+        )
         ticks = TickLateness()
         status = StatusView(
-            device_id=settings.device_id, clock_synced=synced, controllers=controllers.values(),
-            pollers=pollers.values(), conn=conn, writer=writer, ticks=ticks,
-        )  # fmt: skip
+            device_id=settings.device_id,
+            clock_synced=synced,
+            controllers=controllers.values(),
+            pollers=pollers.values(),
+            conn=conn,
+            writer=writer,
+            ticks=ticks,
+        )
         configured = sync_settings(settings)
         if configured is None:
             log.warning("no [mqtt] table: running standalone, nothing leaves the outbox")
@@ -228,11 +253,22 @@ async def runtime(settings: AgentSettings) -> AsyncIterator[Runtime]:
                 writer=writer,
             )
         yield Runtime(
-            settings=settings, clocks=clocks, conn=conn, buses=buses, pollers=pollers,
-            controllers=controllers, fed_by=fed_by, writer=writer, authorizer=authorizer,
-            present=present, sync=sync,
-            ticks=ticks, status=status, ocpp=ocpp, restart=restart,
-        )  # fmt: skip
+            settings=settings,
+            clocks=clocks,
+            conn=conn,
+            buses=buses,
+            pollers=pollers,
+            controllers=controllers,
+            fed_by=fed_by,
+            writer=writer,
+            authorizer=authorizer,
+            present=present,
+            sync=sync,
+            ticks=ticks,
+            status=status,
+            ocpp=ocpp,
+            restart=restart,
+        )
 
 
 def _reader(poller: MeterPoller) -> Callable[[], Awaitable[dict[Quantity, float] | None]]:
@@ -268,16 +304,25 @@ class Agent:
             self._runtime = rt
             await open_all(rt.controllers.values())
             await recover(
-                rt.settings, conn=rt.conn, pollers=rt.pollers, controllers=rt.controllers,
-                fed_by=rt.fed_by, store=rt.writer.submit, clocks=rt.clocks,
-            )  # fmt: skip
+                rt.settings,
+                conn=rt.conn,
+                pollers=rt.pollers,
+                controllers=rt.controllers,
+                fed_by=rt.fed_by,
+                store=rt.writer.submit,
+                clocks=rt.clocks,
+            )
             table = build_table(rt.control_ports())
             async with ControlServer(rt.settings.control.socket_path, table.answer):
                 notify("READY=1")
                 self.ready.set()
                 release_startup_memory()
-                log.info("agent %s ready: %d meter(s), %d connector(s)", rt.settings.device_id,
-                         len(rt.pollers), len(rt.controllers))  # fmt: skip
+                log.info(
+                    "agent %s ready: %d meter(s), %d connector(s)",
+                    rt.settings.device_id,
+                    len(rt.pollers),
+                    len(rt.controllers),
+                )
                 try:
                     await _supervise(rt, stop)
                 finally:
@@ -317,16 +362,24 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
         if rt.restart is not None:
             task(_stop_on(rt.restart, stop), "restart")
         for rdm in s.inputs.rdm6300:
-            task(run_rdm6300(rdm.port, rdm.connector, rt.present, baud=rdm.baud,
-                             debounce_s=rdm.debounce_s), f"rfid:{rdm.port}")  # fmt: skip
+            task(
+                run_rdm6300(
+                    rdm.port, rdm.connector, rt.present, baud=rdm.baud, debounce_s=rdm.debounce_s
+                ),
+                f"rfid:{rdm.port}",
+            )
         for hid in s.inputs.hid:
-            task(run_hid(hid.device, hid.kind, hid.connector, rt.present,
-                         debounce_s=hid.debounce_s), f"hid:{hid.device}")  # fmt: skip
+            task(
+                run_hid(hid.device, hid.kind, hid.connector, rt.present, debounce_s=hid.debounce_s),
+                f"hid:{hid.device}",
+            )
         http = s.inputs.http
         if http.enabled:
             limits = HttpLimits(http.max_connections, http.header_timeout_s, http.body_timeout_s)
-            task(UnlockEndpoint(http.host, http.port, rt.present, limits=limits).serve(),
-                 "http-unlock")  # fmt: skip
+            task(
+                UnlockEndpoint(http.host, http.port, rt.present, limits=limits).serve(),
+                "http-unlock",
+            )
         # A file doctor reads to tell a responsive agent from a hung one (docs/cli.md).
         path = heartbeat_path(s.control.socket_path)
         task(beat(path, version=__version__, stop=stop), "heartbeat")
@@ -334,9 +387,12 @@ async def _supervise(rt: Runtime, stop: asyncio.Event) -> None:
         if watchdog_s is not None:
             # Fed by the loops' progress, never by a bare timer (edge_agent/watchdog.py).
             health = AgentHealth(
-                list(rt.pollers.values()), rt.writer, timeout_s=2 * watchdog_s, ticks=rt.ticks,
+                list(rt.pollers.values()),
+                rt.writer,
+                timeout_s=2 * watchdog_s,
+                ticks=rt.ticks,
                 locked_max_s=s.store.locked_max_s,
-            )  # fmt: skip
+            )
             task(watchdog_loop(health, watchdog_s, stop), "watchdog")
         await stop.wait()
         for running in tasks:

@@ -73,11 +73,17 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
-)  # fmt: skip
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))  # fmt: skip
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
 def run(config_file: Path | None, log_level: str) -> None:
     """Run the agent daemon until SIGTERM or SIGINT."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -129,9 +135,11 @@ def config_validate(file: Path | None) -> None:
 
 @config.command("show")
 @click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
-)  # fmt: skip
+)
 @json_option
 @boundary
 def config_show(config_file: Path | None, as_json: bool) -> None:
@@ -144,9 +152,10 @@ def config_show(config_file: Path | None, as_json: bool) -> None:
 
 @main.command()
 @click.option(
-    "--file", type=click.Path(path_type=Path, dir_okay=False),
+    "--file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help=f"The agent's log file [default: ${LOG_ENV}, else the journal].",
-)  # fmt: skip
+)
 @click.option("--lines", "-n", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @json_option
@@ -163,18 +172,26 @@ def logs(file: Path | None, lines: int, follow: bool, as_json: bool) -> None:
 @click.option("--code", required=True, help="The one-time pairing code the host was given.")
 @click.option("--cloud", "cloud_url", required=True, help="The cloud's base URL (https://…).")
 @click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-    default=None, help="Where to write cloud.toml [default: beside the config file].",
-)  # fmt: skip
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write cloud.toml [default: beside the config file].",
+)
 @click.option(
-    "--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
     help="CA certificate of the broker (when it is not in the system store).",
-)  # fmt: skip
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
 def provision(
-    code: str, cloud_url: str, directory: Path | None, ca_file: Path | None,
+    code: str,
+    cloud_url: str,
+    directory: Path | None,
+    ca_file: Path | None,
     config_file: Path | None,
-) -> None:  # fmt: skip
+) -> None:
     """Claim this device with a pairing code: writes cloud.toml, mqtt.password and the token
     key beside the configuration; the agent merges cloud.toml over agent.toml at start."""
     from edge_agent.provision import ProvisionError, claim, write_claim  # noqa: PLC0415

@@ -116,9 +116,11 @@ class AgentCommands:
         if answer.ok:
             session_id = answer.session_id if isinstance(answer.session_id, str) else None
             return CommandOutcome(
-                CommandStatus.ACCEPTED, detail or "started", auth_status=auth_status,
+                CommandStatus.ACCEPTED,
+                detail or "started",
+                auth_status=auth_status,
                 session_id=session_id,
-            )  # fmt: skip
+            )
         return CommandOutcome(
             CommandStatus.REJECTED, detail or answer.reason or "refused", auth_status=auth_status
         )
@@ -141,9 +143,10 @@ class AgentCommands:
         for controller in self._connectors.values():
             if await controller.extend(action.session_id, action.until):
                 return CommandOutcome(
-                    CommandStatus.ACCEPTED, f"authorized until {action.until.isoformat()}",
+                    CommandStatus.ACCEPTED,
+                    f"authorized until {action.until.isoformat()}",
                     session_id=action.session_id,
-                )  # fmt: skip
+                )
         return CommandOutcome(CommandStatus.REJECTED, f"no open session {action.session_id}")
 
     def _auth_list(self, update: AuthListUpdate) -> CommandOutcome:
@@ -192,9 +195,10 @@ class AgentCommands:
             parse_config(merge_tables(current, overrides), source="config_update")
         except ConfigError as exc:
             return CommandOutcome(
-                CommandStatus.REJECTED, str(exc)[:1000],
+                CommandStatus.REJECTED,
+                str(exc)[:1000],
                 data={"problems": [str(p) for p in exc.problems[:50]]},
-            )  # fmt: skip
+            )
         with transaction(conn):
             conn.execute(
                 "INSERT INTO kv (key, value) VALUES (?, ?) "

@@ -150,9 +150,10 @@ class MeterSettings(Settings, frozen=True):
     def __post_init__(self) -> None:
         if self.map_file is None and self.model not in available_models():
             raise SettingsRuleError(
-                "model", self.model,
+                "model",
+                self.model,
                 f"one of {', '.join(available_models())} (or any name with map_file)",
-            )  # fmt: skip
+            )
 
 
 def register_map_of(meter: MeterSettings) -> RegisterMap:
@@ -349,10 +350,11 @@ class MqttSettings(Settings, frozen=True):
     def __post_init__(self) -> None:
         if not self.tls and not is_loopback(self.host):
             raise SettingsRuleError(
-                "tls", self.tls,
+                "tls",
+                self.tls,
                 f"true: tls = false is only allowed to a broker on this machine (localhost), "
                 f"not {self.host!r}",
-            )  # fmt: skip
+            )
         if self.cert_file is not None and self.key_file is None:
             raise SettingsRuleError("key_file", None, "a file: cert_file needs key_file")
 
@@ -423,10 +425,11 @@ class OcppSettings(Settings, frozen=True):
             )
         if self.security_profile == 0 and not is_loopback(host):
             raise SettingsRuleError(
-                "security_profile", 0,
+                "security_profile",
+                0,
                 f"1 or 2: no authentication is only allowed to a CSMS on this machine, "
                 f"not {host!r}",
-            )  # fmt: skip
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise SettingsRuleError("reconnect_max_s", self.reconnect_max_s, ">= reconnect_min_s")
 
@@ -592,10 +595,11 @@ def _meter_map_problems(where: str, meter: MeterSettings) -> list[ConfigProblem]
     except RegisterMapError as exc:
         return [
             ConfigProblem(
-                f"{where}.map_file", str(meter.map_file),
+                f"{where}.map_file",
+                str(meter.map_file),
                 f"a register map in the catalogue's TOML format (protocols/meters/*.toml): {exc}",
             )
-        ]  # fmt: skip
+        ]
     if meter.quantities is None:
         return []
     problems: list[ConfigProblem] = []
@@ -604,19 +608,21 @@ def _meter_map_problems(where: str, meter: MeterSettings) -> list[ConfigProblem]
         if quantity not in register_map.by_quantity:
             problems.append(
                 ConfigProblem(
-                    f"{where}.quantities.{j}", quantity.value,
+                    f"{where}.quantities.{j}",
+                    quantity.value,
                     f"a quantity the {meter.model} map holds: {', '.join(in_map)}",
                 )
-            )  # fmt: skip
+            )
     missing = sorted(q.value for q in REQUIRED_QUANTITIES - set(meter.quantities))
     if missing:
         problems.append(
             ConfigProblem(
-                f"{where}.quantities", [q.value for q in meter.quantities],
+                f"{where}.quantities",
+                [q.value for q in meter.quantities],
                 f"a list that includes {', '.join(missing)} (sessions bill from the import "
                 "energy and the fail-safes watch power and current)",
             )
-        )  # fmt: skip
+        )
     return problems
 
 
@@ -639,12 +645,13 @@ def _poll_interval_problems(settings: AgentSettings) -> list[ConfigProblem]:
         if meter.poll_interval_s < floor:
             problems.append(
                 ConfigProblem(
-                    f"meters.{i}.poll_interval_s", meter.poll_interval_s,
+                    f"meters.{i}.poll_interval_s",
+                    meter.poll_interval_s,
                     f"at least {floor:.3f} s: a full {meter.model} read ({len(counts)} frames) "
                     f"takes that long on the wire at {meter.link.baud} baud with frame_gap_s "
                     f"{settings.bus.frame_gap_s}",
                 )
-            )  # fmt: skip
+            )
     return problems
 
 

@@ -49,6 +49,11 @@ class DecisionPath:
             result = await controller.start(decision)
             answer.ok, answer.session_id = result.session_id is not None, result.session_id
             answer.detail = result.detail
-        log.info("connector %s: %s %s -> %s", connector, decision.kind.value, decision.ref[:12],
-                 answer.detail if decision.accepted else decision.status.value)  # fmt: skip
+        log.info(
+            "connector %s: %s %s -> %s",
+            connector,
+            decision.kind.value,
+            decision.ref[:12],
+            answer.detail if decision.accepted else decision.status.value,
+        )
         return answer

@@ -108,9 +108,14 @@ class BusError(MeterError):
     the Modbus exception the device answered (``kind`` :attr:`BusFault.EXCEPTION`)."""
 
     def __init__(
-        self, message: str, *, kind: BusFault, device: str, address: int | None = None,
+        self,
+        message: str,
+        *,
+        kind: BusFault,
+        device: str,
+        address: int | None = None,
         exception_code: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message, meter_id=device, address=address)
         self.kind = kind
         self.exception_code = exception_code

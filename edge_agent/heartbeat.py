@@ -43,11 +43,15 @@ def write_heartbeat(path: Path, beat: Heartbeat) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(
         json.dumps(
-            {"pid": beat.pid, "version": beat.version, "mono": beat.mono,
-             "started_mono": beat.started_mono}
+            {
+                "pid": beat.pid,
+                "version": beat.version,
+                "mono": beat.mono,
+                "started_mono": beat.started_mono,
+            }
         ),
         "utf-8",
-    )  # fmt: skip
+    )
     tmp.replace(path)
 
 
@@ -56,9 +60,11 @@ def read_heartbeat(path: Path) -> Heartbeat | None:
     try:
         data = json.loads(path.read_text("utf-8"))
         return Heartbeat(
-            int(data["pid"]), str(data["version"]), float(data["mono"]),
+            int(data["pid"]),
+            str(data["version"]),
+            float(data["mono"]),
             float(data["started_mono"]),
-        )  # fmt: skip
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

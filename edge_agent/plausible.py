@@ -29,15 +29,34 @@ MAX_ENERGY_WH = 1e10
 
 _PHASE_V = (Quantity.VOLTAGE_L1_V, Quantity.VOLTAGE_L2_V, Quantity.VOLTAGE_L3_V)
 _LINE_V = (Quantity.VOLTAGE_L1_L2_V, Quantity.VOLTAGE_L2_L3_V, Quantity.VOLTAGE_L3_L1_V)
-_CURRENTS = (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A,
-             Quantity.CURRENT_N_A)  # fmt: skip
-_POWERS = (Quantity.POWER_W, Quantity.POWER_L1_W, Quantity.POWER_L2_W, Quantity.POWER_L3_W,
-           Quantity.APPARENT_POWER_VA, Quantity.REACTIVE_POWER_VAR)  # fmt: skip
-_PF = (Quantity.POWER_FACTOR, Quantity.POWER_FACTOR_L1, Quantity.POWER_FACTOR_L2,
-       Quantity.POWER_FACTOR_L3)  # fmt: skip
-_ENERGY = (Quantity.ENERGY_IMPORT_WH, Quantity.ENERGY_EXPORT_WH, Quantity.ENERGY_TOTAL_WH,
-           Quantity.ENERGY_IMPORT_L1_WH, Quantity.ENERGY_IMPORT_L2_WH,
-           Quantity.ENERGY_IMPORT_L3_WH)  # fmt: skip
+_CURRENTS = (
+    Quantity.CURRENT_L1_A,
+    Quantity.CURRENT_L2_A,
+    Quantity.CURRENT_L3_A,
+    Quantity.CURRENT_N_A,
+)
+_POWERS = (
+    Quantity.POWER_W,
+    Quantity.POWER_L1_W,
+    Quantity.POWER_L2_W,
+    Quantity.POWER_L3_W,
+    Quantity.APPARENT_POWER_VA,
+    Quantity.REACTIVE_POWER_VAR,
+)
+_PF = (
+    Quantity.POWER_FACTOR,
+    Quantity.POWER_FACTOR_L1,
+    Quantity.POWER_FACTOR_L2,
+    Quantity.POWER_FACTOR_L3,
+)
+_ENERGY = (
+    Quantity.ENERGY_IMPORT_WH,
+    Quantity.ENERGY_EXPORT_WH,
+    Quantity.ENERGY_TOTAL_WH,
+    Quantity.ENERGY_IMPORT_L1_WH,
+    Quantity.ENERGY_IMPORT_L2_WH,
+    Quantity.ENERGY_IMPORT_L3_WH,
+)
 
 
 def _problem(quantity: Quantity, value: float) -> str | None:

@@ -118,8 +118,11 @@ class AgentHealth:
             found.append(Stall("the store writer", waiting, self._timeout_s))
         locked = self._writer.locked_s(now)
         if locked > self._locked_max_s:
-            found.append(Stall("the store writer (store locked by another process)",
-                               locked, self._locked_max_s))  # fmt: skip
+            found.append(
+                Stall(
+                    "the store writer (store locked by another process)", locked, self._locked_max_s
+                )
+            )
         return found
 
     def summary(self) -> str:

@@ -73,23 +73,48 @@ def _run(config: SimConfig, manual_clock: bool) -> None:
 def _serving_options(func: Any) -> Any:
     """Options shared by ``meter`` and ``site``."""
     options = [
-        click.option("--tcp", metavar="HOST:PORT",
-                     help="Serve Modbus TCP here (port 0: a free one)."),
-        click.option("--turnaround-ms", type=float, default=20.0, show_default=True,
-                     help="Meter turnaround on the RTU line."),
-        click.option("--relay-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="GPIO stand-in: the agent writes 1 (close) or 0 (open) to this file."),
-        click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                     help="State file (energy, EV) kept across restarts. "
-                          "[default: $XDG_STATE_HOME/chargemitra-sim/site.json]"),
-        click.option("--control", "control", default=DEFAULT_CONTROL, show_default=True,
-                     metavar="HOST:PORT", help="Control interface listen address (port 0: free)."),
+        click.option(
+            "--tcp", metavar="HOST:PORT", help="Serve Modbus TCP here (port 0: a free one)."
+        ),
+        click.option(
+            "--turnaround-ms",
+            type=float,
+            default=20.0,
+            show_default=True,
+            help="Meter turnaround on the RTU line.",
+        ),
+        click.option(
+            "--relay-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="GPIO stand-in: the agent writes 1 (close) or 0 (open) to this file.",
+        ),
+        click.option(
+            "--state",
+            "state_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="State file (energy, EV) kept across restarts. "
+            "[default: $XDG_STATE_HOME/chargemitra-sim/site.json]",
+        ),
+        click.option(
+            "--control",
+            "control",
+            default=DEFAULT_CONTROL,
+            show_default=True,
+            metavar="HOST:PORT",
+            help="Control interface listen address (port 0: free).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Noise seed."),
-        click.option("--manual-clock", is_flag=True,
-                     help="Simulated time moves only on `advance` (tests, demos)."),
-        click.option("--plugged", metavar="PROFILE",
-                     help="Start with an EV plugged in (3.3kw, 7.4kw, 11kw, 22kw)."),
-    ]  # fmt: skip
+        click.option(
+            "--manual-clock",
+            is_flag=True,
+            help="Simulated time moves only on `advance` (tests, demos).",
+        ),
+        click.option(
+            "--plugged",
+            metavar="PROFILE",
+            help="Start with an EV plugged in (3.3kw, 7.4kw, 11kw, 22kw).",
+        ),
+    ]
     for option in reversed(options):
         func = option(func)
     return func
@@ -132,10 +157,21 @@ def main() -> None:
 @_serving_options
 def meter(
     *,
-    model: str, serial: bool, baud: int | None, parity: str | None, unit: int | None,
-    relay_unit: int | None, tcp: str | None, turnaround_ms: float, relay_file: Path | None,
-    state_path: Path | None, control: str, seed: int, manual_clock: bool, plugged: str | None,
-) -> None:  # fmt: skip
+    model: str,
+    serial: bool,
+    baud: int | None,
+    parity: str | None,
+    unit: int | None,
+    relay_unit: int | None,
+    tcp: str | None,
+    turnaround_ms: float,
+    relay_file: Path | None,
+    state_path: Path | None,
+    control: str,
+    seed: int,
+    manual_clock: bool,
+    plugged: str | None,
+) -> None:
     """One meter over Modbus TCP and/or RTU (power flows once an EV is plugged)."""
     try:
         spec = MeterSpec.checked(model, check_unit(unit) if unit is not None else 1)
@@ -187,19 +223,32 @@ def meter(
 @click.option("--baud", type=int, default=9600, show_default=True)
 @click.option("--parity", default="N", show_default=True)
 @click.option(
-    "--check-baud", is_flag=True,
+    "--check-baud",
+    is_flag=True,
     help="Devices answer only at their own speed (on when a meter has @BAUD).",
-)  # fmt: skip
+)
 @click.option("--rfid/--no-rfid", default=True, show_default=True, help="RDM6300 reader pty.")
 @click.option("--keys/--no-keys", default=True, show_default=True, help="Keypad/QR input pty.")
 @_serving_options
 def site(
     *,
-    meters: tuple[str, ...], relay_unit: int | None, serial: bool, baud: int, parity: str,
-    check_baud: bool, rfid: bool, keys: bool, tcp: str | None, turnaround_ms: float,
+    meters: tuple[str, ...],
+    relay_unit: int | None,
+    serial: bool,
+    baud: int,
+    parity: str,
+    check_baud: bool,
+    rfid: bool,
+    keys: bool,
+    tcp: str | None,
+    turnaround_ms: float,
     relay_file: Path | None,
-    state_path: Path | None, control: str, seed: int, manual_clock: bool, plugged: str | None,
-) -> None:  # fmt: skip
+    state_path: Path | None,
+    control: str,
+    seed: int,
+    manual_clock: bool,
+    plugged: str | None,
+) -> None:
     """Meter(s) + coil relay + EV on one bus, with RFID reader and keypad."""
     try:
         specs = tuple(MeterSpec.parse(m) for m in meters) or (MeterSpec("sdm630", 1),)
@@ -234,9 +283,13 @@ def site(
 # --- commands that drive a running simulator --------------------------------------------
 
 _control_url = click.option(
-    "--control", "control_url", envvar=CONTROL_ENV, default=f"http://{DEFAULT_CONTROL}",
-    show_default=True, help=f"The simulator's control URL (or ${CONTROL_ENV}).",
-)  # fmt: skip
+    "--control",
+    "control_url",
+    envvar=CONTROL_ENV,
+    default=f"http://{DEFAULT_CONTROL}",
+    show_default=True,
+    help=f"The simulator's control URL (or ${CONTROL_ENV}).",
+)
 
 
 def _call(control_url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -270,26 +323,36 @@ def _call(control_url: str, method: str, path: str, body: dict[str, Any] | None 
 @_control_url
 def fault(
     *,
-    kind: str, unit: int | None, duration: str | None, code: int | None,
-    turnaround_ms: float | None, drop_ratio: float | None, ratio: float | None,
-    first_address: int | None, last_address: int | None, off: bool, control_url: str,
-) -> None:  # fmt: skip
+    kind: str,
+    unit: int | None,
+    duration: str | None,
+    code: int | None,
+    turnaround_ms: float | None,
+    drop_ratio: float | None,
+    ratio: float | None,
+    first_address: int | None,
+    last_address: int | None,
+    off: bool,
+    control_url: str,
+) -> None:
     """Inject a fault: timeout, crc, exception, frozen, reset, overcurrent, flapping, slow,
     welded, refuse."""
     try:
         path = "/faults" if off and kind == "all" else f"/faults/{FaultKind.parse(kind).value}"
         body: dict[str, Any] = {"kind": FaultKind.parse(kind).value} if not off else {}
         if not off:
-            body.update({
-                "unit": unit,
-                "for_s": None if duration is None else parse_duration_s(duration),
-                "exception_code": code,
-                "turnaround_s": None if turnaround_ms is None else turnaround_ms / 1000,
-                "drop_ratio": drop_ratio,
-                "overcurrent_ratio": ratio,
-                "first_address": first_address,
-                "last_address": last_address,
-            })  # fmt: skip
+            body.update(
+                {
+                    "unit": unit,
+                    "for_s": None if duration is None else parse_duration_s(duration),
+                    "exception_code": code,
+                    "turnaround_s": None if turnaround_ms is None else turnaround_ms / 1000,
+                    "drop_ratio": drop_ratio,
+                    "overcurrent_ratio": ratio,
+                    "first_address": first_address,
+                    "last_address": last_address,
+                }
+            )
             body = {k: v for k, v in body.items() if v is not None}
     except SimError as exc:
         raise _fail(exc) from exc

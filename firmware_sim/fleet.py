@@ -160,10 +160,20 @@ def merge(reports: list[SiteReport]) -> SiteReport:
     total = SiteReport()
     for r in reports:
         for name in (
-            "sites", "telemetry_sent", "telemetry_acked", "messages_sent", "messages_acked",
-            "unacked", "sessions_started", "sessions_stopped", "commands_answered", "connects",
-            "connect_failures", "went_offline", "publishes",
-        ):  # fmt: skip
+            "sites",
+            "telemetry_sent",
+            "telemetry_acked",
+            "messages_sent",
+            "messages_acked",
+            "unacked",
+            "sessions_started",
+            "sessions_stopped",
+            "commands_answered",
+            "connects",
+            "connect_failures",
+            "went_offline",
+            "publishes",
+        ):
             setattr(total, name, getattr(total, name) + getattr(r, name))
         total.lags_ms.extend(r.lags_ms)
         total.drained_at.extend(r.drained_at)

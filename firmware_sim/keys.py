@@ -31,18 +31,40 @@ INPUT_EVENT = struct.Struct("@llHHi")
 
 _UNSHIFTED = {
     **{str(d): 2 + (d - 1) for d in range(1, 10)},
-    "0": 11, "-": 12, "=": 13, "\t": 15, "[": 26, "]": 27, "\n": 28, ";": 39, "'": 40,
-    "`": 41, "\\": 43, ",": 51, ".": 52, "/": 53, " ": 57,
+    "0": 11,
+    "-": 12,
+    "=": 13,
+    "\t": 15,
+    "[": 26,
+    "]": 27,
+    "\n": 28,
+    ";": 39,
+    "'": 40,
+    "`": 41,
+    "\\": 43,
+    ",": 51,
+    ".": 52,
+    "/": 53,
+    " ": 57,
     **dict(zip("qwertyuiop", range(16, 26), strict=True)),
     **dict(zip("asdfghjkl", range(30, 39), strict=True)),
     **dict(zip("zxcvbnm", range(44, 51), strict=True)),
-}  # fmt: skip
+}
 _SHIFTED = {
     **dict(zip("!@#$%^&*()", [*range(2, 11), 11], strict=True)),
-    "_": 12, "+": 13, "{": 26, "}": 27, ":": 39, '"': 40, "~": 41, "|": 43, "<": 51,
-    ">": 52, "?": 53,
+    "_": 12,
+    "+": 13,
+    "{": 26,
+    "}": 27,
+    ":": 39,
+    '"': 40,
+    "~": 41,
+    "|": 43,
+    "<": 51,
+    ">": 52,
+    "?": 53,
     **{c.upper(): code for c, code in _UNSHIFTED.items() if c.isalpha()},
-}  # fmt: skip
+}
 
 
 def key_for(char: str) -> tuple[int, bool]:

@@ -151,9 +151,12 @@ class SimSite:
             stack.push_async_callback(self._stop_tasks)
             if self.serial is not None:
                 rtu = RtuServer(
-                    self.bus, self.serial, baud=cfg.baud, turnaround_s=cfg.turnaround_s,
+                    self.bus,
+                    self.serial,
+                    baud=cfg.baud,
+                    turnaround_s=cfg.turnaround_s,
                     device_bauds=self.device_bauds(),
-                )  # fmt: skip
+                )
                 self._tasks.append(group.create_task(rtu.serve(), name="sim-rtu"))
             if cfg.state_path is not None:
                 self._tasks.append(group.create_task(self._save_loop(), name="sim-save"))

@@ -176,12 +176,16 @@ def verify_pin(
     valid_from, valid_until = _at(found[0]), _at(found[1])
     if now_s >= found[1]:
         return PinCheck(
-            AuthorizationStatus.EXPIRED, f"booking ended {valid_until.isoformat()}",
-            valid_from, valid_until,
-        )  # fmt: skip
+            AuthorizationStatus.EXPIRED,
+            f"booking ended {valid_until.isoformat()}",
+            valid_from,
+            valid_until,
+        )
     if now_s < found[0] - early_s:
         return PinCheck(
-            AuthorizationStatus.NOT_AT_THIS_TIME, f"booking starts {valid_from.isoformat()}",
-            valid_from, valid_until,
-        )  # fmt: skip
+            AuthorizationStatus.NOT_AT_THIS_TIME,
+            f"booking starts {valid_from.isoformat()}",
+            valid_from,
+            valid_until,
+        )
     return PinCheck(AuthorizationStatus.ACCEPTED, "valid PIN", valid_from, valid_until)

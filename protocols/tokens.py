@@ -310,9 +310,18 @@ class UnlockClaims:
         if not isinstance(data, dict):
             raise TypeError("claims must be a JSON object")
         known = {
-            "charger_id", "connector", "user_ref", "jti", "nbf", "exp", "iat",
-            "booking_id", "session_intent_id", "max_wh", "max_s",
-        }  # fmt: skip
+            "charger_id",
+            "connector",
+            "user_ref",
+            "jti",
+            "nbf",
+            "exp",
+            "iat",
+            "booking_id",
+            "session_intent_id",
+            "max_wh",
+            "max_s",
+        }
         unknown = data.keys() - known
         if unknown:
             raise ValueError(f"unknown claims {sorted(unknown)}")

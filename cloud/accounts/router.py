@@ -60,9 +60,12 @@ async def _limit(state: State, *keys: str) -> None:
     auth = state.settings.auth
     for key in keys:
         await ratelimit.hit(
-            state.redis, key, limit=auth.login_attempts_per_window, window_s=auth.login_window_s,
+            state.redis,
+            key,
+            limit=auth.login_attempts_per_window,
+            window_s=auth.login_window_s,
             prefix=state.settings.redis.key_prefix,
-        )  # fmt: skip
+        )
 
 
 def _otp_store(state: State) -> OtpStore:

@@ -207,11 +207,13 @@ async def figures(db: AsyncSession, start: date, end: date, *, now: datetime) ->
     t0, t1 = bounds(start, end)
     params = {"t0": t0, "t1": t1, "now": now}
     days = [
-        DayFigures(r.day, int(r.sessions), int(r.energy_wh), int(r.revenue),
-                   int(r.commission), int(r.gst))
+        DayFigures(
+            r.day, int(r.sessions), int(r.energy_wh), int(r.revenue), int(r.commission), int(r.gst)
+        )
         for r in await db.execute(
             _DAYS,
-            params | {
+            params
+            | {
                 "start": datetime.combine(start, time(0)),
                 "end": datetime.combine(end, time(0)),
                 "zone": REPORT_ZONE.key,
@@ -219,7 +221,7 @@ async def figures(db: AsyncSession, start: date, end: date, *, now: datetime) ->
                 "gst": PlatformAccount.GST_PAYABLE.value,
             },
         )
-    ]  # fmt: skip
+    ]
     buckets = (t1 - t0) / BUCKET
     chargers: list[ChargerFigures] = []
     online_total = with_device = 0

@@ -49,9 +49,11 @@ def send_extension(state: AppState, prepared: PreparedCommand | None) -> bool:
     command = prepared.command
     try:
         state.broker.publish(
-            topic(command.device_id, MessageKind.CMD), prepared.payload, qos=1,
+            topic(command.device_id, MessageKind.CMD),
+            prepared.payload,
+            qos=1,
             expiry_s=prepared.ttl_s,
-        )  # fmt: skip
+        )
     except BrokerError as exc:
         # Recorded (device_commands), not sent: the session charges on regardless.
         log.warning("extension %s not published: %s", command.cmd_id, exc)

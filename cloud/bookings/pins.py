@@ -140,9 +140,11 @@ async def send_revocation(state: AppState, prepared: PreparedCommand | None) -> 
     command = prepared.command
     try:
         state.broker.publish(
-            topic(command.device_id, MessageKind.CMD), prepared.payload, qos=1,
+            topic(command.device_id, MessageKind.CMD),
+            prepared.payload,
+            qos=1,
             expiry_s=prepared.ttl_s,
-        )  # fmt: skip
+        )
     except BrokerError as exc:
         # Recorded, not sent: the republish job sends it (cloud/sessions/republish.py).
         log.warning("revocation %s not published: %s", command.cmd_id, exc)

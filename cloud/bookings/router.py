@@ -126,14 +126,15 @@ async def extend_booking(
     command path (``session_extended``). 409 ``booking-overlap`` when another booking holds
     the added time, ``conflict`` when the booking is not running; 402 ``payment-required``
     while the driver owes an amount; anyone else's booking is a 404."""
-    extension = service.Extension(booking_id=booking_id, end=body.end, principal=driver,
-                                  now=_now())  # fmt: skip
+    extension = service.Extension(booking_id=booking_id, end=body.end, principal=driver, now=_now())
     extended = await service.extend_booking(state.sessions, extension)
     sent = send_extension(state, extended.command)
     return BookingExtended(
-        **extended.out.model_dump(), extra_paise=extended.extra_paise,
-        topup_paise=extended.topup_paise, session_extended=sent,
-    )  # fmt: skip
+        **extended.out.model_dump(),
+        extra_paise=extended.extra_paise,
+        topup_paise=extended.topup_paise,
+        session_extended=sent,
+    )
 
 
 @router.post("/bookings/{booking_id}/approve", responses=problems(409))

@@ -283,9 +283,13 @@ async def _create_once(db: AsyncSession, request: NewBooking) -> BookingWithPin:
         and charger.device_id is not None
     ):
         pin = await _issue_pin(
-            db, booking, secret_key=request.secret_key, device_id=charger.device_id,
-            connector=connector.number, pin_secret=target.pin_secret,
-        )  # fmt: skip
+            db,
+            booking,
+            secret_key=request.secret_key,
+            device_id=charger.device_id,
+            connector=connector.number,
+            pin_secret=target.pin_secret,
+        )
     # Its notification goes into the outbox in this transaction, before the insert below.
     await notify.booking_created(db, booking, charger)
     db.add(booking)
@@ -610,8 +614,9 @@ async def _extend_once(db: AsyncSession, ext: Extension) -> Extended:
     if booking.status is not BookingStatus.CONFIRMED or not start <= ext.now < end:
         raise Conflict(
             "only a running confirmed booking (started, not ended) can be extended",
-            entity="booking", key=ext.booking_id,
-        )  # fmt: skip
+            entity="booking",
+            key=ext.booking_id,
+        )
     policy.check_extension(start, end, ext.end)
     # An amount due blocks more charging time as it blocks a new booking (402).
     await require_nothing_due(db, booking.user_id)
@@ -707,9 +712,13 @@ async def reveal_pin(
             "this charger's device has no PIN secret yet", entity="booking", key=booking_id
         )
     pin = await _issue_pin(
-        db, booking, secret_key=secret_key, device_id=device_id, connector=locked.connector,
+        db,
+        booking,
+        secret_key=secret_key,
+        device_id=device_id,
+        connector=locked.connector,
         pin_secret=bytes(secret),
-    )  # fmt: skip
+    )
     if pin is None:
         raise Conflict("no PIN can be issued for this booking", entity="booking", key=booking_id)
     await db.flush()

@@ -28,8 +28,9 @@ def sticker_pdf(*, name: str, url: str, code: str) -> bytes:
     pdf.image(io.BytesIO(qr.qr_png(url)), x=(pdf.w - QR_MM) / 2, y=pdf.get_y() + 2, w=QR_MM)
     pdf.set_y(pdf.get_y() + QR_MM + 4)
     pdf.set_font("DejaVu", "", 8)
-    pdf.multi_cell(width, 4, f"Scan to pay and charge, or open {url}", align="C",
-                   new_x="LMARGIN", new_y="NEXT")  # fmt: skip
+    pdf.multi_cell(
+        width, 4, f"Scan to pay and charge, or open {url}", align="C", new_x="LMARGIN", new_y="NEXT"
+    )
     pdf.set_font("DejaVu", "B", 18)
     pdf.multi_cell(width, 9, f"{code[:4]} {code[4:]}", align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 8)

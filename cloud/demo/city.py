@@ -82,8 +82,9 @@ class Place:
 
 def _p(*fields: str | float) -> Place:
     locality, street, city, state, pincode, lat, lon = fields
-    return Place(str(locality), str(street), str(city), str(state), str(pincode), float(lat),
-                 float(lon))  # fmt: skip
+    return Place(
+        str(locality), str(street), str(city), str(state), str(pincode), float(lat), float(lon)
+    )
 
 
 _KA, _MH, _DL = "Karnataka", "Maharashtra", "Delhi"
@@ -108,8 +109,7 @@ PLACES = (
     _p("Vashi", "Palm Beach Road", "Navi Mumbai", _MH, "400703", 19.0771, 72.9986),
     _p("Connaught Place", "Barakhamba Road", "New Delhi", _DL, "110001", 28.6315, 77.2167),
     _p("Saket", "Press Enclave Marg", "New Delhi", _DL, "110017", 28.5245, 77.2066),
-    _p("Dwarka Sector 10", "Sector 10 Market Road", "New Delhi", _DL, "110075", 28.5810,
-       77.0580),
+    _p("Dwarka Sector 10", "Sector 10 Market Road", "New Delhi", _DL, "110075", 28.5810, 77.0580),
     _p("Hauz Khas", "Aurobindo Marg", "New Delhi", _DL, "110016", 28.5494, 77.2001),
     _p("Rajouri Garden", "Najafgarh Road", "New Delhi", _DL, "110027", 28.6492, 77.1226),
     _p("Lajpat Nagar", "Ring Road", "New Delhi", _DL, "110024", 28.5677, 77.2433),
@@ -130,8 +130,7 @@ PLACES = (
     _p("Kukatpally", "KPHB Road No. 1", "Hyderabad", _TG, "500072", 17.4948, 78.3996),
     _p("Koregaon Park", "North Main Road", "Pune", _MH, "411001", 18.5362, 73.8940),
     _p("Baner", "Baner Road", "Pune", _MH, "411045", 18.5590, 73.7868),
-    _p("Hinjewadi Phase 1", "Rajiv Gandhi Infotech Park", "Pune", _MH, "411057", 18.5913,
-       73.7389),
+    _p("Hinjewadi Phase 1", "Rajiv Gandhi Infotech Park", "Pune", _MH, "411057", 18.5913, 73.7389),
     _p("Kothrud", "Karve Road", "Pune", _MH, "411038", 18.5074, 73.8077),
     _p("Viman Nagar", "Nagar Road", "Pune", _MH, "411014", 18.5679, 73.9143),
     _p("Salt Lake Sector V", "College More", "Kolkata", _WB, "700091", 22.5726, 88.4339),
@@ -142,18 +141,59 @@ PLACES = (
     _p("Bodakdev", "Sarkhej-Gandhinagar Highway", "Ahmedabad", _GJ, "380054", 23.0395, 72.5120),
     _p("Satellite", "Ramdev Nagar Road", "Ahmedabad", _GJ, "380015", 23.0300, 72.5176),
     _p("Prahlad Nagar", "Corporate Road", "Ahmedabad", _GJ, "380015", 23.0120, 72.5108),
-)  # fmt: skip
+)
 #: The simulated sites of ``make demo``: (name, place index, transport). Their chargers
 #: belong to the brief's host and have no device until an agent claims a pairing code.
 DEMO_SITES = (
     ("Koramangala wallbox (Modbus TCP site)", 0, "tcp"),
     ("HSR Layout garage (RS-485 RTU site)", 1, "rtu"),
 )
-_FIRST = ("Aarav", "Vivaan", "Aditya", "Ananya", "Diya", "Ishaan", "Kavya", "Meera", "Arjun",
-          "Sneha", "Rahul", "Pooja", "Karthik", "Lakshmi", "Farhan", "Zoya", "Gurpreet",
-          "Harsh", "Neha", "Sanjay", "Deepa", "Vikram", "Nisha", "Suresh", "Anjali")  # fmt: skip
-_LAST = ("Sharma", "Iyer", "Reddy", "Nair", "Patel", "Banerjee", "Singh", "Khan", "Menon",
-         "Desai", "Gupta", "Rao", "Chatterjee", "Joshi", "Kulkarni", "Das", "Pillai")  # fmt: skip
+_FIRST = (
+    "Aarav",
+    "Vivaan",
+    "Aditya",
+    "Ananya",
+    "Diya",
+    "Ishaan",
+    "Kavya",
+    "Meera",
+    "Arjun",
+    "Sneha",
+    "Rahul",
+    "Pooja",
+    "Karthik",
+    "Lakshmi",
+    "Farhan",
+    "Zoya",
+    "Gurpreet",
+    "Harsh",
+    "Neha",
+    "Sanjay",
+    "Deepa",
+    "Vikram",
+    "Nisha",
+    "Suresh",
+    "Anjali",
+)
+_LAST = (
+    "Sharma",
+    "Iyer",
+    "Reddy",
+    "Nair",
+    "Patel",
+    "Banerjee",
+    "Singh",
+    "Khan",
+    "Menon",
+    "Desai",
+    "Gupta",
+    "Rao",
+    "Chatterjee",
+    "Joshi",
+    "Kulkarni",
+    "Das",
+    "Pillai",
+)
 _AMENITIES = ("parking", "cctv", "covered", "restroom", "cafe", "wifi", "24x7-security")
 _REVIEWS = (
     (5, "Smooth unlock with the QR code, host was very helpful."),
@@ -193,13 +233,25 @@ def _code(rng: random.Random) -> str:
 
 
 async def _user(
-    db: AsyncSession, *, email: str, phone: str, name: str, password_hash: str, role: Role,
+    db: AsyncSession,
+    *,
+    email: str,
+    phone: str,
+    name: str,
+    password_hash: str,
+    role: Role,
     now: datetime,
-) -> User:  # fmt: skip
+) -> User:
     user = await db.scalar(select(User).where(User.email == email))
     if user is None:
-        user = User(id=new_ulid(), email=email, phone=phone, name=name,
-                    password_hash=password_hash, phone_verified_at=now)  # fmt: skip
+        user = User(
+            id=new_ulid(),
+            email=email,
+            phone=phone,
+            name=name,
+            password_hash=password_hash,
+            phone_verified_at=now,
+        )
         db.add(user)
         await db.flush()
     if await db.get(UserRole, (user.id, role)) is None:
@@ -210,8 +262,12 @@ async def _user(
 async def _host(db: AsyncSession, user: User, now: datetime) -> Host:
     host = await db.scalar(select(Host).where(Host.user_id == user.id))
     if host is None:
-        host = Host(user_id=user.id, display_name=user.name, kyc_status=KycStatus.VERIFIED,
-                    kyc_verified_at=now)  # fmt: skip
+        host = Host(
+            user_id=user.id,
+            display_name=user.name,
+            kyc_status=KycStatus.VERIFIED,
+            kyc_verified_at=now,
+        )
         db.add(host)
         await db.flush()
     return host
@@ -234,32 +290,55 @@ async def seed_city(db: AsyncSession, *, now: datetime) -> CitySummary:
     codes = [_code(rng) for _ in range(CHARGERS)]
     if await db.scalar(select(Charger.id).where(Charger.qr_code == codes[0])) is not None:
         return CitySummary(
-            created=False, hosts=HOSTS, chargers=CHARGERS, drivers=DRIVERS, bookings=BOOKINGS,
+            created=False,
+            hosts=HOSTS,
+            chargers=CHARGERS,
+            drivers=DRIVERS,
+            bookings=BOOKINGS,
             demo_charger_ids=await _demo_chargers(db, codes),
-        )  # fmt: skip
+        )
 
     hashes = {password: hash_password(password) for _, password, *_ in BRIEF_ACCOUNTS}
     brief = {}
     for email, password, role, phone, name in BRIEF_ACCOUNTS:
-        brief[email] = await _user(db, email=email, phone=phone, name=name,
-                                   password_hash=hashes[password], role=role, now=now)  # fmt: skip
+        brief[email] = await _user(
+            db,
+            email=email,
+            phone=phone,
+            name=name,
+            password_hash=hashes[password],
+            role=role,
+            now=now,
+        )
 
     def person() -> str:
         return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
 
     hosts = [await _host(db, brief[HOST_EMAIL], now)]
     for i in range(1, HOSTS):
-        user = await _user(db, email=f"host{i:02d}@demo.chargemitra.in", phone=f"+91950000{i:04d}",
-                           name=person(), password_hash=hashes["host123"], role=Role.HOST,
-                           now=now)  # fmt: skip
+        user = await _user(
+            db,
+            email=f"host{i:02d}@demo.chargemitra.in",
+            phone=f"+91950000{i:04d}",
+            name=person(),
+            password_hash=hashes["host123"],
+            role=Role.HOST,
+            now=now,
+        )
         hosts.append(await _host(db, user, now))
     drivers = [brief[DRIVER_EMAIL]]
     for i in range(1, DRIVERS):
         drivers.append(
-            await _user(db, email=f"driver{i:03d}@demo.chargemitra.in",
-                        phone=f"+91940000{i:04d}", name=person(),
-                        password_hash=hashes["renter123"], role=Role.DRIVER, now=now)
-        )  # fmt: skip
+            await _user(
+                db,
+                email=f"driver{i:03d}@demo.chargemitra.in",
+                phone=f"+91940000{i:04d}",
+                name=person(),
+                password_hash=hashes["renter123"],
+                role=Role.DRIVER,
+                now=now,
+            )
+        )
 
     chargers: list[tuple[Charger, Connector, Host, str | None]] = []
     for index, (place, code) in enumerate(zip(PLACES, codes, strict=True)):
@@ -270,8 +349,15 @@ async def seed_city(db: AsyncSession, *, now: datetime) -> CitySummary:
         if index >= len(DEMO_SITES):
             # A field device for the history's sessions (offline now: not simulated).
             device_id = f"city-{code.lower()}"
-            db.add(Device(id=device_id, host_id=host.id, status=DeviceStatus.ACTIVE,
-                          agent_version="0.1.0", online=False))  # fmt: skip
+            db.add(
+                Device(
+                    id=device_id,
+                    host_id=host.id,
+                    status=DeviceStatus.ACTIVE,
+                    agent_version="0.1.0",
+                    online=False,
+                )
+            )
             await db.flush()
         name = (
             DEMO_SITES[index][0]
@@ -279,36 +365,58 @@ async def seed_city(db: AsyncSession, *, now: datetime) -> CitySummary:
             else f"{place.locality} {rng.choice(('EV point', 'charging bay', 'wallbox', 'garage charger'))}"  # noqa: E501
         )
         charger = Charger(
-            host_id=host.id, device_id=device_id, name=name,
+            host_id=host.id,
+            device_id=device_id,
+            name=name,
             description=f"{power_w / 1000:g} kW {connector_type.value} in {place.locality}.",
-            address=f"{rng.randint(1, 220)}, {place.street}, {place.locality}", city=place.city,
-            state=place.state, pincode=place.pincode,
+            address=f"{rng.randint(1, 220)}, {place.street}, {place.locality}",
+            city=place.city,
+            state=place.state,
+            pincode=place.pincode,
             latitude=round(place.lat + rng.uniform(-0.002, 0.002), 6),
             longitude=round(place.lon + rng.uniform(-0.002, 0.002), 6),
-            pricing_mode=mode, price_per_kwh_paise=per_kwh, price_per_hour_paise=per_hour,
-            session_fee_paise=rng.choice((0, 0, 500, 1000)), min_charge_paise=0,
+            pricing_mode=mode,
+            price_per_kwh_paise=per_kwh,
+            price_per_hour_paise=per_hour,
+            session_fee_paise=rng.choice((0, 0, 500, 1000)),
+            min_charge_paise=0,
             amenities=sorted(rng.sample(_AMENITIES, rng.randint(1, 3))),
             instant_book=index < len(DEMO_SITES) or rng.random() < 0.8,
-            moderation_status=ModerationStatus.APPROVED, is_listed=True, qr_code=code,
-        )  # fmt: skip
+            moderation_status=ModerationStatus.APPROVED,
+            is_listed=True,
+            qr_code=code,
+        )
         db.add(charger)
         await db.flush()
-        connector = Connector(charger_id=charger.id, number=1, type=connector_type,
-                              current=current, max_power_w=power_w)  # fmt: skip
+        connector = Connector(
+            charger_id=charger.id,
+            number=1,
+            type=connector_type,
+            current=current,
+            max_power_w=power_w,
+        )
         db.add(connector)
         for weekday in range(7):
-            opens, closes = (time(0, 0), END_OF_DAY) if rng.random() < 0.6 else (
-                time(6, 0), time(22, 0))  # fmt: skip
-            db.add(AvailabilityWindow(charger_id=charger.id, weekday=weekday, opens_at=opens,
-                                      closes_at=closes))  # fmt: skip
+            opens, closes = (
+                (time(0, 0), END_OF_DAY) if rng.random() < 0.6 else (time(6, 0), time(22, 0))
+            )
+            db.add(
+                AvailabilityWindow(
+                    charger_id=charger.id, weekday=weekday, opens_at=opens, closes_at=closes
+                )
+            )
         await db.flush()
         chargers.append((charger, connector, host, device_id))
 
     await _history(db, rng, chargers[len(DEMO_SITES) :], drivers, now)
     return CitySummary(
-        created=True, hosts=len(hosts), chargers=len(chargers), drivers=len(drivers),
-        bookings=BOOKINGS, demo_charger_ids=tuple(c.id for c, *_ in chargers[: len(DEMO_SITES)]),
-    )  # fmt: skip
+        created=True,
+        hosts=len(hosts),
+        chargers=len(chargers),
+        drivers=len(drivers),
+        bookings=BOOKINGS,
+        demo_charger_ids=tuple(c.id for c, *_ in chargers[: len(DEMO_SITES)]),
+    )
 
 
 async def _history(  # noqa: PLR0915 -- one booking's rows, written in order
@@ -333,17 +441,24 @@ async def _history(  # noqa: PLR0915 -- one booking's rows, written in order
                 break
         assert device_id is not None  # history is on field devices only
         driver = rng.choice(drivers)
-        start = today - timedelta(days=day) + timedelta(hours=rng.randint(1, 16),
-                                                        minutes=15 * rng.randint(0, 3))  # fmt: skip
+        start = (
+            today
+            - timedelta(days=day)
+            + timedelta(hours=rng.randint(1, 16), minutes=15 * rng.randint(0, 3))
+        )
         window = timedelta(minutes=15 * rng.randint(4, 12))
         end = start + window
         tariff = Tariff.from_charger(charger)
         booked = price(tariff, window_usage(window, connector.max_power_w)).total_paise
         booking = Booking(
-            user_id=driver.id, charger_id=charger.id, connector_id=connector.id,
-            period=Range(start, end, bounds="[)"), status=BookingStatus.COMPLETED,
-            amount_paise=booked, decided_at=start - timedelta(days=1),
-        )  # fmt: skip
+            user_id=driver.id,
+            charger_id=charger.id,
+            connector_id=connector.id,
+            period=Range(start, end, bounds="[)"),
+            status=BookingStatus.COMPLETED,
+            amount_paise=booked,
+            decided_at=start - timedelta(days=1),
+        )
         db.add(booking)
         await db.flush()
 
@@ -356,42 +471,68 @@ async def _history(  # noqa: PLR0915 -- one booking's rows, written in order
         meter_wh[device_id] = meter_start + energy_wh
         quote = price(tariff, Usage(duration=charging, energy_wh=energy_wh))
         session = ChargingSession(
-            device_id=device_id, device_session_id=new_ulid(), connector_number=1,
-            charger_id=charger.id, booking_id=booking.id, user_id=driver.id,
-            credential_kind=CredentialKind.TOKEN, credential_ref=f"unlock:{new_ulid()}",
-            state=SessionState.STOPPED, started_at=started, stopped_at=stopped,
-            meter_start_wh=meter_start, meter_stop_wh=meter_start + energy_wh,
-            energy_wh=energy_wh, power_w=0.0,
-            stop_reason=rng.choice((StopReason.REMOTE, StopReason.EV_DISCONNECTED,
-                                    StopReason.LOCAL)),
-            last_event_seq=1, events_received=2, billing_state=BillingState.SETTLED,
+            device_id=device_id,
+            device_session_id=new_ulid(),
+            connector_number=1,
+            charger_id=charger.id,
+            booking_id=booking.id,
+            user_id=driver.id,
+            credential_kind=CredentialKind.TOKEN,
+            credential_ref=f"unlock:{new_ulid()}",
+            state=SessionState.STOPPED,
+            started_at=started,
+            stopped_at=stopped,
+            meter_start_wh=meter_start,
+            meter_stop_wh=meter_start + energy_wh,
+            energy_wh=energy_wh,
+            power_w=0.0,
+            stop_reason=rng.choice(
+                (StopReason.REMOTE, StopReason.EV_DISCONNECTED, StopReason.LOCAL)
+            ),
+            last_event_seq=1,
+            events_received=2,
+            billing_state=BillingState.SETTLED,
             amount_paise=quote.total_paise,
-        )  # fmt: skip
+        )
         db.add(session)
         await db.flush()
         refund_paise = booked - quote.total_paise
         payment = Payment(
-            user_id=driver.id, booking_id=booking.id, session_id=session.id, provider="dummy",
+            user_id=driver.id,
+            booking_id=booking.id,
+            session_id=session.id,
+            provider="dummy",
             provider_order_id=f"order_demo{new_ulid()}",
             provider_payment_id=f"pay_demo{new_ulid()}",
-            amount_paise=booked, captured_paise=booked,
+            amount_paise=booked,
+            captured_paise=booked,
             status=PaymentStatus.PARTIALLY_REFUNDED if refund_paise else PaymentStatus.CAPTURED,
-        )  # fmt: skip
+        )
         db.add(payment)
         await db.flush()
         refund_id: str | None = None
         if refund_paise:
-            refund = Refund(payment_id=payment.id, amount_paise=refund_paise,
-                            provider_refund_id=f"rfnd_demo{new_ulid()}",
-                            status=RefundStatus.PROCESSED, reason="unused prepayment")  # fmt: skip
+            refund = Refund(
+                payment_id=payment.id,
+                amount_paise=refund_paise,
+                provider_refund_id=f"rfnd_demo{new_ulid()}",
+                status=RefundStatus.PROCESSED,
+                reason="unused prepayment",
+            )
             db.add(refund)
             await db.flush()
             refund_id = refund.id
         _, txns = settle_session(
-            session_id=session.id, payment_id=payment.id, driver_id=driver.id, host_id=host.id,
-            authorized_paise=booked, quote=quote, host_gst_registered=False,
-            partial_capture=False, refund_id=refund_id,
-        )  # fmt: skip
+            session_id=session.id,
+            payment_id=payment.id,
+            driver_id=driver.id,
+            host_id=host.id,
+            authorized_paise=booked,
+            quote=quote,
+            host_gst_registered=False,
+            partial_capture=False,
+            refund_id=refund_id,
+        )
         await post_all(db, txns)
 
         steps = max(2, int(charging / timedelta(minutes=10)))
@@ -401,20 +542,37 @@ async def _history(  # noqa: PLR0915 -- one booking's rows, written in order
                 ("energy_import_wh", meter_start + energy_wh * step / steps),
                 ("power_w", power_w if step < steps else 0.0),
             ):
-                readings.append({"device_id": device_id, "meter_id": "m1", "ts": at,
-                                 "quantity": quantity, "value": value, "seq": step,
-                                 "clock_synced": True})  # fmt: skip
+                readings.append(
+                    {
+                        "device_id": device_id,
+                        "meter_id": "m1",
+                        "ts": at,
+                        "quantity": quantity,
+                        "value": value,
+                        "seq": step,
+                        "clock_synced": True,
+                    }
+                )
 
         if rng.random() < 0.6:
             rating, body = rng.choice(_REVIEWS)
-            db.add(Review(charger_id=charger.id, user_id=driver.id, session_id=session.id,
-                          rating=rating, body=body))  # fmt: skip
+            db.add(
+                Review(
+                    charger_id=charger.id,
+                    user_id=driver.id,
+                    session_id=session.id,
+                    rating=rating,
+                    body=body,
+                )
+            )
             await db.execute(
-                update(Charger).where(Charger.id == charger.id).values(
+                update(Charger)
+                .where(Charger.id == charger.id)
+                .values(
                     rating_sum=Charger.rating_sum + rating,
                     rating_count=Charger.rating_count + 1,
                 )
-            )  # fmt: skip
+            )
     await db.execute(insert(telemetry), readings)
     # The 15-minute rollup (charts) picks these buckets up like an ingest batch's.
     buckets = {(r["device_id"], _bucket(r["ts"])) for r in readings}  # type: ignore[arg-type]

@@ -29,9 +29,13 @@ class LinkRelay:
     ``target_host:target_port``. An async context manager: listening inside, closed after."""
 
     def __init__(
-        self, target_port: int, *, target_host: str = "127.0.0.1", host: str = "127.0.0.1",
+        self,
+        target_port: int,
+        *,
+        target_host: str = "127.0.0.1",
+        host: str = "127.0.0.1",
         port: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.host = host

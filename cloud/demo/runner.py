@@ -97,10 +97,14 @@ class Supervisor:
         """Start ``argv``; its output goes to our stderr prefixed ``[name]``. With
         ``first_line``, return its first stdout line (the simulator's endpoints) first."""
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=_die_with_the_demo,
-        )  # fmt: skip
+        )
         part = Part(name, proc)
         self.parts.append(part)
         line: str | None = None
@@ -180,9 +184,13 @@ async def _wait_port(port: int, sup: Supervisor, what: str) -> None:
 
 async def _run(argv: Sequence[str], env: dict[str, str], what: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, preexec_fn=_die_with_the_demo,
-    )  # fmt: skip
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_die_with_the_demo,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise DemoError(f"{what} failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -275,9 +283,14 @@ async def _login(http: httpx.AsyncClient, email: str, password: str) -> dict[str
 
 
 async def _pair(
-    http: httpx.AsyncClient, host: dict[str, str], site: Site, config: Path, *,
-    site_json: dict[str, Any], env: dict[str, str],
-) -> None:  # fmt: skip
+    http: httpx.AsyncClient,
+    host: dict[str, str],
+    site: Site,
+    config: Path,
+    *,
+    site_json: dict[str, Any],
+    env: dict[str, str],
+) -> None:
     """Pair the site's agent unless its earlier pairing still holds the charger."""
     overlay = config.parent / "cloud.toml"
     answer = await http.get(f"/host/chargers/{site.charger_id}", headers=host)
@@ -294,11 +307,21 @@ async def _pair(
     if issued.status_code != 201:
         raise DemoError(f"pairing code for {site.name}: {issued.status_code} {issued.text}")
     await _run(
-        [str(BIN / "chargemitra-agent"), "provision", "--code", issued.json()["code"],
-         "--cloud", str(http.base_url).rstrip("/"), "--ca-file", site_json["ca_file"],
-         "--config", str(config)],
-        env, f"chargemitra-agent provision ({site.name})",
-    )  # fmt: skip
+        [
+            str(BIN / "chargemitra-agent"),
+            "provision",
+            "--code",
+            issued.json()["code"],
+            "--cloud",
+            str(http.base_url).rstrip("/"),
+            "--ca-file",
+            site_json["ca_file"],
+            "--config",
+            str(config),
+        ],
+        env,
+        f"chargemitra-agent provision ({site.name})",
+    )
     match = re.search(r'(?m)^device_id = "([^"]+)"$', overlay.read_text())
     assert match is not None  # provision writes it
     site.device_id = match.group(1)
@@ -337,12 +360,16 @@ async def running_demo(site_json: dict[str, Any], api_port: int) -> AsyncIterato
             t: await stack.enter_async_context(LinkRelay(site_json["broker_tls_port"]))
             for _, _, t in DEMO_SITES
         }
-        env = dict(os.environ) | site_json["cloud_env"] | {
-            "CHARGEMITRA_APP_PUBLIC_BASE_URL": api_url,
-            "CHARGEMITRA_MQTT_PUBLIC_URL": f"mqtts://127.0.0.1:{relays['tcp'].port}",
-            # Sessions settle within a second or two of syncing (the demo waits for it).
-            "CHARGEMITRA_BILLING_SETTLE_INTERVAL_S": "1",
-        }  # fmt: skip
+        env = (
+            dict(os.environ)
+            | site_json["cloud_env"]
+            | {
+                "CHARGEMITRA_APP_PUBLIC_BASE_URL": api_url,
+                "CHARGEMITRA_MQTT_PUBLIC_URL": f"mqtts://127.0.0.1:{relays['tcp'].port}",
+                # Sessions settle within a second or two of syncing (the demo waits for it).
+                "CHARGEMITRA_BILLING_SETTLE_INTERVAL_S": "1",
+            }
+        )
         cloud = str(BIN / "chargemitra-cloud")
         say("[demo] migrating the database and seeding the city (a second run adds nothing)")
         await _run([cloud, "db", "upgrade"], env, "chargemitra-cloud db upgrade")
@@ -352,8 +379,9 @@ async def running_demo(site_json: dict[str, Any], api_port: int) -> AsyncIterato
             "CHARGEMITRA_MQTT_USERNAME": "cloud-api",
             "CHARGEMITRA_MQTT_PASSWORD": site_json["api_mqtt_password"],
         }
-        await sup.start("api", cloud, "serve", "--host", "127.0.0.1", "--port", str(api_port),
-                        env=api_env)  # fmt: skip
+        await sup.start(
+            "api", cloud, "serve", "--host", "127.0.0.1", "--port", str(api_port), env=api_env
+        )
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=api_url, timeout=30))
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
         while True:
@@ -371,8 +399,15 @@ async def running_demo(site_json: dict[str, Any], api_port: int) -> AsyncIterato
         ):
             view = (await http.get(f"/chargers/{charger_id}")).json()
             place = PLACES[place_index]
-            site = Site(transport, name, charger_id, view["qr_code"], place.lat, place.lon,
-                        relays[transport])  # fmt: skip
+            site = Site(
+                transport,
+                name,
+                charger_id,
+                view["qr_code"],
+                place.lat,
+                place.lon,
+                relays[transport],
+            )
             sites[transport] = site
             site_dir = state / "sites" / transport
             site_dir.mkdir(parents=True, exist_ok=True)
@@ -380,17 +415,33 @@ async def running_demo(site_json: dict[str, Any], api_port: int) -> AsyncIterato
                 ["--tcp", "127.0.0.1:0", "--no-serial"] if transport == "tcp" else ["--serial"]
             )
             line = await sup.start(
-                f"sim-{transport}", str(BIN / "chargemitra-sim"), "site", *sim_args, "--no-rfid",
-                "--control", "127.0.0.1:0", "--state", str(site_dir / "sim.json"),
-                "--plugged", "7.4kw", env=env, first_line=True,
-            )  # fmt: skip
+                f"sim-{transport}",
+                str(BIN / "chargemitra-sim"),
+                "site",
+                *sim_args,
+                "--no-rfid",
+                "--control",
+                "127.0.0.1:0",
+                "--state",
+                str(site_dir / "sim.json"),
+                "--plugged",
+                "7.4kw",
+                env=env,
+                first_line=True,
+            )
             assert line is not None
             endpoints = json.loads(line)
             site.control = endpoints["control"]
             config = _agent_toml(site_dir, endpoints, transport)
             await _pair(http, host, site, config, site_json=site_json, env=env)
-            await sup.start(f"agent-{transport}", str(BIN / "chargemitra-agent"), "run",
-                            "--config", str(config), env=env)  # fmt: skip
+            await sup.start(
+                f"agent-{transport}",
+                str(BIN / "chargemitra-agent"),
+                "run",
+                "--config",
+                str(config),
+                env=env,
+            )
         for site in sites.values():
             await _online(http, site, sup)
         yield Demo(api_url=api_url, db_url=site_json["db_url"], sites=sites, sup=sup)
@@ -478,10 +529,16 @@ async def story(demo: Demo) -> None:
     site = demo.sites["tcp"]
     await wait_story_charger_free(demo.db_url, site.charger_id)
     await play_story(
-        demo.api_url, db_url=demo.db_url, link=site.relay, site=SimControl(site.control),
-        charger_id=site.charger_id, driver_email=DRIVER_EMAIL, password=DRIVER_PASSWORD,
-        near=(site.lat, site.lon), say=lambda s: say(f"[story] {s}"),
-    )  # fmt: skip
+        demo.api_url,
+        db_url=demo.db_url,
+        link=site.relay,
+        site=SimControl(site.control),
+        charger_id=site.charger_id,
+        driver_email=DRIVER_EMAIL,
+        password=DRIVER_PASSWORD,
+        near=(site.lat, site.lon),
+        say=lambda s: say(f"[story] {s}"),
+    )
 
 
 async def main_async(site_json: dict[str, Any], api_port: int, scenario: str | None) -> int:
@@ -551,12 +608,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--site", type=Path, required=True, help="site.json from deploy/dev/demo_site.py"
     )
     parser.add_argument(
-        "--api-port", type=int,
+        "--api-port",
+        type=int,
         default=int(os.environ.get("CHARGEMITRA_DEMO_API_PORT", DEFAULT_API_PORT)),
         help="the API's port (default 8000, or CHARGEMITRA_DEMO_API_PORT)",
-    )  # fmt: skip
-    parser.add_argument("--scenario", choices=["auto"], default=None,
-                        help="auto: play the story, print the receipt, exit")  # fmt: skip
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=["auto"],
+        default=None,
+        help="auto: play the story, print the receipt, exit",
+    )
     args = parser.parse_args(argv)
     site_json = json.loads(args.site.read_text())
     sys.exit(asyncio.run(main_async(site_json, args.api_port, args.scenario)))

@@ -139,7 +139,7 @@ def format_receipt(result: StoryResult) -> str:
         f"  invoice   {result.invoice['serial']} ({result.invoice['financial_year']})",
         f"  ledger    {len(result.ledger)} entries, balanced: {ledger_sum == 0}",
         "=" * 60,
-    ]  # fmt: skip
+    ]
     return "\n".join(rows)
 
 
@@ -153,8 +153,10 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str, *, timeout_s: f
 
 def _ok(answer: httpx.Response, what: str, *codes: int) -> Any:
     if answer.status_code not in (codes or (200,)):
-        raise StoryFailed(f"{what}: {answer.request.method} {answer.request.url.path} answered "
-                          f"{answer.status_code}: {answer.text[:300]}")  # fmt: skip
+        raise StoryFailed(
+            f"{what}: {answer.request.method} {answer.request.url.path} answered "
+            f"{answer.status_code}: {answer.text[:300]}"
+        )
     return answer.json()
 
 
@@ -166,8 +168,9 @@ async def _ledger(db_url: str, session_id: str, payment_id: str) -> list[dict[st
             "WHERE session_id = (SELECT id FROM sessions WHERE device_session_id = $1) "
             "OR payment_id = $2 "
             "OR refund_id IN (SELECT id FROM refunds WHERE payment_id = $2) ORDER BY id",
-            session_id, payment_id,
-        )  # fmt: skip
+            session_id,
+            payment_id,
+        )
     finally:
         await close(conn)
     return [
@@ -204,37 +207,78 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
 
         start, end = booking_slot(datetime.now(UTC))
         lat, lon = near
-        found = _ok(await http.get("/chargers", params={
-            "lat": lat, "lon": lon, "radius_km": 5, "from": start.isoformat(),
-            "to": end.isoformat(),
-        }), "search")  # fmt: skip
+        found = _ok(
+            await http.get(
+                "/chargers",
+                params={
+                    "lat": lat,
+                    "lon": lon,
+                    "radius_km": 5,
+                    "from": start.isoformat(),
+                    "to": end.isoformat(),
+                },
+            ),
+            "search",
+        )
         hit = next((c for c in found["items"] if c["id"] == charger_id), None)
         if hit is None:
-            raise StoryFailed(f"search near {lat},{lon} did not find charger {charger_id} free "
-                              f"from {start:%H:%M} to {end:%H:%M}")  # fmt: skip
-        say(f"2. finds {hit['name']!r} ({hit['distance_m'] / 1000:.1f} km away) free "
-            f"{start:%H:%M}-{end:%H:%M} UTC")  # fmt: skip
+            raise StoryFailed(
+                f"search near {lat},{lon} did not find charger {charger_id} free "
+                f"from {start:%H:%M} to {end:%H:%M}"
+            )
+        say(
+            f"2. finds {hit['name']!r} ({hit['distance_m'] / 1000:.1f} km away) free "
+            f"{start:%H:%M}-{end:%H:%M} UTC"
+        )
 
-        booking = _ok(await http.post("/bookings", headers=auth, json={
-            "charger_id": charger_id, "connector": 1, "start": start.isoformat(),
-            "end": end.isoformat(), "note": "make demo SCENARIO=auto",
-        }), "book", 201)  # fmt: skip
-        say(f"3. books it: booking {booking['id']} {booking['status']}, "
-            f"up to {_rupees(booking['amount_paise'])}")  # fmt: skip
-        order = _ok(await http.post(f"/bookings/{booking['id']}/payment", headers=auth),
-                    "open the payment", 201)  # fmt: skip
-        payment = _ok(await http.post(f"/payments/{order['id']}/verify", headers=auth,
-                                      json={"card_number": TEST_CARD}), "pay")  # fmt: skip
-        say(f"4. pays {_rupees(order['amount_paise'])} with the dummy provider's test card: "
-            f"payment {payment['id']} {payment['status']}")  # fmt: skip
+        booking = _ok(
+            await http.post(
+                "/bookings",
+                headers=auth,
+                json={
+                    "charger_id": charger_id,
+                    "connector": 1,
+                    "start": start.isoformat(),
+                    "end": end.isoformat(),
+                    "note": "make demo SCENARIO=auto",
+                },
+            ),
+            "book",
+            201,
+        )
+        say(
+            f"3. books it: booking {booking['id']} {booking['status']}, "
+            f"up to {_rupees(booking['amount_paise'])}"
+        )
+        order = _ok(
+            await http.post(f"/bookings/{booking['id']}/payment", headers=auth),
+            "open the payment",
+            201,
+        )
+        payment = _ok(
+            await http.post(
+                f"/payments/{order['id']}/verify", headers=auth, json={"card_number": TEST_CARD}
+            ),
+            "pay",
+        )
+        say(
+            f"4. pays {_rupees(order['amount_paise'])} with the dummy provider's test card: "
+            f"payment {payment['id']} {payment['status']}"
+        )
 
         early = start - UNLOCK_EARLY - datetime.now(UTC)
         if early > timedelta(0):
             # Booked just past the start grace: the slot opens for unlocking in seconds.
             await asyncio.sleep(early.total_seconds() + 1)
-        unlock = _ok(await http.post(f"/chargers/{charger_id}/sessions", headers=auth,
-                                     json={"connector": 1, "booking_id": booking["id"]}),
-                     "unlock", 201)  # fmt: skip
+        unlock = _ok(
+            await http.post(
+                f"/chargers/{charger_id}/sessions",
+                headers=auth,
+                json={"connector": 1, "booking_id": booking["id"]},
+            ),
+            "unlock",
+            201,
+        )
         session_id: str = unlock["session_id"]
         meter_start = await site.energy_wh()
         say(f"5. unlocks it: session {session_id}, relay closed, meter at {meter_start} Wh")
@@ -242,8 +286,9 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
         async def flowed_past(mark: int) -> bool:
             return await site.energy_wh() >= mark + phase_wh
 
-        await _wait(lambda: flowed_past(meter_start), "energy through the meter",
-                    timeout_s=timeout_s)  # fmt: skip
+        await _wait(
+            lambda: flowed_past(meter_start), "energy through the meter", timeout_s=timeout_s
+        )
         say(f"6. charging: meter at {await site.energy_wh()} Wh")
 
         async def charger_online(*, want: bool) -> bool:
@@ -251,21 +296,26 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
             return bool(view["status"]["online"]) is want
 
         await link.drop()
-        await _wait(lambda: charger_online(want=False), "the cloud to see the site offline",
-                    timeout_s=timeout_s)  # fmt: skip
+        await _wait(
+            lambda: charger_online(want=False),
+            "the cloud to see the site offline",
+            timeout_s=timeout_s,
+        )
         offline_mark = await site.energy_wh()
-        say(f"7. the site's link drops: the cloud shows the charger offline (meter "
-            f"{offline_mark} Wh)")  # fmt: skip
-        await _wait(lambda: flowed_past(offline_mark), "energy to flow while offline",
-                    timeout_s=timeout_s)  # fmt: skip
+        say(
+            f"7. the site's link drops: the cloud shows the charger offline (meter "
+            f"{offline_mark} Wh)"
+        )
+        await _wait(
+            lambda: flowed_past(offline_mark), "energy to flow while offline", timeout_s=timeout_s
+        )
         if not await site.relay_closed():
             raise StoryFailed("the relay opened when the link dropped")
         offline_wh = await site.energy_wh()
         say(f"8. charging continues offline: meter at {offline_wh} Wh, relay closed")
 
         await link.restore()
-        await _wait(lambda: charger_online(want=True), "the site back online",
-                    timeout_s=timeout_s)  # fmt: skip
+        await _wait(lambda: charger_online(want=True), "the site back online", timeout_s=timeout_s)
 
         async def synced() -> bool:
             seen = _ok(await http.get(f"/sessions/{session_id}", headers=auth), "session")
@@ -273,8 +323,10 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
 
         await _wait(synced, "the offline part of the session to sync", timeout_s=timeout_s)
         seen = _ok(await http.get(f"/sessions/{session_id}", headers=auth), "session")
-        say(f"9. the link returns: what the agent recorded offline syncs (the session at "
-            f"{seen['energy_wh']} Wh in the cloud)")  # fmt: skip
+        say(
+            f"9. the link returns: what the agent recorded offline syncs (the session at "
+            f"{seen['energy_wh']} Wh in the cloud)"
+        )
 
         _ok(await http.post(f"/sessions/{session_id}/stop", headers=auth), "stop", 202)
 
@@ -292,18 +344,18 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
 
         await _wait(settled, "the session to sync and settle", timeout_s=timeout_s)
         session = _ok(await http.get(f"/sessions/{session_id}", headers=auth), "session")
-        receipt = _ok(await http.get(f"/sessions/{session_id}/receipt", headers=auth),
-                      "receipt")  # fmt: skip
-        say(f"11. it is billed from the meter's delta ({session['energy_wh']} Wh): "
+        receipt = _ok(await http.get(f"/sessions/{session_id}/receipt", headers=auth), "receipt")
+        say(
+            f"11. it is billed from the meter's delta ({session['energy_wh']} Wh): "
             f"{_rupees(receipt['total_paise'])}, the prepayment captured and the rest "
-            f"refunded")  # fmt: skip
+            f"refunded"
+        )
 
         invoice: dict[str, Any] | None = None
 
         async def invoiced() -> bool:
             nonlocal invoice
-            page = _ok(await http.get("/invoices", headers=auth, params={"limit": 100}),
-                       "invoices")  # fmt: skip
+            page = _ok(await http.get("/invoices", headers=auth, params={"limit": 100}), "invoices")
             invoice = next((i for i in page["items"] if i["session_id"] == session_id), None)
             return invoice is not None
 
@@ -311,8 +363,14 @@ async def play_story(  # noqa: PLR0915 -- the story reads top to bottom, one ste
         assert invoice is not None  # set by invoiced()
         ledger = await _ledger(db_url, session_id, payment["id"])
     result = StoryResult(
-        session=session, receipt=receipt, invoice=invoice, ledger=ledger, booking=booking,
-        payment=payment, meter_start_wh=meter_start, meter_stop_wh=meter_stop,
-    )  # fmt: skip
+        session=session,
+        receipt=receipt,
+        invoice=invoice,
+        ledger=ledger,
+        booking=booking,
+        payment=payment,
+        meter_start_wh=meter_start,
+        meter_stop_wh=meter_stop,
+    )
     say(format_receipt(result))
     return result

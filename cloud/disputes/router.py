@@ -38,20 +38,30 @@ Offset = Annotated[int, Query(ge=0, le=100_000)]
 
 def _photo_out(dispute_id: str, p: DisputePhoto) -> DisputePhotoOut:
     return DisputePhotoOut(
-        id=p.id, content_type=p.content_type, size_bytes=p.size_bytes,
+        id=p.id,
+        content_type=p.content_type,
+        size_bytes=p.size_bytes,
         url=f"/disputes/{dispute_id}/photos/{p.id}",
-    )  # fmt: skip
+    )
 
 
 async def dispute_out(db: AsyncSession, d: Dispute) -> DisputeOut:
     return DisputeOut(
-        id=d.id, session_id=await service.session_public_id(db, d), raised_by=d.raised_by,
-        reason_code=d.reason_code, description=d.description, status=d.status,
-        host_response=d.host_response, host_responded_at=d.host_responded_at,
-        resolution=d.resolution, refund_paise=d.refund_paise, charged_to=d.charged_to,
-        resolved_at=d.resolved_at, created_at=d.created_at,
+        id=d.id,
+        session_id=await service.session_public_id(db, d),
+        raised_by=d.raised_by,
+        reason_code=d.reason_code,
+        description=d.description,
+        status=d.status,
+        host_response=d.host_response,
+        host_responded_at=d.host_responded_at,
+        resolution=d.resolution,
+        refund_paise=d.refund_paise,
+        charged_to=d.charged_to,
+        resolved_at=d.resolved_at,
+        created_at=d.created_at,
         photos=[_photo_out(d.id, p) for p in await service.photos_of(db, d.id)],
-    )  # fmt: skip
+    )
 
 
 _DISPUTE = {"dispute_id": "$response.body#/id"}
@@ -70,17 +80,25 @@ async def open_dispute(
     other session, 409 when it has a dispute already. Until it is resolved the host's
     earning from the session is held out of payouts."""
     dispute = await service.open_dispute(
-        db, principal, session_id, reason=body.reason_code, description=body.description.strip(),
+        db,
+        principal,
+        session_id,
+        reason=body.reason_code,
+        description=body.description.strip(),
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
     return await dispute_out(db, dispute)
 
 
 @router.get("/disputes")
 async def list_my_disputes(
-    *, db: Db, principal: CurrentUser, status: DisputeStatus | None = None, limit: Limit = 50,
+    *,
+    db: Db,
+    principal: CurrentUser,
+    status: DisputeStatus | None = None,
+    limit: Limit = 50,
     offset: Offset = 0,
-) -> DisputeList:  # fmt: skip
+) -> DisputeList:
     """Disputes you opened, and (a host) disputes on your chargers, newest first."""
     rows = await service.list_disputes(db, principal, status=status, limit=limit, offset=offset)
     return DisputeList(items=[await dispute_out(db, d) for d in rows])
@@ -122,9 +140,14 @@ async def respond_to_dispute(
     },
 )
 async def upload_dispute_photo(
-    *, dispute_id: PathId, request: Request, db: Db, state: State, storage: Storage,
+    *,
+    dispute_id: PathId,
+    request: Request,
+    db: Db,
+    state: State,
+    storage: Storage,
     principal: DriverUser,
-) -> DisputePhotoOut:  # fmt: skip
+) -> DisputePhotoOut:
     """One JPEG, PNG or WebP image in the ``photo`` field, by the driver who opened the
     dispute, while it is unresolved (409 after). What the form's schema cannot state: the
     bytes must be an image (checked by content, 422), at most 5 photos (422), a size limit
@@ -159,9 +182,13 @@ async def get_dispute_photo(
 
 @router.get("/admin/disputes")
 async def dispute_queue(
-    *, db: Db, admin: AdminUser, status: DisputeStatus | None = DisputeStatus.OPEN,
-    limit: Limit = 50, offset: Offset = 0,
-) -> DisputeList:  # fmt: skip
+    *,
+    db: Db,
+    admin: AdminUser,
+    status: DisputeStatus | None = DisputeStatus.OPEN,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> DisputeList:
     """Every dispute with ``status`` (default ``open``), oldest first: the admin's queue."""
     rows = await service.list_disputes(
         db, admin, status=status, limit=limit, offset=offset, everyone=True
@@ -183,10 +210,17 @@ async def resolve_dispute(
     if state.payments is None:
         raise DependencyUnavailable("payments", "no payment provider is configured")
     dispute = await service.resolve(
-        state.sessions, state.payments, actor, dispute_id, outcome=body.outcome,
-        refund_paise=body.refund_paise, charged_to=body.charged_to, note=body.note.strip(),
-        now=datetime.now(UTC), billing=state.settings.billing,
-    )  # fmt: skip
+        state.sessions,
+        state.payments,
+        actor,
+        dispute_id,
+        outcome=body.outcome,
+        refund_paise=body.refund_paise,
+        charged_to=body.charged_to,
+        note=body.note.strip(),
+        now=datetime.now(UTC),
+        billing=state.settings.billing,
+    )
     async with state.sessions() as db:
         fresh = await db.get(Dispute, dispute.id)
         assert fresh is not None

@@ -82,9 +82,14 @@ def refund_reason(dispute_id: str) -> str:
 
 
 async def open_dispute(
-    db: AsyncSession, principal: Principal, session_id: str, *, reason: DisputeReason,
-    description: str, now: datetime,
-) -> Dispute:  # fmt: skip
+    db: AsyncSession,
+    principal: Principal,
+    session_id: str,
+    *,
+    reason: DisputeReason,
+    description: str,
+    now: datetime,
+) -> Dispute:
     """The driver's dispute on a completed session of theirs, within 14 days of its stop:
     403 for any other session, 409 for a second dispute on it."""
     row = await db.scalar(
@@ -116,12 +121,20 @@ async def open_dispute(
         .returning(Dispute.id)
     )
     if dispute_id is None:
-        raise Conflict(f"session {session_id!r} has a dispute already", entity="dispute",
-                       key=session_id)  # fmt: skip
+        raise Conflict(
+            f"session {session_id!r} has a dispute already", entity="dispute", key=session_id
+        )
     found = await db.get(Dispute, dispute_id)
     assert found is not None
-    await _tell(db, found, "opened", "opened", driver=False, host=True,
-                note=f"Reason: {reason.value.replace('_', ' ')}.")  # fmt: skip
+    await _tell(
+        db,
+        found,
+        "opened",
+        "opened",
+        driver=False,
+        host=True,
+        note=f"Reason: {reason.value.replace('_', ' ')}.",
+    )
     return found
 
 
@@ -154,9 +167,14 @@ async def get_dispute(
 
 
 async def list_disputes(
-    db: AsyncSession, principal: Principal, *, status: DisputeStatus | None, limit: int,
-    offset: int = 0, everyone: bool = False,
-) -> list[Dispute]:  # fmt: skip
+    db: AsyncSession,
+    principal: Principal,
+    *,
+    status: DisputeStatus | None,
+    limit: int,
+    offset: int = 0,
+    everyone: bool = False,
+) -> list[Dispute]:
     """Newest first: the caller's (raised, or on their chargers); an admin's queue with
     ``everyone`` (oldest first there: the queue is worked from its head)."""
     query = _scoped(principal) if not everyone else select(Dispute)
@@ -203,19 +221,30 @@ async def _parties(db: AsyncSession, dispute: Dispute) -> tuple[str, str]:
 
 
 async def _tell(
-    db: AsyncSession, dispute: Dispute, step: str, label: str, *, driver: bool, host: bool,
+    db: AsyncSession,
+    dispute: Dispute,
+    step: str,
+    label: str,
+    *,
+    driver: bool,
+    host: bool,
     note: str = "",
-) -> None:  # fmt: skip
+) -> None:
     """Queue the dispute's news for its driver and/or host in the change's transaction
     (cloud.notifications.events: sent later, by the delivery job, with retries)."""
     charger_name, host_user = await _parties(db, dispute)
     for user_id, wanted in ((dispute.raised_by, driver), (host_user, host)):
         if wanted:
             await dispute_updated(
-                db, dispute_id=dispute.id, user_id=user_id, status_label=label,
-                charger_name=charger_name, note=note, refund_paise=dispute.refund_paise,
+                db,
+                dispute_id=dispute.id,
+                user_id=user_id,
+                status_label=label,
+                charger_name=charger_name,
+                note=note,
+                refund_paise=dispute.refund_paise,
                 dedupe_key=f"dispute_{step}:{dispute.id}:{user_id}",
-            )  # fmt: skip
+            )
 
 
 async def respond(
@@ -227,21 +256,36 @@ async def respond(
         # The driver (or an admin) sees it but is not the host who answers for it.
         raise Forbidden("only the charger's host responds to a dispute")
     if dispute.status is not DisputeStatus.OPEN or dispute.host_response is not None:
-        raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}: no response now",
-                       entity="dispute", key=dispute_id)  # fmt: skip
+        raise Conflict(
+            f"dispute {dispute_id!r} is {dispute.status.value}: no response now",
+            entity="dispute",
+            key=dispute_id,
+        )
     dispute.host_response = text
     dispute.host_responded_at = now
     dispute.status = DisputeStatus.UNDER_REVIEW
     await db.flush()
-    await _tell(db, dispute, "answered", "under review", driver=True, host=False,
-                note="The host has responded.")  # fmt: skip
+    await _tell(
+        db,
+        dispute,
+        "answered",
+        "under review",
+        driver=True,
+        host=False,
+        note="The host has responded.",
+    )
     return dispute
 
 
 async def add_photo(
-    db: AsyncSession, storage: PhotoStorage, principal: Principal, dispute_id: str,
-    data: bytes, *, max_bytes: int,
-) -> DisputePhoto:  # fmt: skip
+    db: AsyncSession,
+    storage: PhotoStorage,
+    principal: Principal,
+    dispute_id: str,
+    data: bytes,
+    *,
+    max_bytes: int,
+) -> DisputePhoto:
     """A photo for the driver's unresolved dispute (bytes first, then the row)."""
     dispute = await get_dispute(db, principal, dispute_id, lock=True)
     if dispute.raised_by != principal.user_id:
@@ -257,9 +301,11 @@ async def add_photo(
     key = new_storage_key(kind.extension)
     await storage.put(key, data)
     photo = DisputePhoto(
-        dispute_id=dispute.id, storage_key=key, content_type=kind.content_type,
+        dispute_id=dispute.id,
+        storage_key=key,
+        content_type=kind.content_type,
         size_bytes=len(data),
-    )  # fmt: skip
+    )
     db.add(photo)
     await db.flush()
     return photo
@@ -331,10 +377,17 @@ async def _host_earned(db: AsyncSession, host_id: str, session_pk: int) -> int:
 
 
 async def _decide(
-    db: AsyncSession, actor: Actor, dispute_id: str, *, outcome: rules.Outcome,
-    refund_paise: int | None, charged_to: ChargedTo, note: str, now: datetime,
+    db: AsyncSession,
+    actor: Actor,
+    dispute_id: str,
+    *,
+    outcome: rules.Outcome,
+    refund_paise: int | None,
+    charged_to: ChargedTo,
+    note: str,
+    now: datetime,
     billing: BillingSettings,
-) -> Dispute:  # fmt: skip
+) -> Dispute:
     """Step 1 (module docstring), in the caller's transaction."""
     # populate_existing: the caller may have loaded the dispute before this lock; without it
     # the session would hand back that copy, stale if another resolution committed meanwhile.
@@ -342,16 +395,18 @@ async def _decide(
     if dispute is None:
         raise NotFound("dispute", dispute_id)
     if dispute.status not in rules.UNRESOLVED:
-        raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}", entity="dispute",
-                       key=dispute_id)  # fmt: skip
+        raise Conflict(
+            f"dispute {dispute_id!r} is {dispute.status.value}", entity="dispute", key=dispute_id
+        )
     session = await db.get(ChargingSession, dispute.session_id, with_for_update=_NO_KEY_UPDATE)
     assert session is not None
     assert session.charger_id is not None
     if outcome is not rules.Outcome.REJECTED and session.billing_state is not BillingState.SETTLED:
         raise Conflict(
             f"the session of dispute {dispute_id!r} is not settled yet: nothing to refund",
-            entity="dispute", key=dispute_id,
-        )  # fmt: skip
+            entity="dispute",
+            key=dispute_id,
+        )
     left = await _refundable(db, session.id) if outcome is not rules.Outcome.REJECTED else []
     amount = rules.refund_amount(outcome, refund_paise, sum(a for _, a in left), dispute_id)
     before = {"status": dispute.status}
@@ -362,8 +417,9 @@ async def _decide(
         dispute.status = DisputeStatus.RESOLVED_NO_ACTION
         await _audit(db, actor, dispute, before, outcome)
         await db.flush()
-        await _tell(db, dispute, "resolved", "closed without a refund", driver=True, host=True,
-                    note=note)  # fmt: skip
+        await _tell(
+            db, dispute, "resolved", "closed without a refund", driver=True, host=True, note=note
+        )
         return dispute
     charger = await db.get(Charger, session.charger_id)
     assert charger is not None
@@ -407,41 +463,82 @@ async def _decide(
     await post(
         db,
         dispute_refund_txn(
-            session_id=session.id, driver_id=session.user_id, host_id=charger.host_id,
-            host_paise=split.host_paise, platform_paise=split.platform_paise, gst_paise=gst,
-            gst_from_host=host_supplies, memo=memo,
+            session_id=session.id,
+            driver_id=session.user_id,
+            host_id=charger.host_id,
+            host_paise=split.host_paise,
+            platform_paise=split.platform_paise,
+            gst_paise=gst,
+            gst_from_host=host_supplies,
+            memo=memo,
         ),
-    )  # fmt: skip
+    )
     dispute.status = DisputeStatus.RESOLVED_REFUND
     dispute.refund_paise = amount
     dispute.charged_to = charged_to
-    await _audit(db, actor, dispute, before, outcome, host_paise=split.host_paise,
-                 platform_paise=split.platform_paise, gst_paise=gst)  # fmt: skip
+    await _audit(
+        db,
+        actor,
+        dispute,
+        before,
+        outcome,
+        host_paise=split.host_paise,
+        platform_paise=split.platform_paise,
+        gst_paise=gst,
+    )
     await db.flush()
-    await _tell(db, dispute, "resolved", "resolved with a refund", driver=True, host=True,
-                note=note)  # fmt: skip
+    await _tell(
+        db, dispute, "resolved", "resolved with a refund", driver=True, host=True, note=note
+    )
     return dispute
 
 
 async def _audit(
-    db: AsyncSession, actor: Actor, dispute: Dispute, before: Mapping[str, object],
-    outcome: rules.Outcome, *, host_paise: int = 0, platform_paise: int = 0, gst_paise: int = 0,
-) -> None:  # fmt: skip
+    db: AsyncSession,
+    actor: Actor,
+    dispute: Dispute,
+    before: Mapping[str, object],
+    outcome: rules.Outcome,
+    *,
+    host_paise: int = 0,
+    platform_paise: int = 0,
+    gst_paise: int = 0,
+) -> None:
     await record(
-        db, actor, action="dispute.resolve", entity="dispute", entity_id=dispute.id,
+        db,
+        actor,
+        action="dispute.resolve",
+        entity="dispute",
+        entity_id=dispute.id,
         before=before,
-        after={"status": dispute.status, "refund_paise": dispute.refund_paise,
-               "charged_to": dispute.charged_to},
-        data={"outcome": outcome, "note": dispute.resolution, "host_paise": host_paise,
-              "platform_paise": platform_paise, "gst_paise": gst_paise},
-    )  # fmt: skip
+        after={
+            "status": dispute.status,
+            "refund_paise": dispute.refund_paise,
+            "charged_to": dispute.charged_to,
+        },
+        data={
+            "outcome": outcome,
+            "note": dispute.resolution,
+            "host_paise": host_paise,
+            "platform_paise": platform_paise,
+            "gst_paise": gst_paise,
+        },
+    )
 
 
 async def resolve(
-    sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, actor: Actor,
-    dispute_id: str, *, outcome: rules.Outcome, refund_paise: int | None,
-    charged_to: ChargedTo, note: str, now: datetime, billing: BillingSettings,
-) -> Dispute:  # fmt: skip
+    sessions: async_sessionmaker[AsyncSession],
+    provider: PaymentProvider,
+    actor: Actor,
+    dispute_id: str,
+    *,
+    outcome: rules.Outcome,
+    refund_paise: int | None,
+    charged_to: ChargedTo,
+    note: str,
+    now: datetime,
+    billing: BillingSettings,
+) -> Dispute:
     """Resolve a dispute (module docstring); for one already resolved with a refund, send
     the refunds not yet sent (a retry after a failure) and answer it as it is."""
     async with sessions() as db, db.begin():
@@ -452,12 +549,22 @@ async def resolve(
             raise NotFound("dispute", dispute_id)
         if dispute.status in rules.UNRESOLVED:
             dispute = await _decide(
-                db, actor, dispute_id, outcome=outcome, refund_paise=refund_paise,
-                charged_to=charged_to, note=note, now=now, billing=billing,
-            )  # fmt: skip
+                db,
+                actor,
+                dispute_id,
+                outcome=outcome,
+                refund_paise=refund_paise,
+                charged_to=charged_to,
+                note=note,
+                now=now,
+                billing=billing,
+            )
         elif dispute.status is not DisputeStatus.RESOLVED_REFUND:
-            raise Conflict(f"dispute {dispute_id!r} is {dispute.status.value}",
-                           entity="dispute", key=dispute_id)  # fmt: skip
+            raise Conflict(
+                f"dispute {dispute_id!r} is {dispute.status.value}",
+                entity="dispute",
+                key=dispute_id,
+            )
     await send_refunds(sessions, provider, dispute_id)
     return dispute
 
@@ -478,8 +585,11 @@ async def send_refunds(
         )
     return [
         await refund_payment(
-            sessions, provider, payment_id=r.payment_id, amount_paise=r.amount_paise,
+            sessions,
+            provider,
+            payment_id=r.payment_id,
+            amount_paise=r.amount_paise,
             reason=r.reason,
         )
         for r in unsent
-    ]  # fmt: skip
+    ]

@@ -266,9 +266,16 @@ async def _write_dead_letters(conn: PgConnection, plan: BatchPlan, payload_max: 
             row[-1] += 1
             continue
         rows[(topic_name, digest)] = [
-            topic_name, d.device_id, d.payload[:payload_max], len(d.payload),
-            _text(d.error_kind, 40), _text(d.reason, 2000), d.seq, digest, 1,
-        ]  # fmt: skip
+            topic_name,
+            d.device_id,
+            d.payload[:payload_max],
+            len(d.payload),
+            _text(d.error_kind, 40),
+            _text(d.reason, 2000),
+            d.seq,
+            digest,
+            1,
+        ]
     # In key order: two workers upserting the same rows take their locks in one order, so
     # they queue instead of deadlocking (as every other write here).
     ordered = [rows[key] for key in sorted(rows)]
@@ -282,10 +289,19 @@ async def _write_meter_health(conn: PgConnection, message: Status) -> None:
     await conn.execute(DELETE_GONE_METERS, message.device_id, [m.meter_id for m in meters])
     for meter in meters:
         await conn.execute(
-            UPSERT_METER_HEALTH, message.device_id, meter.meter_id, meter.model, meter.available,
-            meter.errors, meter.consecutive_errors, meter.last_error, at,
-            meter.last_reading_age_s, list(meter.unavailable_blocks), message.seq,
-        )  # fmt: skip
+            UPSERT_METER_HEALTH,
+            message.device_id,
+            meter.meter_id,
+            meter.model,
+            meter.available,
+            meter.errors,
+            meter.consecutive_errors,
+            meter.last_error,
+            at,
+            meter.last_reading_age_s,
+            list(meter.unavailable_blocks),
+            message.seq,
+        )
 
 
 async def _write_auth_decisions(conn: PgConnection, plan: BatchPlan) -> None:

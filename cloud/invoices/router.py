@@ -96,9 +96,13 @@ async def put_gst_registration(
     (docs/cloud.md, "Invoices"). A GSTIN whose check character does not match is a 422
     naming ``gstin`` (JSON Schema cannot state a checksum); one another host holds, a 409."""
     host = await service.register_gstin(
-        db, user.user_id, gstin=body.gstin, legal_name=body.legal_name, address=body.address,
+        db,
+        user.user_id,
+        gstin=body.gstin,
+        legal_name=body.legal_name,
+        address=body.address,
         pincode=body.pincode,
-    )  # fmt: skip
+    )
     return GstRegistrationOut.of(host)
 
 

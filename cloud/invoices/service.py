@@ -352,11 +352,18 @@ async def issue_invoices(
         number = first[supplier.key]
         first[supplier.key] += 1
         issued[session_id] = _document(
-            kind=DocumentKind.INVOICE, supplier=supplier, place=place, amounts=amounts,
-            session_id=session_id, host_id=host_id, driver_id=driver_id,
+            kind=DocumentKind.INVOICE,
+            supplier=supplier,
+            place=place,
+            amounts=amounts,
+            session_id=session_id,
+            host_id=host_id,
+            driver_id=driver_id,
             recipient_name=recipient.name if recipient is not None else "",
-            lines=document.invoice_lines(quote), at=at, number=number,
-        )  # fmt: skip
+            lines=document.invoice_lines(quote),
+            at=at,
+            number=number,
+        )
         db.add(issued[session_id])
     if drafts:
         await db.flush()
@@ -483,11 +490,23 @@ async def _insert(
     at = now if now is not None else datetime.now(UTC)
     fy = document.financial_year(document.issue_date(at))
     invoice = _document(
-        kind=kind, supplier=supplier, place=place, amounts=amounts, session_id=session_id,
-        host_id=host_id, driver_id=driver_id, recipient_name=recipient_name, lines=lines,
-        at=at, number=await _next_number(db, supplier.key, fy, kind), original=original,
-        refund_id=refund_id, reason=reason, booking_id=booking_id, description=description,
-    )  # fmt: skip
+        kind=kind,
+        supplier=supplier,
+        place=place,
+        amounts=amounts,
+        session_id=session_id,
+        host_id=host_id,
+        driver_id=driver_id,
+        recipient_name=recipient_name,
+        lines=lines,
+        at=at,
+        number=await _next_number(db, supplier.key, fy, kind),
+        original=original,
+        refund_id=refund_id,
+        reason=reason,
+        booking_id=booking_id,
+        description=description,
+    )
     db.add(invoice)
     await db.flush()
     return invoice

@@ -127,20 +127,26 @@ def capture_txn(
     *, payment_id: str, driver_id: str, amount_paise: int, session_id: int | None = None
 ) -> Txn:
     return _received(
-        EntrySource.CAPTURE, f"capture of payment {payment_id}",
-        payment_id=payment_id, driver_id=driver_id, amount_paise=amount_paise,
+        EntrySource.CAPTURE,
+        f"capture of payment {payment_id}",
+        payment_id=payment_id,
+        driver_id=driver_id,
+        amount_paise=amount_paise,
         session_id=session_id,
-    )  # fmt: skip
+    )
 
 
 def payment_txn(
     *, payment_id: str, driver_id: str, amount_paise: int, session_id: int | None = None
 ) -> Txn:
     return _received(
-        EntrySource.PAYMENT, f"payment {payment_id}",
-        payment_id=payment_id, driver_id=driver_id, amount_paise=amount_paise,
+        EntrySource.PAYMENT,
+        f"payment {payment_id}",
+        payment_id=payment_id,
+        driver_id=driver_id,
+        amount_paise=amount_paise,
         session_id=session_id,
-    )  # fmt: skip
+    )
 
 
 def _received(
@@ -244,9 +250,12 @@ def bill_txn(
     return _billed(
         f"bill of session {session_id}",
         Refs(session_id=session_id, payment_id=payment_id),
-        driver_id=driver_id, host_id=host_id, quote=quote,
-        host_gst_registered=host_gst_registered, tcs_bp=tcs_bp,
-    )  # fmt: skip
+        driver_id=driver_id,
+        host_id=host_id,
+        quote=quote,
+        host_gst_registered=host_gst_registered,
+        tcs_bp=tcs_bp,
+    )
 
 
 def cancellation_fee_txn(
@@ -266,9 +275,12 @@ def cancellation_fee_txn(
     return _billed(
         f"cancellation fee of booking {booking_id}",
         Refs(payment_id=payment_id),
-        driver_id=driver_id, host_id=host_id, quote=quote,
-        host_gst_registered=host_gst_registered, tcs_bp=tcs_bp,
-    )  # fmt: skip
+        driver_id=driver_id,
+        host_id=host_id,
+        quote=quote,
+        host_gst_registered=host_gst_registered,
+        tcs_bp=tcs_bp,
+    )
 
 
 def _billed(

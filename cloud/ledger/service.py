@@ -49,10 +49,17 @@ async def post_all(db: AsyncSession, txns: Iterable[Txn]) -> list[str]:
     columns: dict[str, list[object]] = {
         k: []
         for k in (
-            "txn_id", "account", "amount", "source", "session_id", "payment_id", "refund_id",
-            "payout_id", "memo",
+            "txn_id",
+            "account",
+            "amount",
+            "source",
+            "session_id",
+            "payment_id",
+            "refund_id",
+            "payout_id",
+            "memo",
         )
-    }  # fmt: skip
+    }
     for txn in txns:
         txn_id = ulid_pk()
         ids.append(txn_id)

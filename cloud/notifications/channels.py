@@ -220,8 +220,9 @@ class WebPush:
         except ValueError as exc:
             # The browser's key is not a point on P-256 (the API checks only its shape): no
             # message can ever be encrypted for this subscription.
-            raise DeliveryFailed("push", "the subscription's key is not a P-256 point",
-                                 gone=True) from exc  # fmt: skip
+            raise DeliveryFailed(
+                "push", "the subscription's key is not a P-256 point", gone=True
+            ) from exc
 
 
 def load_vapid(settings: NotificationSettings) -> Vapid | None:

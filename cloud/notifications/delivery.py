@@ -95,15 +95,27 @@ def _rows(
     subscriptions: list[PushSubscription],
 ) -> list[dict[str, Any]]:
     # Every row names every column: one multi-row INSERT takes one shape.
-    base = {"event_id": event.id, "user_id": user.id, "subject": rendered.subject,
-            "body_html": None}  # fmt: skip
+    base = {
+        "event_id": event.id,
+        "user_id": user.id,
+        "subject": rendered.subject,
+        "body_html": None,
+    }
     rows = []
     if Channel.EMAIL in wanted and user.email:
-        rows.append(base | {"channel": Channel.EMAIL, "address": user.email,
-                            "body_text": rendered.text, "body_html": rendered.html})  # fmt: skip
+        rows.append(
+            base
+            | {
+                "channel": Channel.EMAIL,
+                "address": user.email,
+                "body_text": rendered.text,
+                "body_html": rendered.html,
+            }
+        )
     if Channel.SMS in wanted and user.phone and user.phone_verified_at is not None:
-        rows.append(base | {"channel": Channel.SMS, "address": user.phone,
-                            "body_text": rendered.sms})  # fmt: skip
+        rows.append(
+            base | {"channel": Channel.SMS, "address": user.phone, "body_text": rendered.sms}
+        )
     if Channel.PUSH in wanted:
         rows.extend(
             base | {"channel": Channel.PUSH, "address": s.id, "body_text": rendered.push}
@@ -141,9 +153,14 @@ async def expand_due(
                 continue
             choice = (await choices(db, user.id))[event.kind]
             wanted = {
-                c for c, on in ((Channel.EMAIL, choice.email), (Channel.SMS, choice.sms),
-                                (Channel.PUSH, choice.push)) if on and c in channels
-            }  # fmt: skip
+                c
+                for c, on in (
+                    (Channel.EMAIL, choice.email),
+                    (Channel.SMS, choice.sms),
+                    (Channel.PUSH, choice.push),
+                )
+                if on and c in channels
+            }
             if not wanted:
                 continue
             subscriptions: list[PushSubscription] = []
@@ -158,8 +175,9 @@ async def expand_due(
             except (TemplateError, KeyError, TypeError, ValueError):
                 # A bug (a fact the template wants is missing): logged, never retried for
                 # ever — the event stays expanded so it cannot block the rest.
-                log.exception("notification event %s (%s) cannot be rendered", event.id,
-                              event.kind.value)  # fmt: skip
+                log.exception(
+                    "notification event %s (%s) cannot be rendered", event.id, event.kind.value
+                )
                 continue
             rows = _rows(event, user, rendered, wanted, subscriptions)
             if rows:
@@ -175,9 +193,13 @@ async def _outgoing(db: AsyncSession, row: NotificationDelivery) -> Outgoing:
             raise DeliveryFailed("push", "the subscription was removed", permanent=True)
         target = PushTarget(endpoint=sub.endpoint, p256dh=sub.p256dh, auth=sub.auth)
     return Outgoing(
-        key=str(row.id), address=row.address, subject=row.subject, text=row.body_text,
-        html=row.body_html, push=target,
-    )  # fmt: skip
+        key=str(row.id),
+        address=row.address,
+        subject=row.subject,
+        text=row.body_text,
+        html=row.body_html,
+        push=target,
+    )
 
 
 async def deliver_next(
@@ -224,8 +246,14 @@ async def deliver_next(
                 row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
                 # ERROR once per message, then quietly until it goes through (no log storms).
                 level = logging.ERROR if row.attempts == 1 else logging.DEBUG
-                log.log(level, "notification %s not sent (try %s, next in %.0f s): %s",
-                        row.id, row.attempts, delay, failure)  # fmt: skip
+                log.log(
+                    level,
+                    "notification %s not sent (try %s, next in %.0f s): %s",
+                    row.id,
+                    row.attempts,
+                    delay,
+                    failure,
+                )
         else:
             row.status = DeliveryStatus.SENT
             row.sent_at = datetime.now(UTC)

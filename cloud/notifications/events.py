@@ -40,9 +40,12 @@ async def record(
     """Queue one event in ``db``'s transaction. With ``dedupe_key``, a second event with the
     same key is dropped (a change replayed)."""
     values: dict[str, Any] = {
-        "kind": kind, "subject_id": subject_id, "user_id": user_id, "facts": facts,
+        "kind": kind,
+        "subject_id": subject_id,
+        "user_id": user_id,
+        "facts": facts,
         "dedupe_key": dedupe_key,
-    }  # fmt: skip
+    }
     if not_before is not None:
         values["not_before"] = not_before
     await db.execute(insert(NotificationEvent).values(**values).on_conflict_do_nothing())
@@ -90,9 +93,12 @@ async def booking_created(db: AsyncSession, booking: Booking, charger: Charger) 
         "expires_at": (booking.expires_at or facts_end(facts)).isoformat(),
     }
     await record(
-        db, EventKind.BOOKING_PENDING, booking.id, user_id=await _host_user(db, charger),
+        db,
+        EventKind.BOOKING_PENDING,
+        booking.id,
+        user_id=await _host_user(db, charger),
         facts=facts,
-    )  # fmt: skip
+    )
 
 
 async def booking_decided(db: AsyncSession, booking: Booking, charger: Charger) -> None:
@@ -116,9 +122,12 @@ async def booking_cancelled(db: AsyncSession, booking: Booking, charger: Charger
         if booking.cancelled_by == audience:
             continue
         await record(
-            db, EventKind.BOOKING_CANCELLED, booking.id, user_id=user_id,
+            db,
+            EventKind.BOOKING_CANCELLED,
+            booking.id,
+            user_id=user_id,
             facts=facts | {"audience": audience},
-        )  # fmt: skip
+        )
 
 
 async def payout_paid(db: AsyncSession, payout: Payout) -> None:
@@ -132,9 +141,13 @@ async def payout_paid(db: AsyncSession, payout: Payout) -> None:
         "provider_ref": payout.provider_ref or "",
     }
     await record(
-        db, EventKind.PAYOUT_PAID, payout.id, user_id=user_id, facts=facts,
+        db,
+        EventKind.PAYOUT_PAID,
+        payout.id,
+        user_id=user_id,
+        facts=facts,
         dedupe_key=f"payout_paid:{payout.id}",
-    )  # fmt: skip
+    )
 
 
 async def dispute_updated(
@@ -159,9 +172,13 @@ async def dispute_updated(
         "refund_paise": refund_paise,
     }
     await record(
-        db, EventKind.DISPUTE_UPDATED, dispute_id, user_id=user_id, facts=facts,
+        db,
+        EventKind.DISPUTE_UPDATED,
+        dispute_id,
+        user_id=user_id,
+        facts=facts,
         dedupe_key=dedupe_key,
-    )  # fmt: skip
+    )
 
 
 #: Ingest: a session the writer just folded. ``$1`` kind, ``$2`` the session's ``sessions.id``,

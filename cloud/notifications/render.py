@@ -264,8 +264,12 @@ def render(kind: EventKind, facts: Mapping[str, Any], *, name: str, base_url: st
         subject=subject, paragraphs=paragraphs, link=link, link_label=label
     )
     push = json.dumps(
-        {"kind": kind.value, "title": subject, "body": paragraphs[1] if len(paragraphs) > 1
-         else paragraphs[0], "url": link},
+        {
+            "kind": kind.value,
+            "title": subject,
+            "body": paragraphs[1] if len(paragraphs) > 1 else paragraphs[0],
+            "url": link,
+        },
         ensure_ascii=False,
-    )  # fmt: skip
+    )
     return Rendered(subject=subject, text=text, html=html, sms=fit_sms(part("sms")), push=push)

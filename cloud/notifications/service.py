@@ -81,10 +81,14 @@ async def update_settings(db: AsyncSession, user_id: str, body: NotificationSett
     await db.execute(
         stmt.on_conflict_do_update(
             index_elements=["user_id", "kind"],
-            set_={"email": stmt.excluded.email, "sms": stmt.excluded.sms,
-                  "push": stmt.excluded.push, "updated_at": func.now()},
+            set_={
+                "email": stmt.excluded.email,
+                "sms": stmt.excluded.sms,
+                "push": stmt.excluded.push,
+                "updated_at": func.now(),
+            },
         )
-    )  # fmt: skip
+    )
     # A stored choice equal to the default is kept: the user chose it, and a later change of
     # the defaults must not change what they chose.
     assert set(DEFAULTS)  # every kind has a default (preferences.DEFAULTS)
@@ -111,12 +115,16 @@ async def subscribe(
     sub = await db.scalar(
         stmt.on_conflict_do_update(
             index_elements=["endpoint"],
-            set_={"user_id": user_id, "p256dh": stmt.excluded.p256dh,
-                  "auth": stmt.excluded.auth, "updated_at": func.now()},
+            set_={
+                "user_id": user_id,
+                "p256dh": stmt.excluded.p256dh,
+                "auth": stmt.excluded.auth,
+                "updated_at": func.now(),
+            },
         )
         .returning(PushSubscription)
         .execution_options(populate_existing=True)
-    )  # fmt: skip
+    )
     assert sub is not None
     # Bounded fan-out: beyond MAX_PUSH_SUBSCRIPTIONS, the oldest subscriptions go.
     keep = (

@@ -113,15 +113,22 @@ async def release_booking(
         await post(
             db,
             cancellation_fee_txn(
-                booking_id=booking_id, payment_id=payment_id, driver_id=payment.user_id,
-                host_id=host.id, quote=quote, host_gst_registered=host.host_gst_registered,
+                booking_id=booking_id,
+                payment_id=payment_id,
+                driver_id=payment.user_id,
+                host_id=host.id,
+                quote=quote,
+                host_gst_registered=host.host_gst_registered,
                 tcs_bp=tcs_bp,
             ),
-        )  # fmt: skip
+        )
         await issue_fee_invoice(db, booking_id, payment_id=payment_id, quote=quote, billing=billing)
     log.info(
         "cancellation fee billed",
-        extra={"booking_id": booking_id, "amount_paise": quote.total_paise,
-               "payment_id": payment_id},
-    )  # fmt: skip
+        extra={
+            "booking_id": booking_id,
+            "amount_paise": quote.total_paise,
+            "payment_id": payment_id,
+        },
+    )
     return True

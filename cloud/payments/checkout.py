@@ -66,8 +66,10 @@ async def require_nothing_due(db: AsyncSession, user_id: str) -> None:
         raise PaymentRequired(
             f"an amount of {due} paise is due from an earlier session: pay it first "
             "(POST /amount-due/payment)",
-            entity="user", key=user_id, amount_paise=due,
-        )  # fmt: skip
+            entity="user",
+            key=user_id,
+            amount_paise=due,
+        )
 
 
 async def booking_payments(db: AsyncSession, booking: Booking) -> list[Payment]:
@@ -163,16 +165,20 @@ async def require_booking_paid(db: AsyncSession, booking: Booking) -> None:
         raise PaymentRequired(
             f"booking {booking.id} is not paid: pay {unpaid} paise first "
             f"(POST /bookings/{booking.id}/payment)",
-            entity="booking", key=booking.id, amount_paise=unpaid,
-        )  # fmt: skip
+            entity="booking",
+            key=booking.id,
+            amount_paise=unpaid,
+        )
     if held == 0:
         # Its earlier sessions spent the whole amount: another session would charge on
         # credit. More time (and money to hold for it) comes with an extension.
         raise PaymentRequired(
             f"booking {booking.id}'s amount is spent by its earlier sessions: extend it "
             f"(POST /bookings/{booking.id}/extend) and pay the top-up",
-            entity="booking", key=booking.id, amount_paise=0,
-        )  # fmt: skip
+            entity="booking",
+            key=booking.id,
+            amount_paise=0,
+        )
 
 
 async def walkup_payment(
@@ -210,8 +216,10 @@ async def require_walkup_paid(db: AsyncSession, user_id: str) -> None:
     if await walkup_payment(db, user_id) is None:
         raise PaymentRequired(
             "pay for a walk-up first (POST /payments with a duration or an energy)",
-            entity="user", key=user_id, amount_paise=0,
-        )  # fmt: skip
+            entity="user",
+            key=user_id,
+            amount_paise=0,
+        )
 
 
 async def _opened(state: AppState, payment: Payment, order: Order) -> OrderOut:
@@ -228,19 +236,27 @@ async def pay_booking(state: AppState, principal: Principal, booking_id: str) ->
         if booking is None or booking.user_id != principal.user_id:
             raise NotFound("booking", booking_id)
         if booking.status not in {BookingStatus.PENDING, BookingStatus.CONFIRMED}:
-            raise Conflict(f"booking {booking_id} is {booking.status.value}",
-                           entity="booking", key=booking_id)  # fmt: skip
+            raise Conflict(
+                f"booking {booking_id} is {booking.status.value}", entity="booking", key=booking_id
+            )
         if booking.amount_paise <= 0:
-            raise Conflict(f"booking {booking_id} costs nothing: there is nothing to pay",
-                           entity="booking", key=booking_id)  # fmt: skip
+            raise Conflict(
+                f"booking {booking_id} costs nothing: there is nothing to pay",
+                entity="booking",
+                key=booking_id,
+            )
         amount = await booking_unpaid_paise(db, booking)
         if not amount:
-            raise Conflict(f"booking {booking_id} is already paid",
-                           entity="booking", key=booking_id)  # fmt: skip
+            raise Conflict(
+                f"booking {booking_id} is already paid", entity="booking", key=booking_id
+            )
     payment, order = await service.open_order(
-        state.sessions, _provider(state), user_id=principal.user_id, amount_paise=amount,
+        state.sessions,
+        _provider(state),
+        user_id=principal.user_id,
+        amount_paise=amount,
         booking_id=booking_id,
-    )  # fmt: skip
+    )
     return await _opened(state, payment, order)
 
 
@@ -256,9 +272,11 @@ async def pay_walkup(
     if priced.total_paise <= 0:
         raise InvalidRequest("this charger costs nothing: unlock without paying", field="body")
     payment, order = await service.open_order(
-        state.sessions, _provider(state), user_id=principal.user_id,
+        state.sessions,
+        _provider(state),
+        user_id=principal.user_id,
         amount_paise=priced.total_paise,
-    )  # fmt: skip
+    )
     return await _opened(state, payment, order)
 
 
@@ -286,12 +304,16 @@ async def pay_due(state: AppState, principal: Principal) -> OrderOut:
         if session_pk is None:
             # A debt is only ever left by a settled session's bill; untagged, the payment
             # would pass for a walk-up prepayment.
-            raise Conflict("no billed session left the amount due",
-                           entity="user", key=principal.user_id)  # fmt: skip
+            raise Conflict(
+                "no billed session left the amount due", entity="user", key=principal.user_id
+            )
     payment, order = await service.open_order(
-        state.sessions, _provider(state), user_id=principal.user_id, amount_paise=due,
+        state.sessions,
+        _provider(state),
+        user_id=principal.user_id,
+        amount_paise=due,
         session_id=session_pk,
-    )  # fmt: skip
+    )
     return await _opened(state, payment, order)
 
 
@@ -317,8 +339,10 @@ async def verify(
             # webhook records the failure on the payment).
             raise PaymentRequired(
                 f"the card was declined: payment {payment_id} is not paid",
-                entity="payment", key=payment_id, amount_paise=payment.amount_paise,
-            )  # fmt: skip
+                entity="payment",
+                key=payment_id,
+                amount_paise=payment.amount_paise,
+            )
     else:
         assert body.provider_payment_id is not None
         assert body.signature is not None
@@ -365,11 +389,17 @@ async def _device_session_ids(db: AsyncSession, pks: Sequence[int]) -> dict[int,
 
 def _out(payment: Payment, refunded: int, session_id: str | None) -> PaymentOut:
     return PaymentOut(
-        id=payment.id, provider=payment.provider, status=payment.status,
-        amount_paise=payment.amount_paise, captured_paise=payment.captured_paise,
-        refunded_paise=refunded, currency=payment.currency, booking_id=payment.booking_id,
-        session_id=session_id, created_at=payment.created_at,
-    )  # fmt: skip
+        id=payment.id,
+        provider=payment.provider,
+        status=payment.status,
+        amount_paise=payment.amount_paise,
+        captured_paise=payment.captured_paise,
+        refunded_paise=refunded,
+        currency=payment.currency,
+        booking_id=payment.booking_id,
+        session_id=session_id,
+        created_at=payment.created_at,
+    )
 
 
 async def payment_out(db: AsyncSession, payment: Payment) -> PaymentOut:

@@ -272,7 +272,10 @@ def upi_checkout(
     """What a checkout answer carries for UPI: ``upi_link`` (a phone opens it) and
     ``upi_qr`` (its QR code, for a payment started on another screen)."""
     link = upi_intent_link(
-        vpa=vpa, payee_name=payee_name, amount_paise=amount_paise, reference=reference,
+        vpa=vpa,
+        payee_name=payee_name,
+        amount_paise=amount_paise,
+        reference=reference,
         note=note,
-    )  # fmt: skip
+    )
     return {"upi_link": link, "upi_qr": upi_qr_svg(link)}

@@ -36,15 +36,20 @@ async def receipt(
     if row is None or row.state is not SessionState.STOPPED or view.charger is None:
         raise Conflict(
             f"session {session_id} has not stopped: its receipt comes with its bill",
-            entity="session", key=session_id,
-        )  # fmt: skip
+            entity="session",
+            key=session_id,
+        )
     split = await interstate(db, row.id, billing=billing)
     booking_id = row.booking_id or (view.unlock.booking_id if view.unlock else None)
     booking = None if booking_id is None else await db.get(Booking, booking_id)
     quote = bill_of(
-        row, view.charger, rates(billing), interstate=split, booked_until=booked_until(booking),
+        row,
+        view.charger,
+        rates(billing),
+        interstate=split,
+        booked_until=booked_until(booking),
         elapsed=await billed_elapsed(db, row),
-    )  # fmt: skip
+    )
     payment = await db.scalar(
         select(Payment).where(Payment.session_id == row.id).order_by(Payment.created_at).limit(1)
     )

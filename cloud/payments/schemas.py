@@ -43,8 +43,9 @@ class CheckoutAnswer(RequestModel):
         default=None, min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_]+$"
     )
     signature: str | None = Field(default=None, min_length=1, max_length=256)
-    card_number: str | None = Field(default=None, min_length=12, max_length=23,
-                                    pattern=r"^[0-9 ]+$")  # fmt: skip
+    card_number: str | None = Field(
+        default=None, min_length=12, max_length=23, pattern=r"^[0-9 ]+$"
+    )
 
     schema_rules: ClassVar[dict[str, Any]] = {
         "oneOf": [

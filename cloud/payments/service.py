@@ -203,9 +203,12 @@ async def settle_many(
             for payment, state in captured:
                 row = rows[payment.id]
                 await _move(
-                    db, row, PaymentStatus.CAPTURED, amount_paise=state.captured_paise,
+                    db,
+                    row,
+                    PaymentStatus.CAPTURED,
+                    amount_paise=state.captured_paise,
                     ledger=ledger,
-                )  # fmt: skip
+                )
                 found[payment.id] = row
             await post_all(db, ledger)
     _raise_first(states)
@@ -294,9 +297,11 @@ async def refund_many(
         payment_ref = payments[refund.payment_id].provider_payment_id
         assert payment_ref is not None
         return await provider.refund(
-            payment_ref, amount_paise=refund.amount_paise, idempotency_key=refund.id,
+            payment_ref,
+            amount_paise=refund.amount_paise,
+            idempotency_key=refund.id,
             reason=reason,
-        )  # fmt: skip
+        )
 
     results = await _each(unsent, send)
     sent = {

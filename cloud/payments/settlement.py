@@ -154,9 +154,12 @@ def bill_of(
     stop after its booking's end (``booked_until``) beyond the charger's grace."""
     assert row.stopped_at is not None
     usage = session_usage(
-        energy_wh=max(0, row.energy_wh), started_at=row.started_at, until=row.stopped_at,
-        booked_until=booked_until, elapsed=elapsed,
-    )  # fmt: skip
+        energy_wh=max(0, row.energy_wh),
+        started_at=row.started_at,
+        until=row.stopped_at,
+        booked_until=booked_until,
+        elapsed=elapsed,
+    )
     return price(Tariff.from_charger(charger), usage, platform, interstate=interstate)
 
 
@@ -241,9 +244,13 @@ async def price_session(
     split = await interstate(db, session_pk, billing=billing)
     elapsed = await billed_elapsed(db, row)
     quote = bill_of(
-        row, charger, platform, interstate=split, booked_until=booked_until(booking),
+        row,
+        charger,
+        platform,
+        interstate=split,
+        booked_until=booked_until(booking),
         elapsed=elapsed,
-    )  # fmt: skip
+    )
     if row.billing_state is BillingState.UNBILLED:
         await flag_stepped_clock(db, row, elapsed)
         row.amount_paise = quote.total_paise
@@ -258,11 +265,14 @@ async def price_session(
     assert host is not None  # a foreign key
     registered = host.host_gst_registered
     return Priced(
-        session_pk=session_pk, driver_id=owner, host_id=charger.host_id,
-        host_gst_registered=registered, quote=quote,
+        session_pk=session_pk,
+        driver_id=owner,
+        host_id=charger.host_id,
+        host_gst_registered=registered,
+        quote=quote,
         payment_id=payments[0].id if payments else None,
         payment_ids=tuple(p.id for p in payments),
-    )  # fmt: skip
+    )
 
 
 async def settle_session(
@@ -303,11 +313,15 @@ async def settle_session(
         await post(
             db,
             bill_txn(
-                session_id=session_pk, driver_id=priced.driver_id, host_id=priced.host_id,
-                quote=priced.quote, host_gst_registered=priced.host_gst_registered,
-                tcs_bp=tcs_bp, payment_id=priced.payment_id,
+                session_id=session_pk,
+                driver_id=priced.driver_id,
+                host_id=priced.host_id,
+                quote=priced.quote,
+                host_gst_registered=priced.host_gst_registered,
+                tcs_bp=tcs_bp,
+                payment_id=priced.payment_id,
             ),
-        )  # fmt: skip
+        )
         row.billing_state = BillingState.SETTLED
         if priced.quote.total_paise > 0:
             # The tax invoice with the bill, in its transaction: a supply is never billed
@@ -316,9 +330,12 @@ async def settle_session(
             await issue_invoice(db, session_pk, quote=priced.quote, billing=billing)
     log.info(
         "session billed",
-        extra={"session_pk": session_pk, "amount_paise": priced.quote.total_paise,
-               "payment_id": priced.payment_id},
-    )  # fmt: skip
+        extra={
+            "session_pk": session_pk,
+            "amount_paise": priced.quote.total_paise,
+            "payment_id": priced.payment_id,
+        },
+    )
     return True
 
 
@@ -412,13 +429,17 @@ async def settle_sessions(
             db,
             [
                 bill_txn(
-                    session_id=p.session_pk, driver_id=p.driver_id, host_id=p.host_id,
-                    quote=p.quote, host_gst_registered=p.host_gst_registered, tcs_bp=tcs_bp,
+                    session_id=p.session_pk,
+                    driver_id=p.driver_id,
+                    host_id=p.host_id,
+                    quote=p.quote,
+                    host_gst_registered=p.host_gst_registered,
+                    tcs_bp=tcs_bp,
                     payment_id=p.payment_id,
                 )
                 for p in due
             ],
-        )  # fmt: skip
+        )
         for p in due:
             locked[p.session_pk].billing_state = BillingState.SETTLED
         # Their invoices (not a free session's), numbered together in the bills' transaction.
@@ -516,9 +537,14 @@ async def release_cancelled(
         rows = found.tuples().all()
     for payment_id, booking_id in rows:
         await release_booking(
-            sessions, provider, booking_id=booking_id, payment_id=payment_id,
-            platform=rates(billing), tcs_bp=billing.tcs_bp, billing=billing,
-        )  # fmt: skip
+            sessions,
+            provider,
+            booking_id=booking_id,
+            payment_id=payment_id,
+            platform=rates(billing),
+            tcs_bp=billing.tcs_bp,
+            billing=billing,
+        )
     return len(rows)
 
 
@@ -552,9 +578,13 @@ class Settler:
         try:
             # The whole batch in a few transactions (settle_sessions); the usual case.
             billed = await settle_sessions(
-                sessions, provider, candidates, platform=platform, tcs_bp=billing.tcs_bp,
+                sessions,
+                provider,
+                candidates,
+                platform=platform,
+                tcs_bp=billing.tcs_bp,
                 billing=billing,
-            )  # fmt: skip
+            )
             for pk in candidates:
                 self._retry_at.pop(pk, None)
             candidates = []
@@ -572,9 +602,13 @@ class Settler:
                 continue
             try:
                 if await settle_session(
-                    sessions, provider, pk, platform=platform, tcs_bp=billing.tcs_bp,
+                    sessions,
+                    provider,
+                    pk,
+                    platform=platform,
+                    tcs_bp=billing.tcs_bp,
                     billing=billing,
-                ):  # fmt: skip
+                ):
                     billed += 1
                 self._retry_at.pop(pk, None)
             except Exception as exc:  # this session alone waits (see above)
@@ -586,8 +620,15 @@ class Settler:
                 # ERROR once per session, then quietly until it recovers (no log storms).
                 level = logging.ERROR if failures == 1 else logging.DEBUG
                 unforeseen = not (isinstance(exc, CloudError) or is_database_error(exc))
-                log.log(level, "session %s not settled (try %s, next in %.0f s): %r",
-                        pk, failures, delay, exc, exc_info=unforeseen)  # fmt: skip
+                log.log(
+                    level,
+                    "session %s not settled (try %s, next in %.0f s): %r",
+                    pk,
+                    failures,
+                    delay,
+                    exc,
+                    exc_info=unforeseen,
+                )
         self.billed += billed
         try:
             await release_cancelled(sessions, provider, billing=billing)

@@ -128,9 +128,11 @@ def _move(payment: PaymentRow, target: PaymentStatus, event: WebhookEvent) -> Tx
     payment.captured_paise = event.amount_paise or payment.amount_paise
     # Posted with the one transition to captured (the row is locked): booked once.
     return capture_txn(
-        payment_id=payment.id, driver_id=payment.user_id,
-        amount_paise=payment.captured_paise, session_id=payment.session_id,
-    )  # fmt: skip
+        payment_id=payment.id,
+        driver_id=payment.user_id,
+        amount_paise=payment.captured_paise,
+        session_id=payment.session_id,
+    )
 
 
 def _refund_event(
@@ -156,11 +158,13 @@ def _refund_event(
         # The money went back: the ledger says so once, with this transition.
         plan.txns.append(
             refund_txn(
-                payment_id=payment.id, driver_id=payment.user_id,
-                amount_paise=refund.amount_paise, session_id=payment.session_id,
+                payment_id=payment.id,
+                driver_id=payment.user_id,
+                amount_paise=refund.amount_paise,
+                session_id=payment.session_id,
                 refund_id=refund.id,
             )
-        )  # fmt: skip
+        )
     return Outcome.APPLIED
 
 
@@ -204,8 +208,10 @@ def plan(
             if payment is None:
                 log.warning(
                     "%s webhook %s (%s) names no payment of ours",
-                    event.provider, event.event_id, event.event_type,
-                )  # fmt: skip
+                    event.provider,
+                    event.event_id,
+                    event.event_type,
+                )
                 result.outcomes.append(Outcome.UNMATCHED)
                 continue
             moved = _move(payment, target, event)
@@ -317,10 +323,15 @@ async def apply_webhooks(db: AsyncSession, events: list[WebhookEvent]) -> list[W
             },
         )
         refunds = [
-            RefundRow(r.id, r.payment_id, int(r.amount_paise), RefundStatus(r.status),
-                      r.provider_refund_id)
+            RefundRow(
+                r.id,
+                r.payment_id,
+                int(r.amount_paise),
+                RefundStatus(r.status),
+                r.provider_refund_id,
+            )
             for r in found
-        ]  # fmt: skip
+        ]
     payment_events = [e for e in live if transitions.payment_target(e.kind) is not None]
     payments: list[PaymentRow] = []
     if payment_events or refunds:
@@ -335,12 +346,18 @@ async def apply_webhooks(db: AsyncSession, events: list[WebhookEvent]) -> list[W
         )
         payments = [
             PaymentRow(
-                r.id, r.provider, r.user_id, r.session_id, PaymentStatus(r.status),
-                int(r.amount_paise), int(r.captured_paise), r.provider_order_id,
+                r.id,
+                r.provider,
+                r.user_id,
+                r.session_id,
+                PaymentStatus(r.status),
+                int(r.amount_paise),
+                int(r.captured_paise),
+                r.provider_order_id,
                 r.provider_payment_id,
             )
             for r in found
-        ]  # fmt: skip
+        ]
     if refunds:
         processed = await db.execute(_PROCESSED, {"ids": sorted({r.payment_id for r in refunds})})
         sums: dict[str, int] = {r.payment_id: int(r.refunded) for r in processed}

@@ -354,8 +354,12 @@ async def apply_payout_event(db: AsyncSession, event: WebhookEvent) -> bool | No
     if event.amount_paise is not None and event.amount_paise != payout.amount_paise:
         log.warning(
             "%s payout webhook %s: %s paise for payout %s of %s paise, ignored",
-            event.provider, event.event_id, event.amount_paise, payout.id, payout.amount_paise,
-        )  # fmt: skip
+            event.provider,
+            event.event_id,
+            event.amount_paise,
+            payout.id,
+            payout.amount_paise,
+        )
         return False
     await _lock_host(db, payout.host_id)  # the lock order of approve()
     payout = await _lock_payout(db, payout.id)
@@ -394,13 +398,17 @@ async def _reverse(db: AsyncSession, payout: Payout, event: WebhookEvent) -> boo
         # onto a paid payout.
         raise Conflict(
             f"payout {payout.id} is still processing: its reversal is applied once it is paid",
-            entity="payout", key=payout.id,
-        )  # fmt: skip
+            entity="payout",
+            key=payout.id,
+        )
     if payout.status is not PayoutStatus.PAID or reversed_total is None:
         log.warning(
             "%s reversal %s for payout %s (%s): nothing to undo",
-            event.provider, event.event_id, payout.id, payout.status.value,
-        )  # fmt: skip
+            event.provider,
+            event.event_id,
+            payout.id,
+            payout.status.value,
+        )
         return False
     account = host_account(payout.host_id)
     net = int(await db.scalar(_NET_PAID, {"payout": payout.id, "account": account}) or 0)
@@ -408,8 +416,9 @@ async def _reverse(db: AsyncSession, payout: Payout, event: WebhookEvent) -> boo
     undo = net - target
     if undo <= 0:
         return False
-    await post(db, payout_reversal_txn(payout_id=payout.id, host_id=payout.host_id,
-                                       amount_paise=undo))  # fmt: skip
+    await post(
+        db, payout_reversal_txn(payout_id=payout.id, host_id=payout.host_id, amount_paise=undo)
+    )
     before_note = payout.note
     payout.note = (
         f"{event.provider} reversed {payout.amount_paise - target} of "

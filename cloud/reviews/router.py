@@ -37,16 +37,23 @@ DriverUser = Annotated[Principal, Depends(require_roles(Role.DRIVER))]
 
 def review_out(r: Review) -> ReviewOut:
     return ReviewOut(
-        id=r.id, charger_id=r.charger_id, rating=r.rating, text=r.body, created_at=r.created_at,
-        host_reply=r.host_reply, host_replied_at=r.host_replied_at,
-    )  # fmt: skip
+        id=r.id,
+        charger_id=r.charger_id,
+        rating=r.rating,
+        text=r.body,
+        created_at=r.created_at,
+        host_reply=r.host_reply,
+        host_replied_at=r.host_replied_at,
+    )
 
 
 def _admin_out(r: Review) -> AdminReviewOut:
     return AdminReviewOut(
-        **review_out(r).model_dump(), user_id=r.user_id, hidden_at=r.hidden_at,
+        **review_out(r).model_dump(),
+        user_id=r.user_id,
+        hidden_at=r.hidden_at,
         hidden_reason=r.hidden_reason,
-    )  # fmt: skip
+    )
 
 
 def _rating_out(r: DriverRating) -> DriverRatingOut:
@@ -64,9 +71,13 @@ async def create_review(
     """Review the charger of a completed (billed) session of yours, within 30 days of its
     stop: 403 for any other session, 409 for a second review of it."""
     review = await service.create_review(
-        db, principal, session_id, rating=body.rating, body=body.text.strip(),
+        db,
+        principal,
+        session_id,
+        rating=body.rating,
+        body=body.text.strip(),
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
     return review_out(review)
 
 
@@ -82,10 +93,13 @@ async def list_reviews(
     count over the same reviews."""
     charger, reviews = await service.list_reviews(db, charger_id, limit=limit, offset=offset)
     return ReviewPage(
-        charger_id=charger.id, average=rules.average(charger.rating_sum, charger.rating_count),
-        count=charger.rating_count, items=[review_out(r) for r in reviews], limit=limit,
+        charger_id=charger.id,
+        average=rules.average(charger.rating_sum, charger.rating_count),
+        count=charger.rating_count,
+        items=[review_out(r) for r in reviews],
+        limit=limit,
         offset=offset,
-    )  # fmt: skip
+    )
 
 
 @router.post("/reviews/{review_id}/reply", responses=problems(409))
@@ -151,7 +165,11 @@ async def rate_driver(
     other session, 409 for a second rating). Private: drivers cannot read ratings; a low
     one makes your instant-book chargers ask for your approval of that driver's bookings."""
     rating = await service.rate_driver(
-        db, principal, session_id, rating=body.rating, note=body.note.strip(),
+        db,
+        principal,
+        session_id,
+        rating=body.rating,
+        note=body.note.strip(),
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
     return _rating_out(rating)

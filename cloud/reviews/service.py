@@ -75,13 +75,18 @@ async def _completed(
     raise Forbidden(
         f"no completed session {session_id!r} of yours within the last "
         f"{rules.REVIEW_WINDOW.days} days"
-    )  # fmt: skip
+    )
 
 
 async def create_review(
-    db: AsyncSession, principal: Principal, session_id: str, *, rating: int, body: str,
+    db: AsyncSession,
+    principal: Principal,
+    session_id: str,
+    *,
+    rating: int,
+    body: str,
     now: datetime,
-) -> Review:  # fmt: skip
+) -> Review:
     """The caller's review of the session's charger; the listing's aggregate moves with it."""
     done = await _completed(db, session_id, now, driver_id=principal.user_id)
     review_id = await db.scalar(
@@ -98,8 +103,9 @@ async def create_review(
         .returning(Review.id)
     )
     if review_id is None:
-        raise Conflict(f"session {session_id!r} is reviewed already", entity="review",
-                       key=session_id)  # fmt: skip
+        raise Conflict(
+            f"session {session_id!r} is reviewed already", entity="review", key=session_id
+        )
     await db.execute(
         update(Charger)
         .where(Charger.id == done.charger_id)
@@ -145,8 +151,7 @@ async def reply(
     """The host's one public answer to a review of their charger."""
     review = await _own_review(db, principal, review_id)
     if review.host_reply is not None:
-        raise Conflict(f"review {review_id!r} has a reply already", entity="review",
-                       key=review_id)  # fmt: skip
+        raise Conflict(f"review {review_id!r} has a reply already", entity="review", key=review_id)
     review.host_reply = text
     review.host_replied_at = now
     await db.flush()
@@ -162,16 +167,20 @@ async def hide(
     if review is None:
         raise NotFound("review", review_id)
     if review.hidden_at is not None:
-        raise Conflict(f"review {review_id!r} is hidden already", entity="review",
-                       key=review_id)  # fmt: skip
+        raise Conflict(f"review {review_id!r} is hidden already", entity="review", key=review_id)
     review.hidden_at = now
     review.hidden_by = actor.user_id
     review.hidden_reason = reason
     await record(
-        db, actor, action="review.hide", entity="review", entity_id=review.id,
+        db,
+        actor,
+        action="review.hide",
+        entity="review",
+        entity_id=review.id,
         before={"hidden": False, "rating": review.rating},
-        after={"hidden": True, "hidden_at": now}, data={"reason": reason},
-    )  # fmt: skip
+        after={"hidden": True, "hidden_at": now},
+        data={"reason": reason},
+    )
     await db.execute(
         update(Charger)
         .where(Charger.id == review.charger_id)
@@ -197,9 +206,15 @@ async def restore(db: AsyncSession, actor: Actor, review_id: str, *, note: str) 
     review.hidden_by = None
     review.hidden_reason = None
     await record(
-        db, actor, action="review.restore", entity="review", entity_id=review.id,
-        before=before, after={"hidden": False}, data={"note": note},
-    )  # fmt: skip
+        db,
+        actor,
+        action="review.restore",
+        entity="review",
+        entity_id=review.id,
+        before=before,
+        after={"hidden": False},
+        data={"note": note},
+    )
     await db.execute(
         update(Charger)
         .where(Charger.id == review.charger_id)
@@ -225,9 +240,14 @@ async def admin_reviews(
 
 
 async def rate_driver(
-    db: AsyncSession, principal: Principal, session_id: str, *, rating: int, note: str,
+    db: AsyncSession,
+    principal: Principal,
+    session_id: str,
+    *,
+    rating: int,
+    note: str,
     now: datetime,
-) -> DriverRating:  # fmt: skip
+) -> DriverRating:
     """The host's private rating of the driver of a completed session on their charger."""
     done = await _completed(db, session_id, now, host_user_id=principal.user_id)
     driver_id = done.session.user_id
@@ -247,8 +267,11 @@ async def rate_driver(
         .returning(DriverRating.id)
     )
     if rating_id is None:
-        raise Conflict(f"the driver of session {session_id!r} is rated already",
-                       entity="driver_rating", key=session_id)  # fmt: skip
+        raise Conflict(
+            f"the driver of session {session_id!r} is rated already",
+            entity="driver_rating",
+            key=session_id,
+        )
     found = await db.get(DriverRating, rating_id)
     assert found is not None
     return found

@@ -83,14 +83,24 @@ async def record_command(
     seq = (await db.execute(NEXT_DOWNLINK_SEQ, {"device_id": device_id})).scalar_one()
     db.add(
         DeviceCommand(
-            cmd_id=cmd_id, device_id=device_id, name=action.name,
-            payload=redacted(action), sent_at=None if deferred else now, expires_at=expires_at,
+            cmd_id=cmd_id,
+            device_id=device_id,
+            name=action.name,
+            payload=redacted(action),
+            sent_at=None if deferred else now,
+            expires_at=expires_at,
         )
-    )  # fmt: skip
+    )
     command = Command(
-        msg_id=new_ulid(), device_id=device_id, seq=seq, ts=now, clock_synced=True,
-        cmd_id=cmd_id, expires_at=expires_at, action=action,
-    )  # fmt: skip
+        msg_id=new_ulid(),
+        device_id=device_id,
+        seq=seq,
+        ts=now,
+        clock_synced=True,
+        cmd_id=cmd_id,
+        expires_at=expires_at,
+        action=action,
+    )
     return PreparedCommand(command, encode_message(command), ttl_s)
 
 

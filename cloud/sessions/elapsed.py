@@ -51,16 +51,24 @@ async def flag_stepped_clock(
         return False
     log.warning(
         "session %s on %s stopped (%s) before it started (%s): the agent's clock stepped; "
-        "billed time %s", row.device_session_id, row.device_id, row.stopped_at.isoformat(),
-        row.started_at.isoformat(), "from its monotonic elapsed" if elapsed else "zero",
-    )  # fmt: skip
+        "billed time %s",
+        row.device_session_id,
+        row.device_id,
+        row.stopped_at.isoformat(),
+        row.started_at.isoformat(),
+        "from its monotonic elapsed" if elapsed else "zero",
+    )
     await record(
-        db, SYSTEM, action="session.clock_stepped", entity="session",
+        db,
+        SYSTEM,
+        action="session.clock_stepped",
+        entity="session",
         entity_id=row.device_session_id,
         data={
-            "device_id": row.device_id, "started_at": row.started_at,
+            "device_id": row.device_id,
+            "started_at": row.started_at,
             "stopped_at": row.stopped_at,
             "elapsed_s": None if elapsed is None else elapsed.total_seconds(),
         },
-    )  # fmt: skip
+    )
     return True

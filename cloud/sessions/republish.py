@@ -114,15 +114,23 @@ async def republish_round(
             action = msgspec.convert(row.payload, RevokePins)
             seq = (await db.execute(NEXT_DOWNLINK_SEQ, {"device_id": row.device_id})).scalar_one()
             command = Command(
-                msg_id=new_ulid(), device_id=row.device_id, seq=seq, ts=now, clock_synced=True,
-                cmd_id=row.cmd_id, expires_at=row.expires_at, action=action,
-            )  # fmt: skip
+                msg_id=new_ulid(),
+                device_id=row.device_id,
+                seq=seq,
+                ts=now,
+                clock_synced=True,
+                cmd_id=row.cmd_id,
+                expires_at=row.expires_at,
+                action=action,
+            )
             ttl_s = max(1, int((row.expires_at - now).total_seconds()))
             try:
                 broker.publish(
-                    topic(row.device_id, MessageKind.CMD), encode_message(command), qos=1,
+                    topic(row.device_id, MessageKind.CMD),
+                    encode_message(command),
+                    qos=1,
                     expiry_s=ttl_s,
-                )  # fmt: skip
+                )
             except BrokerError as exc:
                 log.warning("deferred command %s not republished: %s", row.cmd_id, exc)
                 continue

@@ -55,9 +55,13 @@ async def start_session(
     ``payment-required`` for a booking not yet paid (``POST /bookings/{id}/payment``) or a
     walk-up without its prepayment (``POST /payments``)."""
     answer = await unlock(
-        state, principal, charger_id=charger_id, connector_number=body.connector,
-        booking_id=body.booking_id, now=datetime.now(UTC),
-    )  # fmt: skip
+        state,
+        principal,
+        charger_id=charger_id,
+        connector_number=body.connector,
+        booking_id=body.booking_id,
+        now=datetime.now(UTC),
+    )
     if isinstance(answer, UnlockOffline):
         response.status_code = 202
     return answer

@@ -281,8 +281,9 @@ async def stop_session(
     async with state.sessions() as db, db.begin():
         view = await load_view(db, principal, session_id)
         if view.row is not None and view.row.state is SessionState.STOPPED:
-            raise Conflict(f"session {session_id} is already stopped", entity="session",
-                           key=session_id)  # fmt: skip
+            raise Conflict(
+                f"session {session_id} is already stopped", entity="session", key=session_id
+            )
         charger_id = view.charger.id if view.charger is not None else view.device_id
         device = await db.get(Device, view.device_id)
         offline_after = state.settings.marketplace.device_offline_after_s
@@ -305,8 +306,10 @@ async def stop_session(
     if result.status is not CommandStatus.ACCEPTED:
         raise UnlockRefused(
             f"the charger refused the stop: {result.detail or result.status.value}",
-            command_status=result.status.value, agent_status=None, cmd_id=cmd_id,
-        )  # fmt: skip
+            command_status=result.status.value,
+            agent_status=None,
+            cmd_id=cmd_id,
+        )
     async with state.sessions() as db:
         stopped = await db.scalar(
             select(ChargingSession.state).where(

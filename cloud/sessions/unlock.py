@@ -172,9 +172,12 @@ async def target_pin(
     if booking is None or device is None or device.pin_secret is None:
         return None
     return await booking_pin(
-        db, booking, device_id=device.id, connector=target.connector.number,
+        db,
+        booking,
+        device_id=device.id,
+        connector=target.connector.number,
         secret=bytes(device.pin_secret),
-    )  # fmt: skip
+    )
 
 
 async def unlock(
@@ -192,9 +195,13 @@ async def unlock(
     # wait for the agent happens after the commit.
     async with state.sessions() as db, db.begin():
         target = await resolve_target(
-            db, principal, charger_id=charger_id, connector_number=connector_number,
-            booking_id=booking_id, now=now,
-        )  # fmt: skip
+            db,
+            principal,
+            charger_id=charger_id,
+            connector_number=connector_number,
+            booking_id=booking_id,
+            now=now,
+        )
         if signer is None:
             raise DependencyUnavailable("unlock-signer", "no unlock-token private key")
         if target.booking is not None:
@@ -219,10 +226,15 @@ async def unlock(
             bid = target.booking.id if target.booking else None
             ttl_s = settings.start_command_ttl_s
             claims = UnlockClaims(
-                charger_id=device.id, connector=connector_number, user_ref=principal.user_id,
-                jti=jti, nbf=now, exp=now + timedelta(seconds=ttl_s),
-                booking_id=bid, session_intent_id=None if bid else unlock_id,
-            )  # fmt: skip
+                charger_id=device.id,
+                connector=connector_number,
+                user_ref=principal.user_id,
+                jti=jti,
+                nbf=now,
+                exp=now + timedelta(seconds=ttl_s),
+                booking_id=bid,
+                session_intent_id=None if bid else unlock_id,
+            )
             action = StartSession(
                 connector=connector_number, token=sign_unlock_token(signer, claims)
             )
@@ -230,11 +242,16 @@ async def unlock(
             cmd_id = prepared.command.cmd_id
             db.add(
                 UnlockRequest(
-                    id=unlock_id, user_id=principal.user_id, charger_id=charger_id,
-                    connector_number=connector_number, booking_id=bid, device_id=device.id,
-                    token_jti=jti, cmd_id=cmd_id,
+                    id=unlock_id,
+                    user_id=principal.user_id,
+                    charger_id=charger_id,
+                    connector_number=connector_number,
+                    booking_id=bid,
+                    device_id=device.id,
+                    token_jti=jti,
+                    cmd_id=cmd_id,
                 )
-            )  # fmt: skip
+            )
             pin = await target_pin(db, device, target)
     if isinstance(offline, str):  # the refusal is recorded (committed); no PIN to offer
         raise ChargerOffline(charger_id, unlock_id=offline)
@@ -242,9 +259,14 @@ async def unlock(
         return offline
     result = await send_and_wait(state, prepared, wait_s=settings.unlock_wait_s)
     return await _answer(
-        state, principal, unlock_id=unlock_id, cmd_id=cmd_id, charger_id=charger_id,
-        result=result, pin=pin,
-    )  # fmt: skip
+        state,
+        principal,
+        unlock_id=unlock_id,
+        cmd_id=cmd_id,
+        charger_id=charger_id,
+        result=result,
+        pin=pin,
+    )
 
 
 async def record_pin_unlock(
@@ -268,12 +290,18 @@ async def record_pin_unlock(
     await db.execute(
         insert(UnlockRequest)
         .values(
-            id=new_ulid(), user_id=user_id, charger_id=charger_id, connector_number=connector,
-            booking_id=booking_id, device_id=device_id, token_jti=ref,
-            outcome=UnlockOutcome.OFFLINE, resolved_at=func.now(),
+            id=new_ulid(),
+            user_id=user_id,
+            charger_id=charger_id,
+            connector_number=connector,
+            booking_id=booking_id,
+            device_id=device_id,
+            token_jti=ref,
+            outcome=UnlockOutcome.OFFLINE,
+            resolved_at=func.now(),
         )
         .on_conflict_do_nothing(index_elements=[UnlockRequest.token_jti])
-    )  # fmt: skip
+    )
     row = await db.scalar(
         select(UnlockRequest)
         .where(UnlockRequest.token_jti == ref)
@@ -299,24 +327,38 @@ async def _offline(
         unlock_id = new_ulid()
         db.add(
             UnlockRequest(
-                id=unlock_id, user_id=principal.user_id, charger_id=charger_id,
+                id=unlock_id,
+                user_id=principal.user_id,
+                charger_id=charger_id,
                 connector_number=target.connector.number,
-                booking_id=target.booking.id if target.booking else None, device_id=device.id,
-                token_jti=new_ulid(), outcome=UnlockOutcome.OFFLINE, resolved_at=func.now(),
+                booking_id=target.booking.id if target.booking else None,
+                device_id=device.id,
+                token_jti=new_ulid(),
+                outcome=UnlockOutcome.OFFLINE,
+                resolved_at=func.now(),
             )
-        )  # fmt: skip
+        )
         # The caller answers 503 after the commit: raising here would roll the record back.
         return unlock_id
     booking_id = target.booking.id
     existing = await record_pin_unlock(
-        db, user_id=principal.user_id, charger_id=charger_id, device_id=device.id,
-        connector=target.connector.number, booking_id=booking_id, pin=pin.pin,
-    )  # fmt: skip
+        db,
+        user_id=principal.user_id,
+        charger_id=charger_id,
+        device_id=device.id,
+        connector=target.connector.number,
+        booking_id=booking_id,
+        pin=pin.pin,
+    )
     return UnlockOffline(
-        unlock_id=existing.id, charger_id=charger_id, connector=target.connector.number,
-        booking_id=booking_id, pin=pin.pin, pin_valid_from=pin.valid_from,
+        unlock_id=existing.id,
+        charger_id=charger_id,
+        connector=target.connector.number,
+        booking_id=booking_id,
+        pin=pin.pin,
+        pin_valid_from=pin.valid_from,
         pin_valid_until=pin.valid_until,
-    )  # fmt: skip
+    )
 
 
 async def _answer(
@@ -339,10 +381,14 @@ async def _answer(
             if pin is not None and request.booking_id is not None:
                 # The answer offers the keypad PIN: a session it starts is this driver's too.
                 await record_pin_unlock(
-                    db, user_id=request.user_id, charger_id=charger_id,
-                    device_id=request.device_id, connector=request.connector_number,
-                    booking_id=request.booking_id, pin=pin.pin,
-                )  # fmt: skip
+                    db,
+                    user_id=request.user_id,
+                    charger_id=charger_id,
+                    device_id=request.device_id,
+                    connector=request.connector_number,
+                    booking_id=request.booking_id,
+                    pin=pin.pin,
+                )
         elif result.status is CommandStatus.ACCEPTED and result.session_id is not None:
             request.outcome = UnlockOutcome.STARTED
             request.device_session_id = result.session_id
@@ -377,15 +423,21 @@ async def _answer(
     if outcome is not UnlockOutcome.STARTED:
         raise UnlockRefused(
             f"the charger refused the unlock: {result.detail or agent_status}",
-            command_status=result.status.value, agent_status=agent_status,
-            unlock_id=unlock_id, cmd_id=cmd_id,
-        )  # fmt: skip
+            command_status=result.status.value,
+            agent_status=agent_status,
+            unlock_id=unlock_id,
+            cmd_id=cmd_id,
+        )
     assert result.session_id is not None
     log.info(
         "unlock started",
         extra={"unlock_id": unlock_id, "charger_id": charger_id, "user_id": principal.user_id},
     )
     return UnlockStarted(
-        unlock_id=unlock_id, session_id=result.session_id, charger_id=charger_id,
-        connector=connector, booking_id=booking_id, agent_status=agent_status,
-    )  # fmt: skip
+        unlock_id=unlock_id,
+        session_id=result.session_id,
+        charger_id=charger_id,
+        connector=connector,
+        booking_id=booking_id,
+        agent_status=agent_status,
+    )

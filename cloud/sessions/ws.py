@@ -285,11 +285,13 @@ async def stream_session(
         await _serve(
             websocket,
             _pump(
-                websocket, sub, frame_for,
+                websocket,
+                sub,
+                frame_for,
                 lambda f: f["type"] == "session" and f["state"] == "stopped",
             ),
             _guard(websocket, state, principal, token),
-        )  # fmt: skip
+        )
 
 
 async def stream_charger(websocket: WebSocket, charger_id: str) -> None:

@@ -64,10 +64,15 @@ def _admin(request: Request, visitor: Visitor) -> Principal | Response:
     if visitor.principal is None:
         return signin_redirect(request, visitor)
     if not visitor.principal.has(Role.ADMIN):
-        return render(request, visitor, "message.html", status_code=403,
-                      title=visitor.gettext("For admins"),
-                      error=visitor.gettext("This page is for the platform's admins."),
-                      back="/app")  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=403,
+            title=visitor.gettext("For admins"),
+            error=visitor.gettext("This page is for the platform's admins."),
+            back="/app",
+        )
     return visitor.principal
 
 
@@ -78,8 +83,15 @@ def mask_pan(pan: str) -> str:
 
 
 def _refused(request: Request, visitor: Visitor, back: str, why: str, status: int) -> Response:
-    return render(request, visitor, "message.html", status_code=status,
-                  title=visitor.gettext("Not done"), error=why, back=back)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "message.html",
+        status_code=status,
+        title=visitor.gettext("Not done"),
+        error=why,
+        back=back,
+    )
 
 
 def _invalid(visitor: Visitor, exc: ValidationError) -> str:
@@ -95,9 +107,14 @@ Action = Callable[[AppState, Actor], Awaitable[object]]
 
 
 async def _act(
-    request: Request, visitor: Visitor, state: AppState, csrf: str, back: str, *,
+    request: Request,
+    visitor: Visitor,
+    state: AppState,
+    csrf: str,
+    back: str,
+    *,
     build: Callable[[], Action],
-) -> Response:  # fmt: skip
+) -> Response:
     """A console form: CSRF first, then the admin, then ``build()`` (the schema's
     validation) and the action; back to ``back`` when done, a page saying why when not."""
     visitor.check_csrf(csrf)
@@ -148,14 +165,18 @@ async def overview(*, request: Request, visitor: PageVisitor, db: Db) -> Respons
     found = await figures.figures(db, today - timedelta(days=FIGURE_DAYS - 1), today, now=now)
     unresolved = 0
     for s in (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW):
-        unresolved += len(await disputes.list_disputes(db, admin, status=s, limit=PAGE_ROWS,
-                                                       offset=0, everyone=True))  # fmt: skip
+        unresolved += len(
+            await disputes.list_disputes(
+                db, admin, status=s, limit=PAGE_ROWS, offset=0, everyone=True
+            )
+        )
     queues = {
-        "chargers": len(await chargers.moderation_queue(db, ModerationStatus.PENDING,
-                                                        limit=PAGE_ROWS)),
+        "chargers": len(
+            await chargers.moderation_queue(db, ModerationStatus.PENDING, limit=PAGE_ROWS)
+        ),
         "kyc": len(await kyc.queue(db, SubmissionStatus.SUBMITTED, limit=PAGE_ROWS)),
         "disputes": unresolved,
-    }  # fmt: skip
+    }
     totals = {
         "sessions": sum(d.sessions for d in found.days),
         "energy_wh": sum(d.energy_wh for d in found.days),
@@ -163,8 +184,16 @@ async def overview(*, request: Request, visitor: PageVisitor, db: Db) -> Respons
         "commission_paise": sum(d.commission_paise for d in found.days),
         "gst_paise": sum(d.gst_paise for d in found.days),
     }
-    return render(request, visitor, "admin_home.html", figures=found, totals=totals,
-                  queues=queues, days=FIGURE_DAYS, limit=PAGE_ROWS)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "admin_home.html",
+        figures=found,
+        totals=totals,
+        queues=queues,
+        days=FIGURE_DAYS,
+        limit=PAGE_ROWS,
+    )
 
 
 # --- listings ------------------------------------------------------------------------------
@@ -172,16 +201,25 @@ async def overview(*, request: Request, visitor: PageVisitor, db: Db) -> Respons
 
 @router.get("/app/admin/chargers")
 async def listing_queue(
-    *, request: Request, visitor: PageVisitor, db: Db,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
     status: ModerationStatus = ModerationStatus.PENDING,
-) -> Response:  # fmt: skip
+) -> Response:
     admin = _admin(request, visitor)
     if isinstance(admin, Response):
         return admin
     rows = await chargers.moderation_queue(db, status, limit=PAGE_ROWS)
     views = [await chargers.host_view(db, c) for c in rows]
-    return render(request, visitor, "admin_chargers.html", chargers=views, status=status,
-                  statuses=list(ModerationStatus))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "admin_chargers.html",
+        chargers=views,
+        status=status,
+        statuses=list(ModerationStatus),
+    )
 
 
 def _moderation(charger_id: str, decision: ModerationStatus, note: str) -> Callable[[], Action]:
@@ -202,29 +240,62 @@ def _moderation(charger_id: str, decision: ModerationStatus, note: str) -> Calla
 
 @router.post("/app/admin/chargers/{charger_id}/approve")
 async def approve_listing(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", note: Reason = "",
-) -> Response:  # fmt: skip
-    return await _act(request, visitor, state, csrf, "/app/admin/chargers",
-                      build=_moderation(charger_id, ModerationStatus.APPROVED, note))  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    note: Reason = "",
+) -> Response:
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/chargers",
+        build=_moderation(charger_id, ModerationStatus.APPROVED, note),
+    )
 
 
 @router.post("/app/admin/chargers/{charger_id}/reject")
 async def reject_listing(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", note: Reason = "",
-) -> Response:  # fmt: skip
-    return await _act(request, visitor, state, csrf, "/app/admin/chargers",
-                      build=_moderation(charger_id, ModerationStatus.REJECTED, note))  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    note: Reason = "",
+) -> Response:
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/chargers",
+        build=_moderation(charger_id, ModerationStatus.REJECTED, note),
+    )
 
 
 @router.post("/app/admin/chargers/{charger_id}/suspend")
 async def suspend_listing(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", note: Reason = "",
-) -> Response:  # fmt: skip
-    return await _act(request, visitor, state, csrf, "/app/admin/chargers?status=approved",
-                      build=_moderation(charger_id, ModerationStatus.SUSPENDED, note))  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    note: Reason = "",
+) -> Response:
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/chargers?status=approved",
+        build=_moderation(charger_id, ModerationStatus.SUSPENDED, note),
+    )
 
 
 # --- KYC -----------------------------------------------------------------------------------
@@ -232,15 +303,24 @@ async def suspend_listing(
 
 @router.get("/app/admin/kyc")
 async def kyc_queue(
-    *, request: Request, visitor: PageVisitor, db: Db,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
     status: SubmissionStatus = SubmissionStatus.SUBMITTED,
-) -> Response:  # fmt: skip
+) -> Response:
     admin = _admin(request, visitor)
     if isinstance(admin, Response):
         return admin
     rows = await kyc.queue(db, status, limit=PAGE_ROWS)
-    return render(request, visitor, "admin_kyc.html", rows=rows, status=status,
-                  statuses=list(SubmissionStatus))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "admin_kyc.html",
+        rows=rows,
+        status=status,
+        statuses=list(SubmissionStatus),
+    )
 
 
 @router.get("/app/admin/kyc/{submission_id}")
@@ -259,15 +339,28 @@ async def kyc_submission(
     docs = await kyc.documents(db, sub.id)
     host = await db.get(Host, sub.host_id)
     awaiting = sub.status is SubmissionStatus.SUBMITTED
-    return render(request, visitor, "admin_kyc_detail.html", sub=sub, docs=docs, host=host,
-                  pan=mask_pan(sub.pan), awaiting=awaiting)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "admin_kyc_detail.html",
+        sub=sub,
+        docs=docs,
+        host=host,
+        pan=mask_pan(sub.pan),
+        awaiting=awaiting,
+    )
 
 
 @router.get("/app/admin/kyc/{submission_id}/documents/{kind}")
 async def kyc_document(
-    *, request: Request, visitor: PageVisitor, db: Db, state: State, submission_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    submission_id: PathId,
     kind: DocumentKind,
-) -> Response:  # fmt: skip
+) -> Response:
     """The document decrypted, for this admin only: ``GET /admin/kyc/…/documents/…``
     itself (its audit record of the read, its no-store and sandboxing headers)."""
     admin = _admin(request, visitor)
@@ -280,8 +373,9 @@ async def kyc_document(
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     except DependencyUnavailable as exc:
-        return _refused(request, visitor, f"/app/admin/kyc/{submission_id}",
-                        explain(visitor, exc), 503)  # fmt: skip
+        return _refused(
+            request, visitor, f"/app/admin/kyc/{submission_id}", explain(visitor, exc), 503
+        )
 
 
 def _kyc_decision(submission_id: str, *, verified: bool, reason: str) -> Callable[[], Action]:
@@ -289,8 +383,14 @@ def _kyc_decision(submission_id: str, *, verified: bool, reason: str) -> Callabl
         text = None if verified else _valid(KycRejectIn, reason=reason.strip()).reason
 
         async def work(db: AsyncSession, actor: Actor) -> None:
-            await kyc.decide(db, actor, submission_id=submission_id, verified=verified,
-                             reason=text, now=datetime.now(UTC))  # fmt: skip
+            await kyc.decide(
+                db,
+                actor,
+                submission_id=submission_id,
+                verified=verified,
+                reason=text,
+                now=datetime.now(UTC),
+            )
 
         return _in_tx(work)
 
@@ -299,18 +399,33 @@ def _kyc_decision(submission_id: str, *, verified: bool, reason: str) -> Callabl
 
 @router.post("/app/admin/kyc/{submission_id}/verify")
 async def verify_kyc(
-    *, request: Request, visitor: PageVisitor, state: State, submission_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    submission_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
-    return await _act(request, visitor, state, csrf, "/app/admin/kyc",
-                      build=_kyc_decision(submission_id, verified=True, reason=""))  # fmt: skip
+) -> Response:
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/kyc",
+        build=_kyc_decision(submission_id, verified=True, reason=""),
+    )
 
 
 @router.post("/app/admin/kyc/{submission_id}/reject")
 async def reject_kyc(
-    *, request: Request, visitor: PageVisitor, state: State, submission_id: PathId,
-    csrf: CsrfField = "", reason: Reason = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    submission_id: PathId,
+    csrf: CsrfField = "",
+    reason: Reason = "",
+) -> Response:
     build = _kyc_decision(submission_id, verified=False, reason=reason)
     return await _act(request, visitor, state, csrf, "/app/admin/kyc", build=build)
 
@@ -329,38 +444,63 @@ async def dispute_queue(
     wanted = [status] if status else [DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW]
     rows = []
     for s in wanted:
-        for d in await disputes.list_disputes(db, admin, status=s, limit=PAGE_ROWS, offset=0,
-                                              everyone=True):  # fmt: skip
+        for d in await disputes.list_disputes(
+            db, admin, status=s, limit=PAGE_ROWS, offset=0, everyone=True
+        ):
             photos = await disputes.photos_of(db, d.id)
             left = await disputes.left_to_refund(db, d)
             rows.append((d, await disputes.session_public_id(db, d), photos, left))
-    return render(request, visitor, "admin_disputes.html", rows=rows, status=status,
-                  statuses=list(DisputeStatus))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "admin_disputes.html",
+        rows=rows,
+        status=status,
+        statuses=list(DisputeStatus),
+    )
 
 
 @router.post("/app/admin/disputes/{dispute_id}/resolve")
 async def resolve_dispute(
-    *, request: Request, visitor: PageVisitor, state: State, dispute_id: PathId,
-    csrf: CsrfField = "", outcome: Annotated[str, Form(max_length=20)] = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    dispute_id: PathId,
+    csrf: CsrfField = "",
+    outcome: Annotated[str, Form(max_length=20)] = "",
     refund: Annotated[str, Form(max_length=20)] = "",
-    charged_to: Annotated[str, Form(max_length=20)] = "host", note: Reason = "",
-) -> Response:  # fmt: skip
+    charged_to: Annotated[str, Form(max_length=20)] = "host",
+    note: Reason = "",
+) -> Response:
     """``POST /admin/disputes/{id}/resolve``'s service: the refund (rupees as typed, only
     with a partial refund) through the ledger and the payment provider."""
 
     def build() -> Action:
         amount = paise_of(refund) if outcome == "partial_refund" else None
-        body = _valid(ResolutionIn, outcome=outcome, refund_paise=amount,
-                      charged_to=charged_to, note=note.strip())  # fmt: skip
+        body = _valid(
+            ResolutionIn,
+            outcome=outcome,
+            refund_paise=amount,
+            charged_to=charged_to,
+            note=note.strip(),
+        )
 
         async def run(state: AppState, actor: Actor) -> None:
             if state.payments is None:
                 raise DependencyUnavailable("payments", "no payment provider is configured")
             await disputes.resolve(
-                state.sessions, state.payments, actor, dispute_id, outcome=body.outcome,
-                refund_paise=body.refund_paise, charged_to=body.charged_to, note=body.note,
-                now=datetime.now(UTC), billing=state.settings.billing,
-            )  # fmt: skip
+                state.sessions,
+                state.payments,
+                actor,
+                dispute_id,
+                outcome=body.outcome,
+                refund_paise=body.refund_paise,
+                charged_to=body.charged_to,
+                note=body.note,
+                now=datetime.now(UTC),
+                billing=state.settings.billing,
+            )
 
         return run
 
@@ -379,16 +519,22 @@ async def review_queue(
     admin = _admin(request, visitor)
     if isinstance(admin, Response):
         return admin
-    rows = await reviews.admin_reviews(db, charger_id=None, hidden=hidden, limit=PAGE_ROWS,
-                                       offset=0)  # fmt: skip
+    rows = await reviews.admin_reviews(
+        db, charger_id=None, hidden=hidden, limit=PAGE_ROWS, offset=0
+    )
     return render(request, visitor, "admin_reviews.html", rows=rows, hidden=hidden)
 
 
 @router.post("/app/admin/reviews/{review_id}/hide")
 async def hide_review(
-    *, request: Request, visitor: PageVisitor, state: State, review_id: PathId,
-    csrf: CsrfField = "", reason: Reason = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    review_id: PathId,
+    csrf: CsrfField = "",
+    reason: Reason = "",
+) -> Response:
     def build() -> Action:
         text = _valid(HideIn, reason=reason.strip()).reason
 
@@ -402,9 +548,14 @@ async def hide_review(
 
 @router.post("/app/admin/reviews/{review_id}/restore")
 async def restore_review(
-    *, request: Request, visitor: PageVisitor, state: State, review_id: PathId,
-    csrf: CsrfField = "", note: Reason = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    review_id: PathId,
+    csrf: CsrfField = "",
+    note: Reason = "",
+) -> Response:
     def build() -> Action:
         text = _valid(RestoreIn, note=note.strip()).note
 
@@ -421,19 +572,32 @@ async def restore_review(
 
 @router.get("/app/admin/users")
 async def user_list(
-    *, request: Request, visitor: PageVisitor, db: Db,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
     q: Annotated[str, Query(max_length=100, pattern=r"^[^\x00]*$")] = "",
     role: Role | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     admin = _admin(request, visitor)
     if isinstance(admin, Response):
         return admin
     found = await users.find_users(
-        db, users.UserFilter(text=q.strip() or None, role=role, disabled=None,
-                             limit=PAGE_ROWS, offset=0),
-    )  # fmt: skip
-    return render(request, visitor, "admin_users.html", rows=found, q=q, role=role,
-                  roles=list(Role), me_id=admin.user_id)  # fmt: skip
+        db,
+        users.UserFilter(
+            text=q.strip() or None, role=role, disabled=None, limit=PAGE_ROWS, offset=0
+        ),
+    )
+    return render(
+        request,
+        visitor,
+        "admin_users.html",
+        rows=found,
+        q=q,
+        role=role,
+        roles=list(Role),
+        me_id=admin.user_id,
+    )
 
 
 def _disabling(user_id: str, *, disabled: bool, reason: str) -> Callable[[], Action]:
@@ -441,8 +605,9 @@ def _disabling(user_id: str, *, disabled: bool, reason: str) -> Callable[[], Act
         text = _valid(DisableIn, reason=reason.strip()).reason if disabled else None
 
         async def work(db: AsyncSession, actor: Actor) -> None:
-            await users.set_disabled(db, actor, user_id=user_id, disabled=disabled,
-                                     reason=text, now=datetime.now(UTC))  # fmt: skip
+            await users.set_disabled(
+                db, actor, user_id=user_id, disabled=disabled, reason=text, now=datetime.now(UTC)
+            )
 
         return _in_tx(work)
 
@@ -451,22 +616,43 @@ def _disabling(user_id: str, *, disabled: bool, reason: str) -> Callable[[], Act
 
 @router.post("/app/admin/users/{user_id}/disable")
 async def disable_user(
-    *, request: Request, visitor: PageVisitor, state: State, user_id: PathId,
-    csrf: CsrfField = "", reason: Reason = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    user_id: PathId,
+    csrf: CsrfField = "",
+    reason: Reason = "",
+) -> Response:
     """``set_disabled``: the account's tokens stop working everywhere, its web sessions
     end with them."""
-    return await _act(request, visitor, state, csrf, "/app/admin/users",
-                      build=_disabling(user_id, disabled=True, reason=reason))  # fmt: skip
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/users",
+        build=_disabling(user_id, disabled=True, reason=reason),
+    )
 
 
 @router.post("/app/admin/users/{user_id}/enable")
 async def enable_user(
-    *, request: Request, visitor: PageVisitor, state: State, user_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    user_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
-    return await _act(request, visitor, state, csrf, "/app/admin/users",
-                      build=_disabling(user_id, disabled=False, reason=""))  # fmt: skip
+) -> Response:
+    return await _act(
+        request,
+        visitor,
+        state,
+        csrf,
+        "/app/admin/users",
+        build=_disabling(user_id, disabled=False, reason=""),
+    )
 
 
 # --- money ---------------------------------------------------------------------------------
@@ -486,9 +672,13 @@ async def money(*, request: Request, visitor: PageVisitor, db: Db) -> Response:
 
 @router.post("/app/admin/payouts/{payout_id}/approve")
 async def approve_payout(
-    *, request: Request, visitor: PageVisitor, state: State, payout_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    payout_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """``POST /admin/payouts/{id}/approve``'s own handler: paid out through the provider
     (the page then shows how it ended: paid, failed, or still processing)."""
 
@@ -504,9 +694,14 @@ async def approve_payout(
 
 @router.post("/app/admin/payouts/{payout_id}/reject")
 async def reject_payout(
-    *, request: Request, visitor: PageVisitor, state: State, payout_id: PathId,
-    csrf: CsrfField = "", reason: Reason = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    payout_id: PathId,
+    csrf: CsrfField = "",
+    reason: Reason = "",
+) -> Response:
     """``POST /admin/payouts/{id}/reject``'s own handler (the amount is payable again)."""
 
     def build() -> Action:

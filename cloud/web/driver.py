@@ -78,10 +78,15 @@ DISPUTE_FIELDS = 3
 
 def _for_drivers(request: Request, visitor: Visitor) -> HTMLResponse:
     """The API's ``require_roles(Role.DRIVER)`` on these actions, as a page."""
-    return render(request, visitor, "message.html", status_code=403,
-                  title=visitor.gettext("For drivers"), back="/app",
-                  error=visitor.gettext("Paying, reviewing and disputes are for driver "
-                                        "accounts."))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "message.html",
+        status_code=403,
+        title=visitor.gettext("For drivers"),
+        back="/app",
+        error=visitor.gettext("Paying, reviewing and disputes are for driver accounts."),
+    )
 
 
 def _not_found(request: Request, visitor: Visitor) -> HTMLResponse:
@@ -91,8 +96,9 @@ def _not_found(request: Request, visitor: Visitor) -> HTMLResponse:
 def _message(  # noqa: PLR0917 -- the page's parts, in reading order
     request: Request, visitor: Visitor, status: int, title: str, error: str, back: str
 ) -> HTMLResponse:
-    return render(request, visitor, "message.html", status_code=status, title=title,
-                  error=error, back=back)  # fmt: skip
+    return render(
+        request, visitor, "message.html", status_code=status, title=title, error=error, back=back
+    )
 
 
 # --- a charger by id (the search list's links) -----------------------------------------------
@@ -114,23 +120,45 @@ async def charger_by_id(
 
 
 def _checkout_page(
-    request: Request, visitor: Visitor, state: State, order: OrderOut, *, title: str,
-    charger_id: str | None = None, connector: int | None = None, back: str,
+    request: Request,
+    visitor: Visitor,
+    state: State,
+    order: OrderOut,
+    *,
+    title: str,
+    charger_id: str | None = None,
+    connector: int | None = None,
+    back: str,
     booking_id: str | None = None,
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     """The provider's checkout for an open order; its answer posts to the verify route."""
     payments = state.settings.payments
     provider = payments.provider
     if provider is PaymentProviderName.STRIPE and not payments.stripe_publishable_key:
-        return _message(request, visitor, 503, visitor.gettext("Payment"), visitor.gettext(
-            "Paying by card on these pages is not set up yet. Use the app, or try later."),
-            back)  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            503,
+            visitor.gettext("Payment"),
+            visitor.gettext(
+                "Paying by card on these pages is not set up yet. Use the app, or try later."
+            ),
+            back,
+        )
     response = render(
-        request, visitor, "checkout.html", order=order, provider=provider.value, title=title,
-        charger_id=charger_id, connector=connector, back=back, booking_id=booking_id,
+        request,
+        visitor,
+        "checkout.html",
+        order=order,
+        provider=provider.value,
+        title=title,
+        charger_id=charger_id,
+        connector=connector,
+        back=back,
+        booking_id=booking_id,
         stripe_key=payments.stripe_publishable_key,
         test_card=state.settings.app.env in (Environment.DEVELOPMENT, Environment.TEST),
-    )  # fmt: skip
+    )
     sources = PROVIDER_SOURCES.get(provider)
     if sources is not None:
         response.headers["Content-Security-Policy"] = content_security_policy(**sources)
@@ -139,11 +167,16 @@ def _checkout_page(
 
 @router.post("/app/chargers/{charger_id}/checkout")
 async def walkup_checkout(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", connector: Annotated[int, Form(ge=1, le=32)],
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    connector: Annotated[int, Form(ge=1, le=32)],
     duration_min: Annotated[int | None, Form(ge=1, le=720)] = None,
     energy_wh: Annotated[int | None, Form(ge=1, le=500_000)] = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """Open the walk-up payment (``POST /payments``'s service) and show the checkout."""
     visitor.check_csrf(csrf)
     if visitor.principal is None:
@@ -159,19 +192,38 @@ async def walkup_checkout(
     except NotFound:
         return _not_found(request, visitor)
     except ValidationError:
-        return _message(request, visitor, 422, visitor.gettext("Payment"),
-                        visitor.gettext("Choose a duration or an energy."), back)  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            422,
+            visitor.gettext("Payment"),
+            visitor.gettext("Choose a duration or an energy."),
+            back,
+        )
     except CloudError as exc:
         status = 402 if isinstance(exc, PaymentRequired) else 409
-        return _message(request, visitor, status, visitor.gettext("Payment"),
-                        explain(visitor, exc), back)  # fmt: skip
-    return _checkout_page(request, visitor, state, order, title=visitor.gettext("Pay and start"),
-                          charger_id=charger_id, connector=connector, back=back)  # fmt: skip
+        return _message(
+            request, visitor, status, visitor.gettext("Payment"), explain(visitor, exc), back
+        )
+    return _checkout_page(
+        request,
+        visitor,
+        state,
+        order,
+        title=visitor.gettext("Pay and start"),
+        charger_id=charger_id,
+        connector=connector,
+        back=back,
+    )
 
 
 @router.post("/app/payments/{payment_id}/verify")
 async def verify_payment(
-    *, request: Request, visitor: PageVisitor, state: State, payment_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    payment_id: PathId,
     csrf: CsrfField = "",
     razorpay_payment_id: Annotated[str, Form(max_length=64)] = "",
     razorpay_order_id: Annotated[str, Form(max_length=64)] = "",
@@ -181,7 +233,7 @@ async def verify_payment(
     charger_id: Annotated[str, Form(max_length=26)] = "",
     connector: Annotated[int | None, Form(ge=1, le=32)] = None,
     booking_id: Annotated[str, Form(max_length=26)] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """Checkout's answer for the caller's payment, as ``POST /payments/{id}/verify`` takes it:
     Razorpay's handler fields (``razorpay_order_id`` is not trusted: the signature is checked
     against the order id stored with the payment), Stripe's PaymentIntent id (its state is
@@ -192,8 +244,13 @@ async def verify_payment(
         return signin_redirect(request, visitor)
     if not visitor.principal.has(Role.DRIVER):
         return _for_drivers(request, visitor)
-    back = (f"/app/chargers/{charger_id}/quote" if charger_id
-            else "/app/bookings" if booking_id else "/app/due")  # fmt: skip
+    back = (
+        f"/app/chargers/{charger_id}/quote"
+        if charger_id
+        else "/app/bookings"
+        if booking_id
+        else "/app/due"
+    )
     answer: dict[str, Any]
     if razorpay_payment_id or razorpay_signature:
         answer = {"provider_payment_id": razorpay_payment_id, "signature": razorpay_signature}
@@ -208,9 +265,14 @@ async def verify_payment(
     except NotFound:
         return _not_found(request, visitor)
     except ValidationError:
-        return _message(request, visitor, 422, visitor.gettext("Payment"),
-                        visitor.gettext("The payment's answer was incomplete. Nothing was "
-                                        "charged: try again."), back)  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            422,
+            visitor.gettext("Payment"),
+            visitor.gettext("The payment's answer was incomplete. Nothing was charged: try again."),
+            back,
+        )
     except CloudError as exc:
         if isinstance(exc, PaymentRequired):
             error = visitor.gettext("The card was declined. Nothing was charged.")
@@ -222,8 +284,9 @@ async def verify_payment(
             error, status = explain(visitor, exc), 409
         return _message(request, visitor, status, visitor.gettext("Payment"), error, back)
     if charger_id and connector is not None:
-        return await _start(request, visitor, state, charger_id=charger_id,
-                            connector=connector, booking_id=None)  # fmt: skip
+        return await _start(
+            request, visitor, state, charger_id=charger_id, connector=connector, booking_id=None
+        )
     if booking_id:
         return redirect("/app/bookings?paid=1", visitor)
     return redirect("/app/due?paid=1", visitor)
@@ -245,11 +308,18 @@ async def pay_booking(
     except NotFound:
         return _not_found(request, visitor)
     except CloudError as exc:
-        return _message(request, visitor, 409, visitor.gettext("Payment"),
-                        explain(visitor, exc), "/app/bookings")  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            409,
+            visitor.gettext("Payment"),
+            explain(visitor, exc),
+            "/app/bookings",
+        )
     title = visitor.gettext("Pay for the booking")
-    return _checkout_page(request, visitor, state, order, title=title, back="/app/bookings",
-                          booking_id=booking_id)  # fmt: skip
+    return _checkout_page(
+        request, visitor, state, order, title=title, back="/app/bookings", booking_id=booking_id
+    )
 
 
 # --- amounts due -----------------------------------------------------------------------------
@@ -262,8 +332,14 @@ async def amounts_due(request: Request, visitor: PageVisitor, db: Db) -> Respons
         return signin_redirect(request, visitor)
     due = await checkout.amount_due(db, visitor.principal.user_id)
     payments = await checkout.list_payments(db, visitor.principal, limit=10, offset=0)
-    return render(request, visitor, "due.html", due=due, payments=payments,
-                  paid="paid" in request.query_params)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "due.html",
+        due=due,
+        payments=payments,
+        paid="paid" in request.query_params,
+    )
 
 
 @router.post("/app/due/pay")
@@ -279,8 +355,9 @@ async def pay_due(
     try:
         order = await checkout.pay_due(state, visitor.principal)
     except CloudError as exc:
-        return _message(request, visitor, 409, visitor.gettext("Amount due"),
-                        explain(visitor, exc), "/app/due")  # fmt: skip
+        return _message(
+            request, visitor, 409, visitor.gettext("Amount due"), explain(visitor, exc), "/app/due"
+        )
     title = visitor.gettext("Pay the amount due")
     return _checkout_page(request, visitor, state, order, title=title, back="/app/due")
 
@@ -306,16 +383,22 @@ async def review_form(
         return signin_redirect(request, visitor)
     if not await _mine(db, visitor, session_id):
         return _not_found(request, visitor)
-    return render(request, visitor, "review.html", session_id=session_id, rating=None, text="",
-                  error=None)  # fmt: skip
+    return render(
+        request, visitor, "review.html", session_id=session_id, rating=None, text="", error=None
+    )
 
 
 @router.post("/app/sessions/{session_id}/review")
 async def review_post(
-    *, request: Request, visitor: PageVisitor, db: Db, session_id: PathId, csrf: CsrfField = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    session_id: PathId,
+    csrf: CsrfField = "",
     rating: Annotated[str, Form(max_length=2)] = "",
     text: Annotated[str, Form(max_length=4000)] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """``POST /sessions/{id}/review``'s service: one review of a completed session."""
     visitor.check_csrf(csrf)
     if visitor.principal is None:
@@ -326,21 +409,49 @@ async def review_post(
     stars = int(rating) if rating.isdigit() else None
     try:
         body = ReviewIn.model_validate({"rating": stars, "text": text})
-        await reviews.create_review(db, visitor.principal, session_id, rating=body.rating,
-                                    body=body.text.strip(), now=datetime.now(UTC))  # fmt: skip
+        await reviews.create_review(
+            db,
+            visitor.principal,
+            session_id,
+            rating=body.rating,
+            body=body.text.strip(),
+            now=datetime.now(UTC),
+        )
     except ValidationError as exc:
         wrong = {str(e["loc"][-1]) for e in exc.errors() if e["loc"]}
-        error = (_("Choose from 1 to 5 stars.") if "rating" in wrong
-                 else _("The review is too long or has characters it cannot hold."))  # fmt: skip
-        return render(request, visitor, "review.html", status_code=422, session_id=session_id,
-                      rating=stars, text=text, error=error)  # fmt: skip
+        error = (
+            _("Choose from 1 to 5 stars.")
+            if "rating" in wrong
+            else _("The review is too long or has characters it cannot hold.")
+        )
+        return render(
+            request,
+            visitor,
+            "review.html",
+            status_code=422,
+            session_id=session_id,
+            rating=stars,
+            text=text,
+            error=error,
+        )
     except (Forbidden, NotFound):
-        return _message(request, visitor, 403, _("Review"), _(
-            "Only a completed session of yours, stopped in the last 30 days, can be reviewed."),
-            "/app/sessions")  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            403,
+            _("Review"),
+            _("Only a completed session of yours, stopped in the last 30 days, can be reviewed."),
+            "/app/sessions",
+        )
     except Conflict:
-        return _message(request, visitor, 409, _("Review"),
-                        _("You have reviewed this session already."), "/app/sessions")  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            409,
+            _("Review"),
+            _("You have reviewed this session already."),
+            "/app/sessions",
+        )
     return redirect(f"/app/sessions/{session_id}/receipt?reviewed=1", visitor)
 
 
@@ -354,16 +465,21 @@ async def my_disputes(request: Request, visitor: PageVisitor, db: Db) -> Respons
         return signin_redirect(request, visitor)
     rows = await disputes.list_disputes(db, visitor.principal, status=None, limit=50, offset=0)
     items = [await disputes_api.dispute_out(db, d) for d in rows]
-    return render(request, visitor, "disputes.html", disputes=items,
-                  opened=request.query_params.get("opened"))  # fmt: skip
+    return render(
+        request, visitor, "disputes.html", disputes=items, opened=request.query_params.get("opened")
+    )
 
 
 @router.get("/app/disputes/{dispute_id}/photos/{photo_id}")
 async def dispute_photo(
     *,
-    request: Request, visitor: PageVisitor, db: Db, state: State, dispute_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    dispute_id: PathId,
     photo_id: PathId,
-) -> Response:  # fmt: skip
+) -> Response:
     """A photo of a dispute the visitor may see (its driver, the charger's host, an admin)."""
     if visitor.principal is None:
         return signin_redirect(request, visitor)
@@ -383,14 +499,27 @@ async def dispute_photo(
 
 
 def _dispute_form(
-    request: Request, visitor: Visitor, session_id: str, *, status: int = 200,
-    reason: str = "", description: str = "", error: str | None = None,
-) -> HTMLResponse:  # fmt: skip
+    request: Request,
+    visitor: Visitor,
+    session_id: str,
+    *,
+    status: int = 200,
+    reason: str = "",
+    description: str = "",
+    error: str | None = None,
+) -> HTMLResponse:
     return render(
-        request, visitor, "dispute.html", status_code=status, session_id=session_id,
-        reasons=[r.value for r in DisputeReason], reason=reason, description=description,
-        error=error, max_photos=dispute_rules.MAX_PHOTOS,
-    )  # fmt: skip
+        request,
+        visitor,
+        "dispute.html",
+        status_code=status,
+        session_id=session_id,
+        reasons=[r.value for r in DisputeReason],
+        reason=reason,
+        description=description,
+        error=error,
+        max_photos=dispute_rules.MAX_PHOTOS,
+    )
 
 
 @router.get("/app/sessions/{session_id}/dispute")
@@ -416,13 +545,14 @@ async def dispute_post(
     body_max = dispute_rules.MAX_PHOTOS * photo_max + chargers_api.MULTIPART_OVERHEAD_BYTES
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_max:
-        return _dispute_form(request, visitor, session_id, status=413,
-                             error=_("The photos are too large together."))  # fmt: skip
+        return _dispute_form(
+            request, visitor, session_id, status=413, error=_("The photos are too large together.")
+        )
     try:
         bounded = chargers_api._bounded(request, body_max, photo_max)
         async with bounded.form(
             max_files=dispute_rules.MAX_PHOTOS, max_fields=DISPUTE_FIELDS
-        ) as form:  # fmt: skip
+        ) as form:
             token = form.get("csrf")
             visitor.check_csrf(token if isinstance(token, str) else None)
             if visitor.principal is None:
@@ -436,36 +566,69 @@ async def dispute_post(
             ]
             photos = [await f.read(photo_max + 1) for f in uploads]
     except (MultiPartException, InvalidRequest):
-        return _dispute_form(request, visitor, session_id, status=413, error=_(
-            "The form could not be read: at most %(n)d photos, each at most %(mb)d MB.")
-            % {"n": dispute_rules.MAX_PHOTOS, "mb": photo_max // (1024 * 1024)})  # fmt: skip
+        return _dispute_form(
+            request,
+            visitor,
+            session_id,
+            status=413,
+            error=_("The form could not be read: at most %(n)d photos, each at most %(mb)d MB.")
+            % {"n": dispute_rules.MAX_PHOTOS, "mb": photo_max // (1024 * 1024)},
+        )
     kept = {"reason": reason, "description": description}
     try:
         asked = DisputeIn.model_validate({"reason_code": reason, "description": description})
     except ValidationError:
-        return _dispute_form(request, visitor, session_id, status=422, **kept,
-                             error=_("Choose what went wrong and describe it."))  # fmt: skip
+        return _dispute_form(
+            request,
+            visitor,
+            session_id,
+            status=422,
+            **kept,
+            error=_("Choose what went wrong and describe it."),
+        )
     storage = chargers_api.photo_storage(state)
     try:
         dispute = await disputes.open_dispute(
-            db, visitor.principal, session_id, reason=asked.reason_code,
-            description=asked.description.strip(), now=datetime.now(UTC),
-        )  # fmt: skip
+            db,
+            visitor.principal,
+            session_id,
+            reason=asked.reason_code,
+            description=asked.description.strip(),
+            now=datetime.now(UTC),
+        )
         for data in photos:
-            await disputes.add_photo(db, storage, visitor.principal, dispute.id, data,
-                                     max_bytes=photo_max)  # fmt: skip
+            await disputes.add_photo(
+                db, storage, visitor.principal, dispute.id, data, max_bytes=photo_max
+            )
     except (Forbidden, NotFound):
         await db.rollback()
-        return _message(request, visitor, 403, _("Report a problem"), _(
-            "Only a completed session of yours, stopped in the last 14 days, can be disputed."),
-            "/app/sessions")  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            403,
+            _("Report a problem"),
+            _("Only a completed session of yours, stopped in the last 14 days, can be disputed."),
+            "/app/sessions",
+        )
     except Conflict:
         await db.rollback()
-        return _message(request, visitor, 409, _("Report a problem"),
-                        _("This session has a dispute already."), "/app/disputes")  # fmt: skip
+        return _message(
+            request,
+            visitor,
+            409,
+            _("Report a problem"),
+            _("This session has a dispute already."),
+            "/app/disputes",
+        )
     except InvalidRequest as exc:
         await db.rollback()
-        return _dispute_form(request, visitor, session_id, status=422, **kept, error=_(
-            "A photo was refused (%(why)s): nothing was sent. Choose the photos again.")
-            % {"why": exc})  # fmt: skip
+        return _dispute_form(
+            request,
+            visitor,
+            session_id,
+            status=422,
+            **kept,
+            error=_("A photo was refused (%(why)s): nothing was sent. Choose the photos again.")
+            % {"why": exc},
+        )
     return redirect(f"/app/disputes?opened={dispute.id}", visitor)

@@ -66,10 +66,15 @@ def host_or_answer(request: Request, visitor: Visitor) -> Principal | Response:
     if visitor.principal is None:
         return signin_redirect(request, visitor)
     if not visitor.principal.has(Role.HOST):
-        return render(request, visitor, "message.html", status_code=403,
-                      title=visitor.gettext("For hosts"),
-                      error=visitor.gettext("This page is for hosts (charger owners)."),
-                      back="/app")  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=403,
+            title=visitor.gettext("For hosts"),
+            error=visitor.gettext("This page is for hosts (charger owners)."),
+            back="/app",
+        )
     return visitor.principal
 
 
@@ -104,13 +109,26 @@ async def dashboard(request: Request, visitor: PageVisitor, db: Db, state: State
         return host
     rows = await _charger_rows(db, state, host)
     pending = await bookings.list_hosted(
-        db, host.user_id, status=BookingStatus.PENDING, charger_id=None, limit=50, offset=0,
+        db,
+        host.user_id,
+        status=BookingStatus.PENDING,
+        charger_id=None,
+        limit=50,
+        offset=0,
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
     names = {c.id: c.name for c, _ in rows}
-    return render(request, visitor, "host.html", chargers=rows, pending=pending.items,
-                  names=names, refresh_s=LIVE_REFRESH_S, pushed_refresh_s=LIVE_PUSHED_REFRESH_S,
-                  now=datetime.now(UTC))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "host.html",
+        chargers=rows,
+        pending=pending.items,
+        names=names,
+        refresh_s=LIVE_REFRESH_S,
+        pushed_refresh_s=LIVE_PUSHED_REFRESH_S,
+        now=datetime.now(UTC),
+    )
 
 
 @router.get("/app/host/live")
@@ -136,9 +154,14 @@ async def live_pushes(websocket: WebSocket) -> None:
 
 
 async def _decide(
-    request: Request, visitor: Visitor, state: State, booking_id: str, csrf: str, *,
+    request: Request,
+    visitor: Visitor,
+    state: State,
+    booking_id: str,
+    csrf: str,
+    *,
     approve: bool,
-) -> Response:  # fmt: skip
+) -> Response:
     """Approve or decline a booking request (the bookings service decides who may)."""
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
@@ -151,25 +174,37 @@ async def _decide(
     except NotFound:
         return _not_found(request, visitor)
     except CloudError as exc:
-        return render(request, visitor, "message.html", status_code=409,
-                      title=visitor.gettext("Not decided"), error=explain(visitor, exc),
-                      back="/app/host")  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=409,
+            title=visitor.gettext("Not decided"),
+            error=explain(visitor, exc),
+            back="/app/host",
+        )
     return redirect("/app/host", visitor)
 
 
 @router.post("/app/host/bookings/{booking_id}/approve")
 async def approve(
-    request: Request, visitor: PageVisitor, state: State, booking_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    booking_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     return await _decide(request, visitor, state, booking_id, csrf, approve=True)
 
 
 @router.post("/app/host/bookings/{booking_id}/decline")
 async def decline(
-    request: Request, visitor: PageVisitor, state: State, booking_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    booking_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     return await _decide(request, visitor, state, booking_id, csrf, approve=False)
 
 
@@ -286,12 +321,17 @@ def _form_of(charger: Charger, connectors: list[schemas.ConnectorOut]) -> dict[s
         charger.price_per_kwh_paise if mode is PricingMode.PER_KWH else charger.price_per_hour_paise
     )
     form = {
-        "name": charger.name, "address": charger.address, "city": charger.city,
-        "state": charger.state, "pincode": charger.pincode,
-        "latitude": str(charger.latitude), "longitude": str(charger.longitude),
-        "mode": mode.value, "price": f"{price / 100:.2f}",
+        "name": charger.name,
+        "address": charger.address,
+        "city": charger.city,
+        "state": charger.state,
+        "pincode": charger.pincode,
+        "latitude": str(charger.latitude),
+        "longitude": str(charger.longitude),
+        "mode": mode.value,
+        "price": f"{price / 100:.2f}",
         "session_fee": f"{charger.session_fee_paise / 100:.2f}",
-    }  # fmt: skip
+    }
     for k in connectors:
         form[f"type_{k.number}"] = k.type.value
         form[f"power_{k.number}"] = f"{Decimal(k.max_power_w) / 1000:g}"
@@ -299,16 +339,30 @@ def _form_of(charger: Charger, connectors: list[schemas.ConnectorOut]) -> dict[s
 
 
 def _charger_form(
-    request: Request, visitor: Visitor, *, form: dict[str, str], charger_id: str | None,
-    errors: dict[str, str] | None = None, status_code: int = 200,
+    request: Request,
+    visitor: Visitor,
+    *,
+    form: dict[str, str],
+    charger_id: str | None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
     photos: list[schemas.PhotoOut] | None = None,
     meters: list[schemas.MeterHealthOut] | None = None,
-) -> HTMLResponse:  # fmt: skip
+) -> HTMLResponse:
     return render(
-        request, visitor, "host_charger.html", status_code=status_code, form=form,
-        errors=errors or {}, charger_id=charger_id, rows=range(1, CONNECTOR_ROWS + 1),
-        types=list(ConnectorType), modes=list(PricingMode), photos=photos, meters=meters,
-    )  # fmt: skip
+        request,
+        visitor,
+        "host_charger.html",
+        status_code=status_code,
+        form=form,
+        errors=errors or {},
+        charger_id=charger_id,
+        rows=range(1, CONNECTOR_ROWS + 1),
+        types=list(ConnectorType),
+        modes=list(PricingMode),
+        photos=photos,
+        meters=meters,
+    )
 
 
 async def _posted(request: Request) -> dict[str, str]:
@@ -321,8 +375,9 @@ async def new_charger(request: Request, visitor: PageVisitor) -> Response:
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
-    return _charger_form(request, visitor, form={"mode": "per_kwh", "type_1": "Type2"},
-                         charger_id=None)  # fmt: skip
+    return _charger_form(
+        request, visitor, form={"mode": "per_kwh", "type_1": "Type2"}, charger_id=None
+    )
 
 
 @router.post("/app/host/chargers/new")
@@ -341,11 +396,23 @@ async def create_charger(
         async with state.sessions() as db, db.begin():
             charger = await chargers.create_charger(db, host, body)
     except ValidationError as exc:
-        return _charger_form(request, visitor, form=form, charger_id=None,
-                             errors=_errors(exc, visitor), status_code=422)  # fmt: skip
+        return _charger_form(
+            request,
+            visitor,
+            form=form,
+            charger_id=None,
+            errors=_errors(exc, visitor),
+            status_code=422,
+        )
     except CloudError as exc:
-        return _charger_form(request, visitor, form=form, charger_id=None, status_code=409,
-                             errors={"form": explain(visitor, exc)})  # fmt: skip
+        return _charger_form(
+            request,
+            visitor,
+            form=form,
+            charger_id=None,
+            status_code=409,
+            errors={"form": explain(visitor, exc)},
+        )
     return redirect(f"/app/host/chargers/{charger.id}", visitor)
 
 
@@ -368,16 +435,24 @@ async def edit_charger(
         return _not_found(request, visitor)
     connectors = [chargers.connector_out(k) for k in await chargers.connectors_of(db, charger.id)]
     view = await chargers.host_view(db, charger)
-    return _charger_form(request, visitor, form=_form_of(charger, connectors),
-                         charger_id=charger.id, photos=view.photos,
-                         meters=view.meters)  # fmt: skip
+    return _charger_form(
+        request,
+        visitor,
+        form=_form_of(charger, connectors),
+        charger_id=charger.id,
+        photos=view.photos,
+        meters=view.meters,
+    )
 
 
 @router.post("/app/host/chargers/{charger_id}")
 async def update_charger(
-    request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """Edit through ``ChargerUpdate`` (pricing fields the form does not show are kept)."""
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
@@ -393,11 +468,23 @@ async def update_charger(
             body = schemas.ChargerUpdate.model_validate(_form_body(form, kept))
             await chargers.update_charger(db, host, charger_id, body)
     except ValidationError as exc:
-        return _charger_form(request, visitor, form=form, charger_id=charger_id,
-                             errors=_errors(exc, visitor), status_code=422)  # fmt: skip
+        return _charger_form(
+            request,
+            visitor,
+            form=form,
+            charger_id=charger_id,
+            errors=_errors(exc, visitor),
+            status_code=422,
+        )
     except CloudError as exc:
-        return _charger_form(request, visitor, form=form, charger_id=charger_id,
-                             status_code=409, errors={"form": explain(visitor, exc)})  # fmt: skip
+        return _charger_form(
+            request,
+            visitor,
+            form=form,
+            charger_id=charger_id,
+            status_code=409,
+            errors={"form": explain(visitor, exc)},
+        )
     return redirect("/app/host", visitor)
 
 
@@ -406,9 +493,12 @@ async def update_charger(
 
 @router.post("/app/host/chargers/{charger_id}/pairing-code")
 async def pairing_code(
-    request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """A one-time code for the agent (``POST /chargers/{id}/pairing-code``'s own answer,
     its rate limit included), shown once."""
     visitor.check_csrf(csrf)
@@ -423,12 +513,24 @@ async def pairing_code(
     except CloudError as exc:
         # The route's own refusals: too many codes asked for (429), or no host profile.
         code_status = 429 if isinstance(exc, RateLimited) else 403
-        return render(request, visitor, "message.html", status_code=code_status,
-                      title=visitor.gettext("No code"), error=explain(visitor, exc),
-                      back="/app/host")  # fmt: skip
-    return render(request, visitor, "host_pairing.html", code=issued.code,
-                  words=qr.code_in_words(issued.code), expires_at=issued.expires_at,
-                  charger_id=charger_id)  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=code_status,
+            title=visitor.gettext("No code"),
+            error=explain(visitor, exc),
+            back="/app/host",
+        )
+    return render(
+        request,
+        visitor,
+        "host_pairing.html",
+        code=issued.code,
+        words=qr.code_in_words(issued.code),
+        expires_at=issued.expires_at,
+        charger_id=charger_id,
+    )
 
 
 @router.get("/app/host/chargers/{charger_id}/sticker")
@@ -445,8 +547,15 @@ async def sticker_page(
         return _not_found(request, visitor)
     url = qr.unlock_url(state.settings.app.public_base_url, charger.qr_code)
     picture = "data:image/svg+xml;base64," + base64.b64encode(qr.qr_svg(url)).decode()
-    return render(request, visitor, "host_sticker.html", charger=charger, url=url,
-                  picture=picture, words=qr.code_in_words(charger.qr_code))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "host_sticker.html",
+        charger=charger,
+        url=url,
+        picture=picture,
+        words=qr.code_in_words(charger.qr_code),
+    )
 
 
 @router.get("/app/host/chargers/{charger_id}/sticker.pdf")
@@ -464,9 +573,11 @@ async def sticker_pdf(
     return Response(
         render_sticker(name=charger.name, url=url, code=charger.qr_code),
         media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="sticker-{charger.qr_code}.pdf"',
-                 "Cache-Control": "private, no-store"},
-    )  # fmt: skip
+        headers={
+            "Content-Disposition": f'inline; filename="sticker-{charger.qr_code}.pdf"',
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 # --- earnings and payouts --------------------------------------------------------------------
@@ -486,27 +597,45 @@ async def _earnings_context(
         listed = await payouts_api.host_payouts(db, host, limit=20)
     except NotFound:
         return None
-    weeks = await payouts.weekly_earnings(db, balance.host_id, now=datetime.now(UTC),
-                                          weeks=CHART_WEEKS)  # fmt: skip
+    weeks = await payouts.weekly_earnings(
+        db, balance.host_id, now=datetime.now(UTC), weeks=CHART_WEEKS
+    )
     chart = bar_chart(
-        weeks, label=visitor.gettext("Earnings per week, last %(n)d weeks") % {"n": CHART_WEEKS},
-        week_label=_week_label, amount=rupees,
-    )  # fmt: skip
-    return {"balance": balance, "weeks": weeks, "chart": chart, "payouts": listed.items,
-            "week_label": _week_label}  # fmt: skip
+        weeks,
+        label=visitor.gettext("Earnings per week, last %(n)d weeks") % {"n": CHART_WEEKS},
+        week_label=_week_label,
+        amount=rupees,
+    )
+    return {
+        "balance": balance,
+        "weeks": weeks,
+        "chart": chart,
+        "payouts": listed.items,
+        "week_label": _week_label,
+    }
 
 
 def _earnings_page(
-    request: Request, visitor: Visitor, context: dict[str, Any] | None, *,
-    error: str | None = None, status_code: int = 200,
-) -> HTMLResponse:  # fmt: skip
+    request: Request,
+    visitor: Visitor,
+    context: dict[str, Any] | None,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     if context is None:
-        return render(request, visitor, "message.html", status_code=404,
-                      title=visitor.gettext("Earnings"),
-                      error=visitor.gettext("Add a charger first: earnings come from its "
-                                            "sessions."), back="/app/host")  # fmt: skip
-    return render(request, visitor, "host_earnings.html", status_code=status_code, error=error,
-                  **context)  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=404,
+            title=visitor.gettext("Earnings"),
+            error=visitor.gettext("Add a charger first: earnings come from its sessions."),
+            back="/app/host",
+        )
+    return render(
+        request, visitor, "host_earnings.html", status_code=status_code, error=error, **context
+    )
 
 
 @router.get("/app/host/earnings")
@@ -520,9 +649,12 @@ async def earnings(request: Request, visitor: PageVisitor, db: Db, state: State)
 
 @router.post("/app/host/payouts")
 async def request_payout(
-    request: Request, visitor: PageVisitor, state: State, csrf: CsrfField = "",
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    csrf: CsrfField = "",
     amount: Annotated[str, Form(max_length=20)] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """``POST /host/payouts`` (its KYC and balance rules): a refusal is explained on the
     earnings page, kindly."""
     visitor.check_csrf(csrf)
@@ -536,14 +668,15 @@ async def request_payout(
         asked = paise_of(amount) if amount.strip() else None
         body = None if asked is None else PayoutRequestIn.model_validate({"amount_paise": asked})
         async with state.sessions() as db, db.begin():
-            await payouts_api.request_payout(db, state, host, actor_of(host, request, "host"),
-                                             body)  # fmt: skip
+            await payouts_api.request_payout(db, state, host, actor_of(host, request, "host"), body)
     except ValidationError:
         error, status_code = _("Enter an amount in rupees, or leave it empty for all."), 422
     except KycRequired:
         status_code = 403
-        error = _("Payouts start once your identity is verified (KYC). Your earnings are "
-                  "kept safe meanwhile; they will be payable as soon as it is done.")  # fmt: skip
+        error = _(
+            "Payouts start once your identity is verified (KYC). Your earnings are "
+            "kept safe meanwhile; they will be payable as soon as it is done."
+        )
     except CloudError as exc:
         error = explain(visitor, exc)
     if error is None:

@@ -69,22 +69,41 @@ def _posted_week(form: dict[str, str]) -> tuple[list[dict[str, Any]], list[list[
 
 
 async def _page(
-    request: Request, visitor: Visitor, db: AsyncSession, host: Principal, charger_id: str, *,
-    week: list[list[tuple[str, str]]] | None = None, error: str | None = None,
+    request: Request,
+    visitor: Visitor,
+    db: AsyncSession,
+    host: Principal,
+    charger_id: str,
+    *,
+    week: list[list[tuple[str, str]]] | None = None,
+    error: str | None = None,
     status_code: int = 200,
-) -> Response:  # fmt: skip
+) -> Response:
     try:
         charger = await chargers.editable_charger(db, host, charger_id)
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     view = await chargers.host_view(db, charger)
     _ = visitor.gettext
-    names = [_("Monday"), _("Tuesday"), _("Wednesday"), _("Thursday"), _("Friday"),
-             _("Saturday"), _("Sunday")]  # fmt: skip
+    names = [
+        _("Monday"),
+        _("Tuesday"),
+        _("Wednesday"),
+        _("Thursday"),
+        _("Friday"),
+        _("Saturday"),
+        _("Sunday"),
+    ]
     return render(
-        request, visitor, "host_calendar.html", status_code=status_code, charger=view,
-        week=week or _week(view.availability.windows), days=names, error=error,
-    )  # fmt: skip
+        request,
+        visitor,
+        "host_calendar.html",
+        status_code=status_code,
+        charger=view,
+        week=week or _week(view.availability.windows),
+        days=names,
+        error=error,
+    )
 
 
 @router.get("/app/host/chargers/{charger_id}/availability")
@@ -100,24 +119,37 @@ def _why(visitor: Visitor, exc: ValidationError) -> str:
     for error in exc.errors():
         if "opens_at" in error["msg"] or "start must be" in error["msg"]:
             return _("Each opening must start before it closes (24:00 is midnight).")
-    return _("Enter times as HH:MM in 24-hour time (for example 08:00 and 20:30; 24:00 is "
-             "midnight), and dates as shown.")  # fmt: skip
+    return _(
+        "Enter times as HH:MM in 24-hour time (for example 08:00 and 20:30; 24:00 is "
+        "midnight), and dates as shown."
+    )
 
 
 async def _refused(
-    request: Request, visitor: Visitor, state: State, host: Principal, charger_id: str, *,
-    why: str, status_code: int, week: list[list[tuple[str, str]]] | None = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    visitor: Visitor,
+    state: State,
+    host: Principal,
+    charger_id: str,
+    *,
+    why: str,
+    status_code: int,
+    week: list[list[tuple[str, str]]] | None = None,
+) -> Response:
     async with state.sessions() as db:
-        return await _page(request, visitor, db, host, charger_id, week=week, error=why,
-                           status_code=status_code)  # fmt: skip
+        return await _page(
+            request, visitor, db, host, charger_id, week=week, error=why, status_code=status_code
+        )
 
 
 @router.post("/app/host/chargers/{charger_id}/availability")
 async def save_week(
-    request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
@@ -130,13 +162,29 @@ async def save_week(
         async with state.sessions() as db, db.begin():
             await chargers.set_availability(db, host, charger_id, body)
     except ValidationError as exc:
-        return await _refused(request, visitor, state, host, charger_id, why=_why(visitor, exc),
-                              status_code=422, week=typed)  # fmt: skip
+        return await _refused(
+            request,
+            visitor,
+            state,
+            host,
+            charger_id,
+            why=_why(visitor, exc),
+            status_code=422,
+            week=typed,
+        )
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     except CloudError as exc:
-        return await _refused(request, visitor, state, host, charger_id, why=explain(visitor, exc),
-                              status_code=problem_for(exc)[0], week=typed)  # fmt: skip
+        return await _refused(
+            request,
+            visitor,
+            state,
+            host,
+            charger_id,
+            why=explain(visitor, exc),
+            status_code=problem_for(exc)[0],
+            week=typed,
+        )
     return redirect(f"/app/host/chargers/{charger_id}/availability", visitor)
 
 
@@ -152,10 +200,16 @@ def _local(text: str, zone: ZoneInfo) -> datetime | str:
 
 @router.post("/app/host/chargers/{charger_id}/blocked-periods")
 async def block(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", start: Stamp = "", end: Stamp = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    start: Stamp = "",
+    end: Stamp = "",
     reason: Annotated[str, Form(max_length=200)] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
@@ -164,26 +218,42 @@ async def block(
         async with state.sessions() as db, db.begin():
             charger = await chargers.editable_charger(db, host, charger_id, lock=True)
             zone = ZoneInfo(charger.timezone)
-            fields: dict[str, Any] = {"start": _local(start, zone), "end": _local(end, zone),
-                                      "reason": reason.strip()}  # fmt: skip
+            fields: dict[str, Any] = {
+                "start": _local(start, zone),
+                "end": _local(end, zone),
+                "reason": reason.strip(),
+            }
             body = schemas.BlockedPeriodIn.model_validate(fields)
             await chargers.add_blocked_period(db, host, charger_id, body, now=datetime.now(UTC))
     except ValidationError as exc:
-        return await _refused(request, visitor, state, host, charger_id, why=_why(visitor, exc),
-                              status_code=422)  # fmt: skip
+        return await _refused(
+            request, visitor, state, host, charger_id, why=_why(visitor, exc), status_code=422
+        )
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     except CloudError as exc:
-        return await _refused(request, visitor, state, host, charger_id, why=explain(visitor, exc),
-                              status_code=problem_for(exc)[0])  # fmt: skip
+        return await _refused(
+            request,
+            visitor,
+            state,
+            host,
+            charger_id,
+            why=explain(visitor, exc),
+            status_code=problem_for(exc)[0],
+        )
     return redirect(f"/app/host/chargers/{charger_id}/availability", visitor)
 
 
 @router.post("/app/host/chargers/{charger_id}/blocked-periods/{period_id}/delete")
 async def unblock(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    period_id: PeriodId, csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    period_id: PeriodId,
+    csrf: CsrfField = "",
+) -> Response:
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):

@@ -41,17 +41,33 @@ async def _context(db: AsyncSession, host: Principal) -> dict[str, Any] | None:
 
 
 def _page(
-    request: Request, visitor: Visitor, context: dict[str, Any] | None, *,
-    form: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+    request: Request,
+    visitor: Visitor,
+    context: dict[str, Any] | None,
+    *,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
     status_code: int = 200,
-) -> Response:  # fmt: skip
+) -> Response:
     if context is None:
-        return render(request, visitor, "message.html", status_code=404,
-                      title=visitor.gettext("Identity (KYC)"),
-                      error=visitor.gettext("Your host profile is not set up yet."),
-                      back="/app/host")  # fmt: skip
-    return render(request, visitor, "host_kyc.html", status_code=status_code, form=form or {},
-                  errors=errors or {}, **context)  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=404,
+            title=visitor.gettext("Identity (KYC)"),
+            error=visitor.gettext("Your host profile is not set up yet."),
+            back="/app/host",
+        )
+    return render(
+        request,
+        visitor,
+        "host_kyc.html",
+        status_code=status_code,
+        form=form or {},
+        errors=errors or {},
+        **context,
+    )
 
 
 @router.get("/app/host/kyc")
@@ -98,22 +114,46 @@ async def submit_kyc(request: Request, visitor: PageVisitor, state: State) -> Re
         if state.kyc_documents is None:
             raise DependencyUnavailable("kyc", "no KYC document key is configured")
         async with state.sessions() as db, db.begin():
-            await kyc.submit(db, state.kyc_documents, actor_of(host, request, "host"),
-                             user_id=host.user_id, pan=pan, aadhaar_masked=masked,
-                             uploads=uploads)  # fmt: skip
+            await kyc.submit(
+                db,
+                state.kyc_documents,
+                actor_of(host, request, "host"),
+                user_id=host.user_id,
+                pan=pan,
+                aadhaar_masked=masked,
+                uploads=uploads,
+            )
     except InvalidRequest as exc:
         field, hint = _hint(visitor, exc)
         async with state.sessions() as db:
             context = await _context(db, host)
-        return _page(request, visitor, context, form=form, errors={field: hint},
-                     status_code=problem_for(exc)[0])  # fmt: skip
+        return _page(
+            request,
+            visitor,
+            context,
+            form=form,
+            errors={field: hint},
+            status_code=problem_for(exc)[0],
+        )
     except (Conflict, NotFound) as exc:
         async with state.sessions() as db:
             context = await _context(db, host)
-        return _page(request, visitor, context, form=form,
-                     errors={"form": explain(visitor, exc)}, status_code=409)  # fmt: skip
+        return _page(
+            request,
+            visitor,
+            context,
+            form=form,
+            errors={"form": explain(visitor, exc)},
+            status_code=409,
+        )
     except DependencyUnavailable as exc:
-        return render(request, visitor, "message.html", status_code=503,
-                      title=visitor.gettext("Identity (KYC)"), error=explain(visitor, exc),
-                      back="/app/host/kyc")  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=503,
+            title=visitor.gettext("Identity (KYC)"),
+            error=explain(visitor, exc),
+            back="/app/host/kyc",
+        )
     return redirect("/app/host/kyc", visitor)

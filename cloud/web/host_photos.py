@@ -40,24 +40,38 @@ async def _owned(db: AsyncSession, host: Principal, charger_id: str) -> bool:
 def _refused(
     request: Request, visitor: Visitor, charger_id: str, why: str, status: int
 ) -> Response:
-    return render(request, visitor, "message.html", status_code=status,
-                  title=visitor.gettext("Photo not added"), error=why,
-                  back=_edit_page(charger_id))  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "message.html",
+        status_code=status,
+        title=visitor.gettext("Photo not added"),
+        error=why,
+        back=_edit_page(charger_id),
+    )
 
 
 @router.get("/app/host/chargers/{charger_id}/photos/{photo_id}")
 async def photo(
-    *, request: Request, visitor: PageVisitor, db: Db, state: State, charger_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    charger_id: PathId,
     photo_id: PathId,
-) -> Response:  # fmt: skip
+) -> Response:
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
         return host
     try:
         return await chargers_api.get_photo(
-            charger_id=charger_id, photo_id=photo_id, db=db,
-            storage=chargers_api.photo_storage(state), principal=host,
-        )  # fmt: skip
+            charger_id=charger_id,
+            photo_id=photo_id,
+            db=db,
+            storage=chargers_api.photo_storage(state),
+            principal=host,
+        )
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
 
@@ -79,18 +93,21 @@ async def upload(
     _ = visitor.gettext
     max_bytes = state.settings.marketplace.photo_max_bytes
     try:
-        data, texts = await chargers_api.read_photo_and_fields(request, max_bytes,
-                                                               fields=(CSRF_FIELD,))  # fmt: skip
+        data, texts = await chargers_api.read_photo_and_fields(
+            request, max_bytes, fields=(CSRF_FIELD,)
+        )
         visitor.check_csrf(texts.get(CSRF_FIELD))
         async with state.sessions() as db, db.begin():
-            await photos.add_photo(db, chargers_api.photo_storage(state), host, charger_id, data,
-                                   max_bytes=max_bytes)  # fmt: skip
+            await photos.add_photo(
+                db, chargers_api.photo_storage(state), host, charger_id, data, max_bytes=max_bytes
+            )
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     except InvalidRequest as exc:
-        why = _("Choose a JPEG, PNG or WebP photo (at most %(n)d per charger, %(mb)d MB each): "
-                "%(detail)s") % {"n": photos.MAX_PHOTOS, "mb": max_bytes // (1024 * 1024),
-                                 "detail": str(exc)}  # fmt: skip
+        why = _(
+            "Choose a JPEG, PNG or WebP photo (at most %(n)d per charger, %(mb)d MB each): "
+            "%(detail)s"
+        ) % {"n": photos.MAX_PHOTOS, "mb": max_bytes // (1024 * 1024), "detail": str(exc)}
         return _refused(request, visitor, charger_id, why, problem_for(exc)[0])
     except CloudError as exc:
         return _refused(request, visitor, charger_id, explain(visitor, exc), problem_for(exc)[0])
@@ -99,9 +116,14 @@ async def upload(
 
 @router.post("/app/host/chargers/{charger_id}/photos/{photo_id}/delete")
 async def remove(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    photo_id: PathId, csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    photo_id: PathId,
+    csrf: CsrfField = "",
+) -> Response:
     """``DELETE /chargers/{id}/photos/{photo_id}``'s order: the row, committed, then the
     bytes."""
     visitor.check_csrf(csrf)

@@ -49,9 +49,14 @@ async def host_reviews(request: Request, visitor: PageVisitor, db: Db) -> Respon
 
 @router.post("/app/host/reviews/{review_id}/reply")
 async def reply(
-    *, request: Request, visitor: PageVisitor, state: State, review_id: PathId,
-    csrf: CsrfField = "", text: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:  # fmt: skip
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    review_id: PathId,
+    csrf: CsrfField = "",
+    text: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
     visitor.check_csrf(csrf)
     host = host_or_answer(request, visitor)
     if isinstance(host, Response):
@@ -69,5 +74,12 @@ async def reply(
         why, status = explain(visitor, exc), problem_for(exc)[0]
     else:
         return redirect("/app/host/reviews", visitor)
-    return render(request, visitor, "message.html", status_code=status,
-                  title=_("Reply not sent"), error=why, back="/app/host/reviews")  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "message.html",
+        status_code=status,
+        title=_("Reply not sent"),
+        error=why,
+        back="/app/host/reviews",
+    )

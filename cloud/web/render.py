@@ -159,11 +159,18 @@ def remember(response: HTMLResponse | RedirectResponse, visitor: Visitor) -> Non
     """Set the cookies this visit minted (CSRF nonce, chosen language)."""
     secure = cookie_secure(visitor.state.settings)
     if visitor.new_nonce:
-        response.set_cookie(CSRF_COOKIE, visitor.csrf_nonce, httponly=True, secure=secure,
-                            samesite="lax", path="/")  # fmt: skip
+        response.set_cookie(
+            CSRF_COOKIE, visitor.csrf_nonce, httponly=True, secure=secure, samesite="lax", path="/"
+        )
     if visitor.remember_locale:
-        response.set_cookie(LANG_COOKIE, visitor.locale, max_age=LANG_COOKIE_MAX_AGE_S,
-                            secure=secure, samesite="lax", path="/")  # fmt: skip
+        response.set_cookie(
+            LANG_COOKIE,
+            visitor.locale,
+            max_age=LANG_COOKIE_MAX_AGE_S,
+            secure=secure,
+            samesite="lax",
+            path="/",
+        )
 
 
 def redirect(url: str, visitor: Visitor | None = None) -> RedirectResponse:

@@ -166,15 +166,25 @@ async def qr_page(request: Request, visitor: Visitor, db: AsyncSession, code: st
     state = visitor.state
     public = found.public
     status = await live_state(
-        db, public.id, found.device_id, now=datetime.now(UTC),
-        offline_after_s=state.settings.marketplace.device_offline_after_s, readings=False,
-    )  # fmt: skip
+        db,
+        public.id,
+        found.device_id,
+        now=datetime.now(UTC),
+        offline_after_s=state.settings.marketplace.device_offline_after_s,
+        readings=False,
+    )
     return render(
-        request, visitor, "charger.html",
-        charger=public, status=status, verified_host=public.verified_host,
-        code=code, durations=DURATIONS_MIN, energies=ENERGIES_KWH,
+        request,
+        visitor,
+        "charger.html",
+        charger=public,
+        status=status,
+        verified_host=public.verified_host,
+        code=code,
+        durations=DURATIONS_MIN,
+        energies=ENERGIES_KWH,
         per_kwh=public.pricing.mode is PricingMode.PER_KWH,
-    )  # fmt: skip
+    )
 
 
 # --- sign in / sign up -----------------------------------------------------------------------
@@ -183,9 +193,14 @@ async def qr_page(request: Request, visitor: Visitor, db: AsyncSession, code: st
 def _signed_in(visitor: Visitor, cookie: str, target: str) -> RedirectResponse:
     response = redirect(safe_next(target), visitor)
     response.set_cookie(
-        SESSION_COOKIE, cookie, max_age=visitor.state.settings.auth.refresh_ttl_s,
-        httponly=True, secure=cookie_secure(visitor.state.settings), samesite="lax", path="/",
-    )  # fmt: skip
+        SESSION_COOKIE,
+        cookie,
+        max_age=visitor.state.settings.auth.refresh_ttl_s,
+        httponly=True,
+        secure=cookie_secure(visitor.state.settings),
+        samesite="lax",
+        path="/",
+    )
     return response
 
 
@@ -201,16 +216,24 @@ def _signin_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     return render(
-        request, visitor, "signin.html", status_code=status_code, next_url=safe_next(next_url),
-        error=error, phone=phone, code_sent=code_sent, email=email,
-    )  # fmt: skip
+        request,
+        visitor,
+        "signin.html",
+        status_code=status_code,
+        next_url=safe_next(next_url),
+        error=error,
+        phone=phone,
+        code_sent=code_sent,
+        email=email,
+    )
 
 
 @router.get("/app/signin")
 async def signin(
-    request: Request, visitor: PageVisitor, next_url: Annotated[str, Query(alias="next",
-                                                                        max_length=500)] = "/app"
-) -> Response:  # fmt: skip
+    request: Request,
+    visitor: PageVisitor,
+    next_url: Annotated[str, Query(alias="next", max_length=500)] = "/app",
+) -> Response:
     if visitor.principal is not None:
         return redirect(safe_next(next_url), visitor)
     return _signin_page(request, visitor, next_url=next_url)
@@ -218,18 +241,27 @@ async def signin(
 
 @router.post("/app/signin/otp")
 async def signin_otp(
-    *, request: Request, visitor: PageVisitor, state: State, phone: Text, csrf: CsrfField = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    phone: Text,
+    csrf: CsrfField = "",
     next_url: Annotated[str, Form(alias="next", max_length=500)] = "/app",
-) -> Response:  # fmt: skip
+) -> Response:
     """Text a one-time code to the number (the API's rule, rate limits and gateway)."""
     visitor.check_csrf(csrf)
     try:
         body = OtpRequest(phone=phone)
     except ValidationError:
         return _signin_page(
-            request, visitor, next_url=next_url, phone=phone, status_code=422,
+            request,
+            visitor,
+            next_url=next_url,
+            phone=phone,
+            status_code=422,
             error=visitor.gettext("Enter a 10-digit Indian mobile number."),
-        )  # fmt: skip
+        )
     try:
         client = request.client.host if request.client else "unknown"
         await _limit(state, f"otp:ip:{client}", f"otp:id:{body.phone}")
@@ -238,18 +270,29 @@ async def signin_otp(
         await get_sms_sender(state).send(body.phone, otp_message(code, store.ttl_s))
     except CloudError as exc:
         code_status = 429 if isinstance(exc, RateLimited) else 503
-        return _signin_page(request, visitor, next_url=next_url, phone=phone,
-                            status_code=code_status, error=explain(visitor, exc))  # fmt: skip
+        return _signin_page(
+            request,
+            visitor,
+            next_url=next_url,
+            phone=phone,
+            status_code=code_status,
+            error=explain(visitor, exc),
+        )
     return _signin_page(request, visitor, next_url=next_url, phone=body.phone, code_sent=True)
 
 
 @router.post("/app/signin/otp/verify")
 async def signin_otp_verify(
-    *, request: Request, visitor: PageVisitor, state: State, phone: Text, csrf: CsrfField = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    phone: Text,
+    csrf: CsrfField = "",
     code: Annotated[str, Form(max_length=12)],
     name: Annotated[str, Form(max_length=120)] = "",
     next_url: Annotated[str, Form(alias="next", max_length=500)] = "/app",
-) -> Response:  # fmt: skip
+) -> Response:
     """The code proves the number: signs its owner in, or signs a new driver up."""
     visitor.check_csrf(csrf)
     client = request.client.host if request.client else "unknown"
@@ -264,28 +307,45 @@ async def signin_otp_verify(
             raise Unauthorized("the code is wrong or has expired")
         async with state.sessions() as db, db.begin():
             tokens = await accounts.otp_login(
-                db, state.settings, phone=body.phone, name=body.name, caller_id=None,
+                db,
+                state.settings,
+                phone=body.phone,
+                name=body.name,
+                caller_id=None,
                 now=datetime.now(UTC),
-            )  # fmt: skip
+            )
     except ValidationError:
         bad_phone = visitor.gettext("Enter your mobile number and the 6-digit code.")
-        return _signin_page(request, visitor, next_url=next_url, phone=phone, status_code=422,
-                            error=bad_phone)  # fmt: skip
+        return _signin_page(
+            request, visitor, next_url=next_url, phone=phone, status_code=422, error=bad_phone
+        )
     except CloudError as exc:
-        return _signin_page(request, visitor, next_url=next_url, phone=phone, code_sent=True,
-                            status_code=401, error=explain(visitor, exc))  # fmt: skip
+        return _signin_page(
+            request,
+            visitor,
+            next_url=next_url,
+            phone=phone,
+            code_sent=True,
+            status_code=401,
+            error=explain(visitor, exc),
+        )
     cookie, _session = await sign_in(state, tokens)
     return _signed_in(visitor, cookie, next_url)
 
 
 @router.post("/app/signin/password")
 async def signin_password(
-    *, request: Request, visitor: PageVisitor, state: State, email: Text, csrf: CsrfField = "",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    email: Text,
+    csrf: CsrfField = "",
     password: Annotated[str, Form(max_length=200)],
     action: Annotated[Literal["signin", "signup"], Form()] = "signin",
     name: Annotated[str, Form(max_length=120)] = "",
     next_url: Annotated[str, Form(alias="next", max_length=500)] = "/app",
-) -> Response:  # fmt: skip
+) -> Response:
     """Email and password: sign in, or (``action=signup``) create a driver account."""
     visitor.check_csrf(csrf)
     client = request.client.host if request.client else "unknown"
@@ -302,19 +362,36 @@ async def signin_password(
             await _limit(state, f"login:ip:{client}", f"login:id:{asked.email}")
             async with state.sessions() as db, db.begin():
                 tokens = await accounts.login(
-                    db, state.settings, email=asked.email, phone=None, password=asked.password,
+                    db,
+                    state.settings,
+                    email=asked.email,
+                    phone=None,
+                    password=asked.password,
                     now=now,
-                )  # fmt: skip
+                )
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][-1]) for e in exc.errors() if e["loc"])
         return _signin_page(
-            request, visitor, next_url=next_url, email=email, status_code=422,
-            error=visitor.gettext("Please check: %(fields)s (a password has at least 10 "
-                                  "characters; a new account needs a name).") % {"fields": fields},
-        )  # fmt: skip
+            request,
+            visitor,
+            next_url=next_url,
+            email=email,
+            status_code=422,
+            error=visitor.gettext(
+                "Please check: %(fields)s (a password has at least 10 "
+                "characters; a new account needs a name)."
+            )
+            % {"fields": fields},
+        )
     except CloudError as exc:
-        return _signin_page(request, visitor, next_url=next_url, email=email, status_code=401,
-                            error=explain(visitor, exc))  # fmt: skip
+        return _signin_page(
+            request,
+            visitor,
+            next_url=next_url,
+            email=email,
+            status_code=401,
+            error=explain(visitor, exc),
+        )
     cookie, _session = await sign_in(state, tokens)
     return _signed_in(visitor, cookie, next_url)
 
@@ -344,31 +421,45 @@ async def home(request: Request, visitor: PageVisitor, db: Db) -> Response:
 
 @router.get("/app/sessions")
 async def my_sessions(
-    request: Request, visitor: PageVisitor, db: Db,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
-) -> Response:  # fmt: skip
+) -> Response:
     if visitor.principal is None:
         return signin_redirect(request, visitor)
     size = 20
     items = await sessions.list_my_sessions(
         db, visitor.principal, limit=size + 1, offset=(page - 1) * size, now=datetime.now(UTC)
     )
-    return render(request, visitor, "sessions.html", sessions=items[:size], page=page,
-                  has_more=len(items) > size)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "sessions.html",
+        sessions=items[:size],
+        page=page,
+        has_more=len(items) > size,
+    )
 
 
 @router.get("/app/bookings")
 async def my_bookings(
-    request: Request, visitor: PageVisitor, db: Db,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
-) -> Response:  # fmt: skip
+) -> Response:
     if visitor.principal is None:
         return signin_redirect(request, visitor)
     size = 20
     found = await bookings.list_mine(
-        db, visitor.principal.user_id, status=None, limit=size, offset=(page - 1) * size,
+        db,
+        visitor.principal.user_id,
+        status=None,
+        limit=size,
+        offset=(page - 1) * size,
         now=datetime.now(UTC),
-    )  # fmt: skip
+    )
     names = {}
     unpaid: dict[str, int] = {}
     for item in found.items:
@@ -380,16 +471,30 @@ async def my_bookings(
             if row is not None:
                 unpaid[item.id] = await checkout.booking_unpaid_paise(db, row)
     more = found.next_offset is not None
-    return render(request, visitor, "bookings.html", bookings=found.items, names=names,
-                  page=page, has_more=more, now=datetime.now(UTC), unpaid=unpaid,
-                  paid="paid" in request.query_params)  # fmt: skip
+    return render(
+        request,
+        visitor,
+        "bookings.html",
+        bookings=found.items,
+        names=names,
+        page=page,
+        has_more=more,
+        now=datetime.now(UTC),
+        unpaid=unpaid,
+        paid="paid" in request.query_params,
+    )
 
 
 @router.post("/app/bookings/{booking_id}/pin")
 async def booking_pin(
-    *, request: Request, visitor: PageVisitor, db: Db, state: State, booking_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    booking_id: PathId,
     csrf: CsrfField = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """The booking's keypad PIN, shown once (``POST /bookings/{id}/pin``'s service); the
     page's script keeps it on the phone for My bookings."""
     visitor.check_csrf(csrf)
@@ -397,29 +502,46 @@ async def booking_pin(
         return signin_redirect(request, visitor)
     try:
         shown = await bookings.reveal_pin(
-            db, visitor.principal, booking_id, state.settings.app.secret_key.get_secret_value(),
+            db,
+            visitor.principal,
+            booking_id,
+            state.settings.app.secret_key.get_secret_value(),
             datetime.now(UTC),
-        )  # fmt: skip
+        )
         booking = await bookings.get_booking(db, visitor.principal, booking_id, datetime.now(UTC))
     except NotFound:
         return _not_found(request, visitor)
     except CloudError as exc:
-        return render(request, visitor, "message.html", status_code=409,
-                      title=visitor.gettext("No PIN"), error=explain(visitor, exc),
-                      back="/app/bookings")  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "message.html",
+            status_code=409,
+            title=visitor.gettext("No PIN"),
+            error=explain(visitor, exc),
+            back="/app/bookings",
+        )
     return render(
-        request, visitor, "pin.html", offline=False, booking_id=booking_id, pin=shown.pin,
-        valid_from=shown.valid_from, valid_until=shown.valid_until, connector=booking.connector,
-    )  # fmt: skip
+        request,
+        visitor,
+        "pin.html",
+        offline=False,
+        booking_id=booking_id,
+        pin=shown.pin,
+        valid_from=shown.valid_from,
+        valid_until=shown.valid_until,
+        connector=booking.connector,
+    )
 
 
 @router.get("/sw.js")
 async def service_worker() -> Response:
     """The service worker, from the root so that its scope is the whole site."""
     return FileResponse(
-        STATIC_DIR / "sw.js", media_type="text/javascript",
+        STATIC_DIR / "sw.js",
+        media_type="text/javascript",
         headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
-    )  # fmt: skip
+    )
 
 
 # --- charge: quote, pay, unlock --------------------------------------------------------------
@@ -441,11 +563,16 @@ async def _charger_or_none(db: AsyncSession, charger_id: str) -> Charger | None:
 
 @router.get("/app/chargers/{charger_id}/quote")
 async def quote_page(
-    *, request: Request, visitor: PageVisitor, db: Db, state: State, charger_id: PathId,
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    charger_id: PathId,
     connector: Annotated[int, Query(ge=1, le=32)] = 1,
     duration_min: Annotated[int | None, Query(ge=1, le=720)] = None,
     energy_kwh: Annotated[int | None, Query(ge=1, le=500)] = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """The price of what the driver chose, GST line by line, and the pay form."""
     if visitor.principal is None:
         return signin_redirect(request, visitor)
@@ -470,49 +597,84 @@ async def quote_page(
         error = explain(visitor, exc)
     public = await chargers.public_view(db, charger)
     return render(
-        request, visitor, "quote.html", status_code=200 if priced else 422, charger=public,
-        quote=priced, error=error, connector=connector, duration_min=duration_min,
-        energy_wh=energy_wh, dummy=_is_dummy(state),
+        request,
+        visitor,
+        "quote.html",
+        status_code=200 if priced else 422,
+        charger=public,
+        quote=priced,
+        error=error,
+        connector=connector,
+        duration_min=duration_min,
+        energy_wh=energy_wh,
+        dummy=_is_dummy(state),
         test_card=state.settings.app.env in (Environment.DEVELOPMENT, Environment.TEST),
-    )  # fmt: skip
+    )
 
 
 async def _start(
-    request: Request, visitor: Visitor, state: State, *, charger_id: str, connector: int,
+    request: Request,
+    visitor: Visitor,
+    state: State,
+    *,
+    charger_id: str,
+    connector: int,
     booking_id: str | None,
-) -> Response:  # fmt: skip
+) -> Response:
     """Unlock, then the live page (started), the PIN page (offline, booked) or why not."""
     assert visitor.principal is not None
     try:
         answer = await unlock(
-            state, visitor.principal, charger_id=charger_id, connector_number=connector,
-            booking_id=booking_id, now=datetime.now(UTC),
-        )  # fmt: skip
+            state,
+            visitor.principal,
+            charger_id=charger_id,
+            connector_number=connector,
+            booking_id=booking_id,
+            now=datetime.now(UTC),
+        )
     except NotFound:
         return _not_found(request, visitor)
     except CloudError as exc:
         pin = exc.pin if isinstance(exc, ChargerNoAnswer) else None
         return render(
-            request, visitor, "unlock_failed.html", status_code=409, error=explain(visitor, exc),
-            charger_id=charger_id, connector=connector, booking_id=booking_id, pin=pin,
-        )  # fmt: skip
+            request,
+            visitor,
+            "unlock_failed.html",
+            status_code=409,
+            error=explain(visitor, exc),
+            charger_id=charger_id,
+            connector=connector,
+            booking_id=booking_id,
+            pin=pin,
+        )
     if isinstance(answer, UnlockOffline):
         return render(
-            request, visitor, "pin.html", offline=True, booking_id=answer.booking_id,
-            pin=answer.pin, valid_from=answer.pin_valid_from, valid_until=answer.pin_valid_until,
+            request,
+            visitor,
+            "pin.html",
+            offline=True,
+            booking_id=answer.booking_id,
+            pin=answer.pin,
+            valid_from=answer.pin_valid_from,
+            valid_until=answer.pin_valid_until,
             connector=answer.connector,
-        )  # fmt: skip
+        )
     return redirect(f"/app/sessions/{answer.session_id}", visitor)
 
 
 @router.post("/app/chargers/{charger_id}/pay")
 async def pay(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", connector: Annotated[int, Form(ge=1, le=32)],
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    connector: Annotated[int, Form(ge=1, le=32)],
     card_number: Annotated[str, Form(max_length=23)],
     duration_min: Annotated[int | None, Form(ge=1, le=720)] = None,
     energy_wh: Annotated[int | None, Form(ge=1, le=500_000)] = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """Pay the walk-up with the provider's checkout (the dummy's card form in development),
     then unlock at once: a paid driver is charging without another tap."""
     visitor.check_csrf(csrf)
@@ -529,34 +691,63 @@ async def pay(
     except NotFound:
         return _not_found(request, visitor)
     except ValidationError:
-        return render(request, visitor, "unlock_failed.html", status_code=422,
-                      error=visitor.gettext("Enter the card number (digits and spaces)."),
-                      charger_id=charger_id, connector=connector, booking_id=None, pin=None,
-                      paid=False)  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "unlock_failed.html",
+            status_code=422,
+            error=visitor.gettext("Enter the card number (digits and spaces)."),
+            charger_id=charger_id,
+            connector=connector,
+            booking_id=None,
+            pin=None,
+            paid=False,
+        )
     except CloudError as exc:
         error = explain(visitor, exc)
         if isinstance(exc, PaymentRequired):
             error = visitor.gettext("The card was declined. Nothing was charged.")
-        return render(request, visitor, "unlock_failed.html", status_code=402, error=error,
-                      charger_id=charger_id, connector=connector, booking_id=None, pin=None,
-                      paid=False)  # fmt: skip
+        return render(
+            request,
+            visitor,
+            "unlock_failed.html",
+            status_code=402,
+            error=error,
+            charger_id=charger_id,
+            connector=connector,
+            booking_id=None,
+            pin=None,
+            paid=False,
+        )
     log.info("web walk-up paid", extra={"payment_id": order.id, "user_id": principal.user_id})
-    return await _start(request, visitor, state, charger_id=charger_id, connector=connector,
-                        booking_id=None)  # fmt: skip
+    return await _start(
+        request, visitor, state, charger_id=charger_id, connector=connector, booking_id=None
+    )
 
 
 @router.post("/app/chargers/{charger_id}/unlock")
 async def unlock_page(
-    *, request: Request, visitor: PageVisitor, state: State, charger_id: PathId,
-    csrf: CsrfField = "", connector: Annotated[int, Form(ge=1, le=32)],
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    state: State,
+    charger_id: PathId,
+    csrf: CsrfField = "",
+    connector: Annotated[int, Form(ge=1, le=32)],
     booking_id: Annotated[str | None, Form(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """Unlock again after a failure (the payment is still held), or start a booking."""
     visitor.check_csrf(csrf)
     if visitor.principal is None:
         return signin_redirect(request, visitor)
-    return await _start(request, visitor, state, charger_id=charger_id, connector=connector,
-                        booking_id=booking_id or None)  # fmt: skip
+    return await _start(
+        request,
+        visitor,
+        state,
+        charger_id=charger_id,
+        connector=connector,
+        booking_id=booking_id or None,
+    )
 
 
 # --- the live session, stop, receipt, invoice ------------------------------------------------
@@ -573,8 +764,7 @@ async def session_page(
     except NotFound:
         return _not_found(request, visitor)
     out = sessions.session_out(view, datetime.now(UTC))
-    return render(request, visitor, "session.html", session=out,
-                  charger=view.charger)  # fmt: skip
+    return render(request, visitor, "session.html", session=out, charger=view.charger)
 
 
 @router.post("/app/sessions/{session_id}/stop")
@@ -590,9 +780,15 @@ async def stop(
         return _not_found(request, visitor)
     except CloudError as exc:
         if not (isinstance(exc, Conflict) and "already stopped" in str(exc)):
-            return render(request, visitor, "message.html", status_code=409,
-                          title=visitor.gettext("Could not stop"), error=explain(visitor, exc),
-                          back=f"/app/sessions/{session_id}")  # fmt: skip
+            return render(
+                request,
+                visitor,
+                "message.html",
+                status_code=409,
+                title=visitor.gettext("Could not stop"),
+                error=explain(visitor, exc),
+                back=f"/app/sessions/{session_id}",
+            )
     return redirect(f"/app/sessions/{session_id}", visitor)
 
 
@@ -603,8 +799,7 @@ async def receipt_page(
     if visitor.principal is None:
         return signin_redirect(request, visitor)
     try:
-        found = await receipts.receipt(db, visitor.principal, session_id,
-                                       state.settings.billing)  # fmt: skip
+        found = await receipts.receipt(db, visitor.principal, session_id, state.settings.billing)
     except NotFound:
         return _not_found(request, visitor)
     except Conflict:
@@ -619,8 +814,9 @@ async def receipt_page(
         )
     )
     charger = await db.get(Charger, found.charger_id) if found.charger_id else None
-    return render(request, visitor, "receipt.html", receipt=found, invoice_id=invoice_id,
-                  charger=charger)  # fmt: skip
+    return render(
+        request, visitor, "receipt.html", receipt=found, invoice_id=invoice_id, charger=charger
+    )
 
 
 @router.get("/app/invoices/{invoice_id}.pdf")

@@ -129,14 +129,26 @@ def _window(visitor: Visitor, day: str, at: str, hours: str) -> tuple[datetime, 
 
 @router.get("/app/search")
 async def search_page(
-    *, request: Request, visitor: PageVisitor, db: Db, state: State,
-    lat: Field = "", lon: Field = "", radius_km: Field = "10", connector: Field = "",
-    min_kw: Field = "", max_price: Field = "", mode: Field = "", when: Field = "any",
-    day: Annotated[str, Query(alias="date", max_length=40)] = "", at: Annotated[
-        str, Query(alias="time", max_length=40)] = "", hours: Field = "",
-    verified: Field = "", rating: Field = "0",
+    *,
+    request: Request,
+    visitor: PageVisitor,
+    db: Db,
+    state: State,
+    lat: Field = "",
+    lon: Field = "",
+    radius_km: Field = "10",
+    connector: Field = "",
+    min_kw: Field = "",
+    max_price: Field = "",
+    mode: Field = "",
+    when: Field = "any",
+    day: Annotated[str, Query(alias="date", max_length=40)] = "",
+    at: Annotated[str, Query(alias="time", max_length=40)] = "",
+    hours: Field = "",
+    verified: Field = "",
+    rating: Field = "0",
     page: Annotated[int, Query(ge=1, le=search.MAX_PAGE)] = 1,
-) -> Response:  # fmt: skip
+) -> Response:
     """The search form and the chargers it finds, nearest first (anyone may search)."""
     _ = visitor.gettext
     market = state.settings.marketplace
@@ -144,10 +156,18 @@ async def search_page(
     form = {
         "lat": lat or f"{market.search_centre_lat:.4f}",
         "lon": lon or f"{market.search_centre_lon:.4f}",
-        "radius_km": radius_km, "connector": connector, "min_kw": min_kw,
-        "max_price": max_price, "mode": mode, "when": when, "date": day, "time": at,
-        "hours": hours or str(DEFAULT_HOURS), "verified": verified, "rating": rating,
-    }  # fmt: skip
+        "radius_km": radius_km,
+        "connector": connector,
+        "min_kw": min_kw,
+        "max_price": max_price,
+        "mode": mode,
+        "when": when,
+        "date": day,
+        "time": at,
+        "hours": hours or str(DEFAULT_HOURS),
+        "verified": verified,
+        "rating": rating,
+    }
     found: schemas.SearchPage | None = None
     error: FormError | None = None
     try:
@@ -168,12 +188,24 @@ async def search_page(
     )
     query = {k: v for k, v in form.items() if v}
     response = render(
-        request, visitor, "search.html", status_code=422 if error else 200, form=form,
-        found=found, error=error, searched=searched, page=page,
-        connector_types=[c.value for c in ConnectorType], radii=RADII_KM, ratings=RATINGS,
-        leaflet=assets, tiles=tiles, attribution=market.map_tile_attribution, markers=markers,
+        request,
+        visitor,
+        "search.html",
+        status_code=422 if error else 200,
+        form=form,
+        found=found,
+        error=error,
+        searched=searched,
+        page=page,
+        connector_types=[c.value for c in ConnectorType],
+        radii=RADII_KM,
+        ratings=RATINGS,
+        leaflet=assets,
+        tiles=tiles,
+        attribution=market.map_tile_attribution,
+        markers=markers,
         more_url="?" + urlencode({**query, "page": page + 1}),
-    )  # fmt: skip
+    )
     if assets is not None and origin is not None:
         response.headers["Content-Security-Policy"] = content_security_policy(images=(origin,))
     return response
@@ -222,9 +254,20 @@ async def _search(
     elif form["when"] not in ("any", "now"):
         raise FormError("when", _("Choose when from the list."))
     return await chargers_api.search_chargers(
-        db=db, state=state, lat=float(lat), lon=float(lon), radius_km=float(radius),
-        connector_type=connector_type, min_kw=float(min_kw), max_price_paise=max_price_paise,
-        pricing_mode=pricing_mode, available_now=form["when"] == "now", start=start, end=end,
-        min_rating=float(form["rating"]), verified_host=form["verified"] == "1", page=page,
+        db=db,
+        state=state,
+        lat=float(lat),
+        lon=float(lon),
+        radius_km=float(radius),
+        connector_type=connector_type,
+        min_kw=float(min_kw),
+        max_price_paise=max_price_paise,
+        pricing_mode=pricing_mode,
+        available_now=form["when"] == "now",
+        start=start,
+        end=end,
+        min_rating=float(form["rating"]),
+        verified_host=form["verified"] == "1",
+        page=page,
         page_size=PAGE_SIZE,
-    )  # fmt: skip
+    )

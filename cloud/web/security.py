@@ -18,9 +18,12 @@ from cloud.settings import Environment, Settings
 
 
 def content_security_policy(
-    *, scripts: tuple[str, ...] = (), images: tuple[str, ...] = (),
-    frames: tuple[str, ...] = (), connections: tuple[str, ...] = (),
-) -> str:  # fmt: skip
+    *,
+    scripts: tuple[str, ...] = (),
+    images: tuple[str, ...] = (),
+    frames: tuple[str, ...] = (),
+    connections: tuple[str, ...] = (),
+) -> str:
     """The pages' policy, widened by exact sources for the one page that needs them: the
     checkout page adds the configured provider's own script (and the frames it opens), the
     search page the map's tile server. Nothing else ever joins ``script-src``."""

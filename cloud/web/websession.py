@@ -101,8 +101,9 @@ class WebSessions:
         return WebSession(**json.loads(raw))
 
     async def replace_tokens(self, session: WebSession, tokens: TokenPair) -> WebSession:
-        renewed = WebSession(session.key, session.user_id, tokens.access_token,
-                             tokens.refresh_token)  # fmt: skip
+        renewed = WebSession(
+            session.key, session.user_id, tokens.access_token, tokens.refresh_token
+        )
         await self._put(renewed)
         return renewed
 
@@ -113,15 +114,17 @@ class WebSessions:
 
 def sessions_of(state: AppState) -> WebSessions:
     return WebSessions(
-        state.redis, ttl_s=state.settings.auth.refresh_ttl_s,
+        state.redis,
+        ttl_s=state.settings.auth.refresh_ttl_s,
         prefix=state.settings.redis.key_prefix,
-    )  # fmt: skip
+    )
 
 
 async def sign_in(state: AppState, tokens: TokenPair) -> tuple[str, WebSession]:
     """Start a web session holding ``tokens`` (just issued by the accounts service)."""
-    claims = verify_access_token(state.settings.app.secret_key.get_secret_value(),
-                                 tokens.access_token)  # fmt: skip
+    claims = verify_access_token(
+        state.settings.app.secret_key.get_secret_value(), tokens.access_token
+    )
     return await sessions_of(state).start(claims.user_id, tokens)
 
 

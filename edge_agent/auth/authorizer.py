@@ -133,17 +133,21 @@ class Authorizer:
     ) -> AuthVerdict:
         """Decide, record the decision, and return it. Never raises on what was presented."""
         with translated("authorization not recorded"), transaction(self._conn):
-            return self.decide(credential, connector=connector, at=at,
-                               connector_busy=connector_busy)  # fmt: skip
+            return self.decide(
+                credential, connector=connector, at=at, connector_busy=connector_busy
+            )
 
     def remember(self, tag: str, status: AuthorizationStatus, *, now: datetime) -> None:
         """Cache the cloud's answer for an id tag (OCPP's Authorization Cache): used when the
         tag is not in the local list and the cloud cannot be asked. Bounded, LRU, expiring."""
         with translated("cache entry not stored"), transaction(self._conn):
             auth_store.cache_put(
-                self._conn, hash_id_tag(tag), status, expires_at=now + self._cache_ttl,
+                self._conn,
+                hash_id_tag(tag),
+                status,
+                expires_at=now + self._cache_ttl,
                 max_entries=self._cache_max_entries,
-            )  # fmt: skip
+            )
 
     def evaluate(
         self, credential: Credential, *, connector: int, at: Moment, connector_busy: bool
@@ -188,9 +192,13 @@ class Authorizer:
             # (queued below, in this transaction) can name it.
             decision = replace(decision, session_id=new_ulid())
         auth_store.record_decision(
-            self._conn, decision, device_id=self._charger_id, connector=connector,
-            now=at.now, clock_synced=at.clock_synced,
-        )  # fmt: skip
+            self._conn,
+            decision,
+            device_id=self._charger_id,
+            connector=connector,
+            now=at.now,
+            clock_synced=at.clock_synced,
+        )
         return decision
 
     def _evaluate(
@@ -209,10 +217,14 @@ class Authorizer:
             tag_hash = hash_id_tag(tag)
         except CredentialError:
             # Not str(exc): it quotes the tag, and the reason is stored and sent.
-            return _Evaluation(AuthVerdict(
-                AuthorizationStatus.INVALID, MALFORMED_TAG_REASON, CredentialKind.ID_TAG,
-                MALFORMED_TAG_REF,
-            ))  # fmt: skip
+            return _Evaluation(
+                AuthVerdict(
+                    AuthorizationStatus.INVALID,
+                    MALFORMED_TAG_REASON,
+                    CredentialKind.ID_TAG,
+                    MALFORMED_TAG_REF,
+                )
+            )
         if connector_busy:
             return _Evaluation(busy(CredentialKind.ID_TAG, tag_hash, connector))
         listed = auth_store.list_entry(self._conn, tag_hash)
@@ -228,15 +240,23 @@ class Authorizer:
     def _token(self, token: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = token_ref(token)
         if self._verifier is None:
-            return _Evaluation(AuthVerdict(
-                AuthorizationStatus.INVALID, "no token key configured", CredentialKind.TOKEN, ref
-            ))  # fmt: skip
+            return _Evaluation(
+                AuthVerdict(
+                    AuthorizationStatus.INVALID,
+                    "no token key configured",
+                    CredentialKind.TOKEN,
+                    ref,
+                )
+            )
         if not at.clock_synced:
             return _Evaluation(unsynced(CredentialKind.TOKEN, ref))
         check = self._verifier.verify(
-            token, charger_id=self._charger_id, connector=connector, now=at.now,
+            token,
+            charger_id=self._charger_id,
+            connector=connector,
+            now=at.now,
             leeway=self._leeway,
-        )  # fmt: skip
+        )
         claims = check.claims
         if not check.accepted or claims is None:
             # A rejected token does not burn its jti: single use is not asked.
@@ -253,14 +273,23 @@ class Authorizer:
     def _pin(self, pin: str, connector: int, at: Moment, connector_busy: bool) -> _Evaluation:
         ref = pin_ref(pin, self._charger_id, connector)
         if self._lockout.locked(at.mono):
-            return _Evaluation(AuthVerdict(
-                AuthorizationStatus.BLOCKED, "keypad locked after repeated wrong PINs",
-                CredentialKind.PIN, ref,
-            ))  # fmt: skip
+            return _Evaluation(
+                AuthVerdict(
+                    AuthorizationStatus.BLOCKED,
+                    "keypad locked after repeated wrong PINs",
+                    CredentialKind.PIN,
+                    ref,
+                )
+            )
         if self._pin_secret is None:
-            return _Evaluation(AuthVerdict(
-                AuthorizationStatus.INVALID, "no PIN secret provisioned", CredentialKind.PIN, ref
-            ))  # fmt: skip
+            return _Evaluation(
+                AuthVerdict(
+                    AuthorizationStatus.INVALID,
+                    "no PIN secret provisioned",
+                    CredentialKind.PIN,
+                    ref,
+                )
+            )
         if not at.clock_synced:
             return _Evaluation(unsynced(CredentialKind.PIN, ref))
         check = verify_pin(self._pin_secret, self._charger_id, connector, pin, at.now)

@@ -65,9 +65,11 @@ def decide_id_tag(
             continue
         if entry.expires_at is not None and now >= entry.expires_at:
             return AuthVerdict(
-                Status.EXPIRED, f"{source} entry expired {entry.expires_at.isoformat()}",
-                kind, tag_hash,
-            )  # fmt: skip
+                Status.EXPIRED,
+                f"{source} entry expired {entry.expires_at.isoformat()}",
+                kind,
+                tag_hash,
+            )
         return AuthVerdict(
             entry.status, f"{source}: {entry.status.value}", kind, tag_hash, entry.expires_at
         )
@@ -87,9 +89,15 @@ def decide_token(check: TokenCheck, *, jti_fresh: bool | None, token: str) -> Au
     if claims is None:
         return AuthVerdict(check.status, check.reason, kind, token_ref(token))
     base = AuthVerdict(
-        check.status, check.reason, kind, claims.jti, claims.exp,
-        claims.booking_id, claims.max_wh, claims.max_s,
-    )  # fmt: skip
+        check.status,
+        check.reason,
+        kind,
+        claims.jti,
+        claims.exp,
+        claims.booking_id,
+        claims.max_wh,
+        claims.max_s,
+    )
     if not check.accepted:
         return base
     if not jti_fresh:
@@ -122,9 +130,11 @@ def unsynced(kind: CredentialKind, ref: str) -> AuthVerdict:
     """Tokens and PINs are bound to a time window: a Pi whose clock has not reached NTP
     (no RTC; it may read 1970 or the last shutdown) cannot judge them."""
     return AuthVerdict(
-        Status.CLOCK_UNSYNCED, "the clock is not synchronised; time-bound credentials wait",
-        kind, ref,
-    )  # fmt: skip
+        Status.CLOCK_UNSYNCED,
+        "the clock is not synchronised; time-bound credentials wait",
+        kind,
+        ref,
+    )
 
 
 def busy(kind: CredentialKind, ref: str, connector: int) -> AuthVerdict:

@@ -92,10 +92,14 @@ async def relay_check(connectors: Connectors, req: m.RelayCheck) -> m.RelayCheck
     if isinstance(result, str):
         return m.Refused(error=result)
     return m.RelayCheckAnswer(
-        ok=not result.failed, verdict=result.verdict.value, detail=result.detail,
-        closed_read=result.closed_read, open_read=result.open_read,
-        power_closed_w=result.power_closed_w, power_open_w=result.power_open_w,
-    )  # fmt: skip
+        ok=not result.failed,
+        verdict=result.verdict.value,
+        detail=result.detail,
+        closed_read=result.closed_read,
+        open_read=result.open_read,
+        power_closed_w=result.power_closed_w,
+        power_open_w=result.power_open_w,
+    )
 
 
 async def relay(connectors: Connectors, req: m.Relay) -> m.RelayAnswer | m.Refused:
@@ -129,11 +133,16 @@ async def relay_state(connectors: Connectors, req: m.RelayState) -> m.RelayState
             read = await controller.relay.is_closed()
         except RelayError as exc:
             error = str(exc)
-        out.append(m.RelayStateView(
-            connector=cid, commanded_closed=controller.relay_closed or controller.closed_by_hand,
-            closed_by_hand=controller.closed_by_hand, opens_in_s=controller.hand_opens_in_s(),
-            read_closed=read, error=error,
-        ))  # fmt: skip
+        out.append(
+            m.RelayStateView(
+                connector=cid,
+                commanded_closed=controller.relay_closed or controller.closed_by_hand,
+                closed_by_hand=controller.closed_by_hand,
+                opens_in_s=controller.hand_opens_in_s(),
+                read_closed=read,
+                error=error,
+            )
+        )
     return m.RelayStateAnswer(connectors=out)
 
 
@@ -152,12 +161,18 @@ async def meter_read(
         if reading is None:
             failures = poller.health.failures
             kind = max(failures, key=lambda k: failures[k]) if failures else "timeout"
-        out.append(m.MeterReadView(
-            meter_id=mid, model=poller.settings.model, unit=poller.settings.unit_id,
-            values=None if reading is None else {q.value: v for q, v in reading.values.items()},
-            error=None if reading is not None else poller.health.last_error, kind=kind,
-            available=poller.health.available, unavailable_blocks=poller.unavailable_report(),
-        ))  # fmt: skip
+        out.append(
+            m.MeterReadView(
+                meter_id=mid,
+                model=poller.settings.model,
+                unit=poller.settings.unit_id,
+                values=None if reading is None else {q.value: v for q, v in reading.values.items()},
+                error=None if reading is not None else poller.health.last_error,
+                kind=kind,
+                available=poller.health.available,
+                unavailable_blocks=poller.unavailable_report(),
+            )
+        )
     return m.MeterReadAnswer(meters=out)
 
 
@@ -180,12 +195,17 @@ def _sync_status(sync: SyncPort | None) -> m.SyncStatusAnswer:
         return m.SyncStatusAnswer(configured=False, connected=False)
     stats = sync.stats
     return m.SyncStatusAnswer(
-        configured=True, connected=stats.connected, last_error=stats.last_error,
+        configured=True,
+        connected=stats.connected,
+        last_error=stats.last_error,
         last_ack_at=None if stats.last_ack_at is None else stats.last_ack_at.isoformat(),
-        connects=stats.connects, published=stats.published, acked_rows=stats.acked_rows,
-        resent=stats.resent, awaiting_ack=sync.awaiting_ack,
+        connects=stats.connects,
+        published=stats.published,
+        acked_rows=stats.acked_rows,
+        resent=stats.resent,
+        awaiting_ack=sync.awaiting_ack,
         ack_silence_s=round(sync.ack_silence_s, 3),
-    )  # fmt: skip
+    )
 
 
 async def sync_status(sync: SyncPort | None, req: m.SyncStatus) -> m.SyncStatusAnswer:

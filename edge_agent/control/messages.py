@@ -284,6 +284,17 @@ class OcppStatus(Request, tag="ocpp_status", frozen=True, kw_only=True):
 
 
 AnyRequest = (
-    Status | Start | Stop | ClearFault | RelayTest | RelayCheck | Relay | RelayState
-    | MeterRead | MeterRaw | SyncStatus | SyncFlush | OcppStatus
-)  # fmt: skip
+    Status
+    | Start
+    | Stop
+    | ClearFault
+    | RelayTest
+    | RelayCheck
+    | Relay
+    | RelayState
+    | MeterRead
+    | MeterRaw
+    | SyncStatus
+    | SyncFlush
+    | OcppStatus
+)

@@ -97,20 +97,52 @@ KEY_BACKSPACE = 14
 # linux/input-event-codes.h, US layout.
 _PLAIN: dict[int, str] = {
     **{2 + i: str((i + 1) % 10) for i in range(10)},
-    12: "-", 13: "=", 26: "[", 27: "]", 39: ";", 40: "'", 41: "`", 43: "\\", 51: ",",
-    52: ".", 53: "/", 57: " ",
+    12: "-",
+    13: "=",
+    26: "[",
+    27: "]",
+    39: ";",
+    40: "'",
+    41: "`",
+    43: "\\",
+    51: ",",
+    52: ".",
+    53: "/",
+    57: " ",
     **dict(zip(range(16, 26), "qwertyuiop", strict=True)),
     **dict(zip(range(30, 39), "asdfghjkl", strict=True)),
     **dict(zip(range(44, 51), "zxcvbnm", strict=True)),
     # The numeric keypad block (keypads send these).
-    71: "7", 72: "8", 73: "9", 75: "4", 76: "5", 77: "6", 79: "1", 80: "2", 81: "3",
-    82: "0", 83: ".", 55: "*", 98: "/", 74: "-", 78: "+",
-}  # fmt: skip
+    71: "7",
+    72: "8",
+    73: "9",
+    75: "4",
+    76: "5",
+    77: "6",
+    79: "1",
+    80: "2",
+    81: "3",
+    82: "0",
+    83: ".",
+    55: "*",
+    98: "/",
+    74: "-",
+    78: "+",
+}
 _SHIFTED: dict[int, str] = {
     **dict(zip(range(2, 12), "!@#$%^&*()", strict=True)),
-    12: "_", 13: "+", 26: "{", 27: "}", 39: ":", 40: '"', 41: "~", 43: "|", 51: "<",
-    52: ">", 53: "?",
-}  # fmt: skip
+    12: "_",
+    13: "+",
+    26: "{",
+    27: "}",
+    39: ":",
+    40: '"',
+    41: "~",
+    43: "|",
+    51: "<",
+    52: ">",
+    53: "?",
+}
 
 InputKind = Literal["rfid", "keypad", "qr"]
 #: Longest line kept: a QR token is at most 4096 characters (protocols.tokens).

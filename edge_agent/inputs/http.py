@@ -216,11 +216,15 @@ class UnlockEndpoint:
                 log.warning(
                     "LAN unlock endpoint: max_connections %d lowered to %d to fit the open-file "
                     "limit (RLIMIT_NOFILE %d, %d kept for the rest of the agent)",
-                    self.limits.max_connections, self._cap, nofile_soft, FD_RESERVE,
-                )  # fmt: skip
+                    self.limits.max_connections,
+                    self._cap,
+                    nofile_soft,
+                    FD_RESERVE,
+                )
             port = int(listeners[0].getsockname()[1])
-            log.info("LAN unlock endpoint on %s:%d (at most %d connections)", self.host, port,
-                     self._cap)  # fmt: skip
+            log.info(
+                "LAN unlock endpoint on %s:%d (at most %d connections)", self.host, port, self._cap
+            )
             if started is not None:
                 started(port)
             async with asyncio.TaskGroup() as group:

@@ -127,9 +127,14 @@ async def _present_safely(
 
 
 async def run_rdm6300(
-    path: str, connector: int, present: Present, *, baud: int = 9600,
-    debounce_s: float = DEFAULT_DEBOUNCE_S, mono: Callable[[], float] = time.monotonic,
-) -> None:  # fmt: skip
+    path: str,
+    connector: int,
+    present: Present,
+    *,
+    baud: int = 9600,
+    debounce_s: float = DEFAULT_DEBOUNCE_S,
+    mono: Callable[[], float] = time.monotonic,
+) -> None:
     """An RDM6300 reader on a UART: each good frame presents its tag on ``connector``, once
     per presentation (the reader repeats the frame while the card stays on it)."""
     decoder = Rdm6300Decoder()
@@ -156,9 +161,14 @@ def credential_for(kind: InputKind, line: str) -> Credential:
 
 
 async def run_hid(
-    path: str, kind: InputKind, connector: int, present: Present, *,
-    debounce_s: float = DEFAULT_DEBOUNCE_S, mono: Callable[[], float] = time.monotonic,
-) -> None:  # fmt: skip
+    path: str,
+    kind: InputKind,
+    connector: int,
+    present: Present,
+    *,
+    debounce_s: float = DEFAULT_DEBOUNCE_S,
+    mono: Callable[[], float] = time.monotonic,
+) -> None:
     """A keyboard-like HID device (evdev node): each finished line is a credential; an RFID
     or QR line repeated within ``debounce_s`` is one presentation."""
     decoder = KeyDecoder(kind)

@@ -110,8 +110,9 @@ class ModbusBus:
         if now < self._reconnect_at:
             raise BusError(
                 f"{self.key} not connected (next try in {self._reconnect_at - now:.1f} s)",
-                kind=BusFault.DISCONNECTED, device=self.key,
-            )  # fmt: skip
+                kind=BusFault.DISCONNECTED,
+                device=self.key,
+            )
         self.close()
         client = self._make_client()
         why = ""
@@ -161,17 +162,21 @@ class ModbusBus:
                 _propagate_cancellation(exc)
                 raise BusError(
                     f"unit {unit_id}: no valid answer {what}: {exc}",
-                    kind=BusFault.TIMEOUT, device=self.key, address=address,
-                ) from exc  # fmt: skip
+                    kind=BusFault.TIMEOUT,
+                    device=self.key,
+                    address=address,
+                ) from exc
             finally:
                 self._last_frame_end = time.monotonic()
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise BusError(
                 f"unit {unit_id}: exception {code if code is not None else '?'} {what}",
-                kind=BusFault.EXCEPTION, device=self.key, address=address,
+                kind=BusFault.EXCEPTION,
+                device=self.key,
+                address=address,
                 exception_code=code if isinstance(code, int) else None,
-            )  # fmt: skip
+            )
         return response
 
     async def read_registers(
@@ -191,25 +196,33 @@ class ModbusBus:
         if len(registers) != count:
             raise BusError(
                 f"unit {unit_id}: asked {count} registers at {start}, got {len(registers)}",
-                kind=BusFault.GARBAGE, device=self.key, address=start,
-            )  # fmt: skip
+                kind=BusFault.GARBAGE,
+                device=self.key,
+                address=start,
+            )
         return registers
 
     async def write_coil(self, unit_id: int, address: int, value: bool) -> None:
         await self._frame(
-            unit_id, address, f"writing coil {address}",
+            unit_id,
+            address,
+            f"writing coil {address}",
             lambda client: client.write_coil(address, value, device_id=unit_id),
-        )  # fmt: skip
+        )
 
     async def read_coil(self, unit_id: int, address: int) -> bool:
         response = await self._frame(
-            unit_id, address, f"reading coil {address}",
+            unit_id,
+            address,
+            f"reading coil {address}",
             lambda client: client.read_coils(address, count=1, device_id=unit_id),
-        )  # fmt: skip
+        )
         bits = getattr(response, "bits", None)
         if not bits:
             raise BusError(
                 f"unit {unit_id}: empty answer reading coil {address}",
-                kind=BusFault.GARBAGE, device=self.key, address=address,
-            )  # fmt: skip
+                kind=BusFault.GARBAGE,
+                device=self.key,
+                address=address,
+            )
         return bool(bits[0])

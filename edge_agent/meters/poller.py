@@ -177,16 +177,22 @@ class MeterPoller:
             before = self._refused.get(block)
             code = exc.exception_code or 0
             self._refused[block] = RefusedBlock(
-                block, code, before.since if before else self._clock(),
+                block,
+                code,
+                before.since if before else self._clock(),
                 now + self._block_retry_s,
-            )  # fmt: skip
+            )
             if before is None:
                 # Once per block, not per retry: the meter will say the same every time.
                 log.warning(
                     "meter %s refuses block %s (exception %s): %s not read, asked again "
-                    "every %.0f s", self.meter_id, block.label, code,
-                    ", ".join(q.value for q in block.quantities), self._block_retry_s,
-                )  # fmt: skip
+                    "every %.0f s",
+                    self.meter_id,
+                    block.label,
+                    code,
+                    ", ".join(q.value for q in block.quantities),
+                    self._block_retry_s,
+                )
 
     def _failed(self, kind: str, message: str) -> None:
         self.health.failures[kind] += 1

@@ -211,8 +211,12 @@ class CsmsCalls:
         return answer
 
     def _trigger(self, req: r.TriggerMessage) -> tuple[Payload, After]:
-        if req.requested_message not in {"BootNotification", "Heartbeat", "MeterValues",
-                                         "StatusNotification"}:  # fmt: skip
+        if req.requested_message not in {
+            "BootNotification",
+            "Heartbeat",
+            "MeterValues",
+            "StatusNotification",
+        }:
             return {"status": "NotImplemented"}, None
         if req.connector_id not in (None, 0) and req.connector_id not in self._connectors:
             return {"status": "Rejected"}, None
@@ -233,12 +237,13 @@ class CsmsCalls:
                 entries=[
                     AuthListEntry(
                         id_tag_hash=hash_id_tag(e.id_tag),
-                        status=None if e.id_tag_info is None
+                        status=None
+                        if e.id_tag_info is None
                         else AuthorizationStatus(e.id_tag_info.status),
                     )
                     for e in entries
                 ],
-            )  # fmt: skip
+            )
         except (ValueError, CredentialError):
             # A malformed tag (protocols.idtags), or a Full list that removes an entry.
             return {"status": "Failed"}

@@ -104,9 +104,13 @@ async def open_link(endpoint: Endpoint) -> AsyncIterator[Link]:
         headers["Authorization"] = basic_auth(endpoint.charge_point_id, endpoint.authorization_key)
     context = tls_context(endpoint.ca_file) if endpoint.security_profile == 2 else None
     ws = await connect(
-        endpoint.address, subprotocol=SUBPROTOCOL, headers=headers, ssl_context=context,
-        open_timeout_s=endpoint.open_timeout_s, max_size=MAX_FRAME_BYTES,
-    )  # fmt: skip
+        endpoint.address,
+        subprotocol=SUBPROTOCOL,
+        headers=headers,
+        ssl_context=context,
+        open_timeout_s=endpoint.open_timeout_s,
+        max_size=MAX_FRAME_BYTES,
+    )
     try:
         yield Link(ws, endpoint.ping_interval_s)
     finally:

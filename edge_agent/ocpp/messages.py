@@ -77,11 +77,13 @@ def sampled_values(
     values: list[Payload] = []
     for measurand in measurands:
         if measurand == ENERGY:
-            values.append({"value": str(energy_wh), "context": context, "measurand": ENERGY,
-                           "unit": "Wh"})  # fmt: skip
+            values.append(
+                {"value": str(energy_wh), "context": context, "measurand": ENERGY, "unit": "Wh"}
+            )
         elif measurand == POWER and power_w is not None:
-            values.append({"value": f"{power_w:.1f}", "context": context, "measurand": POWER,
-                           "unit": "W"})  # fmt: skip
+            values.append(
+                {"value": f"{power_w:.1f}", "context": context, "measurand": POWER, "unit": "W"}
+            )
     return values
 
 

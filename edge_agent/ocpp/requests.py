@@ -48,9 +48,13 @@ class Reset(Request, frozen=True, kw_only=True):
 
 class TriggerMessage(Request, frozen=True, kw_only=True):
     requested_message: Literal[
-        "BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
-        "Heartbeat", "MeterValues", "StatusNotification",
-    ]  # fmt: skip
+        "BootNotification",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StatusNotification",
+    ]
     connector_id: Annotated[int, Meta(ge=0)] | None = None
 
 
@@ -106,10 +110,17 @@ REQUESTS: dict[str, type[Request]] = {
 }
 #: OCPP 1.6 actions of profiles this charge point does not offer: NotSupported, not
 #: NotImplemented (OCPP-J §4.2.3: a known action the charge point does not support).
-UNSUPPORTED = frozenset({
-    "CancelReservation", "ReserveNow", "ClearChargingProfile", "GetCompositeSchedule",
-    "SetChargingProfile", "GetDiagnostics", "UpdateFirmware",
-})  # fmt: skip
+UNSUPPORTED = frozenset(
+    {
+        "CancelReservation",
+        "ReserveNow",
+        "ClearChargingProfile",
+        "GetCompositeSchedule",
+        "SetChargingProfile",
+        "GetDiagnostics",
+        "UpdateFirmware",
+    }
+)
 
 
 def decode(action: str, payload: dict[str, Any]) -> Request:

@@ -108,8 +108,9 @@ class TransactionQueue:
                     held = started.get(sid) or queue.session_id_tag(self._conn, sid)
                     stop = build.stop_transaction(event, held)
                     messages.append(queue.NewMessage(sid, queue.STOP, stop))
-            queue.enqueue(self._conn, messages, starts=starts, cursor_to=events[-1][0],
-                          now=datetime.now(UTC))  # fmt: skip
+            queue.enqueue(
+                self._conn, messages, starts=starts, cursor_to=events[-1][0], now=datetime.now(UTC)
+            )
         return len(events)
 
     def _id_tag(self, event: SessionEvent) -> str:
@@ -157,8 +158,11 @@ class TransactionQueue:
             if head.transaction_id is None:
                 # Cannot happen while the queue keeps its order (the start is ahead of it);
                 # never guess an id.
-                log.error("OCPP: %s of session %s has no transaction id: dropped",
-                          head.action, head.session_id)  # fmt: skip
+                log.error(
+                    "OCPP: %s of session %s has no transaction id: dropped",
+                    head.action,
+                    head.session_id,
+                )
                 with translated("OCPP queue not updated"):
                     queue.give_up(self._conn, head)
                 return True
@@ -182,8 +186,11 @@ class TransactionQueue:
         with translated("OCPP queue not updated"):
             queue.delivered(self._conn, head, transaction_id=transaction_id, refused=refused)
         if refused is not None:
-            log.warning("OCPP: the CSMS refused session %s's id tag (%s): stopping it",
-                        head.session_id, refused)  # fmt: skip
+            log.warning(
+                "OCPP: the CSMS refused session %s's id tag (%s): stopping it",
+                head.session_id,
+                refused,
+            )
             await self._act_on_refusal(head.session_id)
         return True
 
@@ -194,8 +201,11 @@ class TransactionQueue:
         with translated("OCPP queue not read"):
             pending = queue.refusals_to_act_on(self._conn)
         for session_id in pending:
-            log.warning("OCPP: session %s was refused by the CSMS before a restart: stopping "
-                        "it if it is still open", session_id)  # fmt: skip
+            log.warning(
+                "OCPP: session %s was refused by the CSMS before a restart: stopping "
+                "it if it is still open",
+                session_id,
+            )
             await self._act_on_refusal(session_id)
         return len(pending)
 
@@ -213,11 +223,22 @@ class TransactionQueue:
             if attempts >= limit:
                 dropped = queue.give_up(self._conn, head)
                 self.given_up += dropped
-                log.error("OCPP: %s of session %s given up after %d attempts (%s); %d "
-                          "message(s) dropped", head.action, head.session_id, attempts, exc,
-                          dropped)  # fmt: skip
+                log.error(
+                    "OCPP: %s of session %s given up after %d attempts (%s); %d message(s) dropped",
+                    head.action,
+                    head.session_id,
+                    attempts,
+                    exc,
+                    dropped,
+                )
                 return
         interval_s = self._keys.int_value("TransactionMessageRetryInterval")
         self._retry = (head.id, self._mono() + interval_s * attempts)
-        log.warning("OCPP: %s refused (%s), attempt %d of %d; again in %d s", head.action, exc,
-                    attempts, limit, interval_s * attempts)  # fmt: skip
+        log.warning(
+            "OCPP: %s refused (%s), attempt %d of %d; again in %d s",
+            head.action,
+            exc,
+            attempts,
+            limit,
+            interval_s * attempts,
+        )

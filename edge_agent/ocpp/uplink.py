@@ -104,9 +104,12 @@ class OcppUplink:
         )
         self.stats = OcppStats()
         self.queue = TransactionQueue(
-            conn, self.keys, foreign_id_tag=settings.foreign_id_tag,
-            deauthorize=self._deauthorize, mono=mono,
-        )  # fmt: skip
+            conn,
+            self.keys,
+            foreign_id_tag=settings.foreign_id_tag,
+            deauthorize=self._deauthorize,
+            mono=mono,
+        )
         self._link: Link | None = None
         self._in_flight = asyncio.Lock()
         self._pending: tuple[str, asyncio.Future[frames.Frame]] | None = None
@@ -128,9 +131,11 @@ class OcppUplink:
 
     def actions(self) -> UplinkActions:
         return UplinkActions(
-            trigger=self._trigger, reconnect=self._reconnect.set, reset=self._reset,
+            trigger=self._trigger,
+            reconnect=self._reconnect.set,
+            reset=self._reset,
             wake=self.wake,
-        )  # fmt: skip
+        )
 
     @property
     def online(self) -> bool:
@@ -145,13 +150,19 @@ class OcppUplink:
         """The control socket's ``ocpp_status`` (``sync status``, ``doctor``)."""
         st = self.stats
         return control.OcppStatusAnswer(
-            configured=True, connected=st.connected, registration=st.registration,
-            url=self.settings.url, charge_point_id=self.charge_point_id,
-            last_error=st.last_error, connects=st.connects, calls=st.calls,
+            configured=True,
+            connected=st.connected,
+            registration=st.registration,
+            url=self.settings.url,
+            charge_point_id=self.charge_point_id,
+            last_error=st.last_error,
+            connects=st.connects,
+            calls=st.calls,
             call_errors=st.call_errors,
             last_answer_at=None if st.last_answer_at is None else st.last_answer_at.isoformat(),
-            queued=self.queue.depth(), given_up=self.queue.given_up,
-        )  # fmt: skip
+            queued=self.queue.depth(),
+            given_up=self.queue.given_up,
+        )
 
     # --- calls to the CSMS ------------------------------------------------------------------
 
@@ -206,11 +217,14 @@ class OcppUplink:
     def endpoint(self) -> Endpoint:
         s = self.settings
         return Endpoint(
-            url=s.url, charge_point_id=self.charge_point_id, security_profile=s.security_profile,
-            authorization_key=self.keys.authorization_key, ca_file=s.ca_file,
+            url=s.url,
+            charge_point_id=self.charge_point_id,
+            security_profile=s.security_profile,
+            authorization_key=self.keys.authorization_key,
+            ca_file=s.ca_file,
             open_timeout_s=s.call_timeout_s,
             ping_interval_s=self.keys.int_value("WebSocketPingInterval"),
-        )  # fmt: skip
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Queue transaction messages (online or not), and connect, serve, reconnect —
@@ -304,9 +318,13 @@ class OcppUplink:
             except OcppFrameError as exc:
                 log.warning("OCPP: unreadable message from the CSMS: %s", exc)
                 if exc.unique_id is not None:
-                    await link.send(frames.encode(frames.CallError(
-                        exc.unique_id, frames.ErrorCode.FORMATION_VIOLATION, str(exc)[:200]
-                    )))  # fmt: skip
+                    await link.send(
+                        frames.encode(
+                            frames.CallError(
+                                exc.unique_id, frames.ErrorCode.FORMATION_VIOLATION, str(exc)[:200]
+                            )
+                        )
+                    )
                 continue
             if isinstance(frame, frames.Call):
                 if self.stats.registration == "Rejected":
@@ -328,8 +346,9 @@ class OcppUplink:
         except AgentError as exc:
             # The store refused (or another part failed): the CSMS hears InternalError.
             log.error("OCPP: %s failed: %s", call.action, exc)
-            reply = frames.CallError(call.unique_id, frames.ErrorCode.INTERNAL_ERROR,
-                                     str(exc)[:200])  # fmt: skip
+            reply = frames.CallError(
+                call.unique_id, frames.ErrorCode.INTERNAL_ERROR, str(exc)[:200]
+            )
         await link.send(frames.encode(reply))
         if after is None:
             return
@@ -343,17 +362,21 @@ class OcppUplink:
     async def _reply(self, call: frames.Call) -> tuple[frames.Frame, Any]:
         uid = call.unique_id
         if call.action in r.UNSUPPORTED:
-            return frames.CallError(uid, frames.ErrorCode.NOT_SUPPORTED,
-                                    f"{call.action} is not supported"), None  # fmt: skip
+            return frames.CallError(
+                uid, frames.ErrorCode.NOT_SUPPORTED, f"{call.action} is not supported"
+            ), None
         if call.action not in r.REQUESTS or self._calls is None:
-            return frames.CallError(uid, frames.ErrorCode.NOT_IMPLEMENTED,
-                                    f"unknown action {call.action}"), None  # fmt: skip
+            return frames.CallError(
+                uid, frames.ErrorCode.NOT_IMPLEMENTED, f"unknown action {call.action}"
+            ), None
         try:
             request = r.decode(call.action, call.payload)
         except msgspec.ValidationError as exc:
-            code = (frames.ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION
-                    if "missing required field" in str(exc)
-                    else frames.ErrorCode.TYPE_CONSTRAINT_VIOLATION)  # fmt: skip
+            code = (
+                frames.ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION
+                if "missing required field" in str(exc)
+                else frames.ErrorCode.TYPE_CONSTRAINT_VIOLATION
+            )
             return frames.CallError(uid, code, str(exc)[:200]), None
         payload, after = await self._calls.answer(request)
         return frames.CallResult(uid, payload), after
@@ -361,8 +384,9 @@ class OcppUplink:
     # --- boot, heartbeat, status ---------------------------------------------------------------
 
     async def _boot(self) -> None:
-        payload = build.boot_notification(self.settings.vendor, self.settings.model,
-                                          __version__, self.charge_point_id)  # fmt: skip
+        payload = build.boot_notification(
+            self.settings.vendor, self.settings.model, __version__, self.charge_point_id
+        )
         while True:
             answer = await self.call("BootNotification", payload)
             status = str(answer.get("status"))
@@ -454,8 +478,9 @@ class OcppUplink:
 
     async def _trigger(self, message: str, connector: int | None) -> None:
         if message == "BootNotification":
-            payload = build.boot_notification(self.settings.vendor, self.settings.model,
-                                              __version__, self.charge_point_id)  # fmt: skip
+            payload = build.boot_notification(
+                self.settings.vendor, self.settings.model, __version__, self.charge_point_id
+            )
             await self.call("BootNotification", payload)
         elif message == "Heartbeat":
             await self.call("Heartbeat", {})
@@ -479,11 +504,15 @@ class OcppUplink:
                 continue
             sampled = build.sampled_values(round(energy), power, measurands, "Trigger")
             if sampled:
-                await self.call("MeterValues", {
-                    "connectorId": cid,
-                    "meterValue": [{"timestamp": build.timestamp(self._now()),
-                                    "sampledValue": sampled}],
-                })  # fmt: skip
+                await self.call(
+                    "MeterValues",
+                    {
+                        "connectorId": cid,
+                        "meterValue": [
+                            {"timestamp": build.timestamp(self._now()), "sampledValue": sampled}
+                        ],
+                    },
+                )
 
     async def _reset(self, kind: str) -> None:
         """End the sessions (Reboot) and restart the agent: a dumb contactor has no "hard"

@@ -214,18 +214,25 @@ async def connect(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
-        f"GET {target} HTTP/1.1", f"Host: {parts.netloc.rsplit('@', 1)[-1]}",
-        "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Protocol: {subprotocol}",
+        f"GET {target} HTTP/1.1",
+        f"Host: {parts.netloc.rsplit('@', 1)[-1]}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        f"Sec-WebSocket-Protocol: {subprotocol}",
         *(f"{name}: {value}" for name, value in headers.items()),
-    ]  # fmt: skip
+    ]
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(open_timeout_s):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=ssl_context, server_hostname=host if secure else None,
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=host if secure else None,
                 limit=MAX_HANDSHAKE_BYTES,
-            )  # fmt: skip
+            )
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")

@@ -30,15 +30,30 @@ def build_uplink(
     """The uplink, and the decision path every input should use from now on (the CSMS asked
     about unknown id tags first)."""
     uplink = OcppUplink(
-        settings, device_id=device_id, conn=conn, connectors=controllers, now=clocks.wall,
-        restart=restart, mono=clocks.mono,
-    )  # fmt: skip
+        settings,
+        device_id=device_id,
+        conn=conn,
+        connectors=controllers,
+        now=clocks.wall,
+        restart=restart,
+        mono=clocks.mono,
+    )
     online = OnlinePresent(
-        present, authorizer=authorizer, conn=conn, clocks=clocks, ask=uplink.authorize,
+        present,
+        authorizer=authorizer,
+        conn=conn,
+        clocks=clocks,
+        ask=uplink.authorize,
         wake=uplink.wake,
-    )  # fmt: skip
-    uplink.bind(CsmsCalls(
-        conn=conn, keys=uplink.keys, connectors=controllers, present=online,
-        uplink=uplink.actions(), now=clocks.wall,
-    ))  # fmt: skip
+    )
+    uplink.bind(
+        CsmsCalls(
+            conn=conn,
+            keys=uplink.keys,
+            connectors=controllers,
+            present=online,
+            uplink=uplink.actions(),
+            now=clocks.wall,
+        )
+    )
     return uplink, online

@@ -161,8 +161,11 @@ async def run_relay_test(
         verdict, detail = judge_read_back(closed_read=closed_read, open_read=open_read)
     else:
         verdict, detail = judge(
-            closed_read=closed_read, open_read=open_read, power_closed_w=power_closed,
-            power_open_w=power_open, charging_power_w=charging_power_w,
+            closed_read=closed_read,
+            open_read=open_read,
+            power_closed_w=power_closed,
+            power_open_w=power_open,
+            charging_power_w=charging_power_w,
             stuck_power_w=stuck_power_w,
-        )  # fmt: skip
+        )
     return RelayTestResult(verdict, detail, closed_read, open_read, power_closed, power_open)

@@ -96,8 +96,10 @@ def make_driver(
         case ModbusCoilRelay():
             return ModbusCoilDriver(
                 buses[settings.link.bus_key],
-                unit_id=settings.unit_id, coil=settings.coil, connector=connector,
-            )  # fmt: skip
+                unit_id=settings.unit_id,
+                coil=settings.coil,
+                connector=connector,
+            )
         case GpioRelay():
             return GpioDriver(settings.pin, active_high=settings.active_high, connector=connector)
         case FakeRelaySettings():

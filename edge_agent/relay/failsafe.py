@@ -94,8 +94,9 @@ def relay_opened(watch: Watch, mono: float) -> Watch:
     return replace(watch, opened_at=mono, overcurrent_since=None)
 
 
-def plausible(values: dict[Quantity, float], previous_energy_wh: float | None, lim: SafetyLimits
-              ) -> str | None:  # fmt: skip
+def plausible(
+    values: dict[Quantity, float], previous_energy_wh: float | None, lim: SafetyLimits
+) -> str | None:
     """Why ``values`` cannot be trusted, or None when they can (:func:`untrusted` with this
     charger's limits)."""
     return untrusted(

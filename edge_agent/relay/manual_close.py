@@ -70,9 +70,13 @@ def assess(
 
 
 _LIMIT_FIELDS = (
-    "overcurrent_ratio", "overcurrent_hold_s", "meter_silence_s", "stuck_relay_check_s",
-    "stuck_relay_power_w", "max_energy_step_wh",
-)  # fmt: skip
+    "overcurrent_ratio",
+    "overcurrent_hold_s",
+    "meter_silence_s",
+    "stuck_relay_check_s",
+    "stuck_relay_power_w",
+    "max_energy_step_wh",
+)
 
 
 def safety_limits(settings: AgentSettings, connector: int) -> SafetyLimits:

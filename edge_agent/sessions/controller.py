@@ -346,11 +346,12 @@ class ConnectorController:
             self._hand = None
         try:
             return await run_relay_test(
-                self.relay, self._power if watch_power else None,
+                self.relay,
+                self._power if watch_power else None,
                 charging_power_w=self._thresholds.charging_power_w,
                 stuck_power_w=self._limits.stuck_relay_power_w,
                 settle_s=self._limits.stuck_relay_check_s + 1.0,
-            )  # fmt: skip
+            )
         except (RelayError, MeterError) as exc:
             await self.force_open()
             return str(exc)
@@ -396,9 +397,12 @@ class ConnectorController:
         if self._hand is None:
             return
         hand, why = manual_close.assess(
-            self._hand, mono=mono, heard_mono=self.watch.last_good_mono, values=self.last_values,
+            self._hand,
+            mono=mono,
+            heard_mono=self.watch.last_good_mono,
+            values=self.last_values,
             limits=self._limits,
-        )  # fmt: skip
+        )
         if why is None:
             self._hand = hand
             return
@@ -439,8 +443,9 @@ class ConnectorController:
             case VerdictKind.STOP:
                 assert verdict.reason is not None
                 self.last_stop_detail = verdict.detail
-                log.warning("connector %s: stopping (%s): %s", self.id, verdict.reason.value,
-                            verdict.detail)  # fmt: skip
+                log.warning(
+                    "connector %s: stopping (%s): %s", self.id, verdict.reason.value, verdict.detail
+                )
                 await self._stop(verdict.reason)
             case VerdictKind.STUCK_RELAY:
                 log.error("connector %s: stuck relay: %s", self.id, verdict.detail)

@@ -194,9 +194,16 @@ class Release:
 
 
 Event = (
-    Authorize | Sample | Stop | RelayConfirmedOpen | Fault | ClearFault
-    | Reserve | CloseByHand | Release
-)  # fmt: skip
+    Authorize
+    | Sample
+    | Stop
+    | RelayConfirmedOpen
+    | Fault
+    | ClearFault
+    | Reserve
+    | CloseByHand
+    | Release
+)
 
 
 # --- effects ---------------------------------------------------------------------------------
@@ -325,9 +332,13 @@ def _closed(
     if meter_wh is not None:
         session = session.with_meter(meter_wh, session.power_w)
     return replace(
-        session, stopped_at=now, stop_reason=reason, event_seq=session.event_seq + 1,
-        power_w=None, elapsed_s=session.elapsed_at(mono),
-    )  # fmt: skip
+        session,
+        stopped_at=now,
+        stop_reason=reason,
+        event_seq=session.event_seq + 1,
+        power_w=None,
+        elapsed_s=session.elapsed_at(mono),
+    )
 
 
 def _stop(conn: Connector, ev: Stop) -> tuple[Connector, tuple[Effect, ...]]:

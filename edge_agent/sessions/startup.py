@@ -60,20 +60,27 @@ async def recover(
         reading = live.get(settings.connector(session.connector).meter)
         live_wh = None if reading is None else energy_wh(dict(reading.values))
         plan = plan_recovery(
-            session, mode=settings.recovery.on_restart, live_meter_wh=live_wh, now=now,
+            session,
+            mode=settings.recovery.on_restart,
+            live_meter_wh=live_wh,
+            now=now,
             clock_synced=synced,
-        )  # fmt: skip
+        )
         if isinstance(plan, Resume):
             # It counts on from its stored elapsed seconds (open_sessions), not from the
             # wall clock, which may have stepped while the agent was down.
-            log.warning("resuming session %s on connector %s", session.session_id,
-                        session.connector)  # fmt: skip
+            log.warning(
+                "resuming session %s on connector %s", session.session_id, session.connector
+            )
             await controller.resume(session)
             continue
         log.warning(
             "closing session %s left open on connector %s (PowerLoss, %s meter value %s Wh)",
-            session.session_id, session.connector, plan.source, plan.meter_wh,
-        )  # fmt: skip
+            session.session_id,
+            session.connector,
+            plan.source,
+            plan.meter_wh,
+        )
         await controller.close_recovered(session, plan.meter_wh)
 
 

@@ -296,8 +296,14 @@ def record_decision(
         "INSERT INTO decisions (ts, connector, kind, ref, status, reason, outbox_seq, session_id) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            iso(now), connector, decision.kind.value, decision.ref, decision.status.value,
-            decision.reason, message.seq, decision.session_id,
+            iso(now),
+            connector,
+            decision.kind.value,
+            decision.ref,
+            decision.status.value,
+            decision.reason,
+            message.seq,
+            decision.session_id,
         ),
-    )  # fmt: skip
+    )
     return message

@@ -136,10 +136,14 @@ def head(conn: sqlite3.Connection) -> Queued | None:
     if row is None:
         return None
     return Queued(
-        id=int(row[0]), session_id=str(row[1]), action=str(row[2]), payload=json.loads(row[3]),
-        attempts=int(row[4]), connector=int(row[5]),
+        id=int(row[0]),
+        session_id=str(row[1]),
+        action=str(row[2]),
+        payload=json.loads(row[3]),
+        attempts=int(row[4]),
+        connector=int(row[5]),
         transaction_id=None if row[6] is None else int(row[6]),
-    )  # fmt: skip
+    )
 
 
 def depth(conn: sqlite3.Connection) -> int:

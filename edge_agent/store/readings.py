@@ -54,12 +54,14 @@ def add_batch(
             "INSERT INTO readings (meter_id, ts, clock_synced, values_json) VALUES (?, ?, ?, ?)",
             [
                 (
-                    r.meter_id, iso(r.ts), int(r.clock_synced),
+                    r.meter_id,
+                    iso(r.ts),
+                    int(r.clock_synced),
                     json.dumps({q.value: v for q, v in r.values.items()}),
                 )
                 for r in readings
             ],
-        )  # fmt: skip
+        )
         for chunk in _chunks(readings):
             outbox.enqueue(conn, _batch_builder(chunk, device_id, now, clock_synced), now=now)
         for session in open_sessions:
@@ -90,9 +92,13 @@ def _batch_builder(
 ) -> Callable[[int], TelemetryBatch]:
     def build(seq: int) -> TelemetryBatch:
         return TelemetryBatch(
-            msg_id=new_ulid(), device_id=device_id, seq=seq, ts=now,
-            clock_synced=clock_synced, readings=chunk,
-        )  # fmt: skip
+            msg_id=new_ulid(),
+            device_id=device_id,
+            seq=seq,
+            ts=now,
+            clock_synced=clock_synced,
+            readings=chunk,
+        )
 
     return build
 

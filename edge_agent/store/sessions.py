@@ -87,13 +87,23 @@ def _insert(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
             "max_meter_wh, meter_went_backwards, auth_expires_at, max_wh, max_s, event_seq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                s.session_id, s.connector, s.credential.kind.value, s.credential.ref,
-                s.booking_id, iso(s.started_at), s.meter_start_wh, s.meter_wh, iso(now),
-                s.max_meter_wh, int(s.went_backwards),
+                s.session_id,
+                s.connector,
+                s.credential.kind.value,
+                s.credential.ref,
+                s.booking_id,
+                iso(s.started_at),
+                s.meter_start_wh,
+                s.meter_wh,
+                iso(now),
+                s.max_meter_wh,
+                int(s.went_backwards),
                 None if s.auth_expires_at is None else iso(s.auth_expires_at),
-                s.max_wh, s.max_s, s.event_seq,
+                s.max_wh,
+                s.max_s,
+                s.event_seq,
             ),
-        )  # fmt: skip
+        )
     except sqlite3.IntegrityError as exc:
         raise StoreError(
             f"cannot start session {s.session_id} on connector {s.connector}: {exc}"
@@ -124,14 +134,20 @@ def _update(conn: sqlite3.Connection, s: Session, now: datetime) -> None:
         "energy_wh = ?, stop_reason = ?, elapsed_s = coalesce(?, elapsed_s) "
         "WHERE session_id = ? AND stopped_at IS NULL AND event_seq = ? - 1",
         (
-            s.meter_wh, iso(now), s.max_meter_wh, int(s.went_backwards), s.event_seq,
+            s.meter_wh,
+            iso(now),
+            s.max_meter_wh,
+            int(s.went_backwards),
+            s.event_seq,
             None if s.stopped_at is None else iso(s.stopped_at),
             s.meter_wh if stopped else None,
             s.energy_wh if stopped else None,
             None if s.stop_reason is None else s.stop_reason.value,
-            s.elapsed_s, s.session_id, s.event_seq,
+            s.elapsed_s,
+            s.session_id,
+            s.event_seq,
         ),
-    )  # fmt: skip
+    )
     if cursor.rowcount != 1:
         # Not open, or an event out of order: both are bugs that must not reach the cloud.
         raise StoreError(f"session {s.session_id} is not open at event_seq {s.event_seq - 1}")
@@ -169,10 +185,14 @@ def update_meter(
         "meter_went_backwards = ?, elapsed_s = coalesce(?, elapsed_s) "
         "WHERE session_id = ? AND stopped_at IS NULL",
         (
-            session.meter_wh, iso(now), session.max_meter_wh, int(session.went_backwards),
-            elapsed, session.session_id,
+            session.meter_wh,
+            iso(now),
+            session.max_meter_wh,
+            int(session.went_backwards),
+            elapsed,
+            session.session_id,
         ),
-    )  # fmt: skip
+    )
 
 
 _COLUMNS = (
@@ -183,8 +203,25 @@ _COLUMNS = (
 
 
 def _session(row: sqlite3.Row | tuple[object, ...], started_mono: float) -> Session:
-    (sid, connector, kind, ref, booking_id, started_at, start_wh, last_wh, max_wh_seen,
-     backwards, auth_exp, max_wh, max_s, event_seq, stopped_at, reason, elapsed) = row  # fmt: skip
+    (
+        sid,
+        connector,
+        kind,
+        ref,
+        booking_id,
+        started_at,
+        start_wh,
+        last_wh,
+        max_wh_seen,
+        backwards,
+        auth_exp,
+        max_wh,
+        max_s,
+        event_seq,
+        stopped_at,
+        reason,
+        elapsed,
+    ) = row
     elapsed_s = None if elapsed is None else float(str(elapsed))
     return Session(
         session_id=str(sid),

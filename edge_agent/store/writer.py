@@ -237,16 +237,22 @@ class StoreWriter:
                         locked_since = time.monotonic()
                         with self._count_lock:
                             self._locked_since_mono = locked_since
-                        log.warning("store %s is locked by another connection; %d readings "
-                                    "wait for it", self.path, len(readings))  # fmt: skip
+                        log.warning(
+                            "store %s is locked by another connection; %d readings wait for it",
+                            self.path,
+                            len(readings),
+                        )
                     carried, stopping = items, False
                     with self._count_lock:
                         self._progress_mono = time.monotonic()  # alive, waiting on purpose
                     time.sleep(BUSY_RETRY_S)
                     continue
                 if locked_since is not None:
-                    log.info("store %s writable again after %.1f s", self.path,
-                             time.monotonic() - locked_since)  # fmt: skip
+                    log.info(
+                        "store %s writable again after %.1f s",
+                        self.path,
+                        time.monotonic() - locked_since,
+                    )
                     locked_since = None
                     with self._count_lock:
                         self._locked_since_mono = None
@@ -265,10 +271,15 @@ class StoreWriter:
             if readings:
                 sessions = [s for s in self._open_sessions() if s.is_open]
                 thinned = reading_store.add_batch(
-                    conn, readings, device_id=self.device_id, now=self._now(),
+                    conn,
+                    readings,
+                    device_id=self.device_id,
+                    now=self._now(),
                     clock_synced=all(r.clock_synced for r in readings),
-                    open_sessions=sessions, max_bytes=self._max_bytes, mono=time.monotonic(),
-                )  # fmt: skip
+                    open_sessions=sessions,
+                    max_bytes=self._max_bytes,
+                    mono=time.monotonic(),
+                )
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:

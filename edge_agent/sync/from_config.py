@@ -25,11 +25,18 @@ def sync_settings(settings: AgentSettings) -> SyncSettings | None:
         except OSError as exc:
             raise AgentError(f"mqtt.password_file: {mqtt.password_file}: {exc}") from exc
     link = LinkSettings(
-        device_id=settings.device_id, host=mqtt.host, port=mqtt.port,
-        username=mqtt.username or settings.device_id, password=password, tls=mqtt.tls,
-        ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file,
-        keepalive_s=mqtt.keepalive_s, session_expiry_s=mqtt.session_expiry_s,
-    )  # fmt: skip
+        device_id=settings.device_id,
+        host=mqtt.host,
+        port=mqtt.port,
+        username=mqtt.username or settings.device_id,
+        password=password,
+        tls=mqtt.tls,
+        ca_file=mqtt.ca_file,
+        cert_file=mqtt.cert_file,
+        key_file=mqtt.key_file,
+        keepalive_s=mqtt.keepalive_s,
+        session_expiry_s=mqtt.session_expiry_s,
+    )
     return SyncSettings(
         link=link,
         uplink=UplinkSettings(

@@ -246,8 +246,11 @@ class SyncService:
                 next_expiry_check = now + 1.0
             if late:
                 self.stats.resent += len(late)
-                log.info("no ack for %d rows within %.0f s; resending", len(late),
-                         self.settings.uplink.ack_timeout_s)  # fmt: skip
+                log.info(
+                    "no ack for %d rows within %.0f s; resending",
+                    len(late),
+                    self.settings.uplink.ack_timeout_s,
+                )
             # Refill in bursts: a query per PUBACK would cost more than the publish itself.
             room = self._uplink.window.room()
             full = room < low_water and len(self._uplink.window) > 0

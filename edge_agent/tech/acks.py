@@ -68,6 +68,7 @@ def check_acks(f: AckFacts) -> Check:
     if f.rows == 0:
         return Check(NAME, Level.PASS, "nothing waiting for an ack")
     return Check(
-        NAME, Level.PASS,
+        NAME,
+        Level.PASS,
         f"{f.rows} message(s) waiting; nothing acknowledged for {f.silence_s:.0f} s",
-    )  # fmt: skip
+    )

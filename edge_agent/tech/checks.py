@@ -34,8 +34,12 @@ class Check:
     remedy: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "level": self.level.value, "detail": self.detail,
-                "remedy": self.remedy}  # fmt: skip
+        return {
+            "name": self.name,
+            "level": self.level.value,
+            "detail": self.detail,
+            "remedy": self.remedy,
+        }
 
 
 def exit_code(checks: Sequence[Check]) -> int:
@@ -56,9 +60,11 @@ def _mib(n: float) -> str:
 def check_config(path: str, problem: str | None, summary: str) -> Check:
     if problem is not None:
         return Check(
-            "config", Level.FAIL, problem,
+            "config",
+            Level.FAIL,
+            problem,
             f"fix the file, then `{SERVICE} config validate {path}`",
-        )  # fmt: skip
+        )
     return Check("config", Level.PASS, f"{path}: {summary}")
 
 
@@ -76,23 +82,31 @@ class StoreFacts:
 def check_store(f: StoreFacts) -> Check:
     if f.error is not None:
         if "no store" in f.error:
-            return Check("store", Level.WARN, f.error, f"start the agent: sudo systemctl start "
-                         f"{SERVICE}")  # fmt: skip
-        return Check("store", Level.FAIL, f.error,
-                     f"check the file's owner and permissions (ls -l {f.path})")  # fmt: skip
+            return Check(
+                "store", Level.WARN, f.error, f"start the agent: sudo systemctl start {SERVICE}"
+            )
+        return Check(
+            "store", Level.FAIL, f.error, f"check the file's owner and permissions (ls -l {f.path})"
+        )
     if f.integrity != "ok":
         return Check(
-            "store", Level.FAIL, f"integrity check: {f.integrity}",
+            "store",
+            Level.FAIL,
+            f"integrity check: {f.integrity}",
             f"stop the agent, keep a copy of {f.path}, and restore or re-create it "
             "(unsent data in it is lost)",
-        )  # fmt: skip
-    detail = (f"integrity ok, {_mib(f.file_bytes)} on disk, {_mib(f.used_bytes)} in use of "
-              f"the {_mib(f.max_bytes)} cap, schema v{f.schema_version}")  # fmt: skip
+        )
+    detail = (
+        f"integrity ok, {_mib(f.file_bytes)} on disk, {_mib(f.used_bytes)} in use of "
+        f"the {_mib(f.max_bytes)} cap, schema v{f.schema_version}"
+    )
     if f.max_bytes and f.used_bytes > 0.9 * f.max_bytes:
         return Check(
-            "store", Level.WARN, detail + " (readings are being thinned)",
+            "store",
+            Level.WARN,
+            detail + " (readings are being thinned)",
             "restore the cloud link so the backlog drains, or raise store.max_bytes",
-        )  # fmt: skip
+        )
     return Check("store", Level.PASS, detail)
 
 
@@ -100,15 +114,19 @@ def check_disk(path: str, free_bytes: int, total_bytes: int, min_free_bytes: int
     detail = f"{_mib(free_bytes)} free of {_mib(total_bytes)} at {path}"
     if free_bytes < min_free_bytes:
         return Check(
-            "disk", Level.FAIL, f"{detail} (below {_mib(min_free_bytes)})",
+            "disk",
+            Level.FAIL,
+            f"{detail} (below {_mib(min_free_bytes)})",
             "free space: sudo journalctl --vacuum-size=50M, remove old files under /var/log "
             "and /tmp, or lower store.max_bytes",
-        )  # fmt: skip
+        )
     if free_bytes < 2 * min_free_bytes:
         return Check(
-            "disk", Level.WARN, f"{detail} (nearly full)",
+            "disk",
+            Level.WARN,
+            f"{detail} (nearly full)",
             "free space before the store runs out: sudo journalctl --vacuum-size=50M",
-        )  # fmt: skip
+        )
     return Check("disk", Level.PASS, detail)
 
 
@@ -129,8 +147,11 @@ class PortFacts:
 def check_port(f: PortFacts) -> Check:
     name = f"port {f.port}"
     if f.problem is None:
-        how = "present and accessible (in use by the agent)" if f.checked_by_stat_only else (
-            "present, opens, not held by another process")  # fmt: skip
+        how = (
+            "present and accessible (in use by the agent)"
+            if f.checked_by_stat_only
+            else ("present, opens, not held by another process")
+        )
         return Check(name, Level.PASS, how)
     remedies = {
         "missing": "plug the USB RS-485 adapter in (ls /dev/serial/by-id/) and use its "
@@ -171,16 +192,20 @@ def check_meter(f: MeterFacts) -> Check:
         problems = implausible(f.values)
         if problems:
             return Check(
-                name, Level.FAIL, f"{where}: implausible values: {'; '.join(problems[:3])}",
+                name,
+                Level.FAIL,
+                f"{where}: implausible values: {'; '.join(problems[:3])}",
                 f"is it really a {f.model}? check `model` (run `{SERVICE} meter scan`) and the "
                 "meter's wiring (voltage inputs, CT direction)",
-            )  # fmt: skip
+            )
         power = f.values.get(Quantity.POWER_W)
         energy = f.values.get(Quantity.ENERGY_IMPORT_WH)
         volts = f.values.get(Quantity.VOLTAGE_L1_V)
-        parts = [f"{volts:.1f} V" if volts is not None else "",
-                 f"{power:.0f} W" if power is not None else "",
-                 f"{energy / 1000:.3f} kWh" if energy is not None else ""]  # fmt: skip
+        parts = [
+            f"{volts:.1f} V" if volts is not None else "",
+            f"{power:.0f} W" if power is not None else "",
+            f"{energy / 1000:.3f} kWh" if energy is not None else "",
+        ]
         detail = f"{where}: " + ", ".join(p for p in parts if p)
         if f.unavailable:
             return _partial_meter(name, detail, f)
@@ -191,26 +216,35 @@ def check_meter(f: MeterFacts) -> Check:
     if f.found_at is not None and f.configured_serial is not None:
         baud, parity = f.found_at
         return Check(
-            name, Level.FAIL,
+            name,
+            Level.FAIL,
             f"{where}: silent at {f.configured_serial[0]} {f.configured_serial[1]}, but unit "
             f"{f.unit} answers at {baud} {parity}: wrong baud rate",
-            f"set link.baud = {baud} and parity = \"{parity}\" for this port in the config (or "
+            f'set link.baud = {baud} and parity = "{parity}" for this port in the config (or '
             f"set the meter to {f.configured_serial[0]} {f.configured_serial[1]} in its menu)",
-        )  # fmt: skip
+        )
     if f.error_kind == "exception":
         return Check(
-            name, Level.FAIL, f"{where}: answers with a Modbus exception: {error}",
+            name,
+            Level.FAIL,
+            f"{where}: answers with a Modbus exception: {error}",
             f"the device at unit {f.unit} is not a {f.model}, or not this register map: run "
             f"`{SERVICE} meter scan` and fix `model`/`unit_id`",
-        )  # fmt: skip
+        )
     if f.error_kind == "disconnected":
-        return Check(name, Level.FAIL, f"{where}: {error}",
-                     "check the adapter or the network path to the meter")  # fmt: skip
+        return Check(
+            name,
+            Level.FAIL,
+            f"{where}: {error}",
+            "check the adapter or the network path to the meter",
+        )
     return Check(
-        name, Level.FAIL, f"{where}: no answer ({error})",
+        name,
+        Level.FAIL,
+        f"{where}: no answer ({error})",
         "check the meter has power, the RS-485 A/B wires (swap them if unsure) and its unit id "
         f"and baud rate (`{SERVICE} meter scan --port PORT` with the agent stopped)",
-    )  # fmt: skip
+    )
 
 
 def _partial_meter(name: str, detail: str, f: MeterFacts) -> Check:
@@ -229,9 +263,11 @@ def _partial_meter(name: str, detail: str, f: MeterFacts) -> Check:
     )
     if lost:
         return Check(
-            name, Level.FAIL, f"{detail}; {blocks}; sessions need {', '.join(lost)}",
+            name,
+            Level.FAIL,
+            f"{detail}; {blocks}; sessions need {', '.join(lost)}",
             f"{remedy}; without {', '.join(lost)} no session can be billed or guarded",
-        )  # fmt: skip
+        )
     return Check(name, Level.WARN, f"{detail}; {blocks}", remedy)
 
 
@@ -256,29 +292,42 @@ def check_relay(f: RelayFacts) -> Check:
     name = f"relay {f.connector}"
     if f.driver == "none":
         return Check(name, Level.SKIP, "no relay configured (metering only)")
-    stuck = ("the contactor is welded or stuck closed: switch the charger off at its breaker "
-             "and replace the contactor, then `chargemitra-agent relay test`")  # fmt: skip
+    stuck = (
+        "the contactor is welded or stuck closed: switch the charger off at its breaker "
+        "and replace the contactor, then `chargemitra-agent relay test`"
+    )
     if f.fault == "StuckRelay":
-        return Check(name, Level.FAIL, "the agent faulted the connector: power flowed after "
-                     "the relay opened", stuck)  # fmt: skip
+        return Check(
+            name,
+            Level.FAIL,
+            "the agent faulted the connector: power flowed after the relay opened",
+            stuck,
+        )
     if f.fault is not None:
         return Check(
-            name, Level.FAIL, f"the connector is Faulted ({f.fault})",
+            name,
+            Level.FAIL,
+            f"the connector is Faulted ({f.fault})",
             f"fix the cause, then `{SERVICE}` clear it (restart the agent or clear_fault)",
-        )  # fmt: skip
+        )
     if f.error is not None:
         return Check(
-            name, Level.FAIL, f"{f.driver} relay does not respond: {f.error}",
+            name,
+            Level.FAIL,
+            f"{f.driver} relay does not respond: {f.error}",
             "check the relay module's power, its unit id/coil (or GPIO pin) and wiring",
-        )  # fmt: skip
+        )
     if f.read_closed is not None and f.read_closed != f.expected_closed:
         want = "closed" if f.expected_closed else "open"
         got = "closed" if f.read_closed else "open"
-        return Check(name, Level.FAIL, f"commanded {want}, reads back {got}",
-                     "check the relay module (coil address, supply)")  # fmt: skip
+        return Check(
+            name,
+            Level.FAIL,
+            f"commanded {want}, reads back {got}",
+            "check the relay module (coil address, supply)",
+        )
     if not f.expected_closed and f.power_w is not None and f.power_w > f.stuck_power_w:
-        return Check(name, Level.FAIL,
-                     f"relay open but the meter sees {f.power_w:.0f} W", stuck)  # fmt: skip
+        return Check(name, Level.FAIL, f"relay open but the meter sees {f.power_w:.0f} W", stuck)
     state = "closed" if f.expected_closed else "open"
     seen = "" if f.power_w is None else f", meter {f.power_w:.0f} W"
     return Check(name, Level.PASS, f"{f.driver} responds, {state}{seen}")
@@ -292,17 +341,19 @@ def check_clock(kernel_synced: bool | None, trust: str, source: str) -> Check:
         return Check("clock", Level.PASS, f"synchronised ({source})")
     if trust == "always":
         return Check(
-            "clock", Level.WARN,
-            f"not synchronised ({source}), but [clock] trust = \"always\" (RTC) is configured",
+            "clock",
+            Level.WARN,
+            f'not synchronised ({source}), but [clock] trust = "always" (RTC) is configured',
             "make sure the RTC is set (sudo hwclock --show) or enable NTP",
-        )  # fmt: skip
+        )
     return Check(
-        "clock", Level.FAIL,
+        "clock",
+        Level.FAIL,
         f"not synchronised ({source}): unlock tokens and booking PINs are refused, readings "
         "are flagged unsynced",
         "check NTP: timedatectl status; sudo systemctl restart systemd-timesyncd (or chrony); "
         "the site needs internet (UDP 123) once after boot",
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,14 +371,20 @@ def broker_remedy(error: str, tls: bool) -> str:
     """What to do about a link error, from the error's text (pure)."""
     text = error.lower()
     if any(s in text for s in ("not authorized", "bad user name", "password", "refused us")):
-        return ("the broker refused our credentials: check mqtt.username and mqtt.password_file, "
-                f"or re-provision (`{SERVICE} provision --code CODE --cloud URL`)")  # fmt: skip
+        return (
+            "the broker refused our credentials: check mqtt.username and mqtt.password_file, "
+            f"or re-provision (`{SERVICE} provision --code CODE --cloud URL`)"
+        )
     if any(s in text for s in ("certificate", "ssl", "tls", "handshake")):
-        return ("TLS failed: check mqtt.ca_file is the broker's CA (and the clock is right: "
-                "certificates are time-bound)")  # fmt: skip
-    return ("broker unreachable: check the site's internet (ping, 4G signal), DNS, and that "
-            f"the broker port is open ({'TLS' if tls else 'plain'}); the outbox keeps data "
-            "until it is back")  # fmt: skip
+        return (
+            "TLS failed: check mqtt.ca_file is the broker's CA (and the clock is right: "
+            "certificates are time-bound)"
+        )
+    return (
+        "broker unreachable: check the site's internet (ping, 4G signal), DNS, and that "
+        f"the broker port is open ({'TLS' if tls else 'plain'}); the outbox keeps data "
+        "until it is back"
+    )
 
 
 def check_broker(f: BrokerFacts) -> Check:
@@ -338,8 +395,9 @@ def check_broker(f: BrokerFacts) -> Check:
         who = "the agent is connected" if f.via == "agent" else "test connection accepted"
         return Check("cloud link", Level.PASS, f"{f.where} over {how}: {who}")
     error = f.error or "not connected"
-    return Check("cloud link", Level.FAIL, f"{f.where} over {how}: {error}",
-                 broker_remedy(error, f.tls))  # fmt: skip
+    return Check(
+        "cloud link", Level.FAIL, f"{f.where} over {how}: {error}", broker_remedy(error, f.tls)
+    )
 
 
 #: A backlog older than this is worth a look; older than a day, the link is broken.
@@ -357,12 +415,18 @@ def check_backlog(rows: int, oldest_age_s: float | None, thinned: int) -> Check:
         detail += f", {thinned} readings thinned"
     if age >= BACKLOG_FAIL_S:
         return Check(
-            "backlog", Level.FAIL, detail,
+            "backlog",
+            Level.FAIL,
+            detail,
             "the cloud link has been down for over a day: fix it (see cloud link)",
-        )  # fmt: skip
+        )
     if age >= BACKLOG_WARN_S:
-        return Check("backlog", Level.WARN, detail,
-                     "the outbox is not draining: check the cloud link; `sync status`")  # fmt: skip
+        return Check(
+            "backlog",
+            Level.WARN,
+            detail,
+            "the outbox is not draining: check the cloud link; `sync status`",
+        )
     return Check("backlog", Level.PASS, detail)
 
 
@@ -380,25 +444,45 @@ def check_daemon(f: DaemonFacts) -> Check:
     logs = f"journalctl -u {SERVICE} -n 50"
     if f.answering:
         if f.heartbeat_age_s is None:
-            return Check("agent", Level.WARN, "answers on its socket but writes no heartbeat",
-                         f"restart it: sudo systemctl restart {SERVICE}")  # fmt: skip
+            return Check(
+                "agent",
+                Level.WARN,
+                "answers on its socket but writes no heartbeat",
+                f"restart it: sudo systemctl restart {SERVICE}",
+            )
         if f.heartbeat_age_s > f.stale_after_s:
             return Check(
-                "agent", Level.FAIL,
+                "agent",
+                Level.FAIL,
                 f"answers, but its heartbeat is {f.heartbeat_age_s:.0f} s old: its loop stalls",
                 f"see `{logs}`; sudo systemctl restart {SERVICE}",
-            )  # fmt: skip
-        return Check("agent", Level.PASS, f"running (pid {f.heartbeat_pid}, version "
-                     f"{f.version}), heartbeat {f.heartbeat_age_s:.0f} s ago")  # fmt: skip
+            )
+        return Check(
+            "agent",
+            Level.PASS,
+            f"running (pid {f.heartbeat_pid}, version "
+            f"{f.version}), heartbeat {f.heartbeat_age_s:.0f} s ago",
+        )
     if f.heartbeat_pid is not None and not f.heartbeat_pid_alive:
-        return Check("agent", Level.FAIL,
-                     f"not running: it died (pid {f.heartbeat_pid} is gone)",
-                     f"see why: {logs}; then sudo systemctl restart {SERVICE}")  # fmt: skip
+        return Check(
+            "agent",
+            Level.FAIL,
+            f"not running: it died (pid {f.heartbeat_pid} is gone)",
+            f"see why: {logs}; then sudo systemctl restart {SERVICE}",
+        )
     if f.heartbeat_pid is not None:
-        return Check("agent", Level.FAIL, "its process exists but the control socket does not "
-                     "answer", f"see {logs}; sudo systemctl restart {SERVICE}")  # fmt: skip
-    return Check("agent", Level.FAIL, "not running (no answer on its control socket)",
-                 f"sudo systemctl start {SERVICE}; if it stops again: {logs}")  # fmt: skip
+        return Check(
+            "agent",
+            Level.FAIL,
+            "its process exists but the control socket does not answer",
+            f"see {logs}; sudo systemctl restart {SERVICE}",
+        )
+    return Check(
+        "agent",
+        Level.FAIL,
+        "not running (no answer on its control socket)",
+        f"sudo systemctl start {SERVICE}; if it stops again: {logs}",
+    )
 
 
 def check_versions(versions: Mapping[str, str]) -> Check:

@@ -25,15 +25,18 @@ def auth() -> None:
 @config_option
 @click.argument("credential")
 @click.option(
-    "--kind", type=click.Choice(KINDS), default="auto", show_default=True,
+    "--kind",
+    type=click.Choice(KINDS),
+    default="auto",
+    show_default=True,
     help="What CREDENTIAL is (auto: v4.public.… token, 8 digits PIN, else id tag).",
-)  # fmt: skip
+)
 @click.option("--connector", type=int, help="The connector [default: the only one].")
 @json_option
 @boundary
 def auth_check(
     config_file: Path | None, credential: str, kind: str, connector: int | None, as_json: bool
-) -> None:  # fmt: skip
+) -> None:
     """The decision the agent would take for CREDENTIAL now, and why. Nothing is recorded
     and a token is not used up. Exit 0 Accepted, 1 any other status."""
     settings = settings_from(config_file)
@@ -54,25 +57,37 @@ def auth_check(
         if status is None:
             busy = storeview.open_session_on(conn, cid) is not None
         decision = check(
-            conn, settings, credential, kind=kind, connector=cid, now=datetime.now(UTC),
-            clock_synced=bool(synced), connector_busy=busy,
-        )  # fmt: skip
+            conn,
+            settings,
+            credential,
+            kind=kind,
+            connector=cid,
+            now=datetime.now(UTC),
+            clock_synced=bool(synced),
+            connector_busy=busy,
+        )
     finally:
         conn.close()
     resolved = guess_kind(credential) if kind == "auto" else kind
     data = {
-        "status": decision.status.value, "reason": decision.reason, "kind": decision.kind.value,
-        "ref": decision.ref, "connector": cid, "recorded": False,
+        "status": decision.status.value,
+        "reason": decision.reason,
+        "kind": decision.kind.value,
+        "ref": decision.ref,
+        "connector": cid,
+        "recorded": False,
         "expires_at": decision.expires_at,
-    }  # fmt: skip
+    }
     if resolved == "pin" and status is not None:
         data["note"] = "the keypad lockout lives in the agent and is not reflected here"
 
     def human() -> None:
         colour = "green" if decision.accepted else "red"
         console().print(f"[{colour}]{decision.status.value}[/]: {escape(decision.reason)}")
-        console().print(f"{decision.kind.value} {decision.ref[:24]} on connector {cid} "
-                        "(nothing recorded, nothing used up)")  # fmt: skip
+        console().print(
+            f"{decision.kind.value} {decision.ref[:24]} on connector {cid} "
+            "(nothing recorded, nothing used up)"
+        )
 
     emit(as_json, data, human)
     raise SystemExit(EXIT_OK if decision.status is AuthorizationStatus.ACCEPTED else EXIT_WARN)

@@ -15,9 +15,8 @@ from edge_agent.tech.selection import settings_from
 #: mentions one (``token_leeway_s`` is seconds, ``pin_secret_file`` a path) is not a secret,
 #: and the technician needs to see it.
 _SECRET_WORDS = frozenset(
-    {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials",
-     "apikey"}
-)  # fmt: skip
+    {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey"}
+)
 _SECRET_KEYS = re.compile(r"(^|_)(private|secret|api|access|signing)_key$")
 REDACTED = "***"
 

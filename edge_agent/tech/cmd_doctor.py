@@ -15,9 +15,11 @@ from edge_agent.tech.checks import Level, Report
 from edge_agent.tech.output import boundary, console, emit, json_option
 
 config_option = click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
-)  # fmt: skip
+)
 
 _STYLE = {Level.PASS: "green", Level.WARN: "yellow", Level.FAIL: "bold red", Level.SKIP: "dim"}
 
@@ -26,8 +28,10 @@ async def _gather(settings: AgentSettings, report: Report, min_free_bytes: int) 
     status = await daemon.astatus(settings.control.socket_path)
     running = status is not None
     if not running:
-        report.notes.append("the agent is not running: the bus, relay and broker were used "
-                            "directly (relays commanded open)")  # fmt: skip
+        report.notes.append(
+            "the agent is not running: the bus, relay and broker were used "
+            "directly (relays commanded open)"
+        )
     store = probes.store_facts(settings)
     report.add(checks.check_store(store))
     where, free, total = probes.disk_usage(settings)
@@ -79,8 +83,9 @@ async def _gather(settings: AgentSettings, report: Report, min_free_bytes: int) 
     if running and backlog is not None:
         # Only the running agent knows when it last heard an ack (edge_agent/tech/acks.py).
         warn_after_s = None if settings.mqtt is None else settings.mqtt.ack_warn_after_s
-        ack_facts = acks.facts_from(warn_after_s, sync if isinstance(sync, dict) else None,
-                                    backlog[0], backlog[1])  # fmt: skip
+        ack_facts = acks.facts_from(
+            warn_after_s, sync if isinstance(sync, dict) else None, backlog[0], backlog[1]
+        )
         if ack_facts is not None:
             report.add(acks.check_acks(ack_facts))
     report.add(checks.check_daemon(probes.daemon_facts(settings, status)))
@@ -99,9 +104,11 @@ def _print(report: Report) -> None:
     table.add_column("remedy", overflow="fold")
     for check in report.checks:
         table.add_row(
-            f"[{_STYLE[check.level]}]{check.level.value}[/]", escape(check.name),
-            escape(check.detail), escape(check.remedy),
-        )  # fmt: skip
+            f"[{_STYLE[check.level]}]{check.level.value}[/]",
+            escape(check.name),
+            escape(check.detail),
+            escape(check.remedy),
+        )
     out.print(table)
     for note in report.notes:
         out.print(f"note: {escape(note)}")
@@ -112,9 +119,12 @@ def _print(report: Report) -> None:
 @click.command()
 @config_option
 @click.option(
-    "--min-free-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
+    "--min-free-mb",
+    type=click.FloatRange(min=0),
+    default=100.0,
+    show_default=True,
     help="Fail when the store's filesystem has less free space than this.",
-)  # fmt: skip
+)
 @json_option
 @boundary
 def doctor(config_file: Path | None, min_free_mb: float, as_json: bool) -> None:
@@ -129,10 +139,14 @@ def doctor(config_file: Path | None, min_free_mb: float, as_json: bool) -> None:
     except ConfigError as exc:
         report.add(checks.check_config(str(path), str(exc), ""))
     else:
-        report.add(checks.check_config(
-            str(path), None, f"device {settings.device_id}, {len(settings.meters)} meter(s), "
-            f"{len(settings.connectors)} connector(s)",
-        ))  # fmt: skip
+        report.add(
+            checks.check_config(
+                str(path),
+                None,
+                f"device {settings.device_id}, {len(settings.meters)} meter(s), "
+                f"{len(settings.connectors)} connector(s)",
+            )
+        )
         asyncio.run(_gather(settings, report, int(min_free_mb * 2**20)))
     data: dict[str, Any] = report.to_json()
     emit(as_json, data, lambda: _print(report))

@@ -99,10 +99,13 @@ def _table(readings: list[dict[str, Any]], title: str, caption: str | None = Non
             if q not in quantities:
                 quantities.append(q)
     for q in quantities:
-        table.add_row(name_of(q), *[
-            _fmt(r["values"][q], q) if r.get("values") and q in r["values"] else "-"
-            for r in readings
-        ])  # fmt: skip
+        table.add_row(
+            name_of(q),
+            *[
+                _fmt(r["values"][q], q) if r.get("values") and q in r["values"] else "-"
+                for r in readings
+            ],
+        )
     errors = [r for r in readings if r.get("error")]
     if errors:
         table.add_row(
@@ -123,24 +126,35 @@ def meter_read(config_file: Path | None, meter_id: str | None, as_json: bool) ->
     via, readings = _read(settings, meters)
     if via == "bus":
         note(DIRECT_NOTE)
-    emit(as_json, {"via": via, "meters": readings},
-         lambda: console().print(_table(readings, f"meter read (via {via})")))  # fmt: skip
+    emit(
+        as_json,
+        {"via": via, "meters": readings},
+        lambda: console().print(_table(readings, f"meter read (via {via})")),
+    )
     raise SystemExit(EXIT_FAIL if any(r.get("error") for r in readings) else EXIT_OK)
 
 
 @meter.command("watch")
 @config_option
 @click.option("--meter", "meter_id", help="Only this meter.")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True,
-              help="Seconds between refreshes.")  # fmt: skip
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many refreshes.")
 @json_option
 @boundary
 def meter_watch(
     *,
-    config_file: Path | None, meter_id: str | None, interval: float, count: int | None,
+    config_file: Path | None,
+    meter_id: str | None,
+    interval: float,
+    count: int | None,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """A live table of the meters, refreshed every --interval s, until Ctrl-C.
 
     With --json: one JSON document per refresh, one per line.
@@ -186,9 +200,11 @@ def _decode_words(words: list[int], address: int) -> list[dict[str, Any]]:
     rows = []
     for i, word in enumerate(words):
         row: dict[str, Any] = {
-            "address": address + i, "hex": f"0x{word:04X}", "uint16": word,
+            "address": address + i,
+            "hex": f"0x{word:04X}",
+            "uint16": word,
             "int16": word - 0x10000 if word & 0x8000 else word,
-        }  # fmt: skip
+        }
         if i + 1 < len(words):
             pair = struct.pack(">HH", word, words[i + 1])
             row["float32"] = struct.unpack(">f", pair)[0]
@@ -198,17 +214,24 @@ def _decode_words(words: list[int], address: int) -> list[dict[str, Any]]:
 
 
 def _raw_link(
-    settings: AgentSettings | None, meter_id: str | None, port: str | None, baud: int | None,
+    settings: AgentSettings | None,
+    meter_id: str | None,
+    port: str | None,
+    baud: int | None,
     parity: str | None,
-) -> tuple[SerialLink | TcpLink, MeterSettings | None]:  # fmt: skip
+) -> tuple[SerialLink | TcpLink, MeterSettings | None]:
     if port is not None:
         # build, not SerialLink(...): only decoding checks what the technician typed.
-        link = build(SerialLink, {"port": port, "baud": baud or 9600, "parity": parity or "N"},
-                     source="--port/--baud/--parity")  # fmt: skip
+        link = build(
+            SerialLink,
+            {"port": port, "baud": baud or 9600, "parity": parity or "N"},
+            source="--port/--baud/--parity",
+        )
         return link, None
     if settings is None:
-        raise InputError("give --port (no usable configuration to take the link from)",
-                         field="port")  # fmt: skip
+        raise InputError(
+            "give --port (no usable configuration to take the link from)", field="port"
+        )
     chosen = pick_meters(settings, meter_id)[0]
     return chosen.link, chosen
 
@@ -223,16 +246,27 @@ def _raw_link(
 @click.option("--addr", type=int, required=True, help="First register address (0-based).")
 @click.option("--count", type=int, default=2, show_default=True, help="Registers (1-125).")
 @click.option("--port", help="Another serial port instead of the meter's link.")
-@click.option("--baud", type=click.Choice(["1200", "2400", "4800", "9600", "19200", "38400",
-              "57600", "115200"]), help="With --port [default: 9600].")  # fmt: skip
+@click.option(
+    "--baud",
+    type=click.Choice(["1200", "2400", "4800", "9600", "19200", "38400", "57600", "115200"]),
+    help="With --port [default: 9600].",
+)
 @click.option("--parity", type=click.Choice(["N", "E", "O"]), help="With --port [default: N].")
 @json_option
 @boundary
 def meter_raw(
     *,
-    config_file: Path | None, meter_id: str | None, unit: int | None, fc: int, addr: int,
-    count: int, port: str | None, baud: str | None, parity: str | None, as_json: bool,
-) -> None:  # fmt: skip
+    config_file: Path | None,
+    meter_id: str | None,
+    unit: int | None,
+    fc: int,
+    addr: int,
+    count: int,
+    port: str | None,
+    baud: str | None,
+    parity: str | None,
+    as_json: bool,
+) -> None:
     """Read registers as they are: hex, uint16/int16, float32/uint32 pairs, and the quantities
     the meter's register map puts there."""
     check_register_range(fc, addr, count)
@@ -250,10 +284,17 @@ def meter_raw(
     if status is not None and settings is not None:
         agent_keys = {m.link.bus_key for m in settings.meters}
         if link.bus_key in agent_keys:
-            answer = daemon.call(settings.control.socket_path, {
-                "cmd": "meter_raw", "bus": link.bus_key, "unit": unit_id, "fc": fc,
-                "addr": addr, "count": count,
-            })  # fmt: skip
+            answer = daemon.call(
+                settings.control.socket_path,
+                {
+                    "cmd": "meter_raw",
+                    "bus": link.bus_key,
+                    "unit": unit_id,
+                    "fc": fc,
+                    "addr": addr,
+                    "count": count,
+                },
+            )
             words, via = [int(w) for w in answer["registers"]], "agent"
         else:
             words = asyncio.run(
@@ -269,9 +310,17 @@ def meter_raw(
         register_map = register_map_of(chosen)  # the site's own map_file too
         if register_map.function.code == fc:
             named = {q.value: v for q, v in decode_registers(register_map, addr, words).items()}
-    data = {"via": via, "unit": unit_id, "fc": fc, "addr": addr, "count": count,
-            "registers": words, "hex": " ".join(f"{w:04X}" for w in words),
-            "words": _decode_words(words, addr), "quantities": named}  # fmt: skip
+    data = {
+        "via": via,
+        "unit": unit_id,
+        "fc": fc,
+        "addr": addr,
+        "count": count,
+        "registers": words,
+        "hex": " ".join(f"{w:04X}" for w in words),
+        "words": _decode_words(words, addr),
+        "quantities": named,
+    }
     emit(as_json, data, lambda: _print_raw(data))
 
 
@@ -286,15 +335,23 @@ def _print_raw(data: dict[str, Any]) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     out = console()
-    out.print(f"unit {data['unit']} fc {data['fc']} @ {data['addr']} x{data['count']} "
-              f"(via {data['via']}): {data['hex']}")  # fmt: skip
+    out.print(
+        f"unit {data['unit']} fc {data['fc']} @ {data['addr']} x{data['count']} "
+        f"(via {data['via']}): {data['hex']}"
+    )
     table = Table()
     for col in ("address", "hex", "uint16", "int16", "float32 (with next)", "uint32"):
         table.add_column(col, justify="right")
     for row in data["words"]:
         f32 = row.get("float32")
-        table.add_row(str(row["address"]), row["hex"], str(row["uint16"]), str(row["int16"]),
-                      "" if f32 is None else f"{f32:.6g}", str(row.get("uint32", "")))  # fmt: skip
+        table.add_row(
+            str(row["address"]),
+            row["hex"],
+            str(row["uint16"]),
+            str(row["int16"]),
+            "" if f32 is None else f"{f32:.6g}",
+            str(row.get("uint32", "")),
+        )
     out.print(table)
     for q, v in data["quantities"].items():
         out.print(f"{q} = {v:.6g}")
@@ -306,19 +363,31 @@ def _print_raw(data: dict[str, Any]) -> None:
 @meter.command("scan")
 @config_option
 @click.option("--port", required=True, help="The serial port, e.g. /dev/ttyUSB0.")
-@click.option("--bauds", default="9600,19200,2400,4800,38400,1200,57600,115200",
-              show_default=True, help="Baud rates to try, in order.")  # fmt: skip
+@click.option(
+    "--bauds",
+    default="9600,19200,2400,4800,38400,1200,57600,115200",
+    show_default=True,
+    help="Baud rates to try, in order.",
+)
 @click.option("--parities", default="N,E,O", show_default=True, help="Parities to try.")
 @click.option("--units", default="1-247", show_default=True, help="Unit ids, e.g. 1-10,20.")
-@click.option("--timeout-ms", type=click.FloatRange(min=5, max=5000),
-              help="Probe timeout per unit [default: from the baud rate].")  # fmt: skip
+@click.option(
+    "--timeout-ms",
+    type=click.FloatRange(min=5, max=5000),
+    help="Probe timeout per unit [default: from the baud rate].",
+)
 @json_option
 @boundary
 def meter_scan(
     *,
-    config_file: Path | None, port: str, bauds: str, parities: str, units: str,
-    timeout_ms: float | None, as_json: bool,
-) -> None:  # fmt: skip
+    config_file: Path | None,
+    port: str,
+    bauds: str,
+    parities: str,
+    units: str,
+    timeout_ms: float | None,
+    as_json: bool,
+) -> None:
     """Find meters on a serial line: every baud rate, parity and unit id, then name each
     device's model from the register maps. Needs the port to itself (stop the agent).
 
@@ -337,9 +406,13 @@ def meter_scan(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
 
     progress = Progress(
-        TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
-        console=_stderr_console(), transient=True, disable=not sys.stderr.isatty(),
-    )  # fmt: skip
+        TextColumn("scanning {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=_stderr_console(),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
     with progress:
         task = progress.add_task(port, total=total)
 
@@ -349,10 +422,16 @@ def meter_scan(
             probed[0] += 1
             progress.update(task, advance=1, description=what)
 
-        found = asyncio.run(scan(
-            port, bauds=baud_list, parities=parity_list, units=unit_list,
-            timeout_s=None if timeout_ms is None else timeout_ms / 1000, progress=step,
-        ))  # fmt: skip
+        found = asyncio.run(
+            scan(
+                port,
+                bauds=baud_list,
+                parities=parity_list,
+                units=unit_list,
+                timeout_s=None if timeout_ms is None else timeout_ms / 1000,
+                progress=step,
+            )
+        )
     data = {"port": port, "probed": probed[0], "found": [f.to_json() for f in found]}
     emit(as_json, data, lambda: _print_scan(data))
     raise SystemExit(EXIT_OK if any(f.model for f in found) else EXIT_WARN)
@@ -380,8 +459,10 @@ def _refuse_agent_port(config_file: Path | None, port: str) -> None:
     except AgentError:
         status = None
     if status is not None:
-        raise PortBusy(port, "in use by the running agent: stop it first "
-                       "(sudo systemctl stop chargemitra-agent)")  # fmt: skip
+        raise PortBusy(
+            port,
+            "in use by the running agent: stop it first (sudo systemctl stop chargemitra-agent)",
+        )
 
 
 def _print_scan(data: dict[str, Any]) -> None:
@@ -397,12 +478,18 @@ def _print_scan(data: dict[str, Any]) -> None:
         table.add_column(col)
     for f in found:
         s = f["summary"]
-        model = f["model"] or (" or ".join(f["candidates"]) + "?" if f["candidates"] else
-                               "[dim]unknown device (not a known meter)[/]")  # fmt: skip
+        model = f["model"] or (
+            " or ".join(f["candidates"]) + "?"
+            if f["candidates"]
+            else "[dim]unknown device (not a known meter)[/]"
+        )
         table.add_row(
-            str(f["unit"]), str(f["baud"]), f["parity"], model,
+            str(f["unit"]),
+            str(f["baud"]),
+            f["parity"],
+            model,
             f"{s['voltage_l1_v']:.1f} V" if "voltage_l1_v" in s else "",
             f"{s['power_w']:.0f} W" if "power_w" in s else "",
             f"{s['energy_import_wh'] / 1000:.3f} kWh" if "energy_import_wh" in s else "",
-        )  # fmt: skip
+        )
     out.print(table)

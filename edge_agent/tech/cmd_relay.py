@@ -34,9 +34,10 @@ connector_option = click.option(
     "--connector", type=int, help="The connector [default: the only one]."
 )
 force_option = click.option(
-    "--force", is_flag=True,
+    "--force",
+    is_flag=True,
     help="Even while a session is active (the agent ends it first, reason Local).",
-)  # fmt: skip
+)
 
 
 @click.group()
@@ -72,9 +73,14 @@ async def _open_direct(settings: AgentSettings, connector: int) -> bool | None:
 
 
 def _switch(
-    connector: int | None, *, force: bool, config_file: Path | None, as_json: bool, closed: bool,
+    connector: int | None,
+    *,
+    force: bool,
+    config_file: Path | None,
+    as_json: bool,
+    closed: bool,
     hold_s: float = DEFAULT_HOLD_S,
-) -> None:  # fmt: skip
+) -> None:
     settings = settings_from(config_file)
     cid = pick_connector(settings, connector)
     socket = settings.control.socket_path
@@ -82,23 +88,33 @@ def _switch(
     hold: float | None = None
     held: HoldResult | None = None
     if daemon.status(socket) is not None:
-        answer = daemon.call(socket, {"cmd": "relay", "connector": cid, "closed": closed,
-                                      "force": force, "hold_s": hold_s})  # fmt: skip
+        answer = daemon.call(
+            socket,
+            {"cmd": "relay", "connector": cid, "closed": closed, "force": force, "hold_s": hold_s},
+        )
         via, read, hold = "agent", answer.get("read_closed"), answer.get("hold_s")
     elif closed:
         _refuse_if_session(settings, cid, force)
         # Said on stderr, so a --json caller is told too.
-        note(f"the agent is not running: this command holds the relay closed on its bus and "
-             f"watches it (overcurrent, meter silence) for up to {hold_s:.0f} s; Ctrl-C "
-             f"opens it")  # fmt: skip
+        note(
+            f"the agent is not running: this command holds the relay closed on its bus and "
+            f"watches it (overcurrent, meter silence) for up to {hold_s:.0f} s; Ctrl-C "
+            f"opens it"
+        )
         held = asyncio.run(_hold_direct(settings, cid, hold_s))
         via, read, hold = "bus", held.read_closed, hold_s
     else:
         read = asyncio.run(_open_direct(settings, cid))
         via = "bus"
         note("the agent is not running: the relay was switched directly on its bus")
-    data = {"via": via, "connector": cid, "commanded": word, "read_closed": read,
-            "hold_s": hold, **(held.to_json() if held is not None else {})}  # fmt: skip
+    data = {
+        "via": via,
+        "connector": cid,
+        "commanded": word,
+        "read_closed": read,
+        "hold_s": hold,
+        **(held.to_json() if held is not None else {}),
+    }
     mismatch = read is not None and read != closed
     if held is not None and held.open_read is True:
         mismatch = True  # commanded open at the end, and it does not read back open
@@ -109,11 +125,15 @@ def _switch(
         if held is not None:
             after = "?" if held.open_read is None else ("closed" if held.open_read else "open")
             colour = "bold red" if held.tripped else "green"
-            console().print(f"held {held.held_s:.0f} s, then opened: [{colour}]"
-                            f"{escape(held.opened_because)}[/]; reads back {after}")  # fmt: skip
+            console().print(
+                f"held {held.held_s:.0f} s, then opened: [{colour}]"
+                f"{escape(held.opened_because)}[/]; reads back {after}"
+            )
         elif hold is not None:
-            console().print(f"the agent watches it (overcurrent, meter silence) and opens it "
-                            f"after {hold:.0f} s at the latest")  # fmt: skip
+            console().print(
+                f"the agent watches it (overcurrent, meter silence) and opens it "
+                f"after {hold:.0f} s at the latest"
+            )
 
     emit(as_json, data, human)
     raise SystemExit(EXIT_FAIL if mismatch or (held is not None and held.tripped) else EXIT_OK)
@@ -131,9 +151,11 @@ async def _hold_direct(settings: AgentSettings, connector: int, hold_s: float) -
             return None if implausible(values) else values
 
         return await hold_closed(
-            site.relay(connector), trusted, limits=safety_limits(settings, connector),
+            site.relay(connector),
+            trusted,
+            limits=safety_limits(settings, connector),
             hold_s=hold_s,
-        )  # fmt: skip
+        )
 
 
 @relay.command("on")
@@ -141,14 +163,17 @@ async def _hold_direct(settings: AgentSettings, connector: int, hold_s: float) -
 @connector_option
 @force_option
 @click.option(
-    "--hold-s", type=click.FloatRange(1, MAX_HOLD_S), default=DEFAULT_HOLD_S, show_default=True,
+    "--hold-s",
+    type=click.FloatRange(1, MAX_HOLD_S),
+    default=DEFAULT_HOLD_S,
+    show_default=True,
     help="Open the relay after this many seconds (the agent's or this command's watch).",
-)  # fmt: skip
+)
 @json_option
 @boundary
 def relay_on(
     config_file: Path | None, connector: int | None, force: bool, hold_s: float, as_json: bool
-) -> None:  # fmt: skip
+) -> None:
     """Close the relay (power may flow). Refused while a session is active unless --force.
 
     Beside the running agent the connector is Unavailable while closed, and the agent opens
@@ -157,8 +182,9 @@ def relay_on(
     rules, and opens the relay when one trips, after --hold-s, or on Ctrl-C. Exit 2 when a
     rule tripped or the relay did not read back as commanded.
     """
-    _switch(connector, force=force, config_file=config_file, as_json=as_json, closed=True,
-            hold_s=hold_s)  # fmt: skip
+    _switch(
+        connector, force=force, config_file=config_file, as_json=as_json, closed=True, hold_s=hold_s
+    )
 
 
 @relay.command("off")
@@ -183,10 +209,12 @@ async def _test_direct(settings: AgentSettings, connector: int) -> RelayTestResu
                 return None
 
         return await run_relay_test(
-            driver, power, charging_power_w=settings.limits.charging_power_w,
+            driver,
+            power,
+            charging_power_w=settings.limits.charging_power_w,
             stuck_power_w=settings.limits.stuck_relay_power_w,
             settle_s=settings.limits.stuck_relay_check_s + 1.0,
-        )  # fmt: skip
+        )
 
 
 @relay.command("test")
@@ -206,8 +234,9 @@ def relay_test(config_file: Path | None, connector: int | None, force: bool, as_
     cid = pick_connector(settings, connector)
     socket = settings.control.socket_path
     if daemon.status(socket) is not None:
-        answer = daemon.call(socket, {"cmd": "relay_check", "connector": cid, "force": force},
-                             timeout_s=30.0)  # fmt: skip
+        answer = daemon.call(
+            socket, {"cmd": "relay_check", "connector": cid, "force": force}, timeout_s=30.0
+        )
         data: dict[str, Any] = {"via": "agent", "connector": cid, **_result_fields(answer)}
     else:
         _refuse_if_session(settings, cid, force)

@@ -39,9 +39,14 @@ def session_list(config_file: Path | None, open_only: bool, limit: int, as_json:
         for col in ("session", "conn", "started", "stopped", "energy", "reason"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["session_id"], str(r["connector"]), str(r["started_at"])[:19],
-                          "open" if r["open"] else str(r["stopped_at"])[:19],
-                          f"{r['energy_wh']} Wh", r["stop_reason"] or "")  # fmt: skip
+            table.add_row(
+                r["session_id"],
+                str(r["connector"]),
+                str(r["started_at"])[:19],
+                "open" if r["open"] else str(r["stopped_at"])[:19],
+                f"{r['energy_wh']} Wh",
+                r["stop_reason"] or "",
+            )
         console().print(table)
 
     emit(as_json, {"sessions": rows}, human)
@@ -85,8 +90,9 @@ def session_stop(config_file: Path | None, session_id: str, as_json: bool) -> No
     finally:
         conn.close()
     if not row["open"]:
-        raise InputError(f"session {session_id} already stopped ({row['stop_reason']})",
-                         field="session_id")  # fmt: skip
+        raise InputError(
+            f"session {session_id} already stopped ({row['stop_reason']})", field="session_id"
+        )
     socket = settings.control.socket_path
     if daemon.status(socket) is None:
         raise ControlError(

@@ -42,9 +42,13 @@ def _backlog(settings: AgentSettings) -> dict[str, Any]:
     age = None
     if backlog.oldest is not None:
         age = max(0.0, (datetime.now(UTC) - backlog.oldest).total_seconds())
-    return {"rows": backlog.rows, "oldest_age_s": age, "thinned_readings":
-            backlog.thinned_readings, "thinned_batches": backlog.thinned_batches,
-            "ocpp_queue": ocpp_queue.to_json()}  # fmt: skip
+    return {
+        "rows": backlog.rows,
+        "oldest_age_s": age,
+        "thinned_readings": backlog.thinned_readings,
+        "thinned_batches": backlog.thinned_batches,
+        "ocpp_queue": ocpp_queue.to_json(),
+    }
 
 
 @sync.command("status")
@@ -56,8 +60,7 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
     when a configured link is down, or when messages wait and the cloud has acknowledged
     nothing for ``mqtt.ack_warn_after_s``."""
     settings = settings_from(config_file)
-    data: dict[str, Any] = {"configured": settings.mqtt is not None,
-                            "backlog": _backlog(settings)}  # fmt: skip
+    data: dict[str, Any] = {"configured": settings.mqtt is not None, "backlog": _backlog(settings)}
     data["ocpp"] = _ocpp(settings, data["backlog"].pop("ocpp_queue"))
     answer = daemon.ask(settings.control.socket_path, {"cmd": "sync_status"})
     if answer is None:
@@ -75,8 +78,9 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
         if not data["configured"]:
             out.print("no [mqtt] table: standalone, nothing is sent")
         state = "[green]connected[/]" if data.get("connected") else "[red]not connected[/]"
-        out.print(f"cloud link: {state}" + (f" ({data['last_error']})" if data.get(
-            "last_error") else ""))  # fmt: skip
+        out.print(
+            f"cloud link: {state}" + (f" ({data['last_error']})" if data.get("last_error") else "")
+        )
         b = data["backlog"]
         age = "" if b["oldest_age_s"] is None else f", oldest {b['oldest_age_s']:.0f} s"
         out.print(f"backlog: {b['rows']} message(s){age}")
@@ -97,8 +101,10 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
             q = o["queue"]
             age = "" if q["oldest_age_s"] is None else f", oldest {q['oldest_age_s']:.0f} s"
             parts = ", ".join(f"{n} {a}" for a, n in sorted(q["by_action"].items()))
-            out.print(f"OCPP queue: {q['rows']} transaction message(s){age}"
-                      + (f" ({parts})" if parts else ""))  # fmt: skip
+            out.print(
+                f"OCPP queue: {q['rows']} transaction message(s){age}"
+                + (f" ({parts})" if parts else "")
+            )
 
     emit(as_json, data, human)
     ocpp_ok = data["ocpp"]["connected"] or not data["ocpp"]["configured"]
@@ -113,14 +119,25 @@ def _ocpp(settings: AgentSettings, queue: dict[str, Any]) -> dict[str, Any]:
         return {"configured": False, "connected": False, "queue": queue}
     answer = daemon.ask(settings.control.socket_path, {"cmd": "ocpp_status"})
     live = {k: v for k, v in (answer or {}).items() if k not in {"ok", "queued"}}
-    return {"configured": True, "connected": False, "url": settings.ocpp.url, **live,
-            "queue": queue}  # fmt: skip
+    return {
+        "configured": True,
+        "connected": False,
+        "url": settings.ocpp.url,
+        **live,
+        "queue": queue,
+    }
 
 
 @sync.command("flush")
 @config_option
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.5), default=30.0,
-              show_default=True, help="Seconds to wait for the outbox to empty.")  # fmt: skip
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the outbox to empty.",
+)
 @json_option
 @boundary
 def sync_flush(config_file: Path | None, timeout_s: float, as_json: bool) -> None:

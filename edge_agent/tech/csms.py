@@ -36,12 +36,17 @@ def csms_from_agent(settings: AgentSettings, answer: dict[str, Any] | None) -> C
     if settings.ocpp is None:
         return CsmsFacts(configured=False)
     if answer is None:
-        return CsmsFacts(configured=True, url=settings.ocpp.url, error="the agent did not say",
-                         via="agent")  # fmt: skip
+        return CsmsFacts(
+            configured=True, url=settings.ocpp.url, error="the agent did not say", via="agent"
+        )
     return CsmsFacts(
-        configured=True, url=settings.ocpp.url, connected=bool(answer.get("connected")),
-        registration=answer.get("registration"), error=answer.get("last_error"), via="agent",
-    )  # fmt: skip
+        configured=True,
+        url=settings.ocpp.url,
+        connected=bool(answer.get("connected")),
+        registration=answer.get("registration"),
+        error=answer.get("last_error"),
+        via="agent",
+    )
 
 
 async def probe_csms(settings: AgentSettings) -> CsmsFacts:
@@ -59,14 +64,19 @@ async def probe_csms(settings: AgentSettings) -> CsmsFacts:
         if ocpp.authorization_key_file is not None:
             key = ocpp.authorization_key_file.read_text("utf-8").strip()
     except OSError as exc:
-        return CsmsFacts(configured=True, url=ocpp.url,
-                         error=f"cannot read ocpp.authorization_key_file: {exc}")  # fmt: skip
+        return CsmsFacts(
+            configured=True, url=ocpp.url, error=f"cannot read ocpp.authorization_key_file: {exc}"
+        )
     stored = _stored_key(settings.store.path, AUTHORIZATION_KEY_KV)
     endpoint = Endpoint(
-        url=ocpp.url, charge_point_id=ocpp.charge_point_id or settings.device_id,
-        security_profile=ocpp.security_profile, authorization_key=stored or key,
-        ca_file=ocpp.ca_file, open_timeout_s=min(ocpp.call_timeout_s, 10.0), ping_interval_s=0,
-    )  # fmt: skip
+        url=ocpp.url,
+        charge_point_id=ocpp.charge_point_id or settings.device_id,
+        security_profile=ocpp.security_profile,
+        authorization_key=stored or key,
+        ca_file=ocpp.ca_file,
+        open_timeout_s=min(ocpp.call_timeout_s, 10.0),
+        ping_interval_s=0,
+    )
     try:
         async with open_link(endpoint):
             pass
@@ -92,14 +102,18 @@ def check_csms(f: CsmsFacts) -> Check:
         return Check("CSMS link", Level.SKIP, "no [ocpp] table: no OCPP uplink")
     if f.connected and f.via == "agent" and f.registration != "Accepted":
         return Check(
-            "CSMS link", Level.WARN,
+            "CSMS link",
+            Level.WARN,
             f"{f.url}: connected, BootNotification {f.registration or 'not answered yet'}",
             "the CSMS has not accepted this charge point yet: ask the operator to register "
             "its charge point id",
-        )  # fmt: skip
+        )
     if f.connected:
-        who = "the agent is connected and registered" if f.via == "agent" else (
-            "test connection accepted (TLS, credentials, ocpp1.6)")  # fmt: skip
+        who = (
+            "the agent is connected and registered"
+            if f.via == "agent"
+            else ("test connection accepted (TLS, credentials, ocpp1.6)")
+        )
         return Check("CSMS link", Level.PASS, f"{f.url}: {who}")
     error = f.error or "not connected"
     return Check("CSMS link", Level.FAIL, f"{f.url}: {error}", _remedy(error))
@@ -108,8 +122,10 @@ def check_csms(f: CsmsFacts) -> Check:
 def _remedy(error: str) -> str:
     lowered = error.lower()
     if "401" in lowered or "403" in lowered:
-        return ("the CSMS refused the credentials: check charge_point_id and the "
-                "AuthorizationKey with the operator")  # fmt: skip
+        return (
+            "the CSMS refused the credentials: check charge_point_id and the "
+            "AuthorizationKey with the operator"
+        )
     if "certificate" in lowered or "ssl" in lowered:
         return "TLS failed: check ocpp.ca_file and that the URL's host matches the certificate"
     if "ocpp1.6" in lowered:
@@ -126,8 +142,7 @@ class OcppQueue:
     by_action: dict[str, int]
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "oldest_age_s": self.oldest_age_s,
-                "by_action": self.by_action}  # fmt: skip
+        return {"rows": self.rows, "oldest_age_s": self.oldest_age_s, "by_action": self.by_action}
 
 
 def ocpp_queue(conn: sqlite3.Connection) -> OcppQueue:

@@ -45,10 +45,12 @@ class HoldResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "read_closed": self.read_closed, "open_read": self.open_read,
-            "held_s": round(self.held_s, 1), "opened_because": self.opened_because,
+            "read_closed": self.read_closed,
+            "open_read": self.open_read,
+            "held_s": round(self.held_s, 1),
+            "opened_because": self.opened_because,
             "tripped": self.tripped,
-        }  # fmt: skip
+        }
 
 
 #: What ends a hold from outside: Ctrl-C, a stop, and the technician's SSH session dropping.

@@ -76,9 +76,14 @@ def store_facts(settings: AgentSettings) -> StoreFacts:
     finally:
         conn.close()
     return StoreFacts(
-        str(path), None, stats.integrity, stats.file_bytes, stats.used_bytes,
-        settings.store.max_bytes, stats.schema_version,
-    )  # fmt: skip
+        str(path),
+        None,
+        stats.integrity,
+        stats.file_bytes,
+        stats.used_bytes,
+        settings.store.max_bytes,
+        stats.schema_version,
+    )
 
 
 def disk_usage(settings: AgentSettings) -> tuple[str, int, int]:
@@ -98,8 +103,9 @@ def port_facts(port: str, *, agent_running: bool) -> PortFacts:
         if not os.access(port, os.R_OK | os.W_OK):
             from edge_agent.tech.direct import dialout_hint  # noqa: PLC0415
 
-            return PortFacts(port, "permission", f"no read/write permission on {port}",
-                             dialout_hint(port))  # fmt: skip
+            return PortFacts(
+                port, "permission", f"no read/write permission on {port}", dialout_hint(port)
+            )
         return PortFacts(port, checked_by_stat_only=True)
     try:
         check_port(port)
@@ -107,8 +113,11 @@ def port_facts(port: str, *, agent_running: bool) -> PortFacts:
         return PortFacts(port, "busy", str(exc))
     except InputError as exc:
         text = str(exc)
-        kind = "missing" if "does not exist" in text else (
-            "permission" if "permission" in text else "other")  # fmt: skip
+        kind = (
+            "missing"
+            if "does not exist" in text
+            else ("permission" if "permission" in text else "other")
+        )
         return PortFacts(port, kind, text, text.split(": ", 1)[-1] if kind == "permission" else "")
     return PortFacts(port)
 
@@ -140,8 +149,12 @@ async def meters_direct(settings: AgentSettings, bad_ports: set[str]) -> list[Me
             found = None
             if isinstance(meter.link, SerialLink) and exc.kind is BusFault.TIMEOUT:
                 link = meter.link
-                others = [(b, p) for b in STANDARD_BAUDS for p in PARITIES
-                          if (b, p) != (link.baud, link.parity)]  # fmt: skip
+                others = [
+                    (b, p)
+                    for b in STANDARD_BAUDS
+                    for p in PARITIES
+                    if (b, p) != (link.baud, link.parity)
+                ]
                 bauds = list(dict.fromkeys(b for b, _ in others))
                 found = await find_meter(
                     link.port, meter.unit_id, bauds=bauds, parities=[link.parity, *PARITIES]
@@ -160,10 +173,14 @@ def _unavailable(entries: object) -> tuple[tuple[str, tuple[str, ...], int], ...
     if not isinstance(entries, list):
         return ()
     return tuple(
-        (str(e.get("block")), tuple(str(q) for q in e.get("quantities", [])),
-         int(e.get("exception_code") or 0))
-        for e in entries if isinstance(e, dict)
-    )  # fmt: skip
+        (
+            str(e.get("block")),
+            tuple(str(q) for q in e.get("quantities", [])),
+            int(e.get("exception_code") or 0),
+        )
+        for e in entries
+        if isinstance(e, dict)
+    )
 
 
 def values_from_json(data: dict[str, Any] | None) -> dict[Quantity, float] | None:
@@ -178,12 +195,19 @@ def meters_from_agent(settings: AgentSettings, answer: dict[str, Any]) -> list[M
     facts = []
     for meter in settings.meters:
         got = by_id.get(meter.id, {})
-        facts.append(MeterFacts(
-            meter.id, meter.model, meter.unit_id, port_of(meter.link),
-            values=values_from_json(got.get("values")), error=got.get("error"),
-            error_kind=got.get("kind"), configured_serial=_serial_of(meter.link),
-            unavailable=_unavailable(got.get("unavailable_blocks")),
-        ))  # fmt: skip
+        facts.append(
+            MeterFacts(
+                meter.id,
+                meter.model,
+                meter.unit_id,
+                port_of(meter.link),
+                values=values_from_json(got.get("values")),
+                error=got.get("error"),
+                error_kind=got.get("kind"),
+                configured_serial=_serial_of(meter.link),
+                unavailable=_unavailable(got.get("unavailable_blocks")),
+            )
+        )
     return facts
 
 
@@ -228,26 +252,43 @@ async def relays_direct(settings: AgentSettings, meters: list[MeterFacts]) -> li
             meter = settings.meter(c.meter)
             with contextlib.suppress(MeterError):
                 power = (await read_meter(meter, settings.bus)).get(Quantity.POWER_W, power)
-        facts.append(RelayFacts(c.id, driver, read_closed=read, expected_closed=False,
-                                power_w=power, stuck_power_w=limit))  # fmt: skip
+        facts.append(
+            RelayFacts(
+                c.id,
+                driver,
+                read_closed=read,
+                expected_closed=False,
+                power_w=power,
+                stuck_power_w=limit,
+            )
+        )
     return facts
 
 
 def relays_from_agent(
-    settings: AgentSettings, status: dict[str, Any], states: dict[str, Any],
+    settings: AgentSettings,
+    status: dict[str, Any],
+    states: dict[str, Any],
     meters: list[MeterFacts],
-) -> list[RelayFacts]:  # fmt: skip
+) -> list[RelayFacts]:
     by_conn = {c["connector"]: c for c in status.get("connectors", [])}
     read = {c["connector"]: c for c in states.get("connectors", [])}
     facts = []
     for c in settings.connectors:
         s = by_conn.get(c.id, {})
         r = read.get(c.id, {})
-        facts.append(RelayFacts(
-            c.id, c.relay.driver, read_closed=r.get("read_closed"), error=r.get("error"),
-            expected_closed=bool(s.get("relay_closed")), power_w=_power(settings, meters, c.id),
-            stuck_power_w=settings.limits.stuck_relay_power_w, fault=s.get("fault"),
-        ))  # fmt: skip
+        facts.append(
+            RelayFacts(
+                c.id,
+                c.relay.driver,
+                read_closed=r.get("read_closed"),
+                error=r.get("error"),
+                expected_closed=bool(s.get("relay_closed")),
+                power_w=_power(settings, meters, c.id),
+                stuck_power_w=settings.limits.stuck_relay_power_w,
+                fault=s.get("fault"),
+            )
+        )
     return facts
 
 
@@ -262,13 +303,20 @@ def broker_from_agent(settings: AgentSettings, answer: dict[str, Any] | None) ->
         return BrokerFacts(configured=False)
     if answer is None:
         return BrokerFacts(
-            configured=True, where=_where(settings), tls=mqtt.tls,
-            error="the agent did not say", via="agent",
-        )  # fmt: skip
+            configured=True,
+            where=_where(settings),
+            tls=mqtt.tls,
+            error="the agent did not say",
+            via="agent",
+        )
     return BrokerFacts(
-        configured=True, where=_where(settings), tls=mqtt.tls,
-        connected=bool(answer.get("connected")), error=answer.get("last_error"), via="agent",
-    )  # fmt: skip
+        configured=True,
+        where=_where(settings),
+        tls=mqtt.tls,
+        connected=bool(answer.get("connected")),
+        error=answer.get("last_error"),
+        via="agent",
+    )
 
 
 async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> BrokerFacts:
@@ -290,8 +338,12 @@ async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> Br
         try:
             password = mqtt.password_file.read_text("utf-8").strip()
         except OSError as exc:
-            return BrokerFacts(configured=True, where=where, tls=mqtt.tls,
-                               error=f"cannot read mqtt.password_file: {exc}")  # fmt: skip
+            return BrokerFacts(
+                configured=True,
+                where=where,
+                tls=mqtt.tls,
+                error=f"cannot read mqtt.password_file: {exc}",
+            )
     device = settings.device_id
     # The broker's ACL refuses a connection whose will it may not publish: the will is the
     # agent's own "offline" status, which is true while the agent is stopped.
@@ -299,16 +351,25 @@ async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> Br
     try:
         link = MqttLink(
             LinkSettings(
-                device_id=device, host=mqtt.host, port=mqtt.port,
-                username=mqtt.username or device, password=password, tls=mqtt.tls,
-                ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file,
-                keepalive_s=30, session_expiry_s=mqtt.session_expiry_s,
-                connect_timeout_s=timeout_s, manual_ack=True,
+                device_id=device,
+                host=mqtt.host,
+                port=mqtt.port,
+                username=mqtt.username or device,
+                password=password,
+                tls=mqtt.tls,
+                ca_file=mqtt.ca_file,
+                cert_file=mqtt.cert_file,
+                key_file=mqtt.key_file,
+                keepalive_s=30,
+                session_expiry_s=mqtt.session_expiry_s,
+                connect_timeout_s=timeout_s,
+                manual_ack=True,
             ),
             will=Will(topic(device, MessageKind.STATUS), encode_message(will)),
-            on_message=lambda _t, _p: None, on_puback=lambda _m: None,
+            on_message=lambda _t, _p: None,
+            on_puback=lambda _m: None,
             on_disconnect=lambda _r: None,
-        )  # fmt: skip
+        )
         await link.connect()
     except (LinkError, TimeoutError) as exc:
         return BrokerFacts(

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 def unit_of(quantity: str) -> str:
     """The unit a quantity's name ends in (``power_w`` → W)."""
-    suffixes = {"_wh": "Wh", "_var": "var", "_va": "VA", "_hz": "Hz", "_v": "V", "_a": "A",
-                "_w": "W"}  # fmt: skip
+    suffixes = {
+        "_wh": "Wh",
+        "_var": "var",
+        "_va": "VA",
+        "_hz": "Hz",
+        "_v": "V",
+        "_a": "A",
+        "_w": "W",
+    }
     for suffix, unit in suffixes.items():
         if quantity.endswith(suffix):
             return unit

@@ -107,9 +107,13 @@ class Found:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "unit": self.unit, "baud": self.baud, "parity": self.parity, "model": self.model,
-            "candidates": self.candidates, "summary": self.summary,
-        }  # fmt: skip
+            "unit": self.unit,
+            "baud": self.baud,
+            "parity": self.parity,
+            "model": self.model,
+            "candidates": self.candidates,
+            "summary": self.summary,
+        }
 
 
 async def answers(bus: ModbusBus, unit: int) -> bool:
@@ -143,8 +147,12 @@ async def identify(bus: ModbusBus, unit: int) -> tuple[list[ModelFit], dict[Quan
 
 
 def _summary(values: dict[Quantity, float]) -> dict[str, float]:
-    keep = (Quantity.VOLTAGE_L1_V, Quantity.POWER_W, Quantity.ENERGY_IMPORT_WH,
-            Quantity.FREQUENCY_HZ)  # fmt: skip
+    keep = (
+        Quantity.VOLTAGE_L1_V,
+        Quantity.POWER_W,
+        Quantity.ENERGY_IMPORT_WH,
+        Quantity.FREQUENCY_HZ,
+    )
     return {q.value: round(values[q], 2) for q in keep if q in values}
 
 

@@ -11,9 +11,11 @@ from edge_agent.config import AgentSettings, MeterSettings, config_path, load_co
 from edge_agent.errors import InputError
 
 config_option = click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="TOML file (default: $CHARGEMITRA_AGENT_CONFIG or /etc/chargemitra/agent.toml).",
-)  # fmt: skip
+)
 
 
 def settings_from(config_file: Path | None) -> AgentSettings:

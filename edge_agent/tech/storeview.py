@@ -93,10 +93,22 @@ def backlog(conn: sqlite3.Connection) -> Backlog:
 # --- sessions ---------------------------------------------------------------------------------
 
 _SESSION_COLUMNS = (
-    "session_id", "connector", "credential_kind", "credential_ref", "booking_id",
-    "started_at", "meter_start_wh", "last_meter_wh", "last_meter_at", "stopped_at",
-    "meter_stop_wh", "energy_wh", "stop_reason", "meter_went_backwards", "event_seq",
-)  # fmt: skip
+    "session_id",
+    "connector",
+    "credential_kind",
+    "credential_ref",
+    "booking_id",
+    "started_at",
+    "meter_start_wh",
+    "last_meter_wh",
+    "last_meter_at",
+    "stopped_at",
+    "meter_stop_wh",
+    "energy_wh",
+    "stop_reason",
+    "meter_went_backwards",
+    "event_seq",
+)
 
 
 def _session_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -144,9 +156,10 @@ def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
 
 def open_session_on(conn: sqlite3.Connection, connector: int) -> str | None:
     rows = _query(
-        conn, "SELECT session_id FROM sessions WHERE connector = ? AND stopped_at IS NULL",
+        conn,
+        "SELECT session_id FROM sessions WHERE connector = ? AND stopped_at IS NULL",
         (connector,),
-    )  # fmt: skip
+    )
     return None if not rows else str(rows[0][0])
 
 

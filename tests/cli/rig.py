@@ -47,17 +47,23 @@ class Result:
 
 
 async def cli(
-    *args: str, config: Path | None = None, env: dict[str, str] | None = None,
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
     timeout_s: float = 60.0,
-) -> Result:  # fmt: skip
+) -> Result:
     """Run ``chargemitra-agent ARGS`` (the installed console script) and wait for it."""
     full_env = {**os.environ, "CHARGEMITRA_CLOCK_SYNCED": "1", "COLUMNS": "200", **(env or {})}
     if config is not None:
         full_env["CHARGEMITRA_AGENT_CONFIG"] = str(config)
     proc = await asyncio.create_subprocess_exec(
-        str(CLI), *args, env=full_env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        str(CLI),
+        *args,
+        env=full_env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
@@ -84,9 +90,15 @@ async def sim_site(
     """Meters and a coil relay on one RTU line (a pty) at ``BAUD``; devices answer only at
     their own speed, as on a real line."""
     config = SimConfig(
-        meters=meters or (MeterSpec("sdm630", 1),), relay_unit=relay_unit, serial=True,
-        baud=BAUD, check_baud=True, turnaround_s=0.002, control=None, state_path=None,
-    )  # fmt: skip
+        meters=meters or (MeterSpec("sdm630", 1),),
+        relay_unit=relay_unit,
+        serial=True,
+        baud=BAUD,
+        check_baud=True,
+        turnaround_s=0.002,
+        control=None,
+        state_path=None,
+    )
     async with SimSite(config) as sim:
         if plugged:
             sim.plug("7.4kw", capacity_wh=400_000.0)
@@ -94,9 +106,17 @@ async def sim_site(
 
 
 def write_config(
-    tmp: Path, sim: SimSite, *, baud: int = BAUD, meter_unit: int = 1, relay_unit: int = 9,
-    mqtt: str = "", clock: str = "always", name: str = "agent.toml", tables: str = "",
-) -> Path:  # fmt: skip
+    tmp: Path,
+    sim: SimSite,
+    *,
+    baud: int = BAUD,
+    meter_unit: int = 1,
+    relay_unit: int = 9,
+    mqtt: str = "",
+    clock: str = "always",
+    name: str = "agent.toml",
+    tables: str = "",
+) -> Path:
     """The agent's configuration for ``sim``; ``mqtt`` and ``tables`` are TOML appended."""
     port = sim.endpoints()["serial"]
     link = f'{{ transport = "rtu", port = "{port}", baud = {baud} }}'
@@ -157,9 +177,17 @@ async def agent_process(config: Path, tmp: Path) -> AsyncIterator[asyncio.subpro
     """``chargemitra-agent run`` as a process, until SIGTERM."""
     with (tmp / "agent.log").open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "INFO",
-            "--config", str(config), stdout=log, stderr=log,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "run",
+            "--log-level",
+            "INFO",
+            "--config",
+            str(config),
+            stdout=log,
+            stderr=log,
+        )
     try:
         await wait_for_socket(tmp / "agent.sock")
         yield proc

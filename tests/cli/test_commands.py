@@ -44,12 +44,34 @@ from protocols.meters import Quantity
 from tests.cli.rig import cli, one_line_error
 
 COMMANDS = [
-    [], ["doctor"], ["meter"], ["meter", "read"], ["meter", "watch"], ["meter", "raw"],
-    ["meter", "scan"], ["relay"], ["relay", "on"], ["relay", "off"], ["relay", "test"],
-    ["auth"], ["auth", "check"], ["auth", "list"], ["session"], ["session", "list"],
-    ["session", "show"], ["session", "stop"], ["sync"], ["sync", "status"], ["sync", "flush"],
-    ["config"], ["config", "validate"], ["config", "show"], ["provision"], ["logs"], ["run"],
-]  # fmt: skip
+    [],
+    ["doctor"],
+    ["meter"],
+    ["meter", "read"],
+    ["meter", "watch"],
+    ["meter", "raw"],
+    ["meter", "scan"],
+    ["relay"],
+    ["relay", "on"],
+    ["relay", "off"],
+    ["relay", "test"],
+    ["auth"],
+    ["auth", "check"],
+    ["auth", "list"],
+    ["session"],
+    ["session", "list"],
+    ["session", "show"],
+    ["session", "stop"],
+    ["sync"],
+    ["sync", "status"],
+    ["sync", "flush"],
+    ["config"],
+    ["config", "validate"],
+    ["config", "show"],
+    ["provision"],
+    ["logs"],
+    ["run"],
+]
 
 
 def test_every_command_answers_help_and_offers_json() -> None:
@@ -140,8 +162,11 @@ async def test_logs_from_a_file_and_without_any_source(tmp_path: Path) -> None:
 
 
 def test_exit_code_is_0_all_pass_1_warn_only_2_any_fail() -> None:
-    ok, warn, fail = (Check("a", Level.PASS, ""), Check("b", Level.WARN, ""),
-                      Check("c", Level.FAIL, ""))  # fmt: skip
+    ok, warn, fail = (
+        Check("a", Level.PASS, ""),
+        Check("b", Level.WARN, ""),
+        Check("c", Level.FAIL, ""),
+    )
     assert exit_code([ok, Check("s", Level.SKIP, "")]) == 0
     assert exit_code([ok, warn]) == 1
     assert exit_code([ok, warn, fail]) == 2
@@ -150,8 +175,9 @@ def test_exit_code_is_0_all_pass_1_warn_only_2_any_fail() -> None:
 def test_broker_remedy_names_the_cause() -> None:
     assert "credentials" in broker_remedy("broker x refused us: Not authorized", tls=True)
     assert "credentials" in broker_remedy("refused us: Bad user name or password", tls=True)
-    assert "ca_file" in broker_remedy("cannot reach broker: [SSL: CERTIFICATE_VERIFY_FAILED]",
-                                      tls=True)  # fmt: skip
+    assert "ca_file" in broker_remedy(
+        "cannot reach broker: [SSL: CERTIFICATE_VERIFY_FAILED]", tls=True
+    )
     assert "unreachable" in broker_remedy("cannot reach broker: [Errno 111] refused", tls=True)
     assert check_broker(BrokerFacts(configured=False)).level is Level.SKIP
     assert (
@@ -188,8 +214,12 @@ def test_clock_disk_backlog_and_daemon_verdicts() -> None:
 
 
 def test_meter_and_relay_verdicts() -> None:
-    good = {Quantity.VOLTAGE_L1_V: 231.0, Quantity.POWER_W: 0.0, Quantity.FREQUENCY_HZ: 50.0,
-            Quantity.ENERGY_IMPORT_WH: 1000.0}  # fmt: skip
+    good = {
+        Quantity.VOLTAGE_L1_V: 231.0,
+        Quantity.POWER_W: 0.0,
+        Quantity.FREQUENCY_HZ: 50.0,
+        Quantity.ENERGY_IMPORT_WH: 1000.0,
+    }
     assert check_meter(MeterFacts("m", "sdm630", 1, "p", values=good)).level is Level.PASS
     nonsense = {**good, Quantity.FREQUENCY_HZ: 3.2e9}
     assert "implausible" in check_meter(MeterFacts("m", "sdm630", 1, "p", values=nonsense)).detail
@@ -214,21 +244,39 @@ def test_plausibility_needs_mains_voltage_and_frequency_in_range() -> None:
 
 def test_relay_test_verdicts() -> None:
     common = {"charging_power_w": 100.0, "stuck_power_w": 50.0}
-    assert judge(closed_read=True, open_read=False, power_closed_w=7400.0, power_open_w=0.0,
-                 **common)[0] is Verdict.PASS  # fmt: skip
-    assert judge(closed_read=True, open_read=False, power_closed_w=0.0, power_open_w=0.0,
-                 **common)[0] is Verdict.NO_POWER  # fmt: skip
-    assert judge(closed_read=True, open_read=False, power_closed_w=7400.0, power_open_w=7400.0,
-                 **common)[0] is Verdict.STUCK_CLOSED  # fmt: skip
-    assert judge(closed_read=False, open_read=False, power_closed_w=0.0, power_open_w=0.0,
-                 **common)[0] is Verdict.NO_READBACK  # fmt: skip
-    assert judge(closed_read=None, open_read=None, power_closed_w=None, power_open_w=None,
-                 **common)[0] is Verdict.METER_SILENT  # fmt: skip
+    assert (
+        judge(closed_read=True, open_read=False, power_closed_w=7400.0, power_open_w=0.0, **common)[
+            0
+        ]
+        is Verdict.PASS
+    )
+    assert (
+        judge(closed_read=True, open_read=False, power_closed_w=0.0, power_open_w=0.0, **common)[0]
+        is Verdict.NO_POWER
+    )
+    assert (
+        judge(
+            closed_read=True, open_read=False, power_closed_w=7400.0, power_open_w=7400.0, **common
+        )[0]
+        is Verdict.STUCK_CLOSED
+    )
+    assert (
+        judge(closed_read=False, open_read=False, power_closed_w=0.0, power_open_w=0.0, **common)[0]
+        is Verdict.NO_READBACK
+    )
+    assert (
+        judge(closed_read=None, open_read=None, power_closed_w=None, power_open_w=None, **common)[0]
+        is Verdict.METER_SILENT
+    )
 
 
 def test_scan_prefers_the_largest_plausible_map_and_reports_ties() -> None:
-    fits = [ModelFit("sdm120", 10), ModelFit("sdm72d", 21), ModelFit("sdm630", 27),
-            ModelFit("abb_b23", 0, ("exception 1",))]  # fmt: skip
+    fits = [
+        ModelFit("sdm120", 10),
+        ModelFit("sdm72d", 21),
+        ModelFit("sdm630", 27),
+        ModelFit("abb_b23", 0, ("exception 1",)),
+    ]
     assert best_model(fits) == ("sdm630", ["sdm630"])
     assert best_model([ModelFit("a", 5), ModelFit("b", 5)]) == (None, ["a", "b"])
     assert best_model([ModelFit("a", 0)]) == (None, [])
@@ -256,15 +304,28 @@ def test_redaction_hides_secrets_but_shows_paths_to_secret_files() -> None:
     }
     assert redact(data) == {
         "mqtt": {"password": REDACTED, "password_file": "/etc/p", "host": "h"},
-        "auth": {"pin_secret_file": "/etc/s", "token": REDACTED}, "list": [{"secret": REDACTED}],
-    }  # fmt: skip
+        "auth": {"pin_secret_file": "/etc/s", "token": REDACTED},
+        "list": [{"secret": REDACTED}],
+    }
     # Secret names, not every key that mentions one.
-    named = {"token_leeway_s": 30, "api_token": "t", "private_key": "k", "key_file": "/k",
-             "public_key_files": ["/a"], "pin_secret": "p", "passwords_ok": True}  # fmt: skip
+    named = {
+        "token_leeway_s": 30,
+        "api_token": "t",
+        "private_key": "k",
+        "key_file": "/k",
+        "public_key_files": ["/a"],
+        "pin_secret": "p",
+        "passwords_ok": True,
+    }
     assert redact(named) == {
-        "token_leeway_s": 30, "api_token": REDACTED, "private_key": REDACTED, "key_file": "/k",
-        "public_key_files": ["/a"], "pin_secret": REDACTED, "passwords_ok": True,
-    }  # fmt: skip
+        "token_leeway_s": 30,
+        "api_token": REDACTED,
+        "private_key": REDACTED,
+        "key_file": "/k",
+        "public_key_files": ["/a"],
+        "pin_secret": REDACTED,
+        "passwords_ok": True,
+    }
 
 
 def test_the_store_opens_read_only_even_under_a_path_a_uri_would_garble(tmp_path: Path) -> None:
@@ -287,9 +348,15 @@ def _auth_check(tmp_path: Path, config: Path, credential: str, kind: str) -> Aut
     conn = open_readonly(tmp_path / "agent.db")
     try:
         return check(
-            conn, settings, credential, kind=kind, connector=1, now=datetime.now(UTC),
-            clock_synced=True, connector_busy=False,
-        )  # fmt: skip
+            conn,
+            settings,
+            credential,
+            kind=kind,
+            connector=1,
+            now=datetime.now(UTC),
+            clock_synced=True,
+            connector_busy=False,
+        )
     finally:
         conn.close()
 

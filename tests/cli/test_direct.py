@@ -24,9 +24,20 @@ async def test_meter_scan_finds_two_meters_at_different_units_and_bauds_and_name
     meters = (MeterSpec("sdm630", 3, baud=9600), MeterSpec("sdm120", 7, baud=19200))
     async with sim_site(*meters, relay_unit=9) as sim:
         port = sim.endpoints()["serial"]
-        result = await cli("meter", "scan", "--port", port, "--units", "1-8",
-                           "--bauds", "9600,19200", "--parities", "N", "--json",
-                           config=tmp_path / "none.toml")  # fmt: skip
+        result = await cli(
+            "meter",
+            "scan",
+            "--port",
+            port,
+            "--units",
+            "1-8",
+            "--bauds",
+            "9600,19200",
+            "--parities",
+            "N",
+            "--json",
+            config=tmp_path / "none.toml",
+        )
     assert result.code == 0, result
     found = {(f["unit"], f["baud"]): f["model"] for f in result.json()["found"]}
     assert found == {(3, 9600): "sdm630", (7, 19200): "sdm120"}
@@ -40,13 +51,22 @@ async def test_meter_scan_names_the_relay_as_an_unknown_device_and_warns_when_no
 ) -> None:
     async with sim_site(MeterSpec("sdm630", 1, baud=9600), relay_unit=4) as sim:
         port = sim.endpoints()["serial"]
-        result = await cli("meter", "scan", "--port", port, "--units", "4-5", "--bauds",
-                           "38400", "--json", config=tmp_path / "none.toml")  # fmt: skip
+        result = await cli(
+            "meter",
+            "scan",
+            "--port",
+            port,
+            "--units",
+            "4-5",
+            "--bauds",
+            "38400",
+            "--json",
+            config=tmp_path / "none.toml",
+        )
     assert result.code == 1, result  # a device, but no meter
     assert result.json()["found"] == [
-        {"unit": 4, "baud": 38400, "parity": "N", "model": None, "candidates": [],
-         "summary": {}}
-    ]  # fmt: skip
+        {"unit": 4, "baud": 38400, "parity": "N", "model": None, "candidates": [], "summary": {}}
+    ]
 
 
 @pytest.mark.integration
@@ -54,10 +74,12 @@ async def test_meter_read_raw_and_watch_use_the_bus_directly_and_say_so(tmp_path
     async with sim_site(MeterSpec("sdm630", 1)) as sim:
         config = write_config(tmp_path, sim)
         read = await cli("meter", "read", "--meter", "m1", "--json", config=config)
-        raw = await cli("meter", "raw", "--fc", "4", "--addr", "0", "--count", "2", "--json",
-                        config=config)  # fmt: skip
-        watch = await cli("meter", "watch", "--count", "2", "--interval", "0.2", "--json",
-                          config=config)  # fmt: skip
+        raw = await cli(
+            "meter", "raw", "--fc", "4", "--addr", "0", "--count", "2", "--json", config=config
+        )
+        watch = await cli(
+            "meter", "watch", "--count", "2", "--interval", "0.2", "--json", config=config
+        )
         human = await cli("meter", "read", config=config)
     assert read.code == 0, read
     assert DIRECT in read.stderr

@@ -58,8 +58,20 @@ async def test_every_command_beside_a_running_connected_agent(
             assert read.code == 0, read
             assert read.json()["via"] == "agent"
             assert 200 < read.json()["meters"][0]["values"]["voltage_l1_v"] < 260
-            raw = await cli("meter", "raw", "--unit", "1", "--fc", "4", "--addr", "0",
-                            "--count", "2", "--json", config=config)  # fmt: skip
+            raw = await cli(
+                "meter",
+                "raw",
+                "--unit",
+                "1",
+                "--fc",
+                "4",
+                "--addr",
+                "0",
+                "--count",
+                "2",
+                "--json",
+                config=config,
+            )
             assert raw.code == 0, raw
             assert raw.json()["via"] == "agent"
             assert 200 < raw.json()["quantities"]["voltage_l1_v"] < 260
@@ -118,8 +130,9 @@ async def test_every_command_beside_a_running_connected_agent(
             shown_config = await cli("config", "show", "--json", config=config)
             assert shown_config.json()["device_id"] == DEVICE
             assert shown_config.json()["mqtt"]["password_file"].endswith("mqtt.password")
-            log = await cli("logs", "--file", str(tmp_path / "agent.log"), "-n", "5", "--json",
-                            config=config)  # fmt: skip
+            log = await cli(
+                "logs", "--file", str(tmp_path / "agent.log"), "-n", "5", "--json", config=config
+            )
             assert log.code == 0
             assert len(log.stdout.splitlines()) <= 5
 
@@ -159,10 +172,18 @@ async def test_auth_check_of_a_token_beside_the_agent_uses_nothing_up(tmp_path: 
     public = tmp_path / "cloud.pub"
     public.write_bytes(key.public_key().to_pem())
     now = datetime.now(UTC)
-    token = sign_unlock_token(key, UnlockClaims(
-        charger_id=DEVICE, connector=1, user_ref="u-1", jti=new_ulid(),
-        nbf=now - timedelta(minutes=1), exp=now + timedelta(hours=1), booking_id="bk-1",
-    ))  # fmt: skip
+    token = sign_unlock_token(
+        key,
+        UnlockClaims(
+            charger_id=DEVICE,
+            connector=1,
+            user_ref="u-1",
+            jti=new_ulid(),
+            nbf=now - timedelta(minutes=1),
+            exp=now + timedelta(hours=1),
+            booking_id="bk-1",
+        ),
+    )
     sock = tmp_path / "agent.sock"
     async with sim_site(MeterSpec("sdm630", 1)) as sim:
         tables = f'[auth]\npublic_key_files = ["{public}"]'

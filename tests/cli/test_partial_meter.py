@@ -34,9 +34,10 @@ def _readings(acker: Acker) -> list[dict[str, float]]:
     batches = acker.received[DEVICE].by_seq.values()
     return [
         {q.value: v for q, v in r.values.items()}
-        for batch in batches if isinstance(batch, TelemetryBatch)
+        for batch in batches
+        if isinstance(batch, TelemetryBatch)
         for r in batch.readings
-    ]  # fmt: skip
+    ]
 
 
 def _statuses(acker: Acker) -> list[Status]:

@@ -26,18 +26,19 @@ from tests.cli.rig import CLI, TAG, agent_process, cli, one_line_error, sim_site
 from tests.edge.agent_rig import control, seed_local_list, wait_until
 
 LIMITS = SafetyLimits(rating_a=32, overcurrent_hold_s=5, meter_silence_s=3)
-GOOD = {Quantity.ENERGY_IMPORT_WH: 1000.0, Quantity.POWER_W: 7000.0,
-        Quantity.CURRENT_L1_A: 30.0}  # fmt: skip
+GOOD = {Quantity.ENERGY_IMPORT_WH: 1000.0, Quantity.POWER_W: 7000.0, Quantity.CURRENT_L1_A: 30.0}
 
 
-def _run(manual: manual_close.ManualClose, steps: list[tuple[float, dict[Quantity, float] | None]]
-         ) -> list[str | None]:  # fmt: skip
+def _run(
+    manual: manual_close.ManualClose, steps: list[tuple[float, dict[Quantity, float] | None]]
+) -> list[str | None]:
     """Feed (time, new reading or None) in order; each step's verdict."""
     out = []
     for mono, values in steps:
         heard = mono if values is not None else manual.heard_mono
-        manual, why = manual_close.assess(manual, mono=mono, heard_mono=heard,
-                                          values=values, limits=LIMITS)  # fmt: skip
+        manual, why = manual_close.assess(
+            manual, mono=mono, heard_mono=heard, values=values, limits=LIMITS
+        )
         out.append(why)
     return out
 
@@ -59,8 +60,9 @@ def test_a_hand_closed_relay_opens_on_meter_silence_counted_from_the_last_new_re
     # The same (stale) reading offered again is not heard again: silence still grows.
     verdicts = []
     for mono in (1.0, 2.0, 3.0, 4.0, 5.0):
-        manual, why = manual_close.assess(manual, mono=mono, heard_mono=1.0, values=GOOD,
-                                          limits=LIMITS)  # fmt: skip
+        manual, why = manual_close.assess(
+            manual, mono=mono, heard_mono=1.0, values=GOOD, limits=LIMITS
+        )
         verdicts.append(why)
     assert verdicts[:3] == [None, None, None]
     assert verdicts[4] is not None
@@ -69,8 +71,9 @@ def test_a_hand_closed_relay_opens_on_meter_silence_counted_from_the_last_new_re
 
 def test_a_hand_closed_relay_opens_on_sustained_overcurrent_only() -> None:
     over = {**GOOD, Quantity.CURRENT_L1_A: 40.0}
-    brief = _run(manual_close.start(0.0, 600),
-                 [(1, over), (2, over), (3, dict(GOOD)), (4, over), (5, over)])  # fmt: skip
+    brief = _run(
+        manual_close.start(0.0, 600), [(1, over), (2, over), (3, dict(GOOD)), (4, over), (5, over)]
+    )
     assert brief == [None] * 5
     held = _run(manual_close.start(0.0, 600), [(t, over) for t in range(1, 8)])
     assert held[-1] is not None
@@ -108,8 +111,7 @@ async def test_the_agent_watches_a_relay_closed_by_hand_and_opens_it(tmp_path: P
             # still the agent's: refused as such, before any probe goes out on the line.
             alias = tmp_path / "by-id-adapter"
             alias.symlink_to(sim.endpoints()["serial"])
-            scan = await cli("meter", "scan", "--port", str(alias), "--units", "1",
-                             config=config)  # fmt: skip
+            scan = await cli("meter", "scan", "--port", str(alias), "--units", "1", config=config)
             assert "in use by the running agent" in one_line_error(scan)
 
             # 1. Closed by hand: Unavailable (no session can start), opened after --hold-s.
@@ -160,10 +162,12 @@ async def test_the_agent_watches_a_relay_closed_by_hand_and_opens_it(tmp_path: P
 async def test_ctrl_c_during_a_relay_test_on_the_bus_opens_the_relay(tmp_path: Path) -> None:
     # No EV: the test watches for power for stuck_relay_check_s + 1 s with the relay closed.
     ran = await _while_closed(
-        tmp_path, ["relay", "test"], lambda sim, proc: proc.send_signal(signal.SIGINT),
+        tmp_path,
+        ["relay", "test"],
+        lambda sim, proc: proc.send_signal(signal.SIGINT),
         plugged=False,
         edit=lambda text: text.replace("stuck_relay_check_s = 0.5", "stuck_relay_check_s = 60"),
-    )  # fmt: skip
+    )
     assert not ran.relay_closed_after
     assert "Traceback" not in ran.stderr
     assert ran.code != 0
@@ -193,19 +197,27 @@ def _as_at_a_terminal() -> None:
 
 
 async def _while_closed(
-    tmp_path: Path, argv: list[str], act: WhileClosed, *, plugged: bool = True,
+    tmp_path: Path,
+    argv: list[str],
+    act: WhileClosed,
+    *,
+    plugged: bool = True,
     edit: Callable[[str], str] = lambda text: text,
-) -> Ran:  # fmt: skip
+) -> Ran:
     """Run ``chargemitra-agent ARGV`` beside a stopped agent; once the simulator's relay is
     closed, ``act`` (a fault, a signal), then wait for the command."""
     async with sim_site(MeterSpec("sdm630", 1), plugged=plugged) as sim:
         config = write_config(tmp_path, sim)
         config.write_text(edit(config.read_text()))
         proc = await asyncio.create_subprocess_exec(
-            str(CLI), *argv, "--config", str(config),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(CLI),
+            *argv,
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             preexec_fn=_as_at_a_terminal,
-        )  # fmt: skip
+        )
         try:
 
             async def closed() -> bool:
@@ -234,8 +246,10 @@ async def test_relay_on_without_the_agent_holds_the_relay_for_hold_s_then_opens_
     held = await _hold(tmp_path, 2, lambda sim, proc: None)
     assert (held.code, held.relay_closed_after) == (0, False), held.stderr
     assert (held.json()["via"], held.json()["read_closed"], held.json()["open_read"]) == (
-        "bus", True, False,
-    )  # fmt: skip
+        "bus",
+        True,
+        False,
+    )
     assert held.json()["tripped"] is False
     assert "limit of 2 s" in str(held.json()["opened_because"])
     assert "holds the relay closed" in held.stderr  # a --json caller is told on stderr
@@ -252,10 +266,15 @@ async def test_relay_on_without_the_agent_opens_on_meter_silence(tmp_path: Path)
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "signals",
-    [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT] * 3,
-     [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]],
+    [
+        [signal.SIGINT],
+        [signal.SIGTERM],
+        [signal.SIGHUP],
+        [signal.SIGINT] * 3,
+        [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+    ],
     ids=["ctrl-c", "sigterm", "sighup-ssh-dropped", "ctrl-c-thrice", "one-of-each"],
-)  # fmt: skip
+)
 async def test_relay_on_without_the_agent_opens_on_ctrl_c_sigterm_and_sighup(
     tmp_path: Path, signals: list[signal.Signals]
 ) -> None:

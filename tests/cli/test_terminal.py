@@ -24,15 +24,29 @@ class Tmux:
 
     async def run(self, *args: str) -> str:
         done = await asyncio.to_thread(
-            subprocess.run, [*self.base, *args], capture_output=True, text=True, check=True,
+            subprocess.run,
+            [*self.base, *args],
+            capture_output=True,
+            text=True,
+            check=True,
             timeout=10,
-        )  # fmt: skip
+        )
         return done.stdout
 
     async def start(self, env: dict[str, str]) -> None:
         pairs = [x for k, v in env.items() for x in ("-e", f"{k}={v}")]
-        await self.run("new-session", "-d", "-s", "cli", "-x", "150", "-y", "45", *pairs,
-                       "bash --norc --noprofile")  # fmt: skip
+        await self.run(
+            "new-session",
+            "-d",
+            "-s",
+            "cli",
+            "-x",
+            "150",
+            "-y",
+            "45",
+            *pairs,
+            "bash --norc --noprofile",
+        )
 
     async def send(self, *keys: str) -> None:
         await self.run("send-keys", "-t", "cli", *keys)
@@ -59,12 +73,18 @@ async def test_meter_watch_and_doctor_render_readable_tables_in_tmux(tmp_path: P
     tmux = Tmux(tmp_path / "tmux.sock")
     async with sim_site(MeterSpec("sdm630", 1)) as sim:
         config = write_config(tmp_path, sim)
-        await tmux.start({"CHARGEMITRA_AGENT_CONFIG": str(config),
-                          "CHARGEMITRA_CLOCK_SYNCED": "1", "TERM": "xterm-256color"})  # fmt: skip
+        await tmux.start(
+            {
+                "CHARGEMITRA_AGENT_CONFIG": str(config),
+                "CHARGEMITRA_CLOCK_SYNCED": "1",
+                "TERM": "xterm-256color",
+            }
+        )
         try:
             await tmux.send(f"{CLI} meter watch --interval 0.3", "Enter")
-            watch = await tmux.wait_for("meter watch (via bus", "voltage_l1", "frequency",
-                                        "kWh", "Ctrl-C")  # fmt: skip
+            watch = await tmux.wait_for(
+                "meter watch (via bus", "voltage_l1", "frequency", "kWh", "Ctrl-C"
+            )
             # Box-drawn table, one quantity per row, value and unit right-aligned.
             assert "┏" in watch
             assert "┃ quantity" in watch
@@ -79,8 +99,11 @@ async def test_meter_watch_and_doctor_render_readable_tables_in_tmux(tmp_path: P
             doctor = await tmux.wait_for("chargemitra-agent doctor", "result: FAIL")
             # A check's row is the one whose check cell names it: a wrapped remedy can start a
             # continuation line with the same word ("agent creates it ...") in another cell.
-            rows = {cells[2].strip(): cells for line in doctor.splitlines()
-                    if len(cells := line.split("│")) > 3 and cells[2].strip()}  # fmt: skip
+            rows = {
+                cells[2].strip(): cells
+                for line in doctor.splitlines()
+                if len(cells := line.split("│")) > 3 and cells[2].strip()
+            }
             for name in ("config", "store", "meter m1", "relay 1", "clock", "agent"):
                 assert name in rows, name
             assert "FAIL" in rows["agent"][1]  # the agent is not running in this session

@@ -138,8 +138,14 @@ async def insert_booking(
     await pg.execute(
         "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status) "
         "VALUES ($1, $2, $3, $4, tstzrange($5, $6, '[)'), $7)",
-        booking_id, user.id, charger_id, connector_id, start, end, status,
-    )  # fmt: skip
+        booking_id,
+        user.id,
+        charger_id,
+        connector_id,
+        start,
+        end,
+        status,
+    )
     return booking_id
 
 
@@ -215,9 +221,16 @@ async def serve_api(settings: Settings, log_file: Path, **extra_env: str) -> Asy
     base_url = f"http://127.0.0.1:{port}"
     with log_file.open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
-            str(cli), "serve", "--host", "127.0.0.1", "--port", str(port),
-            env=env, stdout=log, stderr=log,
-        )  # fmt: skip
+            str(cli),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
     try:
         async with httpx.AsyncClient(base_url=base_url) as probe, asyncio.timeout(30):
             while True:

@@ -44,13 +44,17 @@ class ConsoleWorld:
 
 async def unverified(pg: PgConnection, host: ApiUser) -> None:
     """A host who has not been through KYC yet (test users are made verified)."""
-    await pg.execute("UPDATE hosts SET kyc_status = 'not_started', kyc_verified_at = NULL "
-                     "WHERE id = $1", host.host_id)  # fmt: skip
+    await pg.execute(
+        "UPDATE hosts SET kyc_status = 'not_started', kyc_verified_at = NULL WHERE id = $1",
+        host.host_id,
+    )
 
 
 def kyc_files() -> dict[str, tuple[str, bytes, str]]:
-    return {"pan_card": ("pan.png", PNG, "image/png"),
-            "address_proof": ("bill.png", PNG, "image/png")}  # fmt: skip
+    return {
+        "pan_card": ("pan.png", PNG, "image/png"),
+        "address_proof": ("bill.png", PNG, "image/png"),
+    }
 
 
 async def console_world(
@@ -59,35 +63,49 @@ async def console_world(
     host, driver = await add_user(pg, settings, Role.HOST), await add_user(pg, settings)
     admin = await add_user(pg, settings, Role.ADMIN)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    pending = await add_charger(pg, host, moderation_status="pending", is_listed=False,
-                                with_device=False)  # fmt: skip
+    pending = await add_charger(
+        pg, host, moderation_status="pending", is_listed=False, with_device=False
+    )
     await unverified(pg, host)
-    sent = await client.post("/host/kyc", data={"pan": PAN, "aadhaar": AADHAAR},
-                             files=kyc_files(), headers=host.headers)  # fmt: skip
+    sent = await client.post(
+        "/host/kyc", data={"pan": PAN, "aadhaar": AADHAAR}, files=kyc_files(), headers=host.headers
+    )
     assert sent.status_code == 201, sent.text
     assert isinstance(state.payments, DummyProvider)
-    settled = await _settled_session(pg, DisputeApi(client, settings, state, state.payments),
-                                     charger, driver)  # fmt: skip
+    settled = await _settled_session(
+        pg, DisputeApi(client, settings, state, state.payments), charger, driver
+    )
     opened = await client.post(
-        f"/sessions/{settled.public_id}/disputes", headers=driver.headers,
+        f"/sessions/{settled.public_id}/disputes",
+        headers=driver.headers,
         json={"reason_code": "billed_wrong", "description": "Charged for 7 kWh, got 5."},
-    )  # fmt: skip
+    )
     assert opened.status_code == 201, opened.text
-    photo = await client.post(f"/disputes/{opened.json()['id']}/photos", headers=driver.headers,
-                              files={"photo": ("cable.png", PNG, "image/png")})  # fmt: skip
+    photo = await client.post(
+        f"/disputes/{opened.json()['id']}/photos",
+        headers=driver.headers,
+        files={"photo": ("cable.png", PNG, "image/png")},
+    )
     assert photo.status_code == 201, photo.text
     review = {"rating": 2, "text": "Slow, and the host was rude."}
-    reviewed = await client.post(f"/sessions/{settled.public_id}/review", headers=driver.headers,
-                                 json=review)  # fmt: skip
+    reviewed = await client.post(
+        f"/sessions/{settled.public_id}/review", headers=driver.headers, json=review
+    )
     assert reviewed.status_code == 201, reviewed.text
     await pg.execute(  # a payout the host asked for, awaiting an admin
         "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
         "VALUES ($1, $2, 100, now() - interval '7 days', now())",
-        new_ulid(), host.host_id,
-    )  # fmt: skip
+        new_ulid(),
+        host.host_id,
+    )
     return ConsoleWorld(
-        host=host, driver=driver, admin=admin, approved_charger=charger.id,
-        pending_charger=pending.id, submission_id=sent.json()["submission"]["id"],
-        session_id=settled.public_id, dispute_id=opened.json()["id"],
+        host=host,
+        driver=driver,
+        admin=admin,
+        approved_charger=charger.id,
+        pending_charger=pending.id,
+        submission_id=sent.json()["submission"]["id"],
+        session_id=settled.public_id,
+        dispute_id=opened.json()["id"],
         review_id=reviewed.json()["id"],
-    )  # fmt: skip
+    )

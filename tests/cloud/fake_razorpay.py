@@ -273,8 +273,14 @@ class FakeRazorpay:
         for contact in self.contacts.values():
             if (contact["name"], contact["type"], contact["reference_id"]) == (name, kind, ref):
                 return Answer(200, contact)  # RazorpayX answers a duplicate with the original
-        contact = {"id": _id("cont"), "entity": "contact", "name": name, "type": kind,
-                   "reference_id": ref, "active": True}  # fmt: skip
+        contact = {
+            "id": _id("cont"),
+            "entity": "contact",
+            "name": name,
+            "type": kind,
+            "reference_id": ref,
+            "active": True,
+        }
         self.contacts[contact["id"]] = contact
         return Answer(201, contact)
 

@@ -73,8 +73,12 @@ class FakeStripe:
         transfer = self.transfers[transfer_id]
         left = int(transfer["amount"]) - int(transfer.get("amount_reversed", 0))
         assert 0 < amount <= left, "Stripe refuses to reverse more than is left"
-        reversal = {"id": f"trr_{secrets.token_hex(8)}", "object": "transfer_reversal",
-                    "amount": amount, "transfer": transfer_id}  # fmt: skip
+        reversal = {
+            "id": f"trr_{secrets.token_hex(8)}",
+            "object": "transfer_reversal",
+            "amount": amount,
+            "transfer": transfer_id,
+        }
         transfer["amount_reversed"] = int(transfer.get("amount_reversed", 0)) + amount
         transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
         transfer.setdefault("reversals", {"object": "list", "data": []})["data"].append(reversal)

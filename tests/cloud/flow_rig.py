@@ -158,13 +158,19 @@ class Market:
         self, user: ApiUser, *, start: datetime, end: datetime, status: str = "confirmed"
     ) -> str:
         return await insert_booking(
-            self.pg, user, charger_id=self.charger_id, connector_id=self.connector_id,
-            start=start, end=end, status=status,
-        )  # fmt: skip
+            self.pg,
+            user,
+            charger_id=self.charger_id,
+            connector_id=self.connector_id,
+            start=start,
+            end=end,
+            status=status,
+        )
 
     async def device_online(self) -> bool:
-        return bool(await self.pg.fetchval("SELECT online FROM devices WHERE id = $1",
-                                            self.device_id))  # fmt: skip
+        return bool(
+            await self.pg.fetchval("SELECT online FROM devices WHERE id = $1", self.device_id)
+        )
 
 
 async def list_charger(pg: PgConnection, host: ApiUser, admin: ApiUser) -> tuple[str, str]:
@@ -176,18 +182,24 @@ async def list_charger(pg: PgConnection, host: ApiUser, admin: ApiUser) -> tuple
         "longitude, price_per_kwh_paise, session_fee_paise, qr_code) VALUES "
         "($1, $2, 'Asha''s garage', '12 MG Road', 'Pune', 'Maharashtra', '411001', 18.52, "
         "73.85, $3, $4, $5)",
-        charger_id, host.host_id, PRICE_PER_KWH_PAISE, SESSION_FEE_PAISE, charger_id[-10:],
-    )  # fmt: skip
+        charger_id,
+        host.host_id,
+        PRICE_PER_KWH_PAISE,
+        SESSION_FEE_PAISE,
+        charger_id[-10:],
+    )
     await pg.execute(
         "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
         "VALUES ($1, $2, 1, 'Type2', 7400)",
-        connector_id, charger_id,
-    )  # fmt: skip
+        connector_id,
+        charger_id,
+    )
     await pg.execute(
         "UPDATE chargers SET moderation_status = 'approved', is_listed = true, "
         "moderation_note = $2 WHERE id = $1",
-        charger_id, f"approved by {admin.id}",
-    )  # fmt: skip
+        charger_id,
+        f"approved by {admin.id}",
+    )
     return charger_id, connector_id
 
 
@@ -220,9 +232,13 @@ async def running_market(
         stop_tasks.append(ingest_task.cancel)
 
         settings = make_settings(
-            db_url, broker, service_passwords["cloud-api"], username="cloud-api",
-            CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://127.0.0.1:{link.port}", **env,
-        )  # fmt: skip
+            db_url,
+            broker,
+            service_passwords["cloud-api"],
+            username="cloud-api",
+            CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://127.0.0.1:{link.port}",
+            **env,
+        )
         app = create_app(settings)
         port = free_port()
         server = uvicorn.Server(
@@ -250,20 +266,29 @@ async def running_market(
         sim = await stack.enter_async_context(
             SimSite(
                 SimConfig(
-                    meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-                    turnaround_s=0.0, rfid=False, keys=True, control=None, state_path=None,
+                    meters=(MeterSpec("sdm630", 1),),
+                    relay_unit=2,
+                    tcp=("127.0.0.1", 0),
+                    turnaround_s=0.0,
+                    rfid=False,
+                    keys=True,
+                    control=None,
+                    state_path=None,
                 )
             )
-        )  # fmt: skip
+        )
         sim.plug("7.4kw")
         site = tmp / "site"
         site.mkdir()
         config = site_config(site, sim)
         async with app.state.cloud.sessions() as db, db.begin():
             issued = await issue_pairing_code(
-                db, settings, host_id=host.host_id or "", charger_id=charger_id,
+                db,
+                settings,
+                host_id=host.host_id or "",
+                charger_id=charger_id,
                 now=datetime.now(UTC),
-            )  # fmt: skip
+            )
         claimed = await asyncio.to_thread(claim, api_url, issued.code)
         write_claim(claimed, site, ca_file=certs.ca)
         agent = Agent(load_config(config))
@@ -272,11 +297,23 @@ async def running_market(
         stop_tasks.append(stop_agent.set)
         await asyncio.wait_for(agent.ready.wait(), 20)
         market = Market(
-            settings=settings, api_url=api_url, http=http, pg=pg, sim=sim, agent=agent,
-            link=link, ingest=worker, host=host, driver=driver, admin=admin,
-            charger_id=charger_id, connector_id=connector_id, device_id=claimed.device_id,
-            site=site, extra={"state": app.state.cloud},
-        )  # fmt: skip
+            settings=settings,
+            api_url=api_url,
+            http=http,
+            pg=pg,
+            sim=sim,
+            agent=agent,
+            link=link,
+            ingest=worker,
+            host=host,
+            driver=driver,
+            admin=admin,
+            charger_id=charger_id,
+            connector_id=connector_id,
+            device_id=claimed.device_id,
+            site=site,
+            extra={"state": app.state.cloud},
+        )
         await wait_for(market.device_online, "the device online in the cloud")
         try:
             yield market

@@ -25,8 +25,13 @@ async def signed_in(api: Api, user: ApiUser) -> AsyncIterator[httpx.AsyncClient]
     transport = httpx.ASGITransport(app=api.app, client=(address, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="https://api") as client:
         token = csrf_of((await client.get("/app/signin")).text)
-        form = {"email": user.email, "password": TEST_PASSWORD, "action": "signin",
-                "csrf": token, "next": "/app"}  # fmt: skip
+        form = {
+            "email": user.email,
+            "password": TEST_PASSWORD,
+            "action": "signin",
+            "csrf": token,
+            "next": "/app",
+        }
         signed = await client.post("/app/signin/password", data=form)
         assert signed.status_code == 303, signed.text
         yield client

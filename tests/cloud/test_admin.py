@@ -215,9 +215,15 @@ async def _seed_month(pg: PgConnection, api: Api) -> tuple[dict[str, str], list[
                 )
                 minutes = rng.randint(20, 240)  # some run past midnight into the next day
                 plan.append(
-                    (charger.id, charger.device_id, start, start + timedelta(minutes=minutes),
-                     rng.randint(500, 30_000), city)
-                )  # fmt: skip
+                    (
+                        charger.id,
+                        charger.device_id,
+                        start,
+                        start + timedelta(minutes=minutes),
+                        rng.randint(500, 30_000),
+                        city,
+                    )
+                )
     # Across the month's first midnight (its hour in November counts, the session does not),
     # and still running at the end.
     plan.append(
@@ -242,10 +248,16 @@ async def _seed_month(pg: PgConnection, api: Api) -> tuple[dict[str, str], list[
                 "stopped_at, meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, "
                 "events_received) VALUES ($1, $2, $3, $4, $5, 'Remote', 'r', $6, $7, $8, 0, "
                 "$9, $9, 1, 1) RETURNING id",
-                device_id or "cm-none", new_ulid(), 1 + n % 2 if charger_id == c1.id else 1,
-                charger_id, driver.id, "active" if stop is None else "stopped", start, stop,
+                device_id or "cm-none",
+                new_ulid(),
+                1 + n % 2 if charger_id == c1.id else 1,
+                charger_id,
+                driver.id,
+                "active" if stop is None else "stopped",
+                start,
+                stop,
                 energy,
-            )  # fmt: skip
+            )
             billed = commission = gst = 0
             if stop is not None:
                 quote = price(TARIFF, Usage(stop - start, energy))
@@ -262,10 +274,14 @@ async def _seed_month(pg: PgConnection, api: Api) -> tuple[dict[str, str], list[
                     "INSERT INTO ledger_entries (txn_id, account, amount_paise, source, "
                     "session_id, memo, created_at) SELECT $1, a, m, src, $2, $3, $4 "
                     "FROM unnest($5::text[], $6::bigint[], $7::text[]) AS t(a, m, src)",
-                    new_ulid(), session_id, txn.memo, stop,
-                    [e.account for e in entries], [e.amount_paise for e in entries],
+                    new_ulid(),
+                    session_id,
+                    txn.memo,
+                    stop,
+                    [e.account for e in entries],
+                    [e.amount_paise for e in entries],
                     [e.source.value for e in entries],
-                )  # fmt: skip
+                )
                 for e in entries:
                     if e.account.startswith("driver:"):
                         billed += e.amount_paise
@@ -284,8 +300,10 @@ async def _seed_month(pg: PgConnection, api: Api) -> tuple[dict[str, str], list[
                 await pg.execute(
                     "INSERT INTO telemetry_15m (bucket, device_id, meter_id, quantity, n, total, "
                     "min_value, max_value) VALUES ($1, $2, 'm1', $3, 15, 1, 0, 1)",
-                    bucket, c1.device_id, quantity,
-                )  # fmt: skip
+                    bucket,
+                    c1.device_id,
+                    quantity,
+                )
     return {"c1": c1.id, "c2": c2.id, "c3": c3.id}, seeded
 
 
@@ -312,26 +330,26 @@ async def test_figures_match_hand_computed_sql_over_a_month(
     ]
     for n, day in enumerate(body["days"]):
         lo, hi = T0 + timedelta(days=n), T0 + timedelta(days=n + 1)
-        (count,) = (
-            await pg.fetch(
-                "SELECT count(*), coalesce(sum(energy_wh), 0) FROM sessions "
-                "WHERE started_at >= $1 AND started_at < $2",
-                lo, hi,
-            )
-        )  # fmt: skip
-        (money,) = (
-            await pg.fetch(
-                "SELECT coalesce(sum(amount_paise) FILTER (WHERE account LIKE 'driver:%'), 0), "
-                "coalesce(-sum(amount_paise) FILTER (WHERE account = 'platform_commission'), 0), "
-                "coalesce(-sum(amount_paise) FILTER (WHERE account = 'gst_payable'), 0) "
-                "FROM ledger_entries WHERE created_at >= $1 AND created_at < $2",
-                lo, hi,
-            )
-        )  # fmt: skip
+        (count,) = await pg.fetch(
+            "SELECT count(*), coalesce(sum(energy_wh), 0) FROM sessions "
+            "WHERE started_at >= $1 AND started_at < $2",
+            lo,
+            hi,
+        )
+        (money,) = await pg.fetch(
+            "SELECT coalesce(sum(amount_paise) FILTER (WHERE account LIKE 'driver:%'), 0), "
+            "coalesce(-sum(amount_paise) FILTER (WHERE account = 'platform_commission'), 0), "
+            "coalesce(-sum(amount_paise) FILTER (WHERE account = 'gst_payable'), 0) "
+            "FROM ledger_entries WHERE created_at >= $1 AND created_at < $2",
+            lo,
+            hi,
+        )
         assert (day["sessions"], day["energy_wh"]) == (count[0], count[1]), day
         assert (day["revenue_paise"], day["commission_paise"], day["gst_paise"]) == (
-            money[0], money[1], money[2],
-        ), day  # fmt: skip
+            money[0],
+            money[1],
+            money[2],
+        ), day
     # ... and against the seed's own arithmetic.
     in_month = [x for x in seeded if T0 <= x.start < T1]
     billed_in_month = [x for x in seeded if x.stop is not None and T0 <= x.stop < T1]
@@ -430,8 +448,13 @@ async def test_host_text_in_the_figures_csv_opens_as_text_not_a_formula(
         "user_id, credential_kind, credential_ref, state, started_at, stopped_at, "
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) "
         "VALUES ($1, $2, 1, $3, $4, 'Remote', 'r', 'stopped', $5, $6, 0, 900, 900, 1, 1)",
-        charger.device_id, new_ulid(), charger.id, driver.id, start, start + timedelta(hours=1),
-    )  # fmt: skip
+        charger.device_id,
+        new_ulid(),
+        charger.id,
+        driver.id,
+        start,
+        start + timedelta(hours=1),
+    )
     params = {"from": "2026-11-01", "to": "2026-11-30", "format": "csv"}
     chargers = await api.get(
         "/admin/figures", params=params | {"table": "chargers"}, headers=admin.headers
@@ -447,6 +470,7 @@ async def test_host_text_in_the_figures_csv_opens_as_text_not_a_formula(
     )
     assert [r["city"] for r in csv.DictReader(io.StringIO(cities.text))] == ["'@SUM(1+1)"]
     # The JSON is data, not a spreadsheet: there the text is as the host wrote it.
-    body = (await api.get("/admin/figures", params=params | {"format": "json"},
-                          headers=admin.headers)).json()  # fmt: skip
+    body = (
+        await api.get("/admin/figures", params=params | {"format": "json"}, headers=admin.headers)
+    ).json()
     assert [c["name"] for c in body["chargers"] if c["charger_id"] == charger.id] == [name]

@@ -63,26 +63,35 @@ async def test_the_console_and_the_hosts_pages_refuse_clearly_and_decide_through
             world.admin.id,
         )
         assert audited == 1
-        no_reason = await client.post(f"/app/admin/kyc/{world.submission_id}/reject",
-                                      data={"csrf": token, "reason": "  "})  # fmt: skip
+        no_reason = await client.post(
+            f"/app/admin/kyc/{world.submission_id}/reject", data={"csrf": token, "reason": "  "}
+        )
         assert no_reason.status_code == 422
         assert "reason" in no_reason.text
         no_token = await client.post(f"/app/admin/kyc/{world.submission_id}/verify")
         assert no_token.status_code == 403
-        verified = await client.post(f"/app/admin/kyc/{world.submission_id}/verify",
-                                     data={"csrf": token})  # fmt: skip
+        verified = await client.post(
+            f"/app/admin/kyc/{world.submission_id}/verify", data={"csrf": token}
+        )
         assert verified.status_code == 303
-        again = await client.post(f"/app/admin/kyc/{world.submission_id}/verify",
-                                  data={"csrf": token})  # fmt: skip
+        again = await client.post(
+            f"/app/admin/kyc/{world.submission_id}/verify", data={"csrf": token}
+        )
         assert again.status_code == 409, again.text
-        assert await pg.fetchval("SELECT kyc_status FROM hosts WHERE id = $1",
-                                 world.host.host_id) == "verified"  # fmt: skip
+        assert (
+            await pg.fetchval("SELECT kyc_status FROM hosts WHERE id = $1", world.host.host_id)
+            == "verified"
+        )
 
         # Disputes: a refund above what the session's payments have left is refused (the
         # service's rule); a partial refund without an amount is the schema's refusal.
         url = f"/app/admin/disputes/{world.dispute_id}/resolve"
-        base = {"csrf": token, "outcome": "partial_refund", "charged_to": "host",
-                "note": "Meter read 5 kWh."}  # fmt: skip
+        base = {
+            "csrf": token,
+            "outcome": "partial_refund",
+            "charged_to": "host",
+            "note": "Meter read 5 kWh.",
+        }
         missing = await client.post(url, data={**base, "refund": ""})
         assert missing.status_code == 422, missing.text
         queue = await client.get("/app/admin/disputes")
@@ -110,24 +119,32 @@ async def test_the_console_and_the_hosts_pages_refuse_clearly_and_decide_through
         assert done.status_code == 303
         me = await market_api.client.get("/me", headers=world.driver.headers)
         assert me.status_code == 401
-        enabled = await client.post(f"/app/admin/users/{world.driver.id}/enable",
-                                    data={"csrf": token})  # fmt: skip
+        enabled = await client.post(
+            f"/app/admin/users/{world.driver.id}/enable", data={"csrf": token}
+        )
         assert enabled.status_code == 303
-        assert await pg.fetchval("SELECT disabled_at FROM users WHERE id = $1",
-                                 world.driver.id) is None  # fmt: skip
+        assert (
+            await pg.fetchval("SELECT disabled_at FROM users WHERE id = $1", world.driver.id)
+            is None
+        )
 
         # Reviews: hidden with a reason, shown again with a note.
-        hide = await client.post(f"/app/admin/reviews/{world.review_id}/hide",
-                                 data={"csrf": token, "reason": "Abusive"})  # fmt: skip
+        hide = await client.post(
+            f"/app/admin/reviews/{world.review_id}/hide", data={"csrf": token, "reason": "Abusive"}
+        )
         assert hide.status_code == 303
         hidden = await client.get("/app/admin/reviews", params={"hidden": "true"})
         assert world.review_id in hidden.text
         assert "Abusive" in hidden.text
-        restore = await client.post(f"/app/admin/reviews/{world.review_id}/restore",
-                                    data={"csrf": token, "note": "Checked: fair"})  # fmt: skip
+        restore = await client.post(
+            f"/app/admin/reviews/{world.review_id}/restore",
+            data={"csrf": token, "note": "Checked: fair"},
+        )
         assert restore.status_code == 303
-        assert await pg.fetchval("SELECT hidden_at FROM reviews WHERE id = $1",
-                                 world.review_id) is None  # fmt: skip
+        assert (
+            await pg.fetchval("SELECT hidden_at FROM reviews WHERE id = $1", world.review_id)
+            is None
+        )
 
         # Payments and payouts: the driver's prepayment is listed; a pending payout is
         # rejected with a reason, and approving it then is the service's refusal.
@@ -135,8 +152,9 @@ async def test_the_console_and_the_hosts_pages_refuse_clearly_and_decide_through
         await pg.execute(
             "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end) "
             "VALUES ($1, $2, 100, now() - interval '7 days', now())",
-            payout_id, world.host.host_id,
-        )  # fmt: skip
+            payout_id,
+            world.host.host_id,
+        )
         money = await client.get("/app/admin/money")
         assert "data-payment=" in money.text
         assert f'data-payout="{payout_id}"' in money.text
@@ -169,18 +187,24 @@ async def _the_hosts_pages(market_api: Api, pg: PgConnection, world: ConsoleWorl
         assert page.status_code == 200
         assert 'enctype="multipart/form-data"' in page.text
         token = csrf_of(page.text)
-        wrong = await client.post("/app/host/kyc", data={"csrf": token, "pan": "ABC123"},
-                                  files=kyc_files())  # fmt: skip
+        wrong = await client.post(
+            "/app/host/kyc", data={"csrf": token, "pan": "ABC123"}, files=kyc_files()
+        )
         assert wrong.status_code == 422
         assert 'id="e-pan"' in wrong.text
         assert 'value="ABC123"' in wrong.text
         no_token = await client.post("/app/host/kyc", data={"pan": PAN}, files=kyc_files())
         assert no_token.status_code == 403
-        sent = await client.post("/app/host/kyc", data={"csrf": token, "pan": PAN, "aadhaar": ""},
-                                 files=kyc_files())  # fmt: skip
+        sent = await client.post(
+            "/app/host/kyc", data={"csrf": token, "pan": PAN, "aadhaar": ""}, files=kyc_files()
+        )
         assert sent.status_code == 303, sent.text
-        row = await _row(pg, "SELECT status, aadhaar_masked FROM kyc_submissions s JOIN hosts "
-                                "h ON h.id = s.host_id WHERE h.user_id = $1", fresh.id)  # fmt: skip
+        row = await _row(
+            pg,
+            "SELECT status, aadhaar_masked FROM kyc_submissions s JOIN hosts "
+            "h ON h.id = s.host_id WHERE h.user_id = $1",
+            fresh.id,
+        )
         assert (row["status"], row["aadhaar_masked"]) == ("submitted", None)
         after = await client.get("/app/host/kyc")
         assert "Being checked" in after.text
@@ -202,24 +226,39 @@ async def _the_hosts_pages(market_api: Api, pg: PgConnection, world: ConsoleWorl
         # The calendar: a wrong time is named and the form kept; the week is replaced.
         cal = f"/app/host/chargers/{world.approved_charger}/availability"
         assert (await client.get(cal)).status_code == 200
-        bad = await client.post(cal, data={"csrf": token, "open_0_1": "08:00",
-                                           "close_0_1": "25:00"})  # fmt: skip
+        bad = await client.post(
+            cal, data={"csrf": token, "open_0_1": "08:00", "close_0_1": "25:00"}
+        )
         assert bad.status_code == 422
         assert 'value="25:00"' in bad.text
-        saved = await client.post(cal, data={"csrf": token, "open_0_1": "08:00",
-                                             "close_0_1": "20:00", "open_5_1": "10:00",
-                                             "close_5_1": "24:00"})  # fmt: skip
+        saved = await client.post(
+            cal,
+            data={
+                "csrf": token,
+                "open_0_1": "08:00",
+                "close_0_1": "20:00",
+                "open_5_1": "10:00",
+                "close_5_1": "24:00",
+            },
+        )
         assert saved.status_code == 303
         windows = await pg.fetch(
             "SELECT weekday, opens_at::text, closes_at::text FROM availability_windows "
-            "WHERE charger_id = $1 ORDER BY weekday", world.approved_charger,
-        )  # fmt: skip
-        assert [(w[0], w[1], w[2]) for w in windows] == [(0, "08:00:00", "20:00:00"),
-                                               (5, "10:00:00", "23:59:59.999999")]  # fmt: skip
+            "WHERE charger_id = $1 ORDER BY weekday",
+            world.approved_charger,
+        )
+        assert [(w[0], w[1], w[2]) for w in windows] == [
+            (0, "08:00:00", "20:00:00"),
+            (5, "10:00:00", "23:59:59.999999"),
+        ]
         shown = await client.get(cal)  # midnight is shown as typed: 24:00
         assert re.search(r'name="close_5_1"[^>]*value="24:00"', shown.text)
-        period_form = {"csrf": token, "start": "2031-01-01T10:00", "end": "2031-01-01T12:30",
-                       "reason": "Repairs"}  # fmt: skip
+        period_form = {
+            "csrf": token,
+            "start": "2031-01-01T10:00",
+            "end": "2031-01-01T12:30",
+            "reason": "Repairs",
+        }
         block = await client.post(
             f"/app/host/chargers/{world.approved_charger}/blocked-periods", data=period_form
         )
@@ -235,8 +274,12 @@ async def _the_hosts_pages(market_api: Api, pg: PgConnection, world: ConsoleWorl
             data={"csrf": token},
         )
         assert gone.status_code == 303
-        assert await pg.fetchval("SELECT count(*) FROM blocked_periods WHERE charger_id = $1",
-                                 world.approved_charger) == 0  # fmt: skip
+        assert (
+            await pg.fetchval(
+                "SELECT count(*) FROM blocked_periods WHERE charger_id = $1", world.approved_charger
+            )
+            == 0
+        )
 
         # Photos: uploaded in a multipart form carrying the CSRF token, shown, removed.
         edit = f"/app/host/chargers/{world.approved_charger}"
@@ -248,15 +291,20 @@ async def _the_hosts_pages(market_api: Api, pg: PgConnection, world: ConsoleWorl
         assert not_image.status_code == 422
         added = await client.post(f"{edit}/photos", data={"csrf": token}, files=photo_form)
         assert added.status_code == 303, added.text
-        photo_id = await pg.fetchval("SELECT id FROM charger_photos WHERE charger_id = $1",
-                                     world.approved_charger)  # fmt: skip
+        photo_id = await pg.fetchval(
+            "SELECT id FROM charger_photos WHERE charger_id = $1", world.approved_charger
+        )
         assert f'data-photo="{photo_id}"' in (await client.get(edit)).text
         shown = await client.get(f"{edit}/photos/{photo_id}")
         assert (shown.status_code, shown.content) == (200, PNG)
         removed = await client.post(f"{edit}/photos/{photo_id}/delete", data={"csrf": token})
         assert removed.status_code == 303
-        assert await pg.fetchval("SELECT count(*) FROM charger_photos WHERE charger_id = $1",
-                                 world.approved_charger) == 0  # fmt: skip
+        assert (
+            await pg.fetchval(
+                "SELECT count(*) FROM charger_photos WHERE charger_id = $1", world.approved_charger
+            )
+            == 0
+        )
 
         # The live list: the fragment alone, with both chargers' state.
         live = await client.get("/app/host/live")

@@ -54,8 +54,13 @@ async def served(
 ) -> AsyncIterator[Served]:
     """The API on a loopback port (uvicorn in this process, so the test shares its state
     with the dummy payment provider), and the world to decide on."""
-    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api",
-                             CHARGEMITRA_BILLING_HOLD_DAYS="0")  # fmt: skip
+    settings = make_settings(
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
+        CHARGEMITRA_BILLING_HOLD_DAYS="0",
+    )
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(
@@ -124,8 +129,9 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     await walk.check("admin-listings")
     await card.get_by_role("button", name="Approve").click()
     await page.wait_for_url("**/app/admin/chargers")
-    status = await _one(pg, "SELECT moderation_status FROM chargers WHERE id = $1",
-                        world.pending_charger)  # fmt: skip
+    status = await _one(
+        pg, "SELECT moderation_status FROM chargers WHERE id = $1", world.pending_charger
+    )
     assert status == "approved"
 
     # Verify the KYC: the queue, the masked submission, the decision.
@@ -151,11 +157,13 @@ async def _admin_walk(walk: Tour, url: str, world: ConsoleWorld, pg: PgConnectio
     await card.get_by_label("Note (both parties read it)").fill("The meter read 5 kWh.")
     await card.get_by_role("button", name="Resolve").click()
     await page.wait_for_url("**/app/admin/disputes")
-    row = await _row(pg, "SELECT status, refund_paise FROM disputes WHERE id = $1",
-                            world.dispute_id)  # fmt: skip
+    row = await _row(
+        pg, "SELECT status, refund_paise FROM disputes WHERE id = $1", world.dispute_id
+    )
     assert (row["status"], row["refund_paise"]) == ("resolved_refund", 5000)
-    refunds = await _one(pg, "SELECT count(*) FROM refunds WHERE reason LIKE $1",
-                         f"%{world.dispute_id}%")  # fmt: skip
+    refunds = await _one(
+        pg, "SELECT count(*) FROM refunds WHERE reason LIKE $1", f"%{world.dispute_id}%"
+    )
     assert refunds == 1
 
     # Hide the review, with the reason shown on the hidden list.
@@ -197,7 +205,7 @@ async def _host_walk(
     page = walk.page
     await pg.execute(
         "UPDATE reviews SET hidden_at = NULL, hidden_reason = NULL WHERE id = $1", world.review_id
-    )  # fmt: skip  (shown again: the host replies to it)
+    )  # shown again: the host replies to it
     await _sign_in(walk, url, world.host, "/app/host/kyc")
     assert (await page.inner_text("#kyc-status")).strip() == "Verified"
     await walk.check("host-kyc")
@@ -215,8 +223,11 @@ async def _host_walk(
     await page.fill("#close_6_1", "")
     await page.get_by_role("button", name="Save opening hours").click()
     await page.wait_for_url("**/availability")
-    sundays = await _one(pg, "SELECT count(*) FROM availability_windows WHERE charger_id = $1 "
-                             "AND weekday = 6", world.approved_charger)  # fmt: skip
+    sundays = await _one(
+        pg,
+        "SELECT count(*) FROM availability_windows WHERE charger_id = $1 AND weekday = 6",
+        world.approved_charger,
+    )
     assert sundays == 0
     await walk.check("host-calendar")
 

@@ -55,18 +55,25 @@ driver = "none"
 
 
 async def test_pairing_code_to_a_working_broker_link(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> None:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> None:
     redis = Redis.from_url(REDIS_URL)
     await redis.delete(REDIS_KEY_PREFIX + "rl:claim:127.0.0.1")
     await redis.aclose()
     await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
     await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://127.0.0.1:{broker.tls_port}",
-    )  # fmt: skip
+    )
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(
@@ -81,15 +88,27 @@ async def test_pairing_code_to_a_working_broker_link(
             await wait_until(lambda: server.started, 20, "the API")
             async with app.state.cloud.sessions() as db, db.begin():
                 issued = await issue_pairing_code(
-                    db, app.state.cloud.settings, host_id="H1", charger_id=None,
+                    db,
+                    app.state.cloud.settings,
+                    host_id="H1",
+                    charger_id=None,
                     now=datetime.now(UTC),
-                )  # fmt: skip
+                )
             cloud_url = f"http://127.0.0.1:{port}"
             proc = await asyncio.create_subprocess_exec(
-                str(AGENT), "provision", "--code", issued.code, "--cloud", cloud_url,
-                "--config", str(site / "agent.toml"), "--ca-file", str(certs.ca),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+                str(AGENT),
+                "provision",
+                "--code",
+                issued.code,
+                "--cloud",
+                cloud_url,
+                "--config",
+                str(site / "agent.toml"),
+                "--ca-file",
+                str(certs.ca),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             out, err = await proc.communicate()
             assert proc.returncode == 0, err.decode()
             assert b"provisioned as cm-" in out

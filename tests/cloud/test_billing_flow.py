@@ -48,22 +48,34 @@ from tests.cloud.mosquitto import Broker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARIFF = Tariff(
-    mode=PricingMode.PER_KWH, price_per_kwh_paise=PRICE_PER_KWH_PAISE, price_per_hour_paise=0,
-    session_fee_paise=SESSION_FEE_PAISE, min_charge_paise=0,
-)  # fmt: skip
+    mode=PricingMode.PER_KWH,
+    price_per_kwh_paise=PRICE_PER_KWH_PAISE,
+    price_per_hour_paise=0,
+    session_fee_paise=SESSION_FEE_PAISE,
+    min_charge_paise=0,
+)
 
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path, CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
+        CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
         # Earnings payable at once: the acceptance ends with the host's payout paid.
         CHARGEMITRA_BILLING_HOLD_DAYS="0",
-    ) as running:  # fmt: skip
+    ) as running:
         yield running
 
 
@@ -87,8 +99,9 @@ async def _book_with_amount(market: Market) -> tuple[str, int]:
     start, end = booking_window()
     booking_id = await market.book(market.driver, start=start, end=end)
     amount = price(TARIFF, window_usage(end - start, 7400)).total_paise
-    await market.pg.execute("UPDATE bookings SET amount_paise = $2 WHERE id = $1",
-                            booking_id, amount)  # fmt: skip
+    await market.pg.execute(
+        "UPDATE bookings SET amount_paise = $2 WHERE id = $1", booking_id, amount
+    )
     return booking_id, amount
 
 
@@ -100,9 +113,10 @@ async def _pay(market: Market, path: str, body: dict[str, Any] | None = None) ->
     assert order["status"] == "created"
     assert order["checkout"]["order_id"] == order["order_id"]
     paid = await market.http.post(
-        f"/payments/{order['id']}/verify", json={"card_number": "4111 1111 1111 1111"},
+        f"/payments/{order['id']}/verify",
+        json={"card_number": "4111 1111 1111 1111"},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert paid.status_code == 200, paid.text
     assert CARD_SUCCEEDS == "4111111111111111"
     result: dict[str, Any] = paid.json()
@@ -236,9 +250,12 @@ async def _settle_again(market: Market, session_pk: int) -> None:
         "UPDATE sessions SET updated_at = now() WHERE id = $1", session_pk
     )  # a stop event redelivered refolds the row: billing_state untouched
     billed = await settle_session(
-        state.sessions, state.payments, session_pk,
-        platform=Rates(), tcs_bp=50,
-    )  # fmt: skip
+        state.sessions,
+        state.payments,
+        session_pk,
+        platform=Rates(),
+        tcs_bp=50,
+    )
     assert billed is False
     assert await market.pg.fetchval("SELECT count(*) FROM ledger_entries") == before
     assert await market.pg.fetchval("SELECT count(*) FROM refunds") == 1
@@ -267,9 +284,10 @@ async def test_book_pay_unlock_charge_stop_bills_the_meter_and_refunds_the_rest(
     assert opened.status_code == 201, opened.text
     assert opened.json()["amount_paise"] == amount
     declined = await market.http.post(
-        f"/payments/{opened.json()['id']}/verify", json={"card_number": CARD_DECLINED},
+        f"/payments/{opened.json()['id']}/verify",
+        json={"card_number": CARD_DECLINED},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert declined.status_code == 402, declined.text
     assert declined.json()["type"].endswith("/payment-required")
 
@@ -419,8 +437,12 @@ async def test_walk_up_unpaid_is_402_and_an_overstay_is_due_before_the_next_book
 
     # The amount due refuses the next booking and the next walk-up payment.
     start = next_slot(datetime.now(UTC))
-    booking = {"charger_id": market.charger_id, "connector": 1, "start": start.isoformat(),
-               "end": (start + timedelta(hours=1)).isoformat()}  # fmt: skip
+    booking = {
+        "charger_id": market.charger_id,
+        "connector": 1,
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+    }
     blocked = await market.http.post("/bookings", json=booking, headers=market.driver.headers)
     assert blocked.status_code == 402, blocked.text
     assert blocked.json()["amount_paise"] == due
@@ -442,8 +464,11 @@ async def test_walk_up_unpaid_is_402_and_an_overstay_is_due_before_the_next_book
         await market.pg.execute(
             "INSERT INTO availability_windows (charger_id, weekday, opens_at, closes_at) "
             "VALUES ($1, $2, $3, $4)",
-            market.charger_id, weekday, time(0, 0), time(23, 45),
-        )  # fmt: skip
+            market.charger_id,
+            weekday,
+            time(0, 0),
+            time(23, 45),
+        )
     booked = await market.http.post("/bookings", json=booking, headers=market.driver.headers)
     assert booked.status_code == 201, booked.text
     assert await market.pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0

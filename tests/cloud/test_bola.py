@@ -564,18 +564,25 @@ async def world(market_api: Api, pg: PgConnection) -> World:
     await pg.execute(
         "INSERT INTO reviews (id, charger_id, user_id, session_id, rating) SELECT $1, $2, $3, "
         "id, 4 FROM sessions WHERE device_session_id = $4",
-        review_id, charger_id, users["driver_b"].id, session_id,
-    )  # fmt: skip
+        review_id,
+        charger_id,
+        users["driver_b"].id,
+        session_id,
+    )
     await pg.execute(
         "INSERT INTO disputes (id, session_id, raised_by, reason_code, description) SELECT $1, "
         "id, $2, 'billed_wrong', 'Too much' FROM sessions WHERE device_session_id = $3",
-        dispute_id, users["driver_b"].id, session_id,
-    )  # fmt: skip
+        dispute_id,
+        users["driver_b"].id,
+        session_id,
+    )
     await pg.execute(  # a dispute photo under the listing photo's id: one id aims at both
         "INSERT INTO dispute_photos (id, dispute_id, storage_key, content_type, size_bytes) "
         "VALUES ($1, $2, $3, 'image/png', 10)",
-        photo_id, dispute_id, f"{dispute_id}/{photo_id}.png",
-    )  # fmt: skip
+        photo_id,
+        dispute_id,
+        f"{dispute_id}/{photo_id}.png",
+    )
     ids = {
         "charger_id": charger_id,
         "device_id": device_id,
@@ -758,9 +765,13 @@ async def test_a_stranger_without_a_token_is_refused_everywhere(
         else:
             expected = frozenset({401})
         answer = await market_api.client.request(
-            method, path, params=row.query, json=_body(world, row), data=_form(world, row),
+            method,
+            path,
+            params=row.query,
+            json=_body(world, row),
+            data=_form(world, row),
             files=row.files,
-        )  # fmt: skip
+        )
         if answer.status_code not in expected:
             refused.append(f"{method} {template}: {answer.status_code}")
     assert not refused, "\n".join(refused)

@@ -32,21 +32,33 @@ from tests.cloud.mosquitto import Broker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARIFF = Tariff(
-    mode=PricingMode.PER_KWH, price_per_kwh_paise=PRICE_PER_KWH_PAISE, price_per_hour_paise=0,
-    session_fee_paise=SESSION_FEE_PAISE, min_charge_paise=0,
-)  # fmt: skip
+    mode=PricingMode.PER_KWH,
+    price_per_kwh_paise=PRICE_PER_KWH_PAISE,
+    price_per_hour_paise=0,
+    session_fee_paise=SESSION_FEE_PAISE,
+    min_charge_paise=0,
+)
 CARD = "4111111111111111"
 
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path, CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
-    ) as running:  # fmt: skip
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
+        CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
+    ) as running:
         yield running
 
 
@@ -56,9 +68,10 @@ async def _pay(market: Market, booking_id: str) -> dict[str, Any]:
     )
     assert opened.status_code == 201, opened.text
     paid = await market.http.post(
-        f"/payments/{opened.json()['id']}/verify", json={"card_number": CARD},
+        f"/payments/{opened.json()['id']}/verify",
+        json={"card_number": CARD},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "authorized"
     result: dict[str, Any] = paid.json()
@@ -89,16 +102,21 @@ async def test_a_running_booking_is_extended_at_the_charger_topped_up_and_billed
         await market.pg.execute(
             "INSERT INTO availability_windows (charger_id, weekday, opens_at, closes_at) "
             "VALUES ($1, $2, $3, $4)",
-            market.charger_id, weekday, opens, closes,
-        )  # fmt: skip
+            market.charger_id,
+            weekday,
+            opens,
+            closes,
+        )
     amount = price(TARIFF, window_usage(end - start, 7400)).total_paise
-    await market.pg.execute("UPDATE bookings SET amount_paise = $2 WHERE id = $1",
-                            booking_id, amount)  # fmt: skip
+    await market.pg.execute(
+        "UPDATE bookings SET amount_paise = $2 WHERE id = $1", booking_id, amount
+    )
     first = await _pay(market, booking_id)
     answer = await market.http.post(
-        f"/chargers/{market.charger_id}/sessions", json={"connector": 1, "booking_id": booking_id},
+        f"/chargers/{market.charger_id}/sessions",
+        json={"connector": 1, "booking_id": booking_id},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert answer.status_code == 201, answer.text
     session_id = answer.json()["session_id"]
     before = _stored_authorization(market.site, session_id)
@@ -107,9 +125,10 @@ async def test_a_running_booking_is_extended_at_the_charger_topped_up_and_billed
 
     new_end = end + timedelta(minutes=45)
     extended = await market.http.post(
-        f"/bookings/{booking_id}/extend", json={"end": new_end.isoformat()},
+        f"/bookings/{booking_id}/extend",
+        json={"end": new_end.isoformat()},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert extended.status_code == 200, extended.text
     body = extended.json()
     assert body["session_extended"] is True

@@ -48,8 +48,10 @@ async def _charger(pg: PgConnection, host: ApiUser) -> ListedCharger:
     charger = await add_charger(pg, host, price_per_hour_paise=PER_HOUR_PAISE)
     await pg.execute(
         "UPDATE chargers SET idle_fee_per_min_paise = $2, idle_grace_min = $3 WHERE id = $1",
-        charger.id, IDLE_PER_MIN_PAISE, GRACE_MIN,
-    )  # fmt: skip
+        charger.id,
+        IDLE_PER_MIN_PAISE,
+        GRACE_MIN,
+    )
     return charger
 
 
@@ -65,9 +67,10 @@ async def _pay(api: Api, driver: ApiUser, path: str, body: Any = None) -> Any:
     order = await api.client.post(path, json=body, headers=driver.headers)
     assert order.status_code == 201, order.text
     paid = await api.client.post(
-        f"/payments/{order.json()['id']}/verify", json={"card_number": CARD},
+        f"/payments/{order.json()['id']}/verify",
+        json={"card_number": CARD},
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "authorized"
     return paid.json()
@@ -89,8 +92,14 @@ async def _stopped_session(
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 1000, 4000, 3000, 3, 3) "
         "RETURNING id",
-        charger.device_id, public_id, charger.id, booking_id, new_ulid(), started, stopped,
-    )  # fmt: skip
+        charger.device_id,
+        public_id,
+        charger.id,
+        booking_id,
+        new_ulid(),
+        started,
+        stopped,
+    )
     return pk, public_id
 
 
@@ -99,9 +108,13 @@ async def _settle(api: Api, session_pk: int) -> None:
     assert state.payments is not None
     billing = api.settings.billing
     await settle_session(
-        state.sessions, state.payments, session_pk,
-        platform=_rates(api), tcs_bp=billing.tcs_bp, billing=billing,
-    )  # fmt: skip
+        state.sessions,
+        state.payments,
+        session_pk,
+        platform=_rates(api),
+        tcs_bp=billing.tcs_bp,
+        billing=billing,
+    )
 
 
 def _rates(api: Api) -> Rates:
@@ -113,8 +126,10 @@ async def _move_booking(pg: PgConnection, booking_id: str, start: datetime, end:
     bookings; the clock of a settled session is the past)."""
     await pg.execute(
         "UPDATE bookings SET period = tstzrange($2, $3, '[)') WHERE id = $1",
-        booking_id, start, end,
-    )  # fmt: skip
+        booking_id,
+        start,
+        end,
+    )
 
 
 async def test_a_stop_after_the_bookings_end_bills_the_overstay_per_started_minute(
@@ -133,8 +148,9 @@ async def test_a_stop_after_the_bookings_end_bills_the_overstay_per_started_minu
     # Charged through the booking and stayed 25.5 minutes beyond it: 10 of grace, 15.5
     # billed as 16 started minutes.
     stopped = end + timedelta(minutes=25, seconds=30)
-    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
-                                           stopped=stopped)  # fmt: skip
+    pk, public_id = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=stopped
+    )
     await _settle(market_api, pk)
 
     receipt = await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
@@ -143,8 +159,7 @@ async def test_a_stop_after_the_bookings_end_bills_the_overstay_per_started_minu
     lines = {line["kind"]: line for line in r["lines"]}
     assert lines["idle_fee"]["amount_paise"] == 16 * IDLE_PER_MIN_PAISE
     assert (lines["idle_fee"]["quantity"], lines["idle_fee"]["unit"]) == (16, "min")
-    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
-                    GRACE_MIN)  # fmt: skip
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE, GRACE_MIN)
     bill = price(tariff, Usage(stopped - start, 3000, idle=stopped - end), _rates(market_api))
     assert bill.line(LineKind.IDLE_FEE) == 3200
     assert r["total_paise"] == bill.total_paise
@@ -176,11 +191,13 @@ async def test_a_stop_within_the_grace_bills_no_idle_fee(market_api: Api, pg: Pg
     start = end - timedelta(hours=1)
     await _move_booking(pg, booking["id"], start, end)
     stopped = end + timedelta(minutes=GRACE_MIN)  # exactly the grace: nothing to pay
-    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
-                                           stopped=stopped)  # fmt: skip
+    pk, public_id = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=stopped
+    )
     await _settle(market_api, pk)
-    r = (await market_api.client.get(f"/sessions/{public_id}/receipt",
-                                     headers=driver.headers)).json()  # fmt: skip
+    r = (
+        await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    ).json()
     assert "idle_fee" not in [line["kind"] for line in r["lines"]]
     assert r["due_paise"] > 0  # 70 minutes at 60.00 an hour: more than the hour prepaid
 
@@ -212,9 +229,12 @@ async def test_a_late_cancellations_fee_is_billed_to_the_host_with_an_invoice(
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
     # A late fee of 50.00 until a day before the start: tomorrow's booking is late already.
     charger = await add_charger(
-        pg, host, price_per_hour_paise=PER_HOUR_PAISE, late_cancel_fee_paise=5000,
+        pg,
+        host,
+        price_per_hour_paise=PER_HOUR_PAISE,
+        late_cancel_fee_paise=5000,
         free_cancel_before_min=48 * 60,
-    )  # fmt: skip
+    )
     booking = await _book(market_api, driver, charger)
     paid = await _pay(market_api, driver, f"/bookings/{booking['id']}/payment")
     cancelled = await market_api.client.post(
@@ -328,15 +348,16 @@ async def test_extending_a_running_booking_tops_up_and_the_bill_takes_both_payme
 
     # The session charged 80 minutes (3 kWh), inside the extended booking: no overstay.
     stopped = end + timedelta(minutes=20)
-    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
-                                           stopped=stopped)  # fmt: skip
+    pk, public_id = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=stopped
+    )
     await _settle(market_api, pk)
-    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
-                    GRACE_MIN)  # fmt: skip
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE, GRACE_MIN)
     bill = price(tariff, Usage(stopped - start, 3000), _rates(market_api))
     assert bill.total_paise > first["amount_paise"]  # the first payment alone is short
-    r = (await market_api.client.get(f"/sessions/{public_id}/receipt",
-                                     headers=driver.headers)).json()  # fmt: skip
+    r = (
+        await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    ).json()
     assert r["total_paise"] == bill.total_paise
     assert "idle_fee" not in [line["kind"] for line in r["lines"]]
     assert r["prepaid_paise"] == first["amount_paise"] + topup["amount_paise"]
@@ -357,8 +378,9 @@ async def test_extending_a_running_booking_tops_up_and_the_bill_takes_both_payme
     topup_money = await _money_of_payment(pg, topup["id"])
     assert first_money[0] - first_money[1] == first["amount_paise"]  # taken whole
     assert topup_money[0] - topup_money[1] == bill.total_paise - first["amount_paise"]
-    receipt = (await market_api.client.get(f"/sessions/{public_id}/receipt",
-                                           headers=driver.headers)).json()  # fmt: skip
+    receipt = (
+        await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    ).json()
     assert receipt["captured_paise"] - receipt["refunded_paise"] == bill.total_paise
     assert receipt["due_paise"] == 0
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
@@ -378,9 +400,10 @@ async def test_an_extension_into_a_taken_slot_is_409_and_changes_nothing(
     charger = await _charger(pg, host)
     booking, _, _, end = await _running_booking(market_api, pg, driver, charger)
     next_one = await market_api.client.post(
-        "/bookings", json=booking_body(charger, end, end + timedelta(hours=1)),
+        "/bookings",
+        json=booking_body(charger, end, end + timedelta(hours=1)),
         headers=other.headers,
-    )  # fmt: skip
+    )
     assert next_one.status_code == 201, next_one.text
     path = f"/bookings/{booking['id']}/extend"
     taken = await market_api.client.post(
@@ -402,17 +425,20 @@ async def test_an_extension_into_a_taken_slot_is_409_and_changes_nothing(
         assert refused.status_code == 422, bad
         assert refused.json()["errors"][0]["field"] == "end"
     later = end + timedelta(hours=2)
-    stranger = await market_api.client.post(path, json={"end": later.isoformat()},
-                                            headers=other.headers)  # fmt: skip
+    stranger = await market_api.client.post(
+        path, json={"end": later.isoformat()}, headers=other.headers
+    )
     assert stranger.status_code == 404
-    as_host = await market_api.client.post(path, json={"end": later.isoformat()},
-                                           headers=host.headers)  # fmt: skip
+    as_host = await market_api.client.post(
+        path, json={"end": later.isoformat()}, headers=host.headers
+    )
     assert as_host.status_code in {403, 404}
     upcoming = next_one.json()["id"]
     not_running = await market_api.client.post(
         f"/bookings/{upcoming}/extend",
-        json={"end": (end + timedelta(hours=2)).isoformat()}, headers=other.headers,
-    )  # fmt: skip
+        json={"end": (end + timedelta(hours=2)).isoformat()},
+        headers=other.headers,
+    )
     assert not_running.status_code == 409
     assert not_running.json()["type"].endswith("/conflict")
 
@@ -430,13 +456,19 @@ async def test_extending_a_running_session_sends_the_charger_an_extend_session_c
         "booking_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
         "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
         "$4, 'Remote', $5, 'active', $6, 1000, 1000, 0, 1, 1)",
-        charger.device_id, public_id, charger.id, booking["id"], new_ulid(), start,
-    )  # fmt: skip
+        charger.device_id,
+        public_id,
+        charger.id,
+        booking["id"],
+        new_ulid(),
+        start,
+    )
     new_end = end + timedelta(minutes=45)
     answer = await market_api.client.post(
-        f"/bookings/{booking['id']}/extend", json={"end": new_end.isoformat()},
+        f"/bookings/{booking['id']}/extend",
+        json={"end": new_end.isoformat()},
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["session_extended"] is True
     [command] = await pg.fetch(
@@ -490,8 +522,9 @@ async def test_a_paid_booking_nobody_used_is_a_no_show_charged_the_late_fee(
     booking = await market_api.client.get(f"/bookings/{gone['id']}", headers=driver.headers)
     assert booking.status_code == 200, booking.text
     assert (booking.json()["status"], booking.json()["cancellation_fee_paise"]) == ("no_show", 5000)
-    payment = (await market_api.client.get(f"/payments/{paid['id']}",
-                                           headers=driver.headers)).json()  # fmt: skip
+    payment = (
+        await market_api.client.get(f"/payments/{paid['id']}", headers=driver.headers)
+    ).json()
     assert payment["captured_paise"] == paid["amount_paise"]
     assert payment["refunded_paise"] == paid["amount_paise"] - 5000
     captured, back, billed = await _money_of_payment(pg, paid["id"])
@@ -502,8 +535,9 @@ async def test_a_paid_booking_nobody_used_is_a_no_show_charged_the_late_fee(
     earnings = (await market_api.client.get("/host/earnings", headers=host.headers)).json()
     assert earnings["earned_paise"] == fee_quote(5000, _rates(market_api)).host_share_paise
     # The recent one is untouched: confirmed, its money still held.
-    still = (await market_api.client.get(f"/bookings/{recent['id']}",
-                                         headers=driver.headers)).json()  # fmt: skip
+    still = (
+        await market_api.client.get(f"/bookings/{recent['id']}", headers=driver.headers)
+    ).json()
     assert still["status"] == "confirmed"
     held = await pg.fetchval("SELECT status FROM payments WHERE id = $1", recent_paid["id"])
     assert held == "authorized"
@@ -517,20 +551,23 @@ async def test_a_billed_booking_is_completed_and_takes_no_extension_or_top_up(
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.DRIVER)
     charger = await _charger(pg, host)
     booking, _, start, end = await _running_booking(market_api, pg, driver, charger)
-    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
-                                   stopped=datetime.now(UTC))  # fmt: skip
+    pk, _ = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=datetime.now(UTC)
+    )
     await _settle(market_api, pk)  # the session claims the prepayment, completes the booking
     extended = await market_api.client.post(
         f"/bookings/{booking['id']}/extend",
-        json={"end": (end + timedelta(minutes=30)).isoformat()}, headers=driver.headers,
-    )  # fmt: skip
+        json={"end": (end + timedelta(minutes=30)).isoformat()},
+        headers=driver.headers,
+    )
     assert extended.status_code == 409, extended.text
     order = await market_api.client.post(
         f"/bookings/{booking['id']}/payment", headers=driver.headers
     )
     assert order.status_code == 409, order.text
-    after = (await market_api.client.get(f"/bookings/{booking['id']}",
-                                         headers=driver.headers)).json()  # fmt: skip
+    after = (
+        await market_api.client.get(f"/bookings/{booking['id']}", headers=driver.headers)
+    ).json()
     assert (after["status"], after["cancellation_fee_paise"]) == ("completed", 0)
     # A release round later refunds nothing and bills no fee: the session paid its bill.
     await _move_booking(pg, booking["id"], start - timedelta(hours=3), start - timedelta(hours=2))
@@ -555,11 +592,13 @@ async def test_paying_an_amount_due_pays_the_settled_session_not_the_next_one(
     start = end - timedelta(hours=1)
     await _move_booking(pg, booking["id"], start, end)
     # The overstay leaves an amount due (the test above).
-    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
-                                           stopped=end + timedelta(minutes=30))  # fmt: skip
+    pk, public_id = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=end + timedelta(minutes=30)
+    )
     await _settle(market_api, pk)
-    due = (await market_api.client.get(f"/sessions/{public_id}/receipt",
-                                       headers=driver.headers)).json()["due_paise"]  # fmt: skip
+    due = (
+        await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    ).json()["due_paise"]
     assert due > 0
     # A later session of the driver's has stopped but is not billed yet.
     later = await pg.fetchval(
@@ -568,16 +607,22 @@ async def test_paying_an_amount_due_pays_the_settled_session_not_the_next_one(
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 4000, 5000, 1000, 3, 3) "
         "RETURNING id",
-        charger.device_id, new_ulid(), charger.id, driver.id, new_ulid(),
-        end + timedelta(minutes=40), end + timedelta(minutes=50),
-    )  # fmt: skip
+        charger.device_id,
+        new_ulid(),
+        charger.id,
+        driver.id,
+        new_ulid(),
+        end + timedelta(minutes=40),
+        end + timedelta(minutes=50),
+    )
 
     order = await market_api.client.post("/amount-due/payment", headers=driver.headers)
     assert order.status_code == 201, order.text
     answer = await market_api.client.post(
-        f"/payments/{order.json()['id']}/verify", json={"card_number": CARD},
+        f"/payments/{order.json()['id']}/verify",
+        json={"card_number": CARD},
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert answer.status_code == 200, answer.text
     settled = answer.json()
     assert (settled["amount_paise"], settled["status"]) == (due, "captured")  # taken at once
@@ -613,8 +658,9 @@ async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_t
         booking["id"],
     )
     # The driver unplugged after 30 minutes of a two-hour booking; the stop is billed.
-    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
-                                   stopped=start + timedelta(minutes=30))  # fmt: skip
+    pk, _ = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=start + timedelta(minutes=30)
+    )
     later = booking_body(charger, start + timedelta(hours=1), start + timedelta(hours=2))
     taken = await market_api.client.post("/bookings", json=later, headers=other.headers)
     assert taken.status_code == 409, taken.text  # still held while the stop is unbilled
@@ -629,8 +675,9 @@ async def test_a_session_billed_before_its_bookings_end_completes_it_and_frees_t
     # Its PIN is revoked at the charger, recorded with the completion for the republish job.
     revoked = await pg.fetch(
         "SELECT payload, sent_at FROM device_commands WHERE device_id = $1 "
-        "AND name = 'revoke_pins'", charger.device_id,
-    )  # fmt: skip
+        "AND name = 'revoke_pins'",
+        charger.device_id,
+    )
     assert [json.loads(r["payload"])["pins"][0]["ref"] for r in revoked] == [
         "pin-0123456789abcdef0123456789abcdef"
     ]
@@ -652,19 +699,23 @@ async def test_time_is_billed_from_the_agents_monotonic_elapsed_when_its_clock_s
     start = datetime.fromisoformat(booking["start"])
     # 30 minutes of charging, during which NTP stepped the agent's clock back an hour: its
     # stop reads before its start. The stop event carries the monotonic elapsed seconds.
-    pk, public_id = await _stopped_session(pg, charger, booking["id"], started=start,
-                                           stopped=start - timedelta(minutes=30))  # fmt: skip
+    pk, public_id = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=start - timedelta(minutes=30)
+    )
     await pg.execute(
         "INSERT INTO session_events (device_id, device_session_id, event_seq, event, msg_id, "
         "seq, payload) VALUES ($1, $2, 3, 'stopped', $3, 3, $4::jsonb)",
-        charger.device_id, public_id, new_ulid(), json.dumps({"elapsed_s": 1800.0}),
-    )  # fmt: skip
+        charger.device_id,
+        public_id,
+        new_ulid(),
+        json.dumps({"elapsed_s": 1800.0}),
+    )
     await _settle(market_api, pk)
-    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE,
-                    GRACE_MIN)  # fmt: skip
+    tariff = Tariff(PricingMode.PER_HOUR, 1800, PER_HOUR_PAISE, 0, 0, IDLE_PER_MIN_PAISE, GRACE_MIN)
     bill = price(tariff, Usage(timedelta(minutes=30), 3000), _rates(market_api))
-    receipt = (await market_api.client.get(f"/sessions/{public_id}/receipt",
-                                           headers=driver.headers)).json()  # fmt: skip
+    receipt = (
+        await market_api.client.get(f"/sessions/{public_id}/receipt", headers=driver.headers)
+    ).json()
     assert receipt["total_paise"] == bill.total_paise
     assert await pg.fetchval("SELECT amount_paise FROM sessions WHERE id = $1", pk) == (
         bill.total_paise
@@ -672,8 +723,9 @@ async def test_time_is_billed_from_the_agents_monotonic_elapsed_when_its_clock_s
     # Flagged for the admin: the audit log names the session and both times.
     flagged = await pg.fetch(
         "SELECT actor_kind, data FROM audit_log WHERE action = 'session.clock_stepped' "
-        "AND entity = 'session' AND entity_id = $1", public_id,
-    )  # fmt: skip
+        "AND entity = 'session' AND entity_id = $1",
+        public_id,
+    )
     assert [r["actor_kind"] for r in flagged] == ["system"]
     assert json.loads(flagged[0]["data"])["elapsed_s"] == 1800.0
 
@@ -697,8 +749,9 @@ async def test_a_stopped_unbilled_session_keeps_its_booking_from_starting_anothe
             await require_booking_paid(db, row)
 
     await check()  # paid, nothing used: the unlock may go ahead
-    pk, _ = await _stopped_session(pg, charger, booking["id"], started=start,
-                                   stopped=datetime.now(UTC))  # fmt: skip
+    pk, _ = await _stopped_session(
+        pg, charger, booking["id"], started=start, stopped=datetime.now(UTC)
+    )
     with pytest.raises(BookingNotActive, match="stopped session being billed"):
         await check()
     await _settle(market_api, pk)

@@ -82,9 +82,10 @@ async def _pay(api: Api, driver: ApiUser, booking_id: str) -> None:
     order = await api.client.post(f"/bookings/{booking_id}/payment", headers=driver.headers)
     assert order.status_code == 201, order.text
     paid = await api.client.post(
-        f"/payments/{order.json()['id']}/verify", json={"card_number": "4111111111111111"},
+        f"/payments/{order.json()['id']}/verify",
+        json={"card_number": "4111111111111111"},
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert paid.json()["status"] == "authorized", paid.text
 
 
@@ -243,9 +244,10 @@ async def test_approval_booking_is_pending_until_the_host_approves(
     )
     assert order.status_code == 201, order.text
     paid = await market_api.client.post(
-        f"/payments/{order.json()['id']}/verify", json={"card_number": "4111111111111111"},
+        f"/payments/{order.json()['id']}/verify",
+        json={"card_number": "4111111111111111"},
         headers=world.driver.headers,
-    )  # fmt: skip
+    )
     assert paid.json()["status"] == "authorized", paid.text
     r = await market_api.client.post(f"/bookings/{b['id']}/pin", headers=world.driver.headers)
     assert r.status_code == 200, r.text

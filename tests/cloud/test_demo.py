@@ -40,9 +40,21 @@ BIN = Path(sys.executable).parent
 #: readings keep arriving meanwhile: only the history's are counted.)
 COUNTED = {
     t: f"SELECT count(*) FROM {t}"
-    for t in ("users", "hosts", "chargers", "connectors", "devices", "bookings", "sessions",
-              "payments", "refunds", "ledger_entries", "reviews", "availability_windows")
-} | {"telemetry": "SELECT count(*) FROM telemetry WHERE device_id LIKE 'city-%'"}  # fmt: skip
+    for t in (
+        "users",
+        "hosts",
+        "chargers",
+        "connectors",
+        "devices",
+        "bookings",
+        "sessions",
+        "payments",
+        "refunds",
+        "ledger_entries",
+        "reviews",
+        "availability_windows",
+    )
+} | {"telemetry": "SELECT count(*) FROM telemetry WHERE device_id LIKE 'city-%'"}
 
 
 def _children(pid: int) -> set[int]:
@@ -99,8 +111,9 @@ async def _read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str
 class TerminalLink:
     """The demo site's uplink, dropped and restored by typing on the demo's terminal."""
 
-    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, site: str,
-                 seen: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, site: str, seen: list[str]
+    ) -> None:
         self.stdin, self.stdout, self.site, self.seen = stdin, stdout, site, seen
 
     async def _say(self, command: str, answer: str) -> None:
@@ -150,21 +163,34 @@ async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_run
 ) -> None:
     state = tmp_path / "demo"
     prepared = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "deploy" / "dev" / "demo_site.py"), str(state), db_url,
-        env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        str(ROOT / "deploy" / "dev" / "demo_site.py"),
+        str(state),
+        db_url,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )
     site = json.loads((await prepared.communicate())[0])
     api_port = free_port()
     env = os.environ | {
-        "PYTHONPATH": str(ROOT), "CHARGEMITRA_REDIS_URL": REDIS_URL,
+        "PYTHONPATH": str(ROOT),
+        "CHARGEMITRA_REDIS_URL": REDIS_URL,
         "CHARGEMITRA_REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
-    }  # fmt: skip
+    }
     log = (tmp_path / "demo.log").open("wb")
     demo = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloud.demo", "--site", str(state / "site.json"),
-        "--api-port", str(api_port), env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=log,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "cloud.demo",
+        "--site",
+        str(state / "site.json"),
+        "--api-port",
+        str(api_port),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
     assert demo.stdout is not None
     assert demo.stdin is not None
     seen: list[str] = []
@@ -193,9 +219,12 @@ async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_run
         assert before["chargers"] == 50
         assert before["bookings"] == 200
         seeded = await asyncio.create_subprocess_exec(
-            str(BIN / "chargemitra-cloud"), "seed-city", "--json",
-            env=env | site["cloud_env"], stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            str(BIN / "chargemitra-cloud"),
+            "seed-city",
+            "--json",
+            env=env | site["cloud_env"],
+            stdout=asyncio.subprocess.PIPE,
+        )
         again = json.loads((await seeded.communicate())[0])
         assert again["created"] is False
         assert await _counts(pg) == before
@@ -209,14 +238,18 @@ async def test_the_demo_city_opens_its_qr_plays_the_story_and_leaves_nothing_run
         told: list[str] = []
         result = await asyncio.wait_for(
             play_story(
-                f"http://127.0.0.1:{api_port}", db_url=db_url,
+                f"http://127.0.0.1:{api_port}",
+                db_url=db_url,
                 link=TerminalLink(demo.stdin, demo.stdout, "tcp", seen),
-                site=SimControl(control.group(1)), charger_id=charger_id,
-                driver_email=DRIVER_EMAIL, password=DRIVER_PASSWORD,
-                near=(PLACES[0].lat, PLACES[0].lon), say=told.append,
+                site=SimControl(control.group(1)),
+                charger_id=charger_id,
+                driver_email=DRIVER_EMAIL,
+                password=DRIVER_PASSWORD,
+                near=(PLACES[0].lat, PLACES[0].lon),
+                say=told.append,
             ),
             150,
-        )  # fmt: skip
+        )
         assert any("charging continues offline" in line for line in told), told
         _check_story(result)
 

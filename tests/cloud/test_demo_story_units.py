@@ -29,13 +29,24 @@ def test_the_booked_slot_covers_now_or_starts_within_the_unlock_margin() -> None
 
 def test_the_receipt_shows_every_line_the_totals_and_whether_the_ledger_balances() -> None:
     receipt = {
-        "session_id": "01S", "started_at": "a", "stopped_at": "b", "meter_start_wh": 10,
-        "meter_stop_wh": 28, "energy_wh": 18, "taxable_paise": 32, "gst_paise": 6,
-        "total_paise": 38, "sac": "998714", "prepaid_paise": 7858, "captured_paise": 7858,
+        "session_id": "01S",
+        "started_at": "a",
+        "stopped_at": "b",
+        "meter_start_wh": 10,
+        "meter_stop_wh": 28,
+        "energy_wh": 18,
+        "taxable_paise": 32,
+        "gst_paise": 6,
+        "total_paise": 38,
+        "sac": "998714",
+        "prepaid_paise": 7858,
+        "captured_paise": 7858,
         "refunded_paise": 7820,
-        "lines": [{"kind": "energy", "quantity": 18, "unit": "Wh", "amount_paise": 32},
-                  {"kind": "igst", "quantity": 1800, "unit": "bp", "amount_paise": 6}],
-    }  # fmt: skip
+        "lines": [
+            {"kind": "energy", "quantity": 18, "unit": "Wh", "amount_paise": 32},
+            {"kind": "igst", "quantity": 1800, "unit": "bp", "amount_paise": 6},
+        ],
+    }
     ledger = [{"amount_paise": 7858}, {"amount_paise": -7858}]
     text = format_receipt(
         StoryResult(

@@ -71,9 +71,12 @@ async def dispute_api(
     """The API with the dummy provider (its webhooks go through the real route) and no hold
     period: earnings are payable once billed, so only a dispute holds them."""
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_BILLING_HOLD_DAYS="0",
-    )  # fmt: skip
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         state = app.state.cloud
@@ -91,9 +94,13 @@ class Settled:
 
 
 async def _settled_session(
-    pg: PgConnection, api: DisputeApi, charger: ListedCharger, driver: ApiUser,
-    *, stopped_ago: timedelta = timedelta(minutes=5),
-) -> Settled:  # fmt: skip
+    pg: PgConnection,
+    api: DisputeApi,
+    charger: ListedCharger,
+    driver: ApiUser,
+    *,
+    stopped_ago: timedelta = timedelta(minutes=5),
+) -> Settled:
     """A booking prepaid through the dummy's Checkout, its session (1 h, 7.4 kWh) stopped and
     settled by the billing flow: captured whole, billed, the unused part refunded."""
     booking = new_ulid()
@@ -104,9 +111,14 @@ async def _settled_session(
     await pg.execute(
         "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
         "amount_paise) VALUES ($1, $2, $3, $4, tstzrange($5, $6), 'confirmed', $7)",
-        booking, driver.id, charger.id, charger.connectors[1], stopped - timedelta(hours=1),
-        stopped, PREPAID,
-    )  # fmt: skip
+        booking,
+        driver.id,
+        charger.id,
+        charger.connectors[1],
+        stopped - timedelta(hours=1),
+        stopped,
+        PREPAID,
+    )
     state, provider = api.state, api.provider
     payment, order = await payments.open_order(
         state.sessions, provider, user_id=driver.id, amount_paise=PREPAID, booking_id=booking
@@ -122,14 +134,23 @@ async def _settled_session(
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 1000, 8400, 7400, 3, 3) "
         "RETURNING id",
-        charger.device_id, public_id, charger.id, booking, new_ulid(),
-        stopped - timedelta(hours=1), stopped,
-    )  # fmt: skip
+        charger.device_id,
+        public_id,
+        charger.id,
+        booking,
+        new_ulid(),
+        stopped - timedelta(hours=1),
+        stopped,
+    )
     billing = api.settings.billing
     await settle_session(
-        state.sessions, provider, pk, platform=rates(billing), tcs_bp=billing.tcs_bp,
+        state.sessions,
+        provider,
+        pk,
+        platform=rates(billing),
+        tcs_bp=billing.tcs_bp,
         billing=billing,
-    )  # fmt: skip
+    )
 
     async def settled() -> bool:
         unsent = await pg.fetchval(
@@ -146,8 +167,9 @@ async def _settled_session(
 async def _host_net(pg: PgConnection, host: ApiUser, session_pk: int) -> int:
     total: int = await pg.fetchval(
         "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1 AND session_id = $2",
-        f"host:{host.host_id}", session_pk,
-    )  # fmt: skip
+        f"host:{host.host_id}",
+        session_pk,
+    )
     return total
 
 
@@ -187,16 +209,18 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     dispute = opened.json()
     assert (dispute["status"], dispute["session_id"]) == ("open", disputed.public_id)
     photo = await api.client.post(
-        f"/disputes/{dispute['id']}/photos", files={"photo": ("m.png", _PNG, "image/png")},
+        f"/disputes/{dispute['id']}/photos",
+        files={"photo": ("m.png", _PNG, "image/png")},
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert photo.status_code == 201, photo.text
     seen = await api.client.get(photo.json()["url"], headers=host.headers)
     assert (seen.status_code, seen.content) == (200, _PNG)
     responded = await api.client.post(
-        f"/disputes/{dispute['id']}/response", json={"text": "The meter says 7.4 kWh."},
+        f"/disputes/{dispute['id']}/response",
+        json={"text": "The meter says 7.4 kWh."},
         headers=host.headers,
-    )  # fmt: skip
+    )
     assert responded.status_code == 200, responded.text
     assert responded.json()["status"] == "under_review"
 
@@ -216,15 +240,20 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     refund_paise = 1_000
     resolved = await api.client.post(
         f"/admin/disputes/{dispute['id']}/resolve",
-        json={"outcome": "partial_refund", "refund_paise": refund_paise,
-              "note": "Meter drift: 1 kWh back."},
+        json={
+            "outcome": "partial_refund",
+            "refund_paise": refund_paise,
+            "note": "Meter drift: 1 kWh back.",
+        },
         headers=admin.headers,
-    )  # fmt: skip
+    )
     assert resolved.status_code == 200, resolved.text
     body = resolved.json()
     assert (body["status"], body["refund_paise"], body["charged_to"]) == (
-        "resolved_refund", refund_paise, "host",
-    )  # fmt: skip
+        "resolved_refund",
+        refund_paise,
+        "host",
+    )
 
     audited = await pg.fetch(
         "SELECT actor_user_id, after, data FROM audit_log WHERE action = 'dispute.resolve' "
@@ -241,9 +270,11 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
         dispute["id"],
     )
     assert [(t["user_id"], t["label"]) for t in told] == [
-        (host.id, "opened"), (driver.id, "under review"),
-        (driver.id, "resolved with a refund"), (host.id, "resolved with a refund"),
-    ]  # fmt: skip
+        (host.id, "opened"),
+        (driver.id, "under review"),
+        (driver.id, "resolved with a refund"),
+        (host.id, "resolved with a refund"),
+    ]
     # The refund went through the provider fake and came back by its webhook.
     refund = await _one(
         pg,
@@ -257,13 +288,14 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     # the refunded taxable value and its GST reversed in the invoice's proportion.
     [original] = await pg.fetch(
         "SELECT id, serial, taxable_paise, total_paise FROM invoices "
-        "WHERE session_id = $1 AND kind = 'invoice'", disputed.pk,
-    )  # fmt: skip
+        "WHERE session_id = $1 AND kind = 'invoice'",
+        disputed.pk,
+    )
     [note_row] = await pg.fetch(
         "SELECT serial, original_id, refund_id, reason, taxable_paise, cgst_paise, sgst_paise, "
         "igst_paise, total_paise FROM invoices WHERE session_id = $1 AND kind = 'credit_note'",
         disputed.pk,
-    )  # fmt: skip
+    )
     assert (note_row["original_id"], note_row["refund_id"]) == (original["id"], refund["id"])
     assert note_row["reason"] == f"dispute {dispute['id']}"
     assert note_row["serial"] != original["serial"]
@@ -295,12 +327,14 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     # The credit note's taxable value from the host (unregistered: the platform supplied the
     # GST), its GST back from the platform's gst_payable.
     assert [(r["account"], r["amount_paise"]) for r in adjustment] == [
-        (f"driver:{driver.id}", -refund_paise), (f"host:{host.host_id}", taxable),
-    ]  # fmt: skip
+        (f"driver:{driver.id}", -refund_paise),
+        (f"host:{host.host_id}", taxable),
+    ]
     reversed_gst = await pg.fetchval(
         "SELECT sum(amount_paise) FROM ledger_entries WHERE session_id = $1 "
-        "AND account = 'gst_payable' AND source = 'gst' AND amount_paise > 0", disputed.pk,
-    )  # fmt: skip
+        "AND account = 'gst_payable' AND source = 'gst' AND amount_paise > 0",
+        disputed.pk,
+    )
     assert reversed_gst == tax
     money = await _one(
         pg,
@@ -313,10 +347,13 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     )
     assert money is not None
     assert money["captured"] - money["refunded"] == money["billed"] - refund_paise
-    assert await pg.fetchval(
-        "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
-        f"driver:{driver.id}",
-    ) == 0  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
+            f"driver:{driver.id}",
+        )
+        == 0
+    )
 
     # The host's payable shrank by the refund's taxable value; the hold ended with the dispute.
     after = await _earnings(api, host)
@@ -332,9 +369,12 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
         headers=admin.headers,
     )
     assert again.status_code == 200, again.text
-    assert await pg.fetchval(
-        "SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute['id']}"
-    ) == 1  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute['id']}"
+        )
+        == 1
+    )
     assert len(await _refund_events(api, refund["id"])) == 1
 
 
@@ -349,10 +389,8 @@ async def test_who_may_open_see_answer_and_resolve_a_dispute(
     old = await _settled_session(pg, api, charger, driver, stopped_ago=timedelta(days=15))
     body = {"reason_code": "stopped_early", "description": "Stopped at 40 %."}
 
-    for who, sid in ((other, session.public_id), (driver, old.public_id),
-                     (driver, new_ulid())):  # fmt: skip
-        refused = await api.client.post(f"/sessions/{sid}/disputes", json=body,
-                                        headers=who.headers)  # fmt: skip
+    for who, sid in ((other, session.public_id), (driver, old.public_id), (driver, new_ulid())):
+        refused = await api.client.post(f"/sessions/{sid}/disputes", json=body, headers=who.headers)
         assert refused.status_code == 403, refused.text
     as_host = await api.client.post(
         f"/sessions/{session.public_id}/disputes", json=body, headers=host.headers
@@ -380,24 +418,28 @@ async def test_who_may_open_see_answer_and_resolve_a_dispute(
         listed = await api.client.get("/disputes", headers=who.headers)
         assert [d["id"] for d in listed.json()["items"]] == [dispute_id]
     for who in (other, other_host):
-        assert (await api.client.get(f"/disputes/{dispute_id}", headers=who.headers)
-                ).status_code == 404  # fmt: skip
+        assert (
+            await api.client.get(f"/disputes/{dispute_id}", headers=who.headers)
+        ).status_code == 404
         listed = await api.client.get("/disputes", headers=who.headers)
         assert listed.json()["items"] == []
     stranger = await api.client.post(
-        f"/disputes/{dispute_id}/response", json={"text": "Not my charger"},
+        f"/disputes/{dispute_id}/response",
+        json={"text": "Not my charger"},
         headers=other_host.headers,
-    )  # fmt: skip
+    )
     assert stranger.status_code == 404
     photo = await api.client.post(
-        f"/disputes/{dispute_id}/photos", files={"photo": ("m.png", _PNG, "image/png")},
+        f"/disputes/{dispute_id}/photos",
+        files={"photo": ("m.png", _PNG, "image/png")},
         headers=other.headers,
-    )  # fmt: skip
+    )
     assert photo.status_code == 404
     by_host = await api.client.post(
         f"/admin/disputes/{dispute_id}/resolve",
-        json={"outcome": "rejected", "note": "mine"}, headers=host.headers,
-    )  # fmt: skip
+        json={"outcome": "rejected", "note": "mine"},
+        headers=host.headers,
+    )
     assert by_host.status_code == 403
 
 
@@ -423,8 +465,9 @@ async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its
 
     no = await api.client.post(
         f"/admin/disputes/{ids[0]}/resolve",
-        json={"outcome": "rejected", "note": "It charged 7.4 kWh."}, headers=admin.headers,
-    )  # fmt: skip
+        json={"outcome": "rejected", "note": "It charged 7.4 kWh."},
+        headers=admin.headers,
+    )
     assert (no.status_code, no.json()["status"]) == (200, "resolved_no_action"), no.text
     assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == entries_before
     late = await api.client.post(
@@ -445,16 +488,19 @@ async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its
     monkeypatch.setenv("CHARGEMITRA_BILLING_SUPPLIER_GSTIN", "29AABCC1234D1Z7")
     full = await api.client.post(
         f"/admin/disputes/{ids[1]}/resolve",
-        json={"outcome": "full_refund", "note": "Refunded in full."}, headers=admin.headers,
-    )  # fmt: skip
+        json={"outcome": "full_refund", "note": "Refunded in full."},
+        headers=admin.headers,
+    )
     assert full.status_code == 200, full.text
     assert full.json()["refund_paise"] == billed
 
     async def processed() -> bool:
-        return bool(await pg.fetchval(
-            "SELECT bool_and(status = 'processed') FROM refunds WHERE reason = $1",
-            f"dispute {ids[1]}",
-        ))  # fmt: skip
+        return bool(
+            await pg.fetchval(
+                "SELECT bool_and(status = 'processed') FROM refunds WHERE reason = $1",
+                f"dispute {ids[1]}",
+            )
+        )
 
     await wait_for(processed, "the full refund's webhook")
     # The host gives back what the session earned them; the GST comes back from gst_payable
@@ -462,8 +508,9 @@ async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its
     assert await _host_net(pg, host, refunded_one.pk) == 0
     invoice_gst = await pg.fetchval(
         "SELECT cgst_paise + sgst_paise + igst_paise FROM invoices WHERE session_id = $1 "
-        "AND kind = 'invoice'", refunded_one.pk,
-    )  # fmt: skip
+        "AND kind = 'invoice'",
+        refunded_one.pk,
+    )
     assert await ledger_commission(pg) == commission_before - (billed - invoice_gst - host_net)
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
     earnings = await _earnings(api, host)
@@ -516,10 +563,13 @@ async def test_a_refund_the_provider_refused_is_sent_again_by_resolving_again(
     assert [(r["status"], r["provider_refund_id"]) for r in unsent] == [("pending", None)]
     assert await pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
     # Meanwhile the money is the driver's credit in the ledger, not yet back on their card.
-    assert await pg.fetchval(
-        "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
-        f"driver:{driver.id}",
-    ) == 500  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT -sum(amount_paise) FROM ledger_entries WHERE account = $1",
+            f"driver:{driver.id}",
+        )
+        == 500
+    )
 
     monkeypatch.setattr(api.provider, "refund", real_refund)
     again = await api.client.post(
@@ -532,14 +582,18 @@ async def test_a_refund_the_provider_refused_is_sent_again_by_resolving_again(
         return bool(status == "processed")
 
     await wait_for(processed, "the re-sent refund's webhook")
-    assert await pg.fetchval(
-        "SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute_id}"
-    ) == 1  # fmt: skip
+    assert (
+        await pg.fetchval("SELECT count(*) FROM refunds WHERE reason = $1", f"dispute {dispute_id}")
+        == 1
+    )
     assert len(await _refund_events(api, unsent[0]["id"])) == 1
-    assert await pg.fetchval(
-        "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
-        f"driver:{driver.id}",
-    ) == 0  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries WHERE account = $1",
+            f"driver:{driver.id}",
+        )
+        == 0
+    )
 
 
 async def test_two_resolutions_at_once_refund_adjust_and_audit_once(
@@ -555,8 +609,9 @@ async def test_two_resolutions_at_once_refund_adjust_and_audit_once(
     session = await _settled_session(pg, api, charger, driver)
     opened = await api.client.post(
         f"/sessions/{session.public_id}/disputes",
-        json={"reason_code": "billed_wrong", "description": "Too much."}, headers=driver.headers,
-    )  # fmt: skip
+        json={"reason_code": "billed_wrong", "description": "Too much."},
+        headers=driver.headers,
+    )
     dispute_id = opened.json()["id"]
     body = {"outcome": "partial_refund", "refund_paise": 100, "note": "Some back."}
     answers = await asyncio.gather(
@@ -572,12 +627,18 @@ async def test_two_resolutions_at_once_refund_adjust_and_audit_once(
         "SELECT amount_paise FROM refunds WHERE reason = $1", f"dispute {dispute_id}"
     )
     assert [r["amount_paise"] for r in refunds] == [100]
-    assert await pg.fetchval(
-        "SELECT count(DISTINCT txn_id) FROM ledger_entries "
-        "WHERE source = 'dispute_adjustment' AND session_id = $1",
-        session.pk,
-    ) == 1  # fmt: skip
-    assert await pg.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'dispute.resolve' AND entity_id = $1",
-        dispute_id,
-    ) == 1  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT count(DISTINCT txn_id) FROM ledger_entries "
+            "WHERE source = 'dispute_adjustment' AND session_id = $1",
+            session.pk,
+        )
+        == 1
+    )
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'dispute.resolve' AND entity_id = $1",
+            dispute_id,
+        )
+        == 1
+    )

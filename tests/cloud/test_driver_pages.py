@@ -68,13 +68,17 @@ async def test_the_search_form_answers_what_the_api_answers_without_javascript(
     ) as client:
         cases: list[tuple[dict[str, str], dict[str, str | int]]] = [
             ({}, {}),
-            ({"max_price": "20", "mode": "per_kwh"}, {"max_price_paise": 2000,
-                                                      "pricing_mode": "per_kwh"}),
+            (
+                {"max_price": "20", "mode": "per_kwh"},
+                {"max_price_paise": 2000, "pricing_mode": "per_kwh"},
+            ),
             ({"min_kw": "11"}, {"min_kw": 11}),
             ({"rating": "4"}, {"min_rating": 4}),
-            ({"connector": "Type2", "verified": "1"}, {"connector_type": "Type2",
-                                                        "verified_host": "true"}),
-        ]  # fmt: skip
+            (
+                {"connector": "Type2", "verified": "1"},
+                {"connector_type": "Type2", "verified_host": "true"},
+            ),
+        ]
         for form, api in cases:
             page = await client.get("/app/search?" + urlencode({**where, **form}))
             assert page.status_code == 200, page.text
@@ -85,11 +89,14 @@ async def test_the_search_form_answers_what_the_api_answers_without_javascript(
             assert listed.status_code == 200, listed.text
             assert _ids(page.text) == [hit["id"] for hit in listed.json()["items"]], form
         assert set(_ids((await client.get("/app/search?" + urlencode(where))).text)) == {
-            cheap.id, dear.id, hourly.id,
-        }  # fmt: skip
+            cheap.id,
+            dear.id,
+            hourly.id,
+        }
         # The filters really filter (not vacuous): a price cap leaves the cheap one only.
-        capped = await client.get("/app/search?" + urlencode({**where, "max_price": "20",
-                                                             "mode": "per_kwh"}))  # fmt: skip
+        capped = await client.get(
+            "/app/search?" + urlencode({**where, "max_price": "20", "mode": "per_kwh"})
+        )
         assert _ids(capped.text) == [cheap.id]
         assert _ids(
             (await client.get("/app/search?" + urlencode({**where, "rating": "4"}))).text
@@ -123,13 +130,16 @@ async def razorpay_app(
     from tests.cloud.conftest import make_settings
 
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_PAYMENTS_PROVIDER="razorpay",
         CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_ID=fake_razorpay.KEY_ID,
         CHARGEMITRA_PAYMENTS_RAZORPAY_KEY_SECRET=fake_razorpay.KEY_SECRET,
         CHARGEMITRA_PAYMENTS_RAZORPAY_WEBHOOK_SECRET=fake_razorpay.WEBHOOK_SECRET,
         CHARGEMITRA_PAYMENTS_RAZORPAY_BASE_URL=rzp.url,
-    )  # fmt: skip
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -171,13 +181,25 @@ async def test_razorpay_checkout_on_the_pages_posts_the_handler_fields_and_is_ve
         order_id = re.search(r'data-order="([^"]+)"', page.text)
         assert order_id
         assert order_id.group(1) in rzp.orders
-        fields = {name: _hidden(page.text, name) for name in (
-            "csrf", "charger_id", "connector", "razorpay_payment_id", "razorpay_order_id",
-            "razorpay_signature")}  # fmt: skip
+        fields = {
+            name: _hidden(page.text, name)
+            for name in (
+                "csrf",
+                "charger_id",
+                "connector",
+                "razorpay_payment_id",
+                "razorpay_order_id",
+                "razorpay_signature",
+            )
+        }
         # Razorpay's handler fills the three fields; a forged signature is refused.
         paid_id, signature = rzp.authorize(order_id.group(1))
-        forged = {**fields, "razorpay_payment_id": paid_id, "razorpay_order_id": order_id.group(1),
-                  "razorpay_signature": "0" * 64}  # fmt: skip
+        forged = {
+            **fields,
+            "razorpay_payment_id": paid_id,
+            "razorpay_order_id": order_id.group(1),
+            "razorpay_signature": "0" * 64,
+        }
         refused = await client.post(url, data=forged)
         assert refused.status_code == 400, refused.text
         status = "SELECT status FROM payments WHERE id = $1"
@@ -241,16 +263,19 @@ async def test_a_review_and_a_dispute_with_photos_from_the_receipt(
         dispute_url = f"/app/sessions/{session_id}/dispute"
         token = _csrf((await client.get(dispute_url)).text)
         files = [("photos", ("a.png", PNG, "image/png")), ("photos", ("b.png", PNG, "image/png"))]
-        bad = await client.post(dispute_url, data={"csrf": token, "reason_code": "damage",
-                                "description": "x"}, files=[("photos", ("c.txt", b"not an image",
-                                "text/plain"))])  # fmt: skip
+        bad = await client.post(
+            dispute_url,
+            data={"csrf": token, "reason_code": "damage", "description": "x"},
+            files=[("photos", ("c.txt", b"not an image", "text/plain"))],
+        )
         assert bad.status_code == 422
         assert "dispute-error" in bad.text
         assert await pg.fetchval("SELECT count(*) FROM disputes") == 0  # all or nothing
         opened = await client.post(
-            dispute_url, files=files,
+            dispute_url,
+            files=files,
             data={"csrf": token, "reason_code": "damage", "description": "Cable was cut"},
-        )  # fmt: skip
+        )
         assert opened.status_code == 303, opened.text
         dispute_id = await pg.fetchval("SELECT id FROM disputes")
         assert (
@@ -302,7 +327,7 @@ async def test_the_qr_page_keeps_the_listing_and_reads_the_live_state_each_visit
         await pg.execute(
             "UPDATE devices SET online = true, last_seen_at = now() WHERE id = $1",
             charger.device_id,
-        )  # fmt: skip
+        )
         await pg.execute(
             "UPDATE connectors SET status = 'Faulted' WHERE charger_id = $1", charger.id
         )
@@ -359,8 +384,9 @@ async def test_a_booking_and_an_amount_due_are_paid_from_their_pages(
     async with signed_in(market_api.app, driver) as client:
         listed = await client.get("/app/bookings")
         assert f'action="/app/bookings/{booking["id"]}/pay"' in listed.text
-        page = await client.post(f"/app/bookings/{booking['id']}/pay",
-                                 data={"csrf": _csrf(listed.text)})  # fmt: skip
+        page = await client.post(
+            f"/app/bookings/{booking['id']}/pay", data={"csrf": _csrf(listed.text)}
+        )
         assert await _pay_on_the_checkout_page(client, page) == "/app/bookings?paid=1"
         assert f"/app/bookings/{booking['id']}/pay" not in (await client.get("/app/bookings")).text
     held = (
@@ -370,9 +396,13 @@ async def test_a_booking_and_an_amount_due_are_paid_from_their_pages(
     assert await pg.fetchval(held, booking["id"]) == booking["amount_paise"]
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     await _move_booking(pg, booking["id"], end - timedelta(hours=1), end)
-    pk, _public_id = await _stopped_session(pg, charger, booking["id"],
-                                            started=end - timedelta(hours=1),
-                                            stopped=end + timedelta(minutes=30))  # fmt: skip
+    pk, _public_id = await _stopped_session(
+        pg,
+        charger,
+        booking["id"],
+        started=end - timedelta(hours=1),
+        stopped=end + timedelta(minutes=30),
+    )
     await _settle(market_api, pk)
     async with signed_in(market_api.app, driver) as client:
         page = await client.get("/app/due")
@@ -399,13 +429,16 @@ async def test_stripe_checkout_on_the_pages_posts_the_payment_intent_and_is_veri
 
     with fake_stripe.fake_stripe() as stp:
         settings = make_settings(
-            db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+            db_url,
+            broker,
+            service_passwords["cloud-api"],
+            username="cloud-api",
             CHARGEMITRA_PAYMENTS_PROVIDER="stripe",
             CHARGEMITRA_PAYMENTS_STRIPE_SECRET_KEY=fake_stripe.SECRET_KEY,
             CHARGEMITRA_PAYMENTS_STRIPE_WEBHOOK_SECRET=fake_stripe.WEBHOOK_SECRET,
             CHARGEMITRA_PAYMENTS_STRIPE_BASE_URL=stp.url,
             CHARGEMITRA_PAYMENTS_STRIPE_PUBLISHABLE_KEY="pk_test_pages",
-        )  # fmt: skip
+        )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             host = await add_user(pg, settings, Role.HOST)
@@ -428,8 +461,12 @@ async def test_stripe_checkout_on_the_pages_posts_the_payment_intent_and_is_veri
                 intent = secret.group(1).split("_secret_")[0]
                 action = re.search(r'action="(/app/payments/([0-9A-Z]+)/verify)"', page.text)
                 assert action
-                fields = {"csrf": _csrf(page.text), "payment_intent": intent,
-                          "charger_id": charger.id, "connector": "1"}  # fmt: skip
+                fields = {
+                    "csrf": _csrf(page.text),
+                    "payment_intent": intent,
+                    "charger_id": charger.id,
+                    "connector": "1",
+                }
                 status = "SELECT status FROM payments WHERE id = $1"
                 early = await client.post(action.group(1), data=fields)
                 assert early.status_code in {400, 402, 409}, early.text

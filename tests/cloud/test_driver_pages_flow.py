@@ -46,10 +46,13 @@ async def served(
     from tests.cloud.conftest import make_settings
 
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_MARKETPLACE_PHOTO_DIR=str(tmp_path / "photos"),
         CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
-    )  # fmt: skip
+    )
     # The map is part of what is tested: Leaflet must be installed (deploy/dev/bootstrap.sh).
     assert (settings.marketplace.leaflet_dir / "leaflet.js").is_file(), (
         f"Leaflet is missing from {settings.marketplace.leaflet_dir}: run make bootstrap"
@@ -85,8 +88,9 @@ async def test_search_review_dispute_due_and_checkout_in_the_browser(
     # Two places, so the map has two markers apart from the centre.
     await pg.execute(
         "UPDATE chargers SET latitude = 18.53, longitude = 73.86, name = 'Koregaon Park gate' "
-        "WHERE id = $1", chargers[1].id,
-    )  # fmt: skip
+        "WHERE id = $1",
+        chargers[1].id,
+    )
     session_id = await add_session(pg, chargers[0], driver)
     photo = tmp_path / "cable.png"
     photo.write_bytes(PNG)

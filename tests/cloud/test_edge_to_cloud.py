@@ -53,9 +53,14 @@ def _sync_settings(
     """The agent's link to the test broker's TLS listener as ``device``, quick to retry."""
     assert broker.tls_port is not None
     link = LinkSettings(
-        device_id=device, host="127.0.0.1", port=broker.tls_port, username=device,
-        password=password, ca_file=certs.ca, keepalive_s=5,
-    )  # fmt: skip
+        device_id=device,
+        host="127.0.0.1",
+        port=broker.tls_port,
+        username=device,
+        password=password,
+        ca_file=certs.ca,
+        keepalive_s=5,
+    )
     return SyncSettings(link=link, uplink=uplink, backoff=Backoff(initial_s=0.05, max_s=0.5))
 
 
@@ -78,13 +83,19 @@ async def test_edge_backlog_reaches_postgres_once_and_leaves_the_outbox_only_on_
     workers.start(1)
     await wait_for(lambda: all(f"as ingest-{i}" in broker.log_text() for i in (0, 1)), timeout_s=30)
     settings = _sync_settings(
-        broker, certs, DEVICE, password,
+        broker,
+        certs,
+        DEVICE,
+        password,
         UplinkSettings(ack_timeout_s=5.0, backlog_msgs_per_s=2000, backlog_burst=200),
-    )  # fmt: skip
+    )
     sync = SyncService(store, settings, handler=RecordingHandler(), clock=wall_clock())
     async with running(sync):
-        await wait_until(lambda: len(queued & outbox_seqs(store)) < len(queued) // 2, 120,
-                         "half the backlog acked")  # fmt: skip
+        await wait_until(
+            lambda: len(queued & outbox_seqs(store)) < len(queued) // 2,
+            120,
+            "half the backlog acked",
+        )
         # Every row gone from the outbox is committed in PostgreSQL.
         gone = queued - outbox_seqs(store)
         committed = await pg.fetchval(
@@ -128,28 +139,37 @@ async def test_decisions_made_at_the_edge_store_arrive_in_postgres_once(
         apply_auth_list_update(
             store,
             AuthListUpdate(
-                version=1, update_type=AuthListUpdateType.FULL,
+                version=1,
+                update_type=AuthListUpdateType.FULL,
                 entries=[
                     AuthListEntry(id_tag_hash=hash_id_tag("04A21B"), status=Status.ACCEPTED),
                     AuthListEntry(id_tag_hash=hash_id_tag("0B10C"), status=Status.BLOCKED),
                 ],
             ),
-        )  # fmt: skip
+        )
     # The agent's one decision path, on its real store, while the cloud link is down.
     authorizer = Authorizer(store, charger_id=device, verifier=None, pin_secret=None)
     at = Moment(datetime.now(UTC), 1.0, clock_synced=True)
     presented: list[tuple[Credential, bool]] = [
-        (IdTag("04A21B"), False), (IdTag("0B10C"), False), (IdTag("FFFF"), False),
-        (IdTag("04A21B"), True), (IdTag("no such tag!"), False), (Pin("12345678"), False),
-    ]  # fmt: skip
+        (IdTag("04A21B"), False),
+        (IdTag("0B10C"), False),
+        (IdTag("FFFF"), False),
+        (IdTag("04A21B"), True),
+        (IdTag("no such tag!"), False),
+        (Pin("12345678"), False),
+    ]
     made = [
         authorizer.authorize(credential, connector=1, at=at, connector_busy=busy)
         for credential, busy in presented
     ]
     assert [d.status for d in made] == [
-        Status.ACCEPTED, Status.BLOCKED, Status.UNKNOWN, Status.CONCURRENT_TX, Status.INVALID,
+        Status.ACCEPTED,
+        Status.BLOCKED,
+        Status.UNKNOWN,
+        Status.CONCURRENT_TX,
         Status.INVALID,
-    ]  # fmt: skip
+        Status.INVALID,
+    ]
     logged = store.execute(
         "SELECT outbox_seq, status, ref, session_id FROM decisions ORDER BY id"
     ).fetchall()

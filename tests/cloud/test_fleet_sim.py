@@ -38,10 +38,15 @@ def _send_command(broker: Broker, device_id: str, cmd_id: str) -> None:
     """Publish a StartSession as the API does (its own identity, QoS 1, on ``cmd``)."""
     now = datetime.now(UTC)
     command = Command(
-        msg_id=new_ulid(), device_id=device_id, seq=1, ts=now, clock_synced=True,
-        cmd_id=cmd_id, expires_at=now + timedelta(seconds=60),
+        msg_id=new_ulid(),
+        device_id=device_id,
+        seq=1,
+        ts=now,
+        clock_synced=True,
+        cmd_id=cmd_id,
+        expires_at=now + timedelta(seconds=60),
         action=StartSession(connector=1, token="fleet-test-token"),
-    )  # fmt: skip
+    )
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id="cloud-api-test", protocol=MQTTProtocolVersion.MQTTv5
     )
@@ -64,16 +69,24 @@ async def test_a_small_fleet_loses_nothing(
     passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
     await _seed_devices(pg, device_ids)
     config = FleetConfig(
-        port=broker.port, duration_s=6.0, rate_hz=2.0, readings=2,
-        session_every_s=1.0, session_s=2.0, update_every_s=1.0,
-        offline_fraction=1.0, offline_s=1.5, drain_timeout_s=15.0,
-    )  # fmt: skip
+        port=broker.port,
+        duration_s=6.0,
+        rate_hz=2.0,
+        readings=2,
+        session_every_s=1.0,
+        session_s=2.0,
+        update_every_s=1.0,
+        offline_fraction=1.0,
+        offline_s=1.5,
+        drain_timeout_s=15.0,
+    )
     cmd_id = new_ulid()
     await pg.execute(
         "INSERT INTO device_commands (cmd_id, device_id, name, payload, sent_at, expires_at) "
         "VALUES ($1, $2, 'start_session', '{}'::jsonb, now(), now() + interval '1 minute')",
-        cmd_id, device_ids[0],
-    )  # fmt: skip
+        cmd_id,
+        device_ids[0],
+    )
     async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
         ingest = tg.create_task(worker.run(), name="ingest")
         fleet = asyncio.create_task(run_sites(sorted(passwords.items()), config, start_at=0))

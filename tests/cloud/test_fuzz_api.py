@@ -146,15 +146,33 @@ def _run_schemathesis(base_url: str, role: str, user: ApiUser | None, out: Path)
     started = time.monotonic()
     proc = subprocess.run(
         [
-            str(cli), "--config-file", str(config_file), "run", f"{base_url}/openapi.json",
-            "--checks", "all", "--mode", "all",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--max-examples", str(MAX_EXAMPLES),
-            "--workers", "1", "--no-color",
-            "--report", "json", "--report-json-path", str(report),
+            str(cli),
+            "--config-file",
+            str(config_file),
+            "run",
+            f"{base_url}/openapi.json",
+            "--checks",
+            "all",
+            "--mode",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--workers",
+            "1",
+            "--no-color",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
         ],
-        capture_output=True, text=True, timeout=600, check=False, cwd=out,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=out,
+    )
     (out / f"output-{role}.txt").write_text(proc.stdout + proc.stderr)
     print(f"schemathesis as {role}: exit {proc.returncode}, {time.monotonic() - started:.1f} s")
     return {

@@ -52,11 +52,22 @@ def _generate(spec: dict[str, Any], directory: Path) -> str:
     cli = Path(sys.executable).with_name("openapi-python-client")
     proc = subprocess.run(
         [
-            str(cli), "generate", "--path", str(spec_file), "--meta", "none",
-            "--output-path", str(directory / PACKAGE), "--config", str(config),
+            str(cli),
+            "generate",
+            "--path",
+            str(spec_file),
+            "--meta",
+            "none",
+            "--output-path",
+            str(directory / PACKAGE),
+            "--config",
+            str(config),
         ],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     return output

@@ -40,9 +40,9 @@ GOOD = {
 
 
 @pytest.fixture
-async def host_browser(market_api: Api, pg: PgConnection) -> AsyncIterator[
-    tuple[httpx.AsyncClient, ApiUser]
-]:  # fmt: skip
+async def host_browser(
+    market_api: Api, pg: PgConnection
+) -> AsyncIterator[tuple[httpx.AsyncClient, ApiUser]]:
     """A cookie-signed-in host (the password form), from an address of its own."""
     host = await add_user(pg, market_api.settings, Role.HOST)
     transport = httpx.ASGITransport(app=market_api.app, client=(_address(), 40000))
@@ -131,9 +131,10 @@ async def test_the_host_approves_a_request_from_the_dashboard(
     driver = await add_user(pg, market_api.settings, Role.DRIVER)
     start = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     booked = await market_api.client.post(
-        "/bookings", json=booking_body(charger, start, start + timedelta(hours=1)),
+        "/bookings",
+        json=booking_body(charger, start, start + timedelta(hours=1)),
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert booked.status_code == 201, booked.text
     booking_id = booked.json()["id"]
     assert booked.json()["status"] == "pending"
@@ -158,8 +159,7 @@ async def test_pairing_code_and_sticker(
     charger = await add_charger(pg, host)
     code = await pg.fetchval("SELECT qr_code FROM chargers WHERE id = $1", charger.id)
     csrf = _csrf((await client.get("/app/host")).text)
-    issued = await client.post(f"/app/host/chargers/{charger.id}/pairing-code",
-                               data={"csrf": csrf})  # fmt: skip
+    issued = await client.post(f"/app/host/chargers/{charger.id}/pairing-code", data={"csrf": csrf})
     assert issued.status_code == 200
     shown = re.search(r'id="pairing-code">([^<]+)<', issued.text)
     assert shown is not None
@@ -209,8 +209,10 @@ async def test_the_charger_page_shows_its_meters_health(
             "INSERT INTO device_meters (device_id, meter_id, model, available, errors, "
             "consecutive_errors, last_error, last_good_at, reported_at, status_seq) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
-            device, *meter, now,
-        )  # fmt: skip
+            device,
+            *meter,
+            now,
+        )
     page = await client.get(f"/app/host/chargers/{charger.id}")
     assert page.status_code == 200
     cards = re.findall(r'<li class="card" data-meter="(\w+)">(.*?)</li>', page.text, re.S)
@@ -259,8 +261,10 @@ async def test_earnings_chart_and_a_payout_without_kyc(
     await pg.execute(
         "INSERT INTO ledger_entries (txn_id, account, amount_paise, source, memo) VALUES "
         "($1, $2, -12345, 'host_earning', 'test'), ($1, $3, 12345, 'bill', 'test')",
-        txn, f"host:{host.host_id}", f"driver:{host.id}",
-    )  # fmt: skip
+        txn,
+        f"host:{host.host_id}",
+        f"driver:{host.id}",
+    )
     page = await client.get("/app/host/earnings")
     assert page.status_code == 200, page.text
     assert '<svg class="chart"' in page.text

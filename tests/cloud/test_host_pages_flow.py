@@ -42,16 +42,26 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path, CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
+        CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
         # Earnings payable as soon as billed (the ledger stamps entries with the database's
         # clock, which a test cannot move).
-        CHARGEMITRA_BILLING_HOLD_DAYS="0", CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
-    ) as running:  # fmt: skip
+        CHARGEMITRA_BILLING_HOLD_DAYS="0",
+        CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
+    ) as running:
         yield running
 
 
@@ -63,11 +73,17 @@ async def _second_agent(
     sim = await stack.enter_async_context(
         SimSite(
             SimConfig(
-                meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-                turnaround_s=0.0, rfid=False, keys=True, control=None, state_path=None,
+                meters=(MeterSpec("sdm630", 1),),
+                relay_unit=2,
+                tcp=("127.0.0.1", 0),
+                turnaround_s=0.0,
+                rfid=False,
+                keys=True,
+                control=None,
+                state_path=None,
             )
         )
-    )  # fmt: skip
+    )
     site = tmp / "second-site"
     site.mkdir()
     config = site_config(site, sim)
@@ -93,14 +109,16 @@ async def _billed_session(market: Market) -> int:
     opened = await market.http.post("/payments", json=walkup, headers=market.driver.headers)
     assert opened.status_code == 201, opened.text
     paid = await market.http.post(
-        f"/payments/{opened.json()['id']}/verify", json={"card_number": "4111 1111 1111 1111"},
+        f"/payments/{opened.json()['id']}/verify",
+        json={"card_number": "4111 1111 1111 1111"},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert paid.status_code == 200, paid.text
     started = await market.http.post(
-        f"/chargers/{market.charger_id}/sessions", json={"connector": 1},
+        f"/chargers/{market.charger_id}/sessions",
+        json={"connector": 1},
         headers=market.driver.headers,
-    )  # fmt: skip
+    )
     assert started.status_code == 201, started.text
     session_id = started.json()["session_id"]
     before_wh = register_wh(market.sim)
@@ -173,8 +191,9 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
         charger_id = page.url.rsplit("/", 1)[1]
         price = await market.pg.fetchval(
             "SELECT price_per_kwh_paise FROM chargers WHERE id = $1 AND host_id = $2",
-            charger_id, market.host.host_id,
-        )  # fmt: skip
+            charger_id,
+            market.host.host_id,
+        )
         assert price == 1650
         await walk.check("charger-edit")
 
@@ -192,8 +211,9 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
             row = await market.pg.fetch(
                 "SELECT d.online FROM chargers c JOIN devices d ON d.id = c.device_id "
                 "WHERE c.id = $1 AND d.id = $2",
-                charger_id, device_id,
-            )  # fmt: skip
+                charger_id,
+                device_id,
+            )
             return bool(row and row[0]["online"])
 
         await wait_for(paired_and_online, "the second agent online for the new charger")
@@ -201,10 +221,13 @@ async def test_a_host_adds_pairs_and_runs_a_charger(
         # The charger's page: the second agent's meter as its status reported it (ingest's
         # device_meters), its last good reading a moment ago.
         async def meter_reported() -> bool:
-            return bool(await market.pg.fetchval(
-                "SELECT count(*) FROM device_meters WHERE device_id = $1 AND available "
-                "AND last_good_at IS NOT NULL", device_id,
-            ))  # fmt: skip
+            return bool(
+                await market.pg.fetchval(
+                    "SELECT count(*) FROM device_meters WHERE device_id = $1 AND available "
+                    "AND last_good_at IS NOT NULL",
+                    device_id,
+                )
+            )
 
         await wait_for(meter_reported, "the second agent's meter health")
         await page.goto(f"{market.api_url}/app/host/chargers/{charger_id}")

@@ -93,9 +93,12 @@ def acked_as_dead(probe: Probe, device_id: str) -> set[int]:
 
 
 async def test_a_hostile_device_is_refused_everything_and_its_neighbour_loses_nothing(
-    broker: Broker, workers: Workers, pg: PgConnection, db_url: str,
+    broker: Broker,
+    workers: Workers,
+    pg: PgConnection,
+    db_url: str,
     service_passwords: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     await seed_devices(pg, GOOD, EVIL)
     good = SimDevice(GOOD, add_device(broker, GOOD), broker.port)
     evil_password = add_device(broker, EVIL)
@@ -186,6 +189,7 @@ async def test_a_hostile_device_is_refused_everything_and_its_neighbour_loses_no
     assert await pg.fetchval("SELECT count(*) FROM telemetry WHERE device_id = $1", EVIL) == 0
     dead = await pg.fetch(
         "SELECT seq, error_kind FROM dead_letters WHERE device_id = $1 OR topic = $2 ORDER BY seq",
-        EVIL, evil_telemetry,
-    )  # fmt: skip
+        EVIL,
+        evil_telemetry,
+    )
     assert [r["seq"] for r in dead] == [101, 102, 103]

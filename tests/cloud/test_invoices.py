@@ -73,16 +73,20 @@ async def _site(pg: PgConnection, api: Api, *, gstin: str | None = None) -> Site
         await pg.execute(
             "UPDATE hosts SET gstin = $2, legal_name = 'Asha EV Services LLP', "
             "address = '5 Residency Road, Bengaluru', pincode = '560025' WHERE id = $1",
-            host.host_id, gstin,
-        )  # fmt: skip
+            host.host_id,
+            gstin,
+        )
     charger_id, device_id = new_ulid(), f"cm-{new_ulid().lower()}"
     await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, $2)", device_id, host.host_id)
     await pg.execute(
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, session_fee_paise, qr_code) VALUES ($1, $2, "
         "$3, 'Gate', '12 MG Road', 'Pune', 'Maharashtra', '411001', 18.5, 73.8, 1800, 500, $4)",
-        charger_id, host.host_id, device_id, charger_id[-10:],
-    )  # fmt: skip
+        charger_id,
+        host.host_id,
+        device_id,
+        charger_id[-10:],
+    )
     return Site(host, driver, charger_id, device_id)
 
 
@@ -94,9 +98,13 @@ async def _session(pg: PgConnection, site: Site) -> int:
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, $4, 'Remote', 'r', 'stopped', $5, $6, 0, 7400, 7400, 2, 2) "
         "RETURNING id",
-        site.device_id, new_ulid(), site.charger_id, site.driver.id, NOW - timedelta(hours=1),
+        site.device_id,
+        new_ulid(),
+        site.charger_id,
+        site.driver.id,
+        NOW - timedelta(hours=1),
         NOW,
-    )  # fmt: skip
+    )
     return session_id
 
 
@@ -104,10 +112,13 @@ async def _bill(db: AsyncSession, site: Site, session_id: int, quote: Quote) -> 
     await post(
         db,
         bill_txn(
-            session_id=session_id, driver_id=site.driver.id, host_id=str(site.host.host_id),
-            quote=quote, host_gst_registered=False,
+            session_id=session_id,
+            driver_id=site.driver.id,
+            host_id=str(site.host.host_id),
+            quote=quote,
+            host_gst_registered=False,
         ),
-    )  # fmt: skip
+    )
 
 
 async def test_a_billed_session_gets_one_invoice_with_the_rule_46_particulars(
@@ -233,24 +244,35 @@ async def test_a_refund_after_invoicing_gets_a_credit_note_in_its_own_series(
     await pg.execute(
         "INSERT INTO payments (id, user_id, session_id, provider, amount_paise, status) "
         "VALUES ($1, $2, $3, 'dummy', 16308, 'captured')",
-        payment_id, site.driver.id, sid,
-    )  # fmt: skip
+        payment_id,
+        site.driver.id,
+        sid,
+    )
     for n, (refund_id, amount) in enumerate(zip(refund_ids, (5000, 11308), strict=True)):
         await pg.execute(
             "INSERT INTO refunds (id, payment_id, amount_paise, status, reason) "
             "VALUES ($1, $2, $3, 'processed', $4)",
-            refund_id, payment_id, amount, f"dispute {n}",
-        )  # fmt: skip
+            refund_id,
+            payment_id,
+            amount,
+            f"dispute {n}",
+        )
     async with sessions() as db, db.begin():
         await _bill(db, site, sid, quote)
         invoice = await issue_invoice(db, sid, quote=quote, now=NOW)
         first = await issue_credit_note(
-            db, sid, amount_paise=5000, reason="charger stopped early", refund_id=refund_ids[0],
+            db,
+            sid,
+            amount_paise=5000,
+            reason="charger stopped early",
+            refund_id=refund_ids[0],
             now=NOW,
-        )  # fmt: skip
-        assert (await issue_credit_note(
-            db, sid, amount_paise=5000, reason="again", refund_id=refund_ids[0], now=NOW
-        )).id == first.id  # fmt: skip
+        )
+        assert (
+            await issue_credit_note(
+                db, sid, amount_paise=5000, reason="again", refund_id=refund_ids[0], now=NOW
+            )
+        ).id == first.id
         with pytest.raises(CreditExceedsInvoice):
             await issue_credit_note(db, sid, amount_paise=11309, reason="too much", now=NOW)
         second = await issue_credit_note(
@@ -360,25 +382,57 @@ async def test_the_pdf_renders_the_serial_the_sac_and_the_rupee_sign(
     pdf.write_bytes(answer.content)
     assert answer.content.startswith(b"%PDF-")
 
-    words = (await _run(
-        ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
-    )).stdout  # fmt: skip
-    for expected in ("TAX INVOICE", "INV/2627/000001", "998714", "27AAPFU0939F1ZV",
-                     "Maharashtra (27)", "Ravi Kumar", "\u20b9163.08", "\u20b912.44"):  # fmt: skip
+    words = (
+        await _run(
+            ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
+        )
+    ).stdout
+    for expected in (
+        "TAX INVOICE",
+        "INV/2627/000001",
+        "998714",
+        "27AAPFU0939F1ZV",
+        "Maharashtra (27)",
+        "Ravi Kumar",
+        "\u20b9163.08",
+        "\u20b912.44",
+    ):
         assert expected in words, f"{expected!r} not in the PDF's text:\n{words}"
 
     await _run(
-        ["pdftoppm", "-f", "1", "-l", "1", "-r", "60", "-gray", "-singlefile", str(pdf),
-         str(tmp_path / "page")],
+        [
+            "pdftoppm",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-r",
+            "60",
+            "-gray",
+            "-singlefile",
+            str(pdf),
+            str(tmp_path / "page"),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     ink = _pgm_ink(tmp_path / "page.pgm")
     assert 0.01 < ink < 0.5, f"page 1 is {ink:.1%} ink: blank or black"
     await _run(
-        ["pdftoppm", "-f", "1", "-l", "1", "-r", "80", "-png", "-singlefile", str(pdf),
-         str(tmp_path / "page")],
+        [
+            "pdftoppm",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-r",
+            "80",
+            "-png",
+            "-singlefile",
+            str(pdf),
+            str(tmp_path / "page"),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     assert (tmp_path / "page.png").stat().st_size > 1000
 
 
@@ -392,9 +446,11 @@ async def test_a_credit_note_pdf_names_its_invoice(
     answer = await market_api.client.get(f"/invoices/{note.id}.pdf", headers=site.host.headers)
     assert answer.status_code == 200
     (tmp_path / "cn.pdf").write_bytes(answer.content)
-    words = (await _run(
-        ["pdftotext", str(tmp_path / "cn.pdf"), "-"], check=True, capture_output=True, text=True
-    )).stdout  # fmt: skip
+    words = (
+        await _run(
+            ["pdftotext", str(tmp_path / "cn.pdf"), "-"], check=True, capture_output=True, text=True
+        )
+    ).stdout
     for expected in ("CREDIT NOTE", "CN/2627/000001", "INV/2627/000001", "overcharge"):
         assert expected in words
     assert await pg.fetchval("SELECT count(*) FROM invoices") == 2
@@ -406,8 +462,12 @@ async def test_a_host_registers_a_gstin_and_invoices_under_it(
     site = await _site(pg, market_api)
     other = await add_user(pg, market_api.settings, Role.HOST)
     client, path = market_api.client, "/host/gst-registration"
-    body = {"gstin": KA_GSTIN, "legal_name": "Asha EV Services LLP",
-            "address": "5 Residency Road, Bengaluru", "pincode": "560025"}  # fmt: skip
+    body = {
+        "gstin": KA_GSTIN,
+        "legal_name": "Asha EV Services LLP",
+        "address": "5 Residency Road, Bengaluru",
+        "pincode": "560025",
+    }
     before = await client.get(path, headers=site.host.headers)
     assert before.json()["gst_registered"] is False
     mistyped = await client.put(

@@ -123,8 +123,15 @@ def test_credit_notes_never_exceed_their_invoice(invoice: Amounts, cuts: list[fl
             credited.igst_paise + note.igst_paise,
         )
         left_after = invoice.minus(credited)
-        assert min(left_after.taxable_paise, left_after.cgst_paise, left_after.sgst_paise,
-                   left_after.igst_paise) >= 0  # fmt: skip
+        assert (
+            min(
+                left_after.taxable_paise,
+                left_after.cgst_paise,
+                left_after.sgst_paise,
+                left_after.igst_paise,
+            )
+            >= 0
+        )
     rest = invoice.minus(credited).total_paise
     if rest:
         assert credit_amounts(invoice, credited, rest) == invoice.minus(credited)

@@ -94,10 +94,13 @@ async def api_state(
 ) -> AsyncIterator[tuple[AppState, httpx.AsyncClient]]:
     """The API in this process with its settle job running every 0.1 s."""
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.1",
         CHARGEMITRA_NOTIFICATIONS_DELIVER_INTERVAL_S="0",
-    )  # fmt: skip
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -111,29 +114,42 @@ async def _paid_booking(pg: PgConnection, state: AppState) -> tuple[str, str, st
     assert isinstance(provider, DummyProvider)
     ids = {k: new_ulid() for k in ("host_user", "host", "driver", "charger", "connector")}
     device = f"cm-{new_ulid().lower()}"
-    await pg.execute("INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
-                     ids["host_user"], ids["driver"])  # fmt: skip
-    await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
-                     ids["host"], ids["host_user"])  # fmt: skip
+    await pg.execute(
+        "INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
+        ids["host_user"],
+        ids["driver"],
+    )
+    await pg.execute(
+        "INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
+        ids["host"],
+        ids["host_user"],
+    )
     await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, $2)", device, ids["host"])
     await pg.execute(
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, qr_code) VALUES ($1, $2, $3, 'Gate', "
         "'1 Road', 'Pune', 'Maharashtra', '411001', 18.5, 73.8, 1800, $4)",
-        ids["charger"], ids["host"], device, ids["charger"][-10:],
-    )  # fmt: skip
+        ids["charger"],
+        ids["host"],
+        device,
+        ids["charger"][-10:],
+    )
     await pg.execute(
         "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
         "VALUES ($1, $2, 1, 'Type2', 7400)",
-        ids["connector"], ids["charger"],
-    )  # fmt: skip
+        ids["connector"],
+        ids["charger"],
+    )
     booking = new_ulid()
     await pg.execute(
         "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
         "amount_paise) VALUES ($1, $2, $3, $4, tstzrange(now() - interval '1 hour', "
         "now() + interval '1 hour'), 'confirmed', 20000)",
-        booking, ids["driver"], ids["charger"], ids["connector"],
-    )  # fmt: skip
+        booking,
+        ids["driver"],
+        ids["charger"],
+        ids["connector"],
+    )
     payment, order = await service.open_order(
         state.sessions, provider, user_id=ids["driver"], amount_paise=20_000, booking_id=booking
     )
@@ -203,7 +219,10 @@ async def test_a_message_whose_sender_raises_is_retried_given_up_and_the_next_de
     smtp = LocalSmtp(free_port())
     smtp.start()
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_NOTIFICATIONS_SMTP_HOST="127.0.0.1",
         CHARGEMITRA_NOTIFICATIONS_SMTP_PORT=str(smtp.port),
         CHARGEMITRA_NOTIFICATIONS_SMTP_SECURITY="none",
@@ -212,7 +231,7 @@ async def test_a_message_whose_sender_raises_is_retried_given_up_and_the_next_de
         CHARGEMITRA_NOTIFICATIONS_BACKOFF_S="0.1",
         CHARGEMITRA_NOTIFICATIONS_BACKOFF_MAX_S="0.2",
         CHARGEMITRA_NOTIFICATIONS_MAX_ATTEMPTS="3",
-    )  # fmt: skip
+    )
     # An address with a line break (written by hand, or by a bug): the e-mail library
     # refuses the header with a ValueError — not the DeliveryFailed a sender promises.
     poison = await add_user(pg, settings, Role.DRIVER)
@@ -221,10 +240,15 @@ async def test_a_message_whose_sender_raises_is_retried_given_up_and_the_next_de
     )
     fine = await add_user(pg, settings, Role.DRIVER)
     facts = {
-        "booking_id": "B1", "charger_id": "C1", "charger_name": "Home charger",
-        "address": "MG Road, Pune", "start": "2026-12-06T04:30:00+00:00",
-        "end": "2026-12-06T05:30:00+00:00", "amount_paise": 7080, "upper_bound": False,
-    }  # fmt: skip
+        "booking_id": "B1",
+        "charger_id": "C1",
+        "charger_name": "Home charger",
+        "address": "MG Road, Pune",
+        "start": "2026-12-06T04:30:00+00:00",
+        "end": "2026-12-06T05:30:00+00:00",
+        "amount_paise": 7080,
+        "upper_bound": False,
+    }
     for user in (poison, fine):  # the poison first: it heads the queue
         await pg.execute(
             "INSERT INTO notification_events (kind, subject_id, user_id, facts) "
@@ -277,9 +301,13 @@ async def test_the_webhook_batcher_cancels_and_awaits_its_batches_when_it_closes
     """A batch waits on a lock the test holds; closing the batcher cancels it, waits for it,
     and answers its delivery (no task outlives it), before the engine is disposed."""
     event = WebhookEvent(
-        provider="razorpay", event_id=f"evt_{new_ulid()}", event_type="payment.captured",
-        kind=EventKind.PAYMENT_CAPTURED, payload={}, payment_ref="pay_nobody",
-    )  # fmt: skip
+        provider="razorpay",
+        event_id=f"evt_{new_ulid()}",
+        event_type="payment.captured",
+        kind=EventKind.PAYMENT_CAPTURED,
+        payload={},
+        payment_ref="pay_nobody",
+    )
     async with open_engine(DbSettings(url=db_url)) as engine:
         batcher = WebhookBatcher(session_factory(engine))
         async with pg.transaction():

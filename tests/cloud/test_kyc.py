@@ -284,9 +284,9 @@ async def test_an_altered_document_is_a_500_problem_of_its_own_type(
     problem = broken.json()
     assert problem["type"].endswith("/document-unreadable")
     assert key not in broken.text
-    assert await pg.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'kyc.document_read'"
-    ) == 0  # fmt: skip
+    assert (
+        await pg.fetchval("SELECT count(*) FROM audit_log WHERE action = 'kyc.document_read'") == 0
+    )
     fine = await api.get(
         f"/admin/kyc/{submission_id}/documents/address_proof", headers=admin.headers
     )

@@ -96,8 +96,9 @@ def test_a_bill_for_an_unregistered_host_leaves_the_gst_with_the_platform() -> N
 
 def test_a_free_session_bills_nothing() -> None:
     free = price(Tariff(PricingMode.PER_KWH, 0, 0, 0, 0), Usage(timedelta(hours=1), 100))
-    txn = bill_txn(session_id=1, driver_id=DRIVER, host_id=HOST, quote=free,
-                   host_gst_registered=True)  # fmt: skip
+    txn = bill_txn(
+        session_id=1, driver_id=DRIVER, host_id=HOST, quote=free, host_gst_registered=True
+    )
     assert txn.entries == ()
 
 
@@ -123,9 +124,15 @@ def test_capture_refund_payment_payout_and_dispute_move_the_money_both_ways() ->
 
     def dispute(host: int, platform: int, gst: int, *, gst_from_host: bool = False) -> Txn:
         return dispute_refund_txn(
-            session_id=3, driver_id=DRIVER, host_id=HOST, host_paise=host,
-            platform_paise=platform, gst_paise=gst, gst_from_host=gst_from_host, memo="dispute",
-        )  # fmt: skip
+            session_id=3,
+            driver_id=DRIVER,
+            host_id=HOST,
+            host_paise=host,
+            platform_paise=platform,
+            gst_paise=gst,
+            gst_from_host=gst_from_host,
+            memo="dispute",
+        )
 
     assert _by_account(dispute(40, 0, 0)) == {
         (H, EntrySource.DISPUTE_ADJUSTMENT): 40,
@@ -167,9 +174,16 @@ def test_the_settlement_plan(authorized: int, billed: int, partial: bool, plan: 
 
 def test_settling_a_session_captures_bills_and_refunds_in_that_order() -> None:
     plan, txns = settle_session(
-        session_id=9, payment_id="P", driver_id=DRIVER, host_id=HOST, authorized_paise=20000,
-        quote=_quote(), host_gst_registered=False, partial_capture=False, refund_id="R",
-    )  # fmt: skip
+        session_id=9,
+        payment_id="P",
+        driver_id=DRIVER,
+        host_id=HOST,
+        authorized_paise=20000,
+        quote=_quote(),
+        host_gst_registered=False,
+        partial_capture=False,
+        refund_id="R",
+    )
     assert plan == Settlement(20000, 3692, 0)
     sources = [{e.source for e in t.entries} for t in txns]
     assert EntrySource.CAPTURE in sources[0]
@@ -367,9 +381,10 @@ def test_the_ledger_keeps_its_invariants_over_any_history(
     for session_id in range(1, len(plans) + 1):
         mine = [e for e in entries if e.session_id == session_id]
         captured = sum(
-            e.amount_paise for e in mine
+            e.amount_paise
+            for e in mine
             if e.account == CLEARING and e.source in (EntrySource.CAPTURE, EntrySource.PAYMENT)
-        )  # fmt: skip
+        )
         refunded = -sum(
             e.amount_paise for e in mine if e.account == CLEARING and e.source is EntrySource.REFUND
         )
@@ -429,23 +444,33 @@ def test_a_kept_cancellation_fee_is_billed_and_the_money_adds_up(
         assert plan.due_paise == 0
         payment, driver = f"C{n}", f"D{n % 3}"
         if plan.capture_paise:
-            books.post(capture_txn(payment_id=payment, driver_id=driver,
-                                   amount_paise=plan.capture_paise))  # fmt: skip
+            books.post(
+                capture_txn(payment_id=payment, driver_id=driver, amount_paise=plan.capture_paise)
+            )
         if quote.total_paise:
             books.post(
                 cancellation_fee_txn(
-                    booking_id=f"B{n}", payment_id=payment, driver_id=driver, host_id="H0",
-                    quote=quote, host_gst_registered=registered,
+                    booking_id=f"B{n}",
+                    payment_id=payment,
+                    driver_id=driver,
+                    host_id="H0",
+                    quote=quote,
+                    host_gst_registered=registered,
                 )
-            )  # fmt: skip
+            )
         if plan.refund_paise:
-            books.post(refund_txn(payment_id=payment, driver_id=driver,
-                                  amount_paise=plan.refund_paise))  # fmt: skip
+            books.post(
+                refund_txn(payment_id=payment, driver_id=driver, amount_paise=plan.refund_paise)
+            )
         mine = [e for e in books.entries if e.payment_id == payment]
-        captured = sum(e.amount_paise for e in mine
-                       if e.account == CLEARING and e.source is EntrySource.CAPTURE)  # fmt: skip
-        refunded = -sum(e.amount_paise for e in mine
-                        if e.account == CLEARING and e.source is EntrySource.REFUND)  # fmt: skip
+        captured = sum(
+            e.amount_paise
+            for e in mine
+            if e.account == CLEARING and e.source is EntrySource.CAPTURE
+        )
+        refunded = -sum(
+            e.amount_paise for e in mine if e.account == CLEARING and e.source is EntrySource.REFUND
+        )
         billed = sum(e.amount_paise for e in mine if e.source is EntrySource.BILL)
         assert captured - refunded == billed == quote.total_paise
         assert all(e.session_id is None for e in mine)

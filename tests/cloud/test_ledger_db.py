@@ -41,12 +41,16 @@ async def _world(pg: PgConnection) -> dict[str, str]:
     """A host (user + host row), a driver, a device and charger of the host's."""
     ids = {k: new_ulid() for k in ("host_user", "host", "driver", "charger")}
     ids["device"] = f"cm-{new_ulid().lower()}"
-    await pg.execute("INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
-                     ids["host_user"], ids["driver"])  # fmt: skip
+    await pg.execute(
+        "INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
+        ids["host_user"],
+        ids["driver"],
+    )
     await pg.execute(
         "INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
-        ids["host"], ids["host_user"],
-    )  # fmt: skip
+        ids["host"],
+        ids["host_user"],
+    )
     await pg.execute(
         "INSERT INTO devices (id, host_id) VALUES ($1, $2)", ids["device"], ids["host"]
     )
@@ -54,8 +58,11 @@ async def _world(pg: PgConnection) -> dict[str, str]:
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, qr_code) VALUES ($1, $2, $3, 'Gate', "
         "'1 Road', 'Pune', 'MH', '411001', 18.5, 73.8, 1800, $4)",
-        ids["charger"], ids["host"], ids["device"], ids["charger"][-10:],
-    )  # fmt: skip
+        ids["charger"],
+        ids["host"],
+        ids["device"],
+        ids["charger"][-10:],
+    )
     return ids
 
 
@@ -65,8 +72,11 @@ async def _session(pg: PgConnection, ids: dict[str, str]) -> int:
         "user_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
         "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
         "$4, 'Remote', 'r', 'stopped', now(), 0, 7400, 7400, 1, 1) RETURNING id",
-        ids["device"], new_ulid(), ids["charger"], ids["driver"],
-    )  # fmt: skip
+        ids["device"],
+        new_ulid(),
+        ids["charger"],
+        ids["driver"],
+    )
     return session_id
 
 
@@ -75,8 +85,11 @@ async def _payment(pg: PgConnection, ids: dict[str, str], amount: int, session_i
     await pg.execute(
         "INSERT INTO payments (id, user_id, session_id, provider, amount_paise, status) "
         "VALUES ($1, $2, $3, 'dummy', $4, 'captured')",
-        payment_id, ids["driver"], session_id, amount,
-    )  # fmt: skip
+        payment_id,
+        ids["driver"],
+        session_id,
+        amount,
+    )
     return payment_id
 
 
@@ -96,9 +109,15 @@ async def test_a_posted_transaction_is_stamped_sourced_and_balanced(
     sid = await _session(pg, ids)
     payment = await _payment(pg, ids, 20000, sid)
     _, txns = settle_session(
-        session_id=sid, payment_id=payment, driver_id=ids["driver"], host_id=ids["host"],
-        authorized_paise=20000, quote=QUOTE, host_gst_registered=True, partial_capture=False,
-    )  # fmt: skip
+        session_id=sid,
+        payment_id=payment,
+        driver_id=ids["driver"],
+        host_id=ids["host"],
+        authorized_paise=20000,
+        quote=QUOTE,
+        host_gst_registered=True,
+        partial_capture=False,
+    )
     async with sessions() as db, db.begin():
         txn_ids = await service.post_all(db, txns)
     assert len(set(txn_ids)) == 3
@@ -114,8 +133,10 @@ async def test_a_posted_transaction_is_stamped_sourced_and_balanced(
     async with sessions() as db:
         money = await service.session_money(db, sid)
         assert (money.captured_paise, money.refunded_paise, money.billed_paise) == (
-            20000, 20000 - 16308, 16308,
-        )  # fmt: skip
+            20000,
+            20000 - 16308,
+            16308,
+        )
         assert money.captured_paise - money.refunded_paise == money.billed_paise
         assert await service.ledger_total(db) == 0
         assert await service.driver_balance(db, ids["driver"]) == 0
@@ -134,9 +155,11 @@ async def test_history_cannot_be_rewritten(
     payment = await _payment(pg, ids, 5000, sid)
     async with sessions() as db, db.begin():
         await service.post(
-            db, capture_txn(payment_id=payment, driver_id=ids["driver"], amount_paise=5000,
-                            session_id=sid),
-        )  # fmt: skip
+            db,
+            capture_txn(
+                payment_id=payment, driver_id=ids["driver"], amount_paise=5000, session_id=sid
+            ),
+        )
     with pytest.raises(asyncpg.exceptions.IntegrityConstraintViolationError, match="append-only"):
         await pg.execute("UPDATE ledger_entries SET amount_paise = amount_paise * 2")
     with pytest.raises(asyncpg.exceptions.IntegrityConstraintViolationError, match="append-only"):
@@ -184,8 +207,11 @@ async def test_entries_name_a_known_account_and_source(
         await pg.execute(
             "INSERT INTO ledger_entries (txn_id, account, amount_paise, source, memo) "
             "VALUES ($1, $2, $3, $4, 'x')",
-            new_ulid(), account, amount, source,
-        )  # fmt: skip
+            new_ulid(),
+            account,
+            amount,
+            source,
+        )
 
 
 async def test_a_hosts_balance_is_earned_held_payable_paid(
@@ -194,8 +220,9 @@ async def test_a_hosts_balance_is_earned_held_payable_paid(
     ids = await _world(pg)
     sid = await _session(pg, ids)
     host, driver = ids["host"], ids["driver"]
-    bill = bill_txn(session_id=sid, driver_id=driver, host_id=host, quote=QUOTE,
-                    host_gst_registered=False)  # fmt: skip
+    bill = bill_txn(
+        session_id=sid, driver_id=driver, host_id=host, quote=QUOTE, host_gst_registered=False
+    )
     async with sessions() as db, db.begin():
         await service.post(db, bill)
     earned = QUOTE.host_share_paise  # 124.38
@@ -203,8 +230,11 @@ async def test_a_hosts_balance_is_earned_held_payable_paid(
     async with sessions() as db:
         held = await service.host_balance(db, host, now=now, hold=timedelta(days=7))
         assert (held.earned_paise, held.held_paise, held.payable_paise, held.paid_paise) == (
-            earned, earned, 0, 0,
-        )  # fmt: skip
+            earned,
+            earned,
+            0,
+            0,
+        )
         later = now + timedelta(days=8)
         free = await service.host_balance(db, host, now=later, hold=timedelta(days=7))
         assert (free.held_paise, free.payable_paise) == (0, earned)
@@ -212,15 +242,19 @@ async def test_a_hosts_balance_is_earned_held_payable_paid(
     await pg.execute(
         "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end, status) "
         "VALUES ($1, $2, 10000, now() - interval '7 days', now(), 'paid')",
-        payout_id, host,
-    )  # fmt: skip
+        payout_id,
+        host,
+    )
     async with sessions() as db, db.begin():
         await service.post(db, payout_txn(payout_id=payout_id, host_id=host, amount_paise=10000))
     async with sessions() as db:
         paid = await service.host_balance(db, host, now=later, hold=timedelta(days=7))
         assert (paid.earned_paise, paid.held_paise, paid.payable_paise, paid.paid_paise) == (
-            earned, 0, earned - 10000, 10000,
-        )  # fmt: skip
+            earned,
+            0,
+            earned - 10000,
+            10000,
+        )
         assert await service.gst_collected(db) == QUOTE.gst_paise
         assert await service.driver_balance(db, driver) == -QUOTE.total_paise  # owed
         assert await service.ledger_total(db) == 0
@@ -242,17 +276,28 @@ async def _post_history(db_url: str, plans: list[SessionPlan]) -> None:
             sids.append(sid)
             payment = await _payment(pg, ids, plan.authorized_paise, sid)
             settled, txns = settle_session(
-                session_id=sid, payment_id=payment, driver_id=ids["driver"],
-                host_id=ids["host"], authorized_paise=plan.authorized_paise, quote=quote,
-                host_gst_registered=plan.registered, partial_capture=plan.partial_capture,
-            )  # fmt: skip
+                session_id=sid,
+                payment_id=payment,
+                driver_id=ids["driver"],
+                host_id=ids["host"],
+                authorized_paise=plan.authorized_paise,
+                quote=quote,
+                host_gst_registered=plan.registered,
+                partial_capture=plan.partial_capture,
+            )
             async with make() as db, db.begin():
                 await service.post_all(db, txns)
                 if settled.due_paise:
                     due = await _payment(pg, ids, settled.due_paise, sid)
-                    await service.post(db, payment_txn(payment_id=due, driver_id=ids["driver"],
-                                                       amount_paise=settled.due_paise,
-                                                       session_id=sid))  # fmt: skip
+                    await service.post(
+                        db,
+                        payment_txn(
+                            payment_id=due,
+                            driver_id=ids["driver"],
+                            amount_paise=settled.due_paise,
+                            session_id=sid,
+                        ),
+                    )
         async with make() as db:
             assert await service.ledger_total(db) == 0
             for sid in sids:

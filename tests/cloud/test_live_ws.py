@@ -91,20 +91,25 @@ async def _charger(pg: PgConnection, host: ApiUser, device_id: str) -> str:
     charger_id = new_ulid()
     await pg.execute(
         "INSERT INTO devices (id, host_id, online, last_seen_at) VALUES ($1, $2, true, now())",
-        device_id, host.host_id,
-    )  # fmt: skip
+        device_id,
+        host.host_id,
+    )
     await pg.execute(
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, session_fee_paise, qr_code, "
         "moderation_status) VALUES ($1, $2, $3, 'C', 'A', 'Pune', 'MH', '411001', 18.5, 73.8,"
         " 2000, 100, $4, 'approved')",
-        charger_id, host.host_id, device_id, charger_id[-10:],
-    )  # fmt: skip
+        charger_id,
+        host.host_id,
+        device_id,
+        charger_id[-10:],
+    )
     await pg.execute(
         "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
         "VALUES ($1, $2, 1, 'Type2', 7400)",
-        new_ulid(), charger_id,
-    )  # fmt: skip
+        new_ulid(),
+        charger_id,
+    )
     return charger_id
 
 
@@ -144,12 +149,25 @@ async def _publish_until(
 def _row(device_id: str, session_id: str, energy_wh: int, power_w: float | None) -> SessionRow:
     now = datetime.now(UTC)
     return SessionRow(
-        device_id=device_id, device_session_id=session_id, connector_number=1, booking_id=None,
-        credential_kind=CredentialKind.TOKEN, credential_ref="jti", state=SessionState.ACTIVE,
-        started_at=now, stopped_at=None, meter_start_wh=100, meter_stop_wh=100 + energy_wh,
-        energy_wh=energy_wh, power_w=power_w, stop_reason=None, offline=False,
-        meter_went_backwards=False, last_event_seq=2, events_received=2,
-    )  # fmt: skip
+        device_id=device_id,
+        device_session_id=session_id,
+        connector_number=1,
+        booking_id=None,
+        credential_kind=CredentialKind.TOKEN,
+        credential_ref="jti",
+        state=SessionState.ACTIVE,
+        started_at=now,
+        stopped_at=None,
+        meter_start_wh=100,
+        meter_stop_wh=100 + energy_wh,
+        energy_wh=energy_wh,
+        power_w=power_w,
+        stop_reason=None,
+        offline=False,
+        meter_went_backwards=False,
+        last_event_seq=2,
+        events_received=2,
+    )
 
 
 async def test_streams_refuse_missing_bad_and_foreign_tokens(
@@ -162,9 +180,9 @@ async def test_streams_refuse_missing_bad_and_foreign_tokens(
     assert await _closed_with(f"{base}/ws/chargers/{charger_id}") == 4401
     assert await _closed_with(f"{base}/ws/chargers/{charger_id}?access_token=junk") == 4401
     # A charger stream is its host's (and admins'); a driver is refused, as is an unknown id.
-    assert await _closed_with(
-        f"{base}/ws/chargers/{charger_id}?access_token={_token(driver)}"
-    ) == 4403  # fmt: skip
+    assert (
+        await _closed_with(f"{base}/ws/chargers/{charger_id}?access_token={_token(driver)}") == 4403
+    )
     assert await _closed_with(f"{base}/ws/chargers/NOPE?access_token={_token(host)}") == 4403
     assert await _closed_with(f"{base}/ws/sessions/NOPE?access_token={_token(driver)}") == 4403
 
@@ -186,10 +204,13 @@ async def test_charger_stream_shows_status_power_energy_and_cost_from_redis(
             session_id = new_ulid()
             # What ingest publishes after a commit (cloud.ingest.live.live_messages).
             reading = {
-                "type": "reading", "device_id": device_id, "meter_id": "m1",
-                "ts": datetime.now(UTC).isoformat(), "clock_synced": True,
+                "type": "reading",
+                "device_id": device_id,
+                "meter_id": "m1",
+                "ts": datetime.now(UTC).isoformat(),
+                "clock_synced": True,
                 "values": {"power_w": 7350.0, "energy_import_wh": 1234.0},
-            }  # fmt: skip
+            }
             row = json.dumps(
                 {"type": "session", "charger_id": charger_id}
                 | asdict(_row(device_id, session_id, 1500, 7300.0)),
@@ -204,9 +225,12 @@ async def test_charger_stream_shows_status_power_energy_and_cost_from_redis(
     finally:
         await redis.aclose()
     assert frames[0] == {
-        "type": "snapshot", "charger_id": charger_id, "device_id": device_id, "online": True,
+        "type": "snapshot",
+        "charger_id": charger_id,
+        "device_id": device_id,
+        "online": True,
         "connectors": [{"connector": 1, "status": "Unavailable"}],
-    }  # fmt: skip
+    }
     reading_frame = next(f for f in frames if f["type"] == "reading")
     assert reading_frame["power_w"] == 7350.0
     session_frame = next(f for f in frames if f["type"] == "session")
@@ -231,8 +255,13 @@ async def test_session_stream_ignores_a_same_id_session_of_another_device(
     await pg.execute(
         "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
         "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
-        new_ulid(), driver.id, charger_id, device_id, jti, session_id,
-    )  # fmt: skip
+        new_ulid(),
+        driver.id,
+        charger_id,
+        device_id,
+        jti,
+        session_id,
+    )
     foreign = json.dumps(
         {"type": "session", "charger_id": None}
         | asdict(_row("cm-someone-else", session_id, 999_999, 1.0)),
@@ -253,9 +282,12 @@ async def test_session_stream_ignores_a_same_id_session_of_another_device(
             # The foreign row first, each round: it must never come through.
             publishes = [(session_channel(session_id), foreign), (session_channel(session_id), own)]
             await _publish_until(
-                ws, redis, publishes, frames,
+                ws,
+                redis,
+                publishes,
+                frames,
                 lambda: any(f["type"] == "session" and f["energy_wh"] == 1500 for f in frames),
-            )  # fmt: skip
+            )
     finally:
         await redis.aclose()
     assert frames[0]["type"] == "snapshot"

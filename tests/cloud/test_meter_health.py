@@ -32,9 +32,15 @@ BLOCK = "input 342-351"
 
 def _status(seq: int, meters: list[MeterHealth], *, synced: bool = True) -> Status:
     return Status(
-        msg_id=new_ulid(), device_id=DEVICE, seq=seq, ts=T0 + timedelta(seconds=seq),
-        clock_synced=synced, online=True, agent_version="1.0", meters=meters,
-    )  # fmt: skip
+        msg_id=new_ulid(),
+        device_id=DEVICE,
+        seq=seq,
+        ts=T0 + timedelta(seconds=seq),
+        clock_synced=synced,
+        online=True,
+        agent_version="1.0",
+        meters=meters,
+    )
 
 
 async def test_ingest_stores_meter_health_and_the_host_charger_view_shows_it(
@@ -57,20 +63,45 @@ async def test_ingest_stores_meter_health_and_the_host_charger_view_shows_it(
     assert await meters() == []  # no status yet: nothing is claimed about the meters
     device = SimDevice(DEVICE, add_device(broker, DEVICE), broker.port)
     # m1 answers but refuses one block of its map; m2 has failed its last 5 polls.
-    first = _status(1, [
-        MeterHealth(meter_id="m1", model="sdm630", available=True, errors=1,
-                    last_reading_age_s=2.0, unavailable_blocks=[BLOCK]),
-        MeterHealth(meter_id="m2", model="em4m", available=False, errors=7,
-                    consecutive_errors=5, last_error="timeout after 0.3 s",
-                    last_reading_age_s=60.0),
-    ])  # fmt: skip
+    first = _status(
+        1,
+        [
+            MeterHealth(
+                meter_id="m1",
+                model="sdm630",
+                available=True,
+                errors=1,
+                last_reading_age_s=2.0,
+                unavailable_blocks=[BLOCK],
+            ),
+            MeterHealth(
+                meter_id="m2",
+                model="em4m",
+                available=False,
+                errors=7,
+                consecutive_errors=5,
+                last_error="timeout after 0.3 s",
+                last_reading_age_s=60.0,
+            ),
+        ],
+    )
     # The agent restarted with m1 dead and m2 removed from its configuration: m1 has no
     # reading since the restart (no age); the cloud keeps when it last answered. Its clock is
     # not synced yet, so the cloud's own time stands in for the status's.
-    restarted = _status(3, [
-        MeterHealth(meter_id="m1", model="sdm630", available=False, errors=2,
-                    consecutive_errors=2, last_error="Modbus exception 4"),
-    ], synced=False)  # fmt: skip
+    restarted = _status(
+        3,
+        [
+            MeterHealth(
+                meter_id="m1",
+                model="sdm630",
+                available=False,
+                errors=2,
+                consecutive_errors=2,
+                last_error="Modbus exception 4",
+            ),
+        ],
+        synced=False,
+    )
     # An older status redelivered late changes nothing.
     late = _status(2, [MeterHealth(meter_id="m9", model="x", available=True)])
     async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
@@ -91,8 +122,11 @@ async def test_ingest_stores_meter_health_and_the_host_charger_view_shows_it(
     assert [m["meter_id"] for m in shown] == ["m1", "m2"]
     m1, m2 = shown
     assert (m1["model"], m1["available"], m1["errors"], m1["consecutive_errors"]) == (
-        "sdm630", True, 1, 0,
-    )  # fmt: skip
+        "sdm630",
+        True,
+        1,
+        0,
+    )
     assert m1["unavailable_blocks"] == [BLOCK]
     assert m1["last_error"] is None
     assert datetime.fromisoformat(m1["last_good_at"]) == T0 + timedelta(seconds=1 - 2)

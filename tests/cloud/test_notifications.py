@@ -209,9 +209,12 @@ async def test_a_dead_smtp_server_delays_the_mail_but_never_loses_it(
     port = free_port()  # nothing listens there yet: connections are refused
     # The API writes the outbox row with the booking; it runs no delivery job itself.
     settings = _settings(
-        db_url, broker, service_passwords, CHARGEMITRA_NOTIFICATIONS_DELIVER_INTERVAL_S="0",
+        db_url,
+        broker,
+        service_passwords,
+        CHARGEMITRA_NOTIFICATIONS_DELIVER_INTERVAL_S="0",
         **{k: v for k, v in smtp_env(port).items() if "INTERVAL" not in k},
-    )  # fmt: skip
+    )
     async with running_api(settings) as api:
         host = await add_user(pg, settings, Role.HOST)
         driver = await add_user(pg, settings, Role.DRIVER)
@@ -267,10 +270,15 @@ async def test_two_delivery_loops_send_each_message_once(
     settings = _settings(db_url, broker, service_passwords, **smtp_env(smtp.port))
     users = [await add_user(pg, settings, Role.DRIVER) for _ in range(40)]
     facts = {
-        "booking_id": "B1", "charger_id": "C1", "charger_name": "Home charger",
-        "address": "MG Road, Pune", "start": "2026-12-06T04:30:00+00:00",
-        "end": "2026-12-06T05:30:00+00:00", "amount_paise": 7080, "upper_bound": False,
-    }  # fmt: skip
+        "booking_id": "B1",
+        "charger_id": "C1",
+        "charger_name": "Home charger",
+        "address": "MG Road, Pune",
+        "start": "2026-12-06T04:30:00+00:00",
+        "end": "2026-12-06T05:30:00+00:00",
+        "amount_paise": 7080,
+        "upper_bound": False,
+    }
     for user in users:
         await pg.execute(
             "INSERT INTO notification_events (kind, subject_id, user_id, facts) "
@@ -430,11 +438,14 @@ async def test_web_push_reaches_the_browser_and_a_gone_subscription_is_dropped(
 
     with serve(push_service) as fake:
         settings = _settings(
-            db_url, broker, service_passwords, **FAST,
+            db_url,
+            broker,
+            service_passwords,
+            **FAST,
             CHARGEMITRA_NOTIFICATIONS_VAPID_PRIVATE_KEY_FILE=str(_vapid_key(tmp_path)),
             CHARGEMITRA_NOTIFICATIONS_VAPID_SUBJECT="mailto:ops@chargemitra.test",
             CHARGEMITRA_NOTIFICATIONS_PUSH_HOSTS="127.0.0.1",
-        )  # fmt: skip
+        )
         async with running_api(settings) as api:
             host = await add_user(pg, settings, Role.HOST)
             driver = await add_user(pg, settings, Role.DRIVER)
@@ -479,9 +490,11 @@ async def test_a_push_subscription_must_name_a_known_push_service(
     db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection, tmp_path: Path
 ) -> None:
     settings = _settings(
-        db_url, broker, service_passwords,
+        db_url,
+        broker,
+        service_passwords,
         CHARGEMITRA_NOTIFICATIONS_VAPID_PRIVATE_KEY_FILE=str(_vapid_key(tmp_path)),
-    )  # fmt: skip
+    )
     async with running_api(settings) as api:
         driver = await add_user(pg, settings, Role.DRIVER)
         browser = Browser.new()
@@ -532,9 +545,12 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
                 p for p in defaults.json()["preferences"] if p["kind"] == "booking_declined"
             )
             assert declined == {
-                "kind": "booking_declined", "email": True, "sms": True, "push": True,
+                "kind": "booking_declined",
+                "email": True,
+                "sms": True,
+                "push": True,
                 "default": True,
-            }  # fmt: skip
+            }
             changed = await api.client.put(
                 "/me/notifications",
                 json={"booking_declined": {"email": False, "sms": False, "push": True}},
@@ -558,9 +574,10 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
             )
             assert decline.status_code == 200, decline.text
             await _wait_row(
-                pg, "SELECT true FROM notification_events WHERE kind = 'booking_declined' "
+                pg,
+                "SELECT true FROM notification_events WHERE kind = 'booking_declined' "
                 "AND expanded_at IS NOT NULL",
-            )  # fmt: skip
+            )
             after = await api.client.get("/me/notifications", headers=driver.headers)
     finally:
         await redis.aclose()
@@ -580,8 +597,13 @@ async def test_a_booking_request_texts_the_host_and_preferences_choose_channels(
         ("booking_pending", "sms"),
     ]
     chosen = next(p for p in after.json()["preferences"] if p["kind"] == "booking_declined")
-    assert chosen == {"kind": "booking_declined", "email": False, "sms": False, "push": True,
-                      "default": False}  # fmt: skip
+    assert chosen == {
+        "kind": "booking_declined",
+        "email": False,
+        "sms": False,
+        "push": True,
+        "default": False,
+    }
 
 
 # --- ingest: sessions and chargers going offline ---------------------------------------------

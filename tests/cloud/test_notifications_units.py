@@ -25,21 +25,41 @@ SAMPLE: dict[EventKind, dict[str, Any]] = {
     EventKind.BOOKING_APPROVED: {},
     EventKind.BOOKING_DECLINED: {},
     EventKind.BOOKING_CANCELLED: {"cancelled_by": "driver", "fee_paise": 5000, "audience": "host"},
-    EventKind.SESSION_STARTED: {"session_id": "S1", "connector": 1,
-                                "started_at": "2026-12-05T04:30:00+00:00"},
-    EventKind.SESSION_STOPPED: {"session_id": "S1", "stopped_at": "2026-12-05T05:45:00+00:00",
-                                "energy_wh": 12345, "duration_s": 4500.0},
+    EventKind.SESSION_STARTED: {
+        "session_id": "S1",
+        "connector": 1,
+        "started_at": "2026-12-05T04:30:00+00:00",
+    },
+    EventKind.SESSION_STOPPED: {
+        "session_id": "S1",
+        "stopped_at": "2026-12-05T05:45:00+00:00",
+        "energy_wh": 12345,
+        "duration_s": 4500.0,
+    },
     EventKind.CHARGER_OFFLINE: {"offline_at": "2026-12-05T04:30:00+00:00"},
-    EventKind.PAYOUT_PAID: {"payout_id": "P1", "period_start": "2026-11-01T00:00:00+00:00",
-                            "period_end": "2026-11-08T00:00:00+00:00", "provider_ref": "pout_1"},
-    EventKind.DISPUTE_UPDATED: {"dispute_id": "D1", "status_label": "resolved with a refund",
-                                "note": "", "refund_paise": 25000},
-}  # fmt: skip
+    EventKind.PAYOUT_PAID: {
+        "payout_id": "P1",
+        "period_start": "2026-11-01T00:00:00+00:00",
+        "period_end": "2026-11-08T00:00:00+00:00",
+        "provider_ref": "pout_1",
+    },
+    EventKind.DISPUTE_UPDATED: {
+        "dispute_id": "D1",
+        "status_label": "resolved with a refund",
+        "note": "",
+        "refund_paise": 25000,
+    },
+}
 BOOKING = {
-    "booking_id": "B1", "charger_id": "C1", "charger_name": "Kothrud <Gate> 2",
-    "address": "MG Road, Pune", "start": "2026-12-05T04:30:00+00:00",
-    "end": "2026-12-05T05:30:00+00:00", "amount_paise": 1234567890, "upper_bound": True,
-}  # fmt: skip
+    "booking_id": "B1",
+    "charger_id": "C1",
+    "charger_name": "Kothrud <Gate> 2",
+    "address": "MG Road, Pune",
+    "start": "2026-12-05T04:30:00+00:00",
+    "end": "2026-12-05T05:30:00+00:00",
+    "amount_paise": 1234567890,
+    "upper_bound": True,
+}
 
 
 def test_every_kind_has_a_template_a_default_and_renders() -> None:

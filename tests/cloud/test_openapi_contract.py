@@ -242,8 +242,12 @@ async def test_answers_match_the_rules_the_schema_states(market_api: Api, pg: Pg
     assert garbled.headers["content-type"] == "application/problem+json"
 
     # A well-formed request refused for a reason of state is a 422 with errors[] as well.
-    past = {"charger_id": charger.id, "connector": 1, "start": "2001-01-01T00:00:00+00:00",
-            "end": "2001-01-01T01:00:00+00:00"}  # fmt: skip
+    past = {
+        "charger_id": charger.id,
+        "connector": 1,
+        "start": "2001-01-01T00:00:00+00:00",
+        "end": "2001-01-01T01:00:00+00:00",
+    }
     driver = await add_user(pg, market_api.settings, Role.DRIVER)
     refused = await client.post("/bookings", json=past, headers=driver.headers)
     assert refused.status_code == 422

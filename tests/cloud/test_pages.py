@@ -102,8 +102,10 @@ async def _listed_charger(pg: PgConnection, market_api: Api) -> str:
         "longitude, price_per_kwh_paise, session_fee_paise, qr_code, moderation_status, "
         "is_listed) VALUES ($1, $2, 'Gate', '1 Road', 'Pune', 'MH', '411001', 18.5, 73.8, "
         "123456, 500, $3, 'approved', true)",
-        new_ulid(), host.host_id, code,
-    )  # fmt: skip
+        new_ulid(),
+        host.host_id,
+        code,
+    )
     return code
 
 

@@ -51,22 +51,34 @@ from tests.cloud.mosquitto import Broker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TARIFF = Tariff(
-    mode=PricingMode.PER_KWH, price_per_kwh_paise=PRICE_PER_KWH_PAISE, price_per_hour_paise=0,
-    session_fee_paise=SESSION_FEE_PAISE, min_charge_paise=0,
-)  # fmt: skip
+    mode=PricingMode.PER_KWH,
+    price_per_kwh_paise=PRICE_PER_KWH_PAISE,
+    price_per_hour_paise=0,
+    session_fee_paise=SESSION_FEE_PAISE,
+    min_charge_paise=0,
+)
 
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path, CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
+        CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
         # One browser signs in many times from 127.0.0.1 across the tests of a run.
         CHARGEMITRA_AUTH_LOGIN_ATTEMPTS_PER_WINDOW="1000",
-    ) as running:  # fmt: skip
+    ) as running:
         yield running
 
 
@@ -86,8 +98,9 @@ async def _otp(market: Market, phone: str) -> str:
 async def _qr_code(market: Market) -> str:
     """The charger's sticker code (the rig's listing gets one as the API would issue it)."""
     code = new_short_code()
-    await market.pg.execute("UPDATE chargers SET qr_code = $2 WHERE id = $1",
-                            market.charger_id, code)  # fmt: skip
+    await market.pg.execute(
+        "UPDATE chargers SET qr_code = $2 WHERE id = $1", market.charger_id, code
+    )
     return code
 
 
@@ -157,8 +170,9 @@ async def test_scan_sign_up_pay_charge_stop_and_get_the_receipt(
         assert relay_closed(market.sim)
         payments = await market.pg.fetch(
             "SELECT p.status, p.amount_paise FROM payments p JOIN users u ON u.id = p.user_id "
-            "WHERE u.phone = $1", phone,
-        )  # fmt: skip
+            "WHERE u.phone = $1",
+            phone,
+        )
         assert [(p["status"], p["amount_paise"]) for p in payments] == [("authorized", expected)]
 
         # 5. The live page: power arrives over the WebSocket.

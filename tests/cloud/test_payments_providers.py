@@ -216,9 +216,10 @@ async def test_stripe_transfers_pay_a_connected_account_once(stp: FakeStripe) ->
     stp.accounts.add("acct_1HostA")
     try:
         refs = await provider.payout_destination(
-            PayoutDestination("H1", PayoutAccountKind.STRIPE_ACCOUNT, "Asha Rao",
-                              stripe_account_id="acct_1HostA")
-        )  # fmt: skip
+            PayoutDestination(
+                "H1", PayoutAccountKind.STRIPE_ACCOUNT, "Asha Rao", stripe_account_id="acct_1HostA"
+            )
+        )
         assert refs == DestinationRefs(contact_ref=None, destination_ref="acct_1HostA")
         with pytest.raises(PaymentProviderError) as kind:
             await provider.payout_destination(
@@ -231,11 +232,14 @@ async def test_stripe_transfers_pay_a_connected_account_once(stp: FakeStripe) ->
         assert first.status == "paid"
         (transfer,) = stp.transfers.values()
         assert (transfer["amount"], transfer["currency"], transfer["destination"]) == (
-            123_456, "inr", "acct_1HostA",
-        )  # fmt: skip
+            123_456,
+            "inr",
+            "acct_1HostA",
+        )
         assert (transfer["transfer_group"], transfer["metadata"]) == (
-            "payout-POUT1", {"payout_id": "POUT1"},
-        )  # fmt: skip
+            "payout-POUT1",
+            {"payout_id": "POUT1"},
+        )
         with pytest.raises(PaymentProviderError) as refused:
             await provider.payout(PayoutRequest("POUT2", 100, "acct_1Unknown"))
         assert refused.value.code == "rejected"
@@ -263,38 +267,56 @@ async def test_razorpayx_registers_once_and_refuses_a_changed_body_under_one_key
         payout_account_number=fake_razorpay.PLATFORM_ACCOUNT,
     )
     try:
-        bank = PayoutDestination("H1", PayoutAccountKind.BANK_ACCOUNT, "Asha Rao",
-                                 ifsc="SBIN0000001", account_number="123456789012")  # fmt: skip
+        bank = PayoutDestination(
+            "H1",
+            PayoutAccountKind.BANK_ACCOUNT,
+            "Asha Rao",
+            ifsc="SBIN0000001",
+            account_number="123456789012",
+        )
         refs = await provider.payout_destination(bank)
         assert refs.contact_ref in rzp.contacts
-        vpa = PayoutDestination("H1", PayoutAccountKind.VPA, "Asha Rao", vpa="asha@okaxis",
-                                contact_ref=refs.contact_ref)  # fmt: skip
+        vpa = PayoutDestination(
+            "H1", PayoutAccountKind.VPA, "Asha Rao", vpa="asha@okaxis", contact_ref=refs.contact_ref
+        )
         upi = await provider.payout_destination(vpa)
         assert (upi.contact_ref, len(rzp.contacts), len(rzp.fund_accounts)) == (
-            refs.contact_ref, 1, 2,
-        )  # fmt: skip
-        request = PayoutRequest("POUT1", 60_000_000, refs.destination_ref,
-                                kind=PayoutAccountKind.BANK_ACCOUNT)  # fmt: skip
+            refs.contact_ref,
+            1,
+            2,
+        )
+        request = PayoutRequest(
+            "POUT1", 60_000_000, refs.destination_ref, kind=PayoutAccountKind.BANK_ACCOUNT
+        )
         first, again = await provider.payout(request), await provider.payout(request)
         assert first == again
         assert rzp.payouts[first.payout_ref]["mode"] == "NEFT"  # above ₹5 lakh
-        changed = PayoutRequest("POUT1", 50_000, refs.destination_ref,
-                                kind=PayoutAccountKind.BANK_ACCOUNT)  # fmt: skip
+        changed = PayoutRequest(
+            "POUT1", 50_000, refs.destination_ref, kind=PayoutAccountKind.BANK_ACCOUNT
+        )
         with pytest.raises(PaymentProviderError) as refused:
             await provider.payout(changed)
         assert refused.value.code == "rejected"
         assert len(rzp.payouts) == 1
         with pytest.raises(PaymentProviderError) as bad:
             await provider.payout_destination(
-                PayoutDestination("H2", PayoutAccountKind.BANK_ACCOUNT, "Ravi K",
-                                  ifsc="SBIN0000001", account_number="12")
-            )  # fmt: skip
+                PayoutDestination(
+                    "H2",
+                    PayoutAccountKind.BANK_ACCOUNT,
+                    "Ravi K",
+                    ifsc="SBIN0000001",
+                    account_number="12",
+                )
+            )
         assert bad.value.code == "invalid-destination"
         body, headers = rzp.payout_webhook("payout.processed", first.payout_ref)
         event = provider.parse_webhook(body, headers)
         assert (event.kind, event.payout_ref, event.payout_receipt, event.amount_paise) == (
-            EventKind.PAYOUT_PROCESSED, first.payout_ref, "POUT1", 60_000_000,
-        )  # fmt: skip
+            EventKind.PAYOUT_PROCESSED,
+            first.payout_ref,
+            "POUT1",
+            60_000_000,
+        )
     finally:
         await provider.aclose()
     unconfigured = razorpay_provider(rzp)
@@ -414,9 +436,12 @@ def test_upi_link_carries_rupees_from_integer_paise() -> None:
         )
     # A space is %20, not "+" (which some UPI apps print as it is); the note is ``tn``.
     named = upi_intent_link(
-        vpa="cm@okaxis", payee_name="Charge Mitra", amount_paise=100, reference="o1",
+        vpa="cm@okaxis",
+        payee_name="Charge Mitra",
+        amount_paise=100,
+        reference="o1",
         note="EV charging",
-    )  # fmt: skip
+    )
     assert "pn=Charge%20Mitra" in named
     assert named.endswith("&tn=EV%20charging")
     # Never a float, a bool, nothing, or a reference longer than NPCI's 35 characters.

@@ -66,10 +66,13 @@ async def test_existing_account_numbers_are_sealed_by_the_migration(
     )
     assert row["account_number_masked"] == "XXXXXXXXXX5678"
     account = PayoutAccount(
-        host_id=row["host_id"], kind=PayoutAccountKind.BANK_ACCOUNT, holder_name="Asha Rao",
-        ifsc="HDFC0001234", account_number_sealed=row["account_number_sealed"],
+        host_id=row["host_id"],
+        kind=PayoutAccountKind.BANK_ACCOUNT,
+        holder_name="Asha Rao",
+        ifsc="HDFC0001234",
+        account_number_sealed=row["account_number_sealed"],
         account_number_masked=row["account_number_masked"],
-    )  # fmt: skip
+    )
     # The API opens it with the same key (and the host id it was sealed for).
     assert destination(account, Sealer(load_key(key))).account_number == NUMBER
     assert (await pg.fetchval("SELECT version_num FROM alembic_version")) >= "0020"

@@ -114,15 +114,21 @@ async def _bill(
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, qr_code) VALUES ($1, $2, $3, 'Gate', "
         "'1 Road', 'Pune', 'MH', '411001', 18.5, 73.8, 1800, $4)",
-        charger, host_id, device, charger[-10:],
-    )  # fmt: skip
+        charger,
+        host_id,
+        device,
+        charger[-10:],
+    )
     session_id: int = await pg.fetchval(
         "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
         "user_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
         "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
         "$4, 'Remote', 'r', 'stopped', now(), 0, 7400, 7400, 1, 1) RETURNING id",
-        device, new_ulid(), charger, driver_id,
-    )  # fmt: skip
+        device,
+        new_ulid(),
+        charger,
+        driver_id,
+    )
     async with sessions() as db, db.begin():
         await ledger.post(
             db,
@@ -163,8 +169,10 @@ async def test_a_host_requests_an_admin_approves_the_ledger_pays_once(
     earnings = (await api.get("/host/earnings", headers=host.headers)).json()
     assert earnings["host_id"] == host.host_id
     assert (earnings["earned_paise"], earnings["payable_paise"], earnings["paid_paise"]) == (
-        2 * SHARE, 2 * SHARE, 0,
-    )  # fmt: skip
+        2 * SHARE,
+        2 * SHARE,
+        0,
+    )
 
     too_much = await api.post(
         "/host/payouts", json={"amount_paise": 2 * SHARE + 1}, headers=host.headers
@@ -185,8 +193,10 @@ async def test_a_host_requests_an_admin_approves_the_ledger_pays_once(
     assert await _payout_debits(pg, payout["id"]) == 1
     earnings = (await api.get("/host/earnings", headers=host.headers)).json()
     assert (earnings["paid_paise"], earnings["requested_paise"], earnings["payable_paise"]) == (
-        SHARE, 0, SHARE,
-    )  # fmt: skip
+        SHARE,
+        0,
+        SHARE,
+    )
 
     # The rest: requested whole (no amount), rejected, payable again.
     rest = (await api.post("/host/payouts", headers=host.headers)).json()
@@ -276,8 +286,11 @@ async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
     for bad in ({"ifsc": "HDFC1001234"}, {"account_number": "12345678"}, {"ifsc": "hdfc0001234"}):
         refused = await api.put("/host/payout-account", json=bank | bad, headers=host.headers)
         assert refused.status_code == 422, refused.text
-    stripe_kind = {"kind": "stripe_account", "holder_name": "Asha Rao",
-                   "stripe_account_id": "acct_1Abc"}  # fmt: skip
+    stripe_kind = {
+        "kind": "stripe_account",
+        "holder_name": "Asha Rao",
+        "stripe_account_id": "acct_1Abc",
+    }
     wrong = await api.put("/host/payout-account", json=stripe_kind, headers=host.headers)
     assert wrong.status_code == 409, wrong.text  # RazorpayX cannot pay a Stripe account
     put = await api.put("/host/payout-account", json=bank, headers=host.headers)
@@ -321,11 +334,15 @@ async def test_razorpayx_pays_once_through_a_timeout_and_its_webhook(
     assert calls[0].body == calls[1].body
     sent = json.loads(calls[0].body)
     assert (sent["amount"], sent["currency"], sent["mode"], sent["purpose"]) == (
-        payout["amount_paise"], "INR", "IMPS", "payout",
-    )  # fmt: skip
+        payout["amount_paise"],
+        "INR",
+        "IMPS",
+        "payout",
+    )
     assert (sent["reference_id"], sent["account_number"]) == (
-        payout["id"], fake_razorpay.PLATFORM_ACCOUNT,
-    )  # fmt: skip
+        payout["id"],
+        fake_razorpay.PLATFORM_ACCOUNT,
+    )
     assert (len(fake.contacts), len(fake.fund_accounts)) == (1, 1)
     # Opened for the registration only: RazorpayX got the real number.
     (fund,) = fake.fund_accounts.values()
@@ -395,8 +412,9 @@ async def test_a_reversed_razorpayx_payout_fails_and_is_payable_again(
     nowhere = (await api.post("/host/payouts", headers=other.headers)).json()
     done = await api.post(f"/admin/payouts/{nowhere['id']}/approve", headers=admin.headers)
     assert (done.json()["status"], done.json()["note"]) == (
-        "failed", "razorpay payout: invalid-destination",
-    )  # fmt: skip
+        "failed",
+        "razorpay payout: invalid-destination",
+    )
     assert len(fake.payouts) == 1
 
 
@@ -454,8 +472,10 @@ async def test_admins_filter_payments_and_bad_values_are_refused(
         await pg.execute(
             "INSERT INTO payments (id, user_id, provider, amount_paise, status) "
             "VALUES ($1, $2, 'dummy', 5000, $3)",
-            new_ulid(), driver.id, status,
-        )  # fmt: skip
+            new_ulid(),
+            driver.id,
+            status,
+        )
     api, h = payout_api.client, admin.headers
     failed = (await api.get("/admin/payments?status=failed", headers=h)).json()["items"]
     assert [p["user_id"] for p in failed] == [drivers[1].id]
@@ -518,9 +538,13 @@ async def test_a_retried_execution_pays_and_books_once(
     async with DummyProvider(env=Environment.TEST, webhook_secret="s") as provider:
         async with sessions() as db, db.begin():
             first = await payouts.request_payout(
-                db, host_id=host.host_id, amount_paise=SHARE // 2, now=now, hold=NO_HOLD,
+                db,
+                host_id=host.host_id,
+                amount_paise=SHARE // 2,
+                now=now,
+                hold=NO_HOLD,
                 requested_by=host.id,
-            )  # fmt: skip
+            )
         # The "crash": approved and sent, the provider paid, nothing recorded.
         await pg.execute("UPDATE payouts SET status = 'processing' WHERE id = $1", first.id)
         sent = await provider.payout(PayoutRequest(first.id, first.amount_paise, ""))
@@ -538,9 +562,13 @@ async def test_a_retried_execution_pays_and_books_once(
 
         async with sessions() as db, db.begin():
             second = await payouts.request_payout(
-                db, host_id=host.host_id, amount_paise=None, now=now, hold=NO_HOLD,
+                db,
+                host_id=host.host_id,
+                amount_paise=None,
+                now=now,
+                hold=NO_HOLD,
                 requested_by=host.id,
-            )  # fmt: skip
+            )
         results = await asyncio.gather(
             *(
                 payouts.approve(
@@ -582,9 +610,12 @@ async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
     await _bill(pg, sessions, host.host_id, driver.id)
     now = datetime.now(UTC)
     razorpay = RazorpayProvider(
-        key_id="rzp_test_k", key_secret="s", webhook_secret="w",
-        base_url="http://127.0.0.1:9", timeout_s=1,
-    )  # fmt: skip
+        key_id="rzp_test_k",
+        key_secret="s",
+        webhook_secret="w",
+        base_url="http://127.0.0.1:9",
+        timeout_s=1,
+    )
     failing = DummyProvider(
         env=Environment.TEST, webhook_secret="s", switches=DummySwitches(fail=True)
     )
@@ -592,9 +623,13 @@ async def test_a_provider_that_cannot_pay_out_fails_the_payout_and_releases_it(
         for provider in (razorpay, failing):
             async with sessions() as db, db.begin():
                 payout = await payouts.request_payout(
-                    db, host_id=host.host_id, amount_paise=None, now=now, hold=NO_HOLD,
+                    db,
+                    host_id=host.host_id,
+                    amount_paise=None,
+                    now=now,
+                    hold=NO_HOLD,
                     requested_by=host.id,
-                )  # fmt: skip
+                )
             done = await payouts.approve(
                 sessions,
                 provider,
@@ -633,15 +668,21 @@ async def test_held_and_disputed_earnings_are_not_payable(
     with pytest.raises(Conflict):
         async with sessions() as db, db.begin():
             await payouts.request_payout(
-                db, host_id=host.host_id, amount_paise=1, now=now, hold=timedelta(days=7),
+                db,
+                host_id=host.host_id,
+                amount_paise=1,
+                now=now,
+                hold=timedelta(days=7),
                 requested_by=host.id,
-            )  # fmt: skip
+            )
     dispute = new_ulid()
     await pg.execute(
         "INSERT INTO disputes (id, session_id, raised_by, reason_code, description) "
         "VALUES ($1, $2, $3, 'other', 'x')",
-        dispute, first, driver.id,
-    )  # fmt: skip
+        dispute,
+        first,
+        driver.id,
+    )
     later = now + timedelta(days=8)
     async with sessions() as db:
         b = await ledger.host_balance(db, host.host_id, now=later, hold=timedelta(days=7))
@@ -695,8 +736,10 @@ async def test_the_weekly_run_pays_opted_in_hosts_once_a_week(
         await pg.execute(
             "INSERT INTO payouts (id, host_id, amount_paise, period_start, period_end, "
             "automatic) VALUES ($1, $2, 1, $3, $3, true)",
-            new_ulid(), weekly.host_id, rules.week_start(now),
-        )  # fmt: skip
+            new_ulid(),
+            weekly.host_id,
+            rules.week_start(now),
+        )
 
 
 async def test_a_payout_account_that_cannot_be_opened_stops_only_its_own_payout(
@@ -717,9 +760,10 @@ async def test_a_payout_account_that_cannot_be_opened_stops_only_its_own_payout(
             "INSERT INTO payout_accounts (host_id, kind, holder_name, ifsc, "
             "account_number_sealed, account_number_masked, destination_ref) "
             "VALUES ($1, 'bank_account', 'Asha Rao', 'HDFC0001234', $2, 'XXXXXXXX5678', $3)",
-            host.host_id, seal_number(key, host.host_id, "50100012345678"),
+            host.host_id,
+            seal_number(key, host.host_id, "50100012345678"),
             None if i == 1 else f"fa_{i}",
-        )  # fmt: skip
+        )
     unregistered = hosts[1].host_id
     now = datetime.now(UTC)
     async with DummyProvider(env=Environment.TEST, webhook_secret="s") as provider:
@@ -827,9 +871,13 @@ async def _run_history(db_url: str, steps: list[tuple[str, int]]) -> None:
                 try:
                     async with make() as db, db.begin():
                         p = await payouts.request_payout(
-                            db, host_id=host.host_id, amount_paise=amount, now=now,
-                            hold=NO_HOLD, requested_by=host.id,
-                        )  # fmt: skip
+                            db,
+                            host_id=host.host_id,
+                            amount_paise=amount,
+                            now=now,
+                            hold=NO_HOLD,
+                            requested_by=host.id,
+                        )
                     made.append(p.id)
                 except Conflict:
                     assert amount is None or amount > payable
@@ -844,9 +892,14 @@ async def _run_history(db_url: str, steps: list[tuple[str, int]]) -> None:
                     else:
                         provider = failing if kind == "approve_failing" else ok
                         await payouts.approve(
-                            make, provider, payout_id=target, admin_id=None, now=now,
-                            hold=NO_HOLD, sealer=None,
-                        )  # fmt: skip
+                            make,
+                            provider,
+                            payout_id=target,
+                            admin_id=None,
+                            now=now,
+                            hold=NO_HOLD,
+                            sealer=None,
+                        )
                 except Conflict:
                     pass  # rejected, failed, or past pending: refused, nothing moved
             async with make() as db:
@@ -887,9 +940,12 @@ def test_random_histories_keep_payouts_within_earnings(
 
 
 async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_again(
-    db_url: str, broker: Broker, service_passwords: dict[str, str], pg: PgConnection,
+    db_url: str,
+    broker: Broker,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
     sessions: async_sessionmaker[AsyncSession],
-) -> None:  # fmt: skip
+) -> None:
     """A payout paid as a Connect transfer, then pulled back in two parts: each
     ``transfer.reversed`` (signed by the fake Stripe, through ``POST /webhooks/stripe``) undoes
     that much of the payout's debit once — the host's payable grows back, audited — and a
@@ -897,23 +953,31 @@ async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_a
     with fake_stripe.fake_stripe() as stp:
         stp.accounts.add("acct_1HostA")
         settings = make_settings(
-            db_url, broker, service_passwords["cloud-api"], username="cloud-api",
-            CHARGEMITRA_BILLING_HOLD_DAYS="0", CHARGEMITRA_PAYMENTS_PROVIDER="stripe",
+            db_url,
+            broker,
+            service_passwords["cloud-api"],
+            username="cloud-api",
+            CHARGEMITRA_BILLING_HOLD_DAYS="0",
+            CHARGEMITRA_PAYMENTS_PROVIDER="stripe",
             CHARGEMITRA_PAYMENTS_STRIPE_SECRET_KEY=fake_stripe.SECRET_KEY,
             CHARGEMITRA_PAYMENTS_STRIPE_WEBHOOK_SECRET=fake_stripe.WEBHOOK_SECRET,
             CHARGEMITRA_PAYMENTS_STRIPE_BASE_URL=stp.url,
-        )  # fmt: skip
+        )
         app = create_app(settings)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api"
-        ) as api:  # fmt: skip
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
+        ):
             host = await add_user(pg, settings, Role.HOST)
             driver = await add_user(pg, settings, Role.DRIVER)
             admin = await add_user(pg, settings, Role.ADMIN)
             assert host.host_id is not None
             await _bill(pg, sessions, host.host_id, driver.id)
-            account = {"kind": "stripe_account", "holder_name": "Asha Rao",
-                       "stripe_account_id": "acct_1HostA"}  # fmt: skip
+            account = {
+                "kind": "stripe_account",
+                "holder_name": "Asha Rao",
+                "stripe_account_id": "acct_1HostA",
+            }
             put = await api.put("/host/payout-account", json=account, headers=host.headers)
             assert put.status_code == 200, put.text
             payout = (await api.post("/host/payouts", headers=host.headers)).json()
@@ -930,8 +994,7 @@ async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_a
             first = stp.webhook("transfer.reversed", stp.reverse(transfer["id"], part))
             # Delivered while our payout is still processing (the transfer's answer not yet
             # recorded): refused, not stored, so Stripe delivers it again once it is paid.
-            await pg.execute("UPDATE payouts SET status = 'processing' WHERE id = $1",
-                             payout["id"])  # fmt: skip
+            await pg.execute("UPDATE payouts SET status = 'processing' WHERE id = $1", payout["id"])
             early = await api.post("/webhooks/stripe", content=first[0], headers=first[1])
             assert early.status_code == 409, early.text
             await pg.execute("UPDATE payouts SET status = 'paid' WHERE id = $1", payout["id"])
@@ -952,8 +1015,9 @@ async def test_a_stripe_transfer_reversed_after_payment_makes_the_host_payable_a
 
             audited = await pg.fetch(
                 "SELECT data FROM audit_log WHERE action = 'payout.reversed' AND entity_id = $1 "
-                "ORDER BY id", payout["id"],
-            )  # fmt: skip
+                "ORDER BY id",
+                payout["id"],
+            )
             assert [json.loads(r["data"])["undone_paise"] for r in audited] == [part, SHARE - part]
             status = await pg.fetchval("SELECT status FROM payouts WHERE id = $1", payout["id"])
             assert status == "paid"

@@ -35,15 +35,23 @@ S = AuthorizationStatus
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path,
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
         # One pairing-code claim per test, from one address: more than the default allows.
         CHARGEMITRA_PROVISIONING_CLAIM_ATTEMPTS_PER_WINDOW="1000",
-    ) as running:  # fmt: skip
+    ) as running:
         yield running
     await _forget_the_claim()
 

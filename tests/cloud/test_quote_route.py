@@ -49,9 +49,13 @@ def _check_sums(quote: dict[str, Any]) -> None:
 
 
 async def _session_over(
-    pg: PgConnection, charger: ListedCharger, driver: ApiUser, start: datetime, end: datetime,
+    pg: PgConnection,
+    charger: ListedCharger,
+    driver: ApiUser,
+    start: datetime,
+    end: datetime,
     energy_wh: int,
-) -> str:  # fmt: skip
+) -> str:
     """A stopped session of ``driver`` at ``charger`` that ran from ``start`` to ``end``."""
     sid = new_ulid()
     await pg.execute(
@@ -60,8 +64,15 @@ async def _session_over(
         "meter_start_wh, meter_stop_wh, energy_wh, stop_reason, last_event_seq, "
         "events_received) VALUES ($1, $2, 1, $3, $4, 'Remote', 'r', 'stopped', $5, $6, 1000, "
         "$7, $8, 'Local', 2, 2)",
-        charger.device_id, sid, charger.id, driver.id, start, end, 1000 + energy_wh, energy_wh,
-    )  # fmt: skip
+        charger.device_id,
+        sid,
+        charger.id,
+        driver.id,
+        start,
+        end,
+        1000 + energy_wh,
+        energy_wh,
+    )
     return sid
 
 
@@ -100,9 +111,13 @@ async def test_a_window_quote_is_the_bookings_amount_and_bounds_the_session(
 ) -> None:
     host, driver = people["host"], people["driver"]
     charger = await add_charger(
-        pg, host, pricing_mode="per_kwh", price_per_kwh_paise=1800, session_fee_paise=500,
+        pg,
+        host,
+        pricing_mode="per_kwh",
+        price_per_kwh_paise=1800,
+        session_fee_paise=500,
         max_power_w=7400,
-    )  # fmt: skip
+    )
     start, end = _window(minutes=120)
     answer = await _quote(market_api, _window_body(charger, start, end), driver)
     assert answer.status_code == 200, answer.text
@@ -110,8 +125,11 @@ async def test_a_window_quote_is_the_bookings_amount_and_bounds_the_session(
     _check_sums(quote)
     # 14.8 kWh at 18.00 = 266.40 + 5.00 fee; 9 % of 271.40 = 24.426 -> 24.43, twice.
     assert [(x["kind"], x["amount_paise"]) for x in quote["lines"]] == [
-        ("energy", 26640), ("session_fee", 500), ("cgst", 2443), ("sgst", 2443),
-    ]  # fmt: skip
+        ("energy", 26640),
+        ("session_fee", 500),
+        ("cgst", 2443),
+        ("sgst", 2443),
+    ]
     assert quote["lines"][0]["quantity"] == 14800
     assert quote["lines"][0]["unit"] == "Wh"
     assert (quote["basis"], quote["amount_kind"]) == ("window", "upper_bound")
@@ -141,19 +159,26 @@ async def test_walk_up_quotes_for_a_duration_or_an_energy(
     quote = answer.json()
     _check_sums(quote)
     assert [(x["kind"], x["amount_paise"]) for x in quote["lines"]] == [
-        ("time", 4500), ("cgst", 405), ("sgst", 405),
-    ]  # fmt: skip
+        ("time", 4500),
+        ("cgst", 405),
+        ("sgst", 405),
+    ]
     assert (quote["basis"], quote["amount_kind"], quote["pricing_mode"]) == (
-        "duration", "exact", "per_hour",
-    )  # fmt: skip
+        "duration",
+        "exact",
+        "per_hour",
+    )
     assert (quote["idle_fee_per_min_paise"], quote["idle_grace_min"]) == (300, 15)
     # JSON Schema counts 45.0 as an integer, so the API does too.
     same = {"charger_id": hourly.id, "connector": 1.0, "duration_min": 45.0}
     assert (await _quote(market_api, same)).json() == quote
     short = await _quote(market_api, {"charger_id": hourly.id, "connector": 1, "duration_min": 5})
     assert [(x["kind"], x["amount_paise"]) for x in short.json()["lines"]] == [
-        ("time", 500), ("minimum_charge", 1500), ("cgst", 180), ("sgst", 180),
-    ]  # fmt: skip
+        ("time", 500),
+        ("minimum_charge", 1500),
+        ("cgst", 180),
+        ("sgst", 180),
+    ]
     # By the hour, an energy has no honest price: the time it takes depends on the car.
     refused = await _quote(market_api, {"charger_id": hourly.id, "connector": 1, "energy_wh": 1})
     assert refused.status_code == 422
@@ -165,8 +190,10 @@ async def test_walk_up_quotes_for_a_duration_or_an_energy(
     _check_sums(quote)
     # 10.001 kWh at 18.50 = 185.0185 rupees -> 18502 paise; 9 % = 1665.18 -> 1665.
     assert [(x["kind"], x["amount_paise"]) for x in quote["lines"]] == [
-        ("energy", 18502), ("cgst", 1665), ("sgst", 1665),
-    ]  # fmt: skip
+        ("energy", 18502),
+        ("cgst", 1665),
+        ("sgst", 1665),
+    ]
     assert (quote["basis"], quote["amount_kind"]) == ("energy", "exact")
     timed = await _quote(market_api, {"charger_id": per_kwh.id, "connector": 1, "duration_min": 60})
     assert timed.json()["amount_kind"] == "upper_bound"

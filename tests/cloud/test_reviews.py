@@ -48,9 +48,16 @@ async def add_session(
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received, "
         "billing_state, amount_paise) VALUES ($1, $2, 1, $3, $4, 'Remote', $5, $6, $7, $8, "
         "0, 7400, 7400, 3, 3, $9, 15718)",
-        charger.device_id, public_id, charger.id, driver.id, new_ulid(), state,
-        stopped - timedelta(hours=1), None if state == "active" else stopped, billing_state,
-    )  # fmt: skip
+        charger.device_id,
+        public_id,
+        charger.id,
+        driver.id,
+        new_ulid(),
+        state,
+        stopped - timedelta(hours=1),
+        None if state == "active" else stopped,
+        billing_state,
+    )
     return public_id
 
 
@@ -85,15 +92,15 @@ async def test_only_the_driver_of_a_completed_session_reviews_it_once(
         "unknown": new_ulid(),
     }
     for why, session_id in refused.items():
-        answer = await api.post(f"/sessions/{session_id}/review", json=review,
-                                headers=driver.headers)  # fmt: skip
+        answer = await api.post(
+            f"/sessions/{session_id}/review", json=review, headers=driver.headers
+        )
         assert answer.status_code == 403, (why, answer.text)
 
     first = await api.post(f"/sessions/{done}/review", json=review, headers=driver.headers)
     assert first.status_code == 201, first.text
     assert (first.json()["rating"], first.json()["text"]) == (4, "Clean bay, fast charge.")
-    second = await api.post(f"/sessions/{done}/review", json={"rating": 1},
-                            headers=driver.headers)  # fmt: skip
+    second = await api.post(f"/sessions/{done}/review", json={"rating": 1}, headers=driver.headers)
     assert second.status_code == 409, second.text
 
     page = (await api.get(f"/chargers/{charger.id}/reviews")).json()
@@ -162,26 +169,30 @@ async def test_the_host_replies_once_and_a_hidden_review_leaves_the_average(
             f"/sessions/{s1}/review", json={"rating": 1, "text": "rude"}, headers=d1.headers
         )
     ).json()
-    await api.post(f"/sessions/{s2}/review",
-                   json={"rating": 5}, headers=d2.headers)  # fmt: skip
+    await api.post(f"/sessions/{s2}/review", json={"rating": 5}, headers=d2.headers)
     assert (await api.get(f"/chargers/{charger.id}/reviews")).json()["average"] == 3.0
 
-    other = await api.post(f"/reviews/{r1['id']}/reply", json={"text": "Not mine"},
-                           headers=stranger.headers)  # fmt: skip
+    other = await api.post(
+        f"/reviews/{r1['id']}/reply", json={"text": "Not mine"}, headers=stranger.headers
+    )
     assert other.status_code == 404
-    replied = await api.post(f"/reviews/{r1['id']}/reply", json={"text": "Sorry, fixed it."},
-                             headers=host.headers)  # fmt: skip
+    replied = await api.post(
+        f"/reviews/{r1['id']}/reply", json={"text": "Sorry, fixed it."}, headers=host.headers
+    )
     assert replied.status_code == 200, replied.text
     assert replied.json()["host_reply"] == "Sorry, fixed it."
-    again = await api.post(f"/reviews/{r1['id']}/reply", json={"text": "Again"},
-                           headers=host.headers)  # fmt: skip
+    again = await api.post(
+        f"/reviews/{r1['id']}/reply", json={"text": "Again"}, headers=host.headers
+    )
     assert again.status_code == 409
 
-    not_admin = await api.post(f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"},
-                               headers=host.headers)  # fmt: skip
+    not_admin = await api.post(
+        f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"}, headers=host.headers
+    )
     assert not_admin.status_code == 403
-    hidden = await api.post(f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"},
-                            headers=admin.headers)  # fmt: skip
+    hidden = await api.post(
+        f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"}, headers=admin.headers
+    )
     assert hidden.status_code == 200, hidden.text
     assert hidden.json()["hidden_reason"] == "abuse"
     audited = await pg.fetch(
@@ -189,8 +200,9 @@ async def test_the_host_replies_once_and_a_hidden_review_leaves_the_average(
         r1["id"],
     )
     assert [(a["actor_user_id"], a["action"]) for a in audited] == [(admin.id, "review.hide")]
-    twice = await api.post(f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"},
-                           headers=admin.headers)  # fmt: skip
+    twice = await api.post(
+        f"/admin/reviews/{r1['id']}/hide", json={"reason": "abuse"}, headers=admin.headers
+    )
     assert twice.status_code == 409
     page = (await api.get(f"/chargers/{charger.id}/reviews")).json()
     assert (page["average"], page["count"]) == (5.0, 1)
@@ -199,13 +211,15 @@ async def test_the_host_replies_once_and_a_hidden_review_leaves_the_average(
     queue = await api.get("/admin/reviews", params={"hidden": "true"}, headers=admin.headers)
     assert [(r["id"], r["hidden_reason"]) for r in queue.json()["items"]] == [(r1["id"], "abuse")]
 
-    restored = await api.post(f"/admin/reviews/{r1['id']}/restore", json={"note": "appeal"},
-                              headers=admin.headers)  # fmt: skip
+    restored = await api.post(
+        f"/admin/reviews/{r1['id']}/restore", json={"note": "appeal"}, headers=admin.headers
+    )
     assert (restored.status_code, restored.json()["hidden_at"]) == (200, None), restored.text
     assert (await api.get(f"/chargers/{charger.id}/reviews")).json()["average"] == 3.0
     assert await _sql_average(pg, charger.id) == (3.0, 2)
-    not_hidden = await api.post(f"/admin/reviews/{r1['id']}/restore", json={"note": "x"},
-                                headers=admin.headers)  # fmt: skip
+    not_hidden = await api.post(
+        f"/admin/reviews/{r1['id']}/restore", json={"note": "x"}, headers=admin.headers
+    )
     assert not_hidden.status_code == 409
 
 
@@ -218,24 +232,31 @@ async def test_hosts_rate_drivers_privately_and_a_low_rating_ends_instant_book(
     charger = await add_charger(pg, host, instant_book=True)
     rude_session = await add_session(pg, charger, rude)
 
-    stranger = await api.post(f"/sessions/{rude_session}/driver-rating", json={"rating": 1},
-                              headers=other_host.headers)  # fmt: skip
+    stranger = await api.post(
+        f"/sessions/{rude_session}/driver-rating", json={"rating": 1}, headers=other_host.headers
+    )
     assert stranger.status_code == 403
-    as_driver = await api.post(f"/sessions/{rude_session}/driver-rating", json={"rating": 5},
-                               headers=rude.headers)  # fmt: skip
+    as_driver = await api.post(
+        f"/sessions/{rude_session}/driver-rating", json={"rating": 5}, headers=rude.headers
+    )
     assert as_driver.status_code == 403
-    rated = await api.post(f"/sessions/{rude_session}/driver-rating",
-                           json={"rating": 1, "note": "left the cable on the floor"},
-                           headers=host.headers)  # fmt: skip
+    rated = await api.post(
+        f"/sessions/{rude_session}/driver-rating",
+        json={"rating": 1, "note": "left the cable on the floor"},
+        headers=host.headers,
+    )
     assert rated.status_code == 201, rated.text
     assert rated.json()["driver_id"] == rude.id
-    second = await api.post(f"/sessions/{rude_session}/driver-rating", json={"rating": 2},
-                            headers=host.headers)  # fmt: skip
+    second = await api.post(
+        f"/sessions/{rude_session}/driver-rating", json={"rating": 2}, headers=host.headers
+    )
     assert second.status_code == 409
 
     start = next_slot(datetime.now(UTC), days=2)
-    slots = [(start, start + timedelta(hours=1)), (start + timedelta(hours=2),
-             start + timedelta(hours=3))]  # fmt: skip
+    slots = [
+        (start, start + timedelta(hours=1)),
+        (start + timedelta(hours=2), start + timedelta(hours=3)),
+    ]
     mine = await api.post("/bookings", json=booking_body(charger, *slots[0]), headers=rude.headers)
     theirs = await api.post(
         "/bookings", json=booking_body(charger, *slots[1]), headers=polite.headers

@@ -52,9 +52,14 @@ async def _rollup_matches_raw(
     end = align_up(T0 + timedelta(hours=3))
     async with engine.connect() as conn:
         raw = await series(
-            conn, backend, device_id=device_id, quantity="power_w", start=start, end=end,
+            conn,
+            backend,
+            device_id=device_id,
+            quantity="power_w",
+            start=start,
+            end=end,
             width=timedelta(minutes=15),
-        )  # fmt: skip
+        )
         rolled = await rollup_series(
             conn, backend, device_id=device_id, quantity="power_w", start=start, end=end
         )

@@ -52,9 +52,11 @@ class FlakyDummy(DummyProvider):
             self.failures -= 1
             raise PaymentProviderError("dummy", "capture", code="unavailable")
         return await super().capture(
-            payment_ref, amount_paise=amount_paise, currency=currency,
+            payment_ref,
+            amount_paise=amount_paise,
+            currency=currency,
             idempotency_key=idempotency_key,
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -84,29 +86,43 @@ async def _paid_session(
     """A driver's booking paid through the dummy, and its stopped session (7.4 kWh)."""
     ids = {k: new_ulid() for k in ("host_user", "host", "driver", "charger", "connector")}
     device = f"cm-{new_ulid().lower()}"
-    await pg.execute("INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
-                     ids["host_user"], ids["driver"])  # fmt: skip
-    await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
-                     ids["host"], ids["host_user"])  # fmt: skip
+    await pg.execute(
+        "INSERT INTO users (id, name) VALUES ($1, 'Host'), ($2, 'Driver')",
+        ids["host_user"],
+        ids["driver"],
+    )
+    await pg.execute(
+        "INSERT INTO hosts (id, user_id, display_name) VALUES ($1, $2, 'Host')",
+        ids["host"],
+        ids["host_user"],
+    )
     await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, $2)", device, ids["host"])
     await pg.execute(
         "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
         "latitude, longitude, price_per_kwh_paise, qr_code) VALUES ($1, $2, $3, 'Gate', "
         "'1 Road', 'Pune', 'Maharashtra', '411001', 18.5, 73.8, 1800, $4)",
-        ids["charger"], ids["host"], device, ids["charger"][-10:],
-    )  # fmt: skip
+        ids["charger"],
+        ids["host"],
+        device,
+        ids["charger"][-10:],
+    )
     await pg.execute(
         "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
         "VALUES ($1, $2, 1, 'Type2', 7400)",
-        ids["connector"], ids["charger"],
-    )  # fmt: skip
+        ids["connector"],
+        ids["charger"],
+    )
     booking = new_ulid()
     await pg.execute(
         "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
         "amount_paise) VALUES ($1, $2, $3, $4, tstzrange(now() - interval '1 hour', "
         "now() + interval '1 hour'), 'confirmed', $5)",
-        booking, ids["driver"], ids["charger"], ids["connector"], PREPAID,
-    )  # fmt: skip
+        booking,
+        ids["driver"],
+        ids["charger"],
+        ids["connector"],
+        PREPAID,
+    )
     payment, order = await service.open_order(
         sessions, provider, user_id=ids["driver"], amount_paise=PREPAID, booking_id=booking
     )
@@ -120,8 +136,12 @@ async def _paid_session(
         "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', now() - interval '1 hour', now(), "
         "1000, 8400, 7400, 3, 3) RETURNING id",
-        device, new_ulid(), ids["charger"], booking, new_ulid(),
-    )  # fmt: skip
+        device,
+        new_ulid(),
+        ids["charger"],
+        booking,
+        new_ulid(),
+    )
     return session_pk, payment.id
 
 
@@ -186,11 +206,14 @@ async def test_two_settlers_racing_for_one_session_bill_it_once(
     session_pk, payment_id = await _paid_session(pg, sessions, provider)
     results = await asyncio.gather(*(_settle(sessions, provider, session_pk) for _ in range(4)))
     assert sorted(results) == [False, False, False, True]
-    assert await pg.fetchval(
-        "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
-        "AND source = 'bill'",
-        session_pk,
-    ) == 1  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
+            "AND source = 'bill'",
+            session_pk,
+        )
+        == 1
+    )
     assert await pg.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id) == 1
     assert await pg.fetchval("SELECT count(*) FROM invoices WHERE session_id = $1", session_pk) == 1
 
@@ -204,8 +227,9 @@ async def test_a_cancelled_bookings_prepayment_is_returned_less_its_fee(
     await pg.execute(
         "UPDATE bookings SET status = 'cancelled', cancelled_at = now(), "
         "cancellation_fee_paise = $2 WHERE id = $1",
-        booking, fee,
-    )  # fmt: skip
+        booking,
+        fee,
+    )
     # Not while a session used the booking: that session's settlement owns the payment.
     assert await release_cancelled(sessions, provider) == 0
     await pg.execute("DELETE FROM sessions WHERE id = $1", session_pk)
@@ -253,7 +277,7 @@ async def test_the_job_backs_off_a_failing_session_without_starving_the_others(
         "1, 'Remote', 'r', 'stopped', now() - interval '3 hours', now() - interval '2 hours', "
         "0, 10, 10, 2, 2) RETURNING id",
         new_ulid(),
-    )  # fmt: skip
+    )
     async with sessions() as db:
         assert await due_sessions(db, limit=1) == [stuck]  # the oldest stop first
         assert await due_sessions(db, limit=1, waiting=[stuck]) == [billable]
@@ -288,14 +312,17 @@ async def test_batches_racing_over_the_same_sessions_bill_each_once(
     assert sum(int(r) for r in results) == 6
     for pk, payment_id in made:
         assert await _bill_entries(pg, pk) > 0
-        assert await pg.fetchval(
-            "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
-            "AND source = 'bill'",
-            pk,
-        ) == 1  # fmt: skip
-        assert await pg.fetchval(
-            "SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id
-        ) == 1  # fmt: skip
+        assert (
+            await pg.fetchval(
+                "SELECT count(DISTINCT txn_id) FROM ledger_entries WHERE session_id = $1 "
+                "AND source = 'bill'",
+                pk,
+            )
+            == 1
+        )
+        assert (
+            await pg.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", payment_id) == 1
+        )
 
     async def refunds_posted() -> bool:  # each refund's two entries, posted by its webhook
         count = await pg.fetchval("SELECT count(*) FROM ledger_entries WHERE source = 'refund'")

@@ -117,8 +117,10 @@ async def test_status_carries_meters_and_connectors_into_the_cloud_charger_statu
             assert host_view.status_code == 200, host_view.text
             [health] = host_view.json()["meters"]
             assert (health["meter_id"], health["model"], health["available"]) == (
-                "m1", "sdm630", True,
-            )  # fmt: skip
+                "m1",
+                "sdm630",
+                True,
+            )
             assert (health["consecutive_errors"], health["unavailable_blocks"]) == (0, [])
             assert health["last_good_at"] is not None
 

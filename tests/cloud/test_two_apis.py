@@ -34,13 +34,21 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def market(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> Any:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> Any:
     async with running_market(
-        db_url=db_url, broker=broker, certs=certs, service_passwords=service_passwords,
-        pg=pg, tmp=tmp_path,
-    ) as running:  # fmt: skip
+        db_url=db_url,
+        broker=broker,
+        certs=certs,
+        service_passwords=service_passwords,
+        pg=pg,
+        tmp=tmp_path,
+    ) as running:
         yield running
 
 

@@ -42,9 +42,12 @@ SECRET = secrets.token_bytes(32)
 @pytest.fixture
 async def api(db_url: str, broker: Broker, service_passwords: dict[str, str]) -> AsyncIterator[Api]:
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_MARKETPLACE_UNLOCK_WAIT_S="0.6",
-    )  # fmt: skip
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -69,36 +72,49 @@ class Site:
         await self.pg.execute(
             "INSERT INTO devices (id, host_id, online, last_seen_at, pin_secret) "
             "VALUES ($1, $2, $3, now(), $4)",
-            DEVICE, self.host.host_id, online, SECRET,
-        )  # fmt: skip
+            DEVICE,
+            self.host.host_id,
+            online,
+            SECRET,
+        )
         await self.pg.execute(
             "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode,"
             " latitude, longitude, price_per_kwh_paise, qr_code, moderation_status) VALUES "
             "($1, $2, $3, 'C', 'A', 'Pune', 'MH', '411001', 18.5, 73.8, 1500, $4, $5)",
-            self.charger_id, self.host.host_id, DEVICE, self.charger_id[-10:],
+            self.charger_id,
+            self.host.host_id,
+            DEVICE,
+            self.charger_id[-10:],
             "approved" if approved else "pending",
-        )  # fmt: skip
+        )
         await self.pg.execute(
             "INSERT INTO connectors (id, charger_id, number, type, max_power_w) "
             "VALUES ($1, $2, 1, 'Type2', 7400)",
-            self.connector_id, self.charger_id,
-        )  # fmt: skip
+            self.connector_id,
+            self.charger_id,
+        )
         return self
 
     async def book(
         self, user: ApiUser, start: datetime, end: datetime, status: str = "confirmed"
     ) -> str:
         return await insert_booking(
-            self.pg, user, charger_id=self.charger_id, connector_id=self.connector_id,
-            start=start, end=end, status=status,
-        )  # fmt: skip
+            self.pg,
+            user,
+            charger_id=self.charger_id,
+            connector_id=self.connector_id,
+            start=start,
+            end=end,
+            status=status,
+        )
 
 
 async def _unlock(api: Api, site: Site, user: ApiUser, **body: Any) -> httpx.Response:
     return await api.client.post(
-        f"/chargers/{site.charger_id}/sessions", json={"connector": 1} | body,
+        f"/chargers/{site.charger_id}/sessions",
+        json={"connector": 1} | body,
         headers=user.headers,
-    )  # fmt: skip
+    )
 
 
 def _problem(answer: httpx.Response, status: int, slug: str) -> dict[str, Any]:
@@ -119,8 +135,9 @@ async def test_who_which_charger_and_which_connector(api: Api, pg: PgConnection)
     _problem(await _unlock(api, site, driver), 404, "not-found")  # not approved: not public
     await pg.execute("UPDATE chargers SET moderation_status = 'approved'")
     _problem(await _unlock(api, site, host), 403, "forbidden")  # a host is not a driver
-    missing = await api.client.post("/chargers/NOPE/sessions", json={"connector": 1},
-                                    headers=driver.headers)  # fmt: skip
+    missing = await api.client.post(
+        "/chargers/NOPE/sessions", json={"connector": 1}, headers=driver.headers
+    )
     _problem(missing, 404, "not-found")
     _problem(await _unlock(api, site, driver, connector=2), 404, "not-found")
     _problem(await _unlock(api, site, driver, extra=1), 422, "invalid-request")
@@ -151,8 +168,7 @@ async def test_booking_window_and_pay_as_you_go_rules(api: Api, pg: PgConnection
     pending = await site.book(
         driver, now + timedelta(hours=4), now + timedelta(hours=5), status="pending"
     )
-    body = _problem(await _unlock(api, site, driver, booking_id=pending), 409,
-                    "booking-not-active")  # fmt: skip
+    body = _problem(await _unlock(api, site, driver, booking_id=pending), 409, "booking-not-active")
     assert "pending" in body["detail"]
 
 
@@ -249,8 +265,10 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
     assert len(rows) == 1
     row = rows[0]
     assert (row["outcome"], row["token_jti"], row["cmd_id"]) == (
-        "timeout", check.claims.jti, command.cmd_id,
-    )  # fmt: skip
+        "timeout",
+        check.claims.jti,
+        command.cmd_id,
+    )
     # The PIN offered as the fallback is recorded too: a session it starts is the driver's.
     fallback = await pg.fetch(
         "SELECT user_id, booking_id FROM unlock_requests WHERE token_jti = $1",
@@ -263,8 +281,10 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
     assert json.loads(stored[0])["token"] == "<redacted>"
     assert command.action.token not in stored[0]
     # The command's seq comes from the counter ingest uses for acks.
-    assert await pg.fetchval("SELECT last_seq FROM downlink_sequences WHERE device_id = $1",
-                             DEVICE) == command.seq  # fmt: skip
+    assert (
+        await pg.fetchval("SELECT last_seq FROM downlink_sequences WHERE device_id = $1", DEVICE)
+        == command.seq
+    )
 
 
 async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
@@ -279,8 +299,13 @@ async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
     await pg.execute(
         "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
         "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
-        new_ulid(), driver.id, site.charger_id, DEVICE, jti, sid,
-    )  # fmt: skip
+        new_ulid(),
+        driver.id,
+        site.charger_id,
+        DEVICE,
+        jti,
+        sid,
+    )
     path = f"/sessions/{sid}"
     # Before ingest stores an event, the unlock speaks for the session.
     starting = await api.client.get(path, headers=driver.headers)
@@ -292,8 +317,11 @@ async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
         "meter_stop_wh, energy_wh, stop_reason, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, 'Token', $4, 'stopped', now() - interval '1 hour', now(), 1000, "
         "3000, 2000, 'Local', 2, 2)",
-        DEVICE, sid, site.charger_id, jti,
-    )  # fmt: skip
+        DEVICE,
+        sid,
+        site.charger_id,
+        jti,
+    )
     for user in (driver, host, admin):
         seen = await api.client.get(path, headers=user.headers)
         assert seen.status_code == 200, seen.text
@@ -315,8 +343,11 @@ async def _pin_session(pg: PgConnection, site: Site, pin: str) -> str:
         "credential_kind, credential_ref, state, started_at, meter_start_wh, meter_stop_wh, "
         "energy_wh, offline, last_event_seq, events_received) VALUES "
         "($1, $2, 1, $3, 'Pin', $4, 'active', now(), 0, 0, 0, true, 1, 1)",
-        DEVICE, sid, site.charger_id, pin_ref(pin, DEVICE, 1),
-    )  # fmt: skip
+        DEVICE,
+        sid,
+        site.charger_id,
+        pin_ref(pin, DEVICE, 1),
+    )
     return sid
 
 
@@ -400,22 +431,38 @@ async def test_my_sessions_merge_named_and_unlock_found_rows_newest_first(
     other = await add_user(pg, api.settings, Role.DRIVER)
     site = await Site(pg, host).create(online=False)
     expected: list[str] = []
-    rows = ((1, driver, False), (2, driver, True), (3, other, False), (4, driver, False),
-            (5, other, True), (6, driver, True))  # fmt: skip
+    rows = (
+        (1, driver, False),
+        (2, driver, True),
+        (3, other, False),
+        (4, driver, False),
+        (5, other, True),
+        (6, driver, True),
+    )
     for hours_ago, owner, named in rows:
         jti, sid = new_ulid(), new_ulid()
         await pg.execute(
             "INSERT INTO unlock_requests (id, user_id, charger_id, connector_number, device_id, "
             "token_jti, outcome, device_session_id) VALUES ($1, $2, $3, 1, $4, $5, 'started', $6)",
-            new_ulid(), owner.id, site.charger_id, DEVICE, jti, sid,
-        )  # fmt: skip
+            new_ulid(),
+            owner.id,
+            site.charger_id,
+            DEVICE,
+            jti,
+            sid,
+        )
         await pg.execute(
             "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
             "user_id, credential_kind, credential_ref, state, started_at, meter_start_wh, "
             "meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES ($1, $2, 1, $3, "
             "$4, 'Token', $5, 'active', now() - make_interval(hours => $6), 0, 0, 0, 1, 1)",
-            DEVICE, sid, site.charger_id, owner.id if named else None, jti, hours_ago,
-        )  # fmt: skip
+            DEVICE,
+            sid,
+            site.charger_id,
+            owner.id if named else None,
+            jti,
+            hours_ago,
+        )
         if owner is driver:
             expected.append(sid)
     pages = []

@@ -338,9 +338,13 @@ async def test_one_batch_applies_its_events_in_order_and_a_bad_one_fails_alone(
     captured = event("payment.captured", one_pay, "captured")
     other = event("payment.captured", two_pay, "captured")
     stranger = WebhookEvent(
-        provider="razorpay", event_id="evt_stranger", event_type="payment.captured",
-        kind=EventKind.PAYMENT_CAPTURED, payload={}, payment_ref="pay_nobody",
-    )  # fmt: skip
+        provider="razorpay",
+        event_id="evt_stranger",
+        event_type="payment.captured",
+        kind=EventKind.PAYMENT_CAPTURED,
+        payload={},
+        payment_ref="pay_nobody",
+    )
     batcher = WebhookBatcher(razorpay_api.state.sessions, in_flight=1)
     # All queued before the first batch runs: one transaction for the lot.
     outcomes = await asyncio.gather(
@@ -367,9 +371,13 @@ async def test_one_batch_applies_its_events_in_order_and_a_bad_one_fails_alone(
     three_pay, _ = rzp.authorize(three_order)
     good = event("payment.captured", three_pay, "captured")
     bad = WebhookEvent(
-        provider="razorpay", event_id="e" * 65, event_type="payment.captured",
-        kind=EventKind.PAYMENT_CAPTURED, payload={}, payment_ref=three_pay,
-    )  # fmt: skip
+        provider="razorpay",
+        event_id="e" * 65,
+        event_type="payment.captured",
+        kind=EventKind.PAYMENT_CAPTURED,
+        payload={},
+        payment_ref=three_pay,
+    )
     answers = await asyncio.gather(batcher.apply(bad), batcher.apply(good), return_exceptions=True)
     assert isinstance(answers[0], Exception)
     assert answers[1] == WebhookOutcome.APPLIED
@@ -388,9 +396,10 @@ async def test_a_razorpay_checkout_answer_carries_no_upi_link_of_ours(
     charger = await add_charger(pg, host)
     start = next_slot(datetime.now(UTC))
     booked = await razorpay_api.client.post(
-        "/bookings", json=booking_body(charger, start, start + timedelta(hours=1)),
+        "/bookings",
+        json=booking_body(charger, start, start + timedelta(hours=1)),
         headers=driver.headers,
-    )  # fmt: skip
+    )
     assert booked.status_code == 201, booked.text
     order = await razorpay_api.client.post(
         f"/bookings/{booked.json()['id']}/payment", headers=driver.headers

@@ -29,17 +29,24 @@ MIRROR = "http://deb.debian.org/debian"
 #: mosquitto: the site broker's unit (chargemitra-bridge.service) names its binary.
 PACKAGES = ("python3", "python3-venv", "systemd", "udev", "mosquitto", "adduser", "ca-certificates")
 #: A clean environment for commands in the root, as a root login on the Pi has.
-ROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
-            "LANG": "C.UTF-8"}  # fmt: skip
+ROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
 #: Not part of a root's state: kernel file systems and scratch space.
 VOLATILE = frozenset({"proc", "sys", "dev", "run", "tmp"})
 
 
 def _run(args: list[str], *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+        args,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
         check=False,
-    )  # fmt: skip
+    )
     if result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -64,8 +71,17 @@ def bookworm_root() -> Path:
         if not (root / "etc" / "debian_version").is_file():
             partial = CACHE / f"{root.name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                  "bookworm", str(partial), MIRROR], timeout=900)  # fmt: skip
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    "bookworm",
+                    str(partial),
+                    MIRROR,
+                ],
+                timeout=900,
+            )
             partial.rename(root)
     return root
 
@@ -87,8 +103,9 @@ def edge_wheelhouse() -> Path:
 def project_wheel(out: Path) -> Path:
     """The project built now, as the release a Pi would be given."""
     uv = Path(sys.executable).with_name("uv")
-    _run([str(uv), "build", "--wheel", "--quiet", "--out-dir", str(out), str(REPO_ROOT)],
-         timeout=300)  # fmt: skip
+    _run(
+        [str(uv), "build", "--wheel", "--quiet", "--out-dir", str(out), str(REPO_ROOT)], timeout=300
+    )
     (wheel,) = out.glob("chargemitra-*.whl")
     return wheel
 
@@ -99,8 +116,17 @@ def overlay_root(lower: Path, scratch: Path) -> Iterator[Path]:
     upper, work, merged = scratch / "upper", scratch / "work", scratch / "root"
     for d in (upper, work, merged):
         d.mkdir(parents=True)
-    _run(["mount", "-t", "overlay", "overlay", "-o",
-          f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)])  # fmt: skip
+    _run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(merged),
+        ]
+    )
     try:
         _run(["mount", "-t", "proc", "proc", str(merged / "proc")])
         try:
@@ -120,9 +146,14 @@ def _unmount(path: Path) -> None:
 def in_root(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``args`` chrooted into ``root`` with a clean root environment."""
     result = subprocess.run(
-        ["chroot", str(root), *args], env=ROOT_ENV, capture_output=True, text=True,
-        stdin=subprocess.DEVNULL, timeout=600, check=False,
-    )  # fmt: skip
+        ["chroot", str(root), *args],
+        env=ROOT_ENV,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"

@@ -23,11 +23,17 @@ from pathlib import Path
 #: Units masked in the root before boot: no udev (it would act on the host's /dev), no
 #: logins, no Debian broker on 1883.
 MASKED = (
-    "systemd-udevd.service", "systemd-udev-trigger.service", "systemd-udevd-control.socket",
-    "systemd-udevd-kernel.socket", "getty@tty1.service", "console-getty.service",
-    "systemd-logind.service", "mosquitto.service", "e2scrub_reap.service",
+    "systemd-udevd.service",
+    "systemd-udev-trigger.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+    "getty@tty1.service",
+    "console-getty.service",
+    "systemd-logind.service",
+    "mosquitto.service",
+    "e2scrub_reap.service",
     "systemd-remount-fs.service",
-)  # fmt: skip
+)
 
 # $1 root, $2 tag, $3 log file. Moves itself into a new sub-cgroup of each of its cgroups,
 # then execs unshare; inside, makes a /dev of its own, mounts sysfs and the cgroup
@@ -93,8 +99,11 @@ class Booted:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["nsenter", "-t", str(self.pid1), "-m", "-p", "-C", "-r", "-w", *args],
-            capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.run("systemctl", "show", unit, "-p", ",".join(props)).stdout
@@ -148,10 +157,12 @@ def booted(root: Path, log_path: Path) -> Iterator[Booted]:
     tag = f"cm-deploy-test-{uuid.uuid4().hex[:8]}"
     log = log_path.open("w")
     wrapper = subprocess.Popen(
-        ["bash", "-c", BOOT, "boot", str(root), tag, str(log_path)], stdout=log,
+        ["bash", "-c", BOOT, "boot", str(root), tag, str(log_path)],
+        stdout=log,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     pid1 = 0
     try:
         deadline = time.monotonic() + 30

@@ -144,8 +144,10 @@ async def test_dashboard_queries_exactly_the_figures_metrics_exports() -> None:
     assert queried - series == set(), (
         f"the dashboard queries what /metrics lacks: {queried - series}"
     )
-    shown = {m.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum")
-             .removesuffix("_count") for m in queried}  # fmt: skip
+    shown = {
+        m.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        for m in queried
+    }
     assert families - shown == set(), f"figures /metrics exports with no panel: {families - shown}"
     # Prometheus scrapes the jobs the dashboard filters on.
     scrape = yaml.safe_load((CLOUD / "prometheus.yml").read_text())
@@ -170,9 +172,16 @@ async def test_each_ingest_worker_serves_its_metrics_on_base_plus_index(
     base = free_port() - 2  # worker 2 listens on base + 2: a port known to be free
     cli = Path(sys.executable).with_name("chargemitra-cloud")
     proc = await asyncio.create_subprocess_exec(
-        str(cli), "ingest", "--index", "2", "--metrics-port", str(base), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        str(cli),
+        "ingest",
+        "--index",
+        "2",
+        "--metrics-port",
+        str(base),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
 
         def scraped() -> str | None:
@@ -182,8 +191,11 @@ async def test_each_ingest_worker_serves_its_metrics_on_base_plus_index(
             except OSError:
                 return None
 
-        await wait_until(lambda: proc.returncode is not None or scraped() is not None, 30,
-                         "the worker's /metrics")  # fmt: skip
+        await wait_until(
+            lambda: proc.returncode is not None or scraped() is not None,
+            30,
+            "the worker's /metrics",
+        )
         text = await asyncio.to_thread(scraped)
         assert text is not None, (await proc.communicate())[1].decode()
         series, _ = _exported(text)
@@ -200,12 +212,18 @@ def test_mosquitto_starts_with_each_broker_config(tmp_path: Path, certs: Certs) 
     """`mosquitto -c` with the cloud config (which the compose broker image runs unchanged)
     and the site bridge's, each with only its ports and paths replaced
     (tests/cloud/mosquitto.py), listens on every listener it declares."""
-    cloud = cloud_broker(tmp_path / "cloud", certs, {"cloud-ingest": "a" * 16,
-                                                      "cloud-api": "b" * 16})  # fmt: skip
+    cloud = cloud_broker(
+        tmp_path / "cloud", certs, {"cloud-ingest": "a" * 16, "cloud-api": "b" * 16}
+    )
     cloud.start()  # returns once the plain and the TLS listener accept connections
     try:
-        site = edge_broker(tmp_path / "site", device_id="cm-site", password="c" * 16,
-                           cloud_tls_port=cloud.tls_port or 0, ca=certs.ca)  # fmt: skip
+        site = edge_broker(
+            tmp_path / "site",
+            device_id="cm-site",
+            password="c" * 16,
+            cloud_tls_port=cloud.tls_port or 0,
+            ca=certs.ca,
+        )
         site.start()
         try:
             assert site.proc is not None

@@ -83,8 +83,15 @@ DROP_IN = "[Service]\nWatchdogSec=2\nRestartSec=0.5\n"
 def _wait(booted: Booted, what: str, ok: Callable[[dict[str, str]], bool]) -> dict[str, str]:
     deadline = time.monotonic() + 60
     while True:
-        state = booted.show("chargemitra-agent.service", "ActiveState", "SubState", "MainPID",
-                            "NRestarts", "StatusText", "Result")  # fmt: skip
+        state = booted.show(
+            "chargemitra-agent.service",
+            "ActiveState",
+            "SubState",
+            "MainPID",
+            "NRestarts",
+            "StatusText",
+            "Result",
+        )
         if ok(state):
             return state
         if time.monotonic() > deadline:
@@ -101,15 +108,23 @@ def _run_under_systemd(root: Path, sim_port: int, log_path: Path) -> None:
     drop_in.parent.mkdir()
     drop_in.write_text(DROP_IN)
     with booted(root, log_path) as systemd:
-        first = _wait(systemd, "the agent to report healthy",
-                      lambda s: s["StatusText"].startswith("healthy"))  # fmt: skip
+        first = _wait(
+            systemd, "the agent to report healthy", lambda s: s["StatusText"].startswith("healthy")
+        )
         assert (first["ActiveState"], first["NRestarts"]) == ("active", "0")
-        stop = systemd.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP",
-                           "chargemitra-agent.service")  # fmt: skip
+        stop = systemd.run(
+            "systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", "chargemitra-agent.service"
+        )
         assert stop.returncode == 0, stop.stderr
-        again = _wait(systemd, "the watchdog's restart",
-                      lambda s: s["NRestarts"] == "1" and s["ActiveState"] == "active"
-                      and s["StatusText"].startswith("healthy"))  # fmt: skip
+        again = _wait(
+            systemd,
+            "the watchdog's restart",
+            lambda s: (
+                s["NRestarts"] == "1"
+                and s["ActiveState"] == "active"
+                and s["StatusText"].startswith("healthy")
+            ),
+        )
         assert again["MainPID"] != first["MainPID"]
         # systemd's own account, in its journal beside the agent's lines.
         journal = systemd.run("journalctl", "-u", "chargemitra-agent", "--no-pager").stdout
@@ -125,15 +140,25 @@ def _unpack_release(root: Path, scratch: Path) -> list[str]:
     wheel = project_wheel(scratch / "dist")
     shutil.copy(wheel, src / wheel.name)
     return [
-        "bash", f"{SRC}/deploy/edge/install.sh", "--wheel", f"{SRC}/{wheel.name}",
-        "--lock", f"{SRC}/requirements/edge.lock", "--find-links", f"{SRC}/wheels",
-    ]  # fmt: skip
+        "bash",
+        f"{SRC}/deploy/edge/install.sh",
+        "--wheel",
+        f"{SRC}/{wheel.name}",
+        "--lock",
+        f"{SRC}/requirements/edge.lock",
+        "--find-links",
+        f"{SRC}/wheels",
+    ]
 
 
 async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
-    db_url: str, broker: Broker, certs: Certs, service_passwords: dict[str, str],
-    pg: PgConnection, tmp_path: Path,
-) -> None:  # fmt: skip
+    db_url: str,
+    broker: Broker,
+    certs: Certs,
+    service_passwords: dict[str, str],
+    pg: PgConnection,
+    tmp_path: Path,
+) -> None:
     lower = await asyncio.to_thread(bookworm_root)
     redis = Redis.from_url(REDIS_URL)
     await redis.delete("cm:rl:claim:127.0.0.1")
@@ -141,9 +166,12 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
     await pg.execute("INSERT INTO users (id, name) VALUES ('U1', 'Asha')")
     await pg.execute("INSERT INTO hosts (id, user_id, display_name) VALUES ('H1', 'U1', 'A')")
     settings = make_settings(
-        db_url, broker, service_passwords["cloud-api"], username="cloud-api",
+        db_url,
+        broker,
+        service_passwords["cloud-api"],
+        username="cloud-api",
         CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://127.0.0.1:{broker.tls_port}",
-    )  # fmt: skip
+    )
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(
@@ -158,12 +186,21 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
                 await wait_until(lambda: server.started, 20, "the API")
                 async with app.state.cloud.sessions() as db, db.begin():
                     issued = await issue_pairing_code(
-                        db, app.state.cloud.settings, host_id="H1", charger_id=None,
+                        db,
+                        app.state.cloud.settings,
+                        host_id="H1",
+                        charger_id=None,
                         now=datetime.now(UTC),
-                    )  # fmt: skip
+                    )
                 # The chroot shares this machine's network: the API is on its loopback.
-                install += ["--code", issued.code, "--cloud", f"http://127.0.0.1:{port}",
-                            "--ca-file", "/root/broker-ca.pem"]  # fmt: skip
+                install += [
+                    "--code",
+                    issued.code,
+                    "--cloud",
+                    f"http://127.0.0.1:{port}",
+                    "--ca-file",
+                    "/root/broker-ca.pem",
+                ]
                 first = await asyncio.to_thread(in_root, root, *install)
             finally:
                 server.should_exit = True
@@ -207,7 +244,7 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
             "config",
             "validate",
         )
-        assert "valid (device cm-" in valid.stdout, valid.stdout  # fmt: skip
+        assert "valid (device cm-" in valid.stdout, valid.stdout
         # The edge extra only: nothing of the cloud in the Pi's venv.
         frozen = in_root(root, "/opt/chargemitra/venv/bin/pip", "freeze", "--local").stdout
         assert "fastapi" not in frozen.lower()
@@ -218,8 +255,11 @@ async def test_install_provision_reinstall_unchanged_uninstall_keeps_the_store(
             verify = await asyncio.to_thread(
                 subprocess.run,
                 ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit}"],
-                capture_output=True, text=True, check=False, timeout=60,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
             assert (verify.returncode, verify.stderr) == (0, ""), verify.stderr
 
         # A second run with the same arguments (the code is spent) changes nothing at all.

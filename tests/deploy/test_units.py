@@ -50,17 +50,25 @@ def _root(tmp: Path) -> Path:
 
 def test_systemd_accepts_every_unit_file(tmp_path: Path) -> None:
     assert {u.name for u in UNITS} >= {
-        "chargemitra-agent.service", "chargemitra-bridge.service", "chargemitra-api@.service",
-        "chargemitra-ingest@.service", "chargemitra-migrate.service",
-        "chargemitra-broker.service", "chargemitra-payouts.service", "chargemitra-payouts.timer",
-    }  # fmt: skip
+        "chargemitra-agent.service",
+        "chargemitra-bridge.service",
+        "chargemitra-api@.service",
+        "chargemitra-ingest@.service",
+        "chargemitra-migrate.service",
+        "chargemitra-broker.service",
+        "chargemitra-payouts.service",
+        "chargemitra-payouts.timer",
+    }
     root = _root(tmp_path)
     # A template is checked through an instance of it.
     names = [u.name.replace("@.", "@1.") for u in UNITS]
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", *names],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
 
 
@@ -71,6 +79,9 @@ def test_a_unit_file_error_is_caught(tmp_path: Path) -> None:
     unit.write_text(unit.read_text().replace("WatchdogSec=", "WatchdogSecs="))
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", "chargemitra-agent.service"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert "Unknown key 'WatchdogSecs'" in result.stderr

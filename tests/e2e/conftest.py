@@ -61,10 +61,19 @@ def _worker_env(db_url: str, broker_port: int, password: str) -> dict[str, str]:
 async def _provision(ca: Path, config: Path, api_url: str, code: str) -> None:
     """``chargemitra-agent provision`` as the installer runs it (writes cloud.toml)."""
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "chargemitra-agent"), "provision", "--code", code, "--cloud", api_url,
-        "--ca-file", str(ca), "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        str(BIN / "chargemitra-agent"),
+        "provision",
+        "--code",
+        code,
+        "--cloud",
+        api_url,
+        "--ca-file",
+        str(ca),
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
 
@@ -82,8 +91,10 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         ns = stack.enter_context(agent_namespace())
         (tmp / "certs").mkdir()
         certs = make_certs(tmp / "certs", addresses=(ns.host_address,))
-        passwords = {"cloud-ingest": secrets.token_urlsafe(16),
-                     "cloud-api": secrets.token_urlsafe(16)}  # fmt: skip
+        passwords = {
+            "cloud-ingest": secrets.token_urlsafe(16),
+            "cloud-api": secrets.token_urlsafe(16),
+        }
         broker = cloud_broker(tmp / "broker", certs, passwords, tls_host=ns.host_address)
         broker.start()
         stack.callback(broker.stop)
@@ -95,15 +106,19 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
             workers.start(index)
 
         settings = make_settings(
-            db_url, broker, passwords["cloud-api"], username="cloud-api",
-        )  # fmt: skip
+            db_url,
+            broker,
+            passwords["cloud-api"],
+            username="cloud-api",
+        )
         api_url = await stack.enter_async_context(
             serve_api(
-                settings, tmp / "api.log",
+                settings,
+                tmp / "api.log",
                 CHARGEMITRA_MQTT_PUBLIC_URL=f"mqtts://{ns.host_address}:{broker.tls_port}",
                 CHARGEMITRA_BILLING_SETTLE_INTERVAL_S="0.2",
             )
-        )  # fmt: skip
+        )
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=api_url, timeout=30))
 
         host = await add_user(pg, settings, Role.HOST)
@@ -114,11 +129,17 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         sim = await stack.enter_async_context(
             SimSite(
                 SimConfig(
-                    meters=(MeterSpec("sdm630", 1),), relay_unit=2, serial=True, baud=115200,
-                    turnaround_s=0.0, keys=True, control=None, state_path=None,
+                    meters=(MeterSpec("sdm630", 1),),
+                    relay_unit=2,
+                    serial=True,
+                    baud=115200,
+                    turnaround_s=0.0,
+                    keys=True,
+                    control=None,
+                    state_path=None,
                 )
             )
-        )  # fmt: skip
+        )
         # A car that takes 7.4 kW for longer than the suite runs.
         sim.plug("7.4kw", soc=0.05, capacity_wh=200_000.0)
         ends = sim.endpoints()
@@ -132,10 +153,22 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         device_id = tomllib.loads((site / "cloud.toml").read_text())["device_id"]
 
         rig = Rig(
-            tmp=tmp, ns=ns, broker=broker, workers=workers, settings=settings, api_url=api_url,
-            http=http, pg=pg, sim=sim, site=site, config=config, device_id=device_id,
-            charger_id=charger_id, host=host, driver=driver,
-        )  # fmt: skip
+            tmp=tmp,
+            ns=ns,
+            broker=broker,
+            workers=workers,
+            settings=settings,
+            api_url=api_url,
+            http=http,
+            pg=pg,
+            sim=sim,
+            site=site,
+            config=config,
+            device_id=device_id,
+            charger_id=charger_id,
+            host=host,
+            driver=driver,
+        )
         stack.push_async_callback(rig.stop_agent)
         rig.step_clock(0)
         await rig.start_agent()

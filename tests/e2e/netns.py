@@ -87,17 +87,36 @@ class AgentNamespace:
         agent sends (a 2G/3G site modem) and ``iptables`` dropping a random ``loss`` share
         of the packets both ways. (``tc netem`` would do both, but its kernel module is not
         on every machine that runs this suite; ``tbf`` and the statistic match are.)"""
-        self._in("tc", "qdisc", "replace", "dev", self.agent_if, "root", "tbf", "rate", rate,
-                 "burst", "32kbit", "latency", "400ms")  # fmt: skip
+        self._in(
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            self.agent_if,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "32kbit",
+            "latency",
+            "400ms",
+        )
         for rule in self._loss_rules(port, loss):
             self._in("iptables", "-w", "-I", *rule)
 
     def restore(self, port: int, *, loss: float = 0.05) -> None:
-        subprocess.run([*self.exec_prefix(), "tc", "qdisc", "del", "dev", self.agent_if, "root"],
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            [*self.exec_prefix(), "tc", "qdisc", "del", "dev", self.agent_if, "root"],
+            capture_output=True,
+            check=False,
+        )
         for rule in self._loss_rules(port, loss):
-            subprocess.run([*self.exec_prefix(), "iptables", "-w", "-D", *rule],
-                           capture_output=True, check=False)  # fmt: skip
+            subprocess.run(
+                [*self.exec_prefix(), "iptables", "-w", "-D", *rule],
+                capture_output=True,
+                check=False,
+            )
 
     @staticmethod
     def _loss_rules(port: int, loss: float) -> list[list[str]]:
@@ -120,10 +139,14 @@ class AgentNamespace:
 def free_block() -> tuple[str, str]:
     """A link-local /30 no interface here uses: two runs side by side (CI and a developer)
     must not route each other's agent. Starts from this process's id."""
-    shown = subprocess.run([IP, "-o", "-4", "addr", "show"], capture_output=True, text=True,
-                           check=False).stdout  # fmt: skip
-    used = {int(ipaddress.ip_address(f.split("/")[0])) >> 2 for f in shown.split()
-            if f.startswith("169.254.") and "/" in f}  # fmt: skip
+    shown = subprocess.run(
+        [IP, "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    used = {
+        int(ipaddress.ip_address(f.split("/")[0])) >> 2
+        for f in shown.split()
+        if f.startswith("169.254.") and "/" in f
+    }
     span = LAST_BLOCK - FIRST_BLOCK + 1
     for step in range(span):
         block = FIRST_BLOCK + (os.getpid() + step) % span

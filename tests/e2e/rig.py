@@ -170,11 +170,18 @@ class Rig:
         self.agent_starts += 1
         with (self.site / "agent.log").open("ab") as log:
             self.agent = await asyncio.create_subprocess_exec(
-                *self.ns.exec_prefix(), str(BIN / "chargemitra-agent"), "run",
-                "--log-level", "WARNING", "--config", str(self.config),
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=asyncio.subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
+                *self.ns.exec_prefix(),
+                str(BIN / "chargemitra-agent"),
+                "run",
+                "--log-level",
+                "WARNING",
+                "--config",
+                str(self.config),
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
         if wait:
             await self.wait_ready()
 
@@ -305,9 +312,10 @@ class Rig:
         opened = await self.http.post("/payments", json=body, headers=self.driver.headers)
         assert opened.status_code == 201, opened.text
         paid = await self.http.post(
-            f"/payments/{opened.json()['id']}/verify", json={"card_number": CARD_SUCCEEDS},
+            f"/payments/{opened.json()['id']}/verify",
+            json={"card_number": CARD_SUCCEEDS},
             headers=self.driver.headers,
-        )  # fmt: skip
+        )
         assert paid.status_code == 200, paid.text
         return str(paid.json()["id"]), int(paid.json()["amount_paise"])
 
@@ -336,9 +344,10 @@ class Rig:
         payment_id, prepaid = await self.pay_walkup()
         before = self.meter_wh()
         answer = await self.http.post(
-            f"/chargers/{self.charger_id}/sessions", json={"connector": 1},
+            f"/chargers/{self.charger_id}/sessions",
+            json={"connector": 1},
             headers=self.driver.headers,
-        )  # fmt: skip
+        )
         assert answer.status_code == 201, answer.text
         assert self.relay_closed()
         charged = Charged(answer.json()["session_id"], before, -1, payment_id, prepaid)
@@ -507,8 +516,9 @@ class Rig:
             credited = await self.pg.fetchval(
                 "SELECT coalesce(sum(amount_paise), 0) FROM ledger_entries "
                 "WHERE session_id = $1 AND account = $2",
-                row["id"], host_account(self.host.host_id or ""),
-            )  # fmt: skip
+                row["id"],
+                host_account(self.host.host_id or ""),
+            )
             assert -credited == host_share(delta)
         assert await self.pg.fetchval("SELECT sum(amount_paise) FROM ledger_entries") == 0
         assert (

@@ -191,13 +191,14 @@ async def test_agent_clock_stepped_back_and_forward_mid_session_bills_the_meter(
     # billed from it, cloud/sessions/elapsed.py); the cloud flagged the stop before the start.
     elapsed = await rig.pg.fetchval(
         "SELECT (payload->>'elapsed_s')::float FROM session_events "
-        "WHERE device_session_id = $1 AND event = 'stopped'", charged.device_session_id,
-    )  # fmt: skip
+        "WHERE device_session_id = $1 AND event = 'stopped'",
+        charged.device_session_id,
+    )
     assert elapsed is not None
     assert elapsed > 0
     flagged = await rig.pg.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'session.clock_stepped' "
-        "AND entity_id = $1", charged.device_session_id,
-    )  # fmt: skip
+        "SELECT count(*) FROM audit_log WHERE action = 'session.clock_stepped' AND entity_id = $1",
+        charged.device_session_id,
+    )
     assert flagged == 1
     report("clock", started_at=times["started_at"], stopped_at=times["stopped_at"], **figures)

@@ -63,10 +63,14 @@ async def _play(state: Path, db_url: str) -> str:
         "CHARGEMITRA_REDIS_KEY_PREFIX": REDIS_KEY_PREFIX,
     }
     proc = await asyncio.create_subprocess_exec(
-        "bash", str(ROOT / "deploy" / "dev" / "demo.sh"), cwd=ROOT, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        "bash",
+        str(ROOT / "deploy" / "dev" / "demo.sh"),
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     try:
         async with asyncio.timeout(240):
             out, _ = await proc.communicate()
@@ -119,19 +123,25 @@ async def _check_books(pg: PgConnection, device_session_id: str, meter_after_sto
 
     # The bill by the charger's tariff, on the GST invoice.
     charger = await _one(
-        pg, "SELECT pricing_mode, price_per_kwh_paise, session_fee_paise, min_charge_paise "
-        "FROM chargers WHERE id = $1", session["charger_id"],
-    )  # fmt: skip
+        pg,
+        "SELECT pricing_mode, price_per_kwh_paise, session_fee_paise, min_charge_paise "
+        "FROM chargers WHERE id = $1",
+        session["charger_id"],
+    )
     assert charger["pricing_mode"] == "per_kwh"
     energy_paise = (charger["price_per_kwh_paise"] * energy + 500) // 1000
     taxable = max(charger["session_fee_paise"] + energy_paise, charger["min_charge_paise"])
     invoice = await _one(
-        pg, "SELECT kind, taxable_paise, cgst_paise, sgst_paise, igst_paise, total_paise, sac "
-        "FROM invoices WHERE session_id = $1", session["id"],
-    )  # fmt: skip
+        pg,
+        "SELECT kind, taxable_paise, cgst_paise, sgst_paise, igst_paise, total_paise, sac "
+        "FROM invoices WHERE session_id = $1",
+        session["id"],
+    )
     assert (invoice["kind"], invoice["sac"], invoice["taxable_paise"]) == (
-        "invoice", "998714", taxable,
-    )  # fmt: skip
+        "invoice",
+        "998714",
+        taxable,
+    )
     # GST at 18 %: IGST for an inter-state supply, else CGST + SGST at 9 % each.
     gst = (
         (taxable * 1800 + 5000) // 10_000
@@ -155,8 +165,9 @@ async def _check_books(pg: PgConnection, device_session_id: str, meter_after_sto
         "SELECT txn_id, account, amount_paise, source FROM ledger_entries "
         "WHERE session_id = $1 OR payment_id = $2 "
         "OR refund_id IN (SELECT id FROM refunds WHERE payment_id = $2)",
-        session["id"], payment["id"],
-    )  # fmt: skip
+        session["id"],
+        payment["id"],
+    )
     by_txn: dict[str, int] = defaultdict(int)
     for entry in entries:
         by_txn[entry["txn_id"]] += entry["amount_paise"]

@@ -19,9 +19,15 @@ TAG = "04A2B3C4D5"
 
 
 def write_config(
-    tmp: Path, *, port: int, on_restart: str = "close", on_shutdown: str = "end",
-    poll_interval_s: float = 0.25, extra: str = "", relay_unit: int = 9,
-) -> Path:  # fmt: skip
+    tmp: Path,
+    *,
+    port: int,
+    on_restart: str = "close",
+    on_shutdown: str = "end",
+    poll_interval_s: float = 0.25,
+    extra: str = "",
+    relay_unit: int = 9,
+) -> Path:
     path = tmp / "agent.toml"
     path.write_text(
         f"""

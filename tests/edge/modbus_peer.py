@@ -122,9 +122,16 @@ class ChargingMeter:
     closed, in whole Wh (so float32 kWh decodes back to the same integer)."""
 
     def __init__(
-        self, peer: ModbusPeer, *, meter_unit: int, relay_unit: int, energy_wh: int = 50_000,
-        wh_per_tick: int = 1, tick_s: float = 0.5, power_w: float = 7200.0,
-    ) -> None:  # fmt: skip
+        self,
+        peer: ModbusPeer,
+        *,
+        meter_unit: int,
+        relay_unit: int,
+        energy_wh: int = 50_000,
+        wh_per_tick: int = 1,
+        tick_s: float = 0.5,
+        power_w: float = 7200.0,
+    ) -> None:
         self.peer = peer
         self.meter_unit = meter_unit
         self.relay_unit = relay_unit

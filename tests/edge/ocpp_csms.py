@@ -70,9 +70,10 @@ class Station(ocpp.v16.ChargePoint):  # type: ignore[misc]  # an untyped base cl
     def on_boot(self, **kwargs: Any) -> Any:
         self.csms.record.boots += 1
         return call_result.BootNotification(
-            current_time=datetime.now(UTC).isoformat(), interval=300,
+            current_time=datetime.now(UTC).isoformat(),
+            interval=300,
             status=RegistrationStatus.accepted,
-        )  # fmt: skip
+        )
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **kwargs: Any) -> Any:
@@ -185,9 +186,13 @@ class Csms:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.certs.cert, self.certs.key)
         self._server = await serve(
-            self._handler, "127.0.0.1", self.port, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            process_request=self._auth, ssl=context,
-        )  # fmt: skip
+            self._handler,
+            "127.0.0.1",
+            self.port,
+            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            process_request=self._auth,
+            ssl=context,
+        )
 
     async def stop(self) -> None:
         if self._server is not None:

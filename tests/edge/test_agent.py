@@ -79,8 +79,9 @@ async def test_local_list_tag_charges_and_bills_the_register_delta(tmp_path: Pat
         # A second tag swipe on the busy connector while Finishing is refused.
         again = await control(rig.sock, cmd="start", connector=1, id_tag=TAG)
         assert again["status"] == "ConcurrentTx"
-    (row,) = rows(rig.db, "SELECT meter_start_wh, meter_stop_wh, energy_wh, stop_reason "
-                          "FROM sessions")  # fmt: skip
+    (row,) = rows(
+        rig.db, "SELECT meter_start_wh, meter_stop_wh, energy_wh, stop_reason FROM sessions"
+    )
     assert row == (start_wh, stop_wh, stop_wh - start_wh, "Local")
     events = _session_events(rig.db)
     assert [e.event for e in events] == [SessionEventType.STARTED, SessionEventType.STOPPED]
@@ -92,8 +93,11 @@ async def test_local_list_tag_charges_and_bills_the_register_delta(tmp_path: Pat
 async def test_unknown_tag_is_refused_and_the_relay_stays_open(tmp_path: Path) -> None:
     async with running_agent(tmp_path) as rig:
         answer = await control(rig.sock, cmd="start", connector=1, id_tag="DEADBEEF")
-        assert answer == {"ok": False, "status": "Unknown",
-                          "reason": "not in the local list or the cache"}  # fmt: skip
+        assert answer == {
+            "ok": False,
+            "status": "Unknown",
+            "reason": "not in the local list or the cache",
+        }
         assert rig.peer.coil(9) is False
         bad = await control(rig.sock, cmd="start", connector=7, id_tag=TAG)
         assert bad["ok"] is False

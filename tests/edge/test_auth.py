@@ -47,9 +47,15 @@ def _token(
     jti: str | None = None,
 ) -> str:
     claims = UnlockClaims(
-        charger_id=charger, connector=connector, user_ref="u1", jti=jti or new_ulid(),
-        nbf=nbf, exp=exp, booking_id="b1", max_wh=20_000,
-    )  # fmt: skip
+        charger_id=charger,
+        connector=connector,
+        user_ref="u1",
+        jti=jti or new_ulid(),
+        nbf=nbf,
+        exp=exp,
+        booking_id="b1",
+        max_wh=20_000,
+    )
     return sign_unlock_token(key, claims)
 
 
@@ -136,9 +142,12 @@ def test_cache_answers_when_the_list_does_not_and_expires(
 ) -> None:
     with transaction(conn):
         auth_store.cache_put(
-            conn, hash_id_tag("CA5E"), S.ACCEPTED, expires_at=T0 + timedelta(hours=1),
+            conn,
+            hash_id_tag("CA5E"),
+            S.ACCEPTED,
+            expires_at=T0 + timedelta(hours=1),
             max_entries=10,
-        )  # fmt: skip
+        )
     decision = authorizer.authorize(IdTag("CA5E"), connector=1, at=AT, connector_busy=False)
     assert decision.status is S.ACCEPTED
     assert "cache" in decision.reason
@@ -152,8 +161,9 @@ def test_cache_evicts_least_recently_used(conn: sqlite3.Connection) -> None:
     expires = T0 + timedelta(days=1)
     with transaction(conn):
         for tag in ("A1", "A2", "A3"):
-            auth_store.cache_put(conn, hash_id_tag(tag), S.ACCEPTED, expires_at=expires,
-                                 max_entries=3)  # fmt: skip
+            auth_store.cache_put(
+                conn, hash_id_tag(tag), S.ACCEPTED, expires_at=expires, max_entries=3
+            )
         assert auth_store.cache_get(conn, hash_id_tag("A1"), now=T0) is not None  # A1 used
         evicted = auth_store.cache_put(
             conn, hash_id_tag("A4"), S.ACCEPTED, expires_at=expires, max_entries=3
@@ -174,9 +184,12 @@ def test_cache_never_exceeds_its_bound(tags: list[int], bound: int) -> None:
             with transaction(db):
                 for tag in tags:
                     auth_store.cache_put(
-                        db, hash_id_tag(f"T{tag}"), S.ACCEPTED,
-                        expires_at=T0 + timedelta(days=1), max_entries=bound,
-                    )  # fmt: skip
+                        db,
+                        hash_id_tag(f"T{tag}"),
+                        S.ACCEPTED,
+                        expires_at=T0 + timedelta(days=1),
+                        max_entries=bound,
+                    )
                     assert auth_store.cache_size(db) <= bound
             last = hash_id_tag(f"T{tags[-1]}")
             assert auth_store.cache_get(db, last, now=T0) is not None
@@ -233,8 +246,10 @@ def test_tampered_payload_fails_the_signature(authorizer: Authorizer) -> None:
 def test_rejected_token_does_not_burn_its_jti(authorizer: Authorizer) -> None:
     jti = new_ulid()
     early = _token(jti=jti, nbf=T0 + timedelta(minutes=10), exp=T0 + timedelta(hours=1))
-    assert authorizer.authorize(Token(early), connector=1, at=AT, connector_busy=False).status \
-        is S.NOT_AT_THIS_TIME  # fmt: skip
+    assert (
+        authorizer.authorize(Token(early), connector=1, at=AT, connector_busy=False).status
+        is S.NOT_AT_THIS_TIME
+    )
     busy = authorizer.authorize(Token(_token(jti=jti)), connector=1, at=AT, connector_busy=True)
     assert busy.status is S.CONCURRENT_TX
     ok = authorizer.authorize(Token(_token(jti=jti)), connector=1, at=AT, connector_busy=False)
@@ -250,10 +265,14 @@ def test_time_bound_credentials_wait_for_clock_sync(authorizer: Authorizer) -> N
 
 def test_no_verifier_means_tokens_are_invalid(conn: sqlite3.Connection) -> None:
     bare = Authorizer(conn, charger_id=CHARGER, verifier=None, pin_secret=None)
-    assert bare.authorize(Token(_token()), connector=1, at=AT, connector_busy=False).status \
-        is S.INVALID  # fmt: skip
-    assert bare.authorize(Pin("12345678"), connector=1, at=AT, connector_busy=False).status \
-        is S.INVALID  # fmt: skip
+    assert (
+        bare.authorize(Token(_token()), connector=1, at=AT, connector_busy=False).status
+        is S.INVALID
+    )
+    assert (
+        bare.authorize(Pin("12345678"), connector=1, at=AT, connector_busy=False).status
+        is S.INVALID
+    )
 
 
 # --- PINs and lockout ------------------------------------------------------------------------
@@ -274,8 +293,10 @@ def test_keypad_locks_after_repeated_wrong_pins(authorizer: Authorizer) -> None:
     wrong = "0" + ("1234567" if booking.pin[1:] != "1234567" else "7654321")
     for i in range(3):
         at = Moment(T0, 100.0 + i, clock_synced=True)
-        assert authorizer.authorize(Pin(wrong), connector=1, at=at, connector_busy=False).status \
-            is S.INVALID  # fmt: skip
+        assert (
+            authorizer.authorize(Pin(wrong), connector=1, at=at, connector_busy=False).status
+            is S.INVALID
+        )
     locked = Moment(T0, 110.0, clock_synced=True)
     decision = authorizer.authorize(Pin(booking.pin), connector=1, at=locked, connector_busy=False)
     assert decision.status is S.BLOCKED
@@ -306,8 +327,10 @@ def test_every_decision_is_logged_without_secrets(
     authorizer.authorize(Pin("99999999"), connector=1, at=AT, connector_busy=False)
     rows = conn.execute("SELECT kind, status, ref FROM decisions ORDER BY id").fetchall()
     assert [(k, s) for k, s, _ in rows] == [
-        ("IdTag", "Unknown"), ("IdTag", "Invalid"), ("Pin", "Invalid"),
-    ]  # fmt: skip
+        ("IdTag", "Unknown"),
+        ("IdTag", "Invalid"),
+        ("Pin", "Invalid"),
+    ]
     assert all("99999999" not in ref and "NOPE" not in ref for _, _, ref in rows)
 
 
@@ -326,9 +349,13 @@ def test_decide_refuses_to_run_outside_a_transaction(authorizer: Authorizer) -> 
 
 def test_remembered_cloud_answers_are_bounded_and_expire(conn: sqlite3.Connection) -> None:
     authorizer = Authorizer(
-        conn, charger_id=CHARGER, verifier=None, pin_secret=None,
-        cache_max_entries=2, cache_ttl=timedelta(hours=1),
-    )  # fmt: skip
+        conn,
+        charger_id=CHARGER,
+        verifier=None,
+        pin_secret=None,
+        cache_max_entries=2,
+        cache_ttl=timedelta(hours=1),
+    )
     for tag in ("C1", "C2", "C3"):
         authorizer.remember(tag, S.ACCEPTED, now=T0)
     assert auth_store.cache_size(conn) == 2
@@ -355,9 +382,10 @@ def _present_for(status: S, conn: sqlite3.Connection, authorizer: Authorizer) ->
         return authorizer.authorize(Token(value), connector=1, at=at, connector_busy=False)
 
     entries = [
-        _entry("AC01", S.ACCEPTED), _entry("B10C", S.BLOCKED),
+        _entry("AC01", S.ACCEPTED),
+        _entry("B10C", S.BLOCKED),
         _entry("E0E0", S.ACCEPTED, expires_at=T0 - timedelta(days=1)),
-    ]  # fmt: skip
+    ]
     _apply(conn, _update(1, AuthListUpdateType.FULL, entries))
     if status is S.REPLAYED:
         used = _token()
@@ -399,9 +427,12 @@ def test_a_decision_of_every_status_queues_exactly_one_report_with_the_next_seq(
     message = parse_message(MessageKind.AUTH, rows[-1].payload)
     assert isinstance(message, AuthDecisionMessage)
     assert stored == (
-        decided, status.value, message.credential.kind.value, message.credential.ref,
+        decided,
+        status.value,
+        message.credential.kind.value,
+        message.credential.ref,
         message.session_id,
-    )  # fmt: skip
+    )
     assert (message.device_id, message.connector, message.status) == (CHARGER, 1, status)
     synced = status is not S.CLOCK_UNSYNCED
     assert message.clock_synced is synced
@@ -452,9 +483,13 @@ def test_reports_never_carry_the_credential(
     booking = issue_pin(SECRET, CHARGER, 1, T0, T0 + timedelta(hours=1), nonce=0)
     signed = _token()
     for credential in (
-        IdTag("04A21B"), IdTag("bad tag! 04A21B"), Pin(booking.pin), Pin("99999999"),
-        Token(signed), Token("v4.public." + "A" * 300),
-    ):  # fmt: skip
+        IdTag("04A21B"),
+        IdTag("bad tag! 04A21B"),
+        Pin(booking.pin),
+        Pin("99999999"),
+        Token(signed),
+        Token("v4.public." + "A" * 300),
+    ):
         authorizer.authorize(credential, connector=1, at=AT, connector_busy=False)
     payloads = b"".join(r.payload for r in outbox.pending(conn))
     dump = "\n".join(conn.iterdump())
@@ -514,8 +549,11 @@ def test_evaluate_foresees_a_decision_of_every_status_and_writes_nothing(
     conn: sqlite3.Connection, status: S
 ) -> None:
     authorizer = _EvaluatesFirst(
-        conn, charger_id=CHARGER, verifier=TokenVerifier([KEY.public_key()]), pin_secret=SECRET,
-    )  # fmt: skip
+        conn,
+        charger_id=CHARGER,
+        verifier=TokenVerifier([KEY.public_key()]),
+        pin_secret=SECRET,
+    )
     assert _present_for(status, conn, authorizer).status is status
 
 
@@ -551,18 +589,27 @@ def test_evaluating_leaves_the_cache_and_the_keypad_lockout_alone(
 ) -> None:
     with transaction(conn):
         for tag in ("C1", "C2"):
-            auth_store.cache_put(conn, hash_id_tag(tag), S.ACCEPTED,
-                                 expires_at=T0 + timedelta(hours=1), max_entries=10)  # fmt: skip
+            auth_store.cache_put(
+                conn,
+                hash_id_tag(tag),
+                S.ACCEPTED,
+                expires_at=T0 + timedelta(hours=1),
+                max_entries=10,
+            )
     later = Moment(T0 + timedelta(hours=2), 200.0, clock_synced=True)
     reader = _read_only(db_path)
     try:
         checker = Authorizer(reader, charger_id=CHARGER, verifier=None, pin_secret=SECRET)
         before = list(conn.iterdump())
-        assert checker.evaluate(IdTag("C1"), connector=1, at=AT, connector_busy=False).status \
-            is S.ACCEPTED  # fmt: skip
+        assert (
+            checker.evaluate(IdTag("C1"), connector=1, at=AT, connector_busy=False).status
+            is S.ACCEPTED
+        )
         # An expired entry answers Unknown, as at the agent, but is not dropped.
-        assert checker.evaluate(IdTag("C2"), connector=1, at=later, connector_busy=False).status \
-            is S.UNKNOWN  # fmt: skip
+        assert (
+            checker.evaluate(IdTag("C2"), connector=1, at=later, connector_busy=False).status
+            is S.UNKNOWN
+        )
         assert list(conn.iterdump()) == before
     finally:
         reader.close()

@@ -204,8 +204,11 @@ def test_problems_in_different_places_are_reported_together() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_data(bad))
     assert _problem_fields(info.value) == [
-        "meters.0.unit_id", "meters.1.model", "connectors.1.max_current_a", "stor",
-    ]  # fmt: skip
+        "meters.0.unit_id",
+        "meters.1.model",
+        "connectors.1.max_current_a",
+        "stor",
+    ]
 
 
 def test_settings_round_trip_through_plain_data() -> None:
@@ -217,8 +220,10 @@ def test_settings_round_trip_through_plain_data() -> None:
 
 
 def test_one_group_is_built_validated_through_build() -> None:
-    meter = build(MeterSettings, {"id": "m1", "model": "sdm630",
-                                  "link": {"transport": "tcp", "host": "127.0.0.1"}})  # fmt: skip
+    meter = build(
+        MeterSettings,
+        {"id": "m1", "model": "sdm630", "link": {"transport": "tcp", "host": "127.0.0.1"}},
+    )
     assert meter.link == TcpLink(host="127.0.0.1")
     with pytest.raises(ConfigError) as info:
         build(GpioRelay, {"pin": 40}, source="test")
@@ -229,9 +234,11 @@ def test_cross_field_rules_report_every_problem_at_once() -> None:
     bad = (
         GOOD.replace('device_id = "site-001"', 'device_id = "Site/1"')
         .replace('meter = "m2"', 'meter = "m9"')
-        .replace('coil = 0\nlink = { transport = "rtu", port = "/dev/ttyUSB0" }',
-                 'coil = 0\nlink = { transport = "rtu", port = "/dev/ttyUSB0", baud = 19200 }')
-    )  # fmt: skip
+        .replace(
+            'coil = 0\nlink = { transport = "rtu", port = "/dev/ttyUSB0" }',
+            'coil = 0\nlink = { transport = "rtu", port = "/dev/ttyUSB0", baud = 19200 }',
+        )
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(_data(bad))
     assert sorted(_problem_fields(info.value)) == [
@@ -274,8 +281,9 @@ def test_cli_validate_exits_0_for_a_good_file(tmp_path: Path) -> None:
 
 def test_cli_validate_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
-    path.write_text(GOOD.replace("max_current_a = 32", "max_current_a = -1").replace(
-        "pin = 17", "pin = 99"))  # fmt: skip
+    path.write_text(
+        GOOD.replace("max_current_a = 32", "max_current_a = -1").replace("pin = 17", "pin = 99")
+    )
     result = CliRunner().invoke(main, ["config", "validate", str(path)])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()

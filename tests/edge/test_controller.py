@@ -70,13 +70,15 @@ class Meter:
         power = self.power_w if flowing else 0.0
         self.energy_wh += power * dt_s / 3600
         return MeterReading(
-            meter_id="m1", ts=T0, clock_synced=True,
+            meter_id="m1",
+            ts=T0,
+            clock_synced=True,
             values={
                 Quantity.ENERGY_IMPORT_WH: self.energy_wh,
                 Quantity.POWER_W: power,
                 Quantity.CURRENT_L1_A: self.current_a if flowing else 0.0,
             },
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -84,9 +86,14 @@ def rig(conn: sqlite3.Connection) -> tuple[ConnectorController, FakeRelay, Meter
     time = Time()
     relay = FakeRelay()
     controller = ConnectorController(
-        1, relay=relay, conn=conn, device_id="site-1",
-        limits=SafetyLimits(rating_a=32.0), thresholds=Thresholds(), clocks=time.clocks(),
-    )  # fmt: skip
+        1,
+        relay=relay,
+        conn=conn,
+        device_id="site-1",
+        limits=SafetyLimits(rating_a=32.0),
+        thresholds=Thresholds(),
+        clocks=time.clocks(),
+    )
     return controller, relay, Meter(relay), time
 
 
@@ -129,8 +136,10 @@ async def test_charging_scenario_bills_the_register_delta(
     assert stop_wh - start_wh > 100
     events = _events(conn)
     assert [e.event for e in events] == [
-        SessionEventType.STARTED, SessionEventType.UPDATED, SessionEventType.STOPPED,
-    ]  # fmt: skip
+        SessionEventType.STARTED,
+        SessionEventType.UPDATED,
+        SessionEventType.STOPPED,
+    ]
     assert [e.event_seq for e in events] == [1, 2, 3]
     seqs = [e.seq for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + 3))
@@ -238,9 +247,16 @@ async def test_site_time_limit_applies_when_the_credential_has_none(
     time = Time()
     relay = FakeRelay()
     controller = ConnectorController(
-        1, relay=relay, conn=conn, device_id="site-1", limits=SafetyLimits(rating_a=32.0),
-        thresholds=Thresholds(), clocks=time.clocks(), session_max_s=30, session_max_wh=10**6,
-    )  # fmt: skip
+        1,
+        relay=relay,
+        conn=conn,
+        device_id="site-1",
+        limits=SafetyLimits(rating_a=32.0),
+        thresholds=Thresholds(),
+        clocks=time.clocks(),
+        session_max_s=30,
+        session_max_wh=10**6,
+    )
     rig = (controller, relay, Meter(relay), time)
     await _run(rig, 1)
     result = await controller.start(ACCEPTED)
@@ -274,9 +290,12 @@ async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
     controller, relay, _, _ = rig
     await _run(rig, 1)
     token = AuthVerdict(
-        AuthorizationStatus.ACCEPTED, "ok", CredentialKind.TOKEN, "j" * 200,
+        AuthorizationStatus.ACCEPTED,
+        "ok",
+        CredentialKind.TOKEN,
+        "j" * 200,
         booking_id="b" * 100,
-    )  # fmt: skip
+    )
     result = await controller.start(token)
     assert result.session_id is None
     assert "booking_id" in result.detail
@@ -316,8 +335,13 @@ async def test_an_extended_booking_keeps_its_session_authorized_longer_never_sho
     assert await controller.extend(session_id, booked_until)
     assert open_sessions(conn)[0].auth_expires_at == later
     # After a restart past the old end, the session is resumed, not closed.
-    plan = plan_recovery(stored, mode="resume", live_meter_wh=stored.meter_wh,
-                         now=T0 + timedelta(minutes=30), clock_synced=True)  # fmt: skip
+    plan = plan_recovery(
+        stored,
+        mode="resume",
+        live_meter_wh=stored.meter_wh,
+        now=T0 + timedelta(minutes=30),
+        clock_synced=True,
+    )
     assert isinstance(plan, Resume)
 
     assert await controller.stop(StopReason.LOCAL) is None

@@ -52,9 +52,13 @@ async def site(tmp: Path) -> AsyncIterator[tuple[SimSite, int]]:
     """The simulator (firmware_sim) on Modbus TCP: an SDM630, a coil relay (unit 2) and a
     7.4 kW EV plugged in; yields it and its TCP port."""
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-        turnaround_s=0.0, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        turnaround_s=0.0,
+        control=None,
+        state_path=None,
+    )
     async with SimSite(config) as sim:
         sim.plug("7.4kw", capacity_wh=400_000.0)  # a big battery: never full in the test
         yield sim, int(sim.endpoints()["tcp"].rsplit(":", 1)[1])
@@ -62,9 +66,12 @@ async def site(tmp: Path) -> AsyncIterator[tuple[SimSite, int]]:
 
 async def spawn(config: Path, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *AGENT, str(config), env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *AGENT,
+        str(config),
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def terminate(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> bytes:
@@ -114,8 +121,9 @@ async def test_sigterm_opens_the_relay_ends_the_session_and_notifies_systemd(
             )
             try:
                 await wait_for_socket(tmp_path / "agent.sock")
-                assert (await control(tmp_path / "agent.sock", cmd="start", connector=1,
-                                      id_tag=TAG))["ok"]  # fmt: skip
+                assert (
+                    await control(tmp_path / "agent.sock", cmd="start", connector=1, id_tag=TAG)
+                )["ok"]
                 assert _relay_closed(sim)
                 await asyncio.sleep(1.5)
             finally:
@@ -131,8 +139,9 @@ async def test_sigterm_opens_the_relay_ends_the_session_and_notifies_systemd(
     assert "WATCHDOG=1" in messages
     assert messages[-1] == "STOPPING=1"
     db = tmp_path / "agent.db"
-    ((reason, stop_wh, energy),) = rows(db, "SELECT stop_reason, meter_stop_wh, energy_wh "
-                                            "FROM sessions")  # fmt: skip
+    ((reason, stop_wh, energy),) = rows(
+        db, "SELECT stop_reason, meter_stop_wh, energy_wh FROM sessions"
+    )
     assert reason == "Reboot"
     assert stop_wh == final_wh
     assert energy > 0
@@ -193,8 +202,11 @@ async def test_kill_9_at_30_random_moments_loses_nothing(tmp_path: Path) -> None
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()
-    sessions = rows(db, "SELECT session_id, meter_start_wh, meter_stop_wh, energy_wh, "
-                        "stop_reason, stopped_at FROM sessions")  # fmt: skip
+    sessions = rows(
+        db,
+        "SELECT session_id, meter_start_wh, meter_stop_wh, energy_wh, "
+        "stop_reason, stopped_at FROM sessions",
+    )
     ids = [s[0] for s in sessions]
     assert len(ids) == len(set(ids))
     assert acknowledged <= set(ids)  # no acknowledged session lost
@@ -252,8 +264,9 @@ async def test_resume_after_kill_9_keeps_the_session_and_bills_all_of_it(
             stderr = await terminate(proc)
         assert proc.returncode == 0, stderr.decode()
         stop_wh = register_wh(sim)
-    ((session_id, energy, reason),) = rows(db, "SELECT session_id, energy_wh, stop_reason "
-                                               "FROM sessions")  # fmt: skip
+    ((session_id, energy, reason),) = rows(
+        db, "SELECT session_id, energy_wh, stop_reason FROM sessions"
+    )
     assert session_id == answer["session_id"]
     assert reason == "Local"
     assert energy == stop_wh - start_wh > 0

@@ -23,8 +23,9 @@ from protocols.meters import Quantity
 LIM = SafetyLimits(rating_a=32.0)
 
 
-def _values(energy: float = 1000.0, power: float = 7000.0, amps: float = 30.0
-            ) -> dict[Quantity, float]:  # fmt: skip
+def _values(
+    energy: float = 1000.0, power: float = 7000.0, amps: float = 30.0
+) -> dict[Quantity, float]:
     return {Quantity.ENERGY_IMPORT_WH: energy, Quantity.POWER_W: power, Quantity.CURRENT_L1_A: amps}
 
 

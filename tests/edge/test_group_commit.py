@@ -38,9 +38,11 @@ AGENT = [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "WARNING"
 
 def _reading(i: int) -> MeterReading:
     return MeterReading(
-        meter_id="m1", ts=T0 + timedelta(milliseconds=100 * i), clock_synced=True,
+        meter_id="m1",
+        ts=T0 + timedelta(milliseconds=100 * i),
+        clock_synced=True,
         values={Quantity.POWER_W: 7400.0 + i, Quantity.ENERGY_IMPORT_WH: 1000.0 + i},
-    )  # fmt: skip
+    )
 
 
 def _telemetry(conn: sqlite3.Connection) -> list[TelemetryBatch]:
@@ -176,17 +178,23 @@ async def test_the_agent_keeps_polling_and_answering_while_the_store_is_locked(
     loop (safety tick, polls, control socket) carries on, and the readings taken meanwhile
     are committed once the store is free again."""
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-        turnaround_s=0.0, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        turnaround_s=0.0,
+        control=None,
+        state_path=None,
+    )
     async with SimSite(config) as sim:
         port = int(sim.endpoints()["tcp"].rsplit(":", 1)[1])
         path = write_config(tmp_path, port=port, poll_interval_s=0.05, relay_unit=2)
         sock = tmp_path / "agent.sock"
         proc = await asyncio.create_subprocess_exec(
-            *AGENT, str(path), stdout=asyncio.subprocess.DEVNULL,
+            *AGENT,
+            str(path),
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         try:
             await wait_for_socket(sock)
             # The lock is taken from a thread of this process: the simulator (on this event

@@ -43,8 +43,12 @@ SILENT_CLIENTS = 1000
 DRIBBLING_CLIENTS = 100
 AGENT = [sys.executable, "-m", "edge_agent.cli", "run", "--log-level", "INFO", "--config"]
 UNLOCK_BODY = json.dumps({"connector": 1, "token": "v4.public.not-a-token"}).encode()
-UNLOCK = (b"POST /v1/unlock HTTP/1.1\r\nHost: agent\r\nContent-Length: "
-          + str(len(UNLOCK_BODY)).encode() + b"\r\n\r\n" + UNLOCK_BODY)  # fmt: skip
+UNLOCK = (
+    b"POST /v1/unlock HTTP/1.1\r\nHost: agent\r\nContent-Length: "
+    + str(len(UNLOCK_BODY)).encode()
+    + b"\r\n\r\n"
+    + UNLOCK_BODY
+)
 
 
 @contextlib.contextmanager
@@ -208,9 +212,12 @@ async def test_a_flood_of_slow_lan_clients_leaves_the_agent_its_descriptors_and_
             config = write_config(tmp_path, port=peer.port, extra=extra)
             with log_path.open("wb") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    *AGENT, str(config), stdout=asyncio.subprocess.DEVNULL, stderr=log_file,
+                    *AGENT,
+                    str(config),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log_file,
                     preexec_fn=_agent_nofile,  # only setrlimit, before exec
-                )  # fmt: skip
+                )
                 try:
                     await wait_for_socket(sock)
                     idle_fds = _open_fds(proc.pid)
@@ -307,9 +314,13 @@ async def test_accepts_refused_for_want_of_descriptors_are_logged_once_and_retri
     log_path = tmp_path / "endpoint.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", EXHAUSTED_ENDPOINT, stdout=asyncio.subprocess.PIPE,
-            stderr=log_file, cwd=ROOT,
-        )  # fmt: skip
+            sys.executable,
+            "-c",
+            EXHAUSTED_ENDPOINT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            cwd=ROOT,
+        )
         assert proc.stdout is not None
         try:
             async with asyncio.timeout(30):

@@ -182,8 +182,12 @@ async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
         task = group.create_task(endpoint.serve(lambda _: started.set()))
         await started.wait()
         body = json.dumps({"connector": 1, "token": "v4.public.x"}).encode()
-        request = (b"POST /v1/unlock HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                   + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+        request = (
+            b"POST /v1/unlock HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         accepted = {"ok": True, "status": "Accepted", "reason": None}
         assert await _http(port, request) == (200, accepted)
         status, _ = await _http(port, b"GET /v1/unlock HTTP/1.1\r\n\r\n")
@@ -201,8 +205,12 @@ async def test_lan_http_endpoint_presents_tokens_and_refuses_junk() -> None:
 # --- the LAN endpoint's bounds (issue 13; the flood itself: test_http_input_bounds) ----------
 
 UNLOCK_BODY = json.dumps({"connector": 1, "token": "v4.public.x"}).encode()
-UNLOCK = (b"POST /v1/unlock HTTP/1.1\r\nContent-Length: " + str(len(UNLOCK_BODY)).encode()
-          + b"\r\n\r\n" + UNLOCK_BODY)  # fmt: skip
+UNLOCK = (
+    b"POST /v1/unlock HTTP/1.1\r\nContent-Length: "
+    + str(len(UNLOCK_BODY)).encode()
+    + b"\r\n\r\n"
+    + UNLOCK_BODY
+)
 
 
 async def _accepted(credential: Credential, connector: int) -> StartAnswer:
@@ -269,8 +277,9 @@ def test_lan_http_cap_is_fitted_under_the_open_file_limit() -> None:
 
 def test_lan_http_bounds_have_safe_defaults_and_are_validated() -> None:
     settings = build(HttpInput, {})
-    limits = HttpLimits(settings.max_connections, settings.header_timeout_s,
-                        settings.body_timeout_s)  # fmt: skip
+    limits = HttpLimits(
+        settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
+    )
     assert limits == HttpLimits()
     with pytest.raises(ConfigError) as caught:
         build(HttpInput, {"max_connections": 0, "header_timeout_s": 0, "body_timeout_s": 3600})
@@ -323,9 +332,12 @@ async def test_rdm6300_reader_presents_a_held_card_once() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "line", "credential", "presented"),
-    [("qr", "v4.public.abc", Token("v4.public.abc"), 1), ("rfid", "0A1B2C3D4E",
-     IdTag("0A1B2C3D4E"), 1), ("keypad", "12345678", Pin("12345678"), 3)],
-)  # fmt: skip
+    [
+        ("qr", "v4.public.abc", Token("v4.public.abc"), 1),
+        ("rfid", "0A1B2C3D4E", IdTag("0A1B2C3D4E"), 1),
+        ("keypad", "12345678", Pin("12345678"), 3),
+    ],
+)
 async def test_hid_rfid_and_qr_repeats_are_one_presentation_keypad_lines_never(
     kind: str, line: str, credential: Credential, presented: int
 ) -> None:

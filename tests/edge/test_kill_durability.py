@@ -42,9 +42,11 @@ KILLS = 20
 POLL_INTERVAL_S = 0.1
 LAST_BLOCK = plan_blocks(load_map("sdm630"))[-1].start
 VALUES: dict[Quantity, float | None] = {
-    Quantity.ENERGY_IMPORT_WH: 120_000.0, Quantity.POWER_W: 0.0, Quantity.CURRENT_L1_A: 0.0,
+    Quantity.ENERGY_IMPORT_WH: 120_000.0,
+    Quantity.POWER_W: 0.0,
+    Quantity.CURRENT_L1_A: 0.0,
     Quantity.VOLTAGE_L1_V: 230.0,
-}  # fmt: skip
+}
 
 
 class CountingPeer(ModbusPeer):
@@ -130,9 +132,12 @@ async def _start(config: Path) -> asyncio.subprocess.Process:
     # The agents' logs go to one file beside the config (read it when this test fails).
     with (config.parent / "agent.log").open("ab") as log:
         return await asyncio.create_subprocess_exec(
-            *AGENT, str(config), env={**os.environ}, stdout=asyncio.subprocess.DEVNULL,
+            *AGENT,
+            str(config),
+            env={**os.environ},
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
-        )  # fmt: skip
+        )
 
 
 async def _stop(proc: asyncio.subprocess.Process, sig: int) -> None:

@@ -41,8 +41,12 @@ class FakeMonotonic:
 
 def _site(meter: MeterSpec, clock: ManualClock) -> SimSite:
     config = SimConfig(
-        meters=(meter,), tcp=("127.0.0.1", 0), relay_closed=True, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(meter,),
+        tcp=("127.0.0.1", 0),
+        relay_closed=True,
+        control=None,
+        state_path=None,
+    )
     return SimSite(config, clock=clock)
 
 
@@ -57,8 +61,13 @@ async def sdm630() -> AsyncIterator[SimSite]:
 
 def _settings(sim: SimSite, **fields: object) -> MeterSettings:
     host, port = sim.endpoints()["tcp"].rsplit(":", 1)
-    data = {"id": "m1", "model": "sdm630", "unit_id": 1,
-            "link": {"transport": "tcp", "host": host, "port": int(port)}, **fields}  # fmt: skip
+    data = {
+        "id": "m1",
+        "model": "sdm630",
+        "unit_id": 1,
+        "link": {"transport": "tcp", "host": host, "port": int(port)},
+        **fields,
+    }
     return build(MeterSettings, data)
 
 
@@ -91,8 +100,12 @@ async def test_a_refused_block_costs_only_its_quantities(
         frames_second = bus.frames - frames_first
 
     truth = sdm630.site.values(1)
-    refused = {Quantity.ENERGY_TOTAL_WH, Quantity.ENERGY_IMPORT_L1_WH,
-               Quantity.ENERGY_IMPORT_L2_WH, Quantity.ENERGY_IMPORT_L3_WH}  # fmt: skip
+    refused = {
+        Quantity.ENERGY_TOTAL_WH,
+        Quantity.ENERGY_IMPORT_L1_WH,
+        Quantity.ENERGY_IMPORT_L2_WH,
+        Quantity.ENERGY_IMPORT_L3_WH,
+    }
     expected = set(load_map("sdm630").by_quantity) - refused
     assert set(reading.values) == expected
     _assert_matches(reading.values, truth)
@@ -243,8 +256,12 @@ async def test_a_custom_map_file_reads_against_the_simulated_meter(
         assert bus.frames == 1
     assert reading is not None
     assert poller.register_map.name == "SDM630 (site map)"
-    assert set(reading.values) == {Quantity.VOLTAGE_L1_V, Quantity.CURRENT_L1_A,
-                                   Quantity.POWER_W, Quantity.ENERGY_IMPORT_WH}  # fmt: skip
+    assert set(reading.values) == {
+        Quantity.VOLTAGE_L1_V,
+        Quantity.CURRENT_L1_A,
+        Quantity.POWER_W,
+        Quantity.ENERGY_IMPORT_WH,
+    }
     _assert_matches(reading.values, sdm630.site.values(1))
 
 

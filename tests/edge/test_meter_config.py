@@ -143,5 +143,8 @@ def test_a_valid_choice_of_quantities_loads(tmp_path: Path) -> None:
     quantities = settings.meters[0].quantities
     assert quantities is not None
     assert [q.value for q in quantities] == [
-        "energy_import_wh", "power_w", "current_l1_a", "frequency_hz",
-    ]  # fmt: skip
+        "energy_import_wh",
+        "power_w",
+        "current_l1_a",
+        "frequency_hz",
+    ]

@@ -28,9 +28,11 @@ FAST = BusTiming(frame_gap_s=0.0, timeout_s=0.2, retries=0)
 
 def _settings(port: int, unit: int = 1, model: str = "sdm630") -> MeterSettings:
     return MeterSettings(
-        id=f"m{unit}", model=model, unit_id=unit,
+        id=f"m{unit}",
+        model=model,
+        unit_id=unit,
         link=TcpLink(host="127.0.0.1", port=port),
-    )  # fmt: skip
+    )
 
 
 async def test_whole_sdm630_map_in_at_most_three_frames() -> None:
@@ -53,8 +55,11 @@ async def test_whole_sdm630_map_in_at_most_three_frames() -> None:
 
 @pytest.mark.parametrize("model", ["sdm120", "sdm72d", "abb_b23", "iem3155"])
 async def test_every_map_round_trips_over_the_wire(model: str) -> None:
-    values = {Quantity.ENERGY_IMPORT_WH: 4_200_000.0, Quantity.POWER_W: 1500.0,
-              Quantity.CURRENT_L1_A: 6.5}  # fmt: skip
+    values = {
+        Quantity.ENERGY_IMPORT_WH: 4_200_000.0,
+        Quantity.POWER_W: 1500.0,
+        Quantity.CURRENT_L1_A: 6.5,
+    }
     async with ModbusPeer({3: (model, values)}) as peer:
         settings = _settings(peer.port, unit=3, model=model)
         async with ModbusBus(settings.link, FAST) as bus:

@@ -62,9 +62,12 @@ def certs(tmp_path: Path) -> Certs:
 async def agent_process(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     with (config.parent / "agent.log").open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
-            *AGENT, str(config), env={**os.environ}, stdout=asyncio.subprocess.DEVNULL,
+            *AGENT,
+            str(config),
+            env={**os.environ},
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
-        )  # fmt: skip
+        )
     try:
         await wait_for_socket(config.parent / "agent.sock")
         yield proc
@@ -103,9 +106,14 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
     ):
         meter = ChargingMeter(peer, meter_unit=1, relay_unit=9, tick_s=0.2)
         physics = asyncio.create_task(meter.run(), name="meter-physics")
-        extra = ocpp_config(tmp_path, csms.url, certs.ca, key=KEY,
-                            transaction_message_attempts=3,
-                            transaction_message_retry_interval_s=0)  # fmt: skip
+        extra = ocpp_config(
+            tmp_path,
+            csms.url,
+            certs.ca,
+            key=KEY,
+            transaction_message_attempts=3,
+            transaction_message_retry_interval_s=0,
+        )
         config = write_config(tmp_path, port=peer.port, on_restart="resume", extra=extra)
         seed_local_list(db)
         rec = csms.record
@@ -156,8 +164,9 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
                 csms.refusals = {"MeterValues": 3, "StopTransaction": 2}
                 await _away_until(away_since, 1.0)
                 await csms.start()
-                await eventually(lambda: len([a for a, _ in rec.transactions
-                                              if a == "StopTransaction"]) == 2)  # fmt: skip
+                await eventually(
+                    lambda: len([a for a, _ in rec.transactions if a == "StopTransaction"]) == 2
+                )
                 await wait_until(lambda: _empty(db), timeout_s=10)
                 status = await cli("sync", "status", "--json", config=config)
                 assert status.code == 0, status
@@ -170,14 +179,20 @@ async def test_offline_with_a_kill_9_every_transaction_message_arrives_once_in_o
         finally:
             physics.cancel()
     assert csms.refused == ["MeterValues"] * 3 + ["StopTransaction"] * 2
-    sessions = rows(db, "SELECT session_id, meter_start_wh, meter_stop_wh, energy_wh "
-                        "FROM sessions ORDER BY started_at")  # fmt: skip
+    sessions = rows(
+        db,
+        "SELECT session_id, meter_start_wh, meter_stop_wh, energy_wh "
+        "FROM sessions ORDER BY started_at",
+    )
     assert len(sessions) == 2
     updated = {
-        sid: rows(db, "SELECT count(*) FROM session_events WHERE session_id = ? "
-                      "AND event = 'updated'", sid)[0][0]
+        sid: rows(
+            db,
+            "SELECT count(*) FROM session_events WHERE session_id = ? AND event = 'updated'",
+            sid,
+        )[0][0]
         for sid, *_ in sessions
-    }  # fmt: skip
+    }
     actions = [a for a, _ in rec.transactions]
     n1, n2 = updated[sessions[0][0]] - 1, updated[sessions[1][0]]  # one sample given up
     one, two = ["MeterValues"] * n1, ["MeterValues"] * n2

@@ -34,15 +34,31 @@ pytestmark = [pytest.mark.integration]
 KEY = "first-key-0123456789"
 NEW_KEY = "second-key-987654321"
 REQUIRED_CORE_KEYS = {
-    "AuthorizeRemoteTxRequests", "ClockAlignedDataInterval", "ConnectionTimeOut",
-    "ConnectorPhaseRotation", "GetConfigurationMaxKeys", "HeartbeatInterval",
-    "LocalAuthorizeOffline", "LocalPreAuthorize", "MeterValuesAlignedData",
-    "MeterValuesSampledData", "MeterValueSampleInterval", "NumberOfConnectors", "ResetRetries",
-    "StopTransactionOnEVSideDisconnect", "StopTransactionOnInvalidId", "StopTxnAlignedData",
-    "StopTxnSampledData", "SupportedFeatureProfiles", "TransactionMessageAttempts",
-    "TransactionMessageRetryInterval", "UnlockConnectorOnEVSideDisconnect",
-    "LocalAuthListEnabled", "LocalAuthListMaxLength", "SendLocalListMaxLength",
-}  # fmt: skip
+    "AuthorizeRemoteTxRequests",
+    "ClockAlignedDataInterval",
+    "ConnectionTimeOut",
+    "ConnectorPhaseRotation",
+    "GetConfigurationMaxKeys",
+    "HeartbeatInterval",
+    "LocalAuthorizeOffline",
+    "LocalPreAuthorize",
+    "MeterValuesAlignedData",
+    "MeterValuesSampledData",
+    "MeterValueSampleInterval",
+    "NumberOfConnectors",
+    "ResetRetries",
+    "StopTransactionOnEVSideDisconnect",
+    "StopTransactionOnInvalidId",
+    "StopTxnAlignedData",
+    "StopTxnSampledData",
+    "SupportedFeatureProfiles",
+    "TransactionMessageAttempts",
+    "TransactionMessageRetryInterval",
+    "UnlockConnectorOnEVSideDisconnect",
+    "LocalAuthListEnabled",
+    "LocalAuthListMaxLength",
+    "SendLocalListMaxLength",
+}
 
 
 @pytest.fixture
@@ -85,15 +101,19 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         await eventually(lambda: rec.boots == 1 and len(rec.statuses) >= 2)
         assert rec.connections == ["CM-TEST-1"]
         assert {(s["connector_id"], s["status"]) for s in rec.statuses} == {
-            (0, "Available"), (1, "Available"),
-        }  # fmt: skip
+            (0, "Available"),
+            (1, "Available"),
+        }
 
         # Every required Core key, and the LocalAuthListManagement ones.
         conf = await csms.call(call.GetConfiguration())
         keys = {k["key"]: k for k in conf.configuration_key}
         assert keys.keys() >= REQUIRED_CORE_KEYS
-        assert keys["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True,
-                                              "value": "1"}  # fmt: skip
+        assert keys["NumberOfConnectors"] == {
+            "key": "NumberOfConnectors",
+            "readonly": True,
+            "value": "1",
+        }
         assert "AuthorizationKey" not in keys  # write-only
         conf = await csms.call(call.GetConfiguration(key=["HeartbeatInterval", "NoSuchKey"]))
         assert [k["value"] for k in conf.configuration_key] == ["300"]
@@ -108,8 +128,7 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         # A remote start for a tag the agent does not know: it asks the CSMS (Authorize).
         csms.accepted_tags.add("REMOTE-TAG-1")
         start_wh = meter.energy_wh
-        answer = await csms.call(call.RemoteStartTransaction(id_tag="REMOTE-TAG-1",
-                                                             connector_id=1))  # fmt: skip
+        answer = await csms.call(call.RemoteStartTransaction(id_tag="REMOTE-TAG-1", connector_id=1))
         assert answer.status == "Accepted"
         await eventually(lambda: len(rec.transactions) >= 1)
         assert peer.coil(9) is True
@@ -124,8 +143,7 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         _, sample = next(t for t in rec.transactions if t[0] == "MeterValues")
         assert sample["transaction_id"] == transaction_id
         assert any(s["status"] == "Charging" and s["connector_id"] == 1 for s in rec.statuses)
-        busy = await csms.call(call.RemoteStartTransaction(id_tag="REMOTE-TAG-1",
-                                                           connector_id=1))  # fmt: skip
+        busy = await csms.call(call.RemoteStartTransaction(id_tag="REMOTE-TAG-1", connector_id=1))
         assert busy.status == "Rejected"
         wrong = await csms.call(call.RemoteStopTransaction(transaction_id=transaction_id + 7))
         assert wrong.status == "Rejected"
@@ -145,18 +163,23 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         assert stop["meter_stop"] - started["meter_start"] == energy > 0
 
         # An unknown tag the CSMS refuses starts nothing.
-        await eventually(lambda: rec.statuses[-1] == {**rec.statuses[-1], "connector_id": 1,
-                                                      "status": "Available"})  # fmt: skip
-        status = await control(tmp_path / "agent.sock", cmd="start", connector=1,
-                               id_tag="STRANGER01")  # fmt: skip
+        await eventually(
+            lambda: (
+                rec.statuses[-1] == {**rec.statuses[-1], "connector_id": 1, "status": "Available"}
+            )
+        )
+        status = await control(
+            tmp_path / "agent.sock", cmd="start", connector=1, id_tag="STRANGER01"
+        )
         assert status["ok"] is False
         assert status["status"] == "Invalid"
         assert rec.authorized[-1] == "STRANGER01"
 
         # TriggerMessage, the local list, the cache, DataTransfer, UnlockConnector.
         before = len(rec.statuses)
-        trigger = await csms.call(call.TriggerMessage(requested_message="StatusNotification",
-                                                      connector_id=1))  # fmt: skip
+        trigger = await csms.call(
+            call.TriggerMessage(requested_message="StatusNotification", connector_id=1)
+        )
         assert trigger.status == "Accepted"
         await eventually(lambda: len(rec.statuses) > before)
         trigger = await csms.call(call.TriggerMessage(requested_message="MeterValues"))
@@ -165,15 +188,21 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         trigger = await csms.call(call.TriggerMessage(requested_message="Heartbeat"))
         await eventually(lambda: rec.heartbeats >= 1)
         version = await csms.call(call.GetLocalListVersion())
-        sent = await csms.call(call.SendLocalList(
-            list_version=version.list_version + 1, update_type="Full",
-            local_authorization_list=[
-                {"id_tag": "LISTED-TAG", "id_tag_info": {"status": "Accepted"}}
-            ],
-        ))  # fmt: skip
+        sent = await csms.call(
+            call.SendLocalList(
+                list_version=version.list_version + 1,
+                update_type="Full",
+                local_authorization_list=[
+                    {"id_tag": "LISTED-TAG", "id_tag_info": {"status": "Accepted"}}
+                ],
+            )
+        )
         assert sent.status == "Accepted"
-        stale = await csms.call(call.SendLocalList(list_version=1, update_type="Differential",
-                                                   local_authorization_list=[]))  # fmt: skip
+        stale = await csms.call(
+            call.SendLocalList(
+                list_version=1, update_type="Differential", local_authorization_list=[]
+            )
+        )
         assert stale.status == "VersionMismatch"
         assert (
             await csms.call(call.GetLocalListVersion())
@@ -186,21 +215,27 @@ async def test_a_remote_session_from_boot_to_stop_against_the_ocpp_package_csms(
         assert data.status == "UnknownVendorId"
         # A listed tag starts offline-capable, without asking the CSMS.
         asked = len(rec.authorized)
-        status = await control(tmp_path / "agent.sock", cmd="start", connector=1,
-                               id_tag="LISTED-TAG")  # fmt: skip
+        status = await control(
+            tmp_path / "agent.sock", cmd="start", connector=1, id_tag="LISTED-TAG"
+        )
         assert status["ok"], status
         assert len(rec.authorized) == asked
         assert (await control(tmp_path / "agent.sock", cmd="stop", connector=1))["ok"]
-        await eventually(lambda: rec.transactions[-1][0] == "StopTransaction"
-                         and rec.transactions[-1][1]["id_tag"] == "LISTED-TAG")  # fmt: skip
+        await eventually(
+            lambda: (
+                rec.transactions[-1][0] == "StopTransaction"
+                and rec.transactions[-1][1]["id_tag"] == "LISTED-TAG"
+            )
+        )
         await eventually(lambda: rec.statuses[-1]["status"] == "Available")
 
         # ChangeAvailability: Inoperative holds the connector (Unavailable), Operative frees it.
         avail = await csms.call(call.ChangeAvailability(connector_id=1, type="Inoperative"))
         assert avail.status == "Accepted"
         await eventually(lambda: rec.statuses[-1]["status"] == "Unavailable")
-        refused = await control(tmp_path / "agent.sock", cmd="start", connector=1,
-                                id_tag="LISTED-TAG")  # fmt: skip
+        refused = await control(
+            tmp_path / "agent.sock", cmd="start", connector=1, id_tag="LISTED-TAG"
+        )
         assert refused["ok"] is False
         avail = await csms.call(call.ChangeAvailability(connector_id=1, type="Operative"))
         assert avail.status == "Accepted"

@@ -76,19 +76,25 @@ def _ctx() -> EventContext:
 def _charge(conn: sqlite3.Connection, *, samples: int = 1, start_wh: int = 1000) -> Session:
     """Record one whole session (started, ``samples`` updates, stopped) in the store."""
     session = Session(
-        session_id=new_ulid(), connector=1,
+        session_id=new_ulid(),
+        connector=1,
         credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
-        started_at=T0, started_mono=0.0, meter_start_wh=start_wh, meter_wh=start_wh,
+        started_at=T0,
+        started_mono=0.0,
+        meter_start_wh=start_wh,
+        meter_wh=start_wh,
         max_meter_wh=start_wh,
-    )  # fmt: skip
+    )
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
     for i in range(1, samples + 1):
         session = replace(session.with_meter(start_wh + 100 * i, 7200.0), event_seq=i + 1)
         record_event(conn, EmitSessionEvent(SessionEventType.UPDATED, session), _ctx())
     session = replace(
-        session, event_seq=session.event_seq + 1, stopped_at=T0 + timedelta(minutes=5),
+        session,
+        event_seq=session.event_seq + 1,
+        stopped_at=T0 + timedelta(minutes=5),
         stop_reason=StopReason.REMOTE,
-    )  # fmt: skip
+    )
     record_event(conn, EmitSessionEvent(SessionEventType.STOPPED, session), _ctx())
     return session
 
@@ -97,8 +103,9 @@ def _queue(conn: sqlite3.Connection, clock: Clock, **over: Any) -> TransactionQu
     async def deauthorize(session_id: str) -> None:
         raise AssertionError("not expected")
 
-    return TransactionQueue(conn, _keys(conn, **over), foreign_id_tag="ChargeMitra",
-                            deauthorize=deauthorize, mono=clock)  # fmt: skip
+    return TransactionQueue(
+        conn, _keys(conn, **over), foreign_id_tag="ChargeMitra", deauthorize=deauthorize, mono=clock
+    )
 
 
 async def _drain(q: TransactionQueue, csms: Csms, clock: Clock) -> None:
@@ -171,7 +178,7 @@ async def test_a_session_goes_in_order_and_its_stop_carries_the_csms_transaction
     assert [r[0] for r in conn.execute("SELECT action FROM ocpp_queue ORDER BY id")] == [
         "StartTransaction",
         "StopTransaction",
-    ]  # fmt: skip  (MeterValueSampleInterval 0: no samples)
+    ]  # MeterValueSampleInterval 0: no samples
     await _drain(q, csms, clock)
     (start_action, start), (stop_action, stop) = csms.calls
     assert (start_action, stop_action) == ("StartTransaction", "StopTransaction")
@@ -194,11 +201,15 @@ async def test_a_refusal_survives_a_kill_before_the_stop_and_is_acted_on_at_the_
     queue.cursor(conn)
     queue.remember_id_tag(conn, TAG)
     session = Session(
-        session_id=new_ulid(), connector=1,
+        session_id=new_ulid(),
+        connector=1,
         credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
-        started_at=T0, started_mono=0.0, meter_start_wh=1000, meter_wh=1000,
+        started_at=T0,
+        started_mono=0.0,
+        meter_start_wh=1000,
+        meter_wh=1000,
         max_meter_wh=1000,
-    )  # fmt: skip
+    )
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
     clock, csms = Clock(), Csms()
     csms.start_status = "Invalid"
@@ -206,8 +217,9 @@ async def test_a_refusal_survives_a_kill_before_the_stop_and_is_acted_on_at_the_
     async def killed(session_id: str) -> None:
         raise Killed  # the CSMS's answer is committed; the agent dies before the stop
 
-    first = TransactionQueue(conn, _keys(conn), foreign_id_tag="ChargeMitra",
-                             deauthorize=killed, mono=clock)  # fmt: skip
+    first = TransactionQueue(
+        conn, _keys(conn), foreign_id_tag="ChargeMitra", deauthorize=killed, mono=clock
+    )
     assert first.fill() == 1
     with pytest.raises(Killed):
         await first.send_head(csms)
@@ -218,8 +230,9 @@ async def test_a_refusal_survives_a_kill_before_the_stop_and_is_acted_on_at_the_
     async def deauthorize(session_id: str) -> None:
         stopped.append(session_id)
 
-    again = TransactionQueue(conn, _keys(conn), foreign_id_tag="ChargeMitra",
-                             deauthorize=deauthorize, mono=clock)  # fmt: skip
+    again = TransactionQueue(
+        conn, _keys(conn), foreign_id_tag="ChargeMitra", deauthorize=deauthorize, mono=clock
+    )
     assert await again.stop_refused() == 1
     assert stopped == [session.session_id]
     # Acted on once: later starts leave it alone.
@@ -236,8 +249,7 @@ async def test_callerrors_are_retried_by_the_configured_interval_then_given_up(
     queue.cursor(conn)
     _charge(conn, samples=1)
     clock, csms = Clock(), Csms()
-    q = _queue(conn, clock, transaction_message_attempts=3,
-               transaction_message_retry_interval_s=10)  # fmt: skip
+    q = _queue(conn, clock, transaction_message_attempts=3, transaction_message_retry_interval_s=10)
     q.fill()
     assert await q.send_head(csms)  # StartTransaction
     csms.refuse["MeterValues"] = 5
@@ -266,8 +278,7 @@ async def test_a_start_given_up_takes_its_session_with_it_and_no_stop_names_an_u
     second = _charge(conn, samples=0, start_wh=5000)
     clock, csms = Clock(), Csms()
     csms.refuse["StartTransaction"] = 2
-    q = _queue(conn, clock, transaction_message_attempts=2,
-               transaction_message_retry_interval_s=0)  # fmt: skip
+    q = _queue(conn, clock, transaction_message_attempts=2, transaction_message_retry_interval_s=0)
     await _drain(q, csms, clock)
     actions = [a for a, _ in csms.calls]
     assert actions == ["StartTransaction"] * 3 + ["StopTransaction"]
@@ -302,9 +313,10 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
     _charge(conn, samples=0)
     assert q.fill() == 2
     # A session started by a credential without a tag in clear reports the foreign tag.
-    (payload,) = [r[0] for r in conn.execute(
-        "SELECT payload FROM ocpp_queue WHERE action = 'StartTransaction'"
-    )]  # fmt: skip
+    (payload,) = [
+        r[0]
+        for r in conn.execute("SELECT payload FROM ocpp_queue WHERE action = 'StartTransaction'")
+    ]
     assert '"idTag": "ChargeMitra"' in payload
 
 
@@ -314,10 +326,22 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
 @pytest.mark.parametrize(
     ("table", "field"),
     [
-        ({"url": "ws://csms.example/ocpp", "security_profile": 2,
-          "authorization_key_file": "/k"}, "url"),
-        ({"url": "wss://csms.example/ocpp", "security_profile": 1,
-          "authorization_key_file": "/k"}, "security_profile"),
+        (
+            {
+                "url": "ws://csms.example/ocpp",
+                "security_profile": 2,
+                "authorization_key_file": "/k",
+            },
+            "url",
+        ),
+        (
+            {
+                "url": "wss://csms.example/ocpp",
+                "security_profile": 1,
+                "authorization_key_file": "/k",
+            },
+            "security_profile",
+        ),
         ({"url": "wss://csms.example/ocpp"}, "authorization_key_file"),
         ({"url": "ws://csms.example/ocpp", "security_profile": 0}, "security_profile"),
         ({"url": "http://csms.example/ocpp", "security_profile": 0}, "url"),
@@ -327,23 +351,25 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
         ({"url": "ws://[::1]:1@csms.example/ocpp", "security_profile": 0}, "url"),
         ({"url": "wss://cp:secret@csms.example/ocpp", "authorization_key_file": "/k"}, "url"),
     ],
-)  # fmt: skip
+)
 def test_an_ocpp_table_that_breaks_a_security_rule_is_refused_naming_the_field(
     tmp_path: Path, table: dict[str, Any], field: str
 ) -> None:
     document = {
         "device_id": "site-1",
         "meters": [{"id": "m1", "model": "sdm630", "link": {"transport": "tcp", "host": "h"}}],
-        "connectors": [{"id": 1, "meter": "m1", "max_current_a": 32,
-                        "relay": {"driver": "none"}}],
+        "connectors": [{"id": 1, "meter": "m1", "max_current_a": 32, "relay": {"driver": "none"}}],
         "ocpp": table,
-    }  # fmt: skip
+    }
     with pytest.raises(ConfigError) as caught:
         parse_config(document, source="test")
     assert any(p.field == f"ocpp.{field}" for p in caught.value.problems), caught.value.problems
     assert "secret" not in str(caught.value), "a password in the URL is never echoed"
-    profile1 = {"url": "ws://csms.example/ocpp", "security_profile": 1,
-                "authorization_key_file": "/k"}  # fmt: skip
+    profile1 = {
+        "url": "ws://csms.example/ocpp",
+        "security_profile": 1,
+        "authorization_key_file": "/k",
+    }
     assert parse_config({**document, "ocpp": profile1}, source="test").ocpp is not None
 
 
@@ -352,15 +378,24 @@ def test_samples_follow_meter_value_sample_interval_with_progress_jitter(
 ) -> None:
     queue.cursor(conn)
     session = Session(
-        session_id=new_ulid(), connector=1,
+        session_id=new_ulid(),
+        connector=1,
         credential=CredentialRef(kind=CredentialKind.ID_TAG, ref=hash_id_tag(TAG)),
-        started_at=T0, started_mono=0.0, meter_start_wh=1000, meter_wh=1000, max_meter_wh=1000,
-    )  # fmt: skip
+        started_at=T0,
+        started_mono=0.0,
+        meter_start_wh=1000,
+        meter_wh=1000,
+        max_meter_wh=1000,
+    )
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
     for i, after_s in enumerate((59.5, 119.0, 150.0, 181.0), start=2):
         session = replace(session.with_meter(1000 + i, 7000.0), event_seq=i)
-        ctx = EventContext(device_id="site-test", now=T0 + timedelta(seconds=after_s),
-                           clock_synced=True, offline=True)  # fmt: skip
+        ctx = EventContext(
+            device_id="site-test",
+            now=T0 + timedelta(seconds=after_s),
+            clock_synced=True,
+            offline=True,
+        )
         record_event(conn, EmitSessionEvent(SessionEventType.UPDATED, session), ctx)
     q = _queue(conn, Clock(), meter_value_sample_interval_s=60)
     q.fill()

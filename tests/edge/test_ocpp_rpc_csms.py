@@ -95,9 +95,15 @@ async def rpc_csms(certs: Certs) -> AsyncIterator[RpcCsms]:
         "ocpp-rpc is missing under .cache/npm: run deploy/dev/bootstrap.sh"
     )
     proc = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), str(NPM_PREFIX), str(certs.cert), str(certs.key), KEY,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        node,
+        str(SCRIPT),
+        str(NPM_PREFIX),
+        str(certs.cert),
+        str(certs.key),
+        KEY,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     csms = RpcCsms(proc)
     async with asyncio.TaskGroup() as tasks:
         reader = tasks.create_task(csms.read(), name="rpc-csms-reader")
@@ -115,8 +121,9 @@ async def test_the_agent_against_the_strict_ocpp_rpc_csms(tmp_path: Path, certs:
     async with rpc_csms(certs) as csms, ModbusPeer({1: ("sdm630", {})}, coil_units=(9,)) as peer:
         meter = ChargingMeter(peer, meter_unit=1, relay_unit=9, tick_s=0.2)
         url = f"wss://127.0.0.1:{csms.port}/ocpp16"
-        path = write_config(tmp_path, port=peer.port,
-                            extra=ocpp_config(tmp_path, url, certs.ca, key=KEY))  # fmt: skip
+        path = write_config(
+            tmp_path, port=peer.port, extra=ocpp_config(tmp_path, url, certs.ca, key=KEY)
+        )
         agent = Agent(load_config(path))
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
@@ -141,8 +148,9 @@ async def _session(csms: RpcCsms, peer: ModbusPeer, meter: ChargingMeter, tmp: P
     (boot,) = csms.calls("BootNotification")
     assert boot["chargePointVendor"] == "ChargeMitra"
     assert {(s["connectorId"], s["status"]) for s in csms.calls("StatusNotification")} == {
-        (0, "Available"), (1, "Available"),
-    }  # fmt: skip
+        (0, "Available"),
+        (1, "Available"),
+    }
     conf = await csms.call("GetConfiguration", {})
     assert len(conf["configurationKey"]) >= 21
 
@@ -174,8 +182,9 @@ async def _session(csms: RpcCsms, peer: ModbusPeer, meter: ChargingMeter, tmp: P
     assert len(csms.calls("StartTransaction")) == 1
     assert peer.coil(9) is False
 
-    changed = await csms.call("ChangeConfiguration",
-                              {"key": "MeterValueSampleInterval", "value": "30"})  # fmt: skip
+    changed = await csms.call(
+        "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "30"}
+    )
     assert changed == {"status": "Accepted"}
     for message in ("StatusNotification", "MeterValues", "Heartbeat", "BootNotification"):
         answer = await csms.call("TriggerMessage", {"requestedMessage": message})

@@ -22,21 +22,35 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 
 @asynccontextmanager
 async def server(
-    handler: Handler, *, subprotocols: list[str] | None = ["ocpp1.6"],  # noqa: B006 -- read only
+    handler: Handler,
+    *,
+    subprotocols: list[str] | None = ["ocpp1.6"],  # noqa: B006 -- read only
     refuse: HTTPStatus | None = None,
-) -> AsyncIterator[str]:  # fmt: skip
+) -> AsyncIterator[str]:
     def process(connection: ServerConnection, request: Request) -> Response | None:
         return None if refuse is None else connection.respond(refuse, "no\n")
 
     port = free_port()
-    async with serve(handler, "127.0.0.1", port, subprotocols=subprotocols,  # type: ignore[arg-type]
-                     process_request=process, max_size=None):  # fmt: skip
+    async with serve(
+        handler,
+        "127.0.0.1",
+        port,
+        subprotocols=subprotocols,  # type: ignore[arg-type]
+        process_request=process,
+        max_size=None,
+    ):
         yield f"ws://127.0.0.1:{port}/ocpp/CP-1"
 
 
 async def _open(url: str) -> WebSocket:
-    return await connect(url, subprotocol="ocpp1.6", headers={"Authorization": "Basic eDp5"},
-                         ssl_context=None, open_timeout_s=5, max_size=200_000)  # fmt: skip
+    return await connect(
+        url,
+        subprotocol="ocpp1.6",
+        headers={"Authorization": "Basic eDp5"},
+        ssl_context=None,
+        open_timeout_s=5,
+        max_size=200_000,
+    )
 
 
 def test_masking_is_its_own_inverse() -> None:

@@ -37,26 +37,36 @@ AT = Moment(now=T0 + timedelta(minutes=1), mono=100.0, clock_synced=True)
 @pytest.fixture
 def authorizer(conn: sqlite3.Connection) -> Authorizer:
     return Authorizer(
-        conn, charger_id=CHARGER, verifier=None, pin_secret=SECRET,
+        conn,
+        charger_id=CHARGER,
+        verifier=None,
+        pin_secret=SECRET,
         lockout=Lockout(max_failures=3, lockout_s=60.0),
-    )  # fmt: skip
+    )
 
 
 def _start(conn: sqlite3.Connection, decision: AuthVerdict, connector: int = 1) -> None:
     """Store the start of the session ``decision`` reserved, as the connector controller does."""
     assert decision.session_id is not None
     session = Session(
-        session_id=decision.session_id, connector=connector,
-        credential=CredentialRef(kind=decision.kind, ref=decision.ref), started_at=AT.now,
-        started_mono=AT.mono, meter_start_wh=1000, meter_wh=1000, max_meter_wh=1000,
+        session_id=decision.session_id,
+        connector=connector,
+        credential=CredentialRef(kind=decision.kind, ref=decision.ref),
+        started_at=AT.now,
+        started_mono=AT.mono,
+        meter_start_wh=1000,
+        meter_wh=1000,
+        max_meter_wh=1000,
         auth_expires_at=decision.expires_at,
-    )  # fmt: skip
+    )
     ctx = EventContext(device_id=CHARGER, now=AT.now, clock_synced=True, offline=True)
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), ctx)
     stopped = replace(
-        session, event_seq=2, stopped_at=AT.now + timedelta(minutes=5),
+        session,
+        event_seq=2,
+        stopped_at=AT.now + timedelta(minutes=5),
         stop_reason=StopReason.LOCAL,
-    )  # fmt: skip
+    )
     record_event(conn, EmitSessionEvent(SessionEventType.STOPPED, stopped), ctx)
 
 
@@ -103,9 +113,10 @@ def test_a_revoked_pin_is_blocked_offline_until_its_window_ends(
 ) -> None:
     with transaction(conn):
         held = auth_store.revoke_pins(
-            conn, [RevokedPin(ref=_present(authorizer, BOOKING.pin).ref,
-                              until=BOOKING.valid_until)], now=AT.now,
-        )  # fmt: skip
+            conn,
+            [RevokedPin(ref=_present(authorizer, BOOKING.pin).ref, until=BOOKING.valid_until)],
+            now=AT.now,
+        )
     assert held == 1
     decision = _present(authorizer, BOOKING.pin)
     assert decision.status is S.BLOCKED

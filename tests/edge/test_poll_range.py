@@ -75,9 +75,13 @@ async def test_the_agent_polls_a_tcp_meter_at_a_5_ms_interval_and_stores_every_r
     tmp_path: Path,
 ) -> None:
     config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-        turnaround_s=0.0, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        turnaround_s=0.0,
+        control=None,
+        state_path=None,
+    )
     async with SimSite(config) as sim:
         port = int(sim.endpoints()["tcp"].rsplit(":", 1)[1])
         path = write_config(tmp_path, port=port, poll_interval_s=0.005, relay_unit=2)

@@ -18,11 +18,16 @@ from .conftest import T0
 
 def _session(expires_in_s: float | None = 3600) -> Session:
     return Session(
-        session_id=new_ulid(), connector=1,
+        session_id=new_ulid(),
+        connector=1,
         credential=CredentialRef(kind=CredentialKind.TOKEN, ref="jti"),
-        started_at=T0, started_mono=0.0, meter_start_wh=100, meter_wh=150, max_meter_wh=150,
+        started_at=T0,
+        started_mono=0.0,
+        meter_start_wh=100,
+        meter_wh=150,
+        max_meter_wh=150,
         auth_expires_at=None if expires_in_s is None else T0 + timedelta(seconds=expires_in_s),
-    )  # fmt: skip
+    )
 
 
 def test_close_mode_closes_with_the_live_value_when_the_meter_answers() -> None:

@@ -76,8 +76,10 @@ def test_elapsed_time_survives_a_restart_from_the_store(conn: sqlite3.Connection
     [resumed] = open_sessions(conn, started_mono=5.0)
     assert resumed.elapsed_before_s == 600.0
     later = T0 + timedelta(hours=5)
-    _, effects = step(Connector(1, session=resumed, status=state.status),
-                      Stop(StopReason.LOCAL, later, 305.0, 1500))  # fmt: skip
+    _, effects = step(
+        Connector(1, session=resumed, status=state.status),
+        Stop(StopReason.LOCAL, later, 305.0, 1500),
+    )
     [event] = _record(conn, effects, replace(ctx, now=later))
     assert event.elapsed_s == 900.0  # 10 minutes before the restart, 5 after
     assert conn.execute("SELECT elapsed_s FROM sessions").fetchone()[0] == 900.0

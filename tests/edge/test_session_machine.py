@@ -203,8 +203,10 @@ def test_a_fault_while_closed_by_hand_opens_the_relay_and_the_technician_keeps_i
     faulted, effects = step(closed, Fault(StopReason.STUCK_RELAY, T0, 1.0))
     assert effects == (SetRelay(closed=False),)
     assert (faulted.status, faulted.held, faulted.closed_by_hand) == (
-        ConnectorStatus.FAULTED, True, False,
-    )  # fmt: skip
+        ConnectorStatus.FAULTED,
+        True,
+        False,
+    )
     cleared, _ = step(faulted, ClearFault(2.0))
     assert (cleared.status, cleared.held) == (ConnectorStatus.UNAVAILABLE, True)
     # A Faulted connector held and released stays Faulted.

@@ -98,10 +98,18 @@ async def test_rfid_tap_and_keypad_pin_each_charge_and_bill_the_register_delta(
     tmp_path: Path, transport: str
 ) -> None:
     sim_config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-        serial=transport == "rtu", baud=9600, parity="N", turnaround_s=0.005,
-        rfid=True, keys=True, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        serial=transport == "rtu",
+        baud=9600,
+        parity="N",
+        turnaround_s=0.005,
+        rfid=True,
+        keys=True,
+        control=None,
+        state_path=None,
+    )
     sock = tmp_path / "agent.sock"
     db = tmp_path / "agent.db"
     async with SimSite(sim_config) as sim:
@@ -122,8 +130,12 @@ async def test_rfid_tap_and_keypad_pin_each_charge_and_bill_the_register_delta(
                         return await session_count(n)
 
                     await wait_until(started, timeout_s=20)
-                    start_wh = int(rows(db, "SELECT meter_start_wh FROM sessions "
-                                            "ORDER BY started_at DESC LIMIT 1")[0][0])  # fmt: skip
+                    start_wh = int(
+                        rows(
+                            db,
+                            "SELECT meter_start_wh FROM sessions ORDER BY started_at DESC LIMIT 1",
+                        )[0][0]
+                    )
 
                     async def relay_closed() -> bool:
                         # The session is stored first, then the relay closes (on RTU the
@@ -151,16 +163,25 @@ async def test_rfid_tap_and_keypad_pin_each_charge_and_bill_the_register_delta(
 
                 await wait_until(available, timeout_s=20)
                 now = datetime.now(UTC)
-                booking = issue_pin(SECRET, "site-test", 1, now - timedelta(minutes=5),
-                                    now + timedelta(hours=1), nonce=0)  # fmt: skip
+                booking = issue_pin(
+                    SECRET,
+                    "site-test",
+                    1,
+                    now - timedelta(minutes=5),
+                    now + timedelta(hours=1),
+                    nonce=0,
+                )
                 sim.keys("99#")  # a wrong PIN first: refused, nothing starts
                 sim.keys(booking.pin + "#")
                 start2, stop2 = await charge_and_stop(2)
             finally:
                 stop.set()
                 await run
-    sessions = rows(db, "SELECT credential_kind, meter_start_wh, meter_stop_wh, energy_wh, "
-                        "stop_reason FROM sessions ORDER BY started_at")  # fmt: skip
+    sessions = rows(
+        db,
+        "SELECT credential_kind, meter_start_wh, meter_stop_wh, energy_wh, "
+        "stop_reason FROM sessions ORDER BY started_at",
+    )
     assert sessions == [
         ("IdTag", start1, stop1, stop1 - start1, "Local"),
         ("Pin", start2, stop2, stop2 - start2, "Local"),
@@ -173,9 +194,15 @@ async def test_rfid_tap_and_keypad_pin_each_charge_and_bill_the_register_delta(
 async def sim_agent(tmp: Path, extra: str = "") -> AsyncIterator[tuple[SimSite, Path, Path]]:
     """The simulator over TCP with an EV plugged, and the agent beside it."""
     sim_config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0),
-        turnaround_s=0.0, rfid=True, keys=True, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        turnaround_s=0.0,
+        rfid=True,
+        keys=True,
+        control=None,
+        state_path=None,
+    )
     db = tmp / "agent.db"
     async with SimSite(sim_config) as sim:
         sim.plug("7.4kw")
@@ -293,8 +320,9 @@ async def test_a_card_held_on_the_simulated_reader_is_one_decision_and_one_repor
         await wait_until(both_decided, timeout_s=15)
     decisions = rows(db, "SELECT kind, status, outbox_seq FROM decisions ORDER BY id")
     assert [(kind, status) for kind, status, _ in decisions] == [
-        ("IdTag", "Unknown"), ("IdTag", "Unknown"),
-    ]  # fmt: skip
+        ("IdTag", "Unknown"),
+        ("IdTag", "Unknown"),
+    ]
     reported = {seq for _, _, seq in decisions}
     assert None not in reported
     assert len(rows(db, "SELECT 1 FROM outbox WHERE kind = 'auth'")) == 2

@@ -173,9 +173,13 @@ def test_reading_batches_queue_telemetry_and_keep_open_sessions_current(
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
     batch = [_reading(1000 + i, i) for i in range(3)]
     readings.add_batch(
-        conn, batch, device_id="site-1", now=T0, clock_synced=True,
+        conn,
+        batch,
+        device_id="site-1",
+        now=T0,
+        clock_synced=True,
         open_sessions=[session.with_meter(1002, 7000.0)],
-    )  # fmt: skip
+    )
     (recovered,) = open_sessions(conn)
     assert recovered.meter_wh == 1002
     rows = outbox.pending(conn)
@@ -263,9 +267,13 @@ def test_size_cap_never_thins_decisions_or_their_reports(conn: sqlite3.Connectio
     for i, decision in enumerate(decisions):
         with transaction(conn):
             record_decision(
-                conn, decision, device_id="site-1", connector=1,
-                now=T0 + timedelta(seconds=i), clock_synced=True,
-            )  # fmt: skip
+                conn,
+                decision,
+                device_id="site-1",
+                connector=1,
+                now=T0 + timedelta(seconds=i),
+                clock_synced=True,
+            )
     thinned = 0
     for second in range(3600):  # an hour of 4 meters at 1 Hz: far over the cap
         batch = [_reading(1000 + second, second) for _ in range(4)]
@@ -279,7 +287,7 @@ def test_size_cap_never_thins_decisions_or_their_reports(conn: sqlite3.Connectio
     assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == len(decisions)
     assert conn.execute(
         "SELECT count(*) FROM decisions d JOIN outbox o ON o.seq = d.outbox_seq"
-    ).fetchone()[0] == len(decisions)  # fmt: skip
+    ).fetchone()[0] == len(decisions)
 
 
 def test_a_decision_is_only_recorded_inside_a_transaction(conn: sqlite3.Connection) -> None:

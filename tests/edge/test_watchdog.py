@@ -125,9 +125,11 @@ async def test_a_store_writer_stuck_in_a_commit_stalls_the_watchdog(tmp_path: Pa
         # The writer thread blocks inside a job (as in an fsync that never returns) ...
         blocked = writer.submit_job(lambda _conn: release.wait(60))
         reading = MeterReading(
-            meter_id="m1", ts=datetime.now(UTC), clock_synced=True,
+            meter_id="m1",
+            ts=datetime.now(UTC),
+            clock_synced=True,
             values={Quantity.ENERGY_IMPORT_WH: 1.0},
-        )  # fmt: skip
+        )
         writer.submit(reading)  # ... and a reading waits behind it.
         assert writer.stalled_s(now() + 1000) > 10.0
         assert writer.stalled_s(now()) <= 10.0
@@ -191,9 +193,12 @@ async def test_a_store_locked_by_another_process_is_healthy_only_for_locked_max_
         path, device_id="d", now=lambda: datetime.now(UTC), busy_timeout_ms=20
     ) as writer:
         health = AgentHealth(
-            [], writer, timeout_s=10.0, locked_max_s=60.0,
+            [],
+            writer,
+            timeout_s=10.0,
+            locked_max_s=60.0,
             monotonic=lambda: time.monotonic() + offset[0],
-        )  # fmt: skip
+        )
         other = sqlite3.connect(path, isolation_level=None)  # a technician's sqlite3
         try:
             other.execute("BEGIN IMMEDIATE")
@@ -252,8 +257,9 @@ async def test_the_loop_pets_only_while_healthy_and_says_why_not(
         stop.set()
         await task
         got = drain(receiver)
-    first_stall = got.index("STATUS=stalled: meter m1's poll loop made no progress for 31 s "
-                            "(limit 30 s)")  # fmt: skip
+    first_stall = got.index(
+        "STATUS=stalled: meter m1's poll loop made no progress for 31 s (limit 30 s)"
+    )
     assert got[:first_stall] == ["WATCHDOG=1", "STATUS=healthy: scripted", "WATCHDOG=1"]
     resumed = got.index("STATUS=healthy: scripted", first_stall)
     # Not one pet while stalled, and the stall's status is sent once, not every beat.

@@ -216,11 +216,23 @@ def test_rules_between_fields_hold_when_code_builds_a_message() -> None:
         msgspec.structs.replace(event, stop_reason=None)
     with pytest.raises(ValueError, match="needs stopped_at and stop_reason"):
         m.SessionEvent(
-            msg_id=new_ulid(), device_id="site-1", seq=1, ts=NOW, clock_synced=True,
-            session_id=new_ulid(), event=SessionEventType.STOPPED, event_seq=2, connector=1,
-            offline=False, credential=m.CredentialRef(kind=CredentialKind.REMOTE, ref="u-1"),
-            started_at=NOW, meter_start_wh=0, meter_wh=0, energy_wh=0, stopped_at=NOW,
-        )  # fmt: skip
+            msg_id=new_ulid(),
+            device_id="site-1",
+            seq=1,
+            ts=NOW,
+            clock_synced=True,
+            session_id=new_ulid(),
+            event=SessionEventType.STOPPED,
+            event_seq=2,
+            connector=1,
+            offline=False,
+            credential=m.CredentialRef(kind=CredentialKind.REMOTE, ref="u-1"),
+            started_at=NOW,
+            meter_start_wh=0,
+            meter_wh=0,
+            energy_wh=0,
+            stopped_at=NOW,
+        )
 
 
 def test_negative_energy_cannot_be_expressed() -> None:
@@ -245,10 +257,16 @@ def test_full_auth_list_cannot_remove_entries() -> None:
 
 def test_unknown_command_is_refused() -> None:
     data = {
-        "v": 1, "msg_id": new_ulid(), "device_id": "site-1", "seq": 1,
-        "ts": NOW.isoformat(), "clock_synced": True, "cmd_id": new_ulid(),
-        "expires_at": NOW.isoformat(), "action": {"name": "self_destruct"},
-    }  # fmt: skip
+        "v": 1,
+        "msg_id": new_ulid(),
+        "device_id": "site-1",
+        "seq": 1,
+        "ts": NOW.isoformat(),
+        "clock_synced": True,
+        "cmd_id": new_ulid(),
+        "expires_at": NOW.isoformat(),
+        "action": {"name": "self_destruct"},
+    }
     with pytest.raises(InvalidMessage, match="action"):
         m.parse_message(MessageKind.CMD, json.dumps(data))
 
@@ -385,10 +403,16 @@ def test_nested_problems_name_their_dotted_path(
 
 def test_a_command_action_is_named_by_its_tag() -> None:
     data = {
-        "v": 1, "msg_id": new_ulid(), "device_id": "site-1", "seq": 1,
-        "ts": "2026-11-24T03:00:00Z", "clock_synced": True, "cmd_id": new_ulid(),
-        "expires_at": "2026-11-24T03:05:00+05:30", "action": {"name": "relay_test", "connector": 2},
-    }  # fmt: skip
+        "v": 1,
+        "msg_id": new_ulid(),
+        "device_id": "site-1",
+        "seq": 1,
+        "ts": "2026-11-24T03:00:00Z",
+        "clock_synced": True,
+        "cmd_id": new_ulid(),
+        "expires_at": "2026-11-24T03:05:00+05:30",
+        "action": {"name": "relay_test", "connector": 2},
+    }
     command = m.parse_message(MessageKind.CMD, json.dumps(data))
     assert isinstance(command, m.Command)
     assert isinstance(command.action, m.RelayTest)
@@ -439,9 +463,15 @@ def test_a_message_with_values_json_cannot_carry_is_refused(
     receiver would read what was not meant: refused when the message is built."""
     with pytest.raises((TypeError, ValueError), match=error.replace(".", r"\.")):
         m.CommandResult(
-            msg_id=new_ulid(), device_id="site-1", seq=2, ts=NOW, clock_synced=True,
-            cmd_id=new_ulid(), status=CommandStatus.ACCEPTED, data=data,
-        )  # fmt: skip
+            msg_id=new_ulid(),
+            device_id="site-1",
+            seq=2,
+            ts=NOW,
+            clock_synced=True,
+            cmd_id=new_ulid(),
+            status=CommandStatus.ACCEPTED,
+            data=data,
+        )
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -464,9 +494,13 @@ def test_a_payload_that_is_not_utf8_is_malformed(payload: bytes) -> None:
 
 def test_each_action_class_names_its_own_tag() -> None:
     for action in (
-        m.StartSession, m.StopSession, m.AuthListUpdate, m.ConfigUpdate, m.Diagnostics,
+        m.StartSession,
+        m.StopSession,
+        m.AuthListUpdate,
+        m.ConfigUpdate,
+        m.Diagnostics,
         m.RelayTest,
-    ):  # fmt: skip
+    ):
         assert action.name.value == action.__struct_config__.tag
 
 

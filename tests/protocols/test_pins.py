@@ -92,10 +92,15 @@ def test_other_charger_connector_or_secret_do_not_accept_it() -> None:
 @pytest.mark.parametrize(
     "typed",
     [
-        "", "12345678", "123456789", "12345678901", "12a4567890", "9601234567",
+        "",
+        "12345678",
+        "123456789",
+        "12345678901",
+        "12a4567890",
+        "9601234567",
         "\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19\uff10",
     ],
-)  # fmt: skip
+)
 def test_malformed_input_is_invalid(typed: str) -> None:
     assert verify_pin(SECRET, "chg-42", 1, typed, START).status is S.INVALID
 

@@ -48,8 +48,15 @@ def dump(pairs: dict[int, list[int]], start: int, count: int, fill: int = 0) -> 
 
 def test_every_catalogue_model_ships_with_a_source() -> None:
     assert set(available_models()) == {
-        "sdm120", "sdm630", "sdm72d", "abb_b23", "iem3155", "mfm383a", "em6400ng", "lgplus",
-    }  # fmt: skip
+        "sdm120",
+        "sdm630",
+        "sdm72d",
+        "abb_b23",
+        "iem3155",
+        "mfm383a",
+        "em6400ng",
+        "lgplus",
+    }
     for model in available_models():
         register_map = load_map(model)
         assert register_map.source.strip(), model

@@ -272,19 +272,31 @@ PUBLIC_RAW = KEY.public_key().raw
         (PUBLIC_PEM, "expected a PEM PRIVATE KEY .*found a PUBLIC KEY"),
         (b"", "found no PEM block"),
         (b"\x00" * 48, "found no PEM block"),
-        (_pem("PRIVATE KEY", bytes.fromhex("302e020100300506032b657004220420") + SEED[:31]),
-         "malformed Ed25519 (private|public) key: not RFC 8410's"),
-        (_pem("PRIVATE KEY", bytes.fromhex("302f020100300506032b65700423042100") + SEED),
-         "unsupported PKCS#8 layout"),
+        (
+            _pem("PRIVATE KEY", bytes.fromhex("302e020100300506032b657004220420") + SEED[:31]),
+            "malformed Ed25519 (private|public) key: not RFC 8410's",
+        ),
+        (
+            _pem("PRIVATE KEY", bytes.fromhex("302f020100300506032b65700423042100") + SEED),
+            "unsupported PKCS#8 layout",
+        ),
         # PKCS#8 v2 (OneAsymmetricKey) carrying the public key too: refused, not half-read.
-        (_pem("PRIVATE KEY", bytes.fromhex("3051020101300506032b657004220420") + SEED
-              + bytes.fromhex("812100") + PUBLIC_RAW), "unsupported PKCS#8 layout"),
+        (
+            _pem(
+                "PRIVATE KEY",
+                bytes.fromhex("3051020101300506032b657004220420")
+                + SEED
+                + bytes.fromhex("812100")
+                + PUBLIC_RAW,
+            ),
+            "unsupported PKCS#8 layout",
+        ),
         (_pem("PRIVATE KEY", b"\x30\x03\x02\x01\x00"), "private key, got an unknown key type"),
         (KEY_PEM.replace(b"MC4C", b"M!4C"), "not valid base64"),
         (KEY_PEM + KEY_PEM, "exactly one PEM block"),
         (b"junk\n" + KEY_PEM, "exactly one PEM block"),
     ],
-)  # fmt: skip
+)
 def test_private_key_loader_is_strict(pem: bytes, error: str) -> None:
     with pytest.raises(CredentialError, match=error):
         load_private_key(pem)
@@ -296,16 +308,20 @@ def test_private_key_loader_is_strict(pem: bytes, error: str) -> None:
         (_public_pem(x25519.X25519PrivateKey.generate()), "got an X25519 key"),
         (_public_pem(ec.generate_private_key(ec.SECP256R1())), "got an EC key"),
         (KEY_PEM, "expected a PEM PUBLIC KEY .*found a PRIVATE KEY"),
-        (_pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032100") + PUBLIC_RAW + b"\x00"),
-         "malformed Ed25519 (private|public) key: not RFC 8410's"),
-        (_pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032101") + PUBLIC_RAW),
-         "malformed Ed25519 (private|public) key: not RFC 8410's"),
+        (
+            _pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032100") + PUBLIC_RAW + b"\x00"),
+            "malformed Ed25519 (private|public) key: not RFC 8410's",
+        ),
+        (
+            _pem("PUBLIC KEY", bytes.fromhex("302a300506032b6570032101") + PUBLIC_RAW),
+            "malformed Ed25519 (private|public) key: not RFC 8410's",
+        ),
         (PUBLIC_PEM + b"trailing", "exactly one PEM block"),
         (b"\xff" * 32, "not a valid curve point"),  # not canonical
         (bytes(32), "not a valid curve point"),  # a point of small order
         (PUBLIC_RAW[:31], "no PEM block"),
     ],
-)  # fmt: skip
+)
 def test_public_key_loader_is_strict(data: bytes, error: str) -> None:
     with pytest.raises(CredentialError, match=error):
         load_public_key(data)

@@ -62,8 +62,17 @@ def test_busy_port(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run("meter", "--model", "sdm630", "--tcp", f"127.0.0.1:{port}",
-                     "--control", "127.0.0.1:0", "--state", str(tmp_path / "s"))  # fmt: skip
+        result = run(
+            "meter",
+            "--model",
+            "sdm630",
+            "--tcp",
+            f"127.0.0.1:{port}",
+            "--control",
+            "127.0.0.1:0",
+            "--state",
+            str(tmp_path / "s"),
+        )
     assert_one_line_error(result, f"127.0.0.1:{port}", "address already in use")
 
 
@@ -78,9 +87,21 @@ def test_no_simulator_to_talk_to() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["meter"], ["site"], ["fault"], ["plug"], ["unplug"], ["tap"], ["keys"],
-                ["relay"], ["state"], ["advance"]],
-)  # fmt: skip
+    "command",
+    [
+        [],
+        ["meter"],
+        ["site"],
+        ["fault"],
+        ["plug"],
+        ["unplug"],
+        ["tap"],
+        ["keys"],
+        ["relay"],
+        ["state"],
+        ["advance"],
+    ],
+)
 def test_help_everywhere(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0
@@ -90,10 +111,23 @@ def test_help_everywhere(command: list[str]) -> None:
 @pytest.fixture
 def running_site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with subprocess.Popen(
-        [SIM, "site", "--tcp", "127.0.0.1:0", "--control", "127.0.0.1:0", "--manual-clock",
-         "--plugged", "7.4kw", "--state", str(tmp_path / "state.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) as process:  # fmt: skip
+        [
+            SIM,
+            "site",
+            "--tcp",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--manual-clock",
+            "--plugged",
+            "7.4kw",
+            "--state",
+            str(tmp_path / "state.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         try:
             assert process.stdout is not None
             yield json.loads(process.stdout.readline())

@@ -37,9 +37,11 @@ async def answers(client: Client, unit: int = SDM630_UNIT) -> bool:
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_timeout_silences_the_meter_until_cleared(
-    sim: SimSite, transport: str, tcp_client: AsyncModbusTcpClient,
+    sim: SimSite,
+    transport: str,
+    tcp_client: AsyncModbusTcpClient,
     rtu_client: AsyncModbusSerialClient,
-) -> None:  # fmt: skip
+) -> None:
     client: Client = tcp_client if transport == "tcp" else rtu_client
     await control(sim, "POST", "/faults", {"kind": "timeout", "unit": SDM630_UNIT})
     assert not await answers(client)
@@ -81,9 +83,11 @@ async def test_crc_fault_sends_frames_with_a_bad_crc(sim: SimSite) -> None:
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_exception_fault_answers_the_configured_code(
-    sim: SimSite, transport: str, tcp_client: AsyncModbusTcpClient,
+    sim: SimSite,
+    transport: str,
+    tcp_client: AsyncModbusTcpClient,
     rtu_client: AsyncModbusSerialClient,
-) -> None:  # fmt: skip
+) -> None:
     client: Client = tcp_client if transport == "tcp" else rtu_client
     await control(sim, "POST", "/faults", {"kind": "exception", "exception_code": 6})
     response = await client.read_input_registers(0, count=2, device_id=SDM630_UNIT)
@@ -154,9 +158,11 @@ async def test_flapping_bus_drops_some_frames_and_not_others(
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_slow_turnaround_outlasts_the_client_timeout(
-    sim: SimSite, transport: str, tcp_client: AsyncModbusTcpClient,
+    sim: SimSite,
+    transport: str,
+    tcp_client: AsyncModbusTcpClient,
     rtu_client: AsyncModbusSerialClient,
-) -> None:  # fmt: skip
+) -> None:
     client: Client = tcp_client if transport == "tcp" else rtu_client
     # The clients time out after 1 s; the slow meter takes 1.5 s.
     await control(sim, "POST", "/faults", {"kind": "slow", "turnaround_s": 1.5})

@@ -28,8 +28,11 @@ async def _answers(port: str, baud: int, unit: int) -> bool:
 async def test_each_meter_answers_only_at_its_own_baud_rate() -> None:
     config = SimConfig(
         meters=(MeterSpec("sdm630", 3, baud=9600), MeterSpec("sdm120", 7, baud=19200)),
-        serial=True, baud=9600, turnaround_s=0.0, control=None,
-    )  # fmt: skip
+        serial=True,
+        baud=9600,
+        turnaround_s=0.0,
+        control=None,
+    )
     async with SimSite(config, clock=ManualClock(0.0)) as sim:
         port = sim.endpoints()["serial"]
         assert await _answers(port, 9600, 3)
@@ -39,8 +42,14 @@ async def test_each_meter_answers_only_at_its_own_baud_rate() -> None:
 
 
 async def test_check_baud_silences_every_device_at_the_wrong_speed() -> None:
-    config = SimConfig(meters=(MeterSpec("sdm630", 1),), serial=True, baud=38400,
-                       check_baud=True, turnaround_s=0.0, control=None)  # fmt: skip
+    config = SimConfig(
+        meters=(MeterSpec("sdm630", 1),),
+        serial=True,
+        baud=38400,
+        check_baud=True,
+        turnaround_s=0.0,
+        control=None,
+    )
     async with SimSite(config, clock=ManualClock(0.0)) as sim:
         port = sim.endpoints()["serial"]
         assert await _answers(port, 38400, 1)

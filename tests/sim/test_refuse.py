@@ -39,9 +39,11 @@ async def _codes(client: Client) -> list[int | None]:
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_refuse_answers_exception_2_for_the_block_and_reads_the_rest(
-    sim: SimSite, transport: str, tcp_client: AsyncModbusTcpClient,
+    sim: SimSite,
+    transport: str,
+    tcp_client: AsyncModbusTcpClient,
     rtu_client: AsyncModbusSerialClient,
-) -> None:  # fmt: skip
+) -> None:
     client: Client = tcp_client if transport == "tcp" else rtu_client
     body = {"kind": "refuse", "unit": SDM630_UNIT, "first_address": FIRST, "last_address": LAST}
     answer = await control(sim, "POST", "/faults", body)
@@ -99,10 +101,20 @@ def test_refuse_defaults_to_illegal_data_address_and_the_whole_map() -> None:
 
 async def test_the_cli_switches_refuse_on(sim: SimSite) -> None:
     proc = await asyncio.create_subprocess_exec(
-        SIM, "fault", "refuse", "--unit", str(SDM630_UNIT),
-        "--first", str(FIRST), "--last", str(LAST), "--control", sim.endpoints()["control"],
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        SIM,
+        "fault",
+        "refuse",
+        "--unit",
+        str(SDM630_UNIT),
+        "--first",
+        str(FIRST),
+        "--last",
+        str(LAST),
+        "--control",
+        sim.endpoints()["control"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err
     fault = json.loads(out)["fault"]

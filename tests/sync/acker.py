@@ -112,10 +112,13 @@ class Acker:
                 for first in range(0, len(ranges), 1000):  # an Ack holds at most 1000 ranges
                     self._ack_seq += 1
                     ack = Ack(
-                        msg_id=new_ulid(), device_id=device_id, seq=self._ack_seq,
-                        ts=datetime.now(UTC), clock_synced=True,
+                        msg_id=new_ulid(),
+                        device_id=device_id,
+                        seq=self._ack_seq,
+                        ts=datetime.now(UTC),
+                        clock_synced=True,
                         ranges=ranges[first : first + 1000],
-                    )  # fmt: skip
+                    )
                     info = self._client.publish(
                         topic(device_id, MessageKind.ACK), encode_message(ack), qos=1
                     )

@@ -43,14 +43,20 @@ USERS = {DEVICE: DEVICE_PASSWORD, "cloud-ingest": INGEST_PASSWORD, "cloud-api": 
 def sync_settings(tls_port: int, ca: Path, **uplink: float) -> SyncSettings:
     return SyncSettings(
         link=LinkSettings(
-            device_id=DEVICE, host="127.0.0.1", port=tls_port, username=DEVICE,
-            password=DEVICE_PASSWORD, tls=True, ca_file=ca, keepalive_s=5,
+            device_id=DEVICE,
+            host="127.0.0.1",
+            port=tls_port,
+            username=DEVICE,
+            password=DEVICE_PASSWORD,
+            tls=True,
+            ca_file=ca,
+            keepalive_s=5,
             connect_timeout_s=3.0,
         ),
         uplink=UplinkSettings(**uplink),  # type: ignore[arg-type]
         backoff=Backoff(initial_s=0.05, max_s=0.5),
         status_interval_s=1.0,
-    )  # fmt: skip
+    )
 
 
 def wall_clock() -> WallClock:
@@ -67,13 +73,17 @@ def queue_readings(
             conn,
             [
                 MeterReading(
-                    meter_id=f"m{m}", ts=ts, clock_synced=True,
+                    meter_id=f"m{m}",
+                    ts=ts,
+                    clock_synced=True,
                     values={Quantity.POWER_W: 7400.0 + i, Quantity.ENERGY_IMPORT_WH: 1000.0 + i},
                 )
                 for m in range(per_batch)
             ],
-            device_id=device_id, now=ts, clock_synced=True,
-        )  # fmt: skip
+            device_id=device_id,
+            now=ts,
+            clock_synced=True,
+        )
 
 
 def queue_session(conn: sqlite3.Connection, *, events: int = 3, device_id: str = DEVICE) -> str:
@@ -81,21 +91,34 @@ def queue_session(conn: sqlite3.Connection, *, events: int = 3, device_id: str =
     session_id = new_ulid()
     for n in range(1, events + 1):
         kind = (
-            SessionEventType.STARTED if n == 1
-            else SessionEventType.STOPPED if n == events
+            SessionEventType.STARTED
+            if n == 1
+            else SessionEventType.STOPPED
+            if n == events
             else SessionEventType.UPDATED
-        )  # fmt: skip
+        )
 
         def build(seq: int, n: int = n, kind: SessionEventType = kind) -> SessionEvent:
             stopping = kind is SessionEventType.STOPPED
             return SessionEvent(
-                msg_id=new_ulid(), device_id=device_id, seq=seq, ts=T0, clock_synced=True,
-                session_id=session_id, event=kind, event_seq=n, connector=1, offline=True,
+                msg_id=new_ulid(),
+                device_id=device_id,
+                seq=seq,
+                ts=T0,
+                clock_synced=True,
+                session_id=session_id,
+                event=kind,
+                event_seq=n,
+                connector=1,
+                offline=True,
                 credential=CredentialRef(kind=CredentialKind.ID_TAG, ref="a" * 64),
-                started_at=T0, meter_start_wh=1000, meter_wh=1000 + 10 * n, energy_wh=10 * n,
+                started_at=T0,
+                meter_start_wh=1000,
+                meter_wh=1000 + 10 * n,
+                energy_wh=10 * n,
                 stopped_at=T0 + timedelta(minutes=n) if stopping else None,
                 stop_reason=StopReason.LOCAL if stopping else None,
-            )  # fmt: skip
+            )
 
         with transaction(conn):
             outbox.enqueue(conn, build, now=T0)

@@ -108,20 +108,30 @@ def command(action: object, *, expires_in: timedelta = timedelta(seconds=30)) ->
     now = datetime.now(UTC)
     return msgspec.convert(
         {
-            "msg_id": new_ulid(), "device_id": DEVICE, "seq": 1, "ts": now,
-            "clock_synced": True, "cmd_id": new_ulid(), "expires_at": now + expires_in,
+            "msg_id": new_ulid(),
+            "device_id": DEVICE,
+            "seq": 1,
+            "ts": now,
+            "clock_synced": True,
+            "cmd_id": new_ulid(),
+            "expires_at": now + expires_in,
             "action": action,
         },
         Command,
-    )  # fmt: skip
+    )
 
 
 def token() -> str:
     now = datetime.now(UTC)
     claims = UnlockClaims(
-        charger_id=DEVICE, connector=1, user_ref="u-1", jti=new_ulid(),
-        nbf=now - timedelta(minutes=1), exp=now + timedelta(hours=1), booking_id="bk-1",
-    )  # fmt: skip
+        charger_id=DEVICE,
+        connector=1,
+        user_ref="u-1",
+        jti=new_ulid(),
+        nbf=now - timedelta(minutes=1),
+        exp=now + timedelta(hours=1),
+        booking_id="bk-1",
+    )
     return sign_unlock_token(KEY, claims)
 
 
@@ -143,9 +153,16 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
     tmp_path: Path, broker: Broker, certs: Certs, acker: Acker, api: paho.Client
 ) -> None:
     sim_config = SimConfig(
-        meters=(MeterSpec("sdm630", 1),), relay_unit=2, tcp=("127.0.0.1", 0), serial=False,
-        turnaround_s=0.0, rfid=False, keys=False, control=None, state_path=None,
-    )  # fmt: skip
+        meters=(MeterSpec("sdm630", 1),),
+        relay_unit=2,
+        tcp=("127.0.0.1", 0),
+        serial=False,
+        turnaround_s=0.0,
+        rfid=False,
+        keys=False,
+        control=None,
+        state_path=None,
+    )
 
     def send(cmd: Command) -> None:
         api.publish(topic(DEVICE, MessageKind.CMD), encode_message(cmd), qos=1).wait_for_publish(5)
@@ -171,8 +188,9 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
                 assert started.session_id is not None
                 await wait_until(lambda: sim.site.relay_closed, 10, "the relay to close")
 
-                stop_cmd = command(StopSession(session_id=started.session_id,
-                                               reason=StopReason.REMOTE))  # fmt: skip
+                stop_cmd = command(
+                    StopSession(session_id=started.session_id, reason=StopReason.REMOTE)
+                )
                 send(stop_cmd)
                 assert (await answer(acker, stop_cmd)).status is CommandStatus.ACCEPTED
                 await wait_until(lambda: not sim.site.relay_closed, 10, "the relay to open")
@@ -186,8 +204,9 @@ async def test_signed_start_closes_the_relay_replays_and_stale_commands_are_refu
                 assert replayed.status is CommandStatus.REJECTED
                 assert replayed.auth_status is AuthorizationStatus.REPLAYED
 
-                stale = command(StartSession(connector=1, token=token()),
-                                expires_in=timedelta(seconds=-5))  # fmt: skip
+                stale = command(
+                    StartSession(connector=1, token=token()), expires_in=timedelta(seconds=-5)
+                )
                 send(stale)
                 assert (await answer(acker, stale)).status is CommandStatus.EXPIRED
                 await asyncio.sleep(0.5)

@@ -30,10 +30,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_agent(store: Path, broker: Broker, certs: Certs) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.sync.agent_proc", str(store), str(broker.tls_port),
-         str(certs.ca)],
-        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tests.sync.agent_proc",
+            str(store),
+            str(broker.tls_port),
+            str(certs.ca),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
     return proc

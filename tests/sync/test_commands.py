@@ -37,12 +37,17 @@ def command(
     now = datetime.now(UTC)
     return msgspec.convert(
         {
-            "msg_id": new_ulid(), "device_id": DEVICE, "seq": 1, "ts": now,
-            "clock_synced": True, "cmd_id": cmd_id or new_ulid(),
-            "expires_at": now + expires_in, "action": action,
+            "msg_id": new_ulid(),
+            "device_id": DEVICE,
+            "seq": 1,
+            "ts": now,
+            "clock_synced": True,
+            "cmd_id": cmd_id or new_ulid(),
+            "expires_at": now + expires_in,
+            "action": action,
         },
         Command,
-    )  # fmt: skip
+    )
 
 
 def results(acker: Acker) -> dict[str, list[CommandResult]]:

@@ -40,18 +40,27 @@ def _no_status() -> StatusAnswer:
 def config_commands(settings: AgentSettings, conn: sqlite3.Connection) -> AgentCommands:
     """The cloud commands with only what a config update uses: the store and the settings."""
     return AgentCommands(
-        conn=conn, settings=settings, present=_no_start, connectors={},
-        now=lambda: datetime.now(UTC), snapshot=_no_status,
-    )  # fmt: skip
+        conn=conn,
+        settings=settings,
+        present=_no_start,
+        connectors={},
+        now=lambda: datetime.now(UTC),
+        snapshot=_no_status,
+    )
 
 
 def update(settings: dict[str, JsonValue]) -> Command:
     now = datetime.now(UTC)
     return Command(
-        msg_id=new_ulid(), device_id="blr-koramangala-01", seq=1, ts=now, clock_synced=True,
-        cmd_id=new_ulid(), expires_at=now + timedelta(minutes=1),
+        msg_id=new_ulid(),
+        device_id="blr-koramangala-01",
+        seq=1,
+        ts=now,
+        clock_synced=True,
+        cmd_id=new_ulid(),
+        expires_at=now + timedelta(minutes=1),
         action=ConfigUpdate(settings=settings),
-    )  # fmt: skip
+    )
 
 
 async def test_valid_update_is_stored_and_applied_at_next_start(tmp_path: Path) -> None:

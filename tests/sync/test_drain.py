@@ -40,9 +40,11 @@ def service(
 ) -> SyncService:
     assert broker.tls_port is not None
     return SyncService(
-        store, sync_settings(broker.tls_port, certs.ca, **uplink),
-        handler=RecordingHandler(), clock=wall_clock(),
-    )  # fmt: skip
+        store,
+        sync_settings(broker.tls_port, certs.ca, **uplink),
+        handler=RecordingHandler(),
+        clock=wall_clock(),
+    )
 
 
 def no_gaps(seqs: set[int]) -> bool:

@@ -25,9 +25,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COMMANDS_BEFORE = (
-    "start_session", "stop_session", "auth_list_update", "config_update", "diagnostics",
+    "start_session",
+    "stop_session",
+    "auth_list_update",
+    "config_update",
+    "diagnostics",
     "relay_test",
-)  # fmt: skip
+)
 COMMANDS_AFTER = (*COMMANDS_BEFORE, "revoke_pins")
 
 

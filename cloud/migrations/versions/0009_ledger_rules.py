@@ -35,9 +35,17 @@ depends_on: str | Sequence[str] | None = None
 
 #: cloud.ledger.accounts.EntrySource, frozen here as of this revision.
 SOURCES = (
-    "payment", "capture", "bill", "refund", "commission", "gst", "tcs", "host_earning",
-    "payout", "dispute_adjustment",
-)  # fmt: skip
+    "payment",
+    "capture",
+    "bill",
+    "refund",
+    "commission",
+    "gst",
+    "tcs",
+    "host_earning",
+    "payout",
+    "dispute_adjustment",
+)
 
 #: cloud.ledger.accounts.ACCOUNT_PATTERN, frozen here as of this revision.
 ACCOUNT_PATTERN = (

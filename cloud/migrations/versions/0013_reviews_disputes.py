@@ -36,14 +36,18 @@ REASONS = ("charger_did_not_start", "stopped_early", "billed_wrong", "damage", "
 def _timestamps() -> list[sa.Column[datetime]]:
     return [
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
         ),
         sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
         ),
-    ]  # fmt: skip
+    ]
 
 
 def upgrade() -> None:
@@ -130,12 +134,15 @@ def upgrade() -> None:
         sa.Column(
             "charged_to",
             sa.Enum(
-                "host", "platform", name="dispute_charged_to", native_enum=False,
+                "host",
+                "platform",
+                name="dispute_charged_to",
+                native_enum=False,
                 create_constraint=True,
             ),
             nullable=True,
         ),
-    )  # fmt: skip
+    )
     op.drop_index(op.f("ix_disputes_session_id"), table_name="disputes")
     op.create_index(op.f("ix_disputes_session_id"), "disputes", ["session_id"], unique=True)
     op.create_index(op.f("ix_disputes_raised_by"), "disputes", ["raised_by"])
@@ -149,24 +156,31 @@ def upgrade() -> None:
         sa.Column("content_type", sa.String(length=40), nullable=False),
         sa.Column("size_bytes", sa.Integer(), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
         ),
         sa.CheckConstraint("size_bytes > 0", name=op.f("ck_dispute_photos_size_positive")),
         sa.ForeignKeyConstraint(
-            ["dispute_id"], ["disputes.id"], name=op.f("fk_dispute_photos_dispute_id_disputes"),
+            ["dispute_id"],
+            ["disputes.id"],
+            name=op.f("fk_dispute_photos_dispute_id_disputes"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dispute_photos")),
         sa.UniqueConstraint("storage_key", name=op.f("uq_dispute_photos_storage_key")),
-    )  # fmt: skip
+    )
     op.create_index(op.f("ix_dispute_photos_dispute_id"), "dispute_photos", ["dispute_id"])
     # --- refunds: one live refund per (payment, reason), the backstop for two resolutions
     # of one dispute at once (cloud/payments/models.py)
     op.create_index(
-        "uq_refunds_payment_reason_live", "refunds", ["payment_id", "reason"], unique=True,
+        "uq_refunds_payment_reason_live",
+        "refunds",
+        ["payment_id", "reason"],
+        unique=True,
         postgresql_where=sa.text("status <> 'failed'"),
-    )  # fmt: skip
+    )
 
 
 def downgrade() -> None:
@@ -203,10 +217,15 @@ def downgrade() -> None:
         sa.Column(
             "moderation_status",
             sa.Enum(
-                "pending", "approved", "rejected", "suspended", name="review_moderation",
-                native_enum=False, create_constraint=True,
+                "pending",
+                "approved",
+                "rejected",
+                "suspended",
+                name="review_moderation",
+                native_enum=False,
+                create_constraint=True,
             ),
             server_default="pending",
             nullable=False,
         ),
-    )  # fmt: skip
+    )

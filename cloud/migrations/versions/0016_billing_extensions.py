@@ -26,9 +26,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COMMANDS_BEFORE = (
-    "start_session", "stop_session", "auth_list_update", "config_update", "diagnostics",
-    "relay_test", "revoke_pins",
-)  # fmt: skip
+    "start_session",
+    "stop_session",
+    "auth_list_update",
+    "config_update",
+    "diagnostics",
+    "relay_test",
+    "revoke_pins",
+)
 COMMANDS_AFTER = (*COMMANDS_BEFORE, "extend_session")
 
 

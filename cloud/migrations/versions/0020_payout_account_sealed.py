@@ -85,9 +85,12 @@ _ANY_ENTRY = "source = 'payout' AND account LIKE 'host:%'"
 def _payout_once(where: str) -> None:
     op.execute(f"DROP INDEX IF EXISTS {_PAYOUT_ONCE}")
     op.create_index(
-        _PAYOUT_ONCE, "ledger_entries", ["payout_id"], unique=True,
+        _PAYOUT_ONCE,
+        "ledger_entries",
+        ["payout_id"],
+        unique=True,
         postgresql_where=sa.text(where),
-    )  # fmt: skip
+    )
 
 
 def upgrade() -> None:
