@@ -26,7 +26,7 @@ from cloud.admin import figures, users
 from cloud.admin.schemas import DisableIn
 from cloud.audit.actor import actor_of
 from cloud.audit.service import Actor
-from cloud.chargers import service as chargers
+from cloud.chargers import moderation, views
 from cloud.chargers.models import ModerationStatus
 from cloud.chargers.schemas import ModerationIn, ModerationNoteIn
 from cloud.deps import Db, State
@@ -172,7 +172,7 @@ async def overview(*, request: Request, visitor: PageVisitor, db: Db) -> Respons
         )
     queues = {
         "chargers": len(
-            await chargers.moderation_queue(db, ModerationStatus.PENDING, limit=PAGE_ROWS)
+            await moderation.moderation_queue(db, ModerationStatus.PENDING, limit=PAGE_ROWS)
         ),
         "kyc": len(await kyc.queue(db, SubmissionStatus.SUBMITTED, limit=PAGE_ROWS)),
         "disputes": unresolved,
@@ -210,13 +210,13 @@ async def listing_queue(
     admin = _admin(request, visitor)
     if isinstance(admin, Response):
         return admin
-    rows = await chargers.moderation_queue(db, status, limit=PAGE_ROWS)
-    views = [await chargers.host_view(db, c) for c in rows]
+    rows = await moderation.moderation_queue(db, status, limit=PAGE_ROWS)
+    listed = [await views.host_view(db, c) for c in rows]
     return render(
         request,
         visitor,
         "admin_chargers.html",
-        chargers=views,
+        chargers=listed,
         status=status,
         statuses=list(ModerationStatus),
     )
@@ -231,7 +231,7 @@ def _moderation(charger_id: str, decision: ModerationStatus, note: str) -> Calla
             text = _valid(ModerationNoteIn, note=note.strip()).note
 
         async def work(db: AsyncSession, actor: Actor) -> None:
-            await chargers.moderate(db, charger_id, decision, text, actor)
+            await moderation.moderate(db, charger_id, decision, text, actor)
 
         return _in_tx(work)
 

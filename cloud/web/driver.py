@@ -28,8 +28,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from cloud.accounts.models import Role
+from cloud.chargers import access
 from cloud.chargers import router as chargers_api
-from cloud.chargers import service as chargers
 from cloud.deps import Db, State
 from cloud.disputes import router as disputes_api
 from cloud.disputes import rules as dispute_rules
@@ -110,7 +110,7 @@ async def charger_by_id(
 ) -> Response:
     """To the charger's page, ``/c/{code}`` (the QR target; one page per charger)."""
     try:
-        charger = await chargers.public_charger(db, charger_id)
+        charger = await access.public_charger(db, charger_id)
     except NotFound:
         return _not_found(request, visitor)
     return redirect(f"/c/{charger.qr_code}", visitor)

@@ -27,8 +27,7 @@ from cloud.accounts.tokens import Principal
 from cloud.audit.actor import actor_of
 from cloud.bookings import service as bookings
 from cloud.bookings.models import BookingStatus
-from cloud.chargers import qr, schemas
-from cloud.chargers import service as chargers
+from cloud.chargers import access, editing, qr, schemas, views
 from cloud.chargers.models import Charger, PricingMode
 from cloud.chargers.status import live_status
 from cloud.chargers.sticker import sticker_pdf as render_sticker
@@ -91,7 +90,7 @@ async def _charger_rows(
     """The host's chargers, each with its live state (device online, connectors' status)."""
     now = datetime.now(UTC)
     try:
-        mine = await chargers.host_chargers(db, host)
+        mine = await editing.host_chargers(db, host)
     except Forbidden:
         mine = []
     offline_after_s = state.settings.marketplace.device_offline_after_s
@@ -394,7 +393,7 @@ async def create_charger(
     try:
         body = schemas.ChargerCreate.model_validate(_form_body(form, None))
         async with state.sessions() as db, db.begin():
-            charger = await chargers.create_charger(db, host, body)
+            charger = await editing.create_charger(db, host, body)
     except ValidationError as exc:
         return _charger_form(
             request,
@@ -418,7 +417,7 @@ async def create_charger(
 
 async def _owned(db: AsyncSession, host: Principal, charger_id: str) -> Charger | None:
     try:
-        return await chargers.editable_charger(db, host, charger_id)
+        return await access.editable_charger(db, host, charger_id)
     except NotFound:
         return None
 
@@ -433,8 +432,8 @@ async def edit_charger(
     charger = await _owned(db, host, charger_id)
     if charger is None:
         return _not_found(request, visitor)
-    connectors = [chargers.connector_out(k) for k in await chargers.connectors_of(db, charger.id)]
-    view = await chargers.host_view(db, charger)
+    connectors = [views.connector_out(k) for k in await views.connectors_of(db, charger.id)]
+    view = await views.host_view(db, charger)
     return _charger_form(
         request,
         visitor,
@@ -464,9 +463,9 @@ async def update_charger(
             charger = await _owned(db, host, charger_id)
             if charger is None:
                 return _not_found(request, visitor)
-            kept = chargers.pricing_out(charger)
+            kept = views.pricing_out(charger)
             body = schemas.ChargerUpdate.model_validate(_form_body(form, kept))
-            await chargers.update_charger(db, host, charger_id, body)
+            await editing.update_charger(db, host, charger_id, body)
     except ValidationError as exc:
         return _charger_form(
             request,

@@ -21,8 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
-from cloud.chargers import schemas
-from cloud.chargers import service as chargers
+from cloud.chargers import access, editing, schemas, views
 from cloud.deps import Db, State
 from cloud.errors import CloudError, NotFound
 from cloud.problems import problem_for
@@ -80,10 +79,10 @@ async def _page(
     status_code: int = 200,
 ) -> Response:
     try:
-        charger = await chargers.editable_charger(db, host, charger_id)
+        charger = await access.editable_charger(db, host, charger_id)
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
-    view = await chargers.host_view(db, charger)
+    view = await views.host_view(db, charger)
     _ = visitor.gettext
     names = [
         _("Monday"),
@@ -160,7 +159,7 @@ async def save_week(
     try:
         body = schemas.AvailabilityIn.model_validate({"windows": windows})
         async with state.sessions() as db, db.begin():
-            await chargers.set_availability(db, host, charger_id, body)
+            await editing.set_availability(db, host, charger_id, body)
     except ValidationError as exc:
         return await _refused(
             request,
@@ -216,7 +215,7 @@ async def block(
         return host
     try:
         async with state.sessions() as db, db.begin():
-            charger = await chargers.editable_charger(db, host, charger_id, lock=True)
+            charger = await access.editable_charger(db, host, charger_id, lock=True)
             zone = ZoneInfo(charger.timezone)
             fields: dict[str, Any] = {
                 "start": _local(start, zone),
@@ -224,7 +223,7 @@ async def block(
                 "reason": reason.strip(),
             }
             body = schemas.BlockedPeriodIn.model_validate(fields)
-            await chargers.add_blocked_period(db, host, charger_id, body, now=datetime.now(UTC))
+            await editing.add_blocked_period(db, host, charger_id, body, now=datetime.now(UTC))
     except ValidationError as exc:
         return await _refused(
             request, visitor, state, host, charger_id, why=_why(visitor, exc), status_code=422
@@ -260,7 +259,7 @@ async def unblock(
         return host
     try:
         async with state.sessions() as db, db.begin():
-            await chargers.delete_blocked_period(db, host, charger_id, period_id)
+            await editing.delete_blocked_period(db, host, charger_id, period_id)
     except NotFound:
         return render(request, visitor, "not_found.html", status_code=404)
     return redirect(f"/app/host/chargers/{charger_id}/availability", visitor)

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.accounts.tokens import Principal
-from cloud.chargers import photos
+from cloud.chargers import access, photos
 from cloud.chargers import router as chargers_api
-from cloud.chargers import service as chargers
 from cloud.deps import Db, State
 from cloud.errors import CloudError, InvalidRequest, NotFound
 from cloud.problems import problem_for
@@ -31,7 +30,7 @@ def _edit_page(charger_id: str) -> str:
 
 async def _owned(db: AsyncSession, host: Principal, charger_id: str) -> bool:
     try:
-        await chargers.editable_charger(db, host, charger_id)
+        await access.editable_charger(db, host, charger_id)
     except NotFound:
         return False
     return True

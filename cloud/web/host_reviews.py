@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from pydantic import ValidationError
 
-from cloud.chargers import service as chargers
+from cloud.chargers import editing
 from cloud.deps import Db, State
 from cloud.errors import CloudError, Forbidden, NotFound
 from cloud.problems import problem_for
@@ -34,7 +34,7 @@ async def host_reviews(request: Request, visitor: PageVisitor, db: Db) -> Respon
     if isinstance(host, Response):
         return host
     try:
-        mine = await chargers.host_chargers(db, host)
+        mine = await editing.host_chargers(db, host)
     except Forbidden:
         mine = []
     groups = []

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State as StarletteState
 
-from cloud.chargers import qr, schemas
-from cloud.chargers import service as chargers
+from cloud.chargers import access, qr, schemas, views
 
 #: How long a listing is kept for the QR page (seconds).
 TTL_S = 10.0
@@ -53,9 +52,9 @@ async def listing(db: AsyncSession, app_state: StarletteState, code: str) -> Lis
     hit = cache.get(key)
     if hit is not None and hit.expires > now:
         return hit
-    charger = await chargers.charger_by_code(db, code)
+    charger = await access.charger_by_code(db, code)
     found = Listing(
-        public=await chargers.public_view(db, charger),
+        public=await views.public_view(db, charger),
         device_id=charger.device_id,
         expires=now + TTL_S,
     )

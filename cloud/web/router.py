@@ -35,7 +35,7 @@ from cloud.billing.schemas import QuoteRequest
 from cloud.billing.service import quote
 from cloud.bookings import service as bookings
 from cloud.bookings.models import Booking, BookingStatus
-from cloud.chargers import service as chargers
+from cloud.chargers import access, views
 from cloud.chargers.models import Charger, PricingMode
 from cloud.chargers.status import live_state
 from cloud.deps import Db, State
@@ -556,7 +556,7 @@ def _basis(duration_min: int | None, energy_wh: int | None) -> dict[str, int]:
 
 async def _charger_or_none(db: AsyncSession, charger_id: str) -> Charger | None:
     try:
-        return await chargers.public_charger(db, charger_id)
+        return await access.public_charger(db, charger_id)
     except NotFound:
         return None
 
@@ -595,7 +595,7 @@ async def quote_page(
         error = visitor.gettext("Choose a duration or an energy.")
     except CloudError as exc:
         error = explain(visitor, exc)
-    public = await chargers.public_view(db, charger)
+    public = await views.public_view(db, charger)
     return render(
         request,
         visitor,
