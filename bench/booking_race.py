@@ -50,7 +50,7 @@ from cloud.pg import (
 )
 from cloud.settings import DbSettings
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import (
+from tests.support.bookings_fixtures import (
     RacePlan,
     RaceRequest,
     race_requests,
@@ -58,9 +58,9 @@ from tests.cloud.bookings_fixtures import (
     race_setup,
     serve_api,
 )
-from tests.cloud.certs import make_certs
-from tests.cloud.conftest import make_settings
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.certs import make_certs
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import cloud_broker
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 #: SQLAlchemy's default ``max_overflow``: the API can hold pool_size + this many connections.

@@ -44,8 +44,8 @@ from typing import Any, Literal
 from edge_agent.store.writer import StoreWriter
 from protocols.messages import MeterReading, TelemetryBatch
 from protocols.meters import Quantity
-from tests.cloud.certs import make_certs
-from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.support.certs import make_certs
+from tests.support.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 

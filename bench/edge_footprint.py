@@ -39,9 +39,9 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 
 from edge_agent.control import request
-from tests.cloud.certs import Certs, make_certs
-from tests.cloud.mosquitto import Broker, cloud_broker
 from tests.edge.ocpp_csms import Csms
+from tests.support.certs import Certs, make_certs
+from tests.support.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 

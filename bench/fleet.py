@@ -60,9 +60,9 @@ from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Ack, ack_ranges, encode_message
 from protocols.topics import PREFIX, topic
-from tests.cloud.certs import make_certs
-from tests.cloud.conftest import token_public_key
-from tests.cloud.mosquitto import Broker, cloud_broker, free_port
+from tests.support.certs import make_certs
+from tests.support.cloud_env import token_public_key
+from tests.support.mosquitto import Broker, cloud_broker, free_port
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 LAG_GOAL_MS = 2000.0

@@ -42,9 +42,9 @@ from cloud.settings import DbSettings, env_name
 from protocols.enums import MessageKind
 from protocols.messages import Ack, TelemetryBatch, encode_message, parse_message
 from protocols.topics import topic
-from tests.cloud.certs import make_certs
-from tests.cloud.messages import telemetry
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.certs import make_certs
+from tests.support.messages import telemetry
+from tests.support.mosquitto import cloud_broker
 
 DEVICE = "dev-bench"
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"

@@ -41,8 +41,8 @@ from edge_agent.sync.service import SyncService
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
 from protocols.topics import topic
-from tests.cloud.certs import make_certs
-from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.support.certs import make_certs
+from tests.support.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,

@@ -1,10 +1,10 @@
 """The driver's pages on a phone: what the QR page weighs, how fast it answers, and how long
 from scanning the sticker to a closed relay.
 
-``python -m bench.pages`` starts the whole marketplace on loopback (tests/cloud/flow_rig.py, as
+``python -m bench.pages`` starts the whole marketplace on loopback (tests/support/flow_rig.py, as
 ``bench.unlock`` does: broker, ingest, the API under uvicorn, a real agent and the simulated
 charger; the settle job off) and drives Debian's Chromium through Playwright
-(tests/cloud/browser.py). Figures (one JSON line each, per BENCHMARKS.md):
+(tests/support/browser.py). Figures (one JSON line each, per BENCHMARKS.md):
 
 * ``qr_page_bytes``: everything a first visit to ``/c/{code}`` transfers (a fresh browser
   context, nothing cached, not signed in): the sum of Chromium's ``encodedDataLength`` over
@@ -47,11 +47,11 @@ from cloud import migrate
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
-from tests.cloud.browser import PHONE, chromium
-from tests.cloud.certs import make_certs
-from tests.cloud.flow_rig import Market, relay_closed, running_market
-from tests.cloud.market import TEST_PASSWORD
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.browser import PHONE, chromium
+from tests.support.certs import make_certs
+from tests.support.flow_rig import Market, relay_closed, running_market
+from tests.support.market import TEST_PASSWORD
+from tests.support.mosquitto import cloud_broker
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 QR_PAGE_GOAL_BYTES = 150 * 1024

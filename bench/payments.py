@@ -67,10 +67,10 @@ from cloud.payments.webhooks import WebhookBatcher
 from cloud.pg import PgConnection, PgPool, close, connect, open_pool
 from cloud.settings import DbSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import serve_api
-from tests.cloud.certs import make_certs
-from tests.cloud.conftest import TABLES, make_settings
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.bookings_fixtures import serve_api
+from tests.support.certs import make_certs
+from tests.support.cloud_env import TABLES, make_settings
+from tests.support.mosquitto import cloud_broker
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_bench_payments"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"

@@ -48,9 +48,9 @@ from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, env_name
 from protocols.enums import ConnectorType
 from protocols.ids import new_ulid
-from tests.cloud.certs import make_certs
-from tests.cloud.conftest import token_public_key
-from tests.cloud.mosquitto import cloud_broker, free_port
+from tests.support.certs import make_certs
+from tests.support.cloud_env import token_public_key
+from tests.support.mosquitto import cloud_broker, free_port
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 BENCH_HOST = "BENCHHOST0000000000000000"

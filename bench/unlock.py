@@ -1,6 +1,6 @@
 """QR unlock latency: ``POST /chargers/{id}/sessions`` → relay closed → 201, end to end.
 
-``python -m bench.unlock`` starts the whole marketplace on loopback (tests/cloud/flow_rig.py):
+``python -m bench.unlock`` starts the whole marketplace on loopback (tests/support/flow_rig.py):
 the project's broker (TLS for the device), an ingest worker, the API under uvicorn, the
 simulated charger and a real edge agent provisioned with a pairing code. Then a driver
 unlocks the charger ``--unlocks`` times (pay-as-you-go, each walk-up paid first with the dummy
@@ -37,9 +37,9 @@ from typing import Any
 from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
-from tests.cloud.certs import make_certs
-from tests.cloud.flow_rig import Market, relay_closed, running_market
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.certs import make_certs
+from tests.support.flow_rig import Market, relay_closed, running_market
+from tests.support.mosquitto import cloud_broker
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 WATCH_INTERVAL_S = 0.001

@@ -68,7 +68,7 @@ class RedisSettings(_Group):
     url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     #: Put before every key the cloud keeps in Redis (rate limits, one-time codes, the SMS
     #: outbox, web sessions), so two deployments, test runs or benchmarks sharing one Redis
-    #: never count each other's attempts (issue 20; tests/cloud/conftest.py gives each run
+    #: never count each other's attempts (issue 20; tests/support/cloud_env.py gives each run
     #: its own). Pub/sub channels carry ids unique to their run and are not prefixed.
     key_prefix: str = Field(default="cm:", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 

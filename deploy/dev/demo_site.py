@@ -3,7 +3,7 @@ unlock-token key pair and the cloud's environment. Prints one JSON object (the d
 ``site.json``) that ``python -m cloud.demo`` reads (cloud/demo/runner.py).
 
 The broker config is the project's own (``deploy/mosquitto/cloud``) with only ports and file
-paths replaced — the same rendering the tests use (``tests/cloud/mosquitto.py``), so the demo
+paths replaced — the same rendering the tests use (``tests/support/mosquitto.py``), so the demo
 runs exactly what is tested.
 
 A second run reuses the directory (the broker's dynamic-security file keeps the credentials
@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from protocols.tokens import PrivateKey
-from tests.cloud.certs import make_certs
-from tests.cloud.mosquitto import cloud_broker
+from tests.support.certs import make_certs
+from tests.support.mosquitto import cloud_broker
 
 SITE_FILE = "site.json"
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"

@@ -10,8 +10,8 @@ import pytest
 
 from firmware_sim.site import MeterSpec
 from tests.cli.rig import BAUD, cli, mqtt_table, sim_site, write_config
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker, free_port
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker, free_port
 
 #: fault -> (the check that must FAIL, words its remedy must contain)
 FAULTS = {

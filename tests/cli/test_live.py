@@ -22,9 +22,9 @@ from tests.cli.rig import (
     sim_site,
     write_config,
 )
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker, free_port
 from tests.edge.agent_rig import control, seed_local_list, wait_until
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker, free_port
 from tests.sync.acker import Acker
 
 

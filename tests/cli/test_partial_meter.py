@@ -18,9 +18,9 @@ from firmware_sim.site import MeterSpec
 from protocols.messages import Status, TelemetryBatch
 from protocols.meters import Quantity
 from tests.cli.rig import DEVICE, agent_process, cli, mqtt_table, sim_site, write_config
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
 from tests.edge.agent_rig import control, wait_until
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]

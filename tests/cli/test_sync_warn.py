@@ -12,9 +12,9 @@ import pytest
 
 from firmware_sim.site import MeterSpec
 from tests.cli.rig import DEVICE, Result, agent_process, cli, mqtt_table, sim_site, write_config
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
 from tests.edge.agent_rig import wait_until
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,8 +21,8 @@ from cloud.accounts.models import Role
 from cloud.accounts.sms import RedisSmsOutbox
 from cloud.accounts.tokens import AUDIENCE, ISSUER, issue_access_token
 from cloud.pg import PgConnection
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
-from tests.cloud.market import TEST_PASSWORD, Api, add_user
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.market import TEST_PASSWORD, Api, add_user
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from cloud.chargers.models import PricingMode
 from cloud.ledger.entries import bill_txn
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.market import TEST_PASSWORD, Api, add_user
+from tests.support.bookings_fixtures import add_charger
+from tests.support.market import TEST_PASSWORD, Api, add_user
 
 pytestmark = pytest.mark.integration
 

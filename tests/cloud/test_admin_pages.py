@@ -14,7 +14,7 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection, PgRecord
 from protocols.ids import new_ulid
-from tests.cloud.console_world import (
+from tests.support.console_world import (
     AADHAAR,
     PAN,
     PNG,
@@ -23,8 +23,8 @@ from tests.cloud.console_world import (
     kyc_files,
     unverified,
 )
-from tests.cloud.market import Api, add_user
-from tests.cloud.page_clients import csrf_of, signed_in
+from tests.support.market import Api, add_user
+from tests.support.page_clients import csrf_of, signed_in
 
 pytestmark = pytest.mark.integration
 

@@ -31,12 +31,12 @@ from cloud.ingest.live import device_channel
 from cloud.pg import PgConnection, PgRecord
 from cloud.sessions.live import LiveHub
 from cloud.state import AppState
-from tests.cloud.browser import Tour, artifacts_dir, chromium, tour
-from tests.cloud.conftest import make_settings
-from tests.cloud.console_world import PNG, ConsoleWorld, console_world
-from tests.cloud.flow_rig import wait_for
-from tests.cloud.market import TEST_PASSWORD, ApiUser
-from tests.cloud.mosquitto import Broker, free_port
+from tests.support.browser import Tour, artifacts_dir, chromium, tour
+from tests.support.cloud_env import make_settings
+from tests.support.console_world import PNG, ConsoleWorld, console_world
+from tests.support.flow_rig import wait_for
+from tests.support.market import TEST_PASSWORD, ApiUser
+from tests.support.mosquitto import Broker, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,9 +13,9 @@ from cloud.app import create_app
 from cloud.errors import NotFound, RateLimited
 from cloud.problems import MEDIA_TYPE, install_problem_handlers
 from cloud.telemetry.storage import TelemetryBackend
-from tests.cloud.conftest import make_settings
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import wait_for
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import wait_for
 
 pytestmark = pytest.mark.integration
 

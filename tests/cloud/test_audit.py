@@ -16,7 +16,7 @@ from cloud.audit.service import Actor, record
 from cloud.pg import PgConnection
 from cloud.state import AppState
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Acceptance (issue 16, item 3): pay before unlock, bill the meter, refund the rest — end to
-end with the real agent, simulator, broker, ingest and API (tests/cloud/flow_rig.py) and the
+end with the real agent, simulator, broker, ingest and API (tests/support/flow_rig.py) and the
 dummy payment provider (its webhooks through the API's own webhook route).
 
 * online: a driver books, is refused the unlock unpaid (402), pays with the dummy's test card
@@ -30,9 +30,9 @@ from cloud.payments.settlement import settle_session
 from cloud.pg import PgConnection, PgRecord
 from cloud.state import AppState
 from edge_agent.control import request as control
-from tests.cloud.bookings_fixtures import next_slot
-from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import (
+from tests.support.bookings_fixtures import next_slot
+from tests.support.certs import Certs
+from tests.support.flow_rig import (
     PRICE_PER_KWH_PAISE,
     SESSION_FEE_PAISE,
     Market,
@@ -42,8 +42,8 @@ from tests.cloud.flow_rig import (
     running_market,
     wait_for,
 )
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -34,7 +34,7 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

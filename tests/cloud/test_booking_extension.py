@@ -1,5 +1,5 @@
 """Acceptance (issue 16, item 3): a driver extends a running booking — end to end with the
-real agent, simulator, broker, ingest and API (tests/cloud/flow_rig.py) and the dummy
+real agent, simulator, broker, ingest and API (tests/support/flow_rig.py) and the dummy
 provider. The extension is quoted by the one rule, the agent is told over the command path
 and stores the session's longer authorization, the top-up is paid as a second payment of
 the booking, and the stop's bill is taken from both: captured - refunded = billed."""
@@ -17,9 +17,9 @@ from cloud.billing.quote import Tariff, price, window_usage
 from cloud.chargers.models import PricingMode
 from cloud.ledger.accounts import driver_account
 from cloud.pg import PgConnection
-from tests.cloud.bookings_fixtures import ALL_WEEK
-from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import (
+from tests.support.bookings_fixtures import ALL_WEEK
+from tests.support.certs import Certs
+from tests.support.flow_rig import (
     PRICE_PER_KWH_PAISE,
     SESSION_FEE_PAISE,
     Market,
@@ -27,7 +27,7 @@ from tests.cloud.flow_rig import (
     running_market,
     wait_for,
 )
-from tests.cloud.mosquitto import Broker
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,9 +25,9 @@ from cloud.payments.settlement import release_cancelled, settle_session
 from cloud.pg import PgConnection
 from cloud.state import AppState
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
-from tests.cloud.flow_rig import wait_for
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
+from tests.support.flow_rig import wait_for
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

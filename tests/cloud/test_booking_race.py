@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from cloud.pg import PgConnection
-from tests.cloud.bookings_fixtures import race_requests, race_round, race_setup, serve_api
-from tests.cloud.conftest import make_settings
-from tests.cloud.mosquitto import Broker
+from tests.support.bookings_fixtures import race_requests, race_round, race_setup, serve_api
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -17,14 +17,14 @@ from cloud.errors import InvalidRequest
 from cloud.pg import PgConnection
 from protocols.enums import AuthorizationStatus
 from protocols.pins import verify_pin
-from tests.cloud.bookings_fixtures import (
+from tests.support.bookings_fixtures import (
     ListedCharger,
     add_charger,
     block,
     booking_body,
     next_slot,
 )
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

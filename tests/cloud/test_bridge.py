@@ -14,12 +14,12 @@ from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.topics import topic
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import add_device
-from tests.cloud.messages import auth_decision, telemetry
-from tests.cloud.mosquitto import Broker, edge_broker
-from tests.cloud.probe import Probe
-from tests.cloud.sim_device import SimDevice, wait_for
+from tests.support.certs import Certs
+from tests.support.cloud_env import add_device
+from tests.support.messages import auth_decision, telemetry
+from tests.support.mosquitto import Broker, edge_broker
+from tests.support.probe import Probe
+from tests.support.sim_device import SimDevice, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

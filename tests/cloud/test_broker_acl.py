@@ -18,13 +18,13 @@ import pytest
 from cloud.pg import PgConnection
 from protocols.enums import MessageKind
 from protocols.topics import UPLINK_KINDS, ingest_filter, topic
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import add_device
-from tests.cloud.messages import status, telemetry
-from tests.cloud.mosquitto import Broker, cloud_broker
-from tests.cloud.probe import Probe
-from tests.cloud.sim_device import SimDevice, wait_for
-from tests.cloud.workers import Workers
+from tests.support.certs import Certs
+from tests.support.cloud_env import add_device
+from tests.support.messages import status, telemetry
+from tests.support.mosquitto import Broker, cloud_broker
+from tests.support.probe import Probe
+from tests.support.sim_device import SimDevice, wait_for
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
-from tests.cloud.market import Api, ApiUser, add_user
 from tests.cloud.test_listings import approve, assert_problem, create_listing
+from tests.support.market import Api, ApiUser, add_user
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 

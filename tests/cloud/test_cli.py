@@ -14,7 +14,7 @@ from cloud.models import metadata
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings
 from cloud.telemetry.storage import TelemetryBackend
-from tests.cloud.mosquitto import Broker
+from tests.support.mosquitto import Broker
 
 CLI = Path(sys.executable).with_name("chargemitra-cloud")
 

@@ -28,9 +28,9 @@ from cloud.demo.city import DRIVER_EMAIL, PLACES
 from cloud.demo.runner import DRIVER_PASSWORD
 from cloud.demo.story import SimControl, StoryResult, play_story
 from cloud.pg import PgConnection
-from tests.cloud.browser import chromium
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
-from tests.cloud.mosquitto import free_port
+from tests.support.browser import chromium
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.mosquitto import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

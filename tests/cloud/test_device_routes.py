@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
-from tests.cloud.market import Api, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
-from tests.cloud.probe import Probe
-from tests.cloud.sim_device import wait_for
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.market import Api, ApiUser, add_user
+from tests.support.mosquitto import Broker
+from tests.support.probe import Probe
+from tests.support.sim_device import wait_for
 
 pytestmark = pytest.mark.integration
 

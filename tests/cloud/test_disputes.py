@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,20 +23,16 @@ import pytest
 
 from cloud.accounts.models import Role
 from cloud.app import create_app
-from cloud.billing.service import rates
 from cloud.errors import PaymentProviderError
-from cloud.payments import service as payments
-from cloud.payments.dummy import CARD_SUCCEEDS, DummyProvider
-from cloud.payments.settlement import settle_session
+from cloud.payments.dummy import DummyProvider
 from cloud.pg import PgConnection
-from cloud.settings import Settings
-from cloud.state import AppState
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import ListedCharger, add_charger
-from tests.cloud.conftest import make_settings
-from tests.cloud.flow_rig import wait_for
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.bookings_fixtures import add_charger
+from tests.support.cloud_env import make_settings
+from tests.support.disputes import PREPAID, DisputeApi, settled_session
+from tests.support.flow_rig import wait_for
+from tests.support.market import ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -48,20 +43,11 @@ async def _one(pg: PgConnection, query: str, *args: object) -> Any:
     return rows[0] if rows else None
 
 
-PREPAID = 20_000
 _PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
     b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
     b"\x00\x00\x00\x00IEND\xaeB`\x82"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DisputeApi:
-    client: httpx.AsyncClient
-    settings: Settings
-    state: AppState
-    provider: DummyProvider
 
 
 @pytest.fixture
@@ -84,84 +70,6 @@ async def dispute_api(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield DisputeApi(client, settings, state, state.payments)
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    public_id: str
-    pk: int
-    payment_id: str
-
-
-async def _settled_session(
-    pg: PgConnection,
-    api: DisputeApi,
-    charger: ListedCharger,
-    driver: ApiUser,
-    *,
-    stopped_ago: timedelta = timedelta(minutes=5),
-) -> Settled:
-    """A booking prepaid through the dummy's Checkout, its session (1 h, 7.4 kWh) stopped and
-    settled by the billing flow: captured whole, billed, the unused part refunded."""
-    booking = new_ulid()
-    # Each session of a test an hour and a half before the last: bookings of one connector
-    # cannot overlap.
-    earlier = await pg.fetchval("SELECT count(*) FROM bookings WHERE charger_id = $1", charger.id)
-    stopped = datetime.now(UTC) - stopped_ago - earlier * timedelta(minutes=90)
-    await pg.execute(
-        "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, status, "
-        "amount_paise) VALUES ($1, $2, $3, $4, tstzrange($5, $6), 'confirmed', $7)",
-        booking,
-        driver.id,
-        charger.id,
-        charger.connectors[1],
-        stopped - timedelta(hours=1),
-        stopped,
-        PREPAID,
-    )
-    state, provider = api.state, api.provider
-    payment, order = await payments.open_order(
-        state.sessions, provider, user_id=driver.id, amount_paise=PREPAID, booking_id=booking
-    )
-    result = await provider.pay(order.order_ref, CARD_SUCCEEDS)
-    await payments.confirm_checkout(
-        state.sessions, provider, payment_id=payment.id, user_id=driver.id, result=result
-    )
-    public_id = new_ulid()
-    pk: int = await pg.fetchval(
-        "INSERT INTO sessions (device_id, device_session_id, connector_number, charger_id, "
-        "booking_id, credential_kind, credential_ref, state, started_at, stopped_at, "
-        "meter_start_wh, meter_stop_wh, energy_wh, last_event_seq, events_received) VALUES "
-        "($1, $2, 1, $3, $4, 'Remote', $5, 'stopped', $6, $7, 1000, 8400, 7400, 3, 3) "
-        "RETURNING id",
-        charger.device_id,
-        public_id,
-        charger.id,
-        booking,
-        new_ulid(),
-        stopped - timedelta(hours=1),
-        stopped,
-    )
-    billing = api.settings.billing
-    await settle_session(
-        state.sessions,
-        provider,
-        pk,
-        platform=rates(billing),
-        tcs_bp=billing.tcs_bp,
-        billing=billing,
-    )
-
-    async def settled() -> bool:
-        unsent = await pg.fetchval(
-            "SELECT count(*) FROM refunds WHERE payment_id = $1 AND status <> 'processed'",
-            payment.id,
-        )
-        state_now = await pg.fetchval("SELECT billing_state FROM sessions WHERE id = $1", pk)
-        return bool(unsent == 0 and state_now == "settled")
-
-    await wait_for(settled, "the session settled and its unused prepayment refunded")
-    return Settled(public_id, pk, payment.id)
 
 
 async def _host_net(pg: PgConnection, host: ApiUser, session_pk: int) -> int:
@@ -193,8 +101,8 @@ async def test_a_partial_refund_balances_reaches_the_driver_and_shrinks_the_paya
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
     admin = await add_user(pg, s, Role.ADMIN)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    disputed = await _settled_session(pg, api, charger, driver)
-    clean = await _settled_session(pg, api, charger, driver)
+    disputed = await settled_session(pg, api, charger, driver)
+    clean = await settled_session(pg, api, charger, driver)
     net_disputed = await _host_net(pg, host, disputed.pk)
     net_clean = await _host_net(pg, host, clean.pk)
     before = await _earnings(api, host)
@@ -385,8 +293,8 @@ async def test_who_may_open_see_answer_and_resolve_a_dispute(
     host, other_host = await add_user(pg, s, Role.HOST), await add_user(pg, s, Role.HOST)
     driver, other = await add_user(pg, s), await add_user(pg, s)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    session = await _settled_session(pg, api, charger, driver)
-    old = await _settled_session(pg, api, charger, driver, stopped_ago=timedelta(days=15))
+    session = await settled_session(pg, api, charger, driver)
+    old = await settled_session(pg, api, charger, driver, stopped_ago=timedelta(days=15))
     body = {"reason_code": "stopped_early", "description": "Stopped at 40 %."}
 
     for who, sid in ((other, session.public_id), (driver, old.public_id), (driver, new_ulid())):
@@ -450,8 +358,8 @@ async def test_a_rejection_moves_no_money_and_a_full_refund_charges_the_host_its
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
     admin = await add_user(pg, s, Role.ADMIN)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    rejected_one = await _settled_session(pg, api, charger, driver)
-    refunded_one = await _settled_session(pg, api, charger, driver)
+    rejected_one = await settled_session(pg, api, charger, driver)
+    refunded_one = await settled_session(pg, api, charger, driver)
     body = {"reason_code": "charger_did_not_start", "description": "It never started."}
     ids = []
     for session in (rejected_one, refunded_one):
@@ -535,7 +443,7 @@ async def test_a_refund_the_provider_refused_is_sent_again_by_resolving_again(
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
     admin = await add_user(pg, s, Role.ADMIN)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    session = await _settled_session(pg, api, charger, driver)
+    session = await settled_session(pg, api, charger, driver)
     opened = await api.client.post(
         f"/sessions/{session.public_id}/disputes",
         json={"reason_code": "stopped_early", "description": "Stopped at 20 %."},
@@ -606,7 +514,7 @@ async def test_two_resolutions_at_once_refund_adjust_and_audit_once(
     host, driver = await add_user(pg, s, Role.HOST), await add_user(pg, s)
     admin = await add_user(pg, s, Role.ADMIN)
     charger = await add_charger(pg, host, pricing_mode="per_kwh")
-    session = await _settled_session(pg, api, charger, driver)
+    session = await settled_session(pg, api, charger, driver)
     opened = await api.client.post(
         f"/sessions/{session.public_id}/disputes",
         json={"reason_code": "billed_wrong", "description": "Too much."},

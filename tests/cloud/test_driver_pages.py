@@ -23,13 +23,13 @@ from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
-from tests.cloud import fake_razorpay, fake_stripe
-from tests.cloud.bookings_fixtures import ListedCharger, add_charger
-from tests.cloud.fake_razorpay import FakeRazorpay
-from tests.cloud.market import TEST_PASSWORD, Api, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
 from tests.cloud.test_pages import _address, _csrf
 from tests.cloud.test_reviews import add_session
+from tests.support import fake_razorpay, fake_stripe
+from tests.support.bookings_fixtures import ListedCharger, add_charger
+from tests.support.fake_razorpay import FakeRazorpay
+from tests.support.market import TEST_PASSWORD, Api, ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 #: A 1x1 PNG: a real image for the dispute's photo check.
 PNG = base64.b64decode(
@@ -127,7 +127,7 @@ def rzp() -> object:
 async def razorpay_app(
     db_url: str, broker: Broker, service_passwords: dict[str, str], rzp: FakeRazorpay
 ) -> AsyncIterator[Api]:
-    from tests.cloud.conftest import make_settings
+    from tests.support.cloud_env import make_settings
 
     settings = make_settings(
         db_url,
@@ -425,7 +425,7 @@ async def test_stripe_checkout_on_the_pages_posts_the_payment_intent_and_is_veri
     Stripe's frames), carries the PaymentIntent's client secret and the publishable key, and
     the intent id posted back is verified by reading the intent from (the fake) Stripe: not
     yet authorized is refused, authorized is held."""
-    from tests.cloud.conftest import make_settings
+    from tests.support.cloud_env import make_settings
 
     with fake_stripe.fake_stripe() as stp:
         settings = make_settings(

@@ -24,12 +24,12 @@ import uvicorn
 from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.pg import PgConnection
-from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.browser import artifacts_dir, chromium, tour
-from tests.cloud.flow_rig import wait_for
-from tests.cloud.market import TEST_PASSWORD, add_user
-from tests.cloud.mosquitto import Broker, free_port
 from tests.cloud.test_reviews import add_session
+from tests.support.bookings_fixtures import add_charger
+from tests.support.browser import artifacts_dir, chromium, tour
+from tests.support.flow_rig import wait_for
+from tests.support.market import TEST_PASSWORD, add_user
+from tests.support.mosquitto import Broker, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ async def served(
     db_url: str, broker: Broker, service_passwords: dict[str, str], tmp_path: Path
 ) -> AsyncIterator[tuple[str, object]]:
     """The API under uvicorn on a free loopback port: (base URL, settings)."""
-    from tests.cloud.conftest import make_settings
+    from tests.support.cloud_env import make_settings
 
     settings = make_settings(
         db_url,

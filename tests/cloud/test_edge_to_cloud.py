@@ -22,11 +22,11 @@ from protocols.enums import AuthListUpdateType
 from protocols.enums import AuthorizationStatus as Status
 from protocols.idtags import hash_id_tag
 from protocols.messages import AuthListEntry, AuthListUpdate
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import add_device
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import wait_for
-from tests.cloud.workers import Workers
+from tests.support.certs import Certs
+from tests.support.cloud_env import add_device
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import wait_for
+from tests.support.workers import Workers
 from tests.sync.rig import (
     RecordingHandler,
     outbox_empty,

@@ -20,7 +20,7 @@ from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, encode_message
 from protocols.topics import topic
-from tests.cloud.mosquitto import Broker
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

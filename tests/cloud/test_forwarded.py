@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from cloud.settings import Settings
-from tests.cloud.api_process import clear_rate_limits
-from tests.cloud.bookings_fixtures import serve_api
-from tests.cloud.conftest import make_settings
-from tests.cloud.mosquitto import Broker
+from tests.support.api_process import clear_rate_limits
+from tests.support.bookings_fixtures import serve_api
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

@@ -34,11 +34,11 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.api_process import clear_rate_limits
-from tests.cloud.bookings_fixtures import serve_api
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
-from tests.cloud.market import TEST_PASSWORD, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.api_process import clear_rate_limits
+from tests.support.bookings_fixtures import serve_api
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, make_settings
+from tests.support.market import TEST_PASSWORD, ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

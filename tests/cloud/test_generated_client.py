@@ -23,9 +23,9 @@ import pytest
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
-from tests.cloud.api_process import clear_rate_limits
-from tests.cloud.bookings_fixtures import add_charger, next_slot
-from tests.cloud.market import TEST_PASSWORD, Api, add_user
+from tests.support.api_process import clear_rate_limits
+from tests.support.bookings_fixtures import add_charger, next_slot
+from tests.support.market import TEST_PASSWORD, Api, add_user
 
 pytestmark = pytest.mark.integration
 

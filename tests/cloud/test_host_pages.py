@@ -19,9 +19,9 @@ from cloud.pg import PgConnection
 from cloud.web.chart import bar_chart
 from cloud.web.format import IST
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import add_charger, booking_body
-from tests.cloud.market import TEST_PASSWORD, Api, ApiUser, add_user
 from tests.cloud.test_pages import _address, _csrf
+from tests.support.bookings_fixtures import add_charger, booking_body
+from tests.support.market import TEST_PASSWORD, Api, ApiUser, add_user
 
 GOOD = {
     "name": "Gate 4 charger",

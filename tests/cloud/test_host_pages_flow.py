@@ -1,5 +1,5 @@
 """Acceptance (issue 19, the host's pages) in a real browser against the running marketplace
-(tests/cloud/flow_rig.py): the rig's host signs in, adds a charger through the form (a wrong
+(tests/support/flow_rig.py): the rig's host signs in, adds a charger through the form (a wrong
 PIN code first: the error beside the field, the form kept), gets a pairing code on the page, a
 second real edge agent (its own simulated site) claims that code through
 ``POST /devices/claim`` and connects, and the dashboard shows the new charger online and its
@@ -31,11 +31,11 @@ from edge_agent.config import load_config
 from edge_agent.provision import claim, write_claim
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
-from tests.cloud.browser import artifacts_dir, chromium, tour
-from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import Market, register_wh, running_market, site_config, wait_for
-from tests.cloud.market import TEST_PASSWORD
-from tests.cloud.mosquitto import Broker
+from tests.support.browser import artifacts_dir, chromium, tour
+from tests.support.certs import Certs
+from tests.support.flow_rig import Market, register_wh, running_market, site_config, wait_for
+from tests.support.market import TEST_PASSWORD
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import pytest
 
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
-from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.market import Api, add_user
+from tests.support.bookings_fixtures import add_charger
+from tests.support.market import Api, add_user
 
 pytestmark = pytest.mark.integration
 

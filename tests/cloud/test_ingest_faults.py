@@ -1,7 +1,7 @@
 """Ingest under faults: an outage backlog, two workers, kill -9 mid-batch, redelivery.
 
 The workers are real ``chargemitra-cloud ingest`` processes; the device is simulated on
-the wire (tests/cloud/sim_device.py) and empties its outbox only through real acks.
+the wire (tests/support/sim_device.py) and empties its outbox only through real acks.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.conftest import add_device
-from tests.cloud.messages import session_events, telemetry
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice, wait_for
-from tests.cloud.workers import Workers
+from tests.support.cloud_env import add_device
+from tests.support.messages import session_events, telemetry
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice, wait_for
+from tests.support.workers import Workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
 

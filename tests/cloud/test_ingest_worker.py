@@ -23,10 +23,10 @@ from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
 from protocols.topics import topic
-from tests.cloud.conftest import REDIS_URL, add_device
-from tests.cloud.messages import auth_decision, session_events, status, telemetry
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice, wait_for
+from tests.support.cloud_env import REDIS_URL, add_device
+from tests.support.messages import auth_decision, session_events, status, telemetry
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from cloud.ledger.service import post
 from cloud.pg import PgConnection
 from cloud.settings import sqlalchemy_url
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

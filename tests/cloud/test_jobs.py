@@ -42,11 +42,11 @@ from cloud.settings import DbSettings
 from cloud.state import AppState
 from protocols.backoff import Backoff
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_URL, make_settings
-from tests.cloud.flow_rig import wait_for
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker, free_port
-from tests.cloud.smtp_server import LocalSmtp
+from tests.support.cloud_env import REDIS_URL, make_settings
+from tests.support.flow_rig import wait_for
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker, free_port
+from tests.support.smtp_server import LocalSmtp
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from cloud.kyc import identity
 from cloud.kyc.storage import MAGIC, DocumentStore
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 PDF = b"%PDF-1.4\n% proof of address: 12 MG Road, Pune 411001 KYC-PLAINTEXT-MARKER\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32 + b"PAN CARD ABCPE1234F KYC-PLAINTEXT-MARKER"

@@ -14,7 +14,7 @@ import httpx
 from cloud.accounts.models import Role
 from cloud.chargers.qr import ALPHABET, CODE_CHARS
 from cloud.pg import PgConnection
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.market import Api, ApiUser, add_user
 
 PROBLEM = "application/problem+json"
 

@@ -27,9 +27,9 @@ from cloud.sessions.models import SessionState
 from cloud.settings import Settings
 from protocols.enums import CredentialKind
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_URL, make_settings
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.mosquitto import Broker, free_port
+from tests.support.cloud_env import REDIS_URL, make_settings
+from tests.support.market import ApiUser, add_user
+from tests.support.mosquitto import Broker, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from websockets.typing import Subprotocol
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from cloud.settings import Settings
-from tests.cloud.api_process import log_entries
-from tests.cloud.bookings_fixtures import add_charger, serve_api
-from tests.cloud.conftest import make_settings
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.api_process import log_entries
+from tests.support.bookings_fixtures import add_charger, serve_api
+from tests.support.cloud_env import make_settings
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

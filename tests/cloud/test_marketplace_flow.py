@@ -22,8 +22,8 @@ from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from edge_agent.control import request as control
 from protocols.pins import PIN_DIGITS
-from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import (
+from tests.support.certs import Certs
+from tests.support.flow_rig import (
     PRICE_PER_KWH_PAISE,
     SESSION_FEE_PAISE,
     Market,
@@ -33,8 +33,8 @@ from tests.cloud.flow_rig import (
     running_market,
     wait_for,
 )
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

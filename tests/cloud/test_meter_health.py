@@ -17,11 +17,11 @@ from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from protocols.ids import new_ulid
 from protocols.messages import MeterHealth, Status
-from tests.cloud.conftest import add_device
-from tests.cloud.market import Api, add_user
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice
 from tests.cloud.test_listings import approve, create_listing
+from tests.support.cloud_env import add_device
+from tests.support.market import Api, add_user
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice
 
 pytestmark = pytest.mark.integration
 

@@ -52,13 +52,13 @@ from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Message, encode_message
 from protocols.topics import topic
-from tests.cloud.bookings_fixtures import add_charger, api_env, booking_body, next_slot
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
-from tests.cloud.fake_http import Answer, Seen, serve
-from tests.cloud.market import Api, ApiUser, add_user
-from tests.cloud.messages import session_events, status
-from tests.cloud.mosquitto import Broker, free_port
-from tests.cloud.smtp_server import LocalSmtp
+from tests.support.bookings_fixtures import add_charger, api_env, booking_body, next_slot
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, make_settings
+from tests.support.fake_http import Answer, Seen, serve
+from tests.support.market import Api, ApiUser, add_user
+from tests.support.messages import session_events, status
+from tests.support.mosquitto import Broker, free_port
+from tests.support.smtp_server import LocalSmtp
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
-from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.market import Api, add_user
+from tests.support.bookings_fixtures import add_charger
+from tests.support.market import Api, add_user
 
 PROBLEM = "#/components/schemas/Problem"
 VALIDATION_PROBLEM = "#/components/schemas/ValidationProblem"

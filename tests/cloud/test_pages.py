@@ -25,8 +25,8 @@ from cloud.web.render import safe_next
 from cloud.web.router import wants_html
 from cloud.web.security import CONTENT_SECURITY_POLICY
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_KEY_PREFIX
-from tests.cloud.market import TEST_PASSWORD, Api, add_user
+from tests.support.cloud_env import REDIS_KEY_PREFIX
+from tests.support.market import TEST_PASSWORD, Api, add_user
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

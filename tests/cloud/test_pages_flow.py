@@ -1,5 +1,5 @@
 """Acceptance (issue 19, the driver's flow) in a real browser against the running marketplace
-(tests/cloud/flow_rig.py: API, ingest, broker, a real agent and the simulated charger):
+(tests/support/flow_rig.py: API, ingest, broker, a real agent and the simulated charger):
 
 * online: open the QR URL → sign up by phone OTP → quote → pay with the dummy's test card →
   the simulated relay closes → the live page shows power (and, its stream cut, says
@@ -33,10 +33,10 @@ from cloud.chargers.models import PricingMode
 from cloud.chargers.qr import new_short_code
 from cloud.pg import PgConnection
 from cloud.web.format import rupees
-from tests.cloud.browser import artifacts_dir, chromium, tour
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_KEY_PREFIX
-from tests.cloud.flow_rig import (
+from tests.support.browser import artifacts_dir, chromium, tour
+from tests.support.certs import Certs
+from tests.support.cloud_env import REDIS_KEY_PREFIX
+from tests.support.flow_rig import (
     PRICE_PER_KWH_PAISE,
     SESSION_FEE_PAISE,
     Market,
@@ -45,8 +45,8 @@ from tests.cloud.flow_rig import (
     running_market,
     wait_for,
 )
-from tests.cloud.market import TEST_PASSWORD
-from tests.cloud.mosquitto import Broker
+from tests.support.market import TEST_PASSWORD
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -33,9 +33,9 @@ from cloud.payments.razorpay_provider import RazorpayProvider
 from cloud.payments.stripe_provider import StripeProvider
 from cloud.payouts import rules
 from cloud.settings import Environment, load_settings
-from tests.cloud import fake_razorpay, fake_stripe
-from tests.cloud.fake_razorpay import FakeRazorpay
-from tests.cloud.fake_stripe import FakeStripe
+from tests.support import fake_razorpay, fake_stripe
+from tests.support.fake_razorpay import FakeRazorpay
+from tests.support.fake_stripe import FakeStripe
 
 
 @pytest.fixture

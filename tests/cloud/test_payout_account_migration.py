@@ -14,7 +14,7 @@ from cloud.kyc.storage import Sealer, load_key
 from cloud.payments.models import PayoutAccount, PayoutAccountKind
 from cloud.payouts.accounts import destination
 from cloud.pg import PgConnection
-from tests.cloud.conftest import kyc_key_file
+from tests.support.cloud_env import kyc_key_file
 
 pytestmark = pytest.mark.integration
 

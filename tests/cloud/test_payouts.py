@@ -48,12 +48,12 @@ from cloud.payouts.accounts import seal_number
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import AppSettings, DbSettings, Environment, Settings, sqlalchemy_url
 from protocols.ids import new_ulid
-from tests.cloud import fake_razorpay, fake_stripe
-from tests.cloud.conftest import TABLES, make_settings
-from tests.cloud.fake_http import Seen
-from tests.cloud.fake_razorpay import FakeRazorpay
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker
+from tests.support import fake_razorpay, fake_stripe
+from tests.support.cloud_env import TABLES, make_settings
+from tests.support.fake_http import Seen
+from tests.support.fake_razorpay import FakeRazorpay
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

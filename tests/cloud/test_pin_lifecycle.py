@@ -22,11 +22,11 @@ from cloud.pg import PgConnection
 from edge_agent.auth.authorizer import Moment, Pin
 from edge_agent.control import request as control
 from protocols.enums import AuthorizationStatus
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
-from tests.cloud.flow_rig import Market, relay_closed, running_market, wait_for
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.certs import Certs
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.flow_rig import Market, relay_closed, running_market, wait_for
+from tests.support.market import ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ The host's telemetry chart answered 500 on the same rows. Now the wire contract 
 quantity, aggregates are clamped so rows stored before that cannot overflow them, and each
 background job of a worker survives its own failure.
 
-The workers are real ``chargemitra-cloud ingest`` processes (tests/cloud/workers.py) with a
+The workers are real ``chargemitra-cloud ingest`` processes (tests/support/workers.py) with a
 one-second rollup refresh; devices are simulated on the wire with their own credentials.
 """
 
@@ -26,13 +26,13 @@ from cloud.telemetry.rollup import mark_pending
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
-from tests.cloud.conftest import add_device
-from tests.cloud.market import Api
-from tests.cloud.messages import T0, session_events, telemetry
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice, wait_for
 from tests.cloud.test_charger_status import listed_with_device
-from tests.cloud.workers import Workers
+from tests.support.cloud_env import add_device
+from tests.support.market import Api
+from tests.support.messages import T0, session_events, telemetry
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice, wait_for
+from tests.support.workers import Workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -24,11 +24,11 @@ import websockets
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from cloud.settings import Settings
-from tests.cloud.api_process import clear_rate_limits
-from tests.cloud.bookings_fixtures import add_charger, booking_body, next_slot, serve_api
-from tests.cloud.conftest import make_settings
-from tests.cloud.market import TEST_PASSWORD, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.api_process import clear_rate_limits
+from tests.support.bookings_fixtures import add_charger, booking_body, next_slot, serve_api
+from tests.support.cloud_env import make_settings
+from tests.support.market import TEST_PASSWORD, ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from cloud.pg import PgConnection
 from cloud.state import AppState
 from protocols.enums import MessageKind
 from protocols.topics import topic
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, make_settings
-from tests.cloud.mosquitto import Broker
-from tests.cloud.probe import Probe
-from tests.cloud.sim_device import wait_for
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, make_settings
+from tests.support.mosquitto import Broker
+from tests.support.probe import Probe
+from tests.support.sim_device import wait_for
 
 pytestmark = pytest.mark.integration
 

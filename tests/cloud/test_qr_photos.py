@@ -23,10 +23,10 @@ from cloud.chargers import qr
 from cloud.chargers.storage import LocalPhotoStorage, MemoryPhotoStorage, check_key, new_storage_key
 from cloud.errors import NotFound
 from cloud.pg import PgConnection
-from tests.cloud.conftest import make_settings
-from tests.cloud.market import Api, add_user
-from tests.cloud.mosquitto import Broker
 from tests.cloud.test_listings import approve, assert_problem, create_listing
+from tests.support.cloud_env import make_settings
+from tests.support.market import Api, add_user
+from tests.support.mosquitto import Broker
 
 PHOTO_MAX = 4096
 

@@ -1,6 +1,6 @@
 """Issue 20, item 5: test runs and benchmarks sharing one Redis never count each other's
 attempts. Every key the cloud keeps in Redis starts with ``redis.key_prefix``; each test
-run and benchmark process gets its own (tests/cloud/conftest.py ``REDIS_KEY_PREFIX``, which
+run and benchmark process gets its own (tests/support/cloud_env.py ``REDIS_KEY_PREFIX``, which
 bench/ builds its settings with), so a claim rate limit used up by an earlier ``make test``
 or by a run beside this one does not answer 429 here.
 """
@@ -17,8 +17,8 @@ from cloud import ratelimit
 from cloud.errors import RateLimited
 from cloud.settings import RedisSettings
 from protocols.ids import new_ulid
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
-from tests.cloud.market import Api
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.market import Api
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ async def test_a_claim_limit_used_up_by_another_run_does_not_refuse_this_one(
 
 
 def test_every_run_draws_a_prefix_of_its_own() -> None:
-    """48 random bits a process (tests/cloud/conftest.py): two runs, or a benchmark beside a
+    """48 random bits a process (tests/support/cloud_env.py): two runs, or a benchmark beside a
     test run, do not meet; the settings tests and benchmarks build carry it."""
     assert re.fullmatch(r"cm:run-[0-9a-f]{12}:", REDIS_KEY_PREFIX)
     assert RedisSettings().key_prefix != REDIS_KEY_PREFIX

@@ -21,10 +21,10 @@ from cloud.sessions.republish import GRACE_S, republish_round
 from cloud.state import AppState
 from protocols.messages import Command, RevokePins, parse_message
 from protocols.topics import topic
-from tests.cloud.conftest import add_device
-from tests.cloud.market import Api, add_user
-from tests.cloud.mosquitto import Broker
 from tests.cloud.test_unlock import DEVICE, Site, api  # noqa: F401 -- the fixture
+from tests.support.cloud_env import add_device
+from tests.support.market import Api, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

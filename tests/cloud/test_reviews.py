@@ -17,8 +17,8 @@ import pytest
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
-from tests.cloud.market import Api, ApiUser, add_user
+from tests.support.bookings_fixtures import ListedCharger, add_charger, booking_body, next_slot
+from tests.support.market import Api, ApiUser, add_user
 
 pytestmark = pytest.mark.integration
 

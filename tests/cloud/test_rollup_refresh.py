@@ -23,10 +23,10 @@ from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import MessageKind
 from protocols.messages import TelemetryBatch, encode_message
 from protocols.topics import topic
-from tests.cloud.conftest import add_device, make_settings
-from tests.cloud.messages import T0, telemetry
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice
+from tests.support.cloud_env import add_device, make_settings
+from tests.support.messages import T0, telemetry
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice
 
 
 @pytest.fixture

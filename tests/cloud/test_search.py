@@ -28,8 +28,8 @@ from cloud.chargers.availability import (
 )
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
-from tests.cloud.market import Api, add_user
 from tests.cloud.test_listings import assert_problem, create_listing
+from tests.support.market import Api, add_user
 
 EARTH_RADIUS_M = 6_378_168.0
 CENTRE = (12.9716, 77.5946)  # Bengaluru

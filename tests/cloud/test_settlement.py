@@ -31,7 +31,7 @@ from cloud.payments.settlement import (
 from cloud.pg import PgConnection
 from cloud.settings import BillingSettings, Environment, sqlalchemy_url
 from protocols.ids import new_ulid
-from tests.cloud.flow_rig import wait_for
+from tests.support.flow_rig import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,14 +18,14 @@ from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from firmware_sim.site import MeterSpec
 from tests.cli.rig import DEVICE, TAG, agent_process, mqtt_table, sim_site, write_config
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import add_device
-from tests.cloud.market import Api, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import wait_for
 from tests.cloud.test_listings import approve, create_listing
-from tests.cloud.workers import Workers
 from tests.edge.agent_rig import control, seed_local_list, wait_until
+from tests.support.certs import Certs
+from tests.support.cloud_env import add_device
+from tests.support.market import Api, ApiUser, add_user
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import wait_for
+from tests.support.workers import Workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

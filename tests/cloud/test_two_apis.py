@@ -25,9 +25,9 @@ import websockets
 
 from cloud.app import create_app
 from cloud.pg import PgConnection
-from tests.cloud.certs import Certs
-from tests.cloud.flow_rig import Market, booking_window, running_market, wait_for
-from tests.cloud.mosquitto import Broker, free_port
+from tests.support.certs import Certs
+from tests.support.flow_rig import Market, booking_window, running_market, wait_for
+from tests.support.mosquitto import Broker, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -28,10 +28,10 @@ from protocols.messages import Command, StartSession, parse_message
 from protocols.pins import PIN_DIGITS, pin_ref, verify_pin
 from protocols.tokens import TokenVerifier, load_public_key
 from protocols.topics import topic
-from tests.cloud.bookings_fixtures import insert_booking
-from tests.cloud.conftest import add_device, make_settings
-from tests.cloud.market import Api, ApiUser, add_user
-from tests.cloud.mosquitto import Broker
+from tests.support.bookings_fixtures import insert_booking
+from tests.support.cloud_env import add_device, make_settings
+from tests.support.market import Api, ApiUser, add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Webhook routes against the real database: a signed event is stored once and applied
 forward only, in one transaction; a bad signature is a 400 problem and changes nothing.
 
-The events are made by the fake providers (tests/cloud/fake_razorpay.py, fake_stripe.py) with
+The events are made by the fake providers (tests/support/fake_razorpay.py, fake_stripe.py) with
 each provider's exact signature scheme, and posted to the API's real routes.
 """
 
@@ -20,12 +20,12 @@ from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.state import AppState
-from tests.cloud import fake_razorpay, fake_stripe
-from tests.cloud.bookings_fixtures import add_charger, booking_body, next_slot
-from tests.cloud.fake_razorpay import FakeRazorpay
-from tests.cloud.fake_stripe import FakeStripe
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import Broker
+from tests.support import fake_razorpay, fake_stripe
+from tests.support.bookings_fixtures import add_charger, booking_body, next_slot
+from tests.support.fake_razorpay import FakeRazorpay
+from tests.support.fake_stripe import FakeStripe
+from tests.support.market import add_user
+from tests.support.mosquitto import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def stp() -> object:
 async def _api(
     db_url: str, broker: Broker, password: str, env: dict[str, str]
 ) -> AsyncIterator[PayApi]:
-    from tests.cloud.conftest import make_settings
+    from tests.support.cloud_env import make_settings
 
     settings = make_settings(db_url, broker, password, username="cloud-api", **env)
     app = create_app(settings)

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from cloud.pg import PgConnection
-from tests.cloud.conftest import add_device
-from tests.cloud.messages import telemetry
-from tests.cloud.mosquitto import Broker
-from tests.cloud.sim_device import SimDevice, wait_for
-from tests.cloud.workers import Workers
+from tests.support.cloud_env import add_device
+from tests.support.messages import telemetry
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import SimDevice, wait_for
+from tests.support.workers import Workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -21,9 +21,9 @@ import yaml
 from cloud.app import create_app
 from cloud.env_example import render
 from cloud.settings import GROUPS, env_name, load_settings
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_URL, make_settings
-from tests.cloud.mosquitto import Broker, cloud_broker, edge_broker, free_port
+from tests.support.certs import Certs
+from tests.support.cloud_env import REDIS_URL, make_settings
+from tests.support.mosquitto import Broker, cloud_broker, edge_broker, free_port
 from tests.sync.rig import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ async def test_each_ingest_worker_serves_its_metrics_on_base_plus_index(
 def test_mosquitto_starts_with_each_broker_config(tmp_path: Path, certs: Certs) -> None:
     """`mosquitto -c` with the cloud config (which the compose broker image runs unchanged)
     and the site bridge's, each with only its ports and paths replaced
-    (tests/cloud/mosquitto.py), listens on every listener it declares."""
+    (tests/support/mosquitto.py), listens on every listener it declares."""
     cloud = cloud_broker(
         tmp_path / "cloud", certs, {"cloud-ingest": "a" * 16, "cloud-api": "b" * 16}
     )

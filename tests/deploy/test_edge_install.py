@@ -26,10 +26,10 @@ from redis.asyncio import Redis
 from cloud.app import create_app
 from cloud.devices.service import issue_pairing_code
 from cloud.pg import PgConnection
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import REDIS_URL, make_settings
-from tests.cloud.mosquitto import Broker, free_port
 from tests.edge.test_daemon import site
+from tests.support.certs import Certs
+from tests.support.cloud_env import REDIS_URL, make_settings
+from tests.support.mosquitto import Broker, free_port
 from tests.sync.rig import wait_until
 
 from .bookworm import (

@@ -27,16 +27,16 @@ from cloud.settings import DbSettings, env_name
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
 from protocols.ids import new_ulid
-from tests.cloud.api_process import clear_rate_limits
-from tests.cloud.bookings_fixtures import serve_api
-from tests.cloud.certs import make_certs
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, TABLES, make_settings, migrate_once
-from tests.cloud.flow_rig import list_charger, wait_for
-from tests.cloud.market import add_user
-from tests.cloud.mosquitto import cloud_broker
-from tests.cloud.workers import Workers
 from tests.e2e.netns import agent_namespace
 from tests.e2e.rig import BIN, Rig, agent_config
+from tests.support.api_process import clear_rate_limits
+from tests.support.bookings_fixtures import serve_api
+from tests.support.certs import make_certs
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, TABLES, make_settings, migrate_once
+from tests.support.flow_rig import list_charger, wait_for
+from tests.support.market import add_user
+from tests.support.mosquitto import cloud_broker
+from tests.support.workers import Workers
 
 INGEST_WORKERS = 2
 

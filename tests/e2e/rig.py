@@ -1,10 +1,10 @@
 """The chaos rig: every part of ChargeMitra as its own process, started once for the suite.
 
 * the project's cloud **Mosquitto** (deploy/mosquitto/cloud: TLS for devices, dynamic
-  security with per-device credentials; tests/cloud/mosquitto.py), its devices' listener on
+  security with per-device credentials; tests/support/mosquitto.py), its devices' listener on
   the host end of the agent's veth pair;
-* two **ingest workers** (``chargemitra-cloud ingest``, tests/cloud/workers.py);
-* the **API** (``chargemitra-cloud serve``, tests/cloud/bookings_fixtures.serve_api) with its
+* two **ingest workers** (``chargemitra-cloud ingest``, tests/support/workers.py);
+* the **API** (``chargemitra-cloud serve``, tests/support/bookings_fixtures.serve_api) with its
   settlement job and the dummy payment provider;
 * **PostgreSQL** (the migrated test database);
 * the **simulator** (firmware_sim.SimSite: an SDM630 and a Modbus coil relay on an RS-485
@@ -41,11 +41,11 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from edge_agent.control import request as control_request
 from firmware_sim.simsite import SimSite
-from tests.cloud.flow_rig import PRICE_PER_KWH_PAISE, SESSION_FEE_PAISE, register_wh, wait_for
-from tests.cloud.market import ApiUser
-from tests.cloud.mosquitto import Broker
-from tests.cloud.workers import Workers
 from tests.e2e.netns import AgentNamespace
+from tests.support.flow_rig import PRICE_PER_KWH_PAISE, SESSION_FEE_PAISE, register_wh, wait_for
+from tests.support.market import ApiUser
+from tests.support.mosquitto import Broker
+from tests.support.workers import Workers
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

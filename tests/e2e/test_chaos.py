@@ -20,8 +20,8 @@ import secrets
 
 import pytest
 
-from tests.cloud.flow_rig import wait_for
 from tests.e2e.rig import Rig
+from tests.support.flow_rig import wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -21,8 +21,8 @@ import pytest
 
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL, TABLES, migrate_once
-from tests.cloud.mosquitto import free_port
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, TABLES, migrate_once
+from tests.support.mosquitto import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,7 +32,7 @@ from ocpp.v16.enums import Action, RegistrationStatus
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tests.cloud.certs import Certs
+from tests.support.certs import Certs
 
 from .modbus_peer import free_port
 

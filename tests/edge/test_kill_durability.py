@@ -27,8 +27,8 @@ import pytest
 
 from protocols.messages import TelemetryBatch
 from protocols.meters import Quantity, load_map, plan_blocks
-from tests.cloud.certs import Certs, make_certs
-from tests.cloud.mosquitto import Broker, cloud_broker
+from tests.support.certs import Certs, make_certs
+from tests.support.mosquitto import Broker, cloud_broker
 from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 

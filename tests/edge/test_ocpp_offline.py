@@ -33,7 +33,7 @@ import pytest
 
 from edge_agent.control import request
 from tests.cli.rig import cli
-from tests.cloud.certs import Certs, make_certs
+from tests.support.certs import Certs, make_certs
 
 from .agent_rig import TAG, rows, seed_local_list, wait_for_socket, wait_until, write_config
 from .modbus_peer import ChargingMeter, ModbusPeer

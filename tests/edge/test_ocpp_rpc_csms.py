@@ -24,7 +24,7 @@ import pytest
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
-from tests.cloud.certs import Certs, make_certs
+from tests.support.certs import Certs, make_certs
 
 from .agent_rig import rows, write_config
 from .modbus_peer import ChargingMeter, ModbusPeer

@@ -30,8 +30,8 @@ from protocols.messages import (
 )
 from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from protocols.topics import topic
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import API_PASSWORD, INGEST_PASSWORD, wait_until
 

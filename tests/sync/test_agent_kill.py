@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,

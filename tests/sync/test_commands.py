@@ -16,8 +16,8 @@ from protocols.enums import CommandStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, CommandResult, Diagnostics, StopSession, encode_message
 from protocols.topics import topic
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,

@@ -14,8 +14,8 @@ from edge_agent.sync.service import SyncService
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.messages import AuthDecision, SessionEvent, Status
 from protocols.topics import topic
-from tests.cloud.certs import Certs
-from tests.cloud.mosquitto import Broker
+from tests.support.certs import Certs
+from tests.support.mosquitto import Broker
 from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,

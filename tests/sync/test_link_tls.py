@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.errors import LinkError
 from edge_agent.sync.link import LinkSettings, MqttLink, Will
-from tests.cloud.certs import Certs
+from tests.support.certs import Certs
 
 
 @pytest.fixture

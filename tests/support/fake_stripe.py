@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import stripe
 
-from tests.cloud.fake_http import Answer, FakeServer, Seen, serve
+from tests.support.fake_http import Answer, FakeServer, Seen, serve
 
 SECRET_KEY = "sk_test_Fake0" + "s" * 24
 WEBHOOK_SECRET = "whsec_Fake0" + "w" * 24

@@ -11,7 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.cloud.sim_device import wait_for
+from tests.support.sim_device import wait_for
 
 
 class Probe:

@@ -1,4 +1,4 @@
-"""What the tests of a real API process (:func:`tests.cloud.bookings_fixtures.serve_api`)
+"""What the tests of a real API process (:func:`tests.support.bookings_fixtures.serve_api`)
 read and reset around it: its JSON log lines and the per-address rate-limit counters."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
 
 
 def log_entries(log_file: Path) -> list[dict[str, Any]]:

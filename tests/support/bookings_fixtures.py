@@ -27,8 +27,8 @@ from cloud.accounts.models import Role
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.mosquitto import free_port
+from tests.support.market import ApiUser, add_user
+from tests.support.mosquitto import free_port
 
 #: Default opening hours when a test gives none: every day, all day (time.max is midnight).
 ALL_WEEK = tuple((d, dtime(0, 0), dtime.max) for d in range(7))

@@ -16,9 +16,9 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.state import AppState
 from protocols.ids import new_ulid
-from tests.cloud.bookings_fixtures import add_charger
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.test_disputes import DisputeApi, _settled_session
+from tests.support.bookings_fixtures import add_charger
+from tests.support.disputes import DisputeApi, settled_session
+from tests.support.market import ApiUser, add_user
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
@@ -72,7 +72,7 @@ async def console_world(
     )
     assert sent.status_code == 201, sent.text
     assert isinstance(state.payments, DummyProvider)
-    settled = await _settled_session(
+    settled = await settled_session(
         pg, DisputeApi(client, settings, state, state.payments), charger, driver
     )
     opened = await client.post(

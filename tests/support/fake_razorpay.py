@@ -36,7 +36,7 @@ from typing import Any
 
 import razorpay  # type: ignore[import-untyped]
 
-from tests.cloud.fake_http import Answer, FakeServer, Seen, serve
+from tests.support.fake_http import Answer, FakeServer, Seen, serve
 
 KEY_ID = "rzp_test_Fake0Key0Id0001"
 KEY_SECRET = "fake-key-secret-" + "k" * 16

@@ -16,7 +16,8 @@ import pytest
 
 from cloud.settings import env_name
 from protocols.ids import new_ulid
-from tests.cloud.mosquitto import Broker
+from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL
+from tests.support.mosquitto import Broker
 
 CLI = Path(sys.executable).with_name("chargemitra-cloud")
 
@@ -58,8 +59,6 @@ class Workers:
 def workers(
     db_url: str, broker: Broker, service_passwords: dict[str, str], tmp_path: Path
 ) -> Iterator[Workers]:
-    from tests.cloud.conftest import REDIS_KEY_PREFIX, REDIS_URL  # the conftest imports this
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEMITRA_")}
     env |= {
         env_name("app", "env"): "test",

@@ -22,7 +22,8 @@ from cloud.app import create_app
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from protocols.ids import new_ulid
-from tests.cloud.mosquitto import Broker
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import Broker
 
 #: One password for every test user: hashing is slow on purpose, so it is hashed once.
 TEST_PASSWORD = "correct horse battery staple"
@@ -49,8 +50,6 @@ async def market_api(
     """The API (as the ``cloud-api`` broker identity) and an in-process client for it.
 
     Registered for every cloud test by tests/cloud/conftest.py."""
-    from tests.cloud.conftest import make_settings  # the conftest imports this module
-
     settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.cloud.certs import Certs
+from tests.support.certs import Certs
 
 if TYPE_CHECKING:
     from cloud.devices.broker_auth import DynsecAdmin

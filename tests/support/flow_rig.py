@@ -34,11 +34,11 @@ from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
 from protocols.ids import new_ulid
 from protocols.meters import Quantity, decode_registers, encode_registers, load_map
-from tests.cloud.bookings_fixtures import insert_booking
-from tests.cloud.certs import Certs
-from tests.cloud.conftest import make_settings
-from tests.cloud.market import ApiUser, add_user
-from tests.cloud.mosquitto import Broker, free_port
+from tests.support.bookings_fixtures import insert_booking
+from tests.support.certs import Certs
+from tests.support.cloud_env import make_settings
+from tests.support.market import ApiUser, add_user
+from tests.support.mosquitto import Broker, free_port
 
 SDM630 = load_map("sdm630")
 PRICE_PER_KWH_PAISE = 1800

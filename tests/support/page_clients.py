@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from tests.cloud.market import TEST_PASSWORD, Api, ApiUser
+from tests.support.market import TEST_PASSWORD, Api, ApiUser
 
 
 def csrf_of(html: str) -> str:
