@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_agent.store.writer import StoreWriter
+from edge_agent.testing import Acker
 from protocols.messages import MeterReading, TelemetryBatch
 from protocols.meters import Quantity
 from tests.support.certs import make_certs
 from tests.support.mosquitto import Broker, cloud_broker
-from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 
 

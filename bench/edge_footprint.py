@@ -39,10 +39,10 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 
 from edge_agent.control import request
+from edge_agent.testing import Acker
 from tests.edge.ocpp_csms import Csms
 from tests.support.certs import Certs, make_certs
 from tests.support.mosquitto import Broker, cloud_broker
-from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 
 METERS = (("m1", "sdm630", 1), ("m2", "sdm630", 2), ("m3", "sdm120", 3), ("m4", "sdm72d", 4))

@@ -41,9 +41,9 @@ from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, env_name
 from protocols.enums import MessageKind
 from protocols.messages import Ack, TelemetryBatch, encode_message, parse_message
+from protocols.testing import telemetry
 from protocols.topics import topic
 from tests.support.certs import make_certs
-from tests.support.messages import telemetry
 from tests.support.mosquitto import cloud_broker
 
 DEVICE = "dev-bench"

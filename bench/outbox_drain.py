@@ -38,18 +38,17 @@ from edge_agent.store.db import connect
 from edge_agent.store.outbox_lanes import high_water
 from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.service import SyncService
+from edge_agent.testing import Acker, RecordingHandler
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
 from protocols.topics import topic
 from tests.support.certs import make_certs
 from tests.support.mosquitto import Broker, cloud_broker
-from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
     DEVICE_PASSWORD,
     INGEST_PASSWORD,
     USERS,
-    RecordingHandler,
     outbox_empty,
     outbox_seqs,
     queue_readings,

@@ -1,4 +1,5 @@
-"""Relay drivers: a Modbus coil on a shared bus, a Raspberry Pi GPIO pin, or none.
+"""Relay drivers: a Modbus coil on a shared bus, a Raspberry Pi GPIO pin, none, or a relay
+held in memory (``fake``).
 
 gpiozero (with its lgpio pin factory) is imported only when a GPIO relay is configured: it is
 not installed on development machines, and an agent driving a Modbus relay never needs it.
@@ -21,7 +22,6 @@ from edge_agent.config import (
 from edge_agent.errors import MeterError, RelayError
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.relay.base import RelayDriver
-from edge_agent.relay.testing import FakeRelay
 
 
 class ModbusCoilDriver:
@@ -74,6 +74,38 @@ class GpioDriver:
 
     async def is_closed(self) -> bool | None:
         return bool(self._device.value)
+
+
+class FakeRelay:
+    """The ``fake`` driver: a relay held in memory, for tests, demos and the simulator. It
+    records every command (``history``), fails every call while ``fail`` is set, and with
+    ``welded`` set accepts commands while its contacts stay closed (the stuck-relay rule).
+    ``edge_agent.testing`` offers it to tests."""
+
+    name = "fake"
+
+    def __init__(self, connector: int = 1) -> None:
+        self.connector = connector
+        self.commanded: bool = False
+        self.welded = False
+        self.fail = False
+        self.history: list[bool] = []
+
+    @property
+    def contacts_closed(self) -> bool:
+        """Whether power can physically flow (what a meter would see)."""
+        return self.commanded or self.welded
+
+    async def set_closed(self, closed: bool) -> None:
+        if self.fail:
+            raise RelayError("fake relay set to fail", connector=self.connector)
+        self.commanded = closed
+        self.history.append(closed)
+
+    async def is_closed(self) -> bool | None:
+        if self.fail:
+            raise RelayError("fake relay set to fail", connector=self.connector)
+        return self.commanded
 
 
 class NoRelayDriver:

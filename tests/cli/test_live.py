@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.testing import Acker
 from firmware_sim.site import MeterSpec
 from protocols.ids import new_ulid
 from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
@@ -25,7 +26,6 @@ from tests.cli.rig import (
 from tests.edge.agent_rig import control, seed_local_list, wait_until
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker, free_port
-from tests.sync.acker import Acker
 
 
 async def _connected(config: Path) -> bool:

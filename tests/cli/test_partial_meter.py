@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.testing import Acker
 from firmware_sim.site import MeterSpec
 from protocols.messages import Status, TelemetryBatch
 from protocols.meters import Quantity
@@ -21,7 +22,6 @@ from tests.cli.rig import DEVICE, agent_process, cli, mqtt_table, sim_site, writ
 from tests.edge.agent_rig import control, wait_until
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

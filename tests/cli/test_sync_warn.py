@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.testing import Acker
 from firmware_sim.site import MeterSpec
 from tests.cli.rig import DEVICE, Result, agent_process, cli, mqtt_table, sim_site, write_config
 from tests.edge.agent_rig import wait_until
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,10 +28,11 @@ from edge_agent.provision import (
 from edge_agent.store.db import connect
 from edge_agent.sync.from_config import sync_settings
 from edge_agent.sync.service import SyncService
+from edge_agent.testing import RecordingHandler
 from tests.support.certs import Certs
 from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.support.mosquitto import Broker, free_port
-from tests.sync.rig import RecordingHandler, running, wait_until, wall_clock
+from tests.sync.rig import running, wait_until, wall_clock
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import AuthorizationStatus, MessageKind
+from protocols.testing import auth_decision, telemetry
 from protocols.topics import topic
 from tests.support.certs import Certs
 from tests.support.cloud_env import add_device
-from tests.support.messages import auth_decision, telemetry
 from tests.support.mosquitto import Broker, edge_broker
 from tests.support.probe import Probe
 from tests.support.sim_device import SimDevice, wait_for

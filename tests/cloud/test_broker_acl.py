@@ -17,10 +17,10 @@ import pytest
 
 from cloud.pg import PgConnection
 from protocols.enums import MessageKind
+from protocols.testing import status, telemetry
 from protocols.topics import UPLINK_KINDS, ingest_filter, topic
 from tests.support.certs import Certs
 from tests.support.cloud_env import add_device
-from tests.support.messages import status, telemetry
 from tests.support.mosquitto import Broker, cloud_broker
 from tests.support.probe import Probe
 from tests.support.sim_device import SimDevice, wait_for

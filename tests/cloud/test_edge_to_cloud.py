@@ -18,6 +18,7 @@ from edge_agent.store.db import connect, transaction
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings
+from edge_agent.testing import RecordingHandler
 from protocols.enums import AuthListUpdateType
 from protocols.enums import AuthorizationStatus as Status
 from protocols.idtags import hash_id_tag
@@ -28,7 +29,6 @@ from tests.support.mosquitto import Broker
 from tests.support.sim_device import wait_for
 from tests.support.workers import Workers
 from tests.sync.rig import (
-    RecordingHandler,
     outbox_empty,
     outbox_seqs,
     queue_readings,

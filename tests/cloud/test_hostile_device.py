@@ -20,10 +20,10 @@ from cloud.pg import PgConnection
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, Ack, encode_message, parse_message
+from protocols.testing import session_events, status, telemetry
 from protocols.topics import UPLINK_KINDS, ingest_filter, topic
 from tests.cloud.test_broker_acl import NOT_AUTHORIZED, seed_devices
 from tests.support.cloud_env import add_device, make_settings
-from tests.support.messages import session_events, status, telemetry
 from tests.support.mosquitto import Broker
 from tests.support.probe import Probe
 from tests.support.sim_device import SimDevice, wait_for

@@ -10,8 +10,8 @@ import pytest
 
 from cloud.pg import PgConnection
 from protocols.ids import new_ulid
+from protocols.testing import session_events, telemetry
 from tests.support.cloud_env import add_device
-from tests.support.messages import session_events, telemetry
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice, wait_for
 from tests.support.workers import Workers

@@ -10,8 +10,8 @@ from cloud.ingest.plan import ACK_MAX_ITEMS, DeviceAck, build_acks, plan_batch
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, Ack, Envelope, encode_message, last_will
+from protocols.testing import auth_decision, session_events, status, telemetry
 from protocols.topics import topic
-from tests.support.messages import auth_decision, session_events, status, telemetry
 
 DEV = "dev-1"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -22,9 +22,9 @@ from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
+from protocols.testing import auth_decision, session_events, status, telemetry
 from protocols.topics import topic
 from tests.support.cloud_env import REDIS_URL, add_device
-from tests.support.messages import auth_decision, session_events, status, telemetry
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice, wait_for
 

@@ -51,12 +51,12 @@ from cloud.settings import Settings
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Message, encode_message
+from protocols.testing import session_events, status
 from protocols.topics import topic
 from tests.support.bookings_fixtures import add_charger, api_env, booking_body, next_slot
 from tests.support.cloud_env import REDIS_KEY_PREFIX, REDIS_URL, make_settings
 from tests.support.fake_http import Answer, Seen, serve
 from tests.support.market import Api, ApiUser, add_user
-from tests.support.messages import session_events, status
 from tests.support.mosquitto import Broker, free_port
 from tests.support.smtp_server import LocalSmtp
 

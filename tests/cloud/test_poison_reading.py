@@ -26,10 +26,10 @@ from cloud.telemetry.rollup import mark_pending
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
+from protocols.testing import T0, session_events, telemetry
 from tests.cloud.test_charger_status import listed_with_device
 from tests.support.cloud_env import add_device
 from tests.support.market import Api
-from tests.support.messages import T0, session_events, telemetry
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice, wait_for
 from tests.support.workers import Workers

@@ -22,9 +22,9 @@ from cloud.telemetry.storage import TelemetryBackend
 from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import MessageKind
 from protocols.messages import TelemetryBatch, encode_message
+from protocols.testing import T0, telemetry
 from protocols.topics import topic
 from tests.support.cloud_env import add_device, make_settings
-from tests.support.messages import T0, telemetry
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice
 

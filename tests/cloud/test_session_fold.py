@@ -9,7 +9,7 @@ from cloud.sessions.fold import fold_session
 from cloud.sessions.models import SessionState
 from protocols.enums import StopReason
 from protocols.messages import SessionEvent
-from tests.support.messages import session_events
+from protocols.testing import session_events
 
 SID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 EVENTS = session_events("dev-1", SID, 1, updates=5)  # event_seq 1..7, 7 = stopped

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from cloud.pg import PgConnection
+from protocols.testing import telemetry
 from tests.support.cloud_env import add_device
-from tests.support.messages import telemetry
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice, wait_for
 from tests.support.workers import Workers

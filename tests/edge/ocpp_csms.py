@@ -33,8 +33,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from tests.support.certs import Certs
-
-from .modbus_peer import free_port
+from tests.support.mosquitto import free_port
 
 SCHEMAS = Path(ocpp.v16.__file__).parent / "schemas"
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,12 +12,11 @@ from typing import Any
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
-from edge_agent.relay.testing import FakeRelay
+from edge_agent.testing import ChargingMeter, FakeRelay, ModbusPeer
 from protocols.enums import MessageKind, SessionEventType, StopReason
 from protocols.messages import SessionEvent, parse_message
 
 from .agent_rig import TAG, control, rows, seed_local_list, wait_until, write_config
-from .modbus_peer import ChargingMeter, ModbusPeer
 
 
 class Rig:

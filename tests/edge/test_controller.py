@@ -11,12 +11,12 @@ import pytest
 
 from edge_agent.auth.decision import AuthVerdict
 from edge_agent.relay.failsafe import SafetyLimits
-from edge_agent.relay.testing import FakeRelay
-from edge_agent.sessions.controller import Clocks, ConnectorController
+from edge_agent.sessions.controller import ConnectorController
 from edge_agent.sessions.machine import Thresholds
 from edge_agent.sessions.recovery import Resume, plan_recovery
 from edge_agent.store import outbox
 from edge_agent.store.sessions import open_sessions
+from edge_agent.testing import FakeClock, FakeRelay
 from protocols.enums import (
     AuthorizationStatus,
     ConnectorStatus,
@@ -41,19 +41,6 @@ def _status(controller: ConnectorController) -> ConnectorStatus:
 
 def _commanded(relay: FakeRelay) -> bool:
     return relay.commanded
-
-
-class Time:
-    def __init__(self) -> None:
-        self.mono = 1000.0
-
-    def clocks(self) -> Clocks:
-        return Clocks(
-            wall=lambda: T0 + timedelta(seconds=self.mono - 1000.0),
-            mono=lambda: self.mono,
-            synced=lambda: True,
-            offline=lambda: False,
-        )
 
 
 class Meter:
@@ -82,8 +69,8 @@ class Meter:
 
 
 @pytest.fixture
-def rig(conn: sqlite3.Connection) -> tuple[ConnectorController, FakeRelay, Meter, Time]:
-    time = Time()
+def rig(conn: sqlite3.Connection) -> tuple[ConnectorController, FakeRelay, Meter, FakeClock]:
+    time = FakeClock(wall_at_start=T0)
     relay = FakeRelay()
     controller = ConnectorController(
         1,
@@ -97,10 +84,10 @@ def rig(conn: sqlite3.Connection) -> tuple[ConnectorController, FakeRelay, Meter
     return controller, relay, Meter(relay), time
 
 
-async def _run(rig: tuple[ConnectorController, FakeRelay, Meter, Time], seconds: int) -> None:
+async def _run(rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock], seconds: int) -> None:
     controller, _, meter, time = rig
     for _ in range(seconds):
-        time.mono += 1.0
+        time.now += 1.0
         await controller.on_poll(meter.reading(1.0))
 
 
@@ -112,7 +99,7 @@ def _events(conn: sqlite3.Connection) -> list[SessionEvent]:
 
 
 async def test_charging_scenario_bills_the_register_delta(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, meter, _ = rig
     await _run(rig, 1)
@@ -147,13 +134,13 @@ async def test_charging_scenario_bills_the_register_delta(
 
 
 async def test_no_start_without_a_recent_meter_value(
-    rig: tuple[ConnectorController, FakeRelay, Meter, Time],
+    rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock],
 ) -> None:
     controller, relay, _, time = rig
     result = await controller.start(ACCEPTED)
     assert result.session_id is None
     await _run(rig, 1)
-    time.mono += 5
+    time.now += 5
     result = await controller.start(ACCEPTED)
     assert result.session_id is None
     assert "meter" in result.detail
@@ -161,22 +148,22 @@ async def test_no_start_without_a_recent_meter_value(
 
 
 async def test_silent_meter_opens_the_relay_within_three_seconds(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, _, time = rig
     await _run(rig, 1)
     await controller.start(ACCEPTED)
     await _run(rig, 10)
-    silent_from = time.mono
+    silent_from = time.now
     while _commanded(relay):
-        time.mono += 0.5
+        time.now += 0.5
         await controller.on_poll(None)
-    assert time.mono - silent_from <= 3.5
+    assert time.now - silent_from <= 3.5
     assert _events(conn)[-1].stop_reason is StopReason.METER_FAILURE
 
 
 async def test_overcurrent_stops_after_the_hold_time(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, meter, _ = rig
     await _run(rig, 1)
@@ -191,7 +178,7 @@ async def test_overcurrent_stops_after_the_hold_time(
 
 
 async def test_energy_limit_of_the_credential_stops_the_session(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, _, _ = rig
     await _run(rig, 1)
@@ -207,7 +194,7 @@ async def test_energy_limit_of_the_credential_stops_the_session(
 
 
 async def test_welded_relay_is_detected_and_faults_the_connector(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, _, _ = rig
     await _run(rig, 1)
@@ -229,7 +216,7 @@ async def test_welded_relay_is_detected_and_faults_the_connector(
 
 
 async def test_relay_that_will_not_close_faults_and_stops(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, relay, _, _ = rig
     await _run(rig, 1)
@@ -244,7 +231,7 @@ async def test_relay_that_will_not_close_faults_and_stops(
 async def test_site_time_limit_applies_when_the_credential_has_none(
     conn: sqlite3.Connection,
 ) -> None:
-    time = Time()
+    time = FakeClock(wall_at_start=T0)
     relay = FakeRelay()
     controller = ConnectorController(
         1,
@@ -271,7 +258,7 @@ async def test_site_time_limit_applies_when_the_credential_has_none(
 
 
 async def test_a_session_takes_the_id_its_decision_reserved_and_reported(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     controller, _, _, _ = rig
     await _run(rig, 1)
@@ -282,7 +269,7 @@ async def test_a_session_takes_the_id_its_decision_reserved_and_reported(
 
 
 async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     """A start whose event cannot be encoded (a booking id longer than the wire allows, from
     a token whose claims are not bounded) is refused like one the store refuses: the relay
@@ -311,7 +298,7 @@ async def test_a_start_the_wire_contract_refuses_leaves_the_connector_available(
 
 
 async def test_an_extended_booking_keeps_its_session_authorized_longer_never_shorter(
-    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, Time]
+    conn: sqlite3.Connection, rig: tuple[ConnectorController, FakeRelay, Meter, FakeClock]
 ) -> None:
     """The cloud's ``extend_session``: the open session's authorization (stored with it,
     what recovery after a restart checks) runs to the new end; an earlier end or another

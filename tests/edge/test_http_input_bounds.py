@@ -30,9 +30,10 @@ from typing import Any
 import pytest
 
 from edge_agent.control import request
+from edge_agent.testing import ModbusPeer
+from tests.support.mosquitto import free_port
 
 from .agent_rig import wait_for_socket, write_config
-from .modbus_peer import ModbusPeer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_NOFILE = 256

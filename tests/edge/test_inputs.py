@@ -26,8 +26,7 @@ from edge_agent.inputs.http import FD_RESERVE, HttpLimits, UnlockEndpoint, conne
 from edge_agent.inputs.readers import run_hid, run_rdm6300
 from firmware_sim.keys import encode_events, key_events
 from firmware_sim.rfid import rdm6300_frame
-
-from .modbus_peer import free_port
+from tests.support.mosquitto import free_port
 
 
 def test_good_rdm6300_frame_gives_the_tag() -> None:

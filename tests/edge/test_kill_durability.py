@@ -25,15 +25,14 @@ from typing import Any
 
 import pytest
 
+from edge_agent.testing import Acker, ModbusPeer
 from protocols.messages import TelemetryBatch
 from protocols.meters import Quantity, load_map, plan_blocks
 from tests.support.certs import Certs, make_certs
 from tests.support.mosquitto import Broker, cloud_broker
-from tests.sync.acker import Acker
 from tests.sync.rig import DEVICE, DEVICE_PASSWORD, INGEST_PASSWORD, USERS
 
 from .agent_rig import wait_for_socket, wait_until
-from .modbus_peer import ModbusPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
 

@@ -19,6 +19,7 @@ from edge_agent.meters.blocks import REFUSED_BLOCK_RETRY_S
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
 from edge_agent.tech.checks import Level, MeterFacts, check_meter
+from edge_agent.testing import FakeClock
 from firmware_sim.clock import ManualClock
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
@@ -27,16 +28,6 @@ from protocols.meters import Quantity, available_models, load_map
 FAST = BusTiming(frame_gap_s=0.0, timeout_s=0.3, retries=0)
 #: SDM630's third window: total and per-phase energies (sdm630.toml), 0x0156..0x017F.
 SDM630_ENERGY_WINDOW = (0x0156, 0x017F)
-
-
-class FakeMonotonic:
-    """The poller's monotonic clock, moved by the test (the retry interval is 10 minutes)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _site(meter: MeterSpec, clock: ManualClock) -> SimSite:
@@ -133,7 +124,7 @@ async def test_a_refused_block_is_asked_again_after_the_retry_interval(sdm630: S
     first, last = SDM630_ENERGY_WINDOW
     sdm630.set_fault("refuse", unit=1, first_address=first, last_address=last)
     settings = _settings(sdm630)
-    mono = FakeMonotonic()
+    mono = FakeClock(100.0)
     async with ModbusBus(settings.link, FAST) as bus:
         poller = MeterPoller(settings, bus, monotonic=mono)
         assert await poller.poll() is not None
@@ -153,7 +144,7 @@ async def test_still_refused_on_retry_stays_unavailable_and_keeps_its_date(sdm63
     first, last = SDM630_ENERGY_WINDOW
     sdm630.set_fault("refuse", unit=1, first_address=first, last_address=last)
     settings = _settings(sdm630)
-    mono = FakeMonotonic()
+    mono = FakeClock(100.0)
     async with ModbusBus(settings.link, FAST) as bus:
         poller = MeterPoller(settings, bus, monotonic=mono)
         assert await poller.poll() is not None

@@ -12,9 +12,9 @@ from edge_agent.config import BusTiming, MeterSettings, TcpLink
 from edge_agent.errors import BusError
 from edge_agent.meters.bus import ModbusBus
 from edge_agent.meters.poller import MeterPoller
+from edge_agent.testing import ModbusPeer
 from protocols.meters import Quantity
-
-from .modbus_peer import ModbusPeer, free_port
+from tests.support.mosquitto import free_port
 
 VALUES: dict[Quantity, float | None] = {
     Quantity.VOLTAGE_L1_V: 230.5,

@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 
 from edge_agent.control import request
+from edge_agent.testing import ChargingMeter, ModbusPeer
 from tests.cli.rig import cli
 from tests.support.certs import Certs, make_certs
 
 from .agent_rig import TAG, rows, seed_local_list, wait_for_socket, wait_until, write_config
-from .modbus_peer import ChargingMeter, ModbusPeer
 from .ocpp_csms import check_frames, eventually, ocpp_config, running_csms
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]

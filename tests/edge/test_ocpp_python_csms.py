@@ -23,10 +23,10 @@ from edge_agent.app import Agent
 from edge_agent.config import load_config
 from edge_agent.tech.checks import Level
 from edge_agent.tech.csms import check_csms, probe_csms
+from edge_agent.testing import ChargingMeter, ModbusPeer
 from tests.support.certs import Certs, make_certs
 
 from .agent_rig import control, rows, write_config
-from .modbus_peer import ChargingMeter, ModbusPeer
 from .ocpp_csms import Csms, check_frames, eventually, ocpp_config, running_csms
 
 pytestmark = [pytest.mark.integration]

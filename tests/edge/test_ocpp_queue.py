@@ -22,6 +22,7 @@ from edge_agent.sessions.machine import EmitSessionEvent, Session
 from edge_agent.store import ocpp as queue
 from edge_agent.store.db import connect
 from edge_agent.store.sessions import EventContext, record_event
+from edge_agent.testing import FakeClock
 from protocols.enums import CredentialKind, SessionEventType, StopReason
 from protocols.ids import new_ulid
 from protocols.idtags import hash_id_tag
@@ -38,14 +39,6 @@ def _settings(**over: Any) -> OcppSettings:
 
 def _keys(conn: sqlite3.Connection, **over: Any) -> KeyStore:
     return KeyStore(conn, core_keys(_settings(**over), connectors=1), initial_key=None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Csms:
@@ -99,7 +92,7 @@ def _charge(conn: sqlite3.Connection, *, samples: int = 1, start_wh: int = 1000)
     return session
 
 
-def _queue(conn: sqlite3.Connection, clock: Clock, **over: Any) -> TransactionQueue:
+def _queue(conn: sqlite3.Connection, clock: FakeClock, **over: Any) -> TransactionQueue:
     async def deauthorize(session_id: str) -> None:
         raise AssertionError("not expected")
 
@@ -108,7 +101,7 @@ def _queue(conn: sqlite3.Connection, clock: Clock, **over: Any) -> TransactionQu
     )
 
 
-async def _drain(q: TransactionQueue, csms: Csms, clock: Clock) -> None:
+async def _drain(q: TransactionQueue, csms: Csms, clock: FakeClock) -> None:
     for _ in range(100):
         q.fill()
         if not await q.send_head(csms):
@@ -171,7 +164,7 @@ async def test_a_session_goes_in_order_and_its_stop_carries_the_csms_transaction
     queue.cursor(conn)  # the uplink enabled before the session
     queue.remember_id_tag(conn, TAG)
     session = _charge(conn, samples=2)
-    clock, csms = Clock(), Csms()
+    clock, csms = FakeClock(100.0), Csms()
     q = _queue(conn, clock, meter_value_sample_interval_s=0)
     assert q.fill() == 4
     assert q.fill() == 0  # nothing is queued twice
@@ -211,7 +204,7 @@ async def test_a_refusal_survives_a_kill_before_the_stop_and_is_acted_on_at_the_
         max_meter_wh=1000,
     )
     record_event(conn, EmitSessionEvent(SessionEventType.STARTED, session), _ctx())
-    clock, csms = Clock(), Csms()
+    clock, csms = FakeClock(100.0), Csms()
     csms.start_status = "Invalid"
 
     async def killed(session_id: str) -> None:
@@ -248,7 +241,7 @@ async def test_callerrors_are_retried_by_the_configured_interval_then_given_up(
 ) -> None:
     queue.cursor(conn)
     _charge(conn, samples=1)
-    clock, csms = Clock(), Csms()
+    clock, csms = FakeClock(100.0), Csms()
     q = _queue(conn, clock, transaction_message_attempts=3, transaction_message_retry_interval_s=10)
     q.fill()
     assert await q.send_head(csms)  # StartTransaction
@@ -276,7 +269,7 @@ async def test_a_start_given_up_takes_its_session_with_it_and_no_stop_names_an_u
     queue.cursor(conn)
     _charge(conn, samples=1)
     second = _charge(conn, samples=0, start_wh=5000)
-    clock, csms = Clock(), Csms()
+    clock, csms = FakeClock(100.0), Csms()
     csms.refuse["StartTransaction"] = 2
     q = _queue(conn, clock, transaction_message_attempts=2, transaction_message_retry_interval_s=0)
     await _drain(q, csms, clock)
@@ -289,7 +282,7 @@ async def test_a_start_given_up_takes_its_session_with_it_and_no_stop_names_an_u
 async def test_no_answer_is_not_an_attempt_and_the_message_stays(conn: sqlite3.Connection) -> None:
     queue.cursor(conn)
     _charge(conn, samples=0)
-    clock = Clock()
+    clock = FakeClock(100.0)
     q = _queue(conn, clock, transaction_message_attempts=1)
 
     async def silent(action: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +300,7 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
     conn: sqlite3.Connection,
 ) -> None:
     _charge(conn, samples=1)  # history, before the uplink
-    q = _queue(conn, Clock())
+    q = _queue(conn, FakeClock(100.0))
     assert q.fill() == 0
     assert q.depth() == 0
     _charge(conn, samples=0)
@@ -397,7 +390,7 @@ def test_samples_follow_meter_value_sample_interval_with_progress_jitter(
             offline=True,
         )
         record_event(conn, EmitSessionEvent(SessionEventType.UPDATED, session), ctx)
-    q = _queue(conn, Clock(), meter_value_sample_interval_s=60)
+    q = _queue(conn, FakeClock(100.0), meter_value_sample_interval_s=60)
     q.fill()
     samples = [
         json.loads(p)["meterValue"][0]["sampledValue"][0]["value"]

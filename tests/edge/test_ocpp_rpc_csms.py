@@ -24,10 +24,10 @@ import pytest
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
+from edge_agent.testing import ChargingMeter, ModbusPeer
 from tests.support.certs import Certs, make_certs
 
 from .agent_rig import rows, write_config
-from .modbus_peer import ChargingMeter, ModbusPeer
 from .ocpp_csms import eventually, ocpp_config
 
 pytestmark = [pytest.mark.integration]

@@ -14,8 +14,7 @@ from websockets.http11 import Request, Response
 
 from edge_agent.errors import OcppLinkError
 from edge_agent.ocpp.websocket import WebSocket, connect, mask
-
-from .modbus_peer import free_port
+from tests.support.mosquitto import free_port
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
+from edge_agent import testing
 from edge_agent.config import BusTiming, FakeRelay, GpioRelay, ModbusCoilRelay, NoRelay, TcpLink
 from edge_agent.errors import RelayError
 from edge_agent.meters.bus import ModbusBus
-from edge_agent.relay import testing
 from edge_agent.relay.drivers import ModbusCoilDriver, NoRelayDriver, make_driver
-
-from .modbus_peer import ModbusPeer, free_port
+from edge_agent.testing import ModbusPeer
+from tests.support.mosquitto import free_port
 
 FAST = BusTiming(frame_gap_s=0.0, timeout_s=0.2, retries=0)
 

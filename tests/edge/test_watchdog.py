@@ -29,6 +29,7 @@ from edge_agent.meters.poller import MeterPoller
 from edge_agent.safety import SAFETY_TICK_S, TickLateness, safety_loop
 from edge_agent.sessions.controller import ConnectorController
 from edge_agent.store.writer import StoreWriter
+from edge_agent.testing import FakeClock
 from edge_agent.watchdog import AgentHealth, Stall, bus_round_s, watchdog_loop
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
@@ -38,15 +39,9 @@ from .agent_rig import wait_for_socket, write_config
 from .test_daemon import site, spawn, terminate
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _poller(meter_id: str, bus: ModbusBus, clock: Clock, interval_s: float = 1.0) -> MeterPoller:
+def _poller(
+    meter_id: str, bus: ModbusBus, clock: FakeClock, interval_s: float = 1.0
+) -> MeterPoller:
     settings = MeterSettings(id=meter_id, model="sdm630", link=bus.link, poll_interval_s=interval_s)
     return MeterPoller(settings, bus, monotonic=clock)
 
@@ -79,7 +74,7 @@ def drain(receiver: socket.socket) -> list[str]:
 
 
 async def test_a_meter_whose_poll_never_finishes_stalls_the_watchdog(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     bus = _bus()
     slow, fast = _poller("m1", bus, clock), _poller("m2", bus, clock, interval_s=5.0)
     writer = StoreWriter(tmp_path / "agent.db", device_id="d", now=lambda: datetime.now(UTC))
@@ -103,7 +98,7 @@ async def test_a_meter_whose_poll_never_finishes_stalls_the_watchdog(tmp_path: P
 
 
 async def test_poll_marks_progress_even_when_the_meter_does_not_answer() -> None:
-    clock = Clock()
+    clock = FakeClock()
     # Nothing listens on port 9: the read fails, the poll still finishes.
     async with ModbusBus(TcpLink(host="127.0.0.1", port=9), BusTiming(timeout_s=0.1)) as bus:
         poller = _poller("m1", bus, clock)
@@ -156,7 +151,7 @@ class HungController:
 async def test_a_hung_safety_tick_stalls_the_watchdog_though_meters_progress(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     poller = _poller("m1", _bus(), clock)
     ticks = TickLateness()
     writer = StoreWriter(tmp_path / "agent.db", device_id="d", now=lambda: datetime.now(UTC))

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.sync.acker import Acker
+from edge_agent.testing import Acker
 
 
 def main(port: int, password: str, log_path: Path) -> None:

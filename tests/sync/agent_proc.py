@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edge_agent.store.db import connect
 from edge_agent.sync.service import SyncService
-from tests.sync.rig import RecordingHandler, sync_settings, wall_clock
+from edge_agent.testing import RecordingHandler
+from tests.sync.rig import sync_settings, wall_clock
 
 
 async def main(store: Path, tls_port: int, ca: Path) -> None:

@@ -14,9 +14,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.store.db import connect
+from edge_agent.testing import Acker
 from tests.support.certs import Certs, make_certs
 from tests.support.mosquitto import Broker, cloud_broker
-from tests.sync.acker import Acker
 from tests.sync.rig import API_PASSWORD, USERS
 
 

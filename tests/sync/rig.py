@@ -16,19 +16,18 @@ from edge_agent.store import outbox
 from edge_agent.store.auth import record_decision
 from edge_agent.store.db import transaction
 from edge_agent.store.readings import add_batch
-from edge_agent.sync.downlink import CommandOutcome, WallClock
+from edge_agent.sync.downlink import WallClock
 from edge_agent.sync.link import LinkSettings
 from edge_agent.sync.service import SyncService, SyncSettings
 from edge_agent.sync.uplink import UplinkSettings
 from protocols.enums import (
     AuthorizationStatus,
-    CommandStatus,
     CredentialKind,
     SessionEventType,
     StopReason,
 )
 from protocols.ids import new_ulid
-from protocols.messages import Command, CredentialRef, MeterReading, SessionEvent
+from protocols.messages import CredentialRef, MeterReading, SessionEvent
 from protocols.meters import Quantity
 
 DEVICE = "site-7"
@@ -146,17 +145,6 @@ def outbox_empty(conn: sqlite3.Connection) -> bool:
 
 def outbox_seqs(conn: sqlite3.Connection) -> set[int]:
     return {int(r[0]) for r in conn.execute("SELECT seq FROM outbox")}
-
-
-class RecordingHandler:
-    """A command handler that records what it was asked to do and accepts it."""
-
-    def __init__(self) -> None:
-        self.executed: list[Command] = []
-
-    async def execute(self, command: Command) -> CommandOutcome:
-        self.executed.append(command)
-        return CommandOutcome(CommandStatus.ACCEPTED, "done")
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

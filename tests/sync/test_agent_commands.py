@@ -15,6 +15,7 @@ import pytest
 
 from edge_agent.app import Agent
 from edge_agent.config import load_config
+from edge_agent.testing import Acker
 from firmware_sim.simsite import SimConfig, SimSite
 from firmware_sim.site import MeterSpec
 from protocols.enums import AuthorizationStatus, CommandStatus, MessageKind, StopReason
@@ -32,7 +33,6 @@ from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from protocols.topics import topic
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 from tests.sync.rig import API_PASSWORD, INGEST_PASSWORD, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

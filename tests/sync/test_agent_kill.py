@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.testing import Acker
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
     outbox_empty,

@@ -12,16 +12,15 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.sync.service import SyncService
+from edge_agent.testing import Acker, RecordingHandler
 from protocols.enums import CommandStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, CommandResult, Diagnostics, StopSession, encode_message
 from protocols.topics import topic
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
-    RecordingHandler,
     running,
     sync_settings,
     wait_until,

@@ -11,16 +11,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.service import SyncService
+from edge_agent.testing import Acker, RecordingHandler
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.messages import AuthDecision, SessionEvent, Status
 from protocols.topics import topic
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
-from tests.sync.acker import Acker
 from tests.sync.rig import (
     DEVICE,
     INGEST_PASSWORD,
-    RecordingHandler,
     outbox_empty,
     outbox_seqs,
     queue_decision,

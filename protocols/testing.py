@@ -1,4 +1,12 @@
-"""Wire messages a simulated device sends, built with the protocols models."""
+"""Message factories for tests: the wire messages a device sends, built with the protocols
+models and valid as the cloud parses them.
+
+Production code never imports this module (``tests/test_testing_modules.py`` fails if a
+module of ``protocols``, ``edge_agent``, ``cloud`` or ``firmware_sim`` other than a
+``testing`` module does). It offers :func:`telemetry` (a batch of one-second readings),
+:func:`session_events` (started, updated..., stopped), :func:`status` and
+:func:`auth_decision`, all stamped from :data:`T0`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from protocols.messages import (
 )
 from protocols.meters.quantities import Quantity
 
+#: The time every factory's messages are stamped from.
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
