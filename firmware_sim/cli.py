@@ -147,7 +147,10 @@ def main() -> None:
 @click.option(
     "--model",
     required=True,
-    help="Meter model: sdm120, sdm630, sdm72d, abb_b23, iem3155, mfm383a, em6400ng, lgplus.",
+    help=(
+        "Meter model: sdm120, sdm630, sdm72d, abb_b23, iem3155, mfm383a, em6400ng, lgplus, "
+        "em2m, em4m."
+    ),
 )
 @click.option("--serial", is_flag=True, help="Serve Modbus RTU on a new pseudo-terminal.")
 @click.option("--baud", type=int, help="RTU baud rate. [default: the model's factory setting]")

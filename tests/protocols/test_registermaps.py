@@ -56,6 +56,8 @@ def test_every_catalogue_model_ships_with_a_source() -> None:
         "mfm383a",
         "em6400ng",
         "lgplus",
+        "em2m",
+        "em4m",
     }
     for model in available_models():
         register_map = load_map(model)
@@ -236,6 +238,76 @@ def test_lgplus_golden_holding_floats_low_word_first() -> None:
     assert [(b.label, len(b.registers)) for b in plan_blocks(register_map)] == [
         ("holding 100-159", 21)
     ]
+
+
+def test_em2m_golden_input_floats_low_word_first_kw_and_kwh() -> None:
+    """Selec EM2M-1P-C-100A: input registers 30001-30034 (address = register - 30001), float32
+    with the low word first (ESPHome's reading; the manual is silent), kW and kWh scaled to W
+    and Wh; one frame reads everything the map holds."""
+    register_map = load_map("em2m")
+    raw = dump(
+        {
+            0: [0x5000, 0x449A],  # 30001 Total Active Energy 1234.5 kWh (import + export)
+            2: [0x0000, 0x4496],  # 30003 Import Active Energy 1200.0 kWh
+            4: [0x0000, 0x420A],  # 30005 Export Active Energy 34.5 kWh
+            14: [0x851F, 0x406B],  # 30015 Active Power 3.68 kW
+            20: [0x0000, 0x4366],  # 30021 Voltage L-N 230.0 V
+            22: [0x0000, 0x4180],  # 30023 Current 16.0 A
+            24: [0x70A4, 0x3F7D],  # 30025 Power Factor 0.99
+            26: [0xEB85, 0x4247],  # 30027 Frequency 49.98 Hz
+        },
+        0,
+        34,
+    )
+    values = decode_registers(register_map, 0, raw)
+    assert values[Q.ENERGY_TOTAL_WH] == 1_234_500.0
+    assert values[Q.ENERGY_IMPORT_WH] == 1_200_000.0
+    assert values[Q.ENERGY_EXPORT_WH] == 34_500.0
+    assert values[Q.POWER_W] == pytest.approx(3680.0, abs=0.01)  # 3.68 kW in float32
+    assert values[Q.VOLTAGE_L1_V] == 230.0
+    assert values[Q.CURRENT_L1_A] == 16.0
+    assert values[Q.POWER_FACTOR] == pytest.approx(0.99, abs=1e-6)
+    assert values[Q.FREQUENCY_HZ] == pytest.approx(49.98, abs=1e-5)
+    assert values[Q.REACTIVE_POWER_VAR] == 0.0
+    # The same words read high word first are another number: the word order is the map's.
+    assert decode_registers(register_map, 20, [0x4366, 0x0000])[Q.VOLTAGE_L1_V] != 230.0
+    assert [(b.label, len(b.registers)) for b in plan_blocks(register_map)] == [("input 0-27", 10)]
+
+
+def test_em4m_golden_input_floats_high_word_first_import_at_88() -> None:
+    """Selec EM4M-3P-C-100A: input registers from address 0, float32 high word first (factory
+    MSRF), kW and kWh; the import register is Total kWh - Import at 88, not the net kWh at
+    58; one frame of 92 registers reads the map."""
+    register_map = load_map("em4m")
+    raw = dump(
+        {
+            0: [0x4366, 0x0000],  # V1N 230.0 V
+            8: [0x43CF, 0x8000],  # V12 415.0 V
+            16: [0x4200, 0x0000],  # I1 32.0 A
+            24: [0x40EB, 0x851F],  # kW1 7.36 kW
+            42: [0x41B0, 0xA3D7],  # Total kW 22.08 kW
+            54: [0x3F7D, 0x70A4],  # Average PF 0.99
+            56: [0x4248, 0x0000],  # Frequency 50.0 Hz
+            58: [0x449A, 0x5000],  # Total Net kWh (Mains): not in the map
+            76: [0x43CD, 0xC000],  # kWh1 - Import 411.5 kWh
+            88: [0x449A, 0x5000],  # Total kWh - Import 1234.5 kWh
+        },
+        0,
+        92,
+    )
+    values = decode_registers(register_map, 0, raw)
+    assert values[Q.VOLTAGE_L1_V] == 230.0
+    assert values[Q.VOLTAGE_L1_L2_V] == 415.0
+    assert values[Q.CURRENT_L1_A] == 32.0
+    assert values[Q.POWER_L1_W] == pytest.approx(7360.0, abs=0.01)
+    assert values[Q.POWER_W] == pytest.approx(22_080.0, abs=0.01)
+    assert values[Q.POWER_FACTOR] == pytest.approx(0.99, abs=1e-6)
+    assert values[Q.FREQUENCY_HZ] == 50.0
+    assert values[Q.ENERGY_IMPORT_L1_WH] == 411_500.0
+    assert values[Q.ENERGY_IMPORT_WH] == 1_234_500.0
+    assert values[Q.ENERGY_EXPORT_WH] == 0.0
+    assert Q.APPARENT_POWER_VA not in register_map.by_quantity  # kVA/kVAr order unsettled
+    assert [(b.label, len(b.registers)) for b in plan_blocks(register_map)] == [("input 0-91", 23)]
 
 
 def test_a_site_map_file_is_checked_like_the_catalogue() -> None:

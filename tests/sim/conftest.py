@@ -27,8 +27,10 @@ ALL_METERS = (
     MeterSpec("mfm383a", 6),
     MeterSpec("em6400ng", 7),
     MeterSpec("lgplus", 8),
+    MeterSpec("em2m", 9),
+    MeterSpec("em4m", 10),
 )
-RELAY_UNIT = 9
+RELAY_UNIT = 11
 #: Fast line so tests stay quick; timing itself is the benchmark's business.
 TEST_BAUD = 115200
 
