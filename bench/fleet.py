@@ -19,12 +19,19 @@ BENCHMARKS.md):
   largest passing N (the first step if none passed), against the bare acker at the same N.
 * ``fleet_api_search_p95_ms``: ``GET /chargers`` p95 while that fleet runs, against the same
   searches with the fleet idle, in the same run.
+* ``fleet_unlock_p95_ms``: ``--unlocks`` QR unlocks through the API (``POST
+  /chargers/{id}/sessions``, each walk-up paid first, stopped after; bench/unlock.py's steps)
+  spread over that window, against ``--unlock-sites`` chargers whose devices are fleet sites
+  (firmware_sim/fleet.py) claimed through the real pairing flow (``POST
+  /chargers/{id}/pairing-code``, ``POST /devices/claim``): API request → the site's
+  ``Accepted`` answer (its session started: the relay closed) stored by ingest → 201. Baseline:
+  the same unlocks with the fleet idle, same run.
 * ``reconnect_storm_s``: ``--storm-sites`` sites connected, the broker stopped (each site
   queues ``--storm-backlog-s`` seconds of batches, as an agent's outbox holds after that long
   offline) and started again: time from the restart until every site's backlog is acked.
 
-``fleet_unlock_p95_ms`` is not measured yet (docs/fleet.md says why). The lag includes the
-simulator's own scheduling on the same cores: a loaded box shows it, which is the point.
+The lag includes the simulator's own scheduling on the same cores: a loaded box shows it,
+which is the point.
 The database is ``CHARGEMITRA_BENCH_DATABASE_URL`` (default: the development database, migrated
 to head); the rows of the bench's devices and chargers are removed at the end.
 """
@@ -43,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,20 +60,34 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench import search as search_bench
+from bench.unlock import pay_walkup, post_unlock, remove_rows, stop_session
 from cloud import migrate
+from cloud.accounts.models import Role
 from cloud.pg import PgConnection, close, connect
-from cloud.settings import DbSettings, env_name
-from firmware_sim.fleet import FleetConfig, SiteReport, provision, run_fleet, site_ids
+from cloud.settings import DbSettings, Settings, env_name, load_settings
+from edge_agent.provision import claim
+from firmware_sim.fleet import (
+    MAX_DURATION_S,
+    FleetConfig,
+    SiteReport,
+    provision,
+    run_fleet,
+    run_sites,
+    site_ids,
+)
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Ack, ack_ranges, encode_message
 from protocols.topics import PREFIX, topic
 from tests.support.certs import make_certs
-from tests.support.cloud_env import token_public_key
+from tests.support.cloud_env import token_private_key, token_public_key
+from tests.support.flow_rig import list_charger
+from tests.support.market import ApiUser, add_user
 from tests.support.mosquitto import Broker, cloud_broker, free_port
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 LAG_GOAL_MS = 2000.0
+UNLOCK_GOAL_MS = 300.0
 PREFIX_IDS = "fleetb"
 DEVICE_TABLES = (
     "telemetry",
@@ -187,6 +209,163 @@ async def _searches(
     return timings
 
 
+@dataclass
+class UnlockMarket:
+    """The chargers unlocked during the bench: one host's, each with a fleet site as its
+    device (claimed through the pairing flow), and one driver who unlocks them."""
+
+    host: ApiUser
+    driver: ApiUser
+    admin: ApiUser
+    chargers: list[str]
+    #: Device id -> broker password, from each claim.
+    passwords: dict[str, str]
+    #: The unlock-token key each claim hands its device (the sites check tokens with it).
+    token_public_key_pem: str | None = None
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [self.host.id, self.driver.id, self.admin.id]
+
+
+async def _open_unlock_market(
+    conn: PgConnection, settings: Settings, client: httpx.AsyncClient, sites: int
+) -> UnlockMarket:
+    """List ``sites`` chargers (flow_rig's listing) and claim a device for each as an
+    installer does: the host asks the API for a pairing code, the agent's own claim client
+    posts it to ``/devices/claim`` (the API provisions the broker credentials)."""
+    host = await add_user(conn, settings, Role.HOST)
+    driver = await add_user(conn, settings, Role.DRIVER)
+    admin = await add_user(conn, settings, Role.ADMIN)
+    market = UnlockMarket(host, driver, admin, [], {})
+    for _ in range(sites):
+        charger_id, _connector = await list_charger(conn, host, admin)
+        market.chargers.append(charger_id)
+        issued = await client.post(f"/chargers/{charger_id}/pairing-code", headers=host.headers)
+        if issued.status_code != 201:
+            raise RuntimeError(f"pairing code answered {issued.status_code}: {issued.text}")
+        claimed = await asyncio.to_thread(claim, str(client.base_url), issued.json()["code"])
+        market.passwords[claimed.device_id] = claimed.password
+        market.token_public_key_pem = claimed.token_public_key_pem
+    return market
+
+
+async def _remove_unlock_market(conn: PgConnection, market: UnlockMarket) -> None:
+    devices = await conn.fetch(
+        "SELECT id FROM devices WHERE host_id = (SELECT id FROM hosts WHERE user_id = $1)",
+        market.host.id,
+    )
+    await remove_rows(
+        conn,
+        device_ids=[r["id"] for r in devices],
+        charger_ids=market.chargers,
+        user_ids=market.user_ids,
+    )
+
+
+async def _unlock_once(client: httpx.AsyncClient, market: UnlockMarket, k: int) -> float | None:
+    """The ``k``-th unlock (round robin over the chargers): paid, timed, stopped. Returns the
+    API request → 201 ms, or None if the unlock (or its payment or stop) failed."""
+    charger_id = market.chargers[k % len(market.chargers)]
+    try:
+        await pay_walkup(client, charger_id, market.driver)
+        started = time.perf_counter()
+        response_ms, session_id = await post_unlock(client, charger_id, market.driver, started)
+        await stop_session(client, session_id, market.driver)
+    except RuntimeError as exc:
+        print(f"bench.fleet: unlock {k} on {charger_id} failed: {exc}", file=sys.stderr)
+        return None
+    return response_ms
+
+
+async def _devices_online(conn: PgConnection, device_ids: list[str]) -> None:
+    async with asyncio.timeout(60):
+        while await conn.fetchval(
+            "SELECT count(*) FROM devices WHERE id = ANY($1::text[]) AND online", device_ids
+        ) < len(device_ids):
+            await asyncio.sleep(0.2)
+
+
+@dataclass
+class LoadedWindow:
+    """What the bench measured in the window at the largest passing N."""
+
+    report: SiteReport
+    searches_ms: list[float]
+    unlocks_ms: list[float]
+    idle_unlocks_ms: list[float]
+    unlocks_failed: int
+    idle_unlocks_failed: int
+
+
+async def _loaded_window(
+    args: argparse.Namespace,
+    client: httpx.AsyncClient,
+    *,
+    conn: PgConnection,
+    port: int,
+    subset: dict[str, str],
+    searches: list[tuple[str, dict[str, Any]]],
+    market: UnlockMarket,
+) -> LoadedWindow:
+    """The unlock sites online; ``--unlocks`` unlocks with the fleet idle (the baseline);
+    then the fleet ``subset`` for one window, searches and the same unlocks during it."""
+    unlock_config = FleetConfig(
+        port=port,
+        duration_s=MAX_DURATION_S,
+        rate_hz=1.0,
+        session_every_s=0,  # a connector busy with a session of its own would refuse
+        offline_fraction=0.0,
+        drain_timeout_s=30.0,
+        token_public_key_pem=market.token_public_key_pem,
+    )
+    stop = asyncio.Event()
+    # The unlock sites run in this event loop (a handful, beside the API client), the fleet
+    # in its own processes.
+    unlock_sites = asyncio.create_task(
+        run_sites(sorted(market.passwords.items()), unlock_config, start_at=0, stop=stop),
+        name="unlock-sites",
+    )
+    try:
+        await _devices_online(conn, sorted(market.passwords))
+        for k in range(args.unlock_warmup):
+            await _unlock_once(client, market, k)
+        idle = [await _unlock_once(client, market, k) for k in range(args.unlocks)]
+        loaded = asyncio.create_task(
+            asyncio.to_thread(
+                run_fleet, subset, _step_config(args, port), processes=args.sim_processes
+            )
+        )
+        await asyncio.sleep(2.0 + 0.5 * args.sim_processes)
+        loop = asyncio.get_running_loop()
+        # The unlocks spread over the window, searches in between.
+        spacing = 0.8 * args.window_s / max(1, args.unlocks)
+        next_unlock = loop.time() + spacing / 2
+        searches_ms: list[float] = []
+        unlocks: list[float | None] = []
+        while not loaded.done():
+            if len(unlocks) < args.unlocks and loop.time() >= next_unlock:
+                unlocks.append(await _unlock_once(client, market, len(unlocks)))
+                next_unlock += spacing
+            else:
+                searches_ms.extend(await _searches(client, searches[:20]))
+        report = await loaded
+    finally:
+        stop.set()
+        # Bounded: sites that never came online would otherwise keep retrying for the
+        # config's whole duration.
+        async with asyncio.timeout(unlock_config.drain_timeout_s + 30):
+            await unlock_sites
+    return LoadedWindow(
+        report=report,
+        searches_ms=searches_ms,
+        unlocks_ms=[u for u in unlocks if u is not None],
+        idle_unlocks_ms=[u for u in idle if u is not None],
+        unlocks_failed=sum(u is None for u in unlocks),
+        idle_unlocks_failed=sum(u is None for u in idle),
+    )
+
+
 async def _storm(
     args: argparse.Namespace, broker: Broker, passwords: dict[str, str]
 ) -> tuple[float, SiteReport]:
@@ -237,6 +416,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     warmup, measured = search_bench._queries(rng, 50), search_bench._queries(rng, args.searches)
     workers: list[asyncio.subprocess.Process] = []
     server: asyncio.subprocess.Process | None = None
+    market: UnlockMarket | None = None
     try:
         await _clear(conn)
         await search_bench._seed(conn, args.chargers, args.seed)
@@ -285,24 +465,33 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     while not all(name in broker.log_text() for name in names):
                         await asyncio.sleep(0.05)
                 port = free_port()
+                serve_env = env | {
+                    env_name("mqtt", "username"): "cloud-api",
+                    env_name("mqtt", "password"): passwords_svc["cloud-api"],
+                    env_name("provisioning", "token_public_key_file"): str(
+                        token_public_key(Path(tmp))
+                    ),
+                    # The unlock tokens' signing key.
+                    env_name("provisioning", "token_private_key_file"): str(
+                        token_private_key(Path(tmp))
+                    ),
+                    env_name("marketplace", "device_offline_after_s"): "180",
+                    # No billing: the unlocks' rows are deleted after (a billed session's
+                    # ledger entries could not be), as in bench.unlock.
+                    env_name("billing", "settle_interval_s"): "0",
+                }
                 server = await asyncio.create_subprocess_exec(
                     str(cli),
                     "serve",
                     "--port",
                     str(port),
-                    env=env
-                    | {
-                        env_name("mqtt", "username"): "cloud-api",
-                        env_name("mqtt", "password"): passwords_svc["cloud-api"],
-                        env_name("provisioning", "token_public_key_file"): str(
-                            token_public_key(Path(tmp))
-                        ),
-                        env_name("marketplace", "device_offline_after_s"): "180",
-                    },
+                    env=serve_env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", timeout=30
+                ) as client:
                     async with asyncio.timeout(30):
                         while True:
                             try:
@@ -313,24 +502,23 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                             await asyncio.sleep(0.1)
                     await _searches(client, warmup)
                     idle_search = await _searches(client, measured)
+                    market = await _open_unlock_market(
+                        conn, load_settings(serve_env), client, args.unlock_sites
+                    )
                     best, reports = await asyncio.to_thread(
                         _step_up, args, broker.port, passwords, "ingest"
                     )
                     load_n = best or args.steps[0]
                     subset = {d: passwords[d] for d in sorted(passwords)[:load_n]}
-                    loaded = asyncio.create_task(
-                        asyncio.to_thread(
-                            run_fleet,
-                            subset,
-                            _step_config(args, broker.port),
-                            processes=args.sim_processes,
-                        )
+                    window = await _loaded_window(
+                        args,
+                        client,
+                        conn=conn,
+                        port=broker.port,
+                        subset=subset,
+                        searches=measured,
+                        market=market,
                     )
-                    await asyncio.sleep(2.0 + 0.5 * args.sim_processes)
-                    loaded_search: list[float] = []
-                    while not loaded.done():
-                        loaded_search.extend(await _searches(client, measured[:20]))
-                    load_report = await loaded
                 storm_s, storm_report = await _storm(args, broker, passwords)
             finally:
                 if server is not None:
@@ -342,6 +530,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 broker.stop()
     finally:
         await _clear(conn)
+        if market is not None:
+            await _remove_unlock_market(conn, market)
         if not args.keep:
             await search_bench._remove_seed(conn)
         await close(conn)
@@ -359,9 +549,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     lag_line: dict[str, Any] = {
         "bench": "fleet",
         "figure": "fleet_ingest_lag_p99_ms",
-        "value": round(_p(load_report.lags_ms, 0.99), 1),
+        "value": round(_p(window.report.lags_ms, 0.99), 1),
         "unit": "ms",
-        "params": common | {"sites": load_n, "passed": _passed(load_report)},
+        "params": common | {"sites": load_n, "passed": _passed(window.report)},
     }
     if base_lag is not None and base_lag.lags_ms:
         baseline = _p(base_lag.lags_ms, 0.99)
@@ -370,7 +560,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "baseline_value": round(baseline, 1),
             "ratio": round(lag_line["value"] / baseline, 2) if baseline else None,
         }
-    search_p95, idle_p95 = _p(loaded_search, 0.95), _p(idle_search, 0.95)
+    search_p95, idle_p95 = _p(window.searches_ms, 0.95), _p(idle_search, 0.95)
     return [
         {
             "bench": "fleet",
@@ -403,8 +593,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "goal": "<= 50 ms",
             "meets_goal": search_p95 <= 50,
             "params": common
-            | {"sites": load_n, "chargers": args.chargers, "searches": len(loaded_search)},
+            | {"sites": load_n, "chargers": args.chargers, "searches": len(window.searches_ms)},
         },
+        _unlock_line(args, window, common | {"sites": load_n}),
         {
             "bench": "fleet",
             "figure": "reconnect_storm_s",
@@ -425,6 +616,38 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def _unlock_line(
+    args: argparse.Namespace, window: LoadedWindow, params: dict[str, Any]
+) -> dict[str, Any]:
+    loaded, idle = window.unlocks_ms, window.idle_unlocks_ms
+    p95 = _p(loaded, 0.95) if loaded else None
+    idle_p95 = _p(idle, 0.95) if idle else None
+    line: dict[str, Any] = {
+        "bench": "fleet",
+        "figure": "fleet_unlock_p95_ms",
+        "value": None if p95 is None else round(p95, 2),
+        "unit": "ms",
+        "baseline": "the same unlocks with the fleet idle, same run",
+        "baseline_value": None if idle_p95 is None else round(idle_p95, 2),
+        "ratio": round(p95 / idle_p95, 2) if p95 is not None and idle_p95 else None,
+        "goal": f"<= {UNLOCK_GOAL_MS:g} ms",
+        "meets_goal": p95 is not None and p95 <= UNLOCK_GOAL_MS and not window.unlocks_failed,
+        "params": params
+        | {
+            "unlocks": len(loaded),
+            "unlocks_failed": window.unlocks_failed,
+            "idle_unlocks": len(idle),
+            "idle_unlocks_failed": window.idle_unlocks_failed,
+            "unlock_sites": args.unlock_sites,
+            "p50_ms": None if not loaded else round(_p(loaded, 0.5), 2),
+            "idle_p50_ms": None if not idle else round(_p(idle, 0.5), 2),
+            "timed": "POST /chargers/{id}/sessions -> start_session command -> the fleet site "
+            "answers Accepted (its session started: relay closed) -> ingest stores it -> 201",
+        },
+    }
+    return line
 
 
 def _steps(text: str) -> list[int]:
@@ -461,6 +684,11 @@ def main() -> None:
     )
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument("--searches", type=int, default=300)
+    parser.add_argument("--unlocks", type=int, default=20, help="timed unlocks, idle and loaded")
+    parser.add_argument("--unlock-warmup", type=int, default=2)
+    parser.add_argument(
+        "--unlock-sites", type=int, default=4, help="chargers unlocked in turn (fleet sites)"
+    )
     parser.add_argument("--sim-processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--keep", action="store_true", help="keep the seeded chargers")

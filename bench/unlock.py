@@ -34,11 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cloud import migrate
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
 from tests.support.certs import make_certs
 from tests.support.flow_rig import Market, relay_closed, running_market
+from tests.support.market import ApiUser
 from tests.support.mosquitto import cloud_broker
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
@@ -66,70 +69,95 @@ async def _available(market: Market) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _pay_walkup(market: Market) -> None:
+async def pay_walkup(http: httpx.AsyncClient, charger_id: str, driver: ApiUser) -> None:
     """The walk-up's prepayment (issue 16: no unlock without it), with the dummy's test card;
     not timed."""
-    body = {"charger_id": market.charger_id, "connector": 1, "duration_min": 15}
-    order = await market.http.post("/payments", json=body, headers=market.driver.headers)
+    body = {"charger_id": charger_id, "connector": 1, "duration_min": 15}
+    order = await http.post("/payments", json=body, headers=driver.headers)
     if order.status_code != 201:
         raise RuntimeError(f"walk-up payment answered {order.status_code}: {order.text}")
-    paid = await market.http.post(
+    paid = await http.post(
         f"/payments/{order.json()['id']}/verify",
         json={"card_number": "4111111111111111"},
-        headers=market.driver.headers,
+        headers=driver.headers,
     )
     if paid.status_code != 200:
         raise RuntimeError(f"payment verify answered {paid.status_code}: {paid.text}")
 
 
+async def post_unlock(
+    http: httpx.AsyncClient, charger_id: str, driver: ApiUser, started: float
+) -> tuple[float, str]:
+    """``POST /chargers/{id}/sessions`` (the QR unlock): ms from ``started``
+    (``time.perf_counter()``) to the 201, and the session id it names."""
+    answer = await http.post(
+        f"/chargers/{charger_id}/sessions", json={"connector": 1}, headers=driver.headers
+    )
+    response_ms = (time.perf_counter() - started) * 1000
+    if answer.status_code != 201:
+        raise RuntimeError(f"unlock answered {answer.status_code}: {answer.text}")
+    return response_ms, str(answer.json()["session_id"])
+
+
+async def stop_session(http: httpx.AsyncClient, session_id: str, driver: ApiUser) -> None:
+    """The driver stops the session (not timed)."""
+    stop = await http.post(f"/sessions/{session_id}/stop", headers=driver.headers)
+    if stop.status_code != 202:
+        raise RuntimeError(f"stop answered {stop.status_code}: {stop.text}")
+
+
 async def _one_unlock(market: Market) -> tuple[float, float]:
-    await _pay_walkup(market)
+    await pay_walkup(market.http, market.charger_id, market.driver)
     started = time.perf_counter()
     watcher = asyncio.create_task(_watch_relay(market, started), name="relay-watch")
     try:
-        answer = await market.http.post(
-            f"/chargers/{market.charger_id}/sessions",
-            json={"connector": 1},
-            headers=market.driver.headers,
+        response_ms, session_id = await post_unlock(
+            market.http, market.charger_id, market.driver, started
         )
-        response_ms = (time.perf_counter() - started) * 1000
-        if answer.status_code != 201:
-            raise RuntimeError(f"unlock answered {answer.status_code}: {answer.text}")
         relay_ms = await asyncio.wait_for(watcher, 5)
     finally:
         watcher.cancel()
-    session_id = answer.json()["session_id"]
-    stop = await market.http.post(f"/sessions/{session_id}/stop", headers=market.driver.headers)
-    if stop.status_code != 202:
-        raise RuntimeError(f"stop answered {stop.status_code}: {stop.text}")
+    await stop_session(market.http, session_id, market.driver)
     await asyncio.wait_for(_available(market), 10)
     return response_ms, relay_ms
 
 
-async def _cleanup(pg: PgConnection, market: Market) -> None:
-    device, charger = market.device_id, market.charger_id
-    users = [market.host.id, market.driver.id, market.admin.id]
-    for sql, arg in (
-        ("DELETE FROM session_events WHERE device_id = $1", device),
-        ("DELETE FROM sessions WHERE device_id = $1", device),
-        ("DELETE FROM auth_decisions WHERE device_id = $1", device),
-        ("DELETE FROM telemetry WHERE device_id = $1", device),
-        ("DELETE FROM telemetry_batches WHERE device_id = $1", device),
-        ("DELETE FROM device_commands WHERE device_id = $1", device),
-        ("DELETE FROM downlink_sequences WHERE device_id = $1", device),
-        ("DELETE FROM dead_letters WHERE device_id = $1", device),
-        ("DELETE FROM unlock_requests WHERE charger_id = $1", charger),
-        ("DELETE FROM bookings WHERE charger_id = $1", charger),
-        ("DELETE FROM pairing_codes WHERE charger_id = $1", charger),
-        ("DELETE FROM chargers WHERE id = $1", charger),
-        ("DELETE FROM devices WHERE id = $1", device),
+async def remove_rows(
+    pg: PgConnection, *, device_ids: list[str], charger_ids: list[str], user_ids: list[str]
+) -> None:
+    """Delete what an unlock bench made: its devices' and chargers' rows, its users (and
+    their payments: authorized, never settled — the settle job is off — so no ledger rows
+    refer to them; a billed session's ledger entries could not be deleted)."""
+    for sql, ids in (
+        ("DELETE FROM session_events WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM sessions WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM auth_decisions WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM telemetry WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM telemetry_batches WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM device_commands WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM downlink_sequences WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM dead_letters WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM device_meters WHERE device_id = ANY($1::text[])", device_ids),
+        ("DELETE FROM unlock_requests WHERE charger_id = ANY($1::text[])", charger_ids),
+        ("DELETE FROM bookings WHERE charger_id = ANY($1::text[])", charger_ids),
+        ("DELETE FROM pairing_codes WHERE charger_id = ANY($1::text[])", charger_ids),
+        ("DELETE FROM chargers WHERE id = ANY($1::text[])", charger_ids),
+        ("DELETE FROM devices WHERE id = ANY($1::text[])", device_ids),
+        ("DELETE FROM payments WHERE user_id = ANY($1::text[])", user_ids),
+        ("DELETE FROM hosts WHERE user_id = ANY($1::text[])", user_ids),
+        ("DELETE FROM user_roles WHERE user_id = ANY($1::text[])", user_ids),
+        ("DELETE FROM users WHERE id = ANY($1::text[])", user_ids),
     ):
-        await pg.execute(sql, arg)
-    # Authorized, never settled (the settle job is off here): no ledger rows refer to them.
-    await pg.execute("DELETE FROM payments WHERE user_id = ANY($1::text[])", users)
-    await pg.execute("DELETE FROM hosts WHERE user_id = ANY($1::text[])", users)
-    await pg.execute("DELETE FROM user_roles WHERE user_id = ANY($1::text[])", users)
-    await pg.execute("DELETE FROM users WHERE id = ANY($1::text[])", users)
+        await pg.execute(sql, ids)
+
+
+async def _cleanup(pg: PgConnection, market: Market) -> None:
+    await remove_rows(
+        pg,
+        device_ids=[market.device_id],
+        charger_ids=[market.charger_id],
+        user_ids=[market.host.id, market.driver.id, market.admin.id],
+    )
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -73,6 +73,7 @@ from protocols.messages import (
     parse_message,
 )
 from protocols.meters.quantities import Quantity
+from protocols.tokens import TokenVerifier, load_public_key
 from protocols.topics import topic
 
 MAX_SITES = 20_000
@@ -103,6 +104,11 @@ class FleetConfig:
     session_every_s: float = 120.0
     session_s: float = 60.0
     update_every_s: float = 15.0
+    #: A ``Status`` every this many seconds while connected, as the agent sends one every
+    #: ``mqtt.status_interval_s`` (60 s by default): the cloud counts a device it has not
+    #: heard a status from for ``device_offline_after_s`` (180 s) as offline, and refuses
+    #: to unlock it.
+    status_every_s: float = 60.0
     #: Fraction of sites that go offline once, and for how long.
     offline_fraction: float = 0.1
     offline_s: float = 10.0
@@ -117,6 +123,12 @@ class FleetConfig:
     inflight: int = 100
     keepalive_s: int = 30
     seed: int = 0
+    #: The cloud's unlock-token public key (PEM, as a claim hands it to the agent). With it a
+    #: site checks a ``StartSession``'s token as the agent does (signature, this device and
+    #: connector, validity) and reports the token's ``jti`` as the session's credential,
+    #: which is how the cloud ties the session to its driver; without it any token is
+    #: accepted and a hash of it reported.
+    token_public_key_pem: str | None = None
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.host).is_loopback:
@@ -127,6 +139,8 @@ class FleetConfig:
             raise ValueError("rate_hz must be in (0, 10]")
         if not 0 <= self.offline_fraction <= 1:
             raise ValueError("offline_fraction must be in [0, 1]")
+        if self.status_every_s <= 0:
+            raise ValueError("status_every_s must be positive")
 
 
 @dataclass
@@ -230,6 +244,8 @@ class Site:
         self._wake = asyncio.Event()
         self._acks = topic(device_id, MessageKind.ACK)
         self._cmds = topic(device_id, MessageKind.CMD)
+        pem = config.token_public_key_pem
+        self._verifier = None if pem is None else TokenVerifier([load_public_key(pem.encode())])
 
     # --- outbox ------------------------------------------------------------------------------
 
@@ -366,6 +382,9 @@ class Site:
         self.lost_broker_at = None
         self.report.connects += 1
         self.online.set()
+        self._status()
+
+    def _status(self) -> None:
         self._queue(
             Status,
             ts=datetime.now(UTC),
@@ -477,9 +496,21 @@ class Site:
         elif isinstance(action, StartSession):
             if self.session is not None:
                 status, detail = CommandStatus.REJECTED, "connector busy"
-            else:
+            elif self._verifier is None:
                 ref = hashlib.sha256(action.token.encode()).hexdigest()
                 session_id = self._start_session(CredentialRef(kind=CredentialKind.TOKEN, ref=ref))
+            else:
+                check = self._verifier.verify(
+                    action.token,
+                    charger_id=self.device_id,
+                    connector=action.connector,
+                    now=datetime.now(UTC),
+                )
+                if check.accepted and check.claims is not None:
+                    credential = CredentialRef(kind=CredentialKind.TOKEN, ref=check.claims.jti)
+                    session_id = self._start_session(credential)
+                else:
+                    status, detail = CommandStatus.REJECTED, check.reason
         elif isinstance(action, StopSession):
             if self.session is None or self.session.session_id != action.session_id:
                 status, detail = CommandStatus.REJECTED, "no such session"
@@ -497,17 +528,22 @@ class Site:
         )
         self.report.commands_answered += 1
 
-    async def behave(self, stop_at: float) -> None:
-        """Meter, batch and charge until ``stop_at`` (monotonic)."""
+    async def behave(self, stop_at: float, stop: asyncio.Event | None = None) -> None:
+        """Meter, batch and charge until ``stop_at`` (monotonic) or ``stop`` is set."""
         period = 1 / self.config.rate_hz
         next_tick = time.monotonic() + self.rng.uniform(0, period)
+        next_status = time.monotonic() + self.config.status_every_s
         while True:
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             now = time.monotonic()
-            if now >= stop_at:
+            if now >= stop_at or (stop is not None and stop.is_set()):
                 return
             next_tick += period
             self._telemetry(datetime.now(UTC), live=self.online.is_set())
+            if now >= next_status:
+                next_status = now + self.config.status_every_s
+                if self.online.is_set():
+                    self._status()
             s = self.session
             if s is not None and now >= s.ends_at:
                 self._stop_session(StopReason.EV_DISCONNECTED)
@@ -531,10 +567,14 @@ class Site:
 
 
 async def run_sites(
-    sites: list[tuple[str, str]], config: FleetConfig, *, start_at: float
+    sites: list[tuple[str, str]],
+    config: FleetConfig,
+    *,
+    start_at: float,
+    stop: asyncio.Event | None = None,
 ) -> SiteReport:
     """Run ``sites`` (id, password) in this event loop from wall-clock ``start_at`` for
-    ``config.duration_s``, then drain and disconnect."""
+    ``config.duration_s`` (or until ``stop`` is set, if sooner), then drain and disconnect."""
     # Reproducible behaviour per slice, not secrets.
     rng = random.Random(f"{config.seed}-{sites[0][0] if sites else ''}")  # noqa: S311
     await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -545,7 +585,7 @@ async def run_sites(
         tasks.append(asyncio.create_task(site.pump()))
         tasks.append(asyncio.create_task(site.connect_loop(stop_at + config.drain_timeout_s)))
     await asyncio.gather(*(s.online.wait() for s in fleet))
-    behaviour = [asyncio.create_task(s.behave(stop_at)) for s in fleet]
+    behaviour = [asyncio.create_task(s.behave(stop_at, stop)) for s in fleet]
     offline = [
         asyncio.create_task(_offline_later(s, config, rng.uniform(0.1, 0.5) * config.duration_s))
         for s in fleet

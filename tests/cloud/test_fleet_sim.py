@@ -19,6 +19,7 @@ from firmware_sim.fleet import FleetConfig, provision, run_sites, site_ids
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, encode_message
+from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from protocols.topics import topic
 from tests.support.mosquitto import Broker
 
@@ -34,7 +35,9 @@ async def _seed_devices(pg: PgConnection, device_ids: list[str]) -> None:
         await pg.execute("INSERT INTO devices (id, host_id) VALUES ($1, 'H1')", device_id)
 
 
-def _send_command(broker: Broker, device_id: str, cmd_id: str) -> None:
+def _send_command(
+    broker: Broker, device_id: str, cmd_id: str, token: str = "fleet-test-token"
+) -> None:
     """Publish a StartSession as the API does (its own identity, QoS 1, on ``cmd``)."""
     now = datetime.now(UTC)
     command = Command(
@@ -45,7 +48,7 @@ def _send_command(broker: Broker, device_id: str, cmd_id: str) -> None:
         clock_synced=True,
         cmd_id=cmd_id,
         expires_at=now + timedelta(seconds=60),
-        action=StartSession(connector=1, token="fleet-test-token"),
+        action=StartSession(connector=1, token=token),
     )
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id="cloud-api-test", protocol=MQTTProtocolVersion.MQTTv5
@@ -130,3 +133,98 @@ async def test_a_small_fleet_loses_nothing(
     )
     assert wills == SITES
     assert await pg.fetchval("SELECT count(*) FROM devices WHERE online") == SITES
+
+
+async def test_a_site_sends_a_status_every_interval_and_stops_when_asked(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    """A site repeats its status as the agent does (so the cloud keeps it online past
+    ``device_offline_after_s``), and a run ends when its ``stop`` event is set, long before
+    its duration (bench.fleet's unlock sites live exactly as long as the unlocks need)."""
+    device_ids = site_ids(1, "fleet-s")
+    passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
+    await _seed_devices(pg, device_ids)
+    config = FleetConfig(
+        port=broker.port,
+        duration_s=600.0,
+        session_every_s=0,
+        offline_fraction=0.0,
+        status_every_s=1.0,
+        drain_timeout_s=15.0,
+    )
+    stop = asyncio.Event()
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        ingest = tg.create_task(worker.run(), name="ingest")
+        fleet = asyncio.create_task(
+            run_sites(sorted(passwords.items()), config, start_at=0, stop=stop)
+        )
+        await asyncio.sleep(4.0)
+        stop.set()
+        report = await asyncio.wait_for(fleet, 20)
+        ingest.cancel()
+
+    statuses = report.messages_sent - report.telemetry_sent
+    assert statuses >= 3  # the one at connect, then one a second
+    assert report.unacked == 0
+    (row,) = await pg.fetch(
+        "SELECT online, last_status_seq FROM devices WHERE id = $1", device_ids[0]
+    )
+    assert row["online"]
+    # The last status stored is a periodic one, not the connect's (seq 1).
+    assert row["last_status_seq"] > 1
+
+
+def _token(key: PrivateKey, device_id: str) -> tuple[str, str]:
+    now = datetime.now(UTC)
+    jti = new_ulid()
+    claims = UnlockClaims(
+        charger_id=device_id,
+        connector=1,
+        user_ref="U1",
+        jti=jti,
+        nbf=now,
+        exp=now + timedelta(seconds=60),
+        session_intent_id=new_ulid(),
+    )
+    return sign_unlock_token(key, claims), jti
+
+
+async def test_a_site_given_the_token_key_checks_unlock_tokens_as_the_agent_does(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    """With the cloud's token key (a claim's), a site refuses a token for another charger
+    and starts a session for its own, reporting the token's jti as the credential (the
+    cloud's join from a session to its driver)."""
+    device_ids = site_ids(1, "fleet-k")
+    passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
+    await _seed_devices(pg, device_ids)
+    key = PrivateKey.generate()
+    config = FleetConfig(
+        port=broker.port,
+        duration_s=600.0,
+        session_every_s=0,
+        offline_fraction=0.0,
+        drain_timeout_s=15.0,
+        token_public_key_pem=key.public_key().to_pem().decode(),
+    )
+    wrong, _ = _token(key, "fleet-elsewhere")
+    right, jti = _token(key, device_ids[0])
+    stop = asyncio.Event()
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        ingest = tg.create_task(worker.run(), name="ingest")
+        fleet = asyncio.create_task(
+            run_sites(sorted(passwords.items()), config, start_at=0, stop=stop)
+        )
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_send_command, broker, device_ids[0], new_ulid(), wrong)
+        await asyncio.to_thread(_send_command, broker, device_ids[0], new_ulid(), right)
+        await asyncio.sleep(1.5)
+        stop.set()
+        report = await asyncio.wait_for(fleet, 20)
+        ingest.cancel()
+
+    assert report.commands_answered == 2
+    assert report.sessions_started == 1
+    assert report.unacked == 0
+    refs = await pg.fetch("SELECT credential_kind, credential_ref FROM sessions")
+    assert [(r["credential_kind"], r["credential_ref"]) for r in refs] == [("Token", jti)]
