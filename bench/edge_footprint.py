@@ -222,7 +222,7 @@ def measure(
         rec = csms.record
         params["ocpp"] = (
             "on: OCPP 1.6-J over TLS with Basic auth to the ocpp package's CSMS "
-            "(booted, status watch, heartbeat per the CSMS's 300 s)"
+            "(booted, statuses on change, heartbeat per the CSMS's 300 s; nothing polls)"
         )
         params["ocpp_seen_by_csms"] = {
             "boots": rec.boots,

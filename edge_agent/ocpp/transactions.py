@@ -148,6 +148,7 @@ class TransactionQueue:
         with translated("OCPP queue not read"):
             head = queue.head(self._conn)
         if head is None:
+            self._retry = None  # nothing left to wait for: the sender sleeps until woken
             return False
         if self._retry is not None:
             if self._retry[0] == head.id and self._retry[1] > self._mono():

@@ -8,6 +8,12 @@ again. Sessions, meter values and authorization stay the agent's: the uplink rea
 store's session events, and the CSMS's commands go through the control layer
 (:mod:`edge_agent.ocpp.calls`).
 
+Nothing here polls: the connectors tell the uplink when a status changes and when a session
+event is recorded (:meth:`~edge_agent.sessions.controller.ConnectorController.subscribe`,
+wired in :mod:`edge_agent.ocpp.wiring`), and each task sleeps until it is told or until its
+next due time (the heartbeat, the WebSocket ping, a CALLERROR's retry). An idle uplink wakes
+the agent only for those.
+
 OCPP-J §4.1.1 allows one call in flight in each direction: :meth:`OcppUplink.call` holds a
 lock from sending a CALL to its answer; the CSMS's calls are answered as they come.
 Until the CSMS accepts the BootNotification, nothing else is sent (OCPP 1.6 §4.2); while it
@@ -51,10 +57,6 @@ from protocols.meters import Quantity
 
 log = logging.getLogger(__name__)
 
-#: How often the status watch compares the connectors with what the CSMS was told.
-STATUS_WATCH_S = 0.5
-#: How often the queue looks for new session events when nothing woke it.
-QUEUE_POLL_S = 1.0
 #: BootNotification again after this long when the CSMS said Pending/Rejected with interval 0.
 BOOT_RETRY_S = 60.0
 
@@ -115,6 +117,8 @@ class OcppUplink:
         self._pending: tuple[str, asyncio.Future[frames.Frame]] | None = None
         #: New session events may be in the store (set by :meth:`wake`).
         self._events = asyncio.Event()
+        #: A connector's status or fault may have changed (set by :meth:`status_changed`).
+        self._changed = asyncio.Event()
         #: New rows may be in the queue.
         self._wake = asyncio.Event()
         self._reconnect = asyncio.Event()
@@ -145,6 +149,10 @@ class OcppUplink:
     def wake(self) -> None:
         """New session events may be in the store: read them now."""
         self._events.set()
+
+    def status_changed(self) -> None:
+        """A connector's status or fault changed: tell the CSMS (if connected)."""
+        self._changed.set()
 
     def status_answer(self) -> control.OcppStatusAnswer:
         """The control socket's ``ocpp_status`` (``sync status``, ``doctor``)."""
@@ -242,9 +250,8 @@ class OcppUplink:
             self._events.clear()
             if self.queue.fill():
                 self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(QUEUE_POLL_S):
-                    await _first(self._events, stop)
+            # Every session event is recorded by a connector, which wakes this (wiring.py).
+            await _first(self._events, stop)
 
     async def _connect(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -435,10 +442,15 @@ class OcppUplink:
             log.warning("OCPP: StatusNotification refused: %s", exc)
 
     async def _status_watch(self) -> None:
+        """Tell the CSMS what changed since it was last told, whenever a connector says its
+        status changed. Changes while a StatusNotification is in flight are sent together
+        after it (the latest status of each connector, as the CSMS needs)."""
         while True:
-            await asyncio.sleep(STATUS_WATCH_S)
+            self._changed.clear()
+            # A connector freed while a ChangeAvailability was Scheduled is held now.
             await self._apply_availability()
             await self._send_statuses(only_changed=True)
+            await self._changed.wait()
 
     async def _apply_availability(self) -> None:
         """Connectors the CSMS made Inoperative are held once free (a ChangeAvailability
@@ -453,15 +465,18 @@ class OcppUplink:
     # --- transactions --------------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        """Send the queue's messages in order; then sleep until a new one is queued
+        (:meth:`_fill` wakes this) or the head's retry time comes."""
         while True:
+            self._wake.clear()
             if await self.queue.send_head(self.call):
                 continue
             wait_s = self.queue.wait_s()
-            self._wake.clear()
+            if wait_s is None:
+                await self._wake.wait()
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(
-                    QUEUE_POLL_S if wait_s is None else min(wait_s, QUEUE_POLL_S)
-                ):
+                async with asyncio.timeout(wait_s):
                     await self._wake.wait()
 
     async def _deauthorize(self, session_id: str) -> None:

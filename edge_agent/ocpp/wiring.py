@@ -38,6 +38,9 @@ def build_uplink(
         restart=restart,
         mono=clocks.mono,
     )
+    # The uplink waits on the connectors' changes instead of polling them and the store.
+    for controller in controllers.values():
+        controller.subscribe(status=uplink.status_changed, events=uplink.wake)
     online = OnlinePresent(
         present,
         authorizer=authorizer,

@@ -10,6 +10,10 @@ cloud's relay test) go through the controller too: it holds the connector for th
 machine's ``Reserve``/``Release`` events, so no session starts meanwhile), runs the one relay
 test (:mod:`edge_agent.relay.check`), and watches a relay closed by hand on the safety tick
 (:mod:`edge_agent.relay.manual_close`). No other module assigns the controller's state.
+
+Others learn of changes by subscribing (:meth:`ConnectorController.subscribe`): a change of
+status or fault, and each session event recorded. The OCPP uplink waits on these rather than
+polling the connectors and the store.
 """
 
 from __future__ import annotations
@@ -128,7 +132,11 @@ class ConnectorController:
         #: Site-wide caps (``[limits]``); a credential's own limits apply when stricter.
         self._session_max_wh = session_max_wh
         self._session_max_s = session_max_s
-        self.state = Connector(connector_id)
+        self._state = Connector(connector_id)
+        #: Told when the status or fault changes, and when a session event is recorded
+        #: (:meth:`subscribe`).
+        self._on_status: list[Callable[[], None]] = []
+        self._on_event: list[Callable[[], None]] = []
         self.relay_closed = False
         self.watch = start_watch(clocks.mono())
         self.last_values: dict[Quantity, float] | None = None
@@ -142,6 +150,35 @@ class ConnectorController:
         #: One change at a time: polls, ticks and control requests arrive concurrently, and
         #: each runs the machine then awaits the relay and the meter.
         self._lock = asyncio.Lock()
+
+    # --- state and its watchers ---------------------------------------------------------
+
+    @property
+    def state(self) -> Connector:
+        return self._state
+
+    @state.setter
+    def state(self, state: Connector) -> None:
+        old = self._state
+        self._state = state
+        if old.status is not state.status or old.fault is not state.fault:
+            for callback in self._on_status:
+                callback()
+
+    def subscribe(
+        self,
+        *,
+        status: Callable[[], None] | None = None,
+        events: Callable[[], None] | None = None,
+    ) -> None:
+        """Call ``status()`` whenever the connector's status or fault changes, and
+        ``events()`` whenever a session event is recorded in the store -- synchronously,
+        on the event loop, so each must only note it (set an :class:`asyncio.Event`). The
+        OCPP uplink waits on these instead of polling the connectors and the store."""
+        if status is not None:
+            self._on_status.append(status)
+        if events is not None:
+            self._on_event.append(events)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -521,6 +558,8 @@ class ConnectorController:
             # A stop that cannot be stored leaves the session open in the file: recovery
             # closes it at the next start (PowerLoss), from its meter.
             return f"store refused the session event: {exc}"
+        for callback in self._on_event:
+            callback()
         return None
 
     async def _final_reading(self, effect: EmitSessionEvent) -> EmitSessionEvent:

@@ -13,20 +13,30 @@ from typing import Any
 
 import pytest
 
+from edge_agent.auth.decision import AuthVerdict
 from edge_agent.config import OcppSettings, build, parse_config
 from edge_agent.errors import ConfigError, OcppCallFailed, OcppFrameError
 from edge_agent.ocpp import frames
 from edge_agent.ocpp.keys import Change, KeyStore, core_keys
 from edge_agent.ocpp.transactions import TransactionQueue
-from edge_agent.sessions.machine import EmitSessionEvent, Session
+from edge_agent.relay.failsafe import SafetyLimits
+from edge_agent.sessions.controller import ConnectorController
+from edge_agent.sessions.machine import EmitSessionEvent, Session, Thresholds
 from edge_agent.store import ocpp as queue
 from edge_agent.store.db import connect
 from edge_agent.store.sessions import EventContext, record_event
-from edge_agent.testing import FakeClock
-from protocols.enums import CredentialKind, SessionEventType, StopReason
+from edge_agent.testing import FakeClock, FakeRelay
+from protocols.enums import (
+    AuthorizationStatus,
+    ConnectorStatus,
+    CredentialKind,
+    SessionEventType,
+    StopReason,
+)
 from protocols.ids import new_ulid
 from protocols.idtags import hash_id_tag
-from protocols.messages import CredentialRef
+from protocols.messages import CredentialRef, MeterReading
+from protocols.meters import Quantity
 
 from .conftest import T0
 
@@ -398,3 +408,64 @@ def test_samples_follow_meter_value_sample_interval_with_progress_jitter(
     ]
     # 59.5 s and 119 s apart (a little early: still a sample), 150 s too soon, 181 s again.
     assert samples == ["1002", "1003", "1005"]
+
+
+# --- what wakes the uplink ---------------------------------------------------------------------
+
+
+async def test_a_connector_tells_its_subscribers_each_status_change_and_each_recorded_event(
+    conn: sqlite3.Connection,
+) -> None:
+    """The uplink sleeps until told (no 1 Hz diff of the connectors, no polling of the store):
+    the status callback comes once per change of status, the events callback once per
+    session event in the store."""
+    clock = FakeClock()
+    relay = FakeRelay()
+    controller = ConnectorController(
+        1,
+        relay=relay,
+        conn=conn,
+        device_id="site-test",
+        limits=SafetyLimits(rating_a=32.0),
+        thresholds=Thresholds(),
+        clocks=clock.clocks(),
+    )
+    statuses: list[ConnectorStatus] = []
+    recorded = [0]
+
+    def on_event() -> None:
+        recorded[0] += 1
+
+    controller.subscribe(status=lambda: statuses.append(controller.state.status), events=on_event)
+    energy_wh = 50_000.0
+
+    async def poll(seconds: int) -> None:
+        nonlocal energy_wh
+        for _ in range(seconds):
+            clock.advance(1.0)
+            power_w = 7000.0 if relay.contacts_closed else 0.0
+            energy_wh += power_w / 3600
+            values = {
+                Quantity.ENERGY_IMPORT_WH: energy_wh,
+                Quantity.POWER_W: power_w,
+                Quantity.CURRENT_L1_A: 30.0 if power_w else 0.0,
+            }
+            reading = MeterReading(meter_id="m1", ts=T0, clock_synced=True, values=values)
+            await controller.on_poll(reading)
+
+    await poll(3)
+    assert (statuses, recorded[0]) == ([], 0)  # readings alone change nothing
+    verdict = AuthVerdict(AuthorizationStatus.ACCEPTED, "ok", CredentialKind.ID_TAG, "a" * 64)
+    assert (await controller.start(verdict)).session_id is not None
+    await poll(3)
+    await controller.emit_progress()
+    assert await controller.stop(StopReason.REMOTE) is None
+    await poll(5)
+    assert statuses == [
+        ConnectorStatus.PREPARING,
+        ConnectorStatus.CHARGING,
+        ConnectorStatus.FINISHING,
+        ConnectorStatus.AVAILABLE,
+    ]
+    (events,) = conn.execute("SELECT count(*) FROM session_events").fetchone()
+    assert recorded[0] == events == 3  # started, updated, stopped
