@@ -30,8 +30,12 @@ BENCHMARKS.md):
   queues ``--storm-backlog-s`` seconds of batches, as an agent's outbox holds after that long
   offline) and started again: time from the restart until every site's backlog is acked.
 
-The lag includes the simulator's own scheduling on the same cores: a loaded box shows it,
-which is the point.
+The defaults are issue 21's measurement (well over an hour); ``--quick`` is the bounded
+profile ``make bench`` runs (about 7 minutes). Every figure names its profile
+(``params.profile``: ``full``, ``quick`` or ``custom``); a ``fleet_sites_sustained`` whose
+every step passed is a lower bound (``params.lower_bound``), and its ``meets_goal`` is null
+when that bound is below the goal (docs/fleet.md). The lag includes the simulator's own
+scheduling on the same cores: a loaded box shows it, which is the point.
 The database is ``CHARGEMITRA_BENCH_DATABASE_URL`` (default: the development database, migrated
 to head); the rows of the bench's devices and chargers are removed at the end.
 """
@@ -87,6 +91,9 @@ from tests.support.mosquitto import Broker, cloud_broker, free_port
 
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
 LAG_GOAL_MS = 2000.0
+SITES_GOAL = 5000
+#: The issue-21 measurement's steps (bench.fleet's defaults; make bench runs --quick).
+FULL_STEPS = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000]
 UNLOCK_GOAL_MS = 300.0
 PREFIX_IDS = "fleetb"
 DEVICE_TABLES = (
@@ -537,6 +544,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         await close(conn)
 
     common = {
+        "profile": args.profile,
         "window_s": args.window_s,
         "steps": args.steps,
         "batch_per_site_hz": 1.0,
@@ -570,10 +578,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "baseline": "the same steps acked by a bare subscriber (no database), same run",
             "baseline_value": base_best,
             "ratio": round(best / base_best, 2) if base_best else None,
-            "goal": ">= 5000",
-            "meets_goal": best >= 5000,
+            "goal": f">= {SITES_GOAL}",
+            "meets_goal": sites_goal_met(best, args.steps),
             "params": common
             | {
+                # Every step tried passed: the value is the largest step, a lower bound.
+                "lower_bound": best == args.steps[-1],
                 "lag_p99_ms_by_step": {
                     n: round(_p(r.lags_ms, 0.99), 1) if r.lags_ms else None
                     for n, r in reports.items()
@@ -602,6 +612,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "value": round(storm_s, 2),
             "unit": "s",
             "params": {
+                "profile": args.profile,
                 "sites": args.storm_sites,
                 "backlog_s": args.storm_backlog_s,
                 "backlog_batches": int(args.storm_backlog_s) * args.storm_sites,
@@ -650,6 +661,14 @@ def _unlock_line(
     return line
 
 
+def sites_goal_met(best: int, steps: list[int]) -> bool | None:
+    """Whether ``fleet_sites_sustained`` meets its goal; None (not measured) when every step
+    passed but the largest is below the goal (a bounded profile that stops short of it)."""
+    if best >= SITES_GOAL:
+        return True
+    return None if best == steps[-1] else False
+
+
 def _steps(text: str) -> list[int]:
     steps = [int(s) for s in text.split(",")]
     if not steps or steps != sorted(steps) or steps[0] < 1:
@@ -662,7 +681,7 @@ def main() -> None:
     parser.add_argument(
         "--steps",
         type=_steps,
-        default=_steps("500,1000,2000,3000,4000,5000,6000,8000"),
+        default=FULL_STEPS,
         help="site counts to try, in order, until one fails",
     )
     parser.add_argument("--window-s", type=float, default=300.0, help="each step's window")
@@ -699,6 +718,9 @@ def main() -> None:
         "with 30 s of backlog, 5,000 chargers",
     )
     args = parser.parse_args()
+    # Named in every figure's params: only "full" (every default) is the issue's measurement.
+    changed = [k for k, v in vars(args).items() if k != "keep" and v != parser.get_default(k)]
+    args.profile = "quick" if args.quick else ("custom" if changed else "full")
     if args.quick:
         args.steps, args.window_s, args.drain_s = [20, 50, 100], 30.0, 30.0
         args.storm_sites, args.storm_backlog_s, args.storm_timeout_s = 50, 30.0, 300.0
