@@ -386,6 +386,7 @@ async def _storm(
         backlog_batches_on_loss=int(args.storm_backlog_s),
         drain_timeout_s=args.storm_timeout_s,
         resend_after_s=args.resend_after_s,
+        no_subscribers_resend_s=args.no_subscribers_resend_s,
     )
     subset = {d: passwords[d] for d in ids}
     fleet = asyncio.create_task(
@@ -455,7 +456,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     env_name("redis", "key_prefix"): f"bench-fleet-{secrets.token_hex(4)}:",
                 }
                 cli = Path(sys.executable).with_name("chargemitra-cloud")
-                ingest_env = env | {env_name("mqtt", "password"): passwords_svc["cloud-ingest"]}
+                ingest_env = env | {
+                    env_name("mqtt", "password"): passwords_svc["cloud-ingest"],
+                    env_name("ingest", "session_expiry_s"): str(args.ingest_session_expiry_s),
+                }
                 workers = [
                     await asyncio.create_subprocess_exec(
                         str(cli),
@@ -622,6 +626,11 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ),
                 "connect_failures": storm_report.connect_failures,
                 "resend_after_s": args.resend_after_s,
+                "no_subscribers_resend_s": args.no_subscribers_resend_s,
+                "ingest_session_expiry_s": args.ingest_session_expiry_s,
+                # Uplink the broker PUBACKed with 0x10 "no matching subscribers" (dropped:
+                # ingest's shared subscription was not back yet), docs/fleet.md.
+                "pubacks_no_subscribers": storm_report.no_subscribers,
                 "publishes": storm_report.publishes,
                 "messages_sent": storm_report.messages_sent,
             },
@@ -700,6 +709,19 @@ def main() -> None:
         type=float,
         default=30.0,
         help="a site resends what is unacked this long (the agent's mqtt.ack_timeout_s default)",
+    )
+    parser.add_argument(
+        "--ingest-session-expiry-s",
+        type=int,
+        default=0,
+        help="the ingest workers' MQTT session expiry (ingest.session_expiry_s; 0 as shipped)",
+    )
+    parser.add_argument(
+        "--no-subscribers-resend-s",
+        type=float,
+        default=0.0,
+        help="an experiment (not the agent's behaviour): a site resends a message the broker "
+        "PUBACKed with 'no matching subscribers' after this long; 0: it waits --resend-after-s",
     )
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument("--searches", type=int, default=300)

@@ -42,7 +42,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from firmware_sim.mqtt_wire import DISCONNECT_WITH_WILL, MqttError, MqttLink, Will
+from firmware_sim.mqtt_wire import (
+    DISCONNECT_WITH_WILL,
+    NO_MATCHING_SUBSCRIBERS,
+    MqttError,
+    MqttLink,
+    Will,
+)
 from protocols.backoff import Backoff
 from protocols.enums import (
     CommandStatus,
@@ -119,6 +125,11 @@ class FleetConfig:
     #: as lost.
     drain_timeout_s: float = 60.0
     resend_after_s: float = 30.0
+    #: A message the broker PUBACKs with "no matching subscribers" (0x10: ingest was not
+    #: subscribed, e.g. just after a broker restart, and the broker dropped it) is resent
+    #: after this many seconds. 0, the agent's behaviour: it waits ``resend_after_s`` like
+    #: any unacked message. (An experiment, docs/fleet.md: the agent does not do this.)
+    no_subscribers_resend_s: float = 0.0
     #: Our own QoS 1 in-flight window per connection.
     inflight: int = 100
     keepalive_s: int = 30
@@ -161,6 +172,8 @@ class SiteReport:
     connect_failures: int = 0
     went_offline: int = 0
     publishes: int = 0
+    #: PUBACKs with reason 0x10, "no matching subscribers": messages the broker dropped.
+    no_subscribers: int = 0
     #: Live telemetry batches' first publish → application ack, ms.
     lags_ms: list[float] = field(default_factory=list)
     #: Wall-clock time (time.time()) at which each site had its whole broker-loss backlog
@@ -187,6 +200,7 @@ def merge(reports: list[SiteReport]) -> SiteReport:
             "connect_failures",
             "went_offline",
             "publishes",
+            "no_subscribers",
         ):
             setattr(total, name, getattr(total, name) + getattr(r, name))
         total.lags_ms.extend(r.lags_ms)
@@ -294,8 +308,18 @@ class Site:
                         self.report.lags_ms.append((now - row.first_sent) * 1000)
         self._wake.set()
 
-    def _on_puback(self, packet_id: int) -> None:
-        self.inflight.pop(packet_id, None)
+    def _on_puback(self, packet_id: int, reason: int) -> None:
+        seq = self.inflight.pop(packet_id, None)
+        if reason == NO_MATCHING_SUBSCRIBERS:
+            self.report.no_subscribers += 1
+            row = None if seq is None else self.outbox.get(seq)
+            if row is not None and self.config.no_subscribers_resend_s > 0:
+                # Due for a resend once no_subscribers_resend_s has passed.
+                row.sent_at = (
+                    time.monotonic()
+                    - self.config.resend_after_s
+                    + self.config.no_subscribers_resend_s
+                )
         self._wake.set()
 
     async def pump(self) -> None:

@@ -21,6 +21,9 @@ CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 #: DISCONNECT reason "Disconnect with Will Message": the broker publishes the Will.
 DISCONNECT_WITH_WILL = 0x04
+#: PUBACK reason "No matching subscribers": the broker accepted the message and dropped it,
+#: as nobody was subscribed (MQTT 5, 3.4.2.1).
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class MqttError(Exception):
@@ -69,12 +72,13 @@ class Will:
 
 class MqttLink:
     """One connection. ``on_message(topic, payload)`` is called for every PUBLISH received;
-    ``on_puback(packet_id)`` when a QoS 1 publish of ours is acknowledged by the broker."""
+    ``on_puback(packet_id, reason)`` when a QoS 1 publish of ours is acknowledged by the
+    broker (``reason`` 0 or :data:`NO_MATCHING_SUBSCRIBERS`, the PUBACK's reason code)."""
 
     def __init__(
         self,
         on_message: Callable[[str, bytes], None],
-        on_puback: Callable[[int], None],
+        on_puback: Callable[[int, int], None],
         on_close: Callable[[], None],
     ) -> None:
         self._on_message = on_message
@@ -156,7 +160,9 @@ class MqttLink:
                 if kind == PUBLISH:
                     self._incoming(flags, data)
                 elif kind == PUBACK:
-                    self._on_puback(struct.unpack_from("!H", data)[0])
+                    # No reason code (remaining length 2) means success.
+                    reason = data[2] if len(data) > 2 else 0
+                    self._on_puback(struct.unpack_from("!H", data)[0], reason)
                 elif kind in (SUBACK, PINGRESP):
                     continue
                 else:  # DISCONNECT from the broker, or a packet we do not speak

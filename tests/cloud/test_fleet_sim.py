@@ -228,3 +228,30 @@ async def test_a_site_given_the_token_key_checks_unlock_tokens_as_the_agent_does
     assert report.unacked == 0
     refs = await pg.fetch("SELECT credential_kind, credential_ref FROM sessions")
     assert [(r["credential_kind"], r["credential_ref"]) for r in refs] == [("Token", jti)]
+
+
+async def test_a_site_counts_uplink_the_broker_dropped_for_want_of_a_subscriber(
+    broker: Broker,
+) -> None:
+    """With no ingest worker subscribed the broker PUBACKs every uplink with 0x10 ("no
+    matching subscribers") and drops it — what a site meets right after a broker restart,
+    before ingest's shared subscription is back (docs/fleet.md). The site counts them, keeps
+    them in its outbox, and resends them after ``no_subscribers_resend_s`` when that is set."""
+    device_ids = site_ids(1, "fleet-n")
+    passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
+    reports = []
+    for resend_s in (0.0, 0.5):
+        config = FleetConfig(
+            port=broker.port,
+            duration_s=3.0,
+            session_every_s=0,
+            offline_fraction=0.0,
+            drain_timeout_s=1.0,
+            no_subscribers_resend_s=resend_s,
+        )
+        reports.append(await run_sites(sorted(passwords.items()), config, start_at=0))
+    waiting, resending = reports
+    assert waiting.no_subscribers == waiting.publishes == waiting.messages_sent > 0
+    assert waiting.unacked == waiting.messages_sent
+    assert resending.publishes > resending.messages_sent
+    assert resending.no_subscribers == resending.publishes
