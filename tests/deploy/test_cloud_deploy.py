@@ -1,6 +1,7 @@
 """deploy/cloud/: the environment example names every setting, the compose file is valid
 Compose, the dashboard queries only (and all of) what /metrics exports, each ingest worker
-serves its own /metrics, and each broker config starts Mosquitto."""
+serves its own /metrics, each broker config starts Mosquitto, and the cloud config's plugin
+path is found on whatever machine renders it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -23,7 +26,15 @@ from cloud.env_example import render
 from cloud.settings import GROUPS, env_name, load_settings
 from tests.support.certs import Certs
 from tests.support.cloud_env import REDIS_URL, make_settings
-from tests.support.mosquitto import Broker, cloud_broker, edge_broker, free_port
+from tests.support.mosquitto import (
+    CLOUD_CONF,
+    CLOUD_RENDER,
+    Broker,
+    cloud_broker,
+    edge_broker,
+    free_port,
+    rendered_cloud_conf,
+)
 from tests.sync.rig import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,10 +105,13 @@ def test_compose_file_is_valid_compose_and_starts_what_the_cloud_needs() -> None
         env_files = service.get("env_file", [])
         for env_file in [env_files] if isinstance(env_files, str) else env_files:
             assert (CLOUD / f"{env_file}.example").is_file()
-    # The broker image runs the project's cloud config itself (started below).
-    assert (
-        "COPY deploy/mosquitto/cloud/mosquitto.conf " in (CLOUD / "Dockerfile.broker").read_text()
+    # The broker image runs the project's cloud config itself (started below), rendered for
+    # the image's own architecture by the same script as the systemd install.
+    dockerfile = (CLOUD / "Dockerfile.broker").read_text()
+    assert "COPY deploy/mosquitto/cloud/mosquitto.conf deploy/mosquitto/cloud/render-conf.sh" in (
+        dockerfile
     )
+    assert "render-conf.sh > /etc/mosquitto/chargemitra.conf" in dockerfile
 
 
 def _dashboard_metrics() -> set[str]:
@@ -234,3 +248,85 @@ def test_mosquitto_starts_with_each_broker_config(tmp_path: Path, certs: Certs) 
         assert cloud.proc.poll() is None
     finally:
         cloud.stop()
+
+
+PLUGIN = "mosquitto_dynamic_security.so"
+
+
+def _plugin_line(conf: str) -> str:
+    (line,) = [line for line in conf.splitlines() if line.startswith("plugin ")]
+    return line.removeprefix("plugin ")
+
+
+def test_the_cloud_config_names_no_architecture() -> None:
+    """The shipped template carries a placeholder, not one machine's multiarch directory
+    (it once named /usr/lib/x86_64-linux-gnu/, which does not exist on a Raspberry Pi or an
+    arm64 server)."""
+    directives = [line for line in CLOUD_CONF.read_text().splitlines() if not line.startswith("#")]
+    assert "plugin DYNSEC_PLUGIN" in directives
+    assert not [line for line in directives if "-linux-gnu" in line]
+
+
+def test_the_rendered_plugin_path_exists_on_this_machine() -> None:
+    """render-conf.sh (the install step of systemd, compose and the tests) writes the path
+    of the plugin this machine has, the one its mosquitto package installed, and changes
+    nothing else."""
+    rendered = rendered_cloud_conf()
+    path = Path(_plugin_line(rendered))
+    assert path.name == PLUGIN
+    assert path.is_file()
+    if shutil.which("dpkg-query"):
+        listed = subprocess.run(
+            ["dpkg-query", "-L", "mosquitto"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert str(path) in listed
+    template = CLOUD_CONF.read_text()
+    assert rendered == template.replace("plugin DYNSEC_PLUGIN\n", f"plugin {path}\n")
+
+
+def _root(tmp_path: Path, *plugins: str) -> Path:
+    """A root file system holding ``plugins`` (paths inside it), no package database."""
+    for plugin in plugins:
+        (tmp_path / plugin.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / plugin.lstrip("/")).write_bytes(b"")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        f"/usr/lib/aarch64-linux-gnu/{PLUGIN}",  # Debian / Raspberry Pi OS on arm64
+        f"/usr/lib/arm-linux-gnueabihf/{PLUGIN}",  # 32-bit Raspberry Pi OS
+        f"/usr/lib/x86_64-linux-gnu/{PLUGIN}",  # Debian on a PC
+        f"/usr/lib/{PLUGIN}",  # the eclipse-mosquitto image, a source build
+        f"/usr/lib64/{PLUGIN}",  # Fedora, RHEL
+    ],
+)
+def test_the_plugin_is_found_wherever_the_distribution_put_it(tmp_path: Path, layout: str) -> None:
+    conf = rendered_cloud_conf({"ROOT": str(_root(tmp_path, layout))})
+    assert _plugin_line(conf) == layout
+
+
+def test_the_plugin_path_can_be_given_and_a_missing_or_ambiguous_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    arm = f"/usr/lib/aarch64-linux-gnu/{PLUGIN}"
+    i386 = f"/usr/lib/i386-linux-gnu/{PLUGIN}"
+    both = _root(tmp_path / "both", arm, i386)
+    with pytest.raises(RuntimeError, match="more than one"):
+        rendered_cloud_conf({"ROOT": str(both)})
+    given = rendered_cloud_conf({"ROOT": str(both), "MOSQUITTO_DYNSEC_PLUGIN": arm})
+    assert _plugin_line(given) == arm
+    with pytest.raises(RuntimeError, match="no such file"):
+        rendered_cloud_conf({"ROOT": str(both), "MOSQUITTO_DYNSEC_PLUGIN": "/usr/lib/nope.so"})
+    empty = _root(tmp_path / "empty")
+    result = subprocess.run(
+        ["/bin/sh", str(CLOUD_RENDER)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ROOT": str(empty)},
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # nothing half-written into the installed file
+    assert f"no {PLUGIN} found" in result.stderr

@@ -1,7 +1,9 @@
 """Start the project's own Mosquitto configs (deploy/mosquitto) on free ports in a temp dir.
 
 Only listener ports and file paths are replaced; every other directive (authentication,
-ACL, persistence, queue sizes, bridge settings) is the project's file as shipped. The cloud
+ACL, persistence, queue sizes, bridge settings) is the project's file as shipped — for the
+cloud broker, as its installer renders it (deploy/mosquitto/cloud/render-conf.sh: the
+dynamic-security plugin's path on this machine). The cloud
 broker's dynamic-security file is the shipped template (deploy/mosquitto/cloud/
 dynamic-security.json) with the given service passwords and devices filled in by the
 project's own code (:func:`cloud.devices.broker_auth.initial_config`).
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 MOSQUITTO = "/usr/sbin/mosquitto"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 CLOUD_CONF = DEPLOY / "cloud" / "mosquitto.conf"
+#: Prints CLOUD_CONF with this machine's dynamic-security plugin path (the install step).
+CLOUD_RENDER = DEPLOY / "cloud" / "render-conf.sh"
 #: The services whose identities the shipped dynamic-security template defines; every other
 #: user given to :func:`cloud_broker` is a device.
 SERVICES = ("cloud-ingest", "cloud-api")
@@ -55,6 +59,20 @@ def render(text: str, values: dict[str, str], listeners: list[str]) -> str:
             out.append(line)
     assert not pending, "more listeners given than the config has"
     return "\n".join(out) + "\n"
+
+
+def rendered_cloud_conf(env: dict[str, str] | None = None) -> str:
+    """The cloud config as installed on this machine: the output of render-conf.sh."""
+    result = subprocess.run(
+        ["/bin/sh", str(CLOUD_RENDER)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"render-conf.sh failed: {result.stderr.strip()}")
+    return result.stdout
 
 
 def wait_for_port(
@@ -152,7 +170,7 @@ def cloud_broker(
     conf = directory / "mosquitto.conf"
     conf.write_text(
         render(
-            CLOUD_CONF.read_text(),
+            rendered_cloud_conf(),
             {
                 "user": getpass.getuser(),
                 "plugin_opt_config_file": str(dynsec_file),
