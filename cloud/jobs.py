@@ -2,7 +2,7 @@
 delivery job, the ingest worker's jobs, the principal listener.
 
 :func:`supervise` runs a job's body for ever. When the body raises, the failure is logged
-with the job's name, counted (``chargemitra_worker_job_failures_total{job}``), waited out
+with the job's name, counted (``chargemitra_worker_job_failures_total{task}``), waited out
 with exponential backoff and jitter (:class:`protocols.backoff.Backoff`), and the body runs
 again. Only cancellation ends it: ``CancelledError`` is not an ``Exception`` and goes
 through. Why it matters: these jobs run in task groups (the API's lifespan, the ingest

@@ -20,10 +20,14 @@ INGEST_READINGS = Counter("chargemitra_ingest_readings_total", "Telemetry readin
 INGEST_BATCH_SECONDS = Histogram(
     "chargemitra_ingest_batch_seconds", "Time to commit one ingest batch"
 )
+#: Labelled ``task``, not ``job``: Prometheus gives every scraped series its target's ``job``
+#: label (the scrape config's job name), so a metric's own ``job`` would be renamed
+#: ``exported_job`` (or, with ``honor_labels``, replace the target's) and a dashboard filtering
+#: on the process would see the wrong thing. No figure here carries ``job`` or ``instance``.
 WORKER_JOB_FAILURES = Counter(
     "chargemitra_worker_job_failures_total",
-    "Failures a worker's background job survived (logged, backed off, resumed)",
-    ["job"],
+    "Failures a worker's background job survived (logged, backed off, resumed), by job name",
+    ["task"],
 )
 
 

@@ -54,7 +54,7 @@ FAST = Backoff(initial_s=0.01, max_s=0.05)
 
 
 def _failures(job: str) -> float:
-    value = REGISTRY.get_sample_value("chargemitra_worker_job_failures_total", {"job": job})
+    value = REGISTRY.get_sample_value("chargemitra_worker_job_failures_total", {"task": job})
     return value or 0.0
 
 

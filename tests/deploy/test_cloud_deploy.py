@@ -20,7 +20,9 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
+from cloud import metrics
 from cloud.app import create_app
 from cloud.env_example import render
 from cloud.settings import GROUPS, env_name, load_settings
@@ -167,6 +169,26 @@ async def test_dashboard_queries_exactly_the_figures_metrics_exports() -> None:
     scrape = yaml.safe_load((CLOUD / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in scrape["scrape_configs"]}
     assert jobs == {"chargemitra-api", "chargemitra-ingest"}
+
+
+#: Labels Prometheus sets on every series it scrapes (the target's); a figure's own label of
+#: the same name is renamed ``exported_<name>`` or, with honor_labels, replaces the target's.
+TARGET_LABELS = {"job", "instance"}
+
+
+def test_no_figure_carries_a_label_prometheus_sets_on_the_target() -> None:
+    """Every figure of cloud/metrics.py keeps clear of ``job`` and ``instance`` (and of the
+    reserved ``__`` prefix), and the dashboard reads no ``exported_`` label: the failures of
+    a background job are counted by ``task``."""
+    figures = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    assert figures
+    for figure in figures:
+        # prometheus_client has no public accessor for a metric's declared label names.
+        names = set(figure._labelnames)
+        assert not names & TARGET_LABELS, figure
+        assert not [n for n in names if n.startswith("__")], figure
+    assert metrics.WORKER_JOB_FAILURES._labelnames == ("task",)
+    assert "exported_" not in (CLOUD / "grafana-dashboard.json").read_text()
 
 
 @pytest.mark.integration
