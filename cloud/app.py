@@ -21,10 +21,10 @@ from cloud.admin.router import router as admin_router
 from cloud.audit.router import router as audit_router
 from cloud.billing.router import router as billing_router
 from cloud.bookings.router import router as bookings_router
-from cloud.broker import open_broker_link
+from cloud.broker import BrokerLogin, open_broker_link
 from cloud.chargers.router import router as chargers_router
 from cloud.db import open_engine, session_factory
-from cloud.devices.broker_auth import AdminLogin, DynsecCredentials
+from cloud.devices.broker_auth import DynsecCredentials
 from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
 from cloud.disputes.router import router as disputes_router
@@ -108,7 +108,7 @@ async def open_state(
             broker=broker,
             telemetry_backend=backend,
             # Device credentials are managed as the API's own broker identity (cloud-api).
-            credentials=DynsecCredentials(AdminLogin.from_settings(settings.mqtt)),
+            credentials=DynsecCredentials(BrokerLogin.from_settings(settings.mqtt)),
             token_key=token_key,
             unlock_signer=unlock_signer,
             live=live,

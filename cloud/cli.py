@@ -145,12 +145,13 @@ async def _issue_code(settings: Settings, host_id: str, charger_id: str | None) 
 
 
 async def _revoke(settings: Settings, device_id: str) -> None:
+    from cloud.broker import BrokerLogin  # noqa: PLC0415
     from cloud.db import open_engine, session_factory  # noqa: PLC0415 -- keeps startup light
-    from cloud.devices.broker_auth import AdminLogin, DynsecCredentials  # noqa: PLC0415
+    from cloud.devices.broker_auth import DynsecCredentials  # noqa: PLC0415
     from cloud.devices.service import revoke_device  # noqa: PLC0415
 
     # As the API's broker identity (CHARGEMITRA_MQTT_*): it alone may manage credentials.
-    credentials = DynsecCredentials(AdminLogin.from_settings(settings.mqtt))
+    credentials = DynsecCredentials(BrokerLogin.from_settings(settings.mqtt))
     async with open_engine(settings.db) as engine, session_factory(engine)() as db, db.begin():
         await revoke_device(db, credentials, device_id=device_id, now=datetime.now(UTC))
 

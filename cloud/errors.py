@@ -3,8 +3,9 @@
 Services raise these; :mod:`cloud.problems` maps them to RFC 9457 problem responses in one
 place, so no router builds an error response by hand. Third-party errors are translated at
 one boundary per library, with ``raise ... from exc`` (SQLAlchemy in cloud/db_errors.py,
-redis-py in cloud/redis_errors.py, each payment SDK in its provider module; the list is
-``BOUNDARIES`` in tests/cloud/test_error_boundaries.py, which fails on a catch elsewhere)::
+redis-py in cloud/redis_errors.py, paho-mqtt in cloud/broker.py, each payment SDK in its
+provider module; the list is ``BOUNDARIES`` in tests/cloud/test_error_boundaries.py, which
+fails on a catch elsewhere)::
 
     CloudError
     ├── ConfigError              a setting is missing or invalid (variable, value)
@@ -28,7 +29,8 @@ redis-py in cloud/redis_errors.py, each payment SDK in its provider module; the 
     ├── UnlockRefused            the agent refused a start/stop (agent_status, detail)
     ├── ChargerOffline           the charger's agent is not connected (charger_id)
     ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
-    ├── BrokerError              the MQTT broker or its credential store failed
+    ├── BrokerError              the MQTT broker or its credential store failed, or did
+    │                            not acknowledge a publish
     ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
     ├── DatabaseRefused          PostgreSQL refused a statement: a constraint, a deadlock
     │                            (sqlstate, constraint; cloud/db_errors.py raises it)

@@ -702,9 +702,10 @@ def main() -> None:
         "--admin-password", required=True, help="the broker's cloud-api password (provisioning)"
     )
     args = parser.parse_args()
-    from cloud.devices.broker_auth import AdminLogin, DynsecAdmin  # noqa: PLC0415
+    from cloud.broker import BrokerLogin  # noqa: PLC0415
+    from cloud.devices.broker_auth import DynsecAdmin  # noqa: PLC0415
 
-    admin = DynsecAdmin(AdminLogin("127.0.0.1", args.port, "cloud-api", args.admin_password))
+    admin = DynsecAdmin(BrokerLogin("127.0.0.1", args.port, "cloud-api", args.admin_password))
     passwords = provision(admin, site_ids(args.sites, f"fleet-{secrets.token_hex(2)}"))
     config = FleetConfig(
         port=args.port,

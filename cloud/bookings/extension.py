@@ -41,18 +41,15 @@ async def extension_command(
     return await record_command(db, device_id, action, now=now, ttl_s=ttl_s)
 
 
-def send_extension(state: AppState, prepared: PreparedCommand | None) -> bool:
+async def send_extension(state: AppState, prepared: PreparedCommand | None) -> bool:
     """Publish a committed extension (QoS 1; the broker keeps it for a charger that is away
-    until it expires); True when it was handed to the broker."""
+    until it expires); True when the broker acknowledged it."""
     if prepared is None:
         return False
     command = prepared.command
     try:
-        state.broker.publish(
-            topic(command.device_id, MessageKind.CMD),
-            prepared.payload,
-            qos=1,
-            expiry_s=prepared.ttl_s,
+        await state.broker.publish(
+            topic(command.device_id, MessageKind.CMD), prepared.payload, expiry_s=prepared.ttl_s
         )
     except BrokerError as exc:
         # Recorded (device_commands), not sent: the session charges on regardless.

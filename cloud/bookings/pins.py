@@ -14,10 +14,10 @@ records a ``revoke_pins`` command in the same transaction, carrying every revoke
 device whose window has not ended (so a revocation lost on the way is repaired by the next),
 and :func:`send_revocation` publishes it after the commit: QoS 1 with a message expiry at the
 end of the latest window, so a charger that is away gets it from its persistent session when
-it reconnects. It is a deferred command (``device_commands.sent_at`` NULL until published): if
-the API dies between the commit and the publish, or the broker link refuses it, the republish
-job (:mod:`cloud.sessions.republish`) publishes it. The agent stores the references and
-refuses those PINs from then on, offline too.
+it reconnects. It is a deferred command (``device_commands.sent_at`` NULL until the broker
+acknowledged it): if the API dies between the commit and the publish, or the broker link is
+down or refuses it, the republish job (:mod:`cloud.sessions.republish`) publishes it. The
+agent stores the references and refuses those PINs from then on, offline too.
 """
 
 from __future__ import annotations
@@ -132,18 +132,16 @@ async def revocation(
 
 
 async def send_revocation(state: AppState, prepared: PreparedCommand | None) -> None:
-    """Publish a committed revocation and record that it was. Not waited for: the charger may
-    be away, and the broker keeps it for the charger's persistent session until the command
-    expires."""
+    """Publish a committed revocation and, once the broker acknowledged it (PUBACK), record
+    that it was sent. The charger's answer is not waited for: it may be away, and the broker
+    keeps the command for the charger's persistent session until it expires. Without a
+    broker connection (or its PUBACK) it stays unsent, for the republish job."""
     if prepared is None:
         return
     command = prepared.command
     try:
-        state.broker.publish(
-            topic(command.device_id, MessageKind.CMD),
-            prepared.payload,
-            qos=1,
-            expiry_s=prepared.ttl_s,
+        await state.broker.publish(
+            topic(command.device_id, MessageKind.CMD), prepared.payload, expiry_s=prepared.ttl_s
         )
     except BrokerError as exc:
         # Recorded, not sent: the republish job sends it (cloud/sessions/republish.py).

@@ -128,7 +128,7 @@ async def extend_booking(
     while the driver owes an amount; anyone else's booking is a 404."""
     extension = service.Extension(booking_id=booking_id, end=body.end, principal=driver, now=_now())
     extended = await service.extend_booking(state.sessions, extension)
-    sent = send_extension(state, extended.command)
+    sent = await send_extension(state, extended.command)
     return BookingExtended(
         **extended.out.model_dump(),
         extra_paise=extended.extra_paise,

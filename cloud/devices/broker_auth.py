@@ -33,13 +33,11 @@ import hashlib
 import json
 import os
 import secrets
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloud.broker import BrokerLogin, request
 from cloud.errors import BrokerError
-from cloud.settings import MqttSettings
 from protocols.topics import DOWNLINK_KINDS, UPLINK_KINDS, topic
 
 PBKDF2_ITERATIONS = 101
@@ -140,94 +138,42 @@ def initial_config(
     return config
 
 
-@dataclass(frozen=True, slots=True)
-class AdminLogin:
-    """Where and as whom to send plugin commands (the API's own broker identity)."""
-
-    host: str
-    port: int
-    username: str
-    password: str
-    tls: bool = False
-    ca_file: Path | None = None
-    timeout_s: float = 10.0
-
-    @classmethod
-    def from_settings(cls, mqtt: MqttSettings) -> AdminLogin:
-        return cls(
-            host=mqtt.host,
-            port=mqtt.port,
-            username=mqtt.username,
-            password=mqtt.password.get_secret_value(),
-            tls=mqtt.tls,
-            ca_file=mqtt.ca_file,
-        )
-
-
 class DynsecAdmin:
     """Sends plugin commands and waits for their answers (blocking; one short connection
-    per call, so there is no admin session to keep alive or to lose)."""
+    per call, :func:`cloud.broker.request`, so there is no admin session to keep alive or to
+    lose). ``login`` is the API's broker identity (``cloud-api``)."""
 
-    def __init__(self, login: AdminLogin) -> None:
+    def __init__(self, login: BrokerLogin, *, timeout_s: float = 10.0) -> None:
         self.login = login
+        self.timeout_s = timeout_s
 
     def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send ``commands`` in one message; return the plugin's responses, in order."""
-        # Imported here: paho stays out of the import of every module that names this one.
-        import paho.mqtt.client as mqtt  # noqa: PLC0415
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: PLC0415
-
-        login = self.login
         correlation = secrets.token_hex(8)
-        subscribed = threading.Event()
-        answered = threading.Event()
-        answer: list[dict[str, Any]] = []
+        payload = {"commands": [dict(c, correlationData=correlation) for c in commands]}
 
-        def on_connect(client: mqtt.Client, *_args: Any) -> None:
-            client.subscribe(RESPONSE_TOPIC, qos=1)
-
-        def on_subscribe(*_args: Any) -> None:
-            subscribed.set()
-
-        def on_message(_client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        def answer(body: bytes) -> list[dict[str, Any]] | None:
             try:
-                body = json.loads(msg.payload)
+                parsed = json.loads(body)
             except ValueError:
-                return
-            responses = body.get("responses") if isinstance(body, dict) else None
+                return None
+            responses = parsed.get("responses") if isinstance(parsed, dict) else None
             if not isinstance(responses, list) or not responses:
-                return
-            if responses[0].get("correlationData") == correlation:
-                answer.extend(responses)
-                answered.set()
+                return None
+            first = responses[0]
+            if not isinstance(first, dict) or first.get("correlationData") != correlation:
+                return None  # another admin's answer
+            return responses
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{login.username}-dynsec-{correlation}",
-            protocol=MQTTProtocolVersion.MQTTv5,
+        return request(
+            self.login,
+            f"{self.login.username}-dynsec-{correlation}",
+            topic=CONTROL_TOPIC,
+            payload=json.dumps(payload).encode(),
+            response_topic=RESPONSE_TOPIC,
+            answer=answer,
+            timeout_s=self.timeout_s,
         )
-        client.username_pw_set(login.username, login.password)
-        if login.tls:
-            client.tls_set(ca_certs=str(login.ca_file) if login.ca_file else None)
-        client.on_connect = on_connect
-        client.on_subscribe = on_subscribe
-        client.on_message = on_message
-        try:
-            client.connect(login.host, login.port, keepalive=30)
-        except (OSError, ValueError) as exc:
-            raise BrokerError(f"cannot reach the broker at {login.host}:{login.port}") from exc
-        client.loop_start()
-        try:
-            if not subscribed.wait(login.timeout_s):
-                raise BrokerError("the broker did not accept the dynamic-security admin login")
-            payload = {"commands": [dict(c, correlationData=correlation) for c in commands]}
-            client.publish(CONTROL_TOPIC, json.dumps(payload), qos=1)
-            if not answered.wait(login.timeout_s):
-                raise BrokerError("the broker's dynamic-security plugin did not answer")
-        finally:
-            client.disconnect()
-            client.loop_stop()
-        return answer
 
     def _checked(
         self, commands: list[dict[str, Any]], *, tolerate: dict[int, tuple[str, ...]]
@@ -293,7 +239,7 @@ class DynsecCredentials:
     """:class:`BrokerCredentials` on the dynamic-security plugin; the blocking round trip
     runs in a thread so the event loop never waits on the broker."""
 
-    def __init__(self, login: AdminLogin) -> None:
+    def __init__(self, login: BrokerLogin) -> None:
         self.admin = DynsecAdmin(login)
 
     async def set_user(self, username: str, password: str) -> None:

@@ -113,11 +113,8 @@ async def send_and_wait(
     command = prepared.command
     loop = asyncio.get_running_loop()
     async with state.live.subscribe(cmd_channel(command.cmd_id)) as sub:
-        state.broker.publish(
-            topic(command.device_id, MessageKind.CMD),
-            prepared.payload,
-            qos=1,
-            expiry_s=prepared.ttl_s,
+        await state.broker.publish(
+            topic(command.device_id, MessageKind.CMD), prepared.payload, expiry_s=prepared.ttl_s
         )
         deadline = loop.time() + wait_s
         while (remaining := deadline - loop.time()) > 0:

@@ -3,18 +3,20 @@
 A deferred command (:data:`DEFERRED`: today the booking PIN revocation, :mod:`cloud.bookings.
 pins`) is recorded in the transaction that makes it necessary (the cancel) with
 ``device_commands.sent_at`` NULL, and published after the commit; ``sent_at`` is set once
-it has been handed to the broker link. If the API process dies between the commit and the
-publish, or the broker link refuses it, the row stays unsent. :class:`Republisher`, under the
-jobs' supervisor (:func:`cloud.jobs.supervise`) in every API process, publishes such rows
-once they are :data:`GRACE_S` old (the request that recorded one normally publishes it
-itself within milliseconds) and until they expire.
+the broker has acknowledged it (its PUBACK: :meth:`cloud.broker.BrokerLink.publish`). If the
+API process dies between the commit and the publish, or the broker link is down, loses the
+connection before the PUBACK or is refused, the row stays unsent. :class:`Republisher`,
+under the jobs' supervisor (:func:`cloud.jobs.supervise`) in every API process, publishes
+such rows once they are :data:`GRACE_S` old (the request that recorded one normally
+publishes it itself within milliseconds) and until they expire.
 
 **Several API processes.** There is no leader: each round takes its rows ``FOR UPDATE SKIP
-LOCKED`` and marks them sent in the same transaction, so two processes do not publish the
-same row in one round. A command published twice anyway (a request's own publish racing the
-job, a crash after the publish but before the mark) is harmless: the agent's revocation store
-is idempotent (``edge_agent/store/auth.py`` ``revoke_pins``) and its command result is keyed
-on ``cmd_id``, first result wins.
+LOCKED``, publishes them (all at once, each waiting for its PUBACK) and marks the
+acknowledged ones sent in the same transaction, so two processes do not publish the same row
+in one round. A command published twice anyway (a request's own publish racing the job, a
+crash after the PUBACK but before the mark) is harmless: the agent's revocation store is
+idempotent (``edge_agent/store/auth.py`` ``revoke_pins``) and its command result is keyed on
+``cmd_id``, first result wins.
 
 A republished command keeps its ``cmd_id`` and ``expires_at`` but takes a fresh downlink
 ``seq`` and ``msg_id``: the one it was recorded with never reached the wire. Start and stop
@@ -71,7 +73,7 @@ def recorded_at(cmd_id: str) -> datetime:
 
 
 async def mark_sent(db: AsyncSession, cmd_id: str, now: datetime) -> None:
-    """Record that ``cmd_id`` was handed to the broker link (in ``db``'s transaction)."""
+    """Record that the broker acknowledged ``cmd_id`` (in ``db``'s transaction)."""
     await db.execute(
         update(DeviceCommand)
         .where(DeviceCommand.cmd_id == cmd_id, DeviceCommand.sent_at.is_(None))
@@ -87,7 +89,8 @@ async def republish_round(
     grace_s: float = GRACE_S,
 ) -> int:
     """Publish the deferred commands recorded at least ``grace_s`` ago, never sent and not
-    expired; how many were published. Nothing is taken while the broker link is down."""
+    expired; how many the broker acknowledged (those are marked sent). Nothing is taken while
+    the broker link is down."""
     if not broker.connected:
         return 0
     now = now or datetime.now(UTC)
@@ -107,6 +110,7 @@ async def republish_round(
                 .with_for_update(skip_locked=True)
             )
         )
+        due: list[tuple[DeviceCommand, bytes, int]] = []
         for row in rows:
             if recorded_at(row.cmd_id) > now - timedelta(seconds=grace_s):
                 continue
@@ -124,20 +128,28 @@ async def republish_round(
                 action=action,
             )
             ttl_s = max(1, int((row.expires_at - now).total_seconds()))
-            try:
-                broker.publish(
-                    topic(row.device_id, MessageKind.CMD),
-                    encode_message(command),
-                    qos=1,
-                    expiry_s=ttl_s,
-                )
-            except BrokerError as exc:
-                log.warning("deferred command %s not republished: %s", row.cmd_id, exc)
-                continue
-            row.sent_at = now
-            published += 1
-            log.info("republished %s %s to %s", row.name, row.cmd_id, row.device_id)
+            due.append((row, encode_message(command), ttl_s))
+        async with asyncio.TaskGroup() as tasks:
+            deliveries = [
+                (row, tasks.create_task(_deliver(broker, row, payload, ttl_s)))
+                for row, payload, ttl_s in due
+            ]
+        for row, delivered in deliveries:
+            if delivered.result():
+                row.sent_at = now
+                published += 1
     return published
+
+
+async def _deliver(broker: BrokerLink, row: DeviceCommand, payload: bytes, ttl_s: int) -> bool:
+    """Publish one row's command; whether the broker acknowledged it."""
+    try:
+        await broker.publish(topic(row.device_id, MessageKind.CMD), payload, expiry_s=ttl_s)
+    except BrokerError as exc:
+        log.warning("deferred command %s not republished: %s", row.cmd_id, exc)
+        return False
+    log.info("republished %s %s to %s", row.name, row.cmd_id, row.device_id)
+    return True
 
 
 class Republisher:

@@ -2,18 +2,20 @@
 
 Flow, and why each step is where it is::
 
-    paho network thread ──on_message──► bounded asyncio.Queue ──► batch loop (asyncio)
+    broker link (cloud/broker.py) ──its bounded queue──► batch loop (asyncio)
         decode + plan (pure) → write_batch (one transaction) → publish Ack to each device
         → PUBACK the MQTT messages → live values to Redis
 
 * **Nothing is acknowledged before the commit.** The application ack (``cm/v1/d/{id}/ack``)
   is what lets the agent delete outbox rows, so it is published only after the transaction
-  commits; the MQTT PUBACKs are sent manually (paho ``manual_ack``) after that, so a worker
-  killed at any point leaves the broker holding the messages for redelivery.
-* **Memory is bounded.** The client announces an MQTT 5 Receive Maximum equal to the queue
+  commits; the MQTT PUBACKs are sent manually (the link's ``manual_ack``) after that, so a
+  worker killed at any point leaves the broker holding the messages for redelivery. An ack
+  that cannot be published (the connection is down) is left to the device, which resends
+  the message after its ack timeout; the database keys make that a no-op that acks again.
+* **Memory is bounded.** The link announces an MQTT 5 Receive Maximum equal to its queue's
   size: the broker never has more unacknowledged messages in flight to us than the queue
-  holds. The queue is bounded as well; a full queue blocks the paho thread, which stops
-  reading the socket (TCP back-pressure) — DESIGN.md §8.
+  holds. The queue is bounded as well; a full queue blocks the link's network thread, which
+  stops reading the socket (TCP back-pressure) — DESIGN.md §8.
 * **A stopped worker parks nothing.** Several workers join the ``$share/ingest`` group and
   split the load. Each connects with session expiry 0 (``ingest.session_expiry_s``): when it
   stops — or is killed — its session and its membership of the group end with the
@@ -32,7 +34,8 @@ Flow, and why each step is where it is::
   stored nor acked, only PUBACKed (so it holds no broker window slot): its device resends it
   and every other message goes through.
 * PUBACK message ids are per connection: after a reconnect the old ids mean nothing (the
-  broker redelivers those messages), so messages from an older connection are not PUBACKed.
+  broker redelivers those messages), so the link PUBACKs a message only on the connection
+  that delivered it (:meth:`cloud.broker.BrokerLink.ack`).
 """
 
 from __future__ import annotations
@@ -41,19 +44,16 @@ import asyncio
 import logging
 import random
 import signal
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from redis.asyncio import Redis
 
-from cloud.broker import BrokerLink, connect_properties, open_broker_link
+from cloud.broker import CONNECT_TIMEOUT_S, BrokerLink, Delivery, open_broker_link
+from cloud.errors import BrokerError
 from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.live import LivePublisher, live_messages
 from cloud.ingest.plan import BatchPlan, build_acks, plan_batch
@@ -82,16 +82,6 @@ RETRY_MAX_DELAY_S = 10.0
 ROLLUP_MAX_BACKOFF_ROUNDS = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    #: Which broker connection delivered it (PUBACK ids are only valid on that one).
-    generation: int
-
-
 @dataclass
 class IngestStats:
     batches: int = 0
@@ -106,87 +96,40 @@ class IngestStats:
     job_failures: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _ConnectionState:
-    generation: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class IngestWorker:
     """One ingest worker; build it with :func:`open_ingest_worker`, then ``await run()``."""
 
-    def __init__(self, settings: Settings, pool: PgPool, redis: Redis) -> None:
+    def __init__(self, settings: Settings, pool: PgPool, redis: Redis, link: BrokerLink) -> None:
         self._settings = settings
         self._pool = pool
         self._live = LivePublisher(redis)
-        self._queue: asyncio.Queue[Received] = asyncio.Queue(settings.ingest.queue_max)
+        self._link = link
+        self._queue = link.messages
         self._loop = asyncio.get_running_loop()
-        self._stopping = threading.Event()
-        self._conn = _ConnectionState()
-        self._link: BrokerLink | None = None
         #: The batch being processed: kept across a restart of the ingest job, so a batch
         #: taken off the queue is never dropped by the job's own failure.
-        self._in_hand: list[Received] = []
+        self._in_hand: list[Delivery] = []
         #: Consecutive messages that could not be processed (their backoff; 0 when healthy).
         self._unprocessed_streak = 0
         self.stats = IngestStats()
 
-    # --- paho thread ------------------------------------------------------------------------
-
-    def attach(self, link: BrokerLink) -> None:
-        self._link = link
-        link.on_connected = self._on_connected
-        link.client.on_message = self._on_message
-
-    def _on_connected(self, client: mqtt.Client) -> None:
-        with self._conn.lock:
-            self._conn.generation += 1
-        client.subscribe(
-            [(ingest_filter(kind), SubscribeOptions(qos=1)) for kind in sorted(UPLINK_KINDS)]
-        )
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._conn.generation)
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
-        except RuntimeError:  # the event loop is closing: the broker will redeliver
-            return
-        # Blocking here is the back-pressure: the network thread stops reading the socket.
-        while True:
-            try:
-                future.result(timeout=0.5)
-            except TimeoutError:
-                if self._stopping.is_set():
-                    future.cancel()
-                    return
-            else:
-                return
-
-    # --- asyncio side -----------------------------------------------------------------------
-
-    def stop(self) -> None:
-        self._stopping.set()
-
     async def run(self) -> None:
         """Ingest until cancelled, and keep the telemetry rollup refreshed and the raw table
         partitioned and within its retention beside it."""
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                # One job's failure must never leave the task group: that would stop the
-                # process, and a failure that comes back (a bad row, a marker that cannot be
-                # refreshed) would then stop every worker started after it too.
-                jobs = (
-                    ("ingest", self._ingest),
-                    ("rollup", self._refresh_rollup),
-                    (
-                        "telemetry-maintenance",
-                        every(self._settings.ingest.maintenance_s, self._maintain),
-                    ),
-                )
-                for job, body in jobs:
-                    tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
-        finally:
-            self._stopping.set()
+        async with asyncio.TaskGroup() as tasks:
+            # One job's failure must never leave the task group: that would stop the
+            # process, and a failure that comes back (a bad row, a marker that cannot be
+            # refreshed) would then stop every worker started after it too.
+            jobs = (
+                ("ingest", self._ingest),
+                ("rollup", self._refresh_rollup),
+                (
+                    "telemetry-maintenance",
+                    every(self._settings.ingest.maintenance_s, self._maintain),
+                ),
+            )
+            for job, body in jobs:
+                tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
 
     def _job_failed(self, job: str) -> None:
         """A failure a job handled itself: counted like those its supervisor handles."""
@@ -272,7 +215,7 @@ class IngestWorker:
             log.debug("rollup refreshed", extra={"buckets": refreshed})
         return False
 
-    async def _next_batch(self) -> list[Received]:
+    async def _next_batch(self) -> list[Delivery]:
         items = [await self._queue.get()]
         deadline = self._loop.time() + self._settings.ingest.flush_interval_s
         while len(items) < self._settings.ingest.batch_max:
@@ -291,7 +234,7 @@ class IngestWorker:
                 break
         return items
 
-    async def _process(self, items: list[Received]) -> None:
+    async def _process(self, items: list[Delivery]) -> None:
         """Process ``items`` as one batch; if that fails for a reason no step already handles
         (a lost connection is retried, data PostgreSQL refuses dead-lettered), retry them
         one at a time so only the culprit is held back (:meth:`_unprocessable`)."""
@@ -308,7 +251,7 @@ class IngestWorker:
             return
         self._unprocessed_streak = 0
 
-    async def _unprocessable(self, item: Received, exc: Exception) -> None:
+    async def _unprocessable(self, item: Delivery, exc: Exception) -> None:
         """A message that fails on its own: release it, leave it unacked, back off.
 
         Not dead-lettered: the failure is ours or the database's, not provably the message's
@@ -331,7 +274,7 @@ class IngestWorker:
         self._unprocessed_streak += 1
         await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
 
-    async def _process_batch(self, items: list[Received]) -> None:
+    async def _process_batch(self, items: list[Delivery]) -> None:
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         decoded = [decode(r.topic, r.payload, received_at) for r in items]
@@ -352,7 +295,7 @@ class IngestWorker:
         self.stats.messages += len(items)
 
     async def _store(
-        self, items: list[Received], decoded: list[Accepted | Rejected]
+        self, items: list[Delivery], decoded: list[Accepted | Rejected]
     ) -> list[tuple[BatchPlan, WriteResult]]:
         """Commit the batch; if PostgreSQL refuses its data, find the culprit message by
         writing the batch's messages one at a time and dead-letter only that one, so one
@@ -403,20 +346,24 @@ class IngestWorker:
             return result
 
     def _send_acks(self, plan: BatchPlan, result: WriteResult) -> None:
-        assert self._link is not None
+        """Publish the committed batch's acks (not waited for). Without a connection the rest
+        are dropped: each device resends what it has no ack for, and is acked then."""
         now = datetime.now(UTC)
         for device_id, ack in sorted(plan.acks.items()):
             first = result.first_downlink_seq[device_id]
             for message in build_acks(device_id, ack, first, now, new_ulid):
-                self._link.publish(topic(device_id, MessageKind.ACK), encode_message(message))
+                try:
+                    self._link.publish_nowait(
+                        topic(device_id, MessageKind.ACK), encode_message(message)
+                    )
+                except BrokerError as exc:
+                    log.warning("acks of a committed batch not sent, devices resend: %s", exc)
+                    return
                 self.stats.acks_sent += 1
 
-    def _puback(self, items: list[Received]) -> None:
-        assert self._link is not None
-        generation = self._conn.generation
+    def _puback(self, items: list[Delivery]) -> None:
         for item in items:
-            if item.qos > 0 and item.generation == generation:
-                self._link.client.ack(item.mid, item.qos)
+            self._link.ack(item)
 
 
 @asynccontextmanager
@@ -426,25 +373,24 @@ async def open_ingest_worker(settings: Settings, *, index: int = 0) -> AsyncIter
         pool = await stack.enter_async_context(open_pool(settings.db, max_size=2))
         redis = Redis.from_url(settings.redis.url)
         stack.push_async_callback(redis.aclose)
-        worker = IngestWorker(settings, pool, redis)
-        props = connect_properties(
-            SessionExpiryInterval=settings.ingest.session_expiry_s,
-            ReceiveMaximum=settings.ingest.queue_max,
-        )
-        await stack.enter_async_context(
+        link = await stack.enter_async_context(
             open_broker_link(
                 settings.mqtt,
                 f"{settings.ingest.client_id}-{index}",
+                subscriptions=[ingest_filter(kind) for kind in sorted(UPLINK_KINDS)],
                 manual_ack=True,
-                properties=props,
                 clean_start=False,
-                configure=worker.attach,
+                session_expiry_s=settings.ingest.session_expiry_s,
+                receive_maximum=settings.ingest.queue_max,
+                queue_max=settings.ingest.queue_max,
             )
         )
-        # Registered last so it runs first on exit: release a paho thread blocked on a full
-        # queue before the link joins that thread.
-        stack.callback(worker.stop)
-        yield worker
+        # A worker handed out is subscribed, when the broker is there: until then its share of
+        # the uplink is dropped by the broker (a shared subscription with no member) and only
+        # comes back when devices resend. A broker that is down does not hold the start up.
+        if not await link.wait_connected(CONNECT_TIMEOUT_S):
+            log.warning("ingest worker starting before the broker answered; it keeps trying")
+        yield IngestWorker(settings, pool, redis, link)
 
 
 async def run_ingest(settings: Settings, *, index: int = 0) -> None:

@@ -156,7 +156,7 @@ async def test_a_hostile_device_is_refused_everything_and_its_neighbour_loses_no
     async with open_broker_link(api_settings.mqtt, "api-hostile-test") as api:
         await wait_for(lambda: api.connected, timeout_s=10)
         for n in range(COMMANDS):
-            api.publish(topic(GOOD, MessageKind.CMD), f"cmd-{n}".encode(), expiry_s=300)
+            await api.publish(topic(GOOD, MessageKind.CMD), f"cmd-{n}".encode(), expiry_s=300)
         await good.drain(timeout_s=120, resend_every_s=10**6)
         await wait_for(lambda: len(received) >= COMMANDS, timeout_s=30)
 

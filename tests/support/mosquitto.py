@@ -139,10 +139,13 @@ class Broker:
 
     def admin(self) -> DynsecAdmin:
         """The dynamic-security admin, logged in as the API's identity (as the cloud does)."""
-        from cloud.devices.broker_auth import AdminLogin, DynsecAdmin
+        from cloud.broker import BrokerLogin
+        from cloud.devices.broker_auth import DynsecAdmin
 
         assert "cloud-api" in self.users, "start the broker with a cloud-api password"
-        return DynsecAdmin(AdminLogin("127.0.0.1", self.port, "cloud-api", self.users["cloud-api"]))
+        return DynsecAdmin(
+            BrokerLogin("127.0.0.1", self.port, "cloud-api", self.users["cloud-api"])
+        )
 
     def add_device(self, device_id: str, password: str) -> None:
         """Provision ``device_id`` on the running broker (live at once)."""

@@ -1,0 +1,54 @@
+"""The cloud's one MQTT client (cloud/broker.py) against the project's Mosquitto: a publish
+returns once the broker acknowledged it and raises BrokerError when it did not — no
+connection, a refusal — and the link reconnects by itself after a broker restart; the
+dynamic-security admin's round trip fails with BrokerError, not a paho or socket error."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.broker import BrokerLogin, open_broker_link
+from cloud.devices.broker_auth import DynsecAdmin
+from cloud.errors import BrokerError
+from protocols.enums import MessageKind
+from protocols.topics import topic
+from tests.support.cloud_env import make_settings
+from tests.support.mosquitto import Broker
+from tests.support.sim_device import wait_for
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "cm-01brokerlinktestdevice000"
+
+
+async def test_sent_means_acknowledged_and_the_link_comes_back_after_a_broker_restart(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> None:
+    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
+    command_topic = topic(DEVICE, MessageKind.CMD)
+    async with open_broker_link(settings.mqtt, "api-broker-link-test") as link:
+        await wait_for(lambda: link.connected, timeout_s=10)
+        # Acknowledged (no one subscribes: MQTT 5's "no matching subscribers" is no failure).
+        await link.publish(command_topic, b"one", expiry_s=60)
+        # The API's identity may not publish a device's acks: the broker's PUBACK says 0x87.
+        with pytest.raises(BrokerError, match="refused"):
+            await link.publish(topic(DEVICE, MessageKind.ACK), b"forged")
+
+        # The admin's round trip with a wrong password: the broker's CONNACK refuses it.
+        stranger = DynsecAdmin(BrokerLogin("127.0.0.1", broker.port, "cloud-api", "wrong"))
+        with pytest.raises(BrokerError, match="refused"):
+            stranger.usernames()
+
+        broker.stop()
+        await wait_for(lambda: not link.connected, timeout_s=10)
+        with pytest.raises(BrokerError, match="not connected"):
+            await link.publish(command_topic, b"two", expiry_s=60)
+        with pytest.raises(BrokerError, match="not connected"):
+            link.publish_nowait(command_topic, b"two", expiry_s=60)
+        # Its administration fails the same way, translated at the same boundary.
+        with pytest.raises(BrokerError, match="cannot reach the broker"):
+            broker.admin().usernames()
+
+        broker.start()
+        await wait_for(lambda: link.connected, timeout_s=30)
+        await link.publish(command_topic, b"three", expiry_s=60)
