@@ -146,17 +146,35 @@ _CONNECTOR_LIVE = """
 
 # rank() over the index order stops the scan (a PostgreSQL 15 "run condition") once past the
 # last row of the page *and every row tied with it*; only those few rows are sorted by id.
-_OUTER = (
-    "SELECT * FROM ({inner}\n) AS hits WHERE knn_rank <= :knn_limit\n"
-    "ORDER BY chord, id LIMIT :limit OFFSET :offset"
-)
+# The page's connectors come with it, as parallel arrays (one statement, not a second round
+# trip); they are read for the page's rows only, above the LIMIT, and the outer ORDER BY is
+# the subquery's own order (no second sort).
+_OUTER = """SELECT page.*, k.numbers AS connector_numbers, k.types AS connector_types,
+       k.currents AS connector_currents, k.powers_w AS connector_powers_w
+FROM (SELECT * FROM ({inner}
+) AS hits WHERE knn_rank <= :knn_limit
+ORDER BY chord, id LIMIT :limit OFFSET :offset) AS page
+CROSS JOIN LATERAL (
+  SELECT array_agg(number ORDER BY number) AS numbers, array_agg(type ORDER BY number) AS types,
+         array_agg(current ORDER BY number) AS currents,
+         array_agg(max_power_w ORDER BY number) AS powers_w
+  FROM connectors WHERE charger_id = page.id) AS k
+ORDER BY chord, id"""
 
-#: Run before the search, in its transaction. PostgreSQL estimates every cube containment at
-#: 0.1 % of the table, so it believes a 5 km box holds a few dozen chargers and prefers a
-#: bitmap scan of all of them plus a sort (90 ms in a city of 100,000 chargers) to the KNN
-#: scan that stops after one page (under 2 ms). Bitmap scans and explicit sorts are switched
-#: off for this one transaction; the incremental sort of the last step is still allowed.
-PLANNER_SETTINGS = ("SET LOCAL enable_bitmapscan = off", "SET LOCAL enable_sort = off")
+#: Run before the search, in its transaction (one statement, so one round trip).
+#: PostgreSQL estimates every cube containment at 0.1 % of the table, so it believes a 5 km
+#: box holds a few dozen chargers and prefers a bitmap scan of all of them plus a sort (90 ms
+#: in a city of 100,000 chargers) to the KNN scan that stops after one page (under 2 ms).
+#: Bitmap scans and explicit sorts are switched off for this one transaction; the incremental
+#: sort of the last step is still allowed. JIT is off too: a search runs in about a
+#: millisecond, and compiling its expressions costs tens to hundreds of milliseconds once the
+#: estimate crosses ``jit_above_cost`` (100,000) — as a plan that still needs a switched-off
+#: sort does at once (its penalty is 10^10), and as the window searches, estimated at ~39,000
+#: with a million chargers, would with a few million (docs/scale.md).
+PLANNER_SETTINGS = (
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true),"
+    " set_config('jit', 'off', true)"
+)
 
 
 def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
@@ -208,26 +226,10 @@ def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
 
 async def search(db: AsyncSession, query: SearchQuery) -> schemas.SearchPage:
     sql, params = build_sql(query)
-    for setting in PLANNER_SETTINGS:
-        await db.execute(text(setting))
+    await db.execute(text(PLANNER_SETTINGS))
     rows = (await db.execute(text(sql), params)).all()
     has_more = len(rows) > query.page_size
     rows = rows[: query.page_size]
-    connectors: dict[str, list[schemas.ConnectorOut]] = {r.id: [] for r in rows}
-    if rows:
-        found = await db.execute(
-            text(
-                "SELECT charger_id, number, type, current, max_power_w FROM connectors "
-                "WHERE charger_id = ANY(:ids) ORDER BY charger_id, number"
-            ),
-            {"ids": list(connectors)},
-        )
-        for k in found:
-            connectors[k.charger_id].append(
-                schemas.ConnectorOut(
-                    number=k.number, type=k.type, current=k.current, max_power_w=k.max_power_w
-                )
-            )
     items = [
         schemas.SearchHit(
             id=r.id,
@@ -237,7 +239,16 @@ async def search(db: AsyncSession, query: SearchQuery) -> schemas.SearchPage:
             latitude=r.latitude,
             longitude=r.longitude,
             distance_m=round(r.distance_m, 1),
-            connectors=connectors[r.id],
+            connectors=[
+                schemas.ConnectorOut(number=n, type=t, current=c, max_power_w=w)
+                for n, t, c, w in zip(
+                    r.connector_numbers or (),
+                    r.connector_types or (),
+                    r.connector_currents or (),
+                    r.connector_powers_w or (),
+                    strict=True,
+                )
+            ],
             pricing=schemas.PricingOut(
                 mode=r.pricing_mode,
                 price_per_kwh_paise=r.price_per_kwh_paise,
