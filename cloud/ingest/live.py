@@ -56,13 +56,14 @@ def live_messages(
         body: dict[str, Any] = {"type": "reading", "device_id": device_id, "meter_id": meter_id}
         body |= to_builtins(reading)
         out.append((device_channel(device_id), json.dumps(body)))
-    for device_id, status in sorted(plan.statuses.items()):
-        out.append(
-            (
-                device_channel(device_id),
-                json.dumps({"type": "status"} | to_builtins(status)),
+    for device_id, steps in sorted(plan.statuses.items()):
+        for status in steps:  # in arrival order: the last is where the device is now
+            out.append(
+                (
+                    device_channel(device_id),
+                    json.dumps({"type": "status"} | to_builtins(status)),
+                )
             )
-        )
     for (device_id, _), decision in sorted(plan.auth_decisions.items()):
         body = {"type": "auth_decision"} | to_builtins(decision)
         out.append((device_channel(device_id), json.dumps(body)))

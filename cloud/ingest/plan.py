@@ -56,8 +56,13 @@ class DeviceAck:
 class BatchPlan:
     telemetry: dict[tuple[str, str], TelemetryBatch] = field(default_factory=dict)
     session_events: dict[tuple[str, str, int], SessionEvent] = field(default_factory=dict)
-    #: The newest status per device (highest seq; the Last Will, seq 0, only if alone).
-    statuses: dict[str, Status] = field(default_factory=dict)
+    #: Per device, the statuses to apply, in the order they arrived: a run of ordinary
+    #: statuses collapses to its newest (highest seq), a run of Last Wills (seq 0) to one.
+    #: A Will that came after a status is applied after it (the device went away), one that
+    #: came before is applied first (it went away and came back): the batch ends where
+    #: applying its messages one at a time would. (Keeping only the newest status dropped a
+    #: Will that shared a batch with the status before it: the device stayed online.)
+    statuses: dict[str, list[Status]] = field(default_factory=dict)
     cmd_results: dict[str, CommandResult] = field(default_factory=dict)
     #: Authorization decisions by ``(device_id, seq)``.
     auth_decisions: dict[tuple[str, int], AuthDecision] = field(default_factory=dict)
@@ -88,7 +93,7 @@ class BatchPlan:
         return {
             "telemetry": len(self.telemetry),
             "session": len(self.session_events),
-            "status": len(self.statuses),
+            "status": sum(len(steps) for steps in self.statuses.values()),
             "cmd_result": len(self.cmd_results),
             "auth": len(self.auth_decisions),
         }
@@ -99,6 +104,16 @@ class BatchPlan:
 
 def _ack(plan: BatchPlan, device_id: str) -> DeviceAck:
     return plan.acks.setdefault(device_id, DeviceAck())
+
+
+def _add_status(steps: list[Status], message: Status) -> None:
+    """Append ``message`` to a device's status steps, merging it into the last step when
+    both are Wills (the same event) or both ordinary statuses (the newer one stands)."""
+    last = steps[-1] if steps else None
+    if last is None or (last.seq == 0) != (message.seq == 0):
+        steps.append(message)
+    elif message.seq > last.seq:
+        steps[-1] = message
 
 
 def plan_batch(items: Sequence[Accepted | Rejected]) -> BatchPlan:
@@ -117,9 +132,7 @@ def plan_batch(items: Sequence[Accepted | Rejected]) -> BatchPlan:
             key = (device_id, message.session_id, message.event_seq)
             plan.session_events.setdefault(key, message)
         elif isinstance(message, Status):
-            current = plan.statuses.get(device_id)
-            if current is None or message.seq > current.seq:
-                plan.statuses[device_id] = message
+            _add_status(plan.statuses.setdefault(device_id, []), message)
         elif isinstance(message, CommandResult):
             plan.cmd_results.setdefault(message.cmd_id, message)
         elif isinstance(message, AuthDecision):

@@ -14,11 +14,13 @@ other instead of deadlocking, and a redelivered message is dropped by a key:
 * session events: ``(device, session, event_seq)`` unique; the session row is then refolded
   from every stored event of the session (:func:`cloud.sessions.fold.fold_session`) under a
   transaction-scoped advisory lock, so concurrent workers cannot interleave a stale fold;
-* status: applied only if its ``seq`` is newer than the one stored; a device going from
-  online to offline (its Last Will, or a status saying so) queues a "charger offline"
-  notification for its host in the same transaction (:mod:`cloud.notifications.events`),
-  as a session's first fold as active or as stopped queues "started" / "stopped" for its
-  driver (once per session and kind, however often the events are redelivered);
+* status: applied only if its ``seq`` is newer than the one stored, a device's statuses and
+  Last Wills in the order they arrived (:attr:`~cloud.ingest.plan.BatchPlan.statuses`); a
+  device going from online to offline (its Last Will, or a status saying so) queues a
+  "charger offline" notification for its host in the same transaction
+  (:mod:`cloud.notifications.events`), as a session's first fold as active or as stopped
+  queues "started" / "stopped" for its driver (once per session and kind, however often the
+  events are redelivered);
   A status applied also replaces the device's ``device_meters`` rows (meter health: one row
   per meter it names, the others deleted, rows in meter id order);
 * cmd_result: the first result of a ``cmd_id`` wins;
@@ -186,30 +188,8 @@ async def write_batch(
         if plan.session_events:
             result.sessions = await _write_sessions(conn, plan)
         for device_id in sorted(plan.statuses):
-            message = plan.statuses[device_id]
-            if message.seq == 0:
-                if await conn.fetchval(APPLY_WILL, device_id):
-                    await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
-                continue
-            was_online = await conn.fetchval(
-                APPLY_STATUS,
-                device_id,
-                message.online,
-                message.agent_version,
-                to_json(message).decode(),
-                message.seq,
-            )
-            if was_online and not message.online:
-                await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
-            if was_online is not None:
-                await _write_meter_health(conn, message)
-                for connector in message.connectors:
-                    await conn.execute(
-                        APPLY_CONNECTOR_STATUS,
-                        device_id,
-                        connector.connector,
-                        connector.status.value,
-                    )
+            for message in plan.statuses[device_id]:  # in arrival order
+                await _apply_status(conn, message, offline_grace_s)
         for cmd_id in sorted(plan.cmd_results):
             cmd = plan.cmd_results[cmd_id]
             await conn.execute(
@@ -228,6 +208,30 @@ async def write_batch(
                 r["device_id"]: r["last_seq"] - wanted[r["device_id"]] + 1 for r in rows
             }
     return result
+
+
+async def _apply_status(conn: PgConnection, message: Status, offline_grace_s: int) -> None:
+    device_id = message.device_id
+    if message.seq == 0:
+        if await conn.fetchval(APPLY_WILL, device_id):
+            await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
+        return
+    was_online = await conn.fetchval(
+        APPLY_STATUS,
+        device_id,
+        message.online,
+        message.agent_version,
+        to_json(message).decode(),
+        message.seq,
+    )
+    if was_online and not message.online:
+        await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
+    if was_online is not None:
+        await _write_meter_health(conn, message)
+        for connector in message.connectors:
+            await conn.execute(
+                APPLY_CONNECTOR_STATUS, device_id, connector.connector, connector.status.value
+            )
 
 
 def _text(value: str, limit: int) -> str:

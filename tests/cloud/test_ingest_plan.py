@@ -75,17 +75,39 @@ def test_plan_drops_in_batch_duplicates_and_collects_ack_seqs() -> None:
     assert len(plan.dead_letters) == 1
 
 
+def _statuses(*messages: Envelope) -> list[int]:
+    """The seqs of the status steps ``messages`` plan to, in the order they are applied."""
+    plan = plan_batch([_accept(m, MessageKind.STATUS) for m in messages])
+    return [m.seq for m in plan.statuses[DEV]]
+
+
 def test_newest_status_wins_and_the_last_will_is_not_acked() -> None:
-    will = last_will(DEV, ts=NOW, clock_synced=True)
     plan = plan_batch(
         [
-            _accept(status(DEV, 7), MessageKind.STATUS),
             _accept(status(DEV, 9), MessageKind.STATUS),
-            _accept(will, MessageKind.STATUS),
+            _accept(status(DEV, 7), MessageKind.STATUS),  # a late resend: older, dropped
         ]
     )
-    assert plan.statuses[DEV].seq == 9
-    assert plan.acks[DEV].seqs == {7, 9}
+    assert [m.seq for m in plan.statuses[DEV]] == [9]
+    will = last_will(DEV, ts=NOW, clock_synced=True)
+    plan = plan_batch([_accept(will, MessageKind.STATUS)])
+    assert [m.seq for m in plan.statuses[DEV]] == [0]
+    assert DEV not in plan.acks
+
+
+def test_a_last_will_keeps_its_place_among_the_statuses_of_its_batch() -> None:
+    """A Will after the device's status is applied after it (the device is gone), one
+    before it first (the device went and came back): the batch ends where one message at a
+    time would. It was dropped whenever a status shared its batch, leaving a device that had
+    gone away online (tests/cloud/test_fleet_sim.py, under load)."""
+    will = last_will(DEV, ts=NOW, clock_synced=True)
+    assert _statuses(status(DEV, 7), status(DEV, 9), will) == [9, 0]
+    assert _statuses(will, status(DEV, 7), status(DEV, 9)) == [0, 9]
+    assert _statuses(status(DEV, 3), will, status(DEV, 4)) == [3, 0, 4]
+    assert _statuses(will, will, status(DEV, 5), will) == [0, 5, 0]
+    plan = plan_batch([_accept(m, MessageKind.STATUS) for m in (status(DEV, 7), will)])
+    assert plan.acks[DEV].seqs == {7}  # the Will is never acked
+    assert plan.kind_counts()["status"] == 2
 
 
 def test_acks_cover_every_seq_and_split_beyond_the_range_limit() -> None:

@@ -618,6 +618,33 @@ def _kind(message: Message) -> MessageKind:
     return MessageKind.STATUS if type(message).__name__ == "Status" else MessageKind.SESSION
 
 
+async def test_a_last_will_sharing_a_batch_with_the_status_before_it_takes_the_device_offline(
+    pg: PgConnection, market_api: Api
+) -> None:
+    """A batch holding a device's status and then its Last Will (ingest behind, or the
+    device gone right after connecting) leaves it offline and tells its host, as the two
+    in separate batches do; a Will then a status leaves it online."""
+    host = await add_user(pg, market_api.settings, Role.HOST)
+    charger = await add_charger(pg, host)
+    device = charger.device_id
+    assert device is not None
+    will = status(device, 0, online=False)
+
+    async def state() -> tuple[bool, int]:
+        online = await pg.fetchval("SELECT online FROM devices WHERE id = $1", device)
+        events = await pg.fetchval(
+            "SELECT count(*) FROM notification_events WHERE kind = 'charger_offline'"
+        )
+        return online, events
+
+    await _ingest(pg, status(device, 1, online=True), will)  # connected, then gone
+    assert await state() == (False, 1)
+    await _ingest(pg, will, status(device, 2, online=True))  # an old Will, then back
+    assert await state() == (True, 1)
+    await _ingest(pg, status(device, 3, online=True), will)
+    assert await state() == (False, 2)
+
+
 async def test_ingest_queues_session_and_offline_events_once(
     pg: PgConnection, market_api: Api
 ) -> None:
