@@ -20,6 +20,7 @@ queue to the CSMS, one at a time and in order (OCPP 1.6 §4.7, §4.10 and §3.1.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -112,6 +113,21 @@ class TransactionQueue:
                 self._conn, messages, starts=starts, cursor_to=events[-1][0], now=datetime.now(UTC)
             )
         return len(events)
+
+    async def fill_all(self) -> int:
+        """``fill`` page after page until the cursor reaches the newest event, yielding to the
+        event loop between pages; return how many events were read.
+
+        The uplink wakes on new session events only, so a backlog longer than a page (the
+        uplink switched off for a while and on again) must be read to its end here, or an idle
+        site would move one page per new event."""
+        read = 0
+        while (page := self.fill()) > 0:
+            read += page
+            if page < queue.EVENTS_PAGE:
+                break
+            await asyncio.sleep(0)
+        return read
 
     def _id_tag(self, event: SessionEvent) -> str:
         if event.credential.kind is CredentialKind.ID_TAG:

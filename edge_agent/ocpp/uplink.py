@@ -248,7 +248,7 @@ class OcppUplink:
         await self.queue.stop_refused()
         while not stop.is_set():
             self._events.clear()
-            if self.queue.fill():
+            if await self.queue.fill_all():
                 self._wake.set()
             # Every session event is recorded by a connector, which wakes this (wiring.py).
             await _first(self._events, stop)

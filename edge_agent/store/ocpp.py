@@ -62,8 +62,12 @@ def cursor(conn: sqlite3.Connection) -> int:
     return value
 
 
+#: Session events turned into queue rows per transaction (``TransactionQueue.fill``).
+EVENTS_PAGE = 200
+
+
 def events_after(
-    conn: sqlite3.Connection, after: int, *, limit: int = 200
+    conn: sqlite3.Connection, after: int, *, limit: int = EVENTS_PAGE
 ) -> list[tuple[int, bytes]]:
     """Session events recorded after ``after`` (outbox_seq, encoded SessionEvent), in order."""
     return [

@@ -326,6 +326,18 @@ def test_the_cursor_starts_at_the_newest_event_when_the_uplink_is_first_enabled(
 # --- the [ocpp] table ------------------------------------------------------------------------
 
 
+async def test_a_backlog_longer_than_a_page_is_queued_to_its_end_without_a_new_event(
+    conn: sqlite3.Connection,
+) -> None:
+    q = _queue(conn, FakeClock(100.0))
+    assert q.fill() == 0  # the uplink enabled: its cursor starts here
+    _charge(conn, samples=queue.EVENTS_PAGE + 50)  # recorded while the uplink was off
+    assert q.fill() == queue.EVENTS_PAGE  # one page per transaction
+    assert await q.fill_all() == 52  # the rest: start + 250 updates + stop = 252 in all
+    assert q.fill() == 0
+    assert await q.fill_all() == 0
+
+
 @pytest.mark.parametrize(
     ("table", "field"),
     [
