@@ -11,10 +11,13 @@ such rows once they are :data:`GRACE_S` old (the request that recorded one norma
 publishes it itself within milliseconds) and until they expire.
 
 **Several API processes.** There is no leader: each round takes its rows ``FOR UPDATE SKIP
-LOCKED``, publishes them (all at once, each waiting for its PUBACK) and marks the
-acknowledged ones sent in the same transaction, so two processes do not publish the same row
-in one round. A command published twice anyway (a request's own publish racing the job, a
-crash after the PUBACK but before the mark) is harmless: the agent's revocation store is
+LOCKED`` (in ``device_id`` order, the order ingest locks ``downlink_sequences`` in), gives
+each a fresh downlink ``seq`` and commits; then publishes them outside any transaction (all
+at once, each waiting for its PUBACK) and marks the acknowledged ones sent in a second short
+transaction. No database lock is held across a broker wait. Two processes can therefore
+publish the same row when their rounds overlap within that window; a command published twice
+(that, a request's own publish racing the job, a crash after the PUBACK but before the mark)
+is harmless: the agent's revocation store is
 idempotent (``edge_agent/store/auth.py`` ``revoke_pins``) and its command result is keyed on
 ``cmd_id``, first result wins.
 
@@ -30,6 +33,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -81,6 +85,15 @@ async def mark_sent(db: AsyncSession, cmd_id: str, now: datetime) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """What the publish needs of a row, read before its transaction ends."""
+
+    cmd_id: str
+    name: str | None
+    device_id: str
+
+
 async def republish_round(
     sessions: async_sessionmaker[AsyncSession],
     broker: BrokerLink,
@@ -94,7 +107,11 @@ async def republish_round(
     if not broker.connected:
         return 0
     now = now or datetime.now(UTC)
-    published = 0
+    due: list[tuple[_Due, bytes, int]] = []
+    # First transaction: take the rows, their fresh seqs and payloads, and commit before any
+    # broker wait, so no row lock (device_commands, downlink_sequences) is held while a PUBACK
+    # is awaited. Rows are taken in device_id order, the order ingest's
+    # ALLOCATE_DOWNLINK_SEQS locks downlink_sequences in, so the two cannot deadlock.
     async with sessions() as db, db.begin():
         rows = list(
             await db.scalars(
@@ -105,12 +122,11 @@ async def republish_round(
                     DeviceCommand.name.in_(DEFERRED),
                     DeviceCommand.expires_at > now,
                 )
-                .order_by(DeviceCommand.cmd_id)
+                .order_by(DeviceCommand.device_id, DeviceCommand.cmd_id)
                 .limit(BATCH)
                 .with_for_update(skip_locked=True)
             )
         )
-        due: list[tuple[DeviceCommand, bytes, int]] = []
         for row in rows:
             if recorded_at(row.cmd_id) > now - timedelta(seconds=grace_s):
                 continue
@@ -128,20 +144,25 @@ async def republish_round(
                 action=action,
             )
             ttl_s = max(1, int((row.expires_at - now).total_seconds()))
-            due.append((row, encode_message(command), ttl_s))
-        async with asyncio.TaskGroup() as tasks:
-            deliveries = [
-                (row, tasks.create_task(_deliver(broker, row, payload, ttl_s)))
-                for row, payload, ttl_s in due
-            ]
-        for row, delivered in deliveries:
-            if delivered.result():
-                row.sent_at = now
-                published += 1
-    return published
+            due.append((_Due(row.cmd_id, row.name, row.device_id), encode_message(command), ttl_s))
+    if not due:
+        return 0
+    # Outside any transaction: publish, each waiting for its PUBACK.
+    async with asyncio.TaskGroup() as tasks:
+        deliveries = [
+            (row.cmd_id, tasks.create_task(_deliver(broker, row, payload, ttl_s)))
+            for row, payload, ttl_s in due
+        ]
+    acknowledged = [cmd_id for cmd_id, delivered in deliveries if delivered.result()]
+    # Second, short transaction: mark the acknowledged ones sent.
+    if acknowledged:
+        async with sessions() as db, db.begin():
+            for cmd_id in acknowledged:
+                await mark_sent(db, cmd_id, now)
+    return len(acknowledged)
 
 
-async def _deliver(broker: BrokerLink, row: DeviceCommand, payload: bytes, ttl_s: int) -> bool:
+async def _deliver(broker: BrokerLink, row: _Due, payload: bytes, ttl_s: int) -> bool:
     """Publish one row's command; whether the broker acknowledged it."""
     try:
         await broker.publish(topic(row.device_id, MessageKind.CMD), payload, expiry_s=ttl_s)

@@ -174,3 +174,53 @@ async def test_a_revocation_made_while_the_broker_is_down_is_not_sent_until_it_i
     assert [c.cmd_id for c in commands if isinstance(c, Command)] == [row["cmd_id"]]
     sent = await pg.fetchval("SELECT sent_at FROM device_commands WHERE cmd_id = $1", row["cmd_id"])
     assert sent is not None
+
+
+async def test_no_database_lock_is_held_while_the_broker_acknowledges(
+    api: Api,  # noqa: F811 -- the fixture imported above
+    pg: PgConnection,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The round commits its seqs before publishing: while a PUBACK is awaited, the device's
+    downlink_sequences row and the command's row can be locked by someone else (ingest, an
+    unlock), and the acknowledged command is marked sent afterwards."""
+    state = api.app.state.cloud
+    assert isinstance(state, AppState)
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=True)
+    now = datetime.now(UTC)
+    booking_id = await site.book(driver, now + timedelta(hours=1), now + timedelta(hours=2))
+    async with state.sessions() as db, db.begin():
+        booking = await db.get(Booking, booking_id)
+        assert booking is not None
+        await pins.booking_pin(db, booking, device_id=DEVICE, connector=1, secret=b"s" * 32)
+        booking.status = BookingStatus.CANCELLED
+        await db.flush()
+        prepared = await pins.revocation(db, booking, now=now)
+    assert prepared is not None
+    cmd_id = prepared.command.cmd_id
+    await wait_for(lambda: state.broker.connected, timeout_s=10)
+
+    free_during_publish: list[bool] = []
+    real_publish = state.broker.publish
+
+    async def publish(*args: Any, **kwargs: Any) -> None:
+        async with pg.transaction():
+            await pg.execute("SET LOCAL lock_timeout = '2s'")
+            seq_rows = await pg.fetch(
+                "SELECT 1 FROM downlink_sequences WHERE device_id = $1 FOR UPDATE", DEVICE
+            )
+            cmd_rows = await pg.fetch(
+                "SELECT 1 FROM device_commands WHERE cmd_id = $1 FOR UPDATE", cmd_id
+            )
+            free_during_publish.append(len(seq_rows) == 1 and len(cmd_rows) == 1)
+        await real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(state.broker, "publish", publish)
+    later = now + timedelta(seconds=GRACE_S + 1)
+    assert await republish_until_one_is_sent(state, later) == 1
+    assert free_during_publish == [True]
+    sent = await pg.fetchval("SELECT sent_at FROM device_commands WHERE cmd_id = $1", cmd_id)
+    assert sent == later
