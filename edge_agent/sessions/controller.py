@@ -162,8 +162,7 @@ class ConnectorController:
         old = self._state
         self._state = state
         if old.status is not state.status or old.fault is not state.fault:
-            for callback in self._on_status:
-                callback()
+            _tell(self._on_status)
 
     def subscribe(
         self,
@@ -558,8 +557,7 @@ class ConnectorController:
             # A stop that cannot be stored leaves the session open in the file: recovery
             # closes it at the next start (PowerLoss), from its meter.
             return f"store refused the session event: {exc}"
-        for callback in self._on_event:
-            callback()
+        _tell(self._on_event)
         return None
 
     async def _final_reading(self, effect: EmitSessionEvent) -> EmitSessionEvent:
@@ -585,3 +583,14 @@ class ConnectorController:
             clock_synced=self._clocks.synced(),
             offline=self._clocks.offline(),
         )
+
+
+def _tell(callbacks: list[Callable[[], None]]) -> None:
+    """Call each subscriber. They are observers (the OCPP uplink sets an event): one that
+    fails must not stop the state change it observes from taking effect -- the relay
+    effects of a step run after the assignment that calls this."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("a connector subscriber failed; the connector goes on")

@@ -481,3 +481,32 @@ async def test_a_connector_tells_its_subscribers_each_status_change_and_each_rec
     ]
     (events,) = conn.execute("SELECT count(*) FROM session_events").fetchone()
     assert recorded[0] == events == 3  # started, updated, stopped
+
+
+async def test_a_failing_subscriber_does_not_stop_the_relay_closing(
+    conn: sqlite3.Connection,
+) -> None:
+    """Subscribers are observers: the step's relay effect runs after the assignment that tells
+    them, so one that raises is logged and the session still starts."""
+    clock = FakeClock()
+    relay = FakeRelay()
+    controller = ConnectorController(
+        1,
+        relay=relay,
+        conn=conn,
+        device_id="site-test",
+        limits=SafetyLimits(rating_a=32.0),
+        thresholds=Thresholds(),
+        clocks=clock.clocks(),
+    )
+
+    def broken() -> None:
+        raise RuntimeError("observer bug")
+
+    controller.subscribe(status=broken, events=broken)
+    clock.advance(1.0)
+    values = {Quantity.ENERGY_IMPORT_WH: 50_000.0, Quantity.POWER_W: 0.0}
+    await controller.on_poll(MeterReading(meter_id="m1", ts=T0, clock_synced=True, values=values))
+    verdict = AuthVerdict(AuthorizationStatus.ACCEPTED, "ok", CredentialKind.ID_TAG, "a" * 64)
+    assert (await controller.start(verdict)).session_id is not None
+    assert relay.contacts_closed
