@@ -520,8 +520,8 @@ async def _cpu_per_search(
     backends = [
         r["pid"]
         for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
         )
     ]
     api_before, db_before = _cpu_s([server_pid]), _cpu_s(backends)
