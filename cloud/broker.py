@@ -18,8 +18,12 @@ of :mod:`cloud` imports paho. Its errors become :class:`~cloud.errors.BrokerErro
 * **"Sent" means the broker acknowledged it.** :meth:`BrokerLink.publish` returns once the
   broker's PUBACK (QoS 1) arrives and raises BrokerError when there is no connection, the
   connection ends first, the broker refuses (a failure reason code, e.g. 0x87 not
-  authorized) or :data:`PUBLISH_TIMEOUT_S` passes. :meth:`BrokerLink.publish_nowait` hands a
-  message over without waiting (ingest's acks: a lost one is resent by its device).
+  authorized) or :data:`PUBLISH_TIMEOUT_S` passes. The two cases where the message was
+  handed over but not acknowledged (the connection ended, the timeout) raise the subclass
+  :class:`~cloud.errors.BrokerUnacknowledged`: the broker may have it, so a caller waiting
+  for the device's answer keeps waiting (:func:`cloud.sessions.commands.send_and_wait`).
+  :meth:`BrokerLink.publish_nowait` hands a message over without waiting (ingest's acks: a
+  lost one is resent by its device).
 * **Incoming messages cross to asyncio through one bounded queue**
   (:attr:`BrokerLink.messages`). A full queue blocks paho's network thread, which stops
   reading the socket: TCP back-pressure, and with ``receive_maximum`` the broker never has
@@ -54,7 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import MQTTException as SubscribeOptionsError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from cloud.errors import BrokerError
+from cloud.errors import BrokerError, BrokerUnacknowledged
 from cloud.settings import MqttSettings
 from protocols.backoff import Backoff
 
@@ -289,7 +293,8 @@ class _Connection:
             self._early.clear()
         for waiter in waiters:
             _settle(
-                waiter, BrokerError(f"connection lost before the broker acknowledged: {reason}")
+                waiter,
+                BrokerUnacknowledged(f"connection lost before the broker acknowledged: {reason}"),
             )
 
     def publish(
@@ -396,8 +401,11 @@ class BrokerLink:
         timeout_s: float = PUBLISH_TIMEOUT_S,
     ) -> None:
         """Publish QoS 1 and return once the broker acknowledged it (PUBACK); raise
-        BrokerError if it did not. ``expiry_s`` sets the MQTT 5 Message Expiry Interval (the
-        broker drops it, undelivered, after that long)."""
+        BrokerError if it did not: :class:`~cloud.errors.BrokerUnacknowledged` when the
+        message was handed to the connection but no PUBACK came (timeout, connection lost;
+        the broker may have it), a plain BrokerError when nothing was handed over (not
+        connected, paho refused it) or the broker refused it. ``expiry_s`` sets the MQTT 5
+        Message Expiry Interval (the broker drops it, undelivered, after that long)."""
         connection = self._connection(topic)
         waiter = connection.publish(topic, payload, expiry_s=expiry_s, wait=True)
         assert waiter is not None
@@ -406,7 +414,7 @@ class BrokerLink:
                 await waiter
         except TimeoutError:
             connection.forget(waiter)
-            raise BrokerError(f"no PUBACK for {topic} within {timeout_s} s") from None
+            raise BrokerUnacknowledged(f"no PUBACK for {topic} within {timeout_s} s") from None
 
     def publish_nowait(self, topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
         """Hand a QoS 1 message to the connection without waiting for the broker; raise

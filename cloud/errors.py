@@ -30,7 +30,9 @@ fails on a catch elsewhere)::
     ├── ChargerOffline           the charger's agent is not connected (charger_id)
     ├── ChargerNoAnswer          the agent did not answer a command in time (cmd_id)
     ├── BrokerError              the MQTT broker or its credential store failed, or did
-    │                            not acknowledge a publish
+    │   │                        not acknowledge a publish
+    │   └── BrokerUnacknowledged a publish was handed to the connection but its PUBACK never
+    │                            came (timeout, connection lost): the broker may have it
     ├── DependencyUnavailable    PostgreSQL, Redis or the broker did not answer (dependency)
     ├── DatabaseRefused          PostgreSQL refused a statement: a constraint, a deadlock
     │                            (sqlstate, constraint; cloud/db_errors.py raises it)
@@ -210,6 +212,12 @@ class DeviceRevoked(PairingError):
 
 class BrokerError(CloudError):
     pass
+
+
+class BrokerUnacknowledged(BrokerError):
+    """The message was written to the connection but no PUBACK came (the wait timed out or
+    the connection ended first): the broker may have accepted it and delivered it. A plain
+    :class:`BrokerError` from a publish means nothing was handed over, or the broker refused."""
 
 
 class DependencyUnavailable(CloudError):

@@ -14,6 +14,7 @@ because live messages are best effort, also looks at the stored result every
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloud.devices.models import DeviceCommand
-from cloud.errors import DependencyUnavailable
+from cloud.errors import BrokerUnacknowledged, DependencyUnavailable
 from cloud.sessions.live import cmd_channel
 from cloud.state import AppState
 from protocols.enums import MessageKind
@@ -36,6 +37,8 @@ from protocols.messages import (
     to_builtins,
 )
 from protocols.topics import topic
+
+log = logging.getLogger(__name__)
 
 #: How often a waiter checks the stored result besides listening on Redis.
 RESULT_POLL_S = 0.5
@@ -107,16 +110,32 @@ async def record_command(
 async def send_and_wait(
     state: AppState, prepared: PreparedCommand, *, wait_s: float
 ) -> CommandResult | None:
-    """Publish ``prepared`` and wait up to ``wait_s`` for its result (None: no answer)."""
+    """Publish ``prepared`` and wait up to ``wait_s`` for its result (None: no answer).
+
+    BrokerError only when the command was not handed over (no connection, paho or the broker
+    refused it). A publish whose PUBACK never came (:class:`~cloud.errors.
+    BrokerUnacknowledged`: timeout, connection lost after the PUBLISH was written) may have
+    reached the broker and the charger, which may start a session tied to the driver: its
+    outcome is unknown, so the wait for the device's result goes on as if it were sent."""
     if not state.broker.connected:
         raise DependencyUnavailable("broker", "the API is not connected to the MQTT broker")
     command = prepared.command
     loop = asyncio.get_running_loop()
     async with state.live.subscribe(cmd_channel(command.cmd_id)) as sub:
-        await state.broker.publish(
-            topic(command.device_id, MessageKind.CMD), prepared.payload, expiry_s=prepared.ttl_s
-        )
         deadline = loop.time() + wait_s
+        try:
+            await state.broker.publish(
+                topic(command.device_id, MessageKind.CMD),
+                prepared.payload,
+                expiry_s=prepared.ttl_s,
+            )
+        except BrokerUnacknowledged as exc:
+            log.warning(
+                "command %s to %s handed over but not acknowledged (%s); waiting for its result",
+                command.cmd_id,
+                command.device_id,
+                exc,
+            )
         while (remaining := deadline - loop.time()) > 0:
             try:
                 async with asyncio.timeout(min(remaining, RESULT_POLL_S)):

@@ -9,7 +9,7 @@ import pytest
 
 from cloud.broker import BrokerLogin, open_broker_link
 from cloud.devices.broker_auth import DynsecAdmin
-from cloud.errors import BrokerError
+from cloud.errors import BrokerError, BrokerUnacknowledged
 from protocols.enums import MessageKind
 from protocols.topics import topic
 from tests.support.cloud_env import make_settings
@@ -31,8 +31,12 @@ async def test_sent_means_acknowledged_and_the_link_comes_back_after_a_broker_re
         # Acknowledged (no one subscribes: MQTT 5's "no matching subscribers" is no failure).
         await link.publish(command_topic, b"one", expiry_s=60)
         # The API's identity may not publish a device's acks: the broker's PUBACK says 0x87.
-        with pytest.raises(BrokerError, match="refused"):
+        with pytest.raises(BrokerError, match="refused") as refused:
             await link.publish(topic(DEVICE, MessageKind.ACK), b"forged")
+        assert not isinstance(refused.value, BrokerUnacknowledged)
+        # Handed over, but no PUBACK within the wait: "unknown", the broker may have it.
+        with pytest.raises(BrokerUnacknowledged, match="no PUBACK"):
+            await link.publish(command_topic, b"zero", expiry_s=60, timeout_s=0)
 
         # The admin's round trip with a wrong password: the broker's CONNACK refuses it.
         stranger = DynsecAdmin(BrokerLogin("127.0.0.1", broker.port, "cloud-api", "wrong"))
@@ -41,8 +45,9 @@ async def test_sent_means_acknowledged_and_the_link_comes_back_after_a_broker_re
 
         broker.stop()
         await wait_for(lambda: not link.connected, timeout_s=10)
-        with pytest.raises(BrokerError, match="not connected"):
+        with pytest.raises(BrokerError, match="not connected") as nothing_sent:
             await link.publish(command_topic, b"two", expiry_s=60)
+        assert not isinstance(nothing_sent.value, BrokerUnacknowledged)
         with pytest.raises(BrokerError, match="not connected"):
             link.publish_nowait(command_topic, b"two", expiry_s=60)
         # Its administration fails the same way, translated at the same boundary.

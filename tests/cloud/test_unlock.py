@@ -21,7 +21,9 @@ from cloud.accounts.models import Role
 from cloud.app import create_app
 from cloud.billing.quote import Tariff, cost_so_far_paise
 from cloud.chargers.models import PricingMode
+from cloud.errors import BrokerUnacknowledged
 from cloud.pg import PgConnection
+from cloud.state import AppState
 from protocols.enums import AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, parse_message
@@ -285,6 +287,33 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
         await pg.fetchval("SELECT last_seq FROM downlink_sequences WHERE device_id = $1", DEVICE)
         == command.seq
     )
+
+
+async def test_a_start_handed_to_the_broker_without_a_puback_is_waited_for_not_a_502(
+    api: Api, pg: PgConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PUBLISH was written but no PUBACK came (a timeout, the connection dropped): the
+    broker may have delivered it and the charger may start, so the unlock waits for the
+    device's answer as for a sent command (here none: the 504 with the keypad fallback, and
+    the unlock recorded as a timeout), never a 502 that tells the driver nothing started."""
+    state = api.app.state.cloud
+    assert isinstance(state, AppState)
+    host = await add_user(pg, api.settings, Role.HOST)
+    driver = await add_user(pg, api.settings, Role.DRIVER)
+    site = await Site(pg, host).create(online=True)
+    booking = await site.book(driver, _now() - timedelta(minutes=1), _now() + timedelta(hours=1))
+    real_publish = state.broker.publish
+
+    async def publish(*args: Any, **kwargs: Any) -> None:
+        await real_publish(*args, **kwargs)  # on the wire, and acknowledged...
+        raise BrokerUnacknowledged("no PUBACK (simulated)")  # ...but we never learn it
+
+    monkeypatch.setattr(state.broker, "publish", publish)
+    answer = await _unlock(api, site, driver, booking_id=booking)
+    body = _problem(answer, 504, "charger-no-answer")
+    assert len(body["pin"]) == PIN_DIGITS
+    outcomes = await pg.fetch("SELECT outcome FROM unlock_requests WHERE cmd_id IS NOT NULL")
+    assert [r["outcome"] for r in outcomes] == ["timeout"]
 
 
 async def test_sessions_are_visible_to_their_driver_host_and_admins_only(
