@@ -58,7 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import MQTTException as SubscribeOptionsError
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from cloud.errors import BrokerError, BrokerUnacknowledged
+from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from cloud.settings import MqttSettings
 from protocols.backoff import Backoff
 
@@ -149,7 +149,33 @@ class _HandshakeClosingSocket(ssl.SSLSocket):
             raise
 
 
-def _new_client(login: BrokerLogin, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+def _ssl_context(login: BrokerLogin) -> ssl.SSLContext | None:
+    """The TLS context of ``login`` (None without TLS), built once per link: a CA file that
+    cannot be read is a configuration error at startup, not a reconnect loop's crash."""
+    if not login.tls:
+        return None
+    try:
+        # Verifies the broker's certificate and name (PROTOCOL_TLS_CLIENT's defaults).
+        context = ssl.create_default_context(
+            cafile=str(login.ca_file) if login.ca_file is not None else None
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(
+            f"cannot use the broker's CA file {login.ca_file}: {exc}",
+            variable="CHARGEMITRA_MQTT_CA_FILE",
+            value=login.ca_file,
+        ) from exc
+    context.sslsocket_class = _HandshakeClosingSocket
+    return context
+
+
+def _new_client(
+    login: BrokerLogin,
+    client_id: str,
+    *,
+    context: ssl.SSLContext | None,
+    manual_ack: bool = False,
+) -> mqtt.Client:
     """A configured, not yet connected MQTT 5 client that never reconnects by itself."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -159,12 +185,7 @@ def _new_client(login: BrokerLogin, client_id: str, *, manual_ack: bool = False)
         manual_ack=manual_ack,
     )
     client.username_pw_set(login.username, login.password)
-    if login.tls:
-        # Verifies the broker's certificate and name (PROTOCOL_TLS_CLIENT's defaults).
-        context = ssl.create_default_context(
-            cafile=str(login.ca_file) if login.ca_file is not None else None
-        )
-        context.sslsocket_class = _HandshakeClosingSocket
+    if context is not None:
         client.tls_set_context(context)
     return client
 
@@ -351,6 +372,8 @@ class BrokerLink:
     ) -> None:
         self.login = login
         self.client_id = client_id
+        #: Built once (ConfigError here, at startup, if the CA file cannot be read).
+        self._ssl = _ssl_context(login)
         self.loop = asyncio.get_running_loop()
         #: What the broker delivered, bounded: a full queue pauses the network thread.
         self.messages: asyncio.Queue[Delivery] = asyncio.Queue(queue_max)
@@ -490,11 +513,14 @@ class BrokerLink:
 
     async def _connect(self) -> _Connection:
         self._number += 1
-        client = _new_client(self.login, self.client_id, manual_ack=self._manual_ack)
-        connection = _Connection(self, client, self._number)
-        properties = None
-        if self._connect_values:
-            properties = _properties(PacketTypes.CONNECT, **self._connect_values)
+        with _translated("cannot create the MQTT client"):
+            client = _new_client(
+                self.login, self.client_id, context=self._ssl, manual_ack=self._manual_ack
+            )
+            connection = _Connection(self, client, self._number)
+            properties = None
+            if self._connect_values:
+                properties = _properties(PacketTypes.CONNECT, **self._connect_values)
         # In a worker thread: paho's connect() blocks (TCP, TLS; bounded by its
         # connect_timeout, 5 s), and the network thread is started there too, so the CONNACK
         # and the subscriptions never wait for this event loop's turn.
@@ -596,7 +622,8 @@ def request(
     response that is not None. BrokerError if the broker refuses, the connection ends or
     ``timeout_s`` passes at either step. paho runs in the caller's thread (no network
     thread): call it from a worker thread in async code."""
-    client = _new_client(login, client_id)
+    with _translated("cannot create the MQTT client"):
+        client = _new_client(login, client_id, context=_ssl_context(login))
     refused: list[str] = []
     subscribed: list[bool] = []
     answered: list[T] = []

@@ -5,11 +5,13 @@ dynamic-security admin's round trip fails with BrokerError, not a paho or socket
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cloud.broker import BrokerLogin, open_broker_link
 from cloud.devices.broker_auth import DynsecAdmin
-from cloud.errors import BrokerError, BrokerUnacknowledged
+from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from protocols.enums import MessageKind
 from protocols.topics import topic
 from tests.support.cloud_env import make_settings
@@ -57,3 +59,16 @@ async def test_sent_means_acknowledged_and_the_link_comes_back_after_a_broker_re
         broker.start()
         await wait_for(lambda: link.connected, timeout_s=30)
         await link.publish(command_topic, b"three", expiry_s=60)
+
+
+async def test_an_unreadable_ca_file_fails_at_startup_with_a_config_error(
+    db_url: str, broker: Broker, service_passwords: dict[str, str], tmp_path: Path
+) -> None:
+    """Not an OSError out of the reconnect task (which would take the API's lifespan down
+    with an unrelated traceback), and not re-read on every reconnect."""
+    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
+    mqtt = settings.mqtt.model_copy(update={"tls": True, "ca_file": tmp_path / "missing.pem"})
+    with pytest.raises(ConfigError, match="CA file") as caught:
+        async with open_broker_link(mqtt, "api-broker-link-ca-test"):
+            pass
+    assert caught.value.variable == "CHARGEMITRA_MQTT_CA_FILE"
