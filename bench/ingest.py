@@ -7,7 +7,7 @@ acks of every batch. Figures (one JSON line each, per BENCHMARKS.md):
 
 * ``ingest_readings_per_s``: readings from first publish to last ack (all committed),
   against ``asyncpg copy_records_to_table`` of the same rows into the same table in the same
-  run (goal: ratio >= 0.5). Median of ``--runs``.
+  run (goal: ratio >= 0.8, raised from 0.5 in issue 21). Median of ``--runs``.
 * ``ack_p99_ms`` (and ``ack_p50_ms``): publish-to-ack latency with no backlog, one small
   batch every ``--live-interval-ms``.
 
@@ -48,6 +48,7 @@ from tests.support.mosquitto import cloud_broker
 
 DEVICE = "dev-bench"
 DEFAULT_DB = "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra"
+GOAL_RATIO = 0.8
 COLUMNS = ("device_id", "meter_id", "ts", "quantity", "value", "seq", "clock_synced")
 
 
@@ -218,8 +219,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "baseline": "raw asyncpg copy_records_to_table of the same rows",
             "baseline_value": round(baseline, 1),
             "ratio": round(ratio, 3),
-            "goal": ">= 0.5 ratio",
-            "meets_goal": ratio >= 0.5,
+            "goal": f">= {GOAL_RATIO} ratio",
+            "meets_goal": ratio >= GOAL_RATIO,
             "params": params,
         },
         {

@@ -125,6 +125,9 @@ class Delivery:
     mid: int
     #: The connection that delivered it (PUBACK ids are valid only on that one).
     connection: int
+    #: What the link's ``parse`` made of it in the network thread, as it arrived (None
+    #: without a ``parse``, or when it raised: the consumer then parses it again itself).
+    parsed: object = None
 
 
 @contextmanager
@@ -297,7 +300,9 @@ class _Connection:
             self._call(_settle, waiter, error)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.link.deliver(Delivery(msg.topic, bytes(msg.payload), msg.qos, msg.mid, self.number))
+        payload = bytes(msg.payload)
+        parsed = self.link.parse_delivery(msg.topic, payload)
+        self.link.deliver(Delivery(msg.topic, payload, msg.qos, msg.mid, self.number, parsed))
 
     # --- asyncio side -----------------------------------------------------------------------
 
@@ -369,8 +374,11 @@ class BrokerLink:
         receive_maximum: int | None = None,
         queue_max: int = QUEUE_MAX,
         backoff: Backoff = RECONNECT,
+        parse: Callable[[str, bytes], object] | None = None,
     ) -> None:
         self.login = login
+        #: Run on each message in the network thread before it is queued (Delivery.parsed).
+        self._parse = parse
         self.client_id = client_id
         #: Built once (ConfigError here, at startup, if the CA file cannot be read).
         self._ssl = _ssl_context(login)
@@ -460,6 +468,16 @@ class BrokerLink:
         return current
 
     # --- paho's network thread --------------------------------------------------------------
+
+    def parse_delivery(self, topic: str, payload: bytes) -> object:
+        """``parse`` of one message, in the network thread; None without one or if it raised
+        (never lost: the consumer parses the payload again and meets the error there)."""
+        if self._parse is None:
+            return None
+        try:
+            return self._parse(topic, payload)
+        except Exception:  # noqa: BLE001 -- left to the consumer, as the docstring says
+            return None
 
     def deliver(self, delivery: Delivery) -> None:
         """Queue ``delivery``, blocking the network thread while the queue is full."""
@@ -583,9 +601,12 @@ async def open_broker_link(
     session_expiry_s: int | None = None,
     receive_maximum: int | None = None,
     queue_max: int = QUEUE_MAX,
+    parse: Callable[[str, bytes], object] | None = None,
 ) -> AsyncIterator[BrokerLink]:
     """A :class:`BrokerLink` for the block: it connects in the background (the broker may be
-    down at start: ``connected`` says when it is up), and disconnects on exit."""
+    down at start: ``connected`` says when it is up), and disconnects on exit. ``parse``:
+    run on each incoming message (topic, payload) in the network thread as it arrives, its
+    result in :attr:`Delivery.parsed`."""
     link = BrokerLink(
         BrokerLogin.from_settings(settings),
         client_id,
@@ -596,6 +617,7 @@ async def open_broker_link(
         session_expiry_s=session_expiry_s,
         receive_maximum=receive_maximum,
         queue_max=queue_max,
+        parse=parse,
     )
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(link.run(), name=f"broker-link-{client_id}")

@@ -290,10 +290,18 @@ class MeterReading(WireModel, frozen=True, kw_only=True):
     ]
 
     def __post_init__(self) -> None:
-        _normalise_times(self, "ts")
-        _check_synced(self.ts, self.clock_synced)
-        # One dict lookup and a chained comparison per value: ingest runs this for every
-        # reading of a fleet. `not low <= v <= high` is also true for a NaN built in Python.
+        # _normalise_times and _check_synced, inlined: ingest runs this for every reading of
+        # a fleet, and the two calls were a third of its cost.
+        ts = self.ts
+        if getattr(ts, "tzinfo", None) is not UTC:  # not decoded from "…Z": the general path
+            _normalise_times(self, "ts")
+            ts = self.ts
+        elif not EARLIEST_TS <= ts < LATEST_TS:
+            raise ValueError(f"ts {ts.isoformat()} is outside 1970-01-01 .. 2099-12-31")
+        if self.clock_synced and ts < EARLIEST_SYNCED_TS:
+            _check_synced(ts, self.clock_synced)
+        # One dict lookup and a chained comparison per value. `not low <= v <= high` is
+        # also true for a NaN built in Python.
         try:
             for quantity, value in self.values.items():
                 low, high = QUANTITY_BOUNDS[quantity]

@@ -20,7 +20,7 @@ from cloud.errors import DependencyUnavailable
 from cloud.ingest.plan import BatchPlan
 from cloud.redis_errors import redis_unavailable
 from cloud.sessions.fold import SessionRow
-from protocols.messages import to_builtins, to_json
+from protocols.messages import MeterReading, to_builtins, to_json
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,18 @@ def live_messages(
 ) -> list[tuple[str, str]]:
     """(channel, JSON) pairs for one committed batch (pure)."""
     out: list[tuple[str, str]] = []
-    latest: dict[tuple[str, str], Any] = {}
+    latest: dict[tuple[str, str], MeterReading] = {}
     for batch in plan.telemetry.values():
+        # Per batch by meter first (no key tuple per reading: this runs for every reading).
+        newest: dict[str, MeterReading] = {}
         for reading in batch.readings:
-            key = (batch.device_id, reading.meter_id)
-            if key not in latest or reading.ts >= latest[key].ts:
+            seen = newest.get(reading.meter_id)
+            if seen is None or reading.ts >= seen.ts:
+                newest[reading.meter_id] = reading
+        for meter_id, reading in newest.items():
+            key = (batch.device_id, meter_id)
+            seen = latest.get(key)
+            if seen is None or reading.ts >= seen.ts:
                 latest[key] = reading
     for (device_id, meter_id), reading in sorted(latest.items()):
         body: dict[str, Any] = {"type": "reading", "device_id": device_id, "meter_id": meter_id}

@@ -6,7 +6,7 @@ as the original); duplicates across batches and workers are dropped by the datab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,24 +69,14 @@ class BatchPlan:
     dead_letters: list[Rejected] = field(default_factory=list)
     acks: dict[str, DeviceAck] = field(default_factory=dict)
 
-    def telemetry_records(
-        self, only: set[tuple[str, str]] | None = None
-    ) -> Iterator[TelemetryRecord]:
+    def telemetry_records(self, only: set[tuple[str, str]] | None = None) -> list[TelemetryRecord]:
         """One row per (reading, quantity), of every batch or of the ``only`` batch keys."""
-        for key, batch in self.telemetry.items():
-            if only is not None and key not in only:
-                continue
-            for reading in batch.readings:
-                for quantity, value in reading.values.items():
-                    yield (
-                        batch.device_id,
-                        reading.meter_id,
-                        reading.ts,
-                        quantity.value,
-                        value,
-                        batch.seq,
-                        reading.clock_synced,
-                    )
+        return [
+            record
+            for key, batch in self.telemetry.items()
+            if only is None or key in only
+            for record in batch_records(batch)
+        ]
 
     def kind_counts(self) -> dict[str, int]:
         """Accepted messages per kind (after in-batch de-duplication), for metrics."""
@@ -100,6 +90,21 @@ class BatchPlan:
 
     def session_keys(self) -> list[tuple[str, str]]:
         return sorted({(d, s) for d, s, _ in self.session_events})
+
+
+def batch_records(batch: TelemetryBatch) -> list[TelemetryRecord]:
+    """The ``telemetry`` rows of one batch: one per (reading, quantity), in column order.
+
+    The quantity goes in as the :class:`~protocols.meters.Quantity` member itself: a
+    ``StrEnum`` member *is* its value as a ``str`` (COPY writes the same text), and reading
+    ``.value`` — an enum property — for every row was a tenth of ingest's own CPU time.
+    """
+    device_id, seq = batch.device_id, batch.seq
+    return [
+        (device_id, reading.meter_id, reading.ts, quantity, value, seq, reading.clock_synced)
+        for reading in batch.readings
+        for quantity, value in reading.values.items()
+    ]
 
 
 def _ack(plan: BatchPlan, device_id: str) -> DeviceAck:

@@ -33,14 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
-from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan
+from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan, batch_records
 from cloud.notifications.events import INSERT_OFFLINE_EVENT, INSERT_SESSION_EVENT
 from cloud.pg import PgConnection
 from cloud.sessions.fold import SessionRow, fold_session
 from cloud.sessions.models import SessionState
-from cloud.telemetry.rollup import mark_pending
+from cloud.telemetry.rollup import buckets_of, mark_pending
 from protocols.enums import MessageKind
 from protocols.messages import SessionEvent, Status, parse_message, to_json
 
@@ -161,6 +163,9 @@ SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
 ON CONFLICT (device_id) DO UPDATE SET last_seq = d.last_seq + EXCLUDED.last_seq
 RETURNING device_id, last_seq"""
 
+#: A reading's time (C-level attribute access: called for every reading stored).
+_TIME = attrgetter("ts")
+
 
 @dataclass
 class WriteResult:
@@ -240,24 +245,36 @@ def _text(value: str, limit: int) -> str:
 
 
 async def _write_telemetry(conn: PgConnection, plan: BatchPlan) -> int:
+    # Rows are built before the claim (a batch's point count is its row count); a batch
+    # another transaction already stored is rare, and only its rows are built for nothing.
+    rows = {key: batch_records(batch) for key, batch in plan.telemetry.items()}
     keys = sorted(plan.telemetry)
-    batches = [plan.telemetry[k] for k in keys]
     claimed = await conn.fetch(
         CLAIM_TELEMETRY_BATCHES,
-        [b.device_id for b in batches],
-        [b.msg_id for b in batches],
-        [b.seq for b in batches],
-        [sum(len(r.values) for r in b.readings) for b in batches],
+        [device_id for device_id, _ in keys],
+        [msg_id for _, msg_id in keys],
+        [plan.telemetry[k].seq for k in keys],
+        [len(rows[k]) for k in keys],
     )
     if not claimed:
         return 0
     new = {(r["device_id"], r["msg_id"]) for r in claimed}
-    records = list(plan.telemetry_records(new))
-    await conn.copy_records_to_table("telemetry", records=records, columns=TELEMETRY_COLUMNS)
-    # One marker per reading's bucket (not per stored row: a reading is ~10 rows).
-    stored = [plan.telemetry[key] for key in new]
-    await mark_pending(conn, ((b.device_id, r.ts) for b in stored for r in b.readings))
-    return len(records)
+    # In arrival order; each claimed batch's rows once.
+    copied = [rows[key] for key in rows if key in new]
+    await conn.copy_records_to_table(
+        "telemetry", records=chain.from_iterable(copied), columns=TELEMETRY_COLUMNS
+    )
+    # One marker per bucket a stored batch touches (not per row: a reading is ~10 rows).
+    await mark_pending(
+        conn,
+        [
+            (batch.device_id, bucket)
+            for key, batch in plan.telemetry.items()
+            if key in new
+            for bucket in buckets_of(map(_TIME, batch.readings))
+        ],
+    )
+    return sum(map(len, copied))
 
 
 async def _write_dead_letters(conn: PgConnection, plan: BatchPlan, payload_max: int) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cloud.pg import RETRYABLE, PgConnection
 from cloud.telemetry.queries import ROLLUP_WIDTH, align_down
@@ -88,11 +88,32 @@ GROUP BY 1, 2, 3, 4"""  # noqa: S608 -- our constants only
 
 QUANTITIES = sorted(q.value for q in Quantity)
 
+#: An empty interval ([t, t) holds nothing): the first time given to buckets_of aligns.
+_NO_TIME = datetime(2000, 1, 3, tzinfo=UTC)
+
 #: asyncpg's form of storage.TIMESCALE_REFRESH (positional parameters; CALL outside any
 #: explicit transaction block, as Timescale requires).
 TIMESCALE_REFRESH_RUN = (
     "CALL refresh_continuous_aggregate('telemetry_15m', $1::timestamptz, $2::timestamptz)"
 )
+
+
+def buckets_of(times: Iterable[datetime]) -> set[datetime]:
+    """The distinct rollup buckets ``times`` fall into.
+
+    A batch's readings mostly share a bucket or run through a few in order, so a time is
+    aligned only when it leaves the bucket of the time before (ingest calls this for every
+    reading it stores).
+    """
+    buckets: set[datetime] = set()
+    start = end = _NO_TIME
+    for ts in times:
+        if start <= ts < end:
+            continue
+        start = align_down(ts)
+        end = start + ROLLUP_WIDTH
+        buckets.add(start)
+    return buckets
 
 
 def pending_markers(rows: Iterable[tuple[str, datetime]]) -> tuple[list[str], list[datetime]]:
