@@ -128,6 +128,8 @@ class Settled:
 
 #: The reason of the refund of a prepayment's unused part (one per payment and reason).
 UNUSED = "unused prepayment"
+#: A captured payment after a refund (its settlement's, or another).
+_REFUNDED = frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED})
 #: Provider calls in flight at once while settling many payments.
 PROVIDER_CALLS = 8
 
@@ -162,15 +164,34 @@ async def settle_many(
         found = {
             p.id: p for p in await db.scalars(select(Payment).where(Payment.id.in_(list(bills))))
         }
+        moved_on = [i for i, p in found.items() if p.status in _REFUNDED]
+        # A settlement another settler finished after our caller looked (its unused part
+        # refunded, the refund's webhook moving the payment on): settling it again repeats
+        # nothing (no capture; refund_many finds that refund by its reason). Refused as
+        # "not authorized" it raised Conflict out of a settler racing another (tests/cloud/
+        # test_settlement.py, under load).
+        settled = (
+            set(
+                await db.scalars(
+                    select(Refund.payment_id).where(
+                        Refund.payment_id.in_(moved_on),
+                        Refund.reason == UNUSED,
+                        Refund.status != RefundStatus.FAILED,
+                    )
+                )
+            )
+            if moved_on
+            else set()
+        )
     plans: dict[str, transitions.Settlement] = {}
     for payment_id, billed_paise in bills.items():
         payment = found.get(payment_id)
         if payment is None:
             raise NotFound("payment", payment_id)
-        if payment.provider_payment_id is None or payment.status not in {
-            PaymentStatus.AUTHORIZED,
-            PaymentStatus.CAPTURED,
-        }:
+        if payment.provider_payment_id is None or (
+            payment.status not in {PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED}
+            and payment_id not in settled
+        ):
             raise Conflict(
                 f"payment {payment_id} is {payment.status.value}, not authorized",
                 entity="payment",

@@ -243,6 +243,13 @@ async def test_razorpay_settlement_captures_in_full_and_refunds_the_rest(
     assert answer.json()["outcome"] == "applied"
     assert await pg.fetchval("SELECT status FROM refunds") == "processed"
     assert (await _payment(pg, payment_id))[0] == "partially_refunded"
+    # A settler that read the payment before all this (racing the one above) settles it
+    # once more: nothing is repeated, and its settlement is not refused as "not authorized".
+    again = await settle(state.sessions, state.payments, payment_id=payment_id, billed_paise=32_100)
+    assert again.refund is not None
+    assert again.refund.id == settled.refund.id
+    assert rzp.payments[pay_id]["amount_refunded"] == 17_900
+    assert await pg.fetchval("SELECT count(*) FROM refunds") == 1
     # The ledger booked the capture and the refund once each, balanced.
     sources = await pg.fetch(
         "SELECT source, sum(amount_paise) AS total FROM ledger_entries "
