@@ -17,7 +17,12 @@ from cloud.ingest.writer import write_batch
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, sqlalchemy_url
 from cloud.telemetry.queries import align_down, align_up, rollup_series, series
-from cloud.telemetry.rollup import ROLLUP_LOCK_KEY, contiguous_runs, refresh_pending
+from cloud.telemetry.rollup import (
+    ROLLUP_LOCK_KEY,
+    buckets_of,
+    contiguous_runs,
+    refresh_pending,
+)
 from cloud.telemetry.storage import TelemetryBackend
 from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import MessageKind
@@ -135,6 +140,18 @@ def test_contiguous_runs_join_adjacent_buckets() -> None:
     q = timedelta(minutes=15)
     runs = contiguous_runs([b + 3 * q, b, b + q, b + q, b + 5 * q])
     assert runs == [(b, b + 2 * q), (b + 3 * q, b + 4 * q), (b + 5 * q, b + 6 * q)]
+
+
+def test_buckets_of_finds_every_bucket_whatever_the_order_of_the_times() -> None:
+    """buckets_of aligns only when a time leaves the last bucket: out-of-order times, a
+    return to an earlier bucket and times on a bucket's edges still give the exact set."""
+    b = align_down(T0)
+    q = timedelta(minutes=15)
+    s = timedelta(seconds=1)
+    times = [b + q - s, b, b + q, b + 2 * q - s, b - s, b + 7 * q, b + q + s, b - 40 * q, b]
+    assert buckets_of(times) == {align_down(t) for t in times}
+    assert buckets_of(b + i * s for i in range(3600)) == {b + i * q for i in range(4)}
+    assert buckets_of([]) == set()
 
 
 async def test_the_ingest_worker_refreshes_the_rollup_by_itself(
