@@ -619,14 +619,30 @@ async def open_broker_link(
         queue_max=queue_max,
         parse=parse,
     )
-    async with asyncio.TaskGroup() as tasks:
-        task = tasks.create_task(link.run(), name=f"broker-link-{client_id}")
-        try:
-            yield link
-        finally:
-            # First, so a network thread blocked on a full queue lets go before it is joined.
-            link.stop_receiving()
-            task.cancel()
+    # A TaskGroup, so a crash of the link's task cancels the block rather than leaving it to
+    # run without a broker. But a TaskGroup wraps whatever leaves the block in an
+    # ExceptionGroup, and the callers (the API's lifespan, the ingest worker, their CLIs)
+    # catch CloudError and friends: a single exception is unwrapped at this boundary and
+    # re-raised as itself (a startup failure after the link is entered, e.g. Redis down,
+    # keeps its type and traceback).
+    single: BaseException | None = None
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(link.run(), name=f"broker-link-{client_id}")
+            try:
+                yield link
+            finally:
+                # First, so a network thread blocked on a full queue lets go before it is
+                # joined.
+                link.stop_receiving()
+                task.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        single = group.exceptions[0]
+    if single is not None:
+        # Outside the except clause: its cause and context stay its own, not the group.
+        raise single
 
 
 def request(

@@ -72,3 +72,16 @@ async def test_an_unreadable_ca_file_fails_at_startup_with_a_config_error(
         async with open_broker_link(mqtt, "api-broker-link-ca-test"):
             pass
     assert caught.value.variable == "CHARGEMITRA_MQTT_CA_FILE"
+
+
+async def test_an_error_in_the_block_leaves_it_as_itself_not_an_exception_group(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> None:
+    """The API's lifespan enters the link before Redis and the rest: a startup failure there
+    must reach the caller's ``except CloudError`` with its own type."""
+    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
+    with pytest.raises(BrokerError, match="later startup step") as caught:
+        async with open_broker_link(settings.mqtt, "api-broker-link-body-test"):
+            raise BrokerError("a later startup step failed") from OSError("refused")
+    assert type(caught.value) is BrokerError
+    assert isinstance(caught.value.__cause__, OSError)
