@@ -307,6 +307,7 @@ class _Connection:
     # --- asyncio side -----------------------------------------------------------------------
 
     def _end(self, reason: str) -> None:
+        self.link._live.pop(self.number, None)
         if not self.ended.done():
             self.ended.set_result(reason)
         if not self.ready.done():
@@ -401,6 +402,8 @@ class BrokerLink:
         self._backoff = backoff
         self._closing = threading.Event()
         self._current: _Connection | None = None
+        #: Connections not yet ended, by number (what :meth:`ack` answers through).
+        self._live: dict[int, _Connection] = {}
         self._up = asyncio.Event()
         #: Failed connection attempts in a row (the backoff's exponent).
         self._attempts = 0
@@ -455,11 +458,14 @@ class BrokerLink:
     def ack(self, delivery: Delivery) -> None:
         """PUBACK ``delivery`` (``manual_ack`` links); nothing if the connection that
         delivered it has ended (the broker redelivers it, or drops it with the session)."""
-        current = self._current
-        if delivery.qos == 0 or current is None or current.number != delivery.connection:
+        # Through the delivering connection, not ``_current``: a connection delivers before
+        # the run loop makes it current (a persistent session's queue arrives right after the
+        # CONNACK) and until its end is seen, when ``_current`` may already be None.
+        connection = self._live.get(delivery.connection)
+        if delivery.qos == 0 or connection is None or connection.ended.done():
             return
         with _translated("PUBACK failed"):
-            current.client.ack(delivery.mid, delivery.qos)
+            connection.client.ack(delivery.mid, delivery.qos)
 
     def _connection(self, topic: str) -> _Connection:
         current = self._current
@@ -539,6 +545,17 @@ class BrokerLink:
             properties = None
             if self._connect_values:
                 properties = _properties(PacketTypes.CONNECT, **self._connect_values)
+        # Registered before the network thread starts: it may deliver at once.
+        self._live[connection.number] = connection
+        try:
+            await self._open(connection, properties)
+        except BaseException:
+            self._live.pop(connection.number, None)
+            raise
+        return connection
+
+    async def _open(self, connection: _Connection, properties: Properties | None) -> None:
+        client = connection.client
         # In a worker thread: paho's connect() blocks (TCP, TLS; bounded by its
         # connect_timeout, 5 s), and the network thread is started there too, so the CONNACK
         # and the subscriptions never wait for this event loop's turn.
@@ -561,7 +578,6 @@ class BrokerLink:
         except BaseException:
             await connection.close()
             raise
-        return connection
 
     def _connect_socket(
         self, client: mqtt.Client, properties: Properties | None, clean_start: bool, keepalive: int

@@ -5,16 +5,19 @@ dynamic-security admin's round trip fails with BrokerError, not a paho or socket
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from cloud.broker import BrokerLogin, open_broker_link
 from cloud.devices.broker_auth import DynsecAdmin
 from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from protocols.enums import MessageKind
 from protocols.topics import topic
-from tests.support.cloud_env import make_settings
+from tests.support.cloud_env import add_device, make_settings
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import wait_for
 
@@ -85,3 +88,44 @@ async def test_an_error_in_the_block_leaves_it_as_itself_not_an_exception_group(
             raise BrokerError("a later startup step failed") from OSError("refused")
     assert type(caught.value) is BrokerError
     assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_a_delivery_is_acknowledged_on_its_connection_even_when_none_is_current(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> None:
+    """A manual-ack link PUBACKs through the connection that delivered the message while it
+    lasts — also when the link has no current connection (a persistent session's messages
+    arrive before the run loop makes the new connection current)."""
+    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
+    status_topic = topic(DEVICE, MessageKind.STATUS)
+    async with open_broker_link(
+        settings.mqtt, "api-broker-link-ack-test", subscriptions=[status_topic], manual_ack=True
+    ) as link:
+        await wait_for(lambda: link.connected, timeout_s=10)
+        device = paho.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=paho.MQTTv5)
+        device.username_pw_set(DEVICE, add_device(broker, DEVICE))
+        device.connect("127.0.0.1", broker.port)
+        device.loop_start()
+        try:
+            device.publish(status_topic, b"{}", qos=1).wait_for_publish(10)
+            delivery = await asyncio.wait_for(link.messages.get(), 10)
+        finally:
+            device.disconnect()
+            device.loop_stop()
+        connection = link._current
+        assert connection is not None
+        assert connection.number == delivery.connection
+        acked: list[tuple[int, int]] = []
+        real_ack = connection.client.ack
+
+        def spy(mid: int, qos: int) -> MQTTErrorCode:
+            acked.append((mid, qos))
+            return real_ack(mid, qos)
+
+        connection.client.ack = spy  # type: ignore[method-assign]
+        link._current = None  # the window between a connection's CONNACK and the run loop
+        try:
+            link.ack(delivery)
+        finally:
+            link._current = connection
+        assert acked == [(delivery.mid, 1)]
