@@ -222,9 +222,14 @@ async def test_a_job_the_database_refuses_is_survived_and_the_rest_goes_through(
         pending = await pg.fetch("SELECT DISTINCT device_id FROM telemetry_rollup_pending")
         assert [r["device_id"] for r in pending] == ["dev-refused"]
         assert await pg.fetchval("SELECT sum(n) FROM telemetry_15m") == 10 * 2  # dev-fine's
-        log = (workers.log_dir / "ingest-0.log").read_text(errors="replace")
-        assert "of device dev-refused refused, kept pending" in log
-        assert "left for its device to resend" in log
+        # The database changes before the worker writes its line: wait for the line.
+        log_file = workers.log_dir / "ingest-0.log"
+
+        def logged(line: str) -> Callable[[], bool]:
+            return lambda: line in log_file.read_text(errors="replace")
+
+        await wait_for(logged("of device dev-refused refused, kept pending"), timeout_s=30)
+        await wait_for(logged("left for its device to resend"), timeout_s=30)
     finally:
         await pg.execute("DROP TRIGGER IF EXISTS test_refuse_event ON session_events")
         await pg.execute("DROP FUNCTION IF EXISTS test_refuse_event()")
