@@ -291,6 +291,8 @@ class Acker:
         self._client.username_pw_set(username, password)
         self._client.on_message = self._message
         self._client.on_connect = self._connected
+        self._client.on_subscribe = self._subscribed_to
+        self._subscribed = threading.Event()
         self._client.reconnect_delay_set(1, 2)
         # A persistent session, like the real ingest: messages published while the acker is
         # reconnecting wait for it in the broker.
@@ -298,13 +300,22 @@ class Acker:
         props.SessionExpiryInterval = 3600
         self._client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self._client.loop_start()
+        # Ready means subscribed: a benchmark that starts publishing the moment the stand-in
+        # is up lost its first messages to the SUBSCRIBE still in flight (and then waited
+        # forever for them in settle()).
+        if not self._subscribed.wait(10):
+            self._client.disconnect()
+            self._client.loop_stop()
+            raise RuntimeError("acker: the broker did not acknowledge our subscriptions")
         self._thread = threading.Thread(target=self._ack_loop, name="acker", daemon=True)
         self._thread.start()
 
     def _connected(self, client: paho.Client, *args: object) -> None:
         # Subscribe on every (re)connect: the broker may have been restarted without our session.
-        for kind in sorted(UPLINK_KINDS):
-            client.subscribe(ingest_filter(kind, shared=False), qos=1)
+        client.subscribe([(ingest_filter(kind, shared=False), 1) for kind in sorted(UPLINK_KINDS)])
+
+    def _subscribed_to(self, *_: object) -> None:
+        self._subscribed.set()
 
     def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         at = time.monotonic()

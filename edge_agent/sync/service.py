@@ -209,11 +209,16 @@ class SyncService:
         except asyncio.QueueFull:
             self.stats.dropped_downlink += 1
 
-    def _puback(self, mid: int) -> None:
-        seq = self._mids.pop(mid, None)
-        if seq is not None:
-            self._uplink.puback(seq, self._mono())
-            self._wake_if_starved()
+    def _puback(self, mids: list[int]) -> None:
+        """PUBACKs of one read from the broker (a batch during a drain)."""
+        now = self._mono()
+        pop = self._mids.pop
+        puback = self._uplink.puback
+        for mid in mids:
+            seq = pop(mid, None)
+            if seq is not None:
+                puback(seq, now)
+        self._wake_if_starved()
 
     def _wake_if_starved(self) -> None:
         """Wake the drain for room freed by a PUBACK or an ack only when it is waiting for

@@ -28,7 +28,8 @@ from protocols.messages import Ack
 
 @dataclass(frozen=True, slots=True)
 class UplinkSettings:
-    #: Rows handed to the broker without PUBACK yet (paho's queue is scanned per PUBACK).
+    #: Rows handed to paho without PUBACK yet (paho holds them in memory; its own in-flight
+    #: limit is off, so this is the only bound: `LinkSettings.max_inflight`).
     max_publishing: int = 200
     #: Rows published and not yet acked by the cloud.
     max_unacked: int = 10000

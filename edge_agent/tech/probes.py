@@ -367,7 +367,7 @@ async def probe_broker(settings: AgentSettings, *, timeout_s: float = 5.0) -> Br
             ),
             will=Will(topic(device, MessageKind.STATUS), encode_message(will)),
             on_message=lambda _t, _p: None,
-            on_puback=lambda _m: None,
+            on_puback=lambda _mids: None,
             on_disconnect=lambda _r: None,
         )
         await link.connect()

@@ -56,7 +56,7 @@ async def test_failed_handshake_raises_and_closes_its_socket(
         settings,
         will=Will("cm/v1/d/cm-tls-test/status", b"{}"),
         on_message=lambda _t, _p: None,
-        on_puback=lambda _mid: None,
+        on_puback=lambda _mids: None,
         on_disconnect=lambda _r: None,
     )
     with warnings.catch_warnings(record=True) as caught:
