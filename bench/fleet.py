@@ -3,8 +3,9 @@
 ``python -m bench.fleet`` starts, on loopback, the project's cloud broker (deploy/mosquitto),
 two ``chargemitra-cloud ingest`` worker processes, the API (``chargemitra-cloud serve``) over a
 seeded charger catalogue (bench/search.py's seed), and the fleet simulator
-(firmware_sim/fleet.py: one MQTT connection per site, each with its own credentials
-provisioned through the cloud's dynamic-security path). Figures (one JSON line each, per
+(firmware_sim/fleet.py: one MQTT connection per site, each with its own credentials and
+role in the broker's dynamic-security file, written before the broker starts; the unlocked
+sites are claimed through the API). Figures (one JSON line each, per
 BENCHMARKS.md):
 
 * ``fleet_sites_sustained``: N is stepped up (``--steps``); a step passes when, over
@@ -66,6 +67,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from bench import search as search_bench
 from bench.unlock import pay_walkup, post_unlock, remove_rows, stop_session
 from cloud import migrate
+from cloud.devices.broker_auth import new_password
 from cloud.accounts.models import Role
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, env_name, load_settings
@@ -74,7 +76,6 @@ from firmware_sim.fleet import (
     MAX_DURATION_S,
     FleetConfig,
     SiteReport,
-    provision,
     run_fleet,
     run_sites,
     site_ids,
@@ -433,12 +434,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "cloud-ingest": secrets.token_urlsafe(16),
                 "cloud-api": secrets.token_urlsafe(16),
             }
-            broker = cloud_broker(Path(tmp) / "broker", make_certs(Path(tmp)), passwords_svc)
+            # The sites' credentials go into the plugin's file before the broker starts
+            # (the file provisioning writes, as issue 21 allows), not through thousands of
+            # plugin commands: Mosquitto 2.0's dynamic-security plugin rewrites its whole
+            # file on every command, so provisioning costs O(clients) each and thousands of
+            # them take minutes (measured in docs/scale.md). The sites the unlocks use are
+            # still claimed through the API's own path (UnlockMarket).
+            passwords = {d: new_password() for d in site_ids(max_sites, PREFIX_IDS)}
+            broker = cloud_broker(
+                Path(tmp) / "broker", make_certs(Path(tmp)), passwords_svc | passwords
+            )
             broker.start()
             try:
-                passwords = await asyncio.to_thread(
-                    provision, broker.admin(), site_ids(max_sites, PREFIX_IDS)
-                )
                 # Baseline first, before any ingest worker holds a session on the broker.
                 acker = BareAcker(broker.port, passwords_svc["cloud-ingest"])
                 try:
