@@ -744,9 +744,10 @@ def main() -> None:
     parser.add_argument(
         "--no-subscribers-resend-s",
         type=float,
-        default=0.0,
-        help="an experiment (not the agent's behaviour): a site resends a message the broker "
-        "PUBACKed with 'no matching subscribers' after this long; 0: it waits --resend-after-s",
+        default=1.0,
+        help="a site resends a message the broker PUBACKed with 'no matching subscribers' "
+        "after 0.5-1 times this, doubling per consecutive one, at most --resend-after-s (the "
+        "agent's mqtt.no_subscribers_resend_s default); 0: it waits --resend-after-s",
     )
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument(

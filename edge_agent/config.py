@@ -340,6 +340,11 @@ class MqttSettings(Settings, frozen=True):
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
     session_expiry_s: Annotated[int, Meta(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
     ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    #: A message the broker PUBACKs with 0x10 "No matching subscribers" (dropped: cloud
+    #: ingest not subscribed, as just after a broker restart) is resent after 0.5-1 times
+    #: this, doubling per consecutive 0x10, at most ``ack_timeout_s``; 0: after
+    #: ``ack_timeout_s`` (edge_agent/sync/window.py).
+    no_subscribers_resend_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
     backlog_msgs_per_s: Annotated[float, Meta(gt=0)] = 500.0
     status_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
     #: ``sync status`` and ``doctor`` warn when messages wait and the cloud has acknowledged
@@ -357,6 +362,13 @@ class MqttSettings(Settings, frozen=True):
             )
         if self.cert_file is not None and self.key_file is None:
             raise SettingsRuleError("key_file", None, "a file: cert_file needs key_file")
+        if self.no_subscribers_resend_s > self.ack_timeout_s:
+            raise SettingsRuleError(
+                "no_subscribers_resend_s",
+                self.no_subscribers_resend_s,
+                f"at most ack_timeout_s ({self.ack_timeout_s:g}): the ack timeout resends "
+                "a dropped message anyway",
+            )
 
 
 class OcppSettings(Settings, frozen=True):

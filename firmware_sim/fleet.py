@@ -11,7 +11,9 @@ A site speaks the wire contract of protocols/ as the edge agent does:
 - an outbox: every uplink message (telemetry batch, session event, status, command answer)
   gets the next ``seq``, is published QoS 1 and is deleted only when the cloud's application
   ``Ack`` names it; on every (re)connect everything unacked goes out again, in seq order, and
-  anything PUBACKed but not acked for ``resend_after_s`` is sent again;
+  anything PUBACKed but not acked for ``resend_after_s`` is sent again, and a message the
+  broker PUBACKs with 0x10 "no matching subscribers" (dropped) after a short backoff
+  (``no_subscribers_resend_s``, as the agent's ``mqtt.no_subscribers_resend_s``);
 - a Last Will (``Status`` online=false, seq 0, retained) registered at CONNECT, and a
   ``Status`` online=true after each connect;
 - one telemetry batch every ``1 / rate_hz`` seconds (``readings`` one-second readings);
@@ -127,9 +129,10 @@ class FleetConfig:
     resend_after_s: float = 30.0
     #: A message the broker PUBACKs with "no matching subscribers" (0x10: ingest was not
     #: subscribed, e.g. just after a broker restart, and the broker dropped it) is resent
-    #: after this many seconds. 0, the agent's behaviour: it waits ``resend_after_s`` like
-    #: any unacked message. (An experiment, docs/fleet.md: the agent does not do this.)
-    no_subscribers_resend_s: float = 0.0
+    #: after 0.5-1 times this, doubling per consecutive 0x10 of that message, at most
+    #: ``resend_after_s`` — the agent's behaviour (``mqtt.no_subscribers_resend_s``, 1 s;
+    #: edge_agent/sync/window.py). 0: it waits ``resend_after_s`` like any unacked message.
+    no_subscribers_resend_s: float = 1.0
     #: Our own QoS 1 in-flight window per connection.
     inflight: int = 100
     keepalive_s: int = 30
@@ -152,6 +155,8 @@ class FleetConfig:
             raise ValueError("offline_fraction must be in [0, 1]")
         if self.status_every_s <= 0:
             raise ValueError("status_every_s must be positive")
+        if self.no_subscribers_resend_s < 0:
+            raise ValueError("no_subscribers_resend_s must not be negative")
 
 
 @dataclass
@@ -246,6 +251,14 @@ class Site:
         self.seq = 0
         self.outbox: dict[int, _Row] = {}
         self.inflight: dict[int, int] = {}  # packet id -> seq
+        #: Consecutive 0x10 PUBACKs per seq (the resend backoff's attempt), as the agent's
+        #: UplinkWindow keeps them: ended by a routed PUBACK, an ack or a new connection.
+        self.drops: dict[int, int] = {}
+        self._drop_backoff = (
+            Backoff(initial_s=config.no_subscribers_resend_s, max_s=config.resend_after_s)
+            if config.no_subscribers_resend_s > 0
+            else None
+        )
         self.gen = 0
         self.link: MqttLink | None = None
         self.online = asyncio.Event()
@@ -297,6 +310,7 @@ class Site:
                 covered = [s for s in self.outbox if first <= s <= last]
             for seq in covered:
                 row = self.outbox.pop(seq)
+                self.drops.pop(seq, None)
                 self.report.messages_acked += 1
                 if row.backlog:
                     self.backlog_left -= 1
@@ -313,13 +327,14 @@ class Site:
         if reason == NO_MATCHING_SUBSCRIBERS:
             self.report.no_subscribers += 1
             row = None if seq is None else self.outbox.get(seq)
-            if row is not None and self.config.no_subscribers_resend_s > 0:
-                # Due for a resend once no_subscribers_resend_s has passed.
-                row.sent_at = (
-                    time.monotonic()
-                    - self.config.resend_after_s
-                    + self.config.no_subscribers_resend_s
-                )
+            if row is not None and seq is not None and self._drop_backoff is not None:
+                attempt = self.drops.get(seq, 0)
+                self.drops[seq] = attempt + 1
+                delay_s = self._drop_backoff.delay_s(attempt, self.rng.random)
+                # Due for a resend once delay_s has passed (pump resends what is stale).
+                row.sent_at = time.monotonic() - self.config.resend_after_s + delay_s
+        elif seq is not None and self.drops:
+            self.drops.pop(seq, None)  # routed: a later drop starts the backoff over
         self._wake.set()
 
     async def pump(self) -> None:
@@ -402,6 +417,7 @@ class Site:
         )
         link.subscribe([self._acks, self._cmds])
         self.gen += 1
+        self.drops.clear()
         self.link = link
         self.lost_broker_at = None
         self.report.connects += 1

@@ -40,7 +40,9 @@ def sync_settings(settings: AgentSettings) -> SyncSettings | None:
     return SyncSettings(
         link=link,
         uplink=UplinkSettings(
-            ack_timeout_s=mqtt.ack_timeout_s, backlog_msgs_per_s=mqtt.backlog_msgs_per_s
+            ack_timeout_s=mqtt.ack_timeout_s,
+            no_subscribers_resend_s=mqtt.no_subscribers_resend_s,
+            backlog_msgs_per_s=mqtt.backlog_msgs_per_s,
         ),
         status_interval_s=mqtt.status_interval_s,
         agent_version=__version__,

@@ -38,6 +38,10 @@ from edge_agent.hosts import is_loopback
 
 log = logging.getLogger(__name__)
 
+#: PUBACK reason "No matching subscribers" (MQTT 5, 3.4.2.1): the broker took the message and
+#: dropped it, as nobody was subscribed to its topic.
+NO_MATCHING_SUBSCRIBERS = 0x10
+
 
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
@@ -102,12 +106,16 @@ class MqttLink:
         on_message: Callable[[str, bytes], None],
         on_puback: Callable[[list[int]], None],
         on_disconnect: Callable[[str], None],
+        on_no_subscribers: Callable[[list[int]], None] | None = None,
     ) -> None:
+        """``on_puback`` gets the packet ids the broker PUBACKed; with ``on_no_subscribers``,
+        those PUBACKed 0x10 "No matching subscribers" (dropped) go to it instead."""
         self.settings = settings
         self._will = will
         self._on_message = on_message
         self._on_puback = on_puback
         self._on_disconnect = on_disconnect
+        self._on_no_subscribers = on_no_subscribers
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Future[bool] | None = None
@@ -118,8 +126,10 @@ class MqttLink:
         self._writing = False
         self._keepalive: asyncio.TimerHandle | None = None
         self._sock_closed = asyncio.Event()
-        #: PUBACKs of one read, handed over together once paho has parsed them all.
+        #: PUBACKs of one read, handed over together once paho has parsed them all (those
+        #: with reason 0x10 apart, when someone listens for them).
         self._pubacks: list[int] = []
+        self._unrouted: list[int] = []
         #: SUBSCRIBE packet ids waiting for the broker's SUBACK.
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
 
@@ -240,7 +250,7 @@ class MqttLink:
             client.loop_read()
         except Exception as exc:  # a callback of ours or paho failed: drop the link
             log.exception("MQTT read failed")
-            self._pubacks = []
+            self._pubacks, self._unrouted = [], []
             self._drop(f"read failed: {exc}")
             return
         self._deliver_pubacks()
@@ -341,9 +351,15 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
         # Inside paho's read: collected, and handed over once the read is done.
-        self._pubacks.append(mid)
+        if reason.value == NO_MATCHING_SUBSCRIBERS and self._on_no_subscribers is not None:
+            self._unrouted.append(mid)
+        else:
+            self._pubacks.append(mid)
 
     def _deliver_pubacks(self) -> None:
+        if self._unrouted and self._on_no_subscribers is not None:
+            unrouted, self._unrouted = self._unrouted, []
+            self._on_no_subscribers(unrouted)
         if self._pubacks:
             mids, self._pubacks = self._pubacks, []
             self._on_puback(mids)

@@ -74,6 +74,8 @@ class SyncStats:
     last_error: str | None = None
     dropped_downlink: int = 0
     resent: int = 0
+    #: PUBACKs with 0x10 "No matching subscribers": uplink the broker dropped (resent).
+    dropped_no_subscribers: int = 0
 
 
 class SyncService:
@@ -116,6 +118,7 @@ class SyncService:
         #: cost more than the publish itself); ``_starved``: the drain waits for room.
         self._low_water = max(1, settings.uplink.max_publishing // 4)
         self._starved = False
+        self._no_subscribers_logged = False
 
     # --- called by the agent -----------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class SyncService:
             on_message=self._received,
             on_puback=self._puback,
             on_disconnect=self._disconnected,
+            on_no_subscribers=self._no_subscribers,
         )
         self._dropped = asyncio.Event()
         session_present = await link.connect()
@@ -174,6 +178,7 @@ class SyncService:
             )
             self._mids.clear()
             self._uplink.reset(self._mono())
+            self._no_subscribers_logged = False
             self.stats.connected = True
             self.stats.connects += 1
             self.stats.last_error = None
@@ -220,6 +225,28 @@ class SyncService:
                 puback(seq, now)
         self._wake_if_starved()
 
+    def _no_subscribers(self, mids: list[int]) -> None:
+        """PUBACKs with 0x10 "No matching subscribers": the broker dropped these (cloud
+        ingest is not subscribed: a broker restart's first seconds, or ingest down). Each is
+        resent after its own backoff (:mod:`edge_agent.sync.window`) instead of the ack
+        timeout; the drain's expiry check picks it up when due."""
+        now = self._mono()
+        count = 0
+        for mid in mids:
+            seq = self._mids.pop(mid, None)
+            if seq is not None and self._uplink.dropped(seq, now) is not None:
+                count += 1
+        if count:
+            self.stats.dropped_no_subscribers += count
+            if not self._no_subscribers_logged:
+                # Once per connection: a long ingest outage must not become a log storm.
+                self._no_subscribers_logged = True
+                log.warning(
+                    "the broker dropped uplink for want of a subscriber (cloud ingest not "
+                    "subscribed); resending it with backoff"
+                )
+        self._wake_if_starved()
+
     def _wake_if_starved(self) -> None:
         """Wake the drain for room freed by a PUBACK or an ack only when it is waiting for
         room: at a few messages a second, a wake per PUBACK and per ack was most of the
@@ -245,17 +272,23 @@ class SyncService:
                 self._flush_acks()
                 next_flush = now + ACK_FLUSH_S
             # Timeouts are seconds long: checking them once a second keeps a window scan off
-            # every drain step.
-            late = self._uplink.expire(now) if now >= next_expiry_check else []
-            if now >= next_expiry_check:
+            # every drain step; a row the broker dropped is looked for when it is due.
+            window = self._uplink.window
+            late: list[int] = []
+            if now >= next_expiry_check or now >= window.next_drop_due:
+                late = self._uplink.expire(now)
                 next_expiry_check = now + 1.0
             if late:
                 self.stats.resent += len(late)
-                log.info(
-                    "no ack for %d rows within %.0f s; resending",
-                    len(late),
-                    self.settings.uplink.ack_timeout_s,
-                )
+                timed_out = len(late) - window.last_dropped_due
+                # Dropped rows' resends are not logged one by one (warned once per connection
+                # in _no_subscribers): a long ingest outage would log every few seconds.
+                if timed_out:
+                    log.info(
+                        "no ack for %d rows within %.0f s; resending",
+                        timed_out,
+                        self.settings.uplink.ack_timeout_s,
+                    )
             # Refill in bursts: a query per PUBACK would cost more than the publish itself.
             room = self._uplink.window.room()
             full = room < low_water and len(self._uplink.window) > 0

@@ -2,7 +2,9 @@
 
 Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.UplinkWindow`:
 
-1. **resend** — rows whose ack timed out or that were in flight when the link dropped;
+1. **resend** — rows whose ack timed out, that the broker dropped for want of a subscriber
+   (PUBACK 0x10, after a short backoff: :mod:`edge_agent.sync.window`) or that were in flight
+   when the link dropped;
 2. **urgent** — session events, command results and authorization decisions, oldest first,
    whatever their age;
 3. **live** — anything queued after the link came up (the reading a driver is watching);
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from edge_agent.store import outbox_lanes as q
 from edge_agent.store.outbox import OutboxRow
 from edge_agent.sync.window import TokenBucket, UplinkWindow
+from protocols.backoff import Backoff
 from protocols.messages import Ack
 
 
@@ -35,9 +38,20 @@ class UplinkSettings:
     max_unacked: int = 10000
     #: Resend a row if the cloud has not acked it by then.
     ack_timeout_s: float = 30.0
+    #: A row the broker PUBACKs with 0x10 "No matching subscribers" (it dropped it: no
+    #: ingest subscription, e.g. just after a broker restart) is resent after 0.5-1 times
+    #: this, doubling per consecutive 0x10 of that row, at most ``ack_timeout_s``.
+    #: 0: it waits ``ack_timeout_s`` like any unacked row.
+    no_subscribers_resend_s: float = 1.0
     #: Backlog lane rate; live and urgent rows are not limited.
     backlog_msgs_per_s: float = 500.0
     backlog_burst: float = 100.0
+
+    def no_subscribers_backoff(self) -> Backoff | None:
+        """The resend schedule of a row the broker dropped (None: the ack timeout's)."""
+        if self.no_subscribers_resend_s <= 0:
+            return None
+        return Backoff(initial_s=self.no_subscribers_resend_s, max_s=self.ack_timeout_s, factor=2.0)
 
 
 class Uplink:
@@ -50,6 +64,7 @@ class Uplink:
             max_publishing=settings.max_publishing,
             max_unacked=settings.max_unacked,
             ack_timeout_s=settings.ack_timeout_s,
+            no_subscribers=settings.no_subscribers_backoff(),
         )
         self._bucket = TokenBucket(settings.backlog_msgs_per_s, settings.backlog_burst, now)
         self._resend: list[int] = []
@@ -118,6 +133,11 @@ class Uplink:
     def puback(self, seq: int, now: float) -> None:
         self.window.puback(seq, now)
 
+    def dropped(self, seq: int, now: float) -> float | None:
+        """The broker dropped ``seq`` (PUBACK 0x10): it is due again after the returned
+        seconds, through :meth:`expire` and the resend lane."""
+        return self.window.dropped(seq, now)
+
     def acked(self, ack: Ack) -> None:
         """Note what the ack covers; :meth:`flush_acks` deletes it.
 
@@ -144,7 +164,8 @@ class Uplink:
         return len(self._acked)
 
     def expire(self, now: float) -> list[int]:
-        """Move timed-out rows to the resend lane; return their seqs."""
+        """Move due rows (timed out, or dropped by the broker and their backoff over) to the
+        resend lane; return their seqs."""
         late = self.window.timed_out(now)
         if late:
             self._resend = sorted(set(self._resend) | set(late))

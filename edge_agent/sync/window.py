@@ -7,6 +7,12 @@ Mosquitto may hold it in memory, DESIGN.md §8) → deleted when the cloud's app
 ``ack_timeout_s``, and every row in flight when the link drops, goes back to be resent; the
 cloud de-duplicates by seq.
 
+A PUBACK with reason 0x10 "No matching subscribers" is the broker saying it dropped the
+message: nobody (no ingest worker) was subscribed, as in the seconds after a broker restart
+before ingest's shared subscription is back (docs/fleet.md). No ack will come for it, so it is
+due again after a short backoff (:attr:`UplinkWindow.no_subscribers`: 0.5-1 s first, doubling
+per consecutive 0x10 of the same seq, at most ``ack_timeout_s``) instead of the full timeout.
+
 The window bounds both stages, so neither paho's queue (scanned on every PUBACK) nor the
 cloud's backlog grows without limit.
 """
@@ -14,7 +20,12 @@ cloud's backlog grows without limit.
 from __future__ import annotations
 
 import enum
+import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from protocols.backoff import Backoff
 
 
 class Stage(enum.Enum):
@@ -26,20 +37,43 @@ class Stage(enum.Enum):
 class InFlight:
     seq: int
     stage: Stage
-    since: float  # monotonic seconds
+    #: Monotonic seconds at which it is resent unless acked (or PUBACKed, while publishing).
+    due: float
+    #: Due early: the broker dropped it for want of a subscriber.
+    dropped: bool = False
 
 
 class UplinkWindow:
     """Which seqs are in flight, and how much room is left."""
 
-    def __init__(self, *, max_publishing: int, max_unacked: int, ack_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_publishing: int,
+        max_unacked: int,
+        ack_timeout_s: float,
+        no_subscribers: Backoff | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         if not 1 <= max_publishing <= max_unacked:
             raise ValueError("need 1 <= max_publishing <= max_unacked")
         self.max_publishing = max_publishing
         self.max_unacked = max_unacked
         self.ack_timeout_s = ack_timeout_s
+        #: When a row the broker dropped (PUBACK 0x10) is due again; None: after
+        #: ``ack_timeout_s`` like any unacked row.
+        self.no_subscribers = no_subscribers
+        self._rand = rand
         self._rows: dict[int, InFlight] = {}
         self._publishing = 0
+        #: Consecutive 0x10 PUBACKs per seq (the backoff's attempt). Kept while the seq waits
+        #: in the resend lane, out of the window; ended by a routed PUBACK, an ack or a reset.
+        self._drops: dict[int, int] = {}
+        #: The earliest ``due`` of a dropped row (inf: none), so the drain looks for it then
+        #: rather than at its once-a-second timeout check.
+        self.next_drop_due = math.inf
+        #: How many seqs of the last :meth:`timed_out` were dropped rows, not timeouts.
+        self.last_dropped_due = 0
 
     def __contains__(self, seq: object) -> bool:
         return seq in self._rows
@@ -60,7 +94,7 @@ class UplinkWindow:
     def published(self, seq: int, now: float) -> None:
         if seq in self._rows:
             raise ValueError(f"seq {seq} is already in flight")
-        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now)
+        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now + self.ack_timeout_s)
         self._publishing += 1
 
     def puback(self, seq: int, now: float) -> bool:
@@ -68,9 +102,33 @@ class UplinkWindow:
         row = self._rows.get(seq)
         if row is None or row.stage is not Stage.PUBLISHING:
             return False
-        row.stage, row.since = Stage.AWAITING_ACK, now
+        row.stage, row.due = Stage.AWAITING_ACK, now + self.ack_timeout_s
         self._publishing -= 1
+        if self._drops:
+            self._drops.pop(seq, None)  # routed: a later drop starts the backoff over
         return True
+
+    def dropped(self, seq: int, now: float) -> float | None:
+        """The broker PUBACKed ``seq`` with 0x10 "No matching subscribers" and dropped it.
+
+        Return the seconds until it is due again (None if it was not publishing). Without a
+        :attr:`no_subscribers` backoff it waits ``ack_timeout_s`` like a routed row.
+        """
+        row = self._rows.get(seq)
+        if row is None or row.stage is not Stage.PUBLISHING:
+            return None
+        self._publishing -= 1
+        row.stage = Stage.AWAITING_ACK
+        if self.no_subscribers is None:
+            row.due = now + self.ack_timeout_s
+            return self.ack_timeout_s
+        attempt = self._drops.get(seq, 0)
+        self._drops[seq] = attempt + 1
+        # Never later than the ack timeout would have resent it.
+        delay_s = min(self.no_subscribers.delay_s(attempt, self._rand), self.ack_timeout_s)
+        row.due, row.dropped = now + delay_s, True
+        self.next_drop_due = min(self.next_drop_due, row.due)
+        return delay_s
 
     def acked(self, ranges: list[tuple[int, int]]) -> list[int]:
         """Forget every in-flight seq the ack covers; return them (for logging)."""
@@ -83,20 +141,40 @@ class UplinkWindow:
                 done += [s for s in self._rows if first <= s <= last]
         for seq in done:
             self._forget(seq)
+        if self._drops:
+            for seq in done:
+                self._drops.pop(seq, None)
         return done
 
     def timed_out(self, now: float) -> list[int]:
-        """Seqs with no PUBACK or ack within the timeout, oldest first; they leave the window."""
-        late = sorted(s for s, r in self._rows.items() if now - r.since >= self.ack_timeout_s)
+        """Seqs that are due (no PUBACK or ack within the timeout, or dropped by the broker
+        and their backoff over), oldest first; they leave the window."""
+        late: list[int] = []
+        dropped = 0
+        next_drop_due = math.inf
+        for seq, row in self._rows.items():
+            if row.due <= now:
+                late.append(seq)
+                if row.dropped:
+                    dropped += 1
+            elif row.dropped and row.due < next_drop_due:
+                next_drop_due = row.due
+        self.next_drop_due = next_drop_due
+        self.last_dropped_due = dropped
+        late.sort()
         for seq in late:
             self._forget(seq)
         return late
 
     def reset(self) -> list[int]:
-        """The link dropped: everything in flight must be resent. Return it, oldest first."""
+        """The link dropped: everything in flight must be resent. Return it, oldest first.
+        A new connection is a new situation: the drops' backoff starts over."""
         seqs = sorted(self._rows)
         self._rows.clear()
         self._publishing = 0
+        self._drops.clear()
+        self.next_drop_due = math.inf
+        self.last_dropped_due = 0
         return seqs
 
     def _forget(self, seq: int) -> None:

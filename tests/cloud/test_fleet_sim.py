@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
+from edge_agent.config import MqttSettings
 from firmware_sim.fleet import FleetConfig, provision, run_sites, site_ids
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
@@ -241,7 +242,8 @@ async def test_a_site_counts_uplink_the_broker_dropped_for_want_of_a_subscriber(
     """With no ingest worker subscribed the broker PUBACKs every uplink with 0x10 ("no
     matching subscribers") and drops it — what a site meets right after a broker restart,
     before ingest's shared subscription is back (docs/fleet.md). The site counts them, keeps
-    them in its outbox, and resends them after ``no_subscribers_resend_s`` when that is set."""
+    them in its outbox, and resends them after a backoff from ``no_subscribers_resend_s`` (as
+    the agent does; 0: it waits for its ack timeout)."""
     device_ids = site_ids(1, "fleet-n")
     passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
     reports = []
@@ -260,3 +262,13 @@ async def test_a_site_counts_uplink_the_broker_dropped_for_want_of_a_subscriber(
     assert waiting.unacked == waiting.messages_sent
     assert resending.publishes > resending.messages_sent
     assert resending.no_subscribers == resending.publishes
+
+
+def test_a_site_resends_dropped_uplink_on_the_agents_schedule_by_default() -> None:
+    """The simulator's defaults are the agent's: a message PUBACKed 0x10 is resent after a
+    backoff from ``mqtt.no_subscribers_resend_s``, anything unacked after ``ack_timeout_s``
+    (docs/fleet.md) — so the storm it measures is the fleet's as shipped."""
+    agent = MqttSettings(host="127.0.0.1")
+    sim = FleetConfig()
+    assert sim.no_subscribers_resend_s == agent.no_subscribers_resend_s > 0
+    assert sim.resend_after_s == agent.ack_timeout_s

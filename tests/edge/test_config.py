@@ -194,6 +194,29 @@ def test_plaintext_mqtt_only_to_this_machine() -> None:
     assert parse_config(data).mqtt is not None
 
 
+def test_a_dropped_message_resend_is_no_later_than_the_ack_timeout() -> None:
+    """``mqtt.no_subscribers_resend_s`` (the first resend of a message the broker dropped
+    for want of a subscriber) defaults to 1 s, 0 turns it off, and past the ack timeout it
+    would mean nothing: refused, naming the field."""
+    data = _data(GOOD)
+    data["mqtt"] = {"host": "broker.example"}
+    mqtt = parse_config(data).mqtt
+    assert mqtt is not None
+    assert mqtt.no_subscribers_resend_s == 1.0
+    data["mqtt"] = {"host": "broker.example", "no_subscribers_resend_s": 0}
+    assert parse_config(data).mqtt is not None
+    data["mqtt"] = {"host": "broker.example", "ack_timeout_s": 5, "no_subscribers_resend_s": 10}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (problem,) = info.value.problems
+    assert (problem.field, problem.value) == ("mqtt.no_subscribers_resend_s", 10)
+    assert "ack_timeout_s" in problem.expected
+    data["mqtt"] = {"host": "broker.example", "no_subscribers_resend_s": -1}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert "mqtt.no_subscribers_resend_s" in _problem_fields(info.value)
+
+
 def test_problems_in_different_places_are_reported_together() -> None:
     bad = (
         GOOD.replace("unit_id = 1\n", "unit_id = 0\n", 1)

@@ -147,6 +147,34 @@ async def test_lost_acks_are_resent_after_the_ack_timeout(
     assert acker.received[DEVICE].deliveries >= 40
 
 
+async def test_uplink_the_broker_dropped_for_want_of_a_subscriber_is_resent_before_the_timeout(
+    store: sqlite3.Connection, broker: Broker, certs: Certs
+) -> None:
+    """After a broker restart, ingest's subscription is gone until it resubscribes: the
+    broker PUBACKs uplink with 0x10 "No matching subscribers" and drops it. The agent resends
+    those rows with a short backoff, so once a subscriber is back they arrive and are acked
+    long before the ack timeout (300 s here: only the 0x10 path can deliver them in time)."""
+    queue_readings(store, 20)
+    queue_session(store)
+    queued = outbox_seqs(store)
+    sync = service(store, broker, certs, ack_timeout_s=300.0)
+    async with running(sync):
+        # No subscriber on the uplink topics: every row is dropped, at least once each.
+        await wait_until(
+            lambda: sync.stats.dropped_no_subscribers >= len(queued), 20, "the 0x10 PUBACKs"
+        )
+        assert queued <= outbox_seqs(store), "a dropped row left the outbox"
+        acker = Acker(broker.port, username="cloud-ingest", password=INGEST_PASSWORD)
+        try:
+            # Far below the ack timeout; not a performance bound.
+            await wait_until(lambda: queued.isdisjoint(outbox_seqs(store)), 60, "the resends")
+            got = acker.received[DEVICE]
+        finally:
+            acker.close()
+    assert queued <= set(got.by_seq)  # the same rows (same seqs) sent again
+    assert sync.stats.resent >= len(queued)
+
+
 async def test_status_reports_the_backlog_and_is_retained(
     store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
 ) -> None:

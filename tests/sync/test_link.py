@@ -33,9 +33,11 @@ def make_link(
     *,
     received: list[tuple[str, bytes]] | None = None,
     pubacks: list[int] | None = None,
+    unrouted: list[int] | None = None,
 ) -> MqttLink:
     """A link as the sync service makes it; what it receives and the PUBACKs' packet ids
-    are appended to ``received`` and ``pubacks``."""
+    are appended to ``received`` and ``pubacks`` (those PUBACKed 0x10 "No matching
+    subscribers" to ``unrouted`` instead, when given)."""
     assert broker.tls_port is not None
     messages = received if received is not None else []
     acked = pubacks if pubacks is not None else []
@@ -46,6 +48,7 @@ def make_link(
         on_message=lambda name, payload: messages.append((name, payload)),
         on_puback=acked.extend,
         on_disconnect=lambda _reason: None,
+        on_no_subscribers=None if unrouted is None else unrouted.extend,
     )
 
 
@@ -123,6 +126,32 @@ async def test_every_publish_is_pubacked_exactly_once(broker: Broker, certs: Cer
         await wait_until(lambda: len(pubacks) >= len(mids), 20, "every PUBACK")
         await asyncio.sleep(0.05)  # a duplicate PUBACK would be in by now
         assert sorted(pubacks) == sorted(mids)
+    finally:
+        await link.close()
+
+
+async def test_a_puback_saying_no_subscriber_got_the_message_is_told_apart(
+    broker: Broker, certs: Certs
+) -> None:
+    """Mosquitto PUBACKs a message nobody is subscribed to with 0x10 and drops it (MQTT 5,
+    3.4.2.1): the link hands those packet ids to ``on_no_subscribers``, the rest to
+    ``on_puback``."""
+    pubacks: list[int] = []
+    unrouted: list[int] = []
+    link = make_link(broker, certs, pubacks=pubacks, unrouted=unrouted)
+    await link.connect()
+    try:
+        telemetry = topic(DEVICE, MessageKind.TELEMETRY)
+        dropped = [link.publish(telemetry, f"nobody {i}".encode()) for i in range(5)]
+        await wait_until(lambda: len(unrouted) >= len(dropped), 20, "the 0x10 PUBACKs")
+        subscriber = Ingest(broker)
+        try:
+            routed = [link.publish(telemetry, f"ingest {i}".encode()) for i in range(5)]
+            await wait_until(lambda: len(pubacks) >= len(routed), 20, "the routed PUBACKs")
+            await wait_until(lambda: len(subscriber.payloads()) >= 5, 20, "the deliveries")
+        finally:
+            subscriber.close()
+        assert (sorted(unrouted), sorted(pubacks)) == (sorted(dropped), sorted(routed))
     finally:
         await link.close()
 

@@ -1,4 +1,5 @@
-"""The uplink's pure bookkeeping: window bounds, acks, timeouts, resets, rate, backoff."""
+"""The uplink's pure bookkeeping: window bounds, acks, timeouts, resets, rate, backoff, and
+the resend schedule of rows the broker dropped for want of a subscriber (PUBACK 0x10)."""
 
 from __future__ import annotations
 
@@ -67,9 +68,103 @@ def test_publishing_the_same_seq_twice_is_a_bug() -> None:
         w.published(1, 0.0)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["pub", "puback", "ack", "tick"]), st.integers(1, 20))))
+def dropping_window(rand: float, ack_timeout_s: float = 30.0) -> UplinkWindow:
+    """A window whose dropped rows back off from 1 s, with the jitter fixed at ``rand``."""
+    return UplinkWindow(
+        max_publishing=3,
+        max_unacked=5,
+        ack_timeout_s=ack_timeout_s,
+        no_subscribers=Backoff(initial_s=1.0, max_s=ack_timeout_s),
+        rand=lambda: rand,
+    )
+
+
+def drop_until_due(w: UplinkWindow, seq: int, now: float) -> float:
+    """Publish ``seq``, have the broker drop it, and return when it came due (left the window
+    for the resend lane), checking each 10 ms as the drain would."""
+    w.published(seq, now)
+    delay_s = w.dropped(seq, now)
+    assert delay_s is not None
+    assert w.next_drop_due == now + delay_s
+    t = now
+    while True:
+        t = round(t + 0.01, 2)
+        if w.timed_out(t):
+            return t - now
+
+
+def test_a_dropped_row_alone_comes_due_early_and_the_others_wait_for_their_ack() -> None:
+    w = dropping_window(rand=1.0)
+    for seq in (1, 2, 3):
+        w.published(seq, 0.0)
+    w.puback(1, 0.0)
+    assert w.dropped(2, 0.0) == 1.0  # the broker dropped seq 2: no ack will come for it
+    assert w.publishing == 1  # a drop is a PUBACK: the window has room again
+    assert w.timed_out(0.99) == []
+    assert w.timed_out(1.0) == [2]
+    assert (1 in w, 2 in w, 3 in w) == (True, False, True)
+    assert w.timed_out(29.9) == []  # seq 1 (PUBACKed) and 3 (publishing) keep their timeout
+    assert w.timed_out(30.0) == [1, 3]
+
+
+def test_a_dropped_rows_backoff_doubles_per_consecutive_drop_and_caps_at_the_ack_timeout() -> None:
+    for rand, expected in ((1.0, [1, 2, 4, 8, 16, 30, 30, 30]), (0.0, [0.5, 1, 2, 4, 8, 15, 15])):
+        w = dropping_window(rand)
+        now, delays = 0.0, []
+        for _ in expected:
+            delay = drop_until_due(w, 7, now)
+            delays.append(delay)
+            now += delay
+        assert delays == pytest.approx(expected)
+
+
+def test_a_routed_puback_an_ack_or_a_new_connection_starts_the_backoff_over() -> None:
+    w = dropping_window(rand=1.0)
+    assert [drop_until_due(w, 7, t) for t in (0.0, 10.0, 20.0)] == pytest.approx([1, 2, 4])
+    w.published(7, 30.0)
+    w.puback(7, 30.0)  # ingest is back: the broker routed it
+    w.timed_out(60.0)
+    assert drop_until_due(w, 7, 100.0) == pytest.approx(1)
+    assert drop_until_due(w, 7, 110.0) == pytest.approx(2)
+    w.published(7, 120.0)
+    w.acked([(7, 7)])
+    assert drop_until_due(w, 7, 130.0) == pytest.approx(1)
+    assert drop_until_due(w, 7, 140.0) == pytest.approx(2)
+    w.reset()
+    assert drop_until_due(w, 7, 150.0) == pytest.approx(1)
+    # Each seq has its own streak.
+    assert drop_until_due(w, 8, 160.0) == pytest.approx(1)
+
+
+def test_without_a_backoff_a_dropped_row_waits_for_the_ack_timeout() -> None:
+    w = window()  # ack_timeout_s 10, no no_subscribers backoff: the agent before 0x10 resends
+    w.published(1, 0.0)
+    assert w.dropped(1, 2.0) == 10.0
+    assert w.timed_out(11.9) == []
+    assert w.timed_out(12.0) == [1]
+
+
+def test_a_late_drop_for_a_row_not_publishing_changes_nothing() -> None:
+    w = dropping_window(rand=1.0)
+    assert w.dropped(1, 0.0) is None  # unknown seq
+    w.published(1, 0.0)
+    w.puback(1, 0.0)
+    assert w.dropped(1, 0.1) is None  # already PUBACKed
+    assert w.timed_out(29.9) == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["pub", "puback", "drop", "ack", "tick"]), st.integers(1, 20))
+    )
+)
 def test_window_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -> None:
-    w = UplinkWindow(max_publishing=4, max_unacked=8, ack_timeout_s=3.0)
+    w = UplinkWindow(
+        max_publishing=4,
+        max_unacked=8,
+        ack_timeout_s=3.0,
+        no_subscribers=Backoff(initial_s=0.5, max_s=3.0),
+    )
     now = 0.0
     for op, seq in ops:
         now += 1.0
@@ -77,6 +172,9 @@ def test_window_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -
             w.published(seq, now)
         elif op == "puback":
             w.puback(seq, now)
+        elif op == "drop":
+            delay = w.dropped(seq, now)
+            assert delay is None or 0 < delay <= 3.0
         elif op == "ack":
             w.acked([(seq, seq + 2)])
         else:
