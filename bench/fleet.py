@@ -57,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+import psutil  # type: ignore[import-untyped]
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench import search as search_bench
@@ -175,27 +177,75 @@ def _step_config(args: argparse.Namespace, port: int) -> FleetConfig:
     )
 
 
+#: Roles whose CPU is counted per step: role -> the pids it runs as (read at each sample).
+Roles = dict[str, Callable[[], list[int]]]
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL server process (backends, WAL writer, checkpointer, ...)."""
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+def _cpu_sample(roles: Roles) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role, and by the whole machine."""
+    out: dict[str, float] = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:  # ended meanwhile: a short-lived backend
+                continue
+            total += times.user + times.system
+        out[role] = total
+    machine = psutil.cpu_times()
+    out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    return out
+
+
+def _cores_used(
+    before: dict[str, float], after: dict[str, float], wall_s: float
+) -> dict[str, float]:
+    """Cores each role kept busy between two samples. ``other`` is the machine's busy time
+    the roles do not account for: the simulator's processes (started and ended within the
+    step, so they cannot be sampled), the kernel's network work, anything else running."""
+    cores = {role: round((after[role] - before[role]) / wall_s, 3) for role in after}
+    cores["other"] = round(cores["machine"] - sum(v for r, v in cores.items() if r != "machine"), 3)
+    return cores
+
+
 def _step_up(
-    args: argparse.Namespace, port: int, passwords: dict[str, str], label: str
-) -> tuple[int, dict[int, SiteReport]]:
-    """Run each step until one fails; return the largest passing N and every step's report."""
-    best, reports = 0, {}
+    args: argparse.Namespace,
+    port: int,
+    passwords: dict[str, str],
+    label: str,
+    roles: Roles,
+) -> tuple[int, dict[int, SiteReport], dict[int, dict[str, float]]]:
+    """Run each step until one fails; return the largest passing N, every step's report and
+    the cores each role used in it (the capacity model's per-component figures)."""
+    best, reports, cores = 0, {}, {}
     ids = sorted(passwords)
     for n in args.steps:
         subset = {d: passwords[d] for d in ids[:n]}
+        before, started = _cpu_sample(roles), time.monotonic()
         report = run_fleet(subset, _step_config(args, port), processes=args.sim_processes)
+        cores[n] = _cores_used(before, _cpu_sample(roles), time.monotonic() - started)
         reports[n] = report
         ok = _passed(report)
         p99 = _p(report.lags_ms, 0.99) if report.lags_ms else None
         print(
             f"bench.fleet: {label} {n} sites: lag p99 {p99} ms, unacked {report.unacked}, "
-            f"{'pass' if ok else 'FAIL'}",
+            f"{'pass' if ok else 'FAIL'}; cores {cores[n]}",
             file=sys.stderr,
         )
         if not ok:
             break
         best = n
-    return best, reports
+    return best, reports, cores
+
+
+def _pids(process: subprocess.Popen[bytes] | asyncio.subprocess.Process | None) -> list[int]:
+    return [] if process is None or process.pid is None else [process.pid]
 
 
 def _raise_fd_limit() -> None:
@@ -462,8 +512,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 # Baseline first, before any ingest worker holds a session on the broker.
                 acker = BareAcker(broker.port, passwords_svc["cloud-ingest"])
                 try:
-                    base_best, base_reports = await asyncio.to_thread(
-                        _step_up, args, broker.port, passwords, "bare acker"
+                    base_roles: Roles = {
+                        "broker": lambda: _pids(broker.proc),
+                        "bench_and_acker": lambda: [os.getpid()],
+                        "database": _postgres_pids,
+                    }
+                    base_best, base_reports, base_cores = await asyncio.to_thread(
+                        _step_up, args, broker.port, passwords, "bare acker", base_roles
                     )
                 finally:
                     acker.close()
@@ -536,8 +591,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     market = await _open_unlock_market(
                         conn, load_settings(serve_env), client, args.unlock_sites
                     )
-                    best, reports = await asyncio.to_thread(
-                        _step_up, args, broker.port, passwords, "ingest"
+                    roles: Roles = {
+                        "broker": lambda: _pids(broker.proc),
+                        "ingest_workers": lambda: [w.pid for w in workers],
+                        "database": _postgres_pids,
+                        "api": lambda: _pids(server),
+                        "bench": lambda: [os.getpid()],
+                    }
+                    best, reports, cores = await asyncio.to_thread(
+                        _step_up, args, broker.port, passwords, "ingest", roles
                     )
                     load_n = best or args.steps[0]
                     subset = {d: passwords[d] for d in sorted(passwords)[:load_n]}
@@ -613,6 +675,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     for n, r in reports.items()
                 },
                 "unacked_by_step": {n: r.unacked for n, r in reports.items()},
+                # Cores each component kept busy in each step (docs/scale.md's capacity model).
+                "cores_by_step": cores,
+                "baseline_cores_by_step": base_cores,
             },
         },
         lag_line,
