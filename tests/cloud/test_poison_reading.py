@@ -23,6 +23,7 @@ import pytest
 from cloud.pg import PgConnection
 from cloud.settings import env_name
 from cloud.telemetry.rollup import mark_pending
+from cloud.telemetry.storage import TelemetryBackend
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
@@ -173,16 +174,43 @@ async def test_the_hosts_chart_answers_on_extreme_rows_stored_before_the_bounds(
     assert point["mean"] == (2 * 2**53 + 7000.0) / 3
 
 
+async def _rollup_rows_table(pg: PgConnection, backend: TelemetryBackend) -> str:
+    """Where the rollup's rows are written: the table itself on plain PostgreSQL; under
+    Timescale, the continuous aggregate's materialization hypertable (the view refuses DDL)."""
+    if backend is TelemetryBackend.PLAIN:
+        return "telemetry_15m"
+    name: str = await pg.fetchval(
+        "SELECT format('%I.%I', materialization_hypertable_schema, "
+        "materialization_hypertable_name) FROM timescaledb_information.continuous_aggregates "
+        "WHERE view_name = 'telemetry_15m'"
+    )
+    return name
+
+
 async def test_a_job_the_database_refuses_is_survived_and_the_rest_goes_through(
-    broker: Broker, pg: PgConnection, workers: Workers
+    broker: Broker, pg: PgConnection, workers: Workers, telemetry_backend: TelemetryBackend
 ) -> None:
     """Failures nothing anticipated — a rollup bucket and a session event PostgreSQL refuses
     with errors that are neither a lost connection nor bad data — are logged, counted and
     isolated: the worker stays up, every other bucket and message goes through, and the
-    refused ones go through once the cause is gone."""
+    refused ones go through once the cause is gone.
+
+    The refused device's readings are an hour after the other's: under Timescale a refresh
+    covers a time window for every device in it, so a refusal is isolated to its bucket's
+    window, not to one device (on plain PostgreSQL, to the device's bucket)."""
+    # A trigger, not a CHECK constraint: Timescale refuses constraints on a materialization
+    # table but fires its row triggers.
+    rollup_rows = await _rollup_rows_table(pg, telemetry_backend)
     await pg.execute(
-        "ALTER TABLE telemetry_15m ADD CONSTRAINT test_refuse_bucket "
-        "CHECK (device_id <> 'dev-refused')"
+        """CREATE FUNCTION test_refuse_bucket() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.device_id = 'dev-refused' THEN RAISE EXCEPTION 'injected bucket refusal'; END IF;
+            RETURN NEW;
+        END $$"""
+    )
+    await pg.execute(
+        f"CREATE TRIGGER test_refuse_bucket BEFORE INSERT ON {rollup_rows} "
+        "FOR EACH ROW EXECUTE FUNCTION test_refuse_bucket()"
     )
     await pg.execute(
         """CREATE FUNCTION test_refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -200,7 +228,7 @@ async def test_a_job_the_database_refuses_is_survived_and_the_rest_goes_through(
         await _joined(broker)
         refused = SimDevice("dev-refused", add_device(broker, "dev-refused"), broker.port)
         good = SimDevice("dev-fine", add_device(broker, "dev-fine"), broker.port)
-        refused.queue([telemetry("dev-refused", 1, readings=10)])
+        refused.queue([telemetry("dev-refused", 1, readings=10, first_index=3600)])
         refused.queue(session_events("dev-refused", new_ulid(), 2, updates=1))
         good.queue([telemetry("dev-fine", 1, readings=10)])
         good.queue(session_events("dev-fine", new_ulid(), 2, updates=1))
@@ -233,7 +261,8 @@ async def test_a_job_the_database_refuses_is_survived_and_the_rest_goes_through(
     finally:
         await pg.execute("DROP TRIGGER IF EXISTS test_refuse_event ON session_events")
         await pg.execute("DROP FUNCTION IF EXISTS test_refuse_event()")
-        await pg.execute("ALTER TABLE telemetry_15m DROP CONSTRAINT IF EXISTS test_refuse_bucket")
+        await pg.execute(f"DROP TRIGGER IF EXISTS test_refuse_bucket ON {rollup_rows}")
+        await pg.execute("DROP FUNCTION IF EXISTS test_refuse_bucket()")
 
     # The cause is gone: the device's resend is stored, the bucket refreshed, once each.
     await refused.drain(timeout_s=60, resend_every_s=2)
