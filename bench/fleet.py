@@ -186,18 +186,22 @@ def _postgres_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU seconds, with those of its children that have ended. For PostgreSQL's
+    postmaster that is every backend, autovacuum and parallel worker gone since it started:
+    without it a backend ending within a step would take its CPU out of the sum."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:  # ended meanwhile (its parent's children times have it now)
+        return 0.0
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
 def _cpu_sample(roles: Roles) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each role, and by the whole machine."""
     out: dict[str, float] = {}
     for role, pids in roles.items():
-        total = 0.0
-        for pid in pids():
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:  # ended meanwhile: a short-lived backend
-                continue
-            total += times.user + times.system
-        out[role] = total
+        out[role] = sum(_cpu_seconds(pid) for pid in pids())
     machine = psutil.cpu_times()
     out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
     return out
@@ -207,8 +211,7 @@ def _cores_used(
     before: dict[str, float], after: dict[str, float], wall_s: float
 ) -> dict[str, float]:
     """Cores each role kept busy between two samples. ``other`` is the machine's busy time
-    the roles do not account for: the simulator's processes (started and ended within the
-    step, so they cannot be sampled), the kernel's network work, anything else running."""
+    the roles do not account for: the kernel's network work, anything else running."""
     cores = {role: round((after[role] - before[role]) / wall_s, 3) for role in after}
     cores["other"] = round(cores["machine"] - sum(v for r, v in cores.items() if r != "machine"), 3)
     return cores
@@ -514,7 +517,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 try:
                     base_roles: Roles = {
                         "broker": lambda: _pids(broker.proc),
-                        "bench_and_acker": lambda: [os.getpid()],
+                        # This process and its ended children: the step's simulator.
+                        "simulator_and_acker": lambda: [os.getpid()],
                         "database": _postgres_pids,
                     }
                     base_best, base_reports, base_cores = await asyncio.to_thread(
@@ -596,7 +600,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "ingest_workers": lambda: [w.pid for w in workers],
                         "database": _postgres_pids,
                         "api": lambda: _pids(server),
-                        "bench": lambda: [os.getpid()],
+                        "simulator": lambda: [os.getpid()],
                     }
                     best, reports, cores = await asyncio.to_thread(
                         _step_up, args, broker.port, passwords, "ingest", roles
