@@ -566,6 +566,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         token_private_key(Path(tmp))
                     ),
                     env_name("marketplace", "device_offline_after_s"): "180",
+                    # The bench's driver and host are minted their access tokens once, before
+                    # the steps; the full run's steps take longer than the default 15 minutes.
+                    env_name("auth", "access_ttl_s"): "86400",
                     # No billing: the unlocks' rows are deleted after (a billed session's
                     # ledger entries could not be), as in bench.unlock.
                     env_name("billing", "settle_interval_s"): "0",
