@@ -89,6 +89,11 @@ STABLE_S = 10.0
 QUEUE_MAX = 1000
 #: How often a network thread blocked on a full queue checks whether the link is closing.
 _BLOCKED_CHECK_S = 0.5
+#: A broker that states no Receive Maximum in its CONNACK receives this many (MQTT 5).
+MQTT_RECEIVE_MAXIMUM = 65535
+#: In flight per connection to start with: deploy/mosquitto/cloud/mosquitto.conf's
+#: max_inflight_messages (tests/cloud/test_broker_link.py checks they agree).
+IN_FLIGHT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +185,11 @@ def _new_client(
     *,
     context: ssl.SSLContext | None,
     manual_ack: bool = False,
+    in_flight: int = MQTT_RECEIVE_MAXIMUM,
 ) -> mqtt.Client:
-    """A configured, not yet connected MQTT 5 client that never reconnects by itself."""
+    """A configured, not yet connected MQTT 5 client that never reconnects by itself, with
+    up to ``in_flight`` QoS 1 messages unacknowledged (paho can only set it before
+    connecting, and its default is 20 whatever the broker allows)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -189,6 +197,7 @@ def _new_client(
         reconnect_on_failure=False,
         manual_ack=manual_ack,
     )
+    client.max_inflight_messages_set(in_flight)
     client.username_pw_set(login.username, login.password)
     if context is not None:
         client.tls_set_context(context)
@@ -243,11 +252,24 @@ class _Connection:
             loop.call_soon_threadsafe(fn, *args)
 
     def _on_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
             refused = BrokerError(f"the broker refused the connection: {reason}")
             self._call(_settle, self.ready, refused)
+            return
+        # paho ignores the broker's Receive Maximum (MQTT 5, 3.2.2.3.3): its in-flight limit
+        # is set before connecting (BrokerLink._in_flight). A broker that receives fewer
+        # than that would disconnect us for exceeding it mid-burst: learn its limit and
+        # connect again with it.
+        receive_maximum = int(getattr(props, "ReceiveMaximum", MQTT_RECEIVE_MAXIMUM))
+        if receive_maximum < client.max_inflight_messages:
+            self.link._in_flight = receive_maximum
+            error = BrokerError(
+                f"the broker receives at most {receive_maximum} messages in flight; "
+                "connecting again with that limit"
+            )
+            self._call(_settle, self.ready, error)
             return
         patterns = self.link.subscriptions
         if not patterns:
@@ -403,6 +425,13 @@ class BrokerLink:
             if value is not None
         }
         self._backoff = backoff
+        #: QoS 1 messages a connection keeps unacknowledged: the shipped cloud broker's
+        #: max_inflight_messages, lowered to what a broker's CONNACK says it receives. With
+        #: paho's default of 20, ingest's acks (one per device per batch) queued behind 20
+        #: round trips in bench.fleet's reconnect storm until paho's packet ids wrapped onto
+        #: unacknowledged ones and it refused publishes ("Message queue full"): tens of
+        #: thousands of acks dropped, their devices resending after their ack timeout.
+        self._in_flight = IN_FLIGHT
         self._closing = threading.Event()
         self._current: _Connection | None = None
         #: Connections not yet ended, by number (what :meth:`ack` answers through).
@@ -530,7 +559,11 @@ class BrokerLink:
         self._number += 1
         with _translated("cannot create the MQTT client"):
             client = _new_client(
-                self.login, self.client_id, context=self._ssl, manual_ack=self._manual_ack
+                self.login,
+                self.client_id,
+                context=self._ssl,
+                manual_ack=self._manual_ack,
+                in_flight=self._in_flight,
             )
             connection = _Connection(self, client, self._number)
             properties = None

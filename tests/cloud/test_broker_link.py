@@ -11,14 +11,16 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from pydantic import SecretStr
 
 from cloud.broker import BrokerLogin, open_broker_link
 from cloud.devices.broker_auth import DynsecAdmin
 from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
+from cloud.settings import MqttSettings
 from protocols.enums import MessageKind
 from protocols.topics import topic
 from tests.support.cloud_env import add_device, make_settings
-from tests.support.mosquitto import Broker
+from tests.support.mosquitto import Broker, free_port
 from tests.support.sim_device import wait_for
 
 pytestmark = pytest.mark.integration
@@ -129,3 +131,54 @@ async def test_a_delivery_is_acknowledged_on_its_connection_even_when_none_is_cu
         finally:
             link._current = connection
         assert acked == [(delivery.mid, 1)]
+
+
+async def test_the_link_keeps_as_many_messages_in_flight_as_the_broker_receives(
+    db_url: str, broker: Broker, service_passwords: dict[str, str]
+) -> None:
+    """paho's own default is 20 in flight whatever the broker allows; the link takes the
+    broker's Receive Maximum from its CONNACK (the cloud broker's max_inflight_messages), so
+    ingest's acks do not queue behind 20 round trips — and all of a burst arrive."""
+    settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
+    conf = broker.conf.read_text()
+    (limit,) = [
+        int(line.split()[1])
+        for line in conf.splitlines()
+        if line.startswith("max_inflight_messages ")
+    ]
+    assert limit > 20
+    async with open_broker_link(settings.mqtt, "api-broker-link-inflight-test") as link:
+        await wait_for(lambda: link.connected, timeout_s=10)
+        connection = link._current
+        assert connection is not None
+        assert connection.client.max_inflight_messages == limit
+        command_topic = topic(DEVICE, MessageKind.CMD)
+        await asyncio.gather(*(link.publish(command_topic, b"%d" % i) for i in range(3 * limit)))
+
+
+async def test_a_broker_that_receives_fewer_in_flight_gets_its_limit_after_one_reconnect(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Sending more unacknowledged messages than the broker's Receive Maximum is a protocol
+    error the broker disconnects for: a link whose first CONNACK states a lower limit
+    connects again with that one, and a burst larger than it goes through."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 20\n"
+    )
+    small = Broker(directory=tmp_path, conf=conf, port=port)
+    small.start()
+    try:
+        settings = MqttSettings(
+            host="127.0.0.1", port=port, username="anyone", password=SecretStr("anything")
+        )
+        async with open_broker_link(settings, "api-broker-link-small-window-test") as link:
+            await wait_for(lambda: link.connected, timeout_s=20)
+            connection = link._current
+            assert connection is not None
+            assert connection.client.max_inflight_messages == 20
+            await asyncio.gather(*(link.publish("t", b"%d" % i) for i in range(200)))
+    finally:
+        small.stop()
