@@ -15,6 +15,13 @@ around a jittered city centre. Figures (one JSON line each, per BENCHMARKS.md):
   1-minute load average, since the machine is shared and its load moves every latency, and
   what does not move with it: the CPU milliseconds a search costs the API process and the
   database (``/proc``, 600 searches one after another).
+* ``search_available_now_none_offline_p95_ms``, ``search_available_now_none_silent_p95_ms``:
+  "available now" (5 km) around the centre of a city where nothing is free — Mumbai's devices
+  offline (their Last Wills applied), Delhi's silent (online as they last said, last heard a
+  day ago) — against the same search around Bengaluru, where the page fills, interleaved
+  (:data:`NOTHING_FREE`; the devices are put back afterwards). A search that finds nothing
+  reads its whole radius to say so, unless the index of the chargers whose device is online
+  (migration 0022) has none there: the silent city's are in it (docs/scale.md).
 
 The database is the bench's own (``CHARGEMITRA_BENCH_SEARCH_DATABASE_URL``, default
 ``chargemitra_bench_search`` on the development server), created on first use as a copy of
@@ -108,6 +115,8 @@ def _city_point(rng: random.Random, lat: float, lon: float) -> tuple[float, floa
     return lat + dlat, lon + dlon
 
 
+#: Keeps chargers.device_online (migration 0022); off while :func:`_load` copies.
+DEVICE_ONLINE_TRIGGER = "tg_chargers_device_online"
 #: The tables the seed fills. :func:`_load` empties them first (and, by TRUNCATE ... CASCADE,
 #: every table that points at them: the database is the bench's own).
 SEEDED = ("users", "hosts", "devices", "chargers", "connectors", "availability_windows")
@@ -179,7 +188,8 @@ def _rows(count: int, seed: int, now: datetime) -> Rows:
         device_id = f"cm-bench-{i:07d}"
         per_hour = random_() < 0.25
         ratings = rng.randint(0, 40)
-        devices.append((device_id, BENCH_HOST, random_() < 0.9, now))
+        online = random_() < 0.9
+        devices.append((device_id, BENCH_HOST, online, now))
         chargers.append(
             (
                 charger_id,
@@ -200,6 +210,8 @@ def _rows(count: int, seed: int, now: datetime) -> Rows:
                 "approved",
                 True,
                 f"B{i:07d}",
+                # What the database's trigger would compute (devices are active).
+                online,
             )
         )
         for number in range(1, rng.choice((1, 1, 2)) + 1):
@@ -262,6 +274,7 @@ async def _copy_rows(conn: PgConnection, rows: Rows) -> None:
             "moderation_status",
             "is_listed",
             "qr_code",
+            "device_online",
         ),
     )
     await conn.copy_records_to_table(
@@ -333,7 +346,11 @@ async def _load(conn: PgConnection, count: int, seed: int) -> dict[str, float] |
         await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         await conn.execute(f"TRUNCATE {', '.join(SEEDED)} RESTART IDENTITY CASCADE")
         restore = await _drop_keys_and_indexes(conn, SEEDED)
+        # The trigger that computes chargers.device_online would look each device up with its
+        # key dropped (a scan of the devices per charger): the rows carry the value instead.
+        await conn.execute(f"ALTER TABLE chargers DISABLE TRIGGER {DEVICE_ONLINE_TRIGGER}")
         await _copy_rows(conn, rows)
+        await conn.execute(f"ALTER TABLE chargers ENABLE TRIGGER {DEVICE_ONLINE_TRIGGER}")
         loaded = time.perf_counter()
         for statement in restore:
             await conn.execute(statement)
@@ -540,6 +557,75 @@ async def _cpu_per_search(
     }
 
 
+#: "Available now" where nothing is free, around the centres of two cities: one whose
+#: devices are offline (their Last Wills applied: ``online`` false) and one whose devices are
+#: silent (online as they last said, last heard a day ago) — against "available now" around a
+#: third whose devices are as seeded, where the page fills. The three hold the same share of
+#: the catalogue, so the searches read alike-dense radii.
+NOTHING_FREE = {"offline": "Mumbai", "silent": "Delhi", "baseline": "Bengaluru"}
+
+
+def _nothing_free_queries(rng: random.Random, rounds: int) -> list[tuple[str, dict[str, Any]]]:
+    """``rounds`` of one "available now" search (5 km) around each :data:`NOTHING_FREE`
+    city, interleaved so the machine's load of the moment weighs on all three alike."""
+    centres = {name: (lat, lon) for name, lat, lon, _ in CITIES}
+    out = []
+    for _ in range(rounds):
+        for kind, city in NOTHING_FREE.items():
+            plat, plon = _city_point(rng, *centres[city])
+            params = {"lat": round(plat, 5), "lon": round(plon, 5), "radius_km": 5}
+            out.append((kind, params | {"page_size": 20, "available_now": "true"}))
+    return out
+
+
+async def _nothing_free(
+    client: httpx.AsyncClient, rng: random.Random, conn: PgConnection, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
+    """Latencies by kind, mean hits by kind and the seconds the cities took to go quiet (and
+    the vacuum after), with the offline city's devices offline and the silent city's silent;
+    both put back afterwards (a ``--keep`` run finds the catalogue as seeded)."""
+    took: dict[str, float] = {}
+    gone: list[str] = []
+    silent = (
+        "UPDATE devices d SET last_seen_at = {} FROM chargers c WHERE c.device_id = d.id "
+        "AND c.host_id = $1 AND c.city = $2"
+    )
+    try:
+        started = time.perf_counter()
+        rows = await conn.fetch(
+            "UPDATE devices d SET online = false FROM chargers c WHERE c.device_id = d.id "
+            "AND c.host_id = $1 AND c.city = $2 AND d.online RETURNING d.id",
+            BENCH_HOST,
+            NOTHING_FREE["offline"],
+        )
+        gone = [r["id"] for r in rows]
+        took["offline"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await conn.execute(
+            silent.format("now() - interval '1 day'"), BENCH_HOST, NOTHING_FREE["silent"]
+        )
+        took["silent"] = time.perf_counter() - started
+        # As autovacuum leaves them: a KNN scan does not mark the index entries of the
+        # chargers' old row versions dead as a plain scan would, so until a vacuum "available
+        # now" visits each offline charger's old entry in the online index (docs/scale.md).
+        started = time.perf_counter()
+        await conn.execute("VACUUM chargers")
+        took["vacuum"] = time.perf_counter() - started
+        # Warm-up first: the first reads of a radius come from disk, not the cache.
+        await _api(client, _nothing_free_queries(rng, max(1, rounds // 10)))
+        queries = _nothing_free_queries(rng, rounds)
+        _timings, by_kind, hits = await _api(client, queries)
+    finally:
+        await conn.execute("UPDATE devices SET online = true WHERE id = ANY($1::text[])", gone)
+        await conn.execute(silent.format("now()"), BENCH_HOST, NOTHING_FREE["silent"])
+        await conn.execute("VACUUM chargers")
+    hits_by_kind: dict[str, list[int]] = {}
+    for (kind, _params), n in zip(queries, hits, strict=True):
+        hits_by_kind.setdefault(kind, []).append(n)
+    mean_hits = {k: round(statistics.fmean(v), 1) for k, v in hits_by_kind.items()}
+    return by_kind, mean_hits, {k: round(v, 1) for k, v in took.items()}
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     db_url = os.environ.get("CHARGEMITRA_BENCH_SEARCH_DATABASE_URL", DEFAULT_DB)
     await _ensure_database(db_url)
@@ -601,6 +687,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     got = await _measure(client, conn, measured, offline_after_s)
                     load_after = os.getloadavg()
                     cpu = await _cpu_per_search(client, conn, server.pid, measured[:600])
+                    nothing = await _nothing_free(client, rng, conn, args.nothing_free_rounds)
             finally:
                 server.terminate()
                 await server.wait()
@@ -645,6 +732,48 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if q == 0.95:
             line |= {"goal": "<= 20 ms", "meets_goal": value <= 20}
         figures.append(line | {"params": params})
+    figures.extend(_nothing_free_figures(nothing, args))
+    return figures
+
+
+def _nothing_free_figures(
+    nothing: tuple[dict[str, list[float]], dict[str, float], dict[str, float]],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """``search_available_now_none_{offline,silent}_p95_ms`` against "available now" where
+    the page fills, from the same interleaved run."""
+    by_kind, mean_hits, quiet_s = nothing
+    baseline = _percentile(by_kind["baseline"], 0.95)
+    params = {
+        "chargers": args.chargers,
+        "rounds": args.nothing_free_rounds,
+        "radius_km": 5,
+        "cities": NOTHING_FREE,
+        "mean_hits": mean_hits,
+        "p50_ms": {k: round(_percentile(v, 0.50), 2) for k, v in sorted(by_kind.items())},
+        # The UPDATEs (with the triggers' writes to the chargers) and the VACUUM after.
+        "going_quiet_s": quiet_s,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    figures = []
+    for kind, how in (
+        ("offline", "devices offline (their Last Wills applied)"),
+        ("silent", "devices silent (online as last said, last heard a day ago)"),
+    ):
+        value = _percentile(by_kind[kind], 0.95)
+        figures.append(
+            {
+                "bench": "search",
+                "figure": f"search_available_now_none_{kind}_p95_ms",
+                "value": round(value, 2),
+                "unit": "ms",
+                "baseline": '"available now" where the page fills (devices as seeded), '
+                "interleaved in the same run",
+                "baseline_value": round(baseline, 2),
+                "ratio": round(value / baseline, 2),
+                "params": params | {"nothing_free_because": how},
+            }
+        )
     return figures
 
 
@@ -654,6 +783,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--warmup", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--nothing-free-rounds",
+        type=int,
+        default=60,
+        help='rounds of the "available now, nothing free" searches (three per round)',
+    )
     parser.add_argument(
         "--keep", action="store_true", help="leave the seeded chargers for the next run"
     )

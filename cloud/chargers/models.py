@@ -65,11 +65,23 @@ class Charger(Timestamped, Base):
             text("ll_to_earth(latitude, longitude)"),
             postgresql_using="gist",
         ),
+        # The same over the chargers whose device is online: "available now" scans only
+        # these, so a radius whose devices are all offline is not read charger by charger.
+        Index(
+            "ix_chargers_earth_online",
+            text("ll_to_earth(latitude, longitude)"),
+            postgresql_using="gist",
+            postgresql_where=text("device_online AND moderation_status = 'approved' AND is_listed"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(ULID_LEN), primary_key=True, default=ulid_pk)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
     device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    #: ``online AND status = 'active'`` of the device (false without one), kept by the
+    #: database's triggers whatever writes (migration 0022); the app never sets it. It only
+    #: narrows "available now" to an index: the search still checks the device itself.
+    device_online: Mapped[bool] = mapped_column(server_default="false")
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     address: Mapped[str] = mapped_column(String(300))

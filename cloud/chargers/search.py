@@ -26,6 +26,17 @@ Filters (every one optional):
   online and it was heard from within ``device_offline_after_s``) and the connector
   ``Available`` (not charging someone, not faulted, not unavailable).
 
+Availability is tested per charger as the scan yields it, in one ``CASE`` that stops at the
+first test ruling the charger out: the device, the connectors (and their bookings), the
+blocked periods — an index probe each — and the weekly windows last. "Available now" scans
+``ix_chargers_earth_online``, the GiST of the chargers whose device is online
+(``chargers.device_online``, kept by triggers: migration 0022), so a radius whose devices are
+offline is answered from the index instead of charger by charger; the device's own check
+(online, active, heard from recently) still runs, so the answer is the same either way. A
+radius where the devices are online but nothing is free (silent devices, every connector
+busy, every charger closed) is still read to its end before the search can say so
+(docs/scale.md).
+
 The weekly-window test is the SQL twin of :func:`cloud.chargers.availability.closed_reason`
 (``range_agg`` of the concrete windows around the request, PostgreSQL 14+); the tests check
 the two against each other.
@@ -110,11 +121,7 @@ _RATING = """
 
 # Every weekly window on the days around the request, as instants in the charger's zone,
 # merged by range_agg; "24:00" is stored as 23:59:59.999999 and means the next midnight.
-_SCHEDULE = """
-  AND NOT EXISTS (
-        SELECT 1 FROM blocked_periods bp
-        WHERE bp.charger_id = c.id AND bp.period && tstzrange(:win_start, :win_end, '[)'))
-  AND (SELECT range_agg(tstzrange(
+_OPEN_HOURS = """(SELECT range_agg(tstzrange(
                  (d + w.opens_at) AT TIME ZONE c.timezone,
                  CASE WHEN w.closes_at = TIME '23:59:59.999999'
                       THEN (d + INTERVAL '1 day') AT TIME ZONE c.timezone
@@ -129,12 +136,20 @@ _SCHEDULE = """
          ON w.charger_id = c.id AND w.weekday = EXTRACT(ISODOW FROM d) - 1
       ) @> tstzrange(:win_start, :win_end, '[)')"""
 
-_ONLINE = """
-  AND EXISTS (
+_BLOCKED = """EXISTS (
+        SELECT 1 FROM blocked_periods bp
+        WHERE bp.charger_id = c.id AND bp.period && tstzrange(:win_start, :win_end, '[)'))"""
+
+_DEVICE_ONLINE = """
+  AND c.device_online"""
+
+_ONLINE = """EXISTS (
         SELECT 1 FROM devices dv
         WHERE dv.id = c.device_id AND dv.status = 'active' AND dv.online
           AND dv.last_seen_at >= :online_since)"""
 
+_CONNECTOR = """EXISTS (
+        SELECT 1 FROM connectors k WHERE k.charger_id = c.id{conditions})"""
 _CONNECTOR_OPEN = """
         AND k.status <> 'Faulted'
         AND NOT EXISTS (
@@ -209,18 +224,32 @@ def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
         connector.append("\n        AND k.max_power_w >= :min_power_w")
         params["min_power_w"] = query.min_power_w
     window = query.availability
-    if window is not None:
-        sql += _SCHEDULE
-        params["win_start"] = window.start
-        params["win_end"] = window.end
-        connector.append(_CONNECTOR_OPEN)
-        if window.live:
-            sql += _ONLINE
-            params["online_since"] = window.online_since
-            connector.append(_CONNECTOR_LIVE)
-    if connector:
-        sql += "\n  AND EXISTS (\n        SELECT 1 FROM connectors k WHERE k.charger_id = c.id"
-        sql += "".join(connector) + ")"
+    if window is None:
+        if connector:
+            sql += "\n  AND " + _CONNECTOR.format(conditions="".join(connector))
+        return _OUTER.format(inner=sql), params
+    params["win_start"] = window.start
+    params["win_end"] = window.end
+    connector.append(_CONNECTOR_OPEN)
+    # What rules a charger out, in the order the CASE below tests them.
+    refusals: list[str] = []
+    if window.live:
+        # Implied by _ONLINE; written out so the scan is the GiST of the chargers whose
+        # device is online (ix_chargers_earth_online): a radius of offline devices is
+        # answered from the index, not charger by charger.
+        sql += _DEVICE_ONLINE
+        refusals.append(f"NOT {_ONLINE}")
+        params["online_since"] = window.online_since
+        connector.append(_CONNECTOR_LIVE)
+    refusals.append("NOT " + _CONNECTOR.format(conditions="".join(connector)))
+    refusals.append(_BLOCKED)
+    # A CASE runs its tests in the written order and stops at the first that holds: one
+    # index probe each, the weekly hours (a range_agg over the windows) last. As separate
+    # conditions the planner ran the hours first, for every charger of the radius.
+    sql += "\n  AND CASE"
+    for refusal in refusals:
+        sql += f"\n    WHEN {refusal} THEN false"
+    sql += f"\n    ELSE {_OPEN_HOURS} END"
     return _OUTER.format(inner=sql), params
 
 

@@ -155,3 +155,87 @@ async def test_money_columns_are_bigint(pg: PgConnection) -> None:
     )
     assert len(rows) >= 10
     assert {r["data_type"] for r in rows} == {"bigint"}
+
+
+async def _device(pg: PgConnection, device_id: str, *, online: bool) -> None:
+    await pg.execute(
+        "INSERT INTO devices (id, host_id, online, last_seen_at) VALUES ($1, 'H1', $2, now())",
+        device_id,
+        online,
+    )
+
+
+async def _device_online(pg: PgConnection) -> bool:
+    value = await pg.fetchval("SELECT device_online FROM chargers WHERE id = 'C1'")
+    assert isinstance(value, bool)
+    return value
+
+
+async def test_a_chargers_device_online_follows_its_device_whatever_writes(
+    pg: PgConnection,
+) -> None:
+    """``chargers.device_online`` (the "available now" index's predicate) is the device's
+    ``online AND status = 'active'``, false without a device, after every kind of write."""
+    await _seed_connector(pg)
+    await _device(pg, "D-on", online=True)
+    await _device(pg, "D-off", online=False)
+    assert not await _device_online(pg)  # no device
+    steps: list[tuple[str, bool]] = [
+        ("UPDATE chargers SET device_id = 'D-on'", True),
+        ("UPDATE devices SET online = false WHERE id = 'D-on'", False),
+        ("UPDATE devices SET online = true WHERE id = 'D-on'", True),
+        ("UPDATE devices SET last_seen_at = now() - interval '1 day'", True),  # age: the query's
+        ("UPDATE devices SET status = 'revoked' WHERE id = 'D-on'", False),
+        ("UPDATE devices SET status = 'active' WHERE id = 'D-on'", True),
+        ("UPDATE chargers SET device_id = 'D-off'", False),
+        ("UPDATE devices SET online = true WHERE id = 'D-off'", True),
+        ("UPDATE chargers SET device_id = NULL", False),
+        ("UPDATE chargers SET device_id = 'D-off'", True),
+        # Written by hand, the column is computed again.
+        ("UPDATE chargers SET device_online = false", True),
+        ("UPDATE devices SET online = false WHERE id = 'D-on'", True),  # not its device
+    ]
+    for statement, online in steps:
+        await pg.execute(statement)
+        assert await _device_online(pg) is online, statement
+    await pg.execute(
+        "INSERT INTO chargers (id, host_id, device_id, name, address, city, state, pincode, "
+        "latitude, longitude, price_per_kwh_paise, qr_code, device_online) VALUES ('C2', 'H1', "
+        "'D-on', 'Two', 'MG Road', 'Pune', 'MH', '411001', 18.52, 73.85, 1800, 'QR2', true)"
+    )
+    assert await pg.fetchval("SELECT device_online FROM chargers WHERE id = 'C2'") is False
+
+
+async def test_a_charger_linked_while_its_device_comes_online_reads_the_outcome(
+    db_url: str, pg: PgConnection
+) -> None:
+    """A charger linked to a device whose going online is not yet committed waits for it and
+    takes the outcome: the device's trigger cannot see the uncommitted link, so a link that
+    read the device without waiting would stay false while the device is online."""
+    await _seed_connector(pg)
+    await _device(pg, "D1", online=False)
+    device_side = await connect(DbSettings(url=db_url))
+    charger_side = await connect(DbSettings(url=db_url))
+    try:
+        charger_pid = await charger_side.fetchval("SELECT pg_backend_pid()")
+
+        async def link_waits() -> bool:
+            return bool(
+                await pg.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1", charger_pid
+                )
+            )
+
+        async with asyncio.TaskGroup() as tasks, device_side.transaction():
+            await device_side.execute("UPDATE devices SET online = true WHERE id = 'D1'")
+            link = tasks.create_task(
+                charger_side.execute("UPDATE chargers SET device_id = 'D1' WHERE id = 'C1'")
+            )
+            # Commit once the link waits on the device's row (or has not waited at all).
+            async with asyncio.timeout(10):
+                while not link.done() and not await link_waits():  # noqa: ASYNC110 -- polls the server
+                    await asyncio.sleep(0.02)
+    finally:
+        await close(device_side)
+        await close(charger_side)
+    assert await _device_online(pg)

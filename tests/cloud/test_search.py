@@ -556,3 +556,183 @@ async def test_invalid_search_parameters_are_refused(market_api: Api, pg: PgConn
     ]
     for params, field_name in cases:
         assert_problem(await client.get("/chargers", params=params), 422, field_name)
+
+
+@dataclass(frozen=True)
+class NowCase:
+    """One way a charger can be (or not be) available for the next half hour."""
+
+    #: (type, state): "free", "booked" (a confirmed booking over now), "pending" (a pending
+    #: one), "soon" (booked from +20 min), "later" (booked from +40 min), "cancelled" (a
+    #: cancelled booking over now), or a live status other than Available.
+    connectors: tuple[tuple[str, str], ...] = (("Type2", "free"),)
+    windows: tuple[WeeklyWindow, ...] = ALWAYS_OPEN
+    #: Blocked periods relative to now, in minutes.
+    blocked: tuple[tuple[int, int], ...] = ()
+    device: str = "online"  # "online", "offline", "silent", "revoked" or "none"
+    status: str = "approved"
+
+
+def _open_until(local_end: datetime) -> tuple[WeeklyWindow, ...]:
+    """Open every day, except that the day of ``local_end`` closes at it (the day before
+    runs to midnight, so a close just after midnight joins it)."""
+    windows = [WeeklyWindow(d, time(0), END_OF_DAY) for d in range(7) if d != local_end.weekday()]
+    if local_end.time() > time(0):
+        windows.append(WeeklyWindow(local_end.weekday(), time(0), local_end.time()))
+    return tuple(windows)
+
+
+#: A connector state's booking: (from, to) in minutes from now, and its status.
+_BOOKED = {
+    "booked": (-30, 30, "confirmed"),
+    "pending": (-5, 60, "pending"),
+    "soon": (20, 80, "confirmed"),
+    "later": (40, 100, "confirmed"),
+    "cancelled": (-30, 30, "cancelled"),
+}
+
+
+async def test_available_now_and_a_window_match_brute_force_in_order_and_when_nothing_does(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """The "available now" and window searches over every reason a charger is not free —
+    booked (pending or confirmed, now or within the half hour), blocked, closed by its hours
+    (now or within the half hour), offline, silent, revoked, no device, a connector not
+    Available — answer exactly the brute-force set, in (distance, id) order on every page
+    size; with nothing free the answer is one empty page."""
+    host = await add_user(pg, market_api.settings, Role.HOST)
+    driver = await add_user(pg, market_api.settings, Role.DRIVER)
+    assert host.host_id is not None
+    now = datetime.now(UTC)
+    local = now.astimezone(IST)
+    half_hour = timedelta(minutes=30)
+    closes_soon = _open_until((local + timedelta(minutes=10)).replace(second=0, microsecond=0))
+    closed_now = (WeeklyWindow((local.weekday() + 3) % 7, time(0), END_OF_DAY),)
+    # The construction says what it means (the pure rule is the SQL's twin).
+    assert is_open(Schedule(IST, closes_soon), now, now + timedelta(minutes=5))
+    assert not is_open(Schedule(IST, closes_soon), now, now + half_hour)
+    assert not is_open(Schedule(IST, closed_now), now, now + half_hour)
+    cases = {
+        "ready": NowCase(),
+        "second_free": NowCase(connectors=(("Type2", "booked"), ("CCS2", "free"))),
+        "booked": NowCase(connectors=(("Type2", "booked"),)),
+        "pending": NowCase(connectors=(("Type2", "pending"),)),
+        "booked_soon": NowCase(connectors=(("Type2", "soon"),)),
+        "booked_later": NowCase(connectors=(("CCS2", "later"),)),
+        "cancelled": NowCase(connectors=(("Type2", "cancelled"),)),
+        "charging": NowCase(connectors=(("Type2", "Charging"),)),
+        "faulted": NowCase(connectors=(("Type2", "Faulted"),)),
+        "unavailable": NowCase(connectors=(("Type2", "Unavailable"),)),
+        "blocked": NowCase(blocked=((-60, 60),)),
+        "blocked_soon": NowCase(blocked=((20, 120),)),
+        "blocked_before": NowCase(blocked=((-120, -1),)),
+        "closes_soon": NowCase(windows=closes_soon),
+        "closed": NowCase(windows=closed_now),
+        "no_hours": NowCase(windows=()),
+        "offline": NowCase(device="offline"),
+        "silent": NowCase(device="silent"),
+        "revoked": NowCase(device="revoked"),
+        "no_device": NowCase(device="none"),
+        "pending_listing": NowCase(status="pending"),
+    }
+    # Free now: no booking, blocked period or closing over [now, now + 30 min), the device
+    # online, and a connector Available. A window search ignores the live state but Faulted.
+    free_now = {"ready", "second_free", "booked_later", "cancelled", "blocked_before"}
+    free_in_window = free_now | {"charging", "unavailable", "offline", "silent", "revoked"}
+    free_in_window |= {"no_device"}
+    rng = random.Random(5)
+    chargers: list[tuple[Seeded, str]] = []
+    twin = destination(CENTRE, 200, 2500)
+    for name, case in cases.items():
+        for i in range(3):
+            # The ready ones twice at one spot (the id orders them), one beyond the radius.
+            at = (
+                twin
+                if name == "ready" and i < 2
+                else destination(CENTRE, rng.uniform(0, 360), rng.uniform(0, 4900))
+            )
+            if name == "ready" and i == 2:
+                at = destination(CENTRE, 90, 5100)
+            connectors = [(kind, 7400) for kind, _ in case.connectors]
+            charger = await seed(
+                pg,
+                host.host_id,
+                Seeded(
+                    new_ulid(),
+                    at,
+                    connectors,
+                    status=case.status,
+                    windows=case.windows,
+                    blocked=[
+                        Blocked(now + timedelta(minutes=a), now + timedelta(minutes=b))
+                        for a, b in case.blocked
+                    ],
+                ),
+            )
+            for connector_id, (_, state) in zip(
+                charger.connector_ids, case.connectors, strict=True
+            ):
+                if state in _BOOKED:
+                    from_min, to_min, status = _BOOKED[state]
+                    await pg.execute(
+                        "INSERT INTO bookings (id, user_id, charger_id, connector_id, period, "
+                        "status) VALUES ($1, $2, $3, $4, tstzrange($5, $6), $7)",
+                        new_ulid(),
+                        driver.id,
+                        charger.id,
+                        connector_id,
+                        now + timedelta(minutes=from_min),
+                        now + timedelta(minutes=to_min),
+                        status,
+                    )
+                elif state != "free":
+                    await pg.execute(
+                        "UPDATE connectors SET status = $1 WHERE id = $2", state, connector_id
+                    )
+            if case.device != "none":
+                device_id = f"cm-now-{charger.id.lower()}"
+                await pg.execute(
+                    "INSERT INTO devices (id, host_id, status, online, last_seen_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    device_id,
+                    host.host_id,
+                    "revoked" if case.device == "revoked" else "active",
+                    case.device != "offline",
+                    now - timedelta(minutes=10) if case.device == "silent" else now,
+                )
+                await pg.execute(
+                    "UPDATE chargers SET device_id = $1 WHERE id = $2", device_id, charger.id
+                )
+            chargers.append((charger, name))
+
+    def brute_force(names: set[str], kind: str | None = None) -> list[str]:
+        def keep(c: Seeded) -> bool:
+            name = next(n for s, n in chargers if s is c)
+            if name == "second_free" and kind == "Type2":
+                return False  # its free connector is CCS2
+            return name in names and (kind is None or any(k == kind for k, _ in c.connectors))
+
+        return expected([c for c, _ in chargers], 5000, keep)
+
+    base: dict[str, Any] = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_km": 5}
+    window = {
+        "from": (now + timedelta(minutes=1)).isoformat(),
+        "to": (now + timedelta(minutes=31)).isoformat(),
+    }
+    for extra, names in (({"available_now": "true"}, free_now), (window, free_in_window)):
+        for kind in (None, "Type2", "CCS2"):
+            params = {**base, **extra} | ({"connector_type": kind} if kind else {})
+            for page_size in (4, 100):
+                got = await all_pages(market_api.client, params, page_size)
+                assert [g["id"] for g in got] == brute_force(names, kind), (extra, kind)
+    # Nothing free: every device offline, or a connector type no charger has.
+    await pg.execute("UPDATE devices SET online = false WHERE host_id = $1", host.host_id)
+    nothing: tuple[dict[str, Any], ...] = (
+        {**base, "available_now": "true"},
+        {**base, "available_now": "true", "radius_km": 50, "page_size": 1},
+        {**base, **window, "connector_type": "BharatAC001"},
+    )
+    for params in nothing:
+        response = await market_api.client.get("/chargers", params=params)
+        body = response.json()
+        assert (body["items"], body["has_more"]) == ([], False), params
