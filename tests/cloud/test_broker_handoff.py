@@ -8,6 +8,7 @@ import asyncio
 import threading
 
 from cloud.broker import Delivery, _Handoff
+from tests.support.sim_device import wait_for
 
 QUEUE_MAX = 8
 
@@ -53,8 +54,8 @@ async def test_a_thread_waiting_on_a_full_queue_goes_when_the_link_closes() -> N
 
     thread = threading.Thread(target=produce)
     thread.start()
-    while len(handed) < 2 or handoff.queue.qsize() < 2:
-        await asyncio.sleep(0.01)  # the loop moves the first two in; the third put waits
+    # The loop moves the first two in; the third put waits.
+    await wait_for(lambda: len(handed) >= 2 and handoff.queue.qsize() >= 2, timeout_s=10)
     await asyncio.sleep(0.2)
     assert handed == [0, 1]
     closing.set()
