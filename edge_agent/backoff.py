@@ -15,14 +15,18 @@ from collections.abc import Callable
 
 from protocols.backoff import Backoff
 
-__all__ = ["Backoff", "Retries"]
+__all__ = ["JITTER", "Backoff", "Retries"]
+
+#: The edge's one source of jitter, for schedules that keep their own attempt counts (the
+#: uplink window's per-message resends, edge_agent/sync/window.py); tests pass their own.
+JITTER: Callable[[], float] = random.random
 
 
 class Retries:
     """One loop's failures in a row under a :class:`Backoff`: :meth:`failed` gives the delay
     before the next try, :meth:`succeeded` starts over."""
 
-    def __init__(self, policy: Backoff, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, policy: Backoff, rand: Callable[[], float] = JITTER) -> None:
         self.policy = policy
         self._rand = rand
         self._attempt = 0

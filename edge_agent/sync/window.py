@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import enum
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge_agent.backoff import JITTER
 from protocols.backoff import Backoff
 
 
@@ -53,7 +53,7 @@ class UplinkWindow:
         max_unacked: int,
         ack_timeout_s: float,
         no_subscribers: Backoff | None = None,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = JITTER,
     ) -> None:
         if not 1 <= max_publishing <= max_unacked:
             raise ValueError("need 1 <= max_publishing <= max_unacked")

@@ -45,6 +45,20 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are chosen (two
+    free_port() calls in a row may return the same port, and the broker's second listener
+    then fails with "Address already in use")."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def render(text: str, values: dict[str, str], listeners: list[str]) -> str:
     """Replace the values of the named directives and the ``listener`` lines, in order."""
     out = []
@@ -169,7 +183,7 @@ def cloud_broker(
     devices = {u: p for u, p in users.items() if u not in SERVICES}
     dynsec_file.write_text(json.dumps(initial_config(services, devices), indent=1))
     dynsec_file.chmod(0o600)
-    port, tls_port = free_port(), free_port()
+    port, tls_port = free_ports(2)
     conf = directory / "mosquitto.conf"
     conf.write_text(
         render(
