@@ -247,6 +247,13 @@ def _step_up(
     return best, reports, cores
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _pids(process: subprocess.Popen[bytes] | asyncio.subprocess.Process | None) -> list[int]:
     return [] if process is None or process.pid is None else [process.pid]
 
@@ -827,7 +834,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--search-rate",
-        type=float,
+        type=_positive,
         default=10.0,
         help="searches a second while the fleet runs (paced, the queries in turn)",
     )
