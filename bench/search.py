@@ -324,6 +324,13 @@ async def _seed(conn: PgConnection, count: int, seed: int) -> bool:
     return True
 
 
+async def heard_now(conn: PgConnection) -> None:
+    """The seeded devices heard from now, as an online agent is every minute (its status):
+    a catalogue seeded a while ago would otherwise count as silent to "available now"
+    (``marketplace.device_offline_after_s``) and every such search read its whole radius."""
+    await conn.execute("UPDATE devices SET last_seen_at = now() WHERE host_id = $1", BENCH_HOST)
+
+
 async def _load(conn: PgConnection, count: int, seed: int) -> dict[str, float] | None:
     """Load ``count`` chargers into the bench's own database unless exactly that many are
     there (a ``--keep`` run); the seconds each step took, or None if it reused them.
@@ -336,7 +343,7 @@ async def _load(conn: PgConnection, count: int, seed: int) -> dict[str, float] |
     have = await conn.fetchval("SELECT count(*) FROM chargers WHERE host_id = $1", BENCH_HOST)
     if have == count:
         # Kept from an earlier run: the devices' "last heard" must be recent for "available now".
-        await conn.execute("UPDATE devices SET last_seen_at = now() WHERE host_id = $1", BENCH_HOST)
+        await heard_now(conn)
         return None
     print(f"bench.search: seeding {count} chargers", file=sys.stderr)
     started = time.perf_counter()
