@@ -110,6 +110,9 @@ class IngestSettings(_Group):
     raw_retention_days: int = Field(default=365, ge=7, le=36500)
     #: How often a worker runs telemetry maintenance (partitions ahead, retention).
     maintenance_s: float = Field(default=3600.0, ge=10, le=86400)
+    #: How often a worker marks the devices silent past ``marketplace.device_offline_after_s``
+    #: offline and queues their hosts' notifications (cloud/devices/silence.py).
+    presence_sweep_s: float = Field(default=30.0, ge=1, le=3600)
 
 
 class ProvisioningSettings(_Group):

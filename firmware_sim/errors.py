@@ -7,7 +7,9 @@ prints its text as one line and exits non-zero::
     ├── ConfigError       a setting the simulator cannot honour (unknown meter model, bad baud,
     │                     parity, unit id, EV profile, RFID tag, fault name or duration)
     ├── EndpointError     a port or device that cannot be opened (TCP port in use, no pty)
-    └── ControlError      the control interface refused a command or cannot be reached
+    ├── ControlError      the control interface refused a command or cannot be reached
+    └── FleetError        the fleet simulator's processes ended without their reports, or
+                          sent none in time (firmware_sim/fleet.py ``run_fleet``)
 
 Each error carries the field that identifies what failed (``field``, ``endpoint``,
 ``status``) as an attribute, not only in its text.
@@ -42,3 +44,7 @@ class ControlError(SimError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class FleetError(SimError):
+    """A fleet run (:func:`firmware_sim.fleet.run_fleet`) that produced no complete report."""

@@ -38,7 +38,7 @@ from operator import attrgetter
 from typing import Any
 
 from cloud.ingest.plan import TELEMETRY_COLUMNS, BatchPlan, batch_records
-from cloud.notifications.events import INSERT_OFFLINE_EVENT, INSERT_SESSION_EVENT
+from cloud.notifications.events import INSERT_OFFLINE_EVENTS, INSERT_SESSION_EVENT
 from cloud.pg import PgConnection
 from cloud.sessions.fold import SessionRow, fold_session
 from cloud.sessions.models import SessionState
@@ -219,7 +219,7 @@ async def _apply_status(conn: PgConnection, message: Status, offline_grace_s: in
     device_id = message.device_id
     if message.seq == 0:
         if await conn.fetchval(APPLY_WILL, device_id):
-            await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
+            await conn.execute(INSERT_OFFLINE_EVENTS, [device_id], offline_grace_s, [None])
         return
     was_online = await conn.fetchval(
         APPLY_STATUS,
@@ -230,7 +230,7 @@ async def _apply_status(conn: PgConnection, message: Status, offline_grace_s: in
         message.seq,
     )
     if was_online and not message.online:
-        await conn.execute(INSERT_OFFLINE_EVENT, device_id, offline_grace_s)
+        await conn.execute(INSERT_OFFLINE_EVENTS, [device_id], offline_grace_s, [None])
     if was_online is not None:
         await _write_meter_health(conn, message)
         for connector in message.connectors:

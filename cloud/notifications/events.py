@@ -4,7 +4,7 @@ A state change and the event that reports it commit together or not at all (the
 transactional outbox): the caller passes the database session its change is in, and nothing
 is sent here — the delivery job (:mod:`cloud.notifications.delivery`) does that later, with
 retries, never inside a request. Ingest, which writes through asyncpg, uses the SQL of
-:data:`INSERT_SESSION_EVENT` and :data:`INSERT_OFFLINE_EVENT` in its own transaction.
+:data:`INSERT_SESSION_EVENT` and :data:`INSERT_OFFLINE_EVENTS` in its own transaction.
 
 The hooks the services call: :func:`booking_created`, :func:`booking_decided`,
 :func:`booking_cancelled`, :func:`payout_paid` and :func:`dispute_updated` (the dispute
@@ -189,16 +189,18 @@ INSERT INTO notification_events (kind, subject_id, facts, dedupe_key)
 VALUES ($1::text, $2::bigint::text, $3::jsonb, $1::text || ':' || $2::bigint::text)
 ON CONFLICT (dedupe_key) DO NOTHING"""
 
-#: Ingest: device ``$1`` went offline (its Last Will, or a status saying so) while it was
-#: online: its host hears, if it is still offline ``$2`` seconds later (checked when the
-#: event is expanded). The charger is the device's listing, if it has one.
-INSERT_OFFLINE_EVENT = """
+#: Devices ``$1`` went offline while online: their Last Will or a status saying so (ingest;
+#: ``$3`` NULL: now), or silence since ``$3``, their last status (cloud/devices/silence.py).
+#: Each host hears if its device is still offline ``$2`` seconds after it went (checked when
+#: the event is expanded). The charger is the device's listing, if it has one.
+INSERT_OFFLINE_EVENTS = """
 INSERT INTO notification_events (kind, subject_id, user_id, facts, not_before)
 SELECT 'charger_offline', d.id, h.user_id,
-       jsonb_build_object('device_id', d.id, 'offline_at', now(),
+       jsonb_build_object('device_id', d.id, 'offline_at', coalesce(o.at, now()),
            'charger_id', coalesce(c.id, ''), 'charger_name', coalesce(c.name, d.id)),
-       now() + make_interval(secs => $2)
-FROM devices d JOIN hosts h ON h.id = d.host_id
+       greatest(now(), coalesce(o.at, now()) + make_interval(secs => $2))
+FROM unnest($1::text[], $3::timestamptz[]) AS o(device_id, at)
+JOIN devices d ON d.id = o.device_id
+JOIN hosts h ON h.id = d.host_id
 LEFT JOIN LATERAL (SELECT id, name FROM chargers WHERE device_id = d.id ORDER BY id LIMIT 1) c
-  ON true
-WHERE d.id = $1"""
+  ON true"""

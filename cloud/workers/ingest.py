@@ -55,6 +55,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from cloud.broker import CONNECT_TIMEOUT_S, BrokerLink, Delivery, open_broker_link
+from cloud.devices.silence import mark_silent_offline
 from cloud.errors import BrokerError
 from cloud.ingest.decode import Accepted, Rejected, decode
 from cloud.ingest.live import LivePublisher, live_messages
@@ -119,8 +120,8 @@ class IngestWorker:
         self.stats = IngestStats()
 
     async def run(self) -> None:
-        """Ingest until cancelled, and keep the telemetry rollup refreshed and the raw table
-        partitioned and within its retention beside it."""
+        """Ingest until cancelled; beside it keep the telemetry rollup refreshed, the raw
+        table partitioned and within its retention, and silent devices marked offline."""
         async with asyncio.TaskGroup() as tasks:
             # One job's failure must never leave the task group: that would stop the
             # process, and a failure that comes back (a bad row, a marker that cannot be
@@ -132,6 +133,7 @@ class IngestWorker:
                     "telemetry-maintenance",
                     every(self._settings.ingest.maintenance_s, self._maintain),
                 ),
+                ("presence", every(self._settings.ingest.presence_sweep_s, self._sweep_silent)),
             )
             for job, body in jobs:
                 tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
@@ -167,6 +169,22 @@ class IngestWorker:
                 backend,
                 now=datetime.now(UTC),
                 retention_days=self._settings.ingest.raw_retention_days,
+            )
+
+    async def _sweep_silent(self) -> None:
+        """Devices silent past ``device_offline_after_s`` marked offline, their hosts told
+        (cloud/devices/silence.py); the other workers' sweeps skip what this one holds."""
+        async with self._pool.acquire() as conn:
+            gone = await mark_silent_offline(
+                conn,
+                offline_after_s=self._settings.marketplace.device_offline_after_s,
+                offline_grace_s=self._settings.notifications.offline_grace_s,
+            )
+        if gone:
+            log.info(
+                "%d silent device(s) marked offline",
+                len(gone),
+                extra={"devices": gone[:20]},
             )
 
     async def _refresh_rollup(self) -> None:

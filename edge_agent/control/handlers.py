@@ -203,6 +203,7 @@ def _sync_status(sync: SyncPort | None) -> m.SyncStatusAnswer:
         published=stats.published,
         acked_rows=stats.acked_rows,
         resent=stats.resent,
+        dropped_no_subscribers=stats.dropped_no_subscribers,
         awaiting_ack=sync.awaiting_ack,
         ack_silence_s=round(sync.ack_silence_s, 3),
     )

@@ -170,6 +170,9 @@ class SyncStatusAnswer(Answer, kw_only=True):
     published: int | UnsetType = UNSET
     acked_rows: int | UnsetType = UNSET
     resent: int | UnsetType = UNSET
+    #: Uplink the broker PUBACKed 0x10 "No matching subscribers" (it dropped them: cloud
+    #: ingest was not subscribed) since the agent started; each was resent.
+    dropped_no_subscribers: int | UnsetType = UNSET
     #: Rows handed to the broker and waiting for the cloud's application ack.
     awaiting_ack: int | UnsetType = UNSET
     #: By the monotonic clock: right while the wall clock is unsynced (edge_agent/tech/acks.py).

@@ -90,6 +90,12 @@ def sync_status(config_file: Path | None, as_json: bool) -> None:
                 f"acks pending: {data.get('awaiting_ack', 0)}, last ack: {last}, "
                 f"published {data.get('published')}"
             )
+            if dropped := data.get("dropped_no_subscribers"):
+                # Resent, so nothing is lost; but many mean cloud ingest is not subscribed.
+                out.print(
+                    f"dropped by the broker, no cloud subscriber: {dropped} message(s), "
+                    "each resent (is cloud ingest running?)"
+                )
         if acks is not None and data["ack_stalled"]:
             out.print(f"[yellow]WARN[/]: {escape(describe(acks))}")
         o = data["ocpp"]

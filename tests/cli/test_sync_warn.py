@@ -66,3 +66,29 @@ async def test_a_never_acking_cloud_turns_sync_status_and_doctor_to_warn(
             assert last[0].json()["last_ack_at"] is not None
             doctor = await cli("doctor", "--json", config=config)
             assert doctor.check("cloud acks")["level"] == "PASS", doctor.stdout
+
+
+async def test_uplink_dropped_for_want_of_a_cloud_subscriber_shows_in_sync_status(
+    tmp_path: Path, broker: Broker, certs: Certs
+) -> None:
+    """No cloud ingest subscribed (no acker here): the broker PUBACKs every uplink message
+    0x10 "No matching subscribers" and drops it. The agent resends them, and ``sync status``
+    counts them and says what it likely means."""
+    assert broker.tls_port is not None
+    mqtt = mqtt_table(tmp_path, port=broker.tls_port, ca=certs.ca)
+    async with sim_site(MeterSpec("sdm630", 1)) as sim:
+        config = write_config(tmp_path, sim, mqtt=mqtt)
+        async with agent_process(config, tmp_path):
+            last: list[Result] = []
+
+            async def dropped() -> bool:
+                result = await cli("sync", "status", "--json", config=config)
+                last[:] = [result]
+                return bool(result.json().get("dropped_no_subscribers"))
+
+            await wait_until(dropped, timeout_s=60, every_s=0.3)
+            status = last[0].json()
+            assert status["connected"] is True, status
+            assert status["backlog"]["rows"] > 0  # dropped, so still in the outbox
+            human = await cli("sync", "status", config=config)
+            assert "dropped by the broker, no cloud subscriber" in human.stdout, human.stdout

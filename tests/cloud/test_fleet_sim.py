@@ -5,7 +5,10 @@ offline once (its Last Will) and draining its backlog — and nothing lost."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
+import time
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -16,13 +19,14 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from edge_agent.config import MqttSettings
-from firmware_sim.fleet import FleetConfig, provision, run_sites, site_ids
+from firmware_sim.errors import FleetError
+from firmware_sim.fleet import FleetConfig, provision, run_fleet, run_sites, site_ids
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, encode_message
 from protocols.tokens import PrivateKey, UnlockClaims, sign_unlock_token
 from protocols.topics import topic
-from tests.support.mosquitto import Broker
+from tests.support.mosquitto import Broker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +276,24 @@ def test_a_site_resends_dropped_uplink_on_the_agents_schedule_by_default() -> No
     sim = FleetConfig()
     assert sim.no_subscribers_resend_s == agent.no_subscribers_resend_s > 0
     assert sim.resend_after_s == agent.ack_timeout_s
+
+
+def test_a_run_whose_processes_die_ends_at_once_with_a_clear_error() -> None:
+    """Simulator processes killed mid-run (a Ctrl-C reaches the whole process group) leave no
+    report: ``run_fleet`` says so within seconds, instead of holding its thread — and the
+    bench's executor, so the bench itself — for the run's whole limit (here over 5 minutes)."""
+    config = FleetConfig(port=free_port(), duration_s=120.0, offline_fraction=0.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_fleet, dict.fromkeys(site_ids(4, "dying"), "x"), config, processes=2)
+        deadline = time.monotonic() + 30
+        while len(multiprocessing.active_children()) < 2:
+            assert time.monotonic() < deadline, "the simulator processes never started"
+            time.sleep(0.05)
+        children = multiprocessing.active_children()
+        assert all(child.is_alive() for child in children)
+        killed = time.monotonic()
+        for child in children:
+            child.kill()
+        with pytest.raises(FleetError, match="ended without a report"):
+            run.result(timeout=30)
+        assert time.monotonic() - killed < 30  # not the run's limit
