@@ -349,13 +349,13 @@ class _Connection:
             )
 
     def publish(
-        self, topic: str, payload: bytes, *, expiry_s: int | None, wait: bool
+        self, topic: str, payload: bytes, *, expiry_s: int | None, wait: bool, qos: int = 1
     ) -> asyncio.Future[None] | None:
         properties = None
         if expiry_s is not None:
             properties = _properties(PacketTypes.PUBLISH, MessageExpiryInterval=expiry_s)
         with _translated(f"publish to {topic} failed"):
-            info = self.client.publish(topic, payload, qos=1, properties=properties)
+            info = self.client.publish(topic, payload, qos=qos, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise BrokerError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         waiter = self.link.loop.create_future() if wait else None
@@ -482,10 +482,13 @@ class BrokerLink:
             connection.forget(waiter)
             raise BrokerUnacknowledged(f"no PUBACK for {topic} within {timeout_s} s") from None
 
-    def publish_nowait(self, topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
-        """Hand a QoS 1 message to the connection without waiting for the broker; raise
-        BrokerError only when there is no connection to hand it to."""
-        self._connection(topic).publish(topic, payload, expiry_s=expiry_s, wait=False)
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, expiry_s: int | None = None, qos: int = 1
+    ) -> None:
+        """Hand a message (QoS 1, or ``qos``) to the connection without waiting for the
+        broker; raise BrokerError only when there is no connection to hand it to. (paho
+        reports a QoS 0 message "published" once written: its entry is settled then.)"""
+        self._connection(topic).publish(topic, payload, expiry_s=expiry_s, wait=False, qos=qos)
 
     def ack(self, delivery: Delivery) -> None:
         """PUBACK ``delivery`` (``manual_ack`` links); nothing if the connection that

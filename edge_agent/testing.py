@@ -358,6 +358,8 @@ class Acker:
                         clock_synced=True,
                         ranges=ranges[first : first + 1000],
                     )
+                    # QoS 1, where the cloud sends ACK_QOS (0): settle() must know the
+                    # broker holds every ack before a bench's next phase republishes.
                     info = self._client.publish(
                         topic(device_id, MessageKind.ACK), encode_message(ack), qos=1
                     )

@@ -26,6 +26,17 @@ UPLINK_KINDS = frozenset(
 )
 DOWNLINK_KINDS = frozenset({MessageKind.CMD, MessageKind.ACK})
 
+#: The QoS of the cloud's acks; every other kind goes at QoS 1 (docs/protocols.md). An ack is
+#: what lets a device delete outbox rows, not data: one lost with a dropped connection costs
+#: the device a resend of those rows after it reconnects, which the cloud's keys turn into
+#: no-ops that are acked again. At QoS 1 the cloud's MQTT client held every ack until the
+#: broker's PUBACK: behind a busy broker (a reconnect storm, a loaded node) its queue grew to
+#: all 65,535 packet ids, each PUBACK scanned that queue, and further acks were refused
+#: ("Message queue full"), so devices resent 30 s later — the lag tail of bench.fleet's 3,500
+#: sites and work done twice in its storm. At QoS 0 nothing waits: two fewer packets per
+#: uplink message for the broker, the cloud and the device.
+ACK_QOS = 0
+
 #: The shared-subscription group cloud ingest workers join, so N workers split the load.
 INGEST_SHARE_GROUP = "ingest"
 

@@ -76,7 +76,7 @@ from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
-from protocols.topics import UPLINK_KINDS, ingest_filter, topic
+from protocols.topics import ACK_QOS, UPLINK_KINDS, ingest_filter, topic
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ class IngestWorker:
             for message in build_acks(device_id, ack, first, now, new_ulid):
                 try:
                     self._link.publish_nowait(
-                        topic(device_id, MessageKind.ACK), encode_message(message)
+                        topic(device_id, MessageKind.ACK), encode_message(message), qos=ACK_QOS
                     )
                 except BrokerError as exc:
                     log.warning("acks of a committed batch not sent, devices resend: %s", exc)

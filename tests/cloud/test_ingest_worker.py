@@ -23,7 +23,7 @@ from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
 from protocols.testing import auth_decision, session_events, status, telemetry
-from protocols.topics import topic
+from protocols.topics import ACK_QOS, topic
 from tests.support.cloud_env import REDIS_URL, add_device
 from tests.support.mosquitto import Broker
 from tests.support.sim_device import SimDevice, wait_for
@@ -97,6 +97,8 @@ async def test_backlog_is_stored_once_acked_after_commit_and_published_live(
         await pubsub.aclose()
         await redis.aclose()
 
+    # Acks at QoS 0 (protocols/topics.py ACK_QOS): nothing in the cloud waits on a PUBACK.
+    assert {q for d in devices for q in d.ack_qos} == {ACK_QOS} == {0}
     assert await pg.fetchval("SELECT count(*) FROM telemetry") == 2 * 20 * 100 * 2
     assert await pg.fetchval("SELECT count(*) FROM telemetry_batches") == 40
     distinct = await pg.fetchval(

@@ -26,6 +26,8 @@ class SimDevice:
         self.device_id = device_id
         self.outbox: dict[int, tuple[str, bytes]] = {}
         self.acks: list[Ack] = []
+        #: The QoS each ack arrived at.
+        self.ack_qos: set[int] = set()
         self.dead_lettered: set[int] = set()
         self.connect_result: ReasonCode | None = None
         self.denied_subscriptions = 0
@@ -70,6 +72,7 @@ class SimDevice:
         assert isinstance(ack, Ack)
         with self._lock:
             self.acks.append(ack)
+            self.ack_qos.add(msg.qos)
             self.dead_lettered.update(ack.dead_lettered)
             for seq in [s for s in self.outbox if ack.covers(s)]:
                 del self.outbox[seq]
