@@ -254,7 +254,7 @@ def _step_summary(report: SiteReport) -> str:
     broker's 0x10 drops, connects that failed."""
     lags = sorted(report.lags_ms)  # once: _p's own sort of a sorted list is linear
     quantiles = ", ".join(
-        f"p{round(q * 100)} {_p(lags, q):.0f}" for q in (0.5, 0.9, 0.99, 0.999) if lags
+        f"p{q * 100:g} {_p(lags, q):.0f}" for q in (0.5, 0.9, 0.99, 0.999) if lags
     )
     return (
         f"lag ms {quantiles or 'none'} (max {max(lags, default=0):.0f}), "
