@@ -291,9 +291,8 @@ def test_a_run_whose_processes_die_ends_at_once_with_a_clear_error() -> None:
             time.sleep(0.05)
         children = multiprocessing.active_children()
         assert all(child.is_alive() for child in children)
-        killed = time.monotonic()
         for child in children:
             child.kill()
+        # The run's own limit is over 5 minutes: an answer within this guard is the poll's.
         with pytest.raises(FleetError, match="ended without a report"):
-            run.result(timeout=30)
-        assert time.monotonic() - killed < 30  # not the run's limit
+            run.result(timeout=60)
