@@ -384,6 +384,34 @@ class LoadedWindow:
     idle_unlocks_ms: list[float]
     unlocks_failed: int
     idle_unlocks_failed: int
+    #: Where the loaded and the idle unlocks' time went (:func:`_unlock_legs`).
+    unlock_legs: dict[str, float | None]
+    idle_unlock_legs: dict[str, float | None]
+
+
+#: Per ``start_session`` command: API recorded it → the site's answer (its ``ts``: the command
+#: published, delivered, the token checked) → ingest committed that answer (``result_at``).
+#: The sites share this box's clock. What is left of an unlock's time is the API's checks
+#: before recording and its wake-up after the commit.
+UNLOCK_LEGS_SQL = """
+SELECT extract(epoch FROM (result->>'ts')::timestamptz - sent_at) * 1000 AS to_answer_ms,
+       extract(epoch FROM result_at - (result->>'ts')::timestamptz) * 1000 AS to_stored_ms
+FROM device_commands
+WHERE device_id = ANY($1::text[]) AND name = 'start_session' AND result_at IS NOT NULL
+  AND sent_at >= $2 AND sent_at < $3"""
+
+
+async def _unlock_legs(
+    conn: PgConnection, device_ids: list[str], since: datetime, until: datetime
+) -> dict[str, float | None]:
+    """p50 and p95 of each leg of the unlocks whose command was recorded in [since, until)."""
+    rows = await conn.fetch(UNLOCK_LEGS_SQL, device_ids, since, until)
+    legs: dict[str, float | None] = {}
+    for leg in ("to_answer_ms", "to_stored_ms"):
+        values = [float(r[leg]) for r in rows]
+        for name, q in (("p50", 0.5), ("p95", 0.95)):
+            legs[f"{leg[:-3]}_{name}_ms"] = round(_p(values, q), 2) if values else None
+    return legs
 
 
 async def _loaded_window(
@@ -418,7 +446,9 @@ async def _loaded_window(
         await _devices_online(conn, sorted(market.passwords))
         for k in range(args.unlock_warmup):
             await _unlock_once(client, market, k)
+        idle_from = datetime.now(UTC)
         idle = [await _unlock_once(client, market, k) for k in range(args.unlocks)]
+        loaded_from = datetime.now(UTC)
         await search_bench.heard_now(conn)
         loaded = asyncio.create_task(
             asyncio.to_thread(
@@ -456,6 +486,7 @@ async def _loaded_window(
         # config's whole duration.
         async with asyncio.timeout(unlock_config.drain_timeout_s + 30):
             await unlock_sites
+    device_ids = sorted(market.passwords)
     return LoadedWindow(
         report=report,
         searches_ms=searches_ms,
@@ -463,6 +494,8 @@ async def _loaded_window(
         idle_unlocks_ms=[u for u in idle if u is not None],
         unlocks_failed=sum(u is None for u in unlocks),
         idle_unlocks_failed=sum(u is None for u in idle),
+        unlock_legs=await _unlock_legs(conn, device_ids, loaded_from, datetime.now(UTC)),
+        idle_unlock_legs=await _unlock_legs(conn, device_ids, idle_from, loaded_from),
     )
 
 
@@ -789,6 +822,10 @@ def _unlock_line(
             "unlock_sites": args.unlock_sites,
             "p50_ms": None if not loaded else round(_p(loaded, 0.5), 2),
             "idle_p50_ms": None if not idle else round(_p(idle, 0.5), 2),
+            # Where the time went, per leg (UNLOCK_LEGS_SQL): recorded → the site answered,
+            # answered → ingest stored the answer.
+            "legs": window.unlock_legs,
+            "idle_legs": window.idle_unlock_legs,
             "timed": "POST /chargers/{id}/sessions -> start_session command -> the fleet site "
             "answers Accepted (its session started: relay closed) -> ingest stores it -> 201",
         },

@@ -25,6 +25,11 @@ UPLINK_KINDS = frozenset(
     }
 )
 DOWNLINK_KINDS = frozenset({MessageKind.CMD, MessageKind.ACK})
+#: Uplink someone is waiting on — a driver at the charger, the API's unlock answer: session
+#: events, command results and authorization decisions. Few, and they pass everything else:
+#: the agent sends them first (edge_agent/sync/uplink.py) and cloud ingest reads them on a
+#: broker connection and batch loop of their own (cloud/workers/ingest.py).
+URGENT_KINDS = frozenset({MessageKind.SESSION, MessageKind.CMD_RESULT, MessageKind.AUTH})
 
 #: The QoS of the cloud's acks; every other kind goes at QoS 1 (docs/protocols.md). An ack is
 #: what lets a device delete outbox rows, not data: one lost with a dropped connection costs

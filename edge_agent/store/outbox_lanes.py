@@ -15,12 +15,14 @@ from typing import Any
 
 from edge_agent.store.db import transaction
 from edge_agent.store.outbox import OutboxRow
+from protocols import topics
 from protocols.enums import MessageKind
 
 #: Kinds that jump the queue: a session's start/stop, a command's answer and an authorization
 #: decision (a refused unlock) are what a driver and the cloud wait for; telemetry can trail.
-#: Decisions are few — one per credential presented, PIN guesses bounded by the lockout.
-URGENT_KINDS = (MessageKind.SESSION.value, MessageKind.CMD_RESULT.value, MessageKind.AUTH.value)
+#: Decisions are few — one per credential presented, PIN guesses bounded by the lockout. One
+#: list with cloud ingest's urgent lane (protocols.topics.URGENT_KINDS), as column values.
+URGENT_KINDS = tuple(sorted(kind.value for kind in topics.URGENT_KINDS))
 
 _COLUMNS = "seq, kind, created_at, payload"
 # A dict lookup, not MessageKind(value): this runs for every row of a 100,000-row drain.

@@ -175,7 +175,7 @@ async def test_decisions_made_at_the_edge_store_arrive_in_postgres_once(
     ).fetchall()
 
     workers.start(0)
-    await wait_for(lambda: "as ingest-0" in broker.log_text(), timeout_s=30)
+    await wait_for(lambda: workers.joined(broker, 0), timeout_s=30)
     settings = _sync_settings(broker, certs, device, password, UplinkSettings(ack_timeout_s=5.0))
     sync = SyncService(store, settings, handler=RecordingHandler(), clock=wall_clock())
     async with running(sync):

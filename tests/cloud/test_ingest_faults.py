@@ -45,7 +45,7 @@ async def test_outage_backlog_with_two_workers_killed_five_times_loses_and_dupli
     workers.start(0)
     workers.start(1)
     # A shared subscription with no member drops messages: wait for both workers' sessions.
-    await wait_for(lambda: all(f"as ingest-{i}" in broker.log_text() for i in (0, 1)), timeout_s=30)
+    await wait_for(lambda: workers.joined(broker, 0, 1), timeout_s=30)
     await device.connect()
     # Kill -9 a worker each time another seventh of the backlog is acked, then restart it.
     for kill in range(5):

@@ -19,10 +19,10 @@ from cloud.ingest.writer import write_batch
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings
 from cloud.workers.ingest import open_ingest_worker
-from protocols.enums import AuthorizationStatus, MessageKind
+from protocols.enums import AuthorizationStatus, CommandStatus, MessageKind
 from protocols.ids import new_ulid
-from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
-from protocols.testing import auth_decision, session_events, status, telemetry
+from protocols.messages import MAX_PAYLOAD_BYTES, CommandResult, encode_message
+from protocols.testing import T0, auth_decision, session_events, status, telemetry
 from protocols.topics import ACK_QOS, topic
 from tests.support.cloud_env import REDIS_URL, add_device
 from tests.support.mosquitto import Broker
@@ -217,6 +217,58 @@ async def test_no_ack_before_the_commit_and_the_rows_are_visible_when_it_arrives
         await close(blocker)
         device.disconnect()
     assert seen_at_ack == [10]
+
+
+async def test_session_events_command_results_and_decisions_pass_telemetry_the_worker_is_stuck_on(
+    settings: Settings, broker: Broker, pg: PgConnection, db_url: str
+) -> None:
+    """The urgent lane (cloud/workers/ingest.py): with telemetry unable to commit, what a
+    driver waits for — a session start, the unlock's command result, the decision — is still
+    stored and acked; the telemetry follows once it can. With one lane the urgent messages
+    waited behind the stuck batch (in it, or queued after it)."""
+    await _seed_device(pg, "dev-u")
+    device = SimDevice("dev-u", add_device(broker, "dev-u"), broker.port)
+    # Telemetry first, as it would be queued ahead of them in a busy worker.
+    device.queue(telemetry("dev-u", seq, readings=5, first_index=seq * 10) for seq in (1, 2, 3))
+    started = session_events("dev-u", new_ulid(), 4, updates=0)[0]
+    cmd_id = new_ulid()
+    answer = CommandResult(
+        msg_id=new_ulid(),
+        device_id="dev-u",
+        seq=5,
+        ts=T0,
+        clock_synced=True,
+        cmd_id=cmd_id,
+        status=CommandStatus.ACCEPTED,
+    )
+    decision = auth_decision("dev-u", 6, status=AuthorizationStatus.ACCEPTED)
+    device.queue([started, answer, decision])
+    blocker = await connect(DbSettings(url=db_url))
+    try:
+        async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+            run = tg.create_task(worker.run(), name="ingest")
+            await device.connect()
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE telemetry_batches IN ACCESS EXCLUSIVE MODE")
+                device.send_unacked()
+                await wait_for(lambda: device.unacked() == 3, timeout_s=10)
+                assert sorted(device.outbox) == [1, 2, 3]
+                assert (
+                    await pg.fetchval(
+                        "SELECT result_status FROM device_commands WHERE cmd_id = $1", cmd_id
+                    )
+                    == CommandStatus.ACCEPTED.value
+                )
+                assert await pg.fetchval("SELECT count(*) FROM sessions") == 1
+                assert await pg.fetchval("SELECT count(*) FROM auth_decisions") == 1
+            await device.drain(timeout_s=30)
+            run.cancel()
+    finally:
+        await close(blocker)
+        device.disconnect()
+    assert (
+        await pg.fetchval("SELECT count(*) FROM telemetry") == 30
+    )  # 3 batches x 5 readings x 2 values
 
 
 async def test_a_message_postgresql_cannot_store_is_isolated_and_dead_lettered(

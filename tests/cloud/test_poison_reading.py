@@ -47,7 +47,7 @@ def _start(workers: Workers, index: int = 0) -> None:
 
 
 async def _joined(broker: Broker, index: int = 0) -> None:
-    await wait_for(lambda: f"as ingest-{index}" in broker.log_text(), timeout_s=30)
+    await wait_for(lambda: Workers.joined(broker, index), timeout_s=30)
 
 
 def _alive(workers: Workers, index: int = 0) -> bool:

@@ -74,7 +74,7 @@ async def test_status_carries_meters_and_connectors_into_the_cloud_charger_statu
     charger_id, host = await _listed(market_api, pg)
     password = add_device(broker, DEVICE)
     workers.start(0)
-    await wait_for(lambda: "as ingest-0" in broker.log_text(), timeout_s=30)
+    await wait_for(lambda: workers.joined(broker, 0), timeout_s=30)
     # Statuses on their interval only once an hour: any status after the first is one sent
     # because something changed.
     mqtt = mqtt_table(tmp_path, port=broker.tls_port, ca=certs.ca, password=password).replace(

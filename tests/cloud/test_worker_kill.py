@@ -28,7 +28,7 @@ async def _both_workers_joined(broker: Broker, workers: Workers) -> None:
     workers.start(0)
     workers.start(1)
     # A shared subscription with no member drops messages: wait for both workers' sessions.
-    await wait_for(lambda: all(f"as ingest-{i}" in broker.log_text() for i in (0, 1)), timeout_s=30)
+    await wait_for(lambda: workers.joined(broker, 0, 1), timeout_s=30)
 
 
 async def _gone(broker: Broker, client_id: str) -> None:

@@ -39,6 +39,18 @@ class Workers:
                 stderr=subprocess.STDOUT,
             )
 
+    @staticmethod
+    def joined(broker: Broker, *indexes: int) -> bool:
+        """Whether workers ``indexes`` have both their broker sessions up (the bulk and the
+        urgent lane, cloud/workers/ingest.py): until then the broker drops what is published to
+        a shared subscription with no member."""
+        log = broker.log_text()
+        return all(
+            f"as {client_id} " in log
+            for i in indexes
+            for client_id in (f"ingest-{i}", f"ingest-events-{i}")
+        )
+
     def kill9(self, index: int) -> None:
         proc = self.procs[index]
         proc.send_signal(signal.SIGKILL)
