@@ -390,15 +390,17 @@ class LoadedWindow:
 
 
 #: Per ``start_session`` command: API recorded it → the site's answer (its ``ts``: the command
-#: published, delivered, the token checked) → ingest committed that answer (``result_at``).
-#: The sites share this box's clock. What is left of an unlock's time is the API's checks
-#: before recording and its wake-up after the commit.
+#: published, delivered, the token checked) → ingest's transaction storing that answer began
+#: (``result_at``) → the API's transaction resolving the unlock began (``resolved_at``: the
+#: ingest commit, its Redis announcement, the API waking). The sites share this box's clock.
+#: What is left of an unlock's time is the API's checks before recording and its answer.
 UNLOCK_LEGS_SQL = """
-SELECT extract(epoch FROM (result->>'ts')::timestamptz - sent_at) * 1000 AS to_answer_ms,
-       extract(epoch FROM result_at - (result->>'ts')::timestamptz) * 1000 AS to_stored_ms
-FROM device_commands
-WHERE device_id = ANY($1::text[]) AND name = 'start_session' AND result_at IS NOT NULL
-  AND sent_at >= $2 AND sent_at < $3"""
+SELECT extract(epoch FROM (c.result->>'ts')::timestamptz - c.sent_at) * 1000 AS to_answer_ms,
+       extract(epoch FROM c.result_at - (c.result->>'ts')::timestamptz) * 1000 AS to_stored_ms,
+       extract(epoch FROM u.resolved_at - c.result_at) * 1000 AS to_resolved_ms
+FROM device_commands c JOIN unlock_requests u ON u.cmd_id = c.cmd_id
+WHERE c.device_id = ANY($1::text[]) AND c.name = 'start_session' AND c.result_at IS NOT NULL
+  AND u.resolved_at IS NOT NULL AND c.sent_at >= $2 AND c.sent_at < $3"""
 
 
 async def _unlock_legs(
@@ -407,7 +409,7 @@ async def _unlock_legs(
     """p50 and p95 of each leg of the unlocks whose command was recorded in [since, until)."""
     rows = await conn.fetch(UNLOCK_LEGS_SQL, device_ids, since, until)
     legs: dict[str, float | None] = {}
-    for leg in ("to_answer_ms", "to_stored_ms"):
+    for leg in ("to_answer_ms", "to_stored_ms", "to_resolved_ms"):
         values = [float(r[leg]) for r in rows]
         for name, q in (("p50", 0.5), ("p95", 0.95)):
             legs[f"{leg[:-3]}_{name}_ms"] = round(_p(values, q), 2) if values else None
@@ -450,12 +452,22 @@ async def _loaded_window(
         idle = [await _unlock_once(client, market, k) for k in range(args.unlocks)]
         loaded_from = datetime.now(UTC)
         await search_bench.heard_now(conn)
+        fleet_online = threading.Event()
         loaded = asyncio.create_task(
             asyncio.to_thread(
-                run_fleet, subset, _step_config(args, port), processes=args.sim_processes
+                run_fleet,
+                subset,
+                _step_config(args, port),
+                processes=args.sim_processes,
+                online=fleet_online,
             )
         )
-        await asyncio.sleep(2.0 + 0.5 * args.sim_processes)
+        # Timed from when every site is connected and metering, as the steps' lag is (the
+        # sites meter only once all are online): the first seconds are thousands of sites
+        # connecting at once — the storm's business, not a running fleet's. (Until
+        # 2026-12-05 a fixed 3 s sleep put the first unlocks inside that ramp.)
+        while not fleet_online.is_set() and not loaded.done():
+            await asyncio.sleep(0.2)
         loop = asyncio.get_running_loop()
         # The unlocks spread over the window; searches paced at --search-rate in between
         # (drivers looking for a charger: an open rate, not a client searching back to back,
@@ -822,8 +834,8 @@ def _unlock_line(
             "unlock_sites": args.unlock_sites,
             "p50_ms": None if not loaded else round(_p(loaded, 0.5), 2),
             "idle_p50_ms": None if not idle else round(_p(idle, 0.5), 2),
-            # Where the time went, per leg (UNLOCK_LEGS_SQL): recorded → the site answered,
-            # answered → ingest stored the answer.
+            # Where the time went, per leg (UNLOCK_LEGS_SQL): recorded → the site answered →
+            # ingest stored the answer → the API resolved the unlock.
             "legs": window.unlock_legs,
             "idle_legs": window.idle_unlock_legs,
             "timed": "POST /chargers/{id}/sessions -> start_session command -> the fleet site "

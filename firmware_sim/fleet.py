@@ -43,6 +43,7 @@ import resource
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -616,9 +617,11 @@ async def run_sites(
     *,
     start_at: float,
     stop: asyncio.Event | None = None,
+    on_online: Callable[[], None] | None = None,
 ) -> SiteReport:
     """Run ``sites`` (id, password) in this event loop from wall-clock ``start_at`` for
-    ``config.duration_s`` (or until ``stop`` is set, if sooner), then drain and disconnect."""
+    ``config.duration_s`` (or until ``stop`` is set, if sooner), then drain and disconnect.
+    ``on_online``: called once every site is connected, as they begin metering."""
     # Reproducible behaviour per slice, not secrets.
     rng = random.Random(f"{config.seed}-{sites[0][0] if sites else ''}")  # noqa: S311
     await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -629,6 +632,8 @@ async def run_sites(
         tasks.append(asyncio.create_task(site.pump()))
         tasks.append(asyncio.create_task(site.connect_loop(stop_at + config.drain_timeout_s)))
     await asyncio.gather(*(s.online.wait() for s in fleet))
+    if on_online is not None:
+        on_online()
     behaviour = [asyncio.create_task(s.behave(stop_at, stop)) for s in fleet]
     offline = [
         asyncio.create_task(_offline_later(s, config, rng.uniform(0.1, 0.5) * config.duration_s))
@@ -657,11 +662,11 @@ def _raise_fd_limit() -> None:
 
 
 def _process_main(
-    sites: list[tuple[str, str]], config: FleetConfig, start_at: float, out: Any
+    sites: list[tuple[str, str]], config: FleetConfig, start_at: float, out: Any, online: Any
 ) -> None:
     _raise_fd_limit()
     _exit_with_parent()
-    report = asyncio.run(run_sites(sites, config, start_at=start_at))
+    report = asyncio.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
     out.put(asdict(report))
 
 
@@ -698,16 +703,26 @@ def provision(admin: Any, device_ids: list[str], *, chunk: int = 250) -> dict[st
 
 
 def run_fleet(
-    passwords: dict[str, str], config: FleetConfig, *, processes: int = 2, start_in_s: float = 1.0
+    passwords: dict[str, str],
+    config: FleetConfig,
+    *,
+    processes: int = 2,
+    start_in_s: float = 1.0,
+    online: threading.Event | None = None,
 ) -> SiteReport:
-    """Run the provisioned sites in ``processes`` worker processes; return the merged report."""
+    """Run the provisioned sites in ``processes`` worker processes; return the merged report.
+    ``online`` is set (within a second) once every site is connected and metering: what a
+    caller measuring the running fleet waits for, past the ramp of thousands connecting."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     items = sorted(passwords.items())
     processes = max(1, min(processes, len(items)))
     start_at = time.time() + start_in_s + 0.5 * processes  # spawn takes a moment each
+    ready = [ctx.Event() for _ in range(processes)]
     workers = [
-        ctx.Process(target=_process_main, args=(items[i::processes], config, start_at, out))
+        ctx.Process(
+            target=_process_main, args=(items[i::processes], config, start_at, out, ready[i])
+        )
         for i in range(processes)
     ]
     for w in workers:
@@ -717,6 +732,8 @@ def run_fleet(
     reports: list[SiteReport] = []
     try:
         while len(reports) < len(workers):
+            if online is not None and all(r.is_set() for r in ready):
+                online.set()
             # Polled, not one long get: a worker that dies without its report (killed, or
             # the Ctrl-C that reached the whole process group) ends the run within a second
             # or two instead of holding this thread — and the caller's executor — for the

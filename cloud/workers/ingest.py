@@ -45,7 +45,7 @@ Flow, and why each step is where it is::
   unlock answer (the ``cmd_result`` the API waits for) waited behind every telemetry batch
   in flight to the worker and queued for it, up to the worker's lag (bench.fleet: unlock
   p95 825 ms at 5,000 sites against 31 ms idle). The urgent lane's broker window, queue and
-  batches hold only the few urgent messages (its batches gather for :data:`URGENT_FLUSH_S`). The
+  batches hold only the few urgent messages. The
   agent's uplink sends these kinds first for the same reason (edge_agent/sync/uplink.py).
   Nothing relies on order across kinds: MQTT orders only within a topic, and a shared
   subscription already spreads one device's topics over several workers.
@@ -96,11 +96,6 @@ log = logging.getLogger(__name__)
 RETRY_MAX_DELAY_S = 10.0
 #: A failing rollup refresh round waits up to this many refresh intervals before the next.
 ROLLUP_MAX_BACKOFF_ROUNDS = 16
-#: How long the urgent lane's batch waits for more messages after its first. Not 0: each
-#: batch is a transaction (a commit, a session refold), and at 5,000 sites the urgent kinds
-#: come at ~170 a second — one transaction each took CPU the bulk lane needed on a full box.
-#: 50 ms batches them (a few per commit) at a cost far inside the unlock's 300 ms goal.
-URGENT_FLUSH_S = 0.05
 #: Net new container objects between two young collections in the worker process (the
 #: interpreter's default is 700; see run_ingest).
 INGEST_GC_THRESHOLD = 100_000
@@ -127,8 +122,6 @@ class Lane:
     #: The job's name (logs, ``chargemitra_worker_job_failures_total{task}``).
     job: str
     link: BrokerLink
-    #: How long a batch waits for more messages after its first.
-    flush_interval_s: float
     #: The batch being processed: kept across a restart of the lane's job, so a batch taken
     #: off the queue is never dropped by the job's own failure.
     in_hand: list[Delivery] = field(default_factory=list)
@@ -147,8 +140,8 @@ class IngestWorker:
         self._live = LivePublisher(redis)
         self._loop = asyncio.get_running_loop()
         self._lanes = (
-            Lane("ingest", bulk, settings.ingest.flush_interval_s),
-            Lane("ingest-urgent", urgent, URGENT_FLUSH_S),
+            Lane("ingest", bulk),
+            Lane("ingest-urgent", urgent),
         )
         self.stats = IngestStats()
 
@@ -276,7 +269,7 @@ class IngestWorker:
     async def _next_batch(self, lane: Lane) -> list[Delivery]:
         queue = lane.link.messages
         items = [await queue.get()]
-        deadline = self._loop.time() + lane.flush_interval_s
+        deadline = self._loop.time() + self._settings.ingest.flush_interval_s
         while len(items) < self._settings.ingest.batch_max:
             try:
                 items.append(queue.get_nowait())
