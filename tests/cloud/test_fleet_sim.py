@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import json
 import multiprocessing
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -296,3 +297,23 @@ def test_a_run_whose_processes_die_ends_at_once_with_a_clear_error() -> None:
         # The run's own limit is over 5 minutes: an answer within this guard is the poll's.
         with pytest.raises(FleetError, match="ended without a report"):
             run.result(timeout=60)
+
+
+def test_a_run_says_when_every_site_is_online_while_the_fleet_still_runs(broker: Broker) -> None:
+    """``run_fleet``'s ``online`` event: what bench.fleet waits for before timing unlocks and
+    searches against the running fleet (past the connect ramp). It comes from the simulator
+    processes once every one of their sites is connected, before the fleet's time is up."""
+    device_ids = site_ids(4, "fleet-on")
+    passwords = provision(broker.admin(), device_ids)
+    config = FleetConfig(
+        port=broker.port, duration_s=20.0, offline_fraction=0.0, drain_timeout_s=1.0
+    )
+    online = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_fleet, passwords, config, processes=2, online=online)
+        assert online.wait(timeout=60), "every site connected, yet no online event"
+        # Set while the sites meter, not at the end: the run has its window still to go.
+        assert not run.done()
+        report = run.result(timeout=120)
+    assert report.sites == 4
+    assert report.connects >= 4
