@@ -397,9 +397,12 @@ async def seed_city(db: AsyncSession, *, now: datetime) -> CitySummary:
         )
         db.add(connector)
         for weekday in range(7):
-            opens, closes = (
-                (time(0, 0), END_OF_DAY) if rng.random() < 0.6 else (time(6, 0), time(22, 0))
-            )
+            draw = rng.random()  # drawn for every charger, so the rest of the city stays put
+            # The simulated sites are open round the clock: `make demo` and its story must
+            # work at any hour (a site open 06:00-22:00 IST refused the story's booking from
+            # 16:30 UTC, and the demo test failed every evening).
+            always = index < len(DEMO_SITES) or draw < 0.6
+            opens, closes = (time(0, 0), END_OF_DAY) if always else (time(6, 0), time(22, 0))
             db.add(
                 AvailabilityWindow(
                     charger_id=charger.id, weekday=weekday, opens_at=opens, closes_at=closes
