@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -189,20 +191,30 @@ async def test_malformed_payloads_are_dead_lettered_with_reasons_and_the_worker_
     )
 
 
+@asynccontextmanager
+async def _batches_locked(db_url: str) -> AsyncIterator[None]:
+    """Hold ``telemetry_batches`` for the block: a worker's telemetry transaction waits behind
+    this lock until the block ends."""
+    blocker = await connect(DbSettings(url=db_url))
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE telemetry_batches IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await close(blocker)
+
+
 async def test_no_ack_before_the_commit_and_the_rows_are_visible_when_it_arrives(
     settings: Settings, broker: Broker, pg: PgConnection, db_url: str
 ) -> None:
     device = SimDevice("dev-c", add_device(broker, "dev-c"), broker.port)
     device.queue([telemetry("dev-c", 1, readings=5)])
     seen_at_ack: list[int] = []
-    blocker = await connect(DbSettings(url=db_url))
     try:
         async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
             run = tg.create_task(worker.run(), name="ingest")
             await device.connect()
-            # Hold the batch table: the worker's transaction waits behind this lock.
-            async with blocker.transaction():
-                await blocker.execute("LOCK TABLE telemetry_batches IN ACCESS EXCLUSIVE MODE")
+            async with _batches_locked(db_url):
                 device.send_unacked()
                 await wait_for(
                     lambda: "ingest-0" in broker.log_text() and device.unacked() == 1,
@@ -214,7 +226,6 @@ async def test_no_ack_before_the_commit_and_the_rows_are_visible_when_it_arrives
             seen_at_ack.append(await pg.fetchval("SELECT count(*) FROM telemetry"))
             run.cancel()
     finally:
-        await close(blocker)
         device.disconnect()
     assert seen_at_ack == [10]
 
@@ -243,13 +254,11 @@ async def test_session_events_command_results_and_decisions_pass_telemetry_the_w
     )
     decision = auth_decision("dev-u", 6, status=AuthorizationStatus.ACCEPTED)
     device.queue([started, answer, decision])
-    blocker = await connect(DbSettings(url=db_url))
     try:
         async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
             run = tg.create_task(worker.run(), name="ingest")
             await device.connect()
-            async with blocker.transaction():
-                await blocker.execute("LOCK TABLE telemetry_batches IN ACCESS EXCLUSIVE MODE")
+            async with _batches_locked(db_url):
                 device.send_unacked()
                 await wait_for(lambda: device.unacked() == 3, timeout_s=10)
                 assert sorted(device.outbox) == [1, 2, 3]
@@ -264,11 +273,9 @@ async def test_session_events_command_results_and_decisions_pass_telemetry_the_w
             await device.drain(timeout_s=30)
             run.cancel()
     finally:
-        await close(blocker)
         device.disconnect()
-    assert (
-        await pg.fetchval("SELECT count(*) FROM telemetry") == 30
-    )  # 3 batches x 5 readings x 2 values
+    # 3 batches x 5 readings x 2 values
+    assert await pg.fetchval("SELECT count(*) FROM telemetry") == 30
 
 
 async def test_a_message_postgresql_cannot_store_is_isolated_and_dead_lettered(
