@@ -58,9 +58,10 @@ import gc
 import logging
 import random
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -86,6 +87,7 @@ from cloud.settings import Settings
 from cloud.telemetry.partitions import maintain
 from cloud.telemetry.rollup import refresh_each, refresh_pending
 from cloud.telemetry.storage import INSTALLED_SQL, TelemetryBackend
+from cloud.workers.loop_thread import LoopThread
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import encode_message
@@ -103,6 +105,8 @@ INGEST_GC_THRESHOLD = 100_000
 
 @dataclass
 class IngestStats:
+    """Counters of one worker; its lanes run on two threads, so updates take ``lock``."""
+
     batches: int = 0
     messages: int = 0
     telemetry_rows: int = 0
@@ -113,37 +117,238 @@ class IngestStats:
     unprocessed: int = 0
     #: Failures each background job survived, by job name.
     job_failures: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def tally(self, job: str, _exc: Exception | None = None) -> None:
+        """One more failure of ``job`` (a supervisor's ``on_failure``)."""
+        with self.lock:
+            self.job_failures[job] = self.job_failures.get(job, 0) + 1
 
 
-@dataclass
 class Lane:
-    """One broker connection's uplink and the batch loop that writes it (a job of its own)."""
+    """One broker connection's uplink and the batch loop that writes it (a job of its own).
 
-    #: The job's name (logs, ``chargemitra_worker_job_failures_total{task}``).
-    job: str
-    link: BrokerLink
-    #: The batch being processed: kept across a restart of the lane's job, so a batch taken
-    #: off the queue is never dropped by the job's own failure.
-    in_hand: list[Delivery] = field(default_factory=list)
-    #: Consecutive messages that could not be processed (their backoff; 0 when healthy).
-    unprocessed_streak: int = 0
+    Everything it holds belongs to the event loop it runs on: the urgent lane runs on a
+    thread of its own (:func:`_run_urgent_lane`), the telemetry lane on the worker's loop.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        job: str,
+        *,
+        link: BrokerLink,
+        pool: PgPool,
+        live: LivePublisher,
+        stats: IngestStats,
+    ) -> None:
+        #: The job's name (logs, ``chargemitra_worker_job_failures_total{task}``).
+        self.job = job
+        self.link = link
+        self._settings = settings
+        self._pool = pool
+        self._live = live
+        self._stats = stats
+        #: The batch being processed: kept across a restart of the lane's job, so a batch
+        #: taken off the queue is never dropped by the job's own failure.
+        self._in_hand: list[Delivery] = []
+        #: Consecutive messages that could not be processed (their backoff; 0 when healthy).
+        self._unprocessed_streak = 0
+
+    async def run(self) -> None:
+        """One batch at a time, each acked after its commit.
+
+        (Overlapping the decoding of the next batch with the write of the current one was
+        measured with bench.ingest and gained nothing: both need this process's GIL.)
+        """
+        while True:
+            if not self._in_hand:
+                self._in_hand = await self._next_batch()
+            await self._process(self._in_hand)
+            self._in_hand = []
+
+    def _job_failed(self) -> None:
+        """A failure the lane handled itself: counted like those its supervisor handles."""
+        WORKER_JOB_FAILURES.labels(self.job).inc()
+        self._stats.tally(self.job)
+
+    async def _next_batch(self) -> list[Delivery]:
+        queue = self.link.messages
+        loop = asyncio.get_running_loop()
+        items = [await queue.get()]
+        deadline = loop.time() + self._settings.ingest.flush_interval_s
+        while len(items) < self._settings.ingest.batch_max:
+            try:
+                items.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    items.append(await queue.get())
+            except TimeoutError:
+                break
+        return items
+
+    async def _process(self, items: list[Delivery]) -> None:
+        """Process ``items`` as one batch; if that fails for a reason no step already handles
+        (a lost connection is retried, data PostgreSQL refuses dead-lettered), retry them
+        one at a time so only the culprit is held back (:meth:`_unprocessable`)."""
+        try:
+            await self._process_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                await self._unprocessable(items[0], exc)
+                return
+            self._job_failed()
+            log.exception("ingest batch failed; processing its %d messages one by one", len(items))
+            for item in items:
+                await self._process([item])
+            return
+        self._unprocessed_streak = 0
+
+    async def _unprocessable(self, item: Delivery, exc: Exception) -> None:
+        """A message that fails on its own: release it, leave it unacked, back off.
+
+        Not dead-lettered: the failure is ours or the database's, not provably the message's
+        (that is what UNWRITABLE and the contract's refusals are for), and a dead letter is
+        acked — the device would delete it. PUBACKed so it holds no slot of the broker's
+        window (Receive Maximum) on this connection; its device resends it after its ack
+        timeout and it goes through once whatever failed is fixed.
+        """
+        self._job_failed()
+        with self._stats.lock:
+            self._stats.unprocessed += 1
+        INGEST_MESSAGES.labels("unknown", "unprocessed").inc()
+        log.error(
+            "message on %s not processed, left for its device to resend: %s",
+            item.topic,
+            exc,
+            exc_info=exc if self._unprocessed_streak == 0 else None,  # one traceback a streak
+        )
+        self.link.ack(item)
+        delay = min(0.1 * 2**self._unprocessed_streak, RETRY_MAX_DELAY_S)
+        self._unprocessed_streak += 1
+        await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
+
+    async def _process_batch(self, items: list[Delivery]) -> None:
+        started = time.perf_counter()
+        received_at = datetime.now(UTC)
+        decoded = [
+            r.parsed
+            if isinstance(r.parsed, Accepted | Rejected)
+            else decode(r.topic, r.payload, received_at)
+            for r in items
+        ]
+        written = await self._store(items, decoded)
+        acks_sent = sum(self._send_acks(plan, result) for plan, result in written)
+        for item in items:
+            self.link.ack(item)
+        INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+        for plan, result in written:
+            for kind, count in plan.kind_counts().items():
+                INGEST_MESSAGES.labels(kind, "stored").inc(count)
+            INGEST_MESSAGES.labels("invalid", "dead_letter").inc(len(plan.dead_letters))
+            INGEST_READINGS.inc(result.telemetry_rows)
+            await self._live.publish(live_messages(plan, result.sessions))
+        with self._stats.lock:
+            for plan, result in written:
+                self._stats.telemetry_rows += result.telemetry_rows
+                self._stats.dead_letters += len(plan.dead_letters)
+            self._stats.acks_sent += acks_sent
+            self._stats.batches += 1
+            self._stats.messages += len(items)
+
+    async def _store(
+        self, items: list[Delivery], decoded: list[Accepted | Rejected]
+    ) -> list[tuple[BatchPlan, WriteResult]]:
+        """Commit the batch; if PostgreSQL refuses its data, find the culprit message by
+        writing the batch's messages one at a time and dead-letter only that one, so one
+        poison message can neither stop the worker nor hold back the others."""
+        plan = plan_batch(decoded)
+        try:
+            return [(plan, await self._commit(plan))]
+        except UNWRITABLE as exc:
+            if len(items) > 1:
+                log.warning("batch refused by the database, isolating the message: %s", exc)
+                written = []
+                for item, one in zip(items, decoded, strict=True):
+                    written += await self._store([item], [one])
+                return written
+            item, one = items[0], decoded[0]
+            rejected = Rejected(
+                topic_name=item.topic,
+                device_id=one.topic.device_id if isinstance(one, Accepted) else one.device_id,
+                seq=one.message.seq if isinstance(one, Accepted) else one.seq,
+                payload=item.payload,
+                error_kind="Unstorable",
+                reason=f"{type(exc).__name__}: {exc}",
+            )
+            plan = plan_batch([rejected])
+            return [(plan, await self._commit(plan))]
+
+    async def _commit(self, plan: BatchPlan) -> WriteResult:
+        delay = 0.1
+        failing = False
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    result = await write_batch(
+                        conn,
+                        plan,
+                        dead_letter_payload_max=self._settings.ingest.dead_letter_payload_max,
+                        offline_grace_s=self._settings.notifications.offline_grace_s,
+                    )
+            except RETRYABLE as exc:
+                if not failing:
+                    log.error("ingest batch not committed, retrying: %s", exc)
+                    failing = True
+                await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
+                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                continue
+            if failing:
+                log.info("ingest batch committed after retrying")
+            return result
+
+    def _send_acks(self, plan: BatchPlan, result: WriteResult) -> int:
+        """Publish the committed batch's acks (not waited for); how many went out. Without a
+        connection the rest are dropped: each device resends what it has no ack for, and is
+        acked then."""
+        now = datetime.now(UTC)
+        sent = 0
+        for device_id, ack in sorted(plan.acks.items()):
+            first = result.first_downlink_seq[device_id]
+            for message in build_acks(device_id, ack, first, now, new_ulid):
+                try:
+                    self.link.publish_nowait(
+                        topic(device_id, MessageKind.ACK), encode_message(message), qos=ACK_QOS
+                    )
+                except BrokerError as exc:
+                    log.warning("acks of a committed batch not sent, devices resend: %s", exc)
+                    return sent
+                sent += 1
+        return sent
 
 
 class IngestWorker:
     """One ingest worker; build it with :func:`open_ingest_worker`, then ``await run()``."""
 
     def __init__(
-        self, settings: Settings, pool: PgPool, redis: Redis, bulk: BrokerLink, urgent: BrokerLink
+        self,
+        settings: Settings,
+        pool: PgPool,
+        bulk: Lane,
+        urgent: tuple[LoopThread[UrgentLane], UrgentLane],
+        stats: IngestStats,
     ) -> None:
         self._settings = settings
         self._pool = pool
-        self._live = LivePublisher(redis)
-        self._loop = asyncio.get_running_loop()
-        self._lanes = (
-            Lane("ingest", bulk),
-            Lane("ingest-urgent", urgent),
-        )
-        self.stats = IngestStats()
+        self._bulk = bulk
+        self._urgent_thread, self._urgent = urgent
+        self.stats = stats
 
     async def run(self) -> None:
         """Ingest until cancelled; beside it keep the telemetry rollup refreshed, the raw
@@ -153,38 +358,25 @@ class IngestWorker:
             # process, and a failure that comes back (a bad row, a marker that cannot be
             # refreshed) would then stop every worker started after it too.
             jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-                (lane.job, partial(self._ingest, lane)) for lane in self._lanes
-            ]
-            jobs += (
+                (self._bulk.job, self._bulk.run),
                 ("rollup", self._refresh_rollup),
                 (
                     "telemetry-maintenance",
                     every(self._settings.ingest.maintenance_s, self._maintain),
                 ),
                 ("presence", every(self._settings.ingest.presence_sweep_s, self._sweep_silent)),
-            )
+            ]
             for job, body in jobs:
-                tasks.create_task(supervise(job, body, on_failure=self._tally), name=job)
+                tasks.create_task(supervise(job, body, on_failure=self.stats.tally), name=job)
+            # The urgent lane's job runs supervised in its own thread; cancelling this waiter
+            # stops it (LoopThread.wait).
+            self._urgent.go()
+            tasks.create_task(self._urgent_thread.wait(), name="ingest-urgent-thread")
 
     def _job_failed(self, job: str) -> None:
         """A failure a job handled itself: counted like those its supervisor handles."""
         WORKER_JOB_FAILURES.labels(job).inc()
-        self._tally(job, None)
-
-    def _tally(self, job: str, _exc: Exception | None) -> None:
-        self.stats.job_failures[job] = self.stats.job_failures.get(job, 0) + 1
-
-    async def _ingest(self, lane: Lane) -> None:
-        """One batch of ``lane`` at a time, each acked after its commit.
-
-        (Overlapping the decoding of the next batch with the write of the current one was
-        measured with bench.ingest and gained nothing: both need this process's GIL.)
-        """
-        while True:
-            if not lane.in_hand:
-                lane.in_hand = await self._next_batch(lane)
-            await self._process(lane, lane.in_hand)
-            lane.in_hand = []
+        self.stats.tally(job)
 
     async def _maintain(self) -> None:
         """Partitions ahead and raw retention (cloud.telemetry.partitions); one worker's round
@@ -266,206 +458,96 @@ class IngestWorker:
             log.debug("rollup refreshed", extra={"buckets": refreshed})
         return False
 
-    async def _next_batch(self, lane: Lane) -> list[Delivery]:
-        queue = lane.link.messages
-        items = [await queue.get()]
-        deadline = self._loop.time() + self._settings.ingest.flush_interval_s
-        while len(items) < self._settings.ingest.batch_max:
-            try:
-                items.append(queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    items.append(await queue.get())
-            except TimeoutError:
-                break
-        return items
 
-    async def _process(self, lane: Lane, items: list[Delivery]) -> None:
-        """Process ``items`` as one batch; if that fails for a reason no step already handles
-        (a lost connection is retried, data PostgreSQL refuses dead-lettered), retry them
-        one at a time so only the culprit is held back (:meth:`_unprocessable`)."""
-        try:
-            await self._process_batch(lane, items)
-        except Exception as exc:
-            if len(items) == 1:
-                await self._unprocessable(lane, items[0], exc)
-                return
-            self._job_failed(lane.job)
-            log.exception("ingest batch failed; processing its %d messages one by one", len(items))
-            for item in items:
-                await self._process(lane, [item])
-            return
-        lane.unprocessed_streak = 0
+@dataclass(frozen=True)
+class UrgentLane:
+    """What the urgent lane's thread hands back once it is open."""
 
-    async def _unprocessable(self, lane: Lane, item: Delivery, exc: Exception) -> None:
-        """A message that fails on its own: release it, leave it unacked, back off.
-
-        Not dead-lettered: the failure is ours or the database's, not provably the message's
-        (that is what UNWRITABLE and the contract's refusals are for), and a dead letter is
-        acked — the device would delete it. PUBACKed so it holds no slot of the broker's
-        window (Receive Maximum) on this connection; its device resends it after its ack
-        timeout and it goes through once whatever failed is fixed.
-        """
-        self._job_failed(lane.job)
-        self.stats.unprocessed += 1
-        INGEST_MESSAGES.labels("unknown", "unprocessed").inc()
-        log.error(
-            "message on %s not processed, left for its device to resend: %s",
-            item.topic,
-            exc,
-            exc_info=exc if lane.unprocessed_streak == 0 else None,  # one traceback a streak
-        )
-        lane.link.ack(item)
-        delay = min(0.1 * 2**lane.unprocessed_streak, RETRY_MAX_DELAY_S)
-        lane.unprocessed_streak += 1
-        await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
-
-    async def _process_batch(self, lane: Lane, items: list[Delivery]) -> None:
-        started = time.perf_counter()
-        received_at = datetime.now(UTC)
-        decoded = [
-            r.parsed
-            if isinstance(r.parsed, Accepted | Rejected)
-            else decode(r.topic, r.payload, received_at)
-            for r in items
-        ]
-        written = await self._store(items, decoded)
-        for plan, result in written:
-            self._send_acks(lane.link, plan, result)
-        for item in items:
-            lane.link.ack(item)
-        INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
-        for plan, result in written:
-            for kind, count in plan.kind_counts().items():
-                INGEST_MESSAGES.labels(kind, "stored").inc(count)
-            INGEST_MESSAGES.labels("invalid", "dead_letter").inc(len(plan.dead_letters))
-            INGEST_READINGS.inc(result.telemetry_rows)
-            self.stats.telemetry_rows += result.telemetry_rows
-            self.stats.dead_letters += len(plan.dead_letters)
-            await self._live.publish(live_messages(plan, result.sessions))
-        self.stats.batches += 1
-        self.stats.messages += len(items)
-
-    async def _store(
-        self, items: list[Delivery], decoded: list[Accepted | Rejected]
-    ) -> list[tuple[BatchPlan, WriteResult]]:
-        """Commit the batch; if PostgreSQL refuses its data, find the culprit message by
-        writing the batch's messages one at a time and dead-letter only that one, so one
-        poison message can neither stop the worker nor hold back the others."""
-        plan = plan_batch(decoded)
-        try:
-            return [(plan, await self._commit(plan))]
-        except UNWRITABLE as exc:
-            if len(items) > 1:
-                log.warning("batch refused by the database, isolating the message: %s", exc)
-                written = []
-                for item, one in zip(items, decoded, strict=True):
-                    written += await self._store([item], [one])
-                return written
-            item, one = items[0], decoded[0]
-            rejected = Rejected(
-                topic_name=item.topic,
-                device_id=one.topic.device_id if isinstance(one, Accepted) else one.device_id,
-                seq=one.message.seq if isinstance(one, Accepted) else one.seq,
-                payload=item.payload,
-                error_kind="Unstorable",
-                reason=f"{type(exc).__name__}: {exc}",
-            )
-            plan = plan_batch([rejected])
-            return [(plan, await self._commit(plan))]
-
-    async def _commit(self, plan: BatchPlan) -> WriteResult:
-        delay = 0.1
-        failing = False
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    result = await write_batch(
-                        conn,
-                        plan,
-                        dead_letter_payload_max=self._settings.ingest.dead_letter_payload_max,
-                        offline_grace_s=self._settings.notifications.offline_grace_s,
-                    )
-            except RETRYABLE as exc:
-                if not failing:
-                    log.error("ingest batch not committed, retrying: %s", exc)
-                    failing = True
-                await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 -- jitter
-                delay = min(delay * 2, RETRY_MAX_DELAY_S)
-                continue
-            if failing:
-                log.info("ingest batch committed after retrying")
-            return result
-
-    def _send_acks(self, link: BrokerLink, plan: BatchPlan, result: WriteResult) -> None:
-        """Publish the committed batch's acks (not waited for). Without a connection the rest
-        are dropped: each device resends what it has no ack for, and is acked then."""
-        now = datetime.now(UTC)
-        for device_id, ack in sorted(plan.acks.items()):
-            first = result.first_downlink_seq[device_id]
-            for message in build_acks(device_id, ack, first, now, new_ulid):
-                try:
-                    link.publish_nowait(
-                        topic(device_id, MessageKind.ACK), encode_message(message), qos=ACK_QOS
-                    )
-                except BrokerError as exc:
-                    log.warning("acks of a committed batch not sent, devices resend: %s", exc)
-                    return
-                self.stats.acks_sent += 1
+    #: Its broker link was up within the start-up deadline.
+    connected: bool
+    #: Let its batch loop start (thread-safe): set by :meth:`IngestWorker.run`.
+    go: Callable[[], object]
 
 
 def _decode_on_arrival(topic_name: str, payload: bytes) -> Accepted | Rejected:
     return decode(topic_name, payload, datetime.now(UTC))
 
 
-@asynccontextmanager
-async def open_ingest_worker(settings: Settings, *, index: int = 0) -> AsyncIterator[IngestWorker]:
-    """Open the database pool, Redis and the two broker sessions (lanes) of worker ``index``."""
+def _lane_link(
+    settings: Settings, client_id: str, kinds: frozenset[MessageKind]
+) -> AbstractAsyncContextManager[BrokerLink]:
+    return open_broker_link(
+        settings.mqtt,
+        client_id,
+        subscriptions=[ingest_filter(kind) for kind in sorted(kinds)],
+        manual_ack=True,
+        clean_start=False,
+        session_expiry_s=settings.ingest.session_expiry_s,
+        receive_maximum=settings.ingest.queue_max,
+        queue_max=settings.ingest.queue_max,
+        # Decoded as it arrives, in the link's network thread: the next batch is parsed while
+        # the lane waits on the database for the current one (in bench.ingest a backlog's
+        # second batch was decoded only after the first batch's commit, on the critical path).
+        parse=_decode_on_arrival,
+    )
+
+
+async def _run_urgent_lane(
+    settings: Settings,
+    index: int,
+    stats: IngestStats,
+    deadline: float,
+    ready: Callable[[UrgentLane], None],
+) -> None:
+    """The urgent lane, on its own thread's loop (cloud/workers/loop_thread.py says why):
+    its own database connection, Redis client and broker link, opened and closed here."""
     async with AsyncExitStack() as stack:
-        # A connection for each lane's commits and one for the jobs beside them (a rollup
-        # refresh may hold its connection for a while; the urgent lane must not wait for it).
-        pool = await stack.enter_async_context(open_pool(settings.db, max_size=3))
+        pool = await stack.enter_async_context(open_pool(settings.db, max_size=1))
         redis = Redis.from_url(settings.redis.url)
         stack.push_async_callback(redis.aclose)
-        lanes = {
-            "bulk": (f"{settings.ingest.client_id}-{index}", UPLINK_KINDS - URGENT_KINDS),
-            "urgent": (f"{settings.ingest.client_id}-events-{index}", URGENT_KINDS),
-        }
-        links = {
-            name: await stack.enter_async_context(
-                open_broker_link(
-                    settings.mqtt,
-                    client_id,
-                    subscriptions=[ingest_filter(kind) for kind in sorted(kinds)],
-                    manual_ack=True,
-                    clean_start=False,
-                    session_expiry_s=settings.ingest.session_expiry_s,
-                    receive_maximum=settings.ingest.queue_max,
-                    queue_max=settings.ingest.queue_max,
-                    # Decoded as it arrives, in the link's network thread: the next batch is
-                    # parsed while this loop waits on the database for the current one (in
-                    # bench.ingest a backlog's second batch was decoded only after the first
-                    # batch's commit, on the critical path).
-                    parse=_decode_on_arrival,
-                )
-            )
-            for name, (client_id, kinds) in lanes.items()
-        }
+        client_id = f"{settings.ingest.client_id}-events-{index}"
+        link = await stack.enter_async_context(_lane_link(settings, client_id, URGENT_KINDS))
+        lane = Lane(
+            settings, "ingest-urgent", link=link, pool=pool, live=LivePublisher(redis), stats=stats
+        )
+        connected = await link.wait_connected(max(0.0, deadline - time.monotonic()))
+        go = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        ready(UrgentLane(connected, partial(loop.call_soon_threadsafe, go.set)))
+        await go.wait()
+        await supervise(lane.job, lane.run, on_failure=stats.tally)
+
+
+@asynccontextmanager
+async def open_ingest_worker(settings: Settings, *, index: int = 0) -> AsyncIterator[IngestWorker]:
+    """Open worker ``index``: its two lanes (broker sessions) and the jobs' database pool."""
+    async with AsyncExitStack() as stack:
+        stats = IngestStats()
         # A worker handed out is subscribed, when the broker is there: until then its share of
         # the uplink is dropped by the broker (a shared subscription with no member) and only
         # comes back when devices resend. A broker that is down does not hold the start up.
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        for link in links.values():
-            if not await link.wait_connected(max(0.0, deadline - time.monotonic())):
-                log.warning("ingest worker starting before the broker answered; it keeps trying")
-                break
-        yield IngestWorker(settings, pool, redis, links["bulk"], links["urgent"])
+        # One connection for the telemetry lane's commits and one for the jobs beside it (a
+        # rollup refresh may hold its connection for a while); the urgent lane has its own.
+        pool = await stack.enter_async_context(open_pool(settings.db, max_size=2))
+        redis = Redis.from_url(settings.redis.url)
+        stack.push_async_callback(redis.aclose)
+        client_id = f"{settings.ingest.client_id}-{index}"
+        link = await stack.enter_async_context(
+            _lane_link(settings, client_id, UPLINK_KINDS - URGENT_KINDS)
+        )
+        bulk = Lane(
+            settings, "ingest", link=link, pool=pool, live=LivePublisher(redis), stats=stats
+        )
+        urgent_thread = LoopThread[UrgentLane](f"ingest-urgent-{index}")
+        urgent = await urgent_thread.start(
+            partial(_run_urgent_lane, settings, index, stats, deadline)
+        )
+        stack.push_async_callback(urgent_thread.stop)
+        connected = await link.wait_connected(max(0.0, deadline - time.monotonic()))
+        if not (connected and urgent.connected):
+            log.warning("ingest worker starting before the broker answered; it keeps trying")
+        yield IngestWorker(settings, pool, bulk, (urgent_thread, urgent), stats)
 
 
 async def run_ingest(settings: Settings, *, index: int = 0) -> None:
