@@ -45,7 +45,10 @@ Flow, and why each step is where it is::
   unlock answer (the ``cmd_result`` the API waits for) waited behind every telemetry batch
   in flight to the worker and queued for it, up to the worker's lag (bench.fleet: unlock
   p95 825 ms at 5,000 sites against 31 ms idle). The urgent lane's broker window, queue and
-  batches hold only the few urgent messages. The
+  batches hold only the few urgent messages; and the lane runs on a thread and event loop
+  of its own (:func:`_run_urgent_lane`, cloud/workers/loop_thread.py says why), with its own
+  database connection and Redis client, so the telemetry lane's long synchronous stretches
+  (planning and acking a 500-message batch) do not hold it. The
   agent's uplink sends these kinds first for the same reason (edge_agent/sync/uplink.py).
   Nothing relies on order across kinds: MQTT orders only within a topic, and a shared
   subscription already spreads one device's topics over several workers.

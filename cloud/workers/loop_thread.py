@@ -65,15 +65,13 @@ class LoopThread(Generic[T]):
         async def body() -> None:
             try:
                 await main(lambda value: tell(started, value, None))
+            # Before ready, start() raises what ended main (a failure to open: the database
+            # down); after, these settle nothing (started is already done).
+            except asyncio.CancelledError:
+                tell(started, None, RuntimeError(f"{self._name} was cancelled before it was ready"))
+                raise
             except BaseException as exc:
-                # Before ready: start() raises it (a failure to open, e.g. the database down).
-                tell(
-                    started,
-                    None,
-                    exc
-                    if not isinstance(exc, asyncio.CancelledError)
-                    else RuntimeError(f"{self._name} was cancelled before it was ready"),
-                )
+                tell(started, None, exc)
                 raise
             else:
                 tell(started, None, RuntimeError(f"{self._name} ended before it was ready"))
@@ -87,7 +85,9 @@ class LoopThread(Generic[T]):
             except BaseException as exc:  # noqa: BLE001 -- handed to the caller's loop
                 outcome = exc
             finally:
+                # As asyncio.run ends a loop (main's broker link stops paho in a worker thread).
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                self._loop.run_until_complete(self._loop.shutdown_default_executor())
                 self._loop.close()
                 tell(ended, None, outcome)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -276,6 +277,49 @@ async def test_session_events_command_results_and_decisions_pass_telemetry_the_w
         device.disconnect()
     # 3 batches x 5 readings x 2 values
     assert await pg.fetchval("SELECT count(*) FROM telemetry") == 30
+
+
+async def test_the_urgent_lane_stores_and_acks_while_the_workers_event_loop_is_held(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    """The urgent lane runs on a thread and event loop of its own (cloud/workers/
+    loop_thread.py): with the worker's loop held — as a big telemetry batch's planning and
+    acking hold it for a while under load — a command result is still stored and acked.
+    Sharing the loop, it waited for the loop to come back."""
+    await _seed_device(pg, "dev-h")
+    device = SimDevice("dev-h", add_device(broker, "dev-h"), broker.port)
+    cmd_id = new_ulid()
+    answer = CommandResult(
+        msg_id=new_ulid(),
+        device_id="dev-h",
+        seq=1,
+        ts=T0,
+        clock_synced=True,
+        cmd_id=cmd_id,
+        status=CommandStatus.ACCEPTED,
+    )
+    device.queue([answer, telemetry("dev-h", 2, readings=2)])
+    try:
+        async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+            run = tg.create_task(worker.run(), name="ingest")
+            await device.connect()
+            device.send_unacked()
+            # Held on purpose: this test's loop is the worker's. The device and the urgent
+            # lane run on threads; only the telemetry lane (on this loop) cannot move.
+            held_until = time.monotonic() + 20
+            while device.unacked() > 1 and time.monotonic() < held_until:
+                time.sleep(0.01)  # noqa: ASYNC251
+            left_while_held = sorted(device.outbox)
+            await device.drain(timeout_s=30)
+            run.cancel()
+    finally:
+        device.disconnect()
+    assert left_while_held == [2]  # the command result acked, the telemetry still waiting
+    assert (
+        await pg.fetchval("SELECT result_status FROM device_commands WHERE cmd_id = $1", cmd_id)
+        == CommandStatus.ACCEPTED.value
+    )
+    assert await pg.fetchval("SELECT count(*) FROM telemetry") == 4
 
 
 async def test_a_message_postgresql_cannot_store_is_isolated_and_dead_lettered(
