@@ -4,8 +4,8 @@ models and valid as the cloud parses them.
 Production code never imports this module (``tests/test_testing_modules.py`` fails if a
 module of ``protocols``, ``edge_agent``, ``cloud`` or ``firmware_sim`` other than a
 ``testing`` module does). It offers :func:`telemetry` (a batch of one-second readings),
-:func:`session_events` (started, updated..., stopped), :func:`status` and
-:func:`auth_decision`, all stamped from :data:`T0`.
+:func:`session_events` (started, updated..., stopped), :func:`status`,
+:func:`auth_decision` and :func:`command_result`, all stamped from :data:`T0`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from protocols.enums import AuthorizationStatus, CredentialKind, SessionEventType, StopReason
+from protocols.enums import (
+    AuthorizationStatus,
+    CommandStatus,
+    CredentialKind,
+    SessionEventType,
+    StopReason,
+)
 from protocols.ids import new_ulid
 from protocols.messages import (
     AuthDecision,
+    CommandResult,
     CredentialRef,
     MeterReading,
     SessionEvent,
@@ -128,4 +135,19 @@ def auth_decision(
         reason=reason,
         decided_at=T0 + timedelta(seconds=seq),
         session_id=session_id,
+    )
+
+
+def command_result(
+    device_id: str, seq: int, cmd_id: str, status: CommandStatus = CommandStatus.ACCEPTED
+) -> CommandResult:
+    """The device's answer to the command ``cmd_id``."""
+    return CommandResult(
+        msg_id=new_ulid(),
+        device_id=device_id,
+        seq=seq,
+        ts=T0,
+        clock_synced=True,
+        cmd_id=cmd_id,
+        status=status,
     )

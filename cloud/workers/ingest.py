@@ -127,6 +127,11 @@ class IngestStats:
         with self.lock:
             self.job_failures[job] = self.job_failures.get(job, 0) + 1
 
+    def handled(self, job: str) -> None:
+        """A failure ``job`` handled itself: counted like those its supervisor handles."""
+        WORKER_JOB_FAILURES.labels(job).inc()
+        self.tally(job)
+
 
 class Lane:
     """One broker connection's uplink and the batch loop that writes it (a job of its own).
@@ -170,11 +175,6 @@ class Lane:
             await self._process(self._in_hand)
             self._in_hand = []
 
-    def _job_failed(self) -> None:
-        """A failure the lane handled itself: counted like those its supervisor handles."""
-        WORKER_JOB_FAILURES.labels(self.job).inc()
-        self._stats.tally(self.job)
-
     async def _next_batch(self) -> list[Delivery]:
         queue = self.link.messages
         loop = asyncio.get_running_loop()
@@ -206,7 +206,7 @@ class Lane:
             if len(items) == 1:
                 await self._unprocessable(items[0], exc)
                 return
-            self._job_failed()
+            self._stats.handled(self.job)
             log.exception("ingest batch failed; processing its %d messages one by one", len(items))
             for item in items:
                 await self._process([item])
@@ -222,7 +222,7 @@ class Lane:
         window (Receive Maximum) on this connection; its device resends it after its ack
         timeout and it goes through once whatever failed is fixed.
         """
-        self._job_failed()
+        self._stats.handled(self.job)
         with self._stats.lock:
             self._stats.unprocessed += 1
         INGEST_MESSAGES.labels("unknown", "unprocessed").inc()
@@ -376,11 +376,6 @@ class IngestWorker:
             self._urgent.go()
             tasks.create_task(self._urgent_thread.wait(), name="ingest-urgent-thread")
 
-    def _job_failed(self, job: str) -> None:
-        """A failure a job handled itself: counted like those its supervisor handles."""
-        WORKER_JOB_FAILURES.labels(job).inc()
-        self.stats.tally(job)
-
     async def _maintain(self) -> None:
         """Partitions ahead and raw retention (cloud.telemetry.partitions); one worker's round
         at a time, the others skip theirs."""
@@ -445,7 +440,7 @@ class IngestWorker:
         except RETRYABLE:
             raise
         except Exception as exc:  # noqa: BLE001 -- isolated below, then reported
-            self._job_failed("rollup")
+            self.stats.handled("rollup")
             log.error("rollup refresh refused, refreshing bucket by bucket: %s", exc)
             refreshed, refused = await refresh_each(conn, backend)
             for bad in refused:

@@ -24,8 +24,14 @@ from cloud.settings import DbSettings, Settings
 from cloud.workers.ingest import open_ingest_worker
 from protocols.enums import AuthorizationStatus, CommandStatus, MessageKind
 from protocols.ids import new_ulid
-from protocols.messages import MAX_PAYLOAD_BYTES, CommandResult, encode_message
-from protocols.testing import T0, auth_decision, session_events, status, telemetry
+from protocols.messages import MAX_PAYLOAD_BYTES, encode_message
+from protocols.testing import (
+    auth_decision,
+    command_result,
+    session_events,
+    status,
+    telemetry,
+)
 from protocols.topics import ACK_QOS, topic
 from tests.support.cloud_env import REDIS_URL, add_device
 from tests.support.mosquitto import Broker
@@ -244,15 +250,7 @@ async def test_session_events_command_results_and_decisions_pass_telemetry_the_w
     device.queue(telemetry("dev-u", seq, readings=5, first_index=seq * 10) for seq in (1, 2, 3))
     started = session_events("dev-u", new_ulid(), 4, updates=0)[0]
     cmd_id = new_ulid()
-    answer = CommandResult(
-        msg_id=new_ulid(),
-        device_id="dev-u",
-        seq=5,
-        ts=T0,
-        clock_synced=True,
-        cmd_id=cmd_id,
-        status=CommandStatus.ACCEPTED,
-    )
+    answer = command_result("dev-u", 5, cmd_id)
     decision = auth_decision("dev-u", 6, status=AuthorizationStatus.ACCEPTED)
     device.queue([started, answer, decision])
     try:
@@ -289,15 +287,7 @@ async def test_the_urgent_lane_stores_and_acks_while_the_workers_event_loop_is_h
     await _seed_device(pg, "dev-h")
     device = SimDevice("dev-h", add_device(broker, "dev-h"), broker.port)
     cmd_id = new_ulid()
-    answer = CommandResult(
-        msg_id=new_ulid(),
-        device_id="dev-h",
-        seq=1,
-        ts=T0,
-        clock_synced=True,
-        cmd_id=cmd_id,
-        status=CommandStatus.ACCEPTED,
-    )
+    answer = command_result("dev-h", 1, cmd_id)
     device.queue([answer, telemetry("dev-h", 2, readings=2)])
     try:
         async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
