@@ -11,6 +11,11 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 # Extra arguments for pytest: make test PYTEST_ARGS='-m "not slow" -x'
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test, each file's tests on one worker (its module fixtures
+# made once) and each worker on a database of its own (tests/support/cloud_env.py). Half the
+# suite's time is waiting on services: two workers on two cores, measured in
+# docs/development.md. TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 # make demo SCENARIO=auto plays the demo's story unattended and exits (deploy/dev/demo.sh).
 SCENARIO ?=
 
@@ -18,7 +23,7 @@ SCENARIO ?=
 
 help:
 	@echo "make bootstrap  install packages, start PostgreSQL and Redis, create .venv (idempotent)"
-	@echo "make test       bootstrap, then pytest (extra arguments in PYTEST_ARGS)"
+	@echo "make test       bootstrap, then pytest on TEST_WORKERS (2) workers (extra arguments in PYTEST_ARGS)"
 	@echo "make check      bootstrap, then ruff format --check, ruff check, mypy --strict"
 	@echo "make fmt        ruff format and ruff check --fix"
 	@echo "make bench      run every bench/*.py (bench.fleet's bounded profile), printing JSON lines"
@@ -32,7 +37,7 @@ bootstrap:
 
 # pytest exits 5 when it collected no test: a suite that ran nothing must not pass quietly.
 test: bootstrap
-	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "make test: pytest collected no tests (exit 5); failing" >&2; fi; \
 	exit $$rc
 

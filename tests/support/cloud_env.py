@@ -14,6 +14,7 @@ import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cloud import migrate
 from cloud.pg import close, connect
@@ -21,9 +22,25 @@ from cloud.settings import DbSettings, Settings, load_settings
 from protocols.tokens import PrivateKey
 from tests.support.mosquitto import Broker
 
-DATABASE_URL = os.environ.get(
-    "CHARGEMITRA_TEST_DATABASE_URL",
-    "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_test",
+
+def worker_database(url: str, worker: str | None) -> str:
+    """The database of one pytest-xdist worker (``worker`` is its id, ``gw0``, ``gw1`` ...;
+    None outside xdist): the first uses ``url`` itself, the others the same name with
+    ``_2``, ``_3`` ... after it. Every test empties the tables it may fill, so two workers on
+    one database would empty each other's rows mid-test."""
+    index = int(worker.removeprefix("gw")) if worker else 0
+    if index == 0:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{index + 1}"))
+
+
+DATABASE_URL = worker_database(
+    os.environ.get(
+        "CHARGEMITRA_TEST_DATABASE_URL",
+        "postgresql://chargemitra:chargemitra@127.0.0.1:5432/chargemitra_test",
+    ),
+    os.environ.get("PYTEST_XDIST_WORKER"),
 )
 REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: This run's own Redis key prefix (issue 20): rate limits, one-time codes and the SMS outbox
@@ -59,12 +76,26 @@ async def _empty_every_table(url: str) -> None:
         await close(conn)
 
 
+async def _create_if_missing(url: str) -> None:
+    """A second xdist worker's database is made on its first run, by the project's role
+    (``createdb``, deploy/dev/bootstrap.sh); migration 0001 adds the extensions, which are
+    trusted ones a database owner may create."""
+    name = urlsplit(url).path.lstrip("/")
+    admin = await connect(DbSettings(url=urlunsplit(urlsplit(url)._replace(path="/postgres"))))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await close(admin)
+
+
 @functools.cache
 def migrate_once() -> str:
     """The test database, taken down to ``base`` and migrated to ``head`` once per run
     (tests/cloud and tests/e2e share it)."""
 
     def cycle() -> None:
+        asyncio.run(_create_if_missing(DATABASE_URL))
         # Emptied first: rows a previous run left can need more than the schema to go down
         # (migration 0020 opens sealed payout account numbers with that run's KYC key).
         asyncio.run(_empty_every_table(DATABASE_URL))
