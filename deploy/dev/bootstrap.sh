@@ -5,7 +5,8 @@
 #   1. packages  installs the Debian packages the project needs, if any are missing
 #   2. postgres  creates a cluster if there is none, starts it if it is not running
 #   3. database  role `chargemitra` (password `chargemitra`, LOGIN CREATEDB), databases
-#                `chargemitra` and `chargemitra_test`, extensions btree_gist, cube, earthdistance
+#                `chargemitra`, `chargemitra_test` and `chargemitra_test_2` (make test's second
+#                worker), extensions btree_gist, cube, earthdistance
 #   4. redis     starts redis-server on 127.0.0.1:6379 if nothing answers there
 #   5. python    finds a python3 >= 3.11
 #   6. venv      creates .venv (recreates it if it is broken)
@@ -58,7 +59,8 @@ COMPOSE_SCHEMA="$ROOT/.cache/compose-spec/dclint-$DCLINT_VERSION/compose.schema.
 NPM_CACHE_DIR="$ROOT/.cache/npm"
 PG_ROLE="chargemitra"
 PG_PASSWORD="chargemitra"
-PG_DATABASES=(chargemitra chargemitra_test)
+# One test database per make test worker (Makefile TEST_WORKERS, tests/support/cloud_env.py).
+PG_DATABASES=(chargemitra chargemitra_test chargemitra_test_2)
 PG_EXTENSIONS=(btree_gist cube earthdistance)
 PG_SOCKET_DIR="/var/run/postgresql"
 REDIS_PORT=6379

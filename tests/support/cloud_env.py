@@ -76,15 +76,18 @@ async def _empty_every_table(url: str) -> None:
         await close(conn)
 
 
-async def _create_if_missing(url: str) -> None:
-    """A second xdist worker's database is made on its first run, by the project's role
-    (``createdb``, deploy/dev/bootstrap.sh); migration 0001 adds the extensions, which are
-    trusted ones a database owner may create."""
+async def _check_exists(url: str) -> None:
+    """A clear error for a worker whose database the bootstrap did not make (it makes one per
+    worker of ``make test``: deploy/dev/bootstrap.sh). The superuser makes them because the
+    earthdistance extension needs one; the tests' role cannot."""
     name = urlsplit(url).path.lstrip("/")
     admin = await connect(DbSettings(url=urlunsplit(urlsplit(url)._replace(path="/postgres"))))
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            raise RuntimeError(
+                f"the test database {name} does not exist: deploy/dev/bootstrap.sh makes one "
+                "per make test worker (PG_DATABASES); add it there, or run fewer workers"
+            )
     finally:
         await close(admin)
 
@@ -95,7 +98,7 @@ def migrate_once() -> str:
     (tests/cloud and tests/e2e share it)."""
 
     def cycle() -> None:
-        asyncio.run(_create_if_missing(DATABASE_URL))
+        asyncio.run(_check_exists(DATABASE_URL))
         # Emptied first: rows a previous run left can need more than the schema to go down
         # (migration 0020 opens sealed payout account numbers with that run's KYC key).
         asyncio.run(_empty_every_table(DATABASE_URL))
