@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import uvloop
 
 from cloud import __version__
 from cloud.errors import CloudError, ConfigError
@@ -82,9 +81,7 @@ def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
 
         start_http_server(metrics_port + index, addr=metrics_host)
     try:
-        # uvloop, as the API runs on: at 3,000 sites on one 2-core box it halved each leg of
-        # an unlock the worker serves (docs/fleet.md, "uvloop").
-        uvloop.run(run_ingest(settings, index=index))
+        asyncio.run(run_ingest(settings, index=index))
     except (KeyboardInterrupt, asyncio.CancelledError):
         # SIGTERM cancels the worker: whatever was not committed stays unacknowledged at the
         # broker and is redelivered to this worker's session when it starts again.

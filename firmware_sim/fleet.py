@@ -48,8 +48,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import uvloop
-
 from firmware_sim.errors import FleetError
 from firmware_sim.mqtt_wire import (
     DISCONNECT_WITH_WILL,
@@ -668,9 +666,7 @@ def _process_main(
 ) -> None:
     _raise_fd_limit()
     _exit_with_parent()
-    # uvloop: the simulator shares the box with the cloud it measures; its timers, sockets and
-    # wake-ups cost less there (docs/fleet.md, "uvloop").
-    report = uvloop.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
+    report = asyncio.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
     out.put(asdict(report))
 
 

@@ -21,8 +21,6 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-import uvloop
-
 T = TypeVar("T")
 
 
@@ -49,8 +47,7 @@ class LoopThread(Generic[T]):
 
     def __init__(self, name: str) -> None:
         self._name = name
-        # uvloop, as the worker's own loop (cloud/cli.py ingest) and the API's.
-        self._loop = uvloop.new_event_loop()
+        self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._ended: asyncio.Future[None] | None = None
