@@ -116,8 +116,10 @@ async def test_old_raw_partitions_go_after_the_rollup_covers_them_and_answers_st
     before = await _answers(engine, backend, start, end, kept_from)
     assert sum(b.count for b in before[0]) == SPAN_DAYS * 72
 
-    # A marker for an old bucket (a late reading not yet rolled up) holds its day back.
-    late_ts = first + timedelta(hours=1)
+    # A marker for an old bucket (a late reading not yet rolled up) holds its day back: a
+    # reading of the oldest day, so no day before it may go. (It was first + 1 h, which from
+    # 23:00 UTC fell on the next day and let the oldest day go: a failure one hour a day.)
+    late_ts = start
     await _ingest(pg, [("dev-late", "m1", late_ts, "power_w", 5.0, 1, True)])
     held = await maintain(pg, backend, now=now, retention_days=RETENTION_DAYS)
     assert held is not None
