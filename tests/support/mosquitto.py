@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,11 +39,47 @@ SERVICES = ("cloud-ingest", "cloud-api")
 EDGE_CONF = DEPLOY / "edge" / "mosquitto.conf"
 
 
+#: Where test servers' ports come from: below the kernel's ephemeral range, one block per
+#: pytest-xdist worker. A port found by binding to 0 is an ephemeral one, and between the
+#: pick and the server's own bind any outgoing connection of the run (database, Redis, HTTP:
+#: thousands) may take it — "address already in use", seen with two workers. Below the range
+#: no outgoing connection gets it, and the workers' blocks do not overlap.
+FIRST_PORT = 10_000
+PORT_BLOCKS = 8
+
+
+def _port_block() -> range:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        ephemeral_low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32_768
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or "gw0"
+    size = (ephemeral_low - FIRST_PORT) // PORT_BLOCKS
+    if size < 100:  # a machine whose ephemeral range starts low: fall back to the kernel's pick
+        return range(1)
+    start = FIRST_PORT + (int(worker.removeprefix("gw")) % PORT_BLOCKS) * size
+    return range(start, start + size)
+
+
+def _bind_free(sock: socket.socket) -> int:
+    """Bind ``sock`` to a free loopback port of this worker's block, starting at a random
+    one (two runs side by side, or a port still closing, are stepped over)."""
+    block = _port_block()
+    offset = secrets.randbelow(len(block))
+    for step in range(len(block)):
+        port = block[(offset + step) % len(block)]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in {block.start}-{block.stop - 1}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        return _bind_free(s)
 
 
 def free_ports(count: int) -> list[int]:
@@ -51,9 +88,7 @@ def free_ports(count: int) -> list[int]:
     then fails with "Address already in use")."""
     sockets = [socket.socket() for _ in range(count)]
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+        return [_bind_free(s) for s in sockets]
     finally:
         for s in sockets:
             s.close()
