@@ -177,6 +177,7 @@ def _step_config(args: argparse.Namespace, port: int) -> FleetConfig:
         offline_fraction=0.1,
         offline_s=min(60.0, args.window_s / 4),
         drain_timeout_s=args.drain_s,
+        backlog_target_rtt_s=args.backlog_target_rtt_s,
     )
 
 
@@ -525,6 +526,7 @@ async def _storm(
         drain_timeout_s=args.storm_timeout_s,
         resend_after_s=args.resend_after_s,
         no_subscribers_resend_s=args.no_subscribers_resend_s,
+        backlog_target_rtt_s=args.backlog_target_rtt_s,
     )
     subset = {d: passwords[d] for d in ids}
     fleet = asyncio.create_task(
@@ -798,12 +800,19 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "connect_failures": storm_report.connect_failures,
                 "resend_after_s": args.resend_after_s,
                 "no_subscribers_resend_s": args.no_subscribers_resend_s,
+                "backlog_target_rtt_s": args.backlog_target_rtt_s,
                 "ingest_session_expiry_s": args.ingest_session_expiry_s,
                 # Uplink the broker PUBACKed with 0x10 "no matching subscribers" (dropped:
                 # ingest's shared subscription was not back yet), docs/fleet.md.
                 "pubacks_no_subscribers": storm_report.no_subscribers,
                 "publishes": storm_report.publishes,
                 "messages_sent": storm_report.messages_sent,
+                # Live readings during the run (before the restart and through the drain):
+                # first publish -> ack, ms. What a driver watching a charger sees.
+                "live_lag_p50_ms": _p(storm_report.lags_ms, 0.5) if storm_report.lags_ms else None,
+                "live_lag_p99_ms": (
+                    _p(storm_report.lags_ms, 0.99) if storm_report.lags_ms else None
+                ),
             },
         },
     ]
@@ -898,6 +907,13 @@ def main() -> None:
         help="a site resends a message the broker PUBACKed with 'no matching subscribers' "
         "after 0.5-1 times this, doubling per consecutive one, at most --resend-after-s (the "
         "agent's mqtt.no_subscribers_resend_s default); 0: it waits --resend-after-s",
+    )
+    parser.add_argument(
+        "--backlog-target-rtt-s",
+        type=float,
+        default=5.0,
+        help="sites pace resends and backlogs to keep the cloud's ack within about this long "
+        "(the agent's mqtt.backlog_target_rtt_s default, protocols/pacing.py); 0: not paced",
     )
     parser.add_argument("--chargers", type=int, default=100_000, help="the catalogue searched")
     parser.add_argument(

@@ -346,6 +346,10 @@ class MqttSettings(Settings, frozen=True):
     #: ``ack_timeout_s`` (edge_agent/sync/window.py).
     no_subscribers_resend_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
     backlog_msgs_per_s: Annotated[float, Meta(gt=0)] = 500.0
+    #: The backlog and resends are paced to keep the cloud's ack within about this long
+    #: (protocols/pacing.py): a fleet back from a broker restart does not bury it in
+    #: resends. 0: not paced. At most half of ``ack_timeout_s`` is used.
+    backlog_target_rtt_s: Annotated[float, Meta(ge=0, le=600)] = 5.0
     status_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
     #: ``sync status`` and ``doctor`` warn when messages wait and the cloud has acknowledged
     #: nothing for this long (edge_agent/tech/acks.py): a broker that takes messages while

@@ -13,7 +13,10 @@ A site speaks the wire contract of protocols/ as the edge agent does:
   ``Ack`` names it; on every (re)connect everything unacked goes out again, in seq order, and
   anything PUBACKed but not acked for ``resend_after_s`` is sent again, and a message the
   broker PUBACKs with 0x10 "no matching subscribers" (dropped) after a short backoff
-  (``no_subscribers_resend_s``, as the agent's ``mqtt.no_subscribers_resend_s``);
+  (``no_subscribers_resend_s``, as the agent's ``mqtt.no_subscribers_resend_s``); resends
+  and what was queued while offline are paced by how fast the cloud acks, with the agent's
+  :class:`~protocols.pacing.AckPacer` (``backlog_target_rtt_s``, as its
+  ``mqtt.backlog_target_rtt_s``);
 - a Last Will (``Status`` online=false, seq 0, retained) registered at CONNECT, and a
   ``Status`` online=true after each connect;
 - one telemetry batch every ``1 / rate_hz`` seconds (``readings`` one-second readings);
@@ -86,8 +89,9 @@ from protocols.messages import (
     parse_message,
 )
 from protocols.meters.quantities import Quantity
+from protocols.pacing import AckPacer
 from protocols.tokens import TokenVerifier, load_public_key
-from protocols.topics import topic
+from protocols.topics import URGENT_KINDS, topic
 
 MAX_SITES = 20_000
 MAX_DURATION_S = 3_600.0
@@ -138,6 +142,11 @@ class FleetConfig:
     #: ``resend_after_s`` — the agent's behaviour (``mqtt.no_subscribers_resend_s``, 1 s;
     #: edge_agent/sync/window.py). 0: it waits ``resend_after_s`` like any unacked message.
     no_subscribers_resend_s: float = 1.0
+    #: Resends and rows queued while offline are paced to keep the cloud's ack within about
+    #: this long (at most half of ``resend_after_s``), as the agent paces them
+    #: (``mqtt.backlog_target_rtt_s``, 5 s; protocols/pacing.py). 0: not paced — every
+    #: backlog goes out as fast as the broker PUBACKs it.
+    backlog_target_rtt_s: float = 5.0
     #: Our own QoS 1 in-flight window per connection.
     inflight: int = 100
     keepalive_s: int = 30
@@ -162,6 +171,8 @@ class FleetConfig:
             raise ValueError("status_every_s must be positive")
         if self.no_subscribers_resend_s < 0:
             raise ValueError("no_subscribers_resend_s must not be negative")
+        if self.backlog_target_rtt_s < 0:
+            raise ValueError("backlog_target_rtt_s must not be negative")
 
 
 @dataclass
@@ -228,6 +239,8 @@ class _Row:
     live: bool
     #: Queued when the broker went away (the reconnect storm's backlog).
     backlog: bool = False
+    #: A session event or command result: resent unpaced, as the agent's urgent lane.
+    urgent: bool = False
     first_sent: float | None = None
     #: The connection generation it was last published on, and when.
     sent_gen: int = -1
@@ -265,6 +278,16 @@ class Site:
             else None
         )
         self.gen = 0
+        #: Outbox rows published on this connection and not acked yet (the pacer's count).
+        self.awaiting = 0
+        self.pacer = (
+            AckPacer(
+                target_rtt_s=min(config.backlog_target_rtt_s, config.resend_after_s / 2),
+                maximum=10_000,  # the agent's max_unacked
+            )
+            if config.backlog_target_rtt_s > 0
+            else None
+        )
         self.link: MqttLink | None = None
         self.online = asyncio.Event()
         self.wanted_online = True
@@ -293,7 +316,12 @@ class Site:
         kind = _KIND[make]
         is_telemetry = kind is MessageKind.TELEMETRY
         self.outbox[self.seq] = _Row(
-            topic(self.device_id, kind), encode_message(message), is_telemetry, live, outage
+            topic(self.device_id, kind),
+            encode_message(message),
+            is_telemetry,
+            live,
+            outage,
+            urgent=kind in URGENT_KINDS,
         )
         self.report.messages_sent += 1
         if is_telemetry:
@@ -316,6 +344,10 @@ class Site:
             for seq in covered:
                 row = self.outbox.pop(seq)
                 self.drops.pop(seq, None)
+                if row.sent_gen == self.gen:
+                    self.awaiting -= 1
+                    if self.pacer is not None:
+                        self.pacer.acked(now - row.sent_at, now)
                 self.report.messages_acked += 1
                 if row.backlog:
                     self.backlog_left -= 1
@@ -352,12 +384,25 @@ class Site:
             if link is None or link.closed:
                 continue
             now = time.monotonic()
+            pacer = self.pacer
             for seq, row in list(self.outbox.items()):
                 if len(self.inflight) >= self.config.inflight:
                     break
                 stale = now - row.sent_at > self.config.resend_after_s
                 if row.sent_gen == self.gen and not stale:
                     continue
+                # As the agent's lanes: resends, what an earlier connection carried and what
+                # was queued offline wait for the pacer's room; live rows and session events
+                # or command results never do. (A row never sent has sent_at 0: "stale".)
+                resend = row.sent_gen == self.gen
+                earlier = row.sent_gen >= 0 or not row.live
+                if pacer is not None and not row.urgent and (resend or earlier):
+                    if resend and seq not in self.drops:
+                        pacer.timed_out(now, self.config.resend_after_s)
+                    if pacer.room(self.awaiting) <= 0:
+                        continue
+                if row.sent_gen != self.gen:
+                    self.awaiting += 1
                 packet_id = link.next_packet_id()
                 self.inflight[packet_id] = seq
                 link.publish(row.topic, row.payload, packet_id)
@@ -422,6 +467,9 @@ class Site:
         )
         link.subscribe([self._acks, self._cmds])
         self.gen += 1
+        self.awaiting = 0
+        if self.pacer is not None:
+            self.pacer.restart()
         self.drops.clear()
         self.link = link
         self.lost_broker_at = None

@@ -43,6 +43,7 @@ def sync_settings(settings: AgentSettings) -> SyncSettings | None:
             ack_timeout_s=mqtt.ack_timeout_s,
             no_subscribers_resend_s=mqtt.no_subscribers_resend_s,
             backlog_msgs_per_s=mqtt.backlog_msgs_per_s,
+            backlog_target_rtt_s=mqtt.backlog_target_rtt_s,
         ),
         status_interval_s=mqtt.status_interval_s,
         agent_version=__version__,

@@ -31,7 +31,7 @@ from protocols.enums import MessageKind
 from protocols.errors import ProtocolError
 from protocols.ids import new_ulid
 from protocols.messages import Ack, Backlog, Status, encode_message, last_will, parse_message
-from protocols.topics import topic
+from protocols.topics import URGENT_KINDS, topic
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class SyncService:
                     self._disconnected(str(exc))
                     return
                 self._mids[mid] = row.seq
-                self._uplink.published(row.seq, now)
+                self._uplink.published(row.seq, now, urgent=row.kind in URGENT_KINDS)
                 self.stats.published += 1
             if rows:
                 await asyncio.sleep(0)  # let pubacks and acks in between bursts
@@ -363,7 +363,7 @@ class SyncService:
         if ack.device_id != self.device_id:
             log.warning("ignored an ack addressed to %s", ack.device_id)
             return
-        self._uplink.acked(ack)
+        self._uplink.acked(ack, self._mono())
         self.stats.last_ack_at = self._clock.now()
         self.stats.last_ack_mono = self._mono()
         if ack.dead_lettered:

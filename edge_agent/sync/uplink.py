@@ -12,6 +12,11 @@ Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.
    was not acked), oldest first, rate-limited by a token bucket so hours of backlog neither
    starve live readings nor trip broker limits.
 
+Resends and the backlog are also paced by how fast the cloud acks
+(:class:`~protocols.pacing.AckPacer`, ``backlog_target_rtt_s``): after a broker restart the
+whole fleet's backlogs arrive at once, and a cloud that queues them for longer than the ack
+timeout gets each one again. Urgent and live rows are not paced.
+
 Seq order is kept within each lane; the cloud de-duplicates by seq and applies session events
 by their per-session ``event_seq``, so lanes interleaving is safe. A row is deleted only when
 an :class:`~protocols.messages.Ack` covers it.
@@ -27,6 +32,7 @@ from edge_agent.store.outbox import OutboxRow
 from edge_agent.sync.window import TokenBucket, UplinkWindow
 from protocols.backoff import Backoff
 from protocols.messages import Ack
+from protocols.pacing import AckPacer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +52,24 @@ class UplinkSettings:
     #: Backlog lane rate; live and urgent rows are not limited.
     backlog_msgs_per_s: float = 500.0
     backlog_burst: float = 100.0
+    #: The backlog and resends are paced to keep the cloud's ack within about this long
+    #: (protocols/pacing.py), at most half of ``ack_timeout_s``; 0: not paced.
+    backlog_target_rtt_s: float = 5.0
 
     def no_subscribers_backoff(self) -> Backoff | None:
         """The resend schedule of a row the broker dropped (None: the ack timeout's)."""
         if self.no_subscribers_resend_s <= 0:
             return None
         return Backoff(initial_s=self.no_subscribers_resend_s, max_s=self.ack_timeout_s, factor=2.0)
+
+    def pacer(self) -> AckPacer | None:
+        """The backlog's pacer (None: not paced)."""
+        if self.backlog_target_rtt_s <= 0:
+            return None
+        # Half the timeout at most: an ack the pacer still calls timely must not be one that
+        # was already resent (a shorter ack_timeout_s with the default target).
+        target_s = min(self.backlog_target_rtt_s, self.ack_timeout_s / 2)
+        return AckPacer(target_rtt_s=target_s, maximum=self.max_unacked)
 
 
 class Uplink:
@@ -65,10 +83,13 @@ class Uplink:
             max_unacked=settings.max_unacked,
             ack_timeout_s=settings.ack_timeout_s,
             no_subscribers=settings.no_subscribers_backoff(),
+            pacer=settings.pacer(),
         )
         self._bucket = TokenBucket(settings.backlog_msgs_per_s, settings.backlog_burst, now)
         self._resend: list[int] = []
         self._urgent: list[int] = []
+        #: Urgent rows in flight: resent through the urgent lane, which is not paced.
+        self._urgent_sent: set[int] = set()
         self._acked: list[tuple[int, int]] = []
         self._mark = 0  # rows at or below it were queued before this connection
         self._live_cursor = 0
@@ -80,6 +101,7 @@ class Uplink:
         self.flush_acks()
         self.window.reset()
         self._resend = []
+        self._urgent_sent.clear()
         self._mark = q.high_water(self._conn)
         self._urgent = q.urgent_seqs(self._conn, self._mark)
         self._live_cursor = self._mark
@@ -92,12 +114,12 @@ class Uplink:
         """Rows to publish now, at most the window's room. Marks nothing: call
         :meth:`published` for each row actually handed to the broker."""
         room = self.window.room()
-        chosen: list[OutboxRow] = []
-        for lane in (self._from_resend, self._from_urgent, self._from_live):
+        chosen = self._from_resend(self.window.paced_room())
+        for lane in (self._from_urgent, self._from_live):
             if room - len(chosen) <= 0:
                 return chosen
             chosen += lane(room - len(chosen))
-        wanted = min(room - len(chosen), self._bucket.available(now))
+        wanted = min(self.window.paced_room(len(chosen)), self._bucket.available(now))
         if wanted > 0 and self._backlog_cursor < self._mark:
             rows = q.backlog_between(self._conn, self._backlog_cursor, self._mark, wanted)
             # Nothing left below the mark: the backlog lane is done.
@@ -127,8 +149,12 @@ class Uplink:
             return 0.0
         return self._bucket.wait_s(now)
 
-    def published(self, seq: int, now: float) -> None:
+    def published(self, seq: int, now: float, *, urgent: bool = False) -> None:
+        """``seq`` handed to the broker; ``urgent``: a session event, command result or
+        decision (if it times out it is resent unpaced, through the urgent lane)."""
         self.window.published(seq, now)
+        if urgent:
+            self._urgent_sent.add(seq)
 
     def puback(self, seq: int, now: float) -> None:
         self.window.puback(seq, now)
@@ -138,14 +164,16 @@ class Uplink:
         seconds, through :meth:`expire` and the resend lane."""
         return self.window.dropped(seq, now)
 
-    def acked(self, ack: Ack) -> None:
-        """Note what the ack covers; :meth:`flush_acks` deletes it.
+    def acked(self, ack: Ack, now: float) -> None:
+        """Note what the ack (arrived at ``now``) covers; :meth:`flush_acks` deletes it.
 
         Deletes are batched because each commit is an fsync (``synchronous=FULL``): one per
         ack message would cap the drain at the disk's fsync rate. Rows acked but not yet
         deleted when the agent dies are simply sent again; the cloud drops the duplicates.
         """
-        self.window.acked(list(ack.ranges))
+        done = self.window.acked(list(ack.ranges), now)
+        if self._urgent_sent:
+            self._urgent_sent.difference_update(done)
         self._acked.extend(ack.ranges)
 
     def flush_acks(self) -> int:
@@ -168,5 +196,8 @@ class Uplink:
         resend lane; return their seqs."""
         late = self.window.timed_out(now)
         if late:
-            self._resend = sorted(set(self._resend) | set(late))
+            urgent = self._urgent_sent.intersection(late)
+            self._urgent_sent -= urgent
+            self._urgent = sorted(set(self._urgent) | urgent)
+            self._resend = sorted(set(self._resend) | (set(late) - urgent))
         return late

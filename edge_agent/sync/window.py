@@ -14,7 +14,9 @@ due again after a short backoff (:attr:`UplinkWindow.no_subscribers`: 0.5-1 s fi
 per consecutive 0x10 of the same seq, at most ``ack_timeout_s``) instead of the full timeout.
 
 The window bounds both stages, so neither paho's queue (scanned on every PUBACK) nor the
-cloud's backlog grows without limit.
+cloud's backlog grows without limit. Within it, an :class:`~protocols.pacing.AckPacer` (when
+given) paces the backlog and resends by how fast the cloud acks (:meth:`UplinkWindow.paced_room`):
+each ack's round trip and each timeout feed it, a new connection restarts it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from edge_agent.backoff import JITTER
 from protocols.backoff import Backoff
+from protocols.pacing import AckPacer
 
 
 class Stage(enum.Enum):
@@ -39,6 +42,8 @@ class InFlight:
     stage: Stage
     #: Monotonic seconds at which it is resent unless acked (or PUBACKed, while publishing).
     due: float
+    #: Monotonic seconds at which it was published (its ack's round trip, for the pacer).
+    sent: float
     #: Due early: the broker dropped it for want of a subscriber.
     dropped: bool = False
 
@@ -53,6 +58,7 @@ class UplinkWindow:
         max_unacked: int,
         ack_timeout_s: float,
         no_subscribers: Backoff | None = None,
+        pacer: AckPacer | None = None,
         rand: Callable[[], float] = JITTER,
     ) -> None:
         if not 1 <= max_publishing <= max_unacked:
@@ -63,6 +69,8 @@ class UplinkWindow:
         #: When a row the broker dropped (PUBACK 0x10) is due again; None: after
         #: ``ack_timeout_s`` like any unacked row.
         self.no_subscribers = no_subscribers
+        #: Paces the backlog and resends by the cloud's ack times; None: only the bounds.
+        self.pacer = pacer
         self._rand = rand
         self._rows: dict[int, InFlight] = {}
         self._publishing = 0
@@ -91,10 +99,18 @@ class UplinkWindow:
             0, min(self.max_publishing - self._publishing, self.max_unacked - len(self._rows))
         )
 
+    def paced_room(self, extra: int = 0) -> int:
+        """How many more backlog or resent rows may be published now, with ``extra`` rows
+        chosen but not yet published: :meth:`room`, and the pacer's window."""
+        room = self.room() - extra
+        if self.pacer is not None:
+            room = min(room, self.pacer.room(len(self._rows) + extra))
+        return max(0, room)
+
     def published(self, seq: int, now: float) -> None:
         if seq in self._rows:
             raise ValueError(f"seq {seq} is already in flight")
-        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now + self.ack_timeout_s)
+        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now + self.ack_timeout_s, now)
         self._publishing += 1
 
     def puback(self, seq: int, now: float) -> bool:
@@ -130,8 +146,8 @@ class UplinkWindow:
         self.next_drop_due = min(self.next_drop_due, row.due)
         return delay_s
 
-    def acked(self, ranges: list[tuple[int, int]]) -> list[int]:
-        """Forget every in-flight seq the ack covers; return them (for logging)."""
+    def acked(self, ranges: list[tuple[int, int]], now: float) -> list[int]:
+        """Forget every in-flight seq the ack covers (arrived at ``now``); return them."""
         done: list[int] = []
         for first, last in ranges:
             # Walk whichever is shorter: the range or the window.
@@ -139,8 +155,11 @@ class UplinkWindow:
                 done += [s for s in range(first, last + 1) if s in self._rows]
             else:
                 done += [s for s in self._rows if first <= s <= last]
+        pacer = self.pacer
         for seq in done:
-            self._forget(seq)
+            row = self._forget(seq)
+            if pacer is not None:
+                pacer.acked(now - row.sent, now)
         if self._drops:
             for seq in done:
                 self._drops.pop(seq, None)
@@ -151,6 +170,7 @@ class UplinkWindow:
         and their backoff over), oldest first; they leave the window."""
         late: list[int] = []
         dropped = 0
+        pacer = self.pacer
         next_drop_due = math.inf
         for seq, row in self._rows.items():
             if row.due <= now:
@@ -164,23 +184,30 @@ class UplinkWindow:
         late.sort()
         for seq in late:
             self._forget(seq)
+        # A drop (no subscriber) is not congestion: only a real timeout shrinks the pacer.
+        if pacer is not None and len(late) > dropped:
+            pacer.timed_out(now, self.ack_timeout_s)
         return late
 
     def reset(self) -> list[int]:
         """The link dropped: everything in flight must be resent. Return it, oldest first.
-        A new connection is a new situation: the drops' backoff starts over."""
+        A new connection is a new situation: the drops' backoff starts over, the pacer
+        slow-starts again (a reconnect may be the whole fleet's, after a broker restart)."""
         seqs = sorted(self._rows)
         self._rows.clear()
         self._publishing = 0
         self._drops.clear()
         self.next_drop_due = math.inf
         self.last_dropped_due = 0
+        if self.pacer is not None:
+            self.pacer.restart()
         return seqs
 
-    def _forget(self, seq: int) -> None:
+    def _forget(self, seq: int) -> InFlight:
         row = self._rows.pop(seq)
         if row.stage is Stage.PUBLISHING:
             self._publishing -= 1
+        return row
 
 
 class TokenBucket:

@@ -271,12 +271,14 @@ async def test_a_site_counts_uplink_the_broker_dropped_for_want_of_a_subscriber(
 
 def test_a_site_resends_dropped_uplink_on_the_agents_schedule_by_default() -> None:
     """The simulator's defaults are the agent's: a message PUBACKed 0x10 is resent after a
-    backoff from ``mqtt.no_subscribers_resend_s``, anything unacked after ``ack_timeout_s``
-    (docs/fleet.md) — so the storm it measures is the fleet's as shipped."""
+    backoff from ``mqtt.no_subscribers_resend_s``, anything unacked after ``ack_timeout_s``,
+    a backlog paced by ``mqtt.backlog_target_rtt_s`` (docs/fleet.md) — so the storm it
+    measures is the fleet's as shipped."""
     agent = MqttSettings(host="127.0.0.1")
     sim = FleetConfig()
     assert sim.no_subscribers_resend_s == agent.no_subscribers_resend_s > 0
     assert sim.resend_after_s == agent.ack_timeout_s
+    assert sim.backlog_target_rtt_s == agent.backlog_target_rtt_s > 0
 
 
 def test_a_run_whose_processes_die_ends_at_once_with_a_clear_error() -> None:

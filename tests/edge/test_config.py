@@ -23,6 +23,7 @@ from edge_agent.config import (
     settings_to_dict,
 )
 from edge_agent.errors import ConfigError
+from edge_agent.sync.from_config import sync_settings
 
 GOOD = """
 device_id = "site-001"
@@ -215,6 +216,32 @@ def test_a_dropped_message_resend_is_no_later_than_the_ack_timeout() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert "mqtt.no_subscribers_resend_s" in _problem_fields(info.value)
+
+
+def test_the_backlog_pacing_reaches_the_uplink() -> None:
+    """``mqtt.backlog_target_rtt_s`` paces the backlog (5 s by default, 0 off, negative
+    refused); the uplink uses at most half the ack timeout."""
+    data = _data(GOOD)
+    data["mqtt"] = {"host": "broker.example"}
+    settings = sync_settings(parse_config(data))
+    assert settings is not None
+    pacer = settings.uplink.pacer()
+    assert pacer is not None
+    assert pacer.target_rtt_s == 5.0
+    data["mqtt"] = {"host": "broker.example", "ack_timeout_s": 4, "backlog_target_rtt_s": 5}
+    settings = sync_settings(parse_config(data))
+    assert settings is not None
+    pacer = settings.uplink.pacer()
+    assert pacer is not None
+    assert pacer.target_rtt_s == 2.0
+    data["mqtt"] = {"host": "broker.example", "backlog_target_rtt_s": 0}
+    settings = sync_settings(parse_config(data))
+    assert settings is not None
+    assert settings.uplink.pacer() is None
+    data["mqtt"] = {"host": "broker.example", "backlog_target_rtt_s": -1}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert "mqtt.backlog_target_rtt_s" in _problem_fields(info.value)
 
 
 def test_problems_in_different_places_are_reported_together() -> None:

@@ -13,7 +13,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.sync.service import SyncService
 from edge_agent.testing import Acker, RecordingHandler
 from protocols.enums import AuthorizationStatus, MessageKind
-from protocols.messages import AuthDecision, SessionEvent, Status
+from protocols.messages import AuthDecision, SessionEvent, Status, TelemetryBatch
+from protocols.pacing import INITIAL_WINDOW
 from protocols.topics import topic
 from tests.support.certs import Certs
 from tests.support.mosquitto import Broker
@@ -60,7 +61,9 @@ async def test_session_events_and_decisions_jump_the_backlog_and_rows_go_only_on
     decisions = [queue_decision(store, status) for status in AuthorizationStatus]
     queued = outbox_seqs(store)
     acker.drop_acks = True  # the broker has everything, the cloud commits nothing
-    sync = service(store, broker, certs, ack_timeout_s=3.0)
+    # Not paced: a cloud that acks nothing would get only a window of the backlog (the next
+    # test); here every row must reach the broker unacked.
+    sync = service(store, broker, certs, ack_timeout_s=3.0, backlog_target_rtt_s=0)
     async with running(sync):
         await wait_until(lambda: queued <= acker.seqs(DEVICE), 20, "every row delivered")
         await asyncio.sleep(0.3)
@@ -73,6 +76,40 @@ async def test_session_events_and_decisions_jump_the_backlog_and_rows_go_only_on
     assert {s for s, m in got.by_seq.items() if isinstance(m, AuthDecision)} == set(decisions)
     assert got.order[: len(urgent)] == urgent  # published before the backlog
     assert no_gaps(set(got.by_seq))
+
+
+async def test_a_cloud_that_acks_nothing_gets_only_a_window_of_the_backlog(
+    store: sqlite3.Connection, broker: Broker, certs: Certs, acker: Acker
+) -> None:
+    """Pacing (protocols/pacing.py): while no ack comes, at most the pacer's first window of
+    backlog awaits one (resends included: timeouts halve it), urgent rows all go; once the
+    cloud acks again the window grows back and the whole backlog drains."""
+    queue_readings(store, 300)
+    sessions = [queue_session(store) for _ in range(3)]
+    urgent = 3 * len(sessions)
+    queued = outbox_seqs(store)
+
+    def received(kind: type) -> list[int]:
+        got = acker.received.get(DEVICE)
+        by_seq = {} if got is None else got.by_seq
+        return [s for s, m in by_seq.items() if isinstance(m, kind)]
+
+    def readings() -> list[int]:
+        return received(TelemetryBatch)
+
+    def events() -> list[int]:
+        return received(SessionEvent)
+
+    acker.drop_acks = True
+    sync = service(store, broker, certs, ack_timeout_s=3.0)
+    async with running(sync):
+        await wait_until(lambda: len(events()) == urgent, 20, "the session events")
+        await asyncio.sleep(4.0)  # past the ack timeout: resent, not more of the backlog
+        # Everything unacked counts (the events, the statuses: live rows, never held back).
+        assert len(readings()) <= INITIAL_WINDOW
+        acker.drop_acks = False
+        await wait_until(lambda: outbox_empty(store), 30, "the outbox to empty on acks")
+    assert queued <= acker.seqs(DEVICE)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from edge_agent.backoff import Backoff
 from edge_agent.sync.window import TokenBucket, UplinkWindow
+from protocols.pacing import INITIAL_WINDOW, MIN_WINDOW, AckPacer
 
 
 def window() -> UplinkWindow:
@@ -34,7 +35,7 @@ def test_a_puback_is_not_an_ack() -> None:
     w.published(1, 0.0)
     assert w.puback(1, 0.5)
     assert 1 in w
-    assert w.acked([(1, 1)]) == [1]
+    assert w.acked([(1, 1)], 1.0) == [1]
     assert 1 not in w
     assert not w.puback(1, 0.6)  # late PUBACK for a forgotten seq changes nothing
 
@@ -127,7 +128,7 @@ def test_a_routed_puback_an_ack_or_a_new_connection_starts_the_backoff_over() ->
     assert drop_until_due(w, 7, 100.0) == pytest.approx(1)
     assert drop_until_due(w, 7, 110.0) == pytest.approx(2)
     w.published(7, 120.0)
-    w.acked([(7, 7)])
+    w.acked([(7, 7)], 121.0)
     assert drop_until_due(w, 7, 130.0) == pytest.approx(1)
     assert drop_until_due(w, 7, 140.0) == pytest.approx(2)
     w.reset()
@@ -164,6 +165,7 @@ def test_window_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -
         max_unacked=8,
         ack_timeout_s=3.0,
         no_subscribers=Backoff(initial_s=0.5, max_s=3.0),
+        pacer=AckPacer(target_rtt_s=2.0, maximum=8),
     )
     now = 0.0
     for op, seq in ops:
@@ -176,12 +178,13 @@ def test_window_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -
             delay = w.dropped(seq, now)
             assert delay is None or 0 < delay <= 3.0
         elif op == "ack":
-            w.acked([(seq, seq + 2)])
+            w.acked([(seq, seq + 2)], now)
         else:
             w.timed_out(now)
         assert 0 <= w.publishing <= 4
         assert len(w) <= 8
-        assert w.room() >= 0
+        assert 0 <= w.paced_room() <= w.room()
+        assert MIN_WINDOW <= w.pacer.window <= 8  # type: ignore[union-attr]
 
 
 def test_token_bucket_limits_rate_and_burst() -> None:
@@ -201,3 +204,58 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert [b.delay_s(n, lambda: 0.0) for n in range(7)] == [0.5, 1, 2, 4, 8, 15, 15]
     assert [b.delay_s(n, lambda: 1.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     assert b.delay_s(10_000, lambda: 0.5) == 22.5
+
+
+def paced_window() -> UplinkWindow:
+    return UplinkWindow(
+        max_publishing=200,
+        max_unacked=10_000,
+        ack_timeout_s=30.0,
+        no_subscribers=Backoff(initial_s=1.0, max_s=30.0),
+        pacer=AckPacer(target_rtt_s=5.0, maximum=10_000),
+    )
+
+
+def test_the_pacer_limits_paced_rows_not_the_window() -> None:
+    w = paced_window()
+    assert w.paced_room() == INITIAL_WINDOW
+    for seq in range(1, INITIAL_WINDOW + 1):
+        w.published(seq, 0.0)
+    assert w.paced_room() == 0
+    assert w.room() == 200 - INITIAL_WINDOW  # live and urgent rows still go
+    assert w.paced_room(extra=0) == 0
+
+
+def test_timely_acks_grow_the_pacer_and_slow_ones_halve_it() -> None:
+    w = paced_window()
+    for seq in range(1, 17):
+        w.published(seq, 0.0)
+    w.acked([(1, 16)], 0.5)  # slow start: one more row per timely ack
+    assert w.pacer is not None
+    assert w.pacer.window == 32
+    for seq in range(17, 49):
+        w.published(seq, 1.0)
+    w.acked([(17, 48)], 7.0)  # the cloud took 6 s: queueing somewhere
+    assert w.pacer.window == 16  # halved once for the whole flight, not 32 times
+
+
+def test_a_timeout_halves_the_pacer_but_a_drop_does_not() -> None:
+    w = paced_window()
+    assert w.pacer is not None
+    w.published(1, 0.0)
+    w.published(2, 0.0)
+    w.dropped(1, 0.1)  # no subscriber: not congestion
+    assert w.timed_out(2.0) == [1]
+    assert w.pacer.window == INITIAL_WINDOW
+    assert w.timed_out(30.0) == [2]  # no ack at all within the timeout
+    assert w.pacer.window == INITIAL_WINDOW / 2
+
+
+def test_a_new_connection_slow_starts_the_pacer_again() -> None:
+    w = paced_window()
+    assert w.pacer is not None
+    w.published(1, 0.0)
+    assert w.timed_out(30.0) == [1]
+    assert w.pacer.window < INITIAL_WINDOW
+    w.reset()
+    assert w.pacer.window == INITIAL_WINDOW
