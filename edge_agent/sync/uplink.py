@@ -6,7 +6,7 @@ Lanes, in order, each time there is room in the :class:`~edge_agent.sync.window.
    (PUBACK 0x10, after a short backoff: :mod:`edge_agent.sync.window`) or that were in flight
    when the link dropped;
 2. **urgent** — session events, command results and authorization decisions, oldest first,
-   whatever their age;
+   whatever their age (one that times out comes back here, not to the paced resend lane);
 3. **live** — anything queued after the link came up (the reading a driver is watching);
 4. **backlog** — everything else queued before the link came up (telemetry, a status that
    was not acked), oldest first, rate-limited by a token bucket so hours of backlog neither
