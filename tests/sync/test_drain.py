@@ -209,7 +209,9 @@ async def test_uplink_the_broker_dropped_for_want_of_a_subscriber_is_resent_befo
         finally:
             acker.close()
     assert queued <= set(got.by_seq)  # the same rows (same seqs) sent again
-    assert sync.stats.resent >= len(queued)
+    # Every row of the first flight was dropped and resent; the pacer held the rest back
+    # until then (drops are not congestion: it neither shrank nor grew).
+    assert sync.stats.resent >= min(len(queued), INITIAL_WINDOW)
 
 
 async def test_status_reports_the_backlog_and_is_retained(
