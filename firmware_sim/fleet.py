@@ -241,6 +241,11 @@ class _Row:
     backlog: bool = False
     #: A session event or command result: resent unpaced, as the agent's urgent lane.
     urgent: bool = False
+    #: The connection on which it counts against the pacer (a resent or backlog row).
+    paced_gen: int = -1
+    #: The connection on which its ack timed out: its ack may then be the first copy's, so
+    #: its round trip says nothing (Karn's rule, as the agent's window).
+    late_gen: int = -1
     first_sent: float | None = None
     #: The connection generation it was last published on, and when.
     sent_gen: int = -1
@@ -278,7 +283,8 @@ class Site:
             else None
         )
         self.gen = 0
-        #: Outbox rows published on this connection and not acked yet (the pacer's count).
+        #: Paced rows published on this connection and not acked yet (the pacer's count: live
+        #: and urgent rows are not paced, so they do not take its room).
         self.awaiting = 0
         self.pacer = (
             AckPacer(
@@ -344,10 +350,11 @@ class Site:
             for seq in covered:
                 row = self.outbox.pop(seq)
                 self.drops.pop(seq, None)
-                if row.sent_gen == self.gen:
+                if row.paced_gen == self.gen:
                     self.awaiting -= 1
-                    if self.pacer is not None:
-                        self.pacer.acked(now - row.sent_at, now)
+                sampled = row.sent_gen == self.gen and row.late_gen != self.gen
+                if self.pacer is not None and sampled:
+                    self.pacer.acked(now - row.sent_at, now)
                 self.report.messages_acked += 1
                 if row.backlog:
                     self.backlog_left -= 1
@@ -396,13 +403,20 @@ class Site:
                 # or command results never do. (A row never sent has sent_at 0: "stale".)
                 resend = row.sent_gen == self.gen
                 earlier = row.sent_gen >= 0 or not row.live
-                if pacer is not None and not row.urgent and (resend or earlier):
-                    if resend and seq not in self.drops:
+                if pacer is not None:
+                    if resend and seq not in self.drops:  # a timeout (a drop is not one)
                         pacer.timed_out(now, self.config.resend_after_s)
-                    if pacer.room(self.awaiting) <= 0:
-                        continue
-                if row.sent_gen != self.gen:
-                    self.awaiting += 1
+                        row.late_gen = self.gen
+                    if resend and row.paced_gen == self.gen:
+                        # Due again: it leaves the pacer's count, as a timed-out row leaves
+                        # the agent's window, and waits for room like any paced row.
+                        row.paced_gen = -1
+                        self.awaiting -= 1
+                    if not row.urgent and (resend or earlier):
+                        if pacer.room(self.awaiting) <= 0:
+                            continue
+                        row.paced_gen = self.gen
+                        self.awaiting += 1
                 packet_id = link.next_packet_id()
                 self.inflight[packet_id] = seq
                 link.publish(row.topic, row.payload, packet_id)

@@ -22,10 +22,12 @@ database) and acks that never come (a message dropped on the way).
   halves the window (never below :data:`MIN_WINDOW`) — once per round trip: the acks still
   on their way were sent into the same queue and would otherwise halve it again and again.
 
-The window counts every row awaiting the cloud's ack, but it holds back only the backlog and
-resends (the caller decides which rows it applies to): live readings and urgent messages
-(session events, command results) always go; they are what a driver is waiting for, and
-there are few of them.
+The window holds back, and counts, only the backlog and resends (the caller decides which
+rows it paces): live readings and urgent messages (session events, command results) always
+go — they are what a driver is waiting for, and there are few of them — and do not take its
+room, so even a window pinned at its minimum by a slow cloud still moves the backlog. Every
+ack feeds it, except the ack of a row that was resent after a timeout: that may be the
+first copy's ack, long after the timeout, and its round trip says nothing (Karn's rule).
 """
 
 from __future__ import annotations

@@ -90,6 +90,8 @@ class Uplink:
         self._urgent: list[int] = []
         #: Urgent rows in flight: resent through the urgent lane, which is not paced.
         self._urgent_sent: set[int] = set()
+        #: The resent and backlog rows :meth:`next_rows` last offered (paced when published).
+        self._paced_offer: set[int] = set()
         self._acked: list[tuple[int, int]] = []
         self._mark = 0  # rows at or below it were queued before this connection
         self._live_cursor = 0
@@ -115,17 +117,20 @@ class Uplink:
         :meth:`published` for each row actually handed to the broker."""
         room = self.window.room()
         chosen = self._from_resend(self.window.paced_room())
+        self._paced_offer = {r.seq for r in chosen}
         for lane in (self._from_urgent, self._from_live):
             if room - len(chosen) <= 0:
                 return chosen
             chosen += lane(room - len(chosen))
-        wanted = min(self.window.paced_room(len(chosen)), self._bucket.available(now))
+        paced_room = min(room - len(chosen), self.window.paced_room(len(self._paced_offer)))
+        wanted = min(paced_room, self._bucket.available(now))
         if wanted > 0 and self._backlog_cursor < self._mark:
             rows = q.backlog_between(self._conn, self._backlog_cursor, self._mark, wanted)
             # Nothing left below the mark: the backlog lane is done.
             self._backlog_cursor = rows[-1].seq if rows else self._mark
             rows = [r for r in rows if r.seq not in self.window]
             self._bucket.take(len(rows), now)
+            self._paced_offer.update(r.seq for r in rows)
             chosen += rows
         return chosen
 
@@ -152,7 +157,7 @@ class Uplink:
     def published(self, seq: int, now: float, *, urgent: bool = False) -> None:
         """``seq`` handed to the broker; ``urgent``: a session event, command result or
         decision (if it times out it is resent unpaced, through the urgent lane)."""
-        self.window.published(seq, now)
+        self.window.published(seq, now, paced=seq in self._paced_offer)
         if urgent:
             self._urgent_sent.add(seq)
 

@@ -44,6 +44,8 @@ class InFlight:
     due: float
     #: Monotonic seconds at which it was published (its ack's round trip, for the pacer).
     sent: float
+    #: Counted against the pacer's window (a resent or backlog row).
+    paced: bool = False
     #: Due early: the broker dropped it for want of a subscriber.
     dropped: bool = False
 
@@ -74,6 +76,12 @@ class UplinkWindow:
         self._rand = rand
         self._rows: dict[int, InFlight] = {}
         self._publishing = 0
+        #: Rows in flight that the pacer paces (only those count against its window: live
+        #: and urgent rows must never leave the backlog no room).
+        self._paced = 0
+        #: Seqs whose ack timed out and that were not acked since: the ack of a resent row
+        #: may be the first copy's, so its round trip says nothing (Karn's rule).
+        self._late: set[int] = set()
         #: Consecutive 0x10 PUBACKs per seq (the backoff's attempt). Kept while the seq waits
         #: in the resend lane, out of the window; ended by a routed PUBACK, an ack or a reset.
         self._drops: dict[int, int] = {}
@@ -100,18 +108,22 @@ class UplinkWindow:
         )
 
     def paced_room(self, extra: int = 0) -> int:
-        """How many more backlog or resent rows may be published now, with ``extra`` rows
-        chosen but not yet published: :meth:`room`, and the pacer's window."""
+        """How many more backlog or resent rows may be published now, with ``extra`` of them
+        chosen but not yet published: :meth:`room`, and the pacer's window (which counts only
+        the rows it paces)."""
         room = self.room() - extra
         if self.pacer is not None:
-            room = min(room, self.pacer.room(len(self._rows) + extra))
+            room = min(room, self.pacer.room(self._paced + extra))
         return max(0, room)
 
-    def published(self, seq: int, now: float) -> None:
+    def published(self, seq: int, now: float, *, paced: bool = False) -> None:
+        """``seq`` handed to the broker; ``paced``: it came through :meth:`paced_room`."""
         if seq in self._rows:
             raise ValueError(f"seq {seq} is already in flight")
-        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now + self.ack_timeout_s, now)
+        self._rows[seq] = InFlight(seq, Stage.PUBLISHING, now + self.ack_timeout_s, now, paced)
         self._publishing += 1
+        if paced:
+            self._paced += 1
 
     def puback(self, seq: int, now: float) -> bool:
         """The broker has ``seq``; return False if it was not publishing (late or unknown)."""
@@ -156,10 +168,15 @@ class UplinkWindow:
             else:
                 done += [s for s in self._rows if first <= s <= last]
         pacer = self.pacer
+        late = self._late
         for seq in done:
             row = self._forget(seq)
-            if pacer is not None:
+            if pacer is not None and seq not in late:
                 pacer.acked(now - row.sent, now)
+        if late:
+            late.difference_update(
+                [s for s in late if any(first <= s <= last for first, last in ranges)]
+            )
         if self._drops:
             for seq in done:
                 self._drops.pop(seq, None)
@@ -187,6 +204,7 @@ class UplinkWindow:
         # A drop (no subscriber) is not congestion: only a real timeout shrinks the pacer.
         if pacer is not None and len(late) > dropped:
             pacer.timed_out(now, self.ack_timeout_s)
+            self._late.update(late)
         return late
 
     def reset(self) -> list[int]:
@@ -196,6 +214,8 @@ class UplinkWindow:
         seqs = sorted(self._rows)
         self._rows.clear()
         self._publishing = 0
+        self._paced = 0
+        self._late.clear()
         self._drops.clear()
         self.next_drop_due = math.inf
         self.last_dropped_due = 0
@@ -207,6 +227,8 @@ class UplinkWindow:
         row = self._rows.pop(seq)
         if row.stage is Stage.PUBLISHING:
             self._publishing -= 1
+        if row.paced:
+            self._paced -= 1
         return row
 
 

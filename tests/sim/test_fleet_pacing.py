@@ -82,7 +82,23 @@ async def test_a_paced_site_sends_its_backlog_as_fast_as_timely_acks_allow() -> 
     await _pump_once(site)
     assert len(link.published) == 3 * INITIAL_WINDOW + 1
     assert link.published[-1][0] == topic(site.device_id, MessageKind.TELEMETRY)
-    assert site.awaiting == 2 * INITIAL_WINDOW + 1
+    assert site.awaiting == 2 * INITIAL_WINDOW  # the live reading is not paced
+
+
+async def test_a_lost_flight_is_resent_within_the_halved_window() -> None:
+    """No ack for the first flight (the broker took it and lost it): when it times out the
+    pacer halves and half of it goes again — the rows due leave the pacer's count, as they
+    leave the agent's window, instead of holding its room for ever."""
+    site, link = _site(5.0)
+    await _pump_once(site)
+    assert len(link.published) == INITIAL_WINDOW
+    for row in site.outbox.values():  # the ack timeout passes
+        row.sent_at -= site.config.resend_after_s + 1
+    await _pump_once(site)
+    assert len(link.published) == INITIAL_WINDOW + INITIAL_WINDOW // 2
+    assert site.pacer is not None
+    assert site.pacer.window == INITIAL_WINDOW / 2
+    assert site.awaiting == INITIAL_WINDOW // 2
 
 
 async def test_an_unpaced_site_sends_its_whole_backlog_at_once() -> None:

@@ -105,7 +105,6 @@ async def test_a_cloud_that_acks_nothing_gets_only_a_window_of_the_backlog(
     async with running(sync):
         await wait_until(lambda: len(events()) == urgent, 20, "the session events")
         await asyncio.sleep(4.0)  # past the ack timeout: resent, not more of the backlog
-        # Everything unacked counts (the events, the statuses: live rows, never held back).
         assert len(readings()) <= INITIAL_WINDOW
         acker.drop_acks = False
         await wait_until(lambda: outbox_empty(store), 30, "the outbox to empty on acks")

@@ -26,10 +26,10 @@ def test_urgent_rows_pass_the_pacer_and_come_back_unpaced(store: sqlite3.Connect
     queue_session(store, events=3)
     settings = UplinkSettings(ack_timeout_s=10.0, backlog_msgs_per_s=1000, backlog_burst=1000)
     uplink = Uplink(store, settings, now=0.0)
-    assert _publish(uplink, 0.0) == (3, INITIAL_WINDOW - 3)  # the events count in the window
+    assert _publish(uplink, 0.0) == (3, INITIAL_WINDOW)  # the events are not paced
     assert _publish(uplink, 0.1) == (0, 0)  # no ack yet: nothing more of the backlog
     late = uplink.expire(10.5)  # nothing acked within the timeout
-    assert len(late) == INITIAL_WINDOW
+    assert len(late) == 3 + INITIAL_WINDOW
     # The pacer halved; the events come back through the urgent lane whatever it says.
     assert _publish(uplink, 10.5) == (3, INITIAL_WINDOW // 2)
 

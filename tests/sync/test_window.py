@@ -220,10 +220,39 @@ def test_the_pacer_limits_paced_rows_not_the_window() -> None:
     w = paced_window()
     assert w.paced_room() == INITIAL_WINDOW
     for seq in range(1, INITIAL_WINDOW + 1):
-        w.published(seq, 0.0)
+        w.published(seq, 0.0, paced=True)
     assert w.paced_room() == 0
     assert w.room() == 200 - INITIAL_WINDOW  # live and urgent rows still go
-    assert w.paced_room(extra=0) == 0
+
+
+def test_live_rows_in_flight_never_leave_the_backlog_without_room() -> None:
+    """A cloud steadily slower than the target pins the pacer at its minimum; the rows it
+    does not pace (live, urgent) must not take that minimum too."""
+    w = paced_window()
+    assert w.pacer is not None
+    for seq in range(1, 5):  # every ack 6 s late: slower than the target, halving each time
+        w.published(seq, 100.0 * seq, paced=True)
+        w.acked([(seq, seq)], 100.0 * seq + 6)
+    assert w.pacer.window == MIN_WINDOW
+    for seq in range(100, 120):  # live readings awaiting their slow acks
+        w.published(seq, 500.0)
+    assert w.paced_room() == MIN_WINDOW
+
+
+def test_the_ack_of_a_resent_row_does_not_grow_the_pacer() -> None:
+    """It may be the first copy's ack, long after the timeout: no round trip to learn from
+    (Karn's rule)."""
+    w = paced_window()
+    assert w.pacer is not None
+    w.published(1, 0.0, paced=True)
+    assert w.timed_out(30.0) == [1]
+    halved = w.pacer.window
+    w.published(1, 30.5, paced=True)
+    w.acked([(1, 1)], 31.0)  # 0.5 s after the resend, 31 s after the first copy
+    assert w.pacer.window == halved
+    w.published(2, 40.0, paced=True)
+    w.acked([(2, 2)], 40.1)  # a fresh row's ack counts again
+    assert w.pacer.window > halved
 
 
 def test_timely_acks_grow_the_pacer_and_slow_ones_halve_it() -> None:
