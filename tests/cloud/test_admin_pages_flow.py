@@ -237,7 +237,12 @@ async def _host_walk(
     await page.set_input_files("#f-photo", files=[picture])
     await page.get_by_role("button", name="Upload").click()
     await page.locator("#photo-list img").wait_for()
-    assert await page.locator("#photo-list img").evaluate("img => img.naturalWidth > 0")
+    # The element appears before its picture has loaded (naturalWidth 0 then: a CI flake);
+    # wait for the load itself — a picture that never loads times this out.
+    await page.wait_for_function(
+        "() => { const img = document.querySelector('#photo-list img');"
+        " return img !== null && img.complete && img.naturalWidth > 0; }"
+    )
     await walk.check("host-charger-photos")
 
     # The dashboard's list refreshes itself when pushed: the device comes online, ingest
