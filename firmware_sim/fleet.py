@@ -94,6 +94,8 @@ from protocols.tokens import TokenVerifier, load_public_key
 from protocols.topics import URGENT_KINDS, topic
 
 MAX_SITES = 20_000
+#: Rows a site lets await the cloud's ack at most (the agent's ``UplinkSettings.max_unacked``).
+UNACKED_MAX = 10_000
 MAX_DURATION_S = 3_600.0
 #: The reconnect backoff of a site (the agent's shape: equal jitter, so a fleet does not
 #: retry in lock step after a broker restart).
@@ -286,13 +288,8 @@ class Site:
         #: Paced rows published on this connection and not acked yet (the pacer's count: live
         #: and urgent rows are not paced, so they do not take its room).
         self.awaiting = 0
-        self.pacer = (
-            AckPacer(
-                target_rtt_s=min(config.backlog_target_rtt_s, config.resend_after_s / 2),
-                maximum=10_000,  # the agent's max_unacked
-            )
-            if config.backlog_target_rtt_s > 0
-            else None
+        self.pacer = AckPacer.for_timeout(
+            config.backlog_target_rtt_s, config.resend_after_s, maximum=UNACKED_MAX
         )
         self.link: MqttLink | None = None
         self.online = asyncio.Event()

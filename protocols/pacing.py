@@ -62,6 +62,17 @@ class AckPacer:
             raise ValueError(f"maximum must be at least {MIN_WINDOW}")
         self.restart()
 
+    @classmethod
+    def for_timeout(
+        cls, target_rtt_s: float, ack_timeout_s: float, maximum: int
+    ) -> AckPacer | None:
+        """The pacer of a device whose acks time out after ``ack_timeout_s`` (None: the
+        target is 0, not paced). Its target is at most half the timeout: an ack it still
+        calls timely must not be one that was already resent."""
+        if target_rtt_s <= 0:
+            return None
+        return cls(target_rtt_s=min(target_rtt_s, ack_timeout_s / 2), maximum=maximum)
+
     def restart(self) -> None:
         """A new connection: slow start again from :data:`INITIAL_WINDOW`.
 

@@ -64,12 +64,9 @@ class UplinkSettings:
 
     def pacer(self) -> AckPacer | None:
         """The backlog's pacer (None: not paced)."""
-        if self.backlog_target_rtt_s <= 0:
-            return None
-        # Half the timeout at most: an ack the pacer still calls timely must not be one that
-        # was already resent (a shorter ack_timeout_s with the default target).
-        target_s = min(self.backlog_target_rtt_s, self.ack_timeout_s / 2)
-        return AckPacer(target_rtt_s=target_s, maximum=self.max_unacked)
+        return AckPacer.for_timeout(
+            self.backlog_target_rtt_s, self.ack_timeout_s, maximum=self.max_unacked
+        )
 
 
 class Uplink:

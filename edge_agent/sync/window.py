@@ -173,10 +173,13 @@ class UplinkWindow:
             row = self._forget(seq)
             if pacer is not None and seq not in late:
                 pacer.acked(now - row.sent, now)
-        if late:
-            late.difference_update(
-                [s for s in late if any(first <= s <= last for first, last in ranges)]
-            )
+        for first, last in ranges if late else ():
+            # Walk whichever is shorter, as above: an ack names a few seqs, and a storm's
+            # timeouts may leave thousands in ``late``.
+            if last - first < len(late):
+                late.difference_update(range(first, last + 1))
+            else:
+                late.difference_update([s for s in late if first <= s <= last])
         if self._drops:
             for seq in done:
                 self._drops.pop(seq, None)

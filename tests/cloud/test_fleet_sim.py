@@ -20,8 +20,16 @@ from cloud.pg import PgConnection
 from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from edge_agent.config import MqttSettings
+from edge_agent.sync.uplink import UplinkSettings
 from firmware_sim.errors import FleetError
-from firmware_sim.fleet import FleetConfig, provision, run_fleet, run_sites, site_ids
+from firmware_sim.fleet import (
+    UNACKED_MAX,
+    FleetConfig,
+    provision,
+    run_fleet,
+    run_sites,
+    site_ids,
+)
 from protocols.enums import MessageKind
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, encode_message
@@ -279,6 +287,7 @@ def test_a_site_resends_dropped_uplink_on_the_agents_schedule_by_default() -> No
     assert sim.no_subscribers_resend_s == agent.no_subscribers_resend_s > 0
     assert sim.resend_after_s == agent.ack_timeout_s
     assert sim.backlog_target_rtt_s == agent.backlog_target_rtt_s > 0
+    assert UplinkSettings().max_unacked == UNACKED_MAX
 
 
 def test_a_run_whose_processes_die_ends_at_once_with_a_clear_error() -> None:
