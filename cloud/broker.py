@@ -1,37 +1,47 @@
-"""The cloud's one MQTT client: paho-mqtt 2.x (MQTT 5) behind asyncio.
+"""The cloud's one MQTT client: MQTT 5 on an asyncio protocol of our own.
 
 Every cloud user of the broker goes through this module — the API's commands, the ingest
-workers, the dynamic-security admin (:mod:`cloud.devices.broker_auth`) — and no other module
-of :mod:`cloud` imports paho. Its errors become :class:`~cloud.errors.BrokerError` here
-(:data:`PAHO_ERRORS`; tests/cloud/test_error_boundaries.py holds both promises).
+workers, the dynamic-security admin (:mod:`cloud.devices.broker_auth`). The packets are
+:mod:`protocols.mqtt5`'s (shared with the fleet simulator); socket, TLS and protocol errors
+become :class:`~cloud.errors.BrokerError` here (tests/cloud/test_error_boundaries.py).
+
+Why not paho-mqtt (which the edge agent uses): paho runs a network thread per client, and in
+an ingest worker at 3,000 sites that thread — parsing each packet in Python, and for every
+PUBACK and ack a lock, a wake-up of the thread through its socket pair and a ``send`` of its
+own — cost about as much CPU as everything else the worker does (docs/scale.md). On the
+event loop a segment's packets are read in one pass, answers leave in the same write as
+whatever else this turn of the loop sends, and nothing crosses threads.
 
 :func:`open_broker_link` keeps one session up for the life of its block
 (:class:`BrokerLink`):
 
-* **One paho client per connection.** Each attempt builds a fresh client with paho's own
-  reconnect off; when the connection ends the client is dropped, and a task reconnects with
-  the project's backoff (:data:`RECONNECT`, exponential with jitter, so a restarted broker is
-  not met by every process at once). paho therefore never holds a publish across a
-  disconnect to send it behind the caller's back: what was not acknowledged on a connection
-  is reported as not sent, and the caller decides (the republish job retries a deferred
-  command, :mod:`cloud.sessions.republish`).
+* **One connection at a time, reconnected by the link.** When a connection ends, a task
+  reconnects with the project's backoff (:data:`RECONNECT`, exponential with jitter, so a
+  restarted broker is not met by every process at once). Nothing is resent behind the
+  caller's back: what was not acknowledged on a connection is reported as not sent, and the
+  caller decides (the republish job retries a deferred command,
+  :mod:`cloud.sessions.republish`).
 * **"Sent" means the broker acknowledged it.** :meth:`BrokerLink.publish` returns once the
   broker's PUBACK (QoS 1) arrives and raises BrokerError when there is no connection, the
   connection ends first, the broker refuses (a failure reason code, e.g. 0x87 not
   authorized) or :data:`PUBLISH_TIMEOUT_S` passes. The two cases where the message was
-  handed over but not acknowledged (the connection ended, the timeout) raise the subclass
-  :class:`~cloud.errors.BrokerUnacknowledged`: the broker may have it, so a caller waiting
-  for the device's answer keeps waiting (:func:`cloud.sessions.commands.send_and_wait`).
-  :meth:`BrokerLink.publish_nowait` hands a message over without waiting (ingest's acks: a
-  lost one is resent by its device).
-* **Incoming messages cross to asyncio through one bounded queue**
-  (:attr:`BrokerLink.messages`). A full queue blocks paho's network thread, which stops
-  reading the socket: TCP back-pressure, and with ``receive_maximum`` the broker never has
-  more unacknowledged messages in flight to us than the queue holds (DESIGN.md §8). The
-  thread hands messages over in batches (:class:`_Handoff`): one wake-up of the event loop
-  for whatever arrived since the last one, not a blocking round trip per message. With
-  ``manual_ack`` a message is PUBACKed only by :meth:`BrokerLink.ack`, and only on the
-  connection that delivered it (PUBACK ids mean nothing on another; the broker redelivers).
+  written to the connection but not acknowledged (the connection ended, the timeout) raise
+  the subclass :class:`~cloud.errors.BrokerUnacknowledged`: the broker may have it, so a
+  caller waiting for the device's answer keeps waiting
+  (:func:`cloud.sessions.commands.send_and_wait`). :meth:`BrokerLink.publish_nowait` hands a
+  message over without waiting (ingest's acks: a lost one is resent by its device).
+* **The broker's Receive Maximum is obeyed** (MQTT 5, 3.3.4): at most that many QoS 1
+  publishes await their PUBACK; the rest wait in order on the connection and go as PUBACKs
+  free room. Exceeding it is a protocol error the broker disconnects for.
+* **Incoming messages wait in one queue** (:attr:`BrokerLink.messages`). When it holds
+  ``queue_max`` the connection stops reading its socket until the consumer takes one: TCP
+  back-pressure, and with ``receive_maximum`` the broker never has more unacknowledged
+  messages in flight to us than that (DESIGN.md §8). With ``manual_ack`` a message is
+  PUBACKed only by :meth:`BrokerLink.ack`, and only on the connection that delivered it
+  (packet ids mean nothing on another; the broker redelivers).
+* **A silent broker is noticed**: a PINGREQ every keep-alive interval (the broker's Server
+  Keep Alive when its CONNACK states one), and a connection that heard nothing at all for a
+  whole interval after one is closed and reconnected.
 
 :func:`request` is the other shape: one blocking round trip on a short connection of its own
 (publish a request, wait for the answer on a response topic) — the dynamic-security admin,
@@ -43,57 +53,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.exception import MQTTException
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import MQTTException as SubscribeOptionsError
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from typing import TypeVar
 
 from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from cloud.settings import MqttSettings
+from protocols import mqtt5
 from protocols.backoff import Backoff
+from protocols.errors import MqttPacketError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Everything paho raises: the socket's errors (its WebsocketConnectionError is one, and
-#: ssl.SSLError), bad arguments (ValueError), and its own MQTTException — two classes of that
-#: name, paho.mqtt.exception's and paho.mqtt.subscribeoptions'.
-PAHO_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    ValueError,
-    MQTTException,
-    SubscribeOptionsError,
-)
 #: Waits between connection attempts (protocols.backoff: exponential, equal jitter).
 RECONNECT = Backoff(initial_s=0.5, max_s=30.0)
 #: How long :meth:`BrokerLink.publish` waits for the broker's PUBACK.
 PUBLISH_TIMEOUT_S = 5.0
-#: How long one connection attempt may take, from TCP to CONNACK.
+#: How long one connection attempt may take, from TCP (and TLS) to CONNACK and SUBACK.
 CONNECT_TIMEOUT_S = 10.0
 #: A connection that lasted this long resets the backoff; a shorter one counts as a failure.
 STABLE_S = 10.0
 #: The incoming queue's bound when the caller names none.
 QUEUE_MAX = 1000
-#: How often a network thread blocked on a full queue checks whether the link is closing.
-_BLOCKED_CHECK_S = 0.5
-#: A broker that states no Receive Maximum in its CONNACK receives this many (MQTT 5).
-MQTT_RECEIVE_MAXIMUM = 65535
-#: In flight per connection to start with: deploy/mosquitto/cloud/mosquitto.conf's
-#: max_inflight_messages (tests/cloud/test_broker_link.py checks they agree).
-IN_FLIGHT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,31 +119,9 @@ class Delivery:
     mid: int
     #: The connection that delivered it (PUBACK ids are valid only on that one).
     connection: int
-    #: What the link's ``parse`` made of it in the network thread, as it arrived (None
-    #: without a ``parse``, or when it raised: the consumer then parses it again itself).
+    #: What the link's ``parse`` made of it as it arrived (None without a ``parse``, or when
+    #: it raised: the consumer then parses it again itself).
     parsed: object = None
-
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """The boundary: a paho error inside the block leaves it as a BrokerError."""
-    try:
-        yield
-    except PAHO_ERRORS as exc:
-        raise BrokerError(f"{what}: {exc}") from exc
-
-
-class _HandshakeClosingSocket(ssl.SSLSocket):
-    """paho wraps the socket and calls do_handshake() on a local variable: when the handshake
-    fails (a broker restarting) the socket is never closed and leaks until garbage collection,
-    once per reconnect attempt. This one closes itself on a failed handshake."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
 
 
 def _ssl_context(login: BrokerLogin) -> ssl.SSLContext | None:
@@ -166,7 +131,7 @@ def _ssl_context(login: BrokerLogin) -> ssl.SSLContext | None:
         return None
     try:
         # Verifies the broker's certificate and name (PROTOCOL_TLS_CLIENT's defaults).
-        context = ssl.create_default_context(
+        return ssl.create_default_context(
             cafile=str(login.ca_file) if login.ca_file is not None else None
         )
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -175,40 +140,6 @@ def _ssl_context(login: BrokerLogin) -> ssl.SSLContext | None:
             variable="CHARGEMITRA_MQTT_CA_FILE",
             value=login.ca_file,
         ) from exc
-    context.sslsocket_class = _HandshakeClosingSocket
-    return context
-
-
-def _new_client(
-    login: BrokerLogin,
-    client_id: str,
-    *,
-    context: ssl.SSLContext | None,
-    manual_ack: bool = False,
-    in_flight: int = MQTT_RECEIVE_MAXIMUM,
-) -> mqtt.Client:
-    """A configured, not yet connected MQTT 5 client that never reconnects by itself, with
-    up to ``in_flight`` QoS 1 messages unacknowledged (paho can only set it before
-    connecting, and its default is 20 whatever the broker allows)."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=MQTTProtocolVersion.MQTTv5,
-        reconnect_on_failure=False,
-        manual_ack=manual_ack,
-    )
-    client.max_inflight_messages_set(in_flight)
-    client.username_pw_set(login.username, login.password)
-    if context is not None:
-        client.tls_set_context(context)
-    return client
-
-
-def _properties(packet: int, **values: int) -> Properties:
-    props = Properties(packet)  # type: ignore[no-untyped-call]  # paho is untyped here
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -220,167 +151,307 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-class _Connection:
-    """One paho client's connection: when it is ready (CONNACK, then the SUBACK of its
-    subscriptions), when it ends, and its publishes not yet acknowledged."""
+def _fail(future: asyncio.Future[T], error: BaseException) -> None:
+    """Settle ``future`` with ``error`` whether or not anyone awaits it any more (no "never
+    retrieved" noise for a connection nobody was waiting on)."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()
 
-    def __init__(self, link: BrokerLink, client: mqtt.Client, number: int) -> None:
+
+@dataclass(slots=True)
+class _Queued:
+    """A QoS 1 publish waiting for room under the broker's Receive Maximum."""
+
+    topic: str
+    payload: bytes
+    expiry_s: int | None
+    waiter: asyncio.Future[None] | None
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: its handshake (CONNACK, then the SUBACK of the link's subscriptions),
+    the packets that arrive on it, its publishes awaiting PUBACK, its keep-alive."""
+
+    def __init__(self, link: BrokerLink, number: int) -> None:
         self.link = link
-        self.client = client
         self.number = number
         loop = link.loop
         #: Resolved when the broker accepted the connection and granted its subscriptions.
         self.ready: asyncio.Future[None] = loop.create_future()
-        self._suback_mid: int | None = None
+        #: Resolved with the reason when the connection ends.
         self.ended: asyncio.Future[str] = loop.create_future()
-        # mid -> its waiter (None: nobody waits), shared with the network thread.
-        self._lock = threading.Lock()
-        self._waiting: dict[int, asyncio.Future[None] | None] = {}
-        # PUBACKs that arrived before their publish() call had registered the mid.
-        self._early: dict[int, BrokerError | None] = {}
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._connacked = False
+        self._suback_id = 0
+        self._last_id = 0
+        #: QoS 1 publishes written and not yet PUBACKed: packet id -> their waiter, if any.
+        self._in_flight: dict[int, asyncio.Future[None] | None] = {}
+        #: QoS 1 publishes beyond the broker's Receive Maximum, in order.
+        self._queued: deque[_Queued] = deque()
+        #: What the broker receives in flight (its CONNACK says; 3.2.2.3.3).
+        self.receive_maximum = mqtt5.DEFAULT_RECEIVE_MAXIMUM
+        self._max_packet: int | None = None
+        self.keepalive_s = link.keepalive_s
+        self._ping: asyncio.TimerHandle | None = None
+        self._ping_unanswered = False
+        #: Why the broker ended it (its DISCONNECT), or why we did.
+        self._reason: str | None = None
+        #: Reading is paused: the link's queue is full.
+        self.paused = False
 
-    # --- paho's network thread --------------------------------------------------------------
+    # --- the transport's callbacks -------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self.link.loop
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _on_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        if reason.is_failure:
-            refused = BrokerError(f"the broker refused the connection: {reason}")
-            self._call(_settle, self.ready, refused)
-            return
-        # paho ignores the broker's Receive Maximum (MQTT 5, 3.2.2.3.3): its in-flight limit
-        # is set before connecting (BrokerLink._in_flight). A broker that receives fewer
-        # than that would disconnect us for exceeding it mid-burst: learn its limit and
-        # connect again with it.
-        receive_maximum = int(getattr(props, "ReceiveMaximum", MQTT_RECEIVE_MAXIMUM))
-        if receive_maximum < client.max_inflight_messages:
-            self.link._in_flight = receive_maximum
-            error = BrokerError(
-                f"the broker receives at most {receive_maximum} messages in flight; "
-                "connecting again with that limit"
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        link = self.link
+        transport.write(
+            mqtt5.connect(
+                link.client_id,
+                link.login.username,
+                link.login.password,
+                keepalive_s=link.keepalive_s,
+                clean_start=link.clean_start,
+                session_expiry_s=link.session_expiry_s,
+                receive_maximum=link.receive_maximum,
             )
-            self._call(_settle, self.ready, error)
-            return
-        patterns = self.link.subscriptions
-        if not patterns:
-            self._call(_settle, self.ready, None)
-            return
-        # Subscribed here, in paho's thread, the moment the broker accepts us (not after a
-        # hop to the event loop); the connection is ready at the SUBACK (_on_subscribe).
-        try:
-            rc, mid = client.subscribe([(p, SubscribeOptions(qos=1)) for p in patterns])
-        except PAHO_ERRORS as exc:
-            error = BrokerError(f"subscribe to {', '.join(patterns)} failed: {exc}")
-            self._call(_settle, self.ready, error)
-            return
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            error = BrokerError(f"subscribe failed: {mqtt.error_string(rc)}")
-            self._call(_settle, self.ready, error)
-            return
-        # Before any SUBACK can be read: this thread reads it, after this callback returns.
-        self._suback_mid = mid
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        _props: Any,
-    ) -> None:
-        if mid != self._suback_mid:
-            return
-        refused = [str(r) for r in reasons if r.is_failure]
-        error = BrokerError(f"the broker refused a subscription: {refused}") if refused else None
-        self._call(_settle, self.ready, error)
-
-    def _on_disconnect(
-        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
-    ) -> None:
-        self._call(self._end, str(reason))
-
-    def _on_publish(
-        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
-    ) -> None:
-        error = (
-            BrokerError(f"the broker refused the message: {reason}") if reason.is_failure else None
         )
-        with self._lock:
-            if mid not in self._waiting:
-                self._early[mid] = error
-                return
-            waiter = self._waiting.pop(mid)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        self._ping_unanswered = False
+        at = 0
+        try:
+            while True:
+                body = mqtt5.frame(buffer, at)
+                if body is None:  # the rest of it is still on its way
+                    break
+                first = buffer[at]
+                start, at = body
+                self._packet(first >> 4, first & 0x0F, bytes(buffer[start:at]))
+                if self._transport is None or self._transport.is_closing():
+                    return
+        except MqttPacketError as exc:
+            self.abort(f"the broker sent a packet this client cannot read: {exc}")
+            return
+        if at:
+            del buffer[:at]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._reason is None:
+            self._reason = f"connection lost: {exc}" if exc else "connection closed"
+        self._end(self._reason)
+
+    # --- packets in ----------------------------------------------------------------------------
+
+    def _packet(self, kind: int, flags: int, data: bytes) -> None:
+        if kind == mqtt5.PUBLISH:
+            self._incoming(flags, data)
+        elif kind == mqtt5.PUBACK:
+            self._acked(*mqtt5.read_ack(data))
+        elif kind == mqtt5.PINGRESP:
+            pass
+        elif kind == mqtt5.CONNACK and not self._connacked:
+            self._on_connack(mqtt5.read_connack(data))
+        elif kind == mqtt5.SUBACK:
+            self._on_suback(*mqtt5.read_suback(data))
+        elif kind == mqtt5.DISCONNECT:
+            code, text = mqtt5.read_disconnect(data)
+            said = f" ({text})" if text else ""
+            self.abort(f"the broker disconnected: {mqtt5.reason_text(code)}{said}")
+        else:
+            raise MqttPacketError(f"unexpected packet type {kind}")
+
+    def _on_connack(self, connack: mqtt5.Connack) -> None:
+        self._connacked = True
+        if connack.reason >= 0x80:
+            said = f": {connack.reason_string}" if connack.reason_string else ""
+            refused = f"the broker refused the connection: {mqtt5.reason_text(connack.reason)}"
+            _fail(self.ready, BrokerError(refused + said))
+            self.abort(refused)
+            return
+        self.receive_maximum = connack.receive_maximum
+        self._max_packet = connack.maximum_packet_size
+        if connack.server_keepalive_s is not None:  # the broker's word wins (3.2.2.3.14)
+            self.keepalive_s = connack.server_keepalive_s
+        self._schedule_ping()
+        subscriptions = self.link.subscriptions
+        if not subscriptions:
+            _settle(self.ready, None)
+            return
+        self._suback_id = self._next_id()
+        self._write(mqtt5.subscribe(self._suback_id, subscriptions))
+
+    def _on_suback(self, packet_id: int, reasons: list[int]) -> None:
+        if packet_id != self._suback_id:
+            return
+        refused = [mqtt5.reason_text(r) for r in reasons if r >= 0x80]
+        if refused:
+            message = f"the broker refused a subscription: {', '.join(refused)}"
+            _fail(self.ready, BrokerError(message))
+            self.abort(message)
+            return
+        _settle(self.ready, None)
+
+    def _incoming(self, flags: int, data: bytes) -> None:
+        topic, qos, packet_id, payload = mqtt5.read_publish(flags, data)
+        link = self.link
+        delivery = Delivery(
+            topic, payload, qos, packet_id, self.number, link.parse_delivery(topic, payload)
+        )
+        if qos and not link.manual_ack:
+            self._write(mqtt5.puback(packet_id))
+        link.deliver(delivery, self)
+
+    def _acked(self, packet_id: int, reason: int) -> None:
+        if packet_id not in self._in_flight:
+            return  # a waiter already settled by a lost connection's end: nothing to do
+        waiter = self._in_flight.pop(packet_id)
         if waiter is not None:
-            self._call(_settle, waiter, error)
+            error = None
+            if reason >= 0x80:
+                refusal = mqtt5.reason_text(reason)
+                error = BrokerError(f"the broker refused the message: {refusal}")
+            _settle(waiter, error)
+        queued = self._queued
+        while queued and len(self._in_flight) < self.receive_maximum:
+            item = queued.popleft()
+            self._send(item.topic, item.payload, item.expiry_s, item.waiter)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        payload = bytes(msg.payload)
-        parsed = self.link.parse_delivery(msg.topic, payload)
-        self.link.deliver(Delivery(msg.topic, payload, msg.qos, msg.mid, self.number, parsed))
+    # --- packets out ---------------------------------------------------------------------------
 
-    # --- asyncio side -----------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
-    def _end(self, reason: str) -> None:
-        self.link._live.pop(self.number, None)
-        if not self.ended.done():
-            self.ended.set_result(reason)
-        if not self.ready.done():
-            self.ready.set_exception(
-                BrokerError(f"connection closed before it was ready: {reason}")
-            )
-        with self._lock:
-            waiters = [w for w in self._waiting.values() if w is not None]
-            self._waiting.clear()
-            self._early.clear()
-        for waiter in waiters:
-            _settle(
-                waiter,
-                BrokerUnacknowledged(f"connection lost before the broker acknowledged: {reason}"),
-            )
+    def _next_id(self) -> int:
+        """A packet id not in use on this connection (2.2.1)."""
+        while True:
+            self._last_id = self._last_id % 65535 + 1
+            if self._last_id not in self._in_flight:
+                return self._last_id
+
+    def _send(
+        self, topic: str, payload: bytes, expiry_s: int | None, waiter: asyncio.Future[None] | None
+    ) -> None:
+        packet_id = self._next_id()
+        self._in_flight[packet_id] = waiter
+        self._write(mqtt5.publish(topic, payload, qos=1, packet_id=packet_id, expiry_s=expiry_s))
 
     def publish(
         self, topic: str, payload: bytes, *, expiry_s: int | None, wait: bool, qos: int = 1
     ) -> asyncio.Future[None] | None:
-        properties = None
-        if expiry_s is not None:
-            properties = _properties(PacketTypes.PUBLISH, MessageExpiryInterval=expiry_s)
-        with _translated(f"publish to {topic} failed"):
-            info = self.client.publish(topic, payload, qos=qos, properties=properties)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise BrokerError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        """Write (or queue, past the Receive Maximum) one publish; its waiter if ``wait``."""
+        transport = self._transport
+        if self.ended.done() or transport is None or transport.is_closing():
+            raise BrokerError(f"not connected to the broker: {topic} not published")
+        if self._max_packet is not None:
+            # The broker would disconnect us for it (3.1.2.11.4): refuse it here instead.
+            size = len(mqtt5.publish(topic, payload, qos=qos, packet_id=1, expiry_s=expiry_s))
+            if size > self._max_packet:
+                raise BrokerError(
+                    f"publish to {topic} is {size} bytes, "
+                    f"the broker's Maximum Packet Size is {self._max_packet}"
+                )
         waiter = self.link.loop.create_future() if wait else None
-        with self._lock:
-            early = info.mid in self._early
-            error = self._early.pop(info.mid, None)
-            if not early:
-                self._waiting[info.mid] = waiter
-        if early and waiter is not None:
-            _settle(waiter, error)
+        if qos == 0:
+            self._write(mqtt5.publish(topic, payload, qos=0, expiry_s=expiry_s))
+            if waiter is not None:
+                waiter.set_result(None)
+        elif len(self._in_flight) < self.receive_maximum and not self._queued:
+            self._send(topic, payload, expiry_s, waiter)
+        else:
+            self._queued.append(_Queued(topic, payload, expiry_s, waiter))
         return waiter
 
-    def forget(self, waiter: asyncio.Future[None]) -> None:
-        with self._lock:
-            for mid, w in list(self._waiting.items()):
-                if w is waiter:
-                    self._waiting[mid] = None
+    def puback(self, packet_id: int) -> None:
+        self._write(mqtt5.puback(packet_id))
 
-    async def close(self) -> None:
-        """Disconnect (if still connected) and stop the network thread."""
-        with _translated("disconnect failed"):
-            self.client.disconnect()
-        # In a thread: the network thread may be waiting on this loop (a full queue).
-        await asyncio.to_thread(self.client.loop_stop)
-        self._end("closed")
+    # --- keep-alive, reading, ending -----------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        if self.keepalive_s > 0:
+            self._ping = self.link.loop.call_later(self.keepalive_s, self._on_ping_timer)
+
+    def _on_ping_timer(self) -> None:
+        # Not while reading is paused: the broker's answer may be in the unread bytes.
+        if self._ping_unanswered and not self.paused:
+            self.abort(f"no word from the broker for a keep-alive interval ({self.keepalive_s} s)")
+            return
+        self._ping_unanswered = True
+        self._write(mqtt5.pingreq())
+        self._schedule_ping()
+
+    def pause(self) -> None:
+        if not self.paused and self._transport is not None:
+            self.paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self._transport is not None:
+            self.paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def abort(self, reason: str) -> None:
+        """End the connection at once, for ``reason`` (no DISCONNECT: a broker that broke the
+        protocol or said goodbye gets none)."""
+        if self._reason is None:
+            self._reason = reason
+        if self._transport is not None:
+            self._transport.abort()
+        self._end(reason)
+
+    def close(self) -> None:
+        """Say goodbye (DISCONNECT, normal: the broker drops the Will) and close."""
+        if self._reason is None:
+            self._reason = "closed"
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(mqtt5.disconnect())
+            self._transport.close()
+        self._end(self._reason)
+
+    def _end(self, reason: str) -> None:
+        if self.ended.done():
+            return
+        self.ended.set_result(reason)
+        if self._ping is not None:
+            self._ping.cancel()
+        self.link.ended(self)
+        _fail(self.ready, BrokerError(f"connection closed before it was ready: {reason}"))
+        for waiter in self._in_flight.values():
+            if waiter is not None:
+                _settle(
+                    waiter,
+                    BrokerUnacknowledged(
+                        f"connection lost before the broker acknowledged: {reason}"
+                    ),
+                )
+        for item in self._queued:
+            if item.waiter is not None:
+                _settle(item.waiter, BrokerError(f"connection lost before it was sent: {reason}"))
+        self._in_flight.clear()
+        self._queued.clear()
+
+
+class _TakenQueue(asyncio.Queue[Delivery]):
+    """An unbounded queue that reports each item taken (its bound is the link's, which
+    pauses reading instead of refusing a message already read)."""
+
+    def __init__(self, taken: Callable[[], None]) -> None:
+        super().__init__()
+        self._taken_callback = taken
+
+    def _get(self) -> Delivery:
+        # asyncio.Queue's documented hook for subclasses (LifoQueue, PriorityQueue): every
+        # get() and get_nowait() goes through it.
+        item: Delivery = super()._get()
+        self._taken_callback()
+        return item
 
 
 class BrokerLink:
@@ -402,40 +473,28 @@ class BrokerLink:
         parse: Callable[[str, bytes], object] | None = None,
     ) -> None:
         self.login = login
-        #: Run on each message in the network thread before it is queued (Delivery.parsed).
+        #: Run on each message as it arrives, before it is queued (Delivery.parsed).
         self._parse = parse
         self.client_id = client_id
         #: Built once (ConfigError here, at startup, if the CA file cannot be read).
         self._ssl = _ssl_context(login)
         self.loop = asyncio.get_running_loop()
-        self._handoff = _Handoff(self.loop, queue_max)
-        #: What the broker delivered, bounded: a full queue pauses the network thread.
-        self.messages: asyncio.Queue[Delivery] = self._handoff.queue
-        self._keepalive_s = keepalive_s
+        self._queue_max = queue_max
+        #: What the broker delivered; past ``queue_max`` the connection stops reading.
+        self.messages: asyncio.Queue[Delivery] = _TakenQueue(self._taken)
+        self.keepalive_s = keepalive_s
         #: Topic filters subscribed (QoS 1) on every connection, as soon as it is accepted.
         self.subscriptions = tuple(subscriptions)
-        self._manual_ack = manual_ack
-        self._clean_start = clean_start
-        self._connect_values = {
-            name: value
-            for name, value in (
-                ("SessionExpiryInterval", session_expiry_s),
-                ("ReceiveMaximum", receive_maximum),
-            )
-            if value is not None
-        }
+        self.manual_ack = manual_ack
+        self.clean_start = clean_start
+        self.session_expiry_s = session_expiry_s
+        self.receive_maximum = receive_maximum
         self._backoff = backoff
-        #: QoS 1 messages a connection keeps unacknowledged: the shipped cloud broker's
-        #: max_inflight_messages, lowered to what a broker's CONNACK says it receives. With
-        #: paho's default of 20, ingest's acks (one per device per batch) queued behind 20
-        #: round trips in bench.fleet's reconnect storm until paho's packet ids wrapped onto
-        #: unacknowledged ones and it refused publishes ("Message queue full"): tens of
-        #: thousands of acks dropped, their devices resending after their ack timeout.
-        self._in_flight = IN_FLIGHT
-        self._closing = threading.Event()
         self._current: _Connection | None = None
         #: Connections not yet ended, by number (what :meth:`ack` answers through).
         self._live: dict[int, _Connection] = {}
+        #: Connections that stopped reading because the queue is full.
+        self._paused: list[_Connection] = []
         self._up = asyncio.Event()
         #: Failed connection attempts in a row (the backoff's exponent).
         self._attempts = 0
@@ -468,26 +527,25 @@ class BrokerLink:
     ) -> None:
         """Publish QoS 1 and return once the broker acknowledged it (PUBACK); raise
         BrokerError if it did not: :class:`~cloud.errors.BrokerUnacknowledged` when the
-        message was handed to the connection but no PUBACK came (timeout, connection lost;
-        the broker may have it), a plain BrokerError when nothing was handed over (not
-        connected, paho refused it) or the broker refused it. ``expiry_s`` sets the MQTT 5
-        Message Expiry Interval (the broker drops it, undelivered, after that long)."""
-        connection = self._connection(topic)
-        waiter = connection.publish(topic, payload, expiry_s=expiry_s, wait=True)
+        message was written to the connection but no PUBACK came (timeout, connection lost;
+        the broker may have it), a plain BrokerError when it never left (not connected, the
+        connection ended while it waited for room, too large) or the broker refused it.
+        ``expiry_s`` sets the MQTT 5 Message Expiry Interval (the broker drops it,
+        undelivered, after that long)."""
+        waiter = self._connection(topic).publish(topic, payload, expiry_s=expiry_s, wait=True)
         assert waiter is not None
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
         except TimeoutError:
-            connection.forget(waiter)
+            # The waiter was cancelled with the wait: a late PUBACK settles nothing.
             raise BrokerUnacknowledged(f"no PUBACK for {topic} within {timeout_s} s") from None
 
     def publish_nowait(
         self, topic: str, payload: bytes, *, expiry_s: int | None = None, qos: int = 1
     ) -> None:
         """Hand a message (QoS 1, or ``qos``) to the connection without waiting for the
-        broker; raise BrokerError only when there is no connection to hand it to. (paho
-        reports a QoS 0 message "published" once written: its entry is settled then.)"""
+        broker; raise BrokerError only when there is no connection to hand it to."""
         self._connection(topic).publish(topic, payload, expiry_s=expiry_s, wait=False, qos=qos)
 
     def ack(self, delivery: Delivery) -> None:
@@ -497,10 +555,9 @@ class BrokerLink:
         # the run loop makes it current (a persistent session's queue arrives right after the
         # CONNACK) and until its end is seen, when ``_current`` may already be None.
         connection = self._live.get(delivery.connection)
-        if delivery.qos == 0 or connection is None or connection.ended.done():
+        if delivery.qos == 0 or connection is None:
             return
-        with _translated("PUBACK failed"):
-            connection.client.ack(delivery.mid, delivery.qos)
+        connection.puback(delivery.mid)
 
     def _connection(self, topic: str) -> _Connection:
         current = self._current
@@ -508,11 +565,11 @@ class BrokerLink:
             raise BrokerError(f"not connected to the broker: {topic} not published")
         return current
 
-    # --- paho's network thread --------------------------------------------------------------
+    # --- called by the connections -------------------------------------------------------------
 
     def parse_delivery(self, topic: str, payload: bytes) -> object:
-        """``parse`` of one message, in the network thread; None without one or if it raised
-        (never lost: the consumer parses the payload again and meets the error there)."""
+        """``parse`` of one message as it arrives; None without one or if it raised (never
+        lost: the consumer parses the payload again and meets the error there)."""
         if self._parse is None:
             return None
         try:
@@ -520,18 +577,34 @@ class BrokerLink:
         except Exception:  # noqa: BLE001 -- left to the consumer, as the docstring says
             return None
 
-    def deliver(self, delivery: Delivery) -> None:
-        """Queue ``delivery``, blocking the network thread while the queue is full."""
-        self._handoff.put(delivery, self._closing)
+    def deliver(self, delivery: Delivery, connection: _Connection) -> None:
+        """Queue ``delivery``; a full queue stops ``connection`` reading until one is taken
+        (the messages already read are queued all the same: they are not lost, and the
+        broker's in-flight limit, our ``receive_maximum``, bounds them)."""
+        self.messages.put_nowait(delivery)
+        if self.messages.qsize() >= self._queue_max and not connection.paused:
+            connection.pause()
+            self._paused.append(connection)
 
-    # --- the connection task ----------------------------------------------------------------
+    def _taken(self) -> None:
+        if self._paused and self.messages.qsize() < self._queue_max:
+            paused, self._paused = self._paused, []
+            for connection in paused:
+                connection.resume()
+
+    def ended(self, connection: _Connection) -> None:
+        self._live.pop(connection.number, None)
+        if connection in self._paused:
+            self._paused.remove(connection)
+
+    # --- the connection task -------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, and reconnect whenever the connection ends, until cancelled."""
         where = self.login.where()
         while True:
             try:
-                connection = await self._connect()
+                connection = await self.connect()
             except BrokerError as exc:
                 # Once at WARNING, then quietly: a broker down for an hour is no log storm.
                 level = logging.DEBUG if self._unavailable else logging.WARNING
@@ -550,7 +623,7 @@ class BrokerLink:
             finally:
                 self._current = None
                 self._up.clear()
-                await connection.close()
+                connection.close()
             log.warning("disconnected from the broker at %s: %s", where, reason)
             # A connection that ends at once (another process took over our client id, the
             # broker kicks us) counts as a failed attempt, so it cannot become a tight loop.
@@ -558,156 +631,36 @@ class BrokerLink:
             self._attempts = 0 if stable else self._attempts + 1
             await asyncio.sleep(self._backoff.delay_s(self._attempts))
 
-    async def _connect(self) -> _Connection:
+    async def connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> _Connection:
+        """One connection, accepted and subscribed; BrokerError if it is not within
+        ``timeout_s`` (TCP, TLS, CONNACK and SUBACK together)."""
         self._number += 1
-        with _translated("cannot create the MQTT client"):
-            client = _new_client(
-                self.login,
-                self.client_id,
-                context=self._ssl,
-                manual_ack=self._manual_ack,
-                in_flight=self._in_flight,
-            )
-            connection = _Connection(self, client, self._number)
-            properties = None
-            if self._connect_values:
-                properties = _properties(PacketTypes.CONNECT, **self._connect_values)
-        # Registered before the network thread starts: it may deliver at once.
+        connection = _Connection(self, self._number)
+        # Registered before the first byte: deliveries may follow the CONNACK at once.
         self._live[connection.number] = connection
+        host = self.login.host
         try:
-            await self._open(connection, properties)
-        except BaseException:
-            self._live.pop(connection.number, None)
-            raise
-        return connection
-
-    async def _open(self, connection: _Connection, properties: Properties | None) -> None:
-        client = connection.client
-        # In a worker thread: paho's connect() blocks (TCP, TLS; bounded by its
-        # connect_timeout, 5 s), and the network thread is started there too, so the CONNACK
-        # and the subscriptions never wait for this event loop's turn.
-        connecting = asyncio.ensure_future(
-            asyncio.to_thread(
-                self._connect_socket, client, properties, self._clean_start, self._keepalive_s
-            )
-        )
-        try:
-            await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            connecting.add_done_callback(lambda done: _abandon(client, done))
-            raise
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
+                try:
+                    await self.loop.create_connection(
+                        lambda: connection,
+                        host,
+                        self.login.port,
+                        ssl=self._ssl,
+                        server_hostname=host if self._ssl is not None else None,
+                    )
+                except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError)
+                    where = self.login.where()
+                    raise BrokerError(f"cannot reach the broker at {where}: {exc}") from exc
                 await connection.ready
         except TimeoutError:
-            await connection.close()
-            raise BrokerError(f"no CONNACK or SUBACK within {CONNECT_TIMEOUT_S} s") from None
+            message = f"no CONNACK or SUBACK within {timeout_s} s"
+            connection.abort(message)
+            raise BrokerError(message) from None
         except BaseException:
-            await connection.close()
+            connection.abort("connection attempt abandoned")
             raise
-
-    def _connect_socket(
-        self, client: mqtt.Client, properties: Properties | None, clean_start: bool, keepalive: int
-    ) -> None:
-        with _translated(f"cannot connect to {self.login.where()}"):
-            client.connect(
-                self.login.host,
-                self.login.port,
-                keepalive=keepalive,
-                clean_start=clean_start,
-                properties=properties,
-            )
-        client.loop_start()
-
-    def stop_receiving(self) -> None:
-        """Let a network thread blocked on a full queue go (the link is closing)."""
-        self._closing.set()
-
-
-class _Handoff:
-    """Deliveries from paho's network thread to the event loop, in batches.
-
-    The thread appends to a pending list and wakes the loop only when no wake-up is already
-    on its way; the loop moves the whole list into :attr:`queue` at once. Per message that
-    is a lock and an append, where ``run_coroutine_threadsafe(queue.put(...))`` and waiting
-    for its result cost a task, a self-pipe write and two thread switches each (measured in
-    bench.fleet: about a fifth of an ingest worker's CPU at 2,500 sites).
-
-    The bound is kept here, not by ``queue``'s maxsize (the loop's move must never block):
-    the thread waits while pending plus queued reach ``queue_max``, and every ``get`` from
-    the queue lets it go on (:class:`_TakenQueue`).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue_max: int) -> None:
-        self._loop = loop
-        self._max = queue_max
-        self._room = threading.Condition()
-        self._pending: list[Delivery] = []
-        self._scheduled = False
-        self._waiting = False
-        self.queue: asyncio.Queue[Delivery] = _TakenQueue(self._taken)
-
-    def put(self, delivery: Delivery, closing: threading.Event) -> None:
-        """In the network thread: hand ``delivery`` over, waiting while the queue is full;
-        dropped if ``closing`` is set meanwhile (the broker redelivers it: it was never
-        acknowledged, or its session ends with the link)."""
-        with self._room:
-            # qsize() from this thread: a length read under the GIL; at worst one stale read
-            # makes the thread wait one more round.
-            while len(self._pending) + self.queue.qsize() >= self._max:
-                if closing.is_set():
-                    return
-                self._waiting = True
-                self._room.wait(_BLOCKED_CHECK_S)
-            self._pending.append(delivery)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._move)
-        except RuntimeError:  # the event loop is closing: the broker will redeliver
-            return
-
-    def _move(self) -> None:
-        """On the loop: everything pending into the queue, in arrival order."""
-        with self._room:
-            batch, self._pending = self._pending, []
-            self._scheduled = False
-        for delivery in batch:
-            self.queue.put_nowait(delivery)
-
-    def _taken(self) -> None:
-        """On the loop, after every get: let a thread waiting for room go on. (The flag is
-        read without the lock: a wait that begins just after this read is missed and ends at
-        its ``_BLOCKED_CHECK_S`` timeout instead.)"""
-        if self._waiting:
-            with self._room:
-                self._waiting = False
-                self._room.notify()
-
-
-class _TakenQueue(asyncio.Queue[Delivery]):
-    """An unbounded queue that reports each item taken (its bound is :class:`_Handoff`'s)."""
-
-    def __init__(self, taken: Callable[[], None]) -> None:
-        super().__init__()
-        self._taken_callback = taken
-
-    def _get(self) -> Delivery:
-        # asyncio.Queue's documented hook for subclasses (LifoQueue, PriorityQueue): every
-        # get() and get_nowait() goes through it.
-        item: Delivery = super()._get()
-        self._taken_callback()
-        return item
-
-
-def _abandon(client: mqtt.Client, connecting: asyncio.Future[None]) -> None:
-    """A connection whose caller was cancelled while it was being made: end it (the network
-    thread sends DISCONNECT and, paho's reconnect being off, stops)."""
-    if connecting.cancelled() or connecting.exception() is not None:
-        return
-    with _translated("disconnect failed"):
-        client.disconnect()
+        return connection
 
 
 @asynccontextmanager
@@ -725,8 +678,8 @@ async def open_broker_link(
 ) -> AsyncIterator[BrokerLink]:
     """A :class:`BrokerLink` for the block: it connects in the background (the broker may be
     down at start: ``connected`` says when it is up), and disconnects on exit. ``parse``:
-    run on each incoming message (topic, payload) in the network thread as it arrives, its
-    result in :attr:`Delivery.parsed`."""
+    run on each incoming message (topic, payload) as it arrives, its result in
+    :attr:`Delivery.parsed`."""
     link = BrokerLink(
         BrokerLogin.from_settings(settings),
         client_id,
@@ -752,9 +705,6 @@ async def open_broker_link(
             try:
                 yield link
             finally:
-                # First, so a network thread blocked on a full queue lets go before it is
-                # joined.
-                link.stop_receiving()
                 task.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) != 1:
@@ -778,67 +728,61 @@ def request(
     """One blocking round trip on a connection of its own: subscribe to ``response_topic``,
     publish ``payload`` to ``topic`` (QoS 1), and return the first ``answer(payload)`` of a
     response that is not None. BrokerError if the broker refuses, the connection ends or
-    ``timeout_s`` passes at either step. paho runs in the caller's thread (no network
-    thread): call it from a worker thread in async code."""
-    with _translated("cannot create the MQTT client"):
-        client = _new_client(login, client_id, context=_ssl_context(login))
-    refused: list[str] = []
-    subscribed: list[bool] = []
-    answered: list[T] = []
+    ``timeout_s`` passes at either step.
 
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        if reason.is_failure:
-            refused.append(str(reason))
-        else:
-            c.subscribe(response_topic, qos=1)
+    Blocking, as its callers are (the CLI, provisioning in a worker thread). Called from a
+    thread that runs an event loop, it runs its own loop in a thread of its own, so the
+    caller's loop is blocked but not re-entered."""
 
-    def on_subscribe(
-        _c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
-    ) -> None:
-        if any(r.is_failure for r in reasons):
-            refused.append(f"subscription to {response_topic}: {reasons[0]}")
-        else:
-            subscribed.append(True)
+    async def round_trip() -> T:
+        return await _request(
+            login,
+            client_id,
+            topic=topic,
+            payload=payload,
+            response_topic=response_topic,
+            answer=answer,
+            timeout_s=timeout_s,
+        )
 
-    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if answered:
-            return
-        value = answer(bytes(msg.payload))
-        if value is not None:
-            answered.append(value)
+    def run_alone() -> T:
+        # A loop of its own that is never made the thread's event loop: asyncio.run() would
+        # leave the caller's thread with none set afterwards (its Runner sets it to None),
+        # and a later get_event_loop() there would make one that nobody closes.
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            return runner.run(round_trip())
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    with _translated(f"cannot reach the broker at {login.where()}"):
-        client.connect(login.host, login.port, keepalive=30)
     try:
-        deadline = time.monotonic() + timeout_s
-        _loop_until(client, lambda: bool(subscribed or refused), deadline)
-        if refused:
-            raise BrokerError(f"the broker refused {login.username}: {refused[0]}")
-        if not subscribed:
-            raise BrokerError(f"the broker did not accept {login.username} within {timeout_s} s")
-        with _translated(f"publish to {topic} failed"):
-            client.publish(topic, payload, qos=1)
-        _loop_until(client, lambda: bool(answered), time.monotonic() + timeout_s)
-        if not answered:
-            raise BrokerError(f"no answer on {response_topic} within {timeout_s} s")
-        return answered[0]
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_alone()
+    with ThreadPoolExecutor(1, thread_name_prefix="broker-request") as pool:
+        return pool.submit(run_alone).result()
+
+
+async def _request(
+    login: BrokerLogin,
+    client_id: str,
+    *,
+    topic: str,
+    payload: bytes,
+    response_topic: str,
+    answer: Callable[[bytes], T | None],
+    timeout_s: float,
+) -> T:
+    link = BrokerLink(login, client_id, subscriptions=[response_topic], keepalive_s=30)
+    connection = await link.connect(timeout_s)
+    link._current = connection
+    try:
+        await link.publish(topic, payload, timeout_s=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                delivery = await link.messages.get()
+                value = answer(delivery.payload)
+                if value is not None:
+                    return value
+    except TimeoutError:
+        raise BrokerError(f"no answer on {response_topic} within {timeout_s} s") from None
     finally:
-        with _translated("disconnect failed"):
-            client.disconnect()
-
-
-def _loop_until(client: mqtt.Client, done: Callable[[], bool], deadline: float) -> None:
-    """Run paho's network loop in this thread until ``done()`` or ``deadline``."""
-    while not done():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        with _translated("broker connection failed"):
-            rc = client.loop(timeout=min(remaining, 0.1))
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            if done():  # a refusal ends the connection in the same step
-                return
-            raise BrokerError(f"broker connection lost: {mqtt.error_string(rc)}")
+        link._current = None
+        connection.close()

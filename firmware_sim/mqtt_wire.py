@@ -8,84 +8,47 @@ This client does exactly what a site needs and nothing else: CONNECT (credential
 clean start), QoS 1 PUBLISH out with a bounded in-flight window, SUBSCRIBE, QoS 0/1 PUBLISH in
 (PUBACKed), keep-alive PINGREQ and DISCONNECT with a reason code (0x04 sends the Will).
 QoS 2, AUTH and topic aliases are not spoken; a packet it does not expect closes the link.
+The packets themselves are built and read by protocols/mqtt5.py, shared with the cloud's
+broker link (cloud/broker.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
-CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
-#: DISCONNECT reason "Disconnect with Will Message": the broker publishes the Will.
-DISCONNECT_WITH_WILL = 0x04
-#: PUBACK reason "No matching subscribers": the broker accepted the message and dropped it,
-#: as nobody was subscribed (MQTT 5, 3.4.2.1).
-NO_MATCHING_SUBSCRIBERS = 0x10
+from protocols.errors import MqttPacketError
+from protocols.mqtt5 import (
+    CONNACK,
+    DISCONNECT_WITH_WILL,
+    NO_MATCHING_SUBSCRIBERS,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    Will,
+    connect,
+    disconnect,
+    frame,
+    pingreq,
+    puback,
+    read_ack,
+    read_publish,
+    subscribe,
+)
+from protocols.mqtt5 import publish as publish_packet
+
+__all__ = [
+    "DISCONNECT_WITH_WILL",
+    "NO_MATCHING_SUBSCRIBERS",
+    "MqttError",
+    "MqttLink",
+    "Will",
+]
 
 
 class MqttError(Exception):
     """The broker refused us or spoke something this client does not."""
-
-
-def _vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str) -> bytes:
-    data = s.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _bin(b: bytes) -> bytes:
-    return struct.pack("!H", len(b)) + b
-
-
-def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + _vbi(len(body)) + body
-
-
-def _read_vbi(data: bytes, at: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    retain: bool = True
-
-
-def _body(buffer: bytearray, at: int) -> tuple[int, int] | None:
-    """Where the body of the packet starting at ``at`` lies (start, end); None while the
-    buffer does not hold all of it."""
-    length, shift, i, end = 0, 0, at + 1, len(buffer)
-    while True:
-        if i >= end:
-            return None
-        byte = buffer[i]
-        i += 1
-        length |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-        if shift > 21:
-            raise MqttError("malformed packet: a remaining length of more than four bytes")
-    return (i, i + length) if end - i >= length else None
 
 
 class _Wire(asyncio.Protocol):
@@ -113,8 +76,8 @@ class _Wire(asyncio.Protocol):
         at = 0
         while True:
             try:
-                body = _body(buffer, at)
-            except MqttError:
+                body = frame(buffer, at)
+            except MqttPacketError:
                 self._link._lost()
                 return
             if body is None:  # not all here yet
@@ -144,29 +107,6 @@ class _Wire(asyncio.Protocol):
         """Until the transport's buffer is below its high-water mark (or the link is gone)."""
         if self._resumed is not None:
             await asyncio.shield(self._resumed)
-
-
-def _connect_packet(
-    client_id: str, username: str, password: str, will: Will | None, keepalive_s: int
-) -> bytes:
-    flags = 0x80 | 0x40 | 0x02  # username, password, clean start
-    will_part = b""
-    if will is not None:
-        flags |= 0x04 | 0x08 | (0x20 if will.retain else 0)  # will, will QoS 1, retain
-        will_part = _vbi(0) + _str(will.topic) + _bin(will.payload)
-    # Session expiry 0 (the default) with clean start: the simulator's outbox, not the
-    # broker's session, carries what is unacked across a reconnect — as the agent does.
-    body = (
-        _str("MQTT")
-        + bytes([5, flags])
-        + struct.pack("!H", keepalive_s)
-        + _vbi(0)
-        + _str(client_id)
-        + will_part
-        + _str(username)
-        + _bin(password.encode())
-    )
-    return _packet(CONNECT, 0, body)
 
 
 class MqttLink:
@@ -214,7 +154,12 @@ class MqttLink:
                 loop.create_connection(lambda: _Wire(self), host, port), timeout_s
             )
             try:
-                transport.write(_connect_packet(client_id, username, password, will, keepalive_s))
+                # Session expiry 0 (the default) with clean start: the simulator's outbox, not
+                # the broker's session, carries what is unacked across a reconnect — as the
+                # agent does.
+                transport.write(
+                    connect(client_id, username, password, keepalive_s=keepalive_s, will=will)
+                )
                 kind, data = await asyncio.wait_for(connack, timeout_s)
             except BaseException:
                 transport.close()
@@ -239,36 +184,26 @@ class MqttLink:
             if not connack.done():
                 connack.set_result((kind, data))
             return True
-        if kind == PUBLISH:
-            self._incoming(flags, data)
-        elif kind == PUBACK:
-            # No reason code (remaining length 2) means success.
-            reason = data[2] if len(data) > 2 else 0
-            self._on_puback(struct.unpack_from("!H", data)[0], reason)
-        elif kind not in (SUBACK, PINGRESP):  # DISCONNECT, or a packet we do not speak
+        try:
+            if kind == PUBLISH:
+                topic, qos, packet_id, payload = read_publish(flags, data)
+                if qos:
+                    self._send(puback(packet_id))
+                self._on_message(topic, payload)
+            elif kind == PUBACK:
+                self._on_puback(*read_ack(data))
+            elif kind not in (SUBACK, PINGRESP):  # DISCONNECT, or a packet we do not speak
+                self._lost()
+                return False
+        except MqttPacketError:
             self._lost()
             return False
         return True
 
-    def _incoming(self, flags: int, data: bytes) -> None:
-        qos = (flags >> 1) & 0x03
-        (topic_len,) = struct.unpack_from("!H", data)
-        at = 2 + topic_len
-        topic = data[2:at].decode()
-        packet_id = None
-        if qos:
-            (packet_id,) = struct.unpack_from("!H", data, at)
-            at += 2
-        props_len, at = _read_vbi(data, at)
-        payload = data[at + props_len :]
-        if packet_id is not None:
-            self._send(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
-        self._on_message(topic, payload)
-
     async def _ping_loop(self, keepalive_s: int) -> None:
         while not self.closed:
             await asyncio.sleep(keepalive_s / 2)
-            self._send(_packet(PINGREQ, 0, b""))
+            self._send(pingreq())
 
     def _send(self, data: bytes) -> None:
         wire = self._wire
@@ -289,14 +224,11 @@ class MqttLink:
         self._on_close()
 
     def subscribe(self, topics: list[str]) -> None:
-        body = struct.pack("!H", self.next_packet_id()) + _vbi(0)
-        body += b"".join(_str(t) + b"\x01" for t in topics)
-        self._send(_packet(SUBSCRIBE, 0x02, body))
+        self._send(subscribe(self.next_packet_id(), topics))
 
     def publish(self, topic: str, payload: bytes, packet_id: int) -> None:
         """QoS 1 publish; the broker's PUBACK comes back through ``on_puback``."""
-        body = _str(topic) + struct.pack("!H", packet_id) + _vbi(0) + payload
-        self._send(_packet(PUBLISH, 0x02, body))
+        self._send(publish_packet(topic, payload, qos=1, packet_id=packet_id))
 
     async def drain(self) -> None:
         if self._wire is not None and not self.closed:
@@ -304,5 +236,5 @@ class MqttLink:
 
     def disconnect(self, reason: int = 0) -> None:
         """DISCONNECT with ``reason`` (0: normal, the Will is dropped; 0x04: it is sent)."""
-        self._send(_packet(DISCONNECT, 0, bytes([reason]) + _vbi(0)))
+        self._send(disconnect(reason))
         self._lost()

@@ -13,7 +13,8 @@ log line without knowing which check failed::
     │   └── InvalidMessage      right shape of JSON, wrong fields or types
     ├── RegisterMapError        a meter register map (data file) is inconsistent
     ├── DecodeError             raw Modbus registers that cannot be decoded
-    └── CredentialError         a malformed id tag, PIN format or signing key
+    ├── CredentialError         a malformed id tag, PIN format or signing key
+    └── MqttPacketError         bytes on an MQTT connection that are not MQTT 5 as we speak it
 
 Each error carries the fields that identify what failed (``topic``, ``field``, ``model``,
 ``address`` …) as attributes, not only in its text.
@@ -96,3 +97,8 @@ class CredentialError(ProtocolError):
     unparseable tokens are *decisions*, returned as an
     :class:`~protocols.enums.AuthorizationStatus` — a charger answers every credential.
     """
+
+
+class MqttPacketError(ProtocolError):
+    """Bytes on an MQTT connection that are not an MQTT 5 packet this project speaks
+    (:mod:`protocols.mqtt5`): a malformed length or property, QoS 2, a topic alias."""

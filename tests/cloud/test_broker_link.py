@@ -1,7 +1,8 @@
 """The cloud's one MQTT client (cloud/broker.py) against the project's Mosquitto: a publish
 returns once the broker acknowledged it and raises BrokerError when it did not — no
 connection, a refusal — and the link reconnects by itself after a broker restart; the
-dynamic-security admin's round trip fails with BrokerError, not a paho or socket error."""
+dynamic-security admin's round trip fails with BrokerError, not a socket error. The same
+client byte by byte: tests/cloud/test_broker_wire.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from cloud.broker import BrokerLogin, open_broker_link
@@ -117,28 +118,28 @@ async def test_a_delivery_is_acknowledged_on_its_connection_even_when_none_is_cu
         connection = link._current
         assert connection is not None
         assert connection.number == delivery.connection
-        acked: list[tuple[int, int]] = []
-        real_ack = connection.client.ack
+        acked: list[int] = []
+        real_puback = connection.puback
 
-        def spy(mid: int, qos: int) -> MQTTErrorCode:
-            acked.append((mid, qos))
-            return real_ack(mid, qos)
+        def spy(mid: int) -> None:
+            acked.append(mid)
+            real_puback(mid)
 
-        connection.client.ack = spy  # type: ignore[method-assign]
+        connection.puback = spy  # type: ignore[method-assign,assignment]
         link._current = None  # the window between a connection's CONNACK and the run loop
         try:
             link.ack(delivery)
         finally:
             link._current = connection
-        assert acked == [(delivery.mid, 1)]
+        assert acked == [delivery.mid]
 
 
 async def test_the_link_keeps_as_many_messages_in_flight_as_the_broker_receives(
     db_url: str, broker: Broker, service_passwords: dict[str, str]
 ) -> None:
-    """paho's own default is 20 in flight whatever the broker allows; the link takes the
-    broker's Receive Maximum from its CONNACK (the cloud broker's max_inflight_messages), so
-    ingest's acks do not queue behind 20 round trips — and all of a burst arrive."""
+    """The link takes the broker's Receive Maximum from its CONNACK (the cloud broker's
+    max_inflight_messages), so ingest's acks do not queue behind a smaller window (paho's
+    default of 20 once did) — and all of a burst larger than it arrive."""
     settings = make_settings(db_url, broker, service_passwords["cloud-api"], username="cloud-api")
     conf = broker.conf.read_text()
     (limit,) = [
@@ -151,17 +152,17 @@ async def test_the_link_keeps_as_many_messages_in_flight_as_the_broker_receives(
         await wait_for(lambda: link.connected, timeout_s=10)
         connection = link._current
         assert connection is not None
-        assert connection.client.max_inflight_messages == limit
+        assert connection.receive_maximum == limit
         command_topic = topic(DEVICE, MessageKind.CMD)
         await asyncio.gather(*(link.publish(command_topic, b"%d" % i) for i in range(3 * limit)))
 
 
-async def test_a_broker_that_receives_fewer_in_flight_gets_its_limit_after_one_reconnect(
+async def test_a_burst_larger_than_a_small_receive_maximum_goes_through_on_one_connection(
     db_url: str, tmp_path: Path
 ) -> None:
     """Sending more unacknowledged messages than the broker's Receive Maximum is a protocol
-    error the broker disconnects for: a link whose first CONNACK states a lower limit
-    connects again with that one, and a burst larger than it goes through."""
+    error the broker disconnects for: the link holds the rest back until PUBACKs free room,
+    so a burst ten times the limit goes through without the connection ending."""
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
@@ -178,7 +179,9 @@ async def test_a_broker_that_receives_fewer_in_flight_gets_its_limit_after_one_r
             await wait_for(lambda: link.connected, timeout_s=20)
             connection = link._current
             assert connection is not None
-            assert connection.client.max_inflight_messages == 20
+            assert connection.receive_maximum == 20
             await asyncio.gather(*(link.publish("t", b"%d" % i) for i in range(200)))
+            assert link._current is connection
+            assert link._number == 1
     finally:
         small.stop()

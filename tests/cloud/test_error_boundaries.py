@@ -21,9 +21,6 @@ from pathlib import Path
 from types import ModuleType
 
 import jwt.exceptions
-import paho.mqtt.client
-import paho.mqtt.exception
-import paho.mqtt.subscribeoptions
 import pytest
 import redis.exceptions
 import sqlalchemy.exc
@@ -31,7 +28,7 @@ import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from cloud import broker, db_errors, redis_errors
+from cloud import db_errors, redis_errors
 from cloud.errors import DatabaseRefused
 from cloud.settings import sqlalchemy_url
 from tests.support.error_boundaries import (
@@ -50,8 +47,6 @@ BOUNDARIES: dict[str, tuple[str, ...]] = {
     # COPY and LISTEN paths use asyncpg directly; its retryable errors are named in pg.py.
     "asyncpg": ("pg.py",),
     "redis": ("redis_errors.py",),
-    # The one MQTT client (cloud/broker.py): the API's commands, ingest, the dynsec admin.
-    "paho": ("broker.py",),
     # The payout provider's client; the demo (a separate program driving the API over HTTP)
     # has its own.
     "httpx": ("payments/razorpayx.py", "demo/runner.py"),
@@ -123,8 +118,9 @@ def test_every_redis_error_is_translated() -> None:
     assert escaping == []
 
 
-def test_paho_is_imported_only_by_the_one_mqtt_client() -> None:
-    """Every cloud user of the broker goes through cloud/broker.py."""
+def test_the_cloud_speaks_mqtt_only_through_its_own_client() -> None:
+    """No cloud module imports paho (the edge agent's client): every cloud user of the broker
+    goes through cloud/broker.py, on protocols/mqtt5.py, whose errors it translates."""
     importers = []
     for path in sorted(CLOUD.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
@@ -135,17 +131,7 @@ def test_paho_is_imported_only_by_the_one_mqtt_client() -> None:
                 names = [node.module]
             if any(name.split(".")[0] == "paho" for name in names):
                 importers.append(path.relative_to(CLOUD).as_posix())
-    assert sorted(set(importers)) == list(BOUNDARIES["paho"])
-
-
-def test_every_paho_error_is_translated() -> None:
-    """cloud/broker.py turns PAHO_ERRORS into BrokerError: every exception paho defines must
-    be one of them (its MQTTException twice: paho.mqtt.subscribeoptions has its own)."""
-    modules = (paho.mqtt.client, paho.mqtt.exception, paho.mqtt.subscribeoptions)
-    defined = [cls for module in modules for cls in _defined(module)]
-    assert len(defined) >= 4
-    escaping = [c.__qualname__ for c in defined if not issubclass(c, broker.PAHO_ERRORS)]
-    assert escaping == []
+    assert importers == []
 
 
 def test_every_sqlalchemy_error_is_a_database_error() -> None:

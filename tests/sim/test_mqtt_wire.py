@@ -8,23 +8,14 @@ import struct
 
 import pytest
 
-from firmware_sim.mqtt_wire import (
-    PINGRESP,
-    PUBACK,
-    PUBLISH,
-    MqttLink,
-    _body,
-    _packet,
-    _str,
-    _vbi,
-    _Wire,
-)
+from firmware_sim.mqtt_wire import MqttLink, _Wire
+from protocols.mqtt5 import PINGRESP, PUBACK, PUBLISH, frame, packet, utf8, vbi
 
 
 def _publish(topic: str, payload: bytes, packet_id: int | None) -> bytes:
     qos = 0x02 if packet_id is not None else 0
-    body = _str(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + _vbi(0) + payload
-    return _packet(PUBLISH, qos, body)
+    body = utf8(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + vbi(0) + payload
+    return packet(PUBLISH, qos, body)
 
 
 class _Recorder:
@@ -48,13 +39,13 @@ class _Recorder:
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 300_000])
 def test_a_body_is_found_only_once_all_of_it_is_there(size: int) -> None:
-    packet = _packet(PUBLISH, 0, b"x" * size)
-    header = len(packet) - size
-    buffer = bytearray(packet)
-    assert _body(buffer, 0) == (header, len(packet))
-    for cut in (1, header - 1, header, len(packet) - 1):
-        if 0 < cut < len(packet):
-            assert _body(bytearray(packet[:cut]), 0) is None
+    whole = packet(PUBLISH, 0, b"x" * size)
+    header = len(whole) - size
+    buffer = bytearray(whole)
+    assert frame(buffer, 0) == (header, len(whole))
+    for cut in (1, header - 1, header, len(whole) - 1):
+        if 0 < cut < len(whole):
+            assert frame(bytearray(whole[:cut]), 0) is None
 
 
 def test_packets_are_cut_out_of_any_segmentation() -> None:
@@ -67,8 +58,8 @@ def test_packets_are_cut_out_of_any_segmentation() -> None:
         payload = bytes(rng.randrange(256) for _ in range(rng.choice([0, 5, 200, 3000])))
         stream += _publish(f"cm/v1/d/dev-{i}/ack", payload, None if i % 3 else i + 1)
         expected_messages.append((f"cm/v1/d/dev-{i}/ack", payload))
-        stream += _packet(PUBACK, 0, struct.pack("!H", i + 1) + (b"\x10" if i % 2 else b""))
-        stream += _packet(PINGRESP, 0, b"")
+        stream += packet(PUBACK, 0, struct.pack("!H", i + 1) + (b"\x10" if i % 2 else b""))
+        stream += packet(PINGRESP, 0, b"")
     for _ in range(5):
         recorder = _Recorder()
         wire = _Wire(recorder.link())

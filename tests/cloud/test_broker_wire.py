@@ -1,0 +1,242 @@
+"""The cloud's MQTT connection (cloud/broker.py, ``_Connection``) byte by byte, against a
+transport that records what it writes: the broker's Receive Maximum is obeyed, a full queue
+stops reading without losing what was read, refusals and a lost connection reach each waiter
+as the right error, and a broker that breaks the protocol or falls silent is dropped.
+The same client against the real Mosquitto: tests/cloud/test_broker_link.py."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from cloud.broker import BrokerLink, BrokerLogin, _Connection
+from cloud.errors import BrokerError, BrokerUnacknowledged
+from protocols import mqtt5
+
+LOGIN = BrokerLogin("127.0.0.1", 1, "cloud-ingest", "secret")
+
+
+class _Transport(asyncio.Transport):
+    """Records writes; reading can be paused, as a socket transport's can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closing
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def packets(self) -> list[tuple[int, bytes]]:
+        """What was written, as (packet type, body), and forget it."""
+        out, at = [], 0
+        while at < len(self.written):
+            found = mqtt5.frame(self.written, at)
+            assert found is not None, "a packet was written in part"
+            start, end = found
+            out.append((self.written[at] >> 4, bytes(self.written[start:end])))
+            at = end
+        self.written.clear()
+        return out
+
+
+def _connack(reason: int = 0, **values: int) -> bytes:
+    props = mqtt5.properties({getattr(mqtt5, k.upper()): v for k, v in values.items()})
+    return mqtt5.packet(mqtt5.CONNACK, 0, bytes([0, reason]) + props)
+
+
+def _suback(packet_id: int, *reasons: int) -> bytes:
+    return mqtt5.packet(mqtt5.SUBACK, 0, struct.pack("!H", packet_id) + b"\0" + bytes(reasons))
+
+
+async def _connected(**link_options: object) -> tuple[BrokerLink, _Connection, _Transport]:
+    link = BrokerLink(LOGIN, "test-link", **link_options)  # type: ignore[arg-type]
+    connection = _Connection(link, 1)
+    link._live[1] = connection
+    transport = _Transport()
+    connection.connection_made(transport)
+    ((kind, _),) = transport.packets()
+    assert kind == mqtt5.CONNECT
+    return link, connection, transport
+
+
+def _published_ids(transport: _Transport) -> list[int]:
+    return [
+        mqtt5.read_publish(0x02, body)[2]
+        for kind, body in transport.packets()
+        if kind == mqtt5.PUBLISH
+    ]
+
+
+async def test_publishes_past_the_brokers_receive_maximum_wait_their_turn() -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack(receive_maximum=2))
+    assert connection.ready.done()
+    waiters = [connection.publish("t", b"%d" % i, expiry_s=None, wait=True) for i in range(5)]
+    sent = _published_ids(transport)
+    assert len(sent) == 2  # never more than the broker receives
+    for _ in range(3):
+        connection.data_received(mqtt5.puback(sent.pop(0)))
+        sent += _published_ids(transport)
+        assert len(sent) == 2
+    while sent:
+        connection.data_received(mqtt5.puback(sent.pop(0)))
+        assert _published_ids(transport) == []
+    await asyncio.gather(*(w for w in waiters if w is not None))
+
+
+async def test_a_full_queue_stops_reading_and_keeps_everything_already_read() -> None:
+    link, connection, transport = await _connected(queue_max=3, manual_ack=True)
+    connection.data_received(_connack())
+    segment = b"".join(
+        mqtt5.publish("cm/v1/d/x/tele", b"%d" % i, qos=1, packet_id=i + 1) for i in range(5)
+    )
+    # One segment split anywhere: cut mid-packet once.
+    connection.data_received(segment[:7])
+    connection.data_received(segment[7:])
+    assert link.messages.qsize() == 5  # nothing read is dropped
+    assert not transport.is_reading()
+    assert transport.packets() == []  # manual ack: no PUBACK until the consumer says so
+    taken = [link.messages.get_nowait() for _ in range(2)]
+    assert not transport.is_reading()  # 3 left: still full
+    taken.append(link.messages.get_nowait())
+    assert transport.is_reading()
+    taken += [link.messages.get_nowait() for _ in range(2)]
+    assert [d.payload for d in taken] == [b"%d" % i for i in range(5)]
+    for delivery in taken:
+        link.ack(delivery)
+    assert [mqtt5.read_ack(body) for _, body in transport.packets()] == [
+        (i + 1, 0) for i in range(5)
+    ]
+
+
+async def test_a_link_without_manual_ack_pubacks_as_messages_arrive() -> None:
+    link, connection, transport = await _connected(subscriptions=["cm/v1/d/+/status"])
+    connection.data_received(_connack())
+    ((kind, body),) = transport.packets()
+    assert kind == mqtt5.SUBSCRIBE
+    assert not connection.ready.done()  # not before the SUBACK
+    (packet_id,) = struct.unpack_from("!H", body)
+    connection.data_received(_suback(packet_id, 1))
+    assert connection.ready.done()
+    connection.data_received(mqtt5.publish("cm/v1/d/x/status", b"{}", qos=1, packet_id=9))
+    assert [(k, mqtt5.read_ack(b)) for k, b in transport.packets()] == [(mqtt5.PUBACK, (9, 0))]
+    assert link.messages.get_nowait().payload == b"{}"
+
+
+async def test_a_refused_subscription_fails_the_connection() -> None:
+    _, connection, transport = await _connected(subscriptions=["$share/ingest/cm/v1/d/+/tele"])
+    connection.data_received(_connack())
+    ((_, body),) = transport.packets()
+    connection.data_received(_suback(struct.unpack_from("!H", body)[0], 0x87))
+    with pytest.raises(BrokerError, match="refused a subscription: Not authorized"):
+        await connection.ready
+    assert transport.closing
+
+
+async def test_refusals_and_a_lost_connection_reach_each_waiter_as_what_they_are() -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack(receive_maximum=2))
+    refused, unacked, third = (
+        connection.publish("t", b"", expiry_s=60, wait=True) for _ in range(3)
+    )
+    assert refused is not None
+    assert unacked is not None
+    assert third is not None
+    first, _second = _published_ids(transport)
+    connection.data_received(mqtt5.puback(first, 0x87))
+    with pytest.raises(BrokerError, match=r"refused the message: Not authorized \(0x87\)"):
+        await refused
+    assert len(_published_ids(transport)) == 1  # the room it freed went to the third
+    connection.connection_lost(ConnectionResetError("reset by peer"))
+    with pytest.raises(BrokerUnacknowledged, match="reset by peer"):
+        await unacked
+    with pytest.raises(BrokerUnacknowledged):
+        await third  # written once the refusal freed room: the broker may have it
+    with pytest.raises(BrokerError, match="not connected"):
+        connection.publish("t", b"", expiry_s=None, wait=False)
+
+
+async def test_a_publish_still_queued_when_the_connection_ends_was_never_sent() -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack(receive_maximum=1))
+    sent = connection.publish("t", b"a", expiry_s=None, wait=True)
+    queued = connection.publish("t", b"b", expiry_s=None, wait=True)
+    assert len(_published_ids(transport)) == 1
+    connection.connection_lost(None)
+    with pytest.raises(BrokerUnacknowledged):
+        await sent  # type: ignore[misc]
+    with pytest.raises(BrokerError, match="before it was sent") as caught:
+        await queued  # type: ignore[misc]
+    assert not isinstance(caught.value, BrokerUnacknowledged)
+
+
+async def test_a_refused_connection_says_why() -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack(0x86))
+    with pytest.raises(BrokerError, match=r"refused the connection: Bad User Name or Password"):
+        await connection.ready
+    assert transport.closing
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (mqtt5.disconnect(0x8E), "Session taken over"),
+        (b"\x30\xff\xff\xff\xff\x01", "remaining length"),  # five length bytes
+        (mqtt5.packet(mqtt5.PUBLISH, 0x04, b"\0\x01t\0\x01\0"), "QoS 2"),
+        (mqtt5.packet(mqtt5.PUBLISH, 0, b"\0\0\0"), "topic aliases"),
+        (mqtt5.packet(5, 0, b"\0\x01"), "unexpected packet type 5"),  # PUBREC
+    ],
+)
+async def test_a_broker_that_disconnects_or_breaks_the_protocol_is_dropped(
+    packet: bytes, reason: str
+) -> None:
+    link, connection, transport = await _connected()
+    connection.data_received(_connack())
+    connection.data_received(packet)
+    assert transport.closing
+    assert reason in await connection.ended
+    assert link.messages.qsize() == 0
+    assert 1 not in link._live
+
+
+async def test_a_silent_broker_is_dropped_after_a_keep_alive_without_an_answer() -> None:
+    _, connection, transport = await _connected(keepalive_s=60)
+    # The broker's Server Keep Alive wins over the link's 60 s.
+    connection.data_received(_connack(server_keep_alive=1))
+    assert connection.keepalive_s == 1
+    reason = await asyncio.wait_for(connection.ended, 10)
+    assert "keep-alive" in reason
+    assert [kind for kind, _ in transport.packets()] == [mqtt5.PINGREQ]
+
+
+async def test_a_publish_larger_than_the_brokers_maximum_packet_size_is_refused_here() -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack(maximum_packet_size=64))
+    connection.publish("t", b"x" * 32, expiry_s=None, wait=False)
+    with pytest.raises(BrokerError, match="Maximum Packet Size is 64"):
+        connection.publish("t", b"x" * 64, expiry_s=None, wait=False)
+    assert len(_published_ids(transport)) == 1
