@@ -39,9 +39,9 @@ whatever else this turn of the loop sends, and nothing crosses threads.
   messages in flight to us than that (DESIGN.md §8). With ``manual_ack`` a message is
   PUBACKed only by :meth:`BrokerLink.ack`, and only on the connection that delivered it
   (packet ids mean nothing on another; the broker redelivers).
-* **A silent broker is noticed**: a PINGREQ every keep-alive interval (the broker's Server
-  Keep Alive when its CONNACK states one), and a connection that heard nothing at all for a
-  whole interval after one is closed and reconnected.
+* **A silent broker is noticed**: a PINGREQ every half keep-alive interval (the broker's
+  Server Keep Alive when its CONNACK states one), and a connection that heard nothing at all
+  for a whole interval with one unanswered is closed and reconnected.
 
 :func:`request` is the other shape: one blocking round trip on a short connection of its own
 (publish a request, wait for the answer on a response topic) — the dynamic-security admin,
@@ -59,7 +59,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from cloud.settings import MqttSettings
@@ -195,7 +195,8 @@ class _Connection(asyncio.Protocol):
         self._max_packet: int | None = None
         self.keepalive_s = link.keepalive_s
         self._ping: asyncio.TimerHandle | None = None
-        self._ping_unanswered = False
+        #: Ping ticks (half a keep-alive apart) since the broker last sent anything.
+        self._silent_ticks = 0
         #: Why the broker ended it (its DISCONNECT), or why we did.
         self._reason: str | None = None
         #: Reading is paused: the link's queue is full.
@@ -204,10 +205,11 @@ class _Connection(asyncio.Protocol):
     # --- the transport's callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports (the API under uvicorn) are not
+        # subclasses of asyncio.Transport, though they are one in every way used here.
+        self._transport = cast("asyncio.Transport", transport)
         link = self.link
-        transport.write(
+        self._transport.write(
             mqtt5.connect(
                 link.client_id,
                 link.login.username,
@@ -222,7 +224,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        self._ping_unanswered = False
+        self._silent_ticks = 0
         at = 0
         try:
             while True:
@@ -357,6 +359,11 @@ class _Connection(asyncio.Protocol):
                     f"publish to {topic} is {size} bytes, "
                     f"the broker's Maximum Packet Size is {self._max_packet}"
                 )
+        try:
+            mqtt5.check_topic_name(topic)
+            mqtt5.check_expiry(expiry_s)
+        except MqttPacketError as exc:
+            raise BrokerError(f"publish to {topic!r} refused: {exc}") from exc
         waiter = self.link.loop.create_future() if wait else None
         if qos == 0:
             self._write(mqtt5.publish(topic, payload, qos=0, expiry_s=expiry_s))
@@ -368,21 +375,32 @@ class _Connection(asyncio.Protocol):
             self._queued.append(_Queued(topic, payload, expiry_s, waiter))
         return waiter
 
+    def withdraw(self, waiter: asyncio.Future[None]) -> bool:
+        """Take the publish of ``waiter`` back if it still waits for room; whether it did."""
+        for item in self._queued:
+            if item.waiter is waiter:
+                self._queued.remove(item)
+                return True
+        return False
+
     def puback(self, packet_id: int) -> None:
         self._write(mqtt5.puback(packet_id))
 
     # --- keep-alive, reading, ending -----------------------------------------------------------
 
     def _schedule_ping(self) -> None:
+        # Every half interval: the gap between our packets must never exceed the keep-alive
+        # (3.1.2.10), and a timer on a busy event loop fires late.
         if self.keepalive_s > 0:
-            self._ping = self.link.loop.call_later(self.keepalive_s, self._on_ping_timer)
+            self._ping = self.link.loop.call_later(self.keepalive_s / 2, self._on_ping_timer)
 
     def _on_ping_timer(self) -> None:
-        # Not while reading is paused: the broker's answer may be in the unread bytes.
-        if self._ping_unanswered and not self.paused:
+        self._silent_ticks += 1
+        # A whole interval with a PINGREQ unanswered; not while reading is paused (the
+        # broker's answer may be in the unread bytes).
+        if self._silent_ticks > 2 and not self.paused:
             self.abort(f"no word from the broker for a keep-alive interval ({self.keepalive_s} s)")
             return
-        self._ping_unanswered = True
         self._write(mqtt5.pingreq())
         self._schedule_ping()
 
@@ -532,13 +550,19 @@ class BrokerLink:
         connection ended while it waited for room, too large) or the broker refused it.
         ``expiry_s`` sets the MQTT 5 Message Expiry Interval (the broker drops it,
         undelivered, after that long)."""
-        waiter = self._connection(topic).publish(topic, payload, expiry_s=expiry_s, wait=True)
+        connection = self._connection(topic)
+        waiter = connection.publish(topic, payload, expiry_s=expiry_s, wait=True)
         assert waiter is not None
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
         except TimeoutError:
             # The waiter was cancelled with the wait: a late PUBACK settles nothing.
+            if connection.withdraw(waiter):
+                raise BrokerError(
+                    f"{topic} not sent: no room under the broker's Receive Maximum "
+                    f"within {timeout_s} s"
+                ) from None
             raise BrokerUnacknowledged(f"no PUBACK for {topic} within {timeout_s} s") from None
 
     def publish_nowait(
@@ -555,7 +579,9 @@ class BrokerLink:
         # the run loop makes it current (a persistent session's queue arrives right after the
         # CONNACK) and until its end is seen, when ``_current`` may already be None.
         connection = self._live.get(delivery.connection)
-        if delivery.qos == 0 or connection is None:
+        # Without manual_ack the connection PUBACKed it on arrival: a second PUBACK could
+        # acknowledge another message the broker has since sent under the same packet id.
+        if not self.manual_ack or delivery.qos == 0 or connection is None:
             return
         connection.puback(delivery.mid)
 
@@ -777,7 +803,7 @@ async def _request(
         await link.publish(topic, payload, timeout_s=timeout_s)
         async with asyncio.timeout(timeout_s):
             while True:
-                delivery = await link.messages.get()
+                delivery = await _next_or_end(link, connection)
                 value = answer(delivery.payload)
                 if value is not None:
                     return value
@@ -786,3 +812,19 @@ async def _request(
     finally:
         link._current = None
         connection.close()
+
+
+async def _next_or_end(link: BrokerLink, connection: _Connection) -> Delivery:
+    """The next message of ``link``; BrokerError if ``connection`` ends first."""
+    if not link.messages.empty():
+        return link.messages.get_nowait()
+    getting = asyncio.ensure_future(link.messages.get())
+    waits: set[asyncio.Future[Any]] = {getting, connection.ended}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getting.done():
+            getting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()
+    raise BrokerError(f"broker connection lost: {connection.ended.result()}")

@@ -307,6 +307,21 @@ def read_connack(data: bytes) -> Connack:
     )
 
 
+def check_topic_name(topic: str) -> None:
+    """A Topic Name a client may publish to (3.3.2.1, 4.7.3): not empty, no wildcard, no NUL,
+    at most 65,535 bytes. The broker would end the whole connection for one."""
+    if not topic or "+" in topic or "#" in topic or "\0" in topic:
+        raise MqttPacketError(f"not a topic name to publish to: {topic!r}")
+    if len(topic.encode()) > 0xFFFF:
+        raise MqttPacketError("a topic name longer than 65,535 bytes")
+
+
+def check_expiry(expiry_s: int | None) -> None:
+    """A Message Expiry Interval fits its Four Byte Integer (3.3.2.3.3)."""
+    if expiry_s is not None and not 0 <= expiry_s <= 0xFFFF_FFFF:
+        raise MqttPacketError(f"a message expiry of {expiry_s} s does not fit 32 bits")
+
+
 def publish(
     topic: str, payload: bytes, *, qos: int, packet_id: int = 0, expiry_s: int | None = None
 ) -> bytes:

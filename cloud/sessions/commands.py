@@ -112,7 +112,7 @@ async def send_and_wait(
 ) -> CommandResult | None:
     """Publish ``prepared`` and wait up to ``wait_s`` for its result (None: no answer).
 
-    BrokerError only when the command was not handed over (no connection, paho or the broker
+    BrokerError only when the command was not handed over (no connection, the link or the broker
     refused it). A publish whose PUBACK never came (:class:`~cloud.errors.
     BrokerUnacknowledged`: timeout, connection lost after the PUBLISH was written) may have
     reached the broker and the charger, which may start a session tied to the driver: its

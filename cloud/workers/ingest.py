@@ -2,7 +2,7 @@
 
 Flow, and why each step is where it is::
 
-    broker link (cloud/broker.py): decode (pure, in its network thread, as each arrives)
+    broker link (cloud/broker.py): decode (pure, as the link reads each one)
         ──its bounded queue──► batch loop (asyncio)
         plan (pure) → write_batch (one transaction) → publish Ack to each device
         → PUBACK the MQTT messages → live values to Redis
@@ -15,8 +15,8 @@ Flow, and why each step is where it is::
   the message after its ack timeout; the database keys make that a no-op that acks again.
 * **Memory is bounded.** The link announces an MQTT 5 Receive Maximum equal to its queue's
   size: the broker never has more unacknowledged messages in flight to us than the queue
-  holds. The queue is bounded as well; a full queue blocks the link's network thread, which
-  stops reading the socket (TCP back-pressure) — DESIGN.md §8.
+  holds. The queue is bounded as well; a full queue stops the link's connection reading
+  the socket (TCP back-pressure) — DESIGN.md §8.
 * **A stopped worker parks nothing.** Several workers join the ``$share/ingest`` group and
   split the load. Each connects with session expiry 0 (``ingest.session_expiry_s``): when it
   stops — or is killed — its session and its membership of the group end with the
@@ -483,7 +483,7 @@ def _lane_link(
         session_expiry_s=settings.ingest.session_expiry_s,
         receive_maximum=settings.ingest.queue_max,
         queue_max=settings.ingest.queue_max,
-        # Decoded as it arrives, in the link's network thread: the next batch is parsed while
+        # Decoded as the link reads it (cloud/broker.py), so the next batch is parsed while
         # the lane waits on the database for the current one (in bench.ingest a backlog's
         # second batch was decoded only after the first batch's commit, on the critical path).
         parse=_decode_on_arrival,

@@ -85,7 +85,7 @@ class LoopThread(Generic[T]):
             except BaseException as exc:  # noqa: BLE001 -- handed to the caller's loop
                 outcome = exc
             finally:
-                # As asyncio.run ends a loop (main's broker link stops paho in a worker thread).
+                # As asyncio.run ends a loop (its async generators, its default executor).
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
                 self._loop.close()

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from cloud.broker import BrokerLink, BrokerLogin, _Connection
+from cloud.broker import BrokerLink, BrokerLogin, _Connection, request
 from cloud.errors import BrokerError, BrokerUnacknowledged
 from protocols import mqtt5
 
@@ -143,7 +143,11 @@ async def test_a_link_without_manual_ack_pubacks_as_messages_arrive() -> None:
     assert connection.ready.done()
     connection.data_received(mqtt5.publish("cm/v1/d/x/status", b"{}", qos=1, packet_id=9))
     assert [(k, mqtt5.read_ack(b)) for k, b in transport.packets()] == [(mqtt5.PUBACK, (9, 0))]
-    assert link.messages.get_nowait().payload == b"{}"
+    delivery = link.messages.get_nowait()
+    assert delivery.payload == b"{}"
+    # Acked already: a second PUBACK could acknowledge a later message under the same id.
+    link.ack(delivery)
+    assert transport.packets() == []
 
 
 async def test_a_refused_subscription_fails_the_connection() -> None:
@@ -230,7 +234,9 @@ async def test_a_silent_broker_is_dropped_after_a_keep_alive_without_an_answer()
     assert connection.keepalive_s == 1
     reason = await asyncio.wait_for(connection.ended, 10)
     assert "keep-alive" in reason
-    assert [kind for kind, _ in transport.packets()] == [mqtt5.PINGREQ]
+    sent = [kind for kind, _ in transport.packets()]
+    assert sent == [mqtt5.PINGREQ] * len(sent)
+    assert len(sent) >= 2  # pinged every half interval before giving up
 
 
 async def test_a_publish_larger_than_the_brokers_maximum_packet_size_is_refused_here() -> None:
@@ -240,3 +246,70 @@ async def test_a_publish_larger_than_the_brokers_maximum_packet_size_is_refused_
     with pytest.raises(BrokerError, match="Maximum Packet Size is 64"):
         connection.publish("t", b"x" * 64, expiry_s=None, wait=False)
     assert len(_published_ids(transport)) == 1
+
+
+@pytest.mark.parametrize("topic", ["", "cm/v1/d/+/cmd", "cm/#", "a\0b"])
+async def test_a_topic_no_broker_accepts_is_refused_before_it_can_end_the_connection(
+    topic: str,
+) -> None:
+    _, connection, transport = await _connected()
+    connection.data_received(_connack())
+    with pytest.raises(BrokerError, match="not a topic name"):
+        connection.publish(topic, b"", expiry_s=None, wait=False)
+    with pytest.raises(BrokerError, match="32 bits"):
+        connection.publish("t", b"", expiry_s=2**32, wait=False)
+    assert transport.packets() == []
+    assert not connection.ended.done()
+
+
+async def test_a_publish_that_never_got_room_is_withdrawn_and_reported_as_not_sent() -> None:
+    link, connection, transport = await _connected()
+    connection.data_received(_connack(receive_maximum=1))
+    link._current = connection
+    connection.publish("t", b"first", expiry_s=None, wait=False)
+    (first,) = _published_ids(transport)
+    with pytest.raises(BrokerError, match="not sent") as caught:
+        await link.publish("t", b"second", timeout_s=0.05)
+    assert not isinstance(caught.value, BrokerUnacknowledged)
+    connection.data_received(mqtt5.puback(first))
+    assert _published_ids(transport) == []  # withdrawn: it does not go out later
+
+
+async def test_the_admins_round_trip_fails_at_once_when_the_broker_hangs_up() -> None:
+    """A broker that PUBACKs the request and then closes: BrokerError saying so, not a wait
+    for the whole timeout followed by "no answer"."""
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(3):  # CONNECT, SUBSCRIBE, PUBLISH
+            first = await reader.readexactly(2)
+            length, shift, byte = first[1] & 0x7F, 7, first[1]
+            while byte & 0x80:
+                byte = (await reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+            body = await reader.readexactly(length)
+            kind = first[0] >> 4
+            if kind == mqtt5.CONNECT:
+                writer.write(_connack())
+            elif kind == mqtt5.SUBSCRIBE:
+                writer.write(_suback(struct.unpack_from("!H", body)[0], 1))
+            else:
+                writer.write(mqtt5.puback(mqtt5.read_publish(first[0] & 0x0F, body)[2]))
+        writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        login = BrokerLogin("127.0.0.1", port, "cloud-api", "secret")
+        # Its 60 s would end in "no answer on ...": the match tells the two apart.
+        with pytest.raises(BrokerError, match="connection lost"):
+            await asyncio.to_thread(
+                request,
+                login,
+                "admin-test",
+                topic="$CONTROL/dynamic-security/v1",
+                payload=b"{}",
+                response_topic="$CONTROL/dynamic-security/v1/response",
+                answer=lambda body: body,
+                timeout_s=60,
+            )
