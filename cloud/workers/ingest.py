@@ -247,9 +247,11 @@ class Lane:
             for r in items
         ]
         written = await self._store(items, decoded)
-        acks_sent = sum(self._send_acks(plan, result) for plan, result in written)
-        for item in items:
-            self.link.ack(item)
+        # The batch's acks and PUBACKs in one write, not a send each (BrokerLink.corked).
+        with self.link.corked():
+            acks_sent = sum(self._send_acks(plan, result) for plan, result in written)
+            for item in items:
+                self.link.ack(item)
         INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
         for plan, result in written:
             for kind, count in plan.kind_counts().items():

@@ -24,12 +24,14 @@ class _Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.reading = True
         self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closing
         self.written += data
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return self.closing
@@ -313,3 +315,40 @@ async def test_the_admins_round_trip_fails_at_once_when_the_broker_hangs_up() ->
                 answer=lambda body: body,
                 timeout_s=60,
             )
+
+
+async def test_a_batchs_answers_and_a_segments_pubacks_leave_in_one_write() -> None:
+    """A send per packet was a quarter of an ingest worker's event loop (loopback runs the
+    receiver's TCP stack in each send): the link writes what a batch or a segment answers
+    at once, in order."""
+    link, connection, transport = await _connected(manual_ack=True)
+    connection.data_received(_connack())
+    link._current = connection
+    segment = b"".join(
+        mqtt5.publish("cm/v1/d/x/tele", b"%d" % i, qos=1, packet_id=i + 1) for i in range(4)
+    )
+    connection.data_received(segment)
+    deliveries = [link.messages.get_nowait() for _ in range(4)]
+    transport.writes = 0
+    with link.corked():
+        for delivery in deliveries:
+            link.publish_nowait(f"cm/v1/d/{delivery.mid}/ack", b"ack", qos=0)
+            link.ack(delivery)
+        assert transport.writes == 0
+    assert transport.writes == 1
+    sent = transport.packets()
+    assert [kind for kind, _ in sent] == [mqtt5.PUBLISH, mqtt5.PUBACK] * 4
+    assert [mqtt5.read_ack(body)[0] for kind, body in sent if kind == mqtt5.PUBACK] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+
+    auto, auto_connection, auto_transport = await _connected()
+    auto_connection.data_received(_connack())
+    auto_transport.writes = 0
+    auto_connection.data_received(segment)
+    assert auto_transport.writes == 1
+    assert [kind for kind, _ in auto_transport.packets()] == [mqtt5.PUBACK] * 4
+    assert auto.messages.qsize() == 4
