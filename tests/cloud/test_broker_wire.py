@@ -318,9 +318,8 @@ async def test_the_admins_round_trip_fails_at_once_when_the_broker_hangs_up() ->
 
 
 async def test_a_batchs_answers_and_a_segments_pubacks_leave_in_one_write() -> None:
-    """A send per packet was a quarter of an ingest worker's event loop (loopback runs the
-    receiver's TCP stack in each send): the link writes what a batch or a segment answers
-    at once, in order."""
+    """Not a send per packet (on loopback each one runs the receiver's TCP stack too): the
+    link writes what a batch or a segment answers at once, in order."""
     link, connection, transport = await _connected(manual_ack=True)
     connection.data_received(_connack())
     link._current = connection
