@@ -302,6 +302,10 @@ class Site:
         self.lost_broker_at: float | None = None
         self.backlog_left = 0
         self._wake = asyncio.Event()
+        #: The pump's last pass left rows behind for want of room (the in-flight window or
+        #: the pacer's): only then does a PUBACK or an ack give it something to do. Waking
+        #: it for every one of them was two task steps per message, for nothing.
+        self._held = False
         #: Set when the connection closes or the site wants to be online again: what
         #: :meth:`connect_loop` waits for instead of polling (thousands of sites polling five
         #: times a second were a tenth of a simulator process's CPU).
@@ -367,7 +371,8 @@ class Site:
                     self.report.telemetry_acked += 1
                     if row.live and row.first_sent is not None:
                         self.report.lags_ms.append((now - row.first_sent) * 1000)
-        self._wake.set()
+        if self._held:
+            self._wake.set()
 
     def _on_puback(self, packet_id: int, reason: int) -> None:
         seq = self.inflight.pop(packet_id, None)
@@ -378,11 +383,14 @@ class Site:
                 attempt = self.drops.get(seq, 0)
                 self.drops[seq] = attempt + 1
                 delay_s = self._drop_backoff.delay_s(attempt, self.rng.random)
-                # Due for a resend once delay_s has passed (pump resends what is stale).
+                # Due for a resend once delay_s has passed (pump resends what is stale),
+                # and the pump woken then.
                 row.sent_at = time.monotonic() - self.config.resend_after_s + delay_s
+                asyncio.get_running_loop().call_later(delay_s, self._wake.set)
         elif seq is not None and self.drops:
             self.drops.pop(seq, None)  # routed: a later drop starts the backoff over
-        self._wake.set()
+        if self._held:
+            self._wake.set()
 
     async def pump(self) -> None:
         """Publish what the outbox holds that this connection has not carried yet (and what
@@ -395,8 +403,10 @@ class Site:
                 continue
             now = time.monotonic()
             pacer = self.pacer
+            self._held = False
             for seq, row in list(self.outbox.items()):
                 if len(self.inflight) >= self.config.inflight:
+                    self._held = True
                     break
                 stale = now - row.sent_at > self.config.resend_after_s
                 if row.sent_gen == self.gen and not stale:
@@ -417,6 +427,7 @@ class Site:
                         self.awaiting -= 1
                     if not row.urgent and (resend or earlier):
                         if pacer.room(self.awaiting) <= 0:
+                            self._held = True
                             continue
                         row.paced_gen = self.gen
                         self.awaiting += 1
