@@ -71,8 +71,9 @@ def serve(host: str, port: int) -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
     """Run one MQTT ingest worker (start several: they share the load)."""
-    from cloud.workers.ingest import run_ingest  # noqa: PLC0415 -- the worker's imports only for this command
     import uvloop  # noqa: PLC0415
+
+    from cloud.workers.ingest import run_ingest  # noqa: PLC0415 -- the worker's imports only for this command
 
     settings = _settings()
     if metrics_port:
