@@ -71,8 +71,6 @@ def serve(host: str, port: int) -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
     """Run one MQTT ingest worker (start several: they share the load)."""
-    import uvloop  # noqa: PLC0415
-
     from cloud.workers.ingest import run_ingest  # noqa: PLC0415 -- the worker's imports only for this command
 
     settings = _settings()
@@ -83,11 +81,9 @@ def ingest(index: int, metrics_port: int, metrics_host: str) -> None:
 
         start_http_server(metrics_port + index, addr=metrics_host)
     try:
-        # uvloop, as the API runs on under uvicorn: an ingest worker is one event loop
-        # carrying a fleet's messages, and uvloop's transports and timers cost it less CPU
-        # than asyncio's own loop (docs/fleet.md).
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run_ingest(settings, index=index))
+        # asyncio's own loop, not uvloop: tried twice on bench.fleet, uvloop saved the
+        # workers no CPU and twice let ingest fall seconds behind (docs/fleet.md).
+        asyncio.run(run_ingest(settings, index=index))
     except (KeyboardInterrupt, asyncio.CancelledError):
         # SIGTERM cancels the worker: whatever was not committed stays unacknowledged at the
         # broker and is redelivered to this worker's session when it starts again.

@@ -752,9 +752,9 @@ def _process_main(
 ) -> None:
     _raise_fd_limit()
     _exit_with_parent()
-    # uvloop: thousands of connections' reads, writes and timers in one loop cost about a
-    # third less CPU than on asyncio's own loop, CPU the simulator takes from the cloud it
-    # measures on the same box (docs/fleet.md).
+    # uvloop: thousands of connections' reads, writes and timers in one loop, and every core
+    # the simulator spends is taken from the cloud it measures on the same box (with the
+    # connect loop's wait, 0.72 -> 0.53 cores for 2,500 sites: docs/fleet.md).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         report = runner.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
     out.put(asdict(report))
