@@ -51,8 +51,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import uvloop
-
 from firmware_sim.errors import FleetError
 from firmware_sim.mqtt_wire import (
     DISCONNECT_WITH_WILL,
@@ -752,11 +750,7 @@ def _process_main(
 ) -> None:
     _raise_fd_limit()
     _exit_with_parent()
-    # uvloop: thousands of connections' reads, writes and timers in one loop, and every core
-    # the simulator spends is taken from the cloud it measures on the same box (with the
-    # connect loop's wait, 0.72 -> 0.53 cores for 2,500 sites: docs/fleet.md).
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        report = runner.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
+    report = asyncio.run(run_sites(sites, config, start_at=start_at, on_online=online.set))
     out.put(asdict(report))
 
 

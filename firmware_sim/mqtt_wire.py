@@ -68,8 +68,8 @@ class _Wire(asyncio.Protocol):
         self._resumed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not an isinstance check: uvloop's transports (the fleet's processes run on
-        # uvloop) are not subclasses of asyncio.Transport.
+        # A cast, not an isinstance check: uvloop's transports are not subclasses of
+        # asyncio.Transport, and the link must not care which loop runs it.
         self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
