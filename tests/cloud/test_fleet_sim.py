@@ -328,3 +328,39 @@ def test_a_run_says_when_every_site_is_online_while_the_fleet_still_runs(broker:
         report = run.result(timeout=120)
     assert report.sites == 4
     assert report.connects >= 4
+
+
+async def test_sites_that_lose_the_broker_reconnect_by_themselves_and_drain_their_backlog(
+    settings: Settings, broker: Broker, pg: PgConnection
+) -> None:
+    """The broker restarts under a running fleet: each site notices its link closing (it
+    waits for that, it does not poll), queues its backlog, reconnects with backoff once the
+    broker is back, and drains it — the reconnect storm of bench.fleet, in small."""
+    device_ids = site_ids(SITES, "fleet-r")
+    passwords = await asyncio.to_thread(provision, broker.admin(), device_ids)
+    await _seed_devices(pg, device_ids)
+    config = FleetConfig(
+        port=broker.port,
+        duration_s=8.0,
+        session_every_s=0,
+        offline_fraction=0.0,
+        backlog_batches_on_loss=5,
+        drain_timeout_s=20.0,
+    )
+    async with open_ingest_worker(settings) as worker, asyncio.TaskGroup() as tg:
+        ingest = tg.create_task(worker.run(), name="ingest")
+        fleet = asyncio.create_task(run_sites(sorted(passwords.items()), config, start_at=0))
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(broker.start)
+        report = await fleet
+        ingest.cancel()
+
+    assert report.went_offline == 0  # no site chose to leave: the broker went away
+    assert report.connects >= 2 * SITES
+    assert len(report.drained_at) == SITES  # every site's backlog acked
+    assert report.unacked == 0
+    assert report.messages_acked == report.messages_sent
+    stored = await pg.fetchval("SELECT count(*) FROM telemetry_batches")
+    assert stored == report.telemetry_sent
