@@ -305,8 +305,8 @@ class Site:
         #: it for every one of them was two task steps per message, for nothing.
         self._held = False
         #: Set when the connection closes or the site wants to be online again: what
-        #: :meth:`connect_loop` waits for instead of polling (thousands of sites polling five
-        #: times a second were a tenth of a simulator process's CPU).
+        #: :meth:`connect_loop` waits for instead of looking five times a second, which for
+        #: thousands of sites was CPU taken from the cloud on the same box (docs/fleet.md).
         self._attention = asyncio.Event()
         self._acks = topic(device_id, MessageKind.ACK)
         self._cmds = topic(device_id, MessageKind.CMD)
@@ -382,9 +382,10 @@ class Site:
                 self.drops[seq] = attempt + 1
                 delay_s = self._drop_backoff.delay_s(attempt, self.rng.random)
                 # Due for a resend once delay_s has passed (pump resends what is stale),
-                # and the pump woken then.
+                # and the pump woken just after (a timer may fire a clock tick early, and
+                # a pump woken before the row is stale would leave it for the next tick).
                 row.sent_at = time.monotonic() - self.config.resend_after_s + delay_s
-                asyncio.get_running_loop().call_later(delay_s, self._wake.set)
+                asyncio.get_running_loop().call_later(delay_s + 0.01, self._wake.set)
         elif seq is not None and self.drops:
             self.drops.pop(seq, None)  # routed: a later drop starts the backoff over
         if self._held:
