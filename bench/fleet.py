@@ -287,17 +287,20 @@ def _raise_fd_limit() -> None:
 
 
 async def _clear(conn: PgConnection) -> None:
-    """Empty what earlier runs' fleets wrote, so every run starts from the same database.
+    """Remove the fleet's rows (its devices' ids start with ``PREFIX_IDS``), and vacuum.
 
-    TRUNCATE, not a DELETE of the fleet's rows: a run leaves millions of telemetry rows, and
-    deleting them took minutes and left dead tuples for the next run's inserts and index
-    scans to wade through (after three runs on 2026-12-06 the day's telemetry partition held
-    901 MB and the rollup markers' table 90 MB for 2,000 live rows). The database is the
-    bench's own, as bench.search's seed already assumes (it truncates the users, hosts and
-    devices with everything pointing at them).
+    Only the fleet's rows: the database may be the development one, whose sessions, payments
+    and ledger must survive a bench run. The vacuum, because a run leaves millions of
+    telemetry rows and their deletion leaves them as dead tuples; autovacuum would get to
+    them only while the next run writes (after three runs on 2026-12-06 the day's telemetry
+    partition held 901 MB and the rollup markers' table 90 MB for 2,000 live rows).
     """
-    # Table names come from the literal tuple above, never from input.
-    await conn.execute(f"TRUNCATE {', '.join(DEVICE_TABLES)} CASCADE")
+    like = f"{PREFIX_IDS}-%"
+    for table in DEVICE_TABLES:
+        # Table names come from the literal tuple above, never from input.
+        await conn.execute(f"DELETE FROM {table} WHERE device_id LIKE $1", like)
+    # VACUUM cannot run in a transaction block: one statement, on this connection's autocommit.
+    await conn.execute(f"VACUUM (ANALYZE) {', '.join(DEVICE_TABLES)}")
 
 
 async def _searches(
