@@ -48,6 +48,14 @@ REDIS_URL = os.environ.get("CHARGEMITRA_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: never meet in a shared Redis, so `make test` and `make bench` pass in any order and at once.
 REDIS_KEY_PREFIX = f"cm:run-{secrets.token_hex(6)}:"
 
+
+def own_redis_prefix(label: str) -> str:
+    """A key prefix inside this run's that no other test shares, for a child process such as
+    the demo: it claims agents from 127.0.0.1, and the claims of the tests run before it in
+    this worker must not count against its rate limit (a 429 in CI)."""
+    return f"{REDIS_KEY_PREFIX}{label}-{secrets.token_hex(4)}:"
+
+
 #: Everything the migration creates that a test may fill; emptied before each test.
 TABLES = (
     "audit_log, auth_decisions, availability_windows, blocked_periods, bookings, "
