@@ -7,6 +7,16 @@ in the same transaction as the readings it copies, and :func:`refresh_pending` (
 ingest worker every ``ingest.rollup_refresh_s``) takes the markers and recomputes exactly
 those buckets.
 
+Only *closed* buckets are recomputed (issue 21): a bucket still open — its quarter-hour not
+yet over by the refresher's clock — keeps its markers, collapsed each round to one per device
+and bucket, and is recomputed once, in the first round after it closes (again only if late
+readings arrive). Recomputing every open bucket each round re-read every active device's
+readings so far about 24 times per bucket: 4 s of one PostgreSQL backend per round at 3,000
+devices. The rollup therefore holds finished quarter-hours, as the Timescale policy's
+``end_offset`` of one bucket does; the raw rows answer for the current one
+(:func:`cloud.telemetry.queries.series`). Collapsing is race-free too: it deletes a visible,
+hence committed, marker only when an older visible marker of the same pair stays behind.
+
 Why this is race-free: markers have no unique key (each transaction inserts its own rows, so
 concurrent batches never wait on each other's marker), and a marker becomes visible only when
 the readings it describes commit. The refresher deletes the markers it can see and then, in a
@@ -49,22 +59,35 @@ MARK_PENDING = """
 INSERT INTO telemetry_rollup_pending (device_id, bucket)
 SELECT * FROM unnest($1::text[], $2::timestamptz[])"""
 
-PENDING_PAIRS = """
-SELECT DISTINCT device_id, bucket FROM telemetry_rollup_pending ORDER BY 1, 2 LIMIT $1"""
+#: A bucket is closed at ``$1`` when its quarter-hour has ended: ``bucket + 15 min <= $1``.
+_CLOSED = f"bucket <= $1::timestamptz - INTERVAL '{ROLLUP_BUCKET}'"
+
+PENDING_PAIRS = f"""
+SELECT DISTINCT device_id, bucket FROM telemetry_rollup_pending WHERE {_CLOSED}
+ORDER BY 1, 2 LIMIT $2"""  # noqa: S608 -- our constants only
+
+#: An open bucket's markers, one per (device, bucket) kept: the oldest, which is committed
+#: (it is visible), so the bucket is still recomputed once it closes. Ingest writes one per
+#: device and batch, about one a second; this keeps the table at about one per device.
+COLLAPSE_OPEN = f"""
+DELETE FROM telemetry_rollup_pending p
+USING (SELECT id, row_number() OVER (PARTITION BY device_id, bucket ORDER BY id) AS n
+       FROM telemetry_rollup_pending WHERE NOT ({_CLOSED})) d
+WHERE p.id = d.id AND d.n > 1"""  # noqa: S608 -- our constants only
 
 TAKE_ONE = "DELETE FROM telemetry_rollup_pending WHERE device_id = $1 AND bucket = $2"
 
 #: Timescale: the markers seen, grouped per (device, bucket) with their ids, deleted by those
 #: ids only once the refresh went through.
-SEE_PENDING = """
-SELECT device_id, bucket, array_agg(id) AS ids FROM telemetry_rollup_pending
-GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $1"""
+SEE_PENDING = f"""
+SELECT device_id, bucket, array_agg(id) AS ids FROM telemetry_rollup_pending WHERE {_CLOSED}
+GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $2"""  # noqa: S608 -- our constants only
 
 DROP_SEEN = "DELETE FROM telemetry_rollup_pending WHERE id = ANY($1::bigint[])"
 
-TAKE_PENDING = """
-WITH taken AS (DELETE FROM telemetry_rollup_pending RETURNING device_id, bucket)
-SELECT DISTINCT device_id, bucket FROM taken ORDER BY 1, 2"""
+TAKE_PENDING = f"""
+WITH taken AS (DELETE FROM telemetry_rollup_pending WHERE {_CLOSED} RETURNING device_id, bucket)
+SELECT DISTINCT device_id, bucket FROM taken ORDER BY 1, 2"""  # noqa: S608 -- our constants only
 
 DELETE_BUCKETS = """
 DELETE FROM telemetry_15m r
@@ -141,19 +164,27 @@ def contiguous_runs(buckets: Iterable[datetime]) -> list[tuple[datetime, datetim
 
 
 async def refresh_pending(
-    conn: PgConnection, backend: TelemetryBackend, *, limit: int = 100_000
+    conn: PgConnection,
+    backend: TelemetryBackend,
+    *,
+    limit: int = 100_000,
+    now: datetime | None = None,
 ) -> int:
-    """Recompute every bucket with a pending marker; return how many (device, bucket) pairs.
+    """Recompute every closed bucket with a pending marker; return how many (device, bucket)
+    pairs. The markers of buckets still open at ``now`` (default: this moment) are collapsed
+    to one per pair and wait for a round after the bucket closes.
 
     Returns 0 without waiting when another worker is refreshing. ``limit`` bounds a Timescale
-    round (the rest waits for the next); the plain round takes every marker at once.
+    round (the rest waits for the next); the plain round takes every closed marker at once.
     """
+    at = datetime.now(UTC) if now is None else now
     if backend is TelemetryBackend.TIMESCALE:
-        return await _refresh_timescale(conn, limit)
+        return await _refresh_timescale(conn, limit, at)
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
             return 0
-        rows = await conn.fetch(TAKE_PENDING)
+        await conn.execute(COLLAPSE_OPEN, at)
+        rows = await conn.fetch(TAKE_PENDING, at)
         if not rows:
             return 0
         devices = [str(r["device_id"]) for r in rows]
@@ -163,11 +194,12 @@ async def refresh_pending(
         return len(rows)
 
 
-async def _refresh_timescale(conn: PgConnection, limit: int) -> int:
+async def _refresh_timescale(conn: PgConnection, limit: int, now: datetime) -> int:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROLLUP_LOCK_KEY):
         return 0
     try:
-        rows = await conn.fetch(SEE_PENDING, limit)
+        await conn.execute(COLLAPSE_OPEN, now)
+        rows = await conn.fetch(SEE_PENDING, now, limit)
         if not rows:
             return 0
         for start, end in contiguous_runs(r["bucket"] for r in rows):
@@ -189,17 +221,23 @@ class RefusedBucket:
 
 
 async def refresh_each(
-    conn: PgConnection, backend: TelemetryBackend, *, limit: int = 10_000
+    conn: PgConnection,
+    backend: TelemetryBackend,
+    *,
+    limit: int = 10_000,
+    now: datetime | None = None,
 ) -> tuple[int, list[RefusedBucket]]:
-    """Recompute up to ``limit`` pending (device, bucket) pairs one at a time; return how many
-    were refreshed and the ones the database refused (their markers stay for the next round).
+    """Recompute up to ``limit`` pending (device, bucket) pairs of closed buckets one at a
+    time; return how many were refreshed and the ones the database refused (their markers
+    stay for the next round).
 
     Errors that mean the connection is gone (:data:`~cloud.pg.RETRYABLE`) are raised: they
     say nothing about a bucket. Stops early, quietly, when another worker is refreshing.
     """
+    at = datetime.now(UTC) if now is None else now
     if backend is TelemetryBackend.TIMESCALE:
-        return await _each_timescale(conn, limit)
-    pairs = await conn.fetch(PENDING_PAIRS, limit)
+        return await _each_timescale(conn, limit, at)
+    pairs = await conn.fetch(PENDING_PAIRS, at, limit)
     refreshed = 0
     refused: list[RefusedBucket] = []
     for row in pairs:
@@ -220,14 +258,16 @@ async def refresh_each(
     return refreshed, refused
 
 
-async def _each_timescale(conn: PgConnection, limit: int) -> tuple[int, list[RefusedBucket]]:
+async def _each_timescale(
+    conn: PgConnection, limit: int, now: datetime
+) -> tuple[int, list[RefusedBucket]]:
     """refresh_each under Timescale: a bucket's markers go only after its refresh did."""
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ROLLUP_LOCK_KEY):
         return 0, []
     refreshed = 0
     refused: list[RefusedBucket] = []
     try:
-        for row in await conn.fetch(SEE_PENDING, limit):
+        for row in await conn.fetch(SEE_PENDING, now, limit):
             device_id, bucket = str(row["device_id"]), row["bucket"]
             try:
                 await conn.execute(TIMESCALE_REFRESH_RUN, bucket, bucket + ROLLUP_WIDTH)

@@ -120,6 +120,41 @@ async def test_a_batch_still_in_flight_keeps_its_marker_for_the_next_round(
     assert await pg.fetchval("SELECT sum(n) FROM telemetry_15m WHERE quantity = 'power_w'") == 10
 
 
+async def test_an_open_bucket_waits_for_its_close_with_one_marker_per_device(
+    db_url: str, pg: PgConnection, telemetry_backend: TelemetryBackend
+) -> None:
+    """Readings of a quarter-hour still running are recomputed once, after it ends; until
+    then each round collapses their markers to one per device and bucket, and a batch in
+    flight meanwhile is still counted when the bucket closes."""
+    bucket = align_down(T0)
+    mid, closed = bucket + timedelta(minutes=5), bucket + timedelta(minutes=15)
+    await _write(pg, telemetry("dev-o", 1, readings=10), telemetry("dev-p", 1, readings=10))
+    await _write(pg, telemetry("dev-o", 2, readings=10, first_index=10))
+    await _write(pg, telemetry("dev-o", 3, readings=10, first_index=20))
+    writer = await connect(DbSettings(url=db_url))
+    try:
+        tx = writer.transaction()
+        await tx.start()  # type: ignore[attr-defined]  # asyncpg's Transaction is untyped here
+        await _write(writer, telemetry("dev-o", 4, readings=10, first_index=30))
+        assert await refresh_pending(pg, telemetry_backend, now=mid) == 0
+        await tx.commit()  # type: ignore[attr-defined]
+    finally:
+        await close(writer)
+    markers = "SELECT device_id, count(*) FROM telemetry_rollup_pending GROUP BY 1 ORDER BY 1"
+    # The collapse kept one of dev-o's three committed markers; the in-flight one came after.
+    assert [tuple(r) for r in await pg.fetch(markers)] == [("dev-o", 2), ("dev-p", 1)]
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_15m") == 0
+    assert await refresh_pending(pg, telemetry_backend, now=mid) == 0
+    assert [tuple(r) for r in await pg.fetch(markers)] == [("dev-o", 1), ("dev-p", 1)]
+
+    # The quarter-hour ends: both devices' buckets are recomputed once, with every reading.
+    assert await refresh_pending(pg, telemetry_backend, now=closed) == 2
+    assert await pg.fetchval(_ROLLED, "dev-o") == 40
+    assert await pg.fetchval(_ROLLED, "dev-p") == 10
+    assert await pg.fetchval("SELECT count(*) FROM telemetry_rollup_pending") == 0
+    assert await refresh_pending(pg, telemetry_backend, now=closed) == 0
+
+
 async def test_one_refresher_at_a_time_and_the_other_leaves_the_markers(
     db_url: str, pg: PgConnection, telemetry_backend: TelemetryBackend
 ) -> None:
