@@ -22,8 +22,9 @@ from cloud.audit.router import router as audit_router
 from cloud.billing.router import router as billing_router
 from cloud.bookings.router import router as bookings_router
 from cloud.broker import BrokerLogin, open_broker_link
+from cloud.chargers import search
 from cloud.chargers.router import router as chargers_router
-from cloud.db import open_engine, session_factory
+from cloud.db import open_engine, open_reader, session_factory
 from cloud.devices.broker_auth import DynsecCredentials
 from cloud.devices.router import router as devices_router
 from cloud.devices.service import load_token_key, load_unlock_signer
@@ -81,6 +82,10 @@ async def open_state(
     )
     async with AsyncExitStack() as stack:
         engine = await stack.enter_async_context(open_engine(settings.db))
+        search_reader = await stack.enter_async_context(
+            # Named, so pg_stat_activity tells the searches' backends from the rest.
+            open_reader(settings.db, server_settings=search.SEARCH_CONNECTION)
+        )
         async with engine.connect() as conn:
             backend = await detect_backend(conn)
         log.info("telemetry storage", extra={"telemetry_backend": backend.value})
@@ -104,6 +109,7 @@ async def open_state(
             settings=settings,
             engine=engine,
             sessions=sessions,
+            search_reader=search_reader,
             redis=redis,
             broker=broker,
             telemetry_backend=backend,

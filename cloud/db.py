@@ -6,7 +6,7 @@ open the engine with :func:`open_engine` and close it on the way out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -52,6 +52,36 @@ async def open_engine(settings: DbSettings) -> AsyncIterator[AsyncEngine]:
         pool_size=settings.pool_size,
         pool_pre_ping=True,
         connect_args={"timeout": settings.connect_timeout_s},
+    )
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def open_reader(
+    settings: DbSettings, *, server_settings: Mapping[str, str]
+) -> AsyncIterator[AsyncEngine]:
+    """An engine for reads of one statement each, at one round trip per read.
+
+    :func:`open_engine`'s requests cost four: a ping when the connection leaves the pool, then
+    BEGIN, the statement and COMMIT — and on a busy box every round trip waits for the server
+    and then the caller to be scheduled again (issue 21: searches while a fleet ingests). Here
+    the connections are in autocommit (no BEGIN or COMMIT) and not pinged: a connection the
+    server has closed fails the read itself, and the caller runs it once more
+    (:func:`cloud.db_errors.once_more_if_disconnected`). ``server_settings`` are set on every
+    connection (asyncpg sends them at connect: no round trip either), so the engine's pool
+    must serve nothing but the reads they were chosen for.
+    """
+    engine = create_async_engine(
+        sqlalchemy_url(settings.url),
+        pool_size=settings.pool_size,
+        isolation_level="AUTOCOMMIT",
+        connect_args={
+            "timeout": settings.connect_timeout_s,
+            "server_settings": dict(server_settings),
+        },
     )
     try:
         yield engine

@@ -11,8 +11,9 @@ when a module elsewhere names a SQLAlchemy error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -55,6 +56,23 @@ def refusals() -> Iterator[None]:
         if state is None:
             raise
         raise DatabaseRefused(state, _constraint(exc), str(exc.orig)) from exc
+
+
+_T = TypeVar("_T")
+
+
+async def once_more_if_disconnected(read: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``read``; if it failed because its pooled connection was dead (the server
+    restarted, or ended that backend), run it once more: SQLAlchemy has dropped that
+    connection, so the second try opens or takes another. For reads only (engines without a
+    ping on checkout, cloud/db.py ``open_reader``): a write may have happened before the
+    connection went. A second failure, or any other, is raised."""
+    try:
+        return await read()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return await read()
 
 
 def is_database_error(exc: BaseException) -> bool:

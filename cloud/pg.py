@@ -7,7 +7,7 @@ that mean "try again" are named here once (:data:`RETRYABLE`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
@@ -54,9 +54,14 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-async def connect(settings: DbSettings) -> PgConnection:
+async def connect(
+    settings: DbSettings, *, server_settings: Mapping[str, str] | None = None
+) -> PgConnection:
+    """A connection; ``server_settings`` are set on it at connect (no round trip)."""
     conn: PgConnection = await asyncpg.connect(
-        asyncpg_dsn(settings.url), timeout=settings.connect_timeout_s
+        asyncpg_dsn(settings.url),
+        timeout=settings.connect_timeout_s,
+        server_settings=None if server_settings is None else dict(server_settings),
     )
     return conn
 

@@ -25,6 +25,9 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: Charger searches' own pool: one statement per search, planner settings on each
+    #: connection (cloud/chargers/search.py ``PLANNER``, cloud/db.py ``open_reader``).
+    search_reader: AsyncEngine
     redis: Redis
     broker: BrokerLink
     telemetry_backend: TelemetryBackend

@@ -61,7 +61,6 @@ Storage = Annotated[PhotoStorage, Depends(photo_storage)]
 @router.get("/chargers")
 async def search_chargers(
     *,
-    db: Db,
     state: State,
     lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
@@ -124,7 +123,7 @@ async def search_chargers(
         page=page,
         page_size=page_size,
     )
-    return await search.search(db, query)
+    return await search.search(state.search_reader, query)
 
 
 async def _view(db: Db, state: State, charger: Charger) -> schemas.ChargerView:

@@ -44,16 +44,18 @@ the two against each other.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloud.chargers import schemas
 from cloud.chargers.models import PricingMode
 from cloud.chargers.views import rating_out
+from cloud.db_errors import once_more_if_disconnected
 from protocols.enums import ConnectorType
 
 #: "Available now" means free and open for at least this long from now.
@@ -176,20 +178,23 @@ CROSS JOIN LATERAL (
   FROM connectors WHERE charger_id = page.id) AS k
 ORDER BY chord, id"""
 
-#: Run before the search, in its transaction (one statement, so one round trip).
+#: Set on every connection of the API's search pool (cloud/app.py, ``cloud.db.open_reader``;
+#: that pool runs nothing else), so a search is its one statement: one round trip.
 #: PostgreSQL estimates every cube containment at 0.1 % of the table, so it believes a 5 km
 #: box holds a few dozen chargers and prefers a bitmap scan of all of them plus a sort (90 ms
 #: in a city of 100,000 chargers) to the KNN scan that stops after one page (under 2 ms).
-#: Bitmap scans and explicit sorts are switched off for this one transaction; the incremental
+#: Bitmap scans and explicit sorts are switched off for these connections; the incremental
 #: sort of the last step is still allowed. JIT is off too: a search runs in about a
 #: millisecond, and compiling its expressions costs tens to hundreds of milliseconds once the
 #: estimate crosses ``jit_above_cost`` (100,000) — as a plan that still needs a switched-off
 #: sort does at once (its penalty is 10^10), and as the window searches, estimated at ~39,000
 #: with a million chargers, would with a few million (docs/scale.md).
-PLANNER_SETTINGS = (
-    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true),"
-    " set_config('jit', 'off', true)"
-)
+PLANNER: dict[str, str] = {"enable_bitmapscan": "off", "enable_sort": "off", "jit": "off"}
+
+#: The search pool's ``application_name`` (pg_stat_activity).
+SEARCH_APP = "chargemitra-search"
+#: What the search pool sets on each of its connections.
+SEARCH_CONNECTION = PLANNER | {"application_name": SEARCH_APP}
 
 
 def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
@@ -253,10 +258,23 @@ def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:
     return _OUTER.format(inner=sql), params
 
 
-async def search(db: AsyncSession, query: SearchQuery) -> schemas.SearchPage:
+@functools.lru_cache(maxsize=256)
+def _statement(sql: str) -> TextClause:
+    # build_sql gives a few dozen distinct texts (one per combination of filters); text()
+    # scans its string for bind parameters each time it is built.
+    return text(sql)
+
+
+async def search(reader: AsyncEngine, query: SearchQuery) -> schemas.SearchPage:
+    """``query`` run on ``reader``, an engine whose connections carry :data:`PLANNER`."""
     sql, params = build_sql(query)
-    await db.execute(text(PLANNER_SETTINGS))
-    rows = (await db.execute(text(sql), params)).all()
+    statement = _statement(sql)
+
+    async def read() -> list[Any]:
+        async with reader.connect() as conn:
+            return list((await conn.execute(statement, params)).all())
+
+    rows = await once_more_if_disconnected(read)
     has_more = len(rows) > query.page_size
     rows = rows[: query.page_size]
     items = [

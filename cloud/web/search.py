@@ -33,7 +33,7 @@ from fastapi import APIRouter, Query, Request, Response
 from cloud.chargers import router as chargers_api
 from cloud.chargers import schemas, search
 from cloud.chargers.models import PricingMode
-from cloud.deps import Db, State
+from cloud.deps import State
 from cloud.errors import InvalidRequest
 from cloud.web.render import PageVisitor, Visitor, render
 from cloud.web.security import content_security_policy
@@ -132,7 +132,6 @@ async def search_page(
     *,
     request: Request,
     visitor: PageVisitor,
-    db: Db,
     state: State,
     lat: Field = "",
     lon: Field = "",
@@ -171,7 +170,7 @@ async def search_page(
     found: schemas.SearchPage | None = None
     error: FormError | None = None
     try:
-        found = await _search(visitor, db, state, form, page)
+        found = await _search(visitor, state, form, page)
     except FormError as exc:
         error = exc
     except InvalidRequest as exc:
@@ -212,7 +211,7 @@ async def search_page(
 
 
 async def _search(
-    visitor: Visitor, db: Db, state: State, form: dict[str, str], page: int
+    visitor: Visitor, state: State, form: dict[str, str], page: int
 ) -> schemas.SearchPage:
     """The form as ``GET /chargers``'s parameters, through that route's own handler."""
     _ = visitor.gettext
@@ -254,7 +253,6 @@ async def _search(
     elif form["when"] not in ("any", "now"):
         raise FormError("when", _("Choose when from the list."))
     return await chargers_api.search_chargers(
-        db=db,
         state=state,
         lat=float(lat),
         lon=float(lon),

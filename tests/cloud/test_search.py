@@ -16,8 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from sqlalchemy import text
 
 from cloud.accounts.models import Role
+from cloud.chargers import search
 from cloud.chargers.availability import (
     ALWAYS_OPEN,
     END_OF_DAY,
@@ -220,6 +222,40 @@ async def test_radius_boundary_is_inclusive_to_the_metre(market_api: Api, pg: Pg
         )
     got = await all_pages(market_api.client, {"lat": CENTRE[0], "lon": CENTRE[1], "radius_km": 5})
     assert {g["id"] for g in got} == {c.id for c in inside}
+
+
+async def test_a_search_is_one_statement_on_connections_that_carry_the_planner_settings(
+    market_api: Api, pg: PgConnection
+) -> None:
+    """The search pool's connections are named and set up at connect; a search's statement
+    is the last its backend ran (no COMMIT after it), and when the server has ended the
+    pooled connection the search is run once more on a new one, not answered 500."""
+    host = await add_user(pg, market_api.settings, Role.HOST)
+    assert host.host_id is not None
+    near = await seed(
+        pg, host.host_id, Seeded(new_ulid(), destination(CENTRE, 45, 900), [("Type2", 7400)])
+    )
+    where = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_km": 5}
+    ours = "SELECT pid, query FROM pg_stat_activity WHERE application_name = $1"
+
+    async def search_ids() -> list[str]:
+        response = await market_api.client.get("/chargers", params=where)
+        assert response.status_code == 200, response.text
+        return [hit["id"] for hit in response.json()["items"]]
+
+    assert await search_ids() == [near.id]
+    backends = await pg.fetch(ours, search.SEARCH_APP)
+    assert len(backends) == 1
+    assert backends[0]["query"].startswith("SELECT page.*")  # the search, not a COMMIT
+    reader = market_api.app.state.cloud.search_reader
+    async with reader.connect() as conn:
+        for name, value in search.PLANNER.items():
+            assert (await conn.execute(text(f"SHOW {name}"))).scalar_one() == value
+
+    assert await pg.fetchval("SELECT pg_terminate_backend($1)", backends[0]["pid"])
+    assert await search_ids() == [near.id]
+    after = await pg.fetch(ours, search.SEARCH_APP)
+    assert backends[0]["pid"] not in {r["pid"] for r in after}
 
 
 async def test_filters_match_brute_force(market_api: Api, pg: PgConnection) -> None:
