@@ -103,7 +103,8 @@ class IngestSettings(_Group):
     session_expiry_s: int = Field(default=0, ge=0, le=3600)
     #: Dead-lettered payloads are kept only up to this size.
     dead_letter_payload_max: int = Field(default=8192, ge=256, le=262144)
-    #: How often a worker recomputes the 15-minute rollup buckets new telemetry went into.
+    #: How often a worker recomputes the 15-minute rollup buckets new telemetry went into,
+    #: once each has closed (cloud/telemetry/rollup.py).
     rollup_refresh_s: float = Field(default=60.0, ge=1, le=3600)
     #: Raw telemetry is kept this many days on both storage backends, then dropped once the
     #: 15-minute rollup (kept for ever) covers it (cloud/telemetry/partitions.py, issue 21).
