@@ -236,7 +236,10 @@ async def test_a_search_is_one_statement_on_connections_that_carry_the_planner_s
         pg, host.host_id, Seeded(new_ulid(), destination(CENTRE, 45, 900), [("Type2", 7400)])
     )
     where = {"lat": CENTRE[0], "lon": CENTRE[1], "radius_km": 5}
-    ours = "SELECT pid, query FROM pg_stat_activity WHERE application_name = $1"
+    ours = (
+        "SELECT pid, query FROM pg_stat_activity"
+        " WHERE application_name = $1 AND datname = current_database()"
+    )
 
     async def search_ids() -> list[str]:
         response = await market_api.client.get("/chargers", params=where)
