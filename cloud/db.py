@@ -65,9 +65,10 @@ async def open_reader(
 ) -> AsyncIterator[AsyncEngine]:
     """An engine for reads of one statement each, at one round trip per read.
 
-    :func:`open_engine`'s requests cost four: a ping when the connection leaves the pool, then
-    BEGIN, the statement and COMMIT — and on a busy box every round trip waits for the server
-    and then the caller to be scheduled again (issue 21: searches while a fleet ingests). Here
+    A one-statement request on :func:`open_engine`'s sessions costs seven: the ping when the
+    connection leaves the pool (BEGIN, ``;`` prepared and run, ROLLBACK), then BEGIN, the
+    statement and COMMIT — and on a busy box every round trip waits for the server and then
+    the caller to be scheduled again (issue 21: searches while a fleet ingests). Here
     the connections are in autocommit (no BEGIN or COMMIT) and not pinged: a connection the
     server has closed fails the read itself, and the caller runs it once more
     (:func:`cloud.db_errors.once_more_if_disconnected`). ``server_settings`` are set on every
@@ -77,6 +78,7 @@ async def open_reader(
     engine = create_async_engine(
         sqlalchemy_url(settings.url),
         pool_size=settings.pool_size,
+        max_overflow=10,  # SQLAlchemy's default, as open_engine's: a peak, closed after use
         isolation_level="AUTOCOMMIT",
         connect_args={
             "timeout": settings.connect_timeout_s,

@@ -11,6 +11,7 @@ when a module elsewhere names a SQLAlchemy error.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -18,6 +19,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from cloud.errors import DatabaseRefused
+
+log = logging.getLogger(__name__)
 
 #: SQLSTATEs (PostgreSQL appendix A) the services act on.
 UNIQUE_VIOLATION = "23505"
@@ -72,6 +75,7 @@ async def once_more_if_disconnected(read: Callable[[], Awaitable[_T]]) -> _T:
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
+        log.warning("a read's connection was gone, reading again on another: %s", exc.orig)
     return await read()
 
 

@@ -45,8 +45,10 @@ the two against each other.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import TextClause, text
@@ -189,12 +191,14 @@ ORDER BY chord, id"""
 #: estimate crosses ``jit_above_cost`` (100,000) — as a plan that still needs a switched-off
 #: sort does at once (its penalty is 10^10), and as the window searches, estimated at ~39,000
 #: with a million chargers, would with a few million (docs/scale.md).
-PLANNER: dict[str, str] = {"enable_bitmapscan": "off", "enable_sort": "off", "jit": "off"}
+PLANNER: Mapping[str, str] = MappingProxyType(
+    {"enable_bitmapscan": "off", "enable_sort": "off", "jit": "off"}
+)
 
 #: The search pool's ``application_name`` (pg_stat_activity).
 SEARCH_APP = "chargemitra-search"
 #: What the search pool sets on each of its connections.
-SEARCH_CONNECTION = PLANNER | {"application_name": SEARCH_APP}
+SEARCH_CONNECTION: Mapping[str, str] = MappingProxyType({**PLANNER, "application_name": SEARCH_APP})
 
 
 def build_sql(query: SearchQuery) -> tuple[str, dict[str, Any]]:

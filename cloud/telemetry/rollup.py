@@ -180,10 +180,15 @@ async def refresh_pending(
     at = datetime.now(UTC) if now is None else now
     if backend is TelemetryBackend.TIMESCALE:
         return await _refresh_timescale(conn, limit, at)
+    # The collapse commits on its own: a recompute the database refuses (then refresh_each
+    # takes over) must not undo it, or an open bucket's markers would pile up meanwhile.
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
             return 0
         await conn.execute(COLLAPSE_OPEN, at)
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY):
+            return 0
         rows = await conn.fetch(TAKE_PENDING, at)
         if not rows:
             return 0

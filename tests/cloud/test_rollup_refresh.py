@@ -21,6 +21,7 @@ from cloud.telemetry.rollup import (
     ROLLUP_LOCK_KEY,
     buckets_of,
     contiguous_runs,
+    refresh_each,
     refresh_pending,
 )
 from cloud.telemetry.storage import TelemetryBackend
@@ -142,10 +143,22 @@ async def test_an_open_bucket_waits_for_its_close_with_one_marker_per_device(
         await close(writer)
     markers = "SELECT device_id, count(*) FROM telemetry_rollup_pending GROUP BY 1 ORDER BY 1"
     # The collapse kept one of dev-o's three committed markers; the in-flight one came after.
-    assert [tuple(r) for r in await pg.fetch(markers)] == [("dev-o", 2), ("dev-p", 1)]
+    assert [(r["device_id"], r["count"]) for r in await pg.fetch(markers)] == [
+        ("dev-o", 2),
+        ("dev-p", 1),
+    ]
     assert await pg.fetchval("SELECT count(*) FROM telemetry_15m") == 0
     assert await refresh_pending(pg, telemetry_backend, now=mid) == 0
-    assert [tuple(r) for r in await pg.fetch(markers)] == [("dev-o", 1), ("dev-p", 1)]
+    assert [(r["device_id"], r["count"]) for r in await pg.fetch(markers)] == [
+        ("dev-o", 1),
+        ("dev-p", 1),
+    ]
+    # The bucket-by-bucket fallback leaves an open bucket alone too.
+    assert await refresh_each(pg, telemetry_backend, now=mid) == (0, [])
+    assert [(r["device_id"], r["count"]) for r in await pg.fetch(markers)] == [
+        ("dev-o", 1),
+        ("dev-p", 1),
+    ]
 
     # The quarter-hour ends: both devices' buckets are recomputed once, with every reading.
     assert await refresh_pending(pg, telemetry_backend, now=closed) == 2
