@@ -76,6 +76,7 @@ from cloud.devices.broker_auth import new_password
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, Settings, env_name, load_settings
 from edge_agent.provision import claim
+from edge_agent.testing import close_threaded
 from firmware_sim.fleet import (
     MAX_DURATION_S,
     FleetConfig,
@@ -162,8 +163,7 @@ class BareAcker:
         self.client.publish(topic(device_id, MessageKind.ACK), encode_message(ack), qos=ACK_QOS)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_threaded(self.client)
 
 
 def _passed(report: SiteReport) -> bool:

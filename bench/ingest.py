@@ -39,6 +39,7 @@ from cloud import migrate
 from cloud.ingest.plan import BatchPlan
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings, env_name
+from edge_agent.testing import close_threaded
 from protocols.enums import MessageKind
 from protocols.messages import Ack, TelemetryBatch, encode_message, parse_message
 from protocols.testing import telemetry
@@ -95,8 +96,7 @@ class BenchDevice:
                 await asyncio.sleep(0.005)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_threaded(self.client)
 
 
 async def _clear(conn: PgConnection) -> None:

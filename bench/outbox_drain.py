@@ -38,7 +38,7 @@ from edge_agent.store.db import connect
 from edge_agent.store.outbox_lanes import high_water
 from edge_agent.store.writer import Durable, StoreWriter
 from edge_agent.sync.service import SyncService
-from edge_agent.testing import Acker, RecordingHandler
+from edge_agent.testing import Acker, RecordingHandler, close_threaded
 from protocols.messages import MeterReading
 from protocols.meters import Quantity
 from protocols.topics import topic
@@ -99,8 +99,7 @@ def raw_paho_rate(tls_port: int, ca: Path, payloads: list[tuple[str, bytes]]) ->
     if not done.wait(120):
         raise RuntimeError(f"raw paho baseline did not finish ({acked} of {len(payloads)} acked)")
     elapsed = time.perf_counter() - start
-    client.disconnect()
-    client.loop_stop()
+    close_threaded(client)
     return len(payloads) / elapsed
 
 

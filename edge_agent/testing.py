@@ -14,7 +14,9 @@ module of ``protocols``, ``edge_agent``, ``cloud`` or ``firmware_sim`` other tha
   :class:`ChargingMeter`, which advances a meter's import register while a relay coil is
   closed;
 * :class:`Acker` -- a stand-in for cloud ingest on a real broker that acks the agent's uplink;
-* :class:`RecordingHandler` -- a downlink command handler that records and accepts.
+* :class:`RecordingHandler` -- a downlink command handler that records and accepts;
+* :func:`close_threaded` and :func:`close_sockets` -- stop a paho client run by
+  ``loop_start()`` without leaving its sockets to the garbage collector.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ __all__ = [
     "ModbusPeer",
     "Received",
     "RecordingHandler",
+    "close_sockets",
+    "close_threaded",
 ]
 
 #: The wall time a :class:`FakeClock` reads at its start unless told otherwise.
@@ -106,6 +110,26 @@ class RecordingHandler:
 _store: Any = datastore
 ModbusSparseDataBlock: Any = _store.ModbusSparseDataBlock
 ModbusServerContext: Any = _store.ModbusServerContext
+
+
+def close_sockets(client: paho.Client) -> None:
+    """Close a stopped paho client's sockets: its connection and its wake-up socket pair.
+
+    paho 2.2 opens the pair (two loopback TCP sockets) in ``loop_start()`` and closes it only
+    when the client object is finalised; there is no public call for it. Clients in tests sit
+    in reference cycles (their callbacks are bound methods of their owners), so the cycle
+    collector finalises them, in no set order: a socket finalised before its client warns
+    "unclosed socket", and pytest fails whichever later test ran that collection (CI: an
+    agent's startup ``gc.collect()``, ``edge_agent/memory.py``). Call after ``loop_stop()``.
+    """
+    client._reset_sockets()
+
+
+def close_threaded(client: paho.Client) -> None:
+    """DISCONNECT, stop the network thread, close the sockets (:func:`close_sockets`)."""
+    client.disconnect()
+    client.loop_stop()
+    close_sockets(client)
 
 
 def _free_port() -> int:
@@ -304,8 +328,7 @@ class Acker:
         # is up lost its first messages to the SUBSCRIBE still in flight (and then waited
         # forever for them in settle()).
         if not self._subscribed.wait(10):
-            self._client.disconnect()
-            self._client.loop_stop()
+            close_threaded(self._client)
             raise RuntimeError("acker: the broker did not acknowledge our subscriptions")
         self._thread = threading.Thread(target=self._ack_loop, name="acker", daemon=True)
         self._thread.start()
@@ -396,5 +419,4 @@ class Acker:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._client.disconnect()
-        self._client.loop_stop()
+        close_threaded(self._client)

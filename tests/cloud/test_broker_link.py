@@ -18,6 +18,7 @@ from cloud.broker import BrokerLogin, open_broker_link
 from cloud.devices.broker_auth import DynsecAdmin
 from cloud.errors import BrokerError, BrokerUnacknowledged, ConfigError
 from cloud.settings import MqttSettings
+from edge_agent.testing import close_threaded
 from protocols.enums import MessageKind
 from protocols.topics import topic
 from tests.support.cloud_env import add_device, make_settings
@@ -113,8 +114,7 @@ async def test_a_delivery_is_acknowledged_on_its_connection_even_when_none_is_cu
             device.publish(status_topic, b"{}", qos=1).wait_for_publish(10)
             delivery = await asyncio.wait_for(link.messages.get(), 10)
         finally:
-            device.disconnect()
-            device.loop_stop()
+            close_threaded(device)
         connection = link._current
         assert connection is not None
         assert connection.number == delivery.connection

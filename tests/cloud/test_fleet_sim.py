@@ -21,6 +21,7 @@ from cloud.settings import Settings
 from cloud.workers.ingest import open_ingest_worker
 from edge_agent.config import MqttSettings
 from edge_agent.sync.uplink import UplinkSettings
+from edge_agent.testing import close_threaded
 from firmware_sim.errors import FleetError
 from firmware_sim.fleet import (
     UNACKED_MAX,
@@ -75,8 +76,7 @@ def _send_command(
             topic(device_id, MessageKind.CMD), encode_message(command), qos=1
         ).wait_for_publish(10)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        close_threaded(client)
 
 
 async def test_a_small_fleet_loses_nothing(

@@ -18,6 +18,7 @@ from cloud.ingest.writer import write_batch
 from cloud.pg import PgConnection, close, connect
 from cloud.settings import DbSettings
 from cloud.workers.ingest import open_ingest_worker
+from edge_agent.testing import close_sockets
 from protocols.enums import MessageKind
 from protocols.messages import encode_message
 from protocols.testing import status
@@ -162,9 +163,7 @@ async def test_a_device_gone_without_its_will_reaching_the_cloud_is_swept_offlin
         heard = asyncio.get_running_loop().time()
         # Gone: the connection closed under it, no DISCONNECT, no will.
         device.client.loop_stop()
-        sock = device.client.socket()
-        assert sock is not None
-        sock.close()
+        close_sockets(device.client)
         await asyncio.sleep(3.0)  # sweeps have run: silent for less than 10 s
         assert await _flags(pg, device_id) == (True, True)
         while await _flags(pg, device_id) != (False, False):

@@ -22,6 +22,7 @@ from cloud.bookings.models import Booking, BookingStatus
 from cloud.pg import PgConnection
 from cloud.sessions.republish import GRACE_S, republish_round
 from cloud.state import AppState
+from edge_agent.testing import close_threaded
 from protocols.messages import Command, RevokePins, parse_message
 from protocols.topics import topic
 from tests.cloud.test_unlock import DEVICE, Site, api  # noqa: F401 -- the fixture
@@ -68,8 +69,7 @@ def device_listening(broker: Broker) -> Iterator[tuple[paho.Client, Received, as
     try:
         yield client, received, subscribed
     finally:
-        client.disconnect()
-        client.loop_stop()
+        close_threaded(client)
 
 
 async def test_a_revocation_recorded_but_never_published_is_published_by_the_job(

@@ -104,24 +104,36 @@ async def test_concurrent_overlapping_inserts_admit_exactly_one(
     await _seed_connector(pg)
     conns = [await connect(DbSettings(url=db_url)) for _ in range(8)]
 
-    async def attempt(i: int, conn: PgConnection) -> bool:
+    # Every first attempt runs at once: that is the race the constraint must settle. An
+    # insert PostgreSQL picks as a deadlock victim retries, but one retry at a time: retries
+    # that raced each other again could livelock (the survivor of a cycle rechecks the index
+    # the moment the victim aborts, and a retry landing in that moment forms a new cycle in
+    # which the survivor, now the longer waiter, is the victim; CI saw 30 rounds of backoff
+    # all deadlock). One retrier can still meet a first attempt in flight, but there are only
+    # eight of those and each ends, so the retries then run alone and cannot deadlock. The
+    # booking service avoids the cycle with an advisory lock per connector; this test checks
+    # the constraint without it.
+    one_retry_at_a_time = asyncio.Lock()
+
+    async def book(i: int, conn: PgConnection) -> bool:
         start = T0 + timedelta(minutes=i)
-        for attempt_no in range(30):
-            try:
-                await _book(conn, f"R{i}", start, start + timedelta(hours=1))
-            except ExclusionViolation:
-                return False
-            except DeadlockDetected:
-                # PostgreSQL picked this insert as the victim. Retry after a pause with a
-                # floor that grows with each round: the survivor of the cycle rechecks the
-                # index the moment the victim aborts, and a retry that inserts again within
-                # that moment forms a new cycle in which the survivor (the longer waiter)
-                # is the victim -- on a loaded machine that livelocked all 30 rounds of a
-                # 0-to-0.5 s pause (CI, 187 s). The booking service avoids the cycle with an
-                # advisory lock per connector; this test checks the constraint without it.
-                await asyncio.sleep(random.uniform(0.1, 0.2) * 2 ** min(attempt_no, 4))
-                continue
-            return True
+        try:
+            await _book(conn, f"R{i}", start, start + timedelta(hours=1))
+        except ExclusionViolation:
+            return False
+        return True
+
+    async def attempt(i: int, conn: PgConnection) -> bool:
+        try:
+            return await book(i, conn)
+        except DeadlockDetected:
+            pass
+        async with one_retry_at_a_time:
+            for _ in range(len(conns) * 4):
+                try:
+                    return await book(i, conn)
+                except DeadlockDetected:
+                    await asyncio.sleep(random.uniform(0.05, 0.1))
         raise AssertionError("kept deadlocking")
 
     try:

@@ -24,6 +24,7 @@ from cloud.chargers.models import PricingMode
 from cloud.errors import BrokerUnacknowledged
 from cloud.pg import PgConnection
 from cloud.state import AppState
+from edge_agent.testing import close_threaded
 from protocols.enums import AuthorizationStatus
 from protocols.ids import new_ulid
 from protocols.messages import Command, StartSession, parse_message
@@ -243,8 +244,7 @@ async def test_a_silent_charger_gets_a_signed_expiring_command_and_the_driver_a_
                 break
             await asyncio.sleep(0.05)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        close_threaded(client)
 
     payload, properties = received[0]
     command = parse_message("cmd", payload)

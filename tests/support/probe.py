@@ -11,6 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.testing import close_threaded
 from tests.support.sim_device import wait_for
 
 
@@ -86,5 +87,4 @@ class Probe:
         await wait_for(lambda: all(i.mid in self.puback for i in infos), timeout_s=60)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_threaded(self.client)

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.testing import close_threaded
 from protocols.enums import MessageKind
 from protocols.messages import Ack, Envelope, encode_message, parse_message
 from protocols.topics import topic
@@ -86,8 +87,7 @@ class SimDevice:
         return self.connect_result
 
     def disconnect(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_threaded(self.client)
 
     def queue(self, messages: Iterable[Envelope]) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.store.db import connect
-from edge_agent.testing import Acker
+from edge_agent.testing import Acker, close_threaded
 from tests.support.certs import Certs, make_certs
 from tests.support.mosquitto import Broker, cloud_broker
 from tests.sync.rig import API_PASSWORD, USERS
@@ -69,5 +69,4 @@ def api(broker: Broker) -> Iterator[paho.Client]:
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     yield client
-    client.disconnect()
-    client.loop_stop()
+    close_threaded(client)

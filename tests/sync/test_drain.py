@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.service import SyncService
-from edge_agent.testing import Acker, RecordingHandler
+from edge_agent.testing import Acker, RecordingHandler, close_threaded
 from protocols.enums import AuthorizationStatus, MessageKind
 from protocols.messages import AuthDecision, SessionEvent, Status, TelemetryBatch
 from protocols.pacing import INITIAL_WINDOW
@@ -232,8 +232,7 @@ async def test_status_reports_the_backlog_and_is_retained(
         try:
             await wait_until(lambda: bool(late), 10, "the retained status")
         finally:
-            client.disconnect()
-            client.loop_stop()
+            close_threaded(client)
     assert late[0].retain
     first = acker.statuses[0]
     assert isinstance(first, Status)

@@ -17,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.sync.link import LinkSettings, MqttLink, Will
+from edge_agent.testing import close_threaded
 from protocols.enums import MessageKind
 from protocols.messages import encode_message, last_will
 from protocols.topics import topic
@@ -79,8 +80,7 @@ class Ingest:
             return [payload for _name, payload in self.received]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        close_threaded(self.client)
 
 
 @pytest.fixture
