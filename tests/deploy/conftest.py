@@ -7,5 +7,6 @@ from tests.support.cloud_fixtures import (  # noqa: F401 -- fixtures, found by p
     db_url,
     migrated_db,
     pg,
+    pytest_runtest_makereport,
     service_passwords,
 )

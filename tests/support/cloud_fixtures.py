@@ -1,12 +1,13 @@
 """The cloud tests' pytest fixtures (the test database migrated once and emptied per test, a
 connection to it, certificates, a real Mosquitto with TLS, service passwords, the settings),
-registered by tests/cloud/conftest.py and tests/deploy/conftest.py, which import them.
+registered by tests/cloud/conftest.py and tests/deploy/conftest.py, which import them --
+with :func:`pytest_runtest_makereport`, which adds the broker's log to a failed test's report.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,25 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 @pytest.fixture
 def service_passwords() -> dict[str, str]:
     return {"cloud-ingest": secrets.token_urlsafe(16), "cloud-api": secrets.token_urlsafe(16)}
+
+
+#: How much of the broker's log a failed test's report shows (its last lines).
+BROKER_LOG_LINES = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test that failed with a broker running gets the end of the broker's log in its
+    report: why Mosquitto closed a connection (a keep-alive, a takeover, a protocol error)
+    is there and nowhere else, and a once-in-a-while CI failure cannot be rerun to see it."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("broker")
+    if report.failed and isinstance(running, Broker) and running.log.exists():
+        tail = running.log_text().splitlines()[-BROKER_LOG_LINES:]
+        report.sections.append((f"broker log ({call.when}, last lines)", "\n".join(tail)))
+    return report
 
 
 @pytest.fixture
