@@ -23,7 +23,9 @@ uplink's sockets and TLS: :mod:`edge_agent.ocpp.websocket`; sqlite3:
     ├── InputError            a technician's request that cannot be served (unknown meter id,
     │   │                     bad register range; carries the field)
     │   └── PortBusy          a serial port another process holds (carries port, holder)
-    └── ControlError          the running agent refused a control request, or cannot be reached
+    ├── ControlError          the running agent refused a control request, or cannot be reached
+    └── Interrupted           a command stopped by Ctrl-C, SIGTERM or SIGHUP, once it had put
+                              the hardware back in its safe state (the relay opened)
 
 The field CLI (:mod:`edge_agent.tech`) maps every one of them to exit code 2 and one line on
 stderr, at one boundary (:func:`edge_agent.tech.output.boundary`).
@@ -186,3 +188,8 @@ class ControlError(AgentError):
     def __init__(self, message: str, *, cmd: str | None = None) -> None:
         super().__init__(message)
         self.cmd = cmd
+
+
+class Interrupted(AgentError):
+    """A field command was stopped by Ctrl-C, SIGTERM or SIGHUP after putting the hardware
+    back in its safe state (``relay test``: the relay commanded open)."""

@@ -12,6 +12,7 @@ again, whatever happens in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from edge_agent.backoff import Backoff, Retries
-from edge_agent.errors import RelayError
+from edge_agent.errors import Interrupted, RelayError
 from edge_agent.relay.base import RelayDriver
 
 PowerReader = Callable[[], Awaitable[float | None]]
@@ -98,11 +99,14 @@ def judge(
     )
 
 
-async def _watch(read: PowerReader, done: Callable[[float], bool], settle_s: float) -> float | None:
-    """Read power until ``done`` says so or ``settle_s`` passes; the last value read."""
+async def _watch(
+    read: PowerReader, done: Callable[[float], bool], settle_s: float, stop: asyncio.Event
+) -> float | None:
+    """Read power until ``done`` says so, ``settle_s`` passes or ``stop`` is set; the last
+    value read."""
     deadline = time.monotonic() + settle_s
     last: float | None = None
-    while True:
+    while not stop.is_set():
         power = await read()
         if power is not None:
             last = power
@@ -110,7 +114,9 @@ async def _watch(read: PowerReader, done: Callable[[float], bool], settle_s: flo
                 return last
         if time.monotonic() >= deadline:
             return last
-        await asyncio.sleep(0.2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+    return last
 
 
 #: Attempts to open before giving up: one garbled frame on RS-485 must not leave it closed.
@@ -139,24 +145,34 @@ async def run_relay_test(
     charging_power_w: float,
     stuck_power_w: float,
     settle_s: float,
+    stop: asyncio.Event | None = None,
 ) -> RelayTestResult:
     """Close, watch for power, open, watch it stop (each watch at most ``settle_s``);
     ``read_power`` None: close, read back, open, read back.
 
-    The relay is commanded open whatever ends the closed phase: an error, a cancellation
-    (Ctrl-C: ``asyncio.run`` cancels the task, and this ``finally`` still runs).
+    The relay is commanded open whatever ends the closed phase: an error, a cancellation,
+    or ``stop`` (the field CLI sets it on Ctrl-C, SIGTERM or SIGHUP:
+    :func:`edge_agent.tech.handhold.stop_signals_set` says why not a cancellation), after
+    which the test ends with :class:`~edge_agent.errors.Interrupted` instead of a verdict.
     """
+    if stop is None:
+        stop = asyncio.Event()  # never set: the agent's own tests end by their limits
     power_closed = power_open = None
     try:
         await relay.set_closed(True)
         closed_read = await relay.is_closed()
         if read_power is not None:
-            power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s)
+            power_closed = await _watch(read_power, lambda p: p >= charging_power_w, settle_s, stop)
     finally:
         await open_relay(relay)
     open_read = await relay.is_closed()
+    if stop.is_set():
+        reads = {True: "reads closed", False: "reads open", None: "cannot be read back"}
+        raise Interrupted(
+            f"relay test interrupted: the relay was commanded open and {reads[open_read]}"
+        )
     if read_power is not None:
-        power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s)
+        power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s, stop)
     if read_power is None:
         verdict, detail = judge_read_back(closed_read=closed_read, open_read=open_read)
     else:

@@ -15,7 +15,7 @@ from edge_agent.relay.check import RelayTestResult, Verdict, open_relay, run_rel
 from edge_agent.relay.manual_close import DEFAULT_HOLD_S, MAX_HOLD_S, safety_limits
 from edge_agent.tech import daemon, storeview
 from edge_agent.tech.direct import DirectSite
-from edge_agent.tech.handhold import HoldResult, hold_closed
+from edge_agent.tech.handhold import HoldResult, hold_closed, stop_signals_set
 from edge_agent.tech.output import (
     EXIT_FAIL,
     EXIT_OK,
@@ -199,6 +199,7 @@ def relay_off(config_file: Path | None, connector: int | None, as_json: bool) ->
 
 async def _test_direct(settings: AgentSettings, connector: int) -> RelayTestResult:
     meter_id = settings.connector(connector).meter
+    stop = asyncio.Event()
     async with DirectSite(settings) as site:
         driver = site.relay(connector)
 
@@ -208,13 +209,16 @@ async def _test_direct(settings: AgentSettings, connector: int) -> RelayTestResu
             except MeterError:
                 return None
 
-        return await run_relay_test(
-            driver,
-            power,
-            charging_power_w=settings.limits.charging_power_w,
-            stuck_power_w=settings.limits.stuck_relay_power_w,
-            settle_s=settings.limits.stuck_relay_check_s + 1.0,
-        )
+        # Ctrl-C, SIGTERM or SIGHUP end the test through `stop`, the relay opened first.
+        with stop_signals_set(stop):
+            return await run_relay_test(
+                driver,
+                power,
+                charging_power_w=settings.limits.charging_power_w,
+                stuck_power_w=settings.limits.stuck_relay_power_w,
+                settle_s=settings.limits.stuck_relay_check_s + 1.0,
+                stop=stop,
+            )
 
 
 @relay.command("test")
@@ -227,8 +231,8 @@ def relay_test(config_file: Path | None, connector: int | None, force: bool, as_
     """Close, confirm power on the meter, open, confirm it stops.
 
     Exit 0 passed, 1 closed but no power flowed (no EV asking?), 2 failed (no read-back,
-    power after opening: stuck contactor, meter silent). Refused while a session is active
-    unless --force.
+    power after opening: stuck contactor, meter silent) or interrupted (Ctrl-C: the relay is
+    opened first). Refused while a session is active unless --force.
     """
     settings = settings_from(config_file)
     cid = pick_connector(settings, connector)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,34 @@ class HoldResult:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+@contextlib.contextmanager
+def stop_signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """While the block runs (in the running loop, main thread), :data:`STOP_SIGNALS` set
+    ``stop`` instead of their defaults; then the defaults come back.
+
+    Why not let Ctrl-C cancel the task, as ``asyncio.run`` does: the cancellation lands
+    wherever the task happens to be, and Python 3.11's ``asyncio.wait_for`` (which pymodbus
+    awaits every answer with) drops a cancellation that arrives as the answer does -- the
+    command then ran on, relay closed, until its own limit (a CI run of
+    ``test_relay_guard.py``). A second Ctrl-C would raise KeyboardInterrupt into whatever
+    runs, the opening included. An event the command checks between steps has neither
+    problem: the first signal ends the closed phase, repeats are ignored until it is safe.
+    """
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 async def hold_closed(
     relay: RelayDriver,
     read_values: ReadValues,
@@ -72,15 +100,20 @@ async def hold_closed(
     defaults, a second Ctrl-C (asyncio raising KeyboardInterrupt into the open), a second
     SIGTERM or a dropped SSH session would kill the process with the relay still closed.
     """
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    installed = []
-    for sig in STOP_SIGNALS:
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            continue
-        installed.append(sig)
+    with stop_signals_set(stop):
+        return await _hold(relay, read_values, stop, limits=limits, hold_s=hold_s, poll_s=poll_s)
+
+
+async def _hold(
+    relay: RelayDriver,
+    read_values: ReadValues,
+    stop: asyncio.Event,
+    *,
+    limits: SafetyLimits,
+    hold_s: float,
+    poll_s: float,
+) -> HoldResult:
     started = time.monotonic()
     read_closed: bool | None = None
     why, tripped = INTERRUPTED, False
@@ -107,10 +140,6 @@ async def hold_closed(
         opened = True
         open_read = await relay.is_closed()
     finally:
-        try:
-            if not opened:  # an error in the bus, the meter or the relay: open, best effort
-                await open_relay(relay)
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+        if not opened:  # an error in the bus, the meter or the relay: open, best effort
+            await open_relay(relay)
     return HoldResult(read_closed, open_read, time.monotonic() - started, why, tripped)

@@ -3,6 +3,9 @@ cores (doctor's verdicts, exit codes, scan's model choice, redaction) decide as 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +17,10 @@ from edge_agent.auth.authorizer import MALFORMED_TAG_REASON, MALFORMED_TAG_REF
 from edge_agent.auth.decision import AuthVerdict
 from edge_agent.cli import main
 from edge_agent.config import load_config
-from edge_agent.errors import InputError
+from edge_agent.errors import InputError, Interrupted
 from edge_agent.plausible import implausible
-from edge_agent.relay.check import Verdict, judge
+from edge_agent.relay.check import Verdict, judge, run_relay_test
+from edge_agent.relay.drivers import FakeRelay
 from edge_agent.store.db import connect
 from edge_agent.tech.authcheck import check
 from edge_agent.tech.checks import (
@@ -37,6 +41,7 @@ from edge_agent.tech.checks import (
     exit_code,
 )
 from edge_agent.tech.cmd_config import REDACTED, redact
+from edge_agent.tech.handhold import STOP_SIGNALS, stop_signals_set
 from edge_agent.tech.scan import ModelFit, best_model, parse_units
 from edge_agent.tech.storeview import open_readonly
 from protocols.enums import AuthorizationStatus
@@ -268,6 +273,46 @@ def test_relay_test_verdicts() -> None:
         judge(closed_read=None, open_read=None, power_closed_w=None, power_open_w=None, **common)[0]
         is Verdict.METER_SILENT
     )
+
+
+async def test_a_relay_test_whose_stop_is_set_opens_the_relay_and_ends_interrupted() -> None:
+    """What the CLI's Ctrl-C does to ``relay test`` (its handlers set the test's stop event,
+    tech/handhold.py ``stop_signals_set``): the closed phase ends, the relay is commanded
+    open, and the test ends with Interrupted, not a verdict -- however long its watch was."""
+    relay = FakeRelay()
+    stop = asyncio.Event()
+
+    async def power() -> float | None:
+        if relay.commanded:
+            stop.set()  # Ctrl-C while the relay is closed and no power has come
+        await asyncio.sleep(0)
+        return 0.0
+
+    # A hang guard, not a timing: without the stop event the watch would last the hour.
+    async with asyncio.timeout(60):
+        with pytest.raises(Interrupted, match="commanded open and reads open"):
+            await run_relay_test(
+                relay, power, charging_power_w=100, stuck_power_w=50, settle_s=3600, stop=stop
+            )
+    assert relay.history == [True, False]
+
+
+async def test_stop_signals_set_the_event_and_give_the_defaults_back() -> None:
+    """SIGINT, SIGTERM and SIGHUP set the event while the block runs (no KeyboardInterrupt,
+    no cancellation landing mid-command, no end of the process)."""
+    # The loop puts Python's defaults back after the block; this process (a pytest-xdist
+    # worker) gets back whatever it had.
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        for sig in STOP_SIGNALS:
+            stop = asyncio.Event()
+            with stop_signals_set(stop):
+                os.kill(os.getpid(), sig)
+                async with asyncio.timeout(10):
+                    await stop.wait()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def test_scan_prefers_the_largest_plausible_map_and_reports_ties() -> None:
