@@ -3,9 +3,9 @@
 Services raise these; :mod:`cloud.problems` maps them to RFC 9457 problem responses in one
 place, so no router builds an error response by hand. Third-party errors are translated at
 one boundary per library, with ``raise ... from exc`` (SQLAlchemy in cloud/db_errors.py,
-redis-py in cloud/redis_errors.py, paho-mqtt in cloud/broker.py, each payment SDK in its
-provider module; the list is ``BOUNDARIES`` in tests/cloud/test_error_boundaries.py, which
-fails on a catch elsewhere)::
+redis-py in cloud/redis_errors.py, the MQTT client's socket, TLS and protocol errors in
+cloud/broker.py, each payment SDK in its provider module; the list is ``BOUNDARIES`` in
+tests/cloud/test_error_boundaries.py, which fails on a catch elsewhere)::
 
     CloudError
     ├── ConfigError              a setting is missing or invalid (variable, value)

@@ -166,13 +166,15 @@ async def run_relay_test(
     finally:
         await open_relay(relay)
     open_read = await relay.is_closed()
+    if read_power is not None and not stop.is_set():
+        power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s, stop)
     if stop.is_set():
+        # Either watch cut short: judging what it saw would name a fault it did not find
+        # (a meter "silent" before its first read, power "stuck" while still falling).
         reads = {True: "reads closed", False: "reads open", None: "cannot be read back"}
         raise Interrupted(
             f"relay test interrupted: the relay was commanded open and {reads[open_read]}"
         )
-    if read_power is not None:
-        power_open = await _watch(read_power, lambda p: p <= stuck_power_w, settle_s, stop)
     if read_power is None:
         verdict, detail = judge_read_back(closed_read=closed_read, open_read=open_read)
     else:

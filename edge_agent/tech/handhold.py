@@ -69,6 +69,9 @@ def stop_signals_set(stop: asyncio.Event) -> Iterator[None]:
     ``test_relay_guard.py``). A second Ctrl-C would raise KeyboardInterrupt into whatever
     runs, the opening included. An event the command checks between steps has neither
     problem: the first signal ends the closed phase, repeats are ignored until it is safe.
+    After the block the loop gives SIGINT back to Python's default (KeyboardInterrupt), not
+    to ``asyncio.run``'s handler: a Ctrl-C while the command closes its bus raises there,
+    with the relay already open.
     """
     loop = asyncio.get_running_loop()
     installed = []

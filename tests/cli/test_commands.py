@@ -275,20 +275,25 @@ def test_relay_test_verdicts() -> None:
     )
 
 
-async def test_a_relay_test_whose_stop_is_set_opens_the_relay_and_ends_interrupted() -> None:
+@pytest.mark.parametrize("phase", ["closed", "opened"])
+async def test_a_relay_test_whose_stop_is_set_opens_the_relay_and_ends_interrupted(
+    phase: str,
+) -> None:
     """What the CLI's Ctrl-C does to ``relay test`` (its handlers set the test's stop event,
-    tech/handhold.py ``stop_signals_set``): the closed phase ends, the relay is commanded
-    open, and the test ends with Interrupted, not a verdict -- however long its watch was."""
+    tech/handhold.py ``stop_signals_set``), in either watch: the watch ends, the relay is
+    commanded open, and the test ends with Interrupted -- not a verdict on a watch cut short
+    (power still falling after the open would read as a stuck contactor)."""
     relay = FakeRelay()
     stop = asyncio.Event()
 
     async def power() -> float | None:
-        if relay.commanded:
-            stop.set()  # Ctrl-C while the relay is closed and no power has come
+        # Closed: no power comes. Opened: power still flowing, as a stuck contactor's would.
+        if relay.history == ([True] if phase == "closed" else [True, False]):
+            stop.set()  # Ctrl-C
         await asyncio.sleep(0)
-        return 0.0
+        return 0.0 if phase == "closed" else 7400.0
 
-    # A hang guard, not a timing: without the stop event the watch would last the hour.
+    # A hang guard, not a timing: without the stop event a watch would last the hour.
     async with asyncio.timeout(60):
         with pytest.raises(Interrupted, match="commanded open and reads open"):
             await run_relay_test(
@@ -297,19 +302,25 @@ async def test_a_relay_test_whose_stop_is_set_opens_the_relay_and_ends_interrupt
     assert relay.history == [True, False]
 
 
-async def test_stop_signals_set_the_event_and_give_the_defaults_back() -> None:
+async def test_stop_signals_set_the_event_while_the_block_runs_and_then_the_defaults_are_back() -> (
+    None
+):
     """SIGINT, SIGTERM and SIGHUP set the event while the block runs (no KeyboardInterrupt,
-    no cancellation landing mid-command, no end of the process)."""
+    no cancellation landing mid-command, no end of the process), and only then."""
     # The loop puts Python's defaults back after the block; this process (a pytest-xdist
     # worker) gets back whatever it had.
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    defaults = {signal.SIGINT: signal.default_int_handler}
     try:
         for sig in STOP_SIGNALS:
             stop = asyncio.Event()
             with stop_signals_set(stop):
+                # Installed (else the signal below would end this process).
+                assert signal.getsignal(sig) not in (before[sig], signal.SIG_DFL)
                 os.kill(os.getpid(), sig)
                 async with asyncio.timeout(10):
                     await stop.wait()
+            assert signal.getsignal(sig) is defaults.get(sig, signal.SIG_DFL)
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)

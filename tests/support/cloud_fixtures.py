@@ -75,7 +75,7 @@ def pytest_runtest_makereport(
     report: why Mosquitto closed a connection (a keep-alive, a takeover, a protocol error)
     is there and nowhere else, and a once-in-a-while CI failure cannot be rerun to see it."""
     report = yield
-    running = getattr(item, "funcargs", {}).get("broker")
+    running = (getattr(item, "funcargs", None) or {}).get("broker")
     if report.failed and isinstance(running, Broker) and running.log.exists():
         tail = running.log_text().splitlines()[-BROKER_LOG_LINES:]
         report.sections.append((f"broker log ({call.when}, last lines)", "\n".join(tail)))
